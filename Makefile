@@ -6,11 +6,11 @@ BIN := $(VENV)/bin
 .PHONY: demo test install lint bench clean
 
 $(BIN)/python:
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(PY) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); $(PY) -m venv --without-pip $(VENV) && $(BIN)/python deploy/bootstrap_pip.py; }
+	$(BIN)/python -m pip install -q --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test]'
 
 demo: install
 	$(BIN)/biobank-catalogue demo
