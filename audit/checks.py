@@ -1,0 +1,230 @@
+"""The whole audit run: catalogue checkpoint and state, catalogue log, node mirrors, search.
+
+Also the optional node-direct comparison of each node's own checkpoint with its mirror.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from audit.catalogue_log import CatalogueReplay, EnrolledNode, replay_catalogue
+from audit.fetcher import Source
+from audit.livestate import Chapters, NodeLive, Tally
+from audit.node_logs import CheckpointClaim, NodeAudit, SchemaCheck, stream_node
+from audit.report import Report
+from audit.search_check import check_search
+from audit.state import AuditState
+from protocol.errors import BiobankError
+from protocol.merkle import verify_consistency
+from protocol.note import Checkpoint, Verifier, verify_checkpoint
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """What to compare besides the catalogue's published material."""
+
+    node_direct: bool = False
+    pinned_key: str | None = None  # the catalogue verifier key obtained out of band
+
+
+def default_schema_check() -> SchemaCheck:
+    """Validation with the shipped schemas (protocol.schema)."""
+    from protocol.schema import SchemaSet
+
+    schemas = SchemaSet.default()
+
+    def problems(schema_id: str, record: Any, location: str) -> list[Any]:
+        return list(schemas.problems(schema_id, record, location))
+
+    return problems
+
+
+def _body(note: str) -> Checkpoint:
+    body, _sep, _ = note.partition("\n\n")
+    return Checkpoint.from_text(body + "\n")
+
+
+def _catalogue_key(report: Report, desc: dict[str, Any], state: AuditState | None,
+                   options: AuditOptions) -> tuple[str, str] | None:
+    """(origin, trusted key): a pinned key, else the state's, else the descriptor's (first use)."""
+    check = report["catalogue-checkpoint"]
+    origin, served = desc.get("origin"), desc.get("verifier_key")
+    if not isinstance(origin, str) or not isinstance(served, str):
+        check.fail("/.well-known/biobank-catalogue", "lacks 'origin' or 'verifier_key'")
+        return None
+    trusted = options.pinned_key or (state.verifier_key if state else served)
+    if served != trusted:
+        check.fail("/.well-known/biobank-catalogue",
+                   f"serves key {served!r}, but the trusted key is {trusted!r}")
+    if state and state.origin != origin:
+        check.fail("/.well-known/biobank-catalogue",
+                   f"origin {origin!r}, but the state file is for {state.origin!r}")
+    return origin, trusted
+
+
+def _state_size(report: Report, cp: Checkpoint, note: str,
+                state: AuditState | None) -> int | None:
+    """Check the new checkpoint against the state; the size whose root replay must match."""
+    cons = report["catalogue-consistency"]
+    if state is None:
+        cons.note = "no state file yet: this run is the first (trust on first use)"
+        return None
+    cons.ran = True
+    cons.items += 1
+    if cp.size < state.size:
+        cons.fail("catalogue checkpoint", f"size {cp.size} is smaller than the verified size "
+                  f"{state.size} in the state file: rollback or frozen view")
+        return None
+    if cp.size == state.size and cp.root != state.root:
+        cons.fail("catalogue checkpoint", f"size {cp.size} with root {cp.root.hex()}, but the "
+                  f"state file verified root {state.root.hex()} at that size: split view")
+        return None
+    return state.size
+
+
+def run_audit(source: Source, *, state: AuditState | None, options: AuditOptions,
+              schema_check: SchemaCheck | None = None,
+              progress: Callable[[str], None] | None = None) -> tuple[Report, AuditState | None]:
+    """Audit everything `source` serves; the new state when every check holds, else None."""
+    report = Report(catalogue=source.label)
+    say = progress or (lambda _msg: None)
+    cp_check = report["catalogue-checkpoint"]
+    try:
+        trusted = _catalogue_key(report, source.descriptor(), state, options)
+        if trusted is None:
+            return report, None
+        origin, key = trusted
+        note = source.checkpoint()
+    except BiobankError as exc:
+        cp_check.fail("catalogue", f"{type(exc).__name__}: {exc}")
+        return report, None
+    cp_check.ran = True
+    cp_check.items += 1
+    try:
+        cp = verify_checkpoint(note, [Verifier.from_key(key)], origin)
+    except BiobankError as exc:
+        cp_check.fail("catalogue checkpoint", f"{type(exc).__name__}: {exc}")
+        return report, None
+    report.facts["catalogue origin"] = origin
+    report.facts["catalogue log size"] = cp.size
+    state_size = _state_size(report, cp, note, state)
+    say(f"catalogue log: {cp.size} leaves")
+    try:
+        replay = replay_catalogue(source.entries(cp.size), origin=origin, checkpoint=cp,
+                                  report=report, state_size=state_size,
+                                  state_root=state.root if state else None)
+    except BiobankError as exc:
+        report["catalogue-log"].fail("catalogue log", f"{type(exc).__name__}: {exc}")
+        return report, None
+    _audit_nodes(source, replay, report, options, schema_check or default_schema_check(), say)
+    if not report.ok:
+        return report, None
+    return report, AuditState(origin=origin, verifier_key=key, size=cp.size, root=cp.root,
+                              checkpoint=note)
+
+
+def _claims(node: EnrolledNode, mirror_note: str, mirror: Checkpoint) -> NodeAudit:
+    audit = NodeAudit(node)
+    previous = 0
+    for rc in node.checkpoints:
+        audit.claim(CheckpointClaim(
+            f"node {node.origin} checkpoint size {rc.checkpoint.size} (catalogue leaf {rc.leaf})",
+            rc.note, rc.checkpoint, previous))
+        previous = rc.checkpoint.size
+    last = node.checkpoints[-1].note if node.checkpoints else None
+    audit.claim(CheckpointClaim(f"node {node.origin} mirror checkpoint size {mirror.size}",
+                                mirror_note, mirror, None if mirror_note == last else previous))
+    return audit
+
+
+def _previous_size(node: EnrolledNode, size: int) -> int:
+    return max((rc.checkpoint.size for rc in node.checkpoints if rc.checkpoint.size <= size),
+               default=0)
+
+
+def _audit_nodes(source: Source, replay: CatalogueReplay, report: Report, options: AuditOptions,
+                 schema_check: SchemaCheck, say: Callable[[str], None]) -> None:
+    tree, direct = report["node-tree"], report["node-direct"]
+    audits: list[NodeAudit] = []
+    tree.ran = True
+    retired = sorted(o for o, n in replay.nodes.items() if n.retired)
+    if retired:
+        report.facts["retired nodes (not audited)"] = ", ".join(retired)
+    for origin, node in sorted(replay.nodes.items()):
+        if node.retired:
+            continue
+        try:
+            mirror_note = source.node_checkpoint(origin)
+            mirror = _body(mirror_note)
+        except BiobankError as exc:
+            tree.fail(f"node {origin} mirror checkpoint", f"{type(exc).__name__}: {exc}")
+            continue
+        audits.append(_claims(node, mirror_note, mirror))
+    try:
+        search = source.search()
+    except BiobankError as exc:
+        search = None
+        report["search-totals"].fail("search", f"{type(exc).__name__}: {exc}")
+    ahead: dict[str, tuple[str, Checkpoint]] = {}
+    if options.node_direct:
+        direct.ran = True
+        for audit in audits:
+            _direct_claim(source, audit, direct, ahead)
+    chapters, tally = Chapters(), Tally()
+    report.facts["nodes audited"] = len(audits)
+    for audit in audits:
+        node = audit.node
+        live = NodeLive(node.origin, node.country, chapters)
+        end = max(audit.claims)
+        say(f"node {node.origin}: {end} leaves")
+        try:
+            stream_node(audit, source.node_entries(node.origin, end), report=report,
+                        schema_problems=schema_check, live=live)
+        except BiobankError as exc:
+            tree.fail(f"node {node.origin} mirror", f"{type(exc).__name__}: {exc}")
+            continue
+        for kind, rid, idx in live.missing_content():
+            report["withdrawn-content"].fail(f"node {node.origin} leaf {idx}",
+                                             f"live {kind} {rid} is served without content")
+        tally.add(live)
+        if node.origin in ahead:
+            _check_ahead(source, audit, ahead[node.origin], direct)
+    if search is not None:
+        check_search(report["search-totals"], tally, search)
+
+
+def _direct_claim(source: Source, audit: NodeAudit, direct: Any,
+                  ahead: dict[str, tuple[str, Checkpoint]]) -> None:
+    node = audit.node
+    try:
+        note = source.direct_checkpoint(node.origin, node.url)
+        cp = _body(note)
+    except BiobankError as exc:
+        direct.fail(f"node {node.origin} at {node.url}", f"{type(exc).__name__}: {exc}")
+        return
+    mirror_size = max(s for s, cl in audit.claims.items() if cl)
+    if cp.size > mirror_size:
+        ahead[node.origin] = (note, cp)
+        return
+    audit.claim(CheckpointClaim(
+        f"node {node.origin} own checkpoint size {cp.size} (from {node.url})", note, cp,
+        _previous_size(node, cp.size), check="node-direct"))
+
+
+def _check_ahead(source: Source, audit: NodeAudit, own: tuple[str, Checkpoint],
+                 direct: Any) -> None:
+    """The node is ahead of the mirror: its tree must extend the mirror's (consistency proof)."""
+    note, cp = own
+    node = audit.node
+    where = f"node {node.origin} own checkpoint size {cp.size} (from {node.url})"
+    mirror_size = max(audit.roots)
+    direct.items += 1
+    try:
+        node.keys.verify(note, previous_size=cp.size)
+        proof = source.direct_consistency(node.origin, node.url, mirror_size, cp.size)
+        verify_consistency(mirror_size, cp.size, proof, audit.roots[mirror_size], cp.root)
+    except BiobankError as exc:
+        direct.fail(where, f"not an extension of the catalogue's copy (size {mirror_size}): "
+                           f"{type(exc).__name__}: {exc}")

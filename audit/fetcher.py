@@ -1,0 +1,261 @@
+"""Where published material comes from: a catalogue over HTTP, or a bundle saved by `fetch`.
+
+Every source offers the same reads; the checks never know which one they use. A
+`RecordingSource` wraps another source and saves everything read into a bundle, so a bundle
+holds exactly what `verify` needs.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Protocol
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from protocol.errors import BiobankError, ConfigError
+
+PAGE = 1000
+BUNDLE_FORMAT = "biobank-audit-bundle/1"
+Entry = tuple[bytes, Any]  # (leaf bytes, content object or None)
+
+
+class FetchError(BiobankError):
+    """Published material could not be read (unreachable, not found, not the documented shape)."""
+
+
+class Source(Protocol):
+    """The reads an audit needs."""
+
+    label: str
+
+    def descriptor(self) -> dict[str, Any]: ...
+    def checkpoint(self) -> str: ...
+    def entries(self, end: int) -> Iterator[Entry]: ...
+    def node_checkpoint(self, origin: str) -> str: ...
+    def node_entries(self, origin: str, end: int) -> Iterator[Entry]: ...
+    def search(self) -> dict[str, Any]: ...
+    def direct_checkpoint(self, origin: str, url: str) -> str: ...
+    def direct_consistency(self, origin: str, url: str, first: int, second: int) -> list[bytes]: ...
+    def close(self) -> None: ...
+
+
+def _decode_page(raw: bytes, where: str) -> tuple[list[Entry], int | None]:
+    try:
+        page = orjson.loads(raw)
+        items = [(base64.b64decode(e["leaf"], validate=True), e.get("content"))
+                 for e in page["entries"]]
+        nxt = page.get("next")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise FetchError(f"{where}: not an entries page: {exc}") from exc
+    return items, nxt if isinstance(nxt, int) else None
+
+
+class HttpSource:
+    """A live catalogue (and, for --node-direct, the nodes themselves)."""
+
+    def __init__(self, *, catalogue: str, client: httpx.Client | None = None) -> None:
+        self.base = catalogue.rstrip("/")
+        self.label = self.base
+        self.client = client or httpx.Client(timeout=30.0, follow_redirects=False)
+
+    def _get(self, url: str, **params: Any) -> httpx.Response:
+        try:
+            resp = self.client.get(url, params=params or None)
+        except httpx.HTTPError as exc:
+            raise FetchError(f"GET {url}: {exc}") from exc
+        if resp.status_code != 200:
+            raise FetchError(f"GET {resp.request.url}: HTTP {resp.status_code}")
+        return resp
+
+    def _json(self, url: str, **params: Any) -> Any:
+        try:
+            return orjson.loads(self._get(url, **params).content)
+        except orjson.JSONDecodeError as exc:
+            raise FetchError(f"GET {url}: not JSON: {exc}") from exc
+
+    def _pages(self, prefix: str, end: int) -> Iterator[Entry]:
+        start = 0
+        while start < end:
+            url = f"{prefix}/entries"
+            raw = self._get(url, start=start, limit=min(PAGE, end - start)).content
+            items, _ = _decode_page(raw, f"{url}?start={start}")
+            if not items:
+                return  # the server has fewer entries than its checkpoint: the checks report it
+            items = items[: end - start]
+            yield from items
+            start += len(items)
+
+    def _node(self, origin: str) -> str:
+        return f"{self.base}/v1/nodes/{quote(origin, safe='/')}/log"
+
+    def descriptor(self) -> dict[str, Any]:
+        data = self._json(f"{self.base}/.well-known/biobank-catalogue")
+        if not isinstance(data, dict):
+            raise FetchError("/.well-known/biobank-catalogue: not a JSON object")
+        return data
+
+    def checkpoint(self) -> str:
+        return self._get(f"{self.base}/v1/log/checkpoint").text
+
+    def entries(self, end: int) -> Iterator[Entry]:
+        return self._pages(f"{self.base}/v1/log", end)
+
+    def node_checkpoint(self, origin: str) -> str:
+        return self._get(f"{self._node(origin)}/checkpoint").text
+
+    def node_entries(self, origin: str, end: int) -> Iterator[Entry]:
+        return self._pages(self._node(origin), end)
+
+    def search(self) -> dict[str, Any]:
+        data = self._json(f"{self.base}/v1/search")
+        if not isinstance(data, dict):
+            raise FetchError("/v1/search: not a JSON object")
+        return data
+
+    def direct_checkpoint(self, origin: str, url: str) -> str:
+        return self._get(f"{url.rstrip('/')}/v1/log/checkpoint").text
+
+    def direct_consistency(self, origin: str, url: str, first: int, second: int) -> list[bytes]:
+        data = self._json(f"{url.rstrip('/')}/v1/log/proof/consistency", to=second,
+                          **{"from": first})
+        try:
+            return [base64.b64decode(h, validate=True) for h in data["proof"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FetchError(f"{url}: consistency proof malformed: {exc}") from exc
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class BundleSource:
+    """A bundle directory written by `biobank-audit fetch`; reads never touch the network."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.meta: dict[str, Any] = json.loads((path / "bundle.json").read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"bundle {path}: no readable bundle.json: {exc}") from exc
+        if self.meta.get("format") != BUNDLE_FORMAT:
+            raise ConfigError(f"bundle {path}: format {self.meta.get('format')!r} is not "
+                              f"{BUNDLE_FORMAT!r}")
+        self.label = f"bundle {path} (of {self.meta.get('catalogue')})"
+
+    def _need(self, *keys: str) -> Any:
+        value: Any = self.meta
+        for key in keys:
+            if not isinstance(value, dict) or key not in value:
+                raise FetchError(f"bundle {self.path}: {'/'.join(keys)} was not saved")
+            value = value[key]
+        return value
+
+    def _lines(self, name: str, end: int) -> Iterator[Entry]:
+        with open(self.path / name, "rb") as fh:
+            for count, line in enumerate(fh):
+                if count >= end:
+                    return
+                item = orjson.loads(line)
+                yield base64.b64decode(item["leaf"], validate=True), item.get("content")
+
+    def descriptor(self) -> dict[str, Any]:
+        return dict(self._need("descriptor"))
+
+    def checkpoint(self) -> str:
+        return str(self._need("checkpoint"))
+
+    def entries(self, end: int) -> Iterator[Entry]:
+        return self._lines("catalogue-entries.jsonl", end)
+
+    def node_checkpoint(self, origin: str) -> str:
+        return str(self._need("mirrors", origin, "checkpoint"))
+
+    def node_entries(self, origin: str, end: int) -> Iterator[Entry]:
+        return self._lines(str(self._need("mirrors", origin, "file")), end)
+
+    def search(self) -> dict[str, Any]:
+        return dict(self._need("search"))
+
+    def direct_checkpoint(self, origin: str, url: str) -> str:
+        return str(self._need("direct", origin, "checkpoint"))
+
+    def direct_consistency(self, origin: str, url: str, first: int, second: int) -> list[bytes]:
+        proof = self._need("direct", origin, "proofs", f"{first}-{second}")
+        return [base64.b64decode(h) for h in proof]
+
+    def close(self) -> None:
+        return None
+
+
+class RecordingSource:
+    """Reads through another source and saves everything read into a bundle directory."""
+
+    def __init__(self, inner: Source, path: Path) -> None:
+        self.inner = inner
+        self.path = path
+        self.label = inner.label
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "nodes").mkdir(exist_ok=True)
+        self.meta: dict[str, Any] = {
+            "format": BUNDLE_FORMAT, "catalogue": inner.label,
+            "fetched_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "mirrors": {}, "direct": {},
+        }
+
+    def _tee(self, items: Iterator[Entry], name: str) -> Iterator[Entry]:
+        with open(self.path / name, "wb") as fh:
+            for leaf, content in items:
+                _write_line(fh, leaf, content)
+                yield leaf, content
+
+    def descriptor(self) -> dict[str, Any]:
+        self.meta["descriptor"] = self.inner.descriptor()
+        return dict(self.meta["descriptor"])
+
+    def checkpoint(self) -> str:
+        self.meta["checkpoint"] = self.inner.checkpoint()
+        return str(self.meta["checkpoint"])
+
+    def entries(self, end: int) -> Iterator[Entry]:
+        return self._tee(self.inner.entries(end), "catalogue-entries.jsonl")
+
+    def _mirror(self, origin: str) -> dict[str, Any]:
+        mirrors: dict[str, dict[str, Any]] = self.meta["mirrors"]
+        return mirrors.setdefault(origin, {"file": f"nodes/{len(mirrors)}.jsonl"})
+
+    def node_checkpoint(self, origin: str) -> str:
+        text = self.inner.node_checkpoint(origin)
+        self._mirror(origin)["checkpoint"] = text
+        return text
+
+    def node_entries(self, origin: str, end: int) -> Iterator[Entry]:
+        return self._tee(self.inner.node_entries(origin, end), self._mirror(origin)["file"])
+
+    def search(self) -> dict[str, Any]:
+        self.meta["search"] = self.inner.search()
+        return dict(self.meta["search"])
+
+    def direct_checkpoint(self, origin: str, url: str) -> str:
+        text = self.inner.direct_checkpoint(origin, url)
+        self.meta["direct"].setdefault(origin, {"proofs": {}})["checkpoint"] = text
+        return text
+
+    def direct_consistency(self, origin: str, url: str, first: int, second: int) -> list[bytes]:
+        proof = self.inner.direct_consistency(origin, url, first, second)
+        entry = self.meta["direct"].setdefault(origin, {"proofs": {}})
+        entry["proofs"][f"{first}-{second}"] = [base64.b64encode(h).decode() for h in proof]
+        return proof
+
+    def close(self) -> None:
+        (self.path / "bundle.json").write_text(json.dumps(self.meta, indent=1), "utf-8")
+        self.inner.close()
+
+
+def _write_line(fh: IO[bytes], leaf: bytes, content: Any) -> None:
+    fh.write(orjson.dumps({"leaf": base64.b64encode(leaf).decode(), "content": content}))
+    fh.write(b"\n")

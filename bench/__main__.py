@@ -1,0 +1,192 @@
+"""``python -m bench [--size 1M|10M] [--reps N] [--json PATH]``: run every benchmark.
+
+Generates five countries' synthetic exports (``node.generate``), then measures node import,
+harvest of all five nodes over loopback HTTP, the harvest floor, search latency on SQLite
+and PostgreSQL, and a full audit. Each measurement runs in a fresh process (peak RSS is
+that process's); rates are medians over ``--reps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench import federation, pg, report
+from bench.floor import floor, save_pages
+from bench.isolate import isolated, peak_rss_of
+from bench.servers import ServerProcess
+from bench.workload import generate_all, import_node
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_size(text: str) -> int:
+    """'1M' -> 1_000_000, '10M', '2k', '2500' -> 2500."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"size {text!r}: use a number with optional k or M")
+    factor = {"": 1, "k": 1_000, "m": 1_000_000}[m.group(2).lower()]
+    value = int(float(m.group(1)) * factor)
+    if value < 5:
+        raise argparse.ArgumentTypeError("size must be at least 5 samples (one per node)")
+    return value
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=parse_size, default=parse_size("1M"),
+                   help="total samples over the five nodes: 1M, 10M, 20k ... (default 1M)")
+    p.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="where exports and databases go (default: a temporary directory; "
+                        "exports are reused when the folder is kept)")
+    p.add_argument("--search-rounds", type=int, default=20, help="timed requests per query")
+    p.add_argument("--pg-url", default=pg.server_url(), help="PostgreSQL server for search")
+    p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL measurements")
+    return p.parse_args(argv)
+
+
+def _imports(exports: list[tuple[str, Path]], work: Path, reps: int,
+             say: Any) -> tuple[list[dict[str, Any]], list[Path]]:
+    runs = []
+    homes: list[Path] = []
+    for rep in range(reps):
+        say(f"node import, rep {rep + 1}/{reps}")
+        homes = [work / "nodes" / f"{country}-{rep}" for country, _ in exports]
+        seconds = peak = rows = 0
+        for (country, folder), home in zip(exports, homes, strict=True):
+            result, _, rss = isolated(import_node, str(folder), country, str(home))
+            seconds += result["seconds"]
+            rows += result["rows"]
+            peak = max(peak, rss)
+        runs.append({"seconds": seconds, "records": rows, "peak_rss": peak})
+        for old in (work / "nodes").glob(f"*-{rep - 1}"):
+            shutil.rmtree(old)
+    return runs, homes
+
+
+def _harvests(settings_for: Any, keys: list[tuple[str, str]], reps: int,
+              say: Any, label: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    runs = []
+    settings: dict[str, Any] = {}
+    for rep in range(reps):
+        say(f"harvest ({label}), rep {rep + 1}/{reps}")
+        settings = settings_for(rep)
+        result, _, rss = isolated(federation.harvest, settings, keys)
+        runs.append({"seconds": result["seconds"], "records": result["added"], "peak_rss": rss})
+    return runs, settings
+
+
+def _search(settings: dict[str, Any], rounds: int) -> dict[str, Any]:
+    with ServerProcess.catalogue(settings) as server:
+        result = federation.search_latencies(server.urls()[0], rounds)
+        result["server_peak_rss_mb"] = peak_rss_of(server.process.pid or 0) / 2**20
+    return result
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _args(argv)
+    console = Console(stderr=True)
+    say = lambda msg: console.log(msg)  # noqa: E731 - a one-line progress printer
+    results: dict[str, Any] = {"size": args.size, "reps": args.reps, "seed": args.seed,
+                               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "machine": report.machine()}
+    tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="biobank-bench-")
+    work = args.workdir or Path(tmp.name)  # type: ignore[union-attr]
+    try:
+        say(f"generating {args.size:,} samples in {work}")
+        start = time.perf_counter()
+        exports = generate_all(args.size, args.seed, work / "exports")
+        results["generate_seconds"] = time.perf_counter() - start
+        runs, homes = _imports(exports, work, args.reps, say)
+        results["import"] = report.summarise(runs, "records")
+        from node.home import Home
+
+        with ServerProcess.nodes(homes) as nodes_server:
+            urls = nodes_server.urls()
+            keys = [(u, Home.open(h).verifier_key) for u, h in zip(urls, homes, strict=True)]
+
+            def sqlite_settings(rep: int) -> dict[str, Any]:
+                home = work / "catalogue" / f"sqlite-{rep}"
+                shutil.rmtree(home, ignore_errors=True)
+                home.mkdir(parents=True)
+                return federation.catalogue_settings(f"sqlite:///{home / 'catalogue.db'}",
+                                                     str(home))
+
+            runs, settings = _harvests(sqlite_settings, keys, args.reps, say, "SQLite")
+            results["harvest"] = report.summarise(runs, "records")
+            say("floor: saving the entries pages, then processing them")
+            pages = work / "pages.jsonl"
+            save_pages(urls, pages)
+            floor_runs = []
+            for rep in range(args.reps):
+                db = work / f"floor-{rep}.db"
+                db.unlink(missing_ok=True)
+                count, seconds, rss = isolated(floor, str(pages), str(db))
+                floor_runs.append({"seconds": seconds, "records": count, "peak_rss": rss})
+                db.unlink(missing_ok=True)
+            results["floor"] = report.summarise(floor_runs, "records")
+            say("search latency (SQLite)")
+            results["search_sqlite"] = _search(settings, args.search_rounds)
+            _pg(args, work, keys, results, say)
+            say("audit")
+            with ServerProcess.catalogue(settings) as cat:
+                audit_runs = []
+                for _ in range(args.reps):
+                    out, _, rss = isolated(federation.audit, cat.urls()[0])
+                    if not out["ok"]:
+                        raise RuntimeError("the audit failed on the benchmark catalogue")
+                    audit_runs.append({"seconds": out["seconds"], "records": out["entries"],
+                                       "peak_rss": rss})
+            results["audit"] = report.summarise(audit_runs, "records")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    report.show(results, Console())
+    path = report.write(results, args.json, RESULTS)
+    say(f"results written to {path}")
+    return results
+
+
+def _pg(args: argparse.Namespace, work: Path, keys: list[tuple[str, str]],
+        results: dict[str, Any], say: Any) -> None:
+    if args.no_pg:
+        results["search_pg_skipped"] = results["harvest_pg_skipped"] = "--no-pg"
+        return
+    if not pg.reachable(args.pg_url):
+        say(f"PostgreSQL not reachable at {args.pg_url}: skipping the PostgreSQL measurements")
+        results["search_pg_skipped"] = results["harvest_pg_skipped"] = "PostgreSQL unreachable"
+        return
+    with pg.fresh_database(args.pg_url, f"biobank_bench_{int(time.time())}") as url:
+        home = work / "catalogue" / "pg"
+        home.mkdir(parents=True, exist_ok=True)
+        settings = federation.catalogue_settings(url, str(home))
+        say("harvest (PostgreSQL), 1 rep")
+        result, _, rss = isolated(federation.harvest, settings, keys)
+        results["harvest_pg"] = report.summarise(
+            [{"seconds": result["seconds"], "records": result["added"], "peak_rss": rss}],
+            "records")
+        say("search latency (PostgreSQL)")
+        results["search_pg"] = _search(settings, args.search_rounds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(argv)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

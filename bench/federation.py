@@ -1,0 +1,102 @@
+"""Harvest, search and audit measurements against real servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import httpx
+
+CATALOGUE_ORIGIN = "catalogue.bench.example/biobank-catalogue"
+
+# A fixed mix of searches a researcher would run (query parameters of /v1/search).
+QUERIES: list[dict[str, Any]] = [
+    {},
+    {"sample_type": "Plasma"},
+    {"country": "DE"},
+    {"icd10": "C50"},
+    {"icd10": "C00-C97"},
+    {"icd10": "IX"},
+    {"sex": "female", "age_min": 40, "age_max": 60},
+    {"sample_type": "TissueFreshFrozen", "storage_temperature": "LN"},
+    {"duo": "DUO:0000042"},
+    {"dataset_type": "Genomic", "country": "IT"},
+    {"orpha": "ORPHA:586"},
+    {"sample_type": "Serum", "period_from": 2010, "period_to": 2015},
+    {"country": ["DK", "IE"], "sex": "male", "icd10": "E11"},
+    {"page": 2, "page_size": 20},
+]
+
+
+def catalogue_settings(database_url: str, home: str) -> dict[str, Any]:
+    """Settings for a benchmark catalogue: generous limits so no step is cut short."""
+    return {"database_url": database_url, "home": home, "origin": CATALOGUE_ORIGIN,
+            "request_timeout": 300.0, "node_deadline": 86400.0, "max_step": 10**9}
+
+
+def harvest(settings: dict[str, Any], nodes: list[tuple[str, str]]) -> dict[str, Any]:
+    """Enrol ``nodes`` ((url, verifier key)) in a fresh catalogue and harvest them all.
+
+    Runs in its own process; times the harvest alone (not enrolment)."""
+    from catalogue.app import build_context
+    from catalogue.enrol import enrol, fetch_descriptor
+    from catalogue.harvest import Harvester
+    from catalogue.settings import Settings
+
+    cfg = Settings(**settings)
+    ctx = build_context(cfg)
+    for url, key in nodes:
+        enrol(ctx.engine, ctx.key, url, key, asyncio.run(fetch_descriptor(url)))
+    start = time.perf_counter()
+    outcomes = Harvester(engine=ctx.engine, settings=cfg, key=ctx.key).run()
+    elapsed = time.perf_counter() - start
+    ctx.engine.dispose()
+    errors = [f"{o.origin}: {o.error}" for o in outcomes if not o.ok]
+    if errors:
+        raise RuntimeError("harvest failed: " + "; ".join(errors))
+    return {"seconds": elapsed, "added": sum(o.added for o in outcomes)}
+
+
+def search_latencies(url: str, rounds: int) -> dict[str, Any]:
+    """Run every query of :data:`QUERIES` ``rounds`` times (after one warm-up each)."""
+    per_query: list[dict[str, Any]] = []
+    all_ms: list[float] = []
+    with httpx.Client(base_url=url, timeout=300) as client:
+        for params in QUERIES:
+            client.get("/v1/search", params=params).raise_for_status()
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                resp = client.get("/v1/search", params=params)
+                times.append((time.perf_counter() - start) * 1000)
+                resp.raise_for_status()
+            all_ms += times
+            per_query.append({"query": params, "p50_ms": _pct(times, 50),
+                              "p95_ms": _pct(times, 95), "total": resp.json().get("total")})
+    return {"p50_ms": _pct(all_ms, 50), "p95_ms": _pct(all_ms, 95), "requests": len(all_ms),
+            "queries": per_query}
+
+
+def _pct(values: list[float], pct: int) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
+
+
+def audit(url: str) -> dict[str, Any]:
+    """A full audit of the catalogue at ``url``; runs in its own process."""
+    from audit.checks import AuditOptions, run_audit
+    from audit.fetcher import HttpSource
+
+    with httpx.Client(base_url=url, timeout=60) as client:
+        nodes = client.get("/v1/nodes").json()
+    items = nodes["nodes"] if isinstance(nodes, dict) else nodes
+    start = time.perf_counter()
+    report, _state = run_audit(HttpSource(catalogue=url), state=None, options=AuditOptions())
+    elapsed = time.perf_counter() - start
+    facts = report.facts
+    entries = int(facts.get("catalogue log size", 0))
+    entries += sum(int(n.get("tree_size") or n.get("size") or 0) for n in items)
+    return {"seconds": elapsed, "entries": entries, "ok": report.ok}

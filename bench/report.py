@@ -1,0 +1,74 @@
+"""Benchmark results: the rich table people read and the JSON file machines compare."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def summarise(runs: list[dict[str, Any]], count_key: str) -> dict[str, Any]:
+    """Median rate over repetitions, plus the peak RSS of the worst one."""
+    rates = [r[count_key] / r["seconds"] for r in runs if r["seconds"] > 0]
+    return {"records_per_s": statistics.median(rates) if rates else None,
+            "median_seconds": statistics.median(r["seconds"] for r in runs),
+            "records": runs[0][count_key], "reps": len(runs),
+            "peak_rss_mb": max(r.get("peak_rss", 0) for r in runs) / 2**20, "runs": runs}
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpus": os.cpu_count()}
+
+
+def table(results: dict[str, Any]) -> Table:
+    t = Table(title=f"biobank federation benchmark, {results['size']} samples "
+                    f"({results['reps']} reps, median)")
+    for col in ("measure", "records", "rate / latency", "peak RSS"):
+        t.add_column(col, justify="left" if col == "measure" else "right")
+
+    def rate(name: str, key: str, unit: str = "rec/s") -> None:
+        r = results.get(key)
+        if r:
+            t.add_row(name, f"{r['records']:,}", f"{r['records_per_s']:,.0f} {unit}",
+                      f"{r['peak_rss_mb']:,.0f} MB")
+        else:
+            t.add_row(name, "-", results.get(f"{key}_skipped", "not run"), "-")
+
+    rate("node import (CSV -> log)", "import")
+    rate("harvest, 5 nodes, SQLite", "harvest")
+    rate("floor (parse+hash+validate+insert)", "floor")
+    if results.get("harvest") and results.get("floor"):
+        ratio = results["harvest"]["records_per_s"] / results["floor"]["records_per_s"]
+        t.add_row("harvest / floor", "", f"{ratio:.2f}", "")
+    rate("harvest, 5 nodes, PostgreSQL", "harvest_pg")
+    for key, name in (("search_sqlite", "search SQLite"), ("search_pg", "search PostgreSQL")):
+        s = results.get(key)
+        if s:
+            t.add_row(f"{name} ({len(s['queries'])} queries)", f"{s['requests']:,} req",
+                      f"p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms",
+                      f"{s.get('server_peak_rss_mb', 0):,.0f} MB")
+        else:
+            t.add_row(name, "-", results.get(f"{key}_skipped", "not run"), "-")
+    rate("audit (full)", "audit", "entries/s")
+    return t
+
+
+def write(results: dict[str, Any], path: Path | None, results_dir: Path) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = results["started"].replace(":", "")
+    target = path or results_dir / f"bench-{results['size']}-{stamp}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    return target
+
+
+def show(results: dict[str, Any], console: Console | None = None) -> None:
+    (console or Console()).print(table(results))

@@ -1,0 +1,1 @@
+"""HTTP routers of the catalogue (thin: they call services and shape responses)."""

@@ -1,0 +1,60 @@
+"""Admin API behind a bearer token (CATALOGUE_ADMIN_TOKEN, no default): enrol, retire, clear, harvest."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException
+from pydantic import BaseModel
+
+from catalogue import enrol as enrolment
+from catalogue.api.deps import Ctx
+from catalogue.harvest import Harvester
+
+
+class EnrolRequest(BaseModel):
+    url: str
+    key: str
+
+
+def require_token(ctx: Ctx, authorization: Annotated[str | None, Header()] = None) -> None:
+    expected = ctx.settings.admin_token
+    if not expected:
+        raise HTTPException(503, "admin API disabled: set CATALOGUE_ADMIN_TOKEN")
+    given = (authorization or "").removeprefix("Bearer ").strip()
+    # Constant-time comparison: the time taken must not reveal how much of a guess is right.
+    if not authorization or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(401, "missing or wrong bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_token)])
+
+
+@router.post("/nodes", status_code=201)
+async def enrol(body: EnrolRequest, ctx: Ctx) -> dict[str, Any]:
+    s = ctx.settings
+    descriptor = await enrolment.fetch_descriptor(
+        body.url, timeout=s.request_timeout, transport=getattr(ctx, "transport", None))
+    return await asyncio.to_thread(enrolment.enrol, ctx.engine, ctx.key, body.url, body.key,
+                                   descriptor)
+
+
+@router.delete("/nodes/{origin:path}")
+async def retire(origin: str, ctx: Ctx) -> dict[str, Any]:
+    await asyncio.to_thread(enrolment.retire, ctx.engine, ctx.key, origin)
+    return {"origin": origin, "state": "retired"}
+
+
+@router.post("/nodes/{origin:path}/clear")
+async def clear(origin: str, ctx: Ctx) -> dict[str, Any]:
+    cleared = await asyncio.to_thread(enrolment.clear_halt, ctx.engine, origin)
+    return {"origin": origin, "state": "active", "alerts_cleared": cleared}
+
+
+@router.post("/harvest")
+async def harvest(ctx: Ctx) -> dict[str, Any]:
+    outcomes = await Harvester(engine=ctx.engine, settings=ctx.settings, key=ctx.key).harvest_all()
+    return {"nodes": [vars(o) for o in outcomes]}

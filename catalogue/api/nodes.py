@@ -1,0 +1,53 @@
+"""Node status and the per-node mirror of each node's log (origins contain '/', hence {origin:path})."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from catalogue import mirror
+from catalogue.api.deps import Conn, Ctx
+from catalogue.status import list_status, node_detail
+
+router = APIRouter()
+
+
+@router.get("/v1/nodes")
+def nodes_list(conn: Conn, ctx: Ctx) -> dict[str, Any]:
+    return {"nodes": list_status(conn, ctx.settings.stale_after)}
+
+
+@router.get("/v1/nodes/{origin:path}/log/checkpoint", response_class=PlainTextResponse)
+def node_checkpoint(origin: str, conn: Conn) -> str:
+    return mirror.node_checkpoint(conn, origin)
+
+
+@router.get("/v1/nodes/{origin:path}/log/entries")
+def node_entries(origin: str, conn: Conn, start: int = Query(0, ge=0),
+                 limit: int = Query(1000, ge=1, le=1000)) -> dict[str, Any]:
+    return mirror.node_entries(conn, origin, start, limit)
+
+
+@router.get("/v1/nodes/{origin:path}/log/proof/inclusion")
+def node_inclusion(origin: str, conn: Conn, index: int = Query(ge=0),
+                   size: int = Query(ge=1)) -> dict[str, Any]:
+    return mirror.inclusion(mirror.node_hashes(conn, origin, size), index, size)
+
+
+@router.get("/v1/nodes/{origin:path}/log/proof/consistency")
+def node_consistency(origin: str, conn: Conn, from_: int = Query(alias="from", ge=1),
+                     to: int = Query(ge=1)) -> dict[str, Any]:
+    return mirror.consistency(mirror.node_hashes(conn, origin, to), from_, to)
+
+
+@router.get("/v1/nodes/{origin:path}/rejections")
+def node_rejections(origin: str, conn: Conn, ctx: Ctx) -> dict[str, Any]:
+    detail = node_detail(conn, origin, ctx.settings.stale_after)
+    return {"origin": origin, "rejections": detail["rejection_report"]}
+
+
+@router.get("/v1/nodes/{origin:path}")
+def node_status(origin: str, conn: Conn, ctx: Ctx) -> dict[str, Any]:
+    return node_detail(conn, origin, ctx.settings.stale_after)

@@ -1,0 +1,77 @@
+"""The catalogue's web application: create_app(settings) builds the API (and the harvest scheduler)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from catalogue.api import admin, nodes, problems, public, search
+from catalogue.api.deps import Context
+from catalogue.codes import Vocabulary
+from catalogue.db import make_engine, write_tx
+from catalogue.harvest import Harvester
+from catalogue.ownlog import CatalogueKey, ensure_state
+from catalogue.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_context(settings: Settings) -> Context:
+    """Engine, key (created on first start) and an initialised own log."""
+    engine = make_engine(settings.database_url)
+    key = CatalogueKey.load_or_create(settings.home, settings.origin)
+    with write_tx(engine) as conn:
+        ensure_state(conn, key)
+    return Context(settings=settings, engine=engine, key=key, vocab=Vocabulary.default())
+
+
+def create_app(settings: Settings | None = None, *, schedule_harvest: bool = False) -> FastAPI:
+    """The API; with `schedule_harvest`, harvest every CATALOGUE_HARVEST_INTERVAL seconds."""
+    settings = settings or Settings()
+    ctx = build_context(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_scheduler(ctx)) if schedule_harvest else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            ctx.engine.dispose()
+
+    app = FastAPI(title="biobank-catalogue", version="1",
+                  description="Verified, combined biobank metadata from enrolled nodes.",
+                  lifespan=lifespan)
+    app.state.ctx = ctx
+    problems.install(app)
+    for router in (public.router, search.router, nodes.router, admin.router):
+        app.include_router(router)
+    _mount_web(app)
+    return app
+
+
+async def _scheduler(ctx: Context) -> None:
+    harvester = Harvester(engine=ctx.engine, settings=ctx.settings, key=ctx.key)
+    while True:
+        try:
+            await harvester.harvest_all()
+        except Exception:  # keep the schedule alive; each node's failure is already recorded
+            log.exception("scheduled harvest failed")
+        await asyncio.sleep(ctx.settings.harvest_interval)
+
+
+def _mount_web(app: FastAPI) -> None:
+    """The web page engineer's catalogue/web package, when present."""
+    try:
+        from catalogue.web import mount  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    mount(app)

@@ -1,0 +1,160 @@
+"""biobank-catalogue: enrol, retire, clear, harvest, serve, status (and demo when installed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from catalogue.settings import Settings
+from protocol.errors import BiobankError
+
+app = typer.Typer(help="Federated biobank catalogue: enrol nodes, harvest and verify their "
+                  "logs, serve the combined search.", no_args_is_help=True)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic's ValidationError: one line per setting
+        typer.echo(f"error: bad catalogue settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _fail(exc: BiobankError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def enrol(url: str, key: Annotated[str, typer.Option("--key", help="the node's verifier key, "
+                                                     "obtained out of band")]) -> None:
+    """Enrol the node at URL after checking KEY against its descriptor."""
+    from catalogue.app import build_context
+    from catalogue.enrol import enrol as do_enrol
+    from catalogue.enrol import fetch_descriptor
+
+    ctx = build_context(_settings())
+    try:
+        descriptor = asyncio.run(fetch_descriptor(url, timeout=ctx.settings.request_timeout))
+        node = do_enrol(ctx.engine, ctx.key, url, key, descriptor)
+    except BiobankError as exc:
+        _fail(exc)
+    typer.echo(f"enrolled {node['origin']} ({node['country']}) at {url}")
+
+
+@app.command()
+def retire(origin: str) -> None:
+    """End the participation of the node ORIGIN."""
+    from catalogue.app import build_context
+    from catalogue.enrol import retire as do_retire
+
+    ctx = build_context(_settings())
+    try:
+        do_retire(ctx.engine, ctx.key, origin)
+    except BiobankError as exc:
+        _fail(exc)
+    typer.echo(f"retired {origin}")
+
+
+@app.command()
+def clear(origin: str) -> None:
+    """Resume a node halted after rollback or equivocation (after investigating)."""
+    from catalogue.app import build_context
+    from catalogue.enrol import clear_halt
+
+    ctx = build_context(_settings())
+    try:
+        n = clear_halt(ctx.engine, origin)
+    except BiobankError as exc:
+        _fail(exc)
+    typer.echo(f"{origin} active again ({n} alert(s) cleared)")
+
+
+@app.command()
+def harvest() -> None:
+    """Harvest every active node once; exit 1 if any node failed."""
+    from catalogue.app import build_context
+    from catalogue.harvest import Harvester
+
+    ctx = build_context(_settings())
+    outcomes = Harvester(engine=ctx.engine, settings=ctx.settings, key=ctx.key).run()
+    for o in outcomes:
+        if o.ok:
+            typer.echo(f"{o.origin}: ok, size {o.size} (+{o.added})")
+        else:
+            typer.echo(f"{o.origin}: {'HALTED' if o.halted else 'failed'}: {o.error}", err=True)
+    if any(not o.ok for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Per node: state, tree size, lag, last harvest, staleness, alerts, rejections."""
+    from sqlalchemy import select
+
+    from catalogue.app import build_context
+    from catalogue.models import alerts, nodes
+    from catalogue.status import list_status
+
+    ctx = build_context(_settings())
+    with ctx.engine.connect() as conn:
+        rows = list_status(conn, ctx.settings.stale_after)
+        open_alerts = conn.execute(select(nodes.c.origin, alerts.c.kind, alerts.c.message)
+                                   .join(nodes, nodes.c.id == alerts.c.node_id)
+                                   .where(alerts.c.cleared_at.is_(None))).all()
+    if as_json:
+        typer.echo(json.dumps({"nodes": rows, "alerts": [list(a) for a in open_alerts]},
+                              indent=2))
+        return
+    for r in rows:
+        flags = " STALE" if r["stale"] else ""
+        typer.echo(f"{r['origin']}  {r['state']}{flags}  size {r['tree_size']}  "
+                   f"lag {r['lag'] if r['lag'] is not None else '?'}  last ok "
+                   f"{r['last_success_at'] or 'never'}  alerts {r['alerts']}  rejections "
+                   f"{r['rejections']}" + (f"\n  last error: {r['last_error']}"
+                                           if r["last_error"] else ""))
+    for origin, kind, message in open_alerts:
+        typer.echo(f"ALERT {origin}: {kind}: {message}")
+    if open_alerts:
+        raise typer.Exit(3)
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8080,
+          harvest: Annotated[bool, typer.Option(help="harvest every "
+                                                "CATALOGUE_HARVEST_INTERVAL seconds")] = True
+          ) -> None:
+    """Serve the API and web page; admin routes need CATALOGUE_ADMIN_TOKEN."""
+    import uvicorn
+
+    from catalogue.app import create_app
+
+    settings = _settings()
+    if not settings.admin_token:
+        typer.echo("note: CATALOGUE_ADMIN_TOKEN is not set; the admin API answers 503",
+                   err=True)
+    uvicorn.run(create_app(settings, schedule_harvest=harvest), host=host, port=port)
+
+
+def _register_demo() -> None:
+    try:
+        from catalogue.demo import run_demo
+    except ImportError:
+        return
+
+    @app.command()
+    def demo(samples_per_node: int = 20000, seed: int = 42) -> None:
+        """Run a local demo federation (see catalogue/demo.py)."""
+        raise typer.Exit(run_demo(samples_per_node=samples_per_node, seed=seed))
+
+
+_register_demo()
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console script entry point."""
+    return app(args=argv if argv is not None else sys.argv[1:], prog_name="biobank-catalogue")

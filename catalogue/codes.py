@@ -1,0 +1,69 @@
+"""The code lists as the catalogue uses them: code sets, sample-type hierarchy, ICD-10 chapters."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+
+from protocol.codelists import CodeLists
+
+
+class Vocabulary:
+    """Read-only view over the shipped code lists (protocol.codelists)."""
+
+    def __init__(self, lists: CodeLists) -> None:
+        self._lists = lists
+        self._codes: dict[str, frozenset[str]] = {}
+        self._chapters = _chapter_ranges(lists)
+
+    @classmethod
+    @cache
+    def default(cls) -> Vocabulary:
+        """The vocabulary of the code lists shipped in schemas/."""
+        return cls(CodeLists.default())
+
+    def codes(self, name: str) -> frozenset[str]:
+        if name not in self._codes:
+            self._codes[name] = frozenset(self._lists.get(name).codes())
+        return self._codes[name]
+
+    def with_children(self, name: str, codes: list[str]) -> list[str]:
+        """`codes` plus all their descendants (Blood -> Plasma, Serum, ...)."""
+        cl = self._lists.get(name)
+        out = list(codes)
+        stack = list(codes)
+        while stack:
+            for child in cl.children(stack.pop()):
+                if child not in out:
+                    out.append(child)
+                    stack.append(child)
+        return out
+
+    def chapter_range(self, chapter: str) -> tuple[str, str] | None:
+        return self._chapters.get(chapter)
+
+    def chapter_of(self, code: str) -> str | None:
+        """The roman numeral of the chapter holding an ICD-10 code, by its category."""
+        cat = code[:3]
+        for chapter, (low, high) in self._chapters.items():
+            if low <= cat <= high:
+                return chapter
+        return None
+
+
+def _chapter_ranges(lists: CodeLists) -> dict[str, tuple[str, str]]:
+    """Chapter -> (first, last) category. protocol.codelists.Code keeps no `range`, so the
+    ranges are read from the same shipped file."""
+    entries = lists.get("icd10-chapter").entries
+    if all(hasattr(e, "range") for e in entries):
+        ranges = {e.code: str(e.range) for e in entries}
+    else:
+        path = resources.files("schemas").joinpath("codelists/icd10-chapter.json")
+        data = json.loads(path.read_text("utf-8"))
+        ranges = {c["code"]: c["range"] for c in data["codes"]}
+    out = {}
+    for chapter, text in ranges.items():
+        low, high = text.split("-")
+        out[chapter] = (low, high)
+    return out

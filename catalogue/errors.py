@@ -1,0 +1,40 @@
+"""Catalogue errors, all inside the protocol's one error tree.
+
+    BiobankError (protocol.errors)
+    ├── VerificationError (protocol.errors) ... raised by protocol.verify, recorded per node
+    ├── FetchError            a node is down, slow, oversized or serves garbage
+    ├── NodeHalted            harvest refused: node halted after rollback/equivocation
+    └── InputError (protocol.errors)
+        ├── EnrolmentError    key mismatch, unreachable descriptor, already enrolled
+        ├── UnknownNode       no enrolled node with this origin
+        └── FilterError       malformed or unknown search filter (carries invalid_params)
+"""
+
+from __future__ import annotations
+
+from protocol.errors import BiobankError, InputError
+
+
+class FetchError(BiobankError):
+    """A node could not be read: down, timed out, too large, or not what the protocol says."""
+
+
+class NodeHalted(BiobankError):
+    """The node's harvest is stopped until an operator clears it."""
+
+
+class EnrolmentError(InputError):
+    """Enrolment was refused; nothing was recorded."""
+
+
+class UnknownNode(InputError):
+    """No node with this origin is enrolled."""
+
+
+class FilterError(InputError):
+    """One or more search parameters are malformed or name unknown codes."""
+
+    def __init__(self, invalid_params: list[dict[str, str]]) -> None:
+        self.invalid_params = invalid_params
+        text = "; ".join(f"{p['name']}: {p['reason']}" for p in invalid_params)
+        super().__init__(f"invalid search parameters: {text}")

@@ -1,0 +1,80 @@
+"""HTTP reads from one node with a timeout, a total deadline and a response size limit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import orjson
+
+from catalogue.errors import FetchError
+
+
+class NodeFetcher:
+    """Reads one node's descriptor, checkpoint and entries; every failure is a FetchError."""
+
+    def __init__(self, client: httpx.AsyncClient, base_url: str, *, max_bytes: int,
+                 timeout: float) -> None:
+        self.client = client
+        self.base = base_url.rstrip("/")
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+
+    async def get_bytes(self, path: str, params: dict[str, Any] | None = None) -> bytes:
+        url = self.base + path
+        try:
+            return await asyncio.wait_for(self._read(url, params), self.timeout)
+        except TimeoutError as exc:
+            raise FetchError(f"GET {url}: no complete answer within {self.timeout:g} s") from exc
+        except httpx.HTTPError as exc:
+            raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+
+    async def _read(self, url: str, params: dict[str, Any] | None) -> bytes:
+        async with self.client.stream("GET", url, params=params) as resp:
+            if resp.status_code != 200:
+                raise FetchError(f"GET {url}: HTTP {resp.status_code}")
+            declared = resp.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                raise FetchError(f"GET {url}: response of {declared} bytes exceeds the limit "
+                                 f"of {self.max_bytes}")
+            chunks: list[bytes] = []
+            total = 0
+            async for chunk in resp.aiter_bytes():
+                total += len(chunk)
+                if total > self.max_bytes:
+                    raise FetchError(f"GET {url}: response exceeds the limit of "
+                                     f"{self.max_bytes} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        data = await self.get_bytes(path, params)
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise FetchError(f"GET {self.base + path}: not JSON ({exc})") from exc
+
+    async def descriptor(self) -> dict[str, Any]:
+        doc = await self.get_json("/.well-known/biobank-node")
+        if not isinstance(doc, dict):
+            raise FetchError(f"{self.base}/.well-known/biobank-node: not a JSON object")
+        return doc
+
+    async def checkpoint(self) -> str:
+        data = await self.get_bytes("/v1/log/checkpoint")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FetchError(f"{self.base}/v1/log/checkpoint: not UTF-8 text") from exc
+
+    async def entries(self, start: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+        """One page: the entries (as served) and `next`."""
+        path = "/v1/log/entries"
+        doc = await self.get_json(path, {"start": start, "limit": limit})
+        if not isinstance(doc, dict) or not isinstance(doc.get("entries"), list):
+            raise FetchError(f"{self.base}{path}?start={start}: no 'entries' list")
+        nxt = doc.get("next")
+        if nxt is not None and (not isinstance(nxt, int) or nxt <= start):
+            raise FetchError(f"{self.base}{path}?start={start}: bad 'next' {nxt!r}")
+        return doc["entries"], nxt

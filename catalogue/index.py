@@ -1,0 +1,146 @@
+"""Apply verified record changes of one node to the search index (records table and the sample cube)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, and_, bindparam, select
+
+from catalogue.codes import Vocabulary
+from catalogue.models import combo_datasets, combo_diagnoses, combo_uses, combos, records, samples
+
+# change per record: (leaf index, content) to publish, or None to remove from the index
+Change = tuple[int, dict[str, Any]] | None
+_CHUNK = 500
+
+
+def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:
+    """The coded attributes that make samples interchangeable for counting."""
+    age = s.get("age") or {}
+    per = s.get("period") or {}
+    diags = tuple(sorted((d["system"], d["code"]) for d in s.get("diagnoses") or ()))
+    return (s["biobank"], s["collection"], s.get("sample_type"), s.get("storage_temperature"),
+            s.get("sex"), age.get("min"), age.get("max"), per.get("from"), per.get("to"), diags,
+            tuple(sorted(s.get("use_conditions") or ())),
+            tuple(sorted(s.get("dataset_types") or ())))
+
+
+def apply_records(conn: Connection, node_id: int, kind: str, changes: dict[str, Change]) -> None:
+    """Replace live biobank or collection records by their latest version (or remove them)."""
+    if not changes:
+        return
+    ids = list(changes)
+    for i in range(0, len(ids), _CHUNK):
+        conn.execute(records.delete().where(and_(
+            records.c.node_id == node_id, records.c.kind == kind,
+            records.c.record_id.in_(ids[i:i + _CHUNK]))))
+    rows = [{"node_id": node_id, "kind": kind, "record_id": rid, "idx": ch[0],
+             "country": ch[1].get("country") if kind == "biobank" else None,
+             "biobank": ch[1].get("biobank") if kind == "collection" else None,
+             "content": orjson.dumps(ch[1]).decode()}
+            for rid, ch in changes.items() if ch is not None]
+    if rows:
+        conn.execute(records.insert(), rows)
+
+
+def apply_samples(conn: Connection, node_id: int, changes: dict[str, Change], *,
+                  fresh: bool, vocab: Vocabulary) -> None:
+    """Move samples between combos: decrement old ones, increment new ones, keep `samples` exact."""
+    if not changes:
+        return
+    delta: Counter[int] = Counter()
+    if not fresh:
+        old = _existing(conn, node_id, list(changes))
+        for combo_id in old.values():
+            delta[combo_id] -= 1
+        if old:
+            conn.execute(samples.delete().where(and_(
+                samples.c.node_id == node_id, samples.c.sample_id == bindparam("sid"))),
+                [{"sid": sid} for sid in old])
+    published = [(sid, ch[0], combo_key(ch[1])) for sid, ch in changes.items() if ch is not None]
+    ids = _combo_ids(conn, node_id, {key for _s, _i, key in published}, vocab)
+    rows = []
+    for sid, idx, key in published:
+        cid = ids[key]
+        delta[cid] += 1
+        rows.append({"node_id": node_id, "sample_id": sid, "idx": idx, "combo_id": cid})
+    if rows:
+        conn.execute(samples.insert(), rows)
+    updates = [{"cid": cid, "d": d} for cid, d in delta.items() if d]
+    if updates:
+        conn.execute(combos.update().where(combos.c.id == bindparam("cid"))
+                     .values(n=combos.c.n + bindparam("d")), updates)
+
+
+def _existing(conn: Connection, node_id: int, ids: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for i in range(0, len(ids), _CHUNK):
+        q = select(samples.c.sample_id, samples.c.combo_id).where(
+            samples.c.node_id == node_id, samples.c.sample_id.in_(ids[i:i + _CHUNK]))
+        found.update({r.sample_id: r.combo_id for r in conn.execute(q)})
+    return found
+
+
+def _combo_ids(conn: Connection, node_id: int, keys: Iterable[tuple[Any, ...]],
+               vocab: Vocabulary) -> dict[tuple[Any, ...], int]:
+    """Ids of the combos for `keys`, inserting the missing ones (with their side rows)."""
+    wanted = {orjson.dumps(k).decode(): k for k in keys}
+    if not wanted:
+        return {}
+    known = _lookup(conn, node_id, list(wanted))
+    missing = [c for c in wanted if c not in known]
+    if missing:
+        conn.execute(combos.insert(), [_combo_row(node_id, c, wanted[c]) for c in missing])
+        new = _lookup(conn, node_id, missing)
+        diag_rows, use_rows, dt_rows = [], [], []
+        for ckey, cid in new.items():
+            key = wanted[ckey]
+            for system, code in key[9]:
+                icd = system == "ICD-10"
+                diag_rows.append({"combo_id": cid, "system": system, "code": code,
+                                  "code3": code[:3] if icd else None,
+                                  "chapter": vocab.chapter_of(code) if icd else None})
+            use_rows.extend({"combo_id": cid, "code": c} for c in key[10])
+            dt_rows.extend({"combo_id": cid, "code": c} for c in key[11])
+        for table, rows in ((combo_diagnoses, diag_rows), (combo_uses, use_rows),
+                            (combo_datasets, dt_rows)):
+            if rows:
+                conn.execute(table.insert(), rows)
+        known.update(new)
+    return {wanted[c]: cid for c, cid in known.items()}
+
+
+def _lookup(conn: Connection, node_id: int, ckeys: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in range(0, len(ckeys), _CHUNK):
+        q = select(combos.c.ckey, combos.c.id).where(
+            combos.c.node_id == node_id, combos.c.ckey.in_(ckeys[i:i + _CHUNK]))
+        out.update({r.ckey: r.id for r in conn.execute(q)})
+    return out
+
+
+def _combo_row(node_id: int, ckey: str, key: tuple[Any, ...]) -> dict[str, Any]:
+    return {"node_id": node_id, "ckey": ckey, "biobank": key[0], "collection": key[1],
+            "sample_type": key[2], "storage_temperature": key[3], "sex": key[4],
+            "age_min": key[5], "age_max": key[6], "year_from": key[7], "year_to": key[8],
+            "n": 0}
+
+
+def refresh_countries(conn: Connection, node_id: int, node_country: str | None) -> None:
+    """Denormalise each combo's country from its biobank record (the node's country if none)."""
+    bb = {r.record_id: r.country for r in conn.execute(
+        select(records.c.record_id, records.c.country).where(
+            records.c.node_id == node_id, records.c.kind == "biobank"))}
+    rows = conn.execute(select(combos.c.id, combos.c.biobank, combos.c.country)
+                        .where(combos.c.node_id == node_id)).all()
+    updates = [{"cid": r.id, "c": bb.get(r.biobank) or node_country} for r in rows
+               if (bb.get(r.biobank) or node_country) != r.country]
+    if updates:
+        conn.execute(combos.update().where(combos.c.id == bindparam("cid"))
+                     .values(country=bindparam("c")), updates)
+
+
+__all__ = ["apply_records", "apply_samples", "combo_key", "refresh_countries"]

@@ -1,0 +1,159 @@
+"""Database tables (SQLAlchemy Core): enrolled nodes, their mirrored logs, the search cube, the own log.
+
+Search index design ("cube"): samples with identical coded attributes collapse into one
+`combos` row with a count `n`; `samples` maps each live sample id to its combo so that a
+withdraw or re-publish can decrement the right row. Multi-valued attributes (diagnoses,
+use conditions, dataset types) live in small side tables keyed by combo. Facets then
+aggregate over combos (thousands of rows) instead of samples (millions).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+nodes = Table(
+    "nodes", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("origin", String(255), nullable=False, unique=True),
+    Column("url", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("country", String(8)),
+    Column("name", Text),
+    Column("descriptor", Text, nullable=False),  # JSON of /.well-known/biobank-node at enrolment
+    Column("k", Integer, nullable=False, default=10),
+    Column("state", String(16), nullable=False, default="active"),  # active | halted | retired
+    Column("enrolled_at", String(32), nullable=False),
+    Column("retired_at", String(32)),
+    Column("tree_size", BigInteger, nullable=False, default=0),
+    Column("root", Text),  # base64
+    Column("compact", Text),  # JSON of protocol.merkle.CompactRange
+    Column("checkpoint", Text),  # the node's signed note, verbatim
+    Column("verified_at", String(32)),
+    Column("last_attempt_at", String(32)),
+    Column("last_success_at", String(32)),
+    Column("last_error", Text),
+    Column("remote_size", BigInteger),
+)
+
+leaves = Table(
+    "leaves", metadata,
+    Column("node_id", Integer, primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    Column("leaf", LargeBinary, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("record_id", String(255), nullable=False),
+    Column("content", Text),  # JSON, null once erased
+)
+Index("ix_leaves_record", leaves.c.node_id, leaves.c.kind, leaves.c.record_id)
+
+records = Table(  # live biobank and collection records
+    "records", metadata,
+    Column("node_id", Integer, primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("record_id", String(255), primary_key=True),
+    Column("idx", BigInteger, nullable=False),
+    Column("country", String(8)),
+    Column("biobank", String(255)),
+    Column("content", Text, nullable=False),
+)
+
+combos = Table(
+    "combos", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("node_id", Integer, nullable=False),
+    Column("ckey", Text, nullable=False),
+    Column("biobank", String(255), nullable=False),
+    Column("collection", String(255), nullable=False),
+    Column("country", String(8)),
+    Column("sample_type", String(64)),
+    Column("storage_temperature", String(32)),
+    Column("sex", String(16)),
+    Column("age_min", Integer),
+    Column("age_max", Integer),
+    Column("year_from", Integer),
+    Column("year_to", Integer),
+    Column("n", BigInteger, nullable=False, default=0),
+)
+Index("ix_combos_key", combos.c.node_id, combos.c.ckey, unique=True)
+
+combo_diagnoses = Table(
+    "combo_diagnoses", metadata,
+    Column("combo_id", Integer, nullable=False),
+    Column("system", String(16), nullable=False),
+    Column("code", String(32), nullable=False),
+    Column("code3", String(8)),  # ICD-10 category (first three characters) for block ranges
+    Column("chapter", String(8)),
+)
+Index("ix_combo_diagnoses", combo_diagnoses.c.combo_id)
+Index("ix_combo_diagnoses_code", combo_diagnoses.c.code)
+
+combo_uses = Table(
+    "combo_uses", metadata,
+    Column("combo_id", Integer, nullable=False),
+    Column("code", String(32), nullable=False),
+)
+Index("ix_combo_uses", combo_uses.c.combo_id)
+
+combo_datasets = Table(
+    "combo_datasets", metadata,
+    Column("combo_id", Integer, nullable=False),
+    Column("code", String(64), nullable=False),
+)
+Index("ix_combo_datasets", combo_datasets.c.combo_id)
+
+samples = Table(
+    "samples", metadata,
+    Column("node_id", Integer, primary_key=True),
+    Column("sample_id", String(64), primary_key=True),
+    Column("idx", BigInteger, nullable=False),
+    Column("combo_id", Integer, nullable=False),
+)
+
+rejections = Table(
+    "rejections", metadata,
+    Column("node_id", Integer, primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("record_id", String(255), nullable=False),
+    Column("problems", Text, nullable=False),  # JSON list of problem strings
+)
+
+alerts = Table(  # evidence of misbehaviour: both signed checkpoints are kept
+    "alerts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("node_id", Integer, nullable=False),
+    Column("kind", String(32), nullable=False),  # rollback | equivocation
+    Column("message", Text, nullable=False),
+    Column("old_checkpoint", Text),
+    Column("new_checkpoint", Text),
+    Column("created_at", String(32), nullable=False),
+    Column("cleared_at", String(32)),
+)
+
+own_leaves = Table(
+    "own_leaves", metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("leaf", LargeBinary, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+)
+
+own_state = Table(
+    "own_state", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("compact", Text, nullable=False),
+    Column("checkpoint", Text, nullable=False),
+)

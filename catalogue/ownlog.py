@@ -1,0 +1,69 @@
+"""The catalogue's own signed log: enrol, retire, revoke and checkpoint leaves, appended in the caller's transaction."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, select
+
+from catalogue.models import own_leaves, own_state
+from protocol.canonical import canonical
+from protocol.entries import make_catalogue_entry, utc_now
+from protocol.errors import ConfigError
+from protocol.merkle import CompactRange, leaf_hash
+from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
+
+KEY_FILE = "catalogue.key"
+
+
+class CatalogueKey:
+    """The catalogue's Ed25519 signer, kept in CATALOGUE_HOME/catalogue.key (0600)."""
+
+    def __init__(self, *, signer: Signer, verifier_key: str, origin: str) -> None:
+        self.signer = signer
+        self.verifier_key = verifier_key
+        self.origin = origin
+
+    @classmethod
+    def load_or_create(cls, home: Path, origin: str) -> CatalogueKey:
+        """Load the signer key, creating it (and `home`) on first start."""
+        home.mkdir(parents=True, exist_ok=True)
+        path = home / KEY_FILE
+        if not path.exists():
+            skey, _vkey = generate_key(origin)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(skey + "\n")
+        signer = Signer.from_key(path.read_text().strip())
+        if signer.name != origin:
+            raise ConfigError(f"{path}: key is for {signer.name!r}, not the catalogue origin "
+                              f"{origin!r} (CATALOGUE_ORIGIN)")
+        return cls(signer=signer, verifier_key=signer.vkey, origin=origin)
+
+
+def ensure_state(conn: Connection, key: CatalogueKey) -> None:
+    """Create the empty own log (size 0, signed) if the database has none yet."""
+    if conn.execute(select(own_state.c.id)).first() is None:
+        empty = CompactRange()
+        note = sign_checkpoint(Checkpoint(key.origin, 0, empty.root()), [key.signer])
+        conn.execute(own_state.insert().values(
+            id=1, size=0, compact=orjson.dumps(empty.to_json()).decode(), checkpoint=note))
+
+
+def append(conn: Connection, key: CatalogueKey, op: str, /, **fields: Any) -> int:
+    """Append one leaf {log, index, time, op, ...fields} and re-sign; returns its index."""
+    ensure_state(conn, key)
+    row = conn.execute(select(own_state).where(own_state.c.id == 1).with_for_update()).one()
+    compact = CompactRange.from_json(orjson.loads(row.compact))
+    entry = make_catalogue_entry(log=key.origin, index=row.size, op=op, time=utc_now(), **fields)
+    leaf = canonical(entry)
+    h = leaf_hash(leaf)
+    compact.append(h)
+    note = sign_checkpoint(Checkpoint(key.origin, row.size + 1, compact.root()), [key.signer])
+    conn.execute(own_leaves.insert().values(idx=row.size, leaf=leaf, hash=h))
+    conn.execute(own_state.update().where(own_state.c.id == 1).values(
+        size=row.size + 1, compact=orjson.dumps(compact.to_json()).decode(), checkpoint=note))
+    return int(row.size)

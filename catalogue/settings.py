@@ -1,0 +1,39 @@
+"""Catalogue settings from the environment (prefix CATALOGUE_) or passed in by tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Tokens that people paste from examples; refusing them keeps a demo config out of production.
+_PLACEHOLDER_TOKENS = {"changeme", "change-me", "secret", "admin", "token", "password"}
+
+
+class Settings(BaseSettings):
+    """Everything the catalogue needs to run; see docs/architecture.md "Catalogue"."""
+
+    model_config = SettingsConfigDict(env_prefix="CATALOGUE_", extra="ignore")
+
+    database_url: str = "sqlite:///catalogue.db"
+    admin_token: str | None = None
+    home: Path = Path("catalogue-home")
+    origin: str = "localhost/biobank-catalogue"
+    harvest_interval: float = 300.0
+    stale_after: float = 3600.0
+    # Limits that keep one misbehaving node from hurting the catalogue.
+    request_timeout: float = 10.0
+    node_deadline: float = 300.0
+    max_response_bytes: int = 16 * 1024 * 1024
+    page_size: int = 1000
+    max_step: int = 2_000_000
+
+    @field_validator("admin_token")
+    @classmethod
+    def _no_placeholder(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if value.lower() in _PLACEHOLDER_TOKENS or len(value) < 16:
+            raise ValueError("CATALOGUE_ADMIN_TOKEN must be a random secret of at least 16 characters")
+        return value

@@ -1,0 +1,40 @@
+// CSV export of the collections table: RFC 4180 quoting, UTF-8 with BOM, downloaded from a Blob.
+
+export const COLUMNS = [
+  "id", "name", "biobank", "samples", "count_source", "declared_size", "use_conditions",
+  "dataset_types", "design", "contact_email", "node", "checkpoint_size", "verified_at", "description",
+];
+
+/** Quote a cell when needed; a leading = + - @ gets a ' so spreadsheets do not run it as a formula. */
+export function cell(value) {
+  let text = value === null || value === undefined ? "" : String(value);
+  if (typeof value === "string" && /^[=+\-@\t\r]/.test(text)) text = `'${text}`;
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+export function collectionRow(item) {
+  const join = (list) => (Array.isArray(list) ? list.join("; ") : list ?? "");
+  return [
+    item.id, item.name, item.biobank, item.samples, item.count_source, item.declared_size,
+    join(item.use_conditions), join(item.dataset_types), join(item.design), item.contact?.email,
+    item.provenance?.node, item.provenance?.checkpoint_size, item.provenance?.verified_at,
+    item.description,
+  ];
+}
+
+export function toCsv(items) {
+  const lines = [COLUMNS, ...items.map(collectionRow)].map((row) => row.map(cell).join(","));
+  return `${lines.join("\r\n")}\r\n`;
+}
+
+export function download(filename, text) {
+  const blob = new Blob(["\ufeff", text], { type: "text/csv;charset=utf-8" });
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}

@@ -1,0 +1,180 @@
+// The results region: total, charts, partner status, biobank and collection cards, table, paging, CSV.
+import { barChart } from "./chart.js";
+import { label } from "./codelists.js";
+import { download, toCsv } from "./csv.js";
+import { h } from "./dom.js";
+import { fmtCount, fmtTime, mailto, webUrl } from "./format.js";
+import { t } from "./i18n.js";
+import { nodeHref } from "./nodes.js";
+
+let collectionView = "cards";
+
+function nodeStatus(data) {
+  return new Map((data.nodes || []).map((n) => [n.origin, n]));
+}
+
+function badges(status) {
+  if (!status) return [];
+  const out = [];
+  if (status.stale) {
+    out.push(h("span", { class: "badge stale", title: t("badge.stale.title") }, t("badge.stale")));
+  }
+  const alerts = Array.isArray(status.alerts) ? status.alerts.length : Number(status.alerts || 0);
+  if (alerts > 0) {
+    out.push(h("span", { class: "badge alert", title: t("badge.alert.title") }, "⚠ ", t("badge.alert")));
+  }
+  return out;
+}
+
+function provenance(item, statuses) {
+  const p = item.provenance;
+  if (!p) return null;
+  const status = statuses.get(p.node);
+  const parts = t("prov.line", { node: "\u0000", size: fmtCount(p.checkpoint_size), time: fmtTime(p.verified_at) })
+    .split("\u0000");
+  return h("p", { class: "provenance", "aria-label": t("prov.label") },
+    parts[0], h("a", { href: nodeHref(p.node), "data-link": true }, p.node), parts[1] ?? "", " ",
+    badges(status));
+}
+
+function list(listName, codes) {
+  if (!codes || codes.length === 0) return h("span", { class: "muted" }, t("card.none"));
+  return h("ul", { class: "tags" }, codes.map((code) => h("li", { title: code }, label(listName, code))));
+}
+
+function contact(person) {
+  const href = mailto(person?.email);
+  if (!href) return h("span", { class: "muted" }, t("card.none"));
+  const who = [person.name, person.role].filter(Boolean).join(", ");
+  return h("span", {}, who ? `${who} · ` : "", h("a", { href }, person.email));
+}
+
+function row(key, value) {
+  return [h("dt", {}, t(key)), h("dd", {}, value)];
+}
+
+function samples(item) {
+  const declared = item.count_source === "declared";
+  return h("p", { class: "samples" },
+    h("span", { class: "samples-n" }, fmtCount(declared ? item.declared_size ?? item.samples : item.samples)),
+    " ", h("span", { class: "samples-what" }, t("card.samples")),
+    declared ? h("span", { class: "pill muted-pill", title: t("card.declared_note") }, t("card.declared")) : null);
+}
+
+function biobankCard(item, statuses, actions) {
+  const url = webUrl(item.url);
+  return h("article", { class: "card", "data-biobank": item.id },
+    h("header", { class: "card-head" },
+      h("h4", {}, item.name, item.acronym ? h("span", { class: "acronym" }, ` (${item.acronym})`) : null),
+      h("p", { class: "card-sub" }, label("country", item.country))),
+    h("p", { class: "samples" }, h("span", { class: "samples-n" }, fmtCount(item.samples)), " ",
+      h("span", { class: "samples-what" }, t("card.samples"))),
+    item.description ? h("p", { class: "desc" }, item.description) : null,
+    h("dl", { class: "facts" },
+      row("card.contact", contact(item.contact)),
+      url ? row("card.website", h("a", { href: url, rel: "noopener noreferrer", target: "_blank" }, url)) : null,
+      row("card.quality", list("quality-standard", item.quality_standards))),
+    provenance(item, statuses),
+    h("button", { type: "button", class: "secondary small", onclick: () => actions.toggle("biobank", item.id, true) },
+      t("card.only_biobank")));
+}
+
+function collectionCard(item, statuses, biobankName, actions) {
+  return h("article", { class: "card", "data-collection": item.id },
+    h("header", { class: "card-head" },
+      h("h4", {}, item.name),
+      h("p", { class: "card-sub" }, biobankName(item.biobank))),
+    samples(item),
+    item.description ? h("p", { class: "desc" }, item.description) : null,
+    h("dl", { class: "facts" },
+      row("card.use", list("duo", item.use_conditions)),
+      row("card.datasets", list("dataset-type", item.dataset_types)),
+      item.design?.length ? row("card.design", list("collection-design", item.design)) : null,
+      item.quality_standards ? row("card.quality", list("quality-standard", item.quality_standards)) : null,
+      row("card.contact", contact(item.contact))),
+    provenance(item, statuses),
+    h("button", { type: "button", class: "secondary small",
+      onclick: () => actions.toggle("collection", item.id, true) }, t("card.only_collection")));
+}
+
+function collectionTable(items, biobankName) {
+  const words = (listName, codes) => (codes || []).map((c) => label(listName, c)).join(", ");
+  return h("div", { class: "table-wrap", tabindex: 0, role: "region", "aria-label": t("view.table") },
+    h("table", { class: "results-table", id: "collections-table" },
+      h("thead", {}, h("tr", {}, ["col.name", "col.biobank", "col.samples", "col.source", "col.use",
+        "col.datasets", "col.node"].map((k) => h("th", { scope: "col" }, t(k))))),
+      h("tbody", {}, items.map((item) => h("tr", { "data-collection": item.id },
+        h("th", { scope: "row" }, item.name),
+        h("td", {}, biobankName(item.biobank)),
+        h("td", { class: "num" }, fmtCount(item.samples)),
+        h("td", {}, t(item.count_source === "declared" ? "source.declared" : "source.samples")),
+        h("td", {}, words("duo", item.use_conditions)),
+        h("td", {}, words("dataset-type", item.dataset_types)),
+        h("td", {}, item.provenance?.node ?? ""))))));
+}
+
+function pager(what, block, pageParam, actions) {
+  const pages = Math.max(1, Math.ceil((block?.total || 0) / (block?.page_size || 20)));
+  if (pages <= 1) return null;
+  const page = block.page || 1;
+  return h("nav", { class: "pager", "aria-label": t("page.label", { what }) },
+    h("button", { type: "button", class: "secondary", disabled: page <= 1, id: `${pageParam}-prev`,
+      onclick: () => actions.page(pageParam, page - 1) }, t("page.prev")),
+    h("span", {}, t("page.of", { p: page, n: pages })),
+    h("button", { type: "button", class: "secondary", disabled: page >= pages, id: `${pageParam}-next`,
+      onclick: () => actions.page(pageParam, page + 1) }, t("page.next")));
+}
+
+function nodesStrip(data) {
+  if (!data.nodes?.length) return null;
+  return h("div", { class: "nodes-strip" }, h("span", { class: "muted" }, t("nodes.in_results"), ": "),
+    h("ul", {}, data.nodes.map((n) => h("li", {},
+      h("a", { href: nodeHref(n.origin), "data-link": true }, n.origin), " ", badges(n)))));
+}
+
+/** Render the whole results region for one search response. */
+export function renderResults(data, query, memory, actions) {
+  const statuses = nodeStatus(data);
+  const biobankName = (id) => memory.biobanks.get(id) || id;
+  const biobanks = data.biobanks?.items || [];
+  const collections = data.collections?.items || [];
+  const country = (data.counts?.country || []).map((r) => ({ label: label("country", r.code), value: r.count }));
+  const types = (data.facets?.sample_type || []).map((r) => ({ label: label("sample-type", r.code), value: r.count }));
+  const empty = biobanks.length === 0 && collections.length === 0;
+  const viewButton = (mode) => h("button", { type: "button", class: "toggle", id: `view-${mode}`,
+    "aria-pressed": String(collectionView === mode),
+    onclick: () => { collectionView = mode; actions.rerender(); } }, t(`view.${mode}`));
+  return [
+    h("div", { class: "summary" },
+      h("p", { class: "total", id: "total" }, t("results.total", { n: fmtCount(data.total) })),
+      h("div", { class: "per-page" },
+        h("label", { for: "page-size" }, t("results.per_page")),
+        h("select", { id: "page-size", onchange: (e) => actions.pageSize(Number(e.target.value)) },
+          [20, 50, 100].map((n) => h("option", { value: n,
+            selected: (query.page_size || data.collections?.page_size || 20) === n }, String(n)))))),
+    nodesStrip(data),
+    empty ? h("p", { class: "notice" }, t("results.none")) : null,
+    empty ? null : h("div", { class: "charts" }, barChart(t("chart.country"), country),
+      barChart(t("chart.sample_type"), types)),
+    biobanks.length ? h("section", { class: "block", "aria-labelledby": "biobanks-title" },
+      h("h3", { id: "biobanks-title" }, t("biobanks.title", { n: fmtCount(data.biobanks.total ?? biobanks.length) })),
+      h("div", { class: "cards", id: "biobank-cards" }, biobanks.map((b) => biobankCard(b, statuses, actions))),
+      pager(t("biobanks.title", { n: "" }).replace(/[(（）)]/g, "").trim(), data.biobanks, "page", actions)) : null,
+    collections.length ? h("section", { class: "block", "aria-labelledby": "collections-title" },
+      h("div", { class: "block-head" },
+        h("h3", { id: "collections-title" },
+          t("collections.title", { n: fmtCount(data.collections.total ?? collections.length) })),
+        h("div", { class: "tools" },
+          h("div", { class: "segmented", role: "group", "aria-label": t("view.label") },
+            viewButton("cards"), viewButton("table")),
+          h("button", { type: "button", class: "secondary", id: "export-csv",
+            onclick: () => download(`collections-${new Date().toISOString().slice(0, 10)}.csv`, toCsv(collections)) },
+          "⤓ ", t("csv.export")))),
+      collectionView === "table"
+        ? collectionTable(collections, biobankName)
+        : h("div", { class: "cards", id: "collection-cards" },
+          collections.map((c) => collectionCard(c, statuses, biobankName, actions))),
+      pager(t("collections.title", { n: "" }).replace(/[(（）)]/g, "").trim(), data.collections,
+        "collections_page", actions)) : null,
+  ];
+}

@@ -1,0 +1,1 @@
+"""HTTP routers of the node (thin: they read the store and shape responses)."""

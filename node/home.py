@@ -1,0 +1,121 @@
+"""The node home directory: node.toml, signer key, pseudonym secret, policy, database."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import secrets
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from protocol.errors import ConfigError
+from protocol.note import Signer, Verifier, generate_key
+
+from node import store
+
+CONFIG = "node.toml"
+KEY = "node.key"
+SECRET = "pseudonym.secret"
+POLICY = "policy.toml"
+DB = "node.db"
+VERIFIER = "verifier.key"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """What node.toml holds: who this node is."""
+
+    origin: str
+    name: str
+    country: str
+    organisation: str
+    contact: str
+    url: str = ""
+
+
+def _toml_line(key: str, value: str) -> str:
+    # JSON string escapes are valid TOML basic-string escapes.
+    return f"{key} = {json.dumps(value, ensure_ascii=False)}\n"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def init_home(home: Path, config: NodeConfig) -> str:
+    """Create a new node home; return the verifier key. Refuses an existing non-empty home."""
+    if home.exists() and any(home.iterdir()):
+        raise ConfigError(f"{home} already exists and is not empty; refusing to overwrite a node home")
+    if not config.origin or any(c.isspace() for c in config.origin) or "+" in config.origin:
+        raise ConfigError(f"origin {config.origin!r} must be a short name without spaces or '+'")
+    if len(config.country) != 2 or not config.country.isalpha() or not config.country.isupper():
+        raise ConfigError(f"country {config.country!r} must be an ISO 3166-1 alpha-2 code such as DE")
+    home.mkdir(parents=True, exist_ok=True)
+    skey, vkey = generate_key(config.origin)
+    _write_private(home / KEY, skey.encode())
+    _write_private(home / SECRET, secrets.token_bytes(32))
+    (home / CONFIG).write_text("".join(_toml_line(k, v) for k, v in asdict(config).items()),
+                               encoding="utf-8")
+    (home / VERIFIER).write_text(vkey + "\n", encoding="utf-8")
+    write_default_policy(home / POLICY)
+    conn = store.connect(home / DB)
+    try:
+        store.create_schema(conn)
+    finally:
+        conn.close()
+    return vkey
+
+
+def write_default_policy(path: Path) -> None:
+    """Ask node.policy (owned by the privacy engineer) for a default policy file, if present."""
+    try:
+        policy = importlib.import_module("node.policy")
+    except ImportError:
+        return
+    writer = getattr(policy, "write_default", None)
+    if writer is not None:
+        writer(path)
+
+
+@dataclass(frozen=True)
+class Home:
+    """An opened node home."""
+
+    path: Path
+    config: NodeConfig
+    signer: Signer
+    verifier_key: str
+    secret: bytes
+
+    @property
+    def db_path(self) -> Path:
+        return self.path / DB
+
+    @property
+    def policy_path(self) -> Path:
+        return self.path / POLICY
+
+    @classmethod
+    def open(cls, path: Path) -> Home:
+        cfg_path = path / CONFIG
+        if not cfg_path.is_file():
+            raise ConfigError(f"{path} is not a node home (no {CONFIG}); run 'biobank-node init'")
+        try:
+            raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{cfg_path}: {exc}") from exc
+        try:
+            config = NodeConfig(**{k: str(v) for k, v in raw.items()})
+        except TypeError as exc:
+            raise ConfigError(f"{cfg_path}: {exc}") from exc
+        signer = Signer.from_key((path / KEY).read_text(encoding="utf-8").strip())
+        vkey = (path / VERIFIER).read_text(encoding="utf-8").strip()
+        Verifier.from_key(vkey)
+        secret = (path / SECRET).read_bytes()
+        if len(secret) < 32:
+            raise ConfigError(f"{path / SECRET} must hold at least 32 random bytes")
+        return cls(path=path, config=config, signer=signer, verifier_key=vkey, secret=secret)

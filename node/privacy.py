@@ -1,0 +1,355 @@
+"""k-anonymity at the node: generalise staged sample rows until every class has k donors.
+
+CONTRACT with the importer (``node/importer.py``) and ``node/staging.py``
+========================================================================
+
+``apply(conn, staging_table, policy) -> PrivacyReport``
+
+* Call it once after every valid row of the import is staged (see ``node/staging.py`` for
+  the input columns) and before diffing against what is published.  It works only with
+  SQL over the staging table (GROUP BY, COUNT(DISTINCT donor)), so memory does not grow
+  with the file.  It is deterministic and independent of row order: the same rows give
+  the same output, always.  It may be called again on the same table (e.g. after rows of
+  a withdrawn donor were deleted); it then recomputes everything from the inputs.
+* Output, written IN PLACE on the staging table (the columns ``node/staging.py`` names):
+
+  ``age_min``, ``age_max``        published age band in years; both NULL = publish no age
+  ``period_from``, ``period_to``  published collection period in years; NULL = no period
+  ``diagnoses``                   rewritten to the published, generalised list: canonical
+                                  JSON (sorted by system then code, no duplicates);
+                                  ``'[]'`` = publish no diagnoses
+  ``storage_temperature``         set NULL when the policy does not publish it
+  ``sex``                         set NULL when the policy does not publish it
+  ``use_conditions``,             set ``'[]'`` when the policy does not publish them
+  ``dataset_types``
+  ``held_back``                   1 = must NOT be published; 0 = publish
+
+  and it adds (if missing) these columns:
+
+  ``reason``          NULL when published, else why held back: ``'below_k'`` (class
+                      still under k donors after the whole generalisation ladder)
+  ``privacy_level``   the ladder rung used (0 = the policy's own precision), for reports
+  ``diagnoses_in``    the original diagnoses (kept so that a re-run starts from them)
+  ``qkey``            internal class key; ignore
+
+* Build the published record from a staged row with :func:`record_fields`:
+  ``{"id": ..., "biobank": row["biobank"], "collection": ..., "sample_type": ...,
+  **record_fields(row, policy), "nonce": ...}``.  It returns only what the policy
+  publishes and omits NULL / empty values (``sex``, ``storage_temperature``, ``age``,
+  ``period``, ``diagnoses``, ``use_conditions``, ``dataset_types``).
+* ``PrivacyReport.render(console)`` prints the summary (rich table) the import shows;
+  ``PrivacyReport.to_dict()`` is stable JSON for ``--json`` output.
+* Erasure: ``donor_samples(conn, staging_table, donor_id) -> list[str]`` gives the local
+  sample ids of one donor in a staging table (sorted).  The node's withdraw command
+  should: withdraw those samples (and any previously published sample of that donor the
+  store knows), delete the donor's rows from the staging table, and call :func:`apply`
+  again, because removing a donor can shrink another class below k (the re-run then
+  holds those records back or generalises them; the diff publishes that).
+
+Quasi-identifiers (the class key): sex, age band, period, diagnosis set, biobank AND
+collection (collection is published and membership of a cohort can be known, so it is
+treated as a quasi-identifier too).  Donors are counted DISTINCT; a NULL donor id counts
+as one donor per sample.  See ``docs/privacy.md`` for the ladder and the reasoning.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import json
+import re
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from node.policy import Policy
+
+#: Extra columns apply() adds to the staging table when missing.
+EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("reason", "TEXT"), ("privacy_level", "INTEGER"), ("diagnoses_in", "TEXT"),
+    ("qkey", "TEXT"),
+)
+COARSER = {"full": "category", "category": "chapter", "chapter": "chapter", "none": "none"}
+
+# WHO ICD-10 (2019) chapters by the first category of their range; a category belongs to
+# the last chapter starting at or before it (codes outside WHO ranges, e.g. ICD-10-CM D49,
+# fall into the chapter around them).
+_CHAPTERS: tuple[tuple[str, str], ...] = (
+    ("A00", "A00-B99"), ("C00", "C00-D48"), ("D50", "D50-D89"), ("E00", "E00-E90"),
+    ("F00", "F00-F99"), ("G00", "G00-G99"), ("H00", "H00-H59"), ("H60", "H60-H95"),
+    ("I00", "I00-I99"), ("J00", "J00-J99"), ("K00", "K00-K93"), ("L00", "L00-L99"),
+    ("M00", "M00-M99"), ("N00", "N00-N99"), ("O00", "O00-O99"), ("P00", "P00-P96"),
+    ("Q00", "Q00-Q99"), ("R00", "R00-R99"), ("S00", "S00-T98"), ("U00", "U00-U85"),
+    ("V00", "V01-Y98"), ("Z00", "Z00-Z99"),
+)
+_CHAPTER_STARTS = [start for start, _ in _CHAPTERS]
+
+
+def icd10_chapter(code: str) -> str:
+    """The WHO ICD-10 chapter of ``code`` written as its code range (``C50.9`` -> ``C00-D48``)."""
+    category = code.strip().upper()[:3]
+    pos = bisect.bisect_right(_CHAPTER_STARTS, category) - 1
+    return _CHAPTERS[max(pos, 0)][1]
+
+
+@functools.cache
+def chapter_codes_allowed() -> bool:
+    """Whether the shipped sample schema accepts an ICD-10 chapter range such as C00-D48.
+
+    Until it does, ``chapter`` precision drops ICD-10 codes instead of publishing a
+    record the schema (and so the importer) would refuse.
+    """
+    try:
+        text = resources.files("schemas").joinpath("sample.schema.json").read_text("utf-8")
+        pattern = json.loads(text)["$defs"]["icd10_code"]["pattern"]
+    except (OSError, KeyError, ValueError):
+        return False
+    return re.fullmatch(pattern, "C00-D48") is not None
+
+
+def generalise_diagnoses(diagnoses: str | None, precision: str) -> str:
+    """Generalise a JSON diagnosis list to ``precision``; canonical JSON, sorted, unique.
+
+    ICD-10 codes become their 3-character category or chapter range; ORPHA (and any other
+    system) codes are published only at ``full`` precision and dropped below it.
+    """
+    if precision == "none" or not diagnoses:
+        return "[]"
+    out: set[tuple[str, str]] = set()
+    for item in json.loads(diagnoses):
+        system, code = str(item.get("system", "")), str(item.get("code", "")).strip()
+        if not code:
+            continue
+        if precision == "full":
+            out.add((system, code))
+        elif system == "ICD-10" and precision == "category":
+            out.add((system, code.upper()[:3]))
+        elif system == "ICD-10" and chapter_codes_allowed():
+            out.add((system, icd10_chapter(code)))
+    return json.dumps([{"code": c, "system": s} for s, c in sorted(out)],
+                      separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of the generalisation ladder; ``None`` widths mean the field is dropped."""
+
+    age_band: int | None
+    period_width: int | None
+    precision: str
+
+    def describe(self, base: Rung) -> str:
+        """What this rung changes relative to the policy's own precision ``base``."""
+        parts = []
+        if self.age_band != base.age_band:
+            parts.append("age dropped" if self.age_band is None
+                         else f"age band {base.age_band}->{self.age_band} years")
+        if self.period_width != base.period_width:
+            parts.append("period dropped" if self.period_width is None
+                         else f"period {base.period_width}->{self.period_width} years")
+        if self.precision != base.precision:
+            parts.append("diagnoses dropped" if self.precision == "none"
+                         else f"diagnoses {base.precision}->{self.precision}")
+        return ", ".join(parts) or "as the policy says"
+
+
+def ladder(policy: Policy) -> list[Rung]:
+    """The generalisation ladder for ``policy``, from its own precision to the coarsest."""
+    a = policy.age_band if policy.publishes("age") else None
+    p = policy.period_width if policy.publishes("period") else None
+    d = policy.diagnosis_precision if policy.publishes("diagnoses") else "none"
+
+    def times(width: int | None, factor: int) -> int | None:
+        return None if width is None else width * factor
+
+    d1 = COARSER[d]
+    d2 = COARSER[d1]
+    steps = [
+        Rung(a, p, d), Rung(times(a, 2), p, d), Rung(times(a, 2), times(p, 2), d),
+        Rung(times(a, 2), times(p, 2), d1), Rung(times(a, 4), times(p, 2), d1),
+        Rung(times(a, 4), times(p, 4), d1), Rung(times(a, 4), times(p, 4), d2),
+        Rung(None, times(p, 4), d2), Rung(None, None, d2), Rung(None, None, "none"),
+    ]
+    out: list[Rung] = []
+    for step in steps:
+        if not out or out[-1] != step:
+            out.append(step)
+    return out
+
+
+@dataclass
+class PrivacyReport:
+    """What one :func:`apply` did: rows per ladder rung, rows held back per reason."""
+
+    k: int
+    rows: int = 0
+    published: int = 0
+    donors_published: int = 0
+    classes: int = 0
+    smallest_class: int | None = None
+    by_rung: list[tuple[int, str, int]] = field(default_factory=list)
+    held_back: dict[str, int] = field(default_factory=dict)
+    orpha_dropped: int = 0
+
+    @property
+    def generalised(self) -> int:
+        """Rows published coarser than the policy's own precision."""
+        return sum(n for level, _, n in self.by_rung if level > 0)
+
+    @property
+    def held_back_total(self) -> int:
+        return sum(self.held_back.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Stable JSON form (for ``--json`` output and tests)."""
+        return {
+            "k": self.k, "rows": self.rows, "published": self.published,
+            "generalised": self.generalised, "held_back": dict(sorted(self.held_back.items())),
+            "donors_published": self.donors_published, "classes": self.classes,
+            "smallest_class": self.smallest_class, "orpha_dropped": self.orpha_dropped,
+            "by_rung": [{"level": lv, "change": what, "rows": n} for lv, what, n in self.by_rung],
+        }
+
+    def render(self, console: Any) -> None:
+        """Print the summary as rich tables on ``console`` (a ``rich.console.Console``)."""
+        from rich.table import Table
+
+        table = Table(title=f"Privacy (k = {self.k} distinct donors per class)")
+        table.add_column("outcome")
+        table.add_column("how")
+        table.add_column("samples", justify="right")
+        for level, what, n in self.by_rung:
+            table.add_row("published" if level == 0 else "generalised", what, str(n))
+        for reason, n in sorted(self.held_back.items()):
+            table.add_row("held back", REASONS.get(reason, reason), str(n))
+        console.print(table)
+        console.print(
+            f"{self.published} of {self.rows} samples published in {self.classes} classes "
+            f"(smallest class {self.smallest_class if self.smallest_class is not None else '-'}"
+            f" donors), {self.generalised} generalised, {self.held_back_total} held back"
+            + (f", ORPHA codes dropped from {self.orpha_dropped}" if self.orpha_dropped else ""))
+
+
+REASONS = {"below_k": "class under k donors even at the coarsest level"}
+
+_DONOR = "COALESCE('d:' || donor_id, 's:' || local_id)"
+_PUBLISHED_KEY = "json_array(sex, biobank, collection, age_min, period_from, diagnoses)"
+
+
+def apply(conn: sqlite3.Connection, staging_table: str, policy: Policy) -> PrivacyReport:
+    """Generalise the staged rows in place until every published class has k donors.
+
+    See the module docstring for the exact contract (columns read and written).
+    """
+    t = _checked_name(staging_table)
+    conn.create_function("bb_generalise_diagnoses", 2, generalise_diagnoses, deterministic=True)
+    present = {row[1] for row in conn.execute(f"PRAGMA table_info({t})")}
+    for name, sqltype in EXTRA_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE {t} ADD COLUMN {name} {sqltype}")
+    conn.execute(f"UPDATE {t} SET diagnoses_in = diagnoses WHERE diagnoses_in IS NULL")
+    _blank_excluded(conn, t, policy)
+    conn.execute(f"UPDATE {t} SET privacy_level = NULL, held_back = 0, reason = NULL")
+    rungs = ladder(policy)
+    precision: str | None = None
+    for level, rung in enumerate(rungs):
+        _set_rung(conn, t, rung, recompute_diagnoses=rung.precision != precision)
+        precision = rung.precision
+        conn.execute("DROP TABLE IF EXISTS temp._bb_privacy_ok")
+        conn.execute(
+            f"CREATE TEMP TABLE _bb_privacy_ok AS SELECT qkey FROM {t} "
+            f"WHERE privacy_level IS NULL GROUP BY qkey "
+            f"HAVING COUNT(DISTINCT {_DONOR}) >= ?", (policy.k,))
+        conn.execute(f"UPDATE {t} SET privacy_level = ? WHERE privacy_level IS NULL "
+                     "AND qkey IN (SELECT qkey FROM temp._bb_privacy_ok)", (level,))
+        conn.execute("DROP TABLE temp._bb_privacy_ok")
+    conn.execute(f"UPDATE {t} SET held_back = 1, reason = 'below_k' "
+                 "WHERE privacy_level IS NULL")
+    return _report(conn, t, policy, rungs)
+
+
+def _checked_name(name: str) -> str:
+    bare = name.removeprefix("temp.")
+    if not bare.replace("_", "").isalnum():
+        raise ValueError(f"staging table name {name!r} is not a plain SQL identifier")
+    return name
+
+
+def _blank_excluded(conn: sqlite3.Connection, t: str, policy: Policy) -> None:
+    if not policy.publishes("sex"):
+        conn.execute(f"UPDATE {t} SET sex = NULL")
+    if not policy.publishes("storage_temperature"):
+        conn.execute(f"UPDATE {t} SET storage_temperature = NULL")
+    for name in ("use_conditions", "dataset_types"):
+        if not policy.publishes(name):
+            conn.execute(f"UPDATE {t} SET {name} = '[]'")
+
+
+def _set_rung(conn: sqlite3.Connection, t: str, rung: Rung, *,
+              recompute_diagnoses: bool) -> None:
+    """Write the rung's published values and class key on every unsettled row."""
+    a, p = rung.age_band, rung.period_width
+    sets = [
+        "age_min = CASE WHEN :a IS NULL OR age IS NULL OR age < 0 THEN NULL "
+        "ELSE (age / :a) * :a END",
+        "age_max = CASE WHEN :a IS NULL OR age IS NULL OR age < 0 THEN NULL "
+        "ELSE (age / :a) * :a + :a - 1 END",
+        "period_from = CASE WHEN :p IS NULL OR year IS NULL OR year < 0 THEN NULL "
+        "ELSE (year / :p) * :p END",
+        "period_to = CASE WHEN :p IS NULL OR year IS NULL OR year < 0 THEN NULL "
+        "ELSE (year / :p) * :p + :p - 1 END",
+    ]
+    if recompute_diagnoses:
+        sets.append("diagnoses = bb_generalise_diagnoses(diagnoses_in, :d)")
+    conn.execute(f"UPDATE {t} SET {', '.join(sets)} WHERE privacy_level IS NULL",
+                 {"a": a, "p": p, "d": rung.precision})
+    conn.execute(f"UPDATE {t} SET qkey = {_PUBLISHED_KEY} WHERE privacy_level IS NULL")
+
+
+def _report(conn: sqlite3.Connection, t: str, policy: Policy, rungs: list[Rung]) -> PrivacyReport:
+    report = PrivacyReport(k=policy.k)
+    report.rows = conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+    for level, n in conn.execute(f"SELECT privacy_level, COUNT(*) FROM {t} "
+                                 "WHERE held_back = 0 GROUP BY privacy_level ORDER BY 1"):
+        report.by_rung.append((level, rungs[level].describe(rungs[0]), n))
+    report.published = sum(n for _, _, n in report.by_rung)
+    report.held_back = dict(conn.execute(f"SELECT reason, COUNT(*) FROM {t} "
+                                         "WHERE held_back = 1 GROUP BY reason").fetchall())
+    report.donors_published = conn.execute(
+        f"SELECT COUNT(DISTINCT {_DONOR}) FROM {t} WHERE held_back = 0").fetchone()[0]
+    report.classes, report.smallest_class = conn.execute(
+        f"SELECT COUNT(*), MIN(n) FROM (SELECT COUNT(DISTINCT {_DONOR}) AS n FROM {t} "
+        f"WHERE held_back = 0 GROUP BY {_PUBLISHED_KEY})").fetchone()
+    report.orpha_dropped = conn.execute(
+        f"SELECT COUNT(*) FROM {t} WHERE held_back = 0 AND diagnoses_in LIKE '%ORPHA%' "
+        "AND diagnoses NOT LIKE '%ORPHA%'").fetchone()[0]
+    return report
+
+
+def record_fields(row: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
+    """The optional sample-record fields to publish for a staged row after :func:`apply`."""
+    if row["held_back"]:
+        raise ValueError(f"{row['row_location']}: row is held back and must not be published")
+    out: dict[str, Any] = {}
+    if policy.publishes("sex") and row["sex"] is not None:
+        out["sex"] = row["sex"]
+    if policy.publishes("storage_temperature") and row["storage_temperature"] is not None:
+        out["storage_temperature"] = row["storage_temperature"]
+    if policy.publishes("age") and row["age_min"] is not None:
+        out["age"] = {"min": row["age_min"], "max": row["age_max"]}
+    if policy.publishes("period") and row["period_from"] is not None:
+        out["period"] = {"from": row["period_from"], "to": row["period_to"]}
+    for name in ("diagnoses", "use_conditions", "dataset_types"):
+        values = json.loads(row[name] or "[]")
+        if policy.publishes(name) and values:
+            out[name] = values
+    return out
+
+
+def donor_samples(conn: sqlite3.Connection, staging_table: str, donor_id: str) -> list[str]:
+    """Local sample ids of one (local) donor in a staging table, sorted."""
+    t = _checked_name(staging_table)
+    return [r[0] for r in conn.execute(
+        f"SELECT DISTINCT local_id FROM {t} WHERE donor_id = ? ORDER BY local_id", (donor_id,))]

@@ -1,0 +1,113 @@
+"""Appending to the node log inside the caller's transaction, and signing the checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+
+from protocol.canonical import canonical
+from protocol.entries import make_entry, utc_now
+from protocol.merkle import CompactRange, leaf_hash
+from protocol.note import Checkpoint, Signer, sign_checkpoint
+
+from node import store
+
+BATCH = 5000
+
+
+def content_digest(canonical_bytes: bytes) -> str:
+    """``sha256:`` + hex over already-canonical content bytes (same as protocol.digest)."""
+    return "sha256:" + hashlib.sha256(canonical_bytes).hexdigest()
+
+
+class LogWriter:
+    """Buffers new leaves and contents; :meth:`finish` writes them and signs a checkpoint.
+
+    The caller owns the transaction (BEGIN IMMEDIATE ... COMMIT), so a crash anywhere
+    leaves the log, the contents, the record state and the checkpoint as they were.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, origin: str, signer: Signer) -> None:
+        self.conn = conn
+        self.origin = origin
+        self.signer = signer
+        self.start = store.log_size(conn)
+        self.size = self.start
+        saved = store.get_meta(conn, "compact_range")
+        self.compact = CompactRange.from_json(json.loads(saved)) if saved else CompactRange()
+        if self.compact.size != self.size:
+            raise RuntimeError(f"node.db is inconsistent: compact range has size "
+                               f"{self.compact.size}, log has {self.size} leaves")
+        self.time = utc_now()
+        self._leaves: list[tuple[int, bytes, bytes, str, str, str, str]] = []
+        self._contents: list[tuple[int, str | None]] = []
+
+    @property
+    def appended(self) -> int:
+        return self.size - self.start
+
+    def publish(self, kind: str, id: str, schema: str, content_bytes: bytes, digest: str) -> int:
+        """Append a ``publish`` entry whose content is ``content_bytes`` (canonical JSON)."""
+        entry = make_entry(log=self.origin, index=self.size, op="publish", kind=kind, id=id,
+                           time=self.time, schema=schema, digest=digest)
+        return self._append(entry, kind, id, "publish", content_bytes.decode("utf-8"))
+
+    def withdraw(self, kind: str, id: str) -> int:
+        """Append a ``withdraw`` entry and erase every stored content of the record."""
+        self.flush()
+        self.conn.execute("UPDATE contents SET content = NULL WHERE idx IN "
+                          "(SELECT idx FROM leaves WHERE kind = ? AND id = ?)", (kind, id))
+        entry = make_entry(log=self.origin, index=self.size, op="withdraw", kind=kind, id=id,
+                           time=self.time)
+        return self._append(entry, kind, id, "withdraw", None)
+
+    def _append(self, entry: dict[str, object], kind: str, id: str, op: str,
+                content: str | None) -> int:
+        leaf = canonical(entry)
+        lh = leaf_hash(leaf)
+        self.compact.append(lh)
+        index = self.size
+        self._leaves.append((index, leaf, lh, kind, id, op, self.time))
+        self._contents.append((index, content))
+        self.size += 1
+        if len(self._leaves) >= BATCH:
+            self.flush()
+        return index
+
+    def flush(self) -> None:
+        if self._leaves:
+            self.conn.executemany("INSERT INTO leaves VALUES (?, ?, ?, ?, ?, ?, ?)", self._leaves)
+            self.conn.executemany("INSERT INTO contents VALUES (?, ?)", self._contents)
+            self._leaves.clear()
+            self._contents.clear()
+
+    def finish(self) -> str | None:
+        """Write what is buffered; sign and store a checkpoint if anything was appended."""
+        self.flush()
+        if self.appended == 0:
+            return None
+        store.set_meta(self.conn, "compact_range", json.dumps(self.compact.to_json()))
+        return sign_and_store(self.conn, self.origin, self.signer, self.compact, self.time)
+
+
+def sign_and_store(conn: sqlite3.Connection, origin: str, signer: Signer,
+                   compact: CompactRange, time: str) -> str:
+    """Sign a checkpoint for the tree ``compact`` describes and record it."""
+    checkpoint = Checkpoint(origin=origin, size=compact.size, root=compact.root())
+    note = sign_checkpoint(checkpoint, [signer])
+    conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+                 (compact.size, checkpoint.root, note, time))
+    return note
+
+
+def ensure_checkpoint(conn: sqlite3.Connection, origin: str, signer: Signer) -> None:
+    """Sign the empty tree (size 0) once, so a fresh node serves a checkpoint."""
+    if store.latest_checkpoint(conn) is None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            sign_and_store(conn, origin, signer, CompactRange(), utc_now())
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise

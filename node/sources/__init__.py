@@ -1,0 +1,1 @@
+"""Readers for biobank exports: CSV/TSV with a mapping, FHIR bundles, BBMRI-ERIC Directory."""

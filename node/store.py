@@ -1,0 +1,96 @@
+"""The node database (SQLite, WAL): log leaves, erasable contents, record state, checkpoints.
+
+Tables:
+
+- ``leaves``: one row per log entry (index, canonical leaf bytes, leaf hash, kind, id, op).
+- ``contents``: index -> record content JSON (canonical text) or NULL once erased.
+- ``records``: current state per (kind, id): digest and nonce of the live version, last index,
+  local id for samples, HMAC of the donor id (never the donor id itself), live flag.
+- ``checkpoints``: every signed checkpoint (size, root, note text, time).
+- ``meta``: the compact range of the tree (O(log n) frontier) and other small values.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leaves (
+    idx INTEGER PRIMARY KEY, leaf BLOB NOT NULL, hash BLOB NOT NULL,
+    kind TEXT NOT NULL, id TEXT NOT NULL, op TEXT NOT NULL, time TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS leaves_record ON leaves(kind, id);
+CREATE TABLE IF NOT EXISTS contents (idx INTEGER PRIMARY KEY, content TEXT);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL, id TEXT NOT NULL, biobank TEXT, local_id TEXT, donor_hash TEXT,
+    digest TEXT, nonce TEXT, last_index INTEGER NOT NULL, live INTEGER NOT NULL,
+    PRIMARY KEY (kind, id));
+CREATE INDEX IF NOT EXISTS records_local ON records(kind, local_id);
+CREATE INDEX IF NOT EXISTS records_donor ON records(donor_hash);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL, time TEXT NOT NULL);
+"""
+
+
+def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open the node database in WAL mode with autocommit off only where we say BEGIN."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                               check_same_thread=False)
+    else:
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA temp_store=FILE")
+    return conn
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables (idempotent)."""
+    conn.executescript(SCHEMA)
+
+
+def get_meta(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+def log_size(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT max(idx) FROM leaves").fetchone()
+    return 0 if row[0] is None else int(row[0]) + 1
+
+
+def latest_checkpoint(conn: sqlite3.Connection) -> tuple[int, bytes, str, str] | None:
+    """(size, root, note, time) of the newest checkpoint, or None before the first."""
+    row = conn.execute(
+        "SELECT size, root, note, time FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+    return None if row is None else (int(row[0]), bytes(row[1]), str(row[2]), str(row[3]))
+
+
+def leaf_hashes(conn: sqlite3.Connection, size: int) -> list[bytes]:
+    """The first ``size`` leaf hashes, in index order (for proofs)."""
+    return [bytes(r[0]) for r in
+            conn.execute("SELECT hash FROM leaves WHERE idx < ? ORDER BY idx", (size,))]
+
+
+def entries_page(conn: sqlite3.Connection, start: int, stop: int) -> list[tuple[bytes, str | None]]:
+    """(leaf bytes, content JSON text or None) for indexes start..stop-1."""
+    return [(bytes(r[0]), r[1]) for r in conn.execute(
+        "SELECT l.leaf, c.content FROM leaves l LEFT JOIN contents c ON c.idx = l.idx "
+        "WHERE l.idx >= ? AND l.idx < ? ORDER BY l.idx", (start, stop))]
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, object]:
+    """Counts for ``status``: entries by kind and op, live records by kind."""
+    by_op = {f"{k}/{o}": n for k, o, n in conn.execute(
+        "SELECT kind, op, count(*) FROM leaves GROUP BY kind, op ORDER BY kind, op")}
+    live = {k: n for k, n in conn.execute(
+        "SELECT kind, count(*) FROM records WHERE live = 1 GROUP BY kind ORDER BY kind")}
+    return {"entries": by_op, "live": live}

@@ -1,0 +1,104 @@
+"""The shipped code lists (`schemas/codelists/*.json`): codes, labels in English and Chinese."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from protocol.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    en: str
+    zh: str
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
+class CodeList:
+    """One code list: `{"name", "version", "source", "licence", "codes": [...]}`."""
+
+    name: str
+    version: str
+    source: str
+    licence: str
+    entries: tuple[Code, ...]
+    _index: dict[str, Code] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str = "code list") -> CodeList:
+        try:
+            entries = tuple(Code(c["code"], c["en"], c["zh"], c.get("parent"))
+                            for c in data["codes"])
+            made = cls(str(data["name"]), str(data["version"]), str(data.get("source", "")),
+                       str(data.get("licence", "")), entries)
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"{where}: not a code list (missing or wrong {exc})") from exc
+        for c in entries:
+            if c.code in made._index:
+                raise ConfigError(f"{where}: code {c.code!r} appears twice")
+            made._index[c.code] = c
+        for c in entries:
+            if c.parent is not None and c.parent not in made._index:
+                raise ConfigError(f"{where}: code {c.code!r} has unknown parent {c.parent!r}")
+        return made
+
+    def codes(self) -> set[str]:
+        return set(self._index)
+
+    def __contains__(self, code: object) -> bool:
+        return code in self._index
+
+    def labels(self, code: str) -> dict[str, str]:
+        """`{"en": ..., "zh": ...}` for `code`; KeyError names the list when unknown."""
+        c = self._get(code)
+        return {"en": c.en, "zh": c.zh}
+
+    def parent(self, code: str) -> str | None:
+        return self._get(code).parent
+
+    def children(self, code: str) -> list[str]:
+        return [c.code for c in self.entries if c.parent == code]
+
+    def _get(self, code: str) -> Code:
+        try:
+            return self._index[code]
+        except KeyError:
+            raise KeyError(f"unknown code {code!r} in code list {self.name!r}") from None
+
+
+class CodeLists:
+    """All code lists of one release, by name."""
+
+    def __init__(self, lists: Iterable[CodeList]) -> None:
+        self._lists = {cl.name: cl for cl in lists}
+
+    @classmethod
+    def default(cls) -> CodeLists:
+        """The lists shipped in the `schemas` package."""
+        root = resources.files("schemas").joinpath("codelists")
+        return cls(CodeList.from_json(json.loads(p.read_text("utf-8")), p.name)
+                   for p in sorted(root.iterdir(), key=lambda p: p.name)
+                   if p.name.endswith(".json"))
+
+    @classmethod
+    def from_dir(cls, path: Path) -> CodeLists:
+        return cls(CodeList.from_json(json.loads(p.read_text("utf-8")), str(p))
+                   for p in sorted(path.glob("*.json")))
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._lists)
+
+    def get(self, name: str) -> CodeList:
+        try:
+            return self._lists[name]
+        except KeyError:
+            raise ConfigError(f"unknown code list {name!r} (known: "
+                              f"{', '.join(self.names)})") from None

@@ -1,0 +1,164 @@
+"""Log entries (leaves): building them, and parsing leaf bytes with every shape check.
+
+One envelope for node and catalogue logs: `log`, `index`, `op`, `time`, plus per-op fields.
+Node ops: `publish` (kind, id, schema, digest), `withdraw` (kind, id), `rotate-key` (key).
+Catalogue ops: `enrol` (node, url, key, country, from_size), `retire` (node),
+`revoke` (node, key, revoked_key, from_size), `checkpoint` (node, checkpoint).
+No other fields are allowed.
+"""
+
+from __future__ import annotations
+
+import re
+import time as _time
+from collections.abc import Collection
+from typing import Any
+
+from protocol.canonical import canonical, parse_canonical
+from protocol.errors import ConfigError, IndexOrderError, MalformedEntry, OriginMismatch
+from protocol.note import Verifier
+
+OPS = ("publish", "withdraw", "rotate-key")
+CATALOGUE_OPS = ("enrol", "retire", "revoke", "checkpoint")
+KINDS = ("biobank", "collection", "sample")
+
+ENVELOPE = frozenset({"log", "index", "op", "time"})
+FIELDS: dict[str, frozenset[str]] = {
+    "publish": frozenset({"kind", "id", "schema", "digest"}),
+    "withdraw": frozenset({"kind", "id"}),
+    "rotate-key": frozenset({"key"}),
+    "enrol": frozenset({"node", "url", "key", "country", "from_size"}),
+    "retire": frozenset({"node"}),
+    "revoke": frozenset({"node", "key", "revoked_key", "from_size"}),
+    "checkpoint": frozenset({"node", "checkpoint"}),
+}
+_ALLOWED = {op: ENVELOPE | fields for op, fields in FIELDS.items()}
+
+_TIME = re.compile(r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\dZ")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_COUNTRY = re.compile(r"[A-Z]{2}")
+
+
+def utc_now() -> str:
+    """The current time as RFC 3339 UTC with whole seconds, e.g. "2026-11-22T23:07:36Z"."""
+    return _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime())
+
+
+def _bad(where: str, field: str, value: object, reason: str) -> MalformedEntry:
+    return MalformedEntry(f"{where}: field {field!r}={value!r:.80}: {reason}")
+
+
+def _nonempty_str(entry: dict[str, Any], field: str, where: str) -> None:
+    value = entry[field]
+    if type(value) is not str or not value:
+        raise _bad(where, field, value, "must be a non-empty string")
+
+
+def _count(entry: dict[str, Any], field: str, where: str) -> None:
+    value = entry[field]
+    if type(value) is not int or value < 0:
+        raise _bad(where, field, value, "must be an integer >= 0")
+
+
+def _key(entry: dict[str, Any], field: str, where: str) -> None:
+    _nonempty_str(entry, field, where)
+    try:
+        Verifier.from_key(entry[field])
+    except ConfigError as exc:
+        raise _bad(where, field, entry[field], f"not a verifier key ({exc.message})") from exc
+
+
+def check_entry(entry: dict[str, Any], where: str,
+                allowed_ops: Collection[str] = OPS) -> None:
+    """Check an entry's fields and values; MalformedEntry names `where` and the field."""
+    op = entry.get("op")
+    if op not in allowed_ops or not isinstance(op, str):
+        raise _bad(where, "op", op, f"must be one of {', '.join(allowed_ops)}")
+    keys = entry.keys()
+    allowed = _ALLOWED[op]
+    if keys != allowed:
+        missing = sorted(allowed - keys)
+        extra = sorted(keys - allowed)
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unexpected {', '.join(extra)}"] if extra else [])
+        raise MalformedEntry(f"{where}: {op} entry has wrong fields: {'; '.join(parts)}")
+    _nonempty_str(entry, "log", where)
+    _count(entry, "index", where)
+    t = entry["time"]
+    if type(t) is not str or not _TIME.fullmatch(t):
+        raise _bad(where, "time", t, "must be RFC 3339 UTC with seconds, like "
+                   "2026-11-22T23:07:36Z")
+    if op in ("publish", "withdraw"):
+        if entry["kind"] not in KINDS:
+            raise _bad(where, "kind", entry["kind"], f"must be one of {', '.join(KINDS)}")
+        _nonempty_str(entry, "id", where)
+        if op == "publish":
+            _nonempty_str(entry, "schema", where)
+            d = entry["digest"]
+            if type(d) is not str or not _DIGEST.fullmatch(d):
+                raise _bad(where, "digest", d, "must be sha256: and 64 lower-case hex digits")
+    elif op == "rotate-key":
+        _key(entry, "key", where)
+    else:
+        _nonempty_str(entry, "node", where)
+        if op in ("enrol", "revoke"):
+            _key(entry, "key", where)
+            _count(entry, "from_size", where)
+        if op == "enrol":
+            _nonempty_str(entry, "url", where)
+            if type(entry["country"]) is not str or not _COUNTRY.fullmatch(entry["country"]):
+                raise _bad(where, "country", entry["country"], "must be ISO 3166-1 alpha-2")
+        elif op == "revoke":
+            _key(entry, "revoked_key", where)
+        elif op == "checkpoint":
+            _nonempty_str(entry, "checkpoint", where)
+
+
+def make_entry(*, log: str, index: int, op: str, time: str, kind: str | None = None,
+               id: str | None = None, schema: str | None = None,  # noqa: A002 - protocol name
+               digest: str | None = None, key: str | None = None) -> dict[str, Any]:
+    """A checked node-log entry; ValueError (a MalformedEntry) when a field is wrong."""
+    entry: dict[str, Any] = {"log": log, "index": index, "op": op, "time": time}
+    for name, value in (("kind", kind), ("id", id), ("schema", schema), ("digest", digest),
+                        ("key", key)):
+        if value is not None:
+            entry[name] = value
+    _check_made(entry, OPS)
+    return entry
+
+
+def make_catalogue_entry(*, log: str, index: int, op: str, time: str,
+                         **fields: Any) -> dict[str, Any]:
+    """A checked catalogue-log entry (enrol, retire, revoke, checkpoint)."""
+    entry: dict[str, Any] = {"log": log, "index": index, "op": op, "time": time, **fields}
+    _check_made(entry, CATALOGUE_OPS)
+    return entry
+
+
+def _check_made(entry: dict[str, Any], ops: Collection[str]) -> None:
+    try:
+        check_entry(entry, f"new entry {entry.get('index')!r}", ops)
+        canonical(entry)
+    except MalformedEntry as exc:
+        raise ValueError(exc.message) from exc
+
+
+def parse_leaf(leaf: bytes, *, expected_log: str, expected_index: int,
+               allowed_ops: Collection[str] = OPS) -> dict[str, Any]:
+    """Parse and check leaf bytes at position `expected_index` of log `expected_log`.
+
+    Raises NonCanonicalError (not RFC 8785 bytes), MalformedEntry (wrong shape or values),
+    OriginMismatch (another log) or IndexOrderError (another index); each names the index.
+    """
+    where = f"leaf {expected_index}"
+    entry = parse_canonical(leaf, what=where)
+    if type(entry) is not dict:
+        raise MalformedEntry(f"{where}: not a JSON object")
+    check_entry(entry, where, allowed_ops)
+    if entry["index"] != expected_index:
+        raise IndexOrderError(f"{where}: carries index {entry['index']}, expected "
+                              f"{expected_index}")
+    if entry["log"] != expected_log:
+        raise OriginMismatch(f"{where}: belongs to log {entry['log']!r}, expected "
+                             f"{expected_log!r}")
+    return entry

@@ -1,0 +1,240 @@
+"""The shipped record schemas (package `schemas`), by `$id` and by kind, with fast validation.
+
+The verdict comes from fastjsonschema (compiled once per schema); only an invalid record
+is run through jsonschema's Draft 2020-12 validator to list every problem with a JSON
+pointer. References resolve only among the loaded schemas: nothing is ever fetched.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import jsonschema
+import referencing
+from jsonschema.exceptions import ValidationError, best_match
+from referencing.jsonschema import DRAFT202012
+
+from protocol.errors import ConfigError, Problem, ValidationFailed
+
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})  # values, not schemas
+_ID = re.compile(r"/v(?P<version>\d+)/(?P<kind>[A-Za-z0-9_-]+)\.schema\.json$")
+
+
+def _pointer(parts: Iterable[object]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+class SchemaSet:
+    """All record schemas of one release: look-up by `$id` or kind, validation, problems."""
+
+    def __init__(self, schemas: Iterable[Mapping[str, Any]]) -> None:
+        self._by_id: dict[str, dict[str, Any]] = {}
+        self._kind_of: dict[str, str] = {}
+        latest: dict[str, tuple[int, str]] = {}
+        for schema in schemas:
+            sid = schema.get("$id")
+            match = _ID.search(sid) if isinstance(sid, str) else None
+            if sid is None or match is None:
+                raise ConfigError(f"schema $id {sid!r} does not end in "
+                                  "/v<version>/<kind>.schema.json")
+            if sid in self._by_id:
+                raise ConfigError(f"schema $id {sid!r} is loaded twice")
+            self._by_id[sid] = copy.deepcopy(dict(schema))
+            kind, version = match["kind"], int(match["version"])
+            self._kind_of[sid] = kind
+            if kind not in latest or latest[kind][0] < version:
+                latest[kind] = (version, sid)
+        self._latest = {kind: sid for kind, (_, sid) in latest.items()}
+        self._registry: referencing.Registry[Any] = referencing.Registry().with_resources(
+            (sid, referencing.Resource.from_contents(
+                s, default_specification=DRAFT202012)) for sid, s in self._by_id.items())
+        self._fast: dict[str, Callable[[Any], Any]] = {}
+        self._enum_formats: dict[str, Callable[[Any], bool]] = {}
+        self._detailed: dict[str, jsonschema.Draft202012Validator] = {}
+
+    @classmethod
+    def default(cls) -> SchemaSet:
+        """The schemas shipped in the `schemas` package (`*.schema.json`)."""
+        root = resources.files("schemas")
+        return cls(json.loads(p.read_text("utf-8")) for p in sorted(
+            root.iterdir(), key=lambda p: p.name) if p.name.endswith(".schema.json"))
+
+    @classmethod
+    def from_dir(cls, path: Path) -> SchemaSet:
+        """The `*.schema.json` files of a directory (tests, operator-supplied releases)."""
+        return cls(json.loads(p.read_text("utf-8")) for p in sorted(path.glob("*.schema.json")))
+
+    @property
+    def ids(self) -> list[str]:
+        return sorted(self._by_id)
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted(self._latest)
+
+    def schema_id(self, kind: str) -> str:
+        """The `$id` of the newest schema for `kind`."""
+        try:
+            return self._latest[kind]
+        except KeyError:
+            raise ConfigError(f"no schema for kind {kind!r} (known: "
+                              f"{', '.join(self.kinds)})") from None
+
+    def kind_of(self, schema_id: str) -> str:
+        """The record kind a schema `$id` describes."""
+        return self._kind_of[self._resolve(schema_id)]
+
+    def schema(self, kind_or_id: str) -> dict[str, Any]:
+        return self._by_id[self._resolve(kind_or_id)]
+
+    def knows(self, kind_or_id: str) -> bool:
+        return kind_or_id in self._by_id or kind_or_id in self._latest
+
+    def _resolve(self, kind_or_id: str) -> str:
+        if kind_or_id in self._by_id:
+            return kind_or_id
+        if kind_or_id in self._latest:
+            return self._latest[kind_or_id]
+        raise ConfigError(f"unknown schema {kind_or_id!r}")
+
+    def _fast_validator(self, sid: str) -> Callable[[Any], Any]:
+        fast = self._fast.get(sid)
+        if fast is None:
+            handler = self._handler
+            fast = fastjsonschema.compile(self._fast_form(self._by_id[sid]),
+                                          handlers={"https": handler, "http": handler},
+                                          formats=self._enum_formats)
+            self._fast[sid] = fast
+        return fast
+
+    def _fast_form(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """A copy for fastjsonschema (which rewrites $refs in place) with string enums as sets.
+
+        fastjsonschema tests an enum member by member (slow for long code lists); a string
+        enum becomes `type: string` plus a custom format backed by a frozenset: same verdict.
+        """
+        copied: dict[str, Any] = copy.deepcopy(schema)
+        stack: list[Any] = [copied]
+        depth: dict[int, int] = {}
+        while stack:
+            node = stack.pop()
+            if isinstance(node, list):
+                stack.extend(node)
+                continue
+            if not isinstance(node, dict):
+                continue
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/") and depth.get(id(node), 0) < 8:
+                # inline local definitions: saves a call and a name string per value
+                target = copied.get("$defs", {}).get(ref[len("#/$defs/"):])
+                if isinstance(target, dict) and "$id" not in target:
+                    del node["$ref"]
+                    inlined = copy.deepcopy(target)
+                    if node:
+                        node.setdefault("allOf", []).append(inlined)
+                        child: Any = inlined
+                    else:
+                        node.update(inlined)
+                        child = node
+                    depth[id(child)] = depth.get(id(node), 0) + 1
+                    stack.append(child)
+                    continue
+            enum = node.get("enum")
+            if (isinstance(enum, list) and enum and all(type(v) is str for v in enum)
+                    and "format" not in node and node.get("type", "string") == "string"):
+                name = f"enum-set-{len(self._enum_formats)}"
+                self._enum_formats[name] = frozenset(enum).__contains__
+                del node["enum"]
+                node["type"] = "string"
+                node["format"] = name
+            stack.extend(v for k, v in node.items() if k not in _DATA_KEYWORDS)
+        return copied
+
+    def _handler(self, uri: str) -> dict[str, Any]:
+        try:
+            return self._fast_form(self._by_id[uri])
+        except KeyError:
+            raise ConfigError(f"schema reference {uri!r} is not among the loaded schemas") \
+                from None
+
+    def is_valid(self, kind_or_id: str, record: Any) -> bool:
+        """The fast verdict alone."""
+        try:
+            self._fast_validator(self._resolve(kind_or_id))(record)
+        except fastjsonschema.JsonSchemaValueException:
+            return False
+        return True
+
+    def problems(self, kind_or_id: str, record: Any, location: str) -> list[Problem]:
+        """Every problem of `record` against the schema; [] when valid.
+
+        An unknown kind or `$id` is reported as one problem, so a record in a signed log that
+        names a schema this release does not know is rejected, never crashes a harvest.
+        """
+        if not self.knows(kind_or_id):
+            return [Problem(location, "/", kind_or_id, f"unknown schema {kind_or_id!r}")]
+        sid = self._resolve(kind_or_id)
+        try:
+            self._fast_validator(sid)(record)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            found = self._details(sid, record, location)
+            if found:
+                return found
+            pointer = _pointer((exc.path or [])[1:])
+            return [Problem(location, pointer or "/", exc.value, exc.message)]
+        return []
+
+    def validate(self, kind_or_id: str, record: Any, location: str) -> None:
+        """Raise ValidationFailed listing every problem unless `record` is valid."""
+        found = self.problems(kind_or_id, record, location)
+        if found:
+            raise ValidationFailed(f"{location}: {len(found)} schema problem(s)", found)
+
+    def _details(self, sid: str, record: Any, location: str) -> list[Problem]:
+        validator = self._detailed.get(sid)
+        if validator is None:
+            validator = jsonschema.Draft202012Validator(
+                self._by_id[sid], registry=self._registry,
+                format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+            self._detailed[sid] = validator
+        out: dict[tuple[str, str], Problem] = {}
+        for error in sorted(validator.iter_errors(record), key=lambda e: _pointer(e.absolute_path)):
+            if error.context:
+                error = best_match(error.context)
+            for problem in _to_problems(error, location):
+                out.setdefault((problem.field, problem.reason), problem)
+        return list(out.values())
+
+
+def _to_problems(error: ValidationError, location: str) -> list[Problem]:
+    path = list(error.absolute_path)
+    pointer = _pointer(path)
+    instance = error.instance
+    name = str(path[-1]) if path and isinstance(path[-1], str) else (pointer or "record")
+    kind = error.validator
+    if kind == "required" and isinstance(instance, dict):
+        required = error.validator_value if isinstance(error.validator_value, list) else []
+        return [Problem(location, pointer + _pointer([r]), None, "required field is missing")
+                for r in required if r not in instance] or [
+            Problem(location, pointer or "/", None, error.message)]
+    if kind == "additionalProperties" and isinstance(instance, dict):
+        props = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        pats = error.schema.get("patternProperties", {}) if isinstance(error.schema, dict) else {}
+        extra = [k for k in instance if k not in props
+                 and not any(re.search(p, k) for p in pats)]
+        return [Problem(location, pointer + _pointer([k]), instance[k],
+                        f"field {k!r} is not allowed here") for k in extra]
+    if kind == "enum":
+        return [Problem(location, pointer or "/", instance,
+                        f"unknown code {instance!r} for {name}")]
+    if kind == "const":
+        return [Problem(location, pointer or "/", instance,
+                        f"must be {error.validator_value!r}")]
+    return [Problem(location, pointer or "/", instance, error.message)]

@@ -1,0 +1,214 @@
+"""Pure verification of one harvest step of a node log: no I/O, streaming-friendly.
+
+`StepVerifier(state, note, verifiers, schemas)` checks the signed checkpoint at once
+(signature, origin, rollback, same-size equivocation); `feed(leaf, content)` then checks
+each new leaf in order (canonical bytes, shape, index, origin, content digest, schema) and
+`finish()` compares the rebuilt root with the signed one and returns the new TrustedState.
+Callers fetch pages and feed them as they come, so no log is ever held in memory whole;
+nothing is trusted until `finish()` returns. `verify_step()` does it all in one call.
+
+Schema failures inside a validly signed log do not raise: they are returned as rejections
+so one bad record never stalls a harvest. Every other failure raises a VerificationError.
+
+Key rotation (`rotate-key` entries) is not accepted yet: see `StepVerifier._rotate_key`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.canonical import digest
+from protocol.entries import parse_leaf
+from protocol.errors import (
+    DigestMismatch,
+    EquivocationError,
+    IndexOrderError,
+    MalformedEntry,
+    Problem,
+    RollbackError,
+    RootMismatch,
+    UnknownKeyError,
+)
+from protocol.merkle import CompactRange
+from protocol.note import Checkpoint, Verifier, verify_checkpoint
+from protocol.schema import SchemaSet
+
+
+@dataclass
+class TrustedState:
+    """What a verifier trusts about one log: the last accepted checkpoint and its tree."""
+
+    origin: str
+    size: int
+    root: bytes
+    compact: CompactRange
+    checkpoint: str  # the signed note, verbatim
+
+    def to_json(self) -> dict[str, Any]:
+        return {"origin": self.origin, "size": self.size,
+                "root": base64.b64encode(self.root).decode("ascii"),
+                "compact": self.compact.to_json(), "checkpoint": self.checkpoint}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TrustedState:
+        state = cls(d["origin"], int(d["size"]), base64.b64decode(d["root"]),
+                    CompactRange.from_json(d["compact"]), d["checkpoint"])
+        if state.compact.size != state.size or state.compact.root() != state.root:
+            raise ValueError(f"trusted state for {state.origin!r} is inconsistent: its compact "
+                             "range does not rebuild its root")
+        return state
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A record kept out of the index because it fails its schema."""
+
+    index: int
+    id: str
+    problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True)
+class VerifiedEntry:
+    """One verified leaf: its parsed entry, bytes, content (None if erased) and problems."""
+
+    index: int
+    entry: dict[str, Any]
+    leaf: bytes
+    content: Any
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        """False when the content fails its schema (the entry itself still verified)."""
+        return not self.problems
+
+
+@dataclass
+class StepResult:
+    state: TrustedState
+    entries: list[VerifiedEntry] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+class StepVerifier:
+    """Verify one checkpoint and the leaves it adds over a trusted state, leaf by leaf."""
+
+    def __init__(self, state: TrustedState | None, checkpoint_note: str,
+                 verifiers: Sequence[Verifier], schemas: SchemaSet, *,
+                 origin: str | None = None) -> None:
+        if state is not None:
+            origin = state.origin
+        if origin is None:  # first contact: the enrolled key is what authenticates the log
+            origin = checkpoint_note.split("\n", 1)[0]
+        self.origin = origin
+        self.schemas = schemas
+        self.note = checkpoint_note
+        self.checkpoint: Checkpoint = verify_checkpoint(checkpoint_note, verifiers, origin)
+        self.old_size = state.size if state else 0
+        self._state = state
+        size = self.checkpoint.size
+        if state is not None:
+            if size < state.size:
+                raise RollbackError(
+                    f"{origin}: checkpoint size {size} is smaller than the trusted size "
+                    f"{state.size}", trusted=state.checkpoint, new=checkpoint_note)
+            if size == state.size and self.checkpoint.root != state.root:
+                raise EquivocationError(
+                    f"{origin}: two signed checkpoints of size {size} with different roots",
+                    trusted=state.checkpoint, new=checkpoint_note)
+        self.compact = state.compact.copy() if state else CompactRange()
+        self.next_index = self.old_size
+        self.rejections: list[Rejection] = []
+
+    @property
+    def remaining(self) -> int:
+        """How many leaves are still to be fed."""
+        return self.checkpoint.size - self.next_index
+
+    def feed(self, leaf: bytes, content: Any) -> VerifiedEntry:
+        """Verify the next leaf and its content (None when erased); return it parsed."""
+        index = self.next_index
+        if index >= self.checkpoint.size:
+            raise IndexOrderError(f"{self.origin}: leaf {index} is beyond the checkpoint "
+                                  f"size {self.checkpoint.size}")
+        entry = parse_leaf(leaf, expected_log=self.origin, expected_index=index)
+        self.compact.append(hashlib.sha256(b"\x00" + leaf).digest())
+        self.next_index = index + 1
+        op = entry["op"]
+        problems: tuple[Problem, ...] = ()
+        if op == "rotate-key":
+            self._rotate_key(index, entry)
+        if content is not None:
+            if op != "publish":
+                raise MalformedEntry(f"{self.origin}: leaf {index}: a {op} entry carries "
+                                     "content")
+            problems = self._check_content(index, entry, content)
+        return VerifiedEntry(index, entry, leaf, content, problems)
+
+    def _check_content(self, index: int, entry: dict[str, Any],
+                       content: Any) -> tuple[Problem, ...]:
+        try:
+            actual = digest(content)
+        except ValueError as exc:
+            raise DigestMismatch(f"{self.origin}: leaf {index} ({entry['id']}): content has "
+                                 f"no canonical form: {exc}") from exc
+        if actual != entry["digest"]:
+            raise DigestMismatch(f"{self.origin}: leaf {index} ({entry['id']}): content digest "
+                                 f"{actual} does not match the entry's {entry['digest']}")
+        location = f"{self.origin} leaf {index}"
+        found = self.schemas.problems(entry["schema"], content, location)
+        if not found and self.schemas.kind_of(entry["schema"]) != entry["kind"]:
+            found = [Problem(location, "/", entry["schema"],
+                             f"schema is for {self.schemas.kind_of(entry['schema'])} records, "
+                             f"entry kind is {entry['kind']}")]
+        if not found and isinstance(content, dict) and content.get("id") != entry["id"]:
+            found = [Problem(location, "/id", content.get("id"),
+                             f"record id differs from the entry id {entry['id']!r}")]
+        if found:
+            self.rejections.append(Rejection(index, entry["id"], tuple(found)))
+        return tuple(found)
+
+    def _rotate_key(self, index: int, entry: dict[str, Any]) -> None:
+        """Hook for key rotation (not built yet).
+
+        To build: remember `entry["key"]` as the key in force for sizes > index, and require
+        that this step's checkpoint (the first covering the entry) verifies under BOTH the
+        old and the new key; see protocol/keys.py (KeyHistory) for the rule set.
+        """
+        raise UnknownKeyError(f"{self.origin}: leaf {index} rotates the log key to "
+                              f"{entry['key'].split('+')[0]}+...; key rotation is not "
+                              "supported by this verifier yet")
+
+    def finish(self) -> TrustedState:
+        """Check every leaf was fed and the rebuilt root is the signed one; the new state."""
+        if self.remaining:
+            raise IndexOrderError(f"{self.origin}: got leaves up to {self.next_index - 1}, "
+                                  f"the checkpoint covers up to {self.checkpoint.size - 1}")
+        root = self.compact.root()
+        if root != self.checkpoint.root:
+            message = (f"{self.origin}: leaves {self.old_size}..{self.checkpoint.size - 1} "
+                       f"on top of the trusted tree rebuild root {root.hex()[:16]}..., the "
+                       f"checkpoint of size {self.checkpoint.size} signs "
+                       f"{self.checkpoint.root.hex()[:16]}...")
+            if self._state is not None and self._state.size > 0:
+                raise EquivocationError(message + " (not an extension of the trusted tree, "
+                                        "or the leaves served are not the logged ones)",
+                                        trusted=self._state.checkpoint, new=self.note)
+            raise RootMismatch(message)
+        return TrustedState(self.origin, self.checkpoint.size, root, self.compact.copy(),
+                            self.note)
+
+
+def verify_step(state: TrustedState | None, checkpoint_note: str,
+                verifiers: Sequence[Verifier],
+                leaves_with_content: Iterable[tuple[bytes, Any]], schemas: SchemaSet, *,
+                origin: str | None = None) -> StepResult:
+    """Verify a whole step at once (see StepVerifier); entries are kept in the result."""
+    step = StepVerifier(state, checkpoint_note, verifiers, schemas, origin=origin)
+    entries = [step.feed(leaf, content) for leaf, content in leaves_with_content]
+    return StepResult(step.finish(), entries, list(step.rejections))

@@ -1,0 +1,100 @@
+"""Catalogue test fixtures: a database per test (SQLite file and PostgreSQL), a catalogue, simulated nodes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from catalogue.api.deps import Context
+from catalogue.app import build_context
+from catalogue.enrol import enrol
+from catalogue.harvest import Harvester, Outcome
+from catalogue.settings import Settings
+from tests.catalogue.simulator import NodeSimulator
+from tests.support import LiveServer, live_server
+
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty catalogue database: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalogue.db'}"
+        return
+    server = request.getfixturevalue("pg_url")
+    name = f"cat_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@dataclass
+class Catalogue:
+    """A catalogue under test: its context (engine, key, settings) and a harvester."""
+
+    ctx: Context
+
+    @property
+    def engine(self) -> Any:
+        return self.ctx.engine
+
+    def enrol(self, sim: NodeSimulator, url: str) -> dict[str, Any]:
+        return enrol(self.engine, self.ctx.key, url, sim.verifier_key, sim.descriptor())
+
+    def harvest(self) -> dict[str, Outcome]:
+        outcomes = Harvester(engine=self.engine, settings=self.ctx.settings,
+                             key=self.ctx.key).run()
+        return {o.origin: o for o in outcomes}
+
+
+def make_settings(db_url: str, home: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(database_url=db_url, home=home, admin_token=ADMIN_TOKEN,
+                                  origin="catalogue.test/biobank-catalogue",
+                                  request_timeout=2.0, node_deadline=20.0, page_size=100,
+                                  stale_after=3600.0)
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def catalogue(db_url: str, tmp_path: Path) -> Iterator[Catalogue]:
+    ctx = build_context(make_settings(db_url, tmp_path / "home"))
+    try:
+        yield Catalogue(ctx)
+    finally:
+        ctx.engine.dispose()
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """Start simulators on loopback; all are stopped (and released if hanging) at the end."""
+    stack = ExitStack()
+    sims: list[NodeSimulator] = []
+
+    def start(sim: NodeSimulator) -> LiveServer:
+        server = stack.enter_context(live_server(sim.app()))
+        sim.url = server.url
+        sims.append(sim)
+        return server
+
+    try:
+        yield start
+    finally:
+        for sim in sims:
+            sim.release.set()
+        stack.close()

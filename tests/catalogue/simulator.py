@@ -1,0 +1,175 @@
+"""A node simulator: a FastAPI app serving a signed log from memory, with helpers that alter and re-sign it.
+
+Like python-tuf's RepositorySimulator: each attack test changes what the simulator serves
+(content, leaves, checkpoint, behaviour) and asserts exactly how the catalogue reacts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Query
+from fastapi.responses import PlainTextResponse, Response
+
+from protocol.canonical import canonical, digest
+from protocol.entries import make_entry
+from protocol.merkle import leaf_hash, root_from_leaf_hashes
+from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
+from protocol.schema import SchemaSet
+
+SCHEMAS = SchemaSet.default()
+TIME = "2026-11-22T12:00:00Z"
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def sample_id(n: int) -> str:
+    raw = hashlib.sha256(f"sample:{n}".encode()).digest()
+    return "smp_" + "".join(_B32[b % 32] for b in raw[:26])
+
+
+def sample(n: int, *, biobank: str, collection: str, **fields: Any) -> dict[str, Any]:
+    rec = {"id": sample_id(n), "biobank": biobank, "collection": collection,
+           "sample_type": "Plasma", "storage_temperature": "-60to-85", "sex": "female",
+           "age": {"min": 40, "max": 49}, "period": {"from": 2015, "to": 2019},
+           "diagnoses": [{"system": "ICD-10", "code": "C50.9"}],
+           "use_conditions": ["DUO:0000042"], "dataset_types": ["Genomic"],
+           "nonce": hashlib.md5(f"nonce{n}".encode(), usedforsecurity=False).hexdigest()}
+    rec.update(fields)
+    return {k: v for k, v in rec.items() if v is not None}
+
+
+class NodeSimulator:
+    """One node's log in memory: leaves, contents, and the checkpoint it serves."""
+
+    def __init__(self, origin: str = "sim.example/biobank-node", *, country: str = "DE",
+                 k: int = 10) -> None:
+        self.origin = origin
+        self.country = country
+        self.k = k
+        skey, self.verifier_key = generate_key(origin)
+        self.signer = Signer.from_key(skey)
+        self.leaves: list[bytes] = []
+        self.contents: list[dict[str, Any] | None] = []
+        self.note: str | None = None  # served checkpoint; None = sign the current tree
+        self.url = ""
+        # misbehaviour switches, set by tests
+        self.entries_hook: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+        self.raw_entries: bytes | None = None
+        self.hang = threading.Event()
+        self.release = threading.Event()
+        self.descriptor_key: str | None = None
+
+    # -- building the log -------------------------------------------------------------
+    def publish(self, kind: str, record: dict[str, Any]) -> int:
+        entry = make_entry(log=self.origin, index=len(self.leaves), op="publish", time=TIME,
+                           kind=kind, id=record["id"], schema=SCHEMAS.schema_id(kind),
+                           digest=digest(record))
+        return self.append_leaf(canonical(entry), record)
+
+    def withdraw(self, kind: str, record_id: str) -> int:
+        entry = make_entry(log=self.origin, index=len(self.leaves), op="withdraw", time=TIME,
+                           kind=kind, id=record_id)
+        index = self.append_leaf(canonical(entry), None)
+        for i, leaf in enumerate(self.leaves[:-1]):  # the node erases the withdrawn content
+            if f'"id":"{record_id}"'.encode() in leaf:
+                self.contents[i] = None
+        return index
+
+    def append_leaf(self, leaf: bytes, content: dict[str, Any] | None) -> int:
+        self.leaves.append(leaf)
+        self.contents.append(content)
+        return len(self.leaves) - 1
+
+    def populate(self, n_samples: int, *, biobank: str = "bbmri-eric:ID:DE_SIM",
+                 collection: str = "bbmri-eric:ID:DE_SIM:collection:main", start: int = 0,
+                 **fields: Any) -> None:
+        if not any(c and c.get("id") == biobank for c in self.contents):
+            self.publish("biobank", {"id": biobank, "name": f"Biobank {biobank}",
+                                     "country": self.country,
+                                     "contact": {"email": "biobank@example.org"},
+                                     "description": "A simulated biobank"})
+            self.publish("collection", {"id": collection, "biobank": biobank,
+                                        "name": f"Collection {collection}"})
+        for n in range(start, start + n_samples):
+            self.publish("sample", sample(n, biobank=biobank, collection=collection, **fields))
+
+    # -- signing ----------------------------------------------------------------------
+    def root(self, size: int | None = None) -> bytes:
+        size = len(self.leaves) if size is None else size
+        return root_from_leaf_hashes([leaf_hash(x) for x in self.leaves[:size]])
+
+    def sign(self, size: int | None = None, signer: Signer | None = None,
+             root: bytes | None = None) -> str:
+        size = len(self.leaves) if size is None else size
+        cp = Checkpoint(self.origin, size, root if root is not None else self.root(size))
+        return sign_checkpoint(cp, [signer or self.signer])
+
+    def checkpoint(self) -> str:
+        return self.note if self.note is not None else self.sign()
+
+    def rewrite_leaf(self, index: int, **changes: Any) -> None:
+        """Replace leaf `index` by a canonical entry with `changes` (a different history)."""
+        import orjson
+
+        entry = orjson.loads(self.leaves[index])
+        entry.update(changes)
+        self.leaves[index] = canonical(entry)
+
+    # -- serving ----------------------------------------------------------------------
+    def descriptor(self) -> dict[str, Any]:
+        return {"origin": self.origin, "name": "Simulated node", "country": self.country,
+                "organisation": "Simulation", "contact": "node@example.org", "url": self.url,
+                "verifier_key": self.descriptor_key or self.verifier_key,
+                "schemas": SCHEMAS.ids,
+                "policy": {"k": self.k, "age_band": 10, "period_width": 5,
+                           "diagnosis_precision": "full", "published_fields": ["sex", "age"]}}
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+        sim = self
+
+        async def maybe_hang() -> None:
+            while sim.hang.is_set() and not sim.release.is_set():
+                await asyncio.sleep(0.05)
+
+        @app.get("/.well-known/biobank-node")
+        def well_known() -> dict[str, Any]:
+            return sim.descriptor()
+
+        @app.get("/v1/log/checkpoint", response_class=PlainTextResponse)
+        async def checkpoint() -> str:
+            await maybe_hang()
+            return sim.checkpoint()
+
+        @app.get("/v1/log/entries")
+        async def entries(start: int = Query(0, ge=0),
+                          limit: int = Query(1000, ge=1, le=1000)) -> Response:
+            await maybe_hang()
+            if sim.raw_entries is not None:
+                return Response(sim.raw_entries, media_type="application/json")
+            end = min(start + limit, len(sim.leaves))
+            out = [{"leaf": base64.b64encode(sim.leaves[i]).decode(),
+                    "content": sim.contents[i]} for i in range(start, end)]
+            if sim.entries_hook is not None:
+                out = sim.entries_hook(out)
+            import orjson
+
+            body = {"entries": out, "next": end if end < len(sim.leaves) else None}
+            return Response(orjson.dumps(body), media_type="application/json")
+
+        return app
+
+
+def other_signer(origin: str) -> Signer:
+    """A well-formed key with the node's name that the catalogue never enrolled."""
+    return Signer.from_key(generate_key(origin)[0])
+
+
+def nonce() -> str:
+    return secrets.token_hex(16)

@@ -1,0 +1,111 @@
+"""The demo command end to end: five real nodes and a catalogue on loopback, then Ctrl-C."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from catalogue.demo import COUNTRIES
+
+pytestmark = pytest.mark.slow
+LINE = re.compile(r"^(node (?P<cc>[A-Z]{2})|catalogue): (?P<url>http://127\.0\.0\.1:\d+)$")
+
+
+def _demo_command(workdir: Path) -> list[str]:
+    script = Path(sys.executable).parent / "biobank-catalogue"
+    return [str(script), "demo", "--samples", "300", "--seed", "7", "--workdir", str(workdir)]
+
+
+def _read_urls(proc: subprocess.Popen[str], timeout: float) -> dict[str, str]:
+    """Read stdout until the catalogue line; return {"DE": url, ..., "catalogue": url}."""
+    assert proc.stdout is not None
+    urls: dict[str, str] = {}
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while "catalogue" not in urls:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            _, err = proc.communicate(timeout=10)
+            pytest.fail(f"demo did not print its URLs (exit {proc.returncode}):\n{err[-3000:]}")
+        if not selector.select(timeout=0.5):
+            continue
+        line = proc.stdout.readline().strip()
+        m = LINE.match(line)
+        if m:
+            urls[m.group("cc") or "catalogue"] = m.group("url")
+    return urls
+
+
+def _published_samples(node_url: str) -> int:
+    """Live sample records in a node's own log (publish minus withdraw)."""
+    live: set[str] = set()
+    start = 0
+    with httpx.Client(timeout=30) as client:
+        while True:
+            page = client.get(f"{node_url}/v1/log/entries", params={"start": start}).json()
+            for item in page["entries"]:
+                entry = orjson.loads(base64.b64decode(item["leaf"]))
+                if entry["kind"] == "sample":
+                    (live.add if entry["op"] == "publish" else live.discard)(entry["id"])
+                start += 1
+            if page.get("next") is None:
+                return len(live)
+            start = page["next"]
+
+
+def _port_closed(url: str) -> bool:
+    port = int(url.rsplit(":", 1)[1])
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        pytest.fail(f"demo did not stop within 60 s of SIGINT:\n{err[-3000:]}")
+    return proc.returncode, err
+
+
+def test_demo_runs_five_harvested_nodes_and_stops_cleanly(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+    proc = subprocess.Popen(_demo_command(tmp_path / "demo"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        urls = _read_urls(proc, timeout=240)
+        assert set(urls) == {*COUNTRIES, "catalogue"}
+        cat = urls["catalogue"]
+        listed = httpx.get(f"{cat}/v1/nodes", timeout=30).json()
+        items = listed["nodes"] if isinstance(listed, dict) else listed
+        assert sorted(n["country"] for n in items) == sorted(COUNTRIES)
+        result = httpx.get(f"{cat}/v1/search", timeout=30).json()
+        by_country = {c["code"]: c["count"] for c in result["counts"]["country"]}
+        for cc in COUNTRIES:
+            published = _published_samples(urls[cc])
+            assert published > 0, f"node {cc} published no samples"
+            assert by_country.get(cc) == published, f"catalogue count for {cc}"
+        assert result["total"] == sum(by_country.values())
+        filtered = httpx.get(f"{cat}/v1/search", params={"country": "DE"}, timeout=30).json()
+        assert [c["code"] for c in filtered["counts"]["country"]] == ["DE"]
+    finally:
+        code, err = _stop(proc) if proc.poll() is None else (proc.returncode, "")
+    assert code == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert all(_port_closed(u) for u in urls.values())
