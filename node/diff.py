@@ -9,14 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from protocol.canonical import canonical
 from protocol.errors import Problem
 
-from node.publish import LogWriter, content_digest
+from node.publish import LogWriter, content_digest, fast_canonical
 from node.pseudonym import Pseudonymiser
 
 Validate = Callable[[str, dict[str, Any], str], list[Problem]]
 BATCH = 5000
+CACHE = 50_000
 
 UPSERT = (
     "INSERT INTO records (kind, id, biobank, local_id, donor_hash, digest, nonce, last_index, live)"
@@ -41,6 +41,8 @@ class Differ:
         self.withdrawn: Counter[str] = Counter()
         self.problems: list[Problem] = []
         self._upserts: list[tuple[object, ...]] = []
+        # sample rows repeat a small set of coded values: validate each shape once
+        self._valid_shapes: set[tuple[object, ...]] = set()
 
     def _upsert(self, row: tuple[object, ...]) -> None:
         self._upserts.append(row)
@@ -60,7 +62,7 @@ class Differ:
         if problems:
             self.problems.extend(problems)
             return None
-        data = canonical(content)
+        data = fast_canonical(content)
         return data, content_digest(data)
 
     def records(self) -> None:
@@ -117,17 +119,23 @@ class Differ:
                 if text and text != "[]":
                     content[key] = orjson.loads(text)
             content["nonce"] = old_nonce or secrets.token_hex(16)
-            encoded = self._encode("sample", content, location)
-            if encoded is None:
-                continue
-            data, digest = encoded
+            shape = (biobank, collection, sample_type, storage, sex, age_min, age_max,
+                     period_from, period_to, diagnoses, use, datasets)
+            if shape not in self._valid_shapes:
+                if self._encode("sample", content, location) is None:
+                    continue
+                if len(self._valid_shapes) >= CACHE:
+                    self._valid_shapes.clear()
+                self._valid_shapes.add(shape)
+            data = fast_canonical(content)
+            digest = content_digest(data)
             if live and digest == old_digest:
                 self.unchanged["sample"] += 1
                 continue
             if old_digest is not None:
                 # changed content gets a fresh nonce: old and new digests stay unlinkable
                 content["nonce"] = secrets.token_hex(16)
-                data = canonical(content)
+                data = fast_canonical(content)
                 digest = content_digest(data)
             index = self.writer.publish("sample", id, self.schema_ids["sample"], data, digest)
             self.published["sample"] += 1

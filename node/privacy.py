@@ -57,11 +57,9 @@ from __future__ import annotations
 import bisect
 import functools
 import json
-import re
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from node.policy import Policy
@@ -95,20 +93,6 @@ def icd10_chapter(code: str) -> str:
 
 
 @functools.cache
-def chapter_codes_allowed() -> bool:
-    """Whether the shipped sample schema accepts an ICD-10 chapter range such as C00-D48.
-
-    Until it does, ``chapter`` precision drops ICD-10 codes instead of publishing a
-    record the schema (and so the importer) would refuse.
-    """
-    try:
-        text = resources.files("schemas").joinpath("sample.schema.json").read_text("utf-8")
-        pattern = json.loads(text)["$defs"]["icd10_code"]["pattern"]
-    except (OSError, KeyError, ValueError):
-        return False
-    return re.fullmatch(pattern, "C00-D48") is not None
-
-
 def generalise_diagnoses(diagnoses: str | None, precision: str) -> str:
     """Generalise a JSON diagnosis list to ``precision``; canonical JSON, sorted, unique.
 
@@ -126,7 +110,7 @@ def generalise_diagnoses(diagnoses: str | None, precision: str) -> str:
             out.add((system, code))
         elif system == "ICD-10" and precision == "category":
             out.add((system, code.upper()[:3]))
-        elif system == "ICD-10" and chapter_codes_allowed():
+        elif system == "ICD-10":
             out.add((system, icd10_chapter(code)))
     return json.dumps([{"code": c, "system": s} for s, c in sorted(out)],
                       separators=(",", ":"), sort_keys=True)

@@ -20,7 +20,8 @@ class Pseudonymiser:
 
     def sample_id(self, local_id: str) -> str:
         """``smp_`` + the first 26 base32 characters (lowercase) of HMAC("sample:" + id)."""
-        return "smp_" + base64.b32encode(self._mac("sample:" + local_id))[:26].decode().lower()
+        # base32 works in 5-byte groups: the first 20 bytes give the same first 32 characters
+        return "smp_" + base64.b32encode(self._mac("sample:" + local_id)[:20])[:26].decode().lower()
 
     def donor_hash(self, donor_id: str | None) -> str | None:
         """A local-only handle for erasure by donor; the donor id itself is never stored."""

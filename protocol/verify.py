@@ -81,6 +81,7 @@ class VerifiedEntry:
     leaf: bytes
     content: Any
     problems: tuple[Problem, ...] = ()
+    leaf_hash: bytes = b""  # RFC 6962 leaf hash, already computed for the tree
 
     @property
     def accepted(self) -> bool:
@@ -137,7 +138,8 @@ class StepVerifier:
             raise IndexOrderError(f"{self.origin}: leaf {index} is beyond the checkpoint "
                                   f"size {self.checkpoint.size}")
         entry = parse_leaf(leaf, expected_log=self.origin, expected_index=index)
-        self.compact.append(hashlib.sha256(b"\x00" + leaf).digest())
+        hashed = hashlib.sha256(b"\x00" + leaf).digest()
+        self.compact.append(hashed)
         self.next_index = index + 1
         op = entry["op"]
         problems: tuple[Problem, ...] = ()
@@ -148,7 +150,7 @@ class StepVerifier:
                 raise MalformedEntry(f"{self.origin}: leaf {index}: a {op} entry carries "
                                      "content")
             problems = self._check_content(index, entry, content)
-        return VerifiedEntry(index, entry, leaf, content, problems)
+        return VerifiedEntry(index, entry, leaf, content, problems, hashed)
 
     def _check_content(self, index: int, entry: dict[str, Any],
                        content: Any) -> tuple[Problem, ...]:

@@ -114,7 +114,7 @@ def sample_schema() -> dict[str, Any]:
         "sex": ref("sex"),
         "age": obj({"min": ref("age_years"), "max": ref("age_years")}, ["min", "max"]),
         "period": obj({"from": ref("year"), "to": ref("year")}, ["from", "to"]),
-        "diagnoses": array(diagnosis("icd10_code"), 32),
+        "diagnoses": array(diagnosis("icd10_code_or_block"), 32),
         "use_conditions": array(ref("duo"), 40),
         "dataset_types": array(ref("dataset_type"), 20),
         "nonce": ref("nonce"),

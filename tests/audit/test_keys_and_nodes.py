@@ -1,4 +1,4 @@
-"""Key rotation and revocation as the auditor follows them, and --node-direct split-view detection."""
+"""Key rotation and revocation as the auditor follows them; --node-direct split-view detection."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-
 from typer.testing import CliRunner
 
 from audit.cli import app
@@ -52,7 +51,7 @@ def test_rotation_with_a_missing_old_key_signature_fails(world: World) -> None:
 
 
 def _revoked(world: World) -> tuple[str, str]:
-    """The catalogue re-enrols DE with a new key from the current size; returns (old, new) signer keys."""
+    """The catalogue re-enrols DE with a new key from its current size; (old, new) signer keys."""
     old = world.de.signer_keys[-1]
     new_skey, new_vkey = generate_key(DE)
     world.cat.revoke(world.de, revoked=world.de.vkey, key=new_vkey,

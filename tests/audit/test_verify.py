@@ -1,4 +1,4 @@
-"""The auditor on an honest federation: all checks hold, the state file advances, a bundle verifies offline."""
+"""An honest federation: all checks hold, the state file advances, a bundle verifies offline."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,14 @@ from tests.support import LiveServer, live_server
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+DB_PARAMS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def database(kind: str, tmp: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, empty catalogue database: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'catalogue.db'}"
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / 'catalogue.db'}"
         return
     server = request.getfixturevalue("pg_url")
     name = f"cat_{uuid.uuid4().hex[:16]}"
@@ -41,6 +44,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=DB_PARAMS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(request.param, tmp_path, request) as url:
+        yield url
 
 
 @dataclass

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,11 @@ def page(browser_context: Any) -> Iterator[Any]:
 def web_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """A served catalogue with data: real and harvested when possible, else the stand-in."""
     with contextlib.ExitStack() as stack:
-        url = real_catalogue(stack, tmp_path_factory.mktemp("web-federation"))
+        # Built in a worker thread: Playwright's sync API may already own this thread's event loop,
+        # and enrolment runs its own (asyncio.run).
+        workdir = tmp_path_factory.mktemp("web-federation")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            url = pool.submit(real_catalogue, stack, workdir).result()
         if url is not None:
             yield Site(url=url, real=True)
             return
@@ -115,10 +120,10 @@ def real_catalogue(stack: contextlib.ExitStack, workdir: Path) -> str | None:
         nodes = [demo.DemoNode(c, workdir / "nodes" / c, free_port()) for c in REAL_COUNTRIES]
         for node in nodes:
             demo._prepare_node(
-                node, 150, 11, workdir, lambda _stage, _n: None, REAL_WARNINGS.append
+                node, 600, 11, workdir, lambda _stage, _n: None, REAL_WARNINGS.append
             )
         for node in nodes:
-            stack.enter_context(live_server(demo._node_app(node.home, node.url), node.port))
+            stack.enter_context(live_server(demo.node_app(node.home, node.url), node.port))
         settings, engine, key, app = demo._catalogue(workdir)
         demo._enrol_all(engine, key, nodes)
         outcomes = Harvester(engine=engine, settings=settings, key=key).run()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import random
 
-import pytest
 from rich.console import Console
 
 from node import privacy
@@ -46,8 +45,7 @@ def test_small_class_is_generalised_up_the_ladder() -> None:
     assert report.by_rung == [(1, "age band 10->20 years", 15)]
 
 
-def test_diagnosis_goes_to_category_then_chapter(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(privacy, "chapter_codes_allowed", lambda: True)
+def test_diagnosis_goes_to_category_then_chapter() -> None:
     rows = ([row(f"a{d}", f"a{d}", diagnoses=[("ICD-10", "C50.1")]) for d in range(5)]
             + [row(f"b{d}", f"b{d}", diagnoses=[("ICD-10", "C50.9")]) for d in range(5)]
             + [row(f"c{d}", f"c{d}", diagnoses=[("ICD-10", "D05.1")]) for d in range(6)]
@@ -65,7 +63,7 @@ def test_diagnosis_goes_to_category_then_chapter(monkeypatch: pytest.MonkeyPatch
     assert "f0" not in published and report.held_back == {"below_k": 4}
 
 
-def test_chapter_codes_are_not_published_while_the_schema_refuses_them() -> None:
+def test_chapter_codes_pass_the_sample_schema() -> None:
     """Records the importer would refuse must never come out of the ladder."""
     schemas = SchemaSet.default()
     rows = ([row(f"c{d}", f"c{d}", diagnoses=[("ICD-10", "D05.1")]) for d in range(6)]
@@ -78,8 +76,7 @@ def test_chapter_codes_are_not_published_while_the_schema_refuses_them() -> None
                   "nonce": "0" * 32, **{k: v for k, v in fields.items()
                                         if k not in ("biobank", "collection")}}
         assert schemas.problems("sample", record, local) == []
-        if not privacy.chapter_codes_allowed():
-            assert "diagnoses" not in fields
+        assert fields["diagnoses"] == [{"system": "ICD-10", "code": "C00-D48"}]
 
 
 def test_icd10_chapters() -> None:

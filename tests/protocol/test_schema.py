@@ -206,7 +206,7 @@ SHIPPED_EXAMPLES: dict[str, dict[str, Any]] = {
                "nonce": "0" * 32},
     "collection": {"id": "bbmri-eric:ID:DE_X:collection:1", "biobank": "bbmri-eric:ID:DE_X",
                    "name": "Breast cancer", "description": "Tissue and blood",
-                   "sex": ["female"], "age": {"min": 18, "max": 90, "unit": "year"},
+                   "sex": ["female"], "age": {"min": 18, "max": 90, "unit": "years"},
                    "sample_types": ["WholeBlood"], "use_conditions": ["DUO:0000042"],
                    "number_of_subjects": 10, "size": 100,
                    "diagnoses": [{"system": "ICD-10", "code": "C50"}]},
@@ -225,6 +225,7 @@ def test_shipped_schema_verdicts_agree_with_jsonschema(kind: str) -> None:
     corpus = _mutations(SHIPPED_EXAMPLES[kind])
     verdicts = [reference.is_valid(r) for r in corpus]
     assert [schemas.is_valid(kind, r) for r in corpus] == verdicts
+    assert verdicts[0], "the example record should be valid: update SHIPPED_EXAMPLES"
     assert not all(verdicts)
     for record, valid in zip(corpus, verdicts, strict=True):
         assert (schemas.problems(kind, record, "r") == []) == valid

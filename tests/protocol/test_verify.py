@@ -93,6 +93,7 @@ def test_first_step_from_nothing() -> None:
     assert result.state.root == sim.root()
     assert result.state.origin == ORIGIN
     assert [e.entry["id"] for e in result.entries] == [f"s{i}" for i in range(5)]
+    assert [e.leaf_hash for e in result.entries] == [leaf_hash(leaf) for leaf in sim.leaves]
     assert result.rejections == []
 
 

@@ -196,11 +196,11 @@ INVALID = [
         "$.diagnoses[0].code",
     ),
     (
-        "sample-icd-block-not-allowed",
+        "sample-icd-block-malformed",
         "sample",
         SAMPLE,
         "diagnoses.0.code",
-        "C00-C97",
+        "C00-97",
         "$.diagnoses[0].code",
     ),
     ("sample-icd-lowercase", "sample", SAMPLE, "diagnoses.0.code", "c50.9", "$.diagnoses[0].code"),

@@ -1,0 +1,117 @@
+"""The auditor against the real catalogue (catalogue.app) harvesting real nodes on loopback.
+
+Honest, it passes every check (also from a bundle, also with --node-direct); behind a `Liar`
+that rewrites one kind of response, each lie is caught by its named check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from audit.cli import app as audit_app
+from tests.audit.helpers import audit, check, failed
+from tests.audit.liar import Liar, edit_page, mirror_path
+from tests.support import LiveServer, free_port, live_server
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, Liar,
+                                                                           list[str]]]:
+    """Two real nodes (1000 synthetic samples each) harvested by a real catalogue behind a Liar."""
+    from catalogue import demo
+    from catalogue.harvest import Harvester
+
+    work = tmp_path_factory.mktemp("real-federation")
+    with contextlib.ExitStack() as stack:
+        nodes = [demo.DemoNode(c, work / "nodes" / c, free_port()) for c in ("DE", "IT")]
+        for node in nodes:
+            demo._prepare_node(node, 1000, 11, work, lambda _stage, _n: None, lambda _m: None)
+            stack.enter_context(live_server(demo.node_app(node.home, node.url), node.port))
+        settings, engine, key, app = demo._catalogue(work)
+        demo._enrol_all(engine, key, nodes)
+        outcomes = Harvester(engine=engine, settings=settings, key=key).run()
+        assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+        liar = Liar(app)
+        server = stack.enter_context(live_server(liar))
+        yield server, liar, sorted(o.origin for o in outcomes)
+
+
+@pytest.fixture
+def real(federation: tuple[LiveServer, Liar, list[str]]) -> Iterator[tuple[str, Liar, str]]:
+    server, liar, origins = federation
+    liar.lies.clear()
+    yield server.url, liar, origins[0]
+    liar.lies.clear()
+
+
+def test_real_catalogue_passes_every_check_with_node_direct(real: tuple[str, Liar, str],
+                                                             tmp_path: Path) -> None:
+    url, _liar, _origin = real
+    code, report = audit("--catalogue", url, "--node-direct", "--state", tmp_path / "s.json")
+    assert code == 0, failed(report)
+    assert check(report, "content-schema")["checked"] > 1000
+    assert check(report, "search-totals")["checked"] > 20
+    assert check(report, "node-direct")["status"] == "ok"
+    assert (tmp_path / "s.json").exists()
+
+
+def test_real_catalogue_bundle_verifies_offline(real: tuple[str, Liar, str],
+                                                tmp_path: Path) -> None:
+    url, _liar, _origin = real
+    bundle = tmp_path / "bundle"
+    result = CliRunner().invoke(audit_app, ["fetch", "--catalogue", url, str(bundle)])
+    assert result.exit_code == 0, result.output
+    code, report = audit("--bundle", bundle)
+    assert code == 0, failed(report)
+    # a bundle edited after the fact fails like a lying catalogue
+    lines = (bundle / "nodes" / "0.jsonl").read_text().splitlines()
+    del lines[10]
+    (bundle / "nodes" / "0.jsonl").write_text("\n".join(lines) + "\n")
+    code, report = audit("--bundle", bundle)
+    assert code == 1 and "node-tree" in failed(report)
+
+
+def test_real_catalogue_drops_an_entry_from_a_mirror(real: tuple[str, Liar, str]) -> None:
+    url, liar, origin = real
+    liar.lie(mirror_path(origin, "entries"),
+             edit_page(lambda start, es: es if start else es[:20] + es[21:]))
+    code, report = audit("--catalogue", url)
+    assert code == 1
+    assert any(f.startswith(f"node {origin} leaf 20: IndexOrderError")
+               for f in failed(report)["node-tree"])
+
+
+def test_real_catalogue_alters_a_content(real: tuple[str, Liar, str]) -> None:
+    url, liar, origin = real
+
+    def alter(start: int, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if start == 0 and entries[30]["content"] is not None:
+            entries[30]["content"]["nonce"] = "0" * 32
+        return entries
+
+    liar.lie(mirror_path(origin, "entries"), edit_page(alter))
+    code, report = audit("--catalogue", url)
+    assert code == 1
+    assert failed(report)["content-digest"][0].startswith(f"node {origin} leaf 30: content of")
+
+
+def test_real_catalogue_reports_a_search_total_that_differs(real: tuple[str, Liar, str]) -> None:
+    url, liar, _origin = real
+
+    def shift(_q: dict[str, str], body: bytes) -> bytes:
+        data = json.loads(body)
+        data["facets"]["sex"][0]["count"] -= 1  # one sample moved out of a facet
+        return json.dumps(data).encode()
+
+    liar.lie(r"/v1/search", shift)
+    code, report = audit("--catalogue", url)
+    assert code == 1
+    assert list(failed(report)) == ["search-totals"]
+    assert failed(report)["search-totals"][0].startswith("search facets.sex ")
