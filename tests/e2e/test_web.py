@@ -56,7 +56,7 @@ def test_search_from_landing_through_filters_to_a_card(page: Any, web_site: Site
     open_search(page, web_site)
     everything = web_site.api("/v1/search")
     assert page.locator("#total").inner_text() == f"{shown(everything['total'])} samples match"
-    page.screenshot(path=str(output_dir / "web-landing.png"), full_page=True)
+    page.screenshot(path=str(output_dir / "web-landing.png"))
 
     stype = numeric_facet(web_site, "sample_type")
     page.locator(f"#f-sample_type-{id_part(stype)}").check()
@@ -81,7 +81,7 @@ def test_search_from_landing_through_filters_to_a_card(page: Any, web_site: Site
         assert card.locator(f"a[href='mailto:{email}']").count() == 1
     shown_cards = page.locator("#collection-cards article").count()
     assert shown_cards == len(expected["collections"]["items"])
-    page.screenshot(path=str(output_dir / "web-results.png"), full_page=True)
+    page.screenshot(path=str(output_dir / "web-results.png"))
 
 
 def test_icd10_found_by_words_and_by_code(page: Any, web_site: Site) -> None:
@@ -121,7 +121,7 @@ def test_language_switch_changes_labels_and_survives_reload(page: Any, web_site:
     assert checkbox_label.inner_text() == labels[stype]["zh"]
     assert page.locator("#total").inner_text().startswith("共 ")
     assert page.get_by_role("button", name="中文").get_attribute("aria-pressed") == "true"
-    page.screenshot(path=str(output_dir / "web-chinese.png"), full_page=True)
+    page.screenshot(path=str(output_dir / "web-chinese.png"))
 
     page.reload()
     wait_results(page, "")
