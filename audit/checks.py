@@ -12,7 +12,13 @@ from typing import Any
 from audit.catalogue_log import CatalogueReplay, EnrolledNode, replay_catalogue
 from audit.fetcher import Source
 from audit.livestate import Chapters, NodeLive, Tally
-from audit.node_logs import CheckpointClaim, NodeAudit, SchemaCheck, stream_node
+from audit.node_logs import (
+    CheckpointClaim,
+    MemoSchemaCheck,
+    NodeAudit,
+    SchemaCheck,
+    stream_node,
+)
 from audit.report import Report
 from audit.search_check import check_search
 from audit.state import AuditState
@@ -30,7 +36,7 @@ class AuditOptions:
 
 
 def default_schema_check() -> SchemaCheck:
-    """Validation with the shipped schemas (protocol.schema)."""
+    """Validation with the shipped schemas (protocol.schema), memoised for samples."""
     from protocol.schema import SchemaSet
 
     schemas = SchemaSet.default()
@@ -38,7 +44,19 @@ def default_schema_check() -> SchemaCheck:
     def problems(schema_id: str, record: Any, location: str) -> list[Any]:
         return list(schemas.problems(schema_id, record, location))
 
-    return problems
+    patterns: dict[str, dict[str, Any]] = {}
+    sid = schemas.schema_id("sample")
+    schema = schemas.schema(sid)
+    for name in MemoSchemaCheck.UNIQUE:
+        prop = schema.get("properties", {}).get(name, {})
+        ref = str(prop.get("$ref", ""))
+        if ref.startswith("#/$defs/"):
+            prop = schema.get("$defs", {}).get(ref.removeprefix("#/$defs/"), {})
+        if isinstance(prop.get("pattern"), str) and set(prop) <= {"type", "pattern"}:
+            patterns.setdefault(sid, {})[name] = prop["pattern"]
+    if sid in patterns and len(patterns[sid]) != len(MemoSchemaCheck.UNIQUE):
+        del patterns[sid]  # only when every unique field is a plain pattern
+    return MemoSchemaCheck(problems, patterns)
 
 
 def _body(note: str) -> Checkpoint:

@@ -7,7 +7,6 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from protocol.errors import BiobankError
 from starlette.exceptions import HTTPException
 
 from node import store
@@ -15,13 +14,20 @@ from node.api import descriptor, log
 from node.home import Home
 from node.publish import ensure_checkpoint
 from node.settings import NodeSettings
+from protocol.errors import BiobankError
 
 PROBLEM = "application/problem+json"
 
 
 def _problem(status: int, detail: str, request: Request, **extra: object) -> JSONResponse:
-    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
-            "detail": detail, "instance": request.url.path, **extra}
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extra,
+    }
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
@@ -34,8 +40,10 @@ def create_app(settings: NodeSettings) -> FastAPI:
         ensure_checkpoint(conn, home.config.origin, home.signer)
     finally:
         conn.close()
-    app = FastAPI(title=f"biobank-node {home.config.origin}",
-                  description="A biobank node: signed append-only log of metadata records.")
+    app = FastAPI(
+        title=f"biobank-node {home.config.origin}",
+        description="A biobank node: signed append-only log of metadata records.",
+    )
     app.state.home = home
     app.include_router(descriptor.router)
     app.include_router(log.router)
@@ -46,8 +54,10 @@ def create_app(settings: NodeSettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        params = [{"name": ".".join(str(p) for p in e["loc"][1:]), "reason": e["msg"]}
-                  for e in exc.errors()]
+        params = [
+            {"name": ".".join(str(p) for p in e["loc"][1:]), "reason": e["msg"]}
+            for e in exc.errors()
+        ]
         return _problem(422, "invalid request parameters", request, invalid_params=params)
 
     @app.exception_handler(BiobankError)

@@ -8,16 +8,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from protocol.errors import BiobankError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from node import store
 from node.home import Home, NodeConfig, init_home
 from node.settings import NodeSettings
+from protocol.errors import BiobankError
 
-app = typer.Typer(help="A biobank node: import exports, publish a signed append-only log.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="A biobank node: import exports, publish a signed append-only log.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -32,22 +35,42 @@ def _fail(exc: BiobankError) -> None:
 
 
 @app.command()
-def init(home: HomeOpt = Path("node-home"),
-         origin: Annotated[str, typer.Option(help="log origin, e.g. charite.example/biobank-node")] = "",
-         name: Annotated[str, typer.Option(help="node name")] = "",
-         country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2")] = "",
-         organisation: Annotated[str, typer.Option(help="operating organisation")] = "",
-         contact: Annotated[str, typer.Option(help="functional contact e-mail")] = "",
-         url: Annotated[str, typer.Option(help="public base URL of this node")] = "") -> None:
+def init(
+    home: HomeOpt = Path("node-home"),
+    origin: Annotated[str, typer.Option(help="log origin, e.g. charite.example/biobank-node")] = "",
+    name: Annotated[str, typer.Option(help="node name")] = "",
+    country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2")] = "",
+    organisation: Annotated[str, typer.Option(help="operating organisation")] = "",
+    contact: Annotated[str, typer.Option(help="functional contact e-mail")] = "",
+    url: Annotated[str, typer.Option(help="public base URL of this node")] = "",
+) -> None:
     """Create a node home: config, signing key, pseudonym secret, policy, database."""
-    missing = [n for n, v in (("--origin", origin), ("--name", name), ("--country", country),
-                              ("--organisation", organisation), ("--contact", contact)) if not v]
+    missing = [
+        n
+        for n, v in (
+            ("--origin", origin),
+            ("--name", name),
+            ("--country", country),
+            ("--organisation", organisation),
+            ("--contact", contact),
+        )
+        if not v
+    ]
     if missing:
         err.print(f"[red]error:[/red] missing {', '.join(missing)}")
         raise typer.Exit(2)
     try:
-        vkey = init_home(home, NodeConfig(origin=origin, name=name, country=country,
-                                          organisation=organisation, contact=contact, url=url))
+        vkey = init_home(
+            home,
+            NodeConfig(
+                origin=origin,
+                name=name,
+                country=country,
+                organisation=organisation,
+                contact=contact,
+                url=url,
+            ),
+        )
     except BiobankError as exc:
         _fail(exc)
     err.print(f"node home created at {home}; give this verifier key to the catalogue operator:")
@@ -55,16 +78,21 @@ def init(home: HomeOpt = Path("node-home"),
 
 
 @app.command("import")
-def import_(files: Annotated[list[Path], typer.Argument(help="export files")],
-            home: HomeOpt = Path("node-home"),
-            format: Annotated[str | None, typer.Option(help="csv|tsv|fhir|directory")] = None,
-            mapping: Annotated[Path | None, typer.Option(help="mapping file (TOML)")] = None,
-            snapshot: Annotated[bool, typer.Option(help="the files are a full snapshot: "
-                                                   "withdraw records no longer present")] = False,
-            skip_invalid: Annotated[bool, typer.Option(help="publish the valid records, "
-                                                       "report the rest")] = False,
-            progress: Annotated[bool, typer.Option(help="show a progress bar even when "
-                                                   "stderr is not a terminal")] = False) -> None:
+def import_(
+    files: Annotated[list[Path], typer.Argument(help="export files")],
+    home: HomeOpt = Path("node-home"),
+    format: Annotated[str | None, typer.Option(help="csv|tsv|fhir|directory")] = None,
+    mapping: Annotated[Path | None, typer.Option(help="mapping file (TOML)")] = None,
+    snapshot: Annotated[
+        bool, typer.Option(help="the files are a full snapshot: withdraw records no longer present")
+    ] = False,
+    skip_invalid: Annotated[
+        bool, typer.Option(help="publish the valid records, report the rest")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option(help="show a progress bar even when stderr is not a terminal")
+    ] = False,
+) -> None:
     """Import exports; append publish/withdraw entries only for what changed."""
     from node.importer import run_import
     from node.mapping import Mapping
@@ -73,8 +101,15 @@ def import_(files: Annotated[list[Path], typer.Argument(help="export files")],
         opened = Home.open(home)
         loaded = Mapping.load(mapping) if mapping else None
         with _progress(progress or err.is_terminal) as advance:
-            report = run_import(opened, files, fmt=format, mapping=loaded, snapshot=snapshot,
-                                skip_invalid=skip_invalid, progress=advance)
+            report = run_import(
+                opened,
+                files,
+                fmt=format,
+                mapping=loaded,
+                snapshot=snapshot,
+                skip_invalid=skip_invalid,
+                progress=advance,
+            )
     except BiobankError as exc:
         _fail(exc)
     for problem in report.problems:
@@ -87,12 +122,17 @@ def import_(files: Annotated[list[Path], typer.Argument(help="export files")],
     if render is not None:
         render(err)
     if not report.applied:
-        err.print(f"[red]{len(report.problems)} problem(s); nothing was published[/red] "
-                  "(fix the export, or use --skip-invalid)")
+        err.print(
+            f"[red]{len(report.problems)} problem(s); nothing was published[/red] "
+            "(fix the export, or use --skip-invalid)"
+        )
         raise typer.Exit(1)
-    err.print(f"published {report.published or {}}, unchanged {report.unchanged or {}}, "
-              f"withdrawn {report.withdrawn or {}}; log size {report.size_before} -> "
-              f"{report.size_after}", highlight=False)
+    err.print(
+        f"published {report.published or {}}, unchanged {report.unchanged or {}}, "
+        f"withdrawn {report.withdrawn or {}}; log size {report.size_before} -> "
+        f"{report.size_after}",
+        highlight=False,
+    )
     if report.problems:
         err.print(f"[yellow]{len(report.problems)} problem(s) skipped[/yellow]")
         raise typer.Exit(1)
@@ -108,15 +148,22 @@ class _progress:
     def __enter__(self) -> Any:
         if not self.enabled:
             return None
-        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                            TextColumn("{task.completed} rows"), TimeElapsedColumn(),
-                            console=err, transient=True)
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed} rows"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
         self.bar.start()
         task = self.bar.add_task("staging", total=None)
         bar = self.bar
 
         def advance(phase: str, n: int) -> None:
             bar.update(task, description=phase, advance=n)
+
         return advance
 
     def __exit__(self, *exc: object) -> None:
@@ -125,8 +172,10 @@ class _progress:
 
 
 @app.command()
-def withdraw(ids: Annotated[list[str], typer.Argument(help="published ids or local sample ids")],
-             home: HomeOpt = Path("node-home")) -> None:
+def withdraw(
+    ids: Annotated[list[str], typer.Argument(help="published ids or local sample ids")],
+    home: HomeOpt = Path("node-home"),
+) -> None:
     """Withdraw records: a withdraw entry each, content erased; the tree still verifies."""
     from node.withdraw import withdraw as do_withdraw
 
@@ -139,9 +188,11 @@ def withdraw(ids: Annotated[list[str], typer.Argument(help="published ids or loc
 
 
 @app.command()
-def serve(home: HomeOpt = Path("node-home"),
-          host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="listen port")] = 8080) -> None:
+def serve(
+    home: HomeOpt = Path("node-home"),
+    host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="listen port")] = 8080,
+) -> None:
     """Serve the node HTTP API (descriptor, checkpoint, entries, proofs, /docs)."""
     import uvicorn
 

@@ -16,7 +16,9 @@ ORPHA = re.compile(r"^ORPHA:[0-9]+$")
 class Codes:
     """Known codes per code list and ``their code -> our code`` tables per code list."""
 
-    def __init__(self, lists: CodeLists, tables: dict[str, list[tuple[str, dict[str, str]]]]) -> None:
+    def __init__(
+        self, lists: CodeLists, tables: dict[str, list[tuple[str, dict[str, str]]]]
+    ) -> None:
         self._lists = lists
         self._codes: dict[str, frozenset[str]] = {}
         self._tables = tables
@@ -52,7 +54,9 @@ class Codes:
         if value in self.codes(codelist):
             return value
         tables = self._tables.get(codelist, [])
-        ordered = [t for s, t in tables if s in sources] + [t for s, t in tables if s not in sources]
+        ordered = [t for s, t in tables if s in sources] + [
+            t for s, t in tables if s not in sources
+        ]
         for table in ordered:
             mapped = table.get(value)
             if mapped is not None and mapped in self.codes(codelist):
@@ -64,7 +68,7 @@ def diagnosis(value: str) -> dict[str, str] | None:
     """Parse one diagnosis code (ICD-10, ``urn:miriam:icd:C18``, ``ORPHA:123``) or None."""
     text = value.strip()
     if text.startswith("urn:miriam:icd:"):
-        text = text[len("urn:miriam:icd:"):]
+        text = text[len("urn:miriam:icd:") :]
     if text.upper().startswith("ORPHA:") or text.upper().startswith("ORPHA_"):
         code = "ORPHA:" + text[6:]
         return {"system": "ORPHA", "code": code} if ORPHA.match(code) else None

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from protocol.errors import Problem
 
-from node.publish import LogWriter, content_digest, fast_canonical
 from node.pseudonym import Pseudonymiser
+from node.publish import LogWriter, content_digest, fast_canonical
+from protocol.errors import Problem
 
 Validate = Callable[[str, dict[str, Any], str], list[Problem]]
 BATCH = 5000
@@ -29,8 +29,14 @@ UPSERT = (
 class Differ:
     """Runs inside the import transaction; counts what it did and collects schema problems."""
 
-    def __init__(self, conn: sqlite3.Connection, writer: LogWriter, schema_ids: dict[str, str],
-                 validate: Validate, pseudonyms: Pseudonymiser) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        writer: LogWriter,
+        schema_ids: dict[str, str],
+        validate: Validate,
+        pseudonyms: Pseudonymiser,
+    ) -> None:
         self.conn = conn
         self.writer = writer
         self.schema_ids = schema_ids
@@ -55,8 +61,9 @@ class Differ:
             self.conn.executemany(UPSERT, self._upserts)
             self._upserts.clear()
 
-    def _encode(self, kind: str, content: dict[str, Any],
-                location: str) -> tuple[bytes, str] | None:
+    def _encode(
+        self, kind: str, content: dict[str, Any], location: str
+    ) -> tuple[bytes, str] | None:
         """Canonical bytes and digest of valid content; None (problems kept) when invalid."""
         problems = self.validate(kind, content, location)
         if problems:
@@ -71,7 +78,9 @@ class Differ:
             rows = self.conn.execute(
                 "SELECT o.id, o.biobank, o.content, o.location, r.digest, r.live FROM others o "
                 "LEFT JOIN records r ON r.kind = o.kind AND r.id = o.id WHERE o.kind = ? "
-                "ORDER BY o.rowid", (kind,)).fetchall()  # few: biobanks and collections
+                "ORDER BY o.rowid",
+                (kind,),
+            ).fetchall()  # few: biobanks and collections
             for id, biobank, text, location, old, live in rows:
                 encoded = self._encode(kind, orjson.loads(text), location)
                 if encoded is None:
@@ -89,18 +98,38 @@ class Differ:
         """Sample rows of the staging table that privacy did not hold back."""
         self.conn.execute("DROP TABLE IF EXISTS temp.joined")
         self.conn.execute(
-            f"CREATE TEMP TABLE joined AS SELECT s.local_id, s.donor_id, s.biobank, s.collection, s.sample_type, "
+            "CREATE TEMP TABLE joined AS SELECT s.local_id, s.donor_id, s.biobank, "
+            "s.collection, s.sample_type, "
             f"s.storage_temperature, s.sex, s.age_min, s.age_max, s.period_from, s.period_to, "
             f"s.diagnoses, s.use_conditions, s.dataset_types, s.row_location, "
             f"r.id, r.digest, r.nonce, r.live FROM {table} s LEFT JOIN records r "
             f"ON r.kind = 'sample' AND r.local_id = s.local_id "
-            f"WHERE s.held_back IS NULL OR s.held_back = 0 ORDER BY s.rowid")
+            f"WHERE s.held_back IS NULL OR s.held_back = 0 ORDER BY s.rowid"
+        )
         # read from a copy: the loop below writes to ``records``, which the join reads
         rows = self.conn.execute("SELECT * FROM temp.joined ORDER BY rowid")
         for row in rows:
-            (local_id, donor_id, biobank, collection, sample_type, storage, sex, age_min,
-             age_max, period_from, period_to, diagnoses, use, datasets, location,
-             old_id, old_digest, old_nonce, live) = row
+            (
+                local_id,
+                donor_id,
+                biobank,
+                collection,
+                sample_type,
+                storage,
+                sex,
+                age_min,
+                age_max,
+                period_from,
+                period_to,
+                diagnoses,
+                use,
+                datasets,
+                location,
+                old_id,
+                old_digest,
+                old_nonce,
+                live,
+            ) = row
             id = old_id or self.pseudonyms.sample_id(local_id)
             content: dict[str, Any] = {"id": id, "biobank": biobank}
             if collection:
@@ -114,13 +143,28 @@ class Differ:
                 content["age"] = {"min": age_min, "max": age_max}
             if period_from is not None and period_to is not None:
                 content["period"] = {"from": period_from, "to": period_to}
-            for key, text in (("diagnoses", diagnoses), ("use_conditions", use),
-                              ("dataset_types", datasets)):
+            for key, text in (
+                ("diagnoses", diagnoses),
+                ("use_conditions", use),
+                ("dataset_types", datasets),
+            ):
                 if text and text != "[]":
                     content[key] = orjson.loads(text)
             content["nonce"] = old_nonce or secrets.token_hex(16)
-            shape = (biobank, collection, sample_type, storage, sex, age_min, age_max,
-                     period_from, period_to, diagnoses, use, datasets)
+            shape = (
+                biobank,
+                collection,
+                sample_type,
+                storage,
+                sex,
+                age_min,
+                age_max,
+                period_from,
+                period_to,
+                diagnoses,
+                use,
+                datasets,
+            )
             if shape not in self._valid_shapes:
                 if self._encode("sample", content, location) is None:
                     continue
@@ -139,16 +183,29 @@ class Differ:
                 digest = content_digest(data)
             index = self.writer.publish("sample", id, self.schema_ids["sample"], data, digest)
             self.published["sample"] += 1
-            self._upsert(("sample", id, biobank, local_id, self.pseudonyms.donor_hash(donor_id),
-                          digest, content["nonce"], index))
+            self._upsert(
+                (
+                    "sample",
+                    id,
+                    biobank,
+                    local_id,
+                    self.pseudonyms.donor_hash(donor_id),
+                    digest,
+                    content["nonce"],
+                    index,
+                )
+            )
         self.flush()
 
     def withdraw(self, kind: str, id: str) -> None:
         """Withdraw one live record: a ``withdraw`` entry, contents erased, state not live."""
         self.flush()
         index = self.writer.withdraw(kind, id)
-        self.conn.execute("UPDATE records SET live = 0, digest = NULL, nonce = NULL, "
-                          "last_index = ? WHERE kind = ? AND id = ?", (index, kind, id))
+        self.conn.execute(
+            "UPDATE records SET live = 0, digest = NULL, nonce = NULL, "
+            "last_index = ? WHERE kind = ? AND id = ?",
+            (index, kind, id),
+        )
         self.withdrawn[kind] += 1
 
     def withdraw_missing(self, table: str, kinds: set[str]) -> None:
@@ -163,7 +220,8 @@ class Differ:
         self.conn.execute("DROP TABLE IF EXISTS temp.covered")
         self.conn.execute(
             f"CREATE TEMP TABLE covered AS SELECT DISTINCT biobank FROM {table} "
-            "UNION SELECT DISTINCT biobank FROM others")
+            "UNION SELECT DISTINCT biobank FROM others"
+        )
         gone: list[tuple[str, str]] = []
         if "sample" in kinds:
             gone += self.conn.execute(
@@ -172,7 +230,8 @@ class Differ:
                 f"AND local_id NOT IN (SELECT local_id FROM {table} "
                 "WHERE held_back IS NULL OR held_back = 0) "
                 "AND local_id NOT IN (SELECT key FROM present WHERE kind = 'sample') "
-                "ORDER BY last_index").fetchall()
+                "ORDER BY last_index"
+            ).fetchall()
         for kind in ("collection", "biobank"):
             if kind not in kinds:
                 continue
@@ -181,6 +240,8 @@ class Differ:
                 f"SELECT kind, id FROM records WHERE kind = ? AND live = 1 {scope}"
                 "AND id NOT IN (SELECT id FROM others WHERE kind = ?) "
                 "AND id NOT IN (SELECT key FROM present WHERE kind = ?) "
-                "ORDER BY last_index", (kind, kind, kind)).fetchall()
+                "ORDER BY last_index",
+                (kind, kind, kind),
+            ).fetchall()
         for kind, id in gone:
             self.withdraw(kind, id)

@@ -10,14 +10,13 @@ import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from node import store
 from protocol.errors import ConfigError
 from protocol.note import Signer, Verifier, generate_key
 
-from node import store
-
 CONFIG = "node.toml"
 KEY = "node.key"
-SECRET = "pseudonym.secret"
+SECRET = "pseudonym.secret"  # noqa: S105 - a file name, not a secret
 POLICY = "policy.toml"
 DB = "node.db"
 VERIFIER = "verifier.key"
@@ -49,17 +48,22 @@ def _write_private(path: Path, data: bytes) -> None:
 def init_home(home: Path, config: NodeConfig) -> str:
     """Create a new node home; return the verifier key. Refuses an existing non-empty home."""
     if home.exists() and any(home.iterdir()):
-        raise ConfigError(f"{home} already exists and is not empty; refusing to overwrite a node home")
+        raise ConfigError(
+            f"{home} already exists and is not empty; refusing to overwrite a node home"
+        )
     if not config.origin or any(c.isspace() for c in config.origin) or "+" in config.origin:
         raise ConfigError(f"origin {config.origin!r} must be a short name without spaces or '+'")
     if len(config.country) != 2 or not config.country.isalpha() or not config.country.isupper():
-        raise ConfigError(f"country {config.country!r} must be an ISO 3166-1 alpha-2 code such as DE")
+        raise ConfigError(
+            f"country {config.country!r} must be an ISO 3166-1 alpha-2 code such as DE"
+        )
     home.mkdir(parents=True, exist_ok=True)
     skey, vkey = generate_key(config.origin)
     _write_private(home / KEY, skey.encode())
     _write_private(home / SECRET, secrets.token_bytes(32))
-    (home / CONFIG).write_text("".join(_toml_line(k, v) for k, v in asdict(config).items()),
-                               encoding="utf-8")
+    (home / CONFIG).write_text(
+        "".join(_toml_line(k, v) for k, v in asdict(config).items()), encoding="utf-8"
+    )
     (home / VERIFIER).write_text(vkey + "\n", encoding="utf-8")
     write_default_policy(home / POLICY)
     conn = store.connect(home / DB)

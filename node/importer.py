@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from protocol.errors import ConfigError, Problem
-from protocol.schema import SchemaSet
 
 from node import staging, store
 from node.codes import Codes
@@ -21,6 +19,8 @@ from node.home import Home
 from node.mapping import Mapping
 from node.pseudonym import Pseudonymiser
 from node.publish import LogWriter, ensure_checkpoint
+from protocol.errors import ConfigError, Problem
+from protocol.schema import SchemaSet
 
 FORMATS = ("csv", "tsv", "fhir", "directory")
 BATCH = 5000
@@ -58,8 +58,10 @@ class Staging:
         self.conn = conn
         self.table = staging.create(conn, table)
         conn.execute("DROP TABLE IF EXISTS temp.others")
-        conn.execute("CREATE TEMP TABLE others (kind TEXT NOT NULL, id TEXT NOT NULL, "
-                     "biobank TEXT NOT NULL, content TEXT NOT NULL, location TEXT NOT NULL)")
+        conn.execute(
+            "CREATE TEMP TABLE others (kind TEXT NOT NULL, id TEXT NOT NULL, "
+            "biobank TEXT NOT NULL, content TEXT NOT NULL, location TEXT NOT NULL)"
+        )
         conn.execute("DROP TABLE IF EXISTS temp.present")
         conn.execute("CREATE TEMP TABLE present (kind TEXT NOT NULL, key TEXT NOT NULL)")
         self._insert = staging.insert_sql(table)
@@ -77,10 +79,13 @@ class Staging:
         if len(self._samples) >= BATCH:
             self.flush()
 
-    def record(self, kind: str, id: str, biobank: str, content: dict[str, object],
-               location: str) -> None:
-        self.conn.execute("INSERT INTO others VALUES (?, ?, ?, ?, ?)",
-                          (kind, id, biobank, orjson.dumps(content).decode(), location))
+    def record(
+        self, kind: str, id: str, biobank: str, content: dict[str, object], location: str
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO others VALUES (?, ?, ?, ?, ?)",
+            (kind, id, biobank, orjson.dumps(content).decode(), location),
+        )
         self.records += 1
 
     def problem(self, problem: Problem, kind: str | None = None, key: str | None = None) -> None:
@@ -104,17 +109,26 @@ class Staging:
         """Every row of a local id that occurs twice is a problem (which one is right?)."""
         self.flush()
         for local_id, locations in self.conn.execute(
-                f"SELECT local_id, group_concat(row_location, '; ') FROM {self.table} "
-                "GROUP BY local_id HAVING count(*) > 1").fetchall():
-            self.problems.append(Problem(locations, "local_id", local_id,
-                                         "duplicate local sample id; none of these rows is imported"))
+            f"SELECT local_id, group_concat(row_location, '; ') FROM {self.table} "
+            "GROUP BY local_id HAVING count(*) > 1"
+        ).fetchall():
+            self.problems.append(
+                Problem(
+                    locations,
+                    "local_id",
+                    local_id,
+                    "duplicate local sample id; none of these rows is imported",
+                )
+            )
             self.conn.execute("INSERT INTO present VALUES ('sample', ?)", (local_id,))
             self.conn.execute(f"DELETE FROM {self.table} WHERE local_id = ?", (local_id,))
         for kind, id, locations in self.conn.execute(
-                "SELECT kind, id, group_concat(location, '; ') FROM others "
-                "GROUP BY kind, id HAVING count(*) > 1").fetchall():
-            self.problems.append(Problem(locations, "id", id,
-                                         f"duplicate {kind} id; none of these is imported"))
+            "SELECT kind, id, group_concat(location, '; ') FROM others "
+            "GROUP BY kind, id HAVING count(*) > 1"
+        ).fetchall():
+            self.problems.append(
+                Problem(locations, "id", id, f"duplicate {kind} id; none of these is imported")
+            )
             self.conn.execute("INSERT INTO present VALUES (?, ?)", (kind, id))
             self.conn.execute("DELETE FROM others WHERE kind = ? AND id = ?", (kind, id))
 
@@ -129,8 +143,9 @@ class _SinkAdapter:
     def sample(self, row: tuple[object, ...]) -> None:
         self.s.sample(row)
 
-    def record(self, kind: str, id: str, biobank: str, content: dict[str, object],
-               location: str) -> None:
+    def record(
+        self, kind: str, id: str, biobank: str, content: dict[str, object], location: str
+    ) -> None:
         self.s.record(kind, id, biobank, content, location)
 
     def problem(self, problem: Problem, kind: str | None = None, key: str | None = None) -> None:
@@ -150,8 +165,9 @@ def detect_format(path: Path, mapping: Mapping | None) -> str:
     return "directory"
 
 
-def read_files(files: list[Path], fmt: str | None, mapping: Mapping | None, sink: _SinkAdapter,
-               codes: Codes) -> int:
+def read_files(
+    files: list[Path], fmt: str | None, mapping: Mapping | None, sink: _SinkAdapter, codes: Codes
+) -> int:
     """Run the right reader over every file; return the number of rows/entries read."""
     from node.sources import directory, fhir, tabular
 
@@ -185,9 +201,16 @@ def apply_privacy(conn: sqlite3.Connection, table: str, home: Home) -> Any:
     return privacy.apply(conn, table, policy)
 
 
-def run_import(home: Home, files: list[Path], *, fmt: str | None = None,
-               mapping: Mapping | None = None, snapshot: bool = False,
-               skip_invalid: bool = False, progress: Progress | None = None) -> ImportReport:
+def run_import(
+    home: Home,
+    files: list[Path],
+    *,
+    fmt: str | None = None,
+    mapping: Mapping | None = None,
+    snapshot: bool = False,
+    skip_invalid: bool = False,
+    progress: Progress | None = None,
+) -> ImportReport:
     """Import ``files``; publish nothing unless every record is valid or ``skip_invalid``."""
     for path in files:
         if not path.is_file():
@@ -214,15 +237,23 @@ def run_import(home: Home, files: list[Path], *, fmt: str | None = None,
             kinds.add("sample")
         _publish(conn, home, report, kinds, snapshot and stage.unkeyed == 0, skip_invalid)
         if snapshot and stage.unkeyed:
-            report.notes.append(f"snapshot withdrawals skipped: {stage.unkeyed} problem(s) "
-                                "could not be tied to a record id, so absence proves nothing")
+            report.notes.append(
+                f"snapshot withdrawals skipped: {stage.unkeyed} problem(s) "
+                "could not be tied to a record id, so absence proves nothing"
+            )
         return report
     finally:
         conn.close()
 
 
-def _publish(conn: sqlite3.Connection, home: Home, report: ImportReport, kinds: set[str],
-             snapshot: bool, skip_invalid: bool) -> None:
+def _publish(
+    conn: sqlite3.Connection,
+    home: Home,
+    report: ImportReport,
+    kinds: set[str],
+    snapshot: bool,
+    skip_invalid: bool,
+) -> None:
     schemas = SchemaSet.default()
     schema_ids = {k: schemas.schema_id(k) for k in ("biobank", "collection", "sample")}
     conn.execute("BEGIN IMMEDIATE")

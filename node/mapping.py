@@ -8,27 +8,89 @@ from pathlib import Path
 
 from protocol.errors import ConfigError
 
-SAMPLE_FIELDS = frozenset({
-    "local_id", "donor_id", "biobank", "collection", "sample_type", "storage_temperature",
-    "sex", "age", "birth", "date", "diagnoses", "use_conditions", "dataset_types",
-})
-ALIASES = {"birth_date": "birth", "birth_year": "birth", "collection_date": "date",
-           "year": "date", "sample_id": "local_id"}
-LIST_FIELDS = frozenset({
-    "diagnoses", "use_conditions", "dataset_types", "quality_standards", "capabilities", "sex",
-    "sample_types", "storage_temperatures", "design", "collection_setting",
-})
+SAMPLE_FIELDS = frozenset(
+    {
+        "local_id",
+        "donor_id",
+        "biobank",
+        "collection",
+        "sample_type",
+        "storage_temperature",
+        "sex",
+        "age",
+        "birth",
+        "date",
+        "diagnoses",
+        "use_conditions",
+        "dataset_types",
+    }
+)
+ALIASES = {
+    "birth_date": "birth",
+    "birth_year": "birth",
+    "collection_date": "date",
+    "year": "date",
+    "sample_id": "local_id",
+}
+LIST_FIELDS = frozenset(
+    {
+        "diagnoses",
+        "use_conditions",
+        "dataset_types",
+        "quality_standards",
+        "capabilities",
+        "sex",
+        "sample_types",
+        "storage_temperatures",
+        "design",
+        "collection_setting",
+    }
+)
 SAMPLE_LIST_FIELDS = frozenset({"diagnoses", "use_conditions", "dataset_types"})
-BIOBANK_FIELDS = frozenset({
-    "id", "acronym", "name", "url", "juristic_person", "country", "contact.email",
-    "contact.name", "contact.role", "description", "quality_standards", "capabilities",
-})
-COLLECTION_FIELDS = frozenset({
-    "id", "biobank", "name", "acronym", "description", "sample_source", "sex", "age.min",
-    "age.max", "age.unit", "dataset_types", "sample_types", "storage_temperatures", "diagnoses",
-    "design", "collection_setting", "use_conditions", "status", "number_of_subjects", "size",
-    "contact.email", "contact.name", "contact.role", "quality_standards",
-})
+BIOBANK_FIELDS = frozenset(
+    {
+        "id",
+        "acronym",
+        "name",
+        "url",
+        "juristic_person",
+        "country",
+        "contact.email",
+        "contact.name",
+        "contact.role",
+        "description",
+        "quality_standards",
+        "capabilities",
+    }
+)
+COLLECTION_FIELDS = frozenset(
+    {
+        "id",
+        "biobank",
+        "name",
+        "acronym",
+        "description",
+        "sample_source",
+        "sex",
+        "age.min",
+        "age.max",
+        "age.unit",
+        "dataset_types",
+        "sample_types",
+        "storage_temperatures",
+        "diagnoses",
+        "design",
+        "collection_setting",
+        "use_conditions",
+        "status",
+        "number_of_subjects",
+        "size",
+        "contact.email",
+        "contact.name",
+        "contact.role",
+        "quality_standards",
+    }
+)
 FIELDS = {"sample": SAMPLE_FIELDS, "biobank": BIOBANK_FIELDS, "collection": COLLECTION_FIELDS}
 
 
@@ -56,13 +118,18 @@ class Mapping:
     def from_dict(cls, raw: dict[str, object], name: str = "mapping") -> Mapping:
         kind = raw.get("kind")
         if kind not in FIELDS:
-            raise ConfigError(f"{name}: kind must be one of sample, collection, biobank, not {kind!r}")
+            raise ConfigError(
+                f"{name}: kind must be one of sample, collection, biobank, not {kind!r}"
+            )
         allowed = FIELDS[str(kind)]
         columns_raw = raw.get("columns", {})
         fixed_raw = raw.get("fixed", {})
         values_raw = raw.get("values", {})
-        if not isinstance(columns_raw, dict) or not isinstance(fixed_raw, dict) \
-                or not isinstance(values_raw, dict):
+        if (
+            not isinstance(columns_raw, dict)
+            or not isinstance(fixed_raw, dict)
+            or not isinstance(values_raw, dict)
+        ):
             raise ConfigError(f"{name}: [columns], [fixed] and [values] must be tables")
         columns = {ALIASES.get(k, k): str(v) for k, v in columns_raw.items()}
         fixed = {ALIASES.get(k, k): v for k, v in fixed_raw.items()}
@@ -82,16 +149,27 @@ class Mapping:
             raise ConfigError(f"{name}: delimiter must be one character")
         if not isinstance(sources, list):
             raise ConfigError(f"{name}: sources must be a list of mapping-table source names")
-        values = {ALIASES.get(k, k): {str(a): str(b) for a, b in dict(v).items()}
-                  for k, v in values_raw.items()}
-        return cls(kind=str(kind), columns=columns, values=values, fixed=fixed,
-                   delimiter=delimiter, list_separator=separator,
-                   sources=tuple(str(s) for s in sources))
+        values = {
+            ALIASES.get(k, k): {str(a): str(b) for a, b in dict(v).items()}
+            for k, v in values_raw.items()
+        }
+        return cls(
+            kind=str(kind),
+            columns=columns,
+            values=values,
+            fixed=fixed,
+            delimiter=delimiter,
+            list_separator=separator,
+            sources=tuple(str(s) for s in sources),
+        )
 
 
 def _refusal(name: str, kind: str, where: str, key: str) -> str:
     if kind == "sample":
-        return (f"{name}: [{where}] {key!r} is not a sample field; sample records carry "
-                f"only coded fields and never free text (allowed: "
-                f"{', '.join(sorted(SAMPLE_FIELDS))})")
-    return f"{name}: [{where}] {key!r} is not a {kind} field (allowed: {', '.join(sorted(FIELDS[kind]))})"
+        return (
+            f"{name}: [{where}] {key!r} is not a sample field; sample records carry "
+            f"only coded fields and never free text (allowed: "
+            f"{', '.join(sorted(SAMPLE_FIELDS))})"
+        )
+    allowed = ", ".join(sorted(FIELDS[kind]))
+    return f"{name}: [{where}] {key!r} is not a {kind} field (allowed: {allowed})"

@@ -7,13 +7,12 @@ import json
 import sqlite3
 
 import orjson
-from protocol.canonical import canonical, nfc
 
+from node import store
+from protocol.canonical import canonical, nfc
 from protocol.entries import make_entry, utc_now
 from protocol.merkle import CompactRange, leaf_hash
 from protocol.note import Checkpoint, Signer, sign_checkpoint
-
-from node import store
 
 BATCH = 5000
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
@@ -46,8 +45,10 @@ class LogWriter:
         saved = store.get_meta(conn, "compact_range")
         self.compact = CompactRange.from_json(json.loads(saved)) if saved else CompactRange()
         if self.compact.size != self.size:
-            raise RuntimeError(f"node.db is inconsistent: compact range has size "
-                               f"{self.compact.size}, log has {self.size} leaves")
+            raise RuntimeError(
+                f"node.db is inconsistent: compact range has size "
+                f"{self.compact.size}, log has {self.size} leaves"
+            )
         self.time = utc_now()
         self._leaves: list[tuple[int, bytes, bytes, str, str, str, str]] = []
         self._contents: list[tuple[int, str | None]] = []
@@ -61,24 +62,45 @@ class LogWriter:
         if self.size == self.start or not id.isascii():
             # checked construction for the first entry of a batch and any unusual id; the
             # rest share its shape, so the cheap dict below is the same entry
-            entry = make_entry(log=self.origin, index=self.size, op="publish", kind=kind,
-                               id=id, time=self.time, schema=schema, digest=digest)
+            entry = make_entry(
+                log=self.origin,
+                index=self.size,
+                op="publish",
+                kind=kind,
+                id=id,
+                time=self.time,
+                schema=schema,
+                digest=digest,
+            )
         else:
-            entry = {"digest": digest, "id": id, "index": self.size, "kind": kind,
-                     "log": self.origin, "op": "publish", "schema": schema, "time": self.time}
+            entry = {
+                "digest": digest,
+                "id": id,
+                "index": self.size,
+                "kind": kind,
+                "log": self.origin,
+                "op": "publish",
+                "schema": schema,
+                "time": self.time,
+            }
         return self._append(entry, kind, id, "publish", content_bytes.decode("utf-8"))
 
     def withdraw(self, kind: str, id: str) -> int:
         """Append a ``withdraw`` entry and erase every stored content of the record."""
         self.flush()
-        self.conn.execute("UPDATE contents SET content = NULL WHERE idx IN "
-                          "(SELECT idx FROM leaves WHERE kind = ? AND id = ?)", (kind, id))
-        entry = make_entry(log=self.origin, index=self.size, op="withdraw", kind=kind, id=id,
-                           time=self.time)
+        self.conn.execute(
+            "UPDATE contents SET content = NULL WHERE idx IN "
+            "(SELECT idx FROM leaves WHERE kind = ? AND id = ?)",
+            (kind, id),
+        )
+        entry = make_entry(
+            log=self.origin, index=self.size, op="withdraw", kind=kind, id=id, time=self.time
+        )
         return self._append(entry, kind, id, "withdraw", None)
 
-    def _append(self, entry: dict[str, object], kind: str, id: str, op: str,
-                content: str | None) -> int:
+    def _append(
+        self, entry: dict[str, object], kind: str, id: str, op: str, content: str | None
+    ) -> int:
         leaf = fast_canonical(entry)
         lh = leaf_hash(leaf)
         self.compact.append(lh)
@@ -106,13 +128,16 @@ class LogWriter:
         return sign_and_store(self.conn, self.origin, self.signer, self.compact, self.time)
 
 
-def sign_and_store(conn: sqlite3.Connection, origin: str, signer: Signer,
-                   compact: CompactRange, time: str) -> str:
+def sign_and_store(
+    conn: sqlite3.Connection, origin: str, signer: Signer, compact: CompactRange, time: str
+) -> str:
     """Sign a checkpoint for the tree ``compact`` describes and record it."""
     checkpoint = Checkpoint(origin=origin, size=compact.size, root=compact.root())
     note = sign_checkpoint(checkpoint, [signer])
-    conn.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
-                 (compact.size, checkpoint.root, note, time))
+    conn.execute(
+        "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+        (compact.size, checkpoint.root, note, time),
+    )
     return note
 
 

@@ -5,27 +5,49 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from node.codes import Codes, diagnosis
 from protocol.errors import Problem
 
-from node.codes import Codes, diagnosis
-
 CODED = {
-    "sample_types": "sample-type", "storage_temperatures": "storage-temperature",
-    "sex": "sex", "dataset_types": "dataset-type", "design": "collection-design",
-    "collection_setting": "collection-setting", "use_conditions": "duo",
-    "quality_standards": "quality-standard", "capabilities": "capability",
-    "sample_source": "sample-source", "country": "country", "age.unit": "age-unit",
+    "sample_types": "sample-type",
+    "storage_temperatures": "storage-temperature",
+    "sex": "sex",
+    "dataset_types": "dataset-type",
+    "design": "collection-design",
+    "collection_setting": "collection-setting",
+    "use_conditions": "duo",
+    "quality_standards": "quality-standard",
+    "capabilities": "capability",
+    "sample_source": "sample-source",
+    "country": "country",
+    "age.unit": "age-unit",
 }
 INTEGERS = frozenset({"number_of_subjects", "size", "age.min", "age.max"})
-LISTS = frozenset({"sample_types", "storage_temperatures", "sex", "dataset_types", "design",
-                   "collection_setting", "use_conditions", "quality_standards", "capabilities",
-                   "diagnoses"})
+LISTS = frozenset(
+    {
+        "sample_types",
+        "storage_temperatures",
+        "sex",
+        "dataset_types",
+        "design",
+        "collection_setting",
+        "use_conditions",
+        "quality_standards",
+        "capabilities",
+        "diagnoses",
+    }
+)
 
 
-def build(kind: str, flat: dict[str, object], location: str, codes: Codes,
-          sources: tuple[str, ...] = (), names: dict[str, str] | None = None,
-          dropped: Callable[[str, object], None] | None = None,
-          ) -> tuple[dict[str, object], list[Problem]]:
+def build(
+    kind: str,
+    flat: dict[str, object],
+    location: str,
+    codes: Codes,
+    sources: tuple[str, ...] = (),
+    names: dict[str, str] | None = None,
+    dropped: Callable[[str, object], None] | None = None,
+) -> tuple[dict[str, object], list[Problem]]:
     """Nested record content from ``{"contact.email": ..., "sex": [...], ...}``.
 
     Empty values are left out. Unknown codes are problems; with ``dropped`` (FHIR and
@@ -37,15 +59,24 @@ def build(kind: str, flat: dict[str, object], location: str, codes: Codes,
     content: dict[str, object] = {}
 
     def bad(fld: str, value: object, reason: str) -> None:
-        problems.append(Problem(location, names.get(fld, "/" + fld.replace(".", "/")), value, reason))
+        problems.append(
+            Problem(location, names.get(fld, "/" + fld.replace(".", "/")), value, reason)
+        )
 
     for fld, value in flat.items():
         if value is None or value == "" or value == []:
             continue
         if fld in LISTS:
             items = value if isinstance(value, list) else [value]
-            converted = [c for c in (_one(fld, str(v).strip(), codes, sources, bad, dropped)
-                                     for v in items if str(v).strip()) if c is not None]
+            converted = [
+                c
+                for c in (
+                    _one(fld, str(v).strip(), codes, sources, bad, dropped)
+                    for v in items
+                    if str(v).strip()
+                )
+                if c is not None
+            ]
             converted = _dedupe(converted)
             if converted:
                 _put(content, fld, converted)
@@ -64,9 +95,14 @@ def build(kind: str, flat: dict[str, object], location: str, codes: Codes,
     return content, problems
 
 
-def _one(fld: str, value: str, codes: Codes, sources: tuple[str, ...],
-         bad: Callable[[str, object, str], None],
-         dropped: Callable[[str, object], None] | None) -> object | None:
+def _one(
+    fld: str,
+    value: str,
+    codes: Codes,
+    sources: tuple[str, ...],
+    bad: Callable[[str, object, str], None],
+    dropped: Callable[[str, object], None] | None,
+) -> object | None:
     if fld == "diagnoses":
         code: object | None = diagnosis(value)
         reason = "not an ICD-10 or ORPHA code"

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
-from protocol.errors import Problem
 
 from node.codes import Codes, diagnosis
+from protocol.errors import Problem
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?:T.*)?$")
 _EU_DATE = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})$")
@@ -64,15 +64,19 @@ class SampleChecker:
         self.sources = sources
         self.this_year = dt.date.today().year
 
-    def check(self, raw: RawSample, location: str,
-              names: dict[str, str] | None = None) -> tuple[tuple[object, ...] | None, list[Problem]]:
+    def check(
+        self, raw: RawSample, location: str, names: dict[str, str] | None = None
+    ) -> tuple[tuple[object, ...] | None, list[Problem]]:
         """A staging row in :data:`node.staging.INPUT_COLUMNS` order, or None and the problems."""
         names = names or {}
         problems: list[Problem] = []
 
         def bad(fld: str, value: object, reason: str) -> None:
-            problems.append(Problem(location=location, field=names.get(fld, "/" + fld),
-                                    value=value, reason=reason))
+            problems.append(
+                Problem(
+                    location=location, field=names.get(fld, "/" + fld), value=value, reason=reason
+                )
+            )
 
         if not raw.local_id:
             bad("local_id", raw.local_id, "missing required local sample id")
@@ -81,8 +85,9 @@ class SampleChecker:
         if not raw.collection:
             bad("collection", raw.collection, "missing required collection")
         sample_type = self._code("sample-type", "sample_type", raw.sample_type, bad, required=True)
-        storage = self._code("storage-temperature", "storage_temperature",
-                             raw.storage_temperature, bad)
+        storage = self._code(
+            "storage-temperature", "storage_temperature", raw.storage_temperature, bad
+        )
         sex = self._code("sex", "sex", raw.sex.lower() if raw.sex else raw.sex, bad)
         year = month = day = None
         if raw.date:
@@ -104,15 +109,35 @@ class SampleChecker:
                 bad("diagnoses", value, f"unknown code {value!r} for diagnoses (ORPHA)")
             elif code not in diagnoses:
                 diagnoses.append(code)
-        use = [c for c in (self._code("duo", "use_conditions", v, bad) for v in raw.use_conditions) if c]
-        datasets = [c for c in (self._code("dataset-type", "dataset_types", v, bad)
-                                for v in raw.dataset_types) if c]
+        use = [
+            c
+            for c in (self._code("duo", "use_conditions", v, bad) for v in raw.use_conditions)
+            if c
+        ]
+        datasets = [
+            c
+            for c in (
+                self._code("dataset-type", "dataset_types", v, bad) for v in raw.dataset_types
+            )
+            if c
+        ]
         if problems:
             return None, problems
-        return (raw.local_id, raw.donor_id or None, raw.biobank, raw.collection or None,
-                sample_type, storage, sex, age, year,
-                orjson.dumps(diagnoses).decode(), orjson.dumps(sorted(set(use))).decode(),
-                orjson.dumps(sorted(set(datasets))).decode(), location), []
+        return (
+            raw.local_id,
+            raw.donor_id or None,
+            raw.biobank,
+            raw.collection or None,
+            sample_type,
+            storage,
+            sex,
+            age,
+            year,
+            orjson.dumps(diagnoses).decode(),
+            orjson.dumps(sorted(set(use))).decode(),
+            orjson.dumps(sorted(set(datasets))).decode(),
+            location,
+        ), []
 
     def _known(self, codelist: str, code: str) -> bool:
         try:
@@ -120,8 +145,9 @@ class SampleChecker:
         except Exception:  # noqa: BLE001 - a list the project does not ship: pattern check only
             return True
 
-    def _code(self, codelist: str, fld: str, value: str | None, bad: Bad,
-              required: bool = False) -> str | None:
+    def _code(
+        self, codelist: str, fld: str, value: str | None, bad: Bad, required: bool = False
+    ) -> str | None:
         if value is None or value == "":
             if required:
                 bad(fld, value, f"missing required {fld}")
@@ -131,8 +157,9 @@ class SampleChecker:
             bad(fld, value, f"unknown code {value!r} for {fld}")
         return mapped
 
-    def _age(self, raw: RawSample, year: int | None, month: int | None, day: int | None,
-             bad: Bad) -> int | None:
+    def _age(
+        self, raw: RawSample, year: int | None, month: int | None, day: int | None, bad: Bad
+    ) -> int | None:
         if raw.age not in (None, ""):
             text = str(raw.age).strip()
             if not re.fullmatch(r"\d{1,3}", text):

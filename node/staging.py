@@ -44,8 +44,19 @@ from __future__ import annotations
 import sqlite3
 
 INPUT_COLUMNS: tuple[str, ...] = (
-    "local_id", "donor_id", "biobank", "collection", "sample_type", "storage_temperature",
-    "sex", "age", "year", "diagnoses", "use_conditions", "dataset_types", "row_location",
+    "local_id",
+    "donor_id",
+    "biobank",
+    "collection",
+    "sample_type",
+    "storage_temperature",
+    "sex",
+    "age",
+    "year",
+    "diagnoses",
+    "use_conditions",
+    "dataset_types",
+    "row_location",
 )
 
 DDL = """
@@ -72,8 +83,11 @@ CREATE TEMP TABLE {name} (
 """
 
 INSERT = (
-    "INSERT INTO {name} (" + ", ".join(INPUT_COLUMNS) + ") VALUES ("
-    + ", ".join("?" for _ in INPUT_COLUMNS) + ")"
+    "INSERT INTO {name} ("
+    + ", ".join(INPUT_COLUMNS)
+    + ") VALUES ("
+    + ", ".join("?" for _ in INPUT_COLUMNS)
+    + ")"
 )
 
 
@@ -90,8 +104,9 @@ def insert_sql(name: str = "staging") -> str:
     return INSERT.format(name=name)
 
 
-def default_generalise(conn: sqlite3.Connection, name: str,
-                       age_width: int = 10, period_width: int = 5) -> dict[str, int]:
+def default_generalise(
+    conn: sqlite3.Connection, name: str, age_width: int = 10, period_width: int = 5
+) -> dict[str, int]:
     """Fallback privacy step: exact age to a band, year to a period (no k-anonymity)."""
     conn.execute(
         f"UPDATE {name} SET "
@@ -99,8 +114,20 @@ def default_generalise(conn: sqlite3.Connection, name: str,
         "age_max = CASE WHEN age IS NULL THEN NULL ELSE (age / ?) * ? + ? - 1 END, "
         "period_from = CASE WHEN year IS NULL THEN NULL ELSE (year / ?) * ? END, "
         "period_to = CASE WHEN year IS NULL THEN NULL ELSE (year / ?) * ? + ? - 1 END",
-        (age_width, age_width, age_width, age_width, age_width,
-         period_width, period_width, period_width, period_width, period_width),
+        (
+            age_width,
+            age_width,
+            age_width,
+            age_width,
+            age_width,
+            period_width,
+            period_width,
+            period_width,
+            period_width,
+            period_width,
+        ),
     )
-    return {"generalised": conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0],
-            "held_back": 0}
+    return {
+        "generalised": conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0],
+        "held_back": 0,
+    }

@@ -36,8 +36,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     """Open the node database in WAL mode with autocommit off only where we say BEGIN."""
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
     else:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -58,8 +59,11 @@ def get_meta(conn: sqlite3.Connection, key: str) -> str | None:
 
 
 def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
-    conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
-                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
 
 
 def log_size(conn: sqlite3.Connection) -> int:
@@ -70,27 +74,43 @@ def log_size(conn: sqlite3.Connection) -> int:
 def latest_checkpoint(conn: sqlite3.Connection) -> tuple[int, bytes, str, str] | None:
     """(size, root, note, time) of the newest checkpoint, or None before the first."""
     row = conn.execute(
-        "SELECT size, root, note, time FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        "SELECT size, root, note, time FROM checkpoints ORDER BY size DESC LIMIT 1"
+    ).fetchone()
     return None if row is None else (int(row[0]), bytes(row[1]), str(row[2]), str(row[3]))
 
 
 def leaf_hashes(conn: sqlite3.Connection, size: int) -> list[bytes]:
     """The first ``size`` leaf hashes, in index order (for proofs)."""
-    return [bytes(r[0]) for r in
-            conn.execute("SELECT hash FROM leaves WHERE idx < ? ORDER BY idx", (size,))]
+    return [
+        bytes(r[0])
+        for r in conn.execute("SELECT hash FROM leaves WHERE idx < ? ORDER BY idx", (size,))
+    ]
 
 
 def entries_page(conn: sqlite3.Connection, start: int, stop: int) -> list[tuple[bytes, str | None]]:
     """(leaf bytes, content JSON text or None) for indexes start..stop-1."""
-    return [(bytes(r[0]), r[1]) for r in conn.execute(
-        "SELECT l.leaf, c.content FROM leaves l LEFT JOIN contents c ON c.idx = l.idx "
-        "WHERE l.idx >= ? AND l.idx < ? ORDER BY l.idx", (start, stop))]
+    return [
+        (bytes(r[0]), r[1])
+        for r in conn.execute(
+            "SELECT l.leaf, c.content FROM leaves l LEFT JOIN contents c ON c.idx = l.idx "
+            "WHERE l.idx >= ? AND l.idx < ? ORDER BY l.idx",
+            (start, stop),
+        )
+    ]
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, object]:
     """Counts for ``status``: entries by kind and op, live records by kind."""
-    by_op = {f"{k}/{o}": n for k, o, n in conn.execute(
-        "SELECT kind, op, count(*) FROM leaves GROUP BY kind, op ORDER BY kind, op")}
-    live = {k: n for k, n in conn.execute(
-        "SELECT kind, count(*) FROM records WHERE live = 1 GROUP BY kind ORDER BY kind")}
+    by_op = {
+        f"{k}/{o}": n
+        for k, o, n in conn.execute(
+            "SELECT kind, op, count(*) FROM leaves GROUP BY kind, op ORDER BY kind, op"
+        )
+    }
+    live = {
+        k: n
+        for k, n in conn.execute(
+            "SELECT kind, count(*) FROM records WHERE live = 1 GROUP BY kind ORDER BY kind"
+        )
+    }
     return {"entries": by_op, "live": live}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from protocol.errors import ConfigError
-from protocol.schema import SchemaSet
-
 from node import store
 from node.diff import Differ
 from node.home import Home
 from node.pseudonym import Pseudonymiser
 from node.publish import LogWriter, ensure_checkpoint
+from protocol.errors import ConfigError
+from protocol.schema import SchemaSet
 
 
 def withdraw(home: Home, ids: list[str]) -> list[tuple[str, str]]:
@@ -25,13 +24,17 @@ def withdraw(home: Home, ids: list[str]) -> list[tuple[str, str]]:
             for name in ids:
                 rows = conn.execute(
                     "SELECT kind, id FROM records WHERE live = 1 AND "
-                    "(id = ? OR (kind = 'sample' AND local_id = ?))", (name, name)).fetchall()
+                    "(id = ? OR (kind = 'sample' AND local_id = ?))",
+                    (name, name),
+                ).fetchall()
                 if not rows:
                     missing.append(name)
                 targets += [(k, i) for k, i in rows if (k, i) not in targets]
             if missing:
-                raise ConfigError("no live record with id or local sample id "
-                                  + ", ".join(repr(m) for m in missing))
+                raise ConfigError(
+                    "no live record with id or local sample id "
+                    + ", ".join(repr(m) for m in missing)
+                )
             writer = LogWriter(conn, home.config.origin, home.signer)
             schemas = SchemaSet.default()
             differ = Differ(conn, writer, {}, schemas.problems, Pseudonymiser(home.secret))

@@ -6,15 +6,27 @@ import importlib
 from typing import Any
 
 from fastapi import APIRouter, Request
-from protocol.schema import SchemaSet
 
 from node.api.deps import HomeDep
+from protocol.schema import SchemaSet
 
 router = APIRouter(tags=["descriptor"])
 
-FALLBACK_POLICY = {"k": 2, "age_band": 10, "period_width": 5, "diagnosis_precision": "full",
-                   "published_fields": ["age", "dataset_types", "diagnoses", "period", "sex",
-                                        "storage_temperature", "use_conditions"]}
+FALLBACK_POLICY = {
+    "k": 2,
+    "age_band": 10,
+    "period_width": 5,
+    "diagnosis_precision": "full",
+    "published_fields": [
+        "age",
+        "dataset_types",
+        "diagnoses",
+        "period",
+        "sex",
+        "storage_temperature",
+        "use_conditions",
+    ],
+}
 
 
 def policy_summary(home: Any) -> dict[str, Any]:
@@ -32,8 +44,11 @@ def descriptor(home: HomeDep, request: Request) -> dict[str, Any]:
     cfg = home.config
     schemas = SchemaSet.default()
     return {
-        "origin": cfg.origin, "name": cfg.name, "country": cfg.country,
-        "organisation": cfg.organisation, "contact": {"email": cfg.contact},
+        "origin": cfg.origin,
+        "name": cfg.name,
+        "country": cfg.country,
+        "organisation": cfg.organisation,
+        "contact": {"email": cfg.contact},
         "url": cfg.url or str(request.base_url).rstrip("/"),
         "verifier_key": home.verifier_key,
         "schemas": [schemas.schema_id(k) for k in ("biobank", "collection", "sample")],

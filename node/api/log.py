@@ -8,17 +8,20 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse, Response
-from protocol.merkle import consistency_proof, inclusion_proof
 
 from node import store
 from node.api.deps import ConnDep
+from protocol.merkle import consistency_proof, inclusion_proof
 
 router = APIRouter(prefix="/v1/log", tags=["log"])
 PAGE = 1000
 
 
-@router.get("/checkpoint", response_class=PlainTextResponse,
-            summary="The latest signed checkpoint (C2SP tlog-checkpoint note)")
+@router.get(
+    "/checkpoint",
+    response_class=PlainTextResponse,
+    summary="The latest signed checkpoint (C2SP tlog-checkpoint note)",
+)
 def checkpoint(conn: ConnDep) -> PlainTextResponse:
     latest = store.latest_checkpoint(conn)
     if latest is None:
@@ -32,8 +35,9 @@ def _size(conn: ConnDep) -> int:
 
 
 @router.get("/entries", summary="Leaves (base64) with their content (null once erased)")
-def entries(conn: ConnDep, start: int = Query(0, ge=0),
-            limit: int = Query(PAGE, ge=1, le=PAGE)) -> Response:
+def entries(
+    conn: ConnDep, start: int = Query(0, ge=0), limit: int = Query(PAGE, ge=1, le=PAGE)
+) -> Response:
     size = _size(conn)
     if start > size:
         raise HTTPException(404, f"start {start} is beyond the signed tree size {size}")
@@ -41,15 +45,20 @@ def entries(conn: ConnDep, start: int = Query(0, ge=0),
     stop = min(size, start + limit, (start // PAGE + 1) * PAGE)
     items: list[dict[str, Any]] = []
     for leaf, content in store.entries_page(conn, start, stop):
-        items.append({"leaf": base64.b64encode(leaf).decode(),
-                      "content": None if content is None else orjson.Fragment(content)})
+        items.append(
+            {
+                "leaf": base64.b64encode(leaf).decode(),
+                "content": None if content is None else orjson.Fragment(content),
+            }
+        )
     body = {"entries": items, "next": stop if stop < size else None}
     return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.get("/proof/inclusion", summary="RFC 9162 inclusion proof of leaf `index` in tree `size`")
-def inclusion(conn: ConnDep, index: int = Query(..., ge=0),
-              size: int = Query(..., ge=1)) -> dict[str, list[str]]:
+def inclusion(
+    conn: ConnDep, index: int = Query(..., ge=0), size: int = Query(..., ge=1)
+) -> dict[str, list[str]]:
     if not index < size <= _size(conn):
         raise HTTPException(422, f"need index < size <= {_size(conn)} (signed tree size)")
     proof = inclusion_proof(store.leaf_hashes(conn, size), index, size)
@@ -57,8 +66,9 @@ def inclusion(conn: ConnDep, index: int = Query(..., ge=0),
 
 
 @router.get("/proof/consistency", summary="RFC 9162 consistency proof between two tree sizes")
-def consistency(conn: ConnDep, from_: int = Query(..., alias="from", ge=1),
-                to: int = Query(..., ge=1)) -> dict[str, list[str]]:
+def consistency(
+    conn: ConnDep, from_: int = Query(..., alias="from", ge=1), to: int = Query(..., ge=1)
+) -> dict[str, list[str]]:
     if not from_ <= to <= _size(conn):
         raise HTTPException(422, f"need from <= to <= {_size(conn)} (signed tree size)")
     proof = consistency_proof(store.leaf_hashes(conn, to), from_, to)

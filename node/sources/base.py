@@ -19,8 +19,9 @@ class Sink(Protocol):
     def sample(self, row: tuple[object, ...]) -> None:
         """A checked staging row (node.staging.INPUT_COLUMNS order)."""
 
-    def record(self, kind: str, id: str, biobank: str, content: dict[str, object],
-               location: str) -> None:
+    def record(
+        self, kind: str, id: str, biobank: str, content: dict[str, object], location: str
+    ) -> None:
         """A biobank or collection record, complete but not yet schema-checked."""
 
     def problem(self, problem: Problem, kind: str | None = None, key: str | None = None) -> None:
@@ -44,8 +45,10 @@ def utf8_lines(path: Path, bad_lines: set[int]) -> Iterator[str]:
             yield line
 
 
-def read_table(path: Path, delimiter: str,
-               ) -> Iterator[tuple[str, dict[str, str] | None, list[Problem]]]:
+def read_table(
+    path: Path,
+    delimiter: str,
+) -> Iterator[tuple[str, dict[str, str] | None, list[Problem]]]:
     """Rows of a delimited file as (location, {column: value}, problems); header first.
 
     The first item is ("header", None, problems) with the columns in ``problems`` empty and
@@ -64,8 +67,11 @@ def read_table(path: Path, delimiter: str,
         yield f"{name} row 1", None, [Problem(f"{name} row 1", "", "", f"unreadable header: {exc}")]
         return
     header = [h.strip() for h in header]
-    yield f"{name} row 1", {h: h for h in header}, (
-        [Problem(f"{name} row 1", "", "", "header is not valid UTF-8")] if 1 in bad_lines else [])
+    yield (
+        f"{name} row 1",
+        {h: h for h in header},
+        ([Problem(f"{name} row 1", "", "", "header is not valid UTF-8")] if 1 in bad_lines else []),
+    )
     while True:
         start = reader.line_num + 1
         try:
@@ -83,7 +89,13 @@ def read_table(path: Path, delimiter: str,
         if any(start <= n <= reader.line_num for n in bad_lines):
             problems.append(Problem(loc, "", "", "row is not valid UTF-8 text"))
         if len(fields) != len(header):
-            problems.append(Problem(loc, "", len(fields),
-                                    f"row has {len(fields)} fields but the header has "
-                                    f"{len(header)} (truncated or misaligned row)"))
+            problems.append(
+                Problem(
+                    loc,
+                    "",
+                    len(fields),
+                    f"row has {len(fields)} fields but the header has "
+                    f"{len(header)} (truncated or misaligned row)",
+                )
+            )
         yield loc, dict(zip(header, fields, strict=False)), problems

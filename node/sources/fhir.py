@@ -15,18 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from protocol.errors import Problem
 
 from node import recordfields
 from node.codes import Codes
 from node.samples import RawSample, SampleChecker
 from node.sources.base import Sink
 from node.sources.jsonstream import JSONStreamError, stream_object
+from protocol.errors import Problem
 
 MIABIS = "https://fhir.bbmri-eric.eu/StructureDefinition/"
 BBMRI_DE = "https://fhir.bbmri.de/StructureDefinition/"
-IGNORED = frozenset({"Observation", "DiagnosticReport", "OrganizationAffiliation", "Encounter",
-                     "Procedure", "MedicationStatement"})
+IGNORED = frozenset(
+    {
+        "Observation",
+        "DiagnosticReport",
+        "OrganizationAffiliation",
+        "Encounter",
+        "Procedure",
+        "MedicationStatement",
+    }
+)
 SOURCES = ("miabis-on-fhir", "bbmri-de-fhir", "fhir-administrative-gender")
 
 DDL = """
@@ -86,11 +94,13 @@ class FhirReader:
                     count += 1
                     self._entry(value, f"{path.name} entry {count}")
                 elif key == "resourceType" and value != "Bundle":
-                    self.sink.problem(Problem(f"{path.name}", "/resourceType", value,
-                                              "expected a FHIR Bundle"))
+                    self.sink.problem(
+                        Problem(f"{path.name}", "/resourceType", value, "expected a FHIR Bundle")
+                    )
         except JSONStreamError as exc:
-            self.sink.problem(Problem(f"{path.name} entry {exc.entry + 1}", "", "",
-                                      f"unreadable JSON: {exc}"))
+            self.sink.problem(
+                Problem(f"{path.name} entry {exc.entry + 1}", "", "", f"unreadable JSON: {exc}")
+            )
         return count
 
     def _entry(self, entry: Any, location: str) -> None:
@@ -105,19 +115,28 @@ class FhirReader:
             self.sink.ignored(f"FHIR {rtype} resources (not part of the published metadata)")
             return
         if rtype not in ("Organization", "Group", "Patient", "Condition", "Specimen"):
-            self.sink.problem(Problem(location, "/resourceType", rtype,
-                                      f"FHIR resource type {rtype} is not understood"))
+            self.sink.problem(
+                Problem(
+                    location,
+                    "/resourceType",
+                    rtype,
+                    f"FHIR resource type {rtype} is not understood",
+                )
+            )
             return
         if rtype == "Condition":
             subject = (res.get("subject") or {}).get("reference")
             for code in self._diagnoses(res.get("code")):
                 self.conn.execute("INSERT INTO fhir_cond VALUES (?, ?)", (subject, code))
             return
-        self.conn.execute("INSERT OR REPLACE INTO fhir_res VALUES (?, ?, ?, ?)",
-                          (ref, rtype, orjson.dumps(res).decode(), location))
+        self.conn.execute(
+            "INSERT OR REPLACE INTO fhir_res VALUES (?, ?, ?, ?)",
+            (ref, rtype, orjson.dumps(res).decode(), location),
+        )
         if entry.get("fullUrl"):
-            self.conn.execute("INSERT OR REPLACE INTO fhir_alias VALUES (?, ?)",
-                              (entry["fullUrl"], ref))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO fhir_alias VALUES (?, ?)", (entry["fullUrl"], ref)
+            )
 
     def _diagnoses(self, concept: Any) -> list[str]:
         """ICD-10 and ORPHA codes of a CodeableConcept; codes of other systems are noted."""
@@ -129,8 +148,10 @@ class FhirReader:
             if not system or "icd-10" in system or "icd10" in system or "orpha" in system:
                 out.append(str(coding["code"]))
             else:
-                self.sink.ignored(f"diagnosis codes of system {coding.get('system')} "
-                                  "(only ICD-10 and ORPHA are published)")
+                self.sink.ignored(
+                    f"diagnosis codes of system {coding.get('system')} "
+                    "(only ICD-10 and ORPHA are published)"
+                )
         return out
 
     def get(self, ref: str | None) -> dict[str, Any] | None:
@@ -138,14 +159,24 @@ class FhirReader:
             return None
         row = self.conn.execute(
             "SELECT json FROM fhir_res WHERE ref = ? OR ref = (SELECT ref FROM fhir_alias "
-            "WHERE alias = ?)", (ref, ref)).fetchone()
+            "WHERE alias = ?)",
+            (ref, ref),
+        ).fetchone()
         return None if row is None else orjson.loads(row[0])
 
     def resolve(self) -> None:
-        orgs = [(orjson.loads(j), loc) for j, loc in self.conn.execute(
-            "SELECT json, location FROM fhir_res WHERE type = 'Organization' ORDER BY rowid")]
-        groups = [(orjson.loads(j), loc) for j, loc in self.conn.execute(
-            "SELECT json, location FROM fhir_res WHERE type = 'Group' ORDER BY rowid")]
+        orgs = [
+            (orjson.loads(j), loc)
+            for j, loc in self.conn.execute(
+                "SELECT json, location FROM fhir_res WHERE type = 'Organization' ORDER BY rowid"
+            )
+        ]
+        groups = [
+            (orjson.loads(j), loc)
+            for j, loc in self.conn.execute(
+                "SELECT json, location FROM fhir_res WHERE type = 'Group' ORDER BY rowid"
+            )
+        ]
         self.collection_ids: dict[str, str] = {}  # Group identifier / org ref -> collection id
         self.collection_biobank: dict[str, str] = {}
         self.members: dict[str, str] = {}  # Specimen ref -> collection (Group member.entity)
@@ -159,8 +190,9 @@ class FhirReader:
                 self._collection(res, None, loc)
         for res, loc in groups:
             if _profile(res) == "miabis-collection":
-                self._collection(self.get((res.get("managingEntity") or {}).get("reference")) or {},
-                                 res, loc)
+                self._collection(
+                    self.get((res.get("managingEntity") or {}).get("reference")) or {}, res, loc
+                )
             else:
                 self.sink.ignored(f"FHIR Group profile {_profile(res) or '(none)'} (networks)")
         self.single_biobank = biobanks[0] if len(biobanks) == 1 else None
@@ -168,8 +200,11 @@ class FhirReader:
 
     def _contact(self, res: dict[str, Any]) -> dict[str, str]:
         for contact in res.get("contact", []) or []:
-            emails = [t["value"] for t in contact.get("telecom", []) or []
-                      if t.get("system") == "email" and t.get("value")]
+            emails = [
+                t["value"]
+                for t in contact.get("telecom", []) or []
+                if t.get("system") == "email" and t.get("value")
+            ]
             if emails:
                 out = {"email": emails[0]}
                 name = contact.get("name") or {}
@@ -181,19 +216,32 @@ class FhirReader:
 
     def _common(self, res: dict[str, Any]) -> dict[str, object]:
         urls = [t["value"] for t in res.get("telecom", []) or [] if t.get("system") == "url"]
-        desc = _ext(res, "miabis-organization-description-extension") or \
-            _ext(res, "OrganizationDescription")
-        return {"name": res.get("name"), "acronym": (res.get("alias") or [None])[0],
-                "url": urls[0] if urls else None, "description": desc[0] if desc else None,
-                "quality_standards": [c for v in _ext(res, "QualityStandard") +
-                                      _ext(res, "miabis-quality-management-standard-extension")
-                                      for c in _codes(v)]}
+        desc = _ext(res, "miabis-organization-description-extension") or _ext(
+            res, "OrganizationDescription"
+        )
+        return {
+            "name": res.get("name"),
+            "acronym": (res.get("alias") or [None])[0],
+            "url": urls[0] if urls else None,
+            "description": desc[0] if desc else None,
+            "quality_standards": [
+                c
+                for v in _ext(res, "QualityStandard")
+                + _ext(res, "miabis-quality-management-standard-extension")
+                for c in _codes(v)
+            ],
+        }
 
     def _build(self, kind: str, flat: dict[str, object], loc: str) -> dict[str, object] | None:
         contact = flat.pop("contact", None)
         content, problems = recordfields.build(
-            kind, flat, loc, self.codes, SOURCES,
-            dropped=lambda f, v: self.sink.ignored(f"{kind} {f} code {v!r} (not in our code list)"))
+            kind,
+            flat,
+            loc,
+            self.codes,
+            SOURCES,
+            dropped=lambda f, v: self.sink.ignored(f"{kind} {f} code {v!r} (not in our code list)"),
+        )
         if contact:
             content["contact"] = contact
         if problems:
@@ -209,13 +257,24 @@ class FhirReader:
         if not juristic and parent:
             juristic = [parent.get("name")]
         address = (res.get("address") or [{}])[0]
-        capabilities = [c for name in ("miabis-infrastructural-capabilities-extension",
-                                       "miabis-organisational-capabilities-extension",
-                                       "miabis-bioprocessing-and-analytical-capabilities-extension")
-                        for v in _ext(res, name) for c in _codes(v)]
-        flat = {"id": bid, **self._common(res), "juristic_person": juristic[0] if juristic else None,
-                "country": address.get("country"), "capabilities": capabilities,
-                "contact": self._contact(res)}
+        capabilities = [
+            c
+            for name in (
+                "miabis-infrastructural-capabilities-extension",
+                "miabis-organisational-capabilities-extension",
+                "miabis-bioprocessing-and-analytical-capabilities-extension",
+            )
+            for v in _ext(res, name)
+            for c in _codes(v)
+        ]
+        flat = {
+            "id": bid,
+            **self._common(res),
+            "juristic_person": juristic[0] if juristic else None,
+            "country": address.get("country"),
+            "capabilities": capabilities,
+            "contact": self._contact(res),
+        }
         content = self._build("biobank", flat, loc)
         if content is not None:
             self.sink.record("biobank", bid, bid, content, loc)
@@ -232,14 +291,20 @@ class FhirReader:
         flat: dict[str, object] = {"id": cid, "biobank": biobank, **self._common(org)}
         if group is not None:
             flat["name"] = flat.get("name") or group.get("name")
-            flat["dataset_types"] = [c for v in _ext(org, "miabis-collection-dataset-type-extension")
-                                     for c in _codes(v)]
-            flat["sample_source"] = next((c for v in _ext(org, "miabis-sample-source-extension")
-                                          for c in _codes(v)), None)
-            flat["collection_setting"] = [c for v in _ext(
-                org, "miabis-sample-collection-setting-extension") for c in _codes(v)]
-            flat["design"] = [c for v in _ext(org, "miabis-collection-design-extension")
-                              for c in _codes(v)]
+            flat["dataset_types"] = [
+                c for v in _ext(org, "miabis-collection-dataset-type-extension") for c in _codes(v)
+            ]
+            flat["sample_source"] = next(
+                (c for v in _ext(org, "miabis-sample-source-extension") for c in _codes(v)), None
+            )
+            flat["collection_setting"] = [
+                c
+                for v in _ext(org, "miabis-sample-collection-setting-extension")
+                for c in _codes(v)
+            ]
+            flat["design"] = [
+                c for v in _ext(org, "miabis-collection-design-extension") for c in _codes(v)
+            ]
             subjects = _ext(group, "miabis-number-of-subjects-extension")
             flat["number_of_subjects"] = subjects[0] if subjects else None
             for ch in group.get("characteristic", []) or []:
@@ -276,13 +341,20 @@ class FhirReader:
     def _samples(self) -> None:
         checker = SampleChecker(self.codes, SOURCES)
         rows = self.conn.execute(
-            "SELECT json, location FROM fhir_res WHERE type = 'Specimen' ORDER BY rowid")
+            "SELECT json, location FROM fhir_res WHERE type = 'Specimen' ORDER BY rowid"
+        )
         for text, loc in rows.fetchall():
             res = orjson.loads(text)
             raw, conditions = self._raw_sample(res)
-            staged, problems = checker.check(raw, loc, {"local_id": "/identifier",
-                                                        "sample_type": "/type",
-                                                        "collection": "/extension (collection)"})
+            staged, problems = checker.check(
+                raw,
+                loc,
+                {
+                    "local_id": "/identifier",
+                    "sample_type": "/type",
+                    "collection": "/extension (collection)",
+                },
+            )
             if staged is None:
                 for p in problems:
                     self.sink.problem(p, "sample", raw.local_id)
@@ -296,12 +368,18 @@ class FhirReader:
         raw.sample_type = next(iter(_codes(res.get("type"))), None)
         temps = [c for v in _ext(res, "StorageTemperature") for c in _codes(v)]
         for proc in res.get("processing", []) or []:
-            temps += [c for v in _ext(proc, "miabis-sample-storage-temperature-extension")
-                      for c in _codes(v)]
+            temps += [
+                c
+                for v in _ext(proc, "miabis-sample-storage-temperature-extension")
+                for c in _codes(v)
+            ]
         raw.storage_temperature = temps[0] if temps else None
         raw.date = ((res.get("collection") or {}).get("collectedDateTime")) or None
-        coll_refs = [v.get("value") for v in _ext(res, "miabis-sample-collection-extension")
-                     if isinstance(v, dict)]
+        coll_refs = [
+            v.get("value")
+            for v in _ext(res, "miabis-sample-collection-extension")
+            if isinstance(v, dict)
+        ]
         coll_refs += [v.get("reference") for v in _ext(res, "Custodian") if isinstance(v, dict)]
         coll_refs = [r for r in coll_refs if r in self.collection_ids]
         if not coll_refs and f"Specimen/{res.get('id')}" in self.members:
@@ -322,8 +400,12 @@ class FhirReader:
             raw.donor_id = pids[0] if pids else subject_ref
             raw.sex = patient.get("gender")
             raw.birth = patient.get("birthDate")
-            diagnoses += [c for (c,) in self.conn.execute(
-                "SELECT code FROM fhir_cond WHERE patient = ?", (subject_ref,))]
+            diagnoses += [
+                c
+                for (c,) in self.conn.execute(
+                    "SELECT code FROM fhir_cond WHERE patient = ?", (subject_ref,)
+                )
+            ]
         raw.diagnoses = list(dict.fromkeys(diagnoses))
         return raw, diagnoses
 

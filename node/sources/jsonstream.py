@@ -41,13 +41,14 @@ class _Reader:
         try:
             text = self.decoder.decode(data, final=not data)
         except UnicodeDecodeError as exc:
-            raise JSONStreamError(f"not valid UTF-8 near byte {self.offset + exc.start}",
-                                  self.entries) from exc
+            raise JSONStreamError(
+                f"not valid UTF-8 near byte {self.offset + exc.start}", self.entries
+            ) from exc
         self.offset += len(data)
         if not data:
             self.eof = True
         if self.pos > CHUNK:
-            self.buf = self.buf[self.pos:]
+            self.buf = self.buf[self.pos :]
             self.pos = 0
         self.buf += text
 
@@ -61,8 +62,11 @@ class _Reader:
     def expect(self, chars: str) -> str:
         c = self.peek()
         if c not in chars:
-            raise JSONStreamError(f"expected one of {chars!r} but found {c!r} near byte "
-                                  f"{self.offset - len(self.buf) + self.pos}", self.entries)
+            raise JSONStreamError(
+                f"expected one of {chars!r} but found {c!r} near byte "
+                f"{self.offset - len(self.buf) + self.pos}",
+                self.entries,
+            )
         self.pos += 1
         return c
 
@@ -114,8 +118,9 @@ class _Reader:
         while True:
             self.pos = _WS.match(self.buf, self.pos).end()  # type: ignore[union-attr]
             if self.pos < len(self.buf):
-                raise JSONStreamError("unexpected data after the end of the JSON object",
-                                      self.entries)
+                raise JSONStreamError(
+                    "unexpected data after the end of the JSON object", self.entries
+                )
             if self.eof:
                 return True
             try:
@@ -169,4 +174,3 @@ def stream_object(path: Path, array_key: str = "entry") -> Iterator[tuple[str, A
             return
     finally:
         reader.fh.close()
-

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from protocol.errors import Problem
-
 from node import recordfields
 from node.codes import Codes
 from node.mapping import LIST_FIELDS, SAMPLE_LIST_FIELDS, Mapping
 from node.samples import RawSample, SampleChecker
 from node.sources.base import Sink, read_table
+from protocol.errors import Problem
 
 
 def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv") -> int:
@@ -26,7 +25,9 @@ def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv
     missing = sorted({c for c in mapping.columns.values() if c not in header})
     if missing:
         for column in missing:
-            sink.problem(Problem(loc, column, None, "column named in the mapping is not in the file"))
+            sink.problem(
+                Problem(loc, column, None, "column named in the mapping is not in the file")
+            )
         return 0
     used = set(mapping.columns.values())
     for column in header:
@@ -45,7 +46,9 @@ def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv
                 sink.problem(p, mapping.kind, key)
             continue
         if mapping.kind == "sample":
-            raw = RawSample(**{k: v for k, v in flat.items() if k in RawSample.__dataclass_fields__})
+            raw = RawSample(
+                **{k: v for k, v in flat.items() if k in RawSample.__dataclass_fields__}
+            )
             staged, issues = checker.check(raw, loc, names)
             if staged is None:
                 for p in issues:
@@ -53,8 +56,9 @@ def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv
             else:
                 sink.sample(staged)
         else:
-            content, issues = recordfields.build(mapping.kind, flat, loc, codes, mapping.sources,
-                                                 names)
+            content, issues = recordfields.build(
+                mapping.kind, flat, loc, codes, mapping.sources, names
+            )
             if issues:
                 for p in issues:
                     sink.problem(p, mapping.kind, key)

@@ -192,8 +192,8 @@ def test_catalogue_key_is_created_once_and_private(client: httpx.Client,
     assert wk["origin"] == settings.origin
     app2 = create_app(settings)
     assert app2.state.ctx.key.verifier_key == wk["verifier_key"]
-    app2.state.ctx.engine.dispose()
     with app2.state.ctx.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(own_leaves)).scalar_one() == 0
         assert conn.execute(select(func.count()).select_from(nodes)).scalar_one() == 0
+    app2.state.ctx.engine.dispose()
     assert orjson.dumps(wk)

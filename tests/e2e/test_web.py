@@ -15,9 +15,22 @@ from tests.e2e.conftest import REAL_FAILURE, Site
 
 pytestmark = pytest.mark.browser
 
-CSV_COLUMNS = ["id", "name", "biobank", "samples", "count_source", "declared_size",
-               "use_conditions", "dataset_types", "design", "contact_email", "node",
-               "checkpoint_size", "verified_at", "description"]
+CSV_COLUMNS = [
+    "id",
+    "name",
+    "biobank",
+    "samples",
+    "count_source",
+    "declared_size",
+    "use_conditions",
+    "dataset_types",
+    "design",
+    "contact_email",
+    "node",
+    "checkpoint_size",
+    "verified_at",
+    "description",
+]
 
 
 def id_part(code: str) -> str:
@@ -40,7 +53,8 @@ def wait_results(page: Any, query: str) -> None:
     page.wait_for_function(
         "q => { const r = document.getElementById('results');"
         " return r && r.dataset.query === q && r.getAttribute('aria-busy') === 'false'; }",
-        arg=query)
+        arg=query,
+    )
 
 
 def numeric_facet(site: Site, facet: str, params: Any = None) -> str:
@@ -51,8 +65,9 @@ def numeric_facet(site: Site, facet: str, params: Any = None) -> str:
     return str(exact[0]["code"])
 
 
-def test_search_from_landing_through_filters_to_a_card(page: Any, web_site: Site,
-                                                       output_dir: Path) -> None:
+def test_search_from_landing_through_filters_to_a_card(
+    page: Any, web_site: Site, output_dir: Path
+) -> None:
     open_search(page, web_site)
     everything = web_site.api("/v1/search")
     assert page.locator("#total").inner_text() == f"{shown(everything['total'])} samples match"
@@ -89,8 +104,9 @@ def test_icd10_found_by_words_and_by_code(page: Any, web_site: Site) -> None:
     chapters = web_site.api("/v1/search")["facets"]["diagnosis_chapter"]
     assert chapters, "the test data has no diagnoses"
     chapter = str(chapters[0]["code"])
-    words = next(c for c in web_site.api("/v1/codelists/icd10-chapter")["codes"]
-                 if c["code"] == chapter)["en"]
+    words = next(
+        c for c in web_site.api("/v1/codelists/icd10-chapter")["codes"] if c["code"] == chapter
+    )["en"]
     page.locator("#f-icd10").fill(words.split()[0].lower())
     page.locator(f"#f-icd10-list button[data-value='{chapter}']").wait_for()
     page.locator(f"#f-icd10-list button[data-value='{chapter}']").click()
@@ -105,8 +121,9 @@ def test_icd10_found_by_words_and_by_code(page: Any, web_site: Site) -> None:
     assert page.locator("#rm-icd10-C50").get_attribute("aria-label") == "Remove filter: C50"
 
 
-def test_language_switch_changes_labels_and_survives_reload(page: Any, web_site: Site,
-                                                            output_dir: Path) -> None:
+def test_language_switch_changes_labels_and_survives_reload(
+    page: Any, web_site: Site, output_dir: Path
+) -> None:
     open_search(page, web_site)
     assert page.locator("html").get_attribute("lang") == "en"
     stype = numeric_facet(web_site, "sample_type")
@@ -146,7 +163,8 @@ def test_shared_url_restores_the_search_and_back_forward_work(page: Any, web_sit
     assert page.locator("#total").inner_text() == f"{shown(expected['total'])} samples match"
     ids = [c["id"] for c in expected["collections"]["items"]]
     on_page = page.locator("#collection-cards article").evaluate_all(
-        "cards => cards.map(c => c.dataset.collection)")
+        "cards => cards.map(c => c.dataset.collection)"
+    )
     assert on_page == ids
 
     page.locator(f"#f-country-{id_part(country)}").uncheck()
@@ -186,10 +204,22 @@ def test_csv_export_matches_the_api(page: Any, web_site: Site, output_dir: Path)
     assert len(rows) == len(items) + 1
     for row, item in zip(rows[1:], items, strict=True):
         prov = item["provenance"]
-        want = [item["id"], item["name"], item["biobank"], item["samples"], item["count_source"],
-                item["declared_size"], item["use_conditions"], item["dataset_types"],
-                item["design"], (item.get("contact") or {}).get("email"), prov["node"],
-                prov["checkpoint_size"], prov["verified_at"], item["description"]]
+        want = [
+            item["id"],
+            item["name"],
+            item["biobank"],
+            item["samples"],
+            item["count_source"],
+            item["declared_size"],
+            item["use_conditions"],
+            item["dataset_types"],
+            item["design"],
+            (item.get("contact") or {}).get("email"),
+            prov["node"],
+            prov["checkpoint_size"],
+            prov["verified_at"],
+            item["description"],
+        ]
         assert row == [expected_cell(v) for v in want], f"CSV row for {item['id']}"
 
 
@@ -204,8 +234,12 @@ def test_table_view_lists_the_same_collections(page: Any, web_site: Site) -> Non
 
 
 def test_phone_width_render(chromium_browser: Any, web_site: Site, output_dir: Path) -> None:
-    context = chromium_browser.new_context(viewport={"width": 375, "height": 812},
-                                           device_scale_factor=2, is_mobile=True, has_touch=True)
+    context = chromium_browser.new_context(
+        viewport={"width": 375, "height": 812},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
     try:
         page = context.new_page()
         open_search(page, web_site)

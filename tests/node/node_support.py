@@ -42,8 +42,16 @@ diagnoses = "icd10"
 def make_home(tmp_path: Path, k: int = 2, name: str = "home") -> tuple[Home, str]:
     """A new node home with a small-k policy (tests use few donors); returns (home, vkey)."""
     path = tmp_path / name
-    vkey = init_home(path, NodeConfig(origin=ORIGIN, name="Test node", country="DE",
-                                      organisation="Test org", contact="node@example.org"))
+    vkey = init_home(
+        path,
+        NodeConfig(
+            origin=ORIGIN,
+            name="Test node",
+            country="DE",
+            organisation="Test org",
+            contact="node@example.org",
+        ),
+    )
     (path / "policy.toml").write_text(f"k = {k}\n", encoding="utf-8")
     return Home.open(path), vkey
 
@@ -51,8 +59,19 @@ def make_home(tmp_path: Path, k: int = 2, name: str = "home") -> tuple[Home, str
 def sample_rows(n: int, start: int = 0, donors: int | None = None) -> list[list[str]]:
     """``n`` rows that all fall in one k-anonymity class (same sex, band, period)."""
     donors = donors or n
-    return [[f"S{i:06d}", f"P{i % donors:06d}", "Vollblut", "-60to-85", "w", "45",
-             "2016-03-01", "C50.9"] for i in range(start, start + n)]
+    return [
+        [
+            f"S{i:06d}",
+            f"P{i % donors:06d}",
+            "Vollblut",
+            "-60to-85",
+            "w",
+            "45",
+            "2016-03-01",
+            "C50.9",
+        ]
+        for i in range(start, start + n)
+    ]
 
 
 def write_csv(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> Path:

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from protocol.errors import ConfigError
 
 from node import store
 from node.home import Home
 from node.importer import ImportReport, run_import
 from node.mapping import Mapping
+from protocol.errors import ConfigError
 from tests.node.node_support import HEADER, make_home, sample_rows, write_csv, write_mapping
 
 
@@ -30,8 +30,7 @@ def _size(home: Home) -> int:
         conn.close()
 
 
-def _one_bad(home: Home, mapping: Mapping, tmp_path: Path, column: int,
-             value: str) -> ImportReport:
+def _one_bad(home: Home, mapping: Mapping, tmp_path: Path, column: int, value: str) -> ImportReport:
     rows = sample_rows(4)
     rows[2][column] = value
     report = run_import(home, [write_csv(tmp_path / "bad.csv", rows)], mapping=mapping)
@@ -39,12 +38,14 @@ def _one_bad(home: Home, mapping: Mapping, tmp_path: Path, column: int,
     return report
 
 
-def test_unknown_code_is_reported_and_nothing_published(setup: tuple[Home, Mapping],
-                                                        tmp_path: Path) -> None:
+def test_unknown_code_is_reported_and_nothing_published(
+    setup: tuple[Home, Mapping], tmp_path: Path
+) -> None:
     home, mapping = setup
     report = _one_bad(home, mapping, tmp_path, 2, "Blut")
     assert [str(p) for p in report.problems] == [
-        "bad.csv row 4: material='Blut': unknown code 'Blut' for sample_type"]
+        "bad.csv row 4: material='Blut': unknown code 'Blut' for sample_type"
+    ]
 
 
 def test_wrong_type_age_forty(setup: tuple[Home, Mapping], tmp_path: Path) -> None:
@@ -63,7 +64,8 @@ def test_missing_required_field(setup: tuple[Home, Mapping], tmp_path: Path) -> 
 
 
 def test_columns_not_in_the_mapping_are_ignored_and_never_published(
-        setup: tuple[Home, Mapping], tmp_path: Path) -> None:
+    setup: tuple[Home, Mapping], tmp_path: Path
+) -> None:
     home, mapping = setup
     rows = [r + ["Mrs Jane Doe, Berlin"] for r in sample_rows(3)]
     export = write_csv(tmp_path / "extra.csv", rows, HEADER + ["donor_name"])
@@ -115,25 +117,31 @@ def test_truncated_csv_short_last_row(setup: tuple[Home, Mapping], tmp_path: Pat
     assert not report.applied and _size(home) == 0
 
 
-def test_truncated_json_bundle(setup: tuple[Home, Mapping], tmp_path: Path,
-                               external: Path) -> None:
+def test_truncated_json_bundle(setup: tuple[Home, Mapping], tmp_path: Path, external: Path) -> None:
     home, _ = setup
-    source = external / "samply-directory-sync-service/ci/data/input/miabis_1_patient/" \
+    source = (
+        external / "samply-directory-sync-service/ci/data/input/miabis_1_patient/"
         "miabis_bundle_1_patient.json"
+    )
     cut = tmp_path / "cut.json"
     cut.write_bytes(source.read_bytes()[: len(source.read_bytes()) // 2])
     report = run_import(home, [cut])
-    assert any("truncated" in p.reason and p.location.startswith("cut.json entry")
-               for p in report.problems)
+    assert any(
+        "truncated" in p.reason and p.location.startswith("cut.json entry") for p in report.problems
+    )
     assert not report.applied and _size(home) == 0
 
 
-def test_fhir_resources_it_does_not_understand(setup: tuple[Home, Mapping],
-                                               tmp_path: Path) -> None:
+def test_fhir_resources_it_does_not_understand(setup: tuple[Home, Mapping], tmp_path: Path) -> None:
     home, _ = setup
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": {"resourceType": "Observation", "id": "o1"}},
-        {"resource": {"resourceType": "ImagingStudy", "id": "i1"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": {"resourceType": "Observation", "id": "o1"}},
+            {"resource": {"resourceType": "ImagingStudy", "id": "i1"}},
+        ],
+    }
     path = tmp_path / "odd.json"
     path.write_text(json.dumps(bundle), encoding="utf-8")
     report = run_import(home, [path])
@@ -144,25 +152,31 @@ def test_fhir_resources_it_does_not_understand(setup: tuple[Home, Mapping],
     assert not report.applied
 
 
-def test_skip_invalid_publishes_the_valid_rows(setup: tuple[Home, Mapping],
-                                               tmp_path: Path) -> None:
+def test_skip_invalid_publishes_the_valid_rows(setup: tuple[Home, Mapping], tmp_path: Path) -> None:
     home, mapping = setup
     rows = sample_rows(4)
     rows[0][4] = "x"
-    report = run_import(home, [write_csv(tmp_path / "some.csv", rows)], mapping=mapping,
-                        skip_invalid=True)
+    report = run_import(
+        home, [write_csv(tmp_path / "some.csv", rows)], mapping=mapping, skip_invalid=True
+    )
     assert report.applied and report.published == {"sample": 3}
     assert [p.location for p in report.problems] == ["some.csv row 2"]
 
 
 def test_invalid_new_row_keeps_the_published_record_even_with_snapshot(
-        setup: tuple[Home, Mapping], tmp_path: Path) -> None:
+    setup: tuple[Home, Mapping], tmp_path: Path
+) -> None:
     home, mapping = setup
     rows = sample_rows(4)
     run_import(home, [write_csv(tmp_path / "a.csv", rows)], mapping=mapping)
     rows[1][5] = "forty"
-    report = run_import(home, [write_csv(tmp_path / "b.csv", rows)], mapping=mapping,
-                        snapshot=True, skip_invalid=True)
+    report = run_import(
+        home,
+        [write_csv(tmp_path / "b.csv", rows)],
+        mapping=mapping,
+        snapshot=True,
+        skip_invalid=True,
+    )
     assert report.applied and report.withdrawn == {} and report.appended == 0
     assert report.unchanged == {"sample": 3}
     conn = store.connect(home.db_path)
@@ -171,8 +185,9 @@ def test_invalid_new_row_keeps_the_published_record_even_with_snapshot(
     assert live == 4
 
 
-def test_truncated_file_with_snapshot_withdraws_nothing(setup: tuple[Home, Mapping],
-                                                        tmp_path: Path) -> None:
+def test_truncated_file_with_snapshot_withdraws_nothing(
+    setup: tuple[Home, Mapping], tmp_path: Path
+) -> None:
     home, mapping = setup
     rows = sample_rows(6)
     run_import(home, [write_csv(tmp_path / "a.csv", rows)], mapping=mapping)

@@ -16,8 +16,10 @@ from tests.node.node_support import BIOBANK, make_home, sample_rows, write_csv, 
 
 def _contents(home_db: Path) -> dict[str, dict[str, object]]:
     conn = sqlite3.connect(home_db)
-    rows = conn.execute("SELECT l.id, c.content FROM leaves l JOIN contents c ON c.idx = l.idx "
-                        "WHERE l.op = 'publish' AND c.content IS NOT NULL ORDER BY l.idx")
+    rows = conn.execute(
+        "SELECT l.id, c.content FROM leaves l JOIN contents c ON c.idx = l.idx "
+        "WHERE l.op = 'publish' AND c.content IS NOT NULL ORDER BY l.idx"
+    )
     out = {id: orjson.loads(text) for id, text in rows}
     conn.close()
     return out
@@ -41,8 +43,11 @@ def test_import_publishes_pseudonymous_generalised_samples(tmp_path: Path) -> No
     assert one["diagnoses"] == [{"system": "ICD-10", "code": "C50.9"}]
     raw = (home.db_path).read_bytes()
     assert b"S000001" not in b"".join(
-        r[0].encode() for r in sqlite3.connect(home.db_path).execute(
-            "SELECT content FROM contents WHERE content IS NOT NULL"))
+        r[0].encode()
+        for r in sqlite3.connect(home.db_path).execute(
+            "SELECT content FROM contents WHERE content IS NOT NULL"
+        )
+    )
     assert raw  # the database exists and holds the log
 
 
@@ -73,8 +78,12 @@ def test_changed_row_is_republished_with_a_fresh_nonce(tmp_path: Path) -> None:
     report = run_import(home, [write_csv(tmp_path / "b.csv", rows)], mapping=mapping)
     assert report.published == {"sample": 3}
     conn = sqlite3.connect(home.db_path)
-    latest = {id: orjson.loads(text) for id, text in conn.execute(
-        "SELECT l.id, c.content FROM leaves l JOIN contents c ON c.idx = l.idx WHERE l.idx >= 3")}
+    latest = {
+        id: orjson.loads(text)
+        for id, text in conn.execute(
+            "SELECT l.id, c.content FROM leaves l JOIN contents c ON c.idx = l.idx WHERE l.idx >= 3"
+        )
+    }
     conn.close()
     assert set(latest) == set(before)
     for id, record in latest.items():
@@ -89,13 +98,20 @@ def test_snapshot_withdraws_missing_and_erases_content(tmp_path: Path) -> None:
     run_import(home, [write_csv(tmp_path / "a.csv", rows)], mapping=mapping)
     not_snapshot = run_import(home, [write_csv(tmp_path / "b.csv", rows[:3])], mapping=mapping)
     assert not_snapshot.appended == 0
-    report = run_import(home, [write_csv(tmp_path / "c.csv", rows[:3])], mapping=mapping,
-                        snapshot=True)
+    report = run_import(
+        home, [write_csv(tmp_path / "c.csv", rows[:3])], mapping=mapping, snapshot=True
+    )
     assert report.withdrawn == {"sample": 1} and report.appended == 1
     conn = sqlite3.connect(home.db_path)
     (gone,) = conn.execute("SELECT id FROM leaves WHERE op = 'withdraw'").fetchone()
-    assert conn.execute("SELECT count(*) FROM leaves l JOIN contents c ON c.idx = l.idx "
-                        "WHERE l.id = ? AND c.content IS NOT NULL", (gone,)).fetchone()[0] == 0
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM leaves l JOIN contents c ON c.idx = l.idx "
+            "WHERE l.id = ? AND c.content IS NOT NULL",
+            (gone,),
+        ).fetchone()[0]
+        == 0
+    )
     conn.close()
 
 

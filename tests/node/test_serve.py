@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from protocol.canonical import canonical, digest, parse_canonical
-from protocol.entries import parse_leaf
-from protocol.merkle import leaf_hash, root_from_leaf_hashes, verify_consistency, verify_inclusion
-from protocol.note import Verifier, verify_checkpoint
 
 from node.app import create_app
 from node.importer import run_import
 from node.mapping import Mapping
 from node.settings import NodeSettings
 from node.withdraw import withdraw
+from protocol.canonical import canonical, digest, parse_canonical
+from protocol.entries import parse_leaf
+from protocol.merkle import leaf_hash, root_from_leaf_hashes, verify_consistency, verify_inclusion
+from protocol.note import Verifier, verify_checkpoint
 from tests.node.node_support import ORIGIN, make_home, sample_rows, write_csv, write_mapping
 from tests.support import live_server
 
@@ -45,7 +45,10 @@ def _verify(client: httpx.Client, vkey: str) -> tuple[int, bytes, list[dict[str,
         if item["content"] is not None:
             assert entry["op"] == "publish"
             assert digest(item["content"]) == entry["digest"]
-            assert "sha256:" + hashlib.sha256(canonical(item["content"])).hexdigest() == entry["digest"]
+            assert (
+                "sha256:" + hashlib.sha256(canonical(item["content"])).hexdigest()
+                == entry["digest"]
+            )
         hashes.append(leaf_hash(leaf))
     assert root_from_leaf_hashes(hashes) == cp.root
     return cp.size, cp.root, entries
@@ -56,8 +59,10 @@ def test_served_log_verifies_like_a_third_party_sees_it(tmp_path: Path) -> None:
     mapping = Mapping.load(write_mapping(tmp_path / "map.toml"))
     export = write_csv(tmp_path / "a.csv", sample_rows(6))
     run_import(home, [export], mapping=mapping)
-    with live_server(create_app(NodeSettings(home=home.path))) as server, \
-            httpx.Client(base_url=server.url, timeout=10) as client:
+    with (
+        live_server(create_app(NodeSettings(home=home.path))) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
         desc = client.get("/.well-known/biobank-node").json()
         assert desc["origin"] == ORIGIN and desc["verifier_key"] == vkey
         assert desc["policy"]["k"] == 2 and len(desc["schemas"]) == 3
@@ -71,31 +76,38 @@ def test_served_log_verifies_like_a_third_party_sees_it(tmp_path: Path) -> None:
 
         # withdraw one: its content is served as null, the tree still verifies
         withdrawn_id = entries[2]
-        target = parse_leaf(base64.b64decode(withdrawn_id["leaf"]), expected_log=ORIGIN,
-                            expected_index=2)["id"]
+        target = parse_leaf(
+            base64.b64decode(withdrawn_id["leaf"]), expected_log=ORIGIN, expected_index=2
+        )["id"]
         withdraw(home, [target])
         size2, root2, entries2 = _verify(client, vkey)
         assert size2 == 7 and entries2[2]["content"] is None
         assert entries2[6]["content"] is None
 
         for index in (0, 2, 6):
-            proof = client.get("/v1/log/proof/inclusion",
-                               params={"index": index, "size": size2}).json()["proof"]
+            proof = client.get(
+                "/v1/log/proof/inclusion", params={"index": index, "size": size2}
+            ).json()["proof"]
             leaf = base64.b64decode(entries2[index]["leaf"])
-            verify_inclusion(leaf_hash(leaf), index, size2,
-                             [base64.b64decode(p) for p in proof], root2)
-        proof = client.get("/v1/log/proof/consistency",
-                           params={"from": size1, "to": size2}).json()["proof"]
+            verify_inclusion(
+                leaf_hash(leaf), index, size2, [base64.b64decode(p) for p in proof], root2
+            )
+        proof = client.get("/v1/log/proof/consistency", params={"from": size1, "to": size2}).json()[
+            "proof"
+        ]
         verify_consistency(size1, size2, [base64.b64decode(p) for p in proof], root1, root2)
 
 
 def test_pages_are_stable_and_bounded(tmp_path: Path) -> None:
     home, vkey = make_home(tmp_path)
     mapping = Mapping.load(write_mapping(tmp_path / "map.toml"))
-    run_import(home, [write_csv(tmp_path / "a.csv", sample_rows(1205, donors=600))],
-               mapping=mapping)
-    with live_server(create_app(NodeSettings(home=home.path))) as server, \
-            httpx.Client(base_url=server.url, timeout=10) as client:
+    run_import(
+        home, [write_csv(tmp_path / "a.csv", sample_rows(1205, donors=600))], mapping=mapping
+    )
+    with (
+        live_server(create_app(NodeSettings(home=home.path))) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
         first = client.get("/v1/log/entries", params={"start": 0, "limit": 1000}).json()
         assert len(first["entries"]) == 1000 and first["next"] == 1000
         odd = client.get("/v1/log/entries", params={"start": 990, "limit": 50}).json()
@@ -107,12 +119,16 @@ def test_pages_are_stable_and_bounded(tmp_path: Path) -> None:
 
 def test_errors_are_problem_json(tmp_path: Path) -> None:
     home, _ = make_home(tmp_path)
-    with live_server(create_app(NodeSettings(home=home.path))) as server, \
-            httpx.Client(base_url=server.url, timeout=10) as client:
-        for path, params, status in (("/v1/log/entries", {"limit": 5000}, 422),
-                                     ("/v1/log/entries", {"start": 5}, 404),
-                                     ("/v1/log/proof/inclusion", {"index": 3, "size": 9}, 422),
-                                     ("/v1/nowhere", {}, 404)):
+    with (
+        live_server(create_app(NodeSettings(home=home.path))) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        for path, params, status in (
+            ("/v1/log/entries", {"limit": 5000}, 422),
+            ("/v1/log/entries", {"start": 5}, 404),
+            ("/v1/log/proof/inclusion", {"index": 3, "size": 9}, 422),
+            ("/v1/nowhere", {}, 404),
+        ):
             response = client.get(path, params=params)
             assert response.status_code == status, path
             assert response.headers["content-type"].startswith("application/problem+json")

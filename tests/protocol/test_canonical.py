@@ -123,7 +123,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(_json)
 def test_property_canonical_equals_reference_and_round_trips(value: Any) -> None:
     data = canonical_reference(value)

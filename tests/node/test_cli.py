@@ -1,0 +1,98 @@
+"""The biobank-node command line: init, import (exit codes, one line per problem), status."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from node.cli import app
+from protocol.note import Verifier
+from tests.node.node_support import sample_rows, write_csv, write_mapping
+
+runner = CliRunner()
+
+
+def _init(home: Path) -> str:
+    result = runner.invoke(
+        app,
+        [
+            "init",
+            "--home",
+            str(home),
+            "--origin",
+            "cli.example/node",
+            "--name",
+            "CLI node",
+            "--country",
+            "DE",
+            "--organisation",
+            "Org",
+            "--contact",
+            "ops@example.org",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_init_creates_private_key_secret_and_prints_verifier_key(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    vkey = _init(home)
+    assert Verifier.from_key(vkey).name == "cli.example/node"
+    for name in ("node.key", "pseudonym.secret"):
+        assert stat.S_IMODE((home / name).stat().st_mode) == 0o600
+    assert len((home / "pseudonym.secret").read_bytes()) == 32
+    assert (home / "policy.toml").is_file() and (home / "node.db").is_file()
+    assert "PRIVATE" not in vkey
+    again = runner.invoke(
+        app,
+        [
+            "init",
+            "--home",
+            str(home),
+            "--origin",
+            "x",
+            "--name",
+            "n",
+            "--country",
+            "DE",
+            "--organisation",
+            "o",
+            "--contact",
+            "c@d.e",
+        ],
+    )
+    assert again.exit_code == 2 and "refusing to overwrite" in again.output
+
+
+def test_import_prints_one_line_per_problem_and_exits_non_zero(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    _init(home)
+    (home / "policy.toml").write_text("k = 2\n", encoding="utf-8")
+    mapping = write_mapping(tmp_path / "map.toml")
+    rows = sample_rows(4)
+    rows[1][2] = "Blut"
+    rows[2][5] = "forty"
+    bad = write_csv(tmp_path / "bad.csv", rows)
+    result = runner.invoke(
+        app, ["import", "--home", str(home), "--mapping", str(mapping), str(bad)]
+    )
+    assert result.exit_code == 1
+    lines = [line for line in result.stdout.splitlines() if line.startswith("problem: ")]
+    assert lines == [
+        "problem: bad.csv row 3: material='Blut': unknown code 'Blut' for sample_type",
+        "problem: bad.csv row 4: age='forty': not a whole number of years",
+    ]
+    good = write_csv(tmp_path / "good.csv", sample_rows(4))
+    ok = runner.invoke(app, ["import", "--home", str(home), "--mapping", str(mapping), str(good)])
+    assert ok.exit_code == 0, ok.output
+    status = runner.invoke(app, ["status", "--home", str(home)])
+    assert status.exit_code == 0
+    assert "log size: 4" in status.stdout and "live sample: 4" in status.stdout
+    assert "entries sample/publish: 4" in status.stdout
+    gone = runner.invoke(app, ["withdraw", "--home", str(home), "S000000"])
+    assert gone.exit_code == 0 and gone.stdout.startswith("withdrawn sample smp_")
+    missing = runner.invoke(app, ["withdraw", "--home", str(home), "nope"])
+    assert missing.exit_code == 2 and "no live record" in missing.output
