@@ -120,6 +120,7 @@ def _entry(audit: NodeAudit, index: int, leaf: bytes, content: Any, report: Repo
         return
     kind, rid = entry["kind"], entry["id"]
     if op == "withdraw":
+        withdrawn.items += 1
         if content is not None:
             withdrawn.fail(where, f"content served beside the withdraw of {kind} {rid}")
         for kept in live.withdraw(kind, rid):

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from typing import Annotated, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from catalogue.settings import Settings
 from protocol.errors import BiobankError
+
+if TYPE_CHECKING:
+    from catalogue.api.deps import Context
 
 app = typer.Typer(help="Federated biobank catalogue: enrol nodes, harvest and verify their "
                   "logs, serve the combined search.", no_args_is_help=True)
@@ -24,7 +29,19 @@ def _settings() -> Settings:
         raise typer.Exit(2) from exc
 
 
-def _fail(exc: BiobankError) -> None:
+@contextmanager
+def _context() -> Iterator[Context]:
+    """The catalogue's engine, key and own log; the engine is closed on the way out."""
+    from catalogue.app import build_context
+
+    ctx = build_context(_settings())
+    try:
+        yield ctx
+    finally:
+        ctx.engine.dispose()
+
+
+def _fail(exc: BiobankError) -> NoReturn:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(1)
 
@@ -33,55 +50,51 @@ def _fail(exc: BiobankError) -> None:
 def enrol(url: str, key: Annotated[str, typer.Option("--key", help="the node's verifier key, "
                                                      "obtained out of band")]) -> None:
     """Enrol the node at URL after checking KEY against its descriptor."""
-    from catalogue.app import build_context
     from catalogue.enrol import enrol as do_enrol
     from catalogue.enrol import fetch_descriptor
 
-    ctx = build_context(_settings())
-    try:
-        descriptor = asyncio.run(fetch_descriptor(url, timeout=ctx.settings.request_timeout))
-        node = do_enrol(ctx.engine, ctx.key, url, key, descriptor)
-    except BiobankError as exc:
-        _fail(exc)
+    with _context() as ctx:
+        try:
+            descriptor = asyncio.run(fetch_descriptor(url, timeout=ctx.settings.request_timeout))
+            node = do_enrol(ctx.engine, ctx.key, url, key, descriptor)
+        except BiobankError as exc:
+            _fail(exc)
     typer.echo(f"enrolled {node['origin']} ({node['country']}) at {url}")
 
 
 @app.command()
 def retire(origin: str) -> None:
     """End the participation of the node ORIGIN."""
-    from catalogue.app import build_context
     from catalogue.enrol import retire as do_retire
 
-    ctx = build_context(_settings())
-    try:
-        do_retire(ctx.engine, ctx.key, origin)
-    except BiobankError as exc:
-        _fail(exc)
+    with _context() as ctx:
+        try:
+            do_retire(ctx.engine, ctx.key, origin)
+        except BiobankError as exc:
+            _fail(exc)
     typer.echo(f"retired {origin}")
 
 
 @app.command()
 def clear(origin: str) -> None:
     """Resume a node halted after rollback or equivocation (after investigating)."""
-    from catalogue.app import build_context
     from catalogue.enrol import clear_halt
 
-    ctx = build_context(_settings())
-    try:
-        n = clear_halt(ctx.engine, origin)
-    except BiobankError as exc:
-        _fail(exc)
+    with _context() as ctx:
+        try:
+            n = clear_halt(ctx.engine, origin)
+        except BiobankError as exc:
+            _fail(exc)
     typer.echo(f"{origin} active again ({n} alert(s) cleared)")
 
 
 @app.command()
 def harvest() -> None:
     """Harvest every active node once; exit 1 if any node failed."""
-    from catalogue.app import build_context
     from catalogue.harvest import Harvester
 
-    ctx = build_context(_settings())
-    outcomes = Harvester(engine=ctx.engine, settings=ctx.settings, key=ctx.key).run()
+    with _context() as ctx:
+        outcomes = Harvester(engine=ctx.engine, settings=ctx.settings, key=ctx.key).run()
     for o in outcomes:
         if o.ok:
             typer.echo(f"{o.origin}: ok, size {o.size} (+{o.added})")
@@ -96,12 +109,10 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Per node: state, tree size, lag, last harvest, staleness, alerts, rejections."""
     from sqlalchemy import select
 
-    from catalogue.app import build_context
     from catalogue.models import alerts, nodes
     from catalogue.status import list_status
 
-    ctx = build_context(_settings())
-    with ctx.engine.connect() as conn:
+    with _context() as ctx, ctx.engine.connect() as conn:
         rows = list_status(conn, ctx.settings.stale_after)
         open_alerts = conn.execute(select(nodes.c.origin, alerts.c.kind, alerts.c.message)
                                    .join(nodes, nodes.c.id == alerts.c.node_id)

@@ -1,0 +1,1 @@
+"""biobank-node: import a biobank's exports, check them, publish a signed append-only log."""

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from node import store
+from node.publish import ensure_checkpoint
 from protocol.errors import ConfigError
 from protocol.note import Signer, Verifier, generate_key
 
@@ -69,6 +70,7 @@ def init_home(home: Path, config: NodeConfig) -> str:
     conn = store.connect(home / DB)
     try:
         store.create_schema(conn)
+        ensure_checkpoint(conn, config.origin, Signer.from_key(skey))
     finally:
         conn.close()
     return vkey

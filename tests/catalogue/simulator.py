@@ -64,6 +64,7 @@ class NodeSimulator:
         self.hang = threading.Event()
         self.release = threading.Event()
         self.descriptor_key: str | None = None
+        self.served: list[int] = []  # start index of every entries page served
 
     # -- building the log -------------------------------------------------------------
     def publish(self, kind: str, record: dict[str, Any]) -> int:
@@ -153,6 +154,7 @@ class NodeSimulator:
             await maybe_hang()
             if sim.raw_entries is not None:
                 return Response(sim.raw_entries, media_type="application/json")
+            sim.served.append(start)
             end = min(start + limit, len(sim.leaves))
             out = [{"leaf": base64.b64encode(sim.leaves[i]).decode(),
                     "content": sim.contents[i]} for i in range(start, end)]
