@@ -12,13 +12,7 @@ from typing import Any
 from audit.catalogue_log import CatalogueReplay, EnrolledNode, replay_catalogue
 from audit.fetcher import Source
 from audit.livestate import Chapters, NodeLive, Tally
-from audit.node_logs import (
-    CheckpointClaim,
-    MemoSchemaCheck,
-    NodeAudit,
-    SchemaCheck,
-    stream_node,
-)
+from audit.node_logs import CheckpointClaim, NodeAudit, SchemaCheck, stream_node
 from audit.report import Report
 from audit.search_check import check_search
 from audit.state import AuditState
@@ -36,7 +30,11 @@ class AuditOptions:
 
 
 def default_schema_check() -> SchemaCheck:
-    """Validation with the shipped schemas (protocol.schema), memoised for samples."""
+    """Validation with the shipped schemas (protocol.schema).
+
+    SchemaSet remembers the shapes it found valid (protocol.schema_memo), so samples differing
+    only in `id` and `nonce` cost two pattern checks, and every verdict stays the validator's.
+    """
     from protocol.schema import SchemaSet
 
     schemas = SchemaSet.default()
@@ -44,19 +42,7 @@ def default_schema_check() -> SchemaCheck:
     def problems(schema_id: str, record: Any, location: str) -> list[Any]:
         return list(schemas.problems(schema_id, record, location))
 
-    patterns: dict[str, dict[str, Any]] = {}
-    sid = schemas.schema_id("sample")
-    schema = schemas.schema(sid)
-    for name in MemoSchemaCheck.UNIQUE:
-        prop = schema.get("properties", {}).get(name, {})
-        ref = str(prop.get("$ref", ""))
-        if ref.startswith("#/$defs/"):
-            prop = schema.get("$defs", {}).get(ref.removeprefix("#/$defs/"), {})
-        if isinstance(prop.get("pattern"), str) and set(prop) <= {"type", "pattern"}:
-            patterns.setdefault(sid, {})[name] = prop["pattern"]
-    if sid in patterns and len(patterns[sid]) != len(MemoSchemaCheck.UNIQUE):
-        del patterns[sid]  # only when every unique field is a plain pattern
-    return MemoSchemaCheck(problems, patterns)
+    return problems
 
 
 def _body(note: str) -> Checkpoint:

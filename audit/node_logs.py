@@ -7,12 +7,9 @@ counts the live records.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 from audit.catalogue_log import EnrolledNode
 from audit.fetcher import Entry
@@ -150,38 +147,3 @@ def _entry(audit: NodeAudit, index: int, leaf: bytes, content: Any, report: Repo
         live.publish(kind, rid, index, None, has_content=True)
         return
     live.publish(kind, rid, index, content, has_content=True)
-
-
-class MemoSchemaCheck:
-    """Schema validation memoised over records that differ only in their unique fields.
-
-    Samples differ mostly by `id` and `nonce`. When both match their schema patterns they are
-    replaced by fixed valid values before validating, so the result is the same and is cached
-    by the rest of the record. Anything else is validated in full.
-    """
-
-    UNIQUE = {"id": "smp_aaaaaaaaaaaaaaaaaaaaaaaaaa", "nonce": "0" * 32}
-
-    def __init__(self, inner: SchemaCheck, patterns: dict[str, dict[str, Any]]) -> None:
-        self.inner = inner
-        self.patterns = {sid: {f: re.compile(p) for f, p in fields.items()}
-                         for sid, fields in patterns.items()}
-        self.cache: dict[bytes, bool] = {}
-
-    def __call__(self, schema_id: str, record: Any, location: str) -> list[Any]:
-        fields = self.patterns.get(schema_id)
-        if not fields or type(record) is not dict:
-            return self.inner(schema_id, record, location)
-        stand_in = dict(record)
-        for name, rx in fields.items():
-            value = record.get(name)
-            if type(value) is not str or not rx.fullmatch(value):
-                return self.inner(schema_id, record, location)
-            stand_in[name] = self.UNIQUE[name]
-        key = schema_id.encode() + orjson.dumps(stand_in, option=orjson.OPT_SORT_KEYS)
-        valid = self.cache.get(key)
-        if valid is None:
-            valid = not self.inner(schema_id, stand_in, location)
-            if len(self.cache) < 100_000:
-                self.cache[key] = valid
-        return [] if valid else self.inner(schema_id, record, location)

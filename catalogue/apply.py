@@ -10,18 +10,20 @@ import orjson
 from sqlalchemy import Engine, and_, bindparam, select
 
 from catalogue.codes import Vocabulary
-from catalogue.db import write_tx
+from catalogue.db import bulk_insert, write_tx
 from catalogue.errors import FetchError
-from catalogue.index import Change, apply_records, apply_samples, refresh_countries
+from catalogue.index import Change, apply_records, apply_samples, combo_key, refresh_countries
 from catalogue.models import alerts, leaves, nodes, rejections
 from catalogue.ownlog import CatalogueKey, append
 from protocol.entries import utc_now
-from protocol.errors import BiobankError
 from protocol.merkle import leaf_hash
 from protocol.verify import TrustedState, VerifiedEntry
 
 
-@dataclass
+LEAF_COLUMNS = ("node_id", "idx", "leaf", "hash", "kind", "record_id", "content")
+
+
+@dataclass(repr=False)  # a step holds every leaf: never format it whole
 class StepData:
     """Everything one verified step writes: leaves, record changes, rejections, new tree state."""
 
@@ -33,7 +35,7 @@ class StepData:
     root: bytes = b""
     compact: dict[str, Any] = field(default_factory=dict)
     checkpoint: str = ""
-    leaf_rows: list[dict[str, Any]] = field(default_factory=list)
+    leaf_rows: list[list[Any]] = field(default_factory=list)  # in LEAF_COLUMNS order
     changes: dict[str, dict[str, Change]] = field(default_factory=dict)
     erase: dict[tuple[str, str], int] = field(default_factory=dict)
     rejected: list[dict[str, Any]] = field(default_factory=list)
@@ -43,9 +45,10 @@ class StepData:
         entry, idx, content = v.entry, v.index, v.content
         op = entry["op"]
         kind, rid = entry.get("kind", ""), entry.get("id", "")
-        self.leaf_rows.append({"node_id": self.node_id, "idx": idx, "leaf": v.leaf,
-                               "hash": leaf_hash(v.leaf), "kind": kind, "record_id": rid,
-                               "content": content})
+        # Content travels as JSON text and samples as their combo key: small to pickle back
+        # from a worker process, and all the writer needs.
+        self.leaf_rows.append([self.node_id, idx, v.leaf, leaf_hash(v.leaf), kind, rid,
+                               None if content is None else orjson.dumps(content).decode()])
         changes = self.changes.setdefault(kind, {})
         if op == "publish":
             if v.problems:
@@ -55,6 +58,8 @@ class StepData:
                 changes[rid] = None
             elif content is None:
                 changes[rid] = None  # erased at the node: nothing to index
+            elif kind == "sample":
+                changes[rid] = (idx, combo_key(content))
             else:
                 changes[rid] = (idx, content)
         elif op == "withdraw":
@@ -65,12 +70,11 @@ class StepData:
         """Seal the step with the verified new tree state."""
         self.new_size, self.root = state.size, state.root
         self.compact, self.checkpoint = state.compact.to_json(), state.checkpoint
-        for r in self.leaf_rows:  # content withdrawn later in this same step is never stored
-            w = self.erase.get((r["kind"], r["record_id"]))
-            if w is not None and r["idx"] < w:
-                r["content"] = None
-            if r["content"] is not None:
-                r["content"] = orjson.dumps(r["content"]).decode()
+        if self.erase:  # content withdrawn later in this same step is never stored
+            for r in self.leaf_rows:
+                w = self.erase.get((r[4], r[5]))
+                if w is not None and r[1] < w:
+                    r[6] = None
 
 
 def apply_step(engine: Engine, key: CatalogueKey, step: StepData) -> None:
@@ -82,8 +86,7 @@ def apply_step(engine: Engine, key: CatalogueKey, step: StepData) -> None:
         if row.tree_size != step.old_size or row.state != "active":
             raise FetchError(f"{step.origin}: changed by another harvester during this one "
                              f"(size {row.tree_size}, state {row.state}); try again")
-        if step.leaf_rows:
-            conn.execute(leaves.insert(), step.leaf_rows)
+        bulk_insert(conn, leaves, LEAF_COLUMNS, step.leaf_rows)
         old_erase = [{"k": k, "r": r, "w": w} for (k, r), w in step.erase.items()]
         if old_erase and step.old_size:
             conn.execute(leaves.update().where(and_(
@@ -124,14 +127,13 @@ def record_failure(engine: Engine, node_id: int, error: str, remote_size: int | 
         conn.execute(nodes.update().where(nodes.c.id == node_id).values(**values))
 
 
-def record_halt(engine: Engine, node_id: int, kind: str, exc: BiobankError) -> None:
+def record_halt(engine: Engine, node_id: int, kind: str, message: str,
+                trusted_checkpoint: str | None, new_checkpoint: str | None) -> None:
     """Halt the node and keep both signed checkpoints as evidence in an alert."""
     now = utc_now()
-    message = f"{type(exc).__name__}: {exc}"
     with write_tx(engine) as conn:
         conn.execute(nodes.update().where(nodes.c.id == node_id).values(
             state="halted", last_attempt_at=now, last_error=message))
         conn.execute(alerts.insert().values(
-            node_id=node_id, kind=kind, message=message,
-            old_checkpoint=getattr(exc, "trusted_checkpoint", None),
-            new_checkpoint=getattr(exc, "new_checkpoint", None), created_at=now))
+            node_id=node_id, kind=kind, message=message, old_checkpoint=trusted_checkpoint,
+            new_checkpoint=new_checkpoint, created_at=now))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -204,12 +205,20 @@ def _progress(console: Console) -> Progress:
                     TextColumn("{task.fields[stage]}"), TimeElapsedColumn(), console=console)
 
 
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt, even when SIGINT was inherited ignored."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def run_demo(samples_per_node: int = 20000, seed: int = 42, base_port: int | None = None,
              workdir: Path | None = None) -> int:
     """Build (or reuse) and run the demo federation until Ctrl-C; return the exit code."""
     from catalogue.harvest import Harvester
     from protocol.errors import BiobankError
 
+    _stop_on_signals()
     workdir = Path(workdir or "biobank-demo").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     state_path = workdir / STATE_FILE

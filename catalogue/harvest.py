@@ -1,10 +1,12 @@
 """Harvest every active node concurrently: fetch, verify (protocol.verify), apply in one transaction.
 
 Each node is isolated: its failures are recorded against it and never stop the others.
-Rollback and equivocation halt the node, keep both signed checkpoints as evidence and raise
-an alert. Everything of one verified step (leaves, content, index, rejections, the new
-checkpoint and the catalogue-log leaf) is committed in ONE transaction, so a harvest killed
-at any moment leaves the database as it was before that step.
+Fetching and verifying run per node in worker processes (CATALOGUE_HARVEST_WORKERS; 0 runs
+them in this process), so verification uses every core and never blocks the API. Rollback
+and equivocation halt the node, keep both signed checkpoints as evidence and raise an
+alert. Everything of one verified step (leaves, content, index, rejections, the new
+checkpoint and the catalogue-log leaf) is committed in ONE transaction by this process, so
+a harvest killed at any moment leaves the database as it was before that step.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import asyncio
 import base64
 import binascii
 import logging
+import multiprocessing
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import httpx
-import orjson
 from sqlalchemy import Engine, select
 
 from catalogue.apply import StepData, apply_step, record_failure, record_halt, record_unchanged
@@ -49,19 +53,49 @@ class Outcome:
     halted: bool = False
 
 
+@dataclass(frozen=True)
+class NodeJob:
+    """Everything needed to fetch and verify one node (picklable, for worker processes)."""
+
+    node_id: int
+    origin: str
+    url: str
+    key: str
+    country: str | None
+    state: dict[str, Any] | None  # TrustedState.to_json()
+    request_timeout: float
+    max_bytes: int
+    page_size: int
+    max_step: int
+
+
+@dataclass(repr=False)
+class JobResult:
+    """A verified step, an unchanged log, or a failure (as text: exceptions do not all pickle)."""
+
+    remote_size: int | None = None
+    step: StepData | None = None
+    error: str | None = None
+    halt: str | None = None  # "rollback" | "equivocation"
+    trusted_checkpoint: str | None = None
+    new_checkpoint: str | None = None
+
+
+@cache
+def _schemas() -> SchemaSet:
+    return SchemaSet.default()
+
+
 class Harvester:
     """Harvests all active nodes; network via an injectable httpx transport."""
 
     def __init__(self, *, engine: Engine, settings: Settings, key: CatalogueKey,
-                 schemas: SchemaSet | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.engine = engine
         self.settings = settings
         self.key = key
-        self.schemas = schemas or SchemaSet.default()
         self.transport = transport
         self._write_lock = threading.Lock()
-        self._remote: dict[int, int] = {}  # node id -> size of its last verified checkpoint
 
     def run(self) -> list[Outcome]:
         """One-shot harvest of every active node (blocking)."""
@@ -71,70 +105,133 @@ class Harvester:
         with self.engine.connect() as conn:
             rows = conn.execute(select(nodes).where(nodes.c.state == "active")
                                 .order_by(nodes.c.origin)).all()
-        limits = httpx.Limits(max_connections=max(4, 2 * len(rows)))
-        async with httpx.AsyncClient(transport=self.transport, limits=limits,
-                                     timeout=self.settings.request_timeout) as client:
-            return list(await asyncio.gather(*(self._guarded(client, r) for r in rows)))
-
-    async def _guarded(self, client: httpx.AsyncClient, row: Any) -> Outcome:
+        jobs = [self._job(r) for r in rows]
+        workers = min(self.settings.harvest_workers, len(jobs))
+        pool = None
+        if workers > 0 and self.transport is None:
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         try:
-            return await asyncio.wait_for(self.harvest_node(client, row),
-                                          self.settings.node_deadline)
-        except (RollbackError, EquivocationError) as exc:
-            kind = "rollback" if isinstance(exc, RollbackError) else "equivocation"
-            await asyncio.to_thread(self._locked, record_halt, self.engine, row.id, kind, exc)
-            return Outcome(row.origin, ok=False, error=_text(exc), halted=True)
-        except TimeoutError:
-            error = (f"harvest of {row.origin} did not finish within "
-                     f"{self.settings.node_deadline:g} s")
-        except BiobankError as exc:
-            error = _text(exc)
-        except Exception as exc:  # a bug must not stop the other nodes; it is recorded
-            log.exception("harvest of %s failed", row.origin)
-            error = f"internal error: {type(exc).__name__}: {exc}"
-        await asyncio.to_thread(self._locked, record_failure, self.engine, row.id, error,
-                                self._remote.get(row.id))
-        return Outcome(row.origin, ok=False, error=error)
+            async with httpx.AsyncClient(transport=self.transport,
+                                         timeout=self.settings.request_timeout) as client:
+                return list(await asyncio.gather(*(self._one(client, pool, j) for j in jobs)))
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
-    def _locked(self, fn: Any, *args: Any) -> Any:
-        with self._write_lock:
-            return fn(*args)
-
-    async def harvest_node(self, client: httpx.AsyncClient, row: Any) -> Outcome:
-        """Fetch and verify one node's new entries, page by page, and apply them as one step."""
-        s = self.settings
-        fetcher = NodeFetcher(client, row.url, max_bytes=s.max_response_bytes,
-                              timeout=s.request_timeout)
-        note = await fetcher.checkpoint()
+    def _job(self, row: Any) -> NodeJob:
         state = _trusted(row)
-        # Checks signature, origin, rollback and same-size equivocation before any entry.
-        verifier = StepVerifier(state, note, [Verifier.from_key(row.key)], self.schemas,
-                                origin=row.origin)
-        size = verifier.checkpoint.size
-        self._remote[row.id] = size
-        if size == verifier.old_size:
-            await asyncio.to_thread(self._locked, record_unchanged, self.engine, row.id, size)
-            return Outcome(row.origin, ok=True, size=size)
-        if size - verifier.old_size > s.max_step:
-            raise FetchError(f"{row.origin}: {size - verifier.old_size} new entries exceed the "
-                             f"step limit of {s.max_step} (CATALOGUE_MAX_STEP)")
-        step = StepData(node_id=row.id, origin=row.origin, country=row.country,
-                        old_size=verifier.old_size)
-        async for page in _pages(fetcher, row.origin, verifier.old_size, size, s.page_size):
-            for leaf, content in page:
-                step.add(verifier.feed(leaf, content))
-        step.finish(verifier.finish())
-        await asyncio.to_thread(self._locked, apply_step, self.engine, self.key, step)
-        return Outcome(row.origin, ok=True, added=size - verifier.old_size, size=size)
+        s = self.settings
+        return NodeJob(node_id=row.id, origin=row.origin, url=row.url, key=row.key,
+                       country=row.country, state=state.to_json() if state else None,
+                       request_timeout=s.request_timeout, max_bytes=s.max_response_bytes,
+                       page_size=s.page_size, max_step=s.max_step)
+
+    async def _one(self, client: httpx.AsyncClient, pool: ProcessPoolExecutor | None,
+                   job: NodeJob) -> Outcome:
+        deadline = self.settings.node_deadline
+        try:
+            if pool is not None:
+                loop = asyncio.get_running_loop()
+                result = await asyncio.wait_for(
+                    loop.run_in_executor(pool, run_job_in_worker, job, deadline), deadline + 5)
+            else:
+                result = await guarded_job(job, client, deadline)
+        except TimeoutError:
+            result = JobResult(error=f"harvest of {job.origin} did not finish within "
+                               f"{deadline:g} s")
+        except Exception as exc:  # a crashed worker must not stop the other nodes
+            log.exception("harvest worker for %s failed", job.origin)
+            result = JobResult(error=f"internal error: {type(exc).__name__}: {exc}")
+        return await asyncio.to_thread(self._record, job, result)
+
+    def _record(self, job: NodeJob, r: JobResult) -> Outcome:
+        with self._write_lock:
+            if r.halt:
+                record_halt(self.engine, job.node_id, r.halt, r.error or "",
+                            r.trusted_checkpoint, r.new_checkpoint)
+                return Outcome(job.origin, ok=False, error=r.error, halted=True)
+            if r.step is not None:
+                try:
+                    apply_step(self.engine, self.key, r.step)
+                except BiobankError as exc:
+                    r = JobResult(remote_size=r.remote_size, error=_text(exc))
+                else:
+                    return Outcome(job.origin, ok=True, added=r.step.new_size - r.step.old_size,
+                                   size=r.step.new_size)
+            if r.error is not None:
+                record_failure(self.engine, job.node_id, r.error, r.remote_size)
+                return Outcome(job.origin, ok=False, error=r.error)
+            size = r.remote_size or 0
+            record_unchanged(self.engine, job.node_id, size)
+            return Outcome(job.origin, ok=True, size=size)
+
+
+def run_job_in_worker(job: NodeJob, deadline: float) -> JobResult:
+    """Worker-process entry point: fetch and verify one node with a client of its own."""
+
+    async def go() -> JobResult:
+        async with httpx.AsyncClient(timeout=job.request_timeout) as client:
+            return await guarded_job(job, client, deadline)
+
+    return asyncio.run(go())
+
+
+async def guarded_job(job: NodeJob, client: httpx.AsyncClient, deadline: float) -> JobResult:
+    """Run one node's job, turning every failure into a JobResult naming it."""
+    remote: list[int] = []
+    try:
+        return await asyncio.wait_for(verify_node(job, client, remote), deadline)
+    except (RollbackError, EquivocationError) as exc:
+        return JobResult(remote_size=remote[0] if remote else None, error=_text(exc),
+                         halt="rollback" if isinstance(exc, RollbackError) else "equivocation",
+                         trusted_checkpoint=exc.trusted_checkpoint,
+                         new_checkpoint=exc.new_checkpoint)
+    except TimeoutError:
+        error = f"harvest of {job.origin} did not finish within {deadline:g} s"
+    except BiobankError as exc:
+        error = _text(exc)
+    except Exception as exc:  # a bug must not stop the other nodes; it is recorded
+        log.exception("harvest of %s failed", job.origin)
+        error = f"internal error: {type(exc).__name__}: {exc}"
+    return JobResult(remote_size=remote[0] if remote else None, error=error)
+
+
+async def verify_node(job: NodeJob, client: httpx.AsyncClient, remote: list[int]) -> JobResult:
+    """Fetch and verify one node's new entries page by page; the step to apply, or nothing."""
+    fetcher = NodeFetcher(client, job.url, max_bytes=job.max_bytes, timeout=job.request_timeout)
+    note = await fetcher.checkpoint()
+    state = TrustedState.from_json(job.state) if job.state else None
+    # Checks signature, origin, rollback and same-size equivocation before any entry.
+    verifier = StepVerifier(state, note, [Verifier.from_key(job.key)], _schemas(),
+                            origin=job.origin)
+    size = verifier.checkpoint.size
+    remote.append(size)
+    if size == verifier.old_size:
+        return JobResult(remote_size=size)
+    if size - verifier.old_size > job.max_step:
+        raise FetchError(f"{job.origin}: {size - verifier.old_size} new entries exceed the "
+                         f"step limit of {job.max_step} (CATALOGUE_MAX_STEP)")
+    step = StepData(node_id=job.node_id, origin=job.origin, country=job.country,
+                    old_size=verifier.old_size)
+    async for page in _pages(fetcher, job.origin, verifier.old_size, size, job.page_size):
+        for leaf, content in page:
+            step.add(verifier.feed(leaf, content))
+    step.finish(verifier.finish())
+    return JobResult(remote_size=size, step=step)
 
 
 def _trusted(row: Any) -> TrustedState | None:
     if not row.checkpoint:
         return None
-    return TrustedState(origin=row.origin, size=int(row.tree_size),
-                        root=base64.b64decode(row.root),
-                        compact=CompactRange.from_json(orjson.loads(row.compact)),
-                        checkpoint=row.checkpoint)
+    return TrustedState.from_json({"origin": row.origin, "size": int(row.tree_size),
+                                   "root": row.root, "compact": _json(row.compact),
+                                   "checkpoint": row.checkpoint})
+
+
+def _json(text: str) -> Any:
+    import orjson
+
+    return orjson.loads(text)
 
 
 async def _pages(fetcher: NodeFetcher, origin: str, start: int, end: int,
@@ -144,10 +241,12 @@ async def _pages(fetcher: NodeFetcher, origin: str, start: int, end: int,
     The next page is requested while the current one is verified.
     """
     pos = start
-    pending = asyncio.ensure_future(fetcher.entries(pos, min(page_size, end - pos)))
+    pending: asyncio.Future[Any] | None = asyncio.ensure_future(
+        fetcher.entries(pos, min(page_size, end - pos)))
     try:
-        while pos < end:
+        while pos < end and pending is not None:
             entries, nxt = await pending
+            pending = None
             entries = entries[: end - pos]
             if not entries:
                 return  # fewer leaves than the checkpoint claims: finish() names what is missing
@@ -155,11 +254,7 @@ async def _pages(fetcher: NodeFetcher, origin: str, start: int, end: int,
             pos += len(entries)
             if nxt is not None and pos < end:
                 pending = asyncio.ensure_future(fetcher.entries(pos, min(page_size, end - pos)))
-            else:
-                pending = None
             yield page
-            if pending is None:
-                return
     finally:
         if pending is not None and not pending.done():
             pending.cancel()
@@ -180,3 +275,6 @@ def _decode(origin: str, index: int, e: Any) -> tuple[bytes, Any]:
 
 def _text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["CompactRange", "Harvester", "NodeJob", "Outcome", "run_job_in_worker"]

@@ -10,10 +10,12 @@ import orjson
 from sqlalchemy import Connection, and_, bindparam, select
 
 from catalogue.codes import Vocabulary
+from catalogue.db import bulk_insert
 from catalogue.models import combo_datasets, combo_diagnoses, combo_uses, combos, records, samples
 
-# change per record: (leaf index, content) to publish, or None to remove from the index
-Change = tuple[int, dict[str, Any]] | None
+# change per record: (leaf index, content) to publish, or None to remove from the index;
+# for samples the content is replaced by its combo_key()
+Change = tuple[int, Any] | None
 _CHUNK = 500
 
 
@@ -48,7 +50,10 @@ def apply_records(conn: Connection, node_id: int, kind: str, changes: dict[str, 
 
 def apply_samples(conn: Connection, node_id: int, changes: dict[str, Change], *,
                   fresh: bool, vocab: Vocabulary) -> None:
-    """Move samples between combos: decrement old ones, increment new ones, keep `samples` exact."""
+    """Move samples between combos: decrement old ones, increment new ones, keep `samples` exact.
+
+    `changes` maps sample id -> (leaf index, combo_key(content)), or None to remove.
+    """
     if not changes:
         return
     delta: Counter[int] = Counter()
@@ -60,15 +65,14 @@ def apply_samples(conn: Connection, node_id: int, changes: dict[str, Change], *,
             conn.execute(samples.delete().where(and_(
                 samples.c.node_id == node_id, samples.c.sample_id == bindparam("sid"))),
                 [{"sid": sid} for sid in old])
-    published = [(sid, ch[0], combo_key(ch[1])) for sid, ch in changes.items() if ch is not None]
+    published = [(sid, ch[0], ch[1]) for sid, ch in changes.items() if ch is not None]
     ids = _combo_ids(conn, node_id, {key for _s, _i, key in published}, vocab)
     rows = []
     for sid, idx, key in published:
         cid = ids[key]
         delta[cid] += 1
-        rows.append({"node_id": node_id, "sample_id": sid, "idx": idx, "combo_id": cid})
-    if rows:
-        conn.execute(samples.insert(), rows)
+        rows.append((node_id, sid, idx, cid))
+    bulk_insert(conn, samples, ("node_id", "sample_id", "idx", "combo_id"), rows)
     updates = [{"cid": cid, "d": d} for cid, d in delta.items() if d]
     if updates:
         conn.execute(combos.update().where(combos.c.id == bindparam("cid"))

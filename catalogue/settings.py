@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     max_response_bytes: int = 16 * 1024 * 1024
     page_size: int = 1000
     max_step: int = 2_000_000
+    # Worker processes that fetch and verify nodes in parallel (0: in this process). Keeps
+    # CPU-heavy verification off the API's event loop and uses every core.
+    harvest_workers: int = 2
 
     @field_validator("admin_token")
     @classmethod

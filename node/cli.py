@@ -1,4 +1,4 @@
-"""``biobank-node``: init, import, withdraw, serve, status."""
+"""``biobank-node``: init, import, preview, withdraw, rotate-key, serve, status, monitor."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from node import store
 from node.home import Home, NodeConfig, init_home
+from node.monitor import monitor_command
+from node.preview import preview_command
 from node.settings import NodeSettings
 from protocol.errors import BiobankError
 
@@ -23,6 +25,9 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+
+app.command("preview")(preview_command)
+app.command("monitor")(monitor_command)
 
 HomeOpt = Annotated[Path, typer.Option("--home", envvar="NODE_HOME", help="node home directory")]
 
@@ -173,18 +178,57 @@ class _progress:
 
 @app.command()
 def withdraw(
-    ids: Annotated[list[str], typer.Argument(help="published ids or local sample ids")],
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="published ids or local sample ids")
+    ] = None,
+    donor: Annotated[
+        list[str] | None,
+        typer.Option("--donor", help="local donor id: withdraw all this donor's samples"),
+    ] = None,
     home: HomeOpt = Path("node-home"),
 ) -> None:
-    """Withdraw records: a withdraw entry each, content erased; the tree still verifies."""
-    from node.withdraw import withdraw as do_withdraw
+    """Withdraw records (or all samples of a donor): content erased, the tree still verifies."""
+    from node.withdraw import erase
 
     try:
-        done = do_withdraw(Home.open(home), ids)
+        report = erase(Home.open(home), ids or [], donor or [])
     except BiobankError as exc:
         _fail(exc)
-    for kind, id in done:
+    for kind, id in report.withdrawn:
         print(f"withdrawn {kind} {id}")
+    for kind, id in report.held_back:
+        print(f"held back {kind} {id}")
+    for name, n in report.donors.items():
+        print(f"erased {n} samples of donor {name}; effective from tree size {report.size}")
+    if report.held_back:
+        err.print(
+            f"{len(report.held_back)} sample(s) of other donors withdrawn too: their class "
+            "fell below k distinct donors; the next import re-applies the policy to them",
+            highlight=False,
+        )
+    if not report.donors:
+        print(f"withdrawn {len(report.withdrawn)} record(s); effective from tree size "
+              f"{report.size}")
+
+
+@app.command("rotate-key")
+def rotate_key(home: HomeOpt = Path("node-home")) -> None:
+    """Rotate the signing key: a rotate-key entry, a checkpoint signed by old and new key."""
+    from node.rotate import rotate_key as do_rotate
+
+    try:
+        rotation = do_rotate(Home.open(home))
+    except BiobankError as exc:
+        _fail(exc)
+    err.print(
+        f"rotate-key entry at index {rotation.index}; checkpoint size {rotation.size} is "
+        f"signed by the old and the new key; from now on only the new key signs.\n"
+        f"old signer key kept as {rotation.old_key_file} (0600): delete it once the "
+        "catalogue has harvested that checkpoint (biobank-node monitor --catalogue URL).\n"
+        "give this new verifier key to the catalogue operator:",
+        highlight=False,
+    )
+    print(rotation.new_key)
 
 
 @app.command()

@@ -16,7 +16,6 @@ from protocol.errors import Problem
 
 Validate = Callable[[str, dict[str, Any], str], list[Problem]]
 BATCH = 5000
-CACHE = 50_000
 
 UPSERT = (
     "INSERT INTO records (kind, id, biobank, local_id, donor_hash, digest, nonce, last_index, live)"
@@ -47,8 +46,8 @@ class Differ:
         self.withdrawn: Counter[str] = Counter()
         self.problems: list[Problem] = []
         self._upserts: list[tuple[object, ...]] = []
-        # sample rows repeat a small set of coded values: validate each shape once
-        self._valid_shapes: set[tuple[object, ...]] = set()
+        # per sample field, the values seen in valid records (see samples())
+        self._valid_values: list[set[object]] = [set() for _ in range(13)]
 
     def _upsert(self, row: tuple[object, ...]) -> None:
         self._upserts.append(row)
@@ -151,7 +150,11 @@ class Differ:
                 if text and text != "[]":
                     content[key] = orjson.loads(text)
             content["nonce"] = old_nonce or secrets.token_hex(16)
-            shape = (
+            # the sample schema constrains each property on its own (no cross-property
+            # rules), so a record whose key set and every value already passed in a valid
+            # record is valid too: validate only records with something new
+            values = (
+                tuple(content),
                 biobank,
                 collection,
                 sample_type,
@@ -165,12 +168,11 @@ class Differ:
                 use,
                 datasets,
             )
-            if shape not in self._valid_shapes:
+            if not all(v in seen for v, seen in zip(values, self._valid_values, strict=True)):
                 if self._encode("sample", content, location) is None:
                     continue
-                if len(self._valid_shapes) >= CACHE:
-                    self._valid_shapes.clear()
-                self._valid_shapes.add(shape)
+                for v, seen in zip(values, self._valid_values, strict=True):
+                    seen.add(v)
             data = fast_canonical(content)
             digest = content_digest(data)
             if live and digest == old_digest:

@@ -8,6 +8,7 @@ import os
 import secrets
 import tomllib
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from node import store
@@ -21,6 +22,7 @@ SECRET = "pseudonym.secret"  # noqa: S105 - a file name, not a secret
 POLICY = "policy.toml"
 DB = "node.db"
 VERIFIER = "verifier.key"
+NEXT_KEY = "node.key.next"  # a rotation's new signer key until the rotation commits
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,8 @@ def _toml_line(key: str, value: str) -> str:
     return f"{key} = {json.dumps(value, ensure_ascii=False)}\n"
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` (must not exist) readable by the owner only, and write ``data``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
@@ -60,8 +63,8 @@ def init_home(home: Path, config: NodeConfig) -> str:
         )
     home.mkdir(parents=True, exist_ok=True)
     skey, vkey = generate_key(config.origin)
-    _write_private(home / KEY, skey.encode())
-    _write_private(home / SECRET, secrets.token_bytes(32))
+    write_private(home / KEY, skey.encode())
+    write_private(home / SECRET, secrets.token_bytes(32))
     (home / CONFIG).write_text(
         "".join(_toml_line(k, v) for k, v in asdict(config).items()), encoding="utf-8"
     )
@@ -74,6 +77,47 @@ def init_home(home: Path, config: NodeConfig) -> str:
     finally:
         conn.close()
     return vkey
+
+
+def finish_pending_rotation(path: Path) -> Path | None:
+    """Finish a key rotation whose log entry committed; return the old key file, if any.
+
+    ``node.key.next`` holds the new key from just before the rotation's transaction. If
+    the log's last ``rotate-key`` entry names that key, ``node.key`` is kept as
+    ``node.key.old-<date>`` and the new key takes its place; otherwise the transaction
+    never committed and the stray file is removed.
+    """
+    next_path = path / NEXT_KEY
+    if not next_path.exists():
+        return None
+    skey = next_path.read_text(encoding="utf-8").strip()
+    vkey = Signer.from_key(skey).vkey
+    conn = store.connect(path / DB)
+    try:
+        store.create_schema(conn)
+        committed = store.get_meta(conn, "verifier_key")
+    finally:
+        conn.close()
+    if committed != vkey:
+        next_path.unlink()
+        return None
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    old = path / f"{KEY}.old-{stamp}"
+    n = 1
+    while old.exists():
+        n += 1
+        old = path / f"{KEY}.old-{stamp}.{n}"
+    os.rename(path / KEY, old)
+    os.replace(next_path, path / KEY)
+    tmp = path / f"{VERIFIER}.tmp"
+    tmp.write_text(vkey + "\n", encoding="utf-8")
+    os.replace(tmp, path / VERIFIER)
+    return old
+
+
+def current_verifier_key(path: Path) -> str:
+    """The verifier key in ``verifier.key`` now (it changes when the key is rotated)."""
+    return (path / VERIFIER).read_text(encoding="utf-8").strip()
 
 
 def write_default_policy(path: Path) -> None:
@@ -118,6 +162,7 @@ class Home:
             config = NodeConfig(**{k: str(v) for k, v in raw.items()})
         except TypeError as exc:
             raise ConfigError(f"{cfg_path}: {exc}") from exc
+        finish_pending_rotation(path)
         signer = Signer.from_key((path / KEY).read_text(encoding="utf-8").strip())
         vkey = (path / VERIFIER).read_text(encoding="utf-8").strip()
         Verifier.from_key(vkey)

@@ -9,6 +9,7 @@ Register in node/cli.py with: ``app.command("monitor")(monitor_command)``.
 from __future__ import annotations
 
 import base64
+import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -75,8 +76,10 @@ def check_mirror(home: Home, catalogue: str, client: httpx.Client) -> MonitorRes
     conn = store.connect(home.db_path, readonly=True)
     try:
         result.own_size = store.log_size(conn)
+        # every key this node ever signed with (a mirror may lag behind a key rotation)
+        keys = json.loads(store.get_meta(conn, "key_history") or "[]") or [home.verifier_key]
         try:
-            mirror = verify_checkpoint(note, [Verifier.from_key(home.verifier_key)], origin)
+            mirror = verify_checkpoint(note, [Verifier.from_key(k) for k in keys], origin)
         except BiobankError as exc:
             mirror = Checkpoint.from_text(note.partition("\n\n")[0] + "\n")
             result.differences.append(f"mirror checkpoint size {mirror.size} is not signed by "

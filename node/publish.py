@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Sequence
 
 import orjson
 
 from node import store
 from protocol.canonical import canonical, nfc
 from protocol.entries import make_entry, utc_now
+from protocol.errors import ConfigError
 from protocol.merkle import CompactRange, leaf_hash
 from protocol.note import Checkpoint, Signer, sign_checkpoint
 
@@ -36,10 +38,19 @@ class LogWriter:
     leaves the log, the contents, the record state and the checkpoint as they were.
     """
 
-    def __init__(self, conn: sqlite3.Connection, origin: str, signer: Signer) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, origin: str, signer: Signer | Sequence[Signer]
+    ) -> None:
         self.conn = conn
         self.origin = origin
-        self.signer = signer
+        # several signers only for the checkpoint that first covers a rotate-key entry
+        self.signers = [signer] if isinstance(signer, Signer) else list(signer)
+        in_force = store.get_meta(conn, "verifier_key")  # set by the last key rotation
+        if in_force is not None and in_force not in {s.vkey for s in self.signers}:
+            raise ConfigError(
+                "the node key was rotated while this command ran (or node.key is an old "
+                "key); run the command again"
+            )
         self.start = store.log_size(conn)
         self.size = self.start
         saved = store.get_meta(conn, "compact_range")
@@ -98,6 +109,18 @@ class LogWriter:
         )
         return self._append(entry, kind, id, "withdraw", None)
 
+    def rotate_key(self, vkey: str) -> int:
+        """Append a ``rotate-key`` entry naming the new verifier key ``vkey``."""
+        self.flush()
+        entry = make_entry(log=self.origin, index=self.size, op="rotate-key", key=vkey,
+                           time=self.time)
+        store.set_meta(self.conn, "verifier_key", vkey)
+        keys = json.loads(store.get_meta(self.conn, "key_history") or "[]")
+        keys = keys or [self.signers[0].vkey]  # the key in force before the first rotation
+        store.set_meta(self.conn, "key_history", json.dumps([*keys, vkey]))
+        # kind/id columns: "key" and the new verifier key (status counts, key history)
+        return self._append(entry, "key", vkey, "rotate-key", None)
+
     def _append(
         self, entry: dict[str, object], kind: str, id: str, op: str, content: str | None
     ) -> int:
@@ -125,15 +148,19 @@ class LogWriter:
         if self.appended == 0:
             return None
         store.set_meta(self.conn, "compact_range", json.dumps(self.compact.to_json()))
-        return sign_and_store(self.conn, self.origin, self.signer, self.compact, self.time)
+        return sign_and_store(self.conn, self.origin, self.signers, self.compact, self.time)
 
 
 def sign_and_store(
-    conn: sqlite3.Connection, origin: str, signer: Signer, compact: CompactRange, time: str
+    conn: sqlite3.Connection,
+    origin: str,
+    signer: Signer | Sequence[Signer],
+    compact: CompactRange,
+    time: str,
 ) -> str:
     """Sign a checkpoint for the tree ``compact`` describes and record it."""
     checkpoint = Checkpoint(origin=origin, size=compact.size, root=compact.root())
-    note = sign_checkpoint(checkpoint, [signer])
+    note = sign_checkpoint(checkpoint, [signer] if isinstance(signer, Signer) else signer)
     conn.execute(
         "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
         (compact.size, checkpoint.root, note, time),

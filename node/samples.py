@@ -15,6 +15,7 @@ from protocol.errors import Problem
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?:T.*)?$")
 _EU_DATE = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})$")
 MAX_AGE = 130
+MEMO = 100_000  # entries per memo before it is cleared (bounded memory on odd exports)
 Bad = Callable[[str, object, str], None]
 
 
@@ -63,6 +64,11 @@ class SampleChecker:
         self.codes = codes
         self.sources = sources
         self.this_year = dt.date.today().year
+        # memos: exports repeat a small set of values per field
+        self._mapped: dict[tuple[str, str], str | None] = {}
+        self._dates: dict[str, tuple[int, int | None, int | None] | None] = {}
+        self._diagnoses: dict[tuple[str, ...], tuple[str, list[tuple[str, str]]]] = {}
+        self._lists: dict[tuple[str, tuple[str, ...]], tuple[str, list[tuple[str, str]]]] = {}
 
     def check(
         self, raw: RawSample, location: str, names: dict[str, str] | None = None
@@ -91,7 +97,7 @@ class SampleChecker:
         sex = self._code("sex", "sex", raw.sex.lower() if raw.sex else raw.sex, bad)
         year = month = day = None
         if raw.date:
-            parsed = parse_date(raw.date)
+            parsed = self._date(raw.date)
             if parsed is None:
                 bad("date", raw.date, "not a date (YYYY, YYYY-MM-DD or DD.MM.YYYY)")
             else:
@@ -100,27 +106,18 @@ class SampleChecker:
                     bad("date", raw.date, f"collection year {year} is out of range")
                     year = None
         age = self._age(raw, year, month, day, bad)
-        diagnoses: list[dict[str, str]] = []
-        for value in raw.diagnoses:
-            code = diagnosis(value)
-            if code is None:
-                bad("diagnoses", value, "not an ICD-10 code (e.g. C50.9) or ORPHA code (ORPHA:558)")
-            elif code["system"] == "ORPHA" and not self._known("orpha", code["code"]):
-                bad("diagnoses", value, f"unknown code {value!r} for diagnoses (ORPHA)")
-            elif code not in diagnoses:
-                diagnoses.append(code)
-        use = [
-            c
-            for c in (self._code("duo", "use_conditions", v, bad) for v in raw.use_conditions)
-            if c
-        ]
-        datasets = [
-            c
-            for c in (
-                self._code("dataset-type", "dataset_types", v, bad) for v in raw.dataset_types
-            )
-            if c
-        ]
+        # the list fields repeat a few combinations: check each combination once
+        key = tuple(raw.diagnoses)
+        memo = self._diagnoses.get(key)
+        if memo is None:
+            if len(self._diagnoses) > MEMO:
+                self._diagnoses.clear()
+            memo = self._diagnoses[key] = self._check_diagnoses(raw.diagnoses)
+        diagnoses, issues = memo
+        for value, reason in issues:
+            bad("diagnoses", value, reason)
+        use = self._code_list("duo", "use_conditions", raw.use_conditions, bad)
+        datasets = self._code_list("dataset-type", "dataset_types", raw.dataset_types, bad)
         if problems:
             return None, problems
         return (
@@ -133,11 +130,54 @@ class SampleChecker:
             sex,
             age,
             year,
-            orjson.dumps(diagnoses).decode(),
-            orjson.dumps(sorted(set(use))).decode(),
-            orjson.dumps(sorted(set(datasets))).decode(),
+            diagnoses,
+            use,
+            datasets,
             location,
         ), []
+
+    def _check_diagnoses(self, values: list[str]) -> tuple[str, list[tuple[str, str]]]:
+        diagnoses: list[dict[str, str]] = []
+        issues: list[tuple[str, str]] = []
+        for value in values:
+            code = diagnosis(value)
+            if code is None:
+                issues.append(
+                    (value, "not an ICD-10 code (e.g. C50.9) or ORPHA code (ORPHA:558)")
+                )
+            elif code["system"] == "ORPHA" and not self._known("orpha", code["code"]):
+                issues.append((value, f"unknown code {value!r} for diagnoses (ORPHA)"))
+            elif code not in diagnoses:
+                diagnoses.append(code)
+        return orjson.dumps(diagnoses).decode(), issues
+
+    def _code_list(self, codelist: str, fld: str, values: list[str], bad: Bad) -> str:
+        """JSON text of the sorted, unique mapped codes (unknown codes reported)."""
+        key = (codelist, tuple(values))
+        memo = self._lists.get(key)
+        if memo is None:
+            if len(self._lists) > MEMO:
+                self._lists.clear()
+            issues: list[tuple[str, str]] = []
+            mapped = [
+                c
+                for c in (
+                    self._code(codelist, fld, v, lambda _f, v, r: issues.append((str(v), r)))
+                    for v in values
+                )
+                if c
+            ]
+            memo = self._lists[key] = (orjson.dumps(sorted(set(mapped))).decode(), issues)
+        for value, reason in memo[1]:
+            bad(fld, value, reason)
+        return memo[0]
+
+    def _date(self, text: str) -> tuple[int, int | None, int | None] | None:
+        if text not in self._dates:
+            if len(self._dates) > MEMO:
+                self._dates.clear()
+            self._dates[text] = parse_date(text)
+        return self._dates[text]
 
     def _known(self, codelist: str, code: str) -> bool:
         try:
@@ -152,7 +192,13 @@ class SampleChecker:
             if required:
                 bad(fld, value, f"missing required {fld}")
             return None
-        mapped = self.codes.map(codelist, value, self.sources)
+        key = (codelist, value)
+        if key in self._mapped:
+            mapped = self._mapped[key]
+        else:
+            if len(self._mapped) > MEMO:
+                self._mapped.clear()
+            mapped = self._mapped[key] = self.codes.map(codelist, value, self.sources)
         if mapped is None:
             bad(fld, value, f"unknown code {value!r} for {fld}")
         return mapped

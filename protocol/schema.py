@@ -22,6 +22,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from referencing.jsonschema import DRAFT202012
 
 from protocol.errors import ConfigError, Problem, ValidationFailed
+from protocol.schema_memo import ShapeMemo
 
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})  # values, not schemas
 _ID = re.compile(r"/v(?P<version>\d+)/(?P<kind>[A-Za-z0-9_-]+)\.schema\.json$")
@@ -58,6 +59,7 @@ class SchemaSet:
         self._fast: dict[str, Callable[[Any], Any]] = {}
         self._enum_formats: dict[str, Callable[[Any], bool]] = {}
         self._detailed: dict[str, jsonschema.Draft202012Validator] = {}
+        self._memos: dict[str, ShapeMemo] = {}
 
     @classmethod
     def default(cls) -> SchemaSet:
@@ -164,10 +166,30 @@ class SchemaSet:
             raise ConfigError(f"schema reference {uri!r} is not among the loaded schemas") \
                 from None
 
+    def _memo(self, sid: str) -> ShapeMemo:
+        memo = self._memos.get(sid)
+        if memo is None:
+            memo = self._memos[sid] = ShapeMemo(self._by_id[sid])
+        return memo
+
+    def _fast_verdict(self, sid: str, record: Any) -> None:
+        """Raise fastjsonschema's exception unless `record` is valid; shapes seen valid are
+        remembered (see protocol.schema_memo), so a sample differing from an earlier valid one
+        only in `id` and `nonce` costs two pattern checks."""
+        memo = self._memo(sid)
+        if not memo.active:
+            self._fast_validator(sid)(record)
+            return
+        known, key = memo.known_valid(record)
+        if known:
+            return
+        self._fast_validator(sid)(record)
+        memo.learn(key)
+
     def is_valid(self, kind_or_id: str, record: Any) -> bool:
         """The fast verdict alone."""
         try:
-            self._fast_validator(self._resolve(kind_or_id))(record)
+            self._fast_verdict(self._resolve(kind_or_id), record)
         except fastjsonschema.JsonSchemaValueException:
             return False
         return True
@@ -182,7 +204,7 @@ class SchemaSet:
             return [Problem(location, "/", kind_or_id, f"unknown schema {kind_or_id!r}")]
         sid = self._resolve(kind_or_id)
         try:
-            self._fast_validator(sid)(record)
+            self._fast_verdict(sid, record)
         except fastjsonschema.JsonSchemaValueException as exc:
             found = self._details(sid, record, location)
             if found:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from node.api.deps import HomeDep
+from node.home import current_verifier_key
 from protocol.schema import SchemaSet
 
 router = APIRouter(tags=["descriptor"])
@@ -50,7 +51,8 @@ def descriptor(home: HomeDep, request: Request) -> dict[str, Any]:
         "organisation": cfg.organisation,
         "contact": {"email": cfg.contact},
         "url": cfg.url or str(request.base_url).rstrip("/"),
-        "verifier_key": home.verifier_key,
+        # read per request: a rotation changes it while the server runs
+        "verifier_key": current_verifier_key(home.path),
         "schemas": [schemas.schema_id(k) for k in ("biobank", "collection", "sample")],
         "policy": policy_summary(home),
     }

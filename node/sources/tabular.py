@@ -36,9 +36,11 @@ def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv
     names = {fld: col for fld, col in mapping.columns.items()}
     count = 0
     id_field = "local_id" if mapping.kind == "sample" else "id"
+    plan = _plan(mapping)
+    sample_fields = RawSample.__dataclass_fields__
     for loc, row, problems in rows:
         count += 1
-        flat = _flat(row or {}, mapping)
+        flat = _flat(row or {}, mapping, plan)
         key = flat.get(id_field)
         key = str(key) if key else None
         if row is None or problems:
@@ -46,9 +48,7 @@ def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv
                 sink.problem(p, mapping.kind, key)
             continue
         if mapping.kind == "sample":
-            raw = RawSample(
-                **{k: v for k, v in flat.items() if k in RawSample.__dataclass_fields__}
-            )
+            raw = RawSample(**{k: v for k, v in flat.items() if k in sample_fields})
             staged, issues = checker.check(raw, loc, names)
             if staged is None:
                 for p in issues:
@@ -68,17 +68,29 @@ def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv
     return count
 
 
-def _flat(row: dict[str, str], mapping: Mapping) -> dict[str, object]:
-    flat: dict[str, object] = dict(mapping.fixed)
+Plan = list[tuple[str, str, dict[str, str], bool, bool]]
+
+
+def _plan(mapping: Mapping) -> Plan:
+    """Per mapped field, once per file: (field, column, value table, is a list, has fixed)."""
     lists = SAMPLE_LIST_FIELDS if mapping.kind == "sample" else LIST_FIELDS
-    for fld, column in mapping.columns.items():
+    return [
+        (fld, column, mapping.values.get(fld, {}), fld in lists, fld in mapping.fixed)
+        for fld, column in mapping.columns.items()
+    ]
+
+
+def _flat(row: dict[str, str], mapping: Mapping, plan: Plan) -> dict[str, object]:
+    flat: dict[str, object] = dict(mapping.fixed)
+    separator = mapping.list_separator
+    for fld, column, table, is_list, fixed in plan:
         value = row.get(column, "").strip()
-        if value == "" and fld in flat:
+        if not value:
+            if not fixed:
+                flat[fld] = [] if is_list else None
             continue
-        table = mapping.values.get(fld, {})
-        if fld in lists:
-            items = [v.strip() for v in value.split(mapping.list_separator) if v.strip()]
-            flat[fld] = [table.get(v, v) for v in items]
+        if is_list:
+            flat[fld] = [table.get(v, v) for v in (i.strip() for i in value.split(separator)) if v]
         else:
-            flat[fld] = table.get(value, value) if value else None
+            flat[fld] = table.get(value, value)
     return flat

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from node.home import Home, NodeConfig, init_home
+from protocol.canonical import digest
+from protocol.entries import parse_leaf
+from protocol.keys import KeyHistory
+from protocol.merkle import leaf_hash, root_from_leaf_hashes
+from protocol.note import Checkpoint
 
 ORIGIN = "test.example/biobank-node"
 BIOBANK = "bbmri-eric:ID:DE_TEST"
@@ -85,3 +94,43 @@ def write_csv(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> 
 def write_mapping(path: Path, text: str = MAPPING) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def fetch_all(client: httpx.Client) -> list[dict[str, Any]]:
+    """Every served entry, page by page."""
+    entries: list[dict[str, Any]] = []
+    start: int | None = 0
+    while start is not None:
+        page = client.get("/v1/log/entries", params={"start": start}).json()
+        entries += page["entries"]
+        start = page["next"]
+    return entries
+
+
+def verify_served_log(
+    client: httpx.Client, history: KeyHistory, previous_size: int = 0
+) -> tuple[Checkpoint, list[dict[str, Any]]]:
+    """Check the served log as a third party would: the checkpoint against the key history,
+    every leaf canonical and in order, every content against its digest, the root rebuilt.
+    Rotate-key leaves are added to ``history`` as they are met."""
+    note = client.get("/v1/log/checkpoint").text
+    entries = fetch_all(client)
+    hashes = []
+    for index, item in enumerate(entries):
+        leaf = base64.b64decode(item["leaf"])
+        entry = parse_leaf(leaf, expected_log=history.origin, expected_index=index)
+        if entry["op"] == "rotate-key":
+            history.rotate(index=index, key=entry["key"])
+        if item["content"] is not None:
+            assert entry["op"] == "publish"
+            assert digest(item["content"]) == entry["digest"]
+        hashes.append(leaf_hash(leaf))
+    checkpoint = history.verify(note, previous_size=previous_size)
+    assert checkpoint.size == len(entries)
+    assert root_from_leaf_hashes(hashes) == checkpoint.root
+    return checkpoint, entries
+
+
+def entry_of(item: dict[str, Any], index: int) -> dict[str, Any]:
+    """The parsed leaf of a served entry."""
+    return parse_leaf(base64.b64decode(item["leaf"]), expected_log=ORIGIN, expected_index=index)

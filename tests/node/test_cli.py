@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 from node.cli import app
 from protocol.note import Verifier
 from tests.node.node_support import sample_rows, write_csv, write_mapping
+from tests.support import free_port
 
 runner = CliRunner()
 
@@ -96,3 +98,38 @@ def test_import_prints_one_line_per_problem_and_exits_non_zero(tmp_path: Path) -
     assert gone.exit_code == 0 and gone.stdout.startswith("withdrawn sample smp_")
     missing = runner.invoke(app, ["withdraw", "--home", str(home), "nope"])
     assert missing.exit_code == 2 and "no live record" in missing.output
+
+
+def test_preview_shows_what_would_go_out_and_writes_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    _init(home)
+    (home / "policy.toml").write_text("k = 3\n", encoding="utf-8")
+    mapping = write_mapping(tmp_path / "map.toml")
+    rows = sample_rows(5)
+    rows[4][4] = "m"  # a class of one donor: held back
+    export = write_csv(tmp_path / "a.csv", rows)
+    db_before = (home / "node.db").read_bytes()
+    result = runner.invoke(
+        app, ["preview", "--home", str(home), "--mapping", str(mapping), "--json", str(export)]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["privacy"]["published"] == 4 and report["privacy"]["held_back"] == {
+        "below_k": 1
+    }
+    assert report["policy"]["k"] == 3 and report["problems"] == 0
+    table = runner.invoke(
+        app, ["preview", "--home", str(home), "--mapping", str(mapping), str(export)]
+    )
+    assert table.exit_code == 0 and "4 of 5 samples published" in table.stdout
+    assert (home / "node.db").read_bytes() == db_before
+    status = runner.invoke(app, ["status", "--home", str(home)])
+    assert "log size: 0" in status.stdout
+
+
+def test_monitor_is_a_command_and_reports_an_unreachable_catalogue(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    _init(home)
+    url = f"http://127.0.0.1:{free_port()}"
+    result = runner.invoke(app, ["monitor", "--home", str(home), "--catalogue", url])
+    assert result.exit_code == 2 and result.output.startswith("error: ")

@@ -8,18 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from node.home import Home
-from node.monitor import monitor_command
+from node.cli import app
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
 from tests.audit.liar import Liar, constant, edit_page, mirror_path
 from tests.support import free_port, live_server
 
-cli = typer.Typer()
-cli.command("monitor")(monitor_command)
-cli.command("noop")(lambda: None)  # keeps typer in multi-command mode, as in node/cli.py
+cli = app  # the real biobank-node command line, where monitor is registered
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,70 @@
+"""Key rotation: a ``rotate-key`` entry, one checkpoint signed by old AND new key, then new only.
+
+Order of steps, so that a crash at any point leaves a node that still works:
+
+1. the new signer key is written to ``node.key.next`` (0600);
+2. ONE transaction appends the ``rotate-key`` entry and signs the checkpoint that first
+   covers it with the old and the new key (``protocol/keys.py``: the first checkpoint
+   of size > i must carry both);
+3. ``node.key`` becomes ``node.key.old-<date>`` (kept, 0600), ``node.key.next`` becomes
+   ``node.key`` and ``verifier.key`` is rewritten.
+
+If the process dies after 2 but before 3, :func:`node.home.finish_pending_rotation` (run by
+``Home.open``) completes step 3; if it died before 2 commits, the stray ``node.key.next``
+is removed there.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from node import store
+from node.home import KEY, NEXT_KEY, Home, finish_pending_rotation, write_private
+from node.publish import LogWriter, ensure_checkpoint
+from protocol.errors import ConfigError
+from protocol.note import Signer, generate_key
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What ``rotate-key`` did."""
+
+    old_key: str
+    new_key: str
+    index: int  # log index of the rotate-key entry
+    size: int  # size of the checkpoint signed by both keys
+    old_key_file: Path
+
+
+def rotate_key(home: Home) -> Rotation:
+    """Rotate the node's signing key; return the new verifier key and where things are."""
+    next_path = home.path / NEXT_KEY
+    if next_path.exists():
+        raise ConfigError(f"{next_path} exists: an earlier rotation did not finish; "
+                          "open the node once (e.g. 'biobank-node status') to finish it")
+    skey, vkey = generate_key(home.config.origin)
+    new_signer = Signer.from_key(skey)
+    write_private(next_path, skey.encode())
+    conn = store.connect(home.db_path)
+    try:
+        store.create_schema(conn)
+        ensure_checkpoint(conn, home.config.origin, home.signer)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            writer = LogWriter(conn, home.config.origin, [home.signer, new_signer])
+            index = writer.rotate_key(vkey)
+            writer.finish()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            os.unlink(next_path)
+            raise
+    finally:
+        conn.close()
+    old_file = finish_pending_rotation(home.path)
+    if old_file is None:  # pragma: no cover - finish_pending_rotation saw the commit
+        raise ConfigError(f"rotation committed but {home.path / KEY} was not switched")
+    return Rotation(old_key=home.verifier_key, new_key=vkey, index=index, size=writer.size,
+                    old_key_file=old_file)
