@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.catalogue_log import CatalogueReplay, EnrolledNode, replay_catalogue
+from audit.examine import SchemaCheck, default_schema_check
 from audit.fetcher import Source
 from audit.livestate import Chapters, NodeLive, Tally
-from audit.node_logs import CheckpointClaim, NodeAudit, SchemaCheck, stream_node
+from audit.node_logs import CheckpointClaim, NodeAudit, stream_examined, stream_node
+from audit.parallel import CHUNK, ExaminePool
 from audit.report import Report
 from audit.search_check import check_search
 from audit.state import AuditState
@@ -27,22 +29,8 @@ class AuditOptions:
 
     node_direct: bool = False
     pinned_key: str | None = None  # the catalogue verifier key obtained out of band
-
-
-def default_schema_check() -> SchemaCheck:
-    """Validation with the shipped schemas (protocol.schema).
-
-    SchemaSet remembers the shapes it found valid (protocol.schema_memo), so samples differing
-    only in `id` and `nonce` cost two pattern checks, and every verdict stays the validator's.
-    """
-    from protocol.schema import SchemaSet
-
-    schemas = SchemaSet.default()
-
-    def problems(schema_id: str, record: Any, location: str) -> list[Any]:
-        return list(schemas.problems(schema_id, record, location))
-
-    return problems
+    workers: int = 1  # processes examining big bundle logs (the CLI: parallel.auto_workers())
+    parallel_min: int = 20_000  # leaves from which a bundle log is worth worker processes
 
 
 def _body(note: str) -> Checkpoint:
@@ -122,7 +110,7 @@ def run_audit(source: Source, *, state: AuditState | None, options: AuditOptions
     except BiobankError as exc:
         report["catalogue-log"].fail("catalogue log", f"{type(exc).__name__}: {exc}")
         return report, None
-    _audit_nodes(source, replay, report, options, schema_check or default_schema_check(), say)
+    _audit_nodes(source, replay, report, options, schema_check, say)
     if not report.ok:
         return report, None
     return report, AuditState(origin=origin, verifier_key=key, size=cp.size, root=cp.root,
@@ -149,8 +137,8 @@ def _previous_size(node: EnrolledNode, size: int) -> int:
 
 
 def _audit_nodes(source: Source, replay: CatalogueReplay, report: Report, options: AuditOptions,
-                 schema_check: SchemaCheck, say: Callable[[str], None]) -> None:
-    tree, direct = report["node-tree"], report["node-direct"]
+                 schema_check: SchemaCheck | None, say: Callable[[str], None]) -> None:
+    tree = report["node-tree"]
     audits: list[NodeAudit] = []
     tree.ran = True
     retired = sorted(o for o, n in replay.nodes.items() if n.retired)
@@ -166,6 +154,30 @@ def _audit_nodes(source: Source, replay: CatalogueReplay, report: Report, option
             tree.fail(f"node {origin} mirror checkpoint", f"{type(exc).__name__}: {exc}")
             continue
         audits.append(_claims(node, mirror_note, mirror))
+    pool = _pool(source, audits, options, schema_check)
+    try:
+        _stream_nodes(source, audits, report, options, schema_check, pool, say)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _pool(source: Source, audits: list[NodeAudit], options: AuditOptions,
+          schema_check: SchemaCheck | None) -> ExaminePool | None:
+    """Worker processes when some bundle log is big enough (default schema check only)."""
+    workers = options.workers
+    if (workers < 2 or schema_check is not None or not hasattr(source, "node_entry_chunks")
+            or not any(max(a.claims) >= options.parallel_min for a in audits)):
+        return None
+    pool = ExaminePool(workers)
+    pool.warm_up()
+    return pool
+
+
+def _stream_nodes(source: Source, audits: list[NodeAudit], report: Report,
+                  options: AuditOptions, schema_check: SchemaCheck | None,
+                  pool: ExaminePool | None, say: Callable[[str], None]) -> None:
+    tree, direct = report["node-tree"], report["node-direct"]
     try:
         search = source.search()
     except BiobankError as exc:
@@ -178,14 +190,20 @@ def _audit_nodes(source: Source, replay: CatalogueReplay, report: Report, option
             _direct_claim(source, audit, direct, ahead)
     chapters, tally = Chapters(), Tally()
     report.facts["nodes audited"] = len(audits)
+    check = schema_check or default_schema_check()
     for audit in audits:
         node = audit.node
         live = NodeLive(node.origin, node.country, chapters)
         end = max(audit.claims)
         say(f"node {node.origin}: {end} leaves")
         try:
-            stream_node(audit, source.node_entries(node.origin, end), report=report,
-                        schema_problems=schema_check, live=live)
+            if pool is not None and end >= options.parallel_min:
+                chunks = getattr(source, "node_entry_chunks")(node.origin, end, CHUNK)  # noqa: B009
+                stream_examined(audit, pool.examined(node.origin, chunks), report=report,
+                                live=live)
+            else:
+                stream_node(audit, source.node_entries(node.origin, end), report=report,
+                            schema_problems=check, live=live)
         except BiobankError as exc:
             tree.fail(f"node {node.origin} mirror", f"{type(exc).__name__}: {exc}")
             continue

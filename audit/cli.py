@@ -12,6 +12,7 @@ from rich.console import Console
 
 from audit.checks import AuditOptions, run_audit
 from audit.fetcher import BundleSource, HttpSource, RecordingSource, Source
+from audit.parallel import auto_workers
 from audit.state import AuditState
 from protocol.errors import BiobankError
 
@@ -36,6 +37,9 @@ def verify(
     node_direct: NodeDirectOpt = False,
     key: KeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable report")] = False,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="processes checking large bundle logs (default: 2 on a "
+                                 "multi-core machine; 1: no worker processes)")] = None,
 ) -> None:
     """Run every check; exit 0 only when all hold (the state file is updated only then)."""
     err = Console(stderr=True)
@@ -51,8 +55,9 @@ def verify(
     progress = None if as_json else (lambda msg: err.print(f"[dim]{msg}[/]"))
     try:
         report, new_state = run_audit(source, state=previous, progress=progress,
-                                      options=AuditOptions(node_direct=node_direct,
-                                                           pinned_key=key))
+                                      options=AuditOptions(
+                                          node_direct=node_direct, pinned_key=key,
+                                          workers=workers or auto_workers()))
     finally:
         source.close()
     if state and new_state:

@@ -36,6 +36,17 @@ class Chapters:
         return self.cache[cat]
 
 
+def combo_key(s: dict[str, Any], chapters: Chapters) -> tuple[Any, ...]:
+    """The attributes of a valid sample that the search counts (its interned key)."""
+    found = {chapters.of(d["code"]) for d in s.get("diagnoses") or ()
+             if d.get("system") == "ICD-10"}
+    return (s.get("biobank"), s.get("collection"), s.get("sample_type"),
+            s.get("storage_temperature"), s.get("sex"),
+            tuple(sorted(c for c in found if c)),
+            tuple(sorted(set(s.get("use_conditions") or ()))),
+            tuple(sorted(set(s.get("dataset_types") or ()))))
+
+
 @dataclass
 class NodeLive:
     """Live records of one node, kept small: samples as an interned attribute combination."""
@@ -47,14 +58,7 @@ class NodeLive:
     others: dict[tuple[str, str], tuple[Any, int, tuple[int, ...]]] = field(default_factory=dict)
     combos: dict[tuple[Any, ...], int] = field(default_factory=dict)
 
-    def _combo(self, s: dict[str, Any]) -> int:
-        chapters = {self.chapters.of(d["code"]) for d in s.get("diagnoses") or ()
-                    if d.get("system") == "ICD-10"}
-        key = (s.get("biobank"), s.get("collection"), s.get("sample_type"),
-               s.get("storage_temperature"), s.get("sex"),
-               tuple(sorted(c for c in chapters if c)),
-               tuple(sorted(set(s.get("use_conditions") or ()))),
-               tuple(sorted(set(s.get("dataset_types") or ()))))
+    def _intern(self, key: tuple[Any, ...]) -> int:
         found = self.combos.get(key)
         if found is None:
             found = self.combos[key] = len(self.combos)
@@ -64,14 +68,19 @@ class NodeLive:
                 has_content: bool) -> None:
         """A publish entry; `content` is None when missing or rejected (kept out of the index)."""
         if kind == "sample":
-            old = self.samples.get(rid)
-            kept = (old[2] if old else ()) + ((index,) if has_content else ())
-            combo = NO_COMBO if content is None else self._combo(content)
-            self.samples[rid] = (combo, index, kept)
+            key = None if content is None else combo_key(content, self.chapters)
+            self.publish_sample(rid, index, key, has_content=has_content)
         else:
             prev = self.others.get((kind, rid))
             kept = (prev[2] if prev else ()) + ((index,) if has_content else ())
             self.others[(kind, rid)] = (content, index, kept)
+
+    def publish_sample(self, rid: str, index: int, key: tuple[Any, ...] | None, *,
+                       has_content: bool) -> None:
+        """A sample publish by its `combo_key` (None when its content is missing or rejected)."""
+        old = self.samples.get(rid)
+        kept = (old[2] if old else ()) + ((index,) if has_content else ())
+        self.samples[rid] = (NO_COMBO if key is None else self._intern(key), index, kept)
 
     def withdraw(self, kind: str, rid: str) -> tuple[int, ...]:
         """A withdraw entry; returns the leaves whose content was served for the record."""

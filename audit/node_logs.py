@@ -6,23 +6,19 @@ counts the live records.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from audit.catalogue_log import EnrolledNode
+from audit.examine import Examined, SchemaCheck, examine
 from audit.fetcher import Entry
 from audit.livestate import NodeLive
 from audit.report import Report
-from protocol.canonical import canonical
-from protocol.entries import parse_leaf
 from protocol.errors import BiobankError
-from protocol.merkle import EMPTY_ROOT, CompactRange, leaf_hash
+from protocol.merkle import EMPTY_ROOT, CompactRange
 from protocol.note import Checkpoint
 
-# (kind or $id, record, location) -> list of problems, [] when valid
-SchemaCheck = Callable[[str, Any, str], list[Any]]
+__all__ = ["CheckpointClaim", "NodeAudit", "SchemaCheck", "stream_examined", "stream_node"]
 
 
 @dataclass
@@ -69,19 +65,27 @@ def _check_claims(audit: NodeAudit, size: int, root: bytes, report: Report) -> N
 def stream_node(audit: NodeAudit, entries: Iterable[Entry], *, report: Report,
                 schema_problems: SchemaCheck, live: NodeLive) -> int:
     """One pass over the mirror's leaves; returns how many leaves were served."""
+    origin, chapters = audit.node.origin, live.chapters
+    examined = (examine(origin, index, leaf, content, schema_problems, chapters)
+                for index, (leaf, content) in enumerate(entries))
+    return stream_examined(audit, examined, report=report, live=live)
+
+
+def stream_examined(audit: NodeAudit, examined: Iterable[Examined], *, report: Report,
+                    live: NodeLive) -> int:
+    """Apply examined leaves in log order (tree, claims, live state, report); the leaf count."""
     tree = report["node-tree"]
     for name in ("node-checkpoint-signatures", "node-tree", "content-digest", "content-schema",
                  "withdrawn-content"):
         report[name].ran = True
     claims = audit.claims
     compact = CompactRange()
-    sha256 = hashlib.sha256
     index = -1
     if 0 in claims:
         _check_claims(audit, 0, EMPTY_ROOT, report)
-    for index, (leaf, content) in enumerate(entries):
-        compact.append(leaf_hash(leaf))
-        _entry(audit, index, leaf, content, report, schema_problems, live, sha256)
+    for index, ex in enumerate(examined):
+        compact.append(ex.leaf_hash)
+        _apply(audit, index, ex, report, live)
         # after the entry: a rotate-key at index i already governs a checkpoint of size i+1
         if index + 1 in claims:
             _check_claims(audit, index + 1, compact.root(), report)
@@ -97,53 +101,44 @@ def stream_node(audit: NodeAudit, entries: Iterable[Entry], *, report: Report,
     return served
 
 
-def _entry(audit: NodeAudit, index: int, leaf: bytes, content: Any, report: Report,
-           schema_problems: SchemaCheck, live: NodeLive, sha256: Any) -> None:
-    """Check one mirrored leaf and its content, and apply it to the live state."""
-    origin = audit.node.origin
-    tree, digests, schemas = report["node-tree"], report["content-digest"], report["content-schema"]
-    withdrawn = report["withdrawn-content"]
-    where = f"node {origin} leaf {index}"
-    try:
-        entry = parse_leaf(leaf, expected_log=origin, expected_index=index)
-    except BiobankError as exc:
-        tree.fail(where, f"{type(exc).__name__}: {exc}")
+def _apply(audit: NodeAudit, index: int, ex: Examined, report: Report, live: NodeLive) -> None:
+    """Apply one examined leaf to the live state and the report, in log order."""
+    where = f"node {audit.node.origin} leaf {index}"
+    if ex.error is not None:
+        report["node-tree"].fail(where, ex.error)
         return
-    op = entry["op"]
+    op, kind, rid = ex.op, ex.kind, ex.rid
+    withdrawn = report["withdrawn-content"]
     if op == "rotate-key":
-        audit.node.keys.rotate(index=index, key=entry["key"])
-        if content is not None:
+        audit.node.keys.rotate(index=index, key=ex.key)
+        if ex.has_content:
             withdrawn.fail(where, "content served beside a rotate-key entry")
         return
-    kind, rid = entry["kind"], entry["id"]
     if op == "withdraw":
         withdrawn.items += 1
-        if content is not None:
+        if ex.has_content:
             withdrawn.fail(where, f"content served beside the withdraw of {kind} {rid}")
         for kept in live.withdraw(kind, rid):
-            withdrawn.fail(f"node {origin} leaf {kept}",
+            withdrawn.fail(f"node {audit.node.origin} leaf {kept}",
                            f"content of {kind} {rid} still served after its withdrawal "
                            f"at leaf {index}")
         return
-    if content is None:
+    if not ex.has_content:
         live.publish(kind, rid, index, None, has_content=False)
         return
+    digests = report["content-digest"]
     digests.items += 1
-    try:
-        ok = "sha256:" + sha256(canonical(content)).hexdigest() == entry["digest"]
-    except ValueError as exc:
-        digests.fail(where, f"content of {kind} {rid} has no canonical form: {exc}")
-        ok = False
-    if not ok:
-        digests.fail(where, f"content of {kind} {rid} does not match digest "
-                            f"{entry['digest']}")
+    if ex.digest_errors:
+        for message in ex.digest_errors:
+            digests.fail(where, message)
         live.publish(kind, rid, index, None, has_content=True)
         return
+    schemas = report["content-schema"]
     schemas.items += 1
-    problems = schema_problems(entry["schema"], content, where)
-    if problems:
-        schemas.fail(where, f"{kind} {rid} violates {entry['schema']}: "
-                            + "; ".join(str(p) for p in problems[:3]))
+    if ex.schema_error is not None:
+        schemas.fail(where, ex.schema_error)
         live.publish(kind, rid, index, None, has_content=True)
-        return
-    live.publish(kind, rid, index, content, has_content=True)
+    elif kind == "sample":
+        live.publish_sample(rid, index, ex.combo, has_content=True)
+    else:
+        live.publish(kind, rid, index, ex.content, has_content=True)

@@ -132,8 +132,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             for rep in range(args.reps):
                 db = work / f"floor-{rep}.db"
                 db.unlink(missing_ok=True)
-                count, seconds, rss = isolated(floor, str(pages), str(db))
-                floor_runs.append({"seconds": seconds, "records": count, "peak_rss": rss})
+                out, _, rss = isolated(floor, str(pages), str(db))
+                floor_runs.append({**out, "peak_rss": rss})
                 db.unlink(missing_ok=True)
             results["floor"] = report.summarise(floor_runs, "records")
             say("search latency (SQLite)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,13 @@ def _validators(schemas: SchemaSet) -> dict[str, Callable[[Any], Any]]:
     handler = schemas.schema
     return {sid: fastjsonschema.compile(schemas.schema(sid),
                                         handlers={"https": handler, "http": handler})
-            for sid in schemas.ids()}
+            for sid in schemas.ids}
 
 
-def floor(pages_path: str, db_path: str) -> int:
-    """Process every saved page; return the number of entries. Runs in its own process."""
+def floor(pages_path: str, db_path: str) -> dict[str, float]:
+    """Process every saved page; runs in its own process. Times the loop, not the setup."""
     validators = _validators(SchemaSet.default())
+    start = time.perf_counter()
     conn = sqlite3.connect(db_path)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -82,4 +84,4 @@ def floor(pages_path: str, db_path: str) -> int:
     for compact in ranges.values():
         compact.root()
     conn.close()
-    return total
+    return {"records": total, "seconds": time.perf_counter() - start}

@@ -63,15 +63,21 @@ async def _scheduler(ctx: Context) -> None:
     while True:
         try:
             await harvester.harvest_all()
+            await asyncio.to_thread(_warm, ctx)  # the first search after a harvest stays fast
         except Exception:  # keep the schedule alive; each node's failure is already recorded
             log.exception("scheduled harvest failed")
         await asyncio.sleep(ctx.settings.harvest_interval)
 
 
+def _warm(ctx: Context) -> None:
+    with ctx.engine.connect() as conn:
+        ctx.cube.rows(conn)
+
+
 def _mount_web(app: FastAPI) -> None:
     """The web page engineer's catalogue/web package, when present."""
     try:
-        from catalogue.web import mount  # type: ignore[attr-defined]
+        from catalogue.web import mount_web
     except ImportError:
         return
-    mount(app)
+    mount_web(app)

@@ -131,7 +131,8 @@ def _prepare_node(node: DemoNode, samples: int, seed: int, workdir: Path,
     # skip_invalid: a record the node refuses is listed and left out; the demo goes on
     report = run_import(home, [export.samples_csv], mapping=Mapping.load(export.samples_mapping),
                         snapshot=mark.is_file(), skip_invalid=True,
-                        progress=lambda _what, n: advance("importing", n))
+                        progress=lambda phase, n, *_: advance(
+                            phase, n if phase == "staging" else 0))
     if not report.applied:
         _check_report(node.country, export.samples_csv, report)
     if report.problems:

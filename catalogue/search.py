@@ -13,66 +13,49 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, exists, func, or_, select
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Connection, and_, or_, select
 
 from catalogue.codes import Vocabulary
+from catalogue.cube import Combo, CubeCache, predicates, tally
 from catalogue.filters import Filters
-from catalogue.models import combo_datasets, combo_diagnoses, combo_uses, combos, records
+from catalogue.models import nodes, records
 from catalogue.privacy import DEFAULT_K, protect
 from catalogue.status import list_status
 
-c = combos
-_COLUMN_FACETS = {"sample_type": "sample_type", "storage_temperature": "storage_temperature",
-                  "sex": "sex", "country": "country"}
 _AGE_UNIT_YEARS = {"years": 1.0, "months": 12.0, "weeks": 52.0, "days": 365.0}
 
 
-def search(conn: Connection, f: Filters, vocab: Vocabulary, stale_after: float) -> dict[str, Any]:
+def search(conn: Connection, f: Filters, vocab: Vocabulary, stale_after: float,
+           cache: CubeCache | None = None) -> dict[str, Any]:
     """The /v1/search response (docs/architecture.md) for validated filters."""
-    status = {s["origin"]: s for s in list_status(conn, stale_after, include_retired=False)}
-    from catalogue.models import nodes  # local: keeps the module's public names short
+    status = list_status(conn, stale_after, include_retired=False)
     node_rows = {r.id: r for r in conn.execute(select(nodes).where(nodes.c.state != "retired"))}
-    active = list(node_rows)
     ks = {nid: r.k or DEFAULT_K for nid, r in node_rows.items()}
 
     def prov(nid: int) -> dict[str, Any]:
         r = node_rows[nid]
         return {"node": r.origin, "checkpoint_size": r.tree_size, "verified_at": r.verified_at}
 
-    base = _conditions(f, vocab, active, skip=None)
-    groups = conn.execute(
-        select(c.c.node_id, c.c.biobank, c.c.collection, c.c.country, func.sum(c.c.n))
-        .where(*base).group_by(c.c.node_id, c.c.biobank, c.c.collection, c.c.country)).all()
+    rows = (cache or CubeCache()).rows(conn)
+    t = tally(rows, predicates(f, vocab), set(node_rows))
     total = _Agg(ks)
-    by_country, by_biobank, by_collection = _Agg(ks), _Agg(ks), _Agg(ks)
-    bb_samples: dict[tuple[int, str], int] = defaultdict(int)
-    col_samples: dict[tuple[int, str], int] = defaultdict(int)
-    for nid, bb, col, country, n in groups:
-        n = int(n or 0)
+    for nid, n in t.total.items():
         total.add(None, nid, n)
-        by_country.add(country, nid, n)
+    by_biobank, by_collection = _Agg(ks), _Agg(ks)
+    for (nid, bb), n in t.biobank.items():
         by_biobank.add(bb, nid, n)
+    for (nid, col), n in t.collection.items():
         by_collection.add(col, nid, n)
-        bb_samples[(nid, bb)] += n
-        col_samples[(nid, col)] += n
+    facets = {name: _from(counter, ks) for name, counter in t.facets.items()}
+    by_country = _from(t.country, ks)
+    bb_samples: dict[tuple[int, str], int] = {k: n for k, n in t.biobank.items() if n > 0}
+    col_samples = {k: n for k, n in t.collection.items() if n > 0}
 
-    facets = {name: _facet_column(conn, f, vocab, active, ks, name) for name in _COLUMN_FACETS}
-    facets["dataset_type"] = _facet_side(conn, f, vocab, active, ks, combo_datasets.c.code,
-                                         combo_datasets.c.combo_id, "dataset_type")
-    facets["use_conditions"] = _facet_side(conn, f, vocab, active, ks, combo_uses.c.code,
-                                           combo_uses.c.combo_id, "duo")
-    chapters = (select(combo_diagnoses.c.combo_id, combo_diagnoses.c.chapter)
-                .where(combo_diagnoses.c.chapter.is_not(None)).distinct().subquery())
-    facets["diagnosis_chapter"] = _facet_side(conn, f, vocab, active, ks, chapters.c.chapter,
-                                              chapters.c.combo_id, "icd10")
-
-    declared = _declared_collections(conn, f, vocab, active, node_rows)
+    declared = _declared_collections(conn, f, vocab, rows, node_rows)
     for nid, content in declared:
         bb_samples.setdefault((nid, content.get("biobank", "")), 0)
 
-    collection_keys = [(k, n) for k, n in col_samples.items() if n > 0]
-    collection_keys.sort(key=lambda kn: (-kn[1], kn[0][1]))
+    collection_keys = sorted(col_samples.items(), key=lambda kn: (-kn[1], kn[0][1]))
     items_all: list[tuple[tuple[int, str], int | None]] = list(collection_keys)
     items_all += [((nid, content["id"]), None) for nid, content in
                   sorted(declared, key=lambda d: (-(d[1].get("size") or 0), d[1]["id"]))]
@@ -106,7 +89,7 @@ def search(conn: Connection, f: Filters, vocab: Vocabulary, stale_after: float) 
     return {
         "query": f.normalised(),
         "total": total.protected().get(None, 0),
-        "counts": {"country": by_country.items(), "biobank": by_biobank.items(),
+        "counts": {"country": by_country, "biobank": by_biobank.items(),
                    "collection": by_collection.items()},
         "facets": facets,
         "biobanks": {"items": biobanks_out, "page": f.page, "page_size": f.page_size,
@@ -114,8 +97,15 @@ def search(conn: Connection, f: Filters, vocab: Vocabulary, stale_after: float) 
         "collections": {"items": collections_out, "page": f.collections_page,
                         "page_size": f.page_size, "total": len(items_all)},
         "nodes": [{"origin": s["origin"], "country": s["country"], "stale": s["stale"],
-                   "alerts": s["alerts"]} for s in status.values()],
+                   "alerts": s["alerts"]} for s in status],
     }
+
+
+def _from(counter: Any, ks: dict[int, int]) -> list[dict[str, Any]]:
+    agg = _Agg(ks)
+    for (code, nid), n in counter.items():
+        agg.add(code, nid, n)
+    return agg.items()
 
 
 class _Agg:
@@ -141,64 +131,6 @@ class _Agg:
                 if code is not None]
 
 
-def _conditions(f: Filters, vocab: Vocabulary, active: list[int],
-                skip: str | None) -> list[ColumnElement[bool]]:
-    conds: list[ColumnElement[bool]] = [c.c.node_id.in_(active), c.c.n > 0]
-    lists = {k: v for k, v in f.lists.items() if k != skip}
-    if "sample_type" in lists:
-        conds.append(c.c.sample_type.in_(vocab.with_children("sample-type",
-                                                             lists["sample_type"])))
-    for name in ("storage_temperature", "sex", "country", "biobank", "collection"):
-        if name in lists:
-            conds.append(c.c[name].in_(lists[name]))
-    if f.age_min is not None:
-        conds.append(c.c.age_max >= f.age_min)
-    if f.age_max is not None:
-        conds.append(c.c.age_min <= f.age_max)
-    if f.period_from is not None:
-        conds.append(c.c.year_to >= f.period_from)
-    if f.period_to is not None:
-        conds.append(c.c.year_from <= f.period_to)
-    d = combo_diagnoses.c
-    if f.icd10 and skip != "icd10":
-        alts = [d.code.like(i.prefix + "%") if i.prefix else d.code3.between(i.low, i.high)
-                for i in f.icd10]
-        conds.append(exists().where(d.combo_id == c.c.id, d.system == "ICD-10", or_(*alts)))
-    if "orpha" in lists:
-        conds.append(exists().where(d.combo_id == c.c.id, d.system == "ORPHA",
-                                    d.code.in_(lists["orpha"])))
-    if "duo" in lists:
-        conds.append(exists().where(combo_uses.c.combo_id == c.c.id,
-                                    combo_uses.c.code.in_(lists["duo"])))
-    if "dataset_type" in lists:
-        conds.append(exists().where(combo_datasets.c.combo_id == c.c.id,
-                                    combo_datasets.c.code.in_(lists["dataset_type"])))
-    return conds
-
-
-def _facet_column(conn: Connection, f: Filters, vocab: Vocabulary, active: list[int],
-                  ks: dict[int, int], name: str) -> list[dict[str, Any]]:
-    col = c.c[_COLUMN_FACETS[name]]
-    agg = _Agg(ks)
-    q = (select(col, c.c.node_id, func.sum(c.c.n))
-         .where(*_conditions(f, vocab, active, skip=name)).group_by(col, c.c.node_id))
-    for code, nid, n in conn.execute(q):
-        agg.add(code, nid, int(n or 0))
-    return agg.items()
-
-
-def _facet_side(conn: Connection, f: Filters, vocab: Vocabulary, active: list[int],
-                ks: dict[int, int], code_col: Any, combo_col: Any,
-                skip: str) -> list[dict[str, Any]]:
-    agg = _Agg(ks)
-    q = (select(code_col, c.c.node_id, func.sum(c.c.n)).select_from(c)
-         .join(combo_col.table, combo_col == c.c.id)
-         .where(*_conditions(f, vocab, active, skip=skip)).group_by(code_col, c.c.node_id))
-    for code, nid, n in conn.execute(q):
-        agg.add(code, nid, int(n or 0))
-    return agg.items()
-
-
 def _page(items: list[Any], page: int, size: int) -> list[Any]:
     return items[(page - 1) * size: page * size]
 
@@ -214,11 +146,11 @@ def _load(conn: Connection, kind: str,
     return {(r.node_id, r.record_id): orjson.loads(r.content) for r in conn.execute(q)}
 
 
-def _declared_collections(conn: Connection, f: Filters, vocab: Vocabulary, active: list[int],
+def _declared_collections(conn: Connection, f: Filters, vocab: Vocabulary, rows: list[Combo],
                           node_rows: dict[int, Any]) -> list[tuple[int, dict[str, Any]]]:
     """Collection records with no live samples that match the filters on their own attributes."""
-    with_samples = set(conn.execute(select(c.c.node_id, c.c.collection)
-                                    .where(c.c.n > 0).distinct()).all())
+    active = list(node_rows)
+    with_samples = {(r.node_id, r.collection) for r in rows}
     countries = {(r.node_id, r.record_id): r.country for r in conn.execute(
         select(records.c.node_id, records.c.record_id, records.c.country)
         .where(records.c.kind == "biobank"))}

@@ -9,7 +9,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from node import store
 from node.home import Home, NodeConfig, init_home
@@ -105,7 +112,7 @@ def import_(
     try:
         opened = Home.open(home)
         loaded = Mapping.load(mapping) if mapping else None
-        with _progress(progress or err.is_terminal) as advance:
+        with _progress(progress or err.is_terminal) as (advance, phase_start):
             report = run_import(
                 opened,
                 files,
@@ -114,6 +121,7 @@ def import_(
                 snapshot=snapshot,
                 skip_invalid=skip_invalid,
                 progress=advance,
+                phase_start=phase_start,
             )
     except BiobankError as exc:
         _fail(exc)
@@ -144,7 +152,12 @@ def import_(
 
 
 class _progress:
-    """A rich progress display on stderr (or nothing), yielding an ``advance`` callback."""
+    """A rich progress bar on stderr through the import phases (or nothing).
+
+    Yields the importer's ``progress(phase, n)`` and ``phase_start(phase, total)``
+    callbacks: each phase (staging, privacy, publishing) restarts the bar with its own
+    total (None for staging: rows are counted, the total is not known in advance).
+    """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -152,24 +165,30 @@ class _progress:
 
     def __enter__(self) -> Any:
         if not self.enabled:
-            return None
+            return None, None
+        # --progress without a terminal (a log file, CI): draw anyway, as asked
+        console = err if err.is_terminal else Console(stderr=True, force_terminal=True)
         self.bar = Progress(
             SpinnerColumn(),
-            TextColumn("{task.description}"),
+            TextColumn("{task.description:<10}"),
             BarColumn(),
-            TextColumn("{task.completed} rows"),
+            MofNCompleteColumn(),
+            TextColumn("rows"),
             TimeElapsedColumn(),
-            console=err,
+            console=console,
             transient=True,
         )
         self.bar.start()
         task = self.bar.add_task("staging", total=None)
         bar = self.bar
 
-        def advance(phase: str, n: int) -> None:
-            bar.update(task, description=phase, advance=n)
+        def phase_start(name: str, total: int | None) -> None:
+            bar.reset(task, total=total, completed=0, description=name)
 
-        return advance
+        def advance(name: str, n: int) -> None:
+            bar.update(task, advance=n)
+
+        return advance, phase_start
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
@@ -207,8 +226,9 @@ def withdraw(
             highlight=False,
         )
     if not report.donors:
-        print(f"withdrawn {len(report.withdrawn)} record(s); effective from tree size "
-              f"{report.size}")
+        print(
+            f"withdrawn {len(report.withdrawn)} record(s); effective from tree size {report.size}"
+        )
 
 
 @app.command("rotate-key")

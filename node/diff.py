@@ -46,6 +46,7 @@ class Differ:
         self.withdrawn: Counter[str] = Counter()
         self.problems: list[Problem] = []
         self._upserts: list[tuple[object, ...]] = []
+        self.progress: Callable[[int], None] | None = None  # called with rows done per batch
         # per sample field, the values seen in valid records (see samples())
         self._valid_values: list[set[object]] = [set() for _ in range(13)]
 
@@ -91,6 +92,8 @@ class Differ:
                 index = self.writer.publish(kind, id, self.schema_ids[kind], data, digest)
                 self.published[kind] += 1
                 self._upsert((kind, id, biobank, None, None, digest, None, index))
+            if self.progress:
+                self.progress(len(rows))
         self.flush()
 
     def samples(self, table: str) -> None:
@@ -107,7 +110,14 @@ class Differ:
         )
         # read from a copy: the loop below writes to ``records``, which the join reads
         rows = self.conn.execute("SELECT * FROM temp.joined ORDER BY rowid")
+        lists: dict[str, Any] = {}  # JSON list text -> parsed (shared, never mutated)
+        done = 0
         for row in rows:
+            done += 1
+            if done == BATCH:
+                if self.progress:
+                    self.progress(done)
+                done = 0
             (
                 local_id,
                 donor_id,
@@ -148,7 +158,12 @@ class Differ:
                 ("dataset_types", datasets),
             ):
                 if text and text != "[]":
-                    content[key] = orjson.loads(text)
+                    parsed = lists.get(text)
+                    if parsed is None:  # a few combinations repeat: parse each once
+                        if len(lists) >= BATCH * 10:
+                            lists.clear()
+                        parsed = lists[text] = orjson.loads(text)
+                    content[key] = parsed
             content["nonce"] = old_nonce or secrets.token_hex(16)
             # the sample schema constrains each property on its own (no cross-property
             # rules), so a record whose key set and every value already passed in a valid
@@ -197,7 +212,10 @@ class Differ:
                     index,
                 )
             )
+        if self.progress:
+            self.progress(done)
         self.flush()
+
 
     def withdraw(self, kind: str, id: str) -> None:
         """Withdraw one live record: a ``withdraw`` entry, contents erased, state not live."""

@@ -24,7 +24,10 @@ from protocol.schema import SchemaSet
 
 FORMATS = ("csv", "tsv", "fhir", "directory")
 BATCH = 5000
+# progress(phase, rows done since the last call); phase_start(phase, total rows or None)
 Progress = Callable[[str, int], None]
+PhaseStart = Callable[[str, "int | None"], None]
+PHASES = ("staging", "privacy", "publishing")
 
 
 @dataclass
@@ -102,7 +105,7 @@ class Staging:
         if self._samples:
             self.conn.executemany(self._insert, self._samples)
             if self.progress:
-                self.progress("staged", len(self._samples))
+                self.progress("staging", len(self._samples))
             self._samples.clear()
 
     def duplicates(self) -> None:
@@ -210,6 +213,7 @@ def run_import(
     snapshot: bool = False,
     skip_invalid: bool = False,
     progress: Progress | None = None,
+    phase_start: PhaseStart | None = None,
 ) -> ImportReport:
     """Import ``files``; publish nothing unless every record is valid or ``skip_invalid``."""
     for path in files:
@@ -230,12 +234,25 @@ def run_import(
         report.problems = list(stage.problems)
         if report.problems and not skip_invalid:
             return report
+        if phase_start:
+            phase_start("privacy", report.staged_samples)
         report.privacy = apply_privacy(conn, "staging", home)
+        if progress:
+            progress("privacy", report.staged_samples)
         kinds = {k for (k,) in conn.execute("SELECT DISTINCT kind FROM others")}
         kinds |= {k for (k,) in conn.execute("SELECT DISTINCT kind FROM present")}
         if report.staged_samples:
             kinds.add("sample")
-        _publish(conn, home, report, kinds, snapshot and stage.unkeyed == 0, skip_invalid)
+        _publish(
+            conn,
+            home,
+            report,
+            kinds,
+            snapshot and stage.unkeyed == 0,
+            skip_invalid,
+            progress,
+            phase_start,
+        )
         if snapshot and stage.unkeyed:
             report.notes.append(
                 f"snapshot withdrawals skipped: {stage.unkeyed} problem(s) "
@@ -253,6 +270,8 @@ def _publish(
     kinds: set[str],
     snapshot: bool,
     skip_invalid: bool,
+    progress: Progress | None = None,
+    phase_start: PhaseStart | None = None,
 ) -> None:
     schemas = SchemaSet.default()
     schema_ids = {k: schemas.schema_id(k) for k in ("biobank", "collection", "sample")}
@@ -260,6 +279,15 @@ def _publish(
     try:
         writer = LogWriter(conn, home.config.origin, home.signer)
         differ = Differ(conn, writer, schema_ids, schemas.problems, Pseudonymiser(home.secret))
+        if progress and phase_start:
+            total = (
+                report.staged_records
+                + conn.execute(
+                    "SELECT count(*) FROM staging WHERE held_back IS NULL OR held_back = 0"
+                ).fetchone()[0]
+            )
+            phase_start("publishing", total)
+            differ.progress = lambda n: progress("publishing", n)
         differ.records()
         differ.samples("staging")
         if differ.problems:

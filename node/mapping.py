@@ -32,6 +32,14 @@ ALIASES = {
     "year": "date",
     "sample_id": "local_id",
 }
+
+
+def _alias(key: object) -> str:
+    """The record field a mapping key names (``sample_id`` -> ``local_id``)."""
+    text = str(key)
+    return ALIASES.get(text, text)
+
+
 LIST_FIELDS = frozenset(
     {
         "diagnoses",
@@ -131,12 +139,12 @@ class Mapping:
             or not isinstance(values_raw, dict)
         ):
             raise ConfigError(f"{name}: [columns], [fixed] and [values] must be tables")
-        columns = {ALIASES.get(k, k): str(v) for k, v in columns_raw.items()}
-        fixed = {ALIASES.get(k, k): v for k, v in fixed_raw.items()}
+        columns = {_alias(k): str(v) for k, v in columns_raw.items()}
+        fixed: dict[str, object] = {_alias(k): v for k, v in fixed_raw.items()}
         for where, keys in (("columns", columns), ("fixed", fixed), ("values", values_raw)):
             for key in keys:
-                if ALIASES.get(key, key) not in allowed:
-                    raise ConfigError(_refusal(name, str(kind), where, key))
+                if _alias(key) not in allowed:
+                    raise ConfigError(_refusal(name, str(kind), where, str(key)))
         id_field = "local_id" if kind == "sample" else "id"
         if id_field not in columns and id_field not in fixed:
             raise ConfigError(f"{name}: [columns] must say which column holds {id_field}")
@@ -150,7 +158,7 @@ class Mapping:
         if not isinstance(sources, list):
             raise ConfigError(f"{name}: sources must be a list of mapping-table source names")
         values = {
-            ALIASES.get(k, k): {str(a): str(b) for a, b in dict(v).items()}
+            _alias(k): {str(a): str(b) for a, b in dict(v).items()}
             for k, v in values_raw.items()
         }
         return cls(

@@ -249,6 +249,9 @@ def apply(conn: sqlite3.Connection, staging_table: str, policy: Policy) -> Priva
         conn.execute(f"UPDATE {t} SET privacy_level = ? WHERE privacy_level IS NULL "
                      "AND qkey IN (SELECT qkey FROM temp._bb_privacy_ok)", (level,))
         conn.execute("DROP TABLE temp._bb_privacy_ok")
+        if conn.execute(f"SELECT 1 FROM {t} WHERE privacy_level IS NULL LIMIT 1").fetchone() \
+                is None:
+            break  # every row settled: the coarser rungs would change nothing
     conn.execute(f"UPDATE {t} SET held_back = 1, reason = 'below_k' "
                  "WHERE privacy_level IS NULL")
     return _report(conn, t, policy, rungs)
@@ -275,21 +278,26 @@ def _set_rung(conn: sqlite3.Connection, t: str, rung: Rung, *,
               recompute_diagnoses: bool) -> None:
     """Write the rung's published values and class key on every unsettled row."""
     a, p = rung.age_band, rung.period_width
+    age_min = ("CASE WHEN :a IS NULL OR age IS NULL OR age < 0 THEN NULL "
+               "ELSE (age / :a) * :a END")
+    period_from = ("CASE WHEN :p IS NULL OR year IS NULL OR year < 0 THEN NULL "
+                   "ELSE (year / :p) * :p END")
+    diagnoses = ("bb_generalise_diagnoses(diagnoses_in, :d)" if recompute_diagnoses
+                 else "diagnoses")
     sets = [
-        "age_min = CASE WHEN :a IS NULL OR age IS NULL OR age < 0 THEN NULL "
-        "ELSE (age / :a) * :a END",
+        f"age_min = {age_min}",
         "age_max = CASE WHEN :a IS NULL OR age IS NULL OR age < 0 THEN NULL "
         "ELSE (age / :a) * :a + :a - 1 END",
-        "period_from = CASE WHEN :p IS NULL OR year IS NULL OR year < 0 THEN NULL "
-        "ELSE (year / :p) * :p END",
+        f"period_from = {period_from}",
         "period_to = CASE WHEN :p IS NULL OR year IS NULL OR year < 0 THEN NULL "
         "ELSE (year / :p) * :p + :p - 1 END",
+        f"diagnoses = {diagnoses}",
+        # the class key from the NEW values (an UPDATE's expressions see the old row, so
+        # they are spelled out): one pass over the table instead of two
+        f"qkey = json_array(sex, biobank, collection, {age_min}, {period_from}, {diagnoses})",
     ]
-    if recompute_diagnoses:
-        sets.append("diagnoses = bb_generalise_diagnoses(diagnoses_in, :d)")
     conn.execute(f"UPDATE {t} SET {', '.join(sets)} WHERE privacy_level IS NULL",
                  {"a": a, "p": p, "d": rung.precision})
-    conn.execute(f"UPDATE {t} SET qkey = {_PUBLISHED_KEY} WHERE privacy_level IS NULL")
 
 
 def _report(conn: sqlite3.Connection, t: str, policy: Policy, rungs: list[Rung]) -> PrivacyReport:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-
 # 10 bits -> two base32 characters (lowercase), so 130 bits take 13 lookups
-_PAIRS = [a + b for a in "abcdefghijklmnopqrstuvwxyz234567" for b in "abcdefghijklmnopqrstuvwxyz234567"]
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+_PAIRS = [a + b for a in _B32 for b in _B32]
 _DONOR_MEMO = 100_000
 
 

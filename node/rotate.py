@@ -42,8 +42,10 @@ def rotate_key(home: Home) -> Rotation:
     """Rotate the node's signing key; return the new verifier key and where things are."""
     next_path = home.path / NEXT_KEY
     if next_path.exists():
-        raise ConfigError(f"{next_path} exists: an earlier rotation did not finish; "
-                          "open the node once (e.g. 'biobank-node status') to finish it")
+        raise ConfigError(
+            f"{next_path} exists: an earlier rotation did not finish; "
+            "open the node once (e.g. 'biobank-node status') to finish it"
+        )
     skey, vkey = generate_key(home.config.origin)
     new_signer = Signer.from_key(skey)
     write_private(next_path, skey.encode())
@@ -66,5 +68,10 @@ def rotate_key(home: Home) -> Rotation:
     old_file = finish_pending_rotation(home.path)
     if old_file is None:  # pragma: no cover - finish_pending_rotation saw the commit
         raise ConfigError(f"rotation committed but {home.path / KEY} was not switched")
-    return Rotation(old_key=home.verifier_key, new_key=vkey, index=index, size=writer.size,
-                    old_key_file=old_file)
+    return Rotation(
+        old_key=home.verifier_key,
+        new_key=vkey,
+        index=index,
+        size=writer.size,
+        old_key_file=old_file,
+    )

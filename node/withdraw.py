@@ -32,8 +32,7 @@ _CLASS_KEY = (
     " json_extract(c.content, '$.period'), json_extract(c.content, '$.diagnoses'))"
 )
 _LIVE_SAMPLES = (
-    "FROM records r JOIN contents c ON c.idx = r.last_index "
-    "WHERE r.kind = 'sample' AND r.live = 1"
+    "FROM records r JOIN contents c ON c.idx = r.last_index WHERE r.kind = 'sample' AND r.live = 1"
 )
 
 
@@ -107,7 +106,7 @@ def _resolve(
         ).fetchall()
         if not rows:
             missing.append(f"id or local sample id {name!r}")
-        targets.update((tuple(r), None) for r in rows)
+        targets.update(((str(k), str(i)), None) for k, i in rows)
     for donor in donors:
         rows = conn.execute(
             "SELECT kind, id FROM records WHERE kind = 'sample' AND live = 1 "
@@ -117,10 +116,10 @@ def _resolve(
         if not rows:
             missing.append(f"local donor id {donor!r}")
         report.donors[donor] = len(rows)
-        targets.update((tuple(r), None) for r in rows)
+        targets.update(((str(k), str(i)), None) for k, i in rows)
     if missing:
         raise ConfigError("nothing withdrawn: no live record with " + ", ".join(missing))
-    return list(targets)  # type: ignore[arg-type]
+    return list(targets)
 
 
 def _classes_of(conn: sqlite3.Connection, sample_ids: list[str]) -> set[str]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Connection, Engine
 
 from catalogue.codes import Vocabulary
+from catalogue.cube import CubeCache
 from catalogue.ownlog import CatalogueKey
 from catalogue.settings import Settings
 
@@ -22,6 +23,7 @@ class Context:
     engine: Engine
     key: CatalogueKey
     vocab: Vocabulary
+    cube: CubeCache = field(default_factory=CubeCache)
 
 
 def get_context(request: Request) -> Context:

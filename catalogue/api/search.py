@@ -42,5 +42,5 @@ def search(
 ) -> Any:
     params = {k: request.query_params.getlist(k) for k in request.query_params}
     filters = parse_filters(params, ctx.vocab)
-    body = run_search(conn, filters, ctx.vocab, ctx.settings.stale_after)
+    body = run_search(conn, filters, ctx.vocab, ctx.settings.stale_after, ctx.cube)
     return Response(orjson.dumps(body), media_type="application/json")

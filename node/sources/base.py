@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -48,7 +48,7 @@ def utf8_lines(path: Path, bad_lines: set[int]) -> Iterator[str]:
 def read_table(
     path: Path,
     delimiter: str,
-) -> Iterator[tuple[str, dict[str, str] | None, list[Problem]]]:
+) -> Generator[tuple[str, dict[str, str] | None, list[Problem]], None, None]:
     """Rows of a delimited file as (location, {column: value}, problems); header first.
 
     The first item is ("header", None, problems) with the columns in ``problems`` empty and

@@ -9,6 +9,7 @@ files). Codes outside our lists are left out of the record and listed as ignored
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from node import recordfields
@@ -60,6 +61,15 @@ LISTS = frozenset(
         "use_conditions",
     }
 )
+
+
+def _dropped(sink: Sink, kind: str) -> Callable[[str, object], None]:
+    """Report a code outside our lists as ignored (not an error)."""
+
+    def dropped(fld: str, value: object) -> None:
+        sink.ignored(f"{kind} {fld} code {value!r} (not in our lists)")
+
+    return dropped
 
 
 def _header(path: Path) -> list[str]:
@@ -146,13 +156,13 @@ def read(paths: list[Path], sink: Sink, codes: Codes) -> int:
                 codes,
                 sources,
                 names,
-                dropped=lambda f, v, k=kind: sink.ignored(f"{k} {f} code {v!r} (not in our lists)"),
+                dropped=_dropped(sink, kind),
             )
             if content.get("age") and "unit" not in content["age"]:  # type: ignore[operator]
                 content["age"]["unit"] = "years"  # type: ignore[index]
-            contact = contacts.get(row.get("contact", "").strip())
-            if contact:
-                content["contact"] = contact
+            found = contacts.get(row.get("contact", "").strip())
+            if found:
+                content["contact"] = found
             if issues:
                 for p in issues:
                     sink.problem(p, kind, key)

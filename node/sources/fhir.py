@@ -311,13 +311,13 @@ class FhirReader:
                 what = _codes(ch.get("code"))
                 value = ch.get("valueCodeableConcept")
                 if "Sex" in what:
-                    flat.setdefault("sex", []).extend(_codes(value))  # type: ignore[union-attr]
+                    flat.setdefault("sex", []).extend(_codes(value))  # type: ignore[attr-defined]
                 elif "StorageTemperature" in what:
-                    flat.setdefault("storage_temperatures", []).extend(_codes(value))  # type: ignore[union-attr]
+                    flat.setdefault("storage_temperatures", []).extend(_codes(value))  # type: ignore[attr-defined]
                 elif "MaterialType" in what:
-                    flat.setdefault("sample_types", []).extend(_codes(value))  # type: ignore[union-attr]
+                    flat.setdefault("sample_types", []).extend(_codes(value))  # type: ignore[attr-defined]
                 elif "Diagnosis" in what:
-                    flat.setdefault("diagnoses", []).extend(_codes(value))  # type: ignore[union-attr]
+                    flat.setdefault("diagnoses", []).extend(_codes(value))  # type: ignore[attr-defined]
                 elif "Age" in what and ch.get("valueRange"):
                     rng = ch["valueRange"]
                     flat["age.min"] = (rng.get("low") or {}).get("value")

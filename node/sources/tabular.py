@@ -48,7 +48,7 @@ def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv
                 sink.problem(p, mapping.kind, key)
             continue
         if mapping.kind == "sample":
-            raw = RawSample(**{k: v for k, v in flat.items() if k in sample_fields})
+            raw = RawSample(**{k: v for k, v in flat.items() if k in sample_fields})  # type: ignore[arg-type]
             staged, issues = checker.check(raw, loc, names)
             if staged is None:
                 for p in issues:

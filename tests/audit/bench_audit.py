@@ -1,6 +1,9 @@
 """Throughput of `biobank-audit verify --bundle` on a synthetic bundle (not a test: run by hand).
 
     python -m tests.audit.bench_audit 1000000   # entries; prints entries/s
+    python -m tests.audit.bench_audit 100000 1  # the same with no worker processes
+
+Options as the CLI's: worker processes as `auto_workers()` unless a count is given.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import orjson
 
 from audit.checks import AuditOptions, run_audit
 from audit.fetcher import BUNDLE_FORMAT, BundleSource
+from audit.parallel import auto_workers
 from protocol.canonical import canonical
 from tests.audit.sim import Catalogue, NodeLog
 
@@ -43,13 +47,16 @@ def build(n: int, path: Path) -> None:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    workers = int(sys.argv[2]) if len(sys.argv) > 2 else auto_workers()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp)
         build(n, path)
         start = time.perf_counter()
-        report, _ = run_audit(BundleSource(path), state=None, options=AuditOptions())
+        report, _ = run_audit(BundleSource(path), state=None,
+                              options=AuditOptions(workers=workers))
         took = time.perf_counter() - start
-    print(f"{n} entries in {took:.1f}s: {n / took:,.0f} entries/s; ok={report.ok}")
+    print(f"{n} entries in {took:.1f}s: {n / took:,.0f} entries/s; ok={report.ok}; "
+          f"workers={workers}")
 
 
 if __name__ == "__main__":

@@ -197,3 +197,38 @@ def test_catalogue_key_is_created_once_and_private(client: httpx.Client,
         assert conn.execute(select(func.count()).select_from(nodes)).scalar_one() == 0
     app2.state.ctx.engine.dispose()
     assert orjson.dumps(wk)
+
+
+def test_serve_harvests_on_a_schedule(db_url: str, tmp_path: Path, serve: Any) -> None:
+    import time
+
+    sim = NodeSimulator()
+    sim.populate(8)
+    serve(sim)
+    settings = make_settings(db_url, tmp_path / "home", harvest_interval=0.2)
+    app = create_app(settings, schedule_harvest=True)
+    ctx = app.state.ctx
+    from catalogue.enrol import enrol
+
+    enrol(ctx.engine, ctx.key, sim.url, sim.verifier_key, sim.descriptor())
+    with live_server(app) as server, httpx.Client(base_url=server.url) as c:
+        deadline = time.monotonic() + 20
+        while c.get("/v1/search").json()["total"] != 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.get("/v1/search").json()["total"] == 8
+        sim.populate(3, start=8)
+        while c.get("/v1/search").json()["total"] != 11 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.get("/v1/search").json()["total"] == 11
+        assert c.get("/").status_code == 200  # the web page is mounted beside the API
+
+
+def test_stale_flag_after_stale_after_seconds() -> None:
+    from datetime import UTC, datetime
+
+    from catalogue.status import is_stale
+
+    now = datetime(2026, 11, 22, 12, 0, 10, tzinfo=UTC)
+    assert is_stale(None, 60, now) is True
+    assert is_stale("2026-11-22T12:00:00Z", 60, now) is False
+    assert is_stale("2026-11-22T12:00:00Z", 5, now) is True

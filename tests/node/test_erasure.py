@@ -53,9 +53,7 @@ def test_withdraw_donor_erases_all_their_samples_and_reports_the_tree_size(
         live_server(create_app(NodeSettings(home=home.path))) as server,
         httpx.Client(base_url=server.url, timeout=10) as client,
     ):
-        result = runner.invoke(
-            app, ["withdraw", "--home", str(home.path), "--donor", "P000000"]
-        )
+        result = runner.invoke(app, ["withdraw", "--home", str(home.path), "--donor", "P000000"])
         assert result.exit_code == 0, result.output
         match = re.search(
             r"erased 2 samples of donor P000000; effective from tree size (\d+)", result.stdout
@@ -105,8 +103,11 @@ def test_withdraw_donor_holds_back_a_class_that_falls_below_k(tmp_path: Path) ->
     result = runner.invoke(app, ["withdraw", "--home", str(home.path), "--donor", "P000010"])
     assert result.exit_code == 0, result.output
     assert "erased 1 samples of donor P000010; effective from tree size 10" in result.stdout
-    assert {line.split()[-1] for line in result.stdout.splitlines()
-            if line.startswith("held back sample")} == others
+    assert {
+        line.split()[-1]
+        for line in result.stdout.splitlines()
+        if line.startswith("held back sample")
+    } == others
     live = _live(home.db_path)
     assert not others & live and len(live) == 4  # the women's class is untouched
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from node.home import Home
 from node.cli import app
+from node.home import Home
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
 from tests.audit.liar import Liar, constant, edit_page, mirror_path
 from tests.support import free_port, live_server

@@ -76,7 +76,12 @@ def test_rotation_signs_the_first_checkpoint_with_both_keys_then_the_new_only(
         rotated, entries = verify_served_log(client, history, previous_size=before.size)
         assert rotated.size == 6
         assert entry_of(entries[5], 5) | {"time": ""} == {
-            "log": ORIGIN, "index": 5, "op": "rotate-key", "key": new, "time": ""}
+            "log": ORIGIN,
+            "index": 5,
+            "op": "rotate-key",
+            "key": new,
+            "time": "",
+        }
         assert entries[5]["content"] is None
 
         # the rotation checkpoint without the old key's signature would be refused
@@ -86,8 +91,11 @@ def test_rotation_signs_the_first_checkpoint_with_both_keys_then_the_new_only(
             KeyHistory(ORIGIN, old, history.events).verify(new_only, previous_size=5)
 
         # later checkpoints: the new key only
-        run_import(home.open(home.path), [write_csv(tmp_path / "b.csv", sample_rows(3, 100))],
-                   mapping=mapping)
+        run_import(
+            home.open(home.path),
+            [write_csv(tmp_path / "b.csv", sample_rows(3, 100))],
+            mapping=mapping,
+        )
         later = client.get("/v1/log/checkpoint").text
         assert _signers(later, old, new) == {new}
         final, _ = verify_served_log(client, KeyHistory(ORIGIN, old), previous_size=rotated.size)
@@ -107,12 +115,12 @@ def test_an_import_with_the_old_key_after_a_rotation_is_refused(tmp_path: Path) 
     rotate_key(home)
     report = None
     with pytest.raises(Exception, match="node key was rotated"):
-        report = run_import(stale, [write_csv(tmp_path / "a.csv", sample_rows(3))],
-                            mapping=mapping)
+        report = run_import(stale, [write_csv(tmp_path / "a.csv", sample_rows(3))], mapping=mapping)
     assert report is None
     fresh = Home.open(home.path)
-    assert run_import(fresh, [write_csv(tmp_path / "a.csv", sample_rows(3))],
-                      mapping=mapping).published == {"sample": 3}
+    assert run_import(
+        fresh, [write_csv(tmp_path / "a.csv", sample_rows(3))], mapping=mapping
+    ).published == {"sample": 3}
 
 
 def test_a_rotation_that_never_committed_leaves_the_old_key(tmp_path: Path) -> None:

@@ -1,0 +1,245 @@
+"""The fast paths give the reference verdicts: parse_canonical vs rfc8785, the schema memo vs
+fastjsonschema and jsonschema run afresh, on awkward corpora and hypothesis-generated input."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import unicodedata
+import uuid
+from typing import Any
+
+import fastjsonschema
+import jsonschema
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol.canonical import MAX_SAFE_INTEGER, canonical, canonical_reference, parse_canonical
+from protocol.errors import NonCanonicalError
+from protocol.schema import SchemaSet
+from protocol.schema_memo import ShapeMemo, free_fields
+
+
+def _reject(_value: str) -> Any:
+    raise ValueError("floats and constants are not canonical")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate key")
+    return out
+
+
+def _valid_value(x: Any) -> bool:
+    if isinstance(x, str):
+        return unicodedata.is_normalized("NFC", x)
+    if isinstance(x, bool) or x is None:
+        return True
+    if isinstance(x, int):
+        return -MAX_SAFE_INTEGER <= x <= MAX_SAFE_INTEGER
+    if isinstance(x, list):
+        return all(_valid_value(v) for v in x)
+    return all(_valid_value(k) and _valid_value(v) for k, v in x.items())
+
+
+def reference_accepts(data: bytes) -> bool:
+    """The design's rule with the reference encoder: data is rfc8785.dumps of what it parses to,
+    which holds no floats, only integers within ±(2^53−1) and only NFC strings."""
+    try:
+        value = json.loads(data.decode("utf-8"), parse_float=_reject, parse_constant=_reject,
+                           object_pairs_hook=_no_duplicates)
+    except ValueError:
+        return False
+    if not _valid_value(value):
+        return False
+    try:
+        return bool(rfc8785.dumps(value) == data)
+    except (rfc8785.CanonicalizationError, UnicodeError):
+        return False
+
+
+def fast_accepts(data: bytes) -> bool:
+    try:
+        value = parse_canonical(data)
+    except NonCanonicalError:
+        return False
+    assert canonical_reference(value) == data  # an accepted value re-encodes to the input
+    return True
+
+
+# leaf-shaped and awkward: non-ASCII, escapes, controls, U+2028, astral, integers near 2^53
+AWKWARD_VALUES: list[Any] = [
+    {"log": "n.example/biobank-node", "index": 0, "op": "publish", "time": "2026-11-22T23:07:36Z"},
+    {"a": "é", "b": 1}, {"a": "e\u0301"}, {"é": 1}, {"e\u0301": 1}, {"a": "\u2028\u2029"},
+    {"a": "\x00\x01\x08\x1f\x7f"}, {"a": '"\\/'}, {"a": "😀"}, {"😀": 1, "\ue000": 2},
+    {"a": "\ufb01"}, {"a": "\u0344"}, {"a": "\x08\u0307"}, {"a": "\u0301"},
+    {"n": MAX_SAFE_INTEGER}, {"n": -MAX_SAFE_INTEGER}, {"n": MAX_SAFE_INTEGER + 1},
+    {"n": -(2**53)}, {"n": 2**63}, {"n": 2**64}, {"n": True}, {"n": None}, {"n": [1]},
+    {"n": {"m": 1}}, {"b": 1, "a": 2}, {}, [], "x", 1,
+]
+
+
+def _variants(value: Any) -> list[bytes]:
+    """The canonical bytes (when there are any) and other encodings of the same value."""
+    out = [json.dumps(value, ensure_ascii=a, sort_keys=s, separators=sep).encode()
+           for a in (True, False) for s in (True, False) for sep in ((",", ":"), None)]
+    with contextlib.suppress(rfc8785.CanonicalizationError):
+        out.append(rfc8785.dumps(value))
+    if isinstance(value, dict) and value:
+        key = json.dumps(next(iter(value))).encode()
+        flat = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        out.append(flat[:-1] + b"," + key + b":0}")  # a duplicate key
+        out.append(flat.replace(b":", b":-0", 1) if b":0" in flat else flat + b" ")
+    return out
+
+
+@pytest.mark.parametrize("value", AWKWARD_VALUES, ids=range(len(AWKWARD_VALUES)))
+def test_parse_canonical_verdict_equals_reference_on_awkward_corpus(value: Any) -> None:
+    for data in _variants(value):
+        assert fast_accepts(data) == reference_accepts(data), data
+
+
+@pytest.mark.parametrize("data", [
+    b'{"a":1.0}', b'{"a":1e2}', b'{"a":-0}', b'{"a":9007199254740992}', b'{"a":"\\u00e9"}',
+    b'{"a":"e\xcc\x81"}', b'{"\xee\x80\x80":1,"\xf0\x9f\x98\x80":2}', b'{"a":"\\ud800"}',
+    b'{"a":"\xed\xa0\x80"}', b'{"a":1,"a":1}', b'{"a":true}', b'{"a":"\\u001F"}',
+    b'{"a":18446744073709551616}', b'{"a":"x"} ', b'{"a":"\\b\xcc\x87"}',
+])
+def test_parse_canonical_verdict_equals_reference_on_edge_bytes(data: bytes) -> None:
+    assert fast_accepts(data) == reference_accepts(data)
+
+
+_text = st.text(st.sampled_from(
+    "aZ09 ~\"\\/\x00\x01\x08\x1f\x7féü\u0301\u0307\u0344\u2028\u2029\ufb01\ue000\uffff中"
+    "😀𝄞"), max_size=6)
+_flat = st.dictionaries(_text, _text | st.integers(-(2**64), 2**64) | st.booleans(), max_size=5)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(_flat)
+def test_property_parse_canonical_verdict_equals_reference(value: dict[str, Any]) -> None:
+    for data in _variants(value):
+        assert fast_accepts(data) == reference_accepts(data), data
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.binary(max_size=40) | _flat.map(lambda v: json.dumps(v).encode()[:-1] + b"\x80}"))
+def test_property_parse_canonical_on_arbitrary_bytes(data: bytes) -> None:
+    assert fast_accepts(data) == reference_accepts(data)
+
+
+# ---- the schema memo -----------------------------------------------------------------------
+
+BASE = "https://w3id.org/biobank-federation/schemas/v1"
+GOOD = {"id": "smp_" + "a" * 26, "biobank": "bbmri-eric:ID:DE_X",
+        "collection": "bbmri-eric:ID:DE_X:collection:1", "sample_type": "WholeBlood",
+        "storage_temperature": "-60to-85", "sex": "female", "age": {"min": 40, "max": 49},
+        "diagnoses": [{"system": "ICD-10", "code": "C50.9"}],
+        "use_conditions": ["DUO:0000042"], "dataset_types": ["Genomic"], "nonce": "0" * 32}
+
+# every kind of schema failure, on a free field and on the rest
+BAD_CHANGES: list[dict[str, Any]] = [
+    {"id": "smp_" + "A" * 26}, {"id": "smp_" + "a" * 26 + "\n"}, {"id": 5}, {"id": None},
+    {"nonce": "0" * 31}, {"nonce": "g" * 32}, {"nonce": ["0" * 32]}, {"nonce": "0" * 32 + "\n"},
+    {"sex": "Female"}, {"age": {"min": 40}}, {"age": {"min": 40, "max": 49, "x": 1}},
+    {"age": {"min": 40.5, "max": 49}}, {"age": {"min": -1, "max": 49}}, {"extra": 1},
+    {"diagnoses": [{"system": "ICD-10", "code": "c50"}]}, {"diagnoses": [{"system": "ICD-10"}]},
+    {"use_conditions": ["DUO:0000042", "DUO:0000042"]}, {"sample_type": None},
+    {"biobank": ""}, {"biobank": "x" * 300}, {"age": {"min": True, "max": 49}},
+]
+
+
+def _changed(change: dict[str, Any]) -> dict[str, Any]:
+    record = {**GOOD, **change}
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def test_shipped_sample_schema_has_id_and_nonce_as_free_fields() -> None:
+    schema = SchemaSet.default().schema("sample")
+    assert sorted(free_fields(schema)) == ["id", "nonce"]
+    assert free_fields({**schema, "allOf": [{"required": ["sex"]}]}) == {}
+    assert free_fields({**schema, "additionalProperties": {"type": "string"}}) == {}
+
+
+@pytest.mark.parametrize("change", BAD_CHANGES, ids=range(len(BAD_CHANGES)))
+def test_memo_never_hides_a_failure(change: dict[str, Any]) -> None:
+    schemas = _SHARED
+    reference = jsonschema.Draft202012Validator(
+        schemas.schema("sample"), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    for i in range(3):  # the good shape is remembered first, with several ids
+        good = {**GOOD, "id": "smp_" + "ab"[i % 2] * 26, "nonce": f"{i:032x}"}
+        assert schemas.problems("sample", good, "x") == []
+    bad = _changed(change)
+    assert not schemas.is_valid("sample", bad)
+    assert schemas.problems("sample", bad, "leaf 9")
+    if not any(isinstance(v, str) and v.endswith("\n") for v in change.values()):
+        assert not reference.is_valid(bad)  # ($ before a final newline: jsonschema differs)
+
+
+def test_memo_is_not_fooled_by_non_json_types() -> None:
+    schemas = _SHARED
+    assert schemas.is_valid("sample", GOOD)
+    fake_id = uuid.UUID(int=5)
+    for odd in ({**GOOD, "use_conditions": ("DUO:0000042",)},
+                {**GOOD, "biobank": fake_id}, {**GOOD, "age": {"min": 40, "max": 49.0}}):
+        expected = _fresh_verdict(schemas, odd)
+        assert schemas.is_valid("sample", odd) == expected
+        assert (schemas.problems("sample", odd, "x") == []) == expected
+
+
+_SHARED = SchemaSet.default()  # its memo keeps learning across tests and examples
+_FRESH = SchemaSet.default()
+
+
+def _fresh_verdict(schemas: SchemaSet, record: Any) -> bool:
+    """fastjsonschema's verdict from the compiled validator alone (no memo in front)."""
+    try:
+        _FRESH._fast_validator(_FRESH.schema_id("sample"))(record)
+    except fastjsonschema.JsonSchemaValueException:
+        return False
+    return True
+
+
+_ids = st.sampled_from(["smp_" + "a" * 26, "smp_" + "b" * 26, "smp_" + "A" * 26, "smp_1", ""])
+_nonces = st.sampled_from(["0" * 32, "f" * 32, "0" * 31, "X" * 32])
+_sexes = st.sampled_from(["female", "male", "Female"])
+_ages = st.sampled_from([{"min": 40, "max": 49}, {"min": 40}, {"min": 40, "max": 151}])
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(st.tuples(_ids, _nonces, _sexes, _ages, st.booleans()), min_size=1,
+                max_size=12))
+def test_property_memo_verdicts_equal_a_fresh_validator(rows: list[Any]) -> None:
+    schemas = _SHARED
+    for rid, nonce, sex, age, drop_nonce in rows:
+        record = {**GOOD, "id": rid, "nonce": nonce, "sex": sex, "age": age}
+        if drop_nonce:
+            del record["nonce"]
+        expected = _fresh_verdict(schemas, record)
+        assert schemas.is_valid("sample", record) == expected, record
+        assert (schemas.problems("sample", record, "x") == []) == expected
+
+
+def test_memo_stops_learning_at_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import protocol.schema_memo as memo_module
+
+    monkeypatch.setattr(memo_module, "LIMIT", 2)
+    memo = ShapeMemo(SchemaSet.default().schema("sample"))
+    for sex in ("female", "male", "other"):
+        known, key = memo.known_valid({**GOOD, "sex": sex})
+        assert not known
+        memo.learn(key)
+    assert memo.known_valid({**GOOD, "sex": "male"})[0]
+    assert not memo.known_valid({**GOOD, "sex": "other"})[0]
+
+
+def test_canonical_unchanged_for_leaf_shaped_entries() -> None:
+    entry = {"log": "n.example/biobank-node", "index": MAX_SAFE_INTEGER, "op": "publish",
+             "time": "2026-11-22T23:07:36Z", "kind": "sample", "id": "smp_x",
+             "schema": f"{BASE}/sample.schema.json", "digest": "sha256:" + "0" * 64}
+    data = canonical(entry)
+    assert data == rfc8785.dumps(entry)
+    assert parse_canonical(data) == entry
