@@ -76,22 +76,45 @@ def examine(origin: str, index: int, leaf: bytes, content: Any, schema_problems:
 
 
 def default_schema_check() -> SchemaCheck:
-    """Validation with the shipped schemas (protocol.schema).
+    """Validation with the shipped schemas (protocol.schema), for contents parsed by orjson.
 
-    SchemaSet remembers the shapes it found valid (protocol.schema_memo), so samples differing
-    only in `id` and `nonce` cost two pattern checks, and every verdict stays the validator's.
+    A sample differing from an earlier valid one only in `id` and `nonce` is known valid after
+    those two fields pass their own schema patterns (protocol.schema_memo.ShapeMemo); the
+    memo skips its type walk, as every content here comes from orjson.loads (fetcher). Any
+    other record is validated in full by SchemaSet.
     """
     from protocol.schema import SchemaSet
+    from protocol.schema_memo import ShapeMemo
 
     schemas = SchemaSet.default()
+    memos: dict[str, ShapeMemo] = {}
 
     def problems(schema_id: str, record: Any, location: str) -> list[Any]:
-        return list(schemas.problems(schema_id, record, location))
+        memo = memos.get(schema_id)
+        if memo is None:
+            if not schemas.knows(schema_id):
+                return list(schemas.problems(schema_id, record, location))
+            memo = memos[schema_id] = ShapeMemo(schemas.schema(schema_id))
+        known, key = memo.known_valid(record, parsed=True)
+        if known:
+            return []
+        found = list(schemas.problems(schema_id, record, location))
+        if not found:
+            memo.learn(key)
+        return found
 
     return problems
 
 
 _WORKER: dict[str, Any] = {}  # per worker process: its schema check and chapter table
+
+
+def prepare_worker() -> None:
+    """Build this process's schema check and chapter table (once)."""
+    if not _WORKER:
+        schemas = default_schema_check()
+        schemas("sample", {}, "warm-up")  # compiles the validator
+        _WORKER["schemas"], _WORKER["chapters"] = schemas, Chapters()
 
 
 # what a worker sends back for one chunk: (leaf hashes joined, rows, attribute keys, error);
@@ -107,9 +130,7 @@ def examine_lines(origin: str, start: int, lines: list[bytes]) -> Chunk:
     before it and the exception are returned, for the caller to apply and then raise, as a
     serial run would.
     """
-    if not _WORKER:
-        _WORKER["schemas"] = default_schema_check()
-        _WORKER["chapters"] = Chapters()
+    prepare_worker()
     schemas, chapters = _WORKER["schemas"], _WORKER["chapters"]
     hashes: list[bytes] = []
     rows: list[Any] = []

@@ -8,12 +8,14 @@ workers (`audit.examine.examine_lines`); the caller applies results one by one i
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.context
 import os
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from audit.examine import Chunk, Examined, examine_lines, expand
+from audit.examine import Chunk, Examined, examine_lines, expand, prepare_worker
 
 CHUNK = 2_000  # lines per task: large enough that pickling and scheduling stay small
 
@@ -24,15 +26,24 @@ def auto_workers() -> int:
 
 
 class ExaminePool:
-    """A pool of worker processes (spawned, so no lock or thread is inherited mid-use)."""
+    """A pool of worker processes.
+
+    Forked when this process runs a single thread (workers start at once, with the schemas
+    already compiled), else spawned, so that no lock held by another thread is inherited.
+    """
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._pool = ProcessPoolExecutor(max_workers=workers,
-                                         mp_context=multiprocessing.get_context("spawn"))
+        context: multiprocessing.context.BaseContext
+        if threading.active_count() == 1:
+            prepare_worker()
+            context = multiprocessing.get_context("fork")
+        else:
+            context = multiprocessing.get_context("spawn")
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
     def warm_up(self) -> None:
-        """Start the workers now (they import the protocol package while the caller works)."""
+        """Start the workers now, while the caller still reads checkpoints and the search."""
         for _ in range(self.workers):
             self._pool.submit(examine_lines, "", 0, [])
 

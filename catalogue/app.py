@@ -1,4 +1,4 @@
-"""The catalogue's web application: create_app(settings) builds the API (and the harvest scheduler)."""
+"""The catalogue web application: create_app(settings) builds the API and harvest scheduler."""
 
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ from protocol.entries import utc_now
 from protocol.merkle import leaf_hash
 from protocol.verify import TrustedState, VerifiedEntry
 
-
 LEAF_COLUMNS = ("node_id", "idx", "leaf", "hash", "kind", "record_id", "content")
 
 

@@ -57,7 +57,7 @@ def _chapter_ranges(lists: CodeLists) -> dict[str, tuple[str, str]]:
     ranges are read from the same shipped file."""
     entries = lists.get("icd10-chapter").entries
     if all(hasattr(e, "range") for e in entries):
-        ranges = {e.code: str(e.range) for e in entries}
+        ranges = {e.code: str(e.range) for e in entries}  # type: ignore[attr-defined]
     else:
         path = resources.files("schemas").joinpath("codelists/icd10-chapter.json")
         data = json.loads(path.read_text("utf-8"))

@@ -114,12 +114,12 @@ def predicates(f: Filters, vocab: Vocabulary) -> list[tuple[str, Predicate]]:
     for name in ("storage_temperature", "sex", "country", "biobank", "collection"):
         if name in lists:
             wanted = frozenset(lists[name])
-            preds.append((name, lambda r, a=name, w=wanted: getattr(r, a) in w))
+            preds.append((name, _member(name, wanted)))
     for name, attr in (("duo", "use_conditions"), ("dataset_type", "dataset_type"),
                        ("orpha", "orpha")):
         if name in lists:
             wanted = frozenset(lists[name])
-            preds.append((name, lambda r, a=attr, w=wanted: not w.isdisjoint(getattr(r, a))))
+            preds.append((name, _overlap(attr, wanted)))
     if f.age_min is not None or f.age_max is not None:
         lo = f.age_min if f.age_min is not None else -1
         hi = f.age_max if f.age_max is not None else 10**6
@@ -147,6 +147,14 @@ def predicates(f: Filters, vocab: Vocabulary) -> list[tuple[str, Predicate]]:
     return preds
 
 
+def _member(attr: str, wanted: frozenset[str]) -> Predicate:
+    return lambda r: getattr(r, attr) in wanted
+
+
+def _overlap(attr: str, wanted: frozenset[str]) -> Predicate:
+    return lambda r: not wanted.isdisjoint(getattr(r, attr))
+
+
 def tally(rows: list[Combo], preds: list[tuple[str, Predicate]], active: set[int]) -> Tally:
     """One pass: a row failing no filter counts everywhere; failing exactly one filter that
     has a facet, it counts in that facet only."""
@@ -155,7 +163,7 @@ def tally(rows: list[Combo], preds: list[tuple[str, Predicate]], active: set[int
     for r in rows:
         if r.node_id not in active:
             continue
-        failed = None
+        failed: str | None = None
         for name, pred in preds:
             if not pred(r):
                 if failed is not None:
@@ -173,9 +181,9 @@ def tally(rows: list[Combo], preds: list[tuple[str, Predicate]], active: set[int
             for facet in FACETS:
                 _count(facets[facet], facet, r, nid, n)
         else:
-            facet = _FACET_OF.get(failed)
-            if facet is not None:
-                _count(facets[facet], facet, r, nid, n)
+            only = _FACET_OF.get(failed)
+            if only is not None:
+                _count(facets[only], only, r, nid, n)
     return t
 
 

@@ -9,7 +9,7 @@ import orjson
 from sqlalchemy import Engine, select
 
 from catalogue.db import write_tx
-from catalogue.errors import EnrolmentError, FetchError, UnknownNode
+from catalogue.errors import EnrolmentError, UnknownNode
 from catalogue.fetcher import NodeFetcher
 from catalogue.models import alerts, nodes
 from catalogue.ownlog import CatalogueKey, append
@@ -104,5 +104,3 @@ def clear_halt(engine: Engine, origin: str) -> int:
                               .values(cleared_at=utc_now()))
         return int(result.rowcount)
 
-
-__all__ = ["FetchError", "clear_halt", "enrol", "fetch_descriptor", "policy_k", "retire"]

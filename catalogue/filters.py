@@ -1,4 +1,4 @@
-"""Parse and validate /v1/search query parameters into `Filters` (unknown codes are a FilterError)."""
+"""Parse and validate /v1/search query parameters into `Filters` (bad ones: FilterError)."""
 
 from __future__ import annotations
 
@@ -115,7 +115,8 @@ def parse_filters(params: Mapping[str, Sequence[str]], vocab: Vocabulary) -> Fil
         if name == "page_size":
             high = MAX_PAGE_SIZE
         if value is None or not low <= value <= high:
-            bad.append({"name": name, "reason": f"{raw[0]!r} is not an integer from {low} to {high}"})
+            bad.append({"name": name,
+                        "reason": f"{raw[0]!r} is not an integer from {low} to {high}"})
             continue
         setattr(f, name, value)
     if f.age_min is not None and f.age_max is not None and f.age_min > f.age_max:

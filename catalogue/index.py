@@ -1,4 +1,4 @@
-"""Apply verified record changes of one node to the search index (records table and the sample cube)."""
+"""Apply verified record changes of one node to the search index (records and the cube)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,9 @@ def _combo_ids(conn: Connection, node_id: int, keys: Iterable[tuple[Any, ...]],
     if missing:
         conn.execute(combos.insert(), [_combo_row(node_id, c, wanted[c]) for c in missing])
         new = _lookup(conn, node_id, missing)
-        diag_rows, use_rows, dt_rows = [], [], []
+        diag_rows: list[dict[str, Any]] = []
+        use_rows: list[dict[str, Any]] = []
+        dt_rows: list[dict[str, Any]] = []
         for ckey, cid in new.items():
             key = wanted[ckey]
             for system, code in key[9]:

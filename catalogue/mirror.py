@@ -1,4 +1,4 @@
-"""Read side of the mirrored node logs and of the catalogue's own log (entries, checkpoints, proofs)."""
+"""Read side of mirrored node logs and of the catalogue's own log: entries, checkpoints, proofs."""
 
 from __future__ import annotations
 

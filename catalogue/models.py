@@ -1,4 +1,4 @@
-"""Database tables (SQLAlchemy Core): enrolled nodes, their mirrored logs, the search cube, the own log.
+"""Database tables (SQLAlchemy Core): nodes, mirrored logs, the search cube, the own log.
 
 Search index design ("cube"): samples with identical coded attributes collapse into one
 `combos` row with a count `n`; `samples` maps each live sample id to its combo so that a

@@ -1,4 +1,4 @@
-"""The catalogue's own signed log: enrol, retire, revoke and checkpoint leaves, appended in the caller's transaction."""
+"""The catalogue's own signed log: enrol, retire, checkpoint leaves in the caller's transaction."""
 
 from __future__ import annotations
 

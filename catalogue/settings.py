@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Tokens that people paste from examples; refusing them keeps a demo config out of production.
@@ -26,7 +27,7 @@ class Settings(BaseSettings):
     request_timeout: float = 10.0
     node_deadline: float = 300.0
     max_response_bytes: int = 16 * 1024 * 1024
-    page_size: int = 1000
+    page_size: Annotated[int, Field(ge=1, le=1000)] = 1000  # the node API serves at most 1000 per page
     max_step: int = 2_000_000
     # Worker processes that fetch and verify nodes in parallel (0: in this process). Keeps
     # CPU-heavy verification off the API's event loop and uses every core.
@@ -38,5 +39,6 @@ class Settings(BaseSettings):
         if value is None or value == "":
             return None
         if value.lower() in _PLACEHOLDER_TOKENS or len(value) < 16:
-            raise ValueError("CATALOGUE_ADMIN_TOKEN must be a random secret of at least 16 characters")
+            raise ValueError("CATALOGUE_ADMIN_TOKEN must be a random secret of at least 16 "
+                             "characters")
         return value

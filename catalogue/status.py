@@ -29,10 +29,10 @@ def is_stale(last_success_at: str | None, stale_after: float, now: datetime | No
 def list_status(conn: Connection, stale_after: float, *,
                 include_retired: bool = True) -> list[dict[str, Any]]:
     """Status of every enrolled node, ordered by origin."""
-    alert_counts = dict(conn.execute(
+    alert_counts: dict[int, int] = dict(conn.execute(
         select(alerts.c.node_id, func.count()).where(alerts.c.cleared_at.is_(None))
         .group_by(alerts.c.node_id)).all())
-    reject_counts = dict(conn.execute(
+    reject_counts: dict[int, int] = dict(conn.execute(
         select(rejections.c.node_id, func.count()).group_by(rejections.c.node_id)).all())
     q = select(nodes).order_by(nodes.c.origin)
     if not include_retired:

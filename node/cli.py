@@ -232,12 +232,31 @@ def withdraw(
 
 
 @app.command("rotate-key")
-def rotate_key(home: HomeOpt = Path("node-home")) -> None:
+def rotate_key(
+    home: HomeOpt = Path("node-home"),
+    cosign_latest: Annotated[
+        bool,
+        typer.Option(
+            "--cosign-latest",
+            help="no new key: add the previous key's signature to the latest checkpoint "
+            "(for a catalogue that missed the rotation checkpoint)",
+        ),
+    ] = False,
+    old_key: Annotated[
+        Path | None, typer.Option(help="previous signer key file (default: newest node.key.old-*)")
+    ] = None,
+) -> None:
     """Rotate the signing key: a rotate-key entry, a checkpoint signed by old and new key."""
+    from node.rotate import cosign_latest as do_cosign
     from node.rotate import rotate_key as do_rotate
 
     try:
-        rotation = do_rotate(Home.open(home))
+        opened = Home.open(home)
+        if cosign_latest:
+            size = do_cosign(opened, old_key)
+            print(f"checkpoint size {size} is now signed by the previous and the current key")
+            return
+        rotation = do_rotate(opened)
     except BiobankError as exc:
         _fail(exc)
     err.print(

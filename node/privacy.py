@@ -238,22 +238,33 @@ def apply(conn: sqlite3.Connection, staging_table: str, policy: Policy) -> Priva
     conn.execute(f"UPDATE {t} SET privacy_level = NULL, held_back = 0, reason = NULL")
     rungs = ladder(policy)
     precision: str | None = None
+    # rung 0 scans the table; the coarser rungs touch only the rows still unsettled, found
+    # through a rowid list so that each rung costs what is left, not the whole export
+    unsettled = "privacy_level IS NULL"
     for level, rung in enumerate(rungs):
-        _set_rung(conn, t, rung, recompute_diagnoses=rung.precision != precision)
+        _set_rung(conn, t, rung, recompute_diagnoses=rung.precision != precision,
+                  where=unsettled)
         precision = rung.precision
         conn.execute("DROP TABLE IF EXISTS temp._bb_privacy_ok")
         conn.execute(
             f"CREATE TEMP TABLE _bb_privacy_ok AS SELECT qkey FROM {t} "
-            f"WHERE privacy_level IS NULL GROUP BY qkey "
+            f"WHERE {unsettled} GROUP BY qkey "
             f"HAVING COUNT(DISTINCT {_DONOR}) >= ?", (policy.k,))
-        conn.execute(f"UPDATE {t} SET privacy_level = ? WHERE privacy_level IS NULL "
+        conn.execute(f"UPDATE {t} SET privacy_level = ? WHERE {unsettled} "
                      "AND qkey IN (SELECT qkey FROM temp._bb_privacy_ok)", (level,))
         conn.execute("DROP TABLE temp._bb_privacy_ok")
-        if conn.execute(f"SELECT 1 FROM {t} WHERE privacy_level IS NULL LIMIT 1").fetchone() \
-                is None:
+        if level == 0:
+            conn.execute("DROP TABLE IF EXISTS temp._bb_unsettled")
+            conn.execute("CREATE TEMP TABLE _bb_unsettled (rid INTEGER PRIMARY KEY)")
+            conn.execute(f"INSERT INTO temp._bb_unsettled SELECT rowid FROM {t} "
+                         "WHERE privacy_level IS NULL")
+            unsettled = ("rowid IN (SELECT rid FROM temp._bb_unsettled) "
+                         "AND privacy_level IS NULL")
+        if conn.execute(f"SELECT 1 FROM {t} WHERE {unsettled} LIMIT 1").fetchone() is None:
             break  # every row settled: the coarser rungs would change nothing
     conn.execute(f"UPDATE {t} SET held_back = 1, reason = 'below_k' "
                  "WHERE privacy_level IS NULL")
+    conn.execute("DROP TABLE IF EXISTS temp._bb_unsettled")
     return _report(conn, t, policy, rungs)
 
 
@@ -275,7 +286,7 @@ def _blank_excluded(conn: sqlite3.Connection, t: str, policy: Policy) -> None:
 
 
 def _set_rung(conn: sqlite3.Connection, t: str, rung: Rung, *,
-              recompute_diagnoses: bool) -> None:
+              recompute_diagnoses: bool, where: str = "privacy_level IS NULL") -> None:
     """Write the rung's published values and class key on every unsettled row."""
     a, p = rung.age_band, rung.period_width
     age_min = ("CASE WHEN :a IS NULL OR age IS NULL OR age < 0 THEN NULL "
@@ -296,7 +307,7 @@ def _set_rung(conn: sqlite3.Connection, t: str, rung: Rung, *,
         # they are spelled out): one pass over the table instead of two
         f"qkey = json_array(sex, biobank, collection, {age_min}, {period_from}, {diagnoses})",
     ]
-    conn.execute(f"UPDATE {t} SET {', '.join(sets)} WHERE privacy_level IS NULL",
+    conn.execute(f"UPDATE {t} SET {', '.join(sets)} WHERE {where}",
                  {"a": a, "p": p, "d": rung.precision})
 
 

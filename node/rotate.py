@@ -16,6 +16,7 @@ is removed there.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from node import store
 from node.home import KEY, NEXT_KEY, Home, finish_pending_rotation, write_private
 from node.publish import LogWriter, ensure_checkpoint
 from protocol.errors import ConfigError
-from protocol.note import Signer, generate_key
+from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
 
 
 @dataclass(frozen=True)
@@ -75,3 +76,42 @@ def rotate_key(home: Home) -> Rotation:
         size=writer.size,
         old_key_file=old_file,
     )
+
+
+def cosign_latest(home: Home, old_key_file: Path | None = None) -> int:
+    """Re-sign the latest checkpoint with the current AND the previous key; return its size.
+
+    For a catalogue that missed the rotation checkpoint (an import came first): it needs a
+    checkpoint past the rotate-key entry that the old key signs too. The body (size, root)
+    is unchanged, so this is the same checkpoint with one more signature.
+    """
+    files = (
+        [old_key_file]
+        if old_key_file
+        else sorted(home.path.glob(f"{KEY}.old-*"), key=lambda p: p.stat().st_mtime)
+    )
+    if not files or not files[-1].is_file():
+        raise ConfigError(f"no old signer key (node.key.old-*) in {home.path} to co-sign with")
+    old = Signer.from_key(files[-1].read_text(encoding="utf-8").strip())
+    conn = store.connect(home.db_path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            keys = json.loads(store.get_meta(conn, "key_history") or "[]")
+            if len(keys) < 2 or keys[-2] != old.vkey or keys[-1] != home.signer.vkey:
+                raise ConfigError(
+                    f"{files[-1]} is not the key in force before the last "
+                    "rotation; nothing co-signed"
+                )
+            latest = store.latest_checkpoint(conn)
+            assert latest is not None  # a rotation signed one
+            size, root = latest[0], latest[1]
+            note = sign_checkpoint(Checkpoint(home.config.origin, size, root), [old, home.signer])
+            conn.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (note, size))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+    return size

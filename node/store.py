@@ -43,6 +43,8 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        # a bounded 64 MiB page cache: index inserts of big imports stay in memory
+        conn.execute("PRAGMA cache_size=-65536")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.execute("PRAGMA temp_store=FILE")
 

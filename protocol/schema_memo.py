@@ -86,8 +86,12 @@ class ShapeMemo:
     def active(self) -> bool:
         return bool(self._checks)
 
-    def _key(self, record: Any) -> bytes | None:
-        """The record's bytes with its free values blanked; None when the memo cannot apply."""
+    def _key(self, record: Any, parsed: bool = False) -> bytes | None:
+        """The record's bytes with its free values blanked; None when the memo cannot apply.
+
+        `parsed`: the record comes straight from orjson.loads, so it holds only JSON types
+        (no NaN, no tuple, no subclass) and the type walk can be skipped.
+        """
         if type(record) is not dict:
             return None
         blanked = dict(record)
@@ -99,16 +103,19 @@ class ShapeMemo:
             except fastjsonschema.JsonSchemaValueException:
                 return None
             blanked[name] = None
-        if not _exact_json(blanked):
+        if not parsed and not _exact_json(blanked):
             return None
         try:
             return orjson.dumps(blanked, option=orjson.OPT_SORT_KEYS)
         except orjson.JSONEncodeError:  # integers beyond 64 bits
             return None
 
-    def known_valid(self, record: Any) -> tuple[bool, bytes | None]:
-        """(True, _) when `record` is valid by the memo; else (False, key to `learn` if valid)."""
-        key = self._key(record)
+    def known_valid(self, record: Any, *, parsed: bool = False) -> tuple[bool, bytes | None]:
+        """(True, _) when `record` is valid by the memo; else (False, key to `learn` if valid).
+
+        `parsed=True` only for a record straight from orjson.loads (see `_key`).
+        """
+        key = self._key(record, parsed)
         return (key is not None and key in self._valid), key
 
     def learn(self, key: bytes | None) -> None:

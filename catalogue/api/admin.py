@@ -1,4 +1,4 @@
-"""Admin API behind a bearer token (CATALOGUE_ADMIN_TOKEN, no default): enrol, retire, clear, harvest."""
+"""Admin API behind a bearer token (CATALOGUE_ADMIN_TOKEN, no default): enrol, retire, harvest."""
 
 from __future__ import annotations
 
@@ -36,8 +36,7 @@ router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_token)])
 @router.post("/nodes", status_code=201)
 async def enrol(body: EnrolRequest, ctx: Ctx) -> dict[str, Any]:
     s = ctx.settings
-    descriptor = await enrolment.fetch_descriptor(
-        body.url, timeout=s.request_timeout, transport=getattr(ctx, "transport", None))
+    descriptor = await enrolment.fetch_descriptor(body.url, timeout=s.request_timeout)
     return await asyncio.to_thread(enrolment.enrol, ctx.engine, ctx.key, body.url, body.key,
                                    descriptor)
 

@@ -1,4 +1,4 @@
-"""Node status and the per-node mirror of each node's log (origins contain '/', hence {origin:path})."""
+"""Node status and the per-node mirror of node logs (origins hold '/': {origin:path})."""
 
 from __future__ import annotations
 

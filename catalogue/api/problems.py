@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from catalogue.errors import EnrolmentError, FetchError, FilterError, UnknownNode
 from protocol.errors import BiobankError, InputError, ValidationFailed
@@ -19,6 +20,10 @@ _STATUS: list[tuple[type[BiobankError], int, str]] = [
     (InputError, 400, "Bad request"),
     (FetchError, 502, "Node unreachable"),
 ]
+
+
+_TITLES = {401: "Unauthorized", 403: "Forbidden", 404: "Not found",
+           405: "Method not allowed", 503: "Service unavailable"}
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -49,5 +54,13 @@ def install(app: FastAPI) -> None:
                                                          for p in params),
                        invalid_params=params)
 
+    async def on_http(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        response = problem(exc.status_code, _TITLES.get(exc.status_code, "Error"),
+                           str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
     app.add_exception_handler(BiobankError, on_domain)
+    app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)

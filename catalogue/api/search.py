@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-import orjson
 
 from catalogue.api.deps import Conn, Ctx
 from catalogue.api.models import SearchResponse

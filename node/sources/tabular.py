@@ -7,7 +7,7 @@ from pathlib import Path
 from node import recordfields
 from node.codes import Codes
 from node.mapping import LIST_FIELDS, SAMPLE_LIST_FIELDS, Mapping
-from node.samples import RawSample, SampleChecker
+from node.samples import MEMO, RawSample, SampleChecker
 from node.sources.base import Sink, read_table
 from protocol.errors import Problem
 
@@ -37,10 +37,11 @@ def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv
     count = 0
     id_field = "local_id" if mapping.kind == "sample" else "id"
     plan = _plan(mapping)
+    memo: dict[tuple[str, str], list[str]] | None = {} if mapping.kind == "sample" else None
     sample_fields = RawSample.__dataclass_fields__
     for loc, row, problems in rows:
         count += 1
-        flat = _flat(row or {}, mapping, plan)
+        flat = _flat(row or {}, mapping, plan, memo)
         key = flat.get(id_field)
         key = str(key) if key else None
         if row is None or problems:
@@ -80,7 +81,14 @@ def _plan(mapping: Mapping) -> Plan:
     ]
 
 
-def _flat(row: dict[str, str], mapping: Mapping, plan: Plan) -> dict[str, object]:
+def _flat(
+    row: dict[str, str],
+    mapping: Mapping,
+    plan: Plan,
+    memo: dict[tuple[str, str], list[str]] | None = None,
+) -> dict[str, object]:
+    """The record fields of one row; ``memo`` (samples only: their lists are only read)
+    keeps each distinct list cell's parsed value."""
     flat: dict[str, object] = dict(mapping.fixed)
     separator = mapping.list_separator
     for fld, column, table, is_list, fixed in plan:
@@ -90,7 +98,14 @@ def _flat(row: dict[str, str], mapping: Mapping, plan: Plan) -> dict[str, object
                 flat[fld] = [] if is_list else None
             continue
         if is_list:
-            flat[fld] = [table.get(v, v) for v in (i.strip() for i in value.split(separator)) if v]
+            items = memo.get((fld, value)) if memo is not None else None
+            if items is None:
+                items = [table.get(v, v) for v in (i.strip() for i in value.split(separator)) if v]
+                if memo is not None:
+                    if len(memo) >= MEMO:
+                        memo.clear()
+                    memo[(fld, value)] = items
+            flat[fld] = items
         else:
             flat[fld] = table.get(value, value)
     return flat

@@ -1,4 +1,4 @@
-"""Catalogue test fixtures: a database per test (SQLite file and PostgreSQL), a catalogue, simulated nodes."""
+"""Catalogue fixtures: a database per test (SQLite file, PostgreSQL), a catalogue, simulators."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from catalogue.settings import Settings
 from tests.catalogue.simulator import NodeSimulator
 from tests.support import LiveServer, live_server
 
-ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"  # noqa: S105 - a test-only token
 
 
 DB_PARAMS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -1,4 +1,4 @@
-"""A logical dump of the catalogue database for before/after comparisons (volatile times removed)."""
+"""A logical dump of the catalogue database for before/after comparisons (no volatile times)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A node simulator: a FastAPI app serving a signed log from memory, with helpers that alter and re-sign it.
+"""A node simulator: a FastAPI app serving a signed log from memory; helpers alter and re-sign it.
 
 Like python-tuf's RepositorySimulator: each attack test changes what the simulator serves
 (content, leaves, checkpoint, behaviour) and asserts exactly how the catalogue reacts.

@@ -57,15 +57,16 @@ def own_log(client: httpx.Client) -> tuple[Any, list[dict[str, Any]]]:
 
 
 def test_admin_routes_refuse_without_configured_token(db_url: str, tmp_path: Path) -> None:
-    settings = make_settings(db_url, tmp_path / "home", admin_token=None)
+    settings = make_settings(db_url, tmp_path / "home", admin_token=None)  # noqa: S106
     with live_server(create_app(settings)) as server:
         resp = httpx.post(server.url + "/v1/admin/harvest", headers=AUTH)
-    assert resp.status_code == 503 and "CATALOGUE_ADMIN_TOKEN" in resp.text
+    assert resp.status_code == 503 and "CATALOGUE_ADMIN_TOKEN" in resp.json()["detail"]
+    assert resp.headers["content-type"] == "application/problem+json"
 
 
 def test_settings_refuse_a_placeholder_token() -> None:
     with pytest.raises(ValueError, match="at least 16 characters"):
-        Settings(admin_token="changeme")
+        Settings(admin_token="changeme")  # noqa: S106 - the placeholder under test
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token-wrong-token", ADMIN_TOKEN])
@@ -74,7 +75,8 @@ def test_admin_routes_refuse_a_wrong_token(client: httpx.Client, header: str | N
     if header == ADMIN_TOKEN:  # a bare token without the Bearer scheme is still refused
         headers = {"Authorization": "Basic " + ADMIN_TOKEN}
     resp = client.post("/v1/admin/harvest", headers=headers)
-    assert resp.status_code == 401
+    assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer"
+    assert resp.json()["title"] == "Unauthorized"
 
 
 def test_enrol_with_mismatching_key_records_nothing(client: httpx.Client, serve: Any) -> None:
@@ -202,7 +204,7 @@ def test_catalogue_key_is_created_once_and_private(client: httpx.Client,
 def test_serve_harvests_on_a_schedule(db_url: str, tmp_path: Path, serve: Any) -> None:
     import time
 
-    sim = NodeSimulator()
+    sim = NodeSimulator(k=2)
     sim.populate(8)
     serve(sim)
     settings = make_settings(db_url, tmp_path / "home", harvest_interval=0.2)

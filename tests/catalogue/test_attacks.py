@@ -1,4 +1,4 @@
-"""Each attack on the harvest as its own test: the exact error, and nothing verified lost or changed."""
+"""Each attack on the harvest as its own test: the exact error, and nothing verified lost."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Any
 import orjson
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from catalogue.app import build_context
+from catalogue.cli import app as cli_app
 from catalogue.enrol import clear_halt
 from catalogue.models import alerts, nodes
 from catalogue.status import node_detail
@@ -101,6 +103,14 @@ def test_rollback_to_a_smaller_tree(trusted: Any) -> None:
     after = dump(cat.engine)
     assert {k: v for k, v in after.items() if k != "alerts"} == \
         {k: v for k, v in before.items() if k != "alerts"}
+    # the status command shows the alert (exit status 3)
+    s = cat.ctx.settings
+    env = {"CATALOGUE_DATABASE_URL": s.database_url, "CATALOGUE_HOME": str(s.home),
+           "CATALOGUE_ORIGIN": s.origin, "CATALOGUE_ADMIN_TOKEN": ""}
+    shown = CliRunner().invoke(cli_app, ["status"], env=env)
+    assert shown.exit_code == 3
+    assert f"{sim.origin}  halted" in shown.output
+    assert f"ALERT {sim.origin}: rollback: RollbackError: " in shown.output
     # halted: the next harvest does not touch the node until an operator clears it
     assert sim.origin not in cat.harvest()
     sim.note = None

@@ -1,4 +1,4 @@
-"""Harvest: enrol simulated nodes, harvest incrementally, withdraw, reject bad records, isolation."""
+"""Harvest: enrol simulated nodes, harvest incrementally, withdraw, reject bad records."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""End to end against a real node server (node.app.create_app) and the real catalogue CLI and API."""
+"""End to end against a real node server (node.app.create_app), the catalogue CLI and API."""
 
 from __future__ import annotations
 

@@ -130,3 +130,43 @@ def test_a_rotation_that_never_committed_leaves_the_old_key(tmp_path: Path) -> N
     assert finish_pending_rotation(home.path) is None
     assert not (home.path / NEXT_KEY).exists()
     assert Home.open(home.path).verifier_key == old
+
+
+def test_cosign_latest_serves_a_catalogue_that_missed_the_rotation_checkpoint(
+    tmp_path: Path,
+) -> None:
+    home, old = make_home(tmp_path, k=2)
+    mapping = Mapping.load(write_mapping(tmp_path / "map.toml"))
+    run_import(home, [write_csv(tmp_path / "a.csv", sample_rows(3))], mapping=mapping)
+    new = rotate_key(home).new_key
+    fresh = Home.open(home.path)
+    run_import(fresh, [write_csv(tmp_path / "b.csv", sample_rows(2, 50))], mapping=mapping)
+    with (
+        live_server(create_app(NodeSettings(home=home.path))) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        history = KeyHistory(ORIGIN, old)
+        history.rotate(index=3, key=new)
+        # a catalogue that last accepted size 3 sees size 6 signed by the new key only
+        with pytest.raises(MissingSignatureError):
+            history.verify(client.get("/v1/log/checkpoint").text, previous_size=3)
+        result = runner.invoke(app, ["rotate-key", "--home", str(home.path), "--cosign-latest"])
+        assert result.exit_code == 0, result.output
+        assert "checkpoint size 6 is now signed" in result.stdout
+        note = client.get("/v1/log/checkpoint").text
+        assert history.verify(note, previous_size=3).size == 6
+        assert _signers(note, old, new) == {old, new}
+        verify_served_log(client, KeyHistory(ORIGIN, old), previous_size=3)
+    assert Home.open(home.path).verifier_key == new  # no new key was made
+    wrong = runner.invoke(
+        app,
+        [
+            "rotate-key",
+            "--home",
+            str(home.path),
+            "--cosign-latest",
+            "--old-key",
+            str(home.path / "node.key"),
+        ],
+    )
+    assert wrong.exit_code == 2 and "not the key in force before" in wrong.output
