@@ -86,6 +86,15 @@ class JobResult:
 
 
 @cache
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers fork from a clean server process that has imported this module once (never
+    from this possibly multi-threaded process), so each round of harvest starts fast."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["catalogue.harvest"])
+    return ctx
+
+
+@cache
 def _schemas() -> SchemaSet:
     return SchemaSet.default()
 
@@ -113,7 +122,7 @@ class Harvester:
         workers = min(self.settings.harvest_workers, len(jobs))
         pool = None
         if workers > 0 and self.transport is None:
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            pool = ProcessPoolExecutor(workers, mp_context=_worker_context())
         try:
             async with httpx.AsyncClient(transport=self.transport,
                                          timeout=self.settings.request_timeout) as client:

@@ -122,3 +122,20 @@ def test_cli_accepts_a_worker_count(tmp_path: Path) -> None:
         assert code == 0 and report["ok"] is True, report
     result = CliRunner().invoke(app, ["verify", "--bundle", str(tmp_path), "--workers", "0"])
     assert result.exit_code == 2 and "--workers" in result.output  # below the minimum of 1
+
+
+def test_spawned_workers_when_another_thread_runs(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    monkeypatch.setattr(audit.checks, "CHUNK", 9)
+    _faulty_bundle(tmp_path)
+    serial = _report(tmp_path, 1)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)  # a server thread, say: no fork now
+    other.start()
+    try:
+        assert _report(tmp_path, 2) == serial
+    finally:
+        stop.set()
+        other.join()
