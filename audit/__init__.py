@@ -5,5 +5,6 @@ one), `state` (the last verified catalogue checkpoint), `catalogue_log` (replayi
 catalogue's own log), `node_logs` (rebuilding node trees and the live state, applying what
 `examine` found per leaf; `parallel` runs `examine` in worker processes for big bundle logs),
 `search_check` (comparing the live state with the search API), `checks` (the whole run),
-`report` (human and JSON output), `cli` (the console script). Only `protocol` is imported, never node or catalogue.
+`report` (human and JSON output), `cli` (the console script). Only `protocol` is imported,
+never node or catalogue.
 """
