@@ -17,8 +17,10 @@ import binascii
 import gc
 import logging
 import multiprocessing
+import os
 import pickle
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -85,13 +87,16 @@ class JobResult:
     new_checkpoint: str | None = None
 
 
-@cache
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """Workers fork from a clean server process that has imported this module once (never
-    from this possibly multi-threaded process), so each round of harvest starts fast."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["catalogue.harvest"])
-    return ctx
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the catalogue process is gone (even SIGKILL,
+    after which nothing would ever send it work or a stop)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 @cache
@@ -122,7 +127,10 @@ class Harvester:
         workers = min(self.settings.harvest_workers, len(jobs))
         pool = None
         if workers > 0 and self.transport is None:
-            pool = ProcessPoolExecutor(workers, mp_context=_worker_context())
+            # spawn, not fork: this process may run threads (uvicorn, to_thread); and a worker
+            # must die with its parent, which forkserver children do not on SIGKILL.
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_exit_with_parent, initargs=(os.getpid(),))
         try:
             async with httpx.AsyncClient(transport=self.transport,
                                          timeout=self.settings.request_timeout) as client:

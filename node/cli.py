@@ -33,9 +33,6 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-app.command("preview")(preview_command)
-app.command("monitor")(monitor_command)
-
 HomeOpt = Annotated[Path, typer.Option("--home", envvar="NODE_HOME", help="node home directory")]
 
 
@@ -313,6 +310,11 @@ def status(home: HomeOpt = Path("node-home")) -> None:
         print(f"entries {key}: {n}")
     for key, n in dict(counts["live"]).items():  # type: ignore[call-overload]
         print(f"live {key}: {n}")
+
+
+# commands that live in their own modules (registered last: they list after the core ones)
+app.command("preview")(preview_command)
+app.command("monitor")(monitor_command)
 
 
 def main() -> None:

@@ -40,11 +40,11 @@ CONTRACT with the importer (``node/importer.py``) and ``node/staging.py``
 * ``PrivacyReport.render(console)`` prints the summary (rich table) the import shows;
   ``PrivacyReport.to_dict()`` is stable JSON for ``--json`` output.
 * Erasure: ``donor_samples(conn, staging_table, donor_id) -> list[str]`` gives the local
-  sample ids of one donor in a staging table (sorted).  The node's withdraw command
-  should: withdraw those samples (and any previously published sample of that donor the
-  store knows), delete the donor's rows from the staging table, and call :func:`apply`
-  again, because removing a donor can shrink another class below k (the re-run then
-  holds those records back or generalises them; the diff publishes that).
+  sample ids of one donor in a staging table (sorted), for tools that hold one.  The node
+  keeps no staging rows between imports, so ``biobank-node withdraw --donor`` instead
+  re-checks k over the published contents of the classes it touched and withdraws the
+  rest of any class that fell below k (``node/withdraw.py``); the next import re-applies
+  :func:`apply` to the whole export (docs/privacy.md, "Erasure").
 
 Quasi-identifiers (the class key): sex, age band, period, diagnosis set, biobank AND
 collection (collection is published and membership of a cohort can be known, so it is

@@ -31,14 +31,30 @@ def _harvest_cmd() -> list[str]:
     return [sys.executable, "-c", "from catalogue.cli import main; main()", "harvest"]
 
 
+def _children(pid: int) -> set[int]:
+    """Direct children of `pid` (Linux /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found.update(int(x) for x in task.read_text().split())
+    return found
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ")[-1][:1] not in ("Z", "X")
+
+
 def _kill_when(proc: subprocess.Popen[bytes], sim: NodeSimulator, pages: int,
-               delay: float) -> None:
+               delay: float) -> set[int]:
+    """SIGKILL the harvest after `pages` pages were served; return its worker processes."""
     deadline = time.monotonic() + 60
     while len(sim.served) < pages and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     time.sleep(delay)
+    workers = _children(proc.pid)
     proc.kill()
     proc.wait()
+    return workers
 
 
 def logical(cat: Catalogue) -> dict[str, Any]:
@@ -66,17 +82,23 @@ def test_sigkill_midway_then_rerun_equals_clean_harvest(db_url: str, tmp_path: P
             cat.enrol(sim, sim.url)
         big = sims[0]
         # killed while fetching, then killed after the last page (verifying or writing)
+        orphans: set[int] = set()
         for pages, delay in ((3, 0.0), (13, 0.05)):
             big.served.clear()
             proc = subprocess.Popen(_harvest_cmd(), env=_env(settings),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _kill_when(proc, big, pages, delay)
+            orphans |= _kill_when(proc, big, pages, delay)
             assert proc.returncode == -9
         done = subprocess.run(_harvest_cmd(), env=_env(settings), capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert "big.example/biobank-node: ok, size 3002" in done.stdout
         killed_then_rerun = logical(cat)
+        # the killed harvests' worker processes ended with them
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in orphans) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert orphans and not [p for p in orphans if _alive(p)]
     finally:
         ctx.engine.dispose()
 
