@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     request_timeout: float = 10.0
     node_deadline: float = 300.0
     max_response_bytes: int = 16 * 1024 * 1024
-    page_size: Annotated[int, Field(ge=1, le=1000)] = 1000  # the node API serves at most 1000 per page
+    page_size: Annotated[int, Field(ge=1, le=1000)] = 1000  # a node serves ≤ 1000 a page
     max_step: int = 2_000_000
     # Worker processes that fetch and verify nodes in parallel (0: in this process). Keeps
     # CPU-heavy verification off the API's event loop and uses every core.
