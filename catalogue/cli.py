@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -158,9 +159,17 @@ def _register_demo() -> None:
         return
 
     @app.command()
-    def demo(samples_per_node: int = 20000, seed: int = 42) -> None:
-        """Run a local demo federation (see catalogue/demo.py)."""
-        raise typer.Exit(run_demo(samples_per_node=samples_per_node, seed=seed))
+    def demo(
+        samples: int = typer.Option(20000, "--samples", help="samples per node"),
+        seed: int = typer.Option(42, help="seed of the synthetic data"),
+        workdir: Path | None = typer.Option(
+            None, help="work directory, reused when present (default ./biobank-demo)"),
+        base_port: int | None = typer.Option(
+            None, help="first of six consecutive ports (default: free ports)"),
+    ) -> None:
+        """Run a local five-country demo federation until Ctrl-C (see catalogue/demo.py)."""
+        raise typer.Exit(run_demo(samples_per_node=samples, seed=seed, workdir=workdir,
+                                  base_port=base_port))
 
 
 _register_demo()
