@@ -50,7 +50,7 @@ class Site:
         return response.json()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium_browser() -> Iterator[Any]:
     """One headless Chromium for the session (skips when absent, fails when CI=true)."""
     if not CHROMIUM.exists():
@@ -87,7 +87,7 @@ def page(browser_context: Any) -> Iterator[Any]:
     assert errors == [], f"uncaught errors in the page: {errors}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def web_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """A served catalogue with data: real and harvested when possible, else the stand-in."""
     with contextlib.ExitStack() as stack:
