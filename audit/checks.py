@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.catalogue_log import CatalogueReplay, EnrolledNode, replay_catalogue
+from audit.direct import check_ahead, direct_claim
 from audit.examine import SchemaCheck, default_schema_check
 from audit.fetcher import Source
 from audit.livestate import Chapters, NodeLive, Tally
@@ -19,7 +20,6 @@ from audit.report import Report
 from audit.search_check import check_search
 from audit.state import AuditState
 from protocol.errors import BiobankError
-from protocol.merkle import verify_consistency
 from protocol.note import Checkpoint, Verifier, verify_checkpoint
 
 
@@ -131,11 +131,6 @@ def _claims(node: EnrolledNode, mirror_note: str, mirror: Checkpoint) -> NodeAud
     return audit
 
 
-def _previous_size(node: EnrolledNode, size: int) -> int:
-    return max((rc.checkpoint.size for rc in node.checkpoints if rc.checkpoint.size <= size),
-               default=0)
-
-
 def _audit_nodes(source: Source, replay: CatalogueReplay, report: Report, options: AuditOptions,
                  schema_check: SchemaCheck | None, say: Callable[[str], None]) -> None:
     tree = report["node-tree"]
@@ -187,7 +182,7 @@ def _stream_nodes(source: Source, audits: list[NodeAudit], report: Report,
     if options.node_direct:
         direct.ran = True
         for audit in audits:
-            _direct_claim(source, audit, direct, ahead)
+            direct_claim(source, audit, direct, ahead)
     chapters, tally = Chapters(), Tally()
     report.facts["nodes audited"] = len(audits)
     check = schema_check or default_schema_check()
@@ -212,41 +207,6 @@ def _stream_nodes(source: Source, audits: list[NodeAudit], report: Report,
                                              f"live {kind} {rid} is served without content")
         tally.add(live)
         if node.origin in ahead:
-            _check_ahead(source, audit, ahead[node.origin], direct)
+            check_ahead(source, audit, ahead[node.origin], direct)
     if search is not None:
         check_search(report["search-totals"], tally, search)
-
-
-def _direct_claim(source: Source, audit: NodeAudit, direct: Any,
-                  ahead: dict[str, tuple[str, Checkpoint]]) -> None:
-    node = audit.node
-    try:
-        note = source.direct_checkpoint(node.origin, node.url)
-        cp = _body(note)
-    except BiobankError as exc:
-        direct.fail(f"node {node.origin} at {node.url}", f"{type(exc).__name__}: {exc}")
-        return
-    mirror_size = max(s for s, cl in audit.claims.items() if cl)
-    if cp.size > mirror_size:
-        ahead[node.origin] = (note, cp)
-        return
-    audit.claim(CheckpointClaim(
-        f"node {node.origin} own checkpoint size {cp.size} (from {node.url})", note, cp,
-        _previous_size(node, cp.size), check="node-direct"))
-
-
-def _check_ahead(source: Source, audit: NodeAudit, own: tuple[str, Checkpoint],
-                 direct: Any) -> None:
-    """The node is ahead of the mirror: its tree must extend the mirror's (consistency proof)."""
-    note, cp = own
-    node = audit.node
-    where = f"node {node.origin} own checkpoint size {cp.size} (from {node.url})"
-    mirror_size = max(audit.roots)
-    direct.items += 1
-    try:
-        node.keys.verify(note, previous_size=cp.size)
-        proof = source.direct_consistency(node.origin, node.url, mirror_size, cp.size)
-        verify_consistency(mirror_size, cp.size, proof, audit.roots[mirror_size], cp.root)
-    except BiobankError as exc:
-        direct.fail(where, f"not an extension of the catalogue's copy (size {mirror_size}): "
-                           f"{type(exc).__name__}: {exc}")

@@ -42,6 +42,7 @@ class Source(Protocol):
     def search(self) -> dict[str, Any]: ...
     def direct_checkpoint(self, origin: str, url: str) -> str: ...
     def direct_consistency(self, origin: str, url: str, first: int, second: int) -> list[bytes]: ...
+    def direct_entries(self, origin: str, url: str, start: int, end: int) -> list[Entry]: ...
     def close(self) -> None: ...
 
 
@@ -85,8 +86,7 @@ class HttpSource:
         except orjson.JSONDecodeError as exc:
             raise FetchError(f"GET {url}: not JSON: {exc}") from exc
 
-    def _pages(self, prefix: str, end: int) -> Iterator[Entry]:
-        start = 0
+    def _pages(self, prefix: str, end: int, start: int = 0) -> Iterator[Entry]:
         while start < end:
             url = f"{prefix}/entries"
             raw = self._get(url, start=start, limit=min(PAGE, end - start)).content
@@ -134,6 +134,10 @@ class HttpSource:
             return [base64.b64decode(h, validate=True) for h in data["proof"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise FetchError(f"{url}: consistency proof malformed: {exc}") from exc
+
+    def direct_entries(self, origin: str, url: str, start: int, end: int) -> list[Entry]:
+        """The node's own leaves [start, end) (a node ahead of its mirror: key rotations)."""
+        return list(self._pages(f"{url.rstrip('/')}/v1/log", end, start))
 
     def close(self) -> None:
         self.client.close()
@@ -208,6 +212,10 @@ class BundleSource:
         proof = self._need("direct", origin, "proofs", f"{first}-{second}")
         return [base64.b64decode(h) for h in proof]
 
+    def direct_entries(self, origin: str, url: str, start: int, end: int) -> list[Entry]:
+        saved = self._need("direct", origin, "entries", f"{start}-{end}")
+        return [decode_line(orjson.dumps(item)) for item in saved]
+
     def close(self) -> None:
         return None
 
@@ -270,6 +278,14 @@ class RecordingSource:
         entry = self.meta["direct"].setdefault(origin, {"proofs": {}})
         entry["proofs"][f"{first}-{second}"] = [base64.b64encode(h).decode() for h in proof]
         return proof
+
+    def direct_entries(self, origin: str, url: str, start: int, end: int) -> list[Entry]:
+        items = self.inner.direct_entries(origin, url, start, end)
+        entry = self.meta["direct"].setdefault(origin, {"proofs": {}})
+        entry.setdefault("entries", {})[f"{start}-{end}"] = [
+            {"leaf": base64.b64encode(leaf).decode(), "content": content}
+            for leaf, content in items]
+        return items
 
     def close(self) -> None:
         (self.path / "bundle.json").write_text(json.dumps(self.meta, indent=1), "utf-8")

@@ -39,6 +39,7 @@ class NodeAudit:
     node: EnrolledNode
     claims: dict[int, list[CheckpointClaim]] = field(default_factory=dict)
     roots: dict[int, bytes] = field(default_factory=dict)  # rebuilt roots at claimed sizes
+    frontier: CompactRange | None = None  # the mirror's tree as streamed (node-direct: ahead)
 
     def claim(self, claim: CheckpointClaim) -> None:
         self.claims.setdefault(claim.checkpoint.size, []).append(claim)
@@ -90,6 +91,7 @@ def stream_examined(audit: NodeAudit, examined: Iterable[Examined], *, report: R
         if index + 1 in claims:
             _check_claims(audit, index + 1, compact.root(), report)
     served = index + 1
+    audit.frontier = compact
     for size, claim_list in claims.items():
         if size > served:
             for claim in claim_list:

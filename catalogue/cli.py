@@ -1,4 +1,4 @@
-"""biobank-catalogue: enrol, retire, clear, harvest, serve, status (and demo when installed)."""
+"""biobank-catalogue: enrol, retire, clear, revoke, harvest, serve, status (and demo)."""
 
 from __future__ import annotations
 
@@ -87,6 +87,28 @@ def clear(origin: str) -> None:
         except BiobankError as exc:
             _fail(exc)
     typer.echo(f"{origin} active again ({n} alert(s) cleared)")
+
+
+@app.command()
+def revoke(origin: str,
+           key: Annotated[str, typer.Option("--key", help="the node's NEW verifier key, "
+                                            "obtained out of band")],
+           from_size: Annotated[int | None, typer.Option(
+               "--from-size", help="refuse the old key for checkpoints larger than this "
+               "(default: the size the catalogue last verified)")] = None) -> None:
+    """Revoke the key in force of node ORIGIN (compromised or lost): KEY replaces it."""
+    from catalogue.keyhistory import revoke as do_revoke
+
+    with _context() as ctx:
+        try:
+            done = do_revoke(ctx.engine, ctx.key, origin, key, from_size)
+        except BiobankError as exc:
+            _fail(exc)
+    short = "+".join(done["revoked_key"].split("+")[:2])
+    typer.echo(f"revoked {short} of {origin} for sizes > {done['from_size']}; "
+               f"new key in force (catalogue leaf {done['catalogue_leaf']}"
+               + (f", {done['alerts_cleared']} alert(s) cleared)" if done["alerts_cleared"]
+                  else ")"))
 
 
 @app.command()

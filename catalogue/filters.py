@@ -67,6 +67,29 @@ class Filters:
         return out
 
 
+    def selected(self, param: str, vocab: Vocabulary) -> frozenset[str] | None:
+        """The facet codes that a given parameter keeps (None when it is not given): its
+        codes, sample types with their descendants, the chapters an ICD-10 filter touches."""
+        if param == "icd10":
+            if not self.icd10:
+                return None
+            out = set()
+            for chapter in vocab.codes("icd10-chapter"):
+                low, high = vocab.chapter_range(chapter) or ("", "")
+                for cond in self.icd10:
+                    lo = cond.prefix[:3] if cond.prefix else cond.low or ""
+                    hi = cond.prefix[:3] if cond.prefix else cond.high or ""
+                    if lo <= high and low <= hi:
+                        out.add(chapter)
+            return frozenset(out)
+        values = self.lists.get(param)
+        if not values:
+            return None
+        if param == "sample_type":
+            return frozenset(vocab.with_children("sample-type", values))
+        return frozenset(values)
+
+
 def parse_filters(params: Mapping[str, Sequence[str]], vocab: Vocabulary) -> Filters:
     """Validate every parameter; collect all problems and raise one FilterError naming each."""
     bad: list[dict[str, str]] = []

@@ -35,11 +35,12 @@ from sqlalchemy import Engine, select
 from catalogue.apply import StepData, apply_step, record_failure, record_halt, record_unchanged
 from catalogue.errors import FetchError
 from catalogue.fetcher import NodeFetcher
+from catalogue.keyhistory import load_history
 from catalogue.models import nodes
 from catalogue.ownlog import CatalogueKey
 from catalogue.settings import Settings
-from protocol.errors import BiobankError, EquivocationError, RollbackError
-from protocol.note import Verifier
+from protocol.errors import BiobankError, EquivocationError, RollbackError, SignatureError
+from protocol.keys import KeyHistory, MissingSignatureError, RevokedKeyError, rotation_hint
 from protocol.schema import SchemaSet
 from protocol.verify import StepVerifier, TrustedState
 
@@ -65,9 +66,10 @@ class NodeJob:
     node_id: int
     origin: str
     url: str
-    key: str
+    key: str  # the enrolled key
     country: str | None
     state: dict[str, Any] | None  # TrustedState.to_json()
+    keys: dict[str, Any]  # KeyHistory.to_json(): enrolled key, rotations, revocations
     request_timeout: float
     max_bytes: int
     page_size: int
@@ -123,7 +125,7 @@ class Harvester:
         with self.engine.connect() as conn:
             rows = conn.execute(select(nodes).where(nodes.c.state == "active")
                                 .order_by(nodes.c.origin)).all()
-        jobs = [self._job(r) for r in rows]
+            jobs = [self._job(r, load_history(conn, r)) for r in rows]
         workers = min(self.settings.harvest_workers, len(jobs))
         pool = None
         if workers > 0 and self.transport is None:
@@ -139,11 +141,12 @@ class Harvester:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _job(self, row: Any) -> NodeJob:
-        state = _trusted(row)
+    def _job(self, row: Any, keys: KeyHistory) -> NodeJob:
+        state = _trusted(row, keys)
         s = self.settings
         return NodeJob(node_id=row.id, origin=row.origin, url=row.url, key=row.key,
                        country=row.country, state=state.to_json() if state else None,
+                       keys=keys.to_json(),
                        request_timeout=s.request_timeout, max_bytes=s.max_response_bytes,
                        page_size=s.page_size, max_step=s.max_step)
 
@@ -250,9 +253,15 @@ async def verify_node(job: NodeJob, client: httpx.AsyncClient, remote: list[int]
     fetcher = NodeFetcher(client, job.url, max_bytes=job.max_bytes, timeout=job.request_timeout)
     note = await fetcher.checkpoint()
     state = TrustedState.from_json(job.state) if job.state else None
-    # Checks signature, origin, rollback and same-size equivocation before any entry.
-    verifier = StepVerifier(state, note, [Verifier.from_key(job.key)], _schemas(),
-                            origin=job.origin)
+    keys = KeyHistory.from_json(job.origin, job.keys)
+    # Checks signature (keys in force, revocations), origin, rollback and same-size
+    # equivocation before any entry; a rotate-key entry is checked when it is fed.
+    try:
+        verifier = StepVerifier(state, note, [], _schemas(), origin=job.origin, keys=keys)
+    except (MissingSignatureError, RevokedKeyError):
+        raise
+    except SignatureError as exc:
+        raise await _explained(fetcher, keys, note, state, exc) from exc
     size = verifier.checkpoint.size
     remote.append(size)
     if size == verifier.old_size:
@@ -269,12 +278,26 @@ async def verify_node(job: NodeJob, client: httpx.AsyncClient, remote: list[int]
     return JobResult(remote_size=size, step=step)
 
 
-def _trusted(row: Any) -> TrustedState | None:
+async def _explained(fetcher: NodeFetcher, keys: KeyHistory, note: str,
+                     state: TrustedState | None, exc: SignatureError) -> SignatureError:
+    """A refused signature, explained when the node now announces another key (rotation)."""
+    try:
+        announced = (await fetcher.descriptor()).get("verifier_key")
+    except BiobankError:  # the descriptor only explains; the refusal stands without it
+        return exc
+    hint = rotation_hint(keys, note, previous_size=state.size if state else 0,
+                         announced_key=announced if isinstance(announced, str) else None)
+    return hint or exc
+
+
+def _trusted(row: Any, keys: KeyHistory) -> TrustedState | None:
     if not row.checkpoint:
         return None
-    return TrustedState.from_json({"origin": row.origin, "size": int(row.tree_size),
-                                   "root": row.root, "compact": orjson.loads(row.compact),
-                                   "checkpoint": row.checkpoint})
+    state = TrustedState.from_json({"origin": row.origin, "size": int(row.tree_size),
+                                    "root": row.root, "compact": orjson.loads(row.compact),
+                                    "checkpoint": row.checkpoint})
+    state.keys = keys
+    return state
 
 
 async def _pages(fetcher: NodeFetcher, origin: str, start: int, end: int,

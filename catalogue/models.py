@@ -157,3 +157,16 @@ own_state = Table(
     Column("compact", Text, nullable=False),
     Column("checkpoint", Text, nullable=False),
 )
+
+key_events = Table(  # catalogue revocations of node keys (rotations live in the mirrored leaves)
+    "key_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("node_id", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),  # revoke
+    Column("from_size", BigInteger, nullable=False),
+    Column("key", Text, nullable=False),  # the key in force for sizes > from_size
+    Column("revoked_key", Text, nullable=False),
+    Column("own_leaf", BigInteger, nullable=False),  # index of the `revoke` leaf in our log
+    Column("created_at", String(32), nullable=False),
+)
+Index("ix_key_events_node", key_events.c.node_id)

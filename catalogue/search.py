@@ -8,7 +8,6 @@ parameter is computed with every filter except that parameter's own.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,10 +15,10 @@ import orjson
 from sqlalchemy import Connection, and_, or_, select
 
 from catalogue.codes import Vocabulary
-from catalogue.cube import Combo, CubeCache, predicates, tally
+from catalogue.cube import FACETS, Combo, CubeCache, predicates, tally
 from catalogue.filters import Filters
 from catalogue.models import nodes, records
-from catalogue.privacy import DEFAULT_K, protect
+from catalogue.privacy import DEFAULT_K, Count, protected_counts, weight
 from catalogue.status import list_status
 
 _AGE_UNIT_YEARS = {"years": 1.0, "months": 12.0, "weeks": 52.0, "days": 365.0}
@@ -37,17 +36,9 @@ def search(conn: Connection, f: Filters, vocab: Vocabulary, stale_after: float,
         return {"node": r.origin, "checkpoint_size": r.tree_size, "verified_at": r.verified_at}
 
     rows = (cache or CubeCache()).rows(conn)
-    t = tally(rows, predicates(f, vocab), set(node_rows))
-    total = _Agg(ks)
-    for nid, n in t.total.items():
-        total.add(None, nid, n)
-    by_biobank, by_collection = _Agg(ks), _Agg(ks)
-    for (nid, bb), n in t.biobank.items():
-        by_biobank.add(bb, nid, n)
-    for (nid, col), n in t.collection.items():
-        by_collection.add(col, nid, n)
-    facets = {name: _from(counter, ks) for name, counter in t.facets.items()}
-    by_country = _from(t.country, ks)
+    preds = predicates(f, vocab)
+    t = tally(rows, preds, set(node_rows))
+    shown = protected_counts(t, rows, preds, f, vocab, ks)
     bb_samples: dict[tuple[int, str], int] = {k: n for k, n in t.biobank.items() if n > 0}
     col_samples = {k: n for k, n in t.collection.items() if n > 0}
 
@@ -55,8 +46,9 @@ def search(conn: Connection, f: Filters, vocab: Vocabulary, stale_after: float,
     for nid, content in declared:
         bb_samples.setdefault((nid, content.get("biobank", "")), 0)
 
-    collection_keys = sorted(col_samples.items(), key=lambda kn: (-kn[1], kn[0][1]))
-    items_all: list[tuple[tuple[int, str], int | None]] = list(collection_keys)
+    col_shown = {key: shown.card("collection", *key) for key in col_samples}
+    items_all: list[tuple[tuple[int, str], Count | None]] = sorted(
+        col_shown.items(), key=lambda kc: (-weight(kc[1]), kc[0][1]))
     items_all += [((nid, content["id"]), None) for nid, content in
                   sorted(declared, key=lambda d: (-(d[1].get("size") or 0), d[1]["id"]))]
     col_page = _page(items_all, f.collections_page, f.page_size)
@@ -69,11 +61,12 @@ def search(conn: Connection, f: Filters, vocab: Vocabulary, stale_after: float,
             "description": rec.get("description"), "contact": rec.get("contact"),
             "use_conditions": rec.get("use_conditions", []),
             "dataset_types": rec.get("dataset_types", []), "design": rec.get("design", []),
-            "samples": None if n is None else protect(n, ks[nid]),
-            "declared_size": rec.get("size"),
+            "samples": n, "declared_size": rec.get("size"),
             "count_source": "declared" if n is None else "samples", "provenance": prov(nid)})
 
-    bb_keys = sorted(bb_samples.items(), key=lambda kn: (-kn[1], kn[0][1]))
+    bb_keys = sorted(((key, shown.card("biobank", *key) if n else 0)
+                      for key, n in bb_samples.items()),
+                     key=lambda kc: (-weight(kc[1]), kc[0][1]))
     bb_page = _page(bb_keys, f.page, f.page_size)
     bb_records = _load(conn, "biobank", [k for k, _n in bb_page])
     biobanks_out = []
@@ -84,14 +77,14 @@ def search(conn: Connection, f: Filters, vocab: Vocabulary, stale_after: float,
             "country": rec.get("country") or node_rows[nid].country,
             "description": rec.get("description"), "contact": rec.get("contact"),
             "url": rec.get("url"), "quality_standards": rec.get("quality_standards", []),
-            "samples": protect(n, ks[nid]), "provenance": prov(nid)})
+            "samples": n, "provenance": prov(nid)})
 
     return {
         "query": f.normalised(),
-        "total": total.protected().get(None, 0),
-        "counts": {"country": by_country, "biobank": by_biobank.items(),
-                   "collection": by_collection.items()},
-        "facets": facets,
+        "total": shown.total,
+        "counts": {name: shown.listing("counts", name)
+                   for name in ("country", "biobank", "collection")},
+        "facets": {name: shown.listing("facets", name) for name in FACETS},
         "biobanks": {"items": biobanks_out, "page": f.page, "page_size": f.page_size,
                      "total": len(bb_keys)},
         "collections": {"items": collections_out, "page": f.collections_page,
@@ -99,36 +92,6 @@ def search(conn: Connection, f: Filters, vocab: Vocabulary, stale_after: float,
         "nodes": [{"origin": s["origin"], "country": s["country"], "stale": s["stale"],
                    "alerts": s["alerts"]} for s in status],
     }
-
-
-def _from(counter: Any, ks: dict[int, int]) -> list[dict[str, Any]]:
-    agg = _Agg(ks)
-    for (code, nid), n in counter.items():
-        agg.add(code, nid, n)
-    return agg.items()
-
-
-class _Agg:
-    """Sums per code across nodes; a sum is protected with the largest k among its contributors."""
-
-    def __init__(self, ks: dict[int, int]) -> None:
-        self.ks = ks
-        self.sums: dict[Any, int] = defaultdict(int)
-        self.k: dict[Any, int] = defaultdict(int)
-
-    def add(self, code: Any, nid: int, n: int) -> None:
-        if n <= 0:
-            return
-        self.sums[code] += n
-        self.k[code] = max(self.k[code], self.ks.get(nid, DEFAULT_K))
-
-    def protected(self) -> dict[Any, int | str]:
-        return {code: protect(n, self.k[code]) for code, n in self.sums.items()}
-
-    def items(self) -> list[dict[str, Any]]:
-        order = sorted(self.sums.items(), key=lambda kv: (-kv[1], str(kv[0])))
-        return [{"code": code, "count": protect(n, self.k[code])} for code, n in order
-                if code is not None]
 
 
 def _page(items: list[Any], page: int, size: int) -> list[Any]:

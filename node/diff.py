@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
+from hashlib import sha256
 from typing import Any
 
 import orjson
 
+from node import store
 from node.pseudonym import Pseudonymiser
-from node.publish import LogWriter, content_digest, fast_canonical
+from node.publish import LogWriter, content_digest
+from protocol.canonical import canonical
 from protocol.errors import Problem
 
 Validate = Callable[[str, dict[str, Any], str], list[Problem]]
 BATCH = 5000
+_SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 UPSERT = (
     "INSERT INTO records (kind, id, biobank, local_id, donor_hash, digest, nonce, last_index, live)"
@@ -66,10 +70,14 @@ class Differ:
     ) -> tuple[bytes, str] | None:
         """Canonical bytes and digest of valid content; None (problems kept) when invalid."""
         problems = self.validate(kind, content, location)
+        if not problems:
+            try:
+                data = canonical(content)
+            except ValueError as exc:  # e.g. a float: schema-valid JSON, but not canonical
+                problems = [Problem(location, "/", None, str(exc))]
         if problems:
             self.problems.extend(problems)
             return None
-        data = fast_canonical(content)
         return data, content_digest(data)
 
     def records(self) -> None:
@@ -108,38 +116,34 @@ class Differ:
             f"ON r.kind = 'sample' AND r.local_id = s.local_id "
             f"WHERE s.held_back IS NULL OR s.held_back = 0 ORDER BY s.rowid"
         )
+        # a bulk append (more rows than records so far, e.g. a first import) drops the
+        # secondary indexes and sorts them afresh at the end: same transaction, crash-safe
+        bulk = self._bulk()
+        if bulk:
+            store.drop_indexes(self.conn)
         # read from a copy: the loop below writes to ``records``, which the join reads
         rows = self.conn.execute("SELECT * FROM temp.joined ORDER BY rowid")
         lists: dict[str, Any] = {}  # JSON list text -> parsed (shared, never mutated)
-        done = 0
+        (seen_keys, seen_biobank, seen_collection, seen_type, seen_storage, seen_sex,
+         seen_age_min, seen_age_max, seen_from, seen_to, seen_diagnoses, seen_use,
+         seen_datasets) = self._valid_values
+        sample_id = self.pseudonyms.sample_id
+        donor_hash = self.pseudonyms.donor_hash
+        publish = self.writer.publish
+        upsert = self._upsert
+        schema = self.schema_ids["sample"]
+        nonces = _Nonces()
+        unchanged = published = done = 0
         for row in rows:
             done += 1
             if done == BATCH:
                 if self.progress:
                     self.progress(done)
                 done = 0
-            (
-                local_id,
-                donor_id,
-                biobank,
-                collection,
-                sample_type,
-                storage,
-                sex,
-                age_min,
-                age_max,
-                period_from,
-                period_to,
-                diagnoses,
-                use,
-                datasets,
-                location,
-                old_id,
-                old_digest,
-                old_nonce,
-                live,
-            ) = row
-            id = old_id or self.pseudonyms.sample_id(local_id)
+            (local_id, donor_id, biobank, collection, sample_type, storage, sex, age_min,
+             age_max, period_from, period_to, diagnoses, use, datasets, location, old_id,
+             old_digest, old_nonce, live) = row
+            id = old_id or sample_id(local_id)
             content: dict[str, Any] = {"id": id, "biobank": biobank}
             if collection:
                 content["collection"] = collection
@@ -164,57 +168,63 @@ class Differ:
                             lists.clear()
                         parsed = lists[text] = orjson.loads(text)
                     content[key] = parsed
-            content["nonce"] = old_nonce or secrets.token_hex(16)
-            # the sample schema constrains each property on its own (no cross-property
-            # rules), so a record whose key set and every value already passed in a valid
-            # record is valid too: validate only records with something new
-            values = (
-                tuple(content),
-                biobank,
-                collection,
-                sample_type,
-                storage,
-                sex,
-                age_min,
-                age_max,
-                period_from,
-                period_to,
-                diagnoses,
-                use,
-                datasets,
-            )
-            if not all(v in seen for v, seen in zip(values, self._valid_values, strict=True)):
-                if self._encode("sample", content, location) is None:
+            content["nonce"] = old_nonce or nonces.next()
+            # The gate: a record whose key set and every value already occurred in a record
+            # that passed the schema AND protocol.canonical.canonical() is valid and
+            # canonicalisable too (the sample schema has no cross-property rules), so only
+            # records with something new take the checked path. The gate is type-exact:
+            # strings equal only strings, list fields are compared as their JSON text, and
+            # the integer columns have INTEGER affinity (SQLite returns int for every
+            # integral value, and a non-integral float never equals a seen int).
+            keys = tuple(content)
+            if (keys in seen_keys and biobank in seen_biobank
+                    and collection in seen_collection and sample_type in seen_type
+                    and storage in seen_storage and sex in seen_sex
+                    and age_min in seen_age_min and age_max in seen_age_max
+                    and period_from in seen_from and period_to in seen_to
+                    and diagnoses in seen_diagnoses and use in seen_use
+                    and datasets in seen_datasets):
+                data = _checked_bytes(content)
+            else:
+                encoded = self._encode("sample", content, location)
+                if encoded is None:
                     continue
-                for v, seen in zip(values, self._valid_values, strict=True):
+                data = encoded[0]
+                for v, seen in zip(
+                    (keys, biobank, collection, sample_type, storage, sex, age_min, age_max,
+                     period_from, period_to, diagnoses, use, datasets),
+                    self._valid_values,
+                    strict=True,
+                ):
                     seen.add(v)
-            data = fast_canonical(content)
-            digest = content_digest(data)
+            digest = "sha256:" + sha256(data).hexdigest()
             if live and digest == old_digest:
-                self.unchanged["sample"] += 1
+                unchanged += 1
                 continue
             if old_digest is not None:
                 # changed content gets a fresh nonce: old and new digests stay unlinkable
-                content["nonce"] = secrets.token_hex(16)
-                data = fast_canonical(content)
-                digest = content_digest(data)
-            index = self.writer.publish("sample", id, self.schema_ids["sample"], data, digest)
-            self.published["sample"] += 1
-            self._upsert(
-                (
-                    "sample",
-                    id,
-                    biobank,
-                    local_id,
-                    self.pseudonyms.donor_hash(donor_id),
-                    digest,
-                    content["nonce"],
-                    index,
-                )
-            )
+                content["nonce"] = nonces.next()
+                data = _checked_bytes(content)
+                digest = "sha256:" + sha256(data).hexdigest()
+            index = publish("sample", id, schema, data, digest)
+            published += 1
+            upsert(("sample", id, biobank, local_id, donor_hash(donor_id), digest,
+                    content["nonce"], index))
+        if unchanged:
+            self.unchanged["sample"] += unchanged
+        if published:
+            self.published["sample"] += published
         if self.progress:
             self.progress(done)
         self.flush()
+        if bulk:
+            store.create_indexes(self.conn)
+
+    def _bulk(self) -> bool:
+        """True when the samples to diff outnumber the records (and leaves) already held."""
+        new = self.conn.execute("SELECT count(*) FROM temp.joined WHERE id IS NULL").fetchone()[0]
+        held = self.conn.execute("SELECT count(*) FROM records").fetchone()[0]
+        return bool(new >= 1000 and new > held)
 
 
     def withdraw(self, kind: str, id: str) -> None:
@@ -265,3 +275,30 @@ class Differ:
             ).fetchall()
         for kind, id in gone:
             self.withdraw(kind, id)
+
+
+class _Nonces:
+    """Fresh random 128-bit nonces (hex), drawn from the OS in blocks, not one call each."""
+
+    def __init__(self) -> None:
+        self._block = ""
+        self._at = 0
+
+    def next(self) -> str:
+        if self._at >= len(self._block):
+            self._block = os.urandom(16 * BATCH).hex()
+            self._at = 0
+        self._at += 32
+        return self._block[self._at - 32 : self._at]
+
+
+def _checked_bytes(content: dict[str, Any]) -> bytes:
+    """RFC 8785 bytes of content whose every value passed ``canonical()`` before (the gate).
+
+    Equal to :func:`protocol.canonical.canonical` for such content: no float, no integer
+    beyond ±(2^53−1) and no non-string key can occur, so orjson's sorted output of an
+    all-ASCII value IS the canonical form; anything non-ASCII takes ``canonical()`` itself
+    (NFC check, UTF-16 key order). ``tests/node/test_canonical_gate.py`` holds the proof.
+    """
+    data = orjson.dumps(content, option=_SORTED)
+    return data if data.isascii() else canonical(content)

@@ -111,6 +111,7 @@ class Staging:
     def duplicates(self) -> None:
         """Every row of a local id that occurs twice is a problem (which one is right?)."""
         self.flush()
+        staging.index(self.conn, self.table)
         for local_id, locations in self.conn.execute(
             f"SELECT local_id, group_concat(row_location, '; ') FROM {self.table} "
             "GROUP BY local_id HAVING count(*) > 1"
@@ -226,6 +227,9 @@ def run_import(
         ensure_checkpoint(conn, home.config.origin, home.signer)
         report.size_before = report.size_after = store.log_size(conn)
         stage = Staging(conn, "staging", progress)
+        # staging and privacy write only TEMP tables; one transaction keeps SQLite's page
+        # cache of the temp database across statements (else every statement re-reads it)
+        conn.execute("BEGIN")
         report.rows = read_files(files, fmt, mapping, _SinkAdapter(stage), Codes.default())
         stage.duplicates()
         report.staged_samples = conn.execute("SELECT count(*) FROM staging").fetchone()[0]
@@ -243,6 +247,8 @@ def run_import(
         kinds |= {k for (k,) in conn.execute("SELECT DISTINCT kind FROM present")}
         if report.staged_samples:
             kinds.add("sample")
+        if conn.in_transaction:  # (a reader's executescript may have committed it already)
+            conn.execute("COMMIT")
         _publish(
             conn,
             home,

@@ -233,17 +233,16 @@ def apply(conn: sqlite3.Connection, staging_table: str, policy: Policy) -> Priva
     for name, sqltype in EXTRA_COLUMNS:
         if name not in present:
             conn.execute(f"ALTER TABLE {t} ADD COLUMN {name} {sqltype}")
-    conn.execute(f"UPDATE {t} SET diagnoses_in = diagnoses WHERE diagnoses_in IS NULL")
     _blank_excluded(conn, t, policy)
-    conn.execute(f"UPDATE {t} SET privacy_level = NULL, held_back = 0, reason = NULL")
     rungs = ladder(policy)
     precision: str | None = None
-    # rung 0 scans the table; the coarser rungs touch only the rows still unsettled, found
-    # through a rowid list so that each rung costs what is left, not the whole export
+    # rung 0 scans the table (and resets the outputs of an earlier run in the same pass);
+    # the coarser rungs touch only the rows still unsettled, found through a rowid list so
+    # that each rung costs what is left, not the whole export
     unsettled = "privacy_level IS NULL"
     for level, rung in enumerate(rungs):
         _set_rung(conn, t, rung, recompute_diagnoses=rung.precision != precision,
-                  where=unsettled)
+                  where=unsettled if level else "1", first=level == 0)
         precision = rung.precision
         conn.execute("DROP TABLE IF EXISTS temp._bb_privacy_ok")
         conn.execute(
@@ -286,14 +285,20 @@ def _blank_excluded(conn: sqlite3.Connection, t: str, policy: Policy) -> None:
 
 
 def _set_rung(conn: sqlite3.Connection, t: str, rung: Rung, *,
-              recompute_diagnoses: bool, where: str = "privacy_level IS NULL") -> None:
-    """Write the rung's published values and class key on every unsettled row."""
+              recompute_diagnoses: bool, where: str = "privacy_level IS NULL",
+              first: bool = False) -> None:
+    """Write the rung's published values and class key on every unsettled row.
+
+    ``first``: the pass over every row that also keeps the original diagnoses (once) and
+    clears the outcome of an earlier run.
+    """
     a, p = rung.age_band, rung.period_width
     age_min = ("CASE WHEN :a IS NULL OR age IS NULL OR age < 0 THEN NULL "
                "ELSE (age / :a) * :a END")
     period_from = ("CASE WHEN :p IS NULL OR year IS NULL OR year < 0 THEN NULL "
                    "ELSE (year / :p) * :p END")
-    diagnoses = ("bb_generalise_diagnoses(diagnoses_in, :d)" if recompute_diagnoses
+    source = "COALESCE(diagnoses_in, diagnoses)" if first else "diagnoses_in"
+    diagnoses = (f"bb_generalise_diagnoses({source}, :d)" if recompute_diagnoses
                  else "diagnoses")
     sets = [
         f"age_min = {age_min}",
@@ -307,6 +312,9 @@ def _set_rung(conn: sqlite3.Connection, t: str, rung: Rung, *,
         # they are spelled out): one pass over the table instead of two
         f"qkey = json_array(sex, biobank, collection, {age_min}, {period_from}, {diagnoses})",
     ]
+    if first:
+        sets += [f"diagnoses_in = {source}", "privacy_level = NULL", "held_back = 0",
+                 "reason = NULL"]
     conn.execute(f"UPDATE {t} SET {', '.join(sets)} WHERE {where}",
                  {"a": a, "p": p, "d": rung.precision})
 
@@ -324,7 +332,8 @@ def _report(conn: sqlite3.Connection, t: str, policy: Policy, rungs: list[Rung])
         f"SELECT COUNT(DISTINCT {_DONOR}) FROM {t} WHERE held_back = 0").fetchone()[0]
     report.classes, report.smallest_class = conn.execute(
         f"SELECT COUNT(*), MIN(n) FROM (SELECT COUNT(DISTINCT {_DONOR}) AS n FROM {t} "
-        f"WHERE held_back = 0 GROUP BY {_PUBLISHED_KEY})").fetchone()
+        # qkey of a published row is its published class key (_PUBLISHED_KEY), see _set_rung
+        f"WHERE held_back = 0 GROUP BY qkey)").fetchone()
     report.orpha_dropped = conn.execute(
         f"SELECT COUNT(*) FROM {t} WHERE held_back = 0 AND diagnoses_in LIKE '%ORPHA%' "
         "AND diagnoses NOT LIKE '%ORPHA%'").fetchone()[0]

@@ -6,24 +6,19 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Sequence
+from hashlib import sha256
 
 import orjson
 
 from node import store
-from protocol.canonical import canonical, nfc
+from protocol.canonical import canonical
 from protocol.entries import make_entry, utc_now
 from protocol.errors import ConfigError
-from protocol.merkle import CompactRange, leaf_hash
+from protocol.merkle import CompactRange
 from protocol.note import Checkpoint, Signer, sign_checkpoint
 
 BATCH = 5000
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
-
-
-def fast_canonical(obj: dict[str, object]) -> bytes:
-    """RFC 8785 bytes: orjson with sorted keys when the result is ASCII (then it IS JCS)."""
-    data = orjson.dumps(obj, option=_SORTED)
-    return data if data.isascii() else canonical(nfc(obj))
 
 
 def content_digest(canonical_bytes: bytes) -> str:
@@ -63,6 +58,7 @@ class LogWriter:
         self.time = utc_now()
         self._leaves: list[tuple[int, bytes, bytes, str, str, str, str]] = []
         self._contents: list[tuple[int, str | None]] = []
+        self._kind = self._schema = ""
 
     @property
     def appended(self) -> int:
@@ -70,9 +66,14 @@ class LogWriter:
 
     def publish(self, kind: str, id: str, schema: str, content_bytes: bytes, digest: str) -> int:
         """Append a ``publish`` entry whose content is ``content_bytes`` (canonical JSON)."""
-        if self.size == self.start or not id.isascii():
-            # checked construction for the first entry of a batch and any unusual id; the
-            # rest share its shape, so the cheap dict below is the same entry
+        if self.size == self.start or kind != self._kind or schema != self._schema or not (
+            type(id) is str and id.isascii() and type(digest) is str and digest.isascii()
+        ):
+            # checked construction (make_entry, canonical()) for the first entry, a new kind
+            # or schema, and any unusual id; the rest differ from it only in ASCII strings
+            # and the index, so orjson's sorted bytes of the cheap dict below are the
+            # canonical bytes (no floats, no non-ASCII, no other types)
+            self._kind, self._schema = kind, schema
             entry = make_entry(
                 log=self.origin,
                 index=self.size,
@@ -83,18 +84,21 @@ class LogWriter:
                 schema=schema,
                 digest=digest,
             )
-        else:
-            entry = {
-                "digest": digest,
-                "id": id,
-                "index": self.size,
-                "kind": kind,
-                "log": self.origin,
-                "op": "publish",
-                "schema": schema,
-                "time": self.time,
-            }
-        return self._append(entry, kind, id, "publish", content_bytes.decode("utf-8"))
+            return self._append(entry, kind, id, "publish", content_bytes.decode("utf-8"))
+        entry = {
+            "digest": digest,
+            "id": id,
+            "index": self.size,
+            "kind": kind,
+            "log": self.origin,
+            "op": "publish",
+            "schema": schema,
+            "time": self.time,
+        }
+        leaf = orjson.dumps(entry, option=_SORTED)
+        if not leaf.isascii():  # a non-ASCII origin: canonical() (NFC, UTF-16 key order)
+            leaf = canonical(entry)
+        return self._add(leaf, kind, id, "publish", content_bytes.decode("utf-8"))
 
     def withdraw(self, kind: str, id: str) -> int:
         """Append a ``withdraw`` entry and erase every stored content of the record."""
@@ -124,8 +128,10 @@ class LogWriter:
     def _append(
         self, entry: dict[str, object], kind: str, id: str, op: str, content: str | None
     ) -> int:
-        leaf = fast_canonical(entry)
-        lh = leaf_hash(leaf)
+        return self._add(canonical(entry), kind, id, op, content)
+
+    def _add(self, leaf: bytes, kind: str, id: str, op: str, content: str | None) -> int:
+        lh = sha256(b"\x00" + leaf).digest()  # protocol.merkle.leaf_hash, inlined
         self.compact.append(lh)
         index = self.size
         self._leaves.append((index, leaf, lh, kind, id, op, self.time))

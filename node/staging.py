@@ -95,8 +95,12 @@ def create(conn: sqlite3.Connection, name: str = "staging") -> str:
     """Create (or recreate) the TEMP staging table ``name`` and return its name."""
     conn.execute(f"DROP TABLE IF EXISTS temp.{name}")
     conn.execute(DDL.format(name=name))
-    conn.execute(f"CREATE INDEX temp.{name}_local ON {name}(local_id)")
     return name
+
+
+def index(conn: sqlite3.Connection, name: str = "staging") -> None:
+    """Index the staging table by local id, once it is filled (cheaper than while filling)."""
+    conn.execute(f"CREATE INDEX IF NOT EXISTS temp.{name}_local ON {name}(local_id)")
 
 
 def insert_sql(name: str = "staging") -> str:

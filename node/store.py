@@ -71,9 +71,11 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
         # bounded 64 MiB page caches (the database and the TEMP staging tables): index
         # inserts of big imports stay in memory, memory does not grow with the export
         conn.execute("PRAGMA cache_size=-65536")
-        conn.execute("PRAGMA temp.cache_size=-65536")
     conn.execute("PRAGMA busy_timeout=10000")
+    # TEMP tables (an import's staging rows) live in a file behind a bounded 128 MiB page
+    # cache. The order matters: setting temp_store resets the temp database's cache size.
     conn.execute("PRAGMA temp_store=FILE")
+    conn.execute("PRAGMA temp.cache_size=-131072")
 
     return conn
 
@@ -81,8 +83,7 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create the tables and indexes (idempotent)."""
     conn.executescript(SCHEMA)
-    if not conn.in_transaction:
-        create_indexes(conn)
+    create_indexes(conn)
 
 
 def get_meta(conn: sqlite3.Connection, key: str) -> str | None:

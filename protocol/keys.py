@@ -18,9 +18,9 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from protocol.errors import SignatureError
+from protocol.errors import BiobankError, SignatureError
 from protocol.note import Checkpoint, Verifier, open_note
 
 
@@ -49,6 +49,48 @@ class KeyHistory:
     origin: str
     enrolled_key: str
     events: list[KeyEvent] = field(default_factory=list)
+
+    def copy(self) -> KeyHistory:
+        """An independent copy (events are immutable, the list is not shared)."""
+        return KeyHistory(self.origin, self.enrolled_key, list(self.events))
+
+    def to_json(self) -> dict[str, Any]:
+        events: list[dict[str, Any]] = []
+        for e in self.events:
+            item: dict[str, Any] = {"at": e.at, "key": e.key, "kind": e.kind}
+            if e.revoked is not None:
+                item["revoked"] = e.revoked
+            events.append(item)
+        return {"enrolled_key": self.enrolled_key, "events": events}
+
+    @classmethod
+    def from_json(cls, origin: str, d: dict[str, Any]) -> KeyHistory:
+        """Inverse of `to_json`; ValueError naming the event when one is malformed."""
+        history = cls(origin=origin, enrolled_key=str(d["enrolled_key"]))
+        for n, e in enumerate(d.get("events") or []):
+            kind, at, key = e.get("kind"), e.get("at"), e.get("key")
+            if not isinstance(at, int) or at < 0 or not isinstance(key, str):
+                raise ValueError(f"key history of {origin!r}: event {n}: needs a size 'at' >= 0 "
+                                 "and a verifier 'key'")
+            if kind == "rotate":
+                history.rotate(index=at, key=key)
+            elif kind == "revoke" and isinstance(e.get("revoked"), str):
+                history.revoke(from_size=at, key=key, revoked_key=e["revoked"])
+            else:
+                raise ValueError(f"key history of {origin!r}: event {n}: kind must be 'rotate' "
+                                 "or 'revoke' (with 'revoked')")
+        return history
+
+    def all_keys(self) -> list[str]:
+        """Every key the history names (enrolled, rotated to, revoked), without repeats."""
+        keys = [self.enrolled_key]
+        for e in self.events:
+            keys.extend(k for k in (e.key, e.revoked) if k and k not in keys)
+        return keys
+
+    def current_key(self) -> str:
+        """The key in force for the next checkpoint (after every known event)."""
+        return self.events[-1].key if self.events else self.enrolled_key
 
     def rotate(self, *, index: int, key: str) -> None:
         """Record a `rotate-key` entry found at log index `index`."""
@@ -114,14 +156,54 @@ class KeyHistory:
                 f"{_short(next(iter(signed & revoked)))} (revoked for sizes after "
                 f"{self._revoked_from(next(iter(signed & revoked)))})")
         if missing:
-            what = "old-key signature at a key rotation" if signed else "signature"
-            raise MissingSignatureError(
-                f"{self.origin} checkpoint size {checkpoint.size}: missing {what} by "
-                + ", ".join(_short(k) for k in missing))
+            raise MissingSignatureError(f"{self.origin} checkpoint size {checkpoint.size}: "
+                                        + _missing_text(required, missing, bool(signed)))
         return checkpoint
 
     def _revoked_from(self, key: str) -> int:
         return min(e.at for e in self.events if e.kind == "revoke" and e.revoked == key)
+
+
+def rotation_hint(history: KeyHistory, note: str, *, previous_size: int,
+                  announced_key: str | None) -> MissingSignatureError | None:
+    """Explain a checkpoint the key history refuses when the node now announces another key.
+
+    A node that rotated its key but whose first checkpoint over the `rotate-key` entry lacks
+    the old key's signature (or that the verifier first sees after later imports) signs with
+    a key the verifier does not trust yet. When `announced_key` (e.g. the node descriptor's
+    `verifier_key`, NOT trusted) signs `note` and the key in force does not, return the
+    MissingSignatureError to raise instead of a bare SignatureError; otherwise None.
+    """
+    if not announced_key or announced_key == history.current_key():
+        return None
+    try:
+        announced = Verifier.from_key(announced_key)
+        body, _ = open_note(note, [announced])
+        size = Checkpoint.from_text(body).size
+    except (SignatureError, ValueError, BiobankError):
+        return None
+    required = history.required_keys(size, previous_size=previous_size)
+    return MissingSignatureError(
+        f"{history.origin} checkpoint size {size}: signed by the node's newly announced key "
+        f"{_short(announced_key)} but missing the signature by the key in force "
+        f"{_short(required[0])}: after a key rotation the first checkpoint covering the "
+        "rotate-key entry must carry the old key's signature too (the node can add it with "
+        "'biobank-node rotate-key --cosign-latest')")
+
+
+def _missing_text(required: list[str], missing: list[str], signed: bool) -> str:
+    """Which required signatures are absent, old keys of a rotation named as such."""
+    if not signed:
+        return "missing signature by " + ", ".join(_short(k) for k in missing)
+    parts = []
+    old = [k for k in missing if k != required[0]]
+    if old:
+        parts.append("missing old-key signature at a key rotation by "
+                     + ", ".join(_short(k) for k in old))
+    if required[0] in missing:
+        what = "the new key of a rotation" if len(required) > 1 else "the key in force"
+        parts.append(f"missing signature by {what} {_short(required[0])}")
+    return "; ".join(parts)
 
 
 def _short(vkey: str) -> str:

@@ -10,7 +10,11 @@ nothing is trusted until `finish()` returns. `verify_step()` does it all in one 
 Schema failures inside a validly signed log do not raise: they are returned as rejections
 so one bad record never stalls a harvest. Every other failure raises a VerificationError.
 
-Key rotation (`rotate-key` entries) is not accepted yet: see `StepVerifier._rotate_key`.
+Keys follow `protocol.keys.KeyHistory` (the trusted state carries it): the checkpoint is
+verified against the key(s) in force before any entry is read; a `rotate-key` entry inside
+the step then requires that this checkpoint (the first covering it) is signed by the old AND
+the new key (MissingSignatureError otherwise), and the new key is in force afterwards.
+Catalogue revocations in the history refuse signatures by a revoked key (RevokedKeyError).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 from protocol.canonical import digest
 from protocol.entries import parse_leaf
 from protocol.errors import (
+    ConfigError,
     DigestMismatch,
     EquivocationError,
     IndexOrderError,
@@ -31,8 +36,8 @@ from protocol.errors import (
     Problem,
     RollbackError,
     RootMismatch,
-    UnknownKeyError,
 )
+from protocol.keys import KeyHistory
 from protocol.merkle import CompactRange
 from protocol.note import Checkpoint, Verifier, verify_checkpoint
 from protocol.schema import SchemaSet
@@ -47,16 +52,26 @@ class TrustedState:
     root: bytes
     compact: CompactRange
     checkpoint: str  # the signed note, verbatim
+    keys: KeyHistory | None = None  # None: only the enrolled key (given to the verifier)
 
     def to_json(self) -> dict[str, Any]:
-        return {"origin": self.origin, "size": self.size,
-                "root": base64.b64encode(self.root).decode("ascii"),
-                "compact": self.compact.to_json(), "checkpoint": self.checkpoint}
+        d = {"origin": self.origin, "size": self.size,
+             "root": base64.b64encode(self.root).decode("ascii"),
+             "compact": self.compact.to_json(), "checkpoint": self.checkpoint}
+        if self.keys is not None:
+            d["keys"] = self.keys.to_json()
+        return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> TrustedState:
-        state = cls(d["origin"], int(d["size"]), base64.b64decode(d["root"]),
-                    CompactRange.from_json(d["compact"]), d["checkpoint"])
+    def from_json(cls, d: dict[str, Any], *, enrolled_key: str | None = None) -> TrustedState:
+        """Load a state; one saved without a key history gets `enrolled_key` (if given)."""
+        origin = d["origin"]
+        if d.get("keys") is not None:
+            keys: KeyHistory | None = KeyHistory.from_json(origin, d["keys"])
+        else:
+            keys = KeyHistory(origin, enrolled_key) if enrolled_key else None
+        state = cls(origin, int(d["size"]), base64.b64decode(d["root"]),
+                    CompactRange.from_json(d["compact"]), d["checkpoint"], keys)
         if state.compact.size != state.size or state.compact.root() != state.root:
             raise ValueError(f"trusted state for {state.origin!r} is inconsistent: its compact "
                              "range does not rebuild its root")
@@ -97,11 +112,15 @@ class StepResult:
 
 
 class StepVerifier:
-    """Verify one checkpoint and the leaves it adds over a trusted state, leaf by leaf."""
+    """Verify one checkpoint and the leaves it adds over a trusted state, leaf by leaf.
+
+    The keys come from `keys`, else from the state's history, else `verifiers` (exactly one:
+    the enrolled key); `verifiers` is ignored when a history is known.
+    """
 
     def __init__(self, state: TrustedState | None, checkpoint_note: str,
                  verifiers: Sequence[Verifier], schemas: SchemaSet, *,
-                 origin: str | None = None) -> None:
+                 origin: str | None = None, keys: KeyHistory | None = None) -> None:
         if state is not None:
             origin = state.origin
         if origin is None:  # first contact: the enrolled key is what authenticates the log
@@ -109,8 +128,13 @@ class StepVerifier:
         self.origin = origin
         self.schemas = schemas
         self.note = checkpoint_note
-        self.checkpoint: Checkpoint = verify_checkpoint(checkpoint_note, verifiers, origin)
+        self.keys = _history(origin, keys or (state.keys if state else None), verifiers)
         self.old_size = state.size if state else 0
+        # origin, body shape and one valid signature by a key of the history first (so those
+        # errors keep their own types), then the history's rules for this size
+        self.checkpoint: Checkpoint = verify_checkpoint(
+            checkpoint_note, [Verifier.from_key(k) for k in self.keys.all_keys()], origin)
+        self.keys.verify(checkpoint_note, previous_size=self.old_size)
         self._state = state
         size = self.checkpoint.size
         if state is not None:
@@ -176,15 +200,20 @@ class StepVerifier:
         return tuple(found)
 
     def _rotate_key(self, index: int, entry: dict[str, Any]) -> None:
-        """Hook for key rotation (not built yet).
-
-        To build: remember `entry["key"]` as the key in force for sizes > index, and require
-        that this step's checkpoint (the first covering the entry) verifies under BOTH the
-        old and the new key; see protocol/keys.py (KeyHistory) for the rule set.
-        """
-        raise UnknownKeyError(f"{self.origin}: leaf {index} rotates the log key to "
-                              f"{entry['key'].split('+')[0]}+...; key rotation is not "
-                              "supported by this verifier yet")
+        """The new key is in force for sizes > index; this step's checkpoint, the first
+        covering the entry, must be signed by the old AND the new key."""
+        key = entry["key"]
+        try:
+            name = Verifier.from_key(key).name
+        except ConfigError as exc:
+            raise MalformedEntry(f"{self.origin}: leaf {index}: rotate-key carries a malformed "
+                                 f"verifier key: {exc.message}") from exc
+        if name != self.origin:
+            raise MalformedEntry(f"{self.origin}: leaf {index}: rotate-key names key "
+                                 f"{name!r}, not the log origin")
+        self.keys.rotate(index=index, key=key)
+        # MissingSignatureError (old or new key) / RevokedKeyError, naming the keys
+        self.keys.verify(self.note, previous_size=self.old_size)
 
     def finish(self) -> TrustedState:
         """Check every leaf was fed and the rebuilt root is the signed one; the new state."""
@@ -203,14 +232,27 @@ class StepVerifier:
                                         trusted=self._state.checkpoint, new=self.note)
             raise RootMismatch(message)
         return TrustedState(self.origin, self.checkpoint.size, root, self.compact.copy(),
-                            self.note)
+                            self.note, self.keys.copy())
 
 
 def verify_step(state: TrustedState | None, checkpoint_note: str,
                 verifiers: Sequence[Verifier],
                 leaves_with_content: Iterable[tuple[bytes, Any]], schemas: SchemaSet, *,
-                origin: str | None = None) -> StepResult:
+                origin: str | None = None, keys: KeyHistory | None = None) -> StepResult:
     """Verify a whole step at once (see StepVerifier); entries are kept in the result."""
-    step = StepVerifier(state, checkpoint_note, verifiers, schemas, origin=origin)
+    step = StepVerifier(state, checkpoint_note, verifiers, schemas, origin=origin, keys=keys)
     entries = [step.feed(leaf, content) for leaf, content in leaves_with_content]
     return StepResult(step.finish(), entries, list(step.rejections))
+
+
+def _history(origin: str, keys: KeyHistory | None,
+             verifiers: Sequence[Verifier]) -> KeyHistory:
+    """A private copy of the key history to extend with this step's rotations."""
+    if keys is not None:
+        if keys.origin != origin:
+            raise ValueError(f"key history is for {keys.origin!r}, the log is {origin!r}")
+        return keys.copy()
+    if len(verifiers) != 1:
+        raise ValueError(f"{origin}: give exactly one verifier (the enrolled key) or a key "
+                         f"history, not {len(verifiers)} verifiers")
+    return KeyHistory(origin, verifiers[0].vkey)

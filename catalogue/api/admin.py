@@ -1,4 +1,5 @@
-"""Admin API behind a bearer token (CATALOGUE_ADMIN_TOKEN, no default): enrol, retire, harvest."""
+"""Admin API behind a bearer token (CATALOGUE_ADMIN_TOKEN, no default): enrol, retire, clear,
+revoke a node key, harvest."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException
 from pydantic import BaseModel
 
 from catalogue import enrol as enrolment
+from catalogue import keyhistory
 from catalogue.api.deps import Ctx
 from catalogue.harvest import Harvester
 
@@ -17,6 +19,11 @@ from catalogue.harvest import Harvester
 class EnrolRequest(BaseModel):
     url: str
     key: str
+
+
+class RevokeRequest(BaseModel):
+    key: str  # the node's new verifier key, obtained out of band
+    from_size: int | None = None  # default: the size the catalogue last verified
 
 
 def require_token(ctx: Ctx, authorization: Annotated[str | None, Header()] = None) -> None:
@@ -51,6 +58,12 @@ async def retire(origin: str, ctx: Ctx) -> dict[str, Any]:
 async def clear(origin: str, ctx: Ctx) -> dict[str, Any]:
     cleared = await asyncio.to_thread(enrolment.clear_halt, ctx.engine, origin)
     return {"origin": origin, "state": "active", "alerts_cleared": cleared}
+
+
+@router.post("/nodes/{origin:path}/revoke")
+async def revoke(origin: str, body: RevokeRequest, ctx: Ctx) -> dict[str, Any]:
+    return await asyncio.to_thread(keyhistory.revoke, ctx.engine, ctx.key, origin, body.key,
+                                   body.from_size)
 
 
 @router.post("/harvest")

@@ -9,6 +9,7 @@ from fastapi.responses import PlainTextResponse
 
 from catalogue import mirror
 from catalogue.api.deps import Conn, Ctx
+from catalogue.keyhistory import node_keys
 from catalogue.status import list_status, node_detail
 
 router = APIRouter()
@@ -50,4 +51,6 @@ def node_rejections(origin: str, conn: Conn, ctx: Ctx) -> dict[str, Any]:
 
 @router.get("/v1/nodes/{origin:path}")
 def node_status(origin: str, conn: Conn, ctx: Ctx) -> dict[str, Any]:
-    return node_detail(conn, origin, ctx.settings.stale_after)
+    detail = node_detail(conn, origin, ctx.settings.stale_after)
+    detail.update(node_keys(conn, origin))  # verifier_key: the key in force now
+    return detail

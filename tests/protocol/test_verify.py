@@ -18,8 +18,8 @@ from protocol.errors import (
     RollbackError,
     RootMismatch,
     SignatureError,
-    UnknownKeyError,
 )
+from protocol.keys import MissingSignatureError
 from protocol.merkle import CompactRange, leaf_hash
 from protocol.note import Checkpoint, Signer, Verifier, generate_key, sign_checkpoint
 from protocol.schema import SchemaSet
@@ -266,11 +266,12 @@ def test_checkpoint_for_another_origin() -> None:
         StepVerifier(state, note, [sim.verifier], SCHEMAS)
 
 
-def test_rotate_key_is_refused_for_now() -> None:
+def test_rotate_key_without_the_new_keys_signature_is_refused() -> None:
+    # (rotation itself: tests/protocol/test_verify_rotation.py)
     sim = _sim(1)
     sim.append(make_entry(log=ORIGIN, index=1, op="rotate-key", key=generate_key(ORIGIN)[1],
                           time=TIME), None)
-    with pytest.raises(UnknownKeyError, match="leaf 1 rotates the log key"):
+    with pytest.raises(MissingSignatureError, match="missing signature by the new key"):
         verify_step(None, sim.checkpoint(), [sim.verifier], sim.pairs(), SCHEMAS)
 
 
