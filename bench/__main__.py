@@ -63,13 +63,15 @@ def _imports(exports: list[tuple[str, Path]], work: Path, reps: int,
     for rep in range(reps):
         say(f"node import, rep {rep + 1}/{reps}")
         homes = [work / "nodes" / f"{country}-{rep}" for country, _ in exports]
-        seconds = peak = rows = 0
+        seconds = cpu = peak = rows = 0
         for (country, folder), home in zip(exports, homes, strict=True):
             result, _, rss = isolated(import_node, str(folder), country, str(home))
             seconds += result["seconds"]
+            cpu += result["cpu_seconds"]
             rows += result["rows"]
             peak = max(peak, rss)
-        runs.append({"seconds": seconds, "records": rows, "peak_rss": peak})
+        runs.append({"seconds": seconds, "cpu_seconds": cpu, "records": rows,
+                     "peak_rss": peak})
         for old in (work / "nodes").glob(f"*-{rep - 1}"):
             shutil.rmtree(old)
     return runs, homes

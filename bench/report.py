@@ -15,7 +15,9 @@ from rich.table import Table
 def summarise(runs: list[dict[str, Any]], count_key: str) -> dict[str, Any]:
     """Median rate over repetitions, plus the peak RSS of the worst one."""
     rates = [r[count_key] / r["seconds"] for r in runs if r["seconds"] > 0]
+    cpu = [r[count_key] / r["cpu_seconds"] for r in runs if r.get("cpu_seconds")]
     return {"records_per_s": statistics.median(rates) if rates else None,
+            "records_per_cpu_s": statistics.median(cpu) if cpu else None,
             "median_seconds": statistics.median(r["seconds"] for r in runs),
             "records": runs[0][count_key], "reps": len(runs),
             "peak_rss_mb": max(r.get("peak_rss", 0) for r in runs) / 2**20, "runs": runs}
@@ -24,8 +26,17 @@ def summarise(runs: list[dict[str, Any]], count_key: str) -> dict[str, Any]:
 def machine() -> dict[str, Any]:
     import os
 
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
     return {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count()}
+            "cpus": os.cpu_count(), "cpu_model": model,
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def table(results: dict[str, Any]) -> Table:
@@ -37,8 +48,10 @@ def table(results: dict[str, Any]) -> Table:
     def rate(name: str, key: str, unit: str = "rec/s") -> None:
         r = results.get(key)
         if r:
-            t.add_row(name, f"{r['records']:,}", f"{r['records_per_s']:,.0f} {unit}",
-                      f"{r['peak_rss_mb']:,.0f} MB")
+            shown = f"{r['records_per_s']:,.0f} {unit}"
+            if r.get("records_per_cpu_s"):
+                shown += f" ({r['records_per_cpu_s']:,.0f} per CPU s)"
+            t.add_row(name, f"{r['records']:,}", shown, f"{r['peak_rss_mb']:,.0f} MB")
         else:
             t.add_row(name, "-", results.get(f"{key}_skipped", "not run"), "-")
 

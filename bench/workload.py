@@ -49,13 +49,13 @@ def import_node(export_dir: str, country: str, home: str) -> dict[str, Any]:
         report = run_import(opened, [folder / f"{kind}.csv"],
                             mapping=Mapping.load(folder / f"{kind}.mapping.toml"))
         _check(report, kind)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     report = run_import(opened, [folder / "samples.csv"],
                         mapping=Mapping.load(folder / "samples.mapping.toml"))
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     _check(report, "samples")
-    return {"rows": report.rows, "seconds": elapsed, "log_size": report.size_after,
-            "published": sum(report.published.values())}
+    return {"rows": report.rows, "seconds": elapsed, "cpu_seconds": cpu,
+            "log_size": report.size_after, "published": sum(report.published.values())}
 
 
 def _load(export_dir: str) -> dict[str, str]:

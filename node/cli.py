@@ -22,7 +22,6 @@ from node import store
 from node.home import Home, NodeConfig, init_home
 from node.monitor import monitor_command
 from node.preview import preview_command
-from node.settings import NodeSettings
 from protocol.errors import BiobankError
 
 app = typer.Typer(
@@ -279,6 +278,8 @@ def serve(
     from node.app import create_app
 
     try:
+        from node.settings import NodeSettings  # pydantic-settings: only serve needs it
+
         application = create_app(NodeSettings(home=home, host=host, port=port))
     except BiobankError as exc:
         _fail(exc)

@@ -156,18 +156,13 @@ class Differ:
                 content["age"] = {"min": age_min, "max": age_max}
             if period_from is not None and period_to is not None:
                 content["period"] = {"from": period_from, "to": period_to}
-            for key, text in (
-                ("diagnoses", diagnoses),
-                ("use_conditions", use),
-                ("dataset_types", datasets),
-            ):
-                if text and text != "[]":
-                    parsed = lists.get(text)
-                    if parsed is None:  # a few combinations repeat: parse each once
-                        if len(lists) >= BATCH * 10:
-                            lists.clear()
-                        parsed = lists[text] = orjson.loads(text)
-                    content[key] = parsed
+            # list fields: a few combinations repeat, so each JSON text is parsed once
+            if diagnoses and diagnoses != "[]":
+                content["diagnoses"] = lists.get(diagnoses) or _parse(lists, diagnoses)
+            if use and use != "[]":
+                content["use_conditions"] = lists.get(use) or _parse(lists, use)
+            if datasets and datasets != "[]":
+                content["dataset_types"] = lists.get(datasets) or _parse(lists, datasets)
             content["nonce"] = old_nonce or nonces.next()
             # The gate: a record whose key set and every value already occurred in a record
             # that passed the schema AND protocol.canonical.canonical() is valid and
@@ -275,6 +270,14 @@ class Differ:
             ).fetchall()
         for kind, id in gone:
             self.withdraw(kind, id)
+
+
+def _parse(memo: dict[str, Any], text: str) -> Any:
+    """``orjson.loads(text)``, kept in ``memo`` (shared values: never mutated)."""
+    if len(memo) >= BATCH * 10:
+        memo.clear()
+    parsed = memo[text] = orjson.loads(text)
+    return parsed
 
 
 class _Nonces:

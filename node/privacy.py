@@ -219,6 +219,11 @@ class PrivacyReport:
 REASONS = {"below_k": "class under k donors even at the coarsest level"}
 
 _DONOR = "COALESCE('d:' || donor_id, 's:' || local_id)"
+# what the coarser rungs read and write (see apply): the class inputs and the outputs
+_OUTPUT_COLUMNS = ("age_min", "age_max", "period_from", "period_to", "diagnoses", "qkey",
+                   "privacy_level")
+_WORK_COLUMNS = ", ".join(("donor_id", "local_id", "sex", "biobank", "collection", "age",
+                           "year", "diagnoses_in", *_OUTPUT_COLUMNS))
 _PUBLISHED_KEY = "json_array(sex, biobank, collection, age_min, period_from, diagnoses)"
 
 
@@ -237,33 +242,35 @@ def apply(conn: sqlite3.Connection, staging_table: str, policy: Policy) -> Priva
     rungs = ladder(policy)
     precision: str | None = None
     # rung 0 scans the table (and resets the outputs of an earlier run in the same pass);
-    # the coarser rungs touch only the rows still unsettled, found through a rowid list so
-    # that each rung costs what is left, not the whole export
-    unsettled = "privacy_level IS NULL"
+    # the rows it leaves unsettled move to a narrow work table, and the coarser rungs work
+    # there, so each rung costs what is left, not the whole (wide) staging table
+    table = t
     for level, rung in enumerate(rungs):
-        _set_rung(conn, t, rung, recompute_diagnoses=rung.precision != precision,
-                  where=unsettled if level else "1", first=level == 0)
+        _set_rung(conn, table, rung, recompute_diagnoses=rung.precision != precision,
+                  where="privacy_level IS NULL" if level else "1", first=level == 0)
         precision = rung.precision
         conn.execute("DROP TABLE IF EXISTS temp._bb_privacy_ok")
         conn.execute(
-            f"CREATE TEMP TABLE _bb_privacy_ok AS SELECT qkey FROM {t} "
-            f"WHERE {unsettled} GROUP BY qkey "
+            f"CREATE TEMP TABLE _bb_privacy_ok AS SELECT qkey FROM {table} "
+            f"WHERE privacy_level IS NULL GROUP BY qkey "
             f"HAVING COUNT(DISTINCT {_DONOR}) >= ?", (policy.k,))
-        conn.execute(f"UPDATE {t} SET privacy_level = ? WHERE {unsettled} "
+        conn.execute(f"UPDATE {table} SET privacy_level = ? WHERE privacy_level IS NULL "
                      "AND qkey IN (SELECT qkey FROM temp._bb_privacy_ok)", (level,))
         conn.execute("DROP TABLE temp._bb_privacy_ok")
         if level == 0:
-            conn.execute("DROP TABLE IF EXISTS temp._bb_unsettled")
-            conn.execute("CREATE TEMP TABLE _bb_unsettled (rid INTEGER PRIMARY KEY)")
-            conn.execute(f"INSERT INTO temp._bb_unsettled SELECT rowid FROM {t} "
-                         "WHERE privacy_level IS NULL")
-            unsettled = ("rowid IN (SELECT rid FROM temp._bb_unsettled) "
-                         "AND privacy_level IS NULL")
-        if conn.execute(f"SELECT 1 FROM {t} WHERE {unsettled} LIMIT 1").fetchone() is None:
+            conn.execute("DROP TABLE IF EXISTS temp._bb_work")
+            conn.execute(f"CREATE TEMP TABLE _bb_work AS SELECT rowid AS rid, {_WORK_COLUMNS} "
+                         f"FROM {t} WHERE privacy_level IS NULL")
+            table = "temp._bb_work"
+        if conn.execute(
+            f"SELECT 1 FROM {table} WHERE privacy_level IS NULL LIMIT 1"
+        ).fetchone() is None:
             break  # every row settled: the coarser rungs would change nothing
+    outputs = ", ".join(f"{c} = w.{c}" for c in _OUTPUT_COLUMNS)
+    conn.execute(f"UPDATE {t} SET {outputs} FROM temp._bb_work AS w WHERE w.rid = {t}.rowid")
+    conn.execute("DROP TABLE temp._bb_work")
     conn.execute(f"UPDATE {t} SET held_back = 1, reason = 'below_k' "
                  "WHERE privacy_level IS NULL")
-    conn.execute("DROP TABLE IF EXISTS temp._bb_unsettled")
     return _report(conn, t, policy, rungs)
 
 

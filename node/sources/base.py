@@ -86,7 +86,7 @@ def read_table(
             continue
         loc = f"{name} row {start}"
         problems: list[Problem] = []
-        if any(start <= n <= reader.line_num for n in bad_lines):
+        if bad_lines and any(start <= n <= reader.line_num for n in bad_lines):
             problems.append(Problem(loc, "", "", "row is not valid UTF-8 text"))
         if len(fields) != len(header):
             problems.append(

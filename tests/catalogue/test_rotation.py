@@ -7,6 +7,9 @@ without the old key's signature; a checkpoint by a revoked key (simulator node).
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +24,7 @@ from typer.testing import CliRunner
 from audit.cli import app as audit_app
 from catalogue.app import create_app
 from catalogue.cli import app as cli_app
+from catalogue.enrol import enrol, fetch_descriptor
 from catalogue.models import nodes
 from node.app import create_app as create_node_app
 from node.home import Home
@@ -76,9 +80,7 @@ def _row(cat: Catalogue, origin: str) -> Any:
 
 
 def _enrol(cat: Catalogue, url: str, vkey: str) -> None:
-    import asyncio
 
-    from catalogue.enrol import enrol, fetch_descriptor
 
     enrol(cat.engine, cat.ctx.key, url, vkey, asyncio.run(fetch_descriptor(url)))
 
@@ -179,9 +181,6 @@ def test_revocation_refuses_the_revoked_key_and_accepts_the_new_one(revoked: Any
     assert resp.status_code == 200, resp.text
     assert resp.json()["revoked_key"] == old_vkey and resp.json()["from_size"] == 7
     entries = httpx.get(f"{cat.url}/v1/log/entries", timeout=10).json()["entries"]
-    import base64
-    import json
-
     leaf = json.loads(base64.b64decode(entries[-1]["leaf"]))
     assert {k: leaf[k] for k in ("op", "node", "key", "revoked_key", "from_size")} == {
         "op": "revoke", "node": sim.origin, "key": new_vkey, "revoked_key": old_vkey,

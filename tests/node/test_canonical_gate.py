@@ -1,0 +1,125 @@
+"""The import's fast encoding is exactly protocol.canonical.canonical, and floats are refused.
+
+node/diff.py encodes a sample with orjson only when every value already passed the schema
+and ``canonical()`` in an earlier record (the gate); log entries after the first of a run
+are encoded the same way (node/publish.py). These tests prove the bytes are canonical on a
+real import and on generated values, and that what canonical() refuses never gets published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node import staging
+from node.diff import Differ, _checked_bytes
+from node.generate import generate
+from node.importer import run_import
+from node.mapping import Mapping
+from node.pseudonym import Pseudonymiser
+from node.publish import LogWriter
+from protocol.canonical import canonical, parse_canonical
+from protocol.errors import Problem
+from protocol.note import Signer
+from protocol.schema import SchemaSet
+from tests.node.node_support import make_home
+
+
+def test_every_imported_leaf_and_content_is_canonical(tmp_path: Path) -> None:
+    home, _ = make_home(tmp_path)
+    out = tmp_path / "export"
+    generate("DE", 3000, 5, out)
+    for kind in ("biobanks", "collections", "samples"):
+        report = run_import(home, [out / f"{kind}.csv"],
+                            mapping=Mapping.load(out / f"{kind}.mapping.toml"))
+        assert report.problems == [] and report.applied
+    conn = sqlite3.connect(home.db_path)
+    rows = conn.execute(
+        "SELECT l.leaf, c.content FROM leaves l JOIN contents c ON c.idx = l.idx ORDER BY l.idx"
+    ).fetchall()
+    conn.close()
+    assert len(rows) > 2900
+    for leaf, content in rows:
+        entry = parse_canonical(bytes(leaf), what="leaf")  # raises unless canonical
+        data = content.encode("utf-8")
+        assert canonical(orjson.loads(data)) == data
+        assert entry["digest"] == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**53) + 1, 2**53 - 1), st.text())
+_value = st.recursive(_scalar, lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), _value, max_size=8))
+def test_checked_bytes_equal_canonical_for_canonicalisable_values(value: dict[str, Any]) -> None:
+    try:
+        expected = canonical(value)
+    except ValueError:  # non-NFC text: canonical() refuses; so must the fast path
+        try:
+            _checked_bytes(value)
+        except ValueError:
+            return
+        raise AssertionError("fast path accepted what canonical() refuses") from None
+    assert _checked_bytes(value) == expected
+
+
+def _differ(conn: sqlite3.Connection) -> Differ:
+    schemas = SchemaSet.default()
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("CREATE TABLE leaves (idx INTEGER PRIMARY KEY, leaf BLOB, hash BLOB, "
+                 "kind TEXT, id TEXT, op TEXT, time TEXT)")
+    writer = LogWriter(conn, "test.example/node", Signer("test.example/node", b"s" * 32))
+    ids = {k: schemas.schema_id(k) for k in ("biobank", "collection", "sample")}
+    return Differ(conn, writer, ids, schemas.problems, Pseudonymiser(b"k" * 32))
+
+
+def test_a_float_is_refused_with_a_problem_not_published() -> None:
+    conn = sqlite3.connect(":memory:")
+    differ = _differ(conn)
+    content = {"id": "smp_" + "a" * 26, "biobank": "bbmri-eric:ID:DE_X",
+               "collection": "bbmri-eric:ID:DE_X:collection:c", "sample_type": "Serum",
+               "age": {"min": 40.5, "max": 49}, "nonce": "0" * 32}
+    assert differ._encode("sample", content, "samples.csv row 7") is None
+    assert differ.problems and all(isinstance(p, Problem) for p in differ.problems)
+    assert "samples.csv row 7" in str(differ.problems[0])
+    content["age"] = {"min": 40.0, "max": 49}  # integral, but still a float: not canonical
+    differ.problems.clear()
+    assert differ._encode("sample", content, "samples.csv row 8") is None
+    assert differ.problems
+
+
+def test_staged_integral_floats_come_back_as_integers() -> None:
+    """The gate compares integer columns by value; INTEGER affinity makes that type-exact."""
+    conn = sqlite3.connect(":memory:")
+    table = staging.create(conn)
+    conn.execute(f"INSERT INTO {table} (local_id, biobank, row_location, age_min, age_max) "
+                 "VALUES ('s1', 'b', 'row 2', 40.0, 49.5)")
+    age_min, age_max = conn.execute(f"SELECT age_min, age_max FROM {table}").fetchone()
+    assert type(age_min) is int and age_min == 40
+    assert type(age_max) is float  # a real float stays one, and never equals a seen int
+
+
+def test_entries_with_a_non_ascii_origin_are_canonical() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("CREATE TABLE leaves (idx INTEGER PRIMARY KEY, leaf BLOB, hash BLOB, "
+                 "kind TEXT, id TEXT, op TEXT, time TEXT)")
+    conn.execute("CREATE TABLE contents (idx INTEGER PRIMARY KEY, content TEXT)")
+    origin = "charité.example/node"
+    writer = LogWriter(conn, origin, Signer(origin, b"s" * 32))
+    for i in range(3):
+        data = canonical({"id": f"smp_{i}", "x": "é"})
+        writer.publish("sample", f"smp_{i}", "https://example.org/s", data,
+                       "sha256:" + hashlib.sha256(data).hexdigest())
+    writer.flush()
+    for (leaf,) in conn.execute("SELECT leaf FROM leaves ORDER BY idx"):
+        parsed = parse_canonical(bytes(leaf), what="leaf")
+        assert parsed["log"] == origin
