@@ -11,11 +11,14 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event
 from catalogue.models import metadata
 
 
-def make_engine(url: str, *, create: bool = True) -> Engine:
-    """Build an engine for `url` and create the tables if asked."""
+def make_engine(url: str, *, create: bool = True, busy_timeout: float = 30) -> Engine:
+    """Build an engine for `url` and create the tables if asked.
+
+    `busy_timeout` (SQLite): how long a writer waits for another's transaction.
+    """
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout}
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)

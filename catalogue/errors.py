@@ -6,6 +6,7 @@
     ├── NodeHalted            harvest refused: node halted after rollback/equivocation
     └── InputError (protocol.errors)
         ├── EnrolmentError    key mismatch, unreachable descriptor, already enrolled
+        │   └── RevocationError   a key revocation was refused (a revocation re-enrols)
         ├── UnknownNode       no enrolled node with this origin
         └── FilterError       malformed or unknown search filter (carries invalid_params)
 """
@@ -25,6 +26,12 @@ class NodeHalted(BiobankError):
 
 class EnrolmentError(InputError):
     """Enrolment was refused; nothing was recorded."""
+
+
+class RevocationError(EnrolmentError):
+    """A key revocation was refused; nothing was recorded."""
+
+    title = "Revocation refused"
 
 
 class UnknownNode(InputError):

@@ -7,16 +7,27 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, select
+from sqlalchemy import Connection, and_, bindparam, case, select
 
 from catalogue.codes import Vocabulary
 from catalogue.db import bulk_insert
-from catalogue.models import combo_datasets, combo_diagnoses, combo_uses, combos, records, samples
+from catalogue.models import (
+    combo_datasets,
+    combo_diagnoses,
+    combo_uses,
+    combos,
+    leaves,
+    records,
+    rejections,
+    samples,
+)
 
 # change per record: (leaf index, content) to publish, or None to remove from the index;
 # for samples the content is replaced by its combo_key()
 Change = tuple[int, Any] | None
 _CHUNK = 500
+_BATCH = 5000  # leaves read back per query while a step is indexed
+_SEEN_BITS = 1 << 24  # 2 MiB filter of sample ids already indexed in a fresh step
 
 
 def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:
@@ -48,17 +59,72 @@ def apply_records(conn: Connection, node_id: int, kind: str, changes: dict[str, 
         conn.execute(records.insert(), rows)
 
 
+def index_step(conn: Connection, node_id: int, start: int, end: int, *,
+               country: str | None, vocab: Vocabulary) -> None:
+    """Index the stored leaves [start, end) of a verified step, in batches (bounded memory).
+
+    The latest leaf of each record wins: publish indexes its content (unless erased or
+    rejected), withdraw removes the record and erases the content of its earlier leaves.
+    """
+    seen = bytearray(_SEEN_BITS // 8) if start == 0 else None
+    touched = False
+    for lo in range(start, end, _BATCH):
+        hi = min(lo + _BATCH, end)
+        rejected = set(conn.execute(select(rejections.c.idx).where(
+            rejections.c.node_id == node_id, rejections.c.idx >= lo, rejections.c.idx < hi))
+            .scalars())
+        q = (select(leaves.c.idx, leaves.c.kind, leaves.c.record_id, leaves.c.content,
+                    case((leaves.c.content.is_(None), leaves.c.leaf), else_=None))
+             .where(leaves.c.node_id == node_id, leaves.c.idx >= lo, leaves.c.idx < hi)
+             .order_by(leaves.c.idx))
+        changes: dict[str, dict[str, Change]] = {"biobank": {}, "collection": {}, "sample": {}}
+        erase: dict[tuple[str, str], int] = {}
+        for idx, kind, rid, content, leaf in conn.execute(q):
+            if not kind:
+                continue  # rotate-key: no record
+            if content is None:
+                changes[kind][rid] = None  # withdrawn, or erased at the node
+                if orjson.loads(leaf)["op"] == "withdraw":
+                    erase[(kind, rid)] = idx
+            elif idx in rejected:
+                changes[kind][rid] = None
+            else:
+                rec = orjson.loads(content)
+                changes[kind][rid] = (idx, combo_key(rec) if kind == "sample" else rec)
+        if erase:
+            conn.execute(leaves.update().where(and_(
+                leaves.c.node_id == node_id, leaves.c.kind == bindparam("k"),
+                leaves.c.record_id == bindparam("r"), leaves.c.idx < bindparam("w")))
+                .values(content=None), [{"k": k, "r": r, "w": w} for (k, r), w in erase.items()])
+        apply_records(conn, node_id, "biobank", changes["biobank"])
+        apply_records(conn, node_id, "collection", changes["collection"])
+        check = None
+        if seen is not None:  # fresh log: look up only ids an earlier batch may have indexed
+            check = []
+            for sid in changes["sample"]:
+                bit = hash(sid) & (_SEEN_BITS - 1)
+                if seen[bit >> 3] & (1 << (bit & 7)):
+                    check.append(sid)
+                seen[bit >> 3] |= 1 << (bit & 7)
+        apply_samples(conn, node_id, changes["sample"], check=check, vocab=vocab)
+        touched = touched or bool(changes["biobank"] or changes["sample"])
+    if touched:
+        refresh_countries(conn, node_id, country)
+
+
 def apply_samples(conn: Connection, node_id: int, changes: dict[str, Change], *,
-                  fresh: bool, vocab: Vocabulary) -> None:
+                  check: list[str] | None, vocab: Vocabulary) -> None:
     """Move samples between combos: decrement old ones, increment new ones, keep `samples` exact.
 
-    `changes` maps sample id -> (leaf index, combo_key(content)), or None to remove.
+    `changes` maps sample id -> (leaf index, combo_key(content)), or None to remove; `check`
+    lists the ids that may already be indexed (None: any of them).
     """
     if not changes:
         return
     delta: Counter[int] = Counter()
-    if not fresh:
-        old = _existing(conn, node_id, list(changes))
+    lookup = list(changes) if check is None else check
+    if lookup:
+        old = _existing(conn, node_id, lookup)
         for combo_id in old.values():
             delta[combo_id] -= 1
         if old:
@@ -149,4 +215,4 @@ def refresh_countries(conn: Connection, node_id: int, node_country: str | None) 
                      .values(country=bindparam("c")), updates)
 
 
-__all__ = ["apply_records", "apply_samples", "combo_key", "refresh_countries"]
+__all__ = ["apply_records", "apply_samples", "combo_key", "index_step", "refresh_countries"]

@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, select
 
+from catalogue.apply import discard_staging
 from catalogue.db import write_tx
-from catalogue.errors import EnrolmentError, UnknownNode
+from catalogue.errors import RevocationError, UnknownNode
 from catalogue.models import alerts, key_events, leaves, nodes
 from catalogue.ownlog import CatalogueKey, append
 from protocol.entries import utc_now
@@ -23,13 +24,16 @@ from protocol.keys import KeyHistory
 from protocol.note import Verifier
 
 
-def load_history(conn: Connection, row: Any) -> KeyHistory:
-    """The key history of the node in `row` (a `nodes` row) as far as the catalogue verified."""
+def load_history(conn: Connection, row: Any, *, upto: int | None = None) -> KeyHistory:
+    """The key history of the node in `row` (a `nodes` row) as far as the catalogue verified
+    (or, with `upto`, including the leaves a harvest in progress has staged below it)."""
     history = KeyHistory(origin=row.origin, enrolled_key=row.key)
+    end = int(row.tree_size) if upto is None else upto
     # rotate-key leaves are the only ones without a kind and id (see catalogue.apply)
     for idx, leaf in conn.execute(
             select(leaves.c.idx, leaves.c.leaf).where(
-                leaves.c.node_id == row.id, leaves.c.kind == "", leaves.c.record_id == "")
+                leaves.c.node_id == row.id, leaves.c.kind == "", leaves.c.record_id == "",
+                leaves.c.idx < end)
             .order_by(leaves.c.idx)):
         entry = orjson.loads(leaf)
         if entry.get("op") == "rotate-key":
@@ -74,22 +78,22 @@ def revoke(engine: Engine, key: CatalogueKey, origin: str, new_key: str,
             raise UnknownNode(f"no enrolled node with origin {origin!r}")
         _check_new_key(origin, new_key)
         if row.state == "retired":
-            raise EnrolmentError(f"revoke {origin}: the node is retired")
+            raise RevocationError(f"revoke {origin}: the node is retired")
         verified = int(row.tree_size)
         size = verified if from_size is None else from_size
         if size < 0 or size > verified:
-            raise EnrolmentError(
+            raise RevocationError(
                 f"revoke {origin}: from size {size} must be between 0 and {verified}, the size "
                 "the catalogue last verified for this node; nothing was recorded")
         history = load_history(conn, row)
         revoked = history.key_at(size + 1)
         current = history.current_key()
         if revoked != current:
-            raise EnrolmentError(
+            raise RevocationError(
                 f"revoke {origin}: the key changed after size {size} (now "
                 f"{_short(current)}); revoke from a size at or after that change")
         if new_key in history.all_keys():
-            raise EnrolmentError(f"revoke {origin}: the new key {_short(new_key)} was already "
+            raise RevocationError(f"revoke {origin}: the new key {_short(new_key)} was already "
                                  "used by this node; give a fresh key")
         index = append(conn, key, "revoke", node=origin, key=new_key, revoked_key=revoked,
                        from_size=size)
@@ -97,6 +101,8 @@ def revoke(engine: Engine, key: CatalogueKey, origin: str, new_key: str,
         conn.execute(key_events.insert().values(
             node_id=row.id, kind="revoke", from_size=size, key=new_key, revoked_key=revoked,
             own_leaf=index, created_at=now))
+        # a step in progress was verified under the revoked key: it starts again
+        discard_staging(conn, row.id)
         cleared = 0
         if row.state == "halted":
             conn.execute(nodes.update().where(nodes.c.id == row.id).values(state="active"))
@@ -112,9 +118,9 @@ def _check_new_key(origin: str, new_key: str) -> None:
     try:
         name = Verifier.from_key(new_key).name
     except ConfigError as exc:
-        raise EnrolmentError(f"revoke {origin}: the new key is malformed: {exc.message}") from exc
+        raise RevocationError(f"revoke {origin}: the new key is malformed: {exc.message}") from exc
     if name != origin:
-        raise EnrolmentError(f"revoke {origin}: the new key is named {name!r}, not the node's "
+        raise RevocationError(f"revoke {origin}: the new key is named {name!r}, not the node's "
                              "origin")
 
 

@@ -158,6 +158,14 @@ own_state = Table(
     Column("checkpoint", Text, nullable=False),
 )
 
+harvest_staging = Table(  # a harvest step in progress: leaves beyond tree_size already stored
+    "harvest_staging", metadata,
+    Column("node_id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),  # leaves [0, size) stored; > nodes.tree_size
+    Column("compact", Text, nullable=False),  # JSON CompactRange of those leaves
+    Column("checkpoint", Text, nullable=False),  # the signed note they were verified under
+)
+
 key_events = Table(  # catalogue revocations of node keys (rotations live in the mirrored leaves)
     "key_events", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),

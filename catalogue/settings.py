@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     max_response_bytes: int = 16 * 1024 * 1024
     page_size: Annotated[int, Field(ge=1, le=1000)] = 1000  # a node serves ≤ 1000 a page
     max_step: int = 2_000_000
+    # Entries verified and stored per transaction while a step streams in (bounds memory);
+    # the search index changes only when the whole step is verified (catalogue/README.md).
+    harvest_chunk: Annotated[int, Field(ge=1)] = 20_000
     # Worker processes that fetch and verify nodes in parallel (0: in this process). Keeps
     # CPU-heavy verification off the API's event loop and uses every core.
     harvest_workers: int = 2

@@ -9,6 +9,7 @@ import orjson
 from sqlalchemy import Connection, func, select
 
 from catalogue.errors import UnknownNode
+from catalogue.keyhistory import load_history
 from catalogue.models import alerts, nodes, rejections
 
 
@@ -32,8 +33,12 @@ def list_status(conn: Connection, stale_after: float, *,
     alert_counts: dict[int, int] = dict(conn.execute(
         select(alerts.c.node_id, func.count()).where(alerts.c.cleared_at.is_(None))
         .group_by(alerts.c.node_id)).all())
+    # rejections of a step still being harvested (beyond tree_size) are not reported yet
     reject_counts: dict[int, int] = dict(conn.execute(
-        select(rejections.c.node_id, func.count()).group_by(rejections.c.node_id)).all())
+        select(rejections.c.node_id, func.count())
+        .join(nodes, nodes.c.id == rejections.c.node_id)
+        .where(rejections.c.idx < nodes.c.tree_size)
+        .group_by(rejections.c.node_id)).all())
     q = select(nodes).order_by(nodes.c.origin)
     if not include_retired:
         q = q.where(nodes.c.state != "retired")
@@ -42,7 +47,8 @@ def list_status(conn: Connection, stale_after: float, *,
         lag = None if row.remote_size is None else max(row.remote_size - row.tree_size, 0)
         out.append({
             "origin": row.origin, "url": row.url, "name": row.name, "country": row.country,
-            "verifier_key": row.key, "state": row.state, "k": row.k,
+            "verifier_key": load_history(conn, row).current_key(),  # the key in force now
+            "enrolled_key": row.key, "state": row.state, "k": row.k,
             "enrolled_at": row.enrolled_at, "retired_at": row.retired_at,
             "tree_size": row.tree_size, "remote_size": row.remote_size, "lag": lag,
             "verified_at": row.verified_at, "last_attempt_at": row.last_attempt_at,
@@ -68,12 +74,16 @@ def node_detail(conn: Connection, origin: str, stale_after: float) -> dict[str, 
          "new_checkpoint": a.new_checkpoint}
         for a in conn.execute(select(alerts).where(alerts.c.node_id == row.id)
                               .order_by(alerts.c.id))]
-    status["rejection_report"] = rejection_report(conn, row.id)
+    status["rejection_report"] = rejection_report(conn, row.id, below=int(row.tree_size))
     return status
 
 
-def rejection_report(conn: Connection, node_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+def rejection_report(conn: Connection, node_id: int, limit: int = 1000, *,
+                     below: int | None = None) -> list[dict[str, Any]]:
+    """Records kept out of the index (of the accepted log: leaves below `below`)."""
+    q = select(rejections).where(rejections.c.node_id == node_id)
+    if below is not None:
+        q = q.where(rejections.c.idx < below)
     return [{"index": r.idx, "kind": r.kind, "id": r.record_id,
              "problems": orjson.loads(r.problems)}
-            for r in conn.execute(select(rejections).where(rejections.c.node_id == node_id)
-                                  .order_by(rejections.c.idx).limit(limit))]
+            for r in conn.execute(q.order_by(rejections.c.idx).limit(limit))]

@@ -106,23 +106,38 @@ class Differ:
 
     def samples(self, table: str) -> None:
         """Sample rows of the staging table that privacy did not hold back."""
-        self.conn.execute("DROP TABLE IF EXISTS temp.joined")
-        self.conn.execute(
-            "CREATE TEMP TABLE joined AS SELECT s.local_id, s.donor_id, s.biobank, "
-            "s.collection, s.sample_type, "
-            f"s.storage_temperature, s.sex, s.age_min, s.age_max, s.period_from, s.period_to, "
-            f"s.diagnoses, s.use_conditions, s.dataset_types, s.row_location, "
-            f"r.id, r.digest, r.nonce, r.live FROM {table} s LEFT JOIN records r "
-            f"ON r.kind = 'sample' AND r.local_id = s.local_id "
-            f"WHERE s.held_back IS NULL OR s.held_back = 0 ORDER BY s.rowid"
+        columns = (
+            "s.local_id, s.donor_id, s.biobank, s.collection, s.sample_type, "
+            "s.storage_temperature, s.sex, s.age_min, s.age_max, s.period_from, s.period_to, "
+            "s.diagnoses, s.use_conditions, s.dataset_types, s.row_location"
         )
-        # a bulk append (more rows than records so far, e.g. a first import) drops the
-        # secondary indexes and sorts them afresh at the end: same transaction, crash-safe
-        bulk = self._bulk()
+        published = "WHERE s.held_back IS NULL OR s.held_back = 0 ORDER BY s.rowid"
+        self.conn.execute("DROP TABLE IF EXISTS temp.joined")
+        first = self.conn.execute(
+            "SELECT 1 FROM records WHERE kind = 'sample' LIMIT 1").fetchone() is None
+        held = self.conn.execute("SELECT count(*) FROM records").fetchone()[0]
+        if first:  # nothing to compare with: read the staging table itself
+            new = self.conn.execute(
+                f"SELECT count(*) FROM {table} s WHERE s.held_back IS NULL OR s.held_back = 0"
+            ).fetchone()[0]
+            source = f"SELECT {columns}, NULL, NULL, NULL, NULL FROM {table} s {published}"
+        else:
+            self.conn.execute(
+                f"CREATE TEMP TABLE joined AS SELECT {columns}, r.id, r.digest, r.nonce, "
+                f"r.live FROM {table} s LEFT JOIN records r "
+                f"ON r.kind = 'sample' AND r.local_id = s.local_id {published}"
+            )
+            new = self.conn.execute(
+                "SELECT count(*) FROM temp.joined WHERE id IS NULL").fetchone()[0]
+            # read from a copy: the loop below writes to ``records``, which the join reads
+            source = "SELECT * FROM temp.joined ORDER BY rowid"
+        # a bulk append (more new samples than records so far, e.g. a first import) drops
+        # the secondary indexes and sorts them afresh at the end: same transaction, so a
+        # crash or rollback restores them with everything else
+        bulk = new >= 1000 and new > held
         if bulk:
             store.drop_indexes(self.conn)
-        # read from a copy: the loop below writes to ``records``, which the join reads
-        rows = self.conn.execute("SELECT * FROM temp.joined ORDER BY rowid")
+        rows = self.conn.execute(source)  # (after the DDL: no statement may be pending)
         lists: dict[str, Any] = {}  # JSON list text -> parsed (shared, never mutated)
         (seen_keys, seen_biobank, seen_collection, seen_type, seen_storage, seen_sex,
          seen_age_min, seen_age_max, seen_from, seen_to, seen_diagnoses, seen_use,
@@ -214,13 +229,6 @@ class Differ:
         self.flush()
         if bulk:
             store.create_indexes(self.conn)
-
-    def _bulk(self) -> bool:
-        """True when the samples to diff outnumber the records (and leaves) already held."""
-        new = self.conn.execute("SELECT count(*) FROM temp.joined WHERE id IS NULL").fetchone()[0]
-        held = self.conn.execute("SELECT count(*) FROM records").fetchone()[0]
-        return bool(new >= 1000 and new > held)
-
 
     def withdraw(self, kind: str, id: str) -> None:
         """Withdraw one live record: a ``withdraw`` entry, contents erased, state not live."""

@@ -65,6 +65,7 @@ class NodeSimulator:
         self.release = threading.Event()
         self.descriptor_key: str | None = None
         self.served: list[int] = []  # start index of every entries page served
+        self.page_delay = 0.0  # seconds each entries page waits (a slow node)
 
     # -- building the log -------------------------------------------------------------
     def publish(self, kind: str, record: dict[str, Any]) -> int:
@@ -152,6 +153,8 @@ class NodeSimulator:
         async def entries(start: int = Query(0, ge=0),
                           limit: int = Query(1000, ge=1, le=1000)) -> Response:
             await maybe_hang()
+            if sim.page_delay:
+                await asyncio.sleep(sim.page_delay)
             if sim.raw_entries is not None:
                 return Response(sim.raw_entries, media_type="application/json")
             sim.served.append(start)

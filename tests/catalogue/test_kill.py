@@ -1,4 +1,9 @@
-"""SIGKILL the catalogue midway through a harvest, run it again: same as a clean harvest."""
+"""SIGKILL the catalogue midway through a harvest, run it again: same as a clean harvest.
+
+The node serves its pages slowly, so the first kill always lands mid-step, after a chunk was
+stored (the rerun must resume from it); the second lands late, possibly in the final commit
+(or after the harvest ended, which must change nothing either).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from catalogue.app import build_context
+from catalogue.models import harvest_staging, nodes
 from tests.catalogue.conftest import Catalogue, database, make_settings
 from tests.catalogue.dbdump import dump
 from tests.catalogue.simulator import NodeSimulator
@@ -23,7 +30,7 @@ def _env(settings: Any) -> dict[str, str]:
     env = dict(os.environ)
     env.update(CATALOGUE_DATABASE_URL=settings.database_url, CATALOGUE_HOME=str(settings.home),
                CATALOGUE_ORIGIN=settings.origin, CATALOGUE_PAGE_SIZE=str(settings.page_size),
-               CATALOGUE_ADMIN_TOKEN="")
+               CATALOGUE_HARVEST_CHUNK=str(settings.harvest_chunk), CATALOGUE_ADMIN_TOKEN="")
     return env
 
 
@@ -44,13 +51,21 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split(") ")[-1][:1] not in ("Z", "X")
 
 
-def _kill_when(proc: subprocess.Popen[bytes], sim: NodeSimulator, pages: int,
-               delay: float) -> set[int]:
-    """SIGKILL the harvest after `pages` pages were served; return its worker processes."""
+def _staged(cat: Catalogue, origin: str) -> tuple[int, int | None]:
+    """(accepted size, staged size) of a node."""
+    with cat.engine.connect() as conn:
+        row = conn.execute(select(nodes.c.id, nodes.c.tree_size)
+                           .where(nodes.c.origin == origin)).one()
+        staged = conn.execute(select(harvest_staging.c.size)
+                              .where(harvest_staging.c.node_id == row.id)).scalar()
+    return int(row.tree_size), staged
+
+
+def _kill(proc: subprocess.Popen[bytes], ready: Any) -> set[int]:
+    """SIGKILL the harvest once `ready()` holds; return its worker processes."""
     deadline = time.monotonic() + 60
-    while len(sim.served) < pages and proc.poll() is None and time.monotonic() < deadline:
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    time.sleep(delay)
     workers = _children(proc.pid)
     proc.kill()
     proc.wait()
@@ -71,25 +86,33 @@ def test_sigkill_midway_then_rerun_equals_clean_harvest(db_url: str, tmp_path: P
                                                         request: pytest.FixtureRequest) -> None:
     sims = [NodeSimulator("big.example/biobank-node"), NodeSimulator("small.example/biobank-node")]
     sims[0].populate(3000)
+    sims[0].page_delay = 0.1  # 12 pages: well over a second, so the first kill lands midway
     sims[1].populate(300)
     sims[1].withdraw("sample", sims[1].contents[5]["id"])  # type: ignore[index]
     for sim in sims:
         serve(sim)
-    settings = make_settings(db_url, tmp_path / "home", page_size=250)
+    settings = make_settings(db_url, tmp_path / "home", page_size=250, harvest_chunk=500)
     ctx = build_context(settings)
     cat = Catalogue(ctx)
     try:
         for sim in sims:
             cat.enrol(sim, sim.url)
         big = sims[0]
-        # killed while fetching, then killed after the last page (verifying or writing)
-        orphans: set[int] = set()
-        for pages, delay in ((3, 0.0), (13, 0.05)):
-            big.served.clear()
-            proc = subprocess.Popen(_harvest_cmd(), env=_env(settings),
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            orphans |= _kill_when(proc, big, pages, delay)
-            assert proc.returncode == -9
+        # killed between stored chunks: the step is staged, nothing of it accepted
+        proc = subprocess.Popen(_harvest_cmd(), env=_env(settings),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        orphans = _kill(proc, lambda: _staged(cat, big.origin)[1] is not None)
+        assert proc.returncode == -9
+        accepted, staged = _staged(cat, big.origin)
+        assert accepted == 0 and staged is not None and staged % 500 == 0
+        # the rerun resumes from the last stored chunk; killed late (possibly while the
+        # final commit runs, or not at all if it already ended)
+        big.served.clear()
+        proc = subprocess.Popen(_harvest_cmd(), env=_env(settings),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        orphans |= _kill(proc, lambda: len(big.served) >= 2 and big.served[-1] >= 2750)
+        assert big.served[0] >= staged
+        assert proc.returncode in (-9, 0)
         done = subprocess.run(_harvest_cmd(), env=_env(settings), capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, done.stderr

@@ -22,9 +22,11 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from audit.cli import app as audit_app
+from catalogue import keyhistory
 from catalogue.app import create_app
 from catalogue.cli import app as cli_app
 from catalogue.enrol import enrol, fetch_descriptor
+from catalogue.errors import RevocationError
 from catalogue.models import nodes
 from node.app import create_app as create_node_app
 from node.home import Home
@@ -102,6 +104,9 @@ def test_harvest_and_audit_across_a_real_node_rotation(catalogue: Catalogue,
             body = client.get(f"/v1/nodes/{ORIGIN}").json()
             assert body["verifier_key"] == rotation.new_key
             assert body["enrolled_key"] == node.enrolled_key
+            listed = client.get("/v1/nodes").json()["nodes"]
+            assert [(n["verifier_key"], n["enrolled_key"]) for n in listed] == [
+                (rotation.new_key, node.enrolled_key)]
             assert body["key_history"] == [
                 {"kind": "rotate", "key": rotation.new_key, "index": 10}]
             assert client.get("/v1/search").json()["total"] == 14
@@ -223,6 +228,9 @@ def test_revocation_beyond_the_verified_size_is_refused(revoked: Any) -> None:
     resp = _admin_revoke(cat, sim.origin, {"key": sim.verifier_key})
     assert resp.status_code == 409 and "already used" in resp.json()["detail"]
     assert dump(catalogue.engine) == before
+    with pytest.raises(RevocationError, match="from size 8 must be between 0 and 7"):
+        keyhistory.revoke(catalogue.engine, catalogue.ctx.key, sim.origin, new_vkey, 8)
+    assert RevocationError.title == "Revocation refused"
 
 
 def test_cli_revoke_clears_a_halt(catalogue: Catalogue, serve: Any) -> None:

@@ -1,0 +1,213 @@
+"""One node's harvest step, streamed: fetch pages, verify leaf by leaf, store chunk by chunk.
+
+Memory stays bounded by CATALOGUE_HARVEST_CHUNK whatever the step size: every chunk of
+verified leaves is stored as staging (catalogue.apply) and dropped from memory. The step is
+accepted only when `StepVerifier.finish()` matches the signed root over the trusted tree plus
+EVERY new leaf, staged or not; only then does anything of it reach search or the mirror.
+
+A harvest that finds staging from an earlier, interrupted run resumes from it: the trusted
+tree is extended from the staged compact range, and the key rules are applied as if the
+whole step had been verified at once (rotations in staged leaves need the co-signature).
+A resumed run's verification failure is not authoritative (the staged leaves could be the
+fault): the staging is discarded and the next run, starting from the accepted state,
+decides (and halts the node on rollback or equivocation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine
+
+from catalogue.apply import Chunk, Position, commit_chunk, commit_final
+from catalogue.errors import FetchError
+from catalogue.fetcher import NodeFetcher
+from catalogue.ownlog import CatalogueKey
+from protocol.errors import BiobankError, SignatureError
+from protocol.keys import KeyHistory, MissingSignatureError, RevokedKeyError, rotation_hint
+from protocol.merkle import CompactRange
+from protocol.schema import SchemaSet
+from protocol.verify import StepVerifier, TrustedState
+
+PAGES_AHEAD = 3  # entry pages in flight while one is verified
+
+
+@dataclass(frozen=True)
+class NodeJob:
+    """Everything needed to harvest one node (picklable, for worker processes)."""
+
+    node_id: int
+    origin: str
+    url: str
+    country: str | None
+    state: dict[str, Any] | None  # TrustedState.to_json() of the accepted checkpoint
+    staged: dict[str, Any] | None  # harvest_staging row: size, compact (JSON), checkpoint
+    keys: dict[str, Any]  # KeyHistory.to_json(), rotations in staged leaves included
+    request_timeout: float
+    max_bytes: int
+    page_size: int
+    max_step: int
+    chunk_size: int
+
+    @property
+    def committed(self) -> int:
+        return int(self.state["size"]) if self.state else 0
+
+
+@dataclass
+class StepOutcome:
+    """What `harvest_node` did: the node's size, and how many entries were accepted."""
+
+    remote_size: int
+    added: int = 0
+
+
+class Writer:
+    """Stores chunks and the final commit, off the event loop (so pages keep coming)."""
+
+    def __init__(self, engine: Engine, key: CatalogueKey) -> None:
+        self.engine = engine
+        self.key = key
+
+    async def chunk(self, pos: Position, chunk: Chunk, *, size: int, compact: dict[str, Any],
+                    checkpoint: str) -> Position:
+        return await asyncio.to_thread(commit_chunk, self.engine, pos, chunk, size=size,
+                                       compact=compact, checkpoint=checkpoint)
+
+    async def final(self, pos: Position, chunk: Chunk, state: TrustedState) -> None:
+        await asyncio.to_thread(commit_final, self.engine, self.key, pos, chunk, state)
+
+
+@cache
+def _schemas() -> SchemaSet:
+    return SchemaSet.default()
+
+
+async def harvest_node(job: NodeJob, fetcher: NodeFetcher, writer: Writer,
+                       remote: list[int]) -> StepOutcome:
+    """Fetch, verify and store one node's new entries; raises what refused them."""
+    note = await fetcher.checkpoint()
+    keys = KeyHistory.from_json(job.origin, job.keys)
+    accepted = TrustedState.from_json(job.state) if job.state else None
+    start = _staged_state(job, keys) or accepted
+    # signature by the key(s) in force, revocations, origin, rollback and same-size
+    # equivocation before any entry; a rotate-key entry is checked when it is fed
+    try:
+        verifier = StepVerifier(start, note, [], _schemas(), origin=job.origin, keys=keys)
+        if job.staged:  # rotations in staged leaves need this checkpoint's co-signature too
+            keys.verify(note, previous_size=job.committed)
+    except (MissingSignatureError, RevokedKeyError):
+        raise
+    except SignatureError as exc:
+        raise await _explained(fetcher, keys, note, accepted, exc) from exc
+    size = verifier.checkpoint.size
+    remote.append(size)
+    if size == job.committed:
+        return StepOutcome(size)
+    if size - job.committed > job.max_step:
+        raise FetchError(f"{job.origin}: {size - job.committed} new entries exceed the "
+                         f"step limit of {job.max_step} (CATALOGUE_MAX_STEP)")
+    pos = Position(job.node_id, job.origin, job.country, job.committed, verifier.old_size)
+    chunk = Chunk(job.node_id)
+    storing: asyncio.Future[Position] | None = None  # one chunk is stored while the next fills
+    try:
+        async for page in _pages(fetcher, job.origin, verifier.old_size, size, job.page_size):
+            for leaf, content in page:
+                chunk.add(verifier.feed(leaf, content))
+            if len(chunk) >= job.chunk_size and verifier.remaining:
+                if storing is not None:
+                    pos = await storing
+                storing = asyncio.ensure_future(writer.chunk(
+                    pos, chunk, size=verifier.next_index, compact=verifier.compact.to_json(),
+                    checkpoint=verifier.note))
+                chunk = Chunk(job.node_id)
+        state = verifier.finish()
+        if storing is not None:
+            pos, storing = await storing, None
+        await writer.final(pos, chunk, state)
+    finally:
+        if storing is not None:  # a failure while a chunk is stored: let it end cleanly
+            await asyncio.gather(storing, return_exceptions=True)
+    return StepOutcome(size, size - job.committed)
+
+
+def _staged_state(job: NodeJob, keys: KeyHistory) -> TrustedState | None:
+    """The tree as far as an interrupted run stored it (checked later by the root)."""
+    if not job.staged:
+        return None
+    compact = CompactRange.from_json(orjson.loads(job.staged["compact"]))
+    return TrustedState(job.origin, int(job.staged["size"]), compact.root(), compact,
+                        str(job.staged["checkpoint"]), keys)
+
+
+async def _explained(fetcher: NodeFetcher, keys: KeyHistory, note: str,
+                     state: TrustedState | None, exc: SignatureError) -> SignatureError:
+    """A refused signature, explained when the node now announces another key (rotation)."""
+    try:
+        announced = (await fetcher.descriptor()).get("verifier_key")
+    except BiobankError:  # the descriptor only explains; the refusal stands without it
+        return exc
+    hint = rotation_hint(keys, note, previous_size=state.size if state else 0,
+                         announced_key=announced if isinstance(announced, str) else None)
+    return hint or exc
+
+
+async def _pages(fetcher: NodeFetcher, origin: str, start: int, end: int,
+                 page_size: int) -> AsyncIterator[list[tuple[bytes, Any]]]:
+    """Entries [start, end) as pages of (leaf bytes, content); entries past `end` are ignored.
+
+    Up to PAGES_AHEAD pages are requested while the current one is verified (pages are
+    stable, so they are asked for by position; a short page is followed up where it ends).
+    """
+    pos = start  # next entry to yield
+    asked = start  # next entry to ask for
+    pending: deque[tuple[int, asyncio.Future[Any]]] = deque()
+    try:
+        while pos < end:
+            while len(pending) < PAGES_AHEAD and asked < end:
+                limit = min(page_size, end - asked)
+                pending.append((asked, asyncio.ensure_future(fetcher.entries(asked, limit))))
+                asked += limit
+            at, future = pending.popleft()
+            entries, _nxt = await future
+            if at != pos:  # an earlier page was short: ask again from where it ended
+                for _at, f in pending:
+                    f.cancel()
+                pending.clear()
+                asked = pos
+                continue
+            entries = entries[: end - pos]
+            if not entries:
+                return  # fewer leaves than the checkpoint claims: finish() names what is missing
+            page = [_decode(origin, pos + i, e) for i, e in enumerate(entries)]
+            pos += len(entries)
+            if pos < at + min(page_size, end - at):  # short page: re-plan the rest
+                for _at, f in pending:
+                    f.cancel()
+                pending.clear()
+                asked = pos
+            yield page
+    finally:
+        for _at, f in pending:
+            f.cancel()
+
+
+def _decode(origin: str, index: int, e: Any) -> tuple[bytes, Any]:
+    if not isinstance(e, dict) or not isinstance(e.get("leaf"), str):
+        raise FetchError(f"{origin}: entry {index} is not {{'leaf': base64, 'content': ...}}")
+    try:
+        leaf = base64.b64decode(e["leaf"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise FetchError(f"{origin}: entry {index}: leaf is not base64") from exc
+    content = e.get("content")
+    if content is not None and not isinstance(content, dict):
+        raise FetchError(f"{origin}: entry {index}: content is not a JSON object")
+    return leaf, content
