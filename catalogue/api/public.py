@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+import orjson
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import PlainTextResponse, Response
 
 from catalogue import mirror
 from catalogue.api.deps import Conn, Ctx
-from catalogue.errors import UnknownNode
 from protocol.codelists import CodeLists
 from protocol.errors import ConfigError
 
@@ -43,12 +44,22 @@ def consistency(conn: Conn, from_: int = Query(alias="from", ge=1),
     return mirror.consistency(mirror.own_hashes(conn, to), from_, to)
 
 
+@functools.lru_cache(maxsize=64)
+def _codelist_body(name: str) -> bytes:
+    """A shipped code list, encoded once: the lists change only with a new release."""
+    cl = CodeLists.default().get(name)
+    return orjson.dumps({"name": cl.name, "version": cl.version, "source": cl.source,
+                         "licence": cl.licence,
+                         "codes": [{"code": c.code, "en": c.en, "zh": c.zh, "parent": c.parent}
+                                   for c in cl.entries]})
+
+
 @router.get("/v1/codelists/{name}")
-def codelist(name: str) -> dict[str, Any]:
+def codelist(name: str) -> Response:
     try:
-        cl = CodeLists.default().get(name)
+        body = _codelist_body(name)
     except ConfigError as exc:
-        raise UnknownNode(f"no code list named {name!r}") from exc
-    return {"name": cl.name, "version": cl.version, "source": cl.source, "licence": cl.licence,
-            "codes": [{"code": c.code, "en": c.en, "zh": c.zh, "parent": c.parent}
-                      for c in cl.entries]}
+        raise HTTPException(status_code=404, detail=f"no code list named {name!r}") from exc
+    # shipped with the release: let browsers and proxies keep them for a day
+    return Response(body, media_type="application/json",
+                    headers={"Cache-Control": "public, max-age=86400"})

@@ -180,10 +180,16 @@ def test_node_list_shows_rejections_alerts_and_lag(client: httpx.Client, serve: 
 
 
 def test_codelists_are_served(client: httpx.Client) -> None:
-    body = client.get("/v1/codelists/sample-type").json()
+    response = client.get("/v1/codelists/sample-type")
+    body = response.json()
     assert {"code": "Plasma", "parent": "Blood"}.items() <= next(
         c for c in body["codes"] if c["code"] == "Plasma").items()
-    assert client.get("/v1/codelists/nope").status_code == 404
+    assert all(c["en"] and c["zh"] for c in body["codes"])
+    assert "max-age" in response.headers["cache-control"]
+    missing = client.get("/v1/codelists/nope")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    assert "nope" in missing.json()["detail"]
 
 
 def test_catalogue_key_is_created_once_and_private(client: httpx.Client,
