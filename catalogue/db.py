@@ -34,6 +34,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
+    # 16 MiB page cache (default 2 MiB): the leaves' record index takes random inserts
+    cur.execute("PRAGMA cache_size=-16384")
     cur.close()
 
 

@@ -39,6 +39,8 @@ def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv
     plan = _plan(mapping)
     memo: dict[tuple[str, str], list[str]] | None = {} if mapping.kind == "sample" else None
     sample_fields = RawSample.__dataclass_fields__
+    # every row's flat dict has the same keys (the fixed values and the mapped columns)
+    only_sample_fields = set(mapping.fixed) | set(mapping.columns) <= set(sample_fields)
     for loc, row, problems in rows:
         count += 1
         flat = _flat(row or {}, mapping, plan, memo)
@@ -49,7 +51,8 @@ def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv
                 sink.problem(p, mapping.kind, key)
             continue
         if mapping.kind == "sample":
-            raw = RawSample(**{k: v for k, v in flat.items() if k in sample_fields})  # type: ignore[arg-type]
+            raw = (RawSample(**flat) if only_sample_fields  # type: ignore[arg-type]
+                   else RawSample(**{k: v for k, v in flat.items() if k in sample_fields}))  # type: ignore[arg-type]
             staged, issues = checker.check(raw, loc, names)
             if staged is None:
                 for p in issues:
