@@ -22,6 +22,7 @@ from rich.console import Console
 from bench import federation, pg, report
 from bench.floor import floor, save_pages
 from bench.isolate import isolated, peak_rss_of
+from bench.page import measure_page
 from bench.servers import ServerProcess
 from bench.workload import generate_all, import_node
 
@@ -51,6 +52,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="where exports and databases go (default: a temporary directory; "
                         "exports are reused when the folder is kept)")
     p.add_argument("--search-rounds", type=int, default=20, help="timed requests per query")
+    p.add_argument("--page-rounds", type=int, default=3,
+                   help="first-page renders of each landing URL in Chromium (0: skip)")
     p.add_argument("--pg-url", default=pg.server_url(), help="PostgreSQL server for search")
     p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL measurements")
     return p.parse_args(argv)
@@ -89,9 +92,12 @@ def _harvests(settings_for: Any, keys: list[tuple[str, str]], reps: int,
     return runs, settings
 
 
-def _search(settings: dict[str, Any], rounds: int) -> dict[str, Any]:
+def _search(settings: dict[str, Any], rounds: int, page_rounds: int = 0) -> dict[str, Any]:
     with ServerProcess.catalogue(settings) as server:
         result = federation.search_latencies(server.urls()[0], rounds)
+        if page_rounds:
+            # the researcher page's first result page in headless Chromium (no cache)
+            result["page"] = measure_page(server.urls()[0], page_rounds)
         result["server_peak_rss_mb"] = peak_rss_of(server.process.pid or 0) / 2**20
     return result
 
@@ -139,7 +145,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 db.unlink(missing_ok=True)
             results["floor"] = report.summarise(floor_runs, "records")
             say("search latency (SQLite)")
-            results["search_sqlite"] = _search(settings, args.search_rounds)
+            results["search_sqlite"] = _search(settings, args.search_rounds, args.page_rounds)
             _pg(args, work, keys, results, say)
             say("audit")
             with ServerProcess.catalogue(settings) as cat:

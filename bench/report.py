@@ -70,6 +70,12 @@ def table(results: dict[str, Any]) -> Table:
                       f"{s.get('server_peak_rss_mb', 0):,.0f} MB")
         else:
             t.add_row(name, "-", results.get(f"{key}_skipped", "not run"), "-")
+    page = (results.get("search_sqlite") or {}).get("page")
+    if page and "p50_ms" in page:
+        t.add_row("web page, first result page (Chromium)", f"{page['n']} loads",
+                  f"p50 {page['p50_ms']:.0f} ms, p95 {page['p95_ms']:.0f} ms", "")
+    elif page:
+        t.add_row("web page, first result page (Chromium)", "-", page.get("error", "?"), "-")
     rate("audit (full)", "audit", "entries/s")
     return t
 
