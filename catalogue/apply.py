@@ -55,12 +55,11 @@ class Chunk:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def add(self, v: VerifiedEntry, raw: str | None = None) -> None:
-        """Take one verified leaf (in index order); `raw` is its content as JSON text."""
+    def add(self, v: VerifiedEntry) -> None:
+        """Take one verified leaf (in index order), its content as JSON text."""
         entry = v.entry
         kind, rid = entry.get("kind", ""), entry.get("id", "")
-        if raw is None and v.content is not None:
-            raw = orjson.dumps(v.content).decode()
+        raw = None if v.content is None else orjson.dumps(v.content).decode()
         self.rows.append((self.node_id, v.index, v.leaf, v.leaf_hash, kind, rid, raw))
         if v.problems:
             self.rejected.append({"node_id": self.node_id, "idx": v.index, "kind": kind,

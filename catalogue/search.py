@@ -15,13 +15,15 @@ import orjson
 from sqlalchemy import Connection, and_, or_, select
 
 from catalogue.codes import Vocabulary
-from catalogue.cube import FACETS, Combo, CubeCache, predicates, tally
+from catalogue.cube import FACETS, CubeCache
 from catalogue.filters import Filters
 from catalogue.models import nodes, records
 from catalogue.privacy import DEFAULT_K, Count, protected_counts, weight
+from catalogue.searchcube import ArrayCache, ArrayCube, places, tally
 from catalogue.status import list_status
 
 _AGE_UNIT_YEARS = {"years": 1.0, "months": 12.0, "weeks": 52.0, "days": 365.0}
+_ARRAYS = ArrayCache()
 
 
 def search(conn: Connection, f: Filters, vocab: Vocabulary, stale_after: float,
@@ -35,14 +37,15 @@ def search(conn: Connection, f: Filters, vocab: Vocabulary, stale_after: float,
         r = node_rows[nid]
         return {"node": r.origin, "checkpoint_size": r.tree_size, "verified_at": r.verified_at}
 
-    rows = (cache or CubeCache()).rows(conn)
-    preds = predicates(f, vocab)
-    t = tally(rows, preds, set(node_rows))
-    shown = protected_counts(t, rows, preds, f, vocab, ks)
+    cube = _ARRAYS.get((cache or CubeCache()).rows(conn))
+    result = tally(cube, f, vocab, set(node_rows))
+    t = result.tally
+    reps, preds = places(cube, result.matching, set(node_rows))
+    shown = protected_counts(t, reps, preds, f, vocab, ks)
     bb_samples: dict[tuple[int, str], int] = {k: n for k, n in t.biobank.items() if n > 0}
     col_samples = {k: n for k, n in t.collection.items() if n > 0}
 
-    declared = _declared_collections(conn, f, vocab, rows, node_rows)
+    declared = _declared_collections(conn, f, vocab, cube, node_rows)
     for nid, content in declared:
         bb_samples.setdefault((nid, content.get("biobank", "")), 0)
 
@@ -109,11 +112,11 @@ def _load(conn: Connection, kind: str,
     return {(r.node_id, r.record_id): orjson.loads(r.content) for r in conn.execute(q)}
 
 
-def _declared_collections(conn: Connection, f: Filters, vocab: Vocabulary, rows: list[Combo],
+def _declared_collections(conn: Connection, f: Filters, vocab: Vocabulary, cube: ArrayCube,
                           node_rows: dict[int, Any]) -> list[tuple[int, dict[str, Any]]]:
     """Collection records with no live samples that match the filters on their own attributes."""
     active = list(node_rows)
-    with_samples = {(r.node_id, r.collection) for r in rows}
+    with_samples = cube.with_samples
     countries = {(r.node_id, r.record_id): r.country for r in conn.execute(
         select(records.c.node_id, records.c.record_id, records.c.country)
         .where(records.c.kind == "biobank"))}

@@ -111,7 +111,7 @@ def test_sigkill_midway_then_rerun_equals_clean_harvest(db_url: str, tmp_path: P
         proc = subprocess.Popen(_harvest_cmd(), env=_env(settings),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         orphans |= _kill(proc, lambda: len(big.served) >= 2 and big.served[-1] >= 2750)
-        assert big.served[0] >= staged
+        assert min(big.served) >= staged
         assert proc.returncode in (-9, 0)
         done = subprocess.run(_harvest_cmd(), env=_env(settings), capture_output=True,
                               text=True, timeout=120)
