@@ -11,10 +11,11 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event
 from catalogue.models import metadata
 
 
-def make_engine(url: str, *, create: bool = True, busy_timeout: float = 30) -> Engine:
+def make_engine(url: str, *, create: bool = True, busy_timeout: float = 300) -> Engine:
     """Build an engine for `url` and create the tables if asked.
 
-    `busy_timeout` (SQLite): how long a writer waits for another's transaction.
+    `busy_timeout` (SQLite): how long a writer waits for another's transaction; harvest
+    workers commit a whole step's index in one transaction, which can take a while.
     """
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):

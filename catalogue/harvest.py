@@ -156,7 +156,11 @@ class Harvester:
         except Exception as exc:  # a crashed worker must not stop the other nodes
             log.exception("harvest worker for %s failed", job.origin)
             result = JobResult(error=f"internal error: {type(exc).__name__}: {exc}")
-        return await asyncio.to_thread(self._record, job, result)
+        try:
+            return await asyncio.to_thread(self._record, job, result)
+        except Exception as exc:  # e.g. the database stayed locked: the others go on
+            log.exception("recording the harvest of %s failed", job.origin)
+            return Outcome(job.origin, ok=False, error=f"internal error: {_text(exc)}")
 
     def _record(self, job: NodeJob, r: JobResult) -> Outcome:
         with self._write_lock:

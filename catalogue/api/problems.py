@@ -9,12 +9,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from catalogue.errors import EnrolmentError, FetchError, FilterError, UnknownNode
+from catalogue.errors import (
+    EnrolmentError,
+    FetchError,
+    FilterError,
+    RevocationError,
+    UnknownNode,
+)
 from protocol.errors import BiobankError, InputError, ValidationFailed
 
 _STATUS: list[tuple[type[BiobankError], int, str]] = [
     (UnknownNode, 404, "Unknown node"),
     (FilterError, 400, "Invalid search parameters"),
+    (RevocationError, 409, "Revocation refused"),
     (EnrolmentError, 409, "Enrolment refused"),
     (ValidationFailed, 400, "Validation failed"),
     (InputError, 400, "Bad request"),

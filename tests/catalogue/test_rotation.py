@@ -220,6 +220,7 @@ def test_revocation_beyond_the_verified_size_is_refused(revoked: Any) -> None:
     before = dump(catalogue.engine)
     resp = _admin_revoke(cat, sim.origin, {"key": new_vkey, "from_size": 8})
     assert resp.status_code == 409
+    assert resp.json()["title"] == "Revocation refused"
     assert "from size 8 must be between 0 and 7" in resp.json()["detail"]
     assert _admin_revoke(cat, "nobody.example/x", {"key": new_vkey}).status_code == 404
     other = generate_key("evil.example/node")[1]
