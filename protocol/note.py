@@ -45,6 +45,18 @@ def _b64decode(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
 
 
+
+def _decode_key(hexid: str, b64: str, what: str, want_key: str) -> tuple[bytes, bytes]:
+    """The 32 key bytes and the claimed key id of a C2SP key string's last two fields."""
+    try:
+        raw = _b64decode(b64)
+        key_id = bytes.fromhex(hexid)
+    except (ValueError, binascii.Error, UnicodeEncodeError) as exc:
+        raise ConfigError(f"{what}: {exc}") from exc
+    if len(hexid) != 8 or len(raw) != 33 or raw[0] != ALG_ED25519:
+        raise ConfigError(f"{what}: want an 8-hex-digit id and {want_key}")
+    return raw[1:], key_id
+
 class Verifier:
     """An Ed25519 note verifier, from a `name+hexid+base64` key string."""
 
@@ -64,15 +76,9 @@ class Verifier:
         if len(parts) != 3:
             raise ConfigError(f"malformed verifier key {vkey!r}: want name+hexid+base64key")
         name, hexid, b64 = parts
-        try:
-            raw = _b64decode(b64)
-            want = bytes.fromhex(hexid)
-        except (ValueError, binascii.Error, UnicodeEncodeError) as exc:
-            raise ConfigError(f"malformed verifier key {vkey!r}: {exc}") from exc
-        if len(hexid) != 8 or len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise ConfigError(f"malformed verifier key {vkey!r}: want an 8-hex-digit id and "
-                              "a 33-byte Ed25519 key (0x01 || public key)")
-        verifier = cls(name, raw[1:])
+        key, want = _decode_key(hexid, b64, f"malformed verifier key {vkey!r}",
+                                "a 33-byte Ed25519 key (0x01 || public key)")
+        verifier = cls(name, key)
         if verifier.key_id != want:
             raise ConfigError(f"verifier key {vkey!r}: id {hexid} does not match the key "
                               f"(computed {verifier.key_id.hex()})")
@@ -119,15 +125,9 @@ class Signer:
         if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
             raise ConfigError("malformed signer key: want PRIVATE+KEY+name+hexid+base64key")
         _, _, name, hexid, b64 = parts
-        try:
-            raw = _b64decode(b64)
-            want = bytes.fromhex(hexid)
-        except (ValueError, binascii.Error, UnicodeEncodeError) as exc:
-            raise ConfigError(f"malformed signer key for {name!r}: {exc}") from exc
-        if len(hexid) != 8 or len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise ConfigError(f"malformed signer key for {name!r}: want an 8-hex-digit id and "
-                              "a 33-byte Ed25519 seed (0x01 || seed)")
-        signer = cls(name, raw[1:])
+        seed, want = _decode_key(hexid, b64, f"malformed signer key for {name!r}",
+                                 "a 33-byte Ed25519 seed (0x01 || seed)")
+        signer = cls(name, seed)
         if signer.key_id != want:
             raise ConfigError(f"signer key for {name!r}: id {hexid} does not match the key")
         return signer
