@@ -18,24 +18,21 @@ from protocol.canonical import canonical, digest, parse_canonical
 from protocol.entries import parse_leaf
 from protocol.merkle import leaf_hash, root_from_leaf_hashes, verify_consistency, verify_inclusion
 from protocol.note import Verifier, verify_checkpoint
-from tests.node.node_support import ORIGIN, make_home, sample_rows, write_csv, write_mapping
+from tests.node.node_support import (
+    ORIGIN,
+    fetch_all,
+    make_home,
+    sample_rows,
+    write_csv,
+    write_mapping,
+)
 from tests.support import live_server
-
-
-def _fetch_all(client: httpx.Client) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    start: int | None = 0
-    while start is not None:
-        page = client.get("/v1/log/entries", params={"start": start}).json()
-        entries += page["entries"]
-        start = page["next"]
-    return entries
 
 
 def _verify(client: httpx.Client, vkey: str) -> tuple[int, bytes, list[dict[str, Any]]]:
     note = client.get("/v1/log/checkpoint").text
     cp = verify_checkpoint(note, [Verifier.from_key(vkey)], ORIGIN)
-    entries = _fetch_all(client)
+    entries = fetch_all(client)
     assert len(entries) == cp.size
     hashes = []
     for index, item in enumerate(entries):
