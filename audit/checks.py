@@ -29,8 +29,8 @@ class AuditOptions:
 
     node_direct: bool = False
     pinned_key: str | None = None  # the catalogue verifier key obtained out of band
-    workers: int = 1  # processes examining big bundle logs (the CLI: parallel.auto_workers())
-    parallel_min: int = 20_000  # leaves from which a bundle log is worth worker processes
+    workers: int = 1  # processes fetching and examining big node logs (CLI: auto_workers())
+    parallel_min: int = 20_000  # leaves from which a node log is worth worker processes
 
 
 def _body(note: str) -> Checkpoint:
@@ -159,9 +159,9 @@ def _audit_nodes(source: Source, replay: CatalogueReplay, report: Report, option
 
 def _pool(source: Source, audits: list[NodeAudit], options: AuditOptions,
           schema_check: SchemaCheck | None) -> ExaminePool | None:
-    """Worker processes when some bundle log is big enough (default schema check only)."""
+    """Worker processes when some node log is big enough (default schema check only)."""
     workers = options.workers
-    if (workers < 2 or schema_check is not None or not hasattr(source, "node_entry_chunks")
+    if (workers < 2 or schema_check is not None or not hasattr(source, "node_entry_tasks")
             or not any(max(a.claims) >= options.parallel_min for a in audits)):
         return None
     pool = ExaminePool(workers)
@@ -193,8 +193,8 @@ def _stream_nodes(source: Source, audits: list[NodeAudit], report: Report,
         say(f"node {node.origin}: {end} leaves")
         try:
             if pool is not None and end >= options.parallel_min:
-                chunks = getattr(source, "node_entry_chunks")(node.origin, end, CHUNK)  # noqa: B009
-                stream_examined(audit, pool.examined(node.origin, chunks), report=report,
+                tasks = getattr(source, "node_entry_tasks")(node.origin, end, CHUNK)  # noqa: B009
+                stream_examined(audit, pool.examined(node.origin, tasks), report=report,
                                 live=live)
             else:
                 stream_node(audit, source.node_entries(node.origin, end), report=report,

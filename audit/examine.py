@@ -3,20 +3,28 @@
 `examine()` parses the leaf, hashes it, checks the content digest and schema and reduces a
 valid sample to its interned attribute key; `audit.node_logs` applies the results strictly in
 log order (tree, live state, report), so a serial and a parallel run report the same things in
-the same order. `examine_lines()` does it for raw bundle lines in a worker (`audit.parallel`).
+the same order. `examine_task()` does it in a worker (`audit.parallel`) for raw bundle lines or
+for a page range it fetches from the catalogue itself.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from audit.fetcher import decode_line
+import httpx
+import orjson
+
+from audit.fetcher import PageTask, decode_line, fetch_range
 from audit.livestate import Chapters, combo_key
 from protocol.canonical import canonical
 from protocol.entries import parse_leaf
 from protocol.errors import BiobankError
+from protocol.schema import SchemaSet
+
+_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 # (kind or $id, record, location) -> list of problems, [] when valid
 SchemaCheck = Callable[[str, Any, str], list[Any]]
@@ -54,6 +62,17 @@ def examine(origin: str, index: int, leaf: bytes, content: Any, schema_problems:
     kind, rid = entry["kind"], entry["id"]
     if op == "withdraw" or not has_content:
         return Examined(hashed, op=op, kind=kind, rid=rid, has_content=has_content)
+    memo = schema_problems if isinstance(schema_problems, MemoSchemaCheck) else None
+    if memo is not None and memo.accepts(entry["schema"], content):
+        # valid, and its canonical bytes are orjson's sorted-key bytes (protocol.schema_memo)
+        if "sha256:" + hashlib.sha256(orjson.dumps(content, option=_OPTS)).hexdigest() \
+                != entry["digest"]:
+            return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, digest_errors=(
+                f"content of {kind} {rid} does not match digest {entry['digest']}",))
+        if kind == "sample":
+            return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True,
+                            combo=combo_key(content, chapters))
+        return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, content=content)
     try:
         ok = "sha256:" + hashlib.sha256(canonical(content)).hexdigest() == entry["digest"]
         errors: tuple[str, ...] = ()
@@ -75,35 +94,27 @@ def examine(origin: str, index: int, leaf: bytes, content: Any, schema_problems:
     return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, content=content)
 
 
-def default_schema_check() -> SchemaCheck:
-    """Validation with the shipped schemas (protocol.schema), for contents parsed by orjson.
+class MemoSchemaCheck:
+    """Validation with the shipped schemas (protocol.schema.SchemaSet), whose field memo
+    (protocol.schema_memo.FieldMemo) also lets `examine()` skip the canonical walk: a content
+    the memo accepts is valid and its canonical bytes are orjson's sorted-key bytes, so its
+    digest is checked on those. The verdicts are the full path's (tests/protocol and
+    tests/audit/test_examine_memo.py prove it)."""
 
-    A sample differing from an earlier valid one only in `id` and `nonce` is known valid after
-    those two fields pass their own schema patterns (protocol.schema_memo.ShapeMemo); the
-    memo skips its type walk, as every content here comes from orjson.loads (fetcher). Any
-    other record is validated in full by SchemaSet.
-    """
-    from protocol.schema import SchemaSet
-    from protocol.schema_memo import ShapeMemo
+    def __init__(self) -> None:
+        self.schemas = SchemaSet.default()
 
-    schemas = SchemaSet.default()
-    memos: dict[str, ShapeMemo] = {}
+    def __call__(self, schema_id: str, record: Any, location: str) -> list[Any]:
+        return list(self.schemas.problems(schema_id, record, location))
 
-    def problems(schema_id: str, record: Any, location: str) -> list[Any]:
-        memo = memos.get(schema_id)
-        if memo is None:
-            if not schemas.knows(schema_id):
-                return list(schemas.problems(schema_id, record, location))
-            memo = memos[schema_id] = ShapeMemo(schemas.schema(schema_id))
-        known, key = memo.known_valid(record, parsed=True)
-        if known:
-            return []
-        found = list(schemas.problems(schema_id, record, location))
-        if not found:
-            memo.learn(key)
-        return found
+    def accepts(self, schema_id: str, record: Any) -> bool:
+        """True when `record` is known valid and clean for `schema_id`."""
+        return self.schemas.knows(schema_id) and self.schemas.field_memo(schema_id).accepts(record)
 
-    return problems
+
+def default_schema_check() -> MemoSchemaCheck:
+    """The auditor's schema check (see `MemoSchemaCheck`)."""
+    return MemoSchemaCheck()
 
 
 _WORKER: dict[str, Any] = {}  # per worker process: its schema check and chapter table
@@ -122,31 +133,61 @@ def prepare_worker() -> None:
 Chunk = tuple[bytes, list[Any], list[tuple[Any, ...]], BaseException | None]
 
 
-def examine_lines(origin: str, start: int, lines: list[bytes]) -> Chunk:
-    """`examine()` for raw bundle lines at indexes start, start+1, ... (in a worker process).
+def task_size(task: list[bytes] | PageTask) -> int:
+    """How many leaves a task covers."""
+    return task.stop - task.start if isinstance(task, PageTask) else len(task)
+
+
+def _client(timeout: float) -> httpx.Client:
+    client = _WORKER.get("client")
+    if client is None:
+        client = _WORKER["client"] = httpx.Client(timeout=timeout, follow_redirects=False)
+    return client  # type: ignore[no-any-return]
+
+
+def examine_task(origin: str, start: int, task: list[bytes] | PageTask) -> Chunk:
+    """`examine()` for the leaves at indexes start, start+1, ... (in a worker process): raw
+    bundle lines, or a `PageTask` this worker fetches over its own HTTP connection.
 
     The result is compact, as pickling it is most of a worker's overhead; `expand()` turns it
-    back into Examined leaves. A line that cannot be decoded stops the chunk: the results
-    before it and the exception are returned, for the caller to apply and then raise, as a
-    serial run would.
+    back into Examined leaves. A line that cannot be decoded or a page that cannot be fetched
+    stops the chunk: the results before it and the exception are returned, for the caller to
+    apply and then raise, as a serial run would. A fetched range may come back short (the
+    mirror ended); the caller stops there.
     """
     prepare_worker()
+    if "gc" not in _WORKER:
+        # a worker allocates many short-lived containers per page and keeps few: collect
+        # the young generation rarely, and keep the start-up objects out of full collections
+        gc.freeze()
+        gc.set_threshold(100_000, 20, 100)
+        _WORKER["gc"] = True
     schemas, chapters = _WORKER["schemas"], _WORKER["chapters"]
     hashes: list[bytes] = []
     rows: list[Any] = []
     keys: dict[tuple[Any, ...], int] = {}
-    for offset, line in enumerate(lines):
+    error: BaseException | None = None
+    if isinstance(task, PageTask):
         try:
-            leaf, content = decode_line(line)
+            entries = fetch_range(_client(task.timeout), task)
         except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
-            return b"".join(hashes), rows, list(keys), exc
+            return b"", [], [], exc
+    else:
+        entries = []
+        for line in task:
+            try:
+                entries.append(decode_line(line))
+            except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
+                error = exc
+                break
+    for offset, (leaf, content) in enumerate(entries):
         ex = examine(origin, start + offset, leaf, content, schemas, chapters)
         hashes.append(ex.leaf_hash)
         if ex.combo is not None:  # only ever set for a valid sample publish with content
             rows.append((keys.setdefault(ex.combo, len(keys)), ex.rid))
         else:
             rows.append(ex._replace(leaf_hash=b""))
-    return b"".join(hashes), rows, list(keys), None
+    return b"".join(hashes), rows, list(keys), error
 
 
 def expand(chunk: Chunk) -> tuple[list[Examined], BaseException | None]:

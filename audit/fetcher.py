@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, NamedTuple, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -63,6 +63,38 @@ def _decode_page(raw: bytes, where: str) -> tuple[list[Entry], int | None]:
     return items, nxt if isinstance(nxt, int) else None
 
 
+class PageTask(NamedTuple):
+    """Leaves [start, stop) of a mirror's entries URL, for a worker process to fetch itself."""
+
+    url: str
+    start: int
+    stop: int
+    timeout: float
+
+
+def fetch_range(client: httpx.Client, task: PageTask) -> list[Entry]:
+    """The leaves of `task`, page by page; fewer only when the server has no more."""
+    out: list[Entry] = []
+    start = task.start
+    while start < task.stop:
+        items = _fetch_page(client, task.url, start, min(PAGE, task.stop - start))
+        if not items:
+            break  # the server has fewer entries than its checkpoint: the checks report it
+        out += items[: task.stop - start]
+        start += len(items)
+    return out
+
+
+def _fetch_page(client: httpx.Client, url: str, start: int, limit: int) -> list[Entry]:
+    try:
+        resp = client.get(url, params={"start": start, "limit": limit})
+    except httpx.HTTPError as exc:
+        raise FetchError(f"GET {url}: {exc}") from exc
+    if resp.status_code != 200:
+        raise FetchError(f"GET {resp.request.url}: HTTP {resp.status_code}")
+    return _decode_page(resp.content, f"{url}?start={start}")[0]
+
+
 class HttpSource:
     """A live catalogue (and, for --node-direct, the nodes themselves)."""
 
@@ -88,14 +120,19 @@ class HttpSource:
 
     def _pages(self, prefix: str, end: int, start: int = 0) -> Iterator[Entry]:
         while start < end:
-            url = f"{prefix}/entries"
-            raw = self._get(url, start=start, limit=min(PAGE, end - start)).content
-            items, _ = _decode_page(raw, f"{url}?start={start}")
+            items = _fetch_page(self.client, f"{prefix}/entries", start, min(PAGE, end - start))
             if not items:
                 return  # the server has fewer entries than its checkpoint: the checks report it
             items = items[: end - start]
             yield from items
             start += len(items)
+
+    def node_entry_tasks(self, origin: str, end: int, size: int) -> Iterator[PageTask]:
+        """`node_entries` as tasks of `size` leaves that worker processes fetch and examine
+        (`audit.examine.examine_task`); a short task means the mirror ended there."""
+        timeout = self.client.timeout.read or 30.0
+        for start in range(0, end, size):
+            yield PageTask(f"{self._node(origin)}/entries", start, min(end, start + size), timeout)
 
     def _node(self, origin: str) -> str:
         return f"{self.base}/v1/nodes/{quote(origin, safe='/')}/log"
@@ -172,9 +209,9 @@ class BundleSource:
                     return
                 yield decode_line(line)
 
-    def node_entry_chunks(self, origin: str, end: int, size: int) -> Iterator[list[bytes]]:
-        """The raw lines `node_entries` decodes, `size` at a time (for worker processes;
-        `audit.examine.decode_line` decodes one as `node_entries` does)."""
+    def node_entry_tasks(self, origin: str, end: int, size: int) -> Iterator[list[bytes]]:
+        """The raw lines `node_entries` decodes, `size` at a time, for worker processes
+        (`audit.examine.examine_task` decodes them as `node_entries` does)."""
         with open(self.path / str(self._need("mirrors", origin, "file")), "rb") as fh:
             chunk: list[bytes] = []
             for count, line in enumerate(fh):

@@ -1,8 +1,9 @@
-"""Examining a large bundle log in worker processes, results handed back in log order.
+"""Examining a large node log in worker processes, results handed back in log order.
 
-Only the order-free work (decoding lines, parsing leaves, hashing, digests, schemas) runs in
-workers (`audit.examine.examine_lines`); the caller applies results one by one in log order
-(`audit.node_logs.stream_examined`), so the report is the same as a serial run's.
+Only the order-free work (fetching pages or decoding bundle lines, parsing leaves, hashing,
+digests, schemas) runs in workers (`audit.examine.examine_task`); the caller applies results
+one by one in log order (`audit.node_logs.stream_examined`), so the report is the same as a
+serial run's.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import multiprocessing.context
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from audit.examine import Chunk, Examined, examine_lines, expand, prepare_worker
+from audit.examine import Chunk, Examined, examine_task, expand, prepare_worker, task_size
+from audit.fetcher import PageTask
 
 CHUNK = 2_000  # lines per task: large enough that pickling and scheduling stay small
 
@@ -45,31 +47,37 @@ class ExaminePool:
     def warm_up(self) -> None:
         """Start the workers now, while the caller still reads checkpoints and the search."""
         for _ in range(self.workers):
-            self._pool.submit(examine_lines, "", 0, [])
+            self._pool.submit(examine_task, "", 0, [])
 
-    def examined(self, origin: str, chunks: Iterable[list[bytes]]) -> Iterator[Examined]:
+    def examined(self, origin: str, tasks: Iterable[list[bytes] | PageTask]
+                 ) -> Iterator[Examined]:
         """Examined leaves of `origin` in log order; a worker's exception is raised in turn,
-        after the leaves before it (as a serial run would)."""
-        pending: deque[Future[Chunk]] = deque()
+        after the leaves before it (as a serial run would). A task that comes back short
+        (the mirror served fewer leaves) ends the log there."""
+        pending: deque[tuple[int, Future[Chunk]]] = deque()
         start = 0
         try:
-            for lines in chunks:
-                pending.append(self._pool.submit(examine_lines, origin, start, lines))
-                start += len(lines)
-                if len(pending) > 2 * self.workers:
-                    yield from _results(pending.popleft())
+            for task in tasks:
+                size = task_size(task)
+                pending.append((size, self._pool.submit(examine_task, origin, start, task)))
+                start += size
+                if len(pending) > 2 * self.workers and (yield from _results(*pending.popleft())):
+                    return
             while pending:
-                yield from _results(pending.popleft())
+                if (yield from _results(*pending.popleft())):
+                    return
         finally:
-            for future in pending:
+            for _, future in pending:
                 future.cancel()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _results(future: Future[Chunk]) -> Iterator[Examined]:
+def _results(size: int, future: Future[Chunk]) -> Generator[Examined, None, bool]:
+    """Yield a chunk's leaves; True when it was short (nothing after it may be applied)."""
     done, error = expand(future.result())
     yield from done
     if error is not None:
         raise error
+    return len(done) < size

@@ -68,7 +68,7 @@ def _imports(exports: list[tuple[str, Path]], work: Path, reps: int,
         homes = [work / "nodes" / f"{country}-{rep}" for country, _ in exports]
         seconds = cpu = peak = rows = 0
         for (country, folder), home in zip(exports, homes, strict=True):
-            result, _, rss = isolated(import_node, str(folder), country, str(home))
+            result, _, rss, _tree = isolated(import_node, str(folder), country, str(home))
             seconds += result["seconds"]
             cpu += result["cpu_seconds"]
             rows += result["rows"]
@@ -87,8 +87,9 @@ def _harvests(settings_for: Any, keys: list[tuple[str, str]], reps: int,
     for rep in range(reps):
         say(f"harvest ({label}), rep {rep + 1}/{reps}")
         settings = settings_for(rep)
-        result, _, rss = isolated(federation.harvest, settings, keys)
-        runs.append({"seconds": result["seconds"], "records": result["added"], "peak_rss": rss})
+        result, _, rss, tree = isolated(federation.harvest, settings, keys)
+        runs.append({"seconds": result["seconds"], "records": result["added"], "peak_rss": rss,
+                     "tree_peak_rss": tree})
     return runs, settings
 
 
@@ -140,7 +141,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             for rep in range(args.reps):
                 db = work / f"floor-{rep}.db"
                 db.unlink(missing_ok=True)
-                out, _, rss = isolated(floor, str(pages), str(db))
+                out, _, rss, _tree = isolated(floor, str(pages), str(db))
                 floor_runs.append({**out, "peak_rss": rss})
                 db.unlink(missing_ok=True)
             results["floor"] = report.summarise(floor_runs, "records")
@@ -151,11 +152,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             with ServerProcess.catalogue(settings) as cat:
                 audit_runs = []
                 for _ in range(args.reps):
-                    out, _, rss = isolated(federation.audit, cat.urls()[0])
+                    out, _, rss, tree = isolated(federation.audit, cat.urls()[0])
                     if not out["ok"]:
                         raise RuntimeError("the audit failed on the benchmark catalogue")
                     audit_runs.append({"seconds": out["seconds"], "records": out["entries"],
-                                       "peak_rss": rss})
+                                       "peak_rss": rss, "tree_peak_rss": tree})
             results["audit"] = report.summarise(audit_runs, "records")
     finally:
         if tmp is not None:
@@ -180,10 +181,10 @@ def _pg(args: argparse.Namespace, work: Path, keys: list[tuple[str, str]],
         home.mkdir(parents=True, exist_ok=True)
         settings = federation.catalogue_settings(url, str(home))
         say("harvest (PostgreSQL), 1 rep")
-        result, _, rss = isolated(federation.harvest, settings, keys)
+        result, _, rss, tree = isolated(federation.harvest, settings, keys)
         results["harvest_pg"] = report.summarise(
-            [{"seconds": result["seconds"], "records": result["added"], "peak_rss": rss}],
-            "records")
+            [{"seconds": result["seconds"], "records": result["added"], "peak_rss": rss,
+              "tree_peak_rss": tree}], "records")
         say("search latency (PostgreSQL)")
         results["search_pg"] = _search(settings, args.search_rounds)
 

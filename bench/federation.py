@@ -86,15 +86,18 @@ def _pct(values: list[float], pct: int) -> float:
 
 
 def audit(url: str) -> dict[str, Any]:
-    """A full audit of the catalogue at ``url``; runs in its own process."""
+    """A full audit of the catalogue at ``url``, as `biobank-audit verify` runs it (worker
+    processes fetch and check the mirror pages); runs in its own process."""
     from audit.checks import AuditOptions, run_audit
     from audit.fetcher import HttpSource
+    from audit.parallel import auto_workers
 
     with httpx.Client(base_url=url, timeout=60) as client:
         nodes = client.get("/v1/nodes").json()
     items = nodes["nodes"] if isinstance(nodes, dict) else nodes
     start = time.perf_counter()
-    report, _state = run_audit(HttpSource(catalogue=url), state=None, options=AuditOptions())
+    report, _state = run_audit(HttpSource(catalogue=url), state=None,
+                                 options=AuditOptions(workers=auto_workers()))
     elapsed = time.perf_counter() - start
     facts = report.facts
     entries = int(facts.get("catalogue log size", 0))

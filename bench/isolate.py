@@ -1,31 +1,96 @@
-"""Run one measurement in a fresh (spawned) process and report its peak resident memory."""
+"""Run one measurement in a fresh (spawned) process and report its peak resident memory.
+
+Both the measured process's own peak (`ru_maxrss`) and the peak of the sum over it and every
+process it starts (harvest and audit workers), sampled from outside every 0.2 s.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import resource
 import time
+import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+SAMPLE_SECONDS = 0.2
 
 
-def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, float, int]:
-    start = time.perf_counter()
-    result = fn(*args)
-    elapsed = time.perf_counter() - start
-    return result, elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+class Measured(NamedTuple):
+    result: Any
+    seconds: float
+    peak_rss: int  # bytes, the measured process alone
+    tree_peak_rss: int  # bytes, the largest sum seen over it and its descendants
 
 
-def isolated(fn: Callable[..., Any], *args: Any) -> tuple[Any, float, int]:
-    """``fn(*args)`` in a new interpreter: (result, wall seconds, peak RSS in bytes).
+def _run(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        start = time.perf_counter()
+        result = fn(*args)
+        elapsed = time.perf_counter() - start
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        conn.send(("ok", result, elapsed, rss))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(("error", traceback.format_exc(), 0.0, 0))
+    finally:
+        conn.close()
+
+
+def isolated(fn: Callable[..., Any], *args: Any) -> Measured:
+    """``fn(*args)`` in a new interpreter, with its wall time and peak memory.
 
     A fresh process keeps one measurement's memory and caches out of the next one's.
     """
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        return pool.submit(_call, fn, args).result()
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_run, args=(send, fn, args))
+    process.start()
+    send.close()
+    tree_peak = 0
+    try:
+        while not receive.poll(SAMPLE_SECONDS):
+            if not process.is_alive():
+                raise RuntimeError(f"measurement process died (exit code {process.exitcode})")
+            tree_peak = max(tree_peak, tree_rss(process.pid or 0))
+        status, payload, elapsed, rss = receive.recv()
+    finally:
+        process.join(timeout=30)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    if status != "ok":
+        raise RuntimeError(f"measurement failed in its process:\n{payload}")
+    return Measured(payload, elapsed, rss, max(tree_peak, rss))
+
+
+def _stat(pid: str) -> tuple[int, int] | None:
+    """(parent pid, resident bytes) of a process, None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of process `root` and all its descendants, now (0 if it is gone)."""
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            found = _stat(entry)
+            if found is not None:
+                procs[int(entry)] = found
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in procs:
+            total += procs[pid][1]
+            todo.extend(p for p, (parent, _) in procs.items() if parent == pid)
+    return total
 
 
 def peak_rss_of(pid: int) -> int:

@@ -20,7 +20,9 @@ def summarise(runs: list[dict[str, Any]], count_key: str) -> dict[str, Any]:
             "records_per_cpu_s": statistics.median(cpu) if cpu else None,
             "median_seconds": statistics.median(r["seconds"] for r in runs),
             "records": runs[0][count_key], "reps": len(runs),
-            "peak_rss_mb": max(r.get("peak_rss", 0) for r in runs) / 2**20, "runs": runs}
+            "peak_rss_mb": max(r.get("peak_rss", 0) for r in runs) / 2**20,
+            "tree_peak_rss_mb": max(r.get("tree_peak_rss", 0) for r in runs) / 2**20 or None,
+            "runs": runs}
 
 
 def machine() -> dict[str, Any]:
@@ -51,7 +53,10 @@ def table(results: dict[str, Any]) -> Table:
             shown = f"{r['records_per_s']:,.0f} {unit}"
             if r.get("records_per_cpu_s"):
                 shown += f" ({r['records_per_cpu_s']:,.0f} per CPU s)"
-            t.add_row(name, f"{r['records']:,}", shown, f"{r['peak_rss_mb']:,.0f} MB")
+            memory = f"{r['peak_rss_mb']:,.0f} MB"
+            if r.get("tree_peak_rss_mb"):
+                memory += f" (with workers {r['tree_peak_rss_mb']:,.0f} MB)"
+            t.add_row(name, f"{r['records']:,}", shown, memory)
         else:
             t.add_row(name, "-", results.get(f"{key}_skipped", "not run"), "-")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -67,6 +68,7 @@ def index_step(conn: Connection, node_id: int, start: int, end: int, *,
     rejected), withdraw removes the record and erases the content of its earlier leaves.
     """
     seen = bytearray(_SEEN_BITS // 8) if start == 0 else None
+    combo_ids = ComboIds(conn, node_id)
     touched = False
     for lo in range(start, end, _BATCH):
         hi = min(lo + _BATCH, end)
@@ -106,18 +108,21 @@ def index_step(conn: Connection, node_id: int, start: int, end: int, *,
                 if seen[bit >> 3] & (1 << (bit & 7)):
                     check.append(sid)
                 seen[bit >> 3] |= 1 << (bit & 7)
-        apply_samples(conn, node_id, changes["sample"], check=check, vocab=vocab)
+        apply_samples(conn, node_id, changes["sample"], check=check, vocab=vocab,
+                      combo_ids=combo_ids)
         touched = touched or bool(changes["biobank"] or changes["sample"])
     if touched:
         refresh_countries(conn, node_id, country)
 
 
 def apply_samples(conn: Connection, node_id: int, changes: dict[str, Change], *,
-                  check: list[str] | None, vocab: Vocabulary) -> None:
+                  check: list[str] | None, vocab: Vocabulary,
+                  combo_ids: ComboIds | None = None) -> None:
     """Move samples between combos: decrement old ones, increment new ones, keep `samples` exact.
 
     `changes` maps sample id -> (leaf index, combo_key(content)), or None to remove; `check`
-    lists the ids that may already be indexed (None: any of them).
+    lists the ids that may already be indexed (None: any of them). `combo_ids`: the node's
+    combo ids, when the caller applies several batches.
     """
     if not changes:
         return
@@ -132,7 +137,8 @@ def apply_samples(conn: Connection, node_id: int, changes: dict[str, Change], *,
                 samples.c.node_id == node_id, samples.c.sample_id == bindparam("sid"))),
                 [{"sid": sid} for sid in old])
     published = [(sid, ch[0], ch[1]) for sid, ch in changes.items() if ch is not None]
-    ids = _combo_ids(conn, node_id, {key for _s, _i, key in published}, vocab)
+    ids = (combo_ids or ComboIds(conn, node_id)).ids_for(
+        conn, {key for _s, _i, key in published}, vocab)
     rows = []
     for sid, idx, key in published:
         cid = ids[key]
@@ -154,44 +160,66 @@ def _existing(conn: Connection, node_id: int, ids: Sequence[str]) -> dict[str, i
     return found
 
 
-def _combo_ids(conn: Connection, node_id: int, keys: Iterable[tuple[Any, ...]],
-               vocab: Vocabulary) -> dict[tuple[Any, ...], int]:
-    """Ids of the combos for `keys`, inserting the missing ones (with their side rows)."""
-    wanted = {orjson.dumps(k).decode(): k for k in keys}
-    if not wanted:
-        return {}
-    known = _lookup(conn, node_id, list(wanted))
-    missing = [c for c in wanted if c not in known]
-    if missing:
-        conn.execute(combos.insert(), [_combo_row(node_id, c, wanted[c]) for c in missing])
-        new = _lookup(conn, node_id, missing)
-        diag_rows: list[dict[str, Any]] = []
-        use_rows: list[dict[str, Any]] = []
-        dt_rows: list[dict[str, Any]] = []
-        for ckey, cid in new.items():
-            key = wanted[ckey]
-            for system, code in key[9]:
-                icd = system == "ICD-10"
-                diag_rows.append({"combo_id": cid, "system": system, "code": code,
-                                  "code3": code[:3] if icd else None,
-                                  "chapter": vocab.chapter_of(code) if icd else None})
-            use_rows.extend({"combo_id": cid, "code": c} for c in key[10])
-            dt_rows.extend({"combo_id": cid, "code": c} for c in key[11])
-        for table, rows in ((combo_diagnoses, diag_rows), (combo_uses, use_rows),
-                            (combo_datasets, dt_rows)):
-            if rows:
-                conn.execute(table.insert(), rows)
-        known.update(new)
-    return {wanted[c]: cid for c, cid in known.items()}
+class ComboIds:
+    """The combo ids of one node by key: read once, then kept up to date as combos are added.
+
+    Looking up a few hundred long keys at a time with `ckey IN (...)` made PostgreSQL filter
+    every combo of the node (while a harvest's rows have no statistics yet its plan uses the
+    index on `node_id` alone), so harvesting grew quadratic. One read of the node's combos,
+    kept by the SHA-256 of each key (about 150 bytes a combo), makes it linear on both
+    databases.
+    """
+
+    def __init__(self, conn: Connection, node_id: int) -> None:
+        self.node_id = node_id
+        self.ids: dict[bytes, int] = {
+            _hashed(ckey): cid for ckey, cid in conn.execute(
+                select(combos.c.ckey, combos.c.id).where(combos.c.node_id == node_id))}
+
+    def ids_for(self, conn: Connection, keys: Iterable[tuple[Any, ...]],
+                vocab: Vocabulary) -> dict[tuple[Any, ...], int]:
+        """Ids of the combos for `keys`, inserting the missing ones (with their side rows)."""
+        out: dict[tuple[Any, ...], int] = {}
+        missing: dict[str, tuple[Any, ...]] = {}
+        for key in keys:
+            ckey = orjson.dumps(key).decode()
+            cid = self.ids.get(_hashed(ckey))
+            if cid is None:
+                missing[ckey] = key
+            else:
+                out[key] = cid
+        if missing:
+            new = {row.ckey: row.id for row in conn.execute(
+                combos.insert().returning(combos.c.ckey, combos.c.id),
+                [_combo_row(self.node_id, c, k) for c, k in missing.items()])}
+            _side_rows(conn, {cid: missing[ckey] for ckey, cid in new.items()}, vocab)
+            for ckey, cid in new.items():
+                self.ids[_hashed(ckey)] = cid
+                out[missing[ckey]] = cid
+        return out
 
 
-def _lookup(conn: Connection, node_id: int, ckeys: list[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for i in range(0, len(ckeys), _CHUNK):
-        q = select(combos.c.ckey, combos.c.id).where(
-            combos.c.node_id == node_id, combos.c.ckey.in_(ckeys[i:i + _CHUNK]))
-        out.update({r.ckey: r.id for r in conn.execute(q)})
-    return out
+def _hashed(ckey: str) -> bytes:
+    return hashlib.sha256(ckey.encode()).digest()
+
+
+def _side_rows(conn: Connection, new: dict[int, tuple[Any, ...]], vocab: Vocabulary) -> None:
+    """The diagnosis, use-condition and dataset-type rows of newly inserted combos."""
+    diag_rows: list[dict[str, Any]] = []
+    use_rows: list[dict[str, Any]] = []
+    dt_rows: list[dict[str, Any]] = []
+    for cid, key in new.items():
+        for system, code in key[9]:
+            icd = system == "ICD-10"
+            diag_rows.append({"combo_id": cid, "system": system, "code": code,
+                              "code3": code[:3] if icd else None,
+                              "chapter": vocab.chapter_of(code) if icd else None})
+        use_rows.extend({"combo_id": cid, "code": c} for c in key[10])
+        dt_rows.extend({"combo_id": cid, "code": c} for c in key[11])
+    for table, rows in ((combo_diagnoses, diag_rows), (combo_uses, use_rows),
+                        (combo_datasets, dt_rows)):
+        if rows:
+            conn.execute(table.insert(), rows)
 
 
 def _combo_row(node_id: int, ckey: str, key: tuple[Any, ...]) -> dict[str, Any]:
@@ -215,4 +243,5 @@ def refresh_countries(conn: Connection, node_id: int, node_country: str | None) 
                      .values(country=bindparam("c")), updates)
 
 
-__all__ = ["apply_records", "apply_samples", "combo_key", "index_step", "refresh_countries"]
+__all__ = ["ComboIds", "apply_records", "apply_samples", "combo_key", "index_step",
+           "refresh_countries"]

@@ -30,7 +30,8 @@ def node_checkpoint(conn: Connection, origin: str) -> str:
     return str(row.checkpoint)
 
 
-def node_entries(conn: Connection, origin: str, start: int, limit: int) -> dict[str, Any]:
+def node_entries(conn: Connection, origin: str, start: int, limit: int) -> bytes:
+    """A page of mirrored leaves as JSON bytes; contents are embedded as stored (no re-parse)."""
     row = node_row(conn, origin)
     limit = _limit(limit)
     q = (select(leaves.c.idx, leaves.c.leaf, leaves.c.content)
@@ -38,10 +39,10 @@ def node_entries(conn: Connection, origin: str, start: int, limit: int) -> dict[
                 leaves.c.idx < row.tree_size)
          .order_by(leaves.c.idx).limit(limit))
     out = [{"leaf": base64.b64encode(r.leaf).decode(),
-            "content": None if r.content is None else orjson.loads(r.content)}
+            "content": None if r.content is None else orjson.Fragment(r.content)}
            for r in conn.execute(q)]
     end = start + len(out)
-    return {"entries": out, "next": end if out and end < row.tree_size else None}
+    return orjson.dumps({"entries": out, "next": end if out and end < row.tree_size else None})
 
 
 def node_hashes(conn: Connection, origin: str, size: int) -> list[bytes]:

@@ -22,7 +22,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from referencing.jsonschema import DRAFT202012
 
 from protocol.errors import ConfigError, Problem, ValidationFailed
-from protocol.schema_memo import ShapeMemo
+from protocol.schema_memo import FieldMemo
 
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})  # values, not schemas
 _ID = re.compile(r"/v(?P<version>\d+)/(?P<kind>[A-Za-z0-9_-]+)\.schema\.json$")
@@ -59,7 +59,7 @@ class SchemaSet:
         self._fast: dict[str, Callable[[Any], Any]] = {}
         self._enum_formats: dict[str, Callable[[Any], bool]] = {}
         self._detailed: dict[str, jsonschema.Draft202012Validator] = {}
-        self._memos: dict[str, ShapeMemo] = {}
+        self._memos: dict[str, FieldMemo] = {}
 
     @classmethod
     def default(cls) -> SchemaSet:
@@ -109,11 +109,7 @@ class SchemaSet:
     def _fast_validator(self, sid: str) -> Callable[[Any], Any]:
         fast = self._fast.get(sid)
         if fast is None:
-            handler = self._handler
-            fast = fastjsonschema.compile(self._fast_form(self._by_id[sid]),
-                                          handlers={"https": handler, "http": handler},
-                                          formats=self._enum_formats)
-            self._fast[sid] = fast
+            fast = self._fast[sid] = self._compile_fragment(self._by_id[sid])
         return fast
 
     def _fast_form(self, schema: dict[str, Any]) -> dict[str, Any]:
@@ -166,25 +162,26 @@ class SchemaSet:
             raise ConfigError(f"schema reference {uri!r} is not among the loaded schemas") \
                 from None
 
-    def _memo(self, sid: str) -> ShapeMemo:
+    def field_memo(self, kind_or_id: str) -> FieldMemo:
+        """The memo of valid, clean field values of a schema (protocol.schema_memo)."""
+        sid = self._resolve(kind_or_id)
         memo = self._memos.get(sid)
         if memo is None:
-            memo = self._memos[sid] = ShapeMemo(self._by_id[sid])
+            memo = self._memos[sid] = FieldMemo(self._by_id[sid], self._compile_fragment)
         return memo
 
+    def _compile_fragment(self, schema: dict[str, Any]) -> Callable[[Any], Any]:
+        handler = self._handler
+        return fastjsonschema.compile(self._fast_form(schema),
+                                      handlers={"https": handler, "http": handler},
+                                      formats=self._enum_formats)
+
     def _fast_verdict(self, sid: str, record: Any) -> None:
-        """Raise fastjsonschema's exception unless `record` is valid; shapes seen valid are
-        remembered (see protocol.schema_memo), so a sample differing from an earlier valid one
-        only in `id` and `nonce` costs two pattern checks."""
-        memo = self._memo(sid)
-        if not memo.active:
+        """Raise fastjsonschema's exception unless `record` is valid. Field values seen valid
+        are remembered (see protocol.schema_memo), so a record repeating known values costs a
+        look-up per field and two pattern checks (`id`, `nonce`)."""
+        if not self.field_memo(sid).accepts(record):
             self._fast_validator(sid)(record)
-            return
-        known, key = memo.known_valid(record)
-        if known:
-            return
-        self._fast_validator(sid)(record)
-        memo.learn(key)
 
     def is_valid(self, kind_or_id: str, record: Any) -> bool:
         """The fast verdict alone."""

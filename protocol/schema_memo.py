@@ -1,52 +1,43 @@
-"""Remembering record shapes already found valid, so records differing only in ids skip validation.
+"""Remembering field values already found valid, so most records skip the full validator.
 
-Samples of one log differ mostly in `id` and `nonce`, two fields whose schema is a plain string
-pattern. For a schema whose top level is only `type: object`, `properties`, `required` and a
-boolean `additionalProperties`, a record is valid exactly when (a) each such "free" field
-satisfies its own pattern and (b) the rest of the record (every other field, and which fields
-are present) is valid. `ShapeMemo` checks (a) on every call with a validator compiled from the
-field's own subschema by the same library, and remembers (b) by the record's bytes with the
-free values blanked, learnt only from records the full validator found valid. A record whose
-shape is unknown, which holds anything but exact JSON types (floats included), or whose free
-fields fail is validated in full, so the memo never changes a verdict (tests/protocol prove it).
+For a schema whose top level is only `type: object`, `properties`, `required`,
+`additionalProperties: false` and annotations, a record is valid exactly when it is an object
+holding every required field, no field outside `properties`, and each field's value is valid
+against that field's own subschema. `FieldMemo` checks the first two on every call and
+remembers, per field, the values its own subschema (compiled by the same library, with the
+schema's `$defs`) found valid. Records of one log repeat the same few values field by field
+(sample types, age bands, diagnoses...), so nearly every record is checked from the memo.
+
+Fields whose subschema is only `type: string` and a `pattern` ("free" fields: `id` and
+`nonce`, unique per record) are not remembered: their pattern is checked on every call.
+
+The memo also requires every value to be *clean*: its RFC 8785 canonical bytes are exactly
+orjson's sorted-key bytes (no float, no integer beyond ±(2^53−1), no non-NFC string, no key
+needing UTF-16 ordering; see protocol.canonical). A record the memo accepts is therefore
+valid *and* has canonical bytes `orjson.dumps(record, option=OPT_SORT_KEYS |
+OPT_STRICT_INTEGER)`, which lets an auditor check a content digest without the canonical
+walk. Anything the memo does not accept goes to the full validator, so the memo never changes
+a verdict (tests/protocol/test_fast_paths.py proves it on awkward and generated records).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import fastjsonschema
 import orjson
 
+from protocol.canonical import canonical
+
 _ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "examples"})
 _TOP = _ANNOTATIONS | {"type", "properties", "required", "additionalProperties", "$defs"}
 _FREE = _ANNOTATIONS | {"type", "pattern"}
-LIMIT = 65_536  # shapes remembered per schema; beyond it records are simply validated in full
+_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+LIMIT = 65_536  # values remembered per field; when full, that field's memo starts over
 
-
-def _exact_json(record: dict[str, Any]) -> bool:
-    """True when `record` holds only exact dict (str keys), list, str, int, bool and None."""
-    stack: list[Any] = [record]
-    push = stack.append
-    while stack:
-        x = stack.pop()
-        if type(x) is dict:
-            for k in x:
-                if type(k) is not str:
-                    return False
-            values: Any = x.values()
-        else:
-            values = x
-        for v in values:
-            t = type(v)
-            if t is str or t is int:
-                continue
-            if t is dict or t is list:
-                push(v)
-            elif t is not bool and v is not None:
-                return False
-    return True
+Validator = Callable[[Any], Any]  # raises fastjsonschema.JsonSchemaValueException when invalid
 
 
 def free_fields(schema: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -73,52 +64,86 @@ def free_fields(schema: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-class ShapeMemo:
-    """The valid shapes of one schema; `known_valid(record)` is True only for a valid record."""
+def _eligible(schema: Mapping[str, Any]) -> bool:
+    props = schema.get("properties")
+    return (set(schema) <= _TOP and schema.get("type") == "object"
+            and schema.get("additionalProperties") is False and isinstance(props, dict)
+            and all(type(k) is str and k.isascii() for k in props)
+            and isinstance(schema.get("required", []), list))
 
-    def __init__(self, schema: Mapping[str, Any]) -> None:
-        self.fields = free_fields(schema)
-        self._checks: dict[str, Callable[[Any], Any]] = {
-            name: fastjsonschema.compile(sub) for name, sub in self.fields.items()}
-        self._valid: set[bytes] = set()
 
-    @property
-    def active(self) -> bool:
-        return bool(self._checks)
+def is_clean(value: Any) -> bool:
+    """True when `value` has canonical bytes and they are orjson's sorted-key bytes."""
+    try:
+        return canonical(value) == orjson.dumps(value, option=_OPTS)
+    except (ValueError, TypeError):  # orjson.JSONEncodeError is a TypeError
+        return False
 
-    def _key(self, record: Any, parsed: bool = False) -> bytes | None:
-        """The record's bytes with its free values blanked; None when the memo cannot apply.
 
-        `parsed`: the record comes straight from orjson.loads, so it holds only JSON types
-        (no NaN, no tuple, no subclass) and the type walk can be skipped.
-        """
-        if type(record) is not dict:
-            return None
-        blanked = dict(record)
-        for name, check in self._checks.items():
-            if name not in record:
-                return None
-            try:
-                check(record[name])
-            except fastjsonschema.JsonSchemaValueException:
-                return None
-            blanked[name] = None
-        if not parsed and not _exact_json(blanked):
-            return None
+class FieldMemo:
+    """The valid, clean field values of one schema; `accepts(record)` is True only for a
+    valid record whose canonical bytes are orjson's sorted-key bytes."""
+
+    def __init__(self, schema: Mapping[str, Any],
+                 compile_field: Callable[[dict[str, Any]], Validator]) -> None:
+        self.active = _eligible(schema)
+        self.required: frozenset[str] = frozenset()
+        self.fields: dict[str, Validator] = {}  # free fields: their pattern, checked each time
+        self._subschemas: dict[str, dict[str, Any]] = {}
+        self._checks: dict[str, Validator] = {}
+        self._seen: dict[str, set[Any]] = {}
+        self._compile = compile_field
+        if not self.active:
+            return
+        self.required = frozenset(schema.get("required", ()))
+        self.fields = {name: fastjsonschema.compile(sub)
+                       for name, sub in free_fields(schema).items()}
+        root = {k: schema[k] for k in ("$schema", "$id", "$defs") if k in schema}
+        for name, sub in schema["properties"].items():
+            if name not in self.fields:
+                self._subschemas[name] = {**root, **sub} if isinstance(sub, dict) else sub
+                self._seen[name] = set()
+
+    def accepts(self, record: Any) -> bool:
+        """True: `record` is valid and clean. False: not known so; ask the full validator."""
+        if not self.active or type(record) is not dict or not self.required.issubset(record):
+            return False
+        seen_by_field = self._seen
+        for name, value in record.items():
+            seen = seen_by_field.get(name)
+            if seen is None:
+                check = self.fields.get(name)
+                if check is None or type(value) is not str:
+                    return False  # a field outside `properties`, or a free field not a string
+                try:
+                    check(value)
+                except fastjsonschema.JsonSchemaValueException:
+                    return False
+                if not (value.isascii() or unicodedata.is_normalized("NFC", value)):
+                    return False
+                continue
+            if type(value) is str:
+                key: Any = value
+            else:
+                try:
+                    key = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+                except TypeError:
+                    return False
+            if key not in seen and not self._learn(name, value, key, seen):
+                return False
+        return True
+
+    def _learn(self, name: str, value: Any, key: Any, seen: set[Any]) -> bool:
+        check = self._checks.get(name)
+        if check is None:
+            check = self._checks[name] = self._compile(self._subschemas[name])
         try:
-            return orjson.dumps(blanked, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError:  # integers beyond 64 bits
-            return None
-
-    def known_valid(self, record: Any, *, parsed: bool = False) -> tuple[bool, bytes | None]:
-        """(True, _) when `record` is valid by the memo; else (False, key to `learn` if valid).
-
-        `parsed=True` only for a record straight from orjson.loads (see `_key`).
-        """
-        key = self._key(record, parsed)
-        return (key is not None and key in self._valid), key
-
-    def learn(self, key: bytes | None) -> None:
-        """Remember a shape whose record the full validator found valid."""
-        if key is not None and len(self._valid) < LIMIT:
-            self._valid.add(key)
+            check(value)
+        except fastjsonschema.JsonSchemaValueException:
+            return False
+        if not is_clean(value):
+            return False
+        if len(seen) >= LIMIT:
+            seen.clear()
+        seen.add(key)
+        return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from catalogue import mirror
 from catalogue.api.deps import Conn, Ctx
@@ -27,8 +27,9 @@ def node_checkpoint(origin: str, conn: Conn) -> str:
 
 @router.get("/v1/nodes/{origin:path}/log/entries")
 def node_entries(origin: str, conn: Conn, start: int = Query(0, ge=0),
-                 limit: int = Query(1000, ge=1, le=1000)) -> dict[str, Any]:
-    return mirror.node_entries(conn, origin, start, limit)
+                 limit: int = Query(1000, ge=1, le=1000)) -> Response:
+    return Response(mirror.node_entries(conn, origin, start, limit),
+                    media_type="application/json")
 
 
 @router.get("/v1/nodes/{origin:path}/log/proof/inclusion")

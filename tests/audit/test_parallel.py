@@ -12,9 +12,11 @@ import pytest
 
 import audit.checks
 from audit.checks import AuditOptions, run_audit
-from audit.fetcher import BUNDLE_FORMAT, BundleSource
+from audit.fetcher import BUNDLE_FORMAT, BundleSource, HttpSource
 from tests.audit.conftest import make_world
+from tests.audit.liar import Liar, edit_page, mirror_path
 from tests.audit.sim import Catalogue, NodeLog
+from tests.support import live_server
 
 
 def _write_bundle(cat: Catalogue, path: Path, served: dict[str, tuple[list[bytes], list[Any]]],
@@ -36,8 +38,9 @@ def _write_bundle(cat: Catalogue, path: Path, served: dict[str, tuple[list[bytes
     (path / "bundle.json").write_text(json.dumps(meta))
 
 
-def _faulty_bundle(path: Path) -> None:
-    """Two nodes; DE's mirror serves every kind of fault the per-leaf checks look for."""
+def _faulty_world() -> tuple[Catalogue, dict[str, tuple[list[bytes], list[Any]]]]:
+    """Two nodes; DE's mirror serves every kind of fault the per-leaf checks look for, FR's
+    lacks its last two leaves."""
     world = make_world()
     de, fr = world.de, world.fr
     if "nonce" in de.contents[0]:
@@ -52,8 +55,13 @@ def _faulty_bundle(path: Path) -> None:
     contents[withdraw] = {"id": "x"}  # content beside a withdraw entry
     leaves[8] = leaves[8].replace(b'{"digest"', b'{ "digest"')  # not canonical
     contents[9] = None  # a live record served without content
-    served = {de.origin: (leaves, contents), fr.origin: (fr.leaves[:-2], fr.contents[:-2])}
-    _write_bundle(world.cat, path, served)
+    return world.cat, {de.origin: (leaves, contents),
+                       fr.origin: (fr.leaves[:-2], fr.contents[:-2])}
+
+
+def _faulty_bundle(path: Path) -> None:
+    cat, served = _faulty_world()
+    _write_bundle(cat, path, served)
 
 
 def _report(path: Path, workers: int) -> dict[str, Any]:
@@ -139,3 +147,72 @@ def test_spawned_workers_when_another_thread_runs(tmp_path: Path,
     finally:
         stop.set()
         other.join()
+
+
+def _http_report(url: str, workers: int) -> dict[str, Any]:
+    source = HttpSource(catalogue=url)
+    try:
+        report, state = run_audit(source, state=None,
+                                  options=AuditOptions(workers=workers, parallel_min=1))
+    finally:
+        source.close()
+    assert state is None or report.ok
+    return report.to_json()
+
+
+def test_parallel_http_report_equals_serial_on_faulty_mirrors(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers fetch the mirror pages themselves: faults, a mirror short of its checkpoint."""
+    monkeypatch.setattr(audit.checks, "CHUNK", 7)
+    cat, served = _faulty_world()
+    honest = cat.search()
+    monkeypatch.setattr(cat, "search", lambda: honest)
+    for origin, (leaves, contents) in served.items():
+        cat.mirrors[origin].leaves, cat.mirrors[origin].contents = leaves, contents
+    with live_server(cat.app()) as server:
+        serial = _http_report(server.url, 1)
+        assert _http_report(server.url, 2) == serial
+    failures = {c["name"]: c["failures"] for c in serial["checks"] if c["failures"]}
+    for name in ("node-tree", "content-digest", "content-schema", "withdrawn-content"):
+        assert failures.get(name), (name, failures)
+    tree = next(c for c in serial["checks"] if c["name"] == "node-tree")
+    assert any("entries dropped" in f["reason"] for f in tree["findings"]), tree
+
+
+def test_parallel_http_stops_where_the_mirror_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mirror that serves nothing from leaf 14 on, yet serves later pages again: the serial
+    audit stops at 14, so the workers' later pages must not be applied either."""
+    monkeypatch.setattr(audit.checks, "CHUNK", 7)
+    world = make_world()
+    liar = Liar(world.cat.app())
+    liar.lie(mirror_path(world.de.origin, "entries"),
+             edit_page(lambda start, items: items[:14 - start] if start < 14
+                       else [] if start < 21 else items))
+    with live_server(liar) as server:
+        serial = _http_report(server.url, 1)
+        assert _http_report(server.url, 2) == serial
+    reasons = [f["reason"] for c in serial["checks"] for f in c["findings"]]
+    assert any("serves only 14 leaves" in r for r in reasons), reasons
+
+
+def test_parallel_http_page_error_fails_the_node_like_serial(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page that is not JSON: both runs fail that node's mirror with the same finding (the
+    page boundaries, and so the URL in the reason, are the fetcher's own business)."""
+    monkeypatch.setattr(audit.checks, "CHUNK", 7)
+    world = make_world()
+    liar = Liar(world.cat.app())
+
+    def broken(query: dict[str, str], body: bytes) -> bytes:
+        start = int(query.get("start", 0))
+        return b"not json" if start <= 21 < start + int(query.get("limit", 1000)) else body
+
+    liar.lie(mirror_path(world.de.origin, "entries"), broken)
+    with live_server(liar) as server:
+        reports = [_http_report(server.url, workers) for workers in (1, 2)]
+    for report in reports:
+        assert report["ok"] is False
+        tree = next(c for c in report["checks"] if c["name"] == "node-tree")
+        assert [f["location"] for f in tree["findings"]] == [f"node {world.de.origin} mirror"]
+        assert "not an entries page" in tree["findings"][0]["reason"]
+        assert "start=" in tree["findings"][0]["reason"]

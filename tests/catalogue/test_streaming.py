@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import func, select
 
@@ -44,7 +45,7 @@ def facts(cat: Catalogue, origin: str) -> dict[str, Any]:
                               .where(leaves.c.node_id == row.id)).scalar_one()
         live = conn.execute(select(func.coalesce(func.sum(combos.c.n), 0))
                             .where(combos.c.node_id == row.id)).scalar_one()
-        mirrored = len(node_entries(conn, origin, 0, 1000)["entries"])
+        mirrored = len(orjson.loads(node_entries(conn, origin, 0, 1000))["entries"])
         halts = conn.execute(select(func.count()).select_from(alerts)
                              .where(alerts.c.node_id == row.id)).scalar_one()
     return {"tree_size": int(row.tree_size), "staged": staged, "stored": int(stored),

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from protocol.canonical import MAX_SAFE_INTEGER, canonical, canonical_reference, parse_canonical
 from protocol.errors import NonCanonicalError
 from protocol.schema import SchemaSet
-from protocol.schema_memo import ShapeMemo, free_fields
+from protocol.schema_memo import FieldMemo, free_fields, is_clean
 
 
 def _reject(_value: str) -> Any:
@@ -223,17 +223,68 @@ def test_property_memo_verdicts_equal_a_fresh_validator(rows: list[Any]) -> None
         assert (schemas.problems("sample", record, "x") == []) == expected
 
 
-def test_memo_stops_learning_at_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_memo_starts_over_at_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     import protocol.schema_memo as memo_module
 
     monkeypatch.setattr(memo_module, "LIMIT", 2)
-    memo = ShapeMemo(SchemaSet.default().schema("sample"))
+    memo = SchemaSet.default().field_memo("sample")
     for sex in ("female", "male", "other"):
-        known, key = memo.known_valid({**GOOD, "sex": sex})
-        assert not known
-        memo.learn(key)
-    assert memo.known_valid({**GOOD, "sex": "male"})[0]
-    assert not memo.known_valid({**GOOD, "sex": "other"})[0]
+        assert memo.accepts({**GOOD, "sex": sex})
+    assert memo._seen["sex"] == {"other"}  # learnt after starting over
+    assert memo.accepts({**GOOD, "sex": "male"})  # learnt again from its own subschema
+
+
+def test_memo_is_active_only_for_closed_independent_top_levels() -> None:
+    schemas = SchemaSet.default()
+    schema = schemas.schema("sample")
+    assert schemas.field_memo("sample").active
+    for other in ({**schema, "allOf": [{"required": ["sex"]}]},
+                  {**schema, "additionalProperties": True},
+                  {**schema, "additionalProperties": {"type": "string"}},
+                  {**schema, "dependentRequired": {"age": ["sex"]}},
+                  {**schema, "properties": {**schema["properties"], "é": {"type": "string"}}}):
+        memo = FieldMemo(other, schemas._compile_fragment)
+        assert not memo.active and not memo.accepts(GOOD)
+
+
+# values a validator may accept that have no canonical form, or whose canonical bytes are not
+# orjson's sorted bytes: the memo must leave every one of them to the full path
+UNCLEAN_CHANGES: list[dict[str, Any]] = [
+    {"age": {"min": 40.0, "max": 49}}, {"age": {"min": 40, "max": 49.0}},
+    {"period": {"from": 2010.0, "to": 2015}},
+    {"collection": "bbmri-eric:ID:DE_X:collection:e\u0301"},  # not NFC
+    {"biobank": "bbmri-eric:ID:DE_\u212b"}, {"id": "smp_" + "a" * 25 + "\u0301"},
+    {"diagnoses": [{"system": "ICD-10", "code": "C50.9", "😀": 1, "\ue000": 2}]},
+    {"age": {"min": 2**53, "max": 2**53 + 1}},
+]
+
+
+@pytest.mark.parametrize("change", UNCLEAN_CHANGES, ids=range(len(UNCLEAN_CHANGES)))
+def test_memo_never_accepts_an_unclean_record(change: dict[str, Any]) -> None:
+    memo = SchemaSet.default().field_memo("sample")
+    assert memo.accepts(GOOD)
+    record = _changed(change)
+    assert not memo.accepts(record)
+    assert not is_clean(record)
+    expected = _fresh_verdict(_SHARED, record)
+    assert _SHARED.is_valid("sample", record) == expected
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(st.tuples(_ids, _nonces, _sexes, _ages, st.booleans()), min_size=1,
+                max_size=12))
+def test_property_accepted_records_are_clean_and_valid(rows: list[Any]) -> None:
+    """What the memo accepts has canonical bytes == orjson's sorted bytes (the auditor's
+    digest fast path) and the fresh validator's approval."""
+    memo = SchemaSet.default().field_memo("sample")
+    for rid, nonce, sex, age, drop_nonce in rows:
+        record = {**GOOD, "id": rid, "nonce": nonce, "sex": sex, "age": age}
+        if drop_nonce:
+            del record["nonce"]
+        if memo.accepts(record):
+            assert _fresh_verdict(_SHARED, record)
+            assert canonical(record) == rfc8785.dumps(record)
+            assert is_clean(record)
 
 
 def test_canonical_unchanged_for_leaf_shaped_entries() -> None:

@@ -1,0 +1,108 @@
+"""The auditor's fast content path gives the full path's verdict, leaf for leaf.
+
+`examine()` with the default `MemoSchemaCheck` checks a content the field memo accepts on
+orjson's bytes, without the canonical walk or the validator. Here every content of an awkward
+corpus (floats a validator would take for integers, non-NFC strings, keys needing UTF-16
+order, integers beyond 2^53, schema failures, digests of other bytes) is examined both ways,
+after the memo has learnt the honest values, and the results must be equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+import pytest
+
+from audit.examine import Examined, MemoSchemaCheck, examine
+from audit.livestate import Chapters
+from protocol.canonical import canonical
+from protocol.entries import make_entry
+from protocol.schema import SchemaSet
+from tests.audit.sim import SCHEMA, TIME, sample
+
+ORIGIN = "memo.example/biobank-node"
+BB = "bbmri-eric:ID:DE_MEMO"
+COL = f"{BB}:collection:main"
+
+
+class _NoMemo(SchemaSet):
+    """The reference: fastjsonschema's compiled validator on every record, no memo."""
+
+    def _fast_verdict(self, sid: str, record: Any) -> None:
+        self._fast_validator(sid)(record)
+
+
+_REFERENCE = _NoMemo.default()
+
+
+def _reference_check(schema_id: str, record: Any, location: str) -> list[Any]:
+    return list(_REFERENCE.problems(schema_id, record, location))
+
+
+def _leaf(index: int, content: dict[str, Any], signed: bytes | None) -> bytes:
+    """A publish leaf whose digest covers `signed` (default: the content's canonical bytes)."""
+    data = signed if signed is not None else canonical(content)
+    return canonical(make_entry(log=ORIGIN, index=index, op="publish", time=TIME,
+                                kind="sample", id=str(content["id"]),
+                                schema=SCHEMA.format(kind="sample"),
+                                digest="sha256:" + hashlib.sha256(data).hexdigest()))
+
+
+def _variants() -> list[tuple[dict[str, Any], bytes | None]]:
+    """(content, bytes its digest covers): None means its canonical bytes."""
+    base = sample(7, BB, COL)
+    orj = orjson.OPT_SORT_KEYS
+    out: list[tuple[dict[str, Any], bytes | None]] = [(base, None)]
+    for change in ({"age": {"min": 40.0, "max": 49}}, {"period": {"from": 2010.0, "to": 2015}},
+                   {"age": {"min": 2**53, "max": 2**53 + 1}},
+                   {"collection": COL + "e\u0301"}, {"id": base["id"][:-1] + "\u0301"},
+                   {"diagnoses": [{"system": "ICD-10", "code": "C50.9", "😀": 1,
+                                   "\ue000": 2}]}):
+        bad = {**base, **change}
+        out.append((bad, orjson.dumps(bad, option=orj)))  # signed over orjson's bytes
+    for change in ({"sex": "Blut"}, {"age": {"min": 40}}, {"extra": 1},
+                   {"use_conditions": ["DUO:0000042", "DUO:0000042"]}, {"nonce": "0" * 31},
+                   {"sample_type": "WholeBlood", "storage_temperature": "warm"}):
+        out.append(({**base, **change}, None))  # canonical but invalid
+    out.append((base, canonical({**base, "sex": "male" if base["sex"] != "male" else "female"})))
+    out.append(({**base, "id": base["id"][:-1] + "b"}, None))  # another honest sample
+    return out
+
+
+def _examine_all(check: Any, items: list[tuple[dict[str, Any], bytes | None]]) -> list[Examined]:
+    chapters = Chapters()
+    out = []
+    for index, (content, signed) in enumerate(items):
+        try:
+            leaf = _leaf(index, content, signed)
+        except ValueError:  # an id with no canonical form cannot be in a leaf: digest only
+            leaf = _leaf(index, {**content, "id": "smp_" + "z" * 26}, signed)
+        parsed = orjson.loads(orjson.dumps(content))  # as the fetcher hands it over
+        out.append(examine(ORIGIN, index, leaf, parsed, check, chapters))
+    return out
+
+
+def test_fast_path_equals_full_path_on_awkward_contents() -> None:
+    honest = [(sample(n, BB, COL), None) for n in range(40)]  # the memo learns these values
+    items = honest + _variants() + honest
+    memo = MemoSchemaCheck()
+    fast = _examine_all(memo, items)
+    full = _examine_all(_reference_check, items)
+    assert fast == full
+    # the corpus does reach both outcomes the fast path could get wrong
+    assert any(e.digest_errors for e in full) and any(e.schema_error for e in full)
+    assert sum(e.combo is not None for e in full) > len(honest)
+    # and the memo really was used for the honest contents
+    record = orjson.loads(orjson.dumps(honest[3][0]))
+    assert memo.accepts(SCHEMA.format(kind="sample"), record)
+
+
+@pytest.mark.parametrize("index", range(1, 7))
+def test_unclean_content_is_never_accepted_by_the_memo(index: int) -> None:
+    memo = MemoSchemaCheck()
+    for n in range(5):
+        assert memo.accepts(SCHEMA.format(kind="sample"), sample(n, BB, COL))
+    content, _signed = _variants()[index]
+    assert not memo.accepts(SCHEMA.format(kind="sample"), orjson.loads(orjson.dumps(content)))
