@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import httpx
-import orjson
 
 from audit.fetcher import PageTask, decode_line, fetch_range
 from audit.livestate import Chapters, combo_key
@@ -23,8 +22,6 @@ from protocol.canonical import canonical
 from protocol.entries import parse_leaf
 from protocol.errors import BiobankError
 from protocol.schema import SchemaSet
-
-_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 # (kind or $id, record, location) -> list of problems, [] when valid
 SchemaCheck = Callable[[str, Any, str], list[Any]]
@@ -62,11 +59,10 @@ def examine(origin: str, index: int, leaf: bytes, content: Any, schema_problems:
     kind, rid = entry["kind"], entry["id"]
     if op == "withdraw" or not has_content:
         return Examined(hashed, op=op, kind=kind, rid=rid, has_content=has_content)
-    memo = schema_problems if isinstance(schema_problems, MemoSchemaCheck) else None
-    if memo is not None and memo.accepts(entry["schema"], content):
-        # valid, and its canonical bytes are orjson's sorted-key bytes (protocol.schema_memo)
-        if "sha256:" + hashlib.sha256(orjson.dumps(content, option=_OPTS)).hexdigest() \
-                != entry["digest"]:
+    known = (schema_problems.schemas.known_digest(entry["schema"], content)
+             if isinstance(schema_problems, MemoSchemaCheck) else None)
+    if known is not None:  # valid, digest computed without the canonical walk
+        if known != entry["digest"]:
             return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, digest_errors=(
                 f"content of {kind} {rid} does not match digest {entry['digest']}",))
         if kind == "sample":
@@ -95,10 +91,9 @@ def examine(origin: str, index: int, leaf: bytes, content: Any, schema_problems:
 
 
 class MemoSchemaCheck:
-    """Validation with the shipped schemas (protocol.schema.SchemaSet), whose field memo
-    (protocol.schema_memo.FieldMemo) also lets `examine()` skip the canonical walk: a content
-    the memo accepts is valid and its canonical bytes are orjson's sorted-key bytes, so its
-    digest is checked on those. The verdicts are the full path's (tests/protocol and
+    """Validation with the shipped schemas (protocol.schema.SchemaSet), whose field memo also
+    gives `examine()` the digest of a content known valid without the canonical walk
+    (`SchemaSet.known_digest`). The verdicts are the full path's (tests/protocol and
     tests/audit/test_examine_memo.py prove it)."""
 
     def __init__(self) -> None:
@@ -106,10 +101,6 @@ class MemoSchemaCheck:
 
     def __call__(self, schema_id: str, record: Any, location: str) -> list[Any]:
         return list(self.schemas.problems(schema_id, record, location))
-
-    def accepts(self, schema_id: str, record: Any) -> bool:
-        """True when `record` is known valid and clean for `schema_id`."""
-        return self.schemas.knows(schema_id) and self.schemas.field_memo(schema_id).accepts(record)
 
 
 def default_schema_check() -> MemoSchemaCheck:

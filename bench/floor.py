@@ -1,10 +1,12 @@
 """The floor for harvesting: the unavoidable work on the same records, in a tight loop.
 
-Per entry: base64 and JSON parsing (orjson), canonical re-encoding of leaf and content,
-SHA-256 leaf hash and content digest, compact Merkle range append, schema validation with
-the compiled (fastjsonschema) validator, and a bulk SQLite insert per page, with no web
-framework, ORM or HTTP in between. The pages are the node's own /v1/log/entries responses,
-saved once to a file so the loop reads them from the page cache.
+Per entry: base64 and JSON parsing (orjson), the canonical check of the leaf
+(`parse_canonical`), SHA-256 leaf hash, compact Merkle range append, the content digest and
+schema validation done the fastest verdict-identical way the project has (the field memo's
+`known_digest`, else canonical encoding and the compiled fastjsonschema validator), and a
+bulk SQLite insert per page, with no web framework, ORM or HTTP in between. The pages are the
+node's own /v1/log/entries responses, saved once to a file so the loop reads them from the page
+cache.
 """
 
 from __future__ import annotations
@@ -13,15 +15,12 @@ import base64
 import hashlib
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import fastjsonschema
 import httpx
 import orjson
 
-from protocol.canonical import canonical
+from protocol.canonical import digest, parse_canonical
 from protocol.merkle import CompactRange
 from protocol.schema import SchemaSet
 
@@ -42,16 +41,10 @@ def save_pages(node_urls: list[str], path: Path) -> int:
     return count
 
 
-def _validators(schemas: SchemaSet) -> dict[str, Callable[[Any], Any]]:
-    handler = schemas.schema
-    return {sid: fastjsonschema.compile(schemas.schema(sid),
-                                        handlers={"https": handler, "http": handler})
-            for sid in schemas.ids}
-
-
 def floor(pages_path: str, db_path: str) -> dict[str, float]:
     """Process every saved page; runs in its own process. Times the loop, not the setup."""
-    validators = _validators(SchemaSet.default())
+    schemas = SchemaSet.default()
+    schemas.is_valid("sample", {})  # compiles the validator before the clock starts
     start = time.perf_counter()
     conn = sqlite3.connect(db_path)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -65,18 +58,20 @@ def floor(pages_path: str, db_path: str) -> dict[str, float]:
             rows = []
             for item in orjson.loads(line)["entries"]:
                 leaf = base64.b64decode(item["leaf"])
-                entry = orjson.loads(leaf)
-                if canonical(entry) != leaf:
-                    raise ValueError(f"entry {entry.get('index')}: leaf is not canonical")
+                entry = parse_canonical(leaf, what="leaf")
                 leaf_hash = hashlib.sha256(b"\x00" + leaf).digest()
                 ranges.setdefault(entry["log"], CompactRange()).append(leaf_hash)
                 content = item.get("content")
                 body = None
                 if content is not None:
-                    body = canonical(content)
-                    if "sha256:" + hashlib.sha256(body).hexdigest() != entry["digest"]:
+                    body = orjson.dumps(content)
+                    known = schemas.known_digest(entry["schema"], content)
+                    if known is None:
+                        known = digest(content)
+                        if not schemas.is_valid(entry["schema"], content):
+                            raise ValueError(f"entry {entry['index']}: schema")
+                    if known != entry["digest"]:
                         raise ValueError(f"entry {entry['index']}: digest mismatch")
-                    validators[entry["schema"]](content)
                 rows.append((entry["log"], entry["index"], leaf, leaf_hash, body))
             with conn:
                 conn.executemany("INSERT INTO leaves VALUES (?, ?, ?, ?, ?)", rows)

@@ -205,21 +205,20 @@ def _hashed(ckey: str) -> bytes:
 
 def _side_rows(conn: Connection, new: dict[int, tuple[Any, ...]], vocab: Vocabulary) -> None:
     """The diagnosis, use-condition and dataset-type rows of newly inserted combos."""
-    diag_rows: list[dict[str, Any]] = []
-    use_rows: list[dict[str, Any]] = []
-    dt_rows: list[dict[str, Any]] = []
+    diag_rows: list[tuple[Any, ...]] = []
+    use_rows: list[tuple[Any, ...]] = []
+    dt_rows: list[tuple[Any, ...]] = []
     for cid, key in new.items():
         for system, code in key[9]:
             icd = system == "ICD-10"
-            diag_rows.append({"combo_id": cid, "system": system, "code": code,
-                              "code3": code[:3] if icd else None,
-                              "chapter": vocab.chapter_of(code) if icd else None})
-        use_rows.extend({"combo_id": cid, "code": c} for c in key[10])
-        dt_rows.extend({"combo_id": cid, "code": c} for c in key[11])
-    for table, rows in ((combo_diagnoses, diag_rows), (combo_uses, use_rows),
-                        (combo_datasets, dt_rows)):
-        if rows:
-            conn.execute(table.insert(), rows)
+            diag_rows.append((cid, system, code, code[:3] if icd else None,
+                              vocab.chapter_of(code) if icd else None))
+        use_rows.extend((cid, c) for c in key[10])
+        dt_rows.extend((cid, c) for c in key[11])
+    bulk_insert(conn, combo_diagnoses, ("combo_id", "system", "code", "code3", "chapter"),
+                diag_rows)
+    bulk_insert(conn, combo_uses, ("combo_id", "code"), use_rows)
+    bulk_insert(conn, combo_datasets, ("combo_id", "code"), dt_rows)
 
 
 def _combo_row(node_id: int, ckey: str, key: tuple[Any, ...]) -> dict[str, Any]:

@@ -120,6 +120,7 @@ samples = Table(
     Column("sample_id", String(64), primary_key=True),
     Column("idx", BigInteger, nullable=False),
     Column("combo_id", Integer, nullable=False),
+    sqlite_with_rowid=False,  # one B-tree (the key) instead of a rowid table plus its index
 )
 
 rejections = Table(

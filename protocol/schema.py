@@ -8,6 +8,7 @@ pointer. References resolve only among the loaded schemas: nothing is ever fetch
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -17,6 +18,7 @@ from typing import Any
 
 import fastjsonschema
 import jsonschema
+import orjson
 import referencing
 from jsonschema.exceptions import ValidationError, best_match
 from referencing.jsonschema import DRAFT202012
@@ -24,6 +26,7 @@ from referencing.jsonschema import DRAFT202012
 from protocol.errors import ConfigError, Problem, ValidationFailed
 from protocol.schema_memo import FieldMemo
 
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER  # for clean records (schema_memo)
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})  # values, not schemas
 _ID = re.compile(r"/v(?P<version>\d+)/(?P<kind>[A-Za-z0-9_-]+)\.schema\.json$")
 
@@ -169,6 +172,15 @@ class SchemaSet:
         if memo is None:
             memo = self._memos[sid] = FieldMemo(self._by_id[sid], self._compile_fragment)
         return memo
+
+    def known_digest(self, kind_or_id: str, record: Any) -> str | None:
+        """`sha256:<hex>` of the canonical bytes of a record the field memo knows valid and
+        clean (computed on orjson's bytes, which are then the canonical ones); None when the
+        memo does not know it, and the caller takes the full path (`canonical.digest`, then
+        `problems`). A record with a digest here has no schema problems."""
+        if not self.knows(kind_or_id) or not self.field_memo(kind_or_id).accepts(record):
+            return None
+        return "sha256:" + hashlib.sha256(orjson.dumps(record, option=_CANONICAL)).hexdigest()
 
     def _compile_fragment(self, schema: dict[str, Any]) -> Callable[[Any], Any]:
         handler = self._handler

@@ -178,8 +178,9 @@ class StepVerifier:
 
     def _check_content(self, index: int, entry: dict[str, Any],
                        content: Any) -> tuple[Problem, ...]:
+        known = self.schemas.known_digest(entry["schema"], content)  # valid: no walk needed
         try:
-            actual = digest(content)
+            actual = known or digest(content)
         except ValueError as exc:
             raise DigestMismatch(f"{self.origin}: leaf {index} ({entry['id']}): content has "
                                  f"no canonical form: {exc}") from exc
@@ -187,7 +188,7 @@ class StepVerifier:
             raise DigestMismatch(f"{self.origin}: leaf {index} ({entry['id']}): content digest "
                                  f"{actual} does not match the entry's {entry['digest']}")
         location = f"{self.origin} leaf {index}"
-        found = self.schemas.problems(entry["schema"], content, location)
+        found = [] if known else self.schemas.problems(entry["schema"], content, location)
         if not found and self.schemas.kind_of(entry["schema"]) != entry["kind"]:
             found = [Problem(location, "/", entry["schema"],
                              f"schema is for {self.schemas.kind_of(entry['schema'])} records, "
