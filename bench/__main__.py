@@ -56,6 +56,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="first-page renders of each landing URL in Chromium (0: skip)")
     p.add_argument("--pg-url", default=pg.server_url(), help="PostgreSQL server for search")
     p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL measurements")
+    p.add_argument("--no-floor", action="store_true",
+                   help="skip the floor (saving every page to disk first: long at 10M)")
     return p.parse_args(argv)
 
 
@@ -134,17 +136,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
             runs, settings = _harvests(sqlite_settings, keys, args.reps, say, "SQLite")
             results["harvest"] = report.summarise(runs, "records")
-            say("floor: saving the entries pages, then processing them")
-            pages = work / "pages.jsonl"
-            save_pages(urls, pages)
-            floor_runs = []
-            for rep in range(args.reps):
-                db = work / f"floor-{rep}.db"
-                db.unlink(missing_ok=True)
-                out, _, rss, _tree = isolated(floor, str(pages), str(db))
-                floor_runs.append({**out, "peak_rss": rss})
-                db.unlink(missing_ok=True)
-            results["floor"] = report.summarise(floor_runs, "records")
+            if args.no_floor:
+                results["floor_skipped"] = "--no-floor"
+            else:
+                results["floor"] = _floor(urls, work, args.reps, say)
             say("search latency (SQLite)")
             results["search_sqlite"] = _search(settings, args.search_rounds, args.page_rounds)
             _pg(args, work, keys, results, say)
@@ -165,6 +160,20 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     path = report.write(results, args.json, RESULTS)
     say(f"results written to {path}")
     return results
+
+
+def _floor(urls: list[str], work: Path, reps: int, say: Any) -> dict[str, Any]:
+    say("floor: saving the entries pages, then processing them")
+    pages = work / "pages.jsonl"
+    save_pages(urls, pages)
+    runs = []
+    for _rep in range(reps):
+        db = work / "floor.db"
+        db.unlink(missing_ok=True)
+        out, _, rss, _tree = isolated(floor, str(pages), str(db))
+        runs.append({**out, "peak_rss": rss})
+        db.unlink(missing_ok=True)
+    return report.summarise(runs, "records")
 
 
 def _pg(args: argparse.Namespace, work: Path, keys: list[tuple[str, str]],

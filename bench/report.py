@@ -38,7 +38,23 @@ def machine() -> dict[str, Any]:
         pass
     return {"python": platform.python_version(), "platform": platform.platform(),
             "cpus": os.cpu_count(), "cpu_model": model,
-            "load_average": [round(x, 2) for x in os.getloadavg()]}
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+            "load_average": [round(x, 2) for x in os.getloadavg()], "commit": _commit()}
+
+
+def _commit() -> str | None:
+    """The git commit measured (with '+dirty' for uncommitted changes), None outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty.strip() else "")
 
 
 def table(results: dict[str, Any]) -> Table:
