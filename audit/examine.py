@@ -178,6 +178,10 @@ def examine_task(origin: str, start: int, task: list[bytes] | PageTask) -> Chunk
             rows.append((keys.setdefault(ex.combo, len(keys)), ex.rid))
         else:
             rows.append(ex._replace(leaf_hash=b""))
+    # httpx responses are reference cycles (response <-> stream) holding a whole page; with
+    # the raised threshold the young generation would rarely be collected, so collect it
+    # here, once a task (cheap: it holds this task's objects only)
+    gc.collect(0)
     return b"".join(hashes), rows, list(keys), error
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import gc
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -122,6 +123,10 @@ async def harvest_node(job: NodeJob, fetcher: NodeFetcher, writer: Writer,
         async for page in _pages(fetcher, job.origin, verifier.old_size, size, job.page_size):
             for leaf, content in page:
                 chunk.add(verifier.feed(leaf, content))
+            # each httpx response is a reference cycle (response <-> stream) holding its
+            # page; a harvest worker raises the GC thresholds (harvest._calm_gc), so collect
+            # the young generation once a page or those pages pile up (~1 KB per entry)
+            gc.collect(0)
             if len(chunk) >= job.chunk_size and verifier.remaining:
                 if storing is not None:
                     pos = await storing

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +37,9 @@ def test_bench_runs_at_a_tiny_size_and_writes_consistent_json(tmp_path: Path) ->
     for key in ("import", "harvest", "floor", "audit"):
         assert results[key]["records_per_s"] > 0
         assert results[key]["peak_rss_mb"] > 0
+    # the harvest's memory with its worker processes is at least its own
+    assert results["harvest"]["tree_peak_rss_mb"] >= results["harvest"]["peak_rss_mb"]
+    assert results["machine"]["commit"], "the measured commit is recorded"
     assert len(results["search_sqlite"]["queries"]) >= 10
     assert results["search_sqlite"]["p95_ms"] >= results["search_sqlite"]["p50_ms"]
     assert results["audit"]["records"] > published
@@ -45,3 +51,41 @@ def test_bench_runs_at_a_tiny_size_and_writes_consistent_json(tmp_path: Path) ->
     if pg_url:
         assert results["search_pg"]["requests"] == results["search_sqlite"]["requests"]
         assert results["harvest_pg"]["records"] == published
+
+
+def _hold_memory(megabytes: int, ready: Any, done: Any) -> None:
+    block = bytearray(megabytes * 2**20)  # touched: resident
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    ready.set()
+    done.wait(60)
+
+
+def _parent_of_a_big_child(megabytes: int) -> int:
+    ctx = multiprocessing.get_context("spawn")
+    ready, done = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold_memory, args=(megabytes, ready, done))
+    child.start()
+    ready.wait(60)
+    time.sleep(2.0)  # the parent samples (every 0.2 s) while the child holds its memory
+    done.set()
+    child.join()
+    return megabytes
+
+
+def test_isolated_memory_counts_the_processes_a_measurement_starts() -> None:
+    from bench.isolate import isolated
+
+    measured = isolated(_parent_of_a_big_child, 120)
+    assert measured.result == 120
+    assert measured.peak_rss < 100 * 2**20, measured  # the measured process stays small
+    # the child's 120 MiB on top of the parent (whose current RSS may be below its peak)
+    assert measured.tree_peak_rss >= 120 * 2**20 + 30 * 2**20, measured
+    assert measured.tree_peak_rss >= measured.peak_rss + 60 * 2**20, measured
+
+
+def test_isolated_reports_a_failure_in_its_process() -> None:
+    from bench.isolate import isolated
+
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        isolated(divmod, 1, 0)
