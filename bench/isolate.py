@@ -22,7 +22,7 @@ SAMPLE_SECONDS = 0.2
 class Measured(NamedTuple):
     result: Any
     seconds: float
-    peak_rss: int  # bytes, the measured process alone
+    peak_rss: int  # bytes, the measured process alone (its VmHWM)
     tree_peak_rss: int  # bytes, the largest sum seen over it and its descendants
 
 
@@ -31,7 +31,9 @@ def _run(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> Non
         start = time.perf_counter()
         result = fn(*args)
         elapsed = time.perf_counter() - start
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # VmHWM, not ru_maxrss: Linux carries into ru_maxrss the peak of the image this
+        # process was forked from before its exec (the spawning parent's whole memory)
+        rss = peak_rss_of(os.getpid()) or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         conn.send(("ok", result, elapsed, rss))
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send(("error", traceback.format_exc(), 0.0, 0))
