@@ -10,6 +10,8 @@ import orjson
 
 from catalogue.errors import FetchError
 
+RETRIES = 2  # more attempts for a GET whose connection the server closed without answering
+
 
 class NodeFetcher:
     """Reads one node's descriptor, checkpoint and entries; every failure is a FetchError."""
@@ -23,12 +25,22 @@ class NodeFetcher:
 
     async def get_bytes(self, path: str, params: dict[str, Any] | None = None) -> bytes:
         url = self.base + path
-        try:
-            return await asyncio.wait_for(self._read(url, params), self.timeout)
-        except TimeoutError as exc:
-            raise FetchError(f"GET {url}: no complete answer within {self.timeout:g} s") from exc
-        except httpx.HTTPError as exc:
-            raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+        for attempt in range(1, RETRIES + 2):
+            try:
+                return await asyncio.wait_for(self._read(url, params), self.timeout)
+            except TimeoutError as exc:
+                raise FetchError(f"GET {url}: no complete answer within {self.timeout:g} s") \
+                    from exc
+            except httpx.RemoteProtocolError as exc:
+                # the server closed a kept-alive connection as the request went out (it idled
+                # while this harvester waited for its database); a GET is safe to send again
+                if attempt <= RETRIES:
+                    continue
+                raise FetchError(f"GET {url}: {type(exc).__name__}: {exc} "
+                                 f"({attempt} attempts)") from exc
+            except httpx.HTTPError as exc:
+                raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _read(self, url: str, params: dict[str, Any] | None) -> bytes:
         async with self.client.stream("GET", url, params=params) as resp:

@@ -1,0 +1,95 @@
+"""NodeFetcher over a real socket: a kept-alive connection the node closes is tried again."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import orjson
+import pytest
+
+from catalogue.errors import FetchError
+from catalogue.fetcher import RETRIES, NodeFetcher
+
+BODY = orjson.dumps({"entries": [], "next": None})
+
+
+async def _serve(drop_first: int) -> tuple[asyncio.Server, list[str]]:
+    """A node that closes its first `drop_first` connections without a word, then answers."""
+    seen: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        seen.append(request.split(b" ")[1].decode())
+        if len(seen) > drop_first:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\nconnection: close\r\n\r\n" % len(BODY) + BODY)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, seen
+
+
+async def _entries(drop_first: int) -> tuple[object, list[str]]:
+    server, seen = await _serve(drop_first)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient() as client:
+            fetcher = NodeFetcher(client, f"http://127.0.0.1:{port}", max_bytes=10**6,
+                                  timeout=10)
+            try:
+                return await fetcher.entries(0, 1000), seen
+            except FetchError as exc:
+                return exc, seen
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("dropped", [1, 2])
+def test_a_dropped_connection_is_tried_again(dropped: int) -> None:
+    assert RETRIES >= 2  # a harvester rides out a node closing two kept-alive connections
+    result, seen = asyncio.run(_entries(drop_first=dropped))
+    assert result == ([], None)
+    assert seen == ["/v1/log/entries?start=0&limit=1000"] * (dropped + 1)
+
+
+def test_a_node_that_never_answers_is_a_fetch_error_naming_the_attempts() -> None:
+    result, seen = asyncio.run(_entries(drop_first=100))
+    assert isinstance(result, FetchError)
+    assert "RemoteProtocolError" in str(result) and f"{RETRIES + 1} attempts" in str(result)
+    assert len(seen) == RETRIES + 1
+
+
+@pytest.mark.parametrize("status", [404, 500])
+def test_an_answer_is_never_retried(status: int) -> None:
+    async def go() -> tuple[object, int]:
+        hits = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal hits
+            await reader.readuntil(b"\r\n\r\n")
+            hits += 1
+            writer.write(b"HTTP/1.1 %d X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                         % status)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with httpx.AsyncClient() as client:
+            fetcher = NodeFetcher(client, f"http://127.0.0.1:{port}", max_bytes=10**6,
+                                  timeout=10)
+            try:
+                await fetcher.checkpoint()
+                result: object = None
+            except FetchError as exc:
+                result = exc
+        server.close()
+        await server.wait_closed()
+        return result, hits
+
+    result, hits = asyncio.run(go())
+    assert isinstance(result, FetchError) and f"HTTP {status}" in str(result)
+    assert hits == 1
