@@ -38,7 +38,7 @@ def verify(
     key: KeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable report")] = False,
     workers: Annotated[int | None, typer.Option(
-        "--workers", min=1, help="processes checking large bundle logs (default: 2 on a "
+        "--workers", min=1, help="processes fetching and checking large node logs (default: 2 on a "
                                  "multi-core machine; 1: no worker processes)")] = None,
 ) -> None:
     """Run every check; exit 0 only when all hold (the state file is updated only then)."""
