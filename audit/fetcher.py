@@ -73,16 +73,19 @@ class PageTask(NamedTuple):
 
 
 def fetch_range(client: httpx.Client, task: PageTask) -> list[Entry]:
-    """The leaves of `task`, page by page; fewer only when the server has no more."""
-    out: list[Entry] = []
-    start = task.start
-    while start < task.stop:
-        items = _fetch_page(client, task.url, start, min(PAGE, task.stop - start))
+    """The leaves of `task`; fewer only when the server has no more."""
+    return list(_leaves(client, task.url, task.start, task.stop))
+
+
+def _leaves(client: httpx.Client, url: str, start: int, stop: int) -> Iterator[Entry]:
+    """Leaves [start, stop) of an entries URL, page by page; ends early when a page is empty."""
+    while start < stop:
+        items = _fetch_page(client, url, start, min(PAGE, stop - start))
         if not items:
-            break  # the server has fewer entries than its checkpoint: the checks report it
-        out += items[: task.stop - start]
+            return  # the server has fewer entries than its checkpoint: the checks report it
+        items = items[: stop - start]
+        yield from items
         start += len(items)
-    return out
 
 
 def _fetch_page(client: httpx.Client, url: str, start: int, limit: int) -> list[Entry]:
@@ -119,13 +122,7 @@ class HttpSource:
             raise FetchError(f"GET {url}: not JSON: {exc}") from exc
 
     def _pages(self, prefix: str, end: int, start: int = 0) -> Iterator[Entry]:
-        while start < end:
-            items = _fetch_page(self.client, f"{prefix}/entries", start, min(PAGE, end - start))
-            if not items:
-                return  # the server has fewer entries than its checkpoint: the checks report it
-            items = items[: end - start]
-            yield from items
-            start += len(items)
+        return _leaves(self.client, f"{prefix}/entries", start, end)
 
     def node_entry_tasks(self, origin: str, end: int, size: int) -> Iterator[PageTask]:
         """`node_entries` as tasks of `size` leaves that worker processes fetch and examine
