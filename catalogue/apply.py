@@ -21,8 +21,20 @@ from sqlalchemy import Connection, Engine, select
 from catalogue.codes import Vocabulary
 from catalogue.db import bulk_insert, write_tx
 from catalogue.errors import FetchError
-from catalogue.index import index_step
-from catalogue.models import alerts, harvest_staging, leaves, nodes, rejections
+from catalogue.index import StepCombos, combo_hash, combo_key, index_step
+from catalogue.models import (
+    ROTATION,
+    alerts,
+    combo_datasets,
+    combo_diagnoses,
+    combo_uses,
+    combos,
+    harvest_staging,
+    leaf_records,
+    leaves,
+    nodes,
+    rejections,
+)
 from catalogue.ownlog import CatalogueKey, append
 from protocol.entries import utc_now
 from protocol.verify import TrustedState, VerifiedEntry
@@ -51,6 +63,8 @@ class Chunk:
     node_id: int
     rows: list[tuple[Any, ...]] = field(default_factory=list)  # in LEAF_COLUMNS order
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    combos: list[bytes | None] = field(default_factory=list)  # combo_hash of each row's sample
+    keys: dict[bytes, tuple[Any, ...]] = field(default_factory=dict)  # combo_hash -> key
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -61,10 +75,16 @@ class Chunk:
         kind, rid = entry.get("kind", ""), entry.get("id", "")
         raw = None if v.content is None else orjson.dumps(v.content).decode()
         self.rows.append((self.node_id, v.index, v.leaf, v.leaf_hash, kind, rid, raw))
+        h = None
         if v.problems:
             self.rejected.append({"node_id": self.node_id, "idx": v.index, "kind": kind,
                                   "record_id": rid, "problems": orjson.dumps(
                                       [str(p) for p in v.problems]).decode()})
+        elif kind == "sample" and v.content is not None:  # keyed here, off the write lock
+            key = combo_key(v.content)
+            h = combo_hash(key)
+            self.keys[h] = key
+        self.combos.append(h)
 
 
 def _check_position(conn: Connection, pos: Position) -> None:
@@ -79,18 +99,22 @@ def _check_position(conn: Connection, pos: Position) -> None:
                          "try again")
 
 
-def _store(conn: Connection, chunk: Chunk) -> None:
+def _store(conn: Connection, chunk: Chunk, combos: StepCombos) -> None:
     bulk_insert(conn, leaves, LEAF_COLUMNS, chunk.rows)
     if chunk.rejected:
         conn.execute(rejections.insert(), chunk.rejected)
+    if chunk.rows:
+        combos.add(conn, chunk.rows[0][1], chunk.combos, chunk.keys, Vocabulary.default())
 
 
 def commit_chunk(engine: Engine, pos: Position, chunk: Chunk, *, size: int,
-                 compact: dict[str, Any], checkpoint: str) -> Position:
-    """Store a verified chunk ending at `size` as staged (invisible); the new position."""
+                 compact: dict[str, Any], checkpoint: str, combos: StepCombos) -> Position:
+    """Store a verified chunk ending at `size` as staged (invisible); the new position.
+
+    The combos its samples count in are added too, counting nothing until the final commit."""
     with write_tx(engine) as conn:
         _check_position(conn, pos)
-        _store(conn, chunk)
+        _store(conn, chunk, combos)
         conn.execute(harvest_staging.delete().where(harvest_staging.c.node_id == pos.node_id))
         conn.execute(harvest_staging.insert().values(
             node_id=pos.node_id, size=size, compact=orjson.dumps(compact).decode(),
@@ -99,14 +123,15 @@ def commit_chunk(engine: Engine, pos: Position, chunk: Chunk, *, size: int,
 
 
 def commit_final(engine: Engine, key: CatalogueKey, pos: Position, chunk: Chunk,
-                 state: TrustedState) -> None:
+                 state: TrustedState, combos: StepCombos) -> None:
     """The step is verified: store the last chunk, index the whole step, accept the checkpoint
     and append a catalogue-log leaf, atomically."""
     with write_tx(engine) as conn:
         _check_position(conn, pos)
-        _store(conn, chunk)
+        _store(conn, chunk, combos)
+        _add_leaf_records(conn, pos.node_id, pos.committed, state.size)
         index_step(conn, pos.node_id, pos.committed, state.size, country=pos.country,
-                   vocab=Vocabulary.default())
+                   vocab=Vocabulary.default(), known=combos)
         now = utc_now()
         conn.execute(nodes.update().where(nodes.c.id == pos.node_id).values(
             tree_size=state.size, root=base64.b64encode(state.root).decode(),
@@ -117,13 +142,29 @@ def commit_final(engine: Engine, key: CatalogueKey, pos: Position, chunk: Chunk,
         append(conn, key, "checkpoint", node=pos.origin, checkpoint=state.checkpoint)
 
 
+def _add_leaf_records(conn: Connection, node_id: int, start: int, end: int) -> None:
+    """Index the record leaves [start, end) by record, in key order (one sorted insert)."""
+    cols = (leaves.c.node_id, leaves.c.kind, leaves.c.record_id, leaves.c.idx)
+    conn.execute(leaf_records.insert().from_select(
+        [c.name for c in cols],
+        select(*cols).where(leaves.c.node_id == node_id, leaves.c.idx >= start,
+                            leaves.c.idx < end, leaves.c.kind != ROTATION)
+        .order_by(leaves.c.kind, leaves.c.record_id, leaves.c.idx)))
+
+
 def discard_staging(conn: Connection, node_id: int) -> None:
-    """Forget a step in progress: its stored leaves and rejections above `tree_size`."""
+    """Forget a step in progress: its stored leaves and rejections above `tree_size`, and the
+    combos it added."""
     size = conn.execute(select(nodes.c.tree_size).where(nodes.c.id == node_id)).scalar_one()
     conn.execute(leaves.delete().where(leaves.c.node_id == node_id, leaves.c.idx >= size))
     conn.execute(rejections.delete().where(rejections.c.node_id == node_id,
                                            rejections.c.idx >= size))
     conn.execute(harvest_staging.delete().where(harvest_staging.c.node_id == node_id))
+    # and the combos its chunks added that count no sample (nor do any others of the node)
+    unused = select(combos.c.id).where(combos.c.node_id == node_id, combos.c.n == 0)
+    for side in (combo_diagnoses, combo_uses, combo_datasets):
+        conn.execute(side.delete().where(side.c.combo_id.in_(unused)))
+    conn.execute(combos.delete().where(combos.c.node_id == node_id, combos.c.n == 0))
 
 
 def record_unchanged(engine: Engine, node_id: int, size: int) -> None:

@@ -6,9 +6,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, select, text
 
-from catalogue.models import metadata
+from catalogue.models import ROTATION, leaf_records, leaves, metadata, nodes
 
 
 def make_engine(url: str, *, create: bool = True, busy_timeout: float = 300) -> Engine:
@@ -26,7 +26,25 @@ def make_engine(url: str, *, create: bool = True, busy_timeout: float = 300) -> 
         event.listen(engine, "begin", _sqlite_begin)
     if create:
         metadata.create_all(engine)
+        _upgrade(engine)
     return engine
+
+
+def _upgrade(engine: Engine) -> None:
+    """Bring a database made by an earlier version to the current tables (idempotent):
+    `leaf_records` replaced the (node_id, kind, record_id) index of `leaves`."""
+    with engine.begin() as conn:
+        names = {ix["name"] for ix in inspect(conn).get_indexes("leaves")}
+        if "ix_leaves_rotations" not in names:
+            next(ix for ix in leaves.indexes if ix.name == "ix_leaves_rotations").create(conn)
+        if "ix_leaves_record" in names:
+            cols = (leaves.c.node_id, leaves.c.kind, leaves.c.record_id, leaves.c.idx)
+            conn.execute(leaf_records.insert().from_select(
+                [c.name for c in cols],
+                select(*cols).join(nodes, nodes.c.id == leaves.c.node_id)
+                .where(leaves.c.idx < nodes.c.tree_size, leaves.c.kind != ROTATION)
+                .order_by(leaves.c.node_id, leaves.c.kind, leaves.c.record_id, leaves.c.idx)))
+            conn.execute(text("DROP INDEX ix_leaves_record"))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, case, select
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, text
 
 from catalogue.codes import Vocabulary
 from catalogue.db import bulk_insert
@@ -17,6 +18,7 @@ from catalogue.models import (
     combo_diagnoses,
     combo_uses,
     combos,
+    leaf_records,
     leaves,
     records,
     rejections,
@@ -24,7 +26,7 @@ from catalogue.models import (
 )
 
 # change per record: (leaf index, content) to publish, or None to remove from the index;
-# for samples the content is replaced by its combo_key()
+# for samples the content is replaced by its combo id
 Change = tuple[int, Any] | None
 _CHUNK = 500
 _BATCH = 5000  # leaves read back per query while a step is indexed
@@ -61,43 +63,69 @@ def apply_records(conn: Connection, node_id: int, kind: str, changes: dict[str, 
 
 
 def index_step(conn: Connection, node_id: int, start: int, end: int, *,
-               country: str | None, vocab: Vocabulary) -> None:
+               country: str | None, vocab: Vocabulary, known: StepCombos | None = None) -> None:
     """Index the stored leaves [start, end) of a verified step, in batches (bounded memory).
 
     The latest leaf of each record wins: publish indexes its content (unless erased or
     rejected), withdraw removes the record and erases the content of its earlier leaves.
+    `known`: the combos of the sample leaves this run stored (from `known.start` on); their
+    contents are not read back. Leaves staged by an interrupted run are read and keyed here.
     """
     seen = bytearray(_SEEN_BITS // 8) if start == 0 else None
-    combo_ids = ComboIds(conn, node_id)
+    combo_ids = known.combo_ids(conn) if known else ComboIds(conn, node_id)
+    known_from = known.start if known else end
+    delta: Counter[int] = Counter()  # change of each combo's count, applied once at the end
     touched = False
     for lo in range(start, end, _BATCH):
         hi = min(lo + _BATCH, end)
         rejected = set(conn.execute(select(rejections.c.idx).where(
             rejections.c.node_id == node_id, rejections.c.idx >= lo, rejections.c.idx < hi))
             .scalars())
-        q = (select(leaves.c.idx, leaves.c.kind, leaves.c.record_id, leaves.c.content,
-                    case((leaves.c.content.is_(None), leaves.c.leaf), else_=None))
+        # the leaf of an erased or withdrawn entry (to tell which); the content only where
+        # it is needed: records, and samples whose combo is not known yet
+        q = (select(leaves.c.idx, leaves.c.kind, leaves.c.record_id,
+                    case((leaves.c.content.is_(None), leaves.c.leaf), else_=None),
+                    case((or_(leaves.c.kind != "sample", leaves.c.idx < known_from),
+                          leaves.c.content), else_=None))
              .where(leaves.c.node_id == node_id, leaves.c.idx >= lo, leaves.c.idx < hi)
              .order_by(leaves.c.idx))
         changes: dict[str, dict[str, Change]] = {"biobank": {}, "collection": {}, "sample": {}}
         erase: dict[tuple[str, str], int] = {}
-        for idx, kind, rid, content, leaf in conn.execute(q):
+        unkeyed: dict[str, bytes] = {}  # sample id -> combo hash, for staged samples
+        new_keys: dict[bytes, tuple[Any, ...]] = {}
+        for idx, kind, rid, gone, content in conn.execute(q):
             if not kind:
                 continue  # rotate-key: no record
-            if content is None:
+            if gone is not None:
                 changes[kind][rid] = None  # withdrawn, or erased at the node
-                if orjson.loads(leaf)["op"] == "withdraw":
+                if orjson.loads(gone)["op"] == "withdraw":
                     erase[(kind, rid)] = idx
             elif idx in rejected:
                 changes[kind][rid] = None
+            elif kind != "sample":
+                changes[kind][rid] = (idx, orjson.loads(content))
+            elif idx >= known_from:
+                changes[kind][rid] = (idx, known.combo_of(idx))  # type: ignore[union-attr]
             else:
-                rec = orjson.loads(content)
-                changes[kind][rid] = (idx, combo_key(rec) if kind == "sample" else rec)
+                key = combo_key(orjson.loads(content))
+                h = combo_hash(key)
+                new_keys[h] = key
+                unkeyed[rid] = h
+                changes[kind][rid] = (idx, 0)
+        if new_keys:
+            combo_ids.ensure(conn, new_keys, vocab)
+            for rid, h in unkeyed.items():
+                ch = changes["sample"][rid]
+                if ch is not None and ch[1] == 0:
+                    changes["sample"][rid] = (ch[0], combo_ids.ids[h])
         if erase:
-            conn.execute(leaves.update().where(and_(
-                leaves.c.node_id == node_id, leaves.c.kind == bindparam("k"),
-                leaves.c.record_id == bindparam("r"), leaves.c.idx < bindparam("w")))
-                .values(content=None), [{"k": k, "r": r, "w": w} for (k, r), w in erase.items()])
+            earlier = select(leaf_records.c.idx).where(
+                leaf_records.c.node_id == node_id, leaf_records.c.kind == bindparam("k"),
+                leaf_records.c.record_id == bindparam("r"), leaf_records.c.idx < bindparam("w"))
+            conn.execute(leaves.update().where(leaves.c.node_id == node_id,
+                                               leaves.c.idx.in_(earlier.scalar_subquery()))
+                         .values(content=None),
+                         [{"k": k, "r": r, "w": w} for (k, r), w in erase.items()])
         apply_records(conn, node_id, "biobank", changes["biobank"])
         apply_records(conn, node_id, "collection", changes["collection"])
         check = None
@@ -108,25 +136,26 @@ def index_step(conn: Connection, node_id: int, start: int, end: int, *,
                 if seen[bit >> 3] & (1 << (bit & 7)):
                     check.append(sid)
                 seen[bit >> 3] |= 1 << (bit & 7)
-        apply_samples(conn, node_id, changes["sample"], check=check, vocab=vocab,
-                      combo_ids=combo_ids)
+        apply_samples(conn, node_id, changes["sample"], check=check, delta=delta)
         touched = touched or bool(changes["biobank"] or changes["sample"])
+    updates = [{"cid": cid, "d": d} for cid, d in delta.items() if d]
+    if updates:
+        conn.execute(combos.update().where(combos.c.id == bindparam("cid"))
+                     .values(n=combos.c.n + bindparam("d")), updates)
     if touched:
         refresh_countries(conn, node_id, country)
 
 
 def apply_samples(conn: Connection, node_id: int, changes: dict[str, Change], *,
-                  check: list[str] | None, vocab: Vocabulary,
-                  combo_ids: ComboIds | None = None) -> None:
-    """Move samples between combos: decrement old ones, increment new ones, keep `samples` exact.
+                  check: list[str] | None, delta: Counter[int]) -> None:
+    """Move samples between combos, keeping `samples` exact and counting each combo's change.
 
-    `changes` maps sample id -> (leaf index, combo_key(content)), or None to remove; `check`
-    lists the ids that may already be indexed (None: any of them). `combo_ids`: the node's
-    combo ids, when the caller applies several batches.
+    `changes` maps sample id -> (leaf index, combo id), or None to remove; `check` lists the
+    ids that may already be indexed (None: any of them). The caller applies `delta` to the
+    combos' counts.
     """
     if not changes:
         return
-    delta: Counter[int] = Counter()
     lookup = list(changes) if check is None else check
     if lookup:
         old = _existing(conn, node_id, lookup)
@@ -136,19 +165,12 @@ def apply_samples(conn: Connection, node_id: int, changes: dict[str, Change], *,
             conn.execute(samples.delete().where(and_(
                 samples.c.node_id == node_id, samples.c.sample_id == bindparam("sid"))),
                 [{"sid": sid} for sid in old])
-    published = [(sid, ch[0], ch[1]) for sid, ch in changes.items() if ch is not None]
-    ids = (combo_ids or ComboIds(conn, node_id)).ids_for(
-        conn, {key for _s, _i, key in published}, vocab)
     rows = []
-    for sid, idx, key in published:
-        cid = ids[key]
-        delta[cid] += 1
-        rows.append((node_id, sid, idx, cid))
+    for sid, ch in changes.items():
+        if ch is not None:
+            delta[ch[1]] += 1
+            rows.append((node_id, sid, ch[0], ch[1]))
     bulk_insert(conn, samples, ("node_id", "sample_id", "idx", "combo_id"), rows)
-    updates = [{"cid": cid, "d": d} for cid, d in delta.items() if d]
-    if updates:
-        conn.execute(combos.update().where(combos.c.id == bindparam("cid"))
-                     .values(n=combos.c.n + bindparam("d")), updates)
 
 
 def _existing(conn: Connection, node_id: int, ids: Sequence[str]) -> dict[str, int]:
@@ -158,6 +180,11 @@ def _existing(conn: Connection, node_id: int, ids: Sequence[str]) -> dict[str, i
             samples.c.node_id == node_id, samples.c.sample_id.in_(ids[i:i + _CHUNK]))
         found.update({r.sample_id: r.combo_id for r in conn.execute(q)})
     return found
+
+
+def combo_hash(key: tuple[Any, ...]) -> bytes:
+    """What a combo is known by in memory: the SHA-256 of its stored key (`combos.ckey`)."""
+    return hashlib.sha256(orjson.dumps(key)).digest()
 
 
 class ComboIds:
@@ -173,34 +200,74 @@ class ComboIds:
     def __init__(self, conn: Connection, node_id: int) -> None:
         self.node_id = node_id
         self.ids: dict[bytes, int] = {
-            _hashed(ckey): cid for ckey, cid in conn.execute(
+            hashlib.sha256(ckey.encode()).digest(): cid for ckey, cid in conn.execute(
                 select(combos.c.ckey, combos.c.id).where(combos.c.node_id == node_id))}
 
-    def ids_for(self, conn: Connection, keys: Iterable[tuple[Any, ...]],
-                vocab: Vocabulary) -> dict[tuple[Any, ...], int]:
-        """Ids of the combos for `keys`, inserting the missing ones (with their side rows)."""
-        out: dict[tuple[Any, ...], int] = {}
-        missing: dict[str, tuple[Any, ...]] = {}
-        for key in keys:
-            ckey = orjson.dumps(key).decode()
-            cid = self.ids.get(_hashed(ckey))
-            if cid is None:
-                missing[ckey] = key
-            else:
-                out[key] = cid
-        if missing:
-            new = {row.ckey: row.id for row in conn.execute(
-                combos.insert().returning(combos.c.ckey, combos.c.id),
-                [_combo_row(self.node_id, c, k) for c, k in missing.items()])}
-            _side_rows(conn, {cid: missing[ckey] for ckey, cid in new.items()}, vocab)
-            for ckey, cid in new.items():
-                self.ids[_hashed(ckey)] = cid
-                out[missing[ckey]] = cid
-        return out
+    def ensure(self, conn: Connection, keys: Mapping[bytes, tuple[Any, ...]],
+               vocab: Vocabulary) -> None:
+        """Insert the combos of `keys` (by `combo_hash`) that the node does not have yet,
+        with their side rows, counting no sample (n = 0, which search never shows)."""
+        missing = [(h, key) for h, key in keys.items() if h not in self.ids]
+        if not missing:
+            return
+        new = list(zip(_new_combo_ids(conn, len(missing)), missing, strict=True))
+        bulk_insert(conn, combos, _COMBO_COLUMNS,
+                    [_combo_row(self.node_id, cid, key) for cid, (_h, key) in new])
+        _side_rows(conn, {cid: key for cid, (_h, key) in new}, vocab)
+        self.ids.update((h, cid) for cid, (h, _key) in new)
 
 
-def _hashed(ckey: str) -> bytes:
-    return hashlib.sha256(ckey.encode()).digest()
+class StepCombos:
+    """The combo of each sample leaf a harvest run stores, resolved chunk by chunk.
+
+    Keys are computed from the verified contents before a chunk is stored (off the write
+    lock); the chunk's transaction adds the combos the node lacks (with n = 0: invisible until
+    the final commit counts them). The final commit then indexes the step without reading the
+    contents back. One id per leaf from `start` (0: not a countable sample), 8 bytes each.
+    """
+
+    def __init__(self, node_id: int, start: int) -> None:
+        self.node_id = node_id
+        self.start = start
+        self.ids = array("q")
+        self._combo_ids: ComboIds | None = None
+
+    def combo_ids(self, conn: Connection) -> ComboIds:
+        if self._combo_ids is None:
+            self._combo_ids = ComboIds(conn, self.node_id)
+        return self._combo_ids
+
+    def add(self, conn: Connection, first: int, hashes: Sequence[bytes | None],
+            keys: Mapping[bytes, tuple[Any, ...]], vocab: Vocabulary) -> None:
+        """The combos of the leaves [first, first + len(hashes)) (None: none), in order."""
+        if first != self.start + len(self.ids):
+            raise RuntimeError(f"combos of leaf {first} given after leaf "
+                               f"{self.start + len(self.ids)}")
+        ids = self.combo_ids(conn)
+        ids.ensure(conn, keys, vocab)
+        known = ids.ids
+        self.ids.extend(0 if h is None else known[h] for h in hashes)
+
+    def combo_of(self, idx: int) -> int:
+        cid = self.ids[idx - self.start] if idx - self.start < len(self.ids) else 0
+        if not cid:
+            raise RuntimeError(f"no combo was resolved for sample leaf {idx}")
+        return cid
+
+
+_COMBO_COLUMNS = ("id", "node_id", "ckey", "biobank", "collection", "sample_type",
+                  "storage_temperature", "sex", "age_min", "age_max", "year_from", "year_to", "n")
+
+
+def _new_combo_ids(conn: Connection, n: int) -> list[int]:
+    """`n` fresh combo ids: from the id sequence on PostgreSQL; on SQLite, past the largest
+    (the write transaction holds the database's only write lock)."""
+    if conn.dialect.name == "postgresql":
+        return list(conn.execute(text(
+            "SELECT nextval(pg_get_serial_sequence('combos', 'id')) "
+            "FROM generate_series(1, :n)"), {"n": n}).scalars())
+    first = int(conn.execute(select(func.coalesce(func.max(combos.c.id), 0))).scalar_one()) + 1
+    return list(range(first, first + n))
 
 
 def _side_rows(conn: Connection, new: dict[int, tuple[Any, ...]], vocab: Vocabulary) -> None:
@@ -221,11 +288,8 @@ def _side_rows(conn: Connection, new: dict[int, tuple[Any, ...]], vocab: Vocabul
     bulk_insert(conn, combo_datasets, ("combo_id", "code"), dt_rows)
 
 
-def _combo_row(node_id: int, ckey: str, key: tuple[Any, ...]) -> dict[str, Any]:
-    return {"node_id": node_id, "ckey": ckey, "biobank": key[0], "collection": key[1],
-            "sample_type": key[2], "storage_temperature": key[3], "sex": key[4],
-            "age_min": key[5], "age_max": key[6], "year_from": key[7], "year_to": key[8],
-            "n": 0}
+def _combo_row(node_id: int, cid: int, key: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (cid, node_id, orjson.dumps(key).decode(), *key[:9], 0)
 
 
 def refresh_countries(conn: Connection, node_id: int, node_country: str | None) -> None:
@@ -242,5 +306,5 @@ def refresh_countries(conn: Connection, node_id: int, node_country: str | None) 
                      .values(country=bindparam("c")), updates)
 
 
-__all__ = ["ComboIds", "apply_records", "apply_samples", "combo_key", "index_step",
-           "refresh_countries"]
+__all__ = ["ComboIds", "StepCombos", "apply_records", "apply_samples", "combo_hash", "combo_key",
+           "index_step", "refresh_countries"]

@@ -19,9 +19,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    literal_column,
 )
+from sqlalchemy.sql.elements import ColumnClause
 
 metadata = MetaData()
+
+# the kind of a rotate-key leaf, as an SQL literal (partial indexes need it so)
+ROTATION: ColumnClause[str] = literal_column("''")
 
 nodes = Table(
     "nodes", metadata,
@@ -57,7 +62,22 @@ leaves = Table(
     Column("record_id", String(255), nullable=False),
     Column("content", Text),  # JSON, null once erased
 )
-Index("ix_leaves_record", leaves.c.node_id, leaves.c.kind, leaves.c.record_id)
+# the few rotate-key leaves (no kind, no id), found without reading a node's whole log
+Index("ix_leaves_rotations", leaves.c.node_id, leaves.c.idx,
+      sqlite_where=leaves.c.kind == ROTATION, postgresql_where=leaves.c.kind == ROTATION)
+
+# which accepted leaves belong to which record, to erase a withdrawn record's earlier contents.
+# Not an index on `leaves`: that one took every stored leaf in random key order, under the
+# write lock (half of a large SQLite harvest); these rows are added when a step is accepted,
+# in key order, by one INSERT ... SELECT (catalogue.apply.commit_final).
+leaf_records = Table(
+    "leaf_records", metadata,
+    Column("node_id", Integer, primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("record_id", String(255), primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    sqlite_with_rowid=False,
+)
 
 records = Table(  # live biobank and collection records
     "records", metadata,

@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 from catalogue.apply import Chunk, Position, commit_chunk, commit_final
 from catalogue.errors import FetchError
 from catalogue.fetcher import NodeFetcher
+from catalogue.index import StepCombos
 from catalogue.ownlog import CatalogueKey
 from protocol.errors import BiobankError, SignatureError
 from protocol.keys import KeyHistory, MissingSignatureError, RevokedKeyError, rotation_hint
@@ -79,12 +80,13 @@ class Writer:
         self.key = key
 
     async def chunk(self, pos: Position, chunk: Chunk, *, size: int, compact: dict[str, Any],
-                    checkpoint: str) -> Position:
+                    checkpoint: str, combos: StepCombos) -> Position:
         return await asyncio.to_thread(commit_chunk, self.engine, pos, chunk, size=size,
-                                       compact=compact, checkpoint=checkpoint)
+                                       compact=compact, checkpoint=checkpoint, combos=combos)
 
-    async def final(self, pos: Position, chunk: Chunk, state: TrustedState) -> None:
-        await asyncio.to_thread(commit_final, self.engine, self.key, pos, chunk, state)
+    async def final(self, pos: Position, chunk: Chunk, state: TrustedState,
+                    combos: StepCombos) -> None:
+        await asyncio.to_thread(commit_final, self.engine, self.key, pos, chunk, state, combos)
 
 
 @cache
@@ -118,6 +120,7 @@ async def harvest_node(job: NodeJob, fetcher: NodeFetcher, writer: Writer,
                          f"step limit of {job.max_step} (CATALOGUE_MAX_STEP)")
     pos = Position(job.node_id, job.origin, job.country, job.committed, verifier.old_size)
     chunk = Chunk(job.node_id)
+    combos = StepCombos(job.node_id, verifier.old_size)  # what this run's samples count in
     storing: asyncio.Future[Position] | None = None  # one chunk is stored while the next fills
     try:
         async for page in _pages(fetcher, job.origin, verifier.old_size, size, job.page_size):
@@ -132,12 +135,12 @@ async def harvest_node(job: NodeJob, fetcher: NodeFetcher, writer: Writer,
                     pos = await storing
                 storing = asyncio.ensure_future(writer.chunk(
                     pos, chunk, size=verifier.next_index, compact=verifier.compact.to_json(),
-                    checkpoint=verifier.note))
+                    checkpoint=verifier.note, combos=combos))
                 chunk = Chunk(job.node_id)
         state = verifier.finish()
         if storing is not None:
             pos, storing = await storing, None
-        await writer.final(pos, chunk, state)
+        await writer.final(pos, chunk, state, combos)
     finally:
         if storing is not None:  # a failure while a chunk is stored: let it end cleanly
             await asyncio.gather(storing, return_exceptions=True)

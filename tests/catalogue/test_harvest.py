@@ -6,9 +6,18 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select, text
 
-from catalogue.models import combos, leaves, nodes, own_leaves, rejections, samples
+from catalogue.db import make_engine
+from catalogue.models import (
+    combos,
+    leaf_records,
+    leaves,
+    nodes,
+    own_leaves,
+    rejections,
+    samples,
+)
 from tests.catalogue.conftest import Catalogue
 from tests.catalogue.simulator import NodeSimulator, sample, sample_id
 
@@ -75,6 +84,32 @@ def test_withdraw_removes_sample_and_erases_mirrored_content(catalogue: Catalogu
         assert [c for _i, c in erased] == [None, None]
         assert conn.execute(select(func.count()).select_from(samples).where(
             samples.c.sample_id == sample_id(3))).scalar_one() == 0
+
+
+def test_database_of_an_earlier_version_is_upgraded(catalogue: Catalogue, serve: Any) -> None:
+    """Before `leaf_records`, `leaves` had a (node_id, kind, record_id) index: opening such a
+    database fills `leaf_records` from the accepted leaves, so erasure still finds them."""
+    sim = NodeSimulator()
+    sim.populate(12)
+    serve(sim)
+    catalogue.enrol(sim, sim.url)
+    catalogue.harvest()
+    with catalogue.engine.begin() as conn:
+        before = conn.execute(select(leaf_records)).all()
+        assert len(before) == 14  # every record leaf (biobank, collection, 12 samples)
+        conn.execute(leaf_records.delete())
+        conn.execute(text("DROP INDEX ix_leaves_rotations"))
+        conn.execute(text("CREATE INDEX ix_leaves_record ON leaves (node_id, kind, record_id)"))
+    make_engine(catalogue.engine.url.render_as_string(hide_password=False)).dispose()
+    with catalogue.engine.connect() as conn:
+        assert sorted(conn.execute(select(leaf_records)).all()) == sorted(before)
+        names = {ix["name"] for ix in inspect(conn).get_indexes("leaves")}
+    assert "ix_leaves_record" not in names and "ix_leaves_rotations" in names
+    sim.withdraw("sample", sample_id(3))
+    assert catalogue.harvest()[sim.origin].ok
+    with catalogue.engine.connect() as conn:
+        assert conn.execute(select(leaves.c.content).where(
+            leaves.c.record_id == sample_id(3))).scalars().all() == [None, None]
 
 
 def test_withdraw_in_same_step_never_stores_content(catalogue: Catalogue, serve: Any) -> None:

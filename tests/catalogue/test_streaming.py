@@ -14,7 +14,16 @@ from sqlalchemy import func, select
 import catalogue.stream
 from catalogue.app import build_context
 from catalogue.mirror import node_entries
-from catalogue.models import alerts, combos, harvest_staging, leaves, nodes
+from catalogue.models import (
+    alerts,
+    combo_datasets,
+    combo_diagnoses,
+    combo_uses,
+    combos,
+    harvest_staging,
+    leaves,
+    nodes,
+)
 from protocol.canonical import canonical
 from protocol.entries import make_entry
 from protocol.note import Checkpoint, sign_checkpoint
@@ -51,6 +60,17 @@ def facts(cat: Catalogue, origin: str) -> dict[str, Any]:
     return {"tree_size": int(row.tree_size), "staged": staged, "stored": int(stored),
             "live": int(live), "mirrored": mirrored, "state": row.state, "alerts": int(halts),
             "error": row.last_error}
+
+
+def combos_of(cat: Catalogue) -> list[tuple[str, int]]:
+    """Every combo the database holds (key, count), and the side rows pointing to none."""
+    with cat.engine.connect() as conn:
+        out = sorted((r.ckey, int(r.n)) for r in conn.execute(select(combos)))
+        ids = select(combos.c.id)
+        for side in (combo_diagnoses, combo_uses, combo_datasets):
+            assert conn.execute(select(func.count()).select_from(side)
+                                .where(side.c.combo_id.not_in(ids))).scalar_one() == 0
+    return out
 
 
 def fail_from(sim: NodeSimulator, start: int) -> None:
@@ -131,10 +151,16 @@ def test_staged_leaves_are_never_trusted_on_resume(chunked: Catalogue, serve: An
     serve(sim)
     chunked.enrol(sim, sim.url)
     assert chunked.harvest()[sim.origin].size == 50
-    sim.populate(300, start=48)
+    accepted = combos_of(chunked)
+    sim.populate(150, start=48, sample_type="Serum")
+    sim.populate(150, start=198, sex="male")
     fail_from(sim, 300)
     assert not chunked.harvest()[sim.origin].ok
     assert facts(chunked, sim.origin)["staged"] == 250
+    # the stored chunks added their combos, counting nothing (search shows none of them)
+    staged = combos_of(chunked)
+    assert len(staged) > len(accepted) and set(accepted) <= set(staged)
+    assert all(n == 0 for ckey, n in staged if (ckey, n) not in accepted)
     # the node now serves another history inside the staged range (and signs it)
     sim.entries_hook = None
     sim.rewrite_leaf(120, time="2027-01-01T00:00:00Z")
@@ -144,6 +170,7 @@ def test_staged_leaves_are_never_trusted_on_resume(chunked: Catalogue, serve: An
     assert not out.ok and not out.halted and "discarded" in (out.error or "")
     assert facts(chunked, sim.origin)["staged"] is None
     assert facts(chunked, sim.origin)["stored"] == 50
+    assert combos_of(chunked) == accepted  # the discarded step's combos went with it
     out = chunked.harvest()[sim.origin]
     assert out.ok and out.size == 350
     with chunked.engine.connect() as conn:
