@@ -16,6 +16,7 @@ class Vocabulary:
         self._lists = lists
         self._codes: dict[str, frozenset[str]] = {}
         self._chapters = _chapter_ranges(lists)
+        self._chapter_of: dict[str, str | None] = {}
 
     @classmethod
     @cache
@@ -46,10 +47,10 @@ class Vocabulary:
     def chapter_of(self, code: str) -> str | None:
         """The roman numeral of the chapter holding an ICD-10 code, by its category."""
         cat = code[:3]
-        for chapter, (low, high) in self._chapters.items():
-            if low <= cat <= high:
-                return chapter
-        return None
+        if cat not in self._chapter_of:  # a few thousand categories at most
+            self._chapter_of[cat] = next((chapter for chapter, (low, high) in
+                                          self._chapters.items() if low <= cat <= high), None)
+        return self._chapter_of[cat]
 
 
 def _chapter_ranges(lists: CodeLists) -> dict[str, tuple[str, str]]:

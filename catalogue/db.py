@@ -97,3 +97,16 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
         cursor.executemany(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", rows)
     finally:
         cursor.close()
+
+
+def executemany(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run one statement (with `?` placeholders) for many rows through the driver directly."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        sql = sql.replace("?", "%s")
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(sql, rows)
+    finally:
+        cursor.close()

@@ -9,10 +9,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, text
+from sqlalchemy import (
+    Connection,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+)
 
 from catalogue.codes import Vocabulary
-from catalogue.db import bulk_insert
+from catalogue.db import bulk_insert, executemany
 from catalogue.models import (
     combo_datasets,
     combo_diagnoses,
@@ -138,10 +149,8 @@ def index_step(conn: Connection, node_id: int, start: int, end: int, *,
                 seen[bit >> 3] |= 1 << (bit & 7)
         apply_samples(conn, node_id, changes["sample"], check=check, delta=delta)
         touched = touched or bool(changes["biobank"] or changes["sample"])
-    updates = [{"cid": cid, "d": d} for cid, d in delta.items() if d]
-    if updates:
-        conn.execute(combos.update().where(combos.c.id == bindparam("cid"))
-                     .values(n=combos.c.n + bindparam("d")), updates)
+    executemany(conn, "UPDATE combos SET n = n + ? WHERE id = ?",
+                [(d, cid) for cid, d in delta.items() if d])
     if touched:
         refresh_countries(conn, node_id, country)
 
@@ -294,16 +303,14 @@ def _combo_row(node_id: int, cid: int, key: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def refresh_countries(conn: Connection, node_id: int, node_country: str | None) -> None:
     """Denormalise each combo's country from its biobank record (the node's country if none)."""
-    bb = {r.record_id: r.country for r in conn.execute(
-        select(records.c.record_id, records.c.country).where(
-            records.c.node_id == node_id, records.c.kind == "biobank"))}
-    rows = conn.execute(select(combos.c.id, combos.c.biobank, combos.c.country)
-                        .where(combos.c.node_id == node_id)).all()
-    updates = [{"cid": r.id, "c": bb.get(r.biobank) or node_country} for r in rows
-               if (bb.get(r.biobank) or node_country) != r.country]
-    if updates:
-        conn.execute(combos.update().where(combos.c.id == bindparam("cid"))
-                     .values(country=bindparam("c")), updates)
+    country = func.coalesce(func.nullif(
+        select(records.c.country).where(
+            records.c.node_id == node_id, records.c.kind == "biobank",
+            records.c.record_id == combos.c.biobank).scalar_subquery(), ""),
+        literal(node_country, String))
+    conn.execute(combos.update().where(combos.c.node_id == node_id,
+                                       combos.c.country.is_distinct_from(country))
+                 .values(country=country))
 
 
 __all__ = ["ComboIds", "StepCombos", "apply_records", "apply_samples", "combo_hash", "combo_key",
