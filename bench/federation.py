@@ -40,7 +40,7 @@ def harvest(settings: dict[str, Any], nodes: list[tuple[str, str]]) -> dict[str,
     """Enrol ``nodes`` ((url, verifier key)) in a fresh catalogue and harvest them all.
 
     Runs in its own process; times the harvest alone (not enrolment)."""
-    from catalogue.app import build_context
+    from catalogue.context import build_context
     from catalogue.enrol import enrol, fetch_descriptor
     from catalogue.harvest import Harvester
     from catalogue.settings import Settings

@@ -11,23 +11,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from catalogue.api import admin, nodes, problems, public, search
-from catalogue.api.deps import Context
-from catalogue.codes import Vocabulary
-from catalogue.db import make_engine, write_tx
+from catalogue.context import Context, build_context
 from catalogue.harvest import Harvester
-from catalogue.ownlog import CatalogueKey, ensure_state
 from catalogue.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def build_context(settings: Settings) -> Context:
-    """Engine, key (created on first start) and an initialised own log."""
-    engine = make_engine(settings.database_url)
-    key = CatalogueKey.load_or_create(settings.home, settings.origin)
-    with write_tx(engine) as conn:
-        ensure_state(conn, key)
-    return Context(settings=settings, engine=engine, key=key, vocab=Vocabulary.default())
 
 
 def create_app(settings: Settings | None = None, *, schedule_harvest: bool = False) -> FastAPI:

@@ -16,7 +16,7 @@ from catalogue.settings import Settings
 from protocol.errors import BiobankError
 
 if TYPE_CHECKING:
-    from catalogue.api.deps import Context
+    from catalogue.context import Context
 
 app = typer.Typer(help="Federated biobank catalogue: enrol nodes, harvest and verify their "
                   "logs, serve the combined search.", no_args_is_help=True)
@@ -33,7 +33,7 @@ def _settings() -> Settings:
 @contextmanager
 def _context() -> Iterator[Context]:
     """The catalogue's engine, key and own log; the engine is closed on the way out."""
-    from catalogue.app import build_context
+    from catalogue.context import build_context
 
     ctx = build_context(_settings())
     try:

@@ -232,13 +232,13 @@ class StepCombos:
     Keys are computed from the verified contents before a chunk is stored (off the write
     lock); the chunk's transaction adds the combos the node lacks (with n = 0: invisible until
     the final commit counts them). The final commit then indexes the step without reading the
-    contents back. One id per leaf from `start` (0: not a countable sample), 8 bytes each.
+    contents back. One id per leaf from `start` (0: not a countable sample), 4 bytes each.
     """
 
     def __init__(self, node_id: int, start: int) -> None:
         self.node_id = node_id
         self.start = start
-        self.ids = array("q")
+        self.ids = array("i")
         self._combo_ids: ComboIds | None = None
 
     def combo_ids(self, conn: Connection) -> ComboIds:

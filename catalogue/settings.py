@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     max_step: int = 2_000_000
     # Entries verified and stored per transaction while a step streams in (bounds memory);
     # the search index changes only when the whole step is verified (catalogue/README.md).
-    harvest_chunk: Annotated[int, Field(ge=1)] = 10_000
+    harvest_chunk: Annotated[int, Field(ge=1)] = 5_000
     # Worker processes that fetch and verify nodes in parallel (0: in this process). Keeps
     # CPU-heavy verification off the API's event loop and uses every core.
     harvest_workers: int = 2

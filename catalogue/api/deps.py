@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
-from catalogue.codes import Vocabulary
-from catalogue.cube import CubeCache
-from catalogue.ownlog import CatalogueKey
-from catalogue.settings import Settings
-
-
-@dataclass
-class Context:
-    """What every route may need, built once by create_app."""
-
-    settings: Settings
-    engine: Engine
-    key: CatalogueKey
-    vocab: Vocabulary
-    cube: CubeCache = field(default_factory=CubeCache)
+from catalogue.context import Context
 
 
 def get_context(request: Request) -> Context:

@@ -21,7 +21,8 @@ import pytest
 from audit.livestate import Tally
 from audit.report import CheckResult
 from audit.search_check import check_search
-from catalogue.app import build_context, create_app
+from catalogue.app import create_app
+from catalogue.context import build_context
 from catalogue.enrol import enrol
 from catalogue.harvest import Harvester
 from tests.audit.helpers import audit, check, failed

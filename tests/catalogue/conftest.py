@@ -13,8 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from catalogue.api.deps import Context
-from catalogue.app import build_context
+from catalogue.context import Context, build_context
 from catalogue.enrol import enrol
 from catalogue.harvest import Harvester, Outcome
 from catalogue.settings import Settings

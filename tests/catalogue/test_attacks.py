@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from catalogue.app import build_context
 from catalogue.cli import app as cli_app
+from catalogue.context import build_context
 from catalogue.enrol import clear_halt
 from catalogue.models import alerts, nodes
 from catalogue.status import node_detail

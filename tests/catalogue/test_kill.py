@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from catalogue.app import build_context
+from catalogue.context import build_context
 from catalogue.models import harvest_staging, nodes
 from tests.catalogue.conftest import Catalogue, database, make_settings
 from tests.catalogue.dbdump import dump

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from catalogue.app import build_context, create_app
+from catalogue.app import create_app
+from catalogue.context import build_context
 from catalogue.enrol import enrol
 from catalogue.harvest import Harvester
 from catalogue.privacy import protect

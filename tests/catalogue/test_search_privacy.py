@@ -21,8 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from catalogue.app import build_context, create_app
+from catalogue.app import create_app
 from catalogue.codes import Vocabulary
+from catalogue.context import build_context
 from catalogue.cube import Combo, predicates, tally
 from catalogue.enrol import enrol
 from catalogue.filters import Filters

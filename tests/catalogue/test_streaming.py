@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 import catalogue.stream
-from catalogue.app import build_context
+from catalogue.context import build_context
 from catalogue.mirror import node_entries
 from catalogue.models import (
     alerts,
