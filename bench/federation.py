@@ -50,7 +50,7 @@ def harvest(settings: dict[str, Any], nodes: list[tuple[str, str]]) -> dict[str,
     for url, key in nodes:
         enrol(ctx.engine, ctx.key, url, key, asyncio.run(fetch_descriptor(url)))
     start = time.perf_counter()
-    outcomes = Harvester(engine=ctx.engine, settings=cfg, key=ctx.key).run()
+    outcomes = Harvester(engine=ctx.engine, settings=cfg, key=ctx.key, inline=True).run()
     elapsed = time.perf_counter() - start
     ctx.engine.dispose()
     errors = [f"{o.origin}: {o.error}" for o in outcomes if not o.ok]

@@ -117,7 +117,8 @@ def harvest() -> None:
     from catalogue.harvest import Harvester
 
     with _context() as ctx:
-        outcomes = Harvester(engine=ctx.engine, settings=ctx.settings, key=ctx.key).run()
+        outcomes = Harvester(engine=ctx.engine, settings=ctx.settings, key=ctx.key,
+                             inline=True).run()
     for o in outcomes:
         if o.ok:
             typer.echo(f"{o.origin}: ok, size {o.size} (+{o.added})")

@@ -11,18 +11,21 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect,
 from catalogue.models import ROTATION, leaf_records, leaves, metadata, nodes
 
 
-def make_engine(url: str, *, create: bool = True, busy_timeout: float = 300) -> Engine:
+def make_engine(url: str, *, create: bool = True, busy_timeout: float = 300,
+                cache_mib: int = 16) -> Engine:
     """Build an engine for `url` and create the tables if asked.
 
     `busy_timeout` (SQLite): how long a writer waits for another's transaction; harvest
     workers commit a whole step's index in one transaction, which can take a while.
+    `cache_mib` (SQLite): the page cache of each connection.
     """
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout}
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect",
+                     lambda dbapi_conn, _record: _sqlite_pragmas(dbapi_conn, cache_mib))
         event.listen(engine, "begin", _sqlite_begin)
     if create:
         metadata.create_all(engine)
@@ -47,14 +50,14 @@ def _upgrade(engine: Engine) -> None:
             conn.execute(text("DROP INDEX ix_leaves_record"))
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, cache_mib: int) -> None:
     # Let SQLAlchemy, not pysqlite, decide where transactions begin (BEGIN IMMEDIATE below).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    # 16 MiB page cache (default 2 MiB): the leaves' record index takes random inserts
-    cur.execute("PRAGMA cache_size=-16384")
+    # a larger page cache than the default 2 MiB: search reads the combos and side tables
+    cur.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
     cur.close()
 
 

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -93,14 +94,21 @@ def _exit_with_parent(parent: int) -> None:
 
 
 class Harvester:
-    """Harvests all active nodes; network via an injectable httpx transport."""
+    """Harvests all active nodes; network via an injectable httpx transport.
+
+    `inline`: this process is one of the CATALOGUE_HARVEST_WORKERS lanes, so one worker
+    process fewer is started (a one-shot harvest, whose process has nothing else to do;
+    never the API server, whose event loop must stay free for requests).
+    """
 
     def __init__(self, *, engine: Engine, settings: Settings, key: CatalogueKey,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 inline: bool = False) -> None:
         self.engine = engine
         self.settings = settings
         self.key = key
         self.transport = transport
+        self.inline = inline
         self._write_lock = threading.Lock()
 
     def run(self) -> list[Outcome]:
@@ -113,23 +121,39 @@ class Harvester:
                                 .order_by(nodes.c.origin)).all()
             staged = {r.node_id: r._asdict() for r in conn.execute(select(harvest_staging))}
             jobs = [self._job(r, staged.get(r.id), conn) for r in rows]
-        workers = min(self.settings.harvest_workers, len(jobs))
-        pool = None
-        if workers > 0 and self.transport is None:
-            # spawn, not fork: this process may run threads (uvicorn, to_thread); and a worker
-            # must die with its parent, which forkserver children do not on SIGKILL.
-            # and a fresh worker per node, so that one node's memory is never carried into
-            # the next one's harvest (the whole harvest's memory stays that of two nodes)
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_exit_with_parent, initargs=(os.getpid(),),
-                                       max_tasks_per_child=1)
-        try:
-            async with httpx.AsyncClient(transport=self.transport,
-                                         timeout=self.settings.request_timeout) as client:
-                return list(await asyncio.gather(*(self._one(client, pool, j) for j in jobs)))
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            expected = {r.id: (r.remote_size or 0) - (r.tree_size or 0) for r in rows}
+        async with httpx.AsyncClient(transport=self.transport,
+                                     timeout=self.settings.request_timeout) as client:
+            lanes = min(self.settings.harvest_workers, len(jobs))
+            if lanes <= 0 or self.transport is not None:  # every node in this process
+                return list(await asyncio.gather(*(self._one(client, None, j) for j in jobs)))
+            # largest expected step first (as last seen), so no lane is left alone at the end
+            queue = deque(sorted(jobs, key=lambda j: -expected[j.node_id]))
+            done: dict[int, Outcome] = {}
+
+            async def lane(pool: ProcessPoolExecutor | None) -> None:
+                while queue:
+                    job = queue.popleft()
+                    done[job.node_id] = await self._one(client, pool, job)
+
+            processes = lanes - 1 if self.inline else lanes
+            pool = None
+            if processes:
+                # spawn, not fork: this process may run threads (uvicorn, to_thread); and a
+                # worker must die with its parent, which forkserver children do not on SIGKILL;
+                # and a fresh worker per node, so that one node's memory is never carried into
+                # the next one's harvest
+                pool = ProcessPoolExecutor(
+                    processes, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with_parent, initargs=(os.getpid(),),
+                    max_tasks_per_child=1)
+            try:
+                await asyncio.gather(*(lane(pool) for _ in range(processes)),
+                                     *([lane(None)] if self.inline else []))
+            finally:
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+            return [done[j.node_id] for j in jobs]
 
     def _job(self, row: Any, staged: dict[str, Any] | None, conn: Any) -> NodeJob:
         keys = load_history(conn, row, upto=int(staged["size"]) if staged else None)
@@ -186,7 +210,9 @@ class Harvester:
 @cache
 def _worker_writer(target: WriteTarget) -> Writer:
     """One engine and catalogue key per worker process (the key is read from its file)."""
-    engine = make_engine(target.database_url, create=False, busy_timeout=600)
+    # a smaller page cache: a worker writes mostly in key order (leaves, combos, leaf_records)
+    # and its random inserts (samples) miss a cache of any affordable size anyway
+    engine = make_engine(target.database_url, create=False, busy_timeout=600, cache_mib=8)
     return Writer(engine, CatalogueKey.load_or_create(Path(target.home), target.origin))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ctypes
 import gc
 from collections import deque
 from collections.abc import AsyncIterator
@@ -133,6 +134,7 @@ async def harvest_node(job: NodeJob, fetcher: NodeFetcher, writer: Writer,
             if len(chunk) >= job.chunk_size and verifier.remaining:
                 if storing is not None:
                     pos = await storing
+                    _trim()
                 storing = asyncio.ensure_future(writer.chunk(
                     pos, chunk, size=verifier.next_index, compact=verifier.compact.to_json(),
                     checkpoint=verifier.note, combos=combos))
@@ -140,11 +142,30 @@ async def harvest_node(job: NodeJob, fetcher: NodeFetcher, writer: Writer,
         state = verifier.finish()
         if storing is not None:
             pos, storing = await storing, None
+        _trim()
         await writer.final(pos, chunk, state, combos)
     finally:
         if storing is not None:  # a failure while a chunk is stored: let it end cleanly
             await asyncio.gather(storing, return_exceptions=True)
     return StepOutcome(size, size - job.committed)
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def _trim() -> None:
+    """Give the heap freed by stored chunks and verified pages back to the system (glibc
+    keeps it otherwise), so that a worker's resident memory stays what it holds."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _staged_state(job: NodeJob, keys: KeyHistory) -> TrustedState | None:
