@@ -39,7 +39,7 @@ from catalogue.keyhistory import load_history
 from catalogue.models import harvest_staging, nodes
 from catalogue.ownlog import CatalogueKey
 from catalogue.settings import Settings
-from catalogue.stream import NodeJob, Writer, harvest_node
+from catalogue.stream import NodeJob, Writer, harvest_node, trim_heap
 from protocol.errors import BiobankError, EquivocationError, RollbackError
 from protocol.keys import KeyHistory
 from protocol.verify import TrustedState
@@ -135,6 +135,9 @@ class Harvester:
                 while queue:
                     job = queue.popleft()
                     done[job.node_id] = await self._one(client, pool, job)
+                    if pool is None:  # what this node's step held is not kept for the next
+                        gc.collect()
+                        trim_heap()
 
             processes = lanes - 1 if self.inline else lanes
             pool = None

@@ -134,7 +134,7 @@ async def harvest_node(job: NodeJob, fetcher: NodeFetcher, writer: Writer,
             if len(chunk) >= job.chunk_size and verifier.remaining:
                 if storing is not None:
                     pos = await storing
-                    _trim()
+                    trim_heap()
                 storing = asyncio.ensure_future(writer.chunk(
                     pos, chunk, size=verifier.next_index, compact=verifier.compact.to_json(),
                     checkpoint=verifier.note, combos=combos))
@@ -142,7 +142,7 @@ async def harvest_node(job: NodeJob, fetcher: NodeFetcher, writer: Writer,
         state = verifier.finish()
         if storing is not None:
             pos, storing = await storing, None
-        _trim()
+        trim_heap()
         await writer.final(pos, chunk, state, combos)
     finally:
         if storing is not None:  # a failure while a chunk is stored: let it end cleanly
@@ -160,7 +160,7 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def _trim() -> None:
+def trim_heap() -> None:
     """Give the heap freed by stored chunks and verified pages back to the system (glibc
     keeps it otherwise), so that a worker's resident memory stays what it holds."""
     libc = _libc()
