@@ -150,10 +150,14 @@ class Harvester:
                     processes, mp_context=multiprocessing.get_context("spawn"),
                     initializer=_exit_with_parent, initargs=(os.getpid(),),
                     max_tasks_per_child=1)
+            thresholds = gc.get_threshold()
+            if self.inline:
+                _calm_gc()  # as a worker's: this process now verifies millions of entries
             try:
                 await asyncio.gather(*(lane(pool) for _ in range(processes)),
                                      *([lane(None)] if self.inline else []))
             finally:
+                gc.set_threshold(*thresholds)
                 if pool is not None:
                     pool.shutdown(wait=True, cancel_futures=True)
             return [done[j.node_id] for j in jobs]
