@@ -19,18 +19,16 @@ import orjson
 from sqlalchemy import Connection, Engine, select
 
 from catalogue.codes import Vocabulary
-from catalogue.db import bulk_insert, write_tx
+from catalogue.db import add_leaf_records, bulk_insert, write_tx
 from catalogue.errors import FetchError
 from catalogue.index import StepCombos, combo_hash, combo_key, index_step
 from catalogue.models import (
-    ROTATION,
     alerts,
     combo_datasets,
     combo_diagnoses,
     combo_uses,
     combos,
     harvest_staging,
-    leaf_records,
     leaves,
     nodes,
     rejections,
@@ -129,7 +127,8 @@ def commit_final(engine: Engine, key: CatalogueKey, pos: Position, chunk: Chunk,
     with write_tx(engine) as conn:
         _check_position(conn, pos)
         _store(conn, chunk, combos)
-        _add_leaf_records(conn, pos.node_id, pos.committed, state.size)
+        add_leaf_records(conn, leaves.c.node_id == pos.node_id, leaves.c.idx >= pos.committed,
+                         leaves.c.idx < state.size)
         index_step(conn, pos.node_id, pos.committed, state.size, country=pos.country,
                    vocab=Vocabulary.default(), known=combos)
         now = utc_now()
@@ -140,16 +139,6 @@ def commit_final(engine: Engine, key: CatalogueKey, pos: Position, chunk: Chunk,
             remote_size=state.size))
         conn.execute(harvest_staging.delete().where(harvest_staging.c.node_id == pos.node_id))
         append(conn, key, "checkpoint", node=pos.origin, checkpoint=state.checkpoint)
-
-
-def _add_leaf_records(conn: Connection, node_id: int, start: int, end: int) -> None:
-    """Index the record leaves [start, end) by record, in key order (one sorted insert)."""
-    cols = (leaves.c.node_id, leaves.c.kind, leaves.c.record_id, leaves.c.idx)
-    conn.execute(leaf_records.insert().from_select(
-        [c.name for c in cols],
-        select(*cols).where(leaves.c.node_id == node_id, leaves.c.idx >= start,
-                            leaves.c.idx < end, leaves.c.kind != ROTATION)
-        .order_by(leaves.c.kind, leaves.c.record_id, leaves.c.idx)))
 
 
 def discard_staging(conn: Connection, node_id: int) -> None:

@@ -6,7 +6,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    select,
+    text,
+)
 
 from catalogue.models import ROTATION, leaf_records, leaves, metadata, nodes
 
@@ -40,14 +50,18 @@ def _upgrade(engine: Engine) -> None:
         names = {ix["name"] for ix in inspect(conn).get_indexes("leaves")}
         if "ix_leaves_rotations" not in names:
             next(ix for ix in leaves.indexes if ix.name == "ix_leaves_rotations").create(conn)
-        if "ix_leaves_record" in names:
-            cols = (leaves.c.node_id, leaves.c.kind, leaves.c.record_id, leaves.c.idx)
-            conn.execute(leaf_records.insert().from_select(
-                [c.name for c in cols],
-                select(*cols).join(nodes, nodes.c.id == leaves.c.node_id)
-                .where(leaves.c.idx < nodes.c.tree_size, leaves.c.kind != ROTATION)
-                .order_by(leaves.c.node_id, leaves.c.kind, leaves.c.record_id, leaves.c.idx)))
+        if "ix_leaves_record" in names:  # every accepted leaf, as commit_final adds them
+            add_leaf_records(conn, leaves.c.idx < select(nodes.c.tree_size).where(
+                nodes.c.id == leaves.c.node_id).scalar_subquery())
             conn.execute(text("DROP INDEX ix_leaves_record"))
+
+
+def add_leaf_records(conn: Connection, *where: ColumnElement[bool]) -> None:
+    """Index the record leaves matching `where` by record, in key order (one sorted insert)."""
+    cols = (leaves.c.node_id, leaves.c.kind, leaves.c.record_id, leaves.c.idx)
+    conn.execute(leaf_records.insert().from_select(
+        [c.name for c in cols],
+        select(*cols).where(leaves.c.kind != ROTATION, *where).order_by(*cols)))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, cache_mib: int) -> None:
@@ -95,11 +109,7 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
                 copy.write_row(row)
         return
     marks = ", ".join("?" for _ in columns)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.executemany(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", rows)
-    finally:
-        cursor.close()
+    executemany(conn, f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", rows)
 
 
 def executemany(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
