@@ -68,15 +68,15 @@ def _imports(exports: list[tuple[str, Path]], work: Path, reps: int,
     for rep in range(reps):
         say(f"node import, rep {rep + 1}/{reps}")
         homes = [work / "nodes" / f"{country}-{rep}" for country, _ in exports]
-        seconds = cpu = peak = rows = 0
+        seconds = cpu = peak = tree_peak = rows = 0
         for (country, folder), home in zip(exports, homes, strict=True):
-            result, _, rss, _tree = isolated(import_node, str(folder), country, str(home))
+            result, _, rss, tree = isolated(import_node, str(folder), country, str(home))
             seconds += result["seconds"]
             cpu += result["cpu_seconds"]
             rows += result["rows"]
-            peak = max(peak, rss)
+            peak, tree_peak = max(peak, rss), max(tree_peak, tree)
         runs.append({"seconds": seconds, "cpu_seconds": cpu, "records": rows,
-                     "peak_rss": peak})
+                     "peak_rss": peak, "tree_peak_rss": tree_peak})
         for old in (work / "nodes").glob(f"*-{rep - 1}"):
             shutil.rmtree(old)
     return runs, homes

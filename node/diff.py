@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
-from hashlib import sha256
 from typing import Any
 
 import orjson
 
-from node import store
+from node import encode, store
+from node.encode import (
+    BATCH,
+    EncoderPool,
+    SampleEncoder,
+    Validate,
+    encode_content,
+)
 from node.pseudonym import Pseudonymiser
-from node.publish import LogWriter, content_digest
-from protocol.canonical import canonical
+from node.publish import LogWriter
 from protocol.errors import Problem
-
-Validate = Callable[[str, dict[str, Any], str], list[Problem]]
-BATCH = 5000
-_SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 UPSERT = (
     "INSERT INTO records (kind, id, biobank, local_id, donor_hash, digest, nonce, last_index, live)"
@@ -39,20 +39,22 @@ class Differ:
         schema_ids: dict[str, str],
         validate: Validate,
         pseudonyms: Pseudonymiser,
+        pool: EncoderPool | None = None,
     ) -> None:
+        """``pool``: a helper process that encodes big sample imports (see node.encode)."""
         self.conn = conn
         self.writer = writer
         self.schema_ids = schema_ids
         self.validate = validate
         self.pseudonyms = pseudonyms
+        self.encoder = SampleEncoder(pseudonyms, validate)
+        self.pool = pool
         self.published: Counter[str] = Counter()
         self.unchanged: Counter[str] = Counter()
         self.withdrawn: Counter[str] = Counter()
         self.problems: list[Problem] = []
         self._upserts: list[tuple[object, ...]] = []
         self.progress: Callable[[int], None] | None = None  # called with rows done per batch
-        # per sample field, the values seen in valid records (see samples())
-        self._valid_values: list[set[object]] = [set() for _ in range(13)]
 
     def _upsert(self, row: tuple[object, ...]) -> None:
         self._upserts.append(row)
@@ -69,16 +71,11 @@ class Differ:
         self, kind: str, content: dict[str, Any], location: str
     ) -> tuple[bytes, str] | None:
         """Canonical bytes and digest of valid content; None (problems kept) when invalid."""
-        problems = self.validate(kind, content, location)
-        if not problems:
-            try:
-                data = canonical(content)
-            except ValueError as exc:  # e.g. a float: schema-valid JSON, but not canonical
-                problems = [Problem(location, "/", None, str(exc))]
-        if problems:
-            self.problems.extend(problems)
+        encoded = encode_content(self.validate, kind, content, location)
+        if isinstance(encoded, list):
+            self.problems.extend(encoded)
             return None
-        return data, content_digest(data)
+        return encoded
 
     def records(self) -> None:
         """Biobank then collection records from the ``others`` temp table."""
@@ -111,7 +108,7 @@ class Differ:
             "s.storage_temperature, s.sex, s.age_min, s.age_max, s.period_from, s.period_to, "
             "s.diagnoses, s.use_conditions, s.dataset_types, s.row_location"
         )
-        published = "WHERE s.held_back IS NULL OR s.held_back = 0 ORDER BY s.rowid"
+        where = "WHERE s.held_back IS NULL OR s.held_back = 0 ORDER BY s.rowid"
         self.conn.execute("DROP TABLE IF EXISTS temp.joined")
         first = self.conn.execute(
             "SELECT 1 FROM records WHERE kind = 'sample' LIMIT 1").fetchone() is None
@@ -120,15 +117,17 @@ class Differ:
             new = self.conn.execute(
                 f"SELECT count(*) FROM {table} s WHERE s.held_back IS NULL OR s.held_back = 0"
             ).fetchone()[0]
-            source = f"SELECT {columns}, NULL, NULL, NULL, NULL FROM {table} s {published}"
+            total = new
+            source = f"SELECT {columns}, NULL, NULL, NULL, NULL FROM {table} s {where}"
         else:
             self.conn.execute(
                 f"CREATE TEMP TABLE joined AS SELECT {columns}, r.id, r.digest, r.nonce, "
                 f"r.live FROM {table} s LEFT JOIN records r "
-                f"ON r.kind = 'sample' AND r.local_id = s.local_id {published}"
+                f"ON r.kind = 'sample' AND r.local_id = s.local_id {where}"
             )
-            new = self.conn.execute(
-                "SELECT count(*) FROM temp.joined WHERE id IS NULL").fetchone()[0]
+            new, total = self.conn.execute(
+                "SELECT count(*) FILTER (WHERE id IS NULL), count(*) FROM temp.joined"
+            ).fetchone()
             # read from a copy: the loop below writes to ``records``, which the join reads
             source = "SELECT * FROM temp.joined ORDER BY rowid"
         # a bulk append (more new samples than records so far, e.g. a first import) drops
@@ -138,94 +137,33 @@ class Differ:
         if bulk:
             store.drop_indexes(self.conn)
         rows = self.conn.execute(source)  # (after the DDL: no statement may be pending)
-        lists: dict[str, Any] = {}  # JSON list text -> parsed (shared, never mutated)
-        (seen_keys, seen_biobank, seen_collection, seen_type, seen_storage, seen_sex,
-         seen_age_min, seen_age_max, seen_from, seen_to, seen_diagnoses, seen_use,
-         seen_datasets) = self._valid_values
-        sample_id = self.pseudonyms.sample_id
-        donor_hash = self.pseudonyms.donor_hash
+        batches = iter(lambda: rows.fetchmany(BATCH), [])
+        if self.pool is not None and total >= encode.HELPER_MIN_ROWS:
+            encoded = self.pool.encode(batches)
+        else:
+            encoded = ((batch, self.encoder.encode(batch)) for batch in batches)
         publish = self.writer.publish
         upsert = self._upsert
         schema = self.schema_ids["sample"]
-        nonces = _Nonces()
-        unchanged = published = done = 0
-        for row in rows:
-            done += 1
-            if done == BATCH:
-                if self.progress:
-                    self.progress(done)
-                done = 0
-            (local_id, donor_id, biobank, collection, sample_type, storage, sex, age_min,
-             age_max, period_from, period_to, diagnoses, use, datasets, location, old_id,
-             old_digest, old_nonce, live) = row
-            id = old_id or sample_id(local_id)
-            content: dict[str, Any] = {"id": id, "biobank": biobank}
-            if collection:
-                content["collection"] = collection
-            content["sample_type"] = sample_type
-            if storage:
-                content["storage_temperature"] = storage
-            if sex:
-                content["sex"] = sex
-            if age_min is not None and age_max is not None:
-                content["age"] = {"min": age_min, "max": age_max}
-            if period_from is not None and period_to is not None:
-                content["period"] = {"from": period_from, "to": period_to}
-            # list fields: a few combinations repeat, so each JSON text is parsed once
-            if diagnoses and diagnoses != "[]":
-                content["diagnoses"] = lists.get(diagnoses) or _parse(lists, diagnoses)
-            if use and use != "[]":
-                content["use_conditions"] = lists.get(use) or _parse(lists, use)
-            if datasets and datasets != "[]":
-                content["dataset_types"] = lists.get(datasets) or _parse(lists, datasets)
-            content["nonce"] = old_nonce or nonces.next()
-            # The gate: a record whose key set and every value already occurred in a record
-            # that passed the schema AND protocol.canonical.canonical() is valid and
-            # canonicalisable too (the sample schema has no cross-property rules), so only
-            # records with something new take the checked path. The gate is type-exact:
-            # strings equal only strings, list fields are compared as their JSON text, and
-            # the integer columns have INTEGER affinity (SQLite returns int for every
-            # integral value, and a non-integral float never equals a seen int).
-            keys = tuple(content)
-            if (keys in seen_keys and biobank in seen_biobank
-                    and collection in seen_collection and sample_type in seen_type
-                    and storage in seen_storage and sex in seen_sex
-                    and age_min in seen_age_min and age_max in seen_age_max
-                    and period_from in seen_from and period_to in seen_to
-                    and diagnoses in seen_diagnoses and use in seen_use
-                    and datasets in seen_datasets):
-                data = _checked_bytes(content)
-            else:
-                encoded = self._encode("sample", content, location)
-                if encoded is None:
-                    continue
-                data = encoded[0]
-                for v, seen in zip(
-                    (keys, biobank, collection, sample_type, storage, sex, age_min, age_max,
-                     period_from, period_to, diagnoses, use, datasets),
-                    self._valid_values,
-                    strict=True,
-                ):
-                    seen.add(v)
-            digest = "sha256:" + sha256(data).hexdigest()
-            if live and digest == old_digest:
-                unchanged += 1
-                continue
-            if old_digest is not None:
-                # changed content gets a fresh nonce: old and new digests stay unlinkable
-                content["nonce"] = nonces.next()
-                data = _checked_bytes(content)
-                digest = "sha256:" + sha256(data).hexdigest()
-            index = publish("sample", id, schema, data, digest)
-            published += 1
-            upsert(("sample", id, biobank, local_id, donor_hash(donor_id), digest,
-                    content["nonce"], index))
+        unchanged = published = 0
+        for batch, results in encoded:
+            for row, result in zip(batch, results, strict=True):
+                if result is None:
+                    unchanged += 1
+                elif isinstance(result, list):
+                    self.problems.extend(result)
+                else:
+                    id, data, digest, nonce, donor = result
+                    index = publish("sample", id, schema, data, digest)
+                    published += 1
+                    # row[2], row[0]: biobank, local_id
+                    upsert(("sample", id, row[2], row[0], donor, digest, nonce, index))
+            if self.progress:
+                self.progress(len(batch))
         if unchanged:
             self.unchanged["sample"] += unchanged
         if published:
             self.published["sample"] += published
-        if self.progress:
-            self.progress(done)
         self.flush()
         if bulk:
             store.create_indexes(self.conn)
@@ -280,36 +218,3 @@ class Differ:
             self.withdraw(kind, id)
 
 
-def _parse(memo: dict[str, Any], text: str) -> Any:
-    """``orjson.loads(text)``, kept in ``memo`` (shared values: never mutated)."""
-    if len(memo) >= BATCH * 10:
-        memo.clear()
-    parsed = memo[text] = orjson.loads(text)
-    return parsed
-
-
-class _Nonces:
-    """Fresh random 128-bit nonces (hex), drawn from the OS in blocks, not one call each."""
-
-    def __init__(self) -> None:
-        self._block = ""
-        self._at = 0
-
-    def next(self) -> str:
-        if self._at >= len(self._block):
-            self._block = os.urandom(16 * BATCH).hex()
-            self._at = 0
-        self._at += 32
-        return self._block[self._at - 32 : self._at]
-
-
-def _checked_bytes(content: dict[str, Any]) -> bytes:
-    """RFC 8785 bytes of content whose every value passed ``canonical()`` before (the gate).
-
-    Equal to :func:`protocol.canonical.canonical` for such content: no float, no integer
-    beyond ±(2^53−1) and no non-string key can occur, so orjson's sorted output of an
-    all-ASCII value IS the canonical form; anything non-ASCII takes ``canonical()`` itself
-    (NFC check, UTF-16 key order). ``tests/node/test_canonical_gate.py`` holds the proof.
-    """
-    data = orjson.dumps(content, option=_SORTED)
-    return data if data.isascii() else canonical(content)

@@ -12,9 +12,10 @@ from typing import Any
 
 import orjson
 
-from node import staging, store
+from node import encode, staging, store
 from node.codes import Codes
 from node.diff import Differ
+from node.encode import EncoderPool
 from node.home import Home
 from node.mapping import Mapping
 from node.pseudonym import Pseudonymiser
@@ -222,6 +223,7 @@ def run_import(
             raise ConfigError(f"{path}: no such file")
     report = ImportReport(files=[str(p) for p in files])
     conn = store.connect(home.db_path)
+    pool: EncoderPool | None = None
     try:
         store.create_schema(conn)
         ensure_checkpoint(conn, home.config.origin, home.signer)
@@ -238,6 +240,8 @@ def run_import(
         report.problems = list(stage.problems)
         if report.problems and not skip_invalid:
             return report
+        if report.staged_samples >= encode.HELPER_MIN_ROWS:
+            pool = EncoderPool(home.secret)  # starts now: its start-up overlaps privacy
         if phase_start:
             phase_start("privacy", report.staged_samples)
         report.privacy = apply_privacy(conn, "staging", home)
@@ -258,6 +262,7 @@ def run_import(
             skip_invalid,
             progress,
             phase_start,
+            pool,
         )
         if snapshot and stage.unkeyed:
             report.notes.append(
@@ -266,6 +271,8 @@ def run_import(
             )
         return report
     finally:
+        if pool is not None:
+            pool.close()
         conn.close()
 
 
@@ -278,13 +285,15 @@ def _publish(
     skip_invalid: bool,
     progress: Progress | None = None,
     phase_start: PhaseStart | None = None,
+    pool: EncoderPool | None = None,
 ) -> None:
     schemas = SchemaSet.default()
     schema_ids = {k: schemas.schema_id(k) for k in ("biobank", "collection", "sample")}
     conn.execute("BEGIN IMMEDIATE")
     try:
         writer = LogWriter(conn, home.config.origin, home.signer)
-        differ = Differ(conn, writer, schema_ids, schemas.problems, Pseudonymiser(home.secret))
+        differ = Differ(conn, writer, schema_ids, schemas.problems, Pseudonymiser(home.secret),
+                        pool)
         if progress and phase_start:
             total = (
                 report.staged_records

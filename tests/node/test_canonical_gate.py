@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node import staging
-from node.diff import Differ, _checked_bytes
+from node.diff import Differ
+from node.encode import checked_bytes
 from node.generate import generate
 from node.importer import run_import
 from node.mapping import Mapping
@@ -64,11 +65,11 @@ def test_checked_bytes_equal_canonical_for_canonicalisable_values(value: dict[st
         expected = canonical(value)
     except ValueError:  # non-NFC text: canonical() refuses; so must the fast path
         try:
-            _checked_bytes(value)
+            checked_bytes(value)
         except ValueError:
             return
         raise AssertionError("fast path accepted what canonical() refuses") from None
-    assert _checked_bytes(value) == expected
+    assert checked_bytes(value) == expected
 
 
 def _differ(conn: sqlite3.Connection) -> Differ:

@@ -1,0 +1,244 @@
+"""The per-sample half of an import's diff: pseudonym, content, schema gate, canonical bytes.
+
+:class:`SampleEncoder` turns staged sample rows (after privacy, joined with the published
+state) into what the log needs: the published id, the canonical content bytes and their
+digest, the nonce and the local donor hash. It reads no database, so a big import runs it
+in a helper process (:class:`EncoderPool`) while the importer's own process writes the
+previous batch to the log: the two halves take about the same time, and a 2-core machine
+does them side by side.
+
+The helper sees only what the importer's process would compute with anyway (the staged
+rows and the pseudonym secret) and returns plain values; the importer still appends every
+entry, builds every leaf and signs the checkpoint itself. Batches are encoded and consumed
+in order, so the log, the problems and the counts are those of the inline encoder
+(``tests/node/test_encode.py``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from hashlib import sha256
+from typing import Any
+
+import orjson
+
+from node.pseudonym import Pseudonymiser
+from protocol.canonical import canonical
+from protocol.errors import Problem
+
+Validate = Callable[[str, dict[str, Any], str], list[Problem]]
+BATCH = 5000
+#: imports with at least this many samples to publish use a helper process (spawning one
+#: costs about a third of a second, which a smaller import would not win back)
+HELPER_MIN_ROWS = 20_000
+_SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+
+#: What :meth:`SampleEncoder.encode` returns per row: ``None`` (unchanged, nothing to
+#: append), a list of problems (invalid, nothing to append) or
+#: ``(id, canonical content bytes, digest, nonce, donor hash)``.
+Encoded = tuple[str, bytes, str, str, "str | None"] | list[Problem] | None
+
+
+def encode_content(
+    validate: Validate, kind: str, content: dict[str, Any], location: str
+) -> tuple[bytes, str] | list[Problem]:
+    """Canonical bytes and digest of valid content, or its problems."""
+    problems = validate(kind, content, location)
+    if not problems:
+        try:
+            data = canonical(content)
+        except ValueError as exc:  # e.g. a float: schema-valid JSON, but not canonical
+            problems = [Problem(location, "/", None, str(exc))]
+    if problems:
+        return problems
+    return data, "sha256:" + sha256(data).hexdigest()
+
+
+class SampleEncoder:
+    """Encodes staged sample rows; keeps the memos that make repeated values cheap.
+
+    A row is ``(local_id, donor_id, biobank, collection, sample_type, storage_temperature,
+    sex, age_min, age_max, period_from, period_to, diagnoses, use_conditions,
+    dataset_types, row_location, old_id, old_digest, old_nonce, live)``, the last four
+    from the published state (NULL for a sample never published).
+    """
+
+    def __init__(self, pseudonyms: Pseudonymiser, validate: Validate) -> None:
+        self.pseudonyms = pseudonyms
+        self.validate = validate
+        # per sample field, the values seen in valid records (the gate, see encode())
+        self._valid_values: list[set[object]] = [set() for _ in range(13)]
+        self._lists: dict[str, Any] = {}  # JSON list text -> parsed (shared, never mutated)
+        self._nonces = _Nonces()
+
+    def encode(self, rows: Iterable[Sequence[Any]]) -> list[Encoded]:
+        """One :data:`Encoded` per row, in order."""
+        out: list[Encoded] = []
+        append = out.append
+        lists = self._lists
+        (seen_keys, seen_biobank, seen_collection, seen_type, seen_storage, seen_sex,
+         seen_age_min, seen_age_max, seen_from, seen_to, seen_diagnoses, seen_use,
+         seen_datasets) = self._valid_values
+        sample_id = self.pseudonyms.sample_id
+        donor_hash = self.pseudonyms.donor_hash
+        nonces = self._nonces
+        for row in rows:
+            (local_id, donor_id, biobank, collection, sample_type, storage, sex, age_min,
+             age_max, period_from, period_to, diagnoses, use, datasets, location, old_id,
+             old_digest, old_nonce, live) = row
+            id = old_id or sample_id(local_id)
+            content: dict[str, Any] = {"id": id, "biobank": biobank}
+            if collection:
+                content["collection"] = collection
+            content["sample_type"] = sample_type
+            if storage:
+                content["storage_temperature"] = storage
+            if sex:
+                content["sex"] = sex
+            if age_min is not None and age_max is not None:
+                content["age"] = {"min": age_min, "max": age_max}
+            if period_from is not None and period_to is not None:
+                content["period"] = {"from": period_from, "to": period_to}
+            # list fields: a few combinations repeat, so each JSON text is parsed once
+            if diagnoses and diagnoses != "[]":
+                content["diagnoses"] = lists.get(diagnoses) or _parse(lists, diagnoses)
+            if use and use != "[]":
+                content["use_conditions"] = lists.get(use) or _parse(lists, use)
+            if datasets and datasets != "[]":
+                content["dataset_types"] = lists.get(datasets) or _parse(lists, datasets)
+            content["nonce"] = old_nonce or nonces.next()
+            # The gate: a record whose key set and every value already occurred in a record
+            # that passed the schema AND protocol.canonical.canonical() is valid and
+            # canonicalisable too (the sample schema has no cross-property rules), so only
+            # records with something new take the checked path. The gate is type-exact:
+            # strings equal only strings, list fields are compared as their JSON text, and
+            # the integer columns have INTEGER affinity (SQLite returns int for every
+            # integral value, and a non-integral float never equals a seen int).
+            keys = tuple(content)
+            if (keys in seen_keys and biobank in seen_biobank
+                    and collection in seen_collection and sample_type in seen_type
+                    and storage in seen_storage and sex in seen_sex
+                    and age_min in seen_age_min and age_max in seen_age_max
+                    and period_from in seen_from and period_to in seen_to
+                    and diagnoses in seen_diagnoses and use in seen_use
+                    and datasets in seen_datasets):
+                data = checked_bytes(content)
+            else:
+                encoded = encode_content(self.validate, "sample", content, location)
+                if isinstance(encoded, list):
+                    append(encoded)
+                    continue
+                data = encoded[0]
+                for v, seen in zip(
+                    (keys, biobank, collection, sample_type, storage, sex, age_min, age_max,
+                     period_from, period_to, diagnoses, use, datasets),
+                    self._valid_values,
+                    strict=True,
+                ):
+                    seen.add(v)
+            digest = "sha256:" + sha256(data).hexdigest()
+            if live and digest == old_digest:
+                append(None)
+                continue
+            if old_digest is not None:
+                # changed content gets a fresh nonce: old and new digests stay unlinkable
+                content["nonce"] = nonces.next()
+                data = checked_bytes(content)
+                digest = "sha256:" + sha256(data).hexdigest()
+            append((id, data, digest, content["nonce"], donor_hash(donor_id)))
+        return out
+
+
+class EncoderPool:
+    """One helper process running a :class:`SampleEncoder`, fed batches in order.
+
+    Started before it is needed (:meth:`warm`), so its start-up overlaps staging and
+    privacy. A helper that dies (or raises) fails the import, which then rolls back.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._pool = ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_helper, initargs=(secret, os.getpid()))
+        self._ready: Future[int] = self._pool.submit(os.getpid)  # starts it now
+
+    def encode(self, batches: Iterable[list[Sequence[Any]]],
+               ahead: int = 2) -> Iterator[tuple[list[Sequence[Any]], list[Encoded]]]:
+        """(batch, its encodings) in order, keeping ``ahead`` batches in the helper."""
+        pending: deque[tuple[list[Sequence[Any]], Future[list[Encoded]]]] = deque()
+        for batch in batches:
+            pending.append((batch, self._pool.submit(_encode, batch)))
+            if len(pending) > ahead:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_helper: SampleEncoder | None = None
+
+
+def _start_helper(secret: bytes, parent: int) -> None:
+    """Helper initializer: the encoder, and an exit when the importer is gone (even
+    after SIGKILL, when nothing would ever send it a stop)."""
+    global _helper
+    from protocol.schema import SchemaSet
+
+    _helper = SampleEncoder(Pseudonymiser(secret), SchemaSet.default().problems)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def _encode(rows: list[Sequence[Any]]) -> list[Encoded]:
+    assert _helper is not None, "helper not initialised"
+    return _helper.encode(rows)
+
+
+def _parse(memo: dict[str, Any], text: str) -> Any:
+    """``orjson.loads(text)``, kept in ``memo`` (shared values: never mutated)."""
+    if len(memo) >= BATCH * 10:
+        memo.clear()
+    parsed = memo[text] = orjson.loads(text)
+    return parsed
+
+
+class _Nonces:
+    """Fresh random 128-bit nonces (hex), drawn from the OS in blocks, not one call each."""
+
+    def __init__(self) -> None:
+        self._block = ""
+        self._at = 0
+
+    def next(self) -> str:
+        if self._at >= len(self._block):
+            self._block = os.urandom(16 * BATCH).hex()
+            self._at = 0
+        self._at += 32
+        return self._block[self._at - 32 : self._at]
+
+
+def checked_bytes(content: dict[str, Any]) -> bytes:
+    """RFC 8785 bytes of content whose every value passed ``canonical()`` before (the gate).
+
+    Equal to :func:`protocol.canonical.canonical` for such content: no float, no integer
+    beyond ±(2^53−1) and no non-string key can occur, so orjson's sorted output of an
+    all-ASCII value IS the canonical form; anything non-ASCII takes ``canonical()`` itself
+    (NFC check, UTF-16 key order). ``tests/node/test_canonical_gate.py`` holds the proof.
+    """
+    data = orjson.dumps(content, option=_SORTED)
+    return data if data.isascii() else canonical(content)

@@ -1,0 +1,185 @@
+"""The import's helper process encodes exactly what the importer would encode inline.
+
+Big imports hand the per-sample work (pseudonym, content, schema gate, canonical bytes,
+digest) to a helper process (node/encode.py). These tests run the same imports with and
+without the helper and compare everything but the random nonces: the ids, contents,
+leaves, record state, problems and counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import sqlite3
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from node import diff, encode
+from node.encode import EncoderPool, SampleEncoder
+from node.generate import generate
+from node.home import SECRET, Home
+from node.importer import ImportReport, run_import
+from node.mapping import Mapping
+from node.pseudonym import Pseudonymiser
+from protocol.canonical import canonical
+from protocol.schema import SchemaSet
+from tests.node.node_support import make_home
+
+SECRET_BYTES = b"k" * 32
+
+
+def _row(local: str, **over: Any) -> tuple[Any, ...]:
+    row: dict[str, Any] = {
+        "local_id": local, "donor_id": "D" + local, "biobank": "bbmri-eric:ID:DE_X",
+        "collection": "bbmri-eric:ID:DE_X:collection:c", "sample_type": "Serum",
+        "storage": "-18to-35", "sex": "female", "age_min": 40, "age_max": 49,
+        "period_from": 2015, "period_to": 2019,
+        "diagnoses": '[{"code":"C50","system":"ICD-10"}]', "use": '["DUO:0000042"]',
+        "datasets": "[]", "location": f"samples.csv row {local}", "old_id": None,
+        "old_digest": None, "old_nonce": None, "live": None}
+    row.update(over)
+    return tuple(row.values())
+
+
+def _comparable(result: Any) -> Any:
+    """An encoding without its random nonce (content bytes parsed, nonce dropped)."""
+    if result is None or isinstance(result, list):
+        return result
+    id, data, digest, nonce, donor = result
+    content = orjson.loads(data)
+    assert content.pop("nonce") == nonce
+    assert digest == "sha256:" + sha256(data).hexdigest() and canonical(orjson.loads(data)) == data
+    return id, content, donor
+
+
+def test_the_helper_returns_what_the_inline_encoder_returns() -> None:
+    inline = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default().problems)
+    fixed = {"id": "smp_" + "a" * 26, "biobank": "bbmri-eric:ID:DE_X",
+             "collection": "bbmri-eric:ID:DE_X:collection:c", "sample_type": "Serum",
+             "nonce": "ab" * 16}
+    kept = canonical(fixed)
+    rows = [
+        _row("1"), _row("2", donor_id=None), _row("3", sex=None, storage=None),
+        _row("4", age_min=40.5),  # not canonical: a problem, nothing published
+        _row("5", sample_type="NoSuchType"),  # schema: a problem
+        _row("6", age_min=None, age_max=None, period_from=None,
+             period_to=None, diagnoses="[]", use="[]", storage=None, sex=None,
+             old_id=fixed["id"], old_digest="sha256:" + sha256(kept).hexdigest(),
+             old_nonce=fixed["nonce"], live=1),  # unchanged
+        _row("7", old_id="smp_" + "b" * 26, old_digest="sha256:" + "0" * 64,
+             old_nonce="cd" * 16, live=1),  # changed: a fresh nonce
+        _row("8", biobank="bbmri-eric:ID:DE_Ä"),  # non-ASCII: the canonical() path
+    ]
+    expected = inline.encode(rows)
+    pool = EncoderPool(SECRET_BYTES)
+    try:
+        batches = list(pool.encode([rows[:3], rows[3:5], rows[5:]], ahead=1))
+    finally:
+        pool.close()
+    assert [b for b, _ in batches] == [rows[:3], rows[3:5], rows[5:]]
+    got = [r for _, results in batches for r in results]
+    assert [_comparable(r) for r in got] == [_comparable(r) for r in expected]
+    assert got[5] is None and isinstance(got[3], list) and isinstance(got[4], list)
+    assert "samples.csv row 4" in str(got[3][0]) and "sample_type" in str(got[4][0])
+    assert got[6] is not None and got[6][3] not in ("cd" * 16, expected[6][3])  # type: ignore[index]
+
+
+def test_a_failing_batch_fails_the_caller() -> None:
+    pool = EncoderPool(SECRET_BYTES)
+    try:
+        with pytest.raises(ValueError):
+            list(pool.encode([[("too", "short")]]))
+    finally:
+        pool.close()
+
+
+def _import(home: Home, folder: Path, **kw: Any) -> ImportReport:
+    report = ImportReport(files=[])
+    for kind in ("biobanks", "collections", "samples"):
+        report = run_import(home, [folder / f"{kind}.csv"],
+                            mapping=Mapping.load(folder / f"{kind}.mapping.toml"), **kw)
+    return report
+
+
+def _state(home: Home) -> dict[str, Any]:
+    conn = sqlite3.connect(home.db_path)
+    try:
+        leaves = []
+        for leaf, kind, id, op, content in conn.execute(
+                "SELECT l.leaf, l.kind, l.id, l.op, c.content FROM leaves l "
+                "LEFT JOIN contents c ON c.idx = l.idx ORDER BY l.idx"):
+            entry = orjson.loads(leaf)
+            for varying in ("digest", "time"):  # the digest covers the random nonce
+                entry.pop(varying, None)
+            body = orjson.loads(content) if content else None
+            if body:
+                body.pop("nonce", None)  # (biobank and collection records have none)
+            leaves.append((entry, kind, id, op, body))
+        records = conn.execute(
+            "SELECT kind, id, biobank, local_id, donor_hash, live, last_index, "
+            "digest IS NULL, nonce IS NULL FROM records ORDER BY kind, id").fetchall()
+    finally:
+        conn.close()
+    return {"leaves": leaves, "records": records}
+
+
+def _report(report: ImportReport) -> tuple[Any, ...]:
+    return (report.published, report.unchanged, report.withdrawn, report.size_after,
+            [str(p) for p in report.problems], report.applied)
+
+
+def test_imports_through_the_helper_equal_inline_imports(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    export = tmp_path / "export"
+    generate("DE", 1500, 11, export)
+    inline, _ = make_home(tmp_path, name="inline")
+    helped, _ = make_home(tmp_path, name="helped")
+    shutil.copyfile(inline.path / SECRET, helped.path / SECRET)
+    helped = Home.open(helped.path)
+    monkeypatch.setattr(diff, "BATCH", 100)  # many batches, several in the helper at once
+    through_helper: list[int] = []
+    real_encode = EncoderPool.encode
+
+    def counted(self: EncoderPool, batches: Any, ahead: int = 2) -> Any:
+        for batch, results in real_encode(self, batches, ahead):
+            through_helper.append(len(batch))
+            yield batch, results
+
+    monkeypatch.setattr(EncoderPool, "encode", counted)
+
+    def both(folder: Path, **kw: Any) -> None:
+        monkeypatch.setattr(encode, "HELPER_MIN_ROWS", 10**9)
+        a = _import(inline, folder, **kw)
+        monkeypatch.setattr(encode, "HELPER_MIN_ROWS", 1)
+        through_helper.clear()
+        b = _import(helped, folder, **kw)
+        assert len(through_helper) > 10 and sum(through_helper) == b.privacy.published
+        assert _report(a) == _report(b)
+        assert _state(inline) == _state(helped)
+
+    both(export)  # a first import: everything new
+
+    # a second export: some samples changed, some gone, some new, one invalid row
+    changed = tmp_path / "changed"
+    shutil.copytree(export, changed)
+    path = changed / "samples.csv"
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh, delimiter=";"))
+    header, body = rows[0], rows[1:]
+    storage = header.index("Lagertemperatur")
+    for i, row in enumerate(body):
+        if i % 5 == 0:
+            row[storage] = "-80 °C" if row[storage] != "-80 °C" else "-20 °C"
+    body = [row for i, row in enumerate(body) if i % 11 != 3]
+    extra = [list(r) for r in body[:40]]
+    for n, row in enumerate(extra):
+        row[0] = f"NEW-{n:04d}"
+    extra[7][storage] = "lukewarm"  # not a code the mapping knows: a problem
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh, delimiter=";").writerows([header, *body, *extra])
+    both(changed, snapshot=True, skip_invalid=True)
+    assert _state(helped)["leaves"][-1][3] in ("publish", "withdraw")
