@@ -13,6 +13,7 @@ from node import encode, store
 from node.encode import (
     BATCH,
     EncoderPool,
+    LeafPlan,
     SampleEncoder,
     Validate,
     encode_content,
@@ -139,7 +140,13 @@ class Differ:
         rows = self.conn.execute(source)  # (after the DDL: no statement may be pending)
         batches = iter(lambda: rows.fetchmany(BATCH), [])
         if self.pool is not None and total >= encode.HELPER_MIN_ROWS:
-            encoded = self.pool.encode(batches)
+            writer = self.writer
+
+            def plan(unconsumed: int) -> LeafPlan:  # the helper builds leaves too
+                schema = self.schema_ids["sample"]
+                return LeafPlan(writer.origin, schema, writer.time, writer.size + unconsumed)
+
+            encoded = self.pool.encode(batches, plan=plan)
         else:
             encoded = ((batch, self.encoder.encode(batch)) for batch in batches)
         publish = self.writer.publish
@@ -153,8 +160,8 @@ class Differ:
                 elif isinstance(result, list):
                     self.problems.extend(result)
                 else:
-                    id, data, digest, nonce, donor = result
-                    index = publish("sample", id, schema, data, digest)
+                    id, data, digest, nonce, donor, built = result
+                    index = publish("sample", id, schema, data, digest, built)
                     published += 1
                     # row[2], row[0]: biobank, local_id
                     upsert(("sample", id, row[2], row[0], donor, digest, nonce, index))

@@ -23,14 +23,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
 
 import orjson
 
 from node.pseudonym import Pseudonymiser
+from node.publish import entry_leaf
 from protocol.canonical import canonical
 from protocol.errors import Problem
+from protocol.merkle import leaf_hash
 
 Validate = Callable[[str, dict[str, Any], str], list[Problem]]
 BATCH = 5000
@@ -39,10 +42,24 @@ BATCH = 5000
 HELPER_MIN_ROWS = 20_000
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
+#: A prebuilt log leaf: (the index it assumed, leaf bytes, leaf hash); see LogWriter.publish.
+Built = tuple[int, bytes, bytes]
 #: What :meth:`SampleEncoder.encode` returns per row: ``None`` (unchanged, nothing to
 #: append), a list of problems (invalid, nothing to append) or
-#: ``(id, canonical content bytes, digest, nonce, donor hash)``.
-Encoded = tuple[str, bytes, str, str, "str | None"] | list[Problem] | None
+#: ``(id, canonical content bytes, digest, nonce, donor hash, Built or None)``.
+Encoded = tuple[str, bytes, str, str, "str | None", "Built | None"] | list[Problem] | None
+
+
+@dataclass(frozen=True)
+class LeafPlan:
+    """Build each published row's leaf too, assuming the rows that publish take the
+    indexes ``base``, ``base + 1``, ... (true when none before them is unchanged or
+    invalid; the log writer checks the index and builds the leaf itself when it differs)."""
+
+    origin: str
+    schema: str
+    time: str
+    base: int
 
 
 def encode_content(
@@ -77,8 +94,10 @@ class SampleEncoder:
         self._lists: dict[str, Any] = {}  # JSON list text -> parsed (shared, never mutated)
         self._nonces = _Nonces()
 
-    def encode(self, rows: Iterable[Sequence[Any]]) -> list[Encoded]:
-        """One :data:`Encoded` per row, in order."""
+    def encode(self, rows: Iterable[Sequence[Any]], plan: LeafPlan | None = None
+               ) -> list[Encoded]:
+        """One :data:`Encoded` per row, in order; with leaves when there is a ``plan``."""
+        index = plan.base if plan is not None else 0
         out: list[Encoded] = []
         append = out.append
         lists = self._lists
@@ -151,7 +170,13 @@ class SampleEncoder:
                 content["nonce"] = nonces.next()
                 data = checked_bytes(content)
                 digest = "sha256:" + sha256(data).hexdigest()
-            append((id, data, digest, content["nonce"], donor_hash(donor_id)))
+            built: Built | None = None
+            if plan is not None:
+                leaf = entry_leaf(plan.origin, index, "sample", id, plan.schema, plan.time,
+                                  digest)
+                built = (index, leaf, leaf_hash(leaf))
+                index += 1
+            append((id, data, digest, content["nonce"], donor_hash(donor_id), built))
         return out
 
 
@@ -168,12 +193,21 @@ class EncoderPool:
             initializer=_start_helper, initargs=(secret, os.getpid()))
         self._ready: Future[int] = self._pool.submit(os.getpid)  # starts it now
 
-    def encode(self, batches: Iterable[list[Sequence[Any]]],
-               ahead: int = 2) -> Iterator[tuple[list[Sequence[Any]], list[Encoded]]]:
-        """(batch, its encodings) in order, keeping ``ahead`` batches in the helper."""
+    def encode(
+        self,
+        batches: Iterable[list[Sequence[Any]]],
+        ahead: int = 2,
+        plan: Callable[[int], LeafPlan | None] = lambda _: None,
+    ) -> Iterator[tuple[list[Sequence[Any]], list[Encoded]]]:
+        """(batch, its encodings) in order, keeping ``ahead`` batches in the helper.
+
+        ``plan(rows)``: the leaf plan of the next batch, given how many rows were sent
+        before it and not yet handed back (so the caller has not appended them yet).
+        """
         pending: deque[tuple[list[Sequence[Any]], Future[list[Encoded]]]] = deque()
         for batch in batches:
-            pending.append((batch, self._pool.submit(_encode, batch)))
+            unconsumed = sum(len(b) for b, _ in pending)
+            pending.append((batch, self._pool.submit(_encode, batch, plan(unconsumed))))
             if len(pending) > ahead:
                 done, future = pending.popleft()
                 yield done, future.result()
@@ -204,9 +238,9 @@ def _start_helper(secret: bytes, parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-def _encode(rows: list[Sequence[Any]]) -> list[Encoded]:
+def _encode(rows: list[Sequence[Any]], plan: LeafPlan | None) -> list[Encoded]:
     assert _helper is not None, "helper not initialised"
-    return _helper.encode(rows)
+    return _helper.encode(rows, plan)
 
 
 def _parse(memo: dict[str, Any], text: str) -> Any:

@@ -26,6 +26,29 @@ def content_digest(canonical_bytes: bytes) -> str:
     return "sha256:" + hashlib.sha256(canonical_bytes).hexdigest()
 
 
+def entry_leaf(
+    origin: str, index: int, kind: str, id: str, schema: str, time: str, digest: str
+) -> bytes:
+    """Canonical bytes of a ``publish`` entry like one :func:`make_entry` made and checked.
+
+    Given such an entry, the others of a run differ only in ASCII strings and the index:
+    no floats, no other types, so orjson's sorted bytes ARE the canonical bytes; anything
+    non-ASCII (an origin, say) takes ``canonical()`` (NFC, UTF-16 key order).
+    """
+    entry = {
+        "digest": digest,
+        "id": id,
+        "index": index,
+        "kind": kind,
+        "log": origin,
+        "op": "publish",
+        "schema": schema,
+        "time": time,
+    }
+    leaf = orjson.dumps(entry, option=_SORTED)
+    return leaf if leaf.isascii() else canonical(entry)
+
+
 class LogWriter:
     """Buffers new leaves and contents; :meth:`finish` writes them and signs a checkpoint.
 
@@ -64,15 +87,27 @@ class LogWriter:
     def appended(self) -> int:
         return self.size - self.start
 
-    def publish(self, kind: str, id: str, schema: str, content_bytes: bytes, digest: str) -> int:
-        """Append a ``publish`` entry whose content is ``content_bytes`` (canonical JSON)."""
+    def publish(
+        self,
+        kind: str,
+        id: str,
+        schema: str,
+        content_bytes: bytes,
+        digest: str,
+        built: tuple[int, bytes, bytes] | None = None,
+    ) -> int:
+        """Append a ``publish`` entry whose content is ``content_bytes`` (canonical JSON).
+
+        ``built``: ``(index, leaf, leaf hash)`` that :func:`entry_leaf` made elsewhere (the
+        import's helper process) for this entry at that index; used when the index is
+        this entry's and the entry takes the fast path, else the leaf is made here.
+        """
         if self.size == self.start or kind != self._kind or schema != self._schema or not (
             type(id) is str and id.isascii() and type(digest) is str and digest.isascii()
         ):
             # checked construction (make_entry, canonical()) for the first entry, a new kind
             # or schema, and any unusual id; the rest differ from it only in ASCII strings
-            # and the index, so orjson's sorted bytes of the cheap dict below are the
-            # canonical bytes (no floats, no non-ASCII, no other types)
+            # and the index (see entry_leaf)
             self._kind, self._schema = kind, schema
             entry = make_entry(
                 log=self.origin,
@@ -85,19 +120,10 @@ class LogWriter:
                 digest=digest,
             )
             return self._append(entry, kind, id, "publish", content_bytes.decode("utf-8"))
-        entry = {
-            "digest": digest,
-            "id": id,
-            "index": self.size,
-            "kind": kind,
-            "log": self.origin,
-            "op": "publish",
-            "schema": schema,
-            "time": self.time,
-        }
-        leaf = orjson.dumps(entry, option=_SORTED)
-        if not leaf.isascii():  # a non-ASCII origin: canonical() (NFC, UTF-16 key order)
-            leaf = canonical(entry)
+        if built is not None and built[0] == self.size:
+            return self._add_hashed(built[1], built[2], kind, id, "publish",
+                                    content_bytes.decode("utf-8"))
+        leaf = entry_leaf(self.origin, self.size, kind, id, schema, self.time, digest)
         return self._add(leaf, kind, id, "publish", content_bytes.decode("utf-8"))
 
     def withdraw(self, kind: str, id: str) -> int:
@@ -132,6 +158,11 @@ class LogWriter:
 
     def _add(self, leaf: bytes, kind: str, id: str, op: str, content: str | None) -> int:
         lh = sha256(b"\x00" + leaf).digest()  # protocol.merkle.leaf_hash, inlined
+        return self._add_hashed(leaf, lh, kind, id, op, content)
+
+    def _add_hashed(
+        self, leaf: bytes, lh: bytes, kind: str, id: str, op: str, content: str | None
+    ) -> int:
         self.compact.append(lh)
         index = self.size
         self._leaves.append((index, leaf, lh, kind, id, op, self.time))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import shutil
 import sqlite3
+from collections.abc import Sequence
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,16 @@ from typing import Any
 import orjson
 import pytest
 
-from node import diff, encode
-from node.encode import EncoderPool, SampleEncoder
+from node import diff, encode, store
+from node.encode import EncoderPool, LeafPlan, SampleEncoder
 from node.generate import generate
 from node.home import SECRET, Home
 from node.importer import ImportReport, run_import
 from node.mapping import Mapping
 from node.pseudonym import Pseudonymiser
-from protocol.canonical import canonical
+from node.publish import LogWriter
+from protocol.canonical import canonical, parse_canonical
+from protocol.note import Signer
 from protocol.schema import SchemaSet
 from tests.node.node_support import make_home
 
@@ -49,7 +52,8 @@ def _comparable(result: Any) -> Any:
     """An encoding without its random nonce (content bytes parsed, nonce dropped)."""
     if result is None or isinstance(result, list):
         return result
-    id, data, digest, nonce, donor = result
+    id, data, digest, nonce, donor, built = result
+    assert built is None
     content = orjson.loads(data)
     assert content.pop("nonce") == nonce
     assert digest == "sha256:" + sha256(data).hexdigest() and canonical(orjson.loads(data)) == data
@@ -62,7 +66,7 @@ def test_the_helper_returns_what_the_inline_encoder_returns() -> None:
              "collection": "bbmri-eric:ID:DE_X:collection:c", "sample_type": "Serum",
              "nonce": "ab" * 16}
     kept = canonical(fixed)
-    rows = [
+    rows: list[Sequence[Any]] = [
         _row("1"), _row("2", donor_id=None), _row("3", sex=None, storage=None),
         _row("4", age_min=40.5),  # not canonical: a problem, nothing published
         _row("5", sample_type="NoSuchType"),  # schema: a problem
@@ -77,7 +81,8 @@ def test_the_helper_returns_what_the_inline_encoder_returns() -> None:
     expected = inline.encode(rows)
     pool = EncoderPool(SECRET_BYTES)
     try:
-        batches = list(pool.encode([rows[:3], rows[3:5], rows[5:]], ahead=1))
+        sent: list[list[Sequence[Any]]] = [list(rows[:3]), list(rows[3:5]), list(rows[5:])]
+        batches = list(pool.encode(sent, ahead=1))
     finally:
         pool.close()
     assert [b for b, _ in batches] == [rows[:3], rows[3:5], rows[5:]]
@@ -86,6 +91,52 @@ def test_the_helper_returns_what_the_inline_encoder_returns() -> None:
     assert got[5] is None and isinstance(got[3], list) and isinstance(got[4], list)
     assert "samples.csv row 4" in str(got[3][0]) and "sample_type" in str(got[4][0])
     assert got[6] is not None and got[6][3] not in ("cd" * 16, expected[6][3])  # type: ignore[index]
+
+
+def _writer(origin: str = "node.example/biobank-node") -> tuple[sqlite3.Connection, LogWriter]:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    store.create_schema(conn)
+    return conn, LogWriter(conn, origin, Signer(origin, b"s" * 32))
+
+
+@pytest.mark.parametrize("origin", ["node.example/biobank-node", "charité.example/node"])
+def test_leaves_built_in_the_helper_are_the_leaves_the_writer_builds(
+        origin: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default().problems)
+    schema = SchemaSet.default().schema_id("sample")
+    rows = [_row(str(i)) for i in range(6)]
+    own_conn, own = _writer(origin)
+    conn, writer = _writer(origin)
+    plan = LeafPlan(origin, schema, writer.time, 0)
+    own.time = writer.time
+    built_here = []  # leaves the writer made itself
+    real = LogWriter._add
+
+    def spy(self: LogWriter, leaf: bytes, *rest: Any) -> int:
+        if self is writer:
+            built_here.append(parse_canonical(leaf, what="leaf")["index"])
+        return real(self, leaf, *rest)
+
+    monkeypatch.setattr(LogWriter, "_add", spy)
+    for result in encoder.encode(rows, plan):
+        assert result is not None and not isinstance(result, list)
+        id, data, digest, _, _, built = result
+        own.publish("sample", id, schema, data, digest)
+        writer.publish("sample", id, schema, data, digest, built)
+    assert built_here == [0]  # the first entry is always checked; 1..5 from the helper
+    # a plan whose indexes are off (rows before it were unchanged): the writer's own leaf
+    late = encoder.encode([_row("9")], LeafPlan(origin, schema, writer.time, 99))[0]
+    assert late is not None and not isinstance(late, list)
+    own.publish("sample", late[0], schema, late[1], late[2])
+    writer.publish("sample", late[0], schema, late[1], late[2], late[5])
+    own.flush()
+    writer.flush()
+    query = "SELECT idx, leaf, hash, kind, id, op, time FROM leaves ORDER BY idx"
+    assert own_conn.execute(query).fetchall() == conn.execute(query).fetchall()
+    assert built_here == [0, 6] and writer.size == 7
+    for idx, leaf, lh in conn.execute("SELECT idx, leaf, hash FROM leaves"):
+        assert parse_canonical(bytes(leaf), what="leaf")["index"] == idx
+        assert lh == sha256(b"\x00" + leaf).digest()
 
 
 def test_a_failing_batch_fails_the_caller() -> None:
@@ -142,11 +193,13 @@ def test_imports_through_the_helper_equal_inline_imports(
     helped = Home.open(helped.path)
     monkeypatch.setattr(diff, "BATCH", 100)  # many batches, several in the helper at once
     through_helper: list[int] = []
+    prebuilt: list[bool] = []
     real_encode = EncoderPool.encode
 
-    def counted(self: EncoderPool, batches: Any, ahead: int = 2) -> Any:
-        for batch, results in real_encode(self, batches, ahead):
+    def counted(self: EncoderPool, batches: Any, **kw: Any) -> Any:
+        for batch, results in real_encode(self, batches, **kw):
             through_helper.append(len(batch))
+            prebuilt.extend(r[5] is not None for r in results if isinstance(r, tuple))
             yield batch, results
 
     monkeypatch.setattr(EncoderPool, "encode", counted)
@@ -156,8 +209,10 @@ def test_imports_through_the_helper_equal_inline_imports(
         a = _import(inline, folder, **kw)
         monkeypatch.setattr(encode, "HELPER_MIN_ROWS", 1)
         through_helper.clear()
+        prebuilt.clear()
         b = _import(helped, folder, **kw)
         assert len(through_helper) > 10 and sum(through_helper) == b.privacy.published
+        assert prebuilt and all(prebuilt)  # leaves came from the helper too
         assert _report(a) == _report(b)
         assert _state(inline) == _state(helped)
 
