@@ -12,7 +12,7 @@ import orjson
 from node import encode, store
 from node.encode import (
     BATCH,
-    EncoderPool,
+    ImportHelper,
     LeafPlan,
     SampleEncoder,
     Validate,
@@ -40,7 +40,7 @@ class Differ:
         schema_ids: dict[str, str],
         validate: Validate,
         pseudonyms: Pseudonymiser,
-        pool: EncoderPool | None = None,
+        pool: ImportHelper | None = None,
     ) -> None:
         """``pool``: a helper process that encodes big sample imports (see node.encode)."""
         self.conn = conn

@@ -3,7 +3,7 @@
 :class:`SampleEncoder` turns staged sample rows (after privacy, joined with the published
 state) into what the log needs: the published id, the canonical content bytes and their
 digest, the nonce and the local donor hash. It reads no database, so a big import runs it
-in a helper process (:class:`EncoderPool`) while the importer's own process writes the
+in a helper process (:class:`ImportHelper`) while the importer's own process writes the
 previous batch to the log: the two halves take about the same time, and a 2-core machine
 does them side by side.
 
@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
+import queue
 import threading
-import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from hashlib import sha256
-from typing import Any
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -35,11 +37,17 @@ from protocol.canonical import canonical
 from protocol.errors import Problem
 from protocol.merkle import leaf_hash
 
+if TYPE_CHECKING:
+    from node.mapping import Mapping
+    from node.sources.tabular import Checked, SampleRows
+
 Validate = Callable[[str, dict[str, Any], str], list[Problem]]
 BATCH = 5000
-#: imports with at least this many samples to publish use a helper process (spawning one
-#: costs about a third of a second, which a smaller import would not win back)
+#: imports with at least this many samples to publish, or this many bytes of files to
+#: read, use a helper process (spawning one costs about a third of a second, which a
+#: smaller import would not win back)
 HELPER_MIN_ROWS = 20_000
+HELPER_MIN_BYTES = 4 << 20
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 #: A prebuilt log leaf: (the index it assumed, leaf bytes, leaf hash); see LogWriter.publish.
@@ -180,18 +188,57 @@ class SampleEncoder:
         return out
 
 
-class EncoderPool:
-    """One helper process running a :class:`SampleEncoder`, fed batches in order.
+class ImportHelper:
+    """One helper process for a big import, fed batches in order over a pipe.
 
-    Started before it is needed (:meth:`warm`), so its start-up overlaps staging and
-    privacy. A helper that dies (or raises) fails the import, which then rolls back.
+    It checks the rows of big sample files (:class:`node.sources.tabular.SampleRows`) and
+    encodes the samples to publish (:class:`SampleEncoder`), each while the importer's
+    process stages or appends the batch before. Started before it is needed, so its
+    start-up overlaps the importer's own work. A helper that dies (or raises) fails the
+    import, which then rolls back; a helper whose importer dies ends too.
+
+    The importer's side is one thread that pickles and sends batches and reads results
+    when it needs them: no executor threads that would wait for the importer's GIL at
+    every hand-over. The helper's side reads requests and sends results on threads of
+    its own, so neither side ever waits on the other's pipe.
     """
 
     def __init__(self, secret: bytes) -> None:
-        self._pool = ProcessPoolExecutor(
-            1, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_helper, initargs=(secret, os.getpid()))
-        self._ready: Future[int] = self._pool.submit(os.getpid)  # starts it now
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, theirs = ctx.Pipe()
+        self._process = ctx.Process(target=_serve, args=(theirs, secret), daemon=True,
+                                    name="import-helper")
+        self._process.start()
+        theirs.close()
+        self._files = 0
+
+    def check_samples(
+        self, mapping: Mapping, header: list[str], batches: Iterable[list[Any]],
+        share: int = 2, ahead: int = 2,
+    ) -> Iterator[list[Checked]]:
+        """The checked rows of each batch of one sample file, in order.
+
+        The helper checks ``share - 1`` batches in ``share`` and this process the rest
+        (it also parses and stages every row, so that share keeps both busy).
+        """
+        from node.codes import Codes
+        from node.sources.tabular import SampleRows
+
+        self._files += 1
+        here = SampleRows(mapping, Codes.default(), header)
+        pending: deque[list[Checked] | None] = deque()  # None: the helper's, in flight
+        for i, batch in enumerate(batches):
+            if i % share == share - 1:
+                pending.append(here.check(batch))
+            else:
+                self._send(("check", self._files, mapping, header, batch))
+                pending.append(None)
+            while len(pending) > ahead:
+                done = pending.popleft()
+                yield self._receive() if done is None else done
+        while pending:
+            done = pending.popleft()
+            yield self._receive() if done is None else done
 
     def encode(
         self,
@@ -204,43 +251,98 @@ class EncoderPool:
         ``plan(rows)``: the leaf plan of the next batch, given how many rows were sent
         before it and not yet handed back (so the caller has not appended them yet).
         """
-        pending: deque[tuple[list[Sequence[Any]], Future[list[Encoded]]]] = deque()
+        return self._pipeline(
+            batches, lambda batch, unconsumed: ("encode", batch, plan(unconsumed)), ahead)
+
+    def _pipeline(self, batches: Iterable[list[Any]],
+                  call: Callable[[list[Any], int], tuple[Any, ...]],
+                  ahead: int = 2) -> Iterator[tuple[list[Any], Any]]:
+        pending: deque[list[Any]] = deque()
         for batch in batches:
-            unconsumed = sum(len(b) for b, _ in pending)
-            pending.append((batch, self._pool.submit(_encode, batch, plan(unconsumed))))
+            self._send(call(batch, sum(len(b) for b in pending)))
+            pending.append(batch)
             if len(pending) > ahead:
-                done, future = pending.popleft()
-                yield done, future.result()
+                yield pending.popleft(), self._receive()
         while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
+            yield pending.popleft(), self._receive()
+
+    def _send(self, request: tuple[Any, ...]) -> None:
+        try:
+            self._conn.send(request)
+        except OSError as exc:
+            raise self._gone() from exc
+
+    def _receive(self) -> Any:
+        try:
+            ok, value = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise self._gone() from exc
+        if not ok:
+            raise value
+        return value
+
+    def _gone(self) -> RuntimeError:
+        self._process.join(timeout=5)
+        return RuntimeError(
+            f"the import's helper process ended unexpectedly (exit code "
+            f"{self._process.exitcode}: killed, out of memory, or started from a script "
+            "without an 'if __name__ == \"__main__\":' guard); nothing was imported")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """End the helper (a batch in flight is dropped) and wait for it."""
+        self._conn.close()  # the helper's reader sees the end and the process exits
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
 
 
-_helper: SampleEncoder | None = None
-
-
-def _start_helper(secret: bytes, parent: int) -> None:
-    """Helper initializer: the encoder, and an exit when the importer is gone (even
-    after SIGKILL, when nothing would ever send it a stop)."""
-    global _helper
+def _serve(conn: Connection, secret: bytes) -> None:
+    """The helper's main loop: requests in, results out, each on its own thread."""
     from protocol.schema import SchemaSet
 
-    _helper = SampleEncoder(Pseudonymiser(secret), SchemaSet.default().problems)
+    encoder = SampleEncoder(Pseudonymiser(secret), SchemaSet.default().problems)
+    rows: tuple[int, SampleRows] | None = None  # the sample file being checked
+    requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
+    def read() -> None:
+        try:
+            while True:
+                requests.put(conn.recv_bytes())
+        except (EOFError, OSError):  # the importer closed the pipe, or is gone
+            os._exit(0)
 
-    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+    def write() -> None:
+        try:
+            while True:
+                conn.send_bytes(results.get())
+        except OSError:
+            os._exit(0)
 
+    threading.Thread(target=read, daemon=True, name="requests").start()
+    threading.Thread(target=write, daemon=True, name="results").start()
+    while True:
+        # from the importer that started this process, over their private pipe
+        request = pickle.loads(requests.get())  # noqa: S301
+        try:
+            if request[0] == "encode":
+                value: Any = encoder.encode(request[1], request[2])
+            else:
+                _, file, mapping, header, batch = request
+                if rows is None or rows[0] != file:  # a new file: fresh memos
+                    from node.codes import Codes
+                    from node.sources.tabular import SampleRows
 
-def _encode(rows: list[Sequence[Any]], plan: LeafPlan | None) -> list[Encoded]:
-    assert _helper is not None, "helper not initialised"
-    return _helper.encode(rows, plan)
+                    rows = (file, SampleRows(mapping, Codes.default(), header))
+                value = rows[1].check(batch)
+            reply = pickle.dumps((True, value), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - handed to the importer, which raises it
+            try:
+                reply = pickle.dumps((False, exc))
+            except Exception:  # noqa: BLE001 - an exception that does not pickle
+                reply = pickle.dumps((False, RuntimeError(traceback.format_exc())))
+        results.put(reply)
 
 
 def _parse(memo: dict[str, Any], text: str) -> Any:

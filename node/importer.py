@@ -15,7 +15,7 @@ import orjson
 from node import encode, staging, store
 from node.codes import Codes
 from node.diff import Differ
-from node.encode import EncoderPool
+from node.encode import ImportHelper
 from node.home import Home
 from node.mapping import Mapping
 from node.pseudonym import Pseudonymiser
@@ -171,7 +171,8 @@ def detect_format(path: Path, mapping: Mapping | None) -> str:
 
 
 def read_files(
-    files: list[Path], fmt: str | None, mapping: Mapping | None, sink: _SinkAdapter, codes: Codes
+    files: list[Path], fmt: str | None, mapping: Mapping | None, sink: _SinkAdapter, codes: Codes,
+    helper: ImportHelper | None = None,
 ) -> int:
     """Run the right reader over every file; return the number of rows/entries read."""
     from node.sources import directory, fhir, tabular
@@ -187,7 +188,7 @@ def read_files(
             if mapping is None:
                 raise ConfigError("CSV/TSV exports need --mapping MAP (see node/README.md)")
             for path in paths:
-                rows += tabular.read(path, mapping, sink, codes, kind)
+                rows += tabular.read(path, mapping, sink, codes, kind, helper)
         elif kind == "fhir":
             rows += fhir.read(paths, sink, codes)
         else:
@@ -223,7 +224,7 @@ def run_import(
             raise ConfigError(f"{path}: no such file")
     report = ImportReport(files=[str(p) for p in files])
     conn = store.connect(home.db_path)
-    pool: EncoderPool | None = None
+    pool: ImportHelper | None = None
     try:
         store.create_schema(conn)
         ensure_checkpoint(conn, home.config.origin, home.signer)
@@ -232,7 +233,11 @@ def run_import(
         # staging and privacy write only TEMP tables; one transaction keeps SQLite's page
         # cache of the temp database across statements (else every statement re-reads it)
         conn.execute("BEGIN")
-        report.rows = read_files(files, fmt, mapping, _SinkAdapter(stage), Codes.default())
+        if (mapping is not None and mapping.kind == "sample"
+                and sum(p.stat().st_size for p in files) >= encode.HELPER_MIN_BYTES):
+            pool = ImportHelper(home.secret)  # checks rows now, encodes samples later
+        report.rows = read_files(files, fmt, mapping, _SinkAdapter(stage), Codes.default(),
+                                 pool)
         stage.duplicates()
         report.staged_samples = conn.execute("SELECT count(*) FROM staging").fetchone()[0]
         report.staged_records = conn.execute("SELECT count(*) FROM others").fetchone()[0]
@@ -240,8 +245,8 @@ def run_import(
         report.problems = list(stage.problems)
         if report.problems and not skip_invalid:
             return report
-        if report.staged_samples >= encode.HELPER_MIN_ROWS:
-            pool = EncoderPool(home.secret)  # starts now: its start-up overlaps privacy
+        if pool is None and report.staged_samples >= encode.HELPER_MIN_ROWS:
+            pool = ImportHelper(home.secret)  # starts now: its start-up overlaps privacy
         if phase_start:
             phase_start("privacy", report.staged_samples)
         report.privacy = apply_privacy(conn, "staging", home)
@@ -285,7 +290,7 @@ def _publish(
     skip_invalid: bool,
     progress: Progress | None = None,
     phase_start: PhaseStart | None = None,
-    pool: EncoderPool | None = None,
+    pool: ImportHelper | None = None,
 ) -> None:
     schemas = SchemaSet.default()
     schema_ids = {k: schemas.schema_id(k) for k in ("biobank", "collection", "sample")}

@@ -6,7 +6,7 @@ import csv
 import sqlite3
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from protocol.errors import Problem
 
@@ -48,12 +48,13 @@ def utf8_lines(path: Path, bad_lines: set[int]) -> Iterator[str]:
 def read_table(
     path: Path,
     delimiter: str,
-) -> Generator[tuple[str, dict[str, str] | None, list[Problem]], None, None]:
+    fields: bool = False,
+) -> Generator[tuple[str, Any, list[Problem]], None, None]:
     """Rows of a delimited file as (location, {column: value}, problems); header first.
 
-    The first item is ("header", None, problems) with the columns in ``problems`` empty and
-    the header available through the ``header`` attribute of the returned rows' dict keys.
-    Locations name spreadsheet rows: the header is row 1.
+    The first item is (location, {column: column}, problems), or (location, None,
+    problems) when there is no readable header. Locations name spreadsheet rows: the
+    header is row 1. ``fields``: data rows come as the list of cells instead of a dict.
     """
     bad_lines: set[int] = set()
     reader = csv.reader(utf8_lines(path, bad_lines), delimiter=delimiter, strict=True)
@@ -75,27 +76,27 @@ def read_table(
     while True:
         start = reader.line_num + 1
         try:
-            fields = next(reader)
+            cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
             loc = f"{name} row {start}"
             yield loc, None, [Problem(loc, "", "", f"unreadable row ({exc}); file truncated?")]
             return
-        if not fields or all(not f.strip() for f in fields):
+        if not cells or all(not f.strip() for f in cells):
             continue
         loc = f"{name} row {start}"
         problems: list[Problem] = []
         if bad_lines and any(start <= n <= reader.line_num for n in bad_lines):
             problems.append(Problem(loc, "", "", "row is not valid UTF-8 text"))
-        if len(fields) != len(header):
+        if len(cells) != len(header):
             problems.append(
                 Problem(
                     loc,
                     "",
-                    len(fields),
-                    f"row has {len(fields)} fields but the header has "
+                    len(cells),
+                    f"row has {len(cells)} fields but the header has "
                     f"{len(header)} (truncated or misaligned row)",
                 )
             )
-        yield loc, dict(zip(header, fields, strict=False)), problems
+        yield loc, cells if fields else dict(zip(header, cells, strict=False)), problems

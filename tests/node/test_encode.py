@@ -20,13 +20,14 @@ import orjson
 import pytest
 
 from node import diff, encode, store
-from node.encode import EncoderPool, LeafPlan, SampleEncoder
+from node.encode import ImportHelper, LeafPlan, SampleEncoder
 from node.generate import generate
 from node.home import SECRET, Home
 from node.importer import ImportReport, run_import
 from node.mapping import Mapping
 from node.pseudonym import Pseudonymiser
 from node.publish import LogWriter
+from node.sources import tabular
 from protocol.canonical import canonical, parse_canonical
 from protocol.note import Signer
 from protocol.schema import SchemaSet
@@ -79,7 +80,7 @@ def test_the_helper_returns_what_the_inline_encoder_returns() -> None:
         _row("8", biobank="bbmri-eric:ID:DE_Ä"),  # non-ASCII: the canonical() path
     ]
     expected = inline.encode(rows)
-    pool = EncoderPool(SECRET_BYTES)
+    pool = ImportHelper(SECRET_BYTES)
     try:
         sent: list[list[Sequence[Any]]] = [list(rows[:3]), list(rows[3:5]), list(rows[5:])]
         batches = list(pool.encode(sent, ahead=1))
@@ -140,12 +141,30 @@ def test_leaves_built_in_the_helper_are_the_leaves_the_writer_builds(
 
 
 def test_a_failing_batch_fails_the_caller() -> None:
-    pool = EncoderPool(SECRET_BYTES)
+    pool = ImportHelper(SECRET_BYTES)
     try:
         with pytest.raises(ValueError):
             list(pool.encode([[("too", "short")]]))
     finally:
         pool.close()
+
+
+def test_a_helper_that_dies_fails_the_import_with_a_clear_error() -> None:
+    pool = ImportHelper(SECRET_BYTES)
+    try:
+        pool._process.kill()
+        pool._process.join()
+        with pytest.raises(RuntimeError, match="helper process ended unexpectedly"):
+            list(pool.encode([[_row("1")]] * 3))
+    finally:
+        pool.close()
+
+
+def test_closing_ends_the_helper() -> None:
+    pool = ImportHelper(SECRET_BYTES)
+    assert [len(r) for _, r in pool.encode([[_row("1")], [_row("2")]])] == [1, 1]
+    pool.close()
+    assert not pool._process.is_alive() and pool._process.exitcode == 0
 
 
 def _import(home: Home, folder: Path, **kw: Any) -> ImportReport:
@@ -191,26 +210,40 @@ def test_imports_through_the_helper_equal_inline_imports(
     helped, _ = make_home(tmp_path, name="helped")
     shutil.copyfile(inline.path / SECRET, helped.path / SECRET)
     helped = Home.open(helped.path)
-    monkeypatch.setattr(diff, "BATCH", 100)  # many batches, several in the helper at once
+    # many batches, several in the helper at once
+    monkeypatch.setattr(diff, "BATCH", 100)
+    monkeypatch.setattr(tabular, "BATCH", 70)
     through_helper: list[int] = []
     prebuilt: list[bool] = []
-    real_encode = EncoderPool.encode
+    real_encode = ImportHelper.encode
 
-    def counted(self: EncoderPool, batches: Any, **kw: Any) -> Any:
+    def counted(self: ImportHelper, batches: Any, **kw: Any) -> Any:
         for batch, results in real_encode(self, batches, **kw):
             through_helper.append(len(batch))
             prebuilt.extend(r[5] is not None for r in results if isinstance(r, tuple))
             yield batch, results
 
-    monkeypatch.setattr(EncoderPool, "encode", counted)
+    monkeypatch.setattr(ImportHelper, "encode", counted)
+    requests: list[str] = []
+    real_send = ImportHelper._send
+
+    def send(self: ImportHelper, request: tuple[Any, ...]) -> None:
+        requests.append(request[0])
+        real_send(self, request)
+
+    monkeypatch.setattr(ImportHelper, "_send", send)
 
     def both(folder: Path, **kw: Any) -> None:
         monkeypatch.setattr(encode, "HELPER_MIN_ROWS", 10**9)
+        monkeypatch.setattr(encode, "HELPER_MIN_BYTES", 10**12)
         a = _import(inline, folder, **kw)
         monkeypatch.setattr(encode, "HELPER_MIN_ROWS", 1)
+        monkeypatch.setattr(encode, "HELPER_MIN_BYTES", 1)
         through_helper.clear()
         prebuilt.clear()
+        requests.clear()
         b = _import(helped, folder, **kw)
+        assert requests.count("check") > 5 and requests.count("encode") > 10
         assert len(through_helper) > 10 and sum(through_helper) == b.privacy.published
         assert prebuilt and all(prebuilt)  # leaves came from the helper too
         assert _report(a) == _report(b)
@@ -234,6 +267,7 @@ def test_imports_through_the_helper_equal_inline_imports(
     for n, row in enumerate(extra):
         row[0] = f"NEW-{n:04d}"
     extra[7][storage] = "lukewarm"  # not a code the mapping knows: a problem
+    extra[9] = extra[9][:5]  # a truncated row: a problem of the reader
     with path.open("w", encoding="utf-8", newline="") as fh:
         csv.writer(fh, delimiter=";").writerows([header, *body, *extra])
     both(changed, snapshot=True, skip_invalid=True)
