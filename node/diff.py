@@ -119,7 +119,8 @@ class Differ:
                 f"SELECT count(*) FROM {table} s WHERE s.held_back IS NULL OR s.held_back = 0"
             ).fetchone()[0]
             total = new
-            source = f"SELECT {columns}, NULL, NULL, NULL, NULL FROM {table} s {where}"
+            source = (f"SELECT json_array({columns}, NULL, NULL, NULL, NULL) "
+                      f"FROM {table} s {where}")
         else:
             self.conn.execute(
                 f"CREATE TEMP TABLE joined AS SELECT {columns}, r.id, r.digest, r.nonce, "
@@ -130,15 +131,19 @@ class Differ:
                 "SELECT count(*) FILTER (WHERE id IS NULL), count(*) FROM temp.joined"
             ).fetchone()
             # read from a copy: the loop below writes to ``records``, which the join reads
-            source = "SELECT * FROM temp.joined ORDER BY rowid"
+            names = ", ".join(c.removeprefix("s.") for c in columns.split(", "))
+            source = (f"SELECT json_array({names}, id, digest, nonce, live) "
+                      "FROM temp.joined ORDER BY rowid")
         # a bulk append (more new samples than records so far, e.g. a first import) drops
         # the secondary indexes and sorts them afresh at the end: same transaction, so a
         # crash or rollback restores them with everything else
         bulk = new >= 1000 and new > held
         if bulk:
             store.drop_indexes(self.conn)
+        # each row as one JSON array text (what SampleEncoder.encode takes): one object per
+        # row to fetch and to send to the helper, not nineteen
         rows = self.conn.execute(source)  # (after the DDL: no statement may be pending)
-        batches = iter(lambda: rows.fetchmany(BATCH), [])
+        batches = iter(lambda: [r[0] for r in rows.fetchmany(BATCH)], [])
         if self.pool is not None and total >= encode.HELPER_MIN_ROWS:
             writer = self.writer
 
@@ -154,17 +159,16 @@ class Differ:
         schema = self.schema_ids["sample"]
         unchanged = published = 0
         for batch, results in encoded:
-            for row, result in zip(batch, results, strict=True):
+            for result in results:
                 if result is None:
                     unchanged += 1
                 elif isinstance(result, list):
                     self.problems.extend(result)
                 else:
-                    id, data, digest, nonce, donor, built = result
+                    id, data, digest, nonce, donor, built, biobank, local_id = result
                     index = publish("sample", id, schema, data, digest, built)
                     published += 1
-                    # row[2], row[0]: biobank, local_id
-                    upsert(("sample", id, row[2], row[0], donor, digest, nonce, index))
+                    upsert(("sample", id, biobank, local_id, donor, digest, nonce, index))
             if self.progress:
                 self.progress(len(batch))
         if unchanged:

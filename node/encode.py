@@ -23,7 +23,7 @@ import queue
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from hashlib import sha256
 from multiprocessing.connection import Connection
@@ -54,8 +54,10 @@ _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 Built = tuple[int, bytes, bytes]
 #: What :meth:`SampleEncoder.encode` returns per row: ``None`` (unchanged, nothing to
 #: append), a list of problems (invalid, nothing to append) or
-#: ``(id, canonical content bytes, digest, nonce, donor hash, Built or None)``.
-Encoded = tuple[str, bytes, str, str, "str | None", "Built | None"] | list[Problem] | None
+#: ``(id, canonical content bytes, digest, nonce, donor hash, Built or None, biobank,
+#: local id)``.
+Encoded = (tuple[str, bytes, str, str, "str | None", "Built | None", str, str]
+           | list[Problem] | None)
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,13 @@ def encode_content(
 class SampleEncoder:
     """Encodes staged sample rows; keeps the memos that make repeated values cheap.
 
-    A row is ``(local_id, donor_id, biobank, collection, sample_type, storage_temperature,
-    sex, age_min, age_max, period_from, period_to, diagnoses, use_conditions,
-    dataset_types, row_location, old_id, old_digest, old_nonce, live)``, the last four
-    from the published state (NULL for a sample never published).
+    A row is the JSON array text (SQLite's ``json_array``) of ``(local_id, donor_id,
+    biobank, collection, sample_type, storage_temperature, sex, age_min, age_max,
+    period_from, period_to, diagnoses, use_conditions, dataset_types, row_location,
+    old_id, old_digest, old_nonce, live)``, the last four from the published state (NULL
+    for a sample never published). JSON keeps SQL types apart as the gate needs: text
+    stays a string, an INTEGER an integer and a REAL a float (``40.5``, or ``40.0`` for a
+    REAL that INTEGER affinity did not make an integer); the list columns are text.
     """
 
     def __init__(self, pseudonyms: Pseudonymiser, validate: Validate) -> None:
@@ -102,8 +107,7 @@ class SampleEncoder:
         self._lists: dict[str, Any] = {}  # JSON list text -> parsed (shared, never mutated)
         self._nonces = _Nonces()
 
-    def encode(self, rows: Iterable[Sequence[Any]], plan: LeafPlan | None = None
-               ) -> list[Encoded]:
+    def encode(self, rows: Iterable[str], plan: LeafPlan | None = None) -> list[Encoded]:
         """One :data:`Encoded` per row, in order; with leaves when there is a ``plan``."""
         index = plan.base if plan is not None else 0
         out: list[Encoded] = []
@@ -115,10 +119,11 @@ class SampleEncoder:
         sample_id = self.pseudonyms.sample_id
         donor_hash = self.pseudonyms.donor_hash
         nonces = self._nonces
-        for row in rows:
+        loads = orjson.loads
+        for text in rows:
             (local_id, donor_id, biobank, collection, sample_type, storage, sex, age_min,
              age_max, period_from, period_to, diagnoses, use, datasets, location, old_id,
-             old_digest, old_nonce, live) = row
+             old_digest, old_nonce, live) = loads(text)
             id = old_id or sample_id(local_id)
             content: dict[str, Any] = {"id": id, "biobank": biobank}
             if collection:
@@ -184,7 +189,8 @@ class SampleEncoder:
                                   digest)
                 built = (index, leaf, leaf_hash(leaf))
                 index += 1
-            append((id, data, digest, content["nonce"], donor_hash(donor_id), built))
+            append((id, data, digest, content["nonce"], donor_hash(donor_id), built, biobank,
+                    local_id))
         return out
 
 
@@ -242,10 +248,10 @@ class ImportHelper:
 
     def encode(
         self,
-        batches: Iterable[list[Sequence[Any]]],
+        batches: Iterable[list[str]],
         ahead: int = 2,
         plan: Callable[[int], LeafPlan | None] = lambda _: None,
-    ) -> Iterator[tuple[list[Sequence[Any]], list[Encoded]]]:
+    ) -> Iterator[tuple[list[str], list[Encoded]]]:
         """(batch, its encodings) in order, keeping ``ahead`` batches in the helper.
 
         ``plan(rows)``: the leaf plan of the next batch, given how many rows were sent

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import shutil
 import sqlite3
-from collections.abc import Sequence
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,8 @@ from tests.node.node_support import make_home
 SECRET_BYTES = b"k" * 32
 
 
-def _row(local: str, **over: Any) -> tuple[Any, ...]:
+def _row(local: str, **over: Any) -> str:
+    """A staged row as the importer hands it to the encoder (SQLite's json_array text)."""
     row: dict[str, Any] = {
         "local_id": local, "donor_id": "D" + local, "biobank": "bbmri-eric:ID:DE_X",
         "collection": "bbmri-eric:ID:DE_X:collection:c", "sample_type": "Serum",
@@ -46,14 +46,14 @@ def _row(local: str, **over: Any) -> tuple[Any, ...]:
         "datasets": "[]", "location": f"samples.csv row {local}", "old_id": None,
         "old_digest": None, "old_nonce": None, "live": None}
     row.update(over)
-    return tuple(row.values())
+    return orjson.dumps(list(row.values())).decode()
 
 
 def _comparable(result: Any) -> Any:
     """An encoding without its random nonce (content bytes parsed, nonce dropped)."""
     if result is None or isinstance(result, list):
         return result
-    id, data, digest, nonce, donor, built = result
+    id, data, digest, nonce, donor, built, _, _ = result
     assert built is None
     content = orjson.loads(data)
     assert content.pop("nonce") == nonce
@@ -67,7 +67,7 @@ def test_the_helper_returns_what_the_inline_encoder_returns() -> None:
              "collection": "bbmri-eric:ID:DE_X:collection:c", "sample_type": "Serum",
              "nonce": "ab" * 16}
     kept = canonical(fixed)
-    rows: list[Sequence[Any]] = [
+    rows: list[str] = [
         _row("1"), _row("2", donor_id=None), _row("3", sex=None, storage=None),
         _row("4", age_min=40.5),  # not canonical: a problem, nothing published
         _row("5", sample_type="NoSuchType"),  # schema: a problem
@@ -82,7 +82,7 @@ def test_the_helper_returns_what_the_inline_encoder_returns() -> None:
     expected = inline.encode(rows)
     pool = ImportHelper(SECRET_BYTES)
     try:
-        sent: list[list[Sequence[Any]]] = [list(rows[:3]), list(rows[3:5]), list(rows[5:])]
+        sent = [rows[:3], rows[3:5], rows[5:]]
         batches = list(pool.encode(sent, ahead=1))
     finally:
         pool.close()
@@ -121,7 +121,7 @@ def test_leaves_built_in_the_helper_are_the_leaves_the_writer_builds(
     monkeypatch.setattr(LogWriter, "_add", spy)
     for result in encoder.encode(rows, plan):
         assert result is not None and not isinstance(result, list)
-        id, data, digest, _, _, built = result
+        id, data, digest, _, _, built, _, _ = result
         own.publish("sample", id, schema, data, digest)
         writer.publish("sample", id, schema, data, digest, built)
     assert built_here == [0]  # the first entry is always checked; 1..5 from the helper
@@ -144,7 +144,7 @@ def test_a_failing_batch_fails_the_caller() -> None:
     pool = ImportHelper(SECRET_BYTES)
     try:
         with pytest.raises(ValueError):
-            list(pool.encode([[("too", "short")]]))
+            list(pool.encode([['["too", "short"]']]))
     finally:
         pool.close()
 
@@ -272,3 +272,42 @@ def test_imports_through_the_helper_equal_inline_imports(
         csv.writer(fh, delimiter=";").writerows([header, *body, *extra])
     both(changed, snapshot=True, skip_invalid=True)
     assert _state(helped)["leaves"][-1][3] in ("publish", "withdraw")
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_staged_sql_types_reach_the_encoder_unchanged(tmp_path: Path, first: bool) -> None:
+    """Rows travel as SQLite json_array text: a REAL stays a float (refused), text stays
+    text, an INTEGER stays an integer; on a first import and on a re-import (the join)."""
+    from node import staging
+    from node.diff import Differ
+
+    home, _ = make_home(tmp_path)
+    conn = store.connect(home.db_path)
+    store.create_schema(conn)
+    if not first:  # a published sample makes the importer join with the record state
+        conn.execute("INSERT INTO records VALUES ('sample', 'smp_x', 'b', 'OLD', NULL, "
+                     "'sha256:00', 'n', 0, 1)")
+    table = staging.create(conn)
+    conn.executemany(
+        f"INSERT INTO {table} (local_id, biobank, collection, sample_type, row_location, "
+        "age_min, age_max, diagnoses, use_conditions, dataset_types) "
+        "VALUES (?, 'bbmri-eric:ID:DE_X', 'bbmri-eric:ID:DE_X:collection:c', 'Serum', ?, "
+        "?, ?, ?, '[]', '[]')",
+        [("S1", "row 2", 40.5, 49, '[{"code":"C50","system":"ICD-10"}]'),
+         ("S2", "row 3", 40, 49, '[{"code":"C50","system":"ICD-10"}]'),
+         ("S3", "row 4", 40.0, 49, "[]")])
+    conn.execute("BEGIN IMMEDIATE")
+    schemas = SchemaSet.default()
+    writer = LogWriter(conn, home.config.origin, home.signer)
+    differ = Differ(conn, writer, {"sample": schemas.schema_id("sample")}, schemas.problems,
+                    Pseudonymiser(home.secret))
+    differ.samples(table)
+    writer.finish()
+    conn.execute("COMMIT")
+    assert [p.location for p in differ.problems] == ["row 2"]  # 40.5: a float, refused
+    published = [orjson.loads(c) for (c,) in conn.execute(
+        "SELECT content FROM contents WHERE content IS NOT NULL ORDER BY idx")]
+    conn.close()
+    assert [p["age"] for p in published] == [{"min": 40, "max": 49}] * 2
+    assert published[0]["diagnoses"] == [{"code": "C50", "system": "ICD-10"}]
+    assert "diagnoses" not in published[1]
