@@ -83,7 +83,7 @@ def read_table(
             loc = f"{name} row {start}"
             yield loc, None, [Problem(loc, "", "", f"unreadable row ({exc}); file truncated?")]
             return
-        if not cells or all(not f.strip() for f in cells):
+        if not cells or (not cells[0].strip() and all(not f.strip() for f in cells)):
             continue
         loc = f"{name} row {start}"
         problems: list[Problem] = []
