@@ -112,6 +112,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"size": args.size, "reps": args.reps, "seed": args.seed,
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "machine": report.machine()}
+    results["machine"]["cpu_probe_start"] = report.cpu_probe()
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="biobank-bench-")
     work = args.workdir or Path(tmp.name)  # type: ignore[union-attr]
     try:
@@ -156,6 +157,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         if tmp is not None:
             tmp.cleanup()
+    results["machine"]["cpu_probe_end"] = report.cpu_probe()
     report.show(results, Console())
     path = report.write(results, args.json, RESULTS)
     say(f"results written to {path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,19 @@ def machine() -> dict[str, Any]:
             "cpus": os.cpu_count(), "cpu_model": model,
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
             "load_average": [round(x, 2) for x in os.getloadavg()], "commit": _commit()}
+
+
+def cpu_probe(n: int = 5_000_000) -> float:
+    """Millions of iterations per second of a fixed pure-Python loop, on one core.
+
+    The same machine runs this 20-35% slower at some hours than at others (a shared
+    virtual machine); taken at the start and the end of a run, it tells readers which
+    kind of hour the figures came from."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(n):
+        total += i
+    return round(n / (time.perf_counter() - start) / 1e6, 1)
 
 
 def _commit() -> str | None:
@@ -111,4 +125,10 @@ def write(results: dict[str, Any], path: Path | None, results_dir: Path) -> Path
 
 
 def show(results: dict[str, Any], console: Console | None = None) -> None:
-    (console or Console()).print(table(results))
+    console = console or Console()
+    console.print(table(results))
+    m = results.get("machine", {})
+    if m.get("cpu_probe_start"):
+        console.print(f"machine: {m.get('cpus')} CPUs, {m.get('cpu_model') or 'unknown model'}; "
+                      f"Python loop speed {m['cpu_probe_start']} M/s at the start, "
+                      f"{m.get('cpu_probe_end', '-')} M/s at the end (the same machine varies)")

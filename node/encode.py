@@ -220,7 +220,7 @@ class ImportHelper:
 
     def check_samples(
         self, mapping: Mapping, header: list[str], batches: Iterable[list[Any]],
-        share: int = 2, ahead: int = 2,
+        share: int = 3, ahead: int = 3,
     ) -> Iterator[list[Checked]]:
         """The checked rows of each batch of one sample file, in order.
 
