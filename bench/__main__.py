@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -135,12 +136,29 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 return federation.catalogue_settings(f"sqlite:///{home / 'catalogue.db'}",
                                                      str(home))
 
-            runs, settings = _harvests(sqlite_settings, keys, args.reps, say, "SQLite")
-            results["harvest"] = report.summarise(runs, "records")
             if args.no_floor:
+                runs, settings = _harvests(sqlite_settings, keys, args.reps, say, "SQLite")
+                results["harvest"] = report.summarise(runs, "records")
                 results["floor_skipped"] = "--no-floor"
             else:
-                results["floor"] = _floor(urls, work, args.reps, say)
+                # harvest and floor alternate, so a drift of the machine's speed during
+                # the run (a third between hours here) moves both sides of each ratio
+                say("floor: saving the entries pages")
+                pages = work / "pages.jsonl"
+                save_pages(urls, pages)
+                runs, floors, ratios = [], [], []
+                for rep in range(args.reps):
+                    harvested, settings = _harvests(lambda _, r=rep: sqlite_settings(r), keys,
+                                                    1, say, f"SQLite, rep {rep + 1}")
+                    say(f"floor, rep {rep + 1}/{args.reps}")
+                    floors.append(_floor_once(pages, work))
+                    runs += harvested
+                    ratios.append((harvested[0]["records"] / harvested[0]["seconds"])
+                                  / (floors[-1]["records"] / floors[-1]["seconds"]))
+                results["harvest"] = report.summarise(runs, "records")
+                results["floor"] = report.summarise(floors, "records")
+                results["harvest_vs_floor"] = {"median": statistics.median(ratios),
+                                               "runs": ratios}
             say("search latency (SQLite)")
             results["search_sqlite"] = _search(settings, args.search_rounds, args.page_rounds)
             _pg(args, work, keys, results, say)
@@ -164,18 +182,13 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     return results
 
 
-def _floor(urls: list[str], work: Path, reps: int, say: Any) -> dict[str, Any]:
-    say("floor: saving the entries pages, then processing them")
-    pages = work / "pages.jsonl"
-    save_pages(urls, pages)
-    runs = []
-    for _rep in range(reps):
-        db = work / "floor.db"
-        db.unlink(missing_ok=True)
-        out, _, rss, _tree = isolated(floor, str(pages), str(db))
-        runs.append({**out, "peak_rss": rss})
-        db.unlink(missing_ok=True)
-    return report.summarise(runs, "records")
+def _floor_once(pages: Path, work: Path) -> dict[str, Any]:
+    """One floor run over the saved entries pages, in a process of its own."""
+    db = work / "floor.db"
+    db.unlink(missing_ok=True)
+    out, _, rss, _tree = isolated(floor, str(pages), str(db))
+    db.unlink(missing_ok=True)
+    return {**out, "peak_rss": rss}
 
 
 def _pg(args: argparse.Namespace, work: Path, keys: list[tuple[str, str]],

@@ -40,6 +40,12 @@ def test_bench_runs_at_a_tiny_size_and_writes_consistent_json(tmp_path: Path) ->
     # the harvest's memory with its worker processes is at least its own
     assert results["harvest"]["tree_peak_rss_mb"] >= results["harvest"]["peak_rss_mb"]
     assert results["machine"]["commit"], "the measured commit is recorded"
+    assert results["machine"]["cpu_probe_start"] > 0 and results["machine"]["cpu_probe_end"] > 0
+    # one harvest / floor ratio per rep, each from a harvest and the floor run right after it
+    (pair,) = results["harvest_vs_floor"]["runs"]
+    harvest, floor = results["harvest"]["runs"][0], results["floor"]["runs"][0]
+    expected = (harvest["records"] / harvest["seconds"]) / (floor["records"] / floor["seconds"])
+    assert pair == pytest.approx(expected) == results["harvest_vs_floor"]["median"]
     assert len(results["search_sqlite"]["queries"]) >= 10
     assert results["search_sqlite"]["p95_ms"] >= results["search_sqlite"]["p50_ms"]
     assert results["audit"]["records"] > published
