@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import sys
 import threading
 import traceback
 from collections import deque
@@ -220,12 +221,14 @@ class ImportHelper:
 
     def check_samples(
         self, mapping: Mapping, header: list[str], batches: Iterable[list[Any]],
-        share: int = 3, ahead: int = 3,
+        in_helper: int = 2, held: int = 8,
     ) -> Iterator[list[Checked]]:
         """The checked rows of each batch of one sample file, in order.
 
-        The helper checks ``share - 1`` batches in ``share`` and this process the rest
-        (it also parses and stages every row, so that share keeps both busy).
+        Up to ``in_helper`` batches wait in the helper; a batch that finds it that busy is
+        checked here instead, so the two processes share the work by how fast each is
+        going (this one also parses and stages every row). At most ``held`` checked
+        batches wait here behind one of the helper's.
         """
         from node.codes import Codes
         from node.sources.tabular import SampleRows
@@ -233,15 +236,21 @@ class ImportHelper:
         self._files += 1
         here = SampleRows(mapping, Codes.default(), header)
         pending: deque[list[Checked] | None] = deque()  # None: the helper's, in flight
-        for i, batch in enumerate(batches):
-            if i % share == share - 1:
-                pending.append(here.check(batch))
-            else:
+        busy = 0
+        for batch in batches:
+            if busy < in_helper:
                 self._send(("check", self._files, mapping, header, batch))
                 pending.append(None)
-            while len(pending) > ahead:
+                busy += 1
+            else:
+                pending.append(here.check(batch))
+            while pending and (pending[0] is not None or len(pending) > held
+                               or self._conn.poll()):
                 done = pending.popleft()
-                yield self._receive() if done is None else done
+                if done is None:
+                    done = self._receive()
+                    busy -= 1
+                yield done
         while pending:
             done = pending.popleft()
             yield self._receive() if done is None else done
@@ -326,6 +335,10 @@ def _serve(conn: Connection, secret: bytes) -> None:
         except OSError:
             os._exit(0)
 
+    # the reader and writer threads wait in system calls, but need the GIL between
+    # them (every chunk of a message); at the default 5 ms switch interval each chunk
+    # waited for the encoder to be preempted, and the importer waited on a full pipe
+    sys.setswitchinterval(0.0001)
     threading.Thread(target=read, daemon=True, name="requests").start()
     threading.Thread(target=write, daemon=True, name="results").start()
     while True:

@@ -311,3 +311,26 @@ def test_staged_sql_types_reach_the_encoder_unchanged(tmp_path: Path, first: boo
     assert [p["age"] for p in published] == [{"min": 40, "max": 49}] * 2
     assert published[0]["diagnoses"] == [{"code": "C50", "system": "ICD-10"}]
     assert "diagnoses" not in published[1]
+
+
+@pytest.mark.parametrize("in_helper", [0, 1, 10**6])
+def test_checked_batches_come_back_in_order_however_the_work_is_shared(
+        tmp_path: Path, in_helper: int) -> None:
+    from itertools import islice
+
+    from node.codes import Codes
+    from node.sources.base import read_table
+    from node.sources.tabular import SampleRows
+
+    generate("DK", 600, 3, tmp_path)
+    mapping = Mapping.load(tmp_path / "samples.mapping.toml")
+    rows = read_table(tmp_path / "samples.csv", mapping.delimiter or ",", fields=True)
+    _, header, _ = next(rows)
+    batches = list(iter(lambda: list(islice(rows, 25)), []))
+    expected = [SampleRows(mapping, Codes.default(), list(header)).check(b) for b in batches]
+    pool = ImportHelper(SECRET_BYTES)
+    try:
+        got = list(pool.check_samples(mapping, list(header), batches, in_helper=in_helper))
+    finally:
+        pool.close()
+    assert got == expected and len(got) == 24
