@@ -12,6 +12,7 @@ import orjson
 from node import encode, store
 from node.encode import (
     BATCH,
+    Bulk,
     ImportHelper,
     LeafPlan,
     SampleEncoder,
@@ -159,6 +160,22 @@ class Differ:
         schema = self.schema_ids["sample"]
         unchanged = published = 0
         for batch, results in encoded:
+            if isinstance(results, Bulk):
+                if self.writer.append_built("sample", schema, results.base, results.leaves,
+                                            results.contents):
+                    self._upserts += results.upserts
+                    if len(self._upserts) >= BATCH:
+                        self.flush()
+                    published += len(results.upserts)
+                else:  # the indexes the helper assumed are taken: publish one by one
+                    for (_, id, biobank, local_id, donor, digest, nonce, _), (_, text) in zip(
+                            results.upserts, results.contents, strict=True):
+                        index = publish("sample", str(id), schema, str(text), str(digest))
+                        published += 1
+                        upsert(("sample", id, biobank, local_id, donor, digest, nonce, index))
+                if self.progress:
+                    self.progress(len(batch))
+                continue
             for result in results:
                 if result is None:
                     unchanged += 1

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from hashlib import sha256
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -59,6 +59,17 @@ Built = tuple[int, bytes, bytes]
 #: local id)``.
 Encoded = (tuple[str, bytes, str, str, "str | None", "Built | None", str, str]
            | list[Problem] | None)
+
+
+class Bulk(NamedTuple):
+    """A batch whose every row is published, as the importer stores it: the leaves
+    (``LogWriter.append_built``), the contents, and the record-state upserts, all for the
+    indexes from ``base`` on (what the batch's :class:`LeafPlan` assumed)."""
+
+    base: int
+    leaves: list[tuple[int, bytes, bytes, str, str, str, str]]
+    contents: list[tuple[int, str | None]]
+    upserts: list[tuple[object, ...]]
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,22 @@ class SampleEncoder:
         self._valid_values: list[set[object]] = [set() for _ in range(13)]
         self._lists: dict[str, Any] = {}  # JSON list text -> parsed (shared, never mutated)
         self._nonces = _Nonces()
+
+    def encode_batch(self, rows: Iterable[str], plan: LeafPlan | None = None
+                     ) -> list[Encoded] | Bulk:
+        """:meth:`encode`; with a ``plan``, a batch whose every row is published (the
+        common case) comes as a :class:`Bulk`, ready to store."""
+        out = self.encode(rows, plan)
+        if plan is None or not out or not all(
+                type(r) is tuple and r[0].isascii() for r in out):
+            return out
+        done: list[Any] = out
+        time = plan.time
+        return Bulk(
+            plan.base,
+            [(b[0], b[1], b[2], "sample", r[0], "publish", time) for r in done for b in (r[5],)],
+            [(r[5][0], r[1].decode("utf-8")) for r in done],
+            [("sample", r[0], r[6], r[7], r[4], r[2], r[3], r[5][0]) for r in done])
 
     def encode(self, rows: Iterable[str], plan: LeafPlan | None = None) -> list[Encoded]:
         """One :data:`Encoded` per row, in order; with leaves when there is a ``plan``."""
@@ -260,7 +287,7 @@ class ImportHelper:
         batches: Iterable[list[str]],
         ahead: int = 2,
         plan: Callable[[int], LeafPlan | None] = lambda _: None,
-    ) -> Iterator[tuple[list[str], list[Encoded]]]:
+    ) -> Iterator[tuple[list[str], list[Encoded] | Bulk]]:
         """(batch, its encodings) in order, keeping ``ahead`` batches in the helper.
 
         ``plan(rows)``: the leaf plan of the next batch, given how many rows were sent
@@ -346,7 +373,7 @@ def _serve(conn: Connection, secret: bytes) -> None:
         request = pickle.loads(requests.get())  # noqa: S301
         try:
             if request[0] == "encode":
-                value: Any = encoder.encode(request[1], request[2])
+                value: Any = encoder.encode_batch(request[1], request[2])
             else:
                 _, file, mapping, header, batch = request
                 if rows is None or rows[0] != file:  # a new file: fresh memos

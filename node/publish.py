@@ -26,6 +26,10 @@ def content_digest(canonical_bytes: bytes) -> str:
     return "sha256:" + hashlib.sha256(canonical_bytes).hexdigest()
 
 
+def _text(content: bytes | str) -> str:
+    return content if isinstance(content, str) else content.decode("utf-8")
+
+
 def entry_leaf(
     origin: str, index: int, kind: str, id: str, schema: str, time: str, digest: str
 ) -> bytes:
@@ -92,7 +96,7 @@ class LogWriter:
         kind: str,
         id: str,
         schema: str,
-        content_bytes: bytes,
+        content_bytes: bytes | str,
         digest: str,
         built: tuple[int, bytes, bytes] | None = None,
     ) -> int:
@@ -119,12 +123,42 @@ class LogWriter:
                 schema=schema,
                 digest=digest,
             )
-            return self._append(entry, kind, id, "publish", content_bytes.decode("utf-8"))
+            return self._append(entry, kind, id, "publish", _text(content_bytes))
         if built is not None and built[0] == self.size:
             return self._add_hashed(built[1], built[2], kind, id, "publish",
-                                    content_bytes.decode("utf-8"))
+                                    _text(content_bytes))
         leaf = entry_leaf(self.origin, self.size, kind, id, schema, self.time, digest)
-        return self._add(leaf, kind, id, "publish", content_bytes.decode("utf-8"))
+        return self._add(leaf, kind, id, "publish", _text(content_bytes))
+
+    def append_built(
+        self,
+        kind: str,
+        schema: str,
+        base: int,
+        leaves: list[tuple[int, bytes, bytes, str, str, str, str]],
+        contents: list[tuple[int, str | None]],
+    ) -> bool:
+        """Append ``publish`` entries whose rows were built elsewhere, as stored here.
+
+        ``leaves``: ``(index, leaf, leaf hash, kind, id, "publish", time)`` made by
+        :func:`entry_leaf` for the indexes ``base``, ``base + 1``, ... (ASCII ids and
+        digests only); ``contents``: ``(index, canonical content text)``. Taken when they
+        start at this log's next index, are of the kind and schema of the entry before
+        (checked by :func:`make_entry`) and carry this run's time; else nothing is
+        appended, False is returned, and the caller publishes them one by one.
+        """
+        if (base != self.size or self.size == self.start or kind != self._kind
+                or schema != self._schema or not leaves or leaves[0][6] != self.time):
+            return False
+        append = self.compact.append
+        for row in leaves:
+            append(row[2])
+        self._leaves += leaves
+        self._contents += contents
+        self.size += len(leaves)
+        if len(self._leaves) >= BATCH:
+            self.flush()
+        return True
 
     def withdraw(self, kind: str, id: str) -> int:
         """Append a ``withdraw`` entry and erase every stored content of the record."""

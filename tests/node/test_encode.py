@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from node import diff, encode, store
-from node.encode import ImportHelper, LeafPlan, SampleEncoder
+from node.encode import Bulk, ImportHelper, LeafPlan, SampleEncoder
 from node.generate import generate
 from node.home import SECRET, Home
 from node.importer import ImportReport, run_import
@@ -220,7 +220,10 @@ def test_imports_through_the_helper_equal_inline_imports(
     def counted(self: ImportHelper, batches: Any, **kw: Any) -> Any:
         for batch, results in real_encode(self, batches, **kw):
             through_helper.append(len(batch))
-            prebuilt.extend(r[5] is not None for r in results if isinstance(r, tuple))
+            if isinstance(results, Bulk):
+                prebuilt.extend([True] * len(results.leaves))
+            else:
+                prebuilt.extend(r[5] is not None for r in results if isinstance(r, tuple))
             yield batch, results
 
     monkeypatch.setattr(ImportHelper, "encode", counted)
@@ -334,3 +337,41 @@ def test_checked_batches_come_back_in_order_however_the_work_is_shared(
     finally:
         pool.close()
     assert got == expected and len(got) == 24
+
+
+def test_a_bulk_batch_is_stored_as_the_writer_would_store_it_or_refused(
+        tmp_path: Path) -> None:
+    """A batch whose rows all publish comes as a Bulk for the indexes its plan assumed;
+    the writer takes it only at exactly those indexes, else the importer publishes it row
+    by row, and either way the log is the one publishing row by row gives."""
+    encoder = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default().problems)
+    schema = SchemaSet.default().schema_id("sample")
+    origin = "node.example/biobank-node"
+    own_conn, own = _writer(origin)
+    conn, writer = _writer(origin)
+    own.time = writer.time
+    first = encoder.encode([_row("0")])[0]
+    assert isinstance(first, tuple)
+    for w in (own, writer):  # the first entry of a run is always checked, built here
+        w.publish("sample", first[0], schema, first[1], first[2])
+    rows = [_row(str(i)) for i in range(1, 7)]
+    bulk = encoder.encode_batch(rows, LeafPlan(origin, schema, writer.time, 1))
+    assert isinstance(bulk, Bulk) and len(bulk.leaves) == 6
+    assert not writer.append_built("sample", schema, 2, bulk.leaves, bulk.contents)
+    assert not writer.append_built("sample", "other", 1, bulk.leaves, bulk.contents)
+    assert writer.size == 1  # refused: nothing appended
+    assert writer.append_built("sample", schema, 1, bulk.leaves, bulk.contents)
+    for (_, id, _, _, _, digest, _, _), (_, text) in zip(bulk.upserts, bulk.contents,
+                                                          strict=True):
+        own.publish("sample", str(id), schema, str(text), str(digest))
+    own.flush()
+    writer.flush()
+    query = "SELECT idx, leaf, hash, kind, id, op, time FROM leaves ORDER BY idx"
+    assert own_conn.execute(query).fetchall() == conn.execute(query).fetchall()
+    query = "SELECT idx, content FROM contents ORDER BY idx"
+    assert own_conn.execute(query).fetchall() == conn.execute(query).fetchall()
+    assert own.compact.root() == writer.compact.root()
+    # a batch with a row that does not publish is not a Bulk
+    mixed = encoder.encode_batch([_row("8"), _row("9", age_min=40.5)],
+                                 LeafPlan(origin, schema, writer.time, 7))
+    assert isinstance(mixed, list) and isinstance(mixed[1], list)
