@@ -293,15 +293,9 @@ class ImportHelper:
         ``plan(rows)``: the leaf plan of the next batch, given how many rows were sent
         before it and not yet handed back (so the caller has not appended them yet).
         """
-        return self._pipeline(
-            batches, lambda batch, unconsumed: ("encode", batch, plan(unconsumed)), ahead)
-
-    def _pipeline(self, batches: Iterable[list[Any]],
-                  call: Callable[[list[Any], int], tuple[Any, ...]],
-                  ahead: int = 2) -> Iterator[tuple[list[Any], Any]]:
-        pending: deque[list[Any]] = deque()
+        pending: deque[list[str]] = deque()
         for batch in batches:
-            self._send(call(batch, sum(len(b) for b in pending)))
+            self._send(("encode", batch, plan(sum(len(b) for b in pending))))
             pending.append(batch)
             if len(pending) > ahead:
                 yield pending.popleft(), self._receive()
