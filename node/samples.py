@@ -14,6 +14,7 @@ from protocol.errors import Problem
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?:T.*)?$")
 _EU_DATE = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})$")
+AGE_TEXT = re.compile(r"\d{1,3}")  # an age in whole years, as written (fullmatch)
 MAX_AGE = 130
 MEMO = 100_000  # entries per memo before it is cleared (bounded memory on odd exports)
 Bad = Callable[[str, object, str], None]
@@ -55,6 +56,15 @@ def parse_date(text: str) -> tuple[int, int | None, int | None] | None:
     except ValueError:
         return None
     return year, month or None, day or None
+
+
+def age_at(birth: tuple[int, int | None, int | None], year: int, month: int | None,
+           day: int | None) -> int:
+    """Whole years from ``birth`` (a :func:`parse_date` result) to a collection date."""
+    age = year - birth[0]
+    if birth[1] and birth[2] and month and day and (month, day) < (birth[1], birth[2]):
+        age -= 1
+    return age
 
 
 class SampleChecker:
@@ -208,7 +218,7 @@ class SampleChecker:
     ) -> int | None:
         if raw.age not in (None, ""):
             text = str(raw.age).strip()
-            if not re.fullmatch(r"\d{1,3}", text):
+            if not AGE_TEXT.fullmatch(text):
                 bad("age", raw.age, "not a whole number of years")
                 return None
             if int(text) > MAX_AGE:
@@ -220,9 +230,7 @@ class SampleChecker:
             if birth is None:
                 bad("birth", raw.birth, "not a birth date or year")
                 return None
-            age = year - birth[0]
-            if birth[1] and birth[2] and month and day and (month, day) < (birth[1], birth[2]):
-                age -= 1
+            age = age_at(birth, year, month, day)
             if not 0 <= age <= MAX_AGE:
                 bad("birth", raw.birth, f"age at collection would be {age}")
                 return None

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from node import recordfields
 from node.codes import Codes
 from node.mapping import LIST_FIELDS, SAMPLE_LIST_FIELDS, Mapping
-from node.samples import MEMO, RawSample, SampleChecker
+from node.samples import AGE_TEXT, MAX_AGE, MEMO, RawSample, SampleChecker, age_at, parse_date
 from node.sources.base import Sink, read_table
 from protocol.errors import Problem
 
@@ -113,7 +113,10 @@ class SampleRows:
     helper process (see node/encode.py); ``tests/node/test_encode.py`` compares the two.
     """
 
-    def __init__(self, mapping: Mapping, codes: Codes, header: list[str]) -> None:
+    def __init__(self, mapping: Mapping, codes: Codes, header: list[str],
+                 fast: bool = True) -> None:
+        """``fast``: stage rows whose every value was seen in a valid row by lookups
+        (:class:`_Seen`); False checks every row in full (the reference the tests use)."""
         self.mapping = mapping
         self.header = header
         self.checker = SampleChecker(codes, mapping.sources)
@@ -123,6 +126,7 @@ class SampleRows:
         # every row's flat dict has the same keys (the fixed values and the mapped columns)
         self.only_sample_fields = set(mapping.fixed) | set(mapping.columns) <= set(
             RawSample.__dataclass_fields__)
+        self.seen = _Seen.plan(mapping, header, self.checker.this_year) if fast else None
 
     def check(self, rows: Iterable[tuple[str, list[str] | None, list[Problem]]]
               ) -> list[Checked]:
@@ -130,7 +134,13 @@ class SampleRows:
         out: list[Checked] = []
         header, mapping, plan, memo = self.header, self.mapping, self.plan, self.memo
         sample_fields = RawSample.__dataclass_fields__
+        seen = self.seen
         for loc, cells, problems in rows:
+            if seen is not None and cells is not None and not problems:
+                done = seen.stage(cells, loc)
+                if done is not None:
+                    out.append((done, None, None))
+                    continue
             row = dict(zip(header, cells, strict=False)) if cells is not None else None
             flat = _flat(row or {}, mapping, plan, memo)
             key = flat.get("local_id")
@@ -141,8 +151,123 @@ class SampleRows:
             raw = (RawSample(**flat) if self.only_sample_fields  # type: ignore[arg-type]
                    else RawSample(**{k: v for k, v in flat.items() if k in sample_fields}))  # type: ignore[arg-type]
             staged, issues = self.checker.check(raw, loc, self.names)
+            if staged is not None and seen is not None and cells is not None:
+                seen.learn(cells, staged)
             out.append((staged, None, None) if staged is not None else (None, issues, key))
         return out
+
+
+#: Fields whose staged value depends on their own cell alone (and the file's mapping),
+#: with their place in the staging row (node.staging.INPUT_COLUMNS)
+_LEARNED = (("biobank", 2), ("collection", 3), ("sample_type", 4), ("storage_temperature", 5),
+            ("sex", 6), ("diagnoses", 9), ("use_conditions", 10), ("dataset_types", 11))
+_MISSING = (None, None, None)
+
+
+class _Seen:
+    """The staging rows of sample rows made of values already seen in valid rows.
+
+    Every field of a staging row but the ids, the age and the year depends on its own
+    cell alone (code lists, value tables, fixed values, list splitting), so the full
+    check of a valid row teaches, per field, cell -> staged value (:meth:`learn`). A row
+    whose cells are all known is staged by lookups: the ids are stripped, the date and
+    age parsed with the full check's own functions (memoised). Anything unknown or
+    invalid returns None and the row takes the full check, which names its problems.
+    ``tests/node/test_sample_rows.py`` holds the two equal on valid and broken rows.
+    """
+
+    def __init__(self, columns: dict[str, int], pad: bool, this_year: int) -> None:
+        self.columns = columns
+        self.pad = pad
+        self.this_year = this_year
+        self.learned: list[tuple[int, int, dict[str, object]]] = [
+            (columns[f], pos, {}) for f, pos in _LEARNED]
+        self.dates: dict[str, tuple[int | None, int | None, int | None]] = {}
+        self.ages: dict[str, int | None] = {}
+        self.births: dict[str, tuple[int, int | None, int | None]] = {}
+
+    @classmethod
+    def plan(cls, mapping: Mapping, header: list[str], this_year: int) -> _Seen | None:
+        """None when the ids, date, age or birth are not plain columns (a value table or
+        a fixed value on them): such files take the full check on every row."""
+        index = {column: i for i, column in enumerate(header)}  # the last of a repeated name
+        columns: dict[str, int] = {}
+        for fld in ("local_id", "donor_id", "date", "age", "birth", *(f for f, _ in _LEARNED)):
+            column = mapping.columns.get(fld)
+            plain = fld not in mapping.fixed and not mapping.values.get(fld)
+            if fld in ("local_id", "donor_id", "date", "age", "birth") and not plain:
+                return None
+            # -1: not mapped, read from the empty cell that stage() adds at the end
+            columns[fld] = -1 if column is None or column not in index else index[column]
+        if columns["local_id"] < 0:
+            return None
+        return cls(columns, any(i < 0 for i in columns.values()), this_year)
+
+    def learn(self, cells: list[str], staged: tuple[object, ...]) -> None:
+        """Keep what the full check made of each learned field's cell in a valid row."""
+        if self.pad:
+            cells = [*cells, ""]
+        for i, pos, memo in self.learned:
+            if len(memo) >= MEMO:
+                memo.clear()
+            memo[cells[i]] = staged[pos]
+
+    def stage(self, cells: list[str], location: str) -> tuple[object, ...] | None:
+        """The staging row of ``cells`` as the full check makes it, or None: check it."""
+        if self.pad:
+            cells = [*cells, ""]
+        c = self.columns
+        try:
+            known = [memo[cells[i]] for i, _, memo in self.learned]
+        except KeyError:
+            return None
+        local_id = cells[c["local_id"]].strip()
+        if not local_id:
+            return None
+        year, month, day = self._date(cells[c["date"]])
+        if year is False:
+            return None
+        age = self.ages.get(cells[c["age"]], False)
+        if age is False:
+            text = cells[c["age"]].strip()
+            if text and (not AGE_TEXT.fullmatch(text) or int(text) > MAX_AGE):
+                return None
+            age = self._keep(self.ages, cells[c["age"]], int(text) if text else None)
+        if age is None and year is not None:
+            birth_cell = cells[c["birth"]]
+            birth = self.births.get(birth_cell)
+            if birth is None and birth_cell.strip():
+                birth = parse_date(birth_cell)
+                if birth is None:
+                    return None
+                self._keep(self.births, birth_cell, birth)
+            if birth is not None:
+                age = age_at(birth, year, month, day)
+                if not 0 <= age <= MAX_AGE:
+                    return None
+        biobank, collection, sample_type, storage, sex, diagnoses, use, datasets = known
+        return (local_id, cells[c["donor_id"]].strip() or None, biobank, collection,
+                sample_type, storage, sex, age, year, diagnoses, use, datasets, location)
+
+    def _date(self, cell: str) -> tuple[Any, int | None, int | None]:
+        """(year, month, day) of a valid date cell, (None, None, None) of an empty one,
+        (False, None, None) of anything the full check would refuse."""
+        got = self.dates.get(cell)
+        if got is None:
+            text = cell.strip()
+            parsed = parse_date(text) if text else _MISSING
+            if parsed is None or (parsed[0] is not None
+                                  and not 1800 <= parsed[0] <= self.this_year + 1):
+                return False, None, None
+            got = self._keep(self.dates, cell, parsed)
+        return got
+
+    @staticmethod
+    def _keep(memo: dict[str, Any], key: str, value: Any) -> Any:
+        if len(memo) >= MEMO:
+            memo.clear()
+        memo[key] = value
+        return value
 
 
 Plan = list[tuple[str, str, dict[str, str], bool, bool]]
