@@ -152,7 +152,7 @@ class Differ:
                 schema = self.schema_ids["sample"]
                 return LeafPlan(writer.origin, schema, writer.time, writer.size + unconsumed)
 
-            encoded = self.pool.encode(batches, plan=plan)
+            encoded = self.pool.encode(batches, plan=plan, here=self.encoder)
         else:
             encoded = ((batch, self.encoder.encode(batch)) for batch in batches)
         publish = self.writer.publish

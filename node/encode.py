@@ -287,20 +287,37 @@ class ImportHelper:
         batches: Iterable[list[str]],
         ahead: int = 2,
         plan: Callable[[int], LeafPlan | None] = lambda _: None,
+        here: SampleEncoder | None = None,
+        held: int = 8,
     ) -> Iterator[tuple[list[str], list[Encoded] | Bulk]]:
-        """(batch, its encodings) in order, keeping ``ahead`` batches in the helper.
+        """(batch, its encodings) in order, keeping up to ``ahead`` + 1 batches in the helper.
 
         ``plan(rows)``: the leaf plan of the next batch, given how many rows were sent
         before it and not yet handed back (so the caller has not appended them yet).
+        ``here``: the importer's own encoder; a batch that finds the helper that busy is
+        encoded with it instead (the importer waits for the helper otherwise), so the two
+        share the work by speed. At most ``held`` batches wait here behind the helper's.
         """
-        pending: deque[list[str]] = deque()
+        pending: deque[tuple[list[str], list[Encoded] | Bulk | None]] = deque()  # None: helper's
+        busy = 0
         for batch in batches:
-            self._send(("encode", batch, plan(sum(len(b) for b in pending))))
-            pending.append(batch)
-            if len(pending) > ahead:
-                yield pending.popleft(), self._receive()
+            waiting = sum(len(b) for b, _ in pending)
+            if here is None or busy <= ahead:
+                self._send(("encode", batch, plan(waiting)))
+                pending.append((batch, None))
+                busy += 1
+            else:
+                pending.append((batch, here.encode_batch(batch, plan(waiting))))
+            while pending and (pending[0][1] is not None or len(pending) > held
+                               or (here is None and busy > ahead) or self._conn.poll()):
+                sent, done = pending.popleft()
+                if done is None:
+                    done = self._receive()
+                    busy -= 1
+                yield sent, done
         while pending:
-            yield pending.popleft(), self._receive()
+            sent, done = pending.popleft()
+            yield sent, self._receive() if done is None else done
 
     def _send(self, request: tuple[Any, ...]) -> None:
         try:
