@@ -288,7 +288,7 @@ class ImportHelper:
         ahead: int = 2,
         plan: Callable[[int], LeafPlan | None] = lambda _: None,
         here: SampleEncoder | None = None,
-        held: int = 8,
+        held: int = 4,
     ) -> Iterator[tuple[list[str], list[Encoded] | Bulk]]:
         """(batch, its encodings) in order, keeping up to ``ahead`` + 1 batches in the helper.
 
@@ -296,7 +296,8 @@ class ImportHelper:
         before it and not yet handed back (so the caller has not appended them yet).
         ``here``: the importer's own encoder; a batch that finds the helper that busy is
         encoded with it instead (the importer waits for the helper otherwise), so the two
-        share the work by speed. At most ``held`` batches wait here behind the helper's.
+        share the work by speed. At most ``held`` batches wait here behind the helper's
+        (each encoded batch of 5,000 holds about 8 MB until it is handed back).
         """
         pending: deque[tuple[list[str], list[Encoded] | Bulk | None]] = deque()  # None: helper's
         busy = 0
