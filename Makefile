@@ -13,7 +13,7 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 
 demo: install
-	$(BIN)/biobank-catalogue demo
+	$(BIN)/biobank-demo
 
 test: install
 	$(BIN)/python -m pytest

@@ -1,6 +1,6 @@
 """``python -m bench [--size 1M|10M] [--reps N] [--json PATH]``: run every benchmark.
 
-Generates five countries' synthetic exports (``node.generate``), then measures node import,
+Generates five countries' synthetic exports (``federation.generate``), then measures node import,
 harvest of all five nodes over loopback HTTP, the harvest floor, search latency on SQLite
 and PostgreSQL, and a full audit. Each measurement runs in a fresh process (peak RSS is
 that process's); rates are medians over ``--reps``.
@@ -24,8 +24,8 @@ from bench import federation, pg, report
 from bench.floor import floor, save_pages
 from bench.isolate import isolated, peak_rss_of
 from bench.page import measure_page
-from bench.servers import ServerProcess
 from bench.workload import generate_all, import_node
+from federation.servers import ServerProcess
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

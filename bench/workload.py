@@ -6,9 +6,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from node.generate import GeneratedExport, generate
-
-COUNTRIES = ("DE", "DK", "IT", "IE", "CN")
+from federation.build import COUNTRIES
+from federation.generate import GeneratedExport, generate
 
 
 def generate_all(total: int, seed: int, root: Path) -> list[tuple[str, Path]]:

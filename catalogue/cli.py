@@ -1,4 +1,4 @@
-"""biobank-catalogue: enrol, retire, clear, revoke, harvest, serve, status (and demo)."""
+"""biobank-catalogue: enrol, retire, clear, revoke, harvest, serve, status."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -173,29 +172,6 @@ def serve(host: str = "127.0.0.1", port: int = 8080,
         typer.echo("note: CATALOGUE_ADMIN_TOKEN is not set; the admin API answers 503",
                    err=True)
     uvicorn.run(create_app(settings, schedule_harvest=harvest), host=host, port=port)
-
-
-def _register_demo() -> None:
-    try:
-        from catalogue.demo import run_demo
-    except ImportError:
-        return
-
-    @app.command()
-    def demo(
-        samples: int = typer.Option(20000, "--samples", help="samples per node"),
-        seed: int = typer.Option(42, help="seed of the synthetic data"),
-        workdir: Path | None = typer.Option(
-            None, help="work directory, reused when present (default ./biobank-demo)"),
-        base_port: int | None = typer.Option(
-            None, help="first of six consecutive ports (default: free ports)"),
-    ) -> None:
-        """Run a local five-country demo federation until Ctrl-C (see catalogue/demo.py)."""
-        raise typer.Exit(run_demo(samples_per_node=samples, seed=seed, workdir=workdir,
-                                  base_port=base_port))
-
-
-_register_demo()
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from federation.servers import LiveServer, live_server
 from tests.audit.liar import Liar
 from tests.audit.sim import Catalogue, NodeLog
-from tests.support import LiveServer, live_server
 
 DE = "charite.example/biobank-node"
 FR = "lyon.example/biobank-node"

@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from federation.servers import LiveServer
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
 from tests.audit.conftest import DE, FR, World
 from tests.audit.helpers import audit, check, failed
 from tests.audit.liar import Liar, constant, edit_page, mirror_path
 from tests.audit.sim import Catalogue
-from tests.support import LiveServer
 
 
 def _only(report: dict, name: str) -> list[str]:  # type: ignore[type-arg]

@@ -29,7 +29,7 @@ def test_verify_needs_exactly_one_source(tmp_path: Path) -> None:
 
 
 def test_unreachable_catalogue_fails_with_the_reason() -> None:
-    from tests.support import free_port
+    from federation.servers import free_port
 
     result = CliRunner().invoke(app, ["verify", "--catalogue",
                                       f"http://127.0.0.1:{free_port()}", "--json"])

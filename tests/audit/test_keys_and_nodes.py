@@ -10,13 +10,13 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from audit.cli import app
+from federation.servers import LiveServer, free_port, live_server
 from protocol.canonical import canonical
 from protocol.entries import make_entry
 from protocol.note import generate_key
 from tests.audit.conftest import DE, FR, World, make_world
 from tests.audit.helpers import audit, check, failed
 from tests.audit.sim import TIME, NodeLog, node_app
-from tests.support import LiveServer, free_port, live_server
 
 
 def _rotated(world: World, *, dual: bool) -> None:

@@ -13,10 +13,10 @@ import pytest
 import audit.checks
 from audit.checks import AuditOptions, run_audit
 from audit.fetcher import BUNDLE_FORMAT, BundleSource, HttpSource
+from federation.servers import live_server
 from tests.audit.conftest import make_world
 from tests.audit.liar import Liar, edit_page, mirror_path
 from tests.audit.sim import Catalogue, NodeLog
-from tests.support import live_server
 
 
 def _write_bundle(cat: Catalogue, path: Path, served: dict[str, tuple[list[bytes], list[Any]]],

@@ -16,31 +16,22 @@ import pytest
 from typer.testing import CliRunner
 
 from audit.cli import app as audit_app
+from federation import LiveServer, build_federation, live_server
 from tests.audit.helpers import audit, check, failed
 from tests.audit.liar import Liar, edit_page, mirror_path
-from tests.support import LiveServer, free_port, live_server
 
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, Liar,
                                                                            list[str]]]:
     """Two real nodes (1000 synthetic samples each) harvested by a real catalogue behind a Liar."""
-    from catalogue import demo
-    from catalogue.harvest import Harvester
-
     work = tmp_path_factory.mktemp("real-federation")
     with contextlib.ExitStack() as stack:
-        nodes = [demo.DemoNode(c, work / "nodes" / c, free_port()) for c in ("DE", "IT")]
-        for node in nodes:
-            demo._prepare_node(node, 1000, 11, work, lambda _stage, _n: None, lambda _m: None)
-            stack.enter_context(live_server(demo.node_app(node.home, node.url), node.port))
-        settings, engine, key, app = demo._catalogue(work)
-        demo._enrol_all(engine, key, nodes)
-        outcomes = Harvester(engine=engine, settings=settings, key=key).run()
-        assert all(o.ok for o in outcomes), [o.error for o in outcomes]
-        liar = Liar(app)
+        fed = stack.enter_context(build_federation(work, ("DE", "IT"), samples=1000, seed=11,
+                                                   serve_catalogue=False))
+        liar = Liar(fed.catalogue.app)
         server = stack.enter_context(live_server(liar))
-        yield server, liar, sorted(o.origin for o in outcomes)
+        yield server, liar, sorted(o.origin for o in fed.outcomes)
 
 
 @pytest.fixture

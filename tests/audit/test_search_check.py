@@ -25,11 +25,11 @@ from catalogue.app import create_app
 from catalogue.context import build_context
 from catalogue.enrol import enrol
 from catalogue.harvest import Harvester
+from federation.servers import LiveServer, live_server
 from tests.audit.helpers import audit, check, failed
 from tests.audit.liar import Liar
 from tests.catalogue.conftest import make_settings
 from tests.catalogue.simulator import NodeSimulator
-from tests.support import LiveServer, live_server
 
 
 def _tally() -> Tally:

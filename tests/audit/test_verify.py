@@ -8,9 +8,9 @@ from typer.testing import CliRunner
 
 from audit.cli import app
 from audit.state import AuditState
+from federation.servers import LiveServer
 from tests.audit.conftest import World
 from tests.audit.helpers import audit, check, failed
-from tests.support import LiveServer
 
 
 def test_honest_catalogue_passes_every_check(served: LiveServer, tmp_path: Path) -> None:
@@ -47,7 +47,7 @@ def test_human_report_names_checks(served: LiveServer) -> None:
 
 
 def test_bundle_verifies_with_no_server_running(world: World, tmp_path: Path) -> None:
-    from tests.support import live_server
+    from federation.servers import live_server
 
     bundle = tmp_path / "bundle"
     with live_server(world.cat.app()) as server:

@@ -17,8 +17,8 @@ from catalogue.context import Context, build_context
 from catalogue.enrol import enrol
 from catalogue.harvest import Harvester, Outcome
 from catalogue.settings import Settings
+from federation.servers import LiveServer, live_server
 from tests.catalogue.simulator import NodeSimulator
-from tests.support import LiveServer, live_server
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"  # noqa: S105 - a test-only token
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from catalogue.app import create_app
 from catalogue.cli import app as cli_app
+from federation.servers import live_server
 from node.app import create_app as create_node_app
 from node.importer import run_import
 from node.mapping import Mapping
@@ -20,7 +21,6 @@ from node.withdraw import withdraw
 from protocol.entries import parse_leaf
 from tests.catalogue.conftest import make_settings
 from tests.node.node_support import ORIGIN, make_home, sample_rows, write_csv, write_mapping
-from tests.support import live_server
 
 
 def _env(settings: Any) -> dict[str, str]:

@@ -28,6 +28,7 @@ from catalogue.cli import app as cli_app
 from catalogue.enrol import enrol, fetch_descriptor
 from catalogue.errors import RevocationError
 from catalogue.models import nodes
+from federation.servers import LiveServer, live_server
 from node.app import create_app as create_node_app
 from node.home import Home
 from node.importer import run_import
@@ -40,7 +41,6 @@ from tests.catalogue.conftest import ADMIN_TOKEN, Catalogue
 from tests.catalogue.dbdump import dump
 from tests.catalogue.simulator import NodeSimulator
 from tests.node.node_support import ORIGIN, make_home, sample_rows, write_csv, write_mapping
-from tests.support import LiveServer, live_server
 
 
 class RealNode:

@@ -14,9 +14,9 @@ from catalogue.context import build_context
 from catalogue.enrol import enrol
 from catalogue.harvest import Harvester
 from catalogue.privacy import protect
+from federation.servers import live_server
 from tests.catalogue.conftest import DB_PARAMS, database, make_settings
 from tests.catalogue.simulator import NodeSimulator
-from tests.support import live_server
 
 A_BB, A_COL = "bbmri-eric:ID:DE_A", "bbmri-eric:ID:DE_A:collection:main"
 B_BB, B_COL = "bbmri-eric:ID:CZ_B", "bbmri-eric:ID:CZ_B:collection:lung"

@@ -29,9 +29,9 @@ from catalogue.enrol import enrol
 from catalogue.filters import Filters
 from catalogue.harvest import Harvester
 from catalogue.privacy import bound, protected_counts
+from federation.servers import live_server
 from tests.catalogue.conftest import DB_PARAMS, database, make_settings
 from tests.catalogue.simulator import NodeSimulator, sample
-from tests.support import live_server
 
 Cell = tuple[str, ...]
 Group = dict[Cell, int]

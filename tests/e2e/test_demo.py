@@ -19,15 +19,15 @@ import httpx
 import orjson
 import pytest
 
-from catalogue.demo import COUNTRIES
+from federation import COUNTRIES
 
 pytestmark = pytest.mark.slow
 LINE = re.compile(r"^(node (?P<cc>[A-Z]{2})|catalogue): (?P<url>http://127\.0\.0\.1:\d+)$")
 
 
 def _demo_command(workdir: Path) -> list[str]:
-    # catalogue.demo.main is what `biobank-catalogue demo` runs (same options)
-    return [sys.executable, "-m", "catalogue.demo", "--samples", "300", "--seed", "7",
+    # the console script `make demo` runs, installed beside this interpreter
+    return [str(Path(sys.executable).parent / "biobank-demo"), "--samples", "300", "--seed", "7",
             "--workdir", str(workdir)]
 
 

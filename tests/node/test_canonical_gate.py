@@ -17,10 +17,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from federation.generate import generate
 from node import staging
 from node.diff import Differ
 from node.encode import checked_bytes
-from node.generate import generate
 from node.importer import run_import
 from node.mapping import Mapping
 from node.pseudonym import Pseudonymiser

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from federation.servers import free_port
 from node.cli import app
 from protocol.note import Verifier
 from tests.node.node_support import sample_rows, write_csv, write_mapping
-from tests.support import free_port
 
 runner = CliRunner()
 

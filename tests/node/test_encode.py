@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 import pytest
 
+from federation.generate import generate
 from node import diff, encode, store
 from node.encode import Bulk, ImportHelper, LeafPlan, SampleEncoder
-from node.generate import generate
 from node.home import SECRET, Home
 from node.importer import ImportReport, run_import
 from node.mapping import Mapping

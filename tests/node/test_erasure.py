@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
+from federation.servers import live_server
 from node import store
 from node.app import create_app
 from node.cli import app
@@ -25,7 +26,6 @@ from tests.node.node_support import (
     write_csv,
     write_mapping,
 )
-from tests.support import live_server
 
 runner = CliRunner()
 

@@ -10,31 +10,24 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from federation import build_federation, live_server
 from node.cli import app
 from node.home import Home
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
 from tests.audit.liar import Liar, constant, edit_page, mirror_path
-from tests.support import free_port, live_server
 
 cli = app  # the real biobank-node command line, where monitor is registered
 
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Liar, Path]]:
-    from catalogue import demo
-    from catalogue.harvest import Harvester
-
     work = tmp_path_factory.mktemp("monitor")
     with contextlib.ExitStack() as stack:
-        node = demo.DemoNode("DK", work / "nodes" / "DK", free_port())
-        demo._prepare_node(node, 400, 5, work, lambda _s, _n: None, lambda _m: None)
-        stack.enter_context(live_server(demo.node_app(node.home, node.url), node.port))
-        settings, engine, key, app = demo._catalogue(work)
-        demo._enrol_all(engine, key, [node])
-        assert all(o.ok for o in Harvester(engine=engine, settings=settings, key=key).run())
-        liar = Liar(app)
+        fed = stack.enter_context(build_federation(work, ("DK",), samples=400, seed=5,
+                                                   serve_catalogue=False))
+        liar = Liar(fed.catalogue.app)
         server = stack.enter_context(live_server(liar))
-        yield server.url, liar, node.home
+        yield server.url, liar, fed.nodes[0].home
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from federation.servers import live_server
 from node.app import create_app
 from node.cli import app
 from node.home import NEXT_KEY, Home, finish_pending_rotation
@@ -28,7 +29,6 @@ from tests.node.node_support import (
     write_csv,
     write_mapping,
 )
-from tests.support import live_server
 
 runner = CliRunner()
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from federation.generate import generate
 from node.codes import Codes
-from node.generate import generate
 from node.mapping import Mapping
 from node.sources import tabular
 from node.sources.base import read_table

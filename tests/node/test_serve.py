@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from federation.servers import live_server
 from node.app import create_app
 from node.importer import run_import
 from node.mapping import Mapping
@@ -26,7 +27,6 @@ from tests.node.node_support import (
     write_csv,
     write_mapping,
 )
-from tests.support import live_server
 
 
 def _verify(client: httpx.Client, vkey: str) -> tuple[int, bytes, list[dict[str, Any]]]:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node.codes import Codes
-from node.generate import (
+from federation.generate import (
     AGE_MAX,
     AGE_MIN,
     SAMPLE_FIELDS,
@@ -20,6 +19,7 @@ from node.generate import (
     flavour_for,
     generate,
 )
+from node.codes import Codes
 from node.mapping import Mapping
 from node.sources import tabular
 from protocol.errors import Problem
