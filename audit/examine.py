@@ -10,7 +10,6 @@ for a page range it fetches from the catalogue itself.
 from __future__ import annotations
 
 import gc
-import hashlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -18,9 +17,10 @@ import httpx
 
 from audit.fetcher import PageTask, decode_line, fetch_range
 from audit.livestate import Chapters, combo_key
-from protocol.canonical import canonical
+from protocol.canonical import digest
 from protocol.entries import parse_leaf
 from protocol.errors import BiobankError
+from protocol.merkle import leaf_hash
 from protocol.schema import SchemaSet
 
 # (kind or $id, record, location) -> list of problems, [] when valid
@@ -46,7 +46,7 @@ class Examined(NamedTuple):
 def examine(origin: str, index: int, leaf: bytes, content: Any, schema_problems: SchemaCheck,
             chapters: Chapters) -> Examined:
     """Every check of leaf `index` that does not depend on the leaves before it."""
-    hashed = hashlib.sha256(b"\x00" + leaf).digest()
+    hashed = leaf_hash(leaf)
     where = f"node {origin} leaf {index}"
     try:
         entry = parse_leaf(leaf, expected_log=origin, expected_index=index)
@@ -70,7 +70,7 @@ def examine(origin: str, index: int, leaf: bytes, content: Any, schema_problems:
                             combo=combo_key(content, chapters))
         return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, content=content)
     try:
-        ok = "sha256:" + hashlib.sha256(canonical(content)).hexdigest() == entry["digest"]
+        ok = digest(content) == entry["digest"]
         errors: tuple[str, ...] = ()
     except ValueError as exc:
         errors = (f"content of {kind} {rid} has no canonical form: {exc}",)

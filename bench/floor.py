@@ -12,7 +12,6 @@ cache.
 from __future__ import annotations
 
 import base64
-import hashlib
 import sqlite3
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import httpx
 import orjson
 
 from protocol.canonical import digest, parse_canonical
-from protocol.merkle import CompactRange
+from protocol.merkle import CompactRange, leaf_hash
 from protocol.schema import SchemaSet
 
 
@@ -59,8 +58,8 @@ def floor(pages_path: str, db_path: str) -> dict[str, float]:
             for item in orjson.loads(line)["entries"]:
                 leaf = base64.b64decode(item["leaf"])
                 entry = parse_canonical(leaf, what="leaf")
-                leaf_hash = hashlib.sha256(b"\x00" + leaf).digest()
-                ranges.setdefault(entry["log"], CompactRange()).append(leaf_hash)
+                hashed = leaf_hash(leaf)
+                ranges.setdefault(entry["log"], CompactRange()).append(hashed)
                 content = item.get("content")
                 body = None
                 if content is not None:
@@ -72,7 +71,7 @@ def floor(pages_path: str, db_path: str) -> dict[str, float]:
                             raise ValueError(f"entry {entry['index']}: schema")
                     if known != entry["digest"]:
                         raise ValueError(f"entry {entry['index']}: digest mismatch")
-                rows.append((entry["log"], entry["index"], leaf, leaf_hash, body))
+                rows.append((entry["log"], entry["index"], leaf, hashed, body))
             with conn:
                 conn.executemany("INSERT INTO leaves VALUES (?, ?, ?, ?, ?)", rows)
             total += len(rows)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections.abc import Sequence
-from hashlib import sha256
 
 import orjson
 
@@ -14,16 +12,11 @@ from node import store
 from protocol.canonical import canonical
 from protocol.entries import make_entry, utc_now
 from protocol.errors import ConfigError
-from protocol.merkle import CompactRange
+from protocol.merkle import CompactRange, leaf_hash
 from protocol.note import Checkpoint, Signer, sign_checkpoint
 
 BATCH = 5000
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
-
-
-def content_digest(canonical_bytes: bytes) -> str:
-    """``sha256:`` + hex over already-canonical content bytes (same as protocol.digest)."""
-    return "sha256:" + hashlib.sha256(canonical_bytes).hexdigest()
 
 
 def _text(content: bytes | str) -> str:
@@ -191,7 +184,7 @@ class LogWriter:
         return self._add(canonical(entry), kind, id, op, content)
 
     def _add(self, leaf: bytes, kind: str, id: str, op: str, content: str | None) -> int:
-        lh = sha256(b"\x00" + leaf).digest()  # protocol.merkle.leaf_hash, inlined
+        lh = leaf_hash(leaf)
         return self._add_hashed(leaf, lh, kind, id, op, content)
 
     def _add_hashed(

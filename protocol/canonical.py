@@ -194,9 +194,14 @@ def _first_difference(a: bytes, b: bytes) -> int:
     return min(len(a), len(b))
 
 
+def bytes_digest(data: bytes) -> str:
+    """The content digest of bytes that are already canonical: `sha256:` + hex SHA-256."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def digest(obj: Any) -> str:
     """`sha256:` + hex SHA-256 of the canonical bytes of `obj`."""
-    return "sha256:" + hashlib.sha256(canonical(obj)).hexdigest()
+    return bytes_digest(canonical(obj))
 
 
 def nfc(obj: Any) -> Any:

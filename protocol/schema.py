@@ -8,7 +8,6 @@ pointer. References resolve only among the loaded schemas: nothing is ever fetch
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -23,6 +22,7 @@ import referencing
 from jsonschema.exceptions import ValidationError, best_match
 from referencing.jsonschema import DRAFT202012
 
+from protocol.canonical import bytes_digest
 from protocol.errors import ConfigError, Problem, ValidationFailed
 from protocol.schema_memo import FieldMemo
 
@@ -180,7 +180,7 @@ class SchemaSet:
         `problems`). A record with a digest here has no schema problems."""
         if not self.knows(kind_or_id) or not self.field_memo(kind_or_id).accepts(record):
             return None
-        return "sha256:" + hashlib.sha256(orjson.dumps(record, option=_CANONICAL)).hexdigest()
+        return bytes_digest(orjson.dumps(record, option=_CANONICAL))
 
     def _compile_fragment(self, schema: dict[str, Any]) -> Callable[[Any], Any]:
         handler = self._handler

@@ -20,7 +20,6 @@ Catalogue revocations in the history refuse signatures by a revoked key (Revoked
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +37,7 @@ from protocol.errors import (
     RootMismatch,
 )
 from protocol.keys import KeyHistory
-from protocol.merkle import CompactRange
+from protocol.merkle import CompactRange, leaf_hash
 from protocol.note import Checkpoint, Verifier, verify_checkpoint
 from protocol.schema import SchemaSet
 
@@ -162,7 +161,7 @@ class StepVerifier:
             raise IndexOrderError(f"{self.origin}: leaf {index} is beyond the checkpoint "
                                   f"size {self.checkpoint.size}")
         entry = parse_leaf(leaf, expected_log=self.origin, expected_index=index)
-        hashed = hashlib.sha256(b"\x00" + leaf).digest()
+        hashed = leaf_hash(leaf)
         self.compact.append(hashed)
         self.next_index = index + 1
         op = entry["op"]
