@@ -12,8 +12,8 @@ from typing import Any
 from audit.fetcher import Source
 from audit.node_logs import CheckpointClaim, NodeAudit
 from protocol.entries import parse_leaf
-from protocol.errors import BiobankError, RootMismatch
-from protocol.keys import KeyHistory, RevokedKeyError
+from protocol.errors import BiobankError, RevokedKeyError, RootMismatch
+from protocol.keys import KeyHistory
 from protocol.merkle import leaf_hash, verify_consistency
 from protocol.note import Checkpoint
 

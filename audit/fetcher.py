@@ -18,15 +18,11 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from protocol.errors import BiobankError, ConfigError
+from protocol.errors import ConfigError, FetchError
 
 PAGE = 1000
 BUNDLE_FORMAT = "biobank-audit-bundle/1"
 Entry = tuple[bytes, Any]  # (leaf bytes, content object or None)
-
-
-class FetchError(BiobankError):
-    """Published material could not be read (unreachable, not found, not the documented shape)."""
 
 
 class Source(Protocol):

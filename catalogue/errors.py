@@ -1,8 +1,8 @@
-"""Catalogue errors, all inside the protocol's one error tree.
+"""Catalogue errors, all inside the protocol's one error tree (drawn in protocol/errors.py).
 
     BiobankError (protocol.errors)
     ├── VerificationError (protocol.errors) ... raised by protocol.verify, recorded per node
-    ├── FetchError            a node is down, slow, oversized or serves garbage
+    ├── FetchError (protocol.errors)   a node is down, slow, oversized or serves garbage
     ├── NodeHalted            harvest refused: node halted after rollback/equivocation
     └── InputError (protocol.errors)
         ├── EnrolmentError    key mismatch, unreachable descriptor, already enrolled
@@ -13,11 +13,7 @@
 
 from __future__ import annotations
 
-from protocol.errors import BiobankError, InputError
-
-
-class FetchError(BiobankError):
-    """A node could not be read: down, timed out, too large, or not what the protocol says."""
+from protocol.errors import BiobankError, FetchError, InputError
 
 
 class NodeHalted(BiobankError):
@@ -45,3 +41,7 @@ class FilterError(InputError):
         self.invalid_params = invalid_params
         text = "; ".join(f"{p['name']}: {p['reason']}" for p in invalid_params)
         super().__init__(f"invalid search parameters: {text}")
+
+
+__all__ = ["EnrolmentError", "FetchError", "FilterError", "NodeHalted", "RevocationError",
+           "UnknownNode"]

@@ -7,6 +7,8 @@ into responses or exit codes.
     BiobankError                      base; .diagnostics() -> str
     ├── VerificationError             published material does not verify
     │   ├── SignatureError            no trusted signature, a bad signature, a malformed note
+    │   │   ├── RevokedKeyError       signed by a key revoked for this tree size
+    │   │   └── MissingSignatureError a signature the key history requires is missing
     │   ├── ProofError                an inclusion or consistency proof does not verify
     │   ├── DigestMismatch            record content does not hash to its entry's digest
     │   ├── NonCanonicalError         bytes are not the RFC 8785 encoding of what they parse to
@@ -18,10 +20,16 @@ into responses or exit codes.
     │   ├── SchemaViolation           a record does not match its schema (.problems)
     │   ├── MalformedEntry            a leaf or checkpoint body has the wrong shape or values
     │   └── OriginMismatch            material names another log origin than expected
+    ├── FetchError                    published material could not be read (down, slow,
+    │                                 oversized, not the documented shape)
+    ├── NodeHalted (catalogue.errors) a node's harvest is stopped until an operator clears it
     └── InputError                    an operator's or user's input is wrong
         ├── ValidationFailed          records failed validation (.problems)
         ├── ConfigError               a setting, key file or key string is wrong
-        └── PolicyError               a publishing policy is wrong or forbids the operation
+        ├── PolicyError               a publishing policy is wrong or forbids the operation
+        └── (catalogue.errors)        EnrolmentError > RevocationError, UnknownNode, FilterError
+
+Errors that only one program raises live in its own ``errors`` module, subclassing these.
 """
 
 from __future__ import annotations
@@ -82,6 +90,14 @@ class VerificationError(BiobankError):
 
 class SignatureError(VerificationError):
     """A note has no signature by a trusted key, a bad signature, or is malformed."""
+
+
+class RevokedKeyError(SignatureError):
+    """A checkpoint is signed by a key that the catalogue revoked for its tree size."""
+
+
+class MissingSignatureError(SignatureError):
+    """A checkpoint lacks a signature the key history requires (e.g. the old key at a rotation)."""
 
 
 class ProofError(VerificationError):
@@ -145,6 +161,11 @@ class MalformedEntry(VerificationError):
 
 class OriginMismatch(VerificationError):
     """Material names another log origin than the one expected."""
+
+
+class FetchError(BiobankError):
+    """Published material could not be read: unreachable, timed out, too large, not found, or
+    not the documented shape."""
 
 
 class InputError(BiobankError):

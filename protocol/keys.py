@@ -20,16 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from protocol.errors import BiobankError, SignatureError
+from protocol.errors import BiobankError, MissingSignatureError, RevokedKeyError, SignatureError
 from protocol.note import Checkpoint, Verifier, open_note
-
-
-class RevokedKeyError(SignatureError):
-    """A checkpoint is signed by a key that the catalogue revoked for its tree size."""
-
-
-class MissingSignatureError(SignatureError):
-    """A checkpoint lacks a signature the key history requires (e.g. the old key at a rotation)."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.keys import KeyHistory, MissingSignatureError, RevokedKeyError
+from protocol.errors import MissingSignatureError, RevokedKeyError
+from protocol.keys import KeyHistory
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
 
 ORIGIN = "n.example/node"

@@ -17,8 +17,8 @@ from node.importer import run_import
 from node.mapping import Mapping
 from node.rotate import rotate_key
 from node.settings import NodeSettings
-from protocol.errors import SignatureError
-from protocol.keys import KeyHistory, MissingSignatureError
+from protocol.errors import MissingSignatureError, SignatureError
+from protocol.keys import KeyHistory
 from protocol.note import Signer, Verifier, generate_key, open_note, sign_checkpoint
 from tests.node.node_support import (
     ORIGIN,

@@ -13,13 +13,13 @@ from protocol.errors import (
     EquivocationError,
     IndexOrderError,
     MalformedEntry,
+    MissingSignatureError,
     NonCanonicalError,
     OriginMismatch,
     RollbackError,
     RootMismatch,
     SignatureError,
 )
-from protocol.keys import MissingSignatureError
 from protocol.merkle import CompactRange, leaf_hash
 from protocol.note import Checkpoint, Signer, Verifier, generate_key, sign_checkpoint
 from protocol.schema import SchemaSet

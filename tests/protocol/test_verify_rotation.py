@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from protocol.entries import make_entry
-from protocol.errors import MalformedEntry, SignatureError
-from protocol.keys import KeyHistory, MissingSignatureError, RevokedKeyError, rotation_hint
+from protocol.errors import MalformedEntry, MissingSignatureError, RevokedKeyError, SignatureError
+from protocol.keys import KeyHistory, rotation_hint
 from protocol.note import Checkpoint, Signer, Verifier, generate_key, sign_checkpoint
 from protocol.verify import StepVerifier, TrustedState, verify_step
 from tests.protocol.test_verify import ORIGIN, SCHEMAS, TIME, LogSim, _sim
