@@ -1,0 +1,1 @@
+"""What the node's and the catalogue's HTTP services share (problem+json errors)."""

@@ -1,0 +1,82 @@
+"""RFC 9457 ``application/problem+json`` for the node's and the catalogue's HTTP APIs.
+
+``install(app, ...)`` maps domain errors (``protocol.errors`` and each program's own),
+request validation errors and HTTP errors to one body shape::
+
+    {"type": "about:blank", "title": ..., "status": ..., "detail": ..., "instance": path,
+     "invalid_params": [{"name", "reason"}] (bad parameters), "problems": [...] (records)}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from protocol.errors import BiobankError, ValidationFailed
+
+PROBLEM = "application/problem+json"
+
+# (error class, HTTP status, title): the first class the error is an instance of wins
+ErrorStatuses = Sequence[tuple[type[BiobankError], int, str]]
+
+
+def problem(status: int, detail: str, *, title: str | None = None, instance: str | None = None,
+            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """A problem+json response; ``title`` defaults to the status's reason phrase."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title or HTTPStatus(status).phrase,
+                            "status": status, "detail": detail}
+    if instance is not None:
+        body["instance"] = instance
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def invalid_params(exc: RequestValidationError) -> list[dict[str, str]]:
+    """One ``{"name", "reason"}`` per invalid request field (``limit``, ``key.email``)."""
+    return [{"name": ".".join(str(p) for p in err.get("loc", ())[1:]) or "?",
+             "reason": str(err.get("msg", "invalid"))} for err in exc.errors()]
+
+
+def install(app: FastAPI, *, errors: ErrorStatuses,
+            fallback: tuple[int, str] = (500, "Internal Server Error"),
+            invalid_status: int = 400) -> None:
+    """Answer every error of ``app`` as problem+json.
+
+    ``errors`` maps domain errors to a status and title (others get ``fallback``); a request
+    whose parameters or body do not validate gets ``invalid_status`` with ``invalid_params``.
+    """
+
+    async def on_domain(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BiobankError)
+        extra: dict[str, Any] = {}
+        if isinstance(getattr(exc, "invalid_params", None), list):
+            extra["invalid_params"] = exc.invalid_params  # type: ignore[attr-defined]
+        if isinstance(exc, ValidationFailed):
+            extra["problems"] = [p.to_json() for p in exc.problems]
+        status, title = next(((s, t) for cls, s, t in errors if isinstance(exc, cls)), fallback)
+        return problem(status, str(exc), title=title, instance=request.url.path, **extra)
+
+    async def on_invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        params = invalid_params(exc)
+        return problem(invalid_status, "; ".join(f"{p['name']}: {p['reason']}" for p in params),
+                       title="Invalid request", instance=request.url.path,
+                       invalid_params=params)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        return problem(exc.status_code, str(exc.detail), instance=request.url.path,
+                       headers=dict(exc.headers or {}))
+
+    app.add_exception_handler(BiobankError, on_domain)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_invalid)
+
+
+__all__ = ["PROBLEM", "ErrorStatuses", "install", "invalid_params", "problem"]
