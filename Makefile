@@ -20,7 +20,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy protocol
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python -m bench

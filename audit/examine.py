@@ -133,7 +133,7 @@ def _client(timeout: float) -> httpx.Client:
     client = _WORKER.get("client")
     if client is None:
         client = _WORKER["client"] = httpx.Client(timeout=timeout, follow_redirects=False)
-    return client  # type: ignore[no-any-return]
+    return client
 
 
 def examine_task(origin: str, start: int, task: list[bytes] | PageTask) -> Chunk:

@@ -109,7 +109,10 @@ def _search(settings: dict[str, Any], rounds: int, page_rounds: int = 0) -> dict
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     args = _args(argv)
     console = Console(stderr=True)
-    say = lambda msg: console.log(msg)  # noqa: E731 - a one-line progress printer
+
+    def say(msg: str) -> None:
+        console.log(msg)
+
     results: dict[str, Any] = {"size": args.size, "reps": args.reps, "seed": args.seed,
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "machine": report.machine()}

@@ -67,7 +67,8 @@ def import_node(export_dir: str, country: str, home: str) -> dict[str, Any]:
 def _load(export_dir: str) -> dict[str, str]:
     import json
 
-    return json.loads((Path(export_dir) / "node.json").read_text(encoding="utf-8"))
+    node: dict[str, str] = json.loads((Path(export_dir) / "node.json").read_text(encoding="utf-8"))
+    return node
 
 
 def describe(export: GeneratedExport) -> None:

@@ -34,8 +34,8 @@ from catalogue.errors import FetchError
 from catalogue.fetcher import NodeFetcher
 from catalogue.index import StepCombos
 from catalogue.ownlog import CatalogueKey
-from protocol.errors import BiobankError, SignatureError
-from protocol.keys import KeyHistory, MissingSignatureError, RevokedKeyError, rotation_hint
+from protocol.errors import BiobankError, MissingSignatureError, RevokedKeyError, SignatureError
+from protocol.keys import KeyHistory, rotation_hint
 from protocol.merkle import CompactRange
 from protocol.schema import SchemaSet
 from protocol.verify import StepVerifier, TrustedState

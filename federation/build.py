@@ -30,6 +30,7 @@ from catalogue.app import create_app as create_catalogue_app
 from catalogue.enrol import enrol, fetch_descriptor, retire
 from catalogue.harvest import Harvester, Outcome
 from catalogue.models import nodes as nodes_table
+from catalogue.ownlog import CatalogueKey
 from catalogue.settings import Settings
 from federation.generate import generate
 from federation.servers import LiveServer, free_port, live_server
@@ -38,7 +39,6 @@ from node.home import CONFIG, Home, NodeConfig, init_home
 from node.importer import ImportReport, run_import
 from node.mapping import Mapping
 from node.settings import NodeSettings
-from protocol.note import Signer
 
 COUNTRIES = ("DE", "DK", "IT", "IE", "CN")
 CATALOGUE_ORIGIN = "catalogue.bbmri-demo.example/biobank-catalogue"
@@ -68,7 +68,7 @@ class DemoCatalogue:
 
     settings: Settings
     engine: Engine
-    key: Signer
+    key: CatalogueKey
     app: Any
 
     def harvest(self) -> list[Outcome]:
