@@ -74,7 +74,7 @@ class LogSim:
         return list(zip(self.leaves[start:stop], self.contents[start:stop], strict=True))
 
 
-def _sim(n: int) -> LogSim:
+def filled_log(n: int) -> LogSim:
     sim = LogSim()
     for i in range(n):
         sim.publish({"id": f"s{i}", "sex": "female"})
@@ -87,7 +87,7 @@ def _trusted(sim: LogSim, size: int) -> TrustedState:
 
 
 def test_first_step_from_nothing() -> None:
-    sim = _sim(5)
+    sim = filled_log(5)
     result = verify_step(None, sim.checkpoint(), [sim.verifier], sim.pairs(), SCHEMAS)
     assert result.state.size == 5
     assert result.state.root == sim.root()
@@ -98,7 +98,7 @@ def test_first_step_from_nothing() -> None:
 
 
 def test_incremental_steps_equal_one_step_and_state_round_trips() -> None:
-    sim = _sim(30)
+    sim = filled_log(30)
     state = _trusted(sim, 7)
     state = TrustedState.from_json(state.to_json())
     for stop in (7, 20, 30):  # same size again is a no-op step
@@ -117,7 +117,7 @@ def test_empty_log_verifies() -> None:
 
 
 def test_withdraw_and_erased_content() -> None:
-    sim = _sim(2)
+    sim = filled_log(2)
     sim.withdraw("s0")
     pairs = sim.pairs()
     pairs[1] = (pairs[1][0], None)  # content of s1 erased: still verifies
@@ -127,7 +127,7 @@ def test_withdraw_and_erased_content() -> None:
 
 
 def test_schema_failure_is_a_rejection_not_an_error() -> None:
-    sim = _sim(1)
+    sim = filled_log(1)
     sim.publish({"id": "bad", "sex": "Weiblich"})
     sim.publish({"id": "b1"}, schema="https://w3id.org/biobank-federation/schemas/v1/biobank"
                 ".schema.json")
@@ -142,7 +142,7 @@ def test_schema_failure_is_a_rejection_not_an_error() -> None:
 
 
 def test_content_id_must_match_entry_id() -> None:
-    sim = _sim(1)
+    sim = filled_log(1)
     entry = make_entry(log=ORIGIN, index=1, op="publish", kind="sample", id="s1",
                        schema=SAMPLE_ID, digest=digest({"id": "other", "sex": "male"}), time=TIME)
     sim.append(entry, {"id": "other", "sex": "male"})
@@ -151,7 +151,7 @@ def test_content_id_must_match_entry_id() -> None:
 
 
 def test_rollback_keeps_evidence() -> None:
-    sim = _sim(10)
+    sim = filled_log(10)
     state = _trusted(sim, 10)
     old = sim.checkpoint(4)
     with pytest.raises(RollbackError, match="size 4 is smaller than the trusted size 10") as info:
@@ -161,7 +161,7 @@ def test_rollback_keeps_evidence() -> None:
 
 
 def test_same_size_other_root_is_equivocation() -> None:
-    sim = _sim(6)
+    sim = filled_log(6)
     state = _trusted(sim, 6)
     forged = sim.checkpoint(6, root=bytes(32))
     with pytest.raises(EquivocationError, match="two signed checkpoints of size 6") as info:
@@ -171,9 +171,9 @@ def test_same_size_other_root_is_equivocation() -> None:
 
 
 def test_fork_is_equivocation() -> None:
-    sim = _sim(8)
+    sim = filled_log(8)
     state = _trusted(sim, 5)
-    fork = _sim(5)  # the same key signs another history
+    fork = filled_log(5)  # the same key signs another history
     fork.signer, fork.verifier = sim.signer, sim.verifier
     fork.leaves[2] = canonical(make_entry(log=ORIGIN, index=2, op="withdraw", kind="sample",
                                           id="s0", time=TIME))
@@ -188,8 +188,8 @@ def test_fork_is_equivocation() -> None:
 
 
 def test_wrong_leaves_from_nothing_is_root_mismatch() -> None:
-    sim = _sim(3)
-    other = _sim(3)
+    sim = filled_log(3)
+    other = filled_log(3)
     other.contents[1] = {"id": "s1", "sex": "male"}
     other.leaves[1] = canonical(make_entry(log=ORIGIN, index=1, op="publish", kind="sample",
                                            id="s1", schema=SAMPLE_ID,
@@ -199,7 +199,7 @@ def test_wrong_leaves_from_nothing_is_root_mismatch() -> None:
 
 
 def test_content_digest_mismatch() -> None:
-    sim = _sim(3)
+    sim = filled_log(3)
     pairs = sim.pairs()
     pairs[2] = (pairs[2][0], {"id": "s2", "sex": "male"})
     with pytest.raises(DigestMismatch, match="leaf 2 \\(s2\\): content digest"):
@@ -207,14 +207,14 @@ def test_content_digest_mismatch() -> None:
 
 
 def test_content_with_float_is_digest_mismatch() -> None:
-    sim = _sim(1)
+    sim = filled_log(1)
     with pytest.raises(DigestMismatch, match="no canonical form"):
         verify_step(None, sim.checkpoint(), [sim.verifier],
                     [(sim.leaves[0], {"id": "s0", "sex": 1.5})], SCHEMAS)
 
 
 def test_content_on_withdraw_is_refused() -> None:
-    sim = _sim(1)
+    sim = filled_log(1)
     sim.withdraw("s0")
     pairs = sim.pairs()
     pairs[1] = (pairs[1][0], {"id": "s0", "sex": "female"})
@@ -223,7 +223,7 @@ def test_content_on_withdraw_is_refused() -> None:
 
 
 def test_out_of_order_missing_and_extra_leaves() -> None:
-    sim = _sim(4)
+    sim = filled_log(4)
     pairs = sim.pairs()
     with pytest.raises(IndexOrderError, match="leaf 1: carries index 2"):
         verify_step(None, sim.checkpoint(), [sim.verifier], [pairs[0], pairs[2]], SCHEMAS)
@@ -234,7 +234,7 @@ def test_out_of_order_missing_and_extra_leaves() -> None:
 
 
 def test_non_canonical_leaf() -> None:
-    sim = _sim(2)
+    sim = filled_log(2)
     pairs = sim.pairs()
     pairs[1] = (pairs[1][0].replace(b":", b": ", 1), pairs[1][1])
     with pytest.raises(NonCanonicalError, match="leaf 1"):
@@ -251,7 +251,7 @@ def test_leaf_of_another_log() -> None:
 
 
 def test_checkpoint_signed_by_another_key() -> None:
-    sim = _sim(2)
+    sim = filled_log(2)
     impostor = Signer.from_key(generate_key(ORIGIN)[0])
     note = sign_checkpoint(Checkpoint(ORIGIN, 2, sim.root()), [impostor])
     with pytest.raises(SignatureError, match="not signed by any trusted key"):
@@ -259,7 +259,7 @@ def test_checkpoint_signed_by_another_key() -> None:
 
 
 def test_checkpoint_for_another_origin() -> None:
-    sim = _sim(1)
+    sim = filled_log(1)
     state = _trusted(sim, 1)
     note = sign_checkpoint(Checkpoint("evil.example", 1, sim.root()), [sim.signer])
     with pytest.raises(OriginMismatch, match="expected 'node.example/biobank-node'"):
@@ -268,7 +268,7 @@ def test_checkpoint_for_another_origin() -> None:
 
 def test_rotate_key_without_the_new_keys_signature_is_refused() -> None:
     # (rotation itself: tests/protocol/test_verify_rotation.py)
-    sim = _sim(1)
+    sim = filled_log(1)
     sim.append(make_entry(log=ORIGIN, index=1, op="rotate-key", key=generate_key(ORIGIN)[1],
                           time=TIME), None)
     with pytest.raises(MissingSignatureError, match="missing signature by the new key"):
@@ -276,7 +276,7 @@ def test_rotate_key_without_the_new_keys_signature_is_refused() -> None:
 
 
 def test_trusted_state_from_json_checks_consistency() -> None:
-    sim = _sim(3)
+    sim = filled_log(3)
     data = _trusted(sim, 3).to_json()
     data["size"] = 2
     with pytest.raises(ValueError, match="inconsistent"):

@@ -9,7 +9,7 @@ from protocol.errors import MalformedEntry, MissingSignatureError, RevokedKeyErr
 from protocol.keys import KeyHistory, rotation_hint
 from protocol.note import Checkpoint, Signer, Verifier, generate_key, sign_checkpoint
 from protocol.verify import StepVerifier, TrustedState, verify_step
-from tests.protocol.test_verify import ORIGIN, SCHEMAS, TIME, LogSim, _sim
+from tests.protocol.test_verify import ORIGIN, SCHEMAS, TIME, LogSim, filled_log
 
 
 def _note(sim: LogSim, *skeys: str, size: int | None = None) -> str:
@@ -84,7 +84,7 @@ def test_later_checkpoint_signed_by_the_old_key_only_is_refused() -> None:
 
 
 def test_rotate_key_to_a_key_of_another_name_is_malformed() -> None:
-    sim = _sim(1)
+    sim = filled_log(1)
     sim.append(make_entry(log=ORIGIN, index=1, op="rotate-key",
                           key=generate_key("evil.example/node")[1], time=TIME), None)
     step = StepVerifier(None, sim.checkpoint(), [sim.verifier], SCHEMAS)
@@ -94,7 +94,7 @@ def test_rotate_key_to_a_key_of_another_name_is_malformed() -> None:
 
 
 def test_revoked_key_is_refused_beyond_its_size_and_the_new_key_accepted() -> None:
-    sim = _sim(3)
+    sim = filled_log(3)
     state = verify_step(None, sim.checkpoint(), [sim.verifier], sim.pairs(), SCHEMAS).state
     assert state.keys is not None
     new_skey, new_vkey = generate_key(ORIGIN)
@@ -126,6 +126,6 @@ def test_state_json_round_trips_the_key_history_and_old_states_load() -> None:
 
 
 def test_two_verifiers_without_a_history_are_refused() -> None:
-    sim = _sim(1)
+    sim = filled_log(1)
     with pytest.raises(ValueError, match="exactly one verifier"):
         StepVerifier(None, sim.checkpoint(), [sim.verifier, sim.verifier], SCHEMAS)
