@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from protocol.errors import ConfigError
@@ -55,11 +54,6 @@ class CodeList:
     def __contains__(self, code: object) -> bool:
         return code in self._index
 
-    def labels(self, code: str) -> dict[str, str]:
-        """`{"en": ..., "zh": ...}` for `code`; KeyError names the list when unknown."""
-        c = self._get(code)
-        return {"en": c.en, "zh": c.zh}
-
     def parent(self, code: str) -> str | None:
         return self._get(code).parent
 
@@ -86,11 +80,6 @@ class CodeLists:
         return cls(CodeList.from_json(json.loads(p.read_text("utf-8")), p.name)
                    for p in sorted(root.iterdir(), key=lambda p: p.name)
                    if p.name.endswith(".json"))
-
-    @classmethod
-    def from_dir(cls, path: Path) -> CodeLists:
-        return cls(CodeList.from_json(json.loads(p.read_text("utf-8")), str(p))
-                   for p in sorted(path.glob("*.json")))
 
     @property
     def names(self) -> list[str]:

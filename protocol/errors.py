@@ -16,8 +16,6 @@ into responses or exit codes.
     │   ├── RollbackError             a checkpoint is smaller than the trusted one
     │   ├── EquivocationError         two signed views of one log that cannot both be true
     │   ├── IndexOrderError           a leaf is missing, repeated, or out of order
-    │   ├── UnknownKeyError           a signing key that is not (or no longer) trusted
-    │   ├── SchemaViolation           a record does not match its schema (.problems)
     │   ├── MalformedEntry            a leaf or checkpoint body has the wrong shape or values
     │   └── OriginMismatch            material names another log origin than expected
     ├── FetchError                    published material could not be read (down, slow,
@@ -141,18 +139,6 @@ class EquivocationError(_TwoCheckpoints):
 
 class IndexOrderError(VerificationError):
     """A leaf is missing, repeated, or carries another index than its position."""
-
-
-class UnknownKeyError(VerificationError):
-    """A signing key that is not, or is no longer, trusted for this log."""
-
-
-class SchemaViolation(VerificationError):
-    """A record inside a signed log does not match its schema."""
-
-    def __init__(self, message: str, problems: Sequence[Problem]) -> None:
-        super().__init__(message, details=[str(p) for p in problems])
-        self.problems: list[Problem] = list(problems)
 
 
 class MalformedEntry(VerificationError):

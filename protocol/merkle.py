@@ -101,13 +101,6 @@ class CompactRange:
         return f"CompactRange(size={self.size}, root={self.root().hex()[:16]}...)"
 
 
-def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
-    """The Merkle tree hash of a whole list of leaf hashes."""
-    cr = CompactRange()
-    cr.extend(hashes)
-    return cr.root()
-
-
 def _subtree_root(hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
     cr = CompactRange()
     for i in range(lo, hi):

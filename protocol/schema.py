@@ -12,7 +12,6 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import fastjsonschema
@@ -70,11 +69,6 @@ class SchemaSet:
         root = resources.files("schemas")
         return cls(json.loads(p.read_text("utf-8")) for p in sorted(
             root.iterdir(), key=lambda p: p.name) if p.name.endswith(".schema.json"))
-
-    @classmethod
-    def from_dir(cls, path: Path) -> SchemaSet:
-        """The `*.schema.json` files of a directory (tests, operator-supplied releases)."""
-        return cls(json.loads(p.read_text("utf-8")) for p in sorted(path.glob("*.schema.json")))
 
     @property
     def ids(self) -> list[str]:

@@ -5,7 +5,7 @@
 each new leaf in order (canonical bytes, shape, index, origin, content digest, schema) and
 `finish()` compares the rebuilt root with the signed one and returns the new TrustedState.
 Callers fetch pages and feed them as they come, so no log is ever held in memory whole;
-nothing is trusted until `finish()` returns. `verify_step()` does it all in one call.
+nothing is trusted until `finish()` returns.
 
 Schema failures inside a validly signed log do not raise: they are returned as rejections
 so one bad record never stalls a harvest. Every other failure raises a VerificationError.
@@ -20,8 +20,8 @@ Catalogue revocations in the history refuse signatures by a revoked key (Revoked
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from protocol.canonical import digest
@@ -101,13 +101,6 @@ class VerifiedEntry:
     def accepted(self) -> bool:
         """False when the content fails its schema (the entry itself still verified)."""
         return not self.problems
-
-
-@dataclass
-class StepResult:
-    state: TrustedState
-    entries: list[VerifiedEntry] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
 
 
 class StepVerifier:
@@ -233,16 +226,6 @@ class StepVerifier:
             raise RootMismatch(message)
         return TrustedState(self.origin, self.checkpoint.size, root, self.compact.copy(),
                             self.note, self.keys.copy())
-
-
-def verify_step(state: TrustedState | None, checkpoint_note: str,
-                verifiers: Sequence[Verifier],
-                leaves_with_content: Iterable[tuple[bytes, Any]], schemas: SchemaSet, *,
-                origin: str | None = None, keys: KeyHistory | None = None) -> StepResult:
-    """Verify a whole step at once (see StepVerifier); entries are kept in the result."""
-    step = StepVerifier(state, checkpoint_note, verifiers, schemas, origin=origin, keys=keys)
-    entries = [step.feed(leaf, content) for leaf, content in leaves_with_content]
-    return StepResult(step.finish(), entries, list(step.rejections))
 
 
 def _history(origin: str, keys: KeyHistory | None,

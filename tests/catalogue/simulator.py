@@ -19,9 +19,10 @@ from fastapi.responses import PlainTextResponse, Response
 
 from protocol.canonical import canonical, digest
 from protocol.entries import make_entry
-from protocol.merkle import leaf_hash, root_from_leaf_hashes
+from protocol.merkle import leaf_hash
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
 from protocol.schema import SchemaSet
+from tests.protocol.reference import root_from_leaf_hashes
 
 SCHEMAS = SchemaSet.default()
 TIME = "2026-11-22T12:00:00Z"

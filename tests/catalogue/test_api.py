@@ -17,10 +17,11 @@ from catalogue.models import nodes, own_leaves
 from catalogue.settings import Settings
 from federation.servers import live_server
 from protocol.entries import CATALOGUE_OPS, parse_leaf
-from protocol.merkle import leaf_hash, root_from_leaf_hashes, verify_consistency, verify_inclusion
+from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 from protocol.note import Verifier, verify_checkpoint
 from tests.catalogue.conftest import ADMIN_TOKEN, make_settings
 from tests.catalogue.simulator import NodeSimulator
+from tests.protocol.reference import root_from_leaf_hashes
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

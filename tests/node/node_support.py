@@ -13,8 +13,9 @@ from node.home import Home, NodeConfig, init_home
 from protocol.canonical import digest
 from protocol.entries import parse_leaf
 from protocol.keys import KeyHistory
-from protocol.merkle import leaf_hash, root_from_leaf_hashes
+from protocol.merkle import leaf_hash
 from protocol.note import Checkpoint
+from tests.protocol.reference import root_from_leaf_hashes
 
 ORIGIN = "test.example/biobank-node"
 BIOBANK = "bbmri-eric:ID:DE_TEST"

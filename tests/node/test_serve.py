@@ -17,7 +17,7 @@ from node.settings import NodeSettings
 from node.withdraw import withdraw
 from protocol.canonical import canonical, digest, parse_canonical
 from protocol.entries import parse_leaf
-from protocol.merkle import leaf_hash, root_from_leaf_hashes, verify_consistency, verify_inclusion
+from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 from protocol.note import Verifier, verify_checkpoint
 from tests.node.node_support import (
     ORIGIN,
@@ -27,6 +27,7 @@ from tests.node.node_support import (
     write_csv,
     write_mapping,
 )
+from tests.protocol.reference import root_from_leaf_hashes
 
 
 def _verify(client: httpx.Client, vkey: str) -> tuple[int, bytes, list[dict[str, Any]]]:

@@ -16,7 +16,7 @@ from protocol.errors import (
 
 VERIFICATION = ["SignatureError", "ProofError", "DigestMismatch", "NonCanonicalError",
                 "RootMismatch", "RollbackError", "EquivocationError", "IndexOrderError",
-                "UnknownKeyError", "SchemaViolation", "MalformedEntry", "OriginMismatch"]
+                "MalformedEntry", "OriginMismatch"]
 INPUT = ["ValidationFailed", "ConfigError", "PolicyError"]
 
 

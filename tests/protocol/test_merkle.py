@@ -18,10 +18,10 @@ from protocol.merkle import (
     inclusion_proof,
     leaf_hash,
     node_hash,
-    root_from_leaf_hashes,
     verify_consistency,
     verify_inclusion,
 )
+from tests.protocol.reference import root_from_leaf_hashes
 from tests.support import EXTERNAL
 
 VECTORS = EXTERNAL / "transparency-dev-merkle" / "testdata"

