@@ -97,7 +97,7 @@ def revoke(origin: str,
                "--from-size", help="refuse the old key for checkpoints larger than this "
                "(default: the size the catalogue last verified)")] = None) -> None:
     """Revoke the key in force of node ORIGIN (compromised or lost): KEY replaces it."""
-    from catalogue.keyhistory import revoke as do_revoke
+    from catalogue.harvest.keys import revoke as do_revoke
 
     with _context() as ctx:
         try:

@@ -9,7 +9,7 @@ import orjson
 from sqlalchemy import Connection, func, select
 
 from catalogue.errors import UnknownNode
-from catalogue.keyhistory import load_history
+from catalogue.harvest.keys import load_history
 from catalogue.models import alerts, nodes, rejections
 
 

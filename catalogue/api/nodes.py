@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from catalogue import mirror
 from catalogue.api.deps import Conn, Ctx
-from catalogue.keyhistory import node_keys
+from catalogue.harvest.keys import node_keys
 from catalogue.status import list_status, node_detail
 
 router = APIRouter()

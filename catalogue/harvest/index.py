@@ -22,7 +22,6 @@ from sqlalchemy import (
     text,
 )
 
-from catalogue.codes import Vocabulary
 from catalogue.db import bulk_insert, executemany
 from catalogue.models import (
     combo_datasets,
@@ -35,6 +34,7 @@ from catalogue.models import (
     rejections,
     samples,
 )
+from catalogue.search.codes import Vocabulary
 
 # change per record: (leaf index, content) to publish, or None to remove from the index;
 # for samples the content is replaced by its combo id

@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, select
 
-from catalogue.apply import discard_staging
 from catalogue.db import write_tx
 from catalogue.errors import RevocationError, UnknownNode
+from catalogue.harvest.apply import discard_staging
 from catalogue.models import ROTATION, alerts, key_events, leaves, nodes
 from catalogue.ownlog import CatalogueKey, append
 from protocol.entries import utc_now
@@ -29,7 +29,7 @@ def load_history(conn: Connection, row: Any, *, upto: int | None = None) -> KeyH
     (or, with `upto`, including the leaves a harvest in progress has staged below it)."""
     history = KeyHistory(origin=row.origin, enrolled_key=row.key)
     end = int(row.tree_size) if upto is None else upto
-    # rotate-key leaves are the only ones without a kind (see catalogue.apply). The bound on
+    # rotate-key leaves are the only ones without a kind (see catalogue.harvest.apply). The bound on
     # idx and the order are applied here, not in SQL: with either, SQLite may prefer the
     # primary key and read every leaf of the node (0.5 s per status call at 1M samples) instead
     # of the partial index ix_leaves_rotations, which holds only the rotate-key leaves.

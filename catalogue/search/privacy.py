@@ -17,9 +17,9 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from catalogue.codes import Vocabulary
-from catalogue.cube import FACETS, Combo, Predicate, Tally
-from catalogue.filters import Filters
+from catalogue.search.codes import Vocabulary
+from catalogue.search.cube import FACETS, Combo, Predicate, Tally
+from catalogue.search.filters import Filters
 
 DEFAULT_K = 10
 

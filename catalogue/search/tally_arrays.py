@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from catalogue.codes import Vocabulary
-from catalogue.cube import FACETS, Combo, Predicate, Tally
-from catalogue.filters import Filters
+from catalogue.search.codes import Vocabulary
+from catalogue.search.cube import FACETS, Combo, Predicate, Tally
+from catalogue.search.filters import Filters
 
 _SINGLE = ("node_id", "biobank", "collection", "country", "sample_type", "storage_temperature",
            "sex")

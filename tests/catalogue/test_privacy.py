@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from catalogue.privacy import bound, protect, protect_facet, protect_facets, protect_response
+from catalogue.search.privacy import bound, protect, protect_facet, protect_facets, protect_response
 
 
 def test_protect_shows_small_counts_as_a_bound() -> None:

@@ -13,7 +13,7 @@ from catalogue.app import create_app
 from catalogue.context import build_context
 from catalogue.enrol import enrol
 from catalogue.harvest import Harvester
-from catalogue.privacy import protect
+from catalogue.search.privacy import protect
 from tests.catalogue.conftest import DB_PARAMS, database, make_settings
 from tests.catalogue.simulator import NodeSimulator
 from tests.support import live_server

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from catalogue.codes import Vocabulary
-from catalogue.cube import Combo, predicates
-from catalogue.cube import tally as reference_tally
-from catalogue.filters import parse_filters
-from catalogue.privacy import protected_counts
-from catalogue.searchcube import build, places, tally
+from catalogue.search.codes import Vocabulary
+from catalogue.search.cube import Combo
+from catalogue.search.filters import parse_filters
+from catalogue.search.privacy import protected_counts
+from catalogue.search.tally_arrays import build, places, tally
+from catalogue.search.tally_reference import predicates
+from catalogue.search.tally_reference import tally as reference_tally
 
 VOCAB = Vocabulary.default()
 SAMPLE_TYPES = ["Plasma", "Serum", "Blood", "WholeBlood", "DNA", "RNA", "TissueFreshFrozen",
