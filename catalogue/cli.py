@@ -15,6 +15,8 @@ import typer
 from catalogue.settings import Settings
 from protocol.errors import BiobankError
 
+__all__ = ["app", "main"]
+
 if TYPE_CHECKING:
     from catalogue.context import Context
 

@@ -16,6 +16,8 @@ from catalogue.search.codes import Vocabulary
 from catalogue.search.cube import CubeCache
 from catalogue.settings import Settings
 
+__all__ = ["Context", "build_context"]
+
 
 @dataclass
 class Context:

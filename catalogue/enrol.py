@@ -18,6 +18,8 @@ from protocol.entries import utc_now
 from protocol.errors import ConfigError
 from protocol.note import Verifier
 
+__all__ = ["clear_halt", "enrol", "fetch_descriptor", "policy_k", "retire"]
+
 
 async def fetch_descriptor(url: str, *, transport: httpx.AsyncBaseTransport | None = None,
                            timeout: float = 10.0, max_bytes: int = 1 << 20) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from catalogue.errors import UnknownNode
 from catalogue.harvest.keys import load_history
 from catalogue.models import alerts, nodes, rejections
 
+__all__ = ["is_stale", "list_status", "node_detail"]
+
 
 def parse_time(text: str | None) -> datetime | None:
     if not text:

@@ -14,6 +14,8 @@ from catalogue import enrol as enrolment
 from catalogue.api.deps import Ctx
 from catalogue.harvest import Harvester, keys
 
+__all__ = ["router"]
+
 
 class EnrolRequest(BaseModel):
     url: str

@@ -12,6 +12,8 @@ from catalogue.api.deps import Conn, Ctx
 from catalogue.harvest.keys import node_keys
 from catalogue.status import list_status, node_detail
 
+__all__ = ["router"]
+
 router = APIRouter()
 
 

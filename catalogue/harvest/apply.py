@@ -37,6 +37,9 @@ from catalogue.search.codes import Vocabulary
 from protocol.entries import utc_now
 from protocol.verify import TrustedState, VerifiedEntry
 
+__all__ = ["Chunk", "Position", "commit_chunk", "commit_final", "discard_staging",
+           "record_failure", "record_halt", "record_unchanged"]
+
 LEAF_COLUMNS = ("node_id", "idx", "leaf", "hash", "kind", "record_id", "content")
 
 

@@ -44,6 +44,8 @@ from protocol.errors import BiobankError, EquivocationError, RollbackError
 from protocol.keys import KeyHistory
 from protocol.verify import TrustedState
 
+__all__ = ["Harvester", "Outcome", "guarded_job", "run_job_in_worker"]
+
 log = logging.getLogger(__name__)
 
 

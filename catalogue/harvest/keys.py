@@ -23,6 +23,8 @@ from protocol.errors import ConfigError
 from protocol.keys import KeyHistory
 from protocol.note import Verifier
 
+__all__ = ["load_history", "node_keys", "public_history", "revoke"]
+
 
 def load_history(conn: Connection, row: Any, *, upto: int | None = None) -> KeyHistory:
     """The key history of the node in `row` (a `nodes` row) as far as the catalogue verified

@@ -40,6 +40,8 @@ from protocol.merkle import CompactRange
 from protocol.schema import SchemaSet
 from protocol.verify import StepVerifier, TrustedState
 
+__all__ = ["NodeJob", "StepOutcome", "Writer", "harvest_node", "trim_heap"]
+
 PAGES_AHEAD = 3  # entry pages in flight while one is verified
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, select
 
 from catalogue.models import combo_datasets, combo_diagnoses, combo_uses, combos, own_state
 
-__all__ = ["FACETS", "Combo", "CubeCache", "Predicate", "Tally", "load"]
+__all__ = ["FACETS", "Combo", "CubeCache", "Predicate", "Tally"]
 
 # facet name -> the filter parameter it ignores
 FACETS = {"sample_type": "sample_type", "storage_temperature": "storage_temperature",

@@ -22,6 +22,8 @@ from catalogue.search.privacy import DEFAULT_K, Count, protected_counts, weight
 from catalogue.search.tally_arrays import ArrayCache, ArrayCube, places, tally
 from catalogue.status import list_status
 
+__all__ = ["declared_match", "search"]
+
 _AGE_UNIT_YEARS = {"years": 1.0, "months": 12.0, "weeks": 52.0, "days": 365.0}
 _ARRAYS = ArrayCache()
 

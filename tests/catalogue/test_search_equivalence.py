@@ -1,4 +1,5 @@
-"""The vectorised search (`searchcube`) against the reference Python pass (`cube.tally`).
+"""The vectorised search (`search.tally_arrays`) against the reference Python pass
+(`search.tally_reference`).
 
 Both are run on seeded random cubes with every filter kind; the tallies (values and key
 order) and the protected counts they lead to must be identical.
