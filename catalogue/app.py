@@ -14,6 +14,9 @@ from catalogue.api import admin, nodes, problems, public, search
 from catalogue.context import Context, build_context
 from catalogue.harvest import Harvester
 from catalogue.settings import Settings
+from catalogue.web import mount_web
+
+__all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
     problems.install(app)
     for router in (public.router, search.router, nodes.router, admin.router):
         app.include_router(router)
-    _mount_web(app)
+    mount_web(app)
     return app
 
 
@@ -60,12 +63,3 @@ async def _scheduler(ctx: Context) -> None:
 def _warm(ctx: Context) -> None:
     with ctx.engine.connect() as conn:
         ctx.cube.rows(conn)
-
-
-def _mount_web(app: FastAPI) -> None:
-    """The web page engineer's catalogue/web package, when present."""
-    try:
-        from catalogue.web import mount_web
-    except ImportError:
-        return
-    mount_web(app)

@@ -14,6 +14,8 @@ import typer
 from catalogue.settings import Settings
 from protocol.errors import BiobankError
 
+__all__ = ["app", "main"]
+
 if TYPE_CHECKING:
     from catalogue.context import Context
 
@@ -96,7 +98,7 @@ def revoke(origin: str,
                "--from-size", help="refuse the old key for checkpoints larger than this "
                "(default: the size the catalogue last verified)")] = None) -> None:
     """Revoke the key in force of node ORIGIN (compromised or lost): KEY replaces it."""
-    from catalogue.keyhistory import revoke as do_revoke
+    from catalogue.harvest.keys import revoke as do_revoke
 
     with _context() as ctx:
         try:

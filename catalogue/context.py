@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from catalogue.codes import Vocabulary
-from catalogue.cube import CubeCache
 from catalogue.db import make_engine, write_tx
 from catalogue.ownlog import CatalogueKey, ensure_state
+from catalogue.search.codes import Vocabulary
+from catalogue.search.cube import CubeCache
 from catalogue.settings import Settings
+
+__all__ = ["Context", "build_context"]
 
 
 @dataclass

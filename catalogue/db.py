@@ -20,6 +20,8 @@ from sqlalchemy import (
 
 from catalogue.models import ROTATION, leaf_records, leaves, metadata, nodes
 
+__all__ = ["add_leaf_records", "bulk_insert", "executemany", "make_engine", "write_tx"]
+
 
 def make_engine(url: str, *, create: bool = True, busy_timeout: float = 300,
                 cache_mib: int = 16) -> Engine:

@@ -10,13 +10,15 @@ from sqlalchemy import Engine, select
 
 from catalogue.db import write_tx
 from catalogue.errors import EnrolmentError, UnknownNode
-from catalogue.fetcher import NodeFetcher
+from catalogue.harvest.fetcher import NodeFetcher
 from catalogue.models import alerts, nodes
 from catalogue.ownlog import CatalogueKey, append
-from catalogue.privacy import DEFAULT_K
+from catalogue.search.privacy import DEFAULT_K
 from protocol.entries import utc_now
 from protocol.errors import ConfigError
 from protocol.note import Verifier
+
+__all__ = ["clear_halt", "enrol", "fetch_descriptor", "policy_k", "retire"]
 
 
 async def fetch_descriptor(url: str, *, transport: httpx.AsyncBaseTransport | None = None,

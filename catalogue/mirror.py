@@ -13,6 +13,9 @@ from catalogue.models import leaves, nodes, own_leaves, own_state
 from protocol.errors import InputError
 from protocol.merkle import consistency_proof, inclusion_proof
 
+__all__ = ["consistency", "inclusion", "node_checkpoint", "node_entries", "node_hashes",
+           "own_checkpoint", "own_entries", "own_hashes"]
+
 MAX_LIMIT = 1000
 
 

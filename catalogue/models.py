@@ -69,7 +69,7 @@ Index("ix_leaves_rotations", leaves.c.node_id, leaves.c.idx,
 # which accepted leaves belong to which record, to erase a withdrawn record's earlier contents.
 # Not an index on `leaves`: that one took every stored leaf in random key order, under the
 # write lock (half of a large SQLite harvest); these rows are added when a step is accepted,
-# in key order, by one INSERT ... SELECT (catalogue.apply.commit_final).
+# in key order, by one INSERT ... SELECT (catalogue.harvest.apply.commit_final).
 leaf_records = Table(
     "leaf_records", metadata,
     Column("node_id", Integer, primary_key=True),

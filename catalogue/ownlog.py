@@ -16,6 +16,8 @@ from protocol.errors import ConfigError
 from protocol.merkle import CompactRange, leaf_hash
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
 
+__all__ = ["CatalogueKey", "append", "ensure_state"]
+
 KEY_FILE = "catalogue.key"
 
 

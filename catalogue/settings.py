@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+__all__ = ["Settings"]
+
 # Tokens that people paste from examples; refusing them keeps a demo config out of production.
 _PLACEHOLDER_TOKENS = {"changeme", "change-me", "secret", "admin", "token", "password"}
 

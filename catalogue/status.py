@@ -9,8 +9,10 @@ import orjson
 from sqlalchemy import Connection, func, select
 
 from catalogue.errors import UnknownNode
-from catalogue.keyhistory import load_history
+from catalogue.harvest.keys import load_history
 from catalogue.models import alerts, nodes, rejections
+
+__all__ = ["is_stale", "list_status", "node_detail"]
 
 
 def parse_time(text: str | None) -> datetime | None:

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Depends, Header, HTTPException
 from pydantic import BaseModel
 
 from catalogue import enrol as enrolment
-from catalogue import keyhistory
 from catalogue.api.deps import Ctx
-from catalogue.harvest import Harvester
+from catalogue.harvest import Harvester, keys
+
+__all__ = ["router"]
 
 
 class EnrolRequest(BaseModel):
@@ -62,7 +63,7 @@ async def clear(origin: str, ctx: Ctx) -> dict[str, Any]:
 
 @router.post("/nodes/{origin:path}/revoke")
 async def revoke(origin: str, body: RevokeRequest, ctx: Ctx) -> dict[str, Any]:
-    return await asyncio.to_thread(keyhistory.revoke, ctx.engine, ctx.key, origin, body.key,
+    return await asyncio.to_thread(keys.revoke, ctx.engine, ctx.key, origin, body.key,
                                    body.from_size)
 
 

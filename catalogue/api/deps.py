@@ -10,6 +10,8 @@ from sqlalchemy import Connection
 
 from catalogue.context import Context
 
+__all__ = ["Conn", "Ctx", "get_conn", "get_context"]
+
 
 def get_context(request: Request) -> Context:
     ctx: Context = request.app.state.ctx

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+__all__ = ["SearchResponse"]
+
 Count = int | str  # a number, or "<k" when below the node's k threshold
 
 

@@ -9,8 +9,10 @@ from fastapi.responses import PlainTextResponse, Response
 
 from catalogue import mirror
 from catalogue.api.deps import Conn, Ctx
-from catalogue.keyhistory import node_keys
+from catalogue.harvest.keys import node_keys
 from catalogue.status import list_status, node_detail
+
+__all__ = ["router"]
 
 router = APIRouter()
 

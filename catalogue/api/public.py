@@ -14,6 +14,8 @@ from catalogue.api.deps import Conn, Ctx
 from protocol.codelists import CodeLists
 from protocol.errors import ConfigError
 
+__all__ = ["router"]
+
 router = APIRouter()
 
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from catalogue.errors import FetchError
-from catalogue.fetcher import RETRIES, NodeFetcher
+from catalogue.harvest.fetcher import RETRIES, NodeFetcher
 
 BODY = orjson.dumps({"entries": [], "next": None})
 

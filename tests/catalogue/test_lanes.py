@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-import catalogue.harvest
+import catalogue.harvest.harvester
 from catalogue.context import build_context
 from catalogue.harvest import Harvester
 from tests.catalogue.conftest import Catalogue, make_settings
@@ -23,13 +23,13 @@ def test_lanes_harvest_every_node_once(db_url: str, tmp_path: Path, serve: Any,
         sim.populate(40 * (i + 1))
         serve(sim)
     in_process: list[str] = []
-    real = catalogue.harvest.guarded_job
+    real = catalogue.harvest.harvester.guarded_job
 
     async def spy(job: Any, *args: Any) -> Any:  # runs only for jobs of this process
         in_process.append(job.origin)
         return await real(job, *args)
 
-    monkeypatch.setattr(catalogue.harvest, "guarded_job", spy)
+    monkeypatch.setattr(catalogue.harvest.harvester, "guarded_job", spy)
     settings = make_settings(db_url, tmp_path / "home", harvest_workers=2)
     ctx = build_context(settings)
     try:

@@ -2,21 +2,64 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from catalogue.privacy import bound, protect, protect_facet, protect_facets, protect_response
+from catalogue.search.privacy import DEFAULT_K, Count, CountTable, bound
+
+# The rules below are those of `CountTable`, which search uses through
+# `protected_counts`; these helpers state one facet, or a total and its facets, as tables.
 
 
-def test_protect_shows_small_counts_as_a_bound() -> None:
-    assert protect(0, 10) == 0
-    assert protect(1, 10) == "<10"
-    assert protect(9, 10) == "<10"
-    assert protect(10, 10) == 10
-    assert protect(3, 5) == "<5"
-    with pytest.raises(ValueError, match="negative"):
-        protect(-1)
+def protect_facet(items: Sequence[tuple[str, int]], k: int = DEFAULT_K) -> list[tuple[str, Count]]:
+    """Protect one facet's ``(code, count)`` list against its (exact) sum; order is kept.
+
+    Counts in ``1..k-1`` become ``"<k"``. If exactly one value was suppressed, the smallest
+    other positive count (ties broken by code) is suppressed too and shown as ``"<N"``, N the
+    next multiple of k above it: a true bound.
+    """
+    table = CountTable()
+    table.cell("sum", sum(n for _, n in items), k)
+    for i, (_, n) in enumerate(items):
+        table.cell(i, n, k)
+    table.relate("sum", range(len(items)))
+    shown = table.protect()
+    return [(code, shown[i]) for i, (code, _) in enumerate(items)]
+
+
+def protect_facets(facets: dict[str, list[dict[str, Any]]],
+                   k: int = DEFAULT_K) -> dict[str, list[dict[str, Any]]]:
+    """Protect every facet of a search response (``{"name": [{"code", "count"}, ...]}``)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, values in facets.items():
+        protected = protect_facet([(v["code"], int(v["count"])) for v in values], k)
+        out[name] = [{**v, "count": c} for v, (_, c) in zip(values, protected, strict=True)]
+    return out
+
+
+def protect_response(total: int, facets: dict[str, list[dict[str, Any]]],
+                     k: int = DEFAULT_K) -> tuple[Count, dict[str, list[dict[str, Any]]]]:
+    """Protect a total and its facets together (each facet's values sum to the total minus
+    the samples without a value, which the attacker is assumed to know).
+
+    A facet whose one suppressed value is its only value can only be complemented by the
+    total, which is then shown as the bound ``"<N"``; the other facets then get a second
+    hidden value each, since the total no longer closes their sums.
+    """
+    table = CountTable()
+    table.cell("total", total, k)
+    for name, values in facets.items():
+        for v in values:
+            table.cell((name, v["code"]), int(v["count"]), k)
+        table.relate("total", [(name, v["code"]) for v in values])
+    shown = table.protect()
+    out = {name: [{**v, "count": shown[(name, v["code"])]} for v in values]
+           for name, values in facets.items()}
+    return shown["total"], out
 
 
 def test_bound_parses_protected_counts() -> None:

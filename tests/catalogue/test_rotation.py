@@ -22,11 +22,11 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from audit.cli import app as audit_app
-from catalogue import keyhistory
 from catalogue.app import create_app
 from catalogue.cli import app as cli_app
 from catalogue.enrol import enrol, fetch_descriptor
 from catalogue.errors import RevocationError
+from catalogue.harvest import keys
 from catalogue.models import nodes
 from federation.servers import LiveServer, live_server
 from node.app import create_app as create_node_app
@@ -230,7 +230,7 @@ def test_revocation_beyond_the_verified_size_is_refused(revoked: Any) -> None:
     assert resp.status_code == 409 and "already used" in resp.json()["detail"]
     assert dump(catalogue.engine) == before
     with pytest.raises(RevocationError, match="from size 8 must be between 0 and 7"):
-        keyhistory.revoke(catalogue.engine, catalogue.ctx.key, sim.origin, new_vkey, 8)
+        keys.revoke(catalogue.engine, catalogue.ctx.key, sim.origin, new_vkey, 8)
     assert RevocationError.title == "Revocation refused"
 
 

@@ -13,7 +13,6 @@ from catalogue.app import create_app
 from catalogue.context import build_context
 from catalogue.enrol import enrol
 from catalogue.harvest import Harvester
-from catalogue.privacy import protect
 from federation.servers import live_server
 from tests.catalogue.conftest import DB_PARAMS, database, make_settings
 from tests.catalogue.simulator import NodeSimulator
@@ -74,10 +73,6 @@ def get(api: httpx.Client, **params: Any) -> dict[str, Any]:
 
 def codes(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {i["code"]: i["count"] for i in items}
-
-
-def test_protect_hides_small_counts() -> None:
-    assert protect(9, 10) == "<10" and protect(10, 10) == 10 and protect(0, 10) == 0
 
 
 def test_totals_counts_and_facets_without_filters(api: httpx.Client) -> None:

@@ -1,4 +1,5 @@
-"""The vectorised search (`searchcube`) against the reference Python pass (`cube.tally`).
+"""The vectorised search (`search.tally_arrays`) against the reference Python pass
+(`search.tally_reference`).
 
 Both are run on seeded random cubes with every filter kind; the tallies (values and key
 order) and the protected counts they lead to must be identical.
@@ -11,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from catalogue.codes import Vocabulary
-from catalogue.cube import Combo, predicates
-from catalogue.cube import tally as reference_tally
-from catalogue.filters import parse_filters
-from catalogue.privacy import protected_counts
-from catalogue.searchcube import build, places, tally
+from catalogue.search.codes import Vocabulary
+from catalogue.search.cube import Combo
+from catalogue.search.filters import parse_filters
+from catalogue.search.privacy import protected_counts
+from catalogue.search.tally_arrays import build, places, tally
+from catalogue.search.tally_reference import predicates
+from catalogue.search.tally_reference import tally as reference_tally
 
 VOCAB = Vocabulary.default()
 SAMPLE_TYPES = ["Plasma", "Serum", "Blood", "WholeBlood", "DNA", "RNA", "TissueFreshFrozen",

@@ -22,13 +22,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from catalogue.app import create_app
-from catalogue.codes import Vocabulary
 from catalogue.context import build_context
-from catalogue.cube import Combo, predicates, tally
 from catalogue.enrol import enrol
-from catalogue.filters import Filters
 from catalogue.harvest import Harvester
-from catalogue.privacy import bound, protected_counts
+from catalogue.search.codes import Vocabulary
+from catalogue.search.cube import Combo
+from catalogue.search.filters import Filters
+from catalogue.search.privacy import bound, protected_counts
+from catalogue.search.tally_reference import predicates, tally
 from federation.servers import live_server
 from tests.catalogue.conftest import DB_PARAMS, database, make_settings
 from tests.catalogue.simulator import NodeSimulator, sample

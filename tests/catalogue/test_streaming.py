@@ -11,7 +11,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
-import catalogue.stream
+import catalogue.harvest.stream
 from catalogue.context import build_context
 from catalogue.mirror import node_entries
 from catalogue.models import (
@@ -91,14 +91,14 @@ def test_step_is_stored_in_chunks_and_invisible_until_verified(
     serve(sim)
     chunked.enrol(sim, sim.url)
     seen: list[dict[str, Any]] = []
-    commit_chunk = catalogue.stream.commit_chunk
+    commit_chunk = catalogue.harvest.stream.commit_chunk
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         pos = commit_chunk(*args, **kwargs)
         seen.append(facts(chunked, sim.origin))  # what a reader sees between chunks
         return pos
 
-    monkeypatch.setattr(catalogue.stream, "commit_chunk", spy)
+    monkeypatch.setattr(catalogue.harvest.stream, "commit_chunk", spy)
     out = chunked.harvest()[sim.origin]
     assert out.ok and out.added == 350
     assert [s["staged"] for s in seen] == [100, 200, 300]

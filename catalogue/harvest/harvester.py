@@ -2,7 +2,7 @@
 
 Each node is isolated: its failures are recorded against it and never stop the others.
 Each node's step runs in a worker process (CATALOGUE_HARVEST_WORKERS; 0 runs them in this
-process) that fetches, verifies and stores it chunk by chunk (catalogue.stream), so memory
+process) that fetches, verifies and stores it chunk by chunk (catalogue.harvest.stream), so memory
 stays bounded, verification uses every core and nothing big crosses between processes.
 Nothing of a step is visible before its final commit, which indexes it with the new
 checkpoint and the catalogue-log leaf in ONE transaction; a harvest killed at any moment
@@ -31,18 +31,20 @@ import httpx
 import orjson
 from sqlalchemy import Engine, select
 
-from catalogue.apply import record_failure, record_halt, record_unchanged
 from catalogue.db import make_engine
 from catalogue.errors import FetchError
-from catalogue.fetcher import NodeFetcher
-from catalogue.keyhistory import load_history
+from catalogue.harvest.apply import record_failure, record_halt, record_unchanged
+from catalogue.harvest.fetcher import NodeFetcher
+from catalogue.harvest.keys import load_history
+from catalogue.harvest.stream import NodeJob, Writer, harvest_node, trim_heap
 from catalogue.models import harvest_staging, nodes
 from catalogue.ownlog import CatalogueKey
 from catalogue.settings import Settings
-from catalogue.stream import NodeJob, Writer, harvest_node, trim_heap
 from protocol.errors import BiobankError, EquivocationError, RollbackError
 from protocol.keys import KeyHistory
 from protocol.verify import TrustedState
+
+__all__ = ["Harvester", "Outcome", "guarded_job", "run_job_in_worker"]
 
 log = logging.getLogger(__name__)
 

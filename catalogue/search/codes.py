@@ -8,6 +8,8 @@ from importlib import resources
 
 from protocol.codelists import CodeLists
 
+__all__ = ["Vocabulary"]
+
 
 class Vocabulary:
     """Read-only view over the shipped code lists (protocol.codelists)."""
@@ -15,7 +17,7 @@ class Vocabulary:
     def __init__(self, lists: CodeLists) -> None:
         self._lists = lists
         self._codes: dict[str, frozenset[str]] = {}
-        self._chapters = _chapter_ranges(lists)
+        self._chapters = _chapter_ranges()
         self._chapter_of: dict[str, str | None] = {}
 
     @classmethod
@@ -53,18 +55,13 @@ class Vocabulary:
         return self._chapter_of[cat]
 
 
-def _chapter_ranges(lists: CodeLists) -> dict[str, tuple[str, str]]:
+def _chapter_ranges() -> dict[str, tuple[str, str]]:
     """Chapter -> (first, last) category. protocol.codelists.Code keeps no `range`, so the
-    ranges are read from the same shipped file."""
-    entries = lists.get("icd10-chapter").entries
-    if all(hasattr(e, "range") for e in entries):
-        ranges = {e.code: str(e.range) for e in entries}  # type: ignore[attr-defined]
-    else:
-        path = resources.files("schemas").joinpath("codelists/icd10-chapter.json")
-        data = json.loads(path.read_text("utf-8"))
-        ranges = {c["code"]: c["range"] for c in data["codes"]}
+    ranges are read from the shipped code list file."""
+    path = resources.files("schemas").joinpath("codelists/icd10-chapter.json")
+    data = json.loads(path.read_text("utf-8"))
     out = {}
-    for chapter, text in ranges.items():
-        low, high = text.split("-")
-        out[chapter] = (low, high)
+    for c in data["codes"]:
+        low, high = str(c["range"]).split("-")
+        out[c["code"]] = (low, high)
     return out

@@ -22,7 +22,6 @@ from sqlalchemy import (
     text,
 )
 
-from catalogue.codes import Vocabulary
 from catalogue.db import bulk_insert, executemany
 from catalogue.models import (
     combo_datasets,
@@ -35,6 +34,9 @@ from catalogue.models import (
     rejections,
     samples,
 )
+from catalogue.search.codes import Vocabulary
+
+__all__ = ["StepCombos", "combo_hash", "combo_key", "index_step"]
 
 # change per record: (leaf index, content) to publish, or None to remove from the index;
 # for samples the content is replaced by its combo id
@@ -311,7 +313,3 @@ def refresh_countries(conn: Connection, node_id: int, node_country: str | None) 
     conn.execute(combos.update().where(combos.c.node_id == node_id,
                                        combos.c.country.is_distinct_from(country))
                  .values(country=country))
-
-
-__all__ = ["ComboIds", "StepCombos", "apply_records", "apply_samples", "combo_hash", "combo_key",
-           "index_step", "refresh_countries"]

@@ -17,25 +17,16 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from catalogue.codes import Vocabulary
-from catalogue.cube import FACETS, Combo, Predicate, Tally
-from catalogue.filters import Filters
+from catalogue.search.codes import Vocabulary
+from catalogue.search.cube import FACETS, Combo, Predicate, Tally
+from catalogue.search.filters import Filters
+
+__all__ = ["DEFAULT_K", "Count", "CountTable", "ShownCounts", "bound", "hidden",
+           "protected_counts", "weight"]
 
 DEFAULT_K = 10
 
 Count = int | str
-
-
-def protect(count: int, k: int = DEFAULT_K) -> Count:
-    """Return ``count``, or the string ``"<k"`` when ``0 < count < k``.
-
-    Zero is shown as 0: the absence of matching samples is not a small class of donors.
-    """
-    if count < 0:
-        raise ValueError(f"count {count} is negative")
-    if 0 < count < k:
-        return f"<{k}"
-    return count
 
 
 def bound(text: Count) -> int | None:
@@ -118,58 +109,6 @@ class CountTable:
         hide = self.hidden_cells()
         return {key: hidden(c.value, c.k) if key in hide else c.value
                 for key, c in self._cells.items()}
-
-
-def protect_facet(items: Sequence[tuple[str, int]], k: int = DEFAULT_K) -> list[tuple[str, Count]]:
-    """Protect one facet's ``(code, count)`` list against its (exact) sum; order is kept.
-
-    Counts in ``1..k-1`` become ``"<k"``. If exactly one value was suppressed, the smallest
-    other positive count (ties broken by code) is suppressed too and shown as ``"<N"``, N the
-    next multiple of k above it: a true bound.
-    """
-    table = CountTable()
-    table.cell("sum", sum(n for _, n in items), k)
-    for i, (_, n) in enumerate(items):
-        table.cell(i, n, k)
-    table.relate("sum", range(len(items)))
-    shown = table.protect()
-    return [(code, shown[i]) for i, (code, _) in enumerate(items)]
-
-
-def exposed(facet: Sequence[tuple[str, Count]]) -> bool:
-    """True when exactly one value of a protected facet is hidden: the total would reveal it."""
-    return sum(1 for _, c in facet if isinstance(c, str)) == 1
-
-
-def protect_facets(facets: dict[str, list[dict[str, Any]]],
-                   k: int = DEFAULT_K) -> dict[str, list[dict[str, Any]]]:
-    """Protect every facet of a search response (``{"name": [{"code", "count"}, ...]}``)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for name, values in facets.items():
-        protected = protect_facet([(v["code"], int(v["count"])) for v in values], k)
-        out[name] = [{**v, "count": c} for v, (_, c) in zip(values, protected, strict=True)]
-    return out
-
-
-def protect_response(total: int, facets: dict[str, list[dict[str, Any]]],
-                     k: int = DEFAULT_K) -> tuple[Count, dict[str, list[dict[str, Any]]]]:
-    """Protect a total and its facets together (each facet's values sum to the total minus
-    the samples without a value, which the attacker is assumed to know).
-
-    A facet whose one suppressed value is its only value can only be complemented by the
-    total, which is then shown as the bound ``"<N"``; the other facets then get a second
-    hidden value each, since the total no longer closes their sums.
-    """
-    table = CountTable()
-    table.cell("total", total, k)
-    for name, values in facets.items():
-        for v in values:
-            table.cell((name, v["code"]), int(v["count"]), k)
-        table.relate("total", [(name, v["code"]) for v in values])
-    shown = table.protect()
-    out = {name: [{**v, "count": shown[(name, v["code"])]} for v in values]
-           for name, values in facets.items()}
-    return shown["total"], out
 
 
 def weight(count: Count | None) -> int:

@@ -1,12 +1,14 @@
-"""The sample cube as numpy arrays, and the vectorised equivalent of `cube.tally`.
+"""The tally search runs: the sample cube as numpy arrays, the vectorised equivalent of
+`tally_reference.tally`.
 
-`cube.tally` (the reference) walks every combo row in Python; at hundreds of thousands of
-combos that costs a second per search. Here each coded column is factorised once per snapshot
-(an int code per row plus the list of distinct values) and multi-valued attributes are held
-as CSR (row offsets + value codes). A filter is evaluated once per *distinct value* in Python
-and then broadcast to the rows, so a search is a few array passes. The result is the same
-`Tally`, with the same keys inserted in the same order (first row that contributes), so the
-small-count protection that follows sees exactly what the reference would give it.
+`tally_reference.tally` (the reference) walks every combo row in Python; at hundreds of
+thousands of combos that costs a second per search. Here each coded column is factorised
+once per snapshot (an int code per row plus the list of distinct values) and multi-valued
+attributes are held as CSR (row offsets + value codes). A filter is evaluated once per
+*distinct value* in Python and then broadcast to the rows, so a search is a few array
+passes. The result is the same `Tally`, with the same keys inserted in the same order (first
+row that contributes), so the small-count protection that follows sees exactly what the
+reference would give it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from catalogue.codes import Vocabulary
-from catalogue.cube import FACETS, Combo, Predicate, Tally
-from catalogue.filters import Filters
+from catalogue.search.codes import Vocabulary
+from catalogue.search.cube import FACETS, Combo, Predicate, Tally
+from catalogue.search.filters import Filters
+
+__all__ = ["ArrayCache", "ArrayCube", "Result", "build", "masks", "places", "tally"]
 
 _SINGLE = ("node_id", "biobank", "collection", "country", "sample_type", "storage_temperature",
            "sex")
@@ -113,7 +117,8 @@ class ArrayCache:
 
 
 def masks(cube: ArrayCube, f: Filters, vocab: Vocabulary) -> dict[str, Bools]:
-    """One row mask per given parameter, named as in `cube.predicates` (and equal to it)."""
+    """One row mask per given parameter, named as in `tally_reference.predicates` (and equal
+    to it)."""
     lists = f.lists
     out: dict[str, Bools] = {}
     if "sample_type" in lists:
@@ -205,7 +210,7 @@ def _targets(cube: ArrayCube) -> dict[str, _Target]:
 
 
 def tally(cube: ArrayCube, f: Filters, vocab: Vocabulary, active: set[int]) -> Result:
-    """`cube.tally(rows, cube.predicates(f, vocab), active)`, computed on arrays."""
+    """`tally_reference.tally(rows, predicates(f, vocab), active)`, computed on arrays."""
     nodes = cube.single["node_id"]
     live = np.fromiter((v in active for v in nodes.values), dtype=np.bool_,
                        count=len(nodes.values))[nodes.codes]

@@ -18,10 +18,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, select
 
-from catalogue.codes import Vocabulary
 from catalogue.db import add_leaf_records, bulk_insert, write_tx
 from catalogue.errors import FetchError
-from catalogue.index import StepCombos, combo_hash, combo_key, index_step
+from catalogue.harvest.index import StepCombos, combo_hash, combo_key, index_step
 from catalogue.models import (
     alerts,
     combo_datasets,
@@ -34,8 +33,12 @@ from catalogue.models import (
     rejections,
 )
 from catalogue.ownlog import CatalogueKey, append
+from catalogue.search.codes import Vocabulary
 from protocol.entries import utc_now
 from protocol.verify import TrustedState, VerifiedEntry
+
+__all__ = ["Chunk", "Position", "commit_chunk", "commit_final", "discard_staging",
+           "record_failure", "record_halt", "record_unchanged"]
 
 LEAF_COLUMNS = ("node_id", "idx", "leaf", "hash", "kind", "record_id", "content")
 

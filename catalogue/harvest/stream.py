@@ -1,7 +1,7 @@
 """One node's harvest step, streamed: fetch pages, verify leaf by leaf, store chunk by chunk.
 
 Memory stays bounded by CATALOGUE_HARVEST_CHUNK whatever the step size: every chunk of
-verified leaves is stored as staging (catalogue.apply) and dropped from memory. The step is
+verified leaves is stored as staging (catalogue.harvest.apply) and dropped from memory. The step is
 accepted only when `StepVerifier.finish()` matches the signed root over the trusted tree plus
 EVERY new leaf, staged or not; only then does anything of it reach search or the mirror.
 
@@ -29,16 +29,18 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
-from catalogue.apply import Chunk, Position, commit_chunk, commit_final
 from catalogue.errors import FetchError
-from catalogue.fetcher import NodeFetcher
-from catalogue.index import StepCombos
+from catalogue.harvest.apply import Chunk, Position, commit_chunk, commit_final
+from catalogue.harvest.fetcher import NodeFetcher
+from catalogue.harvest.index import StepCombos
 from catalogue.ownlog import CatalogueKey
 from protocol.errors import BiobankError, MissingSignatureError, RevokedKeyError, SignatureError
 from protocol.keys import KeyHistory, rotation_hint
 from protocol.merkle import CompactRange
 from protocol.schema import SchemaSet
 from protocol.verify import StepVerifier, TrustedState
+
+__all__ = ["NodeJob", "StepOutcome", "Writer", "harvest_node", "trim_heap"]
 
 PAGES_AHEAD = 3  # entry pages in flight while one is verified
 

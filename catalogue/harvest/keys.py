@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, select
 
-from catalogue.apply import discard_staging
 from catalogue.db import write_tx
 from catalogue.errors import RevocationError, UnknownNode
+from catalogue.harvest.apply import discard_staging
 from catalogue.models import ROTATION, alerts, key_events, leaves, nodes
 from catalogue.ownlog import CatalogueKey, append
 from protocol.entries import utc_now
@@ -23,13 +23,15 @@ from protocol.errors import ConfigError
 from protocol.keys import KeyHistory
 from protocol.note import Verifier
 
+__all__ = ["load_history", "node_keys", "public_history", "revoke"]
+
 
 def load_history(conn: Connection, row: Any, *, upto: int | None = None) -> KeyHistory:
     """The key history of the node in `row` (a `nodes` row) as far as the catalogue verified
     (or, with `upto`, including the leaves a harvest in progress has staged below it)."""
     history = KeyHistory(origin=row.origin, enrolled_key=row.key)
     end = int(row.tree_size) if upto is None else upto
-    # rotate-key leaves are the only ones without a kind (see catalogue.apply). The bound on
+    # rotate-key leaves are the only ones without a kind (see catalogue.harvest.apply). The bound on
     # idx and the order are applied here, not in SQL: with either, SQLite may prefer the
     # primary key and read every leaf of the node (0.5 s per status call at 1M samples) instead
     # of the partial index ix_leaves_rotations, which holds only the rotate-key leaves.

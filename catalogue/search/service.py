@@ -14,13 +14,15 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, and_, or_, select
 
-from catalogue.codes import Vocabulary
-from catalogue.cube import FACETS, CubeCache
-from catalogue.filters import Filters
 from catalogue.models import nodes, records
-from catalogue.privacy import DEFAULT_K, Count, protected_counts, weight
-from catalogue.searchcube import ArrayCache, ArrayCube, places, tally
+from catalogue.search.codes import Vocabulary
+from catalogue.search.cube import FACETS, CubeCache
+from catalogue.search.filters import Filters
+from catalogue.search.privacy import DEFAULT_K, Count, protected_counts, weight
+from catalogue.search.tally_arrays import ArrayCache, ArrayCube, places, tally
 from catalogue.status import list_status
+
+__all__ = ["declared_match", "search"]
 
 _AGE_UNIT_YEARS = {"years": 1.0, "months": 12.0, "weeks": 52.0, "days": 365.0}
 _ARRAYS = ArrayCache()

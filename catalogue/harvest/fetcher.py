@@ -10,6 +10,8 @@ import orjson
 
 from catalogue.errors import FetchError
 
+__all__ = ["RETRIES", "NodeFetcher"]
+
 RETRIES = 2  # more attempts for a GET whose connection the server closed without answering
 
 

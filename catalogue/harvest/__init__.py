@@ -1,0 +1,24 @@
+"""Harvest: fetch each enrolled node's log, verify it, store it and apply it to the index.
+
+Everything a harvest step does lives here, in the order a step runs:
+
+    harvester.py  the `Harvester`: lanes, worker processes, outcomes per node
+    fetcher.py    HTTP reads from one node with a timeout, deadline and size limit
+    stream.py     one node's step: fetch pages, verify leaf by leaf, store chunk by chunk
+    keys.py       node key histories (rotations, revocations) the verification follows
+    apply.py      write a step: staged chunks, the final commit, failures and halts
+    index.py      apply the verified record changes of a step to the search index
+
+`index.py` is here rather than in `catalogue.search` because it runs inside the final
+commit of a harvest step (it is how a step is applied); search only reads what it wrote.
+`catalogue.mirror` (the read side of the mirrored logs, served by the API) stays at the top
+level: it reads what a harvest stored, and nothing in a harvest calls it.
+"""
+
+from __future__ import annotations
+
+from catalogue.harvest.fetcher import NodeFetcher
+from catalogue.harvest.harvester import Harvester, Outcome
+from catalogue.harvest.keys import load_history, node_keys, revoke
+
+__all__ = ["Harvester", "NodeFetcher", "Outcome", "load_history", "node_keys", "revoke"]

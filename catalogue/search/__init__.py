@@ -1,0 +1,38 @@
+"""Search: the /v1/search filters, the faceted search over the sample cube, and the
+small-count protection of what it shows.
+
+    filters.py          the search parameters (one table of definitions) and their parsing
+    codes.py            the code lists as search and the index use them (`Vocabulary`)
+    cube.py             the sample cube in memory (combo rows) and the `Tally` a search makes
+    tally_arrays.py     the tally search runs: numpy arrays, vectorised (the engine)
+    tally_reference.py  the same tally as one plain-Python pass (the reference it must equal)
+    privacy.py          small-count protection: which counts show as bounds like "<10"
+    service.py          the /v1/search response: tally, protection, cards and pages
+
+The search service and the array engine are imported on first use (`search`): a harvest
+worker needs only the code lists, not numpy and the search service.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from catalogue.search.codes import Vocabulary
+from catalogue.search.cube import CubeCache
+from catalogue.search.filters import FILTERS, FilterDef, Filters, parse_filters
+from catalogue.search.privacy import DEFAULT_K
+
+if TYPE_CHECKING:
+    from catalogue.search.service import search
+
+__all__ = ["DEFAULT_K", "FILTERS", "CubeCache", "FilterDef", "Filters", "Vocabulary",
+           "parse_filters", "search"]
+
+_LAZY = {"search": "catalogue.search.service"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
