@@ -106,8 +106,8 @@ def _prepare_node(node: DemoNode, samples: int, seed: int, workdir: Path,
     """Init the node home, generate its export and import it, unless already done."""
     from node.generate import generate
     from node.home import Home, NodeConfig, init_home
-    from node.importer import run_import
-    from node.mapping import Mapping
+    from node.importing.importer import run_import
+    from node.importing.mapping import Mapping
 
     mark = node.home / IMPORTED_MARK
     wanted = {"samples": samples, "seed": seed}

@@ -102,8 +102,8 @@ def import_(
     ] = False,
 ) -> None:
     """Import exports; append publish/withdraw entries only for what changed."""
-    from node.importer import run_import
-    from node.mapping import Mapping
+    from node.importing.importer import run_import
+    from node.importing.mapping import Mapping
 
     try:
         opened = Home.open(home)

@@ -1,17 +1,17 @@
 """k-anonymity at the node: generalise staged sample rows until every class has k donors.
 
-CONTRACT with the importer (``node/importer.py``) and ``node/staging.py``
+CONTRACT with the importer (``node/importing/importer.py``) and ``node/importing/staging.py``
 ========================================================================
 
 ``apply(conn, staging_table, policy) -> PrivacyReport``
 
-* Call it once after every valid row of the import is staged (see ``node/staging.py`` for
+* Call it once after every valid row of the import is staged (see ``node/importing/staging.py`` for
   the input columns) and before diffing against what is published.  It works only with
   SQL over the staging table (GROUP BY, COUNT(DISTINCT donor)), so memory does not grow
   with the file.  It is deterministic and independent of row order: the same rows give
   the same output, always.  It may be called again on the same table (e.g. after rows of
   a withdrawn donor were deleted); it then recomputes everything from the inputs.
-* Output, written IN PLACE on the staging table (the columns ``node/staging.py`` names):
+* Output, written IN PLACE on the staging table (the columns ``node/importing/staging.py`` names):
 
   ``age_min``, ``age_max``        published age band in years; both NULL = publish no age
   ``period_from``, ``period_to``  published collection period in years; NULL = no period

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from node import store
-from node.diff import Differ
 from node.home import Home
+from node.importing.diff import Differ
 from node.policy import Policy
 from node.pseudonym import Pseudonymiser
 from node.publish import LogWriter, ensure_checkpoint

@@ -8,7 +8,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from node import privacy, staging
+from node import privacy
+from node.importing import staging
 from node.policy import Policy
 
 Row = tuple[object, ...]
@@ -18,7 +19,7 @@ def row(local_id: str, donor: str | None, *, sex: str | None = "female", age: in
         year: int | None = 2016, diagnoses: Sequence[tuple[str, str]] = (("ICD-10", "C50.9"),),
         biobank: str = "bb:A", collection: str | None = "col:1", storage: str | None = "LN",
         use: Sequence[str] = ("DUO:0000042",), datasets: Sequence[str] = ("Genomic",)) -> Row:
-    """One staging row in node.staging.INPUT_COLUMNS order."""
+    """One staging row in node.importing.staging.INPUT_COLUMNS order."""
     diag = json.dumps([{"system": s, "code": c} for s, c in diagnoses])
     return (local_id, donor, biobank, collection, "Serum", storage, sex, age, year, diag,
             json.dumps(list(use)), json.dumps(list(datasets)), f"test row {local_id}")

@@ -1,6 +1,6 @@
 """The import's fast encoding is exactly protocol.canonical.canonical, and floats are refused.
 
-node/diff.py encodes a sample with orjson only when every value already passed the schema
+node/importing/diff.py encodes a sample with orjson only when every value already passed the schema
 and ``canonical()`` in an earlier record (the gate); log entries after the first of a run
 are encoded the same way (node/publish.py). These tests prove the bytes are canonical on a
 real import and on generated values, and that what canonical() refuses never gets published.
@@ -17,12 +17,12 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node import staging
-from node.diff import Differ
-from node.encode import checked_bytes
 from node.generate import generate
-from node.importer import run_import
-from node.mapping import Mapping
+from node.importing import staging
+from node.importing.diff import Differ
+from node.importing.encode import checked_bytes
+from node.importing.importer import run_import
+from node.importing.mapping import Mapping
 from node.pseudonym import Pseudonymiser
 from node.publish import LogWriter
 from protocol.canonical import canonical, parse_canonical

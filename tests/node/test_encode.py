@@ -1,7 +1,7 @@
 """The import's helper process encodes exactly what the importer would encode inline.
 
 Big imports hand the per-sample work (pseudonym, content, schema gate, canonical bytes,
-digest) to a helper process (node/encode.py). These tests run the same imports with and
+digest) to a helper process (node/importing/encode.py). These tests run the same imports with and
 without the helper and compare everything but the random nonces: the ids, contents,
 leaves, record state, problems and counts.
 """
@@ -18,15 +18,16 @@ from typing import Any
 import orjson
 import pytest
 
-from node import diff, encode, store
-from node.encode import Bulk, ImportHelper, LeafPlan, SampleEncoder
+from node import store
 from node.generate import generate
 from node.home import SECRET, Home
-from node.importer import ImportReport, run_import
-from node.mapping import Mapping
+from node.importing import diff, encode
+from node.importing.encode import Bulk, ImportHelper, LeafPlan, SampleEncoder
+from node.importing.importer import ImportReport, run_import
+from node.importing.mapping import Mapping
+from node.importing.sources import tabular
 from node.pseudonym import Pseudonymiser
 from node.publish import LogWriter
-from node.sources import tabular
 from protocol.canonical import canonical, parse_canonical
 from protocol.note import Signer
 from protocol.schema import SchemaSet
@@ -281,8 +282,8 @@ def test_imports_through_the_helper_equal_inline_imports(
 def test_staged_sql_types_reach_the_encoder_unchanged(tmp_path: Path, first: bool) -> None:
     """Rows travel as SQLite json_array text: a REAL stays a float (refused), text stays
     text, an INTEGER stays an integer; on a first import and on a re-import (the join)."""
-    from node import staging
-    from node.diff import Differ
+    from node.importing import staging
+    from node.importing.diff import Differ
 
     home, _ = make_home(tmp_path)
     conn = store.connect(home.db_path)
@@ -321,9 +322,9 @@ def test_checked_batches_come_back_in_order_however_the_work_is_shared(
         tmp_path: Path, in_helper: int) -> None:
     from itertools import islice
 
-    from node.codes import Codes
-    from node.sources.base import read_table
-    from node.sources.tabular import SampleRows
+    from node.importing.codes import Codes
+    from node.importing.sources.base import read_table
+    from node.importing.sources.tabular import SampleRows
 
     generate("DK", 600, 3, tmp_path)
     mapping = Mapping.load(tmp_path / "samples.mapping.toml")

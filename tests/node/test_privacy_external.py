@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from node import importer, privacy
-from node.codes import Codes
+from node import privacy
+from node.importing.codes import Codes
+from node.importing.importer import read_files
+from node.importing.staging import Staging
 from node.policy import Policy
 from node.preview import preview
 
@@ -21,8 +23,8 @@ CASES = "samply-directory-sync-service/ci/data/input"
 def staged(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:")
     conn.row_factory = sqlite3.Row
-    stage = importer.Staging(conn, "staging", None)
-    importer.read_files([path], None, None, importer._SinkAdapter(stage), Codes.default())
+    stage = Staging(conn, "staging", None)
+    read_files([path], None, None, stage, Codes.default())
     stage.duplicates()
     return conn
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from node.codes import Codes
 from node.generate import generate
-from node.mapping import Mapping
-from node.sources import tabular
-from node.sources.base import read_table
-from node.sources.tabular import SampleRows
+from node.importing.codes import Codes
+from node.importing.mapping import Mapping
+from node.importing.sources import tabular
+from node.importing.sources.base import read_table
+from node.importing.sources.tabular import SampleRows
 from protocol.errors import Problem
 
 

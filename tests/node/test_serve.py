@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 
 from node.app import create_app
-from node.importer import run_import
-from node.mapping import Mapping
+from node.importing.importer import run_import
+from node.importing.mapping import Mapping
 from node.settings import NodeSettings
 from node.withdraw import withdraw
 from protocol.canonical import canonical, digest, parse_canonical

@@ -7,15 +7,23 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from node import recordfields
-from node.codes import Codes
-from node.mapping import LIST_FIELDS, SAMPLE_LIST_FIELDS, Mapping
-from node.samples import AGE_TEXT, MAX_AGE, MEMO, RawSample, SampleChecker, age_at, parse_date
-from node.sources.base import Sink, read_table
+from node.importing import recordfields
+from node.importing.codes import Codes
+from node.importing.mapping import LIST_FIELDS, SAMPLE_LIST_FIELDS, Mapping
+from node.importing.samples import (
+    AGE_TEXT,
+    MAX_AGE,
+    MEMO,
+    RawSample,
+    SampleChecker,
+    age_at,
+    parse_date,
+)
+from node.importing.sources.base import Sink, read_table
 from protocol.errors import Problem
 
 if TYPE_CHECKING:
-    from node.encode import ImportHelper
+    from node.importing.encode import ImportHelper
 
 
 def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv",
@@ -110,7 +118,7 @@ class SampleRows:
     """Rows of a sample file to staging rows or problems: mapping, code lists and checks.
 
     Reads no database and keeps its memos per file, so a big import runs it in its
-    helper process (see node/encode.py); ``tests/node/test_encode.py`` compares the two.
+    helper process (see node/importing/encode.py); ``tests/node/test_encode.py`` compares the two.
     """
 
     def __init__(self, mapping: Mapping, codes: Codes, header: list[str],
@@ -158,7 +166,7 @@ class SampleRows:
 
 
 #: Fields whose staged value depends on their own cell alone (and the file's mapping),
-#: with their place in the staging row (node.staging.INPUT_COLUMNS)
+#: with their place in the staging row (node.importing.staging.INPUT_COLUMNS)
 _LEARNED = (("biobank", 2), ("collection", 3), ("sample_type", 4), ("storage_temperature", 5),
             ("sex", 6), ("diagnoses", 9), ("use_conditions", 10), ("dataset_types", 11))
 _MISSING = (None, None, None)

@@ -9,8 +9,9 @@ from typing import Any
 
 import orjson
 
-from node import encode, store
-from node.encode import (
+from node import store
+from node.importing import encode
+from node.importing.encode import (
     BATCH,
     Bulk,
     ImportHelper,
@@ -43,7 +44,7 @@ class Differ:
         pseudonyms: Pseudonymiser,
         pool: ImportHelper | None = None,
     ) -> None:
-        """``pool``: a helper process that encodes big sample imports (see node.encode)."""
+        """``pool``: a helper process that encodes big sample imports (see ``encode``)."""
         self.conn = conn
         self.writer = writer
         self.schema_ids = schema_ids

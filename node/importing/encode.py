@@ -39,8 +39,8 @@ from protocol.errors import Problem
 from protocol.merkle import leaf_hash
 
 if TYPE_CHECKING:
-    from node.mapping import Mapping
-    from node.sources.tabular import Checked, SampleRows
+    from node.importing.mapping import Mapping
+    from node.importing.sources.tabular import Checked, SampleRows
 
 Validate = Callable[[str, dict[str, Any], str], list[Problem]]
 BATCH = 5000
@@ -225,7 +225,7 @@ class SampleEncoder:
 class ImportHelper:
     """One helper process for a big import, fed batches in order over a pipe.
 
-    It checks the rows of big sample files (:class:`node.sources.tabular.SampleRows`) and
+    It checks the rows of big sample files (:class:`node.importing.sources.tabular.SampleRows`) and
     encodes the samples to publish (:class:`SampleEncoder`), each while the importer's
     process stages or appends the batch before. Started before it is needed, so its
     start-up overlaps the importer's own work. A helper that dies (or raises) fails the
@@ -257,8 +257,8 @@ class ImportHelper:
         going (this one also parses and stages every row). At most ``held`` checked
         batches wait here behind one of the helper's.
         """
-        from node.codes import Codes
-        from node.sources.tabular import SampleRows
+        from node.importing.codes import Codes
+        from node.importing.sources.tabular import SampleRows
 
         self._files += 1
         here = SampleRows(mapping, Codes.default(), header)
@@ -389,8 +389,8 @@ def _serve(conn: Connection, secret: bytes) -> None:
             else:
                 _, file, mapping, header, batch = request
                 if rows is None or rows[0] != file:  # a new file: fresh memos
-                    from node.codes import Codes
-                    from node.sources.tabular import SampleRows
+                    from node.importing.codes import Codes
+                    from node.importing.sources.tabular import SampleRows
 
                     rows = (file, SampleRows(mapping, Codes.default(), header))
                 value = rows[1].check(batch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from node.codes import Codes, diagnosis
+from node.importing.codes import Codes, diagnosis
 from protocol.errors import Problem
 
 CODED = {

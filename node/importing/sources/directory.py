@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from node import recordfields
-from node.codes import Codes
-from node.sources.base import Sink, read_table
+from node.importing import recordfields
+from node.importing.codes import Codes
+from node.importing.sources.base import Sink, read_table
 from protocol.errors import Problem
 
 BIOBANK_COLUMNS = {
