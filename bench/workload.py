@@ -36,8 +36,7 @@ def import_node(export_dir: str, country: str, home: str) -> dict[str, Any]:
     import time
 
     from node.home import Home, NodeConfig, init_home
-    from node.importing.importer import run_import
-    from node.importing.mapping import Mapping
+    from node.importing import Mapping, run_import
 
     export = _load(export_dir)
     path = Path(home)

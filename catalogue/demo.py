@@ -106,8 +106,7 @@ def _prepare_node(node: DemoNode, samples: int, seed: int, workdir: Path,
     """Init the node home, generate its export and import it, unless already done."""
     from node.generate import generate
     from node.home import Home, NodeConfig, init_home
-    from node.importing.importer import run_import
-    from node.importing.mapping import Mapping
+    from node.importing import Mapping, run_import
 
     mark = node.home / IMPORTED_MARK
     wanted = {"samples": samples, "seed": seed}
