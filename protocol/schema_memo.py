@@ -18,12 +18,18 @@ valid *and* has canonical bytes `orjson.dumps(record, option=OPT_SORT_KEYS |
 OPT_STRICT_INTEGER)`, which lets an auditor check a content digest without the canonical
 walk. Anything the memo does not accept goes to the full validator, so the memo never changes
 a verdict (tests/protocol/test_fast_paths.py proves it on awkward and generated records).
+
+`ColumnGate` puts a cheaper key in front of the memo for a caller that builds many records
+from a few repeated raw column values (the node's staged sample rows): it remembers the
+columns of records the memo accepted, so such a record is known valid and clean by one set
+look-up per column; the verdict itself is always the memo's.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable, Mapping
+from operator import contains
 from typing import Any
 
 import fastjsonschema
@@ -35,6 +41,8 @@ _ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", 
 _TOP = _ANNOTATIONS | {"type", "properties", "required", "additionalProperties", "$defs"}
 _FREE = _ANNOTATIONS | {"type", "pattern"}
 _OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+
+__all__ = ["LIMIT", "ColumnGate", "FieldMemo", "Validator", "free_fields", "is_clean"]
 LIMIT = 65_536  # values remembered per field; when full, that field's memo starts over
 
 Validator = Callable[[Any], Any]  # raises fastjsonschema.JsonSchemaValueException when invalid
@@ -80,6 +88,17 @@ def is_clean(value: Any) -> bool:
         return False
 
 
+def _free_value_ok(check: Validator, value: Any) -> bool:
+    """A free field's value: a string matching its pattern, and NFC (so it is clean)."""
+    if type(value) is not str:
+        return False
+    try:
+        check(value)
+    except fastjsonschema.JsonSchemaValueException:
+        return False
+    return value.isascii() or unicodedata.is_normalized("NFC", value)
+
+
 class FieldMemo:
     """The valid, clean field values of one schema; `accepts(record)` is True only for a
     valid record whose canonical bytes are orjson's sorted-key bytes."""
@@ -113,14 +132,8 @@ class FieldMemo:
             seen = seen_by_field.get(name)
             if seen is None:
                 check = self.fields.get(name)
-                if check is None or type(value) is not str:
-                    return False  # a field outside `properties`, or a free field not a string
-                try:
-                    check(value)
-                except fastjsonschema.JsonSchemaValueException:
-                    return False
-                if not (value.isascii() or unicodedata.is_normalized("NFC", value)):
-                    return False
+                if check is None or not _free_value_ok(check, value):
+                    return False  # a field outside `properties`, or a bad free field
                 continue
             if type(value) is str:
                 key: Any = value
@@ -132,6 +145,16 @@ class FieldMemo:
             if key not in seen and not self._learn(name, value, key, seen):
                 return False
         return True
+
+    def canonical_bytes(self, record: Any) -> bytes | None:
+        """The canonical bytes of a record :meth:`accepts` (orjson's sorted-key bytes, which
+        are then the canonical ones); None when not known valid and clean."""
+        return orjson.dumps(record, option=_OPTS) if self.accepts(record) else None
+
+    def column_gate(self, width: int) -> ColumnGate:
+        """A :class:`ColumnGate` in front of this memo, for records built from ``width``
+        raw column values."""
+        return ColumnGate(self, width)
 
     def _learn(self, name: str, value: Any, key: Any, seen: set[Any]) -> bool:
         check = self._checks.get(name)
@@ -147,3 +170,45 @@ class FieldMemo:
             seen.clear()
         seen.add(key)
         return True
+
+
+class ColumnGate:
+    """The memo's fast path for records built from a few raw column values that repeat.
+
+    :meth:`canonical_bytes` (record, columns) first asks whether the record's key set and
+    every one of its column values occurred in a record the memo accepted; then only the
+    free fields (`id`, `nonce`) are checked. Otherwise the memo decides (:meth:`FieldMemo.
+    accepts`), and an accepted record teaches its key set and columns.
+
+    The caller's side of the rule (which makes the look-ups as good as the memo's verdict):
+    every field that is not free, and whether it is present, is built from one column alone
+    (several raw values that build one field go in one tuple), the same way for every
+    record; and columns compare by equality, so equal
+    values must build identical fields (no ``1`` beside ``1.0`` or ``True``: e.g. values of
+    one SQL column with INTEGER affinity, or JSON text instead of a parsed list). Columns
+    must be hashable.
+    """
+
+    def __init__(self, memo: FieldMemo, width: int) -> None:
+        self.memo = memo
+        self._keys: set[tuple[str, ...]] = set()
+        self._columns: list[set[Any]] = [set() for _ in range(width)]
+        self._free = list(memo.fields.items())
+
+    def canonical_bytes(self, record: dict[str, Any], columns: tuple[Any, ...]) -> bytes | None:
+        """The canonical bytes of a record known valid and clean; None when the memo does not
+        accept it (the caller takes the full path: the schema's problems, canonical())."""
+        keys = tuple(record)
+        if keys in self._keys and all(map(contains, self._columns, columns)):
+            for name, check in self._free:
+                if name in record and not _free_value_ok(check, record[name]):
+                    return None
+            return orjson.dumps(record, option=_OPTS)
+        if not self.memo.accepts(record):
+            return None
+        known = self._keys
+        for value, seen in ((keys, known), *zip(columns, self._columns, strict=True)):
+            if len(seen) >= LIMIT:
+                seen.clear()
+            seen.add(value)
+        return orjson.dumps(record, option=_OPTS)

@@ -17,12 +17,12 @@ from node.importing.encode import (
     ImportHelper,
     LeafPlan,
     SampleEncoder,
-    Validate,
     encode_content,
 )
 from node.pseudonym import Pseudonymiser
 from node.publish import LogWriter
 from protocol.errors import Problem
+from protocol.schema import SchemaSet
 
 UPSERT = (
     "INSERT INTO records (kind, id, biobank, local_id, donor_hash, digest, nonce, last_index, live)"
@@ -40,7 +40,7 @@ class Differ:
         conn: sqlite3.Connection,
         writer: LogWriter,
         schema_ids: dict[str, str],
-        validate: Validate,
+        schemas: SchemaSet,
         pseudonyms: Pseudonymiser,
         pool: ImportHelper | None = None,
     ) -> None:
@@ -48,9 +48,9 @@ class Differ:
         self.conn = conn
         self.writer = writer
         self.schema_ids = schema_ids
-        self.validate = validate
+        self.validate = schemas.problems
         self.pseudonyms = pseudonyms
-        self.encoder = SampleEncoder(pseudonyms, validate)
+        self.encoder = SampleEncoder(pseudonyms, schemas)
         self.pool = pool
         self.published: Counter[str] = Counter()
         self.unchanged: Counter[str] = Counter()

@@ -196,7 +196,7 @@ def _publish(
     conn.execute("BEGIN IMMEDIATE")
     try:
         writer = LogWriter(conn, home.config.origin, home.signer)
-        differ = Differ(conn, writer, schema_ids, schemas.problems, Pseudonymiser(home.secret),
+        differ = Differ(conn, writer, schema_ids, schemas, Pseudonymiser(home.secret),
                         pool)
         if progress and phase_start:
             total = (

@@ -63,7 +63,7 @@ def _comparable(result: Any) -> Any:
 
 
 def test_the_helper_returns_what_the_inline_encoder_returns() -> None:
-    inline = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default().problems)
+    inline = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default())
     fixed = {"id": "smp_" + "a" * 26, "biobank": "bbmri-eric:ID:DE_X",
              "collection": "bbmri-eric:ID:DE_X:collection:c", "sample_type": "Serum",
              "nonce": "ab" * 16}
@@ -104,7 +104,7 @@ def _writer(origin: str = "node.example/biobank-node") -> tuple[sqlite3.Connecti
 @pytest.mark.parametrize("origin", ["node.example/biobank-node", "charité.example/node"])
 def test_leaves_built_in_the_helper_are_the_leaves_the_writer_builds(
         origin: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    encoder = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default().problems)
+    encoder = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default())
     schema = SchemaSet.default().schema_id("sample")
     rows = [_row(str(i)) for i in range(6)]
     own_conn, own = _writer(origin)
@@ -303,7 +303,7 @@ def test_staged_sql_types_reach_the_encoder_unchanged(tmp_path: Path, first: boo
     conn.execute("BEGIN IMMEDIATE")
     schemas = SchemaSet.default()
     writer = LogWriter(conn, home.config.origin, home.signer)
-    differ = Differ(conn, writer, {"sample": schemas.schema_id("sample")}, schemas.problems,
+    differ = Differ(conn, writer, {"sample": schemas.schema_id("sample")}, schemas,
                     Pseudonymiser(home.secret))
     differ.samples(table)
     writer.finish()
@@ -348,8 +348,8 @@ def test_encoded_batches_come_back_in_order_however_the_work_is_shared(ahead: in
     plan_time = "2026-01-01T00:00:00Z"
     batches = [[_row(f"{b}-{i}") for i in range(40)] for b in range(30)]
     batches[7][3] = _row("bad", sample_type="NoSuchType")  # a problem: not a Bulk
-    inline = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default().problems)
-    here = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default().problems)
+    inline = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default())
+    here = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default())
     encoded_here: list[int] = []
     real = here.encode_batch
 
@@ -398,7 +398,7 @@ def test_a_bulk_batch_is_stored_as_the_writer_would_store_it_or_refused(
     """A batch whose rows all publish comes as a Bulk for the indexes its plan assumed;
     the writer takes it only at exactly those indexes, else the importer publishes it row
     by row, and either way the log is the one publishing row by row gives."""
-    encoder = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default().problems)
+    encoder = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default())
     schema = SchemaSet.default().schema_id("sample")
     origin = "node.example/biobank-node"
     own_conn, own = _writer(origin)
