@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -19,11 +18,6 @@ from protocol.note import Checkpoint, Signer, sign_checkpoint
 
 BATCH = 5000
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
-
-
-def content_digest(canonical_bytes: bytes) -> str:
-    """``sha256:`` + hex over already-canonical content bytes (same as protocol.digest)."""
-    return "sha256:" + hashlib.sha256(canonical_bytes).hexdigest()
 
 
 def _text(content: bytes | str) -> str:

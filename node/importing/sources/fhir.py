@@ -23,8 +23,6 @@ from node.importing.sources.base import Sink
 from node.importing.sources.jsonstream import JSONStreamError, stream_object
 from protocol.errors import Problem
 
-MIABIS = "https://fhir.bbmri-eric.eu/StructureDefinition/"
-BBMRI_DE = "https://fhir.bbmri.de/StructureDefinition/"
 IGNORED = frozenset(
     {
         "Observation",
