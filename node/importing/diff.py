@@ -24,6 +24,8 @@ from node.publish import LogWriter
 from protocol.errors import Problem
 from protocol.schema import SchemaSet
 
+__all__ = ["Differ", "UPSERT"]
+
 UPSERT = (
     "INSERT INTO records (kind, id, biobank, local_id, donor_hash, digest, nonce, last_index, live)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(kind, id) DO UPDATE SET"

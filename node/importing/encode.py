@@ -43,6 +43,11 @@ if TYPE_CHECKING:
     from node.importing.sources.tabular import Checked, SampleRows
     from protocol.schema import SchemaSet
 
+__all__ = [
+    "BATCH", "Built", "Bulk", "Encoded", "HELPER_MIN_BYTES", "HELPER_MIN_ROWS", "ImportHelper",
+    "LeafPlan", "SampleEncoder", "Validate", "encode_content",
+]
+
 Validate = Callable[[str, dict[str, Any], str], list[Problem]]
 BATCH = 5000
 #: imports with at least this many samples to publish, or this many bytes of files to

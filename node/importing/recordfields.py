@@ -8,6 +8,8 @@ from collections.abc import Callable
 from node.importing.codes import Codes, diagnosis
 from protocol.errors import Problem
 
+__all__ = ["CODED", "INTEGERS", "LISTS", "build"]
+
 CODED = {
     "sample_types": "sample-type",
     "storage_temperatures": "storage-temperature",

@@ -12,6 +12,10 @@ import orjson
 from node.importing.codes import Codes, diagnosis
 from protocol.errors import Problem
 
+__all__ = [
+    "AGE_TEXT", "Bad", "MAX_AGE", "MEMO", "RawSample", "SampleChecker", "age_at", "parse_date",
+]
+
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?:T.*)?$")
 _EU_DATE = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})$")
 AGE_TEXT = re.compile(r"\d{1,3}")  # an age in whole years, as written (fullmatch)

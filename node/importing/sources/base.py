@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 from protocol.errors import Problem
 
+__all__ = ["Sink", "read_table", "utf8_lines"]
+
 
 class Sink(Protocol):
     """The importer side of a reader (see node.importing.importer.Staging)."""

@@ -17,6 +17,8 @@ from node.importing.codes import Codes
 from node.importing.sources.base import Sink, read_table
 from protocol.errors import Problem
 
+__all__ = ["BIOBANK_COLUMNS", "COLLECTION_COLUMNS", "LISTS", "read"]
+
 BIOBANK_COLUMNS = {
     "id": "id",
     "name": "name",

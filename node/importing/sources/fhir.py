@@ -23,6 +23,8 @@ from node.importing.sources.base import Sink
 from node.importing.sources.jsonstream import JSONStreamError, stream_object
 from protocol.errors import Problem
 
+__all__ = ["DDL", "FhirReader", "IGNORED", "SOURCES", "read"]
+
 IGNORED = frozenset(
     {
         "Observation",

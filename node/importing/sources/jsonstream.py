@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+__all__ = ["CHUNK", "JSONStreamError", "stream_object"]
+
 CHUNK = 1 << 16
 _STRUCT = re.compile(r'[\[\]{}"]')
 _STR_END = re.compile(r'["\\]')

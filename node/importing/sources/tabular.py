@@ -25,6 +25,8 @@ from protocol.errors import Problem
 if TYPE_CHECKING:
     from node.importing.encode import ImportHelper
 
+__all__ = ["BATCH", "Checked", "Plan", "SampleRows", "SeenCells", "read"]
+
 
 def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv",
          helper: ImportHelper | None = None) -> int:
@@ -124,7 +126,7 @@ class SampleRows:
     def __init__(self, mapping: Mapping, codes: Codes, header: list[str],
                  fast: bool = True) -> None:
         """``fast``: stage rows whose every value was seen in a valid row by lookups
-        (:class:`_Seen`); False checks every row in full (the reference the tests use)."""
+        (:class:`SeenCells`); False checks every row in full (the reference the tests use)."""
         self.mapping = mapping
         self.header = header
         self.checker = SampleChecker(codes, mapping.sources)
@@ -134,7 +136,7 @@ class SampleRows:
         # every row's flat dict has the same keys (the fixed values and the mapped columns)
         self.only_sample_fields = set(mapping.fixed) | set(mapping.columns) <= set(
             RawSample.__dataclass_fields__)
-        self.seen = _Seen.plan(mapping, header, self.checker.this_year) if fast else None
+        self.seen = SeenCells.plan(mapping, header, self.checker.this_year) if fast else None
 
     def check(self, rows: Iterable[tuple[str, list[str] | None, list[Problem]]]
               ) -> list[Checked]:
@@ -172,7 +174,7 @@ _LEARNED = (("biobank", 2), ("collection", 3), ("sample_type", 4), ("storage_tem
 _MISSING = (None, None, None)
 
 
-class _Seen:
+class SeenCells:
     """The staging rows of sample rows made of values already seen in valid rows.
 
     Every field of a staging row but the ids, the age and the year depends on its own
@@ -195,7 +197,7 @@ class _Seen:
         self.births: dict[str, tuple[int, int | None, int | None]] = {}
 
     @classmethod
-    def plan(cls, mapping: Mapping, header: list[str], this_year: int) -> _Seen | None:
+    def plan(cls, mapping: Mapping, header: list[str], this_year: int) -> SeenCells | None:
         """None when the ids, date, age or birth are not plain columns (a value table or
         a fixed value on them): such files take the full check on every row."""
         index = {column: i for i, column in enumerate(header)}  # the last of a repeated name
