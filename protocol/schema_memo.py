@@ -27,6 +27,7 @@ look-up per column; the verdict itself is always the memo's.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from operator import contains
@@ -43,6 +44,7 @@ _FREE = _ANNOTATIONS | {"type", "pattern"}
 _OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 __all__ = ["LIMIT", "ColumnGate", "FieldMemo", "Validator", "free_fields", "is_clean"]
+_DOLLAR = re.compile(r"(?<!\\)\$")  # an unescaped $: fastjsonschema reads it as \Z
 LIMIT = 65_536  # values remembered per field; when full, that field's memo starts over
 
 Validator = Callable[[Any], Any]  # raises fastjsonschema.JsonSchemaValueException when invalid
@@ -106,6 +108,7 @@ class FieldMemo:
     def __init__(self, schema: Mapping[str, Any],
                  compile_field: Callable[[dict[str, Any]], Validator]) -> None:
         self.active = _eligible(schema)
+        self.schema = schema
         self.required: frozenset[str] = frozenset()
         self.fields: dict[str, Validator] = {}  # free fields: their pattern, checked each time
         self._subschemas: dict[str, dict[str, Any]] = {}
@@ -193,16 +196,31 @@ class ColumnGate:
         self.memo = memo
         self._keys: set[tuple[str, ...]] = set()
         self._columns: list[set[Any]] = [set() for _ in range(width)]
-        self._free = list(memo.fields.items())
+        # the free fields' patterns as the regex fastjsonschema compiles for them (its `$` is
+        # `\Z`), searched directly: the same verdict as the memo's validator, without a call
+        # into the generated code per field
+        self._free = [(name, re.compile(_DOLLAR.sub(r"\\Z", sub["pattern"])).search)
+                      for name, sub in free_fields(memo.schema).items()] if memo.active else []
 
-    def canonical_bytes(self, record: dict[str, Any], columns: tuple[Any, ...]) -> bytes | None:
+    def canonical_bytes(self, record: dict[str, Any], columns: tuple[Any, ...],
+                        free_valid: bool = False) -> bytes | None:
         """The canonical bytes of a record known valid and clean; None when the memo does not
-        accept it (the caller takes the full path: the schema's problems, canonical())."""
+        accept it (the caller takes the full path: the schema's problems, canonical()).
+
+        ``free_valid``: the caller vouches for the free fields (it made them, e.g. a keyed
+        hash and random hex, or read them from records the memo accepted): a record whose
+        key set and columns are known then skips their pattern checks too.
+        """
         keys = tuple(record)
         if keys in self._keys and all(map(contains, self._columns, columns)):
-            for name, check in self._free:
-                if name in record and not _free_value_ok(check, record[name]):
-                    return None
+            if free_valid:
+                return orjson.dumps(record, option=_OPTS)
+            for name, search in self._free:
+                if name in record:
+                    value = record[name]
+                    if (type(value) is not str or search(value) is None
+                            or not (value.isascii() or unicodedata.is_normalized("NFC", value))):
+                        return None
             return orjson.dumps(record, option=_OPTS)
         if not self.memo.accepts(record):
             return None

@@ -184,9 +184,11 @@ class SampleEncoder:
             # built from one column (age and period from a pair); list fields are keyed by
             # their JSON text, and the integer columns have INTEGER affinity (SQLite returns
             # int for every integral value; a non-integral float never equals a seen int).
+            # The free fields are the node's own: the id a keyed hash (or the published id)
+            # and the nonce random hex (or the published nonce), so they are vouched for.
             columns = (biobank, collection, sample_type, storage, sex, (age_min, age_max),
                        (period_from, period_to), diagnoses, use, datasets)
-            data = known_bytes(content, columns)
+            data = known_bytes(content, columns, True)
             if data is None:
                 encoded = encode_content(self.validate, "sample", content, location)
                 if isinstance(encoded, list):
@@ -200,7 +202,7 @@ class SampleEncoder:
             if old_digest is not None:
                 # changed content gets a fresh nonce: old and new digests stay unlinkable
                 content["nonce"] = nonces.next()
-                data = known_bytes(content, columns) or canonical(content)
+                data = known_bytes(content, columns, True) or canonical(content)
                 digest = "sha256:" + sha256(data).hexdigest()
             built: Built | None = None
             if plan is not None:

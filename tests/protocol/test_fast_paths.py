@@ -337,6 +337,17 @@ def test_column_gate_never_hides_a_failure(change: dict[str, Any]) -> None:
         assert set(_columns(bad)) <= set(_columns(GOOD))
 
 
+def test_column_gate_with_vouched_free_fields_gives_the_same_bytes() -> None:
+    """free_valid: the caller made id and nonce; known columns then skip their patterns."""
+    gate = SchemaSet.default().field_memo("sample").column_gate(11)
+    for i in range(6):
+        record = {**GOOD, "id": "smp_" + "abcdef"[i] * 26, "nonce": f"{i:032x}",
+                  "sex": ("female", "male")[i % 2]}
+        assert gate.canonical_bytes(record, _columns(record), True) == canonical(record)
+    bad = _changed({"sex": "Female"})  # an unknown column still goes to the memo
+    assert gate.canonical_bytes(bad, _columns(bad), True) is None
+
+
 def test_column_gate_starts_over_at_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     import protocol.schema_memo as memo_module
 
