@@ -178,9 +178,9 @@ class SchemaSet:
         clean (computed on orjson's bytes, which are then the canonical ones); None when the
         memo does not know it, and the caller takes the full path (`canonical.digest`, then
         `problems`). A record with a digest here has no schema problems."""
-        if not self.knows(kind_or_id) or not self.field_memo(kind_or_id).accepts(record):
-            return None
-        return "sha256:" + hashlib.sha256(orjson.dumps(record, option=_CANONICAL)).hexdigest()
+        data = self.field_memo(kind_or_id).canonical_bytes(record) if self.knows(kind_or_id) \
+            else None
+        return None if data is None else "sha256:" + hashlib.sha256(data).hexdigest()
 
     def _compile_fragment(self, schema: dict[str, Any]) -> Callable[[Any], Any]:
         handler = self._handler
