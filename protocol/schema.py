@@ -18,7 +18,6 @@ from typing import Any
 
 import fastjsonschema
 import jsonschema
-import orjson
 import referencing
 from jsonschema.exceptions import ValidationError, best_match
 from referencing.jsonschema import DRAFT202012
@@ -26,7 +25,6 @@ from referencing.jsonschema import DRAFT202012
 from protocol.errors import ConfigError, Problem, ValidationFailed
 from protocol.schema_memo import FieldMemo
 
-_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER  # for clean records (schema_memo)
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})  # values, not schemas
 _ID = re.compile(r"/v(?P<version>\d+)/(?P<kind>[A-Za-z0-9_-]+)\.schema\.json$")
 
