@@ -30,13 +30,12 @@ def import_node(export_dir: str, country: str, home: str) -> dict[str, Any]:
     """Init a fresh node home and import one export; runs in its own process.
 
     Returns the timings of the sample import alone (biobanks and collections are tiny).
-    CPU time includes the import's helper process (node.encode), reaped when it ends."""
+    CPU time includes the import's helper process (node.importing.encode), reaped when it ends."""
     import resource
     import time
 
     from node.home import Home, NodeConfig, init_home
-    from node.importer import run_import
-    from node.mapping import Mapping
+    from node.importing import Mapping, run_import
 
     export = _load(export_dir)
     path = Path(home)

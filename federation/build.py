@@ -36,8 +36,7 @@ from federation.generate import generate
 from federation.servers import LiveServer, free_port, live_server
 from node.app import create_app as create_node_app
 from node.home import CONFIG, Home, NodeConfig, init_home
-from node.importer import ImportReport, run_import
-from node.mapping import Mapping
+from node.importing import ImportReport, Mapping, run_import
 from node.settings import NodeSettings
 
 COUNTRIES = ("DE", "DK", "IT", "IE", "CN")

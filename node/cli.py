@@ -102,8 +102,7 @@ def import_(
     ] = False,
 ) -> None:
     """Import exports; append publish/withdraw entries only for what changed."""
-    from node.importer import run_import
-    from node.mapping import Mapping
+    from node.importing import Mapping, run_import
 
     try:
         opened = Home.open(home)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import secrets
@@ -12,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from node import store
+from node.policy import write_default
 from node.publish import ensure_checkpoint
 from protocol.errors import ConfigError
 from protocol.note import Signer, Verifier, generate_key
@@ -121,14 +121,8 @@ def current_verifier_key(path: Path) -> str:
 
 
 def write_default_policy(path: Path) -> None:
-    """Ask node.policy (owned by the privacy engineer) for a default policy file, if present."""
-    try:
-        policy = importlib.import_module("node.policy")
-    except ImportError:
-        return
-    writer = getattr(policy, "write_default", None)
-    if writer is not None:
-        writer(path)
+    """Write the default policy file (node.policy)."""
+    write_default(path)
 
 
 @dataclass(frozen=True)

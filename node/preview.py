@@ -16,8 +16,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from node import importer
-from node.codes import Codes
+from node.importing.codes import Codes
+from node.importing.importer import read_files
+from node.importing.staging import Staging
 from node.policy import Policy
 from node.privacy import PrivacyReport, apply
 from protocol.errors import BiobankError
@@ -31,13 +32,13 @@ def preview(files: list[Path], policy: Policy, *, fmt: str | None = None,
             raise typer.BadParameter(f"{path}: no such file")
     mapping = None
     if mapping_path is not None:
-        from node.mapping import Mapping
+        from node.importing.mapping import Mapping
 
         mapping = Mapping.load(mapping_path)
     conn = sqlite3.connect(":memory:")
     try:
-        stage = importer.Staging(conn, "staging", None)
-        importer.read_files(files, fmt, mapping, importer._SinkAdapter(stage), Codes.default())
+        stage = Staging(conn, "staging", None)
+        read_files(files, fmt, mapping, stage, Codes.default())
         stage.duplicates()
         return apply(conn, "staging", policy), len(stage.problems)
     finally:

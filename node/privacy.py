@@ -1,17 +1,17 @@
 """k-anonymity at the node: generalise staged sample rows until every class has k donors.
 
-CONTRACT with the importer (``node/importer.py``) and ``node/staging.py``
+CONTRACT with the importer (``node/importing/importer.py``) and ``node/importing/staging.py``
 ========================================================================
 
 ``apply(conn, staging_table, policy) -> PrivacyReport``
 
-* Call it once after every valid row of the import is staged (see ``node/staging.py`` for
+* Call it once after every valid row of the import is staged (see ``node/importing/staging.py`` for
   the input columns) and before diffing against what is published.  It works only with
   SQL over the staging table (GROUP BY, COUNT(DISTINCT donor)), so memory does not grow
   with the file.  It is deterministic and independent of row order: the same rows give
   the same output, always.  It may be called again on the same table (e.g. after rows of
   a withdrawn donor were deleted); it then recomputes everything from the inputs.
-* Output, written IN PLACE on the staging table (the columns ``node/staging.py`` names):
+* Output, written IN PLACE on the staging table (the columns ``node/importing/staging.py`` names):
 
   ``age_min``, ``age_max``        published age band in years; both NULL = publish no age
   ``period_from``, ``period_to``  published collection period in years; NULL = no period
@@ -32,17 +32,14 @@ CONTRACT with the importer (``node/importer.py``) and ``node/staging.py``
   ``diagnoses_in``    the original diagnoses (kept so that a re-run starts from them)
   ``qkey``            internal class key; ignore
 
-* Build the published record from a staged row with :func:`record_fields`:
-  ``{"id": ..., "biobank": row["biobank"], "collection": ..., "sample_type": ...,
-  **record_fields(row, policy), "nonce": ...}``.  It returns only what the policy
-  publishes and omits NULL / empty values (``sex``, ``storage_temperature``, ``age``,
+* The importer builds the published record from a staged row
+  (``node.importing.encode.SampleEncoder``): only what the policy publishes, omitting
+  NULL / empty values (``sex``, ``storage_temperature``, ``age``,
   ``period``, ``diagnoses``, ``use_conditions``, ``dataset_types``).
 * ``PrivacyReport.render(console)`` prints the summary (rich table) the import shows;
   ``PrivacyReport.to_dict()`` is stable JSON for ``--json`` output.
-* Erasure: ``donor_samples(conn, staging_table, donor_id) -> list[str]`` gives the local
-  sample ids of one donor in a staging table (sorted), for tools that hold one.  The node
-  keeps no staging rows between imports, so ``biobank-node withdraw --donor`` instead
-  re-checks k over the published contents of the classes it touched and withdraws the
+* Erasure: the node keeps no staging rows between imports, so ``biobank-node withdraw
+  --donor`` re-checks k over the published contents of the classes it touched and withdraws the
   rest of any class that fell below k (``node/withdraw.py``); the next import re-applies
   :func:`apply` to the whole export (docs/privacy.md, "Erasure").
 
@@ -58,7 +55,6 @@ import bisect
 import functools
 import json
 import sqlite3
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -345,30 +341,3 @@ def _report(conn: sqlite3.Connection, t: str, policy: Policy, rungs: list[Rung])
         f"SELECT COUNT(*) FROM {t} WHERE held_back = 0 AND diagnoses_in LIKE '%ORPHA%' "
         "AND diagnoses NOT LIKE '%ORPHA%'").fetchone()[0]
     return report
-
-
-def record_fields(row: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
-    """The optional sample-record fields to publish for a staged row after :func:`apply`."""
-    if row["held_back"]:
-        raise ValueError(f"{row['row_location']}: row is held back and must not be published")
-    out: dict[str, Any] = {}
-    if policy.publishes("sex") and row["sex"] is not None:
-        out["sex"] = row["sex"]
-    if policy.publishes("storage_temperature") and row["storage_temperature"] is not None:
-        out["storage_temperature"] = row["storage_temperature"]
-    if policy.publishes("age") and row["age_min"] is not None:
-        out["age"] = {"min": row["age_min"], "max": row["age_max"]}
-    if policy.publishes("period") and row["period_from"] is not None:
-        out["period"] = {"from": row["period_from"], "to": row["period_to"]}
-    for name in ("diagnoses", "use_conditions", "dataset_types"):
-        values = json.loads(row[name] or "[]")
-        if policy.publishes(name) and values:
-            out[name] = values
-    return out
-
-
-def donor_samples(conn: sqlite3.Connection, staging_table: str, donor_id: str) -> list[str]:
-    """Local sample ids of one (local) donor in a staging table, sorted."""
-    t = _checked_name(staging_table)
-    return [r[0] for r in conn.execute(
-        f"SELECT DISTINCT local_id FROM {t} WHERE donor_id = ? ORDER BY local_id", (donor_id,))]

@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from node import store
-from node.diff import Differ
 from node.home import Home
+from node.importing.diff import Differ
 from node.policy import Policy
 from node.pseudonym import Pseudonymiser
 from node.publish import LogWriter, ensure_checkpoint
 from protocol.errors import ConfigError
+from protocol.schema import SchemaSet
 
 # The class key of a published sample (quasi-identifiers, docs/privacy.md): full age and
 # period objects, so a class is never coarser than the one privacy.apply formed.
@@ -71,7 +72,7 @@ def erase(home: Home, ids: Sequence[str] = (), donors: Sequence[str] = ()) -> Wi
             targets = _resolve(conn, ids, donors, pseudonyms, report)
             affected = _classes_of(conn, [i for kind, i in targets if kind == "sample"])
             writer = LogWriter(conn, home.config.origin, home.signer)
-            differ = Differ(conn, writer, {}, lambda *_: [], pseudonyms)
+            differ = Differ(conn, writer, {}, SchemaSet.default(), pseudonyms)
             for kind, id in targets:
                 differ.withdraw(kind, id)
             report.withdrawn = targets

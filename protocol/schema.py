@@ -16,7 +16,6 @@ from typing import Any
 
 import fastjsonschema
 import jsonschema
-import orjson
 import referencing
 from jsonschema.exceptions import ValidationError, best_match
 from referencing.jsonschema import DRAFT202012
@@ -25,7 +24,6 @@ from protocol.canonical import bytes_digest
 from protocol.errors import ConfigError, Problem, ValidationFailed
 from protocol.schema_memo import FieldMemo
 
-_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER  # for clean records (schema_memo)
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})  # values, not schemas
 _ID = re.compile(r"/v(?P<version>\d+)/(?P<kind>[A-Za-z0-9_-]+)\.schema\.json$")
 
@@ -172,9 +170,9 @@ class SchemaSet:
         clean (computed on orjson's bytes, which are then the canonical ones); None when the
         memo does not know it, and the caller takes the full path (`canonical.digest`, then
         `problems`). A record with a digest here has no schema problems."""
-        if not self.knows(kind_or_id) or not self.field_memo(kind_or_id).accepts(record):
-            return None
-        return bytes_digest(orjson.dumps(record, option=_CANONICAL))
+        data = self.field_memo(kind_or_id).canonical_bytes(record) if self.knows(kind_or_id) \
+            else None
+        return None if data is None else bytes_digest(data)
 
     def _compile_fragment(self, schema: dict[str, Any]) -> Callable[[Any], Any]:
         handler = self._handler

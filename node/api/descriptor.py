@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from node.api.deps import HomeDep
 from node.home import current_verifier_key
+from node.policy import Policy
 from protocol.schema import SchemaSet
 
 router = APIRouter(tags=["descriptor"])
 
-FALLBACK_POLICY = {
-    "k": 2,
-    "age_band": 10,
-    "period_width": 5,
-    "diagnosis_precision": "full",
-    "published_fields": [
-        "age",
-        "dataset_types",
-        "diagnoses",
-        "period",
-        "sex",
-        "storage_temperature",
-        "use_conditions",
-    ],
-}
-
 
 def policy_summary(home: Any) -> dict[str, Any]:
-    """The policy in force (node.policy), or the importer's fallback bands."""
-    try:
-        policy = importlib.import_module("node.policy")
-    except ImportError:
-        return dict(FALLBACK_POLICY)
-    summary: dict[str, Any] = policy.Policy.load(home.policy_path).summary()
-    return summary
+    """The policy in force (node.policy)."""
+    return Policy.load(home.policy_path).summary()
 
 
 @router.get("/.well-known/biobank-node", summary="Who this node is, its key, schemas, policy")

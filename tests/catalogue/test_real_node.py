@@ -14,8 +14,8 @@ from catalogue.app import create_app
 from catalogue.cli import app as cli_app
 from federation.servers import live_server
 from node.app import create_app as create_node_app
-from node.importer import run_import
-from node.mapping import Mapping
+from node.importing.importer import run_import
+from node.importing.mapping import Mapping
 from node.settings import NodeSettings
 from node.withdraw import withdraw
 from protocol.entries import parse_leaf

@@ -31,8 +31,8 @@ from catalogue.models import nodes
 from federation.servers import LiveServer, live_server
 from node.app import create_app as create_node_app
 from node.home import Home
-from node.importer import run_import
-from node.mapping import Mapping
+from node.importing.importer import run_import
+from node.importing.mapping import Mapping
 from node.rotate import cosign_latest, rotate_key
 from node.settings import NodeSettings
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint

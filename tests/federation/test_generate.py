@@ -19,9 +19,9 @@ from federation.generate import (
     flavour_for,
     generate,
 )
-from node.codes import Codes
-from node.mapping import Mapping
-from node.sources import tabular
+from node.importing.codes import Codes
+from node.importing.mapping import Mapping
+from node.importing.sources import tabular
 from protocol.errors import Problem
 
 COUNTRIES = ("DE", "DK", "IT", "IE", "CN")
@@ -160,7 +160,7 @@ def test_rows_stream_without_holding_the_export_in_memory(tmp_path: Path) -> Non
 @pytest.mark.parametrize("country", ["DE", "CN"])
 def test_node_importer_publishes_the_export(tmp_path: Path, country: str) -> None:
     from node.home import Home, NodeConfig, init_home
-    from node.importer import run_import
+    from node.importing.importer import run_import
     from node.store import connect, log_size
 
     export = generate(country, 1000, 3, tmp_path / "export")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from node import privacy, staging
+from node import privacy
+from node.importing import staging
 from node.policy import Policy
 
 Row = tuple[object, ...]
@@ -18,10 +19,30 @@ def row(local_id: str, donor: str | None, *, sex: str | None = "female", age: in
         year: int | None = 2016, diagnoses: Sequence[tuple[str, str]] = (("ICD-10", "C50.9"),),
         biobank: str = "bb:A", collection: str | None = "col:1", storage: str | None = "LN",
         use: Sequence[str] = ("DUO:0000042",), datasets: Sequence[str] = ("Genomic",)) -> Row:
-    """One staging row in node.staging.INPUT_COLUMNS order."""
+    """One staging row in node.importing.staging.INPUT_COLUMNS order."""
     diag = json.dumps([{"system": s, "code": c} for s, c in diagnoses])
     return (local_id, donor, biobank, collection, "Serum", storage, sex, age, year, diag,
             json.dumps(list(use)), json.dumps(list(datasets)), f"test row {local_id}")
+
+
+def record_fields(row: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
+    """The optional sample-record fields to publish for a staged row after privacy.apply."""
+    if row["held_back"]:
+        raise ValueError(f"{row['row_location']}: row is held back and must not be published")
+    out: dict[str, Any] = {}
+    if policy.publishes("sex") and row["sex"] is not None:
+        out["sex"] = row["sex"]
+    if policy.publishes("storage_temperature") and row["storage_temperature"] is not None:
+        out["storage_temperature"] = row["storage_temperature"]
+    if policy.publishes("age") and row["age_min"] is not None:
+        out["age"] = {"min": row["age_min"], "max": row["age_max"]}
+    if policy.publishes("period") and row["period_from"] is not None:
+        out["period"] = {"from": row["period_from"], "to": row["period_to"]}
+    for name in ("diagnoses", "use_conditions", "dataset_types"):
+        values = json.loads(row[name] or "[]")
+        if policy.publishes(name) and values:
+            out[name] = values
+    return out
 
 
 def stage(rows: Iterable[Row]) -> tuple[sqlite3.Connection, str]:
@@ -44,7 +65,7 @@ def run(rows: Iterable[Row], policy: Policy) -> tuple[dict[str, dict[str, Any]],
         donors[r["local_id"]] = r["donor_id"]
         if not r["held_back"]:
             published[r["local_id"]] = {"biobank": r["biobank"], "collection": r["collection"],
-                                        **privacy.record_fields(r, policy)}
+                                        **record_fields(r, policy)}
     conn.close()
     return published, report, donors
 

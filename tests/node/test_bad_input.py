@@ -10,8 +10,8 @@ import pytest
 
 from node import store
 from node.home import Home
-from node.importer import ImportReport, run_import
-from node.mapping import Mapping
+from node.importing.importer import ImportReport, run_import
+from node.importing.mapping import Mapping
 from protocol.errors import ConfigError
 from tests.node.node_support import HEADER, make_home, sample_rows, write_csv, write_mapping
 

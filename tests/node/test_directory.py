@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from node.importer import run_import
+from node.importing.importer import run_import
 from tests.node.node_support import make_home
 
 DEMO = "molgenis-emx2-directory/data/biobank-directory/demo"

@@ -1,7 +1,7 @@
 """The import's helper process encodes exactly what the importer would encode inline.
 
 Big imports hand the per-sample work (pseudonym, content, schema gate, canonical bytes,
-digest) to a helper process (node/encode.py). These tests run the same imports with and
+digest) to a helper process (node/importing/encode.py). These tests run the same imports with and
 without the helper and compare everything but the random nonces: the ids, contents,
 leaves, record state, problems and counts.
 """
@@ -19,14 +19,15 @@ import orjson
 import pytest
 
 from federation.generate import generate
-from node import diff, encode, store
-from node.encode import Bulk, ImportHelper, LeafPlan, SampleEncoder
+from node import store
 from node.home import SECRET, Home
-from node.importer import ImportReport, run_import
-from node.mapping import Mapping
+from node.importing import diff, encode
+from node.importing.encode import Bulk, ImportHelper, LeafPlan, SampleEncoder
+from node.importing.importer import ImportReport, run_import
+from node.importing.mapping import Mapping
+from node.importing.sources import tabular
 from node.pseudonym import Pseudonymiser
 from node.publish import LogWriter
-from node.sources import tabular
 from protocol.canonical import canonical, parse_canonical
 from protocol.note import Signer
 from protocol.schema import SchemaSet
@@ -62,7 +63,7 @@ def _comparable(result: Any) -> Any:
 
 
 def test_the_helper_returns_what_the_inline_encoder_returns() -> None:
-    inline = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default().problems)
+    inline = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default())
     fixed = {"id": "smp_" + "a" * 26, "biobank": "bbmri-eric:ID:DE_X",
              "collection": "bbmri-eric:ID:DE_X:collection:c", "sample_type": "Serum",
              "nonce": "ab" * 16}
@@ -103,7 +104,7 @@ def _writer(origin: str = "node.example/biobank-node") -> tuple[sqlite3.Connecti
 @pytest.mark.parametrize("origin", ["node.example/biobank-node", "charité.example/node"])
 def test_leaves_built_in_the_helper_are_the_leaves_the_writer_builds(
         origin: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    encoder = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default().problems)
+    encoder = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default())
     schema = SchemaSet.default().schema_id("sample")
     rows = [_row(str(i)) for i in range(6)]
     own_conn, own = _writer(origin)
@@ -281,8 +282,8 @@ def test_imports_through_the_helper_equal_inline_imports(
 def test_staged_sql_types_reach_the_encoder_unchanged(tmp_path: Path, first: bool) -> None:
     """Rows travel as SQLite json_array text: a REAL stays a float (refused), text stays
     text, an INTEGER stays an integer; on a first import and on a re-import (the join)."""
-    from node import staging
-    from node.diff import Differ
+    from node.importing import staging
+    from node.importing.diff import Differ
 
     home, _ = make_home(tmp_path)
     conn = store.connect(home.db_path)
@@ -302,7 +303,7 @@ def test_staged_sql_types_reach_the_encoder_unchanged(tmp_path: Path, first: boo
     conn.execute("BEGIN IMMEDIATE")
     schemas = SchemaSet.default()
     writer = LogWriter(conn, home.config.origin, home.signer)
-    differ = Differ(conn, writer, {"sample": schemas.schema_id("sample")}, schemas.problems,
+    differ = Differ(conn, writer, {"sample": schemas.schema_id("sample")}, schemas,
                     Pseudonymiser(home.secret))
     differ.samples(table)
     writer.finish()
@@ -321,9 +322,9 @@ def test_checked_batches_come_back_in_order_however_the_work_is_shared(
         tmp_path: Path, in_helper: int) -> None:
     from itertools import islice
 
-    from node.codes import Codes
-    from node.sources.base import read_table
-    from node.sources.tabular import SampleRows
+    from node.importing.codes import Codes
+    from node.importing.sources.base import read_table
+    from node.importing.sources.tabular import SampleRows
 
     generate("DK", 600, 3, tmp_path)
     mapping = Mapping.load(tmp_path / "samples.mapping.toml")
@@ -347,8 +348,8 @@ def test_encoded_batches_come_back_in_order_however_the_work_is_shared(ahead: in
     plan_time = "2026-01-01T00:00:00Z"
     batches = [[_row(f"{b}-{i}") for i in range(40)] for b in range(30)]
     batches[7][3] = _row("bad", sample_type="NoSuchType")  # a problem: not a Bulk
-    inline = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default().problems)
-    here = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default().problems)
+    inline = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default())
+    here = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default())
     encoded_here: list[int] = []
     real = here.encode_batch
 
@@ -397,7 +398,7 @@ def test_a_bulk_batch_is_stored_as_the_writer_would_store_it_or_refused(
     """A batch whose rows all publish comes as a Bulk for the indexes its plan assumed;
     the writer takes it only at exactly those indexes, else the importer publishes it row
     by row, and either way the log is the one publishing row by row gives."""
-    encoder = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default().problems)
+    encoder = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default())
     schema = SchemaSet.default().schema_id("sample")
     origin = "node.example/biobank-node"
     own_conn, own = _writer(origin)

@@ -12,8 +12,8 @@ from federation.servers import live_server
 from node import store
 from node.app import create_app
 from node.cli import app
-from node.importer import run_import
-from node.mapping import Mapping
+from node.importing.importer import run_import
+from node.importing.mapping import Mapping
 from node.pseudonym import Pseudonymiser
 from node.settings import NodeSettings
 from protocol.keys import KeyHistory

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from node.importer import run_import
+from node.importing.importer import run_import
 from tests.node.node_support import make_home
 
 SYNC = "samply-directory-sync-service/ci/data/input"

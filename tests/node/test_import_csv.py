@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 
 from node import store
-from node.importer import run_import
-from node.mapping import Mapping
+from node.importing.importer import run_import
+from node.importing.mapping import Mapping
 from node.withdraw import withdraw
 from tests.node.node_support import BIOBANK, make_home, sample_rows, write_csv, write_mapping
 

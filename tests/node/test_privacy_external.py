@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from node import importer, privacy
-from node.codes import Codes
+from node import privacy
+from node.importing.codes import Codes
+from node.importing.importer import read_files
+from node.importing.staging import Staging
 from node.policy import Policy
 from node.preview import preview
+from tests.node.privacy_support import record_fields
 
 CASES = "samply-directory-sync-service/ci/data/input"
 
@@ -21,8 +24,8 @@ CASES = "samply-directory-sync-service/ci/data/input"
 def staged(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:")
     conn.row_factory = sqlite3.Row
-    stage = importer.Staging(conn, "staging", None)
-    importer.read_files([path], None, None, importer._SinkAdapter(stage), Codes.default())
+    stage = Staging(conn, "staging", None)
+    read_files([path], None, None, stage, Codes.default())
     stage.duplicates()
     return conn
 
@@ -42,7 +45,7 @@ def test_no_published_class_of_the_100_patient_bundle_has_fewer_than_k_donors(
     assert sizes and min(sizes) >= policy.k
     assert report.smallest_class == min(sizes)
     for row in conn.execute("SELECT * FROM staging WHERE held_back = 0"):
-        record = privacy.record_fields(row, policy)
+        record = record_fields(row, policy)
         assert set(record) <= set(policy.published_fields)
         text = json.dumps(record)
         assert row["donor_id"] not in text and row["local_id"] not in text

@@ -7,8 +7,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from node.cli import app
-from node.importer import run_import
-from node.mapping import Mapping
+from node.importing.importer import run_import
+from node.importing.mapping import Mapping
 from tests.node.node_support import make_home, sample_rows, write_csv, write_mapping
 
 

@@ -13,8 +13,8 @@ from federation.servers import live_server
 from node.app import create_app
 from node.cli import app
 from node.home import NEXT_KEY, Home, finish_pending_rotation
-from node.importer import run_import
-from node.mapping import Mapping
+from node.importing.importer import run_import
+from node.importing.mapping import Mapping
 from node.rotate import rotate_key
 from node.settings import NodeSettings
 from protocol.errors import MissingSignatureError, SignatureError

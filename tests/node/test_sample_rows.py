@@ -1,4 +1,4 @@
-"""Sample rows staged by lookups (``_Seen``) equal the full check, row for row.
+"""Sample rows staged by lookups (``SeenCells``) equal the full check, row for row.
 
 ``SampleRows`` stages a row whose every value it already saw in a valid row by memo
 lookups instead of the full mapping and check; these tests run the same rows through both
@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from federation.generate import generate
-from node.codes import Codes
-from node.mapping import Mapping
-from node.sources import tabular
-from node.sources.base import read_table
-from node.sources.tabular import SampleRows
+from node.importing.codes import Codes
+from node.importing.mapping import Mapping
+from node.importing.sources import tabular
+from node.importing.sources.base import read_table
+from node.importing.sources.tabular import SampleRows
 from protocol.errors import Problem
 
 
@@ -145,12 +145,12 @@ def test_ages_from_birth_dates_and_unmapped_fields(tmp_path: Path, seed: int) ->
 def test_files_with_tables_on_ids_or_dates_take_the_full_check(tmp_path: Path) -> None:
     generate("IT", 50, 1, tmp_path)
     mapping, header, _ = _rows(tmp_path)
-    assert tabular._Seen.plan(mapping, header, 2026) is not None
+    assert tabular.SeenCells.plan(mapping, header, 2026) is not None
     for fld, how in (("date", {"values": {"date": {"x": "2019"}}}),
                      ("local_id", {"fixed": {"local_id": "S1"}}),
                      ("age", {"values": {"age": {"old": "90"}}})):
         changed = Mapping(**{**mapping.__dict__, **how})
-        assert tabular._Seen.plan(changed, header, 2026) is None, fld
+        assert tabular.SeenCells.plan(changed, header, 2026) is None, fld
     no_ids = Mapping(**{**mapping.__dict__, "columns": {
         k: v for k, v in mapping.columns.items() if k != "local_id"}})
-    assert tabular._Seen.plan(no_ids, header, 2026) is None
+    assert tabular.SeenCells.plan(no_ids, header, 2026) is None

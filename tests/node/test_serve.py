@@ -11,8 +11,8 @@ import httpx
 
 from federation.servers import live_server
 from node.app import create_app
-from node.importer import run_import
-from node.mapping import Mapping
+from node.importing.importer import run_import
+from node.importing.mapping import Mapping
 from node.settings import NodeSettings
 from node.withdraw import withdraw
 from protocol.canonical import canonical, digest, parse_canonical

@@ -9,6 +9,8 @@ from importlib import resources
 
 from protocol.codelists import CodeLists
 
+__all__ = ["Codes", "ICD10", "ORPHA", "diagnosis"]
+
 ICD10 = re.compile(r"^[A-Z][0-9]{2}(\.[0-9A-Z]{1,4})?$")
 ORPHA = re.compile(r"^ORPHA:[0-9]+$")
 

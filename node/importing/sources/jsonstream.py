@@ -9,6 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from protocol.errors import InputError
+
+__all__ = ["CHUNK", "JSONStreamError", "stream_object"]
+
 CHUNK = 1 << 16
 _STRUCT = re.compile(r'[\[\]{}"]')
 _STR_END = re.compile(r'["\\]')
@@ -16,7 +20,7 @@ _SCALAR = re.compile(r"[^,\]}\s]*")
 _WS = re.compile(r"\s*")
 
 
-class JSONStreamError(Exception):
+class JSONStreamError(InputError):
     """The file is not JSON (or ends early); ``entry`` counts the entries read before."""
 
     def __init__(self, message: str, entry: int) -> None:

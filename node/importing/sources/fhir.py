@@ -16,15 +16,15 @@ from typing import Any
 
 import orjson
 
-from node import recordfields
-from node.codes import Codes
-from node.samples import RawSample, SampleChecker
-from node.sources.base import Sink
-from node.sources.jsonstream import JSONStreamError, stream_object
+from node.importing import recordfields
+from node.importing.codes import Codes
+from node.importing.samples import RawSample, SampleChecker
+from node.importing.sources.base import Sink
+from node.importing.sources.jsonstream import JSONStreamError, stream_object
 from protocol.errors import Problem
 
-MIABIS = "https://fhir.bbmri-eric.eu/StructureDefinition/"
-BBMRI_DE = "https://fhir.bbmri.de/StructureDefinition/"
+__all__ = ["DDL", "FhirReader", "IGNORED", "SOURCES", "read"]
+
 IGNORED = frozenset(
     {
         "Observation",

@@ -10,14 +10,16 @@ from typing import Any, Protocol
 
 from protocol.errors import Problem
 
+__all__ = ["Sink", "read_table", "utf8_lines"]
+
 
 class Sink(Protocol):
-    """The importer side of a reader (see node.importer.Staging)."""
+    """The importer side of a reader (see node.importing.importer.Staging)."""
 
     conn: sqlite3.Connection  # for readers that park resources in TEMP tables
 
     def sample(self, row: tuple[object, ...]) -> None:
-        """A checked staging row (node.staging.INPUT_COLUMNS order)."""
+        """A checked staging row (node.importing.staging.INPUT_COLUMNS order)."""
 
     def record(
         self, kind: str, id: str, biobank: str, content: dict[str, object], location: str

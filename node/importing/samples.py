@@ -9,8 +9,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from node.codes import Codes, diagnosis
+from node.importing.codes import Codes, diagnosis
 from protocol.errors import Problem
+
+__all__ = [
+    "AGE_TEXT", "Bad", "MAX_AGE", "MEMO", "RawSample", "SampleChecker", "age_at", "parse_date",
+]
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?:T.*)?$")
 _EU_DATE = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})$")
@@ -83,7 +87,7 @@ class SampleChecker:
     def check(
         self, raw: RawSample, location: str, names: dict[str, str] | None = None
     ) -> tuple[tuple[object, ...] | None, list[Problem]]:
-        """A staging row in :data:`node.staging.INPUT_COLUMNS` order, or None and the problems."""
+        """A staging row (``staging.INPUT_COLUMNS`` order), or None and the problems."""
         names = names or {}
         problems: list[Problem] = []
 

@@ -7,15 +7,25 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from node import recordfields
-from node.codes import Codes
-from node.mapping import LIST_FIELDS, SAMPLE_LIST_FIELDS, Mapping
-from node.samples import AGE_TEXT, MAX_AGE, MEMO, RawSample, SampleChecker, age_at, parse_date
-from node.sources.base import Sink, read_table
+from node.importing import recordfields
+from node.importing.codes import Codes
+from node.importing.mapping import LIST_FIELDS, SAMPLE_LIST_FIELDS, Mapping
+from node.importing.samples import (
+    AGE_TEXT,
+    MAX_AGE,
+    MEMO,
+    RawSample,
+    SampleChecker,
+    age_at,
+    parse_date,
+)
+from node.importing.sources.base import Sink, read_table
 from protocol.errors import Problem
 
 if TYPE_CHECKING:
-    from node.encode import ImportHelper
+    from node.importing.encode import ImportHelper
+
+__all__ = ["BATCH", "Checked", "Plan", "SampleRows", "SeenCells", "read"]
 
 
 def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv",
@@ -110,13 +120,13 @@ class SampleRows:
     """Rows of a sample file to staging rows or problems: mapping, code lists and checks.
 
     Reads no database and keeps its memos per file, so a big import runs it in its
-    helper process (see node/encode.py); ``tests/node/test_encode.py`` compares the two.
+    helper process (see node/importing/encode.py); ``tests/node/test_encode.py`` compares the two.
     """
 
     def __init__(self, mapping: Mapping, codes: Codes, header: list[str],
                  fast: bool = True) -> None:
         """``fast``: stage rows whose every value was seen in a valid row by lookups
-        (:class:`_Seen`); False checks every row in full (the reference the tests use)."""
+        (:class:`SeenCells`); False checks every row in full (the reference the tests use)."""
         self.mapping = mapping
         self.header = header
         self.checker = SampleChecker(codes, mapping.sources)
@@ -126,7 +136,7 @@ class SampleRows:
         # every row's flat dict has the same keys (the fixed values and the mapped columns)
         self.only_sample_fields = set(mapping.fixed) | set(mapping.columns) <= set(
             RawSample.__dataclass_fields__)
-        self.seen = _Seen.plan(mapping, header, self.checker.this_year) if fast else None
+        self.seen = SeenCells.plan(mapping, header, self.checker.this_year) if fast else None
 
     def check(self, rows: Iterable[tuple[str, list[str] | None, list[Problem]]]
               ) -> list[Checked]:
@@ -158,13 +168,13 @@ class SampleRows:
 
 
 #: Fields whose staged value depends on their own cell alone (and the file's mapping),
-#: with their place in the staging row (node.staging.INPUT_COLUMNS)
+#: with their place in the staging row (node.importing.staging.INPUT_COLUMNS)
 _LEARNED = (("biobank", 2), ("collection", 3), ("sample_type", 4), ("storage_temperature", 5),
             ("sex", 6), ("diagnoses", 9), ("use_conditions", 10), ("dataset_types", 11))
 _MISSING = (None, None, None)
 
 
-class _Seen:
+class SeenCells:
     """The staging rows of sample rows made of values already seen in valid rows.
 
     Every field of a staging row but the ids, the age and the year depends on its own
@@ -187,7 +197,7 @@ class _Seen:
         self.births: dict[str, tuple[int, int | None, int | None]] = {}
 
     @classmethod
-    def plan(cls, mapping: Mapping, header: list[str], this_year: int) -> _Seen | None:
+    def plan(cls, mapping: Mapping, header: list[str], this_year: int) -> SeenCells | None:
         """None when the ids, date, age or birth are not plain columns (a value table or
         a fixed value on them): such files take the full check on every row."""
         index = {column: i for i, column in enumerate(header)}  # the last of a repeated name

@@ -9,19 +9,22 @@ from typing import Any
 
 import orjson
 
-from node import encode, store
-from node.encode import (
+from node import store
+from node.importing import encode
+from node.importing.encode import (
     BATCH,
     Bulk,
     ImportHelper,
     LeafPlan,
     SampleEncoder,
-    Validate,
     encode_content,
 )
 from node.pseudonym import Pseudonymiser
 from node.publish import LogWriter
 from protocol.errors import Problem
+from protocol.schema import SchemaSet
+
+__all__ = ["Differ", "UPSERT"]
 
 UPSERT = (
     "INSERT INTO records (kind, id, biobank, local_id, donor_hash, digest, nonce, last_index, live)"
@@ -39,17 +42,17 @@ class Differ:
         conn: sqlite3.Connection,
         writer: LogWriter,
         schema_ids: dict[str, str],
-        validate: Validate,
+        schemas: SchemaSet,
         pseudonyms: Pseudonymiser,
         pool: ImportHelper | None = None,
     ) -> None:
-        """``pool``: a helper process that encodes big sample imports (see node.encode)."""
+        """``pool``: a helper process that encodes big sample imports (see ``encode``)."""
         self.conn = conn
         self.writer = writer
         self.schema_ids = schema_ids
-        self.validate = validate
+        self.validate = schemas.problems
         self.pseudonyms = pseudonyms
-        self.encoder = SampleEncoder(pseudonyms, validate)
+        self.encoder = SampleEncoder(pseudonyms, schemas)
         self.pool = pool
         self.published: Counter[str] = Counter()
         self.unchanged: Counter[str] = Counter()

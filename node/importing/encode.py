@@ -26,7 +26,6 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from hashlib import sha256
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -34,13 +33,19 @@ import orjson
 
 from node.pseudonym import Pseudonymiser
 from node.publish import entry_leaf
-from protocol.canonical import canonical
+from protocol.canonical import bytes_digest, canonical
 from protocol.errors import Problem
 from protocol.merkle import leaf_hash
 
 if TYPE_CHECKING:
-    from node.mapping import Mapping
-    from node.sources.tabular import Checked, SampleRows
+    from node.importing.mapping import Mapping
+    from node.importing.sources.tabular import Checked, SampleRows
+    from protocol.schema import SchemaSet
+
+__all__ = [
+    "BATCH", "Built", "Bulk", "Encoded", "HELPER_MIN_BYTES", "HELPER_MIN_ROWS", "ImportHelper",
+    "LeafPlan", "SampleEncoder", "Validate", "encode_content",
+]
 
 Validate = Callable[[str, dict[str, Any], str], list[Problem]]
 BATCH = 5000
@@ -49,7 +54,6 @@ BATCH = 5000
 #: smaller import would not win back)
 HELPER_MIN_ROWS = 20_000
 HELPER_MIN_BYTES = 4 << 20
-_SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 #: A prebuilt log leaf: (the index it assumed, leaf bytes, leaf hash); see LogWriter.publish.
 Built = tuple[int, bytes, bytes]
@@ -96,7 +100,7 @@ def encode_content(
             problems = [Problem(location, "/", None, str(exc))]
     if problems:
         return problems
-    return data, "sha256:" + sha256(data).hexdigest()
+    return data, bytes_digest(data)
 
 
 class SampleEncoder:
@@ -111,11 +115,11 @@ class SampleEncoder:
     REAL that INTEGER affinity did not make an integer); the list columns are text.
     """
 
-    def __init__(self, pseudonyms: Pseudonymiser, validate: Validate) -> None:
+    def __init__(self, pseudonyms: Pseudonymiser, schemas: SchemaSet) -> None:
         self.pseudonyms = pseudonyms
-        self.validate = validate
-        # per sample field, the values seen in valid records (the gate, see encode())
-        self._valid_values: list[set[object]] = [set() for _ in range(13)]
+        self.validate: Validate = schemas.problems
+        # the schema memo's fast path, keyed by the row's columns (see encode())
+        self._gate = schemas.field_memo("sample").column_gate(10)
         self._lists: dict[str, Any] = {}  # JSON list text -> parsed (shared, never mutated)
         self._nonces = _Nonces()
 
@@ -141,9 +145,7 @@ class SampleEncoder:
         out: list[Encoded] = []
         append = out.append
         lists = self._lists
-        (seen_keys, seen_biobank, seen_collection, seen_type, seen_storage, seen_sex,
-         seen_age_min, seen_age_max, seen_from, seen_to, seen_diagnoses, seen_use,
-         seen_datasets) = self._valid_values
+        known_bytes = self._gate.canonical_bytes
         sample_id = self.pseudonyms.sample_id
         donor_hash = self.pseudonyms.donor_hash
         nonces = self._nonces
@@ -173,44 +175,34 @@ class SampleEncoder:
             if datasets and datasets != "[]":
                 content["dataset_types"] = lists.get(datasets) or _parse(lists, datasets)
             content["nonce"] = old_nonce or nonces.next()
-            # The gate: a record whose key set and every value already occurred in a record
-            # that passed the schema AND protocol.canonical.canonical() is valid and
-            # canonicalisable too (the sample schema has no cross-property rules), so only
-            # records with something new take the checked path. The gate is type-exact:
-            # strings equal only strings, list fields are compared as their JSON text, and
-            # the integer columns have INTEGER affinity (SQLite returns int for every
-            # integral value, and a non-integral float never equals a seen int).
-            keys = tuple(content)
-            if (keys in seen_keys and biobank in seen_biobank
-                    and collection in seen_collection and sample_type in seen_type
-                    and storage in seen_storage and sex in seen_sex
-                    and age_min in seen_age_min and age_max in seen_age_max
-                    and period_from in seen_from and period_to in seen_to
-                    and diagnoses in seen_diagnoses and use in seen_use
-                    and datasets in seen_datasets):
-                data = checked_bytes(content)
-            else:
+            # The schema memo's gate (protocol.schema_memo.ColumnGate): a record whose key
+            # set and every column already occurred in a record the memo found valid and
+            # clean has orjson's bytes as its canonical bytes, checked by look-ups; only
+            # records with something new take the memo's per-field check, and records it
+            # does not accept the full path (schema problems, canonical()). Each field is
+            # built from one column (age and period from a pair); list fields are keyed by
+            # their JSON text, and the integer columns have INTEGER affinity (SQLite returns
+            # int for every integral value; a non-integral float never equals a seen int).
+            # The free fields are the node's own: the id a keyed hash (or the published id)
+            # and the nonce random hex (or the published nonce), so they are vouched for.
+            columns = (biobank, collection, sample_type, storage, sex, (age_min, age_max),
+                       (period_from, period_to), diagnoses, use, datasets)
+            data = known_bytes(content, columns, True)
+            if data is None:
                 encoded = encode_content(self.validate, "sample", content, location)
                 if isinstance(encoded, list):
                     append(encoded)
                     continue
                 data = encoded[0]
-                for v, seen in zip(
-                    (keys, biobank, collection, sample_type, storage, sex, age_min, age_max,
-                     period_from, period_to, diagnoses, use, datasets),
-                    self._valid_values,
-                    strict=True,
-                ):
-                    seen.add(v)
-            digest = "sha256:" + sha256(data).hexdigest()
+            digest = bytes_digest(data)
             if live and digest == old_digest:
                 append(None)
                 continue
             if old_digest is not None:
                 # changed content gets a fresh nonce: old and new digests stay unlinkable
                 content["nonce"] = nonces.next()
-                data = checked_bytes(content)
-                digest = "sha256:" + sha256(data).hexdigest()
+                data = known_bytes(content, columns, True) or canonical(content)
+                digest = bytes_digest(data)
             built: Built | None = None
             if plan is not None:
                 leaf = entry_leaf(plan.origin, index, "sample", id, plan.schema, plan.time,
@@ -225,7 +217,7 @@ class SampleEncoder:
 class ImportHelper:
     """One helper process for a big import, fed batches in order over a pipe.
 
-    It checks the rows of big sample files (:class:`node.sources.tabular.SampleRows`) and
+    It checks the rows of big sample files (:class:`node.importing.sources.tabular.SampleRows`) and
     encodes the samples to publish (:class:`SampleEncoder`), each while the importer's
     process stages or appends the batch before. Started before it is needed, so its
     start-up overlaps the importer's own work. A helper that dies (or raises) fails the
@@ -257,8 +249,8 @@ class ImportHelper:
         going (this one also parses and stages every row). At most ``held`` checked
         batches wait here behind one of the helper's.
         """
-        from node.codes import Codes
-        from node.sources.tabular import SampleRows
+        from node.importing.codes import Codes
+        from node.importing.sources.tabular import SampleRows
 
         self._files += 1
         here = SampleRows(mapping, Codes.default(), header)
@@ -355,7 +347,7 @@ def _serve(conn: Connection, secret: bytes) -> None:
     """The helper's main loop: requests in, results out, each on its own thread."""
     from protocol.schema import SchemaSet
 
-    encoder = SampleEncoder(Pseudonymiser(secret), SchemaSet.default().problems)
+    encoder = SampleEncoder(Pseudonymiser(secret), SchemaSet.default())
     rows: tuple[int, SampleRows] | None = None  # the sample file being checked
     requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
     results: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -389,8 +381,8 @@ def _serve(conn: Connection, secret: bytes) -> None:
             else:
                 _, file, mapping, header, batch = request
                 if rows is None or rows[0] != file:  # a new file: fresh memos
-                    from node.codes import Codes
-                    from node.sources.tabular import SampleRows
+                    from node.importing.codes import Codes
+                    from node.importing.sources.tabular import SampleRows
 
                     rows = (file, SampleRows(mapping, Codes.default(), header))
                 value = rows[1].check(batch)
@@ -425,14 +417,3 @@ class _Nonces:
         self._at += 32
         return self._block[self._at - 32 : self._at]
 
-
-def checked_bytes(content: dict[str, Any]) -> bytes:
-    """RFC 8785 bytes of content whose every value passed ``canonical()`` before (the gate).
-
-    Equal to :func:`protocol.canonical.canonical` for such content: no float, no integer
-    beyond ±(2^53−1) and no non-string key can occur, so orjson's sorted output of an
-    all-ASCII value IS the canonical form; anything non-ASCII takes ``canonical()`` itself
-    (NFC check, UTF-16 key order). ``tests/node/test_canonical_gate.py`` holds the proof.
-    """
-    data = orjson.dumps(content, option=_SORTED)
-    return data if data.isascii() else canonical(content)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from node.codes import Codes, diagnosis
+from node.importing.codes import Codes, diagnosis
 from protocol.errors import Problem
+
+__all__ = ["CODED", "INTEGERS", "LISTS", "build"]
 
 CODED = {
     "sample_types": "sample-type",

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from node import recordfields
-from node.codes import Codes
-from node.sources.base import Sink, read_table
+from node.importing import recordfields
+from node.importing.codes import Codes
+from node.importing.sources.base import Sink, read_table
 from protocol.errors import Problem
+
+__all__ = ["BIOBANK_COLUMNS", "COLLECTION_COLUMNS", "LISTS", "read"]
 
 BIOBANK_COLUMNS = {
     "id": "id",

@@ -8,6 +8,11 @@ from pathlib import Path
 
 from protocol.errors import ConfigError
 
+__all__ = [
+    "ALIASES", "BIOBANK_FIELDS", "COLLECTION_FIELDS", "FIELDS", "LIST_FIELDS", "Mapping",
+    "SAMPLE_FIELDS", "SAMPLE_LIST_FIELDS",
+]
+
 SAMPLE_FIELDS = frozenset(
     {
         "local_id",

@@ -1,0 +1,205 @@
+"""The staging table: parsed sample rows wait here between parsing and publication.
+
+Contract with ``node/privacy.py`` (``node.privacy.apply(conn, staging_table, policy) -> report``):
+
+The importer creates one TEMP table per import with :func:`create` and fills it with one
+row per *valid* sample row of the import.  Input columns (filled by the importer, read by
+privacy):
+
+=====================  =======================================================================
+column                 meaning
+=====================  =======================================================================
+``local_id``           the biobank's local sample id (never published; pseudonymised later)
+``donor_id``           the biobank's local donor id, or NULL (never published; k is counted in
+                       DISTINCT donors, a NULL donor counts as its own donor per sample)
+``biobank``            biobank id (public identifier)
+``collection``         collection id or NULL
+``sample_type``        code from the ``sample-type`` list
+``storage_temperature``code from ``storage-temperature`` or NULL
+``sex``                code from ``sex`` or NULL
+``age``                INTEGER exact age in years at collection, or NULL
+``year``               INTEGER year of collection, or NULL
+``diagnoses``          JSON array of ``{"system": "ICD-10"|"ORPHA", "code": ...}``
+``use_conditions``     JSON array of DUO codes
+``dataset_types``      JSON array of dataset-type codes
+``row_location``       "file row N" / "file entry N (Specimen/x)", for reports
+=====================  =======================================================================
+
+Output columns (all NULL after staging; privacy writes them, the importer reads them):
+
+=====================  =======================================================================
+``age_min``/``age_max``          published age band in years (both NULL: age not published)
+``period_from``/``period_to``    published collection period in years (NULL: not published)
+``diagnoses`` (in place)         privacy may rewrite to a generalised JSON array
+``held_back``                    1 when the row must not be published (class smaller than k
+                                 after generalisation); 0 or NULL otherwise
+=====================  =======================================================================
+
+:class:`Staging` is the reader's :class:`node.importing.sources.base.Sink`: it writes
+samples to this table and other records, and the keys of rows with problems, to TEMP
+tables beside it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Callable
+
+import orjson
+
+from protocol.errors import Problem
+
+__all__ = ["BATCH", "INPUT_COLUMNS", "Staging", "create", "index", "insert_sql"]
+
+BATCH = 5000  # staged rows per INSERT
+
+INPUT_COLUMNS: tuple[str, ...] = (
+    "local_id",
+    "donor_id",
+    "biobank",
+    "collection",
+    "sample_type",
+    "storage_temperature",
+    "sex",
+    "age",
+    "year",
+    "diagnoses",
+    "use_conditions",
+    "dataset_types",
+    "row_location",
+)
+
+DDL = """
+CREATE TEMP TABLE {name} (
+    local_id TEXT NOT NULL,
+    donor_id TEXT,
+    biobank TEXT NOT NULL,
+    collection TEXT,
+    sample_type TEXT,
+    storage_temperature TEXT,
+    sex TEXT,
+    age INTEGER,
+    year INTEGER,
+    diagnoses TEXT NOT NULL DEFAULT '[]',
+    use_conditions TEXT NOT NULL DEFAULT '[]',
+    dataset_types TEXT NOT NULL DEFAULT '[]',
+    row_location TEXT NOT NULL,
+    age_min INTEGER,
+    age_max INTEGER,
+    period_from INTEGER,
+    period_to INTEGER,
+    held_back INTEGER NOT NULL DEFAULT 0
+)
+"""
+
+INSERT = (
+    "INSERT INTO {name} ("
+    + ", ".join(INPUT_COLUMNS)
+    + ") VALUES ("
+    + ", ".join("?" for _ in INPUT_COLUMNS)
+    + ")"
+)
+
+
+def create(conn: sqlite3.Connection, name: str = "staging") -> str:
+    """Create (or recreate) the TEMP staging table ``name`` and return its name."""
+    conn.execute(f"DROP TABLE IF EXISTS temp.{name}")
+    conn.execute(DDL.format(name=name))
+    return name
+
+
+def index(conn: sqlite3.Connection, name: str = "staging") -> None:
+    """Index the staging table by local id, once it is filled (cheaper than while filling)."""
+    conn.execute(f"CREATE INDEX IF NOT EXISTS temp.{name}_local ON {name}(local_id)")
+
+
+def insert_sql(name: str = "staging") -> str:
+    """The parameterised INSERT for the input columns, in :data:`INPUT_COLUMNS` order."""
+    return INSERT.format(name=name)
+
+
+class Staging:
+    """The :class:`node.importing.sources.base.Sink` that writes parsed rows to TEMP tables:
+    samples to the staging table ``table``, other records to ``others``, and the kind and
+    key of every record with a problem to ``present``."""
+
+    def __init__(self, conn: sqlite3.Connection, table: str,
+                 progress: Callable[[str, int], None] | None) -> None:
+        self.conn = conn
+        self.table = create(conn, table)
+        conn.execute("DROP TABLE IF EXISTS temp.others")
+        conn.execute(
+            "CREATE TEMP TABLE others (kind TEXT NOT NULL, id TEXT NOT NULL, "
+            "biobank TEXT NOT NULL, content TEXT NOT NULL, location TEXT NOT NULL)"
+        )
+        conn.execute("DROP TABLE IF EXISTS temp.present")
+        conn.execute("CREATE TEMP TABLE present (kind TEXT NOT NULL, key TEXT NOT NULL)")
+        self._insert = insert_sql(table)
+        self._samples: list[tuple[object, ...]] = []
+        self.samples = 0
+        self.records = 0
+        self.problems: list[Problem] = []
+        self.unkeyed = 0
+        self.ignored_counts: Counter[str] = Counter()
+        self.progress = progress
+
+    def sample(self, row: tuple[object, ...]) -> None:
+        self._samples.append(row)
+        self.samples += 1
+        if len(self._samples) >= BATCH:
+            self.flush()
+
+    def record(
+        self, kind: str, id: str, biobank: str, content: dict[str, object], location: str
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO others VALUES (?, ?, ?, ?, ?)",
+            (kind, id, biobank, orjson.dumps(content).decode(), location),
+        )
+        self.records += 1
+
+    def problem(self, problem: Problem, kind: str | None = None, key: str | None = None) -> None:
+        self.problems.append(problem)
+        if kind and key:
+            self.conn.execute("INSERT INTO present VALUES (?, ?)", (kind, key))
+        else:
+            self.unkeyed += 1
+
+    def ignored(self, what: str) -> None:
+        self.ignored_counts[what] += 1
+
+    def flush(self) -> None:
+        if self._samples:
+            self.conn.executemany(self._insert, self._samples)
+            if self.progress:
+                self.progress("staging", len(self._samples))
+            self._samples.clear()
+
+    def duplicates(self) -> None:
+        """Every row of a local id that occurs twice is a problem (which one is right?)."""
+        self.flush()
+        index(self.conn, self.table)
+        for local_id, locations in self.conn.execute(
+            f"SELECT local_id, group_concat(row_location, '; ') FROM {self.table} "
+            "GROUP BY local_id HAVING count(*) > 1"
+        ).fetchall():
+            self.problems.append(
+                Problem(
+                    locations,
+                    "local_id",
+                    local_id,
+                    "duplicate local sample id; none of these rows is imported",
+                )
+            )
+            self.conn.execute("INSERT INTO present VALUES ('sample', ?)", (local_id,))
+            self.conn.execute(f"DELETE FROM {self.table} WHERE local_id = ?", (local_id,))
+        for kind, id, locations in self.conn.execute(
+            "SELECT kind, id, group_concat(location, '; ') FROM others "
+            "GROUP BY kind, id HAVING count(*) > 1"
+        ).fetchall():
+            self.problems.append(
+                Problem(locations, "id", id, f"duplicate {kind} id; none of these is imported")
+            )
+            self.conn.execute("INSERT INTO present VALUES (?, ?)", (kind, id))
+            self.conn.execute("DELETE FROM others WHERE kind = ? AND id = ?", (kind, id))
