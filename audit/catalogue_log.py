@@ -64,9 +64,15 @@ def _body(note: str) -> Checkpoint:
     return Checkpoint.from_text(body + "\n")
 
 
-def replay_catalogue(entries: Iterable[Entry], *, origin: str, checkpoint: Checkpoint,
-                     report: Report, state_size: int | None = None,
-                     state_root: bytes | None = None) -> CatalogueReplay:
+def replay_catalogue(
+    entries: Iterable[Entry],
+    *,
+    origin: str,
+    checkpoint: Checkpoint,
+    report: Report,
+    state_size: int | None = None,
+    state_root: bytes | None = None,
+) -> CatalogueReplay:
     """Stream the catalogue leaves: check each, rebuild the tree, learn the nodes."""
     log, replay = report["catalogue-log"], report["catalogue-replay"]
     cons = report["catalogue-consistency"]
@@ -80,8 +86,9 @@ def replay_catalogue(entries: Iterable[Entry], *, origin: str, checkpoint: Check
         compact.append(leaf_hash(leaf))
         log.items += 1
         try:
-            entry = parse_leaf(leaf, expected_log=origin, expected_index=index,
-                               allowed_ops=ENTRY_CATALOGUE_OPS)
+            entry = parse_leaf(
+                leaf, expected_log=origin, expected_index=index, allowed_ops=ENTRY_CATALOGUE_OPS
+            )
         except BiobankError as exc:
             log.fail(where, f"{type(exc).__name__}: {exc}")
             continue
@@ -91,24 +98,29 @@ def replay_catalogue(entries: Iterable[Entry], *, origin: str, checkpoint: Check
     if state_size is not None and state_size == compact.size:
         _check_state_root(compact, state_size, state_root, cons)
     if compact.size != checkpoint.size:
-        log.fail("catalogue log", f"served {compact.size} leaves, checkpoint says "
-                                  f"{checkpoint.size}")
+        log.fail(
+            "catalogue log", f"served {compact.size} leaves, checkpoint says {checkpoint.size}"
+        )
     elif out.root != checkpoint.root:
-        log.fail("catalogue log", f"leaves rebuild root {out.root.hex()}, checkpoint signs "
-                                  f"{checkpoint.root.hex()} (a leaf was altered, dropped or "
-                                  "reordered)")
+        log.fail(
+            "catalogue log",
+            f"leaves rebuild root {out.root.hex()}, checkpoint signs "
+            f"{checkpoint.root.hex()} (a leaf was altered, dropped or "
+            "reordered)",
+        )
     return out
 
 
-def _check_state_root(compact: CompactRange, size: int, root: bytes | None,
-                      cons: Any) -> None:
+def _check_state_root(compact: CompactRange, size: int, root: bytes | None, cons: Any) -> None:
     cons.ran = True
     cons.items += 1
     if compact.root() != root:
-        cons.fail(f"catalogue leaves 0..{size - 1}",
-                  f"rebuild root {compact.root().hex()}, but the state file's verified "
-                  f"checkpoint of size {size} has root {(root or b'').hex()}: the catalogue "
-                  "rewrote its history (split view or fork)")
+        cons.fail(
+            f"catalogue leaves 0..{size - 1}",
+            f"rebuild root {compact.root().hex()}, but the state file's verified "
+            f"checkpoint of size {size} has root {(root or b'').hex()}: the catalogue "
+            "rewrote its history (split view or fork)",
+        )
 
 
 def _apply(entry: dict[str, Any], index: int, out: CatalogueReplay, replay: Any) -> None:
@@ -126,13 +138,17 @@ def _apply(entry: dict[str, Any], index: int, out: CatalogueReplay, replay: Any)
     node = out.nodes.get(origin)
     if op == "enrol":
         if node is not None and not node.retired:
-            replay.fail(where, f"node {origin} enrolled again while enrolled "
-                               f"(leaf {node.enrolled_leaf})")
+            replay.fail(
+                where, f"node {origin} enrolled again while enrolled (leaf {node.enrolled_leaf})"
+            )
             return
         out.nodes[origin] = EnrolledNode(
-            origin=origin, url=str(entry["url"]), country=str(entry["country"]),
+            origin=origin,
+            url=str(entry["url"]),
+            country=str(entry["country"]),
             keys=KeyHistory(origin=origin, enrolled_key=str(entry["key"])),
-            enrolled_leaf=index)
+            enrolled_leaf=index,
+        )
         return
     if node is None:
         replay.fail(where, f"{op} for node {origin}, which is not enrolled")
@@ -144,8 +160,9 @@ def _apply(entry: dict[str, Any], index: int, out: CatalogueReplay, replay: Any)
         if not isinstance(from_size, int) or from_size < 0:
             replay.fail(where, f"revoke from_size {from_size!r} is not a size")
             return
-        node.keys.revoke(from_size=from_size, key=str(entry["key"]),
-                         revoked_key=str(entry["revoked_key"]))
+        node.keys.revoke(
+            from_size=from_size, key=str(entry["key"]), revoked_key=str(entry["revoked_key"])
+        )
     elif op == "checkpoint":
         if node.retired:
             replay.fail(where, f"checkpoint recorded for retired node {origin}")
@@ -159,6 +176,9 @@ def _apply(entry: dict[str, Any], index: int, out: CatalogueReplay, replay: Any)
             return
         if node.checkpoints and cp.size < node.checkpoints[-1].checkpoint.size:
             last = node.checkpoints[-1]
-            replay.fail(where, f"node {origin} checkpoint size {cp.size} recorded after size "
-                               f"{last.checkpoint.size} (leaf {last.leaf}): rollback accepted")
+            replay.fail(
+                where,
+                f"node {origin} checkpoint size {cp.size} recorded after size "
+                f"{last.checkpoint.size} (leaf {last.leaf}): rollback accepted",
+            )
         node.checkpoints.append(RecordedCheckpoint(index, str(entry["checkpoint"]), cp))

@@ -38,8 +38,9 @@ def _body(note: str) -> Checkpoint:
     return Checkpoint.from_text(body + "\n")
 
 
-def _catalogue_key(report: Report, desc: dict[str, Any], state: AuditState | None,
-                   options: AuditOptions) -> tuple[str, str] | None:
+def _catalogue_key(
+    report: Report, desc: dict[str, Any], state: AuditState | None, options: AuditOptions
+) -> tuple[str, str] | None:
     """(origin, trusted key): a pinned key, else the state's, else the descriptor's (first use)."""
     check = report["catalogue-checkpoint"]
     origin, served = desc.get("origin"), desc.get("verifier_key")
@@ -48,16 +49,19 @@ def _catalogue_key(report: Report, desc: dict[str, Any], state: AuditState | Non
         return None
     trusted = options.pinned_key or (state.verifier_key if state else served)
     if served != trusted:
-        check.fail("/.well-known/biobank-catalogue",
-                   f"serves key {served!r}, but the trusted key is {trusted!r}")
+        check.fail(
+            "/.well-known/biobank-catalogue",
+            f"serves key {served!r}, but the trusted key is {trusted!r}",
+        )
     if state and state.origin != origin:
-        check.fail("/.well-known/biobank-catalogue",
-                   f"origin {origin!r}, but the state file is for {state.origin!r}")
+        check.fail(
+            "/.well-known/biobank-catalogue",
+            f"origin {origin!r}, but the state file is for {state.origin!r}",
+        )
     return origin, trusted
 
 
-def _state_size(report: Report, cp: Checkpoint, note: str,
-                state: AuditState | None) -> int | None:
+def _state_size(report: Report, cp: Checkpoint, note: str, state: AuditState | None) -> int | None:
     """Check the new checkpoint against the state; the size whose root replay must match."""
     cons = report["catalogue-consistency"]
     if state is None:
@@ -66,19 +70,30 @@ def _state_size(report: Report, cp: Checkpoint, note: str,
     cons.ran = True
     cons.items += 1
     if cp.size < state.size:
-        cons.fail("catalogue checkpoint", f"size {cp.size} is smaller than the verified size "
-                  f"{state.size} in the state file: rollback or frozen view")
+        cons.fail(
+            "catalogue checkpoint",
+            f"size {cp.size} is smaller than the verified size "
+            f"{state.size} in the state file: rollback or frozen view",
+        )
         return None
     if cp.size == state.size and cp.root != state.root:
-        cons.fail("catalogue checkpoint", f"size {cp.size} with root {cp.root.hex()}, but the "
-                  f"state file verified root {state.root.hex()} at that size: split view")
+        cons.fail(
+            "catalogue checkpoint",
+            f"size {cp.size} with root {cp.root.hex()}, but the "
+            f"state file verified root {state.root.hex()} at that size: split view",
+        )
         return None
     return state.size
 
 
-def run_audit(source: Source, *, state: AuditState | None, options: AuditOptions,
-              schema_check: SchemaCheck | None = None,
-              progress: Callable[[str], None] | None = None) -> tuple[Report, AuditState | None]:
+def run_audit(
+    source: Source,
+    *,
+    state: AuditState | None,
+    options: AuditOptions,
+    schema_check: SchemaCheck | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Report, AuditState | None]:
     """Audit everything `source` serves; the new state when every check holds, else None."""
     report = Report(catalogue=source.label)
     say = progress or (lambda _msg: None)
@@ -104,35 +119,59 @@ def run_audit(source: Source, *, state: AuditState | None, options: AuditOptions
     state_size = _state_size(report, cp, note, state)
     say(f"catalogue log: {cp.size} leaves")
     try:
-        replay = replay_catalogue(source.entries(cp.size), origin=origin, checkpoint=cp,
-                                  report=report, state_size=state_size,
-                                  state_root=state.root if state else None)
+        replay = replay_catalogue(
+            source.entries(cp.size),
+            origin=origin,
+            checkpoint=cp,
+            report=report,
+            state_size=state_size,
+            state_root=state.root if state else None,
+        )
     except BiobankError as exc:
         report["catalogue-log"].fail("catalogue log", f"{type(exc).__name__}: {exc}")
         return report, None
     _audit_nodes(source, replay, report, options, schema_check, say)
     if not report.ok:
         return report, None
-    return report, AuditState(origin=origin, verifier_key=key, size=cp.size, root=cp.root,
-                              checkpoint=note)
+    return report, AuditState(
+        origin=origin, verifier_key=key, size=cp.size, root=cp.root, checkpoint=note
+    )
 
 
 def _claims(node: EnrolledNode, mirror_note: str, mirror: Checkpoint) -> NodeAudit:
     audit = NodeAudit(node)
     previous = 0
     for rc in node.checkpoints:
-        audit.claim(CheckpointClaim(
-            f"node {node.origin} checkpoint size {rc.checkpoint.size} (catalogue leaf {rc.leaf})",
-            rc.note, rc.checkpoint, previous))
+        audit.claim(
+            CheckpointClaim(
+                f"node {node.origin} checkpoint size {rc.checkpoint.size} "
+                f"(catalogue leaf {rc.leaf})",
+                rc.note,
+                rc.checkpoint,
+                previous,
+            )
+        )
         previous = rc.checkpoint.size
     last = node.checkpoints[-1].note if node.checkpoints else None
-    audit.claim(CheckpointClaim(f"node {node.origin} mirror checkpoint size {mirror.size}",
-                                mirror_note, mirror, None if mirror_note == last else previous))
+    audit.claim(
+        CheckpointClaim(
+            f"node {node.origin} mirror checkpoint size {mirror.size}",
+            mirror_note,
+            mirror,
+            None if mirror_note == last else previous,
+        )
+    )
     return audit
 
 
-def _audit_nodes(source: Source, replay: CatalogueReplay, report: Report, options: AuditOptions,
-                 schema_check: SchemaCheck | None, say: Callable[[str], None]) -> None:
+def _audit_nodes(
+    source: Source,
+    replay: CatalogueReplay,
+    report: Report,
+    options: AuditOptions,
+    schema_check: SchemaCheck | None,
+    say: Callable[[str], None],
+) -> None:
     tree = report["node-tree"]
     audits: list[NodeAudit] = []
     tree.ran = True
@@ -157,21 +196,32 @@ def _audit_nodes(source: Source, replay: CatalogueReplay, report: Report, option
             pool.close()
 
 
-def _pool(source: Source, audits: list[NodeAudit], options: AuditOptions,
-          schema_check: SchemaCheck | None) -> ExaminePool | None:
+def _pool(
+    source: Source, audits: list[NodeAudit], options: AuditOptions, schema_check: SchemaCheck | None
+) -> ExaminePool | None:
     """Worker processes when some node log is big enough (default schema check only)."""
     workers = options.workers
-    if (workers < 2 or schema_check is not None or not hasattr(source, "node_entry_tasks")
-            or not any(max(a.claims) >= options.parallel_min for a in audits)):
+    if (
+        workers < 2
+        or schema_check is not None
+        or not hasattr(source, "node_entry_tasks")
+        or not any(max(a.claims) >= options.parallel_min for a in audits)
+    ):
         return None
     pool = ExaminePool(workers)
     pool.warm_up()
     return pool
 
 
-def _stream_nodes(source: Source, audits: list[NodeAudit], report: Report,
-                  options: AuditOptions, schema_check: SchemaCheck | None,
-                  pool: ExaminePool | None, say: Callable[[str], None]) -> None:
+def _stream_nodes(
+    source: Source,
+    audits: list[NodeAudit],
+    report: Report,
+    options: AuditOptions,
+    schema_check: SchemaCheck | None,
+    pool: ExaminePool | None,
+    say: Callable[[str], None],
+) -> None:
     tree, direct = report["node-tree"], report["node-direct"]
     try:
         search = source.search()
@@ -194,17 +244,22 @@ def _stream_nodes(source: Source, audits: list[NodeAudit], report: Report,
         try:
             if pool is not None and end >= options.parallel_min:
                 tasks = getattr(source, "node_entry_tasks")(node.origin, end, CHUNK)  # noqa: B009
-                stream_examined(audit, pool.examined(node.origin, tasks), report=report,
-                                live=live)
+                stream_examined(audit, pool.examined(node.origin, tasks), report=report, live=live)
             else:
-                stream_node(audit, source.node_entries(node.origin, end), report=report,
-                            schema_problems=check, live=live)
+                stream_node(
+                    audit,
+                    source.node_entries(node.origin, end),
+                    report=report,
+                    schema_problems=check,
+                    live=live,
+                )
         except BiobankError as exc:
             tree.fail(f"node {node.origin} mirror", f"{type(exc).__name__}: {exc}")
             continue
         for kind, rid, idx in live.missing_content():
-            report["withdrawn-content"].fail(f"node {node.origin} leaf {idx}",
-                                             f"live {kind} {rid} is served without content")
+            report["withdrawn-content"].fail(
+                f"node {node.origin} leaf {idx}", f"live {kind} {rid} is served without content"
+            )
         tally.add(live)
         if node.origin in ahead:
             check_ahead(source, audit, ahead[node.origin], direct)

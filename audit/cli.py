@@ -16,30 +16,51 @@ from audit.parallel import auto_workers
 from audit.state import AuditState
 from protocol.errors import BiobankError
 
-app = typer.Typer(help="Verify a biobank catalogue and its nodes from published material alone.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Verify a biobank catalogue and its nodes from published material alone.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 CatalogueOpt = Annotated[str | None, typer.Option("--catalogue", help="catalogue base URL")]
-NodeDirectOpt = Annotated[bool, typer.Option(
-    "--node-direct", help="also fetch each node's own checkpoint and compare with the mirror")]
-KeyOpt = Annotated[str | None, typer.Option(
-    "--key", help="the catalogue verifier key obtained out of band (else: state file, else "
-                  "trust the descriptor on first use)")]
+NodeDirectOpt = Annotated[
+    bool,
+    typer.Option(
+        "--node-direct", help="also fetch each node's own checkpoint and compare with the mirror"
+    ),
+]
+KeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        help="the catalogue verifier key obtained out of band (else: state file, else "
+        "trust the descriptor on first use)",
+    ),
+]
 
 
 @app.command()
 def verify(
     catalogue: CatalogueOpt = None,
-    bundle: Annotated[Path | None, typer.Option("--bundle", help="bundle directory from "
-                                                "`fetch` (no network)")] = None,
-    state: Annotated[Path | None, typer.Option(
-        "--state", help="state file: the last verified catalogue checkpoint")] = None,
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="bundle directory from `fetch` (no network)")
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="state file: the last verified catalogue checkpoint"),
+    ] = None,
     node_direct: NodeDirectOpt = False,
     key: KeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable report")] = False,
-    workers: Annotated[int | None, typer.Option(
-        "--workers", min=1, help="processes fetching and checking large node logs (default: 2 on a "
-                                 "multi-core machine; 1: no worker processes)")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="processes fetching and checking large node logs (default: 2 on a "
+            "multi-core machine; 1: no worker processes)",
+        ),
+    ] = None,
 ) -> None:
     """Run every check; exit 0 only when all hold (the state file is updated only then)."""
     err = Console(stderr=True)
@@ -54,10 +75,14 @@ def verify(
         raise typer.Exit(2) from exc
     progress = None if as_json else (lambda msg: err.print(f"[dim]{msg}[/]"))
     try:
-        report, new_state = run_audit(source, state=previous, progress=progress,
-                                      options=AuditOptions(
-                                          node_direct=node_direct, pinned_key=key,
-                                          workers=workers or auto_workers()))
+        report, new_state = run_audit(
+            source,
+            state=previous,
+            progress=progress,
+            options=AuditOptions(
+                node_direct=node_direct, pinned_key=key, workers=workers or auto_workers()
+            ),
+        )
     finally:
         source.close()
     if state and new_state:
@@ -86,14 +111,17 @@ def fetch(
         raise typer.Exit(2)
     source = RecordingSource(HttpSource(catalogue=catalogue), directory)
     try:
-        report, _ = run_audit(source, state=None, options=AuditOptions(
-            node_direct=node_direct, pinned_key=key))
+        report, _ = run_audit(
+            source, state=None, options=AuditOptions(node_direct=node_direct, pinned_key=key)
+        )
     finally:
         source.close()
     sizes = report.facts.get("catalogue log size", "?")
-    err.print(f"saved bundle {directory}: catalogue log size {sizes}, "
-              f"{report.facts.get('nodes audited', 0)} node mirror(s); "
-              f"run `biobank-audit verify --bundle {directory}` to verify it")
+    err.print(
+        f"saved bundle {directory}: catalogue log size {sizes}, "
+        f"{report.facts.get('nodes audited', 0)} node mirror(s); "
+        f"run `biobank-audit verify --bundle {directory}` to verify it"
+    )
 
 
 def main() -> None:

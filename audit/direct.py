@@ -25,12 +25,15 @@ def _body(note: str) -> Checkpoint:
 
 def previous_size(audit: NodeAudit, size: int) -> int:
     """The largest checkpoint size the catalogue recorded at or below `size`."""
-    return max((rc.checkpoint.size for rc in audit.node.checkpoints
-                if rc.checkpoint.size <= size), default=0)
+    return max(
+        (rc.checkpoint.size for rc in audit.node.checkpoints if rc.checkpoint.size <= size),
+        default=0,
+    )
 
 
-def direct_claim(source: Source, audit: NodeAudit, direct: Any,
-                  ahead: dict[str, tuple[str, Checkpoint]]) -> None:
+def direct_claim(
+    source: Source, audit: NodeAudit, direct: Any, ahead: dict[str, tuple[str, Checkpoint]]
+) -> None:
     node = audit.node
     try:
         note = source.direct_checkpoint(node.origin, node.url)
@@ -42,13 +45,18 @@ def direct_claim(source: Source, audit: NodeAudit, direct: Any,
     if cp.size > mirror_size:
         ahead[node.origin] = (note, cp)
         return
-    audit.claim(CheckpointClaim(
-        f"node {node.origin} own checkpoint size {cp.size} (from {node.url})", note, cp,
-        previous_size(audit, cp.size), check="node-direct"))
+    audit.claim(
+        CheckpointClaim(
+            f"node {node.origin} own checkpoint size {cp.size} (from {node.url})",
+            note,
+            cp,
+            previous_size(audit, cp.size),
+            check="node-direct",
+        )
+    )
 
 
-def check_ahead(source: Source, audit: NodeAudit, own: tuple[str, Checkpoint],
-                 direct: Any) -> None:
+def check_ahead(source: Source, audit: NodeAudit, own: tuple[str, Checkpoint], direct: Any) -> None:
     """The node is ahead of the mirror: its checkpoint must be signed by the key in force
     (rotations after the mirror learned from its own leaves) and its tree extend the mirror's
     (consistency proof)."""
@@ -63,12 +71,21 @@ def check_ahead(source: Source, audit: NodeAudit, own: tuple[str, Checkpoint],
         proof = source.direct_consistency(node.origin, node.url, mirror_size, cp.size)
         verify_consistency(mirror_size, cp.size, proof, audit.roots[mirror_size], cp.root)
     except BiobankError as exc:
-        direct.fail(where, f"not an extension of the catalogue's copy (size {mirror_size}): "
-                           f"{type(exc).__name__}: {exc}")
+        direct.fail(
+            where,
+            f"not an extension of the catalogue's copy (size {mirror_size}): "
+            f"{type(exc).__name__}: {exc}",
+        )
 
 
-def _signed_by_key_in_force(source: Source, audit: NodeAudit, own: tuple[str, Checkpoint],
-                            mirror_size: int, where: str, direct: Any) -> bool:
+def _signed_by_key_in_force(
+    source: Source,
+    audit: NodeAudit,
+    own: tuple[str, Checkpoint],
+    mirror_size: int,
+    where: str,
+    direct: Any,
+) -> bool:
     note, cp = own
     node = audit.node
     try:
@@ -90,20 +107,26 @@ def _signed_by_key_in_force(source: Source, audit: NodeAudit, own: tuple[str, Ch
     try:
         keys.verify(note, previous_size=cp.size)
     except BiobankError as exc:
-        direct.fail(where, f"{type(exc).__name__}: {exc} (after the rotation(s) in the "
-                           f"node's leaves {mirror_size}..{cp.size - 1})")
+        direct.fail(
+            where,
+            f"{type(exc).__name__}: {exc} (after the rotation(s) in the "
+            f"node's leaves {mirror_size}..{cp.size - 1})",
+        )
         return False
     try:
         keys.verify(note, previous_size=mirror_size)
     except BiobankError:
-        direct.note = (f"node {node.origin} rotated its key after the catalogue's copy and its "
-                       "latest checkpoint lacks the old key's signature: the catalogue will "
-                       "ask it to co-sign (biobank-node rotate-key --cosign-latest)")
+        direct.note = (
+            f"node {node.origin} rotated its key after the catalogue's copy and its "
+            "latest checkpoint lacks the old key's signature: the catalogue will "
+            "ask it to co-sign (biobank-node rotate-key --cosign-latest)"
+        )
     return True
 
 
-def _rotations_ahead(source: Source, audit: NodeAudit, cp: Checkpoint,
-                     mirror_size: int) -> KeyHistory | None:
+def _rotations_ahead(
+    source: Source, audit: NodeAudit, cp: Checkpoint, mirror_size: int
+) -> KeyHistory | None:
     """The node's key history extended by the rotate-key entries among its own leaves
     [mirror_size, cp.size), which must rebuild its signed root on the mirror's tree; None
     when there is none."""
@@ -121,6 +144,8 @@ def _rotations_ahead(source: Source, audit: NodeAudit, cp: Checkpoint,
             keys.rotate(index=index, key=str(entry["key"]))
             rotated = True
     if compact.size != cp.size or compact.root() != cp.root:
-        raise RootMismatch(f"the node's leaves {mirror_size}..{compact.size - 1} on the "
-                           f"mirror's tree do not rebuild its checkpoint of size {cp.size}")
+        raise RootMismatch(
+            f"the node's leaves {mirror_size}..{compact.size - 1} on the "
+            f"mirror's tree do not rebuild its checkpoint of size {cp.size}"
+        )
     return keys if rotated else None

@@ -43,8 +43,14 @@ class Examined(NamedTuple):
     content: Any = None  # valid content of a non-sample record
 
 
-def examine(origin: str, index: int, leaf: bytes, content: Any, schema_problems: SchemaCheck,
-            chapters: Chapters) -> Examined:
+def examine(
+    origin: str,
+    index: int,
+    leaf: bytes,
+    content: Any,
+    schema_problems: SchemaCheck,
+    chapters: Chapters,
+) -> Examined:
     """Every check of leaf `index` that does not depend on the leaves before it."""
     hashed = leaf_hash(leaf)
     where = f"node {origin} leaf {index}"
@@ -59,15 +65,30 @@ def examine(origin: str, index: int, leaf: bytes, content: Any, schema_problems:
     kind, rid = entry["kind"], entry["id"]
     if op == "withdraw" or not has_content:
         return Examined(hashed, op=op, kind=kind, rid=rid, has_content=has_content)
-    known = (schema_problems.schemas.known_digest(entry["schema"], content)
-             if isinstance(schema_problems, MemoSchemaCheck) else None)
+    known = (
+        schema_problems.schemas.known_digest(entry["schema"], content)
+        if isinstance(schema_problems, MemoSchemaCheck)
+        else None
+    )
     if known is not None:  # valid, digest computed without the canonical walk
         if known != entry["digest"]:
-            return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, digest_errors=(
-                f"content of {kind} {rid} does not match digest {entry['digest']}",))
+            return Examined(
+                hashed,
+                op=op,
+                kind=kind,
+                rid=rid,
+                has_content=True,
+                digest_errors=(f"content of {kind} {rid} does not match digest {entry['digest']}",),
+            )
         if kind == "sample":
-            return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True,
-                            combo=combo_key(content, chapters))
+            return Examined(
+                hashed,
+                op=op,
+                kind=kind,
+                rid=rid,
+                has_content=True,
+                combo=combo_key(content, chapters),
+            )
         return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, content=content)
     try:
         ok = digest(content) == entry["digest"]
@@ -80,13 +101,14 @@ def examine(origin: str, index: int, leaf: bytes, content: Any, schema_problems:
         return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, digest_errors=errors)
     problems = schema_problems(entry["schema"], content, where)
     if problems:
-        message = (f"{kind} {rid} violates {entry['schema']}: "
-                   + "; ".join(str(p) for p in problems[:3]))
-        return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True,
-                        schema_error=message)
+        message = f"{kind} {rid} violates {entry['schema']}: " + "; ".join(
+            str(p) for p in problems[:3]
+        )
+        return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, schema_error=message)
     if kind == "sample":
-        return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True,
-                        combo=combo_key(content, chapters))
+        return Examined(
+            hashed, op=op, kind=kind, rid=rid, has_content=True, combo=combo_key(content, chapters)
+        )
     return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, content=content)
 
 
@@ -190,10 +212,13 @@ def expand(chunk: Chunk) -> tuple[list[Examined], BaseException | None]:
     hashes, rows, keys, error = chunk
     out = []
     for i, row in enumerate(rows):
-        hashed = hashes[32 * i: 32 * i + 32]
+        hashed = hashes[32 * i : 32 * i + 32]
         if type(row) is tuple:
-            out.append(Examined(hashed, None, "publish", "sample", row[1], "", True, (), None,
-                                keys[row[0]]))
+            out.append(
+                Examined(
+                    hashed, None, "publish", "sample", row[1], "", True, (), None, keys[row[0]]
+                )
+            )
         else:
             out.append(row._replace(leaf_hash=hashed))
     return out, error

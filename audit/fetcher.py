@@ -51,8 +51,9 @@ def decode_line(line: bytes) -> Entry:
 def _decode_page(raw: bytes, where: str) -> tuple[list[Entry], int | None]:
     try:
         page = orjson.loads(raw)
-        items = [(base64.b64decode(e["leaf"], validate=True), e.get("content"))
-                 for e in page["entries"]]
+        items = [
+            (base64.b64decode(e["leaf"], validate=True), e.get("content")) for e in page["entries"]
+        ]
         nxt = page.get("next")
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise FetchError(f"{where}: not an entries page: {exc}") from exc
@@ -158,8 +159,9 @@ class HttpSource:
         return self._get(f"{url.rstrip('/')}/v1/log/checkpoint").text
 
     def direct_consistency(self, origin: str, url: str, first: int, second: int) -> list[bytes]:
-        data = self._json(f"{url.rstrip('/')}/v1/log/proof/consistency", to=second,
-                          **{"from": first})
+        data = self._json(
+            f"{url.rstrip('/')}/v1/log/proof/consistency", to=second, **{"from": first}
+        )
         try:
             return [base64.b64decode(h, validate=True) for h in data["proof"]]
         except (KeyError, TypeError, ValueError) as exc:
@@ -183,8 +185,9 @@ class BundleSource:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"bundle {path}: no readable bundle.json: {exc}") from exc
         if self.meta.get("format") != BUNDLE_FORMAT:
-            raise ConfigError(f"bundle {path}: format {self.meta.get('format')!r} is not "
-                              f"{BUNDLE_FORMAT!r}")
+            raise ConfigError(
+                f"bundle {path}: format {self.meta.get('format')!r} is not {BUNDLE_FORMAT!r}"
+            )
         self.label = f"bundle {path} (of {self.meta.get('catalogue')})"
 
     def _need(self, *keys: str) -> Any:
@@ -260,9 +263,11 @@ class RecordingSource:
         path.mkdir(parents=True, exist_ok=True)
         (path / "nodes").mkdir(exist_ok=True)
         self.meta: dict[str, Any] = {
-            "format": BUNDLE_FORMAT, "catalogue": inner.label,
+            "format": BUNDLE_FORMAT,
+            "catalogue": inner.label,
             "fetched_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "mirrors": {}, "direct": {},
+            "mirrors": {},
+            "direct": {},
         }
 
     def _tee(self, items: Iterator[Entry], name: str) -> Iterator[Entry]:
@@ -313,8 +318,8 @@ class RecordingSource:
         items = self.inner.direct_entries(origin, url, start, end)
         entry = self.meta["direct"].setdefault(origin, {"proofs": {}})
         entry.setdefault("entries", {})[f"{start}-{end}"] = [
-            {"leaf": base64.b64encode(leaf).decode(), "content": content}
-            for leaf, content in items]
+            {"leaf": base64.b64encode(leaf).decode(), "content": content} for leaf, content in items
+        ]
         return items
 
     def close(self) -> None:

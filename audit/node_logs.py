@@ -52,8 +52,11 @@ def _check_claims(audit: NodeAudit, size: int, root: bytes, report: Report) -> N
         sigs = report["node-checkpoint-signatures" if claim.check == "node-tree" else claim.check]
         tree.items += 1
         if claim.checkpoint.root != root:
-            tree.fail(claim.label, f"signed root {claim.checkpoint.root.hex()} but the mirror's "
-                                   f"first {size} leaves rebuild {root.hex()}")
+            tree.fail(
+                claim.label,
+                f"signed root {claim.checkpoint.root.hex()} but the mirror's "
+                f"first {size} leaves rebuild {root.hex()}",
+            )
         if claim.previous_size is None:
             continue
         sigs.items += 1
@@ -63,21 +66,35 @@ def _check_claims(audit: NodeAudit, size: int, root: bytes, report: Report) -> N
             sigs.fail(claim.label, f"{type(exc).__name__}: {exc}")
 
 
-def stream_node(audit: NodeAudit, entries: Iterable[Entry], *, report: Report,
-                schema_problems: SchemaCheck, live: NodeLive) -> int:
+def stream_node(
+    audit: NodeAudit,
+    entries: Iterable[Entry],
+    *,
+    report: Report,
+    schema_problems: SchemaCheck,
+    live: NodeLive,
+) -> int:
     """One pass over the mirror's leaves; returns how many leaves were served."""
     origin, chapters = audit.node.origin, live.chapters
-    examined = (examine(origin, index, leaf, content, schema_problems, chapters)
-                for index, (leaf, content) in enumerate(entries))
+    examined = (
+        examine(origin, index, leaf, content, schema_problems, chapters)
+        for index, (leaf, content) in enumerate(entries)
+    )
     return stream_examined(audit, examined, report=report, live=live)
 
 
-def stream_examined(audit: NodeAudit, examined: Iterable[Examined], *, report: Report,
-                    live: NodeLive) -> int:
+def stream_examined(
+    audit: NodeAudit, examined: Iterable[Examined], *, report: Report, live: NodeLive
+) -> int:
     """Apply examined leaves in log order (tree, claims, live state, report); the leaf count."""
     tree = report["node-tree"]
-    for name in ("node-checkpoint-signatures", "node-tree", "content-digest", "content-schema",
-                 "withdrawn-content"):
+    for name in (
+        "node-checkpoint-signatures",
+        "node-tree",
+        "content-digest",
+        "content-schema",
+        "withdrawn-content",
+    ):
         report[name].ran = True
     claims = audit.claims
     compact = CompactRange()
@@ -98,8 +115,11 @@ def stream_examined(audit: NodeAudit, examined: Iterable[Examined], *, report: R
                 if claim.check != "node-tree":
                     continue  # a node ahead of its mirror is checked by consistency proof
                 tree.items += 1
-                tree.fail(claim.label, f"checkpoint size {size} but the mirror serves only "
-                                       f"{served} leaves (entries dropped)")
+                tree.fail(
+                    claim.label,
+                    f"checkpoint size {size} but the mirror serves only "
+                    f"{served} leaves (entries dropped)",
+                )
     return served
 
 
@@ -121,9 +141,10 @@ def _apply(audit: NodeAudit, index: int, ex: Examined, report: Report, live: Nod
         if ex.has_content:
             withdrawn.fail(where, f"content served beside the withdraw of {kind} {rid}")
         for kept in live.withdraw(kind, rid):
-            withdrawn.fail(f"node {audit.node.origin} leaf {kept}",
-                           f"content of {kind} {rid} still served after its withdrawal "
-                           f"at leaf {index}")
+            withdrawn.fail(
+                f"node {audit.node.origin} leaf {kept}",
+                f"content of {kind} {rid} still served after its withdrawal at leaf {index}",
+            )
         return
     if not ex.has_content:
         live.publish(kind, rid, index, None, has_content=False)

@@ -49,8 +49,7 @@ class ExaminePool:
         for _ in range(self.workers):
             self._pool.submit(examine_task, "", 0, [])
 
-    def examined(self, origin: str, tasks: Iterable[list[bytes] | PageTask]
-                 ) -> Iterator[Examined]:
+    def examined(self, origin: str, tasks: Iterable[list[bytes] | PageTask]) -> Iterator[Examined]:
         """Examined leaves of `origin` in log order; a worker's exception is raised in turn,
         after the leaves before it (as a serial run would). A task that comes back short
         (the mirror served fewer leaves) ends the log there."""

@@ -51,8 +51,7 @@ def _listing(check: CheckResult, where: str, expected: Counter[str], shown: Any)
     for code in sorted(set(seen) | {c for c, n in expected.items() if n > 0}):
         if code not in seen:
             check.items += 1
-            check.fail(f"{where} {code!r}", f"missing from search; the logs give "
-                                            f"{expected[code]}")
+            check.fail(f"{where} {code!r}", f"missing from search; the logs give {expected[code]}")
             continue
         _compare(check, f"{where} {code!r}", expected.get(code, 0), seen[code])
 
@@ -92,8 +91,13 @@ def _same_twice(check: CheckResult, expected: Counter[str], counts: Any, facet: 
             continue
         check.items += 1
         other = listed[code]
-        if (item.get("count") != other and _holds(expected[code], other)
-                and _holds(expected[code], item.get("count"))):
-            check.fail(f"search facets.country {item['code']!r}",
-                       f"shows {item.get('count')!r}, but counts.country shows {other!r} "
-                       f"for the same samples")
+        if (
+            item.get("count") != other
+            and _holds(expected[code], other)
+            and _holds(expected[code], item.get("count"))
+        ):
+            check.fail(
+                f"search facets.country {item['code']!r}",
+                f"shows {item.get('count')!r}, but counts.country shows {other!r} "
+                f"for the same samples",
+            )

@@ -44,26 +44,42 @@ def parse_size(text: str) -> int:
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=parse_size, default=parse_size("1M"),
-                   help="total samples over the five nodes: 1M, 10M, 20k ... (default 1M)")
+    p.add_argument(
+        "--size",
+        type=parse_size,
+        default=parse_size("1M"),
+        help="total samples over the five nodes: 1M, 10M, 20k ... (default 1M)",
+    )
     p.add_argument("--reps", type=int, default=3, help="repetitions per measurement (median)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--workdir", type=Path, default=None,
-                   help="where exports and databases go (default: a temporary directory; "
-                        "exports are reused when the folder is kept)")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where exports and databases go (default: a temporary directory; "
+        "exports are reused when the folder is kept)",
+    )
     p.add_argument("--search-rounds", type=int, default=20, help="timed requests per query")
-    p.add_argument("--page-rounds", type=int, default=3,
-                   help="first-page renders of each landing URL in Chromium (0: skip)")
+    p.add_argument(
+        "--page-rounds",
+        type=int,
+        default=3,
+        help="first-page renders of each landing URL in Chromium (0: skip)",
+    )
     p.add_argument("--pg-url", default=pg.server_url(), help="PostgreSQL server for search")
     p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL measurements")
-    p.add_argument("--no-floor", action="store_true",
-                   help="skip the floor (saving every page to disk first: long at 10M)")
+    p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the floor (saving every page to disk first: long at 10M)",
+    )
     return p.parse_args(argv)
 
 
-def _imports(exports: list[tuple[str, Path]], work: Path, reps: int,
-             say: Any) -> tuple[list[dict[str, Any]], list[Path]]:
+def _imports(
+    exports: list[tuple[str, Path]], work: Path, reps: int, say: Any
+) -> tuple[list[dict[str, Any]], list[Path]]:
     runs = []
     homes: list[Path] = []
     for rep in range(reps):
@@ -76,23 +92,37 @@ def _imports(exports: list[tuple[str, Path]], work: Path, reps: int,
             cpu += result["cpu_seconds"]
             rows += result["rows"]
             peak, tree_peak = max(peak, rss), max(tree_peak, tree)
-        runs.append({"seconds": seconds, "cpu_seconds": cpu, "records": rows,
-                     "peak_rss": peak, "tree_peak_rss": tree_peak})
+        runs.append(
+            {
+                "seconds": seconds,
+                "cpu_seconds": cpu,
+                "records": rows,
+                "peak_rss": peak,
+                "tree_peak_rss": tree_peak,
+            }
+        )
         for old in (work / "nodes").glob(f"*-{rep - 1}"):
             shutil.rmtree(old)
     return runs, homes
 
 
-def _harvests(settings_for: Any, keys: list[tuple[str, str]], reps: int,
-              say: Any, label: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _harvests(
+    settings_for: Any, keys: list[tuple[str, str]], reps: int, say: Any, label: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     runs = []
     settings: dict[str, Any] = {}
     for rep in range(reps):
         say(f"harvest ({label}), rep {rep + 1}/{reps}")
         settings = settings_for(rep)
         result, _, rss, tree = isolated(federation.harvest, settings, keys)
-        runs.append({"seconds": result["seconds"], "records": result["added"], "peak_rss": rss,
-                     "tree_peak_rss": tree})
+        runs.append(
+            {
+                "seconds": result["seconds"],
+                "records": result["added"],
+                "peak_rss": rss,
+                "tree_peak_rss": tree,
+            }
+        )
     return runs, settings
 
 
@@ -113,9 +143,13 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     def say(msg: str) -> None:
         console.log(msg)
 
-    results: dict[str, Any] = {"size": args.size, "reps": args.reps, "seed": args.seed,
-                               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                               "machine": report.machine()}
+    results: dict[str, Any] = {
+        "size": args.size,
+        "reps": args.reps,
+        "seed": args.seed,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": report.machine(),
+    }
     results["machine"]["cpu_probe_start"] = report.cpu_probe()
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="biobank-bench-")
     work = args.workdir or Path(tmp.name)  # type: ignore[union-attr]
@@ -136,8 +170,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 home = work / "catalogue" / f"sqlite-{rep}"
                 shutil.rmtree(home, ignore_errors=True)
                 home.mkdir(parents=True)
-                return federation.catalogue_settings(f"sqlite:///{home / 'catalogue.db'}",
-                                                     str(home))
+                return federation.catalogue_settings(
+                    f"sqlite:///{home / 'catalogue.db'}", str(home)
+                )
 
             if args.no_floor:
                 runs, settings = _harvests(sqlite_settings, keys, args.reps, say, "SQLite")
@@ -151,17 +186,19 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 save_pages(urls, pages)
                 runs, floors, ratios = [], [], []
                 for rep in range(args.reps):
-                    harvested, settings = _harvests(lambda _, r=rep: sqlite_settings(r), keys,
-                                                    1, say, f"SQLite, rep {rep + 1}")
+                    harvested, settings = _harvests(
+                        lambda _, r=rep: sqlite_settings(r), keys, 1, say, f"SQLite, rep {rep + 1}"
+                    )
                     say(f"floor, rep {rep + 1}/{args.reps}")
                     floors.append(_floor_once(pages, work))
                     runs += harvested
-                    ratios.append((harvested[0]["records"] / harvested[0]["seconds"])
-                                  / (floors[-1]["records"] / floors[-1]["seconds"]))
+                    ratios.append(
+                        (harvested[0]["records"] / harvested[0]["seconds"])
+                        / (floors[-1]["records"] / floors[-1]["seconds"])
+                    )
                 results["harvest"] = report.summarise(runs, "records")
                 results["floor"] = report.summarise(floors, "records")
-                results["harvest_vs_floor"] = {"median": statistics.median(ratios),
-                                               "runs": ratios}
+                results["harvest_vs_floor"] = {"median": statistics.median(ratios), "runs": ratios}
             say("search latency (SQLite)")
             results["search_sqlite"] = _search(settings, args.search_rounds, args.page_rounds)
             _pg(args, work, keys, results, say)
@@ -172,8 +209,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                     out, _, rss, tree = isolated(federation.audit, cat.urls()[0])
                     if not out["ok"]:
                         raise RuntimeError("the audit failed on the benchmark catalogue")
-                    audit_runs.append({"seconds": out["seconds"], "records": out["entries"],
-                                       "peak_rss": rss, "tree_peak_rss": tree})
+                    audit_runs.append(
+                        {
+                            "seconds": out["seconds"],
+                            "records": out["entries"],
+                            "peak_rss": rss,
+                            "tree_peak_rss": tree,
+                        }
+                    )
             results["audit"] = report.summarise(audit_runs, "records")
     finally:
         if tmp is not None:
@@ -194,8 +237,13 @@ def _floor_once(pages: Path, work: Path) -> dict[str, Any]:
     return {**out, "peak_rss": rss}
 
 
-def _pg(args: argparse.Namespace, work: Path, keys: list[tuple[str, str]],
-        results: dict[str, Any], say: Any) -> None:
+def _pg(
+    args: argparse.Namespace,
+    work: Path,
+    keys: list[tuple[str, str]],
+    results: dict[str, Any],
+    say: Any,
+) -> None:
     if args.no_pg:
         results["search_pg_skipped"] = results["harvest_pg_skipped"] = "--no-pg"
         return
@@ -210,8 +258,16 @@ def _pg(args: argparse.Namespace, work: Path, keys: list[tuple[str, str]],
         say("harvest (PostgreSQL), 1 rep")
         result, _, rss, tree = isolated(federation.harvest, settings, keys)
         results["harvest_pg"] = report.summarise(
-            [{"seconds": result["seconds"], "records": result["added"], "peak_rss": rss,
-              "tree_peak_rss": tree}], "records")
+            [
+                {
+                    "seconds": result["seconds"],
+                    "records": result["added"],
+                    "peak_rss": rss,
+                    "tree_peak_rss": tree,
+                }
+            ],
+            "records",
+        )
         say("search latency (PostgreSQL)")
         results["search_pg"] = _search(settings, args.search_rounds)
 

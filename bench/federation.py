@@ -32,8 +32,14 @@ QUERIES: list[dict[str, Any]] = [
 
 def catalogue_settings(database_url: str, home: str) -> dict[str, Any]:
     """Settings for a benchmark catalogue: generous limits so no step is cut short."""
-    return {"database_url": database_url, "home": home, "origin": CATALOGUE_ORIGIN,
-            "request_timeout": 300.0, "node_deadline": 86400.0, "max_step": 10**9}
+    return {
+        "database_url": database_url,
+        "home": home,
+        "origin": CATALOGUE_ORIGIN,
+        "request_timeout": 300.0,
+        "node_deadline": 86400.0,
+        "max_step": 10**9,
+    }
 
 
 def harvest(settings: dict[str, Any], nodes: list[tuple[str, str]]) -> dict[str, Any]:
@@ -73,10 +79,20 @@ def search_latencies(url: str, rounds: int) -> dict[str, Any]:
                 times.append((time.perf_counter() - start) * 1000)
                 resp.raise_for_status()
             all_ms += times
-            per_query.append({"query": params, "p50_ms": _pct(times, 50),
-                              "p95_ms": _pct(times, 95), "total": resp.json().get("total")})
-    return {"p50_ms": _pct(all_ms, 50), "p95_ms": _pct(all_ms, 95), "requests": len(all_ms),
-            "queries": per_query}
+            per_query.append(
+                {
+                    "query": params,
+                    "p50_ms": _pct(times, 50),
+                    "p95_ms": _pct(times, 95),
+                    "total": resp.json().get("total"),
+                }
+            )
+    return {
+        "p50_ms": _pct(all_ms, 50),
+        "p95_ms": _pct(all_ms, 95),
+        "requests": len(all_ms),
+        "queries": per_query,
+    }
 
 
 def _pct(values: list[float], pct: int) -> float:
@@ -96,8 +112,9 @@ def audit(url: str) -> dict[str, Any]:
         nodes = client.get("/v1/nodes").json()
     items = nodes["nodes"] if isinstance(nodes, dict) else nodes
     start = time.perf_counter()
-    report, _state = run_audit(HttpSource(catalogue=url), state=None,
-                                 options=AuditOptions(workers=auto_workers()))
+    report, _state = run_audit(
+        HttpSource(catalogue=url), state=None, options=AuditOptions(workers=auto_workers())
+    )
     elapsed = time.perf_counter() - start
     facts = report.facts
     entries = int(facts.get("catalogue log size", 0))

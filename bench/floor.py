@@ -48,8 +48,10 @@ def floor(pages_path: str, db_path: str) -> dict[str, float]:
     conn = sqlite3.connect(db_path)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE IF NOT EXISTS leaves (log TEXT, idx INTEGER, leaf BLOB, "
-                 "hash BLOB, content BLOB, PRIMARY KEY (log, idx))")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS leaves (log TEXT, idx INTEGER, leaf BLOB, "
+        "hash BLOB, content BLOB, PRIMARY KEY (log, idx))"
+    )
     ranges: dict[str, CompactRange] = {}
     total = 0
     with open(pages_path, "rb") as fh:

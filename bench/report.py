@@ -17,13 +17,16 @@ def summarise(runs: list[dict[str, Any]], count_key: str) -> dict[str, Any]:
     """Median rate over repetitions, plus the peak RSS of the worst one."""
     rates = [r[count_key] / r["seconds"] for r in runs if r["seconds"] > 0]
     cpu = [r[count_key] / r["cpu_seconds"] for r in runs if r.get("cpu_seconds")]
-    return {"records_per_s": statistics.median(rates) if rates else None,
-            "records_per_cpu_s": statistics.median(cpu) if cpu else None,
-            "median_seconds": statistics.median(r["seconds"] for r in runs),
-            "records": runs[0][count_key], "reps": len(runs),
-            "peak_rss_mb": max(r.get("peak_rss", 0) for r in runs) / 2**20,
-            "tree_peak_rss_mb": max(r.get("tree_peak_rss", 0) for r in runs) / 2**20 or None,
-            "runs": runs}
+    return {
+        "records_per_s": statistics.median(rates) if rates else None,
+        "records_per_cpu_s": statistics.median(cpu) if cpu else None,
+        "median_seconds": statistics.median(r["seconds"] for r in runs),
+        "records": runs[0][count_key],
+        "reps": len(runs),
+        "peak_rss_mb": max(r.get("peak_rss", 0) for r in runs) / 2**20,
+        "tree_peak_rss_mb": max(r.get("tree_peak_rss", 0) for r in runs) / 2**20 or None,
+        "runs": runs,
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -37,10 +40,15 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "cpu_model": model,
-            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
-            "load_average": [round(x, 2) for x in os.getloadavg()], "commit": _commit()}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "commit": _commit(),
+    }
 
 
 def cpu_probe(n: int = 5_000_000) -> float:
@@ -62,18 +70,31 @@ def _commit() -> str | None:
 
     root = Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=10).stdout
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty.strip() else "")
 
 
 def table(results: dict[str, Any]) -> Table:
-    t = Table(title=f"biobank federation benchmark, {results['size']} samples "
-                    f"({results['reps']} reps, median)")
+    t = Table(
+        title=f"biobank federation benchmark, {results['size']} samples "
+        f"({results['reps']} reps, median)"
+    )
     for col in ("measure", "records", "rate / latency", "peak RSS"):
         t.add_column(col, justify="left" if col == "measure" else "right")
 
@@ -95,8 +116,12 @@ def table(results: dict[str, Any]) -> Table:
     rate("floor (parse+hash+validate+insert)", "floor")
     if results.get("harvest_vs_floor"):
         pairs = results["harvest_vs_floor"]
-        t.add_row("harvest / floor (median of the paired reps)", "",
-                  f"{pairs['median']:.3f} ({' / '.join(f'{r:.3f}' for r in pairs['runs'])})", "")
+        t.add_row(
+            "harvest / floor (median of the paired reps)",
+            "",
+            f"{pairs['median']:.3f} ({' / '.join(f'{r:.3f}' for r in pairs['runs'])})",
+            "",
+        )
     elif results.get("harvest") and results.get("floor"):
         ratio = results["harvest"]["records_per_s"] / results["floor"]["records_per_s"]
         t.add_row("harvest / floor", "", f"{ratio:.2f}", "")
@@ -104,15 +129,22 @@ def table(results: dict[str, Any]) -> Table:
     for key, name in (("search_sqlite", "search SQLite"), ("search_pg", "search PostgreSQL")):
         s = results.get(key)
         if s:
-            t.add_row(f"{name} ({len(s['queries'])} queries)", f"{s['requests']:,} req",
-                      f"p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms",
-                      f"{s.get('server_peak_rss_mb', 0):,.0f} MB")
+            t.add_row(
+                f"{name} ({len(s['queries'])} queries)",
+                f"{s['requests']:,} req",
+                f"p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms",
+                f"{s.get('server_peak_rss_mb', 0):,.0f} MB",
+            )
         else:
             t.add_row(name, "-", results.get(f"{key}_skipped", "not run"), "-")
     page = (results.get("search_sqlite") or {}).get("page")
     if page and "p50_ms" in page:
-        t.add_row("web page, first result page (Chromium)", f"{page['n']} loads",
-                  f"p50 {page['p50_ms']:.0f} ms, p95 {page['p95_ms']:.0f} ms", "")
+        t.add_row(
+            "web page, first result page (Chromium)",
+            f"{page['n']} loads",
+            f"p50 {page['p50_ms']:.0f} ms, p95 {page['p95_ms']:.0f} ms",
+            "",
+        )
     elif page:
         t.add_row("web page, first result page (Chromium)", "-", page.get("error", "?"), "-")
     rate("audit (full)", "audit", "entries/s")
@@ -133,6 +165,8 @@ def show(results: dict[str, Any], console: Console | None = None) -> None:
     console.print(table(results))
     m = results.get("machine", {})
     if m.get("cpu_probe_start"):
-        console.print(f"machine: {m.get('cpus')} CPUs, {m.get('cpu_model') or 'unknown model'}; "
-                      f"Python loop speed {m['cpu_probe_start']} M/s at the start, "
-                      f"{m.get('cpu_probe_end', '-')} M/s at the end (the same machine varies)")
+        console.print(
+            f"machine: {m.get('cpus')} CPUs, {m.get('cpu_model') or 'unknown model'}; "
+            f"Python loop speed {m['cpu_probe_start']} M/s at the start, "
+            f"{m.get('cpu_probe_end', '-')} M/s at the end (the same machine varies)"
+        )

@@ -41,26 +41,42 @@ def import_node(export_dir: str, country: str, home: str) -> dict[str, Any]:
     path = Path(home)
     if path.exists():
         shutil.rmtree(path)
-    init_home(path, NodeConfig(origin=export["origin"], name=export["name"], country=country,
-                               organisation=export["organisation"], contact=export["contact"]))
+    init_home(
+        path,
+        NodeConfig(
+            origin=export["origin"],
+            name=export["name"],
+            country=country,
+            organisation=export["organisation"],
+            contact=export["contact"],
+        ),
+    )
     opened = Home.open(path)
     folder = Path(export_dir)
     for kind in ("biobanks", "collections"):
-        report = run_import(opened, [folder / f"{kind}.csv"],
-                            mapping=Mapping.load(folder / f"{kind}.mapping.toml"))
+        report = run_import(
+            opened, [folder / f"{kind}.csv"], mapping=Mapping.load(folder / f"{kind}.mapping.toml")
+        )
         _check(report, kind)
+
     def children() -> float:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         return usage.ru_utime + usage.ru_stime
 
     start, cpu = time.perf_counter(), time.process_time() + children()
-    report = run_import(opened, [folder / "samples.csv"],
-                        mapping=Mapping.load(folder / "samples.mapping.toml"))
+    report = run_import(
+        opened, [folder / "samples.csv"], mapping=Mapping.load(folder / "samples.mapping.toml")
+    )
     elapsed = time.perf_counter() - start
     cpu = time.process_time() + children() - cpu
     _check(report, "samples")
-    return {"rows": report.rows, "seconds": elapsed, "cpu_seconds": cpu,
-            "log_size": report.size_after, "published": sum(report.published.values())}
+    return {
+        "rows": report.rows,
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "log_size": report.size_after,
+        "published": sum(report.published.values()),
+    }
 
 
 def _load(export_dir: str) -> dict[str, str]:
@@ -74,9 +90,17 @@ def describe(export: GeneratedExport) -> None:
     """Write node.json next to an export: what a spawned importer needs to init the node."""
     import json
 
-    (export.out_dir / "node.json").write_text(json.dumps({
-        "origin": export.origin, "name": export.node_name, "organisation": export.organisation,
-        "contact": export.contact_email}), encoding="utf-8")
+    (export.out_dir / "node.json").write_text(
+        json.dumps(
+            {
+                "origin": export.origin,
+                "name": export.node_name,
+                "organisation": export.organisation,
+                "contact": export.contact_email,
+            }
+        ),
+        encoding="utf-8",
+    )
 
 
 def _check(report: Any, what: str) -> None:

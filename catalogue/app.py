@@ -38,9 +38,12 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
                     await task
             ctx.engine.dispose()
 
-    app = FastAPI(title="biobank-catalogue", version="1",
-                  description="Verified, combined biobank metadata from enrolled nodes.",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="biobank-catalogue",
+        version="1",
+        description="Verified, combined biobank metadata from enrolled nodes.",
+        lifespan=lifespan,
+    )
     app.state.ctx = ctx
     problems.install(app)
     for router in (public.router, search.router, nodes.router, admin.router):

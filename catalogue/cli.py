@@ -19,8 +19,11 @@ __all__ = ["app", "main"]
 if TYPE_CHECKING:
     from catalogue.context import Context
 
-app = typer.Typer(help="Federated biobank catalogue: enrol nodes, harvest and verify their "
-                  "logs, serve the combined search.", no_args_is_help=True)
+app = typer.Typer(
+    help="Federated biobank catalogue: enrol nodes, harvest and verify their "
+    "logs, serve the combined search.",
+    no_args_is_help=True,
+)
 
 
 def _settings() -> Settings:
@@ -49,8 +52,12 @@ def _fail(exc: BiobankError) -> NoReturn:
 
 
 @app.command()
-def enrol(url: str, key: Annotated[str, typer.Option("--key", help="the node's verifier key, "
-                                                     "obtained out of band")]) -> None:
+def enrol(
+    url: str,
+    key: Annotated[
+        str, typer.Option("--key", help="the node's verifier key, obtained out of band")
+    ],
+) -> None:
     """Enrol the node at URL after checking KEY against its descriptor."""
     from catalogue.enrol import enrol as do_enrol
     from catalogue.enrol import fetch_descriptor
@@ -91,12 +98,20 @@ def clear(origin: str) -> None:
 
 
 @app.command()
-def revoke(origin: str,
-           key: Annotated[str, typer.Option("--key", help="the node's NEW verifier key, "
-                                            "obtained out of band")],
-           from_size: Annotated[int | None, typer.Option(
-               "--from-size", help="refuse the old key for checkpoints larger than this "
-               "(default: the size the catalogue last verified)")] = None) -> None:
+def revoke(
+    origin: str,
+    key: Annotated[
+        str, typer.Option("--key", help="the node's NEW verifier key, obtained out of band")
+    ],
+    from_size: Annotated[
+        int | None,
+        typer.Option(
+            "--from-size",
+            help="refuse the old key for checkpoints larger than this "
+            "(default: the size the catalogue last verified)",
+        ),
+    ] = None,
+) -> None:
     """Revoke the key in force of node ORIGIN (compromised or lost): KEY replaces it."""
     from catalogue.harvest.keys import revoke as do_revoke
 
@@ -106,10 +121,11 @@ def revoke(origin: str,
         except BiobankError as exc:
             _fail(exc)
     short = "+".join(done["revoked_key"].split("+")[:2])
-    typer.echo(f"revoked {short} of {origin} for sizes > {done['from_size']}; "
-               f"new key in force (catalogue leaf {done['catalogue_leaf']}"
-               + (f", {done['alerts_cleared']} alert(s) cleared)" if done["alerts_cleared"]
-                  else ")"))
+    typer.echo(
+        f"revoked {short} of {origin} for sizes > {done['from_size']}; "
+        f"new key in force (catalogue leaf {done['catalogue_leaf']}"
+        + (f", {done['alerts_cleared']} alert(s) cleared)" if done["alerts_cleared"] else ")")
+    )
 
 
 @app.command()
@@ -118,8 +134,9 @@ def harvest() -> None:
     from catalogue.harvest import Harvester
 
     with _context() as ctx:
-        outcomes = Harvester(engine=ctx.engine, settings=ctx.settings, key=ctx.key,
-                             inline=True).run()
+        outcomes = Harvester(
+            engine=ctx.engine, settings=ctx.settings, key=ctx.key, inline=True
+        ).run()
     for o in outcomes:
         if o.ok:
             typer.echo(f"{o.origin}: ok, size {o.size} (+{o.added})")
@@ -139,20 +156,22 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
     with _context() as ctx, ctx.engine.connect() as conn:
         rows = list_status(conn, ctx.settings.stale_after)
-        open_alerts = conn.execute(select(nodes.c.origin, alerts.c.kind, alerts.c.message)
-                                   .join(nodes, nodes.c.id == alerts.c.node_id)
-                                   .where(alerts.c.cleared_at.is_(None))).all()
+        open_alerts = conn.execute(
+            select(nodes.c.origin, alerts.c.kind, alerts.c.message)
+            .join(nodes, nodes.c.id == alerts.c.node_id)
+            .where(alerts.c.cleared_at.is_(None))
+        ).all()
     if as_json:
-        typer.echo(json.dumps({"nodes": rows, "alerts": [list(a) for a in open_alerts]},
-                              indent=2))
+        typer.echo(json.dumps({"nodes": rows, "alerts": [list(a) for a in open_alerts]}, indent=2))
         return
     for r in rows:
         flags = " STALE" if r["stale"] else ""
-        typer.echo(f"{r['origin']}  {r['state']}{flags}  size {r['tree_size']}  "
-                   f"lag {r['lag'] if r['lag'] is not None else '?'}  last ok "
-                   f"{r['last_success_at'] or 'never'}  alerts {r['alerts']}  rejections "
-                   f"{r['rejections']}" + (f"\n  last error: {r['last_error']}"
-                                           if r["last_error"] else ""))
+        typer.echo(
+            f"{r['origin']}  {r['state']}{flags}  size {r['tree_size']}  "
+            f"lag {r['lag'] if r['lag'] is not None else '?'}  last ok "
+            f"{r['last_success_at'] or 'never'}  alerts {r['alerts']}  rejections "
+            f"{r['rejections']}" + (f"\n  last error: {r['last_error']}" if r["last_error"] else "")
+        )
     for origin, kind, message in open_alerts:
         typer.echo(f"ALERT {origin}: {kind}: {message}")
     if open_alerts:
@@ -160,10 +179,13 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
-def serve(host: str = "127.0.0.1", port: int = 8080,
-          harvest: Annotated[bool, typer.Option(help="harvest every "
-                                                "CATALOGUE_HARVEST_INTERVAL seconds")] = True
-          ) -> None:
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    harvest: Annotated[
+        bool, typer.Option(help="harvest every CATALOGUE_HARVEST_INTERVAL seconds")
+    ] = True,
+) -> None:
     """Serve the API and web page; admin routes need CATALOGUE_ADMIN_TOKEN."""
     import uvicorn
 
@@ -171,8 +193,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080,
 
     settings = _settings()
     if not settings.admin_token:
-        typer.echo("note: CATALOGUE_ADMIN_TOKEN is not set; the admin API answers 503",
-                   err=True)
+        typer.echo("note: CATALOGUE_ADMIN_TOKEN is not set; the admin API answers 503", err=True)
     uvicorn.run(create_app(settings, schedule_harvest=harvest), host=host, port=port)
 
 

@@ -23,8 +23,9 @@ from catalogue.models import ROTATION, leaf_records, leaves, metadata, nodes
 __all__ = ["add_leaf_records", "bulk_insert", "executemany", "make_engine", "write_tx"]
 
 
-def make_engine(url: str, *, create: bool = True, busy_timeout: float = 300,
-                cache_mib: int = 16) -> Engine:
+def make_engine(
+    url: str, *, create: bool = True, busy_timeout: float = 300, cache_mib: int = 16
+) -> Engine:
     """Build an engine for `url` and create the tables if asked.
 
     `busy_timeout` (SQLite): how long a writer waits for another's transaction; harvest
@@ -36,8 +37,9 @@ def make_engine(url: str, *, create: bool = True, busy_timeout: float = 300,
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout}
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
-        event.listen(engine, "connect",
-                     lambda dbapi_conn, _record: _sqlite_pragmas(dbapi_conn, cache_mib))
+        event.listen(
+            engine, "connect", lambda dbapi_conn, _record: _sqlite_pragmas(dbapi_conn, cache_mib)
+        )
         event.listen(engine, "begin", _sqlite_begin)
     if create:
         metadata.create_all(engine)
@@ -53,17 +55,23 @@ def _upgrade(engine: Engine) -> None:
         if "ix_leaves_rotations" not in names:
             next(ix for ix in leaves.indexes if ix.name == "ix_leaves_rotations").create(conn)
         if "ix_leaves_record" in names:  # every accepted leaf, as commit_final adds them
-            add_leaf_records(conn, leaves.c.idx < select(nodes.c.tree_size).where(
-                nodes.c.id == leaves.c.node_id).scalar_subquery())
+            add_leaf_records(
+                conn,
+                leaves.c.idx
+                < select(nodes.c.tree_size).where(nodes.c.id == leaves.c.node_id).scalar_subquery(),
+            )
             conn.execute(text("DROP INDEX ix_leaves_record"))
 
 
 def add_leaf_records(conn: Connection, *where: ColumnElement[bool]) -> None:
     """Index the record leaves matching `where` by record, in key order (one sorted insert)."""
     cols = (leaves.c.node_id, leaves.c.kind, leaves.c.record_id, leaves.c.idx)
-    conn.execute(leaf_records.insert().from_select(
-        [c.name for c in cols],
-        select(*cols).where(leaves.c.kind != ROTATION, *where).order_by(*cols)))
+    conn.execute(
+        leaf_records.insert().from_select(
+            [c.name for c in cols],
+            select(*cols).where(leaves.c.kind != ROTATION, *where).order_by(*cols),
+        )
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, cache_mib: int) -> None:
@@ -95,8 +103,9 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
-def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
-                rows: Sequence[Sequence[Any]]) -> None:
+def bulk_insert(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
     """Insert many rows fast: COPY on PostgreSQL, the driver's executemany elsewhere.
 
     Bypasses SQLAlchemy's per-row parameter processing, which dominates large harvests.

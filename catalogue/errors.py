@@ -1,14 +1,14 @@
 """Catalogue errors, all inside the protocol's one error tree (drawn in protocol/errors.py).
 
-    BiobankError (protocol.errors)
-    ├── VerificationError (protocol.errors) ... raised by protocol.verify, recorded per node
-    ├── FetchError (protocol.errors)   a node is down, slow, oversized or serves garbage
-    ├── NodeHalted            harvest refused: node halted after rollback/equivocation
-    └── InputError (protocol.errors)
-        ├── EnrolmentError    key mismatch, unreachable descriptor, already enrolled
-        │   └── RevocationError   a key revocation was refused (a revocation re-enrols)
-        ├── UnknownNode       no enrolled node with this origin
-        └── FilterError       malformed or unknown search filter (carries invalid_params)
+BiobankError (protocol.errors)
+├── VerificationError (protocol.errors) ... raised by protocol.verify, recorded per node
+├── FetchError (protocol.errors)   a node is down, slow, oversized or serves garbage
+├── NodeHalted            harvest refused: node halted after rollback/equivocation
+└── InputError (protocol.errors)
+    ├── EnrolmentError    key mismatch, unreachable descriptor, already enrolled
+    │   └── RevocationError   a key revocation was refused (a revocation re-enrols)
+    ├── UnknownNode       no enrolled node with this origin
+    └── FilterError       malformed or unknown search filter (carries invalid_params)
 """
 
 from __future__ import annotations
@@ -43,5 +43,11 @@ class FilterError(InputError):
         super().__init__(f"invalid search parameters: {text}")
 
 
-__all__ = ["EnrolmentError", "FetchError", "FilterError", "NodeHalted", "RevocationError",
-           "UnknownNode"]
+__all__ = [
+    "EnrolmentError",
+    "FetchError",
+    "FilterError",
+    "NodeHalted",
+    "RevocationError",
+    "UnknownNode",
+]

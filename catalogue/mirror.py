@@ -13,8 +13,16 @@ from catalogue.models import leaves, nodes, own_leaves, own_state
 from protocol.errors import InputError
 from protocol.merkle import consistency_proof, inclusion_proof
 
-__all__ = ["consistency", "inclusion", "node_checkpoint", "node_entries", "node_hashes",
-           "own_checkpoint", "own_entries", "own_hashes"]
+__all__ = [
+    "consistency",
+    "inclusion",
+    "node_checkpoint",
+    "node_entries",
+    "node_hashes",
+    "own_checkpoint",
+    "own_entries",
+    "own_hashes",
+]
 
 MAX_LIMIT = 1000
 
@@ -37,13 +45,19 @@ def node_entries(conn: Connection, origin: str, start: int, limit: int) -> bytes
     """A page of mirrored leaves as JSON bytes; contents are embedded as stored (no re-parse)."""
     row = node_row(conn, origin)
     limit = _limit(limit)
-    q = (select(leaves.c.idx, leaves.c.leaf, leaves.c.content)
-         .where(leaves.c.node_id == row.id, leaves.c.idx >= start,
-                leaves.c.idx < row.tree_size)
-         .order_by(leaves.c.idx).limit(limit))
-    out = [{"leaf": base64.b64encode(r.leaf).decode(),
-            "content": None if r.content is None else orjson.Fragment(r.content)}
-           for r in conn.execute(q)]
+    q = (
+        select(leaves.c.idx, leaves.c.leaf, leaves.c.content)
+        .where(leaves.c.node_id == row.id, leaves.c.idx >= start, leaves.c.idx < row.tree_size)
+        .order_by(leaves.c.idx)
+        .limit(limit)
+    )
+    out = [
+        {
+            "leaf": base64.b64encode(r.leaf).decode(),
+            "content": None if r.content is None else orjson.Fragment(r.content),
+        }
+        for r in conn.execute(q)
+    ]
     end = start + len(out)
     return orjson.dumps({"entries": out, "next": end if out and end < row.tree_size else None})
 
@@ -51,8 +65,11 @@ def node_entries(conn: Connection, origin: str, start: int, limit: int) -> bytes
 def node_hashes(conn: Connection, origin: str, size: int) -> list[bytes]:
     row = node_row(conn, origin)
     _check_size(size, int(row.tree_size))
-    q = (select(leaves.c.hash).where(leaves.c.node_id == row.id, leaves.c.idx < size)
-         .order_by(leaves.c.idx))
+    q = (
+        select(leaves.c.hash)
+        .where(leaves.c.node_id == row.id, leaves.c.idx < size)
+        .order_by(leaves.c.idx)
+    )
     return [bytes(h) for (h,) in conn.execute(q)]
 
 
@@ -66,8 +83,12 @@ def own_checkpoint(conn: Connection) -> str:
 def own_entries(conn: Connection, start: int, limit: int) -> dict[str, Any]:
     limit = _limit(limit)
     size = own_size(conn)
-    q = (select(own_leaves.c.leaf).where(own_leaves.c.idx >= start, own_leaves.c.idx < size)
-         .order_by(own_leaves.c.idx).limit(limit))
+    q = (
+        select(own_leaves.c.leaf)
+        .where(own_leaves.c.idx >= start, own_leaves.c.idx < size)
+        .order_by(own_leaves.c.idx)
+        .limit(limit)
+    )
     out = [{"leaf": base64.b64encode(r.leaf).decode(), "content": None} for r in conn.execute(q)]
     end = start + len(out)
     return {"entries": out, "next": end if out and end < size else None}
@@ -93,8 +114,9 @@ def inclusion(hashes: list[bytes], index: int, size: int) -> dict[str, list[str]
 def consistency(hashes: list[bytes], size1: int, size2: int) -> dict[str, list[str]]:
     if not 0 < size1 <= size2:
         raise InputError(f"consistency needs 0 < from <= to, got from={size1} to={size2}")
-    return {"proof": [base64.b64encode(h).decode()
-                      for h in consistency_proof(hashes, size1, size2)]}
+    return {
+        "proof": [base64.b64encode(h).decode() for h in consistency_proof(hashes, size1, size2)]
+    }
 
 
 def _limit(limit: int) -> int:

@@ -29,7 +29,8 @@ metadata = MetaData()
 ROTATION: ColumnClause[str] = literal_column("''")
 
 nodes = Table(
-    "nodes", metadata,
+    "nodes",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("origin", String(255), nullable=False, unique=True),
     Column("url", Text, nullable=False),
@@ -53,7 +54,8 @@ nodes = Table(
 )
 
 leaves = Table(
-    "leaves", metadata,
+    "leaves",
+    metadata,
     Column("node_id", Integer, primary_key=True),
     Column("idx", BigInteger, primary_key=True),
     Column("leaf", LargeBinary, nullable=False),
@@ -63,15 +65,21 @@ leaves = Table(
     Column("content", Text),  # JSON, null once erased
 )
 # the few rotate-key leaves (no kind, no id), found without reading a node's whole log
-Index("ix_leaves_rotations", leaves.c.node_id, leaves.c.idx,
-      sqlite_where=leaves.c.kind == ROTATION, postgresql_where=leaves.c.kind == ROTATION)
+Index(
+    "ix_leaves_rotations",
+    leaves.c.node_id,
+    leaves.c.idx,
+    sqlite_where=leaves.c.kind == ROTATION,
+    postgresql_where=leaves.c.kind == ROTATION,
+)
 
 # which accepted leaves belong to which record, to erase a withdrawn record's earlier contents.
 # Not an index on `leaves`: that one took every stored leaf in random key order, under the
 # write lock (half of a large SQLite harvest); these rows are added when a step is accepted,
 # in key order, by one INSERT ... SELECT (catalogue.harvest.apply.commit_final).
 leaf_records = Table(
-    "leaf_records", metadata,
+    "leaf_records",
+    metadata,
     Column("node_id", Integer, primary_key=True),
     Column("kind", String(16), primary_key=True),
     Column("record_id", String(255), primary_key=True),
@@ -80,7 +88,8 @@ leaf_records = Table(
 )
 
 records = Table(  # live biobank and collection records
-    "records", metadata,
+    "records",
+    metadata,
     Column("node_id", Integer, primary_key=True),
     Column("kind", String(16), primary_key=True),
     Column("record_id", String(255), primary_key=True),
@@ -91,7 +100,8 @@ records = Table(  # live biobank and collection records
 )
 
 combos = Table(
-    "combos", metadata,
+    "combos",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("node_id", Integer, nullable=False),
     Column("ckey", Text, nullable=False),
@@ -110,7 +120,8 @@ combos = Table(
 Index("ix_combos_key", combos.c.node_id, combos.c.ckey, unique=True)
 
 combo_diagnoses = Table(
-    "combo_diagnoses", metadata,
+    "combo_diagnoses",
+    metadata,
     Column("combo_id", Integer, nullable=False),
     Column("system", String(16), nullable=False),
     Column("code", String(32), nullable=False),
@@ -121,21 +132,24 @@ Index("ix_combo_diagnoses", combo_diagnoses.c.combo_id)
 Index("ix_combo_diagnoses_code", combo_diagnoses.c.code)
 
 combo_uses = Table(
-    "combo_uses", metadata,
+    "combo_uses",
+    metadata,
     Column("combo_id", Integer, nullable=False),
     Column("code", String(32), nullable=False),
 )
 Index("ix_combo_uses", combo_uses.c.combo_id)
 
 combo_datasets = Table(
-    "combo_datasets", metadata,
+    "combo_datasets",
+    metadata,
     Column("combo_id", Integer, nullable=False),
     Column("code", String(64), nullable=False),
 )
 Index("ix_combo_datasets", combo_datasets.c.combo_id)
 
 samples = Table(
-    "samples", metadata,
+    "samples",
+    metadata,
     Column("node_id", Integer, primary_key=True),
     Column("sample_id", String(64), primary_key=True),
     Column("idx", BigInteger, nullable=False),
@@ -144,7 +158,8 @@ samples = Table(
 )
 
 rejections = Table(
-    "rejections", metadata,
+    "rejections",
+    metadata,
     Column("node_id", Integer, primary_key=True),
     Column("idx", BigInteger, primary_key=True),
     Column("kind", String(16), nullable=False),
@@ -153,7 +168,8 @@ rejections = Table(
 )
 
 alerts = Table(  # evidence of misbehaviour: both signed checkpoints are kept
-    "alerts", metadata,
+    "alerts",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("node_id", Integer, nullable=False),
     Column("kind", String(32), nullable=False),  # rollback | equivocation
@@ -165,14 +181,16 @@ alerts = Table(  # evidence of misbehaviour: both signed checkpoints are kept
 )
 
 own_leaves = Table(
-    "own_leaves", metadata,
+    "own_leaves",
+    metadata,
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("leaf", LargeBinary, nullable=False),
     Column("hash", LargeBinary, nullable=False),
 )
 
 own_state = Table(
-    "own_state", metadata,
+    "own_state",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("size", BigInteger, nullable=False),
     Column("compact", Text, nullable=False),
@@ -180,7 +198,8 @@ own_state = Table(
 )
 
 harvest_staging = Table(  # a harvest step in progress: leaves beyond tree_size already stored
-    "harvest_staging", metadata,
+    "harvest_staging",
+    metadata,
     Column("node_id", Integer, primary_key=True, autoincrement=False),
     Column("size", BigInteger, nullable=False),  # leaves [0, size) stored; > nodes.tree_size
     Column("compact", Text, nullable=False),  # JSON CompactRange of those leaves
@@ -188,7 +207,8 @@ harvest_staging = Table(  # a harvest step in progress: leaves beyond tree_size 
 )
 
 key_events = Table(  # catalogue revocations of node keys (rotations live in the mirrored leaves)
-    "key_events", metadata,
+    "key_events",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("node_id", Integer, nullable=False),
     Column("kind", String(16), nullable=False),  # revoke

@@ -41,8 +41,10 @@ class CatalogueKey:
                 fh.write(skey + "\n")
         signer = Signer.from_key(path.read_text().strip())
         if signer.name != origin:
-            raise ConfigError(f"{path}: key is for {signer.name!r}, not the catalogue origin "
-                              f"{origin!r} (CATALOGUE_ORIGIN)")
+            raise ConfigError(
+                f"{path}: key is for {signer.name!r}, not the catalogue origin "
+                f"{origin!r} (CATALOGUE_ORIGIN)"
+            )
         return cls(signer=signer, verifier_key=signer.vkey, origin=origin)
 
 
@@ -51,8 +53,11 @@ def ensure_state(conn: Connection, key: CatalogueKey) -> None:
     if conn.execute(select(own_state.c.id)).first() is None:
         empty = CompactRange()
         note = sign_checkpoint(Checkpoint(key.origin, 0, empty.root()), [key.signer])
-        conn.execute(own_state.insert().values(
-            id=1, size=0, compact=orjson.dumps(empty.to_json()).decode(), checkpoint=note))
+        conn.execute(
+            own_state.insert().values(
+                id=1, size=0, compact=orjson.dumps(empty.to_json()).decode(), checkpoint=note
+            )
+        )
 
 
 def append(conn: Connection, key: CatalogueKey, op: str, /, **fields: Any) -> int:
@@ -66,6 +71,11 @@ def append(conn: Connection, key: CatalogueKey, op: str, /, **fields: Any) -> in
     compact.append(h)
     note = sign_checkpoint(Checkpoint(key.origin, row.size + 1, compact.root()), [key.signer])
     conn.execute(own_leaves.insert().values(idx=row.size, leaf=leaf, hash=h))
-    conn.execute(own_state.update().where(own_state.c.id == 1).values(
-        size=row.size + 1, compact=orjson.dumps(compact.to_json()).decode(), checkpoint=note))
+    conn.execute(
+        own_state.update()
+        .where(own_state.c.id == 1)
+        .values(
+            size=row.size + 1, compact=orjson.dumps(compact.to_json()).decode(), checkpoint=note
+        )
+    )
     return int(row.size)

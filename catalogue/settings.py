@@ -44,6 +44,7 @@ class Settings(BaseSettings):
         if value is None or value == "":
             return None
         if value.lower() in _PLACEHOLDER_TOKENS or len(value) < 16:
-            raise ValueError("CATALOGUE_ADMIN_TOKEN must be a random secret of at least 16 "
-                             "characters")
+            raise ValueError(
+                "CATALOGUE_ADMIN_TOKEN must be a random secret of at least 16 characters"
+            )
         return value

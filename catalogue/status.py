@@ -29,36 +29,56 @@ def is_stale(last_success_at: str | None, stale_after: float, now: datetime | No
     return (now - last).total_seconds() > stale_after
 
 
-def list_status(conn: Connection, stale_after: float, *,
-                include_retired: bool = True) -> list[dict[str, Any]]:
+def list_status(
+    conn: Connection, stale_after: float, *, include_retired: bool = True
+) -> list[dict[str, Any]]:
     """Status of every enrolled node, ordered by origin."""
-    alert_counts: dict[int, int] = dict(conn.execute(
-        select(alerts.c.node_id, func.count()).where(alerts.c.cleared_at.is_(None))
-        .group_by(alerts.c.node_id)).all())
+    alert_counts: dict[int, int] = dict(
+        conn.execute(
+            select(alerts.c.node_id, func.count())
+            .where(alerts.c.cleared_at.is_(None))
+            .group_by(alerts.c.node_id)
+        ).all()
+    )
     # rejections of a step still being harvested (beyond tree_size) are not reported yet
-    reject_counts: dict[int, int] = dict(conn.execute(
-        select(rejections.c.node_id, func.count())
-        .join(nodes, nodes.c.id == rejections.c.node_id)
-        .where(rejections.c.idx < nodes.c.tree_size)
-        .group_by(rejections.c.node_id)).all())
+    reject_counts: dict[int, int] = dict(
+        conn.execute(
+            select(rejections.c.node_id, func.count())
+            .join(nodes, nodes.c.id == rejections.c.node_id)
+            .where(rejections.c.idx < nodes.c.tree_size)
+            .group_by(rejections.c.node_id)
+        ).all()
+    )
     q = select(nodes).order_by(nodes.c.origin)
     if not include_retired:
         q = q.where(nodes.c.state != "retired")
     out = []
     for row in conn.execute(q):
         lag = None if row.remote_size is None else max(row.remote_size - row.tree_size, 0)
-        out.append({
-            "origin": row.origin, "url": row.url, "name": row.name, "country": row.country,
-            "verifier_key": load_history(conn, row).current_key(),  # the key in force now
-            "enrolled_key": row.key, "state": row.state, "k": row.k,
-            "enrolled_at": row.enrolled_at, "retired_at": row.retired_at,
-            "tree_size": row.tree_size, "remote_size": row.remote_size, "lag": lag,
-            "verified_at": row.verified_at, "last_attempt_at": row.last_attempt_at,
-            "last_success_at": row.last_success_at, "last_error": row.last_error,
-            "stale": row.state != "retired" and is_stale(row.last_success_at, stale_after),
-            "alerts": int(alert_counts.get(row.id, 0)),
-            "rejections": int(reject_counts.get(row.id, 0)),
-        })
+        out.append(
+            {
+                "origin": row.origin,
+                "url": row.url,
+                "name": row.name,
+                "country": row.country,
+                "verifier_key": load_history(conn, row).current_key(),  # the key in force now
+                "enrolled_key": row.key,
+                "state": row.state,
+                "k": row.k,
+                "enrolled_at": row.enrolled_at,
+                "retired_at": row.retired_at,
+                "tree_size": row.tree_size,
+                "remote_size": row.remote_size,
+                "lag": lag,
+                "verified_at": row.verified_at,
+                "last_attempt_at": row.last_attempt_at,
+                "last_success_at": row.last_success_at,
+                "last_error": row.last_error,
+                "stale": row.state != "retired" and is_stale(row.last_success_at, stale_after),
+                "alerts": int(alert_counts.get(row.id, 0)),
+                "rejections": int(reject_counts.get(row.id, 0)),
+            }
+        )
     return out
 
 
@@ -71,21 +91,31 @@ def node_detail(conn: Connection, origin: str, stale_after: float) -> dict[str, 
     descriptor = orjson.loads(row.descriptor)
     status["policy"] = descriptor.get("policy")
     status["alert_list"] = [
-        {"id": a.id, "kind": a.kind, "message": a.message, "created_at": a.created_at,
-         "cleared_at": a.cleared_at, "trusted_checkpoint": a.old_checkpoint,
-         "new_checkpoint": a.new_checkpoint}
-        for a in conn.execute(select(alerts).where(alerts.c.node_id == row.id)
-                              .order_by(alerts.c.id))]
+        {
+            "id": a.id,
+            "kind": a.kind,
+            "message": a.message,
+            "created_at": a.created_at,
+            "cleared_at": a.cleared_at,
+            "trusted_checkpoint": a.old_checkpoint,
+            "new_checkpoint": a.new_checkpoint,
+        }
+        for a in conn.execute(
+            select(alerts).where(alerts.c.node_id == row.id).order_by(alerts.c.id)
+        )
+    ]
     status["rejection_report"] = rejection_report(conn, row.id, below=int(row.tree_size))
     return status
 
 
-def rejection_report(conn: Connection, node_id: int, limit: int = 1000, *,
-                     below: int | None = None) -> list[dict[str, Any]]:
+def rejection_report(
+    conn: Connection, node_id: int, limit: int = 1000, *, below: int | None = None
+) -> list[dict[str, Any]]:
     """Records kept out of the index (of the accepted log: leaves below `below`)."""
     q = select(rejections).where(rejections.c.node_id == node_id)
     if below is not None:
         q = q.where(rejections.c.idx < below)
-    return [{"index": r.idx, "kind": r.kind, "id": r.record_id,
-             "problems": orjson.loads(r.problems)}
-            for r in conn.execute(q.order_by(rejections.c.idx).limit(limit))]
+    return [
+        {"index": r.idx, "kind": r.kind, "id": r.record_id, "problems": orjson.loads(r.problems)}
+        for r in conn.execute(q.order_by(rejections.c.idx).limit(limit))
+    ]

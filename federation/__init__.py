@@ -20,7 +20,21 @@ from federation.build import (
 from federation.generate import GeneratedExport, generate
 from federation.servers import LiveServer, ServerProcess, free_port, live_server
 
-__all__ = ["CATALOGUE_ORIGIN", "COUNTRIES", "DemoCatalogue", "DemoNode", "Federation",
-           "GeneratedExport", "LiveServer", "ServerProcess", "build_federation", "enrol_all",
-           "free_port", "generate", "live_server", "node_app", "open_catalogue",
-           "prepare_node"]
+__all__ = [
+    "CATALOGUE_ORIGIN",
+    "COUNTRIES",
+    "DemoCatalogue",
+    "DemoNode",
+    "Federation",
+    "GeneratedExport",
+    "LiveServer",
+    "ServerProcess",
+    "build_federation",
+    "enrol_all",
+    "free_port",
+    "generate",
+    "live_server",
+    "node_app",
+    "open_catalogue",
+    "prepare_node",
+]

@@ -79,8 +79,15 @@ def _ignore(*_args: object) -> None:
     return None
 
 
-def prepare_node(node: DemoNode, *, samples: int, seed: int, workdir: Path,
-                 advance: Advance = _ignore, warn: Warn = _ignore) -> None:
+def prepare_node(
+    node: DemoNode,
+    *,
+    samples: int,
+    seed: int,
+    workdir: Path,
+    advance: Advance = _ignore,
+    warn: Warn = _ignore,
+) -> None:
     """Init the node home, generate its export and import it, unless already done.
 
     ``advance(stage, n)`` reports progress (generated and staged rows); ``warn`` gets a
@@ -92,28 +99,50 @@ def prepare_node(node: DemoNode, *, samples: int, seed: int, workdir: Path,
         advance("done", samples * 2)
         node.verifier_key = Home.open(node.home).verifier_key
         return
-    export = generate(node.country, samples, seed, workdir / "exports" / node.country,
-                      progress=lambda n: advance("generating", n))
+    export = generate(
+        node.country,
+        samples,
+        seed,
+        workdir / "exports" / node.country,
+        progress=lambda n: advance("generating", n),
+    )
     if not (node.home / CONFIG).is_file():
-        init_home(node.home, NodeConfig(
-            origin=export.origin, name=export.node_name, country=export.country,
-            organisation=export.organisation, contact=export.contact_email, url=node.url))
+        init_home(
+            node.home,
+            NodeConfig(
+                origin=export.origin,
+                name=export.node_name,
+                country=export.country,
+                organisation=export.organisation,
+                contact=export.contact_email,
+                url=node.url,
+            ),
+        )
     home = Home.open(node.home)
     node.verifier_key = home.verifier_key
-    for csv_path, mapping_path in ((export.biobanks_csv, export.biobanks_mapping),
-                                   (export.collections_csv, export.collections_mapping)):
-        _check(node.country, csv_path, run_import(home, [csv_path],
-                                                  mapping=Mapping.load(mapping_path)))
+    for csv_path, mapping_path in (
+        (export.biobanks_csv, export.biobanks_mapping),
+        (export.collections_csv, export.collections_mapping),
+    ):
+        _check(
+            node.country, csv_path, run_import(home, [csv_path], mapping=Mapping.load(mapping_path))
+        )
     # skip_invalid: a record the node refuses is listed and left out; the federation goes on
-    report = run_import(home, [export.samples_csv], mapping=Mapping.load(export.samples_mapping),
-                        snapshot=mark.is_file(), skip_invalid=True,
-                        progress=lambda phase, n, *_: advance(
-                            phase, n if phase == "staging" else 0))
+    report = run_import(
+        home,
+        [export.samples_csv],
+        mapping=Mapping.load(export.samples_mapping),
+        snapshot=mark.is_file(),
+        skip_invalid=True,
+        progress=lambda phase, n, *_: advance(phase, n if phase == "staging" else 0),
+    )
     if not report.applied:
         _check(node.country, export.samples_csv, report)
     if report.problems:
-        warn(f"node {node.country}: {len(report.problems)} sample row(s) left out, e.g. "
-             f"{report.problems[0]}")
+        warn(
+            f"node {node.country}: {len(report.problems)} sample row(s) left out, e.g. "
+            f"{report.problems[0]}"
+        )
     mark.write_text(json.dumps(wanted), encoding="utf-8")
 
 
@@ -130,7 +159,8 @@ def node_app(home: Path, url: str) -> Any:
         fields = {**asdict(config), "url": url}
         (home / CONFIG).write_text(
             "".join(f"{k} = {json.dumps(v, ensure_ascii=False)}\n" for k, v in fields.items()),
-            encoding="utf-8")
+            encoding="utf-8",
+        )
     port = int(url.rsplit(":", 1)[1])
     return create_node_app(NodeSettings(home=home, port=port))
 
@@ -143,9 +173,12 @@ def open_catalogue(workdir: Path) -> DemoCatalogue:
     if not token_file.is_file():
         token_file.write_text(secrets.token_urlsafe(24), encoding="utf-8")
         token_file.chmod(0o600)
-    settings = Settings(database_url=f"sqlite:///{home / 'catalogue.db'}",
-                        admin_token=token_file.read_text(encoding="utf-8").strip(),
-                        home=home, origin=CATALOGUE_ORIGIN)
+    settings = Settings(
+        database_url=f"sqlite:///{home / 'catalogue.db'}",
+        admin_token=token_file.read_text(encoding="utf-8").strip(),
+        home=home,
+        origin=CATALOGUE_ORIGIN,
+    )
     app = create_catalogue_app(settings)
     ctx = app.state.ctx
     return DemoCatalogue(settings=settings, engine=ctx.engine, key=ctx.key, app=app)
@@ -179,9 +212,15 @@ class Federation:
 
 
 @contextlib.contextmanager
-def build_federation(workdir: Path, countries: Sequence[str] = COUNTRIES, *, samples: int,
-                     seed: int, serve_catalogue: bool = True,
-                     warn: Warn = _ignore) -> Iterator[Federation]:
+def build_federation(
+    workdir: Path,
+    countries: Sequence[str] = COUNTRIES,
+    *,
+    samples: int,
+    seed: int,
+    serve_catalogue: bool = True,
+    warn: Warn = _ignore,
+) -> Iterator[Federation]:
     """Prepare, serve, enrol and harvest ``countries``' nodes; stop every server on exit.
 
     A harvest that fails raises ``RuntimeError``. With ``serve_catalogue=False`` the
@@ -202,6 +241,16 @@ def build_federation(workdir: Path, countries: Sequence[str] = COUNTRIES, *, sam
         yield Federation(nodes=nodes, catalogue=catalogue, outcomes=outcomes, url=url)
 
 
-__all__ = ["CATALOGUE_ORIGIN", "COUNTRIES", "DemoCatalogue", "DemoNode", "Federation",
-           "LiveServer", "build_federation", "enrol_all", "node_app", "open_catalogue",
-           "prepare_node"]
+__all__ = [
+    "CATALOGUE_ORIGIN",
+    "COUNTRIES",
+    "DemoCatalogue",
+    "DemoNode",
+    "Federation",
+    "LiveServer",
+    "build_federation",
+    "enrol_all",
+    "node_app",
+    "open_catalogue",
+    "prepare_node",
+]

@@ -52,8 +52,14 @@ def _choose_ports(state: dict[str, Any], base_port: int | None) -> dict[str, int
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("[bold]{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[stage]}"), TimeElapsedColumn(), console=console)
+    return Progress(
+        TextColumn("[bold]{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stage]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 def _stop_on_signals() -> None:
@@ -63,8 +69,12 @@ def _stop_on_signals() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def run_demo(samples_per_node: int = 20000, seed: int = 42, base_port: int | None = None,
-             workdir: Path | None = None) -> int:
+def run_demo(
+    samples_per_node: int = 20000,
+    seed: int = 42,
+    base_port: int | None = None,
+    workdir: Path | None = None,
+) -> int:
     """Build (or reuse) and run the demo federation until Ctrl-C; return the exit code."""
     _stop_on_signals()
     workdir = Path(workdir or "biobank-demo").resolve()
@@ -79,15 +89,21 @@ def run_demo(samples_per_node: int = 20000, seed: int = 42, base_port: int | Non
     try:
         with _progress(console) as progress:
             for node in nodes:
-                task = progress.add_task(f"node {node.country}", total=2 * samples_per_node,
-                                         stage="")
+                task = progress.add_task(
+                    f"node {node.country}", total=2 * samples_per_node, stage=""
+                )
 
                 def advance(stage: str, n: int, task: Any = task) -> None:
                     progress.update(task, advance=n, stage=stage)
 
-                prepare_node(node, samples=samples_per_node, seed=seed, workdir=workdir,
-                             advance=advance,
-                             warn=lambda msg: progress.console.print(f"[yellow]{msg}"))
+                prepare_node(
+                    node,
+                    samples=samples_per_node,
+                    seed=seed,
+                    workdir=workdir,
+                    advance=advance,
+                    warn=lambda msg: progress.console.print(f"[yellow]{msg}"),
+                )
                 progress.update(task, completed=2 * samples_per_node, stage="ready")
             serving = progress.add_task("starting servers", total=len(nodes) + 1, stage="")
             for node in nodes:
@@ -123,17 +139,30 @@ def run_demo(samples_per_node: int = 20000, seed: int = 42, base_port: int | Non
 
 def main(argv: list[str] | None = None) -> int:
     """``biobank-demo [--samples N] [--seed S] [--workdir DIR] [--base-port P]``."""
-    parser = argparse.ArgumentParser(prog="biobank-demo",
-                                     description="Run a local five-country demo federation.")
+    parser = argparse.ArgumentParser(
+        prog="biobank-demo", description="Run a local five-country demo federation."
+    )
     parser.add_argument("--samples", type=int, default=20000, help="samples per node")
     parser.add_argument("--seed", type=int, default=42, help="seed of the synthetic data")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="work directory (reused when present; default ./biobank-demo)")
-    parser.add_argument("--base-port", type=int, default=None,
-                        help="first of six consecutive ports (default: free ports)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="work directory (reused when present; default ./biobank-demo)",
+    )
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=None,
+        help="first of six consecutive ports (default: free ports)",
+    )
     args = parser.parse_args(argv)
-    return run_demo(samples_per_node=args.samples, seed=args.seed, base_port=args.base_port,
-                    workdir=args.workdir)
+    return run_demo(
+        samples_per_node=args.samples,
+        seed=args.seed,
+        base_port=args.base_port,
+        workdir=args.workdir,
+    )
 
 
 if __name__ == "__main__":

@@ -99,22 +99,34 @@ class Flavour:
     biobanks: tuple[BiobankSpec, ...]
 
 
-def _load_themes() -> tuple[tuple[str, ...], dict[str, tuple[tuple[str, ...], tuple[int, ...]]],
-                            dict[str, Theme]]:
+def _load_themes() -> tuple[
+    tuple[str, ...], dict[str, tuple[tuple[str, ...], tuple[int, ...]]], dict[str, Theme]
+]:
     """Comorbidities, storage temperatures by sample type and the themes, from themes.json."""
     doc = json.loads((DATA / "themes.json").read_text(encoding="utf-8"))
-    temperatures = {stype: (tuple(weights), tuple(weights.values()))
-                    for stype, weights in doc["storage_temperatures"].items()}
-    themes = {name: Theme(
-        name=name, sample_types=tuple(t["sample_types"]),
-        sample_type_weights=tuple(t["sample_types"].values()),
-        age_mean=t["age_mean"], age_sd=t["age_sd"],
-        diagnoses=tuple((tuple(d["icd10"]), tuple(d["orpha"]), d["sex"], d["weight"])
-                        for d in t["diagnoses"]),
-        dataset_types=tuple(t["dataset_types"]), design=tuple(t["design"]),
-        setting=tuple(t["setting"]),
-        use_condition_sets=tuple(tuple(s) for s in t["use_condition_sets"]),
-        comorbidity_rate=t["comorbidity_rate"]) for name, t in doc["themes"].items()}
+    temperatures = {
+        stype: (tuple(weights), tuple(weights.values()))
+        for stype, weights in doc["storage_temperatures"].items()
+    }
+    themes = {
+        name: Theme(
+            name=name,
+            sample_types=tuple(t["sample_types"]),
+            sample_type_weights=tuple(t["sample_types"].values()),
+            age_mean=t["age_mean"],
+            age_sd=t["age_sd"],
+            diagnoses=tuple(
+                (tuple(d["icd10"]), tuple(d["orpha"]), d["sex"], d["weight"])
+                for d in t["diagnoses"]
+            ),
+            dataset_types=tuple(t["dataset_types"]),
+            design=tuple(t["design"]),
+            setting=tuple(t["setting"]),
+            use_condition_sets=tuple(tuple(s) for s in t["use_condition_sets"]),
+            comorbidity_rate=t["comorbidity_rate"],
+        )
+        for name, t in doc["themes"].items()
+    }
     return tuple(doc["comorbidities"]), temperatures, themes
 
 
@@ -127,7 +139,8 @@ def _load_flavour(path: Path) -> Flavour:
 COMORBIDITIES, TEMPERATURES, THEMES = _load_themes()
 # how a LIMS in each country names its columns and codes (data/countries/CC.json)
 FLAVOURS: dict[str, Flavour] = {
-    f.country: f for f in map(_load_flavour, sorted((DATA / "countries").glob("*.json")))}
+    f.country: f for f in map(_load_flavour, sorted((DATA / "countries").glob("*.json")))
+}
 
 
 def flavour_for(country: str) -> Flavour:
@@ -140,27 +153,56 @@ def flavour_for(country: str) -> Flavour:
     low = code.lower()
     base = FLAVOURS["IE"]
     return replace(
-        base, country=code, origin=f"node.biobank-{low}-demo.example/biobank-node",
-        node_name=f"Biobank Node {code} (demo)", organisation=f"National Biobank Network {code}",
-        contact_email=f"node@biobank-{low}-demo.example", delimiter=",", date_format="%Y-%m-%d",
+        base,
+        country=code,
+        origin=f"node.biobank-{low}-demo.example/biobank-node",
+        node_name=f"Biobank Node {code} (demo)",
+        organisation=f"National Biobank Network {code}",
+        contact_email=f"node@biobank-{low}-demo.example",
+        delimiter=",",
+        date_format="%Y-%m-%d",
         biobanks=(
-            BiobankSpec(f"NB{code}", f"National Biobank {code}", "Capital City",
-                        f"National Institute of Health {code}", f"national-biobank-{low}.example"),
-            BiobankSpec(f"UH{code}", f"University Hospital Biobank {code}", "University City",
-                        f"University Hospital {code}", f"uh-biobank-{low}.example"),
-        ))
+            BiobankSpec(
+                f"NB{code}",
+                f"National Biobank {code}",
+                "Capital City",
+                f"National Institute of Health {code}",
+                f"national-biobank-{low}.example",
+            ),
+            BiobankSpec(
+                f"UH{code}",
+                f"University Hospital Biobank {code}",
+                "University City",
+                f"University Hospital {code}",
+                f"uh-biobank-{low}.example",
+            ),
+        ),
+    )
+
 
 LIST_SEP = "|"
 YEAR_MIN, YEAR_MAX = 1995, 2025
 AGE_MIN, AGE_MAX = 18, 95
 SAMPLES_PER_DONOR = (1, 2, 3, 4, 5, 6)
 SAMPLES_PER_DONOR_WEIGHTS = (30, 30, 20, 10, 6, 4)
-SAMPLE_FIELDS = ("local_id", "donor_id", "biobank", "collection", "sample_type",
-                 "storage_temperature", "sex", "age", "date", "diagnoses", "use_conditions",
-                 "dataset_types")
+SAMPLE_FIELDS = (
+    "local_id",
+    "donor_id",
+    "biobank",
+    "collection",
+    "sample_type",
+    "storage_temperature",
+    "sex",
+    "age",
+    "date",
+    "diagnoses",
+    "use_conditions",
+    "dataset_types",
+)
 PROGRESS_EVERY = 10_000
 QUALITY_STANDARDS = ("iso-9001", "iso-20387-2018")
 CAPABILITIES = ("SampleProcessing", "SampleStorage")
+
 
 @dataclass(frozen=True)
 class BiobankPlan:
@@ -228,32 +270,53 @@ def plan(country: str, seed: int) -> tuple[Flavour, list[BiobankPlan], list[Coll
     theme_names = sorted(THEMES)
     for i, spec in enumerate(flavour.biobanks):
         bb_id = f"bbmri-eric:ID:{flavour.country}_{spec.acronym.upper()}"
-        biobanks.append(BiobankPlan(
-            id=bb_id, acronym=spec.acronym, name=spec.name, city=spec.city,
-            juristic_person=spec.juristic_person, url=f"https://www.{spec.domain}/",
-            email=f"biobank@{spec.domain}",
-            description=flavour.biobank_description.format(name=spec.name, city=spec.city),
-            prefix=f"{spec.acronym.upper()[:4]}{i + 1}",
-        ))
+        biobanks.append(
+            BiobankPlan(
+                id=bb_id,
+                acronym=spec.acronym,
+                name=spec.name,
+                city=spec.city,
+                juristic_person=spec.juristic_person,
+                url=f"https://www.{spec.domain}/",
+                email=f"biobank@{spec.domain}",
+                description=flavour.biobank_description.format(name=spec.name, city=spec.city),
+                prefix=f"{spec.acronym.upper()[:4]}{i + 1}",
+            )
+        )
         for theme_name in sorted(rng.sample(theme_names, k=rng.choice((2, 3)))):
             theme = THEMES[theme_name]
             label = flavour.theme_labels[theme_name]
-            collections.append(CollectionPlan(
-                id=f"{bb_id}:collection:{theme_name.upper()}", biobank=bb_id, site=spec.acronym,
-                theme=theme, acronym=f"{spec.acronym}-{theme_name[:4].upper()}",
-                name=f"{label} {spec.city}",
-                description=flavour.collection_description.format(label=label, city=spec.city),
-                first_year=rng.randint(YEAR_MIN, 2015),
-                use_conditions=rng.choice(theme.use_condition_sets),
-                dataset_types=tuple(sorted(rng.sample(theme.dataset_types,
-                                                      k=rng.randint(1, len(theme.dataset_types))))),
-                weight=rng.randint(1, 5),
-            ))
+            collections.append(
+                CollectionPlan(
+                    id=f"{bb_id}:collection:{theme_name.upper()}",
+                    biobank=bb_id,
+                    site=spec.acronym,
+                    theme=theme,
+                    acronym=f"{spec.acronym}-{theme_name[:4].upper()}",
+                    name=f"{label} {spec.city}",
+                    description=flavour.collection_description.format(label=label, city=spec.city),
+                    first_year=rng.randint(YEAR_MIN, 2015),
+                    use_conditions=rng.choice(theme.use_condition_sets),
+                    dataset_types=tuple(
+                        sorted(
+                            rng.sample(
+                                theme.dataset_types, k=rng.randint(1, len(theme.dataset_types))
+                            )
+                        )
+                    ),
+                    weight=rng.randint(1, 5),
+                )
+            )
     return flavour, biobanks, collections
 
 
-def generate(country: str, n_samples: int, seed: int, out_dir: Path,
-             progress: Callable[[int], None] | None = None) -> GeneratedExport:
+def generate(
+    country: str,
+    n_samples: int,
+    seed: int,
+    out_dir: Path,
+    progress: Callable[[int], None] | None = None,
+) -> GeneratedExport:
     """Write a LIMS-like export of ``n_samples`` samples for ``country`` into ``out_dir``.
 
     ``progress`` is called now and then with the number of sample rows written since the
@@ -265,26 +328,35 @@ def generate(country: str, n_samples: int, seed: int, out_dir: Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     export = GeneratedExport(
-        country=flavour.country, seed=seed, out_dir=out_dir,
-        samples_csv=out_dir / "samples.csv", samples_mapping=out_dir / "samples.mapping.toml",
-        biobanks_csv=out_dir / "biobanks.csv", biobanks_mapping=out_dir / "biobanks.mapping.toml",
+        country=flavour.country,
+        seed=seed,
+        out_dir=out_dir,
+        samples_csv=out_dir / "samples.csv",
+        samples_mapping=out_dir / "samples.mapping.toml",
+        biobanks_csv=out_dir / "biobanks.csv",
+        biobanks_mapping=out_dir / "biobanks.mapping.toml",
         collections_csv=out_dir / "collections.csv",
         collections_mapping=out_dir / "collections.mapping.toml",
-        n_samples=n_samples, origin=flavour.origin, node_name=flavour.node_name,
-        organisation=flavour.organisation, contact_email=flavour.contact_email,
-        biobanks=biobanks, collections=collections,
+        n_samples=n_samples,
+        origin=flavour.origin,
+        node_name=flavour.node_name,
+        organisation=flavour.organisation,
+        contact_email=flavour.contact_email,
+        biobanks=biobanks,
+        collections=collections,
         samples_per_collection={c.id: 0 for c in collections},
         samples_per_biobank={b.id: 0 for b in biobanks},
     )
-    _write_samples(export, flavour, random.Random(f"samples:{flavour.country}:{seed}"),
-                   progress)
+    _write_samples(export, flavour, random.Random(f"samples:{flavour.country}:{seed}"), progress)
     _write_biobanks(export, flavour)
     _write_collections(export)
     export.samples_mapping.write_text(samples_mapping_toml(flavour, export), encoding="utf-8")
-    export.biobanks_mapping.write_text(_identity_mapping("biobank", BIOBANK_COLUMNS, ","),
-                                       encoding="utf-8")
+    export.biobanks_mapping.write_text(
+        _identity_mapping("biobank", BIOBANK_COLUMNS, ","), encoding="utf-8"
+    )
     export.collections_mapping.write_text(
-        _identity_mapping("collection", COLLECTION_COLUMNS, ","), encoding="utf-8")
+        _identity_mapping("collection", COLLECTION_COLUMNS, ","), encoding="utf-8"
+    )
     return export
 
 
@@ -292,8 +364,12 @@ def _date_pattern(fmt: str) -> str:
     return fmt.replace("%d", "{d:02d}").replace("%m", "{m:02d}").replace("%Y", "{y}")
 
 
-def _write_samples(export: GeneratedExport, flavour: Flavour, rng: random.Random,
-                   progress: Callable[[int], None] | None) -> None:
+def _write_samples(
+    export: GeneratedExport,
+    flavour: Flavour,
+    rng: random.Random,
+    progress: Callable[[int], None] | None,
+) -> None:
     """Stream donors and their samples to the samples CSV (memory stays constant)."""
     prefixes = {b.id: b.prefix for b in export.biobanks}
     weights = [c.weight for c in export.collections]
@@ -307,8 +383,10 @@ def _write_samples(export: GeneratedExport, flavour: Flavour, rng: random.Random
             coll = rng.choices(export.collections, weights=weights)[0]
             donors += 1
             donor_id = f"{flavour.donor_prefix}{donors:07d}"
-            n = min(rng.choices(SAMPLES_PER_DONOR, SAMPLES_PER_DONOR_WEIGHTS)[0],
-                    export.n_samples - written)
+            n = min(
+                rng.choices(SAMPLES_PER_DONOR, SAMPLES_PER_DONOR_WEIGHTS)[0],
+                export.n_samples - written,
+            )
             prefix = prefixes[coll.biobank]
             for row in _donor_rows(rng, flavour, pattern, coll, donor_id, n):
                 counters[coll.biobank] += 1
@@ -324,8 +402,9 @@ def _write_samples(export: GeneratedExport, flavour: Flavour, rng: random.Random
     export.n_donors = donors
 
 
-def _donor_rows(rng: random.Random, flavour: Flavour, pattern: str, coll: CollectionPlan,
-                donor_id: str, n: int) -> list[list[str]]:
+def _donor_rows(
+    rng: random.Random, flavour: Flavour, pattern: str, coll: CollectionPlan, donor_id: str, n: int
+) -> list[list[str]]:
     """The CSV cells (without the local sample id) of one donor's ``n`` samples."""
     theme = coll.theme
     icd, orpha, sex = theme.pick_diagnosis(rng)
@@ -352,19 +431,61 @@ def _donor_rows(rng: random.Random, flavour: Flavour, pattern: str, coll: Collec
         day = pattern.format(y=year, m=rng.randint(1, 12), d=rng.randint(1, 28))
         age_cell = "" if rng.random() < 0.005 else str(age)
         temp_cell = "" if rng.random() < 0.003 else flavour.temperature_names[temp]
-        rows.append([donor_id, coll.site, coll.acronym, flavour.material_names[stype], temp_cell,
-                     sex_cell, age_cell, day, diagnoses, uses, dtypes])
+        rows.append(
+            [
+                donor_id,
+                coll.site,
+                coll.acronym,
+                flavour.material_names[stype],
+                temp_cell,
+                sex_cell,
+                age_cell,
+                day,
+                diagnoses,
+                uses,
+                dtypes,
+            ]
+        )
     return rows
 
 
-BIOBANK_COLUMNS = ("id", "acronym", "name", "url", "juristic_person", "country",
-                   "contact.email", "contact.role", "description", "quality_standards",
-                   "capabilities")
-COLLECTION_COLUMNS = ("id", "biobank", "name", "acronym", "description", "sample_source", "sex",
-                      "age.min", "age.max", "age.unit", "dataset_types", "sample_types",
-                      "storage_temperatures", "diagnoses", "design", "collection_setting",
-                      "use_conditions", "status", "number_of_subjects", "size", "contact.email",
-                      "quality_standards")
+BIOBANK_COLUMNS = (
+    "id",
+    "acronym",
+    "name",
+    "url",
+    "juristic_person",
+    "country",
+    "contact.email",
+    "contact.role",
+    "description",
+    "quality_standards",
+    "capabilities",
+)
+COLLECTION_COLUMNS = (
+    "id",
+    "biobank",
+    "name",
+    "acronym",
+    "description",
+    "sample_source",
+    "sex",
+    "age.min",
+    "age.max",
+    "age.unit",
+    "dataset_types",
+    "sample_types",
+    "storage_temperatures",
+    "diagnoses",
+    "design",
+    "collection_setting",
+    "use_conditions",
+    "status",
+    "number_of_subjects",
+    "size",
+    "contact.email",
+    "quality_standards",
+)
 
 
 def _write_biobanks(export: GeneratedExport, flavour: Flavour) -> None:
@@ -372,9 +493,21 @@ def _write_biobanks(export: GeneratedExport, flavour: Flavour) -> None:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow([c.replace(".", "_") for c in BIOBANK_COLUMNS])
         for b in export.biobanks:
-            writer.writerow([b.id, b.acronym, b.name, b.url, b.juristic_person, flavour.country,
-                             b.email, "Biobank office", b.description,
-                             LIST_SEP.join(QUALITY_STANDARDS), LIST_SEP.join(CAPABILITIES)])
+            writer.writerow(
+                [
+                    b.id,
+                    b.acronym,
+                    b.name,
+                    b.url,
+                    b.juristic_person,
+                    flavour.country,
+                    b.email,
+                    "Biobank office",
+                    b.description,
+                    LIST_SEP.join(QUALITY_STANDARDS),
+                    LIST_SEP.join(CAPABILITIES),
+                ]
+            )
 
 
 def _write_collections(export: GeneratedExport) -> None:
@@ -386,14 +519,32 @@ def _write_collections(export: GeneratedExport) -> None:
             t = c.theme
             size = export.samples_per_collection.get(c.id, 0)
             temps = sorted({x for s in t.sample_types for x in TEMPERATURES[s][0]})
-            writer.writerow([
-                c.id, c.biobank, c.name, c.acronym, c.description, "Human", "female|male",
-                AGE_MIN, AGE_MAX, "years", LIST_SEP.join(c.dataset_types),
-                LIST_SEP.join(sorted(t.sample_types)), LIST_SEP.join(temps),
-                LIST_SEP.join(t.collection_icd10() + t.orpha_codes()), LIST_SEP.join(t.design),
-                LIST_SEP.join(t.setting), LIST_SEP.join(c.use_conditions), "Active",
-                max(1, size * 2 // 5), size, emails[c.biobank], "iso-20387-2018",
-            ])
+            writer.writerow(
+                [
+                    c.id,
+                    c.biobank,
+                    c.name,
+                    c.acronym,
+                    c.description,
+                    "Human",
+                    "female|male",
+                    AGE_MIN,
+                    AGE_MAX,
+                    "years",
+                    LIST_SEP.join(c.dataset_types),
+                    LIST_SEP.join(sorted(t.sample_types)),
+                    LIST_SEP.join(temps),
+                    LIST_SEP.join(t.collection_icd10() + t.orpha_codes()),
+                    LIST_SEP.join(t.design),
+                    LIST_SEP.join(t.setting),
+                    LIST_SEP.join(c.use_conditions),
+                    "Active",
+                    max(1, size * 2 // 5),
+                    size,
+                    emails[c.biobank],
+                    "iso-20387-2018",
+                ]
+            )
 
 
 def _q(s: str) -> str:
@@ -401,17 +552,27 @@ def _q(s: str) -> str:
 
 
 def _identity_mapping(kind: str, columns: tuple[str, ...], delimiter: str) -> str:
-    lines = [f'kind = "{kind}"', f"delimiter = {_q(delimiter)}",
-             f"list_separator = {_q(LIST_SEP)}", "", "[columns]"]
+    lines = [
+        f'kind = "{kind}"',
+        f"delimiter = {_q(delimiter)}",
+        f"list_separator = {_q(LIST_SEP)}",
+        "",
+        "[columns]",
+    ]
     lines += [f"{_q(c)} = {_q(c.replace('.', '_'))}" for c in columns]
     return "\n".join(lines) + "\n"
 
 
 def samples_mapping_toml(flavour: Flavour, export: GeneratedExport) -> str:
     """The importer mapping (TOML) from this flavour's columns and codes to the code lists."""
-    lines = [f"# Mapping of the synthetic {flavour.country} LIMS export (federation/generate.py)",
-             'kind = "sample"', f"delimiter = {_q(flavour.delimiter)}",
-             f"list_separator = {_q(LIST_SEP)}", "", "[columns]"]
+    lines = [
+        f"# Mapping of the synthetic {flavour.country} LIMS export (federation/generate.py)",
+        'kind = "sample"',
+        f"delimiter = {_q(flavour.delimiter)}",
+        f"list_separator = {_q(LIST_SEP)}",
+        "",
+        "[columns]",
+    ]
     lines += [f"{k} = {_q(flavour.columns[k])}" for k in SAMPLE_FIELDS]
     tables: list[tuple[str, dict[str, str]]] = [
         ("biobank", {c.site: c.biobank for c in export.collections}),

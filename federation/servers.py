@@ -105,7 +105,8 @@ class ServerProcess:
     def __init__(self, target: Any, args: tuple[Any, ...], ports: list[int]) -> None:
         self.ports = ports
         self.process = multiprocessing.get_context("spawn").Process(
-            target=target, args=args, daemon=True)
+            target=target, args=args, daemon=True
+        )
 
     @classmethod
     def nodes(cls, homes: list[Path]) -> ServerProcess:

@@ -49,16 +49,18 @@ class MonitorResult:
 def _get(client: httpx.Client, url: str, **params: Any) -> httpx.Response:
     resp = client.get(url, params=params or None)
     if resp.status_code != 200:
-        raise httpx.HTTPStatusError(f"GET {resp.request.url}: HTTP {resp.status_code}",
-                                    request=resp.request, response=resp)
+        raise httpx.HTTPStatusError(
+            f"GET {resp.request.url}: HTTP {resp.status_code}", request=resp.request, response=resp
+        )
     return resp
 
 
 def _mirror_entries(client: httpx.Client, base: str, end: int) -> Iterator[tuple[bytes, Any]]:
     start = 0
     while start < end:
-        page = orjson.loads(_get(client, f"{base}/entries", start=start,
-                                 limit=min(PAGE, end - start)).content)
+        page = orjson.loads(
+            _get(client, f"{base}/entries", start=start, limit=min(PAGE, end - start)).content
+        )
         items = page.get("entries") or []
         if not items:
             return
@@ -82,13 +84,15 @@ def check_mirror(home: Home, catalogue: str, client: httpx.Client) -> MonitorRes
             mirror = verify_checkpoint(note, [Verifier.from_key(k) for k in keys], origin)
         except BiobankError as exc:
             mirror = Checkpoint.from_text(note.partition("\n\n")[0] + "\n")
-            result.differences.append(f"mirror checkpoint size {mirror.size} is not signed by "
-                                      f"this node's key: {exc}")
+            result.differences.append(
+                f"mirror checkpoint size {mirror.size} is not signed by this node's key: {exc}"
+            )
         result.mirror_size = mirror.size
         if mirror.size > result.own_size:
             result.differences.append(
                 f"mirror checkpoint claims size {mirror.size}, but this node's log has only "
-                f"{result.own_size} entries: a checkpoint this node never signed")
+                f"{result.own_size} entries: a checkpoint this node never signed"
+            )
         _compare_entries(conn, client, base, mirror, result)
     finally:
         conn.close()
@@ -100,8 +104,13 @@ def _own_entries(conn: sqlite3.Connection, end: int) -> Iterator[tuple[bytes, st
         yield from store.entries_page(conn, start, min(end, start + PAGE))
 
 
-def _compare_entries(conn: sqlite3.Connection, client: httpx.Client, base: str,
-                     mirror: Checkpoint, result: MonitorResult) -> None:
+def _compare_entries(
+    conn: sqlite3.Connection,
+    client: httpx.Client,
+    base: str,
+    mirror: Checkpoint,
+    result: MonitorResult,
+) -> None:
     end = min(mirror.size, result.own_size)
     compact = CompactRange()
     theirs = _mirror_entries(client, base, end)
@@ -110,30 +119,41 @@ def _compare_entries(conn: sqlite3.Connection, client: httpx.Client, base: str,
         compact.append(leaf_hash(leaf))
         served = next(theirs, None)
         if served is None:
-            result.differences.append(f"mirror serves {index} entries, its checkpoint says "
-                                      f"{mirror.size}: entries {index}..{end - 1} missing")
+            result.differences.append(
+                f"mirror serves {index} entries, its checkpoint says "
+                f"{mirror.size}: entries {index}..{end - 1} missing"
+            )
             break
         result.compared += 1
         m_leaf, m_content = served
         if m_leaf != leaf and first_diff is None:
             first_diff = index
-            result.differences.append(f"first differing entry at index {index}: the mirror's "
-                                      "leaf is not the one this node signed")
+            result.differences.append(
+                f"first differing entry at index {index}: the mirror's "
+                "leaf is not the one this node signed"
+            )
         own_content = None if content is None else orjson.loads(content)
         if m_content != own_content:
-            what = ("content of an erased (withdrawn) record still served"
-                    if own_content is None else
-                    "content missing" if m_content is None else "content altered")
+            what = (
+                "content of an erased (withdrawn) record still served"
+                if own_content is None
+                else "content missing"
+                if m_content is None
+                else "content altered"
+            )
             result.differences.append(f"index {index}: {what}")
     if compact.size == mirror.size and compact.root() != mirror.root:
-        result.differences.append(f"mirror checkpoint root at size {mirror.size} differs from "
-                                  "this node's tree at that size")
+        result.differences.append(
+            f"mirror checkpoint root at size {mirror.size} differs from "
+            "this node's tree at that size"
+        )
 
 
 def monitor_command(
     catalogue: Annotated[str, typer.Option("--catalogue", help="catalogue base URL")],
-    home: Annotated[Path, typer.Option("--home", envvar="NODE_HOME",
-                                       help="node home directory")] = Path("node-home"),
+    home: Annotated[
+        Path, typer.Option("--home", envvar="NODE_HOME", help="node home directory")
+    ] = Path("node-home"),
 ) -> None:
     """Check that the catalogue mirrors exactly what this node signed; exit 1 on a difference."""
     out, err = Console(), Console(stderr=True)
@@ -145,9 +165,13 @@ def monitor_command(
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from exc
     if result.ok:
-        out.print(f"ok: the catalogue mirrors {result.origin} exactly ({result.compared} of "
-                  f"{result.own_size} entries, checkpoint size {result.mirror_size} signed by "
-                  "this node)", markup=False, highlight=False)
+        out.print(
+            f"ok: the catalogue mirrors {result.origin} exactly ({result.compared} of "
+            f"{result.own_size} entries, checkpoint size {result.mirror_size} signed by "
+            "this node)",
+            markup=False,
+            highlight=False,
+        )
         raise typer.Exit(0)
     for line in result.differences:
         out.print(f"DIFFERENCE: {line}", markup=False, highlight=False)

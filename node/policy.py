@@ -17,12 +17,16 @@ from protocol.errors import PolicyError
 #: Optional sample fields a policy may publish or keep back (biobank, collection,
 #: sample_type, id and nonce are always published).
 OPTIONAL_FIELDS: tuple[str, ...] = (
-    "sex", "age", "period", "diagnoses", "storage_temperature", "use_conditions",
+    "sex",
+    "age",
+    "period",
+    "diagnoses",
+    "storage_temperature",
+    "use_conditions",
     "dataset_types",
 )
 PRECISIONS: tuple[str, ...] = ("full", "category", "chapter", "none")
-KEYS: tuple[str, ...] = ("k", "age_band", "period_width", "diagnosis_precision",
-                         "published_fields")
+KEYS: tuple[str, ...] = ("k", "age_band", "period_width", "diagnosis_precision", "published_fields")
 
 DEFAULT_TEXT = """\
 # Publishing policy of this biobank node (see docs/privacy.md).
@@ -67,17 +71,22 @@ class Policy:
     published_fields: frozenset[str] = field(default_factory=lambda: frozenset(OPTIONAL_FIELDS))
 
     def __post_init__(self) -> None:
-        _check_int("k", self.k, 2, 1000, "k is counted in distinct donors; "
-                   "below 2 there is no protection")
+        _check_int(
+            "k", self.k, 2, 1000, "k is counted in distinct donors; below 2 there is no protection"
+        )
         _check_int("age_band", self.age_band, 1, 120, "age band width in years")
         _check_int("period_width", self.period_width, 1, 100, "period width in years")
         if self.diagnosis_precision not in PRECISIONS:
-            raise PolicyError(f"diagnosis_precision = {self.diagnosis_precision!r}: must be one "
-                              f"of {', '.join(PRECISIONS)}")
+            raise PolicyError(
+                f"diagnosis_precision = {self.diagnosis_precision!r}: must be one "
+                f"of {', '.join(PRECISIONS)}"
+            )
         unknown = sorted(set(self.published_fields) - set(OPTIONAL_FIELDS))
         if unknown:
-            raise PolicyError(f"published_fields = {sorted(self.published_fields)!r}: unknown "
-                              f"field {unknown[0]!r}; known: {', '.join(OPTIONAL_FIELDS)}")
+            raise PolicyError(
+                f"published_fields = {sorted(self.published_fields)!r}: unknown "
+                f"field {unknown[0]!r}; known: {', '.join(OPTIONAL_FIELDS)}"
+            )
 
     @classmethod
     def load(cls, path: Path | str) -> Policy:
@@ -101,14 +110,14 @@ class Policy:
         """Validate a parsed policy; missing keys take their defaults, unknown keys fail."""
         for key in data:
             if key not in KEYS:
-                raise PolicyError(f"{key} = {data[key]!r}: unknown key; known keys: "
-                                  f"{', '.join(KEYS)}")
+                raise PolicyError(
+                    f"{key} = {data[key]!r}: unknown key; known keys: {', '.join(KEYS)}"
+                )
         args: dict[str, Any] = {k: v for k, v in data.items() if k != "published_fields"}
         if "published_fields" in data:
             fields = data["published_fields"]
             if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
-                raise PolicyError(f"published_fields = {fields!r}: must be a list of field "
-                                  "names")
+                raise PolicyError(f"published_fields = {fields!r}: must be a list of field names")
             if len(set(fields)) != len(fields):
                 raise PolicyError(f"published_fields = {fields!r}: a field is listed twice")
             args["published_fields"] = frozenset(fields)
@@ -126,8 +135,9 @@ class Policy:
             "k": self.k,
             "age_band": self.age_band,
             "period_width": self.period_width,
-            "diagnosis_precision": (self.diagnosis_precision
-                                    if "diagnoses" in self.published_fields else "none"),
+            "diagnosis_precision": (
+                self.diagnosis_precision if "diagnoses" in self.published_fields else "none"
+            ),
             "published_fields": sorted(f for f in self.published_fields if self.publishes(f)),
         }
 

@@ -24,8 +24,9 @@ from node.privacy import PrivacyReport, apply
 from protocol.errors import BiobankError
 
 
-def preview(files: list[Path], policy: Policy, *, fmt: str | None = None,
-            mapping_path: Path | None = None) -> tuple[PrivacyReport, int]:
+def preview(
+    files: list[Path], policy: Policy, *, fmt: str | None = None, mapping_path: Path | None = None
+) -> tuple[PrivacyReport, int]:
     """Stage ``files`` in memory and apply ``policy``; return the report and problem count."""
     for path in files:
         if not path.is_file():
@@ -47,13 +48,16 @@ def preview(files: list[Path], policy: Policy, *, fmt: str | None = None,
 
 def preview_command(
     files: Annotated[list[Path], typer.Argument(help="export files to preview")],
-    home: Annotated[Path, typer.Option("--home", envvar="NODE_HOME",
-                                       help="node home (for its policy.toml)")] = Path("node-home"),
-    policy_file: Annotated[Path | None, typer.Option(
-        "--policy", help="policy file to try instead of HOME/policy.toml")] = None,
+    home: Annotated[
+        Path, typer.Option("--home", envvar="NODE_HOME", help="node home (for its policy.toml)")
+    ] = Path("node-home"),
+    policy_file: Annotated[
+        Path | None, typer.Option("--policy", help="policy file to try instead of HOME/policy.toml")
+    ] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="csv, tsv, fhir or directory")] = None,
-    mapping: Annotated[Path | None, typer.Option("--mapping", help="column mapping (CSV/TSV)")]
-    = None,
+    mapping: Annotated[
+        Path | None, typer.Option("--mapping", help="column mapping (CSV/TSV)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Show what an import of FILES would publish, generalise and hold back; change nothing."""
@@ -65,10 +69,17 @@ def preview_command(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     if as_json:
-        typer.echo(json.dumps({"policy": policy.summary(), "privacy": report.to_dict(),
-                               "problems": problems}, sort_keys=True))
+        typer.echo(
+            json.dumps(
+                {"policy": policy.summary(), "privacy": report.to_dict(), "problems": problems},
+                sort_keys=True,
+            )
+        )
         return
     report.render(console)
     if problems:
-        console.print(f"{problems} row(s) have problems and would not be imported; "
-                      "run 'biobank-node import' for the details", markup=False)
+        console.print(
+            f"{problems} row(s) have problems and would not be imported; "
+            "run 'biobank-node import' for the details",
+            markup=False,
+        )

@@ -62,7 +62,9 @@ from node.policy import Policy
 
 #: Extra columns apply() adds to the staging table when missing.
 EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("reason", "TEXT"), ("privacy_level", "INTEGER"), ("diagnoses_in", "TEXT"),
+    ("reason", "TEXT"),
+    ("privacy_level", "INTEGER"),
+    ("diagnoses_in", "TEXT"),
     ("qkey", "TEXT"),
 )
 COARSER = {"full": "category", "category": "chapter", "chapter": "chapter", "none": "none"}
@@ -71,12 +73,28 @@ COARSER = {"full": "category", "category": "chapter", "chapter": "chapter", "non
 # the last chapter starting at or before it (codes outside WHO ranges, e.g. ICD-10-CM D49,
 # fall into the chapter around them).
 _CHAPTERS: tuple[tuple[str, str], ...] = (
-    ("A00", "A00-B99"), ("C00", "C00-D48"), ("D50", "D50-D89"), ("E00", "E00-E90"),
-    ("F00", "F00-F99"), ("G00", "G00-G99"), ("H00", "H00-H59"), ("H60", "H60-H95"),
-    ("I00", "I00-I99"), ("J00", "J00-J99"), ("K00", "K00-K93"), ("L00", "L00-L99"),
-    ("M00", "M00-M99"), ("N00", "N00-N99"), ("O00", "O00-O99"), ("P00", "P00-P96"),
-    ("Q00", "Q00-Q99"), ("R00", "R00-R99"), ("S00", "S00-T98"), ("U00", "U00-U85"),
-    ("V00", "V01-Y98"), ("Z00", "Z00-Z99"),
+    ("A00", "A00-B99"),
+    ("C00", "C00-D48"),
+    ("D50", "D50-D89"),
+    ("E00", "E00-E90"),
+    ("F00", "F00-F99"),
+    ("G00", "G00-G99"),
+    ("H00", "H00-H59"),
+    ("H60", "H60-H95"),
+    ("I00", "I00-I99"),
+    ("J00", "J00-J99"),
+    ("K00", "K00-K93"),
+    ("L00", "L00-L99"),
+    ("M00", "M00-M99"),
+    ("N00", "N00-N99"),
+    ("O00", "O00-O99"),
+    ("P00", "P00-P96"),
+    ("Q00", "Q00-Q99"),
+    ("R00", "R00-R99"),
+    ("S00", "S00-T98"),
+    ("U00", "U00-U85"),
+    ("V00", "V01-Y98"),
+    ("Z00", "Z00-Z99"),
 )
 _CHAPTER_STARTS = [start for start, _ in _CHAPTERS]
 
@@ -108,8 +126,9 @@ def generalise_diagnoses(diagnoses: str | None, precision: str) -> str:
             out.add((system, code.upper()[:3]))
         elif system == "ICD-10":
             out.add((system, icd10_chapter(code)))
-    return json.dumps([{"code": c, "system": s} for s, c in sorted(out)],
-                      separators=(",", ":"), sort_keys=True)
+    return json.dumps(
+        [{"code": c, "system": s} for s, c in sorted(out)], separators=(",", ":"), sort_keys=True
+    )
 
 
 @dataclass(frozen=True)
@@ -124,14 +143,23 @@ class Rung:
         """What this rung changes relative to the policy's own precision ``base``."""
         parts = []
         if self.age_band != base.age_band:
-            parts.append("age dropped" if self.age_band is None
-                         else f"age band {base.age_band}->{self.age_band} years")
+            parts.append(
+                "age dropped"
+                if self.age_band is None
+                else f"age band {base.age_band}->{self.age_band} years"
+            )
         if self.period_width != base.period_width:
-            parts.append("period dropped" if self.period_width is None
-                         else f"period {base.period_width}->{self.period_width} years")
+            parts.append(
+                "period dropped"
+                if self.period_width is None
+                else f"period {base.period_width}->{self.period_width} years"
+            )
         if self.precision != base.precision:
-            parts.append("diagnoses dropped" if self.precision == "none"
-                         else f"diagnoses {base.precision}->{self.precision}")
+            parts.append(
+                "diagnoses dropped"
+                if self.precision == "none"
+                else f"diagnoses {base.precision}->{self.precision}"
+            )
         return ", ".join(parts) or "as the policy says"
 
 
@@ -147,10 +175,16 @@ def ladder(policy: Policy) -> list[Rung]:
     d1 = COARSER[d]
     d2 = COARSER[d1]
     steps = [
-        Rung(a, p, d), Rung(times(a, 2), p, d), Rung(times(a, 2), times(p, 2), d),
-        Rung(times(a, 2), times(p, 2), d1), Rung(times(a, 4), times(p, 2), d1),
-        Rung(times(a, 4), times(p, 4), d1), Rung(times(a, 4), times(p, 4), d2),
-        Rung(None, times(p, 4), d2), Rung(None, None, d2), Rung(None, None, "none"),
+        Rung(a, p, d),
+        Rung(times(a, 2), p, d),
+        Rung(times(a, 2), times(p, 2), d),
+        Rung(times(a, 2), times(p, 2), d1),
+        Rung(times(a, 4), times(p, 2), d1),
+        Rung(times(a, 4), times(p, 4), d1),
+        Rung(times(a, 4), times(p, 4), d2),
+        Rung(None, times(p, 4), d2),
+        Rung(None, None, d2),
+        Rung(None, None, "none"),
     ]
     out: list[Rung] = []
     for step in steps:
@@ -185,10 +219,15 @@ class PrivacyReport:
     def to_dict(self) -> dict[str, Any]:
         """Stable JSON form (for ``--json`` output and tests)."""
         return {
-            "k": self.k, "rows": self.rows, "published": self.published,
-            "generalised": self.generalised, "held_back": dict(sorted(self.held_back.items())),
-            "donors_published": self.donors_published, "classes": self.classes,
-            "smallest_class": self.smallest_class, "orpha_dropped": self.orpha_dropped,
+            "k": self.k,
+            "rows": self.rows,
+            "published": self.published,
+            "generalised": self.generalised,
+            "held_back": dict(sorted(self.held_back.items())),
+            "donors_published": self.donors_published,
+            "classes": self.classes,
+            "smallest_class": self.smallest_class,
+            "orpha_dropped": self.orpha_dropped,
             "by_rung": [{"level": lv, "change": what, "rows": n} for lv, what, n in self.by_rung],
         }
 
@@ -209,17 +248,36 @@ class PrivacyReport:
             f"{self.published} of {self.rows} samples published in {self.classes} classes "
             f"(smallest class {self.smallest_class if self.smallest_class is not None else '-'}"
             f" donors), {self.generalised} generalised, {self.held_back_total} held back"
-            + (f", ORPHA codes dropped from {self.orpha_dropped}" if self.orpha_dropped else ""))
+            + (f", ORPHA codes dropped from {self.orpha_dropped}" if self.orpha_dropped else "")
+        )
 
 
 REASONS = {"below_k": "class under k donors even at the coarsest level"}
 
 _DONOR = "COALESCE('d:' || donor_id, 's:' || local_id)"
 # what the coarser rungs read and write (see apply): the class inputs and the outputs
-_OUTPUT_COLUMNS = ("age_min", "age_max", "period_from", "period_to", "diagnoses", "qkey",
-                   "privacy_level")
-_WORK_COLUMNS = ", ".join(("donor_id", "local_id", "sex", "biobank", "collection", "age",
-                           "year", "diagnoses_in", *_OUTPUT_COLUMNS))
+_OUTPUT_COLUMNS = (
+    "age_min",
+    "age_max",
+    "period_from",
+    "period_to",
+    "diagnoses",
+    "qkey",
+    "privacy_level",
+)
+_WORK_COLUMNS = ", ".join(
+    (
+        "donor_id",
+        "local_id",
+        "sex",
+        "biobank",
+        "collection",
+        "age",
+        "year",
+        "diagnoses_in",
+        *_OUTPUT_COLUMNS,
+    )
+)
 _PUBLISHED_KEY = "json_array(sex, biobank, collection, age_min, period_from, diagnoses)"
 
 
@@ -242,31 +300,44 @@ def apply(conn: sqlite3.Connection, staging_table: str, policy: Policy) -> Priva
     # there, so each rung costs what is left, not the whole (wide) staging table
     table = t
     for level, rung in enumerate(rungs):
-        _set_rung(conn, table, rung, recompute_diagnoses=rung.precision != precision,
-                  where="privacy_level IS NULL" if level else "1", first=level == 0)
+        _set_rung(
+            conn,
+            table,
+            rung,
+            recompute_diagnoses=rung.precision != precision,
+            where="privacy_level IS NULL" if level else "1",
+            first=level == 0,
+        )
         precision = rung.precision
         conn.execute("DROP TABLE IF EXISTS temp._bb_privacy_ok")
         conn.execute(
             f"CREATE TEMP TABLE _bb_privacy_ok AS SELECT qkey FROM {table} "
             f"WHERE privacy_level IS NULL GROUP BY qkey "
-            f"HAVING COUNT(DISTINCT {_DONOR}) >= ?", (policy.k,))
-        conn.execute(f"UPDATE {table} SET privacy_level = ? WHERE privacy_level IS NULL "
-                     "AND qkey IN (SELECT qkey FROM temp._bb_privacy_ok)", (level,))
+            f"HAVING COUNT(DISTINCT {_DONOR}) >= ?",
+            (policy.k,),
+        )
+        conn.execute(
+            f"UPDATE {table} SET privacy_level = ? WHERE privacy_level IS NULL "
+            "AND qkey IN (SELECT qkey FROM temp._bb_privacy_ok)",
+            (level,),
+        )
         conn.execute("DROP TABLE temp._bb_privacy_ok")
         if level == 0:
             conn.execute("DROP TABLE IF EXISTS temp._bb_work")
-            conn.execute(f"CREATE TEMP TABLE _bb_work AS SELECT rowid AS rid, {_WORK_COLUMNS} "
-                         f"FROM {t} WHERE privacy_level IS NULL")
+            conn.execute(
+                f"CREATE TEMP TABLE _bb_work AS SELECT rowid AS rid, {_WORK_COLUMNS} "
+                f"FROM {t} WHERE privacy_level IS NULL"
+            )
             table = "temp._bb_work"
-        if conn.execute(
-            f"SELECT 1 FROM {table} WHERE privacy_level IS NULL LIMIT 1"
-        ).fetchone() is None:
+        if (
+            conn.execute(f"SELECT 1 FROM {table} WHERE privacy_level IS NULL LIMIT 1").fetchone()
+            is None
+        ):
             break  # every row settled: the coarser rungs would change nothing
     outputs = ", ".join(f"{c} = w.{c}" for c in _OUTPUT_COLUMNS)
     conn.execute(f"UPDATE {t} SET {outputs} FROM temp._bb_work AS w WHERE w.rid = {t}.rowid")
     conn.execute("DROP TABLE temp._bb_work")
-    conn.execute(f"UPDATE {t} SET held_back = 1, reason = 'below_k' "
-                 "WHERE privacy_level IS NULL")
+    conn.execute(f"UPDATE {t} SET held_back = 1, reason = 'below_k' WHERE privacy_level IS NULL")
     return _report(conn, t, policy, rungs)
 
 
@@ -287,22 +358,27 @@ def _blank_excluded(conn: sqlite3.Connection, t: str, policy: Policy) -> None:
             conn.execute(f"UPDATE {t} SET {name} = '[]'")
 
 
-def _set_rung(conn: sqlite3.Connection, t: str, rung: Rung, *,
-              recompute_diagnoses: bool, where: str = "privacy_level IS NULL",
-              first: bool = False) -> None:
+def _set_rung(
+    conn: sqlite3.Connection,
+    t: str,
+    rung: Rung,
+    *,
+    recompute_diagnoses: bool,
+    where: str = "privacy_level IS NULL",
+    first: bool = False,
+) -> None:
     """Write the rung's published values and class key on every unsettled row.
 
     ``first``: the pass over every row that also keeps the original diagnoses (once) and
     clears the outcome of an earlier run.
     """
     a, p = rung.age_band, rung.period_width
-    age_min = ("CASE WHEN :a IS NULL OR age IS NULL OR age < 0 THEN NULL "
-               "ELSE (age / :a) * :a END")
-    period_from = ("CASE WHEN :p IS NULL OR year IS NULL OR year < 0 THEN NULL "
-                   "ELSE (year / :p) * :p END")
+    age_min = "CASE WHEN :a IS NULL OR age IS NULL OR age < 0 THEN NULL ELSE (age / :a) * :a END"
+    period_from = (
+        "CASE WHEN :p IS NULL OR year IS NULL OR year < 0 THEN NULL ELSE (year / :p) * :p END"
+    )
     source = "COALESCE(diagnoses_in, diagnoses)" if first else "diagnoses_in"
-    diagnoses = (f"bb_generalise_diagnoses({source}, :d)" if recompute_diagnoses
-                 else "diagnoses")
+    diagnoses = f"bb_generalise_diagnoses({source}, :d)" if recompute_diagnoses else "diagnoses"
     sets = [
         f"age_min = {age_min}",
         "age_max = CASE WHEN :a IS NULL OR age IS NULL OR age < 0 THEN NULL "
@@ -316,28 +392,41 @@ def _set_rung(conn: sqlite3.Connection, t: str, rung: Rung, *,
         f"qkey = json_array(sex, biobank, collection, {age_min}, {period_from}, {diagnoses})",
     ]
     if first:
-        sets += [f"diagnoses_in = {source}", "privacy_level = NULL", "held_back = 0",
-                 "reason = NULL"]
-    conn.execute(f"UPDATE {t} SET {', '.join(sets)} WHERE {where}",
-                 {"a": a, "p": p, "d": rung.precision})
+        sets += [
+            f"diagnoses_in = {source}",
+            "privacy_level = NULL",
+            "held_back = 0",
+            "reason = NULL",
+        ]
+    conn.execute(
+        f"UPDATE {t} SET {', '.join(sets)} WHERE {where}", {"a": a, "p": p, "d": rung.precision}
+    )
 
 
 def _report(conn: sqlite3.Connection, t: str, policy: Policy, rungs: list[Rung]) -> PrivacyReport:
     report = PrivacyReport(k=policy.k)
     report.rows = conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-    for level, n in conn.execute(f"SELECT privacy_level, COUNT(*) FROM {t} "
-                                 "WHERE held_back = 0 GROUP BY privacy_level ORDER BY 1"):
+    for level, n in conn.execute(
+        f"SELECT privacy_level, COUNT(*) FROM {t} "
+        "WHERE held_back = 0 GROUP BY privacy_level ORDER BY 1"
+    ):
         report.by_rung.append((level, rungs[level].describe(rungs[0]), n))
     report.published = sum(n for _, _, n in report.by_rung)
-    report.held_back = dict(conn.execute(f"SELECT reason, COUNT(*) FROM {t} "
-                                         "WHERE held_back = 1 GROUP BY reason").fetchall())
+    report.held_back = dict(
+        conn.execute(
+            f"SELECT reason, COUNT(*) FROM {t} WHERE held_back = 1 GROUP BY reason"
+        ).fetchall()
+    )
     report.donors_published = conn.execute(
-        f"SELECT COUNT(DISTINCT {_DONOR}) FROM {t} WHERE held_back = 0").fetchone()[0]
+        f"SELECT COUNT(DISTINCT {_DONOR}) FROM {t} WHERE held_back = 0"
+    ).fetchone()[0]
     report.classes, report.smallest_class = conn.execute(
         f"SELECT COUNT(*), MIN(n) FROM (SELECT COUNT(DISTINCT {_DONOR}) AS n FROM {t} "
         # qkey of a published row is its published class key (_PUBLISHED_KEY), see _set_rung
-        f"WHERE held_back = 0 GROUP BY qkey)").fetchone()
+        f"WHERE held_back = 0 GROUP BY qkey)"
+    ).fetchone()
     report.orpha_dropped = conn.execute(
         f"SELECT COUNT(*) FROM {t} WHERE held_back = 0 AND diagnoses_in LIKE '%ORPHA%' "
-        "AND diagnoses NOT LIKE '%ORPHA%'").fetchone()[0]
+        "AND diagnoses NOT LIKE '%ORPHA%'"
+    ).fetchone()[0]
     return report

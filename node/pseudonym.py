@@ -37,11 +37,22 @@ class Pseudonymiser:
         # the first 26 base32 characters are the first 130 bits of the MAC, 13 x 10 bits
         n = int.from_bytes(self._mac("sample:" + local_id)[:17], "big") >> 6
         p = _PAIRS
-        return ("smp_" + p[n >> 120] + p[(n >> 110) & 1023] + p[(n >> 100) & 1023]
-                + p[(n >> 90) & 1023] + p[(n >> 80) & 1023] + p[(n >> 70) & 1023]
-                + p[(n >> 60) & 1023] + p[(n >> 50) & 1023] + p[(n >> 40) & 1023]
-                + p[(n >> 30) & 1023] + p[(n >> 20) & 1023] + p[(n >> 10) & 1023]
-                + p[n & 1023])
+        return (
+            "smp_"
+            + p[n >> 120]
+            + p[(n >> 110) & 1023]
+            + p[(n >> 100) & 1023]
+            + p[(n >> 90) & 1023]
+            + p[(n >> 80) & 1023]
+            + p[(n >> 70) & 1023]
+            + p[(n >> 60) & 1023]
+            + p[(n >> 50) & 1023]
+            + p[(n >> 40) & 1023]
+            + p[(n >> 30) & 1023]
+            + p[(n >> 20) & 1023]
+            + p[(n >> 10) & 1023]
+            + p[n & 1023]
+        )
 
     def donor_hash(self, donor_id: str | None) -> str | None:
         """A local-only handle for erasure by donor; the donor id itself is never stored."""

@@ -99,8 +99,11 @@ class LogWriter:
         import's helper process) for this entry at that index; used when the index is
         this entry's and the entry takes the fast path, else the leaf is made here.
         """
-        if self.size == self.start or kind != self._kind or schema != self._schema or not (
-            type(id) is str and id.isascii() and type(digest) is str and digest.isascii()
+        if (
+            self.size == self.start
+            or kind != self._kind
+            or schema != self._schema
+            or not (type(id) is str and id.isascii() and type(digest) is str and digest.isascii())
         ):
             # checked construction (make_entry, canonical()) for the first entry, a new kind
             # or schema, and any unusual id; the rest differ from it only in ASCII strings
@@ -118,8 +121,7 @@ class LogWriter:
             )
             return self._append(entry, kind, id, "publish", _text(content_bytes))
         if built is not None and built[0] == self.size:
-            return self._add_hashed(built[1], built[2], kind, id, "publish",
-                                    _text(content_bytes))
+            return self._add_hashed(built[1], built[2], kind, id, "publish", _text(content_bytes))
         leaf = entry_leaf(self.origin, self.size, kind, id, schema, self.time, digest)
         return self._add(leaf, kind, id, "publish", _text(content_bytes))
 
@@ -140,8 +142,14 @@ class LogWriter:
         (checked by :func:`make_entry`) and carry this run's time; else nothing is
         appended, False is returned, and the caller publishes them one by one.
         """
-        if (base != self.size or self.size == self.start or kind != self._kind
-                or schema != self._schema or not leaves or leaves[0][6] != self.time):
+        if (
+            base != self.size
+            or self.size == self.start
+            or kind != self._kind
+            or schema != self._schema
+            or not leaves
+            or leaves[0][6] != self.time
+        ):
             return False
         append = self.compact.append
         for row in leaves:
@@ -169,8 +177,9 @@ class LogWriter:
     def rotate_key(self, vkey: str) -> int:
         """Append a ``rotate-key`` entry naming the new verifier key ``vkey``."""
         self.flush()
-        entry = make_entry(log=self.origin, index=self.size, op="rotate-key", key=vkey,
-                           time=self.time)
+        entry = make_entry(
+            log=self.origin, index=self.size, op="rotate-key", key=vkey, time=self.time
+        )
         store.set_meta(self.conn, "verifier_key", vkey)
         keys = json.loads(store.get_meta(self.conn, "key_history") or "[]")
         keys = keys or [self.signers[0].vkey]  # the key in force before the first rotation

@@ -164,7 +164,8 @@ def parse_canonical(data: bytes, *, what: str = "data") -> Any:
     if again != data:
         raise NonCanonicalError(
             f"{what} is not in RFC 8785 canonical form (first difference at byte "
-            f"{_first_difference(data, again)})")
+            f"{_first_difference(data, again)})"
+        )
     return value
 
 

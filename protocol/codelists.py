@@ -33,10 +33,16 @@ class CodeList:
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str = "code list") -> CodeList:
         try:
-            entries = tuple(Code(c["code"], c["en"], c["zh"], c.get("parent"))
-                            for c in data["codes"])
-            made = cls(str(data["name"]), str(data["version"]), str(data.get("source", "")),
-                       str(data.get("licence", "")), entries)
+            entries = tuple(
+                Code(c["code"], c["en"], c["zh"], c.get("parent")) for c in data["codes"]
+            )
+            made = cls(
+                str(data["name"]),
+                str(data["version"]),
+                str(data.get("source", "")),
+                str(data.get("licence", "")),
+                entries,
+            )
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"{where}: not a code list (missing or wrong {exc})") from exc
         for c in entries:
@@ -77,9 +83,11 @@ class CodeLists:
     def default(cls) -> CodeLists:
         """The lists shipped in the `schemas` package."""
         root = resources.files("schemas").joinpath("codelists")
-        return cls(CodeList.from_json(json.loads(p.read_text("utf-8")), p.name)
-                   for p in sorted(root.iterdir(), key=lambda p: p.name)
-                   if p.name.endswith(".json"))
+        return cls(
+            CodeList.from_json(json.loads(p.read_text("utf-8")), p.name)
+            for p in sorted(root.iterdir(), key=lambda p: p.name)
+            if p.name.endswith(".json")
+        )
 
     @property
     def names(self) -> list[str]:
@@ -89,5 +97,6 @@ class CodeLists:
         try:
             return self._lists[name]
         except KeyError:
-            raise ConfigError(f"unknown code list {name!r} (known: "
-                              f"{', '.join(self.names)})") from None
+            raise ConfigError(
+                f"unknown code list {name!r} (known: {', '.join(self.names)})"
+            ) from None

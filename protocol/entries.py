@@ -68,8 +68,7 @@ def _key(entry: dict[str, Any], field: str, where: str) -> None:
         raise _bad(where, field, entry[field], f"not a verifier key ({exc.message})") from exc
 
 
-def check_entry(entry: dict[str, Any], where: str,
-                allowed_ops: Collection[str] = OPS) -> None:
+def check_entry(entry: dict[str, Any], where: str, allowed_ops: Collection[str] = OPS) -> None:
     """Check an entry's fields and values; MalformedEntry names `where` and the field."""
     op = entry.get("op")
     if op not in allowed_ops or not isinstance(op, str):
@@ -80,14 +79,14 @@ def check_entry(entry: dict[str, Any], where: str,
         missing = sorted(allowed - keys)
         extra = sorted(keys - allowed)
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"unexpected {', '.join(extra)}"] if extra else [])
+            [f"unexpected {', '.join(extra)}"] if extra else []
+        )
         raise MalformedEntry(f"{where}: {op} entry has wrong fields: {'; '.join(parts)}")
     _nonempty_str(entry, "log", where)
     _count(entry, "index", where)
     t = entry["time"]
     if type(t) is not str or not _TIME.fullmatch(t):
-        raise _bad(where, "time", t, "must be RFC 3339 UTC with seconds, like "
-                   "2026-11-22T23:07:36Z")
+        raise _bad(where, "time", t, "must be RFC 3339 UTC with seconds, like 2026-11-22T23:07:36Z")
     if op in ("publish", "withdraw"):
         if entry["kind"] not in KINDS:
             raise _bad(where, "kind", entry["kind"], f"must be one of {', '.join(KINDS)}")
@@ -114,21 +113,36 @@ def check_entry(entry: dict[str, Any], where: str,
             _nonempty_str(entry, "checkpoint", where)
 
 
-def make_entry(*, log: str, index: int, op: str, time: str, kind: str | None = None,
-               id: str | None = None, schema: str | None = None,  # noqa: A002 - protocol name
-               digest: str | None = None, key: str | None = None) -> dict[str, Any]:
+def make_entry(
+    *,
+    log: str,
+    index: int,
+    op: str,
+    time: str,
+    kind: str | None = None,
+    id: str | None = None,
+    schema: str | None = None,  # noqa: A002 - protocol name
+    digest: str | None = None,
+    key: str | None = None,
+) -> dict[str, Any]:
     """A checked node-log entry; ValueError (a MalformedEntry) when a field is wrong."""
     entry: dict[str, Any] = {"log": log, "index": index, "op": op, "time": time}
-    for name, value in (("kind", kind), ("id", id), ("schema", schema), ("digest", digest),
-                        ("key", key)):
+    for name, value in (
+        ("kind", kind),
+        ("id", id),
+        ("schema", schema),
+        ("digest", digest),
+        ("key", key),
+    ):
         if value is not None:
             entry[name] = value
     _check_made(entry, OPS)
     return entry
 
 
-def make_catalogue_entry(*, log: str, index: int, op: str, time: str,
-                         **fields: Any) -> dict[str, Any]:
+def make_catalogue_entry(
+    *, log: str, index: int, op: str, time: str, **fields: Any
+) -> dict[str, Any]:
     """A checked catalogue-log entry (enrol, retire, revoke, checkpoint)."""
     entry: dict[str, Any] = {"log": log, "index": index, "op": op, "time": time, **fields}
     _check_made(entry, CATALOGUE_OPS)
@@ -143,8 +157,9 @@ def _check_made(entry: dict[str, Any], ops: Collection[str]) -> None:
         raise ValueError(exc.message) from exc
 
 
-def parse_leaf(leaf: bytes, *, expected_log: str, expected_index: int,
-               allowed_ops: Collection[str] = OPS) -> dict[str, Any]:
+def parse_leaf(
+    leaf: bytes, *, expected_log: str, expected_index: int, allowed_ops: Collection[str] = OPS
+) -> dict[str, Any]:
     """Parse and check leaf bytes at position `expected_index` of log `expected_log`.
 
     Raises NonCanonicalError (not RFC 8785 bytes), MalformedEntry (wrong shape or values),
@@ -156,9 +171,7 @@ def parse_leaf(leaf: bytes, *, expected_log: str, expected_index: int,
         raise MalformedEntry(f"{where}: not a JSON object")
     check_entry(entry, where, allowed_ops)
     if entry["index"] != expected_index:
-        raise IndexOrderError(f"{where}: carries index {entry['index']}, expected "
-                              f"{expected_index}")
+        raise IndexOrderError(f"{where}: carries index {entry['index']}, expected {expected_index}")
     if entry["log"] != expected_log:
-        raise OriginMismatch(f"{where}: belongs to log {entry['log']!r}, expected "
-                             f"{expected_log!r}")
+        raise OriginMismatch(f"{where}: belongs to log {entry['log']!r}, expected {expected_log!r}")
     return entry

@@ -63,8 +63,12 @@ class Problem:
             value = short_repr(value)
         elif isinstance(value, str):
             value = value if len(value) <= _MAX_VALUE_REPR else value[:77] + "..."
-        return {"location": self.location, "field": self.field, "value": value,
-                "reason": self.reason}
+        return {
+            "location": self.location,
+            "field": self.field,
+            "value": value,
+            "reason": self.reason,
+        }
 
 
 class BiobankError(Exception):
@@ -117,15 +121,20 @@ class RootMismatch(VerificationError):
 class _TwoCheckpoints(VerificationError):
     """An error whose evidence is two signed checkpoints (kept verbatim)."""
 
-    def __init__(self, message: str, *, trusted: str, new: str,
-                 details: Sequence[str] = ()) -> None:
+    def __init__(
+        self, message: str, *, trusted: str, new: str, details: Sequence[str] = ()
+    ) -> None:
         super().__init__(message, details=details)
         self.trusted_checkpoint = trusted
         self.new_checkpoint = new
 
     def diagnostics(self) -> str:
-        evidence = ["trusted checkpoint:", *self.trusted_checkpoint.splitlines(),
-                    "new checkpoint:", *self.new_checkpoint.splitlines()]
+        evidence = [
+            "trusted checkpoint:",
+            *self.trusted_checkpoint.splitlines(),
+            "new checkpoint:",
+            *self.new_checkpoint.splitlines(),
+        ]
         return super().diagnostics() + "\n" + "\n".join(f"    {x}" for x in evidence)
 
 

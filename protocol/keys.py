@@ -62,15 +62,19 @@ class KeyHistory:
         for n, e in enumerate(d.get("events") or []):
             kind, at, key = e.get("kind"), e.get("at"), e.get("key")
             if not isinstance(at, int) or at < 0 or not isinstance(key, str):
-                raise ValueError(f"key history of {origin!r}: event {n}: needs a size 'at' >= 0 "
-                                 "and a verifier 'key'")
+                raise ValueError(
+                    f"key history of {origin!r}: event {n}: needs a size 'at' >= 0 "
+                    "and a verifier 'key'"
+                )
             if kind == "rotate":
                 history.rotate(index=at, key=key)
             elif kind == "revoke" and isinstance(e.get("revoked"), str):
                 history.revoke(from_size=at, key=key, revoked_key=e["revoked"])
             else:
-                raise ValueError(f"key history of {origin!r}: event {n}: kind must be 'rotate' "
-                                 "or 'revoke' (with 'revoked')")
+                raise ValueError(
+                    f"key history of {origin!r}: event {n}: kind must be 'rotate' "
+                    "or 'revoke' (with 'revoked')"
+                )
         return history
 
     def all_keys(self) -> list[str]:
@@ -101,8 +105,7 @@ class KeyHistory:
 
     def revoked_keys(self, size: int) -> set[str]:
         """Keys refused for a checkpoint of tree size `size`."""
-        return {e.revoked for e in self.events
-                if e.kind == "revoke" and e.revoked and e.at < size}
+        return {e.revoked for e in self.events if e.kind == "revoke" and e.revoked and e.at < size}
 
     def key_at(self, size: int) -> str:
         """The key in force for a checkpoint of tree size `size`."""
@@ -131,33 +134,40 @@ class KeyHistory:
         checkpoint = Checkpoint.from_text(body + "\n")
         if checkpoint.origin != self.origin:
             raise SignatureError(
-                f"checkpoint origin {checkpoint.origin!r} is not the node's {self.origin!r}")
+                f"checkpoint origin {checkpoint.origin!r} is not the node's {self.origin!r}"
+            )
         required = self.required_keys(checkpoint.size, previous_size=previous_size)
         revoked = self.revoked_keys(checkpoint.size)
         candidates = {k: Verifier.from_key(k) for k in [*required, *sorted(revoked)]}
         try:
             _, good = open_note(note, list(candidates.values()))
         except SignatureError as exc:
-            raise SignatureError(f"{self.origin} checkpoint size {checkpoint.size}: {exc} "
-                                 f"(key in force: {_short(required[0])})") from exc
+            raise SignatureError(
+                f"{self.origin} checkpoint size {checkpoint.size}: {exc} "
+                f"(key in force: {_short(required[0])})"
+            ) from exc
         signed = {v.vkey for v in good}
         missing = [k for k in required if k not in signed]
         if missing and signed & revoked:
             raise RevokedKeyError(
                 f"{self.origin} checkpoint size {checkpoint.size}: signed by revoked key "
                 f"{_short(next(iter(signed & revoked)))} (revoked for sizes after "
-                f"{self._revoked_from(next(iter(signed & revoked)))})")
+                f"{self._revoked_from(next(iter(signed & revoked)))})"
+            )
         if missing:
-            raise MissingSignatureError(f"{self.origin} checkpoint size {checkpoint.size}: "
-                                        + _missing_text(required, missing, bool(signed)))
+            raise MissingSignatureError(
+                f"{self.origin} checkpoint size {checkpoint.size}: "
+                + _missing_text(required, missing, bool(signed))
+            )
         return checkpoint
 
     def _revoked_from(self, key: str) -> int:
         return min(e.at for e in self.events if e.kind == "revoke" and e.revoked == key)
 
 
-def rotation_hint(history: KeyHistory, note: str, *, previous_size: int,
-                  announced_key: str | None) -> MissingSignatureError | None:
+def rotation_hint(
+    history: KeyHistory, note: str, *, previous_size: int, announced_key: str | None
+) -> MissingSignatureError | None:
     """Explain a checkpoint the key history refuses when the node now announces another key.
 
     A node that rotated its key but whose first checkpoint over the `rotate-key` entry lacks
@@ -180,7 +190,8 @@ def rotation_hint(history: KeyHistory, note: str, *, previous_size: int,
         f"{_short(announced_key)} but missing the signature by the key in force "
         f"{_short(required[0])}: after a key rotation the first checkpoint covering the "
         "rotate-key entry must carry the old key's signature too (the node can add it with "
-        "'biobank-node rotate-key --cosign-latest')")
+        "'biobank-node rotate-key --cosign-latest')"
+    )
 
 
 def _missing_text(required: list[str], missing: list[str], signed: bool) -> str:
@@ -190,8 +201,9 @@ def _missing_text(required: list[str], missing: list[str], signed: bool) -> str:
     parts = []
     old = [k for k in missing if k != required[0]]
     if old:
-        parts.append("missing old-key signature at a key rotation by "
-                     + ", ".join(_short(k) for k in old))
+        parts.append(
+            "missing old-key signature at a key rotation by " + ", ".join(_short(k) for k in old)
+        )
     if required[0] in missing:
         what = "the new key of a rotation" if len(required) > 1 else "the key in force"
         parts.append(f"missing signature by {what} {_short(required[0])}")

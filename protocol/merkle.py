@@ -45,8 +45,10 @@ class CompactRange:
 
     def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
         if size < 0 or len(hashes) != size.bit_count():
-            raise ValueError(f"a compact range of size {size} needs {max(size, 0).bit_count()} "
-                             f"hashes, got {len(hashes)}")
+            raise ValueError(
+                f"a compact range of size {size} needs {max(size, 0).bit_count()} "
+                f"hashes, got {len(hashes)}"
+            )
         if any(len(h) != HASH_SIZE for h in hashes):
             raise ValueError("compact range hashes must be 32 bytes each")
         self.size = size
@@ -81,8 +83,10 @@ class CompactRange:
         return CompactRange(self.size, self.hashes)
 
     def to_json(self) -> dict[str, Any]:
-        return {"size": self.size,
-                "hashes": [base64.b64encode(h).decode("ascii") for h in self.hashes]}
+        return {
+            "size": self.size,
+            "hashes": [base64.b64encode(h).decode("ascii") for h in self.hashes],
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CompactRange:
@@ -111,8 +115,10 @@ def _subtree_root(hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
 def inclusion_proof(hashes: Sequence[bytes], index: int, size: int) -> list[bytes]:
     """RFC 9162 PATH(index, D[0:size]) over the leaf hashes `hashes`."""
     if not 0 <= index < size <= len(hashes):
-        raise ValueError(f"no inclusion proof for index {index} in a tree of size {size} "
-                         f"({len(hashes)} leaves known)")
+        raise ValueError(
+            f"no inclusion proof for index {index} in a tree of size {size} "
+            f"({len(hashes)} leaves known)"
+        )
     proof: list[bytes] = []
     lo, hi = 0, size
     while hi - lo > 1:
@@ -130,8 +136,9 @@ def inclusion_proof(hashes: Sequence[bytes], index: int, size: int) -> list[byte
 def consistency_proof(hashes: Sequence[bytes], size1: int, size2: int) -> list[bytes]:
     """RFC 9162 PROOF(size1, D[0:size2]) over the leaf hashes `hashes`."""
     if not 0 < size1 <= size2 <= len(hashes):
-        raise ValueError(f"no consistency proof from size {size1} to {size2} "
-                         f"({len(hashes)} leaves known)")
+        raise ValueError(
+            f"no consistency proof from size {size1} to {size2} ({len(hashes)} leaves known)"
+        )
     proof: list[bytes] = []
     lo, hi, m, complete = 0, size2, size1, True
     while True:
@@ -159,8 +166,9 @@ def _check_hashes(proof: Sequence[bytes]) -> None:
             raise ProofError(f"proof element {i} is {len(p)} bytes, not {HASH_SIZE}")
 
 
-def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes],
-                     root: bytes) -> None:
+def verify_inclusion(
+    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+) -> None:
     """Check that `leaf_hash` is leaf `index` of the tree (`size`, `root`); raise ProofError."""
     if not 0 <= index < size:
         raise ProofError(f"index {index} is outside a tree of size {size}")
@@ -183,12 +191,15 @@ def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[by
     if sn != 0:
         raise ProofError(f"inclusion proof for index {index} in size {size} is too short")
     if r != root:
-        raise ProofError(f"inclusion proof for index {index} in size {size} does not lead "
-                         f"to the root (got {r.hex()[:16]}..., want {root.hex()[:16]}...)")
+        raise ProofError(
+            f"inclusion proof for index {index} in size {size} does not lead "
+            f"to the root (got {r.hex()[:16]}..., want {root.hex()[:16]}...)"
+        )
 
 
-def verify_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: bytes,
-                       root2: bytes) -> None:
+def verify_consistency(
+    size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes
+) -> None:
     """Check that the tree (size2, root2) extends (size1, root1); raise ProofError."""
     if size1 < 0 or size2 < size1:
         raise ProofError(f"size2 {size2} is smaller than size1 {size1}")

@@ -45,7 +45,6 @@ def _b64decode(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
 
 
-
 def _decode_key(hexid: str, b64: str, what: str, want_key: str) -> tuple[bytes, bytes]:
     """The 32 key bytes and the claimed key id of a C2SP key string's last two fields."""
     try:
@@ -57,13 +56,15 @@ def _decode_key(hexid: str, b64: str, what: str, want_key: str) -> tuple[bytes, 
         raise ConfigError(f"{what}: want an 8-hex-digit id and {want_key}")
     return raw[1:], key_id
 
+
 class Verifier:
     """An Ed25519 note verifier, from a `name+hexid+base64` key string."""
 
     def __init__(self, name: str, public_key: bytes) -> None:
         if not _valid_name(name):
-            raise ConfigError(f"invalid key name {name!r}: it must be non-empty, without "
-                              "spaces or '+'")
+            raise ConfigError(
+                f"invalid key name {name!r}: it must be non-empty, without spaces or '+'"
+            )
         self.name = name
         self.public_key = public_key
         self.key_id = key_id(name, bytes([ALG_ED25519]) + public_key)
@@ -76,12 +77,18 @@ class Verifier:
         if len(parts) != 3:
             raise ConfigError(f"malformed verifier key {vkey!r}: want name+hexid+base64key")
         name, hexid, b64 = parts
-        key, want = _decode_key(hexid, b64, f"malformed verifier key {vkey!r}",
-                                "a 33-byte Ed25519 key (0x01 || public key)")
+        key, want = _decode_key(
+            hexid,
+            b64,
+            f"malformed verifier key {vkey!r}",
+            "a 33-byte Ed25519 key (0x01 || public key)",
+        )
         verifier = cls(name, key)
         if verifier.key_id != want:
-            raise ConfigError(f"verifier key {vkey!r}: id {hexid} does not match the key "
-                              f"(computed {verifier.key_id.hex()})")
+            raise ConfigError(
+                f"verifier key {vkey!r}: id {hexid} does not match the key "
+                f"(computed {verifier.key_id.hex()})"
+            )
         return verifier
 
     @property
@@ -125,8 +132,12 @@ class Signer:
         if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
             raise ConfigError("malformed signer key: want PRIVATE+KEY+name+hexid+base64key")
         _, _, name, hexid, b64 = parts
-        seed, want = _decode_key(hexid, b64, f"malformed signer key for {name!r}",
-                                 "a 33-byte Ed25519 seed (0x01 || seed)")
+        seed, want = _decode_key(
+            hexid,
+            b64,
+            f"malformed signer key for {name!r}",
+            "a 33-byte Ed25519 seed (0x01 || seed)",
+        )
         signer = cls(name, seed)
         if signer.key_id != want:
             raise ConfigError(f"signer key for {name!r}: id {hexid} does not match the key")
@@ -172,8 +183,9 @@ def open_note(note: str, verifiers: Sequence[Verifier]) -> tuple[str, list[Verif
     """
     split = note.rfind("\n\n")
     if split < 0 or not note.endswith("\n"):
-        raise SignatureError("malformed note: no blank line before the signatures, or no "
-                             "final newline")
+        raise SignatureError(
+            "malformed note: no blank line before the signatures, or no final newline"
+        )
     text = note[: split + 1]
     if any(ord(c) < 0x20 and c != "\n" for c in note):
         raise SignatureError("malformed note: it contains control characters")
@@ -188,9 +200,10 @@ def open_note(note: str, verifiers: Sequence[Verifier]) -> tuple[str, list[Verif
         raise SignatureError(f"malformed note: more than {_MAX_SIGNATURES} signatures")
     for line in lines:
         if not line.startswith(_SIG_PREFIX):
-            raise SignatureError(f"malformed note: signature line {line[:40]!r} does not start "
-                                 "with an em dash")
-        name, _, b64 = line[len(_SIG_PREFIX):].partition(" ")
+            raise SignatureError(
+                f"malformed note: signature line {line[:40]!r} does not start with an em dash"
+            )
+        name, _, b64 = line[len(_SIG_PREFIX) :].partition(" ")
         try:
             raw = _b64decode(b64)
         except (ValueError, binascii.Error, UnicodeEncodeError) as exc:
@@ -227,8 +240,9 @@ class Checkpoint:
 
     def to_text(self) -> str:
         root = base64.b64encode(self.root).decode("ascii")
-        return "".join(f"{line}\n" for line in (self.origin, str(self.size), root,
-                                                   *self.extensions))
+        return "".join(
+            f"{line}\n" for line in (self.origin, str(self.size), root, *self.extensions)
+        )
 
     @classmethod
     def from_text(cls, text: str) -> Checkpoint:
@@ -237,8 +251,9 @@ class Checkpoint:
             raise MalformedEntry("checkpoint body does not end with a newline")
         lines = text[:-1].split("\n")
         if len(lines) < 3:
-            raise MalformedEntry(f"checkpoint body has {len(lines)} lines, needs at least 3 "
-                                 "(origin, size, root)")
+            raise MalformedEntry(
+                f"checkpoint body has {len(lines)} lines, needs at least 3 (origin, size, root)"
+            )
         origin, size, root, *ext = lines
         if not origin:
             raise MalformedEntry("checkpoint origin line is empty")

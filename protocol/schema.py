@@ -43,8 +43,9 @@ class SchemaSet:
             sid = schema.get("$id")
             match = _ID.search(sid) if isinstance(sid, str) else None
             if sid is None or match is None:
-                raise ConfigError(f"schema $id {sid!r} does not end in "
-                                  "/v<version>/<kind>.schema.json")
+                raise ConfigError(
+                    f"schema $id {sid!r} does not end in /v<version>/<kind>.schema.json"
+                )
             if sid in self._by_id:
                 raise ConfigError(f"schema $id {sid!r} is loaded twice")
             self._by_id[sid] = copy.deepcopy(dict(schema))
@@ -54,8 +55,9 @@ class SchemaSet:
                 latest[kind] = (version, sid)
         self._latest = {kind: sid for kind, (_, sid) in latest.items()}
         self._registry: referencing.Registry[Any] = referencing.Registry().with_resources(
-            (sid, referencing.Resource.from_contents(
-                s, default_specification=DRAFT202012)) for sid, s in self._by_id.items())
+            (sid, referencing.Resource.from_contents(s, default_specification=DRAFT202012))
+            for sid, s in self._by_id.items()
+        )
         self._fast: dict[str, Callable[[Any], Any]] = {}
         self._enum_formats: dict[str, Callable[[Any], bool]] = {}
         self._detailed: dict[str, jsonschema.Draft202012Validator] = {}
@@ -65,8 +67,11 @@ class SchemaSet:
     def default(cls) -> SchemaSet:
         """The schemas shipped in the `schemas` package (`*.schema.json`)."""
         root = resources.files("schemas")
-        return cls(json.loads(p.read_text("utf-8")) for p in sorted(
-            root.iterdir(), key=lambda p: p.name) if p.name.endswith(".schema.json"))
+        return cls(
+            json.loads(p.read_text("utf-8"))
+            for p in sorted(root.iterdir(), key=lambda p: p.name)
+            if p.name.endswith(".schema.json")
+        )
 
     @property
     def ids(self) -> list[str]:
@@ -81,8 +86,9 @@ class SchemaSet:
         try:
             return self._latest[kind]
         except KeyError:
-            raise ConfigError(f"no schema for kind {kind!r} (known: "
-                              f"{', '.join(self.kinds)})") from None
+            raise ConfigError(
+                f"no schema for kind {kind!r} (known: {', '.join(self.kinds)})"
+            ) from None
 
     def kind_of(self, schema_id: str) -> str:
         """The record kind a schema `$id` describes."""
@@ -126,7 +132,7 @@ class SchemaSet:
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith("#/$defs/") and depth.get(id(node), 0) < 8:
                 # inline local definitions: saves a call and a name string per value
-                target = copied.get("$defs", {}).get(ref[len("#/$defs/"):])
+                target = copied.get("$defs", {}).get(ref[len("#/$defs/") :])
                 if isinstance(target, dict) and "$id" not in target:
                     del node["$ref"]
                     inlined = copy.deepcopy(target)
@@ -140,8 +146,13 @@ class SchemaSet:
                     stack.append(child)
                     continue
             enum = node.get("enum")
-            if (isinstance(enum, list) and enum and all(type(v) is str for v in enum)
-                    and "format" not in node and node.get("type", "string") == "string"):
+            if (
+                isinstance(enum, list)
+                and enum
+                and all(type(v) is str for v in enum)
+                and "format" not in node
+                and node.get("type", "string") == "string"
+            ):
                 name = f"enum-set-{len(self._enum_formats)}"
                 self._enum_formats[name] = frozenset(enum).__contains__
                 del node["enum"]
@@ -154,8 +165,7 @@ class SchemaSet:
         try:
             return self._fast_form(self._by_id[uri])
         except KeyError:
-            raise ConfigError(f"schema reference {uri!r} is not among the loaded schemas") \
-                from None
+            raise ConfigError(f"schema reference {uri!r} is not among the loaded schemas") from None
 
     def field_memo(self, kind_or_id: str) -> FieldMemo:
         """The memo of valid, clean field values of a schema (protocol.schema_memo)."""
@@ -170,15 +180,18 @@ class SchemaSet:
         clean (computed on orjson's bytes, which are then the canonical ones); None when the
         memo does not know it, and the caller takes the full path (`canonical.digest`, then
         `problems`). A record with a digest here has no schema problems."""
-        data = self.field_memo(kind_or_id).canonical_bytes(record) if self.knows(kind_or_id) \
-            else None
+        data = (
+            self.field_memo(kind_or_id).canonical_bytes(record) if self.knows(kind_or_id) else None
+        )
         return None if data is None else bytes_digest(data)
 
     def _compile_fragment(self, schema: dict[str, Any]) -> Callable[[Any], Any]:
         handler = self._handler
-        return fastjsonschema.compile(self._fast_form(schema),
-                                      handlers={"https": handler, "http": handler},
-                                      formats=self._enum_formats)
+        return fastjsonschema.compile(
+            self._fast_form(schema),
+            handlers={"https": handler, "http": handler},
+            formats=self._enum_formats,
+        )
 
     def _fast_verdict(self, sid: str, record: Any) -> None:
         """Raise fastjsonschema's exception unless `record` is valid. Field values seen valid
@@ -224,8 +237,10 @@ class SchemaSet:
         validator = self._detailed.get(sid)
         if validator is None:
             validator = jsonschema.Draft202012Validator(
-                self._by_id[sid], registry=self._registry,
-                format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+                self._by_id[sid],
+                registry=self._registry,
+                format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+            )
             self._detailed[sid] = validator
         out: dict[tuple[str, str], Problem] = {}
         for error in sorted(validator.iter_errors(record), key=lambda e: _pointer(e.absolute_path)):
@@ -244,20 +259,25 @@ def _to_problems(error: ValidationError, location: str) -> list[Problem]:
     kind = error.validator
     if kind == "required" and isinstance(instance, dict):
         required = error.validator_value if isinstance(error.validator_value, list) else []
-        return [Problem(location, pointer + _pointer([r]), None, "required field is missing")
-                for r in required if r not in instance] or [
-            Problem(location, pointer or "/", None, error.message)]
+        return [
+            Problem(location, pointer + _pointer([r]), None, "required field is missing")
+            for r in required
+            if r not in instance
+        ] or [Problem(location, pointer or "/", None, error.message)]
     if kind == "additionalProperties" and isinstance(instance, dict):
         props = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
         pats = error.schema.get("patternProperties", {}) if isinstance(error.schema, dict) else {}
-        extra = [k for k in instance if k not in props
-                 and not any(re.search(p, k) for p in pats)]
-        return [Problem(location, pointer + _pointer([k]), instance[k],
-                        f"field {k!r} is not allowed here") for k in extra]
+        extra = [k for k in instance if k not in props and not any(re.search(p, k) for p in pats)]
+        return [
+            Problem(
+                location, pointer + _pointer([k]), instance[k], f"field {k!r} is not allowed here"
+            )
+            for k in extra
+        ]
     if kind == "enum":
-        return [Problem(location, pointer or "/", instance,
-                        f"unknown code {instance!r} for {name}")]
+        return [
+            Problem(location, pointer or "/", instance, f"unknown code {instance!r} for {name}")
+        ]
     if kind == "const":
-        return [Problem(location, pointer or "/", instance,
-                        f"must be {error.validator_value!r}")]
+        return [Problem(location, pointer or "/", instance, f"must be {error.validator_value!r}")]
     return [Problem(location, pointer or "/", instance, error.message)]

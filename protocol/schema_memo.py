@@ -65,21 +65,34 @@ def free_fields(schema: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         return {}
     out: dict[str, dict[str, Any]] = {}
     for name, sub in props.items():
-        if isinstance(sub, dict) and set(sub) == {"$ref"} and isinstance(sub["$ref"], str) \
-                and sub["$ref"].startswith("#/$defs/") and isinstance(defs, dict):
-            sub = defs.get(sub["$ref"][len("#/$defs/"):])
-        if (isinstance(sub, dict) and set(sub) <= _FREE and sub.get("type") == "string"
-                and isinstance(sub.get("pattern"), str)):
+        if (
+            isinstance(sub, dict)
+            and set(sub) == {"$ref"}
+            and isinstance(sub["$ref"], str)
+            and sub["$ref"].startswith("#/$defs/")
+            and isinstance(defs, dict)
+        ):
+            sub = defs.get(sub["$ref"][len("#/$defs/") :])
+        if (
+            isinstance(sub, dict)
+            and set(sub) <= _FREE
+            and sub.get("type") == "string"
+            and isinstance(sub.get("pattern"), str)
+        ):
             out[name] = {"type": "string", "pattern": sub["pattern"]}
     return out
 
 
 def _eligible(schema: Mapping[str, Any]) -> bool:
     props = schema.get("properties")
-    return (set(schema) <= _TOP and schema.get("type") == "object"
-            and schema.get("additionalProperties") is False and isinstance(props, dict)
-            and all(type(k) is str and k.isascii() for k in props)
-            and isinstance(schema.get("required", []), list))
+    return (
+        set(schema) <= _TOP
+        and schema.get("type") == "object"
+        and schema.get("additionalProperties") is False
+        and isinstance(props, dict)
+        and all(type(k) is str and k.isascii() for k in props)
+        and isinstance(schema.get("required", []), list)
+    )
 
 
 def is_clean(value: Any) -> bool:
@@ -105,8 +118,9 @@ class FieldMemo:
     """The valid, clean field values of one schema; `accepts(record)` is True only for a
     valid record whose canonical bytes are orjson's sorted-key bytes."""
 
-    def __init__(self, schema: Mapping[str, Any],
-                 compile_field: Callable[[dict[str, Any]], Validator]) -> None:
+    def __init__(
+        self, schema: Mapping[str, Any], compile_field: Callable[[dict[str, Any]], Validator]
+    ) -> None:
         self.active = _eligible(schema)
         self.schema = schema
         self.required: frozenset[str] = frozenset()
@@ -118,8 +132,9 @@ class FieldMemo:
         if not self.active:
             return
         self.required = frozenset(schema.get("required", ()))
-        self.fields = {name: fastjsonschema.compile(sub)
-                       for name, sub in free_fields(schema).items()}
+        self.fields = {
+            name: fastjsonschema.compile(sub) for name, sub in free_fields(schema).items()
+        }
         root = {k: schema[k] for k in ("$schema", "$id", "$defs") if k in schema}
         for name, sub in schema["properties"].items():
             if name not in self.fields:
@@ -199,11 +214,18 @@ class ColumnGate:
         # the free fields' patterns as the regex fastjsonschema compiles for them (its `$` is
         # `\Z`), searched directly: the same verdict as the memo's validator, without a call
         # into the generated code per field
-        self._free = [(name, re.compile(_DOLLAR.sub(r"\\Z", sub["pattern"])).search)
-                      for name, sub in free_fields(memo.schema).items()] if memo.active else []
+        self._free = (
+            [
+                (name, re.compile(_DOLLAR.sub(r"\\Z", sub["pattern"])).search)
+                for name, sub in free_fields(memo.schema).items()
+            ]
+            if memo.active
+            else []
+        )
 
-    def canonical_bytes(self, record: dict[str, Any], columns: tuple[Any, ...],
-                        free_valid: bool = False) -> bytes | None:
+    def canonical_bytes(
+        self, record: dict[str, Any], columns: tuple[Any, ...], free_valid: bool = False
+    ) -> bytes | None:
         """The canonical bytes of a record known valid and clean; None when the memo does not
         accept it (the caller takes the full path: the schema's problems, canonical()).
 
@@ -218,8 +240,11 @@ class ColumnGate:
             for name, search in self._free:
                 if name in record:
                     value = record[name]
-                    if (type(value) is not str or search(value) is None
-                            or not (value.isascii() or unicodedata.is_normalized("NFC", value))):
+                    if (
+                        type(value) is not str
+                        or search(value) is None
+                        or not (value.isascii() or unicodedata.is_normalized("NFC", value))
+                    ):
                         return None
             return orjson.dumps(record, option=_OPTS)
         if not self.memo.accepts(record):

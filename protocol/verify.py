@@ -54,9 +54,13 @@ class TrustedState:
     keys: KeyHistory | None = None  # None: only the enrolled key (given to the verifier)
 
     def to_json(self) -> dict[str, Any]:
-        d = {"origin": self.origin, "size": self.size,
-             "root": base64.b64encode(self.root).decode("ascii"),
-             "compact": self.compact.to_json(), "checkpoint": self.checkpoint}
+        d = {
+            "origin": self.origin,
+            "size": self.size,
+            "root": base64.b64encode(self.root).decode("ascii"),
+            "compact": self.compact.to_json(),
+            "checkpoint": self.checkpoint,
+        }
         if self.keys is not None:
             d["keys"] = self.keys.to_json()
         return d
@@ -69,11 +73,19 @@ class TrustedState:
             keys: KeyHistory | None = KeyHistory.from_json(origin, d["keys"])
         else:
             keys = KeyHistory(origin, enrolled_key) if enrolled_key else None
-        state = cls(origin, int(d["size"]), base64.b64decode(d["root"]),
-                    CompactRange.from_json(d["compact"]), d["checkpoint"], keys)
+        state = cls(
+            origin,
+            int(d["size"]),
+            base64.b64decode(d["root"]),
+            CompactRange.from_json(d["compact"]),
+            d["checkpoint"],
+            keys,
+        )
         if state.compact.size != state.size or state.compact.root() != state.root:
-            raise ValueError(f"trusted state for {state.origin!r} is inconsistent: its compact "
-                             "range does not rebuild its root")
+            raise ValueError(
+                f"trusted state for {state.origin!r} is inconsistent: its compact "
+                "range does not rebuild its root"
+            )
         return state
 
 
@@ -110,9 +122,16 @@ class StepVerifier:
     the enrolled key); `verifiers` is ignored when a history is known.
     """
 
-    def __init__(self, state: TrustedState | None, checkpoint_note: str,
-                 verifiers: Sequence[Verifier], schemas: SchemaSet, *,
-                 origin: str | None = None, keys: KeyHistory | None = None) -> None:
+    def __init__(
+        self,
+        state: TrustedState | None,
+        checkpoint_note: str,
+        verifiers: Sequence[Verifier],
+        schemas: SchemaSet,
+        *,
+        origin: str | None = None,
+        keys: KeyHistory | None = None,
+    ) -> None:
         if state is not None:
             origin = state.origin
         if origin is None:  # first contact: the enrolled key is what authenticates the log
@@ -125,7 +144,8 @@ class StepVerifier:
         # origin, body shape and one valid signature by a key of the history first (so those
         # errors keep their own types), then the history's rules for this size
         self.checkpoint: Checkpoint = verify_checkpoint(
-            checkpoint_note, [Verifier.from_key(k) for k in self.keys.all_keys()], origin)
+            checkpoint_note, [Verifier.from_key(k) for k in self.keys.all_keys()], origin
+        )
         self.keys.verify(checkpoint_note, previous_size=self.old_size)
         self._state = state
         size = self.checkpoint.size
@@ -133,11 +153,16 @@ class StepVerifier:
             if size < state.size:
                 raise RollbackError(
                     f"{origin}: checkpoint size {size} is smaller than the trusted size "
-                    f"{state.size}", trusted=state.checkpoint, new=checkpoint_note)
+                    f"{state.size}",
+                    trusted=state.checkpoint,
+                    new=checkpoint_note,
+                )
             if size == state.size and self.checkpoint.root != state.root:
                 raise EquivocationError(
                     f"{origin}: two signed checkpoints of size {size} with different roots",
-                    trusted=state.checkpoint, new=checkpoint_note)
+                    trusted=state.checkpoint,
+                    new=checkpoint_note,
+                )
         self.compact = state.compact.copy() if state else CompactRange()
         self.next_index = self.old_size
         self.rejections: list[Rejection] = []
@@ -151,8 +176,9 @@ class StepVerifier:
         """Verify the next leaf and its content (None when erased); return it parsed."""
         index = self.next_index
         if index >= self.checkpoint.size:
-            raise IndexOrderError(f"{self.origin}: leaf {index} is beyond the checkpoint "
-                                  f"size {self.checkpoint.size}")
+            raise IndexOrderError(
+                f"{self.origin}: leaf {index} is beyond the checkpoint size {self.checkpoint.size}"
+            )
         entry = parse_leaf(leaf, expected_log=self.origin, expected_index=index)
         hashed = leaf_hash(leaf)
         self.compact.append(hashed)
@@ -163,31 +189,46 @@ class StepVerifier:
             self._rotate_key(index, entry)
         if content is not None:
             if op != "publish":
-                raise MalformedEntry(f"{self.origin}: leaf {index}: a {op} entry carries "
-                                     "content")
+                raise MalformedEntry(f"{self.origin}: leaf {index}: a {op} entry carries content")
             problems = self._check_content(index, entry, content)
         return VerifiedEntry(index, entry, leaf, content, problems, hashed)
 
-    def _check_content(self, index: int, entry: dict[str, Any],
-                       content: Any) -> tuple[Problem, ...]:
+    def _check_content(
+        self, index: int, entry: dict[str, Any], content: Any
+    ) -> tuple[Problem, ...]:
         known = self.schemas.known_digest(entry["schema"], content)  # valid: no walk needed
         try:
             actual = known or digest(content)
         except ValueError as exc:
-            raise DigestMismatch(f"{self.origin}: leaf {index} ({entry['id']}): content has "
-                                 f"no canonical form: {exc}") from exc
+            raise DigestMismatch(
+                f"{self.origin}: leaf {index} ({entry['id']}): content has no canonical form: {exc}"
+            ) from exc
         if actual != entry["digest"]:
-            raise DigestMismatch(f"{self.origin}: leaf {index} ({entry['id']}): content digest "
-                                 f"{actual} does not match the entry's {entry['digest']}")
+            raise DigestMismatch(
+                f"{self.origin}: leaf {index} ({entry['id']}): content digest "
+                f"{actual} does not match the entry's {entry['digest']}"
+            )
         location = f"{self.origin} leaf {index}"
         found = [] if known else self.schemas.problems(entry["schema"], content, location)
         if not found and self.schemas.kind_of(entry["schema"]) != entry["kind"]:
-            found = [Problem(location, "/", entry["schema"],
-                             f"schema is for {self.schemas.kind_of(entry['schema'])} records, "
-                             f"entry kind is {entry['kind']}")]
+            found = [
+                Problem(
+                    location,
+                    "/",
+                    entry["schema"],
+                    f"schema is for {self.schemas.kind_of(entry['schema'])} records, "
+                    f"entry kind is {entry['kind']}",
+                )
+            ]
         if not found and isinstance(content, dict) and content.get("id") != entry["id"]:
-            found = [Problem(location, "/id", content.get("id"),
-                             f"record id differs from the entry id {entry['id']!r}")]
+            found = [
+                Problem(
+                    location,
+                    "/id",
+                    content.get("id"),
+                    f"record id differs from the entry id {entry['id']!r}",
+                )
+            ]
         if found:
             self.rejections.append(Rejection(index, entry["id"], tuple(found)))
         return tuple(found)
@@ -199,11 +240,14 @@ class StepVerifier:
         try:
             name = Verifier.from_key(key).name
         except ConfigError as exc:
-            raise MalformedEntry(f"{self.origin}: leaf {index}: rotate-key carries a malformed "
-                                 f"verifier key: {exc.message}") from exc
+            raise MalformedEntry(
+                f"{self.origin}: leaf {index}: rotate-key carries a malformed "
+                f"verifier key: {exc.message}"
+            ) from exc
         if name != self.origin:
-            raise MalformedEntry(f"{self.origin}: leaf {index}: rotate-key names key "
-                                 f"{name!r}, not the log origin")
+            raise MalformedEntry(
+                f"{self.origin}: leaf {index}: rotate-key names key {name!r}, not the log origin"
+            )
         self.keys.rotate(index=index, key=key)
         # MissingSignatureError (old or new key) / RevokedKeyError, naming the keys
         self.keys.verify(self.note, previous_size=self.old_size)
@@ -211,31 +255,45 @@ class StepVerifier:
     def finish(self) -> TrustedState:
         """Check every leaf was fed and the rebuilt root is the signed one; the new state."""
         if self.remaining:
-            raise IndexOrderError(f"{self.origin}: got leaves up to {self.next_index - 1}, "
-                                  f"the checkpoint covers up to {self.checkpoint.size - 1}")
+            raise IndexOrderError(
+                f"{self.origin}: got leaves up to {self.next_index - 1}, "
+                f"the checkpoint covers up to {self.checkpoint.size - 1}"
+            )
         root = self.compact.root()
         if root != self.checkpoint.root:
-            message = (f"{self.origin}: leaves {self.old_size}..{self.checkpoint.size - 1} "
-                       f"on top of the trusted tree rebuild root {root.hex()[:16]}..., the "
-                       f"checkpoint of size {self.checkpoint.size} signs "
-                       f"{self.checkpoint.root.hex()[:16]}...")
+            message = (
+                f"{self.origin}: leaves {self.old_size}..{self.checkpoint.size - 1} "
+                f"on top of the trusted tree rebuild root {root.hex()[:16]}..., the "
+                f"checkpoint of size {self.checkpoint.size} signs "
+                f"{self.checkpoint.root.hex()[:16]}..."
+            )
             if self._state is not None and self._state.size > 0:
-                raise EquivocationError(message + " (not an extension of the trusted tree, "
-                                        "or the leaves served are not the logged ones)",
-                                        trusted=self._state.checkpoint, new=self.note)
+                raise EquivocationError(
+                    message + " (not an extension of the trusted tree, "
+                    "or the leaves served are not the logged ones)",
+                    trusted=self._state.checkpoint,
+                    new=self.note,
+                )
             raise RootMismatch(message)
-        return TrustedState(self.origin, self.checkpoint.size, root, self.compact.copy(),
-                            self.note, self.keys.copy())
+        return TrustedState(
+            self.origin,
+            self.checkpoint.size,
+            root,
+            self.compact.copy(),
+            self.note,
+            self.keys.copy(),
+        )
 
 
-def _history(origin: str, keys: KeyHistory | None,
-             verifiers: Sequence[Verifier]) -> KeyHistory:
+def _history(origin: str, keys: KeyHistory | None, verifiers: Sequence[Verifier]) -> KeyHistory:
     """A private copy of the key history to extend with this step's rotations."""
     if keys is not None:
         if keys.origin != origin:
             raise ValueError(f"key history is for {keys.origin!r}, the log is {origin!r}")
         return keys.copy()
     if len(verifiers) != 1:
-        raise ValueError(f"{origin}: give exactly one verifier (the enrolled key) or a key "
-                         f"history, not {len(verifiers)} verifiers")
+        raise ValueError(
+            f"{origin}: give exactly one verifier (the enrolled key) or a key "
+            f"history, not {len(verifiers)} verifiers"
+        )
     return KeyHistory(origin, verifiers[0].vkey)

@@ -46,8 +46,10 @@ ORPHA_CODE = r"^ORPHA:[0-9]{1,7}$"
 ORIGIN = r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,252}(:[0-9]{1,5})?(/[A-Za-z0-9._~\-]{1,64}){0,8}$"
 VERIFIER_KEY = r"^[^\s+]{1,128}\+[0-9a-f]{8}\+[A-Za-z0-9+/]{43,88}={0,2}$"
 SCHEMA_ID = r"^https://w3id\.org/biobank-federation/schemas/v[0-9]{1,3}/(biobank|collection|sample)\.schema\.json$"
-RFC3339_UTC_SECONDS = (r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-                       r"T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)Z$")
+RFC3339_UTC_SECONDS = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)Z$"
+)
 AGE_MAX_BY_UNIT = {"years": 150, "months": 1800, "weeks": 7830, "days": 54800}
 
 
@@ -60,8 +62,12 @@ def array(item: dict[str, Any], max_items: int) -> dict[str, Any]:
 
 
 def obj(properties: dict[str, Any], required: list[str], **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "object", "properties": properties, "required": required,
-                           "additionalProperties": False}
+    out: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
     out.update(extra)
     return out
 
@@ -76,10 +82,14 @@ def diagnosis(icd_def: str) -> dict[str, Any]:
         {"system": {"enum": ["ICD-10", "ORPHA"]}, "code": {"type": "string", "maxLength": 16}},
         ["system", "code"],
         allOf=[
-            {"if": {"properties": {"system": {"const": "ICD-10"}}},
-             "then": {"properties": {"code": ref(icd_def)}}},
-            {"if": {"properties": {"system": {"const": "ORPHA"}}},
-             "then": {"properties": {"code": ref("orpha_code")}}},
+            {
+                "if": {"properties": {"system": {"const": "ICD-10"}}},
+                "then": {"properties": {"code": ref(icd_def)}},
+            },
+            {
+                "if": {"properties": {"system": {"const": "ORPHA"}}},
+                "then": {"properties": {"code": ref("orpha_code")}},
+            },
         ],
     )
 
@@ -105,97 +115,143 @@ def common_defs(codelists: dict[str, list[str]]) -> dict[str, Any]:
 
 
 def sample_schema() -> dict[str, Any]:
-    return obj({
-        "id": ref("sample_id"),
-        "biobank": ref("public_id"),
-        "collection": ref("public_id"),
-        "sample_type": ref("sample_type"),
-        "storage_temperature": ref("storage_temperature"),
-        "sex": ref("sex"),
-        "age": obj({"min": ref("age_years"), "max": ref("age_years")}, ["min", "max"]),
-        "period": obj({"from": ref("year"), "to": ref("year")}, ["from", "to"]),
-        "diagnoses": array(diagnosis("icd10_code_or_block"), 32),
-        "use_conditions": array(ref("duo"), 40),
-        "dataset_types": array(ref("dataset_type"), 20),
-        "nonce": ref("nonce"),
-    }, ["id", "biobank", "collection", "sample_type", "nonce"])
+    return obj(
+        {
+            "id": ref("sample_id"),
+            "biobank": ref("public_id"),
+            "collection": ref("public_id"),
+            "sample_type": ref("sample_type"),
+            "storage_temperature": ref("storage_temperature"),
+            "sex": ref("sex"),
+            "age": obj({"min": ref("age_years"), "max": ref("age_years")}, ["min", "max"]),
+            "period": obj({"from": ref("year"), "to": ref("year")}, ["from", "to"]),
+            "diagnoses": array(diagnosis("icd10_code_or_block"), 32),
+            "use_conditions": array(ref("duo"), 40),
+            "dataset_types": array(ref("dataset_type"), 20),
+            "nonce": ref("nonce"),
+        },
+        ["id", "biobank", "collection", "sample_type", "nonce"],
+    )
 
 
 def collection_age() -> dict[str, Any]:
     by_unit = [
-        {"if": {"properties": {"unit": {"const": unit}}},
-         "then": {"properties": {"min": {"maximum": top}, "max": {"maximum": top}}}}
+        {
+            "if": {"properties": {"unit": {"const": unit}}},
+            "then": {"properties": {"min": {"maximum": top}, "max": {"maximum": top}}},
+        }
         for unit, top in AGE_MAX_BY_UNIT.items()
     ]
     bound = {"type": "integer", "minimum": 0, "maximum": max(AGE_MAX_BY_UNIT.values())}
-    return obj({"min": bound, "max": bound, "unit": ref("age_unit")}, ["unit"],
-               minProperties=2, allOf=by_unit)
+    return obj(
+        {"min": bound, "max": bound, "unit": ref("age_unit")},
+        ["unit"],
+        minProperties=2,
+        allOf=by_unit,
+    )
 
 
 def collection_schema() -> dict[str, Any]:
-    return obj({
-        "id": ref("public_id"),
-        "biobank": ref("public_id"),
-        "name": text(500),
-        "acronym": text(100),
-        "description": text(10000),
-        "url": ref("url"),
-        "sample_source": ref("sample_source"),
-        "sex": array(ref("sex"), 4),
-        "age": collection_age(),
-        "dataset_types": array(ref("dataset_type"), 20),
-        "sample_types": array(ref("sample_type"), 100),
-        "storage_temperatures": array(ref("storage_temperature"), 10),
-        "diagnoses": array(diagnosis("icd10_code_or_block"), 20000),
-        "design": array(ref("collection_design"), 20),
-        "collection_setting": array(ref("collection_setting"), 10),
-        "use_conditions": array(ref("duo"), 40),
-        "status": ref("collection_status"),
-        "number_of_subjects": ref("count"),
-        "size": ref("count"),
-        "contact": ref("contact"),
-        "quality_standards": array(ref("quality_standard"), 50),
-    }, ["id", "biobank", "name"])
+    return obj(
+        {
+            "id": ref("public_id"),
+            "biobank": ref("public_id"),
+            "name": text(500),
+            "acronym": text(100),
+            "description": text(10000),
+            "url": ref("url"),
+            "sample_source": ref("sample_source"),
+            "sex": array(ref("sex"), 4),
+            "age": collection_age(),
+            "dataset_types": array(ref("dataset_type"), 20),
+            "sample_types": array(ref("sample_type"), 100),
+            "storage_temperatures": array(ref("storage_temperature"), 10),
+            "diagnoses": array(diagnosis("icd10_code_or_block"), 20000),
+            "design": array(ref("collection_design"), 20),
+            "collection_setting": array(ref("collection_setting"), 10),
+            "use_conditions": array(ref("duo"), 40),
+            "status": ref("collection_status"),
+            "number_of_subjects": ref("count"),
+            "size": ref("count"),
+            "contact": ref("contact"),
+            "quality_standards": array(ref("quality_standard"), 50),
+        },
+        ["id", "biobank", "name"],
+    )
 
 
 def biobank_schema() -> dict[str, Any]:
-    return obj({
-        "id": ref("public_id"),
-        "acronym": text(100),
-        "name": text(500),
-        "url": ref("url"),
-        "juristic_person": text(500),
-        "country": ref("country"),
-        "contact": ref("contact"),
-        "description": text(10000),
-        "quality_standards": array(ref("quality_standard"), 50),
-        "capabilities": array(ref("capability"), 40),
-    }, ["id", "name", "country", "contact"])
+    return obj(
+        {
+            "id": ref("public_id"),
+            "acronym": text(100),
+            "name": text(500),
+            "url": ref("url"),
+            "juristic_person": text(500),
+            "country": ref("country"),
+            "contact": ref("contact"),
+            "description": text(10000),
+            "quality_standards": array(ref("quality_standard"), 50),
+            "capabilities": array(ref("capability"), 40),
+        },
+        ["id", "name", "country", "contact"],
+    )
 
 
 def node_descriptor_schema() -> dict[str, Any]:
-    policy = obj({
-        "k": {"type": "integer", "minimum": 1, "maximum": 1000},
-        "age_band": {"type": "integer", "minimum": 1, "maximum": 150},
-        "period_width": {"type": "integer", "minimum": 1, "maximum": 200},
-        "diagnosis_precision": {"enum": ["full", "category", "chapter", "none"]},
-        "published_fields": array({"enum": ["sex", "age", "period", "diagnoses",
-                                            "storage_temperature", "use_conditions",
-                                            "dataset_types"]}, 7),
-    }, ["k", "age_band", "period_width", "diagnosis_precision", "published_fields"])
-    return obj({
-        "origin": {"type": "string", "pattern": ORIGIN, "maxLength": 255},
-        "name": text(500),
-        "country": ref("country"),
-        "organisation": text(500),
-        "contact": ref("contact"),
-        "url": ref("url"),
-        "verifier_key": {"type": "string", "pattern": VERIFIER_KEY, "maxLength": 300},
-        "schemas": {"type": "array", "items": {"type": "string", "pattern": SCHEMA_ID},
-                    "uniqueItems": True, "minItems": 1, "maxItems": 30},
-        "policy": policy,
-    }, ["origin", "name", "country", "organisation", "contact", "url", "verifier_key",
-        "schemas", "policy"])
+    policy = obj(
+        {
+            "k": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "age_band": {"type": "integer", "minimum": 1, "maximum": 150},
+            "period_width": {"type": "integer", "minimum": 1, "maximum": 200},
+            "diagnosis_precision": {"enum": ["full", "category", "chapter", "none"]},
+            "published_fields": array(
+                {
+                    "enum": [
+                        "sex",
+                        "age",
+                        "period",
+                        "diagnoses",
+                        "storage_temperature",
+                        "use_conditions",
+                        "dataset_types",
+                    ]
+                },
+                7,
+            ),
+        },
+        ["k", "age_band", "period_width", "diagnosis_precision", "published_fields"],
+    )
+    return obj(
+        {
+            "origin": {"type": "string", "pattern": ORIGIN, "maxLength": 255},
+            "name": text(500),
+            "country": ref("country"),
+            "organisation": text(500),
+            "contact": ref("contact"),
+            "url": ref("url"),
+            "verifier_key": {"type": "string", "pattern": VERIFIER_KEY, "maxLength": 300},
+            "schemas": {
+                "type": "array",
+                "items": {"type": "string", "pattern": SCHEMA_ID},
+                "uniqueItems": True,
+                "minItems": 1,
+                "maxItems": 30,
+            },
+            "policy": policy,
+        },
+        [
+            "origin",
+            "name",
+            "country",
+            "organisation",
+            "contact",
+            "url",
+            "verifier_key",
+            "schemas",
+            "policy",
+        ],
+    )
 
 
 def log_entry_schema() -> dict[str, Any]:
@@ -211,26 +267,46 @@ def log_entry_schema() -> dict[str, Any]:
         "time": {"type": "string", "pattern": RFC3339_UTC_SECONDS},
     }
     never = {"not": {}}
-    return obj(base, ["log", "index", "op", "time"], allOf=[
-        {"if": {"properties": {"op": {"const": "publish"}}},
-         "then": {"required": ["kind", "id", "schema", "digest"],
-                  "properties": {"key": never}}},
-        {"if": {"properties": {"op": {"const": "withdraw"}}},
-         "then": {"required": ["kind", "id"],
-                  "properties": {"schema": never, "digest": never, "key": never}}},
-        {"if": {"properties": {"op": {"const": "rotate-key"}}},
-         "then": {"required": ["key"],
-                  "properties": {"kind": never, "id": never, "schema": never, "digest": never}}},
-        {"if": {"properties": {"kind": {"const": "sample"}}, "required": ["kind"]},
-         "then": {"properties": {"id": ref("sample_id")}}},
-    ])
+    return obj(
+        base,
+        ["log", "index", "op", "time"],
+        allOf=[
+            {
+                "if": {"properties": {"op": {"const": "publish"}}},
+                "then": {
+                    "required": ["kind", "id", "schema", "digest"],
+                    "properties": {"key": never},
+                },
+            },
+            {
+                "if": {"properties": {"op": {"const": "withdraw"}}},
+                "then": {
+                    "required": ["kind", "id"],
+                    "properties": {"schema": never, "digest": never, "key": never},
+                },
+            },
+            {
+                "if": {"properties": {"op": {"const": "rotate-key"}}},
+                "then": {
+                    "required": ["key"],
+                    "properties": {"kind": never, "id": never, "schema": never, "digest": never},
+                },
+            },
+            {
+                "if": {"properties": {"kind": {"const": "sample"}}, "required": ["kind"]},
+                "then": {"properties": {"id": ref("sample_id")}},
+            },
+        ],
+    )
 
 
 BUILDERS = {
     "biobank": (biobank_schema, "A biobank (MIABIS Core 3.0 BIOBANK-01..12)."),
     "collection": (collection_schema, "A collection (MIABIS Core 3.0 COLLECTION-01..23)."),
-    "sample": (sample_schema, "A published sample: pseudonymous, coded, no free text ever "
-                              "(MIABIS Sample 1.1)."),
+    "sample": (
+        sample_schema,
+        "A published sample: pseudonymous, coded, no free text ever (MIABIS Sample 1.1).",
+    ),
     "node-descriptor": (node_descriptor_schema, "GET /.well-known/biobank-node."),
     "log-entry": (log_entry_schema, "One node log entry (the leaf before canonicalisation)."),
 }
@@ -251,10 +327,15 @@ def build(codelists: dict[str, list[str]]) -> dict[str, str]:
     for kind, (builder, title) in BUILDERS.items():
         body = builder()
         used = _used_defs(body, defs)
-        schema = {"$schema": DIALECT, "$id": f"{BASE_ID}{kind}.schema.json",
-                  "title": kind, "description": title + " Generated by scripts/build_schemas.py "
-                  "from schemas/codelists; do not edit by hand.", **body,
-                  "$defs": {name: defs[name] for name in sorted(used)}}
+        schema = {
+            "$schema": DIALECT,
+            "$id": f"{BASE_ID}{kind}.schema.json",
+            "title": kind,
+            "description": title + " Generated by scripts/build_schemas.py "
+            "from schemas/codelists; do not edit by hand.",
+            **body,
+            "$defs": {name: defs[name] for name in sorted(used)},
+        }
         files[f"{kind}.schema.json"] = json.dumps(schema, ensure_ascii=False, indent=2) + "\n"
     return files
 
@@ -280,14 +361,17 @@ def _used_defs(node: Any, defs: dict[str, Any]) -> set[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 if any schema file differs")
+    parser.add_argument(
+        "--check", action="store_true", help="do not write; exit 1 if any schema file differs"
+    )
     parser.add_argument("--dir", type=Path, default=SCHEMAS_DIR, help="the schemas/ folder")
     args = parser.parse_args(argv)
     files = build(load_codelists(args.dir / "codelists"))
-    stale = [name for name, body in files.items()
-             if not (args.dir / name).is_file()
-             or (args.dir / name).read_text(encoding="utf-8") != body]
+    stale = [
+        name
+        for name, body in files.items()
+        if not (args.dir / name).is_file() or (args.dir / name).read_text(encoding="utf-8") != body
+    ]
     if args.check:
         for name in stale:
             print(f"{args.dir / name}: out of date; run python scripts/build_schemas.py")

@@ -26,11 +26,22 @@ PROBLEM = "application/problem+json"
 ErrorStatuses = Sequence[tuple[type[BiobankError], int, str]]
 
 
-def problem(status: int, detail: str, *, title: str | None = None, instance: str | None = None,
-            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+def problem(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
     """A problem+json response; ``title`` defaults to the status's reason phrase."""
-    body: dict[str, Any] = {"type": "about:blank", "title": title or HTTPStatus(status).phrase,
-                            "status": status, "detail": detail}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
     if instance is not None:
         body["instance"] = instance
     body.update(extra)
@@ -39,13 +50,22 @@ def problem(status: int, detail: str, *, title: str | None = None, instance: str
 
 def invalid_params(exc: RequestValidationError) -> list[dict[str, str]]:
     """One ``{"name", "reason"}`` per invalid request field (``limit``, ``key.email``)."""
-    return [{"name": ".".join(str(p) for p in err.get("loc", ())[1:]) or "?",
-             "reason": str(err.get("msg", "invalid"))} for err in exc.errors()]
+    return [
+        {
+            "name": ".".join(str(p) for p in err.get("loc", ())[1:]) or "?",
+            "reason": str(err.get("msg", "invalid")),
+        }
+        for err in exc.errors()
+    ]
 
 
-def install(app: FastAPI, *, errors: ErrorStatuses,
-            fallback: tuple[int, str] = (500, "Internal Server Error"),
-            invalid_status: int = 400) -> None:
+def install(
+    app: FastAPI,
+    *,
+    errors: ErrorStatuses,
+    fallback: tuple[int, str] = (500, "Internal Server Error"),
+    invalid_status: int = 400,
+) -> None:
     """Answer every error of ``app`` as problem+json.
 
     ``errors`` maps domain errors to a status and title (others get ``fallback``); a request
@@ -65,14 +85,22 @@ def install(app: FastAPI, *, errors: ErrorStatuses,
     async def on_invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         params = invalid_params(exc)
-        return problem(invalid_status, "; ".join(f"{p['name']}: {p['reason']}" for p in params),
-                       title="Invalid request", instance=request.url.path,
-                       invalid_params=params)
+        return problem(
+            invalid_status,
+            "; ".join(f"{p['name']}: {p['reason']}" for p in params),
+            title="Invalid request",
+            instance=request.url.path,
+            invalid_params=params,
+        )
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        return problem(exc.status_code, str(exc.detail), instance=request.url.path,
-                       headers=dict(exc.headers or {}))
+        return problem(
+            exc.status_code,
+            str(exc.detail),
+            instance=request.url.path,
+            headers=dict(exc.headers or {}),
+        )
 
     app.add_exception_handler(BiobankError, on_domain)
     app.add_exception_handler(HTTPException, on_http)

@@ -22,8 +22,9 @@ def pg_url() -> str:
     url = os.environ.get("CATALOGUE_TEST_PG_URL")
     if not url:
         if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but CATALOGUE_TEST_PG_URL is not set: "
-                        ".ci/run must start PostgreSQL")
+            pytest.fail(
+                "CI=true but CATALOGUE_TEST_PG_URL is not set: .ci/run must start PostgreSQL"
+            )
         pytest.skip("CATALOGUE_TEST_PG_URL not set: no PostgreSQL server for this run")
     return url
 

@@ -17,5 +17,6 @@ def external_data() -> Path:
         return EXTERNAL
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true but the shared external test data is missing at {EXTERNAL}")
-    pytest.skip(f"shared external test data not found at {EXTERNAL} "
-                "(only CI and developers have it)")
+    pytest.skip(
+        f"shared external test data not found at {EXTERNAL} (only CI and developers have it)"
+    )

@@ -62,8 +62,11 @@ def test_no_test_imports_a_private_name_from_another_module() -> None:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
-                wrong += [f"{path.relative_to(REPO)}: {node.module}.{a.name}"
-                          for a in node.names if a.name.startswith("_")]
+                wrong += [
+                    f"{path.relative_to(REPO)}: {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_")
+                ]
     assert wrong == []
 
 
@@ -93,16 +96,22 @@ def _project_exceptions() -> list[type[BaseException]]:
         for name in names:
             module = importlib.import_module(name)
             for obj in vars(module).values():
-                if (inspect.isclass(obj) and issubclass(obj, BaseException)
-                        and obj.__module__ == name):
+                if (
+                    inspect.isclass(obj)
+                    and issubclass(obj, BaseException)
+                    and obj.__module__ == name
+                ):
                     found[f"{name}.{obj.__qualname__}"] = obj
     return list(found.values())
 
 
 def test_every_error_class_is_in_the_one_tree_and_named_once() -> None:
     errors = _project_exceptions()
-    outside = [e.__qualname__ for e in errors
-               if not issubclass(e, BiobankError) and not e.__name__.startswith("_")]
+    outside = [
+        e.__qualname__
+        for e in errors
+        if not issubclass(e, BiobankError) and not e.__name__.startswith("_")
+    ]
     assert outside == []
     names = [e.__name__ for e in errors]
     assert sorted(n for n in names if names.count(n) > 1) == []

@@ -34,8 +34,9 @@ def require_token(ctx: Ctx, authorization: Annotated[str | None, Header()] = Non
     given = (authorization or "").removeprefix("Bearer ").strip()
     # Constant-time comparison: the time taken must not reveal how much of a guess is right.
     if not authorization or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(401, "missing or wrong bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
 router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_token)])
@@ -45,8 +46,9 @@ router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_token)])
 async def enrol(body: EnrolRequest, ctx: Ctx) -> dict[str, Any]:
     s = ctx.settings
     descriptor = await enrolment.fetch_descriptor(body.url, timeout=s.request_timeout)
-    return await asyncio.to_thread(enrolment.enrol, ctx.engine, ctx.key, body.url, body.key,
-                                   descriptor)
+    return await asyncio.to_thread(
+        enrolment.enrol, ctx.engine, ctx.key, body.url, body.key, descriptor
+    )
 
 
 @router.delete("/nodes/{origin:path}")
@@ -63,8 +65,9 @@ async def clear(origin: str, ctx: Ctx) -> dict[str, Any]:
 
 @router.post("/nodes/{origin:path}/revoke")
 async def revoke(origin: str, body: RevokeRequest, ctx: Ctx) -> dict[str, Any]:
-    return await asyncio.to_thread(keys.revoke, ctx.engine, ctx.key, origin, body.key,
-                                   body.from_size)
+    return await asyncio.to_thread(
+        keys.revoke, ctx.engine, ctx.key, origin, body.key, body.from_size
+    )
 
 
 @router.post("/harvest")

@@ -28,21 +28,23 @@ def node_checkpoint(origin: str, conn: Conn) -> str:
 
 
 @router.get("/v1/nodes/{origin:path}/log/entries")
-def node_entries(origin: str, conn: Conn, start: int = Query(0, ge=0),
-                 limit: int = Query(1000, ge=1, le=1000)) -> Response:
-    return Response(mirror.node_entries(conn, origin, start, limit),
-                    media_type="application/json")
+def node_entries(
+    origin: str, conn: Conn, start: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=1000)
+) -> Response:
+    return Response(mirror.node_entries(conn, origin, start, limit), media_type="application/json")
 
 
 @router.get("/v1/nodes/{origin:path}/log/proof/inclusion")
-def node_inclusion(origin: str, conn: Conn, index: int = Query(ge=0),
-                   size: int = Query(ge=1)) -> dict[str, Any]:
+def node_inclusion(
+    origin: str, conn: Conn, index: int = Query(ge=0), size: int = Query(ge=1)
+) -> dict[str, Any]:
     return mirror.inclusion(mirror.node_hashes(conn, origin, size), index, size)
 
 
 @router.get("/v1/nodes/{origin:path}/log/proof/consistency")
-def node_consistency(origin: str, conn: Conn, from_: int = Query(alias="from", ge=1),
-                     to: int = Query(ge=1)) -> dict[str, Any]:
+def node_consistency(
+    origin: str, conn: Conn, from_: int = Query(alias="from", ge=1), to: int = Query(ge=1)
+) -> dict[str, Any]:
     return mirror.consistency(mirror.node_hashes(conn, origin, to), from_, to)
 
 

@@ -29,5 +29,6 @@ STATUSES: ErrorStatuses = [
 def install(app: FastAPI) -> None:
     """Map domain errors (a verification failure: 500), bad requests (400) and HTTP errors
     to problem+json."""
-    problems.install(app, errors=STATUSES, fallback=(500, "Verification failed"),
-                     invalid_status=400)
+    problems.install(
+        app, errors=STATUSES, fallback=(500, "Verification failed"), invalid_status=400
+    )

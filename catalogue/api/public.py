@@ -30,8 +30,9 @@ def checkpoint(conn: Conn) -> str:
 
 
 @router.get("/v1/log/entries")
-def entries(conn: Conn, start: int = Query(0, ge=0),
-            limit: int = Query(1000, ge=1, le=1000)) -> dict[str, Any]:
+def entries(
+    conn: Conn, start: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=1000)
+) -> dict[str, Any]:
     return mirror.own_entries(conn, start, limit)
 
 
@@ -41,8 +42,9 @@ def inclusion(conn: Conn, index: int = Query(ge=0), size: int = Query(ge=1)) -> 
 
 
 @router.get("/v1/log/proof/consistency")
-def consistency(conn: Conn, from_: int = Query(alias="from", ge=1),
-                to: int = Query(ge=1)) -> dict[str, Any]:
+def consistency(
+    conn: Conn, from_: int = Query(alias="from", ge=1), to: int = Query(ge=1)
+) -> dict[str, Any]:
     return mirror.consistency(mirror.own_hashes(conn, to), from_, to)
 
 
@@ -50,10 +52,17 @@ def consistency(conn: Conn, from_: int = Query(alias="from", ge=1),
 def _codelist_body(name: str) -> bytes:
     """A shipped code list, encoded once: the lists change only with a new release."""
     cl = CodeLists.default().get(name)
-    return orjson.dumps({"name": cl.name, "version": cl.version, "source": cl.source,
-                         "licence": cl.licence,
-                         "codes": [{"code": c.code, "en": c.en, "zh": c.zh, "parent": c.parent}
-                                   for c in cl.entries]})
+    return orjson.dumps(
+        {
+            "name": cl.name,
+            "version": cl.version,
+            "source": cl.source,
+            "licence": cl.licence,
+            "codes": [
+                {"code": c.code, "en": c.en, "zh": c.zh, "parent": c.parent} for c in cl.entries
+            ],
+        }
+    )
 
 
 @router.get("/v1/codelists/{name}")
@@ -63,5 +72,6 @@ def codelist(name: str) -> Response:
     except ConfigError as exc:
         raise HTTPException(status_code=404, detail=f"no code list named {name!r}") from exc
     # shipped with the release: let browsers and proxies keep them for a day
-    return Response(body, media_type="application/json",
-                    headers={"Cache-Control": "public, max-age=86400"})
+    return Response(
+        body, media_type="application/json", headers={"Cache-Control": "public, max-age=86400"}
+    )

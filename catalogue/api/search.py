@@ -33,8 +33,9 @@ def search_filters(request: Request, ctx: Ctx, **given: list[str] | str | None) 
     unknown) and a single-valued parameter given more than once (refused as such).
     """
     query = request.query_params
-    params: dict[str, list[str]] = {name: query.getlist(name) for name in query
-                                    if name not in given}
+    params: dict[str, list[str]] = {
+        name: query.getlist(name) for name in query if name not in given
+    }
     for d in FILTERS:
         value = given[d.name]
         if isinstance(value, list):
@@ -47,21 +48,37 @@ def search_filters(request: Request, ctx: Ctx, **given: list[str] | str | None) 
 
 def _declare(definitions: Mapping[str, tuple[type[Any] | Any, str]]) -> inspect.Signature:
     """`search_filters`'s signature: the request, the context and one query parameter each."""
-    head = [p for p in inspect.signature(search_filters, eval_str=True).parameters.values()
-            if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    return inspect.Signature([*head, *(
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                          default=Query(None, description=text))
-        for name, (annotation, text) in definitions.items())])
+    head = [
+        p
+        for p in inspect.signature(search_filters, eval_str=True).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    return inspect.Signature(
+        [
+            *head,
+            *(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=annotation,
+                    default=Query(None, description=text),
+                )
+                for name, (annotation, text) in definitions.items()
+            ),
+        ]
+    )
 
 
 search_filters.__signature__ = _declare(  # type: ignore[attr-defined]
-    {d.name: (list[str] | None if d.repeatable else str | None, d.help) for d in FILTERS})
+    {d.name: (list[str] | None if d.repeatable else str | None, d.help) for d in FILTERS}
+)
 
 
-@router.get("/v1/search", response_model=SearchResponse,
-            responses={400: {"description": "problem+json naming each invalid parameter"}})
-def search(conn: Conn, ctx: Ctx,
-           filters: Annotated[Filters, Depends(search_filters)]) -> Any:
+@router.get(
+    "/v1/search",
+    response_model=SearchResponse,
+    responses={400: {"description": "problem+json naming each invalid parameter"}},
+)
+def search(conn: Conn, ctx: Ctx, filters: Annotated[Filters, Depends(search_filters)]) -> Any:
     body = run_search(conn, filters, ctx.vocab, ctx.settings.stale_after, ctx.cube)
     return Response(orjson.dumps(body), media_type="application/json")

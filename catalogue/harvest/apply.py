@@ -37,8 +37,16 @@ from catalogue.search.codes import Vocabulary
 from protocol.entries import utc_now
 from protocol.verify import TrustedState, VerifiedEntry
 
-__all__ = ["Chunk", "Position", "commit_chunk", "commit_final", "discard_staging",
-           "record_failure", "record_halt", "record_unchanged"]
+__all__ = [
+    "Chunk",
+    "Position",
+    "commit_chunk",
+    "commit_final",
+    "discard_staging",
+    "record_failure",
+    "record_halt",
+    "record_unchanged",
+]
 
 LEAF_COLUMNS = ("node_id", "idx", "leaf", "hash", "kind", "record_id", "content")
 
@@ -78,9 +86,15 @@ class Chunk:
         self.rows.append((self.node_id, v.index, v.leaf, v.leaf_hash, kind, rid, raw))
         h = None
         if v.problems:
-            self.rejected.append({"node_id": self.node_id, "idx": v.index, "kind": kind,
-                                  "record_id": rid, "problems": orjson.dumps(
-                                      [str(p) for p in v.problems]).decode()})
+            self.rejected.append(
+                {
+                    "node_id": self.node_id,
+                    "idx": v.index,
+                    "kind": kind,
+                    "record_id": rid,
+                    "problems": orjson.dumps([str(p) for p in v.problems]).decode(),
+                }
+            )
         elif kind == "sample" and v.content is not None:  # keyed here, off the write lock
             key = combo_key(v.content)
             h = combo_hash(key)
@@ -89,15 +103,22 @@ class Chunk:
 
 
 def _check_position(conn: Connection, pos: Position) -> None:
-    row = conn.execute(select(nodes.c.tree_size, nodes.c.state).where(nodes.c.id == pos.node_id)
-                       .with_for_update()).one()
-    staged = conn.execute(select(harvest_staging.c.size)
-                          .where(harvest_staging.c.node_id == pos.node_id)).scalar()
-    if (row.tree_size != pos.committed or row.state != "active"
-            or (staged if staged is not None else row.tree_size) != pos.staged):
-        raise FetchError(f"{pos.origin}: changed by another harvester during this one "
-                         f"(size {row.tree_size}, staged {staged}, state {row.state}); "
-                         "try again")
+    row = conn.execute(
+        select(nodes.c.tree_size, nodes.c.state).where(nodes.c.id == pos.node_id).with_for_update()
+    ).one()
+    staged = conn.execute(
+        select(harvest_staging.c.size).where(harvest_staging.c.node_id == pos.node_id)
+    ).scalar()
+    if (
+        row.tree_size != pos.committed
+        or row.state != "active"
+        or (staged if staged is not None else row.tree_size) != pos.staged
+    ):
+        raise FetchError(
+            f"{pos.origin}: changed by another harvester during this one "
+            f"(size {row.tree_size}, staged {staged}, state {row.state}); "
+            "try again"
+        )
 
 
 def _store(conn: Connection, chunk: Chunk, combos: StepCombos) -> None:
@@ -108,8 +129,16 @@ def _store(conn: Connection, chunk: Chunk, combos: StepCombos) -> None:
         combos.add(conn, chunk.rows[0][1], chunk.combos, chunk.keys, Vocabulary.default())
 
 
-def commit_chunk(engine: Engine, pos: Position, chunk: Chunk, *, size: int,
-                 compact: dict[str, Any], checkpoint: str, combos: StepCombos) -> Position:
+def commit_chunk(
+    engine: Engine,
+    pos: Position,
+    chunk: Chunk,
+    *,
+    size: int,
+    compact: dict[str, Any],
+    checkpoint: str,
+    combos: StepCombos,
+) -> Position:
     """Store a verified chunk ending at `size` as staged (invisible); the new position.
 
     The combos its samples count in are added too, counting nothing until the final commit."""
@@ -117,29 +146,61 @@ def commit_chunk(engine: Engine, pos: Position, chunk: Chunk, *, size: int,
         _check_position(conn, pos)
         _store(conn, chunk, combos)
         conn.execute(harvest_staging.delete().where(harvest_staging.c.node_id == pos.node_id))
-        conn.execute(harvest_staging.insert().values(
-            node_id=pos.node_id, size=size, compact=orjson.dumps(compact).decode(),
-            checkpoint=checkpoint))
+        conn.execute(
+            harvest_staging.insert().values(
+                node_id=pos.node_id,
+                size=size,
+                compact=orjson.dumps(compact).decode(),
+                checkpoint=checkpoint,
+            )
+        )
     return pos.advanced(size)
 
 
-def commit_final(engine: Engine, key: CatalogueKey, pos: Position, chunk: Chunk,
-                 state: TrustedState, combos: StepCombos) -> None:
+def commit_final(
+    engine: Engine,
+    key: CatalogueKey,
+    pos: Position,
+    chunk: Chunk,
+    state: TrustedState,
+    combos: StepCombos,
+) -> None:
     """The step is verified: store the last chunk, index the whole step, accept the checkpoint
     and append a catalogue-log leaf, atomically."""
     with write_tx(engine) as conn:
         _check_position(conn, pos)
         _store(conn, chunk, combos)
-        add_leaf_records(conn, leaves.c.node_id == pos.node_id, leaves.c.idx >= pos.committed,
-                         leaves.c.idx < state.size)
-        index_step(conn, pos.node_id, pos.committed, state.size, country=pos.country,
-                   vocab=Vocabulary.default(), known=combos)
+        add_leaf_records(
+            conn,
+            leaves.c.node_id == pos.node_id,
+            leaves.c.idx >= pos.committed,
+            leaves.c.idx < state.size,
+        )
+        index_step(
+            conn,
+            pos.node_id,
+            pos.committed,
+            state.size,
+            country=pos.country,
+            vocab=Vocabulary.default(),
+            known=combos,
+        )
         now = utc_now()
-        conn.execute(nodes.update().where(nodes.c.id == pos.node_id).values(
-            tree_size=state.size, root=base64.b64encode(state.root).decode(),
-            compact=orjson.dumps(state.compact.to_json()).decode(), checkpoint=state.checkpoint,
-            verified_at=now, last_attempt_at=now, last_success_at=now, last_error=None,
-            remote_size=state.size))
+        conn.execute(
+            nodes.update()
+            .where(nodes.c.id == pos.node_id)
+            .values(
+                tree_size=state.size,
+                root=base64.b64encode(state.root).decode(),
+                compact=orjson.dumps(state.compact.to_json()).decode(),
+                checkpoint=state.checkpoint,
+                verified_at=now,
+                last_attempt_at=now,
+                last_success_at=now,
+                last_error=None,
+                remote_size=state.size,
+            )
+        )
         conn.execute(harvest_staging.delete().where(harvest_staging.c.node_id == pos.node_id))
         append(conn, key, "checkpoint", node=pos.origin, checkpoint=state.checkpoint)
 
@@ -149,8 +210,9 @@ def discard_staging(conn: Connection, node_id: int) -> None:
     combos it added."""
     size = conn.execute(select(nodes.c.tree_size).where(nodes.c.id == node_id)).scalar_one()
     conn.execute(leaves.delete().where(leaves.c.node_id == node_id, leaves.c.idx >= size))
-    conn.execute(rejections.delete().where(rejections.c.node_id == node_id,
-                                           rejections.c.idx >= size))
+    conn.execute(
+        rejections.delete().where(rejections.c.node_id == node_id, rejections.c.idx >= size)
+    )
     conn.execute(harvest_staging.delete().where(harvest_staging.c.node_id == node_id))
     # and the combos its chunks added that count no sample (nor do any others of the node)
     unused = select(combos.c.id).where(combos.c.node_id == node_id, combos.c.n == 0)
@@ -163,12 +225,16 @@ def record_unchanged(engine: Engine, node_id: int, size: int) -> None:
     """The node's verified checkpoint is the one we hold: a successful, empty harvest."""
     now = utc_now()
     with write_tx(engine) as conn:
-        conn.execute(nodes.update().where(nodes.c.id == node_id).values(
-            last_attempt_at=now, last_success_at=now, last_error=None, remote_size=size))
+        conn.execute(
+            nodes.update()
+            .where(nodes.c.id == node_id)
+            .values(last_attempt_at=now, last_success_at=now, last_error=None, remote_size=size)
+        )
 
 
-def record_failure(engine: Engine, node_id: int, error: str, remote_size: int | None, *,
-                   discard: bool = False) -> None:
+def record_failure(
+    engine: Engine, node_id: int, error: str, remote_size: int | None, *, discard: bool = False
+) -> None:
     """Note a failed attempt; the verified state is untouched (staging dropped if asked)."""
     values: dict[str, Any] = {"last_attempt_at": utc_now(), "last_error": error}
     if remote_size is not None:
@@ -179,14 +245,30 @@ def record_failure(engine: Engine, node_id: int, error: str, remote_size: int | 
             discard_staging(conn, node_id)
 
 
-def record_halt(engine: Engine, node_id: int, kind: str, message: str,
-                trusted_checkpoint: str | None, new_checkpoint: str | None) -> None:
+def record_halt(
+    engine: Engine,
+    node_id: int,
+    kind: str,
+    message: str,
+    trusted_checkpoint: str | None,
+    new_checkpoint: str | None,
+) -> None:
     """Halt the node, drop any step in progress and keep both signed checkpoints in an alert."""
     now = utc_now()
     with write_tx(engine) as conn:
-        conn.execute(nodes.update().where(nodes.c.id == node_id).values(
-            state="halted", last_attempt_at=now, last_error=message))
+        conn.execute(
+            nodes.update()
+            .where(nodes.c.id == node_id)
+            .values(state="halted", last_attempt_at=now, last_error=message)
+        )
         discard_staging(conn, node_id)
-        conn.execute(alerts.insert().values(
-            node_id=node_id, kind=kind, message=message, old_checkpoint=trusted_checkpoint,
-            new_checkpoint=new_checkpoint, created_at=now))
+        conn.execute(
+            alerts.insert().values(
+                node_id=node_id,
+                kind=kind,
+                message=message,
+                old_checkpoint=trusted_checkpoint,
+                new_checkpoint=new_checkpoint,
+                created_at=now,
+            )
+        )

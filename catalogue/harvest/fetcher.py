@@ -18,8 +18,9 @@ RETRIES = 2  # more attempts for a GET whose connection the server closed withou
 class NodeFetcher:
     """Reads one node's descriptor, checkpoint and entries; every failure is a FetchError."""
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str, *, max_bytes: int,
-                 timeout: float) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, base_url: str, *, max_bytes: int, timeout: float
+    ) -> None:
         self.client = client
         self.base = base_url.rstrip("/")
         self.max_bytes = max_bytes
@@ -31,15 +32,17 @@ class NodeFetcher:
             try:
                 return await asyncio.wait_for(self._read(url, params), self.timeout)
             except TimeoutError as exc:
-                raise FetchError(f"GET {url}: no complete answer within {self.timeout:g} s") \
-                    from exc
+                raise FetchError(
+                    f"GET {url}: no complete answer within {self.timeout:g} s"
+                ) from exc
             except httpx.RemoteProtocolError as exc:
                 # the server closed a kept-alive connection as the request went out (it idled
                 # while this harvester waited for its database); a GET is safe to send again
                 if attempt <= RETRIES:
                     continue
-                raise FetchError(f"GET {url}: {type(exc).__name__}: {exc} "
-                                 f"({attempt} attempts)") from exc
+                raise FetchError(
+                    f"GET {url}: {type(exc).__name__}: {exc} ({attempt} attempts)"
+                ) from exc
             except httpx.HTTPError as exc:
                 raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -50,15 +53,17 @@ class NodeFetcher:
                 raise FetchError(f"GET {url}: HTTP {resp.status_code}")
             declared = resp.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > self.max_bytes:
-                raise FetchError(f"GET {url}: response of {declared} bytes exceeds the limit "
-                                 f"of {self.max_bytes}")
+                raise FetchError(
+                    f"GET {url}: response of {declared} bytes exceeds the limit of {self.max_bytes}"
+                )
             chunks: list[bytes] = []
             total = 0
             async for chunk in resp.aiter_bytes():
                 total += len(chunk)
                 if total > self.max_bytes:
-                    raise FetchError(f"GET {url}: response exceeds the limit of "
-                                     f"{self.max_bytes} bytes")
+                    raise FetchError(
+                        f"GET {url}: response exceeds the limit of {self.max_bytes} bytes"
+                    )
                 chunks.append(chunk)
             return b"".join(chunks)
 

@@ -103,9 +103,15 @@ class Harvester:
     never the API server, whose event loop must stay free for requests).
     """
 
-    def __init__(self, *, engine: Engine, settings: Settings, key: CatalogueKey,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 inline: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        settings: Settings,
+        key: CatalogueKey,
+        transport: httpx.AsyncBaseTransport | None = None,
+        inline: bool = False,
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.key = key
@@ -119,13 +125,15 @@ class Harvester:
 
     async def harvest_all(self) -> list[Outcome]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(nodes).where(nodes.c.state == "active")
-                                .order_by(nodes.c.origin)).all()
+            rows = conn.execute(
+                select(nodes).where(nodes.c.state == "active").order_by(nodes.c.origin)
+            ).all()
             staged = {r.node_id: r._asdict() for r in conn.execute(select(harvest_staging))}
             jobs = [self._job(r, staged.get(r.id), conn) for r in rows]
             expected = {r.id: (r.remote_size or 0) - (r.tree_size or 0) for r in rows}
-        async with httpx.AsyncClient(transport=self.transport,
-                                     timeout=self.settings.request_timeout) as client:
+        async with httpx.AsyncClient(
+            transport=self.transport, timeout=self.settings.request_timeout
+        ) as client:
             lanes = min(self.settings.harvest_workers, len(jobs))
             if lanes <= 0 or self.transport is not None:  # every node in this process
                 return list(await asyncio.gather(*(self._one(client, None, j) for j in jobs)))
@@ -149,15 +157,19 @@ class Harvester:
                 # and a fresh worker per node, so that one node's memory is never carried into
                 # the next one's harvest
                 pool = ProcessPoolExecutor(
-                    processes, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_exit_with_parent, initargs=(os.getpid(),),
-                    max_tasks_per_child=1)
+                    processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with_parent,
+                    initargs=(os.getpid(),),
+                    max_tasks_per_child=1,
+                )
             thresholds = gc.get_threshold()
             if self.inline:
                 _calm_gc()  # as a worker's: this process now verifies millions of entries
             try:
-                await asyncio.gather(*(lane(pool) for _ in range(processes)),
-                                     *([lane(None)] if self.inline else []))
+                await asyncio.gather(
+                    *(lane(pool) for _ in range(processes)), *([lane(None)] if self.inline else [])
+                )
             finally:
                 gc.set_threshold(*thresholds)
                 if pool is not None:
@@ -168,28 +180,41 @@ class Harvester:
         keys = load_history(conn, row, upto=int(staged["size"]) if staged else None)
         state = _trusted(row, keys)
         s = self.settings
-        return NodeJob(node_id=row.id, origin=row.origin, url=row.url, country=row.country,
-                       state=state.to_json() if state else None, staged=staged,
-                       keys=keys.to_json(), request_timeout=s.request_timeout,
-                       max_bytes=s.max_response_bytes, page_size=s.page_size,
-                       max_step=s.max_step, chunk_size=s.harvest_chunk)
+        return NodeJob(
+            node_id=row.id,
+            origin=row.origin,
+            url=row.url,
+            country=row.country,
+            state=state.to_json() if state else None,
+            staged=staged,
+            keys=keys.to_json(),
+            request_timeout=s.request_timeout,
+            max_bytes=s.max_response_bytes,
+            page_size=s.page_size,
+            max_step=s.max_step,
+            chunk_size=s.harvest_chunk,
+        )
 
-    async def _one(self, client: httpx.AsyncClient, pool: ProcessPoolExecutor | None,
-                   job: NodeJob) -> Outcome:
+    async def _one(
+        self, client: httpx.AsyncClient, pool: ProcessPoolExecutor | None, job: NodeJob
+    ) -> Outcome:
         deadline = self.settings.node_deadline
         try:
             if pool is not None:
                 loop = asyncio.get_running_loop()
-                target = WriteTarget(self.settings.database_url, str(self.settings.home),
-                                     self.key.origin)
+                target = WriteTarget(
+                    self.settings.database_url, str(self.settings.home), self.key.origin
+                )
                 result = await asyncio.wait_for(
                     loop.run_in_executor(pool, run_job_in_worker, job, target, deadline),
-                    deadline + 5)
+                    deadline + 5,
+                )
             else:
                 result = await guarded_job(job, client, Writer(self.engine, self.key), deadline)
         except TimeoutError:
-            result = JobResult(error=f"harvest of {job.origin} did not finish within "
-                               f"{deadline:g} s")
+            result = JobResult(
+                error=f"harvest of {job.origin} did not finish within {deadline:g} s"
+            )
         except Exception as exc:  # a crashed worker must not stop the other nodes
             log.exception("harvest worker for %s failed", job.origin)
             result = JobResult(error=f"internal error: {type(exc).__name__}: {exc}")
@@ -202,12 +227,17 @@ class Harvester:
     def _record(self, job: NodeJob, r: JobResult) -> Outcome:
         with self._write_lock:
             if r.halt:
-                record_halt(self.engine, job.node_id, r.halt, r.error or "",
-                            r.trusted_checkpoint, r.new_checkpoint)
+                record_halt(
+                    self.engine,
+                    job.node_id,
+                    r.halt,
+                    r.error or "",
+                    r.trusted_checkpoint,
+                    r.new_checkpoint,
+                )
                 return Outcome(job.origin, ok=False, error=r.error, halted=True)
             if r.error is not None:
-                record_failure(self.engine, job.node_id, r.error, r.remote_size,
-                               discard=r.discard)
+                record_failure(self.engine, job.node_id, r.error, r.remote_size, discard=r.discard)
                 return Outcome(job.origin, ok=False, error=r.error)
             size = r.remote_size or 0
             if r.added:
@@ -261,8 +291,9 @@ def _bounded_malloc() -> None:
         return
 
 
-async def guarded_job(job: NodeJob, client: httpx.AsyncClient, writer: Writer,
-                      deadline: float) -> JobResult:
+async def guarded_job(
+    job: NodeJob, client: httpx.AsyncClient, writer: Writer, deadline: float
+) -> JobResult:
     """Run one node's harvest, turning every failure into a JobResult naming it."""
     remote: list[int] = []
     fetcher = NodeFetcher(client, job.url, max_bytes=job.max_bytes, timeout=job.request_timeout)
@@ -271,19 +302,26 @@ async def guarded_job(job: NodeJob, client: httpx.AsyncClient, writer: Writer,
         return JobResult(remote_size=done.remote_size, added=done.added)
     except (RollbackError, EquivocationError) as exc:
         if job.staged:  # not authoritative: the staged leaves may be the fault
-            return JobResult(remote_size=remote[0] if remote else None, discard=True,
-                             error=_resumed(job, exc))
-        return JobResult(remote_size=remote[0] if remote else None, error=_text(exc),
-                         halt="rollback" if isinstance(exc, RollbackError) else "equivocation",
-                         trusted_checkpoint=exc.trusted_checkpoint,
-                         new_checkpoint=exc.new_checkpoint)
+            return JobResult(
+                remote_size=remote[0] if remote else None, discard=True, error=_resumed(job, exc)
+            )
+        return JobResult(
+            remote_size=remote[0] if remote else None,
+            error=_text(exc),
+            halt="rollback" if isinstance(exc, RollbackError) else "equivocation",
+            trusted_checkpoint=exc.trusted_checkpoint,
+            new_checkpoint=exc.new_checkpoint,
+        )
     except TimeoutError:  # what was stored stays staged: the next harvest continues
         error = f"harvest of {job.origin} did not finish within {deadline:g} s"
     except FetchError as exc:
         error = _text(exc)
     except BiobankError as exc:  # the leaves served do not verify: drop what was staged
-        return JobResult(remote_size=remote[0] if remote else None, discard=True,
-                         error=_resumed(job, exc) if job.staged else _text(exc))
+        return JobResult(
+            remote_size=remote[0] if remote else None,
+            discard=True,
+            error=_resumed(job, exc) if job.staged else _text(exc),
+        )
     except Exception as exc:  # a bug must not stop the other nodes; it is recorded
         log.exception("harvest of %s failed", job.origin)
         error = f"internal error: {type(exc).__name__}: {exc}"
@@ -292,16 +330,24 @@ async def guarded_job(job: NodeJob, client: httpx.AsyncClient, writer: Writer,
 
 def _resumed(job: NodeJob, exc: BaseException) -> str:
     staged = int(job.staged["size"]) if job.staged else 0
-    return (f"{_text(exc)} (resumed from {staged - job.committed} staged entries; they were "
-            "discarded and the next harvest starts again from the accepted checkpoint)")
+    return (
+        f"{_text(exc)} (resumed from {staged - job.committed} staged entries; they were "
+        "discarded and the next harvest starts again from the accepted checkpoint)"
+    )
 
 
 def _trusted(row: Any, keys: KeyHistory) -> TrustedState | None:
     if not row.checkpoint:
         return None
-    state = TrustedState.from_json({"origin": row.origin, "size": int(row.tree_size),
-                                    "root": row.root, "compact": orjson.loads(row.compact),
-                                    "checkpoint": row.checkpoint})
+    state = TrustedState.from_json(
+        {
+            "origin": row.origin,
+            "size": int(row.tree_size),
+            "root": row.root,
+            "compact": orjson.loads(row.compact),
+            "checkpoint": row.checkpoint,
+        }
+    )
     state.keys = keys
     return state
 

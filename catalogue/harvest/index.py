@@ -51,10 +51,20 @@ def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:
     age = s.get("age") or {}
     per = s.get("period") or {}
     diags = tuple(sorted((d["system"], d["code"]) for d in s.get("diagnoses") or ()))
-    return (s["biobank"], s["collection"], s.get("sample_type"), s.get("storage_temperature"),
-            s.get("sex"), age.get("min"), age.get("max"), per.get("from"), per.get("to"), diags,
-            tuple(sorted(s.get("use_conditions") or ())),
-            tuple(sorted(s.get("dataset_types") or ())))
+    return (
+        s["biobank"],
+        s["collection"],
+        s.get("sample_type"),
+        s.get("storage_temperature"),
+        s.get("sex"),
+        age.get("min"),
+        age.get("max"),
+        per.get("from"),
+        per.get("to"),
+        diags,
+        tuple(sorted(s.get("use_conditions") or ())),
+        tuple(sorted(s.get("dataset_types") or ())),
+    )
 
 
 def apply_records(conn: Connection, node_id: int, kind: str, changes: dict[str, Change]) -> None:
@@ -63,20 +73,42 @@ def apply_records(conn: Connection, node_id: int, kind: str, changes: dict[str, 
         return
     ids = list(changes)
     for i in range(0, len(ids), _CHUNK):
-        conn.execute(records.delete().where(and_(
-            records.c.node_id == node_id, records.c.kind == kind,
-            records.c.record_id.in_(ids[i:i + _CHUNK]))))
-    rows = [{"node_id": node_id, "kind": kind, "record_id": rid, "idx": ch[0],
-             "country": ch[1].get("country") if kind == "biobank" else None,
-             "biobank": ch[1].get("biobank") if kind == "collection" else None,
-             "content": orjson.dumps(ch[1]).decode()}
-            for rid, ch in changes.items() if ch is not None]
+        conn.execute(
+            records.delete().where(
+                and_(
+                    records.c.node_id == node_id,
+                    records.c.kind == kind,
+                    records.c.record_id.in_(ids[i : i + _CHUNK]),
+                )
+            )
+        )
+    rows = [
+        {
+            "node_id": node_id,
+            "kind": kind,
+            "record_id": rid,
+            "idx": ch[0],
+            "country": ch[1].get("country") if kind == "biobank" else None,
+            "biobank": ch[1].get("biobank") if kind == "collection" else None,
+            "content": orjson.dumps(ch[1]).decode(),
+        }
+        for rid, ch in changes.items()
+        if ch is not None
+    ]
     if rows:
         conn.execute(records.insert(), rows)
 
 
-def index_step(conn: Connection, node_id: int, start: int, end: int, *,
-               country: str | None, vocab: Vocabulary, known: StepCombos | None = None) -> None:
+def index_step(
+    conn: Connection,
+    node_id: int,
+    start: int,
+    end: int,
+    *,
+    country: str | None,
+    vocab: Vocabulary,
+    known: StepCombos | None = None,
+) -> None:
     """Index the stored leaves [start, end) of a verified step, in batches (bounded memory).
 
     The latest leaf of each record wins: publish indexes its content (unless erased or
@@ -91,17 +123,29 @@ def index_step(conn: Connection, node_id: int, start: int, end: int, *,
     touched = False
     for lo in range(start, end, _BATCH):
         hi = min(lo + _BATCH, end)
-        rejected = set(conn.execute(select(rejections.c.idx).where(
-            rejections.c.node_id == node_id, rejections.c.idx >= lo, rejections.c.idx < hi))
-            .scalars())
+        rejected = set(
+            conn.execute(
+                select(rejections.c.idx).where(
+                    rejections.c.node_id == node_id, rejections.c.idx >= lo, rejections.c.idx < hi
+                )
+            ).scalars()
+        )
         # the leaf of an erased or withdrawn entry (to tell which); the content only where
         # it is needed: records, and samples whose combo is not known yet
-        q = (select(leaves.c.idx, leaves.c.kind, leaves.c.record_id,
-                    case((leaves.c.content.is_(None), leaves.c.leaf), else_=None),
-                    case((or_(leaves.c.kind != "sample", leaves.c.idx < known_from),
-                          leaves.c.content), else_=None))
-             .where(leaves.c.node_id == node_id, leaves.c.idx >= lo, leaves.c.idx < hi)
-             .order_by(leaves.c.idx))
+        q = (
+            select(
+                leaves.c.idx,
+                leaves.c.kind,
+                leaves.c.record_id,
+                case((leaves.c.content.is_(None), leaves.c.leaf), else_=None),
+                case(
+                    (or_(leaves.c.kind != "sample", leaves.c.idx < known_from), leaves.c.content),
+                    else_=None,
+                ),
+            )
+            .where(leaves.c.node_id == node_id, leaves.c.idx >= lo, leaves.c.idx < hi)
+            .order_by(leaves.c.idx)
+        )
         changes: dict[str, dict[str, Change]] = {"biobank": {}, "collection": {}, "sample": {}}
         erase: dict[tuple[str, str], int] = {}
         unkeyed: dict[str, bytes] = {}  # sample id -> combo hash, for staged samples
@@ -133,12 +177,17 @@ def index_step(conn: Connection, node_id: int, start: int, end: int, *,
                     changes["sample"][rid] = (ch[0], combo_ids.ids[h])
         if erase:
             earlier = select(leaf_records.c.idx).where(
-                leaf_records.c.node_id == node_id, leaf_records.c.kind == bindparam("k"),
-                leaf_records.c.record_id == bindparam("r"), leaf_records.c.idx < bindparam("w"))
-            conn.execute(leaves.update().where(leaves.c.node_id == node_id,
-                                               leaves.c.idx.in_(earlier.scalar_subquery()))
-                         .values(content=None),
-                         [{"k": k, "r": r, "w": w} for (k, r), w in erase.items()])
+                leaf_records.c.node_id == node_id,
+                leaf_records.c.kind == bindparam("k"),
+                leaf_records.c.record_id == bindparam("r"),
+                leaf_records.c.idx < bindparam("w"),
+            )
+            conn.execute(
+                leaves.update()
+                .where(leaves.c.node_id == node_id, leaves.c.idx.in_(earlier.scalar_subquery()))
+                .values(content=None),
+                [{"k": k, "r": r, "w": w} for (k, r), w in erase.items()],
+            )
         apply_records(conn, node_id, "biobank", changes["biobank"])
         apply_records(conn, node_id, "collection", changes["collection"])
         check = None
@@ -151,14 +200,23 @@ def index_step(conn: Connection, node_id: int, start: int, end: int, *,
                 seen[bit >> 3] |= 1 << (bit & 7)
         apply_samples(conn, node_id, changes["sample"], check=check, delta=delta)
         touched = touched or bool(changes["biobank"] or changes["sample"])
-    executemany(conn, "UPDATE combos SET n = n + ? WHERE id = ?",
-                [(d, cid) for cid, d in delta.items() if d])
+    executemany(
+        conn,
+        "UPDATE combos SET n = n + ? WHERE id = ?",
+        [(d, cid) for cid, d in delta.items() if d],
+    )
     if touched:
         refresh_countries(conn, node_id, country)
 
 
-def apply_samples(conn: Connection, node_id: int, changes: dict[str, Change], *,
-                  check: list[str] | None, delta: Counter[int]) -> None:
+def apply_samples(
+    conn: Connection,
+    node_id: int,
+    changes: dict[str, Change],
+    *,
+    check: list[str] | None,
+    delta: Counter[int],
+) -> None:
     """Move samples between combos, keeping `samples` exact and counting each combo's change.
 
     `changes` maps sample id -> (leaf index, combo id), or None to remove; `check` lists the
@@ -173,9 +231,12 @@ def apply_samples(conn: Connection, node_id: int, changes: dict[str, Change], *,
         for combo_id in old.values():
             delta[combo_id] -= 1
         if old:
-            conn.execute(samples.delete().where(and_(
-                samples.c.node_id == node_id, samples.c.sample_id == bindparam("sid"))),
-                [{"sid": sid} for sid in old])
+            conn.execute(
+                samples.delete().where(
+                    and_(samples.c.node_id == node_id, samples.c.sample_id == bindparam("sid"))
+                ),
+                [{"sid": sid} for sid in old],
+            )
     rows = []
     for sid, ch in changes.items():
         if ch is not None:
@@ -188,7 +249,8 @@ def _existing(conn: Connection, node_id: int, ids: Sequence[str]) -> dict[str, i
     found: dict[str, int] = {}
     for i in range(0, len(ids), _CHUNK):
         q = select(samples.c.sample_id, samples.c.combo_id).where(
-            samples.c.node_id == node_id, samples.c.sample_id.in_(ids[i:i + _CHUNK]))
+            samples.c.node_id == node_id, samples.c.sample_id.in_(ids[i : i + _CHUNK])
+        )
         found.update({r.sample_id: r.combo_id for r in conn.execute(q)})
     return found
 
@@ -211,19 +273,27 @@ class ComboIds:
     def __init__(self, conn: Connection, node_id: int) -> None:
         self.node_id = node_id
         self.ids: dict[bytes, int] = {
-            hashlib.sha256(ckey.encode()).digest(): cid for ckey, cid in conn.execute(
-                select(combos.c.ckey, combos.c.id).where(combos.c.node_id == node_id))}
+            hashlib.sha256(ckey.encode()).digest(): cid
+            for ckey, cid in conn.execute(
+                select(combos.c.ckey, combos.c.id).where(combos.c.node_id == node_id)
+            )
+        }
 
-    def ensure(self, conn: Connection, keys: Mapping[bytes, tuple[Any, ...]],
-               vocab: Vocabulary) -> None:
+    def ensure(
+        self, conn: Connection, keys: Mapping[bytes, tuple[Any, ...]], vocab: Vocabulary
+    ) -> None:
         """Insert the combos of `keys` (by `combo_hash`) that the node does not have yet,
         with their side rows, counting no sample (n = 0, which search never shows)."""
         missing = [(h, key) for h, key in keys.items() if h not in self.ids]
         if not missing:
             return
         new = list(zip(_new_combo_ids(conn, len(missing)), missing, strict=True))
-        bulk_insert(conn, combos, _COMBO_COLUMNS,
-                    [_combo_row(self.node_id, cid, key) for cid, (_h, key) in new])
+        bulk_insert(
+            conn,
+            combos,
+            _COMBO_COLUMNS,
+            [_combo_row(self.node_id, cid, key) for cid, (_h, key) in new],
+        )
         _side_rows(conn, {cid: key for cid, (_h, key) in new}, vocab)
         self.ids.update((h, cid) for cid, (h, _key) in new)
 
@@ -248,12 +318,19 @@ class StepCombos:
             self._combo_ids = ComboIds(conn, self.node_id)
         return self._combo_ids
 
-    def add(self, conn: Connection, first: int, hashes: Sequence[bytes | None],
-            keys: Mapping[bytes, tuple[Any, ...]], vocab: Vocabulary) -> None:
+    def add(
+        self,
+        conn: Connection,
+        first: int,
+        hashes: Sequence[bytes | None],
+        keys: Mapping[bytes, tuple[Any, ...]],
+        vocab: Vocabulary,
+    ) -> None:
         """The combos of the leaves [first, first + len(hashes)) (None: none), in order."""
         if first != self.start + len(self.ids):
-            raise RuntimeError(f"combos of leaf {first} given after leaf "
-                               f"{self.start + len(self.ids)}")
+            raise RuntimeError(
+                f"combos of leaf {first} given after leaf {self.start + len(self.ids)}"
+            )
         ids = self.combo_ids(conn)
         ids.ensure(conn, keys, vocab)
         known = ids.ids
@@ -266,17 +343,36 @@ class StepCombos:
         return cid
 
 
-_COMBO_COLUMNS = ("id", "node_id", "ckey", "biobank", "collection", "sample_type",
-                  "storage_temperature", "sex", "age_min", "age_max", "year_from", "year_to", "n")
+_COMBO_COLUMNS = (
+    "id",
+    "node_id",
+    "ckey",
+    "biobank",
+    "collection",
+    "sample_type",
+    "storage_temperature",
+    "sex",
+    "age_min",
+    "age_max",
+    "year_from",
+    "year_to",
+    "n",
+)
 
 
 def _new_combo_ids(conn: Connection, n: int) -> list[int]:
     """`n` fresh combo ids: from the id sequence on PostgreSQL; on SQLite, past the largest
     (the write transaction holds the database's only write lock)."""
     if conn.dialect.name == "postgresql":
-        return list(conn.execute(text(
-            "SELECT nextval(pg_get_serial_sequence('combos', 'id')) "
-            "FROM generate_series(1, :n)"), {"n": n}).scalars())
+        return list(
+            conn.execute(
+                text(
+                    "SELECT nextval(pg_get_serial_sequence('combos', 'id')) "
+                    "FROM generate_series(1, :n)"
+                ),
+                {"n": n},
+            ).scalars()
+        )
     first = int(conn.execute(select(func.coalesce(func.max(combos.c.id), 0))).scalar_one()) + 1
     return list(range(first, first + n))
 
@@ -289,12 +385,20 @@ def _side_rows(conn: Connection, new: dict[int, tuple[Any, ...]], vocab: Vocabul
     for cid, key in new.items():
         for system, code in key[9]:
             icd = system == "ICD-10"
-            diag_rows.append((cid, system, code, code[:3] if icd else None,
-                              vocab.chapter_of(code) if icd else None))
+            diag_rows.append(
+                (
+                    cid,
+                    system,
+                    code,
+                    code[:3] if icd else None,
+                    vocab.chapter_of(code) if icd else None,
+                )
+            )
         use_rows.extend((cid, c) for c in key[10])
         dt_rows.extend((cid, c) for c in key[11])
-    bulk_insert(conn, combo_diagnoses, ("combo_id", "system", "code", "code3", "chapter"),
-                diag_rows)
+    bulk_insert(
+        conn, combo_diagnoses, ("combo_id", "system", "code", "code3", "chapter"), diag_rows
+    )
     bulk_insert(conn, combo_uses, ("combo_id", "code"), use_rows)
     bulk_insert(conn, combo_datasets, ("combo_id", "code"), dt_rows)
 
@@ -305,11 +409,21 @@ def _combo_row(node_id: int, cid: int, key: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def refresh_countries(conn: Connection, node_id: int, node_country: str | None) -> None:
     """Denormalise each combo's country from its biobank record (the node's country if none)."""
-    country = func.coalesce(func.nullif(
-        select(records.c.country).where(
-            records.c.node_id == node_id, records.c.kind == "biobank",
-            records.c.record_id == combos.c.biobank).scalar_subquery(), ""),
-        literal(node_country, String))
-    conn.execute(combos.update().where(combos.c.node_id == node_id,
-                                       combos.c.country.is_distinct_from(country))
-                 .values(country=country))
+    country = func.coalesce(
+        func.nullif(
+            select(records.c.country)
+            .where(
+                records.c.node_id == node_id,
+                records.c.kind == "biobank",
+                records.c.record_id == combos.c.biobank,
+            )
+            .scalar_subquery(),
+            "",
+        ),
+        literal(node_country, String),
+    )
+    conn.execute(
+        combos.update()
+        .where(combos.c.node_id == node_id, combos.c.country.is_distinct_from(country))
+        .values(country=country)
+    )

@@ -37,15 +37,18 @@ def load_history(conn: Connection, row: Any, *, upto: int | None = None) -> KeyH
     # of the partial index ix_leaves_rotations, which holds only the rotate-key leaves.
     found = conn.execute(
         select(leaves.c.idx, leaves.c.leaf).where(
-            leaves.c.node_id == row.id, leaves.c.kind == ROTATION)).all()
+            leaves.c.node_id == row.id, leaves.c.kind == ROTATION
+        )
+    ).all()
     for idx, leaf in sorted(found):
         if idx >= end:
             break
         entry = orjson.loads(leaf)
         if entry.get("op") == "rotate-key":
             history.rotate(index=int(idx), key=str(entry["key"]))
-    for ev in conn.execute(select(key_events).where(key_events.c.node_id == row.id)
-                           .order_by(key_events.c.id)):
+    for ev in conn.execute(
+        select(key_events).where(key_events.c.node_id == row.id).order_by(key_events.c.id)
+    ):
         history.revoke(from_size=int(ev.from_size), key=ev.key, revoked_key=ev.revoked_key)
     return history
 
@@ -56,9 +59,17 @@ def public_history(history: KeyHistory) -> dict[str, Any]:
         "verifier_key": history.current_key(),
         "enrolled_key": history.enrolled_key,
         "key_history": [
-            {"kind": e.kind, "key": e.key, **({"index": e.at} if e.kind == "rotate" else
-                                              {"from_size": e.at, "revoked_key": e.revoked})}
-            for e in history.events],
+            {
+                "kind": e.kind,
+                "key": e.key,
+                **(
+                    {"index": e.at}
+                    if e.kind == "rotate"
+                    else {"from_size": e.at, "revoked_key": e.revoked}
+                ),
+            }
+            for e in history.events
+        ],
     }
 
 
@@ -70,16 +81,16 @@ def node_keys(conn: Connection, origin: str) -> dict[str, Any]:
     return public_history(load_history(conn, row))
 
 
-def revoke(engine: Engine, key: CatalogueKey, origin: str, new_key: str,
-           from_size: int | None = None) -> dict[str, Any]:
+def revoke(
+    engine: Engine, key: CatalogueKey, origin: str, new_key: str, from_size: int | None = None
+) -> dict[str, Any]:
     """Revoke the node's key in force for sizes > `from_size` (default: the verified size).
 
     `new_key` (obtained out of band) is in force afterwards. Appends a `revoke` leaf, and a
     halted node becomes active again (its open alerts are cleared).
     """
     with write_tx(engine) as conn:
-        row = conn.execute(select(nodes).where(nodes.c.origin == origin)
-                           .with_for_update()).first()
+        row = conn.execute(select(nodes).where(nodes.c.origin == origin).with_for_update()).first()
         if row is None:
             raise UnknownNode(f"no enrolled node with origin {origin!r}")
         _check_new_key(origin, new_key)
@@ -90,34 +101,57 @@ def revoke(engine: Engine, key: CatalogueKey, origin: str, new_key: str,
         if size < 0 or size > verified:
             raise RevocationError(
                 f"revoke {origin}: from size {size} must be between 0 and {verified}, the size "
-                "the catalogue last verified for this node; nothing was recorded")
+                "the catalogue last verified for this node; nothing was recorded"
+            )
         history = load_history(conn, row)
         revoked = history.key_at(size + 1)
         current = history.current_key()
         if revoked != current:
             raise RevocationError(
                 f"revoke {origin}: the key changed after size {size} (now "
-                f"{_short(current)}); revoke from a size at or after that change")
+                f"{_short(current)}); revoke from a size at or after that change"
+            )
         if new_key in history.all_keys():
-            raise RevocationError(f"revoke {origin}: the new key {_short(new_key)} was already "
-                                 "used by this node; give a fresh key")
-        index = append(conn, key, "revoke", node=origin, key=new_key, revoked_key=revoked,
-                       from_size=size)
+            raise RevocationError(
+                f"revoke {origin}: the new key {_short(new_key)} was already "
+                "used by this node; give a fresh key"
+            )
+        index = append(
+            conn, key, "revoke", node=origin, key=new_key, revoked_key=revoked, from_size=size
+        )
         now = utc_now()
-        conn.execute(key_events.insert().values(
-            node_id=row.id, kind="revoke", from_size=size, key=new_key, revoked_key=revoked,
-            own_leaf=index, created_at=now))
+        conn.execute(
+            key_events.insert().values(
+                node_id=row.id,
+                kind="revoke",
+                from_size=size,
+                key=new_key,
+                revoked_key=revoked,
+                own_leaf=index,
+                created_at=now,
+            )
+        )
         # a step in progress was verified under the revoked key: it starts again
         discard_staging(conn, row.id)
         cleared = 0
         if row.state == "halted":
             conn.execute(nodes.update().where(nodes.c.id == row.id).values(state="active"))
-            cleared = int(conn.execute(alerts.update().where(
-                alerts.c.node_id == row.id, alerts.c.cleared_at.is_(None))
-                .values(cleared_at=now)).rowcount)
-    return {"origin": origin, "revoked_key": revoked, "verifier_key": new_key,
-            "from_size": size, "state": "active", "alerts_cleared": cleared,
-            "catalogue_leaf": index}
+            cleared = int(
+                conn.execute(
+                    alerts.update()
+                    .where(alerts.c.node_id == row.id, alerts.c.cleared_at.is_(None))
+                    .values(cleared_at=now)
+                ).rowcount
+            )
+    return {
+        "origin": origin,
+        "revoked_key": revoked,
+        "verifier_key": new_key,
+        "from_size": size,
+        "state": "active",
+        "alerts_cleared": cleared,
+        "catalogue_leaf": index,
+    }
 
 
 def _check_new_key(origin: str, new_key: str) -> None:
@@ -126,8 +160,9 @@ def _check_new_key(origin: str, new_key: str) -> None:
     except ConfigError as exc:
         raise RevocationError(f"revoke {origin}: the new key is malformed: {exc.message}") from exc
     if name != origin:
-        raise RevocationError(f"revoke {origin}: the new key is named {name!r}, not the node's "
-                             "origin")
+        raise RevocationError(
+            f"revoke {origin}: the new key is named {name!r}, not the node's origin"
+        )
 
 
 def _short(vkey: str) -> str:

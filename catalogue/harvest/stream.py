@@ -82,13 +82,30 @@ class Writer:
         self.engine = engine
         self.key = key
 
-    async def chunk(self, pos: Position, chunk: Chunk, *, size: int, compact: dict[str, Any],
-                    checkpoint: str, combos: StepCombos) -> Position:
-        return await asyncio.to_thread(commit_chunk, self.engine, pos, chunk, size=size,
-                                       compact=compact, checkpoint=checkpoint, combos=combos)
+    async def chunk(
+        self,
+        pos: Position,
+        chunk: Chunk,
+        *,
+        size: int,
+        compact: dict[str, Any],
+        checkpoint: str,
+        combos: StepCombos,
+    ) -> Position:
+        return await asyncio.to_thread(
+            commit_chunk,
+            self.engine,
+            pos,
+            chunk,
+            size=size,
+            compact=compact,
+            checkpoint=checkpoint,
+            combos=combos,
+        )
 
-    async def final(self, pos: Position, chunk: Chunk, state: TrustedState,
-                    combos: StepCombos) -> None:
+    async def final(
+        self, pos: Position, chunk: Chunk, state: TrustedState, combos: StepCombos
+    ) -> None:
         await asyncio.to_thread(commit_final, self.engine, self.key, pos, chunk, state, combos)
 
 
@@ -97,8 +114,9 @@ def _schemas() -> SchemaSet:
     return SchemaSet.default()
 
 
-async def harvest_node(job: NodeJob, fetcher: NodeFetcher, writer: Writer,
-                       remote: list[int]) -> StepOutcome:
+async def harvest_node(
+    job: NodeJob, fetcher: NodeFetcher, writer: Writer, remote: list[int]
+) -> StepOutcome:
     """Fetch, verify and store one node's new entries; raises what refused them."""
     note = await fetcher.checkpoint()
     keys = KeyHistory.from_json(job.origin, job.keys)
@@ -119,8 +137,10 @@ async def harvest_node(job: NodeJob, fetcher: NodeFetcher, writer: Writer,
     if size == job.committed:
         return StepOutcome(size)
     if size - job.committed > job.max_step:
-        raise FetchError(f"{job.origin}: {size - job.committed} new entries exceed the "
-                         f"step limit of {job.max_step} (CATALOGUE_MAX_STEP)")
+        raise FetchError(
+            f"{job.origin}: {size - job.committed} new entries exceed the "
+            f"step limit of {job.max_step} (CATALOGUE_MAX_STEP)"
+        )
     pos = Position(job.node_id, job.origin, job.country, job.committed, verifier.old_size)
     chunk = Chunk(job.node_id)
     combos = StepCombos(job.node_id, verifier.old_size)  # what this run's samples count in
@@ -137,9 +157,16 @@ async def harvest_node(job: NodeJob, fetcher: NodeFetcher, writer: Writer,
                 if storing is not None:
                     pos = await storing
                     trim_heap()
-                storing = asyncio.ensure_future(writer.chunk(
-                    pos, chunk, size=verifier.next_index, compact=verifier.compact.to_json(),
-                    checkpoint=verifier.note, combos=combos))
+                storing = asyncio.ensure_future(
+                    writer.chunk(
+                        pos,
+                        chunk,
+                        size=verifier.next_index,
+                        compact=verifier.compact.to_json(),
+                        checkpoint=verifier.note,
+                        combos=combos,
+                    )
+                )
                 chunk = Chunk(job.node_id)
         state = verifier.finish()
         if storing is not None:
@@ -175,24 +202,40 @@ def _staged_state(job: NodeJob, keys: KeyHistory) -> TrustedState | None:
     if not job.staged:
         return None
     compact = CompactRange.from_json(orjson.loads(job.staged["compact"]))
-    return TrustedState(job.origin, int(job.staged["size"]), compact.root(), compact,
-                        str(job.staged["checkpoint"]), keys)
+    return TrustedState(
+        job.origin,
+        int(job.staged["size"]),
+        compact.root(),
+        compact,
+        str(job.staged["checkpoint"]),
+        keys,
+    )
 
 
-async def _explained(fetcher: NodeFetcher, keys: KeyHistory, note: str,
-                     state: TrustedState | None, exc: SignatureError) -> SignatureError:
+async def _explained(
+    fetcher: NodeFetcher,
+    keys: KeyHistory,
+    note: str,
+    state: TrustedState | None,
+    exc: SignatureError,
+) -> SignatureError:
     """A refused signature, explained when the node now announces another key (rotation)."""
     try:
         announced = (await fetcher.descriptor()).get("verifier_key")
     except BiobankError:  # the descriptor only explains; the refusal stands without it
         return exc
-    hint = rotation_hint(keys, note, previous_size=state.size if state else 0,
-                         announced_key=announced if isinstance(announced, str) else None)
+    hint = rotation_hint(
+        keys,
+        note,
+        previous_size=state.size if state else 0,
+        announced_key=announced if isinstance(announced, str) else None,
+    )
     return hint or exc
 
 
-async def _pages(fetcher: NodeFetcher, origin: str, start: int, end: int,
-                 page_size: int) -> AsyncIterator[list[tuple[bytes, Any]]]:
+async def _pages(
+    fetcher: NodeFetcher, origin: str, start: int, end: int, page_size: int
+) -> AsyncIterator[list[tuple[bytes, Any]]]:
     """Entries [start, end) as pages of (leaf bytes, content); entries past `end` are ignored.
 
     Up to PAGES_AHEAD pages are requested while the current one is verified (pages are

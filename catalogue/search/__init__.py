@@ -26,8 +26,16 @@ from catalogue.search.privacy import DEFAULT_K
 if TYPE_CHECKING:
     from catalogue.search.service import search
 
-__all__ = ["DEFAULT_K", "FILTERS", "CubeCache", "FilterDef", "Filters", "Vocabulary",
-           "parse_filters", "search"]
+__all__ = [
+    "DEFAULT_K",
+    "FILTERS",
+    "CubeCache",
+    "FilterDef",
+    "Filters",
+    "Vocabulary",
+    "parse_filters",
+    "search",
+]
 
 _LAZY = {"search": "catalogue.search.service"}
 

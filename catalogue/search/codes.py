@@ -50,8 +50,10 @@ class Vocabulary:
         """The roman numeral of the chapter holding an ICD-10 code, by its category."""
         cat = code[:3]
         if cat not in self._chapter_of:  # a few thousand categories at most
-            self._chapter_of[cat] = next((chapter for chapter, (low, high) in
-                                          self._chapters.items() if low <= cat <= high), None)
+            self._chapter_of[cat] = next(
+                (chapter for chapter, (low, high) in self._chapters.items() if low <= cat <= high),
+                None,
+            )
         return self._chapter_of[cat]
 
 

@@ -21,9 +21,15 @@ from catalogue.models import combo_datasets, combo_diagnoses, combo_uses, combos
 __all__ = ["FACETS", "Combo", "CubeCache", "Predicate", "Tally"]
 
 # facet name -> the filter parameter it ignores
-FACETS = {"sample_type": "sample_type", "storage_temperature": "storage_temperature",
-          "sex": "sex", "country": "country", "dataset_type": "dataset_type",
-          "use_conditions": "duo", "diagnosis_chapter": "icd10"}
+FACETS = {
+    "sample_type": "sample_type",
+    "storage_temperature": "storage_temperature",
+    "sex": "sex",
+    "country": "country",
+    "dataset_type": "dataset_type",
+    "use_conditions": "duo",
+    "diagnosis_chapter": "icd10",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +72,14 @@ class CubeCache:
 
 def load(conn: Connection) -> list[Combo]:
     side: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for cid, system, code, chapter in conn.execute(select(
-            combo_diagnoses.c.combo_id, combo_diagnoses.c.system, combo_diagnoses.c.code,
-            combo_diagnoses.c.chapter)):
+    for cid, system, code, chapter in conn.execute(
+        select(
+            combo_diagnoses.c.combo_id,
+            combo_diagnoses.c.system,
+            combo_diagnoses.c.code,
+            combo_diagnoses.c.chapter,
+        )
+    ):
         s = side[cid]
         s["icd" if system == "ICD-10" else "orpha"].append(code)
         if chapter and chapter not in s["chapters"]:
@@ -80,11 +91,27 @@ def load(conn: Connection) -> list[Combo]:
     empty: dict[str, list[str]] = {}
     for r in conn.execute(select(combos).where(combos.c.n > 0)):
         s = side.get(r.id, empty)
-        out.append(Combo(r.node_id, r.biobank, r.collection, r.country, r.sample_type,
-                         r.storage_temperature, r.sex, r.age_min, r.age_max, r.year_from,
-                         r.year_to, int(r.n), tuple(s.get("icd", ())), tuple(s.get("orpha", ())),
-                         tuple(s.get("chapters", ())), tuple(s.get("use_conditions", ())),
-                         tuple(s.get("dataset_type", ()))))
+        out.append(
+            Combo(
+                r.node_id,
+                r.biobank,
+                r.collection,
+                r.country,
+                r.sample_type,
+                r.storage_temperature,
+                r.sex,
+                r.age_min,
+                r.age_max,
+                r.year_from,
+                r.year_to,
+                int(r.n),
+                tuple(s.get("icd", ())),
+                tuple(s.get("orpha", ())),
+                tuple(s.get("chapters", ())),
+                tuple(s.get("use_conditions", ())),
+                tuple(s.get("dataset_type", ())),
+            )
+        )
     return out
 
 
@@ -97,7 +124,8 @@ class Tally:
     collection: Counter[tuple[int, str]] = field(default_factory=Counter)
     country: Counter[tuple[str | None, int]] = field(default_factory=Counter)
     facets: dict[str, Counter[tuple[Any, int]]] = field(
-        default_factory=lambda: {name: Counter() for name in FACETS})
+        default_factory=lambda: {name: Counter() for name in FACETS}
+    )
 
 
 Predicate = Callable[[Combo], bool]

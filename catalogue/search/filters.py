@@ -58,35 +58,80 @@ class FilterDef:
 
 # The search parameters, in the order they are checked (and problems are reported).
 FILTERS: tuple[FilterDef, ...] = (
-    FilterDef("sample_type", "code", "sample type; a parent type matches its children",
-              code_list="sample-type"),
-    FilterDef("storage_temperature", "code", "storage temperature",
-              code_list="storage-temperature"),
+    FilterDef(
+        "sample_type",
+        "code",
+        "sample type; a parent type matches its children",
+        code_list="sample-type",
+    ),
+    FilterDef(
+        "storage_temperature", "code", "storage temperature", code_list="storage-temperature"
+    ),
     FilterDef("sex", "code", "donor sex", code_list="sex"),
-    FilterDef("dataset_type", "code", "type of data available with the samples",
-              code_list="dataset-type"),
+    FilterDef(
+        "dataset_type", "code", "type of data available with the samples", code_list="dataset-type"
+    ),
     FilterDef("duo", "code", "data use conditions (DUO)", code_list="duo"),
-    FilterDef("country", "code", "country of the biobank (ISO 3166-1 alpha-2)",
-              code_list="country"),
+    FilterDef(
+        "country", "code", "country of the biobank (ISO 3166-1 alpha-2)", code_list="country"
+    ),
     FilterDef("biobank", "id", "biobank identifier"),
     FilterDef("collection", "id", "collection identifier"),
     FilterDef("orpha", "orpha", "rare disease code, like ORPHA:558"),
-    FilterDef("icd10", "icd10", "diagnosis: an ICD-10 code as prefix (C50, C50.9), a block "
-              "range (C00-C97) or a chapter (II)"),
-    FilterDef("age_min", "int", "age band overlaps [age_min, age_max] (years)",
-              repeatable=False, high=MAX_NUMBER),
-    FilterDef("age_max", "int", "upper end of the age band (years)",
-              repeatable=False, high=MAX_NUMBER),
-    FilterDef("period_from", "int", "collection period overlaps [period_from, period_to] "
-              "(years)", repeatable=False, high=MAX_NUMBER),
-    FilterDef("period_to", "int", "upper end of the collection period (year)",
-              repeatable=False, high=MAX_NUMBER),
-    FilterDef("page", "int", "page of the biobank results (default 1)",
-              repeatable=False, low=1, high=MAX_PAGE),
-    FilterDef("page_size", "int", "items per page of biobanks and of collections (default 20)",
-              repeatable=False, low=1, high=MAX_PAGE_SIZE),
-    FilterDef("collections_page", "int", "page of the collection results (default 1)",
-              repeatable=False, low=1, high=MAX_PAGE),
+    FilterDef(
+        "icd10",
+        "icd10",
+        "diagnosis: an ICD-10 code as prefix (C50, C50.9), a block "
+        "range (C00-C97) or a chapter (II)",
+    ),
+    FilterDef(
+        "age_min",
+        "int",
+        "age band overlaps [age_min, age_max] (years)",
+        repeatable=False,
+        high=MAX_NUMBER,
+    ),
+    FilterDef(
+        "age_max", "int", "upper end of the age band (years)", repeatable=False, high=MAX_NUMBER
+    ),
+    FilterDef(
+        "period_from",
+        "int",
+        "collection period overlaps [period_from, period_to] (years)",
+        repeatable=False,
+        high=MAX_NUMBER,
+    ),
+    FilterDef(
+        "period_to",
+        "int",
+        "upper end of the collection period (year)",
+        repeatable=False,
+        high=MAX_NUMBER,
+    ),
+    FilterDef(
+        "page",
+        "int",
+        "page of the biobank results (default 1)",
+        repeatable=False,
+        low=1,
+        high=MAX_PAGE,
+    ),
+    FilterDef(
+        "page_size",
+        "int",
+        "items per page of biobanks and of collections (default 20)",
+        repeatable=False,
+        low=1,
+        high=MAX_PAGE_SIZE,
+    ),
+    FilterDef(
+        "collections_page",
+        "int",
+        "page of the collection results (default 1)",
+        repeatable=False,
+        low=1,
+        high=MAX_PAGE,
+    ),
 )
 BY_NAME = {d.name: d for d in FILTERS}
 
@@ -123,8 +168,7 @@ class Filters:
         for name in ("age_min", "age_max", "period_from", "period_to"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
-        out.update(page=self.page, page_size=self.page_size,
-                   collections_page=self.collections_page)
+        out.update(page=self.page, page_size=self.page_size, collections_page=self.collections_page)
         return out
 
     def selected(self, param: str, vocab: Vocabulary) -> frozenset[str] | None:
@@ -176,8 +220,7 @@ def parse_filters(params: Mapping[str, Sequence[str]], vocab: Vocabulary) -> Fil
             f.lists[name] = values
     if f.age_min is not None and f.age_max is not None and f.age_min > f.age_max:
         bad.append({"name": "age_max", "reason": "age_max is smaller than age_min"})
-    if (f.period_from is not None and f.period_to is not None
-            and f.period_from > f.period_to):
+    if f.period_from is not None and f.period_to is not None and f.period_from > f.period_to:
         bad.append({"name": "period_to", "reason": "period_to is before period_from"})
     if bad:
         raise FilterError(bad)
@@ -199,8 +242,9 @@ def _check(d: FilterDef, v: str, vocab: Vocabulary, f: Filters) -> str | None:
     else:
         cond = _icd10(v, vocab)
         if cond is None:
-            return (f"{v!r} is not an ICD-10 code (C50, C50.9), "
-                    "block range (C00-C97) or chapter (II)")
+            return (
+                f"{v!r} is not an ICD-10 code (C50, C50.9), block range (C00-C97) or chapter (II)"
+            )
         f.icd10.append(cond)
         f.icd10_raw.append(v)
     return None
@@ -209,8 +253,9 @@ def _check(d: FilterDef, v: str, vocab: Vocabulary, f: Filters) -> str | None:
 def _parse_int(d: FilterDef, raw: str, f: Filters, bad: list[dict[str, str]]) -> None:
     value = _int(raw)
     if value is None or not d.low <= value <= d.high:
-        bad.append({"name": d.name,
-                    "reason": f"{raw!r} is not an integer from {d.low} to {d.high}"})
+        bad.append(
+            {"name": d.name, "reason": f"{raw!r} is not an integer from {d.low} to {d.high}"}
+        )
         return
     setattr(f, d.name, value)
 

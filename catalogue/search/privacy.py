@@ -21,8 +21,16 @@ from catalogue.search.codes import Vocabulary
 from catalogue.search.cube import FACETS, Combo, Predicate, Tally
 from catalogue.search.filters import Filters
 
-__all__ = ["DEFAULT_K", "Count", "CountTable", "ShownCounts", "bound", "hidden",
-           "protected_counts", "weight"]
+__all__ = [
+    "DEFAULT_K",
+    "Count",
+    "CountTable",
+    "ShownCounts",
+    "bound",
+    "hidden",
+    "protected_counts",
+    "weight",
+]
 
 DEFAULT_K = 10
 
@@ -107,8 +115,9 @@ class CountTable:
     def protect(self) -> dict[Hashable, Count]:
         """Every cell as shown: its value, or a true bound when hidden."""
         hide = self.hidden_cells()
-        return {key: hidden(c.value, c.k) if key in hide else c.value
-                for key, c in self._cells.items()}
+        return {
+            key: hidden(c.value, c.k) if key in hide else c.value for key, c in self._cells.items()
+        }
 
 
 def weight(count: Count | None) -> int:
@@ -138,8 +147,14 @@ class ShownCounts:
         return self.cards[(kind, nid, code)]
 
 
-def protected_counts(t: Tally, rows: Sequence[Combo], preds: list[tuple[str, Predicate]],
-                     f: Filters, vocab: Vocabulary, ks: dict[int, int]) -> ShownCounts:
+def protected_counts(
+    t: Tally,
+    rows: Sequence[Combo],
+    preds: list[tuple[str, Predicate]],
+    f: Filters,
+    vocab: Vocabulary,
+    ks: dict[int, int],
+) -> ShownCounts:
     """Protect the total, the counts lists, every facet and the card counts of one search.
 
     Relations: the total is the sum of each counts list and of each facet (of the values the
@@ -158,8 +173,12 @@ def protected_counts(t: Tally, rows: Sequence[Combo], preds: list[tuple[str, Pre
     keys: dict[tuple[str, str], dict[Any, Hashable]] = {}
     per_node: dict[str, dict[str, dict[int, int]]] = {}
 
-    def add(section: str, name: str, items: Iterable[tuple[Any, int, int]],
-            key_of: Callable[[Any], Hashable]) -> None:
+    def add(
+        section: str,
+        name: str,
+        items: Iterable[tuple[Any, int, int]],
+        key_of: Callable[[Any], Hashable],
+    ) -> None:
         parts: dict[Any, dict[int, int]] = defaultdict(dict)
         for code, nid, n in items:
             if n > 0 and code is not None:
@@ -170,12 +189,24 @@ def protected_counts(t: Tally, rows: Sequence[Combo], preds: list[tuple[str, Pre
         if section == "counts":
             per_node[name] = parts
 
-    add("counts", "country", ((c, nid, n) for (c, nid), n in t.country.items()),
-        lambda c: ("country", c))
-    add("counts", "biobank", ((b, nid, n) for (nid, b), n in t.biobank.items()),
-        lambda b: ("biobank", b))
-    add("counts", "collection", ((c, nid, n) for (nid, c), n in t.collection.items()),
-        lambda c: ("collection", c))
+    add(
+        "counts",
+        "country",
+        ((c, nid, n) for (c, nid), n in t.country.items()),
+        lambda c: ("country", c),
+    )
+    add(
+        "counts",
+        "biobank",
+        ((b, nid, n) for (nid, b), n in t.biobank.items()),
+        lambda b: ("biobank", b),
+    )
+    add(
+        "counts",
+        "collection",
+        ((c, nid, n) for (nid, c), n in t.collection.items()),
+        lambda c: ("collection", c),
+    )
     for name in ("country", "biobank", "collection"):
         table.relate(TOTAL, keys[("counts", name)].values())
     for name, counter in t.facets.items():
@@ -198,8 +229,10 @@ def protected_counts(t: Tally, rows: Sequence[Combo], preds: list[tuple[str, Pre
             table.relate(whole, facet.values())
 
     country_of, biobank_of = _structure(rows, preds, set(ks))
-    for parent, kind, owner in (("country", "biobank", country_of),
-                                ("biobank", "collection", biobank_of)):
+    for parent, kind, owner in (
+        ("country", "biobank", country_of),
+        ("biobank", "collection", biobank_of),
+    ):
         children: dict[Any, list[Hashable]] = defaultdict(list)
         for code, key in keys[("counts", kind)].items():
             if owner.get(code) in keys[("counts", parent)]:
@@ -225,8 +258,9 @@ def protected_counts(t: Tally, rows: Sequence[Combo], preds: list[tuple[str, Pre
     return ShownCounts(shown[TOTAL], lists, {c: shown[key] for c, key in card_keys.items()})
 
 
-def _structure(rows: Sequence[Combo], preds: list[tuple[str, Predicate]],
-               active: set[int]) -> tuple[dict[str, str | None], dict[str, str]]:
+def _structure(
+    rows: Sequence[Combo], preds: list[tuple[str, Predicate]], active: set[int]
+) -> tuple[dict[str, str | None], dict[str, str]]:
     """The country of each biobank and the biobank of each collection among the matching
     samples; a biobank (collection) whose matching samples span several is left out."""
     countries: dict[str, set[str | None]] = defaultdict(set)
@@ -243,11 +277,16 @@ def _structure(rows: Sequence[Combo], preds: list[tuple[str, Predicate]],
         for c in mixed_c:
             biobanks[c] = set()
         for r in rows:
-            if (r.node_id in active and (r.biobank in mixed_b or r.collection in mixed_c)
-                    and all(pred(r) for _, pred in preds)):
+            if (
+                r.node_id in active
+                and (r.biobank in mixed_b or r.collection in mixed_c)
+                and all(pred(r) for _, pred in preds)
+            ):
                 if r.biobank in mixed_b:
                     countries[r.biobank].add(r.country)
                 if r.collection in mixed_c:
                     biobanks[r.collection].add(r.biobank)
-    return ({b: next(iter(cs)) for b, cs in countries.items() if len(cs) == 1},
-            {c: next(iter(bs)) for c, bs in biobanks.items() if len(bs) == 1})
+    return (
+        {b: next(iter(cs)) for b, cs in countries.items() if len(cs) == 1},
+        {c: next(iter(bs)) for c, bs in biobanks.items() if len(bs) == 1},
+    )

@@ -28,8 +28,13 @@ _AGE_UNIT_YEARS = {"years": 1.0, "months": 12.0, "weeks": 52.0, "days": 365.0}
 _ARRAYS = ArrayCache()
 
 
-def search(conn: Connection, f: Filters, vocab: Vocabulary, stale_after: float,
-           cache: CubeCache | None = None) -> dict[str, Any]:
+def search(
+    conn: Connection,
+    f: Filters,
+    vocab: Vocabulary,
+    stale_after: float,
+    cache: CubeCache | None = None,
+) -> dict[str, Any]:
     """The /v1/search response (docs/architecture.md) for validated filters."""
     status = list_status(conn, stale_after, include_retired=False)
     node_rows = {r.id: r for r in conn.execute(select(nodes).where(nodes.c.state != "retired"))}
@@ -53,78 +58,126 @@ def search(conn: Connection, f: Filters, vocab: Vocabulary, stale_after: float,
 
     col_shown = {key: shown.card("collection", *key) for key in col_samples}
     items_all: list[tuple[tuple[int, str], Count | None]] = sorted(
-        col_shown.items(), key=lambda kc: (-weight(kc[1]), kc[0][1]))
-    items_all += [((nid, content["id"]), None) for nid, content in
-                  sorted(declared, key=lambda d: (-(d[1].get("size") or 0), d[1]["id"]))]
+        col_shown.items(), key=lambda kc: (-weight(kc[1]), kc[0][1])
+    )
+    items_all += [
+        ((nid, content["id"]), None)
+        for nid, content in sorted(declared, key=lambda d: (-(d[1].get("size") or 0), d[1]["id"]))
+    ]
     col_page = _page(items_all, f.collections_page, f.page_size)
     col_records = _load(conn, "collection", [k for k, _n in col_page])
     collections_out = []
     for (nid, cid), n in col_page:
         rec = col_records.get((nid, cid), {})
-        collections_out.append({
-            "id": cid, "biobank": rec.get("biobank"), "name": rec.get("name"),
-            "description": rec.get("description"), "contact": rec.get("contact"),
-            "use_conditions": rec.get("use_conditions", []),
-            "dataset_types": rec.get("dataset_types", []), "design": rec.get("design", []),
-            "samples": n, "declared_size": rec.get("size"),
-            "count_source": "declared" if n is None else "samples", "provenance": prov(nid)})
+        collections_out.append(
+            {
+                "id": cid,
+                "biobank": rec.get("biobank"),
+                "name": rec.get("name"),
+                "description": rec.get("description"),
+                "contact": rec.get("contact"),
+                "use_conditions": rec.get("use_conditions", []),
+                "dataset_types": rec.get("dataset_types", []),
+                "design": rec.get("design", []),
+                "samples": n,
+                "declared_size": rec.get("size"),
+                "count_source": "declared" if n is None else "samples",
+                "provenance": prov(nid),
+            }
+        )
 
-    bb_keys = sorted(((key, shown.card("biobank", *key) if n else 0)
-                      for key, n in bb_samples.items()),
-                     key=lambda kc: (-weight(kc[1]), kc[0][1]))
+    bb_keys = sorted(
+        ((key, shown.card("biobank", *key) if n else 0) for key, n in bb_samples.items()),
+        key=lambda kc: (-weight(kc[1]), kc[0][1]),
+    )
     bb_page = _page(bb_keys, f.page, f.page_size)
     bb_records = _load(conn, "biobank", [k for k, _n in bb_page])
     biobanks_out = []
     for (nid, bid), n in bb_page:
         rec = bb_records.get((nid, bid), {})
-        biobanks_out.append({
-            "id": bid, "name": rec.get("name"), "acronym": rec.get("acronym"),
-            "country": rec.get("country") or node_rows[nid].country,
-            "description": rec.get("description"), "contact": rec.get("contact"),
-            "url": rec.get("url"), "quality_standards": rec.get("quality_standards", []),
-            "samples": n, "provenance": prov(nid)})
+        biobanks_out.append(
+            {
+                "id": bid,
+                "name": rec.get("name"),
+                "acronym": rec.get("acronym"),
+                "country": rec.get("country") or node_rows[nid].country,
+                "description": rec.get("description"),
+                "contact": rec.get("contact"),
+                "url": rec.get("url"),
+                "quality_standards": rec.get("quality_standards", []),
+                "samples": n,
+                "provenance": prov(nid),
+            }
+        )
 
     return {
         "query": f.normalised(),
         "total": shown.total,
-        "counts": {name: shown.listing("counts", name)
-                   for name in ("country", "biobank", "collection")},
+        "counts": {
+            name: shown.listing("counts", name) for name in ("country", "biobank", "collection")
+        },
         "facets": {name: shown.listing("facets", name) for name in FACETS},
-        "biobanks": {"items": biobanks_out, "page": f.page, "page_size": f.page_size,
-                     "total": len(bb_keys)},
-        "collections": {"items": collections_out, "page": f.collections_page,
-                        "page_size": f.page_size, "total": len(items_all)},
-        "nodes": [{"origin": s["origin"], "country": s["country"], "stale": s["stale"],
-                   "alerts": s["alerts"]} for s in status],
+        "biobanks": {
+            "items": biobanks_out,
+            "page": f.page,
+            "page_size": f.page_size,
+            "total": len(bb_keys),
+        },
+        "collections": {
+            "items": collections_out,
+            "page": f.collections_page,
+            "page_size": f.page_size,
+            "total": len(items_all),
+        },
+        "nodes": [
+            {
+                "origin": s["origin"],
+                "country": s["country"],
+                "stale": s["stale"],
+                "alerts": s["alerts"],
+            }
+            for s in status
+        ],
     }
 
 
 def _page(items: list[Any], page: int, size: int) -> list[Any]:
-    return items[(page - 1) * size: page * size]
+    return items[(page - 1) * size : page * size]
 
 
-def _load(conn: Connection, kind: str,
-          keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], dict[str, Any]]:
+def _load(
+    conn: Connection, kind: str, keys: Iterable[tuple[int, str]]
+) -> dict[tuple[int, str], dict[str, Any]]:
     keys = list(keys)
     if not keys:
         return {}
     q = select(records.c.node_id, records.c.record_id, records.c.content).where(
-        records.c.kind == kind, or_(*[and_(records.c.node_id == nid, records.c.record_id == rid)
-                                      for nid, rid in keys]))
+        records.c.kind == kind,
+        or_(*[and_(records.c.node_id == nid, records.c.record_id == rid) for nid, rid in keys]),
+    )
     return {(r.node_id, r.record_id): orjson.loads(r.content) for r in conn.execute(q)}
 
 
-def _declared_collections(conn: Connection, f: Filters, vocab: Vocabulary, cube: ArrayCube,
-                          node_rows: dict[int, Any]) -> list[tuple[int, dict[str, Any]]]:
+def _declared_collections(
+    conn: Connection, f: Filters, vocab: Vocabulary, cube: ArrayCube, node_rows: dict[int, Any]
+) -> list[tuple[int, dict[str, Any]]]:
     """Collection records with no live samples that match the filters on their own attributes."""
     active = list(node_rows)
     with_samples = cube.with_samples
-    countries = {(r.node_id, r.record_id): r.country for r in conn.execute(
-        select(records.c.node_id, records.c.record_id, records.c.country)
-        .where(records.c.kind == "biobank"))}
+    countries = {
+        (r.node_id, r.record_id): r.country
+        for r in conn.execute(
+            select(records.c.node_id, records.c.record_id, records.c.country).where(
+                records.c.kind == "biobank"
+            )
+        )
+    }
     out = []
-    for r in conn.execute(select(records.c.node_id, records.c.record_id, records.c.content)
-                          .where(records.c.kind == "collection", records.c.node_id.in_(active))):
+    for r in conn.execute(
+        select(records.c.node_id, records.c.record_id, records.c.content).where(
+            records.c.kind == "collection", records.c.node_id.in_(active)
+        )
+    ):
         if (r.node_id, r.record_id) in with_samples:
             continue
         content = orjson.loads(r.content)
@@ -134,8 +187,7 @@ def _declared_collections(conn: Connection, f: Filters, vocab: Vocabulary, cube:
     return out
 
 
-def declared_match(col: dict[str, Any], country: str | None, f: Filters,
-                   vocab: Vocabulary) -> bool:
+def declared_match(col: dict[str, Any], country: str | None, f: Filters, vocab: Vocabulary) -> bool:
     """Whether a collection matches the filters by its collection-level attributes."""
     lists = f.lists
 
@@ -172,8 +224,9 @@ def declared_match(col: dict[str, Any], country: str | None, f: Filters,
         if low is None and high is None:
             checks.append(False)
         else:
-            checks.append((f.age_min is None or hi >= f.age_min)
-                          and (f.age_max is None or lo <= f.age_max))
+            checks.append(
+                (f.age_min is None or hi >= f.age_min) and (f.age_max is None or lo <= f.age_max)
+            )
     return all(checks)
 
 

@@ -28,13 +28,26 @@ from catalogue.search.filters import Filters
 
 __all__ = ["ArrayCache", "ArrayCube", "Result", "build", "masks", "places", "tally"]
 
-_SINGLE = ("node_id", "biobank", "collection", "country", "sample_type", "storage_temperature",
-           "sex")
+_SINGLE = (
+    "node_id",
+    "biobank",
+    "collection",
+    "country",
+    "sample_type",
+    "storage_temperature",
+    "sex",
+)
 _RANGES = ("age_min", "age_max", "year_from", "year_to")
 _MULTI = ("icd", "orpha", "chapters", "use_conditions", "dataset_type")
-_FACET_ATTR = {"sample_type": "sample_type", "storage_temperature": "storage_temperature",
-               "sex": "sex", "country": "country", "dataset_type": "dataset_type",
-               "use_conditions": "use_conditions", "diagnosis_chapter": "chapters"}
+_FACET_ATTR = {
+    "sample_type": "sample_type",
+    "storage_temperature": "storage_temperature",
+    "sex": "sex",
+    "country": "country",
+    "dataset_type": "dataset_type",
+    "use_conditions": "use_conditions",
+    "diagnosis_chapter": "chapters",
+}
 Ints = NDArray[np.int64]
 Bools = NDArray[np.bool_]
 
@@ -74,27 +87,40 @@ class ArrayCube:
 def build(rows: Sequence[Combo]) -> ArrayCube:
     """Factorise a list of combos into arrays."""
     single = {name: _factorise([getattr(r, name) for r in rows]) for name in _SINGLE}
-    ranges = {name: np.array([np.nan if (v := getattr(r, name)) is None else v for r in rows],
-                             dtype=np.float64).reshape(len(rows)) for name in _RANGES}
+    ranges = {
+        name: np.array(
+            [np.nan if (v := getattr(r, name)) is None else v for r in rows], dtype=np.float64
+        ).reshape(len(rows))
+        for name in _RANGES
+    }
     multi = {}
     for name in _MULTI:
         lists = [getattr(r, name) for r in rows]
         lengths = np.fromiter((len(v) for v in lists), dtype=np.int64, count=len(rows))
         col = _factorise([v for vals in lists for v in vals])
-        multi[name] = Multi(np.repeat(np.arange(len(rows), dtype=np.int64), lengths),
-                            col.codes, col.values)
+        multi[name] = Multi(
+            np.repeat(np.arange(len(rows), dtype=np.int64), lengths), col.codes, col.values
+        )
     place = _factorise([(r.node_id, r.biobank, r.country, r.collection) for r in rows])
-    cube = ArrayCube(len(rows), np.fromiter((r.n for r in rows), dtype=np.int64, count=len(rows)),
-                     single, ranges, multi, place.codes, place.values,
-                     frozenset((r.node_id, r.collection) for r in rows))
+    cube = ArrayCube(
+        len(rows),
+        np.fromiter((r.n for r in rows), dtype=np.int64, count=len(rows)),
+        single,
+        ranges,
+        multi,
+        place.codes,
+        place.values,
+        frozenset((r.node_id, r.collection) for r in rows),
+    )
     cube.targets = _targets(cube)
     return cube
 
 
 def _factorise(values: list[Any]) -> Column:
     index: dict[Any, int] = {}
-    codes = np.fromiter((index.setdefault(v, len(index)) for v in values), dtype=np.int64,
-                        count=len(values))
+    codes = np.fromiter(
+        (index.setdefault(v, len(index)) for v in values), dtype=np.int64, count=len(values)
+    )
     return Column(codes, list(index))
 
 
@@ -127,8 +153,11 @@ def masks(cube: ArrayCube, f: Filters, vocab: Vocabulary) -> dict[str, Bools]:
     for name in ("storage_temperature", "sex", "country", "biobank", "collection"):
         if name in lists:
             out[name] = _single(cube.single[name], frozenset(lists[name]).__contains__)
-    for name, attr in (("duo", "use_conditions"), ("dataset_type", "dataset_type"),
-                       ("orpha", "orpha")):
+    for name, attr in (
+        ("duo", "use_conditions"),
+        ("dataset_type", "dataset_type"),
+        ("orpha", "orpha"),
+    ):
         if name in lists:
             out[name] = _any(cube, cube.multi[attr], frozenset(lists[name]).__contains__)
     if f.age_min is not None or f.age_max is not None:
@@ -192,28 +221,39 @@ def _targets(cube: ArrayCube) -> dict[str, _Target]:
     def single(col: Column | None, key: Callable[[Any, int], Any]) -> _Target:
         values = col.values if col is not None else [None]
         codes = col.codes if col is not None else np.zeros(cube.size, dtype=np.int64)
-        return _Target(None, codes * width + nodes.codes, cube.n,
-                       [key(v, nid) for v in values for nid in nodes.values])
+        return _Target(
+            None,
+            codes * width + nodes.codes,
+            cube.n,
+            [key(v, nid) for v in values for nid in nodes.values],
+        )
 
-    out = {"total": single(None, lambda v, nid: nid),
-           "biobank": single(cube.single["biobank"], lambda v, nid: (nid, v)),
-           "collection": single(cube.single["collection"], lambda v, nid: (nid, v)),
-           "country": single(cube.single["country"], lambda v, nid: (v, nid))}
+    out = {
+        "total": single(None, lambda v, nid: nid),
+        "biobank": single(cube.single["biobank"], lambda v, nid: (nid, v)),
+        "collection": single(cube.single["collection"], lambda v, nid: (nid, v)),
+        "country": single(cube.single["country"], lambda v, nid: (v, nid)),
+    }
     for facet, attr in _FACET_ATTR.items():
         if attr in cube.single:
             out[facet] = single(cube.single[attr], lambda v, nid: (v, nid))
         else:
             m = cube.multi[attr]
-            out[facet] = _Target(m.rows, m.codes * width + nodes.codes[m.rows], cube.n[m.rows],
-                                 [(v, nid) for v in m.values for nid in nodes.values])
+            out[facet] = _Target(
+                m.rows,
+                m.codes * width + nodes.codes[m.rows],
+                cube.n[m.rows],
+                [(v, nid) for v in m.values for nid in nodes.values],
+            )
     return out
 
 
 def tally(cube: ArrayCube, f: Filters, vocab: Vocabulary, active: set[int]) -> Result:
     """`tally_reference.tally(rows, predicates(f, vocab), active)`, computed on arrays."""
     nodes = cube.single["node_id"]
-    live = np.fromiter((v in active for v in nodes.values), dtype=np.bool_,
-                       count=len(nodes.values))[nodes.codes]
+    live = np.fromiter(
+        (v in active for v in nodes.values), dtype=np.bool_, count=len(nodes.values)
+    )[nodes.codes]
     by_name = masks(cube, f, vocab)
     fails = np.zeros(cube.size, dtype=np.int8)
     for m in by_name.values():
@@ -256,8 +296,9 @@ def _sums(target: _Target, idx: Ints) -> list[tuple[Any, int]]:
     return [(names[k], int(sums[k])) for k in seen[np.argsort(first[seen])].tolist()]
 
 
-def places(cube: ArrayCube, matching: Bools, active: set[int]
-           ) -> tuple[list[Combo], list[tuple[str, Predicate]]]:
+def places(
+    cube: ArrayCube, matching: Bools, active: set[int]
+) -> tuple[list[Combo], list[tuple[str, Predicate]]]:
     """Stand-in rows and predicate for `privacy.protected_counts`: one row per distinct
     (node, biobank, country, collection), matching when some matching combo has it. Its
     structure pass reads only those four attributes and the predicates, so it then gives
@@ -265,7 +306,11 @@ def places(cube: ArrayCube, matching: Bools, active: set[int]
     seen = np.zeros(len(cube.places), dtype=np.bool_)
     seen[cube.place[matching]] = True
     hit = {cube.places[i] for i in np.flatnonzero(seen).tolist()}
-    reps = [Combo(nid, bb, col, country, None, None, None, None, None, None, None, 1,
-                  (), (), (), (), ())
-            for nid, bb, country, col in cube.places if nid in active]
+    reps = [
+        Combo(
+            nid, bb, col, country, None, None, None, None, None, None, None, 1, (), (), (), (), ()
+        )
+        for nid, bb, country, col in cube.places
+        if nid in active
+    ]
     return reps, [("place", lambda r: (r.node_id, r.biobank, r.country, r.collection) in hit)]

@@ -31,21 +31,42 @@ def predicates(f: Filters, vocab: Vocabulary) -> list[tuple[str, Predicate]]:
         if name in lists:
             wanted = frozenset(lists[name])
             preds.append((name, _member(name, wanted)))
-    for name, attr in (("duo", "use_conditions"), ("dataset_type", "dataset_type"),
-                       ("orpha", "orpha")):
+    for name, attr in (
+        ("duo", "use_conditions"),
+        ("dataset_type", "dataset_type"),
+        ("orpha", "orpha"),
+    ):
         if name in lists:
             wanted = frozenset(lists[name])
             preds.append((name, _overlap(attr, wanted)))
     if f.age_min is not None or f.age_max is not None:
         lo = f.age_min if f.age_min is not None else -1
         hi = f.age_max if f.age_max is not None else 10**6
-        preds.append(("age", lambda r: r.age_min is not None and r.age_max is not None
-                      and r.age_max >= lo and r.age_min <= hi))
+        preds.append(
+            (
+                "age",
+                lambda r: (
+                    r.age_min is not None
+                    and r.age_max is not None
+                    and r.age_max >= lo
+                    and r.age_min <= hi
+                ),
+            )
+        )
     if f.period_from is not None or f.period_to is not None:
         pf = f.period_from if f.period_from is not None else -1
         pt = f.period_to if f.period_to is not None else 10**6
-        preds.append(("period", lambda r: r.year_from is not None and r.year_to is not None
-                      and r.year_to >= pf and r.year_from <= pt))
+        preds.append(
+            (
+                "period",
+                lambda r: (
+                    r.year_from is not None
+                    and r.year_to is not None
+                    and r.year_to >= pf
+                    and r.year_from <= pt
+                ),
+            )
+        )
     if f.icd10:
         prefixes = tuple(c.prefix for c in f.icd10 if c.prefix)
         ranges = [(c.low, c.high) for c in f.icd10 if c.low and c.high]

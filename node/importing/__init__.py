@@ -16,8 +16,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ImportReport", "Mapping", "detect_format", "read_files", "run_import"]
 
-_HOME = {"ImportReport": "importer", "detect_format": "importer", "read_files": "importer",
-         "run_import": "importer", "Mapping": "mapping"}
+_HOME = {
+    "ImportReport": "importer",
+    "detect_format": "importer",
+    "read_files": "importer",
+    "run_import": "importer",
+    "Mapping": "mapping",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -115,16 +115,17 @@ class Differ:
         )
         where = "WHERE s.held_back IS NULL OR s.held_back = 0 ORDER BY s.rowid"
         self.conn.execute("DROP TABLE IF EXISTS temp.joined")
-        first = self.conn.execute(
-            "SELECT 1 FROM records WHERE kind = 'sample' LIMIT 1").fetchone() is None
+        first = (
+            self.conn.execute("SELECT 1 FROM records WHERE kind = 'sample' LIMIT 1").fetchone()
+            is None
+        )
         held = self.conn.execute("SELECT count(*) FROM records").fetchone()[0]
         if first:  # nothing to compare with: read the staging table itself
             new = self.conn.execute(
                 f"SELECT count(*) FROM {table} s WHERE s.held_back IS NULL OR s.held_back = 0"
             ).fetchone()[0]
             total = new
-            source = (f"SELECT json_array({columns}, NULL, NULL, NULL, NULL) "
-                      f"FROM {table} s {where}")
+            source = f"SELECT json_array({columns}, NULL, NULL, NULL, NULL) FROM {table} s {where}"
         else:
             self.conn.execute(
                 f"CREATE TEMP TABLE joined AS SELECT {columns}, r.id, r.digest, r.nonce, "
@@ -136,8 +137,10 @@ class Differ:
             ).fetchone()
             # read from a copy: the loop below writes to ``records``, which the join reads
             names = ", ".join(c.removeprefix("s.") for c in columns.split(", "))
-            source = (f"SELECT json_array({names}, id, digest, nonce, live) "
-                      "FROM temp.joined ORDER BY rowid")
+            source = (
+                f"SELECT json_array({names}, id, digest, nonce, live) "
+                "FROM temp.joined ORDER BY rowid"
+            )
         # a bulk append (more new samples than records so far, e.g. a first import) drops
         # the secondary indexes and sorts them afresh at the end: same transaction, so a
         # crash or rollback restores them with everything else
@@ -164,15 +167,17 @@ class Differ:
         unchanged = published = 0
         for batch, results in encoded:
             if isinstance(results, Bulk):
-                if self.writer.append_built("sample", schema, results.base, results.leaves,
-                                            results.contents):
+                if self.writer.append_built(
+                    "sample", schema, results.base, results.leaves, results.contents
+                ):
                     self._upserts += results.upserts
                     if len(self._upserts) >= BATCH:
                         self.flush()
                     published += len(results.upserts)
                 else:  # the indexes the helper assumed are taken: publish one by one
                     for (_, id, biobank, local_id, donor, digest, nonce, _), (_, text) in zip(
-                            results.upserts, results.contents, strict=True):
+                        results.upserts, results.contents, strict=True
+                    ):
                         index = publish("sample", str(id), schema, str(text), str(digest))
                         published += 1
                         upsert(("sample", id, biobank, local_id, donor, digest, nonce, index))
@@ -247,5 +252,3 @@ class Differ:
             ).fetchall()
         for kind, id in gone:
             self.withdraw(kind, id)
-
-

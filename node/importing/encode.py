@@ -43,8 +43,17 @@ if TYPE_CHECKING:
     from protocol.schema import SchemaSet
 
 __all__ = [
-    "BATCH", "Built", "Bulk", "Encoded", "HELPER_MIN_BYTES", "HELPER_MIN_ROWS", "ImportHelper",
-    "LeafPlan", "SampleEncoder", "Validate", "encode_content",
+    "BATCH",
+    "Built",
+    "Bulk",
+    "Encoded",
+    "HELPER_MIN_BYTES",
+    "HELPER_MIN_ROWS",
+    "ImportHelper",
+    "LeafPlan",
+    "SampleEncoder",
+    "Validate",
+    "encode_content",
 ]
 
 Validate = Callable[[str, dict[str, Any], str], list[Problem]]
@@ -61,8 +70,7 @@ Built = tuple[int, bytes, bytes]
 #: append), a list of problems (invalid, nothing to append) or
 #: ``(id, canonical content bytes, digest, nonce, donor hash, Built or None, biobank,
 #: local id)``.
-Encoded = (tuple[str, bytes, str, str, "str | None", "Built | None", str, str]
-           | list[Problem] | None)
+Encoded = tuple[str, bytes, str, str, "str | None", "Built | None", str, str] | list[Problem] | None
 
 
 class Bulk(NamedTuple):
@@ -123,13 +131,13 @@ class SampleEncoder:
         self._lists: dict[str, Any] = {}  # JSON list text -> parsed (shared, never mutated)
         self._nonces = _Nonces()
 
-    def encode_batch(self, rows: Iterable[str], plan: LeafPlan | None = None
-                     ) -> list[Encoded] | Bulk:
+    def encode_batch(
+        self, rows: Iterable[str], plan: LeafPlan | None = None
+    ) -> list[Encoded] | Bulk:
         """:meth:`encode`; with a ``plan``, a batch whose every row is published (the
         common case) comes as a :class:`Bulk`, ready to store."""
         out = self.encode(rows, plan)
-        if plan is None or not out or not all(
-                type(r) is tuple and r[0].isascii() for r in out):
+        if plan is None or not out or not all(type(r) is tuple and r[0].isascii() for r in out):
             return out
         done: list[Any] = out
         time = plan.time
@@ -137,7 +145,8 @@ class SampleEncoder:
             plan.base,
             [(b[0], b[1], b[2], "sample", r[0], "publish", time) for r in done for b in (r[5],)],
             [(r[5][0], r[1].decode("utf-8")) for r in done],
-            [("sample", r[0], r[6], r[7], r[4], r[2], r[3], r[5][0]) for r in done])
+            [("sample", r[0], r[6], r[7], r[4], r[2], r[3], r[5][0]) for r in done],
+        )
 
     def encode(self, rows: Iterable[str], plan: LeafPlan | None = None) -> list[Encoded]:
         """One :data:`Encoded` per row, in order; with leaves when there is a ``plan``."""
@@ -151,9 +160,27 @@ class SampleEncoder:
         nonces = self._nonces
         loads = orjson.loads
         for text in rows:
-            (local_id, donor_id, biobank, collection, sample_type, storage, sex, age_min,
-             age_max, period_from, period_to, diagnoses, use, datasets, location, old_id,
-             old_digest, old_nonce, live) = loads(text)
+            (
+                local_id,
+                donor_id,
+                biobank,
+                collection,
+                sample_type,
+                storage,
+                sex,
+                age_min,
+                age_max,
+                period_from,
+                period_to,
+                diagnoses,
+                use,
+                datasets,
+                location,
+                old_id,
+                old_digest,
+                old_nonce,
+                live,
+            ) = loads(text)
             id = old_id or sample_id(local_id)
             content: dict[str, Any] = {"id": id, "biobank": biobank}
             if collection:
@@ -185,8 +212,18 @@ class SampleEncoder:
             # int for every integral value; a non-integral float never equals a seen int).
             # The free fields are the node's own: the id a keyed hash (or the published id)
             # and the nonce random hex (or the published nonce), so they are vouched for.
-            columns = (biobank, collection, sample_type, storage, sex, (age_min, age_max),
-                       (period_from, period_to), diagnoses, use, datasets)
+            columns = (
+                biobank,
+                collection,
+                sample_type,
+                storage,
+                sex,
+                (age_min, age_max),
+                (period_from, period_to),
+                diagnoses,
+                use,
+                datasets,
+            )
             data = known_bytes(content, columns, True)
             if data is None:
                 encoded = encode_content(self.validate, "sample", content, location)
@@ -205,12 +242,12 @@ class SampleEncoder:
                 digest = bytes_digest(data)
             built: Built | None = None
             if plan is not None:
-                leaf = entry_leaf(plan.origin, index, "sample", id, plan.schema, plan.time,
-                                  digest)
+                leaf = entry_leaf(plan.origin, index, "sample", id, plan.schema, plan.time, digest)
                 built = (index, leaf, leaf_hash(leaf))
                 index += 1
-            append((id, data, digest, content["nonce"], donor_hash(donor_id), built, biobank,
-                    local_id))
+            append(
+                (id, data, digest, content["nonce"], donor_hash(donor_id), built, biobank, local_id)
+            )
         return out
 
 
@@ -232,15 +269,20 @@ class ImportHelper:
     def __init__(self, secret: bytes) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, theirs = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(theirs, secret), daemon=True,
-                                    name="import-helper")
+        self._process = ctx.Process(
+            target=_serve, args=(theirs, secret), daemon=True, name="import-helper"
+        )
         self._process.start()
         theirs.close()
         self._files = 0
 
     def check_samples(
-        self, mapping: Mapping, header: list[str], batches: Iterable[list[Any]],
-        in_helper: int = 2, held: int = 8,
+        self,
+        mapping: Mapping,
+        header: list[str],
+        batches: Iterable[list[Any]],
+        in_helper: int = 2,
+        held: int = 8,
     ) -> Iterator[list[Checked]]:
         """The checked rows of each batch of one sample file, in order.
 
@@ -263,8 +305,7 @@ class ImportHelper:
                 busy += 1
             else:
                 pending.append(here.check(batch))
-            while pending and (pending[0] is not None or len(pending) > held
-                               or self._conn.poll()):
+            while pending and (pending[0] is not None or len(pending) > held or self._conn.poll()):
                 done = pending.popleft()
                 if done is None:
                     done = self._receive()
@@ -301,8 +342,12 @@ class ImportHelper:
                 busy += 1
             else:
                 pending.append((batch, here.encode_batch(batch, plan(waiting))))
-            while pending and (pending[0][1] is not None or len(pending) > held
-                               or (here is None and busy > ahead) or self._conn.poll()):
+            while pending and (
+                pending[0][1] is not None
+                or len(pending) > held
+                or (here is None and busy > ahead)
+                or self._conn.poll()
+            ):
                 sent, done = pending.popleft()
                 if done is None:
                     done = self._receive()
@@ -332,7 +377,8 @@ class ImportHelper:
         return RuntimeError(
             f"the import's helper process ended unexpectedly (exit code "
             f"{self._process.exitcode}: killed, out of memory, or started from a script "
-            "without an 'if __name__ == \"__main__\":' guard); nothing was imported")
+            "without an 'if __name__ == \"__main__\":' guard); nothing was imported"
+        )
 
     def close(self) -> None:
         """End the helper (a batch in flight is dropped) and wait for it."""
@@ -416,4 +462,3 @@ class _Nonces:
             self._at = 0
         self._at += 32
         return self._block[self._at - 32 : self._at]
-

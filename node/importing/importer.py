@@ -25,8 +25,15 @@ from node.publish import LogWriter, ensure_checkpoint
 from protocol.errors import ConfigError, Problem
 from protocol.schema import SchemaSet
 
-__all__ = ["FORMATS", "ImportReport", "PhaseStart", "Progress", "detect_format",
-           "read_files", "run_import"]
+__all__ = [
+    "FORMATS",
+    "ImportReport",
+    "PhaseStart",
+    "Progress",
+    "detect_format",
+    "read_files",
+    "run_import",
+]
 
 FORMATS = ("csv", "tsv", "fhir", "directory")
 # progress(phase, rows done since the last call); phase_start(phase, total rows or None)
@@ -69,7 +76,11 @@ def detect_format(path: Path, mapping: Mapping | None) -> str:
 
 
 def read_files(
-    files: list[Path], fmt: str | None, mapping: Mapping | None, sink: Sink, codes: Codes,
+    files: list[Path],
+    fmt: str | None,
+    mapping: Mapping | None,
+    sink: Sink,
+    codes: Codes,
     helper: ImportHelper | None = None,
 ) -> int:
     """Run the right reader over every file; return the number of rows/entries read."""
@@ -121,8 +132,11 @@ def run_import(
         # staging and privacy write only TEMP tables; one transaction keeps SQLite's page
         # cache of the temp database across statements (else every statement re-reads it)
         conn.execute("BEGIN")
-        if (mapping is not None and mapping.kind == "sample"
-                and sum(p.stat().st_size for p in files) >= encode.HELPER_MIN_BYTES):
+        if (
+            mapping is not None
+            and mapping.kind == "sample"
+            and sum(p.stat().st_size for p in files) >= encode.HELPER_MIN_BYTES
+        ):
             helper = ImportHelper(home.secret)  # checks rows now, encodes samples later
         stage = _stage(conn, files, fmt, mapping, helper, progress, report)
         if report.problems and not skip_invalid:
@@ -132,8 +146,17 @@ def run_import(
         kinds = _apply_privacy(conn, home, report, progress, phase_start)
         if conn.in_transaction:  # (a reader's executescript may have committed it already)
             conn.execute("COMMIT")
-        _publish(conn, home, report, kinds, snapshot and stage.unkeyed == 0, skip_invalid,
-                 progress, phase_start, helper)
+        _publish(
+            conn,
+            home,
+            report,
+            kinds,
+            snapshot and stage.unkeyed == 0,
+            skip_invalid,
+            progress,
+            phase_start,
+            helper,
+        )
         if snapshot and stage.unkeyed:
             report.notes.append(
                 f"snapshot withdrawals skipped: {stage.unkeyed} problem(s) "
@@ -147,8 +170,13 @@ def run_import(
 
 
 def _stage(
-    conn: sqlite3.Connection, files: list[Path], fmt: str | None, mapping: Mapping | None,
-    helper: ImportHelper | None, progress: Progress | None, report: ImportReport,
+    conn: sqlite3.Connection,
+    files: list[Path],
+    fmt: str | None,
+    mapping: Mapping | None,
+    helper: ImportHelper | None,
+    progress: Progress | None,
+    report: ImportReport,
 ) -> Staging:
     """Phase 1: read every file into the staging tables; count rows, problems, ignored."""
     stage = Staging(conn, "staging", progress)
@@ -162,7 +190,10 @@ def _stage(
 
 
 def _apply_privacy(
-    conn: sqlite3.Connection, home: Home, report: ImportReport, progress: Progress | None,
+    conn: sqlite3.Connection,
+    home: Home,
+    report: ImportReport,
+    progress: Progress | None,
     phase_start: PhaseStart | None,
 ) -> set[str]:
     """Phase 2: the node's policy on the staged samples; return the kinds the import holds."""
@@ -196,8 +227,7 @@ def _publish(
     conn.execute("BEGIN IMMEDIATE")
     try:
         writer = LogWriter(conn, home.config.origin, home.signer)
-        differ = Differ(conn, writer, schema_ids, schemas, Pseudonymiser(home.secret),
-                        pool)
+        differ = Differ(conn, writer, schema_ids, schemas, Pseudonymiser(home.secret), pool)
         if progress and phase_start:
             total = (
                 report.staged_records

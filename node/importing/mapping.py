@@ -9,8 +9,14 @@ from pathlib import Path
 from protocol.errors import ConfigError
 
 __all__ = [
-    "ALIASES", "BIOBANK_FIELDS", "COLLECTION_FIELDS", "FIELDS", "LIST_FIELDS", "Mapping",
-    "SAMPLE_FIELDS", "SAMPLE_LIST_FIELDS",
+    "ALIASES",
+    "BIOBANK_FIELDS",
+    "COLLECTION_FIELDS",
+    "FIELDS",
+    "LIST_FIELDS",
+    "Mapping",
+    "SAMPLE_FIELDS",
+    "SAMPLE_LIST_FIELDS",
 ]
 
 SAMPLE_FIELDS = frozenset(
@@ -163,8 +169,7 @@ class Mapping:
         if not isinstance(sources, list):
             raise ConfigError(f"{name}: sources must be a list of mapping-table source names")
         values = {
-            _alias(k): {str(a): str(b) for a, b in dict(v).items()}
-            for k, v in values_raw.items()
+            _alias(k): {str(a): str(b) for a, b in dict(v).items()} for k, v in values_raw.items()
         }
         return cls(
             kind=str(kind),

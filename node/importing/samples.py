@@ -13,7 +13,14 @@ from node.importing.codes import Codes, diagnosis
 from protocol.errors import Problem
 
 __all__ = [
-    "AGE_TEXT", "Bad", "MAX_AGE", "MEMO", "RawSample", "SampleChecker", "age_at", "parse_date",
+    "AGE_TEXT",
+    "Bad",
+    "MAX_AGE",
+    "MEMO",
+    "RawSample",
+    "SampleChecker",
+    "age_at",
+    "parse_date",
 ]
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?:T.*)?$")
@@ -62,8 +69,9 @@ def parse_date(text: str) -> tuple[int, int | None, int | None] | None:
     return year, month or None, day or None
 
 
-def age_at(birth: tuple[int, int | None, int | None], year: int, month: int | None,
-           day: int | None) -> int:
+def age_at(
+    birth: tuple[int, int | None, int | None], year: int, month: int | None, day: int | None
+) -> int:
     """Whole years from ``birth`` (a :func:`parse_date` result) to a collection date."""
     age = year - birth[0]
     if birth[1] and birth[2] and month and day and (month, day) < (birth[1], birth[2]):
@@ -156,9 +164,7 @@ class SampleChecker:
         for value in values:
             code = diagnosis(value)
             if code is None:
-                issues.append(
-                    (value, "not an ICD-10 code (e.g. C50.9) or ORPHA code (ORPHA:558)")
-                )
+                issues.append((value, "not an ICD-10 code (e.g. C50.9) or ORPHA code (ORPHA:558)"))
             elif code["system"] == "ORPHA" and not self._known("orpha", code["code"]):
                 issues.append((value, f"unknown code {value!r} for diagnoses (ORPHA)"))
             elif code not in diagnoses:

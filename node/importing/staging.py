@@ -124,8 +124,9 @@ class Staging:
     samples to the staging table ``table``, other records to ``others``, and the kind and
     key of every record with a problem to ``present``."""
 
-    def __init__(self, conn: sqlite3.Connection, table: str,
-                 progress: Callable[[str, int], None] | None) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, table: str, progress: Callable[[str, int], None] | None
+    ) -> None:
         self.conn = conn
         self.table = create(conn, table)
         conn.execute("DROP TABLE IF EXISTS temp.others")

@@ -32,15 +32,20 @@ def build(n: int, path: Path) -> None:
     note = cat.harvest(node)
     with open(path / "nodes-0.jsonl", "wb") as fh:
         for leaf, content in zip(node.leaves, node.contents, strict=True):
-            fh.write(orjson.dumps({"leaf": base64.b64encode(leaf).decode(), "content": content})
-                     + b"\n")
+            fh.write(
+                orjson.dumps({"leaf": base64.b64encode(leaf).decode(), "content": content}) + b"\n"
+            )
     with open(path / "catalogue-entries.jsonl", "wb") as fh:
         for leaf in cat.leaves:
             fh.write(orjson.dumps({"leaf": base64.b64encode(leaf).decode()}) + b"\n")
-    meta = {"format": BUNDLE_FORMAT, "catalogue": "bench", "mirrors": {
-        node.origin: {"file": "nodes-0.jsonl", "checkpoint": note}},
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "catalogue": "bench",
+        "mirrors": {node.origin: {"file": "nodes-0.jsonl", "checkpoint": note}},
         "descriptor": {"origin": cat.origin, "verifier_key": cat.vkey},
-        "checkpoint": cat.checkpoint(), "search": cat.search()}
+        "checkpoint": cat.checkpoint(),
+        "search": cat.search(),
+    }
     (path / "bundle.json").write_text(json.dumps(meta))
     assert canonical({})  # protocol imported and working
 
@@ -52,11 +57,11 @@ def main() -> None:
         path = Path(tmp)
         build(n, path)
         start = time.perf_counter()
-        report, _ = run_audit(BundleSource(path), state=None,
-                              options=AuditOptions(workers=workers))
+        report, _ = run_audit(BundleSource(path), state=None, options=AuditOptions(workers=workers))
         took = time.perf_counter() - start
-    print(f"{n} entries in {took:.1f}s: {n / took:,.0f} entries/s; ok={report.ok}; "
-          f"workers={workers}")
+    print(
+        f"{n} entries in {took:.1f}s: {n / took:,.0f} entries/s; ok={report.ok}; workers={workers}"
+    )
 
 
 if __name__ == "__main__":

@@ -27,5 +27,8 @@ def check(report: dict[str, Any], name: str) -> dict[str, Any]:
 
 def failed(report: dict[str, Any]) -> dict[str, list[str]]:
     """Failed checks -> their findings as 'location: reason' lines."""
-    return {c["name"]: [f"{f['location']}: {f['reason']}" for f in c["findings"]]
-            for c in report["checks"] if c["failures"]}
+    return {
+        c["name"]: [f"{f['location']}: {f['reason']}" for f in c["findings"]]
+        for c in report["checks"]
+        if c["failures"]
+    }

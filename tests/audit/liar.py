@@ -49,8 +49,11 @@ class Liar:
                     body = b"".join(chunks)
                     for fn in rewrites:
                         body = fn(query, body)
-                    headers = [(k, v) for k, v in start.get("headers", [])
-                               if k.lower() != b"content-length"]
+                    headers = [
+                        (k, v)
+                        for k, v in start.get("headers", [])
+                        if k.lower() != b"content-length"
+                    ]
                     headers.append((b"content-length", str(len(body)).encode()))
                     await send({**start, "headers": headers})
                     await send({"type": "http.response.body", "body": body})

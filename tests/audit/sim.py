@@ -39,12 +39,18 @@ def sample_id(n: int) -> str:
 
 
 def sample(n: int, biobank: str, collection: str) -> dict[str, Any]:
-    return {"id": sample_id(n), "biobank": biobank, "collection": collection,
-            "sample_type": SAMPLE_TYPES[n % len(SAMPLE_TYPES)],
-            "storage_temperature": "-60to-85", "sex": ("female", "male")[n % 2],
-            "diagnoses": [{"system": "ICD-10", "code": "C50.9"}],
-            "use_conditions": ["DUO:0000042"], "dataset_types": ["Genomic"],
-            "nonce": secrets.token_hex(16)}
+    return {
+        "id": sample_id(n),
+        "biobank": biobank,
+        "collection": collection,
+        "sample_type": SAMPLE_TYPES[n % len(SAMPLE_TYPES)],
+        "storage_temperature": "-60to-85",
+        "sex": ("female", "male")[n % 2],
+        "diagnoses": [{"system": "ICD-10", "code": "C50.9"}],
+        "use_conditions": ["DUO:0000042"],
+        "dataset_types": ["Genomic"],
+        "nonce": secrets.token_hex(16),
+    }
 
 
 @dataclass
@@ -71,22 +77,40 @@ class NodeLog:
         self.contents.append(content)
 
     def publish(self, kind: str, content: dict[str, Any]) -> None:
-        self._append(make_entry(log=self.origin, index=len(self.leaves), op="publish",
-                                time=TIME, kind=kind, id=content["id"],
-                                schema=SCHEMA.format(kind=kind), digest=digest(content)), content)
+        self._append(
+            make_entry(
+                log=self.origin,
+                index=len(self.leaves),
+                op="publish",
+                time=TIME,
+                kind=kind,
+                id=content["id"],
+                schema=SCHEMA.format(kind=kind),
+                digest=digest(content),
+            ),
+            content,
+        )
 
     def withdraw(self, kind: str, rid: str) -> None:
         for i, leaf in enumerate(self.leaves):
             if f'"id":"{rid}"'.encode() in leaf:
                 self.contents[i] = None  # erased, as a node does on withdrawal
-        self._append(make_entry(log=self.origin, index=len(self.leaves), op="withdraw",
-                                time=TIME, kind=kind, id=rid), None)
+        self._append(
+            make_entry(
+                log=self.origin, index=len(self.leaves), op="withdraw", time=TIME, kind=kind, id=rid
+            ),
+            None,
+        )
 
     def rotate_key(self) -> str:
         """Append a rotate-key entry; the next checkpoint is signed by the old and new keys."""
         skey, vkey = generate_key(self.origin)
-        self._append(make_entry(log=self.origin, index=len(self.leaves), op="rotate-key",
-                                time=TIME, key=vkey), None)
+        self._append(
+            make_entry(
+                log=self.origin, index=len(self.leaves), op="rotate-key", time=TIME, key=vkey
+            ),
+            None,
+        )
         self.signer_keys.append(skey)
         return vkey
 
@@ -105,9 +129,15 @@ class NodeLog:
         bb = f"bbmri-eric:ID:{self.country}_{self.origin.split('.')[0].upper()}"
         col = f"{bb}:collection:main"
         if not self.leaves:
-            self.publish("biobank", {
-                "id": bb, "name": f"Biobank {self.origin}", "country": self.country,
-                "contact": {"email": "biobank@example.org"}})
+            self.publish(
+                "biobank",
+                {
+                    "id": bb,
+                    "name": f"Biobank {self.origin}",
+                    "country": self.country,
+                    "contact": {"email": "biobank@example.org"},
+                },
+            )
         for n in range(start, start + n_samples):
             self.publish("sample", sample(n, bb, col))
 
@@ -135,12 +165,18 @@ class Catalogue:
         self.search_override: dict[str, Any] | None = None
 
     def _append(self, op: str, **fields: Any) -> None:
-        self.leaves.append(canonical(make_catalogue_entry(
-            log=self.origin, index=len(self.leaves), op=op, time=TIME, **fields)))
+        self.leaves.append(
+            canonical(
+                make_catalogue_entry(
+                    log=self.origin, index=len(self.leaves), op=op, time=TIME, **fields
+                )
+            )
+        )
 
     def enrol(self, node: NodeLog, url: str = "http://127.0.0.1:9/") -> None:
-        self._append("enrol", node=node.origin, url=url, key=node.vkey, country=node.country,
-                     from_size=0)
+        self._append(
+            "enrol", node=node.origin, url=url, key=node.vkey, country=node.country, from_size=0
+        )
         self.mirrors[node.origin] = Mirror(url=url, country=node.country)
 
     def harvest(self, node: NodeLog, note: str | None = None) -> str:
@@ -153,8 +189,7 @@ class Catalogue:
         return note
 
     def revoke(self, node: NodeLog, *, revoked: str, key: str, from_size: int) -> None:
-        self._append("revoke", node=node.origin, key=key, revoked_key=revoked,
-                     from_size=from_size)
+        self._append("revoke", node=node.origin, key=key, revoked_key=revoked, from_size=from_size)
 
     def retire(self, origin: str) -> None:
         self._append("retire", node=origin)
@@ -167,8 +202,9 @@ class Catalogue:
         return cr.root()
 
     def checkpoint(self) -> str:
-        return sign_checkpoint(Checkpoint(self.origin, len(self.leaves), self.root()),
-                               [self.signer])
+        return sign_checkpoint(
+            Checkpoint(self.origin, len(self.leaves), self.root()), [self.signer]
+        )
 
     def search(self) -> dict[str, Any]:
         """Counted independently of the auditor: a plain pass over each mirror."""
@@ -185,9 +221,20 @@ class Catalogue:
                     live.pop((origin, entry["id"]), None)
                 elif entry["op"] == "publish" and entry["kind"] == "biobank":
                     countries[content["id"]] = content["country"]
-        c: dict[str, Counter[str]] = {n: Counter() for n in (
-            "country", "biobank", "collection", "sample_type", "storage_temperature", "sex",
-            "dataset_type", "use_conditions", "diagnosis_chapter")}
+        c: dict[str, Counter[str]] = {
+            n: Counter()
+            for n in (
+                "country",
+                "biobank",
+                "collection",
+                "sample_type",
+                "storage_temperature",
+                "sex",
+                "dataset_type",
+                "use_conditions",
+                "diagnosis_chapter",
+            )
+        }
         for (origin, _id), s in live.items():
             country = countries.get(s["biobank"], self.mirrors[origin].country)
             c["country"][country] += 1
@@ -202,18 +249,29 @@ class Catalogue:
             c["diagnosis_chapter"]["II"] += 1  # every simulated diagnosis is C50.9
 
         def items(counter: Counter[str]) -> list[dict[str, Any]]:
-            return [{"code": k, "count": n if n >= 10 else "<10"}
-                    for k, n in counter.most_common()]
+            return [{"code": k, "count": n if n >= 10 else "<10"} for k, n in counter.most_common()]
 
         total = len(live)
-        return {"query": {}, "total": total if total == 0 or total >= 10 else "<10",
-                "counts": {n: items(c[n]) for n in ("country", "biobank", "collection")},
-                "facets": {n: items(c[n]) for n in (
-                    "sample_type", "storage_temperature", "sex", "dataset_type",
-                    "use_conditions", "diagnosis_chapter")} | {"country": items(c["country"])},
-                "biobanks": {"items": [], "page": 1, "page_size": 20, "total": 0},
-                "collections": {"items": [], "page": 1, "page_size": 20, "total": 0},
-                "nodes": []}
+        return {
+            "query": {},
+            "total": total if total == 0 or total >= 10 else "<10",
+            "counts": {n: items(c[n]) for n in ("country", "biobank", "collection")},
+            "facets": {
+                n: items(c[n])
+                for n in (
+                    "sample_type",
+                    "storage_temperature",
+                    "sex",
+                    "dataset_type",
+                    "use_conditions",
+                    "diagnosis_chapter",
+                )
+            }
+            | {"country": items(c["country"])},
+            "biobanks": {"items": [], "page": 1, "page_size": 20, "total": 0},
+            "collections": {"items": [], "page": 1, "page_size": 20, "total": 0},
+            "nodes": [],
+        }
 
     def app(self) -> FastAPI:
         return catalogue_app(self)
@@ -221,9 +279,13 @@ class Catalogue:
 
 def _page(leaves: list[bytes], contents: list[Any], start: int, limit: int) -> dict[str, Any]:
     end = min(len(leaves), start + min(limit, 1000))
-    return {"entries": [{"leaf": base64.b64encode(leaves[i]).decode(), "content": contents[i]}
-                        for i in range(start, end)],
-            "next": end if end < len(leaves) else None}
+    return {
+        "entries": [
+            {"leaf": base64.b64encode(leaves[i]).decode(), "content": contents[i]}
+            for i in range(start, end)
+        ],
+        "next": end if end < len(leaves) else None,
+    }
 
 
 def catalogue_app(cat: Catalogue) -> FastAPI:

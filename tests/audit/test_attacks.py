@@ -33,8 +33,9 @@ def test_catalogue_drops_an_entry_from_a_mirror(liar: Liar, served: LiveServer) 
 
 def test_catalogue_alters_a_content(liar: Liar, served: LiveServer) -> None:
     def alter(_start: int, entries: list[dict]) -> list[dict]:  # type: ignore[type-arg]
-        entries[5]["content"]["sample_type"] = "Serum" if \
-            entries[5]["content"]["sample_type"] != "Serum" else "Plasma"
+        entries[5]["content"]["sample_type"] = (
+            "Serum" if entries[5]["content"]["sample_type"] != "Serum" else "Plasma"
+        )
         return entries
 
     liar.lie(mirror_path(DE, "entries"), edit_page(alter))
@@ -47,8 +48,7 @@ def test_catalogue_alters_a_content(liar: Liar, served: LiveServer) -> None:
 
 
 def test_catalogue_reorders_entries(liar: Liar, served: LiveServer) -> None:
-    liar.lie(mirror_path(FR, "entries"),
-             edit_page(lambda _s, es: [es[0], es[2], es[1], *es[3:]]))
+    liar.lie(mirror_path(FR, "entries"), edit_page(lambda _s, es: [es[0], es[2], es[1], *es[3:]]))
     code, report = audit("--catalogue", served.url)
     assert code == 1
     findings = _only(report, "node-tree")
@@ -57,7 +57,8 @@ def test_catalogue_reorders_entries(liar: Liar, served: LiveServer) -> None:
 
 
 def test_catalogue_serves_an_old_checkpoint_after_a_newer_one(
-        world: World, liar: Liar, served: LiveServer, tmp_path: Path) -> None:
+    world: World, liar: Liar, served: LiveServer, tmp_path: Path
+) -> None:
     state = tmp_path / "state.json"
     old = world.cat.checkpoint()
     assert audit("--catalogue", served.url, "--state", state)[0] == 0
@@ -79,8 +80,11 @@ def _fork(world: World) -> Catalogue:
     fork.signer, fork.vkey = world.cat.signer, world.cat.vkey
     fork.enrol(world.fr)
     fork.enrol(world.de, url=world.cat.mirrors[DE].url)
-    notes = [json.loads(leaf)["checkpoint"] for leaf in world.cat.leaves
-             if json.loads(leaf)["op"] == "checkpoint"]
+    notes = [
+        json.loads(leaf)["checkpoint"]
+        for leaf in world.cat.leaves
+        if json.loads(leaf)["op"] == "checkpoint"
+    ]
     fork.harvest(world.fr, note=notes[2])
     fork.harvest(world.de, note=notes[0])
     fork.harvest(world.de, note=notes[1])
@@ -89,14 +93,24 @@ def _fork(world: World) -> Catalogue:
 
 
 def test_catalogue_shows_two_auditors_different_logs(
-        world: World, liar: Liar, served: LiveServer, tmp_path: Path) -> None:
+    world: World, liar: Liar, served: LiveServer, tmp_path: Path
+) -> None:
     alice, bob = tmp_path / "alice.json", tmp_path / "bob.json"
     assert audit("--catalogue", served.url, "--state", alice)[0] == 0
     fork = _fork(world)
     liar.lie(r"/v1/log/checkpoint", lambda _q, _b: fork.checkpoint().encode())
-    liar.lie(r"/v1/log/entries", lambda _q, _b: json.dumps(
-        {"entries": [{"leaf": __import__("base64").b64encode(leaf).decode(), "content": None}
-                     for leaf in fork.leaves], "next": None}).encode())
+    liar.lie(
+        r"/v1/log/entries",
+        lambda _q, _b: json.dumps(
+            {
+                "entries": [
+                    {"leaf": __import__("base64").b64encode(leaf).decode(), "content": None}
+                    for leaf in fork.leaves
+                ],
+                "next": None,
+            }
+        ).encode(),
+    )
     code, report = audit("--catalogue", served.url, "--state", bob)
     assert code == 0, failed(report)  # on its own, Bob's view is self-consistent
     code, report = audit("--catalogue", served.url, "--state", alice)
@@ -108,11 +122,11 @@ def test_catalogue_shows_two_auditors_different_logs(
     assert code == 1 and "split view" in _only(report, "catalogue-consistency")[0]
 
 
-def test_catalogue_forges_a_node_checkpoint(world: World, liar: Liar,
-                                            served: LiveServer) -> None:
+def test_catalogue_forges_a_node_checkpoint(world: World, liar: Liar, served: LiveServer) -> None:
     skey, _ = generate_key(DE)  # a key with the node's name that the node never had
-    forged = sign_checkpoint(Checkpoint(DE, len(world.de.leaves), world.de.root()),
-                             [Signer.from_key(skey)])
+    forged = sign_checkpoint(
+        Checkpoint(DE, len(world.de.leaves), world.de.root()), [Signer.from_key(skey)]
+    )
     liar.lie(mirror_path(DE, "checkpoint"), constant(forged))
     code, report = audit("--catalogue", served.url)
     assert code == 1
@@ -121,8 +135,9 @@ def test_catalogue_forges_a_node_checkpoint(world: World, liar: Liar,
     assert set(failed(report)) == {"node-checkpoint-signatures"}
 
 
-def test_catalogue_keeps_content_of_a_withdrawn_record(world: World, liar: Liar,
-                                                       served: LiveServer) -> None:
+def test_catalogue_keeps_content_of_a_withdrawn_record(
+    world: World, liar: Liar, served: LiveServer
+) -> None:
     def keep(_start: int, entries: list[dict]) -> list[dict]:  # type: ignore[type-arg]
         entries[world.withdrawn_leaf]["content"] = world.withdrawn_content
         return entries
@@ -131,13 +146,16 @@ def test_catalogue_keeps_content_of_a_withdrawn_record(world: World, liar: Liar,
     code, report = audit("--catalogue", served.url)
     assert code == 1
     findings = _only(report, "withdrawn-content")
-    assert findings == [f"node {DE} leaf {world.withdrawn_leaf}: content of sample "
-                        f"{world.withdrawn_content['id']} still served after its withdrawal "
-                        f"at leaf 43"]
+    assert findings == [
+        f"node {DE} leaf {world.withdrawn_leaf}: content of sample "
+        f"{world.withdrawn_content['id']} still served after its withdrawal "
+        f"at leaf 43"
+    ]
 
 
 def test_catalogue_reports_a_search_total_that_differs_from_the_logs(
-        liar: Liar, served: LiveServer) -> None:
+    liar: Liar, served: LiveServer
+) -> None:
     def inflate(_q: dict[str, str], body: bytes) -> bytes:
         data = json.loads(body)
         data["total"] += 1
@@ -161,5 +179,6 @@ def test_catalogue_hides_a_count_behind_a_false_bound(liar: Liar, served: LiveSe
     code, report = audit("--catalogue", served.url)
     assert code == 1
     assert _only(report, "search-totals") == [
-        "search counts.country 'DE': search reports '<10', but the logs give 41"]
+        "search counts.country 'DE': search reports '<10', but the logs give 41"
+    ]
     assert check(report, "search-totals")["checked"] > 10

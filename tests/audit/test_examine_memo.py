@@ -44,10 +44,18 @@ def _reference_check(schema_id: str, record: Any, location: str) -> list[Any]:
 def _leaf(index: int, content: dict[str, Any], signed: bytes | None) -> bytes:
     """A publish leaf whose digest covers `signed` (default: the content's canonical bytes)."""
     data = signed if signed is not None else canonical(content)
-    return canonical(make_entry(log=ORIGIN, index=index, op="publish", time=TIME,
-                                kind="sample", id=str(content["id"]),
-                                schema=SCHEMA.format(kind="sample"),
-                                digest="sha256:" + hashlib.sha256(data).hexdigest()))
+    return canonical(
+        make_entry(
+            log=ORIGIN,
+            index=index,
+            op="publish",
+            time=TIME,
+            kind="sample",
+            id=str(content["id"]),
+            schema=SCHEMA.format(kind="sample"),
+            digest="sha256:" + hashlib.sha256(data).hexdigest(),
+        )
+    )
 
 
 def _variants() -> list[tuple[dict[str, Any], bytes | None]]:
@@ -55,16 +63,24 @@ def _variants() -> list[tuple[dict[str, Any], bytes | None]]:
     base = sample(7, BB, COL)
     orj = orjson.OPT_SORT_KEYS
     out: list[tuple[dict[str, Any], bytes | None]] = [(base, None)]
-    for change in ({"age": {"min": 40.0, "max": 49}}, {"period": {"from": 2010.0, "to": 2015}},
-                   {"age": {"min": 2**53, "max": 2**53 + 1}},
-                   {"collection": COL + "e\u0301"}, {"id": base["id"][:-1] + "\u0301"},
-                   {"diagnoses": [{"system": "ICD-10", "code": "C50.9", "😀": 1,
-                                   "\ue000": 2}]}):
+    for change in (
+        {"age": {"min": 40.0, "max": 49}},
+        {"period": {"from": 2010.0, "to": 2015}},
+        {"age": {"min": 2**53, "max": 2**53 + 1}},
+        {"collection": COL + "e\u0301"},
+        {"id": base["id"][:-1] + "\u0301"},
+        {"diagnoses": [{"system": "ICD-10", "code": "C50.9", "😀": 1, "\ue000": 2}]},
+    ):
         bad = {**base, **change}
         out.append((bad, orjson.dumps(bad, option=orj)))  # signed over orjson's bytes
-    for change in ({"sex": "Blut"}, {"age": {"min": 40}}, {"extra": 1},
-                   {"use_conditions": ["DUO:0000042", "DUO:0000042"]}, {"nonce": "0" * 31},
-                   {"sample_type": "WholeBlood", "storage_temperature": "warm"}):
+    for change in (
+        {"sex": "Blut"},
+        {"age": {"min": 40}},
+        {"extra": 1},
+        {"use_conditions": ["DUO:0000042", "DUO:0000042"]},
+        {"nonce": "0" * 31},
+        {"sample_type": "WholeBlood", "storage_temperature": "warm"},
+    ):
         out.append(({**base, **change}, None))  # canonical but invalid
     out.append((base, canonical({**base, "sex": "male" if base["sex"] != "male" else "female"})))
     out.append(({**base, "id": base["id"][:-1] + "b"}, None))  # another honest sample

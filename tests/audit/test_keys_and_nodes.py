@@ -41,12 +41,14 @@ def test_rotation_with_a_missing_old_key_signature_fails(world: World) -> None:
     with live_server(world.cat.app()) as server:
         code, report = audit("--catalogue", server.url)
     assert code == 1
-    assert failed(report) == {"node-checkpoint-signatures": [
-        f"node {DE} checkpoint size 47 (catalogue leaf 5): MissingSignatureError: {DE} "
-        f"checkpoint size 47: missing old-key signature at a key rotation by "
-        f"{DE}+{world.de.signer_keys[0].split('+')[3]}",
-        f"node {DE} mirror checkpoint size 47: skipped (same as catalogue leaf 5)"]} \
-        or set(failed(report)) == {"node-checkpoint-signatures"}
+    assert failed(report) == {
+        "node-checkpoint-signatures": [
+            f"node {DE} checkpoint size 47 (catalogue leaf 5): MissingSignatureError: {DE} "
+            f"checkpoint size 47: missing old-key signature at a key rotation by "
+            f"{DE}+{world.de.signer_keys[0].split('+')[3]}",
+            f"node {DE} mirror checkpoint size 47: skipped (same as catalogue leaf 5)",
+        ]
+    } or set(failed(report)) == {"node-checkpoint-signatures"}
     assert "missing old-key signature" in failed(report)["node-checkpoint-signatures"][0]
 
 
@@ -54,8 +56,7 @@ def _revoked(world: World) -> tuple[str, str]:
     """The catalogue re-enrols DE with a new key from its current size; (old, new) signer keys."""
     old = world.de.signer_keys[-1]
     new_skey, new_vkey = generate_key(DE)
-    world.cat.revoke(world.de, revoked=world.de.vkey, key=new_vkey,
-                     from_size=len(world.de.leaves))
+    world.cat.revoke(world.de, revoked=world.de.vkey, key=new_vkey, from_size=len(world.de.leaves))
     world.de.signer_keys.append(new_skey)
     return old, new_skey
 
@@ -77,8 +78,9 @@ def test_checkpoint_by_a_revoked_key_is_refused(world: World) -> None:
         code, report = audit("--catalogue", server.url)
     assert code == 1
     findings = failed(report)["node-checkpoint-signatures"]
-    assert findings[0].startswith(f"node {DE} checkpoint size 46 (catalogue leaf 6): "
-                                  "RevokedKeyError")
+    assert findings[0].startswith(
+        f"node {DE} checkpoint size 46 (catalogue leaf 6): RevokedKeyError"
+    )
     assert "revoked for sizes after 44" in findings[0]
 
 
@@ -93,8 +95,11 @@ def _world_with_node(ahead: int = 0) -> tuple[World, int]:
 def _serve(world: World, port: int, de_app: FastAPI) -> Iterator[LiveServer]:
     """DE's own server (as given), FR's honest one, and the catalogue."""
     fr_port = int(world.cat.mirrors[FR].url.rsplit(":", 1)[1])
-    with live_server(de_app, port=port), live_server(node_app(world.fr), port=fr_port), \
-            live_server(world.cat.app()) as cat:
+    with (
+        live_server(de_app, port=port),
+        live_server(node_app(world.fr), port=fr_port),
+        live_server(world.cat.app()) as cat,
+    ):
         yield cat
 
 
@@ -116,11 +121,25 @@ def test_node_direct_accepts_a_node_ahead_of_its_mirror_by_consistency_proof() -
 
 def _other_tree(node: NodeLog) -> NodeLog:
     """The same node and key, but the last leaf replaced: a second tree of the same size."""
-    fork = NodeLog(node.origin, node.country, list(node.signer_keys), list(node.leaves[:-1]),
-                   list(node.contents[:-1]))
-    fork.leaves.append(canonical(make_entry(log=node.origin, index=len(fork.leaves),
-                                            op="withdraw", time=TIME, kind="sample",
-                                            id=node.contents[5]["id"])))
+    fork = NodeLog(
+        node.origin,
+        node.country,
+        list(node.signer_keys),
+        list(node.leaves[:-1]),
+        list(node.contents[:-1]),
+    )
+    fork.leaves.append(
+        canonical(
+            make_entry(
+                log=node.origin,
+                index=len(fork.leaves),
+                op="withdraw",
+                time=TIME,
+                kind="sample",
+                id=node.contents[5]["id"],
+            )
+        )
+    )
     fork.contents.append(None)
     return fork
 
@@ -135,7 +154,8 @@ def test_node_shows_the_catalogue_and_an_auditor_different_trees(tmp_path: Path)
     findings = failed(report)
     assert list(findings) == ["node-direct"]
     assert findings["node-direct"][0].startswith(
-        f"node {DE} own checkpoint size 44 (from http://127.0.0.1:{port}): signed root")
+        f"node {DE} own checkpoint size 44 (from http://127.0.0.1:{port}): signed root"
+    )
 
 
 def test_node_ahead_on_another_branch_fails_its_consistency_proof() -> None:
@@ -145,16 +165,16 @@ def test_node_ahead_on_another_branch_fails_its_consistency_proof() -> None:
     with _serve(world, port, node_app(fork)) as cat:
         code, report = audit("--catalogue", cat.url, "--node-direct")
     assert code == 1
-    assert "not an extension of the catalogue's copy (size 44)" in \
-        failed(report)["node-direct"][0]
+    assert "not an extension of the catalogue's copy (size 44)" in failed(report)["node-direct"][0]
 
 
 def test_bundle_with_node_direct_verifies_offline(tmp_path: Path) -> None:
     world, port = _world_with_node(ahead=2)
     bundle = tmp_path / "b"
     with _serve(world, port, node_app(world.de)) as cat:
-        result = CliRunner().invoke(app, ["fetch", "--catalogue", cat.url, "--node-direct",
-                                          str(bundle)])
+        result = CliRunner().invoke(
+            app, ["fetch", "--catalogue", cat.url, "--node-direct", str(bundle)]
+        )
         assert result.exit_code == 0, result.output
     code, report = audit("--bundle", bundle, "--node-direct")
     assert code == 0, failed(report)

@@ -19,22 +19,32 @@ from tests.audit.liar import Liar, edit_page, mirror_path
 from tests.audit.sim import Catalogue, NodeLog
 
 
-def _write_bundle(cat: Catalogue, path: Path, served: dict[str, tuple[list[bytes], list[Any]]],
-                  ) -> None:
+def _write_bundle(
+    cat: Catalogue,
+    path: Path,
+    served: dict[str, tuple[list[bytes], list[Any]]],
+) -> None:
     mirrors = {}
     for n, (origin, (leaves, contents)) in enumerate(sorted(served.items())):
         name = f"nodes-{n}.jsonl"
         with open(path / name, "wb") as fh:
             for leaf, content in zip(leaves, contents, strict=True):
-                fh.write(orjson.dumps({"leaf": base64.b64encode(leaf).decode(),
-                                       "content": content}) + b"\n")
+                fh.write(
+                    orjson.dumps({"leaf": base64.b64encode(leaf).decode(), "content": content})
+                    + b"\n"
+                )
         mirrors[origin] = {"file": name, "checkpoint": cat.mirrors[origin].checkpoint}
     with open(path / "catalogue-entries.jsonl", "wb") as fh:
         for leaf in cat.leaves:
             fh.write(orjson.dumps({"leaf": base64.b64encode(leaf).decode()}) + b"\n")
-    meta = {"format": BUNDLE_FORMAT, "catalogue": "test", "mirrors": mirrors,
-            "descriptor": {"origin": cat.origin, "verifier_key": cat.vkey},
-            "checkpoint": cat.checkpoint(), "search": cat.search()}
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "catalogue": "test",
+        "mirrors": mirrors,
+        "descriptor": {"origin": cat.origin, "verifier_key": cat.vkey},
+        "checkpoint": cat.checkpoint(),
+        "search": cat.search(),
+    }
     (path / "bundle.json").write_text(json.dumps(meta))
 
 
@@ -55,8 +65,7 @@ def _faulty_world() -> tuple[Catalogue, dict[str, tuple[list[bytes], list[Any]]]
     contents[withdraw] = {"id": "x"}  # content beside a withdraw entry
     leaves[8] = leaves[8].replace(b'{"digest"', b'{ "digest"')  # not canonical
     contents[9] = None  # a live record served without content
-    return world.cat, {de.origin: (leaves, contents),
-                       fr.origin: (fr.leaves[:-2], fr.contents[:-2])}
+    return world.cat, {de.origin: (leaves, contents), fr.origin: (fr.leaves[:-2], fr.contents[:-2])}
 
 
 def _faulty_bundle(path: Path) -> None:
@@ -65,14 +74,16 @@ def _faulty_bundle(path: Path) -> None:
 
 
 def _report(path: Path, workers: int) -> dict[str, Any]:
-    report, state = run_audit(BundleSource(path), state=None,
-                              options=AuditOptions(workers=workers, parallel_min=1))
+    report, state = run_audit(
+        BundleSource(path), state=None, options=AuditOptions(workers=workers, parallel_min=1)
+    )
     assert state is None or report.ok
     return report.to_json()
 
 
 def test_parallel_report_equals_serial_report_on_faulty_bundle(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(audit.checks, "CHUNK", 7)  # many chunks, faults spread across them
     _faulty_bundle(tmp_path)
     serial = _report(tmp_path, 1)
@@ -84,7 +95,8 @@ def test_parallel_report_equals_serial_report_on_faulty_bundle(
 
 
 def test_parallel_report_equals_serial_report_on_honest_bundle(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(audit.checks, "CHUNK", 5)
     cat = Catalogue()
     node = NodeLog.create("big.example/biobank-node", "DE")
@@ -100,8 +112,9 @@ def test_parallel_report_equals_serial_report_on_honest_bundle(
     assert _report(tmp_path, 2) == serial
 
 
-def test_undecodable_line_raises_after_the_same_leaves(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_undecodable_line_raises_after_the_same_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(audit.checks, "CHUNK", 4)
     _faulty_bundle(tmp_path)
     mirror = tmp_path / "nodes-0.jsonl"
@@ -123,8 +136,9 @@ def test_cli_accepts_a_worker_count(tmp_path: Path) -> None:
     from tests.audit.helpers import audit as run_cli
 
     world = make_world()
-    _write_bundle(world.cat, tmp_path, {n.origin: (n.leaves, n.contents)
-                                        for n in (world.de, world.fr)})
+    _write_bundle(
+        world.cat, tmp_path, {n.origin: (n.leaves, n.contents) for n in (world.de, world.fr)}
+    )
     for workers in ("1", "2"):
         code, report = run_cli("--bundle", tmp_path, "--workers", workers)
         assert code == 0 and report["ok"] is True, report
@@ -132,8 +146,9 @@ def test_cli_accepts_a_worker_count(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--workers" in result.output  # below the minimum of 1
 
 
-def test_spawned_workers_when_another_thread_runs(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spawned_workers_when_another_thread_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import threading
 
     monkeypatch.setattr(audit.checks, "CHUNK", 9)
@@ -152,8 +167,9 @@ def test_spawned_workers_when_another_thread_runs(tmp_path: Path,
 def _http_report(url: str, workers: int) -> dict[str, Any]:
     source = HttpSource(catalogue=url)
     try:
-        report, state = run_audit(source, state=None,
-                                  options=AuditOptions(workers=workers, parallel_min=1))
+        report, state = run_audit(
+            source, state=None, options=AuditOptions(workers=workers, parallel_min=1)
+        )
     finally:
         source.close()
     assert state is None or report.ok
@@ -161,7 +177,8 @@ def _http_report(url: str, workers: int) -> dict[str, Any]:
 
 
 def test_parallel_http_report_equals_serial_on_faulty_mirrors(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Workers fetch the mirror pages themselves: faults, a mirror short of its checkpoint."""
     monkeypatch.setattr(audit.checks, "CHUNK", 7)
     cat, served = _faulty_world()
@@ -185,9 +202,12 @@ def test_parallel_http_stops_where_the_mirror_stops(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(audit.checks, "CHUNK", 7)
     world = make_world()
     liar = Liar(world.cat.app())
-    liar.lie(mirror_path(world.de.origin, "entries"),
-             edit_page(lambda start, items: items[:14 - start] if start < 14
-                       else [] if start < 21 else items))
+    liar.lie(
+        mirror_path(world.de.origin, "entries"),
+        edit_page(
+            lambda start, items: items[: 14 - start] if start < 14 else [] if start < 21 else items
+        ),
+    )
     with live_server(liar) as server:
         serial = _http_report(server.url, 1)
         assert _http_report(server.url, 2) == serial
@@ -196,7 +216,8 @@ def test_parallel_http_stops_where_the_mirror_stops(monkeypatch: pytest.MonkeyPa
 
 
 def test_parallel_http_page_error_fails_the_node_like_serial(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A page that is not JSON: both runs fail that node's mirror with the same finding (the
     page boundaries, and so the URL in the reason, are the fetcher's own business)."""
     monkeypatch.setattr(audit.checks, "CHUNK", 7)

@@ -22,13 +22,15 @@ from tests.audit.liar import Liar, edit_page, mirror_path
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, Liar,
-                                                                           list[str]]]:
+def federation(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LiveServer, Liar, list[str]]]:
     """Two real nodes (1000 synthetic samples each) harvested by a real catalogue behind a Liar."""
     work = tmp_path_factory.mktemp("real-federation")
     with contextlib.ExitStack() as stack:
-        fed = stack.enter_context(build_federation(work, ("DE", "IT"), samples=1000, seed=11,
-                                                   serve_catalogue=False))
+        fed = stack.enter_context(
+            build_federation(work, ("DE", "IT"), samples=1000, seed=11, serve_catalogue=False)
+        )
         liar = Liar(fed.catalogue.app)
         server = stack.enter_context(live_server(liar))
         yield server, liar, sorted(o.origin for o in fed.outcomes)
@@ -42,8 +44,9 @@ def real(federation: tuple[LiveServer, Liar, list[str]]) -> Iterator[tuple[str, 
     liar.lies.clear()
 
 
-def test_real_catalogue_passes_every_check_with_node_direct(real: tuple[str, Liar, str],
-                                                             tmp_path: Path) -> None:
+def test_real_catalogue_passes_every_check_with_node_direct(
+    real: tuple[str, Liar, str], tmp_path: Path
+) -> None:
     url, _liar, _origin = real
     code, report = audit("--catalogue", url, "--node-direct", "--state", tmp_path / "s.json")
     assert code == 0, failed(report)
@@ -53,8 +56,9 @@ def test_real_catalogue_passes_every_check_with_node_direct(real: tuple[str, Lia
     assert (tmp_path / "s.json").exists()
 
 
-def test_real_catalogue_bundle_verifies_offline(real: tuple[str, Liar, str],
-                                                tmp_path: Path) -> None:
+def test_real_catalogue_bundle_verifies_offline(
+    real: tuple[str, Liar, str], tmp_path: Path
+) -> None:
     url, _liar, _origin = real
     bundle = tmp_path / "bundle"
     result = CliRunner().invoke(audit_app, ["fetch", "--catalogue", url, str(bundle)])
@@ -71,12 +75,15 @@ def test_real_catalogue_bundle_verifies_offline(real: tuple[str, Liar, str],
 
 def test_real_catalogue_drops_an_entry_from_a_mirror(real: tuple[str, Liar, str]) -> None:
     url, liar, origin = real
-    liar.lie(mirror_path(origin, "entries"),
-             edit_page(lambda start, es: es if start else es[:20] + es[21:]))
+    liar.lie(
+        mirror_path(origin, "entries"),
+        edit_page(lambda start, es: es if start else es[:20] + es[21:]),
+    )
     code, report = audit("--catalogue", url)
     assert code == 1
-    assert any(f.startswith(f"node {origin} leaf 20: IndexOrderError")
-               for f in failed(report)["node-tree"])
+    assert any(
+        f.startswith(f"node {origin} leaf 20: IndexOrderError") for f in failed(report)["node-tree"]
+    )
 
 
 def test_real_catalogue_alters_a_content(real: tuple[str, Liar, str]) -> None:

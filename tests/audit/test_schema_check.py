@@ -11,21 +11,37 @@ from audit.examine import default_schema_check
 from protocol.schema import SchemaSet
 
 SAMPLE = "https://w3id.org/biobank-federation/schemas/v1/sample.schema.json"
-GOOD = {"id": "smp_" + "a" * 26, "biobank": "bbmri-eric:ID:DE_X",
-        "collection": "bbmri-eric:ID:DE_X:collection:1", "sample_type": "WholeBlood",
-        "storage_temperature": "-60to-85", "sex": "female",
-        "diagnoses": [{"system": "ICD-10", "code": "C50.9"}], "nonce": "0" * 32}
+GOOD = {
+    "id": "smp_" + "a" * 26,
+    "biobank": "bbmri-eric:ID:DE_X",
+    "collection": "bbmri-eric:ID:DE_X:collection:1",
+    "sample_type": "WholeBlood",
+    "storage_temperature": "-60to-85",
+    "sex": "female",
+    "diagnoses": [{"system": "ICD-10", "code": "C50.9"}],
+    "nonce": "0" * 32,
+}
 
 
 def _parsed(record: dict[str, Any]) -> Any:
     return orjson.loads(orjson.dumps(record))  # as the fetcher hands contents over
 
 
-@pytest.mark.parametrize("change", [
-    {"id": "smp_" + "A" * 26}, {"id": "smp_short"}, {"id": 7}, {"id": "smp_" + "a" * 26 + "\n"},
-    {"nonce": "0" * 31}, {"nonce": "Z" * 32}, {"nonce": None}, {"sex": "Blut"}, {"extra": 1},
-    {"age": {"min": 1, "max": 2.5}},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"id": "smp_" + "A" * 26},
+        {"id": "smp_short"},
+        {"id": 7},
+        {"id": "smp_" + "a" * 26 + "\n"},
+        {"nonce": "0" * 31},
+        {"nonce": "Z" * 32},
+        {"nonce": None},
+        {"sex": "Blut"},
+        {"extra": 1},
+        {"age": {"min": 1, "max": 2.5}},
+    ],
+)
 def test_remembered_shape_never_hides_a_bad_field(change: dict[str, Any]) -> None:
     check = default_schema_check()
     for n in range(3):  # learn the good shape under several ids and nonces

@@ -40,13 +40,17 @@ def _tally() -> Tally:
     return t
 
 
-def _response(sex: list[tuple[str, Any]], total: Any = 503, de: Any = 503,
-              facet_de: Any = 503) -> dict[str, Any]:
-    return {"total": total,
-            "counts": {"country": [{"code": "DE", "count": de}], "biobank": [],
-                       "collection": []},
-            "facets": {"sex": [{"code": c, "count": n} for c, n in sex],
-                       "country": [{"code": "DE", "count": facet_de}]}}
+def _response(
+    sex: list[tuple[str, Any]], total: Any = 503, de: Any = 503, facet_de: Any = 503
+) -> dict[str, Any]:
+    return {
+        "total": total,
+        "counts": {"country": [{"code": "DE", "count": de}], "biobank": [], "collection": []},
+        "facets": {
+            "sex": [{"code": c, "count": n} for c, n in sex],
+            "country": [{"code": "DE", "count": facet_de}],
+        },
+    }
 
 
 def _findings(response: dict[str, Any]) -> list[str]:
@@ -54,8 +58,11 @@ def _findings(response: dict[str, Any]) -> list[str]:
     t = _tally()
     t.counts["biobank"], t.counts["collection"] = Counter(), Counter()
     check_search(result, t, response)
-    return [str(f) for f in result.findings if "facets.sex" in f.location
-            or "total" in f.location or "country" in f.location]
+    return [
+        str(f)
+        for f in result.findings
+        if "facets.sex" in f.location or "total" in f.location or "country" in f.location
+    ]
 
 
 def test_a_complement_hidden_against_differencing_is_accepted() -> None:
@@ -64,28 +71,34 @@ def test_a_complement_hidden_against_differencing_is_accepted() -> None:
 
 def test_a_bound_that_does_not_hold_is_refused() -> None:
     assert _findings(_response([("female", "<500"), ("male", "<10")])) == [
-        "search facets.sex 'female': search reports '<500', but the logs give 500"]
+        "search facets.sex 'female': search reports '<500', but the logs give 500"
+    ]
     assert _findings(_response([("female", 500), ("male", "<3")])) == [
-        "search facets.sex 'male': search reports '<3', but the logs give 3"]
+        "search facets.sex 'male': search reports '<3', but the logs give 3"
+    ]
 
 
 def test_a_bound_on_zero_is_refused() -> None:
     found = _findings(_response([("female", "<510"), ("male", "<10"), ("other", "<10")]))
-    assert found == ["search facets.sex 'other': search reports '<10', but the logs give 0 "
-                     "(never hidden)"]
+    assert found == [
+        "search facets.sex 'other': search reports '<10', but the logs give 0 (never hidden)"
+    ]
 
 
 def test_a_hidden_total_must_hold_too() -> None:
     assert _findings(_response([("female", "<510"), ("male", "<10")], total="<510")) == []
     assert _findings(_response([("female", "<510"), ("male", "<10")], total="<500")) == [
-        "search total: search reports '<500', but the logs give 503"]
+        "search total: search reports '<500', but the logs give 503"
+    ]
 
 
 def test_the_country_facet_and_counts_must_agree() -> None:
     """Both true, but 503 next to "<510" would undo the bound."""
     found = _findings(_response([("female", "<510"), ("male", "<10")], facet_de="<510"))
-    assert found == ["search facets.country 'DE': shows '<510', but counts.country shows 503 "
-                     "for the same samples"]
+    assert found == [
+        "search facets.country 'DE': shows '<510', but counts.country shows 503 "
+        "for the same samples"
+    ]
     found = _findings(_response([("female", "<510"), ("male", "<10")], facet_de="<10"))
     assert found == ["search facets.country 'DE': search reports '<10', but the logs give 503"]
 
@@ -107,15 +120,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
         settings = make_settings(f"sqlite:///{tmp / 'catalogue.db'}", tmp / "home")
         ctx = build_context(settings)
         enrol(ctx.engine, ctx.key, sim.url, sim.verifier_key, sim.descriptor())
-        assert all(o.ok for o in Harvester(engine=ctx.engine, settings=settings,
-                                           key=ctx.key).run())
+        assert all(o.ok for o in Harvester(engine=ctx.engine, settings=settings, key=ctx.key).run())
         ctx.engine.dispose()
         liar = Liar(create_app(settings))
         yield stack.enter_context(live_server(liar)), liar
 
 
 def test_the_auditor_accepts_the_catalogues_protected_counts(
-        served: tuple[LiveServer, Liar], tmp_path: Path) -> None:
+    served: tuple[LiveServer, Liar], tmp_path: Path
+) -> None:
     server, liar = served
     liar.lies.clear()
     code, report = audit("--catalogue", server.url, "--state", tmp_path / "s.json")
@@ -127,7 +140,8 @@ def test_the_auditor_accepts_the_catalogues_protected_counts(
 
 
 def test_the_auditor_refuses_a_loosened_or_false_complement(
-        served: tuple[LiveServer, Liar], tmp_path: Path) -> None:
+    served: tuple[LiveServer, Liar], tmp_path: Path
+) -> None:
     server, liar = served
 
     def shift(_q: dict[str, str], raw: bytes) -> bytes:
@@ -143,5 +157,6 @@ def test_the_auditor_refuses_a_loosened_or_false_complement(
     code, report = audit("--catalogue", server.url, "--state", tmp_path / "s.json")
     liar.lies.clear()
     assert code == 1
-    assert failed(report) == {"search-totals": [
-        "search facets.sex 'female': search reports '<40', but the logs give 44"]}
+    assert failed(report) == {
+        "search-totals": ["search facets.sex 'female': search reports '<40', but the logs give 44"]
+    }

@@ -18,17 +18,26 @@ def test_honest_catalogue_passes_every_check(served: LiveServer, tmp_path: Path)
     code, report = audit("--catalogue", served.url, "--state", state)
     assert failed(report) == {}
     assert code == 0 and report["ok"] is True
-    for name in ("catalogue-checkpoint", "catalogue-log", "catalogue-replay",
-                 "node-checkpoint-signatures", "node-tree", "content-digest", "content-schema",
-                 "withdrawn-content", "search-totals"):
+    for name in (
+        "catalogue-checkpoint",
+        "catalogue-log",
+        "catalogue-replay",
+        "node-checkpoint-signatures",
+        "node-tree",
+        "content-digest",
+        "content-schema",
+        "withdrawn-content",
+        "search-totals",
+    ):
         assert check(report, name)["status"] == "ok", name
     assert check(report, "node-tree")["checked"] >= 4
     saved = AuditState.load(state)
     assert saved is not None and saved.size == 5
 
 
-def test_state_file_advances_only_when_everything_holds(world: World, served: LiveServer,
-                                                       tmp_path: Path) -> None:
+def test_state_file_advances_only_when_everything_holds(
+    world: World, served: LiveServer, tmp_path: Path
+) -> None:
     cat, de = world.cat, world.de
     state = tmp_path / "state.json"
     assert audit("--catalogue", served.url, "--state", state)[0] == 0

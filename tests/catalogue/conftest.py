@@ -65,16 +65,22 @@ class Catalogue:
         return enrol(self.engine, self.ctx.key, url, sim.verifier_key, sim.descriptor())
 
     def harvest(self) -> dict[str, Outcome]:
-        outcomes = Harvester(engine=self.engine, settings=self.ctx.settings,
-                             key=self.ctx.key).run()
+        outcomes = Harvester(engine=self.engine, settings=self.ctx.settings, key=self.ctx.key).run()
         return {o.origin: o for o in outcomes}
 
 
 def make_settings(db_url: str, home: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = dict(database_url=db_url, home=home, admin_token=ADMIN_TOKEN,
-                                  origin="catalogue.test/biobank-catalogue",
-                                  request_timeout=2.0, node_deadline=20.0, page_size=100,
-                                  stale_after=3600.0, harvest_workers=0)
+    values: dict[str, Any] = dict(
+        database_url=db_url,
+        home=home,
+        admin_token=ADMIN_TOKEN,
+        origin="catalogue.test/biobank-catalogue",
+        request_timeout=2.0,
+        node_deadline=20.0,
+        page_size=100,
+        stale_after=3600.0,
+        harvest_workers=0,
+    )
     values.update(overrides)
     return Settings(**values)
 

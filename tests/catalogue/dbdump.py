@@ -22,8 +22,16 @@ from catalogue.models import (
 )
 
 # Columns that record when or how an attempt went, not what was verified.
-VOLATILE = {"last_attempt_at", "last_success_at", "last_error", "remote_size", "verified_at",
-            "enrolled_at", "created_at", "state"}
+VOLATILE = {
+    "last_attempt_at",
+    "last_success_at",
+    "last_error",
+    "remote_size",
+    "verified_at",
+    "enrolled_at",
+    "created_at",
+    "state",
+}
 
 
 def dump(engine: Engine, *, keep_state: bool = False) -> dict[str, Any]:
@@ -32,30 +40,46 @@ def dump(engine: Engine, *, keep_state: bool = False) -> dict[str, Any]:
     with engine.connect() as conn:
         origin = {r.id: r.origin for r in conn.execute(select(nodes.c.id, nodes.c.origin))}
         out["nodes"] = sorted(
-            tuple((k, v) for k, v in r._mapping.items() if k != "id"
-                  and (k not in VOLATILE or (keep_state and k == "state")))
-            for r in conn.execute(select(nodes)))
-        out["leaves"] = sorted((origin[r.node_id], r.idx, bytes(r.leaf), r.content)
-                               for r in conn.execute(select(leaves)))
-        out["records"] = sorted((origin[r.node_id], r.kind, r.record_id, r.idx, r.content)
-                                for r in conn.execute(select(records)))
+            tuple(
+                (k, v)
+                for k, v in r._mapping.items()
+                if k != "id" and (k not in VOLATILE or (keep_state and k == "state"))
+            )
+            for r in conn.execute(select(nodes))
+        )
+        out["leaves"] = sorted(
+            (origin[r.node_id], r.idx, bytes(r.leaf), r.content)
+            for r in conn.execute(select(leaves))
+        )
+        out["records"] = sorted(
+            (origin[r.node_id], r.kind, r.record_id, r.idx, r.content)
+            for r in conn.execute(select(records))
+        )
         side: dict[int, list[Any]] = {}
         for table, tag in ((combo_diagnoses, "d"), (combo_uses, "u"), (combo_datasets, "t")):
             for r in conn.execute(select(table)):
-                side.setdefault(r.combo_id, []).append((tag, *[v for k, v in r._mapping.items()
-                                                              if k != "combo_id"]))
+                side.setdefault(r.combo_id, []).append(
+                    (tag, *[v for k, v in r._mapping.items() if k != "combo_id"])
+                )
         combo_of = {}
         for r in conn.execute(select(combos)):
             combo_of[r.id] = (origin[r.node_id], r.ckey)
-        out["combos"] = sorted((origin[r.node_id], r.ckey, r.country, int(r.n),
-                                tuple(sorted(side.get(r.id, []))))
-                               for r in conn.execute(select(combos)))
-        out["samples"] = sorted((origin[r.node_id], r.sample_id, r.idx, combo_of[r.combo_id])
-                                for r in conn.execute(select(samples)))
-        out["rejections"] = sorted((origin[r.node_id], r.idx, r.record_id, r.problems)
-                                   for r in conn.execute(select(rejections)))
-        out["alerts"] = sorted((origin[r.node_id], r.kind, r.old_checkpoint, r.new_checkpoint)
-                               for r in conn.execute(select(alerts)))
+        out["combos"] = sorted(
+            (origin[r.node_id], r.ckey, r.country, int(r.n), tuple(sorted(side.get(r.id, []))))
+            for r in conn.execute(select(combos))
+        )
+        out["samples"] = sorted(
+            (origin[r.node_id], r.sample_id, r.idx, combo_of[r.combo_id])
+            for r in conn.execute(select(samples))
+        )
+        out["rejections"] = sorted(
+            (origin[r.node_id], r.idx, r.record_id, r.problems)
+            for r in conn.execute(select(rejections))
+        )
+        out["alerts"] = sorted(
+            (origin[r.node_id], r.kind, r.old_checkpoint, r.new_checkpoint)
+            for r in conn.execute(select(alerts))
+        )
         own = []
         for r in conn.execute(select(own_leaves).order_by(own_leaves.c.idx)):
             entry = orjson.loads(r.leaf)

@@ -35,12 +35,20 @@ def sample_id(n: int) -> str:
 
 
 def sample(n: int, *, biobank: str, collection: str, **fields: Any) -> dict[str, Any]:
-    rec = {"id": sample_id(n), "biobank": biobank, "collection": collection,
-           "sample_type": "Plasma", "storage_temperature": "-60to-85", "sex": "female",
-           "age": {"min": 40, "max": 49}, "period": {"from": 2015, "to": 2019},
-           "diagnoses": [{"system": "ICD-10", "code": "C50.9"}],
-           "use_conditions": ["DUO:0000042"], "dataset_types": ["Genomic"],
-           "nonce": hashlib.md5(f"nonce{n}".encode(), usedforsecurity=False).hexdigest()}
+    rec = {
+        "id": sample_id(n),
+        "biobank": biobank,
+        "collection": collection,
+        "sample_type": "Plasma",
+        "storage_temperature": "-60to-85",
+        "sex": "female",
+        "age": {"min": 40, "max": 49},
+        "period": {"from": 2015, "to": 2019},
+        "diagnoses": [{"system": "ICD-10", "code": "C50.9"}],
+        "use_conditions": ["DUO:0000042"],
+        "dataset_types": ["Genomic"],
+        "nonce": hashlib.md5(f"nonce{n}".encode(), usedforsecurity=False).hexdigest(),
+    }
     rec.update(fields)
     return {k: v for k, v in rec.items() if v is not None}
 
@@ -48,8 +56,9 @@ def sample(n: int, *, biobank: str, collection: str, **fields: Any) -> dict[str,
 class NodeSimulator:
     """One node's log in memory: leaves, contents, and the checkpoint it serves."""
 
-    def __init__(self, origin: str = "sim.example/biobank-node", *, country: str = "DE",
-                 k: int = 10) -> None:
+    def __init__(
+        self, origin: str = "sim.example/biobank-node", *, country: str = "DE", k: int = 10
+    ) -> None:
         self.origin = origin
         self.country = country
         self.k = k
@@ -70,14 +79,27 @@ class NodeSimulator:
 
     # -- building the log -------------------------------------------------------------
     def publish(self, kind: str, record: dict[str, Any]) -> int:
-        entry = make_entry(log=self.origin, index=len(self.leaves), op="publish", time=TIME,
-                           kind=kind, id=record["id"], schema=SCHEMAS.schema_id(kind),
-                           digest=digest(record))
+        entry = make_entry(
+            log=self.origin,
+            index=len(self.leaves),
+            op="publish",
+            time=TIME,
+            kind=kind,
+            id=record["id"],
+            schema=SCHEMAS.schema_id(kind),
+            digest=digest(record),
+        )
         return self.append_leaf(canonical(entry), record)
 
     def withdraw(self, kind: str, record_id: str) -> int:
-        entry = make_entry(log=self.origin, index=len(self.leaves), op="withdraw", time=TIME,
-                           kind=kind, id=record_id)
+        entry = make_entry(
+            log=self.origin,
+            index=len(self.leaves),
+            op="withdraw",
+            time=TIME,
+            kind=kind,
+            id=record_id,
+        )
         index = self.append_leaf(canonical(entry), None)
         for i, leaf in enumerate(self.leaves[:-1]):  # the node erases the withdrawn content
             if f'"id":"{record_id}"'.encode() in leaf:
@@ -89,16 +111,30 @@ class NodeSimulator:
         self.contents.append(content)
         return len(self.leaves) - 1
 
-    def populate(self, n_samples: int, *, biobank: str = "bbmri-eric:ID:DE_SIM",
-                 collection: str = "bbmri-eric:ID:DE_SIM:collection:main", start: int = 0,
-                 **fields: Any) -> None:
+    def populate(
+        self,
+        n_samples: int,
+        *,
+        biobank: str = "bbmri-eric:ID:DE_SIM",
+        collection: str = "bbmri-eric:ID:DE_SIM:collection:main",
+        start: int = 0,
+        **fields: Any,
+    ) -> None:
         if not any(c and c.get("id") == biobank for c in self.contents):
-            self.publish("biobank", {"id": biobank, "name": f"Biobank {biobank}",
-                                     "country": self.country,
-                                     "contact": {"email": "biobank@example.org"},
-                                     "description": "A simulated biobank"})
-            self.publish("collection", {"id": collection, "biobank": biobank,
-                                        "name": f"Collection {collection}"})
+            self.publish(
+                "biobank",
+                {
+                    "id": biobank,
+                    "name": f"Biobank {biobank}",
+                    "country": self.country,
+                    "contact": {"email": "biobank@example.org"},
+                    "description": "A simulated biobank",
+                },
+            )
+            self.publish(
+                "collection",
+                {"id": collection, "biobank": biobank, "name": f"Collection {collection}"},
+            )
         for n in range(start, start + n_samples):
             self.publish("sample", sample(n, biobank=biobank, collection=collection, **fields))
 
@@ -107,8 +143,9 @@ class NodeSimulator:
         size = len(self.leaves) if size is None else size
         return root_from_leaf_hashes([leaf_hash(x) for x in self.leaves[:size]])
 
-    def sign(self, size: int | None = None, signer: Signer | None = None,
-             root: bytes | None = None) -> str:
+    def sign(
+        self, size: int | None = None, signer: Signer | None = None, root: bytes | None = None
+    ) -> str:
         size = len(self.leaves) if size is None else size
         cp = Checkpoint(self.origin, size, root if root is not None else self.root(size))
         return sign_checkpoint(cp, [signer or self.signer])
@@ -126,12 +163,23 @@ class NodeSimulator:
 
     # -- serving ----------------------------------------------------------------------
     def descriptor(self) -> dict[str, Any]:
-        return {"origin": self.origin, "name": "Simulated node", "country": self.country,
-                "organisation": "Simulation", "contact": "node@example.org", "url": self.url,
-                "verifier_key": self.descriptor_key or self.verifier_key,
-                "schemas": SCHEMAS.ids,
-                "policy": {"k": self.k, "age_band": 10, "period_width": 5,
-                           "diagnosis_precision": "full", "published_fields": ["sex", "age"]}}
+        return {
+            "origin": self.origin,
+            "name": "Simulated node",
+            "country": self.country,
+            "organisation": "Simulation",
+            "contact": "node@example.org",
+            "url": self.url,
+            "verifier_key": self.descriptor_key or self.verifier_key,
+            "schemas": SCHEMAS.ids,
+            "policy": {
+                "k": self.k,
+                "age_band": 10,
+                "period_width": 5,
+                "diagnosis_precision": "full",
+                "published_fields": ["sex", "age"],
+            },
+        }
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -151,8 +199,9 @@ class NodeSimulator:
             return sim.checkpoint()
 
         @app.get("/v1/log/entries")
-        async def entries(start: int = Query(0, ge=0),
-                          limit: int = Query(1000, ge=1, le=1000)) -> Response:
+        async def entries(
+            start: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=1000)
+        ) -> Response:
             await maybe_hang()
             if sim.page_delay:
                 await asyncio.sleep(sim.page_delay)
@@ -160,8 +209,10 @@ class NodeSimulator:
                 return Response(sim.raw_entries, media_type="application/json")
             sim.served.append(start)
             end = min(start + limit, len(sim.leaves))
-            out = [{"leaf": base64.b64encode(sim.leaves[i]).decode(),
-                    "content": sim.contents[i]} for i in range(start, end)]
+            out = [
+                {"leaf": base64.b64encode(sim.leaves[i]).decode(), "content": sim.contents[i]}
+                for i in range(start, end)
+            ]
             if sim.entries_hook is not None:
                 out = sim.entries_hook(out)
             import orjson

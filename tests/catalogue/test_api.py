@@ -52,8 +52,10 @@ def own_log(client: httpx.Client) -> tuple[Any, list[dict[str, Any]]]:
     page = client.get("/v1/log/entries").json()
     leaves = [base64.b64decode(e["leaf"]) for e in page["entries"]]
     assert root_from_leaf_hashes([leaf_hash(x) for x in leaves]) == cp.root
-    entries = [parse_leaf(x, expected_log=wk["origin"], expected_index=i,
-                          allowed_ops=CATALOGUE_OPS) for i, x in enumerate(leaves)]
+    entries = [
+        parse_leaf(x, expected_log=wk["origin"], expected_index=i, allowed_ops=CATALOGUE_OPS)
+        for i, x in enumerate(leaves)
+    ]
     return cp, entries
 
 
@@ -94,8 +96,9 @@ def test_enrol_with_mismatching_key_records_nothing(client: httpx.Client, serve:
 
 
 def test_enrol_unreachable_node_is_a_clear_error(client: httpx.Client) -> None:
-    resp = client.post("/v1/admin/nodes", json={"url": "http://127.0.0.1:9", "key": "x+1+AA"},
-                       headers=AUTH)
+    resp = client.post(
+        "/v1/admin/nodes", json={"url": "http://127.0.0.1:9", "key": "x+1+AA"}, headers=AUTH
+    )
     assert resp.status_code == 502 and "127.0.0.1:9" in resp.json()["detail"]
 
 
@@ -103,11 +106,13 @@ def test_enrol_harvest_retire_recorded_in_own_log(client: httpx.Client, serve: A
     sim = NodeSimulator()
     sim.populate(15)
     serve(sim)
-    resp = client.post("/v1/admin/nodes", json={"url": sim.url, "key": sim.verifier_key},
-                       headers=AUTH)
+    resp = client.post(
+        "/v1/admin/nodes", json={"url": sim.url, "key": sim.verifier_key}, headers=AUTH
+    )
     assert resp.status_code == 201 and resp.json()["origin"] == sim.origin
-    again = client.post("/v1/admin/nodes", json={"url": sim.url, "key": sim.verifier_key},
-                        headers=AUTH)
+    again = client.post(
+        "/v1/admin/nodes", json={"url": sim.url, "key": sim.verifier_key}, headers=AUTH
+    )
     assert again.status_code == 409 and "already enrolled" in again.json()["detail"]
     assert harvest(client)[sim.origin]["ok"] is True
     cp1, entries = own_log(client)
@@ -122,10 +127,10 @@ def test_enrol_harvest_retire_recorded_in_own_log(client: httpx.Client, serve: A
     assert client.delete(f"/v1/admin/nodes/{sim.origin}", headers=AUTH).status_code == 200
     cp2, entries = own_log(client)
     assert entries[-1] == {**entries[-1], "op": "retire", "node": sim.origin}
-    proof = client.get("/v1/log/proof/consistency",
-                       params={"from": cp1.size, "to": cp2.size}).json()["proof"]
-    verify_consistency(cp1.size, cp2.size, [base64.b64decode(p) for p in proof], cp1.root,
-                       cp2.root)
+    proof = client.get(
+        "/v1/log/proof/consistency", params={"from": cp1.size, "to": cp2.size}
+    ).json()["proof"]
+    verify_consistency(cp1.size, cp2.size, [base64.b64decode(p) for p in proof], cp1.root, cp2.root)
     assert client.get("/v1/search").json()["total"] == 0
     assert client.get(f"/v1/nodes/{sim.origin}").json()["state"] == "retired"
 
@@ -145,15 +150,22 @@ def test_mirror_serves_the_node_log_with_proofs(client: httpx.Client, serve: Any
     assert [base64.b64decode(e["leaf"]) for e in page["entries"]] == sim.leaves[10:15]
     assert page["entries"][0]["content"] == sim.contents[10]
     proof = client.get(base + "/proof/inclusion", params={"index": 12, "size": cp.size}).json()
-    verify_inclusion(leaf_hash(sim.leaves[12]), 12, cp.size,
-                     [base64.b64decode(p) for p in proof["proof"]], cp.root)
+    verify_inclusion(
+        leaf_hash(sim.leaves[12]),
+        12,
+        cp.size,
+        [base64.b64decode(p) for p in proof["proof"]],
+        cp.root,
+    )
     sim.populate(3, start=40)
     harvest(client)
-    cp2 = verify_checkpoint(client.get(base + "/checkpoint").text,
-                            [Verifier.from_key(sim.verifier_key)], sim.origin)
+    cp2 = verify_checkpoint(
+        client.get(base + "/checkpoint").text, [Verifier.from_key(sim.verifier_key)], sim.origin
+    )
     proof = client.get(base + "/proof/consistency", params={"from": cp.size, "to": cp2.size})
-    verify_consistency(cp.size, cp2.size, [base64.b64decode(p) for p in proof.json()["proof"]],
-                       cp.root, cp2.root)
+    verify_consistency(
+        cp.size, cp2.size, [base64.b64decode(p) for p in proof.json()["proof"]], cp.root, cp2.root
+    )
     bad = client.get(base + "/proof/inclusion", params={"index": 1, "size": 10_000})
     assert bad.status_code == 400 and "larger than the verified tree" in bad.json()["detail"]
     assert client.get("/v1/nodes/unknown.example/x/log/checkpoint").status_code == 404
@@ -184,7 +196,8 @@ def test_codelists_are_served(client: httpx.Client) -> None:
     response = client.get("/v1/codelists/sample-type")
     body = response.json()
     assert {"code": "Plasma", "parent": "Blood"}.items() <= next(
-        c for c in body["codes"] if c["code"] == "Plasma").items()
+        c for c in body["codes"] if c["code"] == "Plasma"
+    ).items()
     assert all(c["en"] and c["zh"] for c in body["codes"])
     assert "max-age" in response.headers["cache-control"]
     missing = client.get("/v1/codelists/nope")
@@ -193,8 +206,9 @@ def test_codelists_are_served(client: httpx.Client) -> None:
     assert "nope" in missing.json()["detail"]
 
 
-def test_catalogue_key_is_created_once_and_private(client: httpx.Client,
-                                                   settings: Settings) -> None:
+def test_catalogue_key_is_created_once_and_private(
+    client: httpx.Client, settings: Settings
+) -> None:
     key_file = settings.home / "catalogue.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
     wk = client.get("/.well-known/biobank-catalogue").json()

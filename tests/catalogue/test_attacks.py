@@ -61,8 +61,10 @@ def test_leaf_altered_on_first_harvest(catalogue: Catalogue, serve: Any) -> None
     catalogue.enrol(sim, sim.url)
     before = dump(catalogue.engine)
     error, row = attempt(catalogue, sim)
-    assert error.startswith("RootMismatch: sim.example/biobank-node: leaves 0..6 on top of the "
-                            "trusted tree rebuild root")
+    assert error.startswith(
+        "RootMismatch: sim.example/biobank-node: leaves 0..6 on top of the "
+        "trusted tree rebuild root"
+    )
     assert row.tree_size == 0 and row.state == "active" and dump(catalogue.engine) == before
 
 
@@ -91,8 +93,10 @@ def test_rollback_to_a_smaller_tree(trusted: Any) -> None:
     trusted_note = sim.checkpoint()
     sim.note = sim.sign(size=5)
     error, row = attempt(cat, sim)
-    assert error == ("RollbackError: sim.example/biobank-node: checkpoint size 5 is smaller "
-                     "than the trusted size 7")
+    assert error == (
+        "RollbackError: sim.example/biobank-node: checkpoint size 5 is smaller "
+        "than the trusted size 7"
+    )
     assert row.state == "halted" and row.tree_size == 7 and row.checkpoint == trusted_note
     with cat.engine.connect() as conn:
         alert = conn.execute(select(alerts)).one()
@@ -101,12 +105,17 @@ def test_rollback_to_a_smaller_tree(trusted: Any) -> None:
     assert (alert.old_checkpoint, alert.new_checkpoint) == (trusted_note, sim.note)
     assert detail["alerts"] == 1 and detail["alert_list"][0]["new_checkpoint"] == sim.note
     after = dump(cat.engine)
-    assert {k: v for k, v in after.items() if k != "alerts"} == \
-        {k: v for k, v in before.items() if k != "alerts"}
+    assert {k: v for k, v in after.items() if k != "alerts"} == {
+        k: v for k, v in before.items() if k != "alerts"
+    }
     # the status command shows the alert (exit status 3)
     s = cat.ctx.settings
-    env = {"CATALOGUE_DATABASE_URL": s.database_url, "CATALOGUE_HOME": str(s.home),
-           "CATALOGUE_ORIGIN": s.origin, "CATALOGUE_ADMIN_TOKEN": ""}
+    env = {
+        "CATALOGUE_DATABASE_URL": s.database_url,
+        "CATALOGUE_HOME": str(s.home),
+        "CATALOGUE_ORIGIN": s.origin,
+        "CATALOGUE_ADMIN_TOKEN": "",
+    }
     shown = CliRunner().invoke(cli_app, ["status"], env=env)
     assert shown.exit_code == 3
     assert f"{sim.origin}  halted" in shown.output
@@ -123,8 +132,10 @@ def test_two_different_trees_of_the_same_size(trusted: Any) -> None:
     trusted_note = sim.checkpoint()
     sim.rewrite_leaf(2, time="2026-01-01T00:00:00Z")
     error, row = attempt(cat, sim)
-    assert error == ("EquivocationError: sim.example/biobank-node: two signed checkpoints of "
-                     "size 7 with different roots")
+    assert error == (
+        "EquivocationError: sim.example/biobank-node: two signed checkpoints of "
+        "size 7 with different roots"
+    )
     assert row.state == "halted" and row.checkpoint == trusted_note
     with cat.engine.connect() as conn:
         alert = conn.execute(select(alerts)).one()
@@ -138,8 +149,9 @@ def test_new_tree_that_does_not_extend_the_old_one(trusted: Any) -> None:
     sim.rewrite_leaf(2, time="2026-01-01T00:00:00Z")
     sim.populate(3, start=5)
     error, row = attempt(cat, sim)
-    assert error.startswith("EquivocationError: sim.example/biobank-node: leaves 7..9 on top "
-                            "of the trusted tree")
+    assert error.startswith(
+        "EquivocationError: sim.example/biobank-node: leaves 7..9 on top of the trusted tree"
+    )
     assert "not an extension of the trusted tree" in error
     assert row.state == "halted" and row.tree_size == 7
     snapshot = dump(cat.engine)

@@ -22,8 +22,10 @@ async def _serve(drop_first: int) -> tuple[asyncio.Server, list[str]]:
         request = await reader.readuntil(b"\r\n\r\n")
         seen.append(request.split(b" ")[1].decode())
         if len(seen) > drop_first:
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                         b"content-length: %d\r\nconnection: close\r\n\r\n" % len(BODY) + BODY)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n" % len(BODY) + BODY
+            )
             await writer.drain()
         writer.close()
 
@@ -36,8 +38,7 @@ async def _entries(drop_first: int) -> tuple[object, list[str]]:
     port = server.sockets[0].getsockname()[1]
     try:
         async with httpx.AsyncClient() as client:
-            fetcher = NodeFetcher(client, f"http://127.0.0.1:{port}", max_bytes=10**6,
-                                  timeout=10)
+            fetcher = NodeFetcher(client, f"http://127.0.0.1:{port}", max_bytes=10**6, timeout=10)
             try:
                 return await fetcher.entries(0, 1000), seen
             except FetchError as exc:
@@ -71,16 +72,16 @@ def test_an_answer_is_never_retried(status: int) -> None:
             nonlocal hits
             await reader.readuntil(b"\r\n\r\n")
             hits += 1
-            writer.write(b"HTTP/1.1 %d X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                         % status)
+            writer.write(
+                b"HTTP/1.1 %d X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n" % status
+            )
             await writer.drain()
             writer.close()
 
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         async with httpx.AsyncClient() as client:
-            fetcher = NodeFetcher(client, f"http://127.0.0.1:{port}", max_bytes=10**6,
-                                  timeout=10)
+            fetcher = NodeFetcher(client, f"http://127.0.0.1:{port}", max_bytes=10**6, timeout=10)
             try:
                 await fetcher.checkpoint()
                 result: object = None

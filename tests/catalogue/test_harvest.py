@@ -34,8 +34,10 @@ def live_samples(cat: Catalogue) -> int:
 
 def own_ops(cat: Catalogue) -> list[str]:
     with cat.engine.connect() as conn:
-        return [orjson.loads(r.leaf)["op"] for r in
-                conn.execute(select(own_leaves.c.leaf).order_by(own_leaves.c.idx))]
+        return [
+            orjson.loads(r.leaf)["op"]
+            for r in conn.execute(select(own_leaves.c.leaf).order_by(own_leaves.c.idx))
+        ]
 
 
 def test_first_harvest_mirrors_and_indexes_every_record(catalogue: Catalogue, serve: Any) -> None:
@@ -68,8 +70,9 @@ def test_incremental_harvest_adds_only_new_entries(catalogue: Catalogue, serve: 
     assert own_ops(catalogue) == ["enrol", "checkpoint", "checkpoint"]
 
 
-def test_withdraw_removes_sample_and_erases_mirrored_content(catalogue: Catalogue,
-                                                            serve: Any) -> None:
+def test_withdraw_removes_sample_and_erases_mirrored_content(
+    catalogue: Catalogue, serve: Any
+) -> None:
     sim = NodeSimulator()
     sim.populate(12)
     serve(sim)
@@ -79,11 +82,18 @@ def test_withdraw_removes_sample_and_erases_mirrored_content(catalogue: Catalogu
     assert catalogue.harvest()[sim.origin].ok
     assert live_samples(catalogue) == 11
     with catalogue.engine.connect() as conn:
-        erased = conn.execute(select(leaves.c.idx, leaves.c.content).where(
-            leaves.c.record_id == sample_id(3)).order_by(leaves.c.idx)).all()
+        erased = conn.execute(
+            select(leaves.c.idx, leaves.c.content)
+            .where(leaves.c.record_id == sample_id(3))
+            .order_by(leaves.c.idx)
+        ).all()
         assert [c for _i, c in erased] == [None, None]
-        assert conn.execute(select(func.count()).select_from(samples).where(
-            samples.c.sample_id == sample_id(3))).scalar_one() == 0
+        assert (
+            conn.execute(
+                select(func.count()).select_from(samples).where(samples.c.sample_id == sample_id(3))
+            ).scalar_one()
+            == 0
+        )
 
 
 def test_database_of_an_earlier_version_is_upgraded(catalogue: Catalogue, serve: Any) -> None:
@@ -108,8 +118,9 @@ def test_database_of_an_earlier_version_is_upgraded(catalogue: Catalogue, serve:
     sim.withdraw("sample", sample_id(3))
     assert catalogue.harvest()[sim.origin].ok
     with catalogue.engine.connect() as conn:
-        assert conn.execute(select(leaves.c.content).where(
-            leaves.c.record_id == sample_id(3))).scalars().all() == [None, None]
+        assert conn.execute(
+            select(leaves.c.content).where(leaves.c.record_id == sample_id(3))
+        ).scalars().all() == [None, None]
 
 
 def test_withdraw_in_same_step_never_stores_content(catalogue: Catalogue, serve: Any) -> None:
@@ -122,8 +133,11 @@ def test_withdraw_in_same_step_never_stores_content(catalogue: Catalogue, serve:
     assert catalogue.harvest()[sim.origin].ok
     assert live_samples(catalogue) == 4
     with catalogue.engine.connect() as conn:
-        contents = conn.execute(select(leaves.c.content).where(
-            leaves.c.record_id == sample_id(1))).scalars().all()
+        contents = (
+            conn.execute(select(leaves.c.content).where(leaves.c.record_id == sample_id(1)))
+            .scalars()
+            .all()
+        )
     assert contents == [None, None]
 
 
@@ -133,21 +147,32 @@ def test_republished_sample_moves_between_combos(catalogue: Catalogue, serve: An
     serve(sim)
     catalogue.enrol(sim, sim.url)
     catalogue.harvest()
-    changed = sample(0, biobank="bbmri-eric:ID:DE_SIM",
-                     collection="bbmri-eric:ID:DE_SIM:collection:main", sample_type="Serum")
+    changed = sample(
+        0,
+        biobank="bbmri-eric:ID:DE_SIM",
+        collection="bbmri-eric:ID:DE_SIM:collection:main",
+        sample_type="Serum",
+    )
     sim.publish("sample", changed)
     assert catalogue.harvest()[sim.origin].ok
     with catalogue.engine.connect() as conn:
-        by_type = dict(conn.execute(select(combos.c.sample_type, func.sum(combos.c.n))
-                                    .group_by(combos.c.sample_type)).all())
+        by_type = dict(
+            conn.execute(
+                select(combos.c.sample_type, func.sum(combos.c.n)).group_by(combos.c.sample_type)
+            ).all()
+        )
     assert {k: int(v) for k, v in by_type.items()} == {"Plasma": 2, "Serum": 1}
 
 
 def test_schema_failure_is_rejected_and_does_not_stall(catalogue: Catalogue, serve: Any) -> None:
     sim = NodeSimulator()
     sim.populate(4)
-    bad = sample(99, biobank="bbmri-eric:ID:DE_SIM",
-                 collection="bbmri-eric:ID:DE_SIM:collection:main", sample_type="Blut")
+    bad = sample(
+        99,
+        biobank="bbmri-eric:ID:DE_SIM",
+        collection="bbmri-eric:ID:DE_SIM:collection:main",
+        sample_type="Blut",
+    )
     sim.publish("sample", bad)
     sim.populate(2, start=4)
     serve(sim)
@@ -162,8 +187,9 @@ def test_schema_failure_is_rejected_and_does_not_stall(catalogue: Catalogue, ser
 
 
 def test_node_down_or_hanging_does_not_stop_the_others(catalogue: Catalogue, serve: Any) -> None:
-    good, hanging, down = (NodeSimulator(f"{n}.example/biobank-node") for n in
-                           ("good", "hanging", "down"))
+    good, hanging, down = (
+        NodeSimulator(f"{n}.example/biobank-node") for n in ("good", "hanging", "down")
+    )
     for sim in (good, hanging, down):
         sim.populate(10)
         serve(sim)
@@ -171,12 +197,14 @@ def test_node_down_or_hanging_does_not_stop_the_others(catalogue: Catalogue, ser
     hanging.hang.set()
     down_url = down.url
     with catalogue.engine.begin() as conn:
-        conn.execute(nodes.update().where(nodes.c.origin == down.origin)
-                     .values(url="http://127.0.0.1:9"))
+        conn.execute(
+            nodes.update().where(nodes.c.origin == down.origin).values(url="http://127.0.0.1:9")
+        )
     outs = catalogue.harvest()
     assert outs[good.origin].ok and outs[good.origin].size == 12
     assert not outs[hanging.origin].ok and "no complete answer within 2 s" in (
-        outs[hanging.origin].error or "")
+        outs[hanging.origin].error or ""
+    )
     assert not outs[down.origin].ok and "FetchError" in (outs[down.origin].error or "")
     assert node(catalogue, hanging.origin).tree_size == 0
     assert node(catalogue, down.origin).last_error == outs[down.origin].error

@@ -28,9 +28,14 @@ pytestmark = pytest.mark.slow
 
 def _env(settings: Any) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(CATALOGUE_DATABASE_URL=settings.database_url, CATALOGUE_HOME=str(settings.home),
-               CATALOGUE_ORIGIN=settings.origin, CATALOGUE_PAGE_SIZE=str(settings.page_size),
-               CATALOGUE_HARVEST_CHUNK=str(settings.harvest_chunk), CATALOGUE_ADMIN_TOKEN="")
+    env.update(
+        CATALOGUE_DATABASE_URL=settings.database_url,
+        CATALOGUE_HOME=str(settings.home),
+        CATALOGUE_ORIGIN=settings.origin,
+        CATALOGUE_PAGE_SIZE=str(settings.page_size),
+        CATALOGUE_HARVEST_CHUNK=str(settings.harvest_chunk),
+        CATALOGUE_ADMIN_TOKEN="",
+    )
     return env
 
 
@@ -54,10 +59,12 @@ def _alive(pid: int) -> bool:
 def _staged(cat: Catalogue, origin: str) -> tuple[int, int | None]:
     """(accepted size, staged size) of a node."""
     with cat.engine.connect() as conn:
-        row = conn.execute(select(nodes.c.id, nodes.c.tree_size)
-                           .where(nodes.c.origin == origin)).one()
-        staged = conn.execute(select(harvest_staging.c.size)
-                              .where(harvest_staging.c.node_id == row.id)).scalar()
+        row = conn.execute(
+            select(nodes.c.id, nodes.c.tree_size).where(nodes.c.origin == origin)
+        ).one()
+        staged = conn.execute(
+            select(harvest_staging.c.size).where(harvest_staging.c.node_id == row.id)
+        ).scalar()
     return int(row.tree_size), staged
 
 
@@ -76,14 +83,15 @@ def logical(cat: Catalogue) -> dict[str, Any]:
     d = dump(cat.engine)
     # Nodes are harvested concurrently, so checkpoint leaves of different nodes may commit in
     # either order, so their leaves (and indexes) are compared as a set.
-    d["own_log"] = sorted(str(sorted((k, v) for k, v in e.items() if k != "index"))
-                          for e in d["own_log"])
+    d["own_log"] = sorted(
+        str(sorted((k, v) for k, v in e.items() if k != "index")) for e in d["own_log"]
+    )
     return d
 
 
-def test_sigkill_midway_then_rerun_equals_clean_harvest(db_url: str, tmp_path: Path,
-                                                        serve: Any,
-                                                        request: pytest.FixtureRequest) -> None:
+def test_sigkill_midway_then_rerun_equals_clean_harvest(
+    db_url: str, tmp_path: Path, serve: Any, request: pytest.FixtureRequest
+) -> None:
     sims = [NodeSimulator("big.example/biobank-node"), NodeSimulator("small.example/biobank-node")]
     sims[0].populate(3000)
     sims[0].page_delay = 0.1  # 12 pages: well over a second, so the first kill lands midway
@@ -99,8 +107,9 @@ def test_sigkill_midway_then_rerun_equals_clean_harvest(db_url: str, tmp_path: P
             cat.enrol(sim, sim.url)
         big = sims[0]
         # killed between stored chunks: the step is staged, nothing of it accepted
-        proc = subprocess.Popen(_harvest_cmd(), env=_env(settings),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            _harvest_cmd(), env=_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         orphans = _kill(proc, lambda: _staged(cat, big.origin)[1] is not None)
         assert proc.returncode == -9
         accepted, staged = _staged(cat, big.origin)
@@ -108,13 +117,15 @@ def test_sigkill_midway_then_rerun_equals_clean_harvest(db_url: str, tmp_path: P
         # the rerun resumes from the last stored chunk; killed late (possibly while the
         # final commit runs, or not at all if it already ended)
         big.served.clear()
-        proc = subprocess.Popen(_harvest_cmd(), env=_env(settings),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            _harvest_cmd(), env=_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         orphans |= _kill(proc, lambda: len(big.served) >= 2 and big.served[-1] >= 2750)
         assert min(big.served) >= staged
         assert proc.returncode in (-9, 0)
-        done = subprocess.run(_harvest_cmd(), env=_env(settings), capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            _harvest_cmd(), env=_env(settings), capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         assert "big.example/biobank-node: ok, size 3002" in done.stdout
         killed_then_rerun = logical(cat)

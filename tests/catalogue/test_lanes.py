@@ -16,8 +16,9 @@ from tests.catalogue.simulator import NodeSimulator
 
 
 @pytest.mark.parametrize("inline", [False, True], ids=["processes", "inline"])
-def test_lanes_harvest_every_node_once(db_url: str, tmp_path: Path, serve: Any,
-                                       monkeypatch: pytest.MonkeyPatch, inline: bool) -> None:
+def test_lanes_harvest_every_node_once(
+    db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch, inline: bool
+) -> None:
     sims = [NodeSimulator(f"n{i}.example/biobank-node") for i in range(3)]
     for i, sim in enumerate(sims):
         sim.populate(40 * (i + 1))
@@ -36,8 +37,7 @@ def test_lanes_harvest_every_node_once(db_url: str, tmp_path: Path, serve: Any,
         cat = Catalogue(ctx)
         for sim in sims:
             cat.enrol(sim, sim.url)
-        outcomes = Harvester(engine=ctx.engine, settings=settings, key=ctx.key,
-                             inline=inline).run()
+        outcomes = Harvester(engine=ctx.engine, settings=settings, key=ctx.key, inline=inline).run()
         assert [o.origin for o in outcomes] == sorted(s.origin for s in sims)
         assert [(o.ok, o.added) for o in outcomes] == [(True, 42), (True, 82), (True, 122)]
         # each page was asked for once: no node was harvested twice

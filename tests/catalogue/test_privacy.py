@@ -31,8 +31,9 @@ def protect_facet(items: Sequence[tuple[str, int]], k: int = DEFAULT_K) -> list[
     return [(code, shown[i]) for i, (code, _) in enumerate(items)]
 
 
-def protect_facets(facets: dict[str, list[dict[str, Any]]],
-                   k: int = DEFAULT_K) -> dict[str, list[dict[str, Any]]]:
+def protect_facets(
+    facets: dict[str, list[dict[str, Any]]], k: int = DEFAULT_K
+) -> dict[str, list[dict[str, Any]]]:
     """Protect every facet of a search response (``{"name": [{"code", "count"}, ...]}``)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for name, values in facets.items():
@@ -41,8 +42,9 @@ def protect_facets(facets: dict[str, list[dict[str, Any]]],
     return out
 
 
-def protect_response(total: int, facets: dict[str, list[dict[str, Any]]],
-                     k: int = DEFAULT_K) -> tuple[Count, dict[str, list[dict[str, Any]]]]:
+def protect_response(
+    total: int, facets: dict[str, list[dict[str, Any]]], k: int = DEFAULT_K
+) -> tuple[Count, dict[str, list[dict[str, Any]]]]:
     """Protect a total and its facets together (each facet's values sum to the total minus
     the samples without a value, which the attacker is assumed to know).
 
@@ -57,8 +59,10 @@ def protect_response(total: int, facets: dict[str, list[dict[str, Any]]],
             table.cell((name, v["code"]), int(v["count"]), k)
         table.relate("total", [(name, v["code"]) for v in values])
     shown = table.protect()
-    out = {name: [{**v, "count": shown[(name, v["code"])]} for v in values]
-           for name, values in facets.items()}
+    out = {
+        name: [{**v, "count": shown[(name, v["code"])]} for v in values]
+        for name, values in facets.items()
+    }
     return shown["total"], out
 
 
@@ -78,14 +82,24 @@ def test_the_obvious_differencing_attack_is_closed() -> None:
 
 def test_two_small_values_need_no_complement() -> None:
     assert protect_facet([("a", 40), ("b", 3), ("c", 4)], 10) == [
-        ("a", 40), ("b", "<10"), ("c", "<10")]
+        ("a", 40),
+        ("b", "<10"),
+        ("c", "<10"),
+    ]
 
 
 def test_protect_facets_keeps_the_response_shape() -> None:
-    out = protect_facets({"sex": [{"code": "female", "count": 50}, {"code": "male", "count": 2}],
-                          "sample_type": [{"code": "Serum", "count": 52}]}, 10)
-    assert out == {"sex": [{"code": "female", "count": "<60"}, {"code": "male", "count": "<10"}],
-                   "sample_type": [{"code": "Serum", "count": 52}]}
+    out = protect_facets(
+        {
+            "sex": [{"code": "female", "count": 50}, {"code": "male", "count": 2}],
+            "sample_type": [{"code": "Serum", "count": 52}],
+        },
+        10,
+    )
+    assert out == {
+        "sex": [{"code": "female", "count": "<60"}, {"code": "male", "count": "<10"}],
+        "sample_type": [{"code": "Serum", "count": 52}],
+    }
 
 
 def test_a_lone_small_value_turns_the_total_into_a_bound() -> None:
@@ -102,14 +116,17 @@ facet_counts = st.lists(st.integers(1, 300), min_size=1, max_size=8)
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(facet_counts, min_size=1, max_size=3), st.integers(2, 20), st.integers(0, 50))
-def test_differencing_never_recovers_a_suppressed_count(facets: list[list[int]], k: int,
-                                                        missing: int) -> None:
+def test_differencing_never_recovers_a_suppressed_count(
+    facets: list[list[int]], k: int, missing: int
+) -> None:
     """The attacker knows how many samples have no value in a facet (worst case) and sees
     the protected total and facets; the total minus the shown values must never equal a
     suppressed count, and every bound shown must be true."""
     grand = max(sum(c) for c in facets) + missing
-    raw = {f"f{j}": [{"code": f"v{i}", "count": n} for i, n in enumerate(c)]
-           for j, c in enumerate(facets)}
+    raw = {
+        f"f{j}": [{"code": f"v{i}", "count": n} for i, n in enumerate(c)]
+        for j, c in enumerate(facets)
+    }
     total, shown = protect_response(grand, raw, k)
     if isinstance(total, str):
         assert grand < bound(total)

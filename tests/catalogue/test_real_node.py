@@ -24,9 +24,12 @@ from tests.node.node_support import ORIGIN, make_home, sample_rows, write_csv, w
 
 
 def _env(settings: Any) -> dict[str, str]:
-    return {"CATALOGUE_DATABASE_URL": settings.database_url,
-            "CATALOGUE_HOME": str(settings.home), "CATALOGUE_ORIGIN": settings.origin,
-            "CATALOGUE_ADMIN_TOKEN": ""}
+    return {
+        "CATALOGUE_DATABASE_URL": settings.database_url,
+        "CATALOGUE_HOME": str(settings.home),
+        "CATALOGUE_ORIGIN": settings.origin,
+        "CATALOGUE_ADMIN_TOKEN": "",
+    }
 
 
 def test_real_node_enrol_harvest_search_withdraw(db_url: str, tmp_path: Path) -> None:
@@ -37,8 +40,11 @@ def test_real_node_enrol_harvest_search_withdraw(db_url: str, tmp_path: Path) ->
     env = _env(settings)
     runner = CliRunner()
     with live_server(create_node_app(NodeSettings(home=home.path))) as node:
-        wrong = runner.invoke(cli_app, ["enrol", node.url, "--key",
-                                        vkey.replace(vkey.split("+")[2], "A" * 44)], env=env)
+        wrong = runner.invoke(
+            cli_app,
+            ["enrol", node.url, "--key", vkey.replace(vkey.split("+")[2], "A" * 44)],
+            env=env,
+        )
         assert wrong.exit_code == 1
         enrolled = runner.invoke(cli_app, ["enrol", node.url, "--key", vkey], env=env)
         assert enrolled.exit_code == 0, enrolled.output
@@ -47,15 +53,19 @@ def test_real_node_enrol_harvest_search_withdraw(db_url: str, tmp_path: Path) ->
         assert harvested.exit_code == 0, harvested.output
         assert f"{ORIGIN}: ok, size 30 (+30)" in harvested.output
 
-        with live_server(create_app(settings)) as cat, \
-                httpx.Client(base_url=cat.url, timeout=10) as client:
+        with (
+            live_server(create_app(settings)) as cat,
+            httpx.Client(base_url=cat.url, timeout=10) as client,
+        ):
             body = client.get("/v1/search", params={"icd10": "II"}).json()
             assert body["total"] == 30
             assert body["biobanks"]["items"][0]["provenance"]["checkpoint_size"] == 30
-            first = client.get(f"/v1/nodes/{ORIGIN}/log/entries",
-                               params={"limit": 1}).json()["entries"][0]
-            target = parse_leaf(base64.b64decode(first["leaf"]), expected_log=ORIGIN,
-                                expected_index=0)["id"]
+            first = client.get(f"/v1/nodes/{ORIGIN}/log/entries", params={"limit": 1}).json()[
+                "entries"
+            ][0]
+            target = parse_leaf(
+                base64.b64decode(first["leaf"]), expected_log=ORIGIN, expected_index=0
+            )["id"]
             withdraw(home, [target])
             assert runner.invoke(cli_app, ["harvest"], env=env).exit_code == 0
             assert client.get("/v1/search").json()["total"] == 29
@@ -70,8 +80,9 @@ def test_real_node_enrol_harvest_search_withdraw(db_url: str, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("command", [["retire", "nobody.example/x"], ["clear", "nobody.example/x"]])
-def test_cli_unknown_origin_is_one_clear_line(db_url: str, tmp_path: Path,
-                                              command: list[str]) -> None:
+def test_cli_unknown_origin_is_one_clear_line(
+    db_url: str, tmp_path: Path, command: list[str]
+) -> None:
     env = _env(make_settings(db_url, tmp_path / "cat-home"))
     result = CliRunner().invoke(cli_app, command, env=env)
     assert result.exit_code == 1

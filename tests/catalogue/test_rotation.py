@@ -54,17 +54,20 @@ class RealNode:
 
     def add(self, n: int) -> None:
         self.batches += 1
-        csv = write_csv(self.tmp / f"batch{self.batches}.csv",
-                        sample_rows(n, start=1000 * self.batches))
+        csv = write_csv(
+            self.tmp / f"batch{self.batches}.csv", sample_rows(n, start=1000 * self.batches)
+        )
         run_import(Home.open(self.home.path), [csv], mapping=self.mapping)
 
     def resign_latest(self, *signer_keys: str) -> None:
         """Replace the latest checkpoint the node serves by one signed by `signer_keys` only."""
         with sqlite3.connect(self.home.db_path) as db:
             size, root = db.execute(
-                "SELECT size, root FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
-            note = sign_checkpoint(Checkpoint(ORIGIN, size, bytes(root)),
-                                   [Signer.from_key(k) for k in signer_keys])
+                "SELECT size, root FROM checkpoints ORDER BY size DESC LIMIT 1"
+            ).fetchone()
+            note = sign_checkpoint(
+                Checkpoint(ORIGIN, size, bytes(root)), [Signer.from_key(k) for k in signer_keys]
+            )
             db.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (note, size))
 
 
@@ -83,12 +86,12 @@ def _row(cat: Catalogue, origin: str) -> Any:
 
 def _enrol(cat: Catalogue, url: str, vkey: str) -> None:
 
-
     enrol(cat.engine, cat.ctx.key, url, vkey, asyncio.run(fetch_descriptor(url)))
 
 
-def test_harvest_and_audit_across_a_real_node_rotation(catalogue: Catalogue,
-                                                       tmp_path: Path) -> None:
+def test_harvest_and_audit_across_a_real_node_rotation(
+    catalogue: Catalogue, tmp_path: Path
+) -> None:
     with _real_node(tmp_path) as (node, server):
         _enrol(catalogue, server.url, node.enrolled_key)
         assert catalogue.harvest()[ORIGIN].size == 10  # before
@@ -99,16 +102,18 @@ def test_harvest_and_audit_across_a_real_node_rotation(catalogue: Catalogue,
         node.add(4)
         out = catalogue.harvest()[ORIGIN]  # after: the new key only
         assert out.ok and out.size == 15, out.error
-        with live_server(create_app(catalogue.ctx.settings)) as cat, \
-                httpx.Client(base_url=cat.url, timeout=10) as client:
+        with (
+            live_server(create_app(catalogue.ctx.settings)) as cat,
+            httpx.Client(base_url=cat.url, timeout=10) as client,
+        ):
             body = client.get(f"/v1/nodes/{ORIGIN}").json()
             assert body["verifier_key"] == rotation.new_key
             assert body["enrolled_key"] == node.enrolled_key
             listed = client.get("/v1/nodes").json()["nodes"]
             assert [(n["verifier_key"], n["enrolled_key"]) for n in listed] == [
-                (rotation.new_key, node.enrolled_key)]
-            assert body["key_history"] == [
-                {"kind": "rotate", "key": rotation.new_key, "index": 10}]
+                (rotation.new_key, node.enrolled_key)
+            ]
+            assert body["key_history"] == [{"kind": "rotate", "key": rotation.new_key, "index": 10}]
             assert client.get("/v1/search").json()["total"] == 14
             code, report = audit("--catalogue", cat.url, "--node-direct")
             assert code == 0, failed(report)
@@ -120,7 +125,8 @@ def test_harvest_and_audit_across_a_real_node_rotation(catalogue: Catalogue,
 
 
 def test_rotation_checkpoint_without_the_old_keys_signature_is_refused(
-        catalogue: Catalogue, tmp_path: Path) -> None:
+    catalogue: Catalogue, tmp_path: Path
+) -> None:
     with _real_node(tmp_path) as (node, server):
         _enrol(catalogue, server.url, node.enrolled_key)
         catalogue.harvest()
@@ -130,8 +136,10 @@ def test_rotation_checkpoint_without_the_old_keys_signature_is_refused(
         node.resign_latest(new_skey)  # the rotation checkpoint, new key only
         out = catalogue.harvest()[ORIGIN]
         assert not out.ok and out.error is not None
-        assert out.error.startswith(f"MissingSignatureError: {ORIGIN} checkpoint size 11: "
-                                    "signed by the node's newly announced key")
+        assert out.error.startswith(
+            f"MissingSignatureError: {ORIGIN} checkpoint size 11: "
+            "signed by the node's newly announced key"
+        )
         assert "--cosign-latest" in out.error
         row = _row(catalogue, ORIGIN)
         assert row.last_error == out.error and row.state == "active"
@@ -143,7 +151,8 @@ def test_rotation_checkpoint_without_the_old_keys_signature_is_refused(
 
 
 def test_rotation_checkpoint_without_the_new_keys_signature_is_refused(
-        catalogue: Catalogue, tmp_path: Path) -> None:
+    catalogue: Catalogue, tmp_path: Path
+) -> None:
     with _real_node(tmp_path) as (node, server):
         _enrol(catalogue, server.url, node.enrolled_key)
         catalogue.harvest()
@@ -154,13 +163,15 @@ def test_rotation_checkpoint_without_the_new_keys_signature_is_refused(
         out = catalogue.harvest()[ORIGIN]
         assert out.error is not None and out.error.startswith(
             f"MissingSignatureError: {ORIGIN} checkpoint size 11: missing signature by the "
-            "new key of a rotation")
+            "new key of a rotation"
+        )
         assert dump(catalogue.engine) == before
 
 
 @pytest.fixture
-def revoked(catalogue: Catalogue, serve: Any) -> Iterator[tuple[Catalogue, NodeSimulator,
-                                                                   str, str, LiveServer]]:
+def revoked(
+    catalogue: Catalogue, serve: Any
+) -> Iterator[tuple[Catalogue, NodeSimulator, str, str, LiveServer]]:
     """A simulated node harvested at size 7, then its key revoked from 7 via the admin API."""
     sim = NodeSimulator()
     sim.populate(5)
@@ -172,10 +183,15 @@ def revoked(catalogue: Catalogue, serve: Any) -> Iterator[tuple[Catalogue, NodeS
         yield catalogue, sim, new_skey, new_vkey, cat
 
 
-def _admin_revoke(cat: LiveServer, origin: str, body: dict[str, Any],
-                  token: str = ADMIN_TOKEN) -> httpx.Response:
-    return httpx.post(f"{cat.url}/v1/admin/nodes/{origin}/revoke", json=body, timeout=10,
-                      headers={"Authorization": f"Bearer {token}"})
+def _admin_revoke(
+    cat: LiveServer, origin: str, body: dict[str, Any], token: str = ADMIN_TOKEN
+) -> httpx.Response:
+    return httpx.post(
+        f"{cat.url}/v1/admin/nodes/{origin}/revoke",
+        json=body,
+        timeout=10,
+        headers={"Authorization": f"Bearer {token}"},
+    )
 
 
 def test_revocation_refuses_the_revoked_key_and_accepts_the_new_one(revoked: Any) -> None:
@@ -188,15 +204,20 @@ def test_revocation_refuses_the_revoked_key_and_accepts_the_new_one(revoked: Any
     entries = httpx.get(f"{cat.url}/v1/log/entries", timeout=10).json()["entries"]
     leaf = json.loads(base64.b64decode(entries[-1]["leaf"]))
     assert {k: leaf[k] for k in ("op", "node", "key", "revoked_key", "from_size")} == {
-        "op": "revoke", "node": sim.origin, "key": new_vkey, "revoked_key": old_vkey,
-        "from_size": 7}
+        "op": "revoke",
+        "node": sim.origin,
+        "key": new_vkey,
+        "revoked_key": old_vkey,
+        "from_size": 7,
+    }
 
     # the stolen key signs beyond 7: refused, nothing applied, and the auditor flags it
     sim.populate(2, start=5)
     before = dump(catalogue.engine)
     out = catalogue.harvest()[sim.origin]
     assert out.error is not None and out.error.startswith(
-        f"RevokedKeyError: {sim.origin} checkpoint size 9: signed by revoked key")
+        f"RevokedKeyError: {sim.origin} checkpoint size 9: signed by revoked key"
+    )
     assert dump(catalogue.engine) == before and _row(catalogue, sim.origin).tree_size == 7
     code, report = audit("--catalogue", cat.url, "--node-direct")
     assert code == 1
@@ -211,8 +232,9 @@ def test_revocation_refuses_the_revoked_key_and_accepts_the_new_one(revoked: Any
     assert code == 0, failed(report)
     body = httpx.get(f"{cat.url}/v1/nodes/{sim.origin}", timeout=10).json()
     assert body["verifier_key"] == new_vkey
-    assert body["key_history"] == [{"kind": "revoke", "key": new_vkey, "from_size": 7,
-                                    "revoked_key": old_vkey}]
+    assert body["key_history"] == [
+        {"kind": "revoke", "key": new_vkey, "from_size": 7, "revoked_key": old_vkey}
+    ]
 
 
 def test_revocation_beyond_the_verified_size_is_refused(revoked: Any) -> None:
@@ -244,10 +266,15 @@ def test_cli_revoke_clears_a_halt(catalogue: Catalogue, serve: Any) -> None:
     assert catalogue.harvest()[sim.origin].halted
     new_skey, new_vkey = generate_key(sim.origin)
     s = catalogue.ctx.settings
-    env = {"CATALOGUE_DATABASE_URL": s.database_url, "CATALOGUE_HOME": str(s.home),
-           "CATALOGUE_ORIGIN": s.origin, "CATALOGUE_ADMIN_TOKEN": ""}
-    result = CliRunner().invoke(cli_app, ["revoke", sim.origin, "--key", new_vkey,
-                                          "--from-size", "5"], env=env)
+    env = {
+        "CATALOGUE_DATABASE_URL": s.database_url,
+        "CATALOGUE_HOME": str(s.home),
+        "CATALOGUE_ORIGIN": s.origin,
+        "CATALOGUE_ADMIN_TOKEN": "",
+    }
+    result = CliRunner().invoke(
+        cli_app, ["revoke", sim.origin, "--key", new_vkey, "--from-size", "5"], env=env
+    )
     assert result.exit_code == 0, result.output
     assert f"revoked {sim.origin}+" in result.output and "1 alert(s) cleared" in result.output
     assert _row(catalogue, sim.origin).state == "active"
@@ -260,7 +287,8 @@ def test_cli_revoke_clears_a_halt(catalogue: Catalogue, serve: Any) -> None:
 
 
 def test_auditor_accepts_a_node_that_rotated_after_the_catalogues_copy(
-        catalogue: Catalogue, tmp_path: Path) -> None:
+    catalogue: Catalogue, tmp_path: Path
+) -> None:
     with _real_node(tmp_path) as (node, server):
         _enrol(catalogue, server.url, node.enrolled_key)
         assert catalogue.harvest()[ORIGIN].size == 10
@@ -271,8 +299,9 @@ def test_auditor_accepts_a_node_that_rotated_after_the_catalogues_copy(
             assert code == 0, failed(report)
             assert "lacks the old key's signature" in check(report, "node-direct")["note"]
             bundle = tmp_path / "bundle"  # the node's leaves ahead are kept for offline audits
-            fetched = CliRunner().invoke(audit_app, ["fetch", "--catalogue", cat.url,
-                                                     "--node-direct", str(bundle)])
+            fetched = CliRunner().invoke(
+                audit_app, ["fetch", "--catalogue", cat.url, "--node-direct", str(bundle)]
+            )
             assert fetched.exit_code == 0, fetched.output
             code, report = audit("--bundle", bundle, "--node-direct")
             assert code == 0, failed(report)

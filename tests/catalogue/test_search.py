@@ -21,31 +21,64 @@ A_BB, A_COL = "bbmri-eric:ID:DE_A", "bbmri-eric:ID:DE_A:collection:main"
 B_BB, B_COL = "bbmri-eric:ID:CZ_B", "bbmri-eric:ID:CZ_B:collection:lung"
 DIR_COL = "bbmri-eric:ID:CZ_B:collection:directory"
 
+
 def _federation() -> list[NodeSimulator]:
     a = NodeSimulator("de.example/biobank-node", country="DE", k=10)
     a.populate(30, biobank=A_BB, collection=A_COL)
-    a.populate(12, start=100, biobank=A_BB, collection=A_COL, sample_type="Serum", sex="male",
-               age={"min": 60, "max": 69}, period={"from": 2010, "to": 2014},
-               diagnoses=[{"system": "ICD-10", "code": "E11.9"}],
-               use_conditions=["DUO:0000006"], dataset_types=["Proteomic"])
-    a.populate(5, start=200, biobank=A_BB, collection=A_COL, sample_type="WholeBlood",
-               age={"min": 20, "max": 29}, period={"from": 2020, "to": 2024},
-               diagnoses=[{"system": "ORPHA", "code": "ORPHA:558"}])
+    a.populate(
+        12,
+        start=100,
+        biobank=A_BB,
+        collection=A_COL,
+        sample_type="Serum",
+        sex="male",
+        age={"min": 60, "max": 69},
+        period={"from": 2010, "to": 2014},
+        diagnoses=[{"system": "ICD-10", "code": "E11.9"}],
+        use_conditions=["DUO:0000006"],
+        dataset_types=["Proteomic"],
+    )
+    a.populate(
+        5,
+        start=200,
+        biobank=A_BB,
+        collection=A_COL,
+        sample_type="WholeBlood",
+        age={"min": 20, "max": 29},
+        period={"from": 2020, "to": 2024},
+        diagnoses=[{"system": "ORPHA", "code": "ORPHA:558"}],
+    )
     b = NodeSimulator("cz.example/biobank-node", country="CZ", k=5)
-    b.populate(20, start=300, biobank=B_BB, collection=B_COL, age={"min": 50, "max": 59},
-               diagnoses=[{"system": "ICD-10", "code": "C34.1"}])
-    b.publish("collection", {"id": DIR_COL, "biobank": B_BB, "name": "Directory collection",
-                             "sample_types": ["Serum"], "sex": ["female", "male"],
-                             "age": {"min": 18, "max": 80, "unit": "years"},
-                             "diagnoses": [{"system": "ICD-10", "code": "C50"}],
-                             "use_conditions": ["DUO:0000042"], "size": 5000,
-                             "contact": {"email": "dir@example.org"}})
+    b.populate(
+        20,
+        start=300,
+        biobank=B_BB,
+        collection=B_COL,
+        age={"min": 50, "max": 59},
+        diagnoses=[{"system": "ICD-10", "code": "C34.1"}],
+    )
+    b.publish(
+        "collection",
+        {
+            "id": DIR_COL,
+            "biobank": B_BB,
+            "name": "Directory collection",
+            "sample_types": ["Serum"],
+            "sex": ["female", "male"],
+            "age": {"min": 18, "max": 80, "unit": "years"},
+            "diagnoses": [{"system": "ICD-10", "code": "C50"}],
+            "use_conditions": ["DUO:0000042"],
+            "size": 5000,
+            "contact": {"email": "dir@example.org"},
+        },
+    )
     return [a, b]
 
 
 @pytest.fixture(scope="module", params=DB_PARAMS)
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[httpx.Client]:
+def api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
     """A harvested catalogue over two simulated nodes, served on loopback."""
     tmp = tmp_path_factory.mktemp("search")
     sims = _federation()
@@ -57,8 +90,7 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         ctx = build_context(settings)
         for sim in sims:
             enrol(ctx.engine, ctx.key, sim.url, sim.verifier_key, sim.descriptor())
-        assert all(o.ok for o in Harvester(engine=ctx.engine, settings=settings,
-                                           key=ctx.key).run())
+        assert all(o.ok for o in Harvester(engine=ctx.engine, settings=settings, key=ctx.key).run())
         ctx.engine.dispose()
         cat = stack.enter_context(live_server(create_app(settings)))
         yield stack.enter_context(httpx.Client(base_url=cat.url))
@@ -81,20 +113,28 @@ def test_totals_counts_and_facets_without_filters(api: httpx.Client) -> None:
     assert codes(body["counts"]["country"]) == {"DE": 47, "CZ": 20}
     assert codes(body["counts"]["biobank"]) == {A_BB: 47, B_BB: 20}
     # 67 - 50 - 12 would give WholeBlood = 5: Serum is hidden too, as a true bound
-    assert codes(body["facets"]["sample_type"]) == {"Plasma": 50, "Serum": "<20",
-                                                    "WholeBlood": "<10"}
+    assert codes(body["facets"]["sample_type"]) == {
+        "Plasma": 50,
+        "Serum": "<20",
+        "WholeBlood": "<10",
+    }
     assert codes(body["facets"]["diagnosis_chapter"]) == {"II": 50, "IV": 12}
     assert codes(body["facets"]["use_conditions"]) == {"DUO:0000042": 55, "DUO:0000006": 12}
-    assert {n["origin"] for n in body["nodes"]} == {"de.example/biobank-node",
-                                                    "cz.example/biobank-node"}
+    assert {n["origin"] for n in body["nodes"]} == {
+        "de.example/biobank-node",
+        "cz.example/biobank-node",
+    }
     assert all(n["stale"] is False and n["alerts"] == 0 for n in body["nodes"])
 
 
 def test_facet_ignores_its_own_filter(api: httpx.Client) -> None:
     body = get(api, sample_type="Plasma")
     assert body["total"] == 50
-    assert codes(body["facets"]["sample_type"]) == {"Plasma": 50, "Serum": "<20",
-                                                    "WholeBlood": "<10"}
+    assert codes(body["facets"]["sample_type"]) == {
+        "Plasma": 50,
+        "Serum": "<20",
+        "WholeBlood": "<10",
+    }
     assert codes(body["facets"]["sex"]) == {"female": 50}
     assert body["query"]["sample_type"] == ["Plasma"]
 
@@ -103,9 +143,10 @@ def test_sample_type_parent_matches_children(api: httpx.Client) -> None:
     assert get(api, sample_type="Blood")["total"] == 67
 
 
-@pytest.mark.parametrize(("icd10", "total"), [("C50", 30), ("C50.9", 30), ("C00-C97", 50),
-                                               ("II", 50), ("IV", 12), ("E11", 12),
-                                               ("C51", 0)])
+@pytest.mark.parametrize(
+    ("icd10", "total"),
+    [("C50", 30), ("C50.9", 30), ("C00-C97", 50), ("II", 50), ("IV", 12), ("E11", 12), ("C51", 0)],
+)
 def test_icd10_prefix_block_and_chapter(api: httpx.Client, icd10: str, total: int) -> None:
     assert get(api, icd10=icd10)["total"] == total
 
@@ -163,15 +204,23 @@ def test_pagination_and_provenance(api: httpx.Client) -> None:
     assert cols["total"] == 3 and len(cols["items"]) == 1
 
 
-@pytest.mark.parametrize(("query", "name"), [
-    ({"sample_type": "Blut"}, "sample_type"), ({"age_min": "abc"}, "age_min"),
-    ({"icd10": "XYZ"}, "icd10"), ({"orpha": "558"}, "orpha"), ({"country": "XX"}, "country"),
-    ({"duo": "DUO:9999999"}, "duo"), ({"page_size": "1000"}, "page_size"),
-    ({"frobnicate": "1"}, "frobnicate"), ({"age_min": "50", "age_max": "40"}, "age_max"),
-])
-def test_bad_filter_is_a_400_problem_naming_the_parameter(api: httpx.Client,
-                                                          query: dict[str, str],
-                                                          name: str) -> None:
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        ({"sample_type": "Blut"}, "sample_type"),
+        ({"age_min": "abc"}, "age_min"),
+        ({"icd10": "XYZ"}, "icd10"),
+        ({"orpha": "558"}, "orpha"),
+        ({"country": "XX"}, "country"),
+        ({"duo": "DUO:9999999"}, "duo"),
+        ({"page_size": "1000"}, "page_size"),
+        ({"frobnicate": "1"}, "frobnicate"),
+        ({"age_min": "50", "age_max": "40"}, "age_max"),
+    ],
+)
+def test_bad_filter_is_a_400_problem_naming_the_parameter(
+    api: httpx.Client, query: dict[str, str], name: str
+) -> None:
     resp = api.get("/v1/search", params=query)
     assert resp.status_code == 400
     assert resp.headers["content-type"] == "application/problem+json"
@@ -183,7 +232,7 @@ def test_search_is_documented_in_openapi(api: httpx.Client) -> None:
     spec = api.get("/openapi.json").json()
     op = spec["paths"]["/v1/search"]["get"]
     assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "SearchResponse")
+        "SearchResponse"
+    )
     assert {"icd10", "sample_type", "collections_page"} <= {p["name"] for p in op["parameters"]}
     assert "CollectionItem" in spec["components"]["schemas"]
-

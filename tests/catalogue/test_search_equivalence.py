@@ -21,13 +21,38 @@ from catalogue.search.tally_reference import predicates
 from catalogue.search.tally_reference import tally as reference_tally
 
 VOCAB = Vocabulary.default()
-SAMPLE_TYPES = ["Plasma", "Serum", "Blood", "WholeBlood", "DNA", "RNA", "TissueFreshFrozen",
-                "TissueFixed", "Saliva", "Urine", "Other", None]
+SAMPLE_TYPES = [
+    "Plasma",
+    "Serum",
+    "Blood",
+    "WholeBlood",
+    "DNA",
+    "RNA",
+    "TissueFreshFrozen",
+    "TissueFixed",
+    "Saliva",
+    "Urine",
+    "Other",
+    None,
+]
 TEMPS = ["LN", "-60to-85", "-18to-35", "RT", "2to10", None]
 SEXES = ["female", "male", "unknown", None]
 COUNTRIES = ["DE", "IT", "DK", "IE", "CZ", None]
-ICD = ["C50", "C50.9", "C34.1", "C18", "E11", "E11.9", "I21", "J45", "G30.1", "F32", "A09",
-       "Z00.0", "Q90"]
+ICD = [
+    "C50",
+    "C50.9",
+    "C34.1",
+    "C18",
+    "E11",
+    "E11.9",
+    "I21",
+    "J45",
+    "G30.1",
+    "F32",
+    "A09",
+    "Z00.0",
+    "Q90",
+]
 ORPHA = ["ORPHA:586", "ORPHA:558", "ORPHA:98", "ORPHA:1"]
 DUO = ["DUO:0000042", "DUO:0000006", "DUO:0000007", "DUO:0000011"]
 DATASETS = ["Genomic", "Proteomic", "Clinical", "Metabolomic"]
@@ -51,29 +76,68 @@ def random_rows(rng: random.Random, size: int) -> list[Combo]:
             if ch and ch not in chapters:
                 chapters.append(ch)
         uses = tuple(rng.choices(DUO, k=rng.choice([0, 1, 2])))  # may repeat a code
-        rows.append(Combo(node, bb, col, country, rng.choice(SAMPLE_TYPES), rng.choice(TEMPS),
-                          rng.choice(SEXES), age[0], age[1], year[0], year[1],
-                          rng.choice([1, 2, 3, 5, 8, 13, 40, 200]), icd,
-                          tuple(rng.sample(ORPHA, rng.choice([0, 0, 1]))), tuple(chapters),
-                          uses, tuple(rng.sample(DATASETS, rng.choice([0, 1, 2])))))
+        rows.append(
+            Combo(
+                node,
+                bb,
+                col,
+                country,
+                rng.choice(SAMPLE_TYPES),
+                rng.choice(TEMPS),
+                rng.choice(SEXES),
+                age[0],
+                age[1],
+                year[0],
+                year[1],
+                rng.choice([1, 2, 3, 5, 8, 13, 40, 200]),
+                icd,
+                tuple(rng.sample(ORPHA, rng.choice([0, 0, 1]))),
+                tuple(chapters),
+                uses,
+                tuple(rng.sample(DATASETS, rng.choice([0, 1, 2]))),
+            )
+        )
     return rows
 
 
 QUERIES: list[dict[str, Any]] = [
-    {}, {"sample_type": "Blood"}, {"sample_type": ["Plasma", "TissueFixed"]},
-    {"country": "DE"}, {"country": ["DK", "IE"], "sex": "male", "icd10": "E11"},
-    {"icd10": "C50"}, {"icd10": "C50.9"}, {"icd10": "C00-C97"}, {"icd10": ["IX", "E11"]},
-    {"icd10": "II", "sex": "female"}, {"sex": "female", "age_min": 40, "age_max": 60},
-    {"age_min": 70}, {"age_max": 10, "period_to": 2000},
+    {},
+    {"sample_type": "Blood"},
+    {"sample_type": ["Plasma", "TissueFixed"]},
+    {"country": "DE"},
+    {"country": ["DK", "IE"], "sex": "male", "icd10": "E11"},
+    {"icd10": "C50"},
+    {"icd10": "C50.9"},
+    {"icd10": "C00-C97"},
+    {"icd10": ["IX", "E11"]},
+    {"icd10": "II", "sex": "female"},
+    {"sex": "female", "age_min": 40, "age_max": 60},
+    {"age_min": 70},
+    {"age_max": 10, "period_to": 2000},
     {"sample_type": "TissueFreshFrozen", "storage_temperature": "LN"},
-    {"duo": "DUO:0000042"}, {"duo": ["DUO:0000006", "DUO:0000007"], "dataset_type": "Genomic"},
-    {"dataset_type": "Genomic", "country": "IT"}, {"orpha": "ORPHA:586"},
+    {"duo": "DUO:0000042"},
+    {"duo": ["DUO:0000006", "DUO:0000007"], "dataset_type": "Genomic"},
+    {"dataset_type": "Genomic", "country": "IT"},
+    {"orpha": "ORPHA:586"},
     {"orpha": ["ORPHA:558", "ORPHA:98"], "icd10": "C00-C97"},
-    {"sample_type": "Serum", "period_from": 2010, "period_to": 2015}, {"period_from": 2020},
-    {"biobank": ["bb1", "bb2"]}, {"collection": ["shared", "bb3:c1"], "sex": "male"},
-    {"biobank": "bb0", "collection": "bb0:c0", "country": "DE", "sample_type": "Blood",
-     "storage_temperature": "LN", "sex": "female", "duo": "DUO:0000042", "age_min": 20,
-     "period_to": 2015, "icd10": "C50", "orpha": "ORPHA:1", "dataset_type": "Clinical"},
+    {"sample_type": "Serum", "period_from": 2010, "period_to": 2015},
+    {"period_from": 2020},
+    {"biobank": ["bb1", "bb2"]},
+    {"collection": ["shared", "bb3:c1"], "sex": "male"},
+    {
+        "biobank": "bb0",
+        "collection": "bb0:c0",
+        "country": "DE",
+        "sample_type": "Blood",
+        "storage_temperature": "LN",
+        "sex": "female",
+        "duo": "DUO:0000042",
+        "age_min": 20,
+        "period_to": 2015,
+        "icd10": "C50",
+        "orpha": "ORPHA:1",
+        "dataset_type": "Clinical",
+    },
 ]
 
 
@@ -82,8 +146,12 @@ def _params(q: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def _as_items(t: Any) -> list[list[tuple[Any, int]]]:
-    return [list(t.total.items()), list(t.biobank.items()), list(t.collection.items()),
-            list(t.country.items())] + [list(c.items()) for c in t.facets.values()]
+    return [
+        list(t.total.items()),
+        list(t.biobank.items()),
+        list(t.collection.items()),
+        list(t.country.items()),
+    ] + [list(c.items()) for c in t.facets.values()]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -102,8 +170,9 @@ def test_vectorised_search_equals_reference(seed: int) -> None:
         assert _as_items(got.tally) == _as_items(want), q
         nonempty += sum(want.total.values()) > 0
         reps, rep_preds = places(cube, got.matching, active)
-        assert (protected_counts(got.tally, reps, rep_preds, f, VOCAB, ks)
-                == protected_counts(want, rows, preds, f, VOCAB, ks)), q
+        assert protected_counts(got.tally, reps, rep_preds, f, VOCAB, ks) == protected_counts(
+            want, rows, preds, f, VOCAB, ks
+        ), q
     assert nonempty > len(QUERIES) // 2  # the queries do select samples
 
 
@@ -114,12 +183,17 @@ def test_random_filter_mixes_equal_reference() -> None:
     active = {1, 2, 3, 4}
     for _ in range(60):
         q: dict[str, Any] = {}
-        for key, pool in (("sample_type", [s for s in SAMPLE_TYPES if s]), ("sex", SEXES[:3]),
-                          ("storage_temperature", [t for t in TEMPS if t]),
-                          ("country", [c for c in COUNTRIES if c]), ("duo", DUO),
-                          ("dataset_type", DATASETS), ("orpha", ORPHA),
-                          ("icd10", ["C50", "E11.9", "C00-D48", "IX", "A00-B99"]),
-                          ("biobank", [f"bb{i}" for i in range(7)])):
+        for key, pool in (
+            ("sample_type", [s for s in SAMPLE_TYPES if s]),
+            ("sex", SEXES[:3]),
+            ("storage_temperature", [t for t in TEMPS if t]),
+            ("country", [c for c in COUNTRIES if c]),
+            ("duo", DUO),
+            ("dataset_type", DATASETS),
+            ("orpha", ORPHA),
+            ("icd10", ["C50", "E11.9", "C00-D48", "IX", "A00-B99"]),
+            ("biobank", [f"bb{i}" for i in range(7)]),
+        ):
             if rng.random() < 0.3:
                 q[key] = rng.sample(pool, rng.randint(1, 2))
         if rng.random() < 0.3:

@@ -39,8 +39,16 @@ def test_openapi_lists_every_filter_definition(client: httpx.Client) -> None:
 
 
 def test_unknown_and_repeated_parameters_are_named(client: httpx.Client) -> None:
-    resp = client.get("/v1/search", params=[("bogus", "1"), ("page", "1"), ("page", "2"),
-                                            ("sample_type", "Nope"), ("sex", "female")])
+    resp = client.get(
+        "/v1/search",
+        params=[
+            ("bogus", "1"),
+            ("page", "1"),
+            ("page", "2"),
+            ("sample_type", "Nope"),
+            ("sex", "female"),
+        ],
+    )
     assert resp.status_code == 400
     assert resp.headers["content-type"] == "application/problem+json"
     assert resp.json()["invalid_params"] == [
@@ -51,10 +59,20 @@ def test_unknown_and_repeated_parameters_are_named(client: httpx.Client) -> None
 
 
 def test_declared_parameters_reach_the_search(client: httpx.Client) -> None:
-    resp = client.get("/v1/search", params=[("sample_type", "Plasma,Serum"),
-                                            ("sample_type", "DNA"), ("page_size", "5"),
-                                            ("icd10", "C50")])
+    resp = client.get(
+        "/v1/search",
+        params=[
+            ("sample_type", "Plasma,Serum"),
+            ("sample_type", "DNA"),
+            ("page_size", "5"),
+            ("icd10", "C50"),
+        ],
+    )
     assert resp.status_code == 200
-    assert resp.json()["query"] == {"sample_type": ["Plasma", "Serum", "DNA"],
-                                    "icd10": ["C50"], "page": 1, "page_size": 5,
-                                    "collections_page": 1}
+    assert resp.json()["query"] == {
+        "sample_type": ["Plasma", "Serum", "DNA"],
+        "icd10": ["C50"],
+        "page": 1,
+        "page_size": 5,
+        "collections_page": 1,
+    }

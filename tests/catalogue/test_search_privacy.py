@@ -37,8 +37,15 @@ from tests.catalogue.simulator import NodeSimulator, sample
 Cell = tuple[str, ...]
 Group = dict[Cell, int]
 TOTAL: Cell = ("total",)
-FACETS = ("sample_type", "storage_temperature", "sex", "country", "dataset_type",
-          "use_conditions", "diagnosis_chapter")
+FACETS = (
+    "sample_type",
+    "storage_temperature",
+    "sex",
+    "country",
+    "dataset_type",
+    "use_conditions",
+    "diagnosis_chapter",
+)
 VOCAB = Vocabulary.default()
 
 
@@ -53,8 +60,13 @@ def shown_cells(body: dict[str, Any]) -> dict[Cell, Any]:
     return out
 
 
-def groups_for(cells: dict[Cell, Any], *, country_of: dict[str, str],
-               biobank_of: dict[str, str], selected: dict[str, set[str]]) -> list[Group]:
+def groups_for(
+    cells: dict[Cell, Any],
+    *,
+    country_of: dict[str, str],
+    biobank_of: dict[str, str],
+    selected: dict[str, set[str]],
+) -> list[Group]:
     """The sums the attacker knows (``{cell: sign}``); ``selected``: facet -> codes its own
     filter keeps. Structure (a biobank's country, a collection's biobank) is public."""
     groups: list[Group] = []
@@ -75,11 +87,14 @@ def groups_for(cells: dict[Cell, Any], *, country_of: dict[str, str],
                 twin = ("counts", "country", c[2])
                 if twin in cells and (keep is None or c[2] in keep):
                     groups.append({c: 1, twin: -1})
-    for child, parent, owner in (("biobank", "country", country_of),
-                                 ("collection", "biobank", biobank_of)):
+    for child, parent, owner in (
+        ("biobank", "country", country_of),
+        ("collection", "biobank", biobank_of),
+    ):
         for p in listed("counts", parent):
-            groups.append({p: 1} | {c: -1 for c in listed("counts", child)
-                                    if owner.get(c[2]) == p[2]})
+            groups.append(
+                {p: 1} | {c: -1 for c in listed("counts", child) if owner.get(c[2]) == p[2]}
+            )
     return groups
 
 
@@ -107,12 +122,14 @@ def recovered(cells: dict[Cell, Any], groups: Iterable[Group]) -> set[Cell]:
             if i != rank and row[j] != 0:
                 rows[i] = [a - row[j] * b for a, b in zip(row, rows[rank], strict=True)]
         rank += 1
-    return {unknown[nz[0]] for row in rows[:rank]
-            if len(nz := [j for j, x in enumerate(row) if x != 0]) == 1}
+    return {
+        unknown[nz[0]]
+        for row in rows[:rank]
+        if len(nz := [j for j, x in enumerate(row) if x != 0]) == 1
+    }
 
 
-def obvious(cells: dict[Cell, Any], truth: dict[Cell, int],
-            groups: Iterable[Group]) -> list[str]:
+def obvious(cells: dict[Cell, Any], truth: dict[Cell, int], groups: Iterable[Group]) -> list[str]:
     """The obvious attack: a known sum minus the exact values shown, compared with each
     hidden value of the group. Returns what it recovered."""
     found = []
@@ -121,16 +138,18 @@ def obvious(cells: dict[Cell, Any], truth: dict[Cell, int],
         if len(g) < 2 or parent and isinstance(cells.get(parent[0], 0), str):
             continue  # the parent is hidden itself: nothing to subtract from
         known = sum(sign * truth.get(c, 0) for c, sign in g.items())
-        difference = known - sum(sign * cells.get(c, 0) for c, sign in g.items()
-                                 if not isinstance(cells.get(c, 0), str))
+        difference = known - sum(
+            sign * cells.get(c, 0) for c, sign in g.items() if not isinstance(cells.get(c, 0), str)
+        )
         for c in g:
             if isinstance(cells.get(c, 0), str) and abs(difference) == truth[c]:
                 found.append(f"{c} = {truth[c]}")
     return found
 
 
-def check_response(cells: dict[Cell, Any], truth: dict[Cell, int], ks: Iterable[int],
-                   groups: list[Group]) -> None:
+def check_response(
+    cells: dict[Cell, Any], truth: dict[Cell, int], ks: Iterable[int], groups: list[Group]
+) -> None:
     """Complete, true, and safe: every positive count listed, exact or a true bound no looser
     than the largest k; no hidden count recovered, obviously or by solving."""
     kmax = max(ks)
@@ -151,8 +170,11 @@ def check_response(cells: dict[Cell, Any], truth: dict[Cell, int], ks: Iterable[
 A_BB, B_BB, C_BB = "bbmri-eric:ID:DE_A", "bbmri-eric:ID:CZ_B", "bbmri-eric:ID:FR_C"
 A1, A2, A3 = (f"{A_BB}:collection:{c}" for c in ("one", "two", "three"))
 B1, C1 = f"{B_BB}:collection:one", f"{C_BB}:collection:one"
-NODES = {"de.example/biobank-node": ("DE", 10), "cz.example/biobank-node": ("CZ", 5),
-         "fr.example/biobank-node": ("FR", 20)}
+NODES = {
+    "de.example/biobank-node": ("DE", 10),
+    "cz.example/biobank-node": ("CZ", 5),
+    "fr.example/biobank-node": ("FR", 20),
+}
 SPEC: list[tuple[str, str, str, int, dict[str, Any]]] = [
     ("de.example/biobank-node", A_BB, A1, 40, {}),
     ("de.example/biobank-node", A_BB, A1, 3, {"sex": "male"}),  # a class below k
@@ -161,8 +183,13 @@ SPEC: list[tuple[str, str, str, int, dict[str, Any]]] = [
     ("de.example/biobank-node", A_BB, A3, 6, {}),  # a whole collection below k
     ("cz.example/biobank-node", B_BB, B1, 18, {}),
     ("cz.example/biobank-node", B_BB, B1, 12, {"sex": None}),  # no sex published
-    ("fr.example/biobank-node", C_BB, C1, 45, {"sample_type": "Serum",
-                                               "dataset_types": ["Proteomic"]}),
+    (
+        "fr.example/biobank-node",
+        C_BB,
+        C1,
+        45,
+        {"sample_type": "Serum", "dataset_types": ["Proteomic"]},
+    ),
 ]
 COUNTRY_OF = {A_BB: "DE", B_BB: "CZ", C_BB: "FR"}
 BIOBANK_OF = {A1: A_BB, A2: A_BB, A3: A_BB, B1: B_BB, C1: C_BB}
@@ -178,16 +205,24 @@ def _samples() -> list[tuple[str, dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module", params=DB_PARAMS)
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[httpx.Client]:
+def api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
     """Three simulated nodes (k = 10, 5, 20) harvested by a catalogue served on loopback."""
     tmp = tmp_path_factory.mktemp("small")
     sims = {o: NodeSimulator(o, country=c, k=k) for o, (c, k) in NODES.items()}
     for origin, bb, col, *_ in SPEC:
         sim = sims[origin]
         if not any(c and c.get("id") == bb for c in sim.contents):
-            sim.publish("biobank", {"id": bb, "name": bb, "country": sim.country,
-                                    "contact": {"email": "bb@example.org"}})
+            sim.publish(
+                "biobank",
+                {
+                    "id": bb,
+                    "name": bb,
+                    "country": sim.country,
+                    "contact": {"email": "bb@example.org"},
+                },
+            )
         if not any(c and c.get("id") == col for c in sim.contents):
             sim.publish("collection", {"id": col, "biobank": bb, "name": col})
     for origin, record in _samples():
@@ -200,8 +235,7 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         ctx = build_context(settings)
         for sim in sims.values():
             enrol(ctx.engine, ctx.key, sim.url, sim.verifier_key, sim.descriptor())
-        assert all(o.ok for o in Harvester(engine=ctx.engine, settings=settings,
-                                           key=ctx.key).run())
+        assert all(o.ok for o in Harvester(engine=ctx.engine, settings=settings, key=ctx.key).run())
         ctx.engine.dispose()
         cat = stack.enter_context(live_server(create_app(settings)))
         yield stack.enter_context(httpx.Client(base_url=cat.url))
@@ -215,16 +249,25 @@ def _facet_codes(name: str, s: dict[str, Any], country: str) -> list[str]:
     if name == "use_conditions":
         return list(s.get("use_conditions", []))
     if name == "diagnosis_chapter":
-        return sorted({ch for d in s.get("diagnoses", []) if d["system"] == "ICD-10"
-                       and (ch := VOCAB.chapter_of(d["code"]))})
+        return sorted(
+            {
+                ch
+                for d in s.get("diagnoses", [])
+                if d["system"] == "ICD-10" and (ch := VOCAB.chapter_of(d["code"]))
+            }
+        )
     value = s.get(name)
     return [value] if value else []
 
 
 def truth(filters: dict[str, list[str]]) -> dict[Cell, int]:
     """The true counts of a search, counted here from the published samples."""
-    param = {"sample_type": "sample_type", "sex": "sex", "country": "country",
-             "collection": "collection"}
+    param = {
+        "sample_type": "sample_type",
+        "sex": "sex",
+        "country": "country",
+        "collection": "collection",
+    }
 
     def passes(s: dict[str, Any], country: str, skip: str | None) -> bool:
         for name, wanted in filters.items():
@@ -238,8 +281,11 @@ def truth(filters: dict[str, list[str]]) -> dict[Cell, int]:
         country = NODES[origin][0]
         if passes(s, country, None):
             out[TOTAL] += 1
-            for name, code in (("country", country), ("biobank", s["biobank"]),
-                               ("collection", s["collection"])):
+            for name, code in (
+                ("country", country),
+                ("biobank", s["biobank"]),
+                ("collection", s["collection"]),
+            ):
                 out[("counts", name, code)] += 1
         for name in FACETS:
             if passes(s, country, name):
@@ -255,8 +301,7 @@ def attack(api: httpx.Client, **filters: str) -> dict[Cell, Any]:
     cells = shown_cells(body)
     wanted = {k: [v] for k, v in filters.items()}
     selected = {k: set(v) for k, v in wanted.items() if k in FACETS}
-    groups = groups_for(cells, country_of=COUNTRY_OF, biobank_of=BIOBANK_OF,
-                        selected=selected)
+    groups = groups_for(cells, country_of=COUNTRY_OF, biobank_of=BIOBANK_OF, selected=selected)
     check_response(cells, truth(wanted), (k for _c, k in NODES.values()), groups)
     _check_cards(body, cells)
     return cells
@@ -286,13 +331,23 @@ def test_a_small_sample_type_and_a_small_collection(api: httpx.Client) -> None:
     assert cells[("counts", "biobank", A_BB)] == 78
 
 
-@pytest.mark.parametrize("filters", [
-    {"sex": "male"}, {"sample_type": "WholeBlood"}, {"collection": A3}, {"country": "DE"},
-    {"country": "CZ"}, {"sex": "female", "country": "DE"}, {"sample_type": "Serum"},
-    {"sample_type": "Plasma", "sex": "female"},
-], ids=lambda f: ",".join(f"{k}={v.rsplit(':', 1)[-1]}" for k, v in f.items()))
-def test_filters_narrowing_to_the_small_group_leak_nothing(api: httpx.Client,
-                                                           filters: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"sex": "male"},
+        {"sample_type": "WholeBlood"},
+        {"collection": A3},
+        {"country": "DE"},
+        {"country": "CZ"},
+        {"sex": "female", "country": "DE"},
+        {"sample_type": "Serum"},
+        {"sample_type": "Plasma", "sex": "female"},
+    ],
+    ids=lambda f: ",".join(f"{k}={v.rsplit(':', 1)[-1]}" for k, v in f.items()),
+)
+def test_filters_narrowing_to_the_small_group_leak_nothing(
+    api: httpx.Client, filters: dict[str, str]
+) -> None:
     cells = attack(api, **filters)
     if filters.get("sex") == "male" or "WholeBlood" in filters.values() or A3 in filters.values():
         assert cells[TOTAL] == "<10"
@@ -321,23 +376,52 @@ def cubes(draw: st.DrawFn) -> tuple[list[Combo], dict[int, int], Filters]:
             country = draw(st.sampled_from(["DE", "CZ", "FR"]))
             for c in range(draw(st.integers(1, 3))):
                 for _ in range(draw(st.integers(1, 4))):
-                    chapters = tuple(draw(st.lists(st.sampled_from(["II", "IV"]), unique=True,
-                                                   max_size=2)))
-                    rows.append(Combo(
-                        nid, f"b{nid}{b}", f"c{nid}{b}{c}", country,
-                        draw(st.sampled_from(["Plasma", "Serum", "WholeBlood"])),
-                        draw(st.sampled_from(["-60to-85", "LN", None])),
-                        draw(st.sampled_from(["female", "male", None])), None, None, None,
-                        None, draw(st.integers(1, 40)),
-                        tuple({"II": "C50.9", "IV": "E11.9"}[ch] for ch in chapters), (),
-                        chapters,
-                        tuple(draw(st.lists(st.sampled_from(["DUO:0000042", "DUO:0000006"]),
-                                            unique=True, max_size=2))),
-                        tuple(draw(st.lists(st.sampled_from(["Genomic", "Proteomic"]),
-                                            unique=True, max_size=2)))))
+                    chapters = tuple(
+                        draw(st.lists(st.sampled_from(["II", "IV"]), unique=True, max_size=2))
+                    )
+                    rows.append(
+                        Combo(
+                            nid,
+                            f"b{nid}{b}",
+                            f"c{nid}{b}{c}",
+                            country,
+                            draw(st.sampled_from(["Plasma", "Serum", "WholeBlood"])),
+                            draw(st.sampled_from(["-60to-85", "LN", None])),
+                            draw(st.sampled_from(["female", "male", None])),
+                            None,
+                            None,
+                            None,
+                            None,
+                            draw(st.integers(1, 40)),
+                            tuple({"II": "C50.9", "IV": "E11.9"}[ch] for ch in chapters),
+                            (),
+                            chapters,
+                            tuple(
+                                draw(
+                                    st.lists(
+                                        st.sampled_from(["DUO:0000042", "DUO:0000006"]),
+                                        unique=True,
+                                        max_size=2,
+                                    )
+                                )
+                            ),
+                            tuple(
+                                draw(
+                                    st.lists(
+                                        st.sampled_from(["Genomic", "Proteomic"]),
+                                        unique=True,
+                                        max_size=2,
+                                    )
+                                )
+                            ),
+                        )
+                    )
     lists = {}
-    for name, codes in (("sex", ["female", "male"]), ("sample_type", ["Plasma", "Serum"]),
-                        ("country", ["DE", "CZ"])):
+    for name, codes in (
+        ("sex", ["female", "male"]),
+        ("sample_type", ["Plasma", "Serum"]),
+        ("country", ["DE", "CZ"]),
+    ):
         if draw(st.booleans()):
             lists[name] = [draw(st.sampled_from(codes))]
     return rows, ks, Filters(lists=lists)
@@ -345,8 +429,7 @@ def cubes(draw: st.DrawFn) -> tuple[list[Combo], dict[int, int], Filters]:
 
 def _cube_truth(rows: list[Combo], f: Filters) -> dict[Cell, int]:
     def passes(r: Combo, skip: str | None) -> bool:
-        return all(getattr(r, name) in wanted for name, wanted in f.lists.items()
-                   if name != skip)
+        return all(getattr(r, name) in wanted for name, wanted in f.lists.items() if name != skip)
 
     out: Counter[Cell] = Counter()
     for r in rows:
@@ -366,17 +449,22 @@ def _cube_truth(rows: list[Combo], f: Filters) -> dict[Cell, int]:
 
 @settings(max_examples=150, deadline=None)
 @given(cubes())
-def test_the_attacker_never_recovers_a_hidden_count(cube: tuple[list[Combo], dict[int, int],
-                                                                  Filters]) -> None:
+def test_the_attacker_never_recovers_a_hidden_count(
+    cube: tuple[list[Combo], dict[int, int], Filters],
+) -> None:
     rows, ks, f = cube
     preds = predicates(f, VOCAB)
     shown = protected_counts(tally(rows, preds, set(ks)), rows, preds, f, VOCAB, ks)
-    body = {"total": shown.total,
-            "counts": {n: shown.listing("counts", n) for n in ("country", "biobank",
-                                                               "collection")},
-            "facets": {n: shown.listing("facets", n) for n in FACETS}}
+    body = {
+        "total": shown.total,
+        "counts": {n: shown.listing("counts", n) for n in ("country", "biobank", "collection")},
+        "facets": {n: shown.listing("facets", n) for n in FACETS},
+    }
     cells = shown_cells(body)
-    groups = groups_for(cells, country_of={r.biobank: r.country or "" for r in rows},
-                        biobank_of={r.collection: r.biobank for r in rows},
-                        selected={k: set(v) for k, v in f.lists.items()})
+    groups = groups_for(
+        cells,
+        country_of={r.biobank: r.country or "" for r in rows},
+        biobank_of={r.collection: r.biobank for r in rows},
+        selected={k: set(v) for k, v in f.lists.items()},
+    )
     check_response(cells, _cube_truth(rows, f), ks.values(), groups)

@@ -36,8 +36,7 @@ CHUNK = 100
 
 @pytest.fixture
 def chunked(db_url: str, tmp_path: Path) -> Iterator[Catalogue]:
-    ctx = build_context(make_settings(db_url, tmp_path / "home", page_size=50,
-                                      harvest_chunk=CHUNK))
+    ctx = build_context(make_settings(db_url, tmp_path / "home", page_size=50, harvest_chunk=CHUNK))
     try:
         yield Catalogue(ctx)
     finally:
@@ -48,18 +47,29 @@ def facts(cat: Catalogue, origin: str) -> dict[str, Any]:
     """What the database holds for one node: accepted size, staged size, stored, indexed."""
     with cat.engine.connect() as conn:
         row = conn.execute(select(nodes).where(nodes.c.origin == origin)).one()
-        staged = conn.execute(select(harvest_staging.c.size)
-                              .where(harvest_staging.c.node_id == row.id)).scalar()
-        stored = conn.execute(select(func.count()).select_from(leaves)
-                              .where(leaves.c.node_id == row.id)).scalar_one()
-        live = conn.execute(select(func.coalesce(func.sum(combos.c.n), 0))
-                            .where(combos.c.node_id == row.id)).scalar_one()
+        staged = conn.execute(
+            select(harvest_staging.c.size).where(harvest_staging.c.node_id == row.id)
+        ).scalar()
+        stored = conn.execute(
+            select(func.count()).select_from(leaves).where(leaves.c.node_id == row.id)
+        ).scalar_one()
+        live = conn.execute(
+            select(func.coalesce(func.sum(combos.c.n), 0)).where(combos.c.node_id == row.id)
+        ).scalar_one()
         mirrored = len(orjson.loads(node_entries(conn, origin, 0, 1000))["entries"])
-        halts = conn.execute(select(func.count()).select_from(alerts)
-                             .where(alerts.c.node_id == row.id)).scalar_one()
-    return {"tree_size": int(row.tree_size), "staged": staged, "stored": int(stored),
-            "live": int(live), "mirrored": mirrored, "state": row.state, "alerts": int(halts),
-            "error": row.last_error}
+        halts = conn.execute(
+            select(func.count()).select_from(alerts).where(alerts.c.node_id == row.id)
+        ).scalar_one()
+    return {
+        "tree_size": int(row.tree_size),
+        "staged": staged,
+        "stored": int(stored),
+        "live": int(live),
+        "mirrored": mirrored,
+        "state": row.state,
+        "alerts": int(halts),
+        "error": row.last_error,
+    }
 
 
 def combos_of(cat: Catalogue) -> list[tuple[str, int]]:
@@ -68,8 +78,12 @@ def combos_of(cat: Catalogue) -> list[tuple[str, int]]:
         out = sorted((r.ckey, int(r.n)) for r in conn.execute(select(combos)))
         ids = select(combos.c.id)
         for side in (combo_diagnoses, combo_uses, combo_datasets):
-            assert conn.execute(select(func.count()).select_from(side)
-                                .where(side.c.combo_id.not_in(ids))).scalar_one() == 0
+            assert (
+                conn.execute(
+                    select(func.count()).select_from(side).where(side.c.combo_id.not_in(ids))
+                ).scalar_one()
+                == 0
+            )
     return out
 
 
@@ -85,7 +99,8 @@ def fail_from(sim: NodeSimulator, start: int) -> None:
 
 
 def test_step_is_stored_in_chunks_and_invisible_until_verified(
-        chunked: Catalogue, serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    chunked: Catalogue, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sim = NodeSimulator()
     sim.populate(3 * CHUNK + 48)  # 350 entries: 3 stored chunks, then the final commit
     serve(sim)
@@ -111,8 +126,8 @@ def test_step_is_stored_in_chunks_and_invisible_until_verified(
 
 
 def test_interrupted_step_resumes_from_last_stored_chunk(
-        chunked: Catalogue, serve: Any, db_url: str, tmp_path: Path,
-        request: pytest.FixtureRequest) -> None:
+    chunked: Catalogue, serve: Any, db_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     sim = NodeSimulator()
     sim.populate(3 * CHUNK + 48)
     sim.withdraw("sample", sim.contents[7]["id"])  # type: ignore[index]
@@ -122,8 +137,15 @@ def test_interrupted_step_resumes_from_last_stored_chunk(
     out = chunked.harvest()[sim.origin]
     assert not out.ok and "HTTP 500" in (out.error or "")
     assert facts(chunked, sim.origin) | {"error": None} == {
-        "tree_size": 0, "staged": 200, "stored": 200, "live": 0, "mirrored": 0,
-        "state": "active", "alerts": 0, "error": None}
+        "tree_size": 0,
+        "staged": 200,
+        "stored": 200,
+        "live": 0,
+        "mirrored": 0,
+        "state": "active",
+        "alerts": 0,
+        "error": None,
+    }
     sim.entries_hook = None
     sim.served.clear()
     out = chunked.harvest()[sim.origin]
@@ -134,8 +156,9 @@ def test_interrupted_step_resumes_from_last_stored_chunk(
     kind = "postgres" if "postgresql" in db_url else "sqlite"
     (tmp_path / "clean").mkdir()
     with database(kind, tmp_path / "clean", request) as clean_url:
-        ctx = build_context(make_settings(clean_url, tmp_path / "home", page_size=50,
-                                          harvest_chunk=CHUNK))
+        ctx = build_context(
+            make_settings(clean_url, tmp_path / "home", page_size=50, harvest_chunk=CHUNK)
+        )
         try:
             clean = Catalogue(ctx)
             clean.enrol(sim, sim.url)
@@ -178,8 +201,7 @@ def test_staged_leaves_are_never_trusted_on_resume(chunked: Catalogue, serve: An
     assert bytes(leaf) == sim.leaves[120]
 
 
-def test_equivocation_found_on_resume_halts_on_the_next_run(chunked: Catalogue,
-                                                            serve: Any) -> None:
+def test_equivocation_found_on_resume_halts_on_the_next_run(chunked: Catalogue, serve: Any) -> None:
     sim = NodeSimulator()
     sim.populate(48)
     serve(sim)
@@ -203,19 +225,21 @@ def test_equivocation_found_on_resume_halts_on_the_next_run(chunked: Catalogue,
     assert alert.old_checkpoint == accepted and alert.new_checkpoint == sim.checkpoint()
 
 
-def test_rotation_among_staged_leaves_still_needs_the_co_signature(chunked: Catalogue,
-                                                                  serve: Any) -> None:
+def test_rotation_among_staged_leaves_still_needs_the_co_signature(
+    chunked: Catalogue, serve: Any
+) -> None:
     sim = NodeSimulator()
     sim.populate(48)
     serve(sim)
     chunked.enrol(sim, sim.url)
     chunked.harvest()
     new = other_signer(sim.origin)
-    sim.append_leaf(canonical(make_entry(log=sim.origin, index=50, op="rotate-key",
-                                         time=TIME, key=new.vkey)), None)
+    sim.append_leaf(
+        canonical(make_entry(log=sim.origin, index=50, op="rotate-key", time=TIME, key=new.vkey)),
+        None,
+    )
     sim.populate(300, start=48)
-    both = sign_checkpoint(Checkpoint(sim.origin, len(sim.leaves), sim.root()),
-                           [sim.signer, new])
+    both = sign_checkpoint(Checkpoint(sim.origin, len(sim.leaves), sim.root()), [sim.signer, new])
     sim.note = both
     fail_from(sim, 300)
     chunked.harvest()

@@ -21,11 +21,32 @@ pytestmark = pytest.mark.slow
 def test_bench_runs_at_a_tiny_size_and_writes_consistent_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     pg_url = os.environ.get("CATALOGUE_TEST_PG_URL")
-    cmd = [sys.executable, "-m", "bench", "--size", "2k", "--reps", "1", "--search-rounds", "2",
-           "--page-rounds", "1", "--json", str(out), "--workdir", str(tmp_path / "work")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--size",
+        "2k",
+        "--reps",
+        "1",
+        "--search-rounds",
+        "2",
+        "--page-rounds",
+        "1",
+        "--json",
+        str(out),
+        "--workdir",
+        str(tmp_path / "work"),
+    ]
     cmd += ["--pg-url", pg_url] if pg_url else ["--no-pg"]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "COLUMNS": "120"})
+    done = subprocess.run(
+        cmd,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "harvest / floor" in done.stdout
     results = json.loads(out.read_text())

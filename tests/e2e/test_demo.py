@@ -27,8 +27,15 @@ LINE = re.compile(r"^(node (?P<cc>[A-Z]{2})|catalogue): (?P<url>http://127\.0\.0
 
 def _demo_command(workdir: Path) -> list[str]:
     # the console script `make demo` runs, installed beside this interpreter
-    return [str(Path(sys.executable).parent / "biobank-demo"), "--samples", "300", "--seed", "7",
-            "--workdir", str(workdir)]
+    return [
+        str(Path(sys.executable).parent / "biobank-demo"),
+        "--samples",
+        "300",
+        "--seed",
+        "7",
+        "--workdir",
+        str(workdir),
+    ]
 
 
 def _pump(stream: IO[str], lines: queue.Queue[str]) -> None:
@@ -100,8 +107,13 @@ def test_demo_runs_five_harvested_nodes_and_stops_cleanly(tmp_path: Path) -> Non
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
     err_path = tmp_path / "demo.stderr"
     with err_path.open("w") as err_file:
-        proc = subprocess.Popen(_demo_command(tmp_path / "demo"), stdout=subprocess.PIPE,
-                                stderr=err_file, text=True, env=env)
+        proc = subprocess.Popen(
+            _demo_command(tmp_path / "demo"),
+            stdout=subprocess.PIPE,
+            stderr=err_file,
+            text=True,
+            env=env,
+        )
     try:
         urls = _read_urls(proc, timeout=240)
         assert set(urls) == {*COUNTRIES, "catalogue"}

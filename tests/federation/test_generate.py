@@ -39,8 +39,9 @@ class CollectingSink:
     def sample(self, row: tuple[object, ...]) -> None:
         self.samples.append(row)
 
-    def record(self, kind: str, id: str, biobank: str, content: dict[str, object],
-               location: str) -> None:
+    def record(
+        self, kind: str, id: str, biobank: str, content: dict[str, object], location: str
+    ) -> None:
         self.records.append((kind, id, content))
 
     def problem(self, problem: Problem, kind: str | None = None, key: str | None = None) -> None:
@@ -55,8 +56,14 @@ def _digest(path: Path) -> str:
 
 
 def _files(export: GeneratedExport) -> list[Path]:
-    return [export.samples_csv, export.samples_mapping, export.biobanks_csv,
-            export.biobanks_mapping, export.collections_csv, export.collections_mapping]
+    return [
+        export.samples_csv,
+        export.samples_mapping,
+        export.biobanks_csv,
+        export.biobanks_mapping,
+        export.collections_csv,
+        export.collections_mapping,
+    ]
 
 
 def _rows(export: GeneratedExport) -> list[dict[str, str]]:
@@ -88,8 +95,12 @@ def test_export_has_the_requested_rows_in_local_flavour(tmp_path: Path, country:
     assert max(per_donor.values()) >= 3, "donors should give several samples"
     ages = [int(r[cols["age"]]) for r in rows if r[cols["age"]]]
     assert min(ages) >= AGE_MIN and max(ages) <= AGE_MAX
-    years = {int(y) for r in rows for y in r[cols["date"]].replace("/", "-").replace(".", "-")
-             .split("-") if len(y) == 4}
+    years = {
+        int(y)
+        for r in rows
+        for y in r[cols["date"]].replace("/", "-").replace(".", "-").split("-")
+        if len(y) == 4
+    }
     assert min(years) >= YEAR_MIN and max(years) <= YEAR_MAX
     materials = Counter(r[cols["sample_type"]] for r in rows)
     assert len(materials) >= 4, "a realistic mix of sample types"
@@ -135,12 +146,13 @@ def test_node_reader_accepts_every_row_and_record(tmp_path: Path, country: str) 
     assert len(sink.samples) == 800
     staged_types = {row[4] for row in sink.samples}
     assert staged_types <= codes.codes("sample-type")
-    assert {row[2] for row in sink.samples} == {b.id for b in export.biobanks
-                                                if export.samples_per_biobank[b.id]}
+    assert {row[2] for row in sink.samples} == {
+        b.id for b in export.biobanks if export.samples_per_biobank[b.id]
+    }
     for csv_path, mapping_path, kind, expected in (
-            (export.biobanks_csv, export.biobanks_mapping, "biobank", len(export.biobanks)),
-            (export.collections_csv, export.collections_mapping, "collection",
-             len(export.collections))):
+        (export.biobanks_csv, export.biobanks_mapping, "biobank", len(export.biobanks)),
+        (export.collections_csv, export.collections_mapping, "collection", len(export.collections)),
+    ):
         sink = CollectingSink()
         tabular.read(csv_path, Mapping.load(mapping_path), sink, codes)
         assert sink.problems == [], f"{kind}: {[str(p) for p in sink.problems]}"
@@ -164,13 +176,22 @@ def test_node_importer_publishes_the_export(tmp_path: Path, country: str) -> Non
     from node.store import connect, log_size
 
     export = generate(country, 1000, 3, tmp_path / "export")
-    init_home(tmp_path / "home", NodeConfig(
-        origin=export.origin, name=export.node_name, country=export.country,
-        organisation=export.organisation, contact=export.contact_email))
+    init_home(
+        tmp_path / "home",
+        NodeConfig(
+            origin=export.origin,
+            name=export.node_name,
+            country=export.country,
+            organisation=export.organisation,
+            contact=export.contact_email,
+        ),
+    )
     home = Home.open(tmp_path / "home")
-    for csv_path, mapping_path in ((export.biobanks_csv, export.biobanks_mapping),
-                                   (export.collections_csv, export.collections_mapping),
-                                   (export.samples_csv, export.samples_mapping)):
+    for csv_path, mapping_path in (
+        (export.biobanks_csv, export.biobanks_mapping),
+        (export.collections_csv, export.collections_mapping),
+        (export.samples_csv, export.samples_mapping),
+    ):
         report = run_import(home, [csv_path], mapping=Mapping.load(mapping_path))
         assert report.problems == [], [str(p) for p in report.problems[:5]]
         assert report.applied

@@ -15,14 +15,37 @@ from node.policy import Policy
 Row = tuple[object, ...]
 
 
-def row(local_id: str, donor: str | None, *, sex: str | None = "female", age: int | None = 45,
-        year: int | None = 2016, diagnoses: Sequence[tuple[str, str]] = (("ICD-10", "C50.9"),),
-        biobank: str = "bb:A", collection: str | None = "col:1", storage: str | None = "LN",
-        use: Sequence[str] = ("DUO:0000042",), datasets: Sequence[str] = ("Genomic",)) -> Row:
+def row(
+    local_id: str,
+    donor: str | None,
+    *,
+    sex: str | None = "female",
+    age: int | None = 45,
+    year: int | None = 2016,
+    diagnoses: Sequence[tuple[str, str]] = (("ICD-10", "C50.9"),),
+    biobank: str = "bb:A",
+    collection: str | None = "col:1",
+    storage: str | None = "LN",
+    use: Sequence[str] = ("DUO:0000042",),
+    datasets: Sequence[str] = ("Genomic",),
+) -> Row:
     """One staging row in node.importing.staging.INPUT_COLUMNS order."""
     diag = json.dumps([{"system": s, "code": c} for s, c in diagnoses])
-    return (local_id, donor, biobank, collection, "Serum", storage, sex, age, year, diag,
-            json.dumps(list(use)), json.dumps(list(datasets)), f"test row {local_id}")
+    return (
+        local_id,
+        donor,
+        biobank,
+        collection,
+        "Serum",
+        storage,
+        sex,
+        age,
+        year,
+        diag,
+        json.dumps(list(use)),
+        json.dumps(list(datasets)),
+        f"test row {local_id}",
+    )
 
 
 def record_fields(row: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
@@ -53,9 +76,9 @@ def stage(rows: Iterable[Row]) -> tuple[sqlite3.Connection, str]:
     return conn, table
 
 
-def run(rows: Iterable[Row], policy: Policy) -> tuple[dict[str, dict[str, Any]],
-                                                       privacy.PrivacyReport,
-                                                       dict[str, str | None]]:
+def run(
+    rows: Iterable[Row], policy: Policy
+) -> tuple[dict[str, dict[str, Any]], privacy.PrivacyReport, dict[str, str | None]]:
     """Apply the policy; return published records by local id, the report, donors by id."""
     conn, table = stage(rows)
     report = privacy.apply(conn, table, policy)
@@ -64,21 +87,33 @@ def run(rows: Iterable[Row], policy: Policy) -> tuple[dict[str, dict[str, Any]],
     for r in conn.execute(f"SELECT * FROM {table}"):
         donors[r["local_id"]] = r["donor_id"]
         if not r["held_back"]:
-            published[r["local_id"]] = {"biobank": r["biobank"], "collection": r["collection"],
-                                        **record_fields(r, policy)}
+            published[r["local_id"]] = {
+                "biobank": r["biobank"],
+                "collection": r["collection"],
+                **record_fields(r, policy),
+            }
     conn.close()
     return published, report, donors
 
 
 def class_key(record: dict[str, Any]) -> str:
     """The quasi-identifier class of a published record, as the public sees it."""
-    return json.dumps([record.get("sex"), record["biobank"], record.get("collection"),
-                       record.get("age"), record.get("period"), record.get("diagnoses")],
-                      sort_keys=True)
+    return json.dumps(
+        [
+            record.get("sex"),
+            record["biobank"],
+            record.get("collection"),
+            record.get("age"),
+            record.get("period"),
+            record.get("diagnoses"),
+        ],
+        sort_keys=True,
+    )
 
 
-def donors_per_class(published: dict[str, dict[str, Any]],
-                     donors: dict[str, str | None]) -> dict[str, set[str]]:
+def donors_per_class(
+    published: dict[str, dict[str, Any]], donors: dict[str, str | None]
+) -> dict[str, set[str]]:
     out: dict[str, set[str]] = defaultdict(set)
     for local_id, record in published.items():
         donor = donors[local_id]

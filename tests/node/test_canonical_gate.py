@@ -39,8 +39,9 @@ def test_every_imported_leaf_and_content_is_canonical(tmp_path: Path) -> None:
     out = tmp_path / "export"
     generate("DE", 3000, 5, out)
     for kind in ("biobanks", "collections", "samples"):
-        report = run_import(home, [out / f"{kind}.csv"],
-                            mapping=Mapping.load(out / f"{kind}.mapping.toml"))
+        report = run_import(
+            home, [out / f"{kind}.csv"], mapping=Mapping.load(out / f"{kind}.mapping.toml")
+        )
         assert report.problems == [] and report.applied
     conn = sqlite3.connect(home.db_path)
     rows = conn.execute(
@@ -56,13 +57,21 @@ def test_every_imported_leaf_and_content_is_canonical(tmp_path: Path) -> None:
 
 
 _scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**53) + 1, 2**53 - 1), st.text())
-_value = st.recursive(_scalar, lambda inner: st.lists(inner, max_size=4)
-                      | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=12)
+_value = st.recursive(
+    _scalar,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 _FIELDS = ["a", "b", "c", "é", "😀", "\ue000"]
-_OPEN = {"type": "object", "properties": {k: {} for k in _FIELDS[:3]},
-         "additionalProperties": False}  # any values, ASCII keys: the memo is active
+_OPEN = {
+    "type": "object",
+    "properties": {k: {} for k in _FIELDS[:3]},
+    "additionalProperties": False,
+}  # any values, ASCII keys: the memo is active
 
 
 @settings(max_examples=300, deadline=None)
@@ -94,8 +103,10 @@ def _keys(value: Any) -> list[str]:
 def _differ(conn: sqlite3.Connection) -> Differ:
     schemas = SchemaSet.default()
     conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    conn.execute("CREATE TABLE leaves (idx INTEGER PRIMARY KEY, leaf BLOB, hash BLOB, "
-                 "kind TEXT, id TEXT, op TEXT, time TEXT)")
+    conn.execute(
+        "CREATE TABLE leaves (idx INTEGER PRIMARY KEY, leaf BLOB, hash BLOB, "
+        "kind TEXT, id TEXT, op TEXT, time TEXT)"
+    )
     writer = LogWriter(conn, "test.example/node", Signer("test.example/node", b"s" * 32))
     ids = {k: schemas.schema_id(k) for k in ("biobank", "collection", "sample")}
     return Differ(conn, writer, ids, schemas, Pseudonymiser(b"k" * 32))
@@ -104,9 +115,14 @@ def _differ(conn: sqlite3.Connection) -> Differ:
 def test_a_float_is_refused_with_a_problem_not_published() -> None:
     conn = sqlite3.connect(":memory:")
     differ = _differ(conn)
-    content = {"id": "smp_" + "a" * 26, "biobank": "bbmri-eric:ID:DE_X",
-               "collection": "bbmri-eric:ID:DE_X:collection:c", "sample_type": "Serum",
-               "age": {"min": 40.5, "max": 49}, "nonce": "0" * 32}
+    content = {
+        "id": "smp_" + "a" * 26,
+        "biobank": "bbmri-eric:ID:DE_X",
+        "collection": "bbmri-eric:ID:DE_X:collection:c",
+        "sample_type": "Serum",
+        "age": {"min": 40.5, "max": 49},
+        "nonce": "0" * 32,
+    }
     assert differ._encode("sample", content, "samples.csv row 7") is None
     assert differ.problems and all(isinstance(p, Problem) for p in differ.problems)
     assert "samples.csv row 7" in str(differ.problems[0])
@@ -120,8 +136,10 @@ def test_staged_integral_floats_come_back_as_integers() -> None:
     """The gate compares integer columns by value; INTEGER affinity makes that type-exact."""
     conn = sqlite3.connect(":memory:")
     table = staging.create(conn)
-    conn.execute(f"INSERT INTO {table} (local_id, biobank, row_location, age_min, age_max) "
-                 "VALUES ('s1', 'b', 'row 2', 40.0, 49.5)")
+    conn.execute(
+        f"INSERT INTO {table} (local_id, biobank, row_location, age_min, age_max) "
+        "VALUES ('s1', 'b', 'row 2', 40.0, 49.5)"
+    )
     age_min, age_max = conn.execute(f"SELECT age_min, age_max FROM {table}").fetchone()
     assert type(age_min) is int and age_min == 40
     assert type(age_max) is float  # a real float stays one, and never equals a seen int
@@ -130,15 +148,22 @@ def test_staged_integral_floats_come_back_as_integers() -> None:
 def test_entries_with_a_non_ascii_origin_are_canonical() -> None:
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    conn.execute("CREATE TABLE leaves (idx INTEGER PRIMARY KEY, leaf BLOB, hash BLOB, "
-                 "kind TEXT, id TEXT, op TEXT, time TEXT)")
+    conn.execute(
+        "CREATE TABLE leaves (idx INTEGER PRIMARY KEY, leaf BLOB, hash BLOB, "
+        "kind TEXT, id TEXT, op TEXT, time TEXT)"
+    )
     conn.execute("CREATE TABLE contents (idx INTEGER PRIMARY KEY, content TEXT)")
     origin = "charité.example/node"
     writer = LogWriter(conn, origin, Signer(origin, b"s" * 32))
     for i in range(3):
         data = canonical({"id": f"smp_{i}", "x": "é"})
-        writer.publish("sample", f"smp_{i}", "https://example.org/s", data,
-                       "sha256:" + hashlib.sha256(data).hexdigest())
+        writer.publish(
+            "sample",
+            f"smp_{i}",
+            "https://example.org/s",
+            data,
+            "sha256:" + hashlib.sha256(data).hexdigest(),
+        )
     writer.flush()
     for (leaf,) in conn.execute("SELECT leaf FROM leaves ORDER BY idx"):
         parsed = parse_canonical(bytes(leaf), what="leaf")

@@ -114,9 +114,7 @@ def test_preview_shows_what_would_go_out_and_writes_nothing(tmp_path: Path) -> N
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["privacy"]["published"] == 4 and report["privacy"]["held_back"] == {
-        "below_k": 1
-    }
+    assert report["privacy"]["published"] == 4 and report["privacy"]["held_back"] == {"below_k": 1}
     assert report["policy"]["k"] == 3 and report["problems"] == 0
     table = runner.invoke(
         app, ["preview", "--home", str(home), "--mapping", str(mapping), str(export)]

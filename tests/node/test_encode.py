@@ -39,13 +39,26 @@ SECRET_BYTES = b"k" * 32
 def _row(local: str, **over: Any) -> str:
     """A staged row as the importer hands it to the encoder (SQLite's json_array text)."""
     row: dict[str, Any] = {
-        "local_id": local, "donor_id": "D" + local, "biobank": "bbmri-eric:ID:DE_X",
-        "collection": "bbmri-eric:ID:DE_X:collection:c", "sample_type": "Serum",
-        "storage": "-18to-35", "sex": "female", "age_min": 40, "age_max": 49,
-        "period_from": 2015, "period_to": 2019,
-        "diagnoses": '[{"code":"C50","system":"ICD-10"}]', "use": '["DUO:0000042"]',
-        "datasets": "[]", "location": f"samples.csv row {local}", "old_id": None,
-        "old_digest": None, "old_nonce": None, "live": None}
+        "local_id": local,
+        "donor_id": "D" + local,
+        "biobank": "bbmri-eric:ID:DE_X",
+        "collection": "bbmri-eric:ID:DE_X:collection:c",
+        "sample_type": "Serum",
+        "storage": "-18to-35",
+        "sex": "female",
+        "age_min": 40,
+        "age_max": 49,
+        "period_from": 2015,
+        "period_to": 2019,
+        "diagnoses": '[{"code":"C50","system":"ICD-10"}]',
+        "use": '["DUO:0000042"]',
+        "datasets": "[]",
+        "location": f"samples.csv row {local}",
+        "old_id": None,
+        "old_digest": None,
+        "old_nonce": None,
+        "live": None,
+    }
     row.update(over)
     return orjson.dumps(list(row.values())).decode()
 
@@ -64,20 +77,42 @@ def _comparable(result: Any) -> Any:
 
 def test_the_helper_returns_what_the_inline_encoder_returns() -> None:
     inline = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default())
-    fixed = {"id": "smp_" + "a" * 26, "biobank": "bbmri-eric:ID:DE_X",
-             "collection": "bbmri-eric:ID:DE_X:collection:c", "sample_type": "Serum",
-             "nonce": "ab" * 16}
+    fixed = {
+        "id": "smp_" + "a" * 26,
+        "biobank": "bbmri-eric:ID:DE_X",
+        "collection": "bbmri-eric:ID:DE_X:collection:c",
+        "sample_type": "Serum",
+        "nonce": "ab" * 16,
+    }
     kept = canonical(fixed)
     rows: list[str] = [
-        _row("1"), _row("2", donor_id=None), _row("3", sex=None, storage=None),
+        _row("1"),
+        _row("2", donor_id=None),
+        _row("3", sex=None, storage=None),
         _row("4", age_min=40.5),  # not canonical: a problem, nothing published
         _row("5", sample_type="NoSuchType"),  # schema: a problem
-        _row("6", age_min=None, age_max=None, period_from=None,
-             period_to=None, diagnoses="[]", use="[]", storage=None, sex=None,
-             old_id=fixed["id"], old_digest="sha256:" + sha256(kept).hexdigest(),
-             old_nonce=fixed["nonce"], live=1),  # unchanged
-        _row("7", old_id="smp_" + "b" * 26, old_digest="sha256:" + "0" * 64,
-             old_nonce="cd" * 16, live=1),  # changed: a fresh nonce
+        _row(
+            "6",
+            age_min=None,
+            age_max=None,
+            period_from=None,
+            period_to=None,
+            diagnoses="[]",
+            use="[]",
+            storage=None,
+            sex=None,
+            old_id=fixed["id"],
+            old_digest="sha256:" + sha256(kept).hexdigest(),
+            old_nonce=fixed["nonce"],
+            live=1,
+        ),  # unchanged
+        _row(
+            "7",
+            old_id="smp_" + "b" * 26,
+            old_digest="sha256:" + "0" * 64,
+            old_nonce="cd" * 16,
+            live=1,
+        ),  # changed: a fresh nonce
         _row("8", biobank="bbmri-eric:ID:DE_Ä"),  # non-ASCII: the canonical() path
     ]
     expected = inline.encode(rows)
@@ -103,7 +138,8 @@ def _writer(origin: str = "node.example/biobank-node") -> tuple[sqlite3.Connecti
 
 @pytest.mark.parametrize("origin", ["node.example/biobank-node", "charité.example/node"])
 def test_leaves_built_in_the_helper_are_the_leaves_the_writer_builds(
-        origin: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    origin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     encoder = SampleEncoder(Pseudonymiser(SECRET_BYTES), SchemaSet.default())
     schema = SchemaSet.default().schema_id("sample")
     rows = [_row(str(i)) for i in range(6)]
@@ -171,8 +207,12 @@ def test_closing_ends_the_helper() -> None:
 def _import(home: Home, folder: Path, **kw: Any) -> ImportReport:
     report = ImportReport(files=[])
     for kind in ("biobanks", "collections", "samples"):
-        report = run_import(home, [folder / f"{kind}.csv"],
-                            mapping=Mapping.load(folder / f"{kind}.mapping.toml"), **kw)
+        report = run_import(
+            home,
+            [folder / f"{kind}.csv"],
+            mapping=Mapping.load(folder / f"{kind}.mapping.toml"),
+            **kw,
+        )
     return report
 
 
@@ -181,8 +221,9 @@ def _state(home: Home) -> dict[str, Any]:
     try:
         leaves = []
         for leaf, kind, id, op, content in conn.execute(
-                "SELECT l.leaf, l.kind, l.id, l.op, c.content FROM leaves l "
-                "LEFT JOIN contents c ON c.idx = l.idx ORDER BY l.idx"):
+            "SELECT l.leaf, l.kind, l.id, l.op, c.content FROM leaves l "
+            "LEFT JOIN contents c ON c.idx = l.idx ORDER BY l.idx"
+        ):
             entry = orjson.loads(leaf)
             for varying in ("digest", "time"):  # the digest covers the random nonce
                 entry.pop(varying, None)
@@ -192,19 +233,27 @@ def _state(home: Home) -> dict[str, Any]:
             leaves.append((entry, kind, id, op, body))
         records = conn.execute(
             "SELECT kind, id, biobank, local_id, donor_hash, live, last_index, "
-            "digest IS NULL, nonce IS NULL FROM records ORDER BY kind, id").fetchall()
+            "digest IS NULL, nonce IS NULL FROM records ORDER BY kind, id"
+        ).fetchall()
     finally:
         conn.close()
     return {"leaves": leaves, "records": records}
 
 
 def _report(report: ImportReport) -> tuple[Any, ...]:
-    return (report.published, report.unchanged, report.withdrawn, report.size_after,
-            [str(p) for p in report.problems], report.applied)
+    return (
+        report.published,
+        report.unchanged,
+        report.withdrawn,
+        report.size_after,
+        [str(p) for p in report.problems],
+        report.applied,
+    )
 
 
 def test_imports_through_the_helper_equal_inline_imports(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     export = tmp_path / "export"
     generate("DE", 1500, 11, export)
     inline, _ = make_home(tmp_path, name="inline")
@@ -289,28 +338,38 @@ def test_staged_sql_types_reach_the_encoder_unchanged(tmp_path: Path, first: boo
     conn = store.connect(home.db_path)
     store.create_schema(conn)
     if not first:  # a published sample makes the importer join with the record state
-        conn.execute("INSERT INTO records VALUES ('sample', 'smp_x', 'b', 'OLD', NULL, "
-                     "'sha256:00', 'n', 0, 1)")
+        conn.execute(
+            "INSERT INTO records VALUES ('sample', 'smp_x', 'b', 'OLD', NULL, "
+            "'sha256:00', 'n', 0, 1)"
+        )
     table = staging.create(conn)
     conn.executemany(
         f"INSERT INTO {table} (local_id, biobank, collection, sample_type, row_location, "
         "age_min, age_max, diagnoses, use_conditions, dataset_types) "
         "VALUES (?, 'bbmri-eric:ID:DE_X', 'bbmri-eric:ID:DE_X:collection:c', 'Serum', ?, "
         "?, ?, ?, '[]', '[]')",
-        [("S1", "row 2", 40.5, 49, '[{"code":"C50","system":"ICD-10"}]'),
-         ("S2", "row 3", 40, 49, '[{"code":"C50","system":"ICD-10"}]'),
-         ("S3", "row 4", 40.0, 49, "[]")])
+        [
+            ("S1", "row 2", 40.5, 49, '[{"code":"C50","system":"ICD-10"}]'),
+            ("S2", "row 3", 40, 49, '[{"code":"C50","system":"ICD-10"}]'),
+            ("S3", "row 4", 40.0, 49, "[]"),
+        ],
+    )
     conn.execute("BEGIN IMMEDIATE")
     schemas = SchemaSet.default()
     writer = LogWriter(conn, home.config.origin, home.signer)
-    differ = Differ(conn, writer, {"sample": schemas.schema_id("sample")}, schemas,
-                    Pseudonymiser(home.secret))
+    differ = Differ(
+        conn, writer, {"sample": schemas.schema_id("sample")}, schemas, Pseudonymiser(home.secret)
+    )
     differ.samples(table)
     writer.finish()
     conn.execute("COMMIT")
     assert [p.location for p in differ.problems] == ["row 2"]  # 40.5: a float, refused
-    published = [orjson.loads(c) for (c,) in conn.execute(
-        "SELECT content FROM contents WHERE content IS NOT NULL ORDER BY idx")]
+    published = [
+        orjson.loads(c)
+        for (c,) in conn.execute(
+            "SELECT content FROM contents WHERE content IS NOT NULL ORDER BY idx"
+        )
+    ]
     conn.close()
     assert [p["age"] for p in published] == [{"min": 40, "max": 49}] * 2
     assert published[0]["diagnoses"] == [{"code": "C50", "system": "ICD-10"}]
@@ -319,7 +378,8 @@ def test_staged_sql_types_reach_the_encoder_unchanged(tmp_path: Path, first: boo
 
 @pytest.mark.parametrize("in_helper", [0, 1, 10**6])
 def test_checked_batches_come_back_in_order_however_the_work_is_shared(
-        tmp_path: Path, in_helper: int) -> None:
+    tmp_path: Path, in_helper: int
+) -> None:
     from itertools import islice
 
     from node.importing.codes import Codes
@@ -368,11 +428,21 @@ def test_encoded_batches_come_back_in_order_however_the_work_is_shared(ahead: in
             contents = [orjson.loads(text) for _, text in results.contents]
             for c in contents:
                 c.pop("nonce")
-            return ("bulk", results.base, [row[0] for row in results.leaves], contents,
-                    [(u[1], u[3], u[4]) for u in results.upserts])
-        return [_comparable(r) if isinstance(r, tuple) and r[5] is None else
-                r if not isinstance(r, tuple) else _comparable((*r[:5], None, *r[6:]))
-                for r in results]
+            return (
+                "bulk",
+                results.base,
+                [row[0] for row in results.leaves],
+                contents,
+                [(u[1], u[3], u[4]) for u in results.upserts],
+            )
+        return [
+            _comparable(r)
+            if isinstance(r, tuple) and r[5] is None
+            else r
+            if not isinstance(r, tuple)
+            else _comparable((*r[:5], None, *r[6:]))
+            for r in results
+        ]
 
     expected = []
     for batch in batches:
@@ -393,8 +463,7 @@ def test_encoded_batches_come_back_in_order_however_the_work_is_shared(ahead: in
     assert (sum(encoded_here) > 0) == (ahead < 10**6)
 
 
-def test_a_bulk_batch_is_stored_as_the_writer_would_store_it_or_refused(
-        tmp_path: Path) -> None:
+def test_a_bulk_batch_is_stored_as_the_writer_would_store_it_or_refused(tmp_path: Path) -> None:
     """A batch whose rows all publish comes as a Bulk for the indexes its plan assumed;
     the writer takes it only at exactly those indexes, else the importer publishes it row
     by row, and either way the log is the one publishing row by row gives."""
@@ -415,8 +484,7 @@ def test_a_bulk_batch_is_stored_as_the_writer_would_store_it_or_refused(
     assert not writer.append_built("sample", "other", 1, bulk.leaves, bulk.contents)
     assert writer.size == 1  # refused: nothing appended
     assert writer.append_built("sample", schema, 1, bulk.leaves, bulk.contents)
-    for (_, id, _, _, _, digest, _, _), (_, text) in zip(bulk.upserts, bulk.contents,
-                                                          strict=True):
+    for (_, id, _, _, _, digest, _, _), (_, text) in zip(bulk.upserts, bulk.contents, strict=True):
         own.publish("sample", str(id), schema, str(text), str(digest))
     own.flush()
     writer.flush()
@@ -426,6 +494,7 @@ def test_a_bulk_batch_is_stored_as_the_writer_would_store_it_or_refused(
     assert own_conn.execute(query).fetchall() == conn.execute(query).fetchall()
     assert own.compact.root() == writer.compact.root()
     # a batch with a row that does not publish is not a Bulk
-    mixed = encoder.encode_batch([_row("8"), _row("9", age_min=40.5)],
-                                 LeafPlan(origin, schema, writer.time, 7))
+    mixed = encoder.encode_batch(
+        [_row("8"), _row("9", age_min=40.5)], LeafPlan(origin, schema, writer.time, 7)
+    )
     assert isinstance(mixed, list) and isinstance(mixed[1], list)

@@ -132,9 +132,18 @@ def test_blank_rows_are_skipped_and_later_rows_keep_their_row_numbers(tmp_path: 
     rows = sample_rows(4)
     bad = list(rows[3])
     bad[2] = "Erdnussbutter"  # no such material: a problem naming its row
-    export = write_csv(tmp_path / "samples.csv",
-                       [rows[0], [""] * len(rows[0]), rows[1], ["  "] * len(rows[0]),
-                        ["", " ", *rows[2][2:]], rows[2], bad])
+    export = write_csv(
+        tmp_path / "samples.csv",
+        [
+            rows[0],
+            [""] * len(rows[0]),
+            rows[1],
+            ["  "] * len(rows[0]),
+            ["", " ", *rows[2][2:]],
+            rows[2],
+            bad,
+        ],
+    )
     report = run_import(home, [export], mapping=mapping, skip_invalid=True)
     # the row with cells after two blank ones is a row (missing id), not a blank row
     assert [p.location for p in report.problems] == ["samples.csv row 6", "samples.csv row 8"]

@@ -23,8 +23,9 @@ cli = app  # the real biobank-node command line, where monitor is registered
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Liar, Path]]:
     work = tmp_path_factory.mktemp("monitor")
     with contextlib.ExitStack() as stack:
-        fed = stack.enter_context(build_federation(work, ("DK",), samples=400, seed=5,
-                                                   serve_catalogue=False))
+        fed = stack.enter_context(
+            build_federation(work, ("DK",), samples=400, seed=5, serve_catalogue=False)
+        )
         liar = Liar(fed.catalogue.app)
         server = stack.enter_context(live_server(liar))
         yield server.url, liar, fed.nodes[0].home
@@ -52,8 +53,10 @@ def test_monitor_confirms_an_exact_mirror(fed: tuple[str, Liar, Path, str]) -> N
 
 def test_monitor_names_the_first_differing_index(fed: tuple[str, Liar, Path, str]) -> None:
     url, liar, home, origin = fed
-    liar.lie(mirror_path(origin, "entries"),
-             edit_page(lambda s, es: es if s else [es[0], es[2], es[1], *es[3:]]))
+    liar.lie(
+        mirror_path(origin, "entries"),
+        edit_page(lambda s, es: es if s else [es[0], es[2], es[1], *es[3:]]),
+    )
     code, output = _monitor(url, home)
     assert code == 1
     assert "first differing entry at index 1" in output
@@ -72,8 +75,11 @@ def test_monitor_reports_an_altered_content(fed: tuple[str, Liar, Path, str]) ->
 
     def alter(start: int, es: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if start == 0:
-            es[7]["content"] = {**es[7]["content"], "name": "Not what the node said"} \
-                if "name" in es[7]["content"] else {**es[7]["content"], "nonce": "0" * 32}
+            es[7]["content"] = (
+                {**es[7]["content"], "name": "Not what the node said"}
+                if "name" in es[7]["content"]
+                else {**es[7]["content"], "nonce": "0" * 32}
+            )
         return es
 
     liar.lie(mirror_path(origin, "entries"), edit_page(alter))
@@ -83,7 +89,8 @@ def test_monitor_reports_an_altered_content(fed: tuple[str, Liar, Path, str]) ->
 
 
 def test_monitor_reports_a_checkpoint_the_node_never_signed(
-        fed: tuple[str, Liar, Path, str]) -> None:
+    fed: tuple[str, Liar, Path, str],
+) -> None:
     url, liar, home, origin = fed
     opened = Home.open(home)
     # a checkpoint with the node's key but a wrong root, as a buggy or lying catalogue might
@@ -98,4 +105,3 @@ def test_monitor_reports_a_checkpoint_the_node_never_signed(
     liar.lie(mirror_path(origin, "checkpoint"), constant(forged))
     code, output = _monitor(url, home)
     assert code == 1 and "is not signed by this node's key" in output
-

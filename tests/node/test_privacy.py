@@ -46,11 +46,13 @@ def test_small_class_is_generalised_up_the_ladder() -> None:
 
 
 def test_diagnosis_goes_to_category_then_chapter() -> None:
-    rows = ([row(f"a{d}", f"a{d}", diagnoses=[("ICD-10", "C50.1")]) for d in range(5)]
-            + [row(f"b{d}", f"b{d}", diagnoses=[("ICD-10", "C50.9")]) for d in range(5)]
-            + [row(f"c{d}", f"c{d}", diagnoses=[("ICD-10", "D05.1")]) for d in range(6)]
-            + [row(f"e{d}", f"e{d}", diagnoses=[("ICD-10", "D06.0")]) for d in range(4)]
-            + [row(f"f{d}", f"f{d}", diagnoses=[("ICD-10", "J45.0")]) for d in range(4)])
+    rows = (
+        [row(f"a{d}", f"a{d}", diagnoses=[("ICD-10", "C50.1")]) for d in range(5)]
+        + [row(f"b{d}", f"b{d}", diagnoses=[("ICD-10", "C50.9")]) for d in range(5)]
+        + [row(f"c{d}", f"c{d}", diagnoses=[("ICD-10", "D05.1")]) for d in range(6)]
+        + [row(f"e{d}", f"e{d}", diagnoses=[("ICD-10", "D06.0")]) for d in range(4)]
+        + [row(f"f{d}", f"f{d}", diagnoses=[("ICD-10", "J45.0")]) for d in range(4)]
+    )
     published, report, _ = run(rows, Policy(k=10))
     assert published["a0"]["diagnoses"] == [{"system": "ICD-10", "code": "C50"}]
     assert published["b0"]["diagnoses"] == [{"system": "ICD-10", "code": "C50"}]
@@ -66,15 +68,20 @@ def test_diagnosis_goes_to_category_then_chapter() -> None:
 def test_chapter_codes_pass_the_sample_schema() -> None:
     """Records the importer would refuse must never come out of the ladder."""
     schemas = SchemaSet.default()
-    rows = ([row(f"c{d}", f"c{d}", diagnoses=[("ICD-10", "D05.1")]) for d in range(6)]
-            + [row(f"e{d}", f"e{d}", diagnoses=[("ICD-10", "D06.0")]) for d in range(4)])
+    rows = [row(f"c{d}", f"c{d}", diagnoses=[("ICD-10", "D05.1")]) for d in range(6)] + [
+        row(f"e{d}", f"e{d}", diagnoses=[("ICD-10", "D06.0")]) for d in range(4)
+    ]
     published, _, _ = run(rows, Policy(k=10, diagnosis_precision="chapter"))
     assert len(published) == 10
     for local, fields in published.items():
-        record = {"id": "smp_" + "a" * 26, "biobank": "bbmri-eric:ID:X",
-                  "collection": "bbmri-eric:ID:X:collection:Y", "sample_type": "Serum",
-                  "nonce": "0" * 32, **{k: v for k, v in fields.items()
-                                        if k not in ("biobank", "collection")}}
+        record = {
+            "id": "smp_" + "a" * 26,
+            "biobank": "bbmri-eric:ID:X",
+            "collection": "bbmri-eric:ID:X:collection:Y",
+            "sample_type": "Serum",
+            "nonce": "0" * 32,
+            **{k: v for k, v in fields.items() if k not in ("biobank", "collection")},
+        }
         assert schemas.problems("sample", record, local) == []
         assert fields["diagnoses"] == [{"system": "ICD-10", "code": "C00-D48"}]
 
@@ -90,25 +97,50 @@ def test_icd10_chapters() -> None:
 
 
 def test_several_diagnoses_form_one_sorted_set() -> None:
-    one = run([row(f"s{d}", f"d{d}", diagnoses=[("ICD-10", "E11.9"), ("ICD-10", "C50.9")])
-               for d in range(10)], Policy(k=10))[0]
-    other = run([row(f"s{d}", f"d{d}", diagnoses=[("ICD-10", "C50.9"), ("ICD-10", "E11.9"),
-                                                  ("ICD-10", "C50.9")])
-                 for d in range(10)], Policy(k=10))[0]
+    one = run(
+        [
+            row(f"s{d}", f"d{d}", diagnoses=[("ICD-10", "E11.9"), ("ICD-10", "C50.9")])
+            for d in range(10)
+        ],
+        Policy(k=10),
+    )[0]
+    other = run(
+        [
+            row(
+                f"s{d}",
+                f"d{d}",
+                diagnoses=[("ICD-10", "C50.9"), ("ICD-10", "E11.9"), ("ICD-10", "C50.9")],
+            )
+            for d in range(10)
+        ],
+        Policy(k=10),
+    )[0]
     assert one == other
-    assert one["s0"]["diagnoses"] == [{"system": "ICD-10", "code": "C50.9"},
-                                      {"system": "ICD-10", "code": "E11.9"}]
+    assert one["s0"]["diagnoses"] == [
+        {"system": "ICD-10", "code": "C50.9"},
+        {"system": "ICD-10", "code": "E11.9"},
+    ]
 
 
 def test_rare_disease_donor_is_never_singled_out() -> None:
     """One ORPHA donor and one rare ICD-10 donor among 60 common ones."""
     rnd = random.Random(7)
-    rows = [row(f"s{d}", f"d{d}", sex=rnd.choice(["female", "male"]), age=rnd.randint(30, 70),
-                year=rnd.randint(2010, 2020), diagnoses=[("ICD-10", "C50.9")])
-            for d in range(60)]
-    rows += [row("rare1", "orpha-donor", age=44, diagnoses=[("ORPHA", "ORPHA:558")]),
-             row("rare1b", "orpha-donor", age=44, diagnoses=[("ORPHA", "ORPHA:558")]),
-             row("rare2", "icd-donor", sex="male", age=61, diagnoses=[("ICD-10", "E75.22")])]
+    rows = [
+        row(
+            f"s{d}",
+            f"d{d}",
+            sex=rnd.choice(["female", "male"]),
+            age=rnd.randint(30, 70),
+            year=rnd.randint(2010, 2020),
+            diagnoses=[("ICD-10", "C50.9")],
+        )
+        for d in range(60)
+    ]
+    rows += [
+        row("rare1", "orpha-donor", age=44, diagnoses=[("ORPHA", "ORPHA:558")]),
+        row("rare1b", "orpha-donor", age=44, diagnoses=[("ORPHA", "ORPHA:558")]),
+        row("rare2", "icd-donor", sex="male", age=61, diagnoses=[("ICD-10", "E75.22")]),
+    ]
     published, report, donors = run(rows, Policy(k=5))
     for members in donors_per_class(published, donors).values():
         assert len(members) >= 5
@@ -121,8 +153,9 @@ def test_rare_disease_donor_is_never_singled_out() -> None:
 
 
 def test_orpha_codes_are_published_when_k_donors_share_them() -> None:
-    published, _, _ = run([row(f"s{d}", f"d{d}", diagnoses=[("ORPHA", "ORPHA:558")])
-                           for d in range(10)], Policy(k=10))
+    published, _, _ = run(
+        [row(f"s{d}", f"d{d}", diagnoses=[("ORPHA", "ORPHA:558")]) for d in range(10)], Policy(k=10)
+    )
     assert published["s0"]["diagnoses"] == [{"system": "ORPHA", "code": "ORPHA:558"}]
 
 
@@ -147,10 +180,18 @@ def test_null_donor_counts_as_one_donor_per_sample() -> None:
 
 def test_same_input_twice_and_shuffled_gives_the_same_output() -> None:
     rnd = random.Random(3)
-    rows = [row(f"s{d}-{i}", f"d{d}", sex=rnd.choice(["female", "male"]),
-                age=rnd.randint(0, 90), year=rnd.randint(1995, 2023),
-                diagnoses=[("ICD-10", rnd.choice(["C50.9", "C50.1", "E11.9", "I10"]))])
-            for d in range(150) for i in range(rnd.randint(1, 3))]
+    rows = [
+        row(
+            f"s{d}-{i}",
+            f"d{d}",
+            sex=rnd.choice(["female", "male"]),
+            age=rnd.randint(0, 90),
+            year=rnd.randint(1995, 2023),
+            diagnoses=[("ICD-10", rnd.choice(["C50.9", "C50.1", "E11.9", "I10"]))],
+        )
+        for d in range(150)
+        for i in range(rnd.randint(1, 3))
+    ]
     first = run(rows, Policy(k=5))
     again = run(rows, Policy(k=5))
     shuffled = rows[:]
@@ -168,8 +209,10 @@ def test_rerun_after_withdrawal_holds_back_a_class_that_shrank_below_k() -> None
     report = privacy.apply(conn, table, policy)
     assert report.published == 0 and report.held_back == {"below_k": 8}
     # diagnoses were restored from diagnoses_in, not generalised twice
-    assert conn.execute(f"SELECT DISTINCT diagnoses_in FROM {table}").fetchall()[0][0].count(
-        "C50.9") == 1
+    assert (
+        conn.execute(f"SELECT DISTINCT diagnoses_in FROM {table}").fetchall()[0][0].count("C50.9")
+        == 1
+    )
 
 
 def test_report_renders_counts_per_reason() -> None:

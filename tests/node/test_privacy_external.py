@@ -30,18 +30,28 @@ def staged(path: Path) -> sqlite3.Connection:
     return conn
 
 
-@pytest.mark.parametrize("policy", [Policy(), Policy(k=3, age_band=20, period_width=10),
-                                    Policy(k=5, age_band=5, period_width=1,
-                                           diagnosis_precision="category")])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        Policy(),
+        Policy(k=3, age_band=20, period_width=10),
+        Policy(k=5, age_band=5, period_width=1, diagnosis_precision="category"),
+    ],
+)
 def test_no_published_class_of_the_100_patient_bundle_has_fewer_than_k_donors(
-        external: Path, policy: Policy) -> None:
+    external: Path, policy: Policy
+) -> None:
     conn = staged(external / CASES / "miabis_100_patients" / "miabis_100_patients.json")
     assert conn.execute("SELECT COUNT(DISTINCT donor_id) FROM staging").fetchone()[0] == 100
     report = privacy.apply(conn, "staging", policy)
     assert report.rows == 206 and report.published > 0
-    sizes = [n for (n,) in conn.execute(
-        "SELECT COUNT(DISTINCT donor_id) FROM staging WHERE held_back = 0 "
-        "GROUP BY sex, biobank, collection, age_min, age_max, period_from, diagnoses")]
+    sizes = [
+        n
+        for (n,) in conn.execute(
+            "SELECT COUNT(DISTINCT donor_id) FROM staging WHERE held_back = 0 "
+            "GROUP BY sex, biobank, collection, age_min, age_max, period_from, diagnoses"
+        )
+    ]
     assert sizes and min(sizes) >= policy.k
     assert report.smallest_class == min(sizes)
     for row in conn.execute("SELECT * FROM staging WHERE held_back = 0"):

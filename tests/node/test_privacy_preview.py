@@ -23,8 +23,9 @@ def app() -> typer.Typer:
 
 def test_preview_json_reports_policy_and_counts(external: Path, tmp_path: Path) -> None:
     write_default(tmp_path / "policy.toml")
-    result = CliRunner().invoke(app(), ["preview", str(external / BUNDLE), "--home",
-                                        str(tmp_path), "--json"])
+    result = CliRunner().invoke(
+        app(), ["preview", str(external / BUNDLE), "--home", str(tmp_path), "--json"]
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert out["policy"]["k"] == 10
@@ -34,7 +35,6 @@ def test_preview_json_reports_policy_and_counts(external: Path, tmp_path: Path) 
 
 def test_preview_refuses_a_bad_policy_naming_the_key(external: Path, tmp_path: Path) -> None:
     (tmp_path / "policy.toml").write_text("k = 0\n")
-    result = CliRunner().invoke(app(), ["preview", str(external / BUNDLE), "--home",
-                                        str(tmp_path)])
+    result = CliRunner().invoke(app(), ["preview", str(external / BUNDLE), "--home", str(tmp_path)])
     assert result.exit_code == 2
     assert "k = 0: must be from 2 to 1000" in result.output

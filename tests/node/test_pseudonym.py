@@ -26,8 +26,10 @@ def _reference_id(secret: bytes, local_id: str) -> str:
 def test_sample_ids_and_donor_hashes_equal_the_reference(secret: bytes, local_id: str) -> None:
     pseudonyms = Pseudonymiser(secret)
     assert pseudonyms.sample_id(local_id) == _reference_id(secret, local_id)
-    assert pseudonyms.donor_hash(local_id) == hmac.digest(
-        secret, ("donor:" + local_id).encode("utf-8"), hashlib.sha256).hex()
+    assert (
+        pseudonyms.donor_hash(local_id)
+        == hmac.digest(secret, ("donor:" + local_id).encode("utf-8"), hashlib.sha256).hex()
+    )
     assert pseudonyms.donor_hash(None) is None
 
 

@@ -30,8 +30,9 @@ def _rows(folder: Path) -> tuple[Mapping, list[str], list[tuple[str, list[str] |
     return mapping, list(header), list(rows)
 
 
-def _both(mapping: Mapping, header: list[str], rows: list, batch: int = 50
-          ) -> tuple[list, list, int]:
+def _both(
+    mapping: Mapping, header: list[str], rows: list, batch: int = 50
+) -> tuple[list, list, int]:
     """(full check, lookup path, rows the lookups staged), batch by batch as an import."""
     full = SampleRows(mapping, Codes.default(), header, fast=False)
     fast = SampleRows(mapping, Codes.default(), header)
@@ -76,16 +77,27 @@ _BAD: dict[str, list[str]] = {
     "sex": ["", "FEMALE", "x", " weiblich "],
     "age": ["", "131", "130", "0", "-1", "4.5", "abc", "1000", " 42 ", "٤٢", "00042"],
     "birth": ["", "1950", "1950-13-01", "31.12.1999", "2030-01-01", "1800-01-01", "x"],
-    "date": ["", "2019", "2019-02-30", "29.02.2020", "1799-12-31", "2999-01-01",
-             "2018-05", "2018-05-06T10:00", "05.11.18", " 2018-05-06 "],
+    "date": [
+        "",
+        "2019",
+        "2019-02-30",
+        "29.02.2020",
+        "1799-12-31",
+        "2999-01-01",
+        "2018-05",
+        "2018-05-06T10:00",
+        "05.11.18",
+        " 2018-05-06 ",
+    ],
     "diagnoses": ["", "C50.9", "C50.9|C50.9", "ORPHA:98896", "ORPHA:0", "XYZ", "c50.9|"],
     "use_conditions": ["", "DUO:0000042", "DUO:9999999", "DUO:0000042|DUO:0000042"],
     "dataset_types": ["", "Klinisch|Klinisch", "Unbekannt"],
 }
 
 
-def _broken(rows: list, header: list[str], mapping: Mapping, seed: int,
-            birth: bool = False) -> list:
+def _broken(
+    rows: list, header: list[str], mapping: Mapping, seed: int, birth: bool = False
+) -> list:
     rng = random.Random(seed)
     by_column = {column: fld for fld, column in mapping.columns.items()}
     out = []
@@ -98,16 +110,18 @@ def _broken(rows: list, header: list[str], mapping: Mapping, seed: int,
         out.append((loc, cells, problems))
     # a row twice (learned then looked up), a short row, and an unreadable one
     short = Problem(out[4][0], "", 2, "row has too few fields")
-    out += [out[3], (out[4][0], out[4][1][:-2], [short]),
-            ("x row 9", None, [Problem("x row 9", "", "", "unreadable")])]
+    out += [
+        out[3],
+        (out[4][0], out[4][1][:-2], [short]),
+        ("x row 9", None, [Problem("x row 9", "", "", "unreadable")]),
+    ]
     rng.shuffle(out)
     return out
 
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("country", ["DE", "CN"])
-def test_broken_rows_get_the_full_checks_problems(tmp_path: Path, country: str,
-                                                   seed: int) -> None:
+def test_broken_rows_get_the_full_checks_problems(tmp_path: Path, country: str, seed: int) -> None:
     generate(country, 1200, seed, tmp_path)
     mapping, header, rows = _rows(tmp_path)
     rows = _broken(rows, header, mapping, seed)
@@ -115,8 +129,11 @@ def test_broken_rows_get_the_full_checks_problems(tmp_path: Path, country: str,
     assert got == expected
     assert staged > 100
     problems = [p for _, issues, _ in got for p in issues or ()]
-    assert {p.field for p in problems} >= {mapping.columns["sample_type"],
-                                          mapping.columns["age"], mapping.columns["date"]}
+    assert {p.field for p in problems} >= {
+        mapping.columns["sample_type"],
+        mapping.columns["age"],
+        mapping.columns["date"],
+    }
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -133,7 +150,7 @@ def test_ages_from_birth_dates_and_unmapped_fields(tmp_path: Path, seed: int) ->
     mapping = Mapping(**{**mapping.__dict__, "columns": columns})
     at = header.index(age_column)
     births = ["1950-06-15", "1950", "15.06.1950", "2010-02-28", "1900-01-01", "", " 1971-12-31 "]
-    rows = [(loc, [*c[:at], rng.choice(births), *c[at + 1:]], p) for loc, c, p in rows]
+    rows = [(loc, [*c[:at], rng.choice(births), *c[at + 1 :]], p) for loc, c, p in rows]
     rows = _broken(rows, header, mapping, seed, birth=True)
     expected, got, staged = _both(mapping, header, rows, batch=29)
     assert got == expected
@@ -146,11 +163,17 @@ def test_files_with_tables_on_ids_or_dates_take_the_full_check(tmp_path: Path) -
     generate("IT", 50, 1, tmp_path)
     mapping, header, _ = _rows(tmp_path)
     assert tabular.SeenCells.plan(mapping, header, 2026) is not None
-    for fld, how in (("date", {"values": {"date": {"x": "2019"}}}),
-                     ("local_id", {"fixed": {"local_id": "S1"}}),
-                     ("age", {"values": {"age": {"old": "90"}}})):
+    for fld, how in (
+        ("date", {"values": {"date": {"x": "2019"}}}),
+        ("local_id", {"fixed": {"local_id": "S1"}}),
+        ("age", {"values": {"age": {"old": "90"}}}),
+    ):
         changed = Mapping(**{**mapping.__dict__, **how})
         assert tabular.SeenCells.plan(changed, header, 2026) is None, fld
-    no_ids = Mapping(**{**mapping.__dict__, "columns": {
-        k: v for k, v in mapping.columns.items() if k != "local_id"}})
+    no_ids = Mapping(
+        **{
+            **mapping.__dict__,
+            "columns": {k: v for k, v in mapping.columns.items() if k != "local_id"},
+        }
+    )
     assert tabular.SeenCells.plan(no_ids, header, 2026) is None

@@ -1,6 +1,6 @@
 """Throughput of the protocol hot paths on realistic records (not a test: run by hand).
 
-    python -m tests.protocol.bench_protocol [n]   # prints calls/s for each hot path
+python -m tests.protocol.bench_protocol [n]   # prints calls/s for each hot path
 """
 
 from __future__ import annotations
@@ -41,10 +41,18 @@ def main() -> None:
         schemas.problems("sample" if "nonce" in c else "biobank", c, "warm-up")
     _rate("canonical(record)", n, lambda: [canonical(c) for c in contents])
     _rate("parse_canonical(leaf)", n, lambda: [parse_canonical(b) for b in leaves])
-    _rate("parse_leaf(leaf)", n, lambda: [
-        parse_leaf(b, expected_log=node.origin, expected_index=i) for i, b in enumerate(leaves)])
-    _rate("schemas.problems(sample)", n - 1, lambda: [
-        schemas.problems("sample", c, "x") for c in contents[1:]])
+    _rate(
+        "parse_leaf(leaf)",
+        n,
+        lambda: [
+            parse_leaf(b, expected_log=node.origin, expected_index=i) for i, b in enumerate(leaves)
+        ],
+    )
+    _rate(
+        "schemas.problems(sample)",
+        n - 1,
+        lambda: [schemas.problems("sample", c, "x") for c in contents[1:]],
+    )
 
     def harvest() -> None:
         step = StepVerifier(None, note, [node_verifier(node)], schemas, origin=node.origin)
@@ -57,6 +65,7 @@ def main() -> None:
 
 def node_verifier(node: NodeLog) -> Any:
     from protocol.note import Verifier
+
     return Verifier.from_key(node.vkey)
 
 

@@ -28,10 +28,16 @@ class StepResult:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def verify_step(state: TrustedState | None, checkpoint_note: str,
-                verifiers: Sequence[Verifier],
-                leaves_with_content: Iterable[tuple[bytes, Any]], schemas: SchemaSet, *,
-                origin: str | None = None, keys: KeyHistory | None = None) -> StepResult:
+def verify_step(
+    state: TrustedState | None,
+    checkpoint_note: str,
+    verifiers: Sequence[Verifier],
+    leaves_with_content: Iterable[tuple[bytes, Any]],
+    schemas: SchemaSet,
+    *,
+    origin: str | None = None,
+    keys: KeyHistory | None = None,
+) -> StepResult:
     """Verify a whole step at once (see StepVerifier); entries are kept in the result."""
     step = StepVerifier(state, checkpoint_note, verifiers, schemas, origin=origin, keys=keys)
     entries = [step.feed(leaf, content) for leaf, content in leaves_with_content]

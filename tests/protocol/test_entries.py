@@ -19,8 +19,16 @@ VKEY = generate_key(LOG)[1]
 
 
 def _publish(index: int = 0, **over: Any) -> dict[str, Any]:
-    entry = make_entry(log=LOG, index=index, op="publish", kind="sample", id="smp_x",
-                       schema=SCHEMA, digest=digest({"id": "smp_x"}), time=TIME)
+    entry = make_entry(
+        log=LOG,
+        index=index,
+        op="publish",
+        kind="sample",
+        id="smp_x",
+        schema=SCHEMA,
+        digest=digest({"id": "smp_x"}),
+        time=TIME,
+    )
     entry.update(over)
     return entry
 
@@ -41,10 +49,23 @@ def test_withdraw_and_rotate_key_shapes() -> None:
 def test_catalogue_entries_parse_with_catalogue_ops() -> None:
     from protocol.entries import CATALOGUE_OPS
 
-    e = make_catalogue_entry(log="cat.example", index=0, op="enrol", time=TIME, node=LOG,
-                             url="https://node.example", key=VKEY, country="DE", from_size=0)
-    assert parse_leaf(canonical(e), expected_log="cat.example", expected_index=0,
-                      allowed_ops=CATALOGUE_OPS) == e
+    e = make_catalogue_entry(
+        log="cat.example",
+        index=0,
+        op="enrol",
+        time=TIME,
+        node=LOG,
+        url="https://node.example",
+        key=VKEY,
+        country="DE",
+        from_size=0,
+    )
+    assert (
+        parse_leaf(
+            canonical(e), expected_log="cat.example", expected_index=0, allowed_ops=CATALOGUE_OPS
+        )
+        == e
+    )
     with pytest.raises(MalformedEntry, match="leaf 0: field 'op'='enrol'"):
         parse_leaf(canonical(e), expected_log="cat.example", expected_index=0)
 
@@ -53,24 +74,34 @@ def test_make_entry_refuses_wrong_fields() -> None:
     with pytest.raises(ValueError, match="missing digest, schema"):
         make_entry(log=LOG, index=0, op="publish", kind="sample", id="x", time=TIME)
     with pytest.raises(ValueError, match="unexpected digest"):
-        make_entry(log=LOG, index=0, op="withdraw", kind="sample", id="x", time=TIME,
-                   digest="sha256:" + "0" * 64)
+        make_entry(
+            log=LOG,
+            index=0,
+            op="withdraw",
+            kind="sample",
+            id="x",
+            time=TIME,
+            digest="sha256:" + "0" * 64,
+        )
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"kind": "donor"}, "leaf 0: field 'kind'='donor': must be one of"),
-    ({"id": ""}, "field 'id'='': must be a non-empty string"),
-    ({"digest": "sha256:ABC"}, "field 'digest'"),
-    ({"digest": "md5:" + "0" * 64}, "field 'digest'"),
-    ({"time": "2026-11-22T23:07:36+01:00"}, "field 'time'"),
-    ({"time": "2026-11-22 23:07:36Z"}, "field 'time'"),
-    ({"index": -1}, "field 'index'=-1"),
-    ({"index": True}, "field 'index'=True"),
-    ({"op": "delete"}, "field 'op'='delete'"),
-    ({"log": 7}, "field 'log'=7"),
-    ({"extra": 1}, "publish entry has wrong fields: unexpected extra"),
-    ({"key": VKEY}, "unexpected key"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": "donor"}, "leaf 0: field 'kind'='donor': must be one of"),
+        ({"id": ""}, "field 'id'='': must be a non-empty string"),
+        ({"digest": "sha256:ABC"}, "field 'digest'"),
+        ({"digest": "md5:" + "0" * 64}, "field 'digest'"),
+        ({"time": "2026-11-22T23:07:36+01:00"}, "field 'time'"),
+        ({"time": "2026-11-22 23:07:36Z"}, "field 'time'"),
+        ({"index": -1}, "field 'index'=-1"),
+        ({"index": True}, "field 'index'=True"),
+        ({"op": "delete"}, "field 'op'='delete'"),
+        ({"log": 7}, "field 'log'=7"),
+        ({"extra": 1}, "publish entry has wrong fields: unexpected extra"),
+        ({"key": VKEY}, "unexpected key"),
+    ],
+)
 def test_parse_leaf_rejects_bad_shapes(change: dict[str, Any], message: str) -> None:
     entry = _publish(0)
     entry.update(change)
@@ -81,14 +112,14 @@ def test_parse_leaf_rejects_bad_shapes(change: dict[str, Any], message: str) -> 
 def test_parse_leaf_rejects_missing_field() -> None:
     entry = _publish(0)
     del entry["schema"]
-    with pytest.raises(MalformedEntry, match="leaf 0: publish entry has wrong fields: missing "
-                       "schema"):
+    with pytest.raises(
+        MalformedEntry, match="leaf 0: publish entry has wrong fields: missing schema"
+    ):
         parse_leaf(canonical(entry), expected_log=LOG, expected_index=0)
 
 
 def test_parse_leaf_rejects_bad_rotate_key() -> None:
-    leaf = canonical({"log": LOG, "index": 3, "op": "rotate-key", "key": "not+a+key",
-                      "time": TIME})
+    leaf = canonical({"log": LOG, "index": 3, "op": "rotate-key", "key": "not+a+key", "time": TIME})
     with pytest.raises(MalformedEntry, match="leaf 3: field 'key'.*not a verifier key"):
         parse_leaf(leaf, expected_log=LOG, expected_index=3)
 

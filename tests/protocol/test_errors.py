@@ -14,9 +14,18 @@ from protocol.errors import (
     VerificationError,
 )
 
-VERIFICATION = ["SignatureError", "ProofError", "DigestMismatch", "NonCanonicalError",
-                "RootMismatch", "RollbackError", "EquivocationError", "IndexOrderError",
-                "MalformedEntry", "OriginMismatch"]
+VERIFICATION = [
+    "SignatureError",
+    "ProofError",
+    "DigestMismatch",
+    "NonCanonicalError",
+    "RootMismatch",
+    "RollbackError",
+    "EquivocationError",
+    "IndexOrderError",
+    "MalformedEntry",
+    "OriginMismatch",
+]
 INPUT = ["ValidationFailed", "ConfigError", "PolicyError"]
 
 
@@ -45,12 +54,17 @@ def test_problem_str_truncates_big_values() -> None:
 
 
 def test_validation_failed_lists_problems_in_diagnostics() -> None:
-    problems = [Problem("row 1", "/sex", "x", "unknown code 'x' for sex"),
-                Problem("row 2", "/age", -1, "must be >= 0")]
+    problems = [
+        Problem("row 1", "/sex", "x", "unknown code 'x' for sex"),
+        Problem("row 2", "/age", -1, "must be >= 0"),
+    ]
     err = ValidationFailed("2 rows failed", problems)
     assert err.problems == problems
     assert err.diagnostics().splitlines() == [
-        "ValidationFailed: 2 rows failed", f"  {problems[0]}", f"  {problems[1]}"]
+        "ValidationFailed: 2 rows failed",
+        f"  {problems[0]}",
+        f"  {problems[1]}",
+    ]
 
 
 def test_equivocation_keeps_both_checkpoints() -> None:

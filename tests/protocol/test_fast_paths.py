@@ -50,8 +50,12 @@ def reference_accepts(data: bytes) -> bool:
     """The design's rule with the reference encoder: data is rfc8785.dumps of what it parses to,
     which holds no floats, only integers within ±(2^53−1) and only NFC strings."""
     try:
-        value = json.loads(data.decode("utf-8"), parse_float=_reject, parse_constant=_reject,
-                           object_pairs_hook=_no_duplicates)
+        value = json.loads(
+            data.decode("utf-8"),
+            parse_float=_reject,
+            parse_constant=_reject,
+            object_pairs_hook=_no_duplicates,
+        )
     except ValueError:
         return False
     if not _valid_value(value):
@@ -74,19 +78,45 @@ def fast_accepts(data: bytes) -> bool:
 # leaf-shaped and awkward: non-ASCII, escapes, controls, U+2028, astral, integers near 2^53
 AWKWARD_VALUES: list[Any] = [
     {"log": "n.example/biobank-node", "index": 0, "op": "publish", "time": "2026-11-22T23:07:36Z"},
-    {"a": "é", "b": 1}, {"a": "e\u0301"}, {"é": 1}, {"e\u0301": 1}, {"a": "\u2028\u2029"},
-    {"a": "\x00\x01\x08\x1f\x7f"}, {"a": '"\\/'}, {"a": "😀"}, {"😀": 1, "\ue000": 2},
-    {"a": "\ufb01"}, {"a": "\u0344"}, {"a": "\x08\u0307"}, {"a": "\u0301"},
-    {"n": MAX_SAFE_INTEGER}, {"n": -MAX_SAFE_INTEGER}, {"n": MAX_SAFE_INTEGER + 1},
-    {"n": -(2**53)}, {"n": 2**63}, {"n": 2**64}, {"n": True}, {"n": None}, {"n": [1]},
-    {"n": {"m": 1}}, {"b": 1, "a": 2}, {}, [], "x", 1,
+    {"a": "é", "b": 1},
+    {"a": "e\u0301"},
+    {"é": 1},
+    {"e\u0301": 1},
+    {"a": "\u2028\u2029"},
+    {"a": "\x00\x01\x08\x1f\x7f"},
+    {"a": '"\\/'},
+    {"a": "😀"},
+    {"😀": 1, "\ue000": 2},
+    {"a": "\ufb01"},
+    {"a": "\u0344"},
+    {"a": "\x08\u0307"},
+    {"a": "\u0301"},
+    {"n": MAX_SAFE_INTEGER},
+    {"n": -MAX_SAFE_INTEGER},
+    {"n": MAX_SAFE_INTEGER + 1},
+    {"n": -(2**53)},
+    {"n": 2**63},
+    {"n": 2**64},
+    {"n": True},
+    {"n": None},
+    {"n": [1]},
+    {"n": {"m": 1}},
+    {"b": 1, "a": 2},
+    {},
+    [],
+    "x",
+    1,
 ]
 
 
 def _variants(value: Any) -> list[bytes]:
     """The canonical bytes (when there are any) and other encodings of the same value."""
-    out = [json.dumps(value, ensure_ascii=a, sort_keys=s, separators=sep).encode()
-           for a in (True, False) for s in (True, False) for sep in ((",", ":"), None)]
+    out = [
+        json.dumps(value, ensure_ascii=a, sort_keys=s, separators=sep).encode()
+        for a in (True, False)
+        for s in (True, False)
+        for sep in ((",", ":"), None)
+    ]
     with contextlib.suppress(rfc8785.CanonicalizationError):
         out.append(rfc8785.dumps(value))
     if isinstance(value, dict) and value:
@@ -103,19 +133,36 @@ def test_parse_canonical_verdict_equals_reference_on_awkward_corpus(value: Any) 
         assert fast_accepts(data) == reference_accepts(data), data
 
 
-@pytest.mark.parametrize("data", [
-    b'{"a":1.0}', b'{"a":1e2}', b'{"a":-0}', b'{"a":9007199254740992}', b'{"a":"\\u00e9"}',
-    b'{"a":"e\xcc\x81"}', b'{"\xee\x80\x80":1,"\xf0\x9f\x98\x80":2}', b'{"a":"\\ud800"}',
-    b'{"a":"\xed\xa0\x80"}', b'{"a":1,"a":1}', b'{"a":true}', b'{"a":"\\u001F"}',
-    b'{"a":18446744073709551616}', b'{"a":"x"} ', b'{"a":"\\b\xcc\x87"}',
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":1.0}',
+        b'{"a":1e2}',
+        b'{"a":-0}',
+        b'{"a":9007199254740992}',
+        b'{"a":"\\u00e9"}',
+        b'{"a":"e\xcc\x81"}',
+        b'{"\xee\x80\x80":1,"\xf0\x9f\x98\x80":2}',
+        b'{"a":"\\ud800"}',
+        b'{"a":"\xed\xa0\x80"}',
+        b'{"a":1,"a":1}',
+        b'{"a":true}',
+        b'{"a":"\\u001F"}',
+        b'{"a":18446744073709551616}',
+        b'{"a":"x"} ',
+        b'{"a":"\\b\xcc\x87"}',
+    ],
+)
 def test_parse_canonical_verdict_equals_reference_on_edge_bytes(data: bytes) -> None:
     assert fast_accepts(data) == reference_accepts(data)
 
 
-_text = st.text(st.sampled_from(
-    "aZ09 ~\"\\/\x00\x01\x08\x1f\x7féü\u0301\u0307\u0344\u2028\u2029\ufb01\ue000\uffff中"
-    "😀𝄞"), max_size=6)
+_text = st.text(
+    st.sampled_from(
+        'aZ09 ~"\\/\x00\x01\x08\x1f\x7féü\u0301\u0307\u0344\u2028\u2029\ufb01\ue000\uffff中😀𝄞'
+    ),
+    max_size=6,
+)
 _flat = st.dictionaries(_text, _text | st.integers(-(2**64), 2**64) | st.booleans(), max_size=5)
 
 
@@ -135,21 +182,43 @@ def test_property_parse_canonical_on_arbitrary_bytes(data: bytes) -> None:
 # ---- the schema memo -----------------------------------------------------------------------
 
 BASE = "https://w3id.org/biobank-federation/schemas/v1"
-GOOD = {"id": "smp_" + "a" * 26, "biobank": "bbmri-eric:ID:DE_X",
-        "collection": "bbmri-eric:ID:DE_X:collection:1", "sample_type": "WholeBlood",
-        "storage_temperature": "-60to-85", "sex": "female", "age": {"min": 40, "max": 49},
-        "diagnoses": [{"system": "ICD-10", "code": "C50.9"}],
-        "use_conditions": ["DUO:0000042"], "dataset_types": ["Genomic"], "nonce": "0" * 32}
+GOOD = {
+    "id": "smp_" + "a" * 26,
+    "biobank": "bbmri-eric:ID:DE_X",
+    "collection": "bbmri-eric:ID:DE_X:collection:1",
+    "sample_type": "WholeBlood",
+    "storage_temperature": "-60to-85",
+    "sex": "female",
+    "age": {"min": 40, "max": 49},
+    "diagnoses": [{"system": "ICD-10", "code": "C50.9"}],
+    "use_conditions": ["DUO:0000042"],
+    "dataset_types": ["Genomic"],
+    "nonce": "0" * 32,
+}
 
 # every kind of schema failure, on a free field and on the rest
 BAD_CHANGES: list[dict[str, Any]] = [
-    {"id": "smp_" + "A" * 26}, {"id": "smp_" + "a" * 26 + "\n"}, {"id": 5}, {"id": None},
-    {"nonce": "0" * 31}, {"nonce": "g" * 32}, {"nonce": ["0" * 32]}, {"nonce": "0" * 32 + "\n"},
-    {"sex": "Female"}, {"age": {"min": 40}}, {"age": {"min": 40, "max": 49, "x": 1}},
-    {"age": {"min": 40.5, "max": 49}}, {"age": {"min": -1, "max": 49}}, {"extra": 1},
-    {"diagnoses": [{"system": "ICD-10", "code": "c50"}]}, {"diagnoses": [{"system": "ICD-10"}]},
-    {"use_conditions": ["DUO:0000042", "DUO:0000042"]}, {"sample_type": None},
-    {"biobank": ""}, {"biobank": "x" * 300}, {"age": {"min": True, "max": 49}},
+    {"id": "smp_" + "A" * 26},
+    {"id": "smp_" + "a" * 26 + "\n"},
+    {"id": 5},
+    {"id": None},
+    {"nonce": "0" * 31},
+    {"nonce": "g" * 32},
+    {"nonce": ["0" * 32]},
+    {"nonce": "0" * 32 + "\n"},
+    {"sex": "Female"},
+    {"age": {"min": 40}},
+    {"age": {"min": 40, "max": 49, "x": 1}},
+    {"age": {"min": 40.5, "max": 49}},
+    {"age": {"min": -1, "max": 49}},
+    {"extra": 1},
+    {"diagnoses": [{"system": "ICD-10", "code": "c50"}]},
+    {"diagnoses": [{"system": "ICD-10"}]},
+    {"use_conditions": ["DUO:0000042", "DUO:0000042"]},
+    {"sample_type": None},
+    {"biobank": ""},
+    {"biobank": "x" * 300},
+    {"age": {"min": True, "max": 49}},
 ]
 
 
@@ -169,7 +238,8 @@ def test_shipped_sample_schema_has_id_and_nonce_as_free_fields() -> None:
 def test_memo_never_hides_a_failure(change: dict[str, Any]) -> None:
     schemas = _SHARED
     reference = jsonschema.Draft202012Validator(
-        schemas.schema("sample"), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+        schemas.schema("sample"), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
     for i in range(3):  # the good shape is remembered first, with several ids
         good = {**GOOD, "id": "smp_" + "ab"[i % 2] * 26, "nonce": f"{i:032x}"}
         assert schemas.problems("sample", good, "x") == []
@@ -184,8 +254,11 @@ def test_memo_is_not_fooled_by_non_json_types() -> None:
     schemas = _SHARED
     assert schemas.is_valid("sample", GOOD)
     fake_id = uuid.UUID(int=5)
-    for odd in ({**GOOD, "use_conditions": ("DUO:0000042",)},
-                {**GOOD, "biobank": fake_id}, {**GOOD, "age": {"min": 40, "max": 49.0}}):
+    for odd in (
+        {**GOOD, "use_conditions": ("DUO:0000042",)},
+        {**GOOD, "biobank": fake_id},
+        {**GOOD, "age": {"min": 40, "max": 49.0}},
+    ):
         expected = _fresh_verdict(schemas, odd)
         assert schemas.is_valid("sample", odd) == expected
         assert (schemas.problems("sample", odd, "x") == []) == expected
@@ -211,8 +284,7 @@ _ages = st.sampled_from([{"min": 40, "max": 49}, {"min": 40}, {"min": 40, "max":
 
 
 @settings(max_examples=300, deadline=None, database=None)
-@given(st.lists(st.tuples(_ids, _nonces, _sexes, _ages, st.booleans()), min_size=1,
-                max_size=12))
+@given(st.lists(st.tuples(_ids, _nonces, _sexes, _ages, st.booleans()), min_size=1, max_size=12))
 def test_property_memo_verdicts_equal_a_fresh_validator(rows: list[Any]) -> None:
     schemas = _SHARED
     for rid, nonce, sex, age, drop_nonce in rows:
@@ -239,11 +311,13 @@ def test_memo_is_active_only_for_closed_independent_top_levels() -> None:
     schemas = SchemaSet.default()
     schema = schemas.schema("sample")
     assert schemas.field_memo("sample").active
-    for other in ({**schema, "allOf": [{"required": ["sex"]}]},
-                  {**schema, "additionalProperties": True},
-                  {**schema, "additionalProperties": {"type": "string"}},
-                  {**schema, "dependentRequired": {"age": ["sex"]}},
-                  {**schema, "properties": {**schema["properties"], "é": {"type": "string"}}}):
+    for other in (
+        {**schema, "allOf": [{"required": ["sex"]}]},
+        {**schema, "additionalProperties": True},
+        {**schema, "additionalProperties": {"type": "string"}},
+        {**schema, "dependentRequired": {"age": ["sex"]}},
+        {**schema, "properties": {**schema["properties"], "é": {"type": "string"}}},
+    ):
         memo = FieldMemo(other, schemas._compile_fragment)
         assert not memo.active and not memo.accepts(GOOD)
 
@@ -251,10 +325,12 @@ def test_memo_is_active_only_for_closed_independent_top_levels() -> None:
 # values a validator may accept that have no canonical form, or whose canonical bytes are not
 # orjson's sorted bytes: the memo must leave every one of them to the full path
 UNCLEAN_CHANGES: list[dict[str, Any]] = [
-    {"age": {"min": 40.0, "max": 49}}, {"age": {"min": 40, "max": 49.0}},
+    {"age": {"min": 40.0, "max": 49}},
+    {"age": {"min": 40, "max": 49.0}},
     {"period": {"from": 2010.0, "to": 2015}},
     {"collection": "bbmri-eric:ID:DE_X:collection:e\u0301"},  # not NFC
-    {"biobank": "bbmri-eric:ID:DE_\u212b"}, {"id": "smp_" + "a" * 25 + "\u0301"},
+    {"biobank": "bbmri-eric:ID:DE_\u212b"},
+    {"id": "smp_" + "a" * 25 + "\u0301"},
     {"diagnoses": [{"system": "ICD-10", "code": "C50.9", "😀": 1, "\ue000": 2}]},
     {"age": {"min": 2**53, "max": 2**53 + 1}},
 ]
@@ -272,8 +348,7 @@ def test_memo_never_accepts_an_unclean_record(change: dict[str, Any]) -> None:
 
 
 @settings(max_examples=200, deadline=None, database=None)
-@given(st.lists(st.tuples(_ids, _nonces, _sexes, _ages, st.booleans()), min_size=1,
-                max_size=12))
+@given(st.lists(st.tuples(_ids, _nonces, _sexes, _ages, st.booleans()), min_size=1, max_size=12))
 def test_property_accepted_records_are_clean_and_valid(rows: list[Any]) -> None:
     """What the memo accepts has canonical bytes == orjson's sorted bytes (the auditor's
     digest fast path) and the fresh validator's approval."""
@@ -300,15 +375,26 @@ def _reference_bytes(record: dict[str, Any]) -> bytes | None:
 
 def _columns(record: dict[str, Any]) -> tuple[bytes, ...]:
     """Each field but the free ones from one column: here its orjson bytes."""
-    return tuple(orjson.dumps(record.get(k), option=orjson.OPT_SORT_KEYS)
-                 for k in ("biobank", "collection", "sample_type", "storage_temperature",
-                           "sex", "age", "period", "diagnoses", "use_conditions",
-                           "dataset_types", "extra"))
+    return tuple(
+        orjson.dumps(record.get(k), option=orjson.OPT_SORT_KEYS)
+        for k in (
+            "biobank",
+            "collection",
+            "sample_type",
+            "storage_temperature",
+            "sex",
+            "age",
+            "period",
+            "diagnoses",
+            "use_conditions",
+            "dataset_types",
+            "extra",
+        )
+    )
 
 
 @settings(max_examples=200, deadline=None, database=None)
-@given(st.lists(st.tuples(_ids, _nonces, _sexes, _ages, st.booleans()), min_size=1,
-                max_size=12))
+@given(st.lists(st.tuples(_ids, _nonces, _sexes, _ages, st.booleans()), min_size=1, max_size=12))
 def test_property_canonical_bytes_and_column_gate_equal_the_reference(rows: list[Any]) -> None:
     """FieldMemo.canonical_bytes and a ColumnGate in front of it give canonical() exactly
     for the records the fresh validator approves, and None for the others."""
@@ -323,8 +409,9 @@ def test_property_canonical_bytes_and_column_gate_equal_the_reference(rows: list
         assert gate.canonical_bytes(record, _columns(record)) == expected
 
 
-@pytest.mark.parametrize("change", BAD_CHANGES + UNCLEAN_CHANGES,
-                         ids=range(len(BAD_CHANGES) + len(UNCLEAN_CHANGES)))
+@pytest.mark.parametrize(
+    "change", BAD_CHANGES + UNCLEAN_CHANGES, ids=range(len(BAD_CHANGES) + len(UNCLEAN_CHANGES))
+)
 def test_column_gate_never_hides_a_failure(change: dict[str, Any]) -> None:
     gate = SchemaSet.default().field_memo("sample").column_gate(11)
     for i in range(3):  # the good columns are learnt first, with several ids
@@ -341,8 +428,12 @@ def test_column_gate_with_vouched_free_fields_gives_the_same_bytes() -> None:
     """free_valid: the caller made id and nonce; known columns then skip their patterns."""
     gate = SchemaSet.default().field_memo("sample").column_gate(11)
     for i in range(6):
-        record = {**GOOD, "id": "smp_" + "abcdef"[i] * 26, "nonce": f"{i:032x}",
-                  "sex": ("female", "male")[i % 2]}
+        record = {
+            **GOOD,
+            "id": "smp_" + "abcdef"[i] * 26,
+            "nonce": f"{i:032x}",
+            "sex": ("female", "male")[i % 2],
+        }
         assert gate.canonical_bytes(record, _columns(record), True) == canonical(record)
     bad = _changed({"sex": "Female"})  # an unknown column still goes to the memo
     assert gate.canonical_bytes(bad, _columns(bad), True) is None
@@ -359,9 +450,16 @@ def test_column_gate_starts_over_at_its_limit(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_canonical_unchanged_for_leaf_shaped_entries() -> None:
-    entry = {"log": "n.example/biobank-node", "index": MAX_SAFE_INTEGER, "op": "publish",
-             "time": "2026-11-22T23:07:36Z", "kind": "sample", "id": "smp_x",
-             "schema": f"{BASE}/sample.schema.json", "digest": "sha256:" + "0" * 64}
+    entry = {
+        "log": "n.example/biobank-node",
+        "index": MAX_SAFE_INTEGER,
+        "op": "publish",
+        "time": "2026-11-22T23:07:36Z",
+        "kind": "sample",
+        "id": "smp_x",
+        "schema": f"{BASE}/sample.schema.json",
+        "digest": "sha256:" + "0" * 64,
+    }
     data = canonical(entry)
     assert data == rfc8785.dumps(entry)
     assert parse_canonical(data) == entry

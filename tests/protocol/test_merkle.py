@@ -52,8 +52,13 @@ def test_vector_files_are_present(external: Path) -> None:
 @pytest.mark.parametrize("name", _vector_files("inclusion"))
 def test_inclusion_vector(external: Path, name: str) -> None:
     v = _load(external, "inclusion", name)
-    args = (_b64(v["leafHash"]), v["leafIdx"], v["treeSize"],
-            [_b64(p) for p in v["proof"] or []], _b64(v["root"]))
+    args = (
+        _b64(v["leafHash"]),
+        v["leafIdx"],
+        v["treeSize"],
+        [_b64(p) for p in v["proof"] or []],
+        _b64(v["root"]),
+    )
     if v["wantErr"]:
         with pytest.raises(ProofError):
             verify_inclusion(*args)
@@ -64,8 +69,13 @@ def test_inclusion_vector(external: Path, name: str) -> None:
 @pytest.mark.parametrize("name", _vector_files("consistency"))
 def test_consistency_vector(external: Path, name: str) -> None:
     v = _load(external, "consistency", name)
-    args = (v["size1"], v["size2"], [_b64(p) for p in v["proof"] or []],
-            _b64(v["root1"]), _b64(v["root2"]))
+    args = (
+        v["size1"],
+        v["size2"],
+        [_b64(p) for p in v["proof"] or []],
+        _b64(v["root1"]),
+        _b64(v["root2"]),
+    )
     if v["wantErr"]:
         with pytest.raises(ProofError):
             verify_consistency(*args)
@@ -137,8 +147,13 @@ def test_own_consistency_proofs_verify_and_fail_when_altered() -> None:
             verify_consistency(size1, size2, proof, roots[size1], roots[size2])
             if size1 < size2:
                 with pytest.raises(ProofError):
-                    verify_consistency(size1, size2, proof, roots[size1 - 1] if size1 > 1
-                                       else bytes(32), roots[size2])
+                    verify_consistency(
+                        size1,
+                        size2,
+                        proof,
+                        roots[size1 - 1] if size1 > 1 else bytes(32),
+                        roots[size2],
+                    )
                 with pytest.raises(ProofError):
                     verify_consistency(size1, size2, proof[:-1], roots[size1], roots[size2])
 

@@ -21,10 +21,14 @@ from protocol.note import (
 # golang.org/x/mod/sumdb/note example (note_test.go / example_test.go)
 GO_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
 GO_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
-GO_TEXT = ("If you think cryptography is the answer to your problem,\n"
-           "then you don't know what your problem is.\n")
-GO_NOTE = (GO_TEXT + "\n\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1"
-           "FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n")
+GO_TEXT = (
+    "If you think cryptography is the answer to your problem,\n"
+    "then you don't know what your problem is.\n"
+)
+GO_NOTE = (
+    GO_TEXT + "\n\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1"
+    "FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+)
 
 
 def test_go_known_answer_verifies() -> None:
@@ -46,7 +50,7 @@ def test_go_signer_reproduces_the_known_signature() -> None:
 @pytest.mark.parametrize("position", [0, 10, len(GO_TEXT) - 2])
 def test_changed_text_byte_fails(position: int) -> None:
     swap = "X" if GO_NOTE[position] != "X" else "Y"
-    changed = GO_NOTE[:position] + swap + GO_NOTE[position + 1:]
+    changed = GO_NOTE[:position] + swap + GO_NOTE[position + 1 :]
     with pytest.raises(SignatureError, match="invalid signature by known key PeterNeumann"):
         open_note(changed, [Verifier.from_key(GO_VKEY)])
 
@@ -83,28 +87,34 @@ def test_known_key_signing_twice_is_malformed() -> None:
         open_note(twice, [Verifier.from_key(GO_VKEY)])
 
 
-@pytest.mark.parametrize("note", [
-    GO_TEXT,                                   # no signatures at all
-    GO_NOTE[:-1],                              # no final newline
-    GO_TEXT + "\n- PeterNeumann AAAA\n",       # hyphen instead of em dash
-    GO_TEXT + "\n\u2014 PeterNeumann !!!!\n",  # not base64
-    GO_TEXT + "\n\u2014 PeterNeumann AAAA\n",  # too short to hold an id and a signature
-    GO_TEXT + "\n\u2014  AAAAAAAA\n",          # empty name
-    GO_NOTE.replace("you don't", "you\x01don't"),
-])
+@pytest.mark.parametrize(
+    "note",
+    [
+        GO_TEXT,  # no signatures at all
+        GO_NOTE[:-1],  # no final newline
+        GO_TEXT + "\n- PeterNeumann AAAA\n",  # hyphen instead of em dash
+        GO_TEXT + "\n\u2014 PeterNeumann !!!!\n",  # not base64
+        GO_TEXT + "\n\u2014 PeterNeumann AAAA\n",  # too short to hold an id and a signature
+        GO_TEXT + "\n\u2014  AAAAAAAA\n",  # empty name
+        GO_NOTE.replace("you don't", "you\x01don't"),
+    ],
+)
 def test_malformed_notes_raise(note: str) -> None:
     with pytest.raises(SignatureError, match="malformed note|invalid signature"):
         open_note(note, [Verifier.from_key(GO_VKEY)])
 
 
-@pytest.mark.parametrize("vkey", [
-    "PeterNeumann+c74f20a3",
-    "PeterNeumann+c74f20a4+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",  # wrong id
-    "PeterNeumann+c74f20a3+ApRc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",  # wrong algorithm
-    "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10",    # short key
-    "Peter Neumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
-    "PeterNeumann+zzzzzzzz+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
-])
+@pytest.mark.parametrize(
+    "vkey",
+    [
+        "PeterNeumann+c74f20a3",
+        "PeterNeumann+c74f20a4+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",  # wrong id
+        "PeterNeumann+c74f20a3+ApRc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",  # wrong algorithm
+        "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10",  # short key
+        "Peter Neumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        "PeterNeumann+zzzzzzzz+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+    ],
+)
 def test_bad_verifier_keys_raise_config_error(vkey: str) -> None:
     with pytest.raises(ConfigError):
         Verifier.from_key(vkey)
@@ -130,8 +140,9 @@ def test_generated_keys_round_trip() -> None:
 def test_checkpoint_round_trip_and_verify() -> None:
     skey, vkey = generate_key("example.org/node")
     cp = Checkpoint("example.org/node", 42, bytes(range(32)))
-    assert cp.to_text() == ("example.org/node\n42\n"
-                            + base64.b64encode(bytes(range(32))).decode() + "\n")
+    assert cp.to_text() == (
+        "example.org/node\n42\n" + base64.b64encode(bytes(range(32))).decode() + "\n"
+    )
     note = sign_checkpoint(cp, [Signer.from_key(skey)])
     assert verify_checkpoint(note, [Verifier.from_key(vkey)], "example.org/node") == cp
     with pytest.raises(OriginMismatch, match="expected 'other.org/node'"):
@@ -145,17 +156,20 @@ def test_checkpoint_accepts_extension_lines() -> None:
     assert cp.size == 1
 
 
-@pytest.mark.parametrize(("body", "reason"), [
-    ("o\n1\n", "needs at least 3"),
-    ("o\n01\n" + "A" * 43 + "=\n", "not a decimal"),
-    ("o\n-1\n" + "A" * 43 + "=\n", "not a decimal"),
-    ("o\n+1\n" + "A" * 43 + "=\n", "not a decimal"),
-    ("o\n1\nAAAA\n", "not 32"),
-    ("o\n1\n%%%%\n", "not base64"),
-    ("\n1\n" + "A" * 43 + "=\n", "origin line is empty"),
-    ("o\n1\n" + "A" * 43 + "=", "newline"),
-    ("o\n1\n" + "A" * 43 + "=\n\n", "empty extension"),
-])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("o\n1\n", "needs at least 3"),
+        ("o\n01\n" + "A" * 43 + "=\n", "not a decimal"),
+        ("o\n-1\n" + "A" * 43 + "=\n", "not a decimal"),
+        ("o\n+1\n" + "A" * 43 + "=\n", "not a decimal"),
+        ("o\n1\nAAAA\n", "not 32"),
+        ("o\n1\n%%%%\n", "not base64"),
+        ("\n1\n" + "A" * 43 + "=\n", "origin line is empty"),
+        ("o\n1\n" + "A" * 43 + "=", "newline"),
+        ("o\n1\n" + "A" * 43 + "=\n\n", "empty extension"),
+    ],
+)
 def test_malformed_checkpoint_bodies(body: str, reason: str) -> None:
     with pytest.raises(MalformedEntry, match=reason):
         Checkpoint.from_text(body)

@@ -24,20 +24,31 @@ TEST_SCHEMA: dict[str, Any] = {
         "colour": {"enum": ["red", "green"]},
         "count": {"type": "integer", "minimum": 0, "maximum": 10},
         "label": {"type": "string", "maxLength": 5},
-        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                 "uniqueItems": True},
+        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True},
         "range": {"$ref": "#/$defs/range"},
         "flag": {"type": "boolean"},
     },
-    "$defs": {"range": {"type": "object", "additionalProperties": False,
-                        "required": ["min", "max"],
-                        "properties": {"min": {"type": "integer"},
-                                       "max": {"type": "integer"}}}},
+    "$defs": {
+        "range": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["min", "max"],
+            "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
+        }
+    },
 }
 V2 = {**TEST_SCHEMA, "$id": f"{BASE}/v2/thing.schema.json"}
 
-VALID = {"id": "thg_ab12", "kind": "thing", "colour": "red", "count": 10, "label": "abcde",
-         "tags": ["a", "b"], "range": {"min": 1, "max": 2}, "flag": True}
+VALID = {
+    "id": "thg_ab12",
+    "kind": "thing",
+    "colour": "red",
+    "count": 10,
+    "label": "abcde",
+    "tags": ["a", "b"],
+    "range": {"min": 1, "max": 2},
+    "flag": True,
+}
 
 # (record change, JSON pointer of the problem, failure kind)
 INVALID: list[tuple[dict[str, Any], str, str]] = [
@@ -84,10 +95,12 @@ def test_valid_record_has_no_problems(schemas: SchemaSet) -> None:
     schemas.validate("thing", VALID, "row 1")
 
 
-@pytest.mark.parametrize(("change", "pointer", "kind"), INVALID,
-                         ids=[f"{k}:{p}" for _, p, k in INVALID])
+@pytest.mark.parametrize(
+    ("change", "pointer", "kind"), INVALID, ids=[f"{k}:{p}" for _, p, k in INVALID]
+)
 def test_invalid_record_verdicts_agree_and_problem_is_named(
-        schemas: SchemaSet, change: dict[str, Any], pointer: str, kind: str) -> None:
+    schemas: SchemaSet, change: dict[str, Any], pointer: str, kind: str
+) -> None:
     record = _record(change)
     reference = jsonschema.Draft202012Validator(TEST_SCHEMA)
     assert [e.validator for e in reference.iter_errors(record)] == [kind]
@@ -127,8 +140,11 @@ def test_schema_without_versioned_id_is_refused() -> None:
 
 def test_remote_refs_resolve_only_locally() -> None:
     common = {"$id": f"{BASE}/v1/common.schema.json", "$defs": {"code": {"enum": ["a"]}}}
-    user = {"$id": f"{BASE}/v1/user.schema.json", "type": "object",
-            "properties": {"c": {"$ref": f"{BASE}/v1/common.schema.json#/$defs/code"}}}
+    user = {
+        "$id": f"{BASE}/v1/user.schema.json",
+        "type": "object",
+        "properties": {"c": {"$ref": f"{BASE}/v1/common.schema.json#/$defs/code"}},
+    }
     schemas = SchemaSet([common, user])
     assert schemas.is_valid("user", {"c": "a"})
     assert [p.field for p in schemas.problems("user", {"c": "b"}, "x")] == ["/c"]
@@ -155,9 +171,14 @@ def test_shipped_codelists_load() -> None:
 
 
 def test_codelist_checks_duplicates_and_parents() -> None:
-    good = {"name": "t", "version": "1", "codes": [
-        {"code": "A", "en": "a", "zh": "甲", "parent": None},
-        {"code": "A1", "en": "a1", "zh": "甲一", "parent": "A"}]}
+    good = {
+        "name": "t",
+        "version": "1",
+        "codes": [
+            {"code": "A", "en": "a", "zh": "甲", "parent": None},
+            {"code": "A1", "en": "a1", "zh": "甲一", "parent": "A"},
+        ],
+    }
     cl = CodeList.from_json(good)
     assert cl.children("A") == ["A1"]
     assert cl.parent("A1") == "A"
@@ -192,24 +213,48 @@ def _mutations(record: dict[str, Any]) -> list[Any]:
 
 
 SHIPPED_EXAMPLES: dict[str, dict[str, Any]] = {
-    "sample": {"id": "smp_" + "a" * 26, "biobank": "bbmri-eric:ID:DE_X",
-               "collection": "bbmri-eric:ID:DE_X:collection:1", "sample_type": "WholeBlood",
-               "storage_temperature": "-60to-85", "sex": "female", "age": {"min": 40, "max": 49},
-               "period": {"from": 2015, "to": 2019},
-               "diagnoses": [{"system": "ICD-10", "code": "C50.9"},
-                             {"system": "ORPHA", "code": "ORPHA:558"}],
-               "use_conditions": ["DUO:0000042"], "dataset_types": ["Genomic"],
-               "nonce": "0" * 32},
-    "collection": {"id": "bbmri-eric:ID:DE_X:collection:1", "biobank": "bbmri-eric:ID:DE_X",
-                   "name": "Breast cancer", "description": "Tissue and blood",
-                   "sex": ["female"], "age": {"min": 18, "max": 90, "unit": "years"},
-                   "sample_types": ["WholeBlood"], "use_conditions": ["DUO:0000042"],
-                   "number_of_subjects": 10, "size": 100,
-                   "diagnoses": [{"system": "ICD-10", "code": "C50"}]},
-    "biobank": {"id": "bbmri-eric:ID:DE_X", "acronym": "X", "name": "X Biobank",
-                "url": "https://x.example", "juristic_person": "X University",
-                "country": "DE", "contact": {"email": "biobank@x.example"},
-                "description": "A biobank", "quality_standards": [], "capabilities": []},
+    "sample": {
+        "id": "smp_" + "a" * 26,
+        "biobank": "bbmri-eric:ID:DE_X",
+        "collection": "bbmri-eric:ID:DE_X:collection:1",
+        "sample_type": "WholeBlood",
+        "storage_temperature": "-60to-85",
+        "sex": "female",
+        "age": {"min": 40, "max": 49},
+        "period": {"from": 2015, "to": 2019},
+        "diagnoses": [
+            {"system": "ICD-10", "code": "C50.9"},
+            {"system": "ORPHA", "code": "ORPHA:558"},
+        ],
+        "use_conditions": ["DUO:0000042"],
+        "dataset_types": ["Genomic"],
+        "nonce": "0" * 32,
+    },
+    "collection": {
+        "id": "bbmri-eric:ID:DE_X:collection:1",
+        "biobank": "bbmri-eric:ID:DE_X",
+        "name": "Breast cancer",
+        "description": "Tissue and blood",
+        "sex": ["female"],
+        "age": {"min": 18, "max": 90, "unit": "years"},
+        "sample_types": ["WholeBlood"],
+        "use_conditions": ["DUO:0000042"],
+        "number_of_subjects": 10,
+        "size": 100,
+        "diagnoses": [{"system": "ICD-10", "code": "C50"}],
+    },
+    "biobank": {
+        "id": "bbmri-eric:ID:DE_X",
+        "acronym": "X",
+        "name": "X Biobank",
+        "url": "https://x.example",
+        "juristic_person": "X University",
+        "country": "DE",
+        "contact": {"email": "biobank@x.example"},
+        "description": "A biobank",
+        "quality_standards": [],
+        "capabilities": [],
+    },
 }
 
 

@@ -29,12 +29,21 @@ from tests.protocol.reference import verify_step
 ORIGIN = "node.example/biobank-node"
 TIME = "2026-11-22T23:07:36Z"
 SAMPLE_ID = "https://w3id.org/biobank-federation/schemas/v1/sample.schema.json"
-SCHEMAS = SchemaSet([{
-    "$id": SAMPLE_ID, "type": "object", "additionalProperties": False,
-    "required": ["id", "sex"],
-    "properties": {"id": {"type": "string"}, "sex": {"enum": ["female", "male"]}},
-}, {"$id": "https://w3id.org/biobank-federation/schemas/v1/biobank.schema.json",
-    "type": "object"}])
+SCHEMAS = SchemaSet(
+    [
+        {
+            "$id": SAMPLE_ID,
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["id", "sex"],
+            "properties": {"id": {"type": "string"}, "sex": {"enum": ["female", "male"]}},
+        },
+        {
+            "$id": "https://w3id.org/biobank-federation/schemas/v1/biobank.schema.json",
+            "type": "object",
+        },
+    ]
+)
 
 
 class LogSim:
@@ -53,13 +62,32 @@ class LogSim:
         self.contents.append(content)
 
     def publish(self, record: dict[str, Any], schema: str = SAMPLE_ID) -> None:
-        self.append(make_entry(log=self.origin, index=len(self.leaves), op="publish",
-                               kind="sample", id=record["id"], schema=schema,
-                               digest=digest(record), time=TIME), record)
+        self.append(
+            make_entry(
+                log=self.origin,
+                index=len(self.leaves),
+                op="publish",
+                kind="sample",
+                id=record["id"],
+                schema=schema,
+                digest=digest(record),
+                time=TIME,
+            ),
+            record,
+        )
 
     def withdraw(self, record_id: str) -> None:
-        self.append(make_entry(log=self.origin, index=len(self.leaves), op="withdraw",
-                               kind="sample", id=record_id, time=TIME), None)
+        self.append(
+            make_entry(
+                log=self.origin,
+                index=len(self.leaves),
+                op="withdraw",
+                kind="sample",
+                id=record_id,
+                time=TIME,
+            ),
+            None,
+        )
 
     def root(self, size: int | None = None) -> bytes:
         cr = CompactRange()
@@ -83,8 +111,9 @@ def filled_log(n: int) -> LogSim:
 
 
 def _trusted(sim: LogSim, size: int) -> TrustedState:
-    return verify_step(None, sim.checkpoint(size), [sim.verifier], sim.pairs(0, size),
-                       SCHEMAS).state
+    return verify_step(
+        None, sim.checkpoint(size), [sim.verifier], sim.pairs(0, size), SCHEMAS
+    ).state
 
 
 def test_first_step_from_nothing() -> None:
@@ -130,8 +159,9 @@ def test_withdraw_and_erased_content() -> None:
 def test_schema_failure_is_a_rejection_not_an_error() -> None:
     sim = filled_log(1)
     sim.publish({"id": "bad", "sex": "Weiblich"})
-    sim.publish({"id": "b1"}, schema="https://w3id.org/biobank-federation/schemas/v1/biobank"
-                ".schema.json")
+    sim.publish(
+        {"id": "b1"}, schema="https://w3id.org/biobank-federation/schemas/v1/biobank.schema.json"
+    )
     sim.publish({"id": "s3", "sex": "male"}, schema="https://example.org/v7/x.schema.json")
     result = verify_step(None, sim.checkpoint(), [sim.verifier], sim.pairs(), SCHEMAS)
     assert result.state.size == 4
@@ -144,8 +174,16 @@ def test_schema_failure_is_a_rejection_not_an_error() -> None:
 
 def test_content_id_must_match_entry_id() -> None:
     sim = filled_log(1)
-    entry = make_entry(log=ORIGIN, index=1, op="publish", kind="sample", id="s1",
-                       schema=SAMPLE_ID, digest=digest({"id": "other", "sex": "male"}), time=TIME)
+    entry = make_entry(
+        log=ORIGIN,
+        index=1,
+        op="publish",
+        kind="sample",
+        id="s1",
+        schema=SAMPLE_ID,
+        digest=digest({"id": "other", "sex": "male"}),
+        time=TIME,
+    )
     sim.append(entry, {"id": "other", "sex": "male"})
     result = verify_step(None, sim.checkpoint(), [sim.verifier], sim.pairs(), SCHEMAS)
     assert result.rejections[0].problems[0].field == "/id"
@@ -176,8 +214,9 @@ def test_fork_is_equivocation() -> None:
     state = _trusted(sim, 5)
     fork = filled_log(5)  # the same key signs another history
     fork.signer, fork.verifier = sim.signer, sim.verifier
-    fork.leaves[2] = canonical(make_entry(log=ORIGIN, index=2, op="withdraw", kind="sample",
-                                          id="s0", time=TIME))
+    fork.leaves[2] = canonical(
+        make_entry(log=ORIGIN, index=2, op="withdraw", kind="sample", id="s0", time=TIME)
+    )
     fork.contents[2] = None
     fork.publish({"id": "x5", "sex": "male"})
     fork.publish({"id": "x6", "sex": "male"})
@@ -192,9 +231,18 @@ def test_wrong_leaves_from_nothing_is_root_mismatch() -> None:
     sim = filled_log(3)
     other = filled_log(3)
     other.contents[1] = {"id": "s1", "sex": "male"}
-    other.leaves[1] = canonical(make_entry(log=ORIGIN, index=1, op="publish", kind="sample",
-                                           id="s1", schema=SAMPLE_ID,
-                                           digest=digest(other.contents[1]), time=TIME))
+    other.leaves[1] = canonical(
+        make_entry(
+            log=ORIGIN,
+            index=1,
+            op="publish",
+            kind="sample",
+            id="s1",
+            schema=SAMPLE_ID,
+            digest=digest(other.contents[1]),
+            time=TIME,
+        )
+    )
     with pytest.raises(RootMismatch, match="leaves 0..2 on top of the trusted tree rebuild"):
         verify_step(None, sim.checkpoint(), [sim.verifier], other.pairs(), SCHEMAS)
 
@@ -210,8 +258,13 @@ def test_content_digest_mismatch() -> None:
 def test_content_with_float_is_digest_mismatch() -> None:
     sim = filled_log(1)
     with pytest.raises(DigestMismatch, match="no canonical form"):
-        verify_step(None, sim.checkpoint(), [sim.verifier],
-                    [(sim.leaves[0], {"id": "s0", "sex": 1.5})], SCHEMAS)
+        verify_step(
+            None,
+            sim.checkpoint(),
+            [sim.verifier],
+            [(sim.leaves[0], {"id": "s0", "sex": 1.5})],
+            SCHEMAS,
+        )
 
 
 def test_content_on_withdraw_is_refused() -> None:
@@ -247,8 +300,14 @@ def test_leaf_of_another_log() -> None:
     other.publish({"id": "s0", "sex": "male"})
     sim = LogSim()
     with pytest.raises(OriginMismatch, match="leaf 0: belongs to log 'other.example/node'"):
-        verify_step(None, sim.checkpoint(1, root=other.root()), [sim.verifier], other.pairs(),
-                    SCHEMAS, origin=ORIGIN)
+        verify_step(
+            None,
+            sim.checkpoint(1, root=other.root()),
+            [sim.verifier],
+            other.pairs(),
+            SCHEMAS,
+            origin=ORIGIN,
+        )
 
 
 def test_checkpoint_signed_by_another_key() -> None:
@@ -270,8 +329,10 @@ def test_checkpoint_for_another_origin() -> None:
 def test_rotate_key_without_the_new_keys_signature_is_refused() -> None:
     # (rotation itself: tests/protocol/test_verify_rotation.py)
     sim = filled_log(1)
-    sim.append(make_entry(log=ORIGIN, index=1, op="rotate-key", key=generate_key(ORIGIN)[1],
-                          time=TIME), None)
+    sim.append(
+        make_entry(log=ORIGIN, index=1, op="rotate-key", key=generate_key(ORIGIN)[1], time=TIME),
+        None,
+    )
     with pytest.raises(MissingSignatureError, match="missing signature by the new key"):
         verify_step(None, sim.checkpoint(), [sim.verifier], sim.pairs(), SCHEMAS)
 

@@ -15,8 +15,9 @@ from tests.protocol.test_verify import ORIGIN, SCHEMAS, TIME, LogSim, filled_log
 
 def _note(sim: LogSim, *skeys: str, size: int | None = None) -> str:
     size = len(sim.leaves) if size is None else size
-    return sign_checkpoint(Checkpoint(ORIGIN, size, sim.root(size)),
-                           [Signer.from_key(k) for k in skeys])
+    return sign_checkpoint(
+        Checkpoint(ORIGIN, size, sim.root(size)), [Signer.from_key(k) for k in skeys]
+    )
 
 
 def _log(n: int) -> tuple[LogSim, str]:
@@ -86,8 +87,16 @@ def test_later_checkpoint_signed_by_the_old_key_only_is_refused() -> None:
 
 def test_rotate_key_to_a_key_of_another_name_is_malformed() -> None:
     sim = filled_log(1)
-    sim.append(make_entry(log=ORIGIN, index=1, op="rotate-key",
-                          key=generate_key("evil.example/node")[1], time=TIME), None)
+    sim.append(
+        make_entry(
+            log=ORIGIN,
+            index=1,
+            op="rotate-key",
+            key=generate_key("evil.example/node")[1],
+            time=TIME,
+        ),
+        None,
+    )
     step = StepVerifier(None, sim.checkpoint(), [sim.verifier], SCHEMAS)
     step.feed(*sim.pairs(0, 1)[0])
     with pytest.raises(MalformedEntry, match="leaf 1: rotate-key names key 'evil.example/node'"):

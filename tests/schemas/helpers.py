@@ -16,8 +16,11 @@ BASE_ID = "https://w3id.org/biobank-federation/schemas/v1/"
 MOLGENIS = Path("molgenis-emx2-directory/data/biobank-directory/ontologies")
 D2018 = Path("bbmri-eric-directory-2018/sample-data/bbmri_eric.xlsx.sheets")
 IG = Path("samply-bbmri-fhir-ig/input/resources")
-BUNDLE_FOLDERS = ("samply-bbmri-fhir-ig", "samply-directory-sync-service",
-                  "sthanke-miabis-on-fhir-generator")
+BUNDLE_FOLDERS = (
+    "samply-bbmri-fhir-ig",
+    "samply-directory-sync-service",
+    "sthanke-miabis-on-fhir-generator",
+)
 
 
 def load_json(path: Path) -> Any:

@@ -10,9 +10,23 @@ import pytest
 
 from tests.schemas.helpers import MOLGENIS, SCHEMAS, codelist, codes_of, load_json
 
-NAMES = ("sample-type", "storage-temperature", "sex", "age-unit", "dataset-type",
-         "collection-design", "collection-setting", "collection-status", "sample-source", "duo",
-         "orpha", "quality-standard", "capability", "country", "icd10-chapter")
+NAMES = (
+    "sample-type",
+    "storage-temperature",
+    "sex",
+    "age-unit",
+    "dataset-type",
+    "collection-design",
+    "collection-setting",
+    "collection-status",
+    "sample-source",
+    "duo",
+    "orpha",
+    "quality-standard",
+    "capability",
+    "country",
+    "icd10-chapter",
+)
 HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -40,27 +54,64 @@ def test_code_list_shape_labels_and_unique_codes(name: str) -> None:
         # Chinese labels are real translations, not copies of the English one.
         assert HAN.search(entry["zh"]), f"{name}/{code}: no Chinese in {entry['zh']!r}"
     for entry in data["codes"]:
-        assert entry["parent"] is None or entry["parent"] in seen, \
+        assert entry["parent"] is None or entry["parent"] in seen, (
             f"{name}/{entry['code']}: unknown parent {entry['parent']!r}"
+        )
 
 
 def test_fixed_code_lists_hold_exactly_the_documented_codes() -> None:
-    assert [c["code"] for c in codelist("storage-temperature")["codes"]] == \
-        ["RT", "2to10", "-18to-35", "-60to-85", "LN", "Other"]
+    assert [c["code"] for c in codelist("storage-temperature")["codes"]] == [
+        "RT",
+        "2to10",
+        "-18to-35",
+        "-60to-85",
+        "LN",
+        "Other",
+    ]
     assert codes_of("sex") == {"female", "male", "other", "unknown"}
     assert codes_of("age-unit") == {"years", "months", "weeks", "days"}
     assert codes_of("sample-source") == {"Human", "Animal", "Environment"}
-    assert {"Lifestyle", "Environmental", "Physiological", "Biochemical", "Clinical",
-            "Psychological", "Genomic", "Proteomic", "Metabolomic", "BodyImage",
-            "WholeSlideImage", "PhotoImage", "GenealogicalRecords", "Other",
-            "BiologicalSamples"} == codes_of("dataset-type")
+    assert {
+        "Lifestyle",
+        "Environmental",
+        "Physiological",
+        "Biochemical",
+        "Clinical",
+        "Psychological",
+        "Genomic",
+        "Proteomic",
+        "Metabolomic",
+        "BodyImage",
+        "WholeSlideImage",
+        "PhotoImage",
+        "GenealogicalRecords",
+        "Other",
+        "BiologicalSamples",
+    } == codes_of("dataset-type")
 
 
 def test_sample_types_include_miabis_detailed_types_and_labels() -> None:
     types = {c["code"]: c for c in codelist("sample-type")["codes"]}
-    for code in ("WholeBlood", "Plasma", "Serum", "BuffyCoat", "PBMC", "DNA", "RNA", "TissueFFPE",
-                 "TissueFreshFrozen", "TissueFixed", "Urine", "Saliva", "Faeces",
-                 "CerebrospinalFluid", "BoneMarrowAspirate", "Sputum", "LiquidBiopsy", "Other"):
+    for code in (
+        "WholeBlood",
+        "Plasma",
+        "Serum",
+        "BuffyCoat",
+        "PBMC",
+        "DNA",
+        "RNA",
+        "TissueFFPE",
+        "TissueFreshFrozen",
+        "TissueFixed",
+        "Urine",
+        "Saliva",
+        "Faeces",
+        "CerebrospinalFluid",
+        "BoneMarrowAspirate",
+        "Sputum",
+        "LiquidBiopsy",
+        "Other",
+    ):
         assert code in types
     assert types["WholeBlood"]["zh"] == "全血"
     assert types["Plasma"]["zh"] == "血浆"
@@ -101,9 +152,38 @@ def test_icd10_chapters_are_i_to_xxii_with_ordered_ranges() -> None:
 def test_country_codes_are_iso_alpha2_and_cover_the_required_countries() -> None:
     codes = codes_of("country")
     assert all(re.fullmatch(r"[A-Z]{2}", c) for c in codes)
-    eu_eea = {"AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE",
-              "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE",
-              "IS", "LI", "NO"}
+    eu_eea = {
+        "AT",
+        "BE",
+        "BG",
+        "HR",
+        "CY",
+        "CZ",
+        "DK",
+        "EE",
+        "FI",
+        "FR",
+        "DE",
+        "GR",
+        "HU",
+        "IE",
+        "IT",
+        "LV",
+        "LT",
+        "LU",
+        "MT",
+        "NL",
+        "PL",
+        "PT",
+        "RO",
+        "SK",
+        "SI",
+        "ES",
+        "SE",
+        "IS",
+        "LI",
+        "NO",
+    }
     assert eu_eea | {"GB", "CH", "CN"} <= codes
     assert "UK" not in codes  # the Directory's UK is mapped to GB
 
@@ -118,10 +198,16 @@ def test_orpha_list_is_codes_of_the_orpha_pattern_with_attribution() -> None:
 def test_orpha_labels_match_the_real_orphanet_names(external: Path) -> None:
     path = external / MOLGENIS / "DiseaseTypes.csv"
     with path.open(encoding="utf-8", newline="") as handle:
-        real = {row["name"]: row["label"] for row in csv.DictReader(handle)
-                if row["name"].startswith("ORPHA:")}
-    wrong = {c["code"]: (c["en"], real.get(c["code"])) for c in codelist("orpha")["codes"]
-             if real.get(c["code"]) != c["en"]}
+        real = {
+            row["name"]: row["label"]
+            for row in csv.DictReader(handle)
+            if row["name"].startswith("ORPHA:")
+        }
+    wrong = {
+        c["code"]: (c["en"], real.get(c["code"]))
+        for c in codelist("orpha")["codes"]
+        if real.get(c["code"]) != c["en"]
+    }
     assert not wrong, f"ORPHA codes whose English label is not Orphanet's: {wrong}"
 
 

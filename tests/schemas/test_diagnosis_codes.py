@@ -36,7 +36,7 @@ def test_every_real_icd10_code_is_accepted_or_is_a_chapter_or_block(external: Pa
     code_or_block = defs_pattern("sample", "icd10_code_or_block")
     assert defs_pattern("collection", "icd10_code_or_block").pattern == code_or_block.pattern
     chapters = codes_of("icd10-chapter")
-    icd = [n[len(PREFIX):] for n in disease_names(external) if n.startswith(PREFIX)]
+    icd = [n[len(PREFIX) :] for n in disease_names(external) if n.startswith(PREFIX)]
     assert len(icd) > 12000
     codes = [c for c in icd if code.match(c)]
     blocks = [c for c in icd if not code.match(c) and code_or_block.match(c)]
@@ -48,7 +48,8 @@ def test_every_real_icd10_code_is_accepted_or_is_a_chapter_or_block(external: Pa
 
 
 def test_every_real_orpha_disease_code_matches_and_only_classification_heads_do_not(
-        external: Path) -> None:
+    external: Path,
+) -> None:
     orpha = defs_pattern("sample", "orpha_code")
     names = [n for n in disease_names(external) if n.startswith("ORPHA")]
     assert len(names) > 10000
@@ -59,11 +60,16 @@ def test_every_real_orpha_disease_code_matches_and_only_classification_heads_do_
 def test_diagnosis_codes_used_in_real_fhir_bundles(external: Path) -> None:
     """The ICD-10 codes real bundles use validate as collection diagnoses."""
     from tests.schemas.helpers import codes_used_in_bundles
+
     used = codes_used_in_bundles(external, "http://hl7.org/fhir/sid/icd-10")
     assert used
     validator = Draft202012Validator(schema("collection"))
-    record = {"id": "c", "biobank": "b", "name": "n",
-              "diagnoses": [{"system": "ICD-10", "code": c} for c in sorted(used)]}
+    record = {
+        "id": "c",
+        "biobank": "b",
+        "name": "n",
+        "diagnoses": [{"system": "ICD-10", "code": c} for c in sorted(used)],
+    }
     assert [e.message for e in validator.iter_errors(record)] == []
 
 

@@ -54,6 +54,7 @@ def bundles(system: str) -> Enumerate:
         codes = set(codes_used_in_bundles(ext, system))
         assert codes, f"no code of {system} found in the real bundles"
         return codes
+
     return read
 
 
@@ -64,51 +65,81 @@ def sync_output(column: str) -> Enumerate:
         for path in sorted(folder.glob("*/DirectoryCollections.csv")):
             out |= csv_multi_values(path, column, delimiter=";")
         return out
+
     return read
 
 
 CASES: dict[str, list[Enumerate]] = {
     "bbmri-eric-directory--sample-type": [molgenis("MaterialTypes"), sync_output("materials")],
-    "bbmri-eric-directory--storage-temperature": [molgenis("StorageTemperatureTypes"),
-                                                  sync_output("storage_temperatures")],
+    "bbmri-eric-directory--storage-temperature": [
+        molgenis("StorageTemperatureTypes"),
+        sync_output("storage_temperatures"),
+    ],
     "bbmri-eric-directory--sex": [molgenis("SexTypes"), sync_output("sex")],
-    "bbmri-eric-directory--dataset-type": [molgenis("DataCategories"),
-                                           sync_output("data_categories")],
+    "bbmri-eric-directory--dataset-type": [
+        molgenis("DataCategories"),
+        sync_output("data_categories"),
+    ],
     "bbmri-eric-directory--collection-design": [molgenis("CollectionTypes"), sync_output("type")],
     "bbmri-eric-directory--duo": [molgenis("DataUseOntologies")],
     "bbmri-eric-directory--age-unit": [molgenis("AgeUnits")],
     "bbmri-eric-directory--quality-standard": [molgenis("QualityStandards")],
     "bbmri-eric-directory--country": [molgenis("Countries"), sync_output("country")],
-    "bbmri-eric-directory-2018--sample-type": [sheet("eu_bbmri_eric_material_types"),
-                                               used_in("materials")],
-    "bbmri-eric-directory-2018--storage-temperature": [sheet("eu_bbmri_eric_temp_types"),
-                                                       used_in("storage_temperatures")],
+    "bbmri-eric-directory-2018--sample-type": [
+        sheet("eu_bbmri_eric_material_types"),
+        used_in("materials"),
+    ],
+    "bbmri-eric-directory-2018--storage-temperature": [
+        sheet("eu_bbmri_eric_temp_types"),
+        used_in("storage_temperatures"),
+    ],
     "bbmri-eric-directory-2018--sex": [sheet("eu_bbmri_eric_sex_types"), used_in("sex")],
-    "bbmri-eric-directory-2018--dataset-type": [sheet("eu_bbmri_eric_data_types"),
-                                                used_in("data_categories")],
-    "bbmri-eric-directory-2018--collection-design": [sheet("eu_bbmri_eric_collection_types"),
-                                                     used_in("type")],
-    "bbmri-eric-directory-2018--age-unit": [sheet("eu_bbmri_eric_age_units"),
-                                            used_in("age_unit")],
-    "bbmri-eric-directory-2018--capability": [sheet("eu_bbmri_eric_capabilities"),
-                                              used_in("capabilities", "eu_bbmri_eric_biobanks")],
-    "bbmri-eric-directory-2018--country": [sheet("eu_bbmri_eric_countries"), used_in("country"),
-                                           used_in("country", "eu_bbmri_eric_biobanks")],
+    "bbmri-eric-directory-2018--dataset-type": [
+        sheet("eu_bbmri_eric_data_types"),
+        used_in("data_categories"),
+    ],
+    "bbmri-eric-directory-2018--collection-design": [
+        sheet("eu_bbmri_eric_collection_types"),
+        used_in("type"),
+    ],
+    "bbmri-eric-directory-2018--age-unit": [sheet("eu_bbmri_eric_age_units"), used_in("age_unit")],
+    "bbmri-eric-directory-2018--capability": [
+        sheet("eu_bbmri_eric_capabilities"),
+        used_in("capabilities", "eu_bbmri_eric_biobanks"),
+    ],
+    "bbmri-eric-directory-2018--country": [
+        sheet("eu_bbmri_eric_countries"),
+        used_in("country"),
+        used_in("country", "eu_bbmri_eric_biobanks"),
+    ],
     "bbmri-eric-directory-2018--quality-standard": [
-        sheet("eu_bbmri_eric_lab_standards"), sheet("eu_bbmri_eric_ops_standards"),
-        used_in("standards"), used_in("operational_standards", "eu_bbmri_eric_biobanks")],
-    "bbmri-de-fhir--sample-type": [codesystem("SampleMaterialType"),
-                                   bundles(DE + "SampleMaterialType")],
-    "bbmri-de-fhir--storage-temperature": [codesystem("StorageTemperature"),
-                                           bundles(DE + "StorageTemperature")],
+        sheet("eu_bbmri_eric_lab_standards"),
+        sheet("eu_bbmri_eric_ops_standards"),
+        used_in("standards"),
+        used_in("operational_standards", "eu_bbmri_eric_biobanks"),
+    ],
+    "bbmri-de-fhir--sample-type": [
+        codesystem("SampleMaterialType"),
+        bundles(DE + "SampleMaterialType"),
+    ],
+    "bbmri-de-fhir--storage-temperature": [
+        codesystem("StorageTemperature"),
+        bundles(DE + "StorageTemperature"),
+    ],
     "bbmri-de-fhir--dataset-type": [codesystem("DataCategory"), bundles(DE + "DataCategory")],
-    "bbmri-de-fhir--collection-design": [codesystem("CollectionType"),
-                                         bundles(DE + "CollectionType")],
-    "bbmri-de-fhir--quality-standard": [codesystem("QualityStandard"),
-                                        bundles(DE + "QualityStandard")],
+    "bbmri-de-fhir--collection-design": [
+        codesystem("CollectionType"),
+        bundles(DE + "CollectionType"),
+    ],
+    "bbmri-de-fhir--quality-standard": [
+        codesystem("QualityStandard"),
+        bundles(DE + "QualityStandard"),
+    ],
     "bbmri-de-fhir--capability": [codesystem("BiobankCapabilities")],
-    "miabis-on-fhir--sample-type": [bundles(MOF + "miabis-detailed-samply-type-cs"),
-                                    bundles(MOF + "miabis-collection-sample-type-cs")],
+    "miabis-on-fhir--sample-type": [
+        bundles(MOF + "miabis-detailed-samply-type-cs"),
+        bundles(MOF + "miabis-collection-sample-type-cs"),
+    ],
     "miabis-on-fhir--storage-temperature": [bundles(MOF + "miabis-storage-temperature-cs")],
     "miabis-on-fhir--collection-design": [bundles(MOF + "miabis-collection-design-cs")],
     "miabis-on-fhir--dataset-type": [bundles(MOF + "miabis-collection-dataset-typeCS")],
@@ -118,7 +149,8 @@ CASES: dict[str, list[Enumerate]] = {
     "miabis-on-fhir--capability": [
         bundles(MOF + "miabis-bioprocessing-and-analytical-capabilities-cs"),
         bundles(MOF + "miabis-infrastructural-capabilities-cs"),
-        bundles(MOF + "miabis-organisational-capabilities-cs")],
+        bundles(MOF + "miabis-organisational-capabilities-cs"),
+    ],
     "fhir-administrative-gender--sex": [bundles("http://hl7.org/fhir/administrative-gender")],
 }
 
@@ -160,8 +192,10 @@ def test_every_mapping_file_is_tested_and_maps_into_its_code_list() -> None:
 
 def test_known_real_equivalences(external: Path) -> None:
     """Spot checks that the tables say what the vocabularies mean (not just any code)."""
+
     def get(stem: str, code: str) -> str | None:
         return read_table(stem)[1][code]
+
     assert get("bbmri-de-fhir--storage-temperature", "temperatureGN") == "LN"
     assert get("miabis-on-fhir--storage-temperature", "minus60to85") == "-60to-85"
     assert get("miabis-on-fhir--sample-type", "CellLineTumor") == "CancerCellLine"

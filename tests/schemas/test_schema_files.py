@@ -47,18 +47,24 @@ def test_every_object_is_closed(kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_string_is_bounded(kind: str) -> None:
     """Each string has a maxLength, a pattern, an enum or a const (no unbounded text)."""
+
     def walk(node: Any, where: str) -> Iterator[str]:
         if isinstance(node, dict):
             if node.get("type") == "string" and not {"maxLength", "enum", "const"} & set(node):
                 pattern = node.get("pattern", "")
-                if not (pattern.startswith("^") and pattern.endswith("$") and "*" not in pattern
-                        and "+" not in pattern.replace("\\+", "")):
+                if not (
+                    pattern.startswith("^")
+                    and pattern.endswith("$")
+                    and "*" not in pattern
+                    and "+" not in pattern.replace("\\+", "")
+                ):
                     yield where
             for key, value in node.items():
                 yield from walk(value, f"{where}/{key}")
         elif isinstance(node, list):
             for i, value in enumerate(node):
                 yield from walk(value, f"{where}/{i}")
+
     assert list(walk(schema(kind), "")) == []
 
 
@@ -66,19 +72,22 @@ def test_enums_equal_the_code_lists() -> None:
     defs = schema("collection")["$defs"]
     assert defs["sample_type"]["enum"] == [c for c in _ordered("sample-type")]
     assert set(defs["duo"]["enum"]) == codes_of("duo")
-    assert set(schema("sample")["$defs"]["storage_temperature"]["enum"]) == \
-        codes_of("storage-temperature")
+    assert set(schema("sample")["$defs"]["storage_temperature"]["enum"]) == codes_of(
+        "storage-temperature"
+    )
     assert set(schema("biobank")["$defs"]["country"]["enum"]) == codes_of("country")
 
 
 def _ordered(name: str) -> list[str]:
     from tests.schemas.helpers import codelist
+
     return [c["code"] for c in codelist(name)["codes"]]
 
 
 def test_rerunning_the_generator_changes_nothing() -> None:
-    done = subprocess.run([sys.executable, str(BUILD), "--check"], capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, str(BUILD), "--check"], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -92,11 +101,19 @@ def test_generator_check_detects_a_drifted_code_list(tmp_path: Path) -> None:
         if path.stem == "sex":
             text = text.replace('"unknown"', '"not-known"')
         (copy / "codelists" / path.name).write_text(text, encoding="utf-8")
-    done = subprocess.run([sys.executable, str(BUILD), "--check", "--dir", str(copy)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, str(BUILD), "--check", "--dir", str(copy)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 1
     assert "sample.schema.json: out of date" in done.stdout
-    fixed = subprocess.run([sys.executable, str(BUILD), "--dir", str(copy)],
-                           capture_output=True, text=True, check=False)
+    fixed = subprocess.run(
+        [sys.executable, str(BUILD), "--dir", str(copy)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert fixed.returncode == 0
     assert "not-known" in (copy / "sample.schema.json").read_text(encoding="utf-8")

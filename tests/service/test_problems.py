@@ -17,9 +17,16 @@ from service.problems import PROBLEM, install
 
 def _app(invalid_status: int) -> FastAPI:
     app = FastAPI()
-    install(app, errors=[(UnknownNode, 404, "Unknown node"), (FilterError, 400, "Bad filter"),
-                         (ValidationFailed, 400, "Validation failed")],
-            fallback=(500, "Verification failed"), invalid_status=invalid_status)
+    install(
+        app,
+        errors=[
+            (UnknownNode, 404, "Unknown node"),
+            (FilterError, 400, "Bad filter"),
+            (ValidationFailed, 400, "Validation failed"),
+        ],
+        fallback=(500, "Verification failed"),
+        invalid_status=invalid_status,
+    )
 
     @app.get("/raise/{what}")
     def raise_(what: str, n: int = Query(0)) -> Any:
@@ -47,12 +54,19 @@ def client(request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
 def test_domain_errors_map_to_their_status_title_and_extras(client: httpx.Client) -> None:
     unknown = client.get("/raise/unknown")
     assert unknown.status_code == 404 and unknown.headers["content-type"] == PROBLEM
-    assert unknown.json() == {"type": "about:blank", "title": "Unknown node", "status": 404,
-                              "detail": "no node 'x'", "instance": "/raise/unknown"}
+    assert unknown.json() == {
+        "type": "about:blank",
+        "title": "Unknown node",
+        "status": 404,
+        "detail": "no node 'x'",
+        "instance": "/raise/unknown",
+    }
     assert client.get("/raise/filter").json()["invalid_params"] == [
-        {"name": "sex", "reason": "unknown code 'f'"}]
+        {"name": "sex", "reason": "unknown code 'f'"}
+    ]
     assert client.get("/raise/invalid").json()["problems"] == [
-        {"location": "row 2", "field": "/sex", "value": "f", "reason": "unknown code"}]
+        {"location": "row 2", "field": "/sex", "value": "f", "reason": "unknown code"}
+    ]
     fallback = client.get("/raise/verify")
     assert (fallback.status_code, fallback.json()["title"]) == (500, "Verification failed")
 
@@ -64,7 +78,8 @@ def test_http_errors_keep_their_headers_and_reason_phrase(client: httpx.Client) 
 
 
 def test_invalid_parameters_get_the_apps_status_and_name_the_parameter(
-        client: httpx.Client) -> None:
+    client: httpx.Client,
+) -> None:
     resp = client.get("/raise/x", params={"n": "many"})
     assert resp.status_code == int(client.headers["x-invalid-status"])
     assert resp.headers["content-type"] == PROBLEM

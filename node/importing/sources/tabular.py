@@ -28,8 +28,14 @@ if TYPE_CHECKING:
 __all__ = ["BATCH", "Checked", "Plan", "SampleRows", "SeenCells", "read"]
 
 
-def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv",
-         helper: ImportHelper | None = None) -> int:
+def read(
+    path: Path,
+    mapping: Mapping,
+    sink: Sink,
+    codes: Codes,
+    fmt: str = "csv",
+    helper: ImportHelper | None = None,
+) -> int:
     """Stage every row of ``path``; return the number of data rows read.
 
     ``helper``: check the rows of a sample file in the import's helper process, in
@@ -83,9 +89,7 @@ def read(path: Path, mapping: Mapping, sink: Sink, codes: Codes, fmt: str = "csv
             for p in problems:
                 sink.problem(p, mapping.kind, key)
             continue
-        content, issues = recordfields.build(
-            mapping.kind, flat, loc, codes, mapping.sources, names
-        )
+        content, issues = recordfields.build(mapping.kind, flat, loc, codes, mapping.sources, names)
         if issues:
             for p in issues:
                 sink.problem(p, mapping.kind, key)
@@ -123,8 +127,9 @@ class SampleRows:
     helper process (see node/importing/encode.py); ``tests/node/test_encode.py`` compares the two.
     """
 
-    def __init__(self, mapping: Mapping, codes: Codes, header: list[str],
-                 fast: bool = True) -> None:
+    def __init__(
+        self, mapping: Mapping, codes: Codes, header: list[str], fast: bool = True
+    ) -> None:
         """``fast``: stage rows whose every value was seen in a valid row by lookups
         (:class:`SeenCells`); False checks every row in full (the reference the tests use)."""
         self.mapping = mapping
@@ -135,11 +140,11 @@ class SampleRows:
         self.memo: dict[tuple[str, str], list[str]] = {}
         # every row's flat dict has the same keys (the fixed values and the mapped columns)
         self.only_sample_fields = set(mapping.fixed) | set(mapping.columns) <= set(
-            RawSample.__dataclass_fields__)
+            RawSample.__dataclass_fields__
+        )
         self.seen = SeenCells.plan(mapping, header, self.checker.this_year) if fast else None
 
-    def check(self, rows: Iterable[tuple[str, list[str] | None, list[Problem]]]
-              ) -> list[Checked]:
+    def check(self, rows: Iterable[tuple[str, list[str] | None, list[Problem]]]) -> list[Checked]:
         """One :data:`Checked` per (location, cells, problems) row, in order."""
         out: list[Checked] = []
         header, mapping, plan, memo = self.header, self.mapping, self.plan, self.memo
@@ -158,8 +163,12 @@ class SampleRows:
             if row is None or problems:
                 out.append((None, problems, key))
                 continue
-            raw = (RawSample(**flat) if self.only_sample_fields  # type: ignore[arg-type]
-                   else RawSample(**{k: v for k, v in flat.items() if k in sample_fields}))  # type: ignore[arg-type]
+            fields = (
+                flat
+                if self.only_sample_fields
+                else {k: v for k, v in flat.items() if k in sample_fields}
+            )
+            raw = RawSample(**fields)  # type: ignore[arg-type]
             staged, issues = self.checker.check(raw, loc, self.names)
             if staged is not None and seen is not None and cells is not None:
                 seen.learn(cells, staged)
@@ -169,8 +178,16 @@ class SampleRows:
 
 #: Fields whose staged value depends on their own cell alone (and the file's mapping),
 #: with their place in the staging row (node.importing.staging.INPUT_COLUMNS)
-_LEARNED = (("biobank", 2), ("collection", 3), ("sample_type", 4), ("storage_temperature", 5),
-            ("sex", 6), ("diagnoses", 9), ("use_conditions", 10), ("dataset_types", 11))
+_LEARNED = (
+    ("biobank", 2),
+    ("collection", 3),
+    ("sample_type", 4),
+    ("storage_temperature", 5),
+    ("sex", 6),
+    ("diagnoses", 9),
+    ("use_conditions", 10),
+    ("dataset_types", 11),
+)
 _MISSING = (None, None, None)
 
 
@@ -191,7 +208,8 @@ class SeenCells:
         self.pad = pad
         self.this_year = this_year
         self.learned: list[tuple[int, int, dict[str, object]]] = [
-            (columns[f], pos, {}) for f, pos in _LEARNED]
+            (columns[f], pos, {}) for f, pos in _LEARNED
+        ]
         self.dates: dict[str, tuple[int | None, int | None, int | None]] = {}
         self.ages: dict[str, int | None] = {}
         self.births: dict[str, tuple[int, int | None, int | None]] = {}
@@ -256,8 +274,21 @@ class SeenCells:
                 if not 0 <= age <= MAX_AGE:
                     return None
         biobank, collection, sample_type, storage, sex, diagnoses, use, datasets = known
-        return (local_id, cells[c["donor_id"]].strip() or None, biobank, collection,
-                sample_type, storage, sex, age, year, diagnoses, use, datasets, location)
+        return (
+            local_id,
+            cells[c["donor_id"]].strip() or None,
+            biobank,
+            collection,
+            sample_type,
+            storage,
+            sex,
+            age,
+            year,
+            diagnoses,
+            use,
+            datasets,
+            location,
+        )
 
     def _date(self, cell: str) -> tuple[Any, int | None, int | None]:
         """(year, month, day) of a valid date cell, (None, None, None) of an empty one,
@@ -266,8 +297,9 @@ class SeenCells:
         if got is None:
             text = cell.strip()
             parsed = parse_date(text) if text else _MISSING
-            if parsed is None or (parsed[0] is not None
-                                  and not 1800 <= parsed[0] <= self.this_year + 1):
+            if parsed is None or (
+                parsed[0] is not None and not 1800 <= parsed[0] <= self.this_year + 1
+            ):
                 return False, None, None
             got = self._keep(self.dates, cell, parsed)
         return got
