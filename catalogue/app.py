@@ -65,4 +65,4 @@ async def _scheduler(ctx: Context) -> None:
 
 def _warm(ctx: Context) -> None:
     with ctx.engine.connect() as conn:
-        ctx.cube.rows(conn)
+        ctx.cube.arrays(conn)
