@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from catalogue.api import admin, nodes, problems, public, search
+from catalogue.cluster import ChangeListener, HarvestLeader, is_postgres
 from catalogue.context import Context, build_context
 from catalogue.harvest import Harvester
 from catalogue.settings import Settings
@@ -22,16 +23,22 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, schedule_harvest: bool = False) -> FastAPI:
-    """The API; with `schedule_harvest`, harvest every CATALOGUE_HARVEST_INTERVAL seconds."""
+    """The API; with `schedule_harvest`, harvest every CATALOGUE_HARVEST_INTERVAL seconds
+    (on PostgreSQL only while this server is the harvest leader: catalogue.cluster)."""
     settings = settings or Settings()
     ctx = build_context(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(_scheduler(ctx)) if schedule_harvest else None
+        listener = None
+        if is_postgres(settings.database_url):  # other servers' harvests refresh our index
+            listener = ChangeListener(settings.database_url, lambda: _warm(ctx)).start()
         try:
             yield
         finally:
+            if listener is not None:
+                listener.stop()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -54,15 +61,20 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
 
 async def _scheduler(ctx: Context) -> None:
     harvester = Harvester(engine=ctx.engine, settings=ctx.settings, key=ctx.key)
-    while True:
-        try:
-            await harvester.harvest_all()
-            await asyncio.to_thread(_warm, ctx)  # the first search after a harvest stays fast
-        except Exception:  # keep the schedule alive; each node's failure is already recorded
-            log.exception("scheduled harvest failed")
-        await asyncio.sleep(ctx.settings.harvest_interval)
+    leader = HarvestLeader(ctx.settings.database_url)
+    try:
+        while True:
+            try:
+                if await asyncio.to_thread(leader.ensure):
+                    await harvester.harvest_all()
+                    await asyncio.to_thread(_warm, ctx)  # the next search stays fast
+            except Exception:  # keep the schedule alive; each node's failure is recorded
+                log.exception("scheduled harvest failed")
+            await asyncio.sleep(ctx.settings.harvest_interval)
+    finally:
+        leader.release()
 
 
 def _warm(ctx: Context) -> None:
     with ctx.engine.connect() as conn:
-        ctx.cube.rows(conn)
+        ctx.cube.arrays(conn)

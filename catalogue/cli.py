@@ -151,19 +151,32 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Per node: state, tree size, lag, last harvest, staleness, alerts, rejections."""
     from sqlalchemy import select
 
+    from catalogue.cluster import harvest_leader
     from catalogue.models import alerts, nodes
     from catalogue.status import list_status
 
     with _context() as ctx, ctx.engine.connect() as conn:
         rows = list_status(conn, ctx.settings.stale_after)
+        leader = harvest_leader(conn)
+        postgres = conn.dialect.name == "postgresql"
         open_alerts = conn.execute(
             select(nodes.c.origin, alerts.c.kind, alerts.c.message)
             .join(nodes, nodes.c.id == alerts.c.node_id)
             .where(alerts.c.cleared_at.is_(None))
         ).all()
     if as_json:
-        typer.echo(json.dumps({"nodes": rows, "alerts": [list(a) for a in open_alerts]}, indent=2))
+        out = {"nodes": rows, "alerts": [list(a) for a in open_alerts]}
+        if postgres:
+            out["harvest_leader"] = leader
+        typer.echo(json.dumps(out, indent=2))
         return
+    if postgres:
+        typer.echo(
+            f"harvest leader: {leader['name']} (database session {leader['pid']}, since "
+            f"{leader['since']})"
+            if leader
+            else "harvest leader: none (no `biobank-catalogue serve` holds the harvest lock)"
+        )
     for r in rows:
         flags = " STALE" if r["stale"] else ""
         typer.echo(
@@ -194,7 +207,19 @@ def serve(
     settings = _settings()
     if not settings.admin_token:
         typer.echo("note: CATALOGUE_ADMIN_TOKEN is not set; the admin API answers 503", err=True)
+    _log_to_stderr()
     uvicorn.run(create_app(settings, schedule_harvest=harvest), host=host, port=port)
+
+
+def _log_to_stderr() -> None:
+    """The catalogue's own messages (harvest leader changes, failures) on stderr."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("catalogue")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -12,8 +12,8 @@ from sqlalchemy import Engine
 
 from catalogue.db import make_engine, write_tx
 from catalogue.ownlog import CatalogueKey, ensure_state
+from catalogue.search.cache import CubeCache
 from catalogue.search.codes import Vocabulary
-from catalogue.search.cube import CubeCache
 from catalogue.settings import Settings
 
 __all__ = ["Context", "build_context"]

@@ -18,7 +18,7 @@ from sqlalchemy import (
     text,
 )
 
-from catalogue.models import ROTATION, leaf_records, leaves, metadata, nodes
+from catalogue.models import ROTATION, combos, leaf_records, leaves, metadata, nodes
 
 __all__ = ["add_leaf_records", "bulk_insert", "executemany", "make_engine", "write_tx"]
 
@@ -49,8 +49,12 @@ def make_engine(
 
 def _upgrade(engine: Engine) -> None:
     """Bring a database made by an earlier version to the current tables (idempotent):
-    `leaf_records` replaced the (node_id, kind, record_id) index of `leaves`."""
+    `leaf_records` replaced the (node_id, kind, record_id) index of `leaves`; `combos` gained
+    `changed` (null in old rows: a server loads them all when it starts anyway)."""
     with engine.begin() as conn:
+        if "changed" not in {c["name"] for c in inspect(conn).get_columns("combos")}:
+            conn.execute(text("ALTER TABLE combos ADD COLUMN changed BIGINT"))
+            next(ix for ix in combos.indexes if ix.name == "ix_combos_changed").create(conn)
         names = {ix["name"] for ix in inspect(conn).get_indexes("leaves")}
         if "ix_leaves_rotations" not in names:
             next(ix for ix in leaves.indexes if ix.name == "ix_leaves_rotations").create(conn)

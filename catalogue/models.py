@@ -116,8 +116,13 @@ combos = Table(
     Column("year_from", Integer),
     Column("year_to", Integer),
     Column("n", BigInteger, nullable=False, default=0),
+    # the size of the catalogue's own log once the step that last changed `n` or `country`
+    # was accepted: every server's search index reads only the combos changed since the size
+    # it holds (catalogue.search.cache); null for combos no accepted step has counted yet
+    Column("changed", BigInteger),
 )
 Index("ix_combos_key", combos.c.node_id, combos.c.ckey, unique=True)
+Index("ix_combos_changed", combos.c.changed)
 
 combo_diagnoses = Table(
     "combo_diagnoses",

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
 
 from catalogue.models import own_leaves, own_state
 from protocol.canonical import canonical
@@ -16,9 +16,11 @@ from protocol.errors import ConfigError
 from protocol.merkle import CompactRange, leaf_hash
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
 
-__all__ = ["CatalogueKey", "append", "ensure_state"]
+__all__ = ["CHANGES_CHANNEL", "CatalogueKey", "append", "ensure_state", "reserve"]
 
 KEY_FILE = "catalogue.key"
+# PostgreSQL NOTIFY channel: the own log grew (payload: its new size)
+CHANGES_CHANNEL = "biobank_catalogue_changes"
 
 
 class CatalogueKey:
@@ -60,8 +62,23 @@ def ensure_state(conn: Connection, key: CatalogueKey) -> None:
         )
 
 
+def reserve(conn: Connection, key: CatalogueKey) -> int:
+    """Lock the own log for the rest of this transaction; the size it will have once this
+    transaction has appended one leaf (appends are serialised on this lock, so sizes are
+    committed in order: what a reader sees at size S includes every change marked <= S)."""
+    ensure_state(conn, key)
+    size = conn.execute(
+        select(own_state.c.size).where(own_state.c.id == 1).with_for_update()
+    ).scalar_one()
+    return int(size) + 1
+
+
 def append(conn: Connection, key: CatalogueKey, op: str, /, **fields: Any) -> int:
-    """Append one leaf {log, index, time, op, ...fields} and re-sign; returns its index."""
+    """Append one leaf {log, index, time, op, ...fields} and re-sign; returns its index.
+
+    On PostgreSQL the transaction also sends NOTIFY on CHANGES_CHANNEL with the new size
+    (delivered when it commits): every catalogue server listening refreshes its search index.
+    """
     ensure_state(conn, key)
     row = conn.execute(select(own_state).where(own_state.c.id == 1).with_for_update()).one()
     compact = CompactRange.from_json(orjson.loads(row.compact))
@@ -78,4 +95,9 @@ def append(conn: Connection, key: CatalogueKey, op: str, /, **fields: Any) -> in
             size=row.size + 1, compact=orjson.dumps(compact.to_json()).decode(), checkpoint=note
         )
     )
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_notify(:channel, :size)"),
+            {"channel": CHANGES_CHANNEL, "size": str(row.size + 1)},
+        )
     return int(row.size)

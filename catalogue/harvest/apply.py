@@ -32,7 +32,7 @@ from catalogue.models import (
     nodes,
     rejections,
 )
-from catalogue.ownlog import CatalogueKey, append
+from catalogue.ownlog import CatalogueKey, append, reserve
 from catalogue.search.codes import Vocabulary
 from protocol.entries import utc_now
 from protocol.verify import TrustedState, VerifiedEntry
@@ -184,6 +184,7 @@ def commit_final(
             country=pos.country,
             vocab=Vocabulary.default(),
             known=combos,
+            stamp=lambda: reserve(conn, key),
         )
         now = utc_now()
         conn.execute(

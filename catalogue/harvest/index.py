@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -108,6 +108,7 @@ def index_step(
     country: str | None,
     vocab: Vocabulary,
     known: StepCombos | None = None,
+    stamp: Callable[[], int],
 ) -> None:
     """Index the stored leaves [start, end) of a verified step, in batches (bounded memory).
 
@@ -115,6 +116,8 @@ def index_step(
     rejected), withdraw removes the record and erases the content of its earlier leaves.
     `known`: the combos of the sample leaves this run stored (from `known.start` on); their
     contents are not read back. Leaves staged by an interrupted run are read and keyed here.
+    `stamp`: called once, just before the combos' counts change, it returns the size the
+    catalogue's own log will have when this transaction commits (`combos.changed`).
     """
     seen = bytearray(_SEEN_BITS // 8) if start == 0 else None
     combo_ids = known.combo_ids(conn) if known else ComboIds(conn, node_id)
@@ -200,13 +203,14 @@ def index_step(
                 seen[bit >> 3] |= 1 << (bit & 7)
         apply_samples(conn, node_id, changes["sample"], check=check, delta=delta)
         touched = touched or bool(changes["biobank"] or changes["sample"])
+    changed = stamp()
     executemany(
         conn,
-        "UPDATE combos SET n = n + ? WHERE id = ?",
-        [(d, cid) for cid, d in delta.items() if d],
+        "UPDATE combos SET n = n + ?, changed = ? WHERE id = ?",
+        [(d, changed, cid) for cid, d in delta.items() if d],
     )
     if touched:
-        refresh_countries(conn, node_id, country)
+        refresh_countries(conn, node_id, country, changed)
 
 
 def apply_samples(
@@ -407,8 +411,11 @@ def _combo_row(node_id: int, cid: int, key: tuple[Any, ...]) -> tuple[Any, ...]:
     return (cid, node_id, orjson.dumps(key).decode(), *key[:9], 0)
 
 
-def refresh_countries(conn: Connection, node_id: int, node_country: str | None) -> None:
-    """Denormalise each combo's country from its biobank record (the node's country if none)."""
+def refresh_countries(
+    conn: Connection, node_id: int, node_country: str | None, changed: int
+) -> None:
+    """Denormalise each combo's country from its biobank record (the node's country if none);
+    `changed` marks the combos whose country changes (`combos.changed`)."""
     country = func.coalesce(
         func.nullif(
             select(records.c.country)
@@ -425,5 +432,5 @@ def refresh_countries(conn: Connection, node_id: int, node_country: str | None) 
     conn.execute(
         combos.update()
         .where(combos.c.node_id == node_id, combos.c.country.is_distinct_from(country))
-        .values(country=country)
+        .values(country=country, changed=changed)
     )

@@ -4,7 +4,9 @@ small-count protection of what it shows.
     filters.py          the search parameters (one table of definitions) and their parsing
     codes.py            the code lists as search and the index use them (`Vocabulary`)
     cube.py             the sample cube in memory (combo rows) and the `Tally` a search makes
+    cache.py            the server's snapshot, refreshed with only the combos changed since
     tally_arrays.py     the tally search runs: numpy arrays, vectorised (the engine)
+    tally_update.py     a refresh's changes applied to the arrays (a new snapshot)
     tally_reference.py  the same tally as one plain-Python pass (the reference it must equal)
     privacy.py          small-count protection: which counts show as bounds like "<10"
     service.py          the /v1/search response: tally, protection, cards and pages
@@ -18,8 +20,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from catalogue.search.cache import CubeCache
 from catalogue.search.codes import Vocabulary
-from catalogue.search.cube import CubeCache
 from catalogue.search.filters import FILTERS, FilterDef, Filters, parse_filters
 from catalogue.search.privacy import DEFAULT_K
 

@@ -1,5 +1,6 @@
-"""The sample cube in memory: the combo rows of live samples, reloaded when the catalogue log
-grows, and the `Tally` a search pass produces (shared by both tally implementations).
+"""The sample cube in memory: the combo rows of live samples (kept up to date by
+`catalogue.search.cache.CubeCache`), and the `Tally` a search pass produces (shared by both
+tally implementations).
 
 Each combo row stands for `n` live samples with identical coded attributes (see models.py).
 SQL GROUP BY per facet costs a scan per facet; one pass over the snapshot costs one scan in
@@ -8,17 +9,16 @@ all, and the snapshot is shared by every search until the next harvest step.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, select
 
-from catalogue.models import combo_datasets, combo_diagnoses, combo_uses, combos, own_state
+from catalogue.models import combo_datasets, combo_diagnoses, combo_uses, combos
 
-__all__ = ["FACETS", "Combo", "CubeCache", "Predicate", "Tally"]
+__all__ = ["FACETS", "Combo", "Predicate", "Tally", "load"]
 
 # facet name -> the filter parameter it ignores
 FACETS = {
@@ -53,44 +53,37 @@ class Combo:
     dataset_type: tuple[str, ...]
 
 
-class CubeCache:
-    """The latest snapshot, keyed by the catalogue log size (every harvest step grows it)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._version = -1
-        self._rows: list[Combo] = []
-
-    def rows(self, conn: Connection) -> list[Combo]:
-        version = conn.execute(select(own_state.c.size)).scalar() or 0
-        with self._lock:
-            if version != self._version:
-                self._rows = load(conn)
-                self._version = version
-            return self._rows
-
-
-def load(conn: Connection) -> list[Combo]:
+def load(
+    conn: Connection, where: ColumnElement[bool] | None = None
+) -> tuple[list[int], list[Combo]]:
+    """The combos matching `where` (default: those counting samples) and their ids."""
+    picked = select(combos.c.id).where(where) if where is not None else None
     side: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for cid, system, code, chapter in conn.execute(
-        select(
-            combo_diagnoses.c.combo_id,
-            combo_diagnoses.c.system,
-            combo_diagnoses.c.code,
-            combo_diagnoses.c.chapter,
-        )
-    ):
+    q = select(
+        combo_diagnoses.c.combo_id,
+        combo_diagnoses.c.system,
+        combo_diagnoses.c.code,
+        combo_diagnoses.c.chapter,
+    )
+    if picked is not None:
+        q = q.where(combo_diagnoses.c.combo_id.in_(picked))
+    for cid, system, code, chapter in conn.execute(q):
         s = side[cid]
         s["icd" if system == "ICD-10" else "orpha"].append(code)
         if chapter and chapter not in s["chapters"]:
             s["chapters"].append(chapter)
     for table, name in ((combo_uses, "use_conditions"), (combo_datasets, "dataset_type")):
-        for cid, code in conn.execute(select(table.c.combo_id, table.c.code)):
+        q2 = select(table.c.combo_id, table.c.code)
+        if picked is not None:
+            q2 = q2.where(table.c.combo_id.in_(picked))
+        for cid, code in conn.execute(q2):
             side[cid][name].append(code)
+    ids = []
     out = []
     empty: dict[str, list[str]] = {}
-    for r in conn.execute(select(combos).where(combos.c.n > 0)):
+    for r in conn.execute(select(combos).where(where if where is not None else combos.c.n > 0)):
         s = side.get(r.id, empty)
+        ids.append(int(r.id))
         out.append(
             Combo(
                 r.node_id,
@@ -112,7 +105,7 @@ def load(conn: Connection) -> list[Combo]:
                 tuple(s.get("dataset_type", ())),
             )
         )
-    return out
+    return ids, out
 
 
 @dataclass

@@ -15,17 +15,17 @@ import orjson
 from sqlalchemy import Connection, and_, or_, select
 
 from catalogue.models import nodes, records
+from catalogue.search.cache import CubeCache
 from catalogue.search.codes import Vocabulary
-from catalogue.search.cube import FACETS, CubeCache
+from catalogue.search.cube import FACETS
 from catalogue.search.filters import Filters
 from catalogue.search.privacy import DEFAULT_K, Count, protected_counts, weight
-from catalogue.search.tally_arrays import ArrayCache, ArrayCube, places, tally
+from catalogue.search.tally_arrays import ArrayCube, places, tally
 from catalogue.status import list_status
 
 __all__ = ["declared_match", "search"]
 
 _AGE_UNIT_YEARS = {"years": 1.0, "months": 12.0, "weeks": 52.0, "days": 365.0}
-_ARRAYS = ArrayCache()
 
 
 def search(
@@ -44,7 +44,7 @@ def search(
         r = node_rows[nid]
         return {"node": r.origin, "checkpoint_size": r.tree_size, "verified_at": r.verified_at}
 
-    cube = _ARRAYS.get((cache or CubeCache()).rows(conn))
+    cube = (cache or CubeCache()).arrays(conn)
     result = tally(cube, f, vocab, set(node_rows))
     t = result.tally
     reps, preds = places(cube, result.matching, set(node_rows))

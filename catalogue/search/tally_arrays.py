@@ -13,7 +13,6 @@ reference would give it.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from catalogue.search.codes import Vocabulary
 from catalogue.search.cube import FACETS, Combo, Predicate, Tally
 from catalogue.search.filters import Filters
 
-__all__ = ["ArrayCache", "ArrayCube", "Result", "build", "masks", "places", "tally"]
+__all__ = ["ArrayCube", "Column", "Multi", "Result", "build", "masks", "places", "tally"]
 
 _SINGLE = (
     "node_id",
@@ -59,6 +58,17 @@ class Column:
     codes: Ints
     values: list[Any]
 
+    def encode(self, values: Sequence[Any]) -> tuple[Ints, list[Any]]:
+        """The codes of `values` and the value list extended by those not seen yet (this
+        column is left as it is: searches may be reading it)."""
+        known = list(self.values)
+        index = {v: i for i, v in enumerate(known)}
+        codes = np.fromiter(
+            (index.setdefault(v, len(index)) for v in values), dtype=np.int64, count=len(values)
+        )
+        known.extend(list(index)[len(known) :])
+        return codes, known
+
 
 @dataclass
 class Multi:
@@ -71,7 +81,9 @@ class Multi:
 
 @dataclass
 class ArrayCube:
-    """One snapshot of the cube in columnar form (built once per `CubeCache` reload)."""
+    """One snapshot of the cube in columnar form (built by `CubeCache`, then a new one per
+    refresh by `tally_update.apply`). Rows whose `n` is 0 (every sample withdrawn since the
+    snapshot was built) count nowhere, as if absent."""
 
     size: int
     n: Ints
@@ -80,8 +92,19 @@ class ArrayCube:
     multi: dict[str, Multi]
     place: Ints  # row -> index into `places`
     places: list[tuple[int, str, str | None, str]]  # (node, biobank, country, collection)
-    with_samples: frozenset[tuple[int, str]]
+    with_samples: frozenset[tuple[int, str]] = frozenset()  # (node, collection) counting samples
+    place_live: Bools = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
     targets: dict[str, _Target] = field(default_factory=dict)
+
+    def index(self) -> ArrayCube:
+        """Derive what the searches read besides the columns (after building or changing)."""
+        counted = np.bincount(self.place[self.n > 0], minlength=len(self.places)) > 0
+        self.place_live = counted
+        self.with_samples = frozenset(
+            (p[0], p[3]) for p, ok in zip(self.places, counted.tolist(), strict=True) if ok
+        )
+        self.targets = _targets(self)
+        return self
 
 
 def build(rows: Sequence[Combo]) -> ArrayCube:
@@ -110,10 +133,8 @@ def build(rows: Sequence[Combo]) -> ArrayCube:
         multi,
         place.codes,
         place.values,
-        frozenset((r.node_id, r.collection) for r in rows),
     )
-    cube.targets = _targets(cube)
-    return cube
+    return cube.index()
 
 
 def _factorise(values: list[Any]) -> Column:
@@ -122,24 +143,6 @@ def _factorise(values: list[Any]) -> Column:
         (index.setdefault(v, len(index)) for v in values), dtype=np.int64, count=len(values)
     )
     return Column(codes, list(index))
-
-
-class ArrayCache:
-    """The columnar form of the latest `CubeCache` snapshots (by identity of the row list)."""
-
-    def __init__(self, slots: int = 2) -> None:
-        self._lock = threading.Lock()
-        self._slots = slots
-        self._built: list[tuple[Sequence[Combo], ArrayCube]] = []
-
-    def get(self, rows: Sequence[Combo]) -> ArrayCube:
-        with self._lock:
-            for held, cube in self._built:
-                if held is rows:
-                    return cube
-            cube = build(rows)
-            self._built = [(rows, cube), *self._built][: self._slots]
-            return cube
 
 
 def masks(cube: ArrayCube, f: Filters, vocab: Vocabulary) -> dict[str, Bools]:
@@ -253,7 +256,7 @@ def tally(cube: ArrayCube, f: Filters, vocab: Vocabulary, active: set[int]) -> R
     nodes = cube.single["node_id"]
     live = np.fromiter(
         (v in active for v in nodes.values), dtype=np.bool_, count=len(nodes.values)
-    )[nodes.codes]
+    )[nodes.codes] & (cube.n > 0)
     by_name = masks(cube, f, vocab)
     fails = np.zeros(cube.size, dtype=np.int8)
     for m in by_name.values():
@@ -310,7 +313,9 @@ def places(
         Combo(
             nid, bb, col, country, None, None, None, None, None, None, None, 1, (), (), (), (), ()
         )
-        for nid, bb, country, col in cube.places
-        if nid in active
+        for (nid, bb, country, col), counted in zip(
+            cube.places, cube.place_live.tolist(), strict=True
+        )
+        if nid in active and counted
     ]
     return reps, [("place", lambda r: (r.node_id, r.biobank, r.country, r.collection) in hit)]
