@@ -61,6 +61,11 @@ class CubeCache:
         self._version = -1
         self._rows: list[Combo] = []
 
+    @property
+    def loaded(self) -> bool:
+        """Whether a snapshot has been loaded (the catalogue's readiness)."""
+        return self._version >= 0
+
     def rows(self, conn: Connection) -> list[Combo]:
         version = conn.execute(select(own_state.c.size)).scalar() or 0
         with self._lock:
