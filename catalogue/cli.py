@@ -62,7 +62,11 @@ def _log_format(option: str | None) -> str:
     if option is None:
         return _settings().log_format
     if option not in FORMATS:
-        typer.echo(f"error: --log-format must be 'text' or 'json', not {option!r}", err=True)
+        typer.echo(
+            f"error: log format (--log-format, CATALOGUE_LOG_FORMAT) must be 'text' or 'json', "
+            f"not {option!r}",
+            err=True,
+        )
         raise typer.Exit(2)
     return option
 

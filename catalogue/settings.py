@@ -46,7 +46,10 @@ class Settings(BaseSettings):
     @classmethod
     def _known_format(cls, value: str) -> str:
         if value not in FORMATS:
-            raise ValueError(f"CATALOGUE_LOG_FORMAT must be 'text' or 'json', not {value!r}")
+            raise ValueError(
+                "log format (--log-format, CATALOGUE_LOG_FORMAT) must be 'text' or 'json', "
+                f"not {value!r}"
+            )
         return value
 
     @field_validator("admin_token")

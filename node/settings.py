@@ -25,5 +25,8 @@ class NodeSettings(BaseSettings):
     @classmethod
     def _known_format(cls, value: str) -> str:
         if value not in FORMATS:
-            raise ValueError(f"NODE_LOG_FORMAT must be 'text' or 'json', not {value!r}")
+            raise ValueError(
+                "log format (--log-format, NODE_LOG_FORMAT) must be 'text' or 'json', "
+                f"not {value!r}"
+            )
         return value
