@@ -294,7 +294,8 @@ def serve(
         settings = NodeSettings(**fields)
     except ValidationError as exc:
         for e in exc.errors():
-            err.print(f"[red]error:[/red] {e['msg'].removeprefix('Value error, ')}")
+            message = e["msg"].removeprefix("Value error, ")
+            err.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from exc
     try:
         application = create_app(settings)

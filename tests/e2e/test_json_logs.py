@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from typer.testing import CliRunner
 
 from federation.servers import free_port
 from tests.catalogue.conftest import ADMIN_TOKEN
@@ -153,3 +154,29 @@ def test_json_logs_parse_and_hold_no_secret(tmp_path: Path) -> None:
         assert secret not in everything
     for row in sample_rows(14, donors=7):
         assert row[0] not in everything and row[1] not in everything
+
+
+def test_node_serve_refuses_an_unknown_log_format(tmp_path: Path) -> None:
+    from node.cli import app as node_cli
+
+    home, _ = make_home(tmp_path)
+    result = CliRunner().invoke(
+        node_cli, ["serve", "--home", str(home.path), "--log-format", "xml"], env={}
+    )
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: log format (--log-format, NODE_LOG_FORMAT) must be 'text' or 'json', not 'xml'"
+    )
+
+
+def test_catalogue_refuses_an_unknown_log_format(tmp_path: Path) -> None:
+    from catalogue.cli import app as catalogue_cli
+
+    env = {"CATALOGUE_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}"}
+    for command in ("serve", "harvest"):
+        result = CliRunner().invoke(catalogue_cli, [command, "--log-format", "xml"], env=env)
+        assert result.exit_code == 2
+        assert result.output.strip() == (
+            "error: log format (--log-format, CATALOGUE_LOG_FORMAT) must be 'text' or 'json', "
+            "not 'xml'"
+        )
