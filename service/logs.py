@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -52,6 +53,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
+class StdHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler writing to whatever ``sys.stderr`` (or ``sys.stdout``) is at each record, so
+    a command run in-process (tests, a CLI runner that swaps the streams) logs where it
+    should and never into a stream closed since."""
+
+    def __init__(self, which: str = "stderr") -> None:
+        super().__init__()
+        self.which = which
+
+    @property
+    def stream(self) -> Any:
+        return getattr(sys, self.which)
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:  # StreamHandler.__init__ assigns one: ignored
+        return
+
+
 def log_config(fmt: str = "text", level: str = "INFO") -> dict[str, Any]:
     """The dictConfig for ``fmt`` ("text": uvicorn's own format; "json"): the root logger
     and uvicorn's loggers on stderr, the request log on stdout (as uvicorn does)."""
@@ -71,15 +90,11 @@ def log_config(fmt: str = "text", level: str = "INFO") -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {"default": default, "access": access},
         "handlers": {
-            "default": {
-                "class": "logging.StreamHandler",
-                "formatter": "default",
-                "stream": "ext://sys.stderr",
-            },
+            "default": {"()": "service.logs.StdHandler", "formatter": "default"},
             "access": {
-                "class": "logging.StreamHandler",
+                "()": "service.logs.StdHandler",
                 "formatter": "access",
-                "stream": "ext://sys.stdout",
+                "which": "stdout",
             },
         },
         "root": {"handlers": ["default"], "level": level},
@@ -97,7 +112,6 @@ def log_config(fmt: str = "text", level: str = "INFO") -> dict[str, Any]:
 def configure(fmt: str = "text", level: str = "INFO") -> None:
     """Configure logging for a command that runs without uvicorn (a one-shot harvest)."""
     logging.config.dictConfig(log_config(fmt, level))
-    logging.captureWarnings(True)
 
 
-__all__ = ["FORMATS", "JsonFormatter", "LogFormat", "configure", "log_config"]
+__all__ = ["FORMATS", "JsonFormatter", "LogFormat", "StdHandler", "configure", "log_config"]
