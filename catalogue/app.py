@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from catalogue import metrics
 from catalogue.api import admin, nodes, problems, public, search
 from catalogue.cluster import ChangeListener, HarvestLeader, is_postgres
 from catalogue.context import Context, build_context
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(_scheduler(ctx)) if schedule_harvest else None
+        warm = asyncio.create_task(_warm_until_loaded(ctx))  # /readyz waits for the index
         listener = None
         if is_postgres(settings.database_url):  # other servers' harvests refresh our index
             listener = ChangeListener(settings.database_url, lambda: _warm(ctx)).start()
@@ -39,6 +41,9 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
         finally:
             if listener is not None:
                 listener.stop()
+            warm.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warm
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -55,6 +60,7 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
     problems.install(app)
     for router in (public.router, search.router, nodes.router, admin.router):
         app.include_router(router)
+    metrics.install(app, ctx)  # /healthz, /readyz, /metrics
     mount_web(app)
     return app
 
@@ -78,3 +84,13 @@ async def _scheduler(ctx: Context) -> None:
 def _warm(ctx: Context) -> None:
     with ctx.engine.connect() as conn:
         ctx.cube.arrays(conn)
+
+
+async def _warm_until_loaded(ctx: Context) -> None:
+    """Load the search index at startup (retrying while the database is unreachable)."""
+    while not ctx.cube.loaded:
+        try:
+            await asyncio.to_thread(_warm, ctx)
+        except Exception as exc:  # /readyz reports the database; try again shortly
+            log.warning("search index not loaded yet: %s", type(exc).__name__)
+            await asyncio.sleep(5)

@@ -46,6 +46,31 @@ def _context() -> Iterator[Context]:
         ctx.engine.dispose()
 
 
+LogFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        help="text or json: one JSON object a line (default: CATALOGUE_LOG_FORMAT, else text)",
+    ),
+]
+
+
+def _log_format(option: str | None) -> str:
+    """The log format asked for: --log-format, else CATALOGUE_LOG_FORMAT, else text."""
+    from service.logs import FORMATS
+
+    if option is None:
+        return _settings().log_format
+    if option not in FORMATS:
+        typer.echo(
+            f"error: log format (--log-format, CATALOGUE_LOG_FORMAT) must be 'text' or 'json', "
+            f"not {option!r}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return option
+
+
 def _fail(exc: BiobankError) -> NoReturn:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(1)
@@ -129,15 +154,35 @@ def revoke(
 
 
 @app.command()
-def harvest() -> None:
+def harvest(log_format: LogFormatOpt = None) -> None:
     """Harvest every active node once; exit 1 if any node failed."""
-    from catalogue.harvest import Harvester
+    import logging
 
+    from catalogue.harvest import Harvester
+    from service.logs import configure
+
+    fmt = _log_format(log_format)
+    configure(fmt)
     with _context() as ctx:
         outcomes = Harvester(
             engine=ctx.engine, settings=ctx.settings, key=ctx.key, inline=True
         ).run()
-    for o in outcomes:
+    if fmt == "json":  # each outcome one log record on stderr, as everything else
+        log = logging.getLogger("catalogue.harvest")
+        for o in outcomes:
+            log.log(
+                logging.INFO if o.ok else logging.ERROR,
+                f"{o.origin}: ok" if o.ok else f"{o.origin}: {'halted' if o.halted else 'failed'}",
+                extra={
+                    "node": o.origin,
+                    "ok": o.ok,
+                    "size": o.size,
+                    "added": o.added,
+                    "error": o.error,
+                    "halted": o.halted,
+                },
+            )
+    for o in outcomes if fmt == "text" else []:
         if o.ok:
             typer.echo(f"{o.origin}: ok, size {o.size} (+{o.added})")
         else:
@@ -198,28 +243,29 @@ def serve(
     harvest: Annotated[
         bool, typer.Option(help="harvest every CATALOGUE_HARVEST_INTERVAL seconds")
     ] = True,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Serve the API and web page; admin routes need CATALOGUE_ADMIN_TOKEN."""
+    import logging
+
     import uvicorn
 
     from catalogue.app import create_app
+    from service.logs import configure, log_config
 
+    fmt = _log_format(log_format)
+    configure(fmt)
     settings = _settings()
     if not settings.admin_token:
-        typer.echo("note: CATALOGUE_ADMIN_TOKEN is not set; the admin API answers 503", err=True)
-    _log_to_stderr()
-    uvicorn.run(create_app(settings, schedule_harvest=harvest), host=host, port=port)
-
-
-def _log_to_stderr() -> None:
-    """The catalogue's own messages (harvest leader changes, failures) on stderr."""
-    import logging
-
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("catalogue")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+        logging.getLogger("catalogue").warning(
+            "CATALOGUE_ADMIN_TOKEN is not set; the admin API answers 503"
+        )
+    uvicorn.run(
+        create_app(settings, schedule_harvest=harvest),
+        host=host,
+        port=port,
+        log_config=log_config(fmt),
+    )
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -224,3 +224,11 @@ key_events = Table(  # catalogue revocations of node keys (rotations live in the
     Column("created_at", String(32), nullable=False),
 )
 Index("ix_key_events_node", key_events.c.node_id)
+
+harvest_refusals = Table(  # failed or refused harvest attempts, counted by kind (for metrics)
+    "harvest_refusals",
+    metadata,
+    Column("node_id", Integer, primary_key=True, autoincrement=False),
+    Column("kind", String(64), primary_key=True),  # error class: FetchError, SignatureError, ...
+    Column("n", BigInteger, nullable=False),
+)

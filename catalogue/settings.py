@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.logs import FORMATS
+
 __all__ = ["Settings"]
 
 # Tokens that people paste from examples; refusing them keeps a demo config out of production.
@@ -37,6 +39,18 @@ class Settings(BaseSettings):
     # Worker processes that fetch and verify nodes in parallel (0: in this process). Keeps
     # CPU-heavy verification off the API's event loop and uses every core.
     harvest_workers: int = 2
+    # serve and harvest logs: "text" (for people) or "json" (one object a line, for collectors)
+    log_format: str = "text"
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in FORMATS:
+            raise ValueError(
+                "log format (--log-format, CATALOGUE_LOG_FORMAT) must be 'text' or 'json', "
+                f"not {value!r}"
+            )
+        return value
 
     @field_validator("admin_token")
     @classmethod

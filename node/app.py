@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from node import store
+from node import metrics, store
 from node.api import descriptor, log
 from node.home import Home
 from node.publish import ensure_checkpoint
@@ -29,6 +29,7 @@ def create_app(settings: NodeSettings) -> FastAPI:
     app.state.home = home
     app.include_router(descriptor.router)
     app.include_router(log.router)
+    metrics.install(app, home)  # /healthz, /readyz, /metrics
 
     # bad parameters: 422, as the node API has always answered them
     problems.install(app, errors=[(BiobankError, 400, "Bad Request")], invalid_status=422)

@@ -270,19 +270,44 @@ def serve(
     home: HomeOpt = Path("node-home"),
     host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="listen port")] = 8080,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            help="text (default) or json: one JSON object a line (also NODE_LOG_FORMAT)",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the node HTTP API (descriptor, checkpoint, entries, proofs, /docs)."""
+    """Serve the node HTTP API (descriptor, checkpoint, entries, proofs, /docs, /metrics)."""
     import uvicorn
+    from pydantic import ValidationError
 
     from node.app import create_app
+    from service.logs import log_config
 
     try:
         from node.settings import NodeSettings  # pydantic-settings: only serve needs it
 
-        application = create_app(NodeSettings(home=home, host=host, port=port))
+        fields: dict[str, Any] = {"home": home, "host": host, "port": port}
+        if log_format is not None:
+            fields["log_format"] = log_format
+        settings = NodeSettings(**fields)
+    except ValidationError as exc:
+        for e in exc.errors():
+            message = e["msg"].removeprefix("Value error, ")
+            err.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from exc
+    try:
+        application = create_app(settings)
     except BiobankError as exc:
         _fail(exc)
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=log_config(settings.log_format),
+    )
 
 
 @app.command()

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.logs import FORMATS
 
 
 class NodeSettings(BaseSettings):
-    """``NODE_HOME``, ``NODE_HOST``, ``NODE_PORT``."""
+    """``NODE_HOME``, ``NODE_HOST``, ``NODE_PORT``, ``NODE_LOG_FORMAT``."""
 
     model_config = SettingsConfigDict(env_prefix="NODE_")
 
     home: Path = Path("node-home")
     host: str = "127.0.0.1"
     port: int = 8080
+    # "text" (uvicorn's lines, for people) or "json" (one object a line, for log collectors)
+    log_format: str = "text"
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in FORMATS:
+            raise ValueError(
+                "log format (--log-format, NODE_LOG_FORMAT) must be 'text' or 'json', "
+                f"not {value!r}"
+            )
+        return value

@@ -1,1 +1,1 @@
-"""What the node's and the catalogue's HTTP services share (problem+json errors)."""
+"""What the node's and the catalogue's HTTP services share: problem+json, probes, metrics, logs."""

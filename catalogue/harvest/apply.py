@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, select
 from catalogue.db import add_leaf_records, bulk_insert, write_tx
 from catalogue.errors import FetchError
 from catalogue.harvest.index import StepCombos, combo_hash, combo_key, index_step
+from catalogue.harvest.refusals import count_refusal
 from catalogue.models import (
     alerts,
     combo_datasets,
@@ -242,6 +243,7 @@ def record_failure(
         values["remote_size"] = remote_size
     with write_tx(engine) as conn:
         conn.execute(nodes.update().where(nodes.c.id == node_id).values(**values))
+        count_refusal(conn, node_id, error)
         if discard:
             discard_staging(conn, node_id)
 
@@ -262,6 +264,7 @@ def record_halt(
             .where(nodes.c.id == node_id)
             .values(state="halted", last_attempt_at=now, last_error=message)
         )
+        count_refusal(conn, node_id, message)
         discard_staging(conn, node_id)
         conn.execute(
             alerts.insert().values(

@@ -52,6 +52,11 @@ class CubeCache:
         """The own-log size the snapshot reflects (-1: none loaded yet)."""
         return self._version
 
+    @property
+    def loaded(self) -> bool:
+        """Whether a snapshot has been loaded (the catalogue's readiness)."""
+        return self._version >= 0
+
     def arrays(self, conn: Connection) -> ArrayCube:
         """The snapshot, first brought up to the own log's size if it has grown."""
         if self._cube is None or _size(conn) > self._version:
