@@ -49,5 +49,6 @@ def node_secrets(home: Path) -> list[str]:
     raw = (home / "pseudonym.secret").read_bytes()
     found = [raw.hex(), base64.b64encode(raw).decode().rstrip("=")]
     for key_file in home.glob("node.key*"):
-        found.append(key_file.read_text(encoding="utf-8").strip().split("+")[-1])
+        # "PRIVATE+KEY+name+hexid+base64": the base64 part may itself hold "+"
+        found.append(key_file.read_text(encoding="utf-8").strip().split("+", 4)[4])
     return found
