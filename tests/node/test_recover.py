@@ -294,6 +294,21 @@ def test_recover_refuses_a_mirror_behind_what_the_node_signed(world: World, rest
     assert _state(restored) == before
 
 
+def test_running_server_refuses_a_database_restored_under_it(world: World, tmp_path: Path) -> None:
+    """node.db swapped for the old backup while the server runs: 503, no checkpoint served."""
+    copy = tmp_path / "home"
+    shutil.copytree(world.twin, copy)
+    port = free_port()
+    with live_server(node_app(copy, f"http://127.0.0.1:{port}"), port) as server:
+        assert httpx.get(f"{server.url}/v1/log/checkpoint").status_code == 200
+        for suffix in ("-wal", "-shm"):
+            (copy / f"node.db{suffix}").unlink(missing_ok=True)
+        shutil.copy2(world.home.parent / "backup" / "node.db", copy / "node.db")
+        resp = httpx.get(f"{server.url}/v1/log/checkpoint")
+    assert resp.status_code == 503
+    assert "biobank-node recover" in resp.text
+
+
 def test_recover_then_publish_harvest_and_audit(world: World, tmp_path: Path) -> None:
     """The last test of the module: it recovers the fixture's home itself."""
     world.liar.lies.clear()
