@@ -1,4 +1,4 @@
-"""biobank-catalogue: enrol, retire, clear, revoke, harvest, serve, status."""
+"""biobank-catalogue: enrol, retire, clear, revoke, harvest, serve, status, backup, restore."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -266,6 +267,40 @@ def serve(
         port=port,
         log_config=log_config(fmt),
     )
+
+
+@app.command()
+def backup(dest: Annotated[Path, typer.Argument(help="new backup file")]) -> None:
+    """Back up the database (SQLite online backup, or pg_dump -Fc); never the signing key."""
+    from catalogue.backup import backup as do_backup
+
+    settings = _settings()
+    try:
+        how = do_backup(settings, dest)
+    except BiobankError as exc:
+        _fail(exc)
+    typer.echo(f"backup written to {dest} ({how})")
+    typer.echo(
+        f"NOT in the backup (keep it in your key safe): {settings.home / 'catalogue.key'}",
+        err=True,
+    )
+
+
+@app.command()
+def restore(
+    source: Annotated[Path, typer.Argument(help="a file made by 'biobank-catalogue backup'")],
+    replace: Annotated[
+        bool, typer.Option(help="overwrite a non-empty database (stop the catalogue first)")
+    ] = False,
+) -> None:
+    """Restore a backup into CATALOGUE_DATABASE_URL (the key must already be in CATALOGUE_HOME)."""
+    from catalogue.backup import restore as do_restore
+
+    try:
+        do_restore(_settings(), source, replace=replace)
+    except BiobankError as exc:
+        _fail(exc)
+    typer.echo(f"restored {source}; its log is signed by the key in CATALOGUE_HOME")
 
 
 def main(argv: list[str] | None = None) -> Any:

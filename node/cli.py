@@ -313,8 +313,10 @@ def serve(
 @app.command()
 def status(home: HomeOpt = Path("node-home")) -> None:
     """Log size, last checkpoint, entries by kind and op, live records by kind."""
+    from node import highwater
+
     try:
-        opened = Home.open(home)
+        opened = Home.open(home, restored_ok=True)
     except BiobankError as exc:
         _fail(exc)
     conn = store.connect(opened.db_path)
@@ -335,6 +337,84 @@ def status(home: HomeOpt = Path("node-home")) -> None:
         print(f"entries {key}: {n}")
     for key, n in dict(counts["live"]).items():  # type: ignore[call-overload]
         print(f"live {key}: {n}")
+    try:
+        highwater.check(opened.path, latest)
+    except highwater.RecoveryRequired as exc:
+        print(f"RECOVERY REQUIRED: {exc.message}")
+
+
+@app.command()
+def backup(
+    dest: Annotated[Path, typer.Argument(help="new directory for the backup")],
+    home: HomeOpt = Path("node-home"),
+) -> None:
+    """Back up node.db (online, consistent) and the public config; never the secret keys."""
+    from node.backup import backup as do_backup
+
+    try:
+        info = do_backup(home, dest)
+    except BiobankError as exc:
+        _fail(exc)
+    print(f"backup of tree size {info.size} in {info.path}")
+    err.print(
+        f"NOT in the backup (keep them in your key safe): {', '.join(info.not_included)}",
+        highlight=False,
+    )
+
+
+@app.command()
+def restore(
+    backup_dir: Annotated[Path, typer.Argument(help="a directory made by 'biobank-node backup'")],
+    home: HomeOpt = Path("node-home"),
+    replace: Annotated[
+        bool, typer.Option(help="overwrite the home's node.db (stop the server first)")
+    ] = False,
+) -> None:
+    """Put a backup's node.db back; then 'recover' before the node serves or signs again."""
+    from node import highwater
+    from node.backup import restore as do_restore
+
+    try:
+        size = do_restore(backup_dir, home, replace=replace)
+    except BiobankError as exc:
+        _fail(exc)
+    print(f"restored node.db at tree size {size} into {home}")
+    mark = highwater.read(home)
+    if mark is not None and mark.recover_required:
+        err.print(
+            f"next: biobank-node recover --home {home} --from CATALOGUE_URL "
+            "(the node refuses to serve or sign until then)",
+            highlight=False,
+        )
+
+
+@app.command()
+def recover(
+    from_: Annotated[str, typer.Option("--from", help="catalogue base URL (its mirror of us)")],
+    home: HomeOpt = Path("node-home"),
+) -> None:
+    """Recover the log from a catalogue's mirror, verified against this node's own keys."""
+    import httpx
+
+    from node.recover import recover as do_recover
+
+    try:
+        opened = Home.open(home, restored_ok=True)
+        with httpx.Client(timeout=60.0) as client:
+            done = do_recover(opened, from_, client)
+    except BiobankError as exc:
+        _fail(exc)
+    print(
+        f"recovered: log size {done.size_before} -> {done.size_after} ({done.appended} "
+        f"entries, {done.withdrawn} withdrawals, {done.rotations} key rotations) from the "
+        f"mirror at size {done.mirror_size}; the node may serve and sign again"
+    )
+    if done.appended:
+        err.print(
+            "recovered samples carry no local ids yet: the next import of the export "
+            "re-links them (and appends nothing for unchanged samples)",
+            highlight=False,
+        )
 
 
 # commands that live in their own modules (registered last: they list after the core ones)

@@ -144,7 +144,9 @@ class Home:
         return self.path / POLICY
 
     @classmethod
-    def open(cls, path: Path) -> Home:
+    def open(cls, path: Path, *, restored_ok: bool = False) -> Home:
+        """Open the home; refuse (RecoveryRequired) when node.db is behind what this node
+        signed (node.highwater), unless ``restored_ok`` (status, backup, restore, recover)."""
         cfg_path = path / CONFIG
         if not cfg_path.is_file():
             raise ConfigError(f"{path} is not a node home (no {CONFIG}); run 'biobank-node init'")
@@ -163,4 +165,14 @@ class Home:
         secret = (path / SECRET).read_bytes()
         if len(secret) < 32:
             raise ConfigError(f"{path / SECRET} must hold at least 32 random bytes")
+        if not restored_ok:
+            from node import highwater
+
+            conn = store.connect(path / DB)
+            try:
+                store.create_schema(conn)
+                latest = store.latest_checkpoint(conn)
+            finally:
+                conn.close()
+            highwater.check(path, latest)
         return cls(path=path, config=config, signer=signer, verifier_key=vkey, secret=secret)

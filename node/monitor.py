@@ -158,7 +158,7 @@ def monitor_command(
     """Check that the catalogue mirrors exactly what this node signed; exit 1 on a difference."""
     out, err = Console(), Console(stderr=True)
     try:
-        opened = Home.open(home)
+        opened = Home.open(home, restored_ok=True)  # read-only: fine on a restored node
         with httpx.Client(timeout=30.0) as client:
             result = check_mirror(opened, catalogue, client)
     except (BiobankError, httpx.HTTPError, ValueError, KeyError) as exc:

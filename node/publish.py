@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from node import store
+from node import highwater, store
 from protocol.canonical import canonical
 from protocol.entries import make_entry, utc_now
 from protocol.errors import ConfigError
@@ -66,6 +66,7 @@ class LogWriter:
                 "the node key was rotated while this command ran (or node.key is an old "
                 "key); run the command again"
             )
+        highwater.check_conn(conn)  # never sign on from a database restored from a backup
         self.start = store.log_size(conn)
         self.size = self.start
         saved = store.get_meta(conn, "compact_range")

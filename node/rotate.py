@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from node import store
+from node import highwater, store
 from node.home import KEY, NEXT_KEY, Home, finish_pending_rotation, write_private
 from node.publish import LogWriter, ensure_checkpoint
 from protocol.errors import ConfigError
@@ -66,6 +66,7 @@ def rotate_key(home: Home) -> Rotation:
             raise
     finally:
         conn.close()
+    highwater.record_latest(home.path)
     old_file = finish_pending_rotation(home.path)
     if old_file is None:  # pragma: no cover - finish_pending_rotation saw the commit
         raise ConfigError(f"rotation committed but {home.path / KEY} was not switched")

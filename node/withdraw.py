@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from node import store
+from node import highwater, store
 from node.home import Home
 from node.importing.diff import Differ
 from node.policy import Policy
@@ -85,6 +85,7 @@ def erase(home: Home, ids: Sequence[str] = (), donors: Sequence[str] = ()) -> Wi
             conn.execute("ROLLBACK")
             raise
         report.size = writer.size
+        highwater.record_latest(home.path)
         return report
     finally:
         conn.close()

@@ -9,8 +9,8 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse, Response
 
-from node import store
-from node.api.deps import ConnDep
+from node import highwater, store
+from node.api.deps import ConnDep, HomeDep
 from protocol.merkle import consistency_proof, inclusion_proof
 
 router = APIRouter(prefix="/v1/log", tags=["log"])
@@ -22,10 +22,14 @@ PAGE = 1000
     response_class=PlainTextResponse,
     summary="The latest signed checkpoint (C2SP tlog-checkpoint note)",
 )
-def checkpoint(conn: ConnDep) -> PlainTextResponse:
+def checkpoint(conn: ConnDep, home: HomeDep) -> PlainTextResponse:
     latest = store.latest_checkpoint(conn)
     if latest is None:
         raise HTTPException(404, "this node has not signed a checkpoint yet")
+    try:  # the mark is raised BEFORE a checkpoint goes out; a restored database refuses
+        highwater.check(home.path, latest)
+    except highwater.RecoveryRequired as exc:
+        raise HTTPException(503, exc.message) from exc
     return PlainTextResponse(latest[2], headers={"Cache-Control": "no-cache"})
 
 

@@ -106,6 +106,30 @@ class Differ:
                 self.progress(len(rows))
         self.flush()
 
+    def relink(self, table: str) -> int:
+        """After ``recover``: give sample records known only by published id (the mirror has
+        no local ids) their local id and donor hash back, from the staged rows whose keyed
+        pseudonym is that id; return how many. Nothing to do (one look-up) otherwise."""
+        if (
+            self.conn.execute(
+                "SELECT 1 FROM records WHERE kind = 'sample' AND local_id IS NULL LIMIT 1"
+            ).fetchone()
+            is None
+        ):
+            return 0
+        sample_id, donor_hash = self.pseudonyms.sample_id, self.pseudonyms.donor_hash
+        rows = [
+            (local, donor_hash(donor), sample_id(local))
+            for local, donor in self.conn.execute(f"SELECT local_id, donor_id FROM {table}")
+        ]
+        before = self.conn.total_changes
+        self.conn.executemany(
+            "UPDATE records SET local_id = ?, donor_hash = ? "
+            "WHERE kind = 'sample' AND id = ? AND local_id IS NULL",
+            rows,
+        )
+        return self.conn.total_changes - before
+
     def samples(self, table: str) -> None:
         """Sample rows of the staging table that privacy did not hold back."""
         columns = (

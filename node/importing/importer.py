@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node import privacy, store
+from node import highwater, privacy, store
 from node.home import Home
 from node.importing import encode
 from node.importing.codes import Codes
@@ -238,6 +238,7 @@ def _publish(
             phase_start("publishing", total)
             differ.progress = lambda n: progress("publishing", n)
         differ.records()
+        differ.relink("staging")
         differ.samples("staging")
         if differ.problems:
             report.problems.extend(differ.problems)
@@ -251,6 +252,7 @@ def _publish(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    highwater.record_latest(home.path)
     report.applied = True
     report.published = dict(differ.published)
     report.unchanged = dict(differ.unchanged)
