@@ -26,6 +26,11 @@ app = typer.Typer(
 )
 
 
+# Only a reverse proxy on this host may say who the client is (X-Forwarded-For/-Proto).
+LOOPBACK = "127.0.0.1,::1"
+PROXY_HELP = "addresses whose X-Forwarded-For/-Proto headers are believed (the reverse proxy)"
+
+
 def _settings() -> Settings:
     try:
         return Settings()
@@ -64,7 +69,10 @@ def enrol(
 
     with _context() as ctx:
         try:
-            descriptor = asyncio.run(fetch_descriptor(url, timeout=ctx.settings.request_timeout))
+            s = ctx.settings
+            descriptor = asyncio.run(
+                fetch_descriptor(url, timeout=s.request_timeout, ca_bundle=s.ca_bundle)
+            )
             node = do_enrol(ctx.engine, ctx.key, url, key, descriptor)
         except BiobankError as exc:
             _fail(exc)
@@ -185,6 +193,7 @@ def serve(
     harvest: Annotated[
         bool, typer.Option(help="harvest every CATALOGUE_HARVEST_INTERVAL seconds")
     ] = True,
+    forwarded_allow_ips: Annotated[str, typer.Option(help=PROXY_HELP)] = LOOPBACK,
 ) -> None:
     """Serve the API and web page; admin routes need CATALOGUE_ADMIN_TOKEN."""
     import uvicorn
@@ -194,7 +203,13 @@ def serve(
     settings = _settings()
     if not settings.admin_token:
         typer.echo("note: CATALOGUE_ADMIN_TOKEN is not set; the admin API answers 503", err=True)
-    uvicorn.run(create_app(settings, schedule_harvest=harvest), host=host, port=port)
+    uvicorn.run(
+        create_app(settings, schedule_harvest=harvest),
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -270,6 +270,12 @@ def serve(
     home: HomeOpt = Path("node-home"),
     host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="listen port")] = 8080,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            help="addresses whose X-Forwarded-For/-Proto headers are believed (the reverse proxy)"
+        ),
+    ] = "127.0.0.1,::1",
 ) -> None:
     """Serve the node HTTP API (descriptor, checkpoint, entries, proofs, /docs)."""
     import uvicorn
@@ -282,7 +288,14 @@ def serve(
         application = create_app(NodeSettings(home=home, host=host, port=port))
     except BiobankError as exc:
         _fail(exc)
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
 
 
 @app.command()
