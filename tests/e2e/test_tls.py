@@ -249,3 +249,183 @@ def test_the_node_monitor_checks_the_mirror_over_verified_https(site: Site) -> N
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("ok: the catalogue mirrors")
+
+
+VERIFY_FAILED = "CERTIFICATE_VERIFY_FAILED"
+
+
+def test_plain_http_is_redirected_to_https(site: Site) -> None:
+    for proxy in (site.node_proxy, site.catalogue_proxy):
+        answer = httpx.get(f"{proxy.http}/v1/search?country=DE", timeout=10)
+        assert answer.status_code == 308
+        assert answer.headers["location"] == f"{proxy.https}/v1/search?country=DE"
+
+
+def test_the_harvest_refuses_a_node_certificate_from_another_ca_and_records_it(
+    site: Site,
+) -> None:
+    before = _size(site)
+    wrong = {**site.catalogue_env, "CATALOGUE_CA_BUNDLE": str(site.catalogue_proxy.root)}
+    done = site.run("biobank-catalogue", "harvest", env=wrong)
+    assert done.returncode == 1
+    assert (
+        f"failed: FetchError: GET {site.node_url}/v1/log/checkpoint: "
+        f"ConnectError: [SSL: {VERIFY_FAILED}] certificate verify failed"
+    ) in done.stderr
+    status = site.run("biobank-catalogue", "status", "--json")
+    import json
+
+    (row,) = json.loads(status.stdout)["nodes"]
+    assert VERIFY_FAILED in row["last_error"]
+    assert _size(site) == before  # nothing lost
+
+
+def test_the_harvest_with_the_system_store_refuses_the_private_ca(site: Site) -> None:
+    system = {k: v for k, v in site.catalogue_env.items() if k != "CATALOGUE_CA_BUNDLE"}
+    done = site.run("biobank-catalogue", "harvest", env=system)
+    assert done.returncode == 1
+    assert VERIFY_FAILED in done.stderr
+
+
+def test_enrolment_refuses_a_node_certificate_from_another_ca(site: Site) -> None:
+    wrong = {**site.catalogue_env, "CATALOGUE_CA_BUNDLE": str(site.catalogue_proxy.root)}
+    done = site.run(
+        "biobank-catalogue", "enrol", site.node_url, "--key", site.node.verifier_key, env=wrong
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        f"error: GET {site.node_url}/.well-known/biobank-node: ConnectError: [SSL: {VERIFY_FAILED}]"
+    )
+
+
+def test_a_missing_catalogue_ca_bundle_is_one_clear_error(site: Site) -> None:
+    missing = site.workdir / "no-such.pem"
+    done = site.run(
+        "biobank-catalogue",
+        "harvest",
+        env={**site.catalogue_env, "CATALOGUE_CA_BUNDLE": str(missing)},
+    )
+    assert done.returncode == 2
+    assert f"CATALOGUE_CA_BUNDLE: no file at {missing}" in done.stderr
+
+
+def test_the_auditor_reports_a_catalogue_certificate_it_cannot_verify(site: Site) -> None:
+    done = site.run(
+        "biobank-audit",
+        "verify",
+        "--catalogue",
+        site.catalogue_proxy.https,
+        "--ca-bundle",
+        str(site.node_proxy.root),
+    )
+    assert done.returncode != 0
+    assert VERIFY_FAILED in done.stdout + done.stderr
+
+
+def test_the_auditor_reports_a_node_certificate_it_cannot_verify(site: Site) -> None:
+    done = site.run(
+        "biobank-audit",
+        "verify",
+        "--catalogue",
+        site.catalogue_proxy.https,
+        "--node-direct",
+        "--ca-bundle",
+        str(site.catalogue_proxy.root),
+        "--json",
+    )
+    assert done.returncode == 1
+    assert VERIFY_FAILED in done.stdout
+
+
+def test_the_monitor_refuses_a_catalogue_certificate_from_another_ca(site: Site) -> None:
+    done = site.run(
+        "biobank-node",
+        "monitor",
+        "--home",
+        str(site.node.home),
+        "--catalogue",
+        site.catalogue_proxy.https,
+        env={**os.environ, "NODE_CA_BUNDLE": str(site.node_proxy.root)},
+    )
+    assert done.returncode == 2
+    assert VERIFY_FAILED in done.stderr
+
+
+ADMIN_PATHS = [
+    "/v1/admin/harvest",
+    "/v1/admin",
+    "/v1/%61dmin/harvest",
+    "/V1/ADMIN/harvest",
+    "/v1//admin/harvest",
+    "/v1/./admin/harvest",
+    "/v1/nodes/../admin/harvest",
+    "/v1/admin%2fharvest",
+]
+
+
+@pytest.mark.parametrize("path", ADMIN_PATHS)
+def test_the_admin_api_is_not_reachable_through_the_proxy(site: Site, path: str) -> None:
+    url = httpx.URL(site.catalogue_proxy.https, raw_path=path.encode())
+    with httpx.Client(verify=client_tls(site.catalogue_proxy.root, setting="test")) as client:
+        answer = client.post(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 404
+    # on the catalogue host's loopback the route is there (and asks for the token)
+    assert httpx.post(f"{site.catalogue_upstream}/v1/admin/harvest").status_code == 401
+
+
+def _headers(proxy: Proxy, path: str) -> httpx.Headers:
+    answer = httpx.get(proxy.https + path, verify=client_tls(proxy.root, setting="test"))
+    assert answer.status_code == 200
+    return answer.headers
+
+
+@pytest.mark.parametrize(
+    ("role", "path"),
+    [("catalogue", "/"), ("catalogue", "/v1/search"), ("node", "/.well-known/biobank-node")],
+)
+def test_hsts_and_the_security_headers_are_present(site: Site, role: str, path: str) -> None:
+    headers = _headers(site.node_proxy if role == "node" else site.catalogue_proxy, path)
+    assert headers["strict-transport-security"] == "max-age=31536000"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "same-origin"
+    assert headers["x-frame-options"] == "DENY"
+    csp = headers.get_list("content-security-policy")
+    assert len(csp) == 1  # one policy (the proxy's replaces the app's), not two
+    assert "frame-ancestors 'none'" in csp[0]
+    assert "object-src 'none'" in csp[0] or "default-src 'none'" in csp[0]
+    assert "server" not in headers
+
+
+def _log_line(site: Site, marker: str) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for line in site.catalogue_log.read_text(encoding="utf-8", errors="replace").splitlines():
+            if marker in line:
+                return line
+        time.sleep(0.05)
+    raise AssertionError(f"no access log line for {marker}")
+
+
+def _client_from(address: str, verify: object = True) -> httpx.Client:
+    transport = httpx.HTTPTransport(local_address=address, verify=verify)  # type: ignore[arg-type]
+    return httpx.Client(transport=transport, timeout=30)
+
+
+def test_the_catalogue_sees_the_real_client_address_through_the_proxy(site: Site) -> None:
+    marker = f"/probe-{uuid.uuid4().hex}"
+    verify = client_tls(site.catalogue_proxy.root, setting="test")
+    with _client_from(OTHER_CLIENT, verify) as client:
+        # a forged X-Forwarded-For from the client is not passed on by the proxy
+        client.get(site.catalogue_proxy.https + marker, headers={"X-Forwarded-For": "203.0.113.9"})
+    line = _log_line(site, marker)
+    assert line.split(" - ")[0].rsplit(":", 1)[0].endswith(OTHER_CLIENT), line
+    assert "203.0.113.9" not in line
+
+
+def test_the_catalogue_believes_forwarded_headers_only_from_loopback_proxies(site: Site) -> None:
+    marker = f"/probe-{uuid.uuid4().hex}"
+    with _client_from(OTHER_CLIENT) as client:  # straight to uvicorn, not from 127.0.0.1
+        client.get(site.catalogue_upstream + marker, headers={"X-Forwarded-For": "203.0.113.9"})
+    line = _log_line(site, marker)
+    assert OTHER_CLIENT in line.split(" - ")[0], line
+    assert "203.0.113.9" not in line
