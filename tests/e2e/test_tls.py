@@ -11,6 +11,7 @@ runs as `biobank-catalogue serve` (its access log shows the client address uvico
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -33,7 +34,7 @@ from tests.support import REPO
 BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1"
 OTHER_CLIENT = "127.0.0.2"  # a client address that is not the proxy's (Linux: all 127/8 is lo)
-TOKEN = "tls-test-admin-token-0123456789"
+TOKEN = "tls-test-admin-token-0123456789"  # noqa: S105 - a test token
 
 
 def _caddy() -> str:
@@ -92,7 +93,9 @@ def _start_caddy(caddy: str, workdir: Path, role: str, upstream: int) -> Proxy:
     deadline = time.monotonic() + 30
     while True:  # ready: its CA exists and it completes a verified TLS handshake
         if process.poll() is not None:
-            raise RuntimeError(f"caddy ({role}) exited: {(workdir / f'caddy-{role}.log').read_text()}")
+            raise RuntimeError(
+                f"caddy ({role}) exited: {(workdir / f'caddy-{role}.log').read_text()}"
+            )
         if proxy.root.is_file():
             try:
                 httpx.get(proxy.https, verify=client_tls(proxy.root, setting="test"), timeout=5)
@@ -139,7 +142,9 @@ class Site:
     both_roots: Path
     harvest: subprocess.CompletedProcess[str]
 
-    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(BIN / args[0]), *args[1:]],
             env=env or self.catalogue_env,
@@ -203,7 +208,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         both = workdir / "both-roots.pem"
         both.write_bytes(node_proxy.root.read_bytes() + catalogue_proxy.root.read_bytes())
         s = Site(
-            workdir, node, node_proxy, catalogue_proxy, upstream, env, log_path, both, None  # type: ignore[arg-type]
+            workdir,
+            node,
+            node_proxy,
+            catalogue_proxy,
+            upstream,
+            env,
+            log_path,
+            both,
+            None,  # type: ignore[arg-type]
         )
         s.harvest = s.run("biobank-catalogue", "harvest")
         yield s
@@ -211,8 +224,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 def _size(site: Site) -> int:
     status = site.run("biobank-catalogue", "status", "--json")
-    import json
-
     (row,) = json.loads(status.stdout)["nodes"]
     return int(row["tree_size"])
 
@@ -273,8 +284,6 @@ def test_the_harvest_refuses_a_node_certificate_from_another_ca_and_records_it(
         f"ConnectError: [SSL: {VERIFY_FAILED}] certificate verify failed"
     ) in done.stderr
     status = site.run("biobank-catalogue", "status", "--json")
-    import json
-
     (row,) = json.loads(status.stdout)["nodes"]
     assert VERIFY_FAILED in row["last_error"]
     assert _size(site) == before  # nothing lost
