@@ -37,6 +37,14 @@ KeyOpt = Annotated[
         "trust the descriptor on first use)",
     ),
 ]
+CaBundleOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-bundle",
+        help="CA certificates (PEM) the catalogue's and nodes' HTTPS certificates must chain "
+        "to (default: the system store); verification cannot be switched off",
+    ),
+]
 
 
 @app.command()
@@ -61,6 +69,7 @@ def verify(
             "multi-core machine; 1: no worker processes)",
         ),
     ] = None,
+    ca_bundle: CaBundleOpt = None,
 ) -> None:
     """Run every check; exit 0 only when all hold (the state file is updated only then)."""
     err = Console(stderr=True)
@@ -69,7 +78,11 @@ def verify(
         raise typer.Exit(2)
     try:
         previous = AuditState.load(state) if state else None
-        source: Source = BundleSource(bundle) if bundle else HttpSource(catalogue=str(catalogue))
+        source: Source = (
+            BundleSource(bundle)
+            if bundle
+            else HttpSource(catalogue=str(catalogue), ca_bundle=ca_bundle)
+        )
     except BiobankError as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from exc
@@ -103,13 +116,18 @@ def fetch(
     catalogue: CatalogueOpt = None,
     node_direct: NodeDirectOpt = False,
     key: KeyOpt = None,
+    ca_bundle: CaBundleOpt = None,
 ) -> None:
     """Save everything `verify --bundle` needs: catalogue log, node mirrors, search totals."""
     err = Console(stderr=True)
     if catalogue is None:
         err.print("error: --catalogue URL is required")
         raise typer.Exit(2)
-    source = RecordingSource(HttpSource(catalogue=catalogue), directory)
+    try:
+        source = RecordingSource(HttpSource(catalogue=catalogue, ca_bundle=ca_bundle), directory)
+    except BiobankError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from exc
     try:
         report, _ = run_audit(
             source, state=None, options=AuditOptions(node_direct=node_direct, pinned_key=key)

@@ -22,6 +22,7 @@ from protocol.entries import parse_leaf
 from protocol.errors import BiobankError
 from protocol.merkle import leaf_hash
 from protocol.schema import SchemaSet
+from protocol.tls import client_tls
 
 # (kind or $id, record, location) -> list of problems, [] when valid
 SchemaCheck = Callable[[str, Any, str], list[Any]]
@@ -151,10 +152,13 @@ def task_size(task: list[bytes] | PageTask) -> int:
     return task.stop - task.start if isinstance(task, PageTask) else len(task)
 
 
-def _client(timeout: float) -> httpx.Client:
+def _client(timeout: float, ca_bundle: str | None) -> httpx.Client:
     client = _WORKER.get("client")
     if client is None:
-        client = _WORKER["client"] = httpx.Client(timeout=timeout, follow_redirects=False)
+        verify = client_tls(ca_bundle, setting="--ca-bundle")
+        client = _WORKER["client"] = httpx.Client(
+            timeout=timeout, follow_redirects=False, verify=verify
+        )
     return client
 
 
@@ -182,7 +186,7 @@ def examine_task(origin: str, start: int, task: list[bytes] | PageTask) -> Chunk
     error: BaseException | None = None
     if isinstance(task, PageTask):
         try:
-            entries = fetch_range(_client(task.timeout), task)
+            entries = fetch_range(_client(task.timeout, task.ca_bundle), task)
         except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
             return b"", [], [], exc
     else:

@@ -19,6 +19,7 @@ import httpx
 import orjson
 
 from protocol.errors import ConfigError, FetchError
+from protocol.tls import client_tls
 
 PAGE = 1000
 BUNDLE_FORMAT = "biobank-audit-bundle/1"
@@ -67,6 +68,7 @@ class PageTask(NamedTuple):
     start: int
     stop: int
     timeout: float
+    ca_bundle: str | None = None  # --ca-bundle (None: the system store)
 
 
 def fetch_range(client: httpx.Client, task: PageTask) -> list[Entry]:
@@ -98,10 +100,19 @@ def _fetch_page(client: httpx.Client, url: str, start: int, limit: int) -> list[
 class HttpSource:
     """A live catalogue (and, for --node-direct, the nodes themselves)."""
 
-    def __init__(self, *, catalogue: str, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        catalogue: str,
+        client: httpx.Client | None = None,
+        ca_bundle: str | Path | None = None,
+    ) -> None:
         self.base = catalogue.rstrip("/")
         self.label = self.base
-        self.client = client or httpx.Client(timeout=30.0, follow_redirects=False)
+        # certificates always verified: against --ca-bundle, else the system store
+        self.ca_bundle = str(ca_bundle) if ca_bundle else None
+        verify = client_tls(self.ca_bundle, setting="--ca-bundle")
+        self.client = client or httpx.Client(timeout=30.0, follow_redirects=False, verify=verify)
 
     def _get(self, url: str, **params: Any) -> httpx.Response:
         try:
@@ -126,7 +137,13 @@ class HttpSource:
         (`audit.examine.examine_task`); a short task means the mirror ended there."""
         timeout = self.client.timeout.read or 30.0
         for start in range(0, end, size):
-            yield PageTask(f"{self._node(origin)}/entries", start, min(end, start + size), timeout)
+            yield PageTask(
+                f"{self._node(origin)}/entries",
+                start,
+                min(end, start + size),
+                timeout,
+                self.ca_bundle,
+            )
 
     def _node(self, origin: str) -> str:
         return f"{self.base}/v1/nodes/{quote(origin, safe='/')}/log"

@@ -27,6 +27,11 @@ app = typer.Typer(
 )
 
 
+# Only a reverse proxy on this host may say who the client is (X-Forwarded-For/-Proto).
+LOOPBACK = "127.0.0.1,::1"
+PROXY_HELP = "addresses whose X-Forwarded-For/-Proto headers are believed (the reverse proxy)"
+
+
 def _settings() -> Settings:
     try:
         return Settings()
@@ -90,7 +95,10 @@ def enrol(
 
     with _context() as ctx:
         try:
-            descriptor = asyncio.run(fetch_descriptor(url, timeout=ctx.settings.request_timeout))
+            s = ctx.settings
+            descriptor = asyncio.run(
+                fetch_descriptor(url, timeout=s.request_timeout, ca_bundle=s.ca_bundle)
+            )
             node = do_enrol(ctx.engine, ctx.key, url, key, descriptor)
         except BiobankError as exc:
             _fail(exc)
@@ -245,6 +253,7 @@ def serve(
         bool, typer.Option(help="harvest every CATALOGUE_HARVEST_INTERVAL seconds")
     ] = True,
     log_format: LogFormatOpt = None,
+    forwarded_allow_ips: Annotated[str, typer.Option(help=PROXY_HELP)] = LOOPBACK,
 ) -> None:
     """Serve the API and web page; admin routes need CATALOGUE_ADMIN_TOKEN."""
     import logging
@@ -266,6 +275,8 @@ def serve(
         host=host,
         port=port,
         log_config=log_config(fmt),
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from catalogue.search.privacy import DEFAULT_K
 from protocol.entries import utc_now
 from protocol.errors import ConfigError
 from protocol.note import Verifier
+from protocol.tls import client_tls
 
 __all__ = ["clear_halt", "enrol", "fetch_descriptor", "policy_k", "retire"]
 
@@ -27,8 +29,12 @@ async def fetch_descriptor(
     transport: httpx.AsyncBaseTransport | None = None,
     timeout: float = 10.0,
     max_bytes: int = 1 << 20,
+    ca_bundle: Path | None = None,
 ) -> dict[str, Any]:
-    async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
+    """The node's descriptor, its certificate verified against `ca_bundle` (CATALOGUE_CA_BUNDLE)
+    or the system store."""
+    verify = client_tls(ca_bundle, setting="CATALOGUE_CA_BUNDLE")
+    async with httpx.AsyncClient(transport=transport, timeout=timeout, verify=verify) as client:
         return await NodeFetcher(client, url, max_bytes=max_bytes, timeout=timeout).descriptor()
 
 

@@ -52,6 +52,22 @@ class Settings(BaseSettings):
             )
         return value
 
+    # CA certificates (PEM) that node certificates must chain to; unset: the system store.
+    # Verification is always on: there is no setting to switch it off.
+    ca_bundle: Path | None = None
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _readable_bundle(cls, value: Path | None) -> Path | None:
+        from protocol.errors import ConfigError
+        from protocol.tls import client_tls
+
+        try:
+            client_tls(value, setting="CATALOGUE_CA_BUNDLE")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("admin_token")
     @classmethod
     def _no_placeholder(cls, value: str | None) -> str | None:

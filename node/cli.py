@@ -277,6 +277,12 @@ def serve(
             help="text (default) or json: one JSON object a line (also NODE_LOG_FORMAT)",
         ),
     ] = None,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            help="addresses whose X-Forwarded-For/-Proto headers are believed (the reverse proxy)"
+        ),
+    ] = "127.0.0.1,::1",
 ) -> None:
     """Serve the node HTTP API (descriptor, checkpoint, entries, proofs, /docs, /metrics)."""
     import uvicorn
@@ -307,6 +313,8 @@ def serve(
         port=port,
         log_level="info",
         log_config=log_config(settings.log_format),
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
     )
 
 

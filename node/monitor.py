@@ -27,6 +27,7 @@ from node.home import Home
 from protocol.errors import BiobankError
 from protocol.merkle import CompactRange, leaf_hash
 from protocol.note import Checkpoint, Verifier, verify_checkpoint
+from protocol.tls import client_tls
 
 PAGE = 1000
 
@@ -154,12 +155,22 @@ def monitor_command(
     home: Annotated[
         Path, typer.Option("--home", envvar="NODE_HOME", help="node home directory")
     ] = Path("node-home"),
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-bundle",
+            envvar="NODE_CA_BUNDLE",
+            help="CA certificates (PEM) the catalogue's certificate must chain to "
+            "(default: the system store)",
+        ),
+    ] = None,
 ) -> None:
     """Check that the catalogue mirrors exactly what this node signed; exit 1 on a difference."""
     out, err = Console(), Console(stderr=True)
     try:
         opened = Home.open(home, restored_ok=True)  # read-only: fine on a restored node
-        with httpx.Client(timeout=30.0) as client:
+        verify = client_tls(ca_bundle, setting="--ca-bundle (NODE_CA_BUNDLE)")
+        with httpx.Client(timeout=30.0, verify=verify) as client:
             result = check_mirror(opened, catalogue, client)
     except (BiobankError, httpx.HTTPError, ValueError, KeyError) as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)

@@ -45,7 +45,9 @@ router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_token)])
 @router.post("/nodes", status_code=201)
 async def enrol(body: EnrolRequest, ctx: Ctx) -> dict[str, Any]:
     s = ctx.settings
-    descriptor = await enrolment.fetch_descriptor(body.url, timeout=s.request_timeout)
+    descriptor = await enrolment.fetch_descriptor(
+        body.url, timeout=s.request_timeout, ca_bundle=s.ca_bundle
+    )
     return await asyncio.to_thread(
         enrolment.enrol, ctx.engine, ctx.key, body.url, body.key, descriptor
     )

@@ -42,11 +42,13 @@ from catalogue.ownlog import CatalogueKey
 from catalogue.settings import Settings
 from protocol.errors import BiobankError, EquivocationError, RollbackError
 from protocol.keys import KeyHistory
+from protocol.tls import client_tls
 from protocol.verify import TrustedState
 
 __all__ = ["Harvester", "Outcome", "guarded_job", "run_job_in_worker"]
 
 log = logging.getLogger(__name__)
+CA_SETTING = "CATALOGUE_CA_BUNDLE"
 
 
 @dataclass
@@ -132,7 +134,9 @@ class Harvester:
             jobs = [self._job(r, staged.get(r.id), conn) for r in rows]
             expected = {r.id: (r.remote_size or 0) - (r.tree_size or 0) for r in rows}
         async with httpx.AsyncClient(
-            transport=self.transport, timeout=self.settings.request_timeout
+            transport=self.transport,
+            timeout=self.settings.request_timeout,
+            verify=client_tls(self.settings.ca_bundle, setting=CA_SETTING),
         ) as client:
             lanes = min(self.settings.harvest_workers, len(jobs))
             if lanes <= 0 or self.transport is not None:  # every node in this process
@@ -193,6 +197,7 @@ class Harvester:
             page_size=s.page_size,
             max_step=s.max_step,
             chunk_size=s.harvest_chunk,
+            ca_bundle=str(s.ca_bundle) if s.ca_bundle else None,
         )
 
     async def _one(
@@ -259,7 +264,8 @@ def run_job_in_worker(job: NodeJob, target: WriteTarget, deadline: float) -> Job
     """Worker-process entry point: harvest one node with a client of its own."""
 
     async def go() -> JobResult:
-        async with httpx.AsyncClient(timeout=job.request_timeout) as client:
+        verify = client_tls(job.ca_bundle, setting=CA_SETTING)
+        async with httpx.AsyncClient(timeout=job.request_timeout, verify=verify) as client:
             return await guarded_job(job, client, _worker_writer(target), deadline)
 
     _calm_gc()

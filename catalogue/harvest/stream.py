@@ -61,6 +61,7 @@ class NodeJob:
     page_size: int
     max_step: int
     chunk_size: int
+    ca_bundle: str | None = None  # CATALOGUE_CA_BUNDLE (None: the system store)
 
     @property
     def committed(self) -> int:
