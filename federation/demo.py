@@ -143,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="biobank-demo", description="Run a local five-country demo federation."
     )
-    parser.add_argument(
-        "--version", action="version", version=f"biobank-demo {package_version()}"
-    )
+    parser.add_argument("--version", action="version", version=f"biobank-demo {package_version()}")
     parser.add_argument("--samples", type=int, default=20000, help="samples per node")
     parser.add_argument("--seed", type=int, default=42, help="seed of the synthetic data")
     parser.add_argument(
