@@ -14,7 +14,9 @@ from audit.checks import AuditOptions, run_audit
 from audit.fetcher import BundleSource, HttpSource, RecordingSource, Source
 from audit.parallel import auto_workers
 from audit.state import AuditState
-from protocol.errors import BiobankError
+from protocol.cli import config_exit, package_version
+from protocol.errors import BiobankError, ConfigError, PolicyError
+from protocol.note import Verifier
 
 app = typer.Typer(
     help="Verify a biobank catalogue and its nodes from published material alone.",
@@ -47,6 +49,37 @@ CaBundleOpt = Annotated[
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        print(f"biobank-audit {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
+def _check_options(catalogue: str | None, key: str | None) -> None:
+    """Refuse a malformed --key or --catalogue before anything is fetched (ConfigError)."""
+    if catalogue is not None and not catalogue.startswith(("http://", "https://")):
+        raise ConfigError(f"--catalogue {catalogue!r}: give the catalogue's http(s):// base URL")
+    if key is not None:
+        try:
+            Verifier.from_key(key)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"--key: {exc.message}; give the catalogue's verifier key as obtained out of band"
+            ) from exc
+
+
 @app.command()
 def verify(
     catalogue: CatalogueOpt = None,
@@ -77,6 +110,7 @@ def verify(
         err.print("error: give exactly one of --catalogue URL or --bundle DIR")
         raise typer.Exit(2)
     try:
+        _check_options(catalogue, key)
         previous = AuditState.load(state) if state else None
         source: Source = (
             BundleSource(bundle)
@@ -84,7 +118,7 @@ def verify(
             else HttpSource(catalogue=str(catalogue), ca_bundle=ca_bundle)
         )
     except BiobankError as exc:
-        err.print(f"error: {exc}", markup=False)
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2) from exc
     progress = None if as_json else (lambda msg: err.print(f"[dim]{msg}[/]"))
     try:
@@ -123,10 +157,11 @@ def fetch(
     if catalogue is None:
         err.print("error: --catalogue URL is required")
         raise typer.Exit(2)
+    _check_options(catalogue, key)
     try:
         source = RecordingSource(HttpSource(catalogue=catalogue, ca_bundle=ca_bundle), directory)
     except BiobankError as exc:
-        err.print(f"error: {exc}", markup=False)
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(2) from exc
     try:
         report, _ = run_audit(
@@ -143,8 +178,11 @@ def fetch(
 
 
 def main() -> None:
-    """Console script entry point."""
-    app()
+    """Console script entry point: a configuration mistake is one line, exit status 2."""
+    try:
+        app(prog_name="biobank-audit")
+    except (ConfigError, PolicyError) as exc:
+        config_exit(exc.message)
 
 
 if __name__ == "__main__":

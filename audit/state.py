@@ -37,7 +37,10 @@ class AuditState:
                 checkpoint=str(raw["checkpoint"]),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"state file {path}: unreadable or malformed: {exc}") from exc
+            raise ConfigError(
+                f"--state {path}: unreadable or malformed ({exc}); restore it, or give a new "
+                "file name (the next audit then trusts the catalogue's key anew)"
+            ) from exc
 
     def save(self, path: Path) -> None:
         """Write atomically, so an interrupted run never leaves a half-written state."""

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from catalogue.settings import Settings
-from protocol.errors import BiobankError
+from protocol.cli import config_exit, package_version, settings_message
+from protocol.errors import BiobankError, ConfigError, PolicyError
 
 __all__ = ["app", "main"]
 
@@ -32,12 +33,31 @@ LOOPBACK = "127.0.0.1,::1"
 PROXY_HELP = "addresses whose X-Forwarded-For/-Proto headers are believed (the reverse proxy)"
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"biobank-catalogue {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
 def _settings() -> Settings:
+    from pydantic import ValidationError
+
     try:
         return Settings()
-    except Exception as exc:  # pydantic's ValidationError: one line per setting
-        typer.echo(f"error: bad catalogue settings: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    except ValidationError as exc:  # main() prints it as one line, exit status 2
+        raise ConfigError(settings_message(exc.errors(), "CATALOGUE_")) from exc
 
 
 @contextmanager
@@ -315,5 +335,8 @@ def restore(
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Console script entry point."""
-    return app(args=argv if argv is not None else sys.argv[1:], prog_name="biobank-catalogue")
+    """Console script entry point: a configuration mistake is one line, exit status 2."""
+    try:
+        return app(args=argv if argv is not None else sys.argv[1:], prog_name="biobank-catalogue")
+    except (ConfigError, PolicyError) as exc:
+        config_exit(exc.message)

@@ -34,18 +34,37 @@ class CatalogueKey:
     @classmethod
     def load_or_create(cls, home: Path, origin: str) -> CatalogueKey:
         """Load the signer key, creating it (and `home`) on first start."""
-        home.mkdir(parents=True, exist_ok=True)
         path = home / KEY_FILE
-        if not path.exists():
-            skey, _vkey = generate_key(origin)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(skey + "\n")
-        signer = Signer.from_key(path.read_text().strip())
+        if home.exists() and not home.is_dir():
+            raise ConfigError(
+                f"CATALOGUE_HOME={str(home)!r} is not a directory; point it at the directory "
+                "that holds (or will hold) catalogue.key"
+            )
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                skey, _vkey = generate_key(origin)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(skey + "\n")
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(
+                f"CATALOGUE_HOME={str(home)!r}: cannot use {path}: {exc.strerror}; "
+                "point CATALOGUE_HOME at a directory the catalogue can write"
+            ) from exc
+        try:
+            signer = Signer.from_key(text.strip())
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{path}: {exc.message}; restore the catalogue's key file from backup "
+                "(CATALOGUE_HOME)"
+            ) from exc
         if signer.name != origin:
             raise ConfigError(
-                f"{path}: key is for {signer.name!r}, not the catalogue origin "
-                f"{origin!r} (CATALOGUE_ORIGIN)"
+                f"{path}: key is for {signer.name!r}, not the catalogue origin {origin!r}: "
+                f"set CATALOGUE_ORIGIN={signer.name!r}, or CATALOGUE_HOME to the home of "
+                f"{origin!r}"
             )
         return cls(signer=signer, verifier_key=signer.vkey, origin=origin)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts a throwaway PostgreSQL server on a loopback port for the test suite and prints its URL.
 # Usage: eval "$(bash deploy/pg-test-server.sh)"   -> exports CATALOGUE_TEST_PG_URL
+#        bash deploy/pg-test-server.sh stop          -> stops the server in PG_TEST_DIR
 set -euo pipefail
 PORT="${PG_TEST_PORT:-55432}"
 DIR="${PG_TEST_DIR:-/tmp/biobank-pg-test}"
@@ -11,6 +12,10 @@ if [ -z "$BIN" ] || [ ! -x "$BIN/initdb" ]; then
 fi
 RUN=()
 if [ "$(id -u)" = "0" ]; then RUN=(runuser -u postgres --); fi
+if [ "${1:-}" = "stop" ]; then
+  if [ -f "$DIR/postmaster.pid" ]; then "${RUN[@]}" "$BIN/pg_ctl" -D "$DIR" -m fast -w stop >/dev/null; fi
+  exit 0
+fi
 if [ ! -f "$DIR/PG_VERSION" ]; then
   rm -rf "$DIR"; mkdir -p "$DIR"
   [ "$(id -u)" = "0" ] && chown postgres "$DIR"

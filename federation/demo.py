@@ -29,6 +29,7 @@ from federation.build import (
     prepare_node,
 )
 from federation.servers import LiveServer, free_port, port_free
+from protocol.cli import package_version
 from protocol.errors import BiobankError
 
 STATE_FILE = "demo.json"
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="biobank-demo", description="Run a local five-country demo federation."
     )
+    parser.add_argument("--version", action="version", version=f"biobank-demo {package_version()}")
     parser.add_argument("--samples", type=int, default=20000, help="samples per node")
     parser.add_argument("--seed", type=int, default=42, help="seed of the synthetic data")
     parser.add_argument(

@@ -60,6 +60,7 @@ class LiveServer:
         deadline = time.monotonic() + START_TIMEOUT
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
+                self.stop()  # a server still starting must not outlive the failure
                 raise RuntimeError(f"server on {self.url} did not start")
             time.sleep(0.02)
         return self

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from node import metrics, store
 from node.api import descriptor, log
 from node.home import Home
+from node.policy import Policy
 from node.publish import ensure_checkpoint
 from node.settings import NodeSettings
 from protocol.errors import BiobankError
@@ -16,6 +17,7 @@ from service import problems
 def create_app(settings: NodeSettings) -> FastAPI:
     """Open the node home named by ``settings`` and build the app (no import-time state)."""
     home = Home.open(settings.home)
+    Policy.load(home.policy_path)  # a wrong policy.toml stops the start, not each request
     conn = store.connect(home.db_path)
     try:
         store.create_schema(conn)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,7 +23,8 @@ from node import store
 from node.home import Home, NodeConfig, init_home
 from node.monitor import monitor_command
 from node.preview import preview_command
-from protocol.errors import BiobankError
+from protocol.cli import config_exit, package_version, settings_message
+from protocol.errors import BiobankError, ConfigError, PolicyError
 
 app = typer.Typer(
     help="A biobank node: import exports, publish a signed append-only log.",
@@ -35,10 +37,29 @@ err = Console(stderr=True)
 HomeOpt = Annotated[Path, typer.Option("--home", envvar="NODE_HOME", help="node home directory")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        print(f"biobank-node {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
 def _fail(exc: BiobankError) -> None:
-    err.print(f"[red]error:[/red] {exc.message}", highlight=False)
+    # soft_wrap: one line per message however narrow the console (a log file: 80 columns)
+    err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
     for detail in exc.details:
-        err.print(f"  {detail}", highlight=False)
+        err.print(f"  {escape(detail)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -297,13 +318,10 @@ def serve(
         fields: dict[str, Any] = {"home": home, "host": host, "port": port}
         if log_format is not None:
             fields["log_format"] = log_format
-        settings = NodeSettings(**fields)
-    except ValidationError as exc:
-        for e in exc.errors():
-            message = e["msg"].removeprefix("Value error, ")
-            err.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from exc
-    try:
+        try:
+            settings = NodeSettings(**fields)
+        except ValidationError as exc:
+            raise ConfigError(settings_message(exc.errors(), "NODE_")) from exc
         application = create_app(settings)
     except BiobankError as exc:
         _fail(exc)
@@ -433,5 +451,8 @@ app.command("monitor")(monitor_command)
 def main() -> None:
     """Console script entry point."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    app(prog_name="biobank-node")
+    try:
+        app(prog_name="biobank-node")
+    except (ConfigError, PolicyError) as exc:  # one line, exit status 2, no traceback
+        config_exit(exc.message)
     sys.exit(0)

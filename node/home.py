@@ -149,7 +149,10 @@ class Home:
         signed (node.highwater), unless ``restored_ok`` (status, backup, restore, recover)."""
         cfg_path = path / CONFIG
         if not cfg_path.is_file():
-            raise ConfigError(f"{path} is not a node home (no {CONFIG}); run 'biobank-node init'")
+            raise ConfigError(
+                f"{path} is not a node home (no {CONFIG}): check --home / NODE_HOME, or run "
+                "'biobank-node init'"
+            )
         try:
             raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
@@ -159,12 +162,20 @@ class Home:
         except TypeError as exc:
             raise ConfigError(f"{cfg_path}: {exc}") from exc
         finish_pending_rotation(path)
-        signer = Signer.from_key((path / KEY).read_text(encoding="utf-8").strip())
-        vkey = (path / VERIFIER).read_text(encoding="utf-8").strip()
-        Verifier.from_key(vkey)
-        secret = (path / SECRET).read_bytes()
+        try:
+            signer = Signer.from_key(_read(path / KEY).decode("utf-8", "replace").strip())
+        except ConfigError as exc:
+            if exc.message.startswith(str(path)):
+                raise
+            raise ConfigError(f"{path / KEY}: {exc.message}; {_RESTORE}") from exc
+        vkey = _read(path / VERIFIER).decode("utf-8", "replace").strip()
+        try:
+            Verifier.from_key(vkey)
+        except ConfigError as exc:
+            raise ConfigError(f"{path / VERIFIER}: {exc.message}; {_RESTORE}") from exc
+        secret = _read(path / SECRET)
         if len(secret) < 32:
-            raise ConfigError(f"{path / SECRET} must hold at least 32 random bytes")
+            raise ConfigError(f"{path / SECRET} must hold at least 32 random bytes; {_RESTORE}")
         if not restored_ok:
             from node import highwater
 
@@ -176,3 +187,14 @@ class Home:
                 conn.close()
             highwater.check(path, latest)
         return cls(path=path, config=config, signer=signer, verifier_key=vkey, secret=secret)
+
+
+_RESTORE = "restore the node home from its backup (--home / NODE_HOME)"
+
+
+def _read(path: Path) -> bytes:
+    """A file of the node home; a missing or unreadable one is a ConfigError naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror}); {_RESTORE}") from exc

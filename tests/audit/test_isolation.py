@@ -46,7 +46,7 @@ def test_malformed_state_file_is_named(tmp_path: Path) -> None:
     state.write_text("{not json")
     result = CliRunner().invoke(app, ["verify", "--bundle", str(tmp_path), "--state", str(state)])
     assert result.exit_code == 2
-    assert f"state file {state}" in result.output.replace("\n", "")
+    assert f"--state {state}: unreadable or malformed" in result.output
 
 
 def test_missing_bundle_is_named(tmp_path: Path) -> None:

@@ -1,0 +1,44 @@
+"""What the three command-line programs share: the package's version, and a configuration
+mistake reported as one line on stderr with exit status 2 (never a traceback)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NoReturn
+
+__all__ = ["CONFIG_EXIT", "PACKAGE", "config_exit", "package_version", "settings_message"]
+
+PACKAGE = "biobank-federation"
+CONFIG_EXIT = 2  # the exit status of every configuration mistake
+
+
+def package_version() -> str:
+    """The installed version of the ``biobank-federation`` distribution."""
+    try:
+        return version(PACKAGE)
+    except PackageNotFoundError:
+        return "unknown (the package is not installed)"
+
+
+def settings_message(errors: Iterable[Mapping[str, Any]], prefix: str) -> str:
+    """One line from pydantic's ``ValidationError.errors()``: each setting by its environment
+    name (``prefix`` + field, upper case) and what is wrong; values are never echoed (a
+    token or a database password may be among them)."""
+    parts = []
+    for error in errors:
+        name = prefix + "_".join(str(p) for p in error.get("loc", ())).upper()
+        reason = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        parts.append(
+            reason if reason.startswith(name) else f"{name}: {reason[:1].lower()}{reason[1:]}"
+        )
+    return "; ".join(parts) + " (fix the environment variable)"
+
+
+def config_exit(message: str) -> NoReturn:
+    """Print ``error: MESSAGE`` as one line on stderr and exit with status 2."""
+    line = " ".join(message.split())
+    sys.stderr.write(f"error: {line}\n")
+    sys.stderr.flush()
+    raise SystemExit(CONFIG_EXIT)
