@@ -286,12 +286,13 @@ def serve(
     fmt = _log_format(log_format)
     configure(fmt)
     settings = _settings()
+    application = create_app(settings, schedule_harvest=harvest)  # configuration errors first
     if not settings.admin_token:
         logging.getLogger("catalogue").warning(
             "CATALOGUE_ADMIN_TOKEN is not set; the admin API answers 503"
         )
     uvicorn.run(
-        create_app(settings, schedule_harvest=harvest),
+        application,
         host=host,
         port=port,
         log_config=log_config(fmt),

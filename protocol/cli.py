@@ -30,10 +30,10 @@ def settings_message(errors: Iterable[Mapping[str, Any]], prefix: str) -> str:
     for error in errors:
         name = prefix + "_".join(str(p) for p in error.get("loc", ())).upper()
         reason = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-        parts.append(
-            reason if reason.startswith(name) else f"{name}: {reason[:1].lower()}{reason[1:]}"
-        )
-    return "; ".join(parts) + " (fix the environment variable)"
+        parts.append(reason if name in reason else f"{name}: {reason[:1].lower()}{reason[1:]}")
+    # a reason that names its command-line option too already says what to fix
+    named_option = all("--" in part for part in parts)
+    return "; ".join(parts) + ("" if named_option else " (fix the environment variable)")
 
 
 def config_exit(message: str) -> NoReturn:
