@@ -194,7 +194,10 @@ def harvest(log_format: LogFormatOpt = None) -> None:
     configure(fmt)
     with _context() as ctx:
         outcomes = Harvester(
-            engine=ctx.engine, settings=ctx.settings, key=ctx.key, inline=True
+            engine=ctx.engine,
+            settings=ctx.settings.model_copy(update={"log_format": fmt}),  # for its workers
+            key=ctx.key,
+            inline=True,
         ).run()
     if fmt == "json":  # each outcome one log record on stderr, as everything else
         log = logging.getLogger("catalogue.harvest")
@@ -285,7 +288,7 @@ def serve(
 
     fmt = _log_format(log_format)
     configure(fmt)
-    settings = _settings()
+    settings = _settings().model_copy(update={"log_format": fmt})  # its harvest workers too
     application = create_app(settings, schedule_harvest=harvest)  # configuration errors first
     if not settings.admin_token:
         logging.getLogger("catalogue").warning(

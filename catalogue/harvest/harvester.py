@@ -85,9 +85,14 @@ class JobResult:
     new_checkpoint: str | None = None
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Worker initializer: end this worker when the catalogue process is gone (even SIGKILL,
-    after which nothing would ever send it work or a stop)."""
+def init_worker(parent: int, log_format: str = "text") -> None:
+    """Worker initializer: log as the catalogue does (a JSON log stays JSON), and end this
+    worker when the catalogue process is gone (even SIGKILL, after which nothing would ever
+    send it work or a stop)."""
+    if log_format != "text":  # text: the worker's default stderr output already is text
+        from service.logs import configure
+
+        configure(log_format)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -163,8 +168,8 @@ class Harvester:
                 pool = ProcessPoolExecutor(
                     processes,
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_exit_with_parent,
-                    initargs=(os.getpid(),),
+                    initializer=init_worker,
+                    initargs=(os.getpid(), self.settings.log_format),
                     max_tasks_per_child=1,
                 )
             thresholds = gc.get_threshold()
