@@ -83,18 +83,15 @@ LogFormatOpt = Annotated[
 
 def _log_format(option: str | None) -> str:
     """The log format asked for: --log-format, else CATALOGUE_LOG_FORMAT, else text."""
-    from service.logs import FORMATS
+    from service.logs import checked_format
 
     if option is None:
         return _settings().log_format
-    if option not in FORMATS:
-        typer.echo(
-            f"error: log format (--log-format, CATALOGUE_LOG_FORMAT) must be 'text' or 'json', "
-            f"not {option!r}",
-            err=True,
-        )
-        raise typer.Exit(2)
-    return option
+    try:
+        return checked_format(option, "CATALOGUE_LOG_FORMAT")
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _fail(exc: BiobankError) -> NoReturn:

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.logs import FORMATS
+from service.logs import checked_format
 
 __all__ = ["Settings"]
 
@@ -45,12 +45,7 @@ class Settings(BaseSettings):
     @field_validator("log_format")
     @classmethod
     def _known_format(cls, value: str) -> str:
-        if value not in FORMATS:
-            raise ValueError(
-                "log format (--log-format, CATALOGUE_LOG_FORMAT) must be 'text' or 'json', "
-                f"not {value!r}"
-            )
-        return value
+        return checked_format(value, "CATALOGUE_LOG_FORMAT")
 
     # CA certificates (PEM) that node certificates must chain to; unset: the system store.
     # Verification is always on: there is no setting to switch it off.

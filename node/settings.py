@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.logs import FORMATS
+from service.logs import checked_format
 
 
 class NodeSettings(BaseSettings):
@@ -24,9 +24,4 @@ class NodeSettings(BaseSettings):
     @field_validator("log_format")
     @classmethod
     def _known_format(cls, value: str) -> str:
-        if value not in FORMATS:
-            raise ValueError(
-                "log format (--log-format, NODE_LOG_FORMAT) must be 'text' or 'json', "
-                f"not {value!r}"
-            )
-        return value
+        return checked_format(value, "NODE_LOG_FORMAT")

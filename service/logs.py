@@ -19,6 +19,17 @@ from typing import Any, Literal
 LogFormat = Literal["text", "json"]
 FORMATS: tuple[str, ...] = ("text", "json")
 
+
+def checked_format(value: str, setting: str) -> str:
+    """``value`` when it is a known log format; else a ValueError naming the option and
+    ``setting`` (the environment variable), for the settings' validators and the CLIs."""
+    if value not in FORMATS:
+        raise ValueError(
+            f"log format (--log-format, {setting}) must be 'text' or 'json', not {value!r}"
+        )
+    return value
+
+
 # attributes every LogRecord has: what is left over was passed as ``extra``
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -114,4 +125,12 @@ def configure(fmt: str = "text", level: str = "INFO") -> None:
     logging.config.dictConfig(log_config(fmt, level))
 
 
-__all__ = ["FORMATS", "JsonFormatter", "LogFormat", "StdHandler", "configure", "log_config"]
+__all__ = [
+    "FORMATS",
+    "checked_format",
+    "JsonFormatter",
+    "LogFormat",
+    "StdHandler",
+    "configure",
+    "log_config",
+]
