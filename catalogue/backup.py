@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from catalogue.ownlog import KEY_FILE, CatalogueKey
 from catalogue.settings import Settings
 from protocol.errors import ConfigError, VerificationError
 from protocol.note import Verifier, verify_checkpoint
+from service.sqlite_backup import copy_sqlite
 
 __all__ = ["backup", "restore"]
 
@@ -68,16 +68,6 @@ def _run(argv: list[str], env: dict[str, str]) -> None:
         )
 
 
-def _copy_sqlite(src: Path, dest: Path) -> None:
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
-    target = sqlite3.connect(str(dest))
-    try:
-        source.backup(target)
-    finally:
-        target.close()
-        source.close()
-
-
 def backup(settings: Settings, dest: Path) -> str:
     """Back up the catalogue database to the new file ``dest``; return what was used."""
     if dest.exists():
@@ -86,7 +76,7 @@ def backup(settings: Settings, dest: Path) -> str:
     if path is not None:
         if not path.is_file():
             raise ConfigError(f"CATALOGUE_DATABASE_URL: {path} does not exist")
-        _copy_sqlite(path, dest)
+        copy_sqlite(path, dest)
         return "sqlite online backup"
     url, env = _pg(settings.database_url)
     _run([_program("pg_dump"), "--format=custom", "--file", str(dest), "--dbname", url], env)
@@ -109,7 +99,7 @@ def restore(settings: Settings, source: Path, *, replace: bool = False) -> None:
             raise ConfigError(f"{path} exists; stop the catalogue and pass --replace")
         tmp = path.with_name(path.name + ".restoring")
         tmp.unlink(missing_ok=True)
-        _copy_sqlite(source, tmp)
+        copy_sqlite(source, tmp)
         for suffix in ("-wal", "-shm"):  # a stale WAL would be replayed into the restored file
             path.with_name(path.name + suffix).unlink(missing_ok=True)
         os.replace(tmp, path)

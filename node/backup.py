@@ -24,6 +24,7 @@ from node.recover import own_keys
 from protocol.entries import utc_now
 from protocol.errors import ConfigError, SignatureError
 from protocol.note import Verifier, verify_checkpoint
+from service.sqlite_backup import copy_sqlite
 
 MANIFEST = "BACKUP.json"
 _PUBLIC = (CONFIG, POLICY, VERIFIER)
@@ -38,24 +39,13 @@ class BackupInfo:
     not_included: list[str]
 
 
-def _copy_db(src: Path, dest: Path) -> None:
-    """A consistent copy of a live SQLite database (the online backup API)."""
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
-    target = sqlite3.connect(str(dest))
-    try:
-        source.backup(target)
-    finally:
-        target.close()
-        source.close()
-
-
 def backup(home_path: Path, dest: Path) -> BackupInfo:
     """Back up the node home ``home_path`` into the new directory ``dest``."""
     home = Home.open(home_path, restored_ok=True)
     if dest.exists() and any(dest.iterdir()):
         raise ConfigError(f"{dest} exists and is not empty; give a new directory for the backup")
     dest.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _copy_db(home.db_path, dest / DB)
+    copy_sqlite(home.db_path, dest / DB)
     for name in _PUBLIC:
         shutil.copy2(home.path / name, dest / name)
     conn = store.connect(dest / DB, readonly=True)
@@ -121,7 +111,7 @@ def restore(backup_dir: Path, home_path: Path, *, replace: bool = False) -> int:
         ) from exc
     tmp = home_path / f"{DB}.restoring"
     tmp.unlink(missing_ok=True)
-    _copy_db(backup_dir / DB, tmp)
+    copy_sqlite(backup_dir / DB, tmp)
     # the old database's WAL would be replayed into the restored file: remove it first
     for suffix in ("-wal", "-shm"):
         (home_path / f"{DB}{suffix}").unlink(missing_ok=True)

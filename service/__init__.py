@@ -1,1 +1,2 @@
-"""What the node's and the catalogue's HTTP services share: problem+json, probes, metrics, logs."""
+"""What the node's and the catalogue's services share: problem+json, probes, metrics, logs,
+and the SQLite online backup."""
