@@ -20,7 +20,7 @@ from protocol.note import Verifier
 
 OPS = ("publish", "withdraw", "rotate-key")
 CATALOGUE_OPS = ("enrol", "retire", "revoke", "checkpoint")
-KINDS = ("biobank", "collection", "sample")
+KINDS = ("biobank", "collection", "sample-group")
 
 ENVELOPE = frozenset({"log", "index", "op", "time"})
 FIELDS: dict[str, frozenset[str]] = {

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
-BASE_ID = "https://w3id.org/biobank-federation/schemas/v1/"
+BASE_ID = "https://w3id.org/biobank-federation/schemas/v{version}/"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 MAX_SAFE_INT = 2**53 - 1
 
@@ -45,7 +45,7 @@ ICD10_CODE_OR_BLOCK = r"^[A-Z][0-9]{2}((\.[0-9A-Z]{1,4})|(-[A-Z][0-9]{2}))?$"
 ORPHA_CODE = r"^ORPHA:[0-9]{1,7}$"
 ORIGIN = r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,252}(:[0-9]{1,5})?(/[A-Za-z0-9._~\-]{1,64}){0,8}$"
 VERIFIER_KEY = r"^[^\s+]{1,128}\+[0-9a-f]{8}\+[A-Za-z0-9+/]{43,88}={0,2}$"
-SCHEMA_ID = r"^https://w3id\.org/biobank-federation/schemas/v[0-9]{1,3}/(biobank|collection|sample)\.schema\.json$"
+SCHEMA_ID = r"^https://w3id\.org/biobank-federation/schemas/v[0-9]{1,3}/(biobank|collection|sample-group)\.schema\.json$"
 RFC3339_UTC_SECONDS = (
     r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
     r"T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)Z$"
@@ -97,7 +97,15 @@ def diagnosis(icd_def: str) -> dict[str, Any]:
 def common_defs(codelists: dict[str, list[str]]) -> dict[str, Any]:
     defs: dict[str, Any] = {
         "public_id": {"type": "string", "pattern": PUBLIC_ID, "maxLength": 255},
-        "sample_id": {"type": "string", "pattern": r"^smp_[a-z2-7]{26}$"},
+        "group_id": {"type": "string", "pattern": r"^grp_[a-z2-7]{26}$"},
+        # a group's count: exact (the group has at least k distinct donors) or the bound
+        # {"lt": B} (fewer than B; the group exists, so at least 1)
+        "group_count": {
+            "oneOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INT},
+                obj({"lt": {"type": "integer", "minimum": 2, "maximum": MAX_SAFE_INT}}, ["lt"]),
+            ]
+        },
         "nonce": {"type": "string", "pattern": r"^[0-9a-f]{32}$"},
         "url": {"type": "string", "pattern": r"^https?://[^\s]+$", "maxLength": 2048},
         "email": {"type": "string", "pattern": r"^[^@\s]+@[^@\s]+\.[^@\s]+$", "maxLength": 254},
@@ -114,10 +122,10 @@ def common_defs(codelists: dict[str, list[str]]) -> dict[str, Any]:
     return defs
 
 
-def sample_schema() -> dict[str, Any]:
+def sample_group_schema() -> dict[str, Any]:
     return obj(
         {
-            "id": ref("sample_id"),
+            "id": ref("group_id"),
             "biobank": ref("public_id"),
             "collection": ref("public_id"),
             "sample_type": ref("sample_type"),
@@ -128,9 +136,11 @@ def sample_schema() -> dict[str, Any]:
             "diagnoses": array(diagnosis("icd10_code_or_block"), 32),
             "use_conditions": array(ref("duo"), 40),
             "dataset_types": array(ref("dataset_type"), 20),
+            "samples": ref("group_count"),
+            "donors": ref("group_count"),
             "nonce": ref("nonce"),
         },
-        ["id", "biobank", "collection", "sample_type", "nonce"],
+        ["id", "biobank", "collection", "sample_type", "samples", "donors", "nonce"],
     )
 
 
@@ -259,8 +269,8 @@ def log_entry_schema() -> dict[str, Any]:
         "log": {"type": "string", "pattern": ORIGIN, "maxLength": 255},
         "index": {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INT},
         "op": {"enum": ["publish", "withdraw", "rotate-key"]},
-        "kind": {"enum": ["biobank", "collection", "sample"]},
-        "id": {"anyOf": [ref("sample_id"), ref("public_id")]},
+        "kind": {"enum": ["biobank", "collection", "sample-group"]},
+        "id": {"anyOf": [ref("group_id"), ref("public_id")]},
         "schema": {"type": "string", "pattern": SCHEMA_ID},
         "digest": {"type": "string", "pattern": r"^sha256:[0-9a-f]{64}$"},
         "key": {"type": "string", "pattern": VERIFIER_KEY, "maxLength": 300},
@@ -293,22 +303,26 @@ def log_entry_schema() -> dict[str, Any]:
                 },
             },
             {
-                "if": {"properties": {"kind": {"const": "sample"}}, "required": ["kind"]},
-                "then": {"properties": {"id": ref("sample_id")}},
+                "if": {"properties": {"kind": {"const": "sample-group"}}, "required": ["kind"]},
+                "then": {"properties": {"id": ref("group_id")}},
             },
         ],
     )
 
 
+#: kind -> (builder, description, schema version: the version is part of the $id)
 BUILDERS = {
-    "biobank": (biobank_schema, "A biobank (MIABIS Core 3.0 BIOBANK-01..12)."),
-    "collection": (collection_schema, "A collection (MIABIS Core 3.0 COLLECTION-01..23)."),
-    "sample": (
-        sample_schema,
-        "A published sample: pseudonymous, coded, no free text ever (MIABIS Sample 1.1).",
+    "biobank": (biobank_schema, "A biobank (MIABIS Core 3.0 BIOBANK-01..12).", 1),
+    "collection": (collection_schema, "A collection (MIABIS Core 3.0 COLLECTION-01..23).", 1),
+    "sample-group": (
+        sample_group_schema,
+        "How many samples a node holds that share all their published attributes (MIABIS "
+        "Sample 1.1 coding); counts exact when the group has at least k distinct donors, "
+        'else the bound {"lt": B}. No sample or donor identifier, no free text, ever.',
+        2,
     ),
-    "node-descriptor": (node_descriptor_schema, "GET /.well-known/biobank-node."),
-    "log-entry": (log_entry_schema, "One node log entry (the leaf before canonicalisation)."),
+    "node-descriptor": (node_descriptor_schema, "GET /.well-known/biobank-node.", 1),
+    "log-entry": (log_entry_schema, "One node log entry (the leaf before canonicalisation).", 1),
 }
 
 
@@ -324,12 +338,12 @@ def build(codelists: dict[str, list[str]]) -> dict[str, str]:
     """File name -> exact file text of every generated schema."""
     defs = common_defs(codelists)
     files: dict[str, str] = {}
-    for kind, (builder, title) in BUILDERS.items():
+    for kind, (builder, title, version) in BUILDERS.items():
         body = builder()
         used = _used_defs(body, defs)
         schema = {
             "$schema": DIALECT,
-            "$id": f"{BASE_ID}{kind}.schema.json",
+            "$id": f"{BASE_ID.format(version=version)}{kind}.schema.json",
             "title": kind,
             "description": title + " Generated by scripts/build_schemas.py "
             "from schemas/codelists; do not edit by hand.",

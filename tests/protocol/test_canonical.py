@@ -52,7 +52,7 @@ CORPUS: list[Any] = [
     {"outer": {"\ufb01": 1, "\U0001f600x": 2}, "list": [{"\U00010000": 0, "\ud7ff": 1}]},
     {"\u2028key": "\u2029value", "ctl\x01": "\x1f", 'esc"\\': "/"},
     {
-        "id": "smp_abc",
+        "id": "grp_abc",
         "age": {"min": 40, "max": 49},
         "nonce": "0" * 32,
         "diagnoses": [{"system": "ICD-10", "code": "C50.9"}],

@@ -14,7 +14,7 @@ from protocol.note import generate_key
 
 LOG = "charite.example/biobank-node"
 TIME = "2026-11-22T23:07:36Z"
-SCHEMA = "https://w3id.org/biobank-federation/schemas/v1/sample.schema.json"
+SCHEMA = "https://w3id.org/biobank-federation/schemas/v2/sample-group.schema.json"
 VKEY = generate_key(LOG)[1]
 
 
@@ -23,10 +23,10 @@ def _publish(index: int = 0, **over: Any) -> dict[str, Any]:
         log=LOG,
         index=index,
         op="publish",
-        kind="sample",
-        id="smp_x",
+        kind="sample-group",
+        id="grp_x",
         schema=SCHEMA,
-        digest=digest({"id": "smp_x"}),
+        digest=digest({"id": "grp_x"}),
         time=TIME,
     )
     entry.update(over)
@@ -40,7 +40,7 @@ def test_make_and_parse_publish_round_trip() -> None:
 
 
 def test_withdraw_and_rotate_key_shapes() -> None:
-    w = make_entry(log=LOG, index=1, op="withdraw", kind="sample", id="smp_x", time=TIME)
+    w = make_entry(log=LOG, index=1, op="withdraw", kind="sample-group", id="grp_x", time=TIME)
     assert parse_leaf(canonical(w), expected_log=LOG, expected_index=1)["op"] == "withdraw"
     r = make_entry(log=LOG, index=2, op="rotate-key", key=VKEY, time=TIME)
     assert parse_leaf(canonical(r), expected_log=LOG, expected_index=2)["key"] == VKEY
@@ -72,13 +72,13 @@ def test_catalogue_entries_parse_with_catalogue_ops() -> None:
 
 def test_make_entry_refuses_wrong_fields() -> None:
     with pytest.raises(ValueError, match="missing digest, schema"):
-        make_entry(log=LOG, index=0, op="publish", kind="sample", id="x", time=TIME)
+        make_entry(log=LOG, index=0, op="publish", kind="sample-group", id="x", time=TIME)
     with pytest.raises(ValueError, match="unexpected digest"):
         make_entry(
             log=LOG,
             index=0,
             op="withdraw",
-            kind="sample",
+            kind="sample-group",
             id="x",
             time=TIME,
             digest="sha256:" + "0" * 64,

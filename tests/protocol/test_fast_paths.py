@@ -183,7 +183,7 @@ def test_property_parse_canonical_on_arbitrary_bytes(data: bytes) -> None:
 
 BASE = "https://w3id.org/biobank-federation/schemas/v1"
 GOOD = {
-    "id": "smp_" + "a" * 26,
+    "id": "grp_" + "a" * 26,
     "biobank": "bbmri-eric:ID:DE_X",
     "collection": "bbmri-eric:ID:DE_X:collection:1",
     "sample_type": "WholeBlood",
@@ -193,16 +193,22 @@ GOOD = {
     "diagnoses": [{"system": "ICD-10", "code": "C50.9"}],
     "use_conditions": ["DUO:0000042"],
     "dataset_types": ["Genomic"],
+    "samples": 14,
+    "donors": 11,
     "nonce": "0" * 32,
 }
 
 # every kind of schema failure, on a free field and on the rest
 BAD_CHANGES: list[dict[str, Any]] = [
-    {"id": "smp_" + "A" * 26},
-    {"id": "smp_" + "a" * 26 + "\n"},
+    {"id": "grp_" + "A" * 26},
+    {"id": "grp_" + "a" * 26 + "\n"},
     {"id": 5},
     {"id": None},
     {"nonce": "0" * 31},
+    {"samples": 0},
+    {"samples": {"lt": 1}},
+    {"donors": {"lt": 10, "gt": 1}},
+    {"donors": "<10"},
     {"nonce": "g" * 32},
     {"nonce": ["0" * 32]},
     {"nonce": "0" * 32 + "\n"},
@@ -228,7 +234,7 @@ def _changed(change: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_shipped_sample_schema_has_id_and_nonce_as_free_fields() -> None:
-    schema = SchemaSet.default().schema("sample")
+    schema = SchemaSet.default().schema("sample-group")
     assert sorted(free_fields(schema)) == ["id", "nonce"]
     assert free_fields({**schema, "allOf": [{"required": ["sex"]}]}) == {}
     assert free_fields({**schema, "additionalProperties": {"type": "string"}}) == {}
@@ -238,21 +244,22 @@ def test_shipped_sample_schema_has_id_and_nonce_as_free_fields() -> None:
 def test_memo_never_hides_a_failure(change: dict[str, Any]) -> None:
     schemas = _SHARED
     reference = jsonschema.Draft202012Validator(
-        schemas.schema("sample"), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        schemas.schema("sample-group"),
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
     )
     for i in range(3):  # the good shape is remembered first, with several ids
-        good = {**GOOD, "id": "smp_" + "ab"[i % 2] * 26, "nonce": f"{i:032x}"}
-        assert schemas.problems("sample", good, "x") == []
+        good = {**GOOD, "id": "grp_" + "ab"[i % 2] * 26, "nonce": f"{i:032x}"}
+        assert schemas.problems("sample-group", good, "x") == []
     bad = _changed(change)
-    assert not schemas.is_valid("sample", bad)
-    assert schemas.problems("sample", bad, "leaf 9")
+    assert not schemas.is_valid("sample-group", bad)
+    assert schemas.problems("sample-group", bad, "leaf 9")
     if not any(isinstance(v, str) and v.endswith("\n") for v in change.values()):
         assert not reference.is_valid(bad)  # ($ before a final newline: jsonschema differs)
 
 
 def test_memo_is_not_fooled_by_non_json_types() -> None:
     schemas = _SHARED
-    assert schemas.is_valid("sample", GOOD)
+    assert schemas.is_valid("sample-group", GOOD)
     fake_id = uuid.UUID(int=5)
     for odd in (
         {**GOOD, "use_conditions": ("DUO:0000042",)},
@@ -260,8 +267,8 @@ def test_memo_is_not_fooled_by_non_json_types() -> None:
         {**GOOD, "age": {"min": 40, "max": 49.0}},
     ):
         expected = _fresh_verdict(schemas, odd)
-        assert schemas.is_valid("sample", odd) == expected
-        assert (schemas.problems("sample", odd, "x") == []) == expected
+        assert schemas.is_valid("sample-group", odd) == expected
+        assert (schemas.problems("sample-group", odd, "x") == []) == expected
 
 
 _SHARED = SchemaSet.default()  # its memo keeps learning across tests and examples
@@ -271,13 +278,13 @@ _FRESH = SchemaSet.default()
 def _fresh_verdict(schemas: SchemaSet, record: Any) -> bool:
     """fastjsonschema's verdict from the compiled validator alone (no memo in front)."""
     try:
-        _FRESH._fast_validator(_FRESH.schema_id("sample"))(record)
+        _FRESH._fast_validator(_FRESH.schema_id("sample-group"))(record)
     except fastjsonschema.JsonSchemaValueException:
         return False
     return True
 
 
-_ids = st.sampled_from(["smp_" + "a" * 26, "smp_" + "b" * 26, "smp_" + "A" * 26, "smp_1", ""])
+_ids = st.sampled_from(["grp_" + "a" * 26, "grp_" + "b" * 26, "grp_" + "A" * 26, "grp_1", ""])
 _nonces = st.sampled_from(["0" * 32, "f" * 32, "0" * 31, "X" * 32])
 _sexes = st.sampled_from(["female", "male", "Female"])
 _ages = st.sampled_from([{"min": 40, "max": 49}, {"min": 40}, {"min": 40, "max": 151}])
@@ -292,15 +299,15 @@ def test_property_memo_verdicts_equal_a_fresh_validator(rows: list[Any]) -> None
         if drop_nonce:
             del record["nonce"]
         expected = _fresh_verdict(schemas, record)
-        assert schemas.is_valid("sample", record) == expected, record
-        assert (schemas.problems("sample", record, "x") == []) == expected
+        assert schemas.is_valid("sample-group", record) == expected, record
+        assert (schemas.problems("sample-group", record, "x") == []) == expected
 
 
 def test_memo_starts_over_at_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     import protocol.schema_memo as memo_module
 
     monkeypatch.setattr(memo_module, "LIMIT", 2)
-    memo = SchemaSet.default().field_memo("sample")
+    memo = SchemaSet.default().field_memo("sample-group")
     for sex in ("female", "male", "other"):
         assert memo.accepts({**GOOD, "sex": sex})
     assert memo._seen["sex"] == {"other"}  # learnt after starting over
@@ -309,8 +316,8 @@ def test_memo_starts_over_at_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_memo_is_active_only_for_closed_independent_top_levels() -> None:
     schemas = SchemaSet.default()
-    schema = schemas.schema("sample")
-    assert schemas.field_memo("sample").active
+    schema = schemas.schema("sample-group")
+    assert schemas.field_memo("sample-group").active
     for other in (
         {**schema, "allOf": [{"required": ["sex"]}]},
         {**schema, "additionalProperties": True},
@@ -330,7 +337,7 @@ UNCLEAN_CHANGES: list[dict[str, Any]] = [
     {"period": {"from": 2010.0, "to": 2015}},
     {"collection": "bbmri-eric:ID:DE_X:collection:e\u0301"},  # not NFC
     {"biobank": "bbmri-eric:ID:DE_\u212b"},
-    {"id": "smp_" + "a" * 25 + "\u0301"},
+    {"id": "grp_" + "a" * 25 + "\u0301"},
     {"diagnoses": [{"system": "ICD-10", "code": "C50.9", "😀": 1, "\ue000": 2}]},
     {"age": {"min": 2**53, "max": 2**53 + 1}},
 ]
@@ -338,13 +345,13 @@ UNCLEAN_CHANGES: list[dict[str, Any]] = [
 
 @pytest.mark.parametrize("change", UNCLEAN_CHANGES, ids=range(len(UNCLEAN_CHANGES)))
 def test_memo_never_accepts_an_unclean_record(change: dict[str, Any]) -> None:
-    memo = SchemaSet.default().field_memo("sample")
+    memo = SchemaSet.default().field_memo("sample-group")
     assert memo.accepts(GOOD)
     record = _changed(change)
     assert not memo.accepts(record)
     assert not is_clean(record)
     expected = _fresh_verdict(_SHARED, record)
-    assert _SHARED.is_valid("sample", record) == expected
+    assert _SHARED.is_valid("sample-group", record) == expected
 
 
 @settings(max_examples=200, deadline=None, database=None)
@@ -352,7 +359,7 @@ def test_memo_never_accepts_an_unclean_record(change: dict[str, Any]) -> None:
 def test_property_accepted_records_are_clean_and_valid(rows: list[Any]) -> None:
     """What the memo accepts has canonical bytes == orjson's sorted bytes (the auditor's
     digest fast path) and the fresh validator's approval."""
-    memo = SchemaSet.default().field_memo("sample")
+    memo = SchemaSet.default().field_memo("sample-group")
     for rid, nonce, sex, age, drop_nonce in rows:
         record = {**GOOD, "id": rid, "nonce": nonce, "sex": sex, "age": age}
         if drop_nonce:
@@ -388,6 +395,8 @@ def _columns(record: dict[str, Any]) -> tuple[bytes, ...]:
             "diagnoses",
             "use_conditions",
             "dataset_types",
+            "samples",
+            "donors",
             "extra",
         )
     )
@@ -398,8 +407,8 @@ def _columns(record: dict[str, Any]) -> tuple[bytes, ...]:
 def test_property_canonical_bytes_and_column_gate_equal_the_reference(rows: list[Any]) -> None:
     """FieldMemo.canonical_bytes and a ColumnGate in front of it give canonical() exactly
     for the records the fresh validator approves, and None for the others."""
-    memo = SchemaSet.default().field_memo("sample")
-    gate = SchemaSet.default().field_memo("sample").column_gate(11)
+    memo = SchemaSet.default().field_memo("sample-group")
+    gate = SchemaSet.default().field_memo("sample-group").column_gate(13)
     for rid, nonce, sex, age, drop_nonce in rows * 2:  # each row again, known by then
         record = {**GOOD, "id": rid, "nonce": nonce, "sex": sex, "age": age}
         if drop_nonce:
@@ -413,9 +422,9 @@ def test_property_canonical_bytes_and_column_gate_equal_the_reference(rows: list
     "change", BAD_CHANGES + UNCLEAN_CHANGES, ids=range(len(BAD_CHANGES) + len(UNCLEAN_CHANGES))
 )
 def test_column_gate_never_hides_a_failure(change: dict[str, Any]) -> None:
-    gate = SchemaSet.default().field_memo("sample").column_gate(11)
+    gate = SchemaSet.default().field_memo("sample-group").column_gate(13)
     for i in range(3):  # the good columns are learnt first, with several ids
-        good = {**GOOD, "id": "smp_" + "ab"[i % 2] * 26, "nonce": f"{i:032x}"}
+        good = {**GOOD, "id": "grp_" + "ab"[i % 2] * 26, "nonce": f"{i:032x}"}
         assert gate.canonical_bytes(good, _columns(good)) == canonical(good)
     bad = _changed(change)
     assert gate.canonical_bytes(bad, _columns(bad)) is None
@@ -426,11 +435,11 @@ def test_column_gate_never_hides_a_failure(change: dict[str, Any]) -> None:
 
 def test_column_gate_with_vouched_free_fields_gives_the_same_bytes() -> None:
     """free_valid: the caller made id and nonce; known columns then skip their patterns."""
-    gate = SchemaSet.default().field_memo("sample").column_gate(11)
+    gate = SchemaSet.default().field_memo("sample-group").column_gate(13)
     for i in range(6):
         record = {
             **GOOD,
-            "id": "smp_" + "abcdef"[i] * 26,
+            "id": "grp_" + "abcdef"[i] * 26,
             "nonce": f"{i:032x}",
             "sex": ("female", "male")[i % 2],
         }
@@ -443,7 +452,7 @@ def test_column_gate_starts_over_at_its_limit(monkeypatch: pytest.MonkeyPatch) -
     import protocol.schema_memo as memo_module
 
     monkeypatch.setattr(memo_module, "LIMIT", 2)
-    gate = SchemaSet.default().field_memo("sample").column_gate(11)
+    gate = SchemaSet.default().field_memo("sample-group").column_gate(13)
     for sex in ("female", "male", "other", "male"):
         record = {**GOOD, "sex": sex}
         assert gate.canonical_bytes(record, _columns(record)) == canonical(record)
@@ -455,9 +464,9 @@ def test_canonical_unchanged_for_leaf_shaped_entries() -> None:
         "index": MAX_SAFE_INTEGER,
         "op": "publish",
         "time": "2026-11-22T23:07:36Z",
-        "kind": "sample",
-        "id": "smp_x",
-        "schema": f"{BASE}/sample.schema.json",
+        "kind": "sample-group",
+        "id": "grp_x",
+        "schema": "https://w3id.org/biobank-federation/schemas/v2/sample-group.schema.json",
         "digest": "sha256:" + "0" * 64,
     }
     data = canonical(entry)

@@ -155,8 +155,9 @@ def test_remote_refs_resolve_only_locally() -> None:
 
 def test_shipped_schemas_load() -> None:
     schemas = SchemaSet.default()
-    for kind in ("biobank", "collection", "sample"):
-        assert schemas.schema_id(kind) == f"{BASE}/v1/{kind}.schema.json"
+    for kind in ("biobank", "collection", "sample-group"):
+        version = 2 if kind == "sample-group" else 1
+        assert schemas.schema_id(kind) == f"{BASE}/v{version}/{kind}.schema.json"
         assert not schemas.is_valid(kind, {})
         assert schemas.problems(kind, {}, "x")
 
@@ -213,8 +214,8 @@ def _mutations(record: dict[str, Any]) -> list[Any]:
 
 
 SHIPPED_EXAMPLES: dict[str, dict[str, Any]] = {
-    "sample": {
-        "id": "smp_" + "a" * 26,
+    "sample-group": {
+        "id": "grp_" + "a" * 26,
         "biobank": "bbmri-eric:ID:DE_X",
         "collection": "bbmri-eric:ID:DE_X:collection:1",
         "sample_type": "WholeBlood",
@@ -228,6 +229,8 @@ SHIPPED_EXAMPLES: dict[str, dict[str, Any]] = {
         ],
         "use_conditions": ["DUO:0000042"],
         "dataset_types": ["Genomic"],
+        "samples": {"lt": 10},
+        "donors": {"lt": 10},
         "nonce": "0" * 32,
     },
     "collection": {

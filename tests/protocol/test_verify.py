@@ -28,7 +28,7 @@ from tests.protocol.reference import verify_step
 
 ORIGIN = "node.example/biobank-node"
 TIME = "2026-11-22T23:07:36Z"
-SAMPLE_ID = "https://w3id.org/biobank-federation/schemas/v1/sample.schema.json"
+SAMPLE_ID = "https://w3id.org/biobank-federation/schemas/v2/sample-group.schema.json"
 SCHEMAS = SchemaSet(
     [
         {
@@ -67,7 +67,7 @@ class LogSim:
                 log=self.origin,
                 index=len(self.leaves),
                 op="publish",
-                kind="sample",
+                kind="sample-group",
                 id=record["id"],
                 schema=schema,
                 digest=digest(record),
@@ -82,7 +82,7 @@ class LogSim:
                 log=self.origin,
                 index=len(self.leaves),
                 op="withdraw",
-                kind="sample",
+                kind="sample-group",
                 id=record_id,
                 time=TIME,
             ),
@@ -178,7 +178,7 @@ def test_content_id_must_match_entry_id() -> None:
         log=ORIGIN,
         index=1,
         op="publish",
-        kind="sample",
+        kind="sample-group",
         id="s1",
         schema=SAMPLE_ID,
         digest=digest({"id": "other", "sex": "male"}),
@@ -215,7 +215,7 @@ def test_fork_is_equivocation() -> None:
     fork = filled_log(5)  # the same key signs another history
     fork.signer, fork.verifier = sim.signer, sim.verifier
     fork.leaves[2] = canonical(
-        make_entry(log=ORIGIN, index=2, op="withdraw", kind="sample", id="s0", time=TIME)
+        make_entry(log=ORIGIN, index=2, op="withdraw", kind="sample-group", id="s0", time=TIME)
     )
     fork.contents[2] = None
     fork.publish({"id": "x5", "sex": "male"})
@@ -236,7 +236,7 @@ def test_wrong_leaves_from_nothing_is_root_mismatch() -> None:
             log=ORIGIN,
             index=1,
             op="publish",
-            kind="sample",
+            kind="sample-group",
             id="s1",
             schema=SAMPLE_ID,
             digest=digest(other.contents[1]),

@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import Any
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
-KINDS = ("biobank", "collection", "sample", "node-descriptor", "log-entry")
+KINDS = ("biobank", "collection", "sample-group", "node-descriptor", "log-entry")
 BASE_ID = "https://w3id.org/biobank-federation/schemas/v1/"
+#: kinds whose schema is past version 1 (the version is part of the $id)
+VERSIONS = {"sample-group": 2}
+
+
+def schema_id(kind: str) -> str:
+    """The $id a shipped schema of ``kind`` has."""
+    return f"{BASE_ID.replace('/v1/', f'/v{VERSIONS.get(kind, 1)}/')}{kind}.schema.json"
+
 
 MOLGENIS = Path("molgenis-emx2-directory/data/biobank-directory/ontologies")
 D2018 = Path("bbmri-eric-directory-2018/sample-data/bbmri_eric.xlsx.sheets")

@@ -33,7 +33,7 @@ def defs_pattern(kind: str, name: str) -> re.Pattern[str]:
 def test_every_real_icd10_code_is_accepted_or_is_a_chapter_or_block(external: Path) -> None:
     # a plain code is what the shared pattern accepts without its block alternative
     code = re.compile(r"^[A-Z][0-9]{2}(\.[0-9A-Z]{1,4})?$")
-    code_or_block = defs_pattern("sample", "icd10_code_or_block")
+    code_or_block = defs_pattern("sample-group", "icd10_code_or_block")
     assert defs_pattern("collection", "icd10_code_or_block").pattern == code_or_block.pattern
     chapters = codes_of("icd10-chapter")
     icd = [n[len(PREFIX) :] for n in disease_names(external) if n.startswith(PREFIX)]
@@ -50,7 +50,7 @@ def test_every_real_icd10_code_is_accepted_or_is_a_chapter_or_block(external: Pa
 def test_every_real_orpha_disease_code_matches_and_only_classification_heads_do_not(
     external: Path,
 ) -> None:
-    orpha = defs_pattern("sample", "orpha_code")
+    orpha = defs_pattern("sample-group", "orpha_code")
     names = [n for n in disease_names(external) if n.startswith("ORPHA")]
     assert len(names) > 10000
     rejected = [n for n in names if not orpha.match(n)]
@@ -75,4 +75,4 @@ def test_diagnosis_codes_used_in_real_fhir_bundles(external: Path) -> None:
 
 def test_bbmri_cz_export_icd_without_dot_is_rejected() -> None:
     """Raw exports write C446 for C44.6: the importer must normalise, the schema refuses."""
-    assert not defs_pattern("sample", "icd10_code_or_block").match("C446")
+    assert not defs_pattern("sample-group", "icd10_code_or_block").match("C446")

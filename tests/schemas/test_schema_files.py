@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.schemas.helpers import BASE_ID, KINDS, SCHEMAS, codes_of, schema
+from tests.schemas.helpers import KINDS, SCHEMAS, codes_of, schema, schema_id
 
 BUILD = SCHEMAS.parent / "scripts" / "build_schemas.py"
 
@@ -33,7 +33,7 @@ def test_schema_is_valid_2020_12_with_versioned_id(kind: str) -> None:
     doc = schema(kind)
     Draft202012Validator.check_schema(doc)
     assert doc["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert doc["$id"] == f"{BASE_ID}{kind}.schema.json"
+    assert doc["$id"] == schema_id(kind)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -72,7 +72,7 @@ def test_enums_equal_the_code_lists() -> None:
     defs = schema("collection")["$defs"]
     assert defs["sample_type"]["enum"] == [c for c in _ordered("sample-type")]
     assert set(defs["duo"]["enum"]) == codes_of("duo")
-    assert set(schema("sample")["$defs"]["storage_temperature"]["enum"]) == codes_of(
+    assert set(schema("sample-group")["$defs"]["storage_temperature"]["enum"]) == codes_of(
         "storage-temperature"
     )
     assert set(schema("biobank")["$defs"]["country"]["enum"]) == codes_of("country")
@@ -108,7 +108,7 @@ def test_generator_check_detects_a_drifted_code_list(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 1
-    assert "sample.schema.json: out of date" in done.stdout
+    assert "sample-group.schema.json: out of date" in done.stdout
     fixed = subprocess.run(
         [sys.executable, str(BUILD), "--dir", str(copy)],
         capture_output=True,
@@ -116,4 +116,4 @@ def test_generator_check_detects_a_drifted_code_list(tmp_path: Path) -> None:
         check=False,
     )
     assert fixed.returncode == 0
-    assert "not-known" in (copy / "sample.schema.json").read_text(encoding="utf-8")
+    assert "not-known" in (copy / "sample-group.schema.json").read_text(encoding="utf-8")
