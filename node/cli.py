@@ -1,7 +1,9 @@
-"""``biobank-node``: init, import, preview, withdraw, rotate-key, serve, status, monitor."""
+"""``biobank-node``: init, import, preview, publish, withdraw, rotate-key, serve, status,
+monitor."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -19,9 +21,10 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from node import store
+from node import groups, store
 from node.home import Home, NodeConfig, init_home
 from node.monitor import monitor_command
+from node.policy import Policy
 from node.preview import preview_command
 from protocol.cli import config_exit, package_version, settings_message
 from protocol.errors import BiobankError, ConfigError, PolicyError
@@ -121,8 +124,9 @@ def import_(
     progress: Annotated[
         bool, typer.Option(help="show a progress bar even when stderr is not a terminal")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary on stdout")] = False,
 ) -> None:
-    """Import exports; append publish/withdraw entries only for what changed."""
+    """Import exports into the holding; publish the group change set once it involves k donors."""
     from node.importing import Mapping, run_import
 
     try:
@@ -162,6 +166,14 @@ def import_(
         f"{report.size_after}",
         highlight=False,
     )
+    if report.erased_skipped:
+        err.print(
+            f"{report.erased_skipped} sample(s) skipped: withdrawn by consent", highlight=False
+        )
+    if report.pending is not None:
+        err.print(report.pending.message(), highlight=False)
+    if as_json:
+        print(json.dumps(report.to_dict(), sort_keys=True))
     if report.problems:
         err.print(f"[yellow]{len(report.problems)} problem(s) skipped[/yellow]")
         raise typer.Exit(1)
@@ -214,37 +226,79 @@ class _progress:
 @app.command()
 def withdraw(
     ids: Annotated[
-        list[str] | None, typer.Argument(help="published ids or local sample ids")
+        list[str] | None,
+        typer.Argument(help="published ids: a grp_ group (all its samples), biobank, collection"),
     ] = None,
     donor: Annotated[
         list[str] | None,
         typer.Option("--donor", help="local donor id: withdraw all this donor's samples"),
     ] = None,
+    sample: Annotated[
+        list[str] | None, typer.Option("--sample", help="local sample id: withdraw this sample")
+    ] = None,
+    publish_now: Annotated[
+        bool,
+        typer.Option(
+            "--publish-now", help="publish the effect even if it involves fewer than k donors"
+        ),
+    ] = False,
     home: HomeOpt = Path("node-home"),
 ) -> None:
-    """Withdraw records (or all samples of a donor): content erased, the tree still verifies."""
+    """Withdraw samples (consent) or records; the samples leave the holding at once."""
     from node.withdraw import erase
 
     try:
-        report = erase(Home.open(home), ids or [], donor or [])
+        report = erase(
+            Home.open(home),
+            ids or [],
+            donor or [],
+            sample or [],
+            now=publish_now,
+            warn=lambda change: err.print(change.risk(), highlight=False, soft_wrap=True),
+        )
     except BiobankError as exc:
         _fail(exc)
     for kind, id in report.withdrawn:
         print(f"withdrawn {kind} {id}")
-    for kind, id in report.held_back:
-        print(f"held back {kind} {id}")
     for name, n in report.donors.items():
-        print(f"erased {n} samples of donor {name}; effective from tree size {report.size}")
-    if report.held_back:
-        err.print(
-            f"{len(report.held_back)} sample(s) of other donors withdrawn too: their class "
-            "fell below k distinct donors; the next import re-applies the policy to them",
-            highlight=False,
+        print(f"removed {n} samples of donor {name} from the holding")
+    if report.samples:
+        print(f"removed {report.samples} sample(s) from the holding")
+    assert report.publication is not None
+    _publication(report.publication)
+
+
+@app.command()
+def publish(
+    now: Annotated[
+        bool, typer.Option("--now", help="publish even a change set of fewer than k donors")
+    ] = False,
+    home: HomeOpt = Path("node-home"),
+) -> None:
+    """Publish the change set that waits, if it involves at least k donors (or --now)."""
+    from node.withdraw import publish as do_publish
+
+    try:
+        done = do_publish(
+            Home.open(home),
+            now=now,
+            warn=lambda change: err.print(change.risk(), highlight=False, soft_wrap=True),
         )
-    if not report.donors:
-        print(
-            f"withdrawn {len(report.withdrawn)} record(s); effective from tree size {report.size}"
-        )
+    except BiobankError as exc:
+        _fail(exc)
+    _publication(done)
+
+
+def _publication(done: Any) -> None:
+    """Say what a publication (``node.withdraw.Publication``) did, or what waits."""
+    if done.published:
+        counts = dict(sorted(done.groups.items()))
+        print(f"published the change set of {done.change.donors} donor(s): groups {counts}")
+        print(f"log size now {done.size}")
+    elif done.change.samples:
+        print(done.change.message())
+    else:
+        print("nothing waits: the log shows the holding")
 
 
 @app.command("rotate-key")
@@ -337,8 +391,11 @@ def serve(
 
 
 @app.command()
-def status(home: HomeOpt = Path("node-home")) -> None:
-    """Log size, last checkpoint, entries by kind and op, live records by kind."""
+def status(
+    home: HomeOpt = Path("node-home"),
+    as_json: Annotated[bool, typer.Option("--json", help="print the status as JSON")] = False,
+) -> None:
+    """Log size, last checkpoint, entries by kind and op, live records, what waits."""
     from node import highwater
 
     try:
@@ -351,8 +408,31 @@ def status(home: HomeOpt = Path("node-home")) -> None:
         latest = store.latest_checkpoint(conn)
         counts = store.counts(conn)
         size = store.log_size(conn)
+        waiting = groups.pending(conn, Policy.load(opened.policy_path).k)
     finally:
         conn.close()
+    if as_json:
+        recovery: str | None = None
+        try:
+            highwater.check(opened.path, latest)
+        except highwater.RecoveryRequired as exc:
+            recovery = exc.message
+        print(
+            json.dumps(
+                {
+                    "origin": opened.config.origin,
+                    "size": size,
+                    "checkpoint": None
+                    if latest is None
+                    else {"size": latest[0], "time": latest[3]},
+                    **counts,
+                    "pending": waiting.to_dict(),
+                    "recovery_required": recovery,
+                },
+                sort_keys=True,
+            )
+        )
+        return
     print(f"origin: {opened.config.origin}")
     print(f"log size: {size}")
     if latest is None:
@@ -363,6 +443,7 @@ def status(home: HomeOpt = Path("node-home")) -> None:
         print(f"entries {key}: {n}")
     for key, n in dict(counts["live"]).items():  # type: ignore[call-overload]
         print(f"live {key}: {n}")
+    print(f"pending: {waiting.message()}")
     try:
         highwater.check(opened.path, latest)
     except highwater.RecoveryRequired as exc:
@@ -437,8 +518,8 @@ def recover(
     )
     if done.appended:
         err.print(
-            "recovered samples carry no local ids yet: the next import of the export "
-            "re-links them (and appends nothing for unchanged samples)",
+            "the holding is empty until the next import of the export, whose publication "
+            "is a diff against the recovered groups (unchanged groups append nothing)",
             highlight=False,
         )
 

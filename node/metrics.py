@@ -55,7 +55,7 @@ class NodeCollector(Collector):
         entries = CounterMetricFamily(
             "biobank_node_log_entries",
             "Log entries appended, by operation (publish, withdraw, rotate-key) and record "
-            "kind (biobank, collection, sample; key for rotate-key).",
+            "kind (biobank, collection, sample-group; key for rotate-key).",
             labels=["op", "kind"],
         )
         for key, n in dict(counts["entries"]).items():  # type: ignore[call-overload]

@@ -1,33 +1,91 @@
 """``biobank-node preview FILE``: a dry run of the import that shows what the policy would do.
 
-Parses the files with the importer's readers into a staging table in memory, applies the
-publishing policy, and prints what would be published, generalised (and how) and held
-back (per reason). Nothing is written to the node. Register with one line in node/cli.py:
-``app.command("preview")(preview_command)``.
+Copies the node's holding (when the home has one) into a database in memory, merges the
+files into it with the importer's readers, applies the publishing policy over the holding
+and prints the groups that would be published (attributes, counts or bounds), what is
+generalised (and how), what is held back (per reason) and whether the change set would
+go out or wait. Nothing is written to the node. Registered in node/cli.py.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from node import groups, store
+from node.groups import Pending
+from node.home import DB, SECRET
 from node.importing.codes import Codes
-from node.importing.importer import read_files
+from node.importing.importer import merge, read_files
 from node.importing.staging import Staging
 from node.policy import Policy
-from node.privacy import PrivacyReport, apply
+from node.privacy import PrivacyReport
+from node.pseudonym import Pseudonymiser
 from protocol.errors import BiobankError
+
+SHOWN = 40  # groups listed in the text output (--json lists all)
+
+
+@dataclass
+class Preview:
+    """What an import would do: privacy outcome, groups, the change set, problem count."""
+
+    privacy: PrivacyReport
+    problems: int
+    groups: list[dict[str, Any]]
+    pending: Pending
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "privacy": self.privacy.to_dict(),
+            "problems": self.problems,
+            "groups": self.groups,
+            "pending": self.pending.to_dict(),
+        }
+
+    def render(self, console: Console) -> None:
+        """Groups, the privacy summary and the change set as rich tables."""
+        table = Table(title=f"Sample groups after the import ({len(self.groups)})")
+        for name in ("id", "attributes", "samples", "donors"):
+            table.add_column(name, justify="right" if name in ("samples", "donors") else "left")
+        for group in self.groups[:SHOWN]:
+            attributes = {
+                k: v for k, v in group.items() if k not in ("id", "samples", "donors", "biobank")
+            }
+            table.add_row(
+                group["id"],
+                json.dumps(attributes, separators=(",", ":")),
+                _count(group["samples"]),
+                _count(group["donors"]),
+            )
+        console.print(table)
+        if len(self.groups) > SHOWN:
+            console.print(f"... and {len(self.groups) - SHOWN} more groups (--json lists all)")
+        self.privacy.render(console)
+        console.print(self.pending.message(), markup=False)
+
+
+def _count(value: Any) -> str:
+    return f"< {value['lt']}" if isinstance(value, dict) else str(value)
 
 
 def preview(
-    files: list[Path], policy: Policy, *, fmt: str | None = None, mapping_path: Path | None = None
-) -> tuple[PrivacyReport, int]:
-    """Stage ``files`` in memory and apply ``policy``; return the report and problem count."""
+    files: list[Path],
+    policy: Policy,
+    *,
+    fmt: str | None = None,
+    mapping_path: Path | None = None,
+    home: Path | None = None,
+) -> Preview:
+    """Merge ``files`` into a copy of the home's holding in memory and apply ``policy``."""
     for path in files:
         if not path.is_file():
             raise typer.BadParameter(f"{path}: no such file")
@@ -36,12 +94,32 @@ def preview(
         from node.importing.mapping import Mapping
 
         mapping = Mapping.load(mapping_path)
-    conn = sqlite3.connect(":memory:")
+    secret_file = home / SECRET if home is not None else None
+    secret = (
+        secret_file.read_bytes()
+        if secret_file is not None and secret_file.is_file()
+        else secrets.token_bytes(32)  # no node here: ids are placeholders
+    )
+    pseudonyms = Pseudonymiser(secret)
+    conn = sqlite3.connect("file::memory:", uri=True, isolation_level=None)
     try:
+        store.create_schema(conn)
+        if home is not None and (home / DB).is_file():
+            conn.execute("ATTACH ? AS src", (f"file:{home / DB}?mode=ro",))
+            conn.execute("INSERT INTO holding SELECT * FROM src.holding")
+            conn.execute("INSERT INTO erased SELECT * FROM src.erased")
+            conn.execute("DETACH src")
         stage = Staging(conn, "staging", None)
         read_files(files, fmt, mapping, stage, Codes.default())
         stage.duplicates()
-        return apply(conn, "staging", policy), len(stage.problems)
+        merge(conn, pseudonyms, snapshot=False)
+        report = groups.settle(conn, policy, pseudonyms)
+        return Preview(
+            report,
+            len(stage.problems),
+            groups.target_groups(conn, policy.k),
+            groups.pending(conn, policy.k),
+        )
     finally:
         conn.close()
 
@@ -60,26 +138,26 @@ def preview_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
-    """Show what an import of FILES would publish, generalise and hold back; change nothing."""
+    """Show the groups an import of FILES would make, what waits; change nothing."""
     console = Console()
     try:
         policy = Policy.load(policy_file or home / "policy.toml")
-        report, problems = preview(files, policy, fmt=fmt, mapping_path=mapping)
+        report = preview(files, policy, fmt=fmt, mapping_path=mapping, home=home)
     except BiobankError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     if as_json:
         typer.echo(
             json.dumps(
-                {"policy": policy.summary(), "privacy": report.to_dict(), "problems": problems},
+                {"policy": policy.summary(), **report.to_dict()},
                 sort_keys=True,
             )
         )
         return
     report.render(console)
-    if problems:
+    if report.problems:
         console.print(
-            f"{problems} row(s) have problems and would not be imported; "
+            f"{report.problems} row(s) have problems and would not be imported; "
             "run 'biobank-node import' for the details",
             markup=False,
         )

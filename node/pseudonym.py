@@ -1,4 +1,4 @@
-"""Keyed pseudonyms: published sample ids and locally kept donor hashes (HMAC-SHA-256)."""
+"""Keyed pseudonyms: published group ids and locally kept donor hashes (HMAC-SHA-256)."""
 
 from __future__ import annotations
 
@@ -32,27 +32,18 @@ class Pseudonymiser:
         outer.update(inner.digest())
         return outer.digest()
 
-    def sample_id(self, local_id: str) -> str:
-        """``smp_`` + the first 26 base32 characters (lowercase) of HMAC("sample:" + id)."""
+    def group_id(self, canonical_key: bytes) -> str:
+        """``grp_`` + the first 26 base32 characters (lowercase) of HMAC("group:" + key).
+
+        ``canonical_key``: the RFC 8785 bytes of the group's attributes (see node/groups.py).
+        """
+        inner = self._inner.copy()
+        inner.update(b"group:" + canonical_key)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
         # the first 26 base32 characters are the first 130 bits of the MAC, 13 x 10 bits
-        n = int.from_bytes(self._mac("sample:" + local_id)[:17], "big") >> 6
-        p = _PAIRS
-        return (
-            "smp_"
-            + p[n >> 120]
-            + p[(n >> 110) & 1023]
-            + p[(n >> 100) & 1023]
-            + p[(n >> 90) & 1023]
-            + p[(n >> 80) & 1023]
-            + p[(n >> 70) & 1023]
-            + p[(n >> 60) & 1023]
-            + p[(n >> 50) & 1023]
-            + p[(n >> 40) & 1023]
-            + p[(n >> 30) & 1023]
-            + p[(n >> 20) & 1023]
-            + p[(n >> 10) & 1023]
-            + p[n & 1023]
-        )
+        n = int.from_bytes(outer.digest()[:17], "big") >> 6
+        return "grp_" + "".join(_PAIRS[(n >> shift) & 1023] for shift in range(120, -1, -10))
 
     def donor_hash(self, donor_id: str | None) -> str | None:
         """A local-only handle for erasure by donor; the donor id itself is never stored."""

@@ -92,14 +92,8 @@ class LogWriter:
         schema: str,
         content_bytes: bytes | str,
         digest: str,
-        built: tuple[int, bytes, bytes] | None = None,
     ) -> int:
-        """Append a ``publish`` entry whose content is ``content_bytes`` (canonical JSON).
-
-        ``built``: ``(index, leaf, leaf hash)`` that :func:`entry_leaf` made elsewhere (the
-        import's helper process) for this entry at that index; used when the index is
-        this entry's and the entry takes the fast path, else the leaf is made here.
-        """
+        """Append a ``publish`` entry whose content is ``content_bytes`` (canonical JSON)."""
         if (
             self.size == self.start
             or kind != self._kind
@@ -121,46 +115,8 @@ class LogWriter:
                 digest=digest,
             )
             return self._append(entry, kind, id, "publish", _text(content_bytes))
-        if built is not None and built[0] == self.size:
-            return self._add_hashed(built[1], built[2], kind, id, "publish", _text(content_bytes))
         leaf = entry_leaf(self.origin, self.size, kind, id, schema, self.time, digest)
         return self._add(leaf, kind, id, "publish", _text(content_bytes))
-
-    def append_built(
-        self,
-        kind: str,
-        schema: str,
-        base: int,
-        leaves: list[tuple[int, bytes, bytes, str, str, str, str]],
-        contents: list[tuple[int, str | None]],
-    ) -> bool:
-        """Append ``publish`` entries whose rows were built elsewhere, as stored here.
-
-        ``leaves``: ``(index, leaf, leaf hash, kind, id, "publish", time)`` made by
-        :func:`entry_leaf` for the indexes ``base``, ``base + 1``, ... (ASCII ids and
-        digests only); ``contents``: ``(index, canonical content text)``. Taken when they
-        start at this log's next index, are of the kind and schema of the entry before
-        (checked by :func:`make_entry`) and carry this run's time; else nothing is
-        appended, False is returned, and the caller publishes them one by one.
-        """
-        if (
-            base != self.size
-            or self.size == self.start
-            or kind != self._kind
-            or schema != self._schema
-            or not leaves
-            or leaves[0][6] != self.time
-        ):
-            return False
-        append = self.compact.append
-        for row in leaves:
-            append(row[2])
-        self._leaves += leaves
-        self._contents += contents
-        self.size += len(leaves)
-        if len(self._leaves) >= BATCH:
-            self.flush()
-        return True
 
     def withdraw(self, kind: str, id: str) -> int:
         """Append a ``withdraw`` entry and erase every stored content of the record."""
@@ -195,11 +151,6 @@ class LogWriter:
 
     def _add(self, leaf: bytes, kind: str, id: str, op: str, content: str | None) -> int:
         lh = leaf_hash(leaf)
-        return self._add_hashed(leaf, lh, kind, id, op, content)
-
-    def _add_hashed(
-        self, leaf: bytes, lh: bytes, kind: str, id: str, op: str, content: str | None
-    ) -> int:
         self.compact.append(lh)
         index = self.size
         self._leaves.append((index, leaf, lh, kind, id, op, self.time))

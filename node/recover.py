@@ -10,10 +10,11 @@ root, and the tree at the size in ``signed-size.json`` must have the root this n
 there. All of it is written in ONE transaction (leaves, contents, erasures, record state, key
 history, the checkpoint), so a mirror that fails any check leaves node.db as it was.
 
-The mirror has no local sample ids or donor hashes (they never leave the node): recovered
-sample records carry their published id, digest and nonce only. The next import of the
-export re-links them (the published id is the keyed pseudonym of the local id: see
-``Differ.relink``), so importing the same export again appends nothing.
+The mirror has no samples (only group records; local ids and donor hashes never leave the
+node). A recovery that appends anything empties the holding, which the restored backup
+holds in an older state: the next import of the export re-creates it, and its publication
+is a diff against the recovered group records (``node.groups.publish`` compares contents,
+so unchanged groups append nothing).
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def recover(home: Home, catalogue: str, client: httpx.Client) -> Recovery:
         conn.execute("BEGIN IMMEDIATE")
         try:
             done = _append(conn, client, base, cp, note, keys, mark)
+            conn.execute("DELETE FROM holding")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -202,7 +204,7 @@ def _append(
             conn.execute("INSERT INTO contents VALUES (?, ?)", (size, text))
             if op == "publish":
                 biobank = id if kind == "biobank" else (content or {}).get("biobank")
-                nonce = (content or {}).get("nonce") if kind == "sample" else None
+                nonce = (content or {}).get("nonce") if kind == "sample-group" else None
                 conn.execute(_UPSERT, (kind, id, biobank, entry["digest"], nonce, size))
             elif op == "withdraw":
                 conn.execute(

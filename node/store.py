@@ -4,8 +4,14 @@ Tables:
 
 - ``leaves``: one row per log entry (index, canonical leaf bytes, leaf hash, kind, id, op).
 - ``contents``: index -> record content JSON (canonical text) or NULL once erased.
-- ``records``: current state per (kind, id): digest and nonce of the live version, last index,
-  local id for samples, HMAC of the donor id (never the donor id itself), live flag.
+- ``records``: current state per published (kind, id): digest and nonce of the live
+  version, last index, live flag (the ``local_id``/``donor_hash`` columns are unused).
+- ``holding``: one row per sample the node holds (local id, HMAC of the donor id, never the
+  donor id itself, and the raw attributes privacy needs), with the group it is counted in
+  on the published log (``published_group``) and the group it belongs to now
+  (``target_group``); ``live = 0`` marks a removed sample kept until its removal is
+  published (see ``node/groups.py``).
+- ``erased``: local sample ids and donor hashes withdrawn by consent; imports skip them.
 - ``checkpoints``: every signed checkpoint (size, root, note text, time).
 - ``meta``: the compact range of the tree (O(log n) frontier) and other small values.
 """
@@ -25,6 +31,13 @@ CREATE TABLE IF NOT EXISTS records (
     kind TEXT NOT NULL, id TEXT NOT NULL, biobank TEXT, local_id TEXT, donor_hash TEXT,
     digest TEXT, nonce TEXT, last_index INTEGER NOT NULL, live INTEGER NOT NULL,
     PRIMARY KEY (kind, id));
+CREATE TABLE IF NOT EXISTS holding (
+    local_id TEXT PRIMARY KEY, donor_hash TEXT, biobank TEXT NOT NULL, collection TEXT,
+    sample_type TEXT, storage_temperature TEXT, sex TEXT, age INTEGER, year INTEGER,
+    diagnoses TEXT NOT NULL DEFAULT '[]', use_conditions TEXT NOT NULL DEFAULT '[]',
+    dataset_types TEXT NOT NULL DEFAULT '[]', live INTEGER NOT NULL DEFAULT 1,
+    published_group TEXT, target_group TEXT);
+CREATE TABLE IF NOT EXISTS erased (what TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (what, key));
 CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL, time TEXT NOT NULL);
 """
@@ -34,8 +47,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 #: them again afterwards (sorting once is cheaper than a random B-tree insert per row).
 INDEXES: dict[str, str] = {
     "leaves_record": "leaves(kind, id)",
-    "records_local": "records(kind, local_id)",
-    "records_donor": "records(donor_hash)",
+    "holding_published": "holding(published_group)",
+    "holding_donor": "holding(donor_hash)",
 }
 
 

@@ -1,22 +1,23 @@
-"""Withdraw records by published id, local sample id or local donor id (erasure).
+"""Consent withdrawal and publishing what waits (``biobank-node withdraw`` and ``publish``).
 
-A withdrawal appends a ``withdraw`` entry per record and erases (NULLs) every stored
-content of it in the same transaction, then signs the next checkpoint. Withdrawing samples
-can shrink another published class below k distinct donors; the node has no staging rows
-between imports, so it re-checks k over the published contents of the classes the
-withdrawn samples were in and withdraws the rest of any class that fell below k
-(``held_back``). The next import re-applies the policy to the whole export and republishes
-those samples generalised where it can (see docs/privacy.md, "Erasure").
+Withdrawn samples leave the holding at once: they become tombstones, are remembered in
+``erased`` (so a later import of the same export does not bring them back), the privacy
+policy is re-applied over the holding and every sample's group recomputed. The published
+effect is one more change set: it goes out when it involves at least k distinct donors
+(or the operator forces it, ``--publish-now``), else it waits for the next publication.
+
+Biobank and collection records named by id are withdrawn at once (they concern no donor).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from node import highwater, store
+from node import groups, highwater, store
+from node.groups import Pending
 from node.home import Home
 from node.importing.diff import Differ
 from node.policy import Policy
@@ -25,43 +26,55 @@ from node.publish import LogWriter, ensure_checkpoint
 from protocol.errors import ConfigError
 from protocol.schema import SchemaSet
 
-# The class key of a published sample (quasi-identifiers, docs/privacy.md): full age and
-# period objects, so a class is never coarser than the one privacy.apply formed.
-_CLASS_KEY = (
-    "json_array(json_extract(c.content, '$.biobank'), json_extract(c.content, '$.collection'),"
-    " json_extract(c.content, '$.sex'), json_extract(c.content, '$.age'),"
-    " json_extract(c.content, '$.period'), json_extract(c.content, '$.diagnoses'))"
-)
-_LIVE_SAMPLES = (
-    "FROM records r JOIN contents c ON c.idx = r.last_index WHERE r.kind = 'sample' AND r.live = 1"
-)
+__all__ = ["Publication", "WithdrawReport", "erase", "publish", "withdraw"]
+
+#: called with the change set before a forced publication of fewer than k donors
+Warn = Callable[[Pending], None]
+
+
+@dataclass
+class Publication:
+    """What a publication did: the change set, group entries, the log size after."""
+
+    change: Pending
+    published: bool = False
+    groups: Counter[str] = field(default_factory=Counter)
+    pending: Pending | None = None
+    size: int = 0
 
 
 @dataclass
 class WithdrawReport:
-    """What one withdrawal did; ``size`` is the tree size from which it is in effect."""
+    """What one withdrawal did; ``publication`` says whether its effect went out yet."""
 
     withdrawn: list[tuple[str, str]] = field(default_factory=list)
+    samples: int = 0
     donors: dict[str, int] = field(default_factory=dict)
-    held_back: list[tuple[str, str]] = field(default_factory=list)
-    size: int = 0
+    publication: Publication | None = None
 
 
 def withdraw(home: Home, ids: list[str]) -> list[tuple[str, str]]:
-    """Withdraw every named live record in ONE transaction; unknown ids fail it all."""
+    """Withdraw records by published id (biobank, collection or ``grp_`` group)."""
     return erase(home, ids).withdrawn
 
 
-def erase(home: Home, ids: Sequence[str] = (), donors: Sequence[str] = ()) -> WithdrawReport:
-    """Withdraw records by id and all live samples of each local donor id, atomically.
+def erase(
+    home: Home,
+    ids: Sequence[str] = (),
+    donors: Sequence[str] = (),
+    samples: Sequence[str] = (),
+    *,
+    now: bool = False,
+    warn: Warn | None = None,
+) -> WithdrawReport:
+    """Withdraw records by id, and samples by local sample id or local donor id, atomically.
 
-    Raises ConfigError (and changes nothing) when an id names no live record or a donor
-    has no live sample.
+    A ``grp_`` id withdraws every sample of that group. Raises ConfigError (and changes
+    nothing) when a name matches nothing live.
     """
-    if not ids and not donors:
-        raise ConfigError("nothing to withdraw: name record ids or --donor LOCAL_DONOR_ID")
+    if not ids and not donors and not samples:
+        raise ConfigError("nothing to withdraw: name record ids, --donor or --sample")
     pseudonyms = Pseudonymiser(home.secret)
-    k = Policy.load(home.policy_path).k
     conn = store.connect(home.db_path)
     try:
         store.create_schema(conn)
@@ -69,93 +82,122 @@ def erase(home: Home, ids: Sequence[str] = (), donors: Sequence[str] = ()) -> Wi
         conn.execute("BEGIN IMMEDIATE")
         try:
             report = WithdrawReport()
-            targets = _resolve(conn, ids, donors, pseudonyms, report)
-            affected = _classes_of(conn, [i for kind, i in targets if kind == "sample"])
             writer = LogWriter(conn, home.config.origin, home.signer)
-            differ = Differ(conn, writer, {}, SchemaSet.default(), pseudonyms)
-            for kind, id in targets:
+            locals_, records = _resolve(conn, ids, donors, samples, pseudonyms, report)
+            differ = Differ(conn, writer, SchemaSet.default())
+            for kind, id in records:
                 differ.withdraw(kind, id)
-            report.withdrawn = targets
-            report.held_back = _below_k(conn, affected, k)
-            for kind, id in report.held_back:
-                differ.withdraw(kind, id)
+            report.withdrawn = records
+            report.samples = len(locals_)
+            conn.executemany(
+                "INSERT OR IGNORE INTO erased VALUES ('sample', ?)", [(x,) for x in locals_]
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO erased VALUES ('donor', ?)",
+                [(pseudonyms.donor_hash(d),) for d in donors],
+            )
+            conn.executemany(
+                "UPDATE holding SET live = 0, target_group = NULL WHERE local_id = ?",
+                [(x,) for x in locals_],
+            )
+            conn.execute("DELETE FROM holding WHERE live = 0 AND published_group IS NULL")
+            report.publication = _settle_and_publish(conn, home, writer, now, warn)
             writer.finish()
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        report.size = writer.size
+        report.publication.size = writer.size
         highwater.record_latest(home.path)
         return report
     finally:
         conn.close()
 
 
+def publish(home: Home, *, now: bool = False, warn: Warn | None = None) -> Publication:
+    """Publish the change set that waits: when it involves k donors, or with ``now``."""
+    conn = store.connect(home.db_path)
+    try:
+        store.create_schema(conn)
+        ensure_checkpoint(conn, home.config.origin, home.signer)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            writer = LogWriter(conn, home.config.origin, home.signer)
+            done = _settle_and_publish(conn, home, writer, now, warn)
+            writer.finish()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        done.size = writer.size
+        highwater.record_latest(home.path)
+        return done
+    finally:
+        conn.close()
+
+
+def _settle_and_publish(
+    conn: sqlite3.Connection, home: Home, writer: LogWriter, now: bool, warn: Warn | None
+) -> Publication:
+    """Privacy over the holding, then publish the change set if it may go (or ``now``)."""
+    policy = Policy.load(home.policy_path)
+    groups.settle(conn, policy, Pseudonymiser(home.secret))
+    change = groups.pending(conn, policy.k)
+    done = Publication(change)
+    if change.samples and (now or not change.waiting):
+        if change.waiting and warn is not None:
+            warn(change)
+        done.groups = groups.publish(conn, writer, policy.k)
+        done.published = True
+    done.pending = groups.pending(conn, policy.k)
+    return done
+
+
 def _resolve(
     conn: sqlite3.Connection,
     ids: Sequence[str],
     donors: Sequence[str],
+    samples: Sequence[str],
     pseudonyms: Pseudonymiser,
     report: WithdrawReport,
-) -> list[tuple[str, str]]:
-    targets: dict[tuple[str, str], None] = {}
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """(local ids of the samples to remove, biobank/collection records to withdraw)."""
+    locals_: dict[str, None] = {}
+    records: list[tuple[str, str]] = []
     missing: list[str] = []
     for name in ids:
-        rows = conn.execute(
-            "SELECT kind, id FROM records WHERE live = 1 AND "
-            "(id = ? OR (kind = 'sample' AND local_id = ?)) ORDER BY last_index",
-            (name, name),
-        ).fetchall()
+        if name.startswith("grp_"):
+            rows = conn.execute(
+                "SELECT local_id FROM holding WHERE live = 1 "
+                "AND (published_group = ? OR target_group = ?)",
+                (name, name),
+            ).fetchall()
+            locals_.update((str(r[0]), None) for r in rows)
+        else:
+            rows = conn.execute(
+                "SELECT kind, id FROM records WHERE live = 1 AND id = ? AND kind != ?",
+                (name, groups.KIND),
+            ).fetchall()
+            records += [(str(k), str(i)) for k, i in rows]
         if not rows:
-            missing.append(f"id or local sample id {name!r}")
-        targets.update(((str(k), str(i)), None) for k, i in rows)
+            missing.append(f"published id {name!r}")
+    for name in samples:
+        row = conn.execute(
+            "SELECT local_id FROM holding WHERE live = 1 AND local_id = ?", (name,)
+        ).fetchone()
+        if row is None:
+            missing.append(f"local sample id {name!r}")
+        else:
+            locals_[name] = None
     for donor in donors:
         rows = conn.execute(
-            "SELECT kind, id FROM records WHERE kind = 'sample' AND live = 1 "
-            "AND donor_hash = ? ORDER BY last_index",
+            "SELECT local_id FROM holding WHERE live = 1 AND donor_hash = ?",
             (pseudonyms.donor_hash(donor),),
         ).fetchall()
         if not rows:
             missing.append(f"local donor id {donor!r}")
         report.donors[donor] = len(rows)
-        targets.update(((str(k), str(i)), None) for k, i in rows)
+        locals_.update((str(r[0]), None) for r in rows)
     if missing:
-        raise ConfigError("nothing withdrawn: no live record with " + ", ".join(missing))
-    return list(targets)
-
-
-def _classes_of(conn: sqlite3.Connection, sample_ids: list[str]) -> set[str]:
-    """Class keys of these live samples, read before their content is erased."""
-    keys: set[str] = set()
-    for start in range(0, len(sample_ids), 500):
-        chunk = sample_ids[start : start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        keys.update(
-            key
-            for (key,) in conn.execute(
-                f"SELECT DISTINCT {_CLASS_KEY} {_LIVE_SAMPLES} AND r.id IN ({marks})", chunk
-            )
-        )
-    return keys
-
-
-def _below_k(conn: sqlite3.Connection, keys: set[str], k: int) -> list[tuple[str, str]]:
-    """Remaining live samples in those classes when a class now has fewer than k donors."""
-    if not keys:
-        return []
-    members: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
-    conn.execute("DROP TABLE IF EXISTS temp.erase_classes")
-    conn.execute("CREATE TEMP TABLE erase_classes (key TEXT PRIMARY KEY)")
-    conn.executemany("INSERT INTO erase_classes VALUES (?)", [(key,) for key in keys])
-    for id, donor, key in conn.execute(
-        f"SELECT r.id, r.donor_hash, {_CLASS_KEY} AS key {_LIVE_SAMPLES} "
-        "AND key IN (SELECT key FROM temp.erase_classes) ORDER BY r.last_index"
-    ):
-        members[key].append((id, donor))
-    out: list[tuple[str, str]] = []
-    for rows in members.values():
-        # a sample without a donor id counts as a donor of its own (as in node.privacy)
-        donors = {d if d is not None else f"s:{id}" for id, d in rows}
-        if len(donors) < k:
-            out += [("sample", id) for id, _ in rows]
-    return out
+        raise ConfigError("nothing withdrawn: nothing live with " + ", ".join(missing))
+    return list(locals_), records

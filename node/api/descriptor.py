@@ -32,6 +32,6 @@ def descriptor(home: HomeDep, request: Request) -> dict[str, Any]:
         "url": cfg.url or str(request.base_url).rstrip("/"),
         # read per request: a rotation changes it while the server runs
         "verifier_key": current_verifier_key(home.path),
-        "schemas": [schemas.schema_id(k) for k in ("biobank", "collection", "sample")],
+        "schemas": [schemas.schema_id(k) for k in ("biobank", "collection", "sample-group")],
         "policy": policy_summary(home),
     }

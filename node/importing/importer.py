@@ -1,4 +1,5 @@
-"""Import exports: stage rows, apply the privacy policy, diff, append in ONE transaction."""
+"""Import exports: stage rows, merge them into the holding, apply the privacy policy over
+the holding, and publish the records and the group change set in ONE transaction."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node import highwater, privacy, store
+from node import groups, highwater, store
+from node.groups import Pending
 from node.home import Home
 from node.importing import encode
 from node.importing.codes import Codes
@@ -55,6 +57,8 @@ class ImportReport:
     unchanged: dict[str, int] = field(default_factory=dict)
     withdrawn: dict[str, int] = field(default_factory=dict)
     privacy: Any = None
+    pending: Pending | None = None
+    erased_skipped: int = 0
     notes: list[str] = field(default_factory=list)
     applied: bool = False
     size_before: int = 0
@@ -63,6 +67,23 @@ class ImportReport:
     @property
     def appended(self) -> int:
         return self.size_after - self.size_before
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` summary of the import."""
+        return {
+            "applied": self.applied,
+            "rows": self.rows,
+            "staged": {"samples": self.staged_samples, "records": self.staged_records},
+            "problems": len(self.problems),
+            "published": dict(sorted(self.published.items())),
+            "unchanged": dict(sorted(self.unchanged.items())),
+            "withdrawn": dict(sorted(self.withdrawn.items())),
+            "erased_skipped": self.erased_skipped,
+            "privacy": self.privacy.to_dict() if self.privacy is not None else None,
+            "pending": self.pending.to_dict() if self.pending is not None else None,
+            "size_before": self.size_before,
+            "size_after": self.size_after,
+        }
 
 
 def detect_format(path: Path, mapping: Mapping | None) -> str:
@@ -116,8 +137,10 @@ def run_import(
 ) -> ImportReport:
     """Import ``files``; publish nothing unless every record is valid or ``skip_invalid``.
 
-    Three phases: stage the files (rows read and checked into TEMP tables), apply the
-    privacy policy to the staged samples, publish the differences in one transaction.
+    Stage the files (rows read and checked into TEMP tables); then, in ONE transaction,
+    publish changed biobank and collection records, merge the staged samples into the
+    holding, apply the privacy policy over the whole holding and publish the group change
+    set when it involves at least k donors (else it waits). A failure changes nothing.
     """
     for path in files:
         if not path.is_file():
@@ -129,33 +152,22 @@ def run_import(
         store.create_schema(conn)
         ensure_checkpoint(conn, home.config.origin, home.signer)
         report.size_before = report.size_after = store.log_size(conn)
-        # staging and privacy write only TEMP tables; one transaction keeps SQLite's page
-        # cache of the temp database across statements (else every statement re-reads it)
+        # staging writes only TEMP tables; one transaction keeps SQLite's page cache of the
+        # temp database across statements (else every statement re-reads it)
         conn.execute("BEGIN")
         if (
             mapping is not None
             and mapping.kind == "sample"
             and sum(p.stat().st_size for p in files) >= encode.HELPER_MIN_BYTES
         ):
-            helper = ImportHelper(home.secret)  # checks rows now, encodes samples later
+            helper = ImportHelper()  # checks rows of big sample files beside the reader
         stage = _stage(conn, files, fmt, mapping, helper, progress, report)
         if report.problems and not skip_invalid:
             return report
-        if helper is None and report.staged_samples >= encode.HELPER_MIN_ROWS:
-            helper = ImportHelper(home.secret)  # starts now: its start-up overlaps privacy
-        kinds = _apply_privacy(conn, home, report, progress, phase_start)
         if conn.in_transaction:  # (a reader's executescript may have committed it already)
             conn.execute("COMMIT")
-        _publish(
-            conn,
-            home,
-            report,
-            kinds,
-            snapshot and stage.unkeyed == 0,
-            skip_invalid,
-            progress,
-            phase_start,
-            helper,
+        _apply(
+            conn, home, report, snapshot and stage.unkeyed == 0, skip_invalid, progress, phase_start
         )
         if snapshot and stage.unkeyed:
             report.notes.append(
@@ -178,7 +190,7 @@ def _stage(
     progress: Progress | None,
     report: ImportReport,
 ) -> Staging:
-    """Phase 1: read every file into the staging tables; count rows, problems, ignored."""
+    """Read every file into the staging tables; count rows, problems, ignored."""
     stage = Staging(conn, "staging", progress)
     report.rows = read_files(files, fmt, mapping, stage, Codes.default(), helper)
     stage.duplicates()
@@ -189,64 +201,57 @@ def _stage(
     return stage
 
 
-def _apply_privacy(
+def _apply(
     conn: sqlite3.Connection,
     home: Home,
     report: ImportReport,
-    progress: Progress | None,
-    phase_start: PhaseStart | None,
-) -> set[str]:
-    """Phase 2: the node's policy on the staged samples; return the kinds the import holds."""
-    if phase_start:
-        phase_start("privacy", report.staged_samples)
-    report.privacy = privacy.apply(conn, "staging", Policy.load(home.policy_path))
-    if progress:
-        progress("privacy", report.staged_samples)
-    kinds = {k for (k,) in conn.execute("SELECT DISTINCT kind FROM others")}
-    kinds |= {k for (k,) in conn.execute("SELECT DISTINCT kind FROM present")}
-    if report.staged_samples:
-        kinds.add("sample")
-    return kinds
-
-
-def _publish(
-    conn: sqlite3.Connection,
-    home: Home,
-    report: ImportReport,
-    kinds: set[str],
     snapshot: bool,
     skip_invalid: bool,
     progress: Progress | None = None,
     phase_start: PhaseStart | None = None,
-    pool: ImportHelper | None = None,
 ) -> None:
-    """Phase 3: diff against the log and append, in ONE transaction (rolled back on problems
-    unless ``skip_invalid``)."""
-    schemas = SchemaSet.default()
-    schema_ids = {k: schemas.schema_id(k) for k in ("biobank", "collection", "sample")}
+    """Records, holding, privacy, groups: ONE transaction (rolled back on problems unless
+    ``skip_invalid``)."""
+    policy = Policy.load(home.policy_path)
+    pseudonyms = Pseudonymiser(home.secret)
+    kinds = {k for (k,) in conn.execute("SELECT DISTINCT kind FROM others")}
+    kinds |= {k for (k,) in conn.execute("SELECT DISTINCT kind FROM present")}
+    if report.staged_samples:
+        kinds.add("sample")
     conn.execute("BEGIN IMMEDIATE")
     try:
         writer = LogWriter(conn, home.config.origin, home.signer)
-        differ = Differ(conn, writer, schema_ids, schemas, Pseudonymiser(home.secret), pool)
-        if progress and phase_start:
-            total = (
-                report.staged_records
-                + conn.execute(
-                    "SELECT count(*) FROM staging WHERE held_back IS NULL OR held_back = 0"
-                ).fetchone()[0]
-            )
-            phase_start("publishing", total)
-            differ.progress = lambda n: progress("publishing", n)
+        differ = Differ(conn, writer, SchemaSet.default())
         differ.records()
-        differ.relink("staging")
-        differ.samples("staging")
         if differ.problems:
             report.problems.extend(differ.problems)
             if not skip_invalid:
                 conn.execute("ROLLBACK")
                 return
+        if phase_start:
+            phase_start("privacy", report.staged_samples)
         if snapshot:
-            differ.withdraw_missing("staging", kinds)
+            conn.execute("DROP TABLE IF EXISTS temp.covered")
+            conn.execute(
+                "CREATE TEMP TABLE covered AS SELECT DISTINCT biobank FROM staging "
+                "UNION SELECT DISTINCT biobank FROM others"
+            )
+            differ.withdraw_missing(kinds)
+        report.erased_skipped = merge(conn, pseudonyms, snapshot and "sample" in kinds)
+        report.privacy = groups.settle(conn, policy, pseudonyms)
+        if progress:
+            progress("privacy", report.staged_samples)
+        change = groups.pending(conn, policy.k)
+        if change.samples and not change.waiting:
+            done = groups.publish(conn, writer, policy.k)
+            for what, counter in (
+                ("published", report.published),
+                ("unchanged", report.unchanged),
+                ("withdrawn", report.withdrawn),
+            ):
+                if done[what]:
+                    counter[groups.KIND] = done[what]
+        report.pending = groups.pending(conn, policy.k)
         writer.finish()
         conn.execute("COMMIT")
     except BaseException:
@@ -254,7 +259,55 @@ def _publish(
         raise
     highwater.record_latest(home.path)
     report.applied = True
-    report.published = dict(differ.published)
-    report.unchanged = dict(differ.unchanged)
-    report.withdrawn = dict(differ.withdrawn)
+    for what, counter in (
+        ("published", differ.published),
+        ("unchanged", differ.unchanged),
+        ("withdrawn", differ.withdrawn),
+    ):
+        getattr(report, what).update(counter)
     report.size_after = writer.size
+
+
+_ATTRIBUTES = (
+    "biobank, collection, sample_type, storage_temperature, sex, age, year, diagnoses, "
+    "use_conditions, dataset_types"
+)
+
+
+def merge(conn: sqlite3.Connection, pseudonyms: Pseudonymiser, snapshot: bool) -> int:
+    """Merge the staged samples into the holding; return how many were skipped as erased.
+
+    A staged row replaces the holding's row of the same local id (a removed one comes
+    back); samples and donors withdrawn by consent (table ``erased``) stay out. With
+    ``snapshot``, live samples of the biobanks the import covers (TEMP table ``covered``)
+    that it does not list
+    (and whose rows had no problem) are removed. Removed samples never published go at
+    once; the others stay as tombstones until their removal is published.
+    """
+    conn.create_function("bb_donor_hash", 1, pseudonyms.donor_hash, deterministic=True)
+    keep = (
+        "NOT EXISTS (SELECT 1 FROM erased e WHERE e.what = 'sample' AND e.key = s.local_id) "
+        "AND NOT EXISTS (SELECT 1 FROM erased e WHERE e.what = 'donor' "
+        "AND e.key = bb_donor_hash(s.donor_id))"
+    )
+    skipped = 0
+    if conn.execute("SELECT 1 FROM erased LIMIT 1").fetchone() is not None:
+        skipped = conn.execute(f"SELECT count(*) FROM staging s WHERE NOT ({keep})").fetchone()[0]
+    names = ["donor_hash", *(c.strip() for c in _ATTRIBUTES.split(","))]
+    updates = ", ".join(f"{n} = excluded.{n}" for n in names)
+    differs = " OR ".join(f"holding.{n} IS NOT excluded.{n}" for n in names)
+    conn.execute(
+        f"INSERT INTO holding (local_id, {', '.join(names)}) "
+        f"SELECT local_id, bb_donor_hash(donor_id), {_ATTRIBUTES} FROM staging s WHERE {keep} "
+        f"ON CONFLICT(local_id) DO UPDATE SET {updates}, live = 1 "
+        f"WHERE holding.live = 0 OR {differs}"
+    )
+    if snapshot:
+        conn.execute(
+            "UPDATE holding SET live = 0, target_group = NULL WHERE live = 1 "
+            "AND biobank IN (SELECT biobank FROM covered) "
+            "AND local_id NOT IN (SELECT local_id FROM staging) "
+            "AND local_id NOT IN (SELECT key FROM present WHERE kind = 'sample')"
+        )
+    conn.execute("DELETE FROM holding WHERE live = 0 AND published_group IS NULL")
+    return int(skipped)
