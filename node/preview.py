@@ -54,8 +54,10 @@ class Preview:
     def render(self, console: Console) -> None:
         """Groups, the privacy summary and the change set as rich tables."""
         table = Table(title=f"Sample groups after the import ({len(self.groups)})")
-        for name in ("id", "attributes", "samples", "donors"):
-            table.add_column(name, justify="right" if name in ("samples", "donors") else "left")
+        table.add_column("id", no_wrap=True, min_width=30)
+        table.add_column("attributes", overflow="fold")
+        table.add_column("samples", justify="right")
+        table.add_column("donors", justify="right")
         for group in self.groups[:SHOWN]:
             attributes = {
                 k: v for k, v in group.items() if k not in ("id", "samples", "donors", "biobank")

@@ -1,10 +1,9 @@
-"""The import's fast encoding is exactly protocol.canonical.canonical, and floats are refused.
+"""What the node appends is exactly protocol.canonical.canonical, and floats are refused.
 
-node/importing/encode.py encodes a sample with orjson only when the schema memo knows it valid
-and clean (protocol.schema_memo.ColumnGate: every value passed the schema and
-``canonical()``); log entries after the first of a run are encoded the same way
-(node/publish.py). These tests prove the bytes are canonical on a real import and on
-generated values, and that what canonical() refuses never gets published.
+Log entries after the first of a run are encoded with orjson (node/publish.py); the
+schema memo's gate (protocol.schema_memo.ColumnGate) gives canonical bytes or nothing.
+These tests prove the bytes are canonical on a real import and on generated values, and
+that what canonical() refuses never gets published.
 """
 
 from __future__ import annotations
@@ -21,10 +20,9 @@ from hypothesis import strategies as st
 
 from federation.generate import generate
 from node.importing import staging
-from node.importing.diff import Differ
+from node.importing.encode import encode_content
 from node.importing.importer import run_import
 from node.importing.mapping import Mapping
-from node.pseudonym import Pseudonymiser
 from node.publish import LogWriter
 from protocol.canonical import canonical, parse_canonical
 from protocol.errors import Problem
@@ -48,7 +46,8 @@ def test_every_imported_leaf_and_content_is_canonical(tmp_path: Path) -> None:
         "SELECT l.leaf, c.content FROM leaves l JOIN contents c ON c.idx = l.idx ORDER BY l.idx"
     ).fetchall()
     conn.close()
-    assert len(rows) > 2900
+    kinds = {parse_canonical(bytes(leaf), what="leaf")["kind"] for leaf, _ in rows}
+    assert kinds == {"biobank", "collection", "sample-group"} and len(rows) > 20
     for leaf, content in rows:
         entry = parse_canonical(bytes(leaf), what="leaf")  # raises unless canonical
         data = content.encode("utf-8")
@@ -100,36 +99,25 @@ def _keys(value: Any) -> list[str]:
     return []
 
 
-def _differ(conn: sqlite3.Connection) -> Differ:
-    schemas = SchemaSet.default()
-    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    conn.execute(
-        "CREATE TABLE leaves (idx INTEGER PRIMARY KEY, leaf BLOB, hash BLOB, "
-        "kind TEXT, id TEXT, op TEXT, time TEXT)"
-    )
-    writer = LogWriter(conn, "test.example/node", Signer("test.example/node", b"s" * 32))
-    ids = {k: schemas.schema_id(k) for k in ("biobank", "collection", "sample")}
-    return Differ(conn, writer, ids, schemas, Pseudonymiser(b"k" * 32))
-
-
 def test_a_float_is_refused_with_a_problem_not_published() -> None:
-    conn = sqlite3.connect(":memory:")
-    differ = _differ(conn)
+    schemas = SchemaSet.default()
     content = {
-        "id": "smp_" + "a" * 26,
+        "id": "grp_" + "a" * 26,
         "biobank": "bbmri-eric:ID:DE_X",
         "collection": "bbmri-eric:ID:DE_X:collection:c",
         "sample_type": "Serum",
         "age": {"min": 40.5, "max": 49},
+        "samples": 12,
+        "donors": 10,
         "nonce": "0" * 32,
     }
-    assert differ._encode("sample", content, "samples.csv row 7") is None
-    assert differ.problems and all(isinstance(p, Problem) for p in differ.problems)
-    assert "samples.csv row 7" in str(differ.problems[0])
+    problems = encode_content(schemas.problems, "sample-group", content, "group g row 7")
+    assert isinstance(problems, list) and all(isinstance(p, Problem) for p in problems)
+    assert "group g row 7" in str(problems[0])
     content["age"] = {"min": 40.0, "max": 49}  # integral, but still a float: not canonical
-    differ.problems.clear()
-    assert differ._encode("sample", content, "samples.csv row 8") is None
-    assert differ.problems
+    assert isinstance(encode_content(schemas.problems, "sample-group", content, "row 8"), list)
+    content["age"] = {"min": 40, "max": 49}
+    assert not isinstance(encode_content(schemas.problems, "sample-group", content, "r"), list)
 
 
 def test_staged_integral_floats_come_back_as_integers() -> None:
@@ -156,10 +144,10 @@ def test_entries_with_a_non_ascii_origin_are_canonical() -> None:
     origin = "charité.example/node"
     writer = LogWriter(conn, origin, Signer(origin, b"s" * 32))
     for i in range(3):
-        data = canonical({"id": f"smp_{i}", "x": "é"})
+        data = canonical({"id": f"grp_{i}", "x": "é"})
         writer.publish(
-            "sample",
-            f"smp_{i}",
+            "sample-group",
+            f"grp_{i}",
             "https://example.org/s",
             data,
             "sha256:" + hashlib.sha256(data).hexdigest(),

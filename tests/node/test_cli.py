@@ -88,16 +88,27 @@ def test_import_prints_one_line_per_problem_and_exits_non_zero(tmp_path: Path) -
         "problem: bad.csv row 4: age='forty': not a whole number of years",
     ]
     good = write_csv(tmp_path / "good.csv", sample_rows(4))
-    ok = runner.invoke(app, ["import", "--home", str(home), "--mapping", str(mapping), str(good)])
+    ok = runner.invoke(
+        app, ["import", "--home", str(home), "--mapping", str(mapping), "--json", str(good)]
+    )
     assert ok.exit_code == 0, ok.output
+    summary = json.loads(ok.stdout)
+    assert summary["published"] == {"sample-group": 1} and summary["size_after"] == 1
+    assert summary["pending"] == {"samples": 0, "donors": 0, "k": 2, "waiting": False}
     status = runner.invoke(app, ["status", "--home", str(home)])
     assert status.exit_code == 0
-    assert "log size: 4" in status.stdout and "live sample: 4" in status.stdout
-    assert "entries sample/publish: 4" in status.stdout
-    gone = runner.invoke(app, ["withdraw", "--home", str(home), "S000000"])
-    assert gone.exit_code == 0 and gone.stdout.startswith("withdrawn sample smp_")
-    missing = runner.invoke(app, ["withdraw", "--home", str(home), "nope"])
-    assert missing.exit_code == 2 and "no live record" in missing.output
+    assert "log size: 1" in status.stdout and "live sample-group: 1" in status.stdout
+    assert "entries sample-group/publish: 1" in status.stdout
+    assert "pending: nothing waits" in status.stdout
+    gone = runner.invoke(app, ["withdraw", "--home", str(home), "--sample", "S000000"])
+    assert gone.exit_code == 0 and "removed 1 sample(s) from the holding" in gone.stdout
+    assert "1 samples of 1 donors wait" in gone.stdout
+    status = runner.invoke(app, ["status", "--home", str(home)])
+    assert "pending: 1 samples of 1 donors wait: a publication must involve at least 2" in (
+        status.stdout
+    )
+    missing = runner.invoke(app, ["withdraw", "--home", str(home), "--sample", "nope"])
+    assert missing.exit_code == 2 and "nothing live with local sample id 'nope'" in missing.output
 
 
 def test_preview_shows_what_would_go_out_and_writes_nothing(tmp_path: Path) -> None:
@@ -116,10 +127,14 @@ def test_preview_shows_what_would_go_out_and_writes_nothing(tmp_path: Path) -> N
     report = json.loads(result.stdout)
     assert report["privacy"]["published"] == 4 and report["privacy"]["held_back"] == {"below_k": 1}
     assert report["policy"]["k"] == 3 and report["problems"] == 0
+    (group,) = report["groups"]
+    assert group["id"].startswith("grp_") and (group["samples"], group["donors"]) == (4, 4)
+    assert report["pending"] == {"samples": 4, "donors": 4, "k": 3, "waiting": False}
     table = runner.invoke(
         app, ["preview", "--home", str(home), "--mapping", str(mapping), str(export)]
     )
     assert table.exit_code == 0 and "4 of 5 samples published" in table.stdout
+    assert group["id"] in table.stdout and "4 samples of 4 donors change" in table.stdout
     assert (home / "node.db").read_bytes() == db_before
     status = runner.invoke(app, ["status", "--home", str(home)])
     assert "log size: 0" in status.stdout
