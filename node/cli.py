@@ -183,7 +183,7 @@ class _progress:
     """A rich progress bar on stderr through the import phases (or nothing).
 
     Yields the importer's ``progress(phase, n)`` and ``phase_start(phase, total)``
-    callbacks: each phase (staging, privacy, publishing) restarts the bar with its own
+    callbacks: each phase (staging, then privacy over the holding) restarts the bar with its own
     total (None for staging: rows are counted, the total is not known in advance).
     """
 

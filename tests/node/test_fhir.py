@@ -35,12 +35,19 @@ def test_miabis_100_patients_imports_everything(tmp_path: Path, external: Path) 
     assert report.problems == [] and report.applied
     assert report.published["biobank"] == 1 and report.published["collection"] == 5
     assert report.staged_samples == 206
-    samples = _records(home.db_path, "sample")
-    assert len(samples) == report.published["sample"] > 0
-    assert {s["biobank"] for s in samples} == {"bbmri-eric:ID:DE_DKFZ_TEST"}
+    groups = _records(home.db_path, "sample-group")
+    assert len(groups) == report.published["sample-group"] > 0
+    assert {g["biobank"] for g in groups} == {"bbmri-eric:ID:DE_DKFZ_TEST"}
     assert all(
-        s["collection"].startswith("bbmri-eric:ID:DE_DKFZ_TEST:collection:") for s in samples
+        g["collection"].startswith("bbmri-eric:ID:DE_DKFZ_TEST:collection:") for g in groups
     )
+    # every published sample is counted once: the groups' sample counts (or bounds) cover
+    # what privacy published
+    exact = sum(g["samples"] for g in groups if isinstance(g["samples"], int))
+    upper = sum(
+        g["samples"] if isinstance(g["samples"], int) else g["samples"]["lt"] - 1 for g in groups
+    )
+    assert exact <= report.privacy.published <= upper
     (biobank,) = _records(home.db_path, "biobank")
     assert biobank["country"] == "DE" and "@" in biobank["contact"]["email"]  # type: ignore[index]
     again = run_import(home, [bundle])

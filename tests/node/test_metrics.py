@@ -45,7 +45,7 @@ def test_metrics_count_what_the_log_serves(tmp_path: Path) -> None:
         target = parse_leaf(
             base64.b64decode(entries[0]["leaf"]), expected_log=ORIGIN, expected_index=0
         )
-        withdraw(home, [target["id"]])
+        withdraw(home, [target["id"]])  # a group: all its 8 samples (8 donors) leave
         rotate_key(home)
         response = client.get("/metrics")
         entries = fetch_all(client)
@@ -53,10 +53,13 @@ def test_metrics_count_what_the_log_serves(tmp_path: Path) -> None:
 
     text = response.text
     m = parse(text)
-    assert value(first, "biobank_node_log_size_entries") == 8
-    assert value(first, "biobank_node_log_entries_total", {"op": "publish", "kind": "sample"}) == 8
+    assert value(first, "biobank_node_log_size_entries") == 1
+    assert (
+        value(first, "biobank_node_log_entries_total", {"op": "publish", "kind": "sample-group"})
+        == 1
+    )
     assert value(m, "biobank_node_info", {"origin": ORIGIN}) == 1
-    assert value(m, "biobank_node_log_size_entries") == len(entries) == size == 10
+    assert value(m, "biobank_node_log_size_entries") == len(entries) == size == 3
     assert value(m, "biobank_node_checkpoint_size_entries") == size
     assert value(m, "biobank_node_checkpoint_timestamp_seconds") > 0
     parsed = [
@@ -72,12 +75,18 @@ def test_metrics_count_what_the_log_serves(tmp_path: Path) -> None:
     assert (
         shown
         == served
-        == {("publish", "sample"): 8, ("withdraw", "sample"): 1, ("rotate-key", "key"): 1}
+        == {
+            ("publish", "sample-group"): 1,
+            ("withdraw", "sample-group"): 1,
+            ("rotate-key", "key"): 1,
+        }
     )
     live = {e["id"] for e in parsed if e["op"] == "publish"} - {
         e["id"] for e in parsed if e["op"] == "withdraw"
     }
-    assert value(m, "biobank_node_live_records", {"kind": "sample"}) == len(live) == 7
+    assert value(first, "biobank_node_live_records", {"kind": "sample-group"}) == 1
+    shown_live = sum(v for (name, _), v in m.items() if name == "biobank_node_live_records")
+    assert shown_live == len(live) == 0
     # no secret and no local id in the metrics
     for secret in node_secrets(home.path):
         assert secret not in text

@@ -65,7 +65,7 @@ def test_diagnosis_goes_to_category_then_chapter() -> None:
     assert "f0" not in published and report.held_back == {"below_k": 4}
 
 
-def test_chapter_codes_pass_the_sample_schema() -> None:
+def test_chapter_codes_pass_the_group_schema() -> None:
     """Records the importer would refuse must never come out of the ladder."""
     schemas = SchemaSet.default()
     rows = [row(f"c{d}", f"c{d}", diagnoses=[("ICD-10", "D05.1")]) for d in range(6)] + [
@@ -75,14 +75,16 @@ def test_chapter_codes_pass_the_sample_schema() -> None:
     assert len(published) == 10
     for local, fields in published.items():
         record = {
-            "id": "smp_" + "a" * 26,
+            "id": "grp_" + "a" * 26,
             "biobank": "bbmri-eric:ID:X",
             "collection": "bbmri-eric:ID:X:collection:Y",
             "sample_type": "Serum",
+            "samples": 10,
+            "donors": 10,
             "nonce": "0" * 32,
             **{k: v for k, v in fields.items() if k not in ("biobank", "collection")},
         }
-        assert schemas.problems("sample", record, local) == []
+        assert schemas.problems("sample-group", record, local) == []
         assert fields["diagnoses"] == [{"system": "ICD-10", "code": "C00-D48"}]
 
 

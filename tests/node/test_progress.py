@@ -12,7 +12,7 @@ from node.importing.mapping import Mapping
 from tests.node.node_support import make_home, sample_rows, write_csv, write_mapping
 
 
-def test_progress_goes_through_staging_privacy_and_publishing(tmp_path: Path) -> None:
+def test_progress_goes_through_staging_then_privacy(tmp_path: Path) -> None:
     home, _ = make_home(tmp_path, k=2)
     mapping = Mapping.load(write_mapping(tmp_path / "map.toml"))
     rows = sample_rows(12_000, donors=3000)
@@ -26,13 +26,13 @@ def test_progress_goes_through_staging_privacy_and_publishing(tmp_path: Path) ->
         progress=lambda phase, n: calls.append((phase, n)),
         phase_start=lambda phase, total: starts.append((phase, total)),
     )
-    assert report.published == {"sample": 11_999}
+    assert report.published == {"sample-group": 1}
+    assert report.privacy.published == 11_999
     phases = [c[0] for c in calls]
-    assert phases == sorted(phases, key=("staging", "privacy", "publishing").index)
-    assert starts == [("privacy", 12_000), ("publishing", 11_999)]
+    assert phases == sorted(phases, key=("staging", "privacy").index)
+    assert starts == [("privacy", 12_000)]
     assert sum(n for p, n in calls if p == "staging") == 12_000
     assert sum(n for p, n in calls if p == "privacy") == 12_000
-    assert sum(n for p, n in calls if p == "publishing") == 11_999
 
 
 def test_progress_bar_is_drawn_on_stderr_when_asked(tmp_path: Path) -> None:
