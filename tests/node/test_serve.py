@@ -52,10 +52,16 @@ def _verify(client: httpx.Client, vkey: str) -> tuple[int, bytes, list[dict[str,
     return cp.size, cp.root, entries
 
 
+TEMPERATURES = ("RT", "2to10", "-18to-35", "-60to-85", "LN", "Other")
+
+
 def test_served_log_verifies_like_a_third_party_sees_it(tmp_path: Path) -> None:
     home, vkey = make_home(tmp_path)
     mapping = Mapping.load(write_mapping(tmp_path / "map.toml"))
-    export = write_csv(tmp_path / "a.csv", sample_rows(6))
+    rows = sample_rows(12)
+    for i, row in enumerate(rows):  # six groups of two samples (two donors) each
+        row[3] = TEMPERATURES[i % 6]
+    export = write_csv(tmp_path / "a.csv", rows)
     run_import(home, [export], mapping=mapping)
     with (
         live_server(create_app(NodeSettings(home=home.path))) as server,
@@ -72,7 +78,8 @@ def test_served_log_verifies_like_a_third_party_sees_it(tmp_path: Path) -> None:
         assert run_import(home, [export], mapping=mapping).appended == 0
         assert client.get("/v1/log/checkpoint").text == note_before
 
-        # withdraw one: its content is served as null, the tree still verifies
+        # withdraw one group (its two samples): its content is served as null, the tree
+        # still verifies
         withdrawn_id = entries[2]
         target = parse_leaf(
             base64.b64decode(withdrawn_id["leaf"]), expected_log=ORIGIN, expected_index=2
@@ -99,9 +106,10 @@ def test_served_log_verifies_like_a_third_party_sees_it(tmp_path: Path) -> None:
 def test_pages_are_stable_and_bounded(tmp_path: Path) -> None:
     home, vkey = make_home(tmp_path)
     mapping = Mapping.load(write_mapping(tmp_path / "map.toml"))
-    run_import(
-        home, [write_csv(tmp_path / "a.csv", sample_rows(1205, donors=600))], mapping=mapping
-    )
+    rows = sample_rows(2410)
+    for i, row in enumerate(rows):  # 1205 diagnoses, two donors each: 1205 groups
+        row[7] = f"{'ABCDEFGHIJKLMN'[i // 2 // 100]}{i // 2 % 100:02d}"
+    run_import(home, [write_csv(tmp_path / "a.csv", rows)], mapping=mapping)
     with (
         live_server(create_app(NodeSettings(home=home.path))) as server,
         httpx.Client(base_url=server.url, timeout=10) as client,
