@@ -84,6 +84,17 @@ def sample_rows(n: int, start: int = 0, donors: int | None = None) -> list[list[
     ]
 
 
+TEMPERATURES = ("RT", "2to10", "-18to-35", "-60to-85", "LN", "Other")
+
+
+def spread(rows: list[list[str]], groups: int) -> list[list[str]]:
+    """The rows spread over ``groups`` sample groups (storage temperature by row position);
+    the privacy classes stay as they are (temperature is no quasi-identifier)."""
+    for i, row in enumerate(rows):
+        row[3] = TEMPERATURES[i % groups]
+    return rows
+
+
 def write_csv(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> Path:
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)

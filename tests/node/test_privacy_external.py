@@ -70,10 +70,17 @@ def test_a_single_patient_bundle_publishes_no_sample(external: Path) -> None:
 
 def test_preview_shows_what_would_go_out(external: Path) -> None:
     path = external / CASES / "miabis_100_patients" / "miabis_100_patients.json"
-    report, problems = preview([path], Policy(k=3, age_band=20, period_width=10))
-    assert problems == 0 and report.rows == 206
+    shown = preview([path], Policy(k=3, age_band=20, period_width=10))
+    report = shown.privacy
+    assert shown.problems == 0 and report.rows == 206
+    # every published sample is in one group; groups of fewer than k donors show bounds
+    assert shown.groups and all(g["id"].startswith("grp_") for g in shown.groups)
+    exact = sum(g["samples"] for g in shown.groups if isinstance(g["samples"], int))
+    bound = sum(g["samples"]["lt"] - 1 for g in shown.groups if isinstance(g["samples"], dict))
+    assert exact <= report.published <= exact + bound
+    assert shown.pending.samples == report.published and not shown.pending.waiting
     out = io.StringIO()
-    report.render(Console(file=out, width=140))
+    shown.render(Console(file=out, width=140))
     text = out.getvalue()
-    assert "generalised" in text and "held back" in text
+    assert "generalised" in text and "held back" in text and "Sample groups" in text
     assert f"{report.published} of 206 samples published" in text

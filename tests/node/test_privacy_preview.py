@@ -31,6 +31,8 @@ def test_preview_json_reports_policy_and_counts(external: Path, tmp_path: Path) 
     assert out["policy"]["k"] == 10
     assert out["privacy"]["rows"] == 206
     assert out["privacy"]["published"] + sum(out["privacy"]["held_back"].values()) == 206
+    assert out["pending"]["samples"] == out["privacy"]["published"]
+    assert all(g["id"].startswith("grp_") for g in out["groups"])
 
 
 def test_preview_refuses_a_bad_policy_naming_the_key(external: Path, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from tests.node.node_support import (
     entry_of,
     make_home,
     sample_rows,
+    spread,
     verify_served_log,
     write_csv,
     write_mapping,
@@ -50,7 +51,8 @@ def test_rotation_signs_the_first_checkpoint_with_both_keys_then_the_new_only(
 ) -> None:
     home, old = make_home(tmp_path, k=2)
     mapping = Mapping.load(write_mapping(tmp_path / "map.toml"))
-    run_import(home, [write_csv(tmp_path / "a.csv", sample_rows(5))], mapping=mapping)
+    rows = spread(sample_rows(10), 5)  # five groups
+    run_import(home, [write_csv(tmp_path / "a.csv", rows)], mapping=mapping)
     with (
         live_server(create_app(NodeSettings(home=home.path))) as server,
         httpx.Client(base_url=server.url, timeout=10) as client,
@@ -93,7 +95,7 @@ def test_rotation_signs_the_first_checkpoint_with_both_keys_then_the_new_only(
         # later checkpoints: the new key only
         run_import(
             home.open(home.path),
-            [write_csv(tmp_path / "b.csv", sample_rows(3, 100))],
+            [write_csv(tmp_path / "b.csv", spread(sample_rows(3, 100), 5))],  # 3 groups change
             mapping=mapping,
         )
         later = client.get("/v1/log/checkpoint").text
@@ -120,7 +122,7 @@ def test_an_import_with_the_old_key_after_a_rotation_is_refused(tmp_path: Path) 
     fresh = Home.open(home.path)
     assert run_import(
         fresh, [write_csv(tmp_path / "a.csv", sample_rows(3))], mapping=mapping
-    ).published == {"sample": 3}
+    ).published == {"sample-group": 1}
 
 
 def test_a_rotation_that_never_committed_leaves_the_old_key(tmp_path: Path) -> None:
@@ -137,10 +139,12 @@ def test_cosign_latest_serves_a_catalogue_that_missed_the_rotation_checkpoint(
 ) -> None:
     home, old = make_home(tmp_path, k=2)
     mapping = Mapping.load(write_mapping(tmp_path / "map.toml"))
-    run_import(home, [write_csv(tmp_path / "a.csv", sample_rows(3))], mapping=mapping)
+    rows = spread(sample_rows(6), 3)  # three groups
+    run_import(home, [write_csv(tmp_path / "a.csv", rows)], mapping=mapping)
     new = rotate_key(home).new_key
     fresh = Home.open(home.path)
-    run_import(fresh, [write_csv(tmp_path / "b.csv", sample_rows(2, 50))], mapping=mapping)
+    more = spread(sample_rows(2, 50), 3)  # two groups change
+    run_import(fresh, [write_csv(tmp_path / "b.csv", more)], mapping=mapping)
     with (
         live_server(create_app(NodeSettings(home=home.path))) as server,
         httpx.Client(base_url=server.url, timeout=10) as client,

@@ -24,6 +24,7 @@ from tests.node.node_support import (
     fetch_all,
     make_home,
     sample_rows,
+    spread,
     write_csv,
     write_mapping,
 )
@@ -52,15 +53,10 @@ def _verify(client: httpx.Client, vkey: str) -> tuple[int, bytes, list[dict[str,
     return cp.size, cp.root, entries
 
 
-TEMPERATURES = ("RT", "2to10", "-18to-35", "-60to-85", "LN", "Other")
-
-
 def test_served_log_verifies_like_a_third_party_sees_it(tmp_path: Path) -> None:
     home, vkey = make_home(tmp_path)
     mapping = Mapping.load(write_mapping(tmp_path / "map.toml"))
-    rows = sample_rows(12)
-    for i, row in enumerate(rows):  # six groups of two samples (two donors) each
-        row[3] = TEMPERATURES[i % 6]
+    rows = spread(sample_rows(12), 6)  # six groups of two samples (two donors) each
     export = write_csv(tmp_path / "a.csv", rows)
     run_import(home, [export], mapping=mapping)
     with (
