@@ -38,9 +38,7 @@ def test_miabis_100_patients_imports_everything(tmp_path: Path, external: Path) 
     groups = _records(home.db_path, "sample-group")
     assert len(groups) == report.published["sample-group"] > 0
     assert {g["biobank"] for g in groups} == {"bbmri-eric:ID:DE_DKFZ_TEST"}
-    assert all(
-        g["collection"].startswith("bbmri-eric:ID:DE_DKFZ_TEST:collection:") for g in groups
-    )
+    assert all(g["collection"].startswith("bbmri-eric:ID:DE_DKFZ_TEST:collection:") for g in groups)
     # every published sample is counted once: the groups' sample counts (or bounds) cover
     # what privacy published
     exact = sum(g["samples"] for g in groups if isinstance(g["samples"], int))
