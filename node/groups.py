@@ -25,11 +25,10 @@ import orjson
 
 from node import privacy
 from node.importing import staging
-from node.importing.encode import encode_content
 from node.policy import Policy
 from node.pseudonym import Pseudonymiser
 from node.publish import LogWriter
-from protocol.canonical import canonical
+from protocol.canonical import bytes_digest, canonical
 from protocol.errors import ConfigError
 from protocol.schema import SchemaSet
 
@@ -38,6 +37,7 @@ __all__ = [
     "DONOR",
     "Pending",
     "bounds",
+    "canonical_bytes",
     "group_content",
     "pending",
     "publish",
@@ -130,6 +130,16 @@ def group_content(key: str) -> dict[str, Any]:
     return out
 
 
+def canonical_bytes(content: dict[str, Any]) -> bytes:
+    """RFC 8785 bytes of a record of ASCII strings, integers, lists and objects.
+
+    For such values orjson's sorted output IS the canonical encoding (as for log entries,
+    see ``node.publish.entry_leaf``); anything else takes ``canonical()``.
+    """
+    data = orjson.dumps(content, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
+    return data if data.isascii() else canonical(content)
+
+
 def settle(
     conn: sqlite3.Connection, policy: Policy, pseudonyms: Pseudonymiser
 ) -> privacy.PrivacyReport:
@@ -147,28 +157,29 @@ def settle(
         "FROM holding WHERE live = 1"
     )
     report = privacy.apply(conn, _WORK, policy)
-    conn.execute("DROP TABLE IF EXISTS temp.group_keys")
-    conn.execute("CREATE TEMP TABLE group_keys (key TEXT PRIMARY KEY, gid TEXT NOT NULL)")
-    conn.execute("DROP TABLE IF EXISTS temp.groups_now")
-    conn.execute("CREATE TEMP TABLE groups_now (gid TEXT PRIMARY KEY, content TEXT NOT NULL)")
-    keys = [k for (k,) in conn.execute(f"SELECT DISTINCT {_KEY} FROM {_WORK} WHERE held_back = 0")]
-    found: dict[str, str] = {}
-    rows = []
-    for key in keys:
-        content = group_content(key)
-        gid = pseudonyms.group_id(canonical(content))
-        rows.append((key, gid))
-        found[gid] = orjson.dumps(content).decode()
-    conn.executemany("INSERT INTO group_keys VALUES (?, ?)", rows)
-    conn.executemany("INSERT INTO groups_now VALUES (?, ?)", found.items())
+    found: dict[str, tuple[str, str]] = {}  # SQL key -> (group id, attribute JSON)
+
+    def group_of(key: str) -> str:
+        known = found.get(key)
+        if known is None:
+            content = group_content(key)
+            known = found[key] = (
+                pseudonyms.group_id(canonical_bytes(content)),
+                orjson.dumps(content).decode(),
+            )
+        return known[0]
+
+    conn.create_function("bb_group_id", 1, group_of, deterministic=True)
     conn.execute("DROP TABLE IF EXISTS temp.targets")
     conn.execute(
         "CREATE TEMP TABLE targets (local_id TEXT PRIMARY KEY, gid TEXT NOT NULL) WITHOUT ROWID"
     )
     conn.execute(
-        f"INSERT INTO targets SELECT w.local_id, g.gid FROM {_WORK} w "
-        f"JOIN group_keys g ON g.key = {_KEY} WHERE w.held_back = 0"
+        f"INSERT INTO targets SELECT local_id, bb_group_id({_KEY}) FROM {_WORK} WHERE held_back = 0"
     )
+    conn.execute("DROP TABLE IF EXISTS temp.groups_now")
+    conn.execute("CREATE TEMP TABLE groups_now (gid TEXT PRIMARY KEY, content TEXT NOT NULL)")
+    conn.executemany("INSERT OR IGNORE INTO groups_now VALUES (?, ?)", found.values())
     conn.execute(
         "UPDATE holding SET target_group = NULL WHERE target_group IS NOT NULL "
         "AND local_id NOT IN (SELECT local_id FROM targets)"
@@ -177,7 +188,7 @@ def settle(
         "UPDATE holding SET target_group = t.gid FROM targets t "
         "WHERE t.local_id = holding.local_id AND holding.target_group IS NOT t.gid"
     )
-    for name in (_WORK, "group_keys", "targets"):
+    for name in (_WORK, "targets"):
         conn.execute(f"DROP TABLE temp.{name}")
     return report
 
@@ -267,13 +278,14 @@ def publish(
                 done["unchanged"] += 1
                 continue
         content["nonce"] = _nonce()
-        encoded = encode_content(schemas.problems, KIND, content, f"group {gid}")
-        if isinstance(encoded, list):
+        problems = schemas.problems(KIND, content, f"group {gid}")
+        if problems:
             raise ConfigError(
                 f"group {gid} does not meet the {KIND} schema; nothing published",
-                details=[str(p) for p in encoded],
+                details=[str(p) for p in problems],
             )
-        data, digest = encoded
+        data = canonical_bytes(content)
+        digest = bytes_digest(data)
         index = writer.publish(KIND, gid, schema_id, data, digest)
         upserts.append((KIND, gid, content["biobank"], digest, content["nonce"], index))
         done["published"] += 1
