@@ -146,7 +146,9 @@ def settle(
     """Apply ``policy`` over the whole live holding and set every sample's target group.
 
     Runs in the caller's transaction. Leaves the TEMP table ``groups_now`` (group id ->
-    attribute JSON) for :func:`publish` and :func:`target_groups`.
+    attribute JSON) for :func:`publish` and :func:`target_groups`. After ``recover`` (live
+    groups no sample is linked to), the samples of a group whose content is the
+    published one are linked to it: they are no change.
     """
     staging.create(conn, _WORK)
     conn.execute(
@@ -190,7 +192,35 @@ def settle(
     )
     for name in (_WORK, "targets"):
         conn.execute(f"DROP TABLE temp.{name}")
+    _adopt(conn, policy.k)
     return report
+
+
+def _adopt(conn: sqlite3.Connection, k: int) -> None:
+    """Link samples to live groups no sample counts in (after ``recover``) when the group's
+    content from the holding is the published one: those samples are not a change."""
+    orphans = conn.execute(
+        "SELECT r.id, c.content, g.content FROM records r "
+        "JOIN contents c ON c.idx = r.last_index JOIN temp.groups_now g ON g.gid = r.id "
+        "WHERE r.kind = ? AND r.live = 1 AND r.id NOT IN "
+        "(SELECT published_group FROM holding WHERE published_group IS NOT NULL)",
+        (KIND,),
+    ).fetchall()
+    for gid, published, attributes in orphans:
+        samples, donors = conn.execute(
+            f"SELECT count(*), count(DISTINCT {DONOR}) FROM holding WHERE target_group = ?",
+            (gid,),
+        ).fetchone()
+        shown, counted = bounds(samples, donors, k)
+        now = {"id": gid, **orjson.loads(attributes), "samples": shown, "donors": counted}
+        before = orjson.loads(published)
+        before.pop("nonce", None)
+        if before == now:
+            conn.execute(
+                "UPDATE holding SET published_group = target_group "
+                "WHERE target_group = ? AND published_group IS NULL",
+                (gid,),
+            )
 
 
 def pending(conn: sqlite3.Connection, k: int) -> Pending:

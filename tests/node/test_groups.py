@@ -211,3 +211,24 @@ def test_preview_shows_the_change_set_against_the_holding(tmp_path: Path) -> Non
         text.stdout
     )
     assert len(_log(home)) == 1  # the preview changed nothing
+
+
+def test_after_recover_an_empty_holding_is_refilled_without_a_publication(
+    tmp_path: Path,
+) -> None:
+    """``recover`` empties the holding; the next import of the export links its samples to
+    the recovered groups whose content it reproduces, and appends nothing for them."""
+    home, _ = make_home(tmp_path, k=2)
+    rows = spread(sample_rows(12), 3)
+    _import(home, tmp_path, "a.csv", rows)
+    size = len(_log(home))
+    conn = sqlite3.connect(home.db_path)
+    conn.execute("DELETE FROM holding")  # what recover leaves
+    conn.commit()
+    conn.close()
+    again = _import(home, tmp_path, "b.csv", rows)
+    assert again.appended == 0 and again.pending.samples == 0
+    assert len(_log(home)) == size
+    # and the node goes on as before: a change is a change again
+    more = _import(home, tmp_path, "c.csv", spread(sample_rows(2, start=12, donors=14), 3))
+    assert more.published == {"sample-group": 2}
