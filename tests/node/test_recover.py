@@ -48,6 +48,8 @@ class World:
     home: Path
     twin: Path
     part2: Path
+    full: Path
+    withdrawn: str
     mapping: Path
     node: DemoNode
     catalogue: DemoCatalogue
@@ -118,11 +120,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         result = _cli("backup", work / "backup", "--home", node.home)
         assert result.exit_code == 0, result.output
         backup_size = json.loads((work / "backup" / "BACKUP.json").read_text())["size"]
-        # published after the backup: an import, a withdrawal (by local id) and a rotation
+        # published after the backup: an import, a consent withdrawal (one sample, published
+        # at once) and a rotation
         _import(node.home, part2, export.samples_mapping)
-        local_id = min(r[3] for r in _live(node.home) if r[3] in only_part1)
-        result = _cli("withdraw", local_id, "--home", node.home)
+        local_id = min(s for s, group in _held(node.home) if s in only_part1 and group)
+        result = _cli("withdraw", "--sample", local_id, "--publish-now", "--home", node.home)
         assert result.exit_code == 0, result.output
+        assert "published the change set of 1 donor(s)" in result.output
         _harvest_ok(catalogue)
         result = _cli("rotate-key", "--home", node.home)
         assert result.exit_code == 0, result.output
@@ -140,6 +144,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             node.home,
             twin,
             part2,
+            export.samples_csv,
+            local_id,
             export.samples_mapping,
             node,
             catalogue,
@@ -319,15 +325,21 @@ def test_recover_then_publish_harvest_and_audit(world: World, tmp_path: Path) ->
     # the recovered log is the published one, byte for byte
     assert _leaves(world.home) == _leaves(world.twin)
     assert _contents(world.home) == _contents(world.twin)
-    # the same export again: exactly what the node that was never restored appends
-    twin_report = _import(world.twin, world.part2, world.mapping)
-    report = _import(world.home, world.part2, world.mapping)
-    assert report.published == twin_report.published == {}
-    assert report.size_after == report.size_before == world.signed_size
-    assert _live(world.home) == _live(world.twin)
+    # recover leaves the holding empty; the whole export again re-creates it. Local ids
+    # never leave the node, so the consent withdrawal made after the backup must be made
+    # again: until then its sample is back in one group (a change of one donor)
+    twin_report = _import(world.twin, world.full, world.mapping)
+    report = _import(world.home, world.full, world.mapping)
+    assert twin_report.published == {} and twin_report.size_after == world.signed_size
+    assert report.published in ({}, {"sample-group": 1})
+    result = _cli("withdraw", "--sample", world.withdrawn, "--home", world.home)
+    assert result.exit_code == 0, result.output
+    result = _cli("publish", "--now", "--home", world.home)
+    assert result.exit_code == 0, result.output
+    assert _groups(world.home) == _groups(world.twin)
     # and it publishes on: a withdrawal, served, harvested without alert, audited
-    sample = min(r for r in _live(world.home) if r[0] == "sample")
-    result = _cli("withdraw", sample[1], "--home", world.home)
+    sample = min(s for s, group in _held(world.home) if group)
+    result = _cli("withdraw", "--sample", sample, "--publish-now", "--home", world.home)
     assert result.exit_code == 0, result.output
     with live_server(node_app(world.home, world.node.url), world.node.port):
         _harvest_ok(world.catalogue)
@@ -357,14 +369,27 @@ def _contents(home: Path) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def _live(home: Path) -> set[tuple[str, str, str | None, str | None]]:
+def _held(home: Path) -> list[tuple[str, str | None]]:
+    """(local id, published group) of every sample the node holds."""
     conn = store.connect(home / "node.db", readonly=True)
     try:
-        return {
-            (k, i, d, n)
-            for k, i, d, n in conn.execute(
-                "SELECT kind, id, digest, local_id FROM records WHERE live = 1"
-            )
-        }
+        return conn.execute("SELECT local_id, published_group FROM holding").fetchall()
+    finally:
+        conn.close()
+
+
+def _groups(home: Path) -> dict[str, dict[str, Any]]:
+    """Live group records as published, without their nonces."""
+    conn = store.connect(home / "node.db", readonly=True)
+    try:
+        out = {}
+        for id, text in conn.execute(
+            "SELECT r.id, c.content FROM records r JOIN contents c ON c.idx = r.last_index "
+            "WHERE r.live = 1 AND r.kind = 'sample-group'"
+        ):
+            content = json.loads(text)
+            content.pop("nonce")
+            out[id] = content
+        return out
     finally:
         conn.close()
