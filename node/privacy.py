@@ -1,4 +1,4 @@
-"""k-anonymity at the node: generalise staged sample rows until every class has k donors.
+"""k-anonymity at the node: generalise sample rows until every class has k donors.
 
 CONTRACT with the importer (``node/importing/importer.py``) and ``node/importing/staging.py``
 ========================================================================
@@ -32,16 +32,14 @@ CONTRACT with the importer (``node/importing/importer.py``) and ``node/importing
   ``diagnoses_in``    the original diagnoses (kept so that a re-run starts from them)
   ``qkey``            internal class key; ignore
 
-* The importer builds the published record from a staged row
-  (``node.importing.encode.SampleEncoder``): only what the policy publishes, omitting
-  NULL / empty values (``sex``, ``storage_temperature``, ``age``,
+* ``node/groups.py`` runs it over a TEMP copy of the node's whole live holding (never
+  over one file) and forms the published groups from the output: only what the policy
+  publishes, omitting NULL / empty values (``sex``, ``storage_temperature``, ``age``,
   ``period``, ``diagnoses``, ``use_conditions``, ``dataset_types``).
 * ``PrivacyReport.render(console)`` prints the summary (rich table) the import shows;
   ``PrivacyReport.to_dict()`` is stable JSON for ``--json`` output.
-* Erasure: the node keeps no staging rows between imports, so ``biobank-node withdraw
-  --donor`` re-checks k over the published contents of the classes it touched and withdraws the
-  rest of any class that fell below k (``node/withdraw.py``); the next import re-applies
-  :func:`apply` to the whole export (docs/privacy.md, "Erasure").
+* Erasure: ``biobank-node withdraw --donor`` takes the donor's samples out of the holding
+  and re-applies :func:`apply` over what is left (``node/withdraw.py``).
 
 Quasi-identifiers (the class key): sex, age band, period, diagnosis set, biobank AND
 collection (collection is published and membership of a cohort can be known, so it is

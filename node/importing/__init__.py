@@ -1,5 +1,6 @@
 """How a biobank's export becomes records: readers (``sources``), checks, staging, the
-importer's phases, and the per-sample encoding and diff against the published log.
+importer's phases (merged into the holding, see ``node/groups.py``), and the diff of
+biobank and collection records against the published log.
 
 The entry points load on first use, so the import's helper process (which imports
 ``node.importing.encode``) loads none of the importer's other modules.

@@ -9,7 +9,7 @@ privacy):
 =====================  =======================================================================
 column                 meaning
 =====================  =======================================================================
-``local_id``           the biobank's local sample id (never published; pseudonymised later)
+``local_id``           the biobank's local sample id (kept in the holding, never published)
 ``donor_id``           the biobank's local donor id, or NULL (never published; k is counted in
                        DISTINCT donors, a NULL donor counts as its own donor per sample)
 ``biobank``            biobank id (public identifier)
