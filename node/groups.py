@@ -199,28 +199,39 @@ def settle(
 def _adopt(conn: sqlite3.Connection, k: int) -> None:
     """Link samples to live groups no sample counts in (after ``recover``) when the group's
     content from the holding is the published one: those samples are not a change."""
-    orphans = conn.execute(
-        "SELECT r.id, c.content, g.content FROM records r "
-        "JOIN contents c ON c.idx = r.last_index JOIN temp.groups_now g ON g.gid = r.id "
-        "WHERE r.kind = ? AND r.live = 1 AND r.id NOT IN "
-        "(SELECT published_group FROM holding WHERE published_group IS NOT NULL)",
+    conn.execute("DROP TABLE IF EXISTS temp.orphans")
+    conn.execute(
+        "CREATE TEMP TABLE orphans AS SELECT r.id AS gid, c.content AS published, "
+        "g.content AS attributes FROM records r JOIN contents c ON c.idx = r.last_index "
+        "JOIN temp.groups_now g ON g.gid = r.id WHERE r.kind = ? AND r.live = 1 "
+        "AND r.id NOT IN (SELECT published_group FROM holding WHERE published_group IS NOT NULL)",
         (KIND,),
-    ).fetchall()
-    for gid, published, attributes in orphans:
-        samples, donors = conn.execute(
-            f"SELECT count(*), count(DISTINCT {DONOR}) FROM holding WHERE target_group = ?",
-            (gid,),
-        ).fetchone()
-        shown, counted = bounds(samples, donors, k)
+    )
+    if conn.execute("SELECT 1 FROM temp.orphans LIMIT 1").fetchone() is None:
+        conn.execute("DROP TABLE temp.orphans")  # the usual case: nothing was recovered
+        return
+    counts = {
+        gid: (int(n), int(d))
+        for gid, n, d in conn.execute(
+            f"SELECT target_group, count(*), count(DISTINCT {DONOR}) FROM holding "
+            "WHERE target_group IN (SELECT gid FROM temp.orphans) GROUP BY target_group"
+        )
+    }
+    same = []
+    for gid, published, attributes in conn.execute("SELECT * FROM temp.orphans").fetchall():
+        shown, counted = bounds(*counts[gid], k)
         now = {"id": gid, **orjson.loads(attributes), "samples": shown, "donors": counted}
         before = orjson.loads(published)
         before.pop("nonce", None)
         if before == now:
-            conn.execute(
-                "UPDATE holding SET published_group = target_group "
-                "WHERE target_group = ? AND published_group IS NULL",
-                (gid,),
-            )
+            same.append((gid,))
+    conn.execute("DELETE FROM temp.orphans")
+    conn.executemany("INSERT INTO temp.orphans (gid) VALUES (?)", same)
+    conn.execute(
+        "UPDATE holding SET published_group = target_group WHERE published_group IS NULL "
+        "AND target_group IN (SELECT gid FROM temp.orphans)"
+    )
+    conn.execute("DROP TABLE temp.orphans")
 
 
 def pending(conn: sqlite3.Connection, k: int) -> Pending:
