@@ -263,5 +263,7 @@ def _stream_nodes(
         tally.add(live)
         if node.origin in ahead:
             check_ahead(source, audit, ahead[node.origin], direct)
+    report.facts["live sample groups"] = tally.groups
+    report.facts["samples in them (interval)"] = f"[{tally.samples[0]}, {tally.samples[1]}]"
     if search is not None:
         check_search(report["search-totals"], tally, search)

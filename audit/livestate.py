@@ -175,6 +175,7 @@ FACETS = (
 class Tally:
     """Interval sums over the live groups of active nodes, shaped like the /v1/search answer."""
 
+    groups: int = 0
     samples: Interval = (0, 0)
     donors: Interval = (0, 0)
     counts: dict[str, Sums] = field(
@@ -203,6 +204,7 @@ class Tally:
             if kind == "collection" and content is not None
         }
         keys = {kid: key for key, kid in live.keys.items()}
+        self.groups += sum(per_key.values())
         for kid, times in per_key.items():
             bb, col, stype, temp, sex, chapters, uses, dtypes, n_lo, n_hi, d_lo, d_hi = keys[kid]
             lo, hi = n_lo * times, n_hi * times

@@ -53,6 +53,7 @@ def test_exact_and_bounded_groups_sum_as_intervals() -> None:
             _group(2, {"lt": 2 * K}, {"lt": K}, sex="male"),  # 3 donors may hold 15 samples
         )
     )
+    assert tally.groups == 3
     assert tally.samples == (14 + 1 + 1, 14 + 9 + 19)
     assert tally.donors == (11, 11 + 9 + 9)  # donors: the largest lower bound, summed uppers
     assert tally.facets["sex"].get("female") == (15, 23)
