@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 NO_GROUP = -1  # a live group whose content is missing or invalid: not in the index
 GROUP = "sample-group"
@@ -142,6 +142,41 @@ class NodeLive:
         return out
 
 
+class Row(NamedTuple):
+    """`times` live groups of one node with the same `group_key`, and their country."""
+
+    origin: str
+    country: str
+    key: tuple[Any, ...]
+    times: int
+
+    def value(self, param: str) -> Any:
+        """The row's value for a search filter parameter ("country" or one of `FILTERS`)."""
+        return self.country if param == "country" else self.key[FILTERS[param]]
+
+
+# search filters the auditor can ask, besides "country": parameter -> position in `group_key`
+FILTERS = {"biobank": 0, "collection": 1, "storage_temperature": 3, "sex": 4}
+# a filter with a facet: that facet ignores it (counted with every other filter)
+FILTER_FACETS = {"storage_temperature": "storage_temperature", "sex": "sex", "country": "country"}
+
+
+def rows(live: NodeLive) -> list[Row]:
+    """A node's live groups with valid content, as rows (country: its biobank record's, else
+    the node's)."""
+    per_key: Counter[int] = Counter(key for key, _i, _k in live.groups.values() if key != NO_GROUP)
+    countries = {
+        rid: (content or {}).get("country")
+        for (kind, rid), (content, _i, _k) in live.others.items()
+        if kind == "biobank"
+    }
+    keys = {kid: key for key, kid in live.keys.items()}
+    return [
+        Row(live.origin, countries.get(keys[kid][0]) or live.country, keys[kid], times)
+        for kid, times in per_key.items()
+    ]
+
+
 @dataclass
 class Sums:
     """Interval sums per code: [sum of lower bounds, sum of upper bounds]."""
@@ -171,10 +206,25 @@ FACETS = (
 )
 
 
+def _facet_codes(row: Row) -> list[tuple[str, Any]]:
+    _bb, _col, stype, temp, sex, chapters, uses, dtypes = row.key[:8]
+    out = [
+        ("sample_type", stype),
+        ("storage_temperature", temp),
+        ("sex", sex),
+        ("country", row.country),
+    ]
+    out += [("diagnosis_chapter", c) for c in chapters]
+    out += [("use_conditions", c) for c in uses]
+    out += [("dataset_type", c) for c in dtypes]
+    return [(name, code) for name, code in out if code is not None]
+
+
 @dataclass
 class Tally:
     """Interval sums over the live groups of active nodes, shaped like the /v1/search answer."""
 
+    rows: list[Row] = field(default_factory=list)
     groups: int = 0
     samples: Interval = (0, 0)
     donors: Interval = (0, 0)
@@ -189,43 +239,42 @@ class Tally:
     collection_records: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, live: NodeLive) -> None:
-        """Add one node's live groups (country: its biobank record's, else the node's)."""
-        per_key: Counter[int] = Counter(
-            key for key, _i, _k in live.groups.values() if key != NO_GROUP
-        )
-        countries = {
-            rid: (content or {}).get("country")
-            for (kind, rid), (content, _i, _k) in live.others.items()
-            if kind == "biobank"
-        }
+        """Add one node's live groups and collection records."""
         self.collection_records |= {
             (live.origin, rid)
             for (kind, rid), (content, _i, _k) in live.others.items()
             if kind == "collection" and content is not None
         }
-        keys = {kid: key for key, kid in live.keys.items()}
-        self.groups += sum(per_key.values())
-        for kid, times in per_key.items():
-            bb, col, stype, temp, sex, chapters, uses, dtypes, n_lo, n_hi, d_lo, d_hi = keys[kid]
-            lo, hi = n_lo * times, n_hi * times
-            country = countries.get(bb) or live.country
-            self.samples = (self.samples[0] + lo, self.samples[1] + hi)
-            self.donors = (max(self.donors[0], d_lo), self.donors[1] + d_hi * times)
-            for table, code in ((self.biobanks, bb), (self.collections, col)):
-                old = table.get((live.origin, code), (0, 0))
-                table[(live.origin, code)] = (old[0] + lo, old[1] + hi)
-            for name, code in (("country", country), ("biobank", bb), ("collection", col)):
-                if code is not None:
-                    self.counts[name].add(code, lo, hi)
-            for name, codes in (
-                ("sample_type", (stype,)),
-                ("storage_temperature", (temp,)),
-                ("sex", (sex,)),
-                ("country", (country,)),
-                ("diagnosis_chapter", chapters),
-                ("use_conditions", uses),
-                ("dataset_type", dtypes),
-            ):
-                for code in codes:
-                    if code is not None:
-                        self.facets[name].add(code, lo, hi)
+        for row in rows(live):
+            self.rows.append(row)
+            self._count(row)
+
+    def filtered(self, query: dict[str, str]) -> Tally:
+        """The sums of a search with single-valued `FILTERS`: a row failing none counts
+        everywhere; failing exactly one that has a facet, it counts in that facet only."""
+        out = Tally()
+        for row in self.rows:
+            failed = [p for p, want in query.items() if row.value(p) != want]
+            if not failed:
+                out._count(row)
+            elif len(failed) == 1 and failed[0] in FILTER_FACETS:
+                out._count(row, only=FILTER_FACETS[failed[0]])
+        return out
+
+    def _count(self, row: Row, only: str | None = None) -> None:
+        n_lo, n_hi, d_lo, d_hi = row.key[8:]
+        lo, hi = n_lo * row.times, n_hi * row.times
+        for name, code in _facet_codes(row):
+            if only is None or name == only:
+                self.facets[name].add(code, lo, hi)
+        if only is not None:
+            return
+        bb, col = row.key[:2]
+        self.groups += row.times
+        self.samples = (self.samples[0] + lo, self.samples[1] + hi)
+        self.donors = (max(self.donors[0], d_lo), self.donors[1] + d_hi * row.times)
+        for table, code in ((self.biobanks, bb), (self.collections, col)):
+            old = table.get((row.origin, code), (0, 0))
+            table[(row.origin, code)] = (old[0] + lo, old[1] + hi)
+        for name, code in (("country", row.country), ("biobank", bb), ("collection", col)):
+            self.counts[name].add(code, lo, hi)

@@ -1,15 +1,18 @@
-"""Compare the interval sums recomputed from the logs with the catalogue's /v1/search answer.
+"""Compare the interval sums recomputed from the logs with the catalogue's /v1/search answers.
 
-Every count of the unfiltered search must be the interval ``{"min", "max"}`` the live groups
-give, exactly: `total`, `donors`, `counts.*`, `facets.*`, and the `samples` of the biobanks and
-collections on the first page (a collection with no live group is `"declared"`, its samples
-null). Listings hold exactly the codes some live group has, sorted by max desc, then min
-desc, then code. A mismatch names the count and both intervals.
+Every count must be the interval ``{"min", "max"}`` the live groups give, exactly: `total`,
+`donors`, `counts.*` and `facets.*` of the unfiltered search and of one search per sex and
+per country it lists (and one with both), and in the unfiltered one the `samples` of the
+biobanks and collections on the first page (a collection with no live group is
+`"declared"`, its samples null). Listings hold exactly the codes some matching group has,
+sorted by max desc, then min desc, then code. A mismatch names the query, the count and both
+intervals.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from audit.livestate import Interval, Sums, Tally
 from audit.report import CheckResult
@@ -109,19 +112,45 @@ def _collections(check: CheckResult, tally: Tally, response: dict[str, Any]) -> 
             check.fail(where, "declared, but it is no live collection record of that node")
 
 
-def check_search(check: CheckResult, tally: Tally, response: dict[str, Any]) -> None:
-    """Every count of an unfiltered search equals the interval sum of the live groups."""
-    check.ran = True
-    _compare(check, "search total", tally.samples, response.get("total"))
-    _compare(check, "search donors", tally.donors, response.get("donors"))
-    counts = response.get("counts")
-    facets = response.get("facets")
+def search_queries(answer: dict[str, Any]) -> list[str]:
+    """The filtered searches to check, from the unfiltered answer: one per sex and per country
+    it lists, and one with the first of each (query strings, parameters sorted)."""
+    facets = answer.get("facets")
+    values: dict[str, list[str]] = {}
+    for name in ("country", "sex"):
+        items = facets.get(name) if isinstance(facets, dict) else None
+        codes = [i.get("code") for i in items or () if isinstance(i, dict)]
+        values[name] = sorted({c for c in codes if isinstance(c, str)})
+    out = [urlencode({name: code}) for name, codes in values.items() for code in codes]
+    if values["country"] and values["sex"]:
+        out.append(urlencode({"country": values["country"][0], "sex": values["sex"][0]}))
+    return out
+
+
+def _counts(check: CheckResult, where: str, tally: Tally, answer: dict[str, Any]) -> bool:
+    """total, donors, counts and facets of one answer; False when it lacks counts or facets."""
+    _compare(check, f"{where} total", tally.samples, answer.get("total"))
+    _compare(check, f"{where} donors", tally.donors, answer.get("donors"))
+    counts = answer.get("counts")
+    facets = answer.get("facets")
     if not isinstance(counts, dict) or not isinstance(facets, dict):
-        check.fail("search response", "lacks the 'counts' or 'facets' object")
-        return
+        check.fail(f"{where} response", "lacks the 'counts' or 'facets' object")
+        return False
     for name, expected in tally.counts.items():
-        _listing(check, f"search counts.{name}", expected, counts.get(name))
+        _listing(check, f"{where} counts.{name}", expected, counts.get(name))
     for name, expected in tally.facets.items():
-        _listing(check, f"search facets.{name}", expected, facets.get(name))
-    _biobanks(check, tally, response)
-    _collections(check, tally, response)
+        _listing(check, f"{where} facets.{name}", expected, facets.get(name))
+    return True
+
+
+def check_search(check: CheckResult, tally: Tally, answers: dict[str, dict[str, Any]]) -> None:
+    """Every count of each answer (by query string; "" the unfiltered search) equals the
+    interval sums of the live groups it matches."""
+    check.ran = True
+    for query, answer in answers.items():
+        if not query:
+            if _counts(check, "search", tally, answer):
+                _biobanks(check, tally, answer)
+                _collections(check, tally, answer)
+            continue
+        _counts(check, f"search?{query}", tally.filtered(dict(parse_qsl(query))), answer)

@@ -15,10 +15,12 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from audit.search_check import search_queries
 from protocol.canonical import canonical, digest
 from protocol.entries import make_catalogue_entry, make_entry
 from protocol.merkle import CompactRange, consistency_proof, leaf_hash
@@ -216,7 +218,7 @@ class Catalogue:
         self.signer = Signer.from_key(skey)
         self.leaves: list[bytes] = []
         self.mirrors: dict[str, Mirror] = {}
-        self.search_override: dict[str, Any] | None = None
+        self.search_override: dict[str, dict[str, Any]] = {}  # query string -> answer
 
     def _append(self, op: str, **fields: Any) -> None:
         self.leaves.append(
@@ -260,12 +262,18 @@ class Catalogue:
             Checkpoint(self.origin, len(self.leaves), self.root()), [self.signer]
         )
 
-    def search(self) -> dict[str, Any]:
+    def searches(self) -> dict[str, dict[str, Any]]:
+        """The answers to every search the auditor asks (by query string), as a bundle has."""
+        return {q: self.search(q) for q in ["", *search_queries(self.search())]}
+
+    def search(self, query: str = "") -> dict[str, Any]:
         """Counted independently of the auditor: a plain pass over each mirror, every count
         the interval sum over the live groups (samples [sum lo, sum hi]; donors [max lo,
-        sum hi])."""
-        if self.search_override is not None:
-            return self.search_override
+        sum hi]). Filters: sex and country; a group failing one of them counts only in that
+        one's facet."""
+        if query in self.search_override:
+            return self.search_override[query]
+        wanted = dict(parse_qsl(query))
         live: dict[tuple[str, str], dict[str, Any]] = {}
         records: dict[tuple[str, str, str], dict[str, Any]] = {}
         for origin, mirror in self.mirrors.items():
@@ -279,7 +287,7 @@ class Catalogue:
                 elif entry["op"] == "withdraw":
                     live.pop((origin, entry["id"]), None)
                     records.pop(key, None)
-        names = ("country", "biobank", "collection", *FACET_NAMES)
+        names = ("by country", "by biobank", "by collection", *FACET_NAMES)
         lo: dict[str, Counter[str]] = {n: Counter() for n in names}
         hi: dict[str, Counter[str]] = {n: Counter() for n in names}
         per: dict[tuple[str, str, str], list[int]] = {}
@@ -290,12 +298,20 @@ class Catalogue:
                 continue  # an impossible group: rejected
             bb = records.get((origin, "biobank", g["biobank"]))
             country = bb["country"] if bb else self.mirrors[origin].country
+            has = {"sex": g["sex"], "country": country}
+            failed = [p for p, v in wanted.items() if has[p] != v]
+            if len(failed) == 1:
+                lo[failed[0]][has[failed[0]]] += n_lo
+                hi[failed[0]][has[failed[0]]] += n_hi
+            if failed:
+                continue
             total = [total[0] + n_lo, total[1] + n_hi]
             donors = [max(donors[0], d_lo), donors[1] + d_hi]
             codes = [
+                ("by country", country),
+                ("by biobank", g["biobank"]),
+                ("by collection", g["collection"]),
                 ("country", country),
-                ("biobank", g["biobank"]),
-                ("collection", g["collection"]),
                 ("sample_type", g["sample_type"]),
                 ("storage_temperature", g["storage_temperature"]),
                 ("sex", g["sex"]),
@@ -330,10 +346,10 @@ class Catalogue:
             return out
 
         return {
-            "query": {},
+            "query": wanted,
             "total": count(*total),
             "donors": count(*donors),
-            "counts": {n: items(n) for n in ("country", "biobank", "collection")},
+            "counts": {n: items(f"by {n}") for n in ("country", "biobank", "collection")},
             "facets": {n: items(n) for n in FACET_NAMES},
             "biobanks": {"items": cards("biobank"), "page": 1, "page_size": 20, "total": 0},
             "collections": {"items": cards("collection"), "page": 1, "page_size": 20, "total": 0},
@@ -372,8 +388,8 @@ def catalogue_app(cat: Catalogue) -> FastAPI:
         return _page(cat.leaves, [None] * len(cat.leaves), start, limit)
 
     @app.get("/v1/search")
-    def search() -> JSONResponse:
-        return JSONResponse(cat.search())
+    def search(request: Request) -> JSONResponse:
+        return JSONResponse(cat.search(request.url.query))
 
     @app.get("/v1/nodes/{origin:path}/log/checkpoint", response_class=PlainTextResponse)
     def node_checkpoint(origin: str) -> str:

@@ -43,7 +43,7 @@ def _write_bundle(
         "mirrors": mirrors,
         "descriptor": {"origin": cat.origin, "verifier_key": cat.vkey},
         "checkpoint": cat.checkpoint(),
-        "search": cat.search(),
+        "searches": cat.searches(),
     }
     (path / "bundle.json").write_text(json.dumps(meta))
 
@@ -184,8 +184,8 @@ def test_parallel_http_report_equals_serial_on_faulty_mirrors(
     """Workers fetch the mirror pages themselves: faults, a mirror short of its checkpoint."""
     monkeypatch.setattr(audit.checks, "CHUNK", 7)
     cat, served = _faulty_world()
-    honest = cat.search()
-    monkeypatch.setattr(cat, "search", lambda: honest)
+    honest = cat.searches()
+    monkeypatch.setattr(cat, "search", lambda query="": honest[query])
     for origin, (leaves, contents) in served.items():
         cat.mirrors[origin].leaves, cat.mirrors[origin].contents = leaves, contents
     with live_server(cat.app()) as server:

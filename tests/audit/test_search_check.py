@@ -15,7 +15,7 @@ from typing import Any
 
 from audit.livestate import GROUP, Chapters, NodeLive, Tally
 from audit.report import CheckResult
-from audit.search_check import check_search
+from audit.search_check import check_search, search_queries
 from federation.servers import live_server
 from tests.audit.conftest import DE, FR, World
 from tests.audit.helpers import audit, check, failed
@@ -94,6 +94,22 @@ def test_donors_never_add_up_to_a_lower_bound_across_nodes() -> None:
     assert tally.counts["country"].get("FR") == (30, 30)  # no biobank record: the node's
 
 
+def test_a_filtered_search_counts_matching_groups_and_its_own_facet_ignores_it() -> None:
+    other = NodeLive("y.example/biobank-node", "FR", Chapters())
+    g = group(4, "bbmri-eric:ID:FR_Y", "bbmri-eric:ID:FR_Y:collection:c", samples=30, donors=20)
+    other.publish(GROUP, g["id"], 0, g, has_content=True)  # female, in FR
+    tally = _tally(_live(*MIXED), other)
+    female = tally.filtered({"sex": "female"})
+    assert female.samples == (15 + 30, 23 + 30) and female.donors == (20, 11 + 9 + 20)
+    assert female.facets["sex"].get("male") == tally.facets["sex"].get("male") == (1, 19)
+    assert female.counts["country"].get("NL") == (15, 23)  # counts follow every filter
+    both = tally.filtered({"country": "FR", "sex": "male"})
+    assert both.samples == (0, 0) and both.groups == 0
+    assert both.facets["sex"].get("female") == (30, 30)  # fails only the sex filter
+    assert both.facets["country"].get("NL") == (1, 19)  # fails only the country filter
+    assert both.facets["sample_type"].codes() == set()  # female in NL fails both: nowhere
+
+
 def _response(tally: Tally) -> dict[str, Any]:
     """The answer an honest catalogue gives for `tally` (built by hand, not by the auditor)."""
 
@@ -131,7 +147,7 @@ def _response(tally: Tally) -> dict[str, Any]:
 
 def _findings(tally: Tally, response: dict[str, Any]) -> list[str]:
     result = CheckResult("search-totals")
-    check_search(result, tally, response)
+    check_search(result, tally, {"": response})
     return [str(f) for f in result.findings]
 
 
@@ -145,7 +161,7 @@ MIXED = (
 def test_the_honest_answer_passes_and_counts_every_item() -> None:
     tally = _tally(_live(*MIXED))
     result = CheckResult("search-totals")
-    check_search(result, tally, _response(tally))
+    check_search(result, tally, {"": _response(tally)})
     assert result.findings == [] and result.items > 20
 
 
@@ -249,7 +265,7 @@ def test_republished_and_withdrawn_groups_are_counted_by_their_newest_entry(
         code, report = audit("--catalogue", server.url)
         assert code == 0, failed(report)
         assert check(report, "search-totals")["checked"] > 20
-        cat.search_override = stale  # a catalogue that kept counting the older entries
+        cat.search_override[""] = stale  # a catalogue that kept counting the older entries
         code, report = audit("--catalogue", server.url)
     assert code == 1
     findings = failed(report)["search-totals"]
@@ -259,6 +275,35 @@ def test_republished_and_withdrawn_groups_are_counted_by_their_newest_entry(
     )
     assert any(f.startswith("search counts.country 'DE': search reports") for f in findings)
     assert not any("'FR'" in f for f in findings)  # FR did not change
+    assert not any(f.startswith("search?") for f in findings)  # filtered answers were fresh
+
+
+def test_filtered_answers_are_checked_too(world: World) -> None:
+    """One search per sex and per country, and one with both; a lie in one is named."""
+    cat = world.cat
+    assert search_queries(cat.search()) == [
+        "country=DE",
+        "country=FR",
+        "sex=female",
+        "sex=male",
+        "country=DE&sex=female",
+    ]
+    honest = cat.search("sex=male")
+    lo, hi = honest["facets"]["sample_type"][-1]["count"].values()
+    code = honest["facets"]["sample_type"][-1]["code"]
+    lie = copy.deepcopy(honest)
+    lie["facets"]["sample_type"][-1]["count"] = {"min": lo, "max": lo}  # still last
+    cat.search_override["sex=male"] = lie
+    with live_server(cat.app()) as server:
+        status, report = audit("--catalogue", server.url)
+    assert status == 1
+    assert failed(report) == {
+        "search-totals": [
+            f"search?sex=male facets.sample_type {code!r}: search reports [{lo}, {lo}], "
+            f"the logs give [{lo}, {hi}]"
+        ]
+    }
+    assert lo < hi
 
 
 def test_a_group_with_fewer_samples_than_donors_is_not_counted(world: World) -> None:
