@@ -151,14 +151,12 @@ class Row(NamedTuple):
     times: int
 
     def value(self, param: str) -> Any:
-        """The row's value for a search filter parameter ("country" or one of `FILTERS`)."""
-        return self.country if param == "country" else self.key[FILTERS[param]]
+        """The row's value for a filter the auditor asks (`FILTERS`)."""
+        return self.country if param == "country" else self.key[4]
 
 
-# search filters the auditor can ask, besides "country": parameter -> position in `group_key`
-FILTERS = {"biobank": 0, "collection": 1, "storage_temperature": 3, "sex": 4}
-# a filter with a facet: that facet ignores it (counted with every other filter)
-FILTER_FACETS = {"storage_temperature": "storage_temperature", "sex": "sex", "country": "country"}
+# the search filters the auditor asks; each has a facet of its name that ignores it
+FILTERS = ("country", "sex")
 
 
 def rows(live: NodeLive) -> list[Row]:
@@ -250,15 +248,15 @@ class Tally:
             self._count(row)
 
     def filtered(self, query: dict[str, str]) -> Tally:
-        """The sums of a search with single-valued `FILTERS`: a row failing none counts
-        everywhere; failing exactly one that has a facet, it counts in that facet only."""
+        """The sums of a search with one value per `FILTERS` parameter: a row failing no
+        filter counts everywhere; failing exactly one, it counts in that one's facet only."""
         out = Tally()
         for row in self.rows:
             failed = [p for p, want in query.items() if row.value(p) != want]
             if not failed:
                 out._count(row)
-            elif len(failed) == 1 and failed[0] in FILTER_FACETS:
-                out._count(row, only=FILTER_FACETS[failed[0]])
+            elif len(failed) == 1:
+                out._count(row, only=failed[0])
         return out
 
     def _count(self, row: Row, only: str | None = None) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from audit.livestate import Interval, Sums, Tally
+from audit.livestate import FILTERS, Interval, Sums, Tally
 from audit.report import CheckResult
 
 
@@ -117,7 +117,7 @@ def search_queries(answer: dict[str, Any]) -> list[str]:
     it lists, and one with the first of each (query strings, parameters sorted)."""
     facets = answer.get("facets")
     values: dict[str, list[str]] = {}
-    for name in ("country", "sex"):
+    for name in FILTERS:
         items = facets.get(name) if isinstance(facets, dict) else None
         codes = [i.get("code") for i in items or () if isinstance(i, dict)]
         values[name] = sorted({c for c in codes if isinstance(c, str)})
