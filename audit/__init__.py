@@ -4,7 +4,7 @@ Modules: `fetcher` (where material comes from: HTTP or a bundle directory, and `
 one), `state` (the last verified catalogue checkpoint), `catalogue_log` (replaying the
 catalogue's own log), `node_logs` (rebuilding node trees and the live state, applying what
 `examine` found per leaf; `parallel` runs `examine` in worker processes for big bundle logs),
-`search_check` (comparing the live state with the search API), `checks` (the whole run),
-`report` (human and JSON output), `cli` (the console script). Only `protocol` is imported,
-never node or catalogue.
+`livestate` (live records and interval sums), `search_check` (comparing them with the
+search API), `checks` (the whole run), `report` (human and JSON output), `cli` (the console
+script). Only `protocol` is imported, never node or catalogue.
 """

@@ -17,7 +17,7 @@ from audit.livestate import Chapters, NodeLive, Tally
 from audit.node_logs import CheckpointClaim, NodeAudit, stream_examined, stream_node
 from audit.parallel import CHUNK, ExaminePool
 from audit.report import Report
-from audit.search_check import check_search
+from audit.search_check import check_search, search_queries
 from audit.state import AuditState
 from protocol.errors import BiobankError
 from protocol.note import Checkpoint, Verifier, verify_checkpoint
@@ -223,10 +223,13 @@ def _stream_nodes(
     say: Callable[[str], None],
 ) -> None:
     tree, direct = report["node-tree"], report["node-direct"]
+    answers: dict[str, dict[str, Any]] | None = None
     try:
-        search = source.search()
+        answers = {"": source.search()}
+        for query in search_queries(answers[""]):
+            answers[query] = source.search(query)
     except BiobankError as exc:
-        search = None
+        answers = None
         report["search-totals"].fail("search", f"{type(exc).__name__}: {exc}")
     ahead: dict[str, tuple[str, Checkpoint]] = {}
     if options.node_direct:
@@ -263,5 +266,7 @@ def _stream_nodes(
         tally.add(live)
         if node.origin in ahead:
             check_ahead(source, audit, ahead[node.origin], direct)
-    if search is not None:
-        check_search(report["search-totals"], tally, search)
+    report.facts["live sample groups"] = tally.groups
+    report.facts["samples in them (interval)"] = f"[{tally.samples[0]}, {tally.samples[1]}]"
+    if answers is not None:
+        check_search(report["search-totals"], tally, answers)

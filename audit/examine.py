@@ -1,10 +1,11 @@
 """The order-free checks of one mirrored leaf and its content, runnable in a worker process.
 
 `examine()` parses the leaf, hashes it, checks the content digest and schema and reduces a
-valid sample to its interned attribute key; `audit.node_logs` applies the results strictly in
-log order (tree, live state, report), so a serial and a parallel run report the same things in
-the same order. `examine_task()` does it in a worker (`audit.parallel`) for raw bundle lines or
-for a page range it fetches from the catalogue itself.
+valid sample group to its interned key (attributes and the four bounds); `audit.node_logs`
+applies the results strictly in log order (tree, live state, report), so a serial and a
+parallel run report the same things in the same order. `examine_task()` does it in a worker
+(`audit.parallel`) for raw bundle lines or for a page range it fetches from the catalogue
+itself.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, NamedTuple
 import httpx
 
 from audit.fetcher import PageTask, decode_line, fetch_range
-from audit.livestate import Chapters, combo_key
+from audit.livestate import GROUP, Chapters, group_key, impossible_counts
 from protocol.canonical import digest
 from protocol.entries import parse_leaf
 from protocol.errors import BiobankError
@@ -40,8 +41,8 @@ class Examined(NamedTuple):
     has_content: bool = False
     digest_errors: tuple[str, ...] = ()
     schema_error: str | None = None
-    combo: tuple[Any, ...] | None = None  # a valid sample's attribute key
-    content: Any = None  # valid content of a non-sample record
+    group: tuple[Any, ...] | None = None  # a valid sample group's `group_key`
+    content: Any = None  # valid content of a biobank or collection record
 
 
 def examine(
@@ -81,16 +82,7 @@ def examine(
                 has_content=True,
                 digest_errors=(f"content of {kind} {rid} does not match digest {entry['digest']}",),
             )
-        if kind == "sample":
-            return Examined(
-                hashed,
-                op=op,
-                kind=kind,
-                rid=rid,
-                has_content=True,
-                combo=combo_key(content, chapters),
-            )
-        return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, content=content)
+        return _valid(hashed, op, kind, rid, content, chapters)
     try:
         ok = digest(content) == entry["digest"]
         errors: tuple[str, ...] = ()
@@ -106,11 +98,29 @@ def examine(
             str(p) for p in problems[:3]
         )
         return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, schema_error=message)
-    if kind == "sample":
+    return _valid(hashed, op, kind, rid, content, chapters)
+
+
+def _valid(
+    hashed: bytes, op: str, kind: str, rid: str, content: Any, chapters: Chapters
+) -> Examined:
+    """A publish whose content matches its digest and schema: a group reduced to its key
+    (unless its counts are impossible, which keeps it out of the index like a schema failure)."""
+    if kind != GROUP:
+        return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, content=content)
+    why = impossible_counts(content)
+    if why is not None:
         return Examined(
-            hashed, op=op, kind=kind, rid=rid, has_content=True, combo=combo_key(content, chapters)
+            hashed,
+            op=op,
+            kind=kind,
+            rid=rid,
+            has_content=True,
+            schema_error=f"{kind} {rid} cannot be counted: {why}",
         )
-    return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, content=content)
+    return Examined(
+        hashed, op=op, kind=kind, rid=rid, has_content=True, group=group_key(content, chapters)
+    )
 
 
 class MemoSchemaCheck:
@@ -138,12 +148,12 @@ def prepare_worker() -> None:
     """Build this process's schema check and chapter table (once)."""
     if not _WORKER:
         schemas = default_schema_check()
-        schemas("sample", {}, "warm-up")  # compiles the validator
+        schemas(GROUP, {}, "warm-up")  # compiles the validator
         _WORKER["schemas"], _WORKER["chapters"] = schemas, Chapters()
 
 
 # what a worker sends back for one chunk: (leaf hashes joined, rows, attribute keys, error);
-# a row is an Examined, or (key number, id) for the common case, a valid sample publish
+# a row is an Examined, or (key number, id) for the common case, a valid group publish
 Chunk = tuple[bytes, list[Any], list[tuple[Any, ...]], BaseException | None]
 
 
@@ -200,8 +210,8 @@ def examine_task(origin: str, start: int, task: list[bytes] | PageTask) -> Chunk
     for offset, (leaf, content) in enumerate(entries):
         ex = examine(origin, start + offset, leaf, content, schemas, chapters)
         hashes.append(ex.leaf_hash)
-        if ex.combo is not None:  # only ever set for a valid sample publish with content
-            rows.append((keys.setdefault(ex.combo, len(keys)), ex.rid))
+        if ex.group is not None:  # only ever set for a valid group publish with content
+            rows.append((keys.setdefault(ex.group, len(keys)), ex.rid))
         else:
             rows.append(ex._replace(leaf_hash=b""))
     # httpx responses are reference cycles (response <-> stream) holding a whole page; with
@@ -219,9 +229,7 @@ def expand(chunk: Chunk) -> tuple[list[Examined], BaseException | None]:
         hashed = hashes[32 * i : 32 * i + 32]
         if type(row) is tuple:
             out.append(
-                Examined(
-                    hashed, None, "publish", "sample", row[1], "", True, (), None, keys[row[0]]
-                )
+                Examined(hashed, None, "publish", GROUP, row[1], "", True, (), None, keys[row[0]])
             )
         else:
             out.append(row._replace(leaf_hash=hashed))

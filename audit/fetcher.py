@@ -22,7 +22,7 @@ from protocol.errors import ConfigError, FetchError
 from protocol.tls import client_tls
 
 PAGE = 1000
-BUNDLE_FORMAT = "biobank-audit-bundle/1"
+BUNDLE_FORMAT = "biobank-audit-bundle/2"  # 2: sample groups; a search answer per query
 Entry = tuple[bytes, Any]  # (leaf bytes, content object or None)
 
 
@@ -36,7 +36,7 @@ class Source(Protocol):
     def entries(self, end: int) -> Iterator[Entry]: ...
     def node_checkpoint(self, origin: str) -> str: ...
     def node_entries(self, origin: str, end: int) -> Iterator[Entry]: ...
-    def search(self) -> dict[str, Any]: ...
+    def search(self, query: str = "") -> dict[str, Any]: ...
     def direct_checkpoint(self, origin: str, url: str) -> str: ...
     def direct_consistency(self, origin: str, url: str, first: int, second: int) -> list[bytes]: ...
     def direct_entries(self, origin: str, url: str, start: int, end: int) -> list[Entry]: ...
@@ -166,10 +166,11 @@ class HttpSource:
     def node_entries(self, origin: str, end: int) -> Iterator[Entry]:
         return self._pages(self._node(origin), end)
 
-    def search(self) -> dict[str, Any]:
-        data = self._json(f"{self.base}/v1/search")
+    def search(self, query: str = "") -> dict[str, Any]:
+        """The /v1/search answer for `query` (a query string; "" for the unfiltered search)."""
+        data = self._json(f"{self.base}/v1/search" + (f"?{query}" if query else ""))
         if not isinstance(data, dict):
-            raise FetchError("/v1/search: not a JSON object")
+            raise FetchError(f"/v1/search?{query}: not a JSON object")
         return data
 
     def direct_checkpoint(self, origin: str, url: str) -> str:
@@ -252,8 +253,8 @@ class BundleSource:
     def node_entries(self, origin: str, end: int) -> Iterator[Entry]:
         return self._lines(str(self._need("mirrors", origin, "file")), end)
 
-    def search(self) -> dict[str, Any]:
-        return dict(self._need("search"))
+    def search(self, query: str = "") -> dict[str, Any]:
+        return dict(self._need("searches", query))
 
     def direct_checkpoint(self, origin: str, url: str) -> str:
         return str(self._need("direct", origin, "checkpoint"))
@@ -285,6 +286,7 @@ class RecordingSource:
             "fetched_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "mirrors": {},
             "direct": {},
+            "searches": {},
         }
 
     def _tee(self, items: Iterator[Entry], name: str) -> Iterator[Entry]:
@@ -316,9 +318,9 @@ class RecordingSource:
     def node_entries(self, origin: str, end: int) -> Iterator[Entry]:
         return self._tee(self.inner.node_entries(origin, end), self._mirror(origin)["file"])
 
-    def search(self) -> dict[str, Any]:
-        self.meta["search"] = self.inner.search()
-        return dict(self.meta["search"])
+    def search(self, query: str = "") -> dict[str, Any]:
+        answer = self.meta["searches"][query] = self.inner.search(query)
+        return dict(answer)
 
     def direct_checkpoint(self, origin: str, url: str) -> str:
         text = self.inner.direct_checkpoint(origin, url)

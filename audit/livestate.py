@@ -1,4 +1,10 @@
-"""The catalogue's live state recomputed from node logs: live records and sample counts."""
+"""The catalogue's live state recomputed from node logs: live records and interval sums.
+
+A live sample group counts as the intervals its record publishes: an exact count ``n`` is
+``[n, n]``, a bound ``{"lt": B}`` is ``[1, B - 1]`` (a published group is not empty).
+Samples add up across groups: ``[sum lo, sum hi]``. Donors do not (one donor can be in
+several groups): ``[max lo, sum hi]``.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,12 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
-NO_COMBO = -1  # a live sample whose content is missing or invalid: not in the index
+NO_GROUP = -1  # a live group whose content is missing or invalid: not in the index
+GROUP = "sample-group"
+
+Interval = tuple[int, int]
 
 
 def _chapters() -> list[tuple[str, str, str]]:
@@ -38,74 +47,92 @@ class Chapters:
         return self.cache[cat]
 
 
-def combo_key(s: dict[str, Any], chapters: Chapters) -> tuple[Any, ...]:
-    """The attributes of a valid sample that the search counts (its interned key)."""
+def bounds(count: Any) -> Interval:
+    """The interval a published count says: ``n`` -> [n, n]; ``{"lt": B}`` -> [1, B - 1]."""
+    if isinstance(count, dict):
+        return 1, int(count["lt"]) - 1
+    return int(count), int(count)
+
+
+def combo_key(g: dict[str, Any], chapters: Chapters) -> tuple[Any, ...]:
+    """The attributes of a valid group that the search counts by."""
     found = {
-        chapters.of(d["code"]) for d in s.get("diagnoses") or () if d.get("system") == "ICD-10"
+        chapters.of(d["code"]) for d in g.get("diagnoses") or () if d.get("system") == "ICD-10"
     }
     return (
-        s.get("biobank"),
-        s.get("collection"),
-        s.get("sample_type"),
-        s.get("storage_temperature"),
-        s.get("sex"),
+        g.get("biobank"),
+        g.get("collection"),
+        g.get("sample_type"),
+        g.get("storage_temperature"),
+        g.get("sex"),
         tuple(sorted(c for c in found if c)),
-        tuple(sorted(set(s.get("use_conditions") or ()))),
-        tuple(sorted(set(s.get("dataset_types") or ()))),
+        tuple(sorted(set(g.get("use_conditions") or ()))),
+        tuple(sorted(set(g.get("dataset_types") or ()))),
     )
+
+
+def group_key(g: dict[str, Any], chapters: Chapters) -> tuple[Any, ...]:
+    """A valid group's interned key: its `combo_key` plus samples (lo, hi) and donors (lo, hi)."""
+    return (*combo_key(g, chapters), *bounds(g["samples"]), *bounds(g["donors"]))
+
+
+def impossible_counts(g: dict[str, Any]) -> str | None:
+    """Why a schema-valid group cannot be counted (exact samples below exact donors), or None."""
+    samples, donors = g.get("samples"), g.get("donors")
+    if isinstance(samples, int) and isinstance(donors, int) and samples < donors:
+        return f"exact samples {samples} below exact donors {donors}"
+    return None
 
 
 @dataclass
 class NodeLive:
-    """Live records of one node, kept small: samples as an interned attribute combination."""
+    """Live records of one node; groups kept small, as an interned `group_key`."""
 
     origin: str
     country: str
     chapters: Chapters
-    samples: dict[str, tuple[int, int, tuple[int, ...]]] = field(default_factory=dict)
+    groups: dict[str, tuple[int, int, tuple[int, ...]]] = field(default_factory=dict)
     others: dict[tuple[str, str], tuple[Any, int, tuple[int, ...]]] = field(default_factory=dict)
-    combos: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    keys: dict[tuple[Any, ...], int] = field(default_factory=dict)
 
     def _intern(self, key: tuple[Any, ...]) -> int:
-        found = self.combos.get(key)
+        found = self.keys.get(key)
         if found is None:
-            found = self.combos[key] = len(self.combos)
+            found = self.keys[key] = len(self.keys)
         return found
 
     def publish(
         self, kind: str, rid: str, index: int, content: dict[str, Any] | None, *, has_content: bool
     ) -> None:
-        """A publish entry; `content` is None when missing or rejected (kept out of the index)."""
-        if kind == "sample":
-            key = None if content is None else combo_key(content, self.chapters)
-            self.publish_sample(rid, index, key, has_content=has_content)
+        """A publish entry; `content` is None when missing or rejected (kept out of the index).
+        A newer publish of the same id replaces the older one."""
+        if kind == GROUP:
+            key = None if content is None else group_key(content, self.chapters)
+            self.publish_group(rid, index, key, has_content=has_content)
         else:
             prev = self.others.get((kind, rid))
             kept = (prev[2] if prev else ()) + ((index,) if has_content else ())
             self.others[(kind, rid)] = (content, index, kept)
 
-    def publish_sample(
+    def publish_group(
         self, rid: str, index: int, key: tuple[Any, ...] | None, *, has_content: bool
     ) -> None:
-        """A sample publish by its `combo_key` (None when its content is missing or rejected)."""
-        old = self.samples.get(rid)
+        """A group publish by its `group_key` (None when its content is missing or rejected)."""
+        old = self.groups.get(rid)
         kept = (old[2] if old else ()) + ((index,) if has_content else ())
-        self.samples[rid] = (NO_COMBO if key is None else self._intern(key), index, kept)
+        self.groups[rid] = (NO_GROUP if key is None else self._intern(key), index, kept)
 
     def withdraw(self, kind: str, rid: str) -> tuple[int, ...]:
         """A withdraw entry; returns the leaves whose content was served for the record."""
-        if kind == "sample":
-            old = self.samples.pop(rid, None)
-        else:
-            old = self.others.pop((kind, rid), None)
+        old = self.groups.pop(rid, None) if kind == GROUP else self.others.pop((kind, rid), None)
         return old[2] if old else ()
 
     def missing_content(self) -> list[tuple[str, str, int]]:
         """Live records whose latest publish has no content served: (kind, id, leaf)."""
         out = [
-            ("sample", rid, idx)
-            for rid, (combo, idx, kept) in self.samples.items()
-            if combo == NO_COMBO and (not kept or kept[-1] != idx)
+            (GROUP, rid, idx)
+            for rid, (key, idx, kept) in self.groups.items()
+            if key == NO_GROUP and (not kept or kept[-1] != idx)
         ]
         out += [
             (kind, rid, idx)
@@ -115,63 +142,137 @@ class NodeLive:
         return out
 
 
+class Row(NamedTuple):
+    """`times` live groups of one node with the same `group_key`, and their country."""
+
+    origin: str
+    country: str
+    key: tuple[Any, ...]
+    times: int
+
+    def value(self, param: str) -> Any:
+        """The row's value for a filter the auditor asks (`FILTERS`)."""
+        return self.country if param == "country" else self.key[4]
+
+
+# the search filters the auditor asks; each has a facet of its name that ignores it
+FILTERS = ("country", "sex")
+
+
+def rows(live: NodeLive) -> list[Row]:
+    """A node's live groups with valid content, as rows (country: its biobank record's, else
+    the node's)."""
+    per_key: Counter[int] = Counter(key for key, _i, _k in live.groups.values() if key != NO_GROUP)
+    countries = {
+        rid: (content or {}).get("country")
+        for (kind, rid), (content, _i, _k) in live.others.items()
+        if kind == "biobank"
+    }
+    keys = {kid: key for key, kid in live.keys.items()}
+    return [
+        Row(live.origin, countries.get(keys[kid][0]) or live.country, keys[kid], times)
+        for kid, times in per_key.items()
+    ]
+
+
+@dataclass
+class Sums:
+    """Interval sums per code: [sum of lower bounds, sum of upper bounds]."""
+
+    lo: Counter[str] = field(default_factory=Counter)
+    hi: Counter[str] = field(default_factory=Counter)
+
+    def add(self, code: str, lo: int, hi: int) -> None:
+        self.lo[code] += lo
+        self.hi[code] += hi
+
+    def get(self, code: str) -> Interval:
+        return self.lo.get(code, 0), self.hi.get(code, 0)
+
+    def codes(self) -> set[str]:
+        return set(self.hi)
+
+
+FACETS = (
+    "sample_type",
+    "storage_temperature",
+    "sex",
+    "country",
+    "dataset_type",
+    "use_conditions",
+    "diagnosis_chapter",
+)
+
+
+def _facet_codes(row: Row) -> list[tuple[str, Any]]:
+    _bb, _col, stype, temp, sex, chapters, uses, dtypes = row.key[:8]
+    out = [
+        ("sample_type", stype),
+        ("storage_temperature", temp),
+        ("sex", sex),
+        ("country", row.country),
+    ]
+    out += [("diagnosis_chapter", c) for c in chapters]
+    out += [("use_conditions", c) for c in uses]
+    out += [("dataset_type", c) for c in dtypes]
+    return [(name, code) for name, code in out if code is not None]
+
+
 @dataclass
 class Tally:
-    """Sample counts across active nodes, shaped like the /v1/search response."""
+    """Interval sums over the live groups of active nodes, shaped like the /v1/search answer."""
 
-    total: int = 0
-    counts: dict[str, Counter[str]] = field(
-        default_factory=lambda: {
-            "country": Counter(),
-            "biobank": Counter(),
-            "collection": Counter(),
-        }
+    rows: list[Row] = field(default_factory=list)
+    groups: int = 0
+    samples: Interval = (0, 0)
+    donors: Interval = (0, 0)
+    counts: dict[str, Sums] = field(
+        default_factory=lambda: {name: Sums() for name in ("country", "biobank", "collection")}
     )
-    facets: dict[str, Counter[str]] = field(
-        default_factory=lambda: {
-            name: Counter()
-            for name in (
-                "sample_type",
-                "storage_temperature",
-                "sex",
-                "country",
-                "dataset_type",
-                "use_conditions",
-                "diagnosis_chapter",
-            )
-        }
-    )
+    facets: dict[str, Sums] = field(default_factory=lambda: {name: Sums() for name in FACETS})
+    # per (node origin, record id): the samples of a biobank's or a collection's groups
+    biobanks: dict[tuple[str, str], Interval] = field(default_factory=dict)
+    collections: dict[tuple[str, str], Interval] = field(default_factory=dict)
+    # live collection records with valid content, per (node origin, collection id)
+    collection_records: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, live: NodeLive) -> None:
-        """Add one node's live samples (country: its biobank record's, else the node's)."""
-        per_combo: Counter[int] = Counter(
-            combo for combo, _i, _k in live.samples.values() if combo != NO_COMBO
-        )
-        countries = {
-            rid: (content or {}).get("country")
+        """Add one node's live groups and collection records."""
+        self.collection_records |= {
+            (live.origin, rid)
             for (kind, rid), (content, _i, _k) in live.others.items()
-            if kind == "biobank"
+            if kind == "collection" and content is not None
         }
-        keys = {cid: key for key, cid in live.combos.items()}
-        for cid, n in per_combo.items():
-            bb, col, stype, temp, sex, chapters, uses, dtypes = keys[cid]
-            country = countries.get(bb) or live.country
-            self.total += n
-            for name, code in (("country", country), ("biobank", bb), ("collection", col)):
-                if code is not None:
-                    self.counts[name][code] += n
-            for name, code in (
-                ("sample_type", stype),
-                ("storage_temperature", temp),
-                ("sex", sex),
-                ("country", country),
-            ):
-                if code is not None:
-                    self.facets[name][code] += n
-            for name, codes in (
-                ("diagnosis_chapter", chapters),
-                ("use_conditions", uses),
-                ("dataset_type", dtypes),
-            ):
-                for code in codes:
-                    self.facets[name][code] += n
+        for row in rows(live):
+            self.rows.append(row)
+            self._count(row)
+
+    def filtered(self, query: dict[str, str]) -> Tally:
+        """The sums of a search with one value per `FILTERS` parameter: a row failing no
+        filter counts everywhere; failing exactly one, it counts in that one's facet only."""
+        out = Tally()
+        for row in self.rows:
+            failed = [p for p, want in query.items() if row.value(p) != want]
+            if not failed:
+                out._count(row)
+            elif len(failed) == 1:
+                out._count(row, only=failed[0])
+        return out
+
+    def _count(self, row: Row, only: str | None = None) -> None:
+        n_lo, n_hi, d_lo, d_hi = row.key[8:]
+        lo, hi = n_lo * row.times, n_hi * row.times
+        for name, code in _facet_codes(row):
+            if only is None or name == only:
+                self.facets[name].add(code, lo, hi)
+        if only is not None:
+            return
+        bb, col = row.key[:2]
+        self.groups += row.times
+        self.samples = (self.samples[0] + lo, self.samples[1] + hi)
+        self.donors = (max(self.donors[0], d_lo), self.donors[1] + d_hi * row.times)
+        for table, code in ((self.biobanks, bb), (self.collections, col)):
+            old = table.get((row.origin, code), (0, 0))
+            table[(row.origin, code)] = (old[0] + lo, old[1] + hi)
+        for name, code in (("country", row.country), ("biobank", bb), ("collection", col)):
+            self.counts[name].add(code, lo, hi)

@@ -1,7 +1,7 @@
 """Audit one node's log as the catalogue mirrors it, in one streaming pass.
 
 Rebuilds the tree, checks every checkpoint signature and root and every content, and
-counts the live records.
+keeps the live records (sample groups as their interned keys).
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def _apply(audit: NodeAudit, index: int, ex: Examined, report: Report, live: Nod
     if ex.schema_error is not None:
         schemas.fail(where, ex.schema_error)
         live.publish(kind, rid, index, None, has_content=True)
-    elif kind == "sample":
-        live.publish_sample(rid, index, ex.combo, has_content=True)
+    elif ex.group is not None:
+        live.publish_group(rid, index, ex.group, has_content=True)
     else:
         live.publish(kind, rid, index, ex.content, has_content=True)

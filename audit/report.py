@@ -23,7 +23,7 @@ CHECK_NAMES: dict[str, str] = {
     "content-digest": "every present content matches its entry digest",
     "content-schema": "every present content valid against its schema",
     "withdrawn-content": "no content kept for withdrawn records, none missing for live ones",
-    "search-totals": "search totals and facets equal the state recomputed from the logs",
+    "search-totals": "every search count equals the interval sum the live groups give",
     "node-direct": "each node's own checkpoint agrees with the catalogue's copy",
 }
 

@@ -1,103 +1,156 @@
-"""Compare counts recomputed from the logs with the catalogue's /v1/search.
+"""Compare the interval sums recomputed from the logs with the catalogue's /v1/search answers.
 
-A count shown as a bound ``"<N"`` must hold: the logs give a count from 1 to N-1. That
-covers both bounds the catalogue shows: ``"<k"`` for a count below the node's k, and
-``"<N"`` (N the next multiple of k above it) for a larger count it hides so that a total
-minus the other values does not give a small one back (docs/privacy.md). A bound on a count
-of zero is refused (zero is never hidden). The country facet of the unfiltered search
-counts the same samples as ``counts.country``, so both must show the same thing. Which
-counts the catalogue chose to hide is not checked: nodes' k values are not in its log.
+Every count must be the interval ``{"min", "max"}`` the live groups give, exactly: `total`,
+`donors`, `counts.*` and `facets.*` of the unfiltered search and of one search per sex and
+per country it lists (and one with both), and in the unfiltered one the `samples` of the
+biobanks and collections on the first page (a collection with no live group is
+`"declared"`, its samples null). Listings hold exactly the codes some matching group has,
+sorted by max desc, then min desc, then code. A mismatch names the query, the count and both
+intervals.
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
-from audit.livestate import Tally
+from audit.livestate import FILTERS, Interval, Sums, Tally
 from audit.report import CheckResult
 
-_BOUND = re.compile(r"<([0-9]+)")
+
+def _shown(value: Any) -> Interval | None:
+    """The interval a count shows, or None when it is not ``{"min": int, "max": int}``."""
+    if not isinstance(value, dict) or set(value) != {"min", "max"}:
+        return None
+    lo, hi = value["min"], value["max"]
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (lo, hi)) or not 0 <= lo <= hi:
+        return None
+    return lo, hi
 
 
-def _compare(check: CheckResult, where: str, expected: int, shown: Any) -> None:
+def _fmt(interval: Interval) -> str:
+    return f"[{interval[0]}, {interval[1]}]"
+
+
+def _compare(check: CheckResult, where: str, expected: Interval, shown: Any) -> None:
     check.items += 1
-    if isinstance(shown, bool):
-        check.fail(where, f"shows {shown!r}, not a count")
-    elif isinstance(shown, int):
-        if shown != expected:
-            check.fail(where, f"search reports {shown}, the logs give {expected}")
-    elif isinstance(shown, str) and (m := _BOUND.fullmatch(shown)):
-        bound = int(m.group(1))
-        if expected == 0:
-            check.fail(where, f"search reports {shown!r}, but the logs give 0 (never hidden)")
-        elif not expected < bound:
-            check.fail(where, f"search reports {shown!r}, but the logs give {expected}")
-    else:
-        check.fail(where, f"shows {shown!r}, neither a count nor a bound like '<10'")
+    got = _shown(shown)
+    if got is None:
+        check.fail(where, f"shows {shown!r:.80}, not an interval {{'min': int, 'max': int}}")
+    elif got != expected:
+        check.fail(where, f"search reports {_fmt(got)}, the logs give {_fmt(expected)}")
 
 
-def _listing(check: CheckResult, where: str, expected: Counter[str], shown: Any) -> None:
+def _listing(check: CheckResult, where: str, expected: Sums, shown: Any) -> None:
     if not isinstance(shown, list):
         check.fail(where, f"is {type(shown).__name__}, not a list of {{code, count}}")
         return
     seen: dict[str, Any] = {}
+    order: list[tuple[int, int, str]] = []
     for item in shown:
         if not isinstance(item, dict) or "code" not in item or "count" not in item:
             check.fail(where, f"item {item!r:.80} is not {{code, count}}")
             continue
-        seen[str(item["code"])] = item["count"]
-    for code in sorted(set(seen) | {c for c, n in expected.items() if n > 0}):
+        code = str(item["code"])
+        seen[code] = item["count"]
+        got = _shown(item["count"])
+        if got is not None:
+            order.append((-got[1], -got[0], code))
+    for code in sorted(set(seen) | expected.codes()):
         if code not in seen:
             check.items += 1
-            check.fail(f"{where} {code!r}", f"missing from search; the logs give {expected[code]}")
+            check.fail(f"{where} {code!r}", f"missing; the logs give {_fmt(expected.get(code))}")
+        else:
+            _compare(check, f"{where} {code!r}", expected.get(code), seen[code])
+    check.items += 1
+    if order != sorted(order):
+        check.fail(where, "not sorted by count max desc, then min desc, then code")
+
+
+def _origin(item: dict[str, Any]) -> str | None:
+    prov = item.get("provenance")
+    node = prov.get("node") if isinstance(prov, dict) else None
+    return node if isinstance(node, str) else None
+
+
+def _items(response: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    block = response.get(name)
+    items = block.get("items") if isinstance(block, dict) else None
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+
+def _biobanks(check: CheckResult, tally: Tally, response: dict[str, Any]) -> None:
+    """A biobank's samples are its groups' sum; one with no live group shows null or zero."""
+    for item in _items(response, "biobanks"):
+        where = f"search biobanks {item.get('id')!r} of node {_origin(item)}"
+        expected = tally.biobanks.get((str(_origin(item)), str(item.get("id"))))
+        if expected is None and item.get("samples") in (None, {"min": 0, "max": 0}):
+            check.items += 1
             continue
-        _compare(check, f"{where} {code!r}", expected.get(code, 0), seen[code])
+        _compare(check, f"{where} samples", expected or (0, 0), item.get("samples"))
 
 
-def check_search(check: CheckResult, tally: Tally, response: dict[str, Any]) -> None:
-    """Every total, per-country/biobank/collection count and facet of an unfiltered search."""
-    check.ran = True
-    _compare(check, "search total", tally.total, response.get("total"))
-    counts = response.get("counts")
-    facets = response.get("facets")
-    if not isinstance(counts, dict) or not isinstance(facets, dict):
-        check.fail("search response", "lacks the 'counts' or 'facets' object")
-        return
-    for name, expected in tally.counts.items():
-        _listing(check, f"search counts.{name}", expected, counts.get(name))
-    for name, expected in tally.facets.items():
-        _listing(check, f"search facets.{name}", expected, facets.get(name))
-    _same_twice(check, tally.counts["country"], counts.get("country"), facets.get("country"))
-
-
-def _holds(expected: int, shown: Any) -> bool:
-    if isinstance(shown, int) and not isinstance(shown, bool):
-        return shown == expected
-    m = _BOUND.fullmatch(shown) if isinstance(shown, str) else None
-    return m is not None and 0 < expected < int(m.group(1))
-
-
-def _same_twice(check: CheckResult, expected: Counter[str], counts: Any, facet: Any) -> None:
-    """Without a country filter, facets.country and counts.country count the same samples:
-    two true but different forms (41 and "<50") would undo the protection of one of them."""
-    if not isinstance(counts, list) or not isinstance(facet, list):
-        return
-    listed = {str(i.get("code")): i.get("count") for i in counts if isinstance(i, dict)}
-    for item in facet:
-        code = str(item.get("code")) if isinstance(item, dict) else None
-        if code is None or code not in listed:
-            continue
+def _collections(check: CheckResult, tally: Tally, response: dict[str, Any]) -> None:
+    """A collection with live groups counts them (`"groups"`); one without is `"declared"`."""
+    for item in _items(response, "collections"):
+        key = (str(_origin(item)), str(item.get("id")))
+        where = f"search collections {key[1]!r} of node {key[0]}"
+        expected = tally.collections.get(key)
+        source = item.get("count_source")
         check.items += 1
-        other = listed[code]
-        if (
-            item.get("count") != other
-            and _holds(expected[code], other)
-            and _holds(expected[code], item.get("count"))
-        ):
+        if expected is not None:
+            if source != "groups":
+                check.fail(where, f"count_source {source!r}, but the logs publish its groups")
+            _compare(check, f"{where} samples", expected, item.get("samples"))
+        elif source != "declared" or item.get("samples") is not None:
             check.fail(
-                f"search facets.country {item['code']!r}",
-                f"shows {item.get('count')!r}, but counts.country shows {other!r} "
-                f"for the same samples",
+                where,
+                f"count_source {source!r} with samples {item.get('samples')!r}, but the logs "
+                "have no live group in it (declared, samples null)",
             )
+        elif key not in tally.collection_records:
+            check.fail(where, "declared, but it is no live collection record of that node")
+
+
+def search_queries(answer: dict[str, Any]) -> list[str]:
+    """The filtered searches to check, from the unfiltered answer: one per sex and per country
+    it lists, and one with the first of each (query strings, parameters sorted)."""
+    facets = answer.get("facets")
+    values: dict[str, list[str]] = {}
+    for name in FILTERS:
+        items = facets.get(name) if isinstance(facets, dict) else None
+        codes = [i.get("code") for i in items or () if isinstance(i, dict)]
+        values[name] = sorted({c for c in codes if isinstance(c, str)})
+    out = [urlencode({name: code}) for name, codes in values.items() for code in codes]
+    if values["country"] and values["sex"]:
+        out.append(urlencode({"country": values["country"][0], "sex": values["sex"][0]}))
+    return out
+
+
+def _counts(check: CheckResult, where: str, tally: Tally, answer: dict[str, Any]) -> bool:
+    """total, donors, counts and facets of one answer; False when it lacks counts or facets."""
+    _compare(check, f"{where} total", tally.samples, answer.get("total"))
+    _compare(check, f"{where} donors", tally.donors, answer.get("donors"))
+    counts = answer.get("counts")
+    facets = answer.get("facets")
+    if not isinstance(counts, dict) or not isinstance(facets, dict):
+        check.fail(f"{where} response", "lacks the 'counts' or 'facets' object")
+        return False
+    for name, expected in tally.counts.items():
+        _listing(check, f"{where} counts.{name}", expected, counts.get(name))
+    for name, expected in tally.facets.items():
+        _listing(check, f"{where} facets.{name}", expected, facets.get(name))
+    return True
+
+
+def check_search(check: CheckResult, tally: Tally, answers: dict[str, dict[str, Any]]) -> None:
+    """Every count of each answer (by query string; "" the unfiltered search) equals the
+    interval sums of the live groups it matches."""
+    check.ran = True
+    for query, answer in answers.items():
+        if not query:
+            if _counts(check, "search", tally, answer):
+                _biobanks(check, tally, answer)
+                _collections(check, tally, answer)
+            continue
+        _counts(check, f"search?{query}", tally.filtered(dict(parse_qsl(query))), answer)

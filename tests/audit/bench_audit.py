@@ -44,7 +44,7 @@ def build(n: int, path: Path) -> None:
         "mirrors": {node.origin: {"file": "nodes-0.jsonl", "checkpoint": note}},
         "descriptor": {"origin": cat.origin, "verifier_key": cat.vkey},
         "checkpoint": cat.checkpoint(),
-        "search": cat.search(),
+        "searches": cat.searches(),
     }
     (path / "bundle.json").write_text(json.dumps(meta))
     assert canonical({})  # protocol imported and working

@@ -1,4 +1,5 @@
-"""Fixtures for auditor tests: an honest simulated federation (two nodes) served on loopback."""
+"""Fixtures for auditor tests: an honest simulated federation (two nodes publishing sample
+groups) served on loopback."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from federation.servers import LiveServer, live_server
 from tests.audit.liar import Liar
-from tests.audit.sim import Catalogue, NodeLog
+from tests.audit.sim import GROUP, Catalogue, NodeLog
 
 DE = "charite.example/biobank-node"
 FR = "lyon.example/biobank-node"
@@ -18,7 +19,8 @@ FR = "lyon.example/biobank-node"
 
 @dataclass
 class World:
-    """Two nodes, DE harvested twice (with a withdrawal between), FR once."""
+    """Two nodes, DE harvested twice (with a group withdrawn between), FR once (with a
+    collection record for its groups and a declared one without any)."""
 
     cat: Catalogue
     de: NodeLog
@@ -38,9 +40,11 @@ def make_world(de_url: str = "http://127.0.0.1:9/", fr_url: str = "http://127.0.
     de.seed(12, start=30)
     withdrawn_leaf = 3
     withdrawn = dict(de.contents[withdrawn_leaf])
-    de.withdraw("sample", withdrawn["id"])
+    de.withdraw(GROUP, withdrawn["id"])
     cat.harvest(de)
     fr.seed(5)
+    fr.publish_collection("main")
+    fr.publish_collection("cohort")
     cat.harvest(fr)
     return World(cat, de, fr, withdrawn_leaf, withdrawn)
 

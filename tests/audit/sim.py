@@ -1,6 +1,7 @@
 """A tiny catalogue-shaped world built with the protocol package only, served over real HTTP.
 
-Node logs, a catalogue log, mirrors and a search response.
+Node logs publishing sample groups (exact and bounded), a catalogue log, mirrors and a
+search response of interval sums.
 
 The attack tests change what it serves (a dropped leaf, an altered content, a stale checkpoint)
 with small, targeted edits, then run the auditor against it.
@@ -14,43 +15,74 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from audit.search_check import search_queries
 from protocol.canonical import canonical, digest
 from protocol.entries import make_catalogue_entry, make_entry
 from protocol.merkle import CompactRange, consistency_proof, leaf_hash
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
 
 TIME = "2026-11-22T23:07:36Z"
-SCHEMA = "https://w3id.org/biobank-federation/schemas/v1/{kind}.schema.json"
+SCHEMAS = {
+    "biobank": "https://w3id.org/biobank-federation/schemas/v1/biobank.schema.json",
+    "collection": "https://w3id.org/biobank-federation/schemas/v1/collection.schema.json",
+    "sample-group": "https://w3id.org/biobank-federation/schemas/v2/sample-group.schema.json",
+}
+GROUP = "sample-group"
+K = 10  # every simulated node's k
 SAMPLE_TYPES = ("WholeBlood", "Plasma", "Serum", "DNA")
+FACET_NAMES = (
+    "sample_type",
+    "storage_temperature",
+    "sex",
+    "country",
+    "dataset_type",
+    "use_conditions",
+    "diagnosis_chapter",
+)
 
 
-def sample_id(n: int) -> str:
-    """A well-formed pseudonymous sample id."""
+def group_id(n: int) -> str:
+    """A well-formed group id."""
     alphabet = "abcdefghijklmnopqrstuvwxyz234567"
     digits = ""
     for _ in range(26):
         digits += alphabet[n % 32]
         n //= 32
-    return "smp_" + digits
+    return "grp_" + digits
 
 
-def sample(n: int, biobank: str, collection: str) -> dict[str, Any]:
+def group(n: int, biobank: str, collection: str, **changes: Any) -> dict[str, Any]:
+    """Group `n`: exact counts (at least K donors) unless n % 3 == 2, then bounds below K."""
+    if n % 3 == 2:
+        counts: dict[str, Any] = {"samples": {"lt": K * (1 + n % 2)}, "donors": {"lt": K}}
+    else:
+        counts = {"samples": K + n % 5 + n % 4, "donors": K + n % 5}
     return {
-        "id": sample_id(n),
+        "id": group_id(n),
         "biobank": biobank,
         "collection": collection,
         "sample_type": SAMPLE_TYPES[n % len(SAMPLE_TYPES)],
         "storage_temperature": "-60to-85",
         "sex": ("female", "male")[n % 2],
+        "age": {"min": 20 * (n % 4), "max": 20 * (n % 4) + 19},
+        "period": {"from": 2020, "to": 2024},
         "diagnoses": [{"system": "ICD-10", "code": "C50.9"}],
         "use_conditions": ["DUO:0000042"],
         "dataset_types": ["Genomic"],
+        **counts,
         "nonce": secrets.token_hex(16),
+        **changes,
     }
+
+
+def interval(count: Any) -> tuple[int, int]:
+    """What a published count says: n -> (n, n); {"lt": B} -> (1, B - 1)."""
+    return (1, count["lt"] - 1) if isinstance(count, dict) else (count, count)
 
 
 @dataclass
@@ -85,11 +117,18 @@ class NodeLog:
                 time=TIME,
                 kind=kind,
                 id=content["id"],
-                schema=SCHEMA.format(kind=kind),
+                schema=SCHEMAS[kind],
                 digest=digest(content),
             ),
             content,
         )
+
+    def republish(self, rid: str, **changes: Any) -> dict[str, Any]:
+        """Publish group `rid` again with changed content and a fresh nonce (same id)."""
+        last = next(c for c in reversed(self.contents) if c is not None and c["id"] == rid)
+        content = {**last, **changes, "nonce": secrets.token_hex(16)}
+        self.publish(GROUP, content)
+        return content
 
     def withdraw(self, kind: str, rid: str) -> None:
         for i, leaf in enumerate(self.leaves):
@@ -125,21 +164,38 @@ class NodeLog:
         signers = [Signer.from_key(k) for k in (keys or self.signer_keys[-1:])]
         return sign_checkpoint(Checkpoint(self.origin, size, self.root(size)), signers)
 
-    def seed(self, n_samples: int, start: int = 0) -> None:
-        bb = f"bbmri-eric:ID:{self.country}_{self.origin.split('.')[0].upper()}"
-        col = f"{bb}:collection:main"
+    @property
+    def biobank(self) -> str:
+        return f"bbmri-eric:ID:{self.country}_{self.origin.split('.')[0].upper()}"
+
+    def collection(self, name: str = "main") -> str:
+        return f"{self.biobank}:collection:{name}"
+
+    def seed(self, n_groups: int, start: int = 0) -> None:
+        """Publish groups start..start+n_groups-1 (first the biobank record, if none yet)."""
         if not self.leaves:
             self.publish(
                 "biobank",
                 {
-                    "id": bb,
+                    "id": self.biobank,
                     "name": f"Biobank {self.origin}",
                     "country": self.country,
                     "contact": {"email": "biobank@example.org"},
                 },
             )
-        for n in range(start, start + n_samples):
-            self.publish("sample", sample(n, bb, col))
+        for n in range(start, start + n_groups):
+            self.publish(GROUP, group(n, self.biobank, self.collection()))
+
+    def publish_collection(self, name: str) -> None:
+        self.publish(
+            "collection",
+            {
+                "id": self.collection(name),
+                "biobank": self.biobank,
+                "name": f"Collection {name}",
+                "contact": {"email": "biobank@example.org"},
+            },
+        )
 
 
 @dataclass
@@ -162,7 +218,7 @@ class Catalogue:
         self.signer = Signer.from_key(skey)
         self.leaves: list[bytes] = []
         self.mirrors: dict[str, Mirror] = {}
-        self.search_override: dict[str, Any] | None = None
+        self.search_override: dict[str, dict[str, Any]] = {}  # query string -> answer
 
     def _append(self, op: str, **fields: Any) -> None:
         self.leaves.append(
@@ -206,70 +262,97 @@ class Catalogue:
             Checkpoint(self.origin, len(self.leaves), self.root()), [self.signer]
         )
 
-    def search(self) -> dict[str, Any]:
-        """Counted independently of the auditor: a plain pass over each mirror."""
-        if self.search_override is not None:
-            return self.search_override
+    def searches(self) -> dict[str, dict[str, Any]]:
+        """The answers to every search the auditor asks (by query string), as a bundle has."""
+        return {q: self.search(q) for q in ["", *search_queries(self.search())]}
+
+    def search(self, query: str = "") -> dict[str, Any]:
+        """Counted independently of the auditor: a plain pass over each mirror, every count
+        the interval sum over the live groups (samples [sum lo, sum hi]; donors [max lo,
+        sum hi]). Filters: sex and country; a group failing one of them counts only in that
+        one's facet."""
+        if query in self.search_override:
+            return self.search_override[query]
+        wanted = dict(parse_qsl(query))
         live: dict[tuple[str, str], dict[str, Any]] = {}
-        countries: dict[str, str] = {}
+        records: dict[tuple[str, str, str], dict[str, Any]] = {}
         for origin, mirror in self.mirrors.items():
             for leaf, content in zip(mirror.leaves, mirror.contents, strict=True):
                 entry = json.loads(leaf)
-                if entry["op"] == "publish" and entry["kind"] == "sample":
+                key = (origin, entry.get("kind", ""), entry.get("id", ""))
+                if entry["op"] == "publish" and entry["kind"] == GROUP:
                     live[(origin, entry["id"])] = content
+                elif entry["op"] == "publish":
+                    records[key] = content
                 elif entry["op"] == "withdraw":
                     live.pop((origin, entry["id"]), None)
-                elif entry["op"] == "publish" and entry["kind"] == "biobank":
-                    countries[content["id"]] = content["country"]
-        c: dict[str, Counter[str]] = {
-            n: Counter()
-            for n in (
-                "country",
-                "biobank",
-                "collection",
-                "sample_type",
-                "storage_temperature",
-                "sex",
-                "dataset_type",
-                "use_conditions",
-                "diagnosis_chapter",
-            )
-        }
-        for (origin, _id), s in live.items():
-            country = countries.get(s["biobank"], self.mirrors[origin].country)
-            c["country"][country] += 1
-            c["biobank"][s["biobank"]] += 1
-            c["collection"][s["collection"]] += 1
-            for name in ("sample_type", "storage_temperature", "sex"):
-                c[name][s[name]] += 1
-            for code in s["dataset_types"]:
-                c["dataset_type"][code] += 1
-            for code in s["use_conditions"]:
-                c["use_conditions"][code] += 1
-            c["diagnosis_chapter"]["II"] += 1  # every simulated diagnosis is C50.9
+                    records.pop(key, None)
+        names = ("by country", "by biobank", "by collection", *FACET_NAMES)
+        lo: dict[str, Counter[str]] = {n: Counter() for n in names}
+        hi: dict[str, Counter[str]] = {n: Counter() for n in names}
+        per: dict[tuple[str, str, str], list[int]] = {}
+        total, donors = [0, 0], [0, 0]
+        for (origin, _id), g in live.items():
+            (n_lo, n_hi), (d_lo, d_hi) = interval(g["samples"]), interval(g["donors"])
+            if n_lo == n_hi and d_lo == d_hi and n_lo < d_lo:
+                continue  # an impossible group: rejected
+            bb = records.get((origin, "biobank", g["biobank"]))
+            country = bb["country"] if bb else self.mirrors[origin].country
+            has = {"sex": g["sex"], "country": country}
+            failed = [p for p, v in wanted.items() if has[p] != v]
+            if len(failed) == 1:
+                lo[failed[0]][has[failed[0]]] += n_lo
+                hi[failed[0]][has[failed[0]]] += n_hi
+            if failed:
+                continue
+            total = [total[0] + n_lo, total[1] + n_hi]
+            donors = [max(donors[0], d_lo), donors[1] + d_hi]
+            codes = [
+                ("by country", country),
+                ("by biobank", g["biobank"]),
+                ("by collection", g["collection"]),
+                ("country", country),
+                ("sample_type", g["sample_type"]),
+                ("storage_temperature", g["storage_temperature"]),
+                ("sex", g["sex"]),
+                ("diagnosis_chapter", "II"),  # every simulated diagnosis is C50.9
+            ]
+            codes += [("dataset_type", c) for c in g["dataset_types"]]
+            codes += [("use_conditions", c) for c in g["use_conditions"]]
+            for name, code in codes:
+                lo[name][code] += n_lo
+                hi[name][code] += n_hi
+            for kind in ("biobank", "collection"):
+                got = per.setdefault((origin, kind, g[kind]), [0, 0])
+                got[0], got[1] = got[0] + n_lo, got[1] + n_hi
 
-        def items(counter: Counter[str]) -> list[dict[str, Any]]:
-            return [{"code": k, "count": n if n >= 10 else "<10"} for k, n in counter.most_common()]
+        def count(a: int, b: int) -> dict[str, int]:
+            return {"min": a, "max": b}
 
-        total = len(live)
+        def items(name: str) -> list[dict[str, Any]]:
+            order = sorted(hi[name], key=lambda c: (-hi[name][c], -lo[name][c], c))
+            return [{"code": c, "count": count(lo[name][c], hi[name][c])} for c in order]
+
+        def cards(kind: str) -> list[dict[str, Any]]:
+            out = []
+            for origin, k, rid in sorted(records):
+                if k != kind:
+                    continue
+                n = per.get((origin, kind, rid))
+                card = {"id": rid, "samples": count(*n) if n else None}
+                if kind == "collection":
+                    card["count_source"] = "groups" if n else "declared"
+                out.append(card | {"provenance": {"node": origin}})
+            return out
+
         return {
-            "query": {},
-            "total": total if total == 0 or total >= 10 else "<10",
-            "counts": {n: items(c[n]) for n in ("country", "biobank", "collection")},
-            "facets": {
-                n: items(c[n])
-                for n in (
-                    "sample_type",
-                    "storage_temperature",
-                    "sex",
-                    "dataset_type",
-                    "use_conditions",
-                    "diagnosis_chapter",
-                )
-            }
-            | {"country": items(c["country"])},
-            "biobanks": {"items": [], "page": 1, "page_size": 20, "total": 0},
-            "collections": {"items": [], "page": 1, "page_size": 20, "total": 0},
+            "query": wanted,
+            "total": count(*total),
+            "donors": count(*donors),
+            "counts": {n: items(f"by {n}") for n in ("country", "biobank", "collection")},
+            "facets": {n: items(n) for n in FACET_NAMES},
+            "biobanks": {"items": cards("biobank"), "page": 1, "page_size": 20, "total": 0},
+            "collections": {"items": cards("collection"), "page": 1, "page_size": 20, "total": 0},
             "nodes": [],
         }
 
@@ -305,8 +388,8 @@ def catalogue_app(cat: Catalogue) -> FastAPI:
         return _page(cat.leaves, [None] * len(cat.leaves), start, limit)
 
     @app.get("/v1/search")
-    def search() -> JSONResponse:
-        return JSONResponse(cat.search())
+    def search(request: Request) -> JSONResponse:
+        return JSONResponse(cat.search(request.url.query))
 
     @app.get("/v1/nodes/{origin:path}/log/checkpoint", response_class=PlainTextResponse)
     def node_checkpoint(origin: str) -> str:

@@ -42,7 +42,7 @@ def test_catalogue_alters_a_content(liar: Liar, served: LiveServer) -> None:
     code, report = audit("--catalogue", served.url)
     assert code == 1
     findings = _only(report, "content-digest")
-    assert findings[0].startswith(f"node {DE} leaf 5: content of sample smp_")
+    assert findings[0].startswith(f"node {DE} leaf 5: content of sample-group grp_")
     assert "does not match digest" in findings[0]
     assert set(failed(report)) == {"content-digest", "search-totals"}
 
@@ -147,38 +147,101 @@ def test_catalogue_keeps_content_of_a_withdrawn_record(
     assert code == 1
     findings = _only(report, "withdrawn-content")
     assert findings == [
-        f"node {DE} leaf {world.withdrawn_leaf}: content of sample "
+        f"node {DE} leaf {world.withdrawn_leaf}: content of sample-group "
         f"{world.withdrawn_content['id']} still served after its withdrawal "
         f"at leaf 43"
     ]
 
 
 def test_catalogue_reports_a_search_total_that_differs_from_the_logs(
-    liar: Liar, served: LiveServer
+    world: World, liar: Liar, served: LiveServer
 ) -> None:
-    def inflate(_q: dict[str, str], body: bytes) -> bytes:
+    honest = world.cat.search()["total"]
+
+    def inflate(query: dict[str, str], body: bytes) -> bytes:
+        if query:
+            return body  # the lie is in the unfiltered answer only
         data = json.loads(body)
-        data["total"] += 1
+        data["total"]["max"] += 1
         return json.dumps(data).encode()
 
     liar.lie(r"/v1/search", inflate)
     code, report = audit("--catalogue", served.url)
     assert code == 1
-    assert _only(report, "search-totals") == ["search total: search reports 47, the logs give 46"]
+    lo, hi = honest["min"], honest["max"]
+    assert _only(report, "search-totals") == [
+        f"search total: search reports [{lo}, {hi + 1}], the logs give [{lo}, {hi}]"
+    ]
 
 
-def test_catalogue_hides_a_count_behind_a_false_bound(liar: Liar, served: LiveServer) -> None:
-    def hide(_q: dict[str, str], body: bytes) -> bytes:
+def test_catalogue_narrows_an_interval_the_logs_only_bound(
+    world: World, liar: Liar, served: LiveServer
+) -> None:
+    """DE's count includes bounded groups: claiming a tighter lower bound is a lie."""
+    de = next(i["count"] for i in world.cat.search()["counts"]["country"] if i["code"] == "DE")
+    assert de["min"] < de["max"]
+
+    def narrow(query: dict[str, str], body: bytes) -> bytes:
+        if query:
+            return body  # the lie is in the unfiltered answer only
         data = json.loads(body)
         for item in data["counts"]["country"]:
             if item["code"] == "DE":
-                item["count"] = "<10"  # really 41: not a small count at all
+                item["count"]["min"] += 5
+        return json.dumps(data).encode()
+
+    liar.lie(r"/v1/search", narrow)
+    code, report = audit("--catalogue", served.url)
+    assert code == 1
+    assert _only(report, "search-totals") == [
+        f"search counts.country 'DE': search reports [{de['min'] + 5}, {de['max']}], "
+        f"the logs give [{de['min']}, {de['max']}]"
+    ]
+    assert check(report, "search-totals")["checked"] > 10
+
+
+def test_catalogue_shifts_an_interval_and_a_donor_count(
+    world: World, liar: Liar, served: LiveServer
+) -> None:
+    honest = world.cat.search()
+    sex = {i["code"]: i["count"] for i in honest["facets"]["sex"]}
+    donors = honest["donors"]
+
+    def shift(query: dict[str, str], body: bytes) -> bytes:
+        if query:
+            return body  # the lie is in the unfiltered answer only
+        data = json.loads(body)
+        for item in data["facets"]["sex"]:
+            if item["code"] == "female":
+                item["count"] = {"min": item["count"]["min"] - 2, "max": item["count"]["max"] - 2}
+        data["donors"]["min"] = data["donors"]["max"]  # as if donors added up across groups
+        return json.dumps(data).encode()
+
+    liar.lie(r"/v1/search", shift)
+    code, report = audit("--catalogue", served.url)
+    assert code == 1
+    f = sex["female"]
+    assert _only(report, "search-totals") == [
+        f"search donors: search reports [{donors['max']}, {donors['max']}], "
+        f"the logs give [{donors['min']}, {donors['max']}]",
+        f"search facets.sex 'female': search reports [{f['min'] - 2}, {f['max'] - 2}], "
+        f"the logs give [{f['min']}, {f['max']}]",
+    ]
+
+
+def test_catalogue_shows_a_count_that_is_no_interval(liar: Liar, served: LiveServer) -> None:
+    """The old small-count form "<10" is no longer an answer: every count is an interval."""
+
+    def hide(query: dict[str, str], body: bytes) -> bytes:
+        if query:
+            return body  # the lie is in the unfiltered answer only
+        data = json.loads(body)
+        data["counts"]["country"][0]["count"] = "<10"
         return json.dumps(data).encode()
 
     liar.lie(r"/v1/search", hide)
     code, report = audit("--catalogue", served.url)
     assert code == 1
     assert _only(report, "search-totals") == [
-        "search counts.country 'DE': search reports '<10', but the logs give 41"
+        "search counts.country 'DE': shows '<10', not an interval {'min': int, 'max': int}"
     ]
-    assert check(report, "search-totals")["checked"] > 10

@@ -20,7 +20,7 @@ from audit.livestate import Chapters
 from protocol.canonical import canonical, digest
 from protocol.entries import make_entry
 from protocol.schema import SchemaSet
-from tests.audit.sim import SCHEMA, TIME, sample
+from tests.audit.sim import GROUP, SCHEMAS, TIME, group
 
 ORIGIN = "memo.example/biobank-node"
 BB = "bbmri-eric:ID:DE_MEMO"
@@ -50,9 +50,9 @@ def _leaf(index: int, content: dict[str, Any], signed: bytes | None) -> bytes:
             index=index,
             op="publish",
             time=TIME,
-            kind="sample",
+            kind=GROUP,
             id=str(content["id"]),
-            schema=SCHEMA.format(kind="sample"),
+            schema=SCHEMAS[GROUP],
             digest="sha256:" + hashlib.sha256(data).hexdigest(),
         )
     )
@@ -60,12 +60,13 @@ def _leaf(index: int, content: dict[str, Any], signed: bytes | None) -> bytes:
 
 def _variants() -> list[tuple[dict[str, Any], bytes | None]]:
     """(content, bytes its digest covers): None means its canonical bytes."""
-    base = sample(7, BB, COL)
+    base = group(7, BB, COL)
     orj = orjson.OPT_SORT_KEYS
     out: list[tuple[dict[str, Any], bytes | None]] = [(base, None)]
     for change in (
         {"age": {"min": 40.0, "max": 49}},
         {"period": {"from": 2010.0, "to": 2015}},
+        {"samples": 12.0},
         {"age": {"min": 2**53, "max": 2**53 + 1}},
         {"collection": COL + "e\u0301"},
         {"id": base["id"][:-1] + "\u0301"},
@@ -80,10 +81,14 @@ def _variants() -> list[tuple[dict[str, Any], bytes | None]]:
         {"use_conditions": ["DUO:0000042", "DUO:0000042"]},
         {"nonce": "0" * 31},
         {"sample_type": "WholeBlood", "storage_temperature": "warm"},
+        {"samples": {"lt": 1}},
+        {"donors": 0},
     ):
         out.append(({**base, **change}, None))  # canonical but invalid
     out.append((base, canonical({**base, "sex": "male" if base["sex"] != "male" else "female"})))
-    out.append(({**base, "id": base["id"][:-1] + "b"}, None))  # another honest sample
+    out.append(({**base, "id": base["id"][:-1] + "b"}, None))  # another honest group
+    out.append(({**base, "samples": 9, "donors": 11}, None))  # valid, but cannot be counted
+    out.append(({**base, "samples": {"lt": 20}, "donors": {"lt": 10}}, None))  # bounded
     return out
 
 
@@ -94,14 +99,14 @@ def _examine_all(check: Any, items: list[tuple[dict[str, Any], bytes | None]]) -
         try:
             leaf = _leaf(index, content, signed)
         except ValueError:  # an id with no canonical form cannot be in a leaf: digest only
-            leaf = _leaf(index, {**content, "id": "smp_" + "z" * 26}, signed)
+            leaf = _leaf(index, {**content, "id": "grp_" + "z" * 26}, signed)
         parsed = orjson.loads(orjson.dumps(content))  # as the fetcher hands it over
         out.append(examine(ORIGIN, index, leaf, parsed, check, chapters))
     return out
 
 
 def test_fast_path_equals_full_path_on_awkward_contents() -> None:
-    honest = [(sample(n, BB, COL), None) for n in range(40)]  # the memo learns these values
+    honest = [(group(n, BB, COL), None) for n in range(40)]  # the memo learns these values
     items = honest + _variants() + honest
     memo = MemoSchemaCheck()
     fast = _examine_all(memo, items)
@@ -109,18 +114,19 @@ def test_fast_path_equals_full_path_on_awkward_contents() -> None:
     assert fast == full
     # the corpus does reach both outcomes the fast path could get wrong
     assert any(e.digest_errors for e in full) and any(e.schema_error for e in full)
-    assert sum(e.combo is not None for e in full) > len(honest)
+    assert sum(e.group is not None for e in full) > len(honest)
+    assert any(e.schema_error and "cannot be counted" in e.schema_error for e in full)
     # and the memo really was used for the honest contents
     record = orjson.loads(orjson.dumps(honest[3][0]))
-    assert memo.schemas.known_digest(SCHEMA.format(kind="sample"), record) is not None
+    assert memo.schemas.known_digest(SCHEMAS[GROUP], record) is not None
 
 
-@pytest.mark.parametrize("index", range(1, 7))
+@pytest.mark.parametrize("index", range(1, 8))
 def test_unclean_content_is_never_accepted_by_the_memo(index: int) -> None:
     schemas = MemoSchemaCheck().schemas
-    sid = SCHEMA.format(kind="sample")
+    sid = SCHEMAS[GROUP]
     for n in range(5):
-        honest = sample(n, BB, COL)
+        honest = group(n, BB, COL)
         assert schemas.known_digest(sid, honest) == digest(honest)
     content, _signed = _variants()[index]
     assert schemas.known_digest(sid, orjson.loads(orjson.dumps(content))) is None

@@ -16,7 +16,7 @@ from protocol.entries import make_entry
 from protocol.note import generate_key
 from tests.audit.conftest import DE, FR, World, make_world
 from tests.audit.helpers import audit, check, failed
-from tests.audit.sim import TIME, NodeLog, node_app
+from tests.audit.sim import GROUP, TIME, NodeLog, node_app
 
 
 def _rotated(world: World, *, dual: bool) -> None:
@@ -135,7 +135,7 @@ def _other_tree(node: NodeLog) -> NodeLog:
                 index=len(fork.leaves),
                 op="withdraw",
                 time=TIME,
-                kind="sample",
+                kind=GROUP,
                 id=node.contents[5]["id"],
             )
         )

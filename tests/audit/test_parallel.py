@@ -16,7 +16,7 @@ from audit.fetcher import BUNDLE_FORMAT, BundleSource, HttpSource
 from federation.servers import live_server
 from tests.audit.conftest import make_world
 from tests.audit.liar import Liar, edit_page, mirror_path
-from tests.audit.sim import Catalogue, NodeLog
+from tests.audit.sim import GROUP, Catalogue, NodeLog
 
 
 def _write_bundle(
@@ -43,7 +43,7 @@ def _write_bundle(
         "mirrors": mirrors,
         "descriptor": {"origin": cat.origin, "verifier_key": cat.vkey},
         "checkpoint": cat.checkpoint(),
-        "search": cat.search(),
+        "searches": cat.searches(),
     }
     (path / "bundle.json").write_text(json.dumps(meta))
 
@@ -55,7 +55,8 @@ def _faulty_world() -> tuple[Catalogue, dict[str, tuple[list[bytes], list[Any]]]
     de, fr = world.de, world.fr
     if "nonce" in de.contents[0]:
         raise AssertionError("leaf 0 should be the biobank record")
-    de.publish("sample", {**de.contents[1], "id": "smp_" + "z" * 26, "sex": "Blut"})
+    de.publish(GROUP, {**de.contents[1], "id": "grp_" + "z" * 26, "sex": "Blut"})
+    de.publish(GROUP, {**de.contents[1], "id": "grp_" + "y" * 26, "samples": 3, "donors": 12})
     world.cat.harvest(de)
     leaves, contents = list(de.leaves), [None if c is None else dict(c) for c in de.contents]
     contents[5]["sex"] = "male" if contents[5]["sex"] == "female" else "female"  # digest
@@ -102,7 +103,8 @@ def test_parallel_report_equals_serial_report_on_honest_bundle(
     node = NodeLog.create("big.example/biobank-node", "DE")
     cat.enrol(node)
     node.seed(60)
-    node.withdraw("sample", node.contents[4]["id"])
+    node.withdraw(GROUP, node.contents[4]["id"])
+    node.republish(node.contents[7]["id"], samples=40, donors=31)
     node.rotate_key()
     node.seed(5, start=60)
     cat.harvest(node, node.checkpoint(keys=node.signer_keys[-2:]))
@@ -182,8 +184,8 @@ def test_parallel_http_report_equals_serial_on_faulty_mirrors(
     """Workers fetch the mirror pages themselves: faults, a mirror short of its checkpoint."""
     monkeypatch.setattr(audit.checks, "CHUNK", 7)
     cat, served = _faulty_world()
-    honest = cat.search()
-    monkeypatch.setattr(cat, "search", lambda: honest)
+    honest = cat.searches()
+    monkeypatch.setattr(cat, "search", lambda query="": honest[query])
     for origin, (leaves, contents) in served.items():
         cat.mirrors[origin].leaves, cat.mirrors[origin].contents = leaves, contents
     with live_server(cat.app()) as server:

@@ -31,6 +31,7 @@ def test_honest_catalogue_passes_every_check(served: LiveServer, tmp_path: Path)
     ):
         assert check(report, name)["status"] == "ok", name
     assert check(report, "node-tree")["checked"] >= 4
+    assert report["facts"]["live sample groups"] == 41 + 5  # DE: 42 published, 1 withdrawn
     saved = AuditState.load(state)
     assert saved is not None and saved.size == 5
 
