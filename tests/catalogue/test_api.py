@@ -174,7 +174,7 @@ def test_mirror_serves_the_node_log_with_proofs(client: httpx.Client, serve: Any
 def test_node_list_shows_rejections_alerts_and_lag(client: httpx.Client, serve: Any) -> None:
     sim = NodeSimulator()
     sim.populate(3)
-    sim.publish("sample", {**sim.contents[-1], "sample_type": "Blut"})
+    sim.publish("sample-group", {**sim.contents[-1], "sample_type": "Blut"})
     serve(sim)
     client.post("/v1/admin/nodes", json={"url": sim.url, "key": sim.verifier_key}, headers=AUTH)
     harvest(client)

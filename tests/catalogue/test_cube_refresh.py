@@ -16,7 +16,7 @@ from catalogue.models import combos
 from catalogue.ownlog import append
 from catalogue.search import CubeCache, Vocabulary, parse_filters, search
 from tests.catalogue.conftest import Catalogue, database
-from tests.catalogue.simulator import NodeSimulator, sample_id
+from tests.catalogue.simulator import NodeSimulator, group_id
 
 BB, COL = "bbmri-eric:ID:DE_R", "bbmri-eric:ID:DE_R:collection:main"
 QUERIES: list[dict[str, list[str]]] = [
@@ -61,7 +61,7 @@ def test_refresh_reads_only_what_changed_and_equals_a_full_load(
         use_conditions=["DUO:0000006"],
     )
     for n in range(100, 115):
-        sim.withdraw("sample", sample_id(n))
+        sim.withdraw("sample-group", group_id(n))
     biobank = next(c for c in sim.contents if c and c.get("id") == BB)
     sim.publish("biobank", {**biobank, "country": "FR"})
     assert catalogue.harvest()[sim.origin].ok

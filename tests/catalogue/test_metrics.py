@@ -29,7 +29,7 @@ def _federation(catalogue: Catalogue, serve: Any) -> dict[str, NodeSimulator]:
     bad = sample(
         99, biobank="bbmri-eric:ID:DE_SIM", collection="bbmri-eric:ID:DE_SIM:collection:main"
     )
-    good.publish("sample", {**bad, "sample_type": "Blut"})
+    good.publish("sample-group", {**bad, "sample_type": "Blut"})
     liar.populate(3)
     gone.populate(2)
     for sim in (good, liar):

@@ -226,7 +226,7 @@ def api(
         if not any(c and c.get("id") == col for c in sim.contents):
             sim.publish("collection", {"id": col, "biobank": bb, "name": col})
     for origin, record in _samples():
-        sims[origin].publish("sample", record)
+        sims[origin].publish("sample-group", record)
     with ExitStack() as stack:
         url = stack.enter_context(database(request.param, tmp, request))
         for sim in sims.values():

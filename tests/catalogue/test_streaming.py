@@ -130,7 +130,7 @@ def test_interrupted_step_resumes_from_last_stored_chunk(
 ) -> None:
     sim = NodeSimulator()
     sim.populate(3 * CHUNK + 48)
-    sim.withdraw("sample", sim.contents[7]["id"])  # type: ignore[index]
+    sim.withdraw("sample-group", sim.contents[7]["id"])  # type: ignore[index]
     serve(sim)
     chunked.enrol(sim, sim.url)
     fail_from(sim, 250)
