@@ -47,7 +47,7 @@ def test_content_altered_after_signing(trusted: Any) -> None:
     sim.populate(3, start=5)
     sim.contents[-1] = {**sim.contents[-1], "sex": "male"}
     error, row = attempt(cat, sim)
-    assert error.startswith("DigestMismatch: sim.example/biobank-node: leaf 9 (smp_")
+    assert error.startswith("DigestMismatch: sim.example/biobank-node: leaf 9 (grp_")
     assert "does not match the entry's sha256:" in error
     assert row.state == "active" and dump(cat.engine) == before
 

@@ -11,11 +11,11 @@ import random
 from typing import Any
 
 import pytest
+from catalogue.search.privacy import protected_counts
 
 from catalogue.search.codes import Vocabulary
 from catalogue.search.cube import Combo
 from catalogue.search.filters import parse_filters
-from catalogue.search.privacy import protected_counts
 from catalogue.search.tally_arrays import build, places, tally
 from catalogue.search.tally_reference import predicates
 from catalogue.search.tally_reference import tally as reference_tally

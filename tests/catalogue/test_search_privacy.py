@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from catalogue.search.privacy import bound, protected_counts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +29,6 @@ from catalogue.harvest import Harvester
 from catalogue.search.codes import Vocabulary
 from catalogue.search.cube import Combo
 from catalogue.search.filters import Filters
-from catalogue.search.privacy import bound, protected_counts
 from catalogue.search.tally_reference import predicates, tally
 from federation.servers import live_server
 from tests.catalogue.conftest import DB_PARAMS, database, make_settings
