@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 __all__ = ["SearchResponse"]
 
+
 class Count(BaseModel):
     """An interval sum over the matching sample groups; exact when min == max."""
 
