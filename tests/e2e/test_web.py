@@ -39,8 +39,10 @@ def id_part(code: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", lambda m: f"_{ord(m.group(0)):x}", code)
 
 
-def shown(count: dict[str, int]) -> str:
-    """A count interval as the English page shows it: the number when exact, else a range."""
+def shown(count: dict[str, int] | int) -> str:
+    """A count as the English page shows it: the number when exact, else a range."""
+    if isinstance(count, int):
+        return f"{count:,}"
     if count["min"] == count["max"]:
         return f"{count['max']:,}"
     return f"{count['min']:,}–{count['max']:,}"
@@ -64,12 +66,11 @@ def wait_results(page: Any, query: str) -> None:
     )
 
 
-def numeric_facet(site: Site, facet: str, params: Any = None) -> str:
-    """A code of `facet` with an exact count, the largest first."""
+def facet_code(site: Site, facet: str, params: Any = None) -> str:
+    """The code of `facet` with the largest count."""
     rows = site.api("/v1/search", params)["facets"][facet]
-    exact = [r for r in rows if r["count"]["min"] == r["count"]["max"] > 0]
-    assert exact, f"the test data has no {facet} facet with an exact count: {rows}"
-    return str(exact[0]["code"])
+    assert rows, f"the test data has no {facet} facet"
+    return str(rows[0]["code"])
 
 
 def test_search_from_landing_through_filters_to_a_card(
@@ -80,10 +81,10 @@ def test_search_from_landing_through_filters_to_a_card(
     assert page.locator("#total").inner_text() == f"{shown(everything['total'])} samples match"
     page.screenshot(path=str(output_dir / "web-landing.png"))
 
-    stype = numeric_facet(web_site, "sample_type")
+    stype = facet_code(web_site, "sample_type")
     page.locator(f"#f-sample_type-{id_part(stype)}").check()
     wait_results(page, urlencode({"sample_type": stype}))
-    sex = numeric_facet(web_site, "sex", {"sample_type": stype})
+    sex = facet_code(web_site, "sex", {"sample_type": stype})
     page.locator(f"#f-sex-{id_part(sex)}").check()
     query = urlencode([("sample_type", stype), ("sex", sex)])
     wait_results(page, query)
@@ -133,7 +134,7 @@ def test_language_switch_changes_labels_and_survives_reload(
 ) -> None:
     open_search(page, web_site)
     assert page.locator("html").get_attribute("lang") == "en"
-    stype = numeric_facet(web_site, "sample_type")
+    stype = facet_code(web_site, "sample_type")
     labels = {c["code"]: c for c in web_site.api("/v1/codelists/sample-type")["codes"]}
     checkbox_label = page.locator(f"label[for='f-sample_type-{id_part(stype)}'] .opt-label")
     assert checkbox_label.inner_text().lower() == labels[stype]["en"].lower()
@@ -158,8 +159,8 @@ def test_language_switch_changes_labels_and_survives_reload(
 
 
 def test_shared_url_restores_the_search_and_back_forward_work(page: Any, web_site: Site) -> None:
-    stype = numeric_facet(web_site, "sample_type")
-    country = numeric_facet(web_site, "country", {"sample_type": stype})
+    stype = facet_code(web_site, "sample_type")
+    country = facet_code(web_site, "country", {"sample_type": stype})
     params = [("sample_type", stype), ("country", country), ("age_min", "18")]
     query = urlencode(params)
     open_search(page, web_site, query)
@@ -339,7 +340,7 @@ def test_every_control_is_labelled_and_keyboard_reachable(page: Any, web_site: S
     assert nameless == []
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.className") == "skip-link"
-    stype = numeric_facet(web_site, "sample_type")
+    stype = facet_code(web_site, "sample_type")
     checkbox = page.locator(f"#f-sample_type-{id_part(stype)}")
     checkbox.focus()
     page.keyboard.press("Space")
