@@ -13,7 +13,7 @@ export const STRINGS = {
     "nav.nodes": "Partner nodes",
     "nav.verify": "How verification works",
     "lang.group": "Language",
-    "footer": "Counts come from signed partner logs verified by this catalogue. Counts below a partner's privacy threshold are shown as bounds, such as “<10”.",
+    "footer": "Counts come from signed partner logs verified by this catalogue. A range such as “12–40” means some sample groups of fewer than k donors publish only a bound.",
     "search.title": "Find biobank samples across borders",
     "search.intro": "Filter by sample, donor and diagnosis. Every count comes from a signed, verified partner log.",
     "filters.title": "Filters",
@@ -156,7 +156,7 @@ export const STRINGS = {
     "verify.s4.title": "4. Anyone can audit",
     "verify.s4.body": "The catalogue publishes its own signed log and a copy of every partner log. The independent auditor program (biobank-audit) re-checks all signatures and proofs and compares the search counts with the records, without trusting the catalogue.",
     "verify.s5.title": "What the marks on this page mean",
-    "verify.s5.body": "“Source … checkpoint size … verified …” tells you which partner log a result came from and when the catalogue last verified it. “Stale” means the partner has not been reached recently. “Alert” means a check failed. “<10” means fewer than ten: small counts are hidden to protect donors' privacy.",
+    "verify.s5.body": "“Source … checkpoint size … verified …” tells you which partner log a result came from and when the catalogue last verified it. “Stale” means the partner has not been reached recently. “Alert” means a check failed. A range such as “12–40” means the exact count is somewhere between: a sample group of fewer than k donors publishes only a bound, to protect donors' privacy.",
   },
   zh: {
     "brand": "生物样本库联邦目录",
@@ -166,7 +166,7 @@ export const STRINGS = {
     "nav.nodes": "合作节点",
     "nav.verify": "验证原理",
     "lang.group": "语言",
-    "footer": "所有计数均来自本目录已验证的合作方签名日志。低于合作方隐私阈值的计数以范围显示，例如“少于10”。",
+    "footer": "所有计数均来自本目录已验证的合作方签名日志。范围（例如“12–40”）表示部分样本组的捐献者少于 k 人，只公布上限。",
     "search.title": "跨境查找生物样本",
     "search.intro": "按样本、供者和诊断筛选。每个计数都来自经过签名和验证的合作方日志。",
     "filters.title": "筛选条件",
@@ -309,7 +309,7 @@ export const STRINGS = {
     "verify.s4.title": "4. 任何人都可以审计",
     "verify.s4.body": "目录公开自己的签名日志以及每个合作方日志的副本。独立的审计程序（biobank-audit）会重新核查所有签名和证明，并将搜索计数与记录进行比对，而无需信任目录。",
     "verify.s5.title": "本页标记的含义",
-    "verify.s5.body": "“来源 … 检查点大小 … 验证于 …”说明结果来自哪个合作方日志，以及目录最近一次验证的时间。“数据过期”表示近期未能联系到该合作方。“警报”表示某项核查未通过。“少于10”表示不足十个：为保护供者隐私，较小的计数不会精确显示。",
+    "verify.s5.body": "“来源 … 检查点大小 … 验证于 …”说明结果来自哪个合作方日志，以及目录最近一次验证的时间。“数据过期”表示近期未能联系到该合作方。“警报”表示某项核查未通过。范围（例如“12–40”）表示确切数字介于两者之间：捐献者少于 k 人的样本组只公布上限，以保护捐献者隐私。",
   },
 };
 
