@@ -185,7 +185,7 @@ def _declared_collections(
 ) -> list[tuple[int, dict[str, Any]]]:
     """Collection records with no live groups that match the filters on their own attributes."""
     active = list(node_rows)
-    with_samples = cube.with_samples
+    with_groups = cube.with_groups
     countries = {
         (r.node_id, r.record_id): r.country
         for r in conn.execute(
@@ -200,7 +200,7 @@ def _declared_collections(
             records.c.kind == "collection", records.c.node_id.in_(active)
         )
     ):
-        if (r.node_id, r.record_id) in with_samples:
+        if (r.node_id, r.record_id) in with_groups:
             continue
         content = orjson.loads(r.content)
         country = countries.get((r.node_id, content.get("biobank"))) or node_rows[r.node_id].country

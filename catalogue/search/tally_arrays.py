@@ -91,13 +91,13 @@ class ArrayCube:
     multi: dict[str, Multi]
     place: Ints  # row -> index into `places`
     places: list[tuple[int, str, str | None, str]]  # (node, biobank, country, collection)
-    with_samples: frozenset[tuple[int, str]] = frozenset()  # (node, collection) with groups
+    with_groups: frozenset[tuple[int, str]] = frozenset()  # (node, collection) with groups
     targets: dict[str, _Target] = field(default_factory=dict)
 
     def index(self) -> ArrayCube:
         """Derive what the searches read besides the columns (after building or changing)."""
         counted = np.bincount(self.place[self.counts["n_max"] > 0], minlength=len(self.places)) > 0
-        self.with_samples = frozenset(
+        self.with_groups = frozenset(
             (p[0], p[3]) for p, ok in zip(self.places, counted.tolist(), strict=True) if ok
         )
         self.targets = _targets(self)
