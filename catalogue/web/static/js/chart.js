@@ -52,7 +52,7 @@ export function barChart(title, items) {
       s("text", { x: LABEL_W - 8, y: y + ROW / 2, class: "bar-label", "text-anchor": "end",
         "dominant-baseline": "middle" }, clip(row.label, 20)),
       bound ? s("rect", { x: LABEL_W, y: y + 4, width, height: ROW - 8, rx: 3,
-        class: "range", style: `fill: url(#${id}-hatch)` }) : null,
+        class: "range", fill: `url(#${id}-hatch)` }) : null,
       s("rect", { x: LABEL_W, y: y + 4, width: solid, height: ROW - 8, rx: 3 }),
       s("text", { x: LABEL_W + width + 6, y: y + ROW / 2, class: "bar-value",
         "dominant-baseline": "middle" }, fmtCount(row.value))));
