@@ -213,29 +213,20 @@ def index_step(
         touched |= apply_groups(conn, node_id, changes[GROUP], combo_ids, vocab)
         countries = countries or bool(changes["biobank"] or changes[GROUP])
     changed = stamp()
-    executemany(
-        conn,
-        "UPDATE combos SET"
-        + ",".join(
-            f" {col} = (SELECT COALESCE({agg}(g.{src}), 0) FROM sample_groups g"
-            " WHERE g.combo_id = combos.id)"
-            for col, agg, src in _SUMS
-        )
-        + ", changed = ? WHERE id = ?",
-        [(changed, cid) for cid in sorted(touched)],
-    )
+    executemany(conn, _RECOUNT, [(changed, cid) for cid in sorted(touched)])
     if countries:
         refresh_countries(conn, node_id, country, changed)
 
 
-# each combo count from its groups' bounds: samples add up, donors are at least the largest
+# a combo's counts from its groups' bounds: samples add up, donors are at least the largest
 # group's lower bound and at most the sum of the upper bounds
-_SUMS = (
-    ("n_min", "SUM", "s_min"),
-    ("n_max", "SUM", "s_max"),
-    ("d_min", "MAX", "d_min"),
-    ("d_max", "SUM", "d_max"),
-)
+_RECOUNT = """UPDATE combos SET
+ n_min = (SELECT COALESCE(SUM(g.s_min), 0) FROM sample_groups g WHERE g.combo_id = combos.id),
+ n_max = (SELECT COALESCE(SUM(g.s_max), 0) FROM sample_groups g WHERE g.combo_id = combos.id),
+ d_min = (SELECT COALESCE(MAX(g.d_min), 0) FROM sample_groups g WHERE g.combo_id = combos.id),
+ d_max = (SELECT COALESCE(SUM(g.d_max), 0) FROM sample_groups g WHERE g.combo_id = combos.id),
+ changed = ?
+WHERE id = ?"""
 
 
 def apply_groups(
