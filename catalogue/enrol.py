@@ -14,13 +14,14 @@ from catalogue.errors import EnrolmentError, UnknownNode
 from catalogue.harvest.fetcher import NodeFetcher
 from catalogue.models import alerts, nodes
 from catalogue.ownlog import CatalogueKey, append
-from catalogue.search.privacy import DEFAULT_K
 from protocol.entries import utc_now
 from protocol.errors import ConfigError
 from protocol.note import Verifier
 from protocol.tls import client_tls
 
-__all__ = ["clear_halt", "enrol", "fetch_descriptor", "policy_k", "retire"]
+__all__ = ["DEFAULT_K", "clear_halt", "enrol", "fetch_descriptor", "policy_k", "retire"]
+
+DEFAULT_K = 10  # a node whose descriptor states no k
 
 
 async def fetch_descriptor(

@@ -133,7 +133,8 @@ class CatalogueCollector(Collector):
         )
         rejected = _counter(
             "biobank_catalogue_node_rejections",
-            "Records of the node's accepted log kept out of the index (schema rejections).",
+            "Records of the node's accepted log kept out of the index (schema or policy "
+            "rejections).",
         )
         for r in rows:
             node = [r["origin"]]

@@ -1,10 +1,10 @@
 """Database tables (SQLAlchemy Core): nodes, mirrored logs, the search cube, the own log.
 
-Search index design ("cube"): samples with identical coded attributes collapse into one
-`combos` row with a count `n`; `samples` maps each live sample id to its combo so that a
-withdraw or re-publish can decrement the right row. Multi-valued attributes (diagnoses,
-use conditions, dataset types) live in small side tables keyed by combo. Facets then
-aggregate over combos (thousands of rows) instead of samples (millions).
+Search index design ("cube"): sample groups with identical coded attributes collapse into
+one `combos` row carrying interval sums of their counts (samples `n_min`..`n_max`, donors
+`d_min`..`d_max`); `sample_groups` maps each live group id to its combo and its published bounds,
+so that a withdraw or re-publish recomputes the right row. Multi-valued attributes
+(diagnoses, use conditions, dataset types) live in small side tables keyed by combo.
 """
 
 from __future__ import annotations
@@ -115,8 +115,13 @@ combos = Table(
     Column("age_max", Integer),
     Column("year_from", Integer),
     Column("year_to", Integer),
-    Column("n", BigInteger, nullable=False, default=0),
-    # the size of the catalogue's own log once the step that last changed `n` or `country`
+    # interval sums over the combo's groups: samples add up; donors are at least the largest
+    # group's lower bound and at most the sum of upper bounds (one donor may be in several)
+    Column("n_min", BigInteger, nullable=False, default=0),
+    Column("n_max", BigInteger, nullable=False, default=0),
+    Column("d_min", BigInteger, nullable=False, default=0),
+    Column("d_max", BigInteger, nullable=False, default=0),
+    # the size of the catalogue's own log once the step that last changed its counts or `country`
     # was accepted: every server's search index reads only the combos changed since the size
     # it holds (catalogue.search.cache); null for combos no accepted step has counted yet
     Column("changed", BigInteger),
@@ -152,15 +157,20 @@ combo_datasets = Table(
 )
 Index("ix_combo_datasets", combo_datasets.c.combo_id)
 
-samples = Table(
-    "samples",
+sample_groups = Table(  # live sample groups: the combo each counts in and its published bounds
+    "sample_groups",
     metadata,
     Column("node_id", Integer, primary_key=True),
-    Column("sample_id", String(64), primary_key=True),
+    Column("group_id", String(64), primary_key=True),
     Column("idx", BigInteger, nullable=False),
     Column("combo_id", Integer, nullable=False),
+    Column("s_min", BigInteger, nullable=False),
+    Column("s_max", BigInteger, nullable=False),
+    Column("d_min", BigInteger, nullable=False),
+    Column("d_max", BigInteger, nullable=False),
     sqlite_with_rowid=False,  # one B-tree (the key) instead of a rowid table plus its index
 )
+Index("ix_sample_groups_combo", sample_groups.c.combo_id)
 
 rejections = Table(
     "rejections",

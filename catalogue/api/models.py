@@ -8,7 +8,12 @@ from pydantic import BaseModel
 
 __all__ = ["SearchResponse"]
 
-Count = int | str  # a number, or "<k" when below the node's k threshold
+
+class Count(BaseModel):
+    """An interval sum over the matching sample groups; exact when min == max."""
+
+    min: int
+    max: int
 
 
 class CodeCount(BaseModel):
@@ -46,7 +51,7 @@ class CollectionItem(BaseModel):
     design: list[str]
     samples: Count | None
     declared_size: int | None
-    count_source: Literal["samples", "declared"]
+    count_source: Literal["groups", "declared"]
     provenance: Provenance
 
 
@@ -90,6 +95,7 @@ class Facets(BaseModel):
 class SearchResponse(BaseModel):
     query: dict[str, Any]
     total: Count
+    donors: Count
     counts: Counts
     facets: Facets
     biobanks: BiobankPage

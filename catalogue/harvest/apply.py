@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, select
 
 from catalogue.db import add_leaf_records, bulk_insert, write_tx
 from catalogue.errors import FetchError
-from catalogue.harvest.index import StepCombos, combo_hash, combo_key, index_step
+from catalogue.harvest.index import index_step
 from catalogue.harvest.refusals import count_refusal
 from catalogue.models import (
     alerts,
@@ -73,8 +73,6 @@ class Chunk:
     node_id: int
     rows: list[tuple[Any, ...]] = field(default_factory=list)  # in LEAF_COLUMNS order
     rejected: list[dict[str, Any]] = field(default_factory=list)
-    combos: list[bytes | None] = field(default_factory=list)  # combo_hash of each row's sample
-    keys: dict[bytes, tuple[Any, ...]] = field(default_factory=dict)  # combo_hash -> key
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -85,7 +83,6 @@ class Chunk:
         kind, rid = entry.get("kind", ""), entry.get("id", "")
         raw = None if v.content is None else orjson.dumps(v.content).decode()
         self.rows.append((self.node_id, v.index, v.leaf, v.leaf_hash, kind, rid, raw))
-        h = None
         if v.problems:
             self.rejected.append(
                 {
@@ -96,11 +93,6 @@ class Chunk:
                     "problems": orjson.dumps([str(p) for p in v.problems]).decode(),
                 }
             )
-        elif kind == "sample" and v.content is not None:  # keyed here, off the write lock
-            key = combo_key(v.content)
-            h = combo_hash(key)
-            self.keys[h] = key
-        self.combos.append(h)
 
 
 def _check_position(conn: Connection, pos: Position) -> None:
@@ -122,12 +114,10 @@ def _check_position(conn: Connection, pos: Position) -> None:
         )
 
 
-def _store(conn: Connection, chunk: Chunk, combos: StepCombos) -> None:
+def _store(conn: Connection, chunk: Chunk) -> None:
     bulk_insert(conn, leaves, LEAF_COLUMNS, chunk.rows)
     if chunk.rejected:
         conn.execute(rejections.insert(), chunk.rejected)
-    if chunk.rows:
-        combos.add(conn, chunk.rows[0][1], chunk.combos, chunk.keys, Vocabulary.default())
 
 
 def commit_chunk(
@@ -138,14 +128,11 @@ def commit_chunk(
     size: int,
     compact: dict[str, Any],
     checkpoint: str,
-    combos: StepCombos,
 ) -> Position:
-    """Store a verified chunk ending at `size` as staged (invisible); the new position.
-
-    The combos its samples count in are added too, counting nothing until the final commit."""
+    """Store a verified chunk ending at `size` as staged (invisible); the new position."""
     with write_tx(engine) as conn:
         _check_position(conn, pos)
-        _store(conn, chunk, combos)
+        _store(conn, chunk)
         conn.execute(harvest_staging.delete().where(harvest_staging.c.node_id == pos.node_id))
         conn.execute(
             harvest_staging.insert().values(
@@ -164,13 +151,12 @@ def commit_final(
     pos: Position,
     chunk: Chunk,
     state: TrustedState,
-    combos: StepCombos,
 ) -> None:
     """The step is verified: store the last chunk, index the whole step, accept the checkpoint
     and append a catalogue-log leaf, atomically."""
     with write_tx(engine) as conn:
         _check_position(conn, pos)
-        _store(conn, chunk, combos)
+        _store(conn, chunk)
         add_leaf_records(
             conn,
             leaves.c.node_id == pos.node_id,
@@ -184,7 +170,6 @@ def commit_final(
             state.size,
             country=pos.country,
             vocab=Vocabulary.default(),
-            known=combos,
             stamp=lambda: reserve(conn, key),
         )
         now = utc_now()
@@ -209,18 +194,17 @@ def commit_final(
 
 def discard_staging(conn: Connection, node_id: int) -> None:
     """Forget a step in progress: its stored leaves and rejections above `tree_size`, and the
-    combos it added."""
+    node's combos that count nothing."""
     size = conn.execute(select(nodes.c.tree_size).where(nodes.c.id == node_id)).scalar_one()
     conn.execute(leaves.delete().where(leaves.c.node_id == node_id, leaves.c.idx >= size))
     conn.execute(
         rejections.delete().where(rejections.c.node_id == node_id, rejections.c.idx >= size)
     )
     conn.execute(harvest_staging.delete().where(harvest_staging.c.node_id == node_id))
-    # and the combos its chunks added that count no sample (nor do any others of the node)
-    unused = select(combos.c.id).where(combos.c.node_id == node_id, combos.c.n == 0)
+    unused = select(combos.c.id).where(combos.c.node_id == node_id, combos.c.n_max == 0)
     for side in (combo_diagnoses, combo_uses, combo_datasets):
         conn.execute(side.delete().where(side.c.combo_id.in_(unused)))
-    conn.execute(combos.delete().where(combos.c.node_id == node_id, combos.c.n == 0))
+    conn.execute(combos.delete().where(combos.c.node_id == node_id, combos.c.n_max == 0))
 
 
 def record_unchanged(engine: Engine, node_id: int, size: int) -> None:

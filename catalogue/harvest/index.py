@@ -1,10 +1,8 @@
-"""Apply verified record changes of one node to the search index (records and the cube)."""
+"""Apply verified record changes of one node to the search index (records, groups, combos)."""
 
 from __future__ import annotations
 
 import hashlib
-from array import array
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,7 +15,6 @@ from sqlalchemy import (
     case,
     func,
     literal,
-    or_,
     select,
     text,
 )
@@ -30,24 +27,33 @@ from catalogue.models import (
     combos,
     leaf_records,
     leaves,
+    nodes,
     records,
     rejections,
-    samples,
+    sample_groups,
 )
 from catalogue.search.codes import Vocabulary
+from protocol.entries import KINDS
 
-__all__ = ["StepCombos", "combo_hash", "combo_key", "index_step"]
+__all__ = [
+    "GROUP",
+    "apply_groups",
+    "combo_hash",
+    "combo_key",
+    "count_interval",
+    "group_problems",
+    "index_step",
+]
 
-# change per record: (leaf index, content) to publish, or None to remove from the index;
-# for samples the content is replaced by its combo id
+# change per record: (leaf index, content) to publish, or None to remove from the index
 Change = tuple[int, Any] | None
+GROUP = "sample-group"
 _CHUNK = 500
 _BATCH = 5000  # leaves read back per query while a step is indexed
-_SEEN_BITS = 1 << 24  # 2 MiB filter of sample ids already indexed in a fresh step
 
 
 def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:
-    """The coded attributes that make samples interchangeable for counting."""
+    """The coded attributes that make sample groups interchangeable for counting."""
     age = s.get("age") or {}
     per = s.get("period") or {}
     diags = tuple(sorted((d["system"], d["code"]) for d in s.get("diagnoses") or ()))
@@ -99,6 +105,25 @@ def apply_records(conn: Connection, node_id: int, kind: str, changes: dict[str, 
         conn.execute(records.insert(), rows)
 
 
+def count_interval(value: Any) -> tuple[int, int]:
+    """The interval a published count states: exact ``n`` -> (n, n); ``{"lt": B}`` ->
+    (1, B - 1) (a published group is not empty)."""
+    if isinstance(value, dict):
+        return 1, int(value["lt"]) - 1
+    return int(value), int(value)
+
+
+def group_problems(group: dict[str, Any], k: int) -> list[str]:
+    """Why a schema-valid group breaks the node's declared policy (empty: it does not)."""
+    samples, donors = group.get("samples"), group.get("donors")
+    problems = []
+    if isinstance(donors, int) and donors < k:
+        problems.append(f"exact donors {donors} below the node's k = {k}")
+    if isinstance(samples, int) and isinstance(donors, int) and samples < donors:
+        problems.append(f"exact samples {samples} fewer than its donors {donors}")
+    return problems
+
+
 def index_step(
     conn: Connection,
     node_id: int,
@@ -107,23 +132,20 @@ def index_step(
     *,
     country: str | None,
     vocab: Vocabulary,
-    known: StepCombos | None = None,
     stamp: Callable[[], int],
 ) -> None:
     """Index the stored leaves [start, end) of a verified step, in batches (bounded memory).
 
     The latest leaf of each record wins: publish indexes its content (unless erased or
-    rejected), withdraw removes the record and erases the content of its earlier leaves.
-    `known`: the combos of the sample leaves this run stored (from `known.start` on); their
-    contents are not read back. Leaves staged by an interrupted run are read and keyed here.
+    rejected), withdraw removes the record and erases the content of its earlier leaves. A
+    group breaking the node's declared k (`group_problems`) is rejected here.
     `stamp`: called once, just before the combos' counts change, it returns the size the
     catalogue's own log will have when this transaction commits (`combos.changed`).
     """
-    seen = bytearray(_SEEN_BITS // 8) if start == 0 else None
-    combo_ids = known.combo_ids(conn) if known else ComboIds(conn, node_id)
-    known_from = known.start if known else end
-    delta: Counter[int] = Counter()  # change of each combo's count, applied once at the end
-    touched = False
+    k = int(conn.execute(select(nodes.c.k).where(nodes.c.id == node_id)).scalar_one())
+    combo_ids = ComboIds(conn, node_id)
+    touched: set[int] = set()  # combos whose groups changed
+    countries = False
     for lo in range(start, end, _BATCH):
         hi = min(lo + _BATCH, end)
         rejected = set(
@@ -133,51 +155,46 @@ def index_step(
                 )
             ).scalars()
         )
-        # the leaf of an erased or withdrawn entry (to tell which); the content only where
-        # it is needed: records, and samples whose combo is not known yet
+        # the leaf of an erased or withdrawn entry (to tell which), else the content
         q = (
             select(
                 leaves.c.idx,
                 leaves.c.kind,
                 leaves.c.record_id,
                 case((leaves.c.content.is_(None), leaves.c.leaf), else_=None),
-                case(
-                    (or_(leaves.c.kind != "sample", leaves.c.idx < known_from), leaves.c.content),
-                    else_=None,
-                ),
+                leaves.c.content,
             )
             .where(leaves.c.node_id == node_id, leaves.c.idx >= lo, leaves.c.idx < hi)
             .order_by(leaves.c.idx)
         )
-        changes: dict[str, dict[str, Change]] = {"biobank": {}, "collection": {}, "sample": {}}
+        changes: dict[str, dict[str, Change]] = {kind: {} for kind in KINDS}
         erase: dict[tuple[str, str], int] = {}
-        unkeyed: dict[str, bytes] = {}  # sample id -> combo hash, for staged samples
-        new_keys: dict[bytes, tuple[Any, ...]] = {}
+        refused: list[dict[str, Any]] = []
         for idx, kind, rid, gone, content in conn.execute(q):
-            if not kind:
-                continue  # rotate-key: no record
+            if kind not in changes:
+                continue  # rotate-key (no record), or a kind no schema knows (rejected)
             if gone is not None:
                 changes[kind][rid] = None  # withdrawn, or erased at the node
                 if orjson.loads(gone)["op"] == "withdraw":
                     erase[(kind, rid)] = idx
             elif idx in rejected:
                 changes[kind][rid] = None
-            elif kind != "sample":
-                changes[kind][rid] = (idx, orjson.loads(content))
-            elif idx >= known_from:
-                changes[kind][rid] = (idx, known.combo_of(idx))  # type: ignore[union-attr]
             else:
-                key = combo_key(orjson.loads(content))
-                h = combo_hash(key)
-                new_keys[h] = key
-                unkeyed[rid] = h
-                changes[kind][rid] = (idx, 0)
-        if new_keys:
-            combo_ids.ensure(conn, new_keys, vocab)
-            for rid, h in unkeyed.items():
-                ch = changes["sample"][rid]
-                if ch is not None and ch[1] == 0:
-                    changes["sample"][rid] = (ch[0], combo_ids.ids[h])
+                record = orjson.loads(content)
+                problems = group_problems(record, k) if kind == GROUP else []
+                changes[kind][rid] = None if problems else (idx, record)
+                if problems:
+                    refused.append(
+                        {
+                            "node_id": node_id,
+                            "idx": idx,
+                            "kind": kind,
+                            "record_id": rid,
+                            "problems": orjson.dumps(problems).decode(),
+                        }
+                    )
+        if refused:
+            conn.execute(rejections.insert(), refused)
         if erase:
             earlier = select(leaf_records.c.idx).where(
                 leaf_records.c.node_id == node_id,
@@ -189,73 +206,81 @@ def index_step(
                 leaves.update()
                 .where(leaves.c.node_id == node_id, leaves.c.idx.in_(earlier.scalar_subquery()))
                 .values(content=None),
-                [{"k": k, "r": r, "w": w} for (k, r), w in erase.items()],
+                [{"k": kind, "r": r, "w": w} for (kind, r), w in erase.items()],
             )
         apply_records(conn, node_id, "biobank", changes["biobank"])
         apply_records(conn, node_id, "collection", changes["collection"])
-        check = None
-        if seen is not None:  # fresh log: look up only ids an earlier batch may have indexed
-            check = []
-            for sid in changes["sample"]:
-                bit = hash(sid) & (_SEEN_BITS - 1)
-                if seen[bit >> 3] & (1 << (bit & 7)):
-                    check.append(sid)
-                seen[bit >> 3] |= 1 << (bit & 7)
-        apply_samples(conn, node_id, changes["sample"], check=check, delta=delta)
-        touched = touched or bool(changes["biobank"] or changes["sample"])
+        touched |= apply_groups(conn, node_id, changes[GROUP], combo_ids, vocab)
+        countries = countries or bool(changes["biobank"] or changes[GROUP])
     changed = stamp()
-    executemany(
-        conn,
-        "UPDATE combos SET n = n + ?, changed = ? WHERE id = ?",
-        [(d, changed, cid) for cid, d in delta.items() if d],
-    )
-    if touched:
+    executemany(conn, _RECOUNT, [(changed, cid) for cid in sorted(touched)])
+    if countries:
         refresh_countries(conn, node_id, country, changed)
 
 
-def apply_samples(
+# a combo's counts from its groups' bounds: samples add up, donors are at least the largest
+# group's lower bound and at most the sum of the upper bounds
+_RECOUNT = """UPDATE combos SET
+ n_min = (SELECT COALESCE(SUM(g.s_min), 0) FROM sample_groups g WHERE g.combo_id = combos.id),
+ n_max = (SELECT COALESCE(SUM(g.s_max), 0) FROM sample_groups g WHERE g.combo_id = combos.id),
+ d_min = (SELECT COALESCE(MAX(g.d_min), 0) FROM sample_groups g WHERE g.combo_id = combos.id),
+ d_max = (SELECT COALESCE(SUM(g.d_max), 0) FROM sample_groups g WHERE g.combo_id = combos.id),
+ changed = ?
+WHERE id = ?"""
+
+
+def apply_groups(
     conn: Connection,
     node_id: int,
     changes: dict[str, Change],
-    *,
-    check: list[str] | None,
-    delta: Counter[int],
-) -> None:
-    """Move samples between combos, keeping `samples` exact and counting each combo's change.
+    combo_ids: ComboIds,
+    vocab: Vocabulary,
+) -> set[int]:
+    """Replace live groups by their latest version (or remove them); the combos touched.
 
-    `changes` maps sample id -> (leaf index, combo id), or None to remove; `check` lists the
-    ids that may already be indexed (None: any of them). The caller applies `delta` to the
-    combos' counts.
-    """
+    `changes` maps group id -> (leaf index, content), or None to remove."""
     if not changes:
-        return
-    lookup = list(changes) if check is None else check
-    if lookup:
-        old = _existing(conn, node_id, lookup)
-        for combo_id in old.values():
-            delta[combo_id] -= 1
-        if old:
-            conn.execute(
-                samples.delete().where(
-                    and_(samples.c.node_id == node_id, samples.c.sample_id == bindparam("sid"))
-                ),
-                [{"sid": sid} for sid in old],
-            )
-    rows = []
-    for sid, ch in changes.items():
+        return set()
+    keys: dict[str, tuple[bytes, tuple[Any, ...]]] = {}
+    for gid, ch in changes.items():
         if ch is not None:
-            delta[ch[1]] += 1
-            rows.append((node_id, sid, ch[0], ch[1]))
-    bulk_insert(conn, samples, ("node_id", "sample_id", "idx", "combo_id"), rows)
+            key = combo_key(ch[1])
+            keys[gid] = (combo_hash(key), key)
+    combo_ids.ensure(conn, dict(keys.values()), vocab)
+    old = _existing(conn, node_id, list(changes))
+    touched = set(old.values())
+    if old:
+        conn.execute(
+            sample_groups.delete().where(
+                and_(
+                    sample_groups.c.node_id == node_id,
+                    sample_groups.c.group_id == bindparam("gid"),
+                )
+            ),
+            [{"gid": gid} for gid in old],
+        )
+    rows = []
+    for gid, ch in changes.items():
+        if ch is not None:
+            cid = combo_ids.ids[keys[gid][0]]
+            touched.add(cid)
+            samples = count_interval(ch[1]["samples"])
+            donors = count_interval(ch[1]["donors"])
+            rows.append((node_id, gid, ch[0], cid, *samples, *donors))
+    bulk_insert(conn, sample_groups, _GROUP_COLUMNS, rows)
+    return touched
+
+
+_GROUP_COLUMNS = ("node_id", "group_id", "idx", "combo_id", "s_min", "s_max", "d_min", "d_max")
 
 
 def _existing(conn: Connection, node_id: int, ids: Sequence[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     for i in range(0, len(ids), _CHUNK):
-        q = select(samples.c.sample_id, samples.c.combo_id).where(
-            samples.c.node_id == node_id, samples.c.sample_id.in_(ids[i : i + _CHUNK])
+        q = select(sample_groups.c.group_id, sample_groups.c.combo_id).where(
+            sample_groups.c.node_id == node_id, sample_groups.c.group_id.in_(ids[i : i + _CHUNK])
         )
-        found.update({r.sample_id: r.combo_id for r in conn.execute(q)})
+        found.update({r.group_id: r.combo_id for r in conn.execute(q)})
     return found
 
 
@@ -287,7 +312,7 @@ class ComboIds:
         self, conn: Connection, keys: Mapping[bytes, tuple[Any, ...]], vocab: Vocabulary
     ) -> None:
         """Insert the combos of `keys` (by `combo_hash`) that the node does not have yet,
-        with their side rows, counting no sample (n = 0, which search never shows)."""
+        with their side rows, counting nothing (n_max = 0, which search never shows)."""
         missing = [(h, key) for h, key in keys.items() if h not in self.ids]
         if not missing:
             return
@@ -300,51 +325,6 @@ class ComboIds:
         )
         _side_rows(conn, {cid: key for cid, (_h, key) in new}, vocab)
         self.ids.update((h, cid) for cid, (h, _key) in new)
-
-
-class StepCombos:
-    """The combo of each sample leaf a harvest run stores, resolved chunk by chunk.
-
-    Keys are computed from the verified contents before a chunk is stored (off the write
-    lock); the chunk's transaction adds the combos the node lacks (with n = 0: invisible until
-    the final commit counts them). The final commit then indexes the step without reading the
-    contents back. One id per leaf from `start` (0: not a countable sample), 4 bytes each.
-    """
-
-    def __init__(self, node_id: int, start: int) -> None:
-        self.node_id = node_id
-        self.start = start
-        self.ids = array("i")
-        self._combo_ids: ComboIds | None = None
-
-    def combo_ids(self, conn: Connection) -> ComboIds:
-        if self._combo_ids is None:
-            self._combo_ids = ComboIds(conn, self.node_id)
-        return self._combo_ids
-
-    def add(
-        self,
-        conn: Connection,
-        first: int,
-        hashes: Sequence[bytes | None],
-        keys: Mapping[bytes, tuple[Any, ...]],
-        vocab: Vocabulary,
-    ) -> None:
-        """The combos of the leaves [first, first + len(hashes)) (None: none), in order."""
-        if first != self.start + len(self.ids):
-            raise RuntimeError(
-                f"combos of leaf {first} given after leaf {self.start + len(self.ids)}"
-            )
-        ids = self.combo_ids(conn)
-        ids.ensure(conn, keys, vocab)
-        known = ids.ids
-        self.ids.extend(0 if h is None else known[h] for h in hashes)
-
-    def combo_of(self, idx: int) -> int:
-        cid = self.ids[idx - self.start] if idx - self.start < len(self.ids) else 0
-        if not cid:
-            raise RuntimeError(f"no combo was resolved for sample leaf {idx}")
-        return cid
 
 
 _COMBO_COLUMNS = (
@@ -360,7 +340,10 @@ _COMBO_COLUMNS = (
     "age_max",
     "year_from",
     "year_to",
-    "n",
+    "n_min",
+    "n_max",
+    "d_min",
+    "d_max",
 )
 
 
@@ -408,7 +391,7 @@ def _side_rows(conn: Connection, new: dict[int, tuple[Any, ...]], vocab: Vocabul
 
 
 def _combo_row(node_id: int, cid: int, key: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (cid, node_id, orjson.dumps(key).decode(), *key[:9], 0)
+    return (cid, node_id, orjson.dumps(key).decode(), *key[:9], 0, 0, 0, 0)
 
 
 def refresh_countries(

@@ -32,7 +32,6 @@ from sqlalchemy import Engine
 from catalogue.errors import FetchError
 from catalogue.harvest.apply import Chunk, Position, commit_chunk, commit_final
 from catalogue.harvest.fetcher import NodeFetcher
-from catalogue.harvest.index import StepCombos
 from catalogue.ownlog import CatalogueKey
 from protocol.errors import BiobankError, MissingSignatureError, RevokedKeyError, SignatureError
 from protocol.keys import KeyHistory, rotation_hint
@@ -91,7 +90,6 @@ class Writer:
         size: int,
         compact: dict[str, Any],
         checkpoint: str,
-        combos: StepCombos,
     ) -> Position:
         return await asyncio.to_thread(
             commit_chunk,
@@ -101,13 +99,10 @@ class Writer:
             size=size,
             compact=compact,
             checkpoint=checkpoint,
-            combos=combos,
         )
 
-    async def final(
-        self, pos: Position, chunk: Chunk, state: TrustedState, combos: StepCombos
-    ) -> None:
-        await asyncio.to_thread(commit_final, self.engine, self.key, pos, chunk, state, combos)
+    async def final(self, pos: Position, chunk: Chunk, state: TrustedState) -> None:
+        await asyncio.to_thread(commit_final, self.engine, self.key, pos, chunk, state)
 
 
 @cache
@@ -144,7 +139,6 @@ async def harvest_node(
         )
     pos = Position(job.node_id, job.origin, job.country, job.committed, verifier.old_size)
     chunk = Chunk(job.node_id)
-    combos = StepCombos(job.node_id, verifier.old_size)  # what this run's samples count in
     storing: asyncio.Future[Position] | None = None  # one chunk is stored while the next fills
     try:
         async for page in _pages(fetcher, job.origin, verifier.old_size, size, job.page_size):
@@ -165,7 +159,6 @@ async def harvest_node(
                         size=verifier.next_index,
                         compact=verifier.compact.to_json(),
                         checkpoint=verifier.note,
-                        combos=combos,
                     )
                 )
                 chunk = Chunk(job.node_id)
@@ -173,7 +166,7 @@ async def harvest_node(
         if storing is not None:
             pos, storing = await storing, None
         trim_heap()
-        await writer.final(pos, chunk, state, combos)
+        await writer.final(pos, chunk, state)
     finally:
         if storing is not None:  # a failure while a chunk is stored: let it end cleanly
             await asyncio.gather(storing, return_exceptions=True)

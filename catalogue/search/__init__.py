@@ -1,15 +1,14 @@
-"""Search: the /v1/search filters, the faceted search over the sample cube, and the
-small-count protection of what it shows.
+"""Search: the /v1/search filters and the faceted search over the group cube, every count
+an interval sum over the published sample groups.
 
     filters.py          the search parameters (one table of definitions) and their parsing
     codes.py            the code lists as search and the index use them (`Vocabulary`)
-    cube.py             the sample cube in memory (combo rows) and the `Tally` a search makes
+    cube.py             the group cube in memory (combo rows) and the `Tally` a search makes
     cache.py            the server's snapshot, refreshed with only the combos changed since
     tally_arrays.py     the tally search runs: numpy arrays, vectorised (the engine)
     tally_update.py     a refresh's changes applied to the arrays (a new snapshot)
     tally_reference.py  the same tally as one plain-Python pass (the reference it must equal)
-    privacy.py          small-count protection: which counts show as bounds like "<10"
-    service.py          the /v1/search response: tally, protection, cards and pages
+    service.py          the /v1/search response: interval counts, cards and pages
 
 The search service and the array engine are imported on first use (`search`): a harvest
 worker needs only the code lists, not numpy and the search service.
@@ -23,13 +22,11 @@ from typing import TYPE_CHECKING, Any
 from catalogue.search.cache import CubeCache
 from catalogue.search.codes import Vocabulary
 from catalogue.search.filters import FILTERS, FilterDef, Filters, parse_filters
-from catalogue.search.privacy import DEFAULT_K
 
 if TYPE_CHECKING:
     from catalogue.search.service import search
 
 __all__ = [
-    "DEFAULT_K",
     "FILTERS",
     "CubeCache",
     "FilterDef",

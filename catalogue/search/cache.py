@@ -1,4 +1,4 @@
-"""The search index a server holds: the sample cube as arrays, kept at the size of the
+"""The search index a server holds: the group cube as arrays, kept at the size of the
 catalogue's own log, refreshed by reading only the combos changed since (`combos.changed`).
 
 Every accepted harvest step marks the combos it changed with the own-log size it commits
@@ -66,10 +66,10 @@ class CubeCache:
         return self._cube
 
     def rows(self, conn: Connection) -> list[Combo]:
-        """The combos counting samples (as `cube.load` reads them), up to date."""
+        """The combos counting some group (as `cube.load` reads them), up to date."""
         self.arrays(conn)
         with self._lock:
-            return [r for r in self._rows if r.n > 0]
+            return [r for r in self._rows if r.n_max > 0]
 
     def _refresh(self, conn: Connection) -> None:
         from catalogue.search.tally_arrays import build
@@ -104,10 +104,10 @@ class CubeCache:
                 self._rows[at] = combo
                 continue
             if at is not None:  # the id now names another combo (SQLite reuses a deleted id)
-                gone = replace(self._rows[at], n=0)
+                gone = replace(self._rows[at], n_min=0, n_max=0, d_min=0, d_max=0)
                 changed.append((at, gone))
                 self._rows[at] = gone
-            if combo.n > 0:
+            if combo.n_max > 0:
                 self._pos[cid] = len(self._rows)
                 self._rows.append(combo)
                 new.append(combo)
@@ -117,8 +117,12 @@ class CubeCache:
 
 
 def _same(old: Combo, new: Combo) -> bool:
-    """The same combo: everything but the count and the country (which steps change)."""
-    return replace(old, n=0, country=None) == replace(new, n=0, country=None)
+    """The same combo: everything but the counts and the country (which steps change)."""
+    return _key(old) == _key(new)
+
+
+def _key(c: Combo) -> Combo:
+    return replace(c, n_min=0, n_max=0, d_min=0, d_max=0, country=None)
 
 
 def _size(conn: Connection) -> int:

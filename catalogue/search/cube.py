@@ -1,15 +1,16 @@
-"""The sample cube in memory: the combo rows of live samples (kept up to date by
+"""The group cube in memory: the combo rows of live sample groups (kept up to date by
 `catalogue.search.cache.CubeCache`), and the `Tally` a search pass produces (shared by both
 tally implementations).
 
-Each combo row stands for `n` live samples with identical coded attributes (see models.py).
+Each combo row stands for the live groups with identical coded attributes (see models.py):
+between `n_min` and `n_max` samples of between `d_min` and `d_max` donors.
 SQL GROUP BY per facet costs a scan per facet; one pass over the snapshot costs one scan in
 all, and the snapshot is shared by every search until the next harvest step.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from sqlalchemy import ColumnElement, Connection, select
 
 from catalogue.models import combo_datasets, combo_diagnoses, combo_uses, combos
 
-__all__ = ["FACETS", "Combo", "Predicate", "Tally", "load"]
+__all__ = ["FACETS", "Combo", "Predicate", "Span", "Tally", "add", "load"]
 
 # facet name -> the filter parameter it ignores
 FACETS = {
@@ -45,7 +46,10 @@ class Combo:
     age_max: int | None
     year_from: int | None
     year_to: int | None
-    n: int
+    n_min: int
+    n_max: int
+    d_min: int
+    d_max: int
     icd: tuple[str, ...]
     orpha: tuple[str, ...]
     chapters: tuple[str, ...]
@@ -56,7 +60,7 @@ class Combo:
 def load(
     conn: Connection, where: ColumnElement[bool] | None = None
 ) -> tuple[list[int], list[Combo]]:
-    """The combos matching `where` (default: those counting samples) and their ids."""
+    """The combos matching `where` (default: those counting some group) and their ids."""
     picked = select(combos.c.id).where(where) if where is not None else None
     side: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     q = select(
@@ -81,7 +85,7 @@ def load(
     ids = []
     out = []
     empty: dict[str, list[str]] = {}
-    for r in conn.execute(select(combos).where(where if where is not None else combos.c.n > 0)):
+    for r in conn.execute(select(combos).where(where if where is not None else combos.c.n_max > 0)):
         s = side.get(r.id, empty)
         ids.append(int(r.id))
         out.append(
@@ -97,7 +101,10 @@ def load(
                 r.age_max,
                 r.year_from,
                 r.year_to,
-                int(r.n),
+                int(r.n_min),
+                int(r.n_max),
+                int(r.d_min),
+                int(r.d_max),
                 tuple(s.get("icd", ())),
                 tuple(s.get("orpha", ())),
                 tuple(s.get("chapters", ())),
@@ -108,17 +115,28 @@ def load(
     return ids, out
 
 
+Span = tuple[int, int]  # an interval of counts: (min, max)
+
+
+def add(sums: dict[Any, Span], key: Any, lo: int, hi: int) -> None:
+    """Add the interval [lo, hi] to ``sums[key]`` (interval sum)."""
+    old = sums.get(key)
+    sums[key] = (lo, hi) if old is None else (old[0] + lo, old[1] + hi)
+
+
 @dataclass
 class Tally:
-    """Sums per (value, node id); the caller applies each node's small-count protection."""
+    """Sample interval sums per (value, node id) over the matching groups; `donors` is the
+    donor interval of all of them (largest lower bound, sum of upper bounds)."""
 
-    total: Counter[int] = field(default_factory=Counter)
-    biobank: Counter[tuple[int, str]] = field(default_factory=Counter)
-    collection: Counter[tuple[int, str]] = field(default_factory=Counter)
-    country: Counter[tuple[str | None, int]] = field(default_factory=Counter)
-    facets: dict[str, Counter[tuple[Any, int]]] = field(
-        default_factory=lambda: {name: Counter() for name in FACETS}
+    total: dict[int, Span] = field(default_factory=dict)
+    biobank: dict[tuple[int, str], Span] = field(default_factory=dict)
+    collection: dict[tuple[int, str], Span] = field(default_factory=dict)
+    country: dict[tuple[str | None, int], Span] = field(default_factory=dict)
+    facets: dict[str, dict[tuple[Any, int], Span]] = field(
+        default_factory=lambda: {name: {} for name in FACETS}
     )
+    donors: Span = (0, 0)
 
 
 Predicate = Callable[[Combo], bool]

@@ -1,9 +1,11 @@
-"""Faceted search over the sample cube and the collection records of active nodes.
+"""Faceted search over the group cube and the collection records of active nodes.
 
-`total`, `counts` and `facets` count sample records. Collections of nodes that publish no
-sample records for them (Directory style) are matched on their collection-level attributes
-and listed with `count_source: "declared"` and their `declared_size`. A facet for a
-parameter is computed with every filter except that parameter's own.
+Every count is an interval ``{"min", "max"}`` summed over the matching sample groups: a
+group publishing only a bound adds [1, B - 1], so no arithmetic over several answers says
+more than the logs do. Collections of nodes that publish no groups for them (Directory
+style) are matched on their collection-level attributes and listed with `count_source:
+"declared"` and their `declared_size`. A facet for a parameter is computed with every filter
+except that parameter's own.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from sqlalchemy import Connection, and_, or_, select
 from catalogue.models import nodes, records
 from catalogue.search.cache import CubeCache
 from catalogue.search.codes import Vocabulary
-from catalogue.search.cube import FACETS
+from catalogue.search.cube import FACETS, Span
 from catalogue.search.filters import Filters
-from catalogue.search.privacy import DEFAULT_K, Count, protected_counts, weight
-from catalogue.search.tally_arrays import ArrayCube, places, tally
+from catalogue.search.tally_arrays import ArrayCube, tally
 from catalogue.status import list_status
 
-__all__ = ["declared_match", "search"]
+__all__ = ["declared_match", "interval", "search"]
 
 _AGE_UNIT_YEARS = {"years": 1.0, "months": 12.0, "weeks": 52.0, "days": 365.0}
 
@@ -38,28 +39,20 @@ def search(
     """The /v1/search response (docs/architecture.md) for validated filters."""
     status = list_status(conn, stale_after, include_retired=False)
     node_rows = {r.id: r for r in conn.execute(select(nodes).where(nodes.c.state != "retired"))}
-    ks = {nid: r.k or DEFAULT_K for nid, r in node_rows.items()}
 
     def prov(nid: int) -> dict[str, Any]:
         r = node_rows[nid]
         return {"node": r.origin, "checkpoint_size": r.tree_size, "verified_at": r.verified_at}
 
     cube = (cache or CubeCache()).arrays(conn)
-    result = tally(cube, f, vocab, set(node_rows))
-    t = result.tally
-    reps, preds = places(cube, result.matching, set(node_rows))
-    shown = protected_counts(t, reps, preds, f, vocab, ks)
-    bb_samples: dict[tuple[int, str], int] = {k: n for k, n in t.biobank.items() if n > 0}
-    col_samples = {k: n for k, n in t.collection.items() if n > 0}
-
+    t = tally(cube, f, vocab, set(node_rows))
+    bb_samples = dict(t.biobank)
     declared = _declared_collections(conn, f, vocab, cube, node_rows)
     for nid, content in declared:
-        bb_samples.setdefault((nid, content.get("biobank", "")), 0)
+        bb_samples.setdefault((nid, content.get("biobank", "")), (0, 0))
 
-    col_shown = {key: shown.card("collection", *key) for key in col_samples}
-    items_all: list[tuple[tuple[int, str], Count | None]] = sorted(
-        col_shown.items(), key=lambda kc: (-weight(kc[1]), kc[0][1])
-    )
+    counted = sorted(t.collection.items(), key=lambda kc: (_order(kc[1]), kc[0][1]))
+    items_all: list[tuple[tuple[int, str], Span | None]] = list(counted)
     items_all += [
         ((nid, content["id"]), None)
         for nid, content in sorted(declared, key=lambda d: (-(d[1].get("size") or 0), d[1]["id"]))
@@ -79,17 +72,14 @@ def search(
                 "use_conditions": rec.get("use_conditions", []),
                 "dataset_types": rec.get("dataset_types", []),
                 "design": rec.get("design", []),
-                "samples": n,
+                "samples": None if n is None else interval(n),
                 "declared_size": rec.get("size"),
-                "count_source": "declared" if n is None else "samples",
+                "count_source": "declared" if n is None else "groups",
                 "provenance": prov(nid),
             }
         )
 
-    bb_keys = sorted(
-        ((key, shown.card("biobank", *key) if n else 0) for key, n in bb_samples.items()),
-        key=lambda kc: (-weight(kc[1]), kc[0][1]),
-    )
+    bb_keys = sorted(bb_samples.items(), key=lambda kc: (_order(kc[1]), kc[0][1]))
     bb_page = _page(bb_keys, f.page, f.page_size)
     bb_records = _load(conn, "biobank", [k for k, _n in bb_page])
     biobanks_out = []
@@ -105,18 +95,21 @@ def search(
                 "contact": rec.get("contact"),
                 "url": rec.get("url"),
                 "quality_standards": rec.get("quality_standards", []),
-                "samples": n,
+                "samples": interval(n),
                 "provenance": prov(nid),
             }
         )
 
     return {
         "query": f.normalised(),
-        "total": shown.total,
+        "total": interval(_sum(t.total.values())),
+        "donors": interval(t.donors),
         "counts": {
-            name: shown.listing("counts", name) for name in ("country", "biobank", "collection")
+            "country": _listing(t.country.items()),
+            "biobank": _listing(((b, nid), n) for (nid, b), n in t.biobank.items()),
+            "collection": _listing(((c, nid), n) for (nid, c), n in t.collection.items()),
         },
-        "facets": {name: shown.listing("facets", name) for name in FACETS},
+        "facets": {name: _listing(t.facets[name].items()) for name in FACETS},
         "biobanks": {
             "items": biobanks_out,
             "page": f.page,
@@ -141,6 +134,35 @@ def search(
     }
 
 
+def interval(span: Span) -> dict[str, int]:
+    """A count as the API shows it: ``{"min", "max"}`` (exact when equal)."""
+    return {"min": span[0], "max": span[1]}
+
+
+def _sum(spans: Iterable[Span]) -> Span:
+    lo = hi = 0
+    for a, b in spans:
+        lo, hi = lo + a, hi + b
+    return lo, hi
+
+
+def _order(span: Span) -> tuple[int, int]:
+    """Sort key: count max descending, then min descending."""
+    return -span[1], -span[0]
+
+
+def _listing(sums: Iterable[tuple[tuple[Any, int], Span]]) -> list[dict[str, Any]]:
+    """One counts or facet list: per code (summed over nodes), sorted by count; values
+    that no group states (None) are left out."""
+    by_code: dict[Any, list[Span]] = {}
+    for (code, _nid), span in sums:
+        if code is not None:
+            by_code.setdefault(code, []).append(span)
+    totals = {code: _sum(spans) for code, spans in by_code.items()}
+    ordered = sorted(totals.items(), key=lambda cs: (_order(cs[1]), str(cs[0])))
+    return [{"code": code, "count": interval(span)} for code, span in ordered]
+
+
 def _page(items: list[Any], page: int, size: int) -> list[Any]:
     return items[(page - 1) * size : page * size]
 
@@ -161,9 +183,9 @@ def _load(
 def _declared_collections(
     conn: Connection, f: Filters, vocab: Vocabulary, cube: ArrayCube, node_rows: dict[int, Any]
 ) -> list[tuple[int, dict[str, Any]]]:
-    """Collection records with no live samples that match the filters on their own attributes."""
+    """Collection records with no live groups that match the filters on their own attributes."""
     active = list(node_rows)
-    with_samples = cube.with_samples
+    with_groups = cube.with_groups
     countries = {
         (r.node_id, r.record_id): r.country
         for r in conn.execute(
@@ -178,7 +200,7 @@ def _declared_collections(
             records.c.kind == "collection", records.c.node_id.in_(active)
         )
     ):
-        if (r.node_id, r.record_id) in with_samples:
+        if (r.node_id, r.record_id) in with_groups:
             continue
         content = orjson.loads(r.content)
         country = countries.get((r.node_id, content.get("biobank"))) or node_rows[r.node_id].country

@@ -1,4 +1,4 @@
-"""The tally search runs: the sample cube as numpy arrays, the vectorised equivalent of
+"""The tally search runs: the group cube as numpy arrays, the vectorised equivalent of
 `tally_reference.tally`.
 
 `tally_reference.tally` (the reference) walks every combo row in Python; at hundreds of
@@ -6,14 +6,12 @@ thousands of combos that costs a second per search. Here each coded column is fa
 once per snapshot (an int code per row plus the list of distinct values) and multi-valued
 attributes are held as CSR (row offsets + value codes). A filter is evaluated once per
 *distinct value* in Python and then broadcast to the rows, so a search is a few array
-passes. The result is the same `Tally`, with the same keys inserted in the same order (first
-row that contributes), so the small-count protection that follows sees exactly what the
-reference would give it.
+passes. The result is the same `Tally` (interval sums), with the same keys inserted in the
+same order (first row that contributes).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,10 +20,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from catalogue.search.codes import Vocabulary
-from catalogue.search.cube import FACETS, Combo, Predicate, Tally
+from catalogue.search.cube import FACETS, Combo, Span, Tally
 from catalogue.search.filters import Filters
 
-__all__ = ["ArrayCube", "Column", "Multi", "Result", "build", "masks", "places", "tally"]
+__all__ = ["ArrayCube", "Column", "Multi", "build", "masks", "tally"]
 
 _SINGLE = (
     "node_id",
@@ -37,6 +35,7 @@ _SINGLE = (
     "sex",
 )
 _RANGES = ("age_min", "age_max", "year_from", "year_to")
+COUNTS = ("n_min", "n_max", "d_min", "d_max")  # the count columns, in ArrayCube order
 _MULTI = ("icd", "orpha", "chapters", "use_conditions", "dataset_type")
 _FACET_ATTR = {
     "sample_type": "sample_type",
@@ -82,25 +81,23 @@ class Multi:
 @dataclass
 class ArrayCube:
     """One snapshot of the cube in columnar form (built by `CubeCache`, then a new one per
-    refresh by `tally_update.apply`). Rows whose `n` is 0 (every sample withdrawn since the
-    snapshot was built) count nowhere, as if absent."""
+    refresh by `tally_update.apply`). Rows whose `n_max` is 0 (every group withdrawn since
+    the snapshot was built) count nowhere, as if absent."""
 
     size: int
-    n: Ints
+    counts: dict[str, Ints]  # n_min, n_max, d_min, d_max (COUNTS) per row
     single: dict[str, Column]
     ranges: dict[str, NDArray[np.float64]]
     multi: dict[str, Multi]
     place: Ints  # row -> index into `places`
     places: list[tuple[int, str, str | None, str]]  # (node, biobank, country, collection)
-    with_samples: frozenset[tuple[int, str]] = frozenset()  # (node, collection) counting samples
-    place_live: Bools = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+    with_groups: frozenset[tuple[int, str]] = frozenset()  # (node, collection) with groups
     targets: dict[str, _Target] = field(default_factory=dict)
 
     def index(self) -> ArrayCube:
         """Derive what the searches read besides the columns (after building or changing)."""
-        counted = np.bincount(self.place[self.n > 0], minlength=len(self.places)) > 0
-        self.place_live = counted
-        self.with_samples = frozenset(
+        counted = np.bincount(self.place[self.counts["n_max"] > 0], minlength=len(self.places)) > 0
+        self.with_groups = frozenset(
             (p[0], p[3]) for p, ok in zip(self.places, counted.tolist(), strict=True) if ok
         )
         self.targets = _targets(self)
@@ -127,7 +124,10 @@ def build(rows: Sequence[Combo]) -> ArrayCube:
     place = _factorise([(r.node_id, r.biobank, r.country, r.collection) for r in rows])
     cube = ArrayCube(
         len(rows),
-        np.fromiter((r.n for r in rows), dtype=np.int64, count=len(rows)),
+        {
+            name: np.fromiter((getattr(r, name) for r in rows), dtype=np.int64, count=len(rows))
+            for name in COUNTS
+        },
         single,
         ranges,
         multi,
@@ -198,23 +198,16 @@ def _any(cube: ArrayCube, col: Multi, ok: Callable[[Any], bool]) -> Bools:
 
 
 @dataclass
-class Result:
-    """The tally plus the rows matching every filter (for `privacy.protected_counts`)."""
-
-    tally: Tally
-    matching: Bools
-
-
-@dataclass
 class _Target:
-    """One counter of the tally over one column: entry j adds ``n[j]`` to key ``keys[j]``
-    (key index = value code * node count + node code; ``names`` decodes it)."""
+    """One sum of the tally over one column: entry j adds ``[lo[j], hi[j]]`` to key
+    ``keys[j]`` (key index = value code * node count + node code; ``names`` decodes it)."""
 
     rows: Ints | None  # entry -> row, None when entries are rows
     keys: Ints
-    n: Ints
+    lo: Ints
+    hi: Ints
     names: list[Any]
-    full: list[tuple[Any, int]] | None = None  # the counter when every entry counts
+    full: list[tuple[Any, Span]] | None = None  # the sums when every entry counts
 
 
 def _targets(cube: ArrayCube) -> dict[str, _Target]:
@@ -227,7 +220,8 @@ def _targets(cube: ArrayCube) -> dict[str, _Target]:
         return _Target(
             None,
             codes * width + nodes.codes,
-            cube.n,
+            cube.counts["n_min"],
+            cube.counts["n_max"],
             [key(v, nid) for v in values for nid in nodes.values],
         )
 
@@ -245,18 +239,19 @@ def _targets(cube: ArrayCube) -> dict[str, _Target]:
             out[facet] = _Target(
                 m.rows,
                 m.codes * width + nodes.codes[m.rows],
-                cube.n[m.rows],
+                cube.counts["n_min"][m.rows],
+                cube.counts["n_max"][m.rows],
                 [(v, nid) for v in m.values for nid in nodes.values],
             )
     return out
 
 
-def tally(cube: ArrayCube, f: Filters, vocab: Vocabulary, active: set[int]) -> Result:
+def tally(cube: ArrayCube, f: Filters, vocab: Vocabulary, active: set[int]) -> Tally:
     """`tally_reference.tally(rows, predicates(f, vocab), active)`, computed on arrays."""
     nodes = cube.single["node_id"]
     live = np.fromiter(
         (v in active for v in nodes.values), dtype=np.bool_, count=len(nodes.values)
-    )[nodes.codes] & (cube.n > 0)
+    )[nodes.codes] & (cube.counts["n_max"] > 0)
     by_name = masks(cube, f, vocab)
     fails = np.zeros(cube.size, dtype=np.int8)
     for m in by_name.values():
@@ -272,50 +267,32 @@ def tally(cube: ArrayCube, f: Filters, vocab: Vocabulary, active: set[int]) -> R
     for facet, param in FACETS.items():
         rows = ok | (one & ~by_name[param]) if param in by_name else ok
         _fill(t.facets[facet], targets[facet], rows)
-    return Result(t, ok)
+    if ok.any():
+        t.donors = (int(cube.counts["d_min"][ok].max()), int(cube.counts["d_max"][ok].sum()))
+    return t
 
 
-def _fill(counter: Counter[Any], target: _Target, rows: Bools) -> None:
-    """Sum ``n`` per key over the entries of the given rows, inserting the keys in order of
-    first appearance (by row, then position in the row) as the reference loop does."""
+def _fill(sums: dict[Any, Span], target: _Target, rows: Bools) -> None:
+    """Sum the intervals per key over the entries of the given rows, inserting the keys in
+    order of first appearance (by row, then position in the row) as the reference loop does."""
     entries = rows if target.rows is None else rows[target.rows]
     if entries.all():
         if target.full is None:
             target.full = _sums(target, np.arange(len(target.keys), dtype=np.int64))
-        counter.update(dict(target.full))
+        sums.update(target.full)
     else:
-        counter.update(dict(_sums(target, np.flatnonzero(entries))))
+        sums.update(_sums(target, np.flatnonzero(entries)))
 
 
-def _sums(target: _Target, idx: Ints) -> list[tuple[Any, int]]:
+def _sums(target: _Target, idx: Ints) -> list[tuple[Any, Span]]:
     if not len(idx):
         return []
     keys = target.keys[idx]
-    sums = np.bincount(keys, weights=target.n[idx], minlength=len(target.names))
-    first = np.full(len(target.names), len(idx), dtype=np.int64)
+    size = len(target.names)
+    lo = np.bincount(keys, weights=target.lo[idx], minlength=size)
+    hi = np.bincount(keys, weights=target.hi[idx], minlength=size)
+    first = np.full(size, len(idx), dtype=np.int64)
     np.minimum.at(first, keys, np.arange(len(idx), dtype=np.int64))
     seen = np.flatnonzero(first < len(idx))
     names = target.names
-    return [(names[k], int(sums[k])) for k in seen[np.argsort(first[seen])].tolist()]
-
-
-def places(
-    cube: ArrayCube, matching: Bools, active: set[int]
-) -> tuple[list[Combo], list[tuple[str, Predicate]]]:
-    """Stand-in rows and predicate for `privacy.protected_counts`: one row per distinct
-    (node, biobank, country, collection), matching when some matching combo has it. Its
-    structure pass reads only those four attributes and the predicates, so it then gives
-    the same answer as with every combo, without a Python pass over them."""
-    seen = np.zeros(len(cube.places), dtype=np.bool_)
-    seen[cube.place[matching]] = True
-    hit = {cube.places[i] for i in np.flatnonzero(seen).tolist()}
-    reps = [
-        Combo(
-            nid, bb, col, country, None, None, None, None, None, None, None, 1, (), (), (), (), ()
-        )
-        for (nid, bb, country, col), counted in zip(
-            cube.places, cube.place_live.tolist(), strict=True
-        )
-        if nid in active and counted
-    ]
-    return reps, [("place", lambda r: (r.node_id, r.biobank, r.country, r.collection) in hit)]
+    return [(names[k], (int(lo[k]), int(hi[k]))) for k in seen[np.argsort(first[seen])].tolist()]

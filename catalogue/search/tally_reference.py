@@ -1,18 +1,18 @@
 """The reference tally: one plain-Python pass over the cube's combo rows that yields totals,
 counts and every facet ("all filters except the facet's own").
 
-Search runs the vectorised `tally_arrays.tally`; this pass is the readable definition it
-must equal (tests/catalogue/test_search_equivalence.py), and `predicates` is what the
-small-count protection (`privacy.protected_counts`) evaluates on representative rows.
+Every count is an interval sum over the matching combos (samples add up; donors: the
+largest lower bound and the sum of upper bounds). Search runs the vectorised
+`tally_arrays.tally`; this pass is the readable definition it must equal
+(tests/catalogue/test_search_equivalence.py).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from catalogue.search.codes import Vocabulary
-from catalogue.search.cube import FACETS, Combo, Predicate, Tally
+from catalogue.search.cube import FACETS, Combo, Predicate, Span, Tally, add
 from catalogue.search.filters import Filters
 
 __all__ = ["predicates", "tally"]
@@ -94,11 +94,12 @@ def _overlap(attr: str, wanted: frozenset[str]) -> Predicate:
 
 def tally(rows: list[Combo], preds: list[tuple[str, Predicate]], active: set[int]) -> Tally:
     """One pass: a row failing no filter counts everywhere; failing exactly one filter that
-    has a facet, it counts in that facet only."""
+    has a facet, it counts in that facet only. Rows counting no group count nowhere."""
     t = Tally()
     facets = t.facets
+    d_min = d_max = 0
     for r in rows:
-        if r.node_id not in active:
+        if r.node_id not in active or r.n_max <= 0:
             continue
         failed: str | None = None
         for name, pred in preds:
@@ -109,27 +110,30 @@ def tally(rows: list[Combo], preds: list[tuple[str, Predicate]], active: set[int
                 failed = name
         if failed == "*":
             continue
-        nid, n = r.node_id, r.n
+        nid, lo, hi = r.node_id, r.n_min, r.n_max
         if failed is None:
-            t.total[nid] += n
-            t.biobank[(nid, r.biobank)] += n
-            t.collection[(nid, r.collection)] += n
-            t.country[(r.country, nid)] += n
+            add(t.total, nid, lo, hi)
+            add(t.biobank, (nid, r.biobank), lo, hi)
+            add(t.collection, (nid, r.collection), lo, hi)
+            add(t.country, (r.country, nid), lo, hi)
+            d_min = max(d_min, r.d_min)
+            d_max += r.d_max
             for facet in FACETS:
-                _count(facets[facet], facet, r, nid, n)
+                _count(facets[facet], facet, r, nid)
         else:
             only = _FACET_OF.get(failed)
             if only is not None:
-                _count(facets[only], only, r, nid, n)
+                _count(facets[only], only, r, nid)
+    t.donors = (d_min, d_max)
     return t
 
 
-def _count(counter: Counter[tuple[Any, int]], facet: str, r: Combo, nid: int, n: int) -> None:
+def _count(sums: dict[tuple[Any, int], Span], facet: str, r: Combo, nid: int) -> None:
     if facet == "diagnosis_chapter":
-        for v in r.chapters:
-            counter[(v, nid)] += n
+        values: tuple[Any, ...] = r.chapters
     elif facet in ("use_conditions", "dataset_type"):
-        for v in getattr(r, facet):
-            counter[(v, nid)] += n
+        values = getattr(r, facet)
     else:
-        counter[(getattr(r, facet), nid)] += n
+        values = (getattr(r, facet),)
+    for v in values:
+        add(sums, (v, nid), r.n_min, r.n_max)

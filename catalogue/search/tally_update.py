@@ -1,8 +1,8 @@
 """Apply changed combos to an `ArrayCube`: a new snapshot, the old one left as searches see it.
 
-A harvest step changes a combo's count `n` (and, when a biobank record changes, its
-`country`) and adds combos; nothing else of a combo ever changes (its key is the rest). So a
-refresh sets `n`, `country` and the place of the changed rows and appends the new ones: the
+A harvest step changes a combo's counts (and, when a biobank record changes, its `country`)
+and adds combos; nothing else of a combo ever changes (its key is the rest). So a refresh
+sets the counts, `country` and the place of the changed rows and appends the new ones: the
 columns are copied as arrays (no Python pass over the rows) and only the changes are encoded.
 """
 
@@ -17,6 +17,7 @@ from catalogue.search.tally_arrays import (
     _MULTI,
     _RANGES,
     _SINGLE,
+    COUNTS,
     ArrayCube,
     Column,
     Multi,
@@ -26,8 +27,8 @@ __all__ = ["apply"]
 
 
 def apply(cube: ArrayCube, changed: Sequence[tuple[int, Combo]], new: Sequence[Combo]) -> ArrayCube:
-    """The cube with rows ``changed`` (row, combo: only `n` and `country` differ from the
-    row's) updated and the combos ``new`` appended as rows ``cube.size ...``."""
+    """The cube with rows ``changed`` (row, combo: only the counts and `country` differ from
+    the row's) updated and the combos ``new`` appended as rows ``cube.size ...``."""
     rows = [p for p, _c in changed]
     single = {}
     for name in _SINGLE:
@@ -72,6 +73,13 @@ def apply(cube: ArrayCube, changed: Sequence[tuple[int, Combo]], new: Sequence[C
     codes, places = Column(cube.place, cube.places).encode(place_values)
     place = np.concatenate([cube.place, codes[: len(new)]])
     place[rows] = codes[len(new) :]
-    n = np.concatenate([cube.n, np.fromiter((c.n for c in new), dtype=np.int64, count=len(new))])
-    n[rows] = [c.n for _p, c in changed]
-    return ArrayCube(cube.size + len(new), n, single, ranges, multi, place, places).index()
+    counts = {}
+    for name in COUNTS:
+        counts[name] = np.concatenate(
+            [
+                cube.counts[name],
+                np.fromiter((getattr(c, name) for c in new), dtype=np.int64, count=len(new)),
+            ]
+        )
+        counts[name][rows] = [getattr(c, name) for _p, c in changed]
+    return ArrayCube(cube.size + len(new), counts, single, ranges, multi, place, places).index()

@@ -18,7 +18,7 @@ from catalogue.models import (
     own_leaves,
     records,
     rejections,
-    samples,
+    sample_groups,
 )
 
 # Columns that record when or how an attempt went, not what was verified.
@@ -65,12 +65,24 @@ def dump(engine: Engine, *, keep_state: bool = False) -> dict[str, Any]:
         for r in conn.execute(select(combos)):
             combo_of[r.id] = (origin[r.node_id], r.ckey)
         out["combos"] = sorted(
-            (origin[r.node_id], r.ckey, r.country, int(r.n), tuple(sorted(side.get(r.id, []))))
+            (
+                origin[r.node_id],
+                r.ckey,
+                r.country,
+                (int(r.n_min), int(r.n_max), int(r.d_min), int(r.d_max)),
+                tuple(sorted(side.get(r.id, []))),
+            )
             for r in conn.execute(select(combos))
         )
-        out["samples"] = sorted(
-            (origin[r.node_id], r.sample_id, r.idx, combo_of[r.combo_id])
-            for r in conn.execute(select(samples))
+        out["groups"] = sorted(
+            (
+                origin[r.node_id],
+                r.group_id,
+                r.idx,
+                combo_of[r.combo_id],
+                (r.s_min, r.s_max, r.d_min, r.d_max),
+            )
+            for r in conn.execute(select(sample_groups))
         )
         out["rejections"] = sorted(
             (origin[r.node_id], r.idx, r.record_id, r.problems)

@@ -1,5 +1,7 @@
 """A node simulator: a FastAPI app serving a signed log from memory; helpers alter and re-sign it.
 
+It publishes biobank, collection and sample-group records (`exact_group`, `bounded_group`).
+
 Like python-tuf's RepositorySimulator: each attack test changes what the simulator serves
 (content, leaves, checkpoint, behaviour) and asserts exactly how the catalogue reacts.
 """
@@ -29,14 +31,30 @@ TIME = "2026-11-22T12:00:00Z"
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 
 
-def sample_id(n: int) -> str:
-    raw = hashlib.sha256(f"sample:{n}".encode()).digest()
-    return "smp_" + "".join(_B32[b % 32] for b in raw[:26])
+def group_id(n: int) -> str:
+    """A well-formed, stable sample-group id for group number `n`."""
+    raw = hashlib.sha256(f"group:{n}".encode()).digest()
+    return "grp_" + "".join(_B32[b % 32] for b in raw[:26])
 
 
-def sample(n: int, *, biobank: str, collection: str, **fields: Any) -> dict[str, Any]:
+def upper_bound(samples: int, k: int) -> int:
+    """The bound a node publishes for a group of fewer than k donors holding `samples`."""
+    return k if samples < k else k * (samples // k + 1)
+
+
+def group(
+    n: int,
+    *,
+    biobank: str,
+    collection: str,
+    samples: int | dict[str, int],
+    donors: int | dict[str, int],
+    **fields: Any,
+) -> dict[str, Any]:
+    """A sample-group record (number `n`) with the given counts; `fields` override (None:
+    omit) the default attributes."""
     rec = {
-        "id": sample_id(n),
+        "id": group_id(n),
         "biobank": biobank,
         "collection": collection,
         "sample_type": "Plasma",
@@ -47,10 +65,35 @@ def sample(n: int, *, biobank: str, collection: str, **fields: Any) -> dict[str,
         "diagnoses": [{"system": "ICD-10", "code": "C50.9"}],
         "use_conditions": ["DUO:0000042"],
         "dataset_types": ["Genomic"],
+        "samples": samples,
+        "donors": donors,
         "nonce": hashlib.md5(f"nonce{n}".encode(), usedforsecurity=False).hexdigest(),
     }
     rec.update(fields)
     return {k: v for k, v in rec.items() if v is not None}
+
+
+def exact_group(
+    n: int, *, biobank: str, collection: str, samples: int, donors: int, **fields: Any
+) -> dict[str, Any]:
+    """A group of at least k donors: exact counts."""
+    return group(
+        n, biobank=biobank, collection=collection, samples=samples, donors=donors, **fields
+    )
+
+
+def bounded_group(
+    n: int, *, biobank: str, collection: str, samples: int, k: int, **fields: Any
+) -> dict[str, Any]:
+    """A group of fewer than k donors holding `samples`: both counts published as bounds."""
+    return group(
+        n,
+        biobank=biobank,
+        collection=collection,
+        samples={"lt": upper_bound(samples, k)},
+        donors={"lt": k},
+        **fields,
+    )
 
 
 class NodeSimulator:
@@ -113,13 +156,15 @@ class NodeSimulator:
 
     def populate(
         self,
-        n_samples: int,
+        n_groups: int,
         *,
         biobank: str = "bbmri-eric:ID:DE_SIM",
         collection: str = "bbmri-eric:ID:DE_SIM:collection:main",
         start: int = 0,
         **fields: Any,
     ) -> None:
+        """Publish the biobank and collection (once) and groups `start` .. `start + n_groups`,
+        each of k samples of k donors unless `fields` say otherwise (one leaf each)."""
         if not any(c and c.get("id") == biobank for c in self.contents):
             self.publish(
                 "biobank",
@@ -135,8 +180,9 @@ class NodeSimulator:
                 "collection",
                 {"id": collection, "biobank": biobank, "name": f"Collection {collection}"},
             )
-        for n in range(start, start + n_samples):
-            self.publish("sample", sample(n, biobank=biobank, collection=collection, **fields))
+        counts = {"samples": self.k, "donors": self.k} | fields
+        for n in range(start, start + n_groups):
+            self.publish("sample-group", group(n, biobank=biobank, collection=collection, **counts))
 
     # -- signing ----------------------------------------------------------------------
     def root(self, size: int | None = None) -> bytes:

@@ -47,7 +47,7 @@ def test_content_altered_after_signing(trusted: Any) -> None:
     sim.populate(3, start=5)
     sim.contents[-1] = {**sim.contents[-1], "sex": "male"}
     error, row = attempt(cat, sim)
-    assert error.startswith("DigestMismatch: sim.example/biobank-node: leaf 9 (smp_")
+    assert error.startswith("DigestMismatch: sim.example/biobank-node: leaf 9 (grp_")
     assert "does not match the entry's sha256:" in error
     assert row.state == "active" and dump(cat.engine) == before
 
@@ -155,7 +155,7 @@ def test_new_tree_that_does_not_extend_the_old_one(trusted: Any) -> None:
     assert "not an extension of the trusted tree" in error
     assert row.state == "halted" and row.tree_size == 7
     snapshot = dump(cat.engine)
-    assert snapshot["leaves"] == before["leaves"] and snapshot["samples"] == before["samples"]
+    assert snapshot["leaves"] == before["leaves"] and snapshot["groups"] == before["groups"]
 
 
 def test_non_canonical_leaf_bytes(trusted: Any) -> None:

@@ -53,9 +53,11 @@ class Server:
         return self.log.read_text(errors="replace")
 
     def total(self) -> Any:
+        """The search total (exact here: groups of one sample, k = 1), or the interval."""
         response = httpx.get(f"{self.url}/v1/search", timeout=5)
         response.raise_for_status()
-        return response.json()["total"]
+        total = response.json()["total"]
+        return total["min"] if total["min"] == total["max"] else total
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -1,4 +1,5 @@
-"""Harvest: enrol simulated nodes, harvest incrementally, withdraw, reject bad records."""
+"""Harvest: enrol simulated nodes, harvest incrementally, withdraw, reject bad records, and
+keep each combo's interval sums over its sample groups."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from catalogue.models import (
     nodes,
     own_leaves,
     rejections,
-    samples,
+    sample_groups,
 )
+from catalogue.status import rejection_report
 from tests.catalogue.conftest import Catalogue
-from tests.catalogue.simulator import NodeSimulator, sample, sample_id
+from tests.catalogue.simulator import NodeSimulator, bounded_group, exact_group, group, group_id
 
 
 def node(cat: Catalogue, origin: str) -> Any:
@@ -27,9 +29,27 @@ def node(cat: Catalogue, origin: str) -> Any:
         return conn.execute(select(nodes).where(nodes.c.origin == origin)).one()
 
 
-def live_samples(cat: Catalogue) -> int:
+BB, COL = "bbmri-eric:ID:DE_SIM", "bbmri-eric:ID:DE_SIM:collection:main"
+
+
+def live_groups(cat: Catalogue) -> int:
+    """The live groups indexed, checked against the combos' sample sums (k samples each)."""
     with cat.engine.connect() as conn:
-        return int(conn.execute(select(func.coalesce(func.sum(combos.c.n), 0))).scalar_one())
+        n = int(conn.execute(select(func.count()).select_from(sample_groups)).scalar_one())
+        total = conn.execute(
+            select(func.coalesce(func.sum(combos.c.n_min), 0), func.sum(combos.c.n_max))
+        ).one()
+    assert (int(total[0]), int(total[1] or 0)) == (10 * n, 10 * n)
+    return n
+
+
+def combo_counts(cat: Catalogue) -> dict[str | None, tuple[int, int, int, int]]:
+    """(n_min, n_max, d_min, d_max) of each combo that counts a group, by sample type."""
+    with cat.engine.connect() as conn:
+        return {
+            r.sample_type: (int(r.n_min), int(r.n_max), int(r.d_min), int(r.d_max))
+            for r in conn.execute(select(combos).where(combos.c.n_max > 0))
+        }
 
 
 def own_ops(cat: Catalogue) -> list[str]:
@@ -49,7 +69,7 @@ def test_first_harvest_mirrors_and_indexes_every_record(catalogue: Catalogue, se
     assert out.ok and out.added == 252 and out.size == 252
     row = node(catalogue, sim.origin)
     assert row.tree_size == 252 and row.checkpoint == sim.checkpoint()
-    assert live_samples(catalogue) == 250
+    assert live_groups(catalogue) == 250
     assert own_ops(catalogue) == ["enrol", "checkpoint"]
     with catalogue.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(leaves)).scalar_one() == 252
@@ -64,13 +84,13 @@ def test_incremental_harvest_adds_only_new_entries(catalogue: Catalogue, serve: 
     sim.populate(20, start=30)
     out = catalogue.harvest()[sim.origin]
     assert out.ok and out.added == 20 and out.size == 52
-    assert live_samples(catalogue) == 50
+    assert live_groups(catalogue) == 50
     again = catalogue.harvest()[sim.origin]
     assert again.ok and again.added == 0
     assert own_ops(catalogue) == ["enrol", "checkpoint", "checkpoint"]
 
 
-def test_withdraw_removes_sample_and_erases_mirrored_content(
+def test_withdraw_removes_group_and_erases_mirrored_content(
     catalogue: Catalogue, serve: Any
 ) -> None:
     sim = NodeSimulator()
@@ -78,19 +98,21 @@ def test_withdraw_removes_sample_and_erases_mirrored_content(
     serve(sim)
     catalogue.enrol(sim, sim.url)
     catalogue.harvest()
-    sim.withdraw("sample", sample_id(3))
+    sim.withdraw("sample-group", group_id(3))
     assert catalogue.harvest()[sim.origin].ok
-    assert live_samples(catalogue) == 11
+    assert live_groups(catalogue) == 11
     with catalogue.engine.connect() as conn:
         erased = conn.execute(
             select(leaves.c.idx, leaves.c.content)
-            .where(leaves.c.record_id == sample_id(3))
+            .where(leaves.c.record_id == group_id(3))
             .order_by(leaves.c.idx)
         ).all()
         assert [c for _i, c in erased] == [None, None]
         assert (
             conn.execute(
-                select(func.count()).select_from(samples).where(samples.c.sample_id == sample_id(3))
+                select(func.count())
+                .select_from(sample_groups)
+                .where(sample_groups.c.group_id == group_id(3))
             ).scalar_one()
             == 0
         )
@@ -106,7 +128,7 @@ def test_database_of_an_earlier_version_is_upgraded(catalogue: Catalogue, serve:
     catalogue.harvest()
     with catalogue.engine.begin() as conn:
         before = conn.execute(select(leaf_records)).all()
-        assert len(before) == 14  # every record leaf (biobank, collection, 12 samples)
+        assert len(before) == 14  # every record leaf (biobank, collection, 12 groups)
         conn.execute(leaf_records.delete())
         conn.execute(text("DROP INDEX ix_leaves_rotations"))
         conn.execute(text("CREATE INDEX ix_leaves_record ON leaves (node_id, kind, record_id)"))
@@ -115,74 +137,113 @@ def test_database_of_an_earlier_version_is_upgraded(catalogue: Catalogue, serve:
         assert sorted(conn.execute(select(leaf_records)).all()) == sorted(before)
         names = {ix["name"] for ix in inspect(conn).get_indexes("leaves")}
     assert "ix_leaves_record" not in names and "ix_leaves_rotations" in names
-    sim.withdraw("sample", sample_id(3))
+    sim.withdraw("sample-group", group_id(3))
     assert catalogue.harvest()[sim.origin].ok
     with catalogue.engine.connect() as conn:
         assert conn.execute(
-            select(leaves.c.content).where(leaves.c.record_id == sample_id(3))
+            select(leaves.c.content).where(leaves.c.record_id == group_id(3))
         ).scalars().all() == [None, None]
 
 
 def test_withdraw_in_same_step_never_stores_content(catalogue: Catalogue, serve: Any) -> None:
     sim = NodeSimulator()
     sim.populate(5)
-    sim.withdraw("sample", sample_id(1))
+    sim.withdraw("sample-group", group_id(1))
     sim.contents[3] = sim.contents[3]  # node already erased it; catalogue must store null too
     serve(sim)
     catalogue.enrol(sim, sim.url)
     assert catalogue.harvest()[sim.origin].ok
-    assert live_samples(catalogue) == 4
+    assert live_groups(catalogue) == 4
     with catalogue.engine.connect() as conn:
         contents = (
-            conn.execute(select(leaves.c.content).where(leaves.c.record_id == sample_id(1)))
+            conn.execute(select(leaves.c.content).where(leaves.c.record_id == group_id(1)))
             .scalars()
             .all()
         )
     assert contents == [None, None]
 
 
-def test_republished_sample_moves_between_combos(catalogue: Catalogue, serve: Any) -> None:
+def test_republished_group_moves_between_combos(catalogue: Catalogue, serve: Any) -> None:
     sim = NodeSimulator()
     sim.populate(3)
     serve(sim)
     catalogue.enrol(sim, sim.url)
     catalogue.harvest()
-    changed = sample(
-        0,
-        biobank="bbmri-eric:ID:DE_SIM",
-        collection="bbmri-eric:ID:DE_SIM:collection:main",
-        sample_type="Serum",
+    assert combo_counts(catalogue) == {"Plasma": (30, 30, 10, 30)}
+    changed = exact_group(0, biobank=BB, collection=COL, samples=14, donors=11, sample_type="Serum")
+    sim.publish("sample-group", changed)
+    assert catalogue.harvest()[sim.origin].ok
+    assert combo_counts(catalogue) == {"Plasma": (20, 20, 10, 20), "Serum": (14, 14, 11, 11)}
+
+
+def test_combos_sum_the_intervals_of_bounded_groups(catalogue: Catalogue, serve: Any) -> None:
+    """A bound {lt: B} counts as [1, B - 1]; donors: largest lower bound, sum of upper bounds."""
+    sim = NodeSimulator()
+    sim.populate(1)  # 10 samples of 10 donors
+    sim.publish("sample-group", bounded_group(1, biobank=BB, collection=COL, samples=3, k=10))
+    sim.publish("sample-group", bounded_group(2, biobank=BB, collection=COL, samples=15, k=10))
+    sim.publish(
+        "sample-group",
+        exact_group(3, biobank=BB, collection=COL, samples=12, donors=11, sex="male"),
     )
-    sim.publish("sample", changed)
+    serve(sim)
+    catalogue.enrol(sim, sim.url)
     assert catalogue.harvest()[sim.origin].ok
     with catalogue.engine.connect() as conn:
-        by_type = dict(
-            conn.execute(
-                select(combos.c.sample_type, func.sum(combos.c.n)).group_by(combos.c.sample_type)
-            ).all()
-        )
-    assert {k: int(v) for k, v in by_type.items()} == {"Plasma": 2, "Serum": 1}
+        got = {
+            (r.sex, int(r.n_min), int(r.n_max), int(r.d_min), int(r.d_max))
+            for r in conn.execute(select(combos).where(combos.c.n_max > 0))
+        }
+    # female: 10 + [1, 9] + [1, 19] samples; donors 10 .. 10 + 9 + 9
+    assert got == {("female", 12, 38, 10, 28), ("male", 12, 12, 11, 11)}
+    sim.withdraw("sample-group", group_id(0))
+    assert catalogue.harvest()[sim.origin].ok
+    with catalogue.engine.connect() as conn:
+        female = conn.execute(select(combos).where(combos.c.sex == "female")).one()
+    assert (female.n_min, female.n_max, female.d_min, female.d_max) == (2, 28, 1, 18)
+
+
+@pytest.mark.parametrize(
+    ("samples", "donors", "problem"),
+    [(20, 9, "exact donors 9 below the node's k = 10"), (9, 12, "exact samples 9 fewer")],
+)
+def test_a_group_breaking_the_declared_policy_is_rejected(
+    catalogue: Catalogue, serve: Any, samples: int, donors: int, problem: str
+) -> None:
+    """Exact donors below the node's k, or fewer exact samples than donors: kept out of the
+    index, listed in the rejection report, and the harvest goes on."""
+    sim = NodeSimulator()
+    sim.populate(2)
+    sim.publish(
+        "sample-group",
+        group(7, biobank=BB, collection=COL, samples=samples, donors=donors, sex="male"),
+    )
+    sim.populate(1, start=2)
+    serve(sim)
+    catalogue.enrol(sim, sim.url)
+    out = catalogue.harvest()[sim.origin]
+    assert out.ok and out.size == 6
+    assert live_groups(catalogue) == 3
+    with catalogue.engine.connect() as conn:
+        report = rejection_report(conn, node(catalogue, sim.origin).id)
+    assert [(r["index"], r["id"]) for r in report] == [(4, group_id(7))]
+    assert problem in str(report[0]["problems"])
 
 
 def test_schema_failure_is_rejected_and_does_not_stall(catalogue: Catalogue, serve: Any) -> None:
     sim = NodeSimulator()
     sim.populate(4)
-    bad = sample(
-        99,
-        biobank="bbmri-eric:ID:DE_SIM",
-        collection="bbmri-eric:ID:DE_SIM:collection:main",
-        sample_type="Blut",
-    )
-    sim.publish("sample", bad)
+    bad = exact_group(99, biobank=BB, collection=COL, samples=10, donors=10, sample_type="Blut")
+    sim.publish("sample-group", bad)
     sim.populate(2, start=4)
     serve(sim)
     catalogue.enrol(sim, sim.url)
     out = catalogue.harvest()[sim.origin]
     assert out.ok and out.size == 9
-    assert live_samples(catalogue) == 6
+    assert live_groups(catalogue) == 6
     with catalogue.engine.connect() as conn:
         rej = conn.execute(select(rejections)).one()
-    assert rej.idx == 6 and rej.record_id == sample_id(99)
+    assert rej.idx == 6 and rej.record_id == group_id(99)
     assert "sample_type" in rej.problems and "Blut" in rej.problems
 
 
@@ -218,4 +279,4 @@ def test_page_boundaries(catalogue: Catalogue, serve: Any, n: int) -> None:
     serve(sim)
     catalogue.enrol(sim, sim.url)
     assert catalogue.harvest()[sim.origin].size == n + 2
-    assert live_samples(catalogue) == n
+    assert live_groups(catalogue) == n

@@ -96,7 +96,7 @@ def test_sigkill_midway_then_rerun_equals_clean_harvest(
     sims[0].populate(3000)
     sims[0].page_delay = 0.1  # 12 pages: well over a second, so the first kill lands midway
     sims[1].populate(300)
-    sims[1].withdraw("sample", sims[1].contents[5]["id"])  # type: ignore[index]
+    sims[1].withdraw("sample-group", sims[1].contents[5]["id"])  # type: ignore[index]
     for sim in sims:
         serve(sim)
     settings = make_settings(db_url, tmp_path / "home", page_size=250, harvest_chunk=500)

@@ -49,4 +49,4 @@ def test_lanes_harvest_every_node_once(
         harvested = dump(ctx.engine)
     finally:
         ctx.engine.dispose()
-    assert harvested["samples"] and len(harvested["samples"]) == 240
+    assert harvested["groups"] and len(harvested["groups"]) == 240

@@ -15,7 +15,7 @@ from catalogue.status import parse_time
 from federation.servers import live_server
 from service.problems import PROBLEM
 from tests.catalogue.conftest import ADMIN_TOKEN, Catalogue, database, make_settings
-from tests.catalogue.simulator import NodeSimulator, sample
+from tests.catalogue.simulator import NodeSimulator, exact_group
 from tests.metrics_support import parse, value, wait_ready
 
 GOOD, LIAR, GONE = (f"{n}.example/biobank-node" for n in ("good", "liar", "gone"))
@@ -26,10 +26,14 @@ def _federation(catalogue: Catalogue, serve: Any) -> dict[str, NodeSimulator]:
     an alert), one gone (unreachable at the second harvest)."""
     good, liar, gone = NodeSimulator(GOOD), NodeSimulator(LIAR), NodeSimulator(GONE)
     good.populate(4)
-    bad = sample(
-        99, biobank="bbmri-eric:ID:DE_SIM", collection="bbmri-eric:ID:DE_SIM:collection:main"
+    bad = exact_group(
+        99,
+        biobank="bbmri-eric:ID:DE_SIM",
+        collection="bbmri-eric:ID:DE_SIM:collection:main",
+        samples=10,
+        donors=10,
     )
-    good.publish("sample", {**bad, "sample_type": "Blut"})
+    good.publish("sample-group", {**bad, "sample_type": "Blut"})
     liar.populate(3)
     gone.populate(2)
     for sim in (good, liar):

@@ -51,15 +51,16 @@ def test_real_node_enrol_harvest_search_withdraw(db_url: str, tmp_path: Path) ->
         assert f"enrolled {ORIGIN} (DE)" in enrolled.output
         harvested = runner.invoke(cli_app, ["harvest"], env=env)
         assert harvested.exit_code == 0, harvested.output
-        assert f"{ORIGIN}: ok, size 30 (+30)" in harvested.output
+        assert f"{ORIGIN}: ok, size 1 (+1)" in harvested.output  # one group of 30 samples
 
         with (
             live_server(create_app(settings)) as cat,
             httpx.Client(base_url=cat.url, timeout=10) as client,
         ):
             body = client.get("/v1/search", params={"icd10": "II"}).json()
-            assert body["total"] == 30
-            assert body["biobanks"]["items"][0]["provenance"]["checkpoint_size"] == 30
+            assert body["total"] == {"min": 30, "max": 30}
+            assert body["donors"] == {"min": 30, "max": 30}
+            assert body["biobanks"]["items"][0]["provenance"]["checkpoint_size"] == 1
             first = client.get(f"/v1/nodes/{ORIGIN}/log/entries", params={"limit": 1}).json()[
                 "entries"
             ][0]
@@ -68,13 +69,13 @@ def test_real_node_enrol_harvest_search_withdraw(db_url: str, tmp_path: Path) ->
             )["id"]
             withdraw(home, [target])
             assert runner.invoke(cli_app, ["harvest"], env=env).exit_code == 0
-            assert client.get("/v1/search").json()["total"] == 29
+            assert client.get("/v1/search").json()["total"] == {"min": 0, "max": 0}
             mirrored = client.get(f"/v1/nodes/{ORIGIN}/log/entries").json()["entries"]
-            assert mirrored[0]["content"] is None and len(mirrored) == 31
+            assert mirrored[0]["content"] is None and len(mirrored) == 2
 
     status = runner.invoke(cli_app, ["status"], env=env)
     assert status.exit_code == 0, status.output
-    assert f"{ORIGIN}  active  size 31  lag 0" in status.output
+    assert f"{ORIGIN}  active  size 2  lag 0" in status.output
     down = runner.invoke(cli_app, ["harvest"], env=env)  # the node server is stopped now
     assert down.exit_code == 1 and f"{ORIGIN}: failed: FetchError" in down.output
 

@@ -15,7 +15,7 @@ from catalogue.enrol import enrol
 from catalogue.harvest import Harvester
 from federation.servers import live_server
 from tests.catalogue.conftest import DB_PARAMS, database, make_settings
-from tests.catalogue.simulator import NodeSimulator
+from tests.catalogue.simulator import NodeSimulator, bounded_group
 
 A_BB, A_COL = "bbmri-eric:ID:DE_A", "bbmri-eric:ID:DE_A:collection:main"
 B_BB, B_COL = "bbmri-eric:ID:CZ_B", "bbmri-eric:ID:CZ_B:collection:lung"
@@ -23,13 +23,18 @@ DIR_COL = "bbmri-eric:ID:CZ_B:collection:directory"
 
 
 def _federation() -> list[NodeSimulator]:
+    """Node A (k = 10): 30 Plasma samples in 3 exact groups, 12 Serum samples of 10 donors, and
+    a WholeBlood group of fewer than k donors (published as bounds: [1, 9] samples); node B
+    (k = 5): 20 samples in 4 exact groups, and a Directory-style collection."""
     a = NodeSimulator("de.example/biobank-node", country="DE", k=10)
-    a.populate(30, biobank=A_BB, collection=A_COL)
+    a.populate(3, biobank=A_BB, collection=A_COL)
     a.populate(
-        12,
+        1,
         start=100,
         biobank=A_BB,
         collection=A_COL,
+        samples=12,
+        donors=10,
         sample_type="Serum",
         sex="male",
         age={"min": 60, "max": 69},
@@ -38,19 +43,23 @@ def _federation() -> list[NodeSimulator]:
         use_conditions=["DUO:0000006"],
         dataset_types=["Proteomic"],
     )
-    a.populate(
-        5,
-        start=200,
-        biobank=A_BB,
-        collection=A_COL,
-        sample_type="WholeBlood",
-        age={"min": 20, "max": 29},
-        period={"from": 2020, "to": 2024},
-        diagnoses=[{"system": "ORPHA", "code": "ORPHA:558"}],
+    a.publish(
+        "sample-group",
+        bounded_group(
+            200,
+            biobank=A_BB,
+            collection=A_COL,
+            samples=5,
+            k=10,
+            sample_type="WholeBlood",
+            age={"min": 20, "max": 29},
+            period={"from": 2020, "to": 2024},
+            diagnoses=[{"system": "ORPHA", "code": "ORPHA:558"}],
+        ),
     )
     b = NodeSimulator("cz.example/biobank-node", country="CZ", k=5)
     b.populate(
-        20,
+        4,
         start=300,
         biobank=B_BB,
         collection=B_COL,
@@ -107,19 +116,29 @@ def codes(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {i["code"]: i["count"] for i in items}
 
 
+def iv(lo: int, hi: int | None = None) -> dict[str, int]:
+    """A count as the API shows it: exact `lo`, or between `lo` and `hi`."""
+    return {"min": lo, "max": lo if hi is None else hi}
+
+
+WHOLE_BLOOD = iv(1, 9)  # the bounded group: {lt: 10} samples
+
+
 def test_totals_counts_and_facets_without_filters(api: httpx.Client) -> None:
     body = get(api)
-    assert body["total"] == 67
-    assert codes(body["counts"]["country"]) == {"DE": 47, "CZ": 20}
-    assert codes(body["counts"]["biobank"]) == {A_BB: 47, B_BB: 20}
-    # 67 - 50 - 12 would give WholeBlood = 5: Serum is hidden too, as a true bound
-    assert codes(body["facets"]["sample_type"]) == {
-        "Plasma": 50,
-        "Serum": "<20",
-        "WholeBlood": "<10",
+    assert body["total"] == iv(63, 71)  # 30 + 12 + [1, 9] + 20
+    # the largest group's lower bound (10) .. the sum of upper bounds (30 + 10 + 9 + 20)
+    assert body["donors"] == iv(10, 69)
+    assert codes(body["counts"]["country"]) == {"DE": iv(43, 51), "CZ": iv(20)}
+    assert codes(body["counts"]["biobank"]) == {A_BB: iv(43, 51), B_BB: iv(20)}
+    facet = body["facets"]["sample_type"]
+    assert codes(facet) == {"Plasma": iv(50), "Serum": iv(12), "WholeBlood": WHOLE_BLOOD}
+    assert [i["code"] for i in facet] == ["Plasma", "Serum", "WholeBlood"]  # by max
+    assert codes(body["facets"]["diagnosis_chapter"]) == {"II": iv(50), "IV": iv(12)}
+    assert codes(body["facets"]["use_conditions"]) == {
+        "DUO:0000042": iv(51, 59),
+        "DUO:0000006": iv(12),
     }
-    assert codes(body["facets"]["diagnosis_chapter"]) == {"II": 50, "IV": 12}
-    assert codes(body["facets"]["use_conditions"]) == {"DUO:0000042": 55, "DUO:0000006": 12}
     assert {n["origin"] for n in body["nodes"]} == {
         "de.example/biobank-node",
         "cz.example/biobank-node",
@@ -129,18 +148,18 @@ def test_totals_counts_and_facets_without_filters(api: httpx.Client) -> None:
 
 def test_facet_ignores_its_own_filter(api: httpx.Client) -> None:
     body = get(api, sample_type="Plasma")
-    assert body["total"] == 50
+    assert body["total"] == iv(50) and body["donors"] == iv(10, 50)
     assert codes(body["facets"]["sample_type"]) == {
-        "Plasma": 50,
-        "Serum": "<20",
-        "WholeBlood": "<10",
+        "Plasma": iv(50),
+        "Serum": iv(12),
+        "WholeBlood": WHOLE_BLOOD,
     }
-    assert codes(body["facets"]["sex"]) == {"female": 50}
+    assert codes(body["facets"]["sex"]) == {"female": iv(50)}
     assert body["query"]["sample_type"] == ["Plasma"]
 
 
 def test_sample_type_parent_matches_children(api: httpx.Client) -> None:
-    assert get(api, sample_type="Blood")["total"] == 67
+    assert get(api, sample_type="Blood")["total"] == iv(63, 71)
 
 
 @pytest.mark.parametrize(
@@ -148,7 +167,7 @@ def test_sample_type_parent_matches_children(api: httpx.Client) -> None:
     [("C50", 30), ("C50.9", 30), ("C00-C97", 50), ("II", 50), ("IV", 12), ("E11", 12), ("C51", 0)],
 )
 def test_icd10_prefix_block_and_chapter(api: httpx.Client, icd10: str, total: int) -> None:
-    assert get(api, icd10=icd10)["total"] == total
+    assert get(api, icd10=icd10)["total"] == iv(total)
 
 
 def test_directory_style_collection_matches_on_its_attributes(api: httpx.Client) -> None:
@@ -157,7 +176,7 @@ def test_directory_style_collection_matches_on_its_attributes(api: httpx.Client)
     assert set(cols) == {A_COL, DIR_COL}
     assert cols[DIR_COL]["count_source"] == "declared"
     assert cols[DIR_COL]["declared_size"] == 5000 and cols[DIR_COL]["samples"] is None
-    assert cols[A_COL]["count_source"] == "samples" and cols[A_COL]["samples"] == 30
+    assert cols[A_COL]["count_source"] == "groups" and cols[A_COL]["samples"] == iv(30)
     assert cols[DIR_COL]["provenance"]["node"] == "cz.example/biobank-node"
     assert B_BB in {b["id"] for b in body["biobanks"]["items"]}
     assert DIR_COL not in {c["id"] for c in get(api, sample_type="Plasma")["collections"]["items"]}
@@ -165,28 +184,30 @@ def test_directory_style_collection_matches_on_its_attributes(api: httpx.Client)
 
 
 def test_age_and_period_overlap(api: httpx.Client) -> None:
-    assert get(api, age_min=45, age_max=55)["total"] == 50
-    assert get(api, period_from=2020)["total"] == "<10"
-    assert get(api, period_to=2014)["total"] == 12
+    assert get(api, age_min=45, age_max=55)["total"] == iv(50)
+    assert get(api, period_from=2020)["total"] == WHOLE_BLOOD
+    assert get(api, period_to=2014)["total"] == iv(12)
 
 
 def test_other_coded_filters(api: httpx.Client) -> None:
-    assert get(api, orpha="ORPHA:558")["total"] == "<10"
-    assert get(api, duo="DUO:0000006")["total"] == 12
-    assert get(api, dataset_type="Proteomic")["total"] == 12
-    assert get(api, storage_temperature="-60to-85", sex="male")["total"] == 12
-    assert get(api, country="CZ")["total"] == 20
-    assert get(api, biobank=A_BB, collection=A_COL)["total"] == 47
+    assert get(api, orpha="ORPHA:558")["total"] == WHOLE_BLOOD
+    assert get(api, duo="DUO:0000006")["total"] == iv(12)
+    assert get(api, dataset_type="Proteomic")["total"] == iv(12)
+    assert get(api, storage_temperature="-60to-85", sex="male")["total"] == iv(12)
+    assert get(api, country="CZ")["total"] == iv(20)
+    assert get(api, biobank=A_BB, collection=A_COL)["total"] == iv(43, 51)
     both = api.get("/v1/search", params=[("country", "CZ"), ("country", "DE")]).json()
-    assert both["total"] == 67
+    assert both["total"] == iv(63, 71)
 
 
-def test_small_counts_follow_each_nodes_k(api: httpx.Client) -> None:
+def test_a_bounded_group_shows_as_its_interval_everywhere(api: httpx.Client) -> None:
     body = get(api, sex="female", age_min=20, age_max=29)
-    assert body["total"] == "<10"
-    assert codes(body["counts"]["collection"]) == {A_COL: "<10"}
+    assert body["total"] == WHOLE_BLOOD and body["donors"] == iv(1, 9)
+    assert codes(body["counts"]["collection"]) == {A_COL: WHOLE_BLOOD}
+    assert body["collections"]["items"][0]["samples"] == WHOLE_BLOOD
+    assert body["biobanks"]["items"][0]["samples"] == WHOLE_BLOOD
     cz = get(api, country="CZ", page_size=5)
-    assert cz["biobanks"]["items"][0]["samples"] == 20
+    assert cz["biobanks"]["items"][0]["samples"] == iv(20)
 
 
 def test_pagination_and_provenance(api: httpx.Client) -> None:
@@ -197,7 +218,7 @@ def test_pagination_and_provenance(api: httpx.Client) -> None:
     assert ids == [A_BB, B_BB]
     item = first["biobanks"]["items"][0]
     assert item["provenance"]["node"] == "de.example/biobank-node"
-    assert item["provenance"]["checkpoint_size"] == 49
+    assert item["provenance"]["checkpoint_size"] == 7  # biobank, collection, 5 groups
     assert item["provenance"]["verified_at"].endswith("Z")
     assert item["contact"] == {"email": "biobank@example.org"} and item["country"] == "DE"
     cols = get(api, page_size=2, collections_page=2)["collections"]
@@ -235,4 +256,7 @@ def test_search_is_documented_in_openapi(api: httpx.Client) -> None:
         "SearchResponse"
     )
     assert {"icd10", "sample_type", "collections_page"} <= {p["name"] for p in op["parameters"]}
-    assert "CollectionItem" in spec["components"]["schemas"]
+    schemas = spec["components"]["schemas"]
+    assert "CollectionItem" in schemas
+    assert schemas["Count"]["required"] == ["min", "max"]
+    assert schemas["SearchResponse"]["properties"]["donors"]["$ref"].endswith("/Count")

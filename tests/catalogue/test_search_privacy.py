@@ -1,24 +1,30 @@
-"""Small counts in /v1/search resist differencing: through the real API, and over random cubes.
+"""Attacks on /v1/search through a real catalogue harvesting real node simulators (issue 20,
+attacks (b) and (c)): every count is an interval sum over the published sample groups, so no
+arithmetic over several answers says more than the logs do.
 
-The attacker (below) sees one response and knows every sum between its counts: the total
-is the sum of each counts list and of each facet (it is even assumed to know how many
-samples have no value), a country the sum of its biobanks, a biobank of its collections,
-and a filtered facet's whole list sums to the total of the search without that filter.
-It must never recover a hidden count: neither by the obvious subtraction nor by solving
-all the sums at once.
+The test keeps each group's true counts (what the node holds) beside what its log publishes
+(exact at k donors, else the bound ``{"lt": B}``, read as [1, B - 1]). It asserts that every
+answer equals the interval sum recomputed here from the published groups, and that the
+attackers below (union subtraction, age-range arithmetic, ICD-10 padding, and a linear-system
+attacker over many overlapping queries, by least squares and by exact elimination) never pin
+a group's sample count tighter than its published interval, while the truth always lies
+inside what they derive.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import ExitStack
+import itertools
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from catalogue.app import create_app
@@ -26,448 +32,546 @@ from catalogue.context import build_context
 from catalogue.enrol import enrol
 from catalogue.harvest import Harvester
 from catalogue.search.codes import Vocabulary
-from catalogue.search.cube import Combo
-from catalogue.search.filters import Filters
-from catalogue.search.privacy import bound, protected_counts
-from catalogue.search.tally_reference import predicates, tally
 from federation.servers import live_server
 from tests.catalogue.conftest import DB_PARAMS, database, make_settings
-from tests.catalogue.simulator import NodeSimulator, sample
+from tests.catalogue.simulator import NodeSimulator, group, group_id, upper_bound
 
-Cell = tuple[str, ...]
-Group = dict[Cell, int]
-TOTAL: Cell = ("total",)
-FACETS = (
-    "sample_type",
-    "storage_temperature",
-    "sex",
-    "country",
-    "dataset_type",
-    "use_conditions",
-    "diagnosis_chapter",
-)
 VOCAB = Vocabulary.default()
-
-
-# -- the attacker ---------------------------------------------------------------------------
-def shown_cells(body: dict[str, Any]) -> dict[Cell, Any]:
-    """Every count of a response by cell: total, ("counts", name, code), ("facets", ...)."""
-    out: dict[Cell, Any] = {TOTAL: body["total"]}
-    for section in ("counts", "facets"):
-        for name, items in body[section].items():
-            for item in items:
-                out[(section, name, str(item["code"]))] = item["count"]
-    return out
-
-
-def groups_for(
-    cells: dict[Cell, Any],
-    *,
-    country_of: dict[str, str],
-    biobank_of: dict[str, str],
-    selected: dict[str, set[str]],
-) -> list[Group]:
-    """The sums the attacker knows (``{cell: sign}``); ``selected``: facet -> codes its own
-    filter keeps. Structure (a biobank's country, a collection's biobank) is public."""
-    groups: list[Group] = []
-
-    def listed(section: str, name: str) -> list[Cell]:
-        return [c for c in cells if c[:2] == (section, name)]
-
-    for name in ("country", "biobank", "collection"):
-        groups.append({TOTAL: 1} | {c: -1 for c in listed("counts", name)})
-    for name in FACETS:
-        keep = selected.get(name)
-        values = listed("facets", name)
-        groups.append({TOTAL: 1} | {c: -1 for c in values if keep is None or c[2] in keep})
-        if keep is not None:
-            groups.append({c: -1 for c in values})  # total of the search without the filter
-        if name == "country":  # the same quantity as counts.country
-            for c in values:
-                twin = ("counts", "country", c[2])
-                if twin in cells and (keep is None or c[2] in keep):
-                    groups.append({c: 1, twin: -1})
-    for child, parent, owner in (
-        ("biobank", "country", country_of),
-        ("collection", "biobank", biobank_of),
-    ):
-        for p in listed("counts", parent):
-            groups.append(
-                {p: 1} | {c: -1 for c in listed("counts", child) if owner.get(c[2]) == p[2]}
-            )
-    return groups
-
-
-def recovered(cells: dict[Cell, Any], groups: Iterable[Group]) -> set[Cell]:
-    """Hidden cells the sums determine: Gaussian elimination over the hidden cells (a cell is
-    determined when its unit vector is in the span of the groups)."""
-    unknown = sorted(c for c, v in cells.items() if isinstance(v, str))
-    col = {c: i for i, c in enumerate(unknown)}
-    rows = []
-    for g in groups:
-        row = [Fraction(0)] * len(unknown)
-        for c, sign in g.items():
-            if c in col:
-                row[col[c]] += sign
-        if len(g) > 1 and any(row):  # a lone cell: only "the samples without a value"
-            rows.append(row)
-    rank = 0
-    for j in range(len(unknown)):
-        found = next((i for i in range(rank, len(rows)) if rows[i][j] != 0), None)
-        if found is None:
-            continue
-        rows[rank], rows[found] = rows[found], rows[rank]
-        rows[rank] = [x / rows[rank][j] for x in rows[rank]]
-        for i, row in enumerate(rows):
-            if i != rank and row[j] != 0:
-                rows[i] = [a - row[j] * b for a, b in zip(row, rows[rank], strict=True)]
-        rank += 1
-    return {
-        unknown[nz[0]]
-        for row in rows[:rank]
-        if len(nz := [j for j, x in enumerate(row) if x != 0]) == 1
-    }
-
-
-def obvious(cells: dict[Cell, Any], truth: dict[Cell, int], groups: Iterable[Group]) -> list[str]:
-    """The obvious attack: a known sum minus the exact values shown, compared with each
-    hidden value of the group. Returns what it recovered."""
-    found = []
-    for g in groups:
-        parent = [c for c, sign in g.items() if sign > 0]
-        if len(g) < 2 or parent and isinstance(cells.get(parent[0], 0), str):
-            continue  # the parent is hidden itself: nothing to subtract from
-        known = sum(sign * truth.get(c, 0) for c, sign in g.items())
-        difference = known - sum(
-            sign * cells.get(c, 0) for c, sign in g.items() if not isinstance(cells.get(c, 0), str)
-        )
-        for c in g:
-            if isinstance(cells.get(c, 0), str) and abs(difference) == truth[c]:
-                found.append(f"{c} = {truth[c]}")
-    return found
-
-
-def check_response(
-    cells: dict[Cell, Any], truth: dict[Cell, int], ks: Iterable[int], groups: list[Group]
-) -> None:
-    """Complete, true, and safe: every positive count listed, exact or a true bound no looser
-    than the largest k; no hidden count recovered, obviously or by solving."""
-    kmax = max(ks)
-    for c, n in truth.items():
-        if n > 0:
-            assert c in cells, f"{c} ({n}) missing"
-    for c, shown in cells.items():
-        if isinstance(shown, str):
-            b = bound(shown)
-            assert b is not None and 0 < truth[c] < b <= truth[c] + kmax, (c, shown, truth[c])
-        else:
-            assert shown == truth.get(c, 0), (c, shown, truth.get(c))
-    assert obvious(cells, truth, groups) == []
-    assert recovered(cells, groups) == set()
-
-
-# -- a federation on loopback ---------------------------------------------------------------
+Span = tuple[int, int]
+Cell = tuple[str, ...]
+FACETS = {  # facet -> the search parameter it ignores
+    "sample_type": "sample_type",
+    "storage_temperature": "storage_temperature",
+    "sex": "sex",
+    "country": "country",
+    "dataset_type": "dataset_type",
+    "use_conditions": "duo",
+    "diagnosis_chapter": "icd10",
+}
+DE, CZ, FR = "de.example/biobank-node", "cz.example/biobank-node", "fr.example/biobank-node"
+NODES = {DE: ("DE", 10), CZ: ("CZ", 5), FR: ("FR", 20)}
 A_BB, B_BB, C_BB = "bbmri-eric:ID:DE_A", "bbmri-eric:ID:CZ_B", "bbmri-eric:ID:FR_C"
 A1, A2, A3 = (f"{A_BB}:collection:{c}" for c in ("one", "two", "three"))
 B1, C1 = f"{B_BB}:collection:one", f"{C_BB}:collection:one"
-NODES = {
-    "de.example/biobank-node": ("DE", 10),
-    "cz.example/biobank-node": ("CZ", 5),
-    "fr.example/biobank-node": ("FR", 20),
-}
-SPEC: list[tuple[str, str, str, int, dict[str, Any]]] = [
-    ("de.example/biobank-node", A_BB, A1, 40, {}),
-    ("de.example/biobank-node", A_BB, A1, 3, {"sex": "male"}),  # a class below k
-    ("de.example/biobank-node", A_BB, A2, 25, {"sample_type": "Serum"}),
-    ("de.example/biobank-node", A_BB, A2, 4, {"sample_type": "WholeBlood"}),  # below k
-    ("de.example/biobank-node", A_BB, A3, 6, {}),  # a whole collection below k
-    ("cz.example/biobank-node", B_BB, B1, 18, {}),
-    ("cz.example/biobank-node", B_BB, B1, 12, {"sex": None}),  # no sex published
-    (
-        "fr.example/biobank-node",
-        C_BB,
-        C1,
-        45,
-        {"sample_type": "Serum", "dataset_types": ["Proteomic"]},
-    ),
-]
-COUNTRY_OF = {A_BB: "DE", B_BB: "CZ", C_BB: "FR"}
 BIOBANK_OF = {A1: A_BB, A2: A_BB, A3: A_BB, B1: B_BB, C1: C_BB}
+NODE_OF = {A_BB: DE, B_BB: CZ, C_BB: FR}
 
 
-def _samples() -> list[tuple[str, dict[str, Any]]]:
-    out, n = [], 0
-    for origin, bb, col, count, fields in SPEC:
-        for _ in range(count):
-            out.append((origin, sample(n, biobank=bb, collection=col, **fields)))
-            n += 1
+# -- what the nodes hold and what their logs say --------------------------------------------
+@dataclass
+class Group:
+    """One live group: what its log publishes (`record`) and its true counts."""
+
+    origin: str
+    record: dict[str, Any]
+    samples: int
+    donors: int
+
+    @property
+    def span(self) -> Span:
+        return interval(self.record["samples"])
+
+    @property
+    def donor_span(self) -> Span:
+        return interval(self.record["donors"])
+
+
+def interval(count: Any) -> Span:
+    """What a published count says: exact n -> [n, n]; {"lt": B} -> [1, B - 1]."""
+    return (1, count["lt"] - 1) if isinstance(count, dict) else (count, count)
+
+
+def publish(
+    sims: dict[str, NodeSimulator],
+    world: dict[str, Group],
+    n: int,
+    collection: str,
+    samples: int,
+    donors: int,
+    **fields: Any,
+) -> None:
+    """Publish group `n` as its node would: exact counts at k donors, else both bounded."""
+    origin = NODE_OF[BIOBANK_OF[collection]]
+    k = NODES[origin][1]
+    exact = donors >= k
+    record = group(
+        n,
+        biobank=BIOBANK_OF[collection],
+        collection=collection,
+        samples=samples if exact else {"lt": upper_bound(samples, k)},
+        donors=donors if exact else {"lt": k},
+        **fields,
+    )
+    sims[origin].publish("sample-group", record)
+    world[record["id"]] = Group(origin, record, samples, donors)
+
+
+def setup_nodes() -> dict[str, NodeSimulator]:
+    sims = {o: NodeSimulator(o, country=c, k=k) for o, (c, k) in NODES.items()}
+    for col, bb in BIOBANK_OF.items():
+        sim = sims[NODE_OF[bb]]
+        if not any(c and c.get("id") == bb for c in sim.contents):
+            bb_record = {"id": bb, "name": bb, "country": sim.country}
+            sim.publish("biobank", bb_record | {"contact": {"email": "bb@example.org"}})
+        sim.publish("collection", {"id": col, "biobank": bb, "name": col})
+    return sims
+
+
+# (group number, collection, true samples, true donors, attributes)
+SPEC: list[tuple[int, str, int, int, dict[str, Any]]] = [
+    (1, A1, 40, 25, {}),
+    (2, A1, 3, 2, {"sex": "male"}),  # bounded: [1, 9]
+    (3, A2, 25, 12, {"sample_type": "Serum", "age": {"min": 30, "max": 39}, "dx": "I21"}),
+    (4, A2, 4, 3, {"sample_type": "WholeBlood", "dx": "G30.9"}),  # [1, 9]
+    (5, A3, 6, 4, {"age": {"min": 20, "max": 39}, "dx": "I10"}),  # [1, 9]
+    (6, A3, 14, 4, {"dx": "G30.9"}),  # 14 samples of 4 donors: [1, 19]
+    (7, B1, 18, 9, {}),
+    (8, B1, 12, 6, {"sex": None, "age": {"min": 50, "max": 59}, "dx": "I21"}),
+    (9, B1, 3, 2, {"sample_type": "Serum", "sex": "male", "dx": "G30.9"}),  # [1, 4]
+    (10, C1, 45, 30, {"sample_type": "Serum", "age": {"min": 60, "max": 69}, "dx": "I25.1"}),
+    (11, C1, 7, 5, {"sample_type": "Serum", "sex": "male", "dx": "G30.9"}),  # [1, 19]
+]
+
+
+def fields_of(spec: dict[str, Any]) -> dict[str, Any]:
+    out = dict(spec)
+    if "dx" in out:
+        out["diagnoses"] = [{"system": "ICD-10", "code": out.pop("dx")}]
     return out
 
 
-@pytest.fixture(scope="module", params=DB_PARAMS)
-def api(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[httpx.Client]:
-    """Three simulated nodes (k = 10, 5, 20) harvested by a catalogue served on loopback."""
-    tmp = tmp_path_factory.mktemp("small")
-    sims = {o: NodeSimulator(o, country=c, k=k) for o, (c, k) in NODES.items()}
-    for origin, bb, col, *_ in SPEC:
-        sim = sims[origin]
-        if not any(c and c.get("id") == bb for c in sim.contents):
-            sim.publish(
-                "biobank",
-                {
-                    "id": bb,
-                    "name": bb,
-                    "country": sim.country,
-                    "contact": {"email": "bb@example.org"},
-                },
-            )
-        if not any(c and c.get("id") == col for c in sim.contents):
-            sim.publish("collection", {"id": col, "biobank": bb, "name": col})
-    for origin, record in _samples():
-        sims[origin].publish("sample", record)
+# -- the answers recomputed from the published groups ----------------------------------------
+def passes(g: Group, query: dict[str, list[str]], skip: str | None = None) -> bool:
+    """Whether a group matches every filter (but `skip`), as the search documents them."""
+    r = g.record
+    country = NODES[g.origin][0]
+    for name, wanted in query.items():
+        if name == skip or name in ("age_min", "age_max"):
+            continue
+        if name == "country":
+            ok = country in wanted
+        elif name == "duo":
+            ok = bool(set(r.get("use_conditions", [])) & set(wanted))
+        elif name == "icd10":
+            ok = any(icd_match(d["code"], wanted) for d in r.get("diagnoses", []))
+        else:
+            ok = r.get(name) in wanted
+        if not ok:
+            return False
+    if "age_min" in query or "age_max" in query:
+        age = r.get("age")
+        lo, hi = int(query.get("age_min", ["-1"])[0]), int(query.get("age_max", ["999999"])[0])
+        if age is None or age["max"] < lo or age["min"] > hi:
+            return False
+    return True
+
+
+def icd_match(code: str, wanted: list[str]) -> bool:
+    """A code prefix (C50), a block of categories (I00-I99) or a chapter (IX)."""
+    for w in wanted:
+        block = w.split("-") if "-" in w else VOCAB.chapter_range(w)
+        if block is not None:
+            if block[0] <= code[:3] <= block[1]:
+                return True
+        elif code.startswith(w):
+            return True
+    return False
+
+
+def facet_values(g: Group, facet: str) -> list[str]:
+    r = g.record
+    if facet == "country":
+        return [NODES[g.origin][0]]
+    if facet == "use_conditions":
+        return list(r.get("use_conditions", []))
+    if facet == "dataset_type":
+        return list(r.get("dataset_types", []))
+    if facet == "diagnosis_chapter":
+        chapters = (VOCAB.chapter_of(d["code"]) for d in r.get("diagnoses", []))
+        return list(dict.fromkeys(c for c in chapters if c))
+    return [r[facet]] if r.get(facet) else []
+
+
+def cells_of(world: dict[str, Group], query: dict[str, list[str]]) -> dict[Cell, list[str]]:
+    """Every count a response shows, by cell, with the groups it sums."""
+    out: dict[Cell, list[str]] = {}
+    matching = [gid for gid, g in world.items() if passes(g, query)]
+    out[("total",)] = matching
+    for gid in matching:
+        r = world[gid].record
+        for name, code in (
+            ("country", NODES[world[gid].origin][0]),
+            ("biobank", r["biobank"]),
+            ("collection", r["collection"]),
+        ):
+            out.setdefault(("counts", name, code), []).append(gid)
+    for facet, param in FACETS.items():
+        for gid, g in world.items():
+            if passes(g, query, skip=param):
+                for v in facet_values(g, facet):
+                    out.setdefault(("facets", facet, v), []).append(gid)
+    return out
+
+
+def span_sum(world: dict[str, Group], gids: list[str]) -> Span:
+    return sum(world[g].span[0] for g in gids), sum(world[g].span[1] for g in gids)
+
+
+def listing(cells: dict[Cell, Span], section: str, name: str) -> list[dict[str, Any]]:
+    """A counts or facet list as the API must give it: by count max, then min desc, code."""
+    items = [(c[2], s) for c, s in cells.items() if c[:2] == (section, name)]
+    items.sort(key=lambda cs: (-cs[1][1], -cs[1][0], cs[0]))
+    return [{"code": code, "count": {"min": lo, "max": hi}} for code, (lo, hi) in items]
+
+
+def expected(world: dict[str, Group], query: dict[str, list[str]]) -> dict[str, Any]:
+    """The counts of a response, recomputed from the published groups alone."""
+    cells = {c: span_sum(world, gids) for c, gids in cells_of(world, query).items()}
+    matching = cells_of(world, query)[("total",)]
+    donors = [world[g].donor_span for g in matching]
+    return {
+        "total": {"min": cells[("total",)][0], "max": cells[("total",)][1]},
+        "donors": {
+            "min": max((d[0] for d in donors), default=0),
+            "max": sum(d[1] for d in donors),
+        },
+        "counts": {n: listing(cells, "counts", n) for n in ("country", "biobank", "collection")},
+        "facets": {n: listing(cells, "facets", n) for n in FACETS},
+    }
+
+
+def ask(
+    api: httpx.Client, world: dict[str, Group], query: dict[str, list[str]]
+) -> dict[Cell, Span]:
+    """One search: its counts must equal the interval sums of the published groups (the
+    cards too); returns every count by cell."""
+    resp = api.get("/v1/search", params=[(k, v) for k, vs in query.items() for v in vs])
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    want = expected(world, query)
+    assert {k: body[k] for k in want} == want, query
+    shown: dict[Cell, Span] = {("total",): (body["total"]["min"], body["total"]["max"])}
+    for section in ("counts", "facets"):
+        for name, items in body[section].items():
+            for item in items:
+                shown[(section, name, item["code"])] = (item["count"]["min"], item["count"]["max"])
+    for kind in ("biobank", "collection"):
+        for item in body[f"{kind}s"]["items"]:
+            count = shown[("counts", kind, item["id"])]
+            assert (item["samples"]["min"], item["samples"]["max"]) == count, item["id"]
+            assert kind == "biobank" or item["count_source"] == "groups"
+    return shown
+
+
+# -- the attackers ------------------------------------------------------------------------------
+def difference(a: Span, b: Span) -> Span:
+    """What subtracting answer b from answer a (b's groups all in a) says of the rest."""
+    return a[0] - b[1], a[1] - b[0]
+
+
+def assert_no_tighter(derived: Span, world: dict[str, Group], gids: list[str]) -> None:
+    """A derived interval for the sum of `gids`: it holds the truth and is never tighter than
+    what the log publishes for them."""
+    published = span_sum(world, gids)
+    truth = sum(world[g].samples for g in gids)
+    assert derived[0] <= truth <= derived[1], (derived, truth)
+    assert derived[0] <= published[0] and derived[1] >= published[1], (derived, published)
+
+
+@dataclass
+class Answers:
+    """What a linear-system attacker collected: one row per shown count (which groups it
+    sums, known from the public log) and the interval shown."""
+
+    world: dict[str, Group]
+    rows: list[list[str]]
+    spans: list[Span]
+
+    def add(self, cells: dict[Cell, list[str]], shown: dict[Cell, Span]) -> None:
+        for cell, gids in cells.items():
+            self.rows.append(gids)
+            self.spans.append(shown.get(cell, (0, 0)))
+
+    def matrix(self) -> tuple[list[str], np.ndarray]:
+        ids = sorted(self.world)
+        col = {g: i for i, g in enumerate(ids)}
+        a = np.zeros((len(self.rows), len(ids)))
+        for i, gids in enumerate(self.rows):
+            for g in gids:
+                a[i, col[g]] += 1
+        return ids, a
+
+    def least_squares(self) -> set[str]:
+        """For each group whose unit vector the answers span, the combination c (minimal
+        norm, by least squares) gives x_g = sum c_i * answer_i, an interval by interval
+        arithmetic: it must hold the truth and never be tighter than the published bound.
+        Returns the groups so isolated."""
+        ids, a = self.matrix()
+        lo = np.array([s[0] for s in self.spans], dtype=float)
+        hi = np.array([s[1] for s in self.spans], dtype=float)
+        isolated = set()
+        for j, gid in enumerate(ids):
+            target = np.zeros(len(ids))
+            target[j] = 1.0
+            c, *_ = np.linalg.lstsq(a.T, target, rcond=None)
+            if np.abs(a.T @ c - target).max() > 1e-6:
+                continue  # the answers do not isolate this group
+            isolated.add(gid)
+            low = float(np.minimum(c * lo, c * hi).sum())
+            high = float(np.maximum(c * lo, c * hi).sum())
+            derived = (round(low, 6), round(high, 6))
+            published, truth = self.world[gid].span, self.world[gid].samples
+            assert derived[0] <= truth <= derived[1], (gid, derived, truth)
+            assert derived[0] <= published[0] + 1e-6 and derived[1] >= published[1] - 1e-6
+        return isolated
+
+    def elimination(self) -> dict[str, Fraction]:
+        """Exact integer elimination over the answers that are exact (min == max): the
+        groups they determine must be exact groups, at their published counts."""
+        ids, a = self.matrix()
+        exact = {(*(int(x) for x in a[i]), s[0]) for i, s in enumerate(self.spans) if s[0] == s[1]}
+        rows = [[Fraction(x) for x in row] for row in sorted(exact)]
+        rank, pivots = 0, []
+        for j in range(len(ids)):
+            found = next((i for i in range(rank, len(rows)) if rows[i][j] != 0), None)
+            if found is None:
+                continue
+            rows[rank], rows[found] = rows[found], rows[rank]
+            rows[rank] = [x / rows[rank][j] for x in rows[rank]]
+            for i, row in enumerate(rows):
+                if i != rank and row[j] != 0:
+                    rows[i] = [p - row[j] * q for p, q in zip(row, rows[rank], strict=True)]
+            pivots.append(j)
+            rank += 1
+        determined = {}
+        for row, j in zip(rows[:rank], pivots, strict=True):
+            if all(x == 0 for k, x in enumerate(row[:-1]) if k != j):
+                determined[ids[j]] = row[-1]
+        for gid, value in determined.items():
+            g = self.world[gid]
+            assert g.span[0] == g.span[1] == value == g.samples, (gid, value, g.span)
+        return determined
+
+
+# -- a federation on loopback -------------------------------------------------------------------
+@dataclass(repr=False)  # hypothesis prints its arguments: keep it short
+class Federation:
+    """The catalogue's API, the nodes, their live groups (with the truth) and a harvester."""
+
+    api: httpx.Client
+    sims: dict[str, NodeSimulator]
+    world: dict[str, Group]
+    harvester: Harvester
+
+    def harvest(self) -> None:
+        assert all(o.ok for o in self.harvester.run())
+
+    def __repr__(self) -> str:
+        return f"Federation({len(self.world)} groups)"
+
+
+@contextmanager
+def running(request: pytest.FixtureRequest, tmp: Path) -> Iterator[Federation]:
+    """Three simulated nodes (k = 10, 5, 20) publishing SPEC, harvested by a catalogue served
+    on loopback."""
+    sims = setup_nodes()
+    world: dict[str, Group] = {}
+    for n, col, samples, donors, spec in SPEC:
+        publish(sims, world, n, col, samples, donors, **fields_of(spec))
     with ExitStack() as stack:
         url = stack.enter_context(database(request.param, tmp, request))
         for sim in sims.values():
             sim.url = stack.enter_context(live_server(sim.app())).url
-        settings = make_settings(url, tmp / "home")
-        ctx = build_context(settings)
+        config = make_settings(url, tmp / "home")
+        ctx = build_context(config)
+        stack.callback(ctx.engine.dispose)
         for sim in sims.values():
             enrol(ctx.engine, ctx.key, sim.url, sim.verifier_key, sim.descriptor())
-        assert all(o.ok for o in Harvester(engine=ctx.engine, settings=settings, key=ctx.key).run())
-        ctx.engine.dispose()
-        cat = stack.enter_context(live_server(create_app(settings)))
-        yield stack.enter_context(httpx.Client(base_url=cat.url))
+        harvester = Harvester(engine=ctx.engine, settings=config, key=ctx.key)
+        cat = stack.enter_context(live_server(create_app(config)))
+        api = stack.enter_context(httpx.Client(base_url=cat.url))
+        federation = Federation(api, sims, world, harvester)
+        federation.harvest()
+        yield federation
 
 
-def _facet_codes(name: str, s: dict[str, Any], country: str) -> list[str]:
-    if name == "country":
-        return [country]
-    if name == "dataset_type":
-        return list(s.get("dataset_types", []))
-    if name == "use_conditions":
-        return list(s.get("use_conditions", []))
-    if name == "diagnosis_chapter":
-        return sorted(
-            {
-                ch
-                for d in s.get("diagnoses", [])
-                if d["system"] == "ICD-10" and (ch := VOCAB.chapter_of(d["code"]))
-            }
+@pytest.fixture(scope="module", params=DB_PARAMS)
+def fed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Federation]:
+    """The federation of SPEC, left as it is."""
+    with running(request, tmp_path_factory.mktemp("attacks")) as federation:
+        yield federation
+
+
+@pytest.fixture(scope="module", params=DB_PARAMS)
+def growing(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Federation]:
+    """The federation of SPEC, to which the random test adds (and withdraws) groups."""
+    with running(request, tmp_path_factory.mktemp("random")) as federation:
+        yield federation
+
+
+def q(**params: str | list[str]) -> dict[str, list[str]]:
+    return {k: v if isinstance(v, list) else [v] for k, v in params.items()}
+
+
+def test_every_answer_is_the_interval_sum_of_the_published_groups(fed: Federation) -> None:
+    world = fed.world
+    shown = ask(fed.api, world, {})
+    # 140 exact, and six bounded groups of [1, 9], [1, 9], [1, 9], [1, 19], [1, 4], [1, 19]
+    assert shown[("total",)] == (146, 209)
+    assert shown[("facets", "sex", "male")] == (3, 32)  # groups 2, 9 and 11, all bounded
+    assert shown[("counts", "collection", A3)] == (2, 28)  # two bounded groups
+    for query in (q(sex="male"), q(collection=A3), q(country="FR"), q(icd10="G30.9")):
+        ask(fed.api, world, query)
+
+
+def test_union_subtraction_recovers_nothing(fed: Federation) -> None:
+    """(A1 or A3) minus A1 leaves A3: two bounded groups, no tighter than their bounds."""
+    world = fed.world
+    both = ask(fed.api, world, q(collection=[A1, A3]))[("total",)]
+    one = ask(fed.api, world, q(collection=A1))[("total",)]
+    assert_no_tighter(difference(both, one), world, [group_id(5), group_id(6)])
+    males = ask(fed.api, world, q(sex="male"))[("total",)]
+    male_not_a1 = ask(fed.api, world, q(sex="male", collection=[A2, A3, B1, C1]))[("total",)]
+    assert_no_tighter(difference(males, male_not_a1), world, [group_id(2)])
+
+
+def test_age_range_arithmetic_recovers_nothing(fed: Federation) -> None:
+    """Ages 0-49 minus 0-39 leaves the 40-49 band, whose bounded groups stay bounds."""
+    world = fed.world
+    wide = ask(fed.api, world, q(age_min="0", age_max="49", sex="male"))[("total",)]
+    narrow = ask(fed.api, world, q(age_min="0", age_max="39", sex="male"))[("total",)]
+    assert narrow == (0, 0)
+    assert_no_tighter(difference(wide, narrow), world, [group_id(n) for n in (2, 9, 11)])
+    wide = ask(fed.api, world, q(age_min="0", age_max="49", collection=A3))[("total",)]
+    narrow = ask(fed.api, world, q(age_min="0", age_max="39", collection=A3))[("total",)]
+    assert_no_tighter(difference(wide, narrow), world, [group_id(6)])
+
+
+def test_icd_padding_recovers_nothing(fed: Federation) -> None:
+    """G30.9 + I00-I99 minus I00-I99 leaves the G30.9 groups: only their bounds."""
+    world = fed.world
+    padded = ask(fed.api, world, q(icd10=["G30.9", "I00-I99"]))[("total",)]
+    pad = ask(fed.api, world, q(icd10="I00-I99"))[("total",)]
+    g30 = [group_id(n) for n in (4, 6, 9, 11)]
+    assert_no_tighter(difference(padded, pad), world, g30)
+    for col, n in ((A2, 4), (B1, 9)):
+        padded = ask(fed.api, world, q(icd10=["G30.9", "I00-I99"], collection=col))[("total",)]
+        pad = ask(fed.api, world, q(icd10="I00-I99", collection=col))[("total",)]
+        assert_no_tighter(difference(padded, pad), world, [group_id(n)])
+
+
+OVERLAPPING = [
+    {
+        k: v
+        for k, v in (
+            ("sex", sex),
+            ("age_min", age and age[0]),
+            ("age_max", age and age[1]),
+            ("icd10", icd),
+            ("collection", col),
         )
-    value = s.get(name)
-    return [value] if value else []
-
-
-def truth(filters: dict[str, list[str]]) -> dict[Cell, int]:
-    """The true counts of a search, counted here from the published samples."""
-    param = {
-        "sample_type": "sample_type",
-        "sex": "sex",
-        "country": "country",
-        "collection": "collection",
+        if v
     }
-
-    def passes(s: dict[str, Any], country: str, skip: str | None) -> bool:
-        for name, wanted in filters.items():
-            value = country if name == "country" else s.get(param[name])
-            if name != skip and value not in wanted:
-                return False
-        return True
-
-    out: Counter[Cell] = Counter()
-    for origin, s in _samples():
-        country = NODES[origin][0]
-        if passes(s, country, None):
-            out[TOTAL] += 1
-            for name, code in (
-                ("country", country),
-                ("biobank", s["biobank"]),
-                ("collection", s["collection"]),
-            ):
-                out[("counts", name, code)] += 1
-        for name in FACETS:
-            if passes(s, country, name):
-                for code in _facet_codes(name, s, country):
-                    out[("facets", name, code)] += 1
-    return dict(out)
-
-
-def attack(api: httpx.Client, **filters: str) -> dict[Cell, Any]:
-    resp = api.get("/v1/search", params=filters)
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    cells = shown_cells(body)
-    wanted = {k: [v] for k, v in filters.items()}
-    selected = {k: set(v) for k, v in wanted.items() if k in FACETS}
-    groups = groups_for(cells, country_of=COUNTRY_OF, biobank_of=BIOBANK_OF, selected=selected)
-    check_response(cells, truth(wanted), (k for _c, k in NODES.values()), groups)
-    _check_cards(body, cells)
-    return cells
-
-
-def _check_cards(body: dict[str, Any], cells: dict[Cell, Any]) -> None:
-    """Cards show the very counts of the counts lists (one node per biobank here)."""
-    for kind in ("biobank", "collection"):
-        for item in body[f"{kind}s"]["items"]:
-            assert item["samples"] == cells[("counts", kind, item["id"])], item["id"]
-
-
-def test_a_small_sex_class_is_a_bound_and_its_complement_too(api: httpx.Client) -> None:
-    cells = attack(api)
-    assert cells[("facets", "sex", "male")] == "<10"  # 3 samples, node k 10
-    # 153 - female 138 - 12 without sex would give 3: female is hidden as well (k = 20)
-    assert cells[("facets", "sex", "female")] == "<140"
-    assert cells[TOTAL] == 153
-
-
-def test_a_small_sample_type_and_a_small_collection(api: httpx.Client) -> None:
-    cells = attack(api)
-    assert cells[("facets", "sample_type", "WholeBlood")] == "<10"
-    assert isinstance(cells[("facets", "sample_type", "Serum")], str)
-    assert cells[("counts", "collection", A3)] == "<10"
-    assert cells[("counts", "collection", A2)] == "<30"  # A_BB = A1 + A2 + A3
-    assert cells[("counts", "biobank", A_BB)] == 78
-
-
-@pytest.mark.parametrize(
-    "filters",
-    [
-        {"sex": "male"},
-        {"sample_type": "WholeBlood"},
-        {"collection": A3},
-        {"country": "DE"},
-        {"country": "CZ"},
-        {"sex": "female", "country": "DE"},
-        {"sample_type": "Serum"},
-        {"sample_type": "Plasma", "sex": "female"},
-    ],
-    ids=lambda f: ",".join(f"{k}={v.rsplit(':', 1)[-1]}" for k, v in f.items()),
-)
-def test_filters_narrowing_to_the_small_group_leak_nothing(
-    api: httpx.Client, filters: dict[str, str]
-) -> None:
-    cells = attack(api, **filters)
-    if filters.get("sex") == "male" or "WholeBlood" in filters.values() or A3 in filters.values():
-        assert cells[TOTAL] == "<10"
-
-
-def test_a_filtered_facet_is_shown_as_without_its_filter(api: httpx.Client) -> None:
-    """The sex facet under sex=male lists the same values as the search without it, whose
-    total closes the sum: female must stay hidden here too."""
-    assert attack(api, sex="male")[("facets", "sex", "female")] == "<140"
-
-
-def test_the_country_facet_and_the_country_counts_agree(api: httpx.Client) -> None:
-    cells = attack(api, country="DE")
-    assert cells[("facets", "country", "DE")] == cells[("counts", "country", "DE")] == 78
-    assert cells[("facets", "sex", "female")] == "<80" and cells[TOTAL] == 78
-
-
-# -- random cubes ---------------------------------------------------------------------------
-@st.composite
-def cubes(draw: st.DrawFn) -> tuple[list[Combo], dict[int, int], Filters]:
-    nodes = draw(st.integers(1, 3))
-    ks = {nid: draw(st.sampled_from([2, 5, 10, 20])) for nid in range(1, nodes + 1)}
-    rows = []
-    for nid in ks:
-        for b in range(draw(st.integers(1, 3))):
-            country = draw(st.sampled_from(["DE", "CZ", "FR"]))
-            for c in range(draw(st.integers(1, 3))):
-                for _ in range(draw(st.integers(1, 4))):
-                    chapters = tuple(
-                        draw(st.lists(st.sampled_from(["II", "IV"]), unique=True, max_size=2))
-                    )
-                    rows.append(
-                        Combo(
-                            nid,
-                            f"b{nid}{b}",
-                            f"c{nid}{b}{c}",
-                            country,
-                            draw(st.sampled_from(["Plasma", "Serum", "WholeBlood"])),
-                            draw(st.sampled_from(["-60to-85", "LN", None])),
-                            draw(st.sampled_from(["female", "male", None])),
-                            None,
-                            None,
-                            None,
-                            None,
-                            draw(st.integers(1, 40)),
-                            tuple({"II": "C50.9", "IV": "E11.9"}[ch] for ch in chapters),
-                            (),
-                            chapters,
-                            tuple(
-                                draw(
-                                    st.lists(
-                                        st.sampled_from(["DUO:0000042", "DUO:0000006"]),
-                                        unique=True,
-                                        max_size=2,
-                                    )
-                                )
-                            ),
-                            tuple(
-                                draw(
-                                    st.lists(
-                                        st.sampled_from(["Genomic", "Proteomic"]),
-                                        unique=True,
-                                        max_size=2,
-                                    )
-                                )
-                            ),
-                        )
-                    )
-    lists = {}
-    for name, codes in (
-        ("sex", ["female", "male"]),
-        ("sample_type", ["Plasma", "Serum"]),
-        ("country", ["DE", "CZ"]),
-    ):
-        if draw(st.booleans()):
-            lists[name] = [draw(st.sampled_from(codes))]
-    return rows, ks, Filters(lists=lists)
-
-
-def _cube_truth(rows: list[Combo], f: Filters) -> dict[Cell, int]:
-    def passes(r: Combo, skip: str | None) -> bool:
-        return all(getattr(r, name) in wanted for name, wanted in f.lists.items() if name != skip)
-
-    out: Counter[Cell] = Counter()
-    for r in rows:
-        if passes(r, None):
-            out[TOTAL] += r.n
-            for name in ("country", "biobank", "collection"):
-                out[("counts", name, getattr(r, name))] += r.n
-        for name in FACETS:
-            if passes(r, name):
-                attr = {"diagnosis_chapter": "chapters"}.get(name, name)
-                value = getattr(r, attr)
-                for code in value if isinstance(value, tuple) else [value]:
-                    if code is not None:
-                        out[("facets", name, code)] += r.n
-    return dict(out)
-
-
-# Derandomized: a random search found a cube where differencing recovers a bounded count
-# (two nodes with different k; see issue 20, which replaces bounds by published intervals).
-# Until then this is a fixed regression set, so CI does not fail at random on a known gap.
-@settings(max_examples=150, deadline=None, derandomize=True)
-@given(cubes())
-def test_the_attacker_never_recovers_a_hidden_count(
-    cube: tuple[list[Combo], dict[int, int], Filters],
-) -> None:
-    rows, ks, f = cube
-    preds = predicates(f, VOCAB)
-    shown = protected_counts(tally(rows, preds, set(ks)), rows, preds, f, VOCAB, ks)
-    body = {
-        "total": shown.total,
-        "counts": {n: shown.listing("counts", n) for n in ("country", "biobank", "collection")},
-        "facets": {n: shown.listing("facets", n) for n in FACETS},
-    }
-    cells = shown_cells(body)
-    groups = groups_for(
-        cells,
-        country_of={r.biobank: r.country or "" for r in rows},
-        biobank_of={r.collection: r.biobank for r in rows},
-        selected={k: set(v) for k, v in f.lists.items()},
+    for sex, age, icd, col in itertools.product(
+        [None, "female", "male"],
+        [None, ("0", "39"), ("0", "49"), ("40", "49"), ("50", "99")],
+        [None, "G30.9", "I00-I99", ["G30.9", "I00-I99"], "C50"],
+        [None, A1, A3, [A1, A3], [A2, B1]],
     )
-    check_response(cells, _cube_truth(rows, f), ks.values(), groups)
+]
+
+
+def test_a_linear_system_attacker_recovers_nothing(fed: Federation) -> None:
+    """Hundreds of overlapping queries, every count of each answer one equation over the
+    published groups: least squares isolates many groups, bounded ones among them, but only
+    to their published intervals; exact elimination determines only exact groups."""
+    world = fed.world
+    answers = Answers(world, [], [])
+    for params in OVERLAPPING:
+        query = q(**params)
+        answers.add(cells_of(world, query), ask(fed.api, world, query))
+    isolated = answers.least_squares()
+    bounded = {gid for gid, g in world.items() if g.span[0] < g.span[1]}
+    assert bounded & isolated == bounded, "the attacker isolates every bounded group"
+    determined = answers.elimination()
+    assert determined and not set(determined) & bounded
+
+
+# -- random federations (hypothesis) ------------------------------------------------------------
+NUMBERS = itertools.count(1000)
+SPEC_IDS = {group_id(n) for n, *_ in SPEC}
+RANDOM_COLLECTIONS = [A2, B1, C1]
+
+
+@st.composite
+def changes(draw: st.DrawFn) -> dict[str, Any]:
+    """New groups (true counts drawn; the node decides exact or bounded), and queries."""
+    new = [
+        (
+            draw(st.sampled_from(RANDOM_COLLECTIONS)),
+            samples := draw(st.integers(1, 60)),
+            draw(st.integers(1, samples)),
+            {
+                "sample_type": draw(st.sampled_from(["Plasma", "Serum", "Saliva"])),
+                "sex": draw(st.sampled_from(["female", "male", None])),
+                "age": draw(st.sampled_from([{"min": 40, "max": 49}, {"min": 0, "max": 9}])),
+                "diagnoses": [
+                    {"system": "ICD-10", "code": draw(st.sampled_from(["G30.9", "I21", "E11"]))}
+                ],
+                "use_conditions": draw(st.sampled_from([["DUO:0000042"], ["DUO:0000006"]])),
+            },
+        )
+        for _ in range(draw(st.integers(1, 4)))
+    ]
+    queries = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "sex": st.sampled_from(["female", "male"]),
+                    "sample_type": st.sampled_from(["Plasma", "Serum", "Saliva"]),
+                    "country": st.sampled_from(["DE", "CZ", "FR"]),
+                    "icd10": st.sampled_from(["G30.9", "I00-I99", "E11", "IX"]),
+                    "age_max": st.sampled_from(["9", "39", "49"]),
+                    "duo": st.sampled_from(["DUO:0000042", "DUO:0000006"]),
+                },
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    return {"new": new, "withdraw": draw(st.integers(0, 2)), "queries": queries}
+
+
+# Each example adds to the same live federation, so an example cannot be replayed alone:
+# generate only (no shrinking, no replay of stored examples).
+@settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    phases=[Phase.generate],
+)
+@given(changes())
+def test_the_attacker_never_recovers_a_hidden_count(
+    growing: Federation, step: dict[str, Any]
+) -> None:
+    """Random groups are published (and some withdrawn) on the real nodes and harvested; every
+    answer equals the interval sums of the published groups, and the linear-system attacker
+    over all the answers pins no group tighter than its published interval."""
+    for col, samples, donors, fields in step["new"]:
+        publish(growing.sims, growing.world, next(NUMBERS), col, samples, donors, **fields)
+    randoms = sorted(gid for gid in growing.world if gid not in SPEC_IDS)
+    for gid in randoms[: step["withdraw"]]:
+        g = growing.world.pop(gid)
+        growing.sims[g.origin].withdraw("sample-group", gid)
+    growing.harvest()
+    answers = Answers(growing.world, [], [])
+    for params in [*step["queries"], {}, {"icd10": "I00-I99"}, {"icd10": ["G30.9", "I00-I99"]}]:
+        query = q(**params)
+        answers.add(cells_of(growing.world, query), ask(growing.api, growing.world, query))
+    answers.least_squares()
+    answers.elimination()

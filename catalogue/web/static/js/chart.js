@@ -1,6 +1,7 @@
-// Horizontal bar charts drawn as inline SVG; privacy bounds ("<10") are drawn hatched at their limit.
+// Horizontal bar charts drawn as inline SVG; a count interval draws solid to its lower end and
+// hatched on to its upper end.
 import { h, s } from "./dom.js";
-import { countValue, fmtCount, isBound } from "./format.js";
+import { countMin, countTitle, countValue, fmtCount, isBound } from "./format.js";
 import { t } from "./i18n.js";
 
 const WIDTH = 420;
@@ -44,12 +45,15 @@ export function barChart(title, items) {
     const bound = isBound(row.value);
     anyBound ||= bound;
     const width = Math.max(2, Math.round((countValue(row.value) / max) * barArea));
+    const solid = bound ? Math.round((countMin(row.value) / max) * barArea) : width;
+    const title = countTitle(row.value);
     svg.append(s("g", { class: bound ? "bar bound" : "bar" },
-      s("title", {}, `${row.label}: ${fmtCount(row.value)}`),
+      s("title", {}, `${row.label}: ${fmtCount(row.value)}${title ? ` (${title})` : ""}`),
       s("text", { x: LABEL_W - 8, y: y + ROW / 2, class: "bar-label", "text-anchor": "end",
         "dominant-baseline": "middle" }, clip(row.label, 20)),
-      s("rect", { x: LABEL_W, y: y + 4, width, height: ROW - 8, rx: 3,
-        fill: bound ? `url(#${id}-hatch)` : null }),
+      bound ? s("rect", { x: LABEL_W, y: y + 4, width, height: ROW - 8, rx: 3,
+        class: "range", fill: `url(#${id}-hatch)` }) : null,
+      s("rect", { x: LABEL_W, y: y + 4, width: solid, height: ROW - 8, rx: 3 }),
       s("text", { x: LABEL_W + width + 6, y: y + ROW / 2, class: "bar-value",
         "dominant-baseline": "middle" }, fmtCount(row.value))));
   });

@@ -1,7 +1,7 @@
 // The filter form: code-list checkboxes with facet counts, ranges, and code searches (ICD-10, ORPHA, biobank, collection).
 import { find, label, load, loaded, rank } from "./codelists.js";
 import { h, idPart } from "./dom.js";
-import { fmtCount } from "./format.js";
+import { countTitle, fmtCount } from "./format.js";
 import { t } from "./i18n.js";
 import { activeCount } from "./query.js";
 import { suggestField } from "./suggest.js";
@@ -139,7 +139,8 @@ function checkboxGroup(key, query, data, memory, actions) {
       h("input", { type: "checkbox", id, value: code, checked: selected.has(code), "data-param": param,
         onchange: (e) => actions.toggle(param, code, e.target.checked) }),
       h("label", { for: id }, h("span", { class: "opt-label" }, text),
-        counts.has(code) ? h("span", { class: "opt-count" }, fmtCount(counts.get(code))) : null)));
+        counts.has(code) ? h("span", { class: "opt-count", title: countTitle(counts.get(code)) },
+          fmtCount(counts.get(code))) : null)));
   }
   if (codes.length > SHORT) {
     fieldset.append(h("button", { type: "button", class: "link-button", id: `more-${key}`,

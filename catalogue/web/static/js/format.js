@@ -1,23 +1,46 @@
-// Number, count-bound and date formatting in the current language.
+// Number, count-interval and date formatting in the current language.
 import { locale, t } from "./i18n.js";
 
-/** A count as shown: numbers grouped per locale; bounds such as "<10" in words of the language. */
-export function fmtCount(value) {
-  if (typeof value === "number") return new Intl.NumberFormat(locale()).format(value);
-  const bound = /^<\s*(\d+)$/.exec(String(value ?? ""));
-  if (bound) return t("count.lt", { n: bound[1] });
-  return String(value ?? "");
+/** Whether a value is a count interval {min, max} (every count /v1/search gives). */
+function isInterval(value) {
+  return value !== null && typeof value === "object" && "min" in value && "max" in value;
 }
 
-/** The number used to draw a count: a bound "<10" draws as its upper limit. */
+/** A number grouped per locale ("1,234"). */
+function fmtNumber(n) {
+  return new Intl.NumberFormat(locale()).format(n);
+}
+
+/** A count as shown: a number grouped per locale; an interval as the number when exact,
+ * else as a range "12–40". */
+export function fmtCount(value) {
+  if (typeof value === "number") return fmtNumber(value);
+  if (!isInterval(value)) return String(value ?? "");
+  if (value.min === value.max) return fmtNumber(value.max);
+  return t("count.range", { min: fmtNumber(value.min), max: fmtNumber(value.max) });
+}
+
+/** The tooltip of an inexact count (what the range means), or null for an exact one. */
+export function countTitle(value) {
+  if (!isBound(value)) return null;
+  return t("count.range_title", { min: fmtNumber(value.min), max: fmtNumber(value.max) });
+}
+
+/** The number used to draw or sort a count: an interval draws as its upper end. */
 export function countValue(value) {
   if (typeof value === "number") return value;
-  const bound = /^<\s*(\d+)$/.exec(String(value ?? ""));
-  return bound ? Number(bound[1]) : 0;
+  return isInterval(value) ? value.max : 0;
 }
 
+/** The lower end of a count (what is certain). */
+export function countMin(value) {
+  if (typeof value === "number") return value;
+  return isInterval(value) ? value.min : 0;
+}
+
+/** Whether a count is inexact: an interval whose ends differ. */
 export function isBound(value) {
-  return typeof value === "string" && value.trim().startsWith("<");
+  return isInterval(value) && value.min !== value.max;
 }
 
 /** RFC 3339 UTC time shown as a readable UTC date and time. */

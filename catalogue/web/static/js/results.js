@@ -3,7 +3,7 @@ import { barChart } from "./chart.js";
 import { label } from "./codelists.js";
 import { download, toCsv } from "./csv.js";
 import { h } from "./dom.js";
-import { fmtCount, fmtTime, mailto, webUrl } from "./format.js";
+import { countTitle, fmtCount, fmtTime, mailto, webUrl } from "./format.js";
 import { t } from "./i18n.js";
 import { nodeHref } from "./nodes.js";
 
@@ -53,10 +53,16 @@ function row(key, value) {
   return [h("dt", {}, t(key)), h("dd", {}, value)];
 }
 
+/** A count as a span: the number, or the range with a tooltip saying what it means. */
+export function countSpan(value, cls) {
+  return h("span", { class: cls, title: countTitle(value) }, fmtCount(value));
+}
+
 function samples(item) {
   const declared = item.count_source === "declared";
   return h("p", { class: "samples" },
-    h("span", { class: "samples-n" }, fmtCount(declared ? item.declared_size ?? item.samples : item.samples)),
+    declared ? h("span", { class: "samples-n" }, fmtCount(item.declared_size))
+      : countSpan(item.samples, "samples-n"),
     " ", h("span", { class: "samples-what" }, t("card.samples")),
     declared ? h("span", { class: "pill muted-pill", title: t("card.declared_note") }, t("card.declared")) : null);
 }
@@ -67,7 +73,7 @@ function biobankCard(item, statuses, actions) {
     h("header", { class: "card-head" },
       h("h4", {}, item.name, item.acronym ? h("span", { class: "acronym" }, ` (${item.acronym})`) : null),
       h("p", { class: "card-sub" }, label("country", item.country))),
-    h("p", { class: "samples" }, h("span", { class: "samples-n" }, fmtCount(item.samples)), " ",
+    h("p", { class: "samples" }, countSpan(item.samples, "samples-n"), " ",
       h("span", { class: "samples-what" }, t("card.samples"))),
     item.description ? h("p", { class: "desc" }, item.description) : null,
     h("dl", { class: "facts" },
@@ -106,8 +112,8 @@ function collectionTable(items, biobankName) {
       h("tbody", {}, items.map((item) => h("tr", { "data-collection": item.id },
         h("th", { scope: "row" }, item.name),
         h("td", {}, biobankName(item.biobank)),
-        h("td", { class: "num" }, fmtCount(item.samples)),
-        h("td", {}, t(item.count_source === "declared" ? "source.declared" : "source.samples")),
+        h("td", { class: "num", title: countTitle(item.samples) }, fmtCount(item.samples)),
+        h("td", {}, t(item.count_source === "declared" ? "source.declared" : "source.groups")),
         h("td", {}, words("duo", item.use_conditions)),
         h("td", {}, words("dataset-type", item.dataset_types)),
         h("td", {}, item.provenance?.node ?? ""))))));
@@ -146,7 +152,10 @@ export function renderResults(data, query, memory, actions) {
     onclick: () => { collectionView = mode; actions.rerender(); } }, t(`view.${mode}`));
   return [
     h("div", { class: "summary" },
-      h("p", { class: "total", id: "total" }, t("results.total", { n: fmtCount(data.total) })),
+      h("p", { class: "total", id: "total", title: countTitle(data.total) },
+        t("results.total", { n: fmtCount(data.total) })),
+      data.donors ? h("p", { class: "donors muted", id: "donors", title: countTitle(data.donors) },
+        t("results.donors", { n: fmtCount(data.donors) })) : null,
       h("div", { class: "per-page" },
         h("label", { for: "page-size" }, t("results.per_page")),
         h("select", { id: "page-size", onchange: (e) => actions.pageSize(Number(e.target.value)) },
