@@ -216,7 +216,7 @@ def test_node_policy_below_two_donors_stops_serve(home: Path) -> None:
 
 def test_node_policy_that_is_not_toml(home: Path) -> None:
     (home / "policy.toml").write_text("k = [\n")
-    one_line(node(home, "withdraw", "some-id"), "policy.toml: not valid TOML")
+    one_line(node(home, "publish"), "policy.toml: not valid TOML")
 
 
 # ---- biobank-audit -----------------------------------------------------------------------

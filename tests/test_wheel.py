@@ -182,7 +182,7 @@ def test_installed_node_initialises_imports_and_serves(installed: Installed) -> 
         assert done.returncode in (0, 1) and "published" in done.stderr, done.stderr
     status = installed.run("biobank-node", "status", "--home", home)
     assert status.returncode == 0, status.stderr
-    assert "live sample: " in status.stdout and "log size: 0" not in status.stdout
+    assert "live sample-group: " in status.stdout and "log size: 0" not in status.stdout
     with serving(installed, ["biobank-node", "serve", "--home", home, "--port", str(port)], url):
         descriptor = httpx.get(f"{url}/.well-known/biobank-node", timeout=10).json()
     assert descriptor["origin"] == export.origin
