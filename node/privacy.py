@@ -65,6 +65,9 @@ EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (
     ("diagnoses_in", "TEXT"),
     ("qkey", "TEXT"),
 )
+#: the largest age and year the sample-group schema allows (a band's end is cut there)
+AGE_LIMIT = 150
+YEAR_LIMIT = 2100
 COARSER = {"full": "category", "category": "chapter", "chapter": "chapter", "none": "none"}
 
 # WHO ICD-10 (2019) chapters by the first category of their range; a category belongs to
@@ -379,11 +382,13 @@ def _set_rung(
     diagnoses = f"bb_generalise_diagnoses({source}, :d)" if recompute_diagnoses else "diagnoses"
     sets = [
         f"age_min = {age_min}",
+        # bands end at the schema's limits (age 150, year 2100): a 20-year band of a
+        # 140-year-old is 140-150, never 140-159
         "age_max = CASE WHEN :a IS NULL OR age IS NULL OR age < 0 THEN NULL "
-        "ELSE (age / :a) * :a + :a - 1 END",
+        f"ELSE min((age / :a) * :a + :a - 1, {AGE_LIMIT}) END",
         f"period_from = {period_from}",
         "period_to = CASE WHEN :p IS NULL OR year IS NULL OR year < 0 THEN NULL "
-        "ELSE (year / :p) * :p + :p - 1 END",
+        f"ELSE min((year / :p) * :p + :p - 1, {YEAR_LIMIT}) END",
         f"diagnoses = {diagnoses}",
         # the class key from the NEW values (an UPDATE's expressions see the old row, so
         # they are spelled out): one pass over the table instead of two

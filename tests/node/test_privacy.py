@@ -88,6 +88,15 @@ def test_chapter_codes_pass_the_group_schema() -> None:
         assert fields["diagnoses"] == [{"system": "ICD-10", "code": "C00-D48"}]
 
 
+def test_bands_end_at_the_schema_limits() -> None:
+    """A 20-year band of the very old ends at 150 and a 10-year period at 2100 (schema maxima),
+    so one old donor never makes a whole publication fail its schema."""
+    rows = cohort(10, age=145, year=2100)
+    published, _, _ = run(rows, Policy(k=10, age_band=20, period_width=10))
+    assert published["s0-0"]["age"] == {"min": 140, "max": 150}
+    assert published["s0-0"]["period"] == {"from": 2100, "to": 2100}
+
+
 def test_icd10_chapters() -> None:
     assert privacy.icd10_chapter("C50.9") == "C00-D48"
     assert privacy.icd10_chapter("D49") == "C00-D48"
