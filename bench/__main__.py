@@ -9,6 +9,7 @@ that process's); rates are medians over ``--reps``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shutil
 import statistics
@@ -106,6 +107,19 @@ def _imports(
     return runs, homes
 
 
+def _represented(homes: list[Path]) -> int:
+    """The samples the nodes' published sample groups stand for (from each holding)."""
+    import sqlite3
+
+    total = 0
+    for home in homes:
+        with contextlib.closing(sqlite3.connect(f"file:{home / 'node.db'}?mode=ro", uri=True)) as c:
+            total += c.execute(
+                "SELECT count(*) FROM holding WHERE published_group IS NOT NULL"
+            ).fetchone()[0]
+    return total
+
+
 def _harvests(
     settings_for: Any, keys: list[tuple[str, str]], reps: int, say: Any, label: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -160,6 +174,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         results["generate_seconds"] = time.perf_counter() - start
         runs, homes = _imports(exports, work, args.reps, say)
         results["import"] = report.summarise(runs, "records")
+        represented = results["samples_represented"] = _represented(homes)
         from node.home import Home
 
         with ServerProcess.nodes(homes) as nodes_server:
@@ -176,7 +191,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
             if args.no_floor:
                 runs, settings = _harvests(sqlite_settings, keys, args.reps, say, "SQLite")
-                results["harvest"] = report.summarise(runs, "records")
+                results["harvest"] = report.summarise(runs, "records", represented)
                 results["floor_skipped"] = "--no-floor"
             else:
                 # harvest and floor alternate, so a drift of the machine's speed during
@@ -196,12 +211,12 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                         (harvested[0]["records"] / harvested[0]["seconds"])
                         / (floors[-1]["records"] / floors[-1]["seconds"])
                     )
-                results["harvest"] = report.summarise(runs, "records")
-                results["floor"] = report.summarise(floors, "records")
+                results["harvest"] = report.summarise(runs, "records", represented)
+                results["floor"] = report.summarise(floors, "records", represented)
                 results["harvest_vs_floor"] = {"median": statistics.median(ratios), "runs": ratios}
             say("search latency (SQLite)")
             results["search_sqlite"] = _search(settings, args.search_rounds, args.page_rounds)
-            _pg(args, work, keys, results, say)
+            _pg(args, work, keys, results, say, represented)
             say("audit")
             with ServerProcess.catalogue(settings) as cat:
                 audit_runs = []
@@ -217,7 +232,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                             "tree_peak_rss": tree,
                         }
                     )
-            results["audit"] = report.summarise(audit_runs, "records")
+            results["audit"] = report.summarise(audit_runs, "records", represented)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -243,6 +258,7 @@ def _pg(
     keys: list[tuple[str, str]],
     results: dict[str, Any],
     say: Any,
+    represented: int,
 ) -> None:
     if args.no_pg:
         results["search_pg_skipped"] = results["harvest_pg_skipped"] = "--no-pg"
@@ -267,6 +283,7 @@ def _pg(
                 }
             ],
             "records",
+            represented,
         )
         say("search latency (PostgreSQL)")
         results["search_pg"] = _search(settings, args.search_rounds)

@@ -13,8 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 
-def summarise(runs: list[dict[str, Any]], count_key: str) -> dict[str, Any]:
-    """Median rate over repetitions, plus the peak RSS of the worst one."""
+def summarise(
+    runs: list[dict[str, Any]], count_key: str, samples: int | None = None
+) -> dict[str, Any]:
+    """Median rate over repetitions, plus the peak RSS of the worst one.
+
+    ``samples``: the samples the processed log entries represent (a sample-group entry
+    stands for many samples), reported beside the entries with its own rate.
+    """
     rates = [r[count_key] / r["seconds"] for r in runs if r["seconds"] > 0]
     cpu = [r[count_key] / r["cpu_seconds"] for r in runs if r.get("cpu_seconds")]
     return {
@@ -22,6 +28,12 @@ def summarise(runs: list[dict[str, Any]], count_key: str) -> dict[str, Any]:
         "records_per_cpu_s": statistics.median(cpu) if cpu else None,
         "median_seconds": statistics.median(r["seconds"] for r in runs),
         "records": runs[0][count_key],
+        "samples": samples,
+        "samples_per_s": (
+            statistics.median(samples / r["seconds"] for r in runs if r["seconds"] > 0)
+            if samples is not None and any(r["seconds"] > 0 for r in runs)
+            else None
+        ),
         "reps": len(runs),
         "peak_rss_mb": max(r.get("peak_rss", 0) for r in runs) / 2**20,
         "tree_peak_rss_mb": max(r.get("tree_peak_rss", 0) for r in runs) / 2**20 or None,
@@ -95,23 +107,26 @@ def table(results: dict[str, Any]) -> Table:
         title=f"biobank federation benchmark, {results['size']} samples "
         f"({results['reps']} reps, median)"
     )
-    for col in ("measure", "records", "rate / latency", "peak RSS"):
+    for col in ("measure", "log entries", "samples", "rate / latency", "peak RSS"):
         t.add_column(col, justify="left" if col == "measure" else "right")
 
-    def rate(name: str, key: str, unit: str = "rec/s") -> None:
+    def rate(name: str, key: str, unit: str = "entries/s") -> None:
         r = results.get(key)
         if r:
             shown = f"{r['records_per_s']:,.0f} {unit}"
             if r.get("records_per_cpu_s"):
                 shown += f" ({r['records_per_cpu_s']:,.0f} per CPU s)"
+            if r.get("samples_per_s"):
+                shown += f", {r['samples_per_s']:,.0f} samples/s"
             memory = f"{r['peak_rss_mb']:,.0f} MB"
             if r.get("tree_peak_rss_mb"):
                 memory += f" (with workers {r['tree_peak_rss_mb']:,.0f} MB)"
-            t.add_row(name, f"{r['records']:,}", shown, memory)
+            samples = f"{r['samples']:,}" if r.get("samples") is not None else ""
+            t.add_row(name, f"{r['records']:,}", samples, shown, memory)
         else:
-            t.add_row(name, "-", results.get(f"{key}_skipped", "not run"), "-")
+            t.add_row(name, "-", "-", results.get(f"{key}_skipped", "not run"), "-")
 
-    rate("node import (CSV -> log)", "import")
+    rate("node import (CSV rows -> log)", "import", "rows/s")
     rate("harvest, 5 nodes, SQLite", "harvest")
     rate("floor (parse+hash+validate+insert)", "floor")
     if results.get("harvest_vs_floor"):
@@ -119,12 +134,13 @@ def table(results: dict[str, Any]) -> Table:
         t.add_row(
             "harvest / floor (median of the paired reps)",
             "",
+            "",
             f"{pairs['median']:.3f} ({' / '.join(f'{r:.3f}' for r in pairs['runs'])})",
             "",
         )
     elif results.get("harvest") and results.get("floor"):
         ratio = results["harvest"]["records_per_s"] / results["floor"]["records_per_s"]
-        t.add_row("harvest / floor", "", f"{ratio:.2f}", "")
+        t.add_row("harvest / floor", "", "", f"{ratio:.2f}", "")
     rate("harvest, 5 nodes, PostgreSQL", "harvest_pg")
     for key, name in (("search_sqlite", "search SQLite"), ("search_pg", "search PostgreSQL")):
         s = results.get(key)
@@ -132,21 +148,23 @@ def table(results: dict[str, Any]) -> Table:
             t.add_row(
                 f"{name} ({len(s['queries'])} queries)",
                 f"{s['requests']:,} req",
+                "",
                 f"p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms",
                 f"{s.get('server_peak_rss_mb', 0):,.0f} MB",
             )
         else:
-            t.add_row(name, "-", results.get(f"{key}_skipped", "not run"), "-")
+            t.add_row(name, "-", "-", results.get(f"{key}_skipped", "not run"), "-")
     page = (results.get("search_sqlite") or {}).get("page")
     if page and "p50_ms" in page:
         t.add_row(
             "web page, first result page (Chromium)",
             f"{page['n']} loads",
+            "",
             f"p50 {page['p50_ms']:.0f} ms, p95 {page['p95_ms']:.0f} ms",
             "",
         )
     elif page:
-        t.add_row("web page, first result page (Chromium)", "-", page.get("error", "?"), "-")
+        t.add_row("web page, first result page (Chromium)", "-", "-", page.get("error", "?"), "-")
     rate("audit (full)", "audit", "entries/s")
     return t
 
