@@ -133,6 +133,8 @@ class Policy:
         """The policy in force for the node descriptor: stable JSON (sorted field list)."""
         return {
             "k": self.k,
+            # smaller change sets wait (node/groups.py): the same k, counted the same way
+            "change_set_donors": self.k,
             "age_band": self.age_band,
             "period_width": self.period_width,
             "diagnosis_precision": (

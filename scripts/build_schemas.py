@@ -212,6 +212,8 @@ def node_descriptor_schema() -> dict[str, Any]:
     policy = obj(
         {
             "k": {"type": "integer", "minimum": 1, "maximum": 1000},
+            # a publication never changes the counts of fewer distinct donors than this
+            "change_set_donors": {"type": "integer", "minimum": 1, "maximum": 1000},
             "age_band": {"type": "integer", "minimum": 1, "maximum": 150},
             "period_width": {"type": "integer", "minimum": 1, "maximum": 200},
             "diagnosis_precision": {"enum": ["full", "category", "chapter", "none"]},
@@ -230,7 +232,14 @@ def node_descriptor_schema() -> dict[str, Any]:
                 7,
             ),
         },
-        ["k", "age_band", "period_width", "diagnosis_precision", "published_fields"],
+        [
+            "k",
+            "change_set_donors",
+            "age_band",
+            "period_width",
+            "diagnosis_precision",
+            "published_fields",
+        ],
     )
     return obj(
         {

@@ -220,6 +220,7 @@ class NodeSimulator:
             "schemas": SCHEMAS.ids,
             "policy": {
                 "k": self.k,
+                "change_set_donors": self.k,
                 "age_band": 10,
                 "period_width": 5,
                 "diagnosis_precision": "full",

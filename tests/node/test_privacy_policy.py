@@ -17,6 +17,7 @@ def test_default_file_loads_to_the_documented_defaults(tmp_path: Path) -> None:
     assert policy == Policy()
     assert policy.summary() == {
         "k": 10,
+        "change_set_donors": 10,
         "age_band": 10,
         "period_width": 5,
         "diagnosis_precision": "full",
@@ -38,6 +39,7 @@ def test_summary_is_stable_and_reflects_excluded_fields() -> None:
     )
     assert policy.summary() == {
         "k": 5,
+        "change_set_donors": 5,
         "age_band": 10,
         "period_width": 5,
         "diagnosis_precision": "none",

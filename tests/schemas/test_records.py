@@ -76,6 +76,7 @@ NODE: dict[str, Any] = {
     "schemas": ["https://w3id.org/biobank-federation/schemas/v2/sample-group.schema.json"],
     "policy": {
         "k": 10,
+        "change_set_donors": 10,
         "age_band": 10,
         "period_width": 5,
         "diagnosis_precision": "full",
