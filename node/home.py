@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import sqlite3
 import tomllib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from node import store
 from node.policy import write_default
-from node.publish import ensure_checkpoint
+from node.publish import LogWriter, ensure_checkpoint
 from protocol.errors import ConfigError
 from protocol.note import Signer, Verifier, generate_key
 
@@ -142,6 +145,37 @@ class Home:
     @property
     def policy_path(self) -> Path:
         return self.path / POLICY
+
+    @contextlib.contextmanager
+    def signing(
+        self,
+        signers: Sequence[Signer] | None = None,
+        on_rollback: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[sqlite3.Connection, LogWriter]]:
+        """One write transaction on the log: ``(connection, writer)`` inside ``BEGIN
+        IMMEDIATE``; on leaving, the writer signs the next checkpoint and it commits, and the
+        signed-size mark is raised. Any error before the commit rolls everything back (and
+        calls ``on_rollback``)."""
+        from node import highwater
+
+        conn = store.connect(self.db_path)
+        try:
+            store.create_schema(conn)
+            ensure_checkpoint(conn, self.config.origin, self.signer)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                writer = LogWriter(conn, self.config.origin, list(signers or [self.signer]))
+                yield conn, writer
+                writer.finish()
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                if on_rollback is not None:
+                    on_rollback()
+                raise
+        finally:
+            conn.close()
+        highwater.record_latest(self.path)
 
     @classmethod
     def open(cls, path: Path, *, restored_ok: bool = False) -> Home:

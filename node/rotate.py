@@ -21,9 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from node import highwater, store
+from node import store
 from node.home import KEY, NEXT_KEY, Home, finish_pending_rotation, write_private
-from node.publish import LogWriter, ensure_checkpoint
 from protocol.errors import ConfigError
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
 
@@ -50,23 +49,8 @@ def rotate_key(home: Home) -> Rotation:
     skey, vkey = generate_key(home.config.origin)
     new_signer = Signer.from_key(skey)
     write_private(next_path, skey.encode())
-    conn = store.connect(home.db_path)
-    try:
-        store.create_schema(conn)
-        ensure_checkpoint(conn, home.config.origin, home.signer)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            writer = LogWriter(conn, home.config.origin, [home.signer, new_signer])
-            index = writer.rotate_key(vkey)
-            writer.finish()
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            os.unlink(next_path)
-            raise
-    finally:
-        conn.close()
-    highwater.record_latest(home.path)
+    with home.signing([home.signer, new_signer], lambda: os.unlink(next_path)) as (_, writer):
+        index = writer.rotate_key(vkey)
     old_file = finish_pending_rotation(home.path)
     if old_file is None:  # pragma: no cover - finish_pending_rotation saw the commit
         raise ConfigError(f"rotation committed but {home.path / KEY} was not switched")

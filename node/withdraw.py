@@ -16,13 +16,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from node import groups, highwater, store
+from node import groups
 from node.groups import Pending
 from node.home import Home
 from node.importing.diff import Differ
 from node.policy import Policy
 from node.pseudonym import Pseudonymiser
-from node.publish import LogWriter, ensure_checkpoint
+from node.publish import LogWriter
 from protocol.errors import ConfigError
 from protocol.schema import SchemaSet
 
@@ -75,65 +75,37 @@ def erase(
     if not ids and not donors and not samples:
         raise ConfigError("nothing to withdraw: name record ids, --donor or --sample")
     pseudonyms = Pseudonymiser(home.secret)
-    conn = store.connect(home.db_path)
-    try:
-        store.create_schema(conn)
-        ensure_checkpoint(conn, home.config.origin, home.signer)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            report = WithdrawReport()
-            writer = LogWriter(conn, home.config.origin, home.signer)
-            locals_, records = _resolve(conn, ids, donors, samples, pseudonyms, report)
-            differ = Differ(conn, writer, SchemaSet.default())
-            for kind, id in records:
-                differ.withdraw(kind, id)
-            report.withdrawn = records
-            report.samples = len(locals_)
-            conn.executemany(
-                "INSERT OR IGNORE INTO erased VALUES ('sample', ?)", [(x,) for x in locals_]
-            )
-            conn.executemany(
-                "INSERT OR IGNORE INTO erased VALUES ('donor', ?)",
-                [(pseudonyms.donor_hash(d),) for d in donors],
-            )
-            conn.executemany(
-                "UPDATE holding SET live = 0, target_group = NULL WHERE local_id = ?",
-                [(x,) for x in locals_],
-            )
-            conn.execute("DELETE FROM holding WHERE live = 0 AND published_group IS NULL")
-            report.publication = _settle_and_publish(conn, home, writer, now, warn)
-            writer.finish()
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        report.publication.size = writer.size
-        highwater.record_latest(home.path)
-        return report
-    finally:
-        conn.close()
+    report = WithdrawReport()
+    with home.signing() as (conn, writer):
+        locals_, records = _resolve(conn, ids, donors, samples, pseudonyms, report)
+        differ = Differ(conn, writer, SchemaSet.default())
+        for kind, id in records:
+            differ.withdraw(kind, id)
+        report.withdrawn = records
+        report.samples = len(locals_)
+        conn.executemany(
+            "INSERT OR IGNORE INTO erased VALUES ('sample', ?)", [(x,) for x in locals_]
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO erased VALUES ('donor', ?)",
+            [(pseudonyms.donor_hash(d),) for d in donors],
+        )
+        conn.executemany(
+            "UPDATE holding SET live = 0, target_group = NULL WHERE local_id = ?",
+            [(x,) for x in locals_],
+        )
+        conn.execute("DELETE FROM holding WHERE live = 0 AND published_group IS NULL")
+        report.publication = _settle_and_publish(conn, home, writer, now, warn)
+    report.publication.size = writer.size
+    return report
 
 
 def publish(home: Home, *, now: bool = False, warn: Warn | None = None) -> Publication:
     """Publish the change set that waits: when it involves k donors, or with ``now``."""
-    conn = store.connect(home.db_path)
-    try:
-        store.create_schema(conn)
-        ensure_checkpoint(conn, home.config.origin, home.signer)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            writer = LogWriter(conn, home.config.origin, home.signer)
-            done = _settle_and_publish(conn, home, writer, now, warn)
-            writer.finish()
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        done.size = writer.size
-        highwater.record_latest(home.path)
-        return done
-    finally:
-        conn.close()
+    with home.signing() as (conn, writer):
+        done = _settle_and_publish(conn, home, writer, now, warn)
+    done.size = writer.size
+    return done
 
 
 def _settle_and_publish(

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from audit.livestate import FACETS
 from audit.search_check import search_queries
 from protocol.canonical import canonical, digest
 from protocol.entries import make_catalogue_entry, make_entry
@@ -35,15 +36,7 @@ SCHEMAS = {
 GROUP = "sample-group"
 K = 10  # every simulated node's k
 SAMPLE_TYPES = ("WholeBlood", "Plasma", "Serum", "DNA")
-FACET_NAMES = (
-    "sample_type",
-    "storage_temperature",
-    "sex",
-    "country",
-    "dataset_type",
-    "use_conditions",
-    "diagnosis_chapter",
-)
+FACET_NAMES = FACETS  # the facets the auditor checks (audit.livestate)
 
 
 def group_id(n: int) -> str:

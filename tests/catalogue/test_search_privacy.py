@@ -32,6 +32,7 @@ from catalogue.context import build_context
 from catalogue.enrol import enrol
 from catalogue.harvest import Harvester
 from catalogue.search.codes import Vocabulary
+from catalogue.search.cube import FACETS
 from federation.servers import live_server
 from tests.catalogue.conftest import DB_PARAMS, database, make_settings
 from tests.catalogue.simulator import NodeSimulator, group, group_id, upper_bound
@@ -39,15 +40,6 @@ from tests.catalogue.simulator import NodeSimulator, group, group_id, upper_boun
 VOCAB = Vocabulary.default()
 Span = tuple[int, int]
 Cell = tuple[str, ...]
-FACETS = {  # facet -> the search parameter it ignores
-    "sample_type": "sample_type",
-    "storage_temperature": "storage_temperature",
-    "sex": "sex",
-    "country": "country",
-    "dataset_type": "dataset_type",
-    "use_conditions": "duo",
-    "diagnosis_chapter": "icd10",
-}
 DE, CZ, FR = "de.example/biobank-node", "cz.example/biobank-node", "fr.example/biobank-node"
 NODES = {DE: ("DE", 10), CZ: ("CZ", 5), FR: ("FR", 20)}
 A_BB, B_BB, C_BB = "bbmri-eric:ID:DE_A", "bbmri-eric:ID:CZ_B", "bbmri-eric:ID:FR_C"
