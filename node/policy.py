@@ -30,7 +30,7 @@ KEYS: tuple[str, ...] = ("k", "age_band", "period_width", "diagnosis_precision",
 
 DEFAULT_TEXT = """\
 # Publishing policy of this biobank node (see docs/privacy.md).
-# Every published sample belongs to a class of records that share sex, age band,
+# Every sample counted in a published group belongs to a class of samples that share sex, age band,
 # collection period, diagnoses, biobank and collection; each class must hold at least
 # k DISTINCT DONORS. Classes that are too small are generalised step by step (wider age
 # band, wider period, ICD-10 category, ICD-10 chapter, then the field is dropped) and,
