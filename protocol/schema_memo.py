@@ -19,18 +19,12 @@ OPT_STRICT_INTEGER)`, which lets an auditor check a content digest without the c
 walk. Anything the memo does not accept goes to the full validator, so the memo never changes
 a verdict (tests/protocol/test_fast_paths.py proves it on awkward and generated records).
 
-`ColumnGate` puts a cheaper key in front of the memo for a caller that builds many records
-from a few repeated raw column values (the node's staged sample rows): it remembers the
-columns of records the memo accepted, so such a record is known valid and clean by one set
-look-up per column; the verdict itself is always the memo's.
 """
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from operator import contains
 from typing import Any
 
 import fastjsonschema
@@ -43,8 +37,7 @@ _TOP = _ANNOTATIONS | {"type", "properties", "required", "additionalProperties",
 _FREE = _ANNOTATIONS | {"type", "pattern"}
 _OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
-__all__ = ["LIMIT", "ColumnGate", "FieldMemo", "Validator", "free_fields", "is_clean"]
-_DOLLAR = re.compile(r"(?<!\\)\$")  # an unescaped $: fastjsonschema reads it as \Z
+__all__ = ["LIMIT", "FieldMemo", "Validator", "free_fields", "is_clean"]
 LIMIT = 65_536  # values remembered per field; when full, that field's memo starts over
 
 Validator = Callable[[Any], Any]  # raises fastjsonschema.JsonSchemaValueException when invalid
@@ -169,11 +162,6 @@ class FieldMemo:
         are then the canonical ones); None when not known valid and clean."""
         return orjson.dumps(record, option=_OPTS) if self.accepts(record) else None
 
-    def column_gate(self, width: int) -> ColumnGate:
-        """A :class:`ColumnGate` in front of this memo, for records built from ``width``
-        raw column values."""
-        return ColumnGate(self, width)
-
     def _learn(self, name: str, value: Any, key: Any, seen: set[Any]) -> bool:
         check = self._checks.get(name)
         if check is None:
@@ -188,70 +176,3 @@ class FieldMemo:
             seen.clear()
         seen.add(key)
         return True
-
-
-class ColumnGate:
-    """The memo's fast path for records built from a few raw column values that repeat.
-
-    :meth:`canonical_bytes` (record, columns) first asks whether the record's key set and
-    every one of its column values occurred in a record the memo accepted; then only the
-    free fields (`id`, `nonce`) are checked. Otherwise the memo decides (:meth:`FieldMemo.
-    accepts`), and an accepted record teaches its key set and columns.
-
-    The caller's side of the rule (which makes the look-ups as good as the memo's verdict):
-    every field that is not free, and whether it is present, is built from one column alone
-    (several raw values that build one field go in one tuple), the same way for every
-    record; and columns compare by equality, so equal
-    values must build identical fields (no ``1`` beside ``1.0`` or ``True``: e.g. values of
-    one SQL column with INTEGER affinity, or JSON text instead of a parsed list). Columns
-    must be hashable.
-    """
-
-    def __init__(self, memo: FieldMemo, width: int) -> None:
-        self.memo = memo
-        self._keys: set[tuple[str, ...]] = set()
-        self._columns: list[set[Any]] = [set() for _ in range(width)]
-        # the free fields' patterns as the regex fastjsonschema compiles for them (its `$` is
-        # `\Z`), searched directly: the same verdict as the memo's validator, without a call
-        # into the generated code per field
-        self._free = (
-            [
-                (name, re.compile(_DOLLAR.sub(r"\\Z", sub["pattern"])).search)
-                for name, sub in free_fields(memo.schema).items()
-            ]
-            if memo.active
-            else []
-        )
-
-    def canonical_bytes(
-        self, record: dict[str, Any], columns: tuple[Any, ...], free_valid: bool = False
-    ) -> bytes | None:
-        """The canonical bytes of a record known valid and clean; None when the memo does not
-        accept it (the caller takes the full path: the schema's problems, canonical()).
-
-        ``free_valid``: the caller vouches for the free fields (it made them, e.g. a keyed
-        hash and random hex, or read them from records the memo accepted): a record whose
-        key set and columns are known then skips their pattern checks too.
-        """
-        keys = tuple(record)
-        if keys in self._keys and all(map(contains, self._columns, columns)):
-            if free_valid:
-                return orjson.dumps(record, option=_OPTS)
-            for name, search in self._free:
-                if name in record:
-                    value = record[name]
-                    if (
-                        type(value) is not str
-                        or search(value) is None
-                        or not (value.isascii() or unicodedata.is_normalized("NFC", value))
-                    ):
-                        return None
-            return orjson.dumps(record, option=_OPTS)
-        if not self.memo.accepts(record):
-            return None
-        known = self._keys
-        for value, seen in ((keys, known), *zip(columns, self._columns, strict=True)):
-            if len(seen) >= LIMIT:
-                seen.clear()
-            seen.add(value)
-        return orjson.dumps(record, option=_OPTS)

@@ -1,7 +1,7 @@
 """What the node appends is exactly protocol.canonical.canonical, and floats are refused.
 
 Log entries after the first of a run are encoded with orjson (node/publish.py); the
-schema memo's gate (protocol.schema_memo.ColumnGate) gives canonical bytes or nothing.
+schema memo (protocol.schema_memo.FieldMemo) gives canonical bytes or nothing.
 These tests prove the bytes are canonical on a real import and on generated values, and
 that what canonical() refuses never gets published.
 """
@@ -75,17 +75,16 @@ _OPEN = {
 
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(_FIELDS[:3]), _value, max_size=3))
-def test_gate_bytes_equal_canonical_for_canonicalisable_values(value: dict[str, Any]) -> None:
-    """The encoder's fast bytes (protocol.schema_memo's gate) are canonical() or nothing."""
-    gate = FieldMemo(_OPEN, fastjsonschema.compile).column_gate(3)
-    columns = tuple(orjson.dumps(value.get(k), option=orjson.OPT_SORT_KEYS) for k in _FIELDS[:3])
-    for _ in range(2):  # learnt, then known by its columns
+def test_memo_bytes_equal_canonical_for_canonicalisable_values(value: dict[str, Any]) -> None:
+    """The memo's fast bytes (protocol.schema_memo) are canonical() or nothing."""
+    memo = FieldMemo(_OPEN, fastjsonschema.compile)
+    for _ in range(2):  # learnt, then known
         try:
             expected = canonical(value)
         except ValueError:  # non-NFC text: canonical() refuses; so must the fast path
-            assert gate.canonical_bytes(value, columns) is None
+            assert memo.canonical_bytes(value) is None
             continue
-        data = gate.canonical_bytes(value, columns)
+        data = memo.canonical_bytes(value)
         assert data is None or data == expected  # None: the full path encodes it
         if all(k.isascii() for k in _keys(value)):
             assert data == expected
@@ -121,7 +120,8 @@ def test_a_float_is_refused_with_a_problem_not_published() -> None:
 
 
 def test_staged_integral_floats_come_back_as_integers() -> None:
-    """The gate compares integer columns by value; INTEGER affinity makes that type-exact."""
+    """Staged integer columns come back as ints (INTEGER affinity): a group built from them
+    never carries an integral float."""
     conn = sqlite3.connect(":memory:")
     table = staging.create(conn)
     conn.execute(

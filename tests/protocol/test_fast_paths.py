@@ -11,7 +11,6 @@ from typing import Any
 
 import fastjsonschema
 import jsonschema
-import orjson
 import pytest
 import rfc8785
 from hypothesis import given, settings
@@ -380,82 +379,18 @@ def _reference_bytes(record: dict[str, Any]) -> bytes | None:
         return None
 
 
-def _columns(record: dict[str, Any]) -> tuple[bytes, ...]:
-    """Each field but the free ones from one column: here its orjson bytes."""
-    return tuple(
-        orjson.dumps(record.get(k), option=orjson.OPT_SORT_KEYS)
-        for k in (
-            "biobank",
-            "collection",
-            "sample_type",
-            "storage_temperature",
-            "sex",
-            "age",
-            "period",
-            "diagnoses",
-            "use_conditions",
-            "dataset_types",
-            "samples",
-            "donors",
-            "extra",
-        )
-    )
-
-
 @settings(max_examples=200, deadline=None, database=None)
 @given(st.lists(st.tuples(_ids, _nonces, _sexes, _ages, st.booleans()), min_size=1, max_size=12))
-def test_property_canonical_bytes_and_column_gate_equal_the_reference(rows: list[Any]) -> None:
-    """FieldMemo.canonical_bytes and a ColumnGate in front of it give canonical() exactly
-    for the records the fresh validator approves, and None for the others."""
+def test_property_canonical_bytes_equal_the_reference(rows: list[Any]) -> None:
+    """FieldMemo.canonical_bytes gives canonical() exactly for the records the fresh
+    validator approves, and None for the others."""
     memo = SchemaSet.default().field_memo("sample-group")
-    gate = SchemaSet.default().field_memo("sample-group").column_gate(13)
     for rid, nonce, sex, age, drop_nonce in rows * 2:  # each row again, known by then
         record = {**GOOD, "id": rid, "nonce": nonce, "sex": sex, "age": age}
         if drop_nonce:
             del record["nonce"]
         expected = _reference_bytes(record)
         assert memo.canonical_bytes(record) == expected
-        assert gate.canonical_bytes(record, _columns(record)) == expected
-
-
-@pytest.mark.parametrize(
-    "change", BAD_CHANGES + UNCLEAN_CHANGES, ids=range(len(BAD_CHANGES) + len(UNCLEAN_CHANGES))
-)
-def test_column_gate_never_hides_a_failure(change: dict[str, Any]) -> None:
-    gate = SchemaSet.default().field_memo("sample-group").column_gate(13)
-    for i in range(3):  # the good columns are learnt first, with several ids
-        good = {**GOOD, "id": "grp_" + "ab"[i % 2] * 26, "nonce": f"{i:032x}"}
-        assert gate.canonical_bytes(good, _columns(good)) == canonical(good)
-    bad = _changed(change)
-    assert gate.canonical_bytes(bad, _columns(bad)) is None
-    # a bad free field is found even when every column is known
-    if set(change) <= {"id", "nonce"}:
-        assert set(_columns(bad)) <= set(_columns(GOOD))
-
-
-def test_column_gate_with_vouched_free_fields_gives_the_same_bytes() -> None:
-    """free_valid: the caller made id and nonce; known columns then skip their patterns."""
-    gate = SchemaSet.default().field_memo("sample-group").column_gate(13)
-    for i in range(6):
-        record = {
-            **GOOD,
-            "id": "grp_" + "abcdef"[i] * 26,
-            "nonce": f"{i:032x}",
-            "sex": ("female", "male")[i % 2],
-        }
-        assert gate.canonical_bytes(record, _columns(record), True) == canonical(record)
-    bad = _changed({"sex": "Female"})  # an unknown column still goes to the memo
-    assert gate.canonical_bytes(bad, _columns(bad), True) is None
-
-
-def test_column_gate_starts_over_at_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    import protocol.schema_memo as memo_module
-
-    monkeypatch.setattr(memo_module, "LIMIT", 2)
-    gate = SchemaSet.default().field_memo("sample-group").column_gate(13)
-    for sex in ("female", "male", "other", "male"):
-        record = {**GOOD, "sex": sex}
-        assert gate.canonical_bytes(record, _columns(record)) == canonical(record)
 
 
 def test_canonical_unchanged_for_leaf_shaped_entries() -> None:
