@@ -116,13 +116,15 @@ def translate(beacon_filters: Sequence[Any], vocab: Vocabulary) -> Translation:
             bounds = _age_bounds(item, t)
             if bounds is not None:
                 lo, hi = bounds
-                age_low = lo if age_low is None else max(age_low, lo)
-                age_high = hi if age_high is None else min(age_high, hi)
+                if lo is not None:
+                    age_low = lo if age_low is None else max(age_low, lo)
+                if hi is not None:
+                    age_high = hi if age_high is None else min(age_high, hi)
             continue
         if "operator" in item or "value" in item:
             t.problems.append(f"{fid}: only age takes an operator and a value")
             continue
-        target = _param_of(fid)
+        target = _param_of(fid, vocab)
         if target is None:
             t.unknown.append(fid)
             continue
@@ -142,15 +144,12 @@ def translate(beacon_filters: Sequence[Any], vocab: Vocabulary) -> Translation:
             continue
         if value not in have:
             have.append(value)
-    if age_low is not None or age_high is not None:
-        lo, hi = age_low or 0, MAX_NUMBER if age_high is None else age_high
-        if lo > hi:
-            t.problems.append("age: the conditions leave no age")
-        else:
-            if age_low is not None:
-                t.params["age_min"] = [str(lo)]
-            if age_high is not None:
-                t.params["age_max"] = [str(hi)]
+    if age_low is not None and age_high is not None and age_low > age_high:
+        t.problems.append("age: the conditions together leave no age")
+    if age_low is not None:
+        t.params["age_min"] = [str(age_low)]
+    if age_high is not None:
+        t.params["age_max"] = [str(age_high)]
     if t.unknown or t.problems:
         return t
     try:
@@ -160,10 +159,12 @@ def translate(beacon_filters: Sequence[Any], vocab: Vocabulary) -> Translation:
     return t
 
 
-def _param_of(fid: str) -> tuple[str, str] | None:
+def _param_of(fid: str, vocab: Vocabulary) -> tuple[str, str] | None:
     """The search parameter and value a non-age filter id stands for (None: unknown)."""
     if fid in SEX_NCIT:
         return "sex", SEX_NCIT[fid]
+    if fid in vocab.codes("duo"):  # DUO terms (and the OBI terms the DUO code list holds)
+        return "duo", fid
     prefix, sep, rest = fid.partition(":")
     if not sep or not rest:
         return None
@@ -178,8 +179,9 @@ def _param_of(fid: str) -> tuple[str, str] | None:
     return None
 
 
-def _age_bounds(item: Mapping[str, Any], t: Translation) -> tuple[int, int] | None:
-    """[low, high] whole years an age filter keeps (the search's age band overlap)."""
+def _age_bounds(item: Mapping[str, Any], t: Translation) -> tuple[int | None, int | None] | None:
+    """[low, high] whole years an age filter keeps (None: open; the search keeps the groups
+    whose age band overlaps it); None when the filter is refused."""
     fid, op, value = item.get("id"), item.get("operator", "="), item.get("value")
     if op not in _OPERATORS:
         t.problems.append(f"{fid}: operator {op!r} is not supported (use one of {_OPERATORS})")
@@ -191,12 +193,12 @@ def _age_bounds(item: Mapping[str, Any], t: Translation) -> tuple[int, int] | No
     floor, ceil = math.floor(years), math.ceil(years)
     low, high = {
         "=": (floor, floor),
-        ">=": (ceil, MAX_NUMBER),
-        ">": (floor + 1, MAX_NUMBER),
-        "<=": (0, floor),
-        "<": (0, ceil - 1),
+        ">=": (ceil, None),
+        ">": (floor + 1, None),
+        "<=": (None, floor),
+        "<": (None, ceil - 1),
     }[op]
-    if not 0 <= low <= MAX_NUMBER or not 0 <= high <= MAX_NUMBER or low > high:
+    if any(b is not None and not 0 <= b <= MAX_NUMBER for b in (low, high)):
         t.problems.append(f"{fid}: {op}{value} leaves no age from 0 to {MAX_NUMBER} years")
         return None
     return low, high
