@@ -2,7 +2,8 @@
 
 Counts come from the search's intervals {"min", "max"}: an exact interval gives
 ``numTotalResults = n`` and ``countPrecision: "exact"``; an inexact one gives the upper bound
-(``numTotalResults = max``, ``countAdjustedTo: ["max"]``, ``countPrecision: "imprecise"``)
+(``numTotalResults = max``, ``countAdjustedTo: [max]``, ``countPrecision: "imprecise"``,
+as the Beacon reference implementation marks a count raised to its threshold)
 and the interval itself in ``info.count``. ``exists`` is true when a matching group exists
 (max > 0), which the logs already show publicly.
 """
@@ -125,7 +126,7 @@ def count_response(
         summary["numTotalResults"] = span["max"]
         summary["countPrecision"] = "exact" if exact else "imprecise"
         if not exact:
-            summary["countAdjustedTo"] = ["max"]
+            summary["countAdjustedTo"] = [span["max"]]
         info["count"] = {"min": span["min"], "max": span["max"]}
     return {
         "meta": _meta(origin, entry, requested, returned, filter_ids, test_mode),

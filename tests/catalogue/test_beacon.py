@@ -100,8 +100,8 @@ def beacon_interval(out: dict[str, Any]) -> dict[str, int]:
         assert "countAdjustedTo" not in summary
         return {"min": summary["numTotalResults"], "max": summary["numTotalResults"]}
     assert summary["countPrecision"] == "imprecise"
-    assert summary["countAdjustedTo"] == ["max"]
     count: dict[str, int] = out["info"]["count"]
+    assert summary["countAdjustedTo"] == [count["max"]]
     assert summary["numTotalResults"] == count["max"] and count["min"] < count["max"]
     return count
 
