@@ -379,3 +379,22 @@ def test_an_aggregator_sums_two_catalogues(demo: list[str], schemas: Schemas) ->
             ]["max"]
     assert len(ids) == 1  # both demo catalogues share the demo origin
     assert total == want and total > 0
+
+
+def test_malformed_bodies_get_a_beacon_error_and_get_defaults_to_boolean(
+    sim_api: httpx.Client, schemas: Schemas
+) -> None:
+    for content in (b"not json", b"[]", b'{"query": {"filters": "ICD10:C50"}}'):
+        resp = sim_api.post(
+            f"{BASE}/biosamples", content=content, headers={"Content-Type": "application/json"}
+        )
+        assert resp.status_code == 400, content
+        schemas.check("responses/beaconErrorResponse.json", resp.json())
+    resp = sim_api.post(f"{BASE}/biosamples", json={"query": {"filters": [7]}})
+    assert resp.status_code == 400
+    assert resp.json()["info"]["invalidFilters"] == ["a filter without an id: 7"]
+    got = sim_api.get(f"{BASE}/individuals", params={"filters": "ICD10:C50"})
+    assert got.status_code == 200
+    schemas.check("responses/beaconBooleanResponse.json", got.json())
+    assert got.json()["responseSummary"] == {"exists": True}
+    assert got.json()["meta"]["returnedGranularity"] == "boolean"
