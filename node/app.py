@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from node import metrics, store
-from node.api import descriptor, log
+from node.api import descriptor, log, service_info
 from node.home import Home
 from node.policy import Policy
 from node.publish import ensure_checkpoint
@@ -31,6 +31,7 @@ def create_app(settings: NodeSettings) -> FastAPI:
     app.state.home = home
     app.include_router(descriptor.router)
     app.include_router(log.router)
+    app.include_router(service_info.router)
     metrics.install(app, home)  # /healthz, /readyz, /metrics
 
     # bad parameters: 422, as the node API has always answered them
