@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     home: Path = Path("catalogue-home")
     origin: str = "localhost/biobank-catalogue"
+    # who runs the catalogue and how to reach them (GA4GH service-info, Beacon info)
+    organisation: str | None = None
+    contact: str | None = None  # an e-mail address or a URL
     harvest_interval: float = 300.0
     stale_after: float = 3600.0
     # Limits that keep one misbehaving node from hurting the catalogue.

@@ -41,7 +41,7 @@ def _root(request: Request) -> str:
 
 def _who(ctx: Context) -> tuple[str | None, str | None]:
     """The operator's organisation and contact, where the settings carry them."""
-    return getattr(ctx.settings, "organisation", None), getattr(ctx.settings, "contact", None)
+    return ctx.settings.organisation, ctx.settings.contact
 
 
 @router.get("")

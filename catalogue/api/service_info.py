@@ -19,8 +19,8 @@ def service_info(ctx: Ctx, request: Request) -> dict[str, Any]:
     return document(
         ctx.key.origin,
         str(request.base_url),
-        getattr(ctx.settings, "organisation", None),
-        getattr(ctx.settings, "contact", None),
+        ctx.settings.organisation,
+        ctx.settings.contact,
         artifact="biobank-catalogue",
         name=f"Biobank catalogue {ctx.key.origin}",
         description="Verified, combined biobank metadata from enrolled nodes: /v1/search, "

@@ -160,7 +160,7 @@ def error_response(
 def _organization(origin: str, organisation: str | None, contact: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {"id": beacon_id(origin), "name": organisation or origin}
     if contact:
-        out["contactUrl"] = contact
+        out["contactUrl"] = contact_url(contact)
     return out
 
 
@@ -207,8 +207,14 @@ def service_info(
         "documentationUrl": base_url.rstrip("/") + "/docs",
     }
     if contact:
-        out["contactUrl"] = contact
+        out["contactUrl"] = contact_url(contact)
     return out
+
+
+def contact_url(contact: str) -> str:
+    """A contact as a URL: an e-mail address becomes ``mailto:`` (RFC 6068), as the
+    service-info and Beacon schemas ask; a URL stays as it is."""
+    return contact if ":" in contact else f"mailto:{contact}"
 
 
 def map_response(origin: str, root: str) -> dict[str, Any]:
