@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from catalogue import metrics
 from catalogue.api import admin, nodes, problems, public, search
+from catalogue.api.dcat import router as dcat_router
 from catalogue.cluster import ChangeListener, HarvestLeader, is_postgres
 from catalogue.context import Context, build_context
 from catalogue.harvest import Harvester
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
     problems.install(app)
     for router in (public.router, search.router, nodes.router, admin.router):
         app.include_router(router)
+    app.include_router(dcat_router)  # /v1/dcat: DCAT-AP 3 / HealthDCAT-AP (docs/dcat.md)
     metrics.install(app, ctx)  # /healthz, /readyz, /metrics
     mount_web(app)
     return app
