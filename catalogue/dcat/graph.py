@@ -22,6 +22,7 @@ from catalogue.context import Context
 from catalogue.dcat.counts import count_triples
 from catalogue.dcat.terms import (
     ACCESS_NON_PUBLIC,
+    AVAILABILITY_STABLE,
     BBF,
     BEACON_SPEC,
     DCAT,
@@ -39,6 +40,7 @@ from catalogue.dcat.terms import (
     XSD,
     add_fixed_concepts,
     bind_prefixes,
+    country,
 )
 from catalogue.models import nodes, records
 from catalogue.search.filters import parse_filters
@@ -109,6 +111,10 @@ def catalogue_graph(conn: Connection, ctx: Context, base: str) -> Graph:
     g.add((cat, FOAF.homepage, home))
     for lang in LANGUAGES.values():
         g.add((cat, DCTERMS.language, lang))
+    for n in node_list:
+        place = country(g, n.country)
+        if place is not None:
+            g.add((cat, DCTERMS.spatial, place))
     times = [n.verified_at for n in node_list if n.verified_at]
     if times:
         g.add((cat, DCTERMS.modified, Literal(max(times), datatype=XSD.dateTime)))
@@ -227,6 +233,15 @@ def _node_catalogue(g: Graph, base: str, cat: URIRef, n: _Node) -> tuple[URIRef,
         )
     )
     g.add((node_cat, DCTERMS.publisher, publisher))
+    g.add((node_cat, DCAT.themeTaxonomy, THEME_SCHEME))
+    g.add((node_cat, DCTERMS.language, LANGUAGES["ENG"]))
+    if n.url:
+        g.add((node_cat, FOAF.homepage, URIRef(n.url)))
+    place = country(g, n.country)
+    if place is not None:
+        g.add((node_cat, DCTERMS.spatial, place))
+    if n.verified_at:
+        g.add((node_cat, DCTERMS.modified, Literal(n.verified_at, datatype=XSD.dateTime)))
     g.add((node_cat, DCTERMS.isPartOf, cat))
     g.add((cat, DCAT.catalog, node_cat))
     g.add((cat, DCTERMS.hasPart, node_cat))
@@ -255,6 +270,9 @@ def _dataset(
     g.add((ds, DCAT.theme, THEME_HEAL))
     g.add((ds, HEALTHDCATAP.healthCategory, HEALTH_CATEGORY_BIOBANK))
     g.add((ds, HEALTHDCATAP.hasStructuredData, Literal(True)))
+    place = country(g, biobank.get("country") or n.country)
+    if place is not None:
+        g.add((ds, DCTERMS.spatial, place))
     if biobank:
         creator = URIRef(
             f"{_node_iri(base, n.origin)}#biobank/{quote(str(biobank['id']), safe=':')}"
@@ -383,4 +401,5 @@ def _distributions(
         g.add((dist, DCAT.accessURL, URIRef(access)))
         g.add((dist, DCAT.accessService, service))
         g.add((dist, DCTERMS.format, FILE_TYPE_JSON))
+        g.add((dist, DCATAP.availability, AVAILABILITY_STABLE))
         g.add((dist, DCATAP.applicableLegislation, EHDS))

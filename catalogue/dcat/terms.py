@@ -22,8 +22,10 @@ __all__ = [
     "THEME_HEAL",
     "VCARD",
     "XSD",
+    "AVAILABILITY_STABLE",
     "add_fixed_concepts",
     "bind_prefixes",
+    "country",
 ]
 
 DCATAP = Namespace("http://data.europa.eu/r5r/")
@@ -44,12 +46,92 @@ LANGUAGES = {
     "ZHO": URIRef(_AUTHORITY + "language/ZHO"),
 }
 FILE_TYPE_JSON = URIRef(_AUTHORITY + "file-type/JSON")
+AVAILABILITY_STABLE = URIRef(_AUTHORITY + "planned-availability/STABLE")
+# ISO 3166-1 alpha-2 (the country code list) -> alpha-3, as the EU country authority names
+# them; "EU" (a Directory code, not a country) has no entry
+_ALPHA3 = {
+    "AT": "AUT",
+    "BE": "BEL",
+    "BG": "BGR",
+    "HR": "HRV",
+    "CY": "CYP",
+    "CZ": "CZE",
+    "DK": "DNK",
+    "EE": "EST",
+    "FI": "FIN",
+    "FR": "FRA",
+    "DE": "DEU",
+    "GR": "GRC",
+    "HU": "HUN",
+    "IE": "IRL",
+    "IT": "ITA",
+    "LV": "LVA",
+    "LT": "LTU",
+    "LU": "LUX",
+    "MT": "MLT",
+    "NL": "NLD",
+    "PL": "POL",
+    "PT": "PRT",
+    "RO": "ROU",
+    "SK": "SVK",
+    "SI": "SVN",
+    "ES": "ESP",
+    "SE": "SWE",
+    "IS": "ISL",
+    "LI": "LIE",
+    "NO": "NOR",
+    "GB": "GBR",
+    "CH": "CHE",
+    "CN": "CHN",
+    "TR": "TUR",
+    "IL": "ISR",
+    "QA": "QAT",
+    "UG": "UGA",
+    "US": "USA",
+    "CA": "CAN",
+    "AU": "AUS",
+    "NZ": "NZL",
+    "VN": "VNM",
+    "RU": "RUS",
+    "UA": "UKR",
+    "MD": "MDA",
+    "GE": "GEO",
+    "AM": "ARM",
+    "RS": "SRB",
+    "ME": "MNE",
+    "MK": "MKD",
+    "AL": "ALB",
+    "BA": "BIH",
+    "JP": "JPN",
+    "KR": "KOR",
+    "SG": "SGP",
+    "IN": "IND",
+    "BR": "BRA",
+    "AR": "ARG",
+    "MX": "MEX",
+    "ZA": "ZAF",
+    "NG": "NGA",
+    "KE": "KEN",
+    "EG": "EGY",
+    "SA": "SAU",
+    "AE": "ARE",
+}
 # Regulation (EU) 2025/327, the European Health Data Space
 EHDS = URIRef("http://data.europa.eu/eli/reg/2025/327/oj")
 # HealthDCAT-AP names health categories without a vocabulary pinned here: this concept is
 # the project's own until one is (docs/dcat.md)
 HEALTH_CATEGORY_BIOBANK = BBF["health-category-biobank"]
 BEACON_SPEC = URIRef("https://github.com/ga4gh-beacon/beacon-v2")
+
+
+def country(g: Graph, code: str | None) -> URIRef | None:
+    """The EU country authority's IRI for an ISO alpha-2 code, typed dct:Location."""
+    alpha3 = _ALPHA3.get(code or "")
+    if alpha3 is None:
+        return None
+    iri = URIRef(f"{_AUTHORITY}country/{alpha3}")
+    g.add((iri, RDF.type, DCTERMS.Location))
+    return iri
 
 
 def bind_prefixes(g: Graph) -> None:
@@ -93,4 +175,6 @@ def add_fixed_concepts(g: Graph) -> None:
         g.add((iri, SKOS.inScheme, LANGUAGE_SCHEME))
         g.add((iri, DCTERMS.identifier, Literal(code)))
     g.add((FILE_TYPE_JSON, RDF.type, DCTERMS.MediaTypeOrExtent))
+    g.add((AVAILABILITY_STABLE, RDF.type, SKOS.Concept))
+    g.add((AVAILABILITY_STABLE, SKOS.prefLabel, Literal("Stable", lang="en")))
     g.add((BEACON_SPEC, RDF.type, DCTERMS.Standard))
