@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import orjson
 from rdflib import RDF, RDFS, BNode, Graph, Literal, URIRef
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from catalogue.context import Context
 from catalogue.dcat.counts import count_triples
@@ -42,7 +42,7 @@ from catalogue.dcat.terms import (
     bind_prefixes,
     country,
 )
-from catalogue.models import nodes, records
+from catalogue.models import combo_diagnoses, combos, nodes, records
 from catalogue.search.filters import parse_filters
 from catalogue.search.tally_arrays import tally
 from protocol.codelists import CodeLists
@@ -129,6 +129,8 @@ def catalogue_graph(conn: Connection, ctx: Context, base: str) -> Graph:
 
     cube = ctx.cube.arrays(conn)
     labels = _labels()
+    spans = _group_spans(conn)
+    group_diagnoses = _group_diagnoses(conn)
     for (nid, kind, rid), rec in sorted(content.items(), key=lambda kv: (kv[0][0], kv[0][2])):
         if kind != "collection":
             continue
@@ -140,7 +142,7 @@ def catalogue_graph(conn: Connection, ctx: Context, base: str) -> Graph:
         g.add((search_svc, DCAT.servesDataset, ds))
         g.add((beacon_svc, DCAT.servesDataset, ds))
         biobank = content.get((nid, "biobank", rec.get("biobank", "")), {})
-        _dataset(g, ds, rec, biobank, n, publisher, base)
+        _dataset(g, ds, rec, biobank, n, publisher, base, spans.get((nid, rid)))
         if (nid, rid) in cube.with_groups:
             f = parse_filters({"collection": [rid]}, ctx.vocab)
             t = tally(cube, f, ctx.vocab, {nid})
@@ -150,15 +152,65 @@ def catalogue_graph(conn: Connection, ctx: Context, base: str) -> Graph:
             count_triples(g, ds, "numberOfUniqueIndividuals", *t.donors)
             g.add((ds, BBF.countSource, Literal("groups")))
             types = {code for (code, _nid) in t.facets["sample_type"] if code is not None}
+            diagnoses = group_diagnoses.get((nid, rid), set())
         else:
             if isinstance(rec.get("size"), int):
                 size = rec["size"]
                 count_triples(g, ds, "numberOfRecords", size, size)
             g.add((ds, BBF.countSource, Literal("declared")))
             types = set()
-        _keywords(g, ds, rec, types, labels)
+            diagnoses = set()
+        _keywords(g, ds, rec, types, diagnoses, labels)
         _distributions(g, ds, rid, base, search_svc, beacon_svc)
     return g
+
+
+@dataclass(frozen=True)
+class _Span:
+    """What a collection's live sample groups cover: age bands (years) and periods."""
+
+    age_min: int | None
+    age_max: int | None
+    year_from: int | None
+    year_to: int | None
+
+
+def _group_spans(conn: Connection) -> dict[tuple[int, str], _Span]:
+    q = (
+        select(
+            combos.c.node_id,
+            combos.c.collection,
+            func.min(combos.c.age_min),
+            func.max(combos.c.age_max),
+            func.min(combos.c.year_from),
+            func.max(combos.c.year_to),
+        )
+        .where(combos.c.n_max > 0)
+        .group_by(combos.c.node_id, combos.c.collection)
+    )
+    return {(r[0], r[1]): _Span(r[2], r[3], r[4], r[5]) for r in conn.execute(q)}
+
+
+def _group_diagnoses(conn: Connection) -> dict[tuple[int, str], set[tuple[str, str]]]:
+    """Per collection, the diagnoses its live groups state: ICD-10 categories (three
+    characters) and ORPHA codes."""
+    q = (
+        select(
+            combos.c.node_id,
+            combos.c.collection,
+            combo_diagnoses.c.system,
+            combo_diagnoses.c.code,
+            combo_diagnoses.c.code3,
+        )
+        .join(combo_diagnoses, combo_diagnoses.c.combo_id == combos.c.id)
+        .where(combos.c.n_max > 0)
+        .distinct()
+    )
+    out: dict[tuple[int, str], set[tuple[str, str]]] = {}
+    for r in conn.execute(q):
+        code = r.code3 if r.system == "ICD-10" and r.code3 else r.code
+        out.setdefault((r.node_id, r.collection), set()).add((r.system, code))
+    return out
 
 
 def _records(conn: Connection, node_ids: list[int]) -> dict[tuple[int, str, str], dict[str, Any]]:
@@ -256,6 +308,7 @@ def _dataset(
     n: _Node,
     publisher: URIRef,
     base: str,
+    span: _Span | None,
 ) -> None:
     g.add((ds, RDF.type, DCAT.Dataset))
     g.add((ds, DCTERMS.title, Literal(str(rec.get("name") or rec["id"]))))
@@ -294,6 +347,14 @@ def _dataset(
         g.add((kind, VCARD.fn, Literal(str(name))))
         g.add((kind, VCARD.hasEmail, URIRef(f"mailto:{contact['email']}")))
     ages = _typical_ages(rec.get("age"))
+    if ages is None and span is not None and (span.age_min, span.age_max) != (None, None):
+        ages = (span.age_min, span.age_max)
+    if span is not None and span.year_from is not None and span.year_to is not None:
+        period = BNode()
+        g.add((ds, DCTERMS.temporal, period))
+        g.add((period, RDF.type, DCTERMS.PeriodOfTime))
+        g.add((period, DCAT.startDate, Literal(str(span.year_from), datatype=XSD.gYear)))
+        g.add((period, DCAT.endDate, Literal(str(span.year_to), datatype=XSD.gYear)))
     if ages is not None:
         low, high = ages
         if low is not None:
@@ -353,18 +414,19 @@ def _keywords(
     ds: URIRef,
     rec: dict[str, Any],
     group_types: Iterable[str],
+    group_diagnoses: Iterable[tuple[str, str]],
     labels: dict[str, dict[str, str]],
 ) -> None:
-    """Keywords from the collection's sample types (declared and in its groups) and its
-    diagnoses (ICD-10 codes, ORPHA codes with their names)."""
+    """Keywords from the collection's sample types and diagnoses, declared and in its
+    groups (ICD-10 codes, ORPHA codes with their names)."""
     words: set[str] = set()
     for code in set(rec.get("sample_types") or []) | set(group_types):
         words.add(labels["sample-type"].get(code, code))
-    for d in rec.get("diagnoses") or []:
-        system, code = d.get("system"), d.get("code")
+    declared = [(d.get("system"), d.get("code")) for d in rec.get("diagnoses") or []]
+    for system, code in {*declared, *group_diagnoses}:
         if system == "ORPHA":
             name = labels["orpha"].get(code)
-            words.add(f"ORPHA:{code}" + (f" {name}" if name else ""))
+            words.add(f"{code} {name}" if name else str(code))
         elif system == "ICD-10":
             words.add(f"ICD-10 {code}")
     for word in sorted(words):

@@ -30,7 +30,7 @@ RELEASE = Path("semic-dcat-ap-3.0.1/releases/3.0.1")
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     work = tmp_path_factory.mktemp("dcat")
-    with build_federation(work, ("DE", "CN"), samples=300, seed=3) as built:
+    with build_federation(work, ("DE", "CN"), samples=2000, seed=3) as built:
         yield built
 
 
@@ -227,3 +227,43 @@ def test_each_dataset_carries_the_healthdcat_public_properties(
         assert _int(graph, prov, BBF.checkpointSize) == nodes[origin]["tree_size"]
         assert str(graph.value(prov, BBF.log)) == f"{nodes[origin]['url']}/v1/log/checkpoint"
     assert graph.value(catalogue, DCTERMS.title) is not None
+
+
+def test_keywords_ages_and_period_come_from_the_collection_and_its_groups(
+    fed: Federation, graph: Graph
+) -> None:
+    body = httpx.get(f"{fed.url}/v1/search", params={"page_size": 100}, timeout=60).json()
+    with_groups = [c for c in body["collections"]["items"] if c["count_source"] == "groups"]
+    assert with_groups
+    for card in with_groups:
+        ds = next(graph.subjects(DCTERMS.identifier, Literal(card["id"])))
+        one = httpx.get(f"{fed.url}/v1/search", params={"collection": card["id"]}, timeout=60)
+        types = {f["code"] for f in one.json()["facets"]["sample_type"]}
+        words = {str(k) for k in graph.objects(ds, DCAT.keyword)}
+        labels = {c["code"]: c["en"] for c in _codes("sample-type")}
+        assert {labels[t] for t in types} <= words
+        period = graph.value(ds, DCTERMS.temporal)
+        dated = _search(fed, collection=card["id"], period_from="1000", period_to="2999")
+        # a period is stated exactly when some group of the collection states one
+        assert (period is not None) == (dated["total"]["max"] > 0)
+        if period is not None:
+            start = int(str(graph.value(period, DCAT.startDate)))
+            end = int(str(graph.value(period, DCAT.endDate)))
+            assert start <= end
+            before = _search(fed, collection=card["id"], period_to=str(start - 1))
+            after = _search(fed, collection=card["id"], period_from=str(end + 1))
+            assert before["total"]["max"] == after["total"]["max"] == 0
+        low = _int(graph, ds, HEALTH.minTypicalAge)
+        high = _int(graph, ds, HEALTH.maxTypicalAge)
+        assert low is not None and high is not None and low <= high
+
+
+def _search(fed: Federation, **params: str) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{fed.url}/v1/search", params=params, timeout=60).json()
+    return body
+
+
+def _codes(name: str) -> list[dict[str, Any]]:
+    from protocol.codelists import CodeLists
+
+    return [{"code": c.code, "en": c.en} for c in CodeLists.default().get(name).entries]
