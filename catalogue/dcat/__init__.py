@@ -2,7 +2,8 @@
 
     terms.py    namespaces and the fixed concepts (theme HEAL, access rights, the EHDS)
     counts.py   the rule that turns a search interval into published counts
-    graph.py    the graph: catalogue, node catalogues and publishers, one dataset per collection
+    graph.py    the graph: catalogue, node catalogues and publishers, services, counts
+    dataset.py  one collection as a dcat:Dataset (properties, keywords, distributions)
     serialise.py  content negotiation and the Turtle / JSON-LD bytes
 
 docs/dcat.md describes the export and the counting rule.

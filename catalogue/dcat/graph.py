@@ -7,36 +7,36 @@ collection's node, so each dataset's figures are the search's (catalogue.dcat.co
 
 from __future__ import annotations
 
-import functools
-import math
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import orjson
-from rdflib import RDF, RDFS, BNode, Graph, Literal, URIRef
+from rdflib import RDF, Graph, Literal, URIRef
 from sqlalchemy import Connection, func, select
 
 from catalogue.context import Context
 from catalogue.dcat.counts import count_triples
+from catalogue.dcat.dataset import (
+    GroupSpan,
+    NodeInfo,
+    add_dataset,
+    add_distributions,
+    add_keywords,
+    labels,
+    node_iri,
+)
 from catalogue.dcat.terms import (
     ACCESS_NON_PUBLIC,
-    AVAILABILITY_STABLE,
     BBF,
     BEACON_SPEC,
     DCAT,
     DCATAP,
     DCTERMS,
     EHDS,
-    FILE_TYPE_JSON,
     FOAF,
-    HEALTH_CATEGORY_BIOBANK,
-    HEALTHDCATAP,
     LANGUAGES,
     THEME_HEAL,
     THEME_SCHEME,
-    VCARD,
     XSD,
     add_fixed_concepts,
     bind_prefixes,
@@ -45,24 +45,8 @@ from catalogue.dcat.terms import (
 from catalogue.models import combo_diagnoses, combos, nodes, records
 from catalogue.search.filters import parse_filters
 from catalogue.search.tally_arrays import tally
-from protocol.codelists import CodeLists
-from protocol.errors import ConfigError
 
 __all__ = ["catalogue_graph"]
-
-_AGE_UNIT_YEARS = {"years": 1.0, "months": 12.0, "weeks": 52.0, "days": 365.0}
-
-
-@dataclass(frozen=True)
-class _Node:
-    id: int
-    origin: str
-    url: str
-    name: str
-    country: str | None
-    tree_size: int
-    verified_at: str | None
-    descriptor: dict[str, Any]
 
 
 def catalogue_graph(conn: Connection, ctx: Context, base: str) -> Graph:
@@ -71,7 +55,7 @@ def catalogue_graph(conn: Connection, ctx: Context, base: str) -> Graph:
     bind_prefixes(g)
     add_fixed_concepts(g)
     node_list = [
-        _Node(
+        NodeInfo(
             r.id,
             r.origin,
             r.url,
@@ -79,6 +63,7 @@ def catalogue_graph(conn: Connection, ctx: Context, base: str) -> Graph:
             r.country,
             r.tree_size,
             r.verified_at,
+            r.enrolled_at,
             orjson.loads(r.descriptor),
         )
         for r in conn.execute(select(nodes).where(nodes.c.state != "retired").order_by(nodes.c.id))
@@ -115,6 +100,9 @@ def catalogue_graph(conn: Connection, ctx: Context, base: str) -> Graph:
         place = country(g, n.country)
         if place is not None:
             g.add((cat, DCTERMS.spatial, place))
+    if node_list:  # in this catalogue since the first node's enrolment
+        first = min(n.enrolled_at for n in node_list)
+        g.add((cat, DCTERMS.issued, Literal(first, datatype=XSD.dateTime)))
     times = [n.verified_at for n in node_list if n.verified_at]
     if times:
         g.add((cat, DCTERMS.modified, Literal(max(times), datatype=XSD.dateTime)))
@@ -128,7 +116,7 @@ def catalogue_graph(conn: Connection, ctx: Context, base: str) -> Graph:
         node_catalogues[n.id] = _node_catalogue(g, base, cat, n)
 
     cube = ctx.cube.arrays(conn)
-    labels = _labels()
+    names = labels()
     spans = _group_spans(conn)
     group_diagnoses = _group_diagnoses(conn)
     for (nid, kind, rid), rec in sorted(content.items(), key=lambda kv: (kv[0][0], kv[0][2])):
@@ -136,13 +124,13 @@ def catalogue_graph(conn: Connection, ctx: Context, base: str) -> Graph:
             continue
         n = by_id[nid]
         node_cat, publisher = node_catalogues[nid]
-        ds = URIRef(f"{_node_iri(base, n.origin)}#collection/{quote(rid, safe=':')}")
+        ds = URIRef(f"{node_iri(base, n.origin)}#collection/{quote(rid, safe=':')}")
         g.add((cat, DCAT.dataset, ds))
         g.add((node_cat, DCAT.dataset, ds))
         g.add((search_svc, DCAT.servesDataset, ds))
         g.add((beacon_svc, DCAT.servesDataset, ds))
         biobank = content.get((nid, "biobank", rec.get("biobank", "")), {})
-        _dataset(g, ds, rec, biobank, n, publisher, base, spans.get((nid, rid)))
+        add_dataset(g, ds, rec, biobank, n, publisher, base, spans.get((nid, rid)))
         if (nid, rid) in cube.with_groups:
             f = parse_filters({"collection": [rid]}, ctx.vocab)
             t = tally(cube, f, ctx.vocab, {nid})
@@ -160,22 +148,12 @@ def catalogue_graph(conn: Connection, ctx: Context, base: str) -> Graph:
             g.add((ds, BBF.countSource, Literal("declared")))
             types = set()
             diagnoses = set()
-        _keywords(g, ds, rec, types, diagnoses, labels)
-        _distributions(g, ds, rid, base, search_svc, beacon_svc)
+        add_keywords(g, ds, rec, types, diagnoses, names)
+        add_distributions(g, ds, rid, base, search_svc, beacon_svc)
     return g
 
 
-@dataclass(frozen=True)
-class _Span:
-    """What a collection's live sample groups cover: age bands (years) and periods."""
-
-    age_min: int | None
-    age_max: int | None
-    year_from: int | None
-    year_to: int | None
-
-
-def _group_spans(conn: Connection) -> dict[tuple[int, str], _Span]:
+def _group_spans(conn: Connection) -> dict[tuple[int, str], GroupSpan]:
     q = (
         select(
             combos.c.node_id,
@@ -188,7 +166,7 @@ def _group_spans(conn: Connection) -> dict[tuple[int, str], _Span]:
         .where(combos.c.n_max > 0)
         .group_by(combos.c.node_id, combos.c.collection)
     )
-    return {(r[0], r[1]): _Span(r[2], r[3], r[4], r[5]) for r in conn.execute(q)}
+    return {(r[0], r[1]): GroupSpan(r[2], r[3], r[4], r[5]) for r in conn.execute(q)}
 
 
 def _group_diagnoses(conn: Connection) -> dict[tuple[int, str], set[tuple[str, str]]]:
@@ -218,10 +196,6 @@ def _records(conn: Connection, node_ids: list[int]) -> dict[tuple[int, str, str]
         records.c.node_id.in_(node_ids)
     )
     return {(r.node_id, r.kind, r.record_id): orjson.loads(r.content) for r in conn.execute(q)}
-
-
-def _node_iri(base: str, origin: str) -> str:
-    return f"{base}/v1/nodes/{quote(origin, safe='/')}"
 
 
 def _services(g: Graph, base: str, operator: URIRef) -> tuple[URIRef, URIRef]:
@@ -262,9 +236,9 @@ def _services(g: Graph, base: str, operator: URIRef) -> tuple[URIRef, URIRef]:
     return search, beacon
 
 
-def _node_catalogue(g: Graph, base: str, cat: URIRef, n: _Node) -> tuple[URIRef, URIRef]:
+def _node_catalogue(g: Graph, base: str, cat: URIRef, n: NodeInfo) -> tuple[URIRef, URIRef]:
     """A node as a publisher (foaf:Agent) and as a catalogue of its own."""
-    iri = _node_iri(base, n.origin)
+    iri = node_iri(base, n.origin)
     publisher = URIRef(f"{iri}#publisher")
     node_cat = URIRef(f"{iri}#catalogue")
     organisation = str(n.descriptor.get("organisation") or n.name)
@@ -292,176 +266,10 @@ def _node_catalogue(g: Graph, base: str, cat: URIRef, n: _Node) -> tuple[URIRef,
     place = country(g, n.country)
     if place is not None:
         g.add((node_cat, DCTERMS.spatial, place))
+    g.add((node_cat, DCTERMS.issued, Literal(n.enrolled_at, datatype=XSD.dateTime)))
     if n.verified_at:
         g.add((node_cat, DCTERMS.modified, Literal(n.verified_at, datatype=XSD.dateTime)))
     g.add((node_cat, DCTERMS.isPartOf, cat))
     g.add((cat, DCAT.catalog, node_cat))
     g.add((cat, DCTERMS.hasPart, node_cat))
     return node_cat, publisher
-
-
-def _dataset(
-    g: Graph,
-    ds: URIRef,
-    rec: dict[str, Any],
-    biobank: dict[str, Any],
-    n: _Node,
-    publisher: URIRef,
-    base: str,
-    span: _Span | None,
-) -> None:
-    g.add((ds, RDF.type, DCAT.Dataset))
-    g.add((ds, DCTERMS.title, Literal(str(rec.get("name") or rec["id"]))))
-    description = rec.get("description") or (
-        f"Collection {rec.get('name') or rec['id']} of {biobank.get('name') or rec.get('biobank')}"
-    )
-    g.add((ds, DCTERMS.description, Literal(str(description))))
-    g.add((ds, DCTERMS.identifier, Literal(rec["id"])))
-    g.add((ds, DCTERMS.publisher, publisher))
-    g.add((ds, DCTERMS.accessRights, ACCESS_NON_PUBLIC))
-    g.add((ds, DCATAP.applicableLegislation, EHDS))
-    g.add((ds, DCAT.theme, THEME_HEAL))
-    g.add((ds, HEALTHDCATAP.healthCategory, HEALTH_CATEGORY_BIOBANK))
-    g.add((ds, HEALTHDCATAP.hasStructuredData, Literal(True)))
-    place = country(g, biobank.get("country") or n.country)
-    if place is not None:
-        g.add((ds, DCTERMS.spatial, place))
-    if biobank:
-        creator = URIRef(
-            f"{_node_iri(base, n.origin)}#biobank/{quote(str(biobank['id']), safe=':')}"
-        )
-        g.add((creator, RDF.type, FOAF.Agent))
-        g.add((creator, FOAF.name, Literal(str(biobank.get("name") or biobank["id"]))))
-        g.add((ds, DCTERMS.creator, creator))
-    if rec.get("url"):
-        page = URIRef(str(rec["url"]))
-        g.add((page, RDF.type, FOAF.Document))
-        g.add((ds, DCAT.landingPage, page))
-    contact = rec.get("contact") or biobank.get("contact") or n.descriptor.get("contact")
-    if isinstance(contact, dict) and contact.get("email"):
-        kind = BNode()
-        g.add((ds, DCAT.contactPoint, kind))
-        g.add((kind, RDF.type, VCARD.Organization))
-        g.add((kind, RDF.type, VCARD.Kind))
-        name = contact.get("name") or contact.get("role") or biobank.get("name") or n.name
-        g.add((kind, VCARD.fn, Literal(str(name))))
-        g.add((kind, VCARD.hasEmail, URIRef(f"mailto:{contact['email']}")))
-    ages = _typical_ages(rec.get("age"))
-    if ages is None and span is not None and (span.age_min, span.age_max) != (None, None):
-        ages = (span.age_min, span.age_max)
-    if span is not None and span.year_from is not None and span.year_to is not None:
-        period = BNode()
-        g.add((ds, DCTERMS.temporal, period))
-        g.add((period, RDF.type, DCTERMS.PeriodOfTime))
-        g.add((period, DCAT.startDate, Literal(str(span.year_from), datatype=XSD.gYear)))
-        g.add((period, DCAT.endDate, Literal(str(span.year_to), datatype=XSD.gYear)))
-    if ages is not None:
-        low, high = ages
-        if low is not None:
-            g.add((ds, HEALTHDCATAP.minTypicalAge, Literal(low, datatype=XSD.nonNegativeInteger)))
-        if high is not None:
-            g.add((ds, HEALTHDCATAP.maxTypicalAge, Literal(high, datatype=XSD.nonNegativeInteger)))
-    prov = BNode()
-    g.add((ds, DCTERMS.provenance, prov))
-    g.add((prov, RDF.type, DCTERMS.ProvenanceStatement))
-    log = f"{n.url.rstrip('/')}/v1/log/checkpoint" if n.url else None
-    mirror = f"{_node_iri(base, n.origin)}/log/checkpoint"
-    text = (
-        f"Published by node {n.origin} in its signed, append-only log"
-        + (f" ({log})" if log else "")
-        + f"; verified by this catalogue at checkpoint size {n.tree_size}"
-        + (f" on {n.verified_at}" if n.verified_at else "")
-        + f"; the catalogue's mirror of the log: {mirror}."
-    )
-    g.add((prov, RDFS.label, Literal(text, lang="en")))
-    if log:
-        g.add((prov, BBF.log, URIRef(log)))
-    g.add((prov, BBF.mirror, URIRef(mirror)))
-    g.add((prov, BBF.checkpointSize, Literal(n.tree_size, datatype=XSD.nonNegativeInteger)))
-    if n.verified_at:
-        g.add((prov, BBF.verifiedAt, Literal(n.verified_at, datatype=XSD.dateTime)))
-
-
-def _typical_ages(age: Any) -> tuple[int | None, int | None] | None:
-    """The collection's declared age range in whole years (widened, never narrowed)."""
-    if not isinstance(age, dict):
-        return None
-    scale = _AGE_UNIT_YEARS.get(str(age.get("unit", "years")), 1.0)
-    low = age.get("min")
-    high = age.get("max")
-    if low is None and high is None:
-        return None
-    return (
-        None if low is None else math.floor(low / scale),
-        None if high is None else math.ceil(high / scale),
-    )
-
-
-@functools.lru_cache(maxsize=1)
-def _labels() -> dict[str, dict[str, str]]:
-    lists = CodeLists.default()
-    out: dict[str, dict[str, str]] = {}
-    for name in ("sample-type", "orpha", "icd10-chapter"):
-        try:
-            out[name] = {c.code: c.en for c in lists.get(name).entries}
-        except ConfigError:
-            out[name] = {}
-    return out
-
-
-def _keywords(
-    g: Graph,
-    ds: URIRef,
-    rec: dict[str, Any],
-    group_types: Iterable[str],
-    group_diagnoses: Iterable[tuple[str, str]],
-    labels: dict[str, dict[str, str]],
-) -> None:
-    """Keywords from the collection's sample types and diagnoses, declared and in its
-    groups (ICD-10 codes, ORPHA codes with their names)."""
-    words: set[str] = set()
-    for code in set(rec.get("sample_types") or []) | set(group_types):
-        words.add(labels["sample-type"].get(code, code))
-    declared = [(d.get("system"), d.get("code")) for d in rec.get("diagnoses") or []]
-    for system, code in {*declared, *group_diagnoses}:
-        if system == "ORPHA":
-            name = labels["orpha"].get(code)
-            words.add(f"{code} {name}" if name else str(code))
-        elif system == "ICD-10":
-            words.add(f"ICD-10 {code}")
-    for word in sorted(words):
-        g.add((ds, DCAT.keyword, Literal(word, lang="en")))
-
-
-def _distributions(
-    g: Graph, ds: URIRef, rid: str, base: str, search: URIRef, beacon: URIRef
-) -> None:
-    for suffix, service, access, title in (
-        (
-            "search",
-            search,
-            f"{base}/v1/search?collection={quote(rid, safe='')}",
-            "Counts through the catalogue search",
-        ),
-        ("beacon", beacon, f"{base}/beacon/v2", "Counts through the catalogue's Beacon v2"),
-    ):
-        dist = URIRef(f"{ds}/{suffix}")
-        g.add((ds, DCAT.distribution, dist))
-        g.add((dist, RDF.type, DCAT.Distribution))
-        g.add((dist, DCTERMS.title, Literal(title, lang="en")))
-        g.add(
-            (
-                dist,
-                DCTERMS.description,
-                Literal(
-                    "Aggregate counts only (interval sums over published sample groups); "
-                    "samples and data are requested from the biobank.",
-                    lang="en",
-                ),
-            )
-        )
-        g.add((dist, DCAT.accessURL, URIRef(access)))
-        g.add((dist, DCAT.accessService, service))
-        g.add((dist, DCTERMS.format, FILE_TYPE_JSON))
-        g.add((dist, DCATAP.availability, AVAILABILITY_STABLE))
-        g.add((dist, DCATAP.applicableLegislation, EHDS))
