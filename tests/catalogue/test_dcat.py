@@ -15,8 +15,11 @@ from rdflib import RDF, Graph, Literal, Namespace, URIRef
 from rdflib.compare import isomorphic
 from rdflib.namespace import DCAT, DCTERMS, SH
 
+from catalogue.app import create_app
 from catalogue.dcat import choose, count_triples
-from federation import Federation, build_federation
+from federation import Federation, build_federation, live_server
+from tests.catalogue.conftest import ADMIN_TOKEN, make_settings
+from tests.catalogue.simulator import NodeSimulator
 from tests.support import external_data
 
 HEALTH = Namespace("http://healthdataportal.eu/ns/health#")
@@ -287,3 +290,40 @@ def _codes(name: str) -> list[dict[str, Any]]:
     from protocol.codelists import CodeLists
 
     return [{"code": c.code, "en": c.en} for c in CodeLists.default().get(name).entries]
+
+
+def test_exact_and_bounded_collections_on_each_database(
+    db_url: str, tmp_path: Path, serve: Any
+) -> None:
+    """A collection of one exact group publishes its figures; one of bounded groups only
+    its interval ends; both equal the search (SQLite and PostgreSQL)."""
+    sim = NodeSimulator()
+    exact = "bbmri-eric:ID:DE_SIM:collection:exact"
+    bounded = "bbmri-eric:ID:DE_SIM:collection:bounded"
+    sim.populate(1, collection=exact)  # one group of k samples of k donors
+    sim.publish("collection", {"id": bounded, "biobank": "bbmri-eric:ID:DE_SIM", "name": "B"})
+    sim.populate(2, collection=bounded, start=1, samples={"lt": 20}, donors={"lt": sim.k})
+    serve(sim)
+    app = create_app(make_settings(db_url, tmp_path / "home"))
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with live_server(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        enrolled = client.post(
+            "/v1/admin/nodes", json={"url": sim.url, "key": sim.verifier_key}, headers=auth
+        )
+        assert enrolled.status_code == 201, enrolled.text
+        assert client.post("/v1/admin/harvest", headers=auth).status_code == 200
+        g = Graph().parse(data=client.get("/v1/dcat").text, format="turtle")
+        figures = {}
+        for cid in (exact, bounded):
+            ds = next(g.subjects(DCTERMS.identifier, Literal(cid)))
+            found = client.get("/v1/search", params={"collection": cid}).json()
+            assert _int(g, ds, BBF.numberOfRecordsMin) == found["total"]["min"]
+            assert _int(g, ds, BBF.numberOfRecordsMax) == found["total"]["max"]
+            assert _int(g, ds, BBF.numberOfUniqueIndividualsMin) == found["donors"]["min"]
+            assert _int(g, ds, BBF.numberOfUniqueIndividualsMax) == found["donors"]["max"]
+            figures[cid] = (
+                _int(g, ds, HEALTH.numberOfRecords),
+                _int(g, ds, HEALTH.numberOfUniqueIndividuals),
+            )
+    assert figures[exact] == (sim.k, sim.k)
+    assert figures[bounded] == (None, None)
