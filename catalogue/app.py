@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from catalogue import metrics
-from catalogue.api import admin, beacon, nodes, problems, public, search, service_info
+from catalogue.api import admin, beacon, dcat, nodes, problems, public, search, service_info
 from catalogue.cluster import ChangeListener, HarvestLeader, is_postgres
 from catalogue.context import Context, build_context
 from catalogue.harvest import Harvester
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
         service_info.router,
     ):
         app.include_router(router)
+    app.include_router(dcat.router)  # /v1/dcat: DCAT-AP 3 / HealthDCAT-AP (docs/dcat.md)
     metrics.install(app, ctx)  # /healthz, /readyz, /metrics
     mount_web(app)
     return app
