@@ -63,11 +63,11 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
         search.router,
         nodes.router,
         admin.router,
-        beacon.router,
+        beacon.router,  # /beacon/v2 (docs/beacon.md)
         service_info.router,
+        dcat.router,  # /v1/dcat: DCAT-AP 3 / HealthDCAT-AP (docs/dcat.md)
     ):
         app.include_router(router)
-    app.include_router(dcat.router)  # /v1/dcat: DCAT-AP 3 / HealthDCAT-AP (docs/dcat.md)
     metrics.install(app, ctx)  # /healthz, /readyz, /metrics
     mount_web(app)
     return app
