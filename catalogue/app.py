@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from catalogue import metrics
-from catalogue.api import admin, nodes, problems, public, search
+from catalogue.api import admin, negotiator, nodes, problems, public, search
 from catalogue.cluster import ChangeListener, HarvestLeader, is_postgres
 from catalogue.context import Context, build_context
 from catalogue.harvest import Harvester
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
     )
     app.state.ctx = ctx
     problems.install(app)
-    for router in (public.router, search.router, nodes.router, admin.router):
+    for router in (public.router, search.router, nodes.router, admin.router, negotiator.router):
         app.include_router(router)
     metrics.install(app, ctx)  # /healthz, /readyz, /metrics
     mount_web(app)

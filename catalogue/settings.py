@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     harvest_workers: int = 2
     # serve and harvest logs: "text" (for people) or "json" (one object a line, for collectors)
     log_format: str = "text"
+    # BBMRI-ERIC Negotiator base URL for "Request access" (docs/negotiator.md); unset: the
+    # page offers the collections' contacts as an e-mail and a CSV instead.
+    negotiator_url: str | None = None
 
     @field_validator("log_format")
     @classmethod
