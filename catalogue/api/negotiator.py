@@ -119,9 +119,7 @@ def negotiator_status(ctx: Ctx) -> dict[str, Any]:
     },
     status_code=201,
 )
-async def negotiator_request(
-    body: HandOff, request: Request, conn: Conn, ctx: Ctx
-) -> JSONResponse:
+async def negotiator_request(body: HandOff, request: Request, conn: Conn, ctx: Ctx) -> JSONResponse:
     """Send the basket to the Negotiator; answer `{"redirectUrl"}` for the browser."""
     base_url = ctx.settings.negotiator_url
     if not base_url:

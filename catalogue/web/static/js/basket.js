@@ -45,15 +45,14 @@ export function toggleItem(item, query, on) {
 
 export function clearBasket() { write({ items: [], query: "" }); }
 
-/** Ask once whether a Negotiator is configured; `then` re-renders when the answer arrives. */
-function askConfigured(then) {
-  if (configured !== null) return;
-  configured = "pending";
-  fetch("/v1/negotiator", { headers: { Accept: "application/json" } })
+/** Ask once whether a Negotiator is configured (the search awaits this with its results). */
+let asking = null;
+export function loadBasketConfig() {
+  asking ??= fetch("/v1/negotiator", { headers: { Accept: "application/json" } })
     .then((r) => (r.ok ? r.json() : { configured: false }))
     .then((body) => { configured = Boolean(body.configured); })
-    .catch(() => { configured = false; })
-    .finally(then);
+    .catch(() => { configured = false; });
+  return asking;
 }
 
 async function requestAccess(rerender) {
@@ -105,7 +104,6 @@ export function basketCsv(items, nodeName) {
 
 /** The basket panel; `nodeName(origin)` gives a node's human name. */
 export function renderBasket(nodeName, rerender) {
-  askConfigured(rerender);
   const { items, query } = read();
   const title = h("h2", { id: "basket-title" }, t("basket.title", { n: items.length }));
   if (!items.length) {

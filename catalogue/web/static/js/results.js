@@ -86,22 +86,24 @@ function biobankCard(item, statuses, actions) {
       t("card.only_biobank")));
 }
 
-function basketButton(item, biobankName, query, actions) {
+/** A toggle (aria-pressed) with a constant name; the card's title says which collection. */
+function basketButton(item, biobankName, query) {
   const node = item.provenance?.node;
   if (!node) return null;
   const on = inBasket(node, item.id);
+  const key = `${idPart(node)}-${idPart(item.id)}`;
   return h("button", { type: "button", class: on ? "primary small in-basket" : "secondary small",
-    id: `basket-${idPart(node)}-${idPart(item.id)}`, "aria-pressed": String(on),
-    "aria-label": t(on ? "basket.remove_one" : "basket.add_one", { name: item.name || item.id }),
-    onclick: () => { toggleItem({ id: item.id, node, name: item.name, biobank: item.biobank,
-      biobankName: biobankName(item.biobank), email: item.contact?.email || "" }, query, !on); } },
-  on ? t("basket.in") : t("basket.add"));
+    id: `basket-${key}`, "aria-pressed": String(on), "aria-describedby": `title-${key}`,
+    onclick: () => toggleItem({ id: item.id, node, name: item.name, biobank: item.biobank,
+      biobankName: biobankName(item.biobank), email: item.contact?.email || "" }, query, !on) },
+  t("basket.add"));
 }
 
 function collectionCard(item, statuses, biobankName, actions, query) {
   return h("article", { class: "card", "data-collection": item.id },
     h("header", { class: "card-head" },
-      h("h4", {}, item.name),
+      h("h4", { id: item.provenance?.node ? `title-${idPart(item.provenance.node)}-${idPart(item.id)}` : null },
+        item.name),
       h("p", { class: "card-sub" }, biobankName(item.biobank))),
     samples(item),
     item.description ? h("p", { class: "desc" }, item.description) : null,
@@ -113,7 +115,7 @@ function collectionCard(item, statuses, biobankName, actions, query) {
       row("card.contact", contact(item.contact))),
     provenance(item, statuses),
     h("div", { class: "card-actions" },
-      basketButton(item, biobankName, query, actions),
+      basketButton(item, biobankName, query),
       h("button", { type: "button", class: "secondary small",
         onclick: () => actions.toggle("collection", item.id, true) }, t("card.only_collection"))));
 }
@@ -199,8 +201,8 @@ export function renderResults(data, query, memory, actions, { contributors = nul
     renderBasket(nodeName, actions.rerender),
     nodesStrip(data, contributors, nodeName),
     empty ? h("p", { class: "notice" }, t("results.none")) : null,
-    empty ? null : h("div", { class: "charts" }, barChart(t("chart.country"), country),
-      barChart(t("chart.sample_type"), types)),
+    empty ? null : h("div", { class: "charts" }, barChart(t("chart.country"), country, "country"),
+      barChart(t("chart.sample_type"), types, "sample_type")),
     biobanks.length ? h("section", { class: "block", "aria-labelledby": "biobanks-title" },
       h("h3", { id: "biobanks-title" }, t("biobanks.title", { n: fmtCount(data.biobanks.total ?? biobanks.length) })),
       h("div", { class: "cards", id: "biobank-cards" }, biobanks.map((b) => biobankCard(b, statuses, actions))),

@@ -7,7 +7,7 @@ import { fmtCount } from "./format.js";
 import { t } from "./i18n.js";
 import { activeCount, clone, NUMBER_PARAMS, parseQuery, toParams, toggle } from "./query.js";
 import { renderResults } from "./results.js";
-import { onBasketChange } from "./basket.js";
+import { loadBasketConfig, onBasketChange } from "./basket.js";
 
 const memory = new Memory();
 onBasketChange(() => render());
@@ -19,18 +19,16 @@ let slots = null;
 let listsReady = false;
 let contributors = null;  // origins of the nodes in the current result
 const nodeNames = new Map();
-let namesAsked = false;
 
 function nodeName(origin) { return nodeNames.get(origin) || origin; }
 
-/** The partners' human names, asked once (GET /v1/nodes). */
+/** The partners' human names, asked once (GET /v1/nodes); a failure leaves the origins. */
+let namesPromise = null;
 function askNames() {
-  if (namesAsked) return;
-  namesAsked = true;
-  api.nodes().then((list) => {
+  namesPromise ??= api.nodes().then((list) => {
     for (const n of list) if (n.origin && n.name) nodeNames.set(n.origin, n.name);
-    render();
-  }).catch(() => { namesAsked = false; });
+  }).catch(() => { namesPromise = null; });
+  return namesPromise;
 }
 
 /** Every collection of the result names its node; all matching groups belong to one of them,
@@ -131,8 +129,8 @@ async function run() {
   slots.results.setAttribute("aria-busy", "true");
   slots.status.textContent = t("results.searching");
   try {
-    askNames();
-    const [body] = await Promise.all([api.search(params, signal), listsReady ? null : loadEager()]);
+    const [body] = await Promise.all([api.search(params, signal), listsReady ? null : loadEager(), askNames(),
+      loadBasketConfig()]);
     listsReady = true;
     contributors = await contributingNodes(params, body, signal);
     data = body;
