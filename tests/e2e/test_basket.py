@@ -156,7 +156,9 @@ def test_fake_negotiator_enforces_the_rules(sites: Sites) -> None:
         assert answer.json()["detail"]
 
 
-def test_basket_survives_navigation_and_names_node_and_biobank(page: Any, sites: Sites) -> None:
+def test_basket_survives_navigation_and_names_node_and_biobank(
+    page: Any, sites: Sites, output_dir: Path
+) -> None:
     site = sites.plain
     chosen = two_collections(site)
     open_search(page, site)
@@ -182,6 +184,7 @@ def test_basket_survives_navigation_and_names_node_and_biobank(page: Any, sites:
         assert node.inner_text() == names[item["provenance"]["node"]]
         assert node.get_attribute("title") == item["provenance"]["node"]
         assert biobanks[item["biobank"]] in row.locator(".basket-where").inner_text()
+    page.locator("#basket").screenshot(path=str(output_dir / "web-basket.png"))
     # removing from the basket releases the card's button
     first = chosen[0]
     page.get_by_role("button", name=f"Remove: {first['name']}", exact=True).click()
