@@ -79,11 +79,15 @@ def human_readable(pairs: list[tuple[str, str]], vocab: Vocabulary) -> str:
         params.setdefault(name, []).append(value)
     f = parse_filters(params, vocab)
     lists = CodeLists.default()
+    chapters = lists.get("icd10-chapter").codes()
     parts: list[str] = []
     for param, (words, code_list) in _WORDS.items():
         values = f.icd10_raw if param == "icd10" else f.lists.get(param) or []
         if values:
-            shown = [_label(lists, code_list, v) if code_list else v for v in values]
+            if param == "icd10":  # chapters (II) in words; codes and ranges as given
+                shown = [_label(lists, "icd10-chapter", v) if v in chapters else v for v in values]
+            else:
+                shown = [_label(lists, code_list, v) if code_list else v for v in values]
             parts.append(f"{words}: {' or '.join(shown)}")
     if f.age_min is not None or f.age_max is not None:
         parts.append(_range("donor age", f.age_min, f.age_max, "years"))

@@ -18,7 +18,10 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from catalogue.api.negotiator import human_readable
 from catalogue.app import create_app
+from catalogue.errors import FilterError
+from catalogue.search.codes import Vocabulary
 from federation import build_federation
 from federation.servers import live_server
 from tests.e2e.conftest import Site
@@ -304,3 +307,28 @@ def test_the_hand_off_endpoint_refuses_what_it_cannot_send(sites: Sites) -> None
     answer = httpx.post(f"{sites.negotiating.url}/v1/negotiator/requests", json=basket)
     assert answer.status_code == 201
     assert answer.json()["redirectUrl"] == f"{sites.negotiator.url}/requests/req-1"
+
+
+def test_human_readable_says_every_filter_in_words() -> None:
+    vocab = Vocabulary.default()
+    text = human_readable(
+        [
+            ("sample_type", "Plasma"),
+            ("sex", "female"),
+            ("country", "DE"),
+            ("country", "IT"),
+            ("icd10", "II"),
+            ("icd10", "C50"),
+            ("age_min", "18"),
+            ("period_to", "2020"),
+        ],
+        vocab,
+    )
+    assert text == (
+        "Samples with sample type: Plasma; donor sex: Female (female); "
+        "country: Germany (DE) or Italy (IT); diagnosis (ICD-10): Neoplasms (II) or C50; "
+        "donor age from 18 years; collected up to 2020."
+    )
+    assert human_readable([], vocab) == "All samples in the catalogue (no filters)."
+    with pytest.raises(FilterError):
+        human_readable([("sex", "not-a-sex")], vocab)
