@@ -200,6 +200,22 @@ def test_basket_survives_navigation_and_names_node_and_biobank(
     page.wait_for_function("document.getElementById('basket-title').textContent.endsWith('(0)')")
 
 
+def test_the_table_view_adds_to_the_same_basket(page: Any, sites: Sites) -> None:
+    site = sites.plain
+    item = two_collections(site)[1]
+    open_search(page, site)
+    page.locator("#view-table").click()
+    row = page.locator(f"#collections-table tr[data-collection='{item['id']}']")
+    button = row.get_by_role("button", name="Add to request")
+    assert button.get_attribute("aria-pressed") == "false"
+    button.click()
+    page.locator(f"#basket li[data-basket='{item['id']}']").wait_for()
+    assert button.get_attribute("aria-pressed") == "true"
+    page.locator("#view-cards").click()
+    card = page.locator(f"#basket-{id_part(item['provenance']['node'])}-{id_part(item['id'])}")
+    assert card.get_attribute("aria-pressed") == "true"
+
+
 def test_request_access_hands_the_basket_to_the_negotiator(page: Any, sites: Sites) -> None:
     site = sites.negotiating
     stype = str(site.api("/v1/search")["facets"]["sample_type"][0]["code"])

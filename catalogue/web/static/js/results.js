@@ -120,20 +120,22 @@ function collectionCard(item, statuses, biobankName, actions, query) {
         onclick: () => actions.toggle("collection", item.id, true) }, t("card.only_collection"))));
 }
 
-function collectionTable(items, biobankName) {
+function collectionTable(items, biobankName, query) {
   const words = (listName, codes) => (codes || []).map((c) => label(listName, c)).join(", ");
   return h("div", { class: "table-wrap", tabindex: 0, role: "region", "aria-label": t("view.table") },
     h("table", { class: "results-table", id: "collections-table" },
       h("thead", {}, h("tr", {}, ["col.name", "col.biobank", "col.samples", "col.source", "col.use",
-        "col.datasets", "col.node"].map((k) => h("th", { scope: "col" }, t(k))))),
+        "col.datasets", "col.node", "col.request"].map((k) => h("th", { scope: "col" }, t(k))))),
       h("tbody", {}, items.map((item) => h("tr", { "data-collection": item.id },
-        h("th", { scope: "row" }, item.name),
+        h("th", { scope: "row", id: item.provenance?.node
+          ? `title-${idPart(item.provenance.node)}-${idPart(item.id)}` : null }, item.name),
         h("td", {}, biobankName(item.biobank)),
         h("td", { class: "num", title: countTitle(item.samples) }, fmtCount(item.samples)),
         h("td", {}, t(item.count_source === "declared" ? "source.declared" : "source.groups")),
         h("td", {}, words("duo", item.use_conditions)),
         h("td", {}, words("dataset-type", item.dataset_types)),
-        h("td", {}, item.provenance?.node ?? ""))))));
+        h("td", {}, item.provenance?.node ?? ""),
+        h("td", {}, basketButton(item, biobankName, query)))))));
 }
 
 function pager(what, block, pageParam, actions) {
@@ -218,7 +220,7 @@ export function renderResults(data, query, memory, actions, { contributors = nul
             onclick: () => download(`collections-${new Date().toISOString().slice(0, 10)}.csv`, toCsv(collections)) },
           "⤓ ", t("csv.export")))),
       collectionView === "table"
-        ? collectionTable(collections, biobankName)
+        ? collectionTable(collections, biobankName, queryString)
         : h("div", { class: "cards", id: "collection-cards" },
           collections.map((c) => collectionCard(c, statuses, biobankName, actions, queryString))),
       pager(t("collections.title", { n: "" }).replace(/[(（）)]/g, "").trim(), data.collections,
