@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     # page offers the collections' contacts as an e-mail and a CSV instead.
     negotiator_url: str | None = None
 
+    @field_validator("negotiator_url")
+    @classmethod
+    def _web_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("CATALOGUE_NEGOTIATOR_URL must be an http(s) URL")
+        return value.rstrip("/")
+
     @field_validator("log_format")
     @classmethod
     def _known_format(cls, value: str) -> str:

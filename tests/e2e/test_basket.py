@@ -348,3 +348,14 @@ def test_human_readable_says_every_filter_in_words() -> None:
     assert human_readable([], vocab) == "All samples in the catalogue (no filters)."
     with pytest.raises(FilterError):
         human_readable([("sex", "not-a-sex")], vocab)
+
+
+def test_the_negotiator_setting_takes_only_a_web_url() -> None:
+    from pydantic import ValidationError
+
+    from catalogue.settings import Settings
+
+    assert Settings(negotiator_url="").negotiator_url is None
+    assert Settings(negotiator_url="https://n.example/").negotiator_url == "https://n.example"
+    with pytest.raises(ValidationError, match="CATALOGUE_NEGOTIATOR_URL"):
+        Settings(negotiator_url="ftp://n.example")
