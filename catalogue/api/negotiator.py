@@ -9,6 +9,7 @@ records (`url`, `humanReadable`, `resources`), sends it to
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -44,6 +45,9 @@ _WORDS: dict[str, tuple[str, str | None]] = {
     "orpha": ("rare disease (ORPHA)", None),
     "icd10": ("diagnosis (ICD-10)", None),
 }
+
+
+_NUMBERS = ("age_min", "age_max", "period_from", "period_to")
 
 
 class BasketItem(BaseModel):
@@ -132,7 +136,7 @@ async def negotiator_request(body: HandOff, request: Request, conn: Conn, ctx: C
     readable = human_readable(pairs, ctx.vocab)
     site = str(request.base_url).rstrip("/")
     search_url = f"{site}/?{urlencode(pairs)}" if pairs else f"{site}/"
-    resources = _resources(conn, body.collections, site)
+    resources = await asyncio.to_thread(_resources, conn, body.collections, site)
     missing = [f"{c.node} {c.id}" for c in body.collections if (c.node, c.id) not in resources]
     if missing:
         return _problem(404, "Unknown collection", "not in the catalogue: " + ", ".join(missing))
@@ -157,9 +161,6 @@ async def negotiator_request(body: HandOff, request: Request, conn: Conn, ctx: C
     if not isinstance(redirect, str) or not redirect.startswith(("https://", "http://")):
         return _problem(502, "Negotiator answer without redirectUrl", reason)
     return JSONResponse({"redirectUrl": redirect}, status_code=201)
-
-
-_NUMBERS = ("age_min", "age_max", "period_from", "period_to")
 
 
 def _reason(answer: httpx.Response) -> str:
