@@ -11,7 +11,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from catalogue import metrics
-from catalogue.api import admin, beacon, dcat, nodes, problems, public, search, service_info
+from catalogue.api import (
+    admin,
+    beacon,
+    dcat,
+    negotiator,
+    nodes,
+    problems,
+    public,
+    search,
+    service_info,
+)
 from catalogue.cluster import ChangeListener, HarvestLeader, is_postgres
 from catalogue.context import Context, build_context
 from catalogue.harvest import Harvester
@@ -66,6 +76,7 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
         beacon.router,  # /beacon/v2 (docs/beacon.md)
         service_info.router,
         dcat.router,  # /v1/dcat: DCAT-AP 3 / HealthDCAT-AP (docs/dcat.md)
+        negotiator.router,  # /v1/negotiator: access requests (docs/negotiator.md)
     ):
         app.include_router(router)
     metrics.install(app, ctx)  # /healthz, /readyz, /metrics

@@ -44,6 +44,18 @@ class Settings(BaseSettings):
     harvest_workers: int = 2
     # serve and harvest logs: "text" (for people) or "json" (one object a line, for collectors)
     log_format: str = "text"
+    # BBMRI-ERIC Negotiator base URL for "Request access" (docs/negotiator.md); unset: the
+    # page offers the collections' contacts as an e-mail and a CSV instead.
+    negotiator_url: str | None = None
+
+    @field_validator("negotiator_url")
+    @classmethod
+    def _web_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("CATALOGUE_NEGOTIATOR_URL must be an http(s) URL")
+        return value.rstrip("/")
 
     @field_validator("log_format")
     @classmethod

@@ -289,8 +289,8 @@ def test_phone_width_render(chromium_browser: Any, web_site: Site, output_dir: P
 
 def test_node_page_from_a_result(page: Any, web_site: Site, output_dir: Path) -> None:
     open_search(page, web_site)
-    origin = web_site.api("/v1/search")["nodes"][0]["origin"]
-    page.locator(".nodes-strip a", has_text=origin).click()
+    origin = web_site.api("/v1/search")["collections"]["items"][0]["provenance"]["node"]
+    page.locator(f".nodes-strip a[data-origin='{origin}']").click()
     page.locator("#node-origin").wait_for()
     assert page.locator("#node-origin").inner_text() == origin
     status = web_site.api(f"/v1/nodes/{origin}")
@@ -307,6 +307,82 @@ def test_node_page_from_a_result(page: Any, web_site: Site, output_dir: Path) ->
     page.locator("#nodes-table").wait_for()
     listed = page.locator("#nodes-table tbody tr").count()
     assert listed == len(web_site.api("/v1/nodes")["nodes"])
+
+
+def result_nodes(site: Site, params: list[tuple[str, str]]) -> set[str]:
+    """The origins of every collection in the result (all pages): the contributing nodes."""
+    origins: set[str] = set()
+    page_no = 1
+    while True:
+        body = site.api(
+            "/v1/search", [*params, ("page_size", "100"), ("collections_page", str(page_no))]
+        )
+        origins |= {c["provenance"]["node"] for c in body["collections"]["items"]}
+        if page_no * 100 >= body["collections"]["total"]:
+            return origins
+        page_no += 1
+
+
+def partners_on_page(page: Any) -> dict[str, str]:
+    return dict(
+        page.locator(".nodes-strip a").evaluate_all(
+            "links => links.map(a => [a.getAttribute('title'), a.textContent])"
+        )
+    )
+
+
+def test_partners_are_the_contributing_nodes_by_name(page: Any, web_site: Site) -> None:
+    names = {n["origin"]: n["name"] for n in web_site.api("/v1/nodes")["nodes"]}
+    assert all(names.values()) and set(names.values()) != set(names)
+    open_search(page, web_site)
+    assert partners_on_page(page) == {o: names[o] for o in result_nodes(web_site, [])}
+    country = facet_code(web_site, "country")
+    params = [("country", country)]
+    wanted = result_nodes(web_site, params)
+    assert 0 < len(wanted) < len(names)  # one country's partners, not all of them
+    open_search(page, web_site, urlencode(params))
+    assert partners_on_page(page) == {o: names[o] for o in wanted}
+    assert page.locator(".nodes-strip h3").inner_text() == "Partners in these results"
+    page.get_by_role("button", name="中文").click()
+    page.wait_for_function("document.documentElement.lang === 'zh-CN'")
+    assert page.locator(".nodes-strip h3").inner_text() == "结果涉及的合作方"
+    assert partners_on_page(page) == {o: names[o] for o in wanted}
+    page.get_by_role("button", name="English").click()
+    page.wait_for_function("document.documentElement.lang === 'en'")
+
+
+def chart_rows(page: Any, key: str) -> list[str]:
+    return list(
+        page.locator(f"figure[data-chart='{key}'] g.bar title").evaluate_all(
+            "ts => ts.map(t => t.textContent.split(' (')[0])"
+        )
+    )
+
+
+def test_charts_show_the_matched_samples_and_the_filter_list_the_rest(
+    page: Any, web_site: Site
+) -> None:
+    facets = web_site.api("/v1/search")["facets"]["sample_type"]
+    assert len(facets) >= 2, "the test data has one sample type only"
+    labels = {c["code"]: c["en"] for c in web_site.api("/v1/codelists/sample-type")["codes"]}
+    chosen = str(facets[0]["code"])
+    query = urlencode({"sample_type": chosen})
+    open_search(page, web_site, query)
+    answer = web_site.api("/v1/search", {"sample_type": chosen})
+    # the chart: the chosen type alone, with the matched samples (= the total)
+    assert chart_rows(page, "sample_type") == [f"{labels[chosen]}: {shown(answer['total'])}"]
+    countries = [f"{r['code']}: {shown(r['count'])}" for r in answer["counts"]["country"]]
+    assert len(chart_rows(page, "country")) == len(countries)
+    # the filter list keeps the other types' counts
+    other = next(r for r in answer["facets"]["sample_type"] if r["code"] != chosen)
+    count = page.locator(f"label[for='f-sample_type-{id_part(str(other['code']))}'] .opt-count")
+    assert count.inner_text() == shown(other["count"])
+    page.get_by_role("button", name="中文").click()
+    page.wait_for_function("document.documentElement.lang === 'zh-CN'")
+    zh = {c["code"]: c["zh"] for c in web_site.api("/v1/codelists/sample-type")["codes"]}
+    assert chart_rows(page, "sample_type") == [f"{zh[chosen]}: {shown(answer['total'])}"]
+    page.get_by_role("button", name="English").click()
+    page.wait_for_function("document.documentElement.lang === 'en'")
 
 
 def test_unknown_node_says_so(page: Any, web_site: Site) -> None:

@@ -17,11 +17,11 @@ function clip(text, max) {
 }
 
 /** A <figure> with a bar chart of `items` ([{label, value}]), largest first. */
-export function barChart(title, items) {
+export function barChart(title, items, key = null) {
   chartSeq += 1;
   const id = `chart-${chartSeq}`;
   const rows = [...items].sort((a, b) => countValue(b.value) - countValue(a.value)).slice(0, MAX_ROWS);
-  const figure = h("figure", { class: "chart" }, h("figcaption", { id: `${id}-title` }, title));
+  const figure = h("figure", { class: "chart", "data-chart": key }, h("figcaption", { id: `${id}-title` }, title));
   if (rows.length === 0) {
     figure.append(h("p", { class: "muted" }, t("chart.empty")));
     return figure;

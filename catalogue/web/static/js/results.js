@@ -1,11 +1,12 @@
 // The results region: total, charts, partner status, biobank and collection cards, table, paging, CSV.
 import { barChart } from "./chart.js";
-import { label } from "./codelists.js";
+import { label, loaded } from "./codelists.js";
 import { download, toCsv } from "./csv.js";
-import { h } from "./dom.js";
+import { h, idPart } from "./dom.js";
 import { countTitle, fmtCount, fmtTime, mailto, webUrl } from "./format.js";
 import { t } from "./i18n.js";
 import { nodeHref } from "./nodes.js";
+import { inBasket, renderBasket, toggleItem } from "./basket.js";
 
 let collectionView = "cards";
 
@@ -85,10 +86,24 @@ function biobankCard(item, statuses, actions) {
       t("card.only_biobank")));
 }
 
-function collectionCard(item, statuses, biobankName, actions) {
+/** A toggle (aria-pressed) with a constant name; the card's title says which collection. */
+function basketButton(item, biobankName, query) {
+  const node = item.provenance?.node;
+  if (!node) return null;
+  const on = inBasket(node, item.id);
+  const key = `${idPart(node)}-${idPart(item.id)}`;
+  return h("button", { type: "button", class: on ? "primary small in-basket" : "secondary small",
+    id: `basket-${key}`, "aria-pressed": String(on), "aria-describedby": `title-${key}`,
+    onclick: () => toggleItem({ id: item.id, node, name: item.name, biobank: item.biobank,
+      biobankName: biobankName(item.biobank), email: item.contact?.email || "" }, query, !on) },
+  t("basket.add"));
+}
+
+function collectionCard(item, statuses, biobankName, actions, query) {
   return h("article", { class: "card", "data-collection": item.id },
     h("header", { class: "card-head" },
-      h("h4", {}, item.name),
+      h("h4", { id: item.provenance?.node ? `title-${idPart(item.provenance.node)}-${idPart(item.id)}` : null },
+        item.name),
       h("p", { class: "card-sub" }, biobankName(item.biobank))),
     samples(item),
     item.description ? h("p", { class: "desc" }, item.description) : null,
@@ -99,24 +114,28 @@ function collectionCard(item, statuses, biobankName, actions) {
       item.quality_standards ? row("card.quality", list("quality-standard", item.quality_standards)) : null,
       row("card.contact", contact(item.contact))),
     provenance(item, statuses),
-    h("button", { type: "button", class: "secondary small",
-      onclick: () => actions.toggle("collection", item.id, true) }, t("card.only_collection")));
+    h("div", { class: "card-actions" },
+      basketButton(item, biobankName, query),
+      h("button", { type: "button", class: "secondary small",
+        onclick: () => actions.toggle("collection", item.id, true) }, t("card.only_collection"))));
 }
 
-function collectionTable(items, biobankName) {
+function collectionTable(items, biobankName, query) {
   const words = (listName, codes) => (codes || []).map((c) => label(listName, c)).join(", ");
   return h("div", { class: "table-wrap", tabindex: 0, role: "region", "aria-label": t("view.table") },
     h("table", { class: "results-table", id: "collections-table" },
       h("thead", {}, h("tr", {}, ["col.name", "col.biobank", "col.samples", "col.source", "col.use",
-        "col.datasets", "col.node"].map((k) => h("th", { scope: "col" }, t(k))))),
+        "col.datasets", "col.node", "col.request"].map((k) => h("th", { scope: "col" }, t(k))))),
       h("tbody", {}, items.map((item) => h("tr", { "data-collection": item.id },
-        h("th", { scope: "row" }, item.name),
+        h("th", { scope: "row", id: item.provenance?.node
+          ? `title-${idPart(item.provenance.node)}-${idPart(item.id)}` : null }, item.name),
         h("td", {}, biobankName(item.biobank)),
         h("td", { class: "num", title: countTitle(item.samples) }, fmtCount(item.samples)),
         h("td", {}, t(item.count_source === "declared" ? "source.declared" : "source.groups")),
         h("td", {}, words("duo", item.use_conditions)),
         h("td", {}, words("dataset-type", item.dataset_types)),
-        h("td", {}, item.provenance?.node ?? ""))))));
+        h("td", {}, item.provenance?.node ?? ""),
+        h("td", {}, basketButton(item, biobankName, query)))))));
 }
 
 function pager(what, block, pageParam, actions) {
@@ -131,21 +150,41 @@ function pager(what, block, pageParam, actions) {
       onclick: () => actions.page(pageParam, page + 1) }, t("page.next")));
 }
 
-function nodesStrip(data) {
-  if (!data.nodes?.length) return null;
-  return h("div", { class: "nodes-strip" }, h("span", { class: "muted" }, t("nodes.in_results"), ": "),
-    h("ul", {}, data.nodes.map((n) => h("li", {},
-      h("a", { href: nodeHref(n.origin), "data-link": true }, n.origin), " ", badges(n)))));
+/** The partners whose groups or collections make up this result, by name (origin on hover). */
+function nodesStrip(data, contributors, nodeName) {
+  if (!contributors) return null;
+  const statuses = nodeStatus(data);
+  const origins = [...contributors].sort((a, b) => nodeName(a).localeCompare(nodeName(b)));
+  return h("div", { class: "nodes-strip", id: "partners" }, h("h3", { class: "strip-title" }, t("nodes.in_results")),
+    origins.length ? h("ul", {}, origins.map((origin) => h("li", {},
+      h("a", { href: nodeHref(origin), "data-link": true, title: origin, "data-origin": origin }, nodeName(origin)),
+      " ", badges(statuses.get(origin)))))
+      : h("p", { class: "muted" }, t("nodes.none")));
+}
+
+/** The sample-type chart rows: with a sample-type filter active, only the chosen types (and
+ * their sub-types), whose facet counts are then exactly the matched samples; the other
+ * types' counts stay in the filter list. */
+function sampleTypeRows(data, query) {
+  const rows = data.facets?.sample_type || [];
+  const chosen = query.filters?.sample_type || [];
+  if (!chosen.length) return rows;
+  const parents = new Map([...(loaded("sample-type") || new Map()).values()].map((e) => [String(e.code), e.parent]));
+  const keep = (code) => {
+    for (let c = code, seen = 0; c && seen < 20; c = parents.get(c), seen += 1) if (chosen.includes(c)) return true;
+    return false;
+  };
+  return rows.filter((r) => keep(String(r.code)));
 }
 
 /** Render the whole results region for one search response. */
-export function renderResults(data, query, memory, actions) {
+export function renderResults(data, query, memory, actions, { contributors = null, nodeName = (o) => o, queryString = "" } = {}) {
   const statuses = nodeStatus(data);
   const biobankName = (id) => memory.biobanks.get(id) || id;
   const biobanks = data.biobanks?.items || [];
   const collections = data.collections?.items || [];
   const country = (data.counts?.country || []).map((r) => ({ label: label("country", r.code), value: r.count }));
-  const types = (data.facets?.sample_type || []).map((r) => ({ label: label("sample-type", r.code), value: r.count }));
+  const types = sampleTypeRows(data, query).map((r) => ({ label: label("sample-type", r.code), value: r.count }));
   const empty = biobanks.length === 0 && collections.length === 0;
   const viewButton = (mode) => h("button", { type: "button", class: "toggle", id: `view-${mode}`,
     "aria-pressed": String(collectionView === mode),
@@ -161,10 +200,11 @@ export function renderResults(data, query, memory, actions) {
         h("select", { id: "page-size", onchange: (e) => actions.pageSize(Number(e.target.value)) },
           [20, 50, 100].map((n) => h("option", { value: n,
             selected: (query.page_size || data.collections?.page_size || 20) === n }, String(n)))))),
-    nodesStrip(data),
+    renderBasket(nodeName, actions.rerender),
+    nodesStrip(data, contributors, nodeName),
     empty ? h("p", { class: "notice" }, t("results.none")) : null,
-    empty ? null : h("div", { class: "charts" }, barChart(t("chart.country"), country),
-      barChart(t("chart.sample_type"), types)),
+    empty ? null : h("div", { class: "charts" }, barChart(t("chart.country"), country, "country"),
+      barChart(t("chart.sample_type"), types, "sample_type")),
     biobanks.length ? h("section", { class: "block", "aria-labelledby": "biobanks-title" },
       h("h3", { id: "biobanks-title" }, t("biobanks.title", { n: fmtCount(data.biobanks.total ?? biobanks.length) })),
       h("div", { class: "cards", id: "biobank-cards" }, biobanks.map((b) => biobankCard(b, statuses, actions))),
@@ -180,9 +220,9 @@ export function renderResults(data, query, memory, actions) {
             onclick: () => download(`collections-${new Date().toISOString().slice(0, 10)}.csv`, toCsv(collections)) },
           "⤓ ", t("csv.export")))),
       collectionView === "table"
-        ? collectionTable(collections, biobankName)
+        ? collectionTable(collections, biobankName, queryString)
         : h("div", { class: "cards", id: "collection-cards" },
-          collections.map((c) => collectionCard(c, statuses, biobankName, actions))),
+          collections.map((c) => collectionCard(c, statuses, biobankName, actions, queryString))),
       pager(t("collections.title", { n: "" }).replace(/[(（）)]/g, "").trim(), data.collections,
         "collections_page", actions)) : null,
   ];

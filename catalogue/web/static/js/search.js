@@ -7,14 +7,53 @@ import { fmtCount } from "./format.js";
 import { t } from "./i18n.js";
 import { activeCount, clone, NUMBER_PARAMS, parseQuery, toParams, toggle } from "./query.js";
 import { renderResults } from "./results.js";
+import { loadBasketConfig, onBasketChange } from "./basket.js";
 
 const memory = new Memory();
+onBasketChange(() => render());
 let query = parseQuery("");
 let data = null;
 let failure = null;
 let controller = null;
 let slots = null;
 let listsReady = false;
+let contributors = null;  // origins of the nodes in the current result
+const nodeNames = new Map();
+
+function nodeName(origin) { return nodeNames.get(origin) || origin; }
+
+/** The partners' human names, asked once (GET /v1/nodes); a failure leaves the origins. */
+let namesPromise = null;
+function askNames() {
+  namesPromise ??= api.nodes().then((list) => {
+    for (const n of list) if (n.origin && n.name) nodeNames.set(n.origin, n.name);
+  }).catch(() => { namesPromise = null; });
+  return namesPromise;
+}
+
+/** Every collection of the result names its node; all matching groups belong to one of them,
+ * so the nodes of all result pages' collections are exactly the contributing nodes. */
+async function contributingNodes(params, body, signal) {
+  const seen = new Set((body.collections?.items || []).map((c) => c.provenance?.node).filter(Boolean));
+  const total = body.collections?.total || 0;
+  if ((body.collections?.items || []).length >= total) return seen;
+  const size = 100;
+  for (let pageNo = 1; (pageNo - 1) * size < total; pageNo += 1) {
+    const more = new URLSearchParams(params);
+    for (const name of ["page", "collections_page", "page_size"]) more.delete(name);
+    more.set("page_size", String(size));
+    more.set("collections_page", String(pageNo));
+    const next = await api.search(more, signal);
+    for (const c of next.collections?.items || []) if (c.provenance?.node) seen.add(c.provenance.node);
+  }
+  return seen;
+}
+
+function filterString() {
+  const params = toParams(query);
+  for (const name of ["page", "collections_page", "page_size"]) params.delete(name);
+  return params.toString();
+}
 
 function url(next) {
   const qs = toParams(next).toString();
@@ -76,7 +115,8 @@ function render() {
       h("p", {}, failure.invalid?.length ? t("results.invalid") : t("results.error", { msg: failure.message })),
       failure.invalid?.length ? h("ul", {}, failure.invalid.map((p) => h("li", {}, `${p.name}: ${p.reason}`))) : null));
   } else if (data) {
-    fill(slots.body, renderResults(data, query, memory, actions));
+    fill(slots.body, renderResults(data, query, memory, actions,
+      { contributors, nodeName, queryString: filterString() }));
   }
   restoreFocus(focus);
 }
@@ -89,8 +129,10 @@ async function run() {
   slots.results.setAttribute("aria-busy", "true");
   slots.status.textContent = t("results.searching");
   try {
-    const [body] = await Promise.all([api.search(params, signal), listsReady ? null : loadEager()]);
+    const [body] = await Promise.all([api.search(params, signal), listsReady ? null : loadEager(), askNames(),
+      loadBasketConfig()]);
     listsReady = true;
+    contributors = await contributingNodes(params, body, signal);
     data = body;
     failure = null;
     memory.learn(body);

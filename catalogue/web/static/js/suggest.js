@@ -12,7 +12,7 @@ export function suggestField({ id, label, hint, search, onPick }) {
   const statusId = `${id}-status`;
   const input = h("input", {
     id, type: "text", autocomplete: "off", spellcheck: "false", "aria-describedby": `${hintId} ${statusId}`,
-    "aria-controls": listId, "aria-expanded": "false", class: "text",
+    "aria-controls": listId, class: "text",
   });
   const list = h("ul", { id: listId, class: "suggestions", hidden: true });
   const status = h("p", { id: statusId, class: "sr-only", "aria-live": "polite" });
@@ -22,7 +22,6 @@ export function suggestField({ id, label, hint, search, onPick }) {
 
   function close() {
     list.hidden = true;
-    input.setAttribute("aria-expanded", "false");
     fill(list);
   }
 
@@ -47,7 +46,6 @@ export function suggestField({ id, label, hint, search, onPick }) {
         onclick: () => pick(opt.value) }, opt.label))));
     if (found.length === 0) list.append(h("li", { class: "muted" }, t("f.suggest.none")));
     list.hidden = false;
-    input.setAttribute("aria-expanded", "true");
     status.textContent = found.length ? t("f.suggest.count", { n: found.length }) : t("f.suggest.none");
   }
 
