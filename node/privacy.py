@@ -124,7 +124,8 @@ def generalise_diagnoses(diagnoses: str | None, precision: str) -> str:
         if precision == "full":
             out.add((system, code))
         elif system == "ICD-10" and precision == "category":
-            out.add((system, code.upper()[:3]))
+            # a block (C76-C80) or chapter range is already coarser than a category
+            out.add((system, code.upper() if "-" in code else code.upper()[:3]))
         elif system == "ICD-10":
             out.add((system, icd10_chapter(code)))
     return json.dumps(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from node.importing.codes import Codes, diagnosis
+from node.importing.codes import NO_VALUE, Codes, diagnosis, not_available
 from protocol.errors import Problem
 
 __all__ = ["CODED", "INTEGERS", "LISTS", "build"]
@@ -105,12 +105,20 @@ def _one(
     bad: Callable[[str, object, str], None],
     dropped: Callable[[str, object], None] | None,
 ) -> object | None:
+    """Our code for one value; None when it is unknown (reported) or says "no value"."""
     if fld == "diagnoses":
+        if not_available(value):
+            return None  # "not available" (NAV, UNK, ...): no value, on purpose
         code: object | None = diagnosis(value)
-        reason = "not an ICD-10 or ORPHA code"
+        reason = (
+            "not an ICD-10 code (C50.9, a block C76-C80, a chapter urn:miriam:icd:II) "
+            "or ORPHA code (ORPHA:558)"
+        )
     else:
         code = codes.map(CODED[fld], value, sources)
-        reason = f"unknown code {value!r} for {fld}"
+        if code == NO_VALUE:
+            return None
+        reason = codes.unknown(CODED[fld], fld, value) if code is None else ""
     if code is None:
         if dropped is not None:
             dropped(fld, value)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from node.importing.codes import Codes, diagnosis
+from node.importing.codes import NO_VALUE, Codes, diagnosis, not_available
 from protocol.errors import Problem
 
 __all__ = [
@@ -162,9 +162,17 @@ class SampleChecker:
         diagnoses: list[dict[str, str]] = []
         issues: list[tuple[str, str]] = []
         for value in values:
+            if not_available(value):
+                continue  # "not available" (NAV, UNK, ...): no value, on purpose
             code = diagnosis(value)
             if code is None:
-                issues.append((value, "not an ICD-10 code (e.g. C50.9) or ORPHA code (ORPHA:558)"))
+                issues.append(
+                    (
+                        value,
+                        "not an ICD-10 code (e.g. C50.9, a block C76-C80, a chapter "
+                        "urn:miriam:icd:II) or ORPHA code (ORPHA:558)",
+                    )
+                )
             elif code["system"] == "ORPHA" and not self._known("orpha", code["code"]):
                 issues.append((value, f"unknown code {value!r} for diagnoses (ORPHA)"))
             elif code not in diagnoses:
@@ -220,7 +228,11 @@ class SampleChecker:
                 self._mapped.clear()
             mapped = self._mapped[key] = self.codes.map(codelist, value, self.sources)
         if mapped is None:
-            bad(fld, value, f"unknown code {value!r} for {fld}")
+            bad(fld, value, self.codes.unknown(codelist, fld, value))
+        elif mapped == NO_VALUE:
+            if required:
+                bad(fld, value, f"missing required {fld} ({value!r} means not available)")
+            return None
         return mapped
 
     def _age(
