@@ -68,7 +68,8 @@ _NOT_AVAILABLE = frozenset(
     }
 )
 _ICD_PREFIX = re.compile(
-    r"^(?:urn:miriam:icd:|https?://identifiers\.org/icd:|icd[-_ ]?10(?:[-_ ]?who)?\s*[:_ ]\s*"
+    r"^(?:urn:miriam:icd:|https?://identifiers\.org/icd:"
+    r"|icd[-_ ]?10(?:[-_ ]?(?:who|gm|cm))?(?:[-_ ]?[0-9]{4})?\s*[:_ ]\s*"
     r"|icd\s*:|https?://icd\.who\.int/browse10/[^#]*#/)",
     re.IGNORECASE,
 )
@@ -244,7 +245,8 @@ def diagnosis(value: str) -> dict[str, str] | None:
     ICD-10: ``C50.9``, ``c509``, ``ICD10:C50.9``, ``urn:miriam:icd:C50.9``, blocks
     (``C76-C80``) and chapters (``urn:miriam:icd:II``, published as their range
     ``C00-D48``); ORPHA: ``ORPHA:558``, ``Orphanet_558``, ``ordo:Orphanet_558``,
-    ``http://www.orpha.net/ORDO/Orphanet_558``. "Not available" codes are not diagnoses:
+    ``http://www.orpha.net/ORDO/Orphanet_558``. The ICD-10-GM and ICD-10-CM prefixes
+    (``ICD10CM:E73``, Beacon) are read as ICD-10. "Not available" codes are not diagnoses:
     check :func:`not_available` first.
     """
     text = " ".join(value.split())
@@ -256,7 +258,8 @@ def diagnosis(value: str) -> dict[str, str] | None:
     prefixed = _ICD_PREFIX.match(text)
     if prefixed:
         text = text[prefixed.end() :]
-    code = re.sub(r"\s*-\s*", "-", text.strip()).upper()
+    # "C50.-" (ICD-10-GM: the category with its subcodes) is the category
+    code = re.sub(r"\s*-\s*", "-", text.strip()).upper().removesuffix(".-")
     chapter = _CHAPTER.match(code)
     if chapter and (prefixed or code.startswith("CHAPTER")):
         rng = _chapters().get(chapter.group(1))

@@ -316,7 +316,7 @@ class FhirReader:
                     flat.setdefault("storage_temperatures", []).extend(_codes(value))  # type: ignore[attr-defined]
                 elif "MaterialType" in what:
                     flat.setdefault("sample_types", []).extend(_codes(value))  # type: ignore[attr-defined]
-                elif "Diagnosis" in what:
+                elif "Diagnosis" in what or "DiagnosisAvailable" in what:
                     flat.setdefault("diagnoses", []).extend(_codes(value))  # type: ignore[attr-defined]
                 elif "Age" in what and ch.get("valueRange"):
                     rng = ch["valueRange"]
