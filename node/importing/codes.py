@@ -111,6 +111,7 @@ class Codes:
         # their codes that the mapping tables map to null ("*": no information)
         self._nothing = nothing or {}
         self._keys: dict[str, dict[str, str | None]] = {}
+        self._unknown: dict[tuple[str, str, str], str] = {}
         self._table_keys: dict[tuple[str, tuple[str, ...]], dict[str, str | None]] = {}
 
     @classmethod
@@ -183,9 +184,16 @@ class Codes:
 
     def unknown(self, codelist: str, fld: str, value: str) -> str:
         """The problem text for an unknown code, naming the nearest known codes."""
-        reason = f"unknown code {value!r} for {fld}"
-        near = self.suggest(codelist, value)
-        return f"{reason} (did you mean {', '.join(near)}?)" if near else reason
+        memo = (codelist, fld, value)
+        found = self._unknown.get(memo)
+        if found is None:  # exports repeat their unknown codes: difflib once per value
+            if len(self._unknown) > 4096:
+                self._unknown.clear()
+            reason = f"unknown code {value!r} for {fld}"
+            near = self.suggest(codelist, value)
+            found = f"{reason} (did you mean {', '.join(near)}?)" if near else reason
+            self._unknown[memo] = found
+        return found
 
     def _ordered(self, codelist: str, sources: tuple[str, ...]) -> list[dict[str, str]]:
         tables = self._tables.get(codelist, [])
