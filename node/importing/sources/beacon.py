@@ -211,9 +211,7 @@ class _Reader:
     def _preserved(code: str, doc: dict[str, Any]) -> str:
         if code != "TissueFrozen":
             return code
-        how = " ".join(
-            _term(doc.get(k))[1].lower() for k in ("sampleStorage", "sampleProcessing")
-        )
+        how = " ".join(_term(doc.get(k))[1].lower() for k in ("sampleStorage", "sampleProcessing"))
         return "TissueFFPE" if "paraffin" in how or "formalin" in how else code
 
     def biosample(self, doc: dict[str, Any], loc: str) -> None:
@@ -266,7 +264,7 @@ def read(paths: list[Path], sink: Sink, codes: Codes, mapping: Mapping | None = 
     if mapping is None or not mapping.fixed.get("biobank") or not mapping.fixed.get("collection"):
         raise ConfigError(
             "Beacon v2 exports name no biobank or collection: give them in a mapping "
-            "(kind = \"sample\", [fixed] biobank and collection; see docs/import-beacon-xlsx.md)"
+            '(kind = "sample", [fixed] biobank and collection; see docs/import-beacon-xlsx.md)'
         )
     reader = _Reader(sink, codes, mapping)
     samples: list[tuple[dict[str, Any], str]] = []

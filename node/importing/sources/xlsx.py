@@ -114,9 +114,7 @@ def rows(
             problems = []
             extra = [c for c in cells[width:] if c.strip()]
             if extra:
-                problems.append(
-                    Problem(loc, "", extra[0], "value in a column that has no header")
-                )
+                problems.append(Problem(loc, "", extra[0], "value in a column that has no header"))
             cells = (cells + [""] * width)[:width]
             yield loc, cells if fields else dict(zip(header, cells, strict=True)), problems
     finally:
