@@ -107,6 +107,7 @@ def test_response_wrapper_icd10_curies_and_pato_gsso_sex(tmp_path: Path, ega: Pa
     home, _ = make_home(tmp_path)
     report = run_import(home, [path], mapping=_mapping())
     assert report.problems == []
+    assert not any("individualId" in what for what in report.ignored)
     held = _held(home.db_path)
     expect_sex = {"PATO:0000383": "female", "PATO:0000384": "male"}
     expect_sex |= {"GSSO:000369": "female", "GSSO:000371": "male", "NCIT:C16576": "female"}
@@ -128,6 +129,18 @@ def test_model_examples_single_documents(tmp_path: Path) -> None:
     assert report.problems == []
     # ovary (UBERON:0000992), P32Y6M1D, 2020-09-11; no individualId: no sex
     assert _held(home.db_path) == {"sample-example-0001": ("TissueFrozen", None, 32, 2020, "[]")}
+
+
+def test_biosample_without_its_individual_is_noted(tmp_path: Path, ega: Path) -> None:
+    samples = _load(ega / "biosamples.json")[:4]
+    people = [p for p in _load(ega / "individuals.json") if p["id"] != samples[0]["individualId"]]
+    paths = [_write(tmp_path / "b.json", samples), _write(tmp_path / "i.json", people)]
+    home, _ = make_home(tmp_path)
+    report = run_import(home, paths, mapping=_mapping())
+    assert report.problems == []
+    (note,) = [what for what in report.ignored if "individualId" in what]
+    assert report.ignored[note] == 1
+    assert _held(home.db_path)[samples[0]["id"]][1] is None
 
 
 def test_beacon_json_is_never_taken_for_fhir(tmp_path: Path, ega: Path) -> None:

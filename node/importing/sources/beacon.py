@@ -218,6 +218,11 @@ class _Reader:
         fixed = self.fixed
         donor = doc.get("individualId")
         sex, disease_codes = self.individuals.get(str(donor), (None, [])) if donor else (None, [])
+        if donor and self.individuals and str(donor) not in self.individuals:
+            self.sink.ignored(
+                "Beacon biosamples whose individualId is in no individuals file "
+                "(imported without sex and the individual's diseases)"
+            )
         raw = RawSample(
             local_id=str(doc["id"]) if doc.get("id") else None,
             donor_id=str(donor) if donor else None,
