@@ -117,7 +117,7 @@ def read_files(
             raise ConfigError(f"unknown format {kind!r}; use one of {', '.join(FORMATS)}")
         if kind in ("csv", "tsv", "xlsx"):
             if mapping is None:
-                raise ConfigError("CSV/TSV exports need --mapping MAP (see node/README.md)")
+                raise ConfigError(f"{kind.upper()} exports need --mapping MAP (see node/README.md)")
             for path in paths:
                 if kind == "xlsx":
                     rows += xlsx.read(path, mapping, sink, codes, helper)

@@ -145,3 +145,10 @@ def test_real_directory_sheet_as_xlsx_equals_its_csv(tmp_path: Path) -> None:
         results.append((report.rows, report.published, problems))
     assert results[0] == results[1]
     assert results[0][0] == len(table) - 1 and results[0][1].get("biobank", 0) > 0
+
+
+def test_xlsx_without_a_mapping_is_refused(tmp_path: Path) -> None:
+    book = _workbook(tmp_path / "samples.xlsx", {"Samples": [HEADER, *_typed(sample_rows(2))]})
+    home, _ = make_home(tmp_path)
+    with pytest.raises(ConfigError, match="XLSX exports need --mapping"):
+        run_import(home, [book])
