@@ -18,7 +18,7 @@ from node.importing.codes import Codes
 from node.importing.diff import Differ
 from node.importing.encode import ImportHelper
 from node.importing.mapping import Mapping
-from node.importing.sources import directory, fhir, tabular
+from node.importing.sources import beacon, directory, fhir, tabular, xlsx
 from node.importing.sources.base import Sink
 from node.importing.staging import Staging
 from node.policy import Policy
@@ -37,7 +37,7 @@ __all__ = [
     "run_import",
 ]
 
-FORMATS = ("csv", "tsv", "fhir", "directory")
+FORMATS = ("csv", "tsv", "fhir", "directory", "beacon", "xlsx")
 # progress(phase, rows done since the last call); phase_start(phase, total rows or None)
 Progress = Callable[[str, int], None]
 PhaseStart = Callable[[str, "int | None"], None]
@@ -87,10 +87,13 @@ class ImportReport:
 
 
 def detect_format(path: Path, mapping: Mapping | None) -> str:
-    """csv/tsv with a mapping, fhir for .json, directory for a Directory CSV without one."""
+    """csv/tsv/xlsx with a mapping, beacon or fhir for .json (by content), directory for
+    a Directory CSV without one."""
     suffix = path.suffix.lower()
     if suffix == ".json":
-        return "fhir"
+        return "beacon" if beacon.is_beacon(path) else "fhir"
+    if suffix == ".xlsx":
+        return "xlsx"
     if mapping is not None:
         return "tsv" if suffix in (".tsv", ".tab") else "csv"
     return "directory"
@@ -112,11 +115,16 @@ def read_files(
     for kind, paths in groups.items():
         if kind not in FORMATS:
             raise ConfigError(f"unknown format {kind!r}; use one of {', '.join(FORMATS)}")
-        if kind in ("csv", "tsv"):
+        if kind in ("csv", "tsv", "xlsx"):
             if mapping is None:
-                raise ConfigError("CSV/TSV exports need --mapping MAP (see node/README.md)")
+                raise ConfigError(f"{kind.upper()} exports need --mapping MAP (see node/README.md)")
             for path in paths:
-                rows += tabular.read(path, mapping, sink, codes, kind, helper)
+                if kind == "xlsx":
+                    rows += xlsx.read(path, mapping, sink, codes, helper)
+                else:
+                    rows += tabular.read(path, mapping, sink, codes, kind, helper)
+        elif kind == "beacon":
+            rows += beacon.read(paths, sink, codes, mapping)
         elif kind == "fhir":
             rows += fhir.read(paths, sink, codes)
         else:

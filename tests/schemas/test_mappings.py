@@ -69,7 +69,22 @@ def sync_output(column: str) -> Enumerate:
     return read
 
 
+def beacon_origins(ext: Path) -> set[str]:
+    """sampleOriginType/sampleOriginDetail ids of every real Beacon v2 biosample."""
+    paths = [ext / "ega-beacon2-ri-tools-v2/output_docs/all-fields/biosamples.json"]
+    paths += sorted((ext / "ga4gh-beacon-v2-models").rglob("biosample-*.json"))
+    out: set[str] = set()
+    for path in paths:
+        data = load_json(path)
+        for item in data if isinstance(data, list) else [data]:
+            for key in ("sampleOriginType", "sampleOriginDetail"):
+                if isinstance(item.get(key), dict):
+                    out.add(item[key]["id"])
+    return out
+
+
 CASES: dict[str, list[Enumerate]] = {
+    "beacon-v2--sample-type": [beacon_origins],
     "bbmri-eric-directory--sample-type": [molgenis("MaterialTypes"), sync_output("materials")],
     "bbmri-eric-directory--storage-temperature": [
         molgenis("StorageTemperatureTypes"),

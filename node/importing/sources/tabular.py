@@ -35,15 +35,18 @@ def read(
     codes: Codes,
     fmt: str = "csv",
     helper: ImportHelper | None = None,
+    table: Iterator[tuple[str, Any, list[Problem]]] | None = None,
 ) -> int:
     """Stage every row of ``path``; return the number of data rows read.
+
+    ``table``: rows from another reader (an .xlsx sheet) in :func:`read_table`'s shape.
 
     ``helper``: check the rows of a sample file in the import's helper process, in
     batches and in order, while this process parses the next rows and stages the last.
     """
     delimiter = mapping.delimiter or ("\t" if fmt == "tsv" else ",")
     sampled = mapping.kind == "sample"
-    rows = read_table(path, delimiter, fields=sampled)
+    rows = read_table(path, delimiter, fields=sampled) if table is None else table
     loc, header, problems = next(rows)
     for p in problems:
         sink.problem(p)
