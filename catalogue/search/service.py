@@ -232,11 +232,11 @@ def _biobank_index(
     }
     n_collections: dict[tuple[int, str], int] = {}
     for r in conn.execute(
-        select(records.c.node_id, records.c.content).where(
+        select(records.c.node_id, records.c.biobank).where(
             records.c.kind == "collection", records.c.node_id.in_(active)
         )
     ):
-        key = (r.node_id, orjson.loads(r.content).get("biobank", ""))
+        key = (r.node_id, r.biobank or "")
         n_collections[key] = n_collections.get(key, 0) + 1
     return countries, n_collections
 

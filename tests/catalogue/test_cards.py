@@ -130,6 +130,8 @@ GHOST_BB = "bbmri-eric:ID:DE_GHOST"  # named by records, never published
 ORPHAN_COL = "bbmri-eric:ID:DE_GHOST:collection:orphan"
 GHOST_COL = "bbmri-eric:ID:DE_SIM:collection:ghost"
 SIM_BB = "bbmri-eric:ID:DE_SIM"
+GONE_BB = "bbmri-eric:ID:DE_GONE"  # published, then withdrawn
+GONE_COL = "bbmri-eric:ID:DE_GONE:collection:left"
 
 
 def _dangling() -> NodeSimulator:
@@ -149,6 +151,9 @@ def _dangling() -> NodeSimulator:
             "contact": {"email": "orphan@example.org"},
         },
     )
+    sim.publish("biobank", {"id": GONE_BB, "name": "Gone", "contact": {"email": "g@example.org"}})
+    sim.publish("collection", {"id": GONE_COL, "biobank": GONE_BB, "name": "Left behind"})
+    sim.withdraw("biobank", GONE_BB)
     sim.publish(
         "sample-group",
         exact_group(900, biobank=SIM_BB, collection=GHOST_COL, samples=20, donors=10),
@@ -179,6 +184,14 @@ def test_collection_of_unpublished_biobank_is_marked(dangling: httpx.Client) -> 
     assert bbs[GHOST_BB]["published"] is False and bbs[GHOST_BB]["name"] is None
     assert bbs[GHOST_BB]["collections"] == 1
     assert bbs[SIM_BB]["published"] is True and bbs[SIM_BB]["name"]
+
+
+def test_withdrawn_biobank_marks_its_collection(dangling: httpx.Client) -> None:
+    body = get(dangling)
+    left = {c["id"]: c for c in body["collections"]["items"]}[GONE_COL]
+    assert left["biobank_published"] is False and left["name"] == "Left behind"
+    gone = {b["id"]: b for b in body["biobanks"]["items"]}[GONE_BB]
+    assert gone["published"] is False and gone["name"] is None and gone["contact"] is None
 
 
 def test_groups_of_unpublished_collection_are_marked(dangling: httpx.Client) -> None:
