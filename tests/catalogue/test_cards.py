@@ -8,7 +8,9 @@ whose references point at records it never published.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -39,12 +41,20 @@ def _serve(stack: ExitStack, db_url: str, tmp: Path, nodes: list[tuple[str, str,
     """Enrol and harvest nodes given as (url, verifier key, descriptor or None), then serve
     the catalogue; returns its URL."""
     settings = make_settings(db_url, tmp / "cat-home")
-    ctx = build_context(settings)
-    for url, vkey, descriptor in nodes:
-        enrol(ctx.engine, ctx.key, url, vkey, descriptor)
-    outcomes = Harvester(engine=ctx.engine, settings=settings, key=ctx.key).run()
+
+    def harvest() -> list[Any]:
+        ctx = build_context(settings)
+        for url, vkey, descriptor in nodes:
+            enrol(ctx.engine, ctx.key, url, vkey, descriptor)
+        outcomes = Harvester(engine=ctx.engine, settings=settings, key=ctx.key).run()
+        ctx.engine.dispose()
+        return list(outcomes)
+
+    # In a worker thread: Playwright's sync API may own this thread's event loop, and
+    # enrolment and harvest run their own (asyncio.run).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        outcomes = pool.submit(harvest).result()
     assert all(o.ok for o in outcomes), outcomes
-    ctx.engine.dispose()
     return str(stack.enter_context(live_server(create_app(settings))).url)
 
 
@@ -64,7 +74,8 @@ def directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client
     tmp = tmp_path_factory.mktemp("cards-directory")
     home, vkey = make_home(tmp)
     files = [external / DEMO / n for n in ("Biobanks.csv", "Collections.csv", "Persons.csv")]
-    report = run_import(home, files, fmt="directory")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        report = pool.submit(run_import, home, files, fmt="directory").result()
     assert report.problems == [] and report.published == {"biobank": 3, "collection": 3}
     with ExitStack() as stack:
         node = stack.enter_context(live_server(create_node_app(NodeSettings(home=home.path))))
@@ -207,3 +218,69 @@ def test_age_filter_reads_the_declared_unit(dangling: httpx.Client) -> None:
     """6 to 18 months is 0.5 to 1.5 years: age_max=1 keeps it, age_min=2 drops it."""
     assert ORPHAN_COL in {c["id"] for c in get(dangling, age_max=1)["collections"]["items"]}
     assert ORPHAN_COL not in {c["id"] for c in get(dangling, age_min=2)["collections"]["items"]}
+
+
+# -- the cards in a real browser -----------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Headless Chromium (skips when absent, fails when CI=true)."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but Chromium is missing at {CHROMIUM}")
+        pytest.skip(f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--headless=new", "--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _cards(chromium: Any, url: str, locale: str) -> dict[str, str]:
+    """The text of every biobank and collection card the page shows for an empty search."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, locale=locale)
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{url}/")
+        page.wait_for_function(
+            "() => { const r = document.getElementById('results');"
+            " return r && r.dataset.query === '' && r.getAttribute('aria-busy') === 'false'; }"
+        )
+        texts: dict[str, str] = page.locator(
+            "article[data-collection], article[data-biobank]"
+        ).evaluate_all(
+            "cs => Object.fromEntries(cs.map(c =>"
+            " [c.dataset.collection || c.dataset.biobank, c.innerText]))"
+        )
+        assert errors == [], errors
+        return texts
+    finally:
+        context.close()
+
+
+def test_cards_show_markers_and_declared_fields(chromium: Any, dangling: httpx.Client) -> None:
+    en = _cards(chromium, str(dangling.base_url).rstrip("/"), "en-GB")
+    assert GHOST_COL in en[GHOST_COL] and "collection not published" in en[GHOST_COL]
+    assert "Orphan collection" in en[ORPHAN_COL] and "biobank not published" in en[ORPHAN_COL]
+    assert "6–18 months" in en[ORPHAN_COL] and "Donors (declared)\n12" in en[ORPHAN_COL]
+    assert GHOST_BB in en[GHOST_BB] and "biobank not published" in en[GHOST_BB]
+    assert all("null" not in text and "undefined" not in text for text in en.values()), en
+    zh = _cards(chromium, str(dangling.base_url).rstrip("/"), "zh-CN")
+    assert "样本集未发布" in zh[GHOST_COL] and "生物样本库未发布" in zh[ORPHAN_COL]
+    assert "6–18 月龄" in zh[ORPHAN_COL]
+
+
+def test_lone_biobank_card(chromium: Any, directory: httpx.Client) -> None:
+    en = _cards(chromium, str(directory.base_url).rstrip("/"), "en-GB")
+    assert "No collections published yet" in en[LONE]
+    assert "2–88 years" in en[COLL1] and "Donors (declared)\n600" in en[COLL1]
