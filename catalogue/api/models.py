@@ -27,8 +27,22 @@ class Provenance(BaseModel):
     verified_at: str | None
 
 
+class AgeRange(BaseModel):
+    """A collection's declared age range, in its unit (years, months, weeks or days)."""
+
+    min: int | None
+    max: int | None
+    unit: str
+
+
 class BiobankItem(BaseModel):
+    """A biobank card. `published` is false when sample groups or collections name a biobank
+    whose record the node does not publish (name and contact are then null); `collections`
+    counts its published collections (0: a biobank listed on its own)."""
+
     id: str
+    published: bool
+    collections: int
     name: str | None
     acronym: str | None
     country: str | None
@@ -41,16 +55,30 @@ class BiobankItem(BaseModel):
 
 
 class CollectionItem(BaseModel):
+    """A collection card. `published` is false for sample groups naming a collection whose
+    record is not published, `biobank_published` false when its biobank's record is not
+    (the names are then null). `declared_size`, `subjects` (number_of_subjects) and `age`
+    are the collection record's own declarations, shown whatever `count_source` is."""
+
     id: str
     biobank: str | None
+    published: bool
+    biobank_published: bool
     name: str | None
+    acronym: str | None
     description: str | None
+    url: str | None
     contact: dict[str, Any] | None
     use_conditions: list[str]
     dataset_types: list[str]
     design: list[str]
+    sample_types: list[str]
+    sex: list[str]
+    quality_standards: list[str]
     samples: Count | None
     declared_size: int | None
+    subjects: int | None
+    age: AgeRange | None
     count_source: Literal["groups", "declared"]
     provenance: Provenance
 

@@ -4,8 +4,14 @@ Every count is an interval ``{"min", "max"}`` summed over the matching sample gr
 group publishing only a bound adds [1, B - 1], so no arithmetic over several answers says
 more than the logs do. Collections of nodes that publish no groups for them (Directory
 style) are matched on their collection-level attributes and listed with `count_source:
-"declared"` and their `declared_size`. A facet for a parameter is computed with every filter
-except that parameter's own.
+"declared"` and their `declared_size`. A biobank that publishes no collections (and no
+groups) is listed when the search filters only by country and biobank. A facet for a
+parameter is computed with every filter except that parameter's own.
+
+References: a card whose own record or whose biobank's record is not published (a group
+naming an unknown collection, a collection naming an unknown biobank) is still listed, by
+its id, with `published: false` or `biobank_published: false`; its name and contact are
+then null and the web card says "not published" instead.
 """
 
 from __future__ import annotations
@@ -47,9 +53,12 @@ def search(
     cube = (cache or CubeCache()).arrays(conn)
     t = tally(cube, f, vocab, set(node_rows))
     bb_samples = dict(t.biobank)
-    declared = _declared_collections(conn, f, vocab, cube, node_rows)
+    bb_country, bb_with_collections = _biobank_index(conn, node_rows)
+    declared = _declared_collections(conn, f, vocab, cube, node_rows, bb_country)
     for nid, content in declared:
         bb_samples.setdefault((nid, content.get("biobank", "")), (0, 0))
+    for nid, bid in _lone_biobanks(f, bb_country, bb_with_collections, node_rows):
+        bb_samples.setdefault((nid, bid), (0, 0))
 
     counted = sorted(t.collection.items(), key=lambda kc: (_order(kc[1]), kc[0][1]))
     items_all: list[tuple[tuple[int, str], Span | None]] = list(counted)
@@ -59,21 +68,36 @@ def search(
     ]
     col_page = _page(items_all, f.collections_page, f.page_size)
     col_records = _load(conn, "collection", [k for k, _n in col_page])
+    col_biobank: dict[tuple[int, str], str] = {}
+    if any(k not in col_records for k, _n in col_page):  # groups naming an unknown collection
+        col_biobank = {(nid, cid): bid for nid, bid, _country, cid in cube.places}
     collections_out = []
     for (nid, cid), n in col_page:
-        rec = col_records.get((nid, cid), {})
+        rec = col_records.get((nid, cid))
+        published = rec is not None
+        rec = rec or {}
+        biobank = rec.get("biobank") or col_biobank.get((nid, cid))
         collections_out.append(
             {
                 "id": cid,
-                "biobank": rec.get("biobank"),
+                "biobank": biobank,
+                "published": published,
+                "biobank_published": biobank is not None and (nid, biobank) in bb_country,
                 "name": rec.get("name"),
+                "acronym": rec.get("acronym"),
                 "description": rec.get("description"),
+                "url": rec.get("url"),
                 "contact": rec.get("contact"),
                 "use_conditions": rec.get("use_conditions", []),
                 "dataset_types": rec.get("dataset_types", []),
                 "design": rec.get("design", []),
+                "sample_types": rec.get("sample_types", []),
+                "sex": rec.get("sex", []),
+                "quality_standards": rec.get("quality_standards", []),
                 "samples": None if n is None else interval(n),
                 "declared_size": rec.get("size"),
+                "subjects": rec.get("number_of_subjects"),
+                "age": _age(rec.get("age")),
                 "count_source": "declared" if n is None else "groups",
                 "provenance": prov(nid),
             }
@@ -84,10 +108,14 @@ def search(
     bb_records = _load(conn, "biobank", [k for k, _n in bb_page])
     biobanks_out = []
     for (nid, bid), n in bb_page:
-        rec = bb_records.get((nid, bid), {})
+        rec = bb_records.get((nid, bid))
+        published = rec is not None
+        rec = rec or {}
         biobanks_out.append(
             {
                 "id": bid,
+                "published": published,
+                "collections": bb_with_collections.get((nid, bid), 0),
                 "name": rec.get("name"),
                 "acronym": rec.get("acronym"),
                 "country": rec.get("country") or node_rows[nid].country,
@@ -180,20 +208,85 @@ def _load(
     return {(r.node_id, r.record_id): orjson.loads(r.content) for r in conn.execute(q)}
 
 
-def _declared_collections(
-    conn: Connection, f: Filters, vocab: Vocabulary, cube: ArrayCube, node_rows: dict[int, Any]
-) -> list[tuple[int, dict[str, Any]]]:
-    """Collection records with no live groups that match the filters on their own attributes."""
+def _age(age: Any) -> dict[str, Any] | None:
+    """A collection's declared age range as published: min and max (either may be missing)
+    in its unit (years unless stated)."""
+    if not isinstance(age, dict) or (age.get("min") is None and age.get("max") is None):
+        return None
+    return {"min": age.get("min"), "max": age.get("max"), "unit": age.get("unit", "years")}
+
+
+def _biobank_index(
+    conn: Connection, node_rows: dict[int, Any]
+) -> tuple[dict[tuple[int, str], str | None], dict[tuple[int, str], int]]:
+    """The published biobanks of active nodes with their country, and how many published
+    collections each biobank id (published or not) has."""
     active = list(node_rows)
-    with_groups = cube.with_groups
     countries = {
         (r.node_id, r.record_id): r.country
         for r in conn.execute(
             select(records.c.node_id, records.c.record_id, records.c.country).where(
-                records.c.kind == "biobank"
+                records.c.kind == "biobank", records.c.node_id.in_(active)
             )
         )
     }
+    n_collections: dict[tuple[int, str], int] = {}
+    for r in conn.execute(
+        select(records.c.node_id, records.c.biobank).where(
+            records.c.kind == "collection", records.c.node_id.in_(active)
+        )
+    ):
+        key = (r.node_id, r.biobank or "")
+        n_collections[key] = n_collections.get(key, 0) + 1
+    return countries, n_collections
+
+
+# Filters a biobank without collections can meet: it states a country and an id, nothing else.
+_BIOBANK_LEVEL = frozenset({"country", "biobank"})
+
+
+def _lone_biobanks(
+    f: Filters,
+    countries: dict[tuple[int, str], str | None],
+    n_collections: dict[tuple[int, str], int],
+    node_rows: dict[int, Any],
+) -> list[tuple[int, str]]:
+    """Published biobanks with no collections that match a search filtering at most by
+    country and biobank (any other filter asks about samples they do not describe)."""
+    given = {name for name, values in f.lists.items() if values}
+    other = (
+        given - _BIOBANK_LEVEL
+        or f.icd10
+        or any(v is not None for v in (f.age_min, f.age_max, f.period_from, f.period_to))
+    )
+    if other:
+        return []
+    want_country = set(f.lists.get("country") or [])
+    want_id = set(f.lists.get("biobank") or [])
+    out = []
+    for (nid, bid), country in countries.items():
+        if n_collections.get((nid, bid)):
+            continue
+        country = country or node_rows[nid].country
+        if want_country and country not in want_country:
+            continue
+        if want_id and bid not in want_id:
+            continue
+        out.append((nid, bid))
+    return out
+
+
+def _declared_collections(
+    conn: Connection,
+    f: Filters,
+    vocab: Vocabulary,
+    cube: ArrayCube,
+    node_rows: dict[int, Any],
+    countries: dict[tuple[int, str], str | None],
+) -> list[tuple[int, dict[str, Any]]]:
+    """Collection records with no live groups that match the filters on their own attributes."""
+    active = list(node_rows)
+    with_groups = cube.with_groups
     out = []
     for r in conn.execute(
         select(records.c.node_id, records.c.record_id, records.c.content).where(

@@ -68,14 +68,32 @@ function samples(item) {
     declared ? h("span", { class: "pill muted-pill", title: t("card.declared_note") }, t("card.declared")) : null);
 }
 
+/** A marker for a record the partner names but does not publish (its name is then unknown). */
+function unpublished(what) {
+  return h("span", { class: "pill muted-pill unpublished", title: t(`card.unpublished_${what}_note`) },
+    t(`card.unpublished_${what}`));
+}
+
+/** A declared age range in its unit: "2–88 years", "from 2 years", "up to 88 years". */
+function ageText(age) {
+  if (!age || (age.min == null && age.max == null)) return null;
+  const unit = t(`unit.${age.unit || "years"}`);
+  if (age.min != null && age.max != null) return t("card.age.range", { min: age.min, max: age.max, unit });
+  return age.min != null ? t("card.age.from", { min: age.min, unit }) : t("card.age.to", { max: age.max, unit });
+}
+
 function biobankCard(item, statuses, actions) {
   const url = webUrl(item.url);
+  const lone = item.collections === 0 && item.samples?.max === 0;
   return h("article", { class: "card", "data-biobank": item.id },
     h("header", { class: "card-head" },
-      h("h4", {}, item.name, item.acronym ? h("span", { class: "acronym" }, ` (${item.acronym})`) : null),
-      h("p", { class: "card-sub" }, label("country", item.country))),
-    h("p", { class: "samples" }, countSpan(item.samples, "samples-n"), " ",
-      h("span", { class: "samples-what" }, t("card.samples"))),
+      h("h4", {}, item.name || item.id,
+        item.acronym ? h("span", { class: "acronym" }, ` (${item.acronym})`) : null),
+      h("p", { class: "card-sub" }, item.country ? label("country", item.country) : null,
+        item.published === false ? unpublished("biobank") : null)),
+    lone ? h("p", { class: "samples muted" }, t("card.no_collections"))
+      : h("p", { class: "samples" }, countSpan(item.samples, "samples-n"), " ",
+        h("span", { class: "samples-what" }, t("card.samples"))),
     item.description ? h("p", { class: "desc" }, item.description) : null,
     h("dl", { class: "facts" },
       row("card.contact", contact(item.contact)),
@@ -94,24 +112,34 @@ function basketButton(item, biobankName, query) {
   const key = `${idPart(node)}-${idPart(item.id)}`;
   return h("button", { type: "button", class: on ? "primary small in-basket" : "secondary small",
     id: `basket-${key}`, "aria-pressed": String(on), "aria-describedby": `title-${key}`,
-    onclick: () => toggleItem({ id: item.id, node, name: item.name, biobank: item.biobank,
+    onclick: () => toggleItem({ id: item.id, node, name: item.name || item.id, biobank: item.biobank,
       biobankName: biobankName(item.biobank), email: item.contact?.email || "" }, query, !on) },
   t("basket.add"));
 }
 
 function collectionCard(item, statuses, biobankName, actions, query) {
+  const age = ageText(item.age);
   return h("article", { class: "card", "data-collection": item.id },
     h("header", { class: "card-head" },
       h("h4", { id: item.provenance?.node ? `title-${idPart(item.provenance.node)}-${idPart(item.id)}` : null },
-        item.name),
-      h("p", { class: "card-sub" }, biobankName(item.biobank))),
+        item.name || item.id,
+        item.acronym ? h("span", { class: "acronym" }, ` (${item.acronym})`) : null),
+      h("p", { class: "card-sub" }, item.biobank ? biobankName(item.biobank) : null,
+        item.biobank_published === false ? unpublished("biobank") : null,
+        item.published === false ? unpublished("collection") : null)),
     samples(item),
     item.description ? h("p", { class: "desc" }, item.description) : null,
     h("dl", { class: "facts" },
+      item.count_source !== "declared" && item.declared_size != null
+        ? row("card.declared_size", fmtCount(item.declared_size)) : null,
+      item.subjects != null ? row("card.subjects", fmtCount(item.subjects)) : null,
+      age ? row("card.age", age) : null,
+      item.sample_types?.length ? row("card.sample_types", list("sample-type", item.sample_types)) : null,
+      item.sex?.length ? row("card.sex", list("sex", item.sex)) : null,
       row("card.use", list("duo", item.use_conditions)),
       row("card.datasets", list("dataset-type", item.dataset_types)),
       item.design?.length ? row("card.design", list("collection-design", item.design)) : null,
-      item.quality_standards ? row("card.quality", list("quality-standard", item.quality_standards)) : null,
+      item.quality_standards?.length ? row("card.quality", list("quality-standard", item.quality_standards)) : null,
       row("card.contact", contact(item.contact))),
     provenance(item, statuses),
     h("div", { class: "card-actions" },
@@ -128,7 +156,7 @@ function collectionTable(items, biobankName, query) {
         "col.datasets", "col.node", "col.request"].map((k) => h("th", { scope: "col" }, t(k))))),
       h("tbody", {}, items.map((item) => h("tr", { "data-collection": item.id },
         h("th", { scope: "row", id: item.provenance?.node
-          ? `title-${idPart(item.provenance.node)}-${idPart(item.id)}` : null }, item.name),
+          ? `title-${idPart(item.provenance.node)}-${idPart(item.id)}` : null }, item.name || item.id),
         h("td", {}, biobankName(item.biobank)),
         h("td", { class: "num", title: countTitle(item.samples) }, fmtCount(item.samples)),
         h("td", {}, t(item.count_source === "declared" ? "source.declared" : "source.groups")),
