@@ -125,6 +125,10 @@ NAMES: dict[str, tuple[str, ...]] = {
     "number_of_subjects": ("number of subjects", "number of donors", "donors", "subjects"),
     "size": ("size", "number of samples", "samples"),
 }
+# fields a column may be matched to by its values alone
+VALUE_ONLY = frozenset({*CODELIST, "diagnoses", "use_conditions", "contact.email"}) - {"country"}
+# fields whose name alone is not enough when no sampled value fits
+STRICT = frozenset({"contact.email", "date", "birth", "age"})
 # sample-field names that also name the collection/biobank fields (not for samples)
 RECORD_ONLY = {"id", "name", "acronym", "description", "url"}
 
@@ -371,12 +375,14 @@ def read_sample(files: list[Path], limit: int = SAMPLE_ROWS) -> Sampled:
 
 
 def _separator(sampled: Sampled) -> str:
-    """The list separator: the most frequent of | ; , inside cells (not the delimiter)."""
+    """The list separator: of | ; , the one that most often splits a cell into codes
+    (items without spaces); a delimiter inside a cell was quoted, so it counts too."""
     counts: Counter[str] = Counter()
     for cells in sampled.columns.values():
         for cell in cells[:500]:
             for sep in ("|", ";", ","):
-                if sep != sampled.delimiter and sep in cell:
+                items = cell.split(sep)
+                if len(items) > 1 and all(i.strip() and " " not in i.strip() for i in items):
                     counts[sep] += 1
     return counts.most_common(1)[0][0] if counts else "|"
 
@@ -460,7 +466,11 @@ def _assign(kind: str, sampled: Sampled, separator: str) -> tuple[dict[str, str]
             fit = _fit(fld, cells, separator, fld in lists) if cells else 0.0
             score = by_name + (40 if fit >= 0.8 else 0)
             if by_name and cells and fit == 0.0 and _checkable(fld):
+                if fld in STRICT:
+                    continue  # named like it, but not one value is an e-mail, date or age
                 score -= 30  # named like it, but no value fits
+            if not by_name and fld not in VALUE_ONLY:
+                continue  # dates, ages and ids need a name: many columns hold such values
             if score >= 40:
                 how = "name" if by_name else "values"
                 if by_name and fit >= 0.8:
@@ -482,7 +492,9 @@ def _assign(kind: str, sampled: Sampled, separator: str) -> tuple[dict[str, str]
 
 
 def _checkable(fld: str) -> bool:
-    return fld in CODELIST or fld in ("diagnoses", "date", "birth", "age", "use_conditions")
+    return fld in CODELIST or fld in (
+        "diagnoses", "date", "birth", "age", "use_conditions", "contact.email"
+    )
 
 
 def _kind(sampled: Sampled, separator: str) -> str:
@@ -542,7 +554,9 @@ def guess(files: list[Path], kind: str | None = None, limit: int = SAMPLE_ROWS) 
             if bad:
                 made.undecided[fld] = bad
         elif fld in ("biobank", "collection") and kind == "sample":
-            made.decide[fld] = distinct
+            local = [v for v in distinct if not v.startswith("bbmri-eric:ID:")]
+            if local:
+                made.decide[fld] = local
     made.sources = [s for s, _n in sources.most_common()]
     required = {"sample": ("local_id", "biobank", "collection"), "collection": ("id", "biobank")}
     made.missing = [f for f in required.get(kind, ("id",)) if f not in made.columns]
