@@ -23,8 +23,8 @@ from rich.progress import (
 
 from node import groups, store
 from node.home import Home, NodeConfig, init_home
-from node.monitor import monitor_command
 from node.importing.mapping_init import mapping_app
+from node.monitor import monitor_command
 from node.policy import Policy
 from node.preview import preview_command
 from protocol.cli import config_exit, package_version, settings_message

@@ -41,62 +41,198 @@ CODELIST = {**CODED, "sample_type": "sample-type", "storage_temperature": "stora
 # column names per record field, any language; compared after _norm()
 NAMES: dict[str, tuple[str, ...]] = {
     "local_id": (
-        "sample id", "sampleid", "sample", "specimen id", "specimen", "sample number",
-        "proben id", "probe id", "probennummer", "probe", "proben nr",
-        "prøve id", "prøvenummer", "prøve",
-        "id campione", "codice campione", "campione",
-        "样本编号", "样本id", "样本号", "标本编号",
+        "sample id",
+        "sampleid",
+        "sample",
+        "specimen id",
+        "specimen",
+        "sample number",
+        "proben id",
+        "probe id",
+        "probennummer",
+        "probe",
+        "proben nr",
+        "prøve id",
+        "prøvenummer",
+        "prøve",
+        "id campione",
+        "codice campione",
+        "campione",
+        "样本编号",
+        "样本id",
+        "样本号",
+        "标本编号",
     ),
     "donor_id": (
-        "donor id", "donor", "participant id", "participant", "patient id", "patient",
-        "subject id", "subject", "pseudonym", "spender pseudonym", "spender id", "spender",
-        "patienten id", "proband", "id donatore", "donatore", "id paziente", "paziente",
-        "捐献者编号", "捐献者", "患者编号", "供者编号", "受试者编号", "cpr",
+        "donor id",
+        "donor",
+        "participant id",
+        "participant",
+        "patient id",
+        "patient",
+        "subject id",
+        "subject",
+        "pseudonym",
+        "spender pseudonym",
+        "spender id",
+        "spender",
+        "patienten id",
+        "proband",
+        "id donatore",
+        "donatore",
+        "id paziente",
+        "paziente",
+        "捐献者编号",
+        "捐献者",
+        "患者编号",
+        "供者编号",
+        "受试者编号",
+        "cpr",
     ),
     "biobank": (
-        "biobank", "biobank id", "site", "standort", "sede", "centre", "center", "institute",
-        "样本库", "生物样本库", "biobanca",
+        "biobank",
+        "biobank id",
+        "site",
+        "standort",
+        "sede",
+        "centre",
+        "center",
+        "institute",
+        "样本库",
+        "生物样本库",
+        "biobanca",
     ),
     "collection": (
-        "collection", "collection id", "study", "studie", "sammlung", "kollektiv", "samling",
-        "collezione", "studio", "样本集", "队列", "项目", "cohort", "kohorte",
+        "collection",
+        "collection id",
+        "study",
+        "studie",
+        "sammlung",
+        "kollektiv",
+        "samling",
+        "collezione",
+        "studio",
+        "样本集",
+        "队列",
+        "项目",
+        "cohort",
+        "kohorte",
     ),
     "sample_type": (
-        "sample type", "material", "material type", "specimen type", "materiale", "materialtyp",
-        "probenart", "probentyp", "prøvetype", "tipo materiale", "tipo campione",
-        "样本类型", "标本类型",
+        "sample type",
+        "material",
+        "material type",
+        "specimen type",
+        "materiale",
+        "materialtyp",
+        "probenart",
+        "probentyp",
+        "prøvetype",
+        "tipo materiale",
+        "tipo campione",
+        "样本类型",
+        "标本类型",
     ),
     "storage_temperature": (
-        "storage temperature", "storage temp", "temperature", "temp", "lagertemperatur",
-        "lagerung", "opbevaringstemperatur", "temperatur", "temperatura di conservazione",
-        "temperatura", "保存温度", "储存温度", "存储温度",
+        "storage temperature",
+        "storage temp",
+        "temperature",
+        "temp",
+        "lagertemperatur",
+        "lagerung",
+        "opbevaringstemperatur",
+        "temperatur",
+        "temperatura di conservazione",
+        "temperatura",
+        "保存温度",
+        "储存温度",
+        "存储温度",
     ),
     "sex": ("sex", "gender", "geschlecht", "køn", "sesso", "genere", "性别"),
     "age": (
-        "age", "age at collection", "age years", "alter", "alter bei entnahme", "alder",
-        "alder ved prøvetagning", "età", "eta", "età al prelievo", "年龄", "采集年龄",
+        "age",
+        "age at collection",
+        "age years",
+        "alter",
+        "alter bei entnahme",
+        "alder",
+        "alder ved prøvetagning",
+        "età",
+        "eta",
+        "età al prelievo",
+        "年龄",
+        "采集年龄",
     ),
     "birth": (
-        "birth date", "date of birth", "birthdate", "dob", "birth year", "geburtsdatum",
-        "geburtsjahr", "fødselsdato", "data di nascita", "出生日期", "出生年份",
+        "birth date",
+        "date of birth",
+        "birthdate",
+        "dob",
+        "birth year",
+        "geburtsdatum",
+        "geburtsjahr",
+        "fødselsdato",
+        "data di nascita",
+        "出生日期",
+        "出生年份",
     ),
     "date": (
-        "collection date", "date", "sampling date", "draw date", "entnahmedatum", "entnahme",
-        "datum", "prøvetagningsdato", "dato", "data prelievo", "data", "采集日期", "日期",
+        "collection date",
+        "date",
+        "sampling date",
+        "draw date",
+        "entnahmedatum",
+        "entnahme",
+        "datum",
+        "prøvetagningsdato",
+        "dato",
+        "data prelievo",
+        "data",
+        "采集日期",
+        "日期",
     ),
     "diagnoses": (
-        "diagnosis", "diagnoses", "diagnosis codes", "icd10", "icd 10", "icd", "disease",
-        "diagnose", "diagnosen", "diagnoser", "diagnosi", "诊断", "诊断编码",
+        "diagnosis",
+        "diagnoses",
+        "diagnosis codes",
+        "icd10",
+        "icd 10",
+        "icd",
+        "disease",
+        "diagnose",
+        "diagnosen",
+        "diagnoser",
+        "diagnosi",
+        "诊断",
+        "诊断编码",
         "diagnosis available",
     ),
     "use_conditions": (
-        "use conditions", "consent", "consent codes", "duo", "data use", "nutzungsbedingungen",
-        "einwilligung", "brugsvilkår", "samtykke", "condizioni d'uso", "condizioni d uso",
-        "consenso", "使用条件", "知情同意",
+        "use conditions",
+        "consent",
+        "consent codes",
+        "duo",
+        "data use",
+        "nutzungsbedingungen",
+        "einwilligung",
+        "brugsvilkår",
+        "samtykke",
+        "condizioni d'uso",
+        "condizioni d uso",
+        "consenso",
+        "使用条件",
+        "知情同意",
     ),
     "dataset_types": (
-        "dataset types", "data types", "data available", "data categories", "datenarten",
-        "datentypen", "datatyper", "tipi di dati", "数据类型",
+        "dataset types",
+        "data types",
+        "data available",
+        "data categories",
+        "datenarten",
+        "datentypen",
+        "datatyper",
+        "tipi di dati",
+        "数据类型",
     ),
     # biobank and collection records
     "id": ("id", "identifier", "kennung"),
@@ -117,7 +253,10 @@ NAMES: dict[str, tuple[str, ...]] = {
     "age.unit": ("age unit",),
     "sample_types": ("sample types", "materials", "material types", "sample type", "material"),
     "storage_temperatures": (
-        "storage temperatures", "storage temperature", "temperatures", "temp types",
+        "storage temperatures",
+        "storage temperature",
+        "temperatures",
+        "temp types",
     ),
     "design": ("design", "type", "collection type", "collection types"),
     "collection_setting": ("collection setting", "setting"),
@@ -144,36 +283,96 @@ VALUE_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
         "Urine": ("urine", "urin", "urina", "harn", "尿液", "尿"),
         "Saliva": ("saliva", "speichel", "spyt", "唾液"),
         "TissueFreshFrozen": (
-            "fresh frozen tissue", "frozen tissue", "tissue frozen", "gewebe kryokonserviert",
-            "gewebe gefroren", "kryogewebe", "væv frosset", "frosset væv", "tessuto congelato",
+            "fresh frozen tissue",
+            "frozen tissue",
+            "tissue frozen",
+            "gewebe kryokonserviert",
+            "gewebe gefroren",
+            "kryogewebe",
+            "væv frosset",
+            "frosset væv",
+            "tessuto congelato",
             "冷冻组织",
         ),
         "TissueFFPE": (
-            "ffpe", "ffpe block", "tissue ffpe", "gewebe ffpe", "væv ffpe", "tessuto ffpe",
-            "石蜡包埋组织", "石蜡组织",
+            "ffpe",
+            "ffpe block",
+            "tissue ffpe",
+            "gewebe ffpe",
+            "væv ffpe",
+            "tessuto ffpe",
+            "石蜡包埋组织",
+            "石蜡组织",
         ),
         "CerebrospinalFluid": (
-            "csf", "cerebrospinal fluid", "liquor", "spinalvæske", "liquido cerebrospinale",
+            "csf",
+            "cerebrospinal fluid",
+            "liquor",
+            "spinalvæske",
+            "liquido cerebrospinale",
             "脑脊液",
         ),
         "Faeces": ("faeces", "feces", "stool", "stuhl", "fæces", "feci", "粪便"),
         "PBMC": ("pbmc", "外周血单个核细胞"),
-        "Fibroblast": ("fibroblast", "fibroblasts", "fibroblasten", "fibroblaster", "fibroblasti",
-                       "成纤维细胞"),
+        "Fibroblast": (
+            "fibroblast",
+            "fibroblasts",
+            "fibroblasten",
+            "fibroblaster",
+            "fibroblasti",
+            "成纤维细胞",
+        ),
     },
     "storage-temperature": {
-        "RT": ("room temperature", "ambient", "raumtemperatur", "stuetemperatur",
-               "temperatura ambiente", "室温", "rt"),
-        "LN": ("liquid nitrogen", "ln2", "ln2 vapour", "ln", "flüssigstickstoff",
-               "stickstoff", "flydende nitrogen", "azoto liquido", "液氮"),
+        "RT": (
+            "room temperature",
+            "ambient",
+            "raumtemperatur",
+            "stuetemperatur",
+            "temperatura ambiente",
+            "室温",
+            "rt",
+        ),
+        "LN": (
+            "liquid nitrogen",
+            "ln2",
+            "ln2 vapour",
+            "ln",
+            "flüssigstickstoff",
+            "stickstoff",
+            "flydende nitrogen",
+            "azoto liquido",
+            "液氮",
+        ),
     },
     "sex": {
-        "female": ("f", "w", "k", "female", "woman", "weiblich", "kvinde", "femmina",
-                   "donna", "女", "女性"),
+        "female": (
+            "f",
+            "w",
+            "k",
+            "female",
+            "woman",
+            "weiblich",
+            "kvinde",
+            "femmina",
+            "donna",
+            "女",
+            "女性",
+        ),
         "male": ("m", "male", "man", "männlich", "mand", "maschio", "uomo", "男", "男性"),
         "other": ("o", "a", "d", "x", "other", "divers", "anden", "andet", "altro", "其他"),
-        "unknown": ("u", "nd", "na", "n a", "unknown", "unbekannt", "ukendt", "sconosciuto",
-                    "non noto", "未知"),
+        "unknown": (
+            "u",
+            "nd",
+            "na",
+            "n a",
+            "unknown",
+            "unbekannt",
+            "ukendt",
+            "sconosciuto",
+            "non noto",
+            "未知",
+        ),
     },
     "dataset-type": {
         "Lifestyle": ("lifestyle", "lebensstil", "livsstil", "stile di vita", "生活方式"),
@@ -186,11 +385,22 @@ VALUE_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
         "Proteomic": ("proteomic", "proteomik", "proteomisk", "proteomici", "蛋白质组"),
         "Metabolomic": ("metabolomic", "metabolomik", "metabolomisk", "metabolomici", "代谢组"),
         "BodyImage": ("imaging", "bildgebung", "billeddiagnostik", "医学影像", "body image"),
-        "WholeSlideImage": ("whole slide image", "ganzschnittbilder", "vetrini digitali",
-                            "病理切片图像", "wsi"),
+        "WholeSlideImage": (
+            "whole slide image",
+            "ganzschnittbilder",
+            "vetrini digitali",
+            "病理切片图像",
+            "wsi",
+        ),
         "PhotoImage": ("photo", "photo image", "fotodokumentation", "fotos", "照片"),
-        "GenealogicalRecords": ("genealogy", "genealogical records", "stammbaum", "stamtavle",
-                                "genealogia", "家系"),
+        "GenealogicalRecords": (
+            "genealogy",
+            "genealogical records",
+            "stammbaum",
+            "stamtavle",
+            "genealogia",
+            "家系",
+        ),
     },
 }
 
@@ -217,10 +427,7 @@ def _name_score(header: str, fld: str) -> int:
             continue
         if h == p or h.replace(" ", "") == p.replace(" ", ""):
             return 100
-        if _cjk(p):
-            hit = p in h
-        else:
-            hit = re.search(rf"(^| ){re.escape(p)}($| )", h) is not None
+        hit = p in h if _cjk(p) else re.search(rf"(^| ){re.escape(p)}($| )", h) is not None
         if hit:
             best = max(best, 50 + len(p))
     return best
@@ -233,6 +440,7 @@ class _Tables:
     codes: Codes
     lists: CodeLists
     tables: dict[str, list[tuple[str, dict[str, str]]]]
+    by_name: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls) -> _Tables:
@@ -246,6 +454,25 @@ class _Tables:
             table = {str(k): str(v) for k, v in data.get("map", {}).items() if v is not None}
             tables.setdefault(codelist, []).append((source, table))
         return cls(Codes.default(), CodeLists.default(), tables)
+
+    def names(self, codelist: str) -> dict[str, str]:
+        """Normalised code, label (en, zh) and local name -> code, built once per list."""
+        found = self.by_name.get(codelist)
+        if found is None:
+            known = self.codes.codes(codelist)
+            found = {}
+            for code, names in VALUE_NAMES.get(codelist, {}).items():
+                if code in known:
+                    found.update({_norm(n): code for n in names})
+            try:
+                entries = self.lists.get(codelist).entries
+            except KeyError:
+                entries = ()
+            for entry in entries:
+                found.update({_norm(entry.en): entry.code, _norm(entry.zh): entry.code})
+            found.update({_norm(code): code for code in sorted(known)})
+            self.by_name[codelist] = found
+        return found
 
 
 def value_code(codelist: str, value: str, tables: _Tables | None = None) -> tuple[str, str] | None:
@@ -262,19 +489,9 @@ def value_code(codelist: str, value: str, tables: _Tables | None = None) -> tupl
     v = _norm(value)
     if not v:
         return None
-    for code in sorted(known):
-        if v == _norm(code):
-            return code, "guessed"
-    try:
-        entries = t.lists.get(codelist).entries
-    except KeyError:
-        entries = ()
-    for entry in entries:
-        if v in (_norm(entry.en), _norm(entry.zh)):
-            return entry.code, "guessed"
-    for code, names in VALUE_NAMES.get(codelist, {}).items():
-        if code in known and v in {_norm(n) for n in names}:
-            return code, "guessed"
+    found = t.names(codelist).get(v)
+    if found is not None:
+        return found, "guessed"
     if codelist == "storage-temperature":
         return _temperature(unicodedata.normalize("NFKC", value).lower())
     return None
@@ -493,7 +710,12 @@ def _assign(kind: str, sampled: Sampled, separator: str) -> tuple[dict[str, str]
 
 def _checkable(fld: str) -> bool:
     return fld in CODELIST or fld in (
-        "diagnoses", "date", "birth", "age", "use_conditions", "contact.email"
+        "diagnoses",
+        "date",
+        "birth",
+        "age",
+        "use_conditions",
+        "contact.email",
     )
 
 
@@ -567,9 +789,9 @@ def _distinct_column(sampled: Sampled, taken: set[str]) -> str | None:
     """The first free column whose sampled values are all present and all different."""
     for column in sampled.header:
         cells = sampled.columns.get(column, [])
-        if column and column not in taken and sampled.filled.get(column) == sampled.rows > 0:
-            if column in sampled.overflow or len(cells) == sampled.rows:
-                return column
+        full = column and column not in taken and sampled.filled.get(column) == sampled.rows > 0
+        if full and (column in sampled.overflow or len(cells) == sampled.rows):
+            return column
     return None
 
 
@@ -598,13 +820,15 @@ def render(made: Guess, files: list[Path]) -> str:
     for fld in made.missing:
         if fld in ("biobank", "collection"):
             example = "bbmri-eric:ID:XX_BIOBANK" + (":collection:main" * (fld == "collection"))
-            out.append(f"# {fld} = {_q(example)}   # DECIDE: no column found; one value for all rows")
+            out.append(
+                f"# {fld} = {_q(example)}   # DECIDE: no column found; one value for all rows"
+            )
     out += ["", "[columns]"]
     for fld, column in made.columns.items():
         out.append(f"{_key(fld)} = {_q(column)}   # matched by {made.why.get(fld, 'name')}")
     for fld in made.missing:
         if fld not in ("biobank", "collection"):
-            out.append(f"# {fld} = \"COLUMN\"   # DECIDE: required, no column found")
+            out.append(f'# {fld} = "COLUMN"   # DECIDE: required, no column found')
     if made.unmatched:
         out += ["", "# Columns left out (never imported); map one by adding a line above:"]
         out += [f"#   {_q(c)}" for c in made.unmatched]
@@ -620,18 +844,18 @@ def render(made: Guess, files: list[Path]) -> str:
             out.append(f"{_q(local)} = {_q(code)}   # guessed")
         if open_:
             if fld == "diagnoses":
-                out.append("# not ICD-10 or ORPHA codes (map each to one, e.g. \"C50.9\"):")
+                out.append('# not ICD-10 or ORPHA codes (map each to one, e.g. "C50.9"):')
             else:
                 known = sorted(_TABLES().codes.codes(CODELIST[fld]))
                 choice = ", ".join(known) if len(known) <= 20 else f"a {CODELIST[fld]} code"
                 out.append(f"# DECIDE: values with no code yet (one of: {choice}):")
-            out += [f"# {_q(v)} = \"\"" for v in open_[:MAX_LISTED]]
+            out += [f'# {_q(v)} = ""' for v in open_[:MAX_LISTED]]
             if len(open_) > MAX_LISTED:
                 out.append(f"# ... and {len(open_) - MAX_LISTED} more")
     for fld, seen in made.decide.items():
         out += ["", f"# [values.{fld}]: these {fld} values are published as they are;"]
         out.append("# DECIDE: give each its BBMRI-ERIC Directory id, e.g.")
-        out += [f"# {_q(v)} = \"bbmri-eric:ID:...\"" for v in seen[:MAX_LISTED]]
+        out += [f'# {_q(v)} = "bbmri-eric:ID:..."' for v in seen[:MAX_LISTED]]
     return "\n".join(out) + "\n"
 
 
@@ -642,7 +866,8 @@ mapping_app = typer.Typer(help="Write and check mapping files for CSV/TSV export
 def init_command(
     files: Annotated[list[Path], typer.Argument(help="CSV/TSV export files (same header)")],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="mapping file to write (default FILE.mapping.toml)")
+        Path | None,
+        typer.Option("--out", "-o", help="mapping file to write (default FILE.mapping.toml)"),
     ] = None,
     kind: Annotated[
         str | None, typer.Option(help="sample, collection or biobank (default: guessed)")
