@@ -770,7 +770,9 @@ def guess(files: list[Path], kind: str | None = None, limit: int = SAMPLE_ROWS) 
                     made.values.setdefault(fld, {})[value] = found[0]
                 elif found[1] != "code":
                     made.mapped.setdefault(fld, {})[value] = found[0]
-                    sources[found[1]] += 1
+                    for source, table in _TABLES().tables.get(CODELIST[fld], []):
+                        if table.get(value) == found[0]:
+                            sources[source] += 1
         elif fld == "diagnoses":
             bad = [v for v in distinct if diagnosis(v) is None]
             if bad:
