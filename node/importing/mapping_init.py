@@ -554,6 +554,10 @@ def read_sample(files: list[Path], limit: int = SAMPLE_ROWS) -> Sampled:
     overflow: set[str] = set()
     rows = 0
     for path in files:
+        if path.suffix.lower() in (".xlsx", ".xls", ".ods"):
+            raise ConfigError(
+                f"{path}: mapping init reads CSV/TSV only; save the sheet as CSV (UTF-8) first"
+            )
         try:
             with path.open(encoding="utf-8-sig", newline="") as fh:
                 first = fh.readline()

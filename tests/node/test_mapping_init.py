@@ -129,3 +129,31 @@ def test_a_sync_service_export_maps_through_the_directory_tables(
     assert made.mapped["sample_types"]["WHOLE_BLOOD"] == "WholeBlood"
     assert not made.undecided
     assert json.dumps(made.values) == "{}"
+
+
+def test_the_2018_directory_collections_leave_only_chapters_to_decide(external: Path) -> None:
+    made = guess(
+        [
+            external
+            / "bbmri-eric-directory-2018/sample-data/bbmri_eric.xlsx.sheets"
+            / "eu_bbmri_eric_collections.csv"
+        ]
+    )
+    assert made.kind == "collection" and made.list_separator == ","
+    assert {"bbmri-eric-directory", "bbmri-eric-directory-2018"} <= set(made.sources)
+    assert made.columns["sample_types"] == "materials" and made.columns["biobank"] == "biobank"
+    assert "urn:miriam:icd:II" in made.undecided["diagnoses"]  # a chapter: no single code
+    assert made.undecided["sample_types"] == ["NAV"]  # "not available": no sample type
+    assert set(made.undecided) == {"diagnoses", "age.unit", "sample_types"}
+
+
+def test_refusals_exit_2_with_a_reason(tmp_path: Path) -> None:
+    sheet = tmp_path / "export.xlsx"
+    sheet.write_bytes(b"PK\x03\x04")
+    result = CliRunner().invoke(app, ["mapping", "init", str(sheet)])
+    assert result.exit_code == 2 and "CSV/TSV only" in result.output
+    csv_file = tmp_path / "a.csv"
+    csv_file.write_text("id,name\n1,x\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["mapping", "init", str(csv_file), "--kind", "donor"])
+    assert result.exit_code == 2 and "kind must be one of" in result.output
+    assert not (tmp_path / "a.mapping.toml").exists()
