@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from federation.generate import DATA, generate
 from node.cli import app
 from node.importing.mapping import Mapping
-from node.importing.mapping_init import guess, value_code
+from node.importing.mapping_init import guess, render, value_code
 from node.policy import Policy, write_default
 from node.preview import preview
 
@@ -157,3 +157,27 @@ def test_refusals_exit_2_with_a_reason(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["mapping", "init", str(csv_file), "--kind", "donor"])
     assert result.exit_code == 2 and "kind must be one of" in result.output
     assert not (tmp_path / "a.mapping.toml").exists()
+
+
+def test_columns_without_a_known_name_are_matched_by_their_values(tmp_path: Path) -> None:
+    export = tmp_path / "odd.csv"
+    export.write_text(
+        "F1,F2,F3,F4\n"
+        "S1,Serum,C50.9|ORPHA:558,DUO:0000042\n"
+        "S2,PLASMA,C18,DUO:0000042\n"
+        "S3,Serum,C50.9,DUO:0000007\n",
+        encoding="utf-8",
+    )
+    made = guess([export], kind="sample")
+    assert made.columns == {
+        "local_id": "F1",
+        "sample_type": "F2",
+        "diagnoses": "F3",
+        "use_conditions": "F4",
+    }
+    assert made.why["sample_type"] == "values" and made.list_separator == "|"
+    assert made.mapped["sample_type"] == {"PLASMA": "Plasma"}  # a Directory table knows it
+    assert made.missing == ["biobank", "collection"]
+    text = render(made, [export])
+    assert '# biobank = "bbmri-eric:ID:XX_BIOBANK"   # DECIDE' in text
+    assert Mapping.from_dict(tomllib.loads(text)).columns == made.columns
