@@ -23,6 +23,7 @@ from rich.progress import (
 
 from node import groups, store
 from node.home import Home, NodeConfig, init_home
+from node.importing.mapping_init import mapping_app
 from node.monitor import monitor_command
 from node.policy import Policy
 from node.preview import preview_command
@@ -527,6 +528,7 @@ def recover(
 # commands that live in their own modules (registered last: they list after the core ones)
 app.command("preview")(preview_command)
 app.command("monitor")(monitor_command)
+app.add_typer(mapping_app, name="mapping")
 
 
 def main() -> None:

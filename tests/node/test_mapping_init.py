@@ -1,0 +1,183 @@
+"""`biobank-node mapping init`: a mapping guessed from an export, then checked by preview."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from federation.generate import DATA, generate
+from node.cli import app
+from node.importing.mapping import Mapping
+from node.importing.mapping_init import guess, render, value_code
+from node.policy import Policy, write_default
+from node.preview import preview
+
+COUNTRIES = sorted(p.stem for p in (DATA / "countries").glob("*.json"))
+EMX2 = "molgenis-emx2-directory/data/biobank-directory/demo"
+SYNC = "samply-directory-sync-service/ci/data/output/miabis_100_patients/DirectoryCollections.csv"
+
+
+def _init(*args: str) -> str:
+    result = CliRunner().invoke(app, ["mapping", "init", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _problems(files: list[Path], mapping: Path, home: Path) -> int:
+    write_default(home / "policy.toml")
+    policy = Policy.load(home / "policy.toml")
+    return preview(files, policy, mapping_path=mapping).problems
+
+
+@pytest.mark.parametrize("country", COUNTRIES)
+def test_each_demo_flavour_gets_a_mapping_that_previews_without_problems(
+    country: str, tmp_path: Path
+) -> None:
+    export = generate(country, 1500, 7, tmp_path / "export")
+    out = tmp_path / "guess.toml"
+    said = _init(str(export.samples_csv), "--out", str(out))
+    assert "kind sample, 12 column(s) mapped, 0 left out" in said
+    guessed = tomllib.loads(out.read_text(encoding="utf-8"))
+    truth = tomllib.loads(export.samples_mapping.read_text(encoding="utf-8"))
+    # the generator's own mapping is the answer key: same columns, no wrong value
+    assert guessed["columns"] == truth["columns"]
+    assert guessed["delimiter"] == truth["delimiter"]
+    for fld, table in guessed.get("values", {}).items():
+        for local, code in table.items():
+            assert truth["values"][fld].get(local, local) == code, (fld, local)
+    assert _problems([export.samples_csv], out, tmp_path) == 0
+    # the site and study names are left to the operator, listed as decisions
+    text = out.read_text(encoding="utf-8")
+    assert "# [values.biobank]" in text and "DECIDE" in text
+
+
+def test_an_unknown_value_is_listed_as_a_decision_and_previewed_as_a_problem(
+    tmp_path: Path,
+) -> None:
+    export = tmp_path / "lims.csv"
+    export.write_text(
+        "Proben-ID;Spender-Pseudonym;Standort;Sammlung;Material;Geschlecht;Alter;Notiz\n"
+        "P1;D1;Nord;Krebs;Vollblut;w;50;frei\n"
+        "P2;D2;Nord;Krebs;Zauberpulver;m;61;text\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "lims.mapping.toml"
+    _init(str(export))
+    text = out.read_text(encoding="utf-8")
+    assert '# "Zauberpulver" = ""' in text
+    assert '"Vollblut" = "WholeBlood"' in text
+    assert '#   "Notiz"' in text  # left out: never imported
+    mapping = Mapping.load(out)
+    assert "Notiz" not in mapping.columns.values()
+    assert mapping.columns["age"] == "Alter" and mapping.values["sex"] == {
+        "w": "female",
+        "m": "male",
+    }
+    assert _problems([export], out, tmp_path) == 1
+    # an existing mapping is not overwritten without --force
+    refused = CliRunner().invoke(app, ["mapping", "init", str(export)])
+    assert refused.exit_code == 2 and "exists" in refused.output
+    assert out.read_text(encoding="utf-8") == text
+
+
+def test_values_name_temperatures_and_codes() -> None:
+    assert value_code("storage-temperature", "-80 °C") == ("-60to-85", "guessed")
+    assert value_code("storage-temperature", "2-8 °C") == ("2to10", "guessed")
+    assert value_code("storage-temperature", "-20C Freezer") == ("-18to-35", "guessed")
+    assert value_code("storage-temperature", "LN2 Vapour") == ("LN", "guessed")
+    assert value_code("sample-type", "Serum") == ("Serum", "code")
+    assert value_code("sample-type", "WHOLE_BLOOD") == ("WholeBlood", "bbmri-eric-directory")
+    assert value_code("sample-type", "Zauberpulver") is None
+
+
+def test_directory_collections_give_a_useful_partial_mapping(
+    external: Path, tmp_path: Path
+) -> None:
+    source = external / EMX2 / "Collections.csv"
+    out = tmp_path / "collections.toml"
+    _init(str(source), "--out", str(out))
+    mapping = Mapping.load(out)
+    assert mapping.kind == "collection" and mapping.list_separator == ","
+    assert "bbmri-eric-directory" in mapping.sources
+    for fld, column in {
+        "id": "id",
+        "biobank": "biobank",
+        "sample_types": "materials",
+        "storage_temperatures": "storage_temperatures",
+        "sex": "sex",
+        "age.min": "age_low",
+        "age.max": "age_high",
+        "use_conditions": "data_use",
+    }.items():
+        assert mapping.columns[fld] == column
+    text = out.read_text(encoding="utf-8")
+    assert '# "accredited" = ""' in text  # the one value with no code
+    # the only problems preview finds are that listed decision (one per row)
+    assert _problems([source], out, tmp_path) == 3
+
+
+def test_a_sync_service_export_maps_through_the_directory_tables(
+    external: Path, tmp_path: Path
+) -> None:
+    made = guess([external / SYNC])
+    assert made.kind == "collection" and made.delimiter == ";" and made.list_separator == ","
+    assert made.missing == ["biobank"]  # no biobank column: a decision
+    assert made.mapped["sample_types"]["WHOLE_BLOOD"] == "WholeBlood"
+    assert not made.undecided
+    assert json.dumps(made.values) == "{}"
+
+
+def test_the_2018_directory_collections_leave_only_chapters_to_decide(external: Path) -> None:
+    made = guess(
+        [
+            external
+            / "bbmri-eric-directory-2018/sample-data/bbmri_eric.xlsx.sheets"
+            / "eu_bbmri_eric_collections.csv"
+        ]
+    )
+    assert made.kind == "collection" and made.list_separator == ","
+    assert {"bbmri-eric-directory", "bbmri-eric-directory-2018"} <= set(made.sources)
+    assert made.columns["sample_types"] == "materials" and made.columns["biobank"] == "biobank"
+    assert "urn:miriam:icd:II" in made.undecided["diagnoses"]  # a chapter: no single code
+    assert made.undecided["sample_types"] == ["NAV"]  # "not available": no sample type
+    assert set(made.undecided) == {"diagnoses", "age.unit", "sample_types"}
+
+
+def test_refusals_exit_2_with_a_reason(tmp_path: Path) -> None:
+    sheet = tmp_path / "export.xlsx"
+    sheet.write_bytes(b"PK\x03\x04")
+    result = CliRunner().invoke(app, ["mapping", "init", str(sheet)])
+    assert result.exit_code == 2 and "CSV/TSV only" in result.output
+    csv_file = tmp_path / "a.csv"
+    csv_file.write_text("id,name\n1,x\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["mapping", "init", str(csv_file), "--kind", "donor"])
+    assert result.exit_code == 2 and "kind must be one of" in result.output
+    assert not (tmp_path / "a.mapping.toml").exists()
+
+
+def test_columns_without_a_known_name_are_matched_by_their_values(tmp_path: Path) -> None:
+    export = tmp_path / "odd.csv"
+    export.write_text(
+        "F1,F2,F3,F4\n"
+        "S1,Serum,C50.9|ORPHA:558,DUO:0000042\n"
+        "S2,PLASMA,C18,DUO:0000042\n"
+        "S3,Serum,C50.9,DUO:0000007\n",
+        encoding="utf-8",
+    )
+    made = guess([export], kind="sample")
+    assert made.columns == {
+        "local_id": "F1",
+        "sample_type": "F2",
+        "diagnoses": "F3",
+        "use_conditions": "F4",
+    }
+    assert made.why["sample_type"] == "values" and made.list_separator == "|"
+    assert made.mapped["sample_type"] == {"PLASMA": "Plasma"}  # a Directory table knows it
+    assert made.missing == ["biobank", "collection"]
+    text = render(made, [export])
+    assert '# biobank = "bbmri-eric:ID:XX_BIOBANK"   # DECIDE' in text
+    assert Mapping.from_dict(tomllib.loads(text)).columns == made.columns
