@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
+from functools import cache
+from importlib import resources
 
 from node.importing.codes import Codes, diagnosis
 from protocol.errors import Problem
 
-__all__ = ["CODED", "INTEGERS", "LISTS", "build"]
+__all__ = ["CODED", "INTEGERS", "LISTS", "build", "diagnosis_or_group"]
+
+_BLOCK = re.compile(r"^([A-Z][0-9]{2})-([A-Z][0-9]{2})$")
 
 CODED = {
     "sample_types": "sample-type",
@@ -106,8 +111,8 @@ def _one(
     dropped: Callable[[str, object], None] | None,
 ) -> object | None:
     if fld == "diagnoses":
-        code: object | None = diagnosis(value)
-        reason = "not an ICD-10 or ORPHA code"
+        code: object | None = diagnosis_or_group(value)
+        reason = "not an ICD-10 code, block or chapter, or an ORPHA code"
     else:
         code = codes.map(CODED[fld], value, sources)
         reason = f"unknown code {value!r} for {fld}"
@@ -117,6 +122,33 @@ def _one(
         else:
             bad(fld, value, reason)
     return code
+
+
+@cache
+def _chapters() -> dict[str, str]:
+    """ICD-10 chapter number (roman) -> its code range (``II`` -> ``C00-D48``)."""
+    path = resources.files("schemas").joinpath("codelists", "icd10-chapter.json")
+    data = json.loads(path.read_text("utf-8"))
+    return {str(c["code"]): str(c["range"]) for c in data["codes"] if c.get("range")}
+
+
+def diagnosis_or_group(value: str) -> dict[str, str] | None:
+    """A diagnosis as :func:`node.importing.codes.diagnosis`, or an ICD-10 block
+    (``C76-C80``) or chapter (``II``, as its block ``C00-D48``), with or without the
+    ``urn:miriam:icd:`` prefix: the schema accepts blocks wherever it accepts codes."""
+    found = diagnosis(value)
+    if found is not None:
+        return found
+    text = value.strip()
+    if text.lower().startswith("urn:miriam:icd:"):
+        text = text[len("urn:miriam:icd:") :]
+    text = text.strip().upper()
+    if _BLOCK.match(text):
+        return {"system": "ICD-10", "code": text}
+    chapter = _chapters().get(text)
+    if chapter is not None:
+        return {"system": "ICD-10", "code": chapter}
+    return None
 
 
 def _dedupe(items: list[object]) -> list[object]:
