@@ -163,7 +163,7 @@ def import_(
     except BiobankError as exc:
         _fail(exc)
     for line in report.inferred:
-        err.print(f"role: {line}", highlight=False)
+        err.print(f"role: {line}", highlight=False, soft_wrap=True)
     for problem in report.problems:
         print(f"problem: {problem}")
     for what, count in sorted(report.ignored.items()):

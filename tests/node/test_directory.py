@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import sqlite3
 from pathlib import Path
 
@@ -57,3 +58,61 @@ def test_directory_2018_snapshot_collections(tmp_path: Path, external: Path) -> 
     report = run_import(home, files, fmt="directory", skip_invalid=True)
     assert report.applied and report.published["collection"] > 1000
     assert all(p.location.startswith("eu_bbmri_eric_") for p in report.problems)
+
+
+NATIONAL = {
+    "biobank": "biobanks",
+    "contact": "contact_person",
+    "juridical_person": "juristic_person",
+}
+
+
+def national_export(external: Path, out: Path) -> list[Path]:
+    """The demo export as a national node changes it: plural biobank references, contacts
+    as ``contact_person``, ``juristic_person``, ICD-10 chapters and blocks as MIRIAM URNs,
+    "not available" codes, and an age unit without bounds."""
+    diagnoses = [
+        "urn:miriam:icd:II",
+        "urn:miriam:icd:C76-C80,NAV_DIAG",
+        "E70-E90,NI,ORPHA:3000",
+    ]
+    files = []
+    for name in ("Biobanks.csv", "Collections.csv", "Persons.csv"):
+        with (external / DEMO / name).open(encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        header = [NATIONAL.get(h, h) for h in rows[0]]
+        path = out / f"national_{name}"
+        with path.open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            for i, row in enumerate(rows):
+                if name == "Collections.csv":
+                    row["diagnosis_available"] = diagnoses[i % 3]
+                    row["age_low"] = row["age_high"] = ""  # the unit stays, alone
+                writer.writerow(row.values())
+        files.append(path)
+    return files
+
+
+def test_a_national_variant_imports_with_no_mapping(tmp_path: Path, external: Path) -> None:
+    home, _ = make_home(tmp_path)
+    files = national_export(external, tmp_path)
+    report = run_import(home, files)
+    assert report.problems == [] and report.published == {"biobank": 3, "collection": 3}
+    assert (
+        "national_Collections.csv: read as Directory collection table because it has id "
+        "and a 'biobanks' column referencing biobanks" in report.inferred
+    )
+    assert report.ignored["collection diagnoses: 'not available' code 'NAV_DIAG' left out"] == 1
+    assert report.ignored["collection diagnoses: 'not available' code 'NI' left out"] == 1
+    colls = _latest(home.db_path, "collection")
+    diagnoses = sorted(
+        (d["code"] for c in colls.values() for d in c["diagnoses"]),  # type: ignore[attr-defined]
+    )
+    assert diagnoses == ["C00-D48", "C76-C80", "E70-E90", "ORPHA:3000"]
+    assert all("age" not in c for c in colls.values())
+    assert all(c["contact"]["email"] for c in colls.values())  # type: ignore[index]
+    bb = _latest(home.db_path, "biobank")["bbmri-eric:ID:DE_biobank1"]
+    assert bb["juristic_person"] == "A university"
+    assert bb["contact"]["name"] == "Contact Biobank1"  # type: ignore[index]
+    assert run_import(home, files).appended == 0
