@@ -7,8 +7,11 @@ import sqlite3
 from pathlib import Path
 
 import orjson
+import pytest
 
 from node.importing.importer import run_import
+from node.importing.mapping import Mapping
+from protocol.errors import ConfigError
 from tests.node.node_support import make_home
 
 DEMO = "molgenis-emx2-directory/data/biobank-directory/demo"
@@ -116,3 +119,77 @@ def test_a_national_variant_imports_with_no_mapping(tmp_path: Path, external: Pa
     assert bb["juristic_person"] == "A university"
     assert bb["contact"]["name"] == "Contact Biobank1"  # type: ignore[index]
     assert run_import(home, files).appended == 0
+
+
+JOINED = """
+kind = "biobank"
+
+[[join]]
+file = "Persons.csv"   # next to this mapping file
+on = "contact"         # the export's column holding a persons id
+key = "id"             # the column of Persons.csv it matches
+as = "person"          # its columns are person.email, person.last_name, ...
+
+[columns]
+id = "id"
+name = "name"
+country = "country"
+juristic_person = "juridical_person"
+"contact.email" = "person.email"
+"contact.name" = "person.last_name"
+"contact.role" = "person.role"
+"""
+
+
+def test_a_mapping_joins_contacts_from_the_persons_table(tmp_path: Path, external: Path) -> None:
+    for name in ("Biobanks.csv", "Persons.csv"):
+        (tmp_path / name).write_bytes((external / DEMO / name).read_bytes())
+    mapping_path = tmp_path / "biobanks.toml"
+    mapping_path.write_text(JOINED, encoding="utf-8")
+    mapping = Mapping.load(mapping_path)
+    home, _ = make_home(tmp_path)
+    report = run_import(home, [tmp_path / "Biobanks.csv"], mapping=mapping)
+    assert report.problems == [] and report.published == {"biobank": 3}
+    one = _latest(home.db_path, "biobank")["bbmri-eric:ID:DE_biobank1"]
+    assert one["contact"] == {  # from the Persons.csv row bbmri-eric:contactID:contact_bb1
+        "email": "redacted@example.org",
+        "name": "Biobank1",
+        "role": "Contact person",
+    }
+    # only the mapped joined columns reach a record (person.phone, person.country do not)
+    assert set(one) <= {"id", "name", "country", "juristic_person", "contact"}
+    # a key the persons table lacks is a problem naming the export's column
+    text = (tmp_path / "Biobanks.csv").read_text(encoding="utf-8")
+    broken = tmp_path / "Broken.csv"
+    broken.write_text(text.replace("contactID:contact_bb1", "contactID:nobody"), "utf-8")
+    bad = run_import(home, [broken], mapping=mapping)
+    assert not bad.applied
+    assert [(p.field, p.value) for p in bad.problems] == [
+        ("contact", "bbmri-eric:contactID:nobody")
+    ]
+    assert "no row of Persons.csv has id" in bad.problems[0].reason
+
+
+def test_join_mistakes_are_configuration_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="for biobank and collection mappings"):
+        Mapping.from_dict(
+            {"kind": "sample", "columns": {"local_id": "a"}, "join": [{}]}, "m", tmp_path
+        )
+    with pytest.raises(ConfigError, match="needs on, key"):
+        Mapping.from_dict(
+            {"kind": "biobank", "columns": {"id": "a"}, "join": [{"file": "p.csv"}]}, "m"
+        )
+    (tmp_path / "p.csv").write_text("id,email\nx,a@b.org\nx,c@d.org\n", encoding="utf-8")
+    (tmp_path / "b.csv").write_text("id,name,contact\nB1,One,x\n", encoding="utf-8")
+    mapping = Mapping.from_dict(
+        {
+            "kind": "biobank",
+            "columns": {"id": "id", "name": "name", "contact.email": "p.email"},
+            "join": [{"file": "p.csv", "on": "contact", "key": "id"}],
+        },
+        "m",
+        tmp_path,
+    )
+    home, _ = make_home(tmp_path)
+    with pytest.raises(ConfigError, match="'x' occurs twice in p.csv"):
+        run_import(home, [tmp_path / "b.csv"], mapping=mapping)
