@@ -63,7 +63,7 @@ def read(
             )
         return 0
     used = set(mapping.columns.values())
-    for column in header[:own]:
+    for column in list(header)[:own]:
         if column not in used:
             sink.ignored(f"{path.name}: column {column!r} is not in the mapping (never published)")
     if sampled:
