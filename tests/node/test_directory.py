@@ -193,3 +193,25 @@ def test_join_mistakes_are_configuration_errors(tmp_path: Path) -> None:
     home, _ = make_home(tmp_path)
     with pytest.raises(ConfigError, match="'x' occurs twice in p.csv"):
         run_import(home, [tmp_path / "b.csv"], mapping=mapping)
+
+
+def test_an_empty_translation_drops_a_value_on_purpose(tmp_path: Path) -> None:
+    (tmp_path / "b.csv").write_text(
+        "id,name,country,mail,acronym\nB1,One,DE,a@b.org,ONE\nB2,Two,NL,c@d.org,NI\n", "utf-8"
+    )
+    raw = {
+        "kind": "biobank",
+        "columns": {
+            "id": "id",
+            "name": "name",
+            "country": "country",
+            "contact.email": "mail",
+            "acronym": "acronym",
+        },
+    }
+    home, _ = make_home(tmp_path)
+    dropping = Mapping.from_dict({**raw, "values": {"acronym": {"NI": ""}}})
+    report = run_import(home, [tmp_path / "b.csv"], mapping=dropping)
+    assert report.problems == [] and report.published == {"biobank": 2}
+    biobanks = _latest(home.db_path, "biobank")
+    assert biobanks["B1"]["acronym"] == "ONE" and "acronym" not in biobanks["B2"]
