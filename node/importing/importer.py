@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from node import groups, highwater, store
 from node.groups import Pending
 from node.home import Home
@@ -282,7 +284,21 @@ _KNOWN_BIOBANKS = (
 
 def _references(conn: sqlite3.Connection, stage: Staging, report: ImportReport) -> None:
     """A collection whose biobank is neither in this import nor published is a problem
-    (it would be a card without a biobank); samples of such biobanks get a note."""
+    (it would be a card without a biobank); samples of such biobanks get a note.
+
+    Staged biobanks are schema-checked first (few; the differ checks them again): an
+    invalid one is not "in the import", so its collections are problems too, reported
+    in the same pass as the biobank's own problems.
+    """
+    validate = SchemaSet.default().problems
+    for id, text, location in conn.execute(
+        "SELECT id, content, location FROM others WHERE kind = 'biobank'"
+    ).fetchall():
+        checked = encode.encode_content(validate, "biobank", orjson.loads(text), location)
+        if isinstance(checked, list):
+            for problem in checked:
+                stage.problem(problem, "biobank", id)
+            conn.execute("DELETE FROM others WHERE kind = 'biobank' AND id = ?", (id,))
     for id, biobank, location in conn.execute(
         "SELECT id, biobank, location FROM others WHERE kind = 'collection' "
         f"AND biobank NOT IN ({_KNOWN_BIOBANKS})"

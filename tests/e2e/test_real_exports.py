@@ -19,7 +19,7 @@ from node.cli import app as node_cli
 from node.settings import NodeSettings
 from tests.catalogue.conftest import make_settings
 from tests.node.node_support import ORIGIN, make_home
-from tests.node.test_directory import DEMO, national_export
+from tests.node.test_directory import DEMO, national_2018, national_export
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -107,3 +107,45 @@ def test_a_national_directory_export_imports_serves_and_is_found(
         for country, count in tally["per_country"].items():
             by_country = _search(client, country=country)
             assert by_country["collections"]["total"] == count
+
+
+def test_the_2018_directory_as_a_national_export_is_found_country_by_country(
+    tmp_path: Path, external: Path
+) -> None:
+    """About 550 biobanks and 1,500 collections: every country's collection count in
+    search is the raw files' count (the one biobank without a contact is skipped)."""
+    home, vkey = make_home(tmp_path)
+    files, _ = national_2018(external, tmp_path)
+    biobanks = {r["id"]: r for r in _rows(files[0]) if r["contact_person"]}
+    iso = {"UK": "GB", "EL": "GR"}  # the Directory's EU country codes, as ISO 3166
+    per_country = Counter(
+        iso.get(c, c) for c in (biobanks[r["biobanks"]]["country"] for r in _rows(files[1]))
+    )
+    runner = CliRunner()
+    args = ["import", "--home", str(home.path), "--skip-invalid"]
+    roles = [f"{files[0]}:biobanks", f"{files[1]}:collections", f"{files[2]}:persons"]
+    imported = runner.invoke(node_cli, [*args, *roles])
+    assert imported.exit_code == 1  # the skipped biobank row is reported
+    assert "role:" not in imported.output
+    settings = make_settings(f"sqlite:///{tmp_path / 'catalogue.db'}", tmp_path / "cat-home")
+    env = {
+        "CATALOGUE_DATABASE_URL": settings.database_url,
+        "CATALOGUE_HOME": str(settings.home),
+        "CATALOGUE_ORIGIN": settings.origin,
+        "CATALOGUE_ADMIN_TOKEN": "",
+    }
+    with live_server(create_node_app(NodeSettings(home=home.path))) as node:
+        assert (
+            runner.invoke(catalogue_cli, ["enrol", node.url, "--key", vkey], env=env).exit_code == 0
+        )
+        harvested = runner.invoke(catalogue_cli, ["harvest"], env=env)
+        assert harvested.exit_code == 0, harvested.output
+        size = len(biobanks) + sum(per_country.values())
+        assert f"{ORIGIN}: ok, size {size} (+{size})" in harvested.output
+    with (
+        live_server(create_app(settings)) as cat,
+        httpx.Client(base_url=cat.url, timeout=30) as client,
+    ):
+        assert _search(client)["collections"]["total"] == sum(per_country.values()) == 1488
+        for country, count in sorted(per_country.items()):
+            assert _search(client, country=country)["collections"]["total"] == count, country
