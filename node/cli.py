@@ -112,9 +112,15 @@ def init(
 
 @app.command("import")
 def import_(
-    files: Annotated[list[Path], typer.Argument(help="export files")],
+    files: Annotated[list[Path], typer.Argument(help="export files, each optionally as FILE:ROLE")],
     home: HomeOpt = Path("node-home"),
     format: Annotated[str | None, typer.Option(help="csv|tsv|fhir|directory")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind", help="role of every file: biobanks|collections|samples|persons|fhir"
+        ),
+    ] = None,
     mapping: Annotated[Path | None, typer.Option(help="mapping file (TOML)")] = None,
     snapshot: Annotated[
         bool, typer.Option(help="the files are a full snapshot: withdraw records no longer present")
@@ -129,14 +135,25 @@ def import_(
 ) -> None:
     """Import exports into the holding; publish the group change set once it involves k donors."""
     from node.importing import Mapping, run_import
+    from node.importing.importer import ROLES, parse_file_role
 
     try:
         opened = Home.open(home)
         loaded = Mapping.load(mapping) if mapping else None
+        if kind is not None and kind.strip().lower() not in ROLES:
+            raise ConfigError(f"--kind {kind!r}: use one of {', '.join(sorted(ROLES))}")
+        roles: dict[Path, str] = {}
+        paths: list[Path] = []
+        for arg in files:
+            path, role = parse_file_role(str(arg))
+            paths.append(path)
+            if role or kind:
+                roles[path] = role or ROLES[str(kind).strip().lower()]
         with _progress(progress or err.is_terminal) as (advance, phase_start):
             report = run_import(
                 opened,
-                files,
+                paths,
+                roles=roles,
                 fmt=format,
                 mapping=loaded,
                 snapshot=snapshot,
@@ -146,6 +163,8 @@ def import_(
             )
     except BiobankError as exc:
         _fail(exc)
+    for line in report.inferred:
+        err.print(f"role: {line}", highlight=False, soft_wrap=True)
     for problem in report.problems:
         print(f"problem: {problem}")
     for what, count in sorted(report.ignored.items()):

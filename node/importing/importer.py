@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from node import groups, highwater, store
 from node.groups import Pending
 from node.home import Home
@@ -29,15 +31,30 @@ from protocol.schema import SchemaSet
 
 __all__ = [
     "FORMATS",
+    "ROLES",
     "ImportReport",
     "PhaseStart",
     "Progress",
     "detect_format",
+    "parse_file_role",
     "read_files",
     "run_import",
 ]
 
 FORMATS = ("csv", "tsv", "fhir", "directory", "beacon", "xlsx")
+# a file's role as an operator names it -> the role the readers use
+ROLES = {
+    "biobanks": "biobank",
+    "biobank": "biobank",
+    "collections": "collection",
+    "collection": "collection",
+    "samples": "sample",
+    "sample": "sample",
+    "persons": "persons",
+    "contacts": "persons",
+    "fhir": "fhir",
+    "beacon": "beacon",
+}
 # progress(phase, rows done since the last call); phase_start(phase, total rows or None)
 Progress = Callable[[str, int], None]
 PhaseStart = Callable[[str, "int | None"], None]
@@ -60,6 +77,7 @@ class ImportReport:
     pending: Pending | None = None
     erased_skipped: int = 0
     notes: list[str] = field(default_factory=list)
+    inferred: list[str] = field(default_factory=list)
     applied: bool = False
     size_before: int = 0
     size_after: int = 0
@@ -99,6 +117,36 @@ def detect_format(path: Path, mapping: Mapping | None) -> str:
     return "directory"
 
 
+def parse_file_role(arg: str) -> tuple[Path, str | None]:
+    """``FILE:ROLE`` -> (FILE, role); a plain FILE (or one whose own name holds a colon)
+    -> (FILE, None). The role must be one of :data:`ROLES`."""
+    head, sep, tail = arg.rpartition(":")
+    if not sep or not head or Path(arg).exists():
+        return Path(arg), None
+    role = ROLES.get(tail.strip().lower())
+    if role is None:
+        raise ConfigError(f"{arg}: unknown role {tail!r}; use one of {', '.join(sorted(ROLES))}")
+    return Path(head), role
+
+
+def _format_for(path: Path, role: str | None, fmt: str | None, mapping: Mapping | None) -> str:
+    """The reader for ``path`` given its explicit role (None: inferred)."""
+    if role is None:
+        return fmt or detect_format(path, mapping)
+    if role in ("fhir", "beacon"):
+        return role
+    if mapping is not None and role != "persons":
+        if role != mapping.kind:
+            raise ConfigError(
+                f"{path.name}: role {role} but the mapping is for {mapping.kind} rows; "
+                "give each mapping its own import"
+            )
+        return fmt if fmt in ("csv", "tsv", "xlsx") else detect_format(path, mapping)
+    if role == "sample":
+        raise ConfigError(f"{path.name}: sample files need --mapping MAP (see node/README.md)")
+    return "directory"
+
+
 def read_files(
     files: list[Path],
     fmt: str | None,
@@ -106,12 +154,35 @@ def read_files(
     sink: Sink,
     codes: Codes,
     helper: ImportHelper | None = None,
+    roles: dict[Path, str] | None = None,
+    inferred: list[str] | None = None,
 ) -> int:
-    """Run the right reader over every file; return the number of rows/entries read."""
+    """Run the right reader over every file; return the number of rows/entries read.
+
+    ``roles`` gives files their role (see :data:`ROLES`); the others have it inferred,
+    and each inference is appended to ``inferred`` as a sentence saying why.
+    """
     rows = 0
+    roles = roles or {}
     groups: dict[str, list[Path]] = {}
     for path in files:
-        groups.setdefault(fmt or detect_format(path, mapping), []).append(path)
+        kind = _format_for(path, roles.get(path), fmt, mapping)
+        if inferred is not None and path not in roles and fmt is None:
+            if kind == "fhir":
+                inferred.append(
+                    f"{path.name}: read as a FHIR document (a .json file that is not Beacon v2)"
+                )
+            elif kind == "beacon":
+                inferred.append(
+                    f"{path.name}: read as Beacon v2 biosamples/individuals (a JSON array, or "
+                    "Beacon keys without a FHIR resourceType)"
+                )
+            elif kind in ("csv", "tsv", "xlsx"):
+                inferred.append(
+                    f"{path.name}: read as {mapping.kind if mapping else '?'} rows "
+                    f"({kind}; the mapping's kind)"
+                )
+        groups.setdefault(kind, []).append(path)
     for kind, paths in groups.items():
         if kind not in FORMATS:
             raise ConfigError(f"unknown format {kind!r}; use one of {', '.join(FORMATS)}")
@@ -128,7 +199,12 @@ def read_files(
         elif kind == "fhir":
             rows += fhir.read(paths, sink, codes)
         else:
-            rows += directory.read(paths, sink, codes)
+
+            def note(path: Path, role: str, why: str) -> None:
+                if inferred is not None:
+                    inferred.append(f"{path.name}: read as Directory {role} table because {why}")
+
+            rows += directory.read(paths, sink, codes, roles, note)
     return rows
 
 
@@ -142,6 +218,7 @@ def run_import(
     skip_invalid: bool = False,
     progress: Progress | None = None,
     phase_start: PhaseStart | None = None,
+    roles: dict[Path, str] | None = None,
 ) -> ImportReport:
     """Import ``files``; publish nothing unless every record is valid or ``skip_invalid``.
 
@@ -149,6 +226,8 @@ def run_import(
     publish changed biobank and collection records, merge the staged samples into the
     holding, apply the privacy policy over the whole holding and publish the group change
     set when it involves at least k donors (else it waits). A failure changes nothing.
+    ``roles`` gives files their role; inferred roles are listed in ``report.inferred``.
+    A collection whose biobank is neither in the import nor published is a problem.
     """
     for path in files:
         if not path.is_file():
@@ -169,7 +248,7 @@ def run_import(
             and sum(p.stat().st_size for p in files) >= encode.HELPER_MIN_BYTES
         ):
             helper = ImportHelper()  # checks rows of big sample files beside the reader
-        stage = _stage(conn, files, fmt, mapping, helper, progress, report)
+        stage = _stage(conn, files, fmt, mapping, helper, progress, report, roles)
         if report.problems and not skip_invalid:
             return report
         if conn.in_transaction:  # (a reader's executescript may have committed it already)
@@ -197,16 +276,69 @@ def _stage(
     helper: ImportHelper | None,
     progress: Progress | None,
     report: ImportReport,
+    roles: dict[Path, str] | None = None,
 ) -> Staging:
     """Read every file into the staging tables; count rows, problems, ignored."""
     stage = Staging(conn, "staging", progress)
-    report.rows = read_files(files, fmt, mapping, stage, Codes.default(), helper)
+    report.rows = read_files(
+        files, fmt, mapping, stage, Codes.default(), helper, roles, report.inferred
+    )
     stage.duplicates()
+    _references(conn, stage, report)
     report.staged_samples = conn.execute("SELECT count(*) FROM staging").fetchone()[0]
     report.staged_records = conn.execute("SELECT count(*) FROM others").fetchone()[0]
     report.ignored = stage.ignored_counts
     report.problems = list(stage.problems)
     return stage
+
+
+_KNOWN_BIOBANKS = (
+    "SELECT id FROM others WHERE kind = 'biobank' "
+    "UNION SELECT id FROM records WHERE kind = 'biobank' AND live = 1"
+)
+
+
+def _references(conn: sqlite3.Connection, stage: Staging, report: ImportReport) -> None:
+    """A collection whose biobank is neither in this import nor published is a problem
+    (it would be a card without a biobank); samples of such biobanks get a note.
+
+    Staged biobanks are schema-checked first (few; the differ checks them again): an
+    invalid one is not "in the import", so its collections are problems too, reported
+    in the same pass as the biobank's own problems.
+    """
+    validate = SchemaSet.default().problems
+    for id, text, location in conn.execute(
+        "SELECT id, content, location FROM others WHERE kind = 'biobank'"
+    ).fetchall():
+        checked = encode.encode_content(validate, "biobank", orjson.loads(text), location)
+        if isinstance(checked, list):
+            for problem in checked:
+                stage.problem(problem, "biobank", id)
+            conn.execute("DELETE FROM others WHERE kind = 'biobank' AND id = ?", (id,))
+    for id, biobank, location in conn.execute(
+        "SELECT id, biobank, location FROM others WHERE kind = 'collection' "
+        f"AND biobank NOT IN ({_KNOWN_BIOBANKS})"
+    ).fetchall():
+        stage.problem(
+            Problem(
+                location,
+                "biobank",
+                biobank,
+                f"collection {id}: its biobank {biobank} is neither in this import nor "
+                "published (import the biobanks file with it)",
+            ),
+            "collection",
+            id,
+        )
+        conn.execute("DELETE FROM others WHERE kind = 'collection' AND id = ?", (id,))
+    for biobank, count in conn.execute(
+        "SELECT biobank, count(*) FROM staging "
+        f"WHERE biobank NOT IN ({_KNOWN_BIOBANKS}) GROUP BY biobank ORDER BY biobank"
+    ).fetchall():
+        report.notes.append(
+            f"{count} sample(s) of biobank {biobank}, which is neither in this import nor "
+            "published: their groups carry no biobank record"
+        )
 
 
 def _apply(

@@ -6,13 +6,16 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol.errors import ConfigError
+from node.importing.sources.base import read_table
+from protocol.errors import ConfigError, Problem
 
 __all__ = [
     "ALIASES",
     "BIOBANK_FIELDS",
     "COLLECTION_FIELDS",
     "FIELDS",
+    "Join",
+    "Joiner",
     "LIST_FIELDS",
     "Mapping",
     "SAMPLE_FIELDS",
@@ -114,6 +117,105 @@ FIELDS = {"sample": SAMPLE_FIELDS, "biobank": BIOBANK_FIELDS, "collection": COLL
 
 
 @dataclass(frozen=True)
+class Join:
+    """Look values up in another file: the row of ``file`` whose ``key`` column equals
+    this export's ``on`` column; its columns are named ``NAME.column`` in [columns]."""
+
+    file: Path
+    on: str
+    key: str
+    name: str
+
+
+class Joiner:
+    """The joined files of a mapping, read once: widens headers and rows by the joined
+    columns (``NAME.column``). A key in ``on`` that the joined file lacks is a problem."""
+
+    def __init__(self, joins: tuple[Join, ...]) -> None:
+        self.joins = joins
+        self.tables: list[tuple[Join, list[str], dict[str, dict[str, str]]]] = []
+        for join in joins:
+            if not join.file.is_file():
+                raise ConfigError(f"mapping join {join.name!r}: no such file {join.file}")
+            rows = read_table(join.file, "\t" if join.file.suffix == ".tsv" else ",")
+            _, header, problems = next(rows)
+            if header is None or problems or join.key not in header:
+                raise ConfigError(
+                    f"mapping join {join.name!r}: {join.file.name} has no readable "
+                    f"header with a {join.key!r} column"
+                )
+            table: dict[str, dict[str, str]] = {}
+            for loc, row, row_problems in rows:
+                if row is None or row_problems:
+                    raise ConfigError(f"mapping join {join.name!r}: {loc} is unreadable")
+                value = row.get(join.key, "").strip()
+                if value in table:
+                    raise ConfigError(
+                        f"mapping join {join.name!r}: {join.key} {value!r} occurs twice "
+                        f"in {join.file.name} (which row is meant?)"
+                    )
+                if value:
+                    table[value] = row
+            self.tables.append((join, list(header), table))
+
+    def header(self, header: list[str], location: str) -> tuple[list[str], list[Problem]]:
+        """``header`` and the joined column names; a missing ``on`` column is a problem."""
+        problems = [
+            Problem(location, j.on, None, f"join {j.name!r} needs this column in the file")
+            for j, _, _ in self.tables
+            if j.on not in header
+        ]
+        joined = [f"{j.name}.{column}" for j, columns, _ in self.tables for column in columns]
+        return header + joined, problems
+
+    def row(self, row: dict[str, str], location: str) -> tuple[dict[str, str], list[Problem]]:
+        """``row`` with the joined file's columns; the first key of a list cell is used."""
+        problems: list[Problem] = []
+        out = dict(row)
+        for join, _, table in self.tables:
+            cell = row.get(join.on, "")
+            key = next((k.strip() for k in cell.split(",") if k.strip()), "")
+            if not key:
+                continue
+            found = table.get(key)
+            if found is None:
+                problems.append(
+                    Problem(
+                        location,
+                        join.on,
+                        key,
+                        f"no row of {join.file.name} has {join.key} {key!r} (join {join.name!r})",
+                    )
+                )
+                continue
+            for column, value in found.items():
+                out[f"{join.name}.{column}"] = value
+        return out, problems
+
+
+def _joins(raw: object, name: str, kind: str, base: Path) -> tuple[Join, ...]:
+    if raw is None:
+        return ()
+    if kind == "sample":
+        raise ConfigError(f"{name}: [[join]] is for biobank and collection mappings")
+    if not isinstance(raw, list) or not all(isinstance(j, dict) for j in raw):
+        raise ConfigError(f"{name}: [[join]] must be a list of tables (file, on, key)")
+    out = []
+    for item in raw:
+        missing = [k for k in ("file", "on", "key") if not isinstance(item.get(k), str)]
+        if missing:
+            raise ConfigError(f"{name}: a [[join]] needs {', '.join(missing)}")
+        file = Path(item["file"])
+        if not file.is_absolute():
+            file = base / file
+        out.append(Join(file, item["on"], item["key"], str(item.get("as", file.stem))))
+    names = [j.name for j in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{name}: two [[join]]s are named alike; give each an 'as' name")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class Mapping:
     """Which column feeds which record field, value translations, and fixed values."""
 
@@ -124,6 +226,7 @@ class Mapping:
     delimiter: str | None = None
     list_separator: str = ","
     sources: tuple[str, ...] = ()
+    joins: tuple[Join, ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> Mapping:
@@ -131,10 +234,13 @@ class Mapping:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"mapping {path}: {exc}") from exc
-        return cls.from_dict(raw, str(path))
+        return cls.from_dict(raw, str(path), path.parent)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, object], name: str = "mapping") -> Mapping:
+    def from_dict(
+        cls, raw: dict[str, object], name: str = "mapping", base: Path | None = None
+    ) -> Mapping:
+        """``base``: the folder that a [[join]]'s relative ``file`` is in (the mapping's)."""
         kind = raw.get("kind")
         if kind not in FIELDS:
             raise ConfigError(
@@ -179,6 +285,7 @@ class Mapping:
             delimiter=delimiter,
             list_separator=separator,
             sources=tuple(str(s) for s in sources),
+            joins=_joins(raw.get("join"), name, str(kind), base or Path.cwd()),
         )
 
 

@@ -1,10 +1,15 @@
 """BBMRI-ERIC Directory exports: biobank and collection rows (EMX2 demo and 2018 EMX1 sheets).
 
-Files are recognised by their header: a persons table (``email`` and ``first_name``) gives
-contact e-mails and is read first; a collections table has a ``biobank`` column; anything
-else with ``id`` and ``name`` is a biobanks table. Directory codes map through the
-``bbmri-eric-directory`` tables (``bbmri-eric-directory-2018`` for ``eu_bbmri_eric_*``
-files). Codes outside our lists are left out of the record and listed as ignored.
+A file's role (``persons``, ``collections`` or ``biobanks``) is given by the caller or
+inferred from its header (:func:`infer_role` says why); a file that fits no role is an
+error, never a guess. Persons are read first and give the contact of the biobanks and
+collections that reference them (``contact`` or ``contact_person``). National variants
+are read as they come: plural or singular reference columns (``biobank``/``biobanks``),
+``juridical_person`` or ``juristic_person``, an age unit without bounds (dropped), and
+"not available" codes (``NAV_*``, ``NI``, ``NA``, ``UNKNOWN``) left out on purpose.
+Directory codes map through the ``bbmri-eric-directory`` tables
+(``bbmri-eric-directory-2018`` for ``eu_bbmri_eric_*`` files). Codes outside our lists
+are left out of the record and listed as ignored.
 """
 
 from __future__ import annotations
@@ -15,9 +20,21 @@ from pathlib import Path
 from node.importing import recordfields
 from node.importing.codes import Codes
 from node.importing.sources.base import Sink, read_table
-from protocol.errors import Problem
+from protocol.errors import ConfigError
 
-__all__ = ["BIOBANK_COLUMNS", "COLLECTION_COLUMNS", "LISTS", "read"]
+__all__ = [
+    "ALTERNATIVES",
+    "BIOBANK_COLUMNS",
+    "COLLECTION_COLUMNS",
+    "LISTS",
+    "NOT_AVAILABLE",
+    "ROLES",
+    "infer_role",
+    "read",
+]
+
+# the roles a Directory file can have (record kind, or "persons" for the contacts table)
+ROLES = ("biobank", "collection", "persons")
 
 BIOBANK_COLUMNS = {
     "id": "id",
@@ -50,6 +67,16 @@ COLLECTION_COLUMNS = {
     "storage_temperatures": "storage_temperatures",
     "data_use": "use_conditions",
 }
+# a column's other spellings in national exports, tried in order when the first is absent
+ALTERNATIVES = {
+    "biobank": ("biobanks",),
+    "juridical_person": ("juristic_person",),
+    "contact": ("contact_person", "contacts", "contact_persons"),
+    "data_use": ("data_uses",),
+}
+# "not available" / "no information" codes: dropped on purpose, reported as ignored
+NOT_AVAILABLE = frozenset({"NI", "NA", "N/A", "UNKNOWN", "NOT_AVAILABLE", "NAV"})
+
 LISTS = frozenset(
     {
         "capabilities",
@@ -81,26 +108,69 @@ def _header(path: Path) -> list[str]:
     return list(header or {})
 
 
-def read(paths: list[Path], sink: Sink, codes: Codes) -> int:
-    """Read persons first, then biobanks and collections; return the data rows read."""
-    roles: dict[Path, str] = {}
+def infer_role(header: list[str]) -> tuple[str, str] | None:
+    """(role, why) for a Directory table's header, or None when it fits no role."""
+    cols = set(header)
+    if "email" in cols and cols & {"first_name", "last_name"}:
+        return "persons", "it has email and first_name/last_name columns"
+    if "id" in cols:
+        for ref in ("biobank", "biobanks"):
+            if ref in cols:
+                return "collection", f"it has id and a {ref!r} column referencing biobanks"
+        if "name" in cols and "country" in cols:
+            return "biobank", "it has id, name and country columns and no biobank reference"
+    return None
+
+
+def _not_available(value: str) -> bool:
+    upper = value.strip().upper()
+    return upper in NOT_AVAILABLE or upper.startswith("NAV_")
+
+
+def _get(row: dict[str, str], column: str) -> str:
+    """The value of ``column`` or of its first present national spelling."""
+    if column in row:
+        return row[column]
+    for other in ALTERNATIVES.get(column, ()):
+        if other in row:
+            return row[other]
+    return ""
+
+
+def read(
+    paths: list[Path],
+    sink: Sink,
+    codes: Codes,
+    roles: dict[Path, str] | None = None,
+    inferred: Callable[[Path, str, str], None] | None = None,
+) -> int:
+    """Read persons first, then biobanks and collections; return the data rows read.
+
+    ``roles`` gives a file's role (biobank, collection or persons); a file without one
+    has it inferred from its header and reported through ``inferred(path, role, why)``.
+    A file that fits no role raises ConfigError.
+    """
+    given = roles or {}
+    roles = {}
     for path in paths:
-        header = _header(path)
-        if "email" in header and "first_name" in header:
-            roles[path] = "persons"
-        elif "biobank" in header and "id" in header:
-            roles[path] = "collection"
-        elif "id" in header and "name" in header:
-            roles[path] = "biobank"
-        else:
-            sink.problem(
-                Problem(
-                    f"{path.name} row 1",
-                    "",
-                    ",".join(header[:5]),
-                    "not a Directory biobanks, collections or persons table",
+        if path in given:
+            if given[path] not in ROLES:
+                raise ConfigError(
+                    f"{path.name}: role {given[path]!r} is not a Directory table role "
+                    "(biobanks, collections, persons)"
                 )
+            roles[path] = given[path]
+            continue
+        header = _header(path)
+        found = infer_role(header)
+        if found is None:
+            raise ConfigError(
+                f"{path.name}: fits no Directory role (header {', '.join(header[:6])}...); "
+                "give its role as FILE:ROLE or --kind (biobanks, collections, persons)"
             )
+        roles[path] = found[0]
+        if inferred is not None:
+            inferred(path, found[0], found[1])
     contacts: dict[str, dict[str, str]] = {}
     count = 0
     for path in (p for p in paths if roles.get(p) == "persons"):
@@ -140,9 +210,16 @@ def read(paths: list[Path], sink: Sink, codes: Codes) -> int:
             flat: dict[str, object] = {}
             names: dict[str, str] = {}
             for column, fld in columns.items():
-                value = row.get(column, "").strip()
+                value = _get(row, column).strip()
                 if fld in LISTS:
-                    flat[fld] = [v.strip() for v in value.split(",") if v.strip()]
+                    items = [v.strip() for v in value.split(",") if v.strip()]
+                    for v in items:
+                        if _not_available(v):
+                            sink.ignored(f"{kind} {fld}: 'not available' code {v!r} left out")
+                    flat[fld] = [v for v in items if not _not_available(v)]
+                elif value and _not_available(value) and fld not in ("id", "biobank", "name"):
+                    sink.ignored(f"{kind} {fld}: 'not available' code {value!r} left out")
+                    flat[fld] = None
                 else:
                     flat[fld] = value or None
                 names[fld] = column
@@ -162,9 +239,10 @@ def read(paths: list[Path], sink: Sink, codes: Codes) -> int:
             )
             if content.get("age") and "unit" not in content["age"]:  # type: ignore[operator]
                 content["age"]["unit"] = "years"  # type: ignore[index]
-            found = contacts.get(row.get("contact", "").strip())
-            if found:
-                content["contact"] = found
+            reference = _get(row, "contact").split(",")[0].strip()
+            person = contacts.get(reference)
+            if person:
+                content["contact"] = person
             if issues:
                 for p in issues:
                     sink.problem(p, kind, key)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from node.importing import recordfields
 from node.importing.codes import Codes
-from node.importing.mapping import LIST_FIELDS, SAMPLE_LIST_FIELDS, Mapping
+from node.importing.mapping import LIST_FIELDS, SAMPLE_LIST_FIELDS, Joiner, Mapping
 from node.importing.samples import (
     AGE_TEXT,
     MAX_AGE,
@@ -52,6 +52,12 @@ def read(
         sink.problem(p)
     if header is None:
         return 0
+    own = len(header)
+    joiner = Joiner(mapping.joins) if mapping.joins else None  # [[join]]: NAME.column
+    if joiner is not None:
+        header, join_problems = joiner.header(list(header), loc)
+        for p in join_problems:
+            sink.problem(p)
     missing = sorted({c for c in mapping.columns.values() if c not in header})
     if missing:
         for column in missing:
@@ -60,7 +66,7 @@ def read(
             )
         return 0
     used = set(mapping.columns.values())
-    for column in header:
+    for column in list(header)[:own]:
         if column not in used:
             sink.ignored(f"{path.name}: column {column!r} is not in the mapping (never published)")
     if sampled:
@@ -85,6 +91,9 @@ def read(
     plan = _plan(mapping)
     for loc, row, problems in rows:
         count += 1
+        if joiner is not None and row is not None:
+            row, more = joiner.row(row, loc)
+            problems = problems + more
         flat = _flat(row or {}, mapping, plan)
         id = flat.get("id")
         key = str(id) if id else None
