@@ -125,6 +125,10 @@ def import_(
         bool, typer.Option(help="show a progress bar even when stderr is not a terminal")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary on stdout")] = False,
+    report_file: Annotated[
+        Path | None,
+        typer.Option("--report", help="write every problem to this CSV file (for the LIMS team)"),
+    ] = None,
 ) -> None:
     """Import exports into the holding; publish the group change set once it involves k donors."""
     from node.importing import Mapping, run_import
@@ -145,8 +149,7 @@ def import_(
             )
     except BiobankError as exc:
         _fail(exc)
-    for problem in report.problems:
-        print(f"problem: {problem}")
+    _problems(report.problems, report_file)
     for what, count in sorted(report.ignored.items()):
         err.print(f"ignored: {what}" + (f" (x{count})" if count > 1 else ""), highlight=False)
     for note in report.notes:
@@ -177,6 +180,25 @@ def import_(
     if report.problems:
         err.print(f"[yellow]{len(report.problems)} problem(s) skipped[/yellow]")
         raise typer.Exit(1)
+
+
+def _problems(problems: list[Any], report_file: Path | None) -> None:
+    """Every problem on stdout in plain words, a summary by reason on stderr, the CSV."""
+    from node.importing import wording
+
+    for problem in problems:
+        print(f"problem: {wording.plain(problem)}")
+    if problems:
+        err.print(f"{len(problems)} problem(s) by reason:", highlight=False)
+        for reason, count in wording.summary(problems):
+            err.print(f"  {count:>7}  {reason}", highlight=False, markup=False)
+    if report_file is not None:
+        try:
+            wording.write_report(report_file, problems)
+        except OSError as exc:
+            err.print(f"[red]error:[/red] cannot write the report {report_file}: {exc}")
+            raise typer.Exit(2) from exc
+        err.print(f"problems written to {report_file}", highlight=False, markup=False)
 
 
 class _progress:
