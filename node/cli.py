@@ -191,7 +191,7 @@ def _problems(problems: list[Any], report_file: Path | None) -> None:
     if problems:
         err.print(f"{len(problems)} problem(s) by reason:", highlight=False)
         for reason, count in wording.summary(problems):
-            err.print(f"  {count:>7}  {reason}", highlight=False, markup=False)
+            err.print(f"  {count:>7}  {reason}", highlight=False, markup=False, soft_wrap=True)
     if report_file is not None:
         try:
             wording.write_report(report_file, problems)

@@ -72,6 +72,7 @@ class Preview:
             f"{self.rows} row(s) read: {valid} and {self.samples} sample row(s) valid; "
             f"{self.problems} row(s) with problems",
             markup=False,
+            soft_wrap=True,
         )
         if not self.samples and not self.groups:
             return
@@ -192,11 +193,15 @@ def preview_command(
     else:
         report.render(console)
         for problem in report.problem_list:
-            console.print(f"problem: {wording.plain(problem)}", markup=False, highlight=False)
+            console.print(
+                f"problem: {wording.plain(problem)}", markup=False, highlight=False, soft_wrap=True
+            )
         if report.problem_list:
             console.print(f"{len(report.problem_list)} problem(s) by reason:", markup=False)
             for reason, count in wording.summary(report.problem_list):
-                console.print(f"  {count:>7}  {reason}", markup=False, highlight=False)
+                console.print(
+                    f"  {count:>7}  {reason}", markup=False, highlight=False, soft_wrap=True
+                )
     if report.problems:
         typer.echo(
             f"{report.problems} row(s) have problems: the import would fail "

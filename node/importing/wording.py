@@ -40,7 +40,7 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(p, re.S), r)
     for p, r in (
-        (r"^required field is missing$", "a value is required but the cell is empty"),
+        (r"^required field is missing$", "a value is required but none was given"),
         (r"^.* is not of type 'integer'$", "not a whole number"),
         (r"^.* is not of type 'number'$", "not a number"),
         (r"^.* is not of type 'string'$", "not text"),
@@ -61,6 +61,10 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 _NOT_ENOUGH = re.compile(r"^.* does not have enough properties$", re.S)
 _PATTERN = re.compile(r"^.* does not match '(.*)'$", re.S)
+_SCHEMA_WORDS = re.compile(
+    r"required field|is not|is less|is greater|is too|should be|non-unique|is valid under|"
+    r"properties|schema"
+)
 _RAW = re.compile(r"[\^$\\{}\[\]]|\bproperties\b|\bschema\b")
 
 
@@ -104,6 +108,8 @@ def _reason(reason: str, field: str, value: object) -> str:
             if needle in match.group(1):
                 return f"not in the expected form: must be {what}"
         return "not in the expected form"
+    if not _SCHEMA_WORDS.search(reason):  # the readers' own reasons are plain already
+        return reason
     for rule, text in _RULES:
         found = rule.match(reason)
         if found:
@@ -116,7 +122,7 @@ def _reason(reason: str, field: str, value: object) -> str:
 def reason_class(reason: str) -> str:
     """The reason without its values, for counting: quoted text becomes '…', numbers N."""
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
-    text = re.sub(r"\b\d+\b", "N", text)
+    text = re.sub(r"(?<![\w.:-])\d+(?![\w.:-])", "N", text)  # not ICD-10, C50.9
     return re.sub(r"\(did you mean [^)]*\)", "(did you mean …)", text).strip()
 
 

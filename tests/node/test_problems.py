@@ -72,7 +72,7 @@ def test_code_and_schema_problems_come_in_one_pass_with_spreadsheet_rows_and_col
     assert by_row["biobanks.csv row 5"].field == "Kontakt E-Mail"
     assert "e-mail address" in by_row["biobanks.csv row 5"].reason
     assert by_row["biobanks.csv row 6"].field == "Name"
-    assert by_row["biobanks.csv row 6"].reason == "a value is required but the cell is empty"
+    assert by_row["biobanks.csv row 6"].reason == "a value is required but none was given"
     _no_raw_text(strict.problems)
     skipping = run_import(home, [export], mapping=mapping, skip_invalid=True)
     assert skipping.applied and skipping.published == {"biobank": 2}
@@ -125,11 +125,19 @@ def test_wording_translates_schema_text_and_record_paths() -> None:
     columns = {"contact.email": "Mail", "contact.name": "Person", "country": "Land"}
     regex = Problem("f.csv row 7", "/contact/email", "x", "'x' does not match '^[^@\\\\s]+@[^@]+$'")
     assert plain(regex, columns) == Problem(
-        "f.csv row 7", "Mail", "x", "not in the expected form: must be an e-mail address "
-        "(name@example.org)"
+        "f.csv row 7",
+        "Mail",
+        "x",
+        "not in the expected form: must be an e-mail address (name@example.org)",
     )
-    age = plain(Problem("c row 2", "/age", {"unit": "years"}, "{'unit': 'years'} does not "
-                        "have enough properties"))
+    age = plain(
+        Problem(
+            "c row 2",
+            "/age",
+            {"unit": "years"},
+            "{'unit': 'years'} does not have enough properties",
+        )
+    )
     assert age.field == "age" and "minimum or a maximum" in age.reason
     missing = plain(Problem("b row 3", "/contact", None, "required field is missing"), columns)
     assert missing.field == "Mail / Person"
@@ -150,13 +158,19 @@ def test_cli_prints_a_summary_by_reason_and_writes_the_report(tmp_path: Path) ->
     result = CliRunner().invoke(
         app,
         [
-            "import", str(export), "--home", str(tmp_path / "home"), "--mapping", str(mapping),
-            "--report", str(out),
+            "import",
+            str(export),
+            "--home",
+            str(tmp_path / "home"),
+            "--mapping",
+            str(mapping),
+            "--report",
+            str(out),
         ],
     )
     assert result.exit_code == 1, result.output
     assert "3 problem(s) by reason:" in result.output
-    assert "a value is required but the cell is empty" in result.output
+    assert "a value is required but none was given" in result.output
     with out.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["file"], r["row"], r["column"]) for r in rows] == [
