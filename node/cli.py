@@ -157,6 +157,7 @@ def import_(
     render = getattr(report.privacy, "render", None)
     if render is not None:
         render(err)
+    _summary(report.problems)
     if not report.applied:
         err.print(
             f"[red]{len(report.problems)} problem(s); nothing was published[/red] "
@@ -183,15 +184,11 @@ def import_(
 
 
 def _problems(problems: list[Any], report_file: Path | None) -> None:
-    """Every problem on stdout in plain words, a summary by reason on stderr, the CSV."""
+    """Every problem on stdout in plain words; the CSV report when asked for."""
     from node.importing import wording
 
     for problem in problems:
         print(f"problem: {wording.plain(problem)}")
-    if problems:
-        err.print(f"{len(problems)} problem(s) by reason:", highlight=False)
-        for reason, count in wording.summary(problems):
-            err.print(f"  {count:>7}  {reason}", highlight=False, markup=False, soft_wrap=True)
     if report_file is not None:
         try:
             wording.write_report(report_file, problems)
@@ -199,6 +196,18 @@ def _problems(problems: list[Any], report_file: Path | None) -> None:
             err.print(f"[red]error:[/red] cannot write the report {report_file}: {exc}")
             raise typer.Exit(2) from exc
         err.print(f"problems written to {report_file}", highlight=False, markup=False)
+
+
+def _summary(problems: list[Any]) -> None:
+    """The problems counted by reason (values left out), on stderr."""
+    from node.importing import wording
+
+    if not problems:
+        return
+    rows = wording.rows_with_problems(problems)
+    err.print(f"{len(problems)} problem(s) in {rows} row(s), by reason:", highlight=False)
+    for reason, count in wording.summary(problems):
+        err.print(f"  {count:>7}  {reason}", highlight=False, markup=False, soft_wrap=True)
 
 
 class _progress:

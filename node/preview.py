@@ -98,12 +98,6 @@ class Preview:
         console.print(self.pending.message(), markup=False)
 
 
-def problem_rows(problems: list[Problem]) -> int:
-    """How many rows have problems: distinct (file, row) of every location; a problem
-    without a row (a missing column) counts as one."""
-    return len({place for p in problems for place in wording.split_location(p.location)})
-
-
 def _count(value: Any) -> str:
     return f"< {value['lt']}" if isinstance(value, dict) else str(value)
 
@@ -149,7 +143,7 @@ def preview(
         report = groups.settle(conn, policy, pseudonyms)
         return Preview(
             report,
-            problem_rows(stage.problems),
+            wording.rows_with_problems(stage.problems),
             groups.target_groups(conn, policy.k),
             groups.pending(conn, policy.k),
             rows=rows,

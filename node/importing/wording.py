@@ -18,7 +18,15 @@ from pathlib import Path
 
 from protocol.errors import Problem
 
-__all__ = ["REPORT_COLUMNS", "plain", "reason_class", "split_location", "summary", "write_report"]
+__all__ = [
+    "REPORT_COLUMNS",
+    "plain",
+    "reason_class",
+    "rows_with_problems",
+    "split_location",
+    "summary",
+    "write_report",
+]
 
 REPORT_COLUMNS = ("file", "row", "column", "value", "reason")
 
@@ -129,6 +137,12 @@ def reason_class(reason: str) -> str:
 def summary(problems: Iterable[Problem]) -> list[tuple[str, int]]:
     """(reason class, number of problems), most frequent first."""
     return Counter(reason_class(p.reason) for p in problems).most_common()
+
+
+def rows_with_problems(problems: Iterable[Problem]) -> int:
+    """How many rows have problems: distinct (file, row) of every location (a row with
+    three problems counts once; a problem without a row counts as one)."""
+    return len({place for p in problems for place in split_location(p.location)})
 
 
 def split_location(location: str) -> list[tuple[str, str]]:

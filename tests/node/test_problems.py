@@ -11,7 +11,13 @@ from typer.testing import CliRunner
 from node.cli import app
 from node.importing.importer import run_import
 from node.importing.mapping import Mapping
-from node.importing.wording import plain, reason_class, split_location, summary
+from node.importing.wording import (
+    plain,
+    reason_class,
+    rows_with_problems,
+    split_location,
+    summary,
+)
 from protocol.errors import Problem
 from tests.node.node_support import make_home, write_mapping
 
@@ -147,6 +153,8 @@ def test_wording_translates_schema_text_and_record_paths() -> None:
     )
     assert reason_class("unknown code 'Blut' for sample_type") == "unknown code '…' for sample_type"
     assert split_location("a.csv row 3; a.csv row 9") == [("a.csv", "3"), ("a.csv", "9")]
+    dup = Problem("a.csv row 3; a.csv row 9", "id", "x", "duplicate sample id")
+    assert rows_with_problems([dup, Problem("a.csv row 3", "sex", "?", "unknown code")]) == 2
     assert summary([missing, missing, age])[0] == (missing.reason, 2)
 
 
@@ -169,7 +177,7 @@ def test_cli_prints_a_summary_by_reason_and_writes_the_report(tmp_path: Path) ->
         ],
     )
     assert result.exit_code == 1, result.output
-    assert "3 problem(s) by reason:" in result.output
+    assert "3 problem(s) in 3 row(s), by reason:" in result.output
     assert "a value is required but none was given" in result.output
     with out.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
