@@ -132,6 +132,10 @@ def import_(
         bool, typer.Option(help="show a progress bar even when stderr is not a terminal")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary on stdout")] = False,
+    report_file: Annotated[
+        Path | None,
+        typer.Option("--report", help="write every problem to this CSV file (for the LIMS team)"),
+    ] = None,
 ) -> None:
     """Import exports into the holding; publish the group change set once it involves k donors."""
     from node.importing import Mapping, run_import
@@ -165,8 +169,7 @@ def import_(
         _fail(exc)
     for line in report.inferred:
         err.print(f"role: {line}", highlight=False, soft_wrap=True)
-    for problem in report.problems:
-        print(f"problem: {problem}")
+    _problems(report.problems, report_file)
     for what, count in sorted(report.ignored.items()):
         err.print(f"ignored: {what}" + (f" (x{count})" if count > 1 else ""), highlight=False)
     for note in report.notes:
@@ -174,6 +177,7 @@ def import_(
     render = getattr(report.privacy, "render", None)
     if render is not None:
         render(err)
+    _summary(report.problems)
     if not report.applied:
         err.print(
             f"[red]{len(report.problems)} problem(s); nothing was published[/red] "
@@ -197,6 +201,33 @@ def import_(
     if report.problems:
         err.print(f"[yellow]{len(report.problems)} problem(s) skipped[/yellow]")
         raise typer.Exit(1)
+
+
+def _problems(problems: list[Any], report_file: Path | None) -> None:
+    """Every problem on stdout in plain words; the CSV report when asked for."""
+    from node.importing import wording
+
+    for problem in problems:
+        print(f"problem: {wording.plain(problem)}")
+    if report_file is not None:
+        try:
+            wording.write_report(report_file, problems)
+        except OSError as exc:
+            err.print(f"[red]error:[/red] cannot write the report {report_file}: {exc}")
+            raise typer.Exit(2) from exc
+        err.print(f"problems written to {report_file}", highlight=False, markup=False)
+
+
+def _summary(problems: list[Any]) -> None:
+    """The problems counted by reason (values left out), on stderr."""
+    from node.importing import wording
+
+    if not problems:
+        return
+    rows = wording.rows_with_problems(problems)
+    err.print(f"{len(problems)} problem(s) in {rows} row(s), by reason:", highlight=False)
+    for reason, count in wording.summary(problems):
+        err.print(f"  {count:>7}  {reason}", highlight=False, markup=False, soft_wrap=True)
 
 
 class _progress:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,25 +23,31 @@ from rich.table import Table
 from node import groups, store
 from node.groups import Pending
 from node.home import DB, SECRET
+from node.importing import wording
 from node.importing.codes import Codes
 from node.importing.importer import merge, read_files
 from node.importing.staging import Staging
 from node.policy import Policy
 from node.privacy import PrivacyReport
 from node.pseudonym import Pseudonymiser
-from protocol.errors import BiobankError
+from protocol.errors import BiobankError, Problem
 
 SHOWN = 40  # groups listed in the text output (--json lists all)
 
 
 @dataclass
 class Preview:
-    """What an import would do: privacy outcome, groups, the change set, problem count."""
+    """What an import would do: privacy outcome, groups, the change set, and per role the
+    rows read, the records and samples that would be staged, the rows with problems."""
 
     privacy: PrivacyReport
-    problems: int
+    problems: int  # rows with problems (a row with three problems counts once)
     groups: list[dict[str, Any]]
     pending: Pending
+    rows: int = 0
+    records: dict[str, int] = field(default_factory=dict)  # valid biobanks, collections
+    samples: int = 0  # valid sample rows
+    problem_list: list[Problem] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,10 +55,27 @@ class Preview:
             "problems": self.problems,
             "groups": self.groups,
             "pending": self.pending.to_dict(),
+            "rows": self.rows,
+            "records": self.records,
+            "samples": self.samples,
+            "problem_list": [p.to_json() for p in self.problem_list],
+            "reasons": dict(wording.summary(self.problem_list)),
         }
 
     def render(self, console: Console) -> None:
-        """Groups, the privacy summary and the change set as rich tables."""
+        """Rows per role, then (with samples) groups, privacy summary and the change set."""
+        valid = (
+            ", ".join(f"{n} {kind} record(s)" for kind, n in sorted(self.records.items()))
+            or "no biobank or collection records"
+        )
+        console.print(
+            f"{self.rows} row(s) read: {valid} and {self.samples} sample row(s) valid; "
+            f"{self.problems} row(s) with problems",
+            markup=False,
+            soft_wrap=True,
+        )
+        if not self.samples and not self.groups:
+            return
         table = Table(title=f"Sample groups after the import ({len(self.groups)})")
         table.add_column("id", no_wrap=True, min_width=30)
         table.add_column("attributes", overflow="fold")
@@ -112,15 +135,21 @@ def preview(
             conn.execute("INSERT INTO erased SELECT * FROM src.erased")
             conn.execute("DETACH src")
         stage = Staging(conn, "staging", None)
-        read_files(files, fmt, mapping, stage, Codes.default())
+        rows = read_files(files, fmt, mapping, stage, Codes.default())
         stage.duplicates()
+        samples = conn.execute("SELECT count(*) FROM staging").fetchone()[0]
+        records = dict(conn.execute("SELECT kind, count(*) FROM others GROUP BY kind"))
         merge(conn, pseudonyms, snapshot=False)
         report = groups.settle(conn, policy, pseudonyms)
         return Preview(
             report,
-            len(stage.problems),
+            wording.rows_with_problems(stage.problems),
             groups.target_groups(conn, policy.k),
             groups.pending(conn, policy.k),
+            rows=rows,
+            records=records,
+            samples=samples,
+            problem_list=list(stage.problems),
         )
     finally:
         conn.close()
@@ -155,11 +184,22 @@ def preview_command(
                 sort_keys=True,
             )
         )
-        return
-    report.render(console)
+    else:
+        report.render(console)
+        for problem in report.problem_list:
+            console.print(
+                f"problem: {wording.plain(problem)}", markup=False, highlight=False, soft_wrap=True
+            )
+        if report.problem_list:
+            console.print(f"{len(report.problem_list)} problem(s) by reason:", markup=False)
+            for reason, count in wording.summary(report.problem_list):
+                console.print(
+                    f"  {count:>7}  {reason}", markup=False, highlight=False, soft_wrap=True
+                )
     if report.problems:
-        console.print(
-            f"{report.problems} row(s) have problems and would not be imported; "
-            "run 'biobank-node import' for the details",
-            markup=False,
+        typer.echo(
+            f"{report.problems} row(s) have problems: the import would fail "
+            "(or, with --skip-invalid, leave them out)",
+            err=True,
         )
+        raise typer.Exit(1)

@@ -48,7 +48,9 @@ from collections.abc import Callable
 
 import orjson
 
+from node.importing import wording
 from protocol.errors import Problem
+from protocol.schema import SchemaSet
 
 __all__ = ["BATCH", "INPUT_COLUMNS", "Staging", "create", "index", "insert_sql"]
 
@@ -144,6 +146,7 @@ class Staging:
         self.unkeyed = 0
         self.ignored_counts: Counter[str] = Counter()
         self.progress = progress
+        self._schemas: SchemaSet | None = None
 
     def sample(self, row: tuple[object, ...]) -> None:
         self._samples.append(row)
@@ -154,6 +157,15 @@ class Staging:
     def record(
         self, kind: str, id: str, biobank: str, content: dict[str, object], location: str
     ) -> None:
+        """Stage a record, or report its schema problems now (with the code problems of
+        every other row: one pass, not a second round after those are fixed)."""
+        if self._schemas is None:
+            self._schemas = SchemaSet.default()
+        problems = self._schemas.problems(kind, content, location)
+        if problems:
+            for p in problems:
+                self.problem(p, kind, id or None)
+            return
         self.conn.execute(
             "INSERT INTO others VALUES (?, ?, ?, ?, ?)",
             (kind, id, biobank, orjson.dumps(content).decode(), location),
@@ -161,7 +173,8 @@ class Staging:
         self.records += 1
 
     def problem(self, problem: Problem, kind: str | None = None, key: str | None = None) -> None:
-        self.problems.append(problem)
+        """Keep ``problem`` in plain words (node.importing.wording)."""
+        self.problems.append(wording.plain(problem))
         if kind and key:
             self.conn.execute("INSERT INTO present VALUES (?, ?)", (kind, key))
         else:

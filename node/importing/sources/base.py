@@ -75,19 +75,21 @@ def read_table(
         {h: h for h in header},
         ([Problem(f"{name} row 1", "", "", "header is not valid UTF-8")] if 1 in bad_lines else []),
     )
+    row = 1  # the row a spreadsheet shows: header row 1, a quoted newline stays in its row
     while True:
-        start = reader.line_num + 1
+        start = reader.line_num + 1  # physical line, for the UTF-8 check
+        row += 1
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            loc = f"{name} row {start}"
+            loc = f"{name} row {row}"
             yield loc, None, [Problem(loc, "", "", f"unreadable row ({exc}); file truncated?")]
             return
         if not cells or (not cells[0].strip() and all(not f.strip() for f in cells)):
             continue
-        loc = f"{name} row {start}"
+        loc = f"{name} row {row}"
         problems: list[Problem] = []
         if bad_lines and any(start <= n <= reader.line_num for n in bad_lines):
             problems.append(Problem(loc, "", "", "row is not valid UTF-8 text"))

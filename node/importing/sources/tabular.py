@@ -7,7 +7,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from node.importing import recordfields
+from node.importing import recordfields, wording
 from node.importing.codes import Codes
 from node.importing.mapping import LIST_FIELDS, SAMPLE_LIST_FIELDS, Joiner, Mapping
 from node.importing.samples import (
@@ -21,6 +21,7 @@ from node.importing.samples import (
 )
 from node.importing.sources.base import Sink, read_table
 from protocol.errors import Problem
+from protocol.schema import SchemaSet
 
 if TYPE_CHECKING:
     from node.importing.encode import ImportHelper
@@ -102,13 +103,33 @@ def read(
                 sink.problem(p, mapping.kind, key)
             continue
         content, issues = recordfields.build(mapping.kind, flat, loc, codes, mapping.sources, names)
+        # schema problems in the same pass as code problems, named by the operator's column
+        # (fields whose codes failed are left out of content: only report the others)
+        failed = {wording.plain(p, names).field for p in issues}
+        issues += [
+            p
+            for p in (
+                wording.plain(s, names) for s in _schemas().problems(mapping.kind, content, loc)
+            )
+            if p.field not in failed
+        ]
         if issues:
             for p in issues:
-                sink.problem(p, mapping.kind, key)
+                sink.problem(wording.plain(p, names), mapping.kind, key)
             continue
         biobank = str(content.get("biobank", content.get("id", "")))
         sink.record(mapping.kind, str(content.get("id", "")), biobank, content, loc)
     return count
+
+
+_SCHEMAS: list[SchemaSet] = []
+
+
+def _schemas() -> SchemaSet:
+    """The shipped record schemas, loaded once per process on first use."""
+    if not _SCHEMAS:
+        _SCHEMAS.append(SchemaSet.default())
+    return _SCHEMAS[0]
 
 
 #: A checked sample row: (staging row, None, None), or (None, problems, local id or None)
