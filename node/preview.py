@@ -25,7 +25,7 @@ from node.groups import Pending
 from node.home import DB, SECRET
 from node.importing import wording
 from node.importing.codes import Codes
-from node.importing.importer import merge, read_files
+from node.importing.importer import check_references, merge, read_files
 from node.importing.staging import Staging
 from node.policy import Policy
 from node.privacy import PrivacyReport
@@ -133,10 +133,12 @@ def preview(
             conn.execute("ATTACH ? AS src", (f"file:{home / DB}?mode=ro",))
             conn.execute("INSERT INTO holding SELECT * FROM src.holding")
             conn.execute("INSERT INTO erased SELECT * FROM src.erased")
+            conn.execute("INSERT INTO records SELECT * FROM src.records")
             conn.execute("DETACH src")
         stage = Staging(conn, "staging", None)
         rows = read_files(files, fmt, mapping, stage, Codes.default())
         stage.duplicates()
+        check_references(conn, stage, [])  # as the import does: dangling references
         samples = conn.execute("SELECT count(*) FROM staging").fetchone()[0]
         records = dict(conn.execute("SELECT kind, count(*) FROM others GROUP BY kind"))
         merge(conn, pseudonyms, snapshot=False)

@@ -38,6 +38,7 @@ __all__ = [
     "detect_format",
     "parse_file_role",
     "read_files",
+    "check_references",
     "run_import",
 ]
 
@@ -284,7 +285,7 @@ def _stage(
         files, fmt, mapping, stage, Codes.default(), helper, roles, report.inferred
     )
     stage.duplicates()
-    _references(conn, stage, report)
+    check_references(conn, stage, report.notes)
     report.staged_samples = conn.execute("SELECT count(*) FROM staging").fetchone()[0]
     report.staged_records = conn.execute("SELECT count(*) FROM others").fetchone()[0]
     report.ignored = stage.ignored_counts
@@ -298,7 +299,7 @@ _KNOWN_BIOBANKS = (
 )
 
 
-def _references(conn: sqlite3.Connection, stage: Staging, report: ImportReport) -> None:
+def check_references(conn: sqlite3.Connection, stage: Staging, notes: list[str]) -> None:
     """A collection whose biobank is neither in this import nor published is a problem
     (it would be a card without a biobank); samples of such biobanks get a note.
 
@@ -335,7 +336,7 @@ def _references(conn: sqlite3.Connection, stage: Staging, report: ImportReport) 
         "SELECT biobank, count(*) FROM staging "
         f"WHERE biobank NOT IN ({_KNOWN_BIOBANKS}) GROUP BY biobank ORDER BY biobank"
     ).fetchall():
-        report.notes.append(
+        notes.append(
             f"{count} sample(s) of biobank {biobank}, which is neither in this import nor "
             "published: their groups carry no biobank record"
         )

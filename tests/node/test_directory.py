@@ -103,7 +103,7 @@ def test_the_2018_snapshot_as_a_national_export_imports_with_no_mapping(
     strict = run_import(home, files)
     # one biobank row has no contact person: reported with its schema problem, in one pass
     assert [(p.field, p.reason) for p in strict.problems] == [
-        ("/contact", "required field is missing")
+        ("contact", "a value is required but none was given")
     ]
     report = run_import(home, files, skip_invalid=True)
     assert report.published == {"biobank": tally["biobanks"], "collection": tally["collections"]}

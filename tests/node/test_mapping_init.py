@@ -131,7 +131,9 @@ def test_a_sync_service_export_maps_through_the_directory_tables(
     assert json.dumps(made.values) == "{}"
 
 
-def test_the_2018_directory_collections_leave_only_chapters_to_decide(external: Path) -> None:
+def test_the_2018_directory_collections_leave_only_units_and_nav_to_decide(
+    external: Path,
+) -> None:
     made = guess(
         [
             external
@@ -142,9 +144,10 @@ def test_the_2018_directory_collections_leave_only_chapters_to_decide(external: 
     assert made.kind == "collection" and made.list_separator == ","
     assert {"bbmri-eric-directory", "bbmri-eric-directory-2018"} <= set(made.sources)
     assert made.columns["sample_types"] == "materials" and made.columns["biobank"] == "biobank"
-    assert "urn:miriam:icd:II" in made.undecided["diagnoses"]  # a chapter: no single code
+    # ICD-10 chapters (urn:miriam:icd:II) are diagnoses the importer reads (as C00-D48)
+    assert "diagnoses" not in made.undecided
     assert made.undecided["sample_types"] == ["NAV"]  # "not available": no sample type
-    assert set(made.undecided) == {"diagnoses", "age.unit", "sample_types"}
+    assert set(made.undecided) == {"age.unit", "sample_types"}
 
 
 def test_refusals_exit_2_with_a_reason(tmp_path: Path) -> None:

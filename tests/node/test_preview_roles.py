@@ -69,7 +69,7 @@ def test_preview_of_samples_counts_rows_with_several_problems_once(tmp_path: Pat
     make_home(tmp_path)
     mapping = write_mapping(tmp_path / "map.toml")
     rows = sample_rows(6)
-    rows[1][2], rows[1][4] = "Erdnussbutter", "?"  # two problems in one row
+    rows[1][2], rows[1][4] = "Erdnussbutter", "Zzz"  # two problems in one row ("?" is "no value")
     rows[3][5] = "old"  # one problem
     export = write_csv(tmp_path / "samples.csv", rows)
     args = [str(export), "--home", str(tmp_path / "home"), "--mapping", str(mapping)]
