@@ -114,7 +114,10 @@ def init(
 def import_(
     files: Annotated[list[Path], typer.Argument(help="export files, each optionally as FILE:ROLE")],
     home: HomeOpt = Path("node-home"),
-    format: Annotated[str | None, typer.Option(help="csv|tsv|fhir|directory")] = None,
+    format: Annotated[
+        str | None,
+        typer.Option(help="csv|tsv|xlsx|fhir|beacon|directory (default: from each file)"),
+    ] = None,
     kind: Annotated[
         str | None,
         typer.Option(

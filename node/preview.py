@@ -165,7 +165,9 @@ def preview_command(
     policy_file: Annotated[
         Path | None, typer.Option("--policy", help="policy file to try instead of HOME/policy.toml")
     ] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="csv, tsv, fhir or directory")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv, tsv, xlsx, fhir, beacon or directory")
+    ] = None,
     mapping: Annotated[
         Path | None, typer.Option("--mapping", help="column mapping (CSV/TSV)")
     ] = None,
