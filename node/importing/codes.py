@@ -247,7 +247,7 @@ def _chapters() -> dict[str, str]:
     return {str(c["code"]): str(c["range"]) for c in data["codes"] if c.get("range")}
 
 
-def diagnosis(value: str) -> dict[str, str] | None:
+def diagnosis(value: str, *, bare_chapter: bool = False) -> dict[str, str] | None:
     """Parse one diagnosis code as people write it, or None.
 
     ICD-10: ``C50.9``, ``c509``, ``ICD10:C50.9``, ``urn:miriam:icd:C50.9``, blocks
@@ -255,7 +255,8 @@ def diagnosis(value: str) -> dict[str, str] | None:
     ``C00-D48``); ORPHA: ``ORPHA:558``, ``Orphanet_558``, ``ordo:Orphanet_558``,
     ``http://www.orpha.net/ORDO/Orphanet_558``. The ICD-10-GM and ICD-10-CM prefixes
     (``ICD10CM:E73``, Beacon) are read as ICD-10. "Not available" codes are not diagnoses:
-    check :func:`not_available` first.
+    check :func:`not_available` first. ``bare_chapter``: a chapter numeral alone (``II``,
+    as Directory collections write it) is a chapter too; elsewhere it is no code.
     """
     text = " ".join(value.split())
     if _ORPHA_HINT.search(text):
@@ -269,7 +270,7 @@ def diagnosis(value: str) -> dict[str, str] | None:
     # "C50.-" (ICD-10-GM: the category with its subcodes) is the category
     code = re.sub(r"\s*-\s*", "-", text.strip()).upper().removesuffix(".-")
     chapter = _CHAPTER.match(code)
-    if chapter and (prefixed or code.startswith("CHAPTER")):
+    if chapter and (prefixed or bare_chapter or code.startswith("CHAPTER")):
         rng = _chapters().get(chapter.group(1))
         return {"system": "ICD-10", "code": rng} if rng else None
     block = ICD10_BLOCK.match(code)

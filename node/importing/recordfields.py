@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
-from functools import cache
-from importlib import resources
 
 from node.importing.codes import NO_VALUE, Codes, diagnosis, not_available
 from protocol.errors import Problem
 
-__all__ = ["CODED", "INTEGERS", "LISTS", "build", "diagnosis_or_group"]
+__all__ = ["CODED", "INTEGERS", "LISTS", "build"]
 
-_BLOCK = re.compile(r"^([A-Z][0-9]{2})-([A-Z][0-9]{2})$")
 
 CODED = {
     "sample_types": "sample-type",
@@ -114,7 +110,9 @@ def _one(
     if fld == "diagnoses":
         if not_available(value):
             return None  # "not available" (NAV, UNK, ...): no value, on purpose
-        code: object | None = diagnosis_or_group(value)
+        # the schema takes blocks and chapters wherever it takes codes; Directory
+        # collections write a chapter as its bare numeral (II)
+        code: object | None = diagnosis(value, bare_chapter=True)
         reason = (
             "not an ICD-10 code (C50.9, a block C76-C80, a chapter urn:miriam:icd:II) "
             "or ORPHA code (ORPHA:558)"
@@ -130,33 +128,6 @@ def _one(
         else:
             bad(fld, value, reason)
     return code
-
-
-@cache
-def _chapters() -> dict[str, str]:
-    """ICD-10 chapter number (roman) -> its code range (``II`` -> ``C00-D48``)."""
-    path = resources.files("schemas").joinpath("codelists", "icd10-chapter.json")
-    data = json.loads(path.read_text("utf-8"))
-    return {str(c["code"]): str(c["range"]) for c in data["codes"] if c.get("range")}
-
-
-def diagnosis_or_group(value: str) -> dict[str, str] | None:
-    """A diagnosis as :func:`node.importing.codes.diagnosis`, or an ICD-10 block
-    (``C76-C80``) or chapter (``II``, as its block ``C00-D48``), with or without the
-    ``urn:miriam:icd:`` prefix: the schema accepts blocks wherever it accepts codes."""
-    found = diagnosis(value)
-    if found is not None:
-        return found
-    text = value.strip()
-    if text.lower().startswith("urn:miriam:icd:"):
-        text = text[len("urn:miriam:icd:") :]
-    text = text.strip().upper()
-    if _BLOCK.match(text):
-        return {"system": "ICD-10", "code": text}
-    chapter = _chapters().get(text)
-    if chapter is not None:
-        return {"system": "ICD-10", "code": chapter}
-    return None
 
 
 def _dedupe(items: list[object]) -> list[object]:
