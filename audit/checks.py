@@ -21,6 +21,7 @@ from audit.search_check import check_search, search_queries
 from audit.state import AuditState
 from protocol.errors import BiobankError
 from protocol.note import Checkpoint, Verifier, verify_checkpoint
+from protocol.verify import MISSING_CONTENT
 
 
 @dataclass(frozen=True)
@@ -259,10 +260,7 @@ def _stream_nodes(
         except BiobankError as exc:
             tree.fail(f"node {node.origin} mirror", f"{type(exc).__name__}: {exc}")
             continue
-        for kind, rid, idx in live.missing_content():
-            report["withdrawn-content"].fail(
-                f"node {node.origin} leaf {idx}", f"live {kind} {rid} is served without content"
-            )
+        _missing_content(source, node.origin, live.missing_content(), report)
         tally.add(live)
         if node.origin in ahead:
             check_ahead(source, audit, ahead[node.origin], direct)
@@ -270,3 +268,37 @@ def _stream_nodes(
     report.facts["samples in them (interval)"] = f"[{tally.samples[0]}, {tally.samples[1]}]"
     if answers is not None:
         check_search(report["search-totals"], tally, answers)
+
+
+def _missing_content(
+    source: Source, origin: str, missing: list[tuple[str, str, int]], report: Report
+) -> None:
+    """Live records whose latest publish came without content: the node's fault when the
+    catalogue's rejection report lists each (as `protocol.verify.MISSING_CONTENT` says it
+    must), else the catalogue hides a live record."""
+    if not missing:
+        return
+    check = report["withdrawn-content"]
+    try:
+        listed = {
+            (r.get("kind"), r.get("id"), r.get("index"))
+            for r in source.node_rejections(origin)
+            if any(MISSING_CONTENT in str(p) for p in r.get("problems") or ())
+        }
+        unread = ""
+    except BiobankError as exc:
+        listed, unread = set(), f" (its rejection report could not be read: {exc})"
+    for kind, rid, idx in missing:
+        where = f"node {origin} leaf {idx}"
+        if (kind, rid, idx) in listed:
+            check.node_fault(
+                where,
+                f"live {kind} {rid} is served without content; the catalogue rejects it "
+                "(rejection report) and leaves it out of its index",
+            )
+        else:
+            check.fail(
+                where,
+                f"live {kind} {rid} is served without content, and the catalogue's rejection "
+                f"report does not list it{unread}",
+            )

@@ -12,7 +12,7 @@ from typing import Any
 from audit.fetcher import Source
 from audit.node_logs import CheckpointClaim, NodeAudit
 from protocol.entries import parse_leaf
-from protocol.errors import BiobankError, RevokedKeyError, RootMismatch
+from protocol.errors import BiobankError, NotServed, RevokedKeyError, RootMismatch
 from protocol.keys import KeyHistory
 from protocol.merkle import leaf_hash, verify_consistency
 from protocol.note import Checkpoint
@@ -69,6 +69,21 @@ def check_ahead(source: Source, audit: NodeAudit, own: tuple[str, Checkpoint], d
         return
     try:
         proof = source.direct_consistency(node.origin, node.url, mirror_size, cp.size)
+    except NotServed as exc:
+        direct.fail(
+            where,
+            f"the node has no consistency proof endpoint ({exc}), so nothing shows that "
+            f"its tree extends the catalogue's copy (size {mirror_size})",
+        )
+        return
+    except BiobankError as exc:
+        direct.fail(
+            where,
+            f"no consistency proof from the catalogue's copy (size {mirror_size}) could be "
+            f"read: {type(exc).__name__}: {exc}",
+        )
+        return
+    try:
         verify_consistency(mirror_size, cp.size, proof, audit.roots[mirror_size], cp.root)
     except BiobankError as exc:
         direct.fail(

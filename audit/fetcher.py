@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from protocol.errors import ConfigError, FetchError
+from protocol.errors import ConfigError, FetchError, NotServed
 from protocol.tls import client_tls
 
 PAGE = 1000
@@ -37,6 +37,7 @@ class Source(Protocol):
     def node_checkpoint(self, origin: str) -> str: ...
     def node_entries(self, origin: str, end: int) -> Iterator[Entry]: ...
     def search(self, query: str = "") -> dict[str, Any]: ...
+    def node_rejections(self, origin: str) -> list[dict[str, Any]]: ...
     def direct_checkpoint(self, origin: str, url: str) -> str: ...
     def direct_consistency(self, origin: str, url: str, first: int, second: int) -> list[bytes]: ...
     def direct_entries(self, origin: str, url: str, start: int, end: int) -> list[Entry]: ...
@@ -59,6 +60,10 @@ def _decode_page(raw: bytes, where: str) -> tuple[list[Entry], int | None]:
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise FetchError(f"{where}: not an entries page: {exc}") from exc
     return items, nxt if isinstance(nxt, int) else None
+
+
+# statuses by which a server says it has no such resource (a node without proof endpoints)
+_NOT_SERVED = frozenset({404, 405, 501})
 
 
 class PageTask(NamedTuple):
@@ -119,6 +124,8 @@ class HttpSource:
             resp = self.client.get(url, params=params or None)
         except httpx.HTTPError as exc:
             raise FetchError(f"GET {url}: {exc}") from exc
+        if resp.status_code in _NOT_SERVED:
+            raise NotServed(f"GET {resp.request.url}: HTTP {resp.status_code}")
         if resp.status_code != 200:
             raise FetchError(f"GET {resp.request.url}: HTTP {resp.status_code}")
         return resp
@@ -172,6 +179,15 @@ class HttpSource:
         if not isinstance(data, dict):
             raise FetchError(f"/v1/search?{query}: not a JSON object")
         return data
+
+    def node_rejections(self, origin: str) -> list[dict[str, Any]]:
+        """The catalogue's rejection report of a node (records it keeps out of its index)."""
+        url = f"{self.base}/v1/nodes/{quote(origin, safe='/')}/rejections"
+        data = self._json(url)
+        found = data.get("rejections") if isinstance(data, dict) else None
+        if not isinstance(found, list):
+            raise FetchError(f"{url}: not {{'rejections': [...]}}")
+        return [r for r in found if isinstance(r, dict)]
 
     def direct_checkpoint(self, origin: str, url: str) -> str:
         return self._get(f"{url.rstrip('/')}/v1/log/checkpoint").text
@@ -256,11 +272,16 @@ class BundleSource:
     def search(self, query: str = "") -> dict[str, Any]:
         return dict(self._need("searches", query))
 
+    def node_rejections(self, origin: str) -> list[dict[str, Any]]:
+        return list(self._need("rejections", origin))
+
     def direct_checkpoint(self, origin: str, url: str) -> str:
         return str(self._need("direct", origin, "checkpoint"))
 
     def direct_consistency(self, origin: str, url: str, first: int, second: int) -> list[bytes]:
         proof = self._need("direct", origin, "proofs", f"{first}-{second}")
+        if isinstance(proof, dict):  # the node answered that it serves no proofs
+            raise NotServed(str(proof.get("not_served")))
         return [base64.b64decode(h) for h in proof]
 
     def direct_entries(self, origin: str, url: str, start: int, end: int) -> list[Entry]:
@@ -322,14 +343,23 @@ class RecordingSource:
         answer = self.meta["searches"][query] = self.inner.search(query)
         return dict(answer)
 
+    def node_rejections(self, origin: str) -> list[dict[str, Any]]:
+        found = self.inner.node_rejections(origin)
+        self.meta.setdefault("rejections", {})[origin] = found
+        return list(found)
+
     def direct_checkpoint(self, origin: str, url: str) -> str:
         text = self.inner.direct_checkpoint(origin, url)
         self.meta["direct"].setdefault(origin, {"proofs": {}})["checkpoint"] = text
         return text
 
     def direct_consistency(self, origin: str, url: str, first: int, second: int) -> list[bytes]:
-        proof = self.inner.direct_consistency(origin, url, first, second)
         entry = self.meta["direct"].setdefault(origin, {"proofs": {}})
+        try:
+            proof = self.inner.direct_consistency(origin, url, first, second)
+        except NotServed as exc:  # kept, so that verifying the bundle says the same
+            entry["proofs"][f"{first}-{second}"] = {"not_served": exc.message}
+            raise
         entry["proofs"][f"{first}-{second}"] = [base64.b64encode(h).decode() for h in proof]
         return proof
 

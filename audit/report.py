@@ -49,6 +49,10 @@ class CheckResult:
     findings: list[Finding] = field(default_factory=list)
     failures: int = 0
     note: str = ""
+    # faults of a node that the catalogue handled as the protocol says (e.g. a live record
+    # served without content, listed in its rejection report): shown, but not failures
+    node_faults: list[Finding] = field(default_factory=list)
+    node_fault_count: int = 0
 
     @property
     def ok(self) -> bool:
@@ -59,6 +63,13 @@ class CheckResult:
         if not self.ran:
             return "skipped"
         return "ok" if self.ok else "FAILED"
+
+    def node_fault(self, location: str, reason: str) -> None:
+        """A node's fault that the catalogue reports as it should: visible, not a failure."""
+        self.ran = True
+        self.node_fault_count += 1
+        if len(self.node_faults) < MAX_FINDINGS_KEPT:
+            self.node_faults.append(Finding(location, reason))
 
     def fail(self, location: str, reason: str) -> None:
         self.ran = True
@@ -103,6 +114,10 @@ class Report:
                     "failures": c.failures,
                     "note": c.note,
                     "findings": [{"location": f.location, "reason": f.reason} for f in c.findings],
+                    "node_faults": c.node_fault_count,
+                    "node_fault_findings": [
+                        {"location": f.location, "reason": f.reason} for f in c.node_faults
+                    ],
                 }
                 for c in self.checks.values()
             ],
@@ -129,5 +144,13 @@ class Report:
                     console.print(f"  - {f.location}: {f.reason}", markup=False, highlight=False)
                 if c.failures > len(c.findings):
                     console.print(f"  ... and {c.failures - len(c.findings)} more")
+        for c in self.checks.values():
+            if c.node_fault_count:
+                console.print(
+                    f"[yellow]{c.name}[/]: {c.node_fault_count} fault(s) of nodes, reported by "
+                    "the catalogue (not failures of the catalogue)"
+                )
+                for f in c.node_faults:
+                    console.print(f"  - {f.location}: {f.reason}", markup=False, highlight=False)
         verdict = "[bold green]ALL CHECKS HOLD[/]" if self.ok else "[bold red]AUDIT FAILED[/]"
         console.print(verdict)

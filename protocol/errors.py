@@ -163,6 +163,11 @@ class FetchError(BiobankError):
     not the documented shape."""
 
 
+class NotServed(FetchError):
+    """The server says it does not serve what was asked for (HTTP 404, 405 or 501): for
+    example a node without the proof endpoints."""
+
+
 class InputError(BiobankError):
     """An operator's or user's input is wrong."""
 

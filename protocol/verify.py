@@ -42,6 +42,19 @@ from protocol.note import Checkpoint, Verifier, verify_checkpoint
 from protocol.schema import SchemaSet
 
 
+# The one rule for a `publish` entry served without content (`content: null`) although no
+# later `withdraw` entry erased it: the record is live, so its content must be served. The
+# catalogue keeps such a record out of its index and lists it in the node's rejection report
+# with this reason; the auditor recomputes the same live state and treats a missing content
+# that the rejection report lists as the node's fault (a finding, not a failure), and one it
+# does not list as the catalogue hiding a live record (a failure).
+MISSING_CONTENT = (
+    "a live record served without content: its publish entry was never withdrawn, so its "
+    "content must be served (kept out of the index until the node publishes or withdraws "
+    "the record again)"
+)
+
+
 @dataclass
 class TrustedState:
     """What a verifier trusts about one log: the last accepted checkpoint and its tree."""

@@ -34,15 +34,19 @@ from catalogue.models import (
 )
 from catalogue.search.codes import Vocabulary
 from protocol.entries import KINDS
+from protocol.errors import Problem
+from protocol.verify import MISSING_CONTENT
 
 __all__ = [
     "GROUP",
+    "MISSING_CONTENT",
     "apply_groups",
     "combo_hash",
     "combo_key",
     "count_interval",
     "group_problems",
     "index_step",
+    "missing_content_rejections",
 ]
 
 # change per record: (leaf index, content) to publish, or None to remove from the index
@@ -142,7 +146,8 @@ def index_step(
     `stamp`: called once, just before the combos' counts change, it returns the size the
     catalogue's own log will have when this transaction commits (`combos.changed`).
     """
-    k = int(conn.execute(select(nodes.c.k).where(nodes.c.id == node_id)).scalar_one())
+    k, origin = conn.execute(select(nodes.c.k, nodes.c.origin).where(nodes.c.id == node_id)).one()
+    k = int(k)
     combo_ids = ComboIds(conn, node_id)
     # the combo of each live group, read once (a fresh log has none before this step):
     # looking groups up 500 ids at a time made PostgreSQL scan the table per look-up
@@ -158,6 +163,9 @@ def index_step(
         )
     touched: set[int] = set()  # combos whose groups changed
     countries = False
+    # records whose latest leaf so far is a publish served without content (and no
+    # withdraw erased it): rejected at the end of the step unless a later leaf changes them
+    missing: dict[tuple[str, str], int] = {}
     for lo in range(start, end, _BATCH):
         hi = min(lo + _BATCH, end)
         rejected = set(
@@ -185,10 +193,13 @@ def index_step(
         for idx, kind, rid, gone, content in conn.execute(q):
             if kind not in changes:
                 continue  # rotate-key (no record), or a kind no schema knows (rejected)
+            missing.pop((kind, rid), None)
             if gone is not None:
-                changes[kind][rid] = None  # withdrawn, or erased at the node
+                changes[kind][rid] = None  # withdrawn, or its content is missing
                 if orjson.loads(gone)["op"] == "withdraw":
                     erase[(kind, rid)] = idx
+                else:
+                    missing[(kind, rid)] = idx
             elif idx in rejected:
                 changes[kind][rid] = None
             else:
@@ -224,10 +235,31 @@ def index_step(
         apply_records(conn, node_id, "collection", changes["collection"])
         touched |= apply_groups(conn, node_id, changes[GROUP], combo_ids, vocab, live)
         countries = countries or bool(changes["biobank"] or changes[GROUP])
+    if missing:
+        conn.execute(rejections.insert(), missing_content_rejections(node_id, origin, missing))
     changed = stamp()
     executemany(conn, _RECOUNT, [(changed, cid) for cid in sorted(touched)])
     if countries:
         refresh_countries(conn, node_id, country, changed)
+
+
+def missing_content_rejections(
+    node_id: int, origin: str, missing: Mapping[tuple[str, str], int]
+) -> list[dict[str, Any]]:
+    """Rejection rows for live records whose latest publish entry came without content
+    (the auditor applies the same rule: `audit.livestate.NodeLive.missing_content`)."""
+    return [
+        {
+            "node_id": node_id,
+            "idx": idx,
+            "kind": kind,
+            "record_id": rid,
+            "problems": orjson.dumps(
+                [str(Problem(f"{origin} leaf {idx}", "/content", None, MISSING_CONTENT))]
+            ).decode(),
+        }
+        for (kind, rid), idx in sorted(missing.items(), key=lambda item: item[1])
+    ]
 
 
 # a combo's counts from its groups' bounds: samples add up, donors are at least the largest

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 from typer.testing import CliRunner
 
 from audit.cli import app
@@ -179,3 +180,33 @@ def test_bundle_with_node_direct_verifies_offline(tmp_path: Path) -> None:
     code, report = audit("--bundle", bundle, "--node-direct")
     assert code == 0, failed(report)
     assert check(report, "node-direct")["checked"] >= 2
+
+
+def _without_proofs(node: NodeLog) -> FastAPI:
+    """A node's own API that serves its checkpoint but no proof endpoint (404)."""
+    app = FastAPI()
+
+    @app.get("/v1/log/checkpoint", response_class=PlainTextResponse)
+    def cp() -> str:
+        return node.checkpoint()
+
+    return app
+
+
+def test_node_without_a_proof_endpoint_is_named_as_such_not_as_a_fork(tmp_path: Path) -> None:
+    world, port = _world_with_node(ahead=2)
+    bundle = tmp_path / "b"
+    with _serve(world, port, _without_proofs(world.de)) as cat:
+        code, report = audit("--catalogue", cat.url, "--node-direct")
+        fetched = CliRunner().invoke(
+            app, ["fetch", "--catalogue", cat.url, "--node-direct", str(bundle)]
+        )
+        assert fetched.exit_code == 0, fetched.output
+    assert code == 1
+    finding = failed(report)["node-direct"][0]
+    assert "has no consistency proof endpoint" in finding
+    assert "HTTP 404" in finding
+    assert "not an extension" not in finding
+    # the bundle keeps the node's answer: verifying it offline says the same
+    offline = failed(audit("--bundle", bundle, "--node-direct")[1])["node-direct"][0]
+    assert "has no consistency proof endpoint" in offline
