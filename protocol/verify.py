@@ -41,7 +41,6 @@ from protocol.merkle import CompactRange, leaf_hash
 from protocol.note import Checkpoint, Verifier, verify_checkpoint
 from protocol.schema import SchemaSet
 
-
 # The one rule for a `publish` entry served without content (`content: null`) although no
 # later `withdraw` entry erased it: the record is live, so its content must be served. The
 # catalogue keeps such a record out of its index and lists it in the node's rejection report

@@ -40,7 +40,11 @@ def test_live_record_served_without_content_is_a_rejection_and_the_audit_still_p
     status = _status(catalogue, sim.origin)
     assert status["rejections"] == 1
     [rejected] = status["rejection_report"]
-    assert (rejected["index"], rejected["kind"], rejected["id"]) == (4, "sample-group", hidden["id"])
+    assert (rejected["index"], rejected["kind"], rejected["id"]) == (
+        4,
+        "sample-group",
+        hidden["id"],
+    )
     assert rejected["problems"] == [f"{sim.origin} leaf 4: /content=None: {MISSING_CONTENT}"]
 
     state = tmp_path / "audit-state.json"
