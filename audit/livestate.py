@@ -179,17 +179,17 @@ def rows(live: NodeLive) -> list[Row]:
 class Sums:
     """Interval sums per code: [sum of lower bounds, sum of upper bounds]."""
 
-    lo: Counter[str] = field(default_factory=Counter)
-    hi: Counter[str] = field(default_factory=Counter)
+    lo: Counter[Any] = field(default_factory=Counter)
+    hi: Counter[Any] = field(default_factory=Counter)
 
-    def add(self, code: str, lo: int, hi: int) -> None:
+    def add(self, code: Any, lo: int, hi: int) -> None:
         self.lo[code] += lo
         self.hi[code] += hi
 
-    def get(self, code: str) -> Interval:
+    def get(self, code: Any) -> Interval:
         return self.lo.get(code, 0), self.hi.get(code, 0)
 
-    def codes(self) -> set[str]:
+    def codes(self) -> set[Any]:
         return set(self.hi)
 
 
@@ -274,5 +274,7 @@ class Tally:
         for table, code in ((self.biobanks, bb), (self.collections, col)):
             old = table.get((row.origin, code), (0, 0))
             table[(row.origin, code)] = (old[0] + lo, old[1] + hi)
-        for name, code in (("country", row.country), ("biobank", bb), ("collection", col)):
-            self.counts[name].add(code, lo, hi)
+        self.counts["country"].add(row.country, lo, hi)
+        # an id belongs to the node that publishes it: counted per (id, node origin)
+        self.counts["biobank"].add((bb, row.origin), lo, hi)
+        self.counts["collection"].add((col, row.origin), lo, hi)

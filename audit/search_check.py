@@ -41,30 +41,42 @@ def _compare(check: CheckResult, where: str, expected: Interval, shown: Any) -> 
         check.fail(where, f"search reports {_fmt(got)}, the logs give {_fmt(expected)}")
 
 
-def _listing(check: CheckResult, where: str, expected: Sums, shown: Any) -> None:
+def _listing(
+    check: CheckResult, where: str, expected: Sums, shown: Any, *, owned: bool = False
+) -> None:
+    """One counts or facets list; `owned` (biobanks, collections): one item per (code, node
+    origin), as an id belongs to the node that publishes it."""
+    shape = "{code, origin, count}" if owned else "{code, count}"
     if not isinstance(shown, list):
-        check.fail(where, f"is {type(shown).__name__}, not a list of {{code, count}}")
+        check.fail(where, f"is {type(shown).__name__}, not a list of {shape}")
         return
-    seen: dict[str, Any] = {}
-    order: list[tuple[int, int, str]] = []
+    seen: dict[Any, Any] = {}
+    order: list[tuple[Any, ...]] = []
     for item in shown:
-        if not isinstance(item, dict) or "code" not in item or "count" not in item:
-            check.fail(where, f"item {item!r:.80} is not {{code, count}}")
+        if (
+            not isinstance(item, dict)
+            or "code" not in item
+            or "count" not in item
+            or (owned and not isinstance(item.get("origin"), str))
+        ):
+            check.fail(where, f"item {item!r:.80} is not {shape}")
             continue
-        code = str(item["code"])
-        seen[code] = item["count"]
+        key: Any = (str(item["code"]), item["origin"]) if owned else str(item["code"])
+        seen[key] = item["count"]
         got = _shown(item["count"])
         if got is not None:
-            order.append((-got[1], -got[0], code))
-    for code in sorted(set(seen) | expected.codes()):
-        if code not in seen:
+            order.append((-got[1], -got[0], *(key if owned else (key,))))
+    for key in sorted(set(seen) | expected.codes()):
+        label = f"{key[0]!r} of node {key[1]}" if owned else repr(key)
+        if key not in seen:
             check.items += 1
-            check.fail(f"{where} {code!r}", f"missing; the logs give {_fmt(expected.get(code))}")
+            check.fail(f"{where} {label}", f"missing; the logs give {_fmt(expected.get(key))}")
         else:
-            _compare(check, f"{where} {code!r}", expected.get(code), seen[code])
+            _compare(check, f"{where} {label}", expected.get(key), seen[key])
     check.items += 1
     if order != sorted(order):
-        check.fail(where, "not sorted by count max desc, then min desc, then code")
+        then = "code, then node origin" if owned else "code"
+        check.fail(where, f"not sorted by count max desc, then min desc, then {then}")
 
 
 def _origin(item: dict[str, Any]) -> str | None:
@@ -137,7 +149,8 @@ def _counts(check: CheckResult, where: str, tally: Tally, answer: dict[str, Any]
         check.fail(f"{where} response", "lacks the 'counts' or 'facets' object")
         return False
     for name, expected in tally.counts.items():
-        _listing(check, f"{where} counts.{name}", expected, counts.get(name))
+        owned = name != "country"
+        _listing(check, f"{where} counts.{name}", expected, counts.get(name), owned=owned)
     for name, expected in tally.facets.items():
         _listing(check, f"{where} facets.{name}", expected, facets.get(name))
     return True

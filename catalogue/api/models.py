@@ -21,6 +21,15 @@ class CodeCount(BaseModel):
     count: Count
 
 
+class OwnedCount(BaseModel):
+    """The count of one biobank or collection id of one node: an id belongs to the node that
+    publishes it (`origin`), so two nodes using the same id are listed apart."""
+
+    code: str
+    origin: str
+    count: Count
+
+
 class Provenance(BaseModel):
     node: str
     checkpoint_size: int
@@ -41,6 +50,7 @@ class BiobankItem(BaseModel):
     counts its published collections (0: a biobank listed on its own)."""
 
     id: str
+    origin: str  # the node that publishes it (as provenance.node)
     published: bool
     collections: int
     name: str | None
@@ -61,6 +71,7 @@ class CollectionItem(BaseModel):
     are the collection record's own declarations, shown whatever `count_source` is."""
 
     id: str
+    origin: str  # the node that publishes it (as provenance.node)
     biobank: str | None
     published: bool
     biobank_published: bool
@@ -106,8 +117,8 @@ class NodeSummary(BaseModel):
 
 class Counts(BaseModel):
     country: list[CodeCount]
-    biobank: list[CodeCount]
-    collection: list[CodeCount]
+    biobank: list[OwnedCount]
+    collection: list[OwnedCount]
 
 
 class Facets(BaseModel):

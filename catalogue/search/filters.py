@@ -75,8 +75,22 @@ FILTERS: tuple[FilterDef, ...] = (
     FilterDef(
         "country", "code", "country of the biobank (ISO 3166-1 alpha-2)", code_list="country"
     ),
-    FilterDef("biobank", "id", "biobank identifier"),
-    FilterDef("collection", "id", "collection identifier"),
+    FilterDef(
+        "biobank",
+        "id",
+        "biobank identifier (of every node publishing one; with `node`, of those nodes only)",
+    ),
+    FilterDef(
+        "collection",
+        "id",
+        "collection identifier (of every node publishing one; with `node`, of those nodes only)",
+    ),
+    FilterDef(
+        "node",
+        "id",
+        "origin of the node that publishes the biobanks and collections (an id belongs to "
+        "the node publishing it)",
+    ),
     FilterDef("orpha", "orpha", "rare disease code, like ORPHA:558"),
     FilterDef(
         "icd10",

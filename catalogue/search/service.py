@@ -44,7 +44,10 @@ def search(
 ) -> dict[str, Any]:
     """The /v1/search response (docs/architecture.md) for validated filters."""
     status = list_status(conn, stale_after, include_retired=False)
-    node_rows = {r.id: r for r in conn.execute(select(nodes).where(nodes.c.state != "retired"))}
+    q = select(nodes).where(nodes.c.state != "retired")
+    if f.lists.get("node"):  # biobanks and collections of these nodes only
+        q = q.where(nodes.c.origin.in_(f.lists["node"]))
+    node_rows = {r.id: r for r in conn.execute(q)}
 
     def prov(nid: int) -> dict[str, Any]:
         r = node_rows[nid]
@@ -80,6 +83,7 @@ def search(
         collections_out.append(
             {
                 "id": cid,
+                "origin": node_rows[nid].origin,
                 "biobank": biobank,
                 "published": published,
                 "biobank_published": biobank is not None and (nid, biobank) in bb_country,
@@ -114,6 +118,7 @@ def search(
         biobanks_out.append(
             {
                 "id": bid,
+                "origin": node_rows[nid].origin,
                 "published": published,
                 "collections": bb_with_collections.get((nid, bid), 0),
                 "name": rec.get("name"),
@@ -134,8 +139,8 @@ def search(
         "donors": interval(t.donors),
         "counts": {
             "country": _listing(t.country.items()),
-            "biobank": _listing(((b, nid), n) for (nid, b), n in t.biobank.items()),
-            "collection": _listing(((c, nid), n) for (nid, c), n in t.collection.items()),
+            "biobank": _owned(t.biobank.items(), node_rows),
+            "collection": _owned(t.collection.items(), node_rows),
         },
         "facets": {name: _listing(t.facets[name].items()) for name in FACETS},
         "biobanks": {
@@ -189,6 +194,15 @@ def _listing(sums: Iterable[tuple[tuple[Any, int], Span]]) -> list[dict[str, Any
     totals = {code: _sum(spans) for code, spans in by_code.items()}
     ordered = sorted(totals.items(), key=lambda cs: (_order(cs[1]), str(cs[0])))
     return [{"code": code, "count": interval(span)} for code, span in ordered]
+
+
+def _owned(sums: Iterable[tuple[tuple[int, str], Span]], node_rows: dict[int, Any]) -> list[Any]:
+    """A counts list of biobanks or collections: one item per (node, id), never summed over
+    nodes (an id belongs to the node that publishes it; another node publishing under the
+    same id is listed apart), sorted by count, then id, then node origin."""
+    owned = [(code, node_rows[nid].origin, span) for (nid, code), span in sums]
+    owned.sort(key=lambda c: (_order(c[2]), c[0], c[1]))
+    return [{"code": code, "origin": origin, "count": interval(span)} for code, origin, span in owned]
 
 
 def _page(items: list[Any], page: int, size: int) -> list[Any]:

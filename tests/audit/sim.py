@@ -281,8 +281,8 @@ class Catalogue:
                     live.pop((origin, entry["id"]), None)
                     records.pop(key, None)
         names = ("by country", "by biobank", "by collection", *FACET_NAMES)
-        lo: dict[str, Counter[str]] = {n: Counter() for n in names}
-        hi: dict[str, Counter[str]] = {n: Counter() for n in names}
+        lo: dict[str, Counter[Any]] = {n: Counter() for n in names}
+        hi: dict[str, Counter[Any]] = {n: Counter() for n in names}
         per: dict[tuple[str, str, str], list[int]] = {}
         total, donors = [0, 0], [0, 0]
         for (origin, _id), g in live.items():
@@ -302,8 +302,8 @@ class Catalogue:
             donors = [max(donors[0], d_lo), donors[1] + d_hi]
             codes = [
                 ("by country", country),
-                ("by biobank", g["biobank"]),
-                ("by collection", g["collection"]),
+                ("by biobank", (g["biobank"], origin)),  # an id belongs to its node
+                ("by collection", (g["collection"], origin)),
                 ("country", country),
                 ("sample_type", g["sample_type"]),
                 ("storage_temperature", g["storage_temperature"]),
@@ -324,7 +324,12 @@ class Catalogue:
 
         def items(name: str) -> list[dict[str, Any]]:
             order = sorted(hi[name], key=lambda c: (-hi[name][c], -lo[name][c], c))
-            return [{"code": c, "count": count(lo[name][c], hi[name][c])} for c in order]
+            return [
+                {"code": c[0], "origin": c[1]} | {"count": count(lo[name][c], hi[name][c])}
+                if isinstance(c, tuple)
+                else {"code": c, "count": count(lo[name][c], hi[name][c])}
+                for c in order
+            ]
 
         def cards(kind: str) -> list[dict[str, Any]]:
             out = []

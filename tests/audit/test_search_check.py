@@ -118,7 +118,12 @@ def _response(tally: Tally) -> dict[str, Any]:
 
     def listing(sums: Any) -> list[dict[str, Any]]:
         codes = sorted(sums.codes(), key=lambda c: (-sums.get(c)[1], -sums.get(c)[0], c))
-        return [{"code": c, "count": count(*sums.get(c))} for c in codes]
+        return [  # biobanks and collections: per (id, node origin)
+            {"code": c[0], "origin": c[1], "count": count(*sums.get(c))}
+            if isinstance(c, tuple)
+            else {"code": c, "count": count(*sums.get(c))}
+            for c in codes
+        ]
 
     return {
         "total": count(*tally.samples),

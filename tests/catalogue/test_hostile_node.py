@@ -79,3 +79,53 @@ def test_missing_content_that_a_later_withdraw_explains_is_no_rejection(
     catalogue.enrol(sim, sim.url)
     assert catalogue.harvest()[sim.origin].ok
     assert _status(catalogue, sim.origin)["rejections"] == 0
+
+
+def test_second_node_publishing_under_another_nodes_biobank_id_does_not_inflate_its_count(
+    catalogue: Catalogue, serve: Any, tmp_path: Path
+) -> None:
+    owner = NodeSimulator("owner.example/biobank-node")
+    owner.populate(4)  # biobank bbmri-eric:ID:DE_SIM, 4 groups of 10 samples
+    squatter = NodeSimulator("squatter.example/biobank-node", country="IT")
+    squatter.populate(3, start=50)  # the same biobank and collection ids, 3 groups
+    for sim in (owner, squatter):
+        serve(sim)
+        catalogue.enrol(sim, sim.url)
+    assert all(o.ok for o in catalogue.harvest().values())
+    bb, col = "bbmri-eric:ID:DE_SIM", "bbmri-eric:ID:DE_SIM:collection:main"
+    with live_server(create_app(catalogue.ctx.settings)) as server:
+        body = httpx.get(f"{server.url}/v1/search").json()
+        assert body["total"] == {"min": 70, "max": 70}
+        assert body["counts"]["biobank"] == [
+            {"code": bb, "origin": owner.origin, "count": {"min": 40, "max": 40}},
+            {"code": bb, "origin": squatter.origin, "count": {"min": 30, "max": 30}},
+        ]
+        assert [
+            (i["code"], i["origin"], i["count"]["max"]) for i in body["counts"]["collection"]
+        ] == [
+            (col, owner.origin, 40),
+            (col, squatter.origin, 30),
+        ]
+        cards = {(i["origin"], i["id"]): i for i in body["biobanks"]["items"]}
+        assert cards[(owner.origin, bb)]["samples"] == {"min": 40, "max": 40}
+        assert cards[(owner.origin, bb)]["country"] == "DE"
+        assert cards[(squatter.origin, bb)]["samples"] == {"min": 30, "max": 30}
+        assert {i["origin"] for i in body["collections"]["items"]} == {
+            owner.origin,
+            squatter.origin,
+        }
+        # the filter by biobank id, qualified by the node that publishes it
+        mine = httpx.get(
+            f"{server.url}/v1/search", params={"biobank": bb, "node": owner.origin}
+        ).json()
+        assert mine["total"] == {"min": 40, "max": 40}
+        assert [i["origin"] for i in mine["counts"]["biobank"]] == [owner.origin]
+        assert [i["origin"] for i in mine["biobanks"]["items"]] == [owner.origin]
+        assert mine["facets"]["country"] == [{"code": "DE", "count": {"min": 40, "max": 40}}]
+        only = httpx.get(
+            f"{server.url}/v1/search", params={"collection": col, "node": squatter.origin}
+        )
+        assert only.json()["total"] == {"min": 30, "max": 30}
+        # the auditor recomputes the counts per (node, id) and agrees
+        code, report = audit("--catalogue", server.url)
+        assert code == 0, failed(report)
