@@ -86,9 +86,12 @@ def beacon_filtering_terms(ctx: Ctx, conn: Conn) -> dict[str, Any]:
         .join(nodes, nodes.c.id == records.c.node_id)
         .where(records.c.kind.in_(("biobank", "collection")), nodes.c.state != "retired")
     )
-    ids: dict[str, list[str]] = {"biobank": [], "collection": []}
+    ids: dict[str, list[str]] = {"biobank": [], "collection": [], "node": []}
     for r in conn.execute(q):
         ids[r.kind].append(r.record_id)
+    ids["node"] = list(
+        conn.execute(select(nodes.c.origin).where(nodes.c.state != "retired")).scalars()
+    )
     return filtering_terms_response(ctx.key.origin, filtering_terms(ctx.vocab, ids))
 
 

@@ -42,6 +42,7 @@ _WORDS: dict[str, tuple[str, str | None]] = {
     "country": ("country", "country"),
     "biobank": ("biobank", None),
     "collection": ("collection", None),
+    "node": ("published by node", None),
     "orpha": ("rare disease (ORPHA)", None),
     "icd10": ("diagnosis (ICD-10)", None),
 }

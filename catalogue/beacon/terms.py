@@ -8,7 +8,9 @@ filters by construction. Accepted terms (docs/beacon.md):
   C50.9), ``ORPHA:<n>`` (also ``Orphanet:<n>``), ``DUO:<n>``, sex as NCIT terms;
 - alphanumeric: ``age`` (or NCIT:C25150) with an ISO 8601 duration and ``=, <, <=, >, >=``;
 - custom: ``<parameter>:<value>`` for sample_type, storage_temperature, dataset_type,
-  country, biobank and collection.
+  country, biobank, collection and node (the origin of the node that publishes them: a
+  biobank or collection id belongs to its node, so ``biobank:X`` with ``node:O`` counts
+  node O's biobank X only).
 
 Beacon filters combine with AND; the search ORs the values of one parameter, so two
 different values of one parameter (other than age bounds) are refused, never widened.
@@ -52,6 +54,7 @@ CUSTOM_PARAMS = (
     "country",
     "biobank",
     "collection",
+    "node",  # the node publishing the biobanks and collections (an id belongs to its node)
 )
 _CODE_LISTS = {
     "sample_type": "sample-type",
@@ -214,7 +217,8 @@ def _years(text: str) -> float | None:
 
 def filtering_terms(vocab: Vocabulary, ids: Mapping[str, Iterable[str]]) -> list[dict[str, Any]]:
     """Every term this Beacon accepts, with English labels; `ids` are the biobank and
-    collection identifiers of the active nodes ({"biobank": [...], "collection": [...]})."""
+    collection identifiers and the origins of the active nodes ({"biobank": [...],
+    "collection": [...], "node": [...]})."""
     lists = CodeLists.default()
     scopes = ["biosample", "individual"]
     out: list[dict[str, Any]] = []

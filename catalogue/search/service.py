@@ -202,7 +202,9 @@ def _owned(sums: Iterable[tuple[tuple[int, str], Span]], node_rows: dict[int, An
     same id is listed apart), sorted by count, then id, then node origin."""
     owned = [(code, node_rows[nid].origin, span) for (nid, code), span in sums]
     owned.sort(key=lambda c: (_order(c[2]), c[0], c[1]))
-    return [{"code": code, "origin": origin, "count": interval(span)} for code, origin, span in owned]
+    return [
+        {"code": code, "origin": origin, "count": interval(span)} for code, origin, span in owned
+    ]
 
 
 def _page(items: list[Any], page: int, size: int) -> list[Any]:
