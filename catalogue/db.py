@@ -49,9 +49,12 @@ def make_engine(
 
 def _upgrade(engine: Engine) -> None:
     """Bring a database made by an earlier version to the current tables (idempotent):
-    `leaf_records` replaced the (node_id, kind, record_id) index of `leaves`; `combos` gained
-    `changed` (null in old rows: a server loads them all when it starts anyway)."""
+        `leaf_records` replaced the (node_id, kind, record_id) index of `leaves`; `combos` gained
+        `changed` (null in old rows: a server loads them all when it starts anyway); `nodes` gained
+    `withholding_since`."""
     with engine.begin() as conn:
+        if "withholding_since" not in {c["name"] for c in inspect(conn).get_columns("nodes")}:
+            conn.execute(text("ALTER TABLE nodes ADD COLUMN withholding_since VARCHAR(32)"))
         if "changed" not in {c["name"] for c in inspect(conn).get_columns("combos")}:
             conn.execute(text("ALTER TABLE combos ADD COLUMN changed BIGINT"))
             next(ix for ix in combos.indexes if ix.name == "ix_combos_changed").create(conn)

@@ -3,6 +3,7 @@
 BiobankError (protocol.errors)
 ├── VerificationError (protocol.errors) ... raised by protocol.verify, recorded per node
 ├── FetchError (protocol.errors)   a node is down, slow, oversized or serves garbage
+│   └── WithholdingError  a node signs a larger checkpoint but does not serve its leaves
 ├── NodeHalted            harvest refused: node halted after rollback/equivocation
 └── InputError (protocol.errors)
     ├── EnrolmentError    key mismatch, unreachable descriptor, already enrolled
@@ -18,6 +19,22 @@ from protocol.errors import BiobankError, FetchError, InputError
 
 class NodeHalted(BiobankError):
     """The node's harvest is stopped until an operator clears it."""
+
+
+class WithholdingError(FetchError):
+    """A node signs a larger checkpoint than the verified one but does not serve the leaves
+    it adds; its consistency proof from the verified checkpoint holds (or cannot be had).
+    Carries both signed checkpoints: they are the evidence of a withholding alert."""
+
+    def __init__(
+        self, message: str, *, trusted: str | None, new: str, recorded: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.trusted_checkpoint = trusted
+        self.new_checkpoint = new
+        # the error to record instead of this one's text (a page that could not be read
+        # stays that FetchError, while the time the node withholds its leaves still counts)
+        self.recorded = recorded
 
 
 class EnrolmentError(InputError):
@@ -50,4 +67,5 @@ __all__ = [
     "NodeHalted",
     "RevocationError",
     "UnknownNode",
+    "WithholdingError",
 ]

@@ -51,6 +51,9 @@ nodes = Table(
     Column("last_success_at", String(32)),
     Column("last_error", Text),
     Column("remote_size", BigInteger),
+    # since when the node signs a larger checkpoint without serving its leaves (None: it
+    # does not); a "withholding" alert is raised once it lasts CATALOGUE_WITHHOLD_AFTER
+    Column("withholding_since", String(32)),
 )
 
 leaves = Table(

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     max_response_bytes: int = 16 * 1024 * 1024
     page_size: Annotated[int, Field(ge=1, le=1000)] = 1000  # a node serves ≤ 1000 a page
     max_step: int = 2_000_000
+    # A node that signs a larger checkpoint but keeps withholding its leaves (its consistency
+    # proof holds, so it is no fork) raises a "withholding" alert after this many seconds.
+    withhold_after: Annotated[float, Field(ge=0)] = 86_400.0
     # Entries verified and stored per transaction while a step streams in (bounds memory);
     # the search index changes only when the whole step is verified (catalogue/README.md).
     harvest_chunk: Annotated[int, Field(ge=1)] = 5_000

@@ -74,6 +74,8 @@ def list_status(
                 "last_attempt_at": row.last_attempt_at,
                 "last_success_at": row.last_success_at,
                 "last_error": row.last_error,
+                # since when it signs a larger checkpoint without serving its leaves
+                "withholding_since": row.withholding_since,
                 "stale": row.state != "retired" and is_stale(row.last_success_at, stale_after),
                 "alerts": int(alert_counts.get(row.id, 0)),
                 "rejections": int(reject_counts.get(row.id, 0)),

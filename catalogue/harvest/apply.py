@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -41,6 +42,7 @@ from protocol.verify import TrustedState, VerifiedEntry
 __all__ = [
     "Chunk",
     "Position",
+    "Withholding",
     "commit_chunk",
     "commit_final",
     "discard_staging",
@@ -49,6 +51,7 @@ __all__ = [
     "record_unchanged",
 ]
 
+WITHHOLDING = "withholding"  # the alert kind
 LEAF_COLUMNS = ("node_id", "idx", "leaf", "hash", "kind", "record_id", "content")
 
 
@@ -186,8 +189,10 @@ def commit_final(
                 last_success_at=now,
                 last_error=None,
                 remote_size=state.size,
+                withholding_since=None,
             )
         )
+        _end_withholding(conn, pos.node_id, now)
         conn.execute(harvest_staging.delete().where(harvest_staging.c.node_id == pos.node_id))
         append(conn, key, "checkpoint", node=pos.origin, checkpoint=state.checkpoint)
 
@@ -214,22 +219,97 @@ def record_unchanged(engine: Engine, node_id: int, size: int) -> None:
         conn.execute(
             nodes.update()
             .where(nodes.c.id == node_id)
-            .values(last_attempt_at=now, last_success_at=now, last_error=None, remote_size=size)
+            .values(
+                last_attempt_at=now,
+                last_success_at=now,
+                last_error=None,
+                remote_size=size,
+                withholding_since=None,
+            )
         )
+        _end_withholding(conn, node_id, now)
+
+
+@dataclass(frozen=True)
+class Withholding:
+    """A failed attempt because the node withholds the leaves of a checkpoint it signed:
+    both signed checkpoints (evidence) and CATALOGUE_WITHHOLD_AFTER."""
+
+    trusted_checkpoint: str | None
+    new_checkpoint: str
+    alert_after: float
 
 
 def record_failure(
-    engine: Engine, node_id: int, error: str, remote_size: int | None, *, discard: bool = False
+    engine: Engine,
+    node_id: int,
+    error: str,
+    remote_size: int | None,
+    *,
+    discard: bool = False,
+    withholding: Withholding | None = None,
 ) -> None:
-    """Note a failed attempt; the verified state is untouched (staging dropped if asked)."""
-    values: dict[str, Any] = {"last_attempt_at": utc_now(), "last_error": error}
+    """Note a failed attempt; the verified state is untouched (staging dropped if asked).
+    Withholding that has lasted `alert_after` seconds raises a "withholding" alert (once)."""
+    now = utc_now()
+    values: dict[str, Any] = {"last_attempt_at": now, "last_error": error}
     if remote_size is not None:
         values["remote_size"] = remote_size
     with write_tx(engine) as conn:
+        if withholding is not None:
+            since = conn.execute(
+                select(nodes.c.withholding_since).where(nodes.c.id == node_id)
+            ).scalar()
+            values["withholding_since"] = since or now
+            if _seconds_between(since or now, now) >= withholding.alert_after:
+                _alert_withholding(conn, node_id, error, withholding, since or now, now)
         conn.execute(nodes.update().where(nodes.c.id == node_id).values(**values))
         count_refusal(conn, node_id, error)
         if discard:
             discard_staging(conn, node_id)
+
+
+def _seconds_between(earlier: str, later: str) -> float:
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    return (datetime.strptime(later, fmt) - datetime.strptime(earlier, fmt)).total_seconds()
+
+
+def _alert_withholding(
+    conn: Connection, node_id: int, error: str, w: Withholding, since: str, now: str
+) -> None:
+    """One open "withholding" alert per node (kept with both signed checkpoints)."""
+    open_alert = conn.execute(
+        select(alerts.c.id).where(
+            alerts.c.node_id == node_id,
+            alerts.c.kind == WITHHOLDING,
+            alerts.c.cleared_at.is_(None),
+        )
+    ).first()
+    if open_alert is not None:
+        return
+    conn.execute(
+        alerts.insert().values(
+            node_id=node_id,
+            kind=WITHHOLDING,
+            message=f"withholding since {since}: {error}",
+            old_checkpoint=w.trusted_checkpoint,
+            new_checkpoint=w.new_checkpoint,
+            created_at=now,
+        )
+    )
+
+
+def _end_withholding(conn: Connection, node_id: int, now: str) -> None:
+    """The node serves what it signs again: its open withholding alert is cleared."""
+    conn.execute(
+        alerts.update()
+        .where(
+            alerts.c.node_id == node_id,
+            alerts.c.kind == WITHHOLDING,
+            alerts.c.cleared_at.is_(None),
+        )
+        .values(cleared_at=now)
+    )
 
 
 def record_halt(

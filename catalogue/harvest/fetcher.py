@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import httpx
@@ -86,6 +87,18 @@ class NodeFetcher:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise FetchError(f"{self.base}/v1/log/checkpoint: not UTF-8 text") from exc
+
+    async def consistency(self, first: int, second: int) -> list[bytes]:
+        """The node's consistency proof between two tree sizes (RFC 9162)."""
+        path = "/v1/log/proof/consistency"
+        doc = await self.get_json(path, {"from": first, "to": second})
+        proof = doc.get("proof") if isinstance(doc, dict) else None
+        try:
+            if not isinstance(proof, list):
+                raise TypeError("no 'proof' list")
+            return [base64.b64decode(h, validate=True) for h in proof]
+        except (TypeError, ValueError) as exc:
+            raise FetchError(f"{self.base}{path}?from={first}&to={second}: {exc}") from exc
 
     async def entries(self, start: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
         """One page: the entries (as served) and `next`."""

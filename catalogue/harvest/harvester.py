@@ -32,8 +32,8 @@ import orjson
 from sqlalchemy import Engine, select
 
 from catalogue.db import make_engine
-from catalogue.errors import FetchError
-from catalogue.harvest.apply import record_failure, record_halt, record_unchanged
+from catalogue.errors import FetchError, WithholdingError
+from catalogue.harvest.apply import Withholding, record_failure, record_halt, record_unchanged
 from catalogue.harvest.fetcher import NodeFetcher
 from catalogue.harvest.keys import load_history
 from catalogue.harvest.stream import NodeJob, Writer, harvest_node, trim_heap
@@ -81,6 +81,7 @@ class JobResult:
     error: str | None = None
     halt: str | None = None  # "rollback" | "equivocation"
     discard: bool = False  # drop the staged step (it may be what failed)
+    withholding: bool = False  # a signed checkpoint whose leaves the node does not serve
     trusted_checkpoint: str | None = None
     new_checkpoint: str | None = None
 
@@ -247,7 +248,21 @@ class Harvester:
                 )
                 return Outcome(job.origin, ok=False, error=r.error, halted=True)
             if r.error is not None:
-                record_failure(self.engine, job.node_id, r.error, r.remote_size, discard=r.discard)
+                withholding = (
+                    Withholding(
+                        r.trusted_checkpoint, r.new_checkpoint or "", self.settings.withhold_after
+                    )
+                    if r.withholding
+                    else None
+                )
+                record_failure(
+                    self.engine,
+                    job.node_id,
+                    r.error,
+                    r.remote_size,
+                    discard=r.discard,
+                    withholding=withholding,
+                )
                 return Outcome(job.origin, ok=False, error=r.error)
             size = r.remote_size or 0
             if r.added:
@@ -320,6 +335,14 @@ async def guarded_job(
             remote_size=remote[0] if remote else None,
             error=_text(exc),
             halt="rollback" if isinstance(exc, RollbackError) else "equivocation",
+            trusted_checkpoint=exc.trusted_checkpoint,
+            new_checkpoint=exc.new_checkpoint,
+        )
+    except WithholdingError as exc:  # what was stored stays staged: the next harvest continues
+        return JobResult(
+            remote_size=remote[0] if remote else None,
+            error=exc.recorded or _text(exc),
+            withholding=True,
             trusted_checkpoint=exc.trusted_checkpoint,
             new_checkpoint=exc.new_checkpoint,
         )

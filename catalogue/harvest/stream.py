@@ -29,13 +29,20 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
-from catalogue.errors import FetchError
+from catalogue.errors import FetchError, WithholdingError
 from catalogue.harvest.apply import Chunk, Position, commit_chunk, commit_final
 from catalogue.harvest.fetcher import NodeFetcher
 from catalogue.ownlog import CatalogueKey
-from protocol.errors import BiobankError, MissingSignatureError, RevokedKeyError, SignatureError
+from protocol.errors import (
+    BiobankError,
+    EquivocationError,
+    MissingSignatureError,
+    ProofError,
+    RevokedKeyError,
+    SignatureError,
+)
 from protocol.keys import KeyHistory, rotation_hint
-from protocol.merkle import CompactRange
+from protocol.merkle import CompactRange, verify_consistency
 from protocol.schema import SchemaSet
 from protocol.verify import StepVerifier, TrustedState
 
@@ -140,8 +147,9 @@ async def harvest_node(
     pos = Position(job.node_id, job.origin, job.country, job.committed, verifier.old_size)
     chunk = Chunk(job.node_id)
     storing: asyncio.Future[Position] | None = None  # one chunk is stored while the next fills
+    served = _Served(_pages(fetcher, job.origin, verifier.old_size, size, job.page_size))
     try:
-        async for page in _pages(fetcher, job.origin, verifier.old_size, size, job.page_size):
+        async for page in served:
             for leaf, content in page:
                 chunk.add(verifier.feed(leaf, content))
             # each httpx response is a reference cycle (response <-> stream) holding its
@@ -162,15 +170,89 @@ async def harvest_node(
                     )
                 )
                 chunk = Chunk(job.node_id)
+        if verifier.remaining:  # the node signs more leaves than it serves
+            raise await _withheld(fetcher, job, verifier, accepted, "")
         state = verifier.finish()
         if storing is not None:
             pos, storing = await storing, None
         trim_heap()
         await writer.final(pos, chunk, state)
+    except FetchError as exc:
+        if exc is not served.error:  # not the reading of the leaves (e.g. the writer)
+            raise
+        found = await _withheld(fetcher, job, verifier, accepted, str(exc))
+        if isinstance(found, WithholdingError):  # recorded as the page error it is
+            found.recorded = f"{type(exc).__name__}: {exc}"
+        raise found from exc
     finally:
         if storing is not None:  # a failure while a chunk is stored: let it end cleanly
             await asyncio.gather(storing, return_exceptions=True)
     return StepOutcome(size, size - job.committed)
+
+
+class _Served:
+    """The pages of a step as they are served; remembers the FetchError that ended them."""
+
+    def __init__(self, pages: AsyncIterator[list[tuple[bytes, Any]]]) -> None:
+        self.pages = pages
+        self.error: FetchError | None = None
+
+    def __aiter__(self) -> _Served:
+        return self
+
+    async def __anext__(self) -> list[tuple[bytes, Any]]:
+        try:
+            return await self.pages.__anext__()
+        except FetchError as exc:
+            self.error = exc
+            raise
+
+
+async def _withheld(
+    fetcher: NodeFetcher,
+    job: NodeJob,
+    verifier: StepVerifier,
+    accepted: TrustedState | None,
+    why: str,
+) -> BiobankError:
+    """The node signs a checkpoint whose leaves it does not serve: ask it for a consistency
+    proof from the last verified checkpoint. A proof that fails is a fork (EquivocationError,
+    which halts the node with both checkpoints); otherwise the node withholds its leaves
+    (WithholdingError: retried, and alerted on once it lasts CATALOGUE_WITHHOLD_AFTER)."""
+    size, note = verifier.checkpoint.size, verifier.note
+    message = (
+        f"{job.origin}: signs a checkpoint of size {size} but serves its leaves only up to "
+        f"{verifier.next_index - 1}" + (f" ({why})" if why else "")
+    )
+    if accepted is None or accepted.size == 0:
+        return WithholdingError(
+            message + "; no verified checkpoint yet to ask a consistency proof from",
+            trusted=None,
+            new=note,
+        )
+    try:
+        proof = await fetcher.consistency(accepted.size, size)
+    except FetchError as exc:
+        return WithholdingError(
+            message + f"; nor a consistency proof from the verified size {accepted.size}: {exc}",
+            trusted=accepted.checkpoint,
+            new=note,
+        )
+    try:
+        verify_consistency(accepted.size, size, proof, accepted.root, verifier.checkpoint.root)
+    except ProofError as exc:
+        return EquivocationError(
+            message + f"; its consistency proof from the verified size {accepted.size} fails "
+            f"({exc}): the signed tree does not extend the verified one",
+            trusted=accepted.checkpoint,
+            new=note,
+        )
+    return WithholdingError(
+        message + f"; its consistency proof from the verified size {accepted.size} holds, so "
+        "the log is not forked: the node withholds the leaves",
+        trusted=accepted.checkpoint,
+        new=note,
+    )
 
 
 @cache

@@ -27,6 +27,7 @@ VOLATILE = {
     "last_success_at",
     "last_error",
     "remote_size",
+    "withholding_since",
     "verified_at",
     "enrolled_at",
     "created_at",

@@ -21,7 +21,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from protocol.canonical import canonical, digest
 from protocol.entries import make_entry
-from protocol.merkle import leaf_hash
+from protocol.merkle import consistency_proof, leaf_hash
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
 from protocol.schema import SchemaSet
 from tests.protocol.reference import root_from_leaf_hashes
@@ -119,6 +119,8 @@ class NodeSimulator:
         self.descriptor_key: str | None = None
         self.served: list[int] = []  # start index of every entries page served
         self.page_delay = 0.0  # seconds each entries page waits (a slow node)
+        # the leaves its consistency proofs are computed over (None: `leaves`; a fork: others)
+        self.proof_leaves: list[bytes] | None = None
 
     # -- building the log -------------------------------------------------------------
     def publish(self, kind: str, record: dict[str, Any]) -> int:
@@ -266,6 +268,12 @@ class NodeSimulator:
 
             body = {"entries": out, "next": end if end < len(sim.leaves) else None}
             return Response(orjson.dumps(body), media_type="application/json")
+
+        @app.get("/v1/log/proof/consistency")
+        def consistency(first: int = Query(alias="from", ge=1), to: int = Query(ge=1)) -> Any:
+            tree = sim.proof_leaves if sim.proof_leaves is not None else sim.leaves
+            proof = consistency_proof([leaf_hash(x) for x in tree], first, to)
+            return {"proof": [base64.b64encode(h).decode() for h in proof]}
 
         return app
 

@@ -182,8 +182,9 @@ def test_entries_missing(trusted: Any) -> None:
     sim.populate(3, start=5)
     sim.entries_hook = lambda es: es[:-1] if es else es
     error, row = attempt(cat, sim)
-    assert error.startswith("IndexOrderError: ")
-    assert row.state == "active" and dump(cat.engine) == before
+    assert error.startswith("WithholdingError: sim.example/biobank-node: signs a checkpoint ")
+    assert row.state == "active" and row.withholding_since is not None
+    assert dump(cat.engine) == before
 
 
 def test_garbage_response(trusted: Any) -> None:

@@ -3,6 +3,7 @@ validly signed log) can no longer do to the catalogue, and how the auditor agree
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,16 @@ import httpx
 from sqlalchemy import select
 
 from catalogue.app import create_app
-from catalogue.models import nodes
+from catalogue.harvest import Harvester
+from catalogue.models import alerts, nodes
 from catalogue.status import node_detail
 from federation.servers import live_server
+from protocol.merkle import leaf_hash
 from protocol.verify import MISSING_CONTENT
 from tests.audit.helpers import audit, check, failed
-from tests.catalogue.conftest import Catalogue
+from tests.catalogue.conftest import Catalogue, make_settings
 from tests.catalogue.simulator import NodeSimulator
+from tests.protocol.reference import root_from_leaf_hashes
 
 
 def _status(cat: Catalogue, origin: str) -> dict[str, Any]:
@@ -129,3 +133,94 @@ def test_second_node_publishing_under_another_nodes_biobank_id_does_not_inflate_
         # the auditor recomputes the counts per (node, id) and agrees
         code, report = audit("--catalogue", server.url)
         assert code == 0, failed(report)
+
+
+def _harvest(cat: Catalogue, **settings: Any) -> Any:
+    """One harvest with settings of its own (e.g. CATALOGUE_WITHHOLD_AFTER)."""
+    own = make_settings(cat.ctx.settings.database_url, cat.ctx.settings.home, **settings)
+    [outcome] = Harvester(engine=cat.engine, settings=own, key=cat.ctx.key).run()
+    return outcome
+
+
+def _withholding(catalogue: Catalogue, serve: Any) -> NodeSimulator:
+    """A node harvested at size 7 that then signs size 10 but serves no leaf past 7."""
+    sim = NodeSimulator()
+    sim.populate(5)
+    serve(sim)
+    catalogue.enrol(sim, sim.url)
+    assert catalogue.harvest()[sim.origin].size == 7
+    sim.populate(3, start=5)
+    sim.entries_hook = lambda es: [e for e in es if _index(e) < 7]
+    return sim
+
+
+def _leaf(e: dict[str, Any]) -> bytes:
+    return base64.b64decode(e["leaf"])
+
+
+def _index(e: dict[str, Any]) -> int:
+    return int(json.loads(_leaf(e))["index"])
+
+
+def _alerts(cat: Catalogue) -> list[Any]:
+    with cat.engine.connect() as conn:
+        return list(conn.execute(select(alerts).order_by(alerts.c.id)))
+
+
+def test_signed_checkpoint_without_leaves_is_withholding_and_alerts_after_the_set_time(
+    catalogue: Catalogue, serve: Any
+) -> None:
+    sim = _withholding(catalogue, serve)
+    out = _harvest(catalogue, withhold_after=3600)
+    assert not out.ok and not out.halted
+    assert out.error.startswith(
+        "WithholdingError: sim.example/biobank-node: signs a checkpoint of size 10 but serves "
+        "its leaves only up to 6"
+    )
+    assert "consistency proof from the verified size 7 holds" in out.error
+    status = _status(catalogue, sim.origin)
+    assert status["state"] == "active" and status["withholding_since"] is not None
+    assert status["alerts"] == 0  # not yet: it has not lasted CATALOGUE_WITHHOLD_AFTER
+    out = _harvest(catalogue, withhold_after=0)  # ... now it has
+    assert not out.ok and not out.halted
+    [alert] = _alerts(catalogue)
+    assert alert.kind == "withholding" and alert.cleared_at is None
+    assert alert.old_checkpoint.startswith(f"{sim.origin}\n7\n")  # both signed checkpoints
+    assert alert.new_checkpoint.startswith(f"{sim.origin}\n10\n")
+    assert _status(catalogue, sim.origin)["alerts"] == 1
+    _harvest(catalogue, withhold_after=0)
+    assert len(_alerts(catalogue)) == 1  # one alert while it lasts, not one per attempt
+    with live_server(create_app(catalogue.ctx.settings)) as server:
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'kind="withholding"' in metrics
+    sim.entries_hook = None  # the node serves its leaves again
+    assert catalogue.harvest()[sim.origin].size == 10
+    [alert] = _alerts(catalogue)
+    assert alert.cleared_at is not None
+    status = _status(catalogue, sim.origin)
+    assert status["withholding_since"] is None and status["alerts"] == 0
+
+
+def test_signed_checkpoint_without_leaves_whose_consistency_proof_fails_is_equivocation(
+    catalogue: Catalogue, serve: Any
+) -> None:
+    sim = _withholding(catalogue, serve)
+    trusted_root = sim.root(7)
+    fork = list(sim.leaves)
+    fork[3] = fork[3].replace(b'"time":"', b'"time":"1', 1)  # another tree below size 7
+    sim.proof_leaves = fork
+    sim.note = sim.sign(10, root=_root(fork))
+    out = catalogue.harvest()[sim.origin]
+    assert out.halted and not out.ok
+    assert out.error.startswith("EquivocationError: sim.example/biobank-node: signs a checkpoint")
+    assert "consistency proof from the verified size 7 fails" in out.error
+    [alert] = _alerts(catalogue)
+    assert alert.kind == "equivocation"
+    assert alert.old_checkpoint.startswith(f"{sim.origin}\n7\n")
+    assert alert.new_checkpoint == sim.note
+    assert base64.b64encode(trusted_root).decode() in alert.old_checkpoint
+    assert _status(catalogue, sim.origin)["state"] == "halted"
+
+
+def _root(leaves: list[bytes]) -> bytes:
+    return root_from_leaf_hashes([leaf_hash(x) for x in leaves])
