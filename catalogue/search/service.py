@@ -257,8 +257,9 @@ def _biobank_index(
     return countries, n_collections
 
 
-# Filters a biobank without collections can meet: it states a country and an id, nothing else.
-_BIOBANK_LEVEL = frozenset({"country", "biobank"})
+# Filters a biobank without collections can meet: it states a country and an id (of its
+# node), nothing else.
+_BIOBANK_LEVEL = frozenset({"country", "biobank", "node"})
 
 
 def _lone_biobanks(

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import inspect, select, text
 
 from catalogue.app import create_app
+from catalogue.db import make_engine
 from catalogue.harvest import Harvester
 from catalogue.models import alerts, nodes
 from catalogue.status import node_detail
@@ -224,3 +225,15 @@ def test_signed_checkpoint_without_leaves_whose_consistency_proof_fails_is_equiv
 
 def _root(leaves: list[bytes]) -> bytes:
     return root_from_leaf_hashes([leaf_hash(x) for x in leaves])
+
+
+def test_an_old_database_gains_the_withholding_since_column(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    with engine.begin() as conn:  # as an earlier version made it
+        conn.execute(text("ALTER TABLE nodes DROP COLUMN withholding_since"))
+    engine.dispose()
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert "withholding_since" in {c["name"] for c in inspect(conn).get_columns("nodes")}
+    engine.dispose()
