@@ -437,3 +437,18 @@ def test_bad_filter_value_shows_the_api_reason(page: Any, web_site: Site) -> Non
 def test_runs_against_the_real_catalogue(web_site: Site) -> None:
     origins = {n["origin"] for n in web_site.api("/v1/nodes")["nodes"]}
     assert len(origins) == 3
+
+
+def test_only_this_biobank_filters_by_the_node_that_publishes_it(page: Any, web_site: Site) -> None:
+    """A biobank id belongs to its node: the card's button asks for that node's biobank."""
+    open_search(page, web_site)
+    first = web_site.api("/v1/search")["biobanks"]["items"][0]
+    assert first["origin"] == first["provenance"]["node"]
+    card = page.locator(f"article[data-biobank='{first['id']}']").first
+    card.locator("button.secondary").click()
+    query = urlencode([("biobank", first["id"]), ("node", first["origin"])])
+    wait_results(page, query)
+    assert page.url.endswith(f"/?{query}")
+    expected = web_site.api("/v1/search", [("biobank", first["id"]), ("node", first["origin"])])
+    assert page.locator("#total").inner_text() == f"{shown(expected['total'])} samples match"
+    assert page.locator(f"#rm-node-{id_part(first['origin'])}").count() == 1  # a removable chip

@@ -206,6 +206,9 @@ export function renderFilters(query, data, memory, actions) {
     suggestField({ id: "f-collection", label: t("f.collection"), hint: t("f.collection.hint"),
       search: nameSuggestions(memory.collections), onPick: (v) => actions.toggle("collection", v, true) }),
     chips("collection", query.filters.collection || [], (v) => memory.collections.get(v) || v, actions)),
+  (query.filters.node || []).length ? h("div", { class: "group" },
+    h("p", { class: "group-label" }, t("f.node")),
+    chips("node", query.filters.node, (v) => v, actions)) : null,
   h("div", { class: "filters-actions" }, h("button", { type: "submit", class: "primary", id: "apply" }, t("filters.apply"))));
   return form;
 }

@@ -3,7 +3,7 @@
 /** Repeatable filter parameters of /v1/search, in the order they appear in URLs. */
 export const LIST_PARAMS = [
   "sample_type", "storage_temperature", "sex", "icd10", "orpha", "duo", "dataset_type",
-  "country", "biobank", "collection",
+  "country", "biobank", "collection", "node",
 ];
 /** Whole-number parameters. */
 export const NUMBER_PARAMS = ["age_min", "age_max", "period_from", "period_to"];

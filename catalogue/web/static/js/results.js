@@ -100,7 +100,7 @@ function biobankCard(item, statuses, actions) {
       url ? row("card.website", h("a", { href: url, rel: "noopener noreferrer", target: "_blank" }, url)) : null,
       row("card.quality", list("quality-standard", item.quality_standards))),
     provenance(item, statuses),
-    h("button", { type: "button", class: "secondary small", onclick: () => actions.toggle("biobank", item.id, true) },
+    h("button", { type: "button", class: "secondary small", onclick: () => actions.only(item.id, item.origin ?? item.provenance?.node) },
       t("card.only_biobank")));
 }
 

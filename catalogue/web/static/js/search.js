@@ -69,6 +69,9 @@ function go(next, { scrollToResults = false } = {}) {
 
 const actions = {
   toggle: (param, value, on) => go(toggle(query, param, value, on)),
+  // a biobank id belongs to the node that publishes it: filter by both
+  only: (id, node) => go(node ? toggle(toggle(query, "biobank", id, true), "node", node, true)
+    : toggle(query, "biobank", id, true)),
   submit: (form) => {
     const next = clone(query);
     for (const name of NUMBER_PARAMS) {
