@@ -193,8 +193,8 @@ def cells_of(world: dict[str, Group], query: dict[str, list[str]]) -> dict[Cell,
         r = world[gid].record
         for name, code in (
             ("country", NODES[world[gid].origin][0]),
-            ("biobank", r["biobank"]),
-            ("collection", r["collection"]),
+            ("biobank", (r["biobank"], world[gid].origin)),  # an id belongs to its node
+            ("collection", (r["collection"], world[gid].origin)),
         ):
             out.setdefault(("counts", name, code), []).append(gid)
     for facet, param in FACETS.items():
@@ -213,7 +213,12 @@ def listing(cells: dict[Cell, Span], section: str, name: str) -> list[dict[str, 
     """A counts or facet list as the API must give it: by count max, then min desc, code."""
     items = [(c[2], s) for c, s in cells.items() if c[:2] == (section, name)]
     items.sort(key=lambda cs: (-cs[1][1], -cs[1][0], cs[0]))
-    return [{"code": code, "count": {"min": lo, "max": hi}} for code, (lo, hi) in items]
+    return [
+        {"code": code[0], "origin": code[1], "count": {"min": lo, "max": hi}}
+        if isinstance(code, tuple)
+        else {"code": code, "count": {"min": lo, "max": hi}}
+        for code, (lo, hi) in items
+    ]
 
 
 def expected(world: dict[str, Group], query: dict[str, list[str]]) -> dict[str, Any]:
@@ -246,10 +251,11 @@ def ask(
     for section in ("counts", "facets"):
         for name, items in body[section].items():
             for item in items:
-                shown[(section, name, item["code"])] = (item["count"]["min"], item["count"]["max"])
+                code = (item["code"], item["origin"]) if "origin" in item else item["code"]
+                shown[(section, name, code)] = (item["count"]["min"], item["count"]["max"])
     for kind in ("biobank", "collection"):
         for item in body[f"{kind}s"]["items"]:
-            count = shown[("counts", kind, item["id"])]
+            count = shown[("counts", kind, (item["id"], item["origin"]))]
             assert (item["samples"]["min"], item["samples"]["max"]) == count, item["id"]
             assert kind == "biobank" or item["count_source"] == "groups"
     return shown
@@ -415,7 +421,7 @@ def test_every_answer_is_the_interval_sum_of_the_published_groups(fed: Federatio
     # 140 exact, and six bounded groups of [1, 9], [1, 9], [1, 9], [1, 19], [1, 4], [1, 19]
     assert shown[("total",)] == (146, 209)
     assert shown[("facets", "sex", "male")] == (3, 32)  # groups 2, 9 and 11, all bounded
-    assert shown[("counts", "collection", A3)] == (2, 28)  # two bounded groups
+    assert shown[("counts", "collection", (A3, DE))] == (2, 28)  # two bounded groups
     for query in (q(sex="male"), q(collection=A3), q(country="FR"), q(icd10="G30.9")):
         ask(fed.api, world, query)
 
