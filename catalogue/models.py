@@ -190,7 +190,7 @@ alerts = Table(  # evidence of misbehaviour: both signed checkpoints are kept
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("node_id", Integer, nullable=False),
-    Column("kind", String(32), nullable=False),  # rollback | equivocation
+    Column("kind", String(32), nullable=False),  # rollback | equivocation | withholding
     Column("message", Text, nullable=False),
     Column("old_checkpoint", Text),
     Column("new_checkpoint", Text),

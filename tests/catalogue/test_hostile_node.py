@@ -10,11 +10,13 @@ from typing import Any
 
 import httpx
 from sqlalchemy import inspect, select, text
+from typer.testing import CliRunner
 
+from audit.cli import app as audit_app
 from catalogue.app import create_app
 from catalogue.db import make_engine
 from catalogue.harvest import Harvester
-from catalogue.models import alerts, nodes
+from catalogue.models import alerts, nodes, rejections
 from catalogue.status import node_detail
 from federation.servers import live_server
 from protocol.merkle import leaf_hash
@@ -70,8 +72,25 @@ def test_live_record_served_without_content_is_a_rejection_and_the_audit_still_p
         assert code == 0, failed(report)
         assert check(report, "withdrawn-content")["node_faults"] == 1
         assert json.loads(state.read_text())["size"] > size
+        # a bundle keeps the rejection report: offline, the verdict is the same
+        bundle = tmp_path / "bundle"
+        fetched = CliRunner().invoke(audit_app, ["fetch", "--catalogue", server.url, str(bundle)])
+        assert fetched.exit_code == 0, fetched.output
+    code, report = audit("--bundle", bundle)
+    assert code == 0, failed(report)
+    assert check(report, "withdrawn-content")["node_faults"] == 1
     with catalogue.engine.connect() as conn:
         assert conn.execute(select(nodes.c.tree_size)).scalar_one() == 7
+    # a catalogue that hides the record without reporting it fails the audit
+    with catalogue.engine.begin() as conn:
+        conn.execute(rejections.delete())
+    with live_server(create_app(catalogue.ctx.settings)) as server:
+        code, report = audit("--catalogue", server.url)
+    assert code == 1
+    assert failed(report)["withdrawn-content"] == [
+        f"node {sim.origin} leaf 4: live sample-group {hidden['id']} is served without "
+        "content, and the catalogue's rejection report does not list it"
+    ]
 
 
 def test_missing_content_that_a_later_withdraw_explains_is_no_rejection(
