@@ -150,6 +150,21 @@ def test_second_node_publishing_under_another_nodes_biobank_id_does_not_inflate_
             f"{server.url}/v1/search", params={"collection": col, "node": squatter.origin}
         )
         assert only.json()["total"] == {"min": 30, "max": 30}
+        # Beacon: the same filter as custom terms, and the node among the filtering terms
+        beacon = httpx.post(
+            f"{server.url}/beacon/v2/biosamples",
+            json={
+                "meta": {"apiVersion": "v2.0.0"},
+                "query": {
+                    "filters": [{"id": f"biobank:{bb}"}, {"id": f"node:{owner.origin}"}],
+                    "requestedGranularity": "count",
+                },
+            },
+        ).json()
+        assert beacon["responseSummary"]["numTotalResults"] == 40
+        terms = httpx.get(f"{server.url}/beacon/v2/filtering_terms").json()
+        ids = {t["id"] for t in terms["response"]["filteringTerms"]}
+        assert {f"node:{owner.origin}", f"node:{squatter.origin}"} <= ids
         # the auditor recomputes the counts per (node, id) and agrees
         code, report = audit("--catalogue", server.url)
         assert code == 0, failed(report)
