@@ -228,7 +228,8 @@ def run_import(
     holding, apply the privacy policy over the whole holding and publish the group change
     set when it involves at least k donors (else it waits). A failure changes nothing.
     ``roles`` gives files their role; inferred roles are listed in ``report.inferred``.
-    A collection whose biobank is neither in the import nor published is a problem.
+    A collection or sample whose biobank (or a sample whose collection) is neither in the
+    import nor published is a problem.
     """
     for path in files:
         if not path.is_file():
@@ -297,15 +298,21 @@ _KNOWN_BIOBANKS = (
     "SELECT id FROM others WHERE kind = 'biobank' "
     "UNION SELECT id FROM records WHERE kind = 'biobank' AND live = 1"
 )
+_KNOWN_COLLECTIONS = (
+    "SELECT id, biobank FROM others WHERE kind = 'collection' "
+    "UNION SELECT id, biobank FROM records WHERE kind = 'collection' AND live = 1"
+)
 
 
 def check_references(conn: sqlite3.Connection, stage: Staging, notes: list[str]) -> None:
-    """A collection whose biobank is neither in this import nor published is a problem
-    (it would be a card without a biobank); samples of such biobanks get a note.
+    """Every reference must hold: a collection whose biobank, or a sample whose biobank or
+    collection, is neither in this import nor published is a problem named as such (it
+    would be a card without a biobank or collection), as is a sample whose collection
+    belongs to another biobank. ``notes`` is kept for callers; nothing is noted today.
 
     Staged biobanks are schema-checked first (few; the differ checks them again): an
-    invalid one is not "in the import", so its collections are problems too, reported
-    in the same pass as the biobank's own problems.
+    invalid one is not "in the import", so its collections and samples are problems too,
+    reported in the same pass as the biobank's own problems.
     """
     validate = SchemaSet.default().problems
     for id, text, location in conn.execute(
@@ -332,14 +339,45 @@ def check_references(conn: sqlite3.Connection, stage: Staging, notes: list[str])
             id,
         )
         conn.execute("DELETE FROM others WHERE kind = 'collection' AND id = ?", (id,))
-    for biobank, count in conn.execute(
-        "SELECT biobank, count(*) FROM staging "
-        f"WHERE biobank NOT IN ({_KNOWN_BIOBANKS}) GROUP BY biobank ORDER BY biobank"
-    ).fetchall():
-        notes.append(
-            f"{count} sample(s) of biobank {biobank}, which is neither in this import nor "
-            "published: their groups carry no biobank record"
-        )
+    conn.execute("DROP TABLE IF EXISTS temp.known_collections")
+    conn.execute(f"CREATE TEMP TABLE known_collections AS {_KNOWN_COLLECTIONS}")
+    conn.execute("CREATE INDEX temp.known_collections_id ON known_collections(id)")
+    bad = conn.execute(
+        "SELECT s.rowid, s.local_id, s.biobank, s.collection, s.row_location, "
+        f"s.biobank IN ({_KNOWN_BIOBANKS}), "
+        "(SELECT group_concat(k.biobank, ', ') FROM known_collections k WHERE k.id = s.collection) "
+        f"FROM {stage.table} s "
+        f"WHERE s.biobank NOT IN ({_KNOWN_BIOBANKS}) OR (s.collection IS NOT NULL AND NOT EXISTS "
+        "(SELECT 1 FROM known_collections k WHERE k.id = s.collection AND k.biobank = s.biobank))"
+    ).fetchall()
+    for rowid, local_id, biobank, collection, location, biobank_known, owners in bad:
+        if not biobank_known:
+            problem = Problem(
+                location,
+                "biobank",
+                biobank,
+                f"the biobank '{biobank}' of this sample is neither in this import nor published "
+                "(import the biobanks file with it, or first)",
+            )
+        elif owners is None:
+            problem = Problem(
+                location,
+                "collection",
+                collection,
+                f"the collection '{collection}' of this sample is neither in this import nor "
+                "published (import the collections file with it, or first)",
+            )
+        else:
+            problem = Problem(
+                location,
+                "collection",
+                collection,
+                f"the collection '{collection}' of this sample belongs to biobank '{owners}', "
+                f"not to the biobank '{biobank}' of this sample",
+            )
+        stage.problem(problem, "sample", local_id)
+        conn.execute(f"DELETE FROM {stage.table} WHERE rowid = ?", (rowid,))
+    conn.execute("DROP TABLE temp.known_collections")
 
 
 def _apply(

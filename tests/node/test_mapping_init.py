@@ -11,10 +11,13 @@ from typer.testing import CliRunner
 
 from federation.generate import DATA, generate
 from node.cli import app
+from node.importing.importer import run_import
 from node.importing.mapping import Mapping
 from node.importing.mapping_init import guess, render, value_code
 from node.policy import Policy, write_default
+from node.importing.wording import reason_class
 from node.preview import preview
+from tests.node.node_support import make_home
 
 COUNTRIES = sorted(p.stem for p in (DATA / "countries").glob("*.json"))
 EMX2 = "molgenis-emx2-directory/data/biobank-directory/demo"
@@ -27,10 +30,21 @@ def _init(*args: str) -> str:
     return result.output
 
 
-def _problems(files: list[Path], mapping: Path, home: Path) -> int:
-    write_default(home / "policy.toml")
-    policy = Policy.load(home / "policy.toml")
-    return preview(files, policy, mapping_path=mapping).problems
+def _policy(home: Path) -> Policy:
+    if not (home / "policy.toml").exists():
+        write_default(home / "policy.toml")
+    return Policy.load(home / "policy.toml")
+
+
+def _problems(files: list[Path], mapping: Path, home: Path, node: Path | None = None) -> int:
+    return preview(files, _policy(home), mapping_path=mapping, home=node).problems
+
+
+def _reasons(files: list[Path], mapping: Path, home: Path) -> set[str]:
+    policy = _policy(home)
+    return {
+        reason_class(p.reason) for p in preview(files, policy, mapping_path=mapping).problem_list
+    }
 
 
 @pytest.mark.parametrize("country", COUNTRIES)
@@ -49,10 +63,28 @@ def test_each_demo_flavour_gets_a_mapping_that_previews_without_problems(
     for fld, table in guessed.get("values", {}).items():
         for local, code in table.items():
             assert truth["values"][fld].get(local, local) == code, (fld, local)
-    assert _problems([export.samples_csv], out, tmp_path) == 0
-    # the site and study names are left to the operator, listed as decisions
+    # the site and study names are left to the operator, listed as decisions: until they
+    # are made (and the biobanks and collections published) every row's only problem is
+    # its reference
     text = out.read_text(encoding="utf-8")
     assert "# [values.biobank]" in text and "DECIDE" in text
+    assert _reasons([export.samples_csv], out, tmp_path) == {
+        "the biobank '…' of this sample is neither in this import nor published "
+        "(import the biobanks file with it, or first)"
+    }
+    # the operator decides (the generator's own ids) and publishes the records first
+    decided = text + "".join(
+        f"\n[values.{fld}]\n" + "".join(f'"{a}" = "{b}"\n' for a, b in truth["values"][fld].items())
+        for fld in ("biobank", "collection")
+    )
+    out.write_text(decided, encoding="utf-8")
+    home, _ = make_home(tmp_path, name="node", records=False)
+    for csv_path, mapping in (
+        (export.biobanks_csv, export.biobanks_mapping),
+        (export.collections_csv, export.collections_mapping),
+    ):
+        assert run_import(home, [csv_path], mapping=Mapping.load(mapping)).applied
+    assert _problems([export.samples_csv], out, tmp_path, home.path) == 0
 
 
 def test_an_unknown_value_is_listed_as_a_decision_and_previewed_as_a_problem(
@@ -77,7 +109,13 @@ def test_an_unknown_value_is_listed_as_a_decision_and_previewed_as_a_problem(
         "w": "female",
         "m": "male",
     }
-    assert _problems([export], out, tmp_path) == 1
+    # the unknown material is the one code problem; both rows also name their site, which
+    # is no published biobank yet
+    assert _reasons([export], out, tmp_path) == {
+        "unknown code '…' for sample_type",
+        "the biobank '…' of this sample is neither in this import nor published "
+        "(import the biobanks file with it, or first)",
+    }
     # an existing mapping is not overwritten without --force
     refused = CliRunner().invoke(app, ["mapping", "init", str(export)])
     assert refused.exit_code == 2 and "exists" in refused.output
