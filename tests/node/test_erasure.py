@@ -87,7 +87,7 @@ def test_a_withdrawal_of_fewer_than_k_donors_waits_then_goes_with_the_next_chang
         assert "published the change set of 3 donor(s)" in result.stdout
         checkpoint, entries = verify_served_log(client, KeyHistory(ORIGIN, vkey))
         assert checkpoint.size == 2 + RECORD_ENTRIES
-        group = item_content(entries[1])
+        group = item_content(entries[1 + RECORD_ENTRIES])
         assert group is not None and (group["samples"], group["donors"]) == (6, 3)
 
 
