@@ -19,8 +19,8 @@ from node.importing.mapping import Mapping
 from node.settings import NodeSettings
 from protocol.keys import KeyHistory
 from tests.node.node_support import (
-    RECORD_ENTRIES,
     ORIGIN,
+    RECORD_ENTRIES,
     make_home,
     sample_rows,
     verify_served_log,

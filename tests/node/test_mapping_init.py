@@ -14,8 +14,8 @@ from node.cli import app
 from node.importing.importer import run_import
 from node.importing.mapping import Mapping
 from node.importing.mapping_init import guess, render, value_code
-from node.policy import Policy, write_default
 from node.importing.wording import reason_class
+from node.policy import Policy, write_default
 from node.preview import preview
 from tests.node.node_support import make_home
 

@@ -19,8 +19,8 @@ from protocol.entries import parse_leaf
 from service.problems import PROBLEM
 from tests.metrics_support import node_secrets, parse, value
 from tests.node.node_support import (
-    RECORD_ENTRIES,
     ORIGIN,
+    RECORD_ENTRIES,
     fetch_all,
     make_home,
     sample_rows,

@@ -21,8 +21,8 @@ from protocol.errors import MissingSignatureError, SignatureError
 from protocol.keys import KeyHistory
 from protocol.note import Signer, Verifier, generate_key, open_note, sign_checkpoint
 from tests.node.node_support import (
-    RECORD_ENTRIES,
     ORIGIN,
+    RECORD_ENTRIES,
     entry_of,
     make_home,
     sample_rows,

@@ -20,8 +20,8 @@ from protocol.entries import parse_leaf
 from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 from protocol.note import Verifier, verify_checkpoint
 from tests.node.node_support import (
-    RECORD_ENTRIES,
     ORIGIN,
+    RECORD_ENTRIES,
     fetch_all,
     make_home,
     sample_rows,
@@ -30,7 +30,6 @@ from tests.node.node_support import (
     write_mapping,
 )
 from tests.protocol.reference import root_from_leaf_hashes
-
 
 R = RECORD_ENTRIES  # the biobank and collection entries make_home publishes first
 
