@@ -339,45 +339,45 @@ def check_references(conn: sqlite3.Connection, stage: Staging, notes: list[str])
             id,
         )
         conn.execute("DELETE FROM others WHERE kind = 'collection' AND id = ?", (id,))
-    conn.execute("DROP TABLE IF EXISTS temp.known_collections")
-    conn.execute(f"CREATE TEMP TABLE known_collections AS {_KNOWN_COLLECTIONS}")
-    conn.execute("CREATE INDEX temp.known_collections_id ON known_collections(id)")
-    bad = conn.execute(
-        "SELECT s.rowid, s.local_id, s.biobank, s.collection, s.row_location, "
-        f"s.biobank IN ({_KNOWN_BIOBANKS}), "
-        "(SELECT group_concat(k.biobank, ', ') FROM known_collections k WHERE k.id = s.collection) "
-        f"FROM {stage.table} s "
-        f"WHERE s.biobank NOT IN ({_KNOWN_BIOBANKS}) OR (s.collection IS NOT NULL AND NOT EXISTS "
-        "(SELECT 1 FROM known_collections k WHERE k.id = s.collection AND k.biobank = s.biobank))"
-    ).fetchall()
-    for rowid, local_id, biobank, collection, location, biobank_known, owners in bad:
-        if not biobank_known:
-            problem = Problem(
-                location,
+    biobanks = {id for (id,) in conn.execute(_KNOWN_BIOBANKS)}
+    owners: dict[str, set[str]] = {}
+    for id, owner in conn.execute(_KNOWN_COLLECTIONS):
+        owners.setdefault(id, set()).add(owner)
+    # few distinct pairs even in a big file: check those, then fetch the rows of bad ones
+    reasons: dict[tuple[str, str | None], tuple[str, str | None, str]] = {}
+    for biobank, collection in conn.execute(
+        f"SELECT DISTINCT biobank, collection FROM {stage.table}"
+    ).fetchall():
+        if biobank not in biobanks:
+            reasons[biobank, collection] = (
                 "biobank",
                 biobank,
-                f"the biobank '{biobank}' of this sample is neither in this import nor published "
-                "(import the biobanks file with it, or first)",
+                f"the biobank '{biobank}' of this sample is neither in this import nor "
+                "published (import the biobanks file with it, or first)",
             )
-        elif owners is None:
-            problem = Problem(
-                location,
+        elif collection is not None and collection not in owners:
+            reasons[biobank, collection] = (
                 "collection",
                 collection,
                 f"the collection '{collection}' of this sample is neither in this import nor "
                 "published (import the collections file with it, or first)",
             )
-        else:
-            problem = Problem(
-                location,
+        elif collection is not None and biobank not in owners[collection]:
+            reasons[biobank, collection] = (
                 "collection",
                 collection,
-                f"the collection '{collection}' of this sample belongs to biobank '{owners}', "
-                f"not to the biobank '{biobank}' of this sample",
+                f"the collection '{collection}' of this sample belongs to biobank "
+                f"'{', '.join(sorted(owners[collection]))}', not to the biobank '{biobank}' "
+                "of this sample",
             )
-        stage.problem(problem, "sample", local_id)
-        conn.execute(f"DELETE FROM {stage.table} WHERE rowid = ?", (rowid,))
-    conn.execute("DROP TABLE temp.known_collections")
+    for (biobank, collection), (field_, value, reason) in reasons.items():
+        where = "biobank = ? AND collection IS ?"
+        for local_id, location in conn.execute(
+            f"SELECT local_id, row_location FROM {stage.table} WHERE {where} ORDER BY rowid",
+            (biobank, collection),
+        ).fetchall():
+            stage.problem(Problem(location, field_, value, reason), "sample", local_id)
+        conn.execute(f"DELETE FROM {stage.table} WHERE {where}", (biobank, collection))
 
 
 def _apply(
