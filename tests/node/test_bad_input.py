@@ -51,7 +51,7 @@ def test_unknown_code_is_reported_and_nothing_published(
     home, mapping = setup
     report = _one_bad(home, mapping, tmp_path, 2, "Blut")
     assert [str(p) for p in report.problems] == [
-        "bad.csv row 4: material='Blut': unknown code 'Blut' for sample_type"
+        "bad.csv row 4: material='Blut': not a MIABIS sample type"
     ]
 
 

@@ -94,7 +94,7 @@ def test_import_prints_one_line_per_problem_and_exits_non_zero(tmp_path: Path) -
     assert result.exit_code == 1
     lines = [line for line in result.stdout.splitlines() if line.startswith("problem: ")]
     assert lines == [
-        "problem: bad.csv row 3: material='Blut': unknown code 'Blut' for sample_type",
+        "problem: bad.csv row 3: material='Blut': not a MIABIS sample type",
         "problem: bad.csv row 4: age='forty': not a whole number of years",
     ]
     good = write_csv(tmp_path / "good.csv", sample_rows(4))

@@ -288,15 +288,13 @@ def test_unknown_code_names_the_nearest_codes(tmp_path: Path) -> None:
     report = run_import(home, [write_csv(tmp_path / "s.csv", rows)], mapping=mapping)
     assert not report.applied
     reasons = {p.value: p.reason for p in report.problems}
-    assert reasons["Blod"].startswith("unknown code 'Blod' for sample_type (did you mean Blood")
+    assert reasons["Blod"].startswith("not a MIABIS sample type; did you mean Blood")
     assert "did you mean WholeBlood" in reasons["Whole blod"]
 
 
 def test_an_unrecognisable_code_gets_no_suggestion() -> None:
     codes = Codes.default()
-    assert codes.unknown("sample-type", "sample_type", "zzzz") == (
-        "unknown code 'zzzz' for sample_type"
-    )
+    assert codes.unknown("sample-type", "sample_type", "zzzz") == "not a MIABIS sample type"
     assert codes.suggest("sample-type", "Serun")[0] == "Serum"
 
 

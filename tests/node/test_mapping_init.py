@@ -112,7 +112,7 @@ def test_an_unknown_value_is_listed_as_a_decision_and_previewed_as_a_problem(
     # the unknown material is the one code problem; both rows also name their site, which
     # is no published biobank yet
     assert _reasons([export], out, tmp_path) == {
-        "unknown code '…' for sample_type",
+        "not a MIABIS sample type",
         "the biobank '…' of this sample is neither in this import nor published "
         "(import the biobanks file with it, or first)",
     }

@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from node.importing import recordfields
+from node.importing import recordfields, wording
 from node.importing.codes import Codes
 from node.importing.sources.base import Sink, read_table
 from protocol.errors import ConfigError
+from protocol.schema import SchemaSet
 
 __all__ = [
     "ALTERNATIVES",
@@ -127,14 +128,20 @@ def _not_available(value: str) -> bool:
     return upper in NOT_AVAILABLE or upper.startswith("NAV_")
 
 
-def _get(row: dict[str, str], column: str) -> str:
-    """The value of ``column`` or of its first present national spelling."""
+def _column(row: dict[str, str], column: str) -> str:
+    """The file's own name of ``column``: itself, or its first present national spelling
+    (problems name the column the operator's file has)."""
     if column in row:
-        return row[column]
+        return column
     for other in ALTERNATIVES.get(column, ()):
         if other in row:
-            return row[other]
-    return ""
+            return other
+    return column
+
+
+def _get(row: dict[str, str], column: str) -> str:
+    """The value of ``column`` or of its first present national spelling."""
+    return row.get(_column(row, column), "")
 
 
 def read(
@@ -173,6 +180,7 @@ def read(
             inferred(path, found[0], found[1])
     contacts: dict[str, dict[str, str]] = {}
     count = 0
+    schemas = SchemaSet.default()
     for path in (p for p in paths if roles.get(p) == "persons"):
         for _, row, _problems in read_table(path, ","):
             if row and row.get("id") and row.get("email") and row.get("id") != "id":
@@ -210,7 +218,8 @@ def read(
             flat: dict[str, object] = {}
             names: dict[str, str] = {}
             for column, fld in columns.items():
-                value = _get(row, column).strip()
+                raw = _column(row, column)
+                value = row.get(raw, "").strip()
                 if fld in LISTS:
                     items = [v.strip() for v in value.split(",") if v.strip()]
                     for v in items:
@@ -222,7 +231,7 @@ def read(
                     flat[fld] = None
                 else:
                     flat[fld] = value or None
-                names[fld] = column
+                names[fld] = raw
             if not (flat.get("age.min") or flat.get("age.max")):
                 flat.pop("age.unit", None)
             url = flat.get("url")
@@ -239,10 +248,20 @@ def read(
             )
             if content.get("age") and "unit" not in content["age"]:  # type: ignore[operator]
                 content["age"]["unit"] = "years"  # type: ignore[index]
+            names["contact"] = _column(row, "contact")
             reference = _get(row, "contact").split(",")[0].strip()
             person = contacts.get(reference)
             if person:
                 content["contact"] = person
+            # schema problems in the same pass as code problems, both named by the file's
+            # own column (fields whose codes failed are left out: only report the others)
+            issues = [wording.plain(p, names) for p in issues]
+            failed = {p.field for p in issues}
+            issues += [
+                p
+                for p in (wording.plain(q, names) for q in schemas.problems(kind, content, loc))
+                if p.field not in failed
+            ]
             if issues:
                 for p in issues:
                     sink.problem(p, kind, key)
