@@ -136,6 +136,8 @@ def _format_for(path: Path, role: str | None, fmt: str | None, mapping: Mapping 
         return fmt or detect_format(path, mapping)
     if role in ("fhir", "beacon"):
         return role
+    if path.suffix.lower() == ".xlsx" and (mapping is None or role in (mapping.kind, "persons")):
+        return "xlsx"  # the role picks the sheet (node.importing.sources.xlsx.plan)
     if mapping is not None and role != "persons":
         if role != mapping.kind:
             raise ConfigError(
@@ -178,7 +180,7 @@ def read_files(
                     f"{path.name}: read as Beacon v2 biosamples/individuals (a JSON array, or "
                     "Beacon keys without a FHIR resourceType)"
                 )
-            elif kind in ("csv", "tsv", "xlsx"):
+            elif kind in ("csv", "tsv") or (kind == "xlsx" and mapping is not None):
                 inferred.append(
                     f"{path.name}: read as {mapping.kind if mapping else '?'} rows "
                     f"({kind}; the mapping's kind)"
@@ -187,14 +189,14 @@ def read_files(
     for kind, paths in groups.items():
         if kind not in FORMATS:
             raise ConfigError(f"unknown format {kind!r}; use one of {', '.join(FORMATS)}")
-        if kind in ("csv", "tsv", "xlsx"):
+        if kind == "xlsx":  # role sheets split into their roles; a samples sheet needs a mapping
+            for path in paths:
+                rows += xlsx.read(path, mapping, sink, codes, helper, roles.get(path), inferred)
+        elif kind in ("csv", "tsv"):
             if mapping is None:
                 raise ConfigError(f"{kind.upper()} exports need --mapping MAP (see node/README.md)")
             for path in paths:
-                if kind == "xlsx":
-                    rows += xlsx.read(path, mapping, sink, codes, helper)
-                else:
-                    rows += tabular.read(path, mapping, sink, codes, kind, helper)
+                rows += tabular.read(path, mapping, sink, codes, kind, helper)
         elif kind == "beacon":
             rows += beacon.read(paths, sink, codes, mapping)
         elif kind == "fhir":

@@ -14,13 +14,15 @@ are left out of the record and listed as ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from node.importing import recordfields, wording
 from node.importing.codes import Codes
 from node.importing.sources.base import Sink, read_table
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, Problem
 from protocol.schema import SchemaSet
 
 __all__ = [
@@ -30,8 +32,10 @@ __all__ = [
     "LISTS",
     "NOT_AVAILABLE",
     "ROLES",
+    "Table",
     "infer_role",
     "read",
+    "read_tables",
 ]
 
 # the roles a Directory file can have (record kind, or "persons" for the contacts table)
@@ -178,11 +182,26 @@ def read(
         roles[path] = found[0]
         if inferred is not None:
             inferred(path, found[0], found[1])
+    return read_tables(
+        [(path.name, roles[path], partial(read_table, path, ",")) for path in paths],
+        sink,
+        codes,
+    )
+
+
+#: one table: its name (a file name, or "book.xlsx sheet Biobanks"), its role, and a
+#: function returning its rows in read_table's shape (header first)
+Table = tuple[str, str, Callable[[], Iterator[tuple[str, Any, list[Problem]]]]]
+
+
+def read_tables(tables: list[Table], sink: Sink, codes: Codes) -> int:
+    """Read persons tables first, then biobanks and collections; return the data rows read.
+    The tables may be CSV files or the sheets of a workbook (node.importing.sources.xlsx)."""
     contacts: dict[str, dict[str, str]] = {}
     count = 0
     schemas = SchemaSet.default()
-    for path in (p for p in paths if roles.get(p) == "persons"):
-        for _, row, _problems in read_table(path, ","):
+    for _name, _role, opener in (t for t in tables if t[1] == "persons"):
+        for _, row, _problems in opener():
             if row and row.get("id") and row.get("email") and row.get("id") != "id":
                 name = " ".join(
                     x for x in (row.get("first_name", ""), row.get("last_name", "")) if x
@@ -193,17 +212,14 @@ def read(
                 if row.get("role", "").strip():
                     contact["role"] = row["role"].strip()[:200]
                 contacts[row["id"]] = contact
-    for path in paths:
-        kind = roles.get(path)
+    for name, kind, opener in tables:
         if kind not in ("biobank", "collection"):
             continue
         sources = (
-            ("bbmri-eric-directory-2018",)
-            if path.name.startswith("eu_bbmri_eric")
-            else ("bbmri-eric-directory",)
+            ("bbmri-eric-directory-2018",) if "eu_bbmri_eric" in name else ("bbmri-eric-directory",)
         )
         columns = BIOBANK_COLUMNS if kind == "biobank" else COLLECTION_COLUMNS
-        rows = read_table(path, ",")
+        rows = opener()
         next(rows)
         for loc, row, problems in rows:
             count += 1
@@ -213,7 +229,7 @@ def read(
                     sink.problem(p, kind, key)
                 continue
             if row.get("withdrawn", "").strip().lower() == "true":
-                sink.ignored(f"{path.name}: rows marked withdrawn")
+                sink.ignored(f"{name}: rows marked withdrawn")
                 continue
             flat: dict[str, object] = {}
             names: dict[str, str] = {}
