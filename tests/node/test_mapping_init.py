@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import tomllib
 from pathlib import Path
 
+import openpyxl
 import pytest
 from typer.testing import CliRunner
 
@@ -192,7 +194,11 @@ def test_refusals_exit_2_with_a_reason(tmp_path: Path) -> None:
     sheet = tmp_path / "export.xlsx"
     sheet.write_bytes(b"PK\x03\x04")
     result = CliRunner().invoke(app, ["mapping", "init", str(sheet)])
-    assert result.exit_code == 2 and "CSV/TSV only" in result.output
+    assert result.exit_code == 2 and "not a readable .xlsx workbook" in result.output
+    old = tmp_path / "export.xls"
+    old.write_bytes(b"\xd0\xcf\x11\xe0")
+    result = CliRunner().invoke(app, ["mapping", "init", str(old)])
+    assert result.exit_code == 2 and "save it as .xlsx or CSV" in result.output
     csv_file = tmp_path / "a.csv"
     csv_file.write_text("id,name\n1,x\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["mapping", "init", str(csv_file), "--kind", "donor"])
@@ -222,3 +228,31 @@ def test_columns_without_a_known_name_are_matched_by_their_values(tmp_path: Path
     text = render(made, [export])
     assert '# biobank = "bbmri-eric:ID:XX_BIOBANK"   # DECIDE' in text
     assert Mapping.from_dict(tomllib.loads(text)).columns == made.columns
+
+
+def test_mapping_init_reads_an_xlsx_workbook_through_the_xlsx_reader(tmp_path: Path) -> None:
+    """The DE demo export as an Excel workbook (a Notes sheet first, the samples in a
+    sheet named Samples, numbers as numbers): the same guess as from its CSV."""
+    export = generate("DE", 600, 7, tmp_path / "export")
+    with export.samples_csv.open(encoding="utf-8", newline="") as fh:
+        table = list(csv.reader(fh, delimiter=";"))
+    book = openpyxl.Workbook()
+    book.active.title = "Notes"
+    book.active.append(["exported by the LIMS"])
+    sheet = book.create_sheet("Samples")
+    for row in table:
+        sheet.append([float(c) if c.isdigit() and len(c) < 4 else c for c in row])
+    path = tmp_path / "lims.xlsx"
+    book.save(path)
+    out = tmp_path / "xlsx.toml"
+    said = _init(str(path), "--out", str(out))
+    assert "kind sample, 12 column(s) mapped, 0 left out" in said
+    guessed = tomllib.loads(out.read_text(encoding="utf-8"))
+    from_csv = guess([export.samples_csv])
+    assert guessed["columns"] == from_csv.columns
+    assert guessed["values"]["sample_type"] == from_csv.values["sample_type"]
+    # the guessed mapping reads the workbook: only the undecided site names are problems
+    assert _reasons([path], out, tmp_path) == {
+        "the biobank '…' of this sample is neither in this import nor published "
+        "(import the biobanks file with it, or first)"
+    }
