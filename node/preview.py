@@ -174,7 +174,7 @@ def preview_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Show the groups an import of FILES would make, what waits; change nothing."""
-    console = Console()
+    console = Console(emoji=False)  # ":ID:" in Directory ids is no emoji code
     try:
         policy = Policy.load(policy_file or home / "policy.toml")
         report = preview(files, policy, fmt=fmt, mapping_path=mapping, home=home)

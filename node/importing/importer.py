@@ -334,8 +334,8 @@ def check_references(conn: sqlite3.Connection, stage: Staging, notes: list[str])
                 location,
                 "biobank",
                 biobank,
-                f"collection {id}: its biobank {biobank} is neither in this import nor "
-                "published (import the biobanks file with it)",
+                f"the biobank '{biobank}' of this collection is neither in this import nor "
+                "published (import the biobanks file with it, or first)",
             ),
             "collection",
             id,
