@@ -138,7 +138,8 @@ def preview(
         stage = Staging(conn, "staging", None)
         rows = read_files(files, fmt, mapping, stage, Codes.default())
         stage.duplicates()
-        check_references(conn, stage, [])  # as the import does: dangling references
+        columns = mapping.columns if mapping is not None and mapping.kind == "sample" else None
+        check_references(conn, stage, [], columns)  # as the import does: dangling references
         samples = conn.execute("SELECT count(*) FROM staging").fetchone()[0]
         records = dict(conn.execute("SELECT kind, count(*) FROM others GROUP BY kind"))
         merge(conn, pseudonyms, snapshot=False)

@@ -288,7 +288,9 @@ def _stage(
         files, fmt, mapping, stage, Codes.default(), helper, roles, report.inferred
     )
     stage.duplicates()
-    check_references(conn, stage, report.notes)
+    check_references(
+        conn, stage, report.notes, mapping.columns if mapping and mapping.kind == "sample" else None
+    )
     report.staged_samples = conn.execute("SELECT count(*) FROM staging").fetchone()[0]
     report.staged_records = conn.execute("SELECT count(*) FROM others").fetchone()[0]
     report.ignored = stage.ignored_counts
@@ -306,7 +308,12 @@ _KNOWN_COLLECTIONS = (
 )
 
 
-def check_references(conn: sqlite3.Connection, stage: Staging, notes: list[str]) -> None:
+def check_references(
+    conn: sqlite3.Connection,
+    stage: Staging,
+    notes: list[str],
+    columns: dict[str, str] | None = None,
+) -> None:
     """Every reference must hold: a collection whose biobank, or a sample whose biobank or
     collection, is neither in this import nor published is a problem named as such (it
     would be a card without a biobank or collection), as is a sample whose collection
@@ -314,9 +321,11 @@ def check_references(conn: sqlite3.Connection, stage: Staging, notes: list[str])
 
     Staged biobanks are schema-checked first (few; the differ checks them again): an
     invalid one is not "in the import", so its collections and samples are problems too,
-    reported in the same pass as the biobank's own problems.
+    reported in the same pass as the biobank's own problems. ``columns`` (a sample
+    mapping's field -> column) names the operator's column in sample problems.
     """
     validate = SchemaSet.default().problems
+    columns = columns or {}
     for id, text, location in conn.execute(
         "SELECT id, content, location FROM others WHERE kind = 'biobank'"
     ).fetchall():
@@ -352,21 +361,21 @@ def check_references(conn: sqlite3.Connection, stage: Staging, notes: list[str])
     ).fetchall():
         if biobank not in biobanks:
             reasons[biobank, collection] = (
-                "biobank",
+                columns.get("biobank", "biobank"),
                 biobank,
                 f"the biobank '{biobank}' of this sample is neither in this import nor "
                 "published (import the biobanks file with it, or first)",
             )
         elif collection is not None and collection not in owners:
             reasons[biobank, collection] = (
-                "collection",
+                columns.get("collection", "collection"),
                 collection,
                 f"the collection '{collection}' of this sample is neither in this import nor "
                 "published (import the collections file with it, or first)",
             )
         elif collection is not None and biobank not in owners[collection]:
             reasons[biobank, collection] = (
-                "collection",
+                columns.get("collection", "collection"),
                 collection,
                 f"the collection '{collection}' of this sample belongs to biobank "
                 f"'{', '.join(sorted(owners[collection]))}', not to the biobank '{biobank}' "

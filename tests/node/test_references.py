@@ -16,6 +16,7 @@ from node.importing.mapping import Mapping
 from tests.node.node_support import (
     BIOBANK,
     COLLECTION,
+    HEADER,
     MAPPING,
     make_home,
     publish_records,
@@ -119,3 +120,22 @@ def test_cli_says_to_import_the_biobanks_first_then_the_samples_import(
         assert done.exit_code == 0, done.output
     assert runner.invoke(app, ["preview", *args]).exit_code == 0
     assert runner.invoke(app, ["import", *args]).exit_code == 0
+
+
+def test_a_reference_problem_names_the_operators_column(tmp_path: Path) -> None:
+    """When the mapping reads the biobank from a column, the problem names that column
+    (as every other problem does), with the id the mapping made of its value."""
+    home, _ = make_home(tmp_path)
+    text = MAPPING.replace(f'biobank = "{BIOBANK}"\n', "").replace(
+        "[columns]\n", '[columns]\nbiobank = "Standort"\n'
+    )
+    text += '\n[values.biobank]\n"Nord" = "bbmri-eric:ID:DE_NORD"\n"Test" = "' + BIOBANK + '"\n'
+    mapping = Mapping.load(write_mapping(tmp_path / "map.toml", text))
+    rows = [[*r, "Test"] for r in sample_rows(3)]
+    rows[1][-1] = "Nord"
+    export = write_csv(tmp_path / "s.csv", rows, [*HEADER, "Standort"])
+    report = run_import(home, [export], mapping=mapping, skip_invalid=True)
+    assert [(p.location, p.field, p.value) for p in report.problems] == [
+        ("s.csv row 3", "Standort", "bbmri-eric:ID:DE_NORD")
+    ]
+    assert report.staged_samples == 2
