@@ -23,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from node.importing.codes import Codes, diagnosis
+from node.importing.codes import Codes, diagnosis, not_available
 from node.importing.mapping import FIELDS, LIST_FIELDS, SAMPLE_LIST_FIELDS, Mapping
 from node.importing.recordfields import CODED
 from node.importing.samples import parse_date
@@ -682,6 +682,8 @@ class Guess:
     values: dict[str, dict[str, str]] = field(default_factory=dict)  # guessed [values]
     mapped: dict[str, dict[str, str]] = field(default_factory=dict)  # known via tables
     undecided: dict[str, list[str]] = field(default_factory=dict)
+    # "not available" codes (NAV, NI, ...): no value, left out by the importer on purpose
+    dropped: dict[str, list[str]] = field(default_factory=dict)
     decide: dict[str, list[str]] = field(default_factory=dict)  # free ids to name
     sources: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # required fields without a column
@@ -799,7 +801,9 @@ def guess(files: list[Path], kind: str | None = None, limit: int = SAMPLE_ROWS) 
         if fld in CODELIST:
             for value in distinct:
                 found = value_code(CODELIST[fld], value)
-                if found is None:
+                if found is None and not_available(value):
+                    made.dropped.setdefault(fld, []).append(value)
+                elif found is None:
                     made.undecided.setdefault(fld, []).append(value)
                 elif found[1] == "guessed":
                     made.values.setdefault(fld, {})[value] = found[0]
@@ -869,11 +873,16 @@ def render(made: Guess, files: list[Path]) -> str:
     if made.unmatched:
         out += ["", "# Columns left out (never imported); map one by adding a line above:"]
         out += [f"#   {_q(c)}" for c in made.unmatched]
-    for fld in sorted(set(made.values) | set(made.undecided) | set(made.mapped)):
+    for fld in sorted(
+        set(made.values) | set(made.undecided) | set(made.mapped) | set(made.dropped)
+    ):
         guessed = made.values.get(fld, {})
         open_ = made.undecided.get(fld, [])
         mapped = made.mapped.get(fld, {})
         out += ["", f"[values.{_key(fld)}]"]
+        if made.dropped.get(fld):
+            shown = ", ".join(made.dropped[fld][:MAX_LISTED])
+            out.append(f"# 'not available' codes, left out on purpose (no value): {shown}")
         if mapped:
             shown = ", ".join(f"{a} -> {b}" for a, b in list(mapped.items())[:MAX_LISTED])
             out.append(f"# mapped by the code tables already: {shown}")

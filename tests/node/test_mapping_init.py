@@ -168,10 +168,11 @@ def test_a_sync_service_export_maps_through_the_directory_tables(
     assert made.missing == ["biobank"]  # no biobank column: a decision
     assert made.mapped["sample_types"]["WHOLE_BLOOD"] == "WholeBlood"
     assert not made.undecided
+    assert made.dropped == {"sex": ["NAV"]}  # "not available": no value, as the import does
     assert json.dumps(made.values) == "{}"
 
 
-def test_the_2018_directory_collections_leave_only_units_and_nav_to_decide(
+def test_the_2018_directory_collections_leave_only_units_to_decide(
     external: Path,
 ) -> None:
     made = guess(
@@ -186,8 +187,12 @@ def test_the_2018_directory_collections_leave_only_units_and_nav_to_decide(
     assert made.columns["sample_types"] == "materials" and made.columns["biobank"] == "biobank"
     # ICD-10 chapters (urn:miriam:icd:II) are diagnoses the importer reads (as C00-D48)
     assert "diagnoses" not in made.undecided
-    assert made.undecided["sample_types"] == ["NAV"]  # "not available": no sample type
-    assert set(made.undecided) == {"age.unit", "sample_types"}
+    # "not available" codes are no value, left out on purpose (the importer drops them)
+    assert made.dropped["sample_types"] == ["NAV"] and made.dropped["sex"] == ["NAV"]
+    assert set(made.undecided) == {"age.unit"}
+    assert "# 'not available' codes, left out on purpose (no value): NAV" in render(
+        made, [Path("eu_bbmri_eric_collections.csv")]
+    )
 
 
 def test_refusals_exit_2_with_a_reason(tmp_path: Path) -> None:
