@@ -235,14 +235,20 @@ class Tally:
     collections: dict[tuple[str, str], Interval] = field(default_factory=dict)
     # live collection records with valid content, per (node origin, collection id)
     collection_records: set[tuple[str, str]] = field(default_factory=set)
+    # their content, and the live biobank records (node origin, biobank id)
+    collection_contents: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    biobank_records: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, live: NodeLive) -> None:
-        """Add one node's live groups and collection records."""
-        self.collection_records |= {
-            (live.origin, rid)
-            for (kind, rid), (content, _i, _k) in live.others.items()
-            if kind == "collection" and content is not None
-        }
+        """Add one node's live groups and biobank and collection records."""
+        for (kind, rid), (content, _i, _k) in live.others.items():
+            if content is None:
+                continue
+            if kind == "collection":
+                self.collection_records.add((live.origin, rid))
+                self.collection_contents[live.origin, rid] = content
+            elif kind == "biobank":
+                self.biobank_records.add((live.origin, rid))
         for row in rows(live):
             self.rows.append(row)
             self._count(row)

@@ -6,7 +6,8 @@ per country it lists (and one with both), and in the unfiltered one the `samples
 biobanks and collections on the first page (a collection with no live group is
 `"declared"`, its samples null). Listings hold exactly the codes some matching group has,
 sorted by max desc, then min desc, then code. A mismatch names the query, the count and both
-intervals.
+intervals. The cards' `published` / `biobank_published` flags (and a published
+collection's `declared_size` and `subjects`) must say what the mirrored logs say.
 """
 
 from __future__ import annotations
@@ -91,10 +92,32 @@ def _items(response: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
 
 
+def _flag(check: CheckResult, where: str, name: str, shown: Any, expected: bool) -> None:
+    """A card's `published`-like flag must say what the mirrored logs say."""
+    check.items += 1
+    if shown is not expected:
+        says = "is" if expected else "is not"
+        check.fail(where, f"{name} {shown!r}, but the record {says} live in the logs")
+
+
+def _declared(check: CheckResult, where: str, item: dict[str, Any], record: dict[str, Any]) -> None:
+    """A published collection's own declarations show on its card as the record has them."""
+    for name, field_ in (("declared_size", "size"), ("subjects", "number_of_subjects")):
+        check.items += 1
+        if item.get(name) != record.get(field_):
+            check.fail(
+                where,
+                f"{name} {item.get(name)!r}, but the record's {field_} is {record.get(field_)!r}",
+            )
+
+
 def _biobanks(check: CheckResult, tally: Tally, response: dict[str, Any]) -> None:
-    """A biobank's samples are its groups' sum; one with no live group shows null or zero."""
+    """A biobank's samples are its groups' sum; one with no live group shows null or zero.
+    `published` says whether its record is live in the logs."""
     for item in _items(response, "biobanks"):
         where = f"search biobanks {item.get('id')!r} of node {_origin(item)}"
+        key = (str(_origin(item)), str(item.get("id")))
+        _flag(check, where, "published", item.get("published"), key in tally.biobank_records)
         expected = tally.biobanks.get((str(_origin(item)), str(item.get("id"))))
         if expected is None and item.get("samples") in (None, {"min": 0, "max": 0}):
             check.items += 1
@@ -103,10 +126,24 @@ def _biobanks(check: CheckResult, tally: Tally, response: dict[str, Any]) -> Non
 
 
 def _collections(check: CheckResult, tally: Tally, response: dict[str, Any]) -> None:
-    """A collection with live groups counts them (`"groups"`); one without is `"declared"`."""
+    """A collection with live groups counts them (`"groups"`); one without is `"declared"`.
+    `published` and `biobank_published` say whether its record and its biobank's record
+    are live in the logs; a published one shows its record's size and subjects."""
     for item in _items(response, "collections"):
         key = (str(_origin(item)), str(item.get("id")))
         where = f"search collections {key[1]!r} of node {key[0]}"
+        record = tally.collection_contents.get(key)
+        _flag(check, where, "published", item.get("published"), record is not None)
+        biobank = (key[0], str(item.get("biobank")))
+        _flag(
+            check,
+            where,
+            "biobank_published",
+            item.get("biobank_published"),
+            biobank in tally.biobank_records,
+        )
+        if record is not None:
+            _declared(check, where, item, record)
         expected = tally.collections.get(key)
         source = item.get("count_source")
         check.items += 1

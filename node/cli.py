@@ -35,8 +35,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
+# emoji off: ":ID:" in Directory ids ("bbmri-eric:ID:DE_X") is no emoji code
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 HomeOpt = Annotated[Path, typer.Option("--home", envvar="NODE_HOME", help="node home directory")]
 
@@ -171,12 +172,16 @@ def import_(
     except BiobankError as exc:
         _fail(exc)
     for line in report.inferred:
-        err.print(f"role: {line}", highlight=False, soft_wrap=True)
+        err.print(f"role: {line}", highlight=False, soft_wrap=True, markup=False)
     _problems(report.problems, report_file)
     for what, count in sorted(report.ignored.items()):
-        err.print(f"ignored: {what}" + (f" (x{count})" if count > 1 else ""), highlight=False)
+        err.print(
+            f"ignored: {what}" + (f" (x{count})" if count > 1 else ""),
+            highlight=False,
+            markup=False,
+        )
     for note in report.notes:
-        err.print(f"note: {note}", highlight=False)
+        err.print(f"note: {note}", highlight=False, markup=False)
     render = getattr(report.privacy, "render", None)
     if render is not None:
         render(err)
@@ -249,7 +254,7 @@ class _progress:
         if not self.enabled:
             return None, None
         # --progress without a terminal (a log file, CI): draw anyway, as asked
-        console = err if err.is_terminal else Console(stderr=True, force_terminal=True)
+        console = err if err.is_terminal else Console(stderr=True, force_terminal=True, emoji=False)
         self.bar = Progress(
             SpinnerColumn(),
             TextColumn("{task.description:<10}"),

@@ -138,7 +138,8 @@ def preview(
         stage = Staging(conn, "staging", None)
         rows = read_files(files, fmt, mapping, stage, Codes.default())
         stage.duplicates()
-        check_references(conn, stage, [])  # as the import does: dangling references
+        columns = mapping.columns if mapping is not None and mapping.kind == "sample" else None
+        check_references(conn, stage, [], columns)  # as the import does: dangling references
         samples = conn.execute("SELECT count(*) FROM staging").fetchone()[0]
         records = dict(conn.execute("SELECT kind, count(*) FROM others GROUP BY kind"))
         merge(conn, pseudonyms, snapshot=False)
@@ -174,7 +175,7 @@ def preview_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Show the groups an import of FILES would make, what waits; change nothing."""
-    console = Console()
+    console = Console(emoji=False)  # ":ID:" in Directory ids is no emoji code
     try:
         policy = Policy.load(policy_file or home / "policy.toml")
         report = preview(files, policy, fmt=fmt, mapping_path=mapping, home=home)

@@ -26,6 +26,7 @@ from typing import Final
 from protocol.codelists import CodeLists
 
 __all__ = [
+    "CODE_LIST_WORDS",
     "ICD10",
     "NO_VALUE",
     "ORPHA",
@@ -94,6 +95,28 @@ def not_available(value: str) -> bool:
     if text in _NOT_AVAILABLE or re.sub(r"[\s_\-]+", "", text) in _NOT_AVAILABLE:
         return True
     return text.startswith("nav_")
+
+
+#: a code list in the operator's words, for problems ("not a MIABIS sample type")
+CODE_LIST_WORDS = {
+    "sample-type": "MIABIS sample type",
+    "storage-temperature": "MIABIS storage temperature",
+    "sex": "sex code",
+    "age-unit": "unit of age",
+    "dataset-type": "MIABIS data category (dataset type)",
+    "collection-design": "MIABIS collection design (type)",
+    "collection-setting": "MIABIS collection setting",
+    "collection-status": "collection status",
+    "capability": "biobank capability (BBMRI-ERIC service)",
+    "quality-standard": "quality standard (ISO 20387, ISO 15189, ...)",
+    "country": "country code (ISO 3166 two letters, e.g. DE)",
+    "duo": "DUO data use condition (e.g. DUO:0000042)",
+    "sample-source": "sample source",
+    "orpha": "known ORPHA code (e.g. ORPHA:558)",
+    "icd10-chapter": "ICD-10 chapter (I to XXII)",
+}
+#: lists this short are spelled out in full in the problem
+SHOWN_CODES = 8
 
 
 class Codes:
@@ -183,15 +206,21 @@ class Codes:
         return out[:n]
 
     def unknown(self, codelist: str, fld: str, value: str) -> str:
-        """The problem text for an unknown code, naming the nearest known codes."""
+        """The problem text for an unknown code in plain words: the code list it is not in
+        (with its codes when they are few) and the nearest known codes, as in
+        "not a MIABIS sample type; did you mean Blood?" (the value and the column are the
+        problem's own; ``fld`` names the field when the code list has no words)."""
         memo = (codelist, fld, value)
         found = self._unknown.get(memo)
         if found is None:  # exports repeat their unknown codes: difflib once per value
             if len(self._unknown) > 4096:
                 self._unknown.clear()
-            reason = f"unknown code {value!r} for {fld}"
+            reason = f"not a {CODE_LIST_WORDS.get(codelist, f'known {fld} code')}"
+            codes = [e.code for e in self._lists.get(codelist).entries]
+            if len(codes) <= SHOWN_CODES:
+                reason += f" (one of {', '.join(codes)})"
             near = self.suggest(codelist, value)
-            found = f"{reason} (did you mean {', '.join(near)}?)" if near else reason
+            found = f"{reason}; did you mean {', '.join(near)}?" if near else reason
             self._unknown[memo] = found
         return found
 

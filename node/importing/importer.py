@@ -136,6 +136,8 @@ def _format_for(path: Path, role: str | None, fmt: str | None, mapping: Mapping 
         return fmt or detect_format(path, mapping)
     if role in ("fhir", "beacon"):
         return role
+    if path.suffix.lower() == ".xlsx" and (mapping is None or role in (mapping.kind, "persons")):
+        return "xlsx"  # the role picks the sheet (node.importing.sources.xlsx.plan)
     if mapping is not None and role != "persons":
         if role != mapping.kind:
             raise ConfigError(
@@ -178,7 +180,7 @@ def read_files(
                     f"{path.name}: read as Beacon v2 biosamples/individuals (a JSON array, or "
                     "Beacon keys without a FHIR resourceType)"
                 )
-            elif kind in ("csv", "tsv", "xlsx"):
+            elif kind in ("csv", "tsv") or (kind == "xlsx" and mapping is not None):
                 inferred.append(
                     f"{path.name}: read as {mapping.kind if mapping else '?'} rows "
                     f"({kind}; the mapping's kind)"
@@ -187,14 +189,14 @@ def read_files(
     for kind, paths in groups.items():
         if kind not in FORMATS:
             raise ConfigError(f"unknown format {kind!r}; use one of {', '.join(FORMATS)}")
-        if kind in ("csv", "tsv", "xlsx"):
+        if kind == "xlsx":  # role sheets split into their roles; a samples sheet needs a mapping
+            for path in paths:
+                rows += xlsx.read(path, mapping, sink, codes, helper, roles.get(path), inferred)
+        elif kind in ("csv", "tsv"):
             if mapping is None:
                 raise ConfigError(f"{kind.upper()} exports need --mapping MAP (see node/README.md)")
             for path in paths:
-                if kind == "xlsx":
-                    rows += xlsx.read(path, mapping, sink, codes, helper)
-                else:
-                    rows += tabular.read(path, mapping, sink, codes, kind, helper)
+                rows += tabular.read(path, mapping, sink, codes, kind, helper)
         elif kind == "beacon":
             rows += beacon.read(paths, sink, codes, mapping)
         elif kind == "fhir":
@@ -228,7 +230,8 @@ def run_import(
     holding, apply the privacy policy over the whole holding and publish the group change
     set when it involves at least k donors (else it waits). A failure changes nothing.
     ``roles`` gives files their role; inferred roles are listed in ``report.inferred``.
-    A collection whose biobank is neither in the import nor published is a problem.
+    A collection or sample whose biobank (or a sample whose collection) is neither in the
+    import nor published is a problem.
     """
     for path in files:
         if not path.is_file():
@@ -285,7 +288,9 @@ def _stage(
         files, fmt, mapping, stage, Codes.default(), helper, roles, report.inferred
     )
     stage.duplicates()
-    check_references(conn, stage, report.notes)
+    check_references(
+        conn, stage, report.notes, mapping.columns if mapping and mapping.kind == "sample" else None
+    )
     report.staged_samples = conn.execute("SELECT count(*) FROM staging").fetchone()[0]
     report.staged_records = conn.execute("SELECT count(*) FROM others").fetchone()[0]
     report.ignored = stage.ignored_counts
@@ -297,17 +302,30 @@ _KNOWN_BIOBANKS = (
     "SELECT id FROM others WHERE kind = 'biobank' "
     "UNION SELECT id FROM records WHERE kind = 'biobank' AND live = 1"
 )
+_KNOWN_COLLECTIONS = (
+    "SELECT id, biobank FROM others WHERE kind = 'collection' "
+    "UNION SELECT id, biobank FROM records WHERE kind = 'collection' AND live = 1"
+)
 
 
-def check_references(conn: sqlite3.Connection, stage: Staging, notes: list[str]) -> None:
-    """A collection whose biobank is neither in this import nor published is a problem
-    (it would be a card without a biobank); samples of such biobanks get a note.
+def check_references(
+    conn: sqlite3.Connection,
+    stage: Staging,
+    notes: list[str],
+    columns: dict[str, str] | None = None,
+) -> None:
+    """Every reference must hold: a collection whose biobank, or a sample whose biobank or
+    collection, is neither in this import nor published is a problem named as such (it
+    would be a card without a biobank or collection), as is a sample whose collection
+    belongs to another biobank. ``notes`` is kept for callers; nothing is noted today.
 
     Staged biobanks are schema-checked first (few; the differ checks them again): an
-    invalid one is not "in the import", so its collections are problems too, reported
-    in the same pass as the biobank's own problems.
+    invalid one is not "in the import", so its collections and samples are problems too,
+    reported in the same pass as the biobank's own problems. ``columns`` (a sample
+    mapping's field -> column) names the operator's column in sample problems.
     """
     validate = SchemaSet.default().problems
+    columns = columns or {}
     for id, text, location in conn.execute(
         "SELECT id, content, location FROM others WHERE kind = 'biobank'"
     ).fetchall():
@@ -325,21 +343,52 @@ def check_references(conn: sqlite3.Connection, stage: Staging, notes: list[str])
                 location,
                 "biobank",
                 biobank,
-                f"collection {id}: its biobank {biobank} is neither in this import nor "
-                "published (import the biobanks file with it)",
+                f"the biobank '{biobank}' of this collection is neither in this import nor "
+                "published (import the biobanks file with it, or first)",
             ),
             "collection",
             id,
         )
         conn.execute("DELETE FROM others WHERE kind = 'collection' AND id = ?", (id,))
-    for biobank, count in conn.execute(
-        "SELECT biobank, count(*) FROM staging "
-        f"WHERE biobank NOT IN ({_KNOWN_BIOBANKS}) GROUP BY biobank ORDER BY biobank"
+    biobanks = {id for (id,) in conn.execute(_KNOWN_BIOBANKS)}
+    owners: dict[str, set[str]] = {}
+    for id, owner in conn.execute(_KNOWN_COLLECTIONS):
+        owners.setdefault(id, set()).add(owner)
+    # few distinct pairs even in a big file: check those, then fetch the rows of bad ones
+    reasons: dict[tuple[str, str | None], tuple[str, str | None, str]] = {}
+    for biobank, collection in conn.execute(
+        f"SELECT DISTINCT biobank, collection FROM {stage.table}"
     ).fetchall():
-        notes.append(
-            f"{count} sample(s) of biobank {biobank}, which is neither in this import nor "
-            "published: their groups carry no biobank record"
-        )
+        if biobank not in biobanks:
+            reasons[biobank, collection] = (
+                columns.get("biobank", "biobank"),
+                biobank,
+                f"the biobank '{biobank}' of this sample is neither in this import nor "
+                "published (import the biobanks file with it, or first)",
+            )
+        elif collection is not None and collection not in owners:
+            reasons[biobank, collection] = (
+                columns.get("collection", "collection"),
+                collection,
+                f"the collection '{collection}' of this sample is neither in this import nor "
+                "published (import the collections file with it, or first)",
+            )
+        elif collection is not None and biobank not in owners[collection]:
+            reasons[biobank, collection] = (
+                columns.get("collection", "collection"),
+                collection,
+                f"the collection '{collection}' of this sample belongs to biobank "
+                f"'{', '.join(sorted(owners[collection]))}', not to the biobank '{biobank}' "
+                "of this sample",
+            )
+    for (biobank, collection), (field_, value, reason) in reasons.items():
+        where = "biobank = ? AND collection IS ?"
+        for local_id, location in conn.execute(
+            f"SELECT local_id, row_location FROM {stage.table} WHERE {where} ORDER BY rowid",
+            (biobank, collection),
+        ).fetchall():
+            stage.problem(Problem(location, field_, value, reason), "sample", local_id)
+        conn.execute(f"DELETE FROM {stage.table} WHERE {where}", (biobank, collection))
 
 
 def _apply(

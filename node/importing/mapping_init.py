@@ -15,6 +15,7 @@ import json
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from node.importing.codes import Codes, diagnosis
+from node.importing.codes import Codes, diagnosis, not_available
 from node.importing.mapping import FIELDS, LIST_FIELDS, SAMPLE_LIST_FIELDS, Mapping
 from node.importing.recordfields import CODED
 from node.importing.samples import parse_date
@@ -544,9 +545,49 @@ def _sniff(first_line: str, suffix: str) -> str:
     return best if counts[best] else ","
 
 
-def read_sample(files: list[Path], limit: int = SAMPLE_ROWS) -> Sampled:
+def _rows(path: Path, kind: str | None) -> tuple[str, Generator[list[str], None, None]]:
+    """(delimiter, rows: the header first) of a CSV/TSV file or of a workbook's sheet (the
+    sheet named for ``kind``, else a ``Samples`` sheet, else the first; read through
+    node.importing.sources.xlsx, streamed)."""
+    if path.suffix.lower() in (".xls", ".ods"):
+        raise ConfigError(f"{path}: save it as .xlsx or CSV (UTF-8) first")
+    if path.suffix.lower() == ".xlsx":
+        from node.importing.sources import xlsx
+
+        names = list(xlsx.roles(path))
+        if not names:
+            raise ConfigError(f"{path}: the workbook has no sheet")
+        sheet = xlsx.choose_sheet(names, kind or "sample")
+        table = xlsx.rows(path, sheet, fields=True)
+
+        def cells() -> Generator[list[str], None, None]:
+            for _loc, row, _problems in table:
+                if row is not None:
+                    yield list(row) if isinstance(row, list) else list(row.values())
+
+        return ",", cells()
+
+    def lines() -> Generator[list[str], None, None]:
+        try:
+            with path.open(encoding="utf-8-sig", newline="") as fh:
+                first = fh.readline()
+                fh.seek(0)
+                yield from csv.reader(fh, delimiter=_sniff(first, path.suffix.lower()))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise ConfigError(f"{path}: cannot read as UTF-8 CSV/TSV: {exc}") from exc
+
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            delimiter = _sniff(fh.readline(), path.suffix.lower())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read as UTF-8 CSV/TSV: {exc}") from exc
+    return delimiter, lines()
+
+
+def read_sample(files: list[Path], limit: int = SAMPLE_ROWS, kind: str | None = None) -> Sampled:
     """Header (of the first file) and the distinct values per column of up to ``limit``
-    rows of each file (streamed: a big export costs time, not memory)."""
+    rows of each file (streamed: a big export costs time, not memory). CSV, TSV and
+    .xlsx (the sheet named for ``kind``, else ``Samples``, else the first)."""
     header: list[str] | None = None
     delimiter = ","
     seen: dict[str, dict[str, None]] = {}
@@ -554,41 +595,31 @@ def read_sample(files: list[Path], limit: int = SAMPLE_ROWS) -> Sampled:
     overflow: set[str] = set()
     rows = 0
     for path in files:
-        if path.suffix.lower() in (".xlsx", ".xls", ".ods"):
-            raise ConfigError(
-                f"{path}: mapping init reads CSV/TSV only; save the sheet as CSV (UTF-8) first"
-            )
-        try:
-            with path.open(encoding="utf-8-sig", newline="") as fh:
-                first = fh.readline()
-                fh.seek(0)
-                file_delimiter = _sniff(first, path.suffix.lower())
-                reader = csv.reader(fh, delimiter=file_delimiter)
-                file_header = [h.strip() for h in next(reader, [])]
-                if not any(file_header):
-                    raise ConfigError(f"{path}: no header row")
-                if header is None:
-                    header, delimiter = file_header, file_delimiter
-                    seen = {h: {} for h in header if h}
-                elif file_header != header:
-                    raise ConfigError(f"{path}: its header differs from {files[0]}'s")
-                for n, row in enumerate(reader):
-                    if n >= limit:
-                        break
-                    rows += 1
-                    for name, cell in zip(file_header, row, strict=False):
-                        value = cell.strip()
-                        if not name or not value:
-                            continue
-                        filled[name] += 1
-                        values = seen[name]
-                        if value not in values:
-                            if len(values) < MAX_DISTINCT:
-                                values[value] = None
-                            else:
-                                overflow.add(name)
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise ConfigError(f"{path}: cannot read as UTF-8 CSV/TSV: {exc}") from exc
+        file_delimiter, reader = _rows(path, kind)
+        file_header = [h.strip() for h in next(reader, [])]
+        if not any(file_header):
+            raise ConfigError(f"{path}: no header row")
+        if header is None:
+            header, delimiter = file_header, file_delimiter
+            seen = {h: {} for h in header if h}
+        elif file_header != header:
+            raise ConfigError(f"{path}: its header differs from {files[0]}'s")
+        for n, row in enumerate(reader):
+            if n >= limit:
+                break
+            rows += 1
+            for name, cell in zip(file_header, row, strict=False):
+                value = cell.strip()
+                if not name or not value:
+                    continue
+                filled[name] += 1
+                values = seen[name]
+                if value not in values:
+                    if len(values) < MAX_DISTINCT:
+                        values[value] = None
+                    else:
+                        overflow.add(name)
+        reader.close()  # a workbook or file left before its end
     assert header is not None
     return Sampled(
         header, delimiter, {k: list(v) for k, v in seen.items()}, dict(filled), rows, overflow
@@ -651,6 +682,8 @@ class Guess:
     values: dict[str, dict[str, str]] = field(default_factory=dict)  # guessed [values]
     mapped: dict[str, dict[str, str]] = field(default_factory=dict)  # known via tables
     undecided: dict[str, list[str]] = field(default_factory=dict)
+    # "not available" codes (NAV, NI, ...): no value, left out by the importer on purpose
+    dropped: dict[str, list[str]] = field(default_factory=dict)
     decide: dict[str, list[str]] = field(default_factory=dict)  # free ids to name
     sources: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # required fields without a column
@@ -741,7 +774,7 @@ def guess(files: list[Path], kind: str | None = None, limit: int = SAMPLE_ROWS) 
     """Read ``files`` and guess their mapping."""
     if kind is not None and kind not in FIELDS:
         raise ConfigError(f"kind must be one of sample, collection, biobank, not {kind!r}")
-    sampled = read_sample(files, limit)
+    sampled = read_sample(files, limit, kind)
     separator = _separator(sampled)
     kind = kind or _kind(sampled, separator)
     columns, why = _assign(kind, sampled, separator)
@@ -768,7 +801,9 @@ def guess(files: list[Path], kind: str | None = None, limit: int = SAMPLE_ROWS) 
         if fld in CODELIST:
             for value in distinct:
                 found = value_code(CODELIST[fld], value)
-                if found is None:
+                if found is None and not_available(value):
+                    made.dropped.setdefault(fld, []).append(value)
+                elif found is None:
                     made.undecided.setdefault(fld, []).append(value)
                 elif found[1] == "guessed":
                     made.values.setdefault(fld, {})[value] = found[0]
@@ -838,11 +873,16 @@ def render(made: Guess, files: list[Path]) -> str:
     if made.unmatched:
         out += ["", "# Columns left out (never imported); map one by adding a line above:"]
         out += [f"#   {_q(c)}" for c in made.unmatched]
-    for fld in sorted(set(made.values) | set(made.undecided) | set(made.mapped)):
+    for fld in sorted(
+        set(made.values) | set(made.undecided) | set(made.mapped) | set(made.dropped)
+    ):
         guessed = made.values.get(fld, {})
         open_ = made.undecided.get(fld, [])
         mapped = made.mapped.get(fld, {})
         out += ["", f"[values.{_key(fld)}]"]
+        if made.dropped.get(fld):
+            shown = ", ".join(made.dropped[fld][:MAX_LISTED])
+            out.append(f"# 'not available' codes, left out on purpose (no value): {shown}")
         if mapped:
             shown = ", ".join(f"{a} -> {b}" for a, b in list(mapped.items())[:MAX_LISTED])
             out.append(f"# mapped by the code tables already: {shown}")

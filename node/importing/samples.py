@@ -174,7 +174,7 @@ class SampleChecker:
                     )
                 )
             elif code["system"] == "ORPHA" and not self._known("orpha", code["code"]):
-                issues.append((value, f"unknown code {value!r} for diagnoses (ORPHA)"))
+                issues.append((value, "not a known ORPHA code (e.g. ORPHA:558)"))
             elif code not in diagnoses:
                 diagnoses.append(code)
         return orjson.dumps(diagnoses).decode(), issues

@@ -137,7 +137,9 @@ class Staging:
             "biobank TEXT NOT NULL, content TEXT NOT NULL, location TEXT NOT NULL)"
         )
         conn.execute("DROP TABLE IF EXISTS temp.present")
-        conn.execute("CREATE TEMP TABLE present (kind TEXT NOT NULL, key TEXT NOT NULL)")
+        conn.execute(
+            "CREATE TEMP TABLE present (kind TEXT NOT NULL, key TEXT NOT NULL, location TEXT)"
+        )
         self._insert = insert_sql(table)
         self._samples: list[tuple[object, ...]] = []
         self.samples = 0
@@ -176,7 +178,7 @@ class Staging:
         """Keep ``problem`` in plain words (node.importing.wording)."""
         self.problems.append(wording.plain(problem))
         if kind and key:
-            self.conn.execute("INSERT INTO present VALUES (?, ?)", (kind, key))
+            self.conn.execute("INSERT INTO present VALUES (?, ?, ?)", (kind, key, problem.location))
         else:
             self.unkeyed += 1
 
@@ -206,7 +208,7 @@ class Staging:
                     "duplicate local sample id; none of these rows is imported",
                 )
             )
-            self.conn.execute("INSERT INTO present VALUES ('sample', ?)", (local_id,))
+            self.conn.execute("INSERT INTO present VALUES ('sample', ?, NULL)", (local_id,))
             self.conn.execute(f"DELETE FROM {self.table} WHERE local_id = ?", (local_id,))
         for kind, id, locations in self.conn.execute(
             "SELECT kind, id, group_concat(location, '; ') FROM others "
@@ -215,5 +217,54 @@ class Staging:
             self.problems.append(
                 Problem(locations, "id", id, f"duplicate {kind} id; none of these is imported")
             )
-            self.conn.execute("INSERT INTO present VALUES (?, ?)", (kind, id))
+            self.conn.execute("INSERT INTO present VALUES (?, ?, NULL)", (kind, id))
             self.conn.execute("DELETE FROM others WHERE kind = ? AND id = ?", (kind, id))
+        self._shared_with_invalid_rows()
+
+    def _shared_with_invalid_rows(self) -> None:
+        """A valid row whose id is also the id of a row with problems is a duplicate too:
+        both rows are named, neither is imported (which one is right?)."""
+        shared = self.conn.execute(
+            "SELECT DISTINCT p.kind, p.key, p.location FROM present p "
+            "WHERE p.location IS NOT NULL AND ("
+            "(p.kind = 'sample' AND EXISTS "
+            f"(SELECT 1 FROM {self.table} s WHERE s.local_id = p.key)) OR "
+            "EXISTS (SELECT 1 FROM others o WHERE o.kind = p.kind AND o.id = p.key))"
+        ).fetchall()
+        invalid: dict[tuple[str, str], list[str]] = {}
+        for kind, key, location in shared:
+            invalid.setdefault((kind, key), []).append(location)
+        for (kind, key), locations in invalid.items():
+            if kind == "sample":
+                valid = [
+                    loc
+                    for (loc,) in self.conn.execute(
+                        f"SELECT row_location FROM {self.table} WHERE local_id = ?", (key,)
+                    )
+                ]
+                self.conn.execute(f"DELETE FROM {self.table} WHERE local_id = ?", (key,))
+                field, what = "local_id", "local sample id"
+            else:
+                valid = [
+                    loc
+                    for (loc,) in self.conn.execute(
+                        "SELECT location FROM others WHERE kind = ? AND id = ?", (kind, key)
+                    )
+                ]
+                self.conn.execute("DELETE FROM others WHERE kind = ? AND id = ?", (kind, key))
+                field, what = "id", f"{kind} id"
+            self.problems.append(
+                Problem(
+                    "; ".join(sorted(set(valid + locations), key=_row_order)),
+                    field,
+                    key,
+                    f"duplicate {what}; none of these rows is imported (one of them has "
+                    "problems of its own, reported with it)",
+                )
+            )
+
+
+def _row_order(location: str) -> tuple[str, int, str]:
+    """Sort key of a location: file, then row number."""
+    name, sep, row = location.rpartition(" row ")
+    return (name, int(row), "") if sep and row.isdigit() else (location, 0, location)

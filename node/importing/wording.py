@@ -131,7 +131,8 @@ def reason_class(reason: str) -> str:
     """The reason without its values, for counting: quoted text becomes '…', numbers N."""
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
     text = re.sub(r"(?<![\w.:-])\d+(?![\w.:-])", "N", text)  # not ICD-10, C50.9
-    return re.sub(r"\(did you mean [^)]*\)", "(did you mean …)", text).strip()
+    text = re.sub(r"\(did you mean [^)]*\)", "(did you mean …)", text)
+    return re.sub(r"; did you mean [^;]*\?$", "; did you mean …?", text).strip()
 
 
 def summary(problems: Iterable[Problem]) -> list[tuple[str, int]]:

@@ -337,9 +337,14 @@ class Catalogue:
                 if k != kind:
                     continue
                 n = per.get((origin, kind, rid))
-                card = {"id": rid, "samples": count(*n) if n else None}
+                card = {"id": rid, "samples": count(*n) if n else None, "published": True}
                 if kind == "collection":
                     card["count_source"] = "groups" if n else "declared"
+                    rec = records[origin, k, rid]
+                    card["biobank"] = rec.get("biobank")
+                    card["biobank_published"] = (origin, "biobank", rec.get("biobank")) in records
+                    card["declared_size"] = rec.get("size")
+                    card["subjects"] = rec.get("number_of_subjects")
                 out.append(card | {"provenance": {"node": origin}})
             return out
 

@@ -132,21 +132,35 @@ def _response(tally: Tally) -> dict[str, Any]:
         "facets": {name: listing(s) for name, s in tally.facets.items()},
         "biobanks": {
             "items": [
-                {"id": bb, "samples": count(*n), "provenance": {"node": o}}
+                {
+                    "id": bb,
+                    "published": (o, bb) in tally.biobank_records,
+                    "samples": count(*n),
+                    "provenance": {"node": o},
+                }
                 for (o, bb), n in tally.biobanks.items()
             ]
         },
         "collections": {
             "items": [
-                {
-                    "id": c,
-                    "samples": count(*n),
-                    "count_source": "groups",
-                    "provenance": {"node": o},
-                }
+                {"id": c, "samples": count(*n), "count_source": "groups"} | _card(tally, o, c)
                 for (o, c), n in tally.collections.items()
             ]
         },
+    }
+
+
+def _card(tally: Tally, origin: str, collection: str) -> dict[str, Any]:
+    """What an honest collection card says about its record and its biobank's."""
+    record = tally.collection_contents.get((origin, collection))
+    biobank = (record or {}).get("biobank", BB)
+    return {
+        "biobank": biobank,
+        "published": record is not None,
+        "biobank_published": (origin, biobank) in tally.biobank_records,
+        "declared_size": (record or {}).get("size"),
+        "subjects": (record or {}).get("number_of_subjects"),
+        "provenance": {"node": origin},
     }
 
 
@@ -221,12 +235,8 @@ def test_cards_of_biobanks_and_collections() -> None:
     tally = _tally(live)
     response = _response(tally)
     response["collections"]["items"].append(
-        {
-            "id": declared,
-            "samples": None,
-            "count_source": "declared",
-            "provenance": {"node": ORIGIN},
-        }
+        {"id": declared, "samples": None, "count_source": "declared"}
+        | _card(tally, ORIGIN, declared)
     )
     assert _findings(tally, response) == []
     where = f"search collections '{COL}' of node {ORIGIN}"
@@ -244,8 +254,49 @@ def test_cards_of_biobanks_and_collections() -> None:
     ]
     live.withdraw("collection", declared)
     assert _findings(_tally(live), response) == [
+        f"search collections '{declared}' of node {ORIGIN}: published True, but the record "
+        "is not live in the logs",
         f"search collections '{declared}' of node {ORIGIN}: declared, but it is no live "
-        "collection record of that node"
+        "collection record of that node",
+    ]
+
+
+def test_card_published_flags_are_checked_against_the_logs() -> None:
+    live = _live(*MIXED)
+    live.publish(
+        "collection",
+        COL,
+        7,
+        {"id": COL, "biobank": BB, "size": 500, "number_of_subjects": 120},
+        has_content=True,
+    )
+    tally = _tally(live)
+    response = _response(tally)
+    assert response["collections"]["items"][0]["declared_size"] == 500
+    assert _findings(tally, response) == []
+    where = f"search collections '{COL}' of node {ORIGIN}"
+    bad = copy.deepcopy(response)
+    bad["biobanks"]["items"][0]["published"] = False
+    card = bad["collections"]["items"][0]
+    card.update(published=False, biobank_published=False, declared_size=None, subjects=12)
+    assert _findings(tally, bad) == [
+        f"search biobanks '{BB}' of node {ORIGIN}: published False, but the record is live "
+        "in the logs",
+        f"{where}: published False, but the record is live in the logs",
+        f"{where}: biobank_published False, but the record is live in the logs",
+        f"{where}: declared_size None, but the record's size is 500",
+        f"{where}: subjects 12, but the record's number_of_subjects is 120",
+    ]
+    # the biobank's record withdrawn: a card still saying it is published is caught (the
+    # country counts move to the node's country too, a finding of their own)
+    live.withdraw("biobank", BB)
+    tally = _tally(live)
+    assert [f for f in _findings(tally, response) if f.startswith("search biobanks ")] + [
+        f for f in _findings(tally, response) if f.startswith("search collections ")
+    ] == [
+        f"search biobanks '{BB}' of node {ORIGIN}: published True, but the record is not "
+        "live in the logs",
+        f"{where}: biobank_published True, but the record is not live in the logs",
     ]
 
 

@@ -72,7 +72,7 @@ def get(client: httpx.Client, **params: Any) -> dict[str, Any]:
 def directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     external = external_data()
     tmp = tmp_path_factory.mktemp("cards-directory")
-    home, vkey = make_home(tmp)
+    home, vkey = make_home(tmp, records=False)
     files = [external / DEMO / n for n in ("Biobanks.csv", "Collections.csv", "Persons.csv")]
     with ThreadPoolExecutor(max_workers=1) as pool:
         report = pool.submit(run_import, home, files, fmt="directory").result()

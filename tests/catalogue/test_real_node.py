@@ -20,7 +20,14 @@ from node.settings import NodeSettings
 from node.withdraw import withdraw
 from protocol.entries import parse_leaf
 from tests.catalogue.conftest import make_settings
-from tests.node.node_support import ORIGIN, make_home, sample_rows, write_csv, write_mapping
+from tests.node.node_support import (
+    ORIGIN,
+    RECORD_ENTRIES,
+    make_home,
+    sample_rows,
+    write_csv,
+    write_mapping,
+)
 
 
 def _env(settings: Any) -> dict[str, str]:
@@ -51,7 +58,8 @@ def test_real_node_enrol_harvest_search_withdraw(db_url: str, tmp_path: Path) ->
         assert f"enrolled {ORIGIN} (DE)" in enrolled.output
         harvested = runner.invoke(cli_app, ["harvest"], env=env)
         assert harvested.exit_code == 0, harvested.output
-        assert f"{ORIGIN}: ok, size 1 (+1)" in harvested.output  # one group of 30 samples
+        size = 1 + RECORD_ENTRIES  # the biobank, its collection and one group of 30 samples
+        assert f"{ORIGIN}: ok, size {size} (+{size})" in harvested.output
 
         with (
             live_server(create_app(settings)) as cat,
@@ -60,22 +68,22 @@ def test_real_node_enrol_harvest_search_withdraw(db_url: str, tmp_path: Path) ->
             body = client.get("/v1/search", params={"icd10": "II"}).json()
             assert body["total"] == {"min": 30, "max": 30}
             assert body["donors"] == {"min": 30, "max": 30}
-            assert body["biobanks"]["items"][0]["provenance"]["checkpoint_size"] == 1
-            first = client.get(f"/v1/nodes/{ORIGIN}/log/entries", params={"limit": 1}).json()[
-                "entries"
-            ][0]
+            assert body["biobanks"]["items"][0]["provenance"]["checkpoint_size"] == size
+            first = client.get(
+                f"/v1/nodes/{ORIGIN}/log/entries", params={"start": RECORD_ENTRIES, "limit": 1}
+            ).json()["entries"][0]
             target = parse_leaf(
-                base64.b64decode(first["leaf"]), expected_log=ORIGIN, expected_index=0
+                base64.b64decode(first["leaf"]), expected_log=ORIGIN, expected_index=RECORD_ENTRIES
             )["id"]
             withdraw(home, [target])
             assert runner.invoke(cli_app, ["harvest"], env=env).exit_code == 0
             assert client.get("/v1/search").json()["total"] == {"min": 0, "max": 0}
             mirrored = client.get(f"/v1/nodes/{ORIGIN}/log/entries").json()["entries"]
-            assert mirrored[0]["content"] is None and len(mirrored) == 2
+            assert mirrored[RECORD_ENTRIES]["content"] is None and len(mirrored) == size + 1
 
     status = runner.invoke(cli_app, ["status"], env=env)
     assert status.exit_code == 0, status.output
-    assert f"{ORIGIN}  active  size 2  lag 0" in status.output
+    assert f"{ORIGIN}  active  size {size + 1}  lag 0" in status.output
     down = runner.invoke(cli_app, ["harvest"], env=env)  # the node server is stopped now
     assert down.exit_code == 1 and f"{ORIGIN}: failed: FetchError" in down.output
 

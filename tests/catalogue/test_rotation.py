@@ -40,7 +40,16 @@ from tests.audit.helpers import audit, check, failed
 from tests.catalogue.conftest import ADMIN_TOKEN, Catalogue
 from tests.catalogue.dbdump import dump
 from tests.catalogue.simulator import NodeSimulator
-from tests.node.node_support import ORIGIN, make_home, sample_rows, write_csv, write_mapping
+from tests.node.node_support import (
+    ORIGIN,
+    RECORD_ENTRIES,
+    make_home,
+    sample_rows,
+    write_csv,
+    write_mapping,
+)
+
+R = RECORD_ENTRIES  # the biobank and collection entries make_home publishes first
 
 
 class RealNode:
@@ -95,14 +104,14 @@ def test_harvest_and_audit_across_a_real_node_rotation(
 ) -> None:
     with _real_node(tmp_path) as (node, server):
         _enrol(catalogue, server.url, node.enrolled_key)
-        assert catalogue.harvest()[ORIGIN].size == 1  # before: one group (10 samples)
+        assert catalogue.harvest()[ORIGIN].size == 1 + R  # before: the records, one group
         rotation = rotate_key(node.home)
-        assert rotation.index == 1
+        assert rotation.index == 1 + R
         out = catalogue.harvest()[ORIGIN]  # at: the checkpoint signed by old and new key
-        assert out.ok and out.size == 2, out.error
+        assert out.ok and out.size == 2 + R, out.error
         node.add(4)
         out = catalogue.harvest()[ORIGIN]  # after: the new key only
-        assert out.ok and out.size == 3, out.error
+        assert out.ok and out.size == 3 + R, out.error
         with (
             live_server(create_app(catalogue.ctx.settings)) as cat,
             httpx.Client(base_url=cat.url, timeout=10) as client,
@@ -114,7 +123,9 @@ def test_harvest_and_audit_across_a_real_node_rotation(
             assert [(n["verifier_key"], n["enrolled_key"]) for n in listed] == [
                 (rotation.new_key, node.enrolled_key)
             ]
-            assert body["key_history"] == [{"kind": "rotate", "key": rotation.new_key, "index": 1}]
+            assert body["key_history"] == [
+                {"kind": "rotate", "key": rotation.new_key, "index": 1 + R}
+            ]
             assert client.get("/v1/search").json()["total"] == {"min": 14, "max": 14}
             code, report = audit("--catalogue", cat.url, "--node-direct")
             assert code == 0, failed(report)
@@ -138,17 +149,17 @@ def test_rotation_checkpoint_without_the_old_keys_signature_is_refused(
         out = catalogue.harvest()[ORIGIN]
         assert not out.ok and out.error is not None
         assert out.error.startswith(
-            f"MissingSignatureError: {ORIGIN} checkpoint size 2: "
+            f"MissingSignatureError: {ORIGIN} checkpoint size {2 + R}: "
             "signed by the node's newly announced key"
         )
         assert "--cosign-latest" in out.error
         row = _row(catalogue, ORIGIN)
         assert row.last_error == out.error and row.state == "active"
-        assert row.tree_size == 1 and dump(catalogue.engine) == before
+        assert row.tree_size == 1 + R and dump(catalogue.engine) == before
         # the node co-signs with the old key: accepted, and the new key is in force
-        assert cosign_latest(Home.open(node.home.path)) == 2
+        assert cosign_latest(Home.open(node.home.path)) == 2 + R
         out = catalogue.harvest()[ORIGIN]
-        assert out.ok and out.size == 2, out.error
+        assert out.ok and out.size == 2 + R, out.error
 
 
 def test_rotation_checkpoint_without_the_new_keys_signature_is_refused(
@@ -163,8 +174,8 @@ def test_rotation_checkpoint_without_the_new_keys_signature_is_refused(
         node.resign_latest(old_skey)  # the old key alone covers the rotate-key entry
         out = catalogue.harvest()[ORIGIN]
         assert out.error is not None and out.error.startswith(
-            f"MissingSignatureError: {ORIGIN} checkpoint size 2: missing signature by the "
-            "new key of a rotation"
+            f"MissingSignatureError: {ORIGIN} checkpoint size {2 + R}: missing signature by "
+            "the new key of a rotation"
         )
         assert dump(catalogue.engine) == before
 
@@ -292,7 +303,7 @@ def test_auditor_accepts_a_node_that_rotated_after_the_catalogues_copy(
 ) -> None:
     with _real_node(tmp_path) as (node, server):
         _enrol(catalogue, server.url, node.enrolled_key)
-        assert catalogue.harvest()[ORIGIN].size == 1
+        assert catalogue.harvest()[ORIGIN].size == 1 + R
         rotate_key(node.home)
         node.add(3)  # the node is ahead of its mirror, past its rotation (new key only)
         with live_server(create_app(catalogue.ctx.settings)) as cat:

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from federation.servers import free_port
 from tests.catalogue.conftest import ADMIN_TOKEN
 from tests.metrics_support import node_secrets, wait_ready
-from tests.node.node_support import make_home, sample_rows, write_csv, write_mapping
+from tests.node.node_support import RECORD_ENTRIES, make_home, sample_rows, write_csv, write_mapping
 
 BIN = Path(sys.executable).parent
 
@@ -101,7 +101,9 @@ def test_json_logs_parse_and_hold_no_secret(tmp_path: Path) -> None:
         )
         assert enrolled.status_code == 201, enrolled.text
         harvested = client.post("/v1/admin/harvest", headers=admin).json()["nodes"]
-        assert [n["ok"] for n in harvested] == [True] and harvested[0]["size"] == 1  # one group
+        # the biobank and collection records make_home published, and one group
+        assert [n["ok"] for n in harvested] == [True]
+        assert harvested[0]["size"] == 1 + RECORD_ENTRIES
         wait_ready(client)
         assert client.get("/v1/search", params={"icd10": "II"}).json()["total"] == {
             "min": 12,
@@ -151,7 +153,7 @@ def test_json_logs_parse_and_hold_no_secret(tmp_path: Path) -> None:
     assert any(r["message"].startswith("Uvicorn running") for r in records["node"])
     harvest_done = [r for r in records["harvest"] if r["logger"] == "catalogue.harvest"]
     assert [(r["ok"], r["size"], r["added"]) for r in harvest_done] == [
-        (True, 2, 1)
+        (True, 2 + RECORD_ENTRIES, 1)
     ]  # the group, published again
     # nothing secret and no local sample or donor id anywhere in the logs
     everything = "\n".join(logs.values())

@@ -59,7 +59,7 @@ def test_a_national_directory_export_imports_serves_and_is_found(
 ) -> None:
     tally = _tally(external)
     assert len(tally["biobanks"]) == 3 and len(tally["collections"]) == 3  # the demo's size
-    home, vkey = make_home(tmp_path)
+    home, vkey = make_home(tmp_path, records=False)
     files = national_export(external, tmp_path)
     runner = CliRunner()
     imported = runner.invoke(node_cli, ["import", "--home", str(home.path), *map(str, files)])
@@ -114,7 +114,7 @@ def test_the_2018_directory_as_a_national_export_is_found_country_by_country(
 ) -> None:
     """About 550 biobanks and 1,500 collections: every country's collection count in
     search is the raw files' count (the one biobank without a contact is skipped)."""
-    home, vkey = make_home(tmp_path)
+    home, vkey = make_home(tmp_path, records=False)
     files, _ = national_2018(external, tmp_path)
     biobanks = {r["id"]: r for r in _rows(files[0]) if r["contact_person"]}
     iso = {"UK": "GB", "EL": "GR"}  # the Directory's EU country codes, as ISO 3166

@@ -19,10 +19,16 @@ CSV_COLUMNS = [
     "id",
     "name",
     "biobank",
+    "published",
+    "biobank_published",
     "samples_min",
     "samples_max",
     "count_source",
     "declared_size",
+    "subjects",
+    "age_min",
+    "age_max",
+    "age_unit",
     "use_conditions",
     "dataset_types",
     "design",
@@ -189,6 +195,8 @@ def test_shared_url_restores_the_search_and_back_forward_work(page: Any, web_sit
 def expected_cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as JavaScript writes it
     if isinstance(value, list):
         value = "; ".join(value)
     text = str(value)
@@ -216,10 +224,16 @@ def test_csv_export_matches_the_api(page: Any, web_site: Site, output_dir: Path)
             item["id"],
             item["name"],
             item["biobank"],
+            item["published"],
+            item["biobank_published"],
             (item["samples"] or {}).get("min"),
             (item["samples"] or {}).get("max"),
             item["count_source"],
             item["declared_size"],
+            item["subjects"],
+            (item["age"] or {}).get("min"),
+            (item["age"] or {}).get("max"),
+            (item["age"] or {}).get("unit"),
             item["use_conditions"],
             item["dataset_types"],
             item["design"],

@@ -20,6 +20,8 @@ from tests.protocol.reference import root_from_leaf_hashes
 ORIGIN = "test.example/biobank-node"
 BIOBANK = "bbmri-eric:ID:DE_TEST"
 COLLECTION = "bbmri-eric:ID:DE_TEST:collection:main"
+#: log entries make_home publishes before a test starts (the biobank and its collection)
+RECORD_ENTRIES = 2
 HEADER = ["sample_id", "patient", "material", "temp", "gender", "age", "drawn", "icd10"]
 
 MAPPING = f"""
@@ -49,8 +51,14 @@ diagnoses = "icd10"
 """
 
 
-def make_home(tmp_path: Path, k: int = 2, name: str = "home") -> tuple[Home, str]:
-    """A new node home with a small-k policy (tests use few donors); returns (home, vkey)."""
+def make_home(
+    tmp_path: Path, k: int = 2, name: str = "home", records: bool = True
+) -> tuple[Home, str]:
+    """A new node home with a small-k policy (tests use few donors); returns (home, vkey).
+
+    ``records``: publish the biobank :data:`BIOBANK` and its collection :data:`COLLECTION`
+    first (log entries 0 and 1), as an operator does before importing samples that
+    reference them (see :func:`publish_records`)."""
     path = tmp_path / name
     vkey = init_home(
         path,
@@ -63,7 +71,10 @@ def make_home(tmp_path: Path, k: int = 2, name: str = "home") -> tuple[Home, str
         ),
     )
     (path / "policy.toml").write_text(f"k = {k}\n", encoding="utf-8")
-    return Home.open(path), vkey
+    home = Home.open(path)
+    if records:
+        publish_records(home)
+    return home, vkey
 
 
 def sample_rows(n: int, start: int = 0, donors: int | None = None) -> list[list[str]]:
@@ -146,3 +157,57 @@ def verify_served_log(
 def entry_of(item: dict[str, Any], index: int) -> dict[str, Any]:
     """The parsed leaf of a served entry."""
     return parse_leaf(base64.b64decode(item["leaf"]), expected_log=ORIGIN, expected_index=index)
+
+
+BIOBANKS_MAPPING = """
+kind = "biobank"
+[columns]
+id = "id"
+name = "name"
+country = "country"
+"contact.email" = "email"
+"""
+
+COLLECTIONS_MAPPING = """
+kind = "collection"
+[columns]
+id = "id"
+biobank = "biobank"
+name = "name"
+"""
+
+
+def write_records(
+    folder: Path, biobank: str = BIOBANK, collections: tuple[str, ...] = (COLLECTION,)
+) -> list[tuple[Path, Path]]:
+    """A biobanks CSV with ``biobank`` and a collections CSV with ``collections``, each
+    with its mapping, in ``folder``: [(csv, mapping)], biobanks first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bb = write_csv(
+        folder / "biobanks.csv",
+        [[biobank, f"Biobank {biobank}", "DE", "biobank@example.org"]],
+        ["id", "name", "country", "email"],
+    )
+    colls = write_csv(
+        folder / "collections.csv",
+        [[c, biobank, f"Collection {c}"] for c in collections],
+        ["id", "biobank", "name"],
+    )
+    return [
+        (path, write_mapping(path.with_suffix(".mapping.toml"), text))
+        for path, text in ((bb, BIOBANKS_MAPPING), (colls, COLLECTIONS_MAPPING))
+    ]
+
+
+def publish_records(
+    home: Home, biobank: str = BIOBANK, collections: tuple[str, ...] = (COLLECTION,)
+) -> None:
+    """Import (and so publish) a biobank record and its collections' records, from CSV
+    files written beside the home, as an operator does before importing samples."""
+    from node.importing.importer import run_import
+    from node.importing.mapping import Mapping
+
+    folder = home.path.parent / f"{home.path.name}-records"
+    for path, mapping in write_records(folder, biobank, collections):
+        report = run_import(home, [path], mapping=Mapping.load(mapping))
+        assert report.applied and not report.problems, report.problems

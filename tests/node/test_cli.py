@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from federation.servers import free_port
 from node.cli import app
 from protocol.note import Verifier
-from tests.node.node_support import sample_rows, write_csv, write_mapping
+from tests.node.node_support import sample_rows, write_csv, write_mapping, write_records
 
 runner = CliRunner()
 
@@ -37,6 +37,15 @@ def _init(home: Path) -> str:
     )
     assert result.exit_code == 0, result.output
     return result.stdout.strip().splitlines()[-1]
+
+
+def _records(home: Path) -> None:
+    """Import the biobank and collection records the sample rows refer to (2 entries)."""
+    for path, mapping in write_records(home.parent / "records"):
+        result = runner.invoke(
+            app, ["import", "--home", str(home), "--mapping", str(mapping), str(path)]
+        )
+        assert result.exit_code == 0, result.output
 
 
 def test_init_creates_private_key_secret_and_prints_verifier_key(tmp_path: Path) -> None:
@@ -72,6 +81,7 @@ def test_init_creates_private_key_secret_and_prints_verifier_key(tmp_path: Path)
 def test_import_prints_one_line_per_problem_and_exits_non_zero(tmp_path: Path) -> None:
     home = tmp_path / "h"
     _init(home)
+    _records(home)
     (home / "policy.toml").write_text("k = 2\n", encoding="utf-8")
     mapping = write_mapping(tmp_path / "map.toml")
     rows = sample_rows(4)
@@ -84,7 +94,7 @@ def test_import_prints_one_line_per_problem_and_exits_non_zero(tmp_path: Path) -
     assert result.exit_code == 1
     lines = [line for line in result.stdout.splitlines() if line.startswith("problem: ")]
     assert lines == [
-        "problem: bad.csv row 3: material='Blut': unknown code 'Blut' for sample_type",
+        "problem: bad.csv row 3: material='Blut': not a MIABIS sample type",
         "problem: bad.csv row 4: age='forty': not a whole number of years",
     ]
     good = write_csv(tmp_path / "good.csv", sample_rows(4))
@@ -93,11 +103,11 @@ def test_import_prints_one_line_per_problem_and_exits_non_zero(tmp_path: Path) -
     )
     assert ok.exit_code == 0, ok.output
     summary = json.loads(ok.stdout)
-    assert summary["published"] == {"sample-group": 1} and summary["size_after"] == 1
+    assert summary["published"] == {"sample-group": 1} and summary["size_after"] == 3
     assert summary["pending"] == {"samples": 0, "donors": 0, "k": 2, "waiting": False}
     status = runner.invoke(app, ["status", "--home", str(home)])
     assert status.exit_code == 0
-    assert "log size: 1" in status.stdout and "live sample-group: 1" in status.stdout
+    assert "log size: 3" in status.stdout and "live sample-group: 1" in status.stdout
     assert "entries sample-group/publish: 1" in status.stdout
     assert "pending: nothing waits" in status.stdout
     gone = runner.invoke(app, ["withdraw", "--home", str(home), "--sample", "S000000"])
@@ -114,6 +124,7 @@ def test_import_prints_one_line_per_problem_and_exits_non_zero(tmp_path: Path) -
 def test_preview_shows_what_would_go_out_and_writes_nothing(tmp_path: Path) -> None:
     home = tmp_path / "h"
     _init(home)
+    _records(home)
     (home / "policy.toml").write_text("k = 3\n", encoding="utf-8")
     mapping = write_mapping(tmp_path / "map.toml")
     rows = sample_rows(5)
@@ -137,7 +148,7 @@ def test_preview_shows_what_would_go_out_and_writes_nothing(tmp_path: Path) -> N
     assert group["id"] in table.stdout and "4 samples of 4 donors change" in table.stdout
     assert (home / "node.db").read_bytes() == db_before
     status = runner.invoke(app, ["status", "--home", str(home)])
-    assert "log size: 0" in status.stdout
+    assert "log size: 2" in status.stdout
 
 
 def test_monitor_is_a_command_and_reports_an_unreachable_catalogue(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from node.importing.codes import NO_VALUE, Codes, diagnosis, not_available
 from node.importing.importer import run_import
 from node.importing.mapping import Mapping
 from node.privacy import generalise_diagnoses
-from tests.node.node_support import make_home, sample_rows, write_csv, write_mapping
+from tests.node.node_support import MAPPING, make_home, sample_rows, write_csv, write_mapping
 from tests.node.test_directory import national_2018
 
 DISEASES = "molgenis-emx2-directory/data/biobank-directory/ontologies/DiseaseTypes.csv"
@@ -245,10 +245,82 @@ def test_not_available_codes_are_no_value(written: str) -> None:
 
 
 def test_a_known_code_wins_over_not_available() -> None:
-    # "unknown" is a sex code of our list; NAV for sex is mapped to it by the Directory table
+    # "unknown" is a sex code of our list; NAV ("not available") is no value, never
+    # "unknown", through the Directory tables too (as the Directory reader drops it)
     assert Codes.default().map("sex", "UNKNOWN") == "unknown"
-    assert Codes.default().map("sex", "NAV", ("bbmri-eric-directory",)) == "unknown"
+    for source in ("bbmri-eric-directory", "bbmri-eric-directory-2018"):
+        assert Codes.default().map("sex", "NAV", (source,)) == NO_VALUE
     assert not not_available("NAVAL") and not not_available("Blood")
+
+
+NAV_COLLECTIONS = """
+kind = "collection"
+sources = ["bbmri-eric-directory"]
+list_separator = ","
+
+[columns]
+id = "id"
+biobank = "biobank"
+name = "name"
+sex = "sex"
+"""
+
+
+def test_not_available_sex_is_left_out_on_both_directory_paths(
+    tmp_path: Path, external: Path
+) -> None:
+    """The Directory demo's Collections.csv with sex ``NAV`` in one row: read as a
+    Directory export (no mapping) and as CSV through a mapping with the Directory tables,
+    the collection gets the same sex list, without "unknown"."""
+    src = external / "molgenis-emx2-directory/data/biobank-directory/demo"
+    with (src / "Collections.csv").open(encoding="utf-8", newline="") as fh:
+        table = list(csv.reader(fh))
+    sex = table[0].index("sex")
+    table[1][sex] = "FEMALE,NAV"
+    table[2][sex] = "NAV"
+    collections = tmp_path / "Collections.csv"
+    with collections.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(table)
+    results = []
+    for name, files, mapping in (
+        ("directory", [src / "Biobanks.csv", collections, src / "Persons.csv"], None),
+        ("csv", [collections], Mapping.load(write_mapping(tmp_path / "c.toml", NAV_COLLECTIONS))),
+    ):
+        home, _ = make_home(tmp_path, name=name, records=False)
+        if mapping is not None:  # the biobanks first, as a Directory export
+            assert run_import(home, [src / "Biobanks.csv", src / "Persons.csv"]).applied
+        report = run_import(home, files, mapping=mapping)
+        assert report.problems == [], report.problems
+        conn = sqlite3.connect(home.db_path)
+        contents = [
+            orjson.loads(t)
+            for (t,) in conn.execute(
+                "SELECT c.content FROM leaves l JOIN contents c ON c.idx = l.idx "
+                "WHERE l.kind = 'collection' ORDER BY l.id"
+            )
+        ]
+        conn.close()
+        results.append([c.get("sex") for c in contents])
+    directory, through_mapping = results
+    assert directory == through_mapping
+    assert all("unknown" not in (s or []) for s in directory)
+    assert ["female"] in directory and None in directory  # NAV alone: no sex at all
+
+
+def test_not_available_sex_of_a_sample_is_left_out(tmp_path: Path) -> None:
+    home, _ = make_home(tmp_path)
+    text = MAPPING.replace(
+        'list_separator = ";"', 'list_separator = ";"\nsources = ["bbmri-eric-directory"]'
+    )
+    mapping = Mapping.load(write_mapping(tmp_path / "map.toml", text))
+    rows = sample_rows(4)
+    rows[0][4] = "NAV"
+    report = run_import(home, [write_csv(tmp_path / "s.csv", rows)], mapping=mapping)
+    assert report.problems == []
+    conn = sqlite3.connect(home.db_path)
+    sexes = dict(conn.execute("SELECT local_id, sex FROM holding"))
+    conn.close()
+    assert sexes["S000000"] is None and sexes["S000001"] == "female"
 
 
 def test_import_leaves_not_available_values_out(tmp_path: Path) -> None:
@@ -288,15 +360,13 @@ def test_unknown_code_names_the_nearest_codes(tmp_path: Path) -> None:
     report = run_import(home, [write_csv(tmp_path / "s.csv", rows)], mapping=mapping)
     assert not report.applied
     reasons = {p.value: p.reason for p in report.problems}
-    assert reasons["Blod"].startswith("unknown code 'Blod' for sample_type (did you mean Blood")
+    assert reasons["Blod"].startswith("not a MIABIS sample type; did you mean Blood")
     assert "did you mean WholeBlood" in reasons["Whole blod"]
 
 
 def test_an_unrecognisable_code_gets_no_suggestion() -> None:
     codes = Codes.default()
-    assert codes.unknown("sample-type", "sample_type", "zzzz") == (
-        "unknown code 'zzzz' for sample_type"
-    )
+    assert codes.unknown("sample-type", "sample_type", "zzzz") == "not a MIABIS sample type"
     assert codes.suggest("sample-type", "Serun")[0] == "Serum"
 
 

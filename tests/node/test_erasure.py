@@ -20,6 +20,7 @@ from node.settings import NodeSettings
 from protocol.keys import KeyHistory
 from tests.node.node_support import (
     ORIGIN,
+    RECORD_ENTRIES,
     make_home,
     sample_rows,
     verify_served_log,
@@ -65,7 +66,7 @@ def test_a_withdrawal_of_fewer_than_k_donors_waits_then_goes_with_the_next_chang
             in result.stdout
         )
         checkpoint, _ = verify_served_log(client, KeyHistory(ORIGIN, vkey))
-        assert checkpoint.size == 1  # nothing went out
+        assert checkpoint.size == 1 + RECORD_ENTRIES  # nothing went out
         status = runner.invoke(app, ["status", "--home", str(home.path), "--json"])
         assert json.loads(status.stdout)["pending"] == {
             "samples": 2,
@@ -85,8 +86,8 @@ def test_a_withdrawal_of_fewer_than_k_donors_waits_then_goes_with_the_next_chang
         assert result.exit_code == 0, result.output
         assert "published the change set of 3 donor(s)" in result.stdout
         checkpoint, entries = verify_served_log(client, KeyHistory(ORIGIN, vkey))
-        assert checkpoint.size == 2
-        group = item_content(entries[1])
+        assert checkpoint.size == 2 + RECORD_ENTRIES
+        group = item_content(entries[1 + RECORD_ENTRIES])
         assert group is not None and (group["samples"], group["donors"]) == (6, 3)
 
 
@@ -125,7 +126,10 @@ def test_publish_waits_below_k_and_now_forces_it(tmp_path: Path) -> None:
     assert next(iter(_live(home.db_path).values()))["samples"] == 6
     forced = runner.invoke(app, ["publish", "--home", str(home.path), "--now"])
     assert forced.exit_code == 0, forced.output
-    assert "fewer than k = 3" in forced.stderr and "log size now 2" in forced.stdout
+    assert (
+        "fewer than k = 3" in forced.stderr
+        and f"log size now {2 + RECORD_ENTRIES}" in forced.stdout
+    )
     assert next(iter(_live(home.db_path).values()))["samples"] == 7
 
 
@@ -141,7 +145,7 @@ def test_withdraw_unknown_donor_changes_nothing(tmp_path: Path) -> None:
     assert "nothing live with local donor id 'nobody'" in result.output
     conn = store.connect(home.db_path, readonly=True)
     try:
-        assert store.log_size(conn) == 1
+        assert store.log_size(conn) == 1 + RECORD_ENTRIES
         assert conn.execute("SELECT count(*) FROM holding WHERE live = 1").fetchone()[0] == 4
         assert conn.execute("SELECT count(*) FROM erased").fetchone()[0] == 0
     finally:

@@ -29,7 +29,7 @@ def _records(db: Path, kind: str) -> list[dict[str, object]]:
 
 
 def test_miabis_100_patients_imports_everything(tmp_path: Path, external: Path) -> None:
-    home, _ = make_home(tmp_path)
+    home, _ = make_home(tmp_path, records=False)
     bundle = external / SYNC / "miabis_100_patients/miabis_100_patients.json"
     report = run_import(home, [bundle])
     assert report.problems == [] and report.applied
@@ -53,7 +53,7 @@ def test_miabis_100_patients_imports_everything(tmp_path: Path, external: Path) 
 
 
 def test_bbmri_de_bundles_resolve_collections_across_files(tmp_path: Path, external: Path) -> None:
-    home, _ = make_home(tmp_path)
+    home, _ = make_home(tmp_path, records=False)
     case = external / SYNC / "1patient_10collections_2sampleswocollection"
     report = run_import(
         home, [case / "biobank.json", case / "transaction-0.json"], skip_invalid=True
@@ -81,7 +81,7 @@ def test_bbmri_de_bundles_resolve_collections_across_files(tmp_path: Path, exter
 def test_every_public_bundle_imports_or_names_its_problems(
     relative: str, tmp_path: Path, external: Path
 ) -> None:
-    home, _ = make_home(tmp_path)
+    home, _ = make_home(tmp_path, records=False)
     report = run_import(home, [external / relative], skip_invalid=True)
     assert report.applied
     for problem in report.problems:
@@ -91,7 +91,7 @@ def test_every_public_bundle_imports_or_names_its_problems(
 
 
 def test_ten_donor_bundle_uses_group_membership(tmp_path: Path, external: Path) -> None:
-    home, _ = make_home(tmp_path)
+    home, _ = make_home(tmp_path, records=False)
     report = run_import(
         home, [external / "sthanke-miabis-on-fhir-generator/miabis-bundle-10donors.json"]
     )

@@ -13,14 +13,23 @@ from node.importing.importer import run_import
 from node.importing.mapping import Mapping
 from node.withdraw import erase, withdraw
 from protocol.errors import ConfigError
-from tests.node.node_support import BIOBANK, make_home, sample_rows, write_csv, write_mapping
+from tests.node.node_support import (
+    BIOBANK,
+    RECORD_ENTRIES,
+    make_home,
+    sample_rows,
+    write_csv,
+    write_mapping,
+)
 
 
 def _contents(home_db: Path) -> dict[str, dict[str, object]]:
+    """The latest content of every published sample group, by id."""
     conn = sqlite3.connect(home_db)
     rows = conn.execute(
         "SELECT l.id, c.content FROM leaves l JOIN contents c ON c.idx = l.idx "
-        "WHERE l.op = 'publish' AND c.content IS NOT NULL ORDER BY l.idx"
+        "WHERE l.op = 'publish' AND l.kind = 'sample-group' AND c.content IS NOT NULL "
+        "ORDER BY l.idx"
     )
     out = {id: orjson.loads(text) for id, text in rows}  # the latest version of each id
     conn.close()
@@ -34,7 +43,7 @@ def test_import_publishes_one_group_record_without_sample_or_donor_ids(tmp_path:
     report = run_import(home, [export], mapping=mapping)
     assert report.problems == []
     assert report.applied and report.published == {"sample-group": 1}
-    assert report.size_after == 1
+    assert report.size_after == 1 + RECORD_ENTRIES
     (one,) = _contents(home.db_path).values()
     assert one["id"].startswith("grp_") and len(one["id"]) == 30
     assert one["biobank"] == BIOBANK and one["sample_type"] == "WholeBlood"
@@ -101,7 +110,9 @@ def test_a_group_whose_counts_change_is_republished_under_its_id_with_a_fresh_no
     )
     assert report.published == {"sample-group": 1} and report.appended == 1
     conn = sqlite3.connect(home.db_path)
-    (text,) = conn.execute("SELECT content FROM contents WHERE idx = 1").fetchone()
+    (text,) = conn.execute(
+        "SELECT content FROM contents WHERE idx = ?", (1 + RECORD_ENTRIES,)
+    ).fetchone()
     conn.close()
     after = orjson.loads(text)
     assert after["id"] == before["id"] and after["nonce"] != before["nonce"]

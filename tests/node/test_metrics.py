@@ -20,6 +20,7 @@ from service.problems import PROBLEM
 from tests.metrics_support import node_secrets, parse, value
 from tests.node.node_support import (
     ORIGIN,
+    RECORD_ENTRIES,
     fetch_all,
     make_home,
     sample_rows,
@@ -43,7 +44,9 @@ def test_metrics_count_what_the_log_serves(tmp_path: Path) -> None:
         # the log grows while the node is served: the next scrape sees it
         entries = fetch_all(client)
         target = parse_leaf(
-            base64.b64decode(entries[0]["leaf"]), expected_log=ORIGIN, expected_index=0
+            base64.b64decode(entries[RECORD_ENTRIES]["leaf"]),
+            expected_log=ORIGIN,
+            expected_index=RECORD_ENTRIES,
         )
         withdraw(home, [target["id"]])  # a group: all its 8 samples (8 donors) leave
         rotate_key(home)
@@ -53,13 +56,13 @@ def test_metrics_count_what_the_log_serves(tmp_path: Path) -> None:
 
     text = response.text
     m = parse(text)
-    assert value(first, "biobank_node_log_size_entries") == 1
+    assert value(first, "biobank_node_log_size_entries") == 1 + RECORD_ENTRIES
     assert (
         value(first, "biobank_node_log_entries_total", {"op": "publish", "kind": "sample-group"})
         == 1
     )
     assert value(m, "biobank_node_info", {"origin": ORIGIN}) == 1
-    assert value(m, "biobank_node_log_size_entries") == len(entries) == size == 3
+    assert value(m, "biobank_node_log_size_entries") == len(entries) == size == 3 + RECORD_ENTRIES
     assert value(m, "biobank_node_checkpoint_size_entries") == size
     assert value(m, "biobank_node_checkpoint_timestamp_seconds") > 0
     parsed = [
@@ -76,6 +79,8 @@ def test_metrics_count_what_the_log_serves(tmp_path: Path) -> None:
         shown
         == served
         == {
+            ("publish", "biobank"): 1,
+            ("publish", "collection"): 1,
             ("publish", "sample-group"): 1,
             ("withdraw", "sample-group"): 1,
             ("rotate-key", "key"): 1,
@@ -86,7 +91,7 @@ def test_metrics_count_what_the_log_serves(tmp_path: Path) -> None:
     }
     assert value(first, "biobank_node_live_records", {"kind": "sample-group"}) == 1
     shown_live = sum(v for (name, _), v in m.items() if name == "biobank_node_live_records")
-    assert shown_live == len(live) == 0
+    assert shown_live == len(live) == RECORD_ENTRIES  # the biobank and its collection
     # no secret and no local id in the metrics
     for secret in node_secrets(home.path):
         assert secret not in text

@@ -19,7 +19,7 @@ from node.importing.wording import (
     summary,
 )
 from protocol.errors import Problem
-from tests.node.node_support import make_home, write_mapping
+from tests.node.node_support import make_home, sample_rows, write_csv, write_mapping
 
 DEMO = "molgenis-emx2-directory/data/biobank-directory/demo"
 OLD = "bbmri-eric-directory-2018/sample-data/bbmri_eric.xlsx.sheets"
@@ -160,6 +160,9 @@ def test_wording_translates_schema_text_and_record_paths() -> None:
         "not a whole number"
     )
     assert reason_class("unknown code 'Blut' for sample_type") == "unknown code '…' for sample_type"
+    assert reason_class("not a MIABIS sample type; did you mean Blood, CordBlood?") == (
+        "not a MIABIS sample type; did you mean …?"
+    )
     assert split_location("a.csv row 3; a.csv row 9") == [("a.csv", "3"), ("a.csv", "9")]
     dup = Problem("a.csv row 3; a.csv row 9", "id", "x", "duplicate sample id")
     assert rows_with_problems([dup, Problem("a.csv row 3", "sex", "?", "unknown code")]) == 2
@@ -195,3 +198,80 @@ def test_cli_prints_a_summary_by_reason_and_writes_the_report(tmp_path: Path) ->
         ("biobanks.csv", "6", "Name"),
     ]
     assert rows[0]["value"] == "Deutschland" and rows[0]["reason"]
+
+
+def test_directory_problems_name_the_files_own_column(tmp_path: Path, external: Path) -> None:
+    """A national variant's columns (``contact_person``, ``biobanks``) are what its
+    problems name, for schema and code problems alike, never the record field."""
+    src = external / DEMO
+    with (src / "Biobanks.csv").open(encoding="utf-8", newline="") as fh:
+        biobanks = list(csv.reader(fh))
+    head = biobanks[0]
+    head[head.index("contact")] = "contact_person"
+    head[head.index("juridical_person")] = "juristic_person"
+    biobanks[1][head.index("contact_person")] = ""  # no contact: a schema problem
+    biobanks[2][head.index("country")] = "Nederland"  # not a code: left out, then missing
+    with (tmp_path / "Biobanks.csv").open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(biobanks)
+    home, _ = make_home(tmp_path, records=False)
+    report = run_import(home, [tmp_path / "Biobanks.csv", src / "Persons.csv"])
+    assert not report.applied
+    got = {(p.location, p.field): p.reason for p in report.problems}
+    assert got[("Biobanks.csv row 2", "contact_person")] == "a value is required but none was given"
+    assert got[("Biobanks.csv row 3", "country")] == "a value is required but none was given"
+    assert report.ignored["biobank country code 'Nederland' (not in our lists)"] == 1
+    assert len(got) == 2
+    _no_raw_text(report.problems)
+
+
+def test_sample_code_problems_name_the_code_list_in_words(tmp_path: Path) -> None:
+    home, _ = make_home(tmp_path)
+    mapping = Mapping.load(write_mapping(tmp_path / "map.toml"))
+    rows = sample_rows(4)
+    rows[0][2] = "Blod"  # material
+    rows[1][3] = "-80 Grad"  # storage temperature
+    rows[2][4] = "x"  # sex
+    rows[3][7] = "ORPHA:999999"
+    report = run_import(home, [write_csv(tmp_path / "s.csv", rows)], mapping=mapping)
+    reasons = {p.field: p.reason for p in report.problems}
+    assert reasons["material"] == "not a MIABIS sample type; did you mean Blood, CordBlood?"
+    assert reasons["temp"] == (
+        "not a MIABIS storage temperature (one of RT, 2to10, -18to-35, -60to-85, LN, Other)"
+    )
+    assert reasons["gender"].startswith("not a sex code (one of female, male, other, unknown)")
+    assert reasons["icd10"] == "not a known ORPHA code (e.g. ORPHA:558)"
+    assert all("unknown code" not in r for r in reasons.values())
+    assert [c for c, _n in summary(report.problems)][0].startswith("not a ")
+
+
+def test_a_valid_row_sharing_an_id_with_an_invalid_row_is_a_duplicate(tmp_path: Path) -> None:
+    """Both rows named, neither imported: which one is right is the operator's call."""
+    rows = [
+        ["bbmri-eric:ID:DE_A", "A", "DE", "Ann", "a@example.org", "https://a.example", ""],
+        ["bbmri-eric:ID:DE_A", "A again", "DE", "Ann", "not an address", "", ""],
+        ["bbmri-eric:ID:DE_B", "B", "DE", "Bo", "b@example.org", "", ""],
+    ]
+    export = tmp_path / "biobanks.csv"
+    with export.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(HEADER)
+        writer.writerows(rows)
+    mapping = Mapping.load(write_mapping(tmp_path / "bb.toml", BIOBANK_MAPPING))
+    home, _ = make_home(tmp_path, records=False)
+    report = run_import(home, [export], mapping=mapping, skip_invalid=True)
+    dup = [p for p in report.problems if p.reason.startswith("duplicate")]
+    assert [(p.location, p.field, p.value) for p in dup] == [
+        ("biobanks.csv row 2; biobanks.csv row 3", "id", "bbmri-eric:ID:DE_A")
+    ]
+    assert report.published == {"biobank": 1}  # DE_B only
+    # samples too: a valid row and a row with an unknown code share a local id
+    home2, _ = make_home(tmp_path, name="samples")
+    sample_mapping = Mapping.load(write_mapping(tmp_path / "map.toml"))
+    samples = sample_rows(4)
+    samples.append([samples[0][0], *samples[0][1:2], "Blut", *samples[0][3:]])
+    report = run_import(
+        home2, [write_csv(tmp_path / "s.csv", samples)], mapping=sample_mapping, skip_invalid=True
+    )
+    dup = [p for p in report.problems if p.reason.startswith("duplicate")]
+    assert [(p.location, p.value) for p in dup] == [("s.csv row 2; s.csv row 6", "S000000")]
+    assert report.staged_samples == 3

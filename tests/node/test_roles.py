@@ -121,3 +121,17 @@ def test_a_collection_whose_biobank_is_not_published_is_a_problem(
     # once the biobanks are published, the collections file imports on its own
     assert run_import(home, [b, p]).published == {"biobank": 3}
     assert run_import(home, [c, p]).published == {"collection": 3}
+
+
+def test_directory_ids_print_as_written_never_as_emoji(tmp_path: Path, external: Path) -> None:
+    """``bbmri-eric:ID:...`` holds ``:ID:``, an emoji code to rich: previews, roles and
+    summaries print the id as written."""
+    home, _ = make_home(tmp_path, records=False)
+    _b, c, p = _demo(external, tmp_path, "Biobanks.csv", "Collections.csv", "Persons.csv")
+    shown = runner.invoke(app, ["preview", "--home", str(home.path), str(c), str(p)])
+    assert shown.exit_code == 1
+    assert "the biobank 'bbmri-eric:ID:DE_biobank1' of this collection" in shown.output
+    assert "\U0001f194" not in shown.output
+    done = runner.invoke(app, ["import", "--home", str(home.path), str(c), str(p)])
+    assert done.exit_code == 1 and "\U0001f194" not in done.output
+    assert "bbmri-eric:ID:NL_biobank2" in done.output

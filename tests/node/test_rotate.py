@@ -22,6 +22,7 @@ from protocol.keys import KeyHistory
 from protocol.note import Signer, Verifier, generate_key, open_note, sign_checkpoint
 from tests.node.node_support import (
     ORIGIN,
+    RECORD_ENTRIES,
     entry_of,
     make_home,
     sample_rows,
@@ -32,6 +33,7 @@ from tests.node.node_support import (
 )
 
 runner = CliRunner()
+R = RECORD_ENTRIES  # the biobank and collection entries make_home publishes first
 
 
 def _signers(note: str, *vkeys: str) -> set[str]:
@@ -58,7 +60,7 @@ def test_rotation_signs_the_first_checkpoint_with_both_keys_then_the_new_only(
         httpx.Client(base_url=server.url, timeout=10) as client,
     ):
         before, _ = verify_served_log(client, KeyHistory(ORIGIN, old))
-        assert before.size == 5
+        assert before.size == 5 + R
 
         result = runner.invoke(app, ["rotate-key", "--home", str(home.path)])
         assert result.exit_code == 0, result.output
@@ -76,21 +78,21 @@ def test_rotation_signs_the_first_checkpoint_with_both_keys_then_the_new_only(
         assert _signers(note, old, new) == {old, new}
         history = KeyHistory(ORIGIN, old)
         rotated, entries = verify_served_log(client, history, previous_size=before.size)
-        assert rotated.size == 6
-        assert entry_of(entries[5], 5) | {"time": ""} == {
+        assert rotated.size == 6 + R
+        assert entry_of(entries[5 + R], 5 + R) | {"time": ""} == {
             "log": ORIGIN,
-            "index": 5,
+            "index": 5 + R,
             "op": "rotate-key",
             "key": new,
             "time": "",
         }
-        assert entries[5]["content"] is None
+        assert entries[5 + R]["content"] is None
 
         # the rotation checkpoint without the old key's signature would be refused
         new_signer = Signer.from_key((home.path / "node.key").read_text().strip())
         new_only = sign_checkpoint(rotated, [new_signer])
         with pytest.raises(MissingSignatureError):
-            KeyHistory(ORIGIN, old, history.events).verify(new_only, previous_size=5)
+            KeyHistory(ORIGIN, old, history.events).verify(new_only, previous_size=5 + R)
 
         # later checkpoints: the new key only
         run_import(
@@ -101,13 +103,13 @@ def test_rotation_signs_the_first_checkpoint_with_both_keys_then_the_new_only(
         later = client.get("/v1/log/checkpoint").text
         assert _signers(later, old, new) == {new}
         final, _ = verify_served_log(client, KeyHistory(ORIGIN, old), previous_size=rotated.size)
-        assert final.size == 9
+        assert final.size == 9 + R
         # a third party that saw nothing since the enrolment still verifies the whole log
         # step by step: the rotation checkpoint, then the latest one
         steps = KeyHistory(ORIGIN, old)
-        steps.rotate(index=5, key=new)
-        assert steps.verify(note, previous_size=0).size == 6
-        assert steps.verify(later, previous_size=6).size == 9
+        steps.rotate(index=5 + R, key=new)
+        assert steps.verify(note, previous_size=0).size == 6 + R
+        assert steps.verify(later, previous_size=6 + R).size == 9 + R
 
 
 def test_an_import_with_the_old_key_after_a_rotation_is_refused(tmp_path: Path) -> None:
@@ -150,17 +152,17 @@ def test_cosign_latest_serves_a_catalogue_that_missed_the_rotation_checkpoint(
         httpx.Client(base_url=server.url, timeout=10) as client,
     ):
         history = KeyHistory(ORIGIN, old)
-        history.rotate(index=3, key=new)
-        # a catalogue that last accepted size 3 sees size 6 signed by the new key only
+        history.rotate(index=3 + R, key=new)
+        # a catalogue that last accepted size 3 + R sees size 6 + R signed by the new key only
         with pytest.raises(MissingSignatureError):
-            history.verify(client.get("/v1/log/checkpoint").text, previous_size=3)
+            history.verify(client.get("/v1/log/checkpoint").text, previous_size=3 + R)
         result = runner.invoke(app, ["rotate-key", "--home", str(home.path), "--cosign-latest"])
         assert result.exit_code == 0, result.output
-        assert "checkpoint size 6 is now signed" in result.stdout
+        assert f"checkpoint size {6 + R} is now signed" in result.stdout
         note = client.get("/v1/log/checkpoint").text
-        assert history.verify(note, previous_size=3).size == 6
+        assert history.verify(note, previous_size=3 + R).size == 6 + R
         assert _signers(note, old, new) == {old, new}
-        verify_served_log(client, KeyHistory(ORIGIN, old), previous_size=3)
+        verify_served_log(client, KeyHistory(ORIGIN, old), previous_size=3 + R)
     assert Home.open(home.path).verifier_key == new  # no new key was made
     wrong = runner.invoke(
         app,

@@ -21,6 +21,7 @@ from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 from protocol.note import Verifier, verify_checkpoint
 from tests.node.node_support import (
     ORIGIN,
+    RECORD_ENTRIES,
     fetch_all,
     make_home,
     sample_rows,
@@ -29,6 +30,8 @@ from tests.node.node_support import (
     write_mapping,
 )
 from tests.protocol.reference import root_from_leaf_hashes
+
+R = RECORD_ENTRIES  # the biobank and collection entries make_home publishes first
 
 
 def _verify(client: httpx.Client, vkey: str) -> tuple[int, bytes, list[dict[str, Any]]]:
@@ -67,7 +70,7 @@ def test_served_log_verifies_like_a_third_party_sees_it(tmp_path: Path) -> None:
         assert desc["origin"] == ORIGIN and desc["verifier_key"] == vkey
         assert desc["policy"]["k"] == 2 and len(desc["schemas"]) == 3
         size1, root1, entries = _verify(client, vkey)
-        assert size1 == 6 and all(e["content"] for e in entries)
+        assert size1 == 6 + R and all(e["content"] for e in entries)
 
         # importing the same file again appends nothing and keeps the checkpoint
         note_before = client.get("/v1/log/checkpoint").text
@@ -76,16 +79,16 @@ def test_served_log_verifies_like_a_third_party_sees_it(tmp_path: Path) -> None:
 
         # withdraw one group (its two samples): its content is served as null, the tree
         # still verifies
-        withdrawn_id = entries[2]
+        withdrawn_id = entries[2 + R]
         target = parse_leaf(
-            base64.b64decode(withdrawn_id["leaf"]), expected_log=ORIGIN, expected_index=2
+            base64.b64decode(withdrawn_id["leaf"]), expected_log=ORIGIN, expected_index=2 + R
         )["id"]
         withdraw(home, [target])
         size2, root2, entries2 = _verify(client, vkey)
-        assert size2 == 7 and entries2[2]["content"] is None
-        assert entries2[6]["content"] is None
+        assert size2 == 7 + R and entries2[2 + R]["content"] is None
+        assert entries2[6 + R]["content"] is None
 
-        for index in (0, 2, 6):
+        for index in (0, 2 + R, 6 + R):
             proof = client.get(
                 "/v1/log/proof/inclusion", params={"index": index, "size": size2}
             ).json()["proof"]
@@ -115,12 +118,12 @@ def test_pages_are_stable_and_bounded(tmp_path: Path) -> None:
         odd = client.get("/v1/log/entries", params={"start": 990, "limit": 50}).json()
         assert len(odd["entries"]) == 10 and odd["next"] == 1000
         last = client.get("/v1/log/entries", params={"start": 1000}).json()
-        assert len(last["entries"]) == 205 and last["next"] is None
-        assert _verify(client, vkey)[0] == 1205
+        assert len(last["entries"]) == 205 + R and last["next"] is None
+        assert _verify(client, vkey)[0] == 1205 + R
 
 
 def test_errors_are_problem_json(tmp_path: Path) -> None:
-    home, _ = make_home(tmp_path)
+    home, _ = make_home(tmp_path, records=False)
     with (
         live_server(create_app(NodeSettings(home=home.path))) as server,
         httpx.Client(base_url=server.url, timeout=10) as client,

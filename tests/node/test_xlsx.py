@@ -18,7 +18,16 @@ from node.importing.importer import detect_format, run_import
 from node.importing.mapping import Mapping
 from node.importing.sources.xlsx import cell_text, roles, sheet_role
 from protocol.errors import ConfigError
-from tests.node.node_support import HEADER, make_home, sample_rows, write_csv, write_mapping
+from tests.node.node_support import (
+    BIOBANK,
+    COLLECTION,
+    HEADER,
+    make_home,
+    sample_rows,
+    write_csv,
+    write_mapping,
+)
+from tests.node.node_support import MAPPING as MAPPING_TEXT
 from tests.support import external_data
 
 D2018 = Path("bbmri-eric-directory-2018/sample-data/bbmri_eric.xlsx.sheets")
@@ -147,8 +156,79 @@ def test_real_directory_sheet_as_xlsx_equals_its_csv(tmp_path: Path) -> None:
     assert results[0][0] == len(table) - 1 and results[0][1].get("biobank", 0) > 0
 
 
-def test_xlsx_without_a_mapping_is_refused(tmp_path: Path) -> None:
+def test_xlsx_samples_without_a_mapping_are_refused(tmp_path: Path) -> None:
     book = _workbook(tmp_path / "samples.xlsx", {"Samples": [HEADER, *_typed(sample_rows(2))]})
     home, _ = make_home(tmp_path)
-    with pytest.raises(ConfigError, match="XLSX exports need --mapping"):
+    with pytest.raises(ConfigError, match="sheet 'Samples' holds samples: give --mapping"):
         run_import(home, [book])
+    notes = _workbook(tmp_path / "notes.xlsx", {"Sheet1": [["a", "b"]]})
+    with pytest.raises(ConfigError, match="no sheet names a role"):
+        run_import(home, [notes])
+
+
+DEMO = Path("molgenis-emx2-directory/data/biobank-directory/demo")
+DEMO_BIOBANK = "bbmri-eric:ID:DE_biobank1"
+DEMO_COLLECTION = "bbmri-eric:ID:DE_biobank1:collection:coll1"
+
+
+def _directory_sheets() -> dict[str, list[list[object]]]:
+    """The EMX2 Directory demo's three tables, as a national node's workbook has them."""
+    sheets: dict[str, list[list[object]]] = {}
+    for name in ("Biobanks", "Collections", "Persons"):
+        with (external_data() / DEMO / f"{name}.csv").open(encoding="utf-8", newline="") as fh:
+            sheets[name] = [list(r) for r in csv.reader(fh)]
+    return sheets
+
+
+def test_a_workbook_of_role_sheets_imports_in_one_import(tmp_path: Path) -> None:
+    """Biobanks, Collections and Persons sheets (Directory-shaped) and a Samples sheet in
+    ONE workbook, ONE import: the sheets split into their roles, the samples reference
+    the biobank and collection of the same workbook."""
+    text = MAPPING_TEXT.replace(BIOBANK, DEMO_BIOBANK, 1).replace(COLLECTION, DEMO_COLLECTION)
+    mapping = Mapping.load(write_mapping(tmp_path / "map.toml", text))
+    sheets = _directory_sheets()
+    book = _workbook(
+        tmp_path / "export.xlsx",
+        {
+            "Notes": [["written by hand"]],
+            **sheets,
+            "Samples": [HEADER, *_typed(sample_rows(4))],
+        },
+    )
+    home, _ = make_home(tmp_path, records=False)
+    report = run_import(home, [book], mapping=mapping)
+    assert report.problems == [], report.problems
+    assert report.published == {"biobank": 3, "collection": 3, "sample-group": 1}
+    # rows of the record sheets and the samples (a persons row is a lookup, not counted)
+    assert report.rows == len(sheets["Biobanks"]) - 1 + len(sheets["Collections"]) - 1 + 4
+    said = "export.xlsx sheet Collections: read as Directory collection table (the sheet's name)"
+    assert said in report.inferred
+    assert "export.xlsx sheet Samples: read as sample rows through the mapping" in report.inferred
+    assert report.ignored["export.xlsx: sheet 'Notes' (the mapping reads sheet 'Samples')"] == 1
+    assert run_import(home, [book], mapping=mapping).appended == 0
+
+
+def test_a_workbook_of_directory_sheets_needs_no_mapping(tmp_path: Path) -> None:
+    sheets = _directory_sheets()
+    sheets["Biobanks"][2][sheets["Biobanks"][0].index("country")] = ""  # a problem
+    book = _workbook(tmp_path / "directory.xlsx", sheets)
+    home, _ = make_home(tmp_path, records=False)
+    report = run_import(home, [book], skip_invalid=True)
+    assert [(p.location, p.field) for p in report.problems][0] == (
+        "directory.xlsx sheet Biobanks row 3",
+        "country",
+    )
+    # the broken biobank's collections are named in the same pass; the others publish
+    head, broken = sheets["Biobanks"][0], sheets["Biobanks"][2]
+    biobank_column = sheets["Collections"][0].index("biobank")
+    kept = [r for r in sheets["Collections"][1:] if r[biobank_column] != broken[head.index("id")]]
+    assert 0 < len(kept) < len(sheets["Collections"]) - 1
+    assert report.published == {"biobank": 2, "collection": len(kept)}
+    # a role given for the file picks one sheet
+    only = run_import(
+        make_home(tmp_path, name="only", records=False)[0],
+        [book],
+        roles={book: "biobank"},
+        skip_invalid=True,
+    )
+    assert only.published == {"biobank": 2} and only.rows == len(sheets["Biobanks"]) - 1

@@ -216,6 +216,6 @@ def test_known_real_equivalences(external: Path) -> None:
     assert get("miabis-on-fhir--sample-type", "CellLineTumor") == "CancerCellLine"
     assert get("bbmri-eric-directory--country", "UK") == "GB"
     assert get("bbmri-eric-directory--duo", "DUO_0000042") == "DUO:0000042"
-    assert get("bbmri-eric-directory--sex", "NAV") == "unknown"
+    assert get("bbmri-eric-directory--sex", "NAV") is None  # not available: no value
     assert get("bbmri-eric-directory-2018--sample-type", "TISSUE_PARAFFIN_EMBEDDED") == "TissueFFPE"
     assert get("bbmri-de-fhir--sample-type", "plasma-edta") == "Plasma"

@@ -14,13 +14,16 @@ are left out of the record and listed as ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from node.importing import recordfields
+from node.importing import recordfields, wording
 from node.importing.codes import Codes
 from node.importing.sources.base import Sink, read_table
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, Problem
+from protocol.schema import SchemaSet
 
 __all__ = [
     "ALTERNATIVES",
@@ -29,8 +32,10 @@ __all__ = [
     "LISTS",
     "NOT_AVAILABLE",
     "ROLES",
+    "Table",
     "infer_role",
     "read",
+    "read_tables",
 ]
 
 # the roles a Directory file can have (record kind, or "persons" for the contacts table)
@@ -127,14 +132,20 @@ def _not_available(value: str) -> bool:
     return upper in NOT_AVAILABLE or upper.startswith("NAV_")
 
 
-def _get(row: dict[str, str], column: str) -> str:
-    """The value of ``column`` or of its first present national spelling."""
+def _column(row: dict[str, str], column: str) -> str:
+    """The file's own name of ``column``: itself, or its first present national spelling
+    (problems name the column the operator's file has)."""
     if column in row:
-        return row[column]
+        return column
     for other in ALTERNATIVES.get(column, ()):
         if other in row:
-            return row[other]
-    return ""
+            return other
+    return column
+
+
+def _get(row: dict[str, str], column: str) -> str:
+    """The value of ``column`` or of its first present national spelling."""
+    return row.get(_column(row, column), "")
 
 
 def read(
@@ -171,10 +182,26 @@ def read(
         roles[path] = found[0]
         if inferred is not None:
             inferred(path, found[0], found[1])
+    return read_tables(
+        [(path.name, roles[path], partial(read_table, path, ",")) for path in paths],
+        sink,
+        codes,
+    )
+
+
+#: one table: its name (a file name, or "book.xlsx sheet Biobanks"), its role, and a
+#: function returning its rows in read_table's shape (header first)
+Table = tuple[str, str, Callable[[], Iterator[tuple[str, Any, list[Problem]]]]]
+
+
+def read_tables(tables: list[Table], sink: Sink, codes: Codes) -> int:
+    """Read persons tables first, then biobanks and collections; return the data rows read.
+    The tables may be CSV files or the sheets of a workbook (node.importing.sources.xlsx)."""
     contacts: dict[str, dict[str, str]] = {}
     count = 0
-    for path in (p for p in paths if roles.get(p) == "persons"):
-        for _, row, _problems in read_table(path, ","):
+    schemas = SchemaSet.default()
+    for _name, _role, opener in (t for t in tables if t[1] == "persons"):
+        for _, row, _problems in opener():
             if row and row.get("id") and row.get("email") and row.get("id") != "id":
                 name = " ".join(
                     x for x in (row.get("first_name", ""), row.get("last_name", "")) if x
@@ -185,17 +212,14 @@ def read(
                 if row.get("role", "").strip():
                     contact["role"] = row["role"].strip()[:200]
                 contacts[row["id"]] = contact
-    for path in paths:
-        kind = roles.get(path)
+    for name, kind, opener in tables:
         if kind not in ("biobank", "collection"):
             continue
         sources = (
-            ("bbmri-eric-directory-2018",)
-            if path.name.startswith("eu_bbmri_eric")
-            else ("bbmri-eric-directory",)
+            ("bbmri-eric-directory-2018",) if "eu_bbmri_eric" in name else ("bbmri-eric-directory",)
         )
         columns = BIOBANK_COLUMNS if kind == "biobank" else COLLECTION_COLUMNS
-        rows = read_table(path, ",")
+        rows = opener()
         next(rows)
         for loc, row, problems in rows:
             count += 1
@@ -205,12 +229,13 @@ def read(
                     sink.problem(p, kind, key)
                 continue
             if row.get("withdrawn", "").strip().lower() == "true":
-                sink.ignored(f"{path.name}: rows marked withdrawn")
+                sink.ignored(f"{name}: rows marked withdrawn")
                 continue
             flat: dict[str, object] = {}
             names: dict[str, str] = {}
             for column, fld in columns.items():
-                value = _get(row, column).strip()
+                raw = _column(row, column)
+                value = row.get(raw, "").strip()
                 if fld in LISTS:
                     items = [v.strip() for v in value.split(",") if v.strip()]
                     for v in items:
@@ -222,7 +247,7 @@ def read(
                     flat[fld] = None
                 else:
                     flat[fld] = value or None
-                names[fld] = column
+                names[fld] = raw
             if not (flat.get("age.min") or flat.get("age.max")):
                 flat.pop("age.unit", None)
             url = flat.get("url")
@@ -239,10 +264,20 @@ def read(
             )
             if content.get("age") and "unit" not in content["age"]:  # type: ignore[operator]
                 content["age"]["unit"] = "years"  # type: ignore[index]
+            names["contact"] = _column(row, "contact")
             reference = _get(row, "contact").split(",")[0].strip()
             person = contacts.get(reference)
             if person:
                 content["contact"] = person
+            # schema problems in the same pass as code problems, both named by the file's
+            # own column (fields whose codes failed are left out: only report the others)
+            issues = [wording.plain(p, names) for p in issues]
+            failed = {p.field for p in issues}
+            issues += [
+                p
+                for p in (wording.plain(q, names) for q in schemas.problems(kind, content, loc))
+                if p.field not in failed
+            ]
             if issues:
                 for p in issues:
                     sink.problem(p, kind, key)

@@ -1,8 +1,10 @@
 """Excel .xlsx exports, read like CSV through a mapping (openpyxl, read-only streaming).
 
-One sheet is read per file: the sheet named for the mapping's kind (``Samples``,
-``collections``, ``Biobanks``...; see :func:`sheet_role`), else the only sheet, else
-the first one (the others are listed as not imported). Row 1 is the header; locations
+The sheet named for the mapping's kind (``Samples``, ``collections``, ``Biobanks``...;
+see :func:`sheet_role`), else the first sheet naming no role, else the first, is read
+through the mapping; the other role sheets (``Biobanks``, ``Collections``, ``Persons``)
+are read as Directory tables in the same import (:func:`plan`); the rest are listed as
+not imported. Row 1 is the header; locations
 are the rows Excel shows (``Samples.xlsx sheet Samples row 7``). Cells become the text a
 CSV export would hold: whole numbers without ``.0``, dates as ISO dates.
 """
@@ -12,19 +14,30 @@ from __future__ import annotations
 import datetime as dt
 import zipfile
 from collections.abc import Generator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from node.importing.codes import Codes
 from node.importing.mapping import Mapping
-from node.importing.sources import tabular
+from node.importing.sources import directory, tabular
 from node.importing.sources.base import Sink
 from protocol.errors import ConfigError, Problem
 
 if TYPE_CHECKING:
     from node.importing.encode import ImportHelper
 
-__all__ = ["ROLES", "cell_text", "choose_sheet", "read", "roles", "rows", "sheet_role"]
+__all__ = [
+    "DIRECTORY_ROLES",
+    "ROLES",
+    "cell_text",
+    "choose_sheet",
+    "plan",
+    "read",
+    "roles",
+    "rows",
+    "sheet_role",
+]
 
 #: sheet names (case and spacing ignored, a ``prefix_`` allowed) -> the file role they name
 ROLES = {
@@ -121,20 +134,102 @@ def rows(
         book.close()
 
 
-def read(
-    path: Path,
-    mapping: Mapping,
-    sink: Sink,
-    codes: Codes,
-    helper: ImportHelper | None = None,
-) -> int:
-    """Stage every row of the workbook's sheet for ``mapping``; return the rows read."""
+#: sheet roles the Directory reader reads without a mapping -> its role names
+DIRECTORY_ROLES = {"biobank": "biobank", "collection": "collection", "person": "persons"}
+
+
+def plan(
+    path: Path, kind: str | None, given: str | None = None
+) -> tuple[str | None, list[tuple[str, str]], list[str]]:
+    """How one import reads a workbook: (the sheet read through the mapping of ``kind``,
+    or None; [(sheet, Directory role)] read as Directory tables; [sheets not read]).
+
+    Several role sheets split into their roles in ONE import: the sheet named for the
+    mapping's kind (else the first sheet naming no role, else the first) goes through the
+    mapping; every other sheet named ``Biobanks``, ``Collections`` or ``Persons``/
+    ``Contacts`` is a Directory table (no mapping). ``given`` (the file's role, from
+    ``FILE:ROLE`` or ``--kind``) reads one sheet in that role (with the persons sheets
+    a Directory table's contacts reference). A samples sheet without a
+    mapping, or a workbook with no role sheet and no mapping, is an error.
+    """
     names = list(roles(path))
     if not names:
         raise ConfigError(f"{path.name}: the workbook has no sheet")
-    sheet = choose_sheet(names, mapping.kind)
-    for other in names:
-        if other != sheet:
-            sink.ignored(f"{path.name}: sheet {other!r} (the mapping reads sheet {sheet!r})")
-    table = rows(path, sheet, fields=mapping.kind == "sample")
-    return tabular.read(path, mapping, sink, codes, "csv", helper, table=table)
+    if given is not None:
+        role = "person" if given == "persons" else given
+        sheet = choose_sheet(names, role)
+        others = [n for n in names if n != sheet]
+        if kind is not None and role == kind:
+            return sheet, [], others
+        if role in DIRECTORY_ROLES:  # with the persons sheets its contacts reference
+            persons = [
+                (n, "persons") for n in others if role != "person" and sheet_role(n) == "person"
+            ]
+            read = {sheet, *(n for n, _r in persons)}
+            return (
+                None,
+                [(sheet, DIRECTORY_ROLES[role]), *persons],
+                [n for n in names if n not in read],
+            )
+        raise ConfigError(f"{path.name}: {given} sheets need --mapping MAP (see node/README.md)")
+    mapped = None
+    if kind is not None:
+        named = [n for n in names if sheet_role(n) == kind]
+        plain = [n for n in names if sheet_role(n) is None]
+        mapped = (named or plain or names)[0]
+    tables = [
+        (n, DIRECTORY_ROLES[r])
+        for n in names
+        if n != mapped and (r := sheet_role(n) or "") in DIRECTORY_ROLES
+    ]
+    if kind is None:
+        samples = [n for n in names if sheet_role(n) == "sample"]
+        if samples:
+            raise ConfigError(
+                f"{path.name}: sheet {samples[0]!r} holds samples: give --mapping MAP for it "
+                "(the Biobanks, Collections and Persons sheets are read with it)"
+            )
+        if not tables:
+            raise ConfigError(
+                f"{path.name}: no sheet names a role (sheets {', '.join(names[:6])}); name "
+                "them Biobanks, Collections, Persons or Samples, or give --mapping MAP"
+            )
+    read = {n for n, _r in tables} | ({mapped} if mapped else set())
+    return mapped, tables, [n for n in names if n not in read]
+
+
+def read(
+    path: Path,
+    mapping: Mapping | None,
+    sink: Sink,
+    codes: Codes,
+    helper: ImportHelper | None = None,
+    given: str | None = None,
+    inferred: list[str] | None = None,
+) -> int:
+    """Stage every row of the workbook's sheets as :func:`plan` splits them; return the
+    rows read. Each sheet's role is added to ``inferred`` as a sentence saying why."""
+    mapped, tables, ignored = plan(path, mapping.kind if mapping else None, given)
+    for other in ignored:
+        why = f"the mapping reads sheet {mapped!r}" if mapped else "its name names no role"
+        sink.ignored(f"{path.name}: sheet {other!r} ({why})")
+    count = 0
+    if tables:
+        if inferred is not None and given is None:
+            inferred += [
+                f"{path.name} sheet {n}: read as Directory {role} table (the sheet's name)"
+                for n, role in tables
+            ]
+        count += directory.read_tables(
+            [(f"{path.name} sheet {n}", role, partial(rows, path, n)) for n, role in tables],
+            sink,
+            codes,
+        )
+    if mapped is not None and mapping is not None:
+        if inferred is not None and given is None and tables:
+            inferred.append(
+                f"{path.name} sheet {mapped}: read as {mapping.kind} rows through the mapping"
+            )
+        table = rows(path, mapped, fields=mapping.kind == "sample")
+        count += tabular.read(path, mapping, sink, codes, "csv", helper, table=table)
+    return count

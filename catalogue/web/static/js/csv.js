@@ -1,8 +1,11 @@
 // CSV export of the collections table: RFC 4180 quoting, UTF-8 with BOM, downloaded from a Blob.
 // A count is its interval: samples_min and samples_max (equal when exact, empty when declared).
+// Every card field: published / biobank_published (true or false: is the record published),
+// the record's own declarations (declared_size, subjects, age_min, age_max, age_unit).
 
 export const COLUMNS = [
-  "id", "name", "biobank", "samples_min", "samples_max", "count_source", "declared_size", "use_conditions",
+  "id", "name", "biobank", "published", "biobank_published", "samples_min", "samples_max",
+  "count_source", "declared_size", "subjects", "age_min", "age_max", "age_unit", "use_conditions",
   "dataset_types", "design", "contact_email", "node", "checkpoint_size", "verified_at", "description",
 ];
 
@@ -16,8 +19,9 @@ export function cell(value) {
 export function collectionRow(item) {
   const join = (list) => (Array.isArray(list) ? list.join("; ") : list ?? "");
   return [
-    item.id, item.name, item.biobank, item.samples?.min, item.samples?.max, item.count_source,
-    item.declared_size,
+    item.id, item.name, item.biobank, item.published, item.biobank_published,
+    item.samples?.min, item.samples?.max, item.count_source,
+    item.declared_size, item.subjects, item.age?.min, item.age?.max, item.age?.unit,
     join(item.use_conditions), join(item.dataset_types), join(item.design), item.contact?.email,
     item.provenance?.node, item.provenance?.checkpoint_size, item.provenance?.verified_at,
     item.description,
