@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from catalogue import metrics
+from catalogue import limits, metrics
 from catalogue.api import (
     admin,
     beacon,
@@ -68,11 +68,12 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
     )
     app.state.ctx = ctx
     problems.install(app)
+    separate_admin = settings.admin_listen is not None  # CATALOGUE_ADMIN_LISTEN
     for router in (
         public.router,
         search.router,
         nodes.router,
-        admin.router,
+        *(() if separate_admin else (admin.router,)),
         beacon.router,  # /beacon/v2 (docs/beacon.md)
         service_info.router,
         dcat.router,  # /v1/dcat: DCAT-AP 3 / HealthDCAT-AP (docs/dcat.md)
@@ -81,6 +82,20 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
         app.include_router(router)
     metrics.install(app, ctx)  # /healthz, /readyz, /metrics
     mount_web(app)
+    limits.install(app, settings, admin=not separate_admin)  # body caps, token first, slots
+    if separate_admin:
+        app.state.admin_app = create_admin_app(ctx)
+    return app
+
+
+def create_admin_app(ctx: Context) -> FastAPI:
+    """/v1/admin alone, sharing ``ctx`` with the public app (served on
+    CATALOGUE_ADMIN_LISTEN by catalogue.listen; the public app has its lifespan)."""
+    app = FastAPI(title="biobank-catalogue admin", version="1")
+    app.state.ctx = ctx
+    problems.install(app)
+    app.include_router(admin.router)
+    limits.install(app, ctx.settings, admin=True)
     return app
 
 

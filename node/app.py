@@ -12,6 +12,7 @@ from node.publish import ensure_checkpoint
 from node.settings import NodeSettings
 from protocol.errors import BiobankError
 from service import problems
+from service.limits import BodyGuard, ConcurrencyLimit
 
 
 def create_app(settings: NodeSettings) -> FastAPI:
@@ -36,4 +37,13 @@ def create_app(settings: NodeSettings) -> FastAPI:
 
     # bad parameters: 422, as the node API has always answered them
     problems.install(app, errors=[(BiobankError, 400, "Bad Request")], invalid_status=422)
+    # proofs and log pages: a few at a time; every body capped before it is read
+    app.add_middleware(
+        ConcurrencyLimit,
+        patterns=[r"/v1/log/proof/.*", r"/v1/log/entries"],
+        slots=settings.proof_concurrency,
+        wait=30.0,
+        setting="NODE_PROOF_CONCURRENCY",
+    )
+    app.add_middleware(BodyGuard, max_body=settings.max_body, setting="NODE_MAX_BODY")
     return app
