@@ -70,15 +70,15 @@ def admin_server(app: FastAPI, **config: Any) -> tuple[uvicorn.Server, list[sock
     if where.uds:
         server = uvicorn.Server(uvicorn.Config(admin_app, lifespan="off", **config))
         return server, [_unix_socket(where.uds)]
-    cfg = uvicorn.Config(admin_app, host=where.host, port=where.port or 0, lifespan="off", **config)
+    cfg = uvicorn.Config(
+        admin_app, host=where.host or "127.0.0.1", port=where.port or 0, lifespan="off", **config
+    )
     return uvicorn.Server(cfg), []
 
 
 async def serve_all(servers: list[tuple[uvicorn.Server, list[socket.socket]]]) -> None:
     """Serve every server in this event loop; when one stops, the others stop too."""
-    tasks = [
-        asyncio.create_task(server.serve(sockets=socks or None)) for server, socks in servers
-    ]
+    tasks = [asyncio.create_task(server.serve(sockets=socks or None)) for server, socks in servers]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -100,7 +100,9 @@ def _serve_catalogue(settings: dict[str, Any], port: int) -> None:
     from catalogue.settings import Settings
 
     app = create_app(Settings(**settings))
-    servers = [(uvicorn.Server(_config(app, port)), [])]
+    servers: list[tuple[uvicorn.Server, list[socket.socket]]] = [
+        (uvicorn.Server(_config(app, port)), [])
+    ]
     if getattr(app.state, "admin_app", None) is not None:  # CATALOGUE_ADMIN_LISTEN
         servers.append(listen.admin_server(app, log_level="warning"))
     asyncio.run(listen.serve_all(servers))

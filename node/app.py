@@ -13,6 +13,7 @@ from node.settings import NodeSettings
 from protocol.errors import BiobankError
 from service import problems
 from service.limits import BodyGuard, ConcurrencyLimit
+from service.proofs import ProofCache
 
 
 def create_app(settings: NodeSettings) -> FastAPI:
@@ -23,6 +24,7 @@ def create_app(settings: NodeSettings) -> FastAPI:
     try:
         store.create_schema(conn)
         ensure_checkpoint(conn, home.config.origin, home.signer)
+        store.extend_subtrees(conn, store.log_size(conn))  # a log stored before they were kept
     finally:
         conn.close()
     app = FastAPI(
@@ -30,6 +32,7 @@ def create_app(settings: NodeSettings) -> FastAPI:
         description="A biobank node: signed append-only log of metadata records.",
     )
     app.state.home = home
+    app.state.proofs = ProofCache()  # the newest proofs, by the root they lead to
     app.include_router(descriptor.router)
     app.include_router(log.router)
     app.include_router(service_info.router)

@@ -62,7 +62,9 @@ class BodyGuard:
             try:
                 guard.authorise(Request(scope))
             except HTTPException as exc:
-                await _problem(scope, receive, send, exc.status_code, str(exc.detail), exc.headers)
+                await _problem(
+                    scope, receive, send, exc.status_code, str(exc.detail), dict(exc.headers or {})
+                )
                 return
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
@@ -144,9 +146,8 @@ class ConcurrencyLimit:
         try:
             await asyncio.wait_for(semaphore.acquire(), self.wait)
         except TimeoutError:
-            detail = (
-                f"more than {self.slots} proof or log-page requests at once; try again"
-                + (f" ({self.setting})" if self.setting else "")
+            detail = f"more than {self.slots} proof or log-page requests at once; try again" + (
+                f" ({self.setting})" if self.setting else ""
             )
             await _problem(scope, receive, send, 503, detail, {"Retry-After": "1"})
             return
@@ -154,4 +155,3 @@ class ConcurrencyLimit:
             await self.app(scope, receive, send)
         finally:
             semaphore.release()
-

@@ -69,7 +69,10 @@ def test_admin_listen_tcp_serves_admin_apart_from_the_public_api(tmp_path: Path)
             assert refused.status_code == 401
             assert refused.headers["content-type"] == "application/problem+json"
             assert admin.get("/v1/search").status_code == 404  # the admin listener is admin only
-            assert admin.post("/v1/admin/nodes", headers=AUTH, content=b"x" * 100_000).status_code == 413
+            assert (
+                admin.post("/v1/admin/nodes", headers=AUTH, content=b"x" * 100_000).status_code
+                == 413
+            )
 
 
 def test_admin_listen_unix_socket_serves_admin_owner_only(tmp_path: Path) -> None:
