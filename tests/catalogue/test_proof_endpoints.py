@@ -105,7 +105,7 @@ def test_own_log_proofs_come_from_stored_subtrees(client: httpx.Client, serve: A
         sim.populate(3)
         serve(sim)
         client.post("/v1/admin/nodes", json={"url": sim.url, "key": sim.verifier_key}, headers=AUTH)
-    for round_ in range(6):  # enrol + checkpoint leaves: more than 16 in the own log
+    for _ in range(6):  # enrol + checkpoint leaves: more than 16 in the own log
         for sim in sims:
             sim.populate(1, start=len(sim.leaves))
         assert client.post("/v1/admin/harvest", headers=AUTH).status_code == 200
