@@ -220,6 +220,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             say("search latency under 20 proof clients (SQLite)")
             with ServerProcess.catalogue(settings) as server:
                 results["proof_load"] = proof_load(server.urls()[0], args.search_rounds)
+                results["proof_load"]["server_peak_rss_mb"] = (
+                    peak_rss_of(server.process.pid or 0) / 2**20
+                )
             _pg(args, work, keys, results, say, represented)
             say("audit")
             with ServerProcess.catalogue(settings) as cat:

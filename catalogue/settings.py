@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     # log-page requests run at most `proof_concurrency` at a time (others wait, then 503).
     max_admin_body: Annotated[int, Field(ge=256)] = 8 * 1024
     max_body: Annotated[int, Field(ge=1024)] = 1024 * 1024
-    proof_concurrency: Annotated[int, Field(ge=1)] = 2
+    proof_concurrency: Annotated[int, Field(ge=1)] = 1  # 2 cores: search first
     # Serve /v1/admin on its own listener ("host:port" or a unix socket path) and NOT on the
     # public one; unset: /v1/admin is served beside the public API (docs/operations.md).
     admin_listen: str | None = None
