@@ -100,4 +100,6 @@ def run(app: FastAPI, *, host: str, port: int, **config: Any) -> None:
     servers: list[tuple[uvicorn.Server, list[socket.socket]]] = [(public, [])]
     if getattr(app.state, "admin_app", None) is not None:
         servers.append(admin_server(app, **config))
-    asyncio.run(serve_all(servers))
+    # the event loop uvicorn.run would use (uvloop when installed and asked for)
+    with asyncio.Runner(loop_factory=public.config.get_loop_factory()) as runner:
+        runner.run(serve_all(servers))
