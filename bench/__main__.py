@@ -25,6 +25,7 @@ from bench import federation, pg, report
 from bench.floor import floor, save_pages
 from bench.isolate import isolated, peak_rss_of
 from bench.page import measure_page
+from bench.proofload import proof_load
 from bench.workload import generate_all, import_node
 from federation.servers import ServerProcess
 
@@ -216,6 +217,12 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 results["harvest_vs_floor"] = {"median": statistics.median(ratios), "runs": ratios}
             say("search latency (SQLite)")
             results["search_sqlite"] = _search(settings, args.search_rounds, args.page_rounds)
+            say("search latency under 20 proof clients (SQLite)")
+            with ServerProcess.catalogue(settings) as server:
+                results["proof_load"] = proof_load(server.urls()[0], args.search_rounds)
+                results["proof_load"]["server_peak_rss_mb"] = (
+                    peak_rss_of(server.process.pid or 0) / 2**20
+                )
             _pg(args, work, keys, results, say, represented)
             say("audit")
             with ServerProcess.catalogue(settings) as cat:

@@ -154,6 +154,16 @@ def table(results: dict[str, Any]) -> Table:
             )
         else:
             t.add_row(name, "-", "-", results.get(f"{key}_skipped", "not run"), "-")
+    load = results.get("proof_load") or {}
+    if load.get("loaded"):
+        t.add_row(
+            f"search SQLite, {load['clients']} proof clients at once",
+            f"{load['loaded']['requests']:,} req",
+            f"{load['proofs']['per_s']:,.0f} proofs/s",
+            f"p50 {load['loaded']['p50_ms']:.1f} ms, p95 {load['loaded']['p95_ms']:.1f} ms "
+            f"(idle p95 {load['idle']['p95_ms']:.1f} ms)",
+            f"{load.get('server_peak_rss_mb', 0):,.0f} MB",
+        )
     page = (results.get("search_sqlite") or {}).get("page")
     if page and "p50_ms" in page:
         t.add_row(

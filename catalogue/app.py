@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from catalogue import metrics
+from catalogue import limits, metrics, subtrees
 from catalogue.api import (
     admin,
     beacon,
@@ -27,6 +27,7 @@ from catalogue.context import Context, build_context
 from catalogue.harvest import Harvester
 from catalogue.settings import Settings
 from catalogue.web import mount_web
+from service.proofs import ProofCache
 
 __all__ = ["create_app"]
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(_scheduler(ctx)) if schedule_harvest else None
         warm = asyncio.create_task(_warm_until_loaded(ctx))  # /readyz waits for the index
+        fill = asyncio.create_task(asyncio.to_thread(subtrees.fill_all, ctx.engine))
         listener = None
         if is_postgres(settings.database_url):  # other servers' harvests refresh our index
             listener = ChangeListener(settings.database_url, lambda: _warm(ctx)).start()
@@ -54,6 +56,8 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
             warm.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await warm
+            with contextlib.suppress(Exception):  # subtree hashes of old mirrors: best effort
+                await fill
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -67,12 +71,14 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.proofs = ProofCache()  # the newest proofs, by the root they lead to
     problems.install(app)
+    separate_admin = settings.admin_listen is not None  # CATALOGUE_ADMIN_LISTEN
     for router in (
         public.router,
         search.router,
         nodes.router,
-        admin.router,
+        *(() if separate_admin else (admin.router,)),
         beacon.router,  # /beacon/v2 (docs/beacon.md)
         service_info.router,
         dcat.router,  # /v1/dcat: DCAT-AP 3 / HealthDCAT-AP (docs/dcat.md)
@@ -81,6 +87,20 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
         app.include_router(router)
     metrics.install(app, ctx)  # /healthz, /readyz, /metrics
     mount_web(app)
+    limits.install(app, settings, admin=not separate_admin)  # body caps, token first, slots
+    if separate_admin:
+        app.state.admin_app = create_admin_app(ctx)
+    return app
+
+
+def create_admin_app(ctx: Context) -> FastAPI:
+    """/v1/admin alone, sharing ``ctx`` with the public app (served on
+    CATALOGUE_ADMIN_LISTEN by catalogue.listen; the public app has its lifespan)."""
+    app = FastAPI(title="biobank-catalogue admin", version="1")
+    app.state.ctx = ctx
+    problems.install(app)
+    app.include_router(admin.router)
+    limits.install(app, ctx.settings, admin=True)
     return app
 
 

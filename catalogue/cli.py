@@ -278,8 +278,7 @@ def serve(
     """Serve the API and web page; admin routes need CATALOGUE_ADMIN_TOKEN."""
     import logging
 
-    import uvicorn
-
+    from catalogue import listen
     from catalogue.app import create_app
     from service.logs import configure, log_config
 
@@ -291,7 +290,7 @@ def serve(
         logging.getLogger("catalogue").warning(
             "CATALOGUE_ADMIN_TOKEN is not set; the admin API answers 503"
         )
-    uvicorn.run(
+    listen.run(  # with CATALOGUE_ADMIN_LISTEN, /v1/admin on its own listener too
         application,
         host=host,
         port=port,

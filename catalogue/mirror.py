@@ -8,20 +8,21 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, select
 
+from catalogue import subtrees
 from catalogue.errors import UnknownNode
 from catalogue.models import leaves, nodes, own_leaves, own_state
+from catalogue.subtrees import OWN_LOG
 from protocol.errors import InputError
-from protocol.merkle import consistency_proof, inclusion_proof
+from protocol.merkle import consistency_proof_from, inclusion_proof_from
+from service.proofs import ProofCache
 
 __all__ = [
-    "consistency",
-    "inclusion",
     "node_checkpoint",
     "node_entries",
-    "node_hashes",
+    "node_proof",
     "own_checkpoint",
     "own_entries",
-    "own_hashes",
+    "own_proof",
 ]
 
 MAX_LIMIT = 1000
@@ -62,15 +63,45 @@ def node_entries(conn: Connection, origin: str, start: int, limit: int) -> bytes
     return orjson.dumps({"entries": out, "next": end if out and end < row.tree_size else None})
 
 
-def node_hashes(conn: Connection, origin: str, size: int) -> list[bytes]:
+def node_proof(
+    conn: Connection, origin: str, kind: str, a: int, b: int, cache: ProofCache
+) -> dict[str, list[str]]:
+    """An inclusion (``a`` = index, ``b`` = size) or consistency (``a`` = from, ``b`` = to)
+    proof in the mirror of ``origin``: O(log n) reads of stored subtree hashes, cached by the
+    verified root."""
     row = node_row(conn, origin)
-    _check_size(size, int(row.tree_size))
-    q = (
-        select(leaves.c.hash)
-        .where(leaves.c.node_id == row.id, leaves.c.idx < size)
-        .order_by(leaves.c.idx)
-    )
-    return [bytes(h) for (h,) in conn.execute(q)]
+    return _proof(conn, int(row.id), int(row.tree_size), str(row.root), kind, a, b, cache)
+
+
+def own_proof(
+    conn: Connection, kind: str, a: int, b: int, cache: ProofCache
+) -> dict[str, list[str]]:
+    """A proof in the catalogue's own log (as :func:`node_proof`)."""
+    row = conn.execute(select(own_state.c.size, own_state.c.compact)).first()
+    size, root = (0, "") if row is None else (int(row.size), str(row.compact))
+    return _proof(conn, OWN_LOG, size, root, kind, a, b, cache)
+
+
+def _proof(
+    conn: Connection,
+    log_id: int,
+    have: int,
+    root: str,
+    kind: str,
+    a: int,
+    b: int,
+    cache: ProofCache,
+) -> dict[str, list[str]]:
+    _check_size(b, have)
+    if kind == "inclusion":
+        if not 0 <= a < b:
+            raise InputError(f"index {a} is outside a tree of size {b}")
+        make = lambda: inclusion_proof_from(subtrees.perfect(conn, log_id), a, b)  # noqa: E731
+    else:
+        if not 0 < a <= b:
+            raise InputError(f"consistency needs 0 < from <= to, got from={a} to={b}")
+        make = lambda: consistency_proof_from(subtrees.perfect(conn, log_id), a, b)  # noqa: E731
+    return cache.get((log_id, root, kind, a, b), make)
 
 
 def own_checkpoint(conn: Connection) -> str:
@@ -97,26 +128,6 @@ def own_entries(conn: Connection, start: int, limit: int) -> dict[str, Any]:
 def own_size(conn: Connection) -> int:
     row = conn.execute(select(own_state.c.size)).first()
     return 0 if row is None else int(row.size)
-
-
-def own_hashes(conn: Connection, size: int) -> list[bytes]:
-    _check_size(size, own_size(conn))
-    q = select(own_leaves.c.hash).where(own_leaves.c.idx < size).order_by(own_leaves.c.idx)
-    return [bytes(h) for (h,) in conn.execute(q)]
-
-
-def inclusion(hashes: list[bytes], index: int, size: int) -> dict[str, list[str]]:
-    if not 0 <= index < size:
-        raise InputError(f"index {index} is outside a tree of size {size}")
-    return {"proof": [base64.b64encode(h).decode() for h in inclusion_proof(hashes, index, size)]}
-
-
-def consistency(hashes: list[bytes], size1: int, size2: int) -> dict[str, list[str]]:
-    if not 0 < size1 <= size2:
-        raise InputError(f"consistency needs 0 < from <= to, got from={size1} to={size2}")
-    return {
-        "proof": [base64.b64encode(h).decode() for h in consistency_proof(hashes, size1, size2)]
-    }
 
 
 def _limit(limit: int) -> int:

@@ -206,6 +206,15 @@ own_leaves = Table(
     Column("hash", LargeBinary, nullable=False),
 )
 
+subtrees = Table(  # perfect-subtree hashes every protocol.merkle.STRIDE levels, for O(log n) proofs
+    "subtrees",
+    metadata,
+    Column("log_id", Integer, primary_key=True, autoincrement=False),  # nodes.id; 0: own log
+    Column("level", Integer, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary, nullable=False),
+)
+
 own_state = Table(
     "own_state",
     metadata,

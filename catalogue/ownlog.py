@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, select, text
 
+from catalogue import subtrees
 from catalogue.models import own_leaves, own_state
 from protocol.canonical import canonical
 from protocol.entries import make_catalogue_entry, utc_now
@@ -107,6 +108,7 @@ def append(conn: Connection, key: CatalogueKey, op: str, /, **fields: Any) -> in
     compact.append(h)
     note = sign_checkpoint(Checkpoint(key.origin, row.size + 1, compact.root()), [key.signer])
     conn.execute(own_leaves.insert().values(idx=row.size, leaf=leaf, hash=h))
+    subtrees.extend(conn, subtrees.OWN_LOG, row.size + 1)  # proofs in O(log n) reads
     conn.execute(
         own_state.update()
         .where(own_state.c.id == 1)

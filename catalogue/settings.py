@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     # Worker processes that fetch and verify nodes in parallel (0: in this process). Keeps
     # CPU-heavy verification off the API's event loop and uses every core.
     harvest_workers: int = 2
+    # Request limits (docs/operations.md): bodies of admin calls and of other POST routes
+    # (Beacon queries, Negotiator hand-off) are capped, larger ones get 413; proof and
+    # log-page requests run at most `proof_concurrency` at a time (others wait, then 503).
+    max_admin_body: Annotated[int, Field(ge=256)] = 8 * 1024
+    max_body: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    proof_concurrency: Annotated[int, Field(ge=1)] = 1  # 2 cores: search first
+    # Serve /v1/admin on its own listener ("host:port" or a unix socket path) and NOT on the
+    # public one; unset: /v1/admin is served beside the public API (docs/operations.md).
+    admin_listen: str | None = None
     # serve and harvest logs: "text" (for people) or "json" (one object a line, for collectors)
     log_format: str = "text"
     # BBMRI-ERIC Negotiator base URL for "Request access" (docs/negotiator.md); unset: the
@@ -64,6 +73,16 @@ class Settings(BaseSettings):
     @classmethod
     def _known_format(cls, value: str) -> str:
         return checked_format(value, "CATALOGUE_LOG_FORMAT")
+
+    @field_validator("admin_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        from catalogue.listen import parse_listen
+
+        if value is None or value.strip() == "":
+            return None
+        parse_listen(value)  # ValueError names the setting
+        return value.strip()
 
     # CA certificates (PEM) that node certificates must chain to; unset: the system store.
     # Verification is always on: there is no setting to switch it off.

@@ -9,6 +9,7 @@ before the server binds: a server that cannot start raises ``RuntimeError``).
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import socket
 import threading
@@ -94,10 +95,17 @@ def _serve_nodes(homes: list[tuple[str, int]]) -> None:
 
 
 def _serve_catalogue(settings: dict[str, Any], port: int) -> None:
+    from catalogue import listen
     from catalogue.app import create_app
     from catalogue.settings import Settings
 
-    _serve([(create_app(Settings(**settings)), port)])
+    app = create_app(Settings(**settings))
+    servers: list[tuple[uvicorn.Server, list[socket.socket]]] = [
+        (uvicorn.Server(_config(app, port)), [])
+    ]
+    if getattr(app.state, "admin_app", None) is not None:  # CATALOGUE_ADMIN_LISTEN
+        servers.append(listen.admin_server(app, log_level="warning"))
+    asyncio.run(listen.serve_all(servers))
 
 
 class ServerProcess:

@@ -12,6 +12,8 @@ from node.publish import ensure_checkpoint
 from node.settings import NodeSettings
 from protocol.errors import BiobankError
 from service import problems
+from service.limits import BodyGuard, ConcurrencyLimit
+from service.proofs import ProofCache
 
 
 def create_app(settings: NodeSettings) -> FastAPI:
@@ -22,6 +24,7 @@ def create_app(settings: NodeSettings) -> FastAPI:
     try:
         store.create_schema(conn)
         ensure_checkpoint(conn, home.config.origin, home.signer)
+        store.extend_subtrees(conn, store.log_size(conn))  # a log stored before they were kept
     finally:
         conn.close()
     app = FastAPI(
@@ -29,6 +32,7 @@ def create_app(settings: NodeSettings) -> FastAPI:
         description="A biobank node: signed append-only log of metadata records.",
     )
     app.state.home = home
+    app.state.proofs = ProofCache()  # the newest proofs, by the root they lead to
     app.include_router(descriptor.router)
     app.include_router(log.router)
     app.include_router(service_info.router)
@@ -36,4 +40,13 @@ def create_app(settings: NodeSettings) -> FastAPI:
 
     # bad parameters: 422, as the node API has always answered them
     problems.install(app, errors=[(BiobankError, 400, "Bad Request")], invalid_status=422)
+    # proofs and log pages: a few at a time; every body capped before it is read
+    app.add_middleware(
+        ConcurrencyLimit,
+        patterns=[r"/v1/log/proof/.*", r"/v1/log/entries"],
+        slots=settings.proof_concurrency,
+        wait=30.0,
+        setting="NODE_PROOF_CONCURRENCY",
+    )
+    app.add_middleware(BodyGuard, max_body=settings.max_body, setting="NODE_MAX_BODY")
     return app

@@ -45,6 +45,7 @@ def backup(home_path: Path, dest: Path) -> BackupInfo:
     if dest.exists() and any(dest.iterdir()):
         raise ConfigError(f"{dest} exists and is not empty; give a new directory for the backup")
     dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    dest.chmod(0o700)  # node.db links local ids to published group ids
     copy_sqlite(home.db_path, dest / DB)
     for name in _PUBLIC:
         shutil.copy2(home.path / name, dest / name)

@@ -64,7 +64,8 @@ def init_home(home: Path, config: NodeConfig) -> str:
         raise ConfigError(
             f"country {config.country!r} must be an ISO 3166-1 alpha-2 code such as DE"
         )
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home.chmod(0o700)  # an existing empty directory too: node.db and the keys live here
     skey, vkey = generate_key(config.origin)
     write_private(home / KEY, skey.encode())
     write_private(home / SECRET, secrets.token_bytes(32))
@@ -116,6 +117,48 @@ def finish_pending_rotation(path: Path) -> Path | None:
     tmp.write_text(vkey + "\n", encoding="utf-8")
     os.replace(tmp, path / VERIFIER)
     return old
+
+
+#: Files of a node home that only its owner may read: the signer keys, the pseudonym
+#: secret, and node.db with its WAL and shared-memory files (node.db links local LIMS ids
+#: and donor HMACs to the published group ids).
+PRIVATE = (KEY, SECRET, NEXT_KEY, DB, f"{DB}-wal", f"{DB}-shm", f"{DB}-journal")
+
+
+def check_private(path: Path) -> None:
+    """Refuse a home that other users can read: the directory must be 0700 and every file of
+    :data:`PRIVATE` (and ``node.key.old-*``) that exists 0600, no group or other bits."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from exc
+    if mode & 0o077:
+        raise ConfigError(
+            f"{path}: the node home has mode {mode:04o}, so other users can reach node.db "
+            f"and the keys; it must be 0700: run chmod 700 {path}"
+        )
+    names = [*PRIVATE, *(p.name for p in path.glob(f"{KEY}.old-*"))]
+    for name in names:
+        file = path / name
+        try:
+            mode = file.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            raise ConfigError(
+                f"{file}: mode {mode:04o} lets other users read it ({_WHY.get(name, _WHY[KEY])}); "
+                f"it must be 0600: run chmod 600 {file}"
+            )
+
+
+_WHY = {
+    SECRET: "the secret behind every published group id",
+    DB: "it links local sample ids and donor hashes to the published group ids",
+    f"{DB}-wal": "node.db's write-ahead log: recent pages of node.db",
+    f"{DB}-shm": "node.db's shared memory index",
+    f"{DB}-journal": "node.db's rollback journal",
+    KEY: "a signer key: whoever reads it can sign as this node",
+}
 
 
 def current_verifier_key(path: Path) -> str:
@@ -187,6 +230,7 @@ class Home:
                 f"{path} is not a node home (no {CONFIG}): check --home / NODE_HOME, or run "
                 "'biobank-node init'"
             )
+        check_private(path)
         try:
             raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:

@@ -185,6 +185,7 @@ def sign_and_store(
 ) -> str:
     """Sign a checkpoint for the tree ``compact`` describes and record it."""
     checkpoint = Checkpoint(origin=origin, size=compact.size, root=compact.root())
+    store.extend_subtrees(conn, compact.size)  # proofs read O(log n) stored subtree hashes
     note = sign_checkpoint(checkpoint, [signer] if isinstance(signer, Signer) else signer)
     conn.execute(
         "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",

@@ -11,7 +11,8 @@ from service.logs import checked_format
 
 
 class NodeSettings(BaseSettings):
-    """``NODE_HOME``, ``NODE_HOST``, ``NODE_PORT``, ``NODE_LOG_FORMAT``."""
+    """``NODE_HOME``, ``NODE_HOST``, ``NODE_PORT``, ``NODE_LOG_FORMAT``, ``NODE_MAX_BODY``,
+    ``NODE_PROOF_CONCURRENCY``."""
 
     model_config = SettingsConfigDict(env_prefix="NODE_")
 
@@ -20,6 +21,10 @@ class NodeSettings(BaseSettings):
     port: int = 8080
     # "text" (uvicorn's lines, for people) or "json" (one object a line, for log collectors)
     log_format: str = "text"
+    # request limits: every request body is capped (the node has no route that takes one);
+    # proof and log-page requests run at most `proof_concurrency` at a time
+    max_body: int = 16 * 1024
+    proof_concurrency: int = 4
 
     @field_validator("log_format")
     @classmethod

@@ -12,14 +12,19 @@ Tables:
   (``target_group``); ``live = 0`` marks a removed sample kept until its removal is
   published (see ``node/groups.py``).
 - ``erased``: local sample ids and donor hashes withdrawn by consent; imports skip them.
+- ``subtrees``: hashes of the perfect subtrees every ``protocol.merkle.STRIDE`` levels
+  (16, 256, ... leaves), so that a proof reads O(log n) rows instead of every leaf hash.
 - ``checkpoints``: every signed checkpoint (size, root, note text, time).
 - ``meta``: the compact range of the tree (O(log n) frontier) and other small values.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
+
+from protocol.merkle import STRIDE, Perfect, stored_perfect, subtree_updates
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,6 +43,9 @@ CREATE TABLE IF NOT EXISTS holding (
     dataset_types TEXT NOT NULL DEFAULT '[]', live INTEGER NOT NULL DEFAULT 1,
     published_group TEXT, target_group TEXT);
 CREATE TABLE IF NOT EXISTS erased (what TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (what, key));
+CREATE TABLE IF NOT EXISTS subtrees (
+    level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL, time TEXT NOT NULL);
 """
@@ -75,6 +83,7 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
             f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
         )
     else:
+        create_private(Path(path))
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit is atomic and a crash (of the process or the
@@ -91,6 +100,16 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA temp.cache_size=-131072")
 
     return conn
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists: SQLite gives its -wal and -shm
+    files the database file's mode, so they are the owner's alone too."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -131,6 +150,44 @@ def leaf_hashes(conn: sqlite3.Connection, size: int) -> list[bytes]:
         bytes(r[0])
         for r in conn.execute("SELECT hash FROM leaves WHERE idx < ? ORDER BY idx", (size,))
     ]
+
+
+def read_hashes(conn: sqlite3.Connection, level: int, first: int, count: int) -> list[bytes]:
+    """Stored hashes ``first .. first+count-1`` of a stored level (0: the leaf hashes)."""
+    if level == 0:
+        q = "SELECT hash FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx"
+        rows = conn.execute(q, (first, first + count))
+    else:
+        q = "SELECT hash FROM subtrees WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx"
+        rows = conn.execute(q, (level, first, first + count))
+    return [bytes(r[0]) for r in rows]
+
+
+def proof_subtrees(conn: sqlite3.Connection) -> Perfect:
+    """Perfect subtree hashes for proofs, from the stored ones (O(log n) reads a proof)."""
+    return stored_perfect(lambda level, first, count: read_hashes(conn, level, first, count))
+
+
+def extend_subtrees(conn: sqlite3.Connection, size: int) -> None:
+    """Store the subtree hashes the first ``size`` leaves complete (idempotent; inside the
+    caller's transaction, or its own when there is none)."""
+    row = conn.execute("SELECT max(idx) FROM subtrees WHERE level = ?", (STRIDE,)).fetchone()
+    done = 0 if row[0] is None else (int(row[0]) + 1) << STRIDE
+    if size >> STRIDE <= done >> STRIDE:
+        return
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        read = lambda level, first, count: read_hashes(conn, level, first, count)  # noqa: E731
+        for batch in subtree_updates(read, done, size):
+            conn.executemany("INSERT OR REPLACE INTO subtrees VALUES (?, ?, ?)", batch)
+        if own:
+            conn.execute("COMMIT")
+    except BaseException:
+        if own:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def entries_page(conn: sqlite3.Connection, start: int, stop: int) -> list[tuple[bytes, str | None]]:

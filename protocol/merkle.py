@@ -1,6 +1,9 @@
 """RFC 6962 / RFC 9162 Merkle tree: hashes, roots, inclusion and consistency proofs, CompactRange.
 
-Proof verification follows RFC 9162 §2.1.3.2 and §2.1.4.2 and agrees with every vector of
+Proofs are built from perfect subtrees (``perfect(level, index)``): over a list of leaf
+hashes (tests, small logs) or over stored subtree hashes kept every :data:`STRIDE` levels
+(``stored_perfect``, ``subtree_updates``), so that a server answers a proof in O(log n)
+reads. Proof verification follows RFC 9162 §2.1.3.2 and §2.1.4.2 and agrees with every vector of
 transparency-dev/merkle. Consistency from size 0 is refused (every tree extends the empty
 tree, so such a "proof" proves nothing); callers treat a trusted size of 0 as trivially
 consistent.
@@ -9,7 +12,7 @@ consistent.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from hashlib import sha256
 from typing import Any
 
@@ -105,59 +108,153 @@ class CompactRange:
         return f"CompactRange(size={self.size}, root={self.root().hex()[:16]}...)"
 
 
-def _subtree_root(hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
-    cr = CompactRange()
-    for i in range(lo, hi):
-        cr.append(hashes[i])
-    return cr.root()
+#: Stored subtree hashes are kept at every STRIDE-th level (16, 256, 4096... leaves): about
+#: n/15 rows for n leaves, and any perfect subtree is then at most 2**STRIDE stored hashes
+#: (or leaf hashes) away, so a proof costs O(log n) small reads.
+STRIDE = 4
+
+#: ``perfect(level, index)``: the hash of the perfect subtree over leaves
+#: ``[index << level, (index + 1) << level)``
+Perfect = Callable[[int, int], bytes]
+#: ``read(level, first, count)``: the stored hashes of subtrees ``first .. first+count-1`` of
+#: a stored level (0: the leaf hashes), in order; fewer when some are not stored
+Read = Callable[[int, int, int], Sequence[bytes]]
 
 
-def inclusion_proof(hashes: Sequence[bytes], index: int, size: int) -> list[bytes]:
-    """RFC 9162 PATH(index, D[0:size]) over the leaf hashes `hashes`."""
-    if not 0 <= index < size <= len(hashes):
-        raise ValueError(
-            f"no inclusion proof for index {index} in a tree of size {size} "
-            f"({len(hashes)} leaves known)"
-        )
+def _fold(hashes: Sequence[bytes], levels: int) -> list[bytes]:
+    """Combine adjacent pairs ``levels`` times (2**levels hashes become one per group)."""
+    out = list(hashes)
+    for _ in range(levels):
+        out = [sha256(b"\x01" + out[i] + out[i + 1]).digest() for i in range(0, len(out), 2)]
+    return out
+
+
+def stored_perfect(read: Read) -> Perfect:
+    """``perfect`` over stored subtree hashes (:data:`STRIDE` levels); a subtree not stored
+    (a log stored before these hashes were kept) is computed from the level below it."""
+
+    def stored(base: int, first: int, count: int) -> list[bytes]:
+        got = list(read(base, first, count))
+        if len(got) == count:
+            return got
+        if base == 0:
+            raise ValueError(f"leaf hashes {first}..{first + count - 1} are not stored")
+        return _fold(stored(base - STRIDE, first << STRIDE, count << STRIDE), STRIDE)
+
+    def perfect(level: int, index: int) -> bytes:
+        base = level - level % STRIDE
+        return _fold(stored(base, index << (level - base), 1 << (level - base)), level - base)[0]
+
+    return perfect
+
+
+def list_perfect(hashes: Sequence[bytes]) -> Perfect:
+    """``perfect`` over a list of every leaf hash (O(size of the subtree) a call)."""
+
+    def perfect(level: int, index: int) -> bytes:
+        lo = index << level
+        if lo + (1 << level) > len(hashes):
+            raise ValueError(f"leaf hashes up to {lo + (1 << level)} are needed")
+        return _fold(hashes[lo : lo + (1 << level)], level)[0]
+
+    return perfect
+
+
+def range_root(perfect: Perfect, lo: int, hi: int) -> bytes:
+    """MTH(D[lo:hi]) for a range as RFC 9162 proofs use them (``lo`` a multiple of the
+    power of two at or above ``hi - lo``): its perfect subtrees, folded from the right."""
+    n = hi - lo
+    if n <= 0 or lo % (1 << (n - 1).bit_length()):
+        raise ValueError(f"[{lo}, {hi}) is not a subtree of an RFC 9162 tree")
+    parts: list[bytes] = []
+    while lo < hi:
+        level = (hi - lo).bit_length() - 1
+        parts.append(perfect(level, lo >> level))
+        lo += 1 << level
+    r = parts[-1]
+    for h in reversed(parts[:-1]):
+        r = node_hash(h, r)
+    return r
+
+
+def subtree_updates(
+    read: Read, done: int, size: int, batch: int = 1 << 12
+) -> Iterator[list[tuple[int, int, bytes]]]:
+    """The stored subtree hashes a log grown from ``done`` to ``size`` leaves gains, as
+    batches of ``(level, index, hash)``, lowest level first; the caller stores each batch
+    before asking for the next (a higher level reads the one below it through ``read``)."""
+    level = STRIDE
+    while size >> level:
+        first, stop = done >> level, size >> level
+        for lo in range(first, stop, batch):
+            hi = min(stop, lo + batch)
+            below = list(read(level - STRIDE, lo << STRIDE, (hi - lo) << STRIDE))
+            if len(below) != (hi - lo) << STRIDE:
+                raise ValueError(f"level {level - STRIDE} is not stored up to {hi << level}")
+            yield [(level, lo + i, h) for i, h in enumerate(_fold(below, STRIDE))]
+        level += STRIDE
+
+
+def inclusion_proof_from(perfect: Perfect, index: int, size: int) -> list[bytes]:
+    """RFC 9162 PATH(index, D[0:size]), reading O(log n) perfect subtrees."""
+    if not 0 <= index < size:
+        raise ValueError(f"no inclusion proof for index {index} in a tree of size {size}")
     proof: list[bytes] = []
     lo, hi = 0, size
     while hi - lo > 1:
         k = _split(hi - lo)
         if index - lo < k:
-            proof.append(_subtree_root(hashes, lo + k, hi))
+            proof.append(range_root(perfect, lo + k, hi))
             hi = lo + k
         else:
-            proof.append(_subtree_root(hashes, lo, lo + k))
+            proof.append(perfect(k.bit_length() - 1, lo // k))
             lo += k
     proof.reverse()
     return proof
 
 
-def consistency_proof(hashes: Sequence[bytes], size1: int, size2: int) -> list[bytes]:
-    """RFC 9162 PROOF(size1, D[0:size2]) over the leaf hashes `hashes`."""
-    if not 0 < size1 <= size2 <= len(hashes):
-        raise ValueError(
-            f"no consistency proof from size {size1} to {size2} ({len(hashes)} leaves known)"
-        )
+def consistency_proof_from(perfect: Perfect, size1: int, size2: int) -> list[bytes]:
+    """RFC 9162 PROOF(size1, D[0:size2]), reading O(log n) perfect subtrees."""
+    if not 0 < size1 <= size2:
+        raise ValueError(f"no consistency proof from size {size1} to {size2}")
     proof: list[bytes] = []
     lo, hi, m, complete = 0, size2, size1, True
     while True:
         n = hi - lo
         if m == n:
             if not complete:
-                proof.append(_subtree_root(hashes, lo, hi))
+                proof.append(range_root(perfect, lo, hi))
             break
         k = _split(n)
         if m <= k:
-            proof.append(_subtree_root(hashes, lo + k, hi))
+            proof.append(range_root(perfect, lo + k, hi))
             hi = lo + k
         else:
-            proof.append(_subtree_root(hashes, lo, lo + k))
+            proof.append(perfect(k.bit_length() - 1, lo // k))
             lo += k
             m -= k
             complete = False
     proof.reverse()
     return proof
+
+
+def inclusion_proof(hashes: Sequence[bytes], index: int, size: int) -> list[bytes]:
+    """RFC 9162 PATH(index, D[0:size]) over the leaf hashes `hashes` (all in memory)."""
+    if not 0 <= index < size <= len(hashes):
+        raise ValueError(
+            f"no inclusion proof for index {index} in a tree of size {size} "
+            f"({len(hashes)} leaves known)"
+        )
+    return inclusion_proof_from(list_perfect(hashes), index, size)
+
+
+def consistency_proof(hashes: Sequence[bytes], size1: int, size2: int) -> list[bytes]:
+    """RFC 9162 PROOF(size1, D[0:size2]) over the leaf hashes `hashes` (all in memory)."""
+    if not 0 < size1 <= size2 <= len(hashes):
+        raise ValueError(
+            f"no consistency proof from size {size1} to {size2} ({len(hashes)} leaves known)"
+        )
+    return consistency_proof_from(list_perfect(hashes), size1, size2)
 
 
 def _check_hashes(proof: Sequence[bytes]) -> None:

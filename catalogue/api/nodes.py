@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from catalogue import mirror
@@ -36,16 +36,20 @@ def node_entries(
 
 @router.get("/v1/nodes/{origin:path}/log/proof/inclusion")
 def node_inclusion(
-    origin: str, conn: Conn, index: int = Query(ge=0), size: int = Query(ge=1)
+    origin: str, conn: Conn, request: Request, index: int = Query(ge=0), size: int = Query(ge=1)
 ) -> dict[str, Any]:
-    return mirror.inclusion(mirror.node_hashes(conn, origin, size), index, size)
+    return mirror.node_proof(conn, origin, "inclusion", index, size, request.app.state.proofs)
 
 
 @router.get("/v1/nodes/{origin:path}/log/proof/consistency")
 def node_consistency(
-    origin: str, conn: Conn, from_: int = Query(alias="from", ge=1), to: int = Query(ge=1)
+    origin: str,
+    conn: Conn,
+    request: Request,
+    from_: int = Query(alias="from", ge=1),
+    to: int = Query(ge=1),
 ) -> dict[str, Any]:
-    return mirror.consistency(mirror.node_hashes(conn, origin, to), from_, to)
+    return mirror.node_proof(conn, origin, "consistency", from_, to, request.app.state.proofs)
 
 
 @router.get("/v1/nodes/{origin:path}/rejections")

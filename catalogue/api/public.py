@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from catalogue import mirror
@@ -37,15 +37,17 @@ def entries(
 
 
 @router.get("/v1/log/proof/inclusion")
-def inclusion(conn: Conn, index: int = Query(ge=0), size: int = Query(ge=1)) -> dict[str, Any]:
-    return mirror.inclusion(mirror.own_hashes(conn, size), index, size)
+def inclusion(
+    conn: Conn, request: Request, index: int = Query(ge=0), size: int = Query(ge=1)
+) -> dict[str, Any]:
+    return mirror.own_proof(conn, "inclusion", index, size, request.app.state.proofs)
 
 
 @router.get("/v1/log/proof/consistency")
 def consistency(
-    conn: Conn, from_: int = Query(alias="from", ge=1), to: int = Query(ge=1)
+    conn: Conn, request: Request, from_: int = Query(alias="from", ge=1), to: int = Query(ge=1)
 ) -> dict[str, Any]:
-    return mirror.consistency(mirror.own_hashes(conn, to), from_, to)
+    return mirror.own_proof(conn, "consistency", from_, to, request.app.state.proofs)
 
 
 @functools.lru_cache(maxsize=64)

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, select
 
+from catalogue import subtrees
 from catalogue.db import add_leaf_records, bulk_insert, write_tx
 from catalogue.errors import FetchError
 from catalogue.harvest.index import index_step
@@ -194,6 +195,7 @@ def commit_final(
         )
         _end_withholding(conn, pos.node_id, now)
         conn.execute(harvest_staging.delete().where(harvest_staging.c.node_id == pos.node_id))
+        subtrees.extend(conn, pos.node_id, state.size)  # proofs in O(log n) reads
         append(conn, key, "checkpoint", node=pos.origin, checkpoint=state.checkpoint)
 
 

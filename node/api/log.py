@@ -6,12 +6,13 @@ import base64
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from node import highwater, store
 from node.api.deps import ConnDep, HomeDep
-from protocol.merkle import consistency_proof, inclusion_proof
+from protocol.merkle import consistency_proof_from, inclusion_proof_from
+from service.proofs import ProofCache
 
 router = APIRouter(prefix="/v1/log", tags=["log"])
 PAGE = 1000
@@ -59,21 +60,37 @@ def entries(
     return Response(orjson.dumps(body), media_type="application/json")
 
 
+def _proofs(request: Request) -> ProofCache:
+    cache: ProofCache = request.app.state.proofs
+    return cache
+
+
 @router.get("/proof/inclusion", summary="RFC 9162 inclusion proof of leaf `index` in tree `size`")
 def inclusion(
-    conn: ConnDep, index: int = Query(..., ge=0), size: int = Query(..., ge=1)
+    request: Request, conn: ConnDep, index: int = Query(..., ge=0), size: int = Query(..., ge=1)
 ) -> dict[str, list[str]]:
-    if not index < size <= _size(conn):
-        raise HTTPException(422, f"need index < size <= {_size(conn)} (signed tree size)")
-    proof = inclusion_proof(store.leaf_hashes(conn, size), index, size)
-    return {"proof": [base64.b64encode(h).decode() for h in proof]}
+    latest = store.latest_checkpoint(conn)
+    signed = 0 if latest is None else latest[0]
+    if latest is None or not index < size <= signed:
+        raise HTTPException(422, f"need index < size <= {signed} (signed tree size)")
+    return _proofs(request).get(
+        ("inclusion", latest[1], index, size),
+        lambda: inclusion_proof_from(store.proof_subtrees(conn), index, size),
+    )
 
 
 @router.get("/proof/consistency", summary="RFC 9162 consistency proof between two tree sizes")
 def consistency(
-    conn: ConnDep, from_: int = Query(..., alias="from", ge=1), to: int = Query(..., ge=1)
+    request: Request,
+    conn: ConnDep,
+    from_: int = Query(..., alias="from", ge=1),
+    to: int = Query(..., ge=1),
 ) -> dict[str, list[str]]:
-    if not from_ <= to <= _size(conn):
-        raise HTTPException(422, f"need from <= to <= {_size(conn)} (signed tree size)")
-    proof = consistency_proof(store.leaf_hashes(conn, to), from_, to)
-    return {"proof": [base64.b64encode(h).decode() for h in proof]}
+    latest = store.latest_checkpoint(conn)
+    signed = 0 if latest is None else latest[0]
+    if latest is None or not from_ <= to <= signed:
+        raise HTTPException(422, f"need from <= to <= {signed} (signed tree size)")
+    return _proofs(request).get(
+        ("consistency", latest[1], from_, to),
+        lambda: consistency_proof_from(store.proof_subtrees(conn), from_, to),
+    )

@@ -112,3 +112,15 @@ def test_the_exposure_level_stays_low(local_units: Path, name: str) -> None:
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d)", done.stdout)
     assert found, done.stdout + done.stderr
     assert float(found.group(1)) <= EXPOSURE_LIMIT, done.stdout
+
+
+def test_catalogue_unit_serves_the_admin_api_on_its_own_socket() -> None:
+    """Issue 16 item 11: the shipped unit keeps /v1/admin off the port the proxy forwards to."""
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(UNITS / "biobank-catalogue.service")
+    service = unit["Service"]
+    assert service["RuntimeDirectory"] == "biobank-catalogue"
+    assert service["RuntimeDirectoryMode"] == "0700"
+    env = (UNITS / "biobank-catalogue.service").read_text()
+    assert "Environment=CATALOGUE_ADMIN_LISTEN=/run/biobank-catalogue/admin.sock" in env

@@ -70,6 +70,10 @@ def test_bench_runs_at_a_tiny_size_and_writes_consistent_json(tmp_path: Path) ->
     assert len(results["search_sqlite"]["queries"]) >= 10
     assert results["search_sqlite"]["p95_ms"] >= results["search_sqlite"]["p50_ms"]
     assert results["audit"]["records"] > published
+    load = results["proof_load"]  # search while 20 clients ask for proofs (issue 16 item 6)
+    assert load["clients"] == 20 and load["proofs"]["ok"] > 0 and load["proofs"]["other"] == 0
+    assert load["loaded"]["requests"] == results["search_sqlite"]["requests"]
+    assert "proofs/s" in done.stdout  # the table row (its label may wrap)
     page = results["search_sqlite"]["page"]
     if "error" not in page:  # Chromium present: three landing URLs rendered once each
         assert page["n"] == 3 and 0 < page["p50_ms"] <= page["max_ms"]

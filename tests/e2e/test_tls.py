@@ -129,6 +129,23 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.05)
 
 
+def _wait_for_socket(path: Path, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if path.exists():
+            with socket.socket(socket.AF_UNIX) as s:
+                if s.connect_ex(str(path)) == 0:
+                    return
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"admin socket {path} did not start")
+        time.sleep(0.05)
+
+
+def _admin(path: Path) -> httpx.Client:
+    """A client of the catalogue's admin API on its unix socket."""
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(path)), base_url="http://admin")
+
+
 @dataclass
 class Site:
     """The node and the catalogue behind their proxies, and what the tests need to drive them."""
@@ -138,6 +155,7 @@ class Site:
     node_proxy: Proxy
     catalogue_proxy: Proxy
     catalogue_upstream: str
+    admin_socket: Path  # CATALOGUE_ADMIN_LISTEN: /v1/admin on a unix socket, not the upstream
     catalogue_env: dict[str, str]
     catalogue_log: Path
     both_roots: Path
@@ -182,6 +200,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             "CATALOGUE_ADMIN_TOKEN": TOKEN,
             "CATALOGUE_HARVEST_WORKERS": "2",  # the one-shot harvest: one worker process too
             "CATALOGUE_CA_BUNDLE": str(node_proxy.root),
+            "CATALOGUE_ADMIN_LISTEN": str(workdir / "admin.sock"),
         }
         log_path = workdir / "catalogue-serve.log"
         with log_path.open("wb") as log:
@@ -197,14 +216,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         stack.callback(_stop, serve)
         _wait_for_port(catalogue_port, serve)
         upstream = f"http://{LOOPBACK}:{catalogue_port}"
-        # enrolment through the admin API, on the catalogue host's loopback: the catalogue
-        # fetches the node's descriptor over HTTPS, verified against CATALOGUE_CA_BUNDLE
-        enrolled = httpx.post(
-            f"{upstream}/v1/admin/nodes",
-            json={"url": node_proxy.https, "key": node.verifier_key},
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=60,
-        )
+        admin_socket = workdir / "admin.sock"
+        _wait_for_socket(admin_socket, serve)
+        # enrolment through the admin API, on its own unix socket on the catalogue host: the
+        # catalogue fetches the node's descriptor over HTTPS, verified against
+        # CATALOGUE_CA_BUNDLE
+        with _admin(admin_socket) as admin:
+            enrolled = admin.post(
+                "/v1/admin/nodes",
+                json={"url": node_proxy.https, "key": node.verifier_key},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=60,
+            )
         assert enrolled.status_code == 201, enrolled.text
         both = workdir / "both-roots.pem"
         both.write_bytes(node_proxy.root.read_bytes() + catalogue_proxy.root.read_bytes())
@@ -214,6 +237,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             node_proxy,
             catalogue_proxy,
             upstream,
+            admin_socket,
             env,
             log_path,
             both,
@@ -379,8 +403,11 @@ def test_the_admin_api_is_not_reachable_through_the_proxy(site: Site, path: str)
     with httpx.Client(verify=client_tls(site.catalogue_proxy.root, setting="test")) as client:
         answer = client.post(url, headers={"Authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == 404
-    # on the catalogue host's loopback the route is there (and asks for the token)
-    assert httpx.post(f"{site.catalogue_upstream}/v1/admin/harvest").status_code == 401
+    # the public listener the proxy forwards to has no admin routes at all
+    # (CATALOGUE_ADMIN_LISTEN); on the admin socket the route is there, behind the token
+    assert httpx.post(f"{site.catalogue_upstream}/v1/admin/harvest").status_code == 404
+    with _admin(site.admin_socket) as admin:
+        assert admin.post("/v1/admin/harvest").status_code == 401
 
 
 def _headers(proxy: Proxy, path: str) -> httpx.Headers:

@@ -42,3 +42,51 @@ def verify_step(
     step = StepVerifier(state, checkpoint_note, verifiers, schemas, origin=origin, keys=keys)
     entries = [step.feed(leaf, content) for leaf, content in leaves_with_content]
     return StepResult(step.finish(), entries, list(step.rejections))
+
+
+def _reference_range_root(hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
+    cr = CompactRange()
+    cr.extend(hashes[lo:hi])
+    return cr.root()
+
+
+def reference_inclusion_proof(hashes: Sequence[bytes], index: int, size: int) -> list[bytes]:
+    """RFC 9162 PATH as the node served it before stored subtrees: O(n) over every leaf hash
+    (the oracle the O(log n) proofs must equal)."""
+    assert 0 <= index < size <= len(hashes)
+    proof: list[bytes] = []
+    lo, hi = 0, size
+    while hi - lo > 1:
+        k = 1 << ((hi - lo - 1).bit_length() - 1)
+        if index - lo < k:
+            proof.append(_reference_range_root(hashes, lo + k, hi))
+            hi = lo + k
+        else:
+            proof.append(_reference_range_root(hashes, lo, lo + k))
+            lo += k
+    proof.reverse()
+    return proof
+
+
+def reference_consistency_proof(hashes: Sequence[bytes], size1: int, size2: int) -> list[bytes]:
+    """RFC 9162 PROOF, O(n) over every leaf hash (the oracle, as for inclusion)."""
+    assert 0 < size1 <= size2 <= len(hashes)
+    proof: list[bytes] = []
+    lo, hi, m, complete = 0, size2, size1, True
+    while True:
+        n = hi - lo
+        if m == n:
+            if not complete:
+                proof.append(_reference_range_root(hashes, lo, hi))
+            break
+        k = 1 << ((n - 1).bit_length() - 1)
+        if m <= k:
+            proof.append(_reference_range_root(hashes, lo + k, hi))
+            hi = lo + k
+        else:
+            proof.append(_reference_range_root(hashes, lo, lo + k))
+            lo += k
+            m -= k
+            complete = False
+    proof.reverse()
+    return proof

@@ -1,0 +1,117 @@
+"""Search latency while 20 clients ask for proofs (issue 16 item 6).
+
+``proof_load(url, rounds)`` measures the ``/v1/search`` mix of ``bench.federation`` on a
+served catalogue twice: idle, then while ``clients`` threads in ANOTHER process (so that
+their GIL is not the measuring one's) ask the node mirrors for consistency proofs from a
+random size to the newest and inclusion proofs of random leaves, nonstop. A proof client
+answered 503 (all proof slots busy past the wait) counts as ``busy``.
+
+``python -m bench.proofload URL [--clients 20] [--rounds 20]`` runs it against any catalogue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import random
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from bench.federation import search_latencies
+
+__all__ = ["proof_load"]
+
+
+def _targets(url: str) -> list[tuple[str, int]]:
+    """(origin, verified size) of every mirror with at least one leaf."""
+    out = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for node in client.get("/v1/nodes").json()["nodes"]:
+            note = client.get(f"/v1/nodes/{node['origin']}/log/checkpoint")
+            if note.status_code == 200:
+                size = int(note.text.splitlines()[1])
+                if size > 1:
+                    out.append((str(node["origin"]), size))
+    return out
+
+
+def _hammer(
+    url: str,
+    targets: list[tuple[str, int]],
+    clients: int,
+    stop: Any,
+    results: Any,
+) -> None:
+    """``clients`` threads asking for proofs until ``stop`` is set; puts their counts."""
+    counts = {"ok": 0, "busy": 0, "other": 0}
+    lock = threading.Lock()
+
+    def one(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=url, timeout=120) as client:
+            while not stop.is_set():
+                origin, size = rng.choice(targets)
+                base = f"/v1/nodes/{origin}/log/proof"
+                if rng.random() < 0.5:
+                    params = {"from": rng.randint(1, size), "to": size}
+                    resp = client.get(base + "/consistency", params=params)
+                else:
+                    params = {"index": rng.randrange(size), "size": size}
+                    resp = client.get(base + "/inclusion", params=params)
+                key = {200: "ok", 503: "busy"}.get(resp.status_code, "other")
+                with lock:
+                    counts[key] += 1
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results.put(counts)
+
+
+def proof_load(url: str, rounds: int, clients: int = 20) -> dict[str, Any]:
+    """Search p50/p95 idle and under ``clients`` concurrent proof clients."""
+    targets = _targets(url)
+    if not targets:
+        return {"skipped": "no mirrored log to ask proofs of"}
+    idle = search_latencies(url, rounds)
+    ctx = multiprocessing.get_context("spawn")
+    stop, results = ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=_hammer, args=(url, targets, clients, stop, results), daemon=True)
+    proc.start()
+    time.sleep(2.0)  # the clients connect and start asking
+    start = time.perf_counter()
+    loaded = search_latencies(url, rounds)
+    seconds = time.perf_counter() - start
+    stop.set()
+    counts: dict[str, int] = results.get(timeout=300)
+    proc.join(timeout=60)
+    return {
+        "clients": clients,
+        "mirrors": [{"origin": o, "size": s} for o, s in targets],
+        "idle": {k: idle[k] for k in ("p50_ms", "p95_ms", "requests")},
+        "loaded": {k: loaded[k] for k in ("p50_ms", "p95_ms", "requests")},
+        "proofs": {**counts, "per_s": counts["ok"] / (seconds + 2.0)},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.proofload", description=__doc__)
+    p.add_argument("url")
+    p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=20)
+    args = p.parse_args(argv)
+    out = proof_load(args.url, args.rounds, args.clients)
+    for key in ("idle", "loaded"):
+        s = out.get(key)
+        if s:
+            print(f"search {key}: p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms")
+    print(f"proofs: {out.get('proofs')}")
+
+
+if __name__ == "__main__":
+    main()
