@@ -119,7 +119,13 @@ def enrol(
             node = do_enrol(ctx.engine, ctx.key, url, key, descriptor)
         except BiobankError as exc:
             _fail(exc)
+        from catalogue.notify import register_with_node
+
+        said = asyncio.run(
+            register_with_node(url, s.public_url, timeout=s.request_timeout, ca_bundle=s.ca_bundle)
+        )
     typer.echo(f"enrolled {node['origin']} ({node['country']}) at {url}")
+    typer.echo(f"notifications: {said}")
 
 
 @app.command()

@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     # Worker processes that fetch and verify nodes in parallel (0: in this process). Keeps
     # CPU-heavy verification off the API's event loop and uses every core.
     harvest_workers: int = 2
+    # Push, then pull (docs/freshness.md): act on a node's checkpoint notification at most
+    # once per this many seconds per node; steps up to NOTIFY_INLINE_MAX entries are
+    # harvested in a thread of the server, larger ones in the worker processes.
+    notify: bool = True
+    notify_min_interval: Annotated[float, Field(ge=0)] = 1.0
+    notify_inline_max: Annotated[int, Field(ge=0)] = 20_000
+    # This catalogue's public base URL: when set, enrolment asks the node to notify it
+    # (POST NODE/v1/notify/targets); unset, node operators add it with `biobank-node notify add`.
+    public_url: str | None = None
     # serve and harvest logs: "text" (for people) or "json" (one object a line, for collectors)
     log_format: str = "text"
     # BBMRI-ERIC Negotiator base URL for "Request access" (docs/negotiator.md); unset: the
@@ -55,6 +64,15 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("https://", "http://")):
             raise ValueError("CATALOGUE_NEGOTIATOR_URL must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("CATALOGUE_PUBLIC_URL must be an http(s) URL")
         return value.rstrip("/")
 
     @field_validator("log_format")

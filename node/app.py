@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
-from node import metrics, store
+from node import metrics, notify, store
 from node.api import descriptor, log, service_info
+from node.api import notify as notify_api
 from node.home import Home
 from node.policy import Policy
 from node.publish import ensure_checkpoint
@@ -24,14 +29,30 @@ def create_app(settings: NodeSettings) -> FastAPI:
         ensure_checkpoint(conn, home.config.origin, home.signer)
     finally:
         conn.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # push, then pull: new checkpoints go to the catalogues in notify_targets (node.notify)
+        sender = notify.Sender(home.db_path, poll=settings.notify_poll)
+        task = asyncio.create_task(sender.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app = FastAPI(
         title=f"biobank-node {home.config.origin}",
         description="A biobank node: signed append-only log of metadata records.",
+        lifespan=lifespan,
     )
     app.state.home = home
+    app.state.accept_registrations = settings.accept_registrations
     app.include_router(descriptor.router)
     app.include_router(log.router)
     app.include_router(service_info.router)
+    app.include_router(notify_api.router)
     metrics.install(app, home)  # /healthz, /readyz, /metrics
 
     # bad parameters: 422, as the node API has always answered them

@@ -11,7 +11,8 @@ from service.logs import checked_format
 
 
 class NodeSettings(BaseSettings):
-    """``NODE_HOME``, ``NODE_HOST``, ``NODE_PORT``, ``NODE_LOG_FORMAT``."""
+    """``NODE_HOME``, ``NODE_HOST``, ``NODE_PORT``, ``NODE_LOG_FORMAT``, ``NODE_NOTIFY_POLL``,
+    ``NODE_ACCEPT_REGISTRATIONS``."""
 
     model_config = SettingsConfigDict(env_prefix="NODE_")
 
@@ -20,6 +21,10 @@ class NodeSettings(BaseSettings):
     port: int = 8080
     # "text" (uvicorn's lines, for people) or "json" (one object a line, for log collectors)
     log_format: str = "text"
+    # push, then pull (docs/freshness.md): seconds between looks for a new checkpoint to send
+    notify_poll: float = 0.2
+    # whether a catalogue may register for notifications at enrolment (POST /v1/notify/targets)
+    accept_registrations: bool = True
 
     @field_validator("log_format")
     @classmethod

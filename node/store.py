@@ -13,6 +13,8 @@ Tables:
   published (see ``node/groups.py``).
 - ``erased``: local sample ids and donor hashes withdrawn by consent; imports skip them.
 - ``checkpoints``: every signed checkpoint (size, root, note text, time).
+- ``notify_targets``: catalogues told of each new checkpoint, and how that went
+  (``node/notify.py``).
 - ``meta``: the compact range of the tree (O(log n) frontier) and other small values.
 """
 
@@ -40,6 +42,11 @@ CREATE TABLE IF NOT EXISTS holding (
 CREATE TABLE IF NOT EXISTS erased (what TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (what, key));
 CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL, time TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS notify_targets (
+    url TEXT PRIMARY KEY, source TEXT NOT NULL, added TEXT NOT NULL,
+    delivered_size INTEGER NOT NULL DEFAULT -1, attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL DEFAULT 0, last_attempt TEXT, last_delivered TEXT,
+    last_error TEXT);
 """
 
 
