@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -23,34 +23,42 @@ UrlArg = Annotated[str, typer.Argument(help="the catalogue's base URL, e.g. http
 
 
 def _open(home: Path) -> Home:
-    try:
-        return Home.open(home, restored_ok=True)
-    except BiobankError as exc:
-        raise ConfigError(exc.message) from exc
+    return Home.open(home, restored_ok=True)
+
+
+def _fail(exc: BiobankError) -> NoReturn:
+    typer.echo(f"error: {exc.message}", err=True)
+    raise typer.Exit(2)
 
 
 @notify_app.command("add")
 def add(url: UrlArg, home: HomeOpt = Path("node-home")) -> None:
     """Tell this catalogue of every new checkpoint (biobank-node serve sends them)."""
-    conn = store.connect(_open(home).db_path)
     try:
-        added = notify.add_target(conn, url)
-    finally:
-        conn.close()
-    base = notify.check_url(url)
+        base = notify.check_url(url)
+        conn = store.connect(_open(home).db_path)
+        try:
+            added = notify.add_target(conn, base)
+        finally:
+            conn.close()
+    except BiobankError as exc:
+        _fail(exc)
     print(f"{'added' if added else 'already listed'}: {notify.notify_url(base)}")
 
 
 @notify_app.command("remove")
 def remove(url: UrlArg, home: HomeOpt = Path("node-home")) -> None:
     """Stop notifying this catalogue (its scheduled harvest still finds every change)."""
-    conn = store.connect(_open(home).db_path)
     try:
-        removed = notify.remove_target(conn, url)
-    finally:
-        conn.close()
-    if not removed:
-        raise ConfigError(f"{url} is not a notify target (biobank-node notify list)")
+        conn = store.connect(_open(home).db_path)
+        try:
+            removed = notify.remove_target(conn, url)
+        finally:
+            conn.close()
+        if not removed:
+            raise ConfigError(f"{url} is not a notify target (biobank-node notify list)")
+    except BiobankError as exc:
+        _fail(exc)
     print(f"removed: {notify.check_url(url)}")
 
 
@@ -60,7 +68,10 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Every target: delivered, or queued with its failed attempts and next retry."""
-    conn = store.connect(_open(home).db_path)
+    try:
+        conn = store.connect(_open(home).db_path)
+    except BiobankError as exc:
+        _fail(exc)
     try:
         found = notify.targets(conn)
         latest = store.latest_checkpoint(conn)
