@@ -15,6 +15,7 @@ from catalogue.api import (
     admin,
     beacon,
     dcat,
+    freshness,
     negotiator,
     nodes,
     notify,
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
         service_info.router,
         dcat.router,  # /v1/dcat: DCAT-AP 3 / HealthDCAT-AP (docs/dcat.md)
         negotiator.router,  # /v1/negotiator: access requests (docs/negotiator.md)
+        freshness.router,  # /v1/version: pages see results change (docs/freshness.md)
         notify.router,  # /v1/notify: a node's new checkpoint, a hint (docs/freshness.md)
     ):
         app.include_router(router)

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     notify: bool = True
     notify_min_interval: Annotated[float, Field(ge=0)] = 1.0
     notify_inline_max: Annotated[int, Field(ge=0)] = 20_000
+    # seconds between the web page's looks at /v1/version (a changed-results notice)
+    web_poll: Annotated[float, Field(gt=0)] = 15.0
     # This catalogue's public base URL: when set, enrolment asks the node to notify it
     # (POST NODE/v1/notify/targets); unset, node operators add it with `biobank-node notify add`.
     public_url: str | None = None
