@@ -15,9 +15,11 @@ five nodes:
 - ``10000``: 10,000 samples, donors renamed consistently (about the export's samples per donor).
 
 The wait of a change set of fewer than k donors at the node is policy, not latency: one extra
-trial imports k-1 donors (it waits: nothing is published, the search stays as it was), then one
-more donor; the time between the two imports is reported apart (``waiting``) and the latency
-is measured from the second import as for the others.
+trial imports one new donor's sample (it waits: nothing is published), then k-1 more donors';
+the time between the two imports is reported apart (``waiting``) and the latency is measured
+from the second import as for the others. (k-1 donors at once may already publish: new
+donors can change a class's generalisation and so move other donors' samples, which the
+change-set rule counts.)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -88,8 +91,34 @@ class _Node:
         return int(row[0] or 0)
 
     def imported(self, export: Path) -> float:
-        """Run the real import command; the monotonic time it ended."""
-        done = subprocess.run(  # noqa: S603 - our own console script, fixed arguments
+        """Run the real import command; the monotonic time it ended. ``self.committed``: when
+        its new checkpoint was first seen in node.db (None: none), watched every 10 ms."""
+        before = self.log_size()
+        self.committed: float | None = None
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(0.01):
+                if self.log_size() != before:
+                    self.committed = time.monotonic()
+                    return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            done = self._run(export)
+        finally:
+            stop.set()
+            watcher.join()
+        ended = time.monotonic()
+        if self.committed is None and self.log_size() != before:
+            self.committed = ended
+        if done.returncode != 0:
+            raise RuntimeError(f"import into {self.home} failed: {done.stderr[-2000:]}")
+        return ended
+
+    def _run(self, export: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603 - our own console script, fixed arguments
             [
                 _node_cli(),
                 "import",
@@ -103,10 +132,6 @@ class _Node:
             text=True,
             check=False,
         )
-        ended = time.monotonic()
-        if done.returncode != 0:
-            raise RuntimeError(f"import into {self.home} failed: {done.stderr[-2000:]}")
-        return ended
 
 
 def _verified(client: httpx.Client, country: str) -> int:
@@ -143,10 +168,12 @@ def freshness(
     work: Path,
     *,
     trials: int = 20,
+    large: int = 10_000,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Trials of both change sets over ``nodes`` ((home, export folder, country)), pushed to
-    the catalogue at ``catalogue_url`` (added to each node's notify targets here)."""
+    the catalogue at ``catalogue_url`` (added to each node's notify targets here); ``large``:
+    the samples of the larger change set (10,000; smaller in tests)."""
     from node import notify, store
 
     work.mkdir(parents=True, exist_ok=True)
@@ -161,8 +188,8 @@ def freshness(
     with httpx.Client(base_url=catalogue_url, timeout=60) as client:
         for node in bench_nodes:  # the first notification (the current log): nothing new
             _until_searchable(client, node, node.log_size(), time.monotonic())
-        for label, samples, donors in (("small", 0, 0), ("10000", 10_000, 0)):
-            latencies, entries, import_s = [], [], []
+        for label, samples, donors in (("small", 0, 0), (str(large), large, 0)):
+            latencies, from_commit, entries, import_s = [], [], [], []
             for trial in range(trials):
                 node = bench_nodes[trial % len(bench_nodes)]
                 n = samples or node.k
@@ -175,12 +202,15 @@ def freshness(
                 if size == before:
                     raise RuntimeError(f"{label} trial {trial}: the import published nothing")
                 latencies.append(_until_searchable(client, node, size, ended))
+                seen = ended + latencies[-1]
+                from_commit.append(seen - (node.committed or ended))
                 entries.append(size - before)
                 import_s.append(ended - started)
                 say(f"freshness {label} {trial + 1}/{trials}: {latencies[-1]:.2f} s")
             results[label] = {
                 **_stats(latencies),
                 "samples": samples or "k",
+                "from_commit": _stats(from_commit),  # the import's exit comes after its commit
                 "entries_median": statistics.median(entries),
                 "import_seconds_median": statistics.median(import_s),
             }
@@ -190,17 +220,22 @@ def freshness(
 
 
 def _waiting(client: httpx.Client, node: _Node, work: Path) -> dict[str, Any]:
-    """k-1 donors wait at the node; one more publishes them all: the wait, then the latency."""
-    before = node.log_size()
-    first_end = node.imported(node.write(work / "wait-1.csv", node.k - 1, node.k - 1))
-    held = node.log_size() == before
+    """One new donor waits at the node; k-1 more publish them all: the wait, then the latency."""
+    for attempt in range(1, 11):  # a new donor may complete a class held back: try another
+        before = node.log_size()
+        first_end = node.imported(node.write(work / f"wait-{attempt}.csv", 1, 1))
+        held = node.log_size() == before
+        if held:
+            break
     second_start = time.monotonic()
-    second_end = node.imported(node.write(work / "wait-2.csv", 1, 1))
+    second_end = node.imported(node.write(work / "wait-k.csv", node.k - 1, node.k - 1))
     size = node.log_size()
     latency = _until_searchable(client, node, size, second_end)
     return {
-        "held_at_node": held,  # the k-1 donors' change set was not published by itself
-        "waited_s": second_end - first_end,  # policy: until the k-th donor's import ended
+        "held_at_node": held,  # the one donor's change set was not published by itself
+        "attempts": attempt,  # donors imported until one waited (a donor completing a
+        # class under k donors publishes that class's held-back samples with it)
+        "waited_s": second_end - first_end,  # policy: until the import completing k donors
         "second_import_s": second_end - second_start,
         "latency_after_publication_s": latency,
     }
@@ -213,7 +248,8 @@ def show(results: dict[str, Any] | None, console: Any) -> None:
     from rich.table import Table
 
     table = Table(title="freshness: end of biobank-node import to counted by /v1/search (push)")
-    for column in ("change set", "trials", "p50", "p95", "max", "entries", "import", "target"):
+    columns = ("change set", "trials", "p50", "p95", "max", "p95 from commit", "entries", "import")
+    for column in (*columns, "target"):
         table.add_column(column)
     for label, name, target in (
         ("small", f"k = {results['k']} new donors, one sample each", "p95 < 5 s"),
@@ -227,6 +263,7 @@ def show(results: dict[str, Any] | None, console: Any) -> None:
                 f"{r['p50_s']:.2f} s",
                 f"{r['p95_s']:.2f} s",
                 f"{r['max_s']:.2f} s",
+                f"{r['from_commit']['p95_s']:.2f} s",
                 f"{r['entries_median']:g}",
                 f"{r['import_seconds_median']:.1f} s",
                 target,
@@ -235,8 +272,8 @@ def show(results: dict[str, Any] | None, console: Any) -> None:
     w = results.get("waiting")
     if w:
         console.print(
-            f"waiting at the node (policy, not latency): k-1 donors held "
+            f"waiting at the node (policy, not latency): one new donor held "
             f"{'yes' if w['held_at_node'] else 'NO'}, waited {w['waited_s']:.1f} s for the "
-            f"k-th donor's import; then searchable {w['latency_after_publication_s']:.2f} s "
-            "after it"
+            f"import completing k donors; then searchable "
+            f"{w['latency_after_publication_s']:.2f} s after it"
         )

@@ -41,7 +41,8 @@ def _results(page: Any, url: str, query: str) -> None:
     page.goto(f"{url}/{query}")
     page.wait_for_function(
         "() => { const r = document.getElementById('results');"
-        " return r && r.getAttribute('aria-busy') === 'false' && document.getElementById('total'); }"
+        " return r && r.getAttribute('aria-busy') === 'false'"
+        " && document.getElementById('total'); }"
     )
 
 
