@@ -16,12 +16,14 @@ from node.policy import Policy
 from node.publish import ensure_checkpoint
 from node.settings import NodeSettings
 from protocol.errors import BiobankError
+from protocol.tls import client_tls
 from service import problems
 
 
 def create_app(settings: NodeSettings) -> FastAPI:
     """Open the node home named by ``settings`` and build the app (no import-time state)."""
     home = Home.open(settings.home)
+    tls = client_tls(settings.ca_bundle, setting="NODE_CA_BUNDLE")  # a bad file stops the start
     Policy.load(home.policy_path)  # a wrong policy.toml stops the start, not each request
     conn = store.connect(home.db_path)
     try:
@@ -33,7 +35,7 @@ def create_app(settings: NodeSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # push, then pull: new checkpoints go to the catalogues in notify_targets (node.notify)
-        sender = notify.Sender(home.db_path, poll=settings.notify_poll)
+        sender = notify.Sender(home.db_path, poll=settings.notify_poll, verify=tls)
         task = asyncio.create_task(sender.run())
         try:
             yield
@@ -49,6 +51,7 @@ def create_app(settings: NodeSettings) -> FastAPI:
     )
     app.state.home = home
     app.state.accept_registrations = settings.accept_registrations
+    app.state.tls = tls
     app.include_router(descriptor.router)
     app.include_router(log.router)
     app.include_router(service_info.router)

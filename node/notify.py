@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,16 +174,20 @@ class Sender:
         poll: float = 0.2,
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.db_path = db_path
         self.poll = poll
         self.timeout = timeout
         self.transport = transport
+        self.verify = verify
         self._pending: dict[str, tuple[int, int, float, str | None, str | None]] = {}
         self._held: dict[str, float] = {}  # url -> next attempt (in memory, survives a lock)
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
+        async with httpx.AsyncClient(
+            timeout=self.timeout, transport=self.transport, verify=self.verify
+        ) as client:
             while True:
                 try:
                     await self.once(client)

@@ -12,7 +12,7 @@ from service.logs import checked_format
 
 class NodeSettings(BaseSettings):
     """``NODE_HOME``, ``NODE_HOST``, ``NODE_PORT``, ``NODE_LOG_FORMAT``, ``NODE_NOTIFY_POLL``,
-    ``NODE_ACCEPT_REGISTRATIONS``."""
+    ``NODE_ACCEPT_REGISTRATIONS``, ``NODE_CA_BUNDLE``."""
 
     model_config = SettingsConfigDict(env_prefix="NODE_")
 
@@ -25,6 +25,9 @@ class NodeSettings(BaseSettings):
     notify_poll: float = 0.2
     # whether a catalogue may register for notifications at enrolment (POST /v1/notify/targets)
     accept_registrations: bool = True
+    # CA certificates (PEM) a catalogue's certificate must chain to, for notifications (as
+    # `monitor --ca-bundle`); unset: the system store. Verification is always on.
+    ca_bundle: Path | None = None
 
     @field_validator("log_format")
     @classmethod

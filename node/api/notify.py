@@ -40,7 +40,7 @@ async def register(body: Registration, home: HomeDep, request: Request) -> dict[
         url = notify.check_url(body.url)
     except ConfigError as exc:
         raise HTTPException(400, exc.message) from exc
-    await _confirm(url)
+    await _confirm(url, request.app.state.tls)
     conn = store.connect(home.db_path)
     try:
         try:
@@ -52,11 +52,11 @@ async def register(body: Registration, home: HomeDep, request: Request) -> dict[
     return {"url": url, "notify": notify.notify_url(url), "added": added}
 
 
-async def _confirm(url: str) -> None:
+async def _confirm(url: str, tls: Any) -> None:
     """The URL serves a catalogue descriptor that names the notify path (422 otherwise)."""
     where = f"{url}/.well-known/biobank-catalogue"
     try:
-        async with httpx.AsyncClient(timeout=CONFIRM_TIMEOUT) as client:
+        async with httpx.AsyncClient(timeout=CONFIRM_TIMEOUT, verify=tls) as client:
             resp = await client.get(where)
         body = resp.json() if resp.is_success else None
     except (httpx.HTTPError, ValueError) as exc:
