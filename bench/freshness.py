@@ -65,10 +65,22 @@ class _Node:
         self.local = mapping.columns["local_id"]
         self.donor = mapping.columns["donor_id"]
         self.k = Policy.load(home / "policy.toml").k
+        # templates: rows whose sample the node publishes (a row of a class held back under
+        # k donors would add a donor whose sample waits, and the change set would be short)
+        with closing(sqlite3.connect(f"file:{home / 'node.db'}?mode=ro", uri=True)) as c:
+            published = {
+                r[0]
+                for r in c.execute(
+                    "SELECT local_id FROM holding WHERE live = 1 AND published_group IS NOT NULL"
+                )
+            }
         with (export / "samples.csv").open(encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh, delimiter=self.delimiter)
             self.header = list(reader.fieldnames or [])
-            self.rows = list(itertools.islice(reader, 20_000))
+            chosen = (r for r in reader if r[self.local] in published)
+            self.rows = list(itertools.islice(chosen, 20_000))
+        if not self.rows:
+            raise RuntimeError(f"{home}: no published sample to take as a template")
         self.serial = 0
 
     def write(self, path: Path, samples: int, donors: int) -> Path:
