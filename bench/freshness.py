@@ -65,13 +65,17 @@ class _Node:
         self.local = mapping.columns["local_id"]
         self.donor = mapping.columns["donor_id"]
         self.k = Policy.load(home / "policy.toml").k
-        # templates: rows whose sample the node publishes (a row of a class held back under
-        # k donors would add a donor whose sample waits, and the change set would be short)
+        # templates: rows whose sample is counted in a group published with exact counts (a
+        # sample held back would wait; one more in a group published as a bound {"lt": B}
+        # may change nothing anyone can see, and then the node rightly publishes nothing)
         with closing(sqlite3.connect(f"file:{home / 'node.db'}?mode=ro", uri=True)) as c:
             published = {
                 r[0]
                 for r in c.execute(
-                    "SELECT local_id FROM holding WHERE live = 1 AND published_group IS NOT NULL"
+                    "SELECT h.local_id FROM holding h JOIN records r ON r.kind = 'sample-group' "
+                    "AND r.id = h.published_group AND r.live = 1 JOIN contents c "
+                    "ON c.idx = r.last_index WHERE h.live = 1 "
+                    "AND json_type(c.content, '$.samples') = 'integer'"
                 )
             }
         with (export / "samples.csv").open(encoding="utf-8", newline="") as fh:

@@ -35,7 +35,7 @@ from protocol.errors import BiobankError, InputError, SignatureError
 from protocol.note import Checkpoint
 from protocol.tls import client_tls
 
-__all__ = ["Hint", "PushHarvests", "register_with_node"]
+__all__ = ["MAX_NOTE", "Hint", "PushHarvests", "register_with_node"]
 
 log = logging.getLogger(__name__)
 MAX_NOTE = 16 * 1024  # a checkpoint note is a few hundred bytes; a rotation's has two lines more

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import ssl
@@ -183,26 +184,37 @@ class Sender:
         self.verify = verify
         self._pending: dict[str, tuple[int, int, float, str | None, str | None]] = {}
         self._held: dict[str, float] = {}  # url -> next attempt (in memory, survives a lock)
+        self._inflight: dict[str, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
         async with httpx.AsyncClient(
             timeout=self.timeout, transport=self.transport, verify=self.verify
         ) as client:
-            while True:
-                try:
-                    await self.once(client)
-                except Exception:  # never let the sender die: the schedule is the backstop
-                    log.exception("sending checkpoint notifications failed")
-                await asyncio.sleep(self.poll)
+            try:
+                while True:
+                    try:
+                        await self.once(client)
+                    except Exception:  # never let the sender die: the schedule is the backstop
+                        log.exception("sending checkpoint notifications failed")
+                    await asyncio.sleep(self.poll)
+            finally:
+                for task in list(self._inflight.values()):
+                    task.cancel()
 
     async def once(self, client: httpx.AsyncClient) -> int:
-        """One round: send to every due target; the number of attempts made."""
+        """One round: start a send to every due target not still being sent to (a slow
+        catalogue never delays the others); the number of sends started."""
         due, note, size = await asyncio.to_thread(self._due)
         if not due or note is None:
             return 0
-        await asyncio.gather(*(self._send(client, t, note, size) for t in due))
-        await asyncio.to_thread(self._write)
+        for target in due:
+            task = asyncio.create_task(self._send(client, target, note, size))
+            self._inflight[target.url] = task
+            task.add_done_callback(functools.partial(self._sent, target.url))
         return len(due)
+
+    def _sent(self, url: str, _task: asyncio.Task[None]) -> None:
+        self._inflight.pop(url, None)
 
     def _due(self) -> tuple[list[Target], str | None, int]:
         self._write()  # what a locked database kept in memory, first
@@ -223,6 +235,7 @@ class Sender:
             if t.delivered_size < size
             and max(t.next_attempt, self._held.get(t.url, 0.0)) <= now
             and t.url not in self._pending
+            and t.url not in self._inflight
         ]
         return due, note, size
 
@@ -265,14 +278,16 @@ class Sender:
             conn.execute("PRAGMA busy_timeout=1000")
             create_schema(conn)
             stamp = utc_now()
-            for url, (delivered, attempts, nxt, error, when) in list(self._pending.items()):
+            for url, outcome in self._pending.copy().items():  # copy(): atomic, sends go on
+                delivered, attempts, nxt, error, when = outcome
                 conn.execute(
                     "UPDATE notify_targets SET delivered_size = max(delivered_size, ?), "
                     "attempts = ?, next_attempt = ?, last_attempt = ?, last_error = ?, "
                     "last_delivered = coalesce(?, last_delivered) WHERE url = ?",
                     (delivered, attempts, nxt, stamp, error, when, url),
                 )
-                del self._pending[url]
+                if self._pending.get(url) is outcome:
+                    del self._pending[url]
         except sqlite3.OperationalError as exc:  # locked by an import: keep it for later
             log.debug("notify state not written yet: %s", exc)
         finally:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from catalogue.errors import Throttled
+from catalogue.notify import MAX_NOTE
 
 __all__ = ["router"]
 
@@ -25,6 +26,7 @@ router = APIRouter(tags=["notify"])
         403: {"description": "not signed by the key enrolled for its origin"},
         404: {"description": "no enrolled node with that origin"},
         409: {"description": "the node is halted"},
+        413: {"description": "larger than any checkpoint note"},
         429: {"description": "too soon after the node's last notification (Retry-After)"},
     },
 )
@@ -32,7 +34,11 @@ async def notify(request: Request) -> Any:
     push = request.app.state.push
     if push is None:
         raise HTTPException(404, "this catalogue does not take notifications (CATALOGUE_NOTIFY)")
-    body = await request.body()
+    body = b""
+    async for chunk in request.stream():  # never more than a note's worth in memory
+        body += chunk
+        if len(body) > MAX_NOTE:
+            raise HTTPException(413, f"a checkpoint note is at most {MAX_NOTE} bytes")
     try:
         note = body.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -56,6 +56,7 @@ def test_forged_unsigned_or_unknown_notifications_are_refused_and_harvest_nothin
         "unsigned": (note.partition("\n\n")[0] + "\n\n", 403),
         "no signature block": (body, 400),
         "not a checkpoint": ("hello\n\n— x y\n", 400),
+        "oversized": (note + "x" * 20_000, 413),
         "forged": (_forge(note, Signer.from_key(other)), 403),
         "unknown node": (
             sign_checkpoint(
