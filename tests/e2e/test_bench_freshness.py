@@ -9,7 +9,7 @@ from federation import build_federation
 
 
 def test_freshness_bench_measures_import_to_search_and_the_wait_apart(tmp_path: Path) -> None:
-    with build_federation(tmp_path, ("DE", "IT"), samples=400, seed=5) as fed:
+    with build_federation(tmp_path, ("DE", "IT"), samples=2000, seed=5) as fed:
         nodes = [(n.home, tmp_path / "exports" / n.country, n.country) for n in fed.nodes]
         said: list[str] = []
         out = freshness(fed.url, nodes, tmp_path / "fresh", trials=2, large=300, say=said.append)
