@@ -103,17 +103,3 @@ def total(url: str) -> int:
 def tree_size(app: Any) -> int:
     with app.state.ctx.engine.connect() as conn:
         return int(conn.execute(select(nodes.c.tree_size)).scalar() or 0)
-
-
-def test_push_makes_an_import_searchable_in_seconds(site: Callable[..., Site]) -> None:
-    s = site()
-    app, cat = s.catalogue(schedule=True)  # harvests once at start, then every hour
-    wait_for(lambda: total(cat.url) == 30, 30)
-    s.add_target(cat.url)
-    size = s.imported(10)  # 10 new donors: a change set of at least k = 2 donors
-    took = wait_for(lambda: total(cat.url) == 40, 10)
-    assert took < 5, f"searchable after {took:.1f} s"
-    assert app.state.push.harvests >= 1  # the hourly schedule did not do it
-    wait_for(lambda: s.targets()[0].delivered_size == size, 5)
-    provenance = httpx.get(f"{cat.url}/v1/search", timeout=10).json()["biobanks"]["items"][0]
-    assert provenance["provenance"]["checkpoint_size"] == size

@@ -15,10 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from catalogue.app import create_app
 from catalogue.models import nodes
 from federation.servers import free_port, live_server
+from node.cli import app as node_cli
+from node.home import Home
+from node.rotate import rotate_key
+from node.withdraw import withdraw
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
 from service.problems import PROBLEM
 from tests.catalogue.conftest import ADMIN_TOKEN
@@ -30,6 +35,20 @@ from tests.node.node_support import ORIGIN
 def site(tmp_path: Path, db_url: str) -> Iterator[Callable[..., Site]]:
     with ExitStack() as stack:
         yield lambda **overrides: Site(tmp_path, db_url, stack, **overrides)
+
+
+def test_push_makes_an_import_searchable_in_seconds(site: Callable[..., Site]) -> None:
+    s = site()
+    app, cat = s.catalogue(schedule=True)  # harvests once at start, then every hour
+    wait_for(lambda: total(cat.url) == 30, 30)
+    s.add_target(cat.url)
+    size = s.imported(10)  # 10 new donors: a change set of at least k = 2 donors
+    took = wait_for(lambda: total(cat.url) == 40, 10)
+    assert took < 5, f"searchable after {took:.1f} s"
+    assert app.state.push.harvests >= 1  # the hourly schedule did not do it
+    wait_for(lambda: s.targets()[0].delivered_size == size, 5)
+    provenance = httpx.get(f"{cat.url}/v1/search", timeout=10).json()["biobanks"]["items"][0]
+    assert provenance["provenance"]["checkpoint_size"] == size
 
 
 def _post(url: str, note: str) -> httpx.Response:
@@ -151,10 +170,6 @@ def test_enrolment_registers_the_catalogue_at_the_node(
 
 
 def test_node_status_shows_the_notify_queue(site: Callable[..., Site]) -> None:
-    from typer.testing import CliRunner
-
-    from node.cli import app as node_cli
-
     s = site()
     runner = CliRunner()
     added = runner.invoke(
@@ -170,3 +185,23 @@ def test_node_status_shows_the_notify_queue(site: Callable[..., Site]) -> None:
     home = str(s.home.path)
     gone = runner.invoke(node_cli, ["notify", "remove", "http://127.0.0.1:9", "--home", home])
     assert gone.exit_code == 0 and s.targets() == []
+
+
+def test_withdrawal_and_key_rotation_are_pushed_too(site: Callable[..., Site]) -> None:
+    s = site()
+    app, cat = s.catalogue(schedule=True)  # one harvest at start, then hourly
+    wait_for(lambda: total(cat.url) == 30, 30)
+    s.add_target(cat.url)
+    harvests = app.state.push.harvests
+
+    new_key = rotate_key(Home.open(s.home.path)).new_key  # a checkpoint signed by both keys
+
+    def key_in_force() -> str:
+        return str(httpx.get(f"{cat.url}/v1/nodes/{ORIGIN}", timeout=10).json()["verifier_key"])
+
+    wait_for(lambda: key_in_force() == new_key, 10)
+    entries = httpx.get(f"{s.node.url}/v1/log/entries", timeout=10).json()["entries"]
+    group = next(e["content"]["id"] for e in entries if (e["content"] or {}).get("samples"))
+    withdraw(Home.open(s.home.path), [group])  # signed by the new key alone
+    wait_for(lambda: total(cat.url) == 0, 10)
+    assert app.state.push.harvests >= harvests + 2
