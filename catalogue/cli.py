@@ -292,6 +292,8 @@ def serve(
     fmt = _log_format(log_format)
     configure(fmt)
     settings = _settings().model_copy(update={"log_format": fmt})  # its harvest workers too
+    if not harvest:  # a server that does not harvest does not act on notifications either
+        settings = settings.model_copy(update={"notify": False})
     application = create_app(settings, schedule_harvest=harvest)  # configuration errors first
     if not settings.admin_token:
         logging.getLogger("catalogue").warning(
