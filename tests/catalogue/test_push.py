@@ -26,7 +26,7 @@ from node.rotate import rotate_key
 from node.withdraw import withdraw
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
 from service.problems import PROBLEM
-from tests.catalogue.conftest import ADMIN_TOKEN
+from tests.catalogue.conftest import ADMIN_TOKEN, make_settings
 from tests.catalogue.push_support import Site, total, tree_size, wait_for
 from tests.node.node_support import ORIGIN
 
@@ -205,3 +205,13 @@ def test_withdrawal_and_key_rotation_are_pushed_too(site: Callable[..., Site]) -
     withdraw(Home.open(s.home.path), [group])  # signed by the new key alone
     wait_for(lambda: total(cat.url) == 0, 10)
     assert app.state.push.harvests >= harvests + 2
+
+
+def test_a_catalogue_without_notifications_refuses_them_and_does_not_offer_them(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "home", notify=False)
+    with live_server(create_app(settings)) as cat:
+        assert "notify" not in httpx.get(f"{cat.url}/.well-known/biobank-catalogue").json()
+        refused = _post(cat.url, "x\n1\nAAAA\n\n— x AAAA\n")
+        assert refused.status_code == 404 and refused.headers["content-type"] == PROBLEM
