@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import federation, pg, report
+from bench import federation, freshness, pg, report
 from bench.floor import floor, save_pages
 from bench.isolate import isolated, peak_rss_of
 from bench.page import measure_page
@@ -68,6 +68,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=3,
         help="first-page renders of each landing URL in Chromium (0: skip)",
+    )
+    p.add_argument(
+        "--fresh-trials",
+        type=int,
+        default=20,
+        help="freshness trials per change set (bench/freshness.py; 0: skip)",
     )
     p.add_argument("--pg-url", default=pg.server_url(), help="PostgreSQL server for search")
     p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL measurements")
@@ -240,11 +246,22 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                         }
                     )
             results["audit"] = report.summarise(audit_runs, "records", represented)
+            if args.fresh_trials:  # last: its imports add to the nodes' logs
+                say("freshness: import to searchable, pushed")
+                with ServerProcess.catalogue(settings) as cat:
+                    results["freshness"] = freshness.freshness(
+                        cat.urls()[0],
+                        [(h, folder, c) for h, (c, folder) in zip(homes, exports, strict=True)],
+                        work / "freshness",
+                        trials=args.fresh_trials,
+                        say=say,
+                    )
     finally:
         if tmp is not None:
             tmp.cleanup()
     results["machine"]["cpu_probe_end"] = report.cpu_probe()
     report.show(results, Console())
+    freshness.show(results.get("freshness"), Console())
     path = report.write(results, args.json, RESULTS)
     say(f"results written to {path}")
     return results

@@ -15,8 +15,10 @@ from catalogue.api import (
     admin,
     beacon,
     dcat,
+    freshness,
     negotiator,
     nodes,
+    notify,
     problems,
     public,
     search,
@@ -25,6 +27,7 @@ from catalogue.api import (
 from catalogue.cluster import ChangeListener, HarvestLeader, is_postgres
 from catalogue.context import Context, build_context
 from catalogue.harvest import Harvester
+from catalogue.notify import PushHarvests
 from catalogue.settings import Settings
 from catalogue.web import mount_web
 from service.proofs import ProofCache
@@ -39,10 +42,13 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
     (on PostgreSQL only while this server is the harvest leader: catalogue.cluster)."""
     settings = settings or Settings()
     ctx = build_context(settings)
+    # push, then pull: nodes' notifications harvest them at once (catalogue.notify)
+    push = PushHarvests(ctx) if settings.notify else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_scheduler(ctx)) if schedule_harvest else None
+        task = asyncio.create_task(_scheduler(ctx, push)) if schedule_harvest else None
+        pusher = asyncio.create_task(push.run()) if push is not None else None
         warm = asyncio.create_task(_warm_until_loaded(ctx))  # /readyz waits for the index
         fill = asyncio.create_task(asyncio.to_thread(subtrees.fill_all, ctx.engine))
         listener = None
@@ -58,10 +64,13 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
                 await warm
             with contextlib.suppress(Exception):  # subtree hashes of old mirrors: best effort
                 await fill
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for running in (task, pusher):
+                if running is not None:
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
+            if push is not None:
+                push.leader.release()
             ctx.engine.dispose()
 
     app = FastAPI(
@@ -72,6 +81,7 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
     )
     app.state.ctx = ctx
     app.state.proofs = ProofCache()  # the newest proofs, by the root they lead to
+    app.state.push = push
     problems.install(app)
     separate_admin = settings.admin_listen is not None  # CATALOGUE_ADMIN_LISTEN
     for router in (
@@ -83,6 +93,8 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
         service_info.router,
         dcat.router,  # /v1/dcat: DCAT-AP 3 / HealthDCAT-AP (docs/dcat.md)
         negotiator.router,  # /v1/negotiator: access requests (docs/negotiator.md)
+        freshness.router,  # /v1/version: pages see results change (docs/freshness.md)
+        notify.router,  # /v1/notify: a node's new checkpoint, a hint (docs/freshness.md)
     ):
         app.include_router(router)
     metrics.install(app, ctx)  # /healthz, /readyz, /metrics
@@ -104,20 +116,24 @@ def create_admin_app(ctx: Context) -> FastAPI:
     return app
 
 
-async def _scheduler(ctx: Context) -> None:
+async def _scheduler(ctx: Context, push: PushHarvests | None) -> None:
     harvester = Harvester(engine=ctx.engine, settings=ctx.settings, key=ctx.key)
-    leader = HarvestLeader(ctx.settings.database_url)
+    # one leader and one harvest at a time with the push harvests (catalogue.notify)
+    leader = push.leader if push is not None else HarvestLeader(ctx.settings.database_url)
+    lock = push.lock if push is not None else asyncio.Lock()
     try:
         while True:
             try:
-                if await asyncio.to_thread(leader.ensure):
-                    await harvester.harvest_all()
-                    await asyncio.to_thread(_warm, ctx)  # the next search stays fast
+                async with lock:
+                    if await asyncio.to_thread(leader.ensure):
+                        await harvester.harvest_all()
+                        await asyncio.to_thread(_warm, ctx)  # the next search stays fast
             except Exception:  # keep the schedule alive; each node's failure is recorded
                 log.exception("scheduled harvest failed")
             await asyncio.sleep(ctx.settings.harvest_interval)
     finally:
-        leader.release()
+        if push is None:
+            leader.release()
 
 
 def _warm(ctx: Context) -> None:

@@ -119,7 +119,13 @@ def enrol(
             node = do_enrol(ctx.engine, ctx.key, url, key, descriptor)
         except BiobankError as exc:
             _fail(exc)
+        from catalogue.notify import register_with_node
+
+        said = asyncio.run(
+            register_with_node(url, s.public_url, timeout=s.request_timeout, ca_bundle=s.ca_bundle)
+        )
     typer.echo(f"enrolled {node['origin']} ({node['country']}) at {url}")
+    typer.echo(f"notifications: {said}")
 
 
 @app.command()
@@ -285,6 +291,8 @@ def serve(
     fmt = _log_format(log_format)
     configure(fmt)
     settings = _settings().model_copy(update={"log_format": fmt})  # its harvest workers too
+    if not harvest:  # a server that does not harvest does not act on notifications either
+        settings = settings.model_copy(update={"notify": False})
     application = create_app(settings, schedule_harvest=harvest)  # configuration errors first
     if not settings.admin_token:
         logging.getLogger("catalogue").warning(

@@ -9,6 +9,8 @@ BiobankError (protocol.errors)
     ├── EnrolmentError    key mismatch, unreachable descriptor, already enrolled
     │   └── RevocationError   a key revocation was refused (a revocation re-enrols)
     ├── UnknownNode       no enrolled node with this origin
+    ├── NotificationRefused  a node notification is not signed by the node's key (403)
+    ├── Throttled         a node notified again too soon (429, .retry_after seconds)
     └── FilterError       malformed or unknown search filter (carries invalid_params)
 """
 
@@ -51,6 +53,18 @@ class UnknownNode(InputError):
     """No node with this origin is enrolled."""
 
 
+class NotificationRefused(InputError):
+    """A checkpoint notification was refused: not a note, or not signed by the node's key."""
+
+
+class Throttled(InputError):
+    """A node notified again sooner than CATALOGUE_NOTIFY_MIN_INTERVAL allows."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class FilterError(InputError):
     """One or more search parameters are malformed or name unknown codes."""
 
@@ -65,6 +79,8 @@ __all__ = [
     "FetchError",
     "FilterError",
     "NodeHalted",
+    "NotificationRefused",
+    "Throttled",
     "RevocationError",
     "UnknownNode",
     "WithholdingError",

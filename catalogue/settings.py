@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     # Serve /v1/admin on its own listener ("host:port" or a unix socket path) and NOT on the
     # public one; unset: /v1/admin is served beside the public API (docs/operations.md).
     admin_listen: str | None = None
+    # Push, then pull (docs/freshness.md): act on a node's checkpoint notification at most
+    # once per this many seconds per node; steps up to NOTIFY_INLINE_MAX entries are
+    # harvested in a thread of the server, larger ones in the worker processes.
+    notify: bool = True
+    notify_min_interval: Annotated[float, Field(ge=0)] = 1.0
+    notify_inline_max: Annotated[int, Field(ge=0)] = 20_000
+    # seconds between the web page's looks at /v1/version (a changed-results notice)
+    web_poll: Annotated[float, Field(gt=0)] = 15.0
+    # This catalogue's public base URL: when set, enrolment asks the node to notify it
+    # (POST NODE/v1/notify/targets); unset, node operators add it with `biobank-node notify add`.
+    public_url: str | None = None
     # serve and harvest logs: "text" (for people) or "json" (one object a line, for collectors)
     log_format: str = "text"
     # BBMRI-ERIC Negotiator base URL for "Request access" (docs/negotiator.md); unset: the
@@ -67,6 +78,15 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("https://", "http://")):
             raise ValueError("CATALOGUE_NEGOTIATOR_URL must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("CATALOGUE_PUBLIC_URL must be an http(s) URL")
         return value.rstrip("/")
 
     @field_validator("log_format")

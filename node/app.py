@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
-from node import metrics, store
+from node import metrics, notify, store
 from node.api import descriptor, log, service_info
+from node.api import notify as notify_api
 from node.home import Home
 from node.policy import Policy
 from node.publish import ensure_checkpoint
 from node.settings import NodeSettings
 from protocol.errors import BiobankError
+from protocol.tls import client_tls
 from service import problems
 from service.limits import BodyGuard, ConcurrencyLimit
 from service.proofs import ProofCache
@@ -19,6 +25,7 @@ from service.proofs import ProofCache
 def create_app(settings: NodeSettings) -> FastAPI:
     """Open the node home named by ``settings`` and build the app (no import-time state)."""
     home = Home.open(settings.home)
+    tls = client_tls(settings.ca_bundle, setting="NODE_CA_BUNDLE")  # a bad file stops the start
     Policy.load(home.policy_path)  # a wrong policy.toml stops the start, not each request
     conn = store.connect(home.db_path)
     try:
@@ -27,15 +34,32 @@ def create_app(settings: NodeSettings) -> FastAPI:
         store.extend_subtrees(conn, store.log_size(conn))  # a log stored before they were kept
     finally:
         conn.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # push, then pull: new checkpoints go to the catalogues in notify_targets (node.notify)
+        sender = notify.Sender(home.db_path, poll=settings.notify_poll, verify=tls)
+        task = asyncio.create_task(sender.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app = FastAPI(
         title=f"biobank-node {home.config.origin}",
         description="A biobank node: signed append-only log of metadata records.",
+        lifespan=lifespan,
     )
     app.state.home = home
     app.state.proofs = ProofCache()  # the newest proofs, by the root they lead to
+    app.state.accept_registrations = settings.accept_registrations
+    app.state.tls = tls
     app.include_router(descriptor.router)
     app.include_router(log.router)
     app.include_router(service_info.router)
+    app.include_router(notify_api.router)
     metrics.install(app, home)  # /healthz, /readyz, /metrics
 
     # bad parameters: 422, as the node API has always answered them

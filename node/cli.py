@@ -21,10 +21,11 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from node import groups, store
+from node import groups, notify, store
 from node.home import Home, NodeConfig, init_home
 from node.importing.mapping_init import mapping_app
 from node.monitor import monitor_command
+from node.notify_cli import notify_app
 from node.policy import Policy
 from node.preview import preview_command
 from protocol.cli import config_exit, package_version, settings_message
@@ -468,6 +469,8 @@ def status(
         counts = store.counts(conn)
         size = store.log_size(conn)
         waiting = groups.pending(conn, Policy.load(opened.policy_path).k)
+        size_signed = 0 if latest is None else latest[0]
+        notified = notify.targets(conn)
     finally:
         conn.close()
     if as_json:
@@ -487,6 +490,7 @@ def status(
                     **counts,
                     "pending": waiting.to_dict(),
                     "recovery_required": recovery,
+                    "notify": [t.to_dict(size_signed) for t in notified],
                 },
                 sort_keys=True,
             )
@@ -503,6 +507,8 @@ def status(
     for key, n in dict(counts["live"]).items():  # type: ignore[call-overload]
         print(f"live {key}: {n}")
     print(f"pending: {waiting.message()}")
+    for target in notified:  # push, then pull (node/notify.py)
+        print(target.describe(size_signed))
     try:
         highwater.check(opened.path, latest)
     except highwater.RecoveryRequired as exc:
@@ -587,6 +593,7 @@ def recover(
 app.command("preview")(preview_command)
 app.command("monitor")(monitor_command)
 app.add_typer(mapping_app, name="mapping")
+app.add_typer(notify_app, name="notify")
 
 
 def main() -> None:

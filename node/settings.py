@@ -12,7 +12,8 @@ from service.logs import checked_format
 
 class NodeSettings(BaseSettings):
     """``NODE_HOME``, ``NODE_HOST``, ``NODE_PORT``, ``NODE_LOG_FORMAT``, ``NODE_MAX_BODY``,
-    ``NODE_PROOF_CONCURRENCY``."""
+    ``NODE_PROOF_CONCURRENCY``, ``NODE_NOTIFY_POLL``, ``NODE_ACCEPT_REGISTRATIONS``,
+    ``NODE_CA_BUNDLE``."""
 
     model_config = SettingsConfigDict(env_prefix="NODE_")
 
@@ -21,10 +22,17 @@ class NodeSettings(BaseSettings):
     port: int = 8080
     # "text" (uvicorn's lines, for people) or "json" (one object a line, for log collectors)
     log_format: str = "text"
-    # request limits: every request body is capped (the node has no route that takes one);
+    # request limits: every request body is capped (the largest, a catalogue registering for notifications, is a URL);
     # proof and log-page requests run at most `proof_concurrency` at a time
     max_body: int = 16 * 1024
     proof_concurrency: int = 4
+    # push, then pull (docs/freshness.md): seconds between looks for a new checkpoint to send
+    notify_poll: float = 0.2
+    # whether a catalogue may register for notifications at enrolment (POST /v1/notify/targets)
+    accept_registrations: bool = True
+    # CA certificates (PEM) a catalogue's certificate must chain to, for notifications (as
+    # `monitor --ca-bundle`); unset: the system store. Verification is always on.
+    ca_bundle: Path | None = None
 
     @field_validator("log_format")
     @classmethod

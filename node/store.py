@@ -15,6 +15,8 @@ Tables:
 - ``subtrees``: hashes of the perfect subtrees every ``protocol.merkle.STRIDE`` levels
   (16, 256, ... leaves), so that a proof reads O(log n) rows instead of every leaf hash.
 - ``checkpoints``: every signed checkpoint (size, root, note text, time).
+- ``notify_targets``: catalogues told of each new checkpoint, and how that went
+  (``node/notify.py``).
 - ``meta``: the compact range of the tree (O(log n) frontier) and other small values.
 """
 
@@ -48,6 +50,11 @@ CREATE TABLE IF NOT EXISTS subtrees (
     PRIMARY KEY (level, idx)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL, time TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS notify_targets (
+    url TEXT PRIMARY KEY, source TEXT NOT NULL, added TEXT NOT NULL,
+    delivered_size INTEGER NOT NULL DEFAULT -1, attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL DEFAULT 0, last_attempt TEXT, last_delivered TEXT,
+    last_error TEXT);
 """
 
 

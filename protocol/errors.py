@@ -25,7 +25,8 @@ into responses or exit codes.
         ├── ValidationFailed          records failed validation (.problems)
         ├── ConfigError               a setting, key file or key string is wrong
         ├── PolicyError               a publishing policy is wrong or forbids the operation
-        └── (catalogue.errors)        EnrolmentError > RevocationError, UnknownNode, FilterError
+        └── (catalogue.errors)        EnrolmentError > RevocationError, UnknownNode, FilterError,
+                                      NotificationRefused, Throttled
 
 Errors that only one program raises live in its own ``errors`` module, subclassing these.
 """

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from catalogue import enrol as enrolment
 from catalogue.api.deps import Ctx
 from catalogue.harvest import Harvester, keys
+from catalogue.notify import register_with_node
 
 __all__ = ["router"]
 
@@ -48,9 +49,14 @@ async def enrol(body: EnrolRequest, ctx: Ctx) -> dict[str, Any]:
     descriptor = await enrolment.fetch_descriptor(
         body.url, timeout=s.request_timeout, ca_bundle=s.ca_bundle
     )
-    return await asyncio.to_thread(
+    node = await asyncio.to_thread(
         enrolment.enrol, ctx.engine, ctx.key, body.url, body.key, descriptor
     )
+    # push, then pull: ask the node to notify us (docs/freshness.md); never fails the enrolment
+    node["notifications"] = await register_with_node(
+        body.url, s.public_url, timeout=s.request_timeout, ca_bundle=s.ca_bundle
+    )
+    return node
 
 
 @router.delete("/nodes/{origin:path}")

@@ -8,6 +8,8 @@ from catalogue.errors import (
     EnrolmentError,
     FetchError,
     FilterError,
+    NodeHalted,
+    NotificationRefused,
     RevocationError,
     UnknownNode,
 )
@@ -18,6 +20,8 @@ from service.problems import ErrorStatuses
 STATUSES: ErrorStatuses = [
     (UnknownNode, 404, "Unknown node"),
     (FilterError, 400, "Invalid search parameters"),
+    (NotificationRefused, 403, "Notification refused"),
+    (NodeHalted, 409, "Node halted"),
     (RevocationError, 409, "Revocation refused"),
     (EnrolmentError, 409, "Enrolment refused"),
     (ValidationFailed, 400, "Validation failed"),

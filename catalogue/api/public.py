@@ -21,7 +21,10 @@ router = APIRouter()
 
 @router.get("/.well-known/biobank-catalogue")
 def well_known(ctx: Ctx) -> dict[str, str]:
-    return {"origin": ctx.key.origin, "verifier_key": ctx.key.verifier_key}
+    found = {"origin": ctx.key.origin, "verifier_key": ctx.key.verifier_key}
+    if ctx.settings.notify:  # nodes POST new checkpoints here (docs/freshness.md)
+        found["notify"] = "/v1/notify"
+    return found
 
 
 @router.get("/v1/log/checkpoint", response_class=PlainTextResponse)

@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Collection
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -131,11 +132,13 @@ class Harvester:
         """One-shot harvest of every active node (blocking)."""
         return asyncio.run(self.harvest_all())
 
-    async def harvest_all(self) -> list[Outcome]:
+    async def harvest_all(self, origins: Collection[str] | None = None) -> list[Outcome]:
+        """Harvest every active node (or only those of ``origins``: a push, catalogue.notify)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(nodes).where(nodes.c.state == "active").order_by(nodes.c.origin)
-            ).all()
+            query = select(nodes).where(nodes.c.state == "active").order_by(nodes.c.origin)
+            if origins is not None:
+                query = query.where(nodes.c.origin.in_(list(origins)))
+            rows = conn.execute(query).all()
             staged = {r.node_id: r._asdict() for r in conn.execute(select(harvest_staging))}
             jobs = [self._job(r, staged.get(r.id), conn) for r in rows]
             expected = {r.id: (r.remote_size or 0) - (r.tree_size or 0) for r in rows}

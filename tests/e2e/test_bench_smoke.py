@@ -33,6 +33,8 @@ def test_bench_runs_at_a_tiny_size_and_writes_consistent_json(tmp_path: Path) ->
         "2",
         "--page-rounds",
         "1",
+        "--fresh-trials",  # one trial of each change set (tests/e2e/test_bench_freshness.py)
+        "1",
         "--json",
         str(out),
         "--workdir",
@@ -79,6 +81,8 @@ def test_bench_runs_at_a_tiny_size_and_writes_consistent_json(tmp_path: Path) ->
         assert page["n"] == 3 and 0 < page["p50_ms"] <= page["max_ms"]
     else:
         assert os.environ.get("CI") != "true", page["error"]
+    fresh = results["freshness"]  # 400 samples a node: no exactly counted group to add to
+    assert "exact counts" in fresh["skipped"] or fresh["small"]["n"] == 1 == fresh["10000"]["n"]
     if pg_url:
         assert results["search_pg"]["requests"] == results["search_sqlite"]["requests"]
         assert results["harvest_pg"]["records"] == published

@@ -31,6 +31,11 @@ export function search(params, signal) {
   return getJson(`/v1/search${qs ? `?${qs}` : ""}`, signal);
 }
 
+/** The catalogue's index version ({version, poll_seconds}): it moves when a harvest changes data. */
+export function version(signal) {
+  return getJson("/v1/version", signal);
+}
+
 export function nodePath(origin) {
   return String(origin).split("/").map(encodeURIComponent).join("/");
 }

@@ -8,6 +8,7 @@ import { t } from "./i18n.js";
 import { activeCount, clone, NUMBER_PARAMS, parseQuery, toParams, toggle } from "./query.js";
 import { renderResults } from "./results.js";
 import { loadBasketConfig, onBasketChange } from "./basket.js";
+import * as fresh from "./fresh.js";
 
 const memory = new Memory();
 onBasketChange(() => render());
@@ -132,6 +133,7 @@ async function run() {
   slots.results.setAttribute("aria-busy", "true");
   slots.status.textContent = t("results.searching");
   try {
+    const version = await fresh.currentVersion();  // before the search: no change is missed
     const [body] = await Promise.all([api.search(params, signal), listsReady ? null : loadEager(), askNames(),
       loadBasketConfig()]);
     listsReady = true;
@@ -140,10 +142,12 @@ async function run() {
     failure = null;
     memory.learn(body);
     slots.status.textContent = t("results.total", { n: fmtCount(body.total) });
+    fresh.loaded(version, params, body);
   } catch (error) {
     if (error.name === "AbortError") return;
     failure = error;
     slots.status.textContent = "";
+    fresh.loaded(null, params, null);
   }
   render();
   slots.results.dataset.query = params.toString();
@@ -162,7 +166,7 @@ export function showSearch(main) {
     };
     slots.results = h("section", { id: "results", class: "results", "aria-labelledby": "results-title",
       "aria-busy": "true" }, h("h2", { id: "results-title", class: "sr-only" }, t("results.label")),
-    slots.status, slots.body);
+    slots.status, fresh.notice(() => run()), slots.body);
     fill(main, h("div", { class: "search-page" },
       h("div", { class: "intro" }, h("h1", {}, t("search.title")), h("p", { class: "lead" }, t("search.intro"))),
       h("div", { class: "layout" },
@@ -181,5 +185,6 @@ export function relabelSearch(main) {
   fill(intro, h("h1", {}, t("search.title")), h("p", { class: "lead" }, t("search.intro")));
   slots.results.querySelector("#results-title").textContent = t("results.label");
   if (data) slots.status.textContent = t("results.total", { n: fmtCount(data.total) });
+  fresh.draw();
   render();
 }
