@@ -22,7 +22,8 @@ class NodeSettings(BaseSettings):
     port: int = 8080
     # "text" (uvicorn's lines, for people) or "json" (one object a line, for log collectors)
     log_format: str = "text"
-    # request limits: every request body is capped (the largest, a catalogue registering for notifications, is a URL);
+    # request limits: every request body is capped (the largest, a catalogue registering
+    # for notifications, is a URL);
     # proof and log-page requests run at most `proof_concurrency` at a time
     max_body: int = 16 * 1024
     proof_concurrency: int = 4
