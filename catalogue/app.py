@@ -27,6 +27,7 @@ from catalogue.context import Context, build_context
 from catalogue.harvest import Harvester
 from catalogue.settings import Settings
 from catalogue.web import mount_web
+from service import http
 
 __all__ = ["create_app"]
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
         version="1",
         description="Verified, combined biobank metadata from enrolled nodes.",
         lifespan=lifespan,
+        **http.app_options(),
     )
     app.state.ctx = ctx
     problems.install(app)
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
         app.include_router(router)
     metrics.install(app, ctx)  # /healthz, /readyz, /metrics
     mount_web(app)
+    http.install(app, errors=problems.DOCUMENTED, foreign=problems.FOREIGN)
     return app
 
 

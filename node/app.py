@@ -11,7 +11,14 @@ from node.policy import Policy
 from node.publish import ensure_checkpoint
 from node.settings import NodeSettings
 from protocol.errors import BiobankError
-from service import problems
+from service import http, problems
+
+# error statuses beyond 400 (parameters) that /openapi.json documents (service.http.install)
+ERRORS = {
+    "GET /v1/log/checkpoint": (404, 503),
+    "GET /v1/log/entries": (404,),
+    "GET /readyz": (503,),
+}
 
 
 def create_app(settings: NodeSettings) -> FastAPI:
@@ -27,6 +34,7 @@ def create_app(settings: NodeSettings) -> FastAPI:
     app = FastAPI(
         title=f"biobank-node {home.config.origin}",
         description="A biobank node: signed append-only log of metadata records.",
+        **http.app_options(),
     )
     app.state.home = home
     app.include_router(descriptor.router)
@@ -34,6 +42,7 @@ def create_app(settings: NodeSettings) -> FastAPI:
     app.include_router(service_info.router)
     metrics.install(app, home)  # /healthz, /readyz, /metrics
 
-    # bad parameters: 422, as the node API has always answered them
-    problems.install(app, errors=[(BiobankError, 400, "Bad Request")], invalid_status=422)
+    # bad parameters: 400 problem+json naming them, as the catalogue answers (docs/api.md)
+    problems.install(app, errors=[(BiobankError, 400, "Bad Request")], invalid_status=400)
+    http.install(app, errors=ERRORS)
     return app

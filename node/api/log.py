@@ -12,6 +12,7 @@ from fastapi.responses import PlainTextResponse, Response
 from node import highwater, store
 from node.api.deps import ConnDep, HomeDep
 from protocol.merkle import consistency_proof, inclusion_proof
+from service.http import IMMUTABLE, MAX_INDEX, SHORT
 
 router = APIRouter(prefix="/v1/log", tags=["log"])
 PAGE = 1000
@@ -30,7 +31,7 @@ def checkpoint(conn: ConnDep, home: HomeDep) -> PlainTextResponse:
         highwater.check(home.path, latest)
     except highwater.RecoveryRequired as exc:
         raise HTTPException(503, exc.message) from exc
-    return PlainTextResponse(latest[2], headers={"Cache-Control": "no-cache"})
+    return PlainTextResponse(latest[2], headers={"Cache-Control": SHORT})
 
 
 def _size(conn: ConnDep) -> int:
@@ -40,7 +41,9 @@ def _size(conn: ConnDep) -> int:
 
 @router.get("/entries", summary="Leaves (base64) with their content (null once erased)")
 def entries(
-    conn: ConnDep, start: int = Query(0, ge=0), limit: int = Query(PAGE, ge=1, le=PAGE)
+    conn: ConnDep,
+    start: int = Query(0, ge=0, le=MAX_INDEX),
+    limit: int = Query(PAGE, ge=1, le=PAGE),
 ) -> Response:
     size = _size(conn)
     if start > size:
@@ -56,24 +59,32 @@ def entries(
             }
         )
     body = {"entries": items, "next": stop if stop < size else None}
-    return Response(orjson.dumps(body), media_type="application/json")
+    # a page followed by more leaves never changes (docs/api.md "Caching")
+    cache = IMMUTABLE if stop < size else "no-cache"
+    return Response(
+        orjson.dumps(body), media_type="application/json", headers={"Cache-Control": cache}
+    )
 
 
 @router.get("/proof/inclusion", summary="RFC 9162 inclusion proof of leaf `index` in tree `size`")
 def inclusion(
-    conn: ConnDep, index: int = Query(..., ge=0), size: int = Query(..., ge=1)
+    conn: ConnDep,
+    index: int = Query(..., ge=0, le=MAX_INDEX),
+    size: int = Query(..., ge=1, le=MAX_INDEX),
 ) -> dict[str, list[str]]:
     if not index < size <= _size(conn):
-        raise HTTPException(422, f"need index < size <= {_size(conn)} (signed tree size)")
+        raise HTTPException(400, f"need index < size <= {_size(conn)} (signed tree size)")
     proof = inclusion_proof(store.leaf_hashes(conn, size), index, size)
     return {"proof": [base64.b64encode(h).decode() for h in proof]}
 
 
 @router.get("/proof/consistency", summary="RFC 9162 consistency proof between two tree sizes")
 def consistency(
-    conn: ConnDep, from_: int = Query(..., alias="from", ge=1), to: int = Query(..., ge=1)
+    conn: ConnDep,
+    from_: int = Query(..., alias="from", ge=1, le=MAX_INDEX),
+    to: int = Query(..., ge=1, le=MAX_INDEX),
 ) -> dict[str, list[str]]:
     if not from_ <= to <= _size(conn):
-        raise HTTPException(422, f"need from <= to <= {_size(conn)} (signed tree size)")
+        raise HTTPException(400, f"need from <= to <= {_size(conn)} (signed tree size)")
     proof = consistency_proof(store.leaf_hashes(conn, to), from_, to)
     return {"proof": [base64.b64encode(h).decode() for h in proof]}
