@@ -168,3 +168,143 @@ def test_schemathesis_catalogue_api_has_no_server_errors_or_schema_mismatches(
     )
     assert done.returncode == 0, _report(done)
     assert time.monotonic() - started < 90
+
+
+# -- item 9: headers and small things ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_admin_token_needs_the_bearer_scheme_in_any_case(fed: Federation, scheme: str) -> None:
+    url = f"{fed.url}/v1/admin/nodes/no.such.origin/clear"
+    resp = httpx.post(url, headers={"Authorization": f"{scheme} {_token(fed)}"})
+    _assert_problem(resp, 404)  # past authorisation: the origin is unknown
+
+
+@pytest.mark.parametrize("header", ["{token}", "Basic {token}", "Bearer", "Bearer {token} x", "{token} x"])
+def test_admin_refuses_a_bare_token_or_another_scheme(fed: Federation, header: str) -> None:
+    headers = {"Authorization": header.format(token=_token(fed))}
+    resp = httpx.post(f"{fed.url}/v1/admin/nodes/no.such.origin/clear", headers=headers)
+    _assert_problem(resp, 401)
+    assert resp.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("token", [" " * 20, "\t\n  ", " padded-token-0123456789abcdef "])
+def test_whitespace_admin_token_refused_at_start(token: str) -> None:
+    from catalogue.settings import Settings
+
+    with pytest.raises(ValueError, match="CATALOGUE_ADMIN_TOKEN"):
+        Settings(admin_token=token)
+
+
+def test_trailing_slash_does_not_redirect_or_echo_the_host(fed: Federation) -> None:
+    for url in (f"{fed.url}/v1/search/", f"{fed.nodes[0].url}/v1/log/checkpoint/"):
+        resp = httpx.get(url, headers={"Host": "evil.example"})
+        _assert_problem(resp, 404)
+        assert "location" not in resp.headers
+        assert "evil.example" not in resp.text
+
+
+def test_api_responses_carry_nosniff_and_cache_control(fed: Federation) -> None:
+    node = fed.nodes[0].url
+    size = int(httpx.get(f"{node}/v1/log/checkpoint").text.splitlines()[1])
+    assert size > 2
+    cases = [
+        (f"{node}/v1/log/checkpoint", {}, "public, max-age=10"),
+        (f"{node}/v1/log/entries", {"start": 0, "limit": 2}, "public, max-age=86400, immutable"),
+        (f"{node}/v1/log/entries", {"start": size - 1}, "no-cache"),  # the last page grows
+        (f"{fed.url}/v1/log/checkpoint", {}, "public, max-age=10"),
+        (f"{fed.url}/v1/nodes/{ORIGIN_DE}/log/checkpoint", {}, "public, max-age=10"),
+        (
+            f"{fed.url}/v1/nodes/{ORIGIN_DE}/log/entries",
+            {"start": 0, "limit": 2},
+            "public, max-age=86400, immutable",
+        ),
+        (f"{fed.url}/v1/nodes/{ORIGIN_DE}/log/entries", {"start": 0}, "no-cache"),
+        (f"{fed.url}/v1/search", {}, "public, max-age=10"),
+        (f"{fed.url}/v1/nodes", {}, "no-cache"),
+        (f"{fed.url}/v1/log/entries", {"start": BIG}, "no-store"),  # an error
+    ]
+    for url, params, cache in cases:
+        resp = httpx.get(url, params=params)
+        assert resp.headers["x-content-type-options"] == "nosniff", url
+        assert resp.headers["cache-control"] == cache, (url, params)
+    admin = httpx.post(f"{fed.url}/v1/admin/harvest")
+    assert admin.headers["cache-control"] == "no-store"
+    assert admin.headers["x-content-type-options"] == "nosniff"
+
+
+def test_public_read_api_allows_any_origin_without_credentials(fed: Federation) -> None:
+    resp = httpx.get(f"{fed.url}/v1/search", headers={"Origin": "https://elsewhere.example"})
+    assert resp.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in resp.headers
+    # a cross-origin page may not send the admin token: the preflight refuses Authorization
+    preflight = httpx.options(
+        f"{fed.url}/v1/admin/harvest",
+        headers={
+            "Origin": "https://elsewhere.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.status_code == 400
+    assert "POST" not in preflight.headers.get("access-control-allow-methods", "")
+
+
+def test_docs_have_a_csp_and_no_third_party_scripts(fed: Federation) -> None:
+    for base in (fed.url, fed.nodes[0].url):
+        page = httpx.get(f"{base}/docs")
+        assert page.status_code == 200
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self';" in csp and "default-src 'none'" in csp
+        assert "http" not in page.text  # every asset from this server, none from a CDN
+        assert "<script>" not in page.text  # no inline script (the CSP would block it)
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "init.js"):
+            resp = httpx.get(f"{base}/docs/assets/{asset}")
+            assert resp.status_code == 200 and len(resp.content) > 100, asset
+        assert httpx.get(f"{base}/redoc").status_code == 404
+
+
+def test_public_status_last_error_has_no_addresses(fed: Federation) -> None:
+    from catalogue.status import public_error
+
+    raw = (
+        "GET http://10.1.2.3:8443/v1/log/checkpoint: ConnectError: [Errno 111] "
+        "Connect call failed ('10.1.2.3', 8443); also db.internal.example:5432 and [fd00::1]:80"
+    )
+    shown = public_error(raw)
+    assert shown is not None
+    for secret in ("10.1.2.3", "8443", "db.internal.example", "5432", "fd00::1"):
+        assert secret not in shown
+    assert "/v1/log/checkpoint" in shown and "ConnectError" in shown
+    # and the API shows it so: a node made unreachable fails its next harvest
+    with fed.catalogue.engine.begin() as conn:
+        from sqlalchemy import update
+
+        from catalogue.models import nodes
+
+        conn.execute(update(nodes).where(nodes.c.origin == ORIGIN_DE).values(last_error=raw))
+    try:
+        listed = httpx.get(f"{fed.url}/v1/nodes").json()["nodes"]
+        error = next(n["last_error"] for n in listed if n["origin"] == ORIGIN_DE)
+        assert error == shown
+        detail = httpx.get(f"{fed.url}/v1/nodes/{ORIGIN_DE}").json()
+        assert detail["last_error"] == shown
+    finally:
+        with fed.catalogue.engine.begin() as conn:
+            conn.execute(update(nodes).where(nodes.c.origin == ORIGIN_DE).values(last_error=None))
+
+
+def test_repeated_parameters_refused_the_same_way_everywhere(fed: Federation) -> None:
+    node = fed.nodes[0].url
+    for url, name in (
+        (f"{node}/v1/log/entries?start=0&start=1", "start"),
+        (f"{fed.url}/v1/log/entries?limit=1&limit=2", "limit"),
+        (f"{fed.url}/v1/nodes/{ORIGIN_DE}/log/entries?start=0&start=1", "start"),
+        (f"{fed.url}/v1/search?age_max=40&age_max=50", "age_max"),
+    ):
+        resp = httpx.get(url)
+        _assert_problem(resp, 400, name)
+        reasons = [p["reason"] for p in resp.json()["invalid_params"] if p["name"] == name]
+        assert reasons == ["given more than once"], (url, reasons)
+    # a parameter declared repeatable stays repeatable
+    assert httpx.get(f"{fed.url}/beacon/v2/biosamples?filters=a&filters=b").status_code != 500
