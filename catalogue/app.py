@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
         version="1",
         description="Verified, combined biobank metadata from enrolled nodes.",
         lifespan=lifespan,
-        **http.app_options(),
+        **http.app_options(repeats_checked=["/v1/search"]),  # among its other problems
     )
     app.state.ctx = ctx
     problems.install(app)

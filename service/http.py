@@ -11,7 +11,7 @@ post-processing that documents every error status as problem+json.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
@@ -59,13 +59,23 @@ _DOCS_ASSETS = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/java
 _INIT_JS = Path(__file__).resolve().parent / "static" / "docs-init.js"
 
 
-def app_options() -> dict[str, Any]:
-    """Keyword arguments for ``FastAPI(...)`` (before any router is included)."""
+def app_options(*, repeats_checked: Collection[str] = ()) -> dict[str, Any]:
+    """Keyword arguments for ``FastAPI(...)`` (before any router is included).
+
+    ``repeats_checked``: paths whose route refuses repeated parameters itself, with the same
+    400 and reason, among its other problems (``/v1/search`` names them all at once).
+    """
+    skip = frozenset(repeats_checked)
+
+    def repeated(request: Request) -> None:
+        if request.url.path not in skip:
+            refuse_repeated(request)
+
     return {
         "docs_url": None,
         "redoc_url": None,
         "redirect_slashes": False,
-        "dependencies": [Depends(refuse_repeated)],
+        "dependencies": [Depends(repeated)],
     }
 
 

@@ -180,7 +180,9 @@ def test_admin_token_needs_the_bearer_scheme_in_any_case(fed: Federation, scheme
     _assert_problem(resp, 404)  # past authorisation: the origin is unknown
 
 
-@pytest.mark.parametrize("header", ["{token}", "Basic {token}", "Bearer", "Bearer {token} x", "{token} x"])
+@pytest.mark.parametrize(
+    "header", ["{token}", "Basic {token}", "Bearer", "Bearer {token} x", "{token} x"]
+)
 def test_admin_refuses_a_bare_token_or_another_scheme(fed: Federation, header: str) -> None:
     headers = {"Authorization": header.format(token=_token(fed))}
     resp = httpx.post(f"{fed.url}/v1/admin/nodes/no.such.origin/clear", headers=headers)
