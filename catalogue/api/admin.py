@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
+import httpx
 from fastapi import APIRouter, Depends, Header, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from catalogue import enrol as enrolment
 from catalogue.api.deps import Ctx
@@ -21,6 +23,19 @@ __all__ = ["router"]
 class EnrolRequest(BaseModel):
     url: str = Field(max_length=2048, pattern=r"^https?://[^\s]+$")  # the node's base URL
     key: str = Field(max_length=1024)  # its verifier key, obtained out of band
+
+    @field_validator("url")
+    @classmethod
+    def _a_url(cls, value: str) -> str:
+        try:
+            urlsplit(value).port  # noqa: B018 - raises on a bad IPv6 host or port
+            url = httpx.URL(value)
+            port = url.port
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ValueError(f"not a URL: {exc}") from exc
+        if not url.host or (port is not None and not 0 < port < 65536):
+            raise ValueError("not a URL with a host")
+        return value
 
 
 class RevokeRequest(BaseModel):
