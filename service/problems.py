@@ -60,6 +60,12 @@ def invalid_params(exc: RequestValidationError) -> list[dict[str, str]]:
     ]
 
 
+def invalid(name: str, reason: str) -> RequestValidationError:
+    """A query parameter refused by a route's own check: raise it for the same 400 with
+    ``invalid_params`` naming the parameter as a declared constraint gives."""
+    return RequestValidationError([{"loc": ("query", name), "msg": reason, "type": "value"}])
+
+
 def allowed_methods(request: Request) -> list[str]:
     """The methods /openapi.json lists at the request's path (for ``Allow``): a parameter
     matches one path segment, or several when no one-segment match exists (origins hold '/')."""
@@ -127,4 +133,12 @@ def install(
     app.add_exception_handler(RequestValidationError, on_invalid)
 
 
-__all__ = ["PROBLEM", "ErrorStatuses", "install", "invalid_params", "problem"]
+__all__ = [
+    "PROBLEM",
+    "ErrorStatuses",
+    "allowed_methods",
+    "install",
+    "invalid",
+    "invalid_params",
+    "problem",
+]

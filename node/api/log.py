@@ -13,6 +13,7 @@ from node import highwater, store
 from node.api.deps import ConnDep, HomeDep
 from protocol.merkle import consistency_proof, inclusion_proof
 from service.http import IMMUTABLE, MAX_INDEX, SHORT
+from service.problems import invalid
 
 router = APIRouter(prefix="/v1/log", tags=["log"])
 PAGE = 1000
@@ -73,7 +74,8 @@ def inclusion(
     size: int = Query(..., ge=1, le=MAX_INDEX),
 ) -> dict[str, list[str]]:
     if not index < size <= _size(conn):
-        raise HTTPException(400, f"need index < size <= {_size(conn)} (signed tree size)")
+        name = "index" if index >= size else "size"
+        raise invalid(name, f"need index < size <= {_size(conn)} (signed tree size)")
     proof = inclusion_proof(store.leaf_hashes(conn, size), index, size)
     return {"proof": [base64.b64encode(h).decode() for h in proof]}
 
@@ -85,6 +87,7 @@ def consistency(
     to: int = Query(..., ge=1, le=MAX_INDEX),
 ) -> dict[str, list[str]]:
     if not from_ <= to <= _size(conn):
-        raise HTTPException(400, f"need from <= to <= {_size(conn)} (signed tree size)")
+        name = "from" if from_ > to else "to"
+        raise invalid(name, f"need from <= to <= {_size(conn)} (signed tree size)")
     proof = consistency_proof(store.leaf_hashes(conn, to), from_, to)
     return {"proof": [base64.b64encode(h).decode() for h in proof]}

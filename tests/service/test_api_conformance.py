@@ -101,6 +101,12 @@ def test_node_validation_error_is_400_problem_naming_the_parameter(fed: Federati
     _assert_problem(httpx.get(f"{node}/v1/log/entries", params={"limit": "0"}), 400, "limit")
     _assert_problem(httpx.get(f"{node}/v1/log/proof/inclusion"), 400, "index")
     _assert_problem(httpx.get(f"{fed.url}/v1/log/entries", params={"start": "-1"}), 400, "start")
+    inclusion = f"{node}/v1/log/proof/inclusion"
+    _assert_problem(httpx.get(inclusion, params={"index": 5, "size": 3}), 400, "index")
+    _assert_problem(httpx.get(inclusion, params={"index": 0, "size": 10**9}), 400, "size")
+    consistency = f"{node}/v1/log/proof/consistency"
+    _assert_problem(httpx.get(consistency, params={"from": 5, "to": 3}), 400, "from")
+    _assert_problem(httpx.get(consistency, params={"from": 1, "to": 10**9}), 400, "to")
 
 
 def test_wrong_method_is_405_with_allow_listing_every_method(fed: Federation) -> None:
