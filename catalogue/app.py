@@ -30,6 +30,7 @@ from catalogue.harvest import Harvester
 from catalogue.notify import PushHarvests
 from catalogue.settings import Settings
 from catalogue.web import mount_web
+from service import http
 from service.proofs import ProofCache
 
 __all__ = ["create_app"]
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
         version="1",
         description="Verified, combined biobank metadata from enrolled nodes.",
         lifespan=lifespan,
+        **http.app_options(repeats_checked=["/v1/search"]),  # among its other problems
     )
     app.state.ctx = ctx
     app.state.proofs = ProofCache()  # the newest proofs, by the root they lead to
@@ -102,17 +104,19 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
     limits.install(app, settings, admin=not separate_admin)  # body caps, token first, slots
     if separate_admin:
         app.state.admin_app = create_admin_app(ctx)
+    http.install(app, errors=problems.DOCUMENTED, foreign=problems.FOREIGN)
     return app
 
 
 def create_admin_app(ctx: Context) -> FastAPI:
     """/v1/admin alone, sharing ``ctx`` with the public app (served on
     CATALOGUE_ADMIN_LISTEN by catalogue.listen; the public app has its lifespan)."""
-    app = FastAPI(title="biobank-catalogue admin", version="1")
+    app = FastAPI(title="biobank-catalogue admin", version="1", **http.app_options())
     app.state.ctx = ctx
     problems.install(app)
     app.include_router(admin.router)
     limits.install(app, ctx.settings, admin=True)
+    http.install(app, errors=problems.DOCUMENTED)
     return app
 
 

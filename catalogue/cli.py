@@ -236,7 +236,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     from catalogue.status import list_status
 
     with _context() as ctx, ctx.engine.connect() as conn:
-        rows = list_status(conn, ctx.settings.stale_after)
+        rows = list_status(conn, ctx.settings.stale_after, full_errors=True)
         leader = harvest_leader(conn)
         postgres = conn.dialect.name == "postgresql"
         open_alerts = conn.execute(

@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     def _no_placeholder(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
+        if not value.strip() or value != value.strip():
+            raise ValueError(
+                "CATALOGUE_ADMIN_TOKEN must not be blank or begin or end with whitespace"
+            )
         if value.lower() in _PLACEHOLDER_TOKENS or len(value) < 16:
             raise ValueError(
                 "CATALOGUE_ADMIN_TOKEN must be a random secret of at least 16 characters"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,25 @@ from catalogue.errors import UnknownNode
 from catalogue.harvest.keys import load_history
 from catalogue.models import alerts, nodes, rejections
 
-__all__ = ["is_stale", "list_status", "node_detail"]
+__all__ = ["is_stale", "list_status", "node_detail", "public_error"]
+
+# What public status must not show of a harvest error: where the catalogue connected to
+# (URLs, IP addresses, host:port, Python's ('addr', port) tuples). The operator's
+# `biobank-catalogue status` shows the error whole.
+_ADDRESS = re.compile(
+    r"[a-z][a-z0-9+.-]*://[^\s/?#'\"<>]+"  # a URL's scheme and authority (the path stays)
+    r"|\(\s*'[^']*'\s*,\s*\d+[^)]*\)"  # ('10.0.0.5', 8080)
+    r"|\[[0-9a-fA-F:.]*:[0-9a-fA-F:.]*\](?::\d+)?"  # [::1]:8080
+    r"|\b[0-9a-fA-F]*::[0-9a-fA-F:]*\b"  # fe80::1
+    r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"  # 10.0.0.5:8080
+    r"|\b(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{1,5}\b",  # host.example:8080
+    re.IGNORECASE,
+)
+
+
+def public_error(text: str | None) -> str | None:
+    """A harvest error as public status shows it: every address replaced by ``[address]``."""
+    return None if text is None else _ADDRESS.sub("[address]", text)
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -30,9 +49,14 @@ def is_stale(last_success_at: str | None, stale_after: float, now: datetime | No
 
 
 def list_status(
-    conn: Connection, stale_after: float, *, include_retired: bool = True
+    conn: Connection,
+    stale_after: float,
+    *,
+    include_retired: bool = True,
+    full_errors: bool = False,
 ) -> list[dict[str, Any]]:
-    """Status of every enrolled node, ordered by origin."""
+    """Status of every enrolled node, ordered by origin; ``last_error`` without addresses
+    unless ``full_errors`` (the operator's CLI)."""
     alert_counts: dict[int, int] = dict(
         conn.execute(
             select(alerts.c.node_id, func.count())
@@ -73,7 +97,7 @@ def list_status(
                 "verified_at": row.verified_at,
                 "last_attempt_at": row.last_attempt_at,
                 "last_success_at": row.last_success_at,
-                "last_error": row.last_error,
+                "last_error": row.last_error if full_errors else public_error(row.last_error),
                 # since when it signs a larger checkpoint without serving its leaves
                 "withholding_since": row.withholding_since,
                 "stale": row.state != "retired" and is_stale(row.last_success_at, stale_after),

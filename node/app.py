@@ -17,9 +17,18 @@ from node.publish import ensure_checkpoint
 from node.settings import NodeSettings
 from protocol.errors import BiobankError
 from protocol.tls import client_tls
-from service import problems
+from service import http, problems
 from service.limits import BodyGuard, ConcurrencyLimit
 from service.proofs import ProofCache
+
+# error statuses beyond 400 (parameters) that /openapi.json documents (service.http.install)
+ERRORS = {
+    "GET /v1/log/checkpoint": (404, 503),
+    "GET /v1/log/entries": (404, 503),
+    "GET /v1/log/proof/inclusion": (503,),
+    "GET /v1/log/proof/consistency": (503,),
+    "GET /readyz": (503,),
+}
 
 
 def create_app(settings: NodeSettings) -> FastAPI:
@@ -51,6 +60,7 @@ def create_app(settings: NodeSettings) -> FastAPI:
         title=f"biobank-node {home.config.origin}",
         description="A biobank node: signed append-only log of metadata records.",
         lifespan=lifespan,
+        **http.app_options(),
     )
     app.state.home = home
     app.state.proofs = ProofCache()  # the newest proofs, by the root they lead to
@@ -62,8 +72,9 @@ def create_app(settings: NodeSettings) -> FastAPI:
     app.include_router(notify_api.router)
     metrics.install(app, home)  # /healthz, /readyz, /metrics
 
-    # bad parameters: 422, as the node API has always answered them
-    problems.install(app, errors=[(BiobankError, 400, "Bad Request")], invalid_status=422)
+    # bad parameters: 400 problem+json naming them, as the catalogue answers (docs/api.md)
+    problems.install(app, errors=[(BiobankError, 400, "Bad Request")], invalid_status=400)
+    http.install(app, errors=ERRORS)
     # proofs and log pages: a few at a time; every body capped before it is read
     app.add_middleware(
         ConcurrencyLimit,

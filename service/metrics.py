@@ -8,7 +8,7 @@ from the database at scrape time by the program's own collectors.
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
@@ -23,7 +23,12 @@ def new_registry() -> CollectorRegistry:
 def install(app: FastAPI, registry: CollectorRegistry) -> None:
     """Serve ``registry`` in the Prometheus text format at ``GET /metrics``."""
 
-    @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics", include_in_schema=True)
+    @app.get(
+        "/metrics",
+        tags=["metrics"],
+        summary="Prometheus metrics (text format)",
+        response_class=PlainTextResponse,
+    )
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

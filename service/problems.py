@@ -9,6 +9,7 @@ request validation errors and HTTP errors to one body shape::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -59,6 +60,28 @@ def invalid_params(exc: RequestValidationError) -> list[dict[str, str]]:
     ]
 
 
+def invalid(name: str, reason: str) -> RequestValidationError:
+    """A query parameter refused by a route's own check: raise it for the same 400 with
+    ``invalid_params`` naming the parameter as a declared constraint gives."""
+    return RequestValidationError([{"loc": ("query", name), "msg": reason, "type": "value"}])
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods /openapi.json lists at the request's path (for ``Allow``): a parameter
+    matches one path segment, or several when no one-segment match exists (origins hold '/')."""
+    paths = request.app.openapi().get("paths", {})
+    path = request.url.path
+    for segment in (r"[^/]+", r".+"):
+        methods: set[str] = set()
+        for template, operations in paths.items():
+            pattern = re.sub(r"\\\{[^}]*\\\}", segment, re.escape(template))
+            if re.fullmatch(pattern, path):
+                methods.update(m.upper() for m in operations)
+        if methods:
+            return sorted(methods)
+    return ["GET"]  # the web page's routes and /docs, not in the document
+
+
 def install(
     app: FastAPI,
     *,
@@ -95,16 +118,27 @@ def install(
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        return problem(
-            exc.status_code,
-            str(exc.detail),
-            instance=request.url.path,
-            headers=dict(exc.headers or {}),
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method some route serves at this path, not one
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return problem(exc.status_code, str(exc.detail), instance=request.url.path, headers=headers)
 
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # a bug, not bad input: the same body shape, no internals (the log has the traceback)
+        return problem(500, "internal error", instance=request.url.path)
+
+    app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(BiobankError, on_domain)
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_invalid)
 
 
-__all__ = ["PROBLEM", "ErrorStatuses", "install", "invalid_params", "problem"]
+__all__ = [
+    "PROBLEM",
+    "ErrorStatuses",
+    "allowed_methods",
+    "install",
+    "invalid",
+    "invalid_params",
+    "problem",
+]

@@ -101,6 +101,14 @@ def test_catalogue_placeholder_admin_token_is_refused_and_not_echoed(tmp_path: P
     assert "changeme" not in line
 
 
+@pytest.mark.parametrize("token", [" " * 24, "\t \t ", " padded-secret-0123456789abcdef "])
+def test_catalogue_whitespace_admin_token_is_refused_at_start(tmp_path: Path, token: str) -> None:
+    one_line(
+        catalogue(tmp_path, "serve", CATALOGUE_ADMIN_TOKEN=token),
+        "CATALOGUE_ADMIN_TOKEN must not be blank or begin or end with whitespace",
+    )
+
+
 def test_catalogue_database_url_that_is_not_a_url(tmp_path: Path) -> None:
     one_line(
         catalogue(tmp_path, CATALOGUE_DATABASE_URL="catalogue.db"),

@@ -189,6 +189,9 @@ def test_installed_node_initialises_imports_and_serves(installed: Installed) -> 
     assert verifier_key in str(descriptor)
 
 
+DOCS_ASSETS = ("init.js", "swagger-ui-bundle.js", "swagger-ui.css")  # service/http.py
+
+
 def test_installed_catalogue_serves_its_web_page(installed: Installed) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -201,6 +204,8 @@ def test_installed_catalogue_serves_its_web_page(installed: Installed) -> None:
         page = httpx.get(f"{url}/", timeout=10)
         script = httpx.get(f"{url}/static/js/main.js", timeout=10)
         codes = httpx.get(f"{url}/v1/codelists/sample-type", timeout=10)
+        docs_js = [httpx.get(f"{url}/docs/assets/{n}", timeout=10) for n in DOCS_ASSETS]
+    assert [r.status_code for r in docs_js] == [200] * len(DOCS_ASSETS)  # from the wheel
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "/static/js/main.js" in page.text
     assert script.status_code == 200 and "import" in script.text

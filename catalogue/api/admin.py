@@ -6,35 +6,51 @@ from __future__ import annotations
 import asyncio
 import hmac
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
+import httpx
 from fastapi import APIRouter, Depends, Header, HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from catalogue import enrol as enrolment
 from catalogue.api.deps import Ctx
 from catalogue.harvest import Harvester, keys
 from catalogue.notify import register_with_node
+from service.http import MAX_INDEX, bearer_token
 
 __all__ = ["router"]
 
 
 class EnrolRequest(BaseModel):
-    url: str
-    key: str
+    url: str = Field(max_length=2048, pattern=r"^https?://[^\s]+$")  # the node's base URL
+    key: str = Field(max_length=1024)  # its verifier key, obtained out of band
+
+    @field_validator("url")
+    @classmethod
+    def _a_url(cls, value: str) -> str:
+        try:
+            urlsplit(value).port  # noqa: B018 - raises on a bad IPv6 host or port
+            url = httpx.URL(value)
+            port = url.port
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ValueError(f"not a URL: {exc}") from exc
+        if not url.host or (port is not None and not 0 < port < 65536):
+            raise ValueError("not a URL with a host")
+        return value
 
 
 class RevokeRequest(BaseModel):
-    key: str  # the node's new verifier key, obtained out of band
-    from_size: int | None = None  # default: the size the catalogue last verified
+    key: str = Field(max_length=1024)  # the node's new verifier key, obtained out of band
+    from_size: int | None = Field(None, ge=0, le=MAX_INDEX)  # default: the last verified size
 
 
 def require_token(ctx: Ctx, authorization: Annotated[str | None, Header()] = None) -> None:
     expected = ctx.settings.admin_token
     if not expected:
         raise HTTPException(503, "admin API disabled: set CATALOGUE_ADMIN_TOKEN")
-    given = (authorization or "").removeprefix("Bearer ").strip()
+    given = bearer_token(authorization)  # "Bearer <token>", scheme in any case; not bare
     # Constant-time comparison: the time taken must not reveal how much of a guess is right.
-    if not authorization or not hmac.compare_digest(given.encode(), expected.encode()):
+    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
         raise HTTPException(
             401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
         )

@@ -182,7 +182,7 @@ def _post(entry_path: str) -> Any:
     async def handler(ctx: Ctx, conn: Conn, request: Request) -> JSONResponse:
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to decode
             body = None
         query = body.get("query", {}) if isinstance(body, dict) else None
         if not isinstance(query, dict) or not isinstance(query.get("filters", []), list):

@@ -11,6 +11,7 @@ from catalogue import mirror
 from catalogue.api.deps import Conn, Ctx
 from catalogue.harvest.keys import node_keys
 from catalogue.status import list_status, node_detail
+from service.http import IMMUTABLE, MAX_INDEX, SHORT
 
 __all__ = ["router"]
 
@@ -23,20 +24,31 @@ def nodes_list(conn: Conn, ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get("/v1/nodes/{origin:path}/log/checkpoint", response_class=PlainTextResponse)
-def node_checkpoint(origin: str, conn: Conn) -> str:
-    return mirror.node_checkpoint(conn, origin)
+def node_checkpoint(origin: str, conn: Conn) -> PlainTextResponse:
+    return PlainTextResponse(mirror.node_checkpoint(conn, origin), headers={"Cache-Control": SHORT})
 
 
 @router.get("/v1/nodes/{origin:path}/log/entries")
 def node_entries(
-    origin: str, conn: Conn, start: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=1000)
+    origin: str,
+    conn: Conn,
+    start: int = Query(0, ge=0, le=MAX_INDEX),
+    limit: int = Query(1000, ge=1, le=1000),
 ) -> Response:
-    return Response(mirror.node_entries(conn, origin, start, limit), media_type="application/json")
+    body = mirror.node_entries(conn, origin, start, limit)
+    # a page followed by more leaves never changes (docs/api.md "Caching"); the body is
+    # orjson's, so the last page ends exactly so
+    cache = "no-cache" if body.endswith(b',"next":null}') else IMMUTABLE
+    return Response(body, media_type="application/json", headers={"Cache-Control": cache})
 
 
 @router.get("/v1/nodes/{origin:path}/log/proof/inclusion")
 def node_inclusion(
-    origin: str, conn: Conn, request: Request, index: int = Query(ge=0), size: int = Query(ge=1)
+    origin: str,
+    conn: Conn,
+    request: Request,
+    index: int = Query(ge=0, le=MAX_INDEX),
+    size: int = Query(ge=1, le=MAX_INDEX),
 ) -> dict[str, Any]:
     return mirror.node_proof(conn, origin, "inclusion", index, size, request.app.state.proofs)
 
@@ -46,8 +58,8 @@ def node_consistency(
     origin: str,
     conn: Conn,
     request: Request,
-    from_: int = Query(alias="from", ge=1),
-    to: int = Query(ge=1),
+    from_: int = Query(alias="from", ge=1, le=MAX_INDEX),
+    to: int = Query(ge=1, le=MAX_INDEX),
 ) -> dict[str, Any]:
     return mirror.node_proof(conn, origin, "consistency", from_, to, request.app.state.proofs)
 

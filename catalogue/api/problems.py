@@ -30,6 +30,29 @@ STATUSES: ErrorStatuses = [
 ]
 
 
+# error statuses /openapi.json documents beyond 400 (parameters or a body) and 404 (a path
+# naming something): service.http.install; keys "METHOD path", a path ending "/" a prefix
+DOCUMENTED: dict[str, tuple[int, ...]] = {
+    "GET /v1/log/checkpoint": (404,),
+    "GET /readyz": (503,),
+    # the admin API: no or a wrong token, disabled (no CATALOGUE_ADMIN_TOKEN), body too large
+    "* /v1/admin/": (400, 401, 413, 503),
+    "POST /v1/admin/nodes": (409, 502),
+    "DELETE /v1/admin/nodes/{origin}": (409,),
+    "POST /v1/admin/nodes/{origin}/revoke": (409,),
+    # Beacon v2 answers its own errors in the Beacon error format (FOREIGN)
+    "* /beacon/v2/": (400,),
+    "GET /beacon/v2/biosamples": (403,),
+    "POST /beacon/v2/biosamples": (403,),
+    "GET /beacon/v2/individuals": (403,),
+    "POST /beacon/v2/individuals": (403,),
+    "GET /v1/dcat": (406,),
+    "POST /v1/negotiator/requests": (502,),
+}
+# paths whose errors have a format of their own besides problem+json (request validation)
+FOREIGN = {"/beacon/v2": "application/json"}
+
+
 def install(app: FastAPI) -> None:
     """Map domain errors (a verification failure: 500), bad requests (400) and HTTP errors
     to problem+json."""

@@ -13,6 +13,7 @@ from catalogue import mirror
 from catalogue.api.deps import Conn, Ctx
 from protocol.codelists import CodeLists
 from protocol.errors import ConfigError
+from service.http import IMMUTABLE, MAX_INDEX, SHORT
 
 __all__ = ["router"]
 
@@ -28,27 +29,40 @@ def well_known(ctx: Ctx) -> dict[str, str]:
 
 
 @router.get("/v1/log/checkpoint", response_class=PlainTextResponse)
-def checkpoint(conn: Conn) -> str:
-    return mirror.own_checkpoint(conn)
+def checkpoint(conn: Conn) -> PlainTextResponse:
+    return PlainTextResponse(mirror.own_checkpoint(conn), headers={"Cache-Control": SHORT})
 
 
 @router.get("/v1/log/entries")
 def entries(
-    conn: Conn, start: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=1000)
-) -> dict[str, Any]:
-    return mirror.own_entries(conn, start, limit)
+    conn: Conn,
+    start: int = Query(0, ge=0, le=MAX_INDEX),
+    limit: int = Query(1000, ge=1, le=1000),
+) -> Response:
+    page = mirror.own_entries(conn, start, limit)
+    # a page followed by more leaves never changes (docs/api.md "Caching")
+    cache = IMMUTABLE if page["next"] is not None else "no-cache"
+    return Response(
+        orjson.dumps(page), media_type="application/json", headers={"Cache-Control": cache}
+    )
 
 
 @router.get("/v1/log/proof/inclusion")
 def inclusion(
-    conn: Conn, request: Request, index: int = Query(ge=0), size: int = Query(ge=1)
+    conn: Conn,
+    request: Request,
+    index: int = Query(ge=0, le=MAX_INDEX),
+    size: int = Query(ge=1, le=MAX_INDEX),
 ) -> dict[str, Any]:
     return mirror.own_proof(conn, "inclusion", index, size, request.app.state.proofs)
 
 
 @router.get("/v1/log/proof/consistency")
 def consistency(
-    conn: Conn, request: Request, from_: int = Query(alias="from", ge=1), to: int = Query(ge=1)
+    conn: Conn,
+    request: Request,
+    from_: int = Query(alias="from", ge=1, le=MAX_INDEX),
+    to: int = Query(ge=1, le=MAX_INDEX),
 ) -> dict[str, Any]:
     return mirror.own_proof(conn, "consistency", from_, to, request.app.state.proofs)
 

@@ -19,6 +19,7 @@ from catalogue.api.deps import Conn, Ctx
 from catalogue.api.models import SearchResponse
 from catalogue.search import FILTERS, Filters, parse_filters
 from catalogue.search import search as run_search
+from service.http import SHORT
 
 __all__ = ["router", "search_filters"]
 
@@ -81,4 +82,7 @@ search_filters.__signature__ = _declare(  # type: ignore[attr-defined]
 )
 def search(conn: Conn, ctx: Ctx, filters: Annotated[Filters, Depends(search_filters)]) -> Any:
     body = run_search(conn, filters, ctx.vocab, ctx.settings.stale_after, ctx.cube)
-    return Response(orjson.dumps(body), media_type="application/json")
+    # short: the answer changes when a harvest brings new leaves (docs/api.md "Caching")
+    return Response(
+        orjson.dumps(body), media_type="application/json", headers={"Cache-Control": SHORT}
+    )

@@ -44,8 +44,8 @@ class NodeFetcher:
                 raise FetchError(
                     f"GET {url}: {type(exc).__name__}: {exc} ({attempt} attempts)"
                 ) from exc
-            except httpx.HTTPError as exc:
-                raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise FetchError(f"GET {url[:200]}: {type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _read(self, url: str, params: dict[str, Any] | None) -> bytes:

@@ -12,6 +12,8 @@ from fastapi.responses import PlainTextResponse, Response
 from node import highwater, store
 from node.api.deps import ConnDep, HomeDep
 from protocol.merkle import consistency_proof_from, inclusion_proof_from
+from service.http import IMMUTABLE, MAX_INDEX, SHORT
+from service.problems import invalid
 from service.proofs import ProofCache
 
 router = APIRouter(prefix="/v1/log", tags=["log"])
@@ -31,7 +33,7 @@ def checkpoint(conn: ConnDep, home: HomeDep) -> PlainTextResponse:
         highwater.check(home.path, latest)
     except highwater.RecoveryRequired as exc:
         raise HTTPException(503, exc.message) from exc
-    return PlainTextResponse(latest[2], headers={"Cache-Control": "no-cache"})
+    return PlainTextResponse(latest[2], headers={"Cache-Control": SHORT})
 
 
 def _size(conn: ConnDep) -> int:
@@ -41,7 +43,9 @@ def _size(conn: ConnDep) -> int:
 
 @router.get("/entries", summary="Leaves (base64) with their content (null once erased)")
 def entries(
-    conn: ConnDep, start: int = Query(0, ge=0), limit: int = Query(PAGE, ge=1, le=PAGE)
+    conn: ConnDep,
+    start: int = Query(0, ge=0, le=MAX_INDEX),
+    limit: int = Query(PAGE, ge=1, le=PAGE),
 ) -> Response:
     size = _size(conn)
     if start > size:
@@ -57,7 +61,11 @@ def entries(
             }
         )
     body = {"entries": items, "next": stop if stop < size else None}
-    return Response(orjson.dumps(body), media_type="application/json")
+    # a page followed by more leaves never changes (docs/api.md "Caching")
+    cache = IMMUTABLE if stop < size else "no-cache"
+    return Response(
+        orjson.dumps(body), media_type="application/json", headers={"Cache-Control": cache}
+    )
 
 
 def _proofs(request: Request) -> ProofCache:
@@ -67,12 +75,16 @@ def _proofs(request: Request) -> ProofCache:
 
 @router.get("/proof/inclusion", summary="RFC 9162 inclusion proof of leaf `index` in tree `size`")
 def inclusion(
-    request: Request, conn: ConnDep, index: int = Query(..., ge=0), size: int = Query(..., ge=1)
+    request: Request,
+    conn: ConnDep,
+    index: int = Query(..., ge=0, le=MAX_INDEX),
+    size: int = Query(..., ge=1, le=MAX_INDEX),
 ) -> dict[str, list[str]]:
     latest = store.latest_checkpoint(conn)
     signed = 0 if latest is None else latest[0]
     if latest is None or not index < size <= signed:
-        raise HTTPException(422, f"need index < size <= {signed} (signed tree size)")
+        name = "index" if index >= size else "size"
+        raise invalid(name, f"need index < size <= {signed} (signed tree size)")
     return _proofs(request).get(
         ("inclusion", latest[1], index, size),
         lambda: inclusion_proof_from(store.proof_subtrees(conn), index, size),
@@ -83,13 +95,14 @@ def inclusion(
 def consistency(
     request: Request,
     conn: ConnDep,
-    from_: int = Query(..., alias="from", ge=1),
-    to: int = Query(..., ge=1),
+    from_: int = Query(..., alias="from", ge=1, le=MAX_INDEX),
+    to: int = Query(..., ge=1, le=MAX_INDEX),
 ) -> dict[str, list[str]]:
     latest = store.latest_checkpoint(conn)
     signed = 0 if latest is None else latest[0]
     if latest is None or not from_ <= to <= signed:
-        raise HTTPException(422, f"need from <= to <= {signed} (signed tree size)")
+        name = "from" if from_ > to else "to"
+        raise invalid(name, f"need from <= to <= {signed} (signed tree size)")
     return _proofs(request).get(
         ("consistency", latest[1], from_, to),
         lambda: consistency_proof_from(store.proof_subtrees(conn), from_, to),

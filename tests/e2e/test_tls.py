@@ -418,7 +418,13 @@ def _headers(proxy: Proxy, path: str) -> httpx.Headers:
 
 @pytest.mark.parametrize(
     ("role", "path"),
-    [("catalogue", "/"), ("catalogue", "/v1/search"), ("node", "/.well-known/biobank-node")],
+    [
+        ("catalogue", "/"),
+        ("catalogue", "/v1/search"),
+        ("node", "/.well-known/biobank-node"),
+        ("catalogue", "/docs"),  # the program's own CSP for Swagger UI, not the proxy's
+        ("node", "/docs/assets/init.js"),
+    ],
 )
 def test_hsts_and_the_security_headers_are_present(site: Site, role: str, path: str) -> None:
     headers = _headers(site.node_proxy if role == "node" else site.catalogue_proxy, path)
@@ -430,6 +436,8 @@ def test_hsts_and_the_security_headers_are_present(site: Site, role: str, path: 
     assert len(csp) == 1  # one policy (the proxy's replaces the app's), not two
     assert "frame-ancestors 'none'" in csp[0]
     assert "object-src 'none'" in csp[0] or "default-src 'none'" in csp[0]
+    if path.startswith("/docs"):  # Swagger UI runs: scripts from the server itself
+        assert "script-src 'self'" in csp[0] and "style-src 'self' 'unsafe-inline'" in csp[0]
     assert "server" not in headers
 
 
