@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from node import notify, store
 from node.api.deps import HomeDep
 from protocol.errors import ConfigError
+from service.problems import invalid
 
 router = APIRouter(prefix="/v1/notify", tags=["notify"])
 CONFIRM_TIMEOUT = 5.0
@@ -53,15 +54,16 @@ async def register(body: Registration, home: HomeDep, request: Request) -> dict[
 
 
 async def _confirm(url: str, tls: Any) -> None:
-    """The URL serves a catalogue descriptor that names the notify path (422 otherwise)."""
+    """The URL serves a catalogue descriptor that names the notify path (400 naming ``url``
+    otherwise; the reason never carries what the fetch met, so the node is no network probe)."""
     where = f"{url}/.well-known/biobank-catalogue"
     try:
         async with httpx.AsyncClient(timeout=CONFIRM_TIMEOUT, verify=tls) as client:
             resp = await client.get(where)
         body = resp.json() if resp.is_success else None
     except (httpx.HTTPError, ValueError) as exc:
-        raise HTTPException(422, f"{where}: no catalogue descriptor ({exc})") from exc
+        raise invalid("url", f"{where}: no catalogue descriptor") from exc
     if not isinstance(body, dict) or body.get("notify") != notify.PATH:
-        raise HTTPException(
-            422, f"{where} does not describe a catalogue accepting notifications at {notify.PATH}"
+        raise invalid(
+            "url", f"{where} does not describe a catalogue accepting notifications at {notify.PATH}"
         )

@@ -165,7 +165,8 @@ def test_enrolment_registers_the_catalogue_at_the_node(
 
     # a URL that is not a catalogue accepting notifications is never added
     refused = httpx.post(f"{s.node.url}/v1/notify/targets", json={"url": s.node.url}, timeout=30)
-    assert refused.status_code == 422 and refused.headers["content-type"] == PROBLEM
+    assert refused.status_code == 400 and refused.headers["content-type"] == PROBLEM
+    assert refused.json()["invalid_params"][0]["name"] == "url"
     assert [t.url for t in s.targets()] == [cat.url]
 
 
