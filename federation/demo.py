@@ -29,6 +29,8 @@ from federation.build import (
     prepare_node,
 )
 from federation.servers import LiveServer, free_port, port_free
+from node import notify, store
+from node.home import Home
 from protocol.cli import package_version
 from protocol.errors import BiobankError
 
@@ -68,6 +70,20 @@ def _stop_on_signals() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def notify_catalogue(nodes: list[DemoNode], catalogue_url: str) -> None:
+    """Make each node push its new checkpoints to the demo catalogue (docs/freshness.md):
+    the catalogue's URL replaces any left from a run on other ports."""
+    for node in nodes:
+        conn = store.connect(Home.open(node.home).db_path)
+        try:
+            for target in notify.targets(conn):
+                if target.url != catalogue_url:
+                    notify.remove_target(conn, target.url)
+            notify.add_target(conn, catalogue_url)
+        finally:
+            conn.close()
 
 
 def run_demo(
@@ -115,6 +131,7 @@ def run_demo(
             progress.advance(serving)
             harvest = progress.add_task("enrolling and harvesting", total=2, stage="")
             enrol_all(catalogue, nodes)
+            notify_catalogue(nodes, f"http://127.0.0.1:{ports['catalogue']}")
             progress.advance(harvest)
             outcomes = catalogue.harvest()
             progress.update(harvest, advance=1, stage=f"{sum(o.added for o in outcomes)} new")
@@ -124,6 +141,10 @@ def run_demo(
         for node in nodes:
             print(f"node {node.country}: {node.url}", flush=True)
         print(f"catalogue: http://127.0.0.1:{ports['catalogue']}", flush=True)
+        console.print(
+            "Each node tells the catalogue of every new checkpoint (push): import into a node "
+            f"(biobank-node import ... --home {nodes[0].home}) and search sees it in seconds."
+        )
         console.print("Press Ctrl-C to stop.")
         while True:
             time.sleep(0.5)

@@ -90,6 +90,11 @@ def _published_samples(node_url: str) -> dict[str, int]:
             start = page["next"]
 
 
+def _verified_size(cat: str, origin: str) -> int:
+    node = httpx.get(f"{cat}/v1/nodes/{origin}", timeout=30).json()
+    return int(node["tree_size"])
+
+
 def _port_closed(url: str) -> bool:
     port = int(url.rsplit(":", 1)[1])
     with socket.socket() as s:
@@ -137,6 +142,22 @@ def test_demo_runs_five_harvested_nodes_and_stops_cleanly(tmp_path: Path) -> Non
         }
         filtered = httpx.get(f"{cat}/v1/search", params={"country": "DE"}, timeout=30).json()
         assert [c["code"] for c in filtered["counts"]["country"]] == ["DE"]
+        # push: a new checkpoint at a node reaches the catalogue in seconds, long before the
+        # scheduled harvest (every 300 s): each node notifies the demo catalogue
+        home = tmp_path / "demo" / "nodes" / "DE"
+        origin = httpx.get(f"{urls['DE']}/.well-known/biobank-node", timeout=30).json()["origin"]
+        before = _verified_size(cat, origin)
+        rotated = subprocess.run(
+            [str(Path(sys.executable).parent / "biobank-node"), "rotate-key", "--home", str(home)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert rotated.returncode == 0, rotated.stderr
+        deadline = time.monotonic() + 20
+        while _verified_size(cat, origin) <= before:
+            assert time.monotonic() < deadline, "the demo catalogue did not take the push"
+            time.sleep(0.2)
     finally:
         code = _stop(proc) if proc.poll() is None else proc.returncode
         if proc.stdout is not None:
