@@ -8,10 +8,13 @@ export class ApiError extends Error {
   }
 }
 
-async function getJson(path, signal) {
+// `fresh`: ask past any cache (search answers may be cached for 10 s by browsers and
+// proxies; the page's own searches and version checks must see a push at once)
+async function getJson(path, signal, { fresh = false } = {}) {
   let response;
   try {
-    response = await fetch(path, { signal, headers: { Accept: "application/json" } });
+    const cache = fresh ? "no-cache" : "default";
+    response = await fetch(path, { signal, cache, headers: { Accept: "application/json" } });
   } catch (error) {
     if (error.name === "AbortError") throw error;
     throw new ApiError(error.message || "network error");
@@ -28,12 +31,12 @@ async function getJson(path, signal) {
 
 export function search(params, signal) {
   const qs = params.toString();
-  return getJson(`/v1/search${qs ? `?${qs}` : ""}`, signal);
+  return getJson(`/v1/search${qs ? `?${qs}` : ""}`, signal, { fresh: true });
 }
 
 /** The catalogue's index version ({version, poll_seconds}): it moves when a harvest changes data. */
 export function version(signal) {
-  return getJson("/v1/version", signal);
+  return getJson("/v1/version", signal, { fresh: true });
 }
 
 export function nodePath(origin) {
