@@ -15,6 +15,7 @@ normalise (see `nfc()`); `canonical()` refuses non-NFC strings with ValueError, 
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from typing import Any
 
@@ -137,6 +138,37 @@ def canonical(obj: Any) -> bytes:
     if _check(obj):
         return orjson.dumps(obj, option=_OPTS)
     return orjson.dumps(_utf16_sorted(obj), option=orjson.OPT_STRICT_INTEGER)
+
+
+# a number token with a fraction or exponent right after a structural character: where a float
+# would start in orjson's output. Inside a string it can only give a false alarm (the caller
+# then takes the full path), never miss a float, which orjson always writes as such a token.
+_FLOAT_TOKEN = re.compile(rb"(?:^|[:,\[])-?[0-9]+[.eE]")
+
+
+def canonical_parsed(value: Any) -> bytes:
+    """RFC 8785 bytes of a value PARSED FROM JSON (dict, list, str, int, float, bool, None):
+    `canonical(value)`, faster for the common case.
+
+    orjson's sorted-key strict-integer bytes are the canonical ones when they are ASCII (every
+    string and key then is NFC, and keys sort the same in UTF-16) and hold no float; anything
+    else takes `canonical()` (same bytes or the same ValueError). Not for arbitrary Python
+    objects: orjson also encodes UUIDs, enums and dataclasses, which `canonical()` refuses,
+    and writes NaN as null (orjson.loads never returns NaN).
+    tests/protocol/test_canonical_parsed.py proves it equal to `canonical_reference`.
+    """
+    try:
+        data = orjson.dumps(value, option=_OPTS)
+    except TypeError:  # orjson.JSONEncodeError: an integer beyond ±(2^53−1), a bad key...
+        return canonical(value)  # raises the ValueError naming it
+    if data.isascii() and _FLOAT_TOKEN.search(data) is None:
+        return data
+    return canonical(value)
+
+
+def parsed_digest(value: Any) -> str:
+    """`digest(value)` for a value parsed from JSON (see `canonical_parsed`)."""
+    return bytes_digest(canonical_parsed(value))
 
 
 def canonical_reference(obj: Any) -> bytes:
