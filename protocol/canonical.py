@@ -15,7 +15,6 @@ normalise (see `nfc()`); `canonical()` refuses non-NFC strings with ValueError, 
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 from typing import Any
 
@@ -140,10 +139,31 @@ def canonical(obj: Any) -> bytes:
     return orjson.dumps(_utf16_sorted(obj), option=orjson.OPT_STRICT_INTEGER)
 
 
-# a number token with a fraction or exponent right after a structural character: where a float
-# would start in orjson's output. Inside a string it can only give a false alarm (the caller
-# then takes the full path), never miss a float, which orjson always writes as such a token.
-_FLOAT_TOKEN = re.compile(rb"(?:^|[:,\[])-?[0-9]+[.eE]")
+def _has_float(value: Any) -> bool:
+    """True when a float is anywhere in `value` (dicts, lists and tuples walked; the first two
+    levels unrolled: records are shallow)."""
+    t = type(value)
+    if t is dict:
+        items: Any = value.values()
+    elif t is list or t is tuple:
+        items = value
+    else:
+        return t is float
+    for v in items:
+        t = type(v)
+        if t is float:
+            return True
+        if t is dict:
+            for w in v.values():
+                tw = type(w)
+                if tw is float or ((tw is dict or tw is list or tw is tuple) and _has_float(w)):
+                    return True
+        elif t is list or t is tuple:
+            for w in v:
+                tw = type(w)
+                if tw is float or ((tw is dict or tw is list or tw is tuple) and _has_float(w)):
+                    return True
+    return False
 
 
 def canonical_parsed(value: Any) -> bytes:
@@ -151,8 +171,9 @@ def canonical_parsed(value: Any) -> bytes:
     `canonical(value)`, faster for the common case.
 
     orjson's sorted-key strict-integer bytes are the canonical ones when they are ASCII (every
-    string and key then is NFC, and keys sort the same in UTF-16) and hold no float; anything
-    else takes `canonical()` (same bytes or the same ValueError). Not for arbitrary Python
+    string and key then is NFC, and keys sort the same in UTF-16) and the value holds no float
+    (a walk over dicts and lists only, half the cost of `canonical()`'s); anything else takes
+    `canonical()` (same bytes or the same ValueError). Not for arbitrary Python
     objects: orjson also encodes UUIDs, enums and dataclasses, which `canonical()` refuses,
     and writes NaN as null (orjson.loads never returns NaN).
     tests/protocol/test_canonical_parsed.py proves it equal to `canonical_reference`.
@@ -161,7 +182,7 @@ def canonical_parsed(value: Any) -> bytes:
         data = orjson.dumps(value, option=_OPTS)
     except TypeError:  # orjson.JSONEncodeError: an integer beyond ±(2^53−1), a bad key...
         return canonical(value)  # raises the ValueError naming it
-    if data.isascii() and _FLOAT_TOKEN.search(data) is None:
+    if data.isascii() and not _has_float(value):
         return data
     return canonical(value)
 
