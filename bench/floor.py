@@ -22,7 +22,6 @@ with no web framework, ORM, HTTP or process hand-over in between. Per entry:
 from __future__ import annotations
 
 import base64
-import hashlib
 import sqlite3
 import time
 from pathlib import Path
@@ -31,9 +30,9 @@ from typing import Any
 import httpx
 import orjson
 
-from protocol.canonical import canonical_parsed, parse_canonical
+from protocol.canonical import bytes_digest, canonical_parsed, parse_canonical
 from protocol.entries import check_entry
-from protocol.merkle import CompactRange
+from protocol.merkle import CompactRange, leaf_hash
 from protocol.note import Checkpoint
 from protocol.schema import SchemaSet
 
@@ -80,7 +79,6 @@ def floor(pages_path: str, db_path: str) -> dict[str, float]:
         "hash BLOB, content BLOB, PRIMARY KEY (log, idx))"
     )
     insert = "INSERT INTO leaves VALUES (?, ?, ?, ?, ?)"
-    sha256 = hashlib.sha256
     b64decode = base64.b64decode
     loads = orjson.loads
     start = time.perf_counter()
@@ -114,13 +112,13 @@ def floor(pages_path: str, db_path: str) -> dict[str, float]:
                 check_entry(entry, where)
                 if entry["index"] != expected or entry["log"] != origin:
                     raise FloorError(f"{where}: index or log differs")
-                hashed = sha256(b"\x00" + leaf).digest()
+                hashed = leaf_hash(leaf)
                 compact.append(hashed)
                 content = item.get("content")
                 body = None
                 if content is not None:
                     body = canonical_parsed(content)
-                    if "sha256:" + sha256(body).hexdigest() != entry["digest"]:
+                    if bytes_digest(body) != entry["digest"]:
                         raise FloorError(f"{where}: content digest mismatch")
                     sid = entry["schema"]
                     validator = validators.get(sid)
