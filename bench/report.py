@@ -36,7 +36,7 @@ def summarise(
         ),
         "reps": len(runs),
         # the machine probe (cpu_probe) taken just before each repetition: which kind of hour
-        "probe": statistics.median(r["probe"] for r in runs)
+        "probe": round(statistics.median(r["probe"] for r in runs), 1)
         if all("probe" in r for r in runs)
         else None,
         "peak_rss_mb": max(r.get("peak_rss", 0) for r in runs) / 2**20,
