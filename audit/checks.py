@@ -31,7 +31,9 @@ class AuditOptions:
     node_direct: bool = False
     pinned_key: str | None = None  # the catalogue verifier key obtained out of band
     workers: int = 1  # processes fetching and examining big node logs (CLI: auto_workers())
-    parallel_min: int = 20_000  # leaves from which a node log is worth worker processes
+    # leaves from which a node log is worth worker processes (a log holds one entry per sample
+    # group, ~5 samples: a 100k-sample node is ~20k leaves; two tasks already pay for the pool)
+    parallel_min: int = 4_000
 
 
 def _body(note: str) -> Checkpoint:

@@ -18,7 +18,7 @@ import httpx
 
 from audit.fetcher import PageTask, decode_line, fetch_range
 from audit.livestate import GROUP, Chapters, group_key, impossible_counts
-from protocol.canonical import digest
+from protocol.canonical import parsed_digest
 from protocol.entries import parse_leaf
 from protocol.errors import BiobankError
 from protocol.merkle import leaf_hash
@@ -67,24 +67,8 @@ def examine(
     kind, rid = entry["kind"], entry["id"]
     if op == "withdraw" or not has_content:
         return Examined(hashed, op=op, kind=kind, rid=rid, has_content=has_content)
-    known = (
-        schema_problems.schemas.known_digest(entry["schema"], content)
-        if isinstance(schema_problems, MemoSchemaCheck)
-        else None
-    )
-    if known is not None:  # valid, digest computed without the canonical walk
-        if known != entry["digest"]:
-            return Examined(
-                hashed,
-                op=op,
-                kind=kind,
-                rid=rid,
-                has_content=True,
-                digest_errors=(f"content of {kind} {rid} does not match digest {entry['digest']}",),
-            )
-        return _valid(hashed, op, kind, rid, content, chapters)
     try:
-        ok = digest(content) == entry["digest"]
+        ok = parsed_digest(content) == entry["digest"]  # content parsed from JSON
         errors: tuple[str, ...] = ()
     except ValueError as exc:
         errors = (f"content of {kind} {rid} has no canonical form: {exc}",)
@@ -124,10 +108,10 @@ def _valid(
 
 
 class MemoSchemaCheck:
-    """Validation with the shipped schemas (protocol.schema.SchemaSet), whose field memo also
-    gives `examine()` the digest of a content known valid without the canonical walk
-    (`SchemaSet.known_digest`). The verdicts are the full path's (tests/protocol and
-    tests/audit/test_examine_memo.py prove it)."""
+    """Validation with the shipped schemas (protocol.schema.SchemaSet: the jsonschema-rs
+    verdict, details from jsonschema). The verdicts are the reference's (tests/protocol and
+    tests/audit/test_examine_memo.py prove it); the digest comes from
+    `protocol.canonical.canonical_parsed` (content is parsed from JSON)."""
 
     def __init__(self) -> None:
         self.schemas = SchemaSet.default()

@@ -135,6 +135,7 @@ def _harvests(
     for rep in range(reps):
         say(f"harvest ({label}), rep {rep + 1}/{reps}")
         settings = settings_for(rep)
+        probe = report.cpu_probe()
         result, _, rss, tree = isolated(federation.harvest, settings, keys)
         runs.append(
             {
@@ -142,6 +143,7 @@ def _harvests(
                 "records": result["added"],
                 "peak_rss": rss,
                 "tree_peak_rss": tree,
+                "probe": probe,
             }
         )
     return runs, settings
@@ -234,6 +236,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             with ServerProcess.catalogue(settings) as cat:
                 audit_runs = []
                 for _ in range(args.reps):
+                    probe = report.cpu_probe()
                     out, _, rss, tree = isolated(federation.audit, cat.urls()[0])
                     if not out["ok"]:
                         raise RuntimeError("the audit failed on the benchmark catalogue")
@@ -243,9 +246,34 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                             "records": out["entries"],
                             "peak_rss": rss,
                             "tree_peak_rss": tree,
+                            "probe": probe,
                         }
                     )
+                say("audit: saving a bundle")
+                bundle = work / "audit-bundle"
+                shutil.rmtree(bundle, ignore_errors=True)
+                federation.fetch_bundle(cat.urls()[0], str(bundle))
             results["audit"] = report.summarise(audit_runs, "records", represented)
+            say("audit from the bundle")
+            bundle_runs = []
+            for _ in range(args.reps):
+                probe = report.cpu_probe()
+                out, _, rss, tree = isolated(
+                    federation.audit_bundle, str(bundle), audit_runs[0]["records"]
+                )
+                if not out["ok"]:
+                    raise RuntimeError("the audit of the bundle failed")
+                bundle_runs.append(
+                    {
+                        "seconds": out["seconds"],
+                        "records": out["entries"],
+                        "peak_rss": rss,
+                        "tree_peak_rss": tree,
+                        "probe": probe,
+                    }
+                )
+            results["audit_bundle"] = report.summarise(bundle_runs, "records", represented)
+            shutil.rmtree(bundle, ignore_errors=True)
             if args.fresh_trials:  # last: its imports add to the nodes' logs
                 say("freshness: import to searchable, pushed")
                 with ServerProcess.catalogue(settings) as cat:
@@ -260,6 +288,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         if tmp is not None:
             tmp.cleanup()
     results["machine"]["cpu_probe_end"] = report.cpu_probe()
+    results["vs_floor"] = report.vs_floor(results)
     report.show(results, Console())
     freshness.show(results.get("freshness"), Console())
     path = report.write(results, args.json, RESULTS)
@@ -271,9 +300,10 @@ def _floor_once(pages: Path, work: Path) -> dict[str, Any]:
     """One floor run over the saved entries pages, in a process of its own."""
     db = work / "floor.db"
     db.unlink(missing_ok=True)
+    probe = report.cpu_probe()
     out, _, rss, _tree = isolated(floor, str(pages), str(db))
     db.unlink(missing_ok=True)
-    return {**out, "peak_rss": rss}
+    return {**out, "peak_rss": rss, "probe": probe}
 
 
 def _pg(
@@ -296,6 +326,7 @@ def _pg(
         home.mkdir(parents=True, exist_ok=True)
         settings = federation.catalogue_settings(url, str(home))
         say("harvest (PostgreSQL), 1 rep")
+        probe = report.cpu_probe()
         result, _, rss, tree = isolated(federation.harvest, settings, keys)
         results["harvest_pg"] = report.summarise(
             [
@@ -304,6 +335,7 @@ def _pg(
                     "records": result["added"],
                     "peak_rss": rss,
                     "tree_peak_rss": tree,
+                    "probe": probe,
                 }
             ],
             "records",

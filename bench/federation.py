@@ -101,6 +101,38 @@ def _pct(values: list[float], pct: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
+def fetch_bundle(url: str, path: str) -> dict[str, Any]:
+    """Save the catalogue at ``url`` as an audit bundle (`biobank-audit fetch`), untimed use."""
+    from pathlib import Path
+
+    from audit.checks import AuditOptions, run_audit
+    from audit.fetcher import HttpSource, RecordingSource
+
+    source = RecordingSource(HttpSource(catalogue=url), Path(path))
+    try:
+        report, _state = run_audit(source, state=None, options=AuditOptions())
+    finally:
+        source.close()
+    return {"ok": report.ok}
+
+
+def audit_bundle(path: str, entries: int) -> dict[str, Any]:
+    """A full audit from a saved bundle, as `biobank-audit verify --bundle` runs it (worker
+    processes check the mirror lines); runs in its own process. ``entries``: the bundle's
+    entry count, taken from the HTTP audit of the same catalogue."""
+    from pathlib import Path
+
+    from audit.checks import AuditOptions, run_audit
+    from audit.fetcher import BundleSource
+    from audit.parallel import auto_workers
+
+    start = time.perf_counter()
+    report, _state = run_audit(
+        BundleSource(Path(path)), state=None, options=AuditOptions(workers=auto_workers())
+    )
+    return {"seconds": time.perf_counter() - start, "entries": entries, "ok": report.ok}
+
+
 def audit(url: str) -> dict[str, Any]:
     """A full audit of the catalogue at ``url``, as `biobank-audit verify` runs it (worker
     processes fetch and check the mirror pages); runs in its own process."""

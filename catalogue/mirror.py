@@ -10,7 +10,7 @@ from sqlalchemy import Connection, select
 
 from catalogue import subtrees
 from catalogue.errors import UnknownNode
-from catalogue.models import leaves, nodes, own_leaves, own_state
+from catalogue.models import nodes, own_leaves, own_state
 from catalogue.subtrees import OWN_LOG
 from protocol.errors import InputError
 from protocol.merkle import consistency_proof_from, inclusion_proof_from
@@ -46,19 +46,26 @@ def node_entries(conn: Connection, origin: str, start: int, limit: int) -> bytes
     """A page of mirrored leaves as JSON bytes; contents are embedded as stored (no re-parse)."""
     row = node_row(conn, origin)
     limit = _limit(limit)
-    q = (
-        select(leaves.c.idx, leaves.c.leaf, leaves.c.content)
-        .where(leaves.c.node_id == row.id, leaves.c.idx >= start, leaves.c.idx < row.tree_size)
-        .order_by(leaves.c.idx)
-        .limit(limit)
-    )
-    out = [
-        {
-            "leaf": base64.b64encode(r.leaf).decode(),
-            "content": None if r.content is None else orjson.Fragment(r.content),
-        }
-        for r in conn.execute(q)
-    ]
+    # through the driver's cursor: SQLAlchemy's row processing cost as much as the encoding
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(
+            f"SELECT leaf, content FROM leaves WHERE node_id = {mark} AND idx >= {mark} "
+            f"AND idx < {mark} ORDER BY idx LIMIT {mark}",
+            (row.id, start, row.tree_size, limit),
+        )
+        b64 = base64.b64encode
+        fragment = orjson.Fragment
+        out = [
+            {
+                "leaf": b64(leaf).decode(),
+                "content": None if content is None else fragment(content),
+            }
+            for leaf, content in cursor
+        ]
+    finally:
+        cursor.close()
     end = start + len(out)
     return orjson.dumps({"entries": out, "next": end if out and end < row.tree_size else None})
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.canonical import digest
+from protocol.canonical import parsed_digest
 from protocol.entries import parse_leaf
 from protocol.errors import (
     ConfigError,
@@ -208,9 +208,8 @@ class StepVerifier:
     def _check_content(
         self, index: int, entry: dict[str, Any], content: Any
     ) -> tuple[Problem, ...]:
-        known = self.schemas.known_digest(entry["schema"], content)  # valid: no walk needed
-        try:
-            actual = known or digest(content)
+        try:  # content arrives parsed from JSON: canonical_parsed's fast path applies
+            actual = parsed_digest(content)
         except ValueError as exc:
             raise DigestMismatch(
                 f"{self.origin}: leaf {index} ({entry['id']}): content has no canonical form: {exc}"
@@ -221,7 +220,7 @@ class StepVerifier:
                 f"{actual} does not match the entry's {entry['digest']}"
             )
         location = f"{self.origin} leaf {index}"
-        found = [] if known else self.schemas.problems(entry["schema"], content, location)
+        found = self.schemas.problems(entry["schema"], content, location)
         if not found and self.schemas.kind_of(entry["schema"]) != entry["kind"]:
             found = [
                 Problem(

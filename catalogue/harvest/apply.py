@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, select
 from catalogue import subtrees
 from catalogue.db import add_leaf_records, bulk_insert, write_tx
 from catalogue.errors import FetchError
-from catalogue.harvest.index import index_step
+from catalogue.harvest.index import index_step, prepare_step
 from catalogue.harvest.refusals import count_refusal
 from catalogue.models import (
     alerts,
@@ -157,10 +157,25 @@ def commit_final(
     state: TrustedState,
 ) -> None:
     """The step is verified: store the last chunk, index the whole step, accept the checkpoint
-    and append a catalogue-log leaf, atomically."""
+    and append a catalogue-log leaf, atomically.
+
+    The last chunk is staged like the others first, and the step's leaves are read back and
+    keyed (`prepare_step`) before the write transaction, so on SQLite the one write lock is
+    held only to write; the transaction checks the position again, so what was read is still
+    what is indexed."""
+    if len(chunk):
+        pos = commit_chunk(
+            engine,
+            pos,
+            chunk,
+            size=state.size,
+            compact=state.compact.to_json(),
+            checkpoint=state.checkpoint,
+        )
+    with engine.connect() as conn:
+        prepared = prepare_step(conn, pos.node_id, pos.committed, state.size)
     with write_tx(engine) as conn:
         _check_position(conn, pos)
-        _store(conn, chunk)
         add_leaf_records(
             conn,
             leaves.c.node_id == pos.node_id,
@@ -175,6 +190,7 @@ def commit_final(
             country=pos.country,
             vocab=Vocabulary.default(),
             stamp=lambda: reserve(conn, key),
+            prepared=prepared,
         )
         now = utc_now()
         conn.execute(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -12,7 +13,6 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
-    case,
     func,
     literal,
     select,
@@ -41,6 +41,7 @@ __all__ = [
     "GROUP",
     "MISSING_CONTENT",
     "apply_groups",
+    "prepare_step",
     "combo_hash",
     "combo_key",
     "count_interval",
@@ -128,24 +129,44 @@ def group_problems(group: dict[str, Any], k: int) -> list[str]:
     return problems
 
 
-def index_step(
-    conn: Connection,
-    node_id: int,
-    start: int,
-    end: int,
-    *,
-    country: str | None,
-    vocab: Vocabulary,
-    stamp: Callable[[], int],
-) -> None:
-    """Index the stored leaves [start, end) of a verified step, in batches (bounded memory).
+# a group change made ready outside the write lock: (leaf index, combo hash, combo key,
+# samples interval, donors interval), or None to remove the group from the index
+Ready = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int]]
 
-    The latest leaf of each record wins: publish indexes its content (unless erased or
-    rejected), withdraw removes the record and erases the content of its earlier leaves. A
-    group breaking the node's declared k (`group_problems`) is rejected here.
-    `stamp`: called once, just before the combos' counts change, it returns the size the
-    catalogue's own log will have when this transaction commits (`combos.changed`).
-    """
+
+@dataclass
+class Batch:
+    """One batch of a step's leaves, parsed and keyed: what `index_step` applies."""
+
+    changes: dict[str, dict[str, Any]]  # kind -> record id -> (idx, record) | Ready | None
+    erase: dict[tuple[str, str], int]  # withdrawn (kind, id) -> the withdraw's leaf index
+    refused: list[dict[str, Any]]  # rejection rows of groups breaking the node's k
+
+
+@dataclass
+class PreparedStep:
+    """A step's leaves read back, parsed and keyed BEFORE its write transaction (on SQLite
+    every other harvest waits for that lock): the transaction only writes."""
+
+    node_id: int
+    start: int
+    end: int
+    k: int
+    batches: list[Batch]
+    combo_ids: ComboIds
+    live: dict[str, int]  # group id -> combo id of the node's indexed groups
+    origin: str = ""
+    # records whose latest leaf in the step is a publish served without content (and no
+    # withdraw erased it): rejected (MISSING_CONTENT) when the step is applied
+    missing: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def prepare_step(conn: Connection, node_id: int, start: int, end: int) -> PreparedStep:
+    """Read the stored leaves [start, end) and make each batch's changes ready (reads only).
+
+    Valid for the write transaction as long as the node's position is unchanged (which
+    `apply._check_position` checks in it): only this node's harvest writes its leaves,
+    groups and combos."""
     k, origin = conn.execute(select(nodes.c.k, nodes.c.origin).where(nodes.c.id == node_id)).one()
     k = int(k)
     combo_ids = ComboIds(conn, node_id)
@@ -161,64 +182,123 @@ def index_step(
                 )
             ).all()
         )
-    touched: set[int] = set()  # combos whose groups changed
-    countries = False
-    # records whose latest leaf so far is a publish served without content (and no
-    # withdraw erased it): rejected at the end of the step unless a later leaf changes them
+    batches = []
     missing: dict[tuple[str, str], int] = {}
     for lo in range(start, end, _BATCH):
         hi = min(lo + _BATCH, end)
-        rejected = set(
-            conn.execute(
-                select(rejections.c.idx).where(
-                    rejections.c.node_id == node_id, rejections.c.idx >= lo, rejections.c.idx < hi
-                )
-            ).scalars()
-        )
-        # the leaf of an erased or withdrawn entry (to tell which), else the content
-        q = (
-            select(
-                leaves.c.idx,
-                leaves.c.kind,
-                leaves.c.record_id,
-                case((leaves.c.content.is_(None), leaves.c.leaf), else_=None),
-                leaves.c.content,
+        batches.append(_prepare_batch(conn, node_id, lo, hi, k, missing))
+    return PreparedStep(node_id, start, end, k, batches, combo_ids, live, str(origin), missing)
+
+
+def _prepare_batch(
+    conn: Connection,
+    node_id: int,
+    lo: int,
+    hi: int,
+    k: int,
+    missing: dict[tuple[str, str], int],
+) -> Batch:
+    rejected = set(
+        conn.execute(
+            select(rejections.c.idx).where(
+                rejections.c.node_id == node_id, rejections.c.idx >= lo, rejections.c.idx < hi
             )
-            .where(leaves.c.node_id == node_id, leaves.c.idx >= lo, leaves.c.idx < hi)
-            .order_by(leaves.c.idx)
-        )
-        changes: dict[str, dict[str, Change]] = {kind: {} for kind in KINDS}
-        erase: dict[tuple[str, str], int] = {}
-        refused: list[dict[str, Any]] = []
-        for idx, kind, rid, gone, content in conn.execute(q):
-            if kind not in changes:
-                continue  # rotate-key (no record), or a kind no schema knows (rejected)
+        ).scalars()
+    )
+    # the leaf of an erased or withdrawn entry (to tell which), else the content; through the
+    # driver's cursor (SQLAlchemy's row processing cost as much as the parsing)
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    cursor.execute(
+        "SELECT idx, kind, record_id, CASE WHEN content IS NULL THEN leaf END, content "
+        f"FROM leaves WHERE node_id = {mark} AND idx >= {mark} AND idx < {mark} ORDER BY idx",
+        (node_id, lo, hi),
+    )
+    changes: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+    erase: dict[tuple[str, str], int] = {}
+    refused: list[dict[str, Any]] = []
+    groups = changes[GROUP]
+    loads = orjson.loads
+    for idx, kind, rid, gone, content in cursor:
+        if kind not in changes:
+            continue  # rotate-key (no record), or a kind no schema knows (rejected)
+        if missing:
             missing.pop((kind, rid), None)
-            if gone is not None:
-                changes[kind][rid] = None  # withdrawn, or its content is missing
-                if orjson.loads(gone)["op"] == "withdraw":
-                    erase[(kind, rid)] = idx
-                else:
-                    missing[(kind, rid)] = idx
-            elif idx in rejected:
-                changes[kind][rid] = None
+        if gone is not None:
+            changes[kind][rid] = None  # withdrawn, or its content is missing
+            if loads(gone)["op"] == "withdraw":
+                erase[(kind, rid)] = idx
             else:
-                record = orjson.loads(content)
-                problems = group_problems(record, k) if kind == GROUP else []
-                changes[kind][rid] = None if problems else (idx, record)
-                if problems:
-                    refused.append(
-                        {
-                            "node_id": node_id,
-                            "idx": idx,
-                            "kind": kind,
-                            "record_id": rid,
-                            "problems": orjson.dumps(problems).decode(),
-                        }
-                    )
-        if refused:
-            conn.execute(rejections.insert(), refused)
-        if erase:
+                missing[(kind, rid)] = idx
+        elif idx in rejected:
+            changes[kind][rid] = None
+        elif kind == GROUP:
+            record = loads(content)
+            problems = group_problems(record, k)
+            if problems:
+                groups[rid] = None
+                refused.append(
+                    {
+                        "node_id": node_id,
+                        "idx": idx,
+                        "kind": kind,
+                        "record_id": rid,
+                        "problems": orjson.dumps(problems).decode(),
+                    }
+                )
+            else:
+                key = combo_key(record)
+                groups[rid] = (
+                    idx,
+                    combo_hash(key),
+                    key,
+                    count_interval(record["samples"]),
+                    count_interval(record["donors"]),
+                )
+        else:
+            changes[kind][rid] = (idx, loads(content))
+    cursor.close()
+    return Batch(changes, erase, refused)
+
+
+def index_step(
+    conn: Connection,
+    node_id: int,
+    start: int,
+    end: int,
+    *,
+    country: str | None,
+    vocab: Vocabulary,
+    stamp: Callable[[], int],
+    prepared: PreparedStep | None = None,
+) -> None:
+    """Index the stored leaves [start, end) of a verified step, in batches.
+
+    The latest leaf of each record wins: publish indexes its content (unless erased or
+    rejected), withdraw removes the record and erases the content of its earlier leaves. A
+    group breaking the node's declared k (`group_problems`) is rejected here.
+    `prepared`: the same leaves made ready before this transaction (`prepare_step`); read
+    here when not given (or when the node's k changed meanwhile).
+    `stamp`: called once, just before the combos' counts change, it returns the size the
+    catalogue's own log will have when this transaction commits (`combos.changed`).
+    """
+    k = int(conn.execute(select(nodes.c.k).where(nodes.c.id == node_id)).scalar_one())
+    if prepared is None or (prepared.node_id, prepared.start, prepared.end, prepared.k) != (
+        node_id,
+        start,
+        end,
+        k,
+    ):
+        prepared = prepare_step(conn, node_id, start, end)
+    combo_ids, live = prepared.combo_ids, prepared.live
+    recount: set[int] = set()  # combos that lost a group: counted again from their groups
+    deltas: dict[int, list[int]] = {}  # combos that only gained groups: what they gained
+    countries = False
+    for batch in prepared.batches:
+        changes = batch.changes
+        if batch.refused:
+            conn.execute(rejections.insert(), batch.refused)
+        if batch.erase:
             earlier = select(leaf_records.c.idx).where(
                 leaf_records.c.node_id == node_id,
                 leaf_records.c.kind == bindparam("k"),
@@ -229,16 +309,28 @@ def index_step(
                 leaves.update()
                 .where(leaves.c.node_id == node_id, leaves.c.idx.in_(earlier.scalar_subquery()))
                 .values(content=None),
-                [{"k": kind, "r": r, "w": w} for (kind, r), w in erase.items()],
+                [{"k": kind, "r": r, "w": w} for (kind, r), w in batch.erase.items()],
             )
         apply_records(conn, node_id, "biobank", changes["biobank"])
         apply_records(conn, node_id, "collection", changes["collection"])
-        touched |= apply_groups(conn, node_id, changes[GROUP], combo_ids, vocab, live)
+        apply_groups(conn, node_id, changes[GROUP], combo_ids, vocab, live, recount, deltas)
         countries = countries or bool(changes["biobank"] or changes[GROUP])
-    if missing:
-        conn.execute(rejections.insert(), missing_content_rejections(node_id, origin, missing))
+    if prepared.missing:
+        conn.execute(
+            rejections.insert(),
+            missing_content_rejections(node_id, prepared.origin, prepared.missing),
+        )
     changed = stamp()
-    executemany(conn, _RECOUNT, [(changed, cid) for cid in sorted(touched)])
+    executemany(conn, _RECOUNT, [(changed, cid) for cid in sorted(recount)])
+    executemany(
+        conn,
+        _ADD,
+        [
+            (n_min, n_max, d_min, d_min, d_max, changed, cid)
+            for cid, (n_min, n_max, d_min, d_max) in sorted(deltas.items())
+            if cid not in recount
+        ],
+    )
     if countries:
         refresh_countries(conn, node_id, country, changed)
 
@@ -271,30 +363,32 @@ _RECOUNT = """UPDATE combos SET
  d_max = (SELECT COALESCE(SUM(g.d_max), 0) FROM sample_groups g WHERE g.combo_id = combos.id),
  changed = ?
 WHERE id = ?"""
+# the same for a combo that only gained groups, by delta (a sum grows, a maximum can only rise)
+_ADD = """UPDATE combos SET n_min = n_min + ?, n_max = n_max + ?,
+ d_min = CASE WHEN d_min < ? THEN ? ELSE d_min END, d_max = d_max + ?, changed = ?
+WHERE id = ?"""
 
 
 def apply_groups(
     conn: Connection,
     node_id: int,
-    changes: dict[str, Change],
+    changes: dict[str, Ready | None],
     combo_ids: ComboIds,
     vocab: Vocabulary,
     live: dict[str, int],
-) -> set[int]:
-    """Replace live groups by their latest version (or remove them); the combos touched.
+    recount: set[int],
+    deltas: dict[int, list[int]],
+) -> None:
+    """Replace live groups by their latest version (or remove them).
 
-    `changes` maps group id -> (leaf index, content), or None to remove; `live` (group id ->
-    combo id of the node's indexed groups) is kept up to date."""
+    `changes` maps group id -> a Ready change, or None to remove; `live` (group id -> combo
+    id of the node's indexed groups) is kept up to date. A combo that loses a group goes into
+    `recount`; what a combo gains is added to `deltas[combo]` ([n_min, n_max, d_min, d_max])."""
     if not changes:
-        return set()
-    keys: dict[str, tuple[bytes, tuple[Any, ...]]] = {}
-    for gid, ch in changes.items():
-        if ch is not None:
-            key = combo_key(ch[1])
-            keys[gid] = (combo_hash(key), key)
-    combo_ids.ensure(conn, dict(keys.values()), vocab)
+        return
+    combo_ids.ensure(conn, {ch[1]: ch[2] for ch in changes.values() if ch is not None}, vocab)
     old = {gid: live.pop(gid) for gid in changes if gid in live}
-    touched = set(old.values())
+    recount.update(old.values())
     if old:
         conn.execute(
             sample_groups.delete().where(
@@ -306,15 +400,21 @@ def apply_groups(
             [{"gid": gid} for gid in old],
         )
     rows = []
+    ids = combo_ids.ids
     for gid, ch in changes.items():
         if ch is not None:
-            cid = live[gid] = combo_ids.ids[keys[gid][0]]
-            touched.add(cid)
-            samples = count_interval(ch[1]["samples"])
-            donors = count_interval(ch[1]["donors"])
-            rows.append((node_id, gid, ch[0], cid, *samples, *donors))
+            idx, chash, _key, (s_min, s_max), (d_min, d_max) = ch
+            cid = live[gid] = ids[chash]
+            gained = deltas.get(cid)
+            if gained is None:
+                deltas[cid] = [s_min, s_max, d_min, d_max]
+            else:
+                gained[0] += s_min
+                gained[1] += s_max
+                gained[2] = max(gained[2], d_min)
+                gained[3] += d_max
+            rows.append((node_id, gid, idx, cid, s_min, s_max, d_min, d_max))
     bulk_insert(conn, sample_groups, _GROUP_COLUMNS, rows)
-    return touched
 
 
 _GROUP_COLUMNS = ("node_id", "group_id", "idx", "combo_id", "s_min", "s_max", "d_min", "d_max")

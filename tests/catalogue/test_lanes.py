@@ -50,3 +50,30 @@ def test_lanes_harvest_every_node_once(
     finally:
         ctx.engine.dispose()
     assert harvested["groups"] and len(harvested["groups"]) == 240
+
+
+def test_one_worker_process_harvests_node_after_node_completely(
+    db_url: str, tmp_path: Path, serve: Any
+) -> None:
+    """A worker is reused for the next node (no fresh spawn per node): each node's step is
+    still stored, indexed and accepted whole, with nothing carried from the node before."""
+    sims = [NodeSimulator(f"w{i}.example/biobank-node", country="DE") for i in range(3)]
+    for i, sim in enumerate(sims):
+        sim.populate(30 + 10 * i, biobank=f"bbmri-eric:ID:DE_W{i}", collection=f"c{i}")
+        serve(sim)
+    settings = make_settings(db_url, tmp_path / "home", harvest_workers=1)
+    ctx = build_context(settings)
+    try:
+        cat = Catalogue(ctx)
+        for sim in sims:
+            cat.enrol(sim, sim.url)
+        outcomes = Harvester(engine=ctx.engine, settings=settings, key=ctx.key).run()
+        assert [(o.ok, o.added, o.error) for o in outcomes] == [
+            (True, 32, None),
+            (True, 42, None),
+            (True, 52, None),
+        ]
+        harvested = dump(ctx.engine)
+    finally:
+        ctx.engine.dispose()
+    assert len(harvested["groups"]) == 30 + 40 + 50
