@@ -28,6 +28,7 @@ ERRORS = {
     "GET /v1/log/proof/inclusion": (503,),
     "GET /v1/log/proof/consistency": (503,),
     "GET /readyz": (503,),
+    "POST /v1/notify/targets": (403, 409, 413, 429),
 }
 
 
@@ -65,6 +66,7 @@ def create_app(settings: NodeSettings) -> FastAPI:
     app.state.home = home
     app.state.proofs = ProofCache()  # the newest proofs, by the root they lead to
     app.state.accept_registrations = settings.accept_registrations
+    app.state.registration_wait = settings.registration_wait
     app.state.tls = tls
     app.include_router(descriptor.router)
     app.include_router(log.router)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.logs import checked_format
@@ -13,7 +14,7 @@ from service.logs import checked_format
 class NodeSettings(BaseSettings):
     """``NODE_HOME``, ``NODE_HOST``, ``NODE_PORT``, ``NODE_LOG_FORMAT``, ``NODE_MAX_BODY``,
     ``NODE_PROOF_CONCURRENCY``, ``NODE_NOTIFY_POLL``, ``NODE_ACCEPT_REGISTRATIONS``,
-    ``NODE_CA_BUNDLE``."""
+    ``NODE_REGISTRATION_WAIT``, ``NODE_CA_BUNDLE``."""
 
     model_config = SettingsConfigDict(env_prefix="NODE_")
 
@@ -31,6 +32,9 @@ class NodeSettings(BaseSettings):
     notify_poll: float = 0.2
     # whether a catalogue may register for notifications at enrolment (POST /v1/notify/targets)
     accept_registrations: bool = True
+    # seconds a registration's confirmation may take in all; every refusal after a fetch is
+    # answered at this time, so the answer's timing says nothing about the address fetched
+    registration_wait: Annotated[float, Field(gt=0, le=60)] = 5.0
     # CA certificates (PEM) a catalogue's certificate must chain to, for notifications (as
     # `monitor --ca-bundle`); unset: the system store. Verification is always on.
     ca_bundle: Path | None = None

@@ -128,8 +128,10 @@ class ConcurrencyLimit:
         slots: int,
         wait: float = 10.0,
         setting: str = "",
+        what: str = "proof or log-page requests",
     ) -> None:
         self.app = app
+        self.what = what
         self.pattern = re.compile("|".join(f"(?:{p})" for p in patterns))
         self.slots = max(1, slots)
         self.wait = wait
@@ -146,7 +148,7 @@ class ConcurrencyLimit:
         try:
             await asyncio.wait_for(semaphore.acquire(), self.wait)
         except TimeoutError:
-            detail = f"more than {self.slots} proof or log-page requests at once; try again" + (
+            detail = f"more than {self.slots} {self.what} at once; try again" + (
                 f" ({self.setting})" if self.setting else ""
             )
             await _problem(scope, receive, send, 503, detail, {"Retry-After": "1"})

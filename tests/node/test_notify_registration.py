@@ -1,0 +1,158 @@
+"""Issue 16's hardening applied to the node's POST /v1/notify/targets (docs/freshness.md):
+a registration is no port or host probe for its caller (one answer, at one time, whatever the
+confirmation fetch met), reads a bounded descriptor, and runs a few at a time.
+
+The hostile "catalogues" here are real HTTP servers on loopback, not stand-ins for our parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from federation.servers import LiveServer, free_port, live_server
+from node import notify, store
+from node.api.notify import CONFIRM_SLOTS, MAX_DESCRIPTOR
+from node.app import create_app
+from node.settings import NodeSettings
+from tests.node.node_support import make_home
+
+WAIT = 1.0  # NODE_REGISTRATION_WAIT in these tests
+DESCRIPTOR = "/.well-known/biobank-catalogue"
+
+
+class Hostile:
+    """Real servers that are no catalogue, each at its own base path; counts the GETs."""
+
+    def __init__(self) -> None:
+        self.gets = 0
+
+    def app(self) -> Starlette:
+        async def not_found(_r: Request) -> Response:
+            self.gets += 1
+            return JSONResponse({"detail": "nothing here"}, status_code=404)
+
+        async def other(_r: Request) -> Response:
+            self.gets += 1
+            return JSONResponse({"service": "a database admin page"})
+
+        async def trickle(_r: Request) -> Response:
+            self.gets += 1
+
+            async def body() -> AsyncIterator[bytes]:
+                while True:  # a byte every 0.2 s, forever: each read is within any timeout
+                    yield b" "
+                    await asyncio.sleep(0.2)
+
+            return StreamingResponse(body(), media_type="application/json")
+
+        async def huge(_r: Request) -> Response:
+            self.gets += 1
+            pad = "x" * (MAX_DESCRIPTOR + 1024)
+            return Response(
+                f'{{"notify": "{notify.PATH}", "pad": "{pad}"}}', media_type="application/json"
+            )
+
+        return Starlette(
+            routes=[
+                Route(f"/404{DESCRIPTOR}", not_found),
+                Route(f"/other{DESCRIPTOR}", other),
+                Route(f"/trickle{DESCRIPTOR}", trickle),
+                Route(f"/huge{DESCRIPTOR}", huge),
+            ]
+        )
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[tuple[LiveServer, LiveServer, Hostile]]:
+    home, _vkey = make_home(tmp_path, records=False)
+    hostile = Hostile()
+    settings = NodeSettings(home=home.path, registration_wait=WAIT, notify_poll=5.0)
+    with ExitStack() as stack:
+        node = stack.enter_context(live_server(create_app(settings)))
+        other = stack.enter_context(live_server(hostile.app()))
+        yield node, other, hostile
+
+
+def _register(node: LiveServer, url: str) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    resp = httpx.post(f"{node.url}/v1/notify/targets", json={"url": url}, timeout=30)
+    return resp, time.monotonic() - started
+
+
+def _targets(node_home: Path) -> list[str]:
+    conn = store.connect(node_home / "node.db")
+    try:
+        return [t.url for t in notify.targets(conn)]
+    finally:
+        conn.close()
+
+
+def test_registration_refusal_is_no_port_or_host_probe(
+    servers: tuple[LiveServer, LiveServer, Hostile],
+) -> None:
+    node, other, _hostile = servers
+    probes = {
+        "closed port": f"http://127.0.0.1:{free_port()}",
+        "HTTP server answering 404": f"{other.url}/404",
+        "HTTP server that is no catalogue": f"{other.url}/other",
+        "server trickling bytes forever": f"{other.url}/trickle",
+    }
+    reasons = {}
+    for what, url in probes.items():
+        resp, took = _register(node, url)
+        assert resp.status_code == 400, (what, resp.text)
+        assert resp.headers["content-type"] == "application/problem+json"
+        (param,) = resp.json()["invalid_params"]
+        assert param["name"] == "url"
+        reasons[what] = param["reason"].replace(url, "URL")
+        # answered at the end of the confirmation time, whatever the fetch met
+        assert WAIT - 0.05 <= took < WAIT + 0.75, (what, took)
+    assert len(set(reasons.values())) == 1, reasons
+
+
+def test_registration_reads_a_bounded_descriptor(
+    servers: tuple[LiveServer, LiveServer, Hostile],
+    tmp_path: Path,
+) -> None:
+    node, other, _hostile = servers
+    # names the notify path, but in more bytes than any descriptor: refused, never added
+    resp, _took = _register(node, f"{other.url}/huge")
+    assert resp.status_code == 400, resp.text
+    assert _targets(tmp_path / "home") == []
+
+
+def test_registrations_beyond_the_confirmation_slots_get_429_without_a_fetch(
+    servers: tuple[LiveServer, LiveServer, Hostile],
+) -> None:
+    node, other, hostile = servers
+    n = CONFIRM_SLOTS + 2
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(lambda _i: _register(node, f"{other.url}/trickle")[0], range(n)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [400] * CONFIRM_SLOTS + [429] * 2, statuses
+    busy = next(a for a in answers if a.status_code == 429)
+    assert busy.headers["content-type"] == "application/problem+json"
+    assert int(busy.headers["Retry-After"]) >= 1
+    assert hostile.gets == CONFIRM_SLOTS  # a refused-at-once registration fetched nothing
+
+
+def test_registration_refusals_are_documented_as_problem_json(
+    servers: tuple[LiveServer, LiveServer, Hostile],
+) -> None:
+    node, _other, _hostile = servers
+    doc = httpx.get(f"{node.url}/openapi.json", timeout=10).json()
+    responses = doc["paths"]["/v1/notify/targets"]["post"]["responses"]
+    for status in ("400", "403", "409", "413", "429"):
+        assert "application/problem+json" in responses[status]["content"], status
