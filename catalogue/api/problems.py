@@ -49,7 +49,7 @@ DOCUMENTED: dict[str, tuple[int, ...]] = {
     "GET /v1/dcat": (406,),
     "POST /v1/negotiator/requests": (502,),
     # a node's notification (docs/freshness.md): every refusal is problem+json
-    "POST /v1/notify": (400, 403, 409, 413, 429, 503),
+    "POST /v1/notify": (400, 403, 404, 409, 413, 429, 503),
 }
 # paths whose errors have a format of their own besides problem+json (request validation)
 FOREIGN = {"/beacon/v2": "application/json"}
