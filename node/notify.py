@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import sqlite3
 import ssl
@@ -33,6 +34,7 @@ from protocol.errors import ConfigError
 
 __all__ = [
     "BACKOFF_MAX",
+    "MAX_ANSWER",
     "MAX_REGISTERED",
     "Sender",
     "Target",
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 BACKOFF_MAX = 300.0  # seconds between two attempts, at most
 MAX_REGISTERED = 16  # targets a catalogue may add at enrolment (the operator's: no limit)
 PATH = "/v1/notify"
+MAX_ANSWER = 16 * 1024  # bytes of a catalogue's answer to a notification read, at most
 
 
 @dataclass(frozen=True)
@@ -243,16 +246,29 @@ class Sender:
         now = time.time()
         retry_after: float | None = None
         try:
-            resp = await client.post(
-                notify_url(t.url), content=note.encode(), headers={"Content-Type": "text/plain"}
-            )
-        except httpx.HTTPError as exc:
+            # the whole send within the timeout, and at most MAX_ANSWER bytes of the answer
+            # read: a registered catalogue cannot hold the sender or fill its memory
+            async with (
+                asyncio.timeout(self.timeout),
+                client.stream(
+                    "POST",
+                    notify_url(t.url),
+                    content=note.encode(),
+                    headers={"Content-Type": "text/plain"},
+                ) as resp,
+            ):
+                answer = b""
+                async for chunk in resp.aiter_bytes():
+                    answer += chunk
+                    if len(answer) >= MAX_ANSWER:
+                        break
+        except (httpx.HTTPError, TimeoutError) as exc:
             error: str | None = f"{type(exc).__name__}: {exc}".rstrip(": ")
         else:
             if resp.is_success:
                 error = None
             else:
-                error = f"HTTP {resp.status_code}: {_detail(resp)}"
+                error = f"HTTP {resp.status_code}: {_detail(answer[:MAX_ANSWER])}"
                 with contextlib.suppress(ValueError):
                     retry_after = float(resp.headers.get("Retry-After", ""))
         if error is None:
@@ -294,11 +310,11 @@ class Sender:
             conn.close()
 
 
-def _detail(resp: httpx.Response) -> str:
+def _detail(answer: bytes) -> str:
     try:
-        body = resp.json()
+        body = json.loads(answer)
     except ValueError:
-        return resp.text[:200]
+        return answer.decode("utf-8", "replace")[:200]
     if isinstance(body, dict):
         return str(body.get("detail") or body.get("title") or body)[:200]
     return str(body)[:200]

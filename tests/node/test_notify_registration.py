@@ -8,6 +8,7 @@ The hostile "catalogues" here are real HTTP servers on loopback, not stand-ins f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -156,3 +157,56 @@ def test_registration_refusals_are_documented_as_problem_json(
     responses = doc["paths"]["/v1/notify/targets"]["post"]["responses"]
     for status in ("400", "403", "409", "413", "429"):
         assert "application/problem+json" in responses[status]["content"], status
+
+
+def _catalogue_that_never_ends(status: int, chunk: int, pause: float) -> Starlette:
+    """A registered "catalogue" whose answer to a notification never ends."""
+
+    async def notified(_r: Request) -> Response:
+        async def body() -> AsyncIterator[bytes]:
+            while True:
+                yield b"x" * chunk
+                await asyncio.sleep(pause)
+
+        return StreamingResponse(body(), status_code=status, media_type="text/plain")
+
+    return Starlette(routes=[Route(notify.PATH, notified, methods=["POST"])])
+
+
+@pytest.mark.parametrize(
+    ("status", "chunk", "pause", "outcome"),
+    [
+        (500, 65536, 0.0, "HTTP 500: xxx"),  # an endless error page: its first bytes kept
+        (200, 65536, 0.3, "delivered"),  # an endless acknowledgement: delivered
+        (200, 1, 0.3, "TimeoutError"),  # a byte at a time, forever: the send times out
+    ],
+)
+def test_notify_sender_reads_a_bounded_answer_within_its_timeout(
+    tmp_path: Path, status: int, chunk: int, pause: float, outcome: str
+) -> None:
+    home, _vkey = make_home(tmp_path, records=True)  # a checkpoint to send
+    with live_server(_catalogue_that_never_ends(status, chunk, pause)) as hostile:
+        conn = store.connect(home.db_path)
+        try:
+            notify.add_target(conn, hostile.url)
+            conn.commit()
+        finally:
+            conn.close()
+        sender = notify.Sender(home.db_path, poll=0.05, timeout=1.0)
+
+        async def run_a_while() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sender.run(), 2.6)
+
+        asyncio.run(run_a_while())
+    conn = store.connect(home.db_path)
+    try:
+        (target,) = notify.targets(conn)
+    finally:
+        conn.close()
+    if outcome == "delivered":
+        assert target.delivered_size > 0 and target.attempts == 0, target
+    else:  # the attempt ended (timeout or a bounded answer read) and was recorded
+        assert target.attempts >= 1, target
+        assert target.last_error is not None and len(target.last_error) < 300
+        assert target.last_error.startswith(outcome), target.last_error
