@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.problems import PROBLEM
+from service.problems import PROBLEM, problem
 
 # The largest log index or tree size a request may name: start + limit still fits the
 # 64-bit integers of SQLite and PostgreSQL (a larger one is a 400 naming the parameter).
@@ -180,7 +180,7 @@ def install(
     # from a browser; only GET/HEAD, no credentials, no request headers beyond the simple ones
     # (so no cross-origin page can send an Authorization header to the admin API).
     app.add_middleware(
-        CORSMiddleware,
+        _Cors,
         allow_origins=["*"],
         allow_methods=["GET", "HEAD"],
         allow_headers=[],
@@ -190,6 +190,22 @@ def install(
     app.add_middleware(_Headers)
     _install_docs(app)
     _install_openapi(app, errors or {}, foreign or {})
+
+
+class _Cors(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered 400 problem+json as every other
+    bad request is (Starlette answers it in plain text)."""
+
+    def preflight_response(self, request_headers: Any) -> Any:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        keep = {
+            k: v
+            for k, v in response.headers.items()
+            if k.lower() not in ("content-length", "content-type")
+        }
+        return problem(response.status_code, bytes(response.body).decode(), headers=keep)
 
 
 def _install_docs(app: FastAPI) -> None:

@@ -47,3 +47,20 @@ def test_notify_refusals_are_documented_as_problem_json(cat: LiveServer) -> None
     responses = doc["paths"]["/v1/notify"]["post"]["responses"]
     for status in ("400", "403", "404", "409", "413", "429", "503"):
         assert "application/problem+json" in responses[status]["content"], status
+
+
+def test_refused_cors_preflight_is_a_400_problem(cat: LiveServer) -> None:
+    # a page on another origin may read the API but not POST to it (docs/api.md, CORS)
+    resp = httpx.options(
+        f"{cat.url}/v1/notify",
+        headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert resp.status_code == 400
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["detail"] == "Disallowed CORS method"
+    assert "POST" not in resp.headers["access-control-allow-methods"]
+    allowed = httpx.options(
+        f"{cat.url}/v1/search",
+        headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "*"
