@@ -101,11 +101,21 @@ def create_schema(conn: sqlite3.Connection) -> None:
 
 def check_url(url: str) -> str:
     """The catalogue base URL, normalised (no trailing slash); ConfigError naming the problem."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"notify target {url!r}: give the catalogue's http(s) base URL")
+    shown = url if len(url) <= 200 else url[:200] + "..."
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # raises for a port out of range or not a number
+        httpx.URL(url.strip())  # what the sender will post to must parse
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise ConfigError(f"notify target {shown!r}: not a URL ({exc})") from exc
+    if len(parts.hostname or "") > 253 or len(url) > 2000:  # no DNS name is longer
+        raise ConfigError(f"notify target {shown!r}: host name or URL too long")
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise ConfigError(f"notify target {shown!r}: give the catalogue's http(s) base URL")
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise ConfigError(f"notify target {url!r}: no query, fragment or user name, please")
+        raise ConfigError(f"notify target {shown!r}: no query, fragment or user name, please")
+    if any(c.isspace() or not c.isprintable() for c in url.strip()):
+        raise ConfigError(f"notify target {shown!r}: no spaces or control characters, please")
     return url.strip().rstrip("/")
 
 

@@ -111,6 +111,6 @@ async def _confirmed(url: str, tls: Any, wait: float) -> bool:
                 if len(data) > MAX_DESCRIPTOR:
                     return False
         body = json.loads(data)
-    except (httpx.HTTPError, TimeoutError, ValueError):
+    except (httpx.HTTPError, httpx.InvalidURL, TimeoutError, ValueError):
         return False
     return isinstance(body, dict) and body.get("notify") == notify.PATH

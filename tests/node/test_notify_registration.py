@@ -210,3 +210,27 @@ def test_notify_sender_reads_a_bounded_answer_within_its_timeout(
         assert target.attempts >= 1, target
         assert target.last_error is not None and len(target.last_error) < 300
         assert target.last_error.startswith(outcome), target.last_error
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:0",
+        "http://[::1",
+        "http://a b.example",
+        "http://example.org/\x00",
+        "ftp://example.org",
+        "http://" + "a" * 100_00 + ".example",
+    ],
+)
+def test_registration_of_a_malformed_url_is_a_400_naming_url_without_a_fetch(
+    servers: tuple[LiveServer, LiveServer, Hostile], url: str
+) -> None:
+    node, _other, _hostile = servers
+    resp, took = _register(node, url)
+    assert resp.status_code == 400, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert [p["name"] for p in resp.json()["invalid_params"]] == ["url"]
+    assert took < WAIT  # refused at once: nothing was fetched
+    assert len(resp.text) < 2000  # the reason does not echo a long URL whole
