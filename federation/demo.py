@@ -72,16 +72,18 @@ def _stop_on_signals() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def notify_catalogue(nodes: list[DemoNode], catalogue_url: str) -> None:
-    """Make each node push its new checkpoints to the demo catalogue (docs/freshness.md):
-    the catalogue's URL replaces any left from a run on other ports."""
+def notify_catalogue(nodes: list[DemoNode], catalogue_url: str | None) -> None:
+    """Make each node push its new checkpoints to the demo catalogue (docs/freshness.md),
+    replacing any target left from an earlier run; None: no target (until the first harvest
+    is done, a notification would start a second harvest of the same node beside it)."""
     for node in nodes:
         conn = store.connect(Home.open(node.home).db_path)
         try:
             for target in notify.targets(conn):
                 if target.url != catalogue_url:
                     notify.remove_target(conn, target.url)
-            notify.add_target(conn, catalogue_url)
+            if catalogue_url is not None:
+                notify.add_target(conn, catalogue_url)
         finally:
             conn.close()
 
@@ -123,6 +125,7 @@ def run_demo(
                 )
                 progress.update(task, completed=2 * samples_per_node, stage="ready")
             serving = progress.add_task("starting servers", total=len(nodes) + 1, stage="")
+            notify_catalogue(nodes, None)
             for node in nodes:
                 servers.append(LiveServer(node_app(node.home, node.url), node.port).start())
                 progress.advance(serving)
@@ -131,9 +134,11 @@ def run_demo(
             progress.advance(serving)
             harvest = progress.add_task("enrolling and harvesting", total=2, stage="")
             enrol_all(catalogue, nodes)
-            notify_catalogue(nodes, f"http://127.0.0.1:{ports['catalogue']}")
             progress.advance(harvest)
             outcomes = catalogue.harvest()
+            # after the first harvest: a notification sent during it would start a second
+            # harvest of the same node (refused as "changed by another harvester")
+            notify_catalogue(nodes, f"http://127.0.0.1:{ports['catalogue']}")
             progress.update(harvest, advance=1, stage=f"{sum(o.added for o in outcomes)} new")
         for outcome in outcomes:
             if not outcome.ok:

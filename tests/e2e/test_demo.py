@@ -165,4 +165,5 @@ def test_demo_runs_five_harvested_nodes_and_stops_cleanly(tmp_path: Path) -> Non
         err = err_path.read_text()
     assert code == 0, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
+    assert "failed" not in err, err[-3000:]  # no harvest (first or pushed) refused
     assert all(_port_closed(u) for u in urls.values())
