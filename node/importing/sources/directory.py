@@ -283,5 +283,5 @@ def read_tables(tables: list[Table], sink: Sink, codes: Codes) -> int:
                     sink.problem(p, kind, key)
                 continue
             biobank = str(content.get("biobank") or content.get("id", ""))
-            sink.record(kind, str(content.get("id", "")), biobank, content, loc)
+            sink.record(kind, str(content.get("id", "")), biobank, content, loc, names)
     return count
