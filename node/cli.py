@@ -184,7 +184,7 @@ def import_(
     for note in report.notes:
         err.print(f"note: {note}", highlight=False, markup=False)
     render = getattr(report.privacy, "render", None)
-    if render is not None and getattr(report.privacy, "rows", 0):  # not for records alone
+    if render is not None and report.privacy.rows:  # not for records alone
         render(err)
     _summary(report.problems)
     if not report.applied:

@@ -905,6 +905,25 @@ def render(made: Guess, files: list[Path]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _json_mapping(files: list[Path]) -> tuple[str, int]:
+    """The mapping of Beacon v2 JSON files; FHIR documents need none (an error saying so)."""
+    import tomllib
+
+    from node.importing.sources import beacon
+
+    for path in files:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file")
+        if path.suffix.lower() != ".json" or not beacon.is_beacon(path):
+            raise ConfigError(
+                f"{path.name}: not a Beacon v2 file; FHIR documents import with no mapping "
+                "(biobank-node import FILE), CSV/TSV/.xlsx files get their own mapping init"
+            )
+    text, decide = beacon.mapping_template(files, Codes.default())
+    Mapping.from_dict(tomllib.loads(text), "the written mapping")  # the file must load
+    return text, decide
+
+
 mapping_app = typer.Typer(help="Write and check mapping files for CSV/TSV exports.")
 
 
@@ -927,6 +946,11 @@ def init_command(
         typer.echo(f"error: {target} exists (use --force to overwrite)", err=True)
         raise typer.Exit(2)
     try:
+        if any(f.suffix.lower() == ".json" for f in files):
+            text, decide = _json_mapping(files)
+            target.write_text(text, encoding="utf-8")
+            typer.echo(f"wrote {target}: a Beacon v2 mapping, {decide} thing(s) to decide")
+            return
         made = guess(files, kind, rows)
         made.mapping()  # the file must load
     except ConfigError as exc:
