@@ -80,6 +80,11 @@ class Preview:
         )
         if not self.samples and not self.groups:
             return
+        if not self.groups:
+            console.print("no sample group would be published", markup=False)
+            self.privacy.render(console)
+            console.print(self.pending.message(), markup=False)
+            return
         table = Table(title=f"Sample groups after the import ({len(self.groups)})")
         table.add_column("id", no_wrap=True, min_width=30)
         table.add_column("attributes", overflow="fold")

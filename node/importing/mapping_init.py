@@ -895,7 +895,10 @@ def render(made: Guess, files: list[Path]) -> str:
                 known = sorted(_TABLES().codes.codes(CODELIST[fld]))
                 choice = ", ".join(known) if len(known) <= 20 else f"a {CODELIST[fld]} code"
                 out.append(f"# DECIDE: values with no code yet (one of: {choice}):")
-            out += [f'# {_q(v)} = ""' for v in open_[:MAX_LISTED]]
+            for v in open_[:MAX_LISTED]:
+                near = Codes.default().suggest(CODELIST[fld], v) if fld != "diagnoses" else []
+                hint = f"   # did you mean {', '.join(near)}?" if near else ""
+                out.append(f'# {_q(v)} = ""{hint}')
             if len(open_) > MAX_LISTED:
                 out.append(f"# ... and {len(open_) - MAX_LISTED} more")
     for fld, seen in made.decide.items():
