@@ -217,7 +217,7 @@ def _problems(problems: list[Any], report_file: Path | None) -> None:
     from node.importing import wording
 
     for problem in problems:
-        print(f"problem: {wording.plain(problem)}")
+        print(f"problem: {wording.line(problem)}")
     if report_file is not None:
         try:
             wording.write_report(report_file, problems)

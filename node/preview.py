@@ -244,7 +244,7 @@ def preview_command(
             )
         for problem in report.problem_list:
             console.print(
-                f"problem: {wording.plain(problem)}", markup=False, highlight=False, soft_wrap=True
+                f"problem: {wording.line(problem)}", markup=False, highlight=False, soft_wrap=True
             )
         if report.problem_list:
             console.print(f"{len(report.problem_list)} problem(s) by reason:", markup=False)

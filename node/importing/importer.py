@@ -180,7 +180,7 @@ def read_files(
                     f"{path.name}: read as Beacon v2 biosamples/individuals (a JSON array, or "
                     "Beacon keys without a FHIR resourceType)"
                 )
-            elif kind in ("csv", "tsv") or (kind == "xlsx" and mapping is not None):
+            elif kind in ("csv", "tsv"):  # a workbook says each sheet's role itself
                 inferred.append(
                     f"{path.name}: read as {mapping.kind if mapping else '?'} rows "
                     f"({kind}; the mapping's kind)"

@@ -289,3 +289,22 @@ def test_an_unpublished_biobank_is_named_by_the_operators_own_column(
     assert [(p.location, p.field, p.value) for p in mapped.problems] == [
         ("c.csv row 2", "bb_id", "NOBODY")
     ]
+
+
+def test_a_missing_value_is_printed_as_empty_under_the_files_column(
+    tmp_path: Path, external: Path
+) -> None:
+    """The printed problem of a biobank row without a contact person names the file's
+    column and says the cell is empty (never ``/contact=None``)."""
+    from typer.testing import CliRunner
+
+    from node.cli import app
+
+    make_home(tmp_path, records=False)
+    files, _ = national_2018(external, tmp_path)
+    result = CliRunner().invoke(app, ["import", *map(str, files), "--home", str(tmp_path / "home")])
+    assert result.exit_code == 1
+    assert [line for line in result.stdout.splitlines() if line.startswith("problem: ")] == [
+        "problem: Biobanks.csv row 545: contact_person (empty): a value is required but none "
+        "was given"
+    ]
