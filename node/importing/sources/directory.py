@@ -177,7 +177,9 @@ def read(
         if found is None:
             raise ConfigError(
                 f"{path.name}: fits no Directory role (header {', '.join(header[:6])}...); "
-                "give its role as FILE:ROLE or --kind (biobanks, collections, persons)"
+                "give its role as FILE:ROLE or --kind (biobanks, collections, persons), or "
+                "read it through a mapping (--mapping MAP; 'biobank-node mapping init "
+                f"{path.name}' writes a first one)"
             )
         roles[path] = found[0]
         if inferred is not None:
