@@ -927,12 +927,17 @@ def _json_mapping(files: list[Path]) -> tuple[str, int]:
     return text, decide
 
 
-mapping_app = typer.Typer(help="Write and check mapping files for CSV/TSV exports.")
+mapping_app = typer.Typer(
+    help="Write and check mapping files for CSV/TSV/.xlsx exports and Beacon v2 JSON."
+)
 
 
 @mapping_app.command("init")
 def init_command(
-    files: Annotated[list[Path], typer.Argument(help="CSV/TSV export files (same header)")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="CSV/TSV/.xlsx export files (same header), or Beacon v2 JSON"),
+    ],
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="mapping file to write (default FILE.mapping.toml)"),
