@@ -123,7 +123,7 @@ def import_(
     kind: Annotated[
         str | None,
         typer.Option(
-            "--kind", help="role of every file: biobanks|collections|samples|persons|fhir"
+            "--kind", help="role of every file: biobanks|collections|samples|persons|fhir|beacon"
         ),
     ] = None,
     mapping: Annotated[Path | None, typer.Option(help="mapping file (TOML)")] = None,
