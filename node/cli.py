@@ -123,7 +123,7 @@ def import_(
     kind: Annotated[
         str | None,
         typer.Option(
-            "--kind", help="role of every file: biobanks|collections|samples|persons|fhir"
+            "--kind", help="role of every file: biobanks|collections|samples|persons|fhir|beacon"
         ),
     ] = None,
     mapping: Annotated[Path | None, typer.Option(help="mapping file (TOML)")] = None,
@@ -184,7 +184,7 @@ def import_(
     for note in report.notes:
         err.print(f"note: {note}", highlight=False, markup=False)
     render = getattr(report.privacy, "render", None)
-    if render is not None:
+    if render is not None and report.privacy.rows:  # not for records alone
         render(err)
     _summary(report.problems)
     if not report.applied:
@@ -217,7 +217,7 @@ def _problems(problems: list[Any], report_file: Path | None) -> None:
     from node.importing import wording
 
     for problem in problems:
-        print(f"problem: {wording.plain(problem)}")
+        print(f"problem: {wording.line(problem)}")
     if report_file is not None:
         try:
             wording.write_report(report_file, problems)

@@ -30,7 +30,7 @@ from node.importing.staging import Staging
 from node.policy import Policy
 from node.privacy import PrivacyReport
 from node.pseudonym import Pseudonymiser
-from protocol.errors import BiobankError, Problem
+from protocol.errors import BiobankError, ConfigError, Problem
 
 SHOWN = 40  # groups listed in the text output (--json lists all)
 
@@ -48,6 +48,8 @@ class Preview:
     records: dict[str, int] = field(default_factory=dict)  # valid biobanks, collections
     samples: int = 0  # valid sample rows
     problem_list: list[Problem] = field(default_factory=list)
+    inferred: list[str] = field(default_factory=list)  # each inferred role and why
+    ignored: dict[str, int] = field(default_factory=dict)  # what was left out on purpose
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +62,8 @@ class Preview:
             "samples": self.samples,
             "problem_list": [p.to_json() for p in self.problem_list],
             "reasons": dict(wording.summary(self.problem_list)),
+            "inferred": self.inferred,
+            "ignored": self.ignored,
         }
 
     def render(self, console: Console) -> None:
@@ -75,6 +79,11 @@ class Preview:
             soft_wrap=True,
         )
         if not self.samples and not self.groups:
+            return
+        if not self.groups:
+            console.print("no sample group would be published", markup=False)
+            self.privacy.render(console)
+            console.print(self.pending.message(), markup=False)
             return
         table = Table(title=f"Sample groups after the import ({len(self.groups)})")
         table.add_column("id", no_wrap=True, min_width=30)
@@ -109,8 +118,11 @@ def preview(
     fmt: str | None = None,
     mapping_path: Path | None = None,
     home: Path | None = None,
+    roles: dict[Path, str] | None = None,
 ) -> Preview:
-    """Merge ``files`` into a copy of the home's holding in memory and apply ``policy``."""
+    """Merge ``files`` into a copy of the home's holding in memory and apply ``policy``.
+    ``roles`` gives files their role as the import's do; the others are inferred
+    (``Preview.inferred`` says how and why)."""
     for path in files:
         if not path.is_file():
             raise typer.BadParameter(f"{path}: no such file")
@@ -136,7 +148,8 @@ def preview(
             conn.execute("INSERT INTO records SELECT * FROM src.records")
             conn.execute("DETACH src")
         stage = Staging(conn, "staging", None)
-        rows = read_files(files, fmt, mapping, stage, Codes.default())
+        inferred: list[str] = []
+        rows = read_files(files, fmt, mapping, stage, Codes.default(), None, roles, inferred)
         stage.duplicates()
         columns = mapping.columns if mapping is not None and mapping.kind == "sample" else None
         check_references(conn, stage, [], columns)  # as the import does: dangling references
@@ -153,13 +166,17 @@ def preview(
             records=records,
             samples=samples,
             problem_list=list(stage.problems),
+            inferred=inferred,
+            ignored=dict(stage.ignored_counts),
         )
     finally:
         conn.close()
 
 
 def preview_command(
-    files: Annotated[list[Path], typer.Argument(help="export files to preview")],
+    files: Annotated[
+        list[Path], typer.Argument(help="export files to preview, each optionally as FILE:ROLE")
+    ],
     home: Annotated[
         Path, typer.Option("--home", envvar="NODE_HOME", help="node home (for its policy.toml)")
     ] = Path("node-home"),
@@ -169,19 +186,46 @@ def preview_command(
     fmt: Annotated[
         str | None, typer.Option("--format", help="csv, tsv, xlsx, fhir, beacon or directory")
     ] = None,
-    mapping: Annotated[
-        Path | None, typer.Option("--mapping", help="column mapping (CSV/TSV)")
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind", help="role of every file: biobanks|collections|samples|persons|fhir|beacon"
+        ),
     ] = None,
+    mapping: Annotated[Path | None, typer.Option("--mapping", help="mapping file (TOML)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Show the groups an import of FILES would make, what waits; change nothing."""
+    from node.importing.importer import ROLES, parse_file_role
+
     console = Console(emoji=False)  # ":ID:" in Directory ids is no emoji code
     try:
-        policy = Policy.load(policy_file or home / "policy.toml")
-        report = preview(files, policy, fmt=fmt, mapping_path=mapping, home=home)
+        if kind is not None and kind.strip().lower() not in ROLES:
+            raise ConfigError(f"--kind {kind!r}: use one of {', '.join(sorted(ROLES))}")
+        roles: dict[Path, str] = {}
+        paths: list[Path] = []
+        for arg in files:  # FILE:ROLE and --kind as the import takes them
+            path, role = parse_file_role(str(arg))
+            paths.append(path)
+            if role or kind:
+                roles[path] = role or ROLES[str(kind).strip().lower()]
+        policy_path = policy_file or home / "policy.toml"
+        if policy_file is None and not policy_path.exists() and not home.exists():
+            # no node yet (trying a mapping before init): the default policy
+            typer.echo(
+                f"note: no node home at {home}: previewing with the default policy "
+                "(biobank-node init writes it to HOME/policy.toml)",
+                err=True,
+            )
+            policy = Policy.from_dict({})
+        else:
+            policy = Policy.load(policy_path)
+        report = preview(paths, policy, fmt=fmt, mapping_path=mapping, home=home, roles=roles)
     except BiobankError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    for line in report.inferred:  # before anything else, as the import does
+        typer.echo(f"role: {line}", err=True)
     if as_json:
         typer.echo(
             json.dumps(
@@ -191,9 +235,16 @@ def preview_command(
         )
     else:
         report.render(console)
+        for what, count in sorted(report.ignored.items()):
+            console.print(
+                f"ignored: {what}" + (f" (x{count})" if count > 1 else ""),
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         for problem in report.problem_list:
             console.print(
-                f"problem: {wording.plain(problem)}", markup=False, highlight=False, soft_wrap=True
+                f"problem: {wording.line(problem)}", markup=False, highlight=False, soft_wrap=True
             )
         if report.problem_list:
             console.print(f"{len(report.problem_list)} problem(s) by reason:", markup=False)

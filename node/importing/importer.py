@@ -180,7 +180,7 @@ def read_files(
                     f"{path.name}: read as Beacon v2 biosamples/individuals (a JSON array, or "
                     "Beacon keys without a FHIR resourceType)"
                 )
-            elif kind in ("csv", "tsv") or (kind == "xlsx" and mapping is not None):
+            elif kind in ("csv", "tsv"):  # a workbook says each sheet's role itself
                 inferred.append(
                     f"{path.name}: read as {mapping.kind if mapping else '?'} rows "
                     f"({kind}; the mapping's kind)"
@@ -322,7 +322,8 @@ def check_references(
     Staged biobanks are schema-checked first (few; the differ checks them again): an
     invalid one is not "in the import", so its collections and samples are problems too,
     reported in the same pass as the biobank's own problems. ``columns`` (a sample
-    mapping's field -> column) names the operator's column in sample problems.
+    mapping's field -> column) names the operator's column in sample problems; a record's
+    problems name the columns staged with it (``Sink.record(..., columns)``).
     """
     validate = SchemaSet.default().problems
     columns = columns or {}
@@ -334,14 +335,17 @@ def check_references(
             for problem in checked:
                 stage.problem(problem, "biobank", id)
             conn.execute("DELETE FROM others WHERE kind = 'biobank' AND id = ?", (id,))
-    for id, biobank, location in conn.execute(
-        "SELECT id, biobank, location FROM others WHERE kind = 'collection' "
+    for id, biobank, location, named in conn.execute(
+        "SELECT id, biobank, location, columns FROM others WHERE kind = 'collection' "
         f"AND biobank NOT IN ({_KNOWN_BIOBANKS})"
     ).fetchall():
+        # the operator's own column, staged with the record (a Directory file's
+        # ``biobanks``, a mapping's column, FHIR's partOf), else the field's name
+        own: dict[str, str] = orjson.loads(named) if named else {}
         stage.problem(
             Problem(
                 location,
-                "biobank",
+                own.get("biobank", "biobank"),
                 biobank,
                 f"the biobank '{biobank}' of this collection is neither in this import nor "
                 "published (import the biobanks file with it, or first)",

@@ -895,7 +895,10 @@ def render(made: Guess, files: list[Path]) -> str:
                 known = sorted(_TABLES().codes.codes(CODELIST[fld]))
                 choice = ", ".join(known) if len(known) <= 20 else f"a {CODELIST[fld]} code"
                 out.append(f"# DECIDE: values with no code yet (one of: {choice}):")
-            out += [f'# {_q(v)} = ""' for v in open_[:MAX_LISTED]]
+            for v in open_[:MAX_LISTED]:
+                near = Codes.default().suggest(CODELIST[fld], v) if fld != "diagnoses" else []
+                hint = f"   # did you mean {', '.join(near)}?" if near else ""
+                out.append(f'# {_q(v)} = ""{hint}')
             if len(open_) > MAX_LISTED:
                 out.append(f"# ... and {len(open_) - MAX_LISTED} more")
     for fld, seen in made.decide.items():
@@ -905,12 +908,36 @@ def render(made: Guess, files: list[Path]) -> str:
     return "\n".join(out) + "\n"
 
 
-mapping_app = typer.Typer(help="Write and check mapping files for CSV/TSV exports.")
+def _json_mapping(files: list[Path]) -> tuple[str, int]:
+    """The mapping of Beacon v2 JSON files; FHIR documents need none (an error saying so)."""
+    import tomllib
+
+    from node.importing.sources import beacon
+
+    for path in files:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file")
+        if path.suffix.lower() != ".json" or not beacon.is_beacon(path):
+            raise ConfigError(
+                f"{path.name}: not a Beacon v2 file; FHIR documents import with no mapping "
+                "(biobank-node import FILE), CSV/TSV/.xlsx files get their own mapping init"
+            )
+    text, decide = beacon.mapping_template(files, Codes.default())
+    Mapping.from_dict(tomllib.loads(text), "the written mapping")  # the file must load
+    return text, decide
+
+
+mapping_app = typer.Typer(
+    help="Write and check mapping files for CSV/TSV/.xlsx exports and Beacon v2 JSON."
+)
 
 
 @mapping_app.command("init")
 def init_command(
-    files: Annotated[list[Path], typer.Argument(help="CSV/TSV export files (same header)")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="CSV/TSV/.xlsx export files (same header), or Beacon v2 JSON"),
+    ],
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="mapping file to write (default FILE.mapping.toml)"),
@@ -927,6 +954,11 @@ def init_command(
         typer.echo(f"error: {target} exists (use --force to overwrite)", err=True)
         raise typer.Exit(2)
     try:
+        if any(f.suffix.lower() == ".json" for f in files):
+            text, decide = _json_mapping(files)
+            target.write_text(text, encoding="utf-8")
+            typer.echo(f"wrote {target}: a Beacon v2 mapping, {decide} thing(s) to decide")
+            return
         made = guess(files, kind, rows)
         made.mapping()  # the file must load
     except ConfigError as exc:

@@ -134,7 +134,8 @@ class Staging:
         conn.execute("DROP TABLE IF EXISTS temp.others")
         conn.execute(
             "CREATE TEMP TABLE others (kind TEXT NOT NULL, id TEXT NOT NULL, "
-            "biobank TEXT NOT NULL, content TEXT NOT NULL, location TEXT NOT NULL)"
+            "biobank TEXT NOT NULL, content TEXT NOT NULL, location TEXT NOT NULL, "
+            "columns TEXT)"
         )
         conn.execute("DROP TABLE IF EXISTS temp.present")
         conn.execute(
@@ -157,10 +158,17 @@ class Staging:
             self.flush()
 
     def record(
-        self, kind: str, id: str, biobank: str, content: dict[str, object], location: str
+        self,
+        kind: str,
+        id: str,
+        biobank: str,
+        content: dict[str, object],
+        location: str,
+        columns: dict[str, str] | None = None,
     ) -> None:
         """Stage a record, or report its schema problems now (with the code problems of
-        every other row: one pass, not a second round after those are fixed)."""
+        every other row: one pass, not a second round after those are fixed). ``columns``
+        (field -> the operator's column) is kept for problems found later (references)."""
         if self._schemas is None:
             self._schemas = SchemaSet.default()
         problems = self._schemas.problems(kind, content, location)
@@ -169,8 +177,15 @@ class Staging:
                 self.problem(p, kind, id or None)
             return
         self.conn.execute(
-            "INSERT INTO others VALUES (?, ?, ?, ?, ?)",
-            (kind, id, biobank, orjson.dumps(content).decode(), location),
+            "INSERT INTO others VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                kind,
+                id,
+                biobank,
+                orjson.dumps(content).decode(),
+                location,
+                orjson.dumps(columns).decode() if columns else None,
+            ),
         )
         self.records += 1
 

@@ -20,6 +20,7 @@ from protocol.errors import Problem
 
 __all__ = [
     "REPORT_COLUMNS",
+    "line",
     "plain",
     "reason_class",
     "rows_with_problems",
@@ -74,6 +75,17 @@ _SCHEMA_WORDS = re.compile(
     r"properties|schema"
 )
 _RAW = re.compile(r"[\^$\\{}\[\]]|\bproperties\b|\bschema\b")
+
+
+def line(problem: Problem) -> str:
+    """One printed problem in plain words: ``file row N: column='value': reason``; an
+    empty cell is said so (``column (empty)``), never a Python ``None``."""
+    shown = plain(problem)
+    if not shown.field:  # the whole row or file (its reason says what)
+        return f"{shown.location}: {shown.reason}"
+    if shown.value is None or shown.value == "":
+        return f"{shown.location}: {shown.field} (empty): {shown.reason}"
+    return str(shown)
 
 
 def plain(problem: Problem, columns: Mapping[str, str] | None = None) -> Problem:

@@ -149,3 +149,75 @@ def test_the_2018_directory_as_a_national_export_is_found_country_by_country(
         assert _search(client)["collections"]["total"] == sum(per_country.values()) == 1488
         for country, count in sorted(per_country.items()):
             assert _search(client, country=country)["collections"]["total"] == count, country
+
+
+def test_a_beacon_cohort_after_its_directory_records_is_found_with_its_counts(
+    tmp_path: Path, external: Path
+) -> None:
+    """A new operator's path with real files: the Directory records (no mapping), then
+    ``mapping init`` on the EGA Beacon v2 cohort, its biobank and collection filled in,
+    ``preview``, ``import``, serve, harvest, search: the sample total and the counts by
+    sex are those tallied here from the raw biosamples and individuals."""
+    import json
+
+    from node.importing.sources.beacon import SEX
+
+    ega = external / "ega-beacon2-ri-tools-v2/output_docs/all-fields"
+    samples = json.loads((ega / "biosamples.json").read_text(encoding="utf-8"))
+    people = {
+        p["id"]: p for p in json.loads((ega / "individuals.json").read_text(encoding="utf-8"))
+    }
+    by_sex = Counter(SEX[people[s["individualId"]]["sex"]["id"]] for s in samples)
+    home, vkey = make_home(tmp_path, k=2, records=False)
+    runner = CliRunner()
+    files = national_export(external, tmp_path)
+    assert (
+        runner.invoke(node_cli, ["import", "--home", str(home.path), *map(str, files)]).exit_code
+        == 0
+    )
+    mapping = tmp_path / "beacon.toml"
+    beacon = [str(ega / "biosamples.json"), str(ega / "individuals.json")]
+    made = runner.invoke(node_cli, ["mapping", "init", *beacon, "-o", str(mapping)])
+    assert made.exit_code == 0 and "2 thing(s) to decide" in made.output, made.output
+    biobank = "bbmri-eric:ID:DE_biobank1"
+    text = mapping.read_text(encoding="utf-8")
+    text = text.replace('# biobank = "bbmri-eric:ID:XX_BIOBANK"', f'biobank = "{biobank}"')
+    text = text.replace(
+        '# collection = "bbmri-eric:ID:XX_BIOBANK:collection:beacon"',
+        f'collection = "{biobank}:collection:coll1"',
+    )
+    mapping.write_text(text, encoding="utf-8")
+    common = ["--home", str(home.path), "--mapping", str(mapping)]
+    shown = runner.invoke(node_cli, ["preview", *beacon, *common, "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["samples"] == len(samples)
+    imported = runner.invoke(node_cli, ["import", *beacon, *common, "--json"])
+    assert imported.exit_code == 0, imported.output
+    summary = json.loads(imported.stdout)
+    assert summary["privacy"]["held_back"] == {} and summary["pending"]["waiting"] is False
+
+    settings = make_settings(f"sqlite:///{tmp_path / 'catalogue.db'}", tmp_path / "cat-home")
+    env = {
+        "CATALOGUE_DATABASE_URL": settings.database_url,
+        "CATALOGUE_HOME": str(settings.home),
+        "CATALOGUE_ORIGIN": settings.origin,
+        "CATALOGUE_ADMIN_TOKEN": "",
+    }
+    with live_server(create_node_app(NodeSettings(home=home.path))) as node:
+        assert (
+            runner.invoke(catalogue_cli, ["enrol", node.url, "--key", vkey], env=env).exit_code == 0
+        )
+        harvested = runner.invoke(catalogue_cli, ["harvest"], env=env)
+        assert harvested.exit_code == 0, harvested.output
+    with (
+        live_server(create_app(settings)) as cat,
+        httpx.Client(base_url=cat.url, timeout=30) as client,
+    ):
+        everything = _search(client)
+        assert everything["total"] == {"min": len(samples), "max": len(samples)}
+        for sex, count in by_sex.items():
+            assert _search(client, sex=sex)["total"] == {"min": count, "max": count}, sex
+        cards = {c["id"]: c for c in _search(client, biobank=biobank)["collections"]["items"]}
+        card = cards[f"{biobank}:collection:coll1"]
+        assert card["samples"] == {"min": len(samples), "max": len(samples)}
+        assert card["name"] and card["contact"]["email"] and card["biobank_published"]

@@ -40,7 +40,13 @@ class CollectingSink:
         self.samples.append(row)
 
     def record(
-        self, kind: str, id: str, biobank: str, content: dict[str, object], location: str
+        self,
+        kind: str,
+        id: str,
+        biobank: str,
+        content: dict[str, object],
+        location: str,
+        columns: dict[str, str] | None = None,
     ) -> None:
         self.records.append((kind, id, content))
 

@@ -213,3 +213,63 @@ def test_beacon_needs_biobank_and_collection_from_the_mapping(tmp_path: Path, eg
 )
 def test_iso8601_age_durations(text: str, years: int | None) -> None:
     assert age_years(text) == years
+
+
+def test_mapping_init_of_beacon_files_writes_a_beacon_mapping_that_previews(
+    tmp_path: Path, ega: Path
+) -> None:
+    """``mapping init`` on Beacon v2 JSON writes the Beacon mapping (never a CSV guess from
+    JSON text): biobank and collection to DECIDE, and a DECIDE line per origin or sex term
+    that no shipped table knows; filled in, ``preview`` with it is clean."""
+    from typer.testing import CliRunner
+
+    from node.cli import app
+
+    raw = _load(ega / "biosamples.json")
+    raw[0]["sampleOriginType"] = {"id": "UBERON:9999999", "label": "made up"}
+    raw[0].pop("sampleOriginDetail", None)
+    people = _load(ega / "individuals.json")
+    people[0]["sex"] = {"id": "NCIT:C124294", "label": "Unknown sex"}
+    samples = _write(tmp_path / "biosamples.json", raw)
+    individuals = _write(tmp_path / "individuals.json", people)
+    out = tmp_path / "beacon.toml"
+    runner = CliRunner()
+    made = runner.invoke(app, ["mapping", "init", str(samples), str(individuals), "-o", str(out)])
+    assert made.exit_code == 0, made.output
+    text = out.read_text(encoding="utf-8")
+    assert "4 thing(s) to decide" in made.output
+    assert '# "UBERON:9999999" = ""   # DECIDE: \'made up\', 1 biosample(s)' in text
+    assert '# "NCIT:C124294" = ""   # DECIDE: \'Unknown sex\', 1 individual(s)' in text
+    assert "local_id" in text and '"label"' not in text  # no JSON text taken for a header
+    filled = (
+        text.replace('# biobank = "bbmri-eric:ID:XX_BIOBANK"', f'biobank = "{BIOBANK}"')
+        .replace(
+            '# collection = "bbmri-eric:ID:XX_BIOBANK:collection:beacon"',
+            f'collection = "{COLLECTION}"',
+        )
+        .replace('# "UBERON:9999999" = ""', '"UBERON:9999999" = "Serum"')
+        .replace('# "NCIT:C124294" = ""', '"NCIT:C124294" = "unknown"')
+    )
+    out.write_text(filled, encoding="utf-8")
+    make_home(tmp_path)
+    shown = runner.invoke(
+        app,
+        [
+            "preview",
+            str(samples),
+            str(individuals),
+            "--mapping",
+            str(out),
+            "--home",
+            str(tmp_path / "home"),
+            "--json",
+        ],
+    )
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["samples"] == len(raw)
+    # a FHIR document needs no mapping: said so, nothing written
+    fhir = tmp_path / "bundle.json"
+    fhir.write_text('{"resourceType": "Bundle", "type": "transaction"}', encoding="utf-8")
+    refused = runner.invoke(app, ["mapping", "init", str(fhir), "-o", str(tmp_path / "f.toml")])
+    assert refused.exit_code == 2 and "FHIR documents import with no mapping" in refused.output
+    assert not (tmp_path / "f.toml").exists()

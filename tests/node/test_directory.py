@@ -264,3 +264,47 @@ def test_an_empty_translation_drops_a_value_on_purpose(tmp_path: Path) -> None:
     assert report.problems == [] and report.published == {"biobank": 2}
     biobanks = _latest(home.db_path, "biobank")
     assert biobanks["B1"]["acronym"] == "ONE" and "acronym" not in biobanks["B2"]
+
+
+def test_an_unpublished_biobank_is_named_by_the_operators_own_column(
+    tmp_path: Path, external: Path
+) -> None:
+    """A collection whose biobank is not published is a problem under the file's own
+    column (``biobanks`` in a national export, a mapping's column), never ``biobank``."""
+    home, _ = make_home(tmp_path, records=False)
+    files = national_export(external, tmp_path)
+    collections = [f for f in files if f.name != "national_Biobanks.csv"]
+    report = run_import(home, collections)
+    assert not report.applied and len(report.problems) == 3
+    assert {(p.field, p.location.split(" row ")[0]) for p in report.problems} == {
+        ("biobanks", "national_Collections.csv")
+    }
+    assert all("is neither in this import nor published" in p.reason for p in report.problems)
+    # the same through a collection mapping: the mapping's column is named
+    (tmp_path / "c.csv").write_text("cid,name,bb_id\nC1,One,NOBODY\n", encoding="utf-8")
+    mapping = Mapping.from_dict(
+        {"kind": "collection", "columns": {"id": "cid", "name": "name", "biobank": "bb_id"}}
+    )
+    mapped = run_import(home, [tmp_path / "c.csv"], mapping=mapping)
+    assert [(p.location, p.field, p.value) for p in mapped.problems] == [
+        ("c.csv row 2", "bb_id", "NOBODY")
+    ]
+
+
+def test_a_missing_value_is_printed_as_empty_under_the_files_column(
+    tmp_path: Path, external: Path
+) -> None:
+    """The printed problem of a biobank row without a contact person names the file's
+    column and says the cell is empty (never ``/contact=None``)."""
+    from typer.testing import CliRunner
+
+    from node.cli import app
+
+    make_home(tmp_path, records=False)
+    files, _ = national_2018(external, tmp_path)
+    result = CliRunner().invoke(app, ["import", *map(str, files), "--home", str(tmp_path / "home")])
+    assert result.exit_code == 1
+    assert [line for line in result.stdout.splitlines() if line.startswith("problem: ")] == [
+        "problem: Biobanks.csv row 545: contact_person (empty): a value is required but none "
+        "was given"
+    ]

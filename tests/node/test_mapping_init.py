@@ -261,3 +261,18 @@ def test_mapping_init_reads_an_xlsx_workbook_through_the_xlsx_reader(tmp_path: P
         "the biobank '…' of this sample is neither in this import nor published "
         "(import the biobanks file with it, or first)"
     }
+
+
+def test_mapping_init_suggests_the_nearest_codes_for_values_to_decide(tmp_path: Path) -> None:
+    """A value with no code yet is a DECIDE line with the nearest known codes, as the
+    importer's problem says them ("did you mean Blood?")."""
+    export = tmp_path / "lims.csv"
+    export.write_text(
+        "Probe ID,Patient,Material,Alter\nS1,P1,blood,40\nS2,P2,bloood,41\nS3,P3,Serum,42\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "lims.toml"
+    _init(str(export), "--out", str(out))
+    text = out.read_text(encoding="utf-8")
+    assert '# "bloood" = ""   # did you mean Blood, CordBlood, WholeBlood?' in text
+    Mapping.load(out)  # still loads

@@ -91,3 +91,67 @@ def test_a_clean_sample_preview_exits_zero(tmp_path: Path) -> None:
         str(export), "--home", str(tmp_path / "home"), "--mapping", str(mapping), "--json"
     )
     assert code == 0 and json.loads(out)["samples"] == 4
+
+
+def test_preview_takes_file_roles_and_kind_and_says_what_it_inferred(
+    tmp_path: Path, external: Path
+) -> None:
+    """``preview`` reads ``FILE:ROLE`` and ``--kind`` as ``import`` does, and prints each
+    inferred role (and why) before anything else."""
+    make_home(tmp_path)
+    src = external / DEMO
+    args = [f"{src / 'Collections.csv'}:collections", str(src / "Persons.csv")]
+    result = CliRunner().invoke(app, ["preview", *args, "--home", str(tmp_path / "home")])
+    # the collections' biobanks are neither imported nor published: the import would fail
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "role: Persons.csv: read as Directory persons table because it has email and "
+        "first_name/last_name columns"
+    )
+    assert "Collections.csv: read as" not in result.stderr  # given, not inferred
+    assert "3 row(s) with problems" in result.stdout
+    # a role that fits no reader is refused as the import refuses it
+    wrong = CliRunner().invoke(
+        app, ["preview", str(src / "Persons.csv"), "--kind", "samples", "--home", "x"]
+    )
+    assert wrong.exit_code == 2 and "sample files need --mapping" in wrong.stderr
+    bad_kind = CliRunner().invoke(app, ["preview", str(src / "Persons.csv"), "--kind", "donors"])
+    assert bad_kind.exit_code == 2 and "--kind 'donors': use one of" in bad_kind.stderr
+
+
+def test_preview_before_init_uses_the_default_policy(tmp_path: Path, external: Path) -> None:
+    """An operator trying a mapping before ``init`` gets a preview, not a missing policy."""
+    src = external / DEMO
+    files = [str(src / n) for n in ("Biobanks.csv", "Collections.csv", "Persons.csv")]
+    code, out, err = _preview(*files, "--home", str(tmp_path / "no-node-yet"), "--json")
+    assert code == 0, err
+    assert "previewing with the default policy" in err
+    got = json.loads(out)
+    assert got["records"] == {"biobank": 3, "collection": 3} and got["policy"]["k"] == 10
+    # a home that exists but lost its policy is still an error (never a silent default)
+    (tmp_path / "broken").mkdir()
+    code, _, err = _preview(*files, "--home", str(tmp_path / "broken"))
+    assert code == 2 and "cannot read the policy file" in err
+
+
+def test_preview_lists_what_it_leaves_out_on_purpose(tmp_path: Path, external: Path) -> None:
+    """'Not available' codes and codes outside our lists are listed as ``ignored:`` by
+    preview as by the import."""
+    from tests.node.test_directory import national_export
+
+    files = national_export(external, tmp_path)
+    code, out, err = _preview(*map(str, files), "--home", str(tmp_path / "none"))
+    assert code == 0, out + err
+    assert "ignored: collection diagnoses: 'not available' code 'NAV_DIAG' left out" in out
+
+
+def test_an_import_of_records_alone_prints_no_empty_privacy_table(
+    tmp_path: Path, external: Path
+) -> None:
+    make_home(tmp_path, records=False)
+    src = external / DEMO
+    files = [str(src / n) for n in ("Biobanks.csv", "Collections.csv", "Persons.csv")]
+    result = CliRunner().invoke(app, ["import", *files, "--home", str(tmp_path / "home")])
+    assert result.exit_code == 0, result.stderr
+    assert "published {'biobank': 3, 'collection': 3}" in result.stderr
+    assert "0 of 0 samples" not in result.stderr and "Privacy" not in result.stderr

@@ -27,7 +27,7 @@ def test_preview_json_reports_policy_and_counts(external: Path, tmp_path: Path) 
         app(), ["preview", str(external / BUNDLE), "--home", str(tmp_path), "--json"]
     )
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)  # roles are said on stderr
     assert out["policy"]["k"] == 10
     assert out["privacy"]["rows"] == 206
     assert out["privacy"]["published"] + sum(out["privacy"]["held_back"].values()) == 206

@@ -70,6 +70,15 @@ def test_a_file_fitting_no_role_is_an_error_not_a_guess(tmp_path: Path, external
     assert any(p.field == "country" for p in report.problems)  # in the operator's words
 
 
+def test_a_lims_export_without_a_mapping_is_pointed_to_mapping_init(tmp_path: Path) -> None:
+    """A new operator's LIMS CSV without --mapping: the error says how to get a mapping."""
+    home, _ = make_home(tmp_path)
+    lims = tmp_path / "lims.csv"
+    lims.write_text("Probe ID,Patient,Material\nS1,P1,Serum\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="'biobank-node mapping init lims.csv' writes a first"):
+        run_import(home, [lims])
+
+
 def test_a_role_that_contradicts_the_mapping_is_refused(tmp_path: Path) -> None:
     home, _ = make_home(tmp_path)
     mapping = Mapping.load(write_mapping(tmp_path / "m.toml"))

@@ -204,6 +204,8 @@ def test_a_workbook_of_role_sheets_imports_in_one_import(tmp_path: Path) -> None
     said = "export.xlsx sheet Collections: read as Directory collection table (the sheet's name)"
     assert said in report.inferred
     assert "export.xlsx sheet Samples: read as sample rows through the mapping" in report.inferred
+    # one line per sheet, no line for the workbook as a whole (which would say "sample rows")
+    assert all(line.startswith("export.xlsx sheet ") for line in report.inferred)
     assert report.ignored["export.xlsx: sheet 'Notes' (the mapping reads sheet 'Samples')"] == 1
     assert run_import(home, [book], mapping=mapping).appended == 0
 

@@ -22,9 +22,17 @@ class Sink(Protocol):
         """A checked staging row (node.importing.staging.INPUT_COLUMNS order)."""
 
     def record(
-        self, kind: str, id: str, biobank: str, content: dict[str, object], location: str
+        self,
+        kind: str,
+        id: str,
+        biobank: str,
+        content: dict[str, object],
+        location: str,
+        columns: dict[str, str] | None = None,
     ) -> None:
-        """A biobank or collection record, complete but not yet schema-checked."""
+        """A biobank or collection record, complete but not yet schema-checked.
+        ``columns`` names the operator's own column of a field (``{"biobank": "biobanks"}``)
+        for problems found after staging (an unpublished biobank)."""
 
     def problem(self, problem: Problem, kind: str | None = None, key: str | None = None) -> None:
         """A problem; ``key`` (local sample id or record id) marks the record as present."""

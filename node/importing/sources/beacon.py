@@ -30,7 +30,7 @@ from node.importing.samples import RawSample, SampleChecker
 from node.importing.sources.base import Sink
 from protocol.errors import ConfigError, Problem
 
-__all__ = ["SEX", "SOURCES", "age_years", "is_beacon", "kind_of", "read"]
+__all__ = ["SEX", "SOURCES", "age_years", "is_beacon", "kind_of", "mapping_template", "read"]
 
 SOURCES = ("beacon-v2",)
 #: Beacon sex terms (NCIT General Qualifier, PATO phenotypic sex, GSSO) -> our sex codes
@@ -108,6 +108,15 @@ def _documents(path: Path, sink: Sink) -> list[dict[str, Any]]:
     except orjson.JSONDecodeError as exc:
         sink.problem(Problem(path.name, "", "", f"unreadable JSON: {exc}"))
         return []
+    documents = _unwrap(data)
+    if documents is None:
+        sink.problem(Problem(path.name, "", "", "not a Beacon v2 document, array or response"))
+        return []
+    return documents
+
+
+def _unwrap(data: Any) -> list[Any] | None:
+    """The documents of a parsed Beacon file (array, document or response); None if none."""
     if isinstance(data, dict) and isinstance(data.get("response"), dict):
         response = data["response"]
         if isinstance(response.get("resultSets"), list):
@@ -121,10 +130,7 @@ def _documents(path: Path, sink: Sink) -> list[dict[str, Any]]:
             data = response.get("results") or []
     if isinstance(data, dict):
         data = [data]
-    if not isinstance(data, list):
-        sink.problem(Problem(path.name, "", "", "not a Beacon v2 document, array or response"))
-        return []
-    return data
+    return data if isinstance(data, list) else None
 
 
 def _term(value: Any) -> tuple[str, str]:
@@ -290,3 +296,81 @@ def read(paths: list[Path], sink: Sink, codes: Codes, mapping: Mapping | None = 
     for doc, loc in samples:
         reader.biosample(doc, loc)
     return count
+
+
+def mapping_template(paths: list[Path], codes: Codes) -> tuple[str, int]:
+    """A first import mapping for Beacon v2 files (``biobank-node mapping init``): the
+    ``[fixed]`` biobank and collection to DECIDE, and a ``[values]`` line to DECIDE for
+    every origin or sex term that neither the shipped tables nor the built-in terms know.
+    Returns (TOML text, number of decisions)."""
+    biosamples = individuals = 0
+    origin: dict[tuple[str, str], int] = {}
+    sexes: dict[tuple[str, str], int] = {}
+    for path in paths:
+        try:
+            documents = _unwrap(orjson.loads(path.read_bytes())) or []
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: unreadable JSON: {exc}") from exc
+        for doc in documents:
+            kind = kind_of(doc) if isinstance(doc, dict) else None
+            if kind == "individual":
+                individuals += 1
+                curie, label = _term(doc.get("sex"))
+                if (curie or label) and curie not in SEX:
+                    sexes[curie or label, label] = sexes.get((curie or label, label), 0) + 1
+            elif kind == "biosample":
+                biosamples += 1
+                terms = [_term(doc.get(k)) for k in ("sampleOriginType", "sampleOriginDetail")]
+                if not any(
+                    codes.map("sample-type", v, SOURCES) is not None
+                    for curie, label in terms
+                    for v in (curie, label)
+                    if v
+                ):
+                    curie, label = next((t for t in terms if t[0] or t[1]), ("", ""))
+                    if curie or label:
+                        key = (curie or label, label)
+                        origin[key] = origin.get(key, 0) + 1
+    if not biosamples:
+        raise ConfigError(
+            f"{', '.join(p.name for p in paths)}: no Beacon v2 biosample in these files "
+            "(biosamples have individualId, sampleOriginType or biosampleStatus)"
+        )
+    names = ", ".join(p.name for p in paths)
+    lines = [
+        "# Mapping written by 'biobank-node mapping init' for Beacon v2 files:",
+        f"# {names} ({biosamples} biosample(s), {individuals} individual(s)).",
+        "# What is read from Beacon, and the shipped term table: docs/import-beacon-xlsx.md",
+        "# Lines marked DECIDE need you. Then: biobank-node preview FILES --mapping THIS_FILE",
+        'kind = "sample"',
+        "",
+        "[columns]",
+        'local_id = "id"   # the biosample id (this line only satisfies the mapping format)',
+        "",
+        "[fixed]",
+        "# Beacon names no biobank and no collection: both must be records the node",
+        "# publishes (import them first, or in the same import)",
+        '# biobank = "bbmri-eric:ID:XX_BIOBANK"   # DECIDE',
+        '# collection = "bbmri-eric:ID:XX_BIOBANK:collection:beacon"   # DECIDE',
+        '# storage_temperature = "-60to-85"   # optional: Beacon has no storage temperature',
+        '# use_conditions = ["DUO:0000042"]   # optional',
+        "",
+        "[values.sample_type]",
+    ]
+    if not origin:
+        lines.append("# every origin term of these files is in the shipped table")
+    for (term, label), n in sorted(origin.items()):
+        what = f"{label!r}, " if label and label != term else ""
+        lines.append(
+            f'# "{term}" = ""   # DECIDE: {what}{n} biosample(s); a MIABIS sample type '
+            "(Blood, Serum, TissueFrozen, ...)"
+        )
+    lines += ["", "[values.sex]"]
+    if not sexes:
+        lines.append("# every sex term of these files is known (NCIT, PATO, GSSO)")
+    for (term, label), n in sorted(sexes.items()):
+        what = f"{label!r}, " if label and label != term else ""
+        lines.append(
+            f'# "{term}" = ""   # DECIDE: {what}{n} individual(s); female, male, other or unknown'
+        )
+    return "\n".join(lines) + "\n", 2 + len(origin) + len(sexes)

@@ -177,7 +177,9 @@ def read(
         if found is None:
             raise ConfigError(
                 f"{path.name}: fits no Directory role (header {', '.join(header[:6])}...); "
-                "give its role as FILE:ROLE or --kind (biobanks, collections, persons)"
+                "give its role as FILE:ROLE or --kind (biobanks, collections, persons), or "
+                "read it through a mapping (--mapping MAP; 'biobank-node mapping init "
+                f"{path.name}' writes a first one)"
             )
         roles[path] = found[0]
         if inferred is not None:
@@ -283,5 +285,5 @@ def read_tables(tables: list[Table], sink: Sink, codes: Codes) -> int:
                     sink.problem(p, kind, key)
                 continue
             biobank = str(content.get("biobank") or content.get("id", ""))
-            sink.record(kind, str(content.get("id", "")), biobank, content, loc)
+            sink.record(kind, str(content.get("id", "")), biobank, content, loc, names)
     return count

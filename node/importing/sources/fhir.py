@@ -336,7 +336,7 @@ class FhirReader:
         self.collection_biobank[cid] = biobank
         content = self._build("collection", flat, loc)
         if content is not None:
-            self.sink.record("collection", cid, biobank, content, loc)
+            self.sink.record("collection", cid, biobank, content, loc, {"biobank": "partOf"})
 
     def _samples(self) -> None:
         checker = SampleChecker(self.codes, SOURCES)

@@ -118,7 +118,7 @@ def read(
                 sink.problem(wording.plain(p, names), mapping.kind, key)
             continue
         biobank = str(content.get("biobank", content.get("id", "")))
-        sink.record(mapping.kind, str(content.get("id", "")), biobank, content, loc)
+        sink.record(mapping.kind, str(content.get("id", "")), biobank, content, loc, names)
     return count
 
 
