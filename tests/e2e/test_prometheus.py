@@ -69,7 +69,9 @@ class Prometheus:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                body = self.client.get("/api/v1/query", params={"query": query}).json()
+                resp = self.client.get("/api/v1/query", params={"query": query})
+                # 503 "Service Unavailable" (plain text) while its storage is still starting
+                body = resp.json() if resp.status_code != 503 else {"status": "starting"}
                 if body["status"] == "success" and len(body["data"]["result"]) >= count:
                     result: list[dict[str, Any]] = body["data"]["result"]
                     return result
