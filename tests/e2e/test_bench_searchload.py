@@ -58,6 +58,11 @@ def test_search_targets_are_judged_at_the_runs_size() -> None:
     assert at_1m[0].startswith("target search p95 (SQLite) < 20 ms (at 1M): 25.0 ms")
     assert at_1m[0].endswith("NOT met")
     assert at_1m[1] == "target search p95 PostgreSQL <= 1.5 x SQLite: 1.20 x: met"
+    small = search_targets({"size": 200_000, "search_sqlite": {"p95_ms": 11.2}})
+    assert small == [
+        "target search p95 (SQLite) < 20 ms at 1M: not judged, this run has 200,000 samples "
+        "(p95 11.2 ms)"
+    ]
     at_10m = search_targets({"size": 10_000_000, "search_sqlite": {"p95_ms": 58.0}})
     assert at_10m == [
         "target search p95 (SQLite) < 150 ms (at 10M): 58.0 ms at 10,000,000 samples: met"
