@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import federation, freshness, pg, report
+from bench import federation, freshness, pg, report, searchload
 from bench.floor import floor, save_pages
 from bench.isolate import isolated, peak_rss_of
 from bench.page import measure_page
@@ -231,6 +231,24 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 results["proof_load"]["server_peak_rss_mb"] = (
                     peak_rss_of(server.process.pid or 0) / 2**20
                 )
+            with ServerProcess.catalogue(settings) as server:
+                say("search latency under 20 log-page clients (SQLite)")
+                results["page_load"] = searchload.log_page_load(
+                    server.urls()[0], args.search_rounds
+                )
+                say("search latency during a harvest (SQLite)")
+                during = work / "catalogue" / "sqlite-harvest-during-search"
+                shutil.rmtree(during, ignore_errors=True)
+                during.mkdir(parents=True)
+                results["harvest_load"] = searchload.harvest_load(
+                    server.urls()[0],
+                    args.search_rounds,
+                    federation.catalogue_settings(
+                        f"sqlite:///{during / 'catalogue.db'}", str(during)
+                    ),
+                    keys,
+                )
+                shutil.rmtree(during, ignore_errors=True)
             _pg(args, work, keys, results, say, represented)
             say("audit")
             with ServerProcess.catalogue(settings) as cat:

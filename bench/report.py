@@ -213,6 +213,31 @@ def table(results: dict[str, Any]) -> Table:
             "",
             f"{load.get('server_peak_rss_mb', 0):,.0f} MB",
         )
+    pages = results.get("page_load") or {}
+    if pages.get("loaded"):
+        t.add_row(
+            f"search SQLite, {pages['clients']} log-page clients at once",
+            f"{pages['loaded']['requests']:,} req",
+            f"{pages['pages']['per_s']:,.0f} pages/s",
+            f"p50 {pages['loaded']['p50_ms']:.1f} ms, p95 {pages['loaded']['p95_ms']:.1f} ms "
+            f"(idle p95 {pages['idle']['p95_ms']:.1f} ms)",
+            "",
+            "",
+            "",
+        )
+    during = results.get("harvest_load") or {}
+    if during.get("loaded"):
+        whole = "" if during["harvest_running_throughout"] else " (harvest ended first)"
+        t.add_row(
+            "search SQLite during a harvest",
+            f"{during['loaded']['requests']:,} req",
+            "",
+            f"p50 {during['loaded']['p50_ms']:.1f} ms, p95 {during['loaded']['p95_ms']:.1f} ms"
+            + whole,
+            "",
+            "",
+            "",
+        )
     page = (results.get("search_sqlite") or {}).get("page")
     if page and "p50_ms" in page:
         t.add_row(
@@ -253,6 +278,8 @@ def show(results: dict[str, Any], console: Console | None = None) -> None:
             f"{m.get('cpu_probe_end', '-')} M/s at the end (the same machine varies; "
             "'probe' is the same loop just before each figure)"
         )
+    for line in search_targets(results):
+        console.print(line)
     for target in (results.get("vs_floor") or {}).get("targets", []):
         if target["measured"] is None:
             console.print(f"target {target['target']}: not measured")
@@ -260,3 +287,29 @@ def show(results: dict[str, Any], console: Console | None = None) -> None:
         unit = "entries/s" if target["measured"] > 100 else "x"
         verdict = "met" if target["met"] else "NOT met"
         console.print(f"target {target['target']}: {target['measured']:,.2f} {unit}: {verdict}")
+
+
+def search_targets(results: dict[str, Any]) -> list[str]:
+    """Issue 19 item 5's search targets as lines: SQLite p95 under 20 ms at 1M (150 ms at
+    10M), PostgreSQL's p95 within 1.5 times SQLite's."""
+    lite = (results.get("search_sqlite") or {}).get("p95_ms")
+    post = (results.get("search_pg") or {}).get("p95_ms")
+    size = int(results.get("size") or 0)
+    limit = 150.0 if size >= 10_000_000 else 20.0
+    at = "10M" if size >= 10_000_000 else "1M"
+    out = []
+    if lite is not None and size < 1_000_000:
+        out.append(
+            f"target search p95 (SQLite) < 20 ms at 1M: not judged, this run has {size:,} "
+            f"samples (p95 {lite:.1f} ms)"
+        )
+    elif lite is not None:
+        verdict = "met" if lite < limit else "NOT met"
+        out.append(
+            f"target search p95 (SQLite) < {limit:.0f} ms (at {at}): {lite:.1f} ms at "
+            f"{size:,} samples: {verdict}"
+        )
+    if lite and post is not None:
+        verdict = "met" if post <= 1.5 * lite else "NOT met"
+        out.append(f"target search p95 PostgreSQL <= 1.5 x SQLite: {post / lite:.2f} x: {verdict}")
+    return out

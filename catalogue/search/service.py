@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, bindparam, select
 
 from catalogue.models import nodes, records
 from catalogue.search.cache import CubeCache
@@ -43,7 +43,7 @@ def search(
     cache: CubeCache | None = None,
 ) -> dict[str, Any]:
     """The /v1/search response (docs/architecture.md) for validated filters."""
-    status = list_status(conn, stale_after, include_retired=False)
+    status = list_status(conn, stale_after, include_retired=False, keys=False)
     q = select(nodes).where(nodes.c.state != "retired")
     if f.lists.get("node"):  # biobanks and collections of these nodes only
         q = q.where(nodes.c.origin.in_(f.lists["node"]))
@@ -214,14 +214,33 @@ def _page(items: list[Any], page: int, size: int) -> list[Any]:
 def _load(
     conn: Connection, kind: str, keys: Iterable[tuple[int, str]]
 ) -> dict[tuple[int, str], dict[str, Any]]:
-    keys = list(keys)
-    if not keys:
+    """The published records of one page, by (node, id). One statement whose SQL is the same
+    for every page (expanding IN lists, compiled once), read as a superset of the page's
+    keys and narrowed here: an OR of one (node AND id) term per key is compiled anew each
+    time, which cost more than the query."""
+    wanted = set(keys)
+    if not wanted:
         return {}
-    q = select(records.c.node_id, records.c.record_id, records.c.content).where(
-        records.c.kind == kind,
-        or_(*[and_(records.c.node_id == nid, records.c.record_id == rid) for nid, rid in keys]),
+    rows = conn.execute(
+        _PAGE_RECORDS,
+        {
+            "kind": kind,
+            "nodes": sorted({nid for nid, _ in wanted}),
+            "ids": sorted({rid for _, rid in wanted}),
+        },
     )
-    return {(r.node_id, r.record_id): orjson.loads(r.content) for r in conn.execute(q)}
+    return {
+        (r.node_id, r.record_id): orjson.loads(r.content)
+        for r in rows
+        if (r.node_id, r.record_id) in wanted
+    }
+
+
+_PAGE_RECORDS = select(records.c.node_id, records.c.record_id, records.c.content).where(
+    records.c.kind == bindparam("kind"),
+    records.c.node_id.in_(bindparam("nodes", expanding=True)),
+    records.c.record_id.in_(bindparam("ids", expanding=True)),
+)
 
 
 def _age(age: Any) -> dict[str, Any] | None:

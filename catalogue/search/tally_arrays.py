@@ -295,4 +295,8 @@ def _sums(target: _Target, idx: Ints) -> list[tuple[Any, Span]]:
     np.minimum.at(first, keys, np.arange(len(idx), dtype=np.int64))
     seen = np.flatnonzero(first < len(idx))
     names = target.names
-    return [(names[k], (int(lo[k]), int(hi[k]))) for k in seen[np.argsort(first[seen])].tolist()]
+    order = seen[np.argsort(first[seen])]
+    # whole sums (the weights are integers, exact in float64 below 2**53), converted at once
+    los = lo[order].astype(np.int64).tolist()
+    his = hi[order].astype(np.int64).tolist()
+    return [(names[k], (a, b)) for k, a, b in zip(order.tolist(), los, his, strict=True)]
