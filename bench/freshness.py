@@ -155,7 +155,14 @@ class _Node:
 
 
 def _verified(client: httpx.Client, country: str) -> int:
-    body = client.get("/v1/search", params={"country": country, "page_size": 100}).json()
+    params = {"country": country, "page_size": 100}
+    try:
+        resp = client.get("/v1/search", params=params)
+    except (httpx.ReadError, httpx.RemoteProtocolError):
+        # the server closed an idle keep-alive connection as this request went out (uvicorn
+        # closes them after 5 s, about the time an import takes): ask once more, afresh
+        resp = client.get("/v1/search", params=params)
+    body = resp.json()
     sizes = [
         int((item.get("provenance") or {}).get("checkpoint_size") or 0)
         for item in body["biobanks"]["items"]
