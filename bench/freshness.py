@@ -155,7 +155,7 @@ class _Node:
 
 
 def _verified(client: httpx.Client, country: str) -> int:
-    params = {"country": country, "page_size": 100}
+    params: dict[str, str | int] = {"country": country, "page_size": 100}
     try:
         resp = client.get("/v1/search", params=params)
     except (httpx.ReadError, httpx.RemoteProtocolError):
