@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -152,3 +154,38 @@ def audit(url: str) -> dict[str, Any]:
     entries = int(facts.get("catalogue log size", 0))
     entries += sum(int(n.get("tree_size") or n.get("size") or 0) for n in items)
     return {"seconds": elapsed, "entries": entries, "ok": report.ok}
+
+
+def mirrors(url: str) -> list[tuple[str, int]]:
+    """(origin, mirrored size) of every node mirror with at least one leaf."""
+    out = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for node in client.get("/v1/nodes").json()["nodes"]:
+            note = client.get(f"/v1/nodes/{node['origin']}/log/checkpoint")
+            if note.status_code == 200:
+                size = int(note.text.splitlines()[1])
+                if size > 0:
+                    out.append((str(node["origin"]), size))
+    return out
+
+
+def load_cli(
+    prog: str,
+    doc: str | None,
+    measure: Callable[[str, int, int], dict[str, Any]],
+    what: str,
+    argv: list[str] | None,
+) -> None:
+    """``python -m PROG URL [--clients 20] [--rounds 20]``: search latency idle and under
+    the load `measure` puts on the catalogue at URL, printed."""
+    p = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc)
+    p.add_argument("url")
+    p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=20)
+    args = p.parse_args(argv)
+    out = measure(args.url, args.rounds, args.clients)
+    for key in ("idle", "loaded"):
+        s = out.get(key)
+        if s:
+            print(f"search {key}: p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms")
+    print(f"{what}: {out.get(what)}")

@@ -11,7 +11,6 @@ answered 503 (all proof slots busy past the wait) counts as ``busy``.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import random
 import threading
@@ -20,22 +19,9 @@ from typing import Any
 
 import httpx
 
-from bench.federation import search_latencies
+from bench.federation import load_cli, mirrors, search_latencies
 
 __all__ = ["proof_load"]
-
-
-def _targets(url: str) -> list[tuple[str, int]]:
-    """(origin, verified size) of every mirror with at least one leaf."""
-    out = []
-    with httpx.Client(base_url=url, timeout=60) as client:
-        for node in client.get("/v1/nodes").json()["nodes"]:
-            note = client.get(f"/v1/nodes/{node['origin']}/log/checkpoint")
-            if note.status_code == 200:
-                size = int(note.text.splitlines()[1])
-                if size > 1:
-                    out.append((str(node["origin"]), size))
-    return out
 
 
 def _hammer(
@@ -75,7 +61,7 @@ def _hammer(
 
 def proof_load(url: str, rounds: int, clients: int = 20) -> dict[str, Any]:
     """Search p50/p95 idle and under ``clients`` concurrent proof clients."""
-    targets = _targets(url)
+    targets = [(origin, size) for origin, size in mirrors(url) if size > 1]
     if not targets:
         return {"skipped": "no mirrored log to ask proofs of"}
     idle = search_latencies(url, rounds)
@@ -100,17 +86,7 @@ def proof_load(url: str, rounds: int, clients: int = 20) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.proofload", description=__doc__)
-    p.add_argument("url")
-    p.add_argument("--clients", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=20)
-    args = p.parse_args(argv)
-    out = proof_load(args.url, args.rounds, args.clients)
-    for key in ("idle", "loaded"):
-        s = out.get(key)
-        if s:
-            print(f"search {key}: p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms")
-    print(f"proofs: {out.get('proofs')}")
+    load_cli("bench.proofload", __doc__, proof_load, "proofs", argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ against any catalogue.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import random
 import threading
@@ -28,24 +27,11 @@ from typing import Any
 
 import httpx
 
-from bench.federation import search_latencies
+from bench.federation import load_cli, mirrors, search_latencies
 
 __all__ = ["harvest_load", "log_page_load"]
 
 PAGE = 1000  # entries per page, the API's largest
-
-
-def mirrors(url: str) -> list[tuple[str, int]]:
-    """(origin, mirrored size) of every node mirror with at least one leaf."""
-    out = []
-    with httpx.Client(base_url=url, timeout=60) as client:
-        for node in client.get("/v1/nodes").json()["nodes"]:
-            note = client.get(f"/v1/nodes/{node['origin']}/log/checkpoint")
-            if note.status_code == 200:
-                size = int(note.text.splitlines()[1])
-                if size > 0:
-                    out.append((str(node["origin"]), size))
-    return out
 
 
 def _fetch_pages(
@@ -145,17 +131,7 @@ def harvest_load(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.searchload", description=__doc__)
-    p.add_argument("url")
-    p.add_argument("--clients", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=20)
-    args = p.parse_args(argv)
-    out = log_page_load(args.url, args.rounds, args.clients)
-    for key in ("idle", "loaded"):
-        s = out.get(key)
-        if s:
-            print(f"search {key}: p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms")
-    print(f"log pages: {out.get('pages')}")
+    load_cli("bench.searchload", __doc__, log_page_load, "pages", argv)
 
 
 if __name__ == "__main__":
