@@ -75,6 +75,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         default=20,
         help="freshness trials per change set (bench/freshness.py; 0: skip)",
     )
+    p.add_argument(
+        "--reuse-nodes",
+        action="store_true",
+        help="skip the node import when the workdir holds every node's home from an earlier "
+        "run (a 10M import takes most of an hour; its figures are that run's)",
+    )
     p.add_argument("--pg-url", default=pg.server_url(), help="PostgreSQL server for search")
     p.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL measurements")
     p.add_argument(
@@ -112,6 +118,19 @@ def _imports(
         for old in (work / "nodes").glob(f"*-{rep - 1}"):
             shutil.rmtree(old)
     return runs, homes
+
+
+def _earlier_homes(exports: list[tuple[str, Path]], work: Path) -> list[Path]:
+    """Every node's home of the newest earlier import in `work` (empty if one is missing)."""
+    homes = []
+    for country, _ in exports:
+        found = sorted(
+            (work / "nodes").glob(f"{country}-*"), key=lambda h: int(h.name.rsplit("-", 1)[1])
+        )
+        if not found or not (found[-1] / "node.db").exists():
+            return []
+        homes.append(found[-1])
+    return homes
 
 
 def _represented(homes: list[Path]) -> int:
@@ -181,8 +200,13 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         start = time.perf_counter()
         exports = generate_all(args.size, args.seed, work / "exports")
         results["generate_seconds"] = time.perf_counter() - start
-        runs, homes = _imports(exports, work, args.reps, say)
-        results["import"] = report.summarise(runs, "records")
+        homes = _earlier_homes(exports, work) if args.reuse_nodes else []
+        if homes:
+            say(f"reusing the node homes {', '.join(h.name for h in homes)}")
+            results["import_skipped"] = "--reuse-nodes"
+        else:
+            runs, homes = _imports(exports, work, args.reps, say)
+            results["import"] = report.summarise(runs, "records")
         represented = results["samples_represented"] = _represented(homes)
         from node.home import Home
 

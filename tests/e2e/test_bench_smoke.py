@@ -86,6 +86,23 @@ def test_bench_runs_at_a_tiny_size_and_writes_consistent_json(tmp_path: Path) ->
     if pg_url:
         assert results["search_pg"]["requests"] == results["search_sqlite"]["requests"]
         assert results["harvest_pg"]["records"] == published
+    _rerun_reusing_the_node_homes(cmd, tmp_path, results)
+
+
+def _rerun_reusing_the_node_homes(cmd: list[str], tmp_path: Path, first: dict[str, Any]) -> None:
+    """--reuse-nodes (for a 10M run: its import takes most of an hour) skips the import and
+    harvests the homes the first run left, its freshness trials included."""
+    out = tmp_path / "again.json"
+    again = [*cmd[: cmd.index("--json")], "--json", str(out), "--workdir", str(tmp_path / "work")]
+    again += ["--reuse-nodes", "--no-pg", "--no-floor", "--page-rounds", "0", "--fresh-trials", "0"]
+    done = subprocess.run(again, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "reusing the node homes" in done.stderr
+    results = json.loads(out.read_text())
+    assert "import" not in results and results["import_skipped"] == "--reuse-nodes"
+    # the same homes: every entry the first run harvested, and those its trials added
+    assert results["harvest"]["records"] >= first["harvest"]["records"]
+    assert results["samples_represented"] >= first["samples_represented"]
 
 
 def _hold_memory(megabytes: int, ready: Any, done: Any) -> None:
