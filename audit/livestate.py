@@ -192,6 +192,13 @@ class Sums:
     def codes(self) -> set[Any]:
         return set(self.hi)
 
+    def merge(self, other: Sums) -> None:
+        """Add `other`'s sums (a code with zero sums stays listed, as `add` leaves it)."""
+        for code, lo in other.lo.items():
+            self.lo[code] += lo
+        for code, hi in other.hi.items():
+            self.hi[code] += hi
+
 
 FACETS = (
     "sample_type",
@@ -238,6 +245,8 @@ class Tally:
     # their content, and the live biobank records (node origin, biobank id)
     collection_contents: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     biobank_records: set[tuple[str, str]] = field(default_factory=set)
+    # per (country, sex) of `FILTERS`: the sums of its rows (built by the first `filtered`)
+    _cells: dict[tuple[Any, ...], Tally] | None = field(default=None, repr=False, compare=False)
 
     def add(self, live: NodeLive) -> None:
         """Add one node's live groups and biobank and collection records."""
@@ -249,13 +258,54 @@ class Tally:
                 self.collection_contents[live.origin, rid] = content
             elif kind == "biobank":
                 self.biobank_records.add((live.origin, rid))
+        self._cells = None
         for row in rows(live):
             self.rows.append(row)
             self._count(row)
 
     def filtered(self, query: dict[str, str]) -> Tally:
         """The sums of a search with one value per `FILTERS` parameter: a row failing no
-        filter counts everywhere; failing exactly one, it counts in that one's facet only."""
+        filter counts everywhere; failing exactly one, it counts in that one's facet only.
+
+        Rows with the same filter values (country, sex) count alike, so each such cell is
+        summed once (on the first filtered search) and a search merges the cells' sums
+        (interval sums are associative): `filtered_by_rows` gives the same, row by row."""
+        if self._cells is None:
+            self._cells = {}
+            for row in self.rows:
+                cell = (row.value("country"), row.value("sex"))
+                found = self._cells.get(cell)
+                if found is None:
+                    found = self._cells[cell] = Tally()
+                found._count(row)
+        out = Tally()
+        for cell, sums in self._cells.items():
+            country, sex = cell  # as `Row.value` reads them
+            failed = [
+                p for p, want in query.items() if (country if p == "country" else sex) != want
+            ]
+            if not failed:
+                out._merge(sums)
+            elif len(failed) == 1:
+                out.facets[failed[0]].merge(sums.facets[failed[0]])
+        return out
+
+    def _merge(self, other: Tally) -> None:
+        """Add every count of `other` (no rows)."""
+        self.groups += other.groups
+        self.samples = (self.samples[0] + other.samples[0], self.samples[1] + other.samples[1])
+        self.donors = (max(self.donors[0], other.donors[0]), self.donors[1] + other.donors[1])
+        for name, sums in other.counts.items():
+            self.counts[name].merge(sums)
+        for name, sums in other.facets.items():
+            self.facets[name].merge(sums)
+        for table, more in ((self.biobanks, other.biobanks), (self.collections, other.collections)):
+            for key, (lo, hi) in more.items():
+                old = table.get(key, (0, 0))
+                table[key] = (old[0] + lo, old[1] + hi)
+
+    def filtered_by_rows(self, query: dict[str, str]) -> Tally:
+        """`filtered`, row by row (the reference the cells are tested against)."""
         out = Tally()
         for row in self.rows:
             failed = [p for p, want in query.items() if row.value(p) != want]
