@@ -11,6 +11,7 @@ itself.
 from __future__ import annotations
 
 import gc
+from array import array
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -136,14 +137,26 @@ def prepare_worker() -> None:
         _WORKER["schemas"], _WORKER["chapters"] = schemas, Chapters()
 
 
-# what a worker sends back for one chunk: (leaf hashes joined, rows, attribute keys, error);
-# a row is an Examined, or (key number, id) for the common case, a valid group publish
-Chunk = tuple[bytes, list[Any], list[tuple[Any, ...]], BaseException | None]
+class Chunk(NamedTuple):
+    """What a worker sends back for the leaves at indexes start, start+1, ... of one task,
+    compact because pickling is most of a worker's overhead: the common leaf, a valid group
+    publish, is a key number and an id; any other leaf is a whole `Examined`."""
+
+    hashes: bytes  # the leaf hashes, 32 bytes each, joined
+    kinds: bytes  # per leaf, array("i") bytes: the number of its key in `keys`, -1 otherwise
+    ids: list[str]  # the ids of the valid group publishes, in order
+    others: dict[int, Examined]  # by offset in the task: every leaf that is not one of those
+    keys: list[tuple[Any, ...]]  # the distinct `group_key`s of this task
+    error: BaseException | None  # what stopped the task (raised after its leaves)
 
 
-def task_size(task: list[bytes] | PageTask) -> int:
-    """How many leaves a task covers."""
-    return task.stop - task.start if isinstance(task, PageTask) else len(task)
+def task_size(task: bytes | list[bytes] | PageTask) -> int:
+    """How many leaves a task covers (raw bundle lines: one per newline)."""
+    if isinstance(task, PageTask):
+        return task.stop - task.start
+    if isinstance(task, bytes):
+        return task.count(b"\n")
+    return len(task)
 
 
 def _client(timeout: float, ca_bundle: str | None) -> httpx.Client:
@@ -156,36 +169,40 @@ def _client(timeout: float, ca_bundle: str | None) -> httpx.Client:
     return client
 
 
-def examine_task(origin: str, start: int, task: list[bytes] | PageTask) -> Chunk:
+def examine_task(origin: str, start: int, task: bytes | list[bytes] | PageTask) -> Chunk:
     """`examine()` for the leaves at indexes start, start+1, ... (in a worker process): raw
-    bundle lines, or a `PageTask` this worker fetches over its own HTTP connection.
+    bundle lines (one bytes block of whole lines, or a list of lines), or a `PageTask` this
+    worker fetches over its own HTTP connection.
 
-    The result is compact, as pickling it is most of a worker's overhead; `expand()` turns it
-    back into Examined leaves. A line that cannot be decoded or a page that cannot be fetched
-    stops the chunk: the results before it and the exception are returned, for the caller to
-    apply and then raise, as a serial run would. A fetched range may come back short (the
-    mirror ended); the caller stops there.
+    The result is compact (`Chunk`). A line that cannot be decoded or a page that cannot be
+    fetched stops the chunk: the results before it and the exception are returned, for the
+    caller to apply and then raise, as a serial run would. A fetched range may come back short
+    (the mirror ended); the caller stops there.
     """
     prepare_worker()
     if "gc" not in _WORKER:
-        # a worker allocates many short-lived containers per page and keeps few: collect
-        # the young generation rarely, and keep the start-up objects out of full collections
+        # a worker allocates many short-lived containers per line and keeps none: no
+        # automatic collection (a task ends with one of its young objects), and the start-up
+        # objects are kept out of it
         gc.freeze()
-        gc.set_threshold(100_000, 20, 100)
+        gc.disable()
         _WORKER["gc"] = True
     schemas, chapters = _WORKER["schemas"], _WORKER["chapters"]
     hashes: list[bytes] = []
-    rows: list[Any] = []
+    kinds = array("i")
+    ids: list[str] = []
+    others: dict[int, Examined] = {}
     keys: dict[tuple[Any, ...], int] = {}
     error: BaseException | None = None
+    entries: list[tuple[bytes, Any]] = []
     if isinstance(task, PageTask):
         try:
             entries = fetch_range(_client(task.timeout, task.ca_bundle), task)
         except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
-            return b"", [], [], exc
+            error = exc
     else:
-        entries = []
-        for line in task:
+        lines = task.split(b"\n")[:-1] if isinstance(task, bytes) else task
+        for line in lines:
             try:
                 entries.append(decode_line(line))
             except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
@@ -195,26 +212,31 @@ def examine_task(origin: str, start: int, task: list[bytes] | PageTask) -> Chunk
         ex = examine(origin, start + offset, leaf, content, schemas, chapters)
         hashes.append(ex.leaf_hash)
         if ex.group is not None:  # only ever set for a valid group publish with content
-            rows.append((keys.setdefault(ex.group, len(keys)), ex.rid))
+            kinds.append(keys.setdefault(ex.group, len(keys)))
+            ids.append(ex.rid)
         else:
-            rows.append(ex._replace(leaf_hash=b""))
-    # httpx responses are reference cycles (response <-> stream) holding a whole page; with
-    # the raised threshold the young generation would rarely be collected, so collect it
-    # here, once a task (cheap: it holds this task's objects only)
+            kinds.append(-1)
+            others[offset] = ex._replace(leaf_hash=b"")
+    del entries
+    # httpx responses are reference cycles (response <-> stream) holding a whole page, and
+    # automatic collection is off: collect the young generation once a task (cheap: it
+    # holds this task's objects only)
     gc.collect(0)
-    return b"".join(hashes), rows, list(keys), error
+    return Chunk(b"".join(hashes), kinds.tobytes(), ids, others, list(keys), error)
 
 
 def expand(chunk: Chunk) -> tuple[list[Examined], BaseException | None]:
     """The Examined leaves of a worker's compact chunk, and its error (None if none)."""
-    hashes, rows, keys, error = chunk
+    kinds = array("i")
+    kinds.frombytes(chunk.kinds)
+    ids, keys, others, hashes = iter(chunk.ids), chunk.keys, chunk.others, chunk.hashes
     out = []
-    for i, row in enumerate(rows):
+    for i, kind in enumerate(kinds):
         hashed = hashes[32 * i : 32 * i + 32]
-        if type(row) is tuple:
+        if kind >= 0:
             out.append(
-                Examined(hashed, None, "publish", GROUP, row[1], "", True, (), None, keys[row[0]])
+                Examined(hashed, None, "publish", GROUP, next(ids), "", True, (), None, keys[kind])
             )
         else:
-            out.append(row._replace(leaf_hash=hashed))
-    return out, error
+            out.append(others[i]._replace(leaf_hash=hashed))
+    return out, chunk.error

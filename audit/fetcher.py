@@ -102,6 +102,33 @@ def _fetch_page(client: httpx.Client, url: str, start: int, limit: int) -> list[
     return _decode_page(resp.content, f"{url}?start={start}")[0]
 
 
+def line_blocks(fh: IO[bytes], end: int, size: int, read: int = 1 << 22) -> Iterator[bytes]:
+    """The first `end` lines of `fh` as blocks of `size` lines (the last may be shorter),
+    each ending in a newline: lines found by `bytes.find` in large reads, never one by one
+    through Python's line iterator."""
+    buf, pos, left, eof = b"", 0, end, False
+    while left > 0:
+        want, first, count = min(size, left), pos, 0
+        while count < want:
+            found = buf.find(b"\n", pos)
+            if found >= 0:
+                pos, count = found + 1, count + 1
+                continue
+            if eof:
+                if pos < len(buf):  # a last line without its newline
+                    buf, pos, count = buf + b"\n", len(buf) + 1, count + 1
+                break
+            more = fh.read(read)
+            eof = not more
+            buf, first, pos = buf[first:] + more, 0, pos - first
+        if count == 0:
+            return
+        yield buf[first:pos]
+        left -= count
+        if count < want:
+            return
+
+
 class HttpSource:
     """A live catalogue (and, for --node-direct, the nodes themselves)."""
 
@@ -239,20 +266,12 @@ class BundleSource:
                     return
                 yield decode_line(line)
 
-    def node_entry_tasks(self, origin: str, end: int, size: int) -> Iterator[list[bytes]]:
-        """The raw lines `node_entries` decodes, `size` at a time, for worker processes
+    def node_entry_tasks(self, origin: str, end: int, size: int) -> Iterator[bytes]:
+        """The raw lines `node_entries` decodes, `size` at a time, each task one bytes block
+        of whole lines (a last line without a newline gets one), for worker processes
         (`audit.examine.examine_task` decodes them as `node_entries` does)."""
         with open(self.path / str(self._need("mirrors", origin, "file")), "rb") as fh:
-            chunk: list[bytes] = []
-            for count, line in enumerate(fh):
-                if count >= end:
-                    break
-                chunk.append(line)
-                if len(chunk) == size:
-                    yield chunk
-                    chunk = []
-            if chunk:
-                yield chunk
+            yield from line_blocks(fh, end, size)
 
     def descriptor(self) -> dict[str, Any]:
         return dict(self._need("descriptor"))

@@ -95,7 +95,8 @@ class NodeLive:
     others: dict[tuple[str, str], tuple[Any, int, tuple[int, ...]]] = field(default_factory=dict)
     keys: dict[tuple[Any, ...], int] = field(default_factory=dict)
 
-    def _intern(self, key: tuple[Any, ...]) -> int:
+    def intern(self, key: tuple[Any, ...]) -> int:
+        """The number of a `group_key` in this node (numbered as first seen)."""
         found = self.keys.get(key)
         if found is None:
             found = self.keys[key] = len(self.keys)
@@ -120,7 +121,7 @@ class NodeLive:
         """A group publish by its `group_key` (None when its content is missing or rejected)."""
         old = self.groups.get(rid)
         kept = (old[2] if old else ()) + ((index,) if has_content else ())
-        self.groups[rid] = (NO_GROUP if key is None else self._intern(key), index, kept)
+        self.groups[rid] = (NO_GROUP if key is None else self.intern(key), index, kept)
 
     def withdraw(self, kind: str, rid: str) -> tuple[int, ...]:
         """A withdraw entry; returns the leaves whose content was served for the record."""
