@@ -31,12 +31,16 @@ def _chapters() -> list[tuple[str, str, str]]:
     return out
 
 
+SETS = 4_096  # code lists remembered by `Chapters.code_set`
+
+
 class Chapters:
     """ICD-10 chapter of a code by its 3-character category, from the shipped code list."""
 
     def __init__(self) -> None:
         self.ranges = _chapters()
         self.cache: dict[str, str | None] = {}
+        self.sets: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
     def of(self, code: str) -> str | None:
         cat = code[:3]
@@ -45,6 +49,18 @@ class Chapters:
                 (ch for low, high, ch in self.ranges if low <= cat <= high), None
             )
         return self.cache[cat]
+
+    def code_set(self, codes: list[Any] | None) -> tuple[Any, ...]:
+        """`tuple(sorted(set(codes or ())))`, remembered per list (at most `SETS` lists)."""
+        if not codes:
+            return ()
+        seen = tuple(codes)
+        found = self.sets.get(seen)
+        if found is None:
+            if len(self.sets) >= SETS:
+                self.sets.clear()
+            found = self.sets[seen] = tuple(sorted(set(codes)))
+        return found
 
 
 def bounds(count: Any) -> Interval:
@@ -72,8 +88,35 @@ def combo_key(g: dict[str, Any], chapters: Chapters) -> tuple[Any, ...]:
 
 
 def group_key(g: dict[str, Any], chapters: Chapters) -> tuple[Any, ...]:
-    """A valid group's interned key: its `combo_key` plus samples (lo, hi) and donors (lo, hi)."""
-    return (*combo_key(g, chapters), *bounds(g["samples"]), *bounds(g["donors"]))
+    """A valid group's interned key: its `combo_key` plus samples (lo, hi) and donors (lo, hi).
+
+    The same tuple as `(*combo_key(g), *bounds(samples), *bounds(donors))`, built without the
+    generic calls, and with each code list's sorted set remembered (a log repeats a few lists):
+    this runs once for nearly every leaf of an audit."""
+    get = g.get
+    diagnoses = get("diagnoses")
+    chs: tuple[str, ...] = ()
+    if diagnoses:
+        found = set()
+        of = chapters.of
+        for d in diagnoses:
+            if d.get("system") == "ICD-10":
+                chapter = of(d["code"])
+                if chapter:
+                    found.add(chapter)
+        chs = tuple(sorted(found))
+    return (
+        get("biobank"),
+        get("collection"),
+        get("sample_type"),
+        get("storage_temperature"),
+        get("sex"),
+        chs,
+        chapters.code_set(get("use_conditions")),
+        chapters.code_set(get("dataset_types")),
+        *bounds(g["samples"]),
+        *bounds(g["donors"]),
+    )
 
 
 def impossible_counts(g: dict[str, Any]) -> str | None:
