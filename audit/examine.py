@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from audit.fetcher import PageTask, decode_line, fetch_range
+from audit.fetcher import LineBlock, PageTask, decode_line, fetch_range, read_lines
 from audit.livestate import GROUP, Chapters, group_key, impossible_counts
 from protocol.canonical import parsed_digest
 from protocol.entries import parse_leaf
@@ -166,12 +166,17 @@ class Chunk(NamedTuple):
     error: BaseException | None  # what stopped the task (raised after its leaves)
 
 
-def task_size(task: bytes | list[bytes] | PageTask) -> int:
-    """How many leaves a task covers (raw bundle lines: one per newline)."""
+Task = (
+    list[bytes] | LineBlock | PageTask
+)  # raw bundle lines, a block of a bundle file, a page range
+
+
+def task_size(task: Task) -> int:
+    """How many leaves a task covers."""
     if isinstance(task, PageTask):
         return task.stop - task.start
-    if isinstance(task, bytes):
-        return task.count(b"\n")
+    if isinstance(task, LineBlock):
+        return task.lines
     return len(task)
 
 
@@ -185,9 +190,9 @@ def _client(timeout: float, ca_bundle: str | None) -> httpx.Client:
     return client
 
 
-def examine_task(origin: str, start: int, task: bytes | list[bytes] | PageTask) -> Chunk:
+def examine_task(origin: str, start: int, task: Task) -> Chunk:
     """`examine()` for the leaves at indexes start, start+1, ... (in a worker process): raw
-    bundle lines (one bytes block of whole lines, or a list of lines), or a `PageTask` this
+    bundle lines, a `LineBlock` of a bundle file this worker reads, or a `PageTask` this
     worker fetches over its own HTTP connection.
 
     The result is compact (`Chunk`). A line that cannot be decoded or a page that cannot be
@@ -217,7 +222,10 @@ def examine_task(origin: str, start: int, task: bytes | list[bytes] | PageTask) 
         except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
             error = exc
     else:
-        lines = task.split(b"\n")[:-1] if isinstance(task, bytes) else task
+        try:
+            lines = read_lines(task) if isinstance(task, LineBlock) else task
+        except OSError as exc:
+            lines, error = [], exc
         for line in lines:
             try:
                 entries.append(decode_line(line))

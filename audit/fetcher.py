@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,31 +103,69 @@ def _fetch_page(client: httpx.Client, url: str, start: int, limit: int) -> list[
     return _decode_page(resp.content, f"{url}?start={start}")[0]
 
 
-def line_blocks(fh: IO[bytes], end: int, size: int, read: int = 1 << 22) -> Iterator[bytes]:
-    """The first `end` lines of `fh` as blocks of `size` lines (the last may be shorter),
-    each ending in a newline: lines found by `bytes.find` in large reads, never one by one
-    through Python's line iterator."""
-    buf, pos, left, eof = b"", 0, end, False
+class LineBlock(NamedTuple):
+    """Bundle lines [offset, offset + length) of a file: `lines` whole lines (the last may
+    lack its newline), for a worker process to read and examine itself."""
+
+    path: str
+    offset: int
+    length: int
+    lines: int
+
+
+def line_ranges(
+    fh: io.BufferedIOBase, end: int, size: int, read: int = 1 << 23
+) -> Iterator[tuple[int, int, int]]:
+    """(offset, length, lines) of consecutive blocks of whole lines covering the first `end`
+    lines of `fh`, about `size` lines each: blocks of about `size` times the mean length of
+    the first `size` lines, cut at a newline, their lines counted by `bytearray.count` in one
+    buffer read into (`read` bytes at a time, grown for a longer line). Lines are never
+    walked one by one in Python, nor copied."""
+    buf = bytearray(max(read, 1))
+    filled = pos = offset = budget = 0  # buf[pos:filled] is the file from `offset` on
+    left, eof = end, False
     while left > 0:
-        want, first, count = min(size, left), pos, 0
-        while count < want:
-            found = buf.find(b"\n", pos)
-            if found >= 0:
-                pos, count = found + 1, count + 1
-                continue
-            if eof:
-                if pos < len(buf):  # a last line without its newline
-                    buf, pos, count = buf + b"\n", len(buf) + 1, count + 1
-                break
-            more = fh.read(read)
-            eof = not more
-            buf, first, pos = buf[first:] + more, 0, pos - first
-        if count == 0:
+        if not eof and (
+            filled - pos < budget
+            or buf.find(b"\n", pos, filled) < 0
+            or (budget == 0 and buf.count(b"\n", pos, filled) < size)
+        ):
+            if pos:  # keep the unread tail at the front
+                buf[: filled - pos] = buf[pos:filled]
+                filled, pos = filled - pos, 0
+            if filled == len(buf):
+                buf.extend(bytes(len(buf)))
+            got = fh.readinto(memoryview(buf)[filled:])
+            eof = not got
+            filled += got or 0
+            continue
+        if pos == filled:
             return
-        yield buf[first:pos]
-        left -= count
-        if count < want:
-            return
+        if budget == 0:  # from the first lines: bytes per block
+            cut, count = pos, 0
+            while count < size and (found := buf.find(b"\n", cut, filled)) >= 0:
+                cut, count = found + 1, count + 1
+            budget = max(cut - pos, 1)
+        stop = min(pos + budget, filled)
+        cut = buf.rfind(b"\n", pos, stop) + 1 or buf.find(b"\n", pos, filled) + 1 or filled
+        lines = buf.count(b"\n", pos, cut) + (buf[cut - 1] != 10)  # 10: a newline
+        if lines > left:  # the last block: cut after line `left`
+            cut, lines = pos, 0
+            while lines < left and (found := buf.find(b"\n", cut, filled)) >= 0:
+                cut, lines = found + 1, lines + 1
+        yield offset, cut - pos, lines
+        offset, left, pos = offset + cut - pos, left - lines, cut
+
+
+def read_lines(block: LineBlock) -> list[bytes]:
+    """The lines of a block (each without its newline)."""
+    with open(block.path, "rb") as fh:
+        fh.seek(block.offset)
+        data = fh.read(block.length)
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()
+    return lines
 
 
 class HttpSource:
@@ -266,12 +305,14 @@ class BundleSource:
                     return
                 yield decode_line(line)
 
-    def node_entry_tasks(self, origin: str, end: int, size: int) -> Iterator[bytes]:
-        """The raw lines `node_entries` decodes, `size` at a time, each task one bytes block
-        of whole lines (a last line without a newline gets one), for worker processes
-        (`audit.examine.examine_task` decodes them as `node_entries` does)."""
-        with open(self.path / str(self._need("mirrors", origin, "file")), "rb") as fh:
-            yield from line_blocks(fh, end, size)
+    def node_entry_tasks(self, origin: str, end: int, size: int) -> Iterator[LineBlock]:
+        """The lines `node_entries` decodes as blocks of about `size` lines, which worker
+        processes read from the file themselves (`audit.examine.examine_task` decodes them as
+        `node_entries` does)."""
+        path = self.path / str(self._need("mirrors", origin, "file"))
+        with open(path, "rb") as fh:
+            for offset, length, lines in line_ranges(fh, end, size):
+                yield LineBlock(str(path), offset, length, lines)
 
     def descriptor(self) -> dict[str, Any]:
         return dict(self._need("descriptor"))

@@ -289,8 +289,8 @@ class Tally:
     # their content, and the live biobank records (node origin, biobank id)
     collection_contents: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     biobank_records: set[tuple[str, str]] = field(default_factory=set)
-    # per (country, sex) of `FILTERS`: the sums of its rows (built by the first `filtered`)
-    _cells: dict[tuple[Any, ...], Tally] | None = field(default=None, repr=False, compare=False)
+    # per (country, sex) of `FILTERS`, as `Row.value` reads them: the sums of its rows
+    _cells: dict[tuple[Any, ...], Tally] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, live: NodeLive) -> None:
         """Add one node's live groups and biobank and collection records."""
@@ -302,26 +302,28 @@ class Tally:
                 self.collection_contents[live.origin, rid] = content
             elif kind == "biobank":
                 self.biobank_records.add((live.origin, rid))
-        self._cells = None
+        cells = self._cells
         for row in rows(live):
             self.rows.append(row)
-            self._count(row)
+            cell = cells.get((row.country, row.key[4]))
+            if cell is None:
+                cell = cells[row.country, row.key[4]] = Tally()
+            cell._count(row)
+        # the unfiltered sums: every cell's (each row is counted once, in its cell)
+        self.groups, self.samples, self.donors = 0, (0, 0), (0, 0)
+        self.counts = {name: Sums() for name in self.counts}
+        self.facets = {name: Sums() for name in self.facets}
+        self.biobanks, self.collections = {}, {}
+        for cell in cells.values():
+            self._merge(cell)
 
     def filtered(self, query: dict[str, str]) -> Tally:
         """The sums of a search with one value per `FILTERS` parameter: a row failing no
         filter counts everywhere; failing exactly one, it counts in that one's facet only.
 
         Rows with the same filter values (country, sex) count alike, so each such cell is
-        summed once (on the first filtered search) and a search merges the cells' sums
-        (interval sums are associative): `filtered_by_rows` gives the same, row by row."""
-        if self._cells is None:
-            self._cells = {}
-            for row in self.rows:
-                cell = (row.value("country"), row.value("sex"))
-                found = self._cells.get(cell)
-                if found is None:
-                    found = self._cells[cell] = Tally()
-                found._count(row)
+        summed once (by `add`) and a search merges the cells' sums (interval sums are
+        associative): `filtered_by_rows` gives the same, row by row."""
         out = Tally()
         for cell, sums in self._cells.items():
             country, sex = cell  # as `Row.value` reads them

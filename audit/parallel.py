@@ -16,8 +16,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from audit.examine import Chunk, examine_task, prepare_worker, task_size
-from audit.fetcher import PageTask
+from audit.examine import Chunk, Task, examine_task, prepare_worker, task_size
 
 CHUNK = 2_000  # lines per task: large enough that pickling and scheduling stay small
 
@@ -49,9 +48,7 @@ class ExaminePool:
         for _ in range(self.workers):
             self._pool.submit(examine_task, "", 0, [])
 
-    def chunks(
-        self, origin: str, tasks: Iterable[bytes | list[bytes] | PageTask]
-    ) -> Iterator[Chunk]:
+    def chunks(self, origin: str, tasks: Iterable[Task]) -> Iterator[Chunk]:
         """The examined chunks of `origin`'s leaves in log order (`Chunk`: the leaves at
         indexes start, start+1, ...). A chunk that comes back short (the mirror served fewer
         leaves, or a line or page failed: its `error`) is the last."""

@@ -127,8 +127,8 @@ def _sums_of(tally: Tally) -> dict[str, Any]:
 
 
 def test_filtered_sums_merged_by_cell_equal_the_row_by_row_sums() -> None:
-    """`Tally.filtered` sums each (country, sex) cell once and merges cells; every figure of
-    every query must equal the row-by-row reference."""
+    """`Tally` sums each (country, sex) cell once and merges cells for the unfiltered and
+    every filtered search; every figure must equal the row-by-row reference."""
     fr = NodeLive("y.example/biobank-node", "FR", Chapters())
     for n, (sex, samples) in enumerate([("female", 30), ("male", {"lt": K}), ("other", 12)]):
         g = group(
@@ -144,6 +144,8 @@ def test_filtered_sums_merged_by_cell_equal_the_row_by_row_sums() -> None:
     queries = [{"sex": s} for s in ("female", "male", "other", "none")]
     queries += [{"country": c} for c in ("NL", "FR", "DE")]
     queries += [{"country": c, "sex": s} for c in ("NL", "FR") for s in ("female", "male")]
+    # the unfiltered sums too are merged from the cells: equal to counting every row
+    assert _sums_of(tally) == _sums_of(tally.filtered_by_rows({}))
     for query in queries:
         merged, reference = tally.filtered(query), tally.filtered_by_rows(query)
         assert _sums_of(merged) == _sums_of(reference), query

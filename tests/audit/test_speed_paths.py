@@ -1,21 +1,21 @@
 """The audit's fast paths (issue 19) give the reference results.
 
 `group_key` is built without generic calls and remembers code lists: it must equal
-`(*combo_key(g), *bounds(samples), *bounds(donors))` on awkward groups. `line_blocks` cuts a
-bundle file into blocks of whole lines for worker processes: joined, they must be exactly
-the lines Python's line iterator reads (a last line without a newline gets one), cut every
-`size` lines, at any read size.
+`(*combo_key(g), *bounds(samples), *bounds(donors))` on awkward groups. `line_ranges` cuts a
+bundle file into blocks of whole lines that worker processes read themselves: read back, they
+must be exactly the lines Python's line iterator reads, in order, counted right.
 """
 
 from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from audit.fetcher import line_blocks
+from audit.fetcher import LineBlock, line_ranges, read_lines
 from audit.livestate import SETS, Chapters, bounds, combo_key, group_key
 from tests.audit.sim import K, group
 
@@ -56,15 +56,26 @@ def test_group_key_code_lists_remembered_stay_bounded() -> None:
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_line_blocks_cut_whole_lines_as_the_line_iterator_reads_them(seed: int) -> None:
+def test_line_blocks_hold_the_lines_the_line_iterator_reads(seed: int, tmp_path: Path) -> None:
+    """Blocks cover exactly the first `end` lines (a last line without a newline counts),
+    each about `size` lines (never none, a line longer than the rest whole), at any read
+    size; a worker reads each block's lines back from the file."""
     rng = random.Random(seed)
-    for _ in range(400):
+    path = tmp_path / "mirror.jsonl"
+    for _ in range(300):
         n = rng.randint(0, 30)
-        lines = [bytes(rng.choice(b'ab{}"') for _ in range(rng.randint(0, 6))) for _ in range(n)]
+        lines = [bytes(rng.choice(b'ab{}"') for _ in range(rng.randint(0, 9))) for _ in range(n)]
+        if n and rng.random() < 0.3:
+            lines[rng.randrange(n)] = b"x" * rng.randint(20, 60)  # a line longer than a block
         data = b"\n".join(lines) + (b"\n" if n and rng.random() < 0.7 else b"")
+        path.write_bytes(data)
         end, size = rng.randint(0, 40), rng.randint(1, 7)
-        expected = [x if x.endswith(b"\n") else x + b"\n" for x in list(io.BytesIO(data))[:end]]
-        blocks = list(line_blocks(io.BytesIO(data), end, size, read=rng.randint(1, 9)))
-        assert b"".join(blocks) == b"".join(expected), (data, end, size)
-        assert [b.count(b"\n") for b in blocks[:-1]] == [size] * (len(blocks) - 1)
-        assert all(b.endswith(b"\n") for b in blocks)
+        expected = [x.rstrip(b"\n") for x in list(io.BytesIO(data))[:end]]
+        with open(path, "rb") as fh:
+            ranges = list(line_ranges(fh, end, size, read=rng.randint(1, 9)))
+        blocks = [LineBlock(str(path), *r) for r in ranges]
+        assert [x for b in blocks for x in read_lines(b)] == expected, (data, end, size)
+        assert [len(read_lines(b)) for b in blocks] == [b.lines for b in blocks]
+        assert all(b.lines > 0 for b in blocks)
+        starts = [0] + [b.offset + b.length for b in blocks]
+        assert [b.offset for b in blocks] == starts[: len(blocks)]
