@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 from array import array
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import httpx
 
@@ -55,6 +55,26 @@ def examine(
     chapters: Chapters,
 ) -> Examined:
     """Every check of leaf `index` that does not depend on the leaves before it."""
+    found = examine_leaf(origin, index, leaf, content, schema_problems, chapters)
+    if type(found) is tuple:
+        hashed, rid, key = cast(ValidGroup, found)
+        return Examined(hashed, op="publish", kind=GROUP, rid=rid, has_content=True, group=key)
+    return cast(Examined, found)
+
+
+# the common leaf, a valid group publish with its content: (leaf hash, id, `group_key`)
+ValidGroup = tuple[bytes, str, tuple[Any, ...]]
+
+
+def examine_leaf(
+    origin: str,
+    index: int,
+    leaf: bytes,
+    content: Any,
+    schema_problems: SchemaCheck,
+    chapters: Chapters,
+) -> Examined | ValidGroup:
+    """`examine()`, the common leaf (a valid group publish) as a plain `ValidGroup` tuple."""
     hashed = leaf_hash(leaf)
     try:
         entry = parse_leaf(leaf, expected_log=origin, expected_index=index)
@@ -90,7 +110,7 @@ def examine(
 
 def _valid(
     hashed: bytes, op: str, kind: str, rid: str, content: Any, chapters: Chapters
-) -> Examined:
+) -> Examined | ValidGroup:
     """A publish whose content matches its digest and schema: a group reduced to its key
     (unless its counts are impossible, which keeps it out of the index like a schema failure)."""
     if kind != GROUP:
@@ -105,9 +125,7 @@ def _valid(
             has_content=True,
             schema_error=f"{kind} {rid} cannot be counted: {why}",
         )
-    return Examined(
-        hashed, op=op, kind=kind, rid=rid, has_content=True, group=group_key(content, chapters)
-    )
+    return hashed, rid, group_key(content, chapters)
 
 
 class MemoSchemaCheck:
@@ -233,12 +251,15 @@ def examine_task(origin: str, start: int, task: Task) -> Chunk:
                 error = exc
                 break
     for offset, (leaf, content) in enumerate(entries):
-        ex = examine(origin, start + offset, leaf, content, schemas, chapters)
-        hashes.append(ex.leaf_hash)
-        if ex.group is not None:  # only ever set for a valid group publish with content
-            kinds.append(keys.setdefault(ex.group, len(keys)))
-            ids.append(ex.rid)
+        found = examine_leaf(origin, start + offset, leaf, content, schemas, chapters)
+        if type(found) is tuple:  # a valid group publish with content
+            hashed, rid, key = cast(ValidGroup, found)
+            hashes.append(hashed)
+            kinds.append(keys.setdefault(key, len(keys)))
+            ids.append(rid)
         else:
+            ex = cast(Examined, found)
+            hashes.append(ex.leaf_hash)
             kinds.append(-1)
             others[offset] = ex._replace(leaf_hash=b"")
     del entries
