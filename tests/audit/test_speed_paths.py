@@ -3,20 +3,33 @@
 `group_key` is built without generic calls and remembers code lists: it must equal
 `(*combo_key(g), *bounds(samples), *bounds(donors))` on awkward groups. `line_ranges` cuts a
 bundle file into blocks of whole lines that worker processes read themselves: read back, they
-must be exactly the lines Python's line iterator reads, in order, counted right.
+must be exactly the lines Python's line iterator reads, in order, counted right; and a whole
+audit whose workers read those ranges reports what the serial audit reports.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from audit.fetcher import LineBlock, line_ranges, read_lines
+import audit.checks
+from audit.checks import AuditOptions, run_audit
+from audit.fetcher import (
+    BundleSource,
+    HttpSource,
+    LineBlock,
+    RecordingSource,
+    line_ranges,
+    read_lines,
+)
 from audit.livestate import SETS, Chapters, bounds, combo_key, group_key
+from federation.servers import live_server
+from tests.audit.conftest import DE, FR, make_world
 from tests.audit.sim import K, group
 
 
@@ -79,3 +92,34 @@ def test_line_blocks_hold_the_lines_the_line_iterator_reads(seed: int, tmp_path:
         assert all(b.lines > 0 for b in blocks)
         starts = [0] + [b.offset + b.length for b in blocks]
         assert [b.offset for b in blocks] == starts[: len(blocks)]
+
+
+def _bundle_report(path: Path, workers: int) -> dict[str, Any]:
+    report, _state = run_audit(
+        BundleSource(path), state=None, options=AuditOptions(workers=workers, parallel_min=1)
+    )
+    return report.to_json()
+
+
+def test_workers_read_the_bundle_lines_the_serial_audit_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle fetched from a live catalogue, then one mirror file given lines beyond its
+    checkpoint (never read) and the other's last newline taken away: workers reading their
+    own byte ranges report exactly what the serial audit reports, and it passes."""
+    monkeypatch.setattr(audit.checks, "CHUNK", 5)  # several ranges per mirror
+    world = make_world()
+    with live_server(world.cat.app()) as server:
+        source = RecordingSource(HttpSource(catalogue=server.url), tmp_path)
+        try:
+            run_audit(source, state=None, options=AuditOptions())
+        finally:
+            source.close()
+    meta = json.loads((tmp_path / "bundle.json").read_text("utf-8"))
+    files = [tmp_path / meta["mirrors"][origin]["file"] for origin in (DE, FR)]
+    with open(files[0], "ab") as fh:
+        fh.write(b'{"leaf": "not even base64!"}\n' * 3)
+    files[1].write_bytes(files[1].read_bytes().rstrip(b"\n"))
+    serial = _bundle_report(tmp_path, 1)
+    assert serial["ok"] is True, serial
+    assert _bundle_report(tmp_path, 2) == serial
