@@ -49,18 +49,20 @@ class Source(Protocol):
 def decode_line(line: bytes) -> Entry:
     """One bundle line: (leaf bytes, content or None)."""
     item = orjson.loads(line)
-    leaf = item["leaf"]
-    if type(leaf) is str:  # what base64.b64decode(leaf, validate=True) does, without its calls
-        return a2b_base64(leaf, strict_mode=True), item.get("content")
-    return base64.b64decode(leaf, validate=True), item.get("content")
+    return _leaf_bytes(item["leaf"]), item.get("content")
+
+
+def _leaf_bytes(leaf: Any) -> bytes:
+    """`base64.b64decode(leaf, validate=True)`; a str (always, from JSON) without its calls."""
+    if type(leaf) is str:
+        return a2b_base64(leaf, strict_mode=True)
+    return base64.b64decode(leaf, validate=True)
 
 
 def _decode_page(raw: bytes, where: str) -> tuple[list[Entry], int | None]:
     try:
         page = orjson.loads(raw)
-        items = [
-            (base64.b64decode(e["leaf"], validate=True), e.get("content")) for e in page["entries"]
-        ]
+        items = [(_leaf_bytes(e["leaf"]), e.get("content")) for e in page["entries"]]
         nxt = page.get("next")
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise FetchError(f"{where}: not an entries page: {exc}") from exc

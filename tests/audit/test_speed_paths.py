@@ -9,6 +9,7 @@ audit whose workers read those ranges reports what the serial audit reports.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import random
@@ -24,6 +25,7 @@ from audit.fetcher import (
     HttpSource,
     LineBlock,
     RecordingSource,
+    decode_line,
     line_ranges,
     read_lines,
 )
@@ -123,3 +125,21 @@ def test_workers_read_the_bundle_lines_the_serial_audit_reads(
     serial = _bundle_report(tmp_path, 1)
     assert serial["ok"] is True, serial
     assert _bundle_report(tmp_path, 2) == serial
+
+
+@pytest.mark.parametrize(
+    "leaf", ["eyJhIjoxfQ==", "not base64!", "YQ", "YQ===", "Y Q==", "é", "YWJj\n", 5, None]
+)
+def test_bundle_line_leaf_decodes_as_strict_b64decode(leaf: Any) -> None:
+    """`decode_line` decodes the leaf with binascii directly: the same bytes, or the same
+    error type and message, as `base64.b64decode(leaf, validate=True)`."""
+    line = json.dumps({"leaf": leaf, "content": None}).encode()
+    try:
+        expected: Any = base64.b64decode(leaf, validate=True)
+    except (TypeError, ValueError) as exc:
+        expected = (type(exc), str(exc))
+    try:
+        got: Any = decode_line(line)[0]
+    except (TypeError, ValueError) as exc:
+        got = (type(exc), str(exc))
+    assert got == expected
