@@ -14,7 +14,7 @@ from audit.direct import check_ahead, direct_claim
 from audit.examine import SchemaCheck, default_schema_check
 from audit.fetcher import Source
 from audit.livestate import Chapters, NodeLive, Tally
-from audit.node_logs import CheckpointClaim, NodeAudit, stream_examined, stream_node
+from audit.node_logs import CheckpointClaim, NodeAudit, stream_chunks, stream_node
 from audit.parallel import CHUNK, ExaminePool
 from audit.report import Report
 from audit.search_check import check_search, search_queries
@@ -250,7 +250,7 @@ def _stream_nodes(
         try:
             if pool is not None and end >= options.parallel_min:
                 tasks = getattr(source, "node_entry_tasks")(node.origin, end, CHUNK)  # noqa: B009
-                stream_examined(audit, pool.examined(node.origin, tasks), report=report, live=live)
+                stream_chunks(audit, pool.chunks(node.origin, tasks), report=report, live=live)
             else:
                 stream_node(
                     audit,

@@ -11,12 +11,13 @@ itself.
 from __future__ import annotations
 
 import gc
+from array import array
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import httpx
 
-from audit.fetcher import PageTask, decode_line, fetch_range
+from audit.fetcher import LineBlock, PageTask, decode_line, fetch_range, read_lines
 from audit.livestate import GROUP, Chapters, group_key, impossible_counts
 from protocol.canonical import parsed_digest
 from protocol.entries import parse_leaf
@@ -54,8 +55,27 @@ def examine(
     chapters: Chapters,
 ) -> Examined:
     """Every check of leaf `index` that does not depend on the leaves before it."""
+    found = examine_leaf(origin, index, leaf, content, schema_problems, chapters)
+    if type(found) is tuple:
+        hashed, rid, key = cast(ValidGroup, found)
+        return Examined(hashed, op="publish", kind=GROUP, rid=rid, has_content=True, group=key)
+    return cast(Examined, found)
+
+
+# the common leaf, a valid group publish with its content: (leaf hash, id, `group_key`)
+ValidGroup = tuple[bytes, str, tuple[Any, ...]]
+
+
+def examine_leaf(
+    origin: str,
+    index: int,
+    leaf: bytes,
+    content: Any,
+    schema_problems: SchemaCheck,
+    chapters: Chapters,
+) -> Examined | ValidGroup:
+    """`examine()`, the common leaf (a valid group publish) as a plain `ValidGroup` tuple."""
     hashed = leaf_hash(leaf)
-    where = f"node {origin} leaf {index}"
     try:
         entry = parse_leaf(leaf, expected_log=origin, expected_index=index)
     except BiobankError as exc:
@@ -76,7 +96,10 @@ def examine(
     if not ok:
         errors += (f"content of {kind} {rid} does not match digest {entry['digest']}",)
         return Examined(hashed, op=op, kind=kind, rid=rid, has_content=True, digest_errors=errors)
-    problems = schema_problems(entry["schema"], content, where)
+    valid = getattr(schema_problems, "valid", None)  # a fast verdict, when the check has one
+    if valid is not None and valid(entry["schema"], content):
+        return _valid(hashed, op, kind, rid, content, chapters)
+    problems = schema_problems(entry["schema"], content, f"node {origin} leaf {index}")
     if problems:
         message = f"{kind} {rid} violates {entry['schema']}: " + "; ".join(
             str(p) for p in problems[:3]
@@ -87,7 +110,7 @@ def examine(
 
 def _valid(
     hashed: bytes, op: str, kind: str, rid: str, content: Any, chapters: Chapters
-) -> Examined:
+) -> Examined | ValidGroup:
     """A publish whose content matches its digest and schema: a group reduced to its key
     (unless its counts are impossible, which keeps it out of the index like a schema failure)."""
     if kind != GROUP:
@@ -102,9 +125,7 @@ def _valid(
             has_content=True,
             schema_error=f"{kind} {rid} cannot be counted: {why}",
         )
-    return Examined(
-        hashed, op=op, kind=kind, rid=rid, has_content=True, group=group_key(content, chapters)
-    )
+    return hashed, rid, group_key(content, chapters)
 
 
 class MemoSchemaCheck:
@@ -115,9 +136,23 @@ class MemoSchemaCheck:
 
     def __init__(self) -> None:
         self.schemas = SchemaSet.default()
+        self._verdicts: dict[str, Callable[[Any], bool]] = {}
 
     def __call__(self, schema_id: str, record: Any, location: str) -> list[Any]:
         return list(self.schemas.problems(schema_id, record, location))
+
+    def valid(self, schema_id: str, record: Any) -> bool:
+        """The jsonschema-rs verdict alone (the same one `__call__` starts with); False for
+        an unknown schema or a value of no JSON type, which `__call__` then describes."""
+        verdict = self._verdicts.get(schema_id)
+        if verdict is None:
+            if not self.schemas.knows(schema_id):
+                return False
+            verdict = self._verdicts[schema_id] = self.schemas.verdict(schema_id)
+        try:
+            return bool(verdict(record))
+        except ValueError:
+            return False
 
 
 def default_schema_check() -> MemoSchemaCheck:
@@ -136,14 +171,31 @@ def prepare_worker() -> None:
         _WORKER["schemas"], _WORKER["chapters"] = schemas, Chapters()
 
 
-# what a worker sends back for one chunk: (leaf hashes joined, rows, attribute keys, error);
-# a row is an Examined, or (key number, id) for the common case, a valid group publish
-Chunk = tuple[bytes, list[Any], list[tuple[Any, ...]], BaseException | None]
+class Chunk(NamedTuple):
+    """What a worker sends back for the leaves at indexes start, start+1, ... of one task,
+    compact because pickling is most of a worker's overhead: the common leaf, a valid group
+    publish, is a key number and an id; any other leaf is a whole `Examined`."""
+
+    hashes: bytes  # the leaf hashes, 32 bytes each, joined
+    kinds: bytes  # per leaf, array("i") bytes: the number of its key in `keys`, -1 otherwise
+    ids: list[str]  # the ids of the valid group publishes, in order
+    others: dict[int, Examined]  # by offset in the task: every leaf that is not one of those
+    keys: list[tuple[Any, ...]]  # the distinct `group_key`s of this task
+    error: BaseException | None  # what stopped the task (raised after its leaves)
 
 
-def task_size(task: list[bytes] | PageTask) -> int:
+Task = (
+    list[bytes] | LineBlock | PageTask
+)  # raw bundle lines, a block of a bundle file, a page range
+
+
+def task_size(task: Task) -> int:
     """How many leaves a task covers."""
-    return task.stop - task.start if isinstance(task, PageTask) else len(task)
+    if isinstance(task, PageTask):
+        return task.stop - task.start
+    if isinstance(task, LineBlock):
+        return task.lines
+    return len(task)
 
 
 def _client(timeout: float, ca_bundle: str | None) -> httpx.Client:
@@ -156,65 +208,80 @@ def _client(timeout: float, ca_bundle: str | None) -> httpx.Client:
     return client
 
 
-def examine_task(origin: str, start: int, task: list[bytes] | PageTask) -> Chunk:
+def examine_task(origin: str, start: int, task: Task) -> Chunk:
     """`examine()` for the leaves at indexes start, start+1, ... (in a worker process): raw
-    bundle lines, or a `PageTask` this worker fetches over its own HTTP connection.
+    bundle lines, a `LineBlock` of a bundle file this worker reads, or a `PageTask` this
+    worker fetches over its own HTTP connection.
 
-    The result is compact, as pickling it is most of a worker's overhead; `expand()` turns it
-    back into Examined leaves. A line that cannot be decoded or a page that cannot be fetched
-    stops the chunk: the results before it and the exception are returned, for the caller to
-    apply and then raise, as a serial run would. A fetched range may come back short (the
-    mirror ended); the caller stops there.
+    The result is compact (`Chunk`). A line that cannot be decoded or a page that cannot be
+    fetched stops the chunk: the results before it and the exception are returned, for the
+    caller to apply and then raise, as a serial run would. A fetched range may come back short
+    (the mirror ended); the caller stops there.
     """
     prepare_worker()
     if "gc" not in _WORKER:
-        # a worker allocates many short-lived containers per page and keeps few: collect
-        # the young generation rarely, and keep the start-up objects out of full collections
+        # a worker allocates many short-lived containers per line and keeps none: no
+        # automatic collection (a task ends with one of its young objects), and the start-up
+        # objects are kept out of it
         gc.freeze()
-        gc.set_threshold(100_000, 20, 100)
+        gc.disable()
         _WORKER["gc"] = True
     schemas, chapters = _WORKER["schemas"], _WORKER["chapters"]
     hashes: list[bytes] = []
-    rows: list[Any] = []
+    kinds = array("i")
+    ids: list[str] = []
+    others: dict[int, Examined] = {}
     keys: dict[tuple[Any, ...], int] = {}
     error: BaseException | None = None
+    entries: list[tuple[bytes, Any]] = []
     if isinstance(task, PageTask):
         try:
             entries = fetch_range(_client(task.timeout, task.ca_bundle), task)
         except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
-            return b"", [], [], exc
+            error = exc
     else:
-        entries = []
-        for line in task:
+        try:
+            lines = read_lines(task) if isinstance(task, LineBlock) else task
+        except OSError as exc:
+            lines, error = [], exc
+        for line in lines:
             try:
                 entries.append(decode_line(line))
             except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
                 error = exc
                 break
     for offset, (leaf, content) in enumerate(entries):
-        ex = examine(origin, start + offset, leaf, content, schemas, chapters)
-        hashes.append(ex.leaf_hash)
-        if ex.group is not None:  # only ever set for a valid group publish with content
-            rows.append((keys.setdefault(ex.group, len(keys)), ex.rid))
+        found = examine_leaf(origin, start + offset, leaf, content, schemas, chapters)
+        if type(found) is tuple:  # a valid group publish with content
+            hashed, rid, key = cast(ValidGroup, found)
+            hashes.append(hashed)
+            kinds.append(keys.setdefault(key, len(keys)))
+            ids.append(rid)
         else:
-            rows.append(ex._replace(leaf_hash=b""))
-    # httpx responses are reference cycles (response <-> stream) holding a whole page; with
-    # the raised threshold the young generation would rarely be collected, so collect it
-    # here, once a task (cheap: it holds this task's objects only)
+            ex = cast(Examined, found)
+            hashes.append(ex.leaf_hash)
+            kinds.append(-1)
+            others[offset] = ex._replace(leaf_hash=b"")
+    del entries
+    # httpx responses are reference cycles (response <-> stream) holding a whole page, and
+    # automatic collection is off: collect the young generation once a task (cheap: it
+    # holds this task's objects only)
     gc.collect(0)
-    return b"".join(hashes), rows, list(keys), error
+    return Chunk(b"".join(hashes), kinds.tobytes(), ids, others, list(keys), error)
 
 
 def expand(chunk: Chunk) -> tuple[list[Examined], BaseException | None]:
     """The Examined leaves of a worker's compact chunk, and its error (None if none)."""
-    hashes, rows, keys, error = chunk
+    kinds = array("i")
+    kinds.frombytes(chunk.kinds)
+    ids, keys, others, hashes = iter(chunk.ids), chunk.keys, chunk.others, chunk.hashes
     out = []
-    for i, row in enumerate(rows):
+    for i, kind in enumerate(kinds):
         hashed = hashes[32 * i : 32 * i + 32]
-        if type(row) is tuple:
+        if kind >= 0:
             out.append(
-                Examined(hashed, None, "publish", GROUP, row[1], "", True, (), None, keys[row[0]])
+                Examined(hashed, None, "publish", GROUP, next(ids), "", True, (), None, keys[kind])
             )
         else:
-            out.append(row._replace(leaf_hash=hashed))
-    return out, error
+            out.append(others[i]._replace(leaf_hash=hashed))
+    return out, chunk.error

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
 import json
+from binascii import a2b_base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple, Protocol
@@ -47,15 +49,20 @@ class Source(Protocol):
 def decode_line(line: bytes) -> Entry:
     """One bundle line: (leaf bytes, content or None)."""
     item = orjson.loads(line)
-    return base64.b64decode(item["leaf"], validate=True), item.get("content")
+    return _leaf_bytes(item["leaf"]), item.get("content")
+
+
+def _leaf_bytes(leaf: Any) -> bytes:
+    """`base64.b64decode(leaf, validate=True)`; a str (always, from JSON) without its calls."""
+    if type(leaf) is str:
+        return a2b_base64(leaf, strict_mode=True)
+    return base64.b64decode(leaf, validate=True)
 
 
 def _decode_page(raw: bytes, where: str) -> tuple[list[Entry], int | None]:
     try:
         page = orjson.loads(raw)
-        items = [
-            (base64.b64decode(e["leaf"], validate=True), e.get("content")) for e in page["entries"]
-        ]
+        items = [(_leaf_bytes(e["leaf"]), e.get("content")) for e in page["entries"]]
         nxt = page.get("next")
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise FetchError(f"{where}: not an entries page: {exc}") from exc
@@ -100,6 +107,71 @@ def _fetch_page(client: httpx.Client, url: str, start: int, limit: int) -> list[
     if resp.status_code != 200:
         raise FetchError(f"GET {resp.request.url}: HTTP {resp.status_code}")
     return _decode_page(resp.content, f"{url}?start={start}")[0]
+
+
+class LineBlock(NamedTuple):
+    """Bundle lines [offset, offset + length) of a file: `lines` whole lines (the last may
+    lack its newline), for a worker process to read and examine itself."""
+
+    path: str
+    offset: int
+    length: int
+    lines: int
+
+
+def line_ranges(
+    fh: io.BufferedIOBase, end: int, size: int, read: int = 1 << 23
+) -> Iterator[tuple[int, int, int]]:
+    """(offset, length, lines) of consecutive blocks of whole lines covering the first `end`
+    lines of `fh`, about `size` lines each: blocks of about `size` times the mean length of
+    the first `size` lines, cut at a newline, their lines counted by `bytearray.count` in one
+    buffer read into (`read` bytes at a time, grown for a longer line). Lines are never
+    walked one by one in Python, nor copied."""
+    buf = bytearray(max(read, 1))
+    filled = pos = offset = budget = 0  # buf[pos:filled] is the file from `offset` on
+    left, eof = end, False
+    while left > 0:
+        if not eof and (
+            filled - pos < budget
+            or buf.find(b"\n", pos, filled) < 0
+            or (budget == 0 and buf.count(b"\n", pos, filled) < size)
+        ):
+            if pos:  # keep the unread tail at the front
+                buf[: filled - pos] = buf[pos:filled]
+                filled, pos = filled - pos, 0
+            if filled == len(buf):
+                buf.extend(bytes(len(buf)))
+            got = fh.readinto(memoryview(buf)[filled:])
+            eof = not got
+            filled += got or 0
+            continue
+        if pos == filled:
+            return
+        if budget == 0:  # from the first lines: bytes per block
+            cut, count = pos, 0
+            while count < size and (found := buf.find(b"\n", cut, filled)) >= 0:
+                cut, count = found + 1, count + 1
+            budget = max(cut - pos, 1)
+        stop = min(pos + budget, filled)
+        cut = buf.rfind(b"\n", pos, stop) + 1 or buf.find(b"\n", pos, filled) + 1 or filled
+        lines = buf.count(b"\n", pos, cut) + (buf[cut - 1] != 10)  # 10: a newline
+        if lines > left:  # the last block: cut after line `left`
+            cut, lines = pos, 0
+            while lines < left and (found := buf.find(b"\n", cut, filled)) >= 0:
+                cut, lines = found + 1, lines + 1
+        yield offset, cut - pos, lines
+        offset, left, pos = offset + cut - pos, left - lines, cut
+
+
+def read_lines(block: LineBlock) -> list[bytes]:
+    """The lines of a block (each without its newline)."""
+    with open(block.path, "rb") as fh:
+        fh.seek(block.offset)
+        data = fh.read(block.length)
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()
+    return lines
 
 
 class HttpSource:
@@ -239,20 +311,14 @@ class BundleSource:
                     return
                 yield decode_line(line)
 
-    def node_entry_tasks(self, origin: str, end: int, size: int) -> Iterator[list[bytes]]:
-        """The raw lines `node_entries` decodes, `size` at a time, for worker processes
-        (`audit.examine.examine_task` decodes them as `node_entries` does)."""
-        with open(self.path / str(self._need("mirrors", origin, "file")), "rb") as fh:
-            chunk: list[bytes] = []
-            for count, line in enumerate(fh):
-                if count >= end:
-                    break
-                chunk.append(line)
-                if len(chunk) == size:
-                    yield chunk
-                    chunk = []
-            if chunk:
-                yield chunk
+    def node_entry_tasks(self, origin: str, end: int, size: int) -> Iterator[LineBlock]:
+        """The lines `node_entries` decodes as blocks of about `size` lines, which worker
+        processes read from the file themselves (`audit.examine.examine_task` decodes them as
+        `node_entries` does)."""
+        path = self.path / str(self._need("mirrors", origin, "file"))
+        with open(path, "rb") as fh:
+            for offset, length, lines in line_ranges(fh, end, size):
+                yield LineBlock(str(path), offset, length, lines)
 
     def descriptor(self) -> dict[str, Any]:
         return dict(self._need("descriptor"))

@@ -31,12 +31,16 @@ def _chapters() -> list[tuple[str, str, str]]:
     return out
 
 
+SETS = 4_096  # code lists remembered by `Chapters.code_set`
+
+
 class Chapters:
     """ICD-10 chapter of a code by its 3-character category, from the shipped code list."""
 
     def __init__(self) -> None:
         self.ranges = _chapters()
         self.cache: dict[str, str | None] = {}
+        self.sets: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
     def of(self, code: str) -> str | None:
         cat = code[:3]
@@ -45,6 +49,18 @@ class Chapters:
                 (ch for low, high, ch in self.ranges if low <= cat <= high), None
             )
         return self.cache[cat]
+
+    def code_set(self, codes: list[Any] | None) -> tuple[Any, ...]:
+        """`tuple(sorted(set(codes or ())))`, remembered per list (at most `SETS` lists)."""
+        if not codes:
+            return ()
+        seen = tuple(codes)
+        found = self.sets.get(seen)
+        if found is None:
+            if len(self.sets) >= SETS:
+                self.sets.clear()
+            found = self.sets[seen] = tuple(sorted(set(codes)))
+        return found
 
 
 def bounds(count: Any) -> Interval:
@@ -72,8 +88,35 @@ def combo_key(g: dict[str, Any], chapters: Chapters) -> tuple[Any, ...]:
 
 
 def group_key(g: dict[str, Any], chapters: Chapters) -> tuple[Any, ...]:
-    """A valid group's interned key: its `combo_key` plus samples (lo, hi) and donors (lo, hi)."""
-    return (*combo_key(g, chapters), *bounds(g["samples"]), *bounds(g["donors"]))
+    """A valid group's interned key: its `combo_key` plus samples (lo, hi) and donors (lo, hi).
+
+    The same tuple as `(*combo_key(g), *bounds(samples), *bounds(donors))`, built without the
+    generic calls, and with each code list's sorted set remembered (a log repeats a few lists):
+    this runs once for nearly every leaf of an audit."""
+    get = g.get
+    diagnoses = get("diagnoses")
+    chs: tuple[str, ...] = ()
+    if diagnoses:
+        found = set()
+        of = chapters.of
+        for d in diagnoses:
+            if d.get("system") == "ICD-10":
+                chapter = of(d["code"])
+                if chapter:
+                    found.add(chapter)
+        chs = tuple(sorted(found))
+    return (
+        get("biobank"),
+        get("collection"),
+        get("sample_type"),
+        get("storage_temperature"),
+        get("sex"),
+        chs,
+        chapters.code_set(get("use_conditions")),
+        chapters.code_set(get("dataset_types")),
+        *bounds(g["samples"]),
+        *bounds(g["donors"]),
+    )
 
 
 def impossible_counts(g: dict[str, Any]) -> str | None:
@@ -95,7 +138,8 @@ class NodeLive:
     others: dict[tuple[str, str], tuple[Any, int, tuple[int, ...]]] = field(default_factory=dict)
     keys: dict[tuple[Any, ...], int] = field(default_factory=dict)
 
-    def _intern(self, key: tuple[Any, ...]) -> int:
+    def intern(self, key: tuple[Any, ...]) -> int:
+        """The number of a `group_key` in this node (numbered as first seen)."""
         found = self.keys.get(key)
         if found is None:
             found = self.keys[key] = len(self.keys)
@@ -120,7 +164,7 @@ class NodeLive:
         """A group publish by its `group_key` (None when its content is missing or rejected)."""
         old = self.groups.get(rid)
         kept = (old[2] if old else ()) + ((index,) if has_content else ())
-        self.groups[rid] = (NO_GROUP if key is None else self._intern(key), index, kept)
+        self.groups[rid] = (NO_GROUP if key is None else self.intern(key), index, kept)
 
     def withdraw(self, kind: str, rid: str) -> tuple[int, ...]:
         """A withdraw entry; returns the leaves whose content was served for the record."""
@@ -192,6 +236,13 @@ class Sums:
     def codes(self) -> set[Any]:
         return set(self.hi)
 
+    def merge(self, other: Sums) -> None:
+        """Add `other`'s sums (a code with zero sums stays listed, as `add` leaves it)."""
+        for code, lo in other.lo.items():
+            self.lo[code] += lo
+        for code, hi in other.hi.items():
+            self.hi[code] += hi
+
 
 FACETS = (
     "sample_type",
@@ -238,6 +289,8 @@ class Tally:
     # their content, and the live biobank records (node origin, biobank id)
     collection_contents: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     biobank_records: set[tuple[str, str]] = field(default_factory=set)
+    # per (country, sex) of `FILTERS`, as `Row.value` reads them: the sums of its rows
+    _cells: dict[tuple[Any, ...], Tally] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, live: NodeLive) -> None:
         """Add one node's live groups and biobank and collection records."""
@@ -249,13 +302,56 @@ class Tally:
                 self.collection_contents[live.origin, rid] = content
             elif kind == "biobank":
                 self.biobank_records.add((live.origin, rid))
+        cells = self._cells
         for row in rows(live):
             self.rows.append(row)
-            self._count(row)
+            cell = cells.get((row.country, row.key[4]))
+            if cell is None:
+                cell = cells[row.country, row.key[4]] = Tally()
+            cell._count(row)
+        # the unfiltered sums: every cell's (each row is counted once, in its cell)
+        self.groups, self.samples, self.donors = 0, (0, 0), (0, 0)
+        self.counts = {name: Sums() for name in self.counts}
+        self.facets = {name: Sums() for name in self.facets}
+        self.biobanks, self.collections = {}, {}
+        for cell in cells.values():
+            self._merge(cell)
 
     def filtered(self, query: dict[str, str]) -> Tally:
         """The sums of a search with one value per `FILTERS` parameter: a row failing no
-        filter counts everywhere; failing exactly one, it counts in that one's facet only."""
+        filter counts everywhere; failing exactly one, it counts in that one's facet only.
+
+        Rows with the same filter values (country, sex) count alike, so each such cell is
+        summed once (by `add`) and a search merges the cells' sums (interval sums are
+        associative): `filtered_by_rows` gives the same, row by row."""
+        out = Tally()
+        for cell, sums in self._cells.items():
+            country, sex = cell  # as `Row.value` reads them
+            failed = [
+                p for p, want in query.items() if (country if p == "country" else sex) != want
+            ]
+            if not failed:
+                out._merge(sums)
+            elif len(failed) == 1:
+                out.facets[failed[0]].merge(sums.facets[failed[0]])
+        return out
+
+    def _merge(self, other: Tally) -> None:
+        """Add every count of `other` (no rows)."""
+        self.groups += other.groups
+        self.samples = (self.samples[0] + other.samples[0], self.samples[1] + other.samples[1])
+        self.donors = (max(self.donors[0], other.donors[0]), self.donors[1] + other.donors[1])
+        for name, sums in other.counts.items():
+            self.counts[name].merge(sums)
+        for name, sums in other.facets.items():
+            self.facets[name].merge(sums)
+        for table, more in ((self.biobanks, other.biobanks), (self.collections, other.collections)):
+            for key, (lo, hi) in more.items():
+                old = table.get(key, (0, 0))
+                table[key] = (old[0] + lo, old[1] + hi)
+
+    def filtered_by_rows(self, query: dict[str, str]) -> Tally:
+        """`filtered`, row by row (the reference the cells are tested against)."""
         out = Tally()
         for row in self.rows:
             failed = [p for p, want in query.items() if row.value(p) != want]

@@ -6,11 +6,12 @@ keeps the live records (sample groups as their interned keys).
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from audit.catalogue_log import EnrolledNode
-from audit.examine import Examined, SchemaCheck, examine
+from audit.examine import Chunk, Examined, SchemaCheck, examine
 from audit.fetcher import Entry
 from audit.livestate import NodeLive
 from audit.report import Report
@@ -18,7 +19,14 @@ from protocol.errors import BiobankError
 from protocol.merkle import EMPTY_ROOT, CompactRange
 from protocol.note import Checkpoint
 
-__all__ = ["CheckpointClaim", "NodeAudit", "SchemaCheck", "stream_examined", "stream_node"]
+__all__ = [
+    "CheckpointClaim",
+    "NodeAudit",
+    "SchemaCheck",
+    "stream_chunks",
+    "stream_examined",
+    "stream_node",
+]
 
 
 @dataclass
@@ -83,11 +91,7 @@ def stream_node(
     return stream_examined(audit, examined, report=report, live=live)
 
 
-def stream_examined(
-    audit: NodeAudit, examined: Iterable[Examined], *, report: Report, live: NodeLive
-) -> int:
-    """Apply examined leaves in log order (tree, claims, live state, report); the leaf count."""
-    tree = report["node-tree"]
+def _open_checks(report: Report) -> None:
     for name in (
         "node-checkpoint-signatures",
         "node-tree",
@@ -96,20 +100,14 @@ def stream_examined(
         "withdrawn-content",
     ):
         report[name].ran = True
-    claims = audit.claims
-    compact = CompactRange()
-    index = -1
-    if 0 in claims:
-        _check_claims(audit, 0, EMPTY_ROOT, report)
-    for index, ex in enumerate(examined):
-        compact.append(ex.leaf_hash)
-        _apply(audit, index, ex, report, live)
-        # after the entry: a rotate-key at index i already governs a checkpoint of size i+1
-        if index + 1 in claims:
-            _check_claims(audit, index + 1, compact.root(), report)
-    served = index + 1
+
+
+def _end(audit: NodeAudit, compact: CompactRange, report: Report) -> int:
+    """After the last leaf: claims beyond the served leaves fail; the leaf count."""
+    served = compact.size
     audit.frontier = compact
-    for size, claim_list in claims.items():
+    tree = report["node-tree"]
+    for size, claim_list in audit.claims.items():
         if size > served:
             for claim in claim_list:
                 if claim.check != "node-tree":
@@ -121,6 +119,65 @@ def stream_examined(
                     f"{served} leaves (entries dropped)",
                 )
     return served
+
+
+def stream_examined(
+    audit: NodeAudit, examined: Iterable[Examined], *, report: Report, live: NodeLive
+) -> int:
+    """Apply examined leaves in log order (tree, claims, live state, report); the leaf count."""
+    _open_checks(report)
+    claims = audit.claims
+    compact = CompactRange()
+    if 0 in claims:
+        _check_claims(audit, 0, EMPTY_ROOT, report)
+    for index, ex in enumerate(examined):
+        compact.append(ex.leaf_hash)
+        _apply(audit, index, ex, report, live)
+        # after the entry: a rotate-key at index i already governs a checkpoint of size i+1
+        if index + 1 in claims:
+            _check_claims(audit, index + 1, compact.root(), report)
+    return _end(audit, compact, report)
+
+
+def stream_chunks(
+    audit: NodeAudit, chunks: Iterable[Chunk], *, report: Report, live: NodeLive
+) -> int:
+    """`stream_examined` for the compact chunks of worker processes (`audit.parallel`), the
+    same report: a valid group publish (most leaves) is applied without an `Examined`; a
+    chunk's error is raised after its leaves. The leaf count."""
+    _open_checks(report)
+    claims = audit.claims
+    compact = CompactRange()
+    append = compact.append
+    if 0 in claims:
+        _check_claims(audit, 0, EMPTY_ROOT, report)
+    groups, intern = live.groups, live.intern
+    digests, schemas = report["content-digest"], report["content-schema"]
+    index = 0
+    for chunk in chunks:
+        kinds = array("i")
+        kinds.frombytes(chunk.kinds)
+        hashes, others = chunk.hashes, chunk.others
+        numbers = [intern(key) for key in chunk.keys]  # the chunk's key numbers, in this node
+        ids = iter(chunk.ids)
+        valid = len(chunk.ids)
+        for offset, kind in enumerate(kinds):
+            append(hashes[32 * offset : 32 * offset + 32])
+            if kind >= 0:  # NodeLive.publish_group of a valid group with content
+                rid = next(ids)
+                old = groups.get(rid)
+                groups[rid] = (numbers[kind], index, (*old[2], index) if old else (index,))
+            else:
+                _apply(audit, index, others[offset], report, live)
+            index += 1
+            # after the entry: a rotate-key at index i already governs a checkpoint of size i+1
+            if index in claims:
+                _check_claims(audit, index, compact.root(), report)
+        digests.items += valid
+        schemas.items += valid
+        if chunk.error is not None:
+            raise chunk.error
+    return _end(audit, compact, report)
 
 
 def _apply(audit: NodeAudit, index: int, ex: Examined, report: Report, live: NodeLive) -> None:

@@ -1,9 +1,9 @@
 """Examining a large node log in worker processes, results handed back in log order.
 
 Only the order-free work (fetching pages or decoding bundle lines, parsing leaves, hashing,
-digests, schemas) runs in workers (`audit.examine.examine_task`); the caller applies results
-one by one in log order (`audit.node_logs.stream_examined`), so the report is the same as a
-serial run's.
+digests, schemas, group keys) runs in workers (`audit.examine.examine_task`); the caller
+applies results one by one in log order (`audit.node_logs.stream_chunks`), so the report is
+the same as a serial run's.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import multiprocessing.context
 import os
 import threading
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from audit.examine import Chunk, Examined, examine_task, expand, prepare_worker, task_size
-from audit.fetcher import PageTask
+from audit.examine import Chunk, Task, examine_task, prepare_worker, task_size
 
 CHUNK = 2_000  # lines per task: large enough that pickling and scheduling stay small
 
@@ -49,10 +48,10 @@ class ExaminePool:
         for _ in range(self.workers):
             self._pool.submit(examine_task, "", 0, [])
 
-    def examined(self, origin: str, tasks: Iterable[list[bytes] | PageTask]) -> Iterator[Examined]:
-        """Examined leaves of `origin` in log order; a worker's exception is raised in turn,
-        after the leaves before it (as a serial run would). A task that comes back short
-        (the mirror served fewer leaves) ends the log there."""
+    def chunks(self, origin: str, tasks: Iterable[Task]) -> Iterator[Chunk]:
+        """The examined chunks of `origin`'s leaves in log order (`Chunk`: the leaves at
+        indexes start, start+1, ...). A chunk that comes back short (the mirror served fewer
+        leaves, or a line or page failed: its `error`) is the last."""
         pending: deque[tuple[int, Future[Chunk]]] = deque()
         start = 0
         try:
@@ -60,10 +59,17 @@ class ExaminePool:
                 size = task_size(task)
                 pending.append((size, self._pool.submit(examine_task, origin, start, task)))
                 start += size
-                if len(pending) > 2 * self.workers and (yield from _results(*pending.popleft())):
-                    return
+                if len(pending) > 2 * self.workers:
+                    size, future = pending.popleft()
+                    chunk = future.result()
+                    yield chunk
+                    if chunk.error is not None or len(chunk.hashes) < 32 * size:
+                        return
             while pending:
-                if (yield from _results(*pending.popleft())):
+                size, future = pending.popleft()
+                chunk = future.result()
+                yield chunk
+                if chunk.error is not None or len(chunk.hashes) < 32 * size:
                     return
         finally:
             for _, future in pending:
@@ -71,12 +77,3 @@ class ExaminePool:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _results(size: int, future: Future[Chunk]) -> Generator[Examined, None, bool]:
-    """Yield a chunk's leaves; True when it was short (nothing after it may be applied)."""
-    done, error = expand(future.result())
-    yield from done
-    if error is not None:
-        raise error
-    return len(done) < size

@@ -110,6 +110,48 @@ def test_a_filtered_search_counts_matching_groups_and_its_own_facet_ignores_it()
     assert both.facets["sample_type"].codes() == set()  # female in NL fails both: nowhere
 
 
+def _sums_of(tally: Tally) -> dict[str, Any]:
+    """Every figure of a tally, with each listing's codes (zero sums included)."""
+    sums = {
+        **{f"counts.{n}": s for n, s in tally.counts.items()},
+        **{f"facets.{n}": s for n, s in tally.facets.items()},
+    }
+    return {
+        "groups": tally.groups,
+        "samples": tally.samples,
+        "donors": tally.donors,
+        "biobanks": tally.biobanks,
+        "collections": tally.collections,
+        **{name: {c: s.get(c) for c in s.codes()} for name, s in sums.items()},
+    }
+
+
+def test_filtered_sums_merged_by_cell_equal_the_row_by_row_sums() -> None:
+    """`Tally` sums each (country, sex) cell once and merges cells for the unfiltered and
+    every filtered search; every figure must equal the row-by-row reference."""
+    fr = NodeLive("y.example/biobank-node", "FR", Chapters())
+    for n, (sex, samples) in enumerate([("female", 30), ("male", {"lt": K}), ("other", 12)]):
+        g = group(
+            10 + n,
+            "bbmri-eric:ID:FR_Y",
+            "bbmri-eric:ID:FR_Y:collection:c",
+            samples=samples,
+            donors=samples,
+        )
+        g["sex"] = sex
+        fr.publish(GROUP, g["id"], n, g, has_content=True)
+    tally = _tally(_live(*MIXED), fr)
+    queries = [{"sex": s} for s in ("female", "male", "other", "none")]
+    queries += [{"country": c} for c in ("NL", "FR", "DE")]
+    queries += [{"country": c, "sex": s} for c in ("NL", "FR") for s in ("female", "male")]
+    # the unfiltered sums too are merged from the cells: equal to counting every row
+    assert _sums_of(tally) == _sums_of(tally.filtered_by_rows({}))
+    for query in queries:
+        merged, reference = tally.filtered(query), tally.filtered_by_rows(query)
+        assert _sums_of(merged) == _sums_of(reference), query
+    assert tally.filtered({"country": "FR"}).samples == (30 + 1 + 12, 30 + K - 1 + 12)
+
+
 def _response(tally: Tally) -> dict[str, Any]:
     """The answer an honest catalogue gives for `tally` (built by hand, not by the auditor)."""
 
