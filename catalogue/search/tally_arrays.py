@@ -163,7 +163,9 @@ class ArrayCube:
         """Derive what the searches read besides the columns (after building or changing)."""
         self._derived = _derive(self)
         d = self._derived
-        counted = np.unique(d.jcols[_PLACE][: len(self.parts)][d.base_hi[:-1] > 0])
+        size = len(self.parts)
+        live = np.bincount(d.jrow, minlength=size + 1)[:size] > 0  # joint codes counting
+        counted = np.unique(d.jcols[_PLACE][:size][live])
         places = self.places
         self.with_groups = frozenset((places[p][0], places[p][3]) for p in counted.tolist())
         return self
@@ -231,12 +233,21 @@ def _combine(codes: Ints, cards: list[int]) -> tuple[Ints, Ints]:
 
 @dataclass
 class _Target:
-    """One sum of the tally: joint code ``j[e]`` (every joint code when None, the dead one
-    included) adds its interval to key ``keys[e]``; ``names`` decodes a key."""
+    """One sum of the tally: entry e adds the interval of joint code ``j[e]`` (of entry e
+    itself when None: entries are the joint codes, the dead one included, or the places for
+    a target `by_place`) to key ``keys[e]``; ``names`` decodes a key."""
 
     keys: Ints
     j: Ints | None
     names: list[Any]
+    by_place: bool = False
+
+
+# Weights: a row's samples interval as one float64 ``n_max * scale + n_min`` (scale a power
+# of two above the sum of every n_min): sums stay whole numbers below 2**53, so both ends
+# are exact after one bincount instead of two. Where the sums could pass 2**53 the two
+# ends are kept apart: ``(n_min, n_max)``.
+W = tuple[Floats, ...]
 
 
 @dataclass
@@ -245,13 +256,12 @@ class _Derived:
     entry per joint code plus a last, dead one that rows counting no group point to."""
 
     jrow: Ints  # row -> joint code, or the dead one when the row counts no group
-    lo: Floats  # n_min, n_max as weights
-    hi: Floats
-    base_lo: Floats  # per joint code: the sums over its live rows
-    base_hi: Floats
+    scale: float  # of the packed weights, 0: the two ends apart
+    weights: W  # per row
+    base: W  # per joint code: the sums over its live rows
     base_dmin: Ints  # largest d_min
     base_dmax: Floats  # sum of d_max
-    jcols: list[Ints]  # per part: the part's code of each joint code (dead one: 0)
+    jcols: list[Ints]  # per part: the part's code of each joint code (dead one: past them)
     jnode: Ints  # joint code -> index into nodes (dead one: len(nodes), never active)
     nodes: list[int]
     sets: dict[str, _Sets]  # tuple parts and row-level tuple columns
@@ -264,6 +274,13 @@ def _derive(cube: ArrayCube) -> _Derived:
     jrow = np.where(live, cube.joint, size).astype(np.int64)
     lo = cube.counts["n_min"].astype(np.float64)
     hi = cube.counts["n_max"].astype(np.float64)
+    total_lo = int(cube.counts["n_min"][live].sum())
+    total_hi = int(cube.counts["n_max"][live].sum())
+    scale = float(2 ** total_lo.bit_length())
+    if total_hi * scale + total_lo < 2**53:
+        weights: W = (hi * scale + lo,)
+    else:
+        scale, weights = 0.0, (lo, hi)
     width = size + 1
     dmin = np.zeros(width, dtype=np.int64)
     np.maximum.at(dmin, jrow, cube.counts["d_min"])
@@ -281,34 +298,38 @@ def _derive(cube: ArrayCube) -> _Derived:
     sets.update({name: _Sets.of(cube.rowsets[name].values) for name in _ROWSETS})
     return _Derived(
         jrow,
-        lo,
-        hi,
-        _weighted(jrow, lo, width),
-        _weighted(jrow, hi, width),
+        scale,
+        weights,
+        tuple(_weighted(jrow, w, width) for w in weights),
         dmin,
         _weighted(jrow, cube.counts["d_max"].astype(np.float64), width),
         jcols,
         jnode,
         nodes,
         sets,
-        _targets(cube, jcols, jnode, nodes, sets),
+        _targets(cube, jcols, jnode, nodes, place_node, sets),
     )
 
 
 def _targets(
-    cube: ArrayCube, jcols: list[Ints], jnode: Ints, nodes: list[int], sets: dict[str, _Sets]
+    cube: ArrayCube,
+    jcols: list[Ints],
+    jnode: Ints,
+    nodes: list[int],
+    place_node: Ints,
+    sets: dict[str, _Sets],
 ) -> dict[str, _Target]:
-    """The targets' keys. The dead joint code (never counted: its weights are 0) gets a key
-    past the names."""
+    """The targets' keys. The dead joint code and place (never counted: their weights are
+    0) get a key past the names."""
     width = max(len(nodes), 1)
     places = cube.values["place"]
 
     def by_place(key: Callable[[tuple[int, str, str | None, str]], Any]) -> _Target:
         codes, names = encode([], [key(p) for p in places])
-        return _Target(np.append(codes, len(names))[jcols[_PLACE]], None, names)
+        return _Target(np.append(codes, len(names)), None, names, by_place=True)
 
     out = {
-        "total": _Target(jnode, None, nodes),
+        "total": _Target(place_node, None, nodes, by_place=True),
         "biobank": by_place(lambda p: (p[0], p[1])),
         "collection": by_place(lambda p: (p[0], p[3])),
         "country": by_place(lambda p: (p[2], p[0])),
@@ -343,45 +364,53 @@ def tally(cube: ArrayCube, f: Filters, vocab: Vocabulary, active: set[int]) -> T
         fails += ~m
     ok = jlive & (fails == 0)
     icd = rows.pop("icd10", None)
-    s0: tuple[Floats, Floats]
-    s1: tuple[Floats, Floats] | None = None  # the rows failing only the ICD-10 filter
+    s0: W
+    s1: W | None = None  # the rows failing only the ICD-10 filter
     if not rows and icd is None:
-        s0 = (d.base_lo, d.base_hi)
+        s0 = d.base
         donors = _donors(d.base_dmin[ok], d.base_dmax[ok])
     else:
         passing = None
         for m in rows.values():
             passing = m if passing is None else passing & m
-        lo = d.lo if passing is None else d.lo * passing
-        hi = d.hi if passing is None else d.hi * passing
+        weights = d.weights if passing is None else tuple(w * passing for w in d.weights)
         width = len(jlive)
         if icd is None:
-            s0 = _weighted(d.jrow, lo, width), _weighted(d.jrow, hi, width)
-        else:
+            s0 = tuple(_weighted(d.jrow, w, width) for w in weights)
+        else:  # two bins per joint code: passing the ICD-10 filter, failing only it
             key = d.jrow * 2 + ~icd
-            both = _weighted(key, lo, 2 * width), _weighted(key, hi, 2 * width)
-            s0 = both[0][0::2], both[1][0::2]
-            s1 = both[0][1::2], both[1][1::2]
+            both = [_weighted(key, w, 2 * width) for w in weights]
+            s0 = tuple(b[0::2] for b in both)
+            s1 = tuple(b[1::2] for b in both)
             passing = icd if passing is None else passing & icd
         counted = ok[d.jrow] if passing is None else ok[d.jrow] & passing
         at = np.flatnonzero(counted)
         donors = _donors(cube.counts["d_min"][at], cube.counts["d_max"][at])
     t = Tally(donors=donors)
     targets = d.targets
-    w = s0[0] * ok, s0[1] * ok
-    t.total = _sums(targets["total"], w)
-    t.biobank = _sums(targets["biobank"], w)
-    t.collection = _sums(targets["collection"], w)
-    t.country = _sums(targets["country"], w)
+    place = d.jcols[_PLACE]
+    places = len(cube.places) + 1
+    matched = tuple(w * ok for w in s0)
+    per_place = tuple(_weighted(place, w, places) for w in matched)
+    t.total = _sums(d, targets["total"], per_place)
+    t.biobank = _sums(d, targets["biobank"], per_place)
+    t.collection = _sums(d, targets["collection"], per_place)
+    t.country = _sums(d, targets["country"], per_place)
     for facet, param in FACETS.items():
         target = targets["country" if facet == "country" else facet]
         if param in joint:  # every filter but its own
             mine = jlive & (fails == ~joint[param])
-            t.facets[facet] = _sums(target, (s0[0] * mine, s0[1] * mine))
+            weights = tuple(w * mine for w in s0)
         elif param == "icd10" and s1 is not None:
-            t.facets[facet] = _sums(target, ((s0[0] + s1[0]) * ok, (s0[1] + s1[1]) * ok))
+            weights = tuple((a + b) * ok for a, b in zip(s0, s1, strict=True))
+        elif target.by_place:
+            t.facets[facet] = _sums(d, target, per_place)
+            continue
         else:
-            t.facets[facet] = _sums(target, w)
+            weights = matched
+        if target.by_place:
+            weights = tuple(_weighted(place, w, places) for w in weights)
+        t.facets[facet] = _sums(d, target, weights)
     return t
 
 
@@ -396,27 +425,26 @@ def _donors(d_min: NDArray[Any], d_max: NDArray[Any]) -> Span:
     return int(d_min.max()), int(round(float(d_max.sum())))
 
 
-def _sums(target: _Target, weights: tuple[Floats, Floats]) -> dict[Any, Span]:
-    """The interval sums per key of the given per-joint-code sums: a key is present when a
-    counted row has it (every counted row has n_max > 0)."""
-    lo, hi = weights
+def _sums(d: _Derived, target: _Target, weights: W) -> dict[Any, Span]:
+    """The interval sums per key of the given per-joint-code (or per-place) sums: a key is
+    present when a counted row has it (every counted row has n_max > 0)."""
     if target.j is not None:
-        lo, hi = lo[target.j], hi[target.j]
+        weights = tuple(w[target.j] for w in weights)
     size = len(target.names)
-    his = _weighted(target.keys, hi, size)
-    keys = np.flatnonzero(his > 0)
-    if not len(keys):
-        return {}
-    los = _weighted(target.keys, lo, size)[keys]
+    sums = [_weighted(target.keys, w, size) for w in weights]
+    if d.scale:
+        keys = np.flatnonzero(sums[0] >= d.scale)  # n_max >= 1
+        packed = sums[0][keys]
+        his = np.floor(packed / d.scale)  # exact: whole numbers, a power of two
+        los = packed - his * d.scale
+    else:
+        keys = np.flatnonzero(sums[1] > 0)
+        los, his = sums[0][keys], sums[1][keys]
     names = target.names
-    # whole sums (the weights are integers, exact in float64 below 2**53), converted at once
     return {
         names[k]: (a, b)
         for k, a, b in zip(
-            keys.tolist(),
-            los.astype(np.int64).tolist(),
-            his[keys].astype(np.int64).tolist(),
-            strict=True,
+            keys.tolist(), los.astype(np.int64).tolist(), his.astype(np.int64).tolist(), strict=True
         )
     }
 
