@@ -141,7 +141,7 @@ class ArrayCube:
 
     `joint[i]` is row i's joint code, `parts[j]` the codes of joint code j's `PARTS` in
     `values`; `index` maps a tuple of part codes to its joint code (append-only, shared by
-    later snapshots: a code found there is valid only below ``len(parts)``)."""
+    later snapshots: `tally_update.apply` checks a code found there against `parts`)."""
 
     size: int
     counts: dict[str, Ints]  # n_min, n_max, d_min, d_max (COUNTS) per row
