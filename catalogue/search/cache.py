@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import Connection, select
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:  # numpy is imported on first use: a harvest worker never need
     from catalogue.search.tally_arrays import ArrayCube
 
 __all__ = ["CubeCache", "Refresh"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,14 +46,35 @@ class CubeCache:
         self._lock = threading.Lock()
         self._version = -1
         self._cube: ArrayCube | None = None
+        self._snap: tuple[int, ArrayCube] | None = None  # (version, cube), set at once
         self._rows: list[Combo] = []  # row -> combo, as in the arrays
         self._pos: dict[int, int] = {}  # combo id -> row
+        self._memo: dict[str, tuple[int, Any]] = {}
         self.last: Refresh | None = None
 
     @property
     def version(self) -> int:
         """The own-log size the snapshot reflects (-1: none loaded yet)."""
         return self._version
+
+    def snapshot(self, conn: Connection) -> tuple[int, ArrayCube]:
+        """The snapshot and the own-log size it reflects, first brought up to date."""
+        self.arrays(conn)
+        assert self._snap is not None
+        return self._snap
+
+    def memo(self, name: str, version: int, make: Callable[[], T]) -> T:
+        """What `make` reads from the database, kept until the own log grows past `version`
+        (the version of the snapshot the caller holds). Only what changes with the own log
+        belongs here: every accepted harvest step and every retirement grow it."""
+        got = self._memo.get(name)
+        if got is not None and got[0] == version:
+            return cast(T, got[1])
+        value = make()
+        got = self._memo.get(name)
+        if got is None or got[0] <= version:  # never replace a newer one
+            self._memo[name] = (version, value)
+        return value
 
     @property
     def loaded(self) -> bool:
@@ -90,6 +114,7 @@ class CubeCache:
             self._cube = self._apply(self._cube, ids, rows)
             read = len(rows)
         self._version = size
+        self._snap = (size, self._cube)
         self.last = Refresh(since, size, read, time.perf_counter() - start, since < 0)
 
     def _apply(self, cube: ArrayCube, ids: list[int], rows: list[Combo]) -> ArrayCube:

@@ -17,18 +17,19 @@ then null and the web card says "not published" instead.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, func, select
 
-from catalogue.models import nodes, records
+from catalogue.models import alerts, nodes, records
 from catalogue.search.cache import CubeCache
 from catalogue.search.codes import Vocabulary
 from catalogue.search.cube import FACETS, Span
 from catalogue.search.filters import Filters
 from catalogue.search.tally_arrays import ArrayCube, tally
-from catalogue.status import list_status
+from catalogue.status import is_stale
 
 __all__ = ["declared_match", "interval", "search"]
 
@@ -43,34 +44,40 @@ def search(
     cache: CubeCache | None = None,
 ) -> dict[str, Any]:
     """The /v1/search response (docs/architecture.md) for validated filters."""
-    status = list_status(conn, stale_after, include_retired=False, keys=False)
-    q = select(nodes).where(nodes.c.state != "retired")
-    if f.lists.get("node"):  # biobanks and collections of these nodes only
-        q = q.where(nodes.c.origin.in_(f.lists["node"]))
-    node_rows = {r.id: r for r in conn.execute(q)}
+    cache = cache or CubeCache()
+    version, cube = cache.snapshot(conn)
+    recs = cache.memo("search.records", version, lambda: _Records.read(conn))
+    status = conn.execute(_NODES).all()  # every non-retired node, by origin
+    wanted_nodes = set(f.lists.get("node") or ())  # biobanks and collections of these only
+    node_rows = {r.id: r for r in status if not wanted_nodes or r.origin in wanted_nodes}
+    origin = {nid: r.origin for nid, r in node_rows.items()}
 
     def prov(nid: int) -> dict[str, Any]:
         r = node_rows[nid]
         return {"node": r.origin, "checkpoint_size": r.tree_size, "verified_at": r.verified_at}
 
-    cube = (cache or CubeCache()).arrays(conn)
     t = tally(cube, f, vocab, set(node_rows))
     bb_samples = dict(t.biobank)
-    bb_country, bb_with_collections = _biobank_index(conn, node_rows)
-    declared = _declared_collections(conn, f, vocab, cube, node_rows, bb_country)
+    bb_country, bb_with_collections = recs.biobank_index(node_rows)
+    declared = _declared_collections(recs, f, vocab, cube, node_rows, bb_country)
     for nid, content in declared:
         bb_samples.setdefault((nid, content.get("biobank", "")), (0, 0))
     for nid, bid in _lone_biobanks(f, bb_country, bb_with_collections, node_rows):
         bb_samples.setdefault((nid, bid), (0, 0))
 
-    counted = sorted(t.collection.items(), key=lambda kc: (_order(kc[1]), kc[0][1]))
+    # by count, then id, then node origin (two nodes may publish the same id)
+    counted = sorted(
+        t.collection.items(), key=lambda kc: (_order(kc[1]), kc[0][1], origin[kc[0][0]])
+    )
     items_all: list[tuple[tuple[int, str], Span | None]] = list(counted)
     items_all += [
         ((nid, content["id"]), None)
-        for nid, content in sorted(declared, key=lambda d: (-(d[1].get("size") or 0), d[1]["id"]))
+        for nid, content in sorted(
+            declared, key=lambda d: (-(d[1].get("size") or 0), d[1]["id"], origin[d[0]])
+        )
     ]
     col_page = _page(items_all, f.collections_page, f.page_size)
-    col_records = _load(conn, "collection", [k for k, _n in col_page])
+    col_records = recs.collection
     col_biobank: dict[tuple[int, str], str] = {}
     if any(k not in col_records for k, _n in col_page):  # groups naming an unknown collection
         col_biobank = {(nid, cid): bid for nid, bid, _country, cid in cube.places}
@@ -107,9 +114,9 @@ def search(
             }
         )
 
-    bb_keys = sorted(bb_samples.items(), key=lambda kc: (_order(kc[1]), kc[0][1]))
+    bb_keys = sorted(bb_samples.items(), key=lambda kc: (_order(kc[1]), kc[0][1], origin[kc[0][0]]))
     bb_page = _page(bb_keys, f.page, f.page_size)
-    bb_records = _load(conn, "biobank", [k for k, _n in bb_page])
+    bb_records = recs.biobank
     biobanks_out = []
     for (nid, bid), n in bb_page:
         rec = bb_records.get((nid, bid))
@@ -157,10 +164,10 @@ def search(
         },
         "nodes": [
             {
-                "origin": s["origin"],
-                "country": s["country"],
-                "stale": s["stale"],
-                "alerts": s["alerts"],
+                "origin": s.origin,
+                "country": s.country,
+                "stale": is_stale(s.last_success_at, stale_after),
+                "alerts": int(s.alerts),
             }
             for s in status
         ],
@@ -211,38 +218,6 @@ def _page(items: list[Any], page: int, size: int) -> list[Any]:
     return items[(page - 1) * size : page * size]
 
 
-def _load(
-    conn: Connection, kind: str, keys: Iterable[tuple[int, str]]
-) -> dict[tuple[int, str], dict[str, Any]]:
-    """The published records of one page, by (node, id). One statement whose SQL is the same
-    for every page (expanding IN lists, compiled once), read as a superset of the page's
-    keys and narrowed here: an OR of one (node AND id) term per key is compiled anew each
-    time, which cost more than the query."""
-    wanted = set(keys)
-    if not wanted:
-        return {}
-    rows = conn.execute(
-        _PAGE_RECORDS,
-        {
-            "kind": kind,
-            "nodes": sorted({nid for nid, _ in wanted}),
-            "ids": sorted({rid for _, rid in wanted}),
-        },
-    )
-    return {
-        (r.node_id, r.record_id): orjson.loads(r.content)
-        for r in rows
-        if (r.node_id, r.record_id) in wanted
-    }
-
-
-_PAGE_RECORDS = select(records.c.node_id, records.c.record_id, records.c.content).where(
-    records.c.kind == bindparam("kind"),
-    records.c.node_id.in_(bindparam("nodes", expanding=True)),
-    records.c.record_id.in_(bindparam("ids", expanding=True)),
-)
-
-
 def _age(age: Any) -> dict[str, Any] | None:
     """A collection's declared age range as published: min and max (either may be missing)
     in its unit (years unless stated)."""
@@ -251,29 +226,69 @@ def _age(age: Any) -> dict[str, Any] | None:
     return {"min": age.get("min"), "max": age.get("max"), "unit": age.get("unit", "years")}
 
 
-def _biobank_index(
-    conn: Connection, node_rows: dict[int, Any]
-) -> tuple[dict[tuple[int, str], str | None], dict[tuple[int, str], int]]:
-    """The published biobanks of active nodes with their country, and how many published
-    collections each biobank id (published or not) has."""
-    active = list(node_rows)
-    countries = {
-        (r.node_id, r.record_id): r.country
-        for r in conn.execute(
-            select(records.c.node_id, records.c.record_id, records.c.country).where(
-                records.c.kind == "biobank", records.c.node_id.in_(active)
-            )
-        )
-    }
-    n_collections: dict[tuple[int, str], int] = {}
-    for r in conn.execute(
-        select(records.c.node_id, records.c.biobank).where(
-            records.c.kind == "collection", records.c.node_id.in_(active)
-        )
-    ):
-        key = (r.node_id, r.biobank or "")
-        n_collections[key] = n_collections.get(key, 0) + 1
-    return countries, n_collections
+@dataclass
+class _Records:
+    """The published biobank and collection records (parsed), read once per own-log size:
+    only an accepted harvest step changes them, and it grows the own log."""
+
+    biobank: dict[tuple[int, str], dict[str, Any]]
+    collection: dict[tuple[int, str], dict[str, Any]]
+    country: dict[tuple[int, str], str | None]  # a biobank record's country column
+    collection_biobank: dict[tuple[int, str], str | None]  # a collection record's biobank
+
+    @classmethod
+    def read(cls, conn: Connection) -> _Records:
+        out = cls({}, {}, {}, {})
+        for r in conn.execute(_RECORDS):
+            key = (r.node_id, r.record_id)
+            if r.kind == "biobank":
+                out.biobank[key] = orjson.loads(r.content)
+                out.country[key] = r.country
+            else:
+                out.collection[key] = orjson.loads(r.content)
+                out.collection_biobank[key] = r.biobank
+        return out
+
+    def biobank_index(
+        self, node_rows: dict[int, Any]
+    ) -> tuple[dict[tuple[int, str], str | None], dict[tuple[int, str], int]]:
+        """The published biobanks of the given nodes with their country, and how many
+        published collections each biobank id (published or not) has."""
+        countries = {k: c for k, c in self.country.items() if k[0] in node_rows}
+        n_collections: dict[tuple[int, str], int] = {}
+        for (nid, _cid), bid in self.collection_biobank.items():
+            if nid in node_rows:
+                key = (nid, bid or "")
+                n_collections[key] = n_collections.get(key, 0) + 1
+        return countries, n_collections
+
+
+_RECORDS = select(
+    records.c.kind,
+    records.c.node_id,
+    records.c.record_id,
+    records.c.country,
+    records.c.biobank,
+    records.c.content,
+).where(records.c.kind.in_(("biobank", "collection")))
+
+# the nodes a search shows (every one not retired, by origin) with their open alerts
+_NODES = (
+    select(
+        nodes.c.id,
+        nodes.c.origin,
+        nodes.c.country,
+        nodes.c.tree_size,
+        nodes.c.verified_at,
+        nodes.c.last_success_at,
+        select(func.count())
+        .where(alerts.c.node_id == nodes.c.id, alerts.c.cleared_at.is_(None))
+        .scalar_subquery()
+        .label("alerts"),
+    )
+    .where(nodes.c.state != "retired")
+    .order_by(nodes.c.origin)
+)
 
 
 # Filters a biobank without collections can meet: it states a country and an id (of its
@@ -313,7 +328,7 @@ def _lone_biobanks(
 
 
 def _declared_collections(
-    conn: Connection,
+    recs: _Records,
     f: Filters,
     vocab: Vocabulary,
     cube: ArrayCube,
@@ -321,20 +336,16 @@ def _declared_collections(
     countries: dict[tuple[int, str], str | None],
 ) -> list[tuple[int, dict[str, Any]]]:
     """Collection records with no live groups that match the filters on their own attributes."""
-    active = list(node_rows)
     with_groups = cube.with_groups
     out = []
-    for r in conn.execute(
-        select(records.c.node_id, records.c.record_id, records.c.content).where(
-            records.c.kind == "collection", records.c.node_id.in_(active)
-        )
-    ):
-        if (r.node_id, r.record_id) in with_groups:
+    for (nid, cid), content in recs.collection.items():
+        if nid not in node_rows or (nid, cid) in with_groups:
             continue
-        content = orjson.loads(r.content)
-        country = countries.get((r.node_id, content.get("biobank"))) or node_rows[r.node_id].country
+        bid = content.get("biobank")
+        country = countries.get((nid, bid)) if isinstance(bid, str) else None
+        country = country or node_rows[nid].country
         if declared_match(content, country, f, vocab):
-            out.append((r.node_id, content))
+            out.append((nid, content))
     return out
 
 

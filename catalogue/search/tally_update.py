@@ -2,8 +2,9 @@
 
 A harvest step changes a combo's counts (and, when a biobank record changes, its `country`)
 and adds combos; nothing else of a combo ever changes (its key is the rest). So a refresh
-sets the counts, `country` and the place of the changed rows and appends the new ones: the
-columns are copied as arrays (no Python pass over the rows) and only the changes are encoded.
+sets the counts and the joint code of the changed rows (their place holds the country) and
+appends the new ones: the columns are copied as arrays (no Python pass over the rows) and
+only the changes are encoded.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import numpy as np
 
 from catalogue.search.cube import Combo
 from catalogue.search.tally_arrays import (
-    _MULTI,
-    _RANGES,
-    _SINGLE,
+    _PLACE,
+    _ROWSETS,
     COUNTS,
+    PARTS,
+    RANGES,
     ArrayCube,
     Column,
-    Multi,
+    encode,
+    joint_parts,
 )
 
 __all__ = ["apply"]
@@ -30,21 +33,6 @@ def apply(cube: ArrayCube, changed: Sequence[tuple[int, Combo]], new: Sequence[C
     """The cube with rows ``changed`` (row, combo: only the counts and `country` differ from
     the row's) updated and the combos ``new`` appended as rows ``cube.size ...``."""
     rows = [p for p, _c in changed]
-    single = {}
-    for name in _SINGLE:
-        col = cube.single[name]
-        update = name == "country" and rows
-        if not new and not update:
-            single[name] = col
-            continue
-        values = [getattr(c, name) for c in new]
-        if update:
-            values += [c.country for _p, c in changed]
-        codes, known = col.encode(values)
-        out = np.concatenate([col.codes, codes[: len(new)]])
-        if update:
-            out[rows] = codes[len(new) :]
-        single[name] = Column(out, known)
     ranges = {
         name: np.concatenate(
             [
@@ -55,24 +43,13 @@ def apply(cube: ArrayCube, changed: Sequence[tuple[int, Combo]], new: Sequence[C
                 ).reshape(len(new)),
             ]
         )
-        for name in _RANGES
+        for name in RANGES
     }
-    multi = {}
-    for name in _MULTI:
-        m = cube.multi[name]
-        lists = [getattr(c, name) for c in new]
-        if not any(lists):
-            multi[name] = m
-            continue
-        lengths = np.fromiter((len(v) for v in lists), dtype=np.int64, count=len(new))
-        codes, known = Column(m.codes, m.values).encode([v for vals in lists for v in vals])
-        at = np.repeat(np.arange(cube.size, cube.size + len(new), dtype=np.int64), lengths)
-        multi[name] = Multi(np.concatenate([m.rows, at]), np.concatenate([m.codes, codes]), known)
-    place_values = [(c.node_id, c.biobank, c.country, c.collection) for c in new]
-    place_values += [(c.node_id, c.biobank, c.country, c.collection) for _p, c in changed]
-    codes, places = Column(cube.place, cube.places).encode(place_values)
-    place = np.concatenate([cube.place, codes[: len(new)]])
-    place[rows] = codes[len(new) :]
+    rowsets = {}
+    for name in _ROWSETS:
+        col = cube.rowsets[name]
+        codes, known = col.encode([getattr(c, name) for c in new])
+        rowsets[name] = Column(np.concatenate([col.codes, codes]), known)
     counts = {}
     for name in COUNTS:
         counts[name] = np.concatenate(
@@ -82,4 +59,48 @@ def apply(cube: ArrayCube, changed: Sequence[tuple[int, Combo]], new: Sequence[C
             ]
         )
         counts[name][rows] = [getattr(c, name) for _p, c in changed]
-    return ArrayCube(cube.size + len(new), counts, single, ranges, multi, place, places).index()
+    # the part codes of the new rows, then of the changed ones (their joint code's, with the
+    # place they have now)
+    values = dict(cube.values)
+    new_parts = np.zeros((len(new), len(PARTS)), dtype=np.int64)
+    if new:
+        for i, vals in enumerate(zip(*map(joint_parts, new), strict=True)):
+            new_parts[:, i], values[PARTS[i]] = encode(values[PARTS[i]], vals)
+    place_codes, values["place"] = encode(
+        values["place"], [(c.node_id, c.biobank, c.country, c.collection) for _p, c in changed]
+    )
+    changed_parts = cube.parts[cube.joint[rows]].reshape(len(rows), len(PARTS))
+    changed_parts[:, _PLACE] = place_codes
+    parts_list = [cube.parts]
+    index = cube.index
+    extra: list[tuple[int, ...]] = []
+    size = len(cube.parts)
+
+    def code(key: tuple[int, ...]) -> int:
+        j = index.get(key)
+        if j is not None:  # checked: a refresh that failed may have left a code behind
+            if j < size and tuple(cube.parts[j].tolist()) == key:
+                return j
+            if size <= j < size + len(extra) and extra[j - size] == key:
+                return j
+        j = size + len(extra)
+        extra.append(key)
+        index[key] = j
+        return j
+
+    new_joint = np.fromiter(map(code, map(tuple, new_parts.tolist())), np.int64, len(new))
+    changed_joint = np.fromiter(map(code, map(tuple, changed_parts.tolist())), np.int64, len(rows))
+    if extra:
+        parts_list.append(np.array(extra, dtype=np.int64).reshape(len(extra), len(PARTS)))
+    joint = np.concatenate([cube.joint, new_joint])
+    joint[rows] = changed_joint
+    return ArrayCube(
+        cube.size + len(new),
+        counts,
+        ranges,
+        rowsets,
+        joint,
+        np.concatenate(parts_list),
+        values,
+        index,
+    ).index_arrays()
