@@ -161,19 +161,26 @@ class Harvester:
             # largest expected step first (as last seen), so no lane is left alone at the end
             queue = deque(sorted(jobs, key=lambda j: -expected[j.node_id]))
             # steps verified and staged whole whose final commit (index, accept) is still
-            # due: a lane takes one when no node is left to fetch, so that while one lane
-            # fetches and verifies the last node, the other indexes the nodes before it
+            # due. A lane takes one when no other lane is in a final commit (on SQLite they
+            # would queue on its one write lock) or no node is left to fetch, else the next
+            # node: so while one lane fetches and verifies the last node, the other indexes
+            # the nodes before it, instead of idling at the end
             finals: deque[tuple[NodeJob, JobResult]] = deque()
+            finalising = [0]
             done: dict[int, Outcome] = {}
 
             async def lane(pool: ProcessPoolExecutor | None) -> None:
                 while queue or finals:
-                    if queue:
+                    if finals and (not finalising[0] or not queue):
+                        job, staged = finals.popleft()
+                        finalising[0] += 1
+                        try:
+                            result = await self._final(pool, job, staged)
+                        finally:
+                            finalising[0] -= 1
+                    else:
                         job = queue.popleft()
                         result = await self._run(client, pool, job, defer_final=True)
-                    else:
-                        job, staged = finals.popleft()
-                        result = await self._final(pool, job, staged)
                     if result.final is not None:
                         finals.append((job, result))
                     else:
