@@ -419,6 +419,7 @@ def apply_groups(
                 gained[2] = max(gained[2], d_min)
                 gained[3] += d_max
             rows.append((node_id, gid, idx, cid, s_min, s_max, d_min, d_max))
+    rows.sort()  # in key order: the groups' B-tree is written page after page, not at random
     bulk_insert(conn, sample_groups, _GROUP_COLUMNS, rows)
 
 
