@@ -127,10 +127,9 @@ def group_problems(group: dict[str, Any], k: int) -> list[str]:
     return problems
 
 
-# a group change made ready outside the write lock: (leaf index, combo hash, combo key as
-# stored (`combos.ckey`, UTF-8), combo key, samples interval, donors interval), or None to
-# remove the group from the index
-Ready = tuple[int, bytes, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int]]
+# a group change made ready outside the write lock: (leaf index, combo hash, combo key,
+# samples interval, donors interval), or None to remove the group from the index
+Ready = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int]]
 
 
 @dataclass
@@ -247,11 +246,9 @@ def _prepare_batch(
                 )
             else:
                 key = combo_key(record)
-                ckey = dumps(key)  # `combo_hash` of it; `combos.ckey` as stored
                 groups[rid] = (
                     idx,
-                    sha256(ckey).digest(),
-                    ckey,
+                    sha256(dumps(key)).digest(),  # combo_hash(key)
                     key,
                     count_interval(record["samples"]),
                     count_interval(record["donors"]),
@@ -391,7 +388,7 @@ def apply_groups(
     `recount`; what a combo gains is added to `deltas[combo]` ([n_min, n_max, d_min, d_max])."""
     if not changes:
         return
-    combo_ids.ensure(conn, {ch[1]: (ch[2], ch[3]) for ch in changes.values() if ch is not None})
+    combo_ids.ensure(conn, {ch[1]: ch[2] for ch in changes.values() if ch is not None})
     old = {gid: live.pop(gid) for gid in changes if gid in live}
     recount.update(old.values())
     if old:
@@ -408,7 +405,7 @@ def apply_groups(
     ids = combo_ids.ids
     for gid, ch in changes.items():
         if ch is not None:
-            idx, chash, _ckey, _key, (s_min, s_max), (d_min, d_max) = ch
+            idx, chash, _key, (s_min, s_max), (d_min, d_max) = ch
             cid = live[gid] = ids[chash]
             gained = deltas.get(cid)
             if gained is None:
@@ -450,12 +447,12 @@ class ComboIds:
                 select(combos.c.ckey, combos.c.id).where(combos.c.node_id == node_id)
             )
         }
-        self.new: dict[int, tuple[bytes, tuple[Any, ...]]] = {}  # id -> (ckey, key), unwritten
+        self.new: dict[int, tuple[Any, ...]] = {}  # id -> key of the combos not written yet
         self._next: int | None = None  # SQLite: the next free id (under the write lock)
 
-    def ensure(self, conn: Connection, keys: Mapping[bytes, tuple[bytes, tuple[Any, ...]]]) -> None:
-        """Give the combos of `keys` (combo hash -> (stored key, key)) that the node does not
-        have yet an id each; they are written by `insert_side_rows` and `insert_new`."""
+    def ensure(self, conn: Connection, keys: Mapping[bytes, tuple[Any, ...]]) -> None:
+        """Give the combos of `keys` (by `combo_hash`) that the node does not have yet an id
+        each; they are written by `insert_side_rows` and `insert_new`."""
         missing = [(h, key) for h, key in keys.items() if h not in self.ids]
         if not missing:
             return
@@ -489,7 +486,7 @@ class ComboIds:
         dt_rows: list[tuple[Any, ...]] = []
         chapter_of = vocab.chapter_of
         for cid in sorted(self.new):
-            key = self.new[cid][1]
+            key = self.new[cid]
             for system, code in key[9]:
                 if system == "ICD-10":
                     diag_rows.append((cid, system, code, code[:3], chapter_of(code)))
@@ -519,14 +516,14 @@ class ComboIds:
         country = _countries(conn, self.node_id)
         rows = []
         for cid in sorted(self.new):
-            ckey, key = self.new[cid]
+            key = self.new[cid]
             gained = deltas.get(cid) if cid not in recount else None
             n_min, n_max, d_min, d_max = gained if gained is not None else (0, 0, 0, 0)
             rows.append(
                 (
                     cid,
                     self.node_id,
-                    ckey.decode(),
+                    orjson.dumps(key).decode(),
                     *key[:9],
                     country.get(key[0]) or node_country,
                     n_min,
