@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,13 @@ __all__ = [
 Change = tuple[int, Any] | None
 GROUP = "sample-group"
 _CHUNK = 500
-_BATCH = 5000  # leaves read back per query while a step is indexed
+BATCH = 5000  # leaves read back per query while a step is indexed
+# memory bounds of one step's index (each kept item costs about 1.6 KB): the leaves keyed
+# before the write transaction (the rest are keyed in it, batch by batch), and the new
+# combos held back to be written once with their counts (beyond it, they are written at
+# once with none, and their counts are added at the end like an existing combo's)
+PREPARE_BUDGET = 50_000
+NEW_COMBO_BUDGET = 50_000
 
 
 def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:
@@ -157,6 +163,7 @@ class PreparedStep:
     # records whose latest leaf in the step is a publish served without content (and no
     # withdraw erased it): rejected (MISSING_CONTENT) when the step is applied
     missing: dict[tuple[str, str], int] = field(default_factory=dict)
+    upto: int = 0  # the batches cover [start, upto); the rest is keyed in the transaction
 
 
 def prepare_step(conn: Connection, node_id: int, start: int, end: int) -> PreparedStep:
@@ -182,10 +189,24 @@ def prepare_step(conn: Connection, node_id: int, start: int, end: int) -> Prepar
         )
     batches = []
     missing: dict[tuple[str, str], int] = {}
-    for lo in range(start, end, _BATCH):
-        hi = min(lo + _BATCH, end)
-        batches.append(_prepare_batch(conn, node_id, lo, hi, k, missing))
-    return PreparedStep(node_id, start, end, k, batches, combo_ids, live, str(origin), missing)
+    upto = start
+    while upto < end and upto - start < PREPARE_BUDGET:
+        hi = min(upto + BATCH, end)
+        batches.append(_prepare_batch(conn, node_id, upto, hi, k, missing))
+        upto = hi
+    return PreparedStep(
+        node_id, start, end, k, batches, combo_ids, live, str(origin), missing, upto
+    )
+
+
+def _batches(conn: Connection, prepared: PreparedStep) -> Iterator[Batch]:
+    """The prepared batches (each let go once applied), then the rest of the step's, keyed
+    one by one (`PREPARE_BUDGET`)."""
+    while prepared.batches:
+        yield prepared.batches.pop(0)
+    for lo in range(prepared.upto, prepared.end, BATCH):
+        hi = min(lo + BATCH, prepared.end)
+        yield _prepare_batch(conn, prepared.node_id, lo, hi, prepared.k, prepared.missing)
 
 
 def _prepare_batch(
@@ -295,7 +316,7 @@ def index_step(
     recount: set[int] = set()  # combos that lost a group: counted again from their groups
     deltas: dict[int, list[int]] = {}  # combos that only gained groups: what they gained
     biobanks = False  # a biobank record changed: the country of existing combos may too
-    for batch in prepared.batches:
+    for batch in _batches(conn, prepared):
         changes = batch.changes
         if batch.refused:
             conn.execute(rejections.insert(), batch.refused)
@@ -315,6 +336,9 @@ def index_step(
         apply_records(conn, node_id, "biobank", changes["biobank"])
         apply_records(conn, node_id, "collection", changes["collection"])
         apply_groups(conn, node_id, changes[GROUP], combo_ids, live, recount, deltas)
+        if len(combo_ids.new) > NEW_COMBO_BUDGET:  # written now, counted at the end by delta
+            combo_ids.insert_side_rows(conn, vocab)
+            combo_ids.insert_new(conn, {}, set(), None, node_country=country)
         biobanks = biobanks or bool(changes["biobank"])
     if prepared.missing:
         conn.execute(
@@ -505,12 +529,13 @@ class ComboIds:
         conn: Connection,
         deltas: Mapping[int, list[int]],
         recount: set[int],
-        changed: int,
+        changed: int | None,
         *,
         node_country: str | None,
     ) -> set[int]:
         """Write the new combos with what they gained (a combo to be recounted: zero), their
-        country (from the node's biobank records, else the node's) and `changed`; their ids."""
+        country (from the node's biobank records, else the node's) and `changed` (None:
+        written ahead of the step's end, counted later); their ids."""
         if not self.new:
             return set()
         country = _countries(conn, self.node_id)
