@@ -53,12 +53,12 @@ Change = tuple[int, Any] | None
 GROUP = "sample-group"
 _CHUNK = 500
 BATCH = 5000  # leaves read back per query while a step is indexed
-# memory bounds of one step's index (each kept item costs about 1.6 KB): the leaves keyed
-# before the write transaction (the rest are keyed in it, batch by batch), and the new
-# combos held back to be written once with their counts (beyond it, they are written at
-# once with none, and their counts are added at the end like an existing combo's)
+# memory bounds of one step's index: the leaves keyed before the write transaction (about
+# 1.6 KB each; the rest are keyed in it, batch by batch), and the new combos held back to be
+# written once with their counts (their keys; beyond it, they are written at once with
+# none, and their counts are added at the end like an existing combo's)
 PREPARE_BUDGET = 50_000
-NEW_COMBO_BUDGET = 50_000
+NEW_COMBO_BUDGET = 100_000
 
 
 def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:
