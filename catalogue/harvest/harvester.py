@@ -37,7 +37,7 @@ from catalogue.errors import FetchError, WithholdingError
 from catalogue.harvest.apply import Withholding, record_failure, record_halt, record_unchanged
 from catalogue.harvest.fetcher import NodeFetcher
 from catalogue.harvest.keys import load_history
-from catalogue.harvest.stream import NodeJob, Writer, harvest_node, trim_heap
+from catalogue.harvest.stream import FinalStep, NodeJob, Writer, harvest_node, trim_heap
 from catalogue.models import harvest_staging, nodes
 from catalogue.ownlog import CatalogueKey
 from catalogue.settings import Settings
@@ -46,7 +46,14 @@ from protocol.keys import KeyHistory
 from protocol.tls import client_tls
 from protocol.verify import TrustedState
 
-__all__ = ["Harvester", "Outcome", "guarded_job", "run_job_in_worker"]
+__all__ = [
+    "Harvester",
+    "Outcome",
+    "guarded_final",
+    "guarded_job",
+    "run_final_in_worker",
+    "run_job_in_worker",
+]
 
 log = logging.getLogger(__name__)
 CA_SETTING = "CATALOGUE_CA_BUNDLE"
@@ -85,6 +92,7 @@ class JobResult:
     withholding: bool = False  # a signed checkpoint whose leaves the node does not serve
     trusted_checkpoint: str | None = None
     new_checkpoint: str | None = None
+    final: FinalStep | None = None  # verified and staged whole: its final commit is still due
 
 
 def init_worker(parent: int, log_format: str = "text") -> None:
@@ -152,12 +160,31 @@ class Harvester:
                 return list(await asyncio.gather(*(self._one(client, None, j) for j in jobs)))
             # largest expected step first (as last seen), so no lane is left alone at the end
             queue = deque(sorted(jobs, key=lambda j: -expected[j.node_id]))
+            # steps verified and staged whole whose final commit (index, accept) is still
+            # due. A lane takes one when no other lane is in a final commit (on SQLite they
+            # would queue on its one write lock) or no node is left to fetch, else the next
+            # node: so while one lane fetches and verifies the last node, the other indexes
+            # the nodes before it, instead of idling at the end
+            finals: deque[tuple[NodeJob, JobResult]] = deque()
+            finalising = [0]
             done: dict[int, Outcome] = {}
 
             async def lane(pool: ProcessPoolExecutor | None) -> None:
-                while queue:
-                    job = queue.popleft()
-                    done[job.node_id] = await self._one(client, pool, job)
+                while queue or finals:
+                    if finals and (not finalising[0] or not queue):
+                        job, staged = finals.popleft()
+                        finalising[0] += 1
+                        try:
+                            result = await self._final(pool, job, staged)
+                        finally:
+                            finalising[0] -= 1
+                    else:
+                        job = queue.popleft()
+                        result = await self._run(client, pool, job, defer_final=True)
+                    if result.final is not None:
+                        finals.append((job, result))
+                    else:
+                        done[job.node_id] = await self._recorded(job, result)
                     if pool is None:  # what this node's step held is not kept for the next
                         gc.collect()
                         trim_heap()
@@ -213,26 +240,66 @@ class Harvester:
     async def _one(
         self, client: httpx.AsyncClient, pool: ProcessPoolExecutor | None, job: NodeJob
     ) -> Outcome:
+        return await self._recorded(job, await self._run(client, pool, job))
+
+    def _target(self) -> WriteTarget:
+        return WriteTarget(self.settings.database_url, str(self.settings.home), self.key.origin)
+
+    async def _run(
+        self,
+        client: httpx.AsyncClient,
+        pool: ProcessPoolExecutor | None,
+        job: NodeJob,
+        *,
+        defer_final: bool = False,
+    ) -> JobResult:
         deadline = self.settings.node_deadline
         try:
             if pool is not None:
                 loop = asyncio.get_running_loop()
-                target = WriteTarget(
-                    self.settings.database_url, str(self.settings.home), self.key.origin
-                )
-                result = await asyncio.wait_for(
-                    loop.run_in_executor(pool, run_job_in_worker, job, target, deadline),
+                return await asyncio.wait_for(
+                    loop.run_in_executor(
+                        pool, run_job_in_worker, job, self._target(), deadline, defer_final
+                    ),
                     deadline + 5,
                 )
-            else:
-                result = await guarded_job(job, client, Writer(self.engine, self.key), deadline)
+            writer = Writer(self.engine, self.key)
+            return await guarded_job(job, client, writer, deadline, defer_final=defer_final)
         except TimeoutError:
-            result = JobResult(
-                error=f"harvest of {job.origin} did not finish within {deadline:g} s"
+            return JobResult(error=f"harvest of {job.origin} did not finish within {deadline:g} s")
+        except Exception as exc:  # a crashed worker must not stop the other nodes
+            log.exception("harvest worker for %s failed", job.origin)
+            return JobResult(error=f"internal error: {type(exc).__name__}: {exc}")
+
+    async def _final(
+        self, pool: ProcessPoolExecutor | None, job: NodeJob, staged: JobResult
+    ) -> JobResult:
+        """The deferred final commit of a step verified and staged whole (`staged.final`)."""
+        assert staged.final is not None
+        deadline = self.settings.node_deadline
+        try:
+            if pool is not None:
+                loop = asyncio.get_running_loop()
+                return await asyncio.wait_for(
+                    loop.run_in_executor(
+                        pool, run_final_in_worker, staged.final, self._target(), deadline
+                    ),
+                    deadline + 5,
+                )
+            return await guarded_final(staged.final, Writer(self.engine, self.key), deadline)
+        except TimeoutError:
+            return JobResult(
+                remote_size=staged.remote_size,
+                error=f"harvest of {job.origin} did not finish within {deadline:g} s",
             )
         except Exception as exc:  # a crashed worker must not stop the other nodes
             log.exception("harvest worker for %s failed", job.origin)
-            result = JobResult(error=f"internal error: {type(exc).__name__}: {exc}")
+            return JobResult(
+                remote_size=staged.remote_size,
+                error=f"internal error: {type(exc).__name__}: {exc}",
+            )
+
+    async def _recorded(self, job: NodeJob, result: JobResult) -> Outcome:
         try:
             return await asyncio.to_thread(self._record, job, result)
         except Exception as exc:  # e.g. the database stayed locked: the others go on
@@ -284,13 +351,16 @@ def _worker_writer(target: WriteTarget) -> Writer:
     return Writer(engine, CatalogueKey.load_or_create(Path(target.home), target.origin))
 
 
-def run_job_in_worker(job: NodeJob, target: WriteTarget, deadline: float) -> JobResult:
+def run_job_in_worker(
+    job: NodeJob, target: WriteTarget, deadline: float, defer_final: bool = False
+) -> JobResult:
     """Worker-process entry point: harvest one node with a client of its own."""
 
     async def go() -> JobResult:
         verify = client_tls(job.ca_bundle, setting=CA_SETTING)
         async with httpx.AsyncClient(timeout=job.request_timeout, verify=verify) as client:
-            return await guarded_job(job, client, _worker_writer(target), deadline)
+            writer = _worker_writer(target)
+            return await guarded_job(job, client, writer, deadline, defer_final=defer_final)
 
     _calm_gc()
     try:
@@ -298,6 +368,33 @@ def run_job_in_worker(job: NodeJob, target: WriteTarget, deadline: float) -> Job
     finally:  # the next node's harvest starts from what this worker holds, not what it held
         gc.collect()
         trim_heap()
+
+
+def run_final_in_worker(final: FinalStep, target: WriteTarget, deadline: float) -> JobResult:
+    """Worker-process entry point: the final commit of a step verified and staged whole."""
+    _calm_gc()
+    try:
+        return asyncio.run(guarded_final(final, _worker_writer(target), deadline))
+    finally:
+        gc.collect()
+        trim_heap()
+
+
+async def guarded_final(final: FinalStep, writer: Writer, deadline: float) -> JobResult:
+    """Make a deferred final commit, turning a failure into a JobResult naming it. The step
+    stays staged on failure: the next harvest resumes straight to its final commit."""
+    size = int(final.state["size"])
+    try:
+        await asyncio.wait_for(writer.final_staged(final), deadline)
+        return JobResult(remote_size=size, added=final.added)
+    except TimeoutError:
+        error = f"harvest of {final.position['origin']} did not finish within {deadline:g} s"
+    except BiobankError as exc:  # e.g. changed by another harvester meanwhile
+        error = _text(exc)
+    except Exception as exc:  # a bug must not stop the other nodes; it is recorded
+        log.exception("harvest of %s failed", final.position["origin"])
+        error = f"internal error: {type(exc).__name__}: {exc}"
+    return JobResult(remote_size=size, error=error)
 
 
 def _calm_gc() -> None:
@@ -326,14 +423,22 @@ def _bounded_malloc() -> None:
 
 
 async def guarded_job(
-    job: NodeJob, client: httpx.AsyncClient, writer: Writer, deadline: float
+    job: NodeJob,
+    client: httpx.AsyncClient,
+    writer: Writer,
+    deadline: float,
+    *,
+    defer_final: bool = False,
 ) -> JobResult:
-    """Run one node's harvest, turning every failure into a JobResult naming it."""
+    """Run one node's harvest, turning every failure into a JobResult naming it
+    (`defer_final`: see `harvest_node`; the result then carries the final commit due)."""
     remote: list[int] = []
     fetcher = NodeFetcher(client, job.url, max_bytes=job.max_bytes, timeout=job.request_timeout)
     try:
-        done = await asyncio.wait_for(harvest_node(job, fetcher, writer, remote), deadline)
-        return JobResult(remote_size=done.remote_size, added=done.added)
+        done = await asyncio.wait_for(
+            harvest_node(job, fetcher, writer, remote, defer_final=defer_final), deadline
+        )
+        return JobResult(remote_size=done.remote_size, added=done.added, final=done.final)
     except (RollbackError, EquivocationError) as exc:
         if job.staged:  # not authoritative: the staged leaves may be the fault
             return JobResult(

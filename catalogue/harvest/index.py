@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from sqlalchemy import (
     Connection,
-    String,
     and_,
     bindparam,
     func,
-    literal,
     select,
     text,
 )
@@ -54,7 +52,13 @@ __all__ = [
 Change = tuple[int, Any] | None
 GROUP = "sample-group"
 _CHUNK = 500
-_BATCH = 5000  # leaves read back per query while a step is indexed
+BATCH = 5000  # leaves read back per query while a step is indexed
+# memory bounds of one step's index: the leaves keyed before the write transaction (about
+# 1.6 KB each; the rest are keyed in it, batch by batch), and the new combos held back to be
+# written once with their counts (their keys; beyond it, they are written at once with
+# none, and their counts are added at the end like an existing combo's)
+PREPARE_BUDGET = 50_000
+NEW_COMBO_BUDGET = 100_000
 
 
 def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:
@@ -159,6 +163,7 @@ class PreparedStep:
     # records whose latest leaf in the step is a publish served without content (and no
     # withdraw erased it): rejected (MISSING_CONTENT) when the step is applied
     missing: dict[tuple[str, str], int] = field(default_factory=dict)
+    upto: int = 0  # the batches cover [start, upto); the rest is keyed in the transaction
 
 
 def prepare_step(conn: Connection, node_id: int, start: int, end: int) -> PreparedStep:
@@ -184,10 +189,24 @@ def prepare_step(conn: Connection, node_id: int, start: int, end: int) -> Prepar
         )
     batches = []
     missing: dict[tuple[str, str], int] = {}
-    for lo in range(start, end, _BATCH):
-        hi = min(lo + _BATCH, end)
-        batches.append(_prepare_batch(conn, node_id, lo, hi, k, missing))
-    return PreparedStep(node_id, start, end, k, batches, combo_ids, live, str(origin), missing)
+    upto = start
+    while upto < end and upto - start < PREPARE_BUDGET:
+        hi = min(upto + BATCH, end)
+        batches.append(_prepare_batch(conn, node_id, upto, hi, k, missing))
+        upto = hi
+    return PreparedStep(
+        node_id, start, end, k, batches, combo_ids, live, str(origin), missing, upto
+    )
+
+
+def _batches(conn: Connection, prepared: PreparedStep) -> Iterator[Batch]:
+    """The prepared batches (each let go once applied), then the rest of the step's, keyed
+    one by one (`PREPARE_BUDGET`)."""
+    while prepared.batches:
+        yield prepared.batches.pop(0)
+    for lo in range(prepared.upto, prepared.end, BATCH):
+        hi = min(lo + BATCH, prepared.end)
+        yield _prepare_batch(conn, prepared.node_id, lo, hi, prepared.k, prepared.missing)
 
 
 def _prepare_batch(
@@ -218,7 +237,7 @@ def _prepare_batch(
     erase: dict[tuple[str, str], int] = {}
     refused: list[dict[str, Any]] = []
     groups = changes[GROUP]
-    loads = orjson.loads
+    loads, dumps, sha256 = orjson.loads, orjson.dumps, hashlib.sha256
     for idx, kind, rid, gone, content in cursor:
         if kind not in changes:
             continue  # rotate-key (no record), or a kind no schema knows (rejected)
@@ -250,7 +269,7 @@ def _prepare_batch(
                 key = combo_key(record)
                 groups[rid] = (
                     idx,
-                    combo_hash(key),
+                    sha256(dumps(key)).digest(),  # combo_hash(key)
                     key,
                     count_interval(record["samples"]),
                     count_interval(record["donors"]),
@@ -281,6 +300,9 @@ def index_step(
     here when not given (or when the node's k changed meanwhile).
     `stamp`: called once, just before the combos' counts change, it returns the size the
     catalogue's own log will have when this transaction commits (`combos.changed`).
+    Combos new in the step are inserted once, at the end, with their counts, country and
+    stamp (their side rows just before the stamp); existing combos get their counts by delta
+    or by a recount.
     """
     k = int(conn.execute(select(nodes.c.k).where(nodes.c.id == node_id)).scalar_one())
     if prepared is None or (prepared.node_id, prepared.start, prepared.end, prepared.k) != (
@@ -293,8 +315,8 @@ def index_step(
     combo_ids, live = prepared.combo_ids, prepared.live
     recount: set[int] = set()  # combos that lost a group: counted again from their groups
     deltas: dict[int, list[int]] = {}  # combos that only gained groups: what they gained
-    countries = False
-    for batch in prepared.batches:
+    biobanks = False  # a biobank record changed: the country of existing combos may too
+    for batch in _batches(conn, prepared):
         changes = batch.changes
         if batch.refused:
             conn.execute(rejections.insert(), batch.refused)
@@ -313,14 +335,21 @@ def index_step(
             )
         apply_records(conn, node_id, "biobank", changes["biobank"])
         apply_records(conn, node_id, "collection", changes["collection"])
-        apply_groups(conn, node_id, changes[GROUP], combo_ids, vocab, live, recount, deltas)
-        countries = countries or bool(changes["biobank"] or changes[GROUP])
+        apply_groups(conn, node_id, changes[GROUP], combo_ids, live, recount, deltas)
+        if len(combo_ids.new) > NEW_COMBO_BUDGET:  # written now, counted at the end by delta
+            combo_ids.insert_side_rows(conn, vocab)
+            combo_ids.insert_new(conn, {}, set(), None, node_country=country)
+        biobanks = biobanks or bool(changes["biobank"])
     if prepared.missing:
         conn.execute(
             rejections.insert(),
             missing_content_rejections(node_id, prepared.origin, prepared.missing),
         )
+    combo_ids.insert_side_rows(conn, vocab)  # before `stamp` (on PostgreSQL, a lock)
     changed = stamp()
+    if biobanks:  # the combos indexed before (new ones get their country as inserted)
+        refresh_countries(conn, node_id, country, changed)
+    new = combo_ids.insert_new(conn, deltas, recount, changed, node_country=country)
     executemany(conn, _RECOUNT, [(changed, cid) for cid in sorted(recount)])
     executemany(
         conn,
@@ -328,11 +357,9 @@ def index_step(
         [
             (n_min, n_max, d_min, d_min, d_max, changed, cid)
             for cid, (n_min, n_max, d_min, d_max) in sorted(deltas.items())
-            if cid not in recount
+            if cid not in recount and cid not in new
         ],
     )
-    if countries:
-        refresh_countries(conn, node_id, country, changed)
 
 
 def missing_content_rejections(
@@ -374,7 +401,6 @@ def apply_groups(
     node_id: int,
     changes: dict[str, Ready | None],
     combo_ids: ComboIds,
-    vocab: Vocabulary,
     live: dict[str, int],
     recount: set[int],
     deltas: dict[int, list[int]],
@@ -386,7 +412,7 @@ def apply_groups(
     `recount`; what a combo gains is added to `deltas[combo]` ([n_min, n_max, d_min, d_max])."""
     if not changes:
         return
-    combo_ids.ensure(conn, {ch[1]: ch[2] for ch in changes.values() if ch is not None}, vocab)
+    combo_ids.ensure(conn, {ch[1]: ch[2] for ch in changes.values() if ch is not None})
     old = {gid: live.pop(gid) for gid in changes if gid in live}
     recount.update(old.values())
     if old:
@@ -414,6 +440,7 @@ def apply_groups(
                 gained[2] = max(gained[2], d_min)
                 gained[3] += d_max
             rows.append((node_id, gid, idx, cid, s_min, s_max, d_min, d_max))
+    rows.sort()  # in key order: the groups' B-tree is written page after page, not at random
     bulk_insert(conn, sample_groups, _GROUP_COLUMNS, rows)
 
 
@@ -432,7 +459,8 @@ class ComboIds:
     every combo of the node (while a harvest's rows have no statistics yet its plan uses the
     index on `node_id` alone), so harvesting grew quadratic. One read of the node's combos,
     kept by the SHA-256 of each key (about 150 bytes a combo), makes it linear on both
-    databases.
+    databases. Combos new in a step get their ids at once (`ensure`) and are written once at
+    its end (`insert_side_rows`, `insert_new`), with their counts: no row is written twice.
     """
 
     def __init__(self, conn: Connection, node_id: int) -> None:
@@ -443,24 +471,97 @@ class ComboIds:
                 select(combos.c.ckey, combos.c.id).where(combos.c.node_id == node_id)
             )
         }
+        self.new: dict[int, tuple[Any, ...]] = {}  # id -> key of the combos not written yet
+        self._next: int | None = None  # SQLite: the next free id (under the write lock)
 
-    def ensure(
-        self, conn: Connection, keys: Mapping[bytes, tuple[Any, ...]], vocab: Vocabulary
-    ) -> None:
-        """Insert the combos of `keys` (by `combo_hash`) that the node does not have yet,
-        with their side rows, counting nothing (n_max = 0, which search never shows)."""
+    def ensure(self, conn: Connection, keys: Mapping[bytes, tuple[Any, ...]]) -> None:
+        """Give the combos of `keys` (by `combo_hash`) that the node does not have yet an id
+        each; they are written by `insert_side_rows` and `insert_new`."""
         missing = [(h, key) for h, key in keys.items() if h not in self.ids]
         if not missing:
             return
-        new = list(zip(_new_combo_ids(conn, len(missing)), missing, strict=True))
+        for cid, (h, key) in zip(self._fresh(conn, len(missing)), missing, strict=True):
+            self.ids[h] = cid
+            self.new[cid] = key
+
+    def _fresh(self, conn: Connection, n: int) -> list[int]:
+        """`n` fresh combo ids: from the id sequence on PostgreSQL; on SQLite, past the
+        largest (the write transaction holds the database's only write lock)."""
+        if conn.dialect.name == "postgresql":
+            return list(
+                conn.execute(
+                    text(
+                        "SELECT nextval(pg_get_serial_sequence('combos', 'id')) "
+                        "FROM generate_series(1, :n)"
+                    ),
+                    {"n": n},
+                ).scalars()
+            )
+        if self._next is None:
+            top = conn.execute(select(func.coalesce(func.max(combos.c.id), 0))).scalar_one()
+            self._next = int(top) + 1
+        first, self._next = self._next, self._next + n
+        return list(range(first, first + n))
+
+    def insert_side_rows(self, conn: Connection, vocab: Vocabulary) -> None:
+        """The diagnosis, use-condition and dataset-type rows of the new combos."""
+        diag_rows: list[tuple[Any, ...]] = []
+        use_rows: list[tuple[Any, ...]] = []
+        dt_rows: list[tuple[Any, ...]] = []
+        chapter_of = vocab.chapter_of
+        for cid in sorted(self.new):
+            key = self.new[cid]
+            for system, code in key[9]:
+                if system == "ICD-10":
+                    diag_rows.append((cid, system, code, code[:3], chapter_of(code)))
+                else:
+                    diag_rows.append((cid, system, code, None, None))
+            use_rows.extend((cid, c) for c in key[10])
+            dt_rows.extend((cid, c) for c in key[11])
         bulk_insert(
-            conn,
-            combos,
-            _COMBO_COLUMNS,
-            [_combo_row(self.node_id, cid, key) for cid, (_h, key) in new],
+            conn, combo_diagnoses, ("combo_id", "system", "code", "code3", "chapter"), diag_rows
         )
-        _side_rows(conn, {cid: key for cid, (_h, key) in new}, vocab)
-        self.ids.update((h, cid) for cid, (h, _key) in new)
+        bulk_insert(conn, combo_uses, ("combo_id", "code"), use_rows)
+        bulk_insert(conn, combo_datasets, ("combo_id", "code"), dt_rows)
+
+    def insert_new(
+        self,
+        conn: Connection,
+        deltas: Mapping[int, list[int]],
+        recount: set[int],
+        changed: int | None,
+        *,
+        node_country: str | None,
+    ) -> set[int]:
+        """Write the new combos with what they gained (a combo to be recounted: zero), their
+        country (from the node's biobank records, else the node's) and `changed` (None:
+        written ahead of the step's end, counted later); their ids."""
+        if not self.new:
+            return set()
+        country = _countries(conn, self.node_id)
+        rows = []
+        for cid in sorted(self.new):
+            key = self.new[cid]
+            gained = deltas.get(cid) if cid not in recount else None
+            n_min, n_max, d_min, d_max = gained if gained is not None else (0, 0, 0, 0)
+            rows.append(
+                (
+                    cid,
+                    self.node_id,
+                    orjson.dumps(key).decode(),
+                    *key[:9],
+                    country.get(key[0]) or node_country,
+                    n_min,
+                    n_max,
+                    d_min,
+                    d_max,
+                    changed,
+                )
+            )
+        bulk_insert(conn, combos, _COMBO_COLUMNS, rows)
+        written = set(self.new)
+        self.new = {}
+        return written
 
 
 _COMBO_COLUMNS = (
@@ -476,80 +577,43 @@ _COMBO_COLUMNS = (
     "age_max",
     "year_from",
     "year_to",
+    "country",
     "n_min",
     "n_max",
     "d_min",
     "d_max",
+    "changed",
 )
 
 
-def _new_combo_ids(conn: Connection, n: int) -> list[int]:
-    """`n` fresh combo ids: from the id sequence on PostgreSQL; on SQLite, past the largest
-    (the write transaction holds the database's only write lock)."""
-    if conn.dialect.name == "postgresql":
-        return list(
-            conn.execute(
-                text(
-                    "SELECT nextval(pg_get_serial_sequence('combos', 'id')) "
-                    "FROM generate_series(1, :n)"
-                ),
-                {"n": n},
-            ).scalars()
-        )
-    first = int(conn.execute(select(func.coalesce(func.max(combos.c.id), 0))).scalar_one()) + 1
-    return list(range(first, first + n))
-
-
-def _side_rows(conn: Connection, new: dict[int, tuple[Any, ...]], vocab: Vocabulary) -> None:
-    """The diagnosis, use-condition and dataset-type rows of newly inserted combos."""
-    diag_rows: list[tuple[Any, ...]] = []
-    use_rows: list[tuple[Any, ...]] = []
-    dt_rows: list[tuple[Any, ...]] = []
-    for cid, key in new.items():
-        for system, code in key[9]:
-            icd = system == "ICD-10"
-            diag_rows.append(
-                (
-                    cid,
-                    system,
-                    code,
-                    code[:3] if icd else None,
-                    vocab.chapter_of(code) if icd else None,
-                )
+def _countries(conn: Connection, node_id: int) -> dict[str, str | None]:
+    """The country each of the node's live biobank records states (None or "": none)."""
+    return dict(
+        conn.execute(
+            select(records.c.record_id, records.c.country).where(
+                records.c.node_id == node_id, records.c.kind == "biobank"
             )
-        use_rows.extend((cid, c) for c in key[10])
-        dt_rows.extend((cid, c) for c in key[11])
-    bulk_insert(
-        conn, combo_diagnoses, ("combo_id", "system", "code", "code3", "chapter"), diag_rows
+        ).all()
     )
-    bulk_insert(conn, combo_uses, ("combo_id", "code"), use_rows)
-    bulk_insert(conn, combo_datasets, ("combo_id", "code"), dt_rows)
-
-
-def _combo_row(node_id: int, cid: int, key: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (cid, node_id, orjson.dumps(key).decode(), *key[:9], 0, 0, 0, 0)
 
 
 def refresh_countries(
     conn: Connection, node_id: int, node_country: str | None, changed: int
 ) -> None:
     """Denormalise each combo's country from its biobank record (the node's country if none);
-    `changed` marks the combos whose country changes (`combos.changed`)."""
-    country = func.coalesce(
-        func.nullif(
-            select(records.c.country)
-            .where(
-                records.c.node_id == node_id,
-                records.c.kind == "biobank",
-                records.c.record_id == combos.c.biobank,
+    `changed` marks the combos whose country changes (`combos.changed`). The node's biobank
+    records are few: compared here, row by row, rather than by a subquery per combo."""
+    country = _countries(conn, node_id)
+    executemany(
+        conn,
+        "UPDATE combos SET country = ?, changed = ? WHERE id = ?",
+        [
+            (want, changed, cid)
+            for cid, biobank, has in conn.execute(
+                select(combos.c.id, combos.c.biobank, combos.c.country).where(
+                    combos.c.node_id == node_id
+                )
             )
-            .scalar_subquery(),
-            "",
-        ),
-        literal(node_country, String),
-    )
-    conn.execute(
-        combos.update()
-        .where(combos.c.node_id == node_id, combos.c.country.is_distinct_from(country))
-        .values(country=country, changed=changed)
+            if (want := country.get(biobank) or node_country) != has
+        ],
     )

@@ -22,7 +22,7 @@ import ctypes
 import gc
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Any
 
@@ -46,7 +46,7 @@ from protocol.merkle import CompactRange, verify_consistency
 from protocol.schema import SchemaSet
 from protocol.verify import StepVerifier, TrustedState
 
-__all__ = ["NodeJob", "StepOutcome", "Writer", "harvest_node", "trim_heap"]
+__all__ = ["FinalStep", "NodeJob", "StepOutcome", "Writer", "harvest_node", "trim_heap"]
 
 PAGES_AHEAD = 3  # entry pages in flight while one is verified
 
@@ -74,12 +74,27 @@ class NodeJob:
         return int(self.state["size"]) if self.state else 0
 
 
+@dataclass(frozen=True)
+class FinalStep:
+    """A step verified whole (its root is the signed one) and staged whole: what its final
+    commit needs, picklable, so that any free lane can make it (`Writer.final_staged`)."""
+
+    position: dict[str, Any]  # Position fields, `staged` == the new size
+    state: dict[str, Any]  # TrustedState.to_json() of the verified checkpoint
+
+    @property
+    def added(self) -> int:
+        return int(self.state["size"]) - int(self.position["committed"])
+
+
 @dataclass
 class StepOutcome:
-    """What `harvest_node` did: the node's size, and how many entries were accepted."""
+    """What `harvest_node` did: the node's size, how many entries were accepted, and the
+    final commit still to make when it was deferred (`final`)."""
 
     remote_size: int
     added: int = 0
+    final: FinalStep | None = None
 
 
 class Writer:
@@ -111,6 +126,11 @@ class Writer:
     async def final(self, pos: Position, chunk: Chunk, state: TrustedState) -> None:
         await asyncio.to_thread(commit_final, self.engine, self.key, pos, chunk, state)
 
+    async def final_staged(self, step: FinalStep) -> None:
+        """The final commit of a step `harvest_node` verified and staged whole."""
+        pos = Position(**step.position)
+        await self.final(pos, Chunk(pos.node_id), TrustedState.from_json(step.state))
+
 
 @cache
 def _schemas() -> SchemaSet:
@@ -118,9 +138,19 @@ def _schemas() -> SchemaSet:
 
 
 async def harvest_node(
-    job: NodeJob, fetcher: NodeFetcher, writer: Writer, remote: list[int]
+    job: NodeJob,
+    fetcher: NodeFetcher,
+    writer: Writer,
+    remote: list[int],
+    *,
+    defer_final: bool = False,
 ) -> StepOutcome:
-    """Fetch, verify and store one node's new entries; raises what refused them."""
+    """Fetch, verify and store one node's new entries; raises what refused them.
+
+    `defer_final`: once every leaf is verified and the root matches the signed one, stage
+    the last chunk too and return the final commit (`StepOutcome.final`) instead of making
+    it, so that a free lane can (the harvester's lanes then never idle while one of them
+    still indexes; a step staged whole resumes straight to its final commit)."""
     note = await fetcher.checkpoint()
     keys = KeyHistory.from_json(job.origin, job.keys)
     accepted = TrustedState.from_json(job.state) if job.state else None
@@ -176,6 +206,17 @@ async def harvest_node(
         if storing is not None:
             pos, storing = await storing, None
         trim_heap()
+        if defer_final:
+            if len(chunk):
+                pos = await writer.chunk(
+                    pos,
+                    chunk,
+                    size=state.size,
+                    compact=state.compact.to_json(),
+                    checkpoint=state.checkpoint,
+                )
+            final = FinalStep(asdict(pos), state.to_json())
+            return StepOutcome(size, size - job.committed, final)
         await writer.final(pos, chunk, state)
     except FetchError as exc:
         if exc is not served.error:  # not the reading of the leaves (e.g. the writer)

@@ -26,9 +26,9 @@ def test_lanes_harvest_every_node_once(
     in_process: list[str] = []
     real = catalogue.harvest.harvester.guarded_job
 
-    async def spy(job: Any, *args: Any) -> Any:  # runs only for jobs of this process
+    async def spy(job: Any, *args: Any, **kwargs: Any) -> Any:  # jobs of this process only
         in_process.append(job.origin)
-        return await real(job, *args)
+        return await real(job, *args, **kwargs)
 
     monkeypatch.setattr(catalogue.harvest.harvester, "guarded_job", spy)
     settings = make_settings(db_url, tmp_path / "home", harvest_workers=2)
