@@ -5,10 +5,10 @@ responses, saved once to a file so the loop reads them from the page cache), on 
 with no web framework, ORM, HTTP or process hand-over in between. Per entry:
 
 - base64 of the leaf, and the JSON of the page and the leaf, by orjson;
-- the canonical check of the leaf: re-encoded by orjson with sorted keys and compared byte for
-  byte (`protocol.canonical.parse_canonical`, whose fast accept is exactly that for a flat ASCII
-  object, the full RFC 8785 rule otherwise), then the entry's fields (`check_entry`), its index
-  and its log;
+- the leaf's checks as the harvest makes them (`protocol.entries.parse_leaf`): the canonical
+  check, re-encoded by orjson with sorted keys and compared byte for byte (the full RFC 8785
+  rule for any leaf that is not a flat ASCII object), the entry's fields, its index and its
+  log;
 - the RFC 6962 leaf hash and the compact Merkle range append (the root per log at the end,
   compared with the node's signed checkpoint root saved with the pages);
 - the content digest over the content's canonical bytes (`canonical_parsed`: orjson's
@@ -30,8 +30,8 @@ from typing import Any
 import httpx
 import orjson
 
-from protocol.canonical import bytes_digest, canonical_parsed, parse_canonical
-from protocol.entries import check_entry
+from protocol.canonical import bytes_digest, canonical_parsed
+from protocol.entries import parse_leaf
 from protocol.merkle import CompactRange, leaf_hash
 from protocol.note import Checkpoint
 from protocol.schema import SchemaSet
@@ -105,13 +105,7 @@ def floor(pages_path: str, db_path: str) -> dict[str, float]:
             rows = []
             for item in page["entries"]:
                 leaf = b64decode(item["leaf"], validate=True)
-                where = f"leaf {expected}"
-                entry = parse_canonical(leaf, what=where)
-                if type(entry) is not dict:
-                    raise FloorError(f"{where}: not a JSON object")
-                check_entry(entry, where)
-                if entry["index"] != expected or entry["log"] != origin:
-                    raise FloorError(f"{where}: index or log differs")
+                entry = parse_leaf(leaf, expected_log=origin, expected_index=expected)
                 hashed = leaf_hash(leaf)
                 compact.append(hashed)
                 content = item.get("content")
@@ -119,7 +113,7 @@ def floor(pages_path: str, db_path: str) -> dict[str, float]:
                 if content is not None:
                     body = canonical_parsed(content)
                     if bytes_digest(body) != entry["digest"]:
-                        raise FloorError(f"{where}: content digest mismatch")
+                        raise FloorError(f"leaf {expected}: content digest mismatch")
                     sid = entry["schema"]
                     validator = validators.get(sid)
                     if (
@@ -128,7 +122,7 @@ def floor(pages_path: str, db_path: str) -> dict[str, float]:
                         or kinds[sid] != entry["kind"]
                         or content.get("id") != entry["id"]
                     ):
-                        raise FloorError(f"{where}: content fails its schema")
+                        raise FloorError(f"leaf {expected}: content fails its schema")
                 rows.append((origin, expected, leaf, hashed, body))
                 expected += 1
             conn.executemany(insert, rows)

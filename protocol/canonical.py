@@ -25,6 +25,8 @@ from protocol.errors import NonCanonicalError, short_repr
 
 MAX_SAFE_INTEGER = 2**53 - 1
 _OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+# orjson's options for canonical bytes of values that need no UTF-16 key sort (see canonical())
+CANONICAL_OPTIONS = _OPTS
 
 
 class _NeedsUtf16Sort(Exception):
@@ -140,8 +142,10 @@ def canonical(obj: Any) -> bytes:
 
 
 def _has_float(value: Any) -> bool:
-    """True when a float is anywhere in `value` (dicts, lists and tuples walked; the first two
-    levels unrolled: records are shallow)."""
+    """True when a float is anywhere in `value` (dicts, lists and tuples walked; the first three
+    levels unrolled, strings and integers passed over first: records are shallow, and a
+    group's fields are mostly strings, small objects of integers and lists of strings or of
+    small objects)."""
     t = type(value)
     if t is dict:
         items: Any = value.values()
@@ -151,18 +155,27 @@ def _has_float(value: Any) -> bool:
         return t is float
     for v in items:
         t = type(v)
-        if t is float:
-            return True
+        if t is str or t is int:
+            continue
         if t is dict:
             for w in v.values():
                 tw = type(w)
-                if tw is float or ((tw is dict or tw is list or tw is tuple) and _has_float(w)):
+                if tw is not str and tw is not int and (tw is float or _has_float(w)):
                     return True
         elif t is list or t is tuple:
             for w in v:
                 tw = type(w)
-                if tw is float or ((tw is dict or tw is list or tw is tuple) and _has_float(w)):
+                if tw is str or tw is int:
+                    continue
+                if tw is dict:
+                    for x in w.values():
+                        tx = type(x)
+                        if tx is not str and tx is not int and (tx is float or _has_float(x)):
+                            return True
+                elif tw is float or _has_float(w):
                     return True
+        elif t is float:
+            return True
     return False
 
 
