@@ -36,7 +36,10 @@ FIELDS: dict[str, frozenset[str]] = {
 }
 _ALLOWED = {op: ENVELOPE | fields for op, fields in FIELDS.items()}
 
-_TIME = re.compile(r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\dZ")
+# ASCII digits only (RFC 3339): re.ASCII, or \d would match any Unicode digit
+_TIME = re.compile(
+    r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\dZ", re.ASCII
+)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _COUNTRY = re.compile(r"[A-Z]{2}")
 _time_match = _TIME.fullmatch

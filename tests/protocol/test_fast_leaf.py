@@ -137,10 +137,13 @@ def test_fast_leaf_unicode_values_the_reference_accepts() -> None:
     leaf = canonical(_entry(id="grp_é", schema="https://例え.example/s.json"))
     assert _same(leaf) == ("ok", _entry(id="grp_é", schema="https://例え.example/s.json"))
     assert _same(canonical(_entry(id="grp_\U0001f600"))) == ("ok", _entry(id="grp_\U0001f600"))
-    # check_entry's time pattern uses \d, which matches any Unicode digit: both paths accept
-    # (unchanged here; see the report of issue 19's protocol round)
-    arabic = _entry(time="٢٠٢٦-11-22T23:07:36Z")
-    assert _same(canonical(arabic)) == ("ok", arabic)
+
+
+def test_a_time_in_non_ascii_digits_is_refused_on_both_paths() -> None:
+    """RFC 3339 digits are ASCII: a time in Arabic-Indic or fullwidth digits is malformed."""
+    for time in ("٢٠٢٦-11-22T23:07:36Z", "２０２６-11-22T23:07:36Z", "2026-11-22T23:07:3٦Z"):
+        verdict, message = _same(canonical(_entry(time=time)))
+        assert verdict == "MalformedEntry" and "time" in message, time
 
 
 def test_fast_leaf_expected_log_and_index_as_the_reference() -> None:
