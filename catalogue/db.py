@@ -140,6 +140,8 @@ def bulk_insert(
     cols = ", ".join(columns)
     if conn.dialect.name == "postgresql":
         types = copy_types(table, columns)
+        if types is not None and not _in_range(types, rows):
+            types = None  # text COPY: the server refuses the value, as it always did
         binary = " WITH (FORMAT BINARY)" if types is not None else ""
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         with cursor.copy(f"COPY {table.name} ({cols}) FROM STDIN{binary}") as copy:
@@ -164,6 +166,23 @@ _PG_COPY_TYPES: tuple[tuple[type[Any], str], ...] = (
     (Boolean, "bool"),
     (Float, "float8"),
 )
+
+
+# psycopg's binary int2/int4 dumpers wrap what does not fit (2**31 is stored as -2**31):
+# such a row goes in text form, which the server refuses with its own error
+_INT_BOUNDS = {"int2": (-(2**15), 2**15 - 1), "int4": (-(2**31), 2**31 - 1)}
+
+
+def _in_range(types: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
+    """Whether every value of the rows' int2 and int4 columns fits its type."""
+    for i, name in enumerate(types):
+        bounds = _INT_BOUNDS.get(name)
+        if bounds is None:
+            continue
+        values = [v for row in rows if (v := row[i]) is not None]
+        if values and (min(values) < bounds[0] or max(values) > bounds[1]):
+            return False
+    return True
 
 
 def copy_types(table: Table, columns: Sequence[str]) -> list[str] | None:

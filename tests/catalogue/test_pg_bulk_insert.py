@@ -1,0 +1,140 @@
+"""`catalogue.db.bulk_insert`: the binary COPY PostgreSQL's harvest stores with keeps every
+value as the text COPY and SQLite's executemany do (issue 19 item 7, PostgreSQL harvest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Date, Integer, MetaData, Table, select
+
+from catalogue.db import bulk_insert, copy_types, make_engine, write_tx
+from catalogue.harvest.apply import LEAF_COLUMNS
+from catalogue.harvest.index import combo_key
+from catalogue.models import combo_diagnoses, combos, leaves, sample_groups
+
+# values at the edges of each column type: NUL and high bytes, non-ASCII text, a JSON text
+# with a backslash and a tab (text COPY escapes them), NULLs, an index past 2**32
+LEAF_ROWS = [
+    (1, 0, b"\x00\xff\\\n\tleaf", b"\x00" * 32, "sample-group", "g-1", '{"a":"\\\\\\t\u4e2d"}'),
+    (1, 2**40, b"", bytes(range(256)), "", "", None),
+    (7, 5, b"x" * 5000, b"\xfe" * 32, "biobank", "bbmri-eric:ID:DE_\u00fc", "\u6837\u672c" * 300),
+]
+
+
+def test_copy_types_name_each_columns_exact_postgresql_type() -> None:
+    assert copy_types(leaves, LEAF_COLUMNS) == [
+        "int4",
+        "int8",
+        "bytea",
+        "bytea",
+        "text",
+        "text",
+        "text",
+    ]
+    assert copy_types(combo_diagnoses, ("combo_id", "code3")) == ["int4", "text"]
+    assert copy_types(sample_groups, ("s_min",)) == ["int8"]
+    odd = Table("odd", MetaData(), Column("day", Date))
+    assert copy_types(odd, ("day",)) is None  # not mapped: text COPY
+
+
+def test_bulk_insert_binary_copy_round_trips_every_leaf_value(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        with write_tx(engine) as conn:
+            bulk_insert(conn, leaves, LEAF_COLUMNS, LEAF_ROWS)
+        with engine.connect() as conn:
+            stored = [
+                tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                for row in conn.execute(
+                    select(*(leaves.c[c] for c in LEAF_COLUMNS)).order_by(
+                        leaves.c.node_id, leaves.c.idx
+                    )
+                )
+            ]
+        assert stored == LEAF_ROWS
+    finally:
+        engine.dispose()
+
+
+def test_bulk_insert_binary_copy_keeps_combo_nulls_and_ints(db_url: str) -> None:
+    key = combo_key({"biobank": "b", "collection": "c", "diagnoses": [], "sex": "female"})
+    rows: list[tuple[Any, ...]] = [
+        (3, 1, "k3", *key[:9], None, 0, 0, 0, 0, None),
+        (2, 1, "k2", "b", "c", "Serum", "-80", "male", 40, 59, 2010, 2014, "DE", 1, 9, 1, 9, 7),
+    ]
+    columns = (
+        "id",
+        "node_id",
+        "ckey",
+        "biobank",
+        "collection",
+        "sample_type",
+        "storage_temperature",
+        "sex",
+        "age_min",
+        "age_max",
+        "year_from",
+        "year_to",
+        "country",
+        "n_min",
+        "n_max",
+        "d_min",
+        "d_max",
+        "changed",
+    )
+    engine = make_engine(db_url)
+    try:
+        with write_tx(engine) as conn:
+            bulk_insert(conn, combos, columns, rows)
+        with engine.connect() as conn:
+            stored = [
+                tuple(r)
+                for r in conn.execute(select(*(combos.c[c] for c in columns)).order_by("id"))
+            ]
+        assert stored == sorted(rows)
+    finally:
+        engine.dispose()
+
+
+def test_bulk_insert_falls_back_to_text_copy_for_an_unmapped_type(db_url: str) -> None:
+    import datetime
+
+    odd = Table(
+        "odd_bulk", MetaData(), Column("id", Integer, primary_key=True), Column("day", Date)
+    )
+    engine = make_engine(db_url)
+    try:
+        odd.create(engine)
+        rows = [(1, datetime.date(2026, 12, 5)), (2, None)]
+        with write_tx(engine) as conn:
+            bulk_insert(conn, odd, ("id", "day"), rows)
+        with engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(select(odd).order_by(odd.c.id))] == rows
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_bulk_insert_refuses_an_int4_value_it_cannot_hold_instead_of_wrapping_it(
+    db_url: str,
+) -> None:
+    """psycopg's binary int4 dumper would store 2**31 as -2**31: the rows go in text form
+    then, and the server refuses the value as it always did."""
+    if "postgresql" not in db_url:
+        pytest.skip("PostgreSQL only: SQLite's integers are 64-bit")
+    import psycopg
+
+    engine = make_engine(db_url)
+    try:
+        for big in (2**31, -(2**31) - 1):
+            with pytest.raises(psycopg.errors.NumericValueOutOfRange), write_tx(engine) as conn:
+                row = (1, "ICD-10", "C50", "C50", None)
+                bulk_insert(conn, combo_diagnoses, DIAG_COLUMNS, [row, (big, *row[1:])])
+        with engine.connect() as conn:
+            assert conn.execute(select(combo_diagnoses)).all() == []
+    finally:
+        engine.dispose()
+
+
+DIAG_COLUMNS = ("combo_id", "system", "code", "code3", "chapter")
