@@ -140,8 +140,8 @@ def bulk_insert(
     cols = ", ".join(columns)
     if conn.dialect.name == "postgresql":
         types = copy_types(table, columns)
-        if types is not None and not _in_range(types, rows):
-            types = None  # text COPY: the server refuses the value, as it always did
+        if types is not None and not _binary_ready(types, rows):
+            types = None  # text COPY, as before (`_binary_ready`)
         binary = " WITH (FORMAT BINARY)" if types is not None else ""
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         with cursor.copy(f"COPY {table.name} ({cols}) FROM STDIN{binary}") as copy:
@@ -168,20 +168,36 @@ _PG_COPY_TYPES: tuple[tuple[type[Any], str], ...] = (
 )
 
 
-# psycopg's binary int2/int4 dumpers wrap what does not fit (2**31 is stored as -2**31):
-# such a row goes in text form, which the server refuses with its own error
+# Python types each binary dumper takes as the text form would, and the range of the
+# integer columns: psycopg's binary int2/int4 dumpers wrap what does not fit (2**31 is
+# stored as -2**31), and refuse an int for a text column that text COPY would store as
+# digits. A batch with any other value goes in text form, which keeps the old behaviour
+# (the server refuses the value with its own error, or converts it as it always did)
+_BINARY_TAKES: dict[str, tuple[type[Any], ...]] = {
+    "int8": (int,),
+    "int4": (int,),
+    "int2": (int,),
+    "bytea": (bytes, bytearray, memoryview),
+    "text": (str,),
+    "bool": (bool,),
+    "float8": (float,),
+}
 _INT_BOUNDS = {"int2": (-(2**15), 2**15 - 1), "int4": (-(2**31), 2**31 - 1)}
 
 
-def _in_range(types: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
-    """Whether every value of the rows' int2 and int4 columns fits its type."""
+def _binary_ready(types: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
+    """Whether every value of `rows` is of a type its column's binary dumper stores as the
+    text form would (bool is not an int here), and every int2/int4 value fits."""
     for i, name in enumerate(types):
-        bounds = _INT_BOUNDS.get(name)
-        if bounds is None:
-            continue
-        values = [v for row in rows if (v := row[i]) is not None]
-        if values and (min(values) < bounds[0] or max(values) > bounds[1]):
+        found = {type(row[i]) for row in rows}
+        found.discard(type(None))
+        if not found.issubset(_BINARY_TAKES[name]):
             return False
+        bounds = _INT_BOUNDS.get(name)
+        if bounds is not None and found:
+            values = [v for row in rows if (v := row[i]) is not None]
+            if min(values) < bounds[0] or max(values) > bounds[1]:
+                return False
     return True
 
 

@@ -231,3 +231,22 @@ def test_postgresql_harvest_stores_and_indexes_exactly_what_sqlite_does(
         second = [_indexed(c.engine) for c in cats]
         assert second[0] != first[0]
         assert second[0] == second[1]
+
+
+def test_bulk_insert_stores_a_value_binary_copy_would_refuse_as_text_copy_did(
+    db_url: str,
+) -> None:
+    """An int for a text column goes in text form (stored as its digits, as before), not
+    into the binary dumper that refuses it; the rest of such a batch is unchanged."""
+    engine = make_engine(db_url)
+    try:
+        rows = [(2, 0, b"l", b"h" * 32, "biobank", 5, None), *LEAF_ROWS[:1]]
+        with write_tx(engine) as conn:
+            bulk_insert(conn, leaves, LEAF_COLUMNS, rows)
+        with engine.connect() as conn:
+            stored = conn.execute(
+                select(leaves.c.node_id, leaves.c.record_id).order_by(leaves.c.node_id)
+            ).all()
+        assert [tuple(r) for r in stored] == [(1, "g-1"), (2, "5")]
+    finally:
+        engine.dispose()
