@@ -558,6 +558,8 @@ class ComboIds:
                     changed,
                 )
             )
+        if conn.dialect.name == "postgresql":  # in key order: its unique index is appended to
+            rows.sort(key=_stored_key)  # (the ids are ints, cheap at random); 5.9 -> 4.3 µs
         bulk_insert(conn, combos, _COMBO_COLUMNS, rows)
         written = set(self.new)
         self.new = {}
@@ -584,6 +586,10 @@ _COMBO_COLUMNS = (
     "d_max",
     "changed",
 )
+
+
+def _stored_key(row: tuple[Any, ...]) -> str:
+    return str(row[2])  # ckey
 
 
 def _countries(conn: Connection, node_id: int) -> dict[str, str | None]:
