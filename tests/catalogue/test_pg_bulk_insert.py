@@ -122,18 +122,22 @@ def test_bulk_insert_falls_back_to_text_copy_for_an_unmapped_type(db_url: str) -
 
 @pytest.mark.postgres
 def test_bulk_insert_refuses_an_int4_value_it_cannot_hold_instead_of_wrapping_it(
-    db_url: str,
+    tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """psycopg's binary int4 dumper would store 2**31 as -2**31: the rows go in text form
-    then, and the server refuses the value as it always did."""
-    if "postgresql" not in db_url:
-        pytest.skip("PostgreSQL only: SQLite's integers are 64-bit")
+    then, and the server refuses the value as it always did (PostgreSQL only: SQLite's
+    integers are 64-bit)."""
     import psycopg
 
+    with database("postgres", tmp_path, request) as url:
+        _refuses_out_of_range_int4(url, psycopg.errors.NumericValueOutOfRange)
+
+
+def _refuses_out_of_range_int4(db_url: str, refused: type[Exception]) -> None:
     engine = make_engine(db_url)
     try:
         for big in (2**31, -(2**31) - 1):
-            with pytest.raises(psycopg.errors.NumericValueOutOfRange), write_tx(engine) as conn:
+            with pytest.raises(refused), write_tx(engine) as conn:
                 row = (1, "ICD-10", "C50", "C50", None)
                 bulk_insert(conn, combo_diagnoses, DIAG_COLUMNS, [row, (big, *row[1:])])
         with engine.connect() as conn:
