@@ -18,7 +18,17 @@ from sqlalchemy import (
     text,
 )
 
-from catalogue.models import ROTATION, combos, leaf_records, leaves, metadata, nodes
+from catalogue.models import (
+    ROTATION,
+    combo_datasets,
+    combo_diagnoses,
+    combo_uses,
+    combos,
+    leaf_records,
+    leaves,
+    metadata,
+    nodes,
+)
 
 __all__ = ["add_leaf_records", "bulk_insert", "executemany", "make_engine", "write_tx"]
 
@@ -51,8 +61,9 @@ def _upgrade(engine: Engine) -> None:
     """Bring a database made by an earlier version to the current tables (idempotent):
         `leaf_records` replaced the (node_id, kind, record_id) index of `leaves`; `combos` gained
         `changed` (null in old rows: a server loads them all when it starts anyway); `nodes` gained
-    `withholding_since`."""
+    `withholding_since`; the combos' side tables became keyed by combo (`_key_side_tables`)."""
     with engine.begin() as conn:
+        _key_side_tables(conn)
         if "withholding_since" not in {c["name"] for c in inspect(conn).get_columns("nodes")}:
             conn.execute(text("ALTER TABLE nodes ADD COLUMN withholding_since VARCHAR(32)"))
         if "changed" not in {c["name"] for c in inspect(conn).get_columns("combos")}:
@@ -68,6 +79,27 @@ def _upgrade(engine: Engine) -> None:
                 < select(nodes.c.tree_size).where(nodes.c.id == leaves.c.node_id).scalar_subquery(),
             )
             conn.execute(text("DROP INDEX ix_leaves_record"))
+
+
+def _key_side_tables(conn: Connection) -> None:
+    """Rebuild side tables made before they were keyed by combo (a rowid table with an index
+    on `combo_id`, and one on `code` for diagnoses) as the current tables: same columns and
+    rows, so every reader is unchanged; the old indexes go with the old tables."""
+    for table in (combo_diagnoses, combo_uses, combo_datasets):
+        if inspect(conn).get_pk_constraint(table.name)["constrained_columns"]:
+            continue
+        old = f"{table.name}_unkeyed"
+        conn.execute(text(f"ALTER TABLE {table.name} RENAME TO {old}"))
+        table.create(conn)
+        cols = ", ".join(c.name for c in table.columns)
+        keys = ", ".join(c.name for c in table.primary_key.columns)
+        conn.execute(
+            text(
+                f"INSERT INTO {table.name} ({cols}) "
+                f"SELECT DISTINCT {cols} FROM {old} ORDER BY {keys}"
+            )
+        )
+        conn.execute(text(f"DROP TABLE {old}"))
 
 
 def add_leaf_records(conn: Connection, *where: ColumnElement[bool]) -> None:

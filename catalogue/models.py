@@ -132,33 +132,36 @@ combos = Table(
 Index("ix_combos_key", combos.c.node_id, combos.c.ckey, unique=True)
 Index("ix_combos_changed", combos.c.changed)
 
+# the multi-valued attributes of each combo, one row per value, keyed by combo (the schema
+# makes each list's items unique): one B-tree per table on SQLite (WITHOUT ROWID), written in
+# key order as new combos get ascending ids; no index by code (no query reads by code: the
+# search loads them all into memory, DCAT joins by combo)
 combo_diagnoses = Table(
     "combo_diagnoses",
     metadata,
-    Column("combo_id", Integer, nullable=False),
-    Column("system", String(16), nullable=False),
-    Column("code", String(32), nullable=False),
+    Column("combo_id", Integer, primary_key=True, autoincrement=False),
+    Column("system", String(16), primary_key=True),
+    Column("code", String(32), primary_key=True),
     Column("code3", String(8)),  # ICD-10 category (first three characters) for block ranges
     Column("chapter", String(8)),
+    sqlite_with_rowid=False,
 )
-Index("ix_combo_diagnoses", combo_diagnoses.c.combo_id)
-Index("ix_combo_diagnoses_code", combo_diagnoses.c.code)
 
 combo_uses = Table(
     "combo_uses",
     metadata,
-    Column("combo_id", Integer, nullable=False),
-    Column("code", String(32), nullable=False),
+    Column("combo_id", Integer, primary_key=True, autoincrement=False),
+    Column("code", String(32), primary_key=True),
+    sqlite_with_rowid=False,
 )
-Index("ix_combo_uses", combo_uses.c.combo_id)
 
 combo_datasets = Table(
     "combo_datasets",
     metadata,
-    Column("combo_id", Integer, nullable=False),
-    Column("code", String(64), nullable=False),
+    Column("combo_id", Integer, primary_key=True, autoincrement=False),
+    Column("code", String(64), primary_key=True),
+    sqlite_with_rowid=False,
 )
-Index("ix_combo_datasets", combo_datasets.c.combo_id)
 
 sample_groups = Table(  # live sample groups: the combo each counts in and its published bounds
     "sample_groups",
