@@ -108,6 +108,9 @@ combos = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("node_id", Integer, nullable=False),
     Column("ckey", Text, nullable=False),
+    # the SHA-256 of `ckey` (`harvest.index.combo_hash`): what the harvest knows a combo by,
+    # and, with the node, its unique key (an index of 32 bytes a combo instead of the key's text)
+    Column("khash", LargeBinary, nullable=False),
     Column("biobank", String(255), nullable=False),
     Column("collection", String(255), nullable=False),
     Column("country", String(8)),
@@ -129,7 +132,7 @@ combos = Table(
     # it holds (catalogue.search.cache); null for combos no accepted step has counted yet
     Column("changed", BigInteger),
 )
-Index("ix_combos_key", combos.c.node_id, combos.c.ckey, unique=True)
+Index("ix_combos_khash", combos.c.node_id, combos.c.khash, unique=True)
 Index("ix_combos_changed", combos.c.changed)
 
 # the multi-valued attributes of each combo, one row per value, keyed by combo (the schema
