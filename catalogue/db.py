@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -25,7 +26,17 @@ from sqlalchemy import (
     text,
 )
 
-from catalogue.models import ROTATION, combos, leaf_records, leaves, metadata, nodes
+from catalogue.models import (
+    ROTATION,
+    combo_datasets,
+    combo_diagnoses,
+    combo_uses,
+    combos,
+    leaf_records,
+    leaves,
+    metadata,
+    nodes,
+)
 
 __all__ = [
     "add_leaf_records",
@@ -65,8 +76,11 @@ def _upgrade(engine: Engine) -> None:
     """Bring a database made by an earlier version to the current tables (idempotent):
         `leaf_records` replaced the (node_id, kind, record_id) index of `leaves`; `combos` gained
         `changed` (null in old rows: a server loads them all when it starts anyway); `nodes` gained
-    `withholding_since`."""
+    `withholding_since`; the combos' side tables became keyed by combo (`_key_side_tables`);
+    `combos` gained `khash`, which replaced `ckey` in their unique key (`_hash_combo_keys`)."""
     with engine.begin() as conn:
+        _key_side_tables(conn)
+        _hash_combo_keys(conn)
         if "withholding_since" not in {c["name"] for c in inspect(conn).get_columns("nodes")}:
             conn.execute(text("ALTER TABLE nodes ADD COLUMN withholding_since VARCHAR(32)"))
         if "changed" not in {c["name"] for c in inspect(conn).get_columns("combos")}:
@@ -82,6 +96,57 @@ def _upgrade(engine: Engine) -> None:
                 < select(nodes.c.tree_size).where(nodes.c.id == leaves.c.node_id).scalar_subquery(),
             )
             conn.execute(text("DROP INDEX ix_leaves_record"))
+
+
+def _hash_combo_keys(conn: Connection, batch: int = 50_000) -> None:
+    """Give combos made before `combos.khash` theirs (the SHA-256 of `ckey`), then key them
+    by it instead of by `ckey`: an index of 32 bytes a combo instead of the key's text."""
+    if "khash" in {c["name"] for c in inspect(conn).get_columns("combos")}:
+        return
+    kind = combos.c.khash.type.compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE combos ADD COLUMN khash {kind}"))
+    last = -1
+    while True:  # by id, a batch at a time (a large catalogue has millions of combos)
+        rows = conn.execute(
+            select(combos.c.id, combos.c.ckey)
+            .where(combos.c.id > last)
+            .order_by(combos.c.id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            break
+        executemany(
+            conn,
+            "UPDATE combos SET khash = ? WHERE id = ?",
+            [(hashlib.sha256(ckey.encode()).digest(), cid) for cid, ckey in rows],
+        )
+        last = rows[-1][0]
+    if conn.dialect.name == "postgresql":  # SQLite cannot add the constraint to a column
+        conn.execute(text("ALTER TABLE combos ALTER COLUMN khash SET NOT NULL"))
+    next(ix for ix in combos.indexes if ix.name == "ix_combos_khash").create(conn)
+    if "ix_combos_key" in {ix["name"] for ix in inspect(conn).get_indexes("combos")}:
+        conn.execute(text("DROP INDEX ix_combos_key"))
+
+
+def _key_side_tables(conn: Connection) -> None:
+    """Rebuild side tables made before they were keyed by combo (a rowid table with an index
+    on `combo_id`, and one on `code` for diagnoses) as the current tables: same columns and
+    rows, so every reader is unchanged; the old indexes go with the old tables."""
+    for table in (combo_diagnoses, combo_uses, combo_datasets):
+        if inspect(conn).get_pk_constraint(table.name)["constrained_columns"]:
+            continue
+        old = f"{table.name}_unkeyed"
+        conn.execute(text(f"ALTER TABLE {table.name} RENAME TO {old}"))
+        table.create(conn)
+        cols = ", ".join(c.name for c in table.columns)
+        keys = ", ".join(c.name for c in table.primary_key.columns)
+        conn.execute(
+            text(
+                f"INSERT INTO {table.name} ({cols}) "
+                f"SELECT DISTINCT {cols} FROM {old} ORDER BY {keys}"
+            )
+        )
+        conn.execute(text(f"DROP TABLE {old}"))
 
 
 def add_leaf_records(conn: Connection, *where: ColumnElement[bool]) -> None:

@@ -108,6 +108,9 @@ combos = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("node_id", Integer, nullable=False),
     Column("ckey", Text, nullable=False),
+    # the SHA-256 of `ckey` (`harvest.index.combo_hash`): what the harvest knows a combo by,
+    # and, with the node, its unique key (an index of 32 bytes a combo instead of the key's text)
+    Column("khash", LargeBinary, nullable=False),
     Column("biobank", String(255), nullable=False),
     Column("collection", String(255), nullable=False),
     Column("country", String(8)),
@@ -129,36 +132,39 @@ combos = Table(
     # it holds (catalogue.search.cache); null for combos no accepted step has counted yet
     Column("changed", BigInteger),
 )
-Index("ix_combos_key", combos.c.node_id, combos.c.ckey, unique=True)
+Index("ix_combos_khash", combos.c.node_id, combos.c.khash, unique=True)
 Index("ix_combos_changed", combos.c.changed)
 
+# the multi-valued attributes of each combo, one row per value, keyed by combo (the schema
+# makes each list's items unique): one B-tree per table on SQLite (WITHOUT ROWID), written in
+# key order as new combos get ascending ids; no index by code (no query reads by code: the
+# search loads them all into memory, DCAT joins by combo)
 combo_diagnoses = Table(
     "combo_diagnoses",
     metadata,
-    Column("combo_id", Integer, nullable=False),
-    Column("system", String(16), nullable=False),
-    Column("code", String(32), nullable=False),
+    Column("combo_id", Integer, primary_key=True, autoincrement=False),
+    Column("system", String(16), primary_key=True),
+    Column("code", String(32), primary_key=True),
     Column("code3", String(8)),  # ICD-10 category (first three characters) for block ranges
     Column("chapter", String(8)),
+    sqlite_with_rowid=False,
 )
-Index("ix_combo_diagnoses", combo_diagnoses.c.combo_id)
-Index("ix_combo_diagnoses_code", combo_diagnoses.c.code)
 
 combo_uses = Table(
     "combo_uses",
     metadata,
-    Column("combo_id", Integer, nullable=False),
-    Column("code", String(32), nullable=False),
+    Column("combo_id", Integer, primary_key=True, autoincrement=False),
+    Column("code", String(32), primary_key=True),
+    sqlite_with_rowid=False,
 )
-Index("ix_combo_uses", combo_uses.c.combo_id)
 
 combo_datasets = Table(
     "combo_datasets",
     metadata,
-    Column("combo_id", Integer, nullable=False),
-    Column("code", String(64), nullable=False),
+    Column("combo_id", Integer, primary_key=True, autoincrement=False),
+    Column("code", String(64), primary_key=True),
+    sqlite_with_rowid=False,
 )
-Index("ix_combo_datasets", combo_datasets.c.combo_id)
 
 sample_groups = Table(  # live sample groups: the combo each counts in and its published bounds
     "sample_groups",
