@@ -13,7 +13,7 @@ from sqlalchemy import Column, Date, Integer, MetaData, Table, select, text
 from catalogue.context import build_context
 from catalogue.db import bulk_insert, copy_types, make_engine, write_tx
 from catalogue.harvest.apply import LEAF_COLUMNS
-from catalogue.harvest.index import combo_key
+from catalogue.harvest.index import combo_hash, combo_key
 from catalogue.models import combo_diagnoses, combos, leaves, sample_groups
 from tests.catalogue.conftest import Catalogue, database, make_settings
 from tests.catalogue.simulator import NodeSimulator, bounded_group, exact_group, group_id
@@ -65,13 +65,15 @@ def test_bulk_insert_binary_copy_round_trips_every_leaf_value(db_url: str) -> No
 def test_bulk_insert_binary_copy_keeps_combo_nulls_and_ints(db_url: str) -> None:
     key = combo_key({"biobank": "b", "collection": "c", "diagnoses": [], "sex": "female"})
     rows: list[tuple[Any, ...]] = [
-        (3, 1, "k3", *key[:9], None, 0, 0, 0, 0, None),
-        (2, 1, "k2", "b", "c", "Serum", "-80", "male", 40, 59, 2010, 2014, "DE", 1, 9, 1, 9, 7),
+        (3, 1, "k3", combo_hash(key), *key[:9], None, 0, 0, 0, 0, None),
+        (2, 1, "k2", b"\x00\xff" * 16, "b", "c", "Serum", "-80", "male", 40, 59, 2010, 2014)
+        + ("DE", 1, 9, 1, 9, 7),
     ]
     columns = (
         "id",
         "node_id",
         "ckey",
+        "khash",
         "biobank",
         "collection",
         "sample_type",
