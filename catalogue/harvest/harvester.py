@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -254,50 +254,54 @@ class Harvester:
         defer_final: bool = False,
     ) -> JobResult:
         deadline = self.settings.node_deadline
-        try:
-            if pool is not None:
-                loop = asyncio.get_running_loop()
-                return await asyncio.wait_for(
-                    loop.run_in_executor(
-                        pool, run_job_in_worker, job, self._target(), deadline, defer_final
-                    ),
-                    deadline + 5,
-                )
-            writer = Writer(self.engine, self.key)
-            return await guarded_job(job, client, writer, deadline, defer_final=defer_final)
-        except TimeoutError:
-            return JobResult(error=f"harvest of {job.origin} did not finish within {deadline:g} s")
-        except Exception as exc:  # a crashed worker must not stop the other nodes
-            log.exception("harvest worker for %s failed", job.origin)
-            return JobResult(error=f"internal error: {type(exc).__name__}: {exc}")
+        return await self._guarded(
+            job,
+            JobResult(),
+            pool,
+            (run_job_in_worker, job, self._target(), deadline, defer_final),
+            lambda: guarded_job(
+                job, client, Writer(self.engine, self.key), deadline, defer_final=defer_final
+            ),
+        )
 
     async def _final(
         self, pool: ProcessPoolExecutor | None, job: NodeJob, staged: JobResult
     ) -> JobResult:
         """The deferred final commit of a step verified and staged whole (`staged.final`)."""
-        assert staged.final is not None
+        final = staged.final
+        assert final is not None
+        deadline = self.settings.node_deadline
+        return await self._guarded(
+            job,
+            JobResult(remote_size=staged.remote_size),
+            pool,
+            (run_final_in_worker, final, self._target(), deadline),
+            lambda: guarded_final(final, Writer(self.engine, self.key), deadline),
+        )
+
+    async def _guarded(
+        self,
+        job: NodeJob,
+        failed: JobResult,
+        pool: ProcessPoolExecutor | None,
+        in_worker: tuple[Any, ...],
+        inline: Callable[[], Awaitable[JobResult]],
+    ) -> JobResult:
+        """Run a node's job in a worker process (`in_worker`: the function and its
+        arguments) or in this process (`inline`), within the node's deadline; a timeout or
+        a crash becomes `failed` with the error set, and never stops the other nodes."""
         deadline = self.settings.node_deadline
         try:
             if pool is not None:
                 loop = asyncio.get_running_loop()
-                return await asyncio.wait_for(
-                    loop.run_in_executor(
-                        pool, run_final_in_worker, staged.final, self._target(), deadline
-                    ),
-                    deadline + 5,
-                )
-            return await guarded_final(staged.final, Writer(self.engine, self.key), deadline)
+                return await asyncio.wait_for(loop.run_in_executor(pool, *in_worker), deadline + 5)
+            return await inline()
         except TimeoutError:
-            return JobResult(
-                remote_size=staged.remote_size,
-                error=f"harvest of {job.origin} did not finish within {deadline:g} s",
-            )
+            failed.error = f"harvest of {job.origin} did not finish within {deadline:g} s"
         except Exception as exc:  # a crashed worker must not stop the other nodes
             log.exception("harvest worker for %s failed", job.origin)
-            return JobResult(
-                remote_size=staged.remote_size,
-                error=f"internal error: {type(exc).__name__}: {exc}",
-            )
+            failed.error = f"internal error: {type(exc).__name__}: {exc}"
+        return failed
 
     async def _recorded(self, job: NodeJob, result: JobResult) -> Outcome:
         try:
