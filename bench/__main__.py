@@ -281,7 +281,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                     probe = report.cpu_probe()
                     out, _, rss, tree = isolated(federation.audit, cat.urls()[0])
                     if not out["ok"]:
-                        raise RuntimeError("the audit failed on the benchmark catalogue")
+                        raise RuntimeError(
+                            "the audit failed on the benchmark catalogue: "
+                            + " | ".join(out["failed"])
+                        )
                     audit_runs.append(
                         {
                             "seconds": out["seconds"],
@@ -304,7 +307,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                     federation.audit_bundle, str(bundle), audit_runs[0]["records"]
                 )
                 if not out["ok"]:
-                    raise RuntimeError("the audit of the bundle failed")
+                    raise RuntimeError(
+                        "the audit of the bundle failed: " + " | ".join(out["failed"])
+                    )
                 bundle_runs.append(
                     {
                         "seconds": out["seconds"],

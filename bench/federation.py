@@ -132,7 +132,8 @@ def audit_bundle(path: str, entries: int) -> dict[str, Any]:
     report, _state = run_audit(
         BundleSource(Path(path)), state=None, options=AuditOptions(workers=auto_workers())
     )
-    return {"seconds": time.perf_counter() - start, "entries": entries, "ok": report.ok}
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "entries": entries, "ok": report.ok, "failed": failed(report)}
 
 
 def audit(url: str) -> dict[str, Any]:
@@ -153,7 +154,21 @@ def audit(url: str) -> dict[str, Any]:
     facts = report.facts
     entries = int(facts.get("catalogue log size", 0))
     entries += sum(int(n.get("tree_size") or n.get("size") or 0) for n in items)
-    return {"seconds": elapsed, "entries": entries, "ok": report.ok}
+    return {"seconds": elapsed, "entries": entries, "ok": report.ok, "failed": failed(report)}
+
+
+def failed(report: Any) -> list[str]:
+    """Each check that did not hold (or did not run), with its first findings: what a
+    failed benchmark audit prints."""
+    out = []
+    for c in report.to_json()["checks"]:
+        core = c["name"] in ("catalogue-checkpoint", "catalogue-log", "node-tree")
+        if not c["ok"] or (core and c["status"] == "skipped"):
+            first = "; ".join(f"{f['location']}: {f['reason']}" for f in c["findings"][:3])
+            out.append(
+                f"{c['name']} ({c['status']}, {c['failures']} failures): {first or c['note']}"
+            )
+    return out
 
 
 def mirrors(url: str) -> list[tuple[str, int]]:

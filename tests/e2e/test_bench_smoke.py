@@ -155,3 +155,20 @@ def test_isolated_reports_a_failure_in_its_process() -> None:
 
     with pytest.raises(RuntimeError, match="ZeroDivisionError"):
         isolated(divmod, 1, 0)
+
+
+def test_a_failed_benchmark_audit_names_each_check_that_did_not_hold() -> None:
+    from audit.report import Report
+    from bench.federation import failed
+
+    report = Report("catalogue.example")
+    for core in ("catalogue-checkpoint", "catalogue-log", "node-tree"):
+        report[core].ran = True
+    assert failed(report) == []
+    report["content-digest"].fail("node.example leaf 5", "content digest differs")
+    report["node-tree"].ran = False  # a core check that did not run fails the audit too
+    assert not report.ok
+    assert failed(report) == [
+        "node-tree (skipped, 0 failures): ",
+        "content-digest (FAILED, 1 failures): node.example leaf 5: content digest differs",
+    ]
