@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 HOST = "127.0.0.1"
@@ -111,8 +112,11 @@ def _serve_catalogue(settings: dict[str, Any], port: int) -> None:
 class ServerProcess:
     """A spawned process serving one or more apps on loopback ports (a context manager)."""
 
-    def __init__(self, target: Any, args: tuple[Any, ...], ports: list[int]) -> None:
+    def __init__(
+        self, target: Any, args: tuple[Any, ...], ports: list[int], ready: str | None = None
+    ) -> None:
         self.ports = ports
+        self.ready = ready  # a path answering 200 once the server is ready (after the ports)
         self.process = multiprocessing.get_context("spawn").Process(
             target=target, args=args, daemon=True
         )
@@ -127,7 +131,7 @@ class ServerProcess:
     def catalogue(cls, settings: dict[str, Any]) -> ServerProcess:
         """One process serving a catalogue built from ``Settings(**settings)``."""
         port = free_port()
-        return cls(_serve_catalogue, (settings, port), [port])
+        return cls(_serve_catalogue, (settings, port), [port], ready="/readyz")
 
     def urls(self) -> list[str]:
         return [f"http://{HOST}:{p}" for p in self.ports]
@@ -144,7 +148,25 @@ class ServerProcess:
                     self.stop()
                     raise RuntimeError(f"server on port {port} did not start")
                 time.sleep(0.05)
+        if self.ready:
+            self._wait_ready(self.ready)
         return self
+
+    def _wait_ready(self, path: str, timeout: float = 900.0) -> None:
+        """Wait until `path` answers 200: a catalogue loads its search index before it is
+        ready (about half a minute at 10M samples), and a search meanwhile waits for it."""
+        deadline = time.monotonic() + timeout
+        url = self.urls()[0] + path
+        while True:
+            try:
+                if httpx.get(url, timeout=10).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or not self.process.is_alive():
+                self.stop()
+                raise RuntimeError(f"server at {url} not ready within {timeout:g} s")
+            time.sleep(0.1)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
