@@ -113,10 +113,16 @@ class ServerProcess:
     """A spawned process serving one or more apps on loopback ports (a context manager)."""
 
     def __init__(
-        self, target: Any, args: tuple[Any, ...], ports: list[int], ready: str | None = None
+        self,
+        target: Any,
+        args: tuple[Any, ...],
+        ports: list[int],
+        ready: str | None = None,
+        ready_timeout: float = 900.0,
     ) -> None:
         self.ports = ports
         self.ready = ready  # a path answering 200 once the server is ready (after the ports)
+        self.ready_timeout = ready_timeout
         self.process = multiprocessing.get_context("spawn").Process(
             target=target, args=args, daemon=True
         )
@@ -149,10 +155,10 @@ class ServerProcess:
                     raise RuntimeError(f"server on port {port} did not start")
                 time.sleep(0.05)
         if self.ready:
-            self._wait_ready(self.ready)
+            self._wait_ready(self.ready, self.ready_timeout)
         return self
 
-    def _wait_ready(self, path: str, timeout: float = 900.0) -> None:
+    def _wait_ready(self, path: str, timeout: float) -> None:
         """Wait until `path` answers 200: a catalogue loads its search index before it is
         ready (about half a minute at 10M samples), and a search meanwhile waits for it."""
         deadline = time.monotonic() + timeout
