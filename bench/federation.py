@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import statistics
 import time
 from collections.abc import Callable
@@ -204,3 +205,29 @@ def load_cli(
         if s:
             print(f"search {key}: p50 {s['p50_ms']:.1f} ms, p95 {s['p95_ms']:.1f} ms")
     print(f"{what}: {out.get(what)}")
+
+
+def figures(result: dict[str, Any]) -> dict[str, Any]:
+    """The p50, p95 and request count of a `search_latencies` result."""
+    return {k: result[k] for k in ("p50_ms", "p95_ms", "requests")}
+
+
+def search_under_load(
+    url: str, rounds: int, clients: Callable[..., None], args: tuple[Any, ...]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, int], float]:
+    """The search mix idle, then while ``clients(*args, stop, results)`` runs in a spawned
+    process (its own GIL) until told to stop and puts its counts on ``results``: (idle
+    figures, loaded figures, the counts, the seconds the clients ran)."""
+    idle = search_latencies(url, rounds)
+    ctx = multiprocessing.get_context("spawn")
+    stop, results = ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=clients, args=(*args, stop, results), daemon=True)
+    proc.start()
+    time.sleep(2.0)  # the clients connect and start
+    start = time.perf_counter()
+    loaded = search_latencies(url, rounds)
+    seconds = time.perf_counter() - start + 2.0
+    stop.set()
+    counts: dict[str, int] = results.get(timeout=300)
+    proc.join(timeout=60)
+    return figures(idle), figures(loaded), counts, seconds

@@ -11,15 +11,13 @@ answered 503 (all proof slots busy past the wait) counts as ``busy``.
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 import threading
-import time
 from typing import Any
 
 import httpx
 
-from bench.federation import load_cli, mirrors, search_latencies
+from bench.federation import load_cli, mirrors, search_under_load
 
 __all__ = ["proof_load"]
 
@@ -64,24 +62,13 @@ def proof_load(url: str, rounds: int, clients: int = 20) -> dict[str, Any]:
     targets = [(origin, size) for origin, size in mirrors(url) if size > 1]
     if not targets:
         return {"skipped": "no mirrored log to ask proofs of"}
-    idle = search_latencies(url, rounds)
-    ctx = multiprocessing.get_context("spawn")
-    stop, results = ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=_hammer, args=(url, targets, clients, stop, results), daemon=True)
-    proc.start()
-    time.sleep(2.0)  # the clients connect and start asking
-    start = time.perf_counter()
-    loaded = search_latencies(url, rounds)
-    seconds = time.perf_counter() - start
-    stop.set()
-    counts: dict[str, int] = results.get(timeout=300)
-    proc.join(timeout=60)
+    idle, loaded, counts, seconds = search_under_load(url, rounds, _hammer, (url, targets, clients))
     return {
         "clients": clients,
         "mirrors": [{"origin": o, "size": s} for o, s in targets],
-        "idle": {k: idle[k] for k in ("p50_ms", "p95_ms", "requests")},
-        "loaded": {k: loaded[k] for k in ("p50_ms", "p95_ms", "requests")},
-        "proofs": {**counts, "per_s": counts["ok"] / (seconds + 2.0)},
+        "idle": idle,
+        "loaded": loaded,
+        "proofs": {**counts, "per_s": counts["ok"] / seconds},
     }
 
 

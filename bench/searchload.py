@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from bench.federation import load_cli, mirrors, search_latencies
+from bench.federation import figures, load_cli, mirrors, search_latencies, search_under_load
 
 __all__ = ["harvest_load", "log_page_load"]
 
@@ -64,34 +64,19 @@ def _fetch_pages(
     results.put(counts)
 
 
-def _figures(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: result[k] for k in ("p50_ms", "p95_ms", "requests")}
-
-
 def log_page_load(url: str, rounds: int, clients: int = 20) -> dict[str, Any]:
     """Search p50/p95 idle and while ``clients`` concurrent clients fetch log pages."""
     targets = mirrors(url)
     if not targets:
         return {"skipped": "no mirrored log to fetch pages of"}
-    idle = search_latencies(url, rounds)
-    ctx = multiprocessing.get_context("spawn")
-    stop, results = ctx.Event(), ctx.Queue()
-    proc = ctx.Process(
-        target=_fetch_pages, args=(url, targets, clients, stop, results), daemon=True
+    idle, loaded, counts, seconds = search_under_load(
+        url, rounds, _fetch_pages, (url, targets, clients)
     )
-    proc.start()
-    time.sleep(2.0)  # the clients connect and start fetching
-    start = time.perf_counter()
-    loaded = search_latencies(url, rounds)
-    seconds = time.perf_counter() - start
-    stop.set()
-    counts: dict[str, int] = results.get(timeout=300)
-    proc.join(timeout=60)
     return {
         "clients": clients,
-        "idle": _figures(idle),
-        "loaded": _figures(loaded),
-        "pages": {**counts, "per_s": counts["ok"] / (seconds + 2.0)},
+        "idle": idle,
+        "loaded": loaded,
+        "pages": {**counts, "per_s": counts["ok"] / seconds},
     }
 
 
@@ -123,7 +108,7 @@ def harvest_load(
     if "error" in harvested:
         raise RuntimeError(f"the harvest during the search failed: {harvested['error']}")
     return {
-        "loaded": _figures(loaded),
+        "loaded": figures(loaded),
         "harvest_running_throughout": running,
         "search_seconds": searched,
         "harvest": harvested,
