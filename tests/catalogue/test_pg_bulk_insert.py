@@ -13,7 +13,7 @@ from sqlalchemy import Column, Date, Integer, MetaData, Table, select, text
 from catalogue.context import build_context
 from catalogue.db import bulk_insert, copy_types, make_engine, write_tx
 from catalogue.harvest.apply import LEAF_COLUMNS
-from catalogue.harvest.index import combo_hash, combo_key
+from catalogue.harvest.index import COMBO_COLUMNS, combo_hash, combo_key
 from catalogue.models import combo_diagnoses, combos, leaves, sample_groups
 from tests.catalogue.conftest import Catalogue, database, make_settings
 from tests.catalogue.simulator import NodeSimulator, bounded_group, exact_group, group_id
@@ -69,27 +69,7 @@ def test_bulk_insert_binary_copy_keeps_combo_nulls_and_ints(db_url: str) -> None
         (2, 1, "k2", b"\x00\xff" * 16, "b", "c", "Serum", "-80", "male", 40, 59, 2010, 2014)
         + ("DE", 1, 9, 1, 9, 7),
     ]
-    columns = (
-        "id",
-        "node_id",
-        "ckey",
-        "khash",
-        "biobank",
-        "collection",
-        "sample_type",
-        "storage_temperature",
-        "sex",
-        "age_min",
-        "age_max",
-        "year_from",
-        "year_to",
-        "country",
-        "n_min",
-        "n_max",
-        "d_min",
-        "d_max",
-        "changed",
-    )
+    columns = COMBO_COLUMNS
     engine = make_engine(db_url)
     try:
         with write_tx(engine) as conn:
