@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from protocol.canonical import bytes_digest, canonical_parsed
 from protocol.entries import parse_leaf
@@ -110,12 +110,12 @@ class Rejection:
     problems: tuple[Problem, ...]
 
 
-class VerifiedEntry(NamedTuple):
+@dataclass(slots=True)
+class VerifiedEntry:
     """One verified leaf: its parsed entry, bytes, content (None if erased) and problems.
 
-    A named tuple, not a frozen dataclass: one is made per leaf, and a frozen dataclass's
-    `__init__` (a `object.__setattr__` per field) cost about 1 µs of the harvest's 14 per
-    entry."""
+    Read-only by convention, not frozen: one is made per leaf, and a frozen dataclass's
+    `__init__` (an `object.__setattr__` per field) cost 0.8 µs a leaf, a slotted one 0.17."""
 
     index: int
     entry: dict[str, Any]
