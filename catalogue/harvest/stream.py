@@ -16,7 +16,6 @@ decides (and halts the node on rollback or equivocation).
 from __future__ import annotations
 
 import asyncio
-import binascii
 import ctypes
 import gc
 from collections import deque
@@ -30,7 +29,7 @@ from sqlalchemy import Engine
 
 from catalogue.errors import FetchError, WithholdingError
 from catalogue.harvest.apply import Chunk, Position, commit_chunk, commit_final
-from catalogue.harvest.fetcher import NodeFetcher
+from catalogue.harvest.fetcher import NodeFetcher, decode_page
 from catalogue.ownlog import CatalogueKey
 from protocol.errors import (
     BiobankError,
@@ -383,7 +382,7 @@ async def _pages(
             entries = entries[: end - pos]
             if not entries:
                 return  # fewer leaves than the checkpoint claims: finish() names what is missing
-            page = [_decode(origin, pos + i, e) for i, e in enumerate(entries)]
+            page = decode_page(origin, pos, entries)
             pos += len(entries)
             if pos < at + min(page_size, end - at):  # short page: re-plan the rest
                 for _at, f in pending:
@@ -394,16 +393,3 @@ async def _pages(
     finally:
         for _at, f in pending:
             f.cancel()
-
-
-def _decode(origin: str, index: int, e: Any) -> tuple[bytes, Any]:
-    if not isinstance(e, dict) or not isinstance(e.get("leaf"), str):
-        raise FetchError(f"{origin}: entry {index} is not {{'leaf': base64, 'content': ...}}")
-    try:  # strict: only the base64 alphabet, padding only at the end (as validate=True)
-        leaf = binascii.a2b_base64(e["leaf"], strict_mode=True)
-    except (binascii.Error, ValueError) as exc:
-        raise FetchError(f"{origin}: entry {index}: leaf is not base64") from exc
-    content = e.get("content")
-    if content is not None and not isinstance(content, dict):
-        raise FetchError(f"{origin}: entry {index}: content is not a JSON object")
-    return leaf, content
