@@ -88,7 +88,13 @@ class Chunk:
         """Take one verified leaf (in index order), its content as JSON text."""
         entry = v.entry
         kind, rid = entry.get("kind", ""), entry.get("id", "")
-        raw = None if v.content is None else orjson.dumps(v.content).decode()
+        # the canonical bytes the verifier hashed (sorted keys): the same JSON, not encoded twice
+        if v.content is None:
+            raw = None
+        elif v.body is not None:
+            raw = v.body.decode()
+        else:
+            raw = orjson.dumps(v.content).decode()
         self.rows.append((self.node_id, v.index, v.leaf, v.leaf_hash, kind, rid, raw))
         if v.problems:
             self.rejected.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ import orjson
 
 from catalogue.errors import FetchError
 
-__all__ = ["RETRIES", "NodeFetcher"]
+__all__ = ["RETRIES", "NodeFetcher", "decode_page"]
 
 RETRIES = 2  # more attempts for a GET whose connection the server closed without answering
 
@@ -110,3 +111,35 @@ class NodeFetcher:
         if nxt is not None and (not isinstance(nxt, int) or nxt <= start):
             raise FetchError(f"{self.base}{path}?start={start}: bad 'next' {nxt!r}")
         return doc["entries"], nxt
+
+
+def decode_page(origin: str, start: int, entries: list[Any]) -> list[tuple[bytes, Any]]:
+    """The entries of a page starting at index `start` as (leaf bytes, content); a
+    FetchError names the first entry that is not {"leaf": base64, "content": object or
+    null}. The common page is decoded in one comprehension (a call per entry, as the
+    refusals are made, cost 0.5 µs an entry)."""
+    a2b = binascii.a2b_base64
+    try:
+        page = [(a2b(e["leaf"], strict_mode=True), e.get("content")) for e in entries]
+    except (TypeError, KeyError, AttributeError, ValueError):  # binascii.Error is a ValueError
+        pass
+    else:
+        for _leaf, content in page:
+            if content is not None and type(content) is not dict:
+                break
+        else:
+            return page
+    return [_decode_entry(origin, start + i, e) for i, e in enumerate(entries)]
+
+
+def _decode_entry(origin: str, index: int, e: Any) -> tuple[bytes, Any]:
+    if not isinstance(e, dict) or not isinstance(e.get("leaf"), str):
+        raise FetchError(f"{origin}: entry {index} is not {{'leaf': base64, 'content': ...}}")
+    try:  # strict: only the base64 alphabet, padding only at the end (as validate=True)
+        leaf = binascii.a2b_base64(e["leaf"], strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise FetchError(f"{origin}: entry {index}: leaf is not base64") from exc
+    content = e.get("content")
+    if content is not None and not isinstance(content, dict):
+        raise FetchError(f"{origin}: entry {index}: content is not a JSON object")
+    return leaf, content
