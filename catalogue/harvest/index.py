@@ -475,6 +475,7 @@ class ComboIds:
         self.hashes: dict[int, bytes] = {}  # id -> combo_hash of the combos not written yet
         # id -> the text columns of the combos not written yet (`encode_new`)
         self.encoded: dict[int, tuple[str, str | None, str | None, str | None]] = {}
+        self._multi: dict[tuple[Any, ...], tuple[str | None, str | None, str | None]] = {}
         self._next: int | None = None  # SQLite: the next free id (under the write lock)
 
     def ensure(self, conn: Connection, keys: Mapping[bytes, tuple[Any, ...]]) -> None:
@@ -511,10 +512,14 @@ class ComboIds:
         """The text columns of the new combos not encoded yet: the stored key and the
         multi-valued attributes (`encode_multi`); done before `insert_new`, which on
         PostgreSQL runs under the own log's lock."""
-        encoded = self.encoded
+        encoded, memo = self.encoded, self._multi
         for cid, key in self.new.items():
             if cid not in encoded:
-                encoded[cid] = (orjson.dumps(key).decode(), *encode_multi(key, vocab))
+                lists = key[9:12]  # a node states few distinct lists: each encoded once
+                multi = memo.get(lists)
+                if multi is None:
+                    multi = memo[lists] = encode_multi(key, vocab)
+                encoded[cid] = (orjson.dumps(key).decode(), *multi)
 
     def insert_new(
         self,
