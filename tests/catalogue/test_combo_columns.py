@@ -5,6 +5,7 @@ same answers, DCAT graph and stored facts as a fresh harvest."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -251,3 +252,29 @@ def test_an_old_database_with_side_tables_is_migrated_to_the_combo_columns(
     sim.populate(2, start=300, biobank=BB, collection=COL, use_conditions=["DUO:0000006"])
     assert catalogue.harvest()[sim.origin].ok
     assert orjson.loads(_answers(catalogue.engine)[4])["total"]["max"] == 7
+
+
+def test_a_combo_row_holds_every_part_of_its_key(catalogue: Catalogue, serve: Any) -> None:
+    """The key rebuilt from the row's columns (the lists from their JSON) is the stored key:
+    its SHA-256 is the combo's `khash`, its JSON `ckey`."""
+    _federation(catalogue, serve)
+    with catalogue.engine.connect() as conn:
+        rows = conn.execute(select(combos)).all()
+    assert len(rows) == 3
+    for r in rows:
+        key = (
+            r.biobank,
+            r.collection,
+            r.sample_type,
+            r.storage_temperature,
+            r.sex,
+            r.age_min,
+            r.age_max,
+            r.year_from,
+            r.year_to,
+            [d[:2] for d in orjson.loads(r.diagnoses or "[]")],
+            orjson.loads(r.use_conditions or "[]"),
+            orjson.loads(r.dataset_types or "[]"),
+        )
+        assert orjson.dumps(key).decode() == r.ckey
+        assert hashlib.sha256(orjson.dumps(key)).digest() == bytes(r.khash)
