@@ -300,8 +300,8 @@ def index_step(
     `stamp`: called once, just before the combos' counts change, it returns the size the
     catalogue's own log will have when this transaction commits (`combos.changed`).
     Combos new in the step are inserted once, at the end, with their counts, country and
-    stamp (their columns encoded just before the stamp); existing combos get their counts by delta
-    or by a recount.
+    stamp (their text columns encoded just before the stamp); existing combos get their
+    counts by delta or by a recount.
     """
     k = int(conn.execute(select(nodes.c.k).where(nodes.c.id == node_id)).scalar_one())
     if prepared is None or (prepared.node_id, prepared.start, prepared.end, prepared.k) != (
