@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -28,9 +30,6 @@ from sqlalchemy import (
 
 from catalogue.models import (
     ROTATION,
-    combo_datasets,
-    combo_diagnoses,
-    combo_uses,
     combos,
     leaf_records,
     leaves,
@@ -76,11 +75,12 @@ def _upgrade(engine: Engine) -> None:
     """Bring a database made by an earlier version to the current tables (idempotent):
         `leaf_records` replaced the (node_id, kind, record_id) index of `leaves`; `combos` gained
         `changed` (null in old rows: a server loads them all when it starts anyway); `nodes` gained
-    `withholding_since`; the combos' side tables became keyed by combo (`_key_side_tables`);
-    `combos` gained `khash`, which replaced `ckey` in their unique key (`_hash_combo_keys`)."""
+    `withholding_since`; `combos` gained `khash`, which replaced `ckey` in their unique key
+    (`_hash_combo_keys`); the combos' side tables were folded into their rows
+    (`_fold_side_tables`)."""
     with engine.begin() as conn:
-        _key_side_tables(conn)
         _hash_combo_keys(conn)
+        _fold_side_tables(conn)
         if "withholding_since" not in {c["name"] for c in inspect(conn).get_columns("nodes")}:
             conn.execute(text("ALTER TABLE nodes ADD COLUMN withholding_since VARCHAR(32)"))
         if "changed" not in {c["name"] for c in inspect(conn).get_columns("combos")}:
@@ -128,25 +128,70 @@ def _hash_combo_keys(conn: Connection, batch: int = 50_000) -> None:
         conn.execute(text("DROP INDEX ix_combos_key"))
 
 
-def _key_side_tables(conn: Connection) -> None:
-    """Rebuild side tables made before they were keyed by combo (a rowid table with an index
-    on `combo_id`, and one on `code` for diagnoses) as the current tables: same columns and
-    rows, so every reader is unchanged; the old indexes go with the old tables."""
-    for table in (combo_diagnoses, combo_uses, combo_datasets):
-        if inspect(conn).get_pk_constraint(table.name)["constrained_columns"]:
-            continue
-        old = f"{table.name}_unkeyed"
-        conn.execute(text(f"ALTER TABLE {table.name} RENAME TO {old}"))
-        table.create(conn)
-        cols = ", ".join(c.name for c in table.columns)
-        keys = ", ".join(c.name for c in table.primary_key.columns)
-        conn.execute(
-            text(
-                f"INSERT INTO {table.name} ({cols}) "
-                f"SELECT DISTINCT {cols} FROM {old} ORDER BY {keys}"
+# the tables that held the combos' multi-valued attributes, a row per value, before they
+# became columns of `combos`: (table, column of `combos`, the columns that made a value)
+_SIDE_TABLES = (
+    ("combo_diagnoses", "diagnoses", ("system", "code", "code3", "chapter")),
+    ("combo_uses", "use_conditions", ("code",)),
+    ("combo_datasets", "dataset_types", ("code",)),
+)
+
+
+def _fold_side_tables(conn: Connection, batch: int = 50_000) -> None:
+    """Give `combos` the columns of its multi-valued attributes (`models.combos`), fill them
+    from the side tables of an earlier version, and drop those: the same JSON arrays a
+    harvest writes (`harvest.index.encode_multi`: values sorted as the combo's key sorts
+    them, a diagnosis as [system, code, code3, chapter], null for none), so every reader
+    finds what a fresh harvest would have stored. Either shape of side table (keyed by
+    combo, or an older rowid table) is read; a value stored twice counts once."""
+    have = {c["name"] for c in inspect(conn).get_columns("combos")}
+    for _table, column, _values in _SIDE_TABLES:
+        if column not in have:
+            conn.execute(text(f"ALTER TABLE combos ADD COLUMN {column} TEXT"))
+    tables = set(inspect(conn).get_table_names())
+    side = [entry for entry in _SIDE_TABLES if entry[0] in tables]
+    if not side:
+        return
+    last = -1
+    while True:  # a batch of combos at a time (a large catalogue has millions)
+        ids = (
+            conn.execute(
+                select(combos.c.id).where(combos.c.id > last).order_by(combos.c.id).limit(batch)
             )
+            .scalars()
+            .all()
         )
-        conn.execute(text(f"DROP TABLE {old}"))
+        if not ids:
+            break
+        found: dict[int, dict[str, str | None]] = defaultdict(dict)
+        for table, column, values in side:
+            per: dict[int, set[tuple[Any, ...]]] = defaultdict(set)
+            for cid, *value in conn.execute(
+                text(
+                    f"SELECT combo_id, {', '.join(values)} FROM {table} "
+                    "WHERE combo_id BETWEEN :lo AND :hi"
+                ),
+                {"lo": ids[0], "hi": ids[-1]},
+            ):
+                per[cid].add(tuple(value))
+            for cid, got in per.items():  # sorted as `combo_key` sorts: system, then code
+                rows = sorted(got, key=_by_code) if len(values) > 1 else sorted(v[0] for v in got)
+                found[cid][column] = orjson.dumps(rows).decode()
+        executemany(
+            conn,
+            "UPDATE combos SET diagnoses = ?, use_conditions = ?, dataset_types = ? WHERE id = ?",
+            [
+                (cols.get("diagnoses"), cols.get("use_conditions"), cols.get("dataset_types"), cid)
+                for cid, cols in sorted(found.items())
+            ],
+        )
+        last = ids[-1]
+    for table, _column, _values in side:
+        conn.execute(text(f"DROP TABLE {table}"))
+
+
+def _by_code(value: tuple[Any, ...]) -> tuple[Any, ...]:
+    return value[:2]  # (system, code): unique in a combo
 
 
 def add_leaf_records(conn: Connection, *where: ColumnElement[bool]) -> None:

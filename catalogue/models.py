@@ -121,6 +121,15 @@ combos = Table(
     Column("age_max", Integer),
     Column("year_from", Integer),
     Column("year_to", Integer),
+    # the multi-valued attributes, each a compact JSON array in the key's order (sorted), or
+    # null when the combo has none (`harvest.index.encode_multi`): its diagnoses as
+    # [system, code, code3, chapter] (code3, the ICD-10 category for block ranges, and the
+    # chapter are null for other systems), its use conditions and dataset types as codes.
+    # Part of the combo's row rather than a row per value in side tables: the search index
+    # loads them with the combo and DCAT reads them from it
+    Column("diagnoses", Text),
+    Column("use_conditions", Text),
+    Column("dataset_types", Text),
     # interval sums over the combo's groups: samples add up; donors are at least the largest
     # group's lower bound and at most the sum of upper bounds (one donor may be in several)
     Column("n_min", BigInteger, nullable=False, default=0),
@@ -134,37 +143,6 @@ combos = Table(
 )
 Index("ix_combos_khash", combos.c.node_id, combos.c.khash, unique=True)
 Index("ix_combos_changed", combos.c.changed)
-
-# the multi-valued attributes of each combo, one row per value, keyed by combo (the schema
-# makes each list's items unique): one B-tree per table on SQLite (WITHOUT ROWID), written in
-# key order as new combos get ascending ids; no index by code (no query reads by code: the
-# search loads them all into memory, DCAT joins by combo)
-combo_diagnoses = Table(
-    "combo_diagnoses",
-    metadata,
-    Column("combo_id", Integer, primary_key=True, autoincrement=False),
-    Column("system", String(16), primary_key=True),
-    Column("code", String(32), primary_key=True),
-    Column("code3", String(8)),  # ICD-10 category (first three characters) for block ranges
-    Column("chapter", String(8)),
-    sqlite_with_rowid=False,
-)
-
-combo_uses = Table(
-    "combo_uses",
-    metadata,
-    Column("combo_id", Integer, primary_key=True, autoincrement=False),
-    Column("code", String(32), primary_key=True),
-    sqlite_with_rowid=False,
-)
-
-combo_datasets = Table(
-    "combo_datasets",
-    metadata,
-    Column("combo_id", Integer, primary_key=True, autoincrement=False),
-    Column("code", String(64), primary_key=True),
-    sqlite_with_rowid=False,
-)
 
 sample_groups = Table(  # live sample groups: the combo each counts in and its published bounds
     "sample_groups",

@@ -42,7 +42,7 @@ from catalogue.dcat.terms import (
     bind_prefixes,
     country,
 )
-from catalogue.models import combo_diagnoses, combos, nodes, records
+from catalogue.models import combos, nodes, records
 from catalogue.search.filters import parse_filters
 from catalogue.search.tally_arrays import tally
 
@@ -173,21 +173,15 @@ def _group_diagnoses(conn: Connection) -> dict[tuple[int, str], set[tuple[str, s
     """Per collection, the diagnoses its live groups state: ICD-10 categories (three
     characters) and ORPHA codes."""
     q = (
-        select(
-            combos.c.node_id,
-            combos.c.collection,
-            combo_diagnoses.c.system,
-            combo_diagnoses.c.code,
-            combo_diagnoses.c.code3,
-        )
-        .join(combo_diagnoses, combo_diagnoses.c.combo_id == combos.c.id)
-        .where(combos.c.n_max > 0)
+        select(combos.c.node_id, combos.c.collection, combos.c.diagnoses)
+        .where(combos.c.n_max > 0, combos.c.diagnoses.is_not(None))
         .distinct()
     )
     out: dict[tuple[int, str], set[tuple[str, str]]] = {}
-    for r in conn.execute(q):
-        code = r.code3 if r.system == "ICD-10" and r.code3 else r.code
-        out.setdefault((r.node_id, r.collection), set()).add((r.system, code))
+    for node_id, collection, diagnoses in conn.execute(q):
+        found = out.setdefault((node_id, collection), set())
+        for system, code, code3, _chapter in orjson.loads(diagnoses):
+            found.add((system, code3 if system == "ICD-10" and code3 else code))
     return out
 
 

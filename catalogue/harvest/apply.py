@@ -29,9 +29,6 @@ from catalogue.harvest.index import index_step, prepare_step
 from catalogue.harvest.refusals import count_refusal
 from catalogue.models import (
     alerts,
-    combo_datasets,
-    combo_diagnoses,
-    combo_uses,
     combos,
     harvest_staging,
     leaves,
@@ -247,9 +244,6 @@ def discard_staging(conn: Connection, node_id: int) -> None:
         rejections.delete().where(rejections.c.node_id == node_id, rejections.c.idx >= size)
     )
     conn.execute(harvest_staging.delete().where(harvest_staging.c.node_id == node_id))
-    unused = select(combos.c.id).where(combos.c.node_id == node_id, combos.c.n_max == 0)
-    for side in (combo_diagnoses, combo_uses, combo_datasets):
-        conn.execute(side.delete().where(side.c.combo_id.in_(unused)))
     conn.execute(combos.delete().where(combos.c.node_id == node_id, combos.c.n_max == 0))
 
 

@@ -10,14 +10,14 @@ all, and the snapshot is shared by every search until the next harvest step.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import ColumnElement, Connection, select
 
-from catalogue.models import combo_datasets, combo_diagnoses, combo_uses, combos
+from catalogue.models import combos
 
 __all__ = ["FACETS", "Combo", "Predicate", "Span", "Tally", "add", "load"]
 
@@ -61,59 +61,70 @@ def load(
     conn: Connection, where: ColumnElement[bool] | None = None
 ) -> tuple[list[int], list[Combo]]:
     """The combos matching `where` (default: those counting some group) and their ids."""
-    picked = select(combos.c.id).where(where) if where is not None else None
-    side: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    q = select(
-        combo_diagnoses.c.combo_id,
-        combo_diagnoses.c.system,
-        combo_diagnoses.c.code,
-        combo_diagnoses.c.chapter,
-    )
-    if picked is not None:
-        q = q.where(combo_diagnoses.c.combo_id.in_(picked))
-    for cid, system, code, chapter in conn.execute(q):
-        s = side[cid]
-        s["icd" if system == "ICD-10" else "orpha"].append(code)
-        if chapter and chapter not in s["chapters"]:
-            s["chapters"].append(chapter)
-    for table, name in ((combo_uses, "use_conditions"), (combo_datasets, "dataset_type")):
-        q2 = select(table.c.combo_id, table.c.code)
-        if picked is not None:
-            q2 = q2.where(table.c.combo_id.in_(picked))
-        for cid, code in conn.execute(q2):
-            side[cid][name].append(code)
     ids = []
     out = []
-    empty: dict[str, list[str]] = {}
-    for r in conn.execute(select(combos).where(where if where is not None else combos.c.n_max > 0)):
-        s = side.get(r.id, empty)
-        ids.append(int(r.id))
+    loads = orjson.loads
+    none: tuple[str, ...] = ()
+    q = select(*(combos.c[name] for name in _COLUMNS))
+    for r in conn.execute(q.where(where if where is not None else combos.c.n_max > 0)):
+        icd: tuple[str, ...] = none
+        orpha: tuple[str, ...] = none
+        chapters: tuple[str, ...] = none
+        if r[16] is not None:  # [system, code, code3, chapter], sorted by system and code
+            diagnoses = loads(r[16])
+            icd = tuple([d[1] for d in diagnoses if d[0] == "ICD-10"])
+            orpha = tuple([d[1] for d in diagnoses if d[0] != "ICD-10"])
+            chapters = tuple(dict.fromkeys([d[3] for d in diagnoses if d[3]]))
+        ids.append(int(r[0]))
         out.append(
             Combo(
-                r.node_id,
-                r.biobank,
-                r.collection,
-                r.country,
-                r.sample_type,
-                r.storage_temperature,
-                r.sex,
-                r.age_min,
-                r.age_max,
-                r.year_from,
-                r.year_to,
-                int(r.n_min),
-                int(r.n_max),
-                int(r.d_min),
-                int(r.d_max),
-                tuple(s.get("icd", ())),
-                tuple(s.get("orpha", ())),
-                tuple(s.get("chapters", ())),
-                tuple(s.get("use_conditions", ())),
-                tuple(s.get("dataset_type", ())),
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                r[10],
+                r[11],
+                int(r[12]),
+                int(r[13]),
+                int(r[14]),
+                int(r[15]),
+                icd,
+                orpha,
+                chapters,
+                tuple(loads(r[17])) if r[17] is not None else none,
+                tuple(loads(r[18])) if r[18] is not None else none,
             )
         )
     return ids, out
 
+
+# what `load` reads of a combo, in this order
+_COLUMNS = (
+    "id",
+    "node_id",
+    "biobank",
+    "collection",
+    "country",
+    "sample_type",
+    "storage_temperature",
+    "sex",
+    "age_min",
+    "age_max",
+    "year_from",
+    "year_to",
+    "n_min",
+    "n_max",
+    "d_min",
+    "d_max",
+    "diagnoses",
+    "use_conditions",
+    "dataset_types",
+)
 
 Span = tuple[int, int]  # an interval of counts: (min, max)
 

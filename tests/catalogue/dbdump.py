@@ -9,9 +9,6 @@ from sqlalchemy import Engine, select
 
 from catalogue.models import (
     alerts,
-    combo_datasets,
-    combo_diagnoses,
-    combo_uses,
     combos,
     leaves,
     nodes,
@@ -56,12 +53,6 @@ def dump(engine: Engine, *, keep_state: bool = False) -> dict[str, Any]:
             (origin[r.node_id], r.kind, r.record_id, r.idx, r.content)
             for r in conn.execute(select(records))
         )
-        side: dict[int, list[Any]] = {}
-        for table, tag in ((combo_diagnoses, "d"), (combo_uses, "u"), (combo_datasets, "t")):
-            for r in conn.execute(select(table)):
-                side.setdefault(r.combo_id, []).append(
-                    (tag, *[v for k, v in r._mapping.items() if k != "combo_id"])
-                )
         combo_of = {}
         for r in conn.execute(select(combos)):
             combo_of[r.id] = (origin[r.node_id], r.ckey)
@@ -71,7 +62,7 @@ def dump(engine: Engine, *, keep_state: bool = False) -> dict[str, Any]:
                 r.ckey,
                 r.country,
                 (int(r.n_min), int(r.n_max), int(r.d_min), int(r.d_max)),
-                tuple(sorted(side.get(r.id, []))),
+                (r.diagnoses, r.use_conditions, r.dataset_types),
             )
             for r in conn.execute(select(combos))
         )
