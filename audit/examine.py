@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import gc
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from hashlib import sha256
 from typing import Any, NamedTuple, cast
 
 import httpx
@@ -182,6 +183,8 @@ class Chunk(NamedTuple):
     others: dict[int, Examined]  # by offset in the task: every leaf that is not one of those
     keys: list[tuple[Any, ...]]  # the distinct `group_key`s of this task
     error: BaseException | None  # what stopped the task (raised after its leaves)
+    # the leaves' tree as perfect subtrees (`range_subtrees`): (height, hash), left to right
+    subtrees: tuple[tuple[int, bytes], ...] = ()
 
 
 Task = (
@@ -233,7 +236,8 @@ def examine_task(origin: str, start: int, task: Task) -> Chunk:
     others: dict[int, Examined] = {}
     keys: dict[tuple[Any, ...], int] = {}
     error: BaseException | None = None
-    entries: list[tuple[bytes, Any]] = []
+    entries: Iterable[tuple[bytes, Any]] = ()
+    failed: list[BaseException] = []
     if isinstance(task, PageTask):
         try:
             entries = fetch_range(_client(task.timeout, task.ca_bundle), task)
@@ -244,12 +248,10 @@ def examine_task(origin: str, start: int, task: Task) -> Chunk:
             lines = read_lines(task) if isinstance(task, LineBlock) else task
         except OSError as exc:
             lines, error = [], exc
-        for line in lines:
-            try:
-                entries.append(decode_line(line))
-            except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
-                error = exc
-                break
+        # decoded one line at a time, each examined at once: a line's objects are freed
+        # before the next is decoded (holding a block's decoded lines costs more than the
+        # decoding)
+        entries = _decoded(lines, failed)
     for offset, (leaf, content) in enumerate(entries):
         found = examine_leaf(origin, start + offset, leaf, content, schemas, chapters)
         if type(found) is tuple:  # a valid group publish with content
@@ -262,12 +264,49 @@ def examine_task(origin: str, start: int, task: Task) -> Chunk:
             hashes.append(ex.leaf_hash)
             kinds.append(-1)
             others[offset] = ex._replace(leaf_hash=b"")
+    if failed:
+        error = failed[0]
     del entries
     # httpx responses are reference cycles (response <-> stream) holding a whole page, and
     # automatic collection is off: collect the young generation once a task (cheap: it
     # holds this task's objects only)
     gc.collect(0)
-    return Chunk(b"".join(hashes), kinds.tobytes(), ids, others, list(keys), error)
+    joined = b"".join(hashes)
+    subtrees = range_subtrees(start, joined)
+    return Chunk(joined, kinds.tobytes(), ids, others, list(keys), error, subtrees)
+
+
+def _decoded(lines: Iterable[bytes], failed: list[BaseException]) -> Iterator[tuple[bytes, Any]]:
+    """The decoded lines, up to the first that cannot be decoded (its exception is put in
+    `failed`)."""
+    for line in lines:
+        try:
+            yield decode_line(line)
+        except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
+            failed.append(exc)
+            return
+
+
+def range_subtrees(start: int, hashes: bytes) -> tuple[tuple[int, bytes], ...]:
+    """The tree of the leaves at indexes start, start+1, ... (`hashes`: their leaf hashes,
+    32 bytes each, joined) as the maximal perfect subtrees aligned in the whole log, left to
+    right: (height, RFC 6962 subtree hash). Appended in order to a compact range of size
+    `start` (`audit.node_logs.append_subtree`), they give the same tree as appending each
+    leaf; a worker computes them so that the process applying chunks in order need not."""
+    out = []
+    pos, end = start, start + len(hashes) // 32
+    while pos < end:
+        height = (pos & -pos).bit_length() - 1 if pos else (end - pos).bit_length() - 1
+        while pos + (1 << height) > end:
+            height -= 1
+        level = hashes[32 * (pos - start) : 32 * (pos - start + (1 << height))]
+        for _ in range(height):
+            level = b"".join(
+                [sha256(b"\x01" + level[i : i + 64]).digest() for i in range(0, len(level), 64)]
+            )
+        out.append((height, level))
+        pos += 1 << height
+    return tuple(out)
 
 
 def expand(chunk: Chunk) -> tuple[list[Examined], BaseException | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from hashlib import sha256
 
 from audit.catalogue_log import EnrolledNode
 from audit.examine import Chunk, Examined, SchemaCheck, examine
@@ -139,12 +140,27 @@ def stream_examined(
     return _end(audit, compact, report)
 
 
+def append_subtree(compact: CompactRange, height: int, root: bytes) -> None:
+    """Append a perfect subtree of 2**height leaves (its hash `root`) to `compact`, whose size
+    must be a multiple of 2**height: the same range as appending its leaves one by one."""
+    hashes, h, n = compact.hashes, root, compact.size >> height
+    while n & 1:
+        h = sha256(b"\x01" + hashes.pop() + h).digest()
+        n >>= 1
+    hashes.append(h)
+    compact.size += 1 << height
+
+
 def stream_chunks(
     audit: NodeAudit, chunks: Iterable[Chunk], *, report: Report, live: NodeLive
 ) -> int:
     """`stream_examined` for the compact chunks of worker processes (`audit.parallel`), the
     same report: a valid group publish (most leaves) is applied without an `Examined`; a
-    chunk's error is raised after its leaves. The leaf count."""
+    chunk's error is raised after its leaves. The leaf count.
+
+    A chunk with no checkpoint claim inside it joins the tree by its perfect subtrees (the
+    worker hashed them) and, when it holds only new valid group publishes, the live state in
+    one update; otherwise leaf by leaf, claims checked after their leaf as in a serial run."""
     _open_checks(report)
     claims = audit.claims
     compact = CompactRange()
@@ -157,22 +173,49 @@ def stream_chunks(
     for chunk in chunks:
         kinds = array("i")
         kinds.frombytes(chunk.kinds)
-        hashes, others = chunk.hashes, chunk.others
+        hashes, others, n = chunk.hashes, chunk.others, len(kinds)
         numbers = [intern(key) for key in chunk.keys]  # the chunk's key numbers, in this node
-        ids = iter(chunk.ids)
-        valid = len(chunk.ids)
-        for offset, kind in enumerate(kinds):
-            append(hashes[32 * offset : 32 * offset + 32])
-            if kind >= 0:  # NodeLive.publish_group of a valid group with content
-                rid = next(ids)
-                old = groups.get(rid)
-                groups[rid] = (numbers[kind], index, (*old[2], index) if old else (index,))
-            else:
-                _apply(audit, index, others[offset], report, live)
-            index += 1
-            # after the entry: a rotate-key at index i already governs a checkpoint of size i+1
-            if index in claims:
-                _check_claims(audit, index, compact.root(), report)
+        ids = chunk.ids
+        valid = len(ids)
+        subtrees = chunk.subtrees
+        inside = sum(1 << height for height, _root in subtrees) != n or any(
+            index < size < index + n for size in claims
+        )
+        if not inside:
+            for height, root in subtrees:
+                append_subtree(compact, height, root)
+        if not inside and not others and len(set(ids)) == n and groups.keys().isdisjoint(ids):
+            stop = index + n
+            groups.update(
+                zip(
+                    ids,
+                    zip(
+                        [numbers[k] for k in kinds],
+                        range(index, stop),
+                        [(i,) for i in range(index, stop)],
+                        strict=True,
+                    ),
+                    strict=True,
+                )
+            )
+            index = stop
+        else:
+            it = iter(ids)
+            for offset, kind in enumerate(kinds):
+                if inside:
+                    append(hashes[32 * offset : 32 * offset + 32])
+                if kind >= 0:  # NodeLive.publish_group of a valid group with content
+                    rid = next(it)
+                    old = groups.get(rid)
+                    groups[rid] = (numbers[kind], index, (*old[2], index) if old else (index,))
+                else:
+                    _apply(audit, index, others[offset], report, live)
+                index += 1
+                # after the entry: a rotate-key at index i governs a checkpoint of size i+1
+                if inside and index in claims:
+                    _check_claims(audit, index, compact.root(), report)
+        if not inside and index in claims:
+            _check_claims(audit, index, compact.root(), report)
         digests.items += valid
         schemas.items += valid
         if chunk.error is not None:

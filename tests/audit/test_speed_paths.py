@@ -20,6 +20,7 @@ import pytest
 
 import audit.checks
 from audit.checks import AuditOptions, run_audit
+from audit.examine import range_subtrees
 from audit.fetcher import (
     BundleSource,
     HttpSource,
@@ -30,7 +31,9 @@ from audit.fetcher import (
     read_lines,
 )
 from audit.livestate import SETS, Chapters, bounds, combo_key, group_key
+from audit.node_logs import append_subtree
 from federation.servers import live_server
+from protocol.merkle import CompactRange, leaf_hash
 from tests.audit.conftest import DE, FR, make_world
 from tests.audit.sim import K, group
 
@@ -143,3 +146,24 @@ def test_bundle_line_leaf_decodes_as_strict_b64decode(leaf: Any) -> None:
     except (TypeError, ValueError) as exc:
         got = (type(exc), str(exc))
     assert got == expected
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_range_subtrees_rebuild_the_tree_appended_leaf_by_leaf(seed: int) -> None:
+    """A worker hands back its leaves' tree as aligned perfect subtrees; appended to the
+    compact range of the leaves before them, they give the tree (root and frontier) that
+    appending every leaf gives, for chunks of any start and length."""
+    rng = random.Random(seed)
+    leaves = [leaf_hash(rng.randbytes(20)) for _ in range(700)]
+    whole, chunked = CompactRange(), CompactRange()
+    start = 0
+    while start < len(leaves):
+        n = rng.choice([1, 2, 3, 5, 64, 100, 128, 257])
+        part = leaves[start : start + n]
+        for height, root in range_subtrees(start, b"".join(part)):
+            append_subtree(chunked, height, root)
+        whole.extend(part)
+        start += len(part)
+        assert chunked == whole
+        assert chunked.root() == whole.root()
+    assert range_subtrees(5, b"") == ()
