@@ -9,6 +9,7 @@ after the memo has learnt the honest values, and the results must be equal.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from typing import Any
 
@@ -16,7 +17,7 @@ import fastjsonschema
 import orjson
 import pytest
 
-from audit.examine import Examined, MemoSchemaCheck, examine
+from audit.examine import Examined, MemoSchemaCheck, examine, examine_task, expand
 from audit.livestate import Chapters
 from protocol.canonical import canonical, digest
 from protocol.entries import make_entry
@@ -135,3 +136,25 @@ def test_unclean_content_is_never_accepted_by_the_memo(index: int) -> None:
         assert schemas.known_digest(sid, honest) == digest(honest)
     content, _signed = _variants()[index]
     assert schemas.known_digest(sid, orjson.loads(orjson.dumps(content))) is None
+
+
+def test_worker_inline_group_path_equals_examine_on_awkward_contents() -> None:
+    """`examine_task` checks the common leaf (a valid group publish) inline and sends every
+    other leaf through `examine()`: on the awkward corpus, as bundle lines, the leaves it
+    hands back equal `examine()` with the reference schema check, leaf for leaf."""
+    honest = [(group(n, BB, COL), None) for n in range(40)]
+    items = honest + _variants() + honest
+    lines = []
+    for index, (content, signed) in enumerate(items):
+        try:
+            leaf = _leaf(index, content, signed)
+        except ValueError:
+            leaf = _leaf(index, {**content, "id": "grp_" + "z" * 26}, signed)
+        line = {"leaf": base64.b64encode(leaf).decode(), "content": content}
+        lines.append(orjson.dumps(line))
+    examined, error = expand(examine_task(ORIGIN, 0, lines))
+    assert error is None
+    full = _examine_all(_reference_check, items)
+    assert examined == full
+    assert sum(e.group is not None for e in examined) > len(honest)  # the inline path ran
+    assert any(e.digest_errors for e in examined) and any(e.schema_error for e in examined)
