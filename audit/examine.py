@@ -18,14 +18,7 @@ from typing import Any, NamedTuple, cast
 
 import httpx
 
-from audit.fetcher import (
-    Entry,
-    LineBlock,
-    PageTask,
-    decode_line,
-    fetch_range_lazily,
-    read_lines,
-)
+from audit.fetcher import LineBlock, PageTask, decode_line, fetch_range, read_lines
 from audit.livestate import GROUP, Chapters, group_key, impossible_counts
 from protocol.canonical import canonical_parsed, parsed_digest
 from protocol.entries import parse_leaf
@@ -246,8 +239,10 @@ def examine_task(origin: str, start: int, task: Task) -> Chunk:
     entries: Iterable[tuple[bytes, Any]] = ()
     failed: list[BaseException] = []
     if isinstance(task, PageTask):
-        # pages fetched first, each entry decoded when examined (`fetch_range_lazily`)
-        entries = _decoded(_fetched(task), failed)
+        try:
+            entries = fetch_range(_client(task.timeout, task.ca_bundle), task)
+        except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
+            error = exc
     else:
         try:
             lines = read_lines(task) if isinstance(task, LineBlock) else task
@@ -303,22 +298,12 @@ def examine_task(origin: str, start: int, task: Task) -> Chunk:
     return Chunk(joined, kinds.tobytes(), ids, others, list(keys), error, subtrees)
 
 
-def _fetched(task: PageTask) -> Iterator[bytes | Entry]:
-    return fetch_range_lazily(_client(task.timeout, task.ca_bundle), task)
-
-
-def _decoded(
-    lines: Iterable[bytes | Entry], failed: list[BaseException]
-) -> Iterator[tuple[bytes, Any]]:
-    """The decoded lines (or entries), up to the first that cannot be decoded or fetched (its
-    exception is put in `failed`)."""
-    it = iter(lines)
-    while True:
+def _decoded(lines: Iterable[bytes], failed: list[BaseException]) -> Iterator[tuple[bytes, Any]]:
+    """The decoded lines, up to the first that cannot be decoded (its exception is put in
+    `failed`)."""
+    for line in lines:
         try:
-            line = next(it)
-            yield line if type(line) is tuple else decode_line(cast(bytes, line))
-        except StopIteration:
-            return
+            yield decode_line(line)
         except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
             failed.append(exc)
             return

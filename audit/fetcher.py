@@ -95,71 +95,9 @@ class PageTask(NamedTuple):
     ca_bundle: str | None = None  # --ca-bundle (None: the system store)
 
 
-def fetch_range_lazily(client: httpx.Client, task: PageTask) -> Iterator[Entry]:
-    """The leaves of `task` (fewer only when the server has no more), its pages fetched at
-    once but each entry decoded only when read, so that a worker holds one decoded entry at
-    a time, not a page of them: the entries `_leaves` reads, or its FetchError.
-
-    A page is counted by its pieces (`page_pieces`); when a piece does not parse, the page
-    is parsed whole, and if it holds another number of entries the pages after it are
-    fetched again from where `_leaves` would fetch them."""
-    pages: list[tuple[bytes, str, list[bytes] | None, int, int]] = []
-    start, stop = task.start, task.stop
-    while start < stop:
-        raw, where = _fetch_raw(client, task.url, start, min(PAGE, stop - start))
-        pieces = page_pieces(raw)
-        count = len(pieces) if pieces is not None else len(_decode_page(raw, where)[0])
-        if not count:
-            break  # the server has fewer entries than its checkpoint: the checks report it
-        count = min(count, stop - start)
-        pages.append((raw, where, pieces, count, start))
-        start += count
-    for raw, where, pieces, count, first in pages:
-        if pieces is None:
-            yield from _decode_page(raw, where)[0][:count]
-            continue
-        for k in range(count):
-            try:
-                entry = decode_line(pieces[k])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                items = _decode_page(raw, where)[0]  # its FetchError, or its true entries
-                true = min(len(items), stop - first)
-                yield from items[k:true]
-                if true != count:  # the pages after were fetched from the wrong place
-                    if true:
-                        yield from _leaves(client, task.url, first + true, stop)
-                    return
-                break
-            yield entry
-
-
-_PAGE_HEAD, _PAGE_TAIL, _ENTRY_SEP = b'{"entries":[', b'],"next":', b'},{"leaf":"'
-
-
-def page_pieces(raw: bytes) -> list[bytes] | None:
-    """The bytes of each entry object of an entries page as the catalogue renders it
-    (`{"entries":[{"leaf":"...",...},...],"next":N}`, no whitespace), cut at each
-    `},{"leaf":"`; None for any other page (the caller parses it whole).
-
-    A cut can only fall between entries or inside one (never inside a string: a bare quote
-    there would end it), and a piece cut inside an entry has unbalanced brackets, so it is
-    not JSON: when each piece parses, the pieces are the page's entries, and when one does
-    not, the caller parses the page whole from that entry on (`fetch_range_lazily`)."""
-    if not raw.startswith(_PAGE_HEAD) or not raw.endswith(b"}"):
-        return None
-    close = raw.rfind(_PAGE_TAIL)
-    if close < len(_PAGE_HEAD):
-        return None
-    nxt = raw[close + len(_PAGE_TAIL) : -1]
-    if nxt != b"null" and not (nxt.isdigit() and nxt.isascii()):
-        return None
-    body = raw[len(_PAGE_HEAD) : close]
-    if not body:
-        return []
-    if not body.startswith(b'{"leaf":"') or not body.endswith(b"}"):
-        return None
-    parts = body[len(b'{"leaf":"') : -1].split(_ENTRY_SEP)
-    return [b'{"leaf":"' + part + b"}" for part in parts]
+def fetch_range(client: httpx.Client, task: PageTask) -> list[Entry]:
+    """The leaves of `task`; fewer only when the server has no more."""
+    return list(_leaves(client, task.url, task.start, task.stop))
 
 
 def _leaves(client: httpx.Client, url: str, start: int, stop: int) -> Iterator[Entry]:
@@ -174,17 +112,13 @@ def _leaves(client: httpx.Client, url: str, start: int, stop: int) -> Iterator[E
 
 
 def _fetch_page(client: httpx.Client, url: str, start: int, limit: int) -> list[Entry]:
-    return _decode_page(*_fetch_raw(client, url, start, limit))[0]
-
-
-def _fetch_raw(client: httpx.Client, url: str, start: int, limit: int) -> tuple[bytes, str]:
     try:
         resp = client.get(url, params={"start": start, "limit": limit})
     except httpx.HTTPError as exc:
         raise FetchError(f"GET {url}: {exc}") from exc
     if resp.status_code != 200:
         raise FetchError(f"GET {resp.request.url}: HTTP {resp.status_code}")
-    return resp.content, f"{url}?start={start}"
+    return _decode_page(resp.content, f"{url}?start={start}")[0]
 
 
 class LineBlock(NamedTuple):

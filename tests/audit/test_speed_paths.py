@@ -16,10 +16,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-import httpx
-import orjson
 import pytest
-from fastapi import FastAPI, Response
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,18 +27,14 @@ from audit.fetcher import (
     BundleSource,
     HttpSource,
     LineBlock,
-    PageTask,
     RecordingSource,
     decode_line,
-    fetch_range_lazily,
     line_ranges,
-    page_pieces,
     read_lines,
 )
 from audit.livestate import SETS, Chapters, bounds, combo_key, group_key
 from audit.node_logs import append_subtree
 from federation.servers import live_server
-from protocol.errors import FetchError
 from protocol.merkle import CompactRange, leaf_hash
 from tests.audit.conftest import DE, FR, make_world
 from tests.audit.sim import K, group
@@ -201,69 +194,3 @@ def test_fast_base64_decoder_equals_strict_b64decode(raw: bytes, edit: tuple[int
         except ValueError as exc:
             got = type(exc)
         assert got == expected, leaf
-
-
-def _tricky_contents() -> list[Any]:
-    """Contents whose JSON holds the bytes a page is cut at, nested and inside strings."""
-    sep = '},{"leaf":"'
-    return [
-        {"a": sep, "b": [sep, {"leaf": "x"}]},
-        {"list": [{"x": 1}, {"leaf": "QQ==", "content": {"y": 2}}]},
-        [{"leaf": "QQ=="}, {"leaf": "QQ==", "content": None}],
-        {"s": '"},{"leaf":"QQ==","content":{'},
-        None,
-        {"deep": {"leaf": {"leaf": "a"}}, "e": 'é\\u00e9 ],"next":3}'},
-        "plain",
-        17,
-    ]
-
-
-def _page(entries: list[Any], nxt: Any) -> bytes:
-    return orjson.dumps({"entries": entries, "next": nxt})
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_lazily_decoded_pages_equal_whole_page_parsing(seed: int) -> None:
-    """Workers cut an entries page into its entries and decode each when they examine it;
-    on pages whose contents hold the cut's bytes (nested, in strings), on pages that are not
-    orjson's rendering (spaces, another key order) and on a broken page, they read the
-    entries, or the FetchError, of parsing each page whole (`HttpSource.node_entries`)."""
-    rng = random.Random(seed)
-    contents = _tricky_contents()
-    entries = [
-        {"leaf": base64.b64encode(rng.randbytes(rng.randrange(1, 30))).decode(), "content": c}
-        for c in rng.sample(contents * 3, 3 * len(contents))
-    ]
-    bodies = {
-        0: _page(entries[:10], 10),
-        10: json.dumps({"entries": entries[10:14], "next": 14}).encode(),  # spaces
-        14: orjson.dumps({"next": 20, "entries": entries[14:20]}),  # another key order
-        20: _page(entries[20:], None),
-    }
-    if seed % 2:
-        bodies[14] = bodies[14][:-9] + b"]"  # a broken page: its FetchError, after the rest
-
-    app = FastAPI()
-
-    @app.get("/entries")
-    def page(start: int, limit: int) -> Response:
-        return Response(bodies.get(start, _page([], None)), media_type="application/json")
-
-    with live_server(app) as server, httpx.Client() as client:
-        url = f"{server.url}/entries"
-        task = PageTask(url, 0, 40, 5.0)
-        lazy, whole = [], []
-        try:
-            for entry in fetch_range_lazily(client, task):
-                lazy.append(entry)
-        except FetchError as exc:
-            lazy.append(("error", str(exc)))
-        source = HttpSource(catalogue=server.url, client=client)
-        try:
-            for entry in source._pages(server.url, 40):
-                whole.append(entry)
-        except FetchError as exc:
-            whole.append(("error", str(exc)))
-    assert lazy == whole
-    assert len(lazy) == (15 if seed % 2 else len(entries))
-    assert page_pieces(bodies[0]) is not None and page_pieces(bodies[10]) is None
