@@ -226,6 +226,13 @@ def _stream_nodes(
     say: Callable[[str], None],
 ) -> None:
     tree, direct = report["node-tree"], report["node-direct"]
+    # the logs examined by workers, fed as one stream of tasks (no wait at a log's end),
+    # the first ones at once: the workers examine while the searches are read
+    fed = [a for a in audits if pool is not None and max(a.claims) >= options.parallel_min]
+    feed = None if pool is None else pool.feed([_tasks(source, a) for a in fed])
+    numbers = {id(a): number for number, a in enumerate(fed)}
+    if feed is not None:
+        feed.fill()
     answers: dict[str, dict[str, Any]] | None = None
     try:
         answers = {"": source.search()}
@@ -242,10 +249,6 @@ def _stream_nodes(
     chapters, tally = Chapters(), Tally()
     report.facts["nodes audited"] = len(audits)
     check = schema_check or default_schema_check()
-    # the logs examined by workers, fed as one stream of tasks (no wait at a log's end)
-    fed = [a for a in audits if pool is not None and max(a.claims) >= options.parallel_min]
-    feed = None if pool is None else pool.feed([_tasks(source, a) for a in fed])
-    numbers = {id(a): number for number, a in enumerate(fed)}
     for audit in audits:
         node = audit.node
         live = NodeLive(node.origin, node.country, chapters)

@@ -97,7 +97,8 @@ class Feed:
             except Exception as exc:  # noqa: BLE001 - raised when the caller reads this log
                 yield number, 0, exc
 
-    def _fill(self) -> None:
+    def fill(self) -> None:
+        """Submit tasks until `2 * workers + 1` are pending (the first: at once)."""
         while len(self._pending) < self._ahead:
             item = next(self._tasks, None)
             if item is None:
@@ -109,12 +110,12 @@ class Feed:
         (or abandoned: its remaining tasks are then dropped when the next log is read)."""
         try:
             while True:
-                self._fill()
+                self.fill()
                 while self._pending and self._pending[0][0] < number:  # an abandoned log
                     _n, _size, left = self._pending.popleft()
                     if isinstance(left, Future):
                         left.cancel()
-                    self._fill()
+                    self.fill()
                 if not self._pending or self._pending[0][0] != number:
                     return
                 _n, size, future = self._pending.popleft()
