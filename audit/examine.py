@@ -11,9 +11,11 @@ itself.
 from __future__ import annotations
 
 import gc
+import os
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from hashlib import sha256
+from itertools import islice
 from typing import Any, NamedTuple, cast
 
 import httpx
@@ -181,10 +183,16 @@ class Chunk(NamedTuple):
     kinds: bytes  # per leaf, array("i") bytes: the number of its key in `keys`, -1 otherwise
     ids: list[str]  # the ids of the valid group publishes, in order
     others: dict[int, Examined]  # by offset in the task: every leaf that is not one of those
-    keys: list[tuple[Any, ...]]  # the distinct `group_key`s of this task
+    keys: list[tuple[Any, ...]]  # the `group_key`s numbered from `key_base` on (see below)
     error: BaseException | None  # what stopped the task (raised after its leaves)
     # the leaves' tree as perfect subtrees (`range_subtrees`): (height, hash), left to right
     subtrees: tuple[tuple[int, bytes], ...] = ()
+    # None: `keys` are this task's distinct keys, numbered from 0. Else the task ran in a
+    # session (one audit's pool): a worker numbers the keys of a log once for the session
+    # and sends only those new in this task, numbered from `key_base`; `worker` tells whose
+    # numbers they are (the caller keeps a table per worker, filled in log order)
+    key_base: int | None = None
+    worker: int = 0
 
 
 Task = (
@@ -211,7 +219,7 @@ def _client(timeout: float, ca_bundle: str | None) -> httpx.Client:
     return client
 
 
-def examine_task(origin: str, start: int, task: Task) -> Chunk:
+def examine_task(origin: str, start: int, task: Task, session: str | None = None) -> Chunk:
     """`examine()` for the leaves at indexes start, start+1, ... (in a worker process): raw
     bundle lines, a `LineBlock` of a bundle file this worker reads, or a `PageTask` this
     worker fetches over its own HTTP connection.
@@ -235,6 +243,13 @@ def examine_task(origin: str, start: int, task: Task) -> Chunk:
     ids: list[str] = []
     others: dict[int, Examined] = {}
     keys: dict[tuple[Any, ...], int] = {}
+    if session is not None:  # this worker's numbering of the log's keys in this session
+        numbered = _WORKER.get("numbered")
+        if numbered is None or numbered[0] != session:
+            per_log: dict[str, dict[tuple[Any, ...], int]] = {}
+            numbered = _WORKER["numbered"] = (session, per_log)
+        keys = numbered[1].setdefault(origin, {})
+    key_base = len(keys)
     error: BaseException | None = None
     entries: Iterable[tuple[bytes, Any]] = ()
     failed: list[BaseException] = []
@@ -295,7 +310,12 @@ def examine_task(origin: str, start: int, task: Task) -> Chunk:
     gc.collect(0)
     joined = b"".join(hashes)
     subtrees = range_subtrees(start, joined)
-    return Chunk(joined, kinds.tobytes(), ids, others, list(keys), error, subtrees)
+    new_keys = list(keys) if key_base == 0 else list(islice(keys, key_base, None))
+    if session is None:
+        return Chunk(joined, kinds.tobytes(), ids, others, new_keys, error, subtrees)
+    return Chunk(
+        joined, kinds.tobytes(), ids, others, new_keys, error, subtrees, key_base, os.getpid()
+    )
 
 
 def _decoded(lines: Iterable[bytes], failed: list[BaseException]) -> Iterator[tuple[bytes, Any]]:
@@ -333,6 +353,8 @@ def range_subtrees(start: int, hashes: bytes) -> tuple[tuple[int, bytes], ...]:
 
 def expand(chunk: Chunk) -> tuple[list[Examined], BaseException | None]:
     """The Examined leaves of a worker's compact chunk, and its error (None if none)."""
+    if chunk.key_base is not None:
+        raise ValueError("a chunk of a session numbers its keys across tasks: not expandable")
     kinds = array("i")
     kinds.frombytes(chunk.kinds)
     ids, keys, others, hashes = iter(chunk.ids), chunk.keys, chunk.others, chunk.hashes

@@ -169,12 +169,22 @@ def stream_chunks(
         _check_claims(audit, 0, EMPTY_ROOT, report)
     groups, intern = live.groups, live.intern
     digests, schemas = report["content-digest"], report["content-schema"]
+    tables: dict[int, list[int]] = {}  # per worker: its key numbers -> this node's
     index = 0
     for chunk in chunks:
         kinds = array("i")
         kinds.frombytes(chunk.kinds)
         hashes, others, n = chunk.hashes, chunk.others, len(kinds)
-        numbers = [intern(key) for key in chunk.keys]  # the chunk's key numbers, in this node
+        if chunk.key_base is None:  # the chunk's own keys
+            numbers = [intern(key) for key in chunk.keys]
+        else:  # the worker's numbering in this session: its table, extended in log order
+            numbers = tables.setdefault(chunk.worker, [])
+            if len(numbers) != chunk.key_base:
+                raise ValueError(
+                    f"worker {chunk.worker} numbered keys from {chunk.key_base}, "
+                    f"but {len(numbers)} were received from it"
+                )
+            numbers.extend(intern(key) for key in chunk.keys)
         ids = chunk.ids
         valid = len(ids)
         subtrees = chunk.subtrees

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 import os
+import secrets
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +43,8 @@ class ExaminePool:
         else:
             context = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        # workers number a log's group keys once per session (`examine_task`)
+        self.session = secrets.token_hex(8)
 
     def warm_up(self) -> None:
         """Start the workers now, while the caller still reads checkpoints and the search."""
@@ -61,7 +64,7 @@ class ExaminePool:
         return Feed(self, jobs)
 
     def _submit(self, origin: str, start: int, task: Task) -> Future[Chunk]:
-        return self._pool.submit(examine_task, origin, start, task)
+        return self._pool.submit(examine_task, origin, start, task, self.session)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

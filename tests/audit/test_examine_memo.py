@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from array import array
 from typing import Any
 
 import fastjsonschema
@@ -158,3 +159,39 @@ def test_worker_inline_group_path_equals_examine_on_awkward_contents() -> None:
     assert examined == full
     assert sum(e.group is not None for e in examined) > len(honest)  # the inline path ran
     assert any(e.digest_errors for e in examined) and any(e.schema_error for e in examined)
+
+
+def _group_lines(count: int) -> list[bytes]:
+    """Bundle lines of valid group publishes; some repeat the key of an earlier group (of the
+    same task, or 15 leaves before)."""
+    lines = []
+    for index in range(count):
+        content = group(index, BB, COL)
+        like = index - 1 if index % 3 == 2 else index - 15 if index % 5 == 0 else index
+        if like >= 0 and like != index:
+            content = {**group(like, BB, COL), "id": content["id"], "nonce": content["nonce"]}
+        leaf = _leaf(index, content, None)
+        lines.append(orjson.dumps({"leaf": base64.b64encode(leaf).decode(), "content": content}))
+    return lines
+
+
+def test_worker_sends_each_key_once_per_session() -> None:
+    """In a session a worker numbers a log's group keys across its tasks and sends only the
+    keys new in each task (`key_base`: the number of the first); a new session starts over,
+    and a task outside any session sends its own keys numbered from 0."""
+    lines = _group_lines(30)
+    first = examine_task(ORIGIN, 0, lines[:15], session="one")
+    second = examine_task(ORIGIN, 15, lines[15:], session="one")
+    alone = examine_task(ORIGIN, 15, lines[15:])
+    assert first.key_base == 0 and second.key_base == len(first.keys)
+    assert alone.key_base is None
+    repeated = set(alone.keys) & set(first.keys)
+    assert repeated and not repeated & set(second.keys)  # sent once, in the first task
+    assert set(second.keys) == set(alone.keys) - set(first.keys)
+    again = examine_task(ORIGIN, 15, lines[15:], session="two")
+    assert again.key_base == 0 and again.keys == alone.keys
+    # the numbers refer to the session's keys: every leaf's key is one the worker sent
+    sent = first.keys + second.keys
+    kinds = array("i")
+    kinds.frombytes(second.kinds)
+    assert [sent[k] for k in kinds] == [e.group for e in expand(alone)[0]]
