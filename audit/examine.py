@@ -14,7 +14,6 @@ import gc
 import os
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from hashlib import sha256
 from itertools import islice
 from typing import Any, NamedTuple, cast
 
@@ -22,10 +21,10 @@ import httpx
 
 from audit.fetcher import LineBlock, PageTask, decode_line, fetch_range, read_lines
 from audit.livestate import GROUP, Chapters, group_key, impossible_counts
-from protocol.canonical import canonical_parsed, parsed_digest
+from protocol.canonical import bytes_digest, canonical_parsed, parsed_digest
 from protocol.entries import parse_leaf
 from protocol.errors import BiobankError
-from protocol.merkle import leaf_hash
+from protocol.merkle import leaf_hash, range_subtrees
 from protocol.schema import SchemaSet
 from protocol.tls import client_tls
 
@@ -280,11 +279,11 @@ def examine_task(origin: str, start: int, task: Task, session: str | None = None
                 and entry["kind"] == GROUP
                 and type(content) is dict
                 and (verdict := verdicts.get(entry["schema"])) is not None
-                and "sha256:" + sha256(canonical_parsed(content)).hexdigest() == entry["digest"]
+                and bytes_digest(canonical_parsed(content)) == entry["digest"]
                 and verdict(content)
                 and impossible_counts(content) is None
             ):
-                hashes.append(sha256(b"\x00" + leaf).digest())
+                hashes.append(leaf_hash(leaf))
                 kinds.append(keys.setdefault(group_key(content, chapters), len(keys)))
                 ids.append(entry["id"])
                 continue
@@ -327,28 +326,6 @@ def _decoded(lines: Iterable[bytes], failed: list[BaseException]) -> Iterator[tu
         except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
             failed.append(exc)
             return
-
-
-def range_subtrees(start: int, hashes: bytes) -> tuple[tuple[int, bytes], ...]:
-    """The tree of the leaves at indexes start, start+1, ... (`hashes`: their leaf hashes,
-    32 bytes each, joined) as the maximal perfect subtrees aligned in the whole log, left to
-    right: (height, RFC 6962 subtree hash). Appended in order to a compact range of size
-    `start` (`audit.node_logs.append_subtree`), they give the same tree as appending each
-    leaf; a worker computes them so that the process applying chunks in order need not."""
-    out = []
-    pos, end = start, start + len(hashes) // 32
-    while pos < end:
-        height = (pos & -pos).bit_length() - 1 if pos else (end - pos).bit_length() - 1
-        while pos + (1 << height) > end:
-            height -= 1
-        level = hashes[32 * (pos - start) : 32 * (pos - start + (1 << height))]
-        for _ in range(height):
-            level = b"".join(
-                [sha256(b"\x01" + level[i : i + 64]).digest() for i in range(0, len(level), 64)]
-            )
-        out.append((height, level))
-        pos += 1 << height
-    return tuple(out)
 
 
 def expand(chunk: Chunk) -> tuple[list[Examined], BaseException | None]:

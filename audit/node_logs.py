@@ -9,7 +9,6 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from hashlib import sha256
 
 from audit.catalogue_log import EnrolledNode
 from audit.examine import Chunk, Examined, SchemaCheck, examine
@@ -17,7 +16,7 @@ from audit.fetcher import Entry
 from audit.livestate import NodeLive
 from audit.report import Report
 from protocol.errors import BiobankError
-from protocol.merkle import EMPTY_ROOT, CompactRange
+from protocol.merkle import EMPTY_ROOT, CompactRange, append_subtree
 from protocol.note import Checkpoint
 
 __all__ = [
@@ -138,17 +137,6 @@ def stream_examined(
         if index + 1 in claims:
             _check_claims(audit, index + 1, compact.root(), report)
     return _end(audit, compact, report)
-
-
-def append_subtree(compact: CompactRange, height: int, root: bytes) -> None:
-    """Append a perfect subtree of 2**height leaves (its hash `root`) to `compact`, whose size
-    must be a multiple of 2**height: the same range as appending its leaves one by one."""
-    hashes, h, n = compact.hashes, root, compact.size >> height
-    while n & 1:
-        h = sha256(b"\x01" + hashes.pop() + h).digest()
-        n >>= 1
-    hashes.append(h)
-    compact.size += 1 << height
 
 
 def stream_chunks(

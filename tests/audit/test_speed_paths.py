@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 
 import audit.checks
 from audit.checks import AuditOptions, run_audit
-from audit.examine import range_subtrees
 from audit.fetcher import (
     BundleSource,
     HttpSource,
@@ -33,9 +32,8 @@ from audit.fetcher import (
     read_lines,
 )
 from audit.livestate import SETS, Chapters, bounds, combo_key, group_key
-from audit.node_logs import append_subtree
 from federation.servers import live_server
-from protocol.merkle import CompactRange, leaf_hash
+from protocol.merkle import CompactRange, append_subtree, leaf_hash, range_subtrees
 from tests.audit.conftest import DE, FR, make_world
 from tests.audit.sim import K, group
 
