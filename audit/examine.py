@@ -243,11 +243,12 @@ def examine_task(origin: str, start: int, task: Task, session: str | None = None
     others: dict[int, Examined] = {}
     keys: dict[tuple[Any, ...], int] = {}
     if session is not None:  # this worker's numbering of the log's keys in this session
+        # tasks reach a worker in log order, so a task of another log means this worker is
+        # done with the last one: only the current log's numbering is kept
         numbered = _WORKER.get("numbered")
-        if numbered is None or numbered[0] != session:
-            per_log: dict[str, dict[tuple[Any, ...], int]] = {}
-            numbered = _WORKER["numbered"] = (session, per_log)
-        keys = numbered[1].setdefault(origin, {})
+        if numbered is None or numbered[:2] != (session, origin):
+            numbered = _WORKER["numbered"] = (session, origin, keys)
+        keys = numbered[2]
     key_base = len(keys)
     error: BaseException | None = None
     entries: Iterable[tuple[bytes, Any]] = ()
