@@ -5,13 +5,13 @@ Also the optional node-direct comparison of each node's own checkpoint with its 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from audit.catalogue_log import CatalogueReplay, EnrolledNode, replay_catalogue
 from audit.direct import check_ahead, direct_claim
-from audit.examine import SchemaCheck, default_schema_check
+from audit.examine import SchemaCheck, Task, default_schema_check
 from audit.fetcher import Source
 from audit.livestate import Chapters, NodeLive, Tally
 from audit.node_logs import CheckpointClaim, NodeAudit, stream_chunks, stream_node
@@ -226,6 +226,13 @@ def _stream_nodes(
     say: Callable[[str], None],
 ) -> None:
     tree, direct = report["node-tree"], report["node-direct"]
+    # the logs examined by workers, fed as one stream of tasks (no wait at a log's end),
+    # the first ones at once: the workers examine while the searches are read
+    fed = [a for a in audits if pool is not None and max(a.claims) >= options.parallel_min]
+    feed = None if pool is None else pool.feed([_tasks(source, a) for a in fed])
+    numbers = {id(a): number for number, a in enumerate(fed)}
+    if feed is not None:
+        feed.fill()
     answers: dict[str, dict[str, Any]] | None = None
     try:
         answers = {"": source.search()}
@@ -248,9 +255,9 @@ def _stream_nodes(
         end = max(audit.claims)
         say(f"node {node.origin}: {end} leaves")
         try:
-            if pool is not None and end >= options.parallel_min:
-                tasks = getattr(source, "node_entry_tasks")(node.origin, end, CHUNK)  # noqa: B009
-                stream_chunks(audit, pool.chunks(node.origin, tasks), report=report, live=live)
+            if feed is not None and id(audit) in numbers:
+                chunks = feed.node(numbers[id(audit)])
+                stream_chunks(audit, chunks, report=report, live=live)
             else:
                 stream_node(
                     audit,
@@ -270,6 +277,13 @@ def _stream_nodes(
     report.facts["samples in them (interval)"] = f"[{tally.samples[0]}, {tally.samples[1]}]"
     if answers is not None:
         check_search(report["search-totals"], tally, answers)
+
+
+def _tasks(source: Source, audit: NodeAudit) -> tuple[str, Callable[[], Iterable[Task]]]:
+    """A node log's worker tasks (pages or bundle blocks of `CHUNK` leaves), made when fed."""
+    origin, end = audit.node.origin, max(audit.claims)
+    make = getattr(source, "node_entry_tasks")  # noqa: B009
+    return origin, lambda: make(origin, end, CHUNK)
 
 
 def _missing_content(

@@ -11,20 +11,25 @@ itself.
 from __future__ import annotations
 
 import gc
+import os
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from typing import Any, NamedTuple, cast
 
 import httpx
+import orjson
 
 from audit.fetcher import LineBlock, PageTask, decode_line, fetch_range, read_lines
 from audit.livestate import GROUP, Chapters, group_key, impossible_counts
-from protocol.canonical import parsed_digest
+from protocol.canonical import CANONICAL_OPTIONS, bytes_digest, canonical_parsed, parsed_digest
 from protocol.entries import parse_leaf
 from protocol.errors import BiobankError
-from protocol.merkle import leaf_hash
+from protocol.merkle import leaf_hash, range_subtrees
 from protocol.schema import SchemaSet
 from protocol.tls import client_tls
+
+_dumps = orjson.dumps
 
 # (kind or $id, record, location) -> list of problems, [] when valid
 SchemaCheck = Callable[[str, Any, str], list[Any]]
@@ -180,8 +185,16 @@ class Chunk(NamedTuple):
     kinds: bytes  # per leaf, array("i") bytes: the number of its key in `keys`, -1 otherwise
     ids: list[str]  # the ids of the valid group publishes, in order
     others: dict[int, Examined]  # by offset in the task: every leaf that is not one of those
-    keys: list[tuple[Any, ...]]  # the distinct `group_key`s of this task
+    keys: list[tuple[Any, ...]]  # the `group_key`s numbered from `key_base` on (see below)
     error: BaseException | None  # what stopped the task (raised after its leaves)
+    # the leaves' tree as perfect subtrees (`range_subtrees`): (height, hash), left to right
+    subtrees: tuple[tuple[int, bytes], ...] = ()
+    # None: `keys` are this task's distinct keys, numbered from 0. Else the task ran in a
+    # session (one audit's pool): a worker numbers the keys of a log once for the session
+    # and sends only those new in this task, numbered from `key_base`; `worker` tells whose
+    # numbers they are (the caller keeps a table per worker, filled in log order)
+    key_base: int | None = None
+    worker: int = 0
 
 
 Task = (
@@ -208,7 +221,7 @@ def _client(timeout: float, ca_bundle: str | None) -> httpx.Client:
     return client
 
 
-def examine_task(origin: str, start: int, task: Task) -> Chunk:
+def examine_task(origin: str, start: int, task: Task, session: str | None = None) -> Chunk:
     """`examine()` for the leaves at indexes start, start+1, ... (in a worker process): raw
     bundle lines, a `LineBlock` of a bundle file this worker reads, or a `PageTask` this
     worker fetches over its own HTTP connection.
@@ -232,8 +245,17 @@ def examine_task(origin: str, start: int, task: Task) -> Chunk:
     ids: list[str] = []
     others: dict[int, Examined] = {}
     keys: dict[tuple[Any, ...], int] = {}
+    if session is not None:  # this worker's numbering of the log's keys in this session
+        # tasks reach a worker in log order, so a task of another log means this worker is
+        # done with the last one: only the current log's numbering is kept
+        numbered = _WORKER.get("numbered")
+        if numbered is None or numbered[:2] != (session, origin):
+            numbered = _WORKER["numbered"] = (session, origin, keys)
+        keys = numbered[2]
+    key_base = len(keys)
     error: BaseException | None = None
-    entries: list[tuple[bytes, Any]] = []
+    entries: Iterable[tuple[bytes, Any]] = ()
+    failed: list[BaseException] = []
     if isinstance(task, PageTask):
         try:
             entries = fetch_range(_client(task.timeout, task.ca_bundle), task)
@@ -244,14 +266,44 @@ def examine_task(origin: str, start: int, task: Task) -> Chunk:
             lines = read_lines(task) if isinstance(task, LineBlock) else task
         except OSError as exc:
             lines, error = [], exc
-        for line in lines:
-            try:
-                entries.append(decode_line(line))
-            except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
-                error = exc
-                break
+        # decoded one line at a time, each examined at once: a line's objects are freed
+        # before the next is decoded (holding a block's decoded lines costs more than the
+        # decoding)
+        entries = _decoded(lines, failed)
+    verdicts = schemas._verdicts
     for offset, (leaf, content) in enumerate(entries):
-        found = examine_leaf(origin, start + offset, leaf, content, schemas, chapters)
+        # the common leaf, a valid group publish with content, checked inline: the checks of
+        # `examine_leaf` in its order, each verdict the same (tests/audit/test_speed_paths.py);
+        # any other leaf, and any doubt, goes through `examine_leaf` itself
+        index = start + offset
+        try:
+            entry = parse_leaf(leaf, expected_log=origin, expected_index=index)
+            if (
+                entry["op"] == "publish"
+                and entry["kind"] == GROUP
+                and type(content) is dict
+                and (verdict := verdicts.get(entry["schema"])) is not None
+                and (
+                    # the v2 group schema admits numbers only in its NUMBER_FIELDS: a record
+                    # valid against it with no float there has none at all, and orjson's
+                    # ASCII bytes are then `canonical_parsed`'s without its float walk
+                    (data := _dumps(content, option=CANONICAL_OPTIONS)).isascii()
+                    and bytes_digest(data) == entry["digest"]
+                    and verdict(content)
+                    and _no_float_in_number_fields(content)
+                    if entry["schema"] == GROUP_SCHEMA
+                    else bytes_digest(canonical_parsed(content)) == entry["digest"]
+                    and verdict(content)
+                )
+                and impossible_counts(content) is None
+            ):
+                hashes.append(leaf_hash(leaf))
+                kinds.append(keys.setdefault(group_key(content, chapters), len(keys)))
+                ids.append(entry["id"])
+                continue
+        except (BiobankError, ValueError, KeyError, TypeError):
+            pass
+        found = examine_leaf(origin, index, leaf, content, schemas, chapters)
         if type(found) is tuple:  # a valid group publish with content
             hashed, rid, key = cast(ValidGroup, found)
             hashes.append(hashed)
@@ -262,16 +314,59 @@ def examine_task(origin: str, start: int, task: Task) -> Chunk:
             hashes.append(ex.leaf_hash)
             kinds.append(-1)
             others[offset] = ex._replace(leaf_hash=b"")
+    if failed:
+        error = failed[0]
     del entries
     # httpx responses are reference cycles (response <-> stream) holding a whole page, and
     # automatic collection is off: collect the young generation once a task (cheap: it
     # holds this task's objects only)
     gc.collect(0)
-    return Chunk(b"".join(hashes), kinds.tobytes(), ids, others, list(keys), error)
+    joined = b"".join(hashes)
+    subtrees = range_subtrees(start, joined)
+    new_keys = list(keys) if key_base == 0 else list(islice(keys, key_base, None))
+    if session is None:
+        return Chunk(joined, kinds.tobytes(), ids, others, new_keys, error, subtrees)
+    return Chunk(
+        joined, kinds.tobytes(), ids, others, new_keys, error, subtrees, key_base, os.getpid()
+    )
+
+
+# the sample-group schema whose numbers the inline path knows, and the fields where a record
+# valid against it can hold a number: the field itself or the values of its object
+# (tests/audit/test_examine_memo.py derives them from the schema)
+GROUP_SCHEMA = "https://w3id.org/biobank-federation/schemas/v2/sample-group.schema.json"
+NUMBER_FIELDS = ("age", "period", "samples", "donors")
+
+
+def _no_float_in_number_fields(content: dict[str, Any]) -> bool:
+    """No float in `NUMBER_FIELDS` (nor in the values of an object there)."""
+    for name in NUMBER_FIELDS:
+        value = content.get(name)
+        kind = type(value)
+        if kind is float:
+            return False
+        if kind is dict:
+            for item in cast(dict[str, Any], value).values():
+                if type(item) is float:
+                    return False
+    return True
+
+
+def _decoded(lines: Iterable[bytes], failed: list[BaseException]) -> Iterator[tuple[bytes, Any]]:
+    """The decoded lines, up to the first that cannot be decoded (its exception is put in
+    `failed`)."""
+    for line in lines:
+        try:
+            yield decode_line(line)
+        except Exception as exc:  # noqa: BLE001 - handed back to be raised in log order
+            failed.append(exc)
+            return
 
 
 def expand(chunk: Chunk) -> tuple[list[Examined], BaseException | None]:
     """The Examined leaves of a worker's compact chunk, and its error (None if none)."""
+    if chunk.key_base is not None:
+        raise ValueError("a chunk of a session numbers its keys across tasks: not expandable")
     kinds = array("i")
     kinds.frombytes(chunk.kinds)
     ids, keys, others, hashes = iter(chunk.ids), chunk.keys, chunk.others, chunk.hashes

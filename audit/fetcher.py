@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 import httpx
 import orjson
+from pybase64 import b64decode as _fast_decode
+from pybase64 import b64encode_as_string as _fast_encode
 
 from protocol.errors import ConfigError, FetchError, NotServed
 from protocol.tls import client_tls
@@ -53,8 +55,18 @@ def decode_line(line: bytes) -> Entry:
 
 
 def _leaf_bytes(leaf: Any) -> bytes:
-    """`base64.b64decode(leaf, validate=True)`; a str (always, from JSON) without its calls."""
+    """`base64.b64decode(leaf, validate=True)`; a str (always, from JSON) without its calls.
+
+    pybase64 (SIMD) decodes first, and its bytes are taken only when they encode back to
+    exactly `leaf` (canonical base64, which every decoder reads alike); anything else is
+    decoded by binascii in strict mode (the reference's bytes or error)."""
     if type(leaf) is str:
+        try:
+            raw = _fast_decode(leaf, validate=True)
+            if _fast_encode(raw) == leaf:
+                return raw
+        except ValueError:  # binascii.Error, or a str that is not ASCII
+            pass
         return a2b_base64(leaf, strict_mode=True)
     return base64.b64decode(leaf, validate=True)
 

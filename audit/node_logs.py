@@ -16,7 +16,7 @@ from audit.fetcher import Entry
 from audit.livestate import NodeLive
 from audit.report import Report
 from protocol.errors import BiobankError
-from protocol.merkle import EMPTY_ROOT, CompactRange
+from protocol.merkle import EMPTY_ROOT, CompactRange, append_subtree
 from protocol.note import Checkpoint
 
 __all__ = [
@@ -144,7 +144,11 @@ def stream_chunks(
 ) -> int:
     """`stream_examined` for the compact chunks of worker processes (`audit.parallel`), the
     same report: a valid group publish (most leaves) is applied without an `Examined`; a
-    chunk's error is raised after its leaves. The leaf count."""
+    chunk's error is raised after its leaves. The leaf count.
+
+    A chunk with no checkpoint claim inside it joins the tree by its perfect subtrees (the
+    worker hashed them) and, when it holds only new valid group publishes, the live state in
+    one update; otherwise leaf by leaf, claims checked after their leaf as in a serial run."""
     _open_checks(report)
     claims = audit.claims
     compact = CompactRange()
@@ -153,26 +157,63 @@ def stream_chunks(
         _check_claims(audit, 0, EMPTY_ROOT, report)
     groups, intern = live.groups, live.intern
     digests, schemas = report["content-digest"], report["content-schema"]
+    tables: dict[int, list[int]] = {}  # per worker: its key numbers -> this node's
     index = 0
     for chunk in chunks:
         kinds = array("i")
         kinds.frombytes(chunk.kinds)
-        hashes, others = chunk.hashes, chunk.others
-        numbers = [intern(key) for key in chunk.keys]  # the chunk's key numbers, in this node
-        ids = iter(chunk.ids)
-        valid = len(chunk.ids)
-        for offset, kind in enumerate(kinds):
-            append(hashes[32 * offset : 32 * offset + 32])
-            if kind >= 0:  # NodeLive.publish_group of a valid group with content
-                rid = next(ids)
-                old = groups.get(rid)
-                groups[rid] = (numbers[kind], index, (*old[2], index) if old else (index,))
-            else:
-                _apply(audit, index, others[offset], report, live)
-            index += 1
-            # after the entry: a rotate-key at index i already governs a checkpoint of size i+1
-            if index in claims:
-                _check_claims(audit, index, compact.root(), report)
+        hashes, others, n = chunk.hashes, chunk.others, len(kinds)
+        if chunk.key_base is None:  # the chunk's own keys
+            numbers = [intern(key) for key in chunk.keys]
+        else:  # the worker's numbering in this session: its table, extended in log order
+            numbers = tables.setdefault(chunk.worker, [])
+            if len(numbers) != chunk.key_base:
+                raise ValueError(
+                    f"worker {chunk.worker} numbered keys from {chunk.key_base}, "
+                    f"but {len(numbers)} were received from it"
+                )
+            numbers.extend(intern(key) for key in chunk.keys)
+        ids = chunk.ids
+        valid = len(ids)
+        subtrees = chunk.subtrees
+        inside = sum(1 << height for height, _root in subtrees) != n or any(
+            index < size < index + n for size in claims
+        )
+        if not inside:
+            for height, root in subtrees:
+                append_subtree(compact, height, root)
+        if not inside and not others and len(set(ids)) == n and groups.keys().isdisjoint(ids):
+            stop = index + n
+            groups.update(
+                zip(
+                    ids,
+                    zip(
+                        [numbers[k] for k in kinds],
+                        range(index, stop),
+                        [(i,) for i in range(index, stop)],
+                        strict=True,
+                    ),
+                    strict=True,
+                )
+            )
+            index = stop
+        else:
+            it = iter(ids)
+            for offset, kind in enumerate(kinds):
+                if inside:
+                    append(hashes[32 * offset : 32 * offset + 32])
+                if kind >= 0:  # NodeLive.publish_group of a valid group with content
+                    rid = next(it)
+                    old = groups.get(rid)
+                    groups[rid] = (numbers[kind], index, (*old[2], index) if old else (index,))
+                else:
+                    _apply(audit, index, others[offset], report, live)
+                index += 1
+                # after the entry: a rotate-key at index i governs a checkpoint of size i+1
+                if inside and index in claims:
+                    _check_claims(audit, index, compact.root(), report)
+        if not inside and index in claims:
+            _check_claims(audit, index, compact.root(), report)
         digests.items += valid
         schemas.items += valid
         if chunk.error is not None:

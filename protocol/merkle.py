@@ -340,3 +340,38 @@ def verify_consistency(
         raise ProofError(f"consistency proof from {size1} to {size2} does not match root1")
     if sr != root2:
         raise ProofError(f"consistency proof from {size1} to {size2} does not match root2")
+
+
+def range_subtrees(start: int, hashes: bytes) -> tuple[tuple[int, bytes], ...]:
+    """The tree of the leaves at indexes start, start+1, ... (`hashes`: their leaf hashes,
+    32 bytes each, joined) as the maximal perfect subtrees aligned in the whole log, left to
+    right: (height, RFC 6962 subtree hash). Appended in order to a compact range of size
+    `start` (`append_subtree`), they give the same tree as appending each leaf; an audit
+    worker computes them so that the process applying chunks in order need not."""
+    out = []
+    pos, end = start, start + len(hashes) // 32
+    while pos < end:
+        height = (pos & -pos).bit_length() - 1 if pos else (end - pos).bit_length() - 1
+        while pos + (1 << height) > end:
+            height -= 1
+        level = hashes[32 * (pos - start) : 32 * (pos - start + (1 << height))]
+        for _ in range(height):
+            level = b"".join(
+                [sha256(b"\x01" + level[i : i + 64]).digest() for i in range(0, len(level), 64)]
+            )
+        out.append((height, level))
+        pos += 1 << height
+    return tuple(out)
+
+
+def append_subtree(compact: CompactRange, height: int, root: bytes) -> None:
+    """Append a perfect subtree of 2**height leaves (its hash `root`) to `compact`, whose size
+    must be a multiple of 2**height: the same range as appending its leaves one by one."""
+    if compact.size & ((1 << height) - 1):
+        raise ValueError(f"a subtree of height {height} cannot follow {compact.size} leaves")
+    hashes, h, n = compact.hashes, root, compact.size >> height
+    while n & 1:
+        h = sha256(b"\x01" + hashes.pop() + h).digest()
+        n >>= 1
+    hashes.append(h)
+    compact.size += 1 << height

@@ -131,6 +131,25 @@ def test_undecodable_line_raises_after_the_same_leaves(
     assert errors[0] == errors[1]
 
 
+def test_fed_logs_after_a_log_that_fails_are_audited_like_serial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers are fed the next log's tasks before the caller reaches it: a log whose tasks
+    cannot be made (its mirror file was not saved) fails where the serial run fails it, and
+    the logs before and after it are audited as the serial run audits them."""
+    monkeypatch.setattr(audit.checks, "CHUNK", 3)
+    _faulty_bundle(tmp_path)
+    meta = json.loads((tmp_path / "bundle.json").read_text())
+    first = sorted(meta["mirrors"])[0]
+    del meta["mirrors"][first]["file"]
+    (tmp_path / "bundle.json").write_text(json.dumps(meta))
+    serial = _report(tmp_path, 1)
+    assert _report(tmp_path, 2) == serial
+    tree = next(c for c in serial["checks"] if c["name"] == "node-tree")
+    assert [f["location"] for f in tree["findings"]][0] == f"node {first} mirror"
+    assert any(f["location"] != f"node {first} mirror" for f in tree["findings"]), tree
+
+
 def test_cli_accepts_a_worker_count(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

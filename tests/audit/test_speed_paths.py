@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import audit.checks
 from audit.checks import AuditOptions, run_audit
@@ -31,6 +33,7 @@ from audit.fetcher import (
 )
 from audit.livestate import SETS, Chapters, bounds, combo_key, group_key
 from federation.servers import live_server
+from protocol.merkle import CompactRange, append_subtree, leaf_hash, range_subtrees
 from tests.audit.conftest import DE, FR, make_world
 from tests.audit.sim import K, group
 
@@ -128,7 +131,9 @@ def test_workers_read_the_bundle_lines_the_serial_audit_reads(
 
 
 @pytest.mark.parametrize(
-    "leaf", ["eyJhIjoxfQ==", "not base64!", "YQ", "YQ===", "Y Q==", "é", "YWJj\n", 5, None]
+    "leaf",
+    ["eyJhIjoxfQ==", "not base64!", "YQ", "YQ===", "Y Q==", "é", "YWJj\n", 5, None]
+    + ["QR==", "QUI=", "QUJ=", "=QUI", "QUI==", "QU=I", "QUJD\u00e9", "Q\x00==", ""],
 )
 def test_bundle_line_leaf_decodes_as_strict_b64decode(leaf: Any) -> None:
     """`decode_line` decodes the leaf with binascii directly: the same bytes, or the same
@@ -143,3 +148,47 @@ def test_bundle_line_leaf_decodes_as_strict_b64decode(leaf: Any) -> None:
     except (TypeError, ValueError) as exc:
         got = (type(exc), str(exc))
     assert got == expected
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_range_subtrees_rebuild_the_tree_appended_leaf_by_leaf(seed: int) -> None:
+    """A worker hands back its leaves' tree as aligned perfect subtrees; appended to the
+    compact range of the leaves before them, they give the tree (root and frontier) that
+    appending every leaf gives, for chunks of any start and length."""
+    rng = random.Random(seed)
+    leaves = [leaf_hash(rng.randbytes(20)) for _ in range(700)]
+    whole, chunked = CompactRange(), CompactRange()
+    start = 0
+    while start < len(leaves):
+        n = rng.choice([1, 2, 3, 5, 64, 100, 128, 257])
+        part = leaves[start : start + n]
+        for height, root in range_subtrees(start, b"".join(part)):
+            append_subtree(chunked, height, root)
+        whole.extend(part)
+        start += len(part)
+        assert chunked == whole
+        assert chunked.root() == whole.root()
+    assert range_subtrees(5, b"") == ()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.binary(max_size=40),
+    edit=st.tuples(st.integers(0, 60), st.sampled_from(["", "=", "==", "A", " ", "\n", "-", "é"])),
+)
+def test_fast_base64_decoder_equals_strict_b64decode(raw: bytes, edit: tuple[int, str]) -> None:
+    """The leaf's base64 is decoded by pybase64 first (kept only when it encodes back to the
+    same text): canonical text and text edited anywhere (padding, stray or non-ASCII
+    characters) give `base64.b64decode(leaf, validate=True)`'s bytes or its error type."""
+    text = base64.b64encode(raw).decode()
+    at, insert = edit
+    for leaf in (text, text[:at] + insert + text[at:], text[:at] + text[at + 1 :]):
+        try:
+            expected: Any = base64.b64decode(leaf, validate=True)
+        except ValueError as exc:
+            expected = type(exc)
+        try:
+            got: Any = decode_line(json.dumps({"leaf": leaf}).encode())[0]
+        except ValueError as exc:
+            got = type(exc)
+        assert got == expected, leaf
