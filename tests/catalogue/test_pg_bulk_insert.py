@@ -141,10 +141,10 @@ def _indexed(engine: Any) -> dict[str, list[tuple[Any, ...]]]:
     """What a harvest stored, without the ids the database chose (combos by their key)."""
     queries = {
         "leaves": "SELECT node_id, idx, leaf, hash, kind, record_id, content FROM leaves",
-        "combos": "SELECT ckey, biobank, collection, country, sample_type, storage_temperature,"
+        "combos": "SELECT khash, biobank, collection, country, sample_type, storage_temperature,"
         " sex, age_min, age_max, year_from, year_to, diagnoses, use_conditions, dataset_types,"
         " n_min, n_max, d_min, d_max FROM combos",
-        "groups": "SELECT g.group_id, g.idx, c.ckey, g.s_min, g.s_max, g.d_min, g.d_max"
+        "groups": "SELECT g.group_id, g.idx, c.khash, g.s_min, g.s_max, g.d_min, g.d_max"
         " FROM sample_groups g JOIN combos c ON c.id = g.combo_id",
         "leaf_records": "SELECT node_id, kind, record_id, idx FROM leaf_records",
         "rejections": "SELECT node_id, idx, kind, record_id, problems FROM rejections",
