@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -61,24 +62,32 @@ NEW_COMBO_BUDGET = 100_000
 
 
 def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:
-    """The coded attributes that make sample groups interchangeable for counting."""
-    age = s.get("age") or {}
-    per = s.get("period") or {}
-    diags = tuple(sorted((d["system"], d["code"]) for d in s.get("diagnoses") or ()))
+    """The coded attributes that make sample groups interchangeable for counting: the lists
+    sorted (a diagnosis as (system, code)), an absent attribute None, an absent list ()."""
+    get = s.get  # once per leaf of a harvest: written for speed (1.5 -> 1.1 µs a group)
+    age = get("age") or _NONE
+    per = get("period") or _NONE
+    diags = get("diagnoses")
+    uses = get("use_conditions")
+    datasets = get("dataset_types")
     return (
         s["biobank"],
         s["collection"],
-        s.get("sample_type"),
-        s.get("storage_temperature"),
-        s.get("sex"),
+        get("sample_type"),
+        get("storage_temperature"),
+        get("sex"),
         age.get("min"),
         age.get("max"),
         per.get("from"),
         per.get("to"),
-        diags,
-        tuple(sorted(s.get("use_conditions") or ())),
-        tuple(sorted(s.get("dataset_types") or ())),
+        tuple(sorted(map(_system_code, diags))) if diags else (),
+        tuple(sorted(uses)) if uses else (),
+        tuple(sorted(datasets)) if datasets else (),
     )
+
+
+_NONE: dict[str, Any] = {}
+_system_code = itemgetter("system", "code")
 
 
 def apply_records(conn: Connection, node_id: int, kind: str, changes: dict[str, Change]) -> None:
@@ -252,8 +261,9 @@ def _prepare_batch(
             changes[kind][rid] = None
         elif kind == GROUP:
             record = loads(content)
-            problems = group_problems(record, k)
-            if problems:
+            samples, donors = record["samples"], record["donors"]
+            # only exact donors can break the policy (`group_problems`)
+            if isinstance(donors, int) and (problems := group_problems(record, k)):
                 groups[rid] = None
                 refused.append(
                     {
@@ -270,8 +280,11 @@ def _prepare_batch(
                     idx,
                     sha256(dumps(key)).digest(),  # combo_hash(key)
                     key,
-                    count_interval(record["samples"]),
-                    count_interval(record["donors"]),
+                    # `count_interval`, inline
+                    (1, int(samples["lt"]) - 1)
+                    if type(samples) is dict
+                    else (n := int(samples), n),
+                    (1, int(donors["lt"]) - 1) if type(donors) is dict else (n := int(donors), n),
                 )
         else:
             changes[kind][rid] = (idx, loads(content))

@@ -70,8 +70,8 @@ def test_bulk_insert_binary_copy_round_trips_every_leaf_value(db_url: str) -> No
 def test_bulk_insert_binary_copy_keeps_combo_nulls_and_ints(db_url: str) -> None:
     key = combo_key({"biobank": "b", "collection": "c", "diagnoses": [], "sex": "female"})
     rows: list[tuple[Any, ...]] = [
-        (3, 1, "k3", combo_hash(key), *key[:9], None, None, None, None, 0, 0, 0, 0, None),
-        (2, 1, "k2", b"\x00\xff" * 16, "b", "c", "Serum", "-80", "male", 40, 59, 2010, 2014)
+        (3, 1, combo_hash(key), *key[:9], None, None, None, None, 0, 0, 0, 0, None),
+        (2, 1, b"\x00\xff" * 16, "b", "c", "Serum", "-80", "male", 40, 59, 2010, 2014)
         + ('[["ICD-10","C50.9","C50","II"],["ORPHA","ORPHA:\u00e9",null,null]]', '["DUO:1"]')
         + ('["Genomic","Proteomic"]', "DE", 1, 9, 1, 9, 7),
     ]
