@@ -64,7 +64,7 @@ NEW_COMBO_BUDGET = 100_000
 def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:
     """The coded attributes that make sample groups interchangeable for counting: the lists
     sorted (a diagnosis as (system, code)), an absent attribute None, an absent list ()."""
-    get = s.get  # once per leaf of a harvest: written for speed (1.5 -> 1.1 µs a group)
+    get = s.get  # once per leaf of a harvest: written for speed (1.45 -> 1.35 µs a group)
     age = get("age") or _NONE
     per = get("period") or _NONE
     diags = get("diagnoses")
