@@ -76,10 +76,12 @@ def _upgrade(engine: Engine) -> None:
         `leaf_records` replaced the (node_id, kind, record_id) index of `leaves`; `combos` gained
         `changed` (null in old rows: a server loads them all when it starts anyway); `nodes` gained
     `withholding_since`; `combos` gained `khash`, which replaced `ckey` in their unique key
-    (`_hash_combo_keys`); the combos' side tables were folded into their rows
+    (`_hash_combo_keys`), then lost `ckey` (`_drop_combo_text_keys`: after the hashes, which
+    are made from it); the combos' side tables were folded into their rows
     (`_fold_side_tables`)."""
     with engine.begin() as conn:
         _hash_combo_keys(conn)
+        _drop_combo_text_keys(conn)
         _fold_side_tables(conn)
         if "withholding_since" not in {c["name"] for c in inspect(conn).get_columns("nodes")}:
             conn.execute(text("ALTER TABLE nodes ADD COLUMN withholding_since VARCHAR(32)"))
@@ -107,11 +109,9 @@ def _hash_combo_keys(conn: Connection, batch: int = 50_000) -> None:
     conn.execute(text(f"ALTER TABLE combos ADD COLUMN khash {kind}"))
     last = -1
     while True:  # by id, a batch at a time (a large catalogue has millions of combos)
-        rows = conn.execute(
-            select(combos.c.id, combos.c.ckey)
-            .where(combos.c.id > last)
-            .order_by(combos.c.id)
-            .limit(batch)
+        rows = conn.execute(  # `ckey`: no longer a column of `models.combos`
+            text("SELECT id, ckey FROM combos WHERE id > :last ORDER BY id LIMIT :n"),
+            {"last": last, "n": batch},
         ).all()
         if not rows:
             break
@@ -126,6 +126,14 @@ def _hash_combo_keys(conn: Connection, batch: int = 50_000) -> None:
     next(ix for ix in combos.indexes if ix.name == "ix_combos_khash").create(conn)
     if "ix_combos_key" in {ix["name"] for ix in inspect(conn).get_indexes("combos")}:
         conn.execute(text("DROP INDEX ix_combos_key"))
+
+
+def _drop_combo_text_keys(conn: Connection) -> None:
+    """Drop `combos.ckey`, the key's JSON text of an earlier version: every part of the key
+    is a column of the row and `khash` its SHA-256 (about 250 bytes a combo saved). Needs
+    SQLite 3.35 (ALTER TABLE DROP COLUMN); its index went with `_hash_combo_keys`."""
+    if "ckey" in {c["name"] for c in inspect(conn).get_columns("combos")}:
+        conn.execute(text("ALTER TABLE combos DROP COLUMN ckey"))
 
 
 # the tables that held the combos' multi-valued attributes, a row per value, before they

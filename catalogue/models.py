@@ -107,9 +107,9 @@ combos = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("node_id", Integer, nullable=False),
-    Column("ckey", Text, nullable=False),
-    # the SHA-256 of `ckey` (`harvest.index.combo_hash`): what the harvest knows a combo by,
-    # and, with the node, its unique key (an index of 32 bytes a combo instead of the key's text)
+    # the SHA-256 of the combo's key as compact JSON (`harvest.index.combo_hash`): what the
+    # harvest knows a combo by and, with the node, its unique key. The key itself is not stored
+    # as text: every part of it is a column below (the lists as their JSON arrays)
     Column("khash", LargeBinary, nullable=False),
     Column("biobank", String(255), nullable=False),
     Column("collection", String(255), nullable=False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -61,24 +62,32 @@ NEW_COMBO_BUDGET = 100_000
 
 
 def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:
-    """The coded attributes that make sample groups interchangeable for counting."""
-    age = s.get("age") or {}
-    per = s.get("period") or {}
-    diags = tuple(sorted((d["system"], d["code"]) for d in s.get("diagnoses") or ()))
+    """The coded attributes that make sample groups interchangeable for counting: the lists
+    sorted (a diagnosis as (system, code)), an absent attribute None, an absent list ()."""
+    get = s.get  # once per leaf of a harvest: written for speed (1.45 -> 1.35 µs a group)
+    age = get("age") or _NONE
+    per = get("period") or _NONE
+    diags = get("diagnoses")
+    uses = get("use_conditions")
+    datasets = get("dataset_types")
     return (
         s["biobank"],
         s["collection"],
-        s.get("sample_type"),
-        s.get("storage_temperature"),
-        s.get("sex"),
+        get("sample_type"),
+        get("storage_temperature"),
+        get("sex"),
         age.get("min"),
         age.get("max"),
         per.get("from"),
         per.get("to"),
-        diags,
-        tuple(sorted(s.get("use_conditions") or ())),
-        tuple(sorted(s.get("dataset_types") or ())),
+        tuple(sorted(map(_system_code, diags))) if diags else (),
+        tuple(sorted(uses)) if uses else (),
+        tuple(sorted(datasets)) if datasets else (),
     )
+
+
+_NONE: dict[str, Any] = {}
+_system_code = itemgetter("system", "code")
 
 
 def apply_records(conn: Connection, node_id: int, kind: str, changes: dict[str, Change]) -> None:
@@ -252,8 +261,9 @@ def _prepare_batch(
             changes[kind][rid] = None
         elif kind == GROUP:
             record = loads(content)
-            problems = group_problems(record, k)
-            if problems:
+            samples, donors = record["samples"], record["donors"]
+            # only exact donors can break the policy (`group_problems`)
+            if isinstance(donors, int) and (problems := group_problems(record, k)):
                 groups[rid] = None
                 refused.append(
                     {
@@ -270,8 +280,11 @@ def _prepare_batch(
                     idx,
                     sha256(dumps(key)).digest(),  # combo_hash(key)
                     key,
-                    count_interval(record["samples"]),
-                    count_interval(record["donors"]),
+                    # `count_interval`, inline
+                    (1, int(samples["lt"]) - 1)
+                    if type(samples) is dict
+                    else (n := int(samples), n),
+                    (1, int(donors["lt"]) - 1) if type(donors) is dict else (n := int(donors), n),
                 )
         else:
             changes[kind][rid] = (idx, loads(content))
@@ -447,15 +460,15 @@ _GROUP_COLUMNS = ("node_id", "group_id", "idx", "combo_id", "s_min", "s_max", "d
 
 
 def combo_hash(key: tuple[Any, ...]) -> bytes:
-    """What a combo is known by: the SHA-256 of its stored key (`combos.ckey`), stored as
-    `combos.khash`."""
+    """What a combo is known by: the SHA-256 of its key as compact JSON, stored as
+    `combos.khash` (the key itself is stored as the row's columns, not as text)."""
     return hashlib.sha256(orjson.dumps(key)).digest()
 
 
 class ComboIds:
     """The combo ids of one node by key: read once, then kept up to date as combos are added.
 
-    Looking up a few hundred long keys at a time with `ckey IN (...)` made PostgreSQL filter
+    Looking up a few hundred long keys at a time with `key IN (...)` made PostgreSQL filter
     every combo of the node (while a harvest's rows have no statistics yet its plan uses the
     index on `node_id` alone), so harvesting grew quadratic. One read of the node's combos,
     kept by the SHA-256 of each key (about 150 bytes a combo), makes it linear on both
@@ -474,7 +487,7 @@ class ComboIds:
         self.new: dict[int, tuple[Any, ...]] = {}  # id -> key of the combos not written yet
         self.hashes: dict[int, bytes] = {}  # id -> combo_hash of the combos not written yet
         # id -> the text columns of the combos not written yet (`encode_new`)
-        self.encoded: dict[int, tuple[str, str | None, str | None, str | None]] = {}
+        self.encoded: dict[int, tuple[str | None, str | None, str | None]] = {}
         self._multi: dict[tuple[Any, ...], tuple[str | None, str | None, str | None]] = {}
         self._next: int | None = None  # SQLite: the next free id (under the write lock)
 
@@ -509,9 +522,9 @@ class ComboIds:
         return list(range(first, first + n))
 
     def encode_new(self, vocab: Vocabulary) -> None:
-        """The text columns of the new combos not encoded yet: the stored key and the
-        multi-valued attributes (`encode_multi`); done before `insert_new`, which on
-        PostgreSQL runs under the own log's lock."""
+        """The text columns of the new combos not encoded yet: their multi-valued attributes
+        (`encode_multi`); done before `insert_new`, which on PostgreSQL runs under the own
+        log's lock."""
         encoded, memo = self.encoded, self._multi
         for cid, key in self.new.items():
             if cid not in encoded:
@@ -519,7 +532,7 @@ class ComboIds:
                 multi = memo.get(lists)
                 if multi is None:
                     multi = memo[lists] = encode_multi(key, vocab)
-                encoded[cid] = (orjson.dumps(key).decode(), *multi)
+                encoded[cid] = multi
 
     def insert_new(
         self,
@@ -542,12 +555,11 @@ class ComboIds:
             key = self.new[cid]
             gained = deltas.get(cid) if cid not in recount else None
             n_min, n_max, d_min, d_max = gained if gained is not None else (0, 0, 0, 0)
-            ckey, diagnoses, uses, datasets = encoded[cid]
+            diagnoses, uses, datasets = encoded[cid]
             rows.append(
                 (
                     cid,
                     self.node_id,
-                    ckey,
                     self.hashes[cid],
                     *key[:9],
                     diagnoses,
@@ -562,7 +574,7 @@ class ComboIds:
                 )
             )
         if conn.dialect.name == "postgresql":  # in key order: its unique index is appended to
-            rows.sort(key=_stored_key)  # (the ids are ints, cheap at random); 5.9 -> 4.3 µs
+            rows.sort(key=_khash)  # (the ids are ints, cheap at random)
         bulk_insert(conn, combos, COMBO_COLUMNS, rows)
         written = set(self.new)
         self.new, self.hashes, self.encoded = {}, {}, {}
@@ -572,7 +584,6 @@ class ComboIds:
 COMBO_COLUMNS = (  # a new combo row as `insert_new` writes it
     "id",
     "node_id",
-    "ckey",
     "khash",
     "biobank",
     "collection",
@@ -620,8 +631,8 @@ def encode_multi(
     )
 
 
-def _stored_key(row: tuple[Any, ...]) -> str:
-    return str(row[2])  # ckey
+def _khash(row: tuple[Any, ...]) -> bytes:
+    return bytes(row[2])  # khash, the unique index's key with the node
 
 
 def _countries(conn: Connection, node_id: int) -> dict[str, str | None]:

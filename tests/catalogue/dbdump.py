@@ -32,6 +32,25 @@ VOLATILE = {
 }
 
 
+def key_of_row(r: Any) -> tuple[Any, ...]:
+    """The key (`harvest.index.combo_key`) of a combo rebuilt from its row's columns (the lists
+    from their JSON arrays, a diagnosis as its system and code)."""
+    return (
+        r.biobank,
+        r.collection,
+        r.sample_type,
+        r.storage_temperature,
+        r.sex,
+        r.age_min,
+        r.age_max,
+        r.year_from,
+        r.year_to,
+        tuple(tuple(d[:2]) for d in orjson.loads(r.diagnoses or "[]")),
+        tuple(orjson.loads(r.use_conditions or "[]")),
+        tuple(orjson.loads(r.dataset_types or "[]")),
+    )
+
+
 def dump(engine: Engine, *, keep_state: bool = False) -> dict[str, Any]:
     """Every verified fact, independent of row ids and timestamps."""
     out: dict[str, Any] = {}
@@ -55,11 +74,11 @@ def dump(engine: Engine, *, keep_state: bool = False) -> dict[str, Any]:
         )
         combo_of = {}
         for r in conn.execute(select(combos)):
-            combo_of[r.id] = (origin[r.node_id], r.ckey)
+            combo_of[r.id] = (origin[r.node_id], bytes(r.khash))
         out["combos"] = sorted(
             (
                 origin[r.node_id],
-                r.ckey,
+                bytes(r.khash),
                 r.country,
                 (int(r.n_min), int(r.n_max), int(r.d_min), int(r.d_max)),
                 (r.diagnoses, r.use_conditions, r.dataset_types),

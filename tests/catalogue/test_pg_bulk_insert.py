@@ -70,8 +70,8 @@ def test_bulk_insert_binary_copy_round_trips_every_leaf_value(db_url: str) -> No
 def test_bulk_insert_binary_copy_keeps_combo_nulls_and_ints(db_url: str) -> None:
     key = combo_key({"biobank": "b", "collection": "c", "diagnoses": [], "sex": "female"})
     rows: list[tuple[Any, ...]] = [
-        (3, 1, "k3", combo_hash(key), *key[:9], None, None, None, None, 0, 0, 0, 0, None),
-        (2, 1, "k2", b"\x00\xff" * 16, "b", "c", "Serum", "-80", "male", 40, 59, 2010, 2014)
+        (3, 1, combo_hash(key), *key[:9], None, None, None, None, 0, 0, 0, 0, None),
+        (2, 1, b"\x00\xff" * 16, "b", "c", "Serum", "-80", "male", 40, 59, 2010, 2014)
         + ('[["ICD-10","C50.9","C50","II"],["ORPHA","ORPHA:\u00e9",null,null]]', '["DUO:1"]')
         + ('["Genomic","Proteomic"]', "DE", 1, 9, 1, 9, 7),
     ]
@@ -141,10 +141,10 @@ def _indexed(engine: Any) -> dict[str, list[tuple[Any, ...]]]:
     """What a harvest stored, without the ids the database chose (combos by their key)."""
     queries = {
         "leaves": "SELECT node_id, idx, leaf, hash, kind, record_id, content FROM leaves",
-        "combos": "SELECT ckey, biobank, collection, country, sample_type, storage_temperature,"
+        "combos": "SELECT khash, biobank, collection, country, sample_type, storage_temperature,"
         " sex, age_min, age_max, year_from, year_to, diagnoses, use_conditions, dataset_types,"
         " n_min, n_max, d_min, d_max FROM combos",
-        "groups": "SELECT g.group_id, g.idx, c.ckey, g.s_min, g.s_max, g.d_min, g.d_max"
+        "groups": "SELECT g.group_id, g.idx, c.khash, g.s_min, g.s_max, g.d_min, g.d_max"
         " FROM sample_groups g JOIN combos c ON c.id = g.combo_id",
         "leaf_records": "SELECT node_id, kind, record_id, idx FROM leaf_records",
         "rejections": "SELECT node_id, idx, kind, record_id, problems FROM rejections",

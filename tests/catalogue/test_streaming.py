@@ -70,10 +70,10 @@ def facts(cat: Catalogue, origin: str) -> dict[str, Any]:
     }
 
 
-def combos_of(cat: Catalogue) -> list[tuple[str, int]]:
-    """Every combo the database holds (key, samples at most)."""
+def combos_of(cat: Catalogue) -> list[tuple[bytes, int]]:
+    """Every combo the database holds (the hash of its key, samples at most)."""
     with cat.engine.connect() as conn:
-        return sorted((r.ckey, int(r.n_max)) for r in conn.execute(select(combos)))
+        return sorted((bytes(r.khash), int(r.n_max)) for r in conn.execute(select(combos)))
 
 
 def fail_from(sim: NodeSimulator, start: int) -> None:
