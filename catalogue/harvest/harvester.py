@@ -234,6 +234,7 @@ class Harvester:
             page_size=s.page_size,
             max_step=s.max_step,
             chunk_size=s.harvest_chunk,
+            chunk_growth=s.harvest_chunk_growth,
             ca_bundle=str(s.ca_bundle) if s.ca_bundle else None,
         )
 

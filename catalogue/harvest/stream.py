@@ -68,6 +68,10 @@ class NodeJob:
     max_step: int
     chunk_size: int
     ca_bundle: str | None = None  # CATALOGUE_CA_BUNDLE (None: the system store)
+    # while a chunk is stored (on SQLite it may wait for the write lock another lane's final
+    # commit holds), the next one keeps filling up to chunk_growth * chunk_size entries, so
+    # the lane goes on verifying; CATALOGUE_HARVEST_CHUNK_GROWTH
+    chunk_growth: int = 1
 
     @property
     def committed(self) -> int:
@@ -187,6 +191,12 @@ async def harvest_node(
             # the young generation once a page or those pages pile up (~1 KB per entry)
             gc.collect(0)
             if len(chunk) >= job.chunk_size and verifier.remaining:
+                if (
+                    storing is not None
+                    and not storing.done()
+                    and len(chunk) < job.chunk_growth * job.chunk_size
+                ):
+                    continue  # the previous chunk is still being stored: keep verifying
                 if storing is not None:
                     pos = await storing
                     trim_heap()
