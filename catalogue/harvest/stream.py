@@ -20,12 +20,15 @@ import base64
 import binascii
 import ctypes
 import gc
+import marshal
+import os
 import sqlite3
+import tempfile
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from functools import cache
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from sqlalchemy import Engine
@@ -223,6 +226,7 @@ async def harvest_node(
     chunk = Chunk(job.node_id)
     storing: asyncio.Future[Position] | None = None  # one chunk is stored while the next fills
     served = _Served(_pages(fetcher, job.origin, verifier.old_size, size, job.page_size))
+    spill = _Spill()
     try:
         async for page in served:
             for leaf, content in page:
@@ -234,15 +238,16 @@ async def harvest_node(
             if len(chunk) >= job.chunk_size and verifier.remaining:
                 room = len(chunk) < job.chunk_growth * job.chunk_size
                 if writer.sqlite is not None:  # stored here, once the write lock is free
-                    if room and not writer.lock_free():
+                    free = writer.lock_free()
+                    if not free and room:
                         continue  # another lane's final commit holds it: keep verifying
-                    pos = writer.store_now(
-                        pos,
-                        chunk,
-                        size=verifier.next_index,
-                        compact=verifier.compact.to_json(),
-                        checkpoint=verifier.note,
-                    )
+                    mark = _Mark(verifier.next_index, verifier.compact.to_json(), verifier.note)
+                    if free:
+                        pos = spill.drain(writer, pos, wait=False)
+                    if free and not spill:
+                        pos = writer.store_now(pos, chunk, **asdict(mark))
+                    else:  # still held, and the chunk is full: on disk until it is free
+                        spill.put(chunk, mark)
                     trim_heap()
                     chunk = Chunk(job.node_id)
                     continue
@@ -266,6 +271,7 @@ async def harvest_node(
         state = verifier.finish()
         if storing is not None:
             pos, storing = await storing, None
+        pos = spill.drain(writer, pos, wait=True)  # in order, before the last chunk
         trim_heap()
         if defer_final:
             if len(chunk):
@@ -287,9 +293,61 @@ async def harvest_node(
             found.recorded = f"{type(exc).__name__}: {exc}"
         raise found from exc
     finally:
+        spill.close()  # chunks still on disk are in flight: lost, like a chunk in memory
         if storing is not None:  # a failure while a chunk is stored: let it end cleanly
             await asyncio.gather(storing, return_exceptions=True)
     return StepOutcome(size, size - job.committed)
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """Where a chunk ends: the staged size, compact range and checkpoint stored with it."""
+
+    size: int
+    compact: dict[str, Any]
+    checkpoint: str
+
+
+class _Spill:
+    """Verified chunks that could not be stored yet (SQLite's write lock held by another
+    lane's final commit for longer than a grown chunk takes to fill), kept on disk in an
+    unnamed temporary file, in order, so the lane goes on verifying in bounded memory.
+    They are in flight like a chunk in memory: staged only once stored (`drain`)."""
+
+    def __init__(self) -> None:
+        self.file: IO[bytes] | None = None
+        self.chunks: deque[tuple[int, int, _Mark]] = deque()  # offset, length, mark
+
+    def __bool__(self) -> bool:
+        return bool(self.chunks)
+
+    def put(self, chunk: Chunk, mark: _Mark) -> None:
+        if self.file is None:
+            self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        data = marshal.dumps((chunk.rows, chunk.rejected))
+        offset = self.file.seek(0, os.SEEK_END)
+        self.file.write(data)
+        self.chunks.append((offset, len(data), mark))
+
+    def drain(self, writer: Writer, pos: Position, *, wait: bool) -> Position:
+        """Store the spilled chunks in order, while the lock is free (`wait`: all of them)."""
+        while self.chunks and (wait or writer.lock_free()):
+            assert self.file is not None
+            offset, length, mark = self.chunks.popleft()
+            self.file.seek(offset)
+            # our own unnamed file, written just above by this process
+            rows, rejected = marshal.loads(self.file.read(length))  # noqa: S302
+            chunk = Chunk(pos.node_id, rows, rejected)
+            pos = writer.store_now(pos, chunk, **asdict(mark))
+        if not self.chunks and self.file is not None:
+            self.file.truncate(0)
+        return pos
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        self.chunks.clear()
 
 
 class _Served:
