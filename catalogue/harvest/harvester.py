@@ -135,6 +135,7 @@ class Harvester:
         self.transport = transport
         self.inline = inline
         self._write_lock = threading.Lock()
+        self._lane_writer: Writer | None = None  # while this process is a lane (`inline`)
 
     def run(self) -> list[Outcome]:
         """One-shot harvest of every active node (blocking)."""
@@ -207,12 +208,16 @@ class Harvester:
             thresholds = gc.get_threshold()
             if self.inline:
                 _calm_gc()  # as a worker's: this process now verifies millions of entries
+                self._lane_writer = Writer(_lane_engine(self._target()), self.key)
             try:
                 await asyncio.gather(
                     *(lane(pool) for _ in range(processes)), *([lane(None)] if self.inline else [])
                 )
             finally:
                 gc.set_threshold(*thresholds)
+                if self._lane_writer is not None:
+                    self._lane_writer.engine.dispose()
+                    self._lane_writer = None
                 if pool is not None:
                     pool.shutdown(wait=True, cancel_futures=True)
             return [done[j.node_id] for j in jobs]
@@ -243,6 +248,12 @@ class Harvester:
     ) -> Outcome:
         return await self._recorded(job, await self._run(client, pool, job))
 
+    def _writer(self) -> Writer:
+        """Where this process stores what it verifies: as one of the lanes, through an engine
+        like a worker's (`_lane_writer`: a small page cache; at 10M samples a 16 MiB cache per
+        pooled connection adds to the peak); otherwise through the catalogue's engine."""
+        return self._lane_writer or Writer(self.engine, self.key)
+
     def _target(self) -> WriteTarget:
         return WriteTarget(self.settings.database_url, str(self.settings.home), self.key.origin)
 
@@ -260,9 +271,7 @@ class Harvester:
             JobResult(),
             pool,
             (run_job_in_worker, job, self._target(), deadline, defer_final),
-            lambda: guarded_job(
-                job, client, Writer(self.engine, self.key), deadline, defer_final=defer_final
-            ),
+            lambda: guarded_job(job, client, self._writer(), deadline, defer_final=defer_final),
         )
 
     async def _final(
@@ -277,7 +286,7 @@ class Harvester:
             JobResult(remote_size=staged.remote_size),
             pool,
             (run_final_in_worker, final, self._target(), deadline),
-            lambda: guarded_final(final, Writer(self.engine, self.key), deadline),
+            lambda: guarded_final(final, self._writer(), deadline),
         )
 
     async def _guarded(
@@ -347,13 +356,18 @@ class Harvester:
             return Outcome(job.origin, ok=True, size=size)
 
 
+def _lane_engine(target: WriteTarget) -> Engine:
+    # a smaller page cache: a lane writes mostly in key order (leaves, combos, leaf_records)
+    # and its random inserts (samples) miss a cache of any affordable size anyway
+    return make_engine(target.database_url, create=False, busy_timeout=600, cache_mib=8)
+
+
 @cache
 def _worker_writer(target: WriteTarget) -> Writer:
     """One engine and catalogue key per worker process (the key is read from its file)."""
-    # a smaller page cache: a worker writes mostly in key order (leaves, combos, leaf_records)
-    # and its random inserts (samples) miss a cache of any affordable size anyway
-    engine = make_engine(target.database_url, create=False, busy_timeout=600, cache_mib=8)
-    return Writer(engine, CatalogueKey.load_or_create(Path(target.home), target.origin))
+    return Writer(
+        _lane_engine(target), CatalogueKey.load_or_create(Path(target.home), target.origin)
+    )
 
 
 def run_job_in_worker(
