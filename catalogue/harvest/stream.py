@@ -271,7 +271,8 @@ async def harvest_node(
         state = verifier.finish()
         if storing is not None:
             pos, storing = await storing, None
-        pos = spill.drain(writer, pos, wait=True)  # in order, before the last chunk
+        if spill:  # in order, before the last chunk; waiting in a thread keeps the loop free
+            pos = await asyncio.to_thread(spill.drain, writer, pos, wait=True)
         trim_heap()
         if defer_final:
             if len(chunk):
