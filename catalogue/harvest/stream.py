@@ -226,7 +226,7 @@ async def harvest_node(
     chunk = Chunk(job.node_id)
     storing: asyncio.Future[Position] | None = None  # one chunk is stored while the next fills
     served = _Served(_pages(fetcher, job.origin, verifier.old_size, size, job.page_size))
-    spill = _Spill()
+    spill = _Spill(os.path.dirname(os.path.abspath(writer.sqlite)) if writer.sqlite else None)
     try:
         async for page in served:
             for leaf, content in page:
@@ -312,10 +312,12 @@ class _Mark:
 class _Spill:
     """Verified chunks that could not be stored yet (SQLite's write lock held by another
     lane's final commit for longer than a grown chunk takes to fill), kept on disk in an
-    unnamed temporary file, in order, so the lane goes on verifying in bounded memory.
+    unnamed temporary file next to the database (at most the step: CATALOGUE_MAX_STEP), in
+    order, so the lane goes on verifying in bounded memory.
     They are in flight like a chunk in memory: staged only once stored (`drain`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory  # next to the database: the same disk, not a small /tmp
         self.file: IO[bytes] | None = None
         self.chunks: deque[tuple[int, int, _Mark]] = deque()  # offset, length, mark
 
@@ -324,7 +326,7 @@ class _Spill:
 
     def put(self, chunk: Chunk, mark: _Mark) -> None:
         if self.file is None:
-            self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+            self.file = tempfile.TemporaryFile(dir=self.directory)  # noqa: SIM115 - close()
         data = marshal.dumps((chunk.rows, chunk.rejected))
         offset = self.file.seek(0, os.SEEK_END)
         self.file.write(data)
