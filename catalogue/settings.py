@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # Entries verified and stored per transaction while a step streams in (bounds memory);
     # the search index changes only when the whole step is verified (catalogue/README.md).
     harvest_chunk: Annotated[int, Field(ge=1)] = 5_000
+    # While a chunk is being stored (on SQLite it may wait for the write lock another lane's
+    # final commit holds) the next one keeps filling, up to this many times harvest_chunk,
+    # so the lane goes on verifying instead of idling (1: chunks of exactly harvest_chunk).
+    harvest_chunk_growth: Annotated[int, Field(ge=1)] = 4
     # Worker processes that fetch and verify nodes in parallel (0: in this process). Keeps
     # CPU-heavy verification off the API's event loop and uses every core.
     harvest_workers: int = 2

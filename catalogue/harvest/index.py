@@ -57,8 +57,11 @@ BATCH = 5000  # leaves read back per query while a step is indexed
 # 1.6 KB each; the rest are keyed in it, batch by batch), and the new combos held back to be
 # written once with their counts (their keys; beyond it, they are written at once with
 # none, and their counts are added at the end like an existing combo's)
-PREPARE_BUDGET = 50_000
-NEW_COMBO_BUDGET = 100_000
+# (quartered from 50,000 and 100,000: at 10M samples the harvest's peak fell from 630-651 to
+# 477-493 MB, both processes together, for about 3% more CPU in the final commits at 10M
+# and 5-10% at 1M: bench/README.md "Memory")
+PREPARE_BUDGET = 12_500
+NEW_COMBO_BUDGET = 25_000
 
 
 def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:

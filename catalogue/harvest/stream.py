@@ -18,11 +18,15 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import marshal
+import os
+import sqlite3
+import tempfile
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from functools import cache
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from sqlalchemy import Engine
@@ -67,6 +71,10 @@ class NodeJob:
     max_step: int
     chunk_size: int
     ca_bundle: str | None = None  # CATALOGUE_CA_BUNDLE (None: the system store)
+    # while a chunk is stored (on SQLite it may wait for the write lock another lane's final
+    # commit holds), the next one keeps filling up to chunk_growth * chunk_size entries, so
+    # the lane goes on verifying; CATALOGUE_HARVEST_CHUNK_GROWTH
+    chunk_growth: int = 1
 
     @property
     def committed(self) -> int:
@@ -97,11 +105,51 @@ class StepOutcome:
 
 
 class Writer:
-    """Stores chunks and the final commit, off the event loop (so pages keep coming)."""
+    """Stores chunks and the final commit.
+
+    On PostgreSQL a chunk is stored in a thread while the next one is verified (the server
+    does the work). On SQLite it is stored on the calling thread (`store_now`) and only when
+    the database's one write lock is free (`lock_free`): a store in a thread of a process
+    whose other thread verifies waits for the GIL after every row (about 5,000 hand-overs a
+    chunk), and so held the write lock 3 to 10 times as long as its CPU time, holding up the
+    other lanes' stores and final commits."""
 
     def __init__(self, engine: Engine, key: CatalogueKey) -> None:
         self.engine = engine
         self.key = key
+        url = engine.url
+        self.sqlite: str | None = (
+            url.database if url.get_backend_name() == "sqlite" and url.database else None
+        )
+        self._probe: sqlite3.Connection | None = None
+
+    def lock_free(self) -> bool:
+        """Whether the write lock can be taken now (SQLite; always True elsewhere). Another
+        lane's final commit may hold it for seconds: meanwhile this lane keeps verifying."""
+        if self.sqlite is None:
+            return True
+        if self._probe is None:
+            self._probe = sqlite3.connect(self.sqlite, timeout=0, isolation_level=None)
+        try:
+            self._probe.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # "database is locked"
+            return False
+        self._probe.execute("ROLLBACK")
+        return True
+
+    def store_now(
+        self,
+        pos: Position,
+        chunk: Chunk,
+        *,
+        size: int,
+        compact: dict[str, Any],
+        checkpoint: str,
+    ) -> Position:
+        """Store a chunk on this thread (SQLite: see the class)."""
+        return commit_chunk(
+            self.engine, pos, chunk, size=size, compact=compact, checkpoint=checkpoint
+        )
 
     async def chunk(
         self,
@@ -178,6 +226,7 @@ async def harvest_node(
     storing: asyncio.Future[Position] | None = None  # one chunk is stored while the next fills
     served = _Served(_pages(fetcher, job.origin, verifier.old_size, size, job.page_size))
     pages = 0
+    spill = _Spill(os.path.dirname(os.path.abspath(writer.sqlite)) if writer.sqlite else None)
     try:
         async for page in served:
             for leaf, content in page:
@@ -191,6 +240,23 @@ async def harvest_node(
             if pages % COLLECT_EVERY == 0:
                 gc.collect(0)
             if len(chunk) >= job.chunk_size and verifier.remaining:
+                room = len(chunk) < job.chunk_growth * job.chunk_size
+                if writer.sqlite is not None:  # stored here, once the write lock is free
+                    free = writer.lock_free()
+                    if not free and room:
+                        continue  # another lane's final commit holds it: keep verifying
+                    mark = _Mark(verifier.next_index, verifier.compact.to_json(), verifier.note)
+                    if free:
+                        pos = spill.drain(writer, pos, wait=False)
+                    if free and not spill:
+                        pos = writer.store_now(pos, chunk, **asdict(mark))
+                    else:  # still held, and the chunk is full: on disk until it is free
+                        spill.put(chunk, mark)
+                    trim_heap()
+                    chunk = Chunk(job.node_id)
+                    continue
+                if storing is not None and not storing.done() and room:
+                    continue  # the previous chunk is still being stored: keep verifying
                 if storing is not None:
                     pos = await storing
                     trim_heap()
@@ -209,6 +275,8 @@ async def harvest_node(
         state = verifier.finish()
         if storing is not None:
             pos, storing = await storing, None
+        if spill:  # in order, before the last chunk; waiting in a thread keeps the loop free
+            pos = await asyncio.to_thread(spill.drain, writer, pos, wait=True)
         trim_heap()
         if defer_final:
             if len(chunk):
@@ -230,9 +298,63 @@ async def harvest_node(
             found.recorded = f"{type(exc).__name__}: {exc}"
         raise found from exc
     finally:
+        spill.close()  # chunks still on disk are in flight: lost, like a chunk in memory
         if storing is not None:  # a failure while a chunk is stored: let it end cleanly
             await asyncio.gather(storing, return_exceptions=True)
     return StepOutcome(size, size - job.committed)
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """Where a chunk ends: the staged size, compact range and checkpoint stored with it."""
+
+    size: int
+    compact: dict[str, Any]
+    checkpoint: str
+
+
+class _Spill:
+    """Verified chunks that could not be stored yet (SQLite's write lock held by another
+    lane's final commit for longer than a grown chunk takes to fill), kept on disk in an
+    unnamed temporary file next to the database (at most the step: CATALOGUE_MAX_STEP), in
+    order, so the lane goes on verifying in bounded memory.
+    They are in flight like a chunk in memory: staged only once stored (`drain`)."""
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory  # next to the database: the same disk, not a small /tmp
+        self.file: IO[bytes] | None = None
+        self.chunks: deque[tuple[int, int, _Mark]] = deque()  # offset, length, mark
+
+    def __bool__(self) -> bool:
+        return bool(self.chunks)
+
+    def put(self, chunk: Chunk, mark: _Mark) -> None:
+        if self.file is None:
+            self.file = tempfile.TemporaryFile(dir=self.directory)  # noqa: SIM115 - close()
+        data = marshal.dumps((chunk.rows, chunk.rejected))
+        offset = self.file.seek(0, os.SEEK_END)
+        self.file.write(data)
+        self.chunks.append((offset, len(data), mark))
+
+    def drain(self, writer: Writer, pos: Position, *, wait: bool) -> Position:
+        """Store the spilled chunks in order, while the lock is free (`wait`: all of them)."""
+        while self.chunks and (wait or writer.lock_free()):
+            assert self.file is not None
+            offset, length, mark = self.chunks.popleft()
+            self.file.seek(offset)
+            # our own unnamed file, written just above by this process
+            rows, rejected = marshal.loads(self.file.read(length))  # noqa: S302
+            chunk = Chunk(pos.node_id, rows, rejected)
+            pos = writer.store_now(pos, chunk, **asdict(mark))
+        if not self.chunks and self.file is not None:
+            self.file.truncate(0)
+        return pos
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        self.chunks.clear()
 
 
 class _Served:

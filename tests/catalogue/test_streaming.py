@@ -34,7 +34,10 @@ CHUNK = 100
 
 @pytest.fixture
 def chunked(db_url: str, tmp_path: Path) -> Iterator[Catalogue]:
-    ctx = build_context(make_settings(db_url, tmp_path / "home", page_size=50, harvest_chunk=CHUNK))
+    settings = make_settings(
+        db_url, tmp_path / "home", page_size=50, harvest_chunk=CHUNK, harvest_chunk_growth=1
+    )  # chunks of exactly CHUNK entries (growth: test_chunk_growth.py)
+    ctx = build_context(settings)
     try:
         yield Catalogue(ctx)
     finally:
