@@ -17,6 +17,7 @@ from node.app import create_app
 from node.importing.importer import run_import
 from node.importing.mapping import Mapping
 from node.settings import NodeSettings
+from service.http import IMMUTABLE
 from tests.node.node_support import make_home, sample_rows, write_csv, write_mapping
 
 
@@ -70,17 +71,10 @@ def test_entries_route_serves_the_bytes_of_the_dict_route(tmp_path: Path) -> Non
                     store.entries_page(conn, start, stop), stop if stop < size else None
                 )
                 assert got.content == want, (start, limit)
-                assert got.headers["cache-control"] == (
-                    "no-cache"
-                    if stop >= size
-                    else client.get("/v1/log/entries").headers["cache-control"]
-                )
-            assert (
-                client.get("/v1/log/entries", params={"start": 0, "limit": 10}).json()["entries"][
-                    5
-                ]["content"]
-                is None
-            )
+                cache = "no-cache" if stop >= size else IMMUTABLE
+                assert got.headers["cache-control"] == cache
+            page = client.get("/v1/log/entries", params={"start": 0, "limit": 10}).json()
+            assert page["entries"][5]["content"] is None
             missing = client.get("/v1/log/entries", params={"start": size + 1})
             assert missing.status_code == 404
             assert f"beyond the signed tree size {size}" in missing.json()["detail"]
