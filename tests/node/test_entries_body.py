@@ -80,3 +80,34 @@ def test_entries_route_serves_the_bytes_of_the_dict_route(tmp_path: Path) -> Non
             assert f"beyond the signed tree size {size}" in missing.json()["detail"]
     finally:
         conn.close()
+
+
+def test_entries_reader_reopens_a_replaced_database(tmp_path: Path) -> None:
+    """Entry pages read through a connection kept per worker thread; a database file put in
+    place of the old one (a restore) is read, not the old file still held open."""
+    home, _ = make_home(tmp_path)
+    mapping = Mapping.load(write_mapping(tmp_path / "map.toml"))
+    run_import(home, [write_csv(tmp_path / "a.csv", sample_rows(40))], mapping=mapping)
+    with (
+        live_server(create_app(NodeSettings(home=home.path))) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        for _ in range(3):  # every worker thread holds its connection
+            before = client.get("/v1/log/entries", params={"start": 0, "limit": 10}).json()
+            assert before["entries"][1]["content"] is not None
+        replacement = tmp_path / "restored.db"
+        live = store.connect(home.db_path)
+        try:
+            live.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            copy = store.connect(replacement)
+            live.backup(copy)
+            copy.execute("UPDATE contents SET content = NULL WHERE idx = 1")
+            copy.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            copy.close()
+        finally:
+            live.close()
+        replacement.replace(home.db_path)
+        for _ in range(3):
+            after = client.get("/v1/log/entries", params={"start": 0, "limit": 10}).json()
+            assert after["entries"][1]["content"] is None
+            assert after["entries"][0] == before["entries"][0]
