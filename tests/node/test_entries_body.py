@@ -111,3 +111,24 @@ def test_entries_reader_reopens_a_replaced_database(tmp_path: Path) -> None:
             after = client.get("/v1/log/entries", params={"start": 0, "limit": 10}).json()
             assert after["entries"][1]["content"] is None
             assert after["entries"][0] == before["entries"][0]
+
+
+def test_entries_reader_sees_entries_published_after_it_opened(tmp_path: Path) -> None:
+    """A kept read connection holds no snapshot between pages: a later import is served."""
+    home, _ = make_home(tmp_path)
+    mapping = Mapping.load(write_mapping(tmp_path / "map.toml"))
+    run_import(home, [write_csv(tmp_path / "a.csv", sample_rows(40))], mapping=mapping)
+    with (
+        live_server(create_app(NodeSettings(home=home.path))) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        for _ in range(3):  # every worker thread holds its connection
+            first = client.get("/v1/log/entries").json()["entries"]
+        more = sample_rows(40, start=40)
+        for i, row in enumerate(more):  # new diagnoses: new groups
+            row[7] = f"Z{i // 2:02d}"
+        run_import(home, [write_csv(tmp_path / "b.csv", more)], mapping=mapping)
+        for _ in range(3):
+            again = client.get("/v1/log/entries").json()["entries"]
+            assert len(again) > len(first)
+            assert again[: len(first)] == first
