@@ -1,25 +1,12 @@
-"""HTTP reads from one node with a timeout, a total deadline and a response size limit.
-
-Entry pages (about 1 MB each, the bulk of a harvest) may be read with aiohttp instead of
-httpx: its C parser reads a page for ~0.6 µs of CPU an entry where httpx's pure-Python
-stack (httpcore, h11, anyio) spends ~2-2.5 µs (bench/README.md "Where the time goes").
-That is opt-in (``page_tls``) and the fetcher must then be closed (``async with``): the
-aiohttp session is the fetcher's own. Every other read, and every read through an injected
-httpx transport, stays on httpx. Both paths make the same checks: status 200, the
-declared and the streamed size against ``max_bytes``, the per-request timeout, a retry of
-a kept-alive connection the node closed, and every failure a FetchError naming the URL.
-"""
+"""HTTP reads from one node with a timeout, a total deadline and a response size limit."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
-import ssl
-from types import TracebackType
 from typing import Any
 
-import aiohttp
 import httpx
 import orjson
 
@@ -34,37 +21,12 @@ class NodeFetcher:
     """Reads one node's descriptor, checkpoint and entries; every failure is a FetchError."""
 
     def __init__(
-        self,
-        client: httpx.AsyncClient,
-        base_url: str,
-        *,
-        max_bytes: int,
-        timeout: float,
-        page_tls: ssl.SSLContext | None = None,
+        self, client: httpx.AsyncClient, base_url: str, *, max_bytes: int, timeout: float
     ) -> None:
-        """``page_tls``: read entry pages with aiohttp, verifying https with this context
-        (the one the httpx client verifies with); then close the fetcher (``aclose`` or
-        ``async with``). Leave it None when ``client`` has an injected transport."""
         self.client = client
         self.base = base_url.rstrip("/")
         self.max_bytes = max_bytes
         self.timeout = timeout
-        self.page_tls = page_tls
-        self._pages: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> NodeFetcher:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the aiohttp session of the entry pages, if one was opened."""
-        if self._pages is not None:
-            pages, self._pages = self._pages, None
-            await pages.close()
 
     async def get_bytes(self, path: str, params: dict[str, Any] | None = None) -> bytes:
         url = self.base + path
@@ -91,68 +53,19 @@ class NodeFetcher:
         async with self.client.stream("GET", url, params=params) as resp:
             if resp.status_code != 200:
                 raise FetchError(f"GET {url}: HTTP {resp.status_code}")
-            self._declared(url, resp.headers.get("content-length"))
+            declared = resp.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                raise FetchError(
+                    f"GET {url}: response of {declared} bytes exceeds the limit of {self.max_bytes}"
+                )
             chunks: list[bytes] = []
             total = 0
             async for chunk in resp.aiter_bytes():
                 total += len(chunk)
                 if total > self.max_bytes:
-                    raise self._too_big(url)
-                chunks.append(chunk)
-            return b"".join(chunks)
-
-    def _declared(self, url: str, declared: str | None) -> None:
-        if declared and declared.isdigit() and int(declared) > self.max_bytes:
-            raise FetchError(
-                f"GET {url}: response of {declared} bytes exceeds the limit of {self.max_bytes}"
-            )
-
-    def _too_big(self, url: str) -> FetchError:
-        return FetchError(f"GET {url}: response exceeds the limit of {self.max_bytes} bytes")
-
-    async def get_page_bytes(self, path: str, params: dict[str, Any]) -> bytes:
-        """As ``get_bytes``, through aiohttp when the fetcher was given ``page_tls``."""
-        tls = self.page_tls
-        if tls is None:
-            return await self.get_bytes(path, params)
-        url = self.base + path
-        for attempt in range(1, RETRIES + 2):
-            try:
-                return await asyncio.wait_for(self._read_page(url, params, tls), self.timeout)
-            except TimeoutError as exc:
-                raise FetchError(
-                    f"GET {url}: no complete answer within {self.timeout:g} s"
-                ) from exc
-            except aiohttp.ServerDisconnectedError as exc:
-                # as httpx.RemoteProtocolError above: a kept-alive connection the node closed
-                # (aiohttp itself sends a GET so answered a second time before it gives up)
-                if attempt <= RETRIES:
-                    continue
-                raise FetchError(
-                    f"GET {url}: {type(exc).__name__}: {exc} "
-                    f"({attempt} attempts, each sent twice by aiohttp)"
-                ) from exc
-            except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a bad URL
-                raise FetchError(f"GET {url[:200]}: {type(exc).__name__}: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _read_page(self, url: str, params: dict[str, Any], tls: ssl.SSLContext) -> bytes:
-        if self._pages is None:
-            self._pages = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=tls),
-                timeout=aiohttp.ClientTimeout(total=None),  # wait_for bounds each request
-                trust_env=self.client.trust_env,  # proxies from the environment, as httpx
-            )
-        async with self._pages.get(url, params=params, allow_redirects=False) as resp:
-            if resp.status != 200:
-                raise FetchError(f"GET {url}: HTTP {resp.status}")
-            self._declared(url, resp.headers.get("content-length"))
-            chunks: list[bytes] = []
-            total = 0
-            async for chunk in resp.content.iter_any():
-                total += len(chunk)
-                if total > self.max_bytes:
-                    raise self._too_big(url)
+                    raise FetchError(
+                        f"GET {url}: response exceeds the limit of {self.max_bytes} bytes"
+                    )
                 chunks.append(chunk)
             return b"".join(chunks)
 
@@ -191,11 +104,7 @@ class NodeFetcher:
     async def entries(self, start: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
         """One page: the entries (as served) and `next`."""
         path = "/v1/log/entries"
-        data = await self.get_page_bytes(path, {"start": start, "limit": limit})
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise FetchError(f"GET {self.base + path}: not JSON ({exc})") from exc
+        doc = await self.get_json(path, {"start": start, "limit": limit})
         if not isinstance(doc, dict) or not isinstance(doc.get("entries"), list):
             raise FetchError(f"{self.base}{path}?start={start}: no 'entries' list")
         nxt = doc.get("next")

@@ -10,7 +10,6 @@ runs as `biobank-catalogue serve` (its access log shows the client address uvico
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -21,7 +20,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +27,6 @@ from typing import Any
 import httpx
 import pytest
 
-from catalogue.errors import FetchError
-from catalogue.harvest.fetcher import NodeFetcher
 from federation import LiveServer, free_port, node_app, prepare_node
 from federation.build import CATALOGUE_ORIGIN, DemoNode
 from protocol.tls import client_tls
@@ -499,40 +495,3 @@ def test_the_web_page_works_under_the_proxy_csp(site: Site, chromium_browser: An
         assert "samples match" in page.locator("#total").inner_text()
     finally:
         context.close()
-
-
-def _pages(url: str, bundle: Path, *, aiohttp: bool) -> object:
-    """Entry page 0 read by a NodeFetcher (in a thread of its own: the browser test leaves
-    an event loop running in this one)."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, _read_pages(url, bundle, aiohttp=aiohttp)).result()
-
-
-async def _read_pages(url: str, bundle: Path, *, aiohttp: bool) -> object:
-    tls = client_tls(bundle, setting="CATALOGUE_CA_BUNDLE")
-    async with (
-        httpx.AsyncClient(verify=tls) as client,
-        NodeFetcher(
-            client, url, max_bytes=10**7, timeout=30, page_tls=tls if aiohttp else None
-        ) as fetcher,
-    ):
-        try:
-            return await fetcher.entries(0, 1000)
-        except FetchError as exc:
-            return exc
-
-
-def test_entry_pages_read_by_aiohttp_verify_the_node_certificate(site: Site) -> None:
-    by_aiohttp = _pages(site.node_url, site.node_proxy.root, aiohttp=True)
-    by_httpx = _pages(site.node_url, site.node_proxy.root, aiohttp=False)
-    assert isinstance(by_aiohttp, tuple) and len(by_aiohttp[0]) > 0
-    assert by_aiohttp == by_httpx
-
-
-def test_entry_pages_read_by_aiohttp_refuse_a_certificate_from_another_ca(site: Site) -> None:
-    got = _pages(site.node_url, site.catalogue_proxy.root, aiohttp=True)
-    assert isinstance(got, FetchError)
-    assert str(got).startswith(
-        f"GET {site.node_url}/v1/log/entries: ClientConnectorCertificateError"
-    )
-    assert VERIFY_FAILED in str(got)
