@@ -77,3 +77,45 @@ def test_one_worker_process_harvests_node_after_node_completely(
     finally:
         ctx.engine.dispose()
     assert len(harvested["groups"]) == 30 + 40 + 50
+
+
+def test_inline_lane_takes_a_fresh_engine_per_job(
+    db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After each job (a node's verification, or a final commit) the lane drops its engine:
+    what that engine cached during a final commit (compiled statements) would keep arenas
+    of the step's freed memory resident (bench/README.md "Memory")."""
+    sims = [NodeSimulator(f"f{i}.example/biobank-node") for i in range(2)]
+    for i, sim in enumerate(sims):
+        sim.populate(30 * (i + 1))
+        serve(sim)
+    engines: list[Any] = []  # kept alive, so that no two share an id by reuse
+    real_job = catalogue.harvest.harvester.guarded_job
+    real_final = catalogue.harvest.harvester.guarded_final
+
+    async def spy_job(job: Any, client: Any, writer: Any, *args: Any, **kwargs: Any) -> Any:
+        engines.append(writer.engine)
+        return await real_job(job, client, writer, *args, **kwargs)
+
+    async def spy_final(final: Any, writer: Any, *args: Any) -> Any:
+        engines.append(writer.engine)
+        return await real_final(final, writer, *args)
+
+    monkeypatch.setattr(catalogue.harvest.harvester, "guarded_job", spy_job)
+    monkeypatch.setattr(catalogue.harvest.harvester, "guarded_final", spy_final)
+    settings = make_settings(db_url, tmp_path / "home", harvest_workers=1)
+    ctx = build_context(settings)
+    try:
+        cat = Catalogue(ctx)
+        for sim in sims:
+            cat.enrol(sim, sim.url)
+        outcomes = Harvester(engine=ctx.engine, settings=settings, key=ctx.key, inline=True).run()
+        assert [(o.ok, o.added) for o in outcomes] == [(True, 32), (True, 62)]
+        harvested = dump(ctx.engine)
+    finally:
+        ctx.engine.dispose()
+    # two nodes, each verified then committed in this process: four jobs, four engines
+    assert len(engines) == 4
+    assert len({id(e) for e in engines}) == 4
+    assert all(e is not ctx.engine for e in engines)
+    assert harvested["groups"] and len(harvested["groups"]) == 90
