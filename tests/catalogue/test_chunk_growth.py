@@ -184,18 +184,15 @@ def test_sqlite_chunk_store_runs_on_the_verifying_thread(
 
 
 def test_chunks_verified_while_the_write_lock_stays_held_are_spilled_then_stored_in_order(
-    db_url: str,
     tmp_path: Path,
     sim: NodeSimulator,
     monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
 ) -> None:
-    """SQLite: the lock is held until the node has served its LAST page, far more than a
-    grown chunk: the lane verified the whole step meanwhile (chunks past the growth limit
-    went to disk), then stored every chunk in order; the result is a plain harvest's."""
-    if "postgresql" in db_url:
-        pytest.skip("PostgreSQL has no single write lock: its stores never wait on a lane")
-    cat = _catalogue(db_url, tmp_path / "home", growth=2)
+    """SQLite only (PostgreSQL has no single write lock: its stores never wait on a lane):
+    the lock is held until the node has served its LAST page, far more than a grown chunk:
+    the lane verified the whole step meanwhile (chunks past the growth limit went to disk),
+    then stored every chunk in order; the result is a plain harvest's."""
+    cat = _catalogue(f"sqlite:///{tmp_path / 'catalogue.db'}", tmp_path / "home", growth=2)
     served_at_first_store: list[int] = []
     commit_chunk = catalogue.harvest.stream.commit_chunk
 
@@ -214,13 +211,13 @@ def test_chunks_verified_while_the_write_lock_stays_held_are_spilled_then_stored
     sizes = [b - a for a, b in zip([0, *staged], staged, strict=False)]
     assert all(0 < n <= 2 * CHUNK for n in sizes) and staged == sorted(staged)
     assert staged[-1] >= SIZE - 2 * CHUNK  # every chunk but the final commit's
-    kind = "postgres" if "postgresql" in db_url else "sqlite"
     (tmp_path / "clean").mkdir()
-    with database(kind, tmp_path / "clean", request) as clean_url:
-        clean = _catalogue(clean_url, tmp_path / "clean-home", growth=1)
-        try:
-            clean.enrol(sim, sim.url)
-            assert clean.harvest()[sim.origin].ok
-            assert dump(clean.engine) == spilled
-        finally:
-            clean.engine.dispose()
+    clean = _catalogue(
+        f"sqlite:///{tmp_path / 'clean' / 'catalogue.db'}", tmp_path / "clean-home", growth=1
+    )
+    try:
+        clean.enrol(sim, sim.url)
+        assert clean.harvest()[sim.origin].ok
+        assert dump(clean.engine) == spilled
+    finally:
+        clean.engine.dispose()
