@@ -6,6 +6,7 @@ import binascii
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -75,8 +76,21 @@ def _reader(db_path: Path) -> sqlite3.Connection:
     if held is not None:
         held[1].close()
     conn = store.connect(db_path, readonly=True)
+    # pages copy the stored content's bytes as they are (PAGE_SQL): they must be UTF-8
+    (encoding,) = conn.execute("PRAGMA encoding").fetchone()
+    if encoding != "UTF-8":
+        conn.close()
+        raise RuntimeError(f"{db_path}: database text encoding is {encoding}, not UTF-8")
     cached[str(db_path)] = (key, conn)
     return conn
+
+
+# the leaves and their contents as stored: the content's UTF-8 bytes (CAST ... AS BLOB),
+# so that a page is built of bytes without decoding and encoding each content again
+PAGE_SQL = (
+    "SELECT l.leaf, CAST(c.content AS BLOB) FROM leaves l LEFT JOIN contents c "
+    "ON c.idx = l.idx WHERE l.idx >= ? AND l.idx < ? ORDER BY l.idx"
+)
 
 
 def _entries_page(db_path: Path, start: int, limit: int) -> Response:
@@ -86,27 +100,35 @@ def _entries_page(db_path: Path, start: int, limit: int) -> Response:
         raise HTTPException(404, f"start {start} is beyond the signed tree size {size}")
     # pages are aligned to multiples of PAGE so that they are stable and cacheable
     stop = min(size, start + limit, (start // PAGE + 1) * PAGE)
-    rows = store.entries_page(conn, start, stop)
-    body = page_body(rows, stop if stop < size else None)
+    body = page_body(conn.execute(PAGE_SQL, (start, stop)), stop if stop < size else None)
     # a page followed by more leaves never changes (docs/api.md "Caching")
     cache = IMMUTABLE if stop < size else "no-cache"
     return Response(body, media_type="application/json", headers={"Cache-Control": cache})
 
 
-def page_body(rows: list[tuple[bytes, str | None]], nxt: int | None) -> bytes:
+def page_body(rows: Iterable[tuple[bytes, bytes | None]], nxt: int | None) -> bytes:
     """The JSON of an entries page, byte for byte what ``orjson.dumps({"entries": [{"leaf":
-    base64, "content": stored JSON text or null}, ...], "next": nxt})`` writes, built as one
-    string without a dict per entry (the stored content is already canonical JSON text, as
-    orjson.Fragment would insert it; base64 needs no escaping)."""
+    base64, "content": stored JSON text or null}, ...], "next": nxt})`` writes, built in one
+    pass over the rows (leaf bytes, the stored content's UTF-8 bytes or None) without a dict
+    per entry or a string per page: the stored content is already canonical JSON, as
+    orjson.Fragment would insert it; base64 needs no escaping. Built as bytes from the
+    database's bytes, a page costs the server about 1.6 µs an entry, where reading the rows
+    into a list and formatting one string cost 2.5 (node/README.md "Performance")."""
     b2a = binascii.b2a_base64
-    items = ",".join(
-        [
-            f'{{"leaf":"{b2a(leaf, newline=False).decode()}","content":'
-            f"{'null' if content is None else content}}}"
-            for leaf, content in rows
-        ]
-    )
-    return f'{{"entries":[{items}],"next":{"null" if nxt is None else nxt}}}'.encode()
+    parts = [b'{"entries":[']
+    add = parts.append
+    for leaf, content in rows:
+        add(
+            b'{"leaf":"'
+            + b2a(leaf, newline=False)
+            + b'","content":'
+            + (b"null" if content is None else content)
+            + b"},"
+        )
+    if len(parts) > 1:
+        parts[-1] = parts[-1][:-1]  # no comma after the last entry
+    add(b'],"next":' + (b"null" if nxt is None else str(nxt).encode()) + b"}")
+    return b"".join(parts)
 
 
 def _proofs(request: Request) -> ProofCache:

@@ -1,5 +1,5 @@
-"""The entries page is built as one string (node/api/log.py page_body): byte for byte the
-JSON the earlier route wrote with orjson.dumps over a dict per entry."""
+"""The entries page is built of bytes in one pass over the rows (node/api/log.py page_body):
+byte for byte the JSON the earlier route wrote with orjson.dumps over a dict per entry."""
 
 from __future__ import annotations
 
@@ -40,9 +40,11 @@ def test_page_body_is_byte_identical_to_the_orjson_dict_body() -> None:
         (bytes(range(256)), '{"name":"Tübingen \\u2028 ☃ \\"q\\"","n":-1.5e3}'),
         (b"\xfb\xff", "{}"),
     ]
+    stored = [(leaf, None if c is None else c.encode()) for leaf, c in rows]  # as PAGE_SQL
     for nxt in (None, 0, 1000, 123456789):
-        assert page_body(rows, nxt) == _reference(rows, nxt)
-        assert page_body(rows[:1], nxt) == _reference(rows[:1], nxt)
+        assert page_body(stored, nxt) == _reference(rows, nxt)
+        assert page_body(stored[:1], nxt) == _reference(rows[:1], nxt)
+        assert page_body(stored[1:2], nxt) == _reference(rows[1:2], nxt)
         assert page_body([], nxt) == _reference([], nxt)
 
 
@@ -54,8 +56,9 @@ def test_entries_route_serves_the_bytes_of_the_dict_route(tmp_path: Path) -> Non
         row[7] = f"{'ABCDEFGHIJKLMN'[i // 2 // 100]}{i // 2 % 100:02d}"
     run_import(home, [write_csv(tmp_path / "a.csv", rows)], mapping=mapping)
     conn = store.connect(home.db_path)
-    try:  # an erased content is served as null
+    try:  # an erased content is served as null; stored text goes out as its UTF-8 bytes
         conn.execute("UPDATE contents SET content = NULL WHERE idx = 5")
+        conn.execute("""UPDATE contents SET content = '{"n":"Tübingen ☃ \u2028"}' WHERE idx = 6""")
         size = store.latest_checkpoint(conn)[0]  # type: ignore[index]
         assert size > PAGE
         with (
@@ -75,6 +78,7 @@ def test_entries_route_serves_the_bytes_of_the_dict_route(tmp_path: Path) -> Non
                 assert got.headers["cache-control"] == cache
             page = client.get("/v1/log/entries", params={"start": 0, "limit": 10}).json()
             assert page["entries"][5]["content"] is None
+            assert page["entries"][6]["content"] == {"n": "Tübingen ☃ \u2028"}
             missing = client.get("/v1/log/entries", params={"start": size + 1})
             assert missing.status_code == 404
             assert f"beyond the signed tree size {size}" in missing.json()["detail"]
