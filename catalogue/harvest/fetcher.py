@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import orjson
+from pybase64 import b64decode as fast_b64decode
 
 from catalogue.errors import FetchError
 
@@ -117,10 +118,14 @@ def decode_page(origin: str, start: int, entries: list[Any]) -> list[tuple[bytes
     """The entries of a page starting at index `start` as (leaf bytes, content); a
     FetchError names the first entry that is not {"leaf": base64, "content": object or
     null}. The common page is decoded in one comprehension (a call per entry, as the
-    refusals are made, cost 0.5 µs an entry)."""
-    a2b = binascii.a2b_base64
+    refusals are made, cost 0.5 µs an entry), its leaves by pybase64 (SIMD; 0.55 µs an
+    entry where binascii took 1.1): where it decodes a leaf, its bytes are binascii's in
+    strict mode (tests/catalogue/test_harvest_pipe.py); a page with a leaf it refuses
+    (it is the stricter: padding past the last quantum) goes the reference way, entry by
+    entry with binascii's strict mode deciding."""
+    a2b = fast_b64decode
     try:
-        page = [(a2b(e["leaf"], strict_mode=True), e.get("content")) for e in entries]
+        page = [(a2b(e["leaf"], validate=True), e.get("content")) for e in entries]
     except (TypeError, KeyError, AttributeError, ValueError):  # binascii.Error is a ValueError
         pass
     else:

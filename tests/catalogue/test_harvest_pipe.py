@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import gc
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from catalogue.errors import FetchError
@@ -79,6 +82,42 @@ def test_page_decoding_refuses_a_malformed_entry_by_its_index(entry: Any, reason
     with pytest.raises(FetchError, match=r"node\.example: entry 103\b") as info:
         decode_page("node.example", 100, page)
     assert reason in str(info.value)
+
+
+def _strict(leaf: str) -> bytes | None:
+    """The reference: binascii in strict mode (None: refused)."""
+    try:
+        return binascii.a2b_base64(leaf, strict_mode=True)
+    except ValueError:
+        return None
+
+
+def _decoded(leaf: str) -> bytes | None:
+    try:
+        return decode_page("node.example", 0, [{"leaf": leaf, "content": None}])[0][0]
+    except FetchError:
+        return None
+
+
+B64_TEXT = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ \né",
+    max_size=16,
+)
+
+
+@given(leaf=B64_TEXT | st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode()))
+def test_page_leaves_decode_as_binascii_strict_mode(leaf: str) -> None:
+    """The leaves are decoded by pybase64 first: every leaf gives binascii's strict-mode
+    bytes, and is refused exactly when binascii refuses it."""
+    assert _decoded(leaf) == _strict(leaf)
+
+
+@pytest.mark.parametrize("leaf", ["QUJD=", "QUJD====", "QQ==", "QR==", "QUI="])
+def test_page_leaves_pybase64_refuses_take_the_reference_path(leaf: str) -> None:
+    """pybase64 refuses padding past the last quantum where binascii's strict mode takes
+    it: such a page is decoded the reference way, to the same bytes as before."""
+    page = [{"leaf": "ZQ==", "content": None}, {"leaf": leaf, "content": {"a": 1}}]
+    assert decode_page("node.example", 0, page) == [(b"e", None), (_strict(leaf), {"a": 1})]
 
 
 PAGE_BYTES = orjson.dumps({"entries": [{"leaf": "eyJ9", "content": {"x": "y" * 600}}] * 1000})
