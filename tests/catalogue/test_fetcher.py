@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from catalogue.errors import FetchError
-from catalogue.harvest.fetcher import RETRIES, NodeFetcher
+from catalogue.harvest.fetcher import KEEP_BUFFER, RETRIES, NodeFetcher
 
 BODY = orjson.dumps({"entries": [], "next": None})
 
@@ -139,3 +139,56 @@ def test_fetching_a_page_searches_for_no_missing_module() -> None:
     missed = _Missed()
     assert asyncio.run(_pages_with(missed, 5)) == 5
     assert missed.names == []
+
+
+def _bodies() -> list[bytes]:
+    """A long page, a short one, a long one again, and one past the kept buffers' size."""
+    entry = {"leaf": "eyJ9", "content": {"x": "y" * 500}}
+    return [
+        orjson.dumps({"entries": [entry] * 1000, "next": 1000}),
+        orjson.dumps({"entries": [entry] * 3, "next": None}),
+        orjson.dumps({"entries": [{"leaf": "ZQ==", "content": None}] * 900, "next": 900}),
+        orjson.dumps({"entries": [entry] * 9000, "next": None}),  # about 4.7 MB
+        b'{"entries":[],"next":null}',
+    ]
+
+
+async def _json_in_turn(bodies: list[bytes]) -> tuple[list[object], int]:
+    queue = list(bodies)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while queue:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            body = queue.pop(0)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n" % len(body) + body
+            )
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient() as client:
+            fetcher = NodeFetcher(client, f"http://127.0.0.1:{port}", max_bytes=10**7, timeout=10)
+            docs = [await fetcher.get_json("/v1/log/entries") for _ in bodies]
+            kept = sum(len(b) for b in fetcher._buffers)  # noqa: SLF001 (what the fetcher holds)
+            return docs, kept
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_json_bodies_read_into_a_kept_buffer_parse_each_response_whole() -> None:
+    """Responses parsed as JSON are read into a buffer kept for the next one: a short body
+    after a long one is parsed alone (nothing of the longer one's bytes), and a buffer
+    grown past KEEP_BUFFER is let go."""
+    bodies = _bodies()
+    docs, kept = asyncio.run(_json_in_turn(bodies))
+    assert docs == [orjson.loads(b) for b in bodies]
+    assert len(bodies[3]) > KEEP_BUFFER
+    assert 0 < kept <= KEEP_BUFFER
