@@ -113,7 +113,7 @@ def page_body(rows: Iterable[tuple[bytes, bytes | None]], nxt: int | None) -> by
     per entry or a string per page: the stored content is already canonical JSON, as
     orjson.Fragment would insert it; base64 needs no escaping. Built as bytes from the
     database's bytes, a page costs the server about 1.6 µs an entry, where reading the rows
-    into a list and formatting one string cost 2.5 (node/README.md "Performance")."""
+    into a list and formatting one string cost 2.5 (node/README.md "Serving log pages")."""
     b2a = binascii.b2a_base64
     parts = [b'{"entries":[']
     add = parts.append
