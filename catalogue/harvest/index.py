@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import marshal
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -21,6 +22,7 @@ from sqlalchemy import (
 from catalogue.db import bulk_insert, executemany
 from catalogue.models import (
     combos,
+    harvest_keyed,
     leaf_records,
     leaves,
     nodes,
@@ -45,6 +47,9 @@ __all__ = [
     "encode_multi",
     "group_problems",
     "index_step",
+    "key_group",
+    "pack_keyed",
+    "unpack_keyed",
     "missing_content_rejections",
 ]
 
@@ -149,6 +154,81 @@ def group_problems(group: dict[str, Any], k: int) -> list[str]:
 Ready = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int]]
 
 
+# a sample group keyed where it was verified (`key_group`): (leaf index, combo hash, combo
+# key, samples interval, donors interval, exact samples or None, exact donors or None); the
+# first five are its Ready change, the last two what the node's k policy is asked of
+Keyed = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int], Any, Any]
+_KEYED_FORMAT = b"k1"  # the staged rows' format (another is ignored: keyed from the leaves)
+
+
+def key_group(idx: int, record: dict[str, Any]) -> Keyed | None:
+    """Key a schema-valid group's content as `_prepare_batch` would (None: it cannot be, and
+    the final commit keys it from its stored leaf, which names the problem as before)."""
+    try:
+        samples, donors = record["samples"], record["donors"]
+        key = combo_key(record)
+        return (
+            idx,
+            hashlib.sha256(orjson.dumps(key)).digest(),  # combo_hash(key)
+            key,
+            (1, int(samples["lt"]) - 1) if type(samples) is dict else (n := int(samples), n),
+            (1, int(donors["lt"]) - 1) if type(donors) is dict else (n := int(donors), n),
+            samples if isinstance(samples, int) else None,
+            donors if isinstance(donors, int) else None,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, orjson.JSONEncodeError):
+        return None
+
+
+def pack_keyed(keyed: list[Keyed]) -> bytes:
+    """A chunk's keyed groups as stored in `harvest_keyed.data` (marshal: our own rows,
+    read back by this process or another lane of the same code: `unpack_keyed`)."""
+    return _KEYED_FORMAT + marshal.dumps(keyed)
+
+
+def unpack_keyed(data: bytes) -> list[Keyed] | None:
+    """What `pack_keyed` stored; None for another format (the leaves are keyed instead)."""
+    data = bytes(data)
+    if not data.startswith(_KEYED_FORMAT):
+        return None
+    try:
+        items = marshal.loads(data[len(_KEYED_FORMAT) :])  # noqa: S302 - our own rows
+    except (ValueError, EOFError, TypeError):
+        return None
+    return items if isinstance(items, list) else None
+
+
+class StagedKeys:
+    """The keyed groups of a node's staged chunks, read chunk by chunk as the step's
+    batches ask for them (in index order), each let go once its batch has it."""
+
+    def __init__(self, node_id: int, start: int) -> None:
+        self.node_id = node_id
+        self.read_to = start  # the staged rows ending at or before this are read
+        self.items: dict[int, Keyed] = {}
+
+    def take(self, conn: Connection, lo: int, hi: int) -> dict[int, Keyed]:
+        """The keyed groups of leaves [lo, hi) (an empty dict: none staged)."""
+        if hi > self.read_to:
+            rows = conn.execute(
+                select(harvest_keyed.c.hi, harvest_keyed.c.data)
+                .where(
+                    harvest_keyed.c.node_id == self.node_id,
+                    harvest_keyed.c.hi > self.read_to,
+                    harvest_keyed.c.lo < hi,
+                )
+                .order_by(harvest_keyed.c.lo)
+            ).all()
+            for end, data in rows:
+                for item in unpack_keyed(data) or ():
+                    self.items[item[0]] = item
+                self.read_to = max(self.read_to, int(end))
+        items = self.items
+        if not items:
+            return {}
+        return {i: items.pop(i) for i in range(lo, hi) if i in items}
+
+
 @dataclass
 class Batch:
     """One batch of a step's leaves, parsed and keyed: what `index_step` applies."""
@@ -175,6 +255,7 @@ class PreparedStep:
     # withdraw erased it): rejected (MISSING_CONTENT) when the step is applied
     missing: dict[tuple[str, str], int] = field(default_factory=dict)
     upto: int = 0  # the batches cover [start, upto); the rest is keyed in the transaction
+    staged: StagedKeys | None = None  # the groups keyed as they were verified
 
 
 def prepare_step(conn: Connection, node_id: int, start: int, end: int) -> PreparedStep:
@@ -200,13 +281,14 @@ def prepare_step(conn: Connection, node_id: int, start: int, end: int) -> Prepar
         )
     batches = []
     missing: dict[tuple[str, str], int] = {}
+    staged = StagedKeys(node_id, start)
     upto = start
     while upto < end and upto - start < PREPARE_BUDGET:
         hi = min(upto + BATCH, end)
-        batches.append(_prepare_batch(conn, node_id, upto, hi, k, missing))
+        batches.append(_prepare_batch(conn, node_id, upto, hi, k, missing, staged))
         upto = hi
     return PreparedStep(
-        node_id, start, end, k, batches, combo_ids, live, str(origin), missing, upto
+        node_id, start, end, k, batches, combo_ids, live, str(origin), missing, upto, staged
     )
 
 
@@ -217,7 +299,9 @@ def _batches(conn: Connection, prepared: PreparedStep) -> Iterator[Batch]:
         yield prepared.batches.pop(0)
     for lo in range(prepared.upto, prepared.end, BATCH):
         hi = min(lo + BATCH, prepared.end)
-        yield _prepare_batch(conn, prepared.node_id, lo, hi, prepared.k, prepared.missing)
+        yield _prepare_batch(
+            conn, prepared.node_id, lo, hi, prepared.k, prepared.missing, prepared.staged
+        )
 
 
 def _prepare_batch(
@@ -227,6 +311,7 @@ def _prepare_batch(
     hi: int,
     k: int,
     missing: dict[tuple[str, str], int],
+    staged: StagedKeys | None = None,
 ) -> Batch:
     rejected = set(
         conn.execute(
@@ -237,10 +322,13 @@ def _prepare_batch(
     )
     # the leaf of an erased or withdrawn entry (to tell which), else the content; through the
     # driver's cursor (SQLAlchemy's row processing cost as much as the parsing)
+    # (a group keyed as it was verified is not read back: its content only when it was not)
+    keyed = staged.take(conn, lo, hi) if staged is not None else {}
     cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    content_col = f"CASE WHEN kind = '{GROUP}' THEN NULL ELSE content END" if keyed else "content"
     cursor.execute(
-        "SELECT idx, kind, record_id, CASE WHEN content IS NULL THEN leaf END, content "
+        f"SELECT idx, kind, record_id, CASE WHEN content IS NULL THEN leaf END, {content_col} "
         f"FROM leaves WHERE node_id = {mark} AND idx >= {mark} AND idx < {mark} ORDER BY idx",
         (node_id, lo, hi),
     )
@@ -262,7 +350,26 @@ def _prepare_batch(
                 missing[(kind, rid)] = idx
         elif idx in rejected:
             changes[kind][rid] = None
+        elif kind == GROUP and (kd := keyed.get(idx)) is not None:
+            # keyed as it was verified (`key_group`): the same as the branch below
+            if kd[6] is not None and (
+                problems := group_problems({"samples": kd[5], "donors": kd[6]}, k)
+            ):
+                groups[rid] = None
+                refused.append(
+                    {
+                        "node_id": node_id,
+                        "idx": idx,
+                        "kind": kind,
+                        "record_id": rid,
+                        "problems": orjson.dumps(problems).decode(),
+                    }
+                )
+            else:
+                groups[rid] = kd[:5]
         elif kind == GROUP:
+            if content is None:  # not keyed where it was verified: read back after all
+                content = _content(conn, node_id, idx)
             record = loads(content)
             samples, donors = record["samples"], record["donors"]
             # only exact donors can break the policy (`group_problems`)
@@ -293,6 +400,12 @@ def _prepare_batch(
             changes[kind][rid] = (idx, loads(content))
     cursor.close()
     return Batch(changes, erase, refused)
+
+
+def _content(conn: Connection, node_id: int, idx: int) -> Any:
+    return conn.execute(
+        select(leaves.c.content).where(leaves.c.node_id == node_id, leaves.c.idx == idx)
+    ).scalar_one()
 
 
 def index_step(
