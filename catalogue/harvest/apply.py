@@ -81,6 +81,7 @@ class Chunk:
     # its sample groups keyed here, where each content is parsed anyway (`key_group`), so
     # that the final commit need not read them back and parse them under the write lock
     keyed: list[Keyed] = field(default_factory=list)
+    memo: dict[Any, Any] = field(default_factory=dict)  # `key_group`'s shared parts
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -99,7 +100,7 @@ class Chunk:
         self.rows.append((self.node_id, v.index, v.leaf, v.leaf_hash, kind, rid, raw))
         if not v.problems:
             if kind == GROUP and v.content is not None:
-                keyed = key_group(v.index, v.content)
+                keyed = key_group(v.index, v.content, self.memo)
                 if keyed is not None:
                     self.keyed.append(keyed)
         else:

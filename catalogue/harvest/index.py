@@ -159,17 +159,31 @@ Ready = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int]]
 # first five are its Ready change, the last two what the node's k policy is asked of
 Keyed = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int], Any, Any]
 _KEYED_FORMAT = b"k1"  # the staged rows' format (another is ignored: keyed from the leaves)
+_MEMO_LIMIT = 50_000  # parts shared per chunk (a chunk holds at most a few times 5,000)
 
 
-def key_group(idx: int, record: dict[str, Any]) -> Keyed | None:
+def key_group(idx: int, record: dict[str, Any], memo: dict[Any, Any]) -> Keyed | None:
     """Key a schema-valid group's content as `_prepare_batch` would (None: it cannot be, and
-    the final commit keys it from its stored leaf, which names the problem as before)."""
+    the final commit keys it from its stored leaf, which names the problem as before).
+
+    `memo` (one per chunk) makes equal parts of the chunk's keys one object each, so that
+    `pack_keyed` writes each once and the final commit builds it once (a chunk of the saved
+    1M federation: half the bytes, 0.8 -> 0.3 µs a group to read back)."""
     try:
         samples, donors = record["samples"], record["donors"]
         key = combo_key(record)
+        digest = hashlib.sha256(orjson.dumps(key)).digest()  # combo_hash(key)
+        seen = memo.get(digest)  # the same key (by its digest: JSON tells 1 from true)
+        if seen is not None:
+            key = seen
+        elif len(memo) < _MEMO_LIMIT:  # its strings and lists of strings (schema-valid)
+            share = memo.setdefault
+            key = memo[digest] = tuple(
+                [share(p, p) if type(p) is str or type(p) is tuple else p for p in key]
+            )
         return (
             idx,
-            hashlib.sha256(orjson.dumps(key)).digest(),  # combo_hash(key)
+            digest,
             key,
             (1, int(samples["lt"]) - 1) if type(samples) is dict else (n := int(samples), n),
             (1, int(donors["lt"]) - 1) if type(donors) is dict else (n := int(donors), n),
@@ -235,7 +249,7 @@ class Batch:
 
     changes: dict[str, dict[str, Any]]  # kind -> record id -> (idx, record) | Ready | None
     erase: dict[tuple[str, str], int]  # withdrawn (kind, id) -> the withdraw's leaf index
-    refused: list[dict[str, Any]]  # rejection rows of groups breaking the node's k
+    refused: list[tuple[Any, ...]]  # rejection rows (`REJECTION_COLUMNS`) of groups breaking k
 
 
 @dataclass
@@ -334,7 +348,7 @@ def _prepare_batch(
     )
     changes: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
     erase: dict[tuple[str, str], int] = {}
-    refused: list[dict[str, Any]] = []
+    refused: list[tuple[Any, ...]] = []
     groups = changes[GROUP]
     loads, dumps, sha256 = orjson.loads, orjson.dumps, hashlib.sha256
     for idx, kind, rid, gone, content in cursor:
@@ -356,15 +370,7 @@ def _prepare_batch(
                 problems := group_problems({"samples": kd[5], "donors": kd[6]}, k)
             ):
                 groups[rid] = None
-                refused.append(
-                    {
-                        "node_id": node_id,
-                        "idx": idx,
-                        "kind": kind,
-                        "record_id": rid,
-                        "problems": orjson.dumps(problems).decode(),
-                    }
-                )
+                refused.append((node_id, idx, kind, rid, orjson.dumps(problems).decode()))
             else:
                 groups[rid] = kd[:5]
         elif kind == GROUP:
@@ -375,15 +381,7 @@ def _prepare_batch(
             # only exact donors can break the policy (`group_problems`)
             if isinstance(donors, int) and (problems := group_problems(record, k)):
                 groups[rid] = None
-                refused.append(
-                    {
-                        "node_id": node_id,
-                        "idx": idx,
-                        "kind": kind,
-                        "record_id": rid,
-                        "problems": orjson.dumps(problems).decode(),
-                    }
-                )
+                refused.append((node_id, idx, kind, rid, orjson.dumps(problems).decode()))
             else:
                 key = combo_key(record)
                 groups[rid] = (
@@ -447,7 +445,7 @@ def index_step(
     for batch in _batches(conn, prepared):
         changes = batch.changes
         if batch.refused:
-            conn.execute(rejections.insert(), batch.refused)
+            bulk_insert(conn, rejections, REJECTION_COLUMNS, batch.refused)
         if batch.erase:
             earlier = select(leaf_records.c.idx).where(
                 leaf_records.c.node_id == node_id,
@@ -572,6 +570,7 @@ def apply_groups(
     bulk_insert(conn, sample_groups, _GROUP_COLUMNS, rows)
 
 
+REJECTION_COLUMNS = ("node_id", "idx", "kind", "record_id", "problems")
 _GROUP_COLUMNS = ("node_id", "group_id", "idx", "combo_id", "s_min", "s_max", "d_min", "d_max")
 
 
