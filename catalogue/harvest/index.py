@@ -439,6 +439,8 @@ def index_step(
     ):
         prepared = prepare_step(conn, node_id, start, end)
     combo_ids, live = prepared.combo_ids, prepared.live
+    # group leaves a later leaf of the same group in this step replaces: not written at all
+    later = superseded(conn, node_id, start, end)
     recount: set[int] = set()  # combos that lost a group: counted again from their groups
     deltas: dict[int, list[int]] = {}  # combos that only gained groups: what they gained
     biobanks = False  # a biobank record changed: the country of existing combos may too
@@ -461,7 +463,7 @@ def index_step(
             )
         apply_records(conn, node_id, "biobank", changes["biobank"])
         apply_records(conn, node_id, "collection", changes["collection"])
-        apply_groups(conn, node_id, changes[GROUP], combo_ids, live, recount, deltas)
+        apply_groups(conn, node_id, changes[GROUP], combo_ids, live, recount, deltas, later)
         if len(combo_ids.new) > NEW_COMBO_BUDGET:  # written now, counted at the end by delta
             combo_ids.encode_new(vocab)
             combo_ids.insert_new(conn, {}, set(), None, node_country=country)
@@ -522,6 +524,25 @@ _ADD = """UPDATE combos SET n_min = n_min + ?, n_max = n_max + ?,
 WHERE id = ?"""
 
 
+def superseded(conn: Connection, node_id: int, start: int, end: int) -> set[int]:
+    """The group leaves of [start, end) that a later leaf of the same group in [start, end)
+    replaces (from `leaf_records`, which the final commit fills for the step first; without
+    them, none)."""
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:  # the leaves of each group in key order: one that the next one's group equals
+        cursor.execute(
+            "SELECT idx FROM (SELECT idx, record_id, "
+            "LEAD(record_id) OVER (ORDER BY record_id, idx) AS next_id FROM leaf_records "
+            f"WHERE node_id = {mark} AND kind = {mark} AND idx >= {mark} AND idx < {mark}) s "
+            "WHERE next_id = record_id",
+            (node_id, GROUP, start, end),
+        )
+        return {idx for (idx,) in cursor}
+    finally:
+        cursor.close()
+
+
 def apply_groups(
     conn: Connection,
     node_id: int,
@@ -530,12 +551,17 @@ def apply_groups(
     live: dict[str, int],
     recount: set[int],
     deltas: dict[int, list[int]],
+    later: set[int] | frozenset[int] = frozenset(),
 ) -> None:
     """Replace live groups by their latest version (or remove them).
 
     `changes` maps group id -> a Ready change, or None to remove; `live` (group id -> combo
     id of the node's indexed groups) is kept up to date. A combo that loses a group goes into
-    `recount`; what a combo gains is added to `deltas[combo]` ([n_min, n_max, d_min, d_max])."""
+    `recount`; what a combo gains is added to `deltas[combo]` ([n_min, n_max, d_min, d_max]).
+    `later`: leaves (`superseded`) that a later batch of the step replaces. Such a version
+    is not written (it used to be written, then deleted and its combo recounted); its combo
+    gets its id as before, and is recounted if it was written before (a new combo's counts
+    are the deltas of the groups it ends with, which is what a recount finds)."""
     if not changes:
         return
     combo_ids.ensure(conn, {ch[1]: ch[2] for ch in changes.values() if ch is not None})
@@ -553,9 +579,15 @@ def apply_groups(
         )
     rows = []
     ids = combo_ids.ids
+    new = combo_ids.new
     for gid, ch in changes.items():
         if ch is not None:
             idx, chash, _key, (s_min, s_max), (d_min, d_max) = ch
+            if idx in later:
+                cid = ids[chash]
+                if cid not in new:
+                    recount.add(cid)
+                continue
             cid = live[gid] = ids[chash]
             gained = deltas.get(cid)
             if gained is None:
@@ -768,16 +800,17 @@ def refresh_countries(
     `changed` marks the combos whose country changes (`combos.changed`). The node's biobank
     records are few: compared here, row by row, rather than by a subquery per combo."""
     country = _countries(conn, node_id)
-    executemany(
-        conn,
-        "UPDATE combos SET country = ?, changed = ? WHERE id = ?",
-        [
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:  # through the driver: SQLAlchemy's rows cost more than the comparison
+        cursor.execute(
+            f"SELECT id, biobank, country FROM combos WHERE node_id = {mark}", (node_id,)
+        )
+        rows = [
             (want, changed, cid)
-            for cid, biobank, has in conn.execute(
-                select(combos.c.id, combos.c.biobank, combos.c.country).where(
-                    combos.c.node_id == node_id
-                )
-            )
+            for cid, biobank, has in cursor
             if (want := country.get(biobank) or node_country) != has
-        ],
-    )
+        ]
+    finally:
+        cursor.close()
+    executemany(conn, "UPDATE combos SET country = ?, changed = ? WHERE id = ?", rows)
