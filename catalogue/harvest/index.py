@@ -59,13 +59,16 @@ GROUP = "sample-group"
 _CHUNK = 500
 BATCH = 5000  # leaves read back per query while a step is indexed
 # memory bounds of one step's index: the leaves keyed before the write transaction (about
-# 1.6 KB each; the rest are keyed in it, batch by batch), and the new combos held back to be
+# 0.6 KB each; the rest are keyed in it, batch by batch), and the new combos held back to be
 # written once with their counts (their keys; beyond it, they are written at once with
 # none, and their counts are added at the end like an existing combo's)
 # (quartered from 50,000 and 100,000: at 10M samples the harvest's peak fell from 630-651 to
 # 477-493 MB, both processes together, for about 3% more CPU in the final commits at 10M
 # and 5-10% at 1M: bench/README.md "Memory")
-PREPARE_BUDGET = 12_500
+# (then 12,500 -> 35,000: a group keyed where it was verified holds 0.6 instead of 1.6 KB
+# prepared, its key's parts shared within its chunk; tracemalloc over the 1M DE step: 23.9 MB
+# for the first 15,000 leaves before, 21.6 MB for 35,000 after)
+PREPARE_BUDGET = 35_000
 NEW_COMBO_BUDGET = 25_000
 
 
@@ -530,17 +533,21 @@ def superseded(conn: Connection, node_id: int, start: int, end: int) -> set[int]
     them, none)."""
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
     cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:  # the leaves of each group in key order: one that the next one's group equals
+    later: set[int] = set()
+    try:  # the step's leaves of each group, in key order (a window function cost 3 times this)
         cursor.execute(
-            "SELECT idx FROM (SELECT idx, record_id, "
-            "LEAD(record_id) OVER (ORDER BY record_id, idx) AS next_id FROM leaf_records "
-            f"WHERE node_id = {mark} AND kind = {mark} AND idx >= {mark} AND idx < {mark}) s "
-            "WHERE next_id = record_id",
+            f"SELECT record_id, idx FROM leaf_records WHERE node_id = {mark} AND kind = {mark} "
+            f"AND idx >= {mark} AND idx < {mark} ORDER BY record_id, idx",
             (node_id, GROUP, start, end),
         )
-        return {idx for (idx,) in cursor}
+        last_id, last_idx = None, 0
+        for rid, idx in cursor:
+            if rid == last_id:
+                later.add(last_idx)
+            last_id, last_idx = rid, idx
     finally:
         cursor.close()
+    return later
 
 
 def apply_groups(
