@@ -39,6 +39,7 @@ __all__ = [
     "COMBO_COLUMNS",
     "GROUP",
     "MISSING_CONTENT",
+    "REJECTION_COLUMNS",
     "apply_groups",
     "prepare_step",
     "combo_hash",
