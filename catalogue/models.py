@@ -217,6 +217,20 @@ harvest_staging = Table(  # a harvest step in progress: leaves beyond tree_size 
     Column("checkpoint", Text, nullable=False),  # the signed note they were verified under
 )
 
+# the sample groups of each staged chunk keyed as they were verified (`Chunk.add`, on the
+# verifying side, where the content is parsed anyway): the final commit reads these instead
+# of reading back and parsing every group's content under the write lock. Written in the
+# chunk's transaction, deleted with the staging (final commit, discard); a chunk without a
+# row here (or with a row of another format) is keyed from its stored leaves, as before
+harvest_keyed = Table(
+    "harvest_keyed",
+    metadata,
+    Column("node_id", Integer, primary_key=True, autoincrement=False),
+    Column("lo", BigInteger, primary_key=True, autoincrement=False),  # the chunk's leaves
+    Column("hi", BigInteger, nullable=False),  # [lo, hi)
+    Column("data", LargeBinary, nullable=False),  # `catalogue.harvest.index.pack_keyed`
+)
+
 key_events = Table(  # catalogue revocations of node keys (rotations live in the mirrored leaves)
     "key_events",
     metadata,

@@ -25,11 +25,12 @@ from sqlalchemy import Connection, Engine, select
 from catalogue import subtrees
 from catalogue.db import add_leaf_records, bulk_insert, write_tx
 from catalogue.errors import FetchError
-from catalogue.harvest.index import index_step, prepare_step
+from catalogue.harvest.index import GROUP, Keyed, index_step, key_group, pack_keyed, prepare_step
 from catalogue.harvest.refusals import count_refusal
 from catalogue.models import (
     alerts,
     combos,
+    harvest_keyed,
     harvest_staging,
     leaves,
     nodes,
@@ -77,6 +78,10 @@ class Chunk:
     node_id: int
     rows: list[tuple[Any, ...]] = field(default_factory=list)  # in LEAF_COLUMNS order
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    # its sample groups keyed here, where each content is parsed anyway (`key_group`), so
+    # that the final commit need not read them back and parse them under the write lock
+    keyed: list[Keyed] = field(default_factory=list)
+    memo: dict[Any, Any] = field(default_factory=dict)  # `key_group`'s shared parts
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -93,7 +98,12 @@ class Chunk:
         else:
             raw = orjson.dumps(v.content).decode()
         self.rows.append((self.node_id, v.index, v.leaf, v.leaf_hash, kind, rid, raw))
-        if v.problems:
+        if not v.problems:
+            if kind == GROUP and v.content is not None:
+                keyed = key_group(v.index, v.content, self.memo)
+                if keyed is not None:
+                    self.keyed.append(keyed)
+        else:
             self.rejected.append(
                 {
                     "node_id": self.node_id,
@@ -126,6 +136,15 @@ def _check_position(conn: Connection, pos: Position) -> None:
 
 def _store(conn: Connection, chunk: Chunk) -> None:
     bulk_insert(conn, leaves, LEAF_COLUMNS, chunk.rows)
+    if chunk.keyed:
+        conn.execute(
+            harvest_keyed.insert().values(
+                node_id=chunk.node_id,
+                lo=chunk.rows[0][1],
+                hi=chunk.rows[-1][1] + 1,
+                data=pack_keyed(chunk.keyed),
+            )
+        )
     if chunk.rejected:
         conn.execute(rejections.insert(), chunk.rejected)
 
@@ -217,6 +236,7 @@ def commit_final(
         )
         _end_withholding(conn, pos.node_id, now)
         conn.execute(harvest_staging.delete().where(harvest_staging.c.node_id == pos.node_id))
+        conn.execute(harvest_keyed.delete().where(harvest_keyed.c.node_id == pos.node_id))
         subtrees.extend(conn, pos.node_id, state.size)  # proofs in O(log n) reads
         append(conn, key, "checkpoint", node=pos.origin, checkpoint=state.checkpoint)
 
@@ -244,6 +264,7 @@ def discard_staging(conn: Connection, node_id: int) -> None:
         rejections.delete().where(rejections.c.node_id == node_id, rejections.c.idx >= size)
     )
     conn.execute(harvest_staging.delete().where(harvest_staging.c.node_id == node_id))
+    conn.execute(harvest_keyed.delete().where(harvest_keyed.c.node_id == node_id))
     conn.execute(combos.delete().where(combos.c.node_id == node_id, combos.c.n_max == 0))
 
 

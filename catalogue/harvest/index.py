@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import marshal
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -21,6 +22,7 @@ from sqlalchemy import (
 from catalogue.db import bulk_insert, executemany
 from catalogue.models import (
     combos,
+    harvest_keyed,
     leaf_records,
     leaves,
     nodes,
@@ -37,6 +39,7 @@ __all__ = [
     "COMBO_COLUMNS",
     "GROUP",
     "MISSING_CONTENT",
+    "REJECTION_COLUMNS",
     "apply_groups",
     "prepare_step",
     "combo_hash",
@@ -45,6 +48,9 @@ __all__ = [
     "encode_multi",
     "group_problems",
     "index_step",
+    "key_group",
+    "pack_keyed",
+    "unpack_keyed",
     "missing_content_rejections",
 ]
 
@@ -54,14 +60,21 @@ GROUP = "sample-group"
 _CHUNK = 500
 BATCH = 5000  # leaves read back per query while a step is indexed
 # memory bounds of one step's index: the leaves keyed before the write transaction (about
-# 1.6 KB each; the rest are keyed in it, batch by batch), and the new combos held back to be
+# 0.6 KB each; the rest are keyed in it, batch by batch), and the new combos held back to be
 # written once with their counts (their keys; beyond it, they are written at once with
 # none, and their counts are added at the end like an existing combo's)
 # (quartered from 50,000 and 100,000: at 10M samples the harvest's peak fell from 630-651 to
 # 477-493 MB, both processes together, for about 3% more CPU in the final commits at 10M
 # and 5-10% at 1M: bench/README.md "Memory")
-PREPARE_BUDGET = 12_500
-NEW_COMBO_BUDGET = 25_000
+# (then 12,500 -> 35,000: a group keyed where it was verified holds 0.6 instead of 1.6 KB
+# prepared, its key's parts shared within its chunk; tracemalloc over the 1M DE step: 23.9 MB
+# for the first 15,000 leaves before, 21.6 MB for 35,000 after)
+# and NEW_COMBO_BUDGET 25,000 -> 50,000: a held combo's key shares its chunk's strings; the
+# 10M harvest with both raised peaked at 272 MB in one process, 467 MB both (before this
+# round, the same hour: 283 and 482 MB); at 1M no DE combo is written early any more, so
+# none is counted by an UPDATE at the end (the final commit 16.6-18.0 -> 13.6-14.7 µs)
+PREPARE_BUDGET = 35_000
+NEW_COMBO_BUDGET = 50_000
 
 
 def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:
@@ -149,13 +162,102 @@ def group_problems(group: dict[str, Any], k: int) -> list[str]:
 Ready = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int]]
 
 
+# a sample group keyed where it was verified (`key_group`): (leaf index, combo hash, combo
+# key, samples interval, donors interval, exact samples or None, exact donors or None); the
+# first five are its Ready change, the last two what the node's k policy is asked of
+Keyed = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int], Any, Any]
+_KEYED_FORMAT = b"k1"  # the staged rows' format (another is ignored: keyed from the leaves)
+_MEMO_LIMIT = 50_000  # parts shared per chunk (a chunk holds at most a few times 5,000)
+
+
+def key_group(idx: int, record: dict[str, Any], memo: dict[Any, Any]) -> Keyed | None:
+    """Key a schema-valid group's content as `_prepare_batch` would (None: it cannot be, and
+    the final commit keys it from its stored leaf, which names the problem as before).
+
+    `memo` (one per chunk) makes equal parts of the chunk's keys one object each, so that
+    `pack_keyed` writes each once and the final commit builds it once (a chunk of the saved
+    1M federation: half the bytes, 0.8 -> 0.3 µs a group to read back)."""
+    try:
+        samples, donors = record["samples"], record["donors"]
+        key = combo_key(record)
+        digest = hashlib.sha256(orjson.dumps(key)).digest()  # combo_hash(key)
+        seen = memo.get(digest)  # the same key (by its digest: JSON tells 1 from true)
+        if seen is not None:
+            key = seen
+        elif len(memo) < _MEMO_LIMIT:  # its strings and lists of strings (schema-valid)
+            share = memo.setdefault
+            key = memo[digest] = tuple(
+                [share(p, p) if type(p) is str or type(p) is tuple else p for p in key]
+            )
+        return (
+            idx,
+            digest,
+            key,
+            (1, int(samples["lt"]) - 1) if type(samples) is dict else (n := int(samples), n),
+            (1, int(donors["lt"]) - 1) if type(donors) is dict else (n := int(donors), n),
+            samples if isinstance(samples, int) else None,
+            donors if isinstance(donors, int) else None,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, orjson.JSONEncodeError):
+        return None
+
+
+def pack_keyed(keyed: list[Keyed]) -> bytes:
+    """A chunk's keyed groups as stored in `harvest_keyed.data` (marshal: our own rows,
+    read back by this process or another lane of the same code: `unpack_keyed`)."""
+    return _KEYED_FORMAT + marshal.dumps(keyed)
+
+
+def unpack_keyed(data: bytes) -> list[Keyed] | None:
+    """What `pack_keyed` stored; None for another format (the leaves are keyed instead)."""
+    data = bytes(data)
+    if not data.startswith(_KEYED_FORMAT):
+        return None
+    try:
+        items = marshal.loads(data[len(_KEYED_FORMAT) :])  # noqa: S302 - our own rows
+    except (ValueError, EOFError, TypeError):
+        return None
+    return items if isinstance(items, list) else None
+
+
+class StagedKeys:
+    """The keyed groups of a node's staged chunks, read chunk by chunk as the step's
+    batches ask for them (in index order), each let go once its batch has it."""
+
+    def __init__(self, node_id: int, start: int) -> None:
+        self.node_id = node_id
+        self.read_to = start  # the staged rows ending at or before this are read
+        self.items: dict[int, Keyed] = {}
+
+    def take(self, conn: Connection, lo: int, hi: int) -> dict[int, Keyed]:
+        """The keyed groups of leaves [lo, hi) (an empty dict: none staged)."""
+        if hi > self.read_to:
+            rows = conn.execute(
+                select(harvest_keyed.c.hi, harvest_keyed.c.data)
+                .where(
+                    harvest_keyed.c.node_id == self.node_id,
+                    harvest_keyed.c.hi > self.read_to,
+                    harvest_keyed.c.lo < hi,
+                )
+                .order_by(harvest_keyed.c.lo)
+            ).all()
+            for end, data in rows:
+                for item in unpack_keyed(data) or ():
+                    self.items[item[0]] = item
+                self.read_to = max(self.read_to, int(end))
+        items = self.items
+        if not items:
+            return {}
+        return {i: items.pop(i) for i in range(lo, hi) if i in items}
+
+
 @dataclass
 class Batch:
     """One batch of a step's leaves, parsed and keyed: what `index_step` applies."""
 
     changes: dict[str, dict[str, Any]]  # kind -> record id -> (idx, record) | Ready | None
     erase: dict[tuple[str, str], int]  # withdrawn (kind, id) -> the withdraw's leaf index
-    refused: list[dict[str, Any]]  # rejection rows of groups breaking the node's k
+    refused: list[tuple[Any, ...]]  # rejection rows (`REJECTION_COLUMNS`) of groups breaking k
 
 
 @dataclass
@@ -175,6 +277,7 @@ class PreparedStep:
     # withdraw erased it): rejected (MISSING_CONTENT) when the step is applied
     missing: dict[tuple[str, str], int] = field(default_factory=dict)
     upto: int = 0  # the batches cover [start, upto); the rest is keyed in the transaction
+    staged: StagedKeys | None = None  # the groups keyed as they were verified
 
 
 def prepare_step(conn: Connection, node_id: int, start: int, end: int) -> PreparedStep:
@@ -200,13 +303,14 @@ def prepare_step(conn: Connection, node_id: int, start: int, end: int) -> Prepar
         )
     batches = []
     missing: dict[tuple[str, str], int] = {}
+    staged = StagedKeys(node_id, start)
     upto = start
     while upto < end and upto - start < PREPARE_BUDGET:
         hi = min(upto + BATCH, end)
-        batches.append(_prepare_batch(conn, node_id, upto, hi, k, missing))
+        batches.append(_prepare_batch(conn, node_id, upto, hi, k, missing, staged))
         upto = hi
     return PreparedStep(
-        node_id, start, end, k, batches, combo_ids, live, str(origin), missing, upto
+        node_id, start, end, k, batches, combo_ids, live, str(origin), missing, upto, staged
     )
 
 
@@ -217,7 +321,9 @@ def _batches(conn: Connection, prepared: PreparedStep) -> Iterator[Batch]:
         yield prepared.batches.pop(0)
     for lo in range(prepared.upto, prepared.end, BATCH):
         hi = min(lo + BATCH, prepared.end)
-        yield _prepare_batch(conn, prepared.node_id, lo, hi, prepared.k, prepared.missing)
+        yield _prepare_batch(
+            conn, prepared.node_id, lo, hi, prepared.k, prepared.missing, prepared.staged
+        )
 
 
 def _prepare_batch(
@@ -227,6 +333,7 @@ def _prepare_batch(
     hi: int,
     k: int,
     missing: dict[tuple[str, str], int],
+    staged: StagedKeys | None = None,
 ) -> Batch:
     rejected = set(
         conn.execute(
@@ -237,16 +344,19 @@ def _prepare_batch(
     )
     # the leaf of an erased or withdrawn entry (to tell which), else the content; through the
     # driver's cursor (SQLAlchemy's row processing cost as much as the parsing)
+    # (a group keyed as it was verified is not read back: its content only when it was not)
+    keyed = staged.take(conn, lo, hi) if staged is not None else {}
     cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    content_col = f"CASE WHEN kind = '{GROUP}' THEN NULL ELSE content END" if keyed else "content"
     cursor.execute(
-        "SELECT idx, kind, record_id, CASE WHEN content IS NULL THEN leaf END, content "
+        f"SELECT idx, kind, record_id, CASE WHEN content IS NULL THEN leaf END, {content_col} "
         f"FROM leaves WHERE node_id = {mark} AND idx >= {mark} AND idx < {mark} ORDER BY idx",
         (node_id, lo, hi),
     )
     changes: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
     erase: dict[tuple[str, str], int] = {}
-    refused: list[dict[str, Any]] = []
+    refused: list[tuple[Any, ...]] = []
     groups = changes[GROUP]
     loads, dumps, sha256 = orjson.loads, orjson.dumps, hashlib.sha256
     for idx, kind, rid, gone, content in cursor:
@@ -262,21 +372,24 @@ def _prepare_batch(
                 missing[(kind, rid)] = idx
         elif idx in rejected:
             changes[kind][rid] = None
+        elif kind == GROUP and (kd := keyed.get(idx)) is not None:
+            # keyed as it was verified (`key_group`): the same as the branch below
+            if kd[6] is not None and (
+                problems := group_problems({"samples": kd[5], "donors": kd[6]}, k)
+            ):
+                groups[rid] = None
+                refused.append((node_id, idx, kind, rid, orjson.dumps(problems).decode()))
+            else:
+                groups[rid] = kd[:5]
         elif kind == GROUP:
+            if content is None:  # not keyed where it was verified: read back after all
+                content = _content(conn, node_id, idx)
             record = loads(content)
             samples, donors = record["samples"], record["donors"]
             # only exact donors can break the policy (`group_problems`)
             if isinstance(donors, int) and (problems := group_problems(record, k)):
                 groups[rid] = None
-                refused.append(
-                    {
-                        "node_id": node_id,
-                        "idx": idx,
-                        "kind": kind,
-                        "record_id": rid,
-                        "problems": orjson.dumps(problems).decode(),
-                    }
-                )
+                refused.append((node_id, idx, kind, rid, orjson.dumps(problems).decode()))
             else:
                 key = combo_key(record)
                 groups[rid] = (
@@ -293,6 +406,12 @@ def _prepare_batch(
             changes[kind][rid] = (idx, loads(content))
     cursor.close()
     return Batch(changes, erase, refused)
+
+
+def _content(conn: Connection, node_id: int, idx: int) -> Any:
+    return conn.execute(
+        select(leaves.c.content).where(leaves.c.node_id == node_id, leaves.c.idx == idx)
+    ).scalar_one()
 
 
 def index_step(
@@ -328,13 +447,15 @@ def index_step(
     ):
         prepared = prepare_step(conn, node_id, start, end)
     combo_ids, live = prepared.combo_ids, prepared.live
+    # group leaves a later leaf of the same group in this step replaces: not written at all
+    later = superseded(conn, node_id, start, end)
     recount: set[int] = set()  # combos that lost a group: counted again from their groups
     deltas: dict[int, list[int]] = {}  # combos that only gained groups: what they gained
     biobanks = False  # a biobank record changed: the country of existing combos may too
     for batch in _batches(conn, prepared):
         changes = batch.changes
         if batch.refused:
-            conn.execute(rejections.insert(), batch.refused)
+            bulk_insert(conn, rejections, REJECTION_COLUMNS, batch.refused)
         if batch.erase:
             earlier = select(leaf_records.c.idx).where(
                 leaf_records.c.node_id == node_id,
@@ -350,7 +471,7 @@ def index_step(
             )
         apply_records(conn, node_id, "biobank", changes["biobank"])
         apply_records(conn, node_id, "collection", changes["collection"])
-        apply_groups(conn, node_id, changes[GROUP], combo_ids, live, recount, deltas)
+        apply_groups(conn, node_id, changes[GROUP], combo_ids, live, recount, deltas, later)
         if len(combo_ids.new) > NEW_COMBO_BUDGET:  # written now, counted at the end by delta
             combo_ids.encode_new(vocab)
             combo_ids.insert_new(conn, {}, set(), None, node_country=country)
@@ -411,6 +532,29 @@ _ADD = """UPDATE combos SET n_min = n_min + ?, n_max = n_max + ?,
 WHERE id = ?"""
 
 
+def superseded(conn: Connection, node_id: int, start: int, end: int) -> set[int]:
+    """The group leaves of [start, end) that a later leaf of the same group in [start, end)
+    replaces (from `leaf_records`, which the final commit fills for the step first; without
+    them, none)."""
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    later: set[int] = set()
+    try:  # the step's leaves of each group, in key order (a window function cost 3 times this)
+        cursor.execute(
+            f"SELECT record_id, idx FROM leaf_records WHERE node_id = {mark} AND kind = {mark} "
+            f"AND idx >= {mark} AND idx < {mark} ORDER BY record_id, idx",
+            (node_id, GROUP, start, end),
+        )
+        last_id, last_idx = None, 0
+        for rid, idx in cursor:
+            if rid == last_id:
+                later.add(last_idx)
+            last_id, last_idx = rid, idx
+    finally:
+        cursor.close()
+    return later
+
+
 def apply_groups(
     conn: Connection,
     node_id: int,
@@ -419,12 +563,17 @@ def apply_groups(
     live: dict[str, int],
     recount: set[int],
     deltas: dict[int, list[int]],
+    later: set[int] | frozenset[int] = frozenset(),
 ) -> None:
     """Replace live groups by their latest version (or remove them).
 
     `changes` maps group id -> a Ready change, or None to remove; `live` (group id -> combo
     id of the node's indexed groups) is kept up to date. A combo that loses a group goes into
-    `recount`; what a combo gains is added to `deltas[combo]` ([n_min, n_max, d_min, d_max])."""
+    `recount`; what a combo gains is added to `deltas[combo]` ([n_min, n_max, d_min, d_max]).
+    `later`: leaves (`superseded`) that a later batch of the step replaces. Such a version
+    is not written (it used to be written, then deleted and its combo recounted); its combo
+    gets its id as before, and is recounted if it was written before (a new combo's counts
+    are the deltas of the groups it ends with, which is what a recount finds)."""
     if not changes:
         return
     combo_ids.ensure(conn, {ch[1]: ch[2] for ch in changes.values() if ch is not None})
@@ -442,9 +591,15 @@ def apply_groups(
         )
     rows = []
     ids = combo_ids.ids
+    new = combo_ids.new
     for gid, ch in changes.items():
         if ch is not None:
             idx, chash, _key, (s_min, s_max), (d_min, d_max) = ch
+            if idx in later:
+                cid = ids[chash]
+                if cid not in new:
+                    recount.add(cid)
+                continue
             cid = live[gid] = ids[chash]
             gained = deltas.get(cid)
             if gained is None:
@@ -459,6 +614,7 @@ def apply_groups(
     bulk_insert(conn, sample_groups, _GROUP_COLUMNS, rows)
 
 
+REJECTION_COLUMNS = ("node_id", "idx", "kind", "record_id", "problems")
 _GROUP_COLUMNS = ("node_id", "group_id", "idx", "combo_id", "s_min", "s_max", "d_min", "d_max")
 
 
@@ -656,16 +812,17 @@ def refresh_countries(
     `changed` marks the combos whose country changes (`combos.changed`). The node's biobank
     records are few: compared here, row by row, rather than by a subquery per combo."""
     country = _countries(conn, node_id)
-    executemany(
-        conn,
-        "UPDATE combos SET country = ?, changed = ? WHERE id = ?",
-        [
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:  # through the driver: SQLAlchemy's rows cost more than the comparison
+        cursor.execute(
+            f"SELECT id, biobank, country FROM combos WHERE node_id = {mark}", (node_id,)
+        )
+        rows = [
             (want, changed, cid)
-            for cid, biobank, has in conn.execute(
-                select(combos.c.id, combos.c.biobank, combos.c.country).where(
-                    combos.c.node_id == node_id
-                )
-            )
+            for cid, biobank, has in cursor
             if (want := country.get(biobank) or node_country) != has
-        ],
-    )
+        ]
+    finally:
+        cursor.close()
+    executemany(conn, "UPDATE combos SET country = ?, changed = ? WHERE id = ?", rows)

@@ -331,7 +331,7 @@ class _Spill:
     def put(self, chunk: Chunk, mark: _Mark) -> None:
         if self.file is None:
             self.file = tempfile.TemporaryFile(dir=self.directory)  # noqa: SIM115 - close()
-        data = marshal.dumps((chunk.rows, chunk.rejected))
+        data = marshal.dumps((chunk.rows, chunk.rejected, chunk.keyed))
         offset = self.file.seek(0, os.SEEK_END)
         self.file.write(data)
         self.chunks.append((offset, len(data), mark))
@@ -343,8 +343,8 @@ class _Spill:
             offset, length, mark = self.chunks.popleft()
             self.file.seek(offset)
             # our own unnamed file, written just above by this process
-            rows, rejected = marshal.loads(self.file.read(length))  # noqa: S302
-            chunk = Chunk(pos.node_id, rows, rejected)
+            rows, rejected, keyed = marshal.loads(self.file.read(length))  # noqa: S302
+            chunk = Chunk(pos.node_id, rows, rejected, keyed)
             pos = writer.store_now(pos, chunk, **asdict(mark))
         if not self.chunks and self.file is not None:
             self.file.truncate(0)

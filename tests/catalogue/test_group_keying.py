@@ -15,6 +15,7 @@ from sqlalchemy import select
 from catalogue.db import make_engine, write_tx
 from catalogue.harvest.index import (
     GROUP,
+    REJECTION_COLUMNS,
     ComboIds,
     combo_hash,
     combo_key,
@@ -115,7 +116,11 @@ def test_prepared_groups_hold_the_reference_key_hash_intervals_and_refusals(
         prepared = prepare_step(conn, node_id, 0, int(size))
         tx.rollback()
     ready = {rid: ch for b in prepared.batches for rid, ch in b.changes[GROUP].items()}
-    refused = {r["record_id"] for b in prepared.batches for r in b.refused}
+    refused = {
+        dict(zip(REJECTION_COLUMNS, r, strict=True))["record_id"]
+        for b in prepared.batches
+        for r in b.refused
+    }
     assert set(ready) == set(stored)
     want_refused = set()
     for rid, (idx, content) in stored.items():

@@ -1,0 +1,240 @@
+"""Sample groups keyed where they are verified (issue 19 item 4: a shorter final commit).
+
+A chunk's groups are keyed as the verifier hands them over (`Chunk.add`, `key_group`) and
+staged with the chunk (`harvest_keyed`); the final commit reads those instead of reading back
+and parsing every group's content under the write lock. What it indexes must not depend on
+where a group was keyed: a step staged by the previous version (no keyed rows) is indexed
+from its stored leaves exactly as before, and a group version that a later leaf of the same
+step replaces is no longer written (then deleted and recounted), with the same result."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, inspect, select, text
+
+import catalogue.harvest.index
+from catalogue.context import build_context
+from catalogue.db import make_engine
+from catalogue.harvest.harvester import guarded_final, guarded_job
+from catalogue.harvest.index import (
+    combo_hash,
+    combo_key,
+    count_interval,
+    group_problems,
+    key_group,
+    pack_keyed,
+    unpack_keyed,
+)
+from catalogue.harvest.keys import load_history
+from catalogue.harvest.stream import NodeJob, Writer
+from catalogue.models import combos, harvest_keyed, nodes, sample_groups
+from tests.catalogue.conftest import Catalogue, database, make_settings
+from tests.catalogue.dbdump import dump
+from tests.catalogue.simulator import NodeSimulator, group
+
+CHUNK = 40
+BB, COLL = "bbmri-eric:ID:DE_SIM", "bbmri-eric:ID:DE_SIM:collection:main"
+
+
+def _varied(n: int) -> dict[str, Any]:
+    """Group `n` with attributes and counts that vary: absent attributes, lists of several
+    codes in any order, bounded counts, and some breaking the node's k (10)."""
+    fields: dict[str, Any] = {
+        "sex": ("female", "male", None)[n % 3],
+        "age": {"min": 10 * (n % 4), "max": 10 * (n % 4) + 9} if n % 5 else None,
+        "diagnoses": [
+            {"system": "ORPHA", "code": f"ORPHA:{100 + n % 3}" if n % 17 else "bad"},
+            {"system": "ICD-10", "code": ("C50.9", "E11", "C18.0")[n % 3]},
+        ][: n % 3]
+        or None,
+        "use_conditions": ["DUO:0000042", "DUO:0000006"][: 1 + n % 2],
+        "dataset_types": None if n % 4 == 0 else ["Genomic"],
+    }
+    if n % 7 == 0:
+        samples: Any = {"lt": 20}
+        donors: Any = {"lt": 10}
+    elif n % 11 == 0:
+        samples, donors = 12, 3  # exact donors below k: refused
+    elif n % 13 == 0:
+        samples, donors = 11, 12  # fewer samples than donors: refused
+    else:
+        samples, donors = 10 + n % 6, 10 + n % 3
+    return group(n, biobank=BB, collection=COLL, samples=samples, donors=donors, **fields)
+
+
+def _node() -> NodeSimulator:
+    """A step with varied groups, versions replaced in the same chunk and in later chunks,
+    withdrawals (one republished after it) and groups sharing their combo."""
+    sim = NodeSimulator()
+    sim.populate(0)  # the biobank and the collection
+    for n in range(60):
+        sim.publish("sample-group", _varied(n))
+    for n in range(0, 60, 4):  # new versions, chunks later
+        sim.publish("sample-group", _varied(n + 1) | {"id": _varied(n)["id"]})
+    for n in (3, 5, 9):
+        sim.withdraw("sample-group", _varied(n)["id"])
+    sim.publish("sample-group", _varied(7) | {"id": _varied(5)["id"]})  # back after withdraw
+    for n in range(60, 70):  # replaced again within the same chunk
+        sim.publish("sample-group", _varied(n))
+        sim.publish("sample-group", _varied(n + 2) | {"id": _varied(n)["id"]})
+    return sim
+
+
+def _stage_whole(cat: Catalogue, origin: str) -> Any:
+    """Fetch, verify and stage a node's whole step, its final commit deferred (as a lane)."""
+    s = cat.ctx.settings
+    with cat.engine.connect() as conn:
+        row = conn.execute(select(nodes).where(nodes.c.origin == origin)).one()
+        keys = load_history(conn, row)
+    job = NodeJob(
+        node_id=row.id,
+        origin=row.origin,
+        url=row.url,
+        country=row.country,
+        state=None,
+        staged=None,
+        keys=keys.to_json(),
+        request_timeout=s.request_timeout,
+        max_bytes=s.max_response_bytes,
+        page_size=s.page_size,
+        max_step=s.max_step,
+        chunk_size=s.harvest_chunk,
+    )
+
+    async def go() -> Any:
+        async with httpx.AsyncClient() as client:
+            writer = Writer(cat.engine, cat.ctx.key)
+            return await guarded_job(job, client, writer, 20.0, defer_final=True)
+
+    return asyncio.run(go())
+
+
+def _staged_then_final(
+    sim: NodeSimulator, home: Path, url: str, *, drop_keyed: bool
+) -> tuple[dict[str, Any], int]:
+    settings = make_settings(
+        url, home / "home", page_size=25, harvest_chunk=CHUNK, harvest_chunk_growth=1
+    )
+    ctx = build_context(settings)
+    try:
+        cat = Catalogue(ctx)
+        cat.enrol(sim, sim.url)
+        staged = _stage_whole(cat, sim.origin)
+        assert staged.error is None and staged.final is not None
+        with ctx.engine.begin() as conn:
+            rows = conn.execute(select(func.count()).select_from(harvest_keyed)).scalar_one()
+            if drop_keyed:  # as a step staged by the previous version would be
+                conn.execute(harvest_keyed.delete())
+        done = asyncio.run(guarded_final(staged.final, Writer(ctx.engine, ctx.key), 20.0))
+        assert done.error is None
+        with ctx.engine.connect() as conn:  # consumed with the staging
+            assert conn.execute(select(func.count()).select_from(harvest_keyed)).scalar_one() == 0
+        return dump(ctx.engine), int(rows)
+    finally:
+        ctx.engine.dispose()
+
+
+def test_final_commit_from_groups_keyed_where_verified_indexes_what_reading_back_indexes(
+    db_url: str, tmp_path: Path, serve: Any, request: pytest.FixtureRequest
+) -> None:
+    sim = _node()
+    serve(sim)
+    kind = "postgres" if "postgresql" in db_url else "sqlite"
+    results = []
+    for drop in (False, True):
+        home = tmp_path / f"drop{drop}"
+        home.mkdir()
+        with database(kind, home, request) as url:
+            results.append(_staged_then_final(sim, home, url, drop_keyed=drop))
+    (keyed, rows), (read_back, _) = results
+    assert rows >= len(sim.leaves) // CHUNK  # every chunk with a group staged its keys
+    assert keyed == read_back
+    reasons = " ".join(r[3] for r in keyed["rejections"])
+    # the k policy was asked of the staged keys too; a schema-invalid group is not keyed
+    assert "below the node's k" in reasons and "fewer than its donors" in reasons
+    assert "does not match" in reasons
+    assert len(keyed["groups"]) > 40 and len(keyed["combos"]) > 10
+
+
+def test_replaced_group_versions_leave_the_counts_a_recount_finds(
+    db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version a later batch of the step replaces is not written; every combo's counts are
+    still its live groups' interval sums, and a combo only a replaced version used is kept
+    (with zero counts) as when that version was written, then deleted and recounted."""
+    monkeypatch.setattr(catalogue.harvest.index, "BATCH", 2)  # batches of two leaves
+    sim = NodeSimulator(k=1)
+    sim.populate(3)
+    only_old = group(900, biobank=BB, collection=COLL, samples=5, donors=2, sex="male")
+    sim.publish("sample-group", only_old)
+    sim.publish("sample-group", group(901, biobank=BB, collection=COLL, samples=7, donors=3))
+    sim.publish("sample-group", only_old | {"sex": "female", "samples": 9})  # replaces it
+    serve(sim)
+    ctx = build_context(make_settings(db_url, tmp_path / "home", page_size=2, harvest_chunk=2))
+    try:
+        cat = Catalogue(ctx)
+        cat.enrol(sim, sim.url)
+        assert cat.harvest()[sim.origin].ok
+        with ctx.engine.connect() as conn:
+            sums = {
+                cid: (int(a), int(b), int(c), int(d))
+                for cid, a, b, c, d in conn.execute(
+                    select(
+                        sample_groups.c.combo_id,
+                        func.sum(sample_groups.c.s_min),
+                        func.sum(sample_groups.c.s_max),
+                        func.max(sample_groups.c.d_min),
+                        func.sum(sample_groups.c.d_max),
+                    ).group_by(sample_groups.c.combo_id)
+                )
+            }
+            rows = conn.execute(
+                select(combos.c.id, combos.c.sex, combos.c.n_min, combos.c.n_max, combos.c.d_min)
+                .add_columns(combos.c.d_max)
+                .order_by(combos.c.id)
+            ).all()
+            live = conn.execute(select(func.count()).select_from(sample_groups)).scalar_one()
+    finally:
+        ctx.engine.dispose()
+    assert live == 5
+    for cid, sex, *counts in rows:
+        assert tuple(counts) == sums.get(cid, (0, 0, 0, 0)), sex
+    assert [tuple(r[1:]) for r in rows if r.id not in sums] == [("male", 0, 0, 0, 0)]
+
+
+def test_keyed_group_is_what_the_read_back_path_computes() -> None:
+    """`key_group` (where the content is verified) against the read-back path's functions,
+    with a chunk's shared parts (`memo`) and through the staged bytes."""
+    memo: dict[Any, Any] = {}
+    records = [_varied(n) for n in range(80)] + [_varied(n) for n in range(10)]  # repeats
+    keyed = [key_group(i, r, memo) for i, r in enumerate(records)]
+    back = unpack_keyed(pack_keyed([k for k in keyed if k is not None]))
+    assert back is not None and len(back) == len(records)
+    for i, (rec, item) in enumerate(zip(records, back, strict=True)):
+        key = combo_key(rec)
+        idx, chash, staged_key, s_iv, d_iv, s_exact, d_exact = item
+        assert (idx, chash, staged_key) == (i, combo_hash(key), key)
+        assert (s_iv, d_iv) == (count_interval(rec["samples"]), count_interval(rec["donors"]))
+        assert group_problems({"samples": s_exact, "donors": d_exact}, 10) == group_problems(
+            rec, 10
+        )
+    assert key_group(0, {"samples": 1, "donors": 1}, {}) is None  # no key: read back instead
+    assert unpack_keyed(b"k0" + pack_keyed([])[2:]) is None  # another format: read back
+
+
+def test_database_without_the_keyed_staging_table_gets_it_when_opened(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE harvest_keyed"))  # as made by the previous version
+    engine.dispose()
+    engine = make_engine(url)
+    try:
+        assert "harvest_keyed" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
