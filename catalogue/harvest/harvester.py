@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -40,11 +40,13 @@ from catalogue.harvest.keys import load_history
 from catalogue.harvest.stream import FinalStep, NodeJob, Writer, harvest_node, trim_heap
 from catalogue.models import harvest_staging, nodes
 from catalogue.ownlog import CatalogueKey
-from catalogue.settings import Settings
 from protocol.errors import BiobankError, EquivocationError, RollbackError
 from protocol.keys import KeyHistory
 from protocol.tls import client_tls
 from protocol.verify import TrustedState
+
+if TYPE_CHECKING:  # a worker process never reads settings: pydantic stays out of it (12 MB)
+    from catalogue.settings import Settings
 
 __all__ = [
     "Harvester",
@@ -53,6 +55,7 @@ __all__ = [
     "guarded_job",
     "run_final_in_worker",
     "run_job_in_worker",
+    "worker_pool",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,6 +113,23 @@ def init_worker(parent: int, log_format: str = "text") -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def worker_pool(processes: int, log_format: str = "text") -> ProcessPoolExecutor:
+    """The harvest's worker processes. Spawned, not forked: this process may run threads
+    (uvicorn, to_thread); and a worker must die with its parent, which forkserver children
+    do not on SIGKILL. A worker harvests node after node: a fresh one per node cost a second
+    of CPU each (imports, schemas), a third of a 200k harvest's; each node's memory is handed
+    back when its job ends (run_job_in_worker). What a worker imports is this module's
+    imports (and the parent's main script, if it is one): every MB of them is paid once per
+    process, so nothing here imports the API, the search cube or the settings' pydantic."""
+    return ProcessPoolExecutor(
+        processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=init_worker,
+        initargs=(os.getpid(), log_format),
+        max_tasks_per_child=None,
+    )
 
 
 class Harvester:
@@ -196,20 +216,7 @@ class Harvester:
                         trim_heap()
 
             processes = lanes - 1 if self.inline else lanes
-            pool = None
-            if processes:
-                # spawn, not fork: this process may run threads (uvicorn, to_thread); and a
-                # worker must die with its parent, which forkserver children do not on SIGKILL.
-                # A worker harvests node after node: a fresh one per node cost a second of CPU
-                # each (imports, schemas), a third of a 200k harvest's; each node's memory is
-                # handed back when its job ends (run_job_in_worker)
-                pool = ProcessPoolExecutor(
-                    processes,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=init_worker,
-                    initargs=(os.getpid(), self.settings.log_format),
-                    max_tasks_per_child=None,
-                )
+            pool = worker_pool(processes, self.settings.log_format) if processes else None
             thresholds = gc.get_threshold()
             if self.inline:
                 _calm_gc()  # as a worker's: this process now verifies millions of entries
