@@ -8,7 +8,7 @@ import sys
 
 from catalogue.harvest.harvester import worker_pool
 
-# the API, the search service (its array engine) and the settings' pydantic: none of it runs in a worker
+# the API, the search service (its array engine), the settings' pydantic: no worker needs them
 NOT_IN_A_WORKER = (
     "numpy",
     "fastapi",
