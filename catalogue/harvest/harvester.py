@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # a worker process never reads settings: pydantic stays out o
     from catalogue.settings import Settings
 
 __all__ = [
+    "FRESH_WORKER_STEP",
     "Harvester",
     "Outcome",
     "guarded_final",
@@ -113,6 +114,23 @@ def init_worker(parent: int, log_format: str = "text") -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+# A worker lane takes a fresh process after a final commit of at least this many entries. The
+# final commit of a big step (160,000 entries at 10M samples) leaves a worker's heap at about
+# 150 MB where a fresh one verifies in about 105 (Python's arenas stay pinned by the few
+# objects a commit keeps, bench/README.md "Memory"); a fresh process costs about 0.5 s of CPU
+# (imports, schemas), under 1% of such a node's harvest. Smaller steps keep their worker.
+FRESH_WORKER_STEP = 100_000
+
+
+async def _fresh_worker(pool: ProcessPoolExecutor, log_format: str) -> ProcessPoolExecutor:
+    """Retire a lane's worker process (its memory goes back whole when it exits) and give the
+    lane a new pool, whose process is spawned when the lane's next job is submitted. The old
+    process has ended before this returns, so the two never hold memory at the same time."""
+    await asyncio.to_thread(pool.shutdown, wait=True)
+    log.info("harvest worker retired after a big final commit; the next job gets a fresh one")
+    return worker_pool(1, log_format)
 
 
 def worker_pool(processes: int, log_format: str = "text") -> ProcessPoolExecutor:
@@ -190,8 +208,9 @@ class Harvester:
             finalising = [0]
             done: dict[int, Outcome] = {}
 
-            async def lane(pool: ProcessPoolExecutor | None) -> None:
+            async def lane(pools: list[ProcessPoolExecutor | None], at: int) -> None:
                 while queue or finals:
+                    pool = pools[at]
                     if finals and (not finalising[0] or not queue):
                         job, staged = finals.popleft()
                         finalising[0] += 1
@@ -199,6 +218,9 @@ class Harvester:
                             result = await self._final(pool, job, staged)
                         finally:
                             finalising[0] -= 1
+                        big = staged.final is not None and staged.final.added >= FRESH_WORKER_STEP
+                        if pool is not None and big and (queue or finals):
+                            pools[at] = await _fresh_worker(pool, self.settings.log_format)
                     else:
                         job = queue.popleft()
                         result = await self._run(client, pool, job, defer_final=True)
@@ -216,22 +238,26 @@ class Harvester:
                         trim_heap()
 
             processes = lanes - 1 if self.inline else lanes
-            pool = worker_pool(processes, self.settings.log_format) if processes else None
+            # a pool of one process per lane: a lane can retire its worker (`_fresh_worker`)
+            pools: list[ProcessPoolExecutor | None] = [
+                worker_pool(1, self.settings.log_format) for _ in range(processes)
+            ]
+            if self.inline:
+                pools.append(None)
             thresholds = gc.get_threshold()
             if self.inline:
                 _calm_gc()  # as a worker's: this process now verifies millions of entries
                 self._lane_writer = Writer(_lane_engine(self._target()), self.key)
             try:
-                await asyncio.gather(
-                    *(lane(pool) for _ in range(processes)), *([lane(None)] if self.inline else [])
-                )
+                await asyncio.gather(*(lane(pools, at) for at in range(len(pools))))
             finally:
                 gc.set_threshold(*thresholds)
                 if self._lane_writer is not None:
                     self._lane_writer.engine.dispose()
                     self._lane_writer = None
-                if pool is not None:
-                    pool.shutdown(wait=True, cancel_futures=True)
+                for pool in pools:
+                    if pool is not None:
+                        pool.shutdown(wait=True, cancel_futures=True)
             return [done[j.node_id] for j in jobs]
 
     def _job(self, row: Any, staged: dict[str, Any] | None, conn: Any) -> NodeJob:
