@@ -116,20 +116,27 @@ def init_worker(parent: int, log_format: str = "text") -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-# A worker lane takes a fresh process after a final commit of at least this many entries. The
-# final commit of a big step (160,000 entries at 10M samples) leaves a worker's heap at about
-# 150 MB where a fresh one verifies in about 105 (Python's arenas stay pinned by the few
-# objects a commit keeps, bench/README.md "Memory"); a fresh process costs about 0.5 s of CPU
-# (imports, schemas), under 1% of such a node's harvest. Smaller steps keep their worker.
+# The final commit of a step of at least this many entries runs in a fresh worker process,
+# which ends after it. Such a commit (160,000 entries at 10M samples) grows a process by about
+# 100 MB and leaves its heap fragmented: a lane that made one verified the next node at about
+# 150-200 MB where a fresh process verifies at 105-160 (Python's arenas stay pinned by the few
+# objects a commit keeps, bench/README.md "Memory"). A fresh process costs about 0.5 s of CPU
+# (imports), 1-2% of such a node's harvest; smaller steps keep their worker.
 FRESH_WORKER_STEP = 100_000
 
 
-async def _fresh_worker(pool: ProcessPoolExecutor, log_format: str) -> ProcessPoolExecutor:
+def _big(staged: JobResult) -> bool:
+    return staged.final is not None and staged.final.added >= FRESH_WORKER_STEP
+
+
+async def _fresh_worker(
+    pool: ProcessPoolExecutor, log_format: str, when: str
+) -> ProcessPoolExecutor:
     """Retire a lane's worker process (its memory goes back whole when it exits) and give the
     lane a new pool, whose process is spawned when the lane's next job is submitted. The old
     process has ended before this returns, so the two never hold memory at the same time."""
     await asyncio.to_thread(pool.shutdown, wait=True)
-    log.info("harvest worker retired after a big final commit; the next job gets a fresh one")
+    log.info("harvest worker retired %s a big final commit; the next job gets a fresh one", when)
     return worker_pool(1, log_format)
 
 
@@ -208,22 +215,50 @@ class Harvester:
             finalising = [0]
             done: dict[int, Outcome] = {}
 
+            # A big step's final commit (`FRESH_WORKER_STEP` entries or more) runs in a worker
+            # process that did nothing else before it and ends after it, so the heap it
+            # leaves behind is handed back whole and never sits under another step's work;
+            # this process, as a lane, leaves such commits to the worker lanes while one runs
+            used: list[bool] = []  # a lane's worker process has run a job since it started
+            workers = [0]  # worker lanes still running
+
+            def takes(pool: ProcessPoolExecutor | None, staged: JobResult) -> bool:
+                return pool is not None or not workers[0] or not _big(staged)
+
             async def lane(pools: list[ProcessPoolExecutor | None], at: int) -> None:
-                while queue or finals:
+                try:
+                    await lane_loop(pools, at)
+                finally:
+                    if pools[at] is not None:
+                        workers[0] -= 1
+
+            async def lane_loop(pools: list[ProcessPoolExecutor | None], at: int) -> None:
+                while True:
                     pool = pools[at]
-                    if finals and (not finalising[0] or not queue):
-                        job, staged = finals.popleft()
+                    ready = next((i for i, (_, s) in enumerate(finals) if takes(pool, s)), None)
+                    if ready is None and not queue:
+                        return
+                    if ready is not None and (not finalising[0] or not queue):
+                        job, staged = finals[ready]
+                        del finals[ready]
+                        fresh = pool is not None and _big(staged)
+                        if pool is not None and fresh and used[at]:
+                            # not on the heap of a node this process verified
+                            pool = await _fresh_worker(pool, self.settings.log_format, "before")
+                            pools[at] = pool
                         finalising[0] += 1
                         try:
                             result = await self._final(pool, job, staged)
                         finally:
                             finalising[0] -= 1
-                        big = staged.final is not None and staged.final.added >= FRESH_WORKER_STEP
-                        if pool is not None and big and (queue or finals):
-                            pools[at] = await _fresh_worker(pool, self.settings.log_format)
+                        used[at] = True
+                        if fresh and pool is not None:  # nor under the next node's
+                            pools[at] = await _fresh_worker(pool, self.settings.log_format, "after")
+                            used[at] = False
                     else:
                         job = queue.popleft()
                         result = await self._run(client, pool, job, defer_final=True)
+                        used[at] = True
                     if result.final is not None:
                         finals.append((job, result))
                     else:
@@ -244,6 +279,8 @@ class Harvester:
             ]
             if self.inline:
                 pools.append(None)
+            used.extend(False for _ in pools)
+            workers[0] = processes
             thresholds = gc.get_threshold()
             if self.inline:
                 _calm_gc()  # as a worker's: this process now verifies millions of entries

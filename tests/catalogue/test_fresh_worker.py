@@ -1,5 +1,7 @@
-"""A worker lane retires its process after a big final commit (issue 19 item 4: the heap a
-big final commit leaves behind is not carried into the next node's verification)."""
+"""A big step's final commit runs in a fresh worker process that ends after it (issue 19
+item 4: a final commit neither starts on the heap a verification left nor leaves its own
+under the next node's), and a one-shot harvest's own lane leaves such commits to the
+worker lanes."""
 
 from __future__ import annotations
 
@@ -32,9 +34,9 @@ def _children() -> set[int]:
 
 
 def _harvest_watching_workers(
-    db_url: str, home: Path, sims: list[NodeSimulator]
+    db_url: str, home: Path, sims: list[NodeSimulator], *, inline: bool = False
 ) -> tuple[list[Any], set[int], dict[str, Any]]:
-    """Harvest `sims` with two worker lanes; every child process seen meanwhile."""
+    """Harvest `sims` with two lanes; every child process seen meanwhile."""
     settings = make_settings(db_url, home, harvest_workers=2)
     ctx = build_context(settings)
     before = _children()
@@ -53,7 +55,9 @@ def _harvest_watching_workers(
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            outcomes = Harvester(engine=ctx.engine, settings=settings, key=ctx.key).run()
+            outcomes = Harvester(
+                engine=ctx.engine, settings=settings, key=ctx.key, inline=inline
+            ).run()
         finally:
             stop.set()
             watcher.join()
@@ -71,7 +75,7 @@ def _nodes(serve: Any, prefix: str) -> list[NodeSimulator]:
     return sims
 
 
-def test_a_worker_lane_takes_a_fresh_process_after_a_big_final_commit(
+def test_a_big_final_commit_runs_in_a_fresh_worker_process_that_ends_after_it(
     db_url: str,
     tmp_path: Path,
     serve: Any,
@@ -88,10 +92,15 @@ def test_a_worker_lane_takes_a_fresh_process_after_a_big_final_commit(
         (True, 52, None),
         (True, 62, None),
     ]
-    retired = [r for r in caplog.records if "worker retired" in r.getMessage()]
-    assert retired  # at least one final commit was followed by more work for its lane
-    # two lanes, and a new process for each retired one (a resource tracker may add one)
-    assert len(workers) >= 2 + len(retired), (workers, len(retired))
+    retired = [r.getMessage() for r in caplog.records if "worker retired" in r.getMessage()]
+    # each of the four final commits ends its process; each one after a verification in the
+    # same process starts on a fresh one too
+    assert sum("retired after" in m for m in retired) == 4, retired
+    assert sum("retired before" in m for m in retired) >= 1, retired
+    # the two lanes' first processes, and a new one for each final commit retired before
+    # (a pool retired after a lane's last commit never starts its process)
+    before = sum("retired before" in m for m in retired)
+    assert len(workers) >= 2 + before, (workers, retired)
     # each node's step still stored, indexed and accepted whole
     assert len(harvested["groups"]) == 30 + 40 + 50 + 60
 
@@ -109,4 +118,25 @@ def test_a_worker_lane_keeps_its_process_after_a_small_final_commit(
     assert all(o.ok for o in outcomes), outcomes
     assert not [r for r in caplog.records if "worker retired" in r.getMessage()]
     assert len(workers) <= 3, workers  # the two lanes' processes (and a resource tracker)
+    assert len(harvested["groups"]) == 30 + 40 + 50 + 60
+
+
+def test_a_one_shot_harvest_leaves_big_final_commits_to_the_worker_lane(
+    db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process as a lane: it only verifies while a worker lane runs (at most the last
+    node's final commit is its own, if the worker lane had ended by then)."""
+    monkeypatch.setattr(catalogue.harvest.harvester, "FRESH_WORKER_STEP", 1)
+    in_process: list[str] = []
+    real = catalogue.harvest.harvester.guarded_final
+
+    async def spy(final: Any, *args: Any, **kwargs: Any) -> Any:  # this process's only
+        in_process.append(final.position["origin"])
+        return await real(final, *args, **kwargs)
+
+    monkeypatch.setattr(catalogue.harvest.harvester, "guarded_final", spy)
+    sims = _nodes(serve, "inl")
+    outcomes, _, harvested = _harvest_watching_workers(db_url, tmp_path / "h", sims, inline=True)
+    assert [(o.ok, o.added) for o in outcomes] == [(True, 32), (True, 42), (True, 52), (True, 62)]
+    assert len(in_process) <= 1, in_process
     assert len(harvested["groups"]) == 30 + 40 + 50 + 60
