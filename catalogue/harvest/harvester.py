@@ -121,7 +121,8 @@ def init_worker(parent: int, log_format: str = "text") -> None:
 # 100 MB and leaves its heap fragmented: a lane that made one verified the next node at about
 # 150-200 MB where a fresh process verifies at 105-160 (Python's arenas stay pinned by the few
 # objects a commit keeps, bench/README.md "Memory"). A fresh process costs about 0.5 s of CPU
-# (imports), 1-2% of such a node's harvest; smaller steps keep their worker.
+# (imports): at 10M samples about 3% more CPU for the harvest, for a peak (both lanes) about
+# 40 MB lower; no step of a 1M harvest is this big, and smaller steps keep their worker.
 FRESH_WORKER_STEP = 100_000
 
 
@@ -147,7 +148,7 @@ def worker_pool(processes: int, log_format: str = "text") -> ProcessPoolExecutor
     of CPU each (imports, schemas), a third of a 200k harvest's; each node's memory is handed
     back when its job ends (run_job_in_worker). What a worker imports is this module's
     imports (and the parent's main script, if it is one): every MB of them is paid once per
-    process, so nothing here imports the API, the search cube or the settings' pydantic."""
+    process, so nothing here imports the API, numpy (the search engine) or pydantic."""
     return ProcessPoolExecutor(
         processes,
         mp_context=multiprocessing.get_context("spawn"),
