@@ -122,7 +122,8 @@ def init_worker(parent: int, log_format: str = "text") -> None:
 # 150-200 MB where a fresh process verifies at 105-160 (Python's arenas stay pinned by the few
 # objects a commit keeps, bench/README.md "Memory"). A fresh process costs about 0.5 s of CPU
 # (imports): at 10M samples about 3% more CPU for the harvest, for a peak (both lanes) about
-# 40 MB lower; no step of a 1M harvest is this big, and smaller steps keep their worker.
+# 20 MB lower and steadier (369-374 MB in three runs); no step of a 1M harvest is this big,
+# and smaller steps keep their worker.
 FRESH_WORKER_STEP = 100_000
 
 
