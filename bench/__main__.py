@@ -101,7 +101,7 @@ def _imports(
         homes = [work / "nodes" / f"{country}-{rep}" for country, _ in exports]
         seconds = cpu = peak = tree_peak = rows = 0
         for (country, folder), home in zip(exports, homes, strict=True):
-            result, _, rss, tree = isolated(import_node, str(folder), country, str(home))
+            result, _, rss, tree, _ = isolated(import_node, str(folder), country, str(home))
             seconds += result["seconds"]
             cpu += result["cpu_seconds"]
             rows += result["rows"]
@@ -155,13 +155,14 @@ def _harvests(
         say(f"harvest ({label}), rep {rep + 1}/{reps}")
         settings = settings_for(rep)
         probe = report.cpu_probe()
-        result, _, rss, tree = isolated(federation.harvest, settings, keys)
+        result, _, rss, tree, pss = isolated(federation.harvest, settings, keys)
         runs.append(
             {
                 "seconds": result["seconds"],
                 "records": result["added"],
                 "peak_rss": rss,
                 "tree_peak_rss": tree,
+                "tree_peak_pss": pss,
                 "probe": probe,
             }
         )
@@ -279,7 +280,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                 audit_runs = []
                 for _ in range(args.reps):
                     probe = report.cpu_probe()
-                    out, _, rss, tree = isolated(federation.audit, cat.urls()[0])
+                    out, _, rss, tree, _ = isolated(federation.audit, cat.urls()[0])
                     if not out["ok"]:
                         raise RuntimeError(
                             "the audit failed on the benchmark catalogue: "
@@ -303,7 +304,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             bundle_runs = []
             for _ in range(args.reps):
                 probe = report.cpu_probe()
-                out, _, rss, tree = isolated(
+                out, _, rss, tree, _ = isolated(
                     federation.audit_bundle, str(bundle), audit_runs[0]["records"]
                 )
                 if not out["ok"]:
@@ -348,7 +349,7 @@ def _floor_once(pages: Path, work: Path) -> dict[str, Any]:
     db = work / "floor.db"
     db.unlink(missing_ok=True)
     probe = report.cpu_probe()
-    out, _, rss, _tree = isolated(floor, str(pages), str(db))
+    out, _, rss, *_ = isolated(floor, str(pages), str(db))
     db.unlink(missing_ok=True)
     return {**out, "peak_rss": rss, "probe": probe}
 
@@ -374,7 +375,7 @@ def _pg(
         settings = federation.catalogue_settings(url, str(home))
         say("harvest (PostgreSQL), 1 rep")
         probe = report.cpu_probe()
-        result, _, rss, tree = isolated(federation.harvest, settings, keys)
+        result, _, rss, tree, pss = isolated(federation.harvest, settings, keys)
         results["harvest_pg"] = report.summarise(
             [
                 {
@@ -382,6 +383,7 @@ def _pg(
                     "records": result["added"],
                     "peak_rss": rss,
                     "tree_peak_rss": tree,
+                    "tree_peak_pss": pss,
                     "probe": probe,
                 }
             ],

@@ -1,7 +1,10 @@
 """Run one measurement in a fresh (spawned) process and report its peak resident memory.
 
 Both the measured process's own peak (`ru_maxrss`) and the peak of the sum over it and every
-process it starts (harvest and audit workers), sampled from outside every 0.2 s.
+process it starts (harvest and audit workers), sampled from outside every 0.2 s: as a sum of
+resident memory (RSS), which counts the pages the processes share (the interpreter, the
+libraries' code) once per process, and as a sum of proportional set sizes (PSS,
+/proc/PID/smaps_rollup), which splits each shared page among the processes mapping it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ class Measured(NamedTuple):
     result: Any
     seconds: float
     peak_rss: int  # bytes, the measured process alone (its VmHWM)
-    tree_peak_rss: int  # bytes, the largest sum seen over it and its descendants
+    tree_peak_rss: int  # bytes, the largest sum of RSS seen over it and its descendants
+    tree_peak_pss: int  # bytes, the largest sum of PSS seen over them (shared pages split)
 
 
 def _run(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -51,12 +55,13 @@ def isolated(fn: Callable[..., Any], *args: Any) -> Measured:
     process = ctx.Process(target=_run, args=(send, fn, args))
     process.start()
     send.close()
-    tree_peak = 0
+    tree_peak = tree_pss = 0
     try:
         while not receive.poll(SAMPLE_SECONDS):
             if not process.is_alive():
                 raise RuntimeError(f"measurement process died (exit code {process.exitcode})")
-            tree_peak = max(tree_peak, tree_rss(process.pid or 0))
+            rss, pss = tree_memory(process.pid or 0)
+            tree_peak, tree_pss = max(tree_peak, rss), max(tree_pss, pss)
         status, payload, elapsed, rss = receive.recv()
     finally:
         process.join(timeout=30)
@@ -65,7 +70,7 @@ def isolated(fn: Callable[..., Any], *args: Any) -> Measured:
             process.join()
     if status != "ok":
         raise RuntimeError(f"measurement failed in its process:\n{payload}")
-    return Measured(payload, elapsed, rss, max(tree_peak, rss))
+    return Measured(payload, elapsed, rss, max(tree_peak, rss), tree_pss)
 
 
 def _stat(pid: str) -> tuple[int, int] | None:
@@ -80,19 +85,38 @@ def _stat(pid: str) -> tuple[int, int] | None:
 
 def tree_rss(root: int) -> int:
     """Resident bytes of process `root` and all its descendants, now (0 if it is gone)."""
+    return tree_memory(root)[0]
+
+
+def tree_memory(root: int) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) in bytes of process `root` and all its descendants, now."""
     procs = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             found = _stat(entry)
             if found is not None:
                 procs[int(entry)] = found
-    total, todo = 0, [root]
+    total = proportional = 0
+    todo = [root]
     while todo:
         pid = todo.pop()
         if pid in procs:
             total += procs[pid][1]
+            proportional += pss_of(pid)
             todo.extend(p for p, (parent, _) in procs.items() if parent == pid)
-    return total
+    return total, proportional
+
+
+def pss_of(pid: int) -> int:
+    """Proportional set size of a running process, in bytes (0 if it is gone): its private
+    pages plus each shared page divided by the number of processes mapping it."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return 0
 
 
 def peak_rss_of(pid: int) -> int:

@@ -41,6 +41,7 @@ def summarise(
         else None,
         "peak_rss_mb": max(r.get("peak_rss", 0) for r in runs) / 2**20,
         "tree_peak_rss_mb": max(r.get("tree_peak_rss", 0) for r in runs) / 2**20 or None,
+        "tree_peak_pss_mb": max(r.get("tree_peak_pss", 0) for r in runs) / 2**20 or None,
         "runs": runs,
     }
 
@@ -159,7 +160,10 @@ def table(results: dict[str, Any]) -> Table:
                 shown += f", {r['samples_per_s']:,.0f} samples/s"
             memory = f"{r['peak_rss_mb']:,.0f} MB"
             if r.get("tree_peak_rss_mb"):
-                memory += f" (with workers {r['tree_peak_rss_mb']:,.0f} MB)"
+                memory += f" (with workers {r['tree_peak_rss_mb']:,.0f} MB"
+                if r.get("tree_peak_pss_mb"):  # shared pages split among the processes
+                    memory += f", PSS {r['tree_peak_pss_mb']:,.0f} MB"
+                memory += ")"
             samples = f"{r['samples']:,}" if r.get("samples") is not None else ""
             ratio = ""
             if floor_rate and key in (*RATED, "floor"):

@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -40,19 +40,23 @@ from catalogue.harvest.keys import load_history
 from catalogue.harvest.stream import FinalStep, NodeJob, Writer, harvest_node, trim_heap
 from catalogue.models import harvest_staging, nodes
 from catalogue.ownlog import CatalogueKey
-from catalogue.settings import Settings
 from protocol.errors import BiobankError, EquivocationError, RollbackError
 from protocol.keys import KeyHistory
 from protocol.tls import client_tls
 from protocol.verify import TrustedState
 
+if TYPE_CHECKING:  # a worker process never reads settings: pydantic stays out of it (12 MB)
+    from catalogue.settings import Settings
+
 __all__ = [
+    "FRESH_WORKER_STEP",
     "Harvester",
     "Outcome",
     "guarded_final",
     "guarded_job",
     "run_final_in_worker",
     "run_job_in_worker",
+    "worker_pool",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,6 +114,49 @@ def init_worker(parent: int, log_format: str = "text") -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+# The final commit of a step of at least this many entries runs in a fresh worker process,
+# which ends after it. Such a commit (160,000 entries at 10M samples) grows a process by about
+# 100 MB and leaves its heap fragmented: a lane that made one verified the next node at about
+# 150-200 MB where a fresh process verifies at 105-160 (Python's arenas stay pinned by the few
+# objects a commit keeps, bench/README.md "Memory"). A fresh process costs about 0.5 s of CPU
+# (imports): at 10M samples about 3% more CPU for the harvest, for a peak (both lanes) about
+# 20 MB lower and steadier (369-374 MB in three runs); no step of a 1M harvest is this big,
+# and smaller steps keep their worker.
+FRESH_WORKER_STEP = 100_000
+
+
+def _big(staged: JobResult) -> bool:
+    return staged.final is not None and staged.final.added >= FRESH_WORKER_STEP
+
+
+async def _fresh_worker(
+    pool: ProcessPoolExecutor, log_format: str, when: str
+) -> ProcessPoolExecutor:
+    """Retire a lane's worker process (its memory goes back whole when it exits) and give the
+    lane a new pool, whose process is spawned when the lane's next job is submitted. The old
+    process has ended before this returns, so the two never hold memory at the same time."""
+    await asyncio.to_thread(pool.shutdown, wait=True)
+    log.info("harvest worker retired %s a big final commit; the next job gets a fresh one", when)
+    return worker_pool(1, log_format)
+
+
+def worker_pool(processes: int, log_format: str = "text") -> ProcessPoolExecutor:
+    """The harvest's worker processes. Spawned, not forked: this process may run threads
+    (uvicorn, to_thread); and a worker must die with its parent, which forkserver children
+    do not on SIGKILL. A worker harvests node after node: a fresh one per node cost a second
+    of CPU each (imports, schemas), a third of a 200k harvest's; each node's memory is handed
+    back when its job ends (run_job_in_worker). What a worker imports is this module's
+    imports (and the parent's main script, if it is one): every MB of them is paid once per
+    process, so nothing here imports the API, numpy (the search engine) or pydantic."""
+    return ProcessPoolExecutor(
+        processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=init_worker,
+        initargs=(os.getpid(), log_format),
+        max_tasks_per_child=None,
+    )
 
 
 class Harvester:
@@ -170,18 +217,50 @@ class Harvester:
             finalising = [0]
             done: dict[int, Outcome] = {}
 
-            async def lane(pool: ProcessPoolExecutor | None) -> None:
-                while queue or finals:
-                    if finals and (not finalising[0] or not queue):
-                        job, staged = finals.popleft()
+            # A big step's final commit (`FRESH_WORKER_STEP` entries or more) runs in a worker
+            # process that did nothing else before it and ends after it, so the heap it
+            # leaves behind is handed back whole and never sits under another step's work;
+            # this process, as a lane, leaves such commits to the worker lanes while one runs
+            used: list[bool] = []  # a lane's worker process has run a job since it started
+            workers = [0]  # worker lanes still running
+
+            def takes(pool: ProcessPoolExecutor | None, staged: JobResult) -> bool:
+                return pool is not None or not workers[0] or not _big(staged)
+
+            async def lane(pools: list[ProcessPoolExecutor | None], at: int) -> None:
+                try:
+                    await lane_loop(pools, at)
+                finally:
+                    if pools[at] is not None:
+                        workers[0] -= 1
+
+            async def lane_loop(pools: list[ProcessPoolExecutor | None], at: int) -> None:
+                while True:
+                    pool = pools[at]
+                    ready = next((i for i, (_, s) in enumerate(finals) if takes(pool, s)), None)
+                    if ready is None and not queue:
+                        return
+                    if ready is not None and (not finalising[0] or not queue):
+                        job, staged = finals[ready]
+                        del finals[ready]
+                        fresh = pool is not None and _big(staged)
+                        if pool is not None and fresh and used[at]:
+                            # not on the heap of a node this process verified
+                            pool = await _fresh_worker(pool, self.settings.log_format, "before")
+                            pools[at] = pool
                         finalising[0] += 1
                         try:
                             result = await self._final(pool, job, staged)
                         finally:
                             finalising[0] -= 1
+                        used[at] = True
+                        if fresh and pool is not None:  # nor under the next node's
+                            pools[at] = await _fresh_worker(pool, self.settings.log_format, "after")
+                            used[at] = False
                     else:
                         job = queue.popleft()
                         result = await self._run(client, pool, job, defer_final=True)
+                        used[at] = True
                     if result.final is not None:
                         finals.append((job, result))
                     else:
@@ -196,35 +275,28 @@ class Harvester:
                         trim_heap()
 
             processes = lanes - 1 if self.inline else lanes
-            pool = None
-            if processes:
-                # spawn, not fork: this process may run threads (uvicorn, to_thread); and a
-                # worker must die with its parent, which forkserver children do not on SIGKILL.
-                # A worker harvests node after node: a fresh one per node cost a second of CPU
-                # each (imports, schemas), a third of a 200k harvest's; each node's memory is
-                # handed back when its job ends (run_job_in_worker)
-                pool = ProcessPoolExecutor(
-                    processes,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=init_worker,
-                    initargs=(os.getpid(), self.settings.log_format),
-                    max_tasks_per_child=None,
-                )
+            # a pool of one process per lane: a lane can retire its worker (`_fresh_worker`)
+            pools: list[ProcessPoolExecutor | None] = [
+                worker_pool(1, self.settings.log_format) for _ in range(processes)
+            ]
+            if self.inline:
+                pools.append(None)
+            used.extend(False for _ in pools)
+            workers[0] = processes
             thresholds = gc.get_threshold()
             if self.inline:
                 _calm_gc()  # as a worker's: this process now verifies millions of entries
                 self._lane_writer = Writer(_lane_engine(self._target()), self.key)
             try:
-                await asyncio.gather(
-                    *(lane(pool) for _ in range(processes)), *([lane(None)] if self.inline else [])
-                )
+                await asyncio.gather(*(lane(pools, at) for at in range(len(pools))))
             finally:
                 gc.set_threshold(*thresholds)
                 if self._lane_writer is not None:
                     self._lane_writer.engine.dispose()
                     self._lane_writer = None
-                if pool is not None:
-                    pool.shutdown(wait=True, cancel_futures=True)
+                for pool in pools:
+                    if pool is not None:
+                        pool.shutdown(wait=True, cancel_futures=True)
             return [done[j.node_id] for j in jobs]
 
     def _job(self, row: Any, staged: dict[str, Any] | None, conn: Any) -> NodeJob:

@@ -136,6 +136,36 @@ def test_isolated_memory_counts_the_processes_a_measurement_starts() -> None:
     assert measured.tree_peak_rss >= measured.peak_rss + 200 * 2**20, measured
 
 
+def _parent_sharing_with_a_forked_child(megabytes: int) -> int:
+    block = bytearray(megabytes * 2**20)  # touched, then shared with the child (fork)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    ctx = multiprocessing.get_context("fork")
+    ready, done = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_wait_holding_nothing_new, args=(ready, done))
+    child.start()
+    ready.wait(60)
+    time.sleep(3.0)  # sampled while both map the same pages
+    done.set()
+    child.join()
+    return len(block) // 2**20
+
+
+def _wait_holding_nothing_new(ready: Any, done: Any) -> None:
+    ready.set()
+    done.wait(60)
+
+
+def test_isolated_pss_counts_pages_shared_by_its_processes_once() -> None:
+    """The sum of RSS counts a page two processes share twice; the sum of PSS once."""
+    from bench.isolate import isolated
+
+    measured = isolated(_parent_sharing_with_a_forked_child, 300)
+    assert measured.result == 300
+    assert measured.tree_peak_rss >= 2 * 300 * 2**20, measured  # parent and child: twice
+    assert 300 * 2**20 <= measured.tree_peak_pss < 300 * 2**20 + 150 * 2**20, measured
+
+
 def test_isolated_peak_is_not_the_spawning_parents() -> None:
     """Linux carries the forked parent's peak into ru_maxrss across exec: a large parent (a
     test runner, the bench driver) must not show up as the measured process's peak."""
