@@ -43,6 +43,7 @@ __all__ = [
     "copy_types",
     "executemany",
     "make_engine",
+    "update_from_rows",
     "write_tx",
 ]
 
@@ -300,12 +301,16 @@ _BINARY_TAKES: dict[str, tuple[type[Any], ...]] = {
     "bool": (bool,),
     "float8": (float,),
 }
-_INT_BOUNDS = {"int2": (-(2**15), 2**15 - 1), "int4": (-(2**31), 2**31 - 1)}
+_INT_BOUNDS = {
+    "int2": (-(2**15), 2**15 - 1),
+    "int4": (-(2**31), 2**31 - 1),
+    "int8": (-(2**63), 2**63 - 1),  # psycopg raises OverflowError past it, not the server
+}
 
 
 def _binary_ready(types: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
     """Whether every value of `rows` is of a type its column's binary dumper stores as the
-    text form would (bool is not an int here), and every int2/int4 value fits."""
+    text form would (bool is not an int here), and every integer value fits its column."""
     for i, name in enumerate(types):
         found = {type(row[i]) for row in rows}
         found.discard(type(None))
@@ -330,6 +335,45 @@ def copy_types(table: Table, columns: Sequence[str]) -> list[str] | None:
             return None
         names.append(found)
     return names
+
+
+def update_from_rows(
+    conn: Connection,
+    name: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Sequence[Sequence[Any]],
+    statement: str,
+    params: dict[str, Any] | None = None,
+) -> None:
+    """PostgreSQL: `rows` into a temporary table `name` (`columns`: each column's name and
+    PostgreSQL type), then `statement` (with `:name` parameters), which joins it, e.g.
+    `UPDATE combos ... FROM name`; the table is dropped again in the same transaction.
+
+    One statement for many rows instead of `executemany`'s statement per row: a backend
+    updates a combo row for about 9 instead of 15 µs of CPU, and the client spends 0.3
+    instead of 6 µs on it (bench/README.md, "On PostgreSQL"). The table is analysed, so the
+    statement is planned for the rows at hand (an index lookup each for a few, a hash join
+    for many)."""
+    if not rows:
+        return
+    types = [kind for _name, kind in columns]
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE {name} ("
+        + ", ".join(f"{col} {kind}" for col, kind in columns)
+        + ") ON COMMIT DROP"
+    )
+    binary = _binary_ready(types, rows)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(
+        f"COPY {name} FROM STDIN" + (" WITH (FORMAT BINARY)" if binary else "")
+    ) as copy:
+        if binary:
+            copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
+    conn.exec_driver_sql(f"ANALYZE {name}")
+    conn.execute(text(statement), params or {})
+    conn.exec_driver_sql(f"DROP TABLE {name}")
 
 
 def executemany(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -18,7 +18,7 @@ from sqlalchemy import (
     text,
 )
 
-from catalogue.db import bulk_insert, executemany
+from catalogue.db import bulk_insert, executemany, update_from_rows
 from catalogue.models import (
     combos,
     leaf_records,
@@ -39,6 +39,7 @@ __all__ = [
     "MISSING_CONTENT",
     "apply_groups",
     "prepare_step",
+    "write_counts",
     "combo_hash",
     "combo_key",
     "count_interval",
@@ -62,6 +63,10 @@ BATCH = 5000  # leaves read back per query while a step is indexed
 # and 5-10% at 1M: bench/README.md "Memory")
 PREPARE_BUDGET = 12_500
 NEW_COMBO_BUDGET = 25_000
+# PostgreSQL: from this many combos to update, a step's counts are written by one statement
+# joining a temporary table (`write_counts`), not by a statement per combo (fewer: a
+# join planned on a big harvest's stale statistics could scan all combos for a few rows)
+BULK_UPDATE = 1000
 
 
 def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:
@@ -365,16 +370,12 @@ def index_step(
     if biobanks:  # the combos indexed before (new ones get their country as inserted)
         refresh_countries(conn, node_id, country, changed)
     new = combo_ids.insert_new(conn, deltas, recount, changed, node_country=country)
-    executemany(conn, _RECOUNT, [(changed, cid) for cid in sorted(recount)])
-    executemany(
-        conn,
-        _ADD,
-        [
-            (n_min, n_max, d_min, d_min, d_max, changed, cid)
-            for cid, (n_min, n_max, d_min, d_max) in sorted(deltas.items())
-            if cid not in recount and cid not in new
-        ],
-    )
+    added = [
+        (n_min, n_max, d_min, d_min, d_max, changed, cid)
+        for cid, (n_min, n_max, d_min, d_max) in sorted(deltas.items())
+        if cid not in recount and cid not in new
+    ]
+    write_counts(conn, sorted(recount), added, changed)
 
 
 def missing_content_rejections(
@@ -409,6 +410,44 @@ WHERE id = ?"""
 _ADD = """UPDATE combos SET n_min = n_min + ?, n_max = n_max + ?,
  d_min = CASE WHEN d_min < ? THEN ? ELSE d_min END, d_max = d_max + ?, changed = ?
 WHERE id = ?"""
+
+# the same two on PostgreSQL, for many combos at once (`write_counts`, `db.update_from_rows`)
+_RECOUNT_PG = """UPDATE combos SET n_min = COALESCE(s.n_min, 0), n_max = COALESCE(s.n_max, 0),
+ d_min = COALESCE(s.d_min, 0), d_max = COALESCE(s.d_max, 0), changed = :changed
+FROM harvest_recount t LEFT JOIN (
+ SELECT g.combo_id, SUM(g.s_min) AS n_min, SUM(g.s_max) AS n_max, MAX(g.d_min) AS d_min,
+  SUM(g.d_max) AS d_max
+ FROM sample_groups g JOIN harvest_recount r ON g.combo_id = r.id GROUP BY g.combo_id
+) s ON s.combo_id = t.id
+WHERE combos.id = t.id"""
+_ADD_PG = """UPDATE combos SET n_min = combos.n_min + t.n_min, n_max = combos.n_max + t.n_max,
+ d_min = CASE WHEN combos.d_min < t.d_min THEN t.d_min ELSE combos.d_min END,
+ d_max = combos.d_max + t.d_max, changed = t.changed
+FROM harvest_add t WHERE combos.id = t.id"""
+
+
+def write_counts(
+    conn: Connection, recount: Sequence[int], added: Sequence[tuple[int, ...]], changed: int
+) -> None:
+    """Recount the combos `recount` from their groups (`_RECOUNT`) and add to others what
+    they gained (`added`: `_ADD`'s parameters); both stamped `changed`. On PostgreSQL, from
+    `BULK_UPDATE` combos on, by one statement each (`_RECOUNT_PG`, `_ADD_PG`)."""
+    if conn.dialect.name == "postgresql" and len(recount) + len(added) >= BULK_UPDATE:
+        ids = [(cid,) for cid in recount]
+        update_from_rows(
+            conn, "harvest_recount", (("id", "int4"),), ids, _RECOUNT_PG, {"changed": changed}
+        )
+        columns = ("n_min", "n_max", "d_min", "d_max", "changed", "id")
+        update_from_rows(
+            conn,
+            "harvest_add",
+            [(name, "int4" if name == "id" else "int8") for name in columns],
+            [(a, b, c, e, ch, cid) for a, b, c, _c, e, ch, cid in added],
+            _ADD_PG,
+        )
+        return
+    executemany(conn, _RECOUNT, [(changed, cid) for cid in recount])
+    executemany(conn, _ADD, added)
 
 
 def apply_groups(
@@ -511,9 +550,9 @@ class ComboIds:
         if conn.dialect.name == "postgresql":
             return list(
                 conn.execute(
-                    text(
-                        "SELECT nextval(pg_get_serial_sequence('combos', 'id')) "
-                        "FROM generate_series(1, :n)"
+                    text(  # the sequence looked up once (an InitPlan), not once a row
+                        "SELECT nextval((SELECT pg_get_serial_sequence('combos', 'id')::regclass))"
+                        " FROM generate_series(1, :n)"
                     ),
                     {"n": n},
                 ).scalars()

@@ -240,3 +240,65 @@ def test_bulk_insert_stores_a_value_binary_copy_would_refuse_as_text_copy_did(
         assert [tuple(r) for r in stored] == [(1, "g-1"), (2, "5")]
     finally:
         engine.dispose()
+
+
+def _combo_rows(n: int) -> list[tuple[Any, ...]]:
+    rows = []
+    for cid in range(1, n + 1):
+        key = combo_key({"biobank": "b", "collection": "c", "age": {"min": cid, "max": cid}})
+        rows.append((cid, 1, combo_hash(key), *key[:9], None, None, None, "DE", 5, 9, 2, 9, 1))
+    return rows
+
+
+def _counts(engine: Any) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                text("SELECT id, n_min, n_max, d_min, d_max, changed FROM combos ORDER BY id")
+            )
+        ]
+
+
+@pytest.mark.postgres
+def test_postgresql_counts_by_one_statement_equal_a_statement_per_combo(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`index.write_counts` on PostgreSQL (a temporary table and one UPDATE each, from
+    `BULK_UPDATE` combos) leaves every combo as a statement per combo does: combos
+    recounted with and without groups left, combos that gained (a larger and a smaller donor
+    lower bound, a count past 2**32), combos untouched."""
+    from catalogue.harvest import index
+
+    groups = [  # combo 1: two groups; combo 2: one; combo 3: none left; combos 4-6: untouched
+        (1, "g-1", 0, 1, 1, 4, 1, 4),
+        (1, "g-2", 1, 1, 7, 7, 6, 6),
+        (1, "g-3", 2, 2, 30, 30, 20, 20),
+    ]
+    recount = [1, 2, 3]
+    added = [(5, 5, 8, 8, 5, 77, 4), (3, 6, 1, 1, 2, 77, 5), (2**40, 2**40, 0, 0, 1, 77, 6)]
+    results = []
+    for bulk in (10**9, 1):
+        with database("postgres", tmp_path / str(bulk), request) as url:
+            engine = make_engine(url)
+            try:
+                with write_tx(engine) as conn:
+                    bulk_insert(conn, combos, COMBO_COLUMNS, _combo_rows(8))
+                    bulk_insert(conn, sample_groups, GROUP_COLUMNS, groups)
+                with write_tx(engine) as conn, monkeypatch.context() as m:
+                    m.setattr(index, "BULK_UPDATE", bulk)
+                    index.write_counts(conn, recount, added, 77)
+                    if bulk == 1:  # its temporary tables are gone: again in the transaction
+                        index.write_counts(conn, recount, [], 77)
+                results.append(_counts(engine))
+            finally:
+                engine.dispose()
+    assert results[0] == results[1]
+    got = {row[0]: row[1:] for row in results[1]}
+    assert got[1] == (8, 11, 6, 10, 77)  # recounted from its two groups
+    assert got[2] == (30, 30, 20, 20, 77)
+    assert got[3] == (0, 0, 0, 0, 77)  # no group left
+    assert got[4] == (10, 14, 8, 14, 77)  # gained: a larger donor lower bound
+    assert got[5] == (8, 15, 2, 11, 77)  # gained: its own lower bound stays
+    assert got[6][:2] == (5 + 2**40, 9 + 2**40)
+    assert got[7] == (5, 9, 2, 9, 1)  # untouched
