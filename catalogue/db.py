@@ -244,7 +244,12 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
 
 
 def bulk_insert(
-    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    into: str | None = None,
 ) -> None:
     """Insert many rows fast: binary COPY on PostgreSQL, the driver's executemany elsewhere.
 
@@ -253,24 +258,26 @@ def bulk_insert(
     (`copy_types`): the server then parses no text (bytea as hex, numbers as digits) and the
     client escapes none; a leaf row costs the server about 3.1 instead of 5.4 µs and the
     client 1.0 instead of 2.5 µs (bench/README.md, "What limits each figure").
+    `into`: the name of another table with `table`'s columns (e.g. a temporary copy).
     """
     if not rows:
         return
     cols = ", ".join(columns)
+    name = into or table.name
     if conn.dialect.name == "postgresql":
         types = copy_types(table, columns)
         if types is not None and not _binary_ready(types, rows):
             types = None  # text COPY, as before (`_binary_ready`)
         binary = " WITH (FORMAT BINARY)" if types is not None else ""
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f"COPY {table.name} ({cols}) FROM STDIN{binary}") as copy:
+        with cursor.copy(f"COPY {name} ({cols}) FROM STDIN{binary}") as copy:
             if types is not None:
                 copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
         return
     marks = ", ".join("?" for _ in columns)
-    executemany(conn, f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", rows)
+    executemany(conn, f"INSERT INTO {name} ({cols}) VALUES ({marks})", rows)
 
 
 # PostgreSQL type of each column type, for binary COPY: it must be the column's exact type
@@ -344,6 +351,8 @@ def update_from_rows(
     rows: Sequence[Sequence[Any]],
     statement: str,
     params: dict[str, Any] | None = None,
+    *,
+    skip_empty: bool = True,
 ) -> None:
     """PostgreSQL: `rows` into a temporary table `name` (`columns`: each column's name and
     PostgreSQL type), then `statement` (with `:name` parameters), which joins it, e.g.
@@ -354,7 +363,7 @@ def update_from_rows(
     instead of 6 µs on it (bench/README.md, "On PostgreSQL"). The table is analysed, so the
     statement is planned for the rows at hand (an index lookup each for a few, a hash join
     for many)."""
-    if not rows:
+    if not rows and skip_empty:  # nothing to join: `statement` would change nothing
         return
     types = [kind for _name, kind in columns]
     conn.exec_driver_sql(

@@ -532,6 +532,9 @@ class ComboIds:
         self.encoded: dict[int, tuple[str | None, str | None, str | None]] = {}
         self._multi: dict[tuple[Any, ...], tuple[str | None, str | None, str | None]] = {}
         self._next: int | None = None  # SQLite: the next free id (under the write lock)
+        # PostgreSQL: the combos written ahead of the step's end (`NEW_COMBO_BUDGET`), parked
+        # in a temporary table and written to `combos` once, with their counts (`_unpark`)
+        self.parked: set[int] = set()
 
     def ensure(self, conn: Connection, keys: Mapping[bytes, tuple[Any, ...]]) -> None:
         """Give the combos of `keys` (by `combo_hash`) that the node does not have yet an id
@@ -588,8 +591,10 @@ class ComboIds:
         """Write the new combos with what they gained (a combo to be recounted: zero), their
         country (from the node's biobank records, else the node's) and `changed` (None:
         written ahead of the step's end, counted later); their ids."""
+        postgres = conn.dialect.name == "postgresql"
+        parked = self._unpark(conn, deltas, recount, changed, node_country) if postgres else set()
         if not self.new:
-            return set()
+            return parked
         country = _countries(conn, self.node_id)
         rows = []
         encoded = self.encoded
@@ -615,13 +620,67 @@ class ComboIds:
                     changed,
                 )
             )
-        if conn.dialect.name == "postgresql":  # in key order: its unique index is appended to
+        if postgres:  # in key order: its unique index is appended to
             rows.sort(key=_khash)  # (the ids are ints, cheap at random)
-        bulk_insert(conn, combos, COMBO_COLUMNS, rows)
         written = set(self.new)
+        if postgres and changed is None:  # ahead of the step's end: parked, not written twice
+            if not self.parked:
+                conn.exec_driver_sql(_PARK)
+            bulk_insert(conn, combos, COMBO_COLUMNS, rows, into="harvest_parked")
+            self.parked |= written
+        else:
+            bulk_insert(conn, combos, COMBO_COLUMNS, rows)
         self.new, self.hashes, self.encoded = {}, {}, {}
-        return written
+        return written | parked
 
+    def _unpark(
+        self,
+        conn: Connection,
+        deltas: Mapping[int, list[int]],
+        recount: set[int],
+        changed: int | None,
+        node_country: str | None,
+    ) -> set[int]:
+        """PostgreSQL, at the step's end: write the parked combos to `combos` in key order,
+        each with what it gained (a combo to be recounted: zero) and its country as
+        `insert_new` gives it; their ids. Each combo row is written once: parked in `combos`
+        itself with no counts, then updated, it cost a backend about 12 µs more a combo."""
+        if changed is None or not self.parked:
+            return set()
+        gained = [
+            (cid, *got)
+            for cid in sorted(self.parked)
+            if cid not in recount and (got := deltas.get(cid)) is not None
+        ]
+        update_from_rows(
+            conn,
+            "harvest_gained",
+            [("id", "int4"), ("n_min", "int8"), ("n_max", "int8"), ("d_min", "int8")]
+            + [("d_max", "int8")],
+            gained,
+            _UNPARK,
+            {"changed": changed, "country": node_country},
+            skip_empty=False,
+        )
+        conn.exec_driver_sql("DROP TABLE harvest_parked")
+        parked, self.parked = self.parked, set()
+        return parked
+
+
+# PostgreSQL: where `ComboIds.insert_new` parks combos written ahead of a step's end, and
+# how they go to `combos` at its end (the country as `insert_new` and `_countries` give it)
+_PARK = "CREATE TEMPORARY TABLE harvest_parked (LIKE combos) ON COMMIT DROP"
+_UNPARK = """INSERT INTO combos (id, node_id, khash, biobank, collection, sample_type,
+ storage_temperature, sex, age_min, age_max, year_from, year_to, diagnoses, use_conditions,
+ dataset_types, country, n_min, n_max, d_min, d_max, changed)
+SELECT p.id, p.node_id, p.khash, p.biobank, p.collection, p.sample_type,
+ p.storage_temperature, p.sex, p.age_min, p.age_max, p.year_from, p.year_to, p.diagnoses,
+ p.use_conditions, p.dataset_types, COALESCE(NULLIF(r.country, ''), :country),
+ COALESCE(g.n_min, 0), COALESCE(g.n_max, 0), COALESCE(g.d_min, 0), COALESCE(g.d_max, 0),
+ :changed
+FROM harvest_parked p LEFT JOIN harvest_gained g ON g.id = p.id
+LEFT JOIN records r ON r.node_id = p.node_id AND r.kind = 'biobank' AND r.record_id = p.biobank
+ORDER BY p.khash"""
 
 COMBO_COLUMNS = (  # a new combo row as `insert_new` writes it
     "id",

@@ -3,6 +3,7 @@ value as the text COPY and SQLite's executemany do (issue 19 item 7, PostgreSQL 
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -302,3 +303,62 @@ def test_postgresql_counts_by_one_statement_equal_a_statement_per_combo(
     assert got[5] == (8, 15, 2, 11, 77)  # gained: its own lower bound stays
     assert got[6][:2] == (5 + 2**40, 9 + 2**40)
     assert got[7] == (5, 9, 2, 9, 1)  # untouched
+
+
+def _tuples_written(engine: Any, expect_inserted: int) -> tuple[int, int]:
+    """(inserted, updated) rows of `combos` by PostgreSQL's statistics, once they show the
+    inserts (a backend reports its counts within about a second of its commit)."""
+    deadline = time.monotonic() + 20
+    while True:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+            ins, upd = conn.execute(
+                text(
+                    "SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables WHERE relname = 'combos'"
+                )
+            ).one()
+        if ins >= expect_inserted or time.monotonic() > deadline:
+            return int(ins), int(upd)
+        time.sleep(0.2)
+
+
+@pytest.mark.postgres
+def test_postgresql_combos_written_ahead_of_a_step_end_are_written_once_with_their_counts(
+    tmp_path: Path, request: pytest.FixtureRequest, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond `NEW_COMBO_BUDGET` new combos a step writes its new combos ahead of its end;
+    on PostgreSQL they are parked in a temporary table and go to `combos` once, with their
+    counts and country: no combo row is updated, and the index is what a step within the
+    budget stores."""
+    from catalogue.harvest import index
+
+    bb, col = "bbmri-eric:ID:DE_P", "bbmri-eric:ID:DE_P:collection:main"
+    sim = NodeSimulator("park.example/biobank-node", country="DE", k=5)
+    sim.populate(0, biobank=bb, collection=col)
+    for n in range(90):  # 30 combos (by age), three groups each
+        age = {"min": n % 30, "max": n % 30 + 1}
+        sim.publish(
+            "sample-group",
+            exact_group(n, biobank=bb, collection=col, samples=6 + n, donors=5, age=age),
+        )
+    serve(sim)
+    stored = []
+    for budget in (10**6, 4):
+        where = tmp_path / str(budget)
+        where.mkdir()
+        with ExitStack() as stack:
+            url = stack.enter_context(database("postgres", where, request))
+            ctx = build_context(make_settings(url, where / "home"))
+            stack.callback(ctx.engine.dispose)
+            cat = Catalogue(ctx)
+            cat.enrol(sim, sim.url)
+            with monkeypatch.context() as m:
+                m.setattr(index, "BATCH", 10)
+                m.setattr(index, "NEW_COMBO_BUDGET", budget)
+                assert cat.harvest()[sim.origin].ok
+            stored.append(_indexed(ctx.engine))
+            assert _tuples_written(ctx.engine, 30) == (30, 0)
+    assert len(stored[1]["combos"]) == 30
+    assert {row[3] for row in stored[1]["combos"]} == {"DE"}  # the biobank record's country
+    assert all(row[14] > 0 for row in stored[1]["combos"])  # counted
+    assert stored[1] == stored[0]
