@@ -18,7 +18,7 @@ from sqlalchemy import (
     text,
 )
 
-from catalogue.db import bulk_insert, executemany, update_from_rows
+from catalogue.db import bulk_insert, executemany, generic_plans, update_from_rows
 from catalogue.models import (
     combos,
     leaf_records,
@@ -347,12 +347,13 @@ def index_step(
                 leaf_records.c.record_id == bindparam("r"),
                 leaf_records.c.idx < bindparam("w"),
             )
-            conn.execute(
-                leaves.update()
-                .where(leaves.c.node_id == node_id, leaves.c.idx.in_(earlier.scalar_subquery()))
-                .values(content=None),
-                [{"k": kind, "r": r, "w": w} for (kind, r), w in batch.erase.items()],
-            )
+            with generic_plans(conn):
+                conn.execute(
+                    leaves.update()
+                    .where(leaves.c.node_id == node_id, leaves.c.idx.in_(earlier.scalar_subquery()))
+                    .values(content=None),
+                    [{"k": kind, "r": r, "w": w} for (kind, r), w in batch.erase.items()],
+                )
         apply_records(conn, node_id, "biobank", changes["biobank"])
         apply_records(conn, node_id, "collection", changes["collection"])
         apply_groups(conn, node_id, changes[GROUP], combo_ids, live, recount, deltas)
@@ -469,7 +470,13 @@ def apply_groups(
     combo_ids.ensure(conn, {ch[1]: ch[2] for ch in changes.values() if ch is not None})
     old = {gid: live.pop(gid) for gid in changes if gid in live}
     recount.update(old.values())
-    if old:
+    if old and conn.dialect.name == "postgresql":  # one statement, planned for any node
+        with generic_plans(conn):
+            conn.execute(
+                text("DELETE FROM sample_groups WHERE node_id = :n AND group_id = ANY(:gids)"),
+                {"n": node_id, "gids": list(old)},
+            )
+    elif old:
         conn.execute(
             sample_groups.delete().where(
                 and_(

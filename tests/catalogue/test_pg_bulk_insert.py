@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Column, Date, Integer, MetaData, Table, select, text
 
 from catalogue.context import build_context
-from catalogue.db import bulk_insert, copy_types, make_engine, write_tx
+from catalogue.db import bulk_insert, copy_types, generic_plans, make_engine, write_tx
 from catalogue.harvest.apply import LEAF_COLUMNS
 from catalogue.harvest.index import COMBO_COLUMNS, combo_hash, combo_key
 from catalogue.models import combos, leaves, sample_groups
@@ -362,3 +362,22 @@ def test_postgresql_combos_written_ahead_of_a_step_end_are_written_once_with_the
     assert {row[3] for row in stored[1]["combos"]} == {"DE"}  # the biobank record's country
     assert all(row[14] > 0 for row in stored[1]["combos"])  # counted
     assert stored[1] == stored[0]
+
+
+@pytest.mark.postgres
+def test_generic_plans_holds_only_inside_its_block_of_the_transaction(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`db.generic_plans` (the erasing of withdrawn records' leaves, the removal of replaced
+    groups) plans its statements for any parameters, and only its own."""
+    with database("postgres", tmp_path, request) as url:
+        engine = make_engine(url)
+        try:
+            with write_tx(engine) as conn:
+                mode = "SELECT current_setting('plan_cache_mode')"
+                assert conn.execute(text(mode)).scalar() == "auto"
+                with generic_plans(conn):
+                    assert conn.execute(text(mode)).scalar() == "force_generic_plan"
+                assert conn.execute(text(mode)).scalar() == "auto"
+        finally:
+            engine.dispose()
