@@ -650,8 +650,8 @@ class ComboIds:
     ) -> set[int]:
         """PostgreSQL, at the step's end: write the parked combos to `combos` in key order,
         each with what it gained (a combo to be recounted: zero) and its country as
-        `insert_new` gives it; their ids. Each combo row is written once: parked in `combos`
-        itself with no counts, then updated, it cost a backend about 12 µs more a combo."""
+        `insert_new` gives it; their ids. Each combo row is written once (written to `combos`
+        with no counts and updated at the end, a combo cost a backend about 12 µs more)."""
         if changed is None or not self.parked:
             return set()
         gained = [
