@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import marshal
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy import (
     text,
 )
 
-from catalogue.db import bulk_insert, executemany
+from catalogue.db import bulk_insert, executemany, generic_plans, update_from_rows
 from catalogue.models import (
     combos,
     harvest_keyed,
@@ -42,6 +42,7 @@ __all__ = [
     "REJECTION_COLUMNS",
     "apply_groups",
     "prepare_step",
+    "write_counts",
     "combo_hash",
     "combo_key",
     "count_interval",
@@ -75,6 +76,10 @@ BATCH = 5000  # leaves read back per query while a step is indexed
 # none is counted by an UPDATE at the end (the final commit 16.6-18.0 -> 13.6-14.7 µs)
 PREPARE_BUDGET = 35_000
 NEW_COMBO_BUDGET = 50_000
+# PostgreSQL: from this many combos to update, a step's counts are written by one statement
+# joining a temporary table (`write_counts`), not by a statement per combo (fewer: a
+# join planned on a big harvest's stale statistics could scan all combos for a few rows)
+BULK_UPDATE = 1000
 
 
 def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:
@@ -463,12 +468,13 @@ def index_step(
                 leaf_records.c.record_id == bindparam("r"),
                 leaf_records.c.idx < bindparam("w"),
             )
-            conn.execute(
-                leaves.update()
-                .where(leaves.c.node_id == node_id, leaves.c.idx.in_(earlier.scalar_subquery()))
-                .values(content=None),
-                [{"k": kind, "r": r, "w": w} for (kind, r), w in batch.erase.items()],
-            )
+            with generic_plans(conn):
+                conn.execute(
+                    leaves.update()
+                    .where(leaves.c.node_id == node_id, leaves.c.idx.in_(earlier.scalar_subquery()))
+                    .values(content=None),
+                    [{"k": kind, "r": r, "w": w} for (kind, r), w in batch.erase.items()],
+                )
         apply_records(conn, node_id, "biobank", changes["biobank"])
         apply_records(conn, node_id, "collection", changes["collection"])
         apply_groups(conn, node_id, changes[GROUP], combo_ids, live, recount, deltas, later)
@@ -486,16 +492,12 @@ def index_step(
     if biobanks:  # the combos indexed before (new ones get their country as inserted)
         refresh_countries(conn, node_id, country, changed)
     new = combo_ids.insert_new(conn, deltas, recount, changed, node_country=country)
-    executemany(conn, _RECOUNT, [(changed, cid) for cid in sorted(recount)])
-    executemany(
-        conn,
-        _ADD,
-        [
-            (n_min, n_max, d_min, d_min, d_max, changed, cid)
-            for cid, (n_min, n_max, d_min, d_max) in sorted(deltas.items())
-            if cid not in recount and cid not in new
-        ],
-    )
+    added = [
+        (n_min, n_max, d_min, d_min, d_max, changed, cid)
+        for cid, (n_min, n_max, d_min, d_max) in sorted(deltas.items())
+        if cid not in recount and cid not in new
+    ]
+    write_counts(conn, sorted(recount), added, changed)
 
 
 def missing_content_rejections(
@@ -530,6 +532,44 @@ WHERE id = ?"""
 _ADD = """UPDATE combos SET n_min = n_min + ?, n_max = n_max + ?,
  d_min = CASE WHEN d_min < ? THEN ? ELSE d_min END, d_max = d_max + ?, changed = ?
 WHERE id = ?"""
+
+# the same two on PostgreSQL, for many combos at once (`write_counts`, `db.update_from_rows`)
+_RECOUNT_PG = """UPDATE combos SET n_min = COALESCE(s.n_min, 0), n_max = COALESCE(s.n_max, 0),
+ d_min = COALESCE(s.d_min, 0), d_max = COALESCE(s.d_max, 0), changed = :changed
+FROM harvest_recount t LEFT JOIN (
+ SELECT g.combo_id, SUM(g.s_min) AS n_min, SUM(g.s_max) AS n_max, MAX(g.d_min) AS d_min,
+  SUM(g.d_max) AS d_max
+ FROM sample_groups g JOIN harvest_recount r ON g.combo_id = r.id GROUP BY g.combo_id
+) s ON s.combo_id = t.id
+WHERE combos.id = t.id"""
+_ADD_PG = """UPDATE combos SET n_min = combos.n_min + t.n_min, n_max = combos.n_max + t.n_max,
+ d_min = CASE WHEN combos.d_min < t.d_min THEN t.d_min ELSE combos.d_min END,
+ d_max = combos.d_max + t.d_max, changed = t.changed
+FROM harvest_add t WHERE combos.id = t.id"""
+
+
+def write_counts(
+    conn: Connection, recount: Sequence[int], added: Sequence[tuple[int, ...]], changed: int
+) -> None:
+    """Recount the combos `recount` from their groups (`_RECOUNT`) and add to others what
+    they gained (`added`: `_ADD`'s parameters); both stamped `changed`. On PostgreSQL, from
+    `BULK_UPDATE` combos on, by one statement each (`_RECOUNT_PG`, `_ADD_PG`)."""
+    if conn.dialect.name == "postgresql" and len(recount) + len(added) >= BULK_UPDATE:
+        ids = [(cid,) for cid in recount]
+        update_from_rows(
+            conn, "harvest_recount", (("id", "int4"),), ids, _RECOUNT_PG, {"changed": changed}
+        )
+        columns = ("n_min", "n_max", "d_min", "d_max", "changed", "id")
+        update_from_rows(
+            conn,
+            "harvest_add",
+            [(name, "int4" if name == "id" else "int8") for name in columns],
+            [(a, b, c, e, ch, cid) for a, b, c, _c, e, ch, cid in added],
+            _ADD_PG,
+        )
+        return
+    executemany(conn, _RECOUNT, [(changed, cid) for cid in recount])
+    executemany(conn, _ADD, added)
 
 
 def superseded(conn: Connection, node_id: int, start: int, end: int) -> set[int]:
@@ -579,7 +619,13 @@ def apply_groups(
     combo_ids.ensure(conn, {ch[1]: ch[2] for ch in changes.values() if ch is not None})
     old = {gid: live.pop(gid) for gid in changes if gid in live}
     recount.update(old.values())
-    if old:
+    if old and conn.dialect.name == "postgresql":  # one statement, planned for any node
+        with generic_plans(conn):
+            conn.execute(
+                text("DELETE FROM sample_groups WHERE node_id = :n AND group_id = ANY(:gids)"),
+                {"n": node_id, "gids": list(old)},
+            )
+    elif old:
         conn.execute(
             sample_groups.delete().where(
                 and_(
@@ -649,6 +695,9 @@ class ComboIds:
         self.encoded: dict[int, tuple[str | None, str | None, str | None]] = {}
         self._multi: dict[tuple[Any, ...], tuple[str | None, str | None, str | None]] = {}
         self._next: int | None = None  # SQLite: the next free id (under the write lock)
+        # PostgreSQL: the combos written ahead of the step's end (`NEW_COMBO_BUDGET`), parked
+        # in a temporary table and written to `combos` once, with their counts (`_unpark`)
+        self.parked: set[int] = set()
 
     def ensure(self, conn: Connection, keys: Mapping[bytes, tuple[Any, ...]]) -> None:
         """Give the combos of `keys` (by `combo_hash`) that the node does not have yet an id
@@ -667,9 +716,9 @@ class ComboIds:
         if conn.dialect.name == "postgresql":
             return list(
                 conn.execute(
-                    text(
-                        "SELECT nextval(pg_get_serial_sequence('combos', 'id')) "
-                        "FROM generate_series(1, :n)"
+                    text(  # the sequence looked up once (an InitPlan), not once a row
+                        "SELECT nextval((SELECT pg_get_serial_sequence('combos', 'id')::regclass))"
+                        " FROM generate_series(1, :n)"
                     ),
                     {"n": n},
                 ).scalars()
@@ -705,8 +754,10 @@ class ComboIds:
         """Write the new combos with what they gained (a combo to be recounted: zero), their
         country (from the node's biobank records, else the node's) and `changed` (None:
         written ahead of the step's end, counted later); their ids."""
+        postgres = conn.dialect.name == "postgresql"
+        parked = self._unpark(conn, deltas, recount, changed, node_country) if postgres else set()
         if not self.new:
-            return set()
+            return parked
         country = _countries(conn, self.node_id)
         rows = []
         encoded = self.encoded
@@ -732,13 +783,67 @@ class ComboIds:
                     changed,
                 )
             )
-        if conn.dialect.name == "postgresql":  # in key order: its unique index is appended to
+        if postgres:  # in key order: its unique index is appended to
             rows.sort(key=_khash)  # (the ids are ints, cheap at random)
-        bulk_insert(conn, combos, COMBO_COLUMNS, rows)
         written = set(self.new)
+        if postgres and changed is None:  # ahead of the step's end: parked, not written twice
+            if not self.parked:
+                conn.exec_driver_sql(_PARK)
+            bulk_insert(conn, combos, COMBO_COLUMNS, rows, into="harvest_parked")
+            self.parked |= written
+        else:
+            bulk_insert(conn, combos, COMBO_COLUMNS, rows)
         self.new, self.hashes, self.encoded = {}, {}, {}
-        return written
+        return written | parked
 
+    def _unpark(
+        self,
+        conn: Connection,
+        deltas: Mapping[int, list[int]],
+        recount: set[int],
+        changed: int | None,
+        node_country: str | None,
+    ) -> set[int]:
+        """PostgreSQL, at the step's end: write the parked combos to `combos` in key order,
+        each with what it gained (a combo to be recounted: zero) and its country as
+        `insert_new` gives it; their ids. Each combo row is written once (written to `combos`
+        with no counts and updated at the end, a combo cost a backend about 12 µs more)."""
+        if changed is None or not self.parked:
+            return set()
+        gained = [
+            (cid, *got)
+            for cid in sorted(self.parked)
+            if cid not in recount and (got := deltas.get(cid)) is not None
+        ]
+        update_from_rows(
+            conn,
+            "harvest_gained",
+            [("id", "int4"), ("n_min", "int8"), ("n_max", "int8"), ("d_min", "int8")]
+            + [("d_max", "int8")],
+            gained,
+            _UNPARK,
+            {"changed": changed, "country": node_country},
+            skip_empty=False,
+        )
+        conn.exec_driver_sql("DROP TABLE harvest_parked")
+        parked, self.parked = self.parked, set()
+        return parked
+
+
+# PostgreSQL: where `ComboIds.insert_new` parks combos written ahead of a step's end, and
+# how they go to `combos` at its end (the country as `insert_new` and `_countries` give it)
+_PARK = "CREATE TEMPORARY TABLE harvest_parked (LIKE combos) ON COMMIT DROP"
+_UNPARK = """INSERT INTO combos (id, node_id, khash, biobank, collection, sample_type,
+ storage_temperature, sex, age_min, age_max, year_from, year_to, diagnoses, use_conditions,
+ dataset_types, country, n_min, n_max, d_min, d_max, changed)
+SELECT p.id, p.node_id, p.khash, p.biobank, p.collection, p.sample_type,
+ p.storage_temperature, p.sex, p.age_min, p.age_max, p.year_from, p.year_to, p.diagnoses,
+ p.use_conditions, p.dataset_types, COALESCE(NULLIF(r.country, ''), :country),
+ COALESCE(g.n_min, 0), COALESCE(g.n_max, 0), COALESCE(g.d_min, 0), COALESCE(g.d_max, 0),
+ :changed
+FROM harvest_parked p LEFT JOIN harvest_gained g ON g.id = p.id
+LEFT JOIN records r ON r.node_id = p.node_id AND r.kind = 'biobank' AND r.record_id = p.biobank
+ORDER BY p.khash"""
 
 COMBO_COLUMNS = (  # a new combo row as `insert_new` writes it
     "id",

@@ -3,6 +3,7 @@ value as the text COPY and SQLite's executemany do (issue 19 item 7, PostgreSQL 
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy import Column, Date, Integer, MetaData, Table, select, text
 
 from catalogue.context import build_context
-from catalogue.db import bulk_insert, copy_types, make_engine, write_tx
+from catalogue.db import bulk_insert, copy_types, generic_plans, make_engine, write_tx
 from catalogue.harvest.apply import LEAF_COLUMNS
 from catalogue.harvest.index import COMBO_COLUMNS, combo_hash, combo_key
 from catalogue.models import combos, leaves, sample_groups
@@ -240,3 +241,143 @@ def test_bulk_insert_stores_a_value_binary_copy_would_refuse_as_text_copy_did(
         assert [tuple(r) for r in stored] == [(1, "g-1"), (2, "5")]
     finally:
         engine.dispose()
+
+
+def _combo_rows(n: int) -> list[tuple[Any, ...]]:
+    rows = []
+    for cid in range(1, n + 1):
+        key = combo_key({"biobank": "b", "collection": "c", "age": {"min": cid, "max": cid}})
+        rows.append((cid, 1, combo_hash(key), *key[:9], None, None, None, "DE", 5, 9, 2, 9, 1))
+    return rows
+
+
+def _counts(engine: Any) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                text("SELECT id, n_min, n_max, d_min, d_max, changed FROM combos ORDER BY id")
+            )
+        ]
+
+
+@pytest.mark.postgres
+def test_postgresql_counts_by_one_statement_equal_a_statement_per_combo(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`index.write_counts` on PostgreSQL (a temporary table and one UPDATE each, from
+    `BULK_UPDATE` combos) leaves every combo as a statement per combo does: combos
+    recounted with and without groups left, combos that gained (a larger and a smaller donor
+    lower bound, a count past 2**32), combos untouched."""
+    from catalogue.harvest import index
+
+    groups = [  # combo 1: two groups; combo 2: one; combo 3: none left; combos 4-6: untouched
+        (1, "g-1", 0, 1, 1, 4, 1, 4),
+        (1, "g-2", 1, 1, 7, 7, 6, 6),
+        (1, "g-3", 2, 2, 30, 30, 20, 20),
+    ]
+    recount = [1, 2, 3]
+    added = [(5, 5, 8, 8, 5, 77, 4), (3, 6, 1, 1, 2, 77, 5), (2**40, 2**40, 0, 0, 1, 77, 6)]
+    results = []
+    for bulk in (10**9, 1):
+        with database("postgres", tmp_path / str(bulk), request) as url:
+            engine = make_engine(url)
+            try:
+                with write_tx(engine) as conn:
+                    bulk_insert(conn, combos, COMBO_COLUMNS, _combo_rows(8))
+                    bulk_insert(conn, sample_groups, GROUP_COLUMNS, groups)
+                with write_tx(engine) as conn, monkeypatch.context() as m:
+                    m.setattr(index, "BULK_UPDATE", bulk)
+                    index.write_counts(conn, recount, added, 77)
+                    if bulk == 1:  # its temporary tables are gone: again in the transaction
+                        index.write_counts(conn, recount, [], 77)
+                results.append(_counts(engine))
+            finally:
+                engine.dispose()
+    assert results[0] == results[1]
+    got = {row[0]: row[1:] for row in results[1]}
+    assert got[1] == (8, 11, 6, 10, 77)  # recounted from its two groups
+    assert got[2] == (30, 30, 20, 20, 77)
+    assert got[3] == (0, 0, 0, 0, 77)  # no group left
+    assert got[4] == (10, 14, 8, 14, 77)  # gained: a larger donor lower bound
+    assert got[5] == (8, 15, 2, 11, 77)  # gained: its own lower bound stays
+    assert got[6][:2] == (5 + 2**40, 9 + 2**40)
+    assert got[7] == (5, 9, 2, 9, 1)  # untouched
+
+
+def _tuples_written(engine: Any, expect_inserted: int) -> tuple[int, int]:
+    """(inserted, updated) rows of `combos` by PostgreSQL's statistics, once they show the
+    inserts (a backend reports its counts within about a second of its commit)."""
+    deadline = time.monotonic() + 20
+    while True:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+            ins, upd = conn.execute(
+                text(
+                    "SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables WHERE relname = 'combos'"
+                )
+            ).one()
+        if ins >= expect_inserted or time.monotonic() > deadline:
+            return int(ins), int(upd)
+        time.sleep(0.2)
+
+
+@pytest.mark.postgres
+def test_postgresql_combos_written_ahead_of_a_step_end_are_written_once_with_their_counts(
+    tmp_path: Path, request: pytest.FixtureRequest, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond `NEW_COMBO_BUDGET` new combos a step writes its new combos ahead of its end;
+    on PostgreSQL they are parked in a temporary table and go to `combos` once, with their
+    counts and country: no combo row is updated, and the index is what a step within the
+    budget stores."""
+    from catalogue.harvest import index
+
+    bb, col = "bbmri-eric:ID:DE_P", "bbmri-eric:ID:DE_P:collection:main"
+    sim = NodeSimulator("park.example/biobank-node", country="DE", k=5)
+    sim.populate(0, biobank=bb, collection=col)
+    for n in range(90):  # 30 combos (by age), three groups each
+        age = {"min": n % 30, "max": n % 30 + 1}
+        sim.publish(
+            "sample-group",
+            exact_group(n, biobank=bb, collection=col, samples=6 + n, donors=5, age=age),
+        )
+    serve(sim)
+    stored = []
+    for budget in (10**6, 4):
+        where = tmp_path / str(budget)
+        where.mkdir()
+        with ExitStack() as stack:
+            url = stack.enter_context(database("postgres", where, request))
+            ctx = build_context(make_settings(url, where / "home"))
+            stack.callback(ctx.engine.dispose)
+            cat = Catalogue(ctx)
+            cat.enrol(sim, sim.url)
+            with monkeypatch.context() as m:
+                m.setattr(index, "BATCH", 10)
+                m.setattr(index, "NEW_COMBO_BUDGET", budget)
+                assert cat.harvest()[sim.origin].ok
+            stored.append(_indexed(ctx.engine))
+            assert _tuples_written(ctx.engine, 30) == (30, 0)
+    assert len(stored[1]["combos"]) == 30
+    assert {row[3] for row in stored[1]["combos"]} == {"DE"}  # the biobank record's country
+    assert all(row[14] > 0 for row in stored[1]["combos"])  # counted
+    assert stored[1] == stored[0]
+
+
+@pytest.mark.postgres
+def test_generic_plans_holds_only_inside_its_block_of_the_transaction(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`db.generic_plans` (the erasing of withdrawn records' leaves, the removal of replaced
+    groups) plans its statements for any parameters, and only its own."""
+    with database("postgres", tmp_path, request) as url:
+        engine = make_engine(url)
+        try:
+            with write_tx(engine) as conn:
+                mode = "SELECT current_setting('plan_cache_mode')"
+                assert conn.execute(text(mode)).scalar() == "auto"
+                with generic_plans(conn):
+                    assert conn.execute(text(mode)).scalar() == "force_generic_plan"
+                assert conn.execute(text(mode)).scalar() == "auto"
+        finally:
+            engine.dispose()
