@@ -17,9 +17,12 @@ from typing import Any
 import fastjsonschema
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit.examine import (
     GROUP_SCHEMA,
+    MAX_INDEX,
     NUMBER_FIELDS,
     NUMBERS_CUT,
     SIGNATURE_CUTS,
@@ -403,3 +406,115 @@ def test_signature_memo_stays_bounded() -> None:
     sig = signature(canonical(content))
     assert sig is not None and b'"nonce"' not in sig and b'"age"' not in sig
     assert signature(b'{"biobank":"x"}') is None
+
+
+def _line(leaf: bytes, content: Any) -> bytes:
+    return orjson.dumps({"leaf": base64.b64encode(leaf).decode(), "content": content})
+
+
+def _worker_and_reference(items: list[tuple[bytes, Any]], start: int = 0) -> None:
+    """The leaves (leaf bytes, content) at indexes start, start+1, ... as one worker task:
+    each leaf's result equals `examine()`'s with the reference schema check."""
+    examined, error = expand(examine_task(ORIGIN, start, [_line(*item) for item in items]))
+    assert error is None
+    assert examined[0].group is not None  # the first leaf, honest, teaches the shape
+    chapters = Chapters()
+    reference = [
+        examine(
+            ORIGIN, start + n, leaf, orjson.loads(orjson.dumps(content)), _reference_check, chapters
+        )
+        for n, (leaf, content) in enumerate(items)
+    ]
+    assert examined == reference
+
+
+def _honest(count: int, start: int = 0) -> list[tuple[bytes, Any]]:
+    """Valid group publishes at indexes start, start+1, ... (their contents' digests)."""
+    contents = [group(n, BB, COL) for n in range(count)]
+    return [(_leaf(start + n, content, None), content) for n, content in enumerate(contents)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    at=st.integers(0, 400),
+    cut=st.integers(0, 3),
+    insert=st.sampled_from(
+        [b"", b"0", b"1", b" ", b'"', b"\\", b"\x7f", b"\x00", b"\xc3\xa9", b"a", b","]
+    ),
+)
+def test_leaf_shape_fast_path_equals_parse_leaf_on_edited_leaves(
+    at: int, cut: int, insert: bytes
+) -> None:
+    """A worker reads a publish leaf in the shape of the log's earlier leaves off its bytes
+    (`_learn_tail`) instead of parsing it: a leaf edited anywhere (a byte changed, taken out
+    or put in: quotes, escapes, non-ASCII, digits, spaces), its content's digest unchanged,
+    gets `examine()`'s verdict with parse_leaf, leaf for leaf."""
+    items = _honest(4)
+    leaf, content = items[3]
+    items[3] = (leaf[:at] + insert + leaf[at + cut :], content)
+    _worker_and_reference(items)
+
+
+def _group_leaf(at: int, content: dict[str, Any], fields: dict[str, Any] | None = None) -> bytes:
+    """A group publish leaf at `index` with its content's digest, `fields` changed."""
+    entry = make_entry(
+        log=ORIGIN,
+        index=at,
+        op="publish",
+        time=TIME,
+        kind=GROUP,
+        id=str(content["id"]),
+        schema=SCHEMAS[GROUP],
+        digest=digest(content),
+    )
+    return orjson.dumps({**entry, **(fields or {})}, option=orjson.OPT_SORT_KEYS)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"id": 'grp_"quoted"'},
+        {"id": "grp_back\\slash"},
+        {"id": "grp_é"},
+        {"id": "grp_tab\t"},
+        {"id": "grp_del\x7f"},
+        {"id": ""},
+        {"id": 5},
+        {"time": "2026-11-22T23:07:36+00:00"},
+        {"log": "other.example/biobank-node"},
+        {"kind": "biobank"},
+        {"op": "withdraw"},
+        {"schema": "https://example.org/other.schema.json"},
+        {"digest": "sha256:" + "A" * 64},
+        {"index": 4},
+        {"extra": 1},
+    ],
+)
+def test_leaf_shape_fast_path_refuses_what_parse_leaf_refuses(fields: dict[str, Any]) -> None:
+    """Leaves that differ from the learnt shape in one member (an id needing escapes or not a
+    string, another time, log, kind, op, schema, an upper-case digest, another index, a
+    member more): each gets `examine()`'s verdict with parse_leaf."""
+    items = _honest(3)
+    content = group(3, BB, COL)
+    items.append((_group_leaf(3, content, fields), content))
+    _worker_and_reference(items)
+
+
+def test_leaf_shape_fast_path_reads_the_index_exactly() -> None:
+    """The index is read as parse_leaf reads it: its digits at the expected place (not a
+    prefix of a longer number, nor one with a leading zero), and none beyond 2^53 - 1."""
+    content = group(12, BB, COL)
+    honest = _honest(12)
+    for leaf in (
+        _group_leaf(12, content).replace(b'"index":12,', b'"index":012,'),
+        _group_leaf(12, content).replace(b'"index":12,', b'"index":123,'),
+        _group_leaf(12, content).replace(b'"index":12,', b'"index":1,'),
+    ):
+        _worker_and_reference([*honest, (leaf, content)])
+    big = MAX_INDEX + 1
+    contents = [group(n, BB, COL) for n in range(3)]
+    items = [
+        (_group_leaf(0, c).replace(b'"index":0,', b'"index":%d,' % (big - 2 + n)), c)
+        for n, c in enumerate(contents)
+    ]
+    _worker_and_reference(items, start=big - 2)
