@@ -245,13 +245,20 @@ def examine_task(origin: str, start: int, task: Task, session: str | None = None
     ids: list[str] = []
     others: dict[int, Examined] = {}
     keys: dict[tuple[Any, ...], int] = {}
+    # a key's number by its signature (`SIGNATURE_CUTS`): the key read off the canonical
+    # bytes already made for the digest, without building it
+    numbers: dict[bytes, int] = {}
     if session is not None:  # this worker's numbering of the log's keys in this session
         # tasks reach a worker in log order, so a task of another log means this worker is
         # done with the last one: only the current log's numbering is kept
         numbered = _WORKER.get("numbered")
         if numbered is None or numbered[:2] != (session, origin):
-            numbered = _WORKER["numbered"] = (session, origin, keys)
-        keys = numbered[2]
+            numbered = _WORKER["numbered"] = (session, origin, keys, numbers)
+        keys, numbers = numbered[2], numbered[3]
+    tails = _WORKER.get("tails")
+    if tails is None or tails[0] != origin:  # learnt per log (`_learn_tail`)
+        tails = _WORKER["tails"] = (origin, {})
+    shapes: dict[bytes, tuple[str, str]] = tails[1]
     key_base = len(keys)
     error: BaseException | None = None
     entries: Iterable[tuple[bytes, Any]] = ()
@@ -277,30 +284,75 @@ def examine_task(origin: str, start: int, task: Task, session: str | None = None
         # any other leaf, and any doubt, goes through `examine_leaf` itself
         index = start + offset
         try:
-            entry = parse_leaf(leaf, expected_log=origin, expected_index=index)
+            # a publish leaf of the shape learnt from this log's earlier leaves
+            # (`_learn_tail`): parse_leaf's entry read off its bytes; its digest is taken
+            # only when it equals the content's (so it is well-formed), else parse_leaf runs
+            kind = None
+            if leaf.startswith(DIGEST_MARK) and leaf[82:90] == ID_MARK and index <= MAX_INDEX:
+                id_end = leaf.find(INDEX_MARK, 90)
+                digits = b"%d" % index
+                after = id_end + 10 + len(digits)
+                if id_end > 90 and leaf[id_end + 10 : after] == digits:
+                    known = shapes.get(leaf[after:])
+                    rid_bytes = leaf[90:id_end]
+                    if known is not None and not rid_bytes.translate(None, ID_BYTES):
+                        kind, schema = known
+                        rid = rid_bytes.decode()
+                        digest = leaf[11:82].decode()
+            if kind is None:
+                entry = parse_leaf(leaf, expected_log=origin, expected_index=index)
+                if entry["op"] == "publish":  # else examined by examine_leaf below
+                    kind, schema = entry["kind"], entry["schema"]
+                    rid, digest = entry["id"], entry["digest"]
+                    _learn_tail(leaf, index, kind, schema, shapes)
             if (
-                entry["op"] == "publish"
-                and entry["kind"] == GROUP
+                kind == GROUP
                 and type(content) is dict
-                and (verdict := verdicts.get(entry["schema"])) is not None
-                and (
+                and (verdict := verdicts.get(schema)) is not None
+            ):
+                if schema == GROUP_SCHEMA:
                     # the v2 group schema admits numbers only in its NUMBER_FIELDS: a record
                     # valid against it with no float there has none at all, and orjson's
                     # ASCII bytes are then `canonical_parsed`'s without its float walk
-                    (data := _dumps(content, option=CANONICAL_OPTIONS)).isascii()
-                    and bytes_digest(data) == entry["digest"]
+                    data = _dumps(content, option=CANONICAL_OPTIONS)
+                    if data.isascii() and bytes_digest(data) == digest and verdict(content):
+                        # the key's signature: the record's bytes without the members the
+                        # key ignores (`SIGNATURE_CUTS`); one seen before had its key made,
+                        # its counts and the numbers in it checked (floats print apart
+                        # from integers): only the numbers cut out are left to look at
+                        first = data.find(b'"biobank":')
+                        cut = data.find(b',"id":"', first)
+                        back = data.find(b',"sample_type":"', cut)
+                        sig = data[first:cut] + data[back:] if 0 < first < cut < back else b""
+                        number = numbers.get(sig) if sig else None
+                        if number is not None:
+                            if _no_float_in(content, NUMBERS_CUT):
+                                hashes.append(leaf_hash(leaf))
+                                kinds.append(number)
+                                ids.append(rid)
+                                continue
+                        elif (
+                            _no_float_in(content, NUMBER_FIELDS)
+                            and impossible_counts(content) is None
+                        ):
+                            number = keys.setdefault(group_key(content, chapters), len(keys))
+                            if sig:
+                                if len(numbers) >= SIGNATURES:
+                                    numbers.clear()
+                                numbers[sig] = number
+                            hashes.append(leaf_hash(leaf))
+                            kinds.append(number)
+                            ids.append(rid)
+                            continue
+                elif (
+                    bytes_digest(canonical_parsed(content)) == digest
                     and verdict(content)
-                    and _no_float_in_number_fields(content)
-                    if entry["schema"] == GROUP_SCHEMA
-                    else bytes_digest(canonical_parsed(content)) == entry["digest"]
-                    and verdict(content)
-                )
-                and impossible_counts(content) is None
-            ):
-                hashes.append(leaf_hash(leaf))
-                kinds.append(keys.setdefault(group_key(content, chapters), len(keys)))
-                ids.append(entry["id"])
-                continue
+                    and impossible_counts(content) is None
+                ):
+                    hashes.append(leaf_hash(leaf))
+                    kinds.append(keys.setdefault(group_key(content, chapters), len(keys)))
+                    ids.append(rid)
+                    continue
         except (BiobankError, ValueError, KeyError, TypeError):
             pass
         found = examine_leaf(origin, index, leaf, content, schemas, chapters)
@@ -331,22 +383,73 @@ def examine_task(origin: str, start: int, task: Task, session: str | None = None
     )
 
 
+# a publish leaf's canonical bytes: DIGEST_MARK, 64 hex digits, ID_MARK, the id, INDEX_MARK,
+# the index, then the rest (its kind, log, op, schema, time): its "tail"
+DIGEST_MARK = b'{"digest":"sha256:'
+ID_MARK = b'","id":"'
+INDEX_MARK = b'","index":'
+MAX_INDEX = 2**53 - 1  # larger: parse_leaf refuses it (orjson's strict integers)
+# the bytes an id in the common shape may hold: printable ASCII (0x20-0x7e) but the quote
+# and the backslash, so that its JSON string is the bytes themselves
+ID_BYTES = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
+TAILS = 4_096  # tails remembered per log and worker (a log's leaves share a few)
+
+
+def _learn_tail(
+    leaf: bytes, index: int, kind: str, schema: str, tails: dict[bytes, tuple[str, str]]
+) -> None:
+    """Remember the tail of a publish leaf that parse_leaf accepted at `index` of this log.
+
+    A later leaf of this log in the same shape, with a tail remembered, is the same entry but
+    for its digest, id and index: ASCII and canonical (sorted keys, strings without escapes,
+    the integer's digits), every member's check passed for the first leaf, the id a non-empty
+    string, the index the expected one: parse_leaf accepts it with the digest well-formed,
+    which `examine_task` takes only when it equals the content's (hexadecimal by
+    construction). tests/audit/test_examine_memo.py compares the two on edited leaves."""
+    if not (leaf.startswith(DIGEST_MARK) and leaf[82:90] == ID_MARK and leaf.isascii()):
+        return
+    id_end = leaf.find(INDEX_MARK, 90)
+    digits = b"%d" % index
+    after = id_end + 10 + len(digits)
+    if id_end > 90 and leaf[id_end + 10 : after] == digits and leaf[after : after + 1] == b",":
+        if len(tails) >= TAILS:
+            tails.clear()
+        tails[leaf[after:]] = (kind, schema)
+
+
 # the sample-group schema whose numbers the inline path knows, and the fields where a record
 # valid against it can hold a number: the field itself or the values of its object
 # (tests/audit/test_examine_memo.py derives them from the schema)
 GROUP_SCHEMA = "https://w3id.org/biobank-federation/schemas/v2/sample-group.schema.json"
 NUMBER_FIELDS = ("age", "period", "samples", "donors")
+# the members of a v2 group that `group_key` ignores, cut out of its signature: in the
+# canonical (sorted) order `age` comes first, then the key's members up to `donors`, then
+# `id`, `nonce` and `period`, then the key's members from `sample_type` on
+# (tests/audit/test_examine_memo.py derives the order and the markers from the schema)
+SIGNATURE_CUTS = ("age", "id", "nonce", "period")
+NUMBERS_CUT = tuple(name for name in NUMBER_FIELDS if name in SIGNATURE_CUTS)
+SIGNATURES = 1 << 16  # signatures remembered per log and worker (~300 bytes each)
 
 
-def _no_float_in_number_fields(content: dict[str, Any]) -> bool:
-    """No float in `NUMBER_FIELDS` (nor in the values of an object there)."""
-    for name in NUMBER_FIELDS:
-        value = content.get(name)
+def signature(data: bytes) -> bytes | None:
+    """The signature of a v2 group's key, from the record's canonical bytes: the bytes
+    without `SIGNATURE_CUTS` (what `examine_task` computes inline); None when the bytes do
+    not have the members it cuts at."""
+    first = data.find(b'"biobank":')
+    cut = data.find(b',"id":"', first)
+    back = data.find(b',"sample_type":"', cut)
+    return data[first:cut] + data[back:] if 0 < first < cut < back else None
+
+
+def _no_float_in(content: dict[str, Any], fields: tuple[str, ...]) -> bool:
+    """No float in `fields` of `content` (nor in the values of an object there)."""
+    for name in fields:
+        value: Any = content.get(name)  # no `cast`: a call and a generic alias per value
         kind = type(value)
         if kind is float:
             return False
         if kind is dict:
-            for item in cast(dict[str, Any], value).values():
+            for item in value.values():
                 if type(item) is float:
                     return False
     return True

@@ -136,9 +136,9 @@ def line_ranges(
 ) -> Iterator[tuple[int, int, int]]:
     """(offset, length, lines) of consecutive blocks of whole lines covering the first `end`
     lines of `fh`, about `size` lines each: blocks of about `size` times the mean length of
-    the first `size` lines, cut at a newline, their lines counted by `bytearray.count` in one
+    the first `size` lines, cut at a newline, their lines counted (`_newlines`) in one
     buffer read into (`read` bytes at a time, grown for a longer line). Lines are never
-    walked one by one in Python, nor copied."""
+    copied."""
     buf = bytearray(max(read, 1))
     filled = pos = offset = budget = 0  # buf[pos:filled] is the file from `offset` on
     left, eof = end, False
@@ -166,13 +166,22 @@ def line_ranges(
             budget = max(cut - pos, 1)
         stop = min(pos + budget, filled)
         cut = buf.rfind(b"\n", pos, stop) + 1 or buf.find(b"\n", pos, filled) + 1 or filled
-        lines = buf.count(b"\n", pos, cut) + (buf[cut - 1] != 10)  # 10: a newline
+        lines = _newlines(buf, pos, cut) + (buf[cut - 1] != 10)  # 10: a newline
         if lines > left:  # the last block: cut after line `left`
             cut, lines = pos, 0
             while lines < left and (found := buf.find(b"\n", cut, filled)) >= 0:
                 cut, lines = found + 1, lines + 1
         yield offset, cut - pos, lines
         offset, left, pos = offset + cut - pos, left - lines, cut
+
+
+def _newlines(buf: bytearray, start: int, stop: int) -> int:
+    """`buf.count(b"\n", start, stop)`, by `find` (memchr) from newline to newline: for
+    bundle lines (about 1 KB) twice as fast as `count`, which compares byte by byte."""
+    find, count, at = buf.find, 0, start
+    while (at := find(b"\n", at, stop) + 1) > 0:
+        count += 1
+    return count
 
 
 def read_lines(block: LineBlock) -> list[bytes]:

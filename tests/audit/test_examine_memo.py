@@ -17,17 +17,24 @@ from typing import Any
 import fastjsonschema
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit.examine import (
     GROUP_SCHEMA,
+    MAX_INDEX,
     NUMBER_FIELDS,
+    NUMBERS_CUT,
+    SIGNATURE_CUTS,
+    SIGNATURES,
     Examined,
     MemoSchemaCheck,
     examine,
     examine_task,
     expand,
+    signature,
 )
-from audit.livestate import Chapters
+from audit.livestate import Chapters, group_key
 from protocol.canonical import canonical, digest
 from protocol.entries import make_entry
 from protocol.schema import SchemaSet
@@ -263,3 +270,251 @@ def test_group_number_fields_are_where_the_schema_admits_numbers() -> None:
         assert path[0] in NUMBER_FIELDS and len(path) <= 2 and "*" not in path, path
     assert {path[0] for path in paths} == set(NUMBER_FIELDS)
     assert SCHEMAS[GROUP] == GROUP_SCHEMA
+
+
+def _object_schemas(node: Any, defs: dict[str, Any], path: tuple[str, ...]) -> list[Any]:
+    """(path, object schema) of every object a record valid against `node` can hold."""
+    out = []
+    if "$ref" in node:
+        out += _object_schemas(defs[node["$ref"].removeprefix("#/$defs/")], defs, path)
+    for word in ("oneOf", "anyOf", "allOf", "then", "else"):
+        subs = node.get(word, ())
+        for sub in [subs] if isinstance(subs, dict) else subs:
+            out += _object_schemas(sub, defs, path)
+    if "properties" in node:
+        out.append((path, node))
+        for name, sub in node["properties"].items():
+            out += _object_schemas(sub, defs, (*path, name))
+    if "items" in node:
+        out += _object_schemas(node["items"], defs, (*path, "*"))
+    return out
+
+
+def test_signature_cuts_follow_the_group_schema() -> None:
+    """The key's signature cuts the canonical bytes of a schema-valid v2 group at three
+    markers: the shipped schema must put its members in the order the cut assumes (sorted:
+    `age` alone before `biobank`; `id`, `nonce`, `period` alone between the key's members up
+    to `donors` and from `sample_type` on), require the members marked, and close every object,
+    no nested one naming a marked member (so each marker can only be the top-level key)."""
+    schema = SchemaSet.default()._by_id[GROUP_SCHEMA]
+    names = sorted(schema["properties"])
+    first, cut, back = names.index("biobank"), names.index("id"), names.index("sample_type")
+    assert names[:first] == ["age"]
+    assert names[cut:back] == ["id", "nonce", "period"]
+    assert set(names[:first] + names[cut:back]) == set(SIGNATURE_CUTS)
+    assert {"biobank", "id", "nonce", "sample_type"} <= set(schema["required"])
+    objects = _object_schemas(schema, schema["$defs"], ())
+    assert objects and objects[0][0] == ()
+    closed = {path for path, node in objects if node.get("additionalProperties") is False}
+    for path, node in objects:  # open only as a branch applied to a closed object's value
+        assert path in closed, path
+        if path:
+            assert not {"biobank", "id", "sample_type"} & set(node["properties"]), path
+    assert set(NUMBERS_CUT) == set(NUMBER_FIELDS) & set(SIGNATURE_CUTS)
+
+
+def _valid_groups() -> list[dict[str, Any]]:
+    """Valid v2 groups, many sharing their key's members, each member varied (optional ones
+    left out, code lists reordered or repeated, counts exact or bounded)."""
+    out = []
+    diagnoses = [
+        [{"system": "ICD-10", "code": "C50.9"}],
+        [{"system": "ICD-10", "code": "C50.1"}],  # another code, the same chapter
+        [{"system": "ORPHA", "code": "ORPHA:558"}, {"system": "ICD-10", "code": "E11.9"}],
+        [{"system": "ICD-10", "code": "E11.9"}, {"system": "ORPHA", "code": "ORPHA:558"}],
+    ]
+    uses = [["DUO:0000042"], ["DUO:0000007", "DUO:0000042"], ["DUO:0000042", "DUO:0000007"]]
+    for n in range(96):
+        content = group(n % 6, BB, COL, id=group(n, BB, COL)["id"])
+        content["diagnoses"] = diagnoses[n % 4]
+        content["use_conditions"] = uses[n % 3]
+        content["age"] = {"min": 10 * (n % 5), "max": 10 * (n % 5) + 9}
+        content["period"] = {"from": 2000 + n % 7, "to": 2020}
+        for name in ("age", "period", "diagnoses", "sex", "dataset_types"):
+            if n % 11 == len(name) % 11:
+                del content[name]
+        out.append(content)
+    return out
+
+
+def test_signature_memo_gives_each_group_its_group_key() -> None:
+    """Groups that share a signature share their `group_key`, and a worker numbering keys by
+    signature across tasks hands back each leaf's own `group_key` (many from the memo)."""
+    groups = _valid_groups()
+    by_signature: dict[bytes, Any] = {}
+    for content in groups:
+        sig = signature(canonical(content))
+        assert sig is not None
+        assert by_signature.setdefault(sig, group_key(content, Chapters())) == group_key(
+            content, Chapters()
+        )
+    assert len(by_signature) < len(groups) // 2  # the memo is hit
+    lines = []
+    for index, content in enumerate(groups):
+        leaf = _leaf(index, content, None)
+        lines.append(orjson.dumps({"leaf": base64.b64encode(leaf).decode(), "content": content}))
+    sent: list[Any] = []
+    got = []
+    for start in range(0, len(lines), 25):
+        chunk = examine_task(ORIGIN, start, lines[start : start + 25], session="sig")
+        assert chunk.error is None and not chunk.others
+        assert chunk.key_base == len(sent)
+        sent += chunk.keys
+        kinds = array("i")
+        kinds.frombytes(chunk.kinds)
+        got += [sent[k] for k in kinds]
+    assert got == [group_key(c, Chapters()) for c in groups]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"age": {"min": 40.0, "max": 49}},
+        {"age": {"min": 40, "max": 49.0}},
+        {"period": {"from": 2010.0, "to": 2015}},
+        {"period": {"from": 2010, "to": 2015.0}},
+        {"samples": 12.0, "donors": 12},
+        {"donors": {"lt": 10.0}},
+        {"samples": 9, "donors": 11},
+    ],
+)
+def test_signature_hit_still_refuses_floats_and_impossible_counts(change: dict[str, Any]) -> None:
+    """A record whose key members match a group the worker has seen (its signature is
+    remembered) is still refused when a number cut out of the signature is a float signed
+    over orjson's bytes, or when its own members differ (floats, impossible counts): the
+    worker's verdict for it is `examine()`'s with the reference schema check."""
+    base = group(4, BB, COL, samples=12, donors=12)
+    seen = [{**base, "id": group(n, BB, COL)["id"], "nonce": f"{n:032x}"} for n in range(3)]
+    bad = {**base, **change, "id": group(9, BB, COL)["id"]}
+    items: list[tuple[dict[str, Any], bytes | None]] = [(c, None) for c in seen]
+    items.append((bad, orjson.dumps(bad, option=orjson.OPT_SORT_KEYS)))
+    lines = []
+    for index, (content, signed) in enumerate(items):
+        leaf = _leaf(index, content, signed)
+        lines.append(orjson.dumps({"leaf": base64.b64encode(leaf).decode(), "content": content}))
+    examined, error = expand(examine_task(ORIGIN, 0, lines))
+    assert error is None
+    assert examined == _examine_all(_reference_check, items)
+    assert examined[-1].group is None and (examined[-1].digest_errors or examined[-1].schema_error)
+    assert all(e.group is not None for e in examined[:-1])
+
+
+def test_signature_memo_stays_bounded() -> None:
+    """A worker remembers at most `SIGNATURES` signatures per log (then starts over)."""
+    assert 1_000 <= SIGNATURES <= 1 << 20
+    content = group(1, BB, COL)
+    sig = signature(canonical(content))
+    assert sig is not None and b'"nonce"' not in sig and b'"age"' not in sig
+    assert signature(b'{"biobank":"x"}') is None
+
+
+def _line(leaf: bytes, content: Any) -> bytes:
+    return orjson.dumps({"leaf": base64.b64encode(leaf).decode(), "content": content})
+
+
+def _worker_and_reference(items: list[tuple[bytes, Any]], start: int = 0) -> None:
+    """The leaves (leaf bytes, content) at indexes start, start+1, ... as one worker task:
+    each leaf's result equals `examine()`'s with the reference schema check."""
+    examined, error = expand(examine_task(ORIGIN, start, [_line(*item) for item in items]))
+    assert error is None
+    assert examined[0].group is not None  # the first leaf, honest, teaches the shape
+    chapters = Chapters()
+    reference = [
+        examine(
+            ORIGIN, start + n, leaf, orjson.loads(orjson.dumps(content)), _reference_check, chapters
+        )
+        for n, (leaf, content) in enumerate(items)
+    ]
+    assert examined == reference
+
+
+def _honest(count: int, start: int = 0) -> list[tuple[bytes, Any]]:
+    """Valid group publishes at indexes start, start+1, ... (their contents' digests)."""
+    contents = [group(n, BB, COL) for n in range(count)]
+    return [(_leaf(start + n, content, None), content) for n, content in enumerate(contents)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    at=st.integers(0, 400),
+    cut=st.integers(0, 3),
+    insert=st.sampled_from(
+        [b"", b"0", b"1", b" ", b'"', b"\\", b"\x7f", b"\x00", b"\xc3\xa9", b"a", b","]
+    ),
+)
+def test_leaf_shape_fast_path_equals_parse_leaf_on_edited_leaves(
+    at: int, cut: int, insert: bytes
+) -> None:
+    """A worker reads a publish leaf in the shape of the log's earlier leaves off its bytes
+    (`_learn_tail`) instead of parsing it: a leaf edited anywhere (a byte changed, taken out
+    or put in: quotes, escapes, non-ASCII, digits, spaces), its content's digest unchanged,
+    gets `examine()`'s verdict with parse_leaf, leaf for leaf."""
+    items = _honest(4)
+    leaf, content = items[3]
+    items[3] = (leaf[:at] + insert + leaf[at + cut :], content)
+    _worker_and_reference(items)
+
+
+def _group_leaf(at: int, content: dict[str, Any], fields: dict[str, Any] | None = None) -> bytes:
+    """A group publish leaf at `index` with its content's digest, `fields` changed."""
+    entry = make_entry(
+        log=ORIGIN,
+        index=at,
+        op="publish",
+        time=TIME,
+        kind=GROUP,
+        id=str(content["id"]),
+        schema=SCHEMAS[GROUP],
+        digest=digest(content),
+    )
+    return orjson.dumps({**entry, **(fields or {})}, option=orjson.OPT_SORT_KEYS)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"id": 'grp_"quoted"'},
+        {"id": "grp_back\\slash"},
+        {"id": "grp_é"},
+        {"id": "grp_tab\t"},
+        {"id": "grp_del\x7f"},
+        {"id": ""},
+        {"id": 5},
+        {"time": "2026-11-22T23:07:36+00:00"},
+        {"log": "other.example/biobank-node"},
+        {"kind": "biobank"},
+        {"op": "withdraw"},
+        {"schema": "https://example.org/other.schema.json"},
+        {"digest": "sha256:" + "A" * 64},
+        {"index": 4},
+        {"extra": 1},
+    ],
+)
+def test_leaf_shape_fast_path_refuses_what_parse_leaf_refuses(fields: dict[str, Any]) -> None:
+    """Leaves that differ from the learnt shape in one member (an id needing escapes or not a
+    string, another time, log, kind, op, schema, an upper-case digest, another index, a
+    member more): each gets `examine()`'s verdict with parse_leaf."""
+    items = _honest(3)
+    content = group(3, BB, COL)
+    items.append((_group_leaf(3, content, fields), content))
+    _worker_and_reference(items)
+
+
+def test_leaf_shape_fast_path_reads_the_index_exactly() -> None:
+    """The index is read as parse_leaf reads it: its digits at the expected place (not a
+    prefix of a longer number, nor one with a leading zero), and none beyond 2^53 - 1."""
+    content = group(12, BB, COL)
+    honest = _honest(12)
+    for leaf in (
+        _group_leaf(12, content).replace(b'"index":12,', b'"index":012,'),
+        _group_leaf(12, content).replace(b'"index":12,', b'"index":123,'),
+        _group_leaf(12, content).replace(b'"index":12,', b'"index":1,'),
+    ):
+        _worker_and_reference([*honest, (leaf, content)])
+    big = MAX_INDEX + 1
+    contents = [group(n, BB, COL) for n in range(3)]
+    items = [
+        (_group_leaf(0, c).replace(b'"index":0,', b'"index":%d,' % (big - 2 + n)), c)
+        for n, c in enumerate(contents)
+    ]
+    _worker_and_reference(items, start=big - 2)
