@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -9,13 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from catalogue.context import Context, build_context
 from catalogue.enrol import enrol
 from catalogue.harvest import Harvester, Outcome
+from catalogue.harvest.harvester import guarded_job
+from catalogue.harvest.keys import load_history
+from catalogue.harvest.stream import NodeJob, Writer
+from catalogue.models import nodes
 from catalogue.settings import Settings
 from federation.servers import LiveServer, live_server
 from tests.catalogue.simulator import NodeSimulator
@@ -67,6 +73,35 @@ class Catalogue:
     def harvest(self) -> dict[str, Outcome]:
         outcomes = Harvester(engine=self.engine, settings=self.ctx.settings, key=self.ctx.key).run()
         return {o.origin: o for o in outcomes}
+
+    def stage_whole(self, origin: str) -> Any:
+        """One lane's part of a harvest: fetch, verify and stage the node's whole step (nothing
+        accepted or staged before), its final commit deferred; the job's result."""
+        s = self.ctx.settings
+        with self.engine.connect() as conn:
+            row = conn.execute(select(nodes).where(nodes.c.origin == origin)).one()
+            keys = load_history(conn, row)
+        job = NodeJob(
+            node_id=row.id,
+            origin=row.origin,
+            url=row.url,
+            country=row.country,
+            state=None,
+            staged=None,
+            keys=keys.to_json(),
+            request_timeout=s.request_timeout,
+            max_bytes=s.max_response_bytes,
+            page_size=s.page_size,
+            max_step=s.max_step,
+            chunk_size=s.harvest_chunk,
+        )
+
+        async def go() -> Any:
+            async with httpx.AsyncClient() as client:
+                writer = Writer(self.engine, self.ctx.key)
+                return await guarded_job(job, client, writer, 20.0, defer_final=True)
+
+        return asyncio.run(go())
 
 
 def make_settings(db_url: str, home: Path, **overrides: Any) -> Settings:

@@ -10,17 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
-from sqlalchemy import select
 
 from catalogue.context import build_context
 from catalogue.harvest import Harvester
-from catalogue.harvest.harvester import guarded_final, guarded_job
-from catalogue.harvest.keys import load_history
-from catalogue.harvest.stream import NodeJob, Writer
-from catalogue.models import nodes
+from catalogue.harvest.harvester import guarded_final
+from catalogue.harvest.stream import Writer
 from tests.catalogue.conftest import Catalogue, database, make_settings
 from tests.catalogue.dbdump import dump
 from tests.catalogue.simulator import NodeSimulator
@@ -39,39 +35,6 @@ def chunked(db_url: str, tmp_path: Path) -> Iterator[Catalogue]:
         yield Catalogue(ctx)
     finally:
         ctx.engine.dispose()
-
-
-def _job(cat: Catalogue, origin: str) -> NodeJob:
-    """The node's job as a harvest builds it (nothing accepted or staged yet)."""
-    s = cat.ctx.settings
-    with cat.engine.connect() as conn:
-        row = conn.execute(select(nodes).where(nodes.c.origin == origin)).one()
-        keys = load_history(conn, row)
-    return NodeJob(
-        node_id=row.id,
-        origin=row.origin,
-        url=row.url,
-        country=row.country,
-        state=None,
-        staged=None,
-        keys=keys.to_json(),
-        request_timeout=s.request_timeout,
-        max_bytes=s.max_response_bytes,
-        page_size=s.page_size,
-        max_step=s.max_step,
-        chunk_size=s.harvest_chunk,
-    )
-
-
-def _verify_and_stage(cat: Catalogue, origin: str) -> Any:
-    """One lane's part: fetch, verify and stage the whole step, final commit deferred."""
-
-    async def go() -> Any:
-        async with httpx.AsyncClient() as client:
-            writer = Writer(cat.engine, cat.ctx.key)
-            return await guarded_job(_job(cat, origin), client, writer, 20.0, defer_final=True)
-
-    return asyncio.run(go())
 
 
 def _clean_dump(sim: NodeSimulator, tmp_path: Path, db_url: str, request: Any) -> dict[str, Any]:
@@ -97,7 +60,7 @@ def test_deferred_final_commit_keeps_a_staged_step_invisible_then_indexes_it_who
     sim.populate(SIZE - 2)
     serve(sim)
     chunked.enrol(sim, sim.url)
-    staged = _verify_and_stage(chunked, sim.origin)
+    staged = chunked.stage_whole(sim.origin)
     assert staged.error is None and staged.final is not None and staged.added == SIZE
     # verified (root matched) and staged whole, yet nothing accepted, indexed or mirrored
     seen = facts(chunked, sim.origin)
@@ -118,7 +81,7 @@ def test_step_staged_whole_without_its_final_commit_is_accepted_next_time_withou
     sim.populate(SIZE - 2)
     serve(sim)
     chunked.enrol(sim, sim.url)
-    assert _verify_and_stage(chunked, sim.origin).final is not None  # then "killed"
+    assert chunked.stage_whole(sim.origin).final is not None  # then "killed"
     sim.served.clear()
     out = chunked.harvest()[sim.origin]
     assert out.ok and out.added == SIZE and out.size == SIZE
@@ -135,7 +98,7 @@ def test_deferred_final_commit_refused_when_the_node_moved_meanwhile(
     sim.populate(SIZE - 2)
     serve(sim)
     chunked.enrol(sim, sim.url)
-    staged = _verify_and_stage(chunked, sim.origin)
+    staged = chunked.stage_whole(sim.origin)
     assert chunked.harvest()[sim.origin].ok  # another harvest accepts the staged step
     before = dump(chunked.engine)
     late = asyncio.run(guarded_final(staged.final, Writer(chunked.engine, chunked.ctx.key), 20.0))

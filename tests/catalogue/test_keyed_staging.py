@@ -13,14 +13,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import func, inspect, select, text
 
 import catalogue.harvest.index
 from catalogue.context import build_context
 from catalogue.db import make_engine
-from catalogue.harvest.harvester import guarded_final, guarded_job
+from catalogue.harvest.harvester import guarded_final
 from catalogue.harvest.index import (
     combo_hash,
     combo_key,
@@ -30,9 +29,8 @@ from catalogue.harvest.index import (
     pack_keyed,
     unpack_keyed,
 )
-from catalogue.harvest.keys import load_history
-from catalogue.harvest.stream import NodeJob, Writer
-from catalogue.models import combos, harvest_keyed, nodes, sample_groups
+from catalogue.harvest.stream import Writer
+from catalogue.models import combos, harvest_keyed, sample_groups
 from tests.catalogue.conftest import Catalogue, database, make_settings
 from tests.catalogue.dbdump import dump
 from tests.catalogue.simulator import NodeSimulator, group
@@ -85,35 +83,6 @@ def _node() -> NodeSimulator:
     return sim
 
 
-def _stage_whole(cat: Catalogue, origin: str) -> Any:
-    """Fetch, verify and stage a node's whole step, its final commit deferred (as a lane)."""
-    s = cat.ctx.settings
-    with cat.engine.connect() as conn:
-        row = conn.execute(select(nodes).where(nodes.c.origin == origin)).one()
-        keys = load_history(conn, row)
-    job = NodeJob(
-        node_id=row.id,
-        origin=row.origin,
-        url=row.url,
-        country=row.country,
-        state=None,
-        staged=None,
-        keys=keys.to_json(),
-        request_timeout=s.request_timeout,
-        max_bytes=s.max_response_bytes,
-        page_size=s.page_size,
-        max_step=s.max_step,
-        chunk_size=s.harvest_chunk,
-    )
-
-    async def go() -> Any:
-        async with httpx.AsyncClient() as client:
-            writer = Writer(cat.engine, cat.ctx.key)
-            return await guarded_job(job, client, writer, 20.0, defer_final=True)
-
-    return asyncio.run(go())
-
-
 def _staged_then_final(
     sim: NodeSimulator, home: Path, url: str, *, drop_keyed: bool
 ) -> tuple[dict[str, Any], int]:
@@ -124,7 +93,7 @@ def _staged_then_final(
     try:
         cat = Catalogue(ctx)
         cat.enrol(sim, sim.url)
-        staged = _stage_whole(cat, sim.origin)
+        staged = cat.stage_whole(sim.origin)
         assert staged.error is None and staged.final is not None
         with ctx.engine.begin() as conn:
             rows = conn.execute(select(func.count()).select_from(harvest_keyed)).scalar_one()
