@@ -770,7 +770,7 @@ class ComboIds:
                 (
                     cid,
                     self.node_id,
-                    self.hashes[cid],
+                    bytearray(self.hashes[cid]),  # no adapter look-up (`db.bulk_insert`)
                     *key[:9],
                     diagnoses,
                     uses,
