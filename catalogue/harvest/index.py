@@ -461,7 +461,13 @@ def index_step(
         changes = batch.changes
         if batch.refused:
             bulk_insert(conn, rejections, REJECTION_COLUMNS, batch.refused)
-        if batch.erase:
+        if batch.erase and conn.dialect.name == "sqlite":  # through the driver (`_ERASE`)
+            executemany(
+                conn,
+                _ERASE,
+                [(node_id, node_id, kind, r, w) for (kind, r), w in batch.erase.items()],
+            )
+        elif batch.erase:
             earlier = select(leaf_records.c.idx).where(
                 leaf_records.c.node_id == node_id,
                 leaf_records.c.kind == bindparam("k"),
@@ -498,6 +504,13 @@ def index_step(
         if cid not in recount and cid not in new
     ]
     write_counts(conn, sorted(recount), added, changed)
+
+
+# SQLite: erase the contents of a withdrawn record's earlier leaves, found by `leaf_records`
+# (the same statement as the SQLAlchemy one PostgreSQL runs with generic plans; through the
+# driver, a withdrawal cost about 18 µs of CPU in SQLAlchemy's executemany, 1M harvest)
+_ERASE = """UPDATE leaves SET content = NULL WHERE node_id = ? AND idx IN (SELECT idx
+ FROM leaf_records WHERE node_id = ? AND kind = ? AND record_id = ? AND idx < ?)"""
 
 
 def missing_content_rejections(
