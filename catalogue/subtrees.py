@@ -13,7 +13,7 @@ from catalogue.db import bulk_insert, write_tx
 from catalogue.models import nodes, subtrees
 from protocol.merkle import STRIDE, Perfect, stored_perfect, subtree_updates
 
-__all__ = ["OWN_LOG", "extend", "fill_all", "perfect"]
+__all__ = ["OWN_LOG", "drop_above", "extend", "fill_all", "perfect"]
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,14 @@ def perfect(conn: Connection, log_id: int) -> Perfect:
     return stored_perfect(lambda level, first, count: _read(conn, log_id, level, first, count))
 
 
-def extend(conn: Connection, log_id: int, size: int) -> None:
+def extend(
+    conn: Connection, log_id: int, size: int, known: Sequence[bytes] = (), start: int = 0
+) -> None:
     """Store the subtree hashes the first ``size`` leaves of the log complete, in the
-    caller's transaction (idempotent: it starts where the stored ones end)."""
+    caller's transaction (idempotent: it starts where the stored ones end).
+
+    ``known``: the hashes of leaves ``start .. start + len(known) - 1``, already in hand
+    (a harvest's chunk, as it is stored): those are not read back from the database."""
     top = conn.execute(
         select(func.max(subtrees.c.idx)).where(
             subtrees.c.log_id == log_id, subtrees.c.level == STRIDE
@@ -64,10 +69,35 @@ def extend(conn: Connection, log_id: int, size: int) -> None:
     done = 0 if top is None else (int(top) + 1) << STRIDE
     if size >> STRIDE <= done >> STRIDE:
         return
-    read = lambda level, first, count: _read(conn, log_id, level, first, count)  # noqa: E731
+    stop = start + len(known)
+
+    def read(level: int, first: int, count: int) -> Sequence[bytes]:
+        if level or first + count <= start or first >= stop:
+            return _read(conn, log_id, level, first, count)
+        head = _read(conn, log_id, 0, first, start - first) if first < start else []
+        tail = _read(conn, log_id, 0, stop, first + count - stop) if first + count > stop else []
+        lo = max(first, start) - start
+        return [*head, *known[lo : min(first + count, stop) - start], *tail]
+
     for batch in subtree_updates(read, done, size):
         bulk_insert(
             conn, subtrees, ("log_id", "level", "idx", "hash"), [(log_id, *r) for r in batch]
+        )
+
+
+def drop_above(conn: Connection, log_id: int, size: int) -> None:
+    """Forget the stored subtree hashes over leaves at or beyond ``size`` (a harvest's
+    staged leaves, discarded: their hashes are stored with them, `harvest.apply`)."""
+    levels = conn.execute(
+        select(subtrees.c.level).where(subtrees.c.log_id == log_id).distinct()
+    ).scalars()
+    for level in list(levels):  # a subtree [i << level, (i + 1) << level) within size: kept
+        conn.execute(
+            subtrees.delete().where(
+                subtrees.c.log_id == log_id,
+                subtrees.c.level == level,
+                subtrees.c.idx >= size >> level,
+            )
         )
 
 

@@ -139,7 +139,13 @@ def _check_position(conn: Connection, pos: Position) -> None:
 
 
 def _store(conn: Connection, chunk: Chunk) -> None:
-    bulk_insert(conn, leaves, LEAF_COLUMNS, chunk.rows)
+    rows = chunk.rows
+    bulk_insert(conn, leaves, LEAF_COLUMNS, rows)
+    if rows and rows[-1][1] - rows[0][1] == len(rows) - 1:  # leaves lo .. hi - 1, in order
+        # the subtree hashes these leaves complete, from their hashes in hand: the final
+        # commit need not read every leaf hash back (`discard_staging` drops them again)
+        hi = rows[-1][1] + 1
+        subtrees.extend(conn, chunk.node_id, hi, [r[3] for r in rows], rows[0][1])
     if chunk.keyed:
         conn.execute(
             harvest_keyed.insert().values(
@@ -264,6 +270,7 @@ def discard_staging(conn: Connection, node_id: int) -> None:
     node's combos that count nothing."""
     size = conn.execute(select(nodes.c.tree_size).where(nodes.c.id == node_id)).scalar_one()
     conn.execute(leaves.delete().where(leaves.c.node_id == node_id, leaves.c.idx >= size))
+    subtrees.drop_above(conn, node_id, size)  # those of staged leaves (`_store`)
     conn.execute(
         rejections.delete().where(rejections.c.node_id == node_id, rejections.c.idx >= size)
     )
