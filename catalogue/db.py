@@ -220,8 +220,8 @@ def add_leaf_records(conn: Connection, *where: ColumnElement[bool]) -> None:
 # it cannot change). A harvest writes about 1 KB of mirrored leaf a log entry and a combo,
 # a group and a `leaf_records` row: with 16 KiB pages instead of SQLite's 4 KiB, fewer pages
 # split, fewer WAL frames are written and checkpointed, and the chunk stores, their commits
-# and the final commits' inserts cost about 1.5 µs less CPU an entry (bench/README.md,
-# "Where the time goes"); a point read costs about 1.5 µs more, a page of 1000 leaves less
+# and the final commits' inserts cost about 1.5 µs less CPU an entry (catalogue/README.md,
+# "SQLite's write path"); a point read costs about 1.5 µs more, a page of 1000 leaves less
 SQLITE_PAGE_SIZE = 16384
 
 
