@@ -301,3 +301,17 @@ def test_number_fields_are_where_the_group_schema_admits_numbers() -> None:
         assert path[0] in fields and len(path) <= 2 and "*" not in path, path
     assert {path[0] for path in paths} == set(fields)
     assert SCHEMAS[GROUP] == GROUP_SCHEMA
+
+
+def test_verifier_fast_path_reads_no_escaped_id() -> None:
+    """An id written with an escape (`a\\/b`, which JSON reads as `a/b`, and no canonical
+    form writes) is not read off the bytes, even where the record's own id is the escape's
+    text: the reference refuses the leaf as not canonical, and so does the fast path."""
+    loose = SchemaSet([{"$id": GROUP_SCHEMA, "type": "object"}])
+    items = _honest(3)
+    content = {**group(3, BB, COL), "id": "a\\/b"}
+    leaf = _leaf(3, content)
+    assert b'"id":"a\\\\/b"' in leaf
+    items.append((leaf.replace(b'"id":"a\\\\/b"', b'"id":"a\\/b"'), content))
+    out = _same(items, loose)
+    assert out[-1][0] == "NonCanonicalError"
