@@ -273,7 +273,8 @@ MAX_INDEX = 2**53 - 1  # larger: parse_leaf refuses it (orjson's strict integers
 # the bytes an id may hold to be read off a leaf: printable ASCII that JSON writes as itself
 # (no quote, no backslash, no control character, no DEL)
 ID_BYTES = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
-TAILS = 4_096  # tails remembered per log (a log's leaves share a few: one per import time)
+TAILS = 1_024  # tails remembered per log (under 1 KB each; a log's leaves share a few: one
+# per second of its imports, in order, so a full memo starts over and relearns)
 _TAIL_FIELDS = ("kind", "log", "op", "schema", "time")
 
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.canonical import bytes_digest, canonical, digest
-from protocol.entries import MAX_INDEX, LeafShapes, make_entry, parse_leaf
+from protocol.entries import MAX_INDEX, TAILS, LeafShapes, make_entry, parse_leaf
 from protocol.errors import BiobankError
 from protocol.merkle import CompactRange, leaf_hash
 from protocol.note import Checkpoint, Signer, Verifier, generate_key, sign_checkpoint
@@ -315,3 +315,16 @@ def test_verifier_fast_path_reads_no_escaped_id() -> None:
     items.append((leaf.replace(b'"id":"a\\\\/b"', b'"id":"a\\/b"'), content))
     out = _same(items, loose)
     assert out[-1][0] == "NonCanonicalError"
+
+
+def test_leaf_shapes_stay_bounded() -> None:
+    """A log of ever new tails (another time each) never holds more than TAILS of them, and
+    a shape learnt after a start-over is read again."""
+    shapes = LeafShapes()
+    content = group(1, BB, COL)
+    for n in range(TAILS + 5):
+        time = f"2026-11-22T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z"
+        leaf = _leaf(7, content, fields={"time": time})
+        shapes.learn(leaf, 7, parse_leaf(leaf, expected_log=ORIGIN, expected_index=7))
+        assert len(shapes.tails) <= TAILS
+    assert shapes.read(leaf, 7, digest(content)) is not None
