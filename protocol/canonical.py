@@ -179,6 +179,29 @@ def _has_float(value: Any) -> bool:
     return False
 
 
+def has_float(value: Any) -> bool:
+    """True when a float is anywhere in `value` (dicts, lists and tuples walked)."""
+    return _has_float(value)
+
+
+def no_float_in(content: dict[str, Any], fields: tuple[str, ...]) -> bool:
+    """No float in `fields` of `content` (the field itself, or the values of its object).
+
+    For a record valid against a schema that admits numbers only there
+    (`protocol.schema.NUMBER_FIELDS`): such a record with no float in them has none at all,
+    so orjson's ASCII bytes of it are `canonical_parsed`'s without its walk of every value."""
+    for name in fields:
+        value: Any = content.get(name)
+        kind = type(value)
+        if kind is float:
+            return False
+        if kind is dict:
+            for item in value.values():
+                if type(item) is float:
+                    return False
+    return True
+
+
 def canonical_parsed(value: Any) -> bytes:
     """RFC 8785 bytes of a value PARSED FROM JSON (dict, list, str, int, float, bool, None):
     `canonical(value)`, faster for the common case.

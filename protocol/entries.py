@@ -262,3 +262,75 @@ def parse_leaf_reference(
     if entry["log"] != expected_log:
         raise OriginMismatch(f"{where}: belongs to log {entry['log']!r}, expected {expected_log!r}")
     return entry
+
+
+# A publish leaf's canonical bytes: DIGEST_MARK, 64 hex digits, ID_MARK, the id, INDEX_MARK,
+# the index's digits, then the rest (kind, log, op, schema, time), its "tail"
+DIGEST_MARK = b'{"digest":"sha256:'
+ID_MARK = b'","id":"'
+INDEX_MARK = b'","index":'
+MAX_INDEX = 2**53 - 1  # larger: parse_leaf refuses it (orjson's strict integers)
+# the bytes an id may hold to be read off a leaf: printable ASCII that JSON writes as itself
+# (no quote, no backslash, no control character, no DEL)
+ID_BYTES = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
+TAILS = 1_024  # tails remembered per log (under 1 KB each; a log's leaves share a few: one
+# per second of its imports, in order, so a full memo starts over and relearns)
+_TAIL_FIELDS = ("kind", "log", "op", "schema", "time")
+
+
+class LeafShapes:
+    """The publish leaves of ONE log read off their bytes, in the shape of its earlier leaves.
+
+    `learn(leaf, index, entry)` remembers the tail of a leaf `parse_leaf` accepted at `index`
+    of the log. A later leaf made of DIGEST_MARK, the digest, ID_MARK, an id of ID_BYTES,
+    INDEX_MARK, exactly its index's digits and a remembered tail is that entry but for its
+    digest, id and index: ASCII and canonical (sorted members, strings without escapes, the
+    integer's digits), every member of the tail checked for the first leaf, the id a non-empty
+    string, the index the expected one. `read(leaf, index, digest)` gives that entry when the
+    leaf's digest is `digest` (the caller's, computed from the content: well-formed by
+    construction), else None, and the caller parses the leaf (`parse_leaf`), which says what
+    is wrong if anything is. The same reading as the auditor's (`audit.examine`);
+    tests/protocol/test_verify_fast.py compares it with `parse_leaf` on edited leaves."""
+
+    __slots__ = ("tails",)
+
+    def __init__(self) -> None:
+        self.tails: dict[bytes, dict[str, Any]] = {}
+
+    def learn(self, leaf: bytes, index: int, entry: dict[str, Any]) -> None:
+        """Remember the tail of a publish leaf `parse_leaf` accepted at `index` of the log."""
+        if entry.get("op") != "publish" or not (
+            leaf.startswith(DIGEST_MARK) and leaf[82:90] == ID_MARK and leaf.isascii()
+        ):
+            return
+        id_end = leaf.find(INDEX_MARK, 90)
+        digits = b"%d" % index
+        after = id_end + 10 + len(digits)
+        if id_end > 90 and leaf[id_end + 10 : after] == digits and leaf[after : after + 1] == b",":
+            tails = self.tails
+            if len(tails) >= TAILS:
+                tails.clear()
+            tails[leaf[after:]] = {name: entry[name] for name in _TAIL_FIELDS}
+
+    def read(self, leaf: bytes, index: int, digest: str) -> dict[str, Any] | None:
+        """The entry `parse_leaf` returns for `leaf` at `index`, when the leaf is in a learnt
+        shape and carries `digest` (a well-formed one); None: parse the leaf instead."""
+        if (
+            index > MAX_INDEX
+            or leaf[11:82] != digest.encode()
+            or not leaf.startswith(DIGEST_MARK)
+            or leaf[82:90] != ID_MARK
+        ):
+            return None
+        id_end = leaf.find(INDEX_MARK, 90)
+        if id_end <= 90:
+            return None
+        digits = b"%d" % index
+        after = id_end + 10 + len(digits)
+        if leaf[id_end + 10 : after] != digits:
+            return None
+        tail = self.tails.get(leaf[after:])
+        rid = leaf[90:id_end]
+        if tail is None or rid.translate(None, ID_BYTES):
+            return None
+        return {"digest": digest, "id": rid.decode(), "index": index, **tail}

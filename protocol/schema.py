@@ -11,6 +11,7 @@ among the loaded schemas: nothing is ever fetched.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -30,6 +31,14 @@ from protocol.schema_memo import FieldMemo
 
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})  # values, not schemas
 _ID = re.compile(r"/v(?P<version>\d+)/(?P<kind>[A-Za-z0-9_-]+)\.schema\.json$")
+
+
+# The shipped schemas that admit numbers only in some top-level fields (the field itself or
+# the values of its object), by `$id`: a record valid against one of them, with no float in
+# those fields, holds no float at all (`protocol.canonical.no_float_in`; the verifier's fast
+# path relies on it). tests/protocol/test_verify_fast.py derives the fields from the schema.
+GROUP_SCHEMA = "https://w3id.org/biobank-federation/schemas/v2/sample-group.schema.json"
+NUMBER_FIELDS: dict[str, tuple[str, ...]] = {GROUP_SCHEMA: ("age", "period", "samples", "donors")}
 
 
 def _pointer(parts: Iterable[object]) -> str:
@@ -229,6 +238,17 @@ class SchemaSet:
         parsed from JSON (it raises ValueError on a value of no JSON type)."""
         return self._rs_validator(self._resolve(kind_or_id)).is_valid  # type: ignore[no-any-return]
 
+    def number_fields(self, kind_or_id: str) -> tuple[str, ...] | None:
+        """The top-level fields where a record valid against this schema can hold a number
+        (the field or the values of its object), when known: `NUMBER_FIELDS` of its `$id`,
+        and only while the schema loaded under that `$id` is the shipped one. None: a number
+        may be anywhere."""
+        sid = self._resolve(kind_or_id)
+        fields = NUMBER_FIELDS.get(sid)
+        if fields is None or self._by_id[sid] != _shipped(sid):
+            return None
+        return fields
+
     def is_valid(self, kind_or_id: str, record: Any) -> bool:
         """The fast verdict alone."""
         return self._fast_verdict(self._resolve(kind_or_id), record)
@@ -280,6 +300,13 @@ class SchemaSet:
             for problem in _to_problems(error, location):
                 out.setdefault((problem.field, problem.reason), problem)
         return list(out.values())
+
+
+@functools.cache
+def _shipped(sid: str) -> dict[str, Any] | None:
+    """The shipped schema of `$id` `sid` (None: none is shipped)."""
+    shipped = SchemaSet.default()
+    return shipped.schema(sid) if sid in shipped.ids else None
 
 
 def _to_problems(error: ValidationError, location: str) -> list[Problem]:

@@ -191,8 +191,20 @@ def key_group(idx: int, record: dict[str, Any], memo: dict[Any, Any]) -> Keyed |
             key = seen
         elif len(memo) < _MEMO_LIMIT:  # its strings and lists of strings (schema-valid)
             share = memo.setdefault
-            key = memo[digest] = tuple(
-                [share(p, p) if type(p) is str or type(p) is tuple else p for p in key]
+            b, c, t, temp, sex, a0, a1, p0, p1, d, u, ds = key
+            key = memo[digest] = (
+                share(b, b),
+                share(c, c),
+                share(t, t),
+                share(temp, temp),
+                share(sex, sex),
+                a0,
+                a1,
+                p0,
+                p1,
+                share(d, d),
+                share(u, u),
+                share(ds, ds),
             )
         return (
             idx,

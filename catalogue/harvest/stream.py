@@ -229,8 +229,9 @@ async def harvest_node(
     spill = _Spill(os.path.dirname(os.path.abspath(writer.sqlite)) if writer.sqlite else None)
     try:
         async for page in served:
+            add, feed = chunk.add, verifier.feed  # (the chunk changes between pages only)
             for leaf, content in page:
-                chunk.add(verifier.feed(leaf, content))
+                add(feed(leaf, content))
             # each httpx response is a reference cycle (response <-> stream, 17 objects; the
             # page's bytes are not in it: `NodeFetcher` reads them itself) and a harvest worker
             # raises the GC thresholds (harvest._calm_gc): collect the young generation every
