@@ -80,7 +80,7 @@ def page_body(rows: Iterable[tuple[bytes, bytes | None]], nxt: int | None) -> by
 
 def etag_of(body: bytes) -> str:
     """A strong ETag for a page's bytes (a quoted hex digest)."""
-    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 def write_pages(conn: sqlite3.Connection, size: int) -> int:
