@@ -214,3 +214,24 @@ def test_a_database_without_the_pages_table_is_served_pages_built_per_request(
             got = client.get("/v1/log/entries", params={"start": PAGE})
             assert got.status_code == 200
             assert got.content == want[PAGE]
+
+
+def test_any_change_to_a_stored_pages_rows_clears_its_bytes(tmp_path: Path) -> None:
+    """Leaves never change and contents change only by erasure, but any update or delete
+    of a page's rows clears the page in that transaction (the other page stays)."""
+    home, _size = _home_of_three_pages(tmp_path)
+    conn = store.connect(home.db_path)
+    try:
+        for statement in (
+            "UPDATE contents SET content = NULL WHERE idx = 1500",
+            "DELETE FROM contents WHERE idx = 1999",
+            "UPDATE leaves SET leaf = x'00' WHERE idx = 1000",
+            "DELETE FROM leaves WHERE idx = 1234",
+        ):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(statement)
+            assert pages.stored_page(conn, PAGE) is None, statement
+            assert pages.stored_page(conn, 0) is not None, statement
+            conn.execute("ROLLBACK")
+    finally:
+        conn.close()
