@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from node import highwater, store
+from node import highwater, pages, store
 from protocol.canonical import canonical
 from protocol.entries import make_entry, utc_now
 from protocol.errors import ConfigError
@@ -168,8 +168,10 @@ class LogWriter:
             self._contents.clear()
 
     def finish(self) -> str | None:
-        """Write what is buffered; sign and store a checkpoint if anything was appended."""
+        """Write what is buffered and the full pages it completes (or an erasure cleared);
+        sign and store a checkpoint if anything was appended."""
         self.flush()
+        pages.write_pages(self.conn, self.size)
         if self.appended == 0:
             return None
         store.set_meta(self.conn, "compact_range", json.dumps(self.compact.to_json()))

@@ -29,7 +29,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from node import highwater, store
+from node import highwater, pages, store
 from node.home import KEY, Home
 from protocol.canonical import canonical, digest
 from protocol.entries import parse_leaf, utc_now
@@ -230,6 +230,7 @@ def _append(
             f"rebuild the root its checkpoint of size {cp.size} signs; nothing recovered"
         )
     store.set_meta(conn, "compact_range", json.dumps(compact.to_json()))
+    pages.write_pages(conn, cp.size)  # the pages the recovered leaves complete or erased
     conn.execute(
         "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
         (cp.size, cp.root, note, utc_now()),

@@ -17,6 +17,7 @@ Tables:
 - ``checkpoints``: every signed checkpoint (size, root, note text, time).
 - ``notify_targets``: catalogues told of each new checkpoint, and how that went
   (``node/notify.py``).
+- ``pages``: every full page of entries as the bytes it is served as (``node/pages.py``).
 - ``meta``: the compact range of the tree (O(log n) frontier) and other small values.
 """
 
@@ -26,6 +27,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from node import pages
 from protocol.merkle import STRIDE, Perfect, stored_perfect, subtree_updates
 
 SCHEMA = """
@@ -121,7 +123,7 @@ def create_private(path: Path) -> None:
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """Create the tables and indexes (idempotent)."""
-    conn.executescript(SCHEMA)
+    conn.executescript(SCHEMA + pages.SCHEMA)
     create_indexes(conn)
 
 

@@ -192,3 +192,54 @@ def test_json_bodies_read_into_a_kept_buffer_parse_each_response_whole() -> None
     assert docs == [orjson.loads(b) for b in bodies]
     assert len(bodies[3]) > KEEP_BUFFER
     assert 0 < kept <= KEEP_BUFFER
+
+
+def test_harvest_client_takes_what_a_read_returned_whole_not_in_64k_pieces() -> None:
+    """httpcore reads a body in pieces of at most READ_NUM_BYTES; the harvest raises it past
+    the 256 KiB asyncio reads at once (catalogue.harvest.fetcher.READ_PIECE). Fails if
+    httpcore no longer reads that attribute (the setting would silently do nothing)."""
+    import inspect
+
+    import httpcore
+
+    from catalogue.harvest.fetcher import READ_PIECE
+
+    assert READ_PIECE >= 256 * 1024
+    assert httpcore.AsyncHTTP11Connection.READ_NUM_BYTES == READ_PIECE
+    methods = vars(httpcore.AsyncHTTP11Connection).values()
+    readers = [
+        f for f in methods if inspect.isfunction(f) and "READ_NUM_BYTES" in f.__code__.co_names
+    ]
+    assert readers  # a method of the connection still reads the attribute
+
+
+def test_fetcher_reads_a_body_larger_than_a_read_piece_whole() -> None:
+    """A body of several read pieces (and of many 256 KiB socket reads) arrives whole."""
+    from catalogue.harvest.fetcher import READ_PIECE
+
+    body = orjson.dumps({"entries": [{"leaf": "AA==", "content": {"x": "y" * 1000}}] * 3000})
+    assert len(body) > 2 * READ_PIECE
+
+    async def run() -> object:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
+            )
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with httpx.AsyncClient() as client:
+                fetcher = NodeFetcher(
+                    client, f"http://127.0.0.1:{port}", max_bytes=8 << 20, timeout=10
+                )
+                return await fetcher.get_json("/v1/log/entries")
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(run()) == orjson.loads(body)
