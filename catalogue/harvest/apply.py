@@ -20,18 +20,27 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 
 from catalogue import subtrees
 from catalogue.db import add_leaf_records, bulk_insert, write_tx
 from catalogue.errors import FetchError
-from catalogue.harvest.index import GROUP, Keyed, index_step, key_group, pack_keyed, prepare_step
+from catalogue.harvest.index import (
+    GROUP,
+    RECORDED_FORMAT,
+    Keyed,
+    index_step,
+    key_group,
+    pack_keyed,
+    prepare_step,
+)
 from catalogue.harvest.refusals import count_refusal
 from catalogue.models import (
     alerts,
     combos,
     harvest_keyed,
     harvest_staging,
+    leaf_records,
     leaves,
     nodes,
     rejections,
@@ -55,6 +64,17 @@ __all__ = [
 
 WITHHOLDING = "withholding"  # the alert kind
 LEAF_COLUMNS = ("node_id", "idx", "leaf", "hash", "kind", "record_id", "content")
+RECORD_COLUMNS = ("node_id", "kind", "record_id", "idx")  # a `leaf_records` row
+ROTATION_KIND = ""  # `models.ROTATION`: a leaf without a record (`Chunk.add`'s kind)
+
+
+def _record_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The `leaf_records` rows of a chunk's leaf rows (`LEAF_COLUMNS`): what
+    `db.add_leaf_records` selects from them, in key order."""
+    return sorted(
+        ((r[0], r[4], r[5], r[1]) for r in rows if r[4] != ROTATION_KIND),
+        key=lambda r: (str(r[1]), str(r[2]), r[3]),
+    )
 
 
 @dataclass(frozen=True)
@@ -136,13 +156,18 @@ def _check_position(conn: Connection, pos: Position) -> None:
 
 def _store(conn: Connection, chunk: Chunk) -> None:
     bulk_insert(conn, leaves, LEAF_COLUMNS, chunk.rows)
-    if chunk.keyed:
+    # PostgreSQL: the chunk's `leaf_records` too, copied from the rows in hand while the lane
+    # verifies the next chunk, not selected from `leaves` in the final commit (`_recorded`)
+    recorded = conn.dialect.name == "postgresql" and bool(chunk.rows)
+    if recorded:
+        bulk_insert(conn, leaf_records, RECORD_COLUMNS, _record_rows(chunk.rows))
+    if chunk.keyed or recorded:
         conn.execute(
             harvest_keyed.insert().values(
                 node_id=chunk.node_id,
                 lo=chunk.rows[0][1],
                 hi=chunk.rows[-1][1] + 1,
-                data=pack_keyed(chunk.keyed),
+                data=pack_keyed(chunk.keyed, recorded=recorded),
             )
         )
     if chunk.rejected:
@@ -201,12 +226,14 @@ def commit_final(
         prepared = prepare_step(conn, pos.node_id, pos.committed, state.size)
     with _no_cyclic_gc(), write_tx(engine) as conn:
         _check_position(conn, pos)
-        add_leaf_records(
-            conn,
-            leaves.c.node_id == pos.node_id,
-            leaves.c.idx >= pos.committed,
-            leaves.c.idx < state.size,
-        )
+        for lo, hi in _unrecorded(conn, pos.node_id, pos.committed, state.size):
+            add_leaf_records(
+                conn,
+                leaves.c.node_id == pos.node_id,
+                leaves.c.idx >= lo,
+                leaves.c.idx < hi,
+                skip_existing=True,
+            )
         index_step(
             conn,
             pos.node_id,
@@ -241,6 +268,32 @@ def commit_final(
         append(conn, key, "checkpoint", node=pos.origin, checkpoint=state.checkpoint)
 
 
+def _unrecorded(conn: Connection, node_id: int, start: int, end: int) -> list[tuple[int, int]]:
+    """The ranges of the step's leaves [start, end) whose `leaf_records` rows were not stored
+    with their chunk: on SQLite the whole step; on PostgreSQL only the chunks staged without
+    them (`index.RECORDED_FORMAT`; by an earlier version, before this step was resumed)."""
+    if conn.dialect.name != "postgresql":
+        return [(start, end)]
+    done = conn.execute(
+        select(harvest_keyed.c.lo, harvest_keyed.c.hi)
+        .where(
+            harvest_keyed.c.node_id == node_id,
+            harvest_keyed.c.lo < end,
+            harvest_keyed.c.hi > start,
+            func.substr(harvest_keyed.c.data, 1, len(RECORDED_FORMAT)) == RECORDED_FORMAT,
+        )
+        .order_by(harvest_keyed.c.lo)
+    ).all()
+    gaps, at = [], start
+    for lo, hi in done:
+        if lo > at:
+            gaps.append((at, int(lo)))
+        at = max(at, int(hi))
+    if at < end:
+        gaps.append((at, end))
+    return gaps
+
+
 @contextmanager
 def _no_cyclic_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector: keying and indexing a step allocate several
@@ -260,6 +313,12 @@ def discard_staging(conn: Connection, node_id: int) -> None:
     node's combos that count nothing."""
     size = conn.execute(select(nodes.c.tree_size).where(nodes.c.id == node_id)).scalar_one()
     conn.execute(leaves.delete().where(leaves.c.node_id == node_id, leaves.c.idx >= size))
+    if conn.dialect.name == "postgresql":  # stored with the chunks there (`_store`)
+        conn.execute(
+            leaf_records.delete().where(
+                leaf_records.c.node_id == node_id, leaf_records.c.idx >= size
+            )
+        )
     conn.execute(
         rejections.delete().where(rejections.c.node_id == node_id, rejections.c.idx >= size)
     )

@@ -50,6 +50,7 @@ __all__ = [
     "group_problems",
     "index_step",
     "key_group",
+    "RECORDED_FORMAT",
     "pack_keyed",
     "unpack_keyed",
     "missing_content_rejections",
@@ -172,6 +173,8 @@ Ready = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int]]
 # first five are its Ready change, the last two what the node's k policy is asked of
 Keyed = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int], Any, Any]
 _KEYED_FORMAT = b"k1"  # the staged rows' format (another is ignored: keyed from the leaves)
+# the same, and the chunk's `leaf_records` rows were stored with it (PostgreSQL: `apply._store`)
+RECORDED_FORMAT = b"r1"
 _MEMO_LIMIT = 50_000  # parts shared per chunk (a chunk holds at most a few times 5,000)
 
 
@@ -207,19 +210,20 @@ def key_group(idx: int, record: dict[str, Any], memo: dict[Any, Any]) -> Keyed |
         return None
 
 
-def pack_keyed(keyed: list[Keyed]) -> bytes:
+def pack_keyed(keyed: list[Keyed], *, recorded: bool = False) -> bytes:
     """A chunk's keyed groups as stored in `harvest_keyed.data` (marshal: our own rows,
-    read back by this process or another lane of the same code: `unpack_keyed`)."""
-    return _KEYED_FORMAT + marshal.dumps(keyed)
+    read back by this process or another lane of the same code: `unpack_keyed`).
+    `recorded`: the chunk's `leaf_records` rows are stored with it (`RECORDED_FORMAT`)."""
+    return (RECORDED_FORMAT if recorded else _KEYED_FORMAT) + marshal.dumps(keyed)
 
 
 def unpack_keyed(data: bytes) -> list[Keyed] | None:
     """What `pack_keyed` stored; None for another format (the leaves are keyed instead)."""
     data = bytes(data)
-    if not data.startswith(_KEYED_FORMAT):
+    if not data.startswith((_KEYED_FORMAT, RECORDED_FORMAT)):
         return None
     try:
-        items = marshal.loads(data[len(_KEYED_FORMAT) :])  # noqa: S302 - our own rows
+        items = marshal.loads(data[2:])  # noqa: S302 - our own rows
     except (ValueError, EOFError, TypeError):
         return None
     return items if isinstance(items, list) else None
