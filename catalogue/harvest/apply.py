@@ -71,10 +71,12 @@ ROTATION_KIND = ""  # `models.ROTATION`: a leaf without a record (`Chunk.add`'s 
 def _record_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """The `leaf_records` rows of a chunk's leaf rows (`LEAF_COLUMNS`): what
     `db.add_leaf_records` selects from them, in key order."""
-    return sorted(
-        ((r[0], r[4], r[5], r[1]) for r in rows if r[4] != ROTATION_KIND),
-        key=lambda r: (str(r[1]), str(r[2]), r[3]),
-    )
+    records = [(r[0], r[4], r[5], r[1]) for r in rows if r[4] != ROTATION_KIND]
+    try:
+        records.sort()
+    except TypeError:  # a kind or id that is not text (a rejected leaf): as the server sorts
+        records.sort(key=lambda r: (str(r[1]), str(r[2]), r[3]))
+    return records
 
 
 @dataclass(frozen=True)
