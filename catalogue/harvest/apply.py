@@ -29,6 +29,8 @@ from catalogue.harvest.index import (
     GROUP,
     RECORDED_FORMAT,
     Keyed,
+    PreparedStep,
+    ReadAhead,
     index_step,
     key_group,
     pack_keyed,
@@ -213,8 +215,9 @@ def commit_final(
 
     The last chunk is staged like the others first, and the step's leaves are read back and
     keyed (`prepare_step`) before the write transaction, so on SQLite the one write lock is
-    held only to write; the transaction checks the position again, so what was read is still
-    what is indexed."""
+    held only to write; on PostgreSQL, where nothing waits for that transaction, they are
+    keyed by a thread while it writes (`index.ReadAhead`). The transaction checks the
+    position again, so what was read is still what is indexed."""
     if len(chunk):
         pos = commit_chunk(
             engine,
@@ -224,9 +227,27 @@ def commit_final(
             compact=state.compact.to_json(),
             checkpoint=state.checkpoint,
         )
+    if engine.dialect.name == "postgresql":
+        # the step keyed by a thread while the transaction writes (`ReadAhead`)
+        with _no_cyclic_gc(), engine.connect() as reader:
+            prepared = prepare_step(reader, pos.node_id, pos.committed, state.size, budget=0)
+            ahead = ReadAhead(reader, prepared) if prepared.upto < state.size else None
+            try:
+                _final_tx(engine, key, pos, state, prepared)
+            finally:
+                if ahead is not None:
+                    ahead.close()
+        return
     with _no_cyclic_gc(), engine.connect() as conn:
         prepared = prepare_step(conn, pos.node_id, pos.committed, state.size)
-    with _no_cyclic_gc(), write_tx(engine) as conn:
+    with _no_cyclic_gc():
+        _final_tx(engine, key, pos, state, prepared)
+
+
+def _final_tx(
+    engine: Engine, key: CatalogueKey, pos: Position, state: TrustedState, prepared: PreparedStep
+) -> None:
+    with write_tx(engine) as conn:
         _check_position(conn, pos)
         for lo, hi in _unrecorded(conn, pos.node_id, pos.committed, state.size):
             add_leaf_records(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import marshal
+import queue
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -51,6 +53,7 @@ __all__ = [
     "index_step",
     "key_group",
     "RECORDED_FORMAT",
+    "ReadAhead",
     "pack_keyed",
     "unpack_keyed",
     "missing_content_rejections",
@@ -287,10 +290,14 @@ class PreparedStep:
     missing: dict[tuple[str, str], int] = field(default_factory=dict)
     upto: int = 0  # the batches cover [start, upto); the rest is keyed in the transaction
     staged: StagedKeys | None = None  # the groups keyed as they were verified
+    ahead: ReadAhead | None = None  # the rest keyed in a thread instead (`ReadAhead`)
 
 
-def prepare_step(conn: Connection, node_id: int, start: int, end: int) -> PreparedStep:
-    """Read the stored leaves [start, end) and make each batch's changes ready (reads only).
+def prepare_step(
+    conn: Connection, node_id: int, start: int, end: int, *, budget: int | None = None
+) -> PreparedStep:
+    """Read the stored leaves [start, end) and make each batch's changes ready (reads only),
+    up to `budget` leaves (`PREPARE_BUDGET` if None; the rest is keyed later).
 
     Valid for the write transaction as long as the node's position is unchanged (which
     `apply._check_position` checks in it): only this node's harvest writes its leaves,
@@ -314,7 +321,8 @@ def prepare_step(conn: Connection, node_id: int, start: int, end: int) -> Prepar
     missing: dict[tuple[str, str], int] = {}
     staged = StagedKeys(node_id, start)
     upto = start
-    while upto < end and upto - start < PREPARE_BUDGET:
+    limit = PREPARE_BUDGET if budget is None else budget
+    while upto < end and upto - start < limit:
         hi = min(upto + BATCH, end)
         batches.append(_prepare_batch(conn, node_id, upto, hi, k, missing, staged))
         upto = hi
@@ -323,11 +331,70 @@ def prepare_step(conn: Connection, node_id: int, start: int, end: int) -> Prepar
     )
 
 
+class ReadAhead:
+    """PostgreSQL: the rest of a prepared step's batches (from `upto`) read back and keyed in a
+    thread, on a connection of its own, while the write transaction applies the batches before
+    them: this process keys a batch while its backends store the previous one and read the
+    next, instead of each waiting for the other. At most `depth` batches wait to be applied.
+
+    Reading outside the write transaction reads what it would read: a batch changes only the
+    step's leaves up to its own end (erased contents, refused groups), which are read by then;
+    and the node's position is checked in the transaction (`apply._check_position`)."""
+
+    def __init__(self, conn: Connection, prepared: PreparedStep, depth: int = 2) -> None:
+        self.prepared = prepared
+        self.count = len(range(prepared.upto, prepared.end, BATCH))
+        self.queue: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=depth)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(
+            target=self._read, args=(conn,), name="harvest-read-ahead", daemon=True
+        )
+        prepared.ahead = self
+        self.thread.start()
+
+    def _read(self, conn: Connection) -> None:
+        p = self.prepared
+        try:
+            for lo in range(p.upto, p.end, BATCH):
+                batch = _prepare_batch(
+                    conn, p.node_id, lo, min(lo + BATCH, p.end), p.k, p.missing, p.staged
+                )
+                if not self._put(batch):
+                    return
+        except BaseException as exc:  # handed to the transaction, which raises it
+            self._put(exc)
+
+    def _put(self, item: Batch | BaseException) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def batches(self) -> Iterator[Batch]:
+        for _ in range(self.count):
+            item = self.queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        """Stop reading (the transaction failed, or is done) and wait for the thread."""
+        self.stopped.set()
+        self.thread.join()
+        self.prepared.ahead = None
+
+
 def _batches(conn: Connection, prepared: PreparedStep) -> Iterator[Batch]:
     """The prepared batches (each let go once applied), then the rest of the step's, keyed
-    one by one (`PREPARE_BUDGET`)."""
+    one by one (`PREPARE_BUDGET`), or as a `ReadAhead` thread keys them."""
     while prepared.batches:
         yield prepared.batches.pop(0)
+    if prepared.ahead is not None:
+        yield from prepared.ahead.batches()
+        return
     for lo in range(prepared.upto, prepared.end, BATCH):
         hi = min(lo + BATCH, prepared.end)
         yield _prepare_batch(
