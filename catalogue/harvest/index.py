@@ -785,15 +785,17 @@ class ComboIds:
         """`n` fresh combo ids: from the id sequence on PostgreSQL; on SQLite, past the
         largest (the write transaction holds the database's only write lock)."""
         if conn.dialect.name == "postgresql":
-            return list(
-                conn.execute(
-                    text(  # the sequence looked up once (an InitPlan), not once a row
-                        "SELECT nextval((SELECT pg_get_serial_sequence('combos', 'id')::regclass))"
-                        " FROM generate_series(1, :n)"
-                    ),
-                    {"n": n},
-                ).scalars()
-            )
+            # the sequence looked up once (an InitPlan), not once a row; the ids as one array
+            # (0.05 instead of 0.5 µs of this process an id as rows through SQLAlchemy)
+            ids = conn.execute(
+                text(
+                    "SELECT array_agg(nextval("
+                    "(SELECT pg_get_serial_sequence('combos', 'id')::regclass)))"
+                    " FROM generate_series(1, :n)"
+                ),
+                {"n": n},
+            ).scalar_one()
+            return list(ids)
         if self._next is None:
             top = conn.execute(select(func.coalesce(func.max(combos.c.id), 0))).scalar_one()
             self._next = int(top) + 1
