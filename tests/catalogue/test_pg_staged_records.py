@@ -11,6 +11,7 @@ backend 11-12 ms a chunk)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,20 @@ import orjson
 import pytest
 from sqlalchemy import Engine, func, select, text, update
 
+import catalogue.harvest.index
 from catalogue.context import build_context
 from catalogue.db import make_engine
 from catalogue.harvest.apply import record_failure
 from catalogue.harvest.harvester import guarded_final
-from catalogue.harvest.index import RECORDED_FORMAT, pack_keyed, unpack_keyed
+from catalogue.harvest.index import (
+    RECORDED_FORMAT,
+    ReadAhead,
+    pack_keyed,
+    prepare_step,
+    unpack_keyed,
+)
 from catalogue.harvest.stream import Writer
-from catalogue.models import harvest_keyed, leaf_records, leaves, nodes
+from catalogue.models import harvest_keyed, leaf_records, leaves, nodes, sample_groups
 from tests.catalogue.conftest import Catalogue, database, make_settings
 from tests.catalogue.dbdump import dump
 from tests.catalogue.simulator import NodeSimulator, group
@@ -193,3 +201,86 @@ def test_postgresql_stores_staged_keyed_groups_uncompressed(
                 assert conn.execute(text(storage)).scalar_one() == "e"
         finally:
             engine.dispose()
+
+
+def _staged_step(sim: NodeSimulator, home: Path, url: str) -> tuple[Any, Any]:
+    ctx = build_context(make_settings(url, home, page_size=25, harvest_chunk=CHUNK))
+    cat = Catalogue(ctx)
+    cat.enrol(sim, sim.url)
+    staged = cat.stage_whole(sim.origin)
+    assert staged.final is not None
+    return ctx, staged.final
+
+
+@pytest.mark.postgres
+def test_postgresql_read_ahead_thread_keys_the_batches_prepare_step_keys(
+    tmp_path: Path, serve: Any, request: pytest.FixtureRequest, monkeypatch: Any
+) -> None:
+    """The final commit's batches made ready by `ReadAhead` (a thread, its own connection,
+    at most two waiting) are those `prepare_step` makes, in order; and a step indexed so, in
+    batches of 7 leaves, is what SQLite indexes (`tests/catalogue/dbdump.py`)."""
+    monkeypatch.setattr(catalogue.harvest.index, "BATCH", 7)
+    sim = _node()
+    serve(sim)
+    (tmp_path / "sqlite").mkdir()
+    reference, _records_ = _harvested(
+        sim, tmp_path / "sqlite", f"sqlite:///{tmp_path / 'sqlite' / 'catalogue.db'}"
+    )
+    with database("postgres", tmp_path, request) as url:
+        ctx, final = _staged_step(sim, tmp_path / "home", url)
+        try:
+            node_id, start, end = final.position["node_id"], 0, int(final.state["size"])
+            with ctx.engine.connect() as conn:
+                whole = prepare_step(conn, node_id, start, end, budget=end).batches
+            with ctx.engine.connect() as reader:
+                prepared = prepare_step(reader, node_id, start, end, budget=0)
+                assert prepared.batches == [] and prepared.upto == start
+                ahead = ReadAhead(reader, prepared)
+                try:
+                    assert ahead.queue.maxsize == 2
+                    assert list(ahead.batches()) == whole and len(whole) > 10
+                finally:
+                    ahead.close()
+                assert not ahead.thread.is_alive() and prepared.ahead is None
+            done = asyncio.run(guarded_final(final, Writer(ctx.engine, ctx.key), 20.0))
+            assert done.error is None
+            assert dump(ctx.engine) == reference
+        finally:
+            ctx.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgresql_read_ahead_failure_fails_the_final_commit_and_indexes_nothing(
+    tmp_path: Path, serve: Any, request: pytest.FixtureRequest, monkeypatch: Any
+) -> None:
+    """A read that fails in the `ReadAhead` thread (its backend ended) is raised in the
+    final commit's transaction, which rolls back: the step stays staged, nothing indexed,
+    and the next attempt accepts it."""
+    monkeypatch.setattr(catalogue.harvest.index, "BATCH", 7)
+    sim = _node()
+    serve(sim)
+    with database("postgres", tmp_path, request) as url:
+        ctx, final = _staged_step(sim, tmp_path / "home", url)
+        try:
+            started = ReadAhead.__init__
+
+            def end_its_backend(self: ReadAhead, conn: Any, prepared: Any, depth: int = 2) -> None:
+                pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+                with ctx.engine.connect() as other:
+                    other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+                started(self, conn, prepared, depth)
+
+            with monkeypatch.context() as m:
+                m.setattr(ReadAhead, "__init__", end_its_backend)
+                failed = asyncio.run(guarded_final(final, Writer(ctx.engine, ctx.key), 20.0))
+            assert failed.error is not None
+            assert "harvest-read-ahead" not in {t.name for t in threading.enumerate()}
+            with ctx.engine.connect() as conn:
+                assert conn.execute(select(nodes.c.tree_size)).scalar_one() == 0
+                assert conn.execute(select(func.count()).select_from(sample_groups)).scalar() == 0
+            done = asyncio.run(guarded_final(final, Writer(ctx.engine, ctx.key), 20.0))
+            assert done.error is None
+            with ctx.engine.connect() as conn:
+                assert conn.execute(select(nodes.c.tree_size)).scalar_one() == len(sim.leaves)
+        finally:
+            ctx.engine.dispose()
