@@ -66,19 +66,14 @@ __all__ = [
 
 WITHHOLDING = "withholding"  # the alert kind
 LEAF_COLUMNS = ("node_id", "idx", "leaf", "hash", "kind", "record_id", "content")
-RECORD_COLUMNS = ("node_id", "kind", "record_id", "idx")  # a `leaf_records` row
-ROTATION_KIND = ""  # `models.ROTATION`: a leaf without a record (`Chunk.add`'s kind)
-
-
-def _record_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The `leaf_records` rows of a chunk's leaf rows (`LEAF_COLUMNS`): what
-    `db.add_leaf_records` selects from them, in key order."""
-    records = [(r[0], r[4], r[5], r[1]) for r in rows if r[4] != ROTATION_KIND]
-    try:
-        records.sort()
-    except TypeError:  # a kind or id that is not text (a rejected leaf): as the server sorts
-        records.sort(key=lambda r: (str(r[1]), str(r[2]), r[3]))
-    return records
+# PostgreSQL: a stored chunk's `leaf_records` rows (`_store`), as `db.add_leaf_records`
+# selects them (`models.ROTATION`: a leaf without a record), by the driver: one statement
+_CHUNK_RECORDS = (
+    "INSERT INTO leaf_records (node_id, kind, record_id, idx)"
+    " SELECT node_id, kind, record_id, idx FROM leaves"
+    " WHERE node_id = %s AND idx >= %s AND idx < %s AND kind != ''"
+    " ORDER BY node_id, kind, record_id, idx"
+)
 
 
 @dataclass(frozen=True)
@@ -160,11 +155,17 @@ def _check_position(conn: Connection, pos: Position) -> None:
 
 def _store(conn: Connection, chunk: Chunk) -> None:
     bulk_insert(conn, leaves, LEAF_COLUMNS, chunk.rows)
-    # PostgreSQL: the chunk's `leaf_records` too, copied from the rows in hand while the lane
-    # verifies the next chunk, not selected from `leaves` in the final commit (`_recorded`)
+    # PostgreSQL: the chunk's `leaf_records` too, in its thread while the lane verifies the
+    # next chunk, not in the final commit (`_unrecorded`); by the backend from the rows just
+    # stored (copied from the rows in hand, the same CPU, split between both processes)
     recorded = conn.dialect.name == "postgresql" and bool(chunk.rows)
     if recorded:
-        bulk_insert(conn, leaf_records, RECORD_COLUMNS, _record_rows(chunk.rows))
+        lo, hi = chunk.rows[0][1], chunk.rows[-1][1] + 1
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(_CHUNK_RECORDS, (chunk.node_id, lo, hi))
+        finally:
+            cursor.close()
     if chunk.keyed or recorded:
         conn.execute(
             harvest_keyed.insert().values(
