@@ -156,8 +156,8 @@ def _check_position(conn: Connection, pos: Position) -> None:
 def _store(conn: Connection, chunk: Chunk) -> None:
     bulk_insert(conn, leaves, LEAF_COLUMNS, chunk.rows)
     # PostgreSQL: the chunk's `leaf_records` too, in its thread while the lane verifies the
-    # next chunk, not in the final commit (`_unrecorded`); by the backend from the rows just
-    # stored (copied from the rows in hand, the same CPU, split between both processes)
+    # next chunk, not in the final commit (`_unrecorded`); selected by the backend from the
+    # rows just stored (a COPY of the rows in hand cost as much, split over both processes)
     recorded = conn.dialect.name == "postgresql" and bool(chunk.rows)
     if recorded:
         lo, hi = chunk.rows[0][1], chunk.rows[-1][1] + 1
