@@ -27,6 +27,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from catalogue.models import (
     ROTATION,
@@ -81,8 +82,10 @@ def _upgrade(engine: Engine) -> None:
     `withholding_since`; `combos` gained `khash`, which replaced `ckey` in their unique key
     (`_hash_combo_keys`), then lost `ckey` (`_drop_combo_text_keys`: after the hashes, which
     are made from it); the combos' side tables were folded into their rows
-    (`_fold_side_tables`)."""
+    (`_fold_side_tables`); PostgreSQL stores `harvest_keyed.data` uncompressed
+    (`_uncompressed_keyed`)."""
     with engine.begin() as conn:
+        _uncompressed_keyed(conn)
         _hash_combo_keys(conn)
         _drop_combo_text_keys(conn)
         _fold_side_tables(conn)
@@ -101,6 +104,22 @@ def _upgrade(engine: Engine) -> None:
                 < select(nodes.c.tree_size).where(nodes.c.id == leaves.c.node_id).scalar_subquery(),
             )
             conn.execute(text("DROP INDEX ix_leaves_record"))
+
+
+def _uncompressed_keyed(conn: Connection) -> None:
+    """PostgreSQL: store `harvest_keyed.data` out of line but not compressed (STORAGE
+    EXTERNAL). A chunk's keyed groups are about 650 KB; pglz, the default, took a backend
+    11-12 ms to compress them and more to read them back, against 2 ms stored as they are
+    (about 2 µs of CPU an entry; bench/README.md "On PostgreSQL"). The rows live only while
+    their step is staged."""
+    if conn.dialect.name != "postgresql":
+        return
+    storage = conn.exec_driver_sql(
+        "SELECT attstorage FROM pg_attribute"
+        " WHERE attrelid = 'harvest_keyed'::regclass AND attname = 'data'"
+    ).scalar()
+    if storage != "e":
+        conn.exec_driver_sql("ALTER TABLE harvest_keyed ALTER COLUMN data SET STORAGE EXTERNAL")
 
 
 def _hash_combo_keys(conn: Connection, batch: int = 50_000) -> None:
@@ -205,15 +224,18 @@ def _by_code(value: tuple[Any, ...]) -> tuple[Any, ...]:
     return value[:2]  # (system, code): unique in a combo
 
 
-def add_leaf_records(conn: Connection, *where: ColumnElement[bool]) -> None:
-    """Index the record leaves matching `where` by record, in key order (one sorted insert)."""
+def add_leaf_records(
+    conn: Connection, *where: ColumnElement[bool], skip_existing: bool = False
+) -> None:
+    """Index the record leaves matching `where` by record, in key order (one sorted insert).
+    `skip_existing` (PostgreSQL): rows already there are left as they are."""
     cols = (leaves.c.node_id, leaves.c.kind, leaves.c.record_id, leaves.c.idx)
-    conn.execute(
-        leaf_records.insert().from_select(
-            [c.name for c in cols],
-            select(*cols).where(leaves.c.kind != ROTATION, *where).order_by(*cols),
-        )
-    )
+    rows = select(*cols).where(leaves.c.kind != ROTATION, *where).order_by(*cols)
+    names = [c.name for c in cols]
+    if skip_existing and conn.dialect.name == "postgresql":
+        conn.execute(pg_insert(leaf_records).from_select(names, rows).on_conflict_do_nothing())
+        return
+    conn.execute(leaf_records.insert().from_select(names, rows))
 
 
 # SQLite page size of a new catalogue database (an existing one keeps its own: in WAL mode

@@ -20,18 +20,29 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 
 from catalogue import subtrees
 from catalogue.db import add_leaf_records, bulk_insert, write_tx
 from catalogue.errors import FetchError
-from catalogue.harvest.index import GROUP, Keyed, index_step, key_group, pack_keyed, prepare_step
+from catalogue.harvest.index import (
+    GROUP,
+    RECORDED_FORMAT,
+    Keyed,
+    PreparedStep,
+    ReadAhead,
+    index_step,
+    key_group,
+    pack_keyed,
+    prepare_step,
+)
 from catalogue.harvest.refusals import count_refusal
 from catalogue.models import (
     alerts,
     combos,
     harvest_keyed,
     harvest_staging,
+    leaf_records,
     leaves,
     nodes,
     rejections,
@@ -55,6 +66,14 @@ __all__ = [
 
 WITHHOLDING = "withholding"  # the alert kind
 LEAF_COLUMNS = ("node_id", "idx", "leaf", "hash", "kind", "record_id", "content")
+# PostgreSQL: a stored chunk's `leaf_records` rows (`_store`), as `db.add_leaf_records`
+# selects them (`models.ROTATION`: a leaf without a record), by the driver: one statement
+_CHUNK_RECORDS = (
+    "INSERT INTO leaf_records (node_id, kind, record_id, idx)"
+    " SELECT node_id, kind, record_id, idx FROM leaves"
+    " WHERE node_id = %s AND idx >= %s AND idx < %s AND kind != ''"
+    " ORDER BY node_id, kind, record_id, idx"
+)
 
 
 @dataclass(frozen=True)
@@ -146,13 +165,24 @@ def _store(conn: Connection, chunk: Chunk) -> None:
         # commit need not read every leaf hash back (`discard_staging` drops them again)
         hi = rows[-1][1] + 1
         subtrees.extend(conn, chunk.node_id, hi, [r[3] for r in rows], rows[0][1])
-    if chunk.keyed:
+    # PostgreSQL: the chunk's `leaf_records` too, in its thread while the lane verifies the
+    # next chunk, not in the final commit (`_unrecorded`); selected by the backend from the
+    # rows just stored (a COPY of the rows in hand cost as much, split over both processes)
+    recorded = conn.dialect.name == "postgresql" and bool(rows)
+    if recorded:
+        lo, hi = rows[0][1], rows[-1][1] + 1
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(_CHUNK_RECORDS, (chunk.node_id, lo, hi))
+        finally:
+            cursor.close()
+    if chunk.keyed or recorded:
         conn.execute(
             harvest_keyed.insert().values(
                 node_id=chunk.node_id,
                 lo=chunk.rows[0][1],
                 hi=chunk.rows[-1][1] + 1,
-                data=pack_keyed(chunk.keyed),
+                data=pack_keyed(chunk.keyed, recorded=recorded),
             )
         )
     if chunk.rejected:
@@ -196,8 +226,9 @@ def commit_final(
 
     The last chunk is staged like the others first, and the step's leaves are read back and
     keyed (`prepare_step`) before the write transaction, so on SQLite the one write lock is
-    held only to write; the transaction checks the position again, so what was read is still
-    what is indexed."""
+    held only to write; on PostgreSQL, where nothing waits for that transaction, they are
+    keyed by a thread while it writes (`index.ReadAhead`). The transaction checks the
+    position again, so what was read is still what is indexed."""
     if len(chunk):
         pos = commit_chunk(
             engine,
@@ -207,16 +238,36 @@ def commit_final(
             compact=state.compact.to_json(),
             checkpoint=state.checkpoint,
         )
+    if engine.dialect.name == "postgresql":
+        # the step keyed by a thread while the transaction writes (`ReadAhead`)
+        with _no_cyclic_gc(), engine.connect() as reader:
+            prepared = prepare_step(reader, pos.node_id, pos.committed, state.size, budget=0)
+            ahead = ReadAhead(reader, prepared) if prepared.upto < state.size else None
+            try:
+                _final_tx(engine, key, pos, state, prepared)
+            finally:
+                if ahead is not None:
+                    ahead.close()
+        return
     with _no_cyclic_gc(), engine.connect() as conn:
         prepared = prepare_step(conn, pos.node_id, pos.committed, state.size)
-    with _no_cyclic_gc(), write_tx(engine) as conn:
+    with _no_cyclic_gc():
+        _final_tx(engine, key, pos, state, prepared)
+
+
+def _final_tx(
+    engine: Engine, key: CatalogueKey, pos: Position, state: TrustedState, prepared: PreparedStep
+) -> None:
+    with write_tx(engine) as conn:
         _check_position(conn, pos)
-        add_leaf_records(
-            conn,
-            leaves.c.node_id == pos.node_id,
-            leaves.c.idx >= pos.committed,
-            leaves.c.idx < state.size,
-        )
+        for lo, hi in _unrecorded(conn, pos.node_id, pos.committed, state.size):
+            add_leaf_records(
+                conn,
+                leaves.c.node_id == pos.node_id,
+                leaves.c.idx >= lo,
+                leaves.c.idx < hi,
+                skip_existing=True,
+            )
         index_step(
             conn,
             pos.node_id,
@@ -251,6 +302,32 @@ def commit_final(
         append(conn, key, "checkpoint", node=pos.origin, checkpoint=state.checkpoint)
 
 
+def _unrecorded(conn: Connection, node_id: int, start: int, end: int) -> list[tuple[int, int]]:
+    """The ranges of the step's leaves [start, end) whose `leaf_records` rows were not stored
+    with their chunk: on SQLite the whole step; on PostgreSQL only the chunks staged without
+    them (`index.RECORDED_FORMAT`; by an earlier version, before this step was resumed)."""
+    if conn.dialect.name != "postgresql":
+        return [(start, end)]
+    done = conn.execute(
+        select(harvest_keyed.c.lo, harvest_keyed.c.hi)
+        .where(
+            harvest_keyed.c.node_id == node_id,
+            harvest_keyed.c.lo < end,
+            harvest_keyed.c.hi > start,
+            func.substr(harvest_keyed.c.data, 1, len(RECORDED_FORMAT)) == RECORDED_FORMAT,
+        )
+        .order_by(harvest_keyed.c.lo)
+    ).all()
+    gaps, at = [], start
+    for lo, hi in done:
+        if lo > at:
+            gaps.append((at, int(lo)))
+        at = max(at, int(hi))
+    if at < end:
+        gaps.append((at, end))
+    return gaps
+
+
 @contextmanager
 def _no_cyclic_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector: keying and indexing a step allocate several
@@ -271,6 +348,12 @@ def discard_staging(conn: Connection, node_id: int) -> None:
     size = conn.execute(select(nodes.c.tree_size).where(nodes.c.id == node_id)).scalar_one()
     conn.execute(leaves.delete().where(leaves.c.node_id == node_id, leaves.c.idx >= size))
     subtrees.drop_above(conn, node_id, size)  # those of staged leaves (`_store`)
+    if conn.dialect.name == "postgresql":  # stored with the chunks there (`_store`)
+        conn.execute(
+            leaf_records.delete().where(
+                leaf_records.c.node_id == node_id, leaf_records.c.idx >= size
+            )
+        )
     conn.execute(
         rejections.delete().where(rejections.c.node_id == node_id, rejections.c.idx >= size)
     )
