@@ -22,7 +22,13 @@ import orjson
 
 from audit.fetcher import LineBlock, PageTask, decode_line, fetch_range, read_lines
 from audit.livestate import GROUP, Chapters, group_key, impossible_counts
-from protocol.canonical import CANONICAL_OPTIONS, bytes_digest, canonical_parsed, parsed_digest
+from protocol.canonical import (
+    CANONICAL_OPTIONS,
+    bytes_digest,
+    canonical_parsed,
+    no_float_in,
+    parsed_digest,
+)
 from protocol.entries import parse_leaf
 from protocol.errors import BiobankError
 from protocol.merkle import leaf_hash, range_subtrees
@@ -326,13 +332,13 @@ def examine_task(origin: str, start: int, task: Task, session: str | None = None
                         sig = data[first:cut] + data[back:] if 0 < first < cut < back else b""
                         number = numbers.get(sig) if sig else None
                         if number is not None:
-                            if _no_float_in(content, NUMBERS_CUT):
+                            if no_float_in(content, NUMBERS_CUT):
                                 hashes.append(leaf_hash(leaf))
                                 kinds.append(number)
                                 ids.append(rid)
                                 continue
                         elif (
-                            _no_float_in(content, NUMBER_FIELDS)
+                            no_float_in(content, NUMBER_FIELDS)
                             and impossible_counts(content) is None
                         ):
                             number = keys.setdefault(group_key(content, chapters), len(keys))
@@ -439,20 +445,6 @@ def signature(data: bytes) -> bytes | None:
     cut = data.find(b',"id":"', first)
     back = data.find(b',"sample_type":"', cut)
     return data[first:cut] + data[back:] if 0 < first < cut < back else None
-
-
-def _no_float_in(content: dict[str, Any], fields: tuple[str, ...]) -> bool:
-    """No float in `fields` of `content` (nor in the values of an object there)."""
-    for name in fields:
-        value: Any = content.get(name)  # no `cast`: a call and a generic alias per value
-        kind = type(value)
-        if kind is float:
-            return False
-        if kind is dict:
-            for item in value.values():
-                if type(item) is float:
-                    return False
-    return True
 
 
 def _decoded(lines: Iterable[bytes], failed: list[BaseException]) -> Iterator[tuple[bytes, Any]]:
