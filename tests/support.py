@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +63,45 @@ def running_descendants(root: int) -> dict[int, str]:
         if not any(helper in cmd for helper in KNOWN_HELPERS):
             found[pid] = cmd[:300]
     return found
+
+
+def number_paths(
+    node: Any, defs: dict[str, Any], path: tuple[str, ...], closed: bool = False
+) -> set[tuple[str, ...]]:
+    """Where a record valid against `node` can hold a JSON number ("*": any array item);
+    refuses a keyword it does not know, a value of any type and an object open to other
+    members (`closed`: `node` applies to the same value as a closed object schema around
+    it, an `allOf` or `then` branch)."""
+    known = {"type", "properties", "required", "additionalProperties", "items", "enum"}
+    known |= {"const", "pattern", "maxLength", "minimum", "maximum", "uniqueItems", "maxItems"}
+    known |= {"$ref", "oneOf", "anyOf", "allOf", "if", "then", "else", "title", "description"}
+    known |= {"$schema", "$id", "$defs"}
+    assert set(node) <= known, set(node) - known
+    out: set[tuple[str, ...]] = set()
+    closed = closed or (node.get("type") == "object" and node.get("additionalProperties") is False)
+    if "$ref" in node:
+        out |= number_paths(defs[node["$ref"].removeprefix("#/$defs/")], defs, path, closed)
+    for word in ("oneOf", "anyOf", "allOf"):
+        for sub in node.get(word, ()):
+            out |= number_paths(sub, defs, path, closed)
+    for word in ("then", "else"):  # `if` only selects; its branches constrain
+        if word in node:
+            out |= number_paths(node[word], defs, path, closed)
+    types = node.get("type")
+    if types is not None:
+        types = {types} if isinstance(types, str) else set(types)
+        if types & {"integer", "number"}:
+            out.add(path)
+    elif "enum" in node or "const" in node:
+        values = node.get("enum", [node.get("const")])
+        if any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out.add(path)
+    elif not closed and not {"$ref", "oneOf", "anyOf", "allOf"} & set(node):
+        raise AssertionError(f"{path}: a value of any type")
+    if "properties" in node:
+        assert closed, path
+        for name, sub in node["properties"].items():
+            out |= number_paths(sub, defs, (*path, name))
+    if "items" in node:
+        out |= number_paths(node["items"], defs, (*path, "*"))
+    return out

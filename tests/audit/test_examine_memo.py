@@ -39,6 +39,7 @@ from protocol.canonical import canonical, digest
 from protocol.entries import make_entry
 from protocol.schema import SchemaSet
 from tests.audit.sim import GROUP, SCHEMAS, TIME, group
+from tests.support import number_paths
 
 ORIGIN = "memo.example/biobank-node"
 BB = "bbmri-eric:ID:DE_MEMO"
@@ -217,54 +218,12 @@ def test_worker_sends_each_key_once_per_session() -> None:
     assert [sent[k] for k in kinds] == [e.group for e in expand(alone)[0]]
 
 
-def _number_paths(
-    node: Any, defs: dict[str, Any], path: tuple[str, ...], closed: bool = False
-) -> set[tuple[str, ...]]:
-    """Where a record valid against `node` can hold a JSON number ("*": any array item);
-    refuses any keyword it does not know, a value of any type and an object open to other
-    properties (`closed`: `node` is applied to the same value as a schema around it, whose
-    type and closed properties then hold)."""
-    known = {"type", "properties", "required", "additionalProperties", "items", "enum"}
-    known |= {"const", "pattern", "maxLength", "minimum", "maximum", "uniqueItems", "maxItems"}
-    known |= {"$ref", "oneOf", "anyOf", "allOf", "if", "then", "else", "title", "description"}
-    known |= {"$schema", "$id", "$defs"}
-    assert set(node) <= known, set(node) - known
-    out: set[tuple[str, ...]] = set()
-    closed = closed or (node.get("type") == "object" and node.get("additionalProperties") is False)
-    if "$ref" in node:
-        out |= _number_paths(defs[node["$ref"].removeprefix("#/$defs/")], defs, path, closed)
-    for word in ("oneOf", "anyOf", "allOf"):
-        for sub in node.get(word, ()):
-            out |= _number_paths(sub, defs, path, closed)
-    for word in ("then", "else"):  # `if` only selects; its branches constrain
-        if word in node:
-            out |= _number_paths(node[word], defs, path, closed)
-    types = node.get("type")
-    if types is not None:
-        types = {types} if isinstance(types, str) else set(types)
-        if types & {"integer", "number"}:
-            out.add(path)
-    elif "enum" in node or "const" in node:
-        values = node.get("enum", [node.get("const")])
-        if any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            out.add(path)
-    elif not closed and not {"$ref", "oneOf", "anyOf", "allOf"} & set(node):
-        raise AssertionError(f"{path}: a value of any type")
-    if "properties" in node:
-        assert closed, path
-        for name, sub in node["properties"].items():
-            out |= _number_paths(sub, defs, (*path, name))
-    if "items" in node:
-        out |= _number_paths(node["items"], defs, (*path, "*"))
-    return out
-
-
 def test_group_number_fields_are_where_the_schema_admits_numbers() -> None:
     """The inline path rules out floats in a schema-valid group by looking only at
     `NUMBER_FIELDS` (a field, or the values of its object): derived from the shipped schema,
     every place a valid record can hold a number is one of those."""
     schema = SchemaSet.default()._by_id[GROUP_SCHEMA]
-    paths = _number_paths(schema, schema["$defs"], ())
+    paths = number_paths(schema, schema["$defs"], ())
     assert paths
     for path in paths:
         assert path[0] in NUMBER_FIELDS and len(path) <= 2 and "*" not in path, path

@@ -22,6 +22,7 @@ from protocol.note import Checkpoint, Signer, Verifier, generate_key, sign_check
 from protocol.schema import GROUP_SCHEMA, NUMBER_FIELDS, SchemaSet
 from protocol.verify import StepVerifier
 from tests.audit.sim import GROUP, SCHEMAS, TIME, group
+from tests.support import number_paths
 
 ORIGIN = "fast.example/biobank-node"
 BB = "bbmri-eric:ID:DE_FAST"
@@ -245,48 +246,6 @@ def test_verifier_fast_path_reads_the_index_exactly() -> None:
     assert MAX_INDEX == 2**53 - 1
 
 
-def _number_paths(
-    node: Any, defs: dict[str, Any], path: tuple[str, ...], closed: bool = False
-) -> set[tuple[str, ...]]:
-    """Where a record valid against `node` can hold a JSON number ("*": any array item);
-    refuses a keyword it does not know, a value of any type and an object open to other
-    members (`closed`: `node` applies to the same value as a closed object schema around
-    it, an `allOf` or `then` branch)."""
-    known = {"type", "properties", "required", "additionalProperties", "items", "enum"}
-    known |= {"const", "pattern", "maxLength", "minimum", "maximum", "uniqueItems", "maxItems"}
-    known |= {"$ref", "oneOf", "anyOf", "allOf", "if", "then", "else", "title", "description"}
-    known |= {"$schema", "$id", "$defs"}
-    assert set(node) <= known, set(node) - known
-    out: set[tuple[str, ...]] = set()
-    closed = closed or (node.get("type") == "object" and node.get("additionalProperties") is False)
-    if "$ref" in node:
-        out |= _number_paths(defs[node["$ref"].removeprefix("#/$defs/")], defs, path, closed)
-    for word in ("oneOf", "anyOf", "allOf"):
-        for sub in node.get(word, ()):
-            out |= _number_paths(sub, defs, path, closed)
-    for word in ("then", "else"):  # `if` only selects; its branches constrain
-        if word in node:
-            out |= _number_paths(node[word], defs, path, closed)
-    types = node.get("type")
-    if types is not None:
-        types = {types} if isinstance(types, str) else set(types)
-        if types & {"integer", "number"}:
-            out.add(path)
-    elif "enum" in node or "const" in node:
-        values = node.get("enum", [node.get("const")])
-        if any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            out.add(path)
-    elif not closed and not {"$ref", "oneOf", "anyOf", "allOf"} & set(node):
-        raise AssertionError(f"{path}: a value of any type")
-    if "properties" in node:
-        assert closed, path
-        for name, sub in node["properties"].items():
-            out |= _number_paths(sub, defs, (*path, name))
-    if "items" in node:
-        out |= _number_paths(node["items"], defs, (*path, "*"))
-    return out
-
-
 def test_number_fields_are_where_the_group_schema_admits_numbers() -> None:
     """The fast path rules out floats in a valid v2 group by looking only at its
     `NUMBER_FIELDS` (a field, or the values of its object): derived from the shipped schema,
@@ -294,7 +253,7 @@ def test_number_fields_are_where_the_group_schema_admits_numbers() -> None:
     simulated nodes write name that schema."""
     schema = SHIPPED.schema(GROUP_SCHEMA)
     assert schema["additionalProperties"] is False
-    paths = _number_paths(schema, schema["$defs"], ())
+    paths = number_paths(schema, schema["$defs"], ())
     fields = NUMBER_FIELDS[GROUP_SCHEMA]
     assert paths
     for path in paths:
