@@ -4,16 +4,18 @@ that a proof reads O(log n) rows (protocol.merkle.STRIDE levels; table ``subtree
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Sequence
+from hashlib import sha256
 
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
 from catalogue.db import bulk_insert, write_tx
 from catalogue.models import nodes, subtrees
-from protocol.merkle import STRIDE, Perfect, stored_perfect, subtree_updates
+from protocol.merkle import STRIDE, CompactRange, Perfect, stored_perfect, subtree_updates
 
-__all__ = ["OWN_LOG", "drop_above", "extend", "fill_all", "perfect"]
+__all__ = ["OWN_LOG", "TappedRange", "drop_above", "extend", "fill_all", "perfect"]
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +55,79 @@ def perfect(conn: Connection, log_id: int) -> Perfect:
     return stored_perfect(lambda level, first, count: _read(conn, log_id, level, first, count))
 
 
+class TappedRange(CompactRange):
+    """A compact range that keeps the stored levels' subtree hashes its appends compute.
+
+    Appending leaf ``n`` merges the perfect subtrees that end with it, level by level: the
+    hash of every perfect subtree is computed once, there. A harvest's verifier appends
+    each leaf so (`StepVerifier.compact`); kept from it, the subtree hashes every
+    :data:`~protocol.merkle.STRIDE`-th level (``subtrees``) need not be computed again from
+    the leaf hashes when the chunk is stored (`extend`'s ``computed``; about 15 SHA-256 per
+    16 leaves). `take` hands them over by the leaves that complete them, in order."""
+
+    __slots__ = ("tap",)
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
+        super().__init__(size, hashes)
+        # (level, index, hash) in the order computed: by the leaf that ends the subtree
+        self.tap: deque[tuple[int, int, bytes]] = deque()
+
+    @classmethod
+    def of(cls, compact: CompactRange) -> TappedRange:
+        return cls(compact.size, compact.hashes)
+
+    def append(self, leaf_hash: bytes) -> None:
+        n = self.size
+        if n & _LOW != _LOW:  # fewer than STRIDE merges: no stored level (15 leaves of 16)
+            super().append(leaf_hash)
+            return
+        hashes, tap = self.hashes, self.tap
+        h = leaf_hash
+        end, level = n + 1, 0
+        while n & 1:
+            h = sha256(b"\x01" + hashes.pop() + h).digest()
+            n >>= 1
+            level += 1
+            if not level % STRIDE:
+                tap.append((level, (end >> level) - 1, h))
+        hashes.append(h)
+        self.size += 1
+
+    def take(self, start: int, end: int) -> list[tuple[int, int, bytes]]:
+        """The kept subtree hashes that leaves ``start .. end - 1`` complete (those that
+        earlier leaves completed and nobody took are let go: the caller stores in order)."""
+        tap, out = self.tap, []
+        while tap:
+            level, index, h = tap[0]
+            last = ((index + 1) << level) - 1  # the leaf that completes it
+            if last >= end:
+                break
+            tap.popleft()
+            if last >= start:
+                out.append((level, index, h))
+        return out
+
+
+_LOW = (1 << STRIDE) - 1
+
+
 def extend(
-    conn: Connection, log_id: int, size: int, known: Sequence[bytes] = (), start: int = 0
+    conn: Connection,
+    log_id: int,
+    size: int,
+    known: Sequence[bytes] = (),
+    start: int = 0,
+    computed: Sequence[tuple[int, int, bytes]] | None = None,
 ) -> None:
     """Store the subtree hashes the first ``size`` leaves of the log complete, in the
     caller's transaction (idempotent: it starts where the stored ones end).
 
     ``known``: the hashes of leaves ``start .. start + len(known) - 1``, already in hand
-    (a harvest's chunk, as it is stored): those are not read back from the database."""
+    (a harvest's chunk, as it is stored): those are not read back from the database.
+    ``computed``: with ``known`` (``start + len(known) == size``), the (level, index, hash)
+    of every stored level's subtree those leaves complete, as the verifier computed them
+    (`TappedRange.take`): stored as they are when the stored ones end where ``start``'s
+    subtree begins; otherwise (an earlier step's hashes missing) they are computed."""
     top = conn.execute(
         select(func.max(subtrees.c.idx)).where(
             subtrees.c.log_id == log_id, subtrees.c.level == STRIDE
@@ -68,6 +135,14 @@ def extend(
     ).scalar()
     done = 0 if top is None else (int(top) + 1) << STRIDE
     if size >> STRIDE <= done >> STRIDE:
+        return
+    if computed is not None and done == start >> STRIDE << STRIDE:
+        bulk_insert(
+            conn,
+            subtrees,
+            ("log_id", "level", "idx", "hash"),
+            sorted((log_id, level, i, bytearray(h)) for level, i, h in computed),
+        )
         return
     stop = start + len(known)
 

@@ -49,6 +49,7 @@ from catalogue.models import (
 )
 from catalogue.ownlog import CatalogueKey, append, reserve
 from catalogue.search.codes import Vocabulary
+from catalogue.subtrees import TappedRange
 from protocol.entries import utc_now
 from protocol.verify import TrustedState, VerifiedEntry
 
@@ -101,6 +102,9 @@ class Chunk:
     # that the final commit need not read them back and parse them under the write lock
     keyed: list[Keyed] = field(default_factory=list)
     memo: dict[Any, Any] = field(default_factory=dict)  # `key_group`'s shared parts
+    # the verifier's compact range, which kept the subtree hashes its leaves complete
+    # (`subtrees.TappedRange`): stored from it, not computed again (None: computed)
+    tap: TappedRange | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -163,8 +167,9 @@ def _store(conn: Connection, chunk: Chunk) -> None:
     if rows and rows[-1][1] - rows[0][1] == len(rows) - 1:  # leaves lo .. hi - 1, in order
         # the subtree hashes these leaves complete, from their hashes in hand: the final
         # commit need not read every leaf hash back (`discard_staging` drops them again)
-        hi = rows[-1][1] + 1
-        subtrees.extend(conn, chunk.node_id, hi, [r[3] for r in rows], rows[0][1])
+        lo, hi = rows[0][1], rows[-1][1] + 1
+        computed = chunk.tap.take(lo, hi) if chunk.tap is not None else None
+        subtrees.extend(conn, chunk.node_id, hi, [r[3] for r in rows], lo, computed)
     # PostgreSQL: the chunk's `leaf_records` too, in its thread while the lane verifies the
     # next chunk, not in the final commit (`_unrecorded`); selected by the backend from the
     # rows just stored (a COPY of the rows in hand cost as much, split over both processes)

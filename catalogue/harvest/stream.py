@@ -35,6 +35,7 @@ from catalogue.errors import FetchError, WithholdingError
 from catalogue.harvest.apply import Chunk, Position, commit_chunk, commit_final
 from catalogue.harvest.fetcher import NodeFetcher, decode_page
 from catalogue.ownlog import CatalogueKey
+from catalogue.subtrees import TappedRange
 from protocol.errors import (
     BiobankError,
     EquivocationError,
@@ -222,7 +223,9 @@ async def harvest_node(
             f"step limit of {job.max_step} (CATALOGUE_MAX_STEP)"
         )
     pos = Position(job.node_id, job.origin, job.country, job.committed, verifier.old_size)
-    chunk = Chunk(job.node_id)
+    # the verifier keeps the subtree hashes its appends compute, for the chunk stores
+    tap = verifier.compact = TappedRange.of(verifier.compact)
+    chunk = Chunk(job.node_id, tap=tap)
     storing: asyncio.Future[Position] | None = None  # one chunk is stored while the next fills
     served = _Served(_pages(fetcher, job.origin, verifier.old_size, size, job.page_size))
     pages = 0
@@ -254,7 +257,7 @@ async def harvest_node(
                     else:  # still held, and the chunk is full: on disk until it is free
                         spill.put(chunk, mark)
                     trim_heap()
-                    chunk = Chunk(job.node_id)
+                    chunk = Chunk(job.node_id, tap=tap)
                     continue
                 if storing is not None and not storing.done() and room:
                     continue  # the previous chunk is still being stored: keep verifying
@@ -270,7 +273,7 @@ async def harvest_node(
                         checkpoint=verifier.note,
                     )
                 )
-                chunk = Chunk(job.node_id)
+                chunk = Chunk(job.node_id, tap=tap)
         if verifier.remaining:  # the node signs more leaves than it serves
             raise await _withheld(fetcher, job, verifier, accepted, "")
         state = verifier.finish()
