@@ -78,11 +78,16 @@ class TappedRange(CompactRange):
 
     def append(self, leaf_hash: bytes) -> None:
         n = self.size
-        if n & _LOW != _LOW:  # fewer than STRIDE merges: no stored level (15 leaves of 16)
-            super().append(leaf_hash)
-            return
-        hashes, tap = self.hashes, self.tap
+        hashes = self.hashes
         h = leaf_hash
+        if n & _LOW != _LOW:  # fewer than STRIDE merges: no stored level (15 leaves of 16)
+            while n & 1:  # (CompactRange.append, inline: a call more cost 0.1 µs a leaf)
+                h = sha256(b"\x01" + hashes.pop() + h).digest()
+                n >>= 1
+            hashes.append(h)
+            self.size += 1
+            return
+        tap = self.tap
         end, level = n + 1, 0
         while n & 1:
             h = sha256(b"\x01" + hashes.pop() + h).digest()
