@@ -256,6 +256,7 @@ async def harvest_node(
                         pos = writer.store_now(pos, chunk, **asdict(mark))
                     else:  # still held, and the chunk is full: on disk until it is free
                         spill.put(chunk, mark)
+                        tap.take(0, mark.size)  # stored without them (computed): let go
                     trim_heap()
                     chunk = Chunk(job.node_id, tap=tap)
                     continue
