@@ -16,7 +16,8 @@ import catalogue.harvest.stream
 from catalogue.context import build_context
 from catalogue.db import write_tx
 from catalogue.harvest.stream import Writer
-from catalogue.models import nodes
+from catalogue.models import nodes, subtrees
+from protocol.merkle import STRIDE, leaf_hash, list_perfect
 from tests.catalogue.conftest import Catalogue, database, make_settings
 from tests.catalogue.dbdump import dump
 from tests.catalogue.simulator import NodeSimulator
@@ -205,12 +206,23 @@ def test_chunks_verified_while_the_write_lock_stays_held_are_spilled_then_stored
         monkeypatch.setattr(catalogue.harvest.stream, "commit_chunk", first)
         staged = _harvest_with_lock_held(cat, sim, monkeypatch, release_at=SIZE - 50)
         spilled = dump(cat.engine)
+        with cat.engine.connect() as conn:  # not in `dump`: spilled chunks store them computed
+            stored = {
+                (int(r.level), int(r.idx)): bytes(r.hash) for r in conn.execute(select(subtrees))
+            }
     finally:
         cat.engine.dispose()
     assert served_at_first_store == [SIZE - 50]  # verifying never waited for the lock
     sizes = [b - a for a, b in zip([0, *staged], staged, strict=False)]
     assert all(0 < n <= 2 * CHUNK for n in sizes) and staged == sorted(staged)
     assert staged[-1] >= SIZE - 2 * CHUNK  # every chunk but the final commit's
+    reference = list_perfect([leaf_hash(x) for x in sim.leaves])
+    size = len(sim.leaves)
+    assert stored == {
+        (level, i): reference(level, i)
+        for level in range(STRIDE, size.bit_length() + 1, STRIDE)
+        for i in range(size >> level)
+    }
     (tmp_path / "clean").mkdir()
     clean = _catalogue(
         f"sqlite:///{tmp_path / 'clean' / 'catalogue.db'}", tmp_path / "clean-home", growth=1
