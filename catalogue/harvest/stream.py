@@ -438,8 +438,16 @@ class _Spill:
 
 def _read_chunk(file: IO[bytes], pos: Position, offset: int, length: int) -> Chunk:
     file.seek(offset)
-    # our own file, written by this harvest (a named one is checked by its token first)
-    rows, rejected, keyed = marshal.loads(file.read(length))  # noqa: S302
+    data = file.read(length)
+    try:
+        if len(data) != length:
+            raise ValueError(f"{len(data)} of {length} bytes")
+        # our own file, written by this harvest (a named one is checked by its token first)
+        rows, rejected, keyed = marshal.loads(data)  # noqa: S302
+    except (EOFError, ValueError, TypeError) as exc:
+        raise FetchError(
+            f"{pos.origin}: the verified chunk at {offset} of {file.name} is unreadable ({exc})"
+        ) from exc
     return Chunk(pos.node_id, rows, rejected, keyed)
 
 
@@ -454,9 +462,9 @@ def store_tail(writer: Writer, pos: Position, tail: dict[str, Any]) -> Position:
     fetches the rest again); the file is removed whatever happens. Only the file this step
     wrote is applied: its name and first bytes are the step's random token."""
     path, token = str(tail["path"]), str(tail["token"])
+    if os.path.basename(path) != f"{pos.node_id}-{token}.tail":  # (left alone)
+        raise FetchError(f"{pos.origin}: the tail file {path} is not this step's")
     try:
-        if not os.path.basename(path).startswith(f"{pos.node_id}-{token}."):
-            raise FetchError(f"{pos.origin}: the tail file {path} is not this step's")
         with open(path, "rb") as file:
             if not hmac.compare_digest(file.read(len(token)), token.encode()):
                 raise FetchError(f"{pos.origin}: the tail file {path} is not this step's")
