@@ -499,10 +499,13 @@ class TailDir:
         parent = os.path.join(os.path.dirname(os.path.abspath(database)), self.PARENT)
         os.makedirs(parent, exist_ok=True)
         self.sweep(parent)
-        self.path = os.path.join(parent, f"run-{secrets.token_hex(8)}")
-        os.mkdir(self.path, 0o700)
-        self._lock = open(os.path.join(self.path, "lock"), "wb")  # noqa: SIM115 - close()
+        # made under another name and locked before it is a "run-" one, so that another
+        # harvest's sweep never sees it unlocked
+        made = tempfile.mkdtemp(prefix="new-", dir=parent)
+        self._lock = open(os.path.join(made, "lock"), "wb")  # noqa: SIM115 - close()
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.path = os.path.join(parent, "run-" + os.path.basename(made)[len("new-") :])
+        os.rename(made, self.path)
 
     @staticmethod
     def sweep(parent: str) -> list[str]:
@@ -510,18 +513,19 @@ class TailDir:
         removed = []
         for name in sorted(os.listdir(parent)):
             path = os.path.join(parent, name)
+            if name.startswith("new-") and _age(path) > 60:  # a harvest killed as it started
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            if not name.startswith("run-"):
+                continue
             try:
                 with open(os.path.join(path, "lock"), "rb") as lock:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the owner's is released
                     shutil.rmtree(path, ignore_errors=True)
                     removed.append(path)
-            except BlockingIOError:  # a live harvest's
+            except BlockingIOError:  # a running harvest's
                 continue
-            except FileNotFoundError:  # being made (a moment), or half made by a killed one
-                if _age(path) > 60:
-                    shutil.rmtree(path, ignore_errors=True)
-                    removed.append(path)
-            except NotADirectoryError:
+            except (FileNotFoundError, NotADirectoryError):  # not a harvest's
                 continue
         return removed
 

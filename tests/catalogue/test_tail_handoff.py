@@ -12,6 +12,7 @@ import dataclasses
 import fcntl
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -209,14 +210,20 @@ def test_tail_directories_of_ended_harvests_are_removed_and_a_running_harvests_k
     with open(os.path.join(killed, "lock"), "wb"):
         pass
     Path(killed, "1-0123.tail").write_bytes(b"left behind")
+    starting = os.path.join(parent, "new-starting")  # another harvest, making its own
+    os.mkdir(starting)
+    stuck = os.path.join(parent, "new-stuck")  # a harvest killed as it made its own
+    os.mkdir(stuck)
+    os.utime(stuck, (time.time() - 3600, time.time() - 3600))
     held = os.path.join(parent, "run-held")  # another harvest, running: its lock is held
     os.mkdir(held)
     with open(os.path.join(held, "lock"), "wb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         fresh = TailDir(database)  # a new harvest starts
         assert sorted(os.listdir(parent)) == sorted(
-            os.path.basename(p) for p in (running.path, held, fresh.path)
+            os.path.basename(p) for p in (running.path, held, fresh.path, starting)
         )
+    os.rmdir(starting)
     fresh.close()
     running.close()
     assert os.listdir(parent) == ["run-held"]  # its owner has ended: the next start removes it
