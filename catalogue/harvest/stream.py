@@ -497,7 +497,7 @@ class TailDir:
 
     def __init__(self, database: str) -> None:
         parent = os.path.join(os.path.dirname(os.path.abspath(database)), self.PARENT)
-        os.makedirs(parent, exist_ok=True)
+        os.makedirs(parent, mode=0o700, exist_ok=True)
         self.sweep(parent)
         # made under another name and locked before it is a "run-" one, so that another
         # harvest's sweep never sees it unlocked
