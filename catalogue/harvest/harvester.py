@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,14 @@ from catalogue.errors import FetchError, WithholdingError
 from catalogue.harvest.apply import Withholding, record_failure, record_halt, record_unchanged
 from catalogue.harvest.fetcher import NodeFetcher
 from catalogue.harvest.keys import load_history
-from catalogue.harvest.stream import FinalStep, NodeJob, Writer, harvest_node, trim_heap
+from catalogue.harvest.stream import (
+    FinalStep,
+    NodeJob,
+    TailDir,
+    Writer,
+    harvest_node,
+    trim_heap,
+)
 from catalogue.models import harvest_staging, nodes
 from catalogue.ownlog import CatalogueKey
 from protocol.errors import BiobankError, EquivocationError, RollbackError
@@ -206,8 +213,18 @@ class Harvester:
             lanes = min(self.settings.harvest_workers, len(jobs))
             if lanes <= 0 or self.transport is not None:  # every node in this process
                 return list(await asyncio.gather(*(self._one(client, None, j) for j in jobs)))
+            # SQLite: a lane whose step ends while another lane's final commit holds the write
+            # lock hands what it could not store yet to the step's final commit (in a file of
+            # this harvest's `TailDir`) and goes on, instead of waiting for the lock
+            database = self.engine.url.database
+            tails = (
+                TailDir(database)
+                if self.engine.dialect.name == "sqlite" and database and database != ":memory:"
+                else None
+            )
+            lane_jobs = [replace(j, tail_dir=tails.path) if tails else j for j in jobs]
             # largest expected step first (as last seen), so no lane is left alone at the end
-            queue = deque(sorted(jobs, key=lambda j: -expected[j.node_id]))
+            queue = deque(sorted(lane_jobs, key=lambda j: -expected[j.node_id]))
             # steps verified and staged whole whose final commit (index, accept) is still
             # due. A lane takes one when no other lane is in a final commit (on SQLite they
             # would queue on its one write lock) or no node is left to fetch, else the next
@@ -291,6 +308,8 @@ class Harvester:
                 await asyncio.gather(*(lane(pools, at) for at in range(len(pools))))
             finally:
                 gc.set_threshold(*thresholds)
+                if tails is not None:
+                    tails.close()
                 if self._lane_writer is not None:
                     self._lane_writer.engine.dispose()
                     self._lane_writer = None

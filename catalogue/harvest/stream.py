@@ -16,12 +16,18 @@ decides (and halts the node on rollback or equivocation).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
+import fcntl
 import gc
+import hmac
 import marshal
 import os
+import secrets
+import shutil
 import sqlite3
 import tempfile
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
@@ -49,7 +55,16 @@ from protocol.merkle import CompactRange, verify_consistency
 from protocol.schema import SchemaSet
 from protocol.verify import StepVerifier, TrustedState
 
-__all__ = ["FinalStep", "NodeJob", "StepOutcome", "Writer", "harvest_node", "trim_heap"]
+__all__ = [
+    "FinalStep",
+    "NodeJob",
+    "StepOutcome",
+    "TailDir",
+    "Writer",
+    "harvest_node",
+    "store_tail",
+    "trim_heap",
+]
 
 PAGES_AHEAD = 3  # entry pages in flight while one is verified
 COLLECT_EVERY = 16  # pages between collections of the young generation (see harvest_node)
@@ -76,6 +91,10 @@ class NodeJob:
     # commit holds), the next one keeps filling up to chunk_growth * chunk_size entries, so
     # the lane goes on verifying; CATALOGUE_HARVEST_CHUNK_GROWTH
     chunk_growth: int = 1
+    # SQLite, deferred final commits: where a step's unstored tail (spilled chunks and the
+    # last chunk) goes when the write lock is held at its end, for the final commit to store
+    # (`TailDir`, `store_tail`); None: the lane waits for the lock and stores it itself
+    tail_dir: str | None = None
 
     @property
     def committed(self) -> int:
@@ -87,8 +106,11 @@ class FinalStep:
     """A step verified whole (its root is the signed one) and staged whole: what its final
     commit needs, picklable, so that any free lane can make it (`Writer.final_staged`)."""
 
-    position: dict[str, Any]  # Position fields, `staged` == the new size
+    position: dict[str, Any]  # Position fields, `staged` == the new size unless `tail`
     state: dict[str, Any]  # TrustedState.to_json() of the verified checkpoint
+    # verified chunks not stored yet (SQLite's write lock was held when the step ended): a
+    # file of this step's own (`_Spill.handoff`) that the final commit stores first
+    tail: dict[str, Any] | None = None
 
     @property
     def added(self) -> int:
@@ -175,8 +197,13 @@ class Writer:
         await asyncio.to_thread(commit_final, self.engine, self.key, pos, chunk, state)
 
     async def final_staged(self, step: FinalStep) -> None:
-        """The final commit of a step `harvest_node` verified and staged whole."""
+        """The final commit of a step `harvest_node` verified and staged whole, or whole but
+        for a tail handed over in a file (`FinalStep.tail`), stored here first, in order, as
+        the verifying lane would have: a failure there fails the final commit (nothing is
+        indexed; what was stored stays staged and the next harvest resumes from it)."""
         pos = Position(**step.position)
+        if step.tail is not None:
+            pos = await asyncio.to_thread(store_tail, self, pos, step.tail)
         await self.final(pos, Chunk(pos.node_id), TrustedState.from_json(step.state))
 
 
@@ -229,7 +256,11 @@ async def harvest_node(
     storing: asyncio.Future[Position] | None = None  # one chunk is stored while the next fills
     served = _Served(_pages(fetcher, job.origin, verifier.old_size, size, job.page_size))
     pages = 0
-    spill = _Spill(os.path.dirname(os.path.abspath(writer.sqlite)) if writer.sqlite else None)
+    spill = _Spill(
+        os.path.dirname(os.path.abspath(writer.sqlite)) if writer.sqlite else None,
+        named=job.tail_dir if writer.sqlite and defer_final else None,
+        node_id=job.node_id,
+    )
     try:
         async for page in served:
             add, feed = chunk.add, verifier.feed  # (the chunk changes between pages only)
@@ -280,6 +311,21 @@ async def harvest_node(
         state = verifier.finish()
         if storing is not None:
             pos, storing = await storing, None
+        if defer_final and spill.named and (spill or len(chunk)):
+            # SQLite: what is not stored yet is stored now if the write lock is free, else
+            # handed to the final commit in the spill's file, so this lane goes on at once
+            # instead of waiting for another lane's final commit to end
+            mark = _Mark(state.size, state.compact.to_json(), state.checkpoint)
+            pos = spill.drain(writer, pos, wait=False)
+            if len(chunk) and not spill and writer.lock_free():
+                pos = writer.store_now(pos, chunk, **asdict(mark))
+            elif len(chunk):
+                spill.put(chunk, mark)
+            chunk = Chunk(job.node_id)
+            tail = spill.handoff() if spill else None
+            trim_heap()
+            final = FinalStep(asdict(pos), state.to_json(), tail)
+            return StepOutcome(size, size - job.committed, final)
         if spill:  # in order, before the last chunk; waiting in a thread keeps the loop free
             pos = await asyncio.to_thread(spill.drain, writer, pos, wait=True)
         trim_heap()
@@ -320,22 +366,41 @@ class _Mark:
 
 class _Spill:
     """Verified chunks that could not be stored yet (SQLite's write lock held by another
-    lane's final commit for longer than a grown chunk takes to fill), kept on disk in an
-    unnamed temporary file next to the database (at most the step: CATALOGUE_MAX_STEP), in
-    order, so the lane goes on verifying in bounded memory.
-    They are in flight like a chunk in memory: staged only once stored (`drain`)."""
+    lane's final commit for longer than a grown chunk takes to fill), kept on disk next to
+    the database (at most the step: CATALOGUE_MAX_STEP), in order, so the lane goes on
+    verifying in bounded memory.
+    They are in flight like a chunk in memory: staged only once stored (`drain`), or, when
+    `named` (a `TailDir` of this harvest), handed with what is left of the step to its final
+    commit (`handoff`, `store_tail`). Otherwise the file is unnamed."""
 
-    def __init__(self, directory: str | None) -> None:
+    def __init__(
+        self, directory: str | None, *, named: str | None = None, node_id: int = 0
+    ) -> None:
         self.directory = directory  # next to the database: the same disk, not a small /tmp
+        self.named = named
+        self.node_id = node_id
         self.file: IO[bytes] | None = None
+        self.path: str | None = None  # the named file's
+        self.token = ""
+        self.base = 0  # where the chunks start (after the token)
         self.chunks: deque[tuple[int, int, _Mark]] = deque()  # offset, length, mark
 
     def __bool__(self) -> bool:
         return bool(self.chunks)
 
+    def _open(self) -> IO[bytes]:
+        if self.named is None:
+            return tempfile.TemporaryFile(dir=self.directory)  # noqa: SIM115 - close()
+        self.token = secrets.token_hex(16)
+        self.path = os.path.join(self.named, f"{self.node_id}-{self.token}.tail")
+        file = open(self.path, "x+b")  # noqa: SIM115 - close() or handoff()
+        file.write(self.token.encode())
+        self.base = file.tell()
+        return file
+
     def put(self, chunk: Chunk, mark: _Mark) -> None:
         if self.file is None:
-            self.file = tempfile.TemporaryFile(dir=self.directory)  # noqa: SIM115 - close()
+            self.file = self._open()
         data = marshal.dumps((chunk.rows, chunk.rejected, chunk.keyed))
         offset = self.file.seek(0, os.SEEK_END)
         self.file.write(data)
@@ -346,20 +411,131 @@ class _Spill:
         while self.chunks and (wait or writer.lock_free()):
             assert self.file is not None
             offset, length, mark = self.chunks.popleft()
-            self.file.seek(offset)
-            # our own unnamed file, written just above by this process
-            rows, rejected, keyed = marshal.loads(self.file.read(length))  # noqa: S302
-            chunk = Chunk(pos.node_id, rows, rejected, keyed)
-            pos = writer.store_now(pos, chunk, **asdict(mark))
+            pos = writer.store_now(pos, _read_chunk(self.file, pos, offset, length), **asdict(mark))
         if not self.chunks and self.file is not None:
-            self.file.truncate(0)
+            self.file.truncate(self.base)
         return pos
+
+    def handoff(self) -> dict[str, Any]:
+        """The chunks left, for the final commit to store (`FinalStep.tail`): the named file
+        is closed and no longer this step's to remove."""
+        assert self.file is not None and self.path is not None
+        self.file.close()
+        tail = {
+            "path": self.path,
+            "token": self.token,
+            "chunks": [(offset, length, asdict(mark)) for offset, length, mark in self.chunks],
+        }
+        self.file, self.path = None, None
+        self.chunks.clear()
+        return tail
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
             self.file = None
+        if self.path is not None:
+            _unlink(self.path)
+            self.path = None
         self.chunks.clear()
+
+
+def _read_chunk(file: IO[bytes], pos: Position, offset: int, length: int) -> Chunk:
+    file.seek(offset)
+    data = file.read(length)
+    try:
+        if len(data) != length:
+            raise ValueError(f"{len(data)} of {length} bytes")
+        # our own file, written by this harvest (a named one is checked by its token first)
+        rows, rejected, keyed = marshal.loads(data)  # noqa: S302
+    except (EOFError, ValueError, TypeError) as exc:
+        raise FetchError(
+            f"{pos.origin}: the verified chunk at {offset} of {file.name} is unreadable ({exc})"
+        ) from exc
+    return Chunk(pos.node_id, rows, rejected, keyed)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def store_tail(writer: Writer, pos: Position, tail: dict[str, Any]) -> Position:
+    """Store a step's tail (`FinalStep.tail`) in order, each chunk in its own transaction as
+    the verifying lane would have (a harvest killed meanwhile resumes from what is staged and
+    fetches the rest again); the file is removed whatever happens. Only the file this step
+    wrote is applied: its name and first bytes are the step's random token."""
+    path, token = str(tail["path"]), str(tail["token"])
+    if os.path.basename(path) != f"{pos.node_id}-{token}.tail":  # (left alone)
+        raise FetchError(f"{pos.origin}: the tail file {path} is not this step's")
+    try:
+        with open(path, "rb") as file:
+            if not hmac.compare_digest(file.read(len(token)), token.encode()):
+                raise FetchError(f"{pos.origin}: the tail file {path} is not this step's")
+            for offset, length, mark in tail["chunks"]:
+                chunk = _read_chunk(file, pos, int(offset), int(length))
+                pos = writer.store_now(pos, chunk, **mark)
+                del chunk
+                trim_heap()
+    except FileNotFoundError as exc:
+        raise FetchError(f"{pos.origin}: the tail file {path} is gone") from exc
+    finally:
+        _unlink(path)
+    return pos
+
+
+def _age(path: str) -> float:
+    try:
+        return time.time() - os.stat(path).st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+class TailDir:
+    """A directory of one harvest's step tails (`_Spill.handoff`), next to the database,
+    removed when the harvest ends. A harvest killed before that leaves it behind: the next
+    harvest removes every such directory whose owner is gone (its lock file is not locked),
+    so a tail is only ever read by the harvest that wrote it (and by its token)."""
+
+    PARENT = ".harvest-tails"
+
+    def __init__(self, database: str) -> None:
+        parent = os.path.join(os.path.dirname(os.path.abspath(database)), self.PARENT)
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        self.sweep(parent)
+        # made under another name and locked before it is a "run-" one, so that another
+        # harvest's sweep never sees it unlocked
+        made = tempfile.mkdtemp(prefix="new-", dir=parent)
+        self._lock = open(os.path.join(made, "lock"), "wb")  # noqa: SIM115 - close()
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.path = os.path.join(parent, "run-" + os.path.basename(made)[len("new-") :])
+        os.rename(made, self.path)
+
+    @staticmethod
+    def sweep(parent: str) -> list[str]:
+        """Remove the tail directories of harvests that ended without removing theirs."""
+        removed = []
+        for name in sorted(os.listdir(parent)):
+            path = os.path.join(parent, name)
+            if name.startswith("new-") and _age(path) > 60:  # a harvest killed as it started
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            if not name.startswith("run-"):
+                continue
+            try:
+                with open(os.path.join(path, "lock"), "rb") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the owner's is released
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+            except BlockingIOError:  # a running harvest's
+                continue
+            except (FileNotFoundError, NotADirectoryError):  # not a harvest's
+                continue
+        return removed
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._lock.close()
 
 
 class _Served:

@@ -74,9 +74,10 @@ class Catalogue:
         outcomes = Harvester(engine=self.engine, settings=self.ctx.settings, key=self.ctx.key).run()
         return {o.origin: o for o in outcomes}
 
-    def stage_whole(self, origin: str) -> Any:
+    def stage_whole(self, origin: str, tail_dir: str | None = None) -> Any:
         """One lane's part of a harvest: fetch, verify and stage the node's whole step (nothing
-        accepted or staged before), its final commit deferred; the job's result."""
+        accepted or staged before), its final commit deferred; the job's result (`tail_dir`:
+        a `TailDir` for what the write lock keeps from being stored at the step's end)."""
         s = self.ctx.settings
         with self.engine.connect() as conn:
             row = conn.execute(select(nodes).where(nodes.c.origin == origin)).one()
@@ -94,6 +95,7 @@ class Catalogue:
             page_size=s.page_size,
             max_step=s.max_step,
             chunk_size=s.harvest_chunk,
+            tail_dir=tail_dir,
         )
 
         async def go() -> Any:
