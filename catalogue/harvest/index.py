@@ -272,7 +272,8 @@ class StagedKeys:
         items = self.items
         if not items:
             return {}
-        return {i: items.pop(i) for i in range(lo, hi) if i in items}
+        pop = items.pop  # one look-up a leaf
+        return {i: kd for i in range(lo, hi) if (kd := pop(i, None)) is not None}
 
 
 @dataclass
@@ -462,9 +463,11 @@ def _prepare_batch(
             changes[kind][rid] = None
         elif kind == GROUP and (kd := keyed.get(idx)) is not None:
             # keyed as it was verified (`key_group`): the same as the branch below
-            if kd[6] is not None and (
-                problems := group_problems({"samples": kd[5], "donors": kd[6]}, k)
+            # (`group_problems` asked only of exact donors below k or above exact samples)
+            if (donors := kd[6]) is not None and (
+                donors < k or (kd[5] is not None and kd[5] < donors)
             ):
+                problems = group_problems({"samples": kd[5], "donors": donors}, k)
                 groups[rid] = None
                 refused.append((node_id, idx, kind, rid, orjson.dumps(problems).decode()))
             else:
@@ -712,8 +715,13 @@ def apply_groups(
     are the deltas of the groups it ends with, which is what a recount finds)."""
     if not changes:
         return
-    combo_ids.ensure(conn, {ch[1]: ch[2] for ch in changes.values() if ch is not None})
-    old = {gid: live.pop(gid) for gid in changes if gid in live}
+    ids = combo_ids.ids
+    # only the combos the node does not have yet; no look-ups in `live` for a node without
+    # indexed groups (its first step): 1.2 -> 1.1 µs of Python a group (1M DE step)
+    fresh = {ch[1]: ch[2] for ch in changes.values() if ch is not None and ch[1] not in ids}
+    if fresh:
+        combo_ids.ensure(conn, fresh)
+    old = {gid: live.pop(gid) for gid in changes if gid in live} if live else {}
     recount.update(old.values())
     if old and conn.dialect.name == "postgresql":  # one statement, planned for any node
         with generic_plans(conn):
@@ -731,8 +739,8 @@ def apply_groups(
             ),
             [{"gid": gid} for gid in old],
         )
-    rows = []
-    ids = combo_ids.ids
+    rows: list[tuple[Any, ...]] = []
+    append, gains = rows.append, deltas.get
     new = combo_ids.new
     for gid, ch in changes.items():
         if ch is not None:
@@ -743,20 +751,24 @@ def apply_groups(
                     recount.add(cid)
                 continue
             cid = live[gid] = ids[chash]
-            gained = deltas.get(cid)
+            gained = gains(cid)
             if gained is None:
                 deltas[cid] = [s_min, s_max, d_min, d_max]
             else:
                 gained[0] += s_min
                 gained[1] += s_max
-                gained[2] = max(gained[2], d_min)
+                if d_min > gained[2]:
+                    gained[2] = d_min
                 gained[3] += d_max
-            rows.append((node_id, gid, idx, cid, s_min, s_max, d_min, d_max))
-    rows.sort()  # in key order: the groups' B-tree is written page after page, not at random
+            append((node_id, gid, idx, cid, s_min, s_max, d_min, d_max))
+    # in key order: the groups' B-tree is written page after page, not at random (by the
+    # group id alone: the node is the same in every row)
+    rows.sort(key=_group_id)
     bulk_insert(conn, sample_groups, _GROUP_COLUMNS, rows)
 
 
 REJECTION_COLUMNS = ("node_id", "idx", "kind", "record_id", "problems")
+_group_id = itemgetter(1)
 _GROUP_COLUMNS = ("node_id", "group_id", "idx", "combo_id", "s_min", "s_max", "d_min", "d_max")
 
 
@@ -856,24 +868,33 @@ class ComboIds:
         parked = self._unpark(conn, deltas, recount, changed, node_country) if postgres else set()
         if not self.new:
             return parked
-        country = _countries(conn, self.node_id)
-        rows = []
-        encoded = self.encoded
-        for cid in sorted(self.new):
-            key = self.new[cid]
-            gained = deltas.get(cid) if cid not in recount else None
-            n_min, n_max, d_min, d_max = gained if gained is not None else (0, 0, 0, 0)
+        country = _countries(conn, self.node_id).get
+        node_id, encoded, hashes, gains = self.node_id, self.encoded, self.hashes, deltas.get
+        none = (0, 0, 0, 0)  # to be recounted, or nothing gained yet
+        rows: list[tuple[Any, ...]] = []
+        append = rows.append
+        for cid, key in sorted(self.new.items()):
+            biobank, collection, kind, temperature, sex, a_min, a_max, y_from, y_to = key[:9]
             diagnoses, uses, datasets = encoded[cid]
-            rows.append(
+            n_min, n_max, d_min, d_max = none if cid in recount else gains(cid, none)
+            append(
                 (
                     cid,
-                    self.node_id,
-                    bytearray(self.hashes[cid]),  # no adapter look-up (`db.bulk_insert`)
-                    *key[:9],
+                    node_id,
+                    bytearray(hashes[cid]),  # no adapter look-up (`db.bulk_insert`)
+                    biobank,
+                    collection,
+                    kind,
+                    temperature,
+                    sex,
+                    a_min,
+                    a_max,
+                    y_from,
+                    y_to,
                     diagnoses,
                     uses,
                     datasets,
-                    country.get(key[0]) or node_country,
+                    country(biobank) or node_country,
                     n_min,
                     n_max,
                     d_min,
