@@ -779,16 +779,8 @@ def apply_groups(
                 text("DELETE FROM sample_groups WHERE node_id = :n AND group_id = ANY(:gids)"),
                 {"n": node_id, "gids": list(old)},
             )
-    elif old:
-        conn.execute(
-            sample_groups.delete().where(
-                and_(
-                    sample_groups.c.node_id == node_id,
-                    sample_groups.c.group_id == bindparam("gid"),
-                )
-            ),
-            [{"gid": gid} for gid in old],
-        )
+    elif old:  # through the driver: 0.9 instead of 2.7-4.8 µs a group in SQLAlchemy's
+        executemany(conn, _DELETE_GROUP, [(node_id, gid) for gid in old])
     rows: list[tuple[Any, ...]] = []
     append, gains = rows.append, deltas.get
     new = combo_ids.new
@@ -818,6 +810,7 @@ def apply_groups(
 
 
 REJECTION_COLUMNS = ("node_id", "idx", "kind", "record_id", "problems")
+_DELETE_GROUP = "DELETE FROM sample_groups WHERE node_id = ? AND group_id = ?"
 _group_id = itemgetter(1)
 _GROUP_COLUMNS = ("node_id", "group_id", "idx", "combo_id", "s_min", "s_max", "d_min", "d_max")
 
