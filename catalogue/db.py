@@ -83,7 +83,8 @@ def _upgrade(engine: Engine) -> None:
     (`_hash_combo_keys`), then lost `ckey` (`_drop_combo_text_keys`: after the hashes, which
     are made from it); the combos' side tables were folded into their rows
     (`_fold_side_tables`); PostgreSQL stores `harvest_keyed.data` uncompressed
-    (`_uncompressed_keyed`)."""
+    (`_uncompressed_keyed`); SQLite drops the groups' index by combo
+    (`ix_sample_groups_combo`: a recount there finds a combo's groups without it)."""
     with engine.begin() as conn:
         _uncompressed_keyed(conn)
         _hash_combo_keys(conn)
@@ -94,6 +95,8 @@ def _upgrade(engine: Engine) -> None:
         if "changed" not in {c["name"] for c in inspect(conn).get_columns("combos")}:
             conn.execute(text("ALTER TABLE combos ADD COLUMN changed BIGINT"))
             next(ix for ix in combos.indexes if ix.name == "ix_combos_changed").create(conn)
+        if conn.dialect.name == "sqlite":  # unused there (`models.sample_groups`)
+            conn.execute(text("DROP INDEX IF EXISTS ix_sample_groups_combo"))
         names = {ix["name"] for ix in inspect(conn).get_indexes("leaves")}
         if "ix_leaves_rotations" not in names:
             next(ix for ix in leaves.indexes if ix.name == "ix_leaves_rotations").create(conn)
