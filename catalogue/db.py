@@ -315,6 +315,8 @@ def bulk_insert(
             types = None  # text COPY, as before (`_binary_ready`)
         binary = " WITH (FORMAT BINARY)" if types is not None else ""
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        if types is not None:
+            _c_bytea(cursor)
         with cursor.copy(f"COPY {name} ({cols}) FROM STDIN{binary}") as copy:
             if types is not None:
                 copy.set_types(types)
@@ -376,6 +378,17 @@ def _binary_ready(types: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
     return True
 
 
+def _c_bytea(cursor: Any) -> None:
+    """Binary COPY: bytea values through psycopg's C dumper. `copy.set_types` takes each
+    column's dumper by type oid, and for bytea's that is the pure-Python dumper psycopg
+    registers for its DB-API `Binary` wrapper (a Python call a value; a leaf row has two):
+    0.95 -> 0.6 µs a leaf row of the client's CPU, measured alone. The values are bytes,
+    bytearray or memoryview (`_binary_ready`), which the C dumper takes as they are."""
+    from psycopg.types.string import BytesBinaryDumper
+
+    cursor.adapters.register_dumper(bytes, BytesBinaryDumper)
+
+
 def copy_types(table: Table, columns: Sequence[str]) -> list[str] | None:
     """The PostgreSQL type name of each of `columns` for a binary COPY into `table`, or None
     when one of them has a type not mapped here (the COPY is then made in text format)."""
@@ -418,6 +431,8 @@ def update_from_rows(
     )
     binary = _binary_ready(types, rows)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    if binary:
+        _c_bytea(cursor)
     with cursor.copy(
         f"COPY {name} FROM STDIN" + (" WITH (FORMAT BINARY)" if binary else "")
     ) as copy:

@@ -203,8 +203,18 @@ def commit_chunk(
     compact: dict[str, Any],
     checkpoint: str,
 ) -> Position:
-    """Store a verified chunk ending at `size` as staged (invisible); the new position."""
+    """Store a verified chunk ending at `size` as staged (invisible); the new position.
+
+    On PostgreSQL the chunk's transaction commits without waiting for its WAL to reach the
+    disk (`synchronous_commit = off`, for this transaction only): a crash may lose the last
+    chunks stored, never part of one (the WAL is replayed in order, each chunk is one
+    transaction with its `harvest_staging` row), and a resumed harvest fetches again from
+    the staged size that survived. The step's final commit waits for the disk as every other
+    write does, and with its WAL everything written before it, so accepted state stays
+    durable."""
     with write_tx(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
         _check_position(conn, pos)
         _store(conn, chunk)
         conn.execute(harvest_staging.delete().where(harvest_staging.c.node_id == pos.node_id))

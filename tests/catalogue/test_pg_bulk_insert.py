@@ -68,6 +68,35 @@ def test_bulk_insert_binary_copy_round_trips_every_leaf_value(db_url: str) -> No
         engine.dispose()
 
 
+def test_bulk_insert_binary_copy_stores_bytearray_and_memoryview_blobs_as_bytes(
+    db_url: str,
+) -> None:
+    """The harvest's rows carry their BLOBs as bytearray (`harvest.apply.Chunk`); psycopg's C
+    bytea dumper takes every buffer type as the DB-API one did (`db.bulk_insert`)."""
+    rows = [
+        (r[0], r[1], bytearray(r[2]), memoryview(r[3]), *r[4:])
+        if n % 2
+        else (r[0], r[1], memoryview(r[2]), bytearray(r[3]), *r[4:])
+        for n, r in enumerate(LEAF_ROWS)
+    ]
+    engine = make_engine(db_url)
+    try:
+        with write_tx(engine) as conn:
+            bulk_insert(conn, leaves, LEAF_COLUMNS, rows)
+        with engine.connect() as conn:
+            stored = [
+                tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                for row in conn.execute(
+                    select(*(leaves.c[c] for c in LEAF_COLUMNS)).order_by(
+                        leaves.c.node_id, leaves.c.idx
+                    )
+                )
+            ]
+        assert stored == LEAF_ROWS
+    finally:
+        engine.dispose()
+
+
 def test_bulk_insert_binary_copy_keeps_combo_nulls_and_ints(db_url: str) -> None:
     key = combo_key({"biobank": "b", "collection": "c", "diagnoses": [], "sex": "female"})
     rows: list[tuple[Any, ...]] = [
