@@ -263,6 +263,7 @@ def commit_final(
             finally:
                 if ahead is not None:
                     ahead.close()
+                del prepared, ahead  # freed before the collector resumes (as below)
         return
     # one pause of the collector over both, the step's objects freed before it resumes: the
     # first allocation after `gc.enable` collects whatever the pause left alive (re-enabled
