@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -16,6 +17,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from catalogue.context import Context, build_context
+from catalogue.db import write_tx
 from catalogue.enrol import enrol
 from catalogue.harvest import Harvester, Outcome
 from catalogue.harvest.harvester import guarded_job
@@ -104,6 +106,36 @@ class Catalogue:
                 return await guarded_job(job, client, writer, 20.0, defer_final=True)
 
         return asyncio.run(go())
+
+
+class WriteLockHeld:
+    """Holds the write lock in a thread, as another lane's final commit would, until the
+    block ends: SQLite's (BEGIN IMMEDIATE) and, given a node's origin, that node's row too
+    (PostgreSQL: every chunk store of the node locks it)."""
+
+    def __init__(self, cat: Catalogue, origin: str | None = None) -> None:
+        self.cat, self.origin = cat, origin
+        self.locked, self.release = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+
+    def _hold(self) -> None:
+        with write_tx(self.cat.engine) as conn:
+            if self.origin is None:
+                conn.execute(text("SELECT 1"))
+            else:
+                query = select(nodes.c.id).where(nodes.c.origin == self.origin)
+                conn.execute(query.with_for_update())
+            self.locked.set()
+            self.release.wait(30)
+
+    def __enter__(self) -> WriteLockHeld:
+        self.thread.start()
+        assert self.locked.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.thread.join(10)
 
 
 def make_settings(db_url: str, home: Path, **overrides: Any) -> Settings:

@@ -14,11 +14,10 @@ from sqlalchemy import select
 
 import catalogue.harvest.stream
 from catalogue.context import build_context
-from catalogue.db import write_tx
 from catalogue.harvest.stream import Writer
-from catalogue.models import nodes, subtrees
+from catalogue.models import subtrees
 from protocol.merkle import STRIDE, leaf_hash, list_perfect
-from tests.catalogue.conftest import Catalogue, database, make_settings
+from tests.catalogue.conftest import Catalogue, WriteLockHeld, database, make_settings
 from tests.catalogue.dbdump import dump
 from tests.catalogue.simulator import NodeSimulator
 
@@ -34,31 +33,6 @@ def _catalogue(db_url: str, home: Path, growth: int) -> Catalogue:
             )
         )
     )
-
-
-class _Held:
-    """Holds the write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: the node's row, which every
-    chunk store locks) in a thread, as another lane's final commit would, until released."""
-
-    def __init__(self, cat: Catalogue, origin: str) -> None:
-        self.cat, self.origin = cat, origin
-        self.locked, self.release = threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=self._hold, daemon=True)
-
-    def _hold(self) -> None:
-        with write_tx(self.cat.engine) as conn:
-            conn.execute(select(nodes.c.id).where(nodes.c.origin == self.origin).with_for_update())
-            self.locked.set()
-            self.release.wait(10)
-
-    def __enter__(self) -> _Held:
-        self.thread.start()
-        assert self.locked.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self.thread.join(10)
 
 
 @pytest.fixture
@@ -85,7 +59,7 @@ def _harvest_with_lock_held(
         return pos
 
     monkeypatch.setattr(catalogue.harvest.stream, "commit_chunk", spy)
-    with _Held(cat, sim.origin) as held:
+    with WriteLockHeld(cat, sim.origin) as held:
 
         def release_late(out: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if sim.served[-1] >= release_at:
@@ -152,7 +126,7 @@ def test_writer_lock_free_sees_another_writer_on_sqlite_only(
         cat.enrol(sim, sim.url)
         writer = Writer(cat.engine, cat.ctx.key)
         assert writer.lock_free()
-        with _Held(cat, sim.origin):
+        with WriteLockHeld(cat, sim.origin):
             # SQLite has one writer: a lane must not start a store it would wait on; on
             # PostgreSQL only the node's row is locked, and stores never wait on each other
             assert writer.lock_free() is ("postgresql" in db_url)

@@ -50,22 +50,7 @@ def test_copy_types_name_each_columns_exact_postgresql_type() -> None:
 
 
 def test_bulk_insert_binary_copy_round_trips_every_leaf_value(db_url: str) -> None:
-    engine = make_engine(db_url)
-    try:
-        with write_tx(engine) as conn:
-            bulk_insert(conn, leaves, LEAF_COLUMNS, LEAF_ROWS)
-        with engine.connect() as conn:
-            stored = [
-                tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
-                for row in conn.execute(
-                    select(*(leaves.c[c] for c in LEAF_COLUMNS)).order_by(
-                        leaves.c.node_id, leaves.c.idx
-                    )
-                )
-            ]
-        assert stored == LEAF_ROWS
-    finally:
-        engine.dispose()
+    assert _stored_after_insert(db_url, LEAF_ROWS) == LEAF_ROWS
 
 
 def test_bulk_insert_binary_copy_stores_bytearray_and_memoryview_blobs_as_bytes(
@@ -79,22 +64,7 @@ def test_bulk_insert_binary_copy_stores_bytearray_and_memoryview_blobs_as_bytes(
         else (r[0], r[1], memoryview(r[2]), bytearray(r[3]), *r[4:])
         for n, r in enumerate(LEAF_ROWS)
     ]
-    engine = make_engine(db_url)
-    try:
-        with write_tx(engine) as conn:
-            bulk_insert(conn, leaves, LEAF_COLUMNS, rows)
-        with engine.connect() as conn:
-            stored = [
-                tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
-                for row in conn.execute(
-                    select(*(leaves.c[c] for c in LEAF_COLUMNS)).order_by(
-                        leaves.c.node_id, leaves.c.idx
-                    )
-                )
-            ]
-        assert stored == LEAF_ROWS
-    finally:
-        engine.dispose()
+    assert _stored_after_insert(db_url, rows) == LEAF_ROWS
 
 
 def test_bulk_insert_binary_copy_keeps_combo_nulls_and_ints(db_url: str) -> None:
@@ -410,3 +380,22 @@ def test_generic_plans_holds_only_inside_its_block_of_the_transaction(
                 assert conn.execute(text(mode)).scalar() == "auto"
         finally:
             engine.dispose()
+
+
+def _stored_after_insert(db_url: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The leaves rows as read back after `bulk_insert` of ``rows`` into an empty table."""
+    engine = make_engine(db_url)
+    try:
+        with write_tx(engine) as conn:
+            bulk_insert(conn, leaves, LEAF_COLUMNS, rows)
+        with engine.connect() as conn:
+            return [
+                tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                for row in conn.execute(
+                    select(*(leaves.c[c] for c in LEAF_COLUMNS)).order_by(
+                        leaves.c.node_id, leaves.c.idx
+                    )
+                )
+            ]
+    finally:
+        engine.dispose()

@@ -11,20 +11,17 @@ import asyncio
 import dataclasses
 import fcntl
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from catalogue.context import build_context
-from catalogue.db import write_tx
 from catalogue.harvest import Harvester
 from catalogue.harvest.harvester import guarded_final
 from catalogue.harvest.stream import TailDir, Writer
-from tests.catalogue.conftest import Catalogue, make_settings
+from tests.catalogue.conftest import Catalogue, WriteLockHeld, make_settings
 from tests.catalogue.dbdump import dump
 from tests.catalogue.simulator import NodeSimulator
 from tests.catalogue.test_streaming import facts
@@ -46,30 +43,6 @@ def _catalogue(where: Path, **overrides: Any) -> Catalogue:
     return Catalogue(build_context(settings))
 
 
-class _LockHeld:
-    """SQLite's write lock held in a thread, as another lane's final commit holds it."""
-
-    def __init__(self, cat: Catalogue) -> None:
-        self.cat = cat
-        self.locked, self.release = threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=self._hold, daemon=True)
-
-    def _hold(self) -> None:
-        with write_tx(self.cat.engine) as conn:  # BEGIN IMMEDIATE
-            conn.execute(text("SELECT 1"))
-            self.locked.set()
-            self.release.wait(30)
-
-    def __enter__(self) -> _LockHeld:
-        self.thread.start()
-        assert self.locked.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self.thread.join(10)
-
-
 @pytest.fixture
 def sim(serve: Any) -> NodeSimulator:
     node = NodeSimulator()
@@ -86,7 +59,7 @@ def _handed_over(cat: Catalogue, sim: NodeSimulator, tails: TailDir) -> Any:
     """Stage the node's step while the write lock stays held throughout: the lane returns
     without waiting for it (else this would time out), its whole step in a tail file."""
     cat.enrol(sim, sim.url)
-    with _LockHeld(cat):
+    with WriteLockHeld(cat):
         staged = cat.stage_whole(sim.origin, tails.path)
     assert staged.error is None and staged.final is not None
     return staged.final
