@@ -27,9 +27,9 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from catalogue.models import (
+    RECORDS_VIEW,
     ROTATION,
     combos,
     leaf_records,
@@ -70,7 +70,10 @@ def make_engine(
         )
         event.listen(engine, "begin", _sqlite_begin)
     if create:
-        metadata.create_all(engine)
+        # PostgreSQL: `leaf_records` is a view over `leaves`, made by `_records_view`
+        postgres = engine.dialect.name == "postgresql"
+        tables = [t for t in metadata.sorted_tables if not (postgres and t is leaf_records)]
+        metadata.create_all(engine, tables=tables)
         _upgrade(engine)
     return engine
 
@@ -84,9 +87,12 @@ def _upgrade(engine: Engine) -> None:
     are made from it); the combos' side tables were folded into their rows
     (`_fold_side_tables`); PostgreSQL stores `harvest_keyed.data` uncompressed
     (`_uncompressed_keyed`); SQLite drops the groups' index by combo
-    (`ix_sample_groups_combo`: a recount there finds a combo's groups without it)."""
+    (`ix_sample_groups_combo`: a recount there finds a combo's groups without it);
+    PostgreSQL's `leaf_records` table became a view over an index of `leaves`
+    (`_records_view`)."""
     with engine.begin() as conn:
         _uncompressed_keyed(conn)
+        _records_view(conn)
         _hash_combo_keys(conn)
         _drop_combo_text_keys(conn)
         _fold_side_tables(conn)
@@ -101,12 +107,30 @@ def _upgrade(engine: Engine) -> None:
         if "ix_leaves_rotations" not in names:
             next(ix for ix in leaves.indexes if ix.name == "ix_leaves_rotations").create(conn)
         if "ix_leaves_record" in names:  # every accepted leaf, as commit_final adds them
-            add_leaf_records(
+            add_leaf_records(  # (SQLite; PostgreSQL's view reads them all already)
                 conn,
                 leaves.c.idx
                 < select(nodes.c.tree_size).where(nodes.c.id == leaves.c.node_id).scalar_subquery(),
             )
             conn.execute(text("DROP INDEX ix_leaves_record"))
+
+
+def _records_view(conn: Connection) -> None:
+    """PostgreSQL: `leaf_records` as a view over `leaves` (`models.RECORDS_VIEW`), read
+    through the partial index `ix_leaves_records`, instead of a table filled as chunks are
+    stored. The index is built once over every stored leaf (staged ones too: the table held
+    theirs as well) before the table is dropped; a step the version before staged is
+    accepted as it is (its keyed rows' format is read as the current one)."""
+    if conn.dialect.name != "postgresql":
+        return
+    if "leaf_records" in inspect(conn).get_view_names():
+        return
+    names = {ix["name"] for ix in inspect(conn).get_indexes("leaves")}
+    if "ix_leaves_records" not in names:
+        next(ix for ix in leaves.indexes if ix.name == "ix_leaves_records").create(conn)
+    if "leaf_records" in inspect(conn).get_table_names():  # the version before
+        conn.exec_driver_sql("DROP TABLE leaf_records")
+    conn.exec_driver_sql(RECORDS_VIEW)
 
 
 def _uncompressed_keyed(conn: Connection) -> None:
@@ -227,18 +251,15 @@ def _by_code(value: tuple[Any, ...]) -> tuple[Any, ...]:
     return value[:2]  # (system, code): unique in a combo
 
 
-def add_leaf_records(
-    conn: Connection, *where: ColumnElement[bool], skip_existing: bool = False
-) -> None:
+def add_leaf_records(conn: Connection, *where: ColumnElement[bool]) -> None:
     """Index the record leaves matching `where` by record, in key order (one sorted insert).
-    `skip_existing` (PostgreSQL): rows already there are left as they are."""
+    Nothing to do on PostgreSQL, where `leaf_records` is a view over every stored leaf
+    (`_records_view`)."""
+    if conn.dialect.name == "postgresql":
+        return
     cols = (leaves.c.node_id, leaves.c.kind, leaves.c.record_id, leaves.c.idx)
     rows = select(*cols).where(leaves.c.kind != ROTATION, *where).order_by(*cols)
-    names = [c.name for c in cols]
-    if skip_existing and conn.dialect.name == "postgresql":
-        conn.execute(pg_insert(leaf_records).from_select(names, rows).on_conflict_do_nothing())
-        return
-    conn.execute(leaf_records.insert().from_select(names, rows))
+    conn.execute(leaf_records.insert().from_select([c.name for c in cols], rows))
 
 
 # SQLite page size of a new catalogue database (an existing one keeps its own: in WAL mode

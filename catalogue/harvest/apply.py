@@ -20,14 +20,13 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, select
 
 from catalogue import subtrees
 from catalogue.db import add_leaf_records, bulk_insert, write_tx
 from catalogue.errors import FetchError
 from catalogue.harvest.index import (
     GROUP,
-    RECORDED_FORMAT,
     Keyed,
     PreparedStep,
     ReadAhead,
@@ -42,7 +41,6 @@ from catalogue.models import (
     combos,
     harvest_keyed,
     harvest_staging,
-    leaf_records,
     leaves,
     nodes,
     rejections,
@@ -67,14 +65,6 @@ __all__ = [
 
 WITHHOLDING = "withholding"  # the alert kind
 LEAF_COLUMNS = ("node_id", "idx", "leaf", "hash", "kind", "record_id", "content")
-# PostgreSQL: a stored chunk's `leaf_records` rows (`_store`), as `db.add_leaf_records`
-# selects them (`models.ROTATION`: a leaf without a record), by the driver: one statement
-_CHUNK_RECORDS = (
-    "INSERT INTO leaf_records (node_id, kind, record_id, idx)"
-    " SELECT node_id, kind, record_id, idx FROM leaves"
-    " WHERE node_id = %s AND idx >= %s AND idx < %s AND kind != ''"
-    " ORDER BY node_id, kind, record_id, idx"
-)
 
 
 @dataclass(frozen=True)
@@ -170,24 +160,14 @@ def _store(conn: Connection, chunk: Chunk) -> None:
         lo, hi = rows[0][1], rows[-1][1] + 1
         computed = chunk.tap.take(lo, hi) if chunk.tap is not None else None
         subtrees.extend(conn, chunk.node_id, hi, [r[3] for r in rows], lo, computed)
-    # PostgreSQL: the chunk's `leaf_records` too, in its thread while the lane verifies the
-    # next chunk, not in the final commit (`_unrecorded`); selected by the backend from the
-    # rows just stored (a COPY of the rows in hand cost as much, split over both processes)
-    recorded = conn.dialect.name == "postgresql" and bool(rows)
-    if recorded:
-        lo, hi = rows[0][1], rows[-1][1] + 1
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(_CHUNK_RECORDS, (chunk.node_id, lo, hi))
-        finally:
-            cursor.close()
-    if chunk.keyed or recorded:
+    # (PostgreSQL's `leaf_records` is a view over an index of `leaves` that this COPY keeps)
+    if chunk.keyed:
         conn.execute(
             harvest_keyed.insert().values(
                 node_id=chunk.node_id,
                 lo=chunk.rows[0][1],
                 hi=chunk.rows[-1][1] + 1,
-                data=pack_keyed(chunk.keyed, recorded=recorded),
+                data=pack_keyed(chunk.keyed),
             )
         )
     if chunk.rejected:
@@ -280,14 +260,12 @@ def _final_tx(
 ) -> None:
     with write_tx(engine) as conn:
         _check_position(conn, pos)
-        for lo, hi in _unrecorded(conn, pos.node_id, pos.committed, state.size):
-            add_leaf_records(
-                conn,
-                leaves.c.node_id == pos.node_id,
-                leaves.c.idx >= lo,
-                leaves.c.idx < hi,
-                skip_existing=True,
-            )
+        add_leaf_records(  # SQLite (PostgreSQL's view reads the leaves: `db._records_view`)
+            conn,
+            leaves.c.node_id == pos.node_id,
+            leaves.c.idx >= pos.committed,
+            leaves.c.idx < state.size,
+        )
         index_step(
             conn,
             pos.node_id,
@@ -322,32 +300,6 @@ def _final_tx(
         append(conn, key, "checkpoint", node=pos.origin, checkpoint=state.checkpoint)
 
 
-def _unrecorded(conn: Connection, node_id: int, start: int, end: int) -> list[tuple[int, int]]:
-    """The ranges of the step's leaves [start, end) whose `leaf_records` rows were not stored
-    with their chunk: on SQLite the whole step; on PostgreSQL only the chunks staged without
-    them (`index.RECORDED_FORMAT`; by an earlier version, before this step was resumed)."""
-    if conn.dialect.name != "postgresql":
-        return [(start, end)]
-    done = conn.execute(
-        select(harvest_keyed.c.lo, harvest_keyed.c.hi)
-        .where(
-            harvest_keyed.c.node_id == node_id,
-            harvest_keyed.c.lo < end,
-            harvest_keyed.c.hi > start,
-            func.substr(harvest_keyed.c.data, 1, len(RECORDED_FORMAT)) == RECORDED_FORMAT,
-        )
-        .order_by(harvest_keyed.c.lo)
-    ).all()
-    gaps, at = [], start
-    for lo, hi in done:
-        if lo > at:
-            gaps.append((at, int(lo)))
-        at = max(at, int(hi))
-    if at < end:
-        gaps.append((at, end))
-    return gaps
-
-
 @contextmanager
 def _no_cyclic_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector: keying and indexing a step allocate several
@@ -368,12 +320,6 @@ def discard_staging(conn: Connection, node_id: int) -> None:
     size = conn.execute(select(nodes.c.tree_size).where(nodes.c.id == node_id)).scalar_one()
     conn.execute(leaves.delete().where(leaves.c.node_id == node_id, leaves.c.idx >= size))
     subtrees.drop_above(conn, node_id, size)  # those of staged leaves (`_store`)
-    if conn.dialect.name == "postgresql":  # stored with the chunks there (`_store`)
-        conn.execute(
-            leaf_records.delete().where(
-                leaf_records.c.node_id == node_id, leaf_records.c.idx >= size
-            )
-        )
     conn.execute(
         rejections.delete().where(rejections.c.node_id == node_id, rejections.c.idx >= size)
     )

@@ -176,7 +176,8 @@ Ready = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int]]
 # first five are its Ready change, the last two what the node's k policy is asked of
 Keyed = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int], Any, Any]
 _KEYED_FORMAT = b"k1"  # the staged rows' format (another is ignored: keyed from the leaves)
-# the same, and the chunk's `leaf_records` rows were stored with it (PostgreSQL: `apply._store`)
+# the same, written by the version that stored a chunk's `leaf_records` rows with it on
+# PostgreSQL (now a view over the leaves: `db._records_view`); read back as the one above
 RECORDED_FORMAT = b"r1"
 _MEMO_LIMIT = 50_000  # parts shared per chunk (a chunk holds at most a few times 5,000)
 
@@ -228,7 +229,7 @@ def key_group(idx: int, record: dict[str, Any], memo: dict[Any, Any]) -> Keyed |
 def pack_keyed(keyed: list[Keyed], *, recorded: bool = False) -> bytes:
     """A chunk's keyed groups as stored in `harvest_keyed.data` (marshal: our own rows,
     read back by this process or another lane of the same code: `unpack_keyed`).
-    `recorded`: the chunk's `leaf_records` rows are stored with it (`RECORDED_FORMAT`)."""
+    `recorded`: as the version before wrote it on PostgreSQL (`RECORDED_FORMAT`)."""
     return (RECORDED_FORMAT if recorded else _KEYED_FORMAT) + marshal.dumps(keyed)
 
 
