@@ -26,6 +26,7 @@ from catalogue.db import make_engine
 from catalogue.harvest.apply import record_failure
 from catalogue.harvest.harvester import guarded_final
 from catalogue.harvest.index import (
+    ERASE_PG,
     ReadAhead,
     pack_keyed,
     prepare_step,
@@ -136,17 +137,23 @@ def test_postgresql_leaf_records_is_a_view_read_through_an_index_of_the_leaves(
 
 
 def _erase_plan(conn: Any, node_id: int) -> str:
-    """The generic plan of the erasing `index_step` runs for a withdrawn record (the same
-    statement), as PostgreSQL chooses it for any record: through `ix_leaves_records`."""
+    """The generic plan of the erasing of a batch's withdrawn records (`index.ERASE_PG`), as
+    PostgreSQL chooses it for any node and records: through `ix_leaves_records`, by key."""
+    sql = ERASE_PG
+    for name, n in (("n", 1), ("k", 2), ("r", 3), ("w", 4)):
+        sql = sql.replace(f":{name}", f"${n}")
     conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
-    conn.exec_driver_sql(
-        "PREPARE erase(text, text, bigint) AS UPDATE leaves SET content = NULL"
-        f" WHERE node_id = {int(node_id)} AND idx IN (SELECT idx FROM leaf_records"
-        f" WHERE node_id = {int(node_id)} AND kind = $1 AND record_id = $2 AND idx < $3)"
+    conn.exec_driver_sql(f"PREPARE erase(int, text[], text[], bigint[]) AS {sql}")
+    plan = (
+        conn.exec_driver_sql(
+            f"EXPLAIN EXECUTE erase({int(node_id)}, '{{sample-group}}', '{{g}}', '{{1000}}')"
+        )
+        .scalars()
+        .all()
     )
-    plan = conn.exec_driver_sql("EXPLAIN EXECUTE erase('sample-group', 'g', 1000)").scalars().all()
     conn.exec_driver_sql("DEALLOCATE erase")
     conn.exec_driver_sql("RESET plan_cache_mode")
+    assert "Seq Scan" not in "\n".join(plan)
     return "\n".join(plan)
 
 
