@@ -92,19 +92,22 @@ leaf_records = Table(
     Column("idx", BigInteger, primary_key=True),
     sqlite_with_rowid=False,
 )
-# PostgreSQL: what `leaf_records` reads (the view's condition is the index's, so that a plan
-# for any kind, a generic one too, uses it)
+# PostgreSQL: what `leaf_records` reads. Its ids compared byte by byte (COLLATE "C": the
+# same equality, and an order `index.superseded` only groups by): a database's own collation
+# compares through the C library's, about 0.4 µs a leaf more in the chunks' COPY. The kind is
+# left to the view's condition (a withdrawn record's few leaves, a step's groups)
 Index(
     "ix_leaves_records",
     leaves.c.node_id,
-    leaves.c.kind,
-    leaves.c.record_id,
+    leaves.c.record_id.collate("C"),
     leaves.c.idx,
     postgresql_where=leaves.c.kind != ROTATION,
 ).ddl_if(dialect="postgresql")
 RECORDS_VIEW = (
-    "CREATE VIEW leaf_records AS SELECT node_id, kind, record_id, idx FROM leaves WHERE kind <> ''"
+    'CREATE VIEW leaf_records AS SELECT node_id, kind, record_id COLLATE "C" AS record_id, idx'
+    " FROM leaves WHERE kind <> ''"
 )
+
 
 records = Table(  # live biobank and collection records
     "records",
