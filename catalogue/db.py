@@ -138,9 +138,18 @@ def _uncompressed_keyed(conn: Connection) -> None:
     EXTERNAL). A chunk's keyed groups are about 650 KB; pglz, the default, took a backend
     11-12 ms to compress them and more to read them back, against 2 ms stored as they are
     (about 2 µs of CPU an entry; bench/README.md "On PostgreSQL"). The rows live only while
-    their step is staged."""
+    their step is staged.
+
+    And UNLOGGED: written to no WAL. A crash empties the table; the staged leaves stay, and
+    the final commit keys the groups of a chunk without a row here from those leaves, as it
+    did before the table existed (`index.StagedKeys`)."""
     if conn.dialect.name != "postgresql":
         return
+    persistence = conn.exec_driver_sql(
+        "SELECT relpersistence FROM pg_class WHERE oid = 'harvest_keyed'::regclass"
+    ).scalar()
+    if persistence != "u":
+        conn.exec_driver_sql("ALTER TABLE harvest_keyed SET UNLOGGED")
     storage = conn.exec_driver_sql(
         "SELECT attstorage FROM pg_attribute"
         " WHERE attrelid = 'harvest_keyed'::regclass AND attname = 'data'"

@@ -347,3 +347,36 @@ def test_postgresql_read_ahead_failure_fails_the_final_commit_and_indexes_nothin
                 assert conn.execute(select(nodes.c.tree_size)).scalar_one() == len(sim.leaves)
         finally:
             ctx.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgresql_keyed_staging_is_unlogged_and_a_crash_emptying_it_still_indexes_the_step(
+    tmp_path: Path, serve: Any, request: pytest.FixtureRequest
+) -> None:
+    """`harvest_keyed` is written to no WAL: after a crash PostgreSQL empties it (as TRUNCATE
+    does here), the staged leaves stay, and the final commit keys the step's groups from
+    them: the same index as SQLite's. A catalogue whose table is logged is brought to
+    UNLOGGED when opened."""
+    persistence = "SELECT relpersistence FROM pg_class WHERE oid = 'harvest_keyed'::regclass"
+    sim = _node()
+    serve(sim)
+    (tmp_path / "sqlite").mkdir()
+    reference, _records_ = _harvested(
+        sim, tmp_path / "sqlite", f"sqlite:///{tmp_path / 'sqlite' / 'catalogue.db'}"
+    )
+    with database("postgres", tmp_path, request) as url:
+        ctx, final = _staged_step(sim, tmp_path / "home", url)
+        try:
+            with ctx.engine.begin() as conn:
+                assert conn.execute(text(persistence)).scalar_one() == "u"
+                assert conn.execute(select(func.count()).select_from(harvest_keyed)).scalar()
+                conn.execute(text("TRUNCATE harvest_keyed"))  # what crash recovery leaves
+                conn.execute(text("ALTER TABLE harvest_keyed SET LOGGED"))  # an earlier version
+            make_engine(url).dispose()
+            with ctx.engine.connect() as conn:
+                assert conn.execute(text(persistence)).scalar_one() == "u"
+            done = asyncio.run(guarded_final(final, Writer(ctx.engine, ctx.key), 20.0))
+            assert done.error is None
+            assert dump(ctx.engine) == reference
+        finally:
+            ctx.engine.dispose()
