@@ -35,6 +35,7 @@ from catalogue.harvest.index import (
     key_group,
     pack_keyed,
     prepare_step,
+    unpack_keyed,
 )
 from catalogue.harvest.refusals import count_refusal
 from catalogue.models import (
@@ -105,6 +106,9 @@ class Chunk:
     # the verifier's compact range, which kept the subtree hashes its leaves complete
     # (`subtrees.TappedRange`): stored from it, not computed again (None: computed)
     tap: TappedRange | None = None
+    # its keyed groups already packed as stored (`pack_keyed`): a chunk read back from the
+    # harvest's spill file (`stream._Spill`) carries them so, not as `keyed`
+    packed: bytes | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -181,13 +185,16 @@ def _store(conn: Connection, chunk: Chunk) -> None:
             cursor.execute(_CHUNK_RECORDS, (chunk.node_id, lo, hi))
         finally:
             cursor.close()
-    if chunk.keyed or recorded:
+    if chunk.keyed or chunk.packed is not None or recorded:
+        data = chunk.packed  # packed once: a chunk read back from the spill, as packed there
+        if data is None or recorded or chunk.keyed:
+            keyed = chunk.keyed
+            if chunk.packed is not None:
+                keyed = [*(unpack_keyed(chunk.packed) or []), *keyed]
+            data = pack_keyed(keyed, recorded=recorded)
         conn.execute(
             harvest_keyed.insert().values(
-                node_id=chunk.node_id,
-                lo=chunk.rows[0][1],
-                hi=chunk.rows[-1][1] + 1,
-                data=pack_keyed(chunk.keyed, recorded=recorded),
+                node_id=chunk.node_id, lo=chunk.rows[0][1], hi=chunk.rows[-1][1] + 1, data=data
             )
         )
     if chunk.rejected:
