@@ -218,6 +218,10 @@ def _keyed_as_the_reference(records: list[dict[str, Any]], chunk: int) -> int:
         for i, (rec, item) in enumerate(zip(part, back, strict=True)):
             key = combo_key(rec)
             assert item[:3] == (at + i, combo_hash(key), key)
+            s, d = rec["samples"], rec["donors"]
+            assert item[3:5] == (count_interval(s), count_interval(d))
+            exact = (s if isinstance(s, int) else None, d if isinstance(d, int) else None)
+            assert item[5:] == exact
             assert type(item[2][9]) is tuple and [type(x) for x in item[2]] == [
                 type(x) for x in key
             ]
@@ -228,7 +232,8 @@ def _keyed_as_the_reference(records: list[dict[str, Any]], chunk: int) -> int:
 def test_keyed_group_lists_looked_up_as_published_keep_combo_key_and_hash_in_any_order() -> None:
     """The sorted tuples `key_group` keeps per chunk, looked up by a list as published: the
     same lists in other orders, repeated across a chunk, and lists of values that Python
-    finds equal but JSON does not (1 and true: not kept, so never mistaken)."""
+    finds equal but JSON does not (1 and true: not kept, so never mistaken); likewise the
+    count intervals it keeps per chunk, by counts Python finds equal."""
     rng = random.Random(19)
     records = []
     for n in range(400):
@@ -241,9 +246,17 @@ def test_keyed_group_lists_looked_up_as_published_keep_combo_key_and_hash_in_any
         {"biobank": BB, "collection": COLL, "samples": 5, "donors": 5, "use_conditions": v}
         for v in ([1], [True], [1.0], ["1"], [True, 1], [1, True])
     ]
+    # counts Python finds equal (one interval tuple per value of a chunk is kept)
+    counts: list[Any] = [10, 10.0, True, 1, 1.0, {"lt": 10}, {"lt": 10.0}, {"lt": True}]
+    counts += [{"lt": 2}, {"lt": 1}, 3, {"lt": 3}]
+    odd += [
+        {"biobank": BB, "collection": COLL, "samples": s, "donors": d}
+        for s in counts
+        for d in counts[::-1]
+    ]
     assert _keyed_as_the_reference(records + odd + records, 150) == 2 * len(records) + len(odd)
-    keys = [key_group(i, r, {}) for i, r in enumerate(odd)]
-    assert len({k[1] for k in keys if k is not None}) == len(odd)  # six different hashes
+    keys = [key_group(i, r, {}) for i, r in enumerate(odd[:6])]
+    assert len({k[1] for k in keys if k is not None}) == 6  # six different hashes
 
 
 def test_keyed_groups_of_a_real_imported_cohort_are_combo_key_and_combo_hash(
