@@ -34,6 +34,7 @@ from catalogue.harvest.index import (
     key_group,
     pack_keyed,
     prepare_step,
+    unpack_keyed,
 )
 from catalogue.harvest.refusals import count_refusal
 from catalogue.models import (
@@ -95,6 +96,9 @@ class Chunk:
     # the verifier's compact range, which kept the subtree hashes its leaves complete
     # (`subtrees.TappedRange`): stored from it, not computed again (None: computed)
     tap: TappedRange | None = None
+    # its keyed groups already packed as stored (`pack_keyed`): a chunk read back from the
+    # harvest's spill file (`stream._Spill`) carries them so, not as `keyed`
+    packed: bytes | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -161,13 +165,16 @@ def _store(conn: Connection, chunk: Chunk) -> None:
         computed = chunk.tap.take(lo, hi) if chunk.tap is not None else None
         subtrees.extend(conn, chunk.node_id, hi, [r[3] for r in rows], lo, computed)
     # (PostgreSQL's `leaf_records` is a view over an index of `leaves` that this COPY keeps)
-    if chunk.keyed:
+    if chunk.keyed or chunk.packed is not None:
+        data = chunk.packed  # packed once: a chunk read back from the spill, as packed there
+        if data is None or chunk.keyed:
+            keyed = chunk.keyed
+            if chunk.packed is not None:
+                keyed = [*(unpack_keyed(chunk.packed) or []), *keyed]
+            data = pack_keyed(keyed)
         conn.execute(
             harvest_keyed.insert().values(
-                node_id=chunk.node_id,
-                lo=chunk.rows[0][1],
-                hi=chunk.rows[-1][1] + 1,
-                data=pack_keyed(chunk.keyed),
+                node_id=chunk.node_id, lo=chunk.rows[0][1], hi=chunk.rows[-1][1] + 1, data=data
             )
         )
     if chunk.rejected:

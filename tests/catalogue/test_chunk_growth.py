@@ -207,3 +207,61 @@ def test_chunks_verified_while_the_write_lock_stays_held_are_spilled_then_stored
         assert dump(clean.engine) == spilled
     finally:
         clean.engine.dispose()
+
+
+def test_spill_file_written_over_after_a_drain_stores_the_second_spill_as_a_plain_harvest(
+    tmp_path: Path, sim: NodeSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: the lock is held twice, each time longer than a chunk takes to fill, so the lane
+    spills, drains the spill file, then spills again over the file's first bytes (written
+    over, not truncated: the old chunks' bytes lie past the new ones) in pieces of at most
+    `SPILL_ROWS` rows; what is stored is a plain harvest's."""
+    cat = _catalogue(f"sqlite:///{tmp_path / 'catalogue.db'}", tmp_path / "home", growth=1)
+    cat.enrol(sim, sim.url)
+    stores: list[tuple[int, int]] = []  # (highest page start served, staged size) per store
+    commit_chunk = catalogue.harvest.stream.commit_chunk
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        stores.append((max(sim.served), kwargs["size"]))
+        return commit_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(catalogue.harvest.stream, "commit_chunk", spy)
+    assert catalogue.harvest.stream.SPILL_ROWS < CHUNK  # a chunk is several pieces
+    holds = [WriteLockHeld(cat, sim.origin)]
+
+    def hook(out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        top = sim.served[-1]
+        if top >= 350:  # verified past 200 entries under the first hold: spilled
+            holds[0].release.set()
+        if top >= 500 and len(holds) == 1:
+            holds[0].thread.join(10)
+            holds.append(WriteLockHeld(cat, sim.origin).__enter__())
+        if top >= SIZE - 50:
+            holds[-1].release.set()
+        return out
+
+    sim.entries_hook = hook
+    try:
+        with holds[0]:
+            out = cat.harvest()[sim.origin]
+        for held in holds[1:]:
+            held.__exit__()
+        assert out.ok and out.added == SIZE, out.error
+        spilled = dump(cat.engine)
+    finally:
+        cat.engine.dispose()
+    assert len(holds) == 2
+    # nothing past 650 was stored before the node served its last page: the lane verified
+    # on (more than a chunk) under the second hold, so that chunk went to the spill file
+    assert min(top for top, size in stores if size > 650) >= SIZE - 50
+    assert [size for _top, size in stores] == sorted(size for _top, size in stores)
+    (tmp_path / "clean").mkdir()
+    clean = _catalogue(
+        f"sqlite:///{tmp_path / 'clean' / 'catalogue.db'}", tmp_path / "clean-home", growth=1
+    )
+    try:
+        clean.enrol(sim, sim.url)
+        assert clean.harvest()[sim.origin].ok
+        assert dump(clean.engine) == spilled
+    finally:
+        clean.engine.dispose()

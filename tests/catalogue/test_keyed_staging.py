@@ -10,9 +10,12 @@ step replaces is no longer written (then deleted and recounted), with the same r
 from __future__ import annotations
 
 import asyncio
+import random
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import func, inspect, select, text
 
@@ -21,6 +24,7 @@ from catalogue.context import build_context
 from catalogue.db import make_engine
 from catalogue.harvest.harvester import guarded_final
 from catalogue.harvest.index import (
+    GROUP,
     combo_hash,
     combo_key,
     count_interval,
@@ -31,9 +35,13 @@ from catalogue.harvest.index import (
 )
 from catalogue.harvest.stream import Writer
 from catalogue.models import combos, harvest_keyed, sample_groups
+from node.importing.importer import run_import
+from node.importing.mapping import Mapping
 from tests.catalogue.conftest import Catalogue, database, make_settings
 from tests.catalogue.dbdump import dump
 from tests.catalogue.simulator import NodeSimulator, group
+from tests.node.node_support import BIOBANK, COLLECTION, make_home
+from tests.support import external_data
 
 CHUNK = 40
 BB, COLL = "bbmri-eric:ID:DE_SIM", "bbmri-eric:ID:DE_SIM:collection:main"
@@ -194,6 +202,92 @@ def test_keyed_group_is_what_the_read_back_path_computes() -> None:
         )
     assert key_group(0, {"samples": 1, "donors": 1}, {}) is None  # no key: read back instead
     assert unpack_keyed(b"k0" + pack_keyed([])[2:]) is None  # another format: read back
+
+
+def _keyed_as_the_reference(records: list[dict[str, Any]], chunk: int) -> int:
+    """Key `records` as chunks of `chunk` groups do (one memo a chunk) and compare each key
+    and hash with `combo_key` / `combo_hash`, also through the staged bytes; how many."""
+    done = 0
+    for at in range(0, len(records), chunk):
+        memo: dict[Any, Any] = {}
+        part = records[at : at + chunk]
+        keyed = [key_group(at + i, r, memo) for i, r in enumerate(part)]
+        assert all(k is not None for k in keyed)
+        back = unpack_keyed(pack_keyed([k for k in keyed if k is not None]))
+        assert back is not None and len(back) == len(part)
+        for i, (rec, item) in enumerate(zip(part, back, strict=True)):
+            key = combo_key(rec)
+            assert item[:3] == (at + i, combo_hash(key), key)
+            s, d = rec["samples"], rec["donors"]
+            assert item[3:5] == (count_interval(s), count_interval(d))
+            exact = (s if isinstance(s, int) else None, d if isinstance(d, int) else None)
+            assert item[5:] == exact
+            assert type(item[2][9]) is tuple and [type(x) for x in item[2]] == [
+                type(x) for x in key
+            ]
+            done += 1
+    return done
+
+
+def test_keyed_group_lists_looked_up_as_published_keep_combo_key_and_hash_in_any_order() -> None:
+    """The sorted tuples `key_group` keeps per chunk, looked up by a list as published: the
+    same lists in other orders, repeated across a chunk, and lists of values that Python
+    finds equal but JSON does not (1 and true: not kept, so never mistaken); likewise the
+    count intervals it keeps per chunk, by counts Python finds equal."""
+    rng = random.Random(19)
+    records = []
+    for n in range(400):
+        rec = _varied(n)
+        for name in ("use_conditions", "dataset_types", "diagnoses"):
+            if rec.get(name):
+                rng.shuffle(rec[name])
+        records.append(rec)
+    odd = [
+        {"biobank": BB, "collection": COLL, "samples": 5, "donors": 5, "use_conditions": v}
+        for v in ([1], [True], [1.0], ["1"], [True, 1], [1, True])
+    ]
+    # counts Python finds equal (one interval tuple per value of a chunk is kept)
+    counts: list[Any] = [10, 10.0, True, 1, 1.0, {"lt": 10}, {"lt": 10.0}, {"lt": True}]
+    counts += [{"lt": 2}, {"lt": 1}, 3, {"lt": 3}]
+    odd += [
+        {"biobank": BB, "collection": COLL, "samples": s, "donors": d}
+        for s in counts
+        for d in counts[::-1]
+    ]
+    assert _keyed_as_the_reference(records + odd + records, 150) == 2 * len(records) + len(odd)
+    keys = [key_group(i, r, {}) for i, r in enumerate(odd[:6])]
+    assert len({k[1] for k in keys if k is not None}) == 6  # six different hashes
+
+
+def test_keyed_groups_of_a_real_imported_cohort_are_combo_key_and_combo_hash(
+    tmp_path: Path,
+) -> None:
+    """The sample groups a node publishes from a real Beacon v2 cohort (the EGA test set,
+    external data), keyed as a harvest's chunks key them, are the reference's keys."""
+    ega = external_data() / "ega-beacon2-ri-tools-v2/output_docs/all-fields"
+    home, _ = make_home(tmp_path)
+    mapping = Mapping.from_dict(
+        {
+            "kind": "sample",
+            "columns": {"local_id": "id"},
+            "fixed": {"biobank": BIOBANK, "collection": COLLECTION},
+        }
+    )
+    report = run_import(home, [ega / "biosamples.json", ega / "individuals.json"], mapping=mapping)
+    assert report.problems == [] and report.published.get(GROUP, 0) >= 1
+    conn = sqlite3.connect(home.db_path)
+    try:
+        rows = conn.execute(
+            "SELECT c.content FROM contents c JOIN leaves l ON l.idx = c.idx"
+            " WHERE l.kind = ? AND c.content IS NOT NULL ORDER BY c.idx",
+            (GROUP,),
+        ).fetchall()
+    finally:
+        conn.close()
+    records = [orjson.loads(r[0]) for r in rows]
+    assert len(records) == report.published[GROUP]
+    assert _keyed_as_the_reference(records, 7) == len(records)
+    assert _keyed_as_the_reference(records * 2, 5000) == 2 * len(records)
 
 
 def test_database_without_the_keyed_staging_table_gets_it_when_opened(tmp_path: Path) -> None:
