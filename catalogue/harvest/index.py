@@ -826,7 +826,7 @@ def apply_groups(
     # in key order: the groups' B-tree is written page after page, not at random (by the
     # group id alone: the node is the same in every row)
     rows.sort(key=_group_id)
-    bulk_insert(conn, sample_groups, _GROUP_COLUMNS, rows)
+    bulk_insert(conn, sample_groups, _GROUP_COLUMNS, rows, many_rows=True)
 
 
 REJECTION_COLUMNS = ("node_id", "idx", "kind", "record_id", "problems")
@@ -874,7 +874,8 @@ class ComboIds:
         """Give the combos of `keys` (by `combo_hash`) that the node does not have yet an id
         each; they are written by `insert_new` (after `encode_new`)."""
         ids = self.ids
-        missing = [h for h in keys if h not in ids]
+        # (`apply_groups` gives only missing ones: checked in C, not filtered a key at a time)
+        missing = list(keys) if ids.keys().isdisjoint(keys) else [h for h in keys if h not in ids]
         if not missing:
             return
         fresh = self._fresh(conn, len(missing))
