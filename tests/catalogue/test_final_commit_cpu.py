@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from catalogue.db import MANY_ROWS, bulk_insert, make_engine, write_tx
-from catalogue.harvest.index import StagedKeys, combo_hash, combo_key, pack_keyed
-from catalogue.models import harvest_keyed, sample_groups
+from catalogue.harvest.index import ComboIds, StagedKeys, combo_hash, combo_key, pack_keyed
+from catalogue.models import combos, harvest_keyed, sample_groups
+from catalogue.search.codes import Vocabulary
 
 GROUP_COLUMNS = ("node_id", "group_id", "idx", "combo_id", "s_min", "s_max", "d_min", "d_max")
 
@@ -113,5 +114,45 @@ def test_staged_keys_give_each_leaf_of_a_batch_its_staged_group_or_none(tmp_path
             assert StagedKeys(2, 0).take(conn, 0, 20) == {}
             count = conn.execute(text("SELECT count(*) FROM harvest_keyed")).scalar_one()
             assert count == 2
+    finally:
+        engine.dispose()
+
+
+def test_new_combos_are_numbered_in_the_order_given_and_written_in_that_order(
+    tmp_path: Path,
+) -> None:
+    """`ComboIds.ensure` numbers the keys the node does not have yet in the order given, each
+    after the largest id, and skips those it has; `insert_new` writes them in that order (it
+    no longer sorts them: the table's B-tree is appended to) with what they gained."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'order.db'}")
+    keys = [combo_key({"biobank": "b", "collection": f"c{i}"}) for i in range(6)]
+    hashes = [combo_hash(k) for k in keys]
+    try:
+        with write_tx(engine) as conn:
+            ids = ComboIds(conn, 1)
+            ids.ensure(conn, {hashes[3]: keys[3], hashes[1]: keys[1]})
+            assert ids.ids == {hashes[3]: 1, hashes[1]: 2}
+            # a known key among new ones keeps its id; the new ones follow in the order given
+            ids.ensure(conn, {hashes[5]: keys[5], hashes[1]: keys[1], hashes[0]: keys[0]})
+            assert [ids.ids[hashes[i]] for i in (3, 1, 5, 0)] == [1, 2, 3, 4]
+            ids.encode_new(Vocabulary.default())
+            statements: list[str] = []
+            dbapi: Any = conn.connection.dbapi_connection
+            dbapi.set_trace_callback(statements.append)
+            new = ids.insert_new(conn, {3: [5, 9, 1, 9]}, set(), 7, node_country="DE")
+            dbapi.set_trace_callback(None)
+            # (one statement a combo, its values expanded in the trace: the id first)
+            written = [
+                int(s.split("VALUES (")[1].split(",")[0])
+                for s in statements
+                if s.startswith("INSERT INTO combos")
+            ]
+        assert new == {1, 2, 3, 4}
+        assert written == [1, 2, 3, 4]
+        with engine.connect() as conn:
+            rows = conn.execute(select(combos).order_by(combos.c.id)).all()
+        assert [bytes(r.khash) for r in rows] == [hashes[3], hashes[1], hashes[5], hashes[0]]
+        assert [(r.n_min, r.n_max, r.d_min, r.d_max) for r in rows][2] == (5, 9, 1, 9)
+        assert {r.changed for r in rows} == {7}
     finally:
         engine.dispose()
