@@ -8,6 +8,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -112,6 +113,8 @@ def combo_key(s: dict[str, Any]) -> tuple[Any, ...]:
 
 _NONE: dict[str, Any] = {}
 _system_code = itemgetter("system", "code")
+_first = itemgetter(0)
+_last = itemgetter(-1)
 
 
 def apply_records(conn: Connection, node_id: int, kind: str, changes: dict[str, Change]) -> None:
@@ -166,8 +169,9 @@ def group_problems(group: dict[str, Any], k: int) -> list[str]:
 
 
 # a group change made ready outside the write lock: (leaf index, combo hash, combo key,
-# samples interval, donors interval), or None to remove the group from the index
-Ready = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int]]
+# samples interval, donors interval, and two values `apply_groups` ignores: a `Keyed` as it
+# was staged, or None, None), or None to remove the group from the index
+Ready = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int], Any, Any]
 
 
 # a sample group keyed where it was verified (`key_group`): (leaf index, combo hash, combo
@@ -310,8 +314,9 @@ class StagedKeys:
         self.read_to = start  # the staged rows ending at or before this are read
         self.items: dict[int, Keyed] = {}
 
-    def take(self, conn: Connection, lo: int, hi: int) -> dict[int, Keyed]:
-        """The keyed groups of leaves [lo, hi) (an empty dict: none staged)."""
+    def take(self, conn: Connection, lo: int, hi: int) -> dict[int, Keyed | None]:
+        """The keyed groups of leaves [lo, hi), by index, None for a leaf with none (an empty
+        dict: none staged)."""
         if hi > self.read_to:
             rows = conn.execute(
                 select(harvest_keyed.c.hi, harvest_keyed.c.data)
@@ -323,14 +328,16 @@ class StagedKeys:
                 .order_by(harvest_keyed.c.lo)
             ).all()
             for end, data in rows:
-                for item in unpack_keyed(data) or ():
-                    self.items[item[0]] = item
+                got = unpack_keyed(data) or ()
+                self.items.update(zip(map(_first, got), got, strict=True))  # (a later chunk's wins)
                 self.read_to = max(self.read_to, int(end))
         items = self.items
         if not items:
             return {}
-        pop = items.pop  # one look-up a leaf
-        return {i: kd for i in range(lo, hi) if (kd := pop(i, None)) is not None}
+        before, span = len(items), range(lo, hi)
+        # every index of the span, None where no group is staged (as `dict.get` says)
+        taken = dict(zip(span, map(items.pop, span, repeat(None)), strict=True))
+        return taken if len(items) < before else {}
 
 
 @dataclass
@@ -505,7 +512,22 @@ def _prepare_batch(
     refused: list[tuple[Any, ...]] = []
     groups = changes[GROUP]
     loads, dumps, sha256 = orjson.loads, orjson.dumps, hashlib.sha256
+    take = keyed.get
     for idx, kind, rid, gone, content in cursor:
+        # the common leaf first: a group keyed as it was verified (`key_group`), not
+        # rejected, within k (`group_problems` is asked only of exact donors below k or above
+        # exact samples); the same as the branches below give it
+        if (
+            gone is None
+            and (kd := take(idx)) is not None
+            and kind == GROUP
+            and idx not in rejected
+            and ((donors := kd[6]) is None or (donors >= k and (kd[5] is None or kd[5] >= donors)))
+        ):
+            if missing:
+                missing.pop((kind, rid), None)
+            groups[rid] = kd
+            continue
         if kind not in changes:
             continue  # rotate-key (no record), or a kind no schema knows (rejected)
         if missing:
@@ -518,17 +540,11 @@ def _prepare_batch(
                 missing[(kind, rid)] = idx
         elif idx in rejected:
             changes[kind][rid] = None
-        elif kind == GROUP and (kd := keyed.get(idx)) is not None:
-            # keyed as it was verified (`key_group`): the same as the branch below
-            # (`group_problems` asked only of exact donors below k or above exact samples)
-            if (donors := kd[6]) is not None and (
-                donors < k or (kd[5] is not None and kd[5] < donors)
-            ):
-                problems = group_problems({"samples": kd[5], "donors": donors}, k)
-                groups[rid] = None
-                refused.append((node_id, idx, kind, rid, orjson.dumps(problems).decode()))
-            else:
-                groups[rid] = kd[:5]
+        elif kind == GROUP and (kd := take(idx)) is not None:
+            # keyed as it was verified and breaking k (the first branch took the others)
+            problems = group_problems({"samples": kd[5], "donors": kd[6]}, k)
+            groups[rid] = None
+            refused.append((node_id, idx, kind, rid, orjson.dumps(problems).decode()))
         elif kind == GROUP:
             if content is None:  # not keyed where it was verified: read back after all
                 content = _content(conn, node_id, idx)
@@ -549,6 +565,8 @@ def _prepare_batch(
                     if type(samples) is dict
                     else (n := int(samples), n),
                     (1, int(donors["lt"]) - 1) if type(donors) is dict else (n := int(donors), n),
+                    None,  # (a Keyed's exact counts: asked of the policy above already)
+                    None,
                 )
         else:
             changes[kind][rid] = (idx, loads(content))
@@ -639,11 +657,13 @@ def index_step(
     if biobanks:  # the combos indexed before (new ones get their country as inserted)
         refresh_countries(conn, node_id, country, changed)
     new = combo_ids.insert_new(conn, deltas, recount, changed, node_country=country)
+    # (most combos that gained are new: filtered before the rest is sorted)
     added = [
         (n_min, n_max, d_min, d_min, d_max, changed, cid)
-        for cid, (n_min, n_max, d_min, d_max) in sorted(deltas.items())
-        if cid not in recount and cid not in new
+        for cid, (n_min, n_max, d_min, d_max) in deltas.items()
+        if cid not in new and cid not in recount
     ]
+    added.sort(key=_last)
     write_counts(conn, sorted(recount), added, changed, node_id=node_id, live=live)
 
 
@@ -872,7 +892,7 @@ def apply_groups(
     new = combo_ids.new
     for gid, ch in changes.items():
         if ch is not None:
-            idx, chash, _key, (s_min, s_max), (d_min, d_max) = ch
+            idx, chash, _key, (s_min, s_max), (d_min, d_max), _, _ = ch
             if idx in later:
                 cid = ids[chash]
                 if cid not in new:
@@ -892,7 +912,7 @@ def apply_groups(
     # in key order: the groups' B-tree is written page after page, not at random (by the
     # group id alone: the node is the same in every row)
     rows.sort(key=_group_id)
-    bulk_insert(conn, sample_groups, _GROUP_COLUMNS, rows)
+    bulk_insert(conn, sample_groups, _GROUP_COLUMNS, rows, many_rows=True)
 
 
 REJECTION_COLUMNS = ("node_id", "idx", "kind", "record_id", "problems")
@@ -939,13 +959,16 @@ class ComboIds:
     def ensure(self, conn: Connection, keys: Mapping[bytes, tuple[Any, ...]]) -> None:
         """Give the combos of `keys` (by `combo_hash`) that the node does not have yet an id
         each; they are written by `insert_new` (after `encode_new`)."""
-        missing = [(h, key) for h, key in keys.items() if h not in self.ids]
+        ids = self.ids
+        # (`apply_groups` gives only missing ones: checked in C, not filtered a key at a time)
+        missing = list(keys) if ids.keys().isdisjoint(keys) else [h for h in keys if h not in ids]
         if not missing:
             return
-        for cid, (h, key) in zip(self._fresh(conn, len(missing)), missing, strict=True):
-            self.ids[h] = cid
-            self.new[cid] = key
-            self.hashes[cid] = h
+        fresh = self._fresh(conn, len(missing))
+        # in C, not a Python loop a combo
+        ids.update(zip(missing, fresh, strict=True))
+        self.new.update(zip(fresh, map(keys.__getitem__, missing), strict=True))
+        self.hashes.update(zip(fresh, missing, strict=True))
 
     def _fresh(self, conn: Connection, n: int) -> list[int]:
         """`n` fresh combo ids: from the id sequence on PostgreSQL; on SQLite, past the
@@ -1002,7 +1025,8 @@ class ComboIds:
         none = (0, 0, 0, 0)  # to be recounted, or nothing gained yet
         rows: list[tuple[Any, ...]] = []
         append = rows.append
-        for cid, key in sorted(self.new.items()):
+        # in id order as `ensure` gave them (ascending): the table's B-tree is appended to
+        for cid, key in self.new.items():
             biobank, collection, kind, temperature, sex, a_min, a_max, y_from, y_to = key[:9]
             diagnoses, uses, datasets = encoded[cid]
             n_min, n_max, d_min, d_max = none if cid in recount else gains(cid, none)
@@ -1042,7 +1066,9 @@ class ComboIds:
         else:
             bulk_insert(conn, combos, COMBO_COLUMNS, rows)
         self.new, self.hashes, self.encoded = {}, {}, {}
-        return written | parked
+        if parked:
+            written |= parked
+        return written
 
     def _unpark(
         self,

@@ -130,7 +130,9 @@ def test_prepared_groups_hold_the_reference_key_hash_intervals_and_refusals(
             assert ready[rid] is None
             continue
         key = reference_key(g)
-        assert ready[rid] == (
+        # (a Ready change's last two values are the exact counts its keying asked k of, which
+        # `apply_groups` ignores)
+        assert ready[rid][:5] == (
             idx,
             combo_hash(key),
             key,
