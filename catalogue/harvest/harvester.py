@@ -18,6 +18,8 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections import deque
@@ -42,7 +44,11 @@ from catalogue.harvest.stream import (
     NodeJob,
     TailDir,
     Writer,
+    give_back,
     harvest_node,
+    harvest_upper,
+    request_split,
+    split_answer,
     trim_heap,
 )
 from catalogue.models import harvest_staging, nodes
@@ -63,6 +69,7 @@ __all__ = [
     "guarded_job",
     "run_final_in_worker",
     "run_job_in_worker",
+    "run_upper_in_worker",
     "worker_pool",
 ]
 
@@ -222,7 +229,13 @@ class Harvester:
                 if self.engine.dialect.name == "sqlite" and database and database != ":memory:"
                 else None
             )
-            lane_jobs = [replace(j, tail_dir=tails.path) if tails else j for j in jobs]
+            # where an idle lane asks a running step for its upper part (`harvest_upper`)
+            splits = tails.path if tails else tempfile.mkdtemp(prefix="biobank-split-")
+            lane_jobs = [
+                replace(j, tail_dir=tails.path if tails else None, split_dir=splits) for j in jobs
+            ]
+            running: dict[int, NodeJob] = {}  # steps fetched and verified now, not split yet
+            stepping: set[int] = set()  # all steps fetched and verified now
             # largest expected step first (as last seen), so no lane is left alone at the end
             queue = deque(sorted(lane_jobs, key=lambda j: -expected[j.node_id]))
             # steps verified and staged whole whose final commit (index, accept) is still
@@ -256,7 +269,12 @@ class Harvester:
                     pool = pools[at]
                     ready = next((i for i, (_, s) in enumerate(finals) if takes(pool, s)), None)
                     if ready is None and not queue:
-                        return
+                        if not running or lanes < 2:
+                            return
+                        # nothing left to take: ask the latest step for its upper part
+                        owner = running.pop(next(reversed(running)))
+                        await self._steal(client, pool, owner, splits, stepping)
+                        continue
                     if ready is not None and (not finalising[0] or not queue):
                         job, staged = finals[ready]
                         del finals[ready]
@@ -276,7 +294,13 @@ class Harvester:
                             used[at] = False
                     else:
                         job = queue.popleft()
-                        result = await self._run(client, pool, job, defer_final=True)
+                        running[job.node_id] = job
+                        stepping.add(job.node_id)
+                        try:
+                            result = await self._run(client, pool, job, defer_final=True)
+                        finally:
+                            running.pop(job.node_id, None)
+                            stepping.discard(job.node_id)
                         used[at] = True
                     if result.final is not None:
                         finals.append((job, result))
@@ -310,6 +334,8 @@ class Harvester:
                 gc.set_threshold(*thresholds)
                 if tails is not None:
                     tails.close()
+                else:
+                    shutil.rmtree(splits, ignore_errors=True)
                 if self._lane_writer is not None:
                     self._lane_writer.engine.dispose()
                     self._lane_writer = None
@@ -369,6 +395,36 @@ class Harvester:
             (run_job_in_worker, job, self._target(), deadline, defer_final),
             lambda: guarded_job(job, client, self._writer(), deadline, defer_final=defer_final),
         )
+
+    async def _steal(
+        self,
+        client: httpx.AsyncClient,
+        pool: ProcessPoolExecutor | None,
+        job: NodeJob,
+        splits: str,
+        stepping: set[int],
+    ) -> None:
+        """Ask the running step of `job` for its upper part and, when offered, fetch, verify
+        and key it (`harvest_upper`); a failure of that job gives the part back."""
+        request_split(splits, job.node_id)
+        offer: dict[str, Any] | bool | None = None
+        while offer is None and job.node_id in stepping:
+            offer = split_answer(splits, job.node_id)
+            if offer is None:
+                await asyncio.sleep(0.005)
+        if not isinstance(offer, dict):  # refused, or the step ended first
+            return
+        token = str(offer["token"])
+        done = await self._guarded(
+            job,
+            JobResult(),
+            pool,
+            (run_upper_in_worker, job, offer, self.settings.node_deadline),
+            lambda: guarded_upper(job, client, offer, self.settings.node_deadline),
+        )
+        if done.error is not None:  # the job failed: the owner must not wait for it
+            give_back(splits, job.node_id, token, done.error)
+        log.info("harvest of %s split at %s: %s", job.origin, offer["m"], done.error or "ok")
 
     async def _final(
         self, pool: ProcessPoolExecutor | None, job: NodeJob, staged: JobResult
@@ -482,6 +538,35 @@ def run_job_in_worker(
         return asyncio.run(go())
     finally:  # the next node's harvest starts from what this worker holds, not what it held
         _release(target)
+
+
+def run_upper_in_worker(job: NodeJob, offer: dict[str, Any], deadline: float) -> JobResult:
+    """Worker-process entry point: the upper part of a split step (`harvest_upper`)."""
+
+    async def go() -> JobResult:
+        verify = client_tls(job.ca_bundle, setting=CA_SETTING)
+        async with httpx.AsyncClient(timeout=job.request_timeout, verify=verify) as client:
+            return await guarded_upper(job, client, offer, deadline)
+
+    _calm_gc()
+    try:
+        return asyncio.run(go())
+    finally:
+        gc.collect()
+        trim_heap()
+
+
+async def guarded_upper(
+    job: NodeJob, client: httpx.AsyncClient, offer: dict[str, Any], deadline: float
+) -> JobResult:
+    """The upper part of a split step; it gives the part back on any failure of its own, so
+    only a failure of the job itself (a timeout) is an error here."""
+    fetcher = NodeFetcher(client, job.url, max_bytes=job.max_bytes, timeout=job.request_timeout)
+    try:
+        await asyncio.wait_for(harvest_upper(job, fetcher, offer), deadline)
+        return JobResult()
+    except TimeoutError:
+        return JobResult(error=f"the upper part of {job.origin} took over {deadline:g} s")
 
 
 def run_final_in_worker(final: FinalStep, target: WriteTarget, deadline: float) -> JobResult:

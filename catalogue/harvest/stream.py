@@ -56,17 +56,29 @@ from protocol.schema import SchemaSet
 from protocol.verify import StepVerifier, TrustedState
 
 __all__ = [
+    "SPLIT_AT",
+    "SPLIT_MIN_CHUNKS",
     "FinalStep",
     "NodeJob",
     "StepOutcome",
+    "SplitOwner",
     "TailDir",
+    "UpperPart",
     "Writer",
     "harvest_node",
+    "harvest_upper",
+    "request_split",
     "store_tail",
     "trim_heap",
 ]
 
 PAGES_AHEAD = 3  # entry pages in flight while one is verified
+# a step is split for an idle lane only when at least this many chunks are left above the
+# split point (`SplitOwner`); the lower part is the owner's, which also stores the upper
+# part's chunks: SPLIT_AT of what is left (a third: verifying is about three quarters of a
+# lane's work on a leaf, storing the rest)
+SPLIT_MIN_CHUNKS = 2
+SPLIT_AT = 0.4
 COLLECT_EVERY = 16  # pages between collections of the young generation (see harvest_node)
 
 
@@ -95,6 +107,9 @@ class NodeJob:
     # last chunk) goes when the write lock is held at its end, for the final commit to store
     # (`TailDir`, `store_tail`); None: the lane waits for the lock and stores it itself
     tail_dir: str | None = None
+    # lanes: a directory where another lane may ask this step to split (`SplitOwner`); None:
+    # the step is never split
+    split_dir: str | None = None
 
     @property
     def committed(self) -> int:
@@ -254,58 +269,82 @@ async def harvest_node(
     tap = verifier.compact = TappedRange.of(verifier.compact)
     chunk = Chunk(job.node_id, tap=tap)
     storing: asyncio.Future[Position] | None = None  # one chunk is stored while the next fills
-    served = _Served(_pages(fetcher, job.origin, verifier.old_size, size, job.page_size))
+    bound = _Bound(size)  # lowered to where the step is split, if it is
+    served = _Served(_pages(fetcher, job.origin, verifier.old_size, bound, job.page_size))
     pages = 0
     spill = _Spill(
         os.path.dirname(os.path.abspath(writer.sqlite)) if writer.sqlite else None,
         named=job.tail_dir if writer.sqlite and defer_final else None,
         node_id=job.node_id,
     )
+    split = SplitOwner(job.split_dir, job.node_id) if job.split_dir and defer_final else None
     try:
-        async for page in served:
-            add, feed = chunk.add, verifier.feed  # (the chunk changes between pages only)
-            for leaf, content in page:
-                add(feed(leaf, content))
-            # each httpx response is a reference cycle (response <-> stream, 17 objects; the
-            # page's bytes are not in it: `NodeFetcher` reads them itself) and a harvest worker
-            # raises the GC thresholds (harvest._calm_gc): collect the young generation every
-            # COLLECT_EVERY pages. Each collection walks the pages parsed ahead (about 1 ms a
-            # page here), so collecting once a page cost 1-1.5 µs an entry for 17 objects
-            pages += 1
-            if pages % COLLECT_EVERY == 0:
-                gc.collect(0)
-            if len(chunk) >= job.chunk_size and verifier.remaining:
-                room = len(chunk) < job.chunk_growth * job.chunk_size
-                if writer.sqlite is not None:  # stored here, once the write lock is free
-                    free = writer.lock_free()
-                    if not free and room:
-                        continue  # another lane's final commit holds it: keep verifying
-                    mark = _Mark(verifier.next_index, verifier.compact.to_json(), verifier.note)
-                    if free:
-                        pos = spill.drain(writer, pos, wait=False)
-                    if free and not spill:
-                        pos = writer.store_now(pos, chunk, **asdict(mark))
-                    else:  # still held, and the chunk is full: on disk until it is free
-                        spill.put(chunk, mark)
-                        tap.take(0, mark.size)  # stored without them (computed): let go
-                    trim_heap()
-                    chunk = Chunk(job.node_id, tap=tap)
-                    continue
-                if storing is not None and not storing.done() and room:
-                    continue  # the previous chunk is still being stored: keep verifying
-                if storing is not None:
-                    pos = await storing
-                    trim_heap()
-                storing = asyncio.ensure_future(
-                    writer.chunk(
-                        pos,
-                        chunk,
-                        size=verifier.next_index,
-                        compact=verifier.compact.to_json(),
-                        checkpoint=verifier.note,
+        while True:  # once more only when a split's upper part is given back
+            async for page in served:
+                add, feed = chunk.add, verifier.feed  # (the chunk changes between pages only)
+                for leaf, content in page:
+                    add(feed(leaf, content))
+                if split is not None and split.asked():  # another lane is idle: offer it the top
+                    split.answer(bound, verifier, min_left=SPLIT_MIN_CHUNKS * job.chunk_size)
+                # each httpx response is a reference cycle (response <-> stream, 17 objects; the
+                # page's bytes are not in it: `NodeFetcher` reads them itself) and a harvest worker
+                # raises the GC thresholds (harvest._calm_gc): collect the young generation every
+                # COLLECT_EVERY pages. Each collection walks the pages parsed ahead (about 1 ms a
+                # page here), so collecting once a page cost 1-1.5 µs an entry for 17 objects
+                pages += 1
+                if pages % COLLECT_EVERY == 0:
+                    gc.collect(0)
+                if len(chunk) >= job.chunk_size and verifier.remaining:
+                    room = len(chunk) < job.chunk_growth * job.chunk_size
+                    if writer.sqlite is not None:  # stored here, once the write lock is free
+                        free = writer.lock_free()
+                        if not free and room:
+                            continue  # another lane's final commit holds it: keep verifying
+                        mark = _Mark(verifier.next_index, verifier.compact.to_json(), verifier.note)
+                        if free:
+                            pos = spill.drain(writer, pos, wait=False)
+                        if free and not spill:
+                            pos = writer.store_now(pos, chunk, **asdict(mark))
+                        else:  # still held, and the chunk is full: on disk until it is free
+                            spill.put(chunk, mark)
+                            tap.take(0, mark.size)  # stored without them (computed): let go
+                        trim_heap()
+                        chunk = Chunk(job.node_id, tap=tap)
+                        continue
+                    if storing is not None and not storing.done() and room:
+                        continue  # the previous chunk is still being stored: keep verifying
+                    if storing is not None:
+                        pos = await storing
+                        trim_heap()
+                    storing = asyncio.ensure_future(
+                        writer.chunk(
+                            pos,
+                            chunk,
+                            size=verifier.next_index,
+                            compact=verifier.compact.to_json(),
+                            checkpoint=verifier.note,
+                        )
                     )
-                )
-                chunk = Chunk(job.node_id, tap=tap)
+                    chunk = Chunk(job.node_id, tap=tap)
+            if split is not None and split.offered:
+                upper = None
+                if verifier.next_index == split.m:  # the lower part is verified: the upper part?
+                    upper = await split.collected()
+                if upper is None:  # given back (or fewer leaves served below it): verified here
+                    split.withdraw()
+                    if verifier.next_index == split.m:
+                        bound.end = size
+                        served = _Served(_pages(fetcher, job.origin, split.m, bound, job.page_size))
+                        continue
+                else:
+                    if len(chunk):  # ends at the split: staged before the upper part's chunks
+                        spill.put(chunk, _Mark(split.m, tap.to_json(), verifier.note))
+                        chunk = Chunk(job.node_id, tap=tap)
+                    upper.join(tap, spill, verifier.note)
+                    split.offered = False  # taken: nothing to withdraw
+                    tap.take(0, size)  # stored without them (computed): let go
+                    verifier.next_index = size
+            break
         if verifier.remaining:  # the node signs more leaves than it serves
             raise await _withheld(fetcher, job, verifier, accepted, "")
         state = verifier.finish()
@@ -349,10 +388,251 @@ async def harvest_node(
             found.recorded = f"{type(exc).__name__}: {exc}"
         raise found from exc
     finally:
+        if split is not None:
+            split.close()
         spill.close()  # chunks still on disk are in flight: lost, like a chunk in memory
         if storing is not None:  # a failure while a chunk is stored: let it end cleanly
             await asyncio.gather(storing, return_exceptions=True)
     return StepOutcome(size, size - job.committed)
+
+
+# Splitting a step over two lanes. When a lane has nothing left to take while another lane
+# still fetches and verifies a node's step, it asks for the upper part of that step: files in
+# a directory of this harvest's (`NodeJob.split_dir`; SQLite: its `TailDir`):
+#   N.request                 the idle lane asks (`request_split`)
+#   N.offer / N.refused       the owner answers (`SplitOwner.answer`): {token, m, end, note}
+#   N-TOKEN.split             the thief's verified chunks and leaf hashes (`harvest_upper`),
+#   N-TOKEN.done / .giveback  then where they are in it, or that it gave the part back
+#   N-TOKEN.withdrawn         the owner no longer waits for it (the thief stops)
+# Only the owner chooses m. The thief never writes to the database: the owner joins its leaf
+# hashes to the compact range (the root check over the whole step is the owner's, as
+# always) and stages its chunks after its own, in order, each with the mark it would have
+# had; whatever the thief meets beyond the common leaf (a rotate-key leaf, a refusal, a
+# page error) it gives back, and the owner verifies that part itself, so every refusal is
+# made, and worded, as without a split.
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    part = path + ".part"
+    with open(part, "wb") as file:
+        file.write(data)
+    os.rename(part, path)
+
+
+def request_split(directory: str, node_id: int) -> None:
+    """Ask the step of node `node_id` for its upper part (the owner looks once a page)."""
+    _write_atomic(os.path.join(directory, f"{node_id}.request"), b"")
+
+
+def split_answer(directory: str, node_id: int) -> dict[str, Any] | bool | None:
+    """The owner's answer: its offer, False (refused) or None (not yet)."""
+    try:
+        with open(os.path.join(directory, f"{node_id}.offer"), "rb") as file:
+            offer: dict[str, Any] = orjson.loads(file.read())
+            return offer
+    except FileNotFoundError:
+        pass
+    if os.path.exists(os.path.join(directory, f"{node_id}.refused")):
+        return False
+    return None
+
+
+def give_back(directory: str, node_id: int, token: str, why: str) -> None:
+    """The thief (or its lane, when its job failed) hands the upper part back to the owner."""
+    base = os.path.join(directory, f"{node_id}-{token}")
+    _unlink(base + ".split")
+    if not os.path.exists(base + ".done"):
+        _write_atomic(base + ".giveback", why.encode())
+
+
+class UpperPart:
+    """The upper part of a split step as the thief verified it: its chunks (in its file,
+    checked by the token) and its leaf hashes."""
+
+    def __init__(self, path: str, token: str, meta: dict[str, Any]) -> None:
+        self.path, self.token, self.meta = path, token, meta
+
+    def join(self, tap: CompactRange, spill: _Spill, note: str) -> None:
+        """Append the leaf hashes to the owner's compact range, and the chunks to its spill,
+        each marked with the compact range at its end (what the owner would have stored)."""
+        m, end = int(self.meta["m"]), int(self.meta["end"])
+        with open(self.path, "rb") as file:
+            if not hmac.compare_digest(file.read(len(self.token)), self.token.encode()):
+                raise FetchError(f"the split file {self.path} is not this step's")
+            offset, length = self.meta["hashes"]
+            file.seek(int(offset))
+            hashes = file.read(int(length))
+            if len(hashes) != 32 * (end - m):
+                raise FetchError(f"the split file {self.path} is short")
+            at = m
+            for offset, length, hi in self.meta["chunks"]:
+                if not at < int(hi) <= end:
+                    raise FetchError(f"the split file {self.path} is out of order")
+                append = tap.append
+                for i in range((at - m) * 32, (int(hi) - m) * 32, 32):
+                    append(hashes[i : i + 32])
+                at = int(hi)
+                file.seek(int(offset))
+                data = file.read(int(length))
+                if len(data) != int(length):
+                    raise FetchError(f"the split file {self.path} is short")
+                spill.put_raw(data, _Mark(at, tap.to_json(), note))
+            if at != end:
+                raise FetchError(f"the split file {self.path} ends at {at}, not {end}")
+
+
+class SplitOwner:
+    """A step's side of a split (see above): looks for a request once a page, answers it
+    once, and at the split point waits for the upper part or takes it back."""
+
+    def __init__(self, directory: str, node_id: int) -> None:
+        self.directory = directory
+        self.node_id = node_id
+        self.request = os.path.join(directory, f"{node_id}.request")
+        self.answered = False
+        self.offered = False
+        self.token = ""
+        self.m = 0
+        self.offered_at = 0.0
+
+    def _base(self) -> str:
+        return os.path.join(self.directory, f"{self.node_id}-{self.token}")
+
+    def asked(self) -> bool:
+        return not self.answered and os.path.exists(self.request)
+
+    def answer(self, bound: _Bound, verifier: StepVerifier, *, min_left: int) -> None:
+        self.answered = True
+        end, n = bound.end, verifier.next_index
+        m = max(bound.asked, n + int((end - n) * SPLIT_AT))
+        if end - m < max(min_left, 1):
+            _write_atomic(os.path.join(self.directory, f"{self.node_id}.refused"), b"")
+            return
+        self.token = secrets.token_hex(16)
+        offer = {"token": self.token, "m": m, "end": end, "note": verifier.note}
+        bound.end, self.m, self.offered = m, m, True
+        self.offered_at = time.monotonic()
+        _write_atomic(os.path.join(self.directory, f"{self.node_id}.offer"), orjson.dumps(offer))
+
+    async def collected(self, limit: float | None = None) -> UpperPart | None:
+        """The thief's part once done; None when given back, or not done within `limit`
+        (default: twice the time the lower part took, at least a minute)."""
+        if limit is None:
+            limit = max(60.0, 2 * (time.monotonic() - self.offered_at))
+        base = self._base()
+        until = time.monotonic() + limit
+        while time.monotonic() < until:
+            try:
+                with open(base + ".done", "rb") as file:
+                    meta = orjson.loads(file.read())
+            except FileNotFoundError:
+                if os.path.exists(base + ".giveback"):
+                    return None
+                await asyncio.sleep(0.005)
+                continue
+            if meta.get("token") != self.token or meta.get("m") != self.m:
+                return None
+            return UpperPart(base + ".split", self.token, meta)
+        return None
+
+    def withdraw(self) -> None:
+        """Verify the upper part here after all: the thief stops (its files are dropped)."""
+        if self.offered:
+            _write_atomic(self._base() + ".withdrawn", b"")
+        self.offered = False
+
+    def close(self) -> None:
+        if self.offered:
+            self.withdraw()
+        for name in (f"{self.node_id}.request", f"{self.node_id}.offer", f"{self.node_id}.refused"):
+            _unlink(os.path.join(self.directory, name))
+        if self.token:
+            base = self._base()
+            for suffix in (".split", ".done", ".giveback"):
+                _unlink(base + suffix)
+
+
+class _Collected(CompactRange):
+    """A thief's stand-in for the compact range: it keeps the leaf hashes, in order (the
+    owner joins them to the real range)."""
+
+    __slots__ = ("leaves",)
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.leaves: list[bytes] = []
+
+    def append(self, leaf_hash: bytes) -> None:
+        self.leaves.append(leaf_hash)
+        self.size += 1
+
+
+class _GiveBack(Exception):
+    pass
+
+
+async def harvest_upper(job: NodeJob, fetcher: NodeFetcher, offer: dict[str, Any]) -> str:
+    """The thief's side of a split: fetch, verify and key the leaves [m, end) of the offered
+    step exactly as its owner would, into the split file (nothing reaches the database), or
+    give the part back at anything but the common leaf. Returns what it did."""
+    assert job.split_dir is not None
+    token, m, end = str(offer["token"]), int(offer["m"]), int(offer["end"])
+    base = os.path.join(job.split_dir, f"{job.node_id}-{token}")
+    try:
+        with open(base + ".split", "xb") as out:
+            out.write(token.encode())
+            keys = KeyHistory.from_json(job.origin, job.keys)
+            note = str(offer["note"])
+            fake = TrustedState(job.origin, m, bytes(32), CompactRange(), note, keys)
+            verifier = StepVerifier(fake, note, [], _schemas(), origin=job.origin, keys=keys)
+            hashes = verifier.compact = _Collected(m)
+            chunk = Chunk(job.node_id)
+            chunks: list[tuple[int, int, int]] = []
+            pages = 0
+
+            def write(chunk: Chunk) -> None:
+                data = marshal.dumps((chunk.rows, chunk.rejected, chunk.keyed))
+                chunks.append((out.tell(), len(data), chunk.rows[-1][1] + 1))
+                out.write(data)
+
+            async for page in _pages(fetcher, job.origin, m, end, job.page_size):
+                add, feed = chunk.add, verifier.feed
+                for leaf, content in page:
+                    v = feed(leaf, content)
+                    if v.entry["op"] == "rotate-key":
+                        raise _GiveBack(f"a rotate-key leaf at {v.index}")
+                    add(v)
+                pages += 1
+                if pages % COLLECT_EVERY == 0:
+                    gc.collect(0)
+                    if os.path.exists(base + ".withdrawn"):
+                        raise _GiveBack("withdrawn")
+                if len(chunk) >= job.chunk_size:
+                    write(chunk)
+                    chunk = Chunk(job.node_id)
+            if verifier.next_index != end:
+                raise _GiveBack(f"served up to {verifier.next_index - 1}")
+            if len(chunk):
+                write(chunk)
+            leaves = b"".join(hashes.leaves)
+            meta = {
+                "token": token,
+                "m": m,
+                "end": end,
+                "chunks": chunks,
+                "hashes": (out.tell(), len(leaves)),
+            }
+            out.write(leaves)
+        _write_atomic(base + ".done", orjson.dumps(meta))
+        return f"verified {end - m} leaves from {m}"
+    except Exception as exc:  # anything at all: the owner verifies the part itself
+        why = f"{type(exc).__name__}: {exc}"
+        give_back(job.split_dir, job.node_id, token, why)
+        return f"gave back ({why})"
+    except BaseException:  # cancelled: the owner must not wait for it
+        give_back(job.split_dir, job.node_id, token, "cancelled")
+        raise
 
 
 @dataclass(frozen=True)
@@ -402,6 +682,14 @@ class _Spill:
         if self.file is None:
             self.file = self._open()
         data = marshal.dumps((chunk.rows, chunk.rejected, chunk.keyed))
+        offset = self.file.seek(0, os.SEEK_END)
+        self.file.write(data)
+        self.chunks.append((offset, len(data), mark))
+
+    def put_raw(self, data: bytes, mark: _Mark) -> None:
+        """A chunk as `put` writes it (another lane's, `UpperPart`)."""
+        if self.file is None:
+            self.file = self._open()
         offset = self.file.seek(0, os.SEEK_END)
         self.file.write(data)
         self.chunks.append((offset, len(data), mark))
@@ -657,31 +945,47 @@ async def _explained(
     return hint or exc
 
 
+class _Bound:
+    """Where a step's pages end (`_pages` reads it as it goes: a split lowers it) and how far
+    they have been asked for."""
+
+    __slots__ = ("end", "asked")
+
+    def __init__(self, end: int) -> None:
+        self.end = end
+        self.asked = 0
+
+
 async def _pages(
-    fetcher: NodeFetcher, origin: str, start: int, end: int, page_size: int
+    fetcher: NodeFetcher, origin: str, start: int, bound: _Bound | int, page_size: int
 ) -> AsyncIterator[list[tuple[bytes, Any]]]:
     """Entries [start, end) as pages of (leaf bytes, content); entries past `end` are ignored.
 
     Up to PAGES_AHEAD pages are requested while the current one is verified (pages are
     stable, so they are asked for by position; a short page is followed up where it ends).
+    `bound` (a `_Bound`) may be lowered meanwhile, never below what it says was asked for.
     """
+    if isinstance(bound, int):
+        bound = _Bound(bound)
     pos = start  # next entry to yield
-    asked = start  # next entry to ask for
+    bound.asked = start  # next entry to ask for
     pending: deque[tuple[int, asyncio.Future[Any]]] = deque()
     try:
-        while pos < end:
-            while len(pending) < PAGES_AHEAD and asked < end:
-                limit = min(page_size, end - asked)
+        while pos < bound.end:
+            while len(pending) < PAGES_AHEAD and bound.asked < bound.end:
+                asked = bound.asked
+                limit = min(page_size, bound.end - asked)
                 pending.append((asked, asyncio.ensure_future(fetcher.entries(asked, limit))))
-                asked += limit
+                bound.asked = asked + limit
             at, future = pending.popleft()
             entries, _nxt = await future
             if at != pos:  # an earlier page was short: ask again from where it ended
                 for _at, f in pending:
                     f.cancel()
                 pending.clear()
-                asked = pos
+                bound.asked = pos
                 continue
+            end = bound.end
             entries = entries[: end - pos]
             if not entries:
                 return  # fewer leaves than the checkpoint claims: finish() names what is missing
@@ -691,7 +995,7 @@ async def _pages(
                 for _at, f in pending:
                     f.cancel()
                 pending.clear()
-                asked = pos
+                bound.asked = pos
             yield page
     finally:
         for _at, f in pending:
