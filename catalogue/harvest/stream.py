@@ -452,33 +452,54 @@ class UpperPart:
     def __init__(self, path: str, token: str, meta: dict[str, Any]) -> None:
         self.path, self.token, self.meta = path, token, meta
 
-    def join(self, tap: CompactRange, spill: _Spill, note: str) -> None:
-        """Append the leaf hashes to the owner's compact range, and the chunks to its spill,
-        each marked with the compact range at its end (what the owner would have stored)."""
-        m, end = int(self.meta["m"]), int(self.meta["end"])
-        with open(self.path, "rb") as file:
-            if not hmac.compare_digest(file.read(len(self.token)), self.token.encode()):
-                raise FetchError(f"the split file {self.path} is not this step's")
-            offset, length = self.meta["hashes"]
-            file.seek(int(offset))
-            hashes = file.read(int(length))
-            if len(hashes) != 32 * (end - m):
-                raise FetchError(f"the split file {self.path} is short")
+    def check(self, m: int, end: int) -> str | None:
+        """What is wrong with the file (None: it is this step's and whole), before any of
+        it is used: its first bytes are the token, its chunks cover [m, end) in order."""
+        try:
+            with open(self.path, "rb") as file:
+                if not hmac.compare_digest(file.read(len(self.token)), self.token.encode()):
+                    return "not this step's"
+                size = os.fstat(file.fileno()).st_size
+        except FileNotFoundError:
+            return "gone"
+        try:
+            if (int(self.meta["m"]), int(self.meta["end"])) != (m, end):
+                return "of another split"
+            offset, length = (int(x) for x in self.meta["hashes"])
+            spans = [(offset, length)]
+            if length != 32 * (end - m):
+                return "short of leaf hashes"
             at = m
             for offset, length, hi in self.meta["chunks"]:
                 if not at < int(hi) <= end:
-                    raise FetchError(f"the split file {self.path} is out of order")
-                append = tap.append
+                    return "out of order"
+                at = int(hi)
+                spans.append((int(offset), int(length)))
+            if at != end:
+                return f"ends at {at}, not {end}"
+        except (KeyError, TypeError, ValueError) as exc:
+            return f"unreadable ({exc})"
+        if any(o < len(self.token) or n < 0 or o + n > size for o, n in spans):
+            return "short"
+        return None
+
+    def join(self, tap: CompactRange, spill: _Spill, note: str) -> None:
+        """Append the leaf hashes to the owner's compact range, and the chunks to its spill,
+        each marked with the compact range at its end (what the owner would have stored).
+        `check` first."""
+        m = int(self.meta["m"])
+        with open(self.path, "rb") as file:
+            offset, length = self.meta["hashes"]
+            file.seek(int(offset))
+            hashes = file.read(int(length))
+            at = m
+            append = tap.append
+            for offset, length, hi in self.meta["chunks"]:
                 for i in range((at - m) * 32, (int(hi) - m) * 32, 32):
                     append(hashes[i : i + 32])
                 at = int(hi)
                 file.seek(int(offset))
-                data = file.read(int(length))
-                if len(data) != int(length):
-                    raise FetchError(f"the split file {self.path} is short")
-                spill.put_raw(data, _Mark(at, tap.to_json(), note))
-            if at != end:
-                raise FetchError(f"the split file {self.path} ends at {at}, not {end}")
+                spill.put_raw(file.read(int(length)), _Mark(at, tap.to_json(), note))
 
 
 class SplitOwner:
@@ -492,7 +513,7 @@ class SplitOwner:
         self.answered = False
         self.offered = False
         self.token = ""
-        self.m = 0
+        self.m = self.end = 0
         self.offered_at = 0.0
 
     def _base(self) -> str:
@@ -510,7 +531,7 @@ class SplitOwner:
             return
         self.token = secrets.token_hex(16)
         offer = {"token": self.token, "m": m, "end": end, "note": verifier.note}
-        bound.end, self.m, self.offered = m, m, True
+        bound.end, self.m, self.end, self.offered = m, m, end, True
         self.offered_at = time.monotonic()
         _write_atomic(os.path.join(self.directory, f"{self.node_id}.offer"), orjson.dumps(offer))
 
@@ -530,15 +551,19 @@ class SplitOwner:
                     return None
                 await asyncio.sleep(0.005)
                 continue
-            if meta.get("token") != self.token or meta.get("m") != self.m:
+            upper = UpperPart(base + ".split", self.token, meta)
+            if not isinstance(meta, dict) or meta.get("token") != self.token:
                 return None
-            return UpperPart(base + ".split", self.token, meta)
+            if upper.check(self.m, self.end) is not None:
+                return None
+            return upper
         return None
 
     def withdraw(self) -> None:
         """Verify the upper part here after all: the thief stops (its files are dropped)."""
-        if self.offered:
-            _write_atomic(self._base() + ".withdrawn", b"")
+        base = self._base()
+        if self.offered and not any(os.path.exists(base + x) for x in (".done", ".giveback")):
+            _write_atomic(base + ".withdrawn", b"")  # (the thief still runs: it stops)
         self.offered = False
 
     def close(self) -> None:
