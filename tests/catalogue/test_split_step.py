@@ -386,10 +386,12 @@ def test_idle_lane_splits_the_last_running_step_and_the_harvest_is_identical(
     """Two lanes, a small node and a slow big one: the lane done with the small node takes
     the upper part of the big one's step; the harvest is the one-lane harvest's, and no split
     directory or file is left."""
-    small = NodeSimulator("a.example/biobank-node")
-    small.populate(8, biobank="bbmri-eric:ID:DE_A", collection="ca")
-    big = NodeSimulator("b.example/biobank-node")
-    big.populate(SIZE - 2, biobank="bbmri-eric:ID:DE_B", collection="cb")
+    # the first lane (the worker process) takes the first node, the big one; this process's
+    # lane the small one, and then, idle, asks the big one's step for its upper part
+    big = NodeSimulator("a.example/biobank-node")
+    big.populate(SIZE - 2, biobank="bbmri-eric:ID:DE_A", collection="ca")
+    small = NodeSimulator("b.example/biobank-node")
+    small.populate(8, biobank="bbmri-eric:ID:DE_B", collection="cb")
     big.page_delay = 0.3  # ~2 s of pages: the other lane is idle well before its end
     made: list[str] = []
     real = tempfile.mkdtemp
@@ -399,7 +401,7 @@ def test_idle_lane_splits_the_last_running_step_and_the_harvest_is_identical(
         return made[-1]
 
     monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
-    for node in (small, big):
+    for node in (big, small):
         serve(node)
     dumps = []
     for lanes in (2, 0):
@@ -416,7 +418,7 @@ def test_idle_lane_splits_the_last_running_step_and_the_harvest_is_identical(
             ctx = build_context(settings)
             try:
                 cat = Catalogue(ctx)
-                for node in (small, big):
+                for node in (big, small):
                     cat.enrol(node, node.url)
                 big.served.clear()
                 with caplog.at_level(logging.INFO, "catalogue.harvest.harvester"):
@@ -424,8 +426,8 @@ def test_idle_lane_splits_the_last_running_step_and_the_harvest_is_identical(
                         engine=ctx.engine, settings=settings, key=ctx.key, inline=True
                     ).run()
                 assert [(o.ok, o.added, o.error) for o in outcomes] == [
-                    (True, 10, None),
                     (True, SIZE, None),
+                    (True, 10, None),
                 ]
                 dumps.append(dump(ctx.engine))
             finally:
