@@ -406,6 +406,7 @@ class Harvester:
     ) -> None:
         """Ask the running step of `job` for its upper part and, when offered, fetch, verify
         and key it (`harvest_upper`); a failure of that job gives the part back."""
+        asked = time.monotonic()
         request_split(splits, job.node_id)
         offer: dict[str, Any] | bool | None = None
         while offer is None and job.node_id in stepping:
@@ -413,8 +414,11 @@ class Harvester:
             if offer is None:
                 await asyncio.sleep(0.005)
         if not isinstance(offer, dict):  # refused, or the step ended first
+            why = "refused (too little left)" if offer is False else "ended first"
+            log.info("harvest of %s not split: %s", job.origin, why)
             return
         token = str(offer["token"])
+        answered = time.monotonic() - asked
         done = await self._guarded(
             job,
             JobResult(),
@@ -424,7 +428,15 @@ class Harvester:
         )
         if done.error is not None:  # the job failed: the owner must not wait for it
             give_back(splits, job.node_id, token, done.error)
-        log.info("harvest of %s split at %s: %s", job.origin, offer["m"], done.error or "ok")
+        log.info(
+            "harvest of %s split at %s of %s (offered in %.3f s, upper part in %.2f s): %s",
+            job.origin,
+            offer["m"],
+            offer["end"],
+            answered,
+            time.monotonic() - asked - answered,
+            done.error or "ok",
+        )
 
     async def _final(
         self, pool: ProcessPoolExecutor | None, job: NodeJob, staged: JobResult

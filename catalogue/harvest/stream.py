@@ -77,7 +77,7 @@ PAGES_AHEAD = 3  # entry pages in flight while one is verified
 # split point (`SplitOwner`); the lower part is the owner's, which also stores the upper
 # part's chunks: SPLIT_AT of what is left (a third: verifying is about three quarters of a
 # lane's work on a leaf, storing the rest)
-SPLIT_MIN_CHUNKS = 2
+SPLIT_MIN_CHUNKS = 1
 SPLIT_AT = 0.4
 COLLECT_EVERY = 16  # pages between collections of the young generation (see harvest_node)
 
