@@ -278,6 +278,33 @@ async def harvest_node(
         node_id=job.node_id,
     )
     split = SplitOwner(job.split_dir, job.node_id) if job.split_dir and defer_final else None
+
+    async def stage(full: Chunk, data: bytes | None) -> Position:
+        """Store a chunk ending at the verifier's position now, in order, as a full chunk
+        of the page loop is (`data`: the chunk as `_Spill` writes it, if at hand)."""
+        nonlocal storing
+        mark = _Mark(verifier.next_index, tap.to_json(), verifier.note)
+        at = pos
+        if writer.sqlite is not None:
+            free = writer.lock_free()
+            if free:
+                at = spill.drain(writer, at, wait=False)
+            if free and not spill:
+                at = writer.store_now(at, full, **asdict(mark))
+            else:
+                if data is None:
+                    spill.put(full, mark)
+                else:
+                    spill.put_raw(data, mark)
+                tap.take(0, mark.size)
+            trim_heap()
+            return at
+        if storing is not None:
+            at = await storing
+            trim_heap()
+        storing = asyncio.ensure_future(writer.chunk(at, full, **asdict(mark)))
+        return at
+
     try:
         while True:  # once more only when a split's upper part is given back
             async for page in served:
@@ -327,23 +354,26 @@ async def harvest_node(
                     )
                     chunk = Chunk(job.node_id, tap=tap)
             if split is not None and split.offered:
-                upper = None
-                if verifier.next_index == split.m:  # the lower part is verified: the upper part?
-                    upper = await split.collected()
-                if upper is None:  # given back (or fewer leaves served below it): verified here
+                lower = verifier.next_index == split.m  # the lower part is verified
+                if lower:
+                    # ends at the split: staged before the upper part's chunks
+                    pos = await stage(chunk, None) if len(chunk) else pos
+                    chunk = Chunk(job.node_id, tap=tap)
+                    async for part in split.parts():  # the thief's chunks, as they come
+                        data, leaves = part.read()
+                        append = tap.append
+                        for i in range(0, len(leaves), 32):
+                            append(leaves[i : i + 32])
+                        verifier.next_index = part.hi
+                        pos = await stage(_read_chunk_bytes(data, pos, tap), data)
+                if verifier.remaining:  # the rest is verified here: the thief stops
                     split.withdraw()
-                    if verifier.next_index == split.m:
-                        bound.end = size
-                        served = _Served(_pages(fetcher, job.origin, split.m, bound, job.page_size))
-                        continue
-                else:
-                    if len(chunk):  # ends at the split: staged before the upper part's chunks
-                        spill.put(chunk, _Mark(split.m, tap.to_json(), verifier.note))
-                        chunk = Chunk(job.node_id, tap=tap)
-                    upper.join(tap, spill, verifier.note)
-                    split.offered = False  # taken: nothing to withdraw
-                    tap.take(0, size)  # stored without them (computed): let go
-                    verifier.next_index = size
+                split.offered = False
+                if lower and verifier.remaining:  # given back: from where the thief's end
+                    bound.end = size
+                    at = verifier.next_index
+                    served = _Served(_pages(fetcher, job.origin, at, bound, job.page_size))
+                    continue
             break
         if verifier.remaining:  # the node signs more leaves than it serves
             raise await _withheld(fetcher, job, verifier, accepted, "")
@@ -401,15 +431,19 @@ async def harvest_node(
 # a directory of this harvest's (`NodeJob.split_dir`; SQLite: its `TailDir`):
 #   N.request                 the idle lane asks (`request_split`)
 #   N.offer / N.refused       the owner answers (`SplitOwner.answer`): {token, m, end, note}
-#   N-TOKEN.split             the thief's verified chunks and leaf hashes (`harvest_upper`),
-#   N-TOKEN.done / .giveback  then where they are in it, or that it gave the part back
-#   N-TOKEN.withdrawn         the owner no longer waits for it (the thief stops)
-# Only the owner chooses m. The thief never writes to the database: the owner joins its leaf
-# hashes to the compact range (the root check over the whole step is the owner's, as
-# always) and stages its chunks after its own, in order, each with the mark it would have
-# had; whatever the thief meets beyond the common leaf (a rotate-key leaf, a refusal, a
-# page error) it gives back, and the owner verifies that part itself, so every refusal is
-# made, and worded, as without a split.
+#   N-TOKEN.split             the thief's verified chunks and their leaf hashes
+#                             (`harvest_upper`), chunk by chunk
+#   N-TOKEN.K                 where its chunk K is in it, written once the chunk is
+#   N-TOKEN.giveback          it gave the rest back
+# The owner takes its offer back (removes N.offer) when it no longer waits for the thief;
+# the thief, seeing it gone, stops and removes what it wrote.
+# Only the owner chooses m. The thief never writes to the database: the owner, past m, takes
+# its chunks as they come, joins their leaf hashes to the compact range (the root check over
+# the whole step is the owner's, as always) and stores them after its own, in order, each
+# with the mark it would have had. Whatever the thief meets beyond the common leaf (a
+# rotate-key leaf, a refusal, a page error) it gives back, and the owner verifies the rest
+# itself from where the thief's chunks end, so every refusal is made, and worded, as
+# without a split.
 
 
 def _write_atomic(path: str, data: bytes) -> None:
@@ -440,66 +474,55 @@ def split_answer(directory: str, node_id: int) -> dict[str, Any] | bool | None:
 def give_back(directory: str, node_id: int, token: str, why: str) -> None:
     """The thief (or its lane, when its job failed) hands the upper part back to the owner."""
     base = os.path.join(directory, f"{node_id}-{token}")
-    _unlink(base + ".split")
-    if not os.path.exists(base + ".done"):
+    if os.path.exists(os.path.join(directory, f"{node_id}.offer")):  # (else: nobody waits)
         _write_atomic(base + ".giveback", why.encode())
 
 
 class UpperPart:
-    """The upper part of a split step as the thief verified it: its chunks (in its file,
-    checked by the token) and its leaf hashes."""
+    """One chunk of a split step's upper part as the thief verified it (`harvest_upper`):
+    where its rows and its leaf hashes are in the thief's file, which starts with the token."""
 
     def __init__(self, path: str, token: str, meta: dict[str, Any]) -> None:
         self.path, self.token, self.meta = path, token, meta
 
-    def check(self, m: int, end: int) -> str | None:
-        """What is wrong with the file (None: it is this step's and whole), before any of
-        it is used: its first bytes are the token, its chunks cover [m, end) in order."""
+    def check(self, k: int, lo: int, end: int) -> str | None:
+        """What is wrong with it (None: it is this split's part `k`, from `lo`, whole in
+        the file), before any of it is used."""
+        meta = self.meta
         try:
+            if meta.get("token") != self.token:
+                return "not this step's"
+            if (int(meta["k"]), int(meta["lo"]), int(meta["end"])) != (k, lo, end):
+                return "of another split"
+            hi = int(meta["hi"])
+            spans = [tuple(int(x) for x in meta["data"]), tuple(int(x) for x in meta["hashes"])]
+            if not lo < hi <= end or spans[1][1] != 32 * (hi - lo):
+                return "out of order"
             with open(self.path, "rb") as file:
                 if not hmac.compare_digest(file.read(len(self.token)), self.token.encode()):
                     return "not this step's"
                 size = os.fstat(file.fileno()).st_size
         except FileNotFoundError:
             return "gone"
-        try:
-            if (int(self.meta["m"]), int(self.meta["end"])) != (m, end):
-                return "of another split"
-            offset, length = (int(x) for x in self.meta["hashes"])
-            spans = [(offset, length)]
-            if length != 32 * (end - m):
-                return "short of leaf hashes"
-            at = m
-            for offset, length, hi in self.meta["chunks"]:
-                if not at < int(hi) <= end:
-                    return "out of order"
-                at = int(hi)
-                spans.append((int(offset), int(length)))
-            if at != end:
-                return f"ends at {at}, not {end}"
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             return f"unreadable ({exc})"
         if any(o < len(self.token) or n < 0 or o + n > size for o, n in spans):
             return "short"
         return None
 
-    def join(self, tap: CompactRange, spill: _Spill, note: str) -> None:
-        """Append the leaf hashes to the owner's compact range, and the chunks to its spill,
-        each marked with the compact range at its end (what the owner would have stored).
-        `check` first."""
-        m = int(self.meta["m"])
+    @property
+    def hi(self) -> int:
+        return int(self.meta["hi"])
+
+    def read(self) -> tuple[bytes, bytes]:
+        """The chunk (as `_Spill` writes one) and its leaf hashes (`check` first)."""
         with open(self.path, "rb") as file:
-            offset, length = self.meta["hashes"]
-            file.seek(int(offset))
-            hashes = file.read(int(length))
-            at = m
-            append = tap.append
-            for offset, length, hi in self.meta["chunks"]:
-                for i in range((at - m) * 32, (int(hi) - m) * 32, 32):
-                    append(hashes[i : i + 32])
-                at = int(hi)
-                file.seek(int(offset))
-                spill.put_raw(file.read(int(length)), _Mark(at, tap.to_json(), note))
+            out = []
+            for key in ("data", "hashes"):
+                offset, length = (int(x) for x in self.meta[key])
+                file.seek(offset)
+                out.append(file.read(length))
+            return out[0], out[1]
 
 
 class SplitOwner:
@@ -535,35 +558,34 @@ class SplitOwner:
         self.offered_at = time.monotonic()
         _write_atomic(os.path.join(self.directory, f"{self.node_id}.offer"), orjson.dumps(offer))
 
-    async def collected(self, limit: float | None = None) -> UpperPart | None:
-        """The thief's part once done; None when given back, or not done within `limit`
-        (default: twice the time the lower part took, at least a minute)."""
-        if limit is None:
-            limit = max(60.0, 2 * (time.monotonic() - self.offered_at))
+    async def parts(self, limit: float = 60.0) -> AsyncIterator[UpperPart]:
+        """The thief's chunks, in order, as it publishes them; ends at the step's end, or
+        early when it gives the rest back, a part is not this split's, or none comes within
+        `limit` seconds (the owner then verifies the rest itself)."""
         base = self._base()
-        until = time.monotonic() + limit
-        while time.monotonic() < until:
-            try:
-                with open(base + ".done", "rb") as file:
-                    meta = orjson.loads(file.read())
-            except FileNotFoundError:
-                if os.path.exists(base + ".giveback"):
-                    return None
-                await asyncio.sleep(0.005)
-                continue
-            upper = UpperPart(base + ".split", self.token, meta)
-            if not isinstance(meta, dict) or meta.get("token") != self.token:
-                return None
-            if upper.check(self.m, self.end) is not None:
-                return None
-            return upper
-        return None
+        lo, k = self.m, 0
+        while lo < self.end:
+            until = time.monotonic() + limit
+            while True:
+                try:
+                    with open(f"{base}.{k}", "rb") as file:
+                        meta = orjson.loads(file.read())
+                    break
+                except FileNotFoundError:
+                    if os.path.exists(base + ".giveback") or time.monotonic() > until:
+                        return
+                    await asyncio.sleep(0.002)
+            part = UpperPart(base + ".split", self.token, meta if isinstance(meta, dict) else {})
+            if part.check(k, lo, self.end) is not None:
+                return
+            _unlink(f"{base}.{k}")
+            yield part
+            lo, k = part.hi, k + 1
 
     def withdraw(self) -> None:
-        """Verify the upper part here after all: the thief stops (its files are dropped)."""
-        base = self._base()
-        if self.offered and not any(os.path.exists(base + x) for x in (".done", ".giveback")):
-            _write_atomic(base + ".withdrawn", b"")  # (the thief still runs: it stops)
+        """Verify the rest here after all: the offer is taken back, and the thief, seeing it
+        gone, stops and removes what it wrote."""
+        _unlink(os.path.join(self.directory, f"{self.node_id}.offer"))
         self.offered = False
 
     def close(self) -> None:
@@ -573,8 +595,12 @@ class SplitOwner:
             _unlink(os.path.join(self.directory, name))
         if self.token:
             base = self._base()
-            for suffix in (".split", ".done", ".giveback"):
+            for suffix in (".split", ".giveback"):
                 _unlink(base + suffix)
+            prefix = os.path.basename(base) + "."
+            for name in os.listdir(self.directory):  # parts not taken
+                if name.startswith(prefix) and name[len(prefix) :].isdigit():
+                    _unlink(os.path.join(self.directory, name))
 
 
 class _Collected(CompactRange):
@@ -597,6 +623,10 @@ class _GiveBack(Exception):
     pass
 
 
+class _Withdrawn(Exception):
+    pass
+
+
 async def harvest_upper(job: NodeJob, fetcher: NodeFetcher, offer: dict[str, Any]) -> str:
     """The thief's side of a split: fetch, verify and key the leaves [m, end) of the offered
     step exactly as its owner would, into the split file (nothing reaches the database), or
@@ -604,6 +634,8 @@ async def harvest_upper(job: NodeJob, fetcher: NodeFetcher, offer: dict[str, Any
     assert job.split_dir is not None
     token, m, end = str(offer["token"]), int(offer["m"]), int(offer["end"])
     base = os.path.join(job.split_dir, f"{job.node_id}-{token}")
+    offered = os.path.join(job.split_dir, f"{job.node_id}.offer")  # gone: withdrawn
+    published: list[int] = []  # where each published part ends
     try:
         with open(base + ".split", "xb") as out:
             out.write(token.encode())
@@ -613,13 +645,30 @@ async def harvest_upper(job: NodeJob, fetcher: NodeFetcher, offer: dict[str, Any
             verifier = StepVerifier(fake, note, [], _schemas(), origin=job.origin, keys=keys)
             hashes = verifier.compact = _Collected(m)
             chunk = Chunk(job.node_id)
-            chunks: list[tuple[int, int, int]] = []
             pages = 0
 
-            def write(chunk: Chunk) -> None:
+            def publish(chunk: Chunk) -> None:
+                """Part k: the chunk, then its leaf hashes, then where they are (the owner
+                takes it from there, while this lane verifies the next)."""
                 data = marshal.dumps((chunk.rows, chunk.rejected, chunk.keyed))
-                chunks.append((out.tell(), len(data), chunk.rows[-1][1] + 1))
+                lo, hi = chunk.rows[0][1], chunk.rows[-1][1] + 1
+                leaves = b"".join(hashes.leaves)
+                hashes.leaves.clear()
+                at = out.tell()
                 out.write(data)
+                out.write(leaves)
+                out.flush()
+                meta = {
+                    "token": token,
+                    "k": len(published),
+                    "lo": lo,
+                    "hi": hi,
+                    "end": end,
+                    "data": (at, len(data)),
+                    "hashes": (at + len(data), len(leaves)),
+                }
+                _write_atomic(f"{base}.{len(published)}", orjson.dumps(meta))
+                published.append(hi)
 
             async for page in _pages(fetcher, job.origin, m, end, job.page_size):
                 add, feed = chunk.add, verifier.feed
@@ -631,26 +680,22 @@ async def harvest_upper(job: NodeJob, fetcher: NodeFetcher, offer: dict[str, Any
                 pages += 1
                 if pages % COLLECT_EVERY == 0:
                     gc.collect(0)
-                    if os.path.exists(base + ".withdrawn"):
-                        raise _GiveBack("withdrawn")
+                if not os.path.exists(offered):
+                    raise _Withdrawn
                 if len(chunk) >= job.chunk_size:
-                    write(chunk)
+                    publish(chunk)
                     chunk = Chunk(job.node_id)
             if verifier.next_index != end:
                 raise _GiveBack(f"served up to {verifier.next_index - 1}")
             if len(chunk):
-                write(chunk)
-            leaves = b"".join(hashes.leaves)
-            meta = {
-                "token": token,
-                "m": m,
-                "end": end,
-                "chunks": chunks,
-                "hashes": (out.tell(), len(leaves)),
-            }
-            out.write(leaves)
-        _write_atomic(base + ".done", orjson.dumps(meta))
+                publish(chunk)
+            if not os.path.exists(offered):
+                raise _Withdrawn
         return f"verified {end - m} leaves from {m}"
+    except _Withdrawn:  # the owner verifies the rest itself: nothing of this is read
+        for path in [base + ".split"] + [f"{base}.{k}" for k in range(len(published))]:
+            _unlink(path)
+        return "withdrawn by the owner"
     except Exception as exc:  # anything at all: the owner verifies the part itself
         why = f"{type(exc).__name__}: {exc}"
         give_back(job.split_dir, job.node_id, token, why)
@@ -766,6 +811,16 @@ def _read_chunk(file: IO[bytes], pos: Position, offset: int, length: int) -> Chu
             f"{pos.origin}: the verified chunk at {offset} of {file.name} is unreadable ({exc})"
         ) from exc
     return Chunk(pos.node_id, rows, rejected, keyed)
+
+
+def _read_chunk_bytes(data: bytes, pos: Position, tap: TappedRange) -> Chunk:
+    """A chunk of a split's upper part (`UpperPart.read`), with the owner's compact range,
+    which kept the subtree hashes its leaves complete."""
+    try:
+        rows, rejected, keyed = marshal.loads(data)  # noqa: S302 - this harvest's own file
+    except (EOFError, ValueError, TypeError) as exc:
+        raise FetchError(f"{pos.origin}: the split's verified chunk is unreadable ({exc})") from exc
+    return Chunk(pos.node_id, rows, rejected, keyed, tap=tap)
 
 
 def _unlink(path: str) -> None:

@@ -266,8 +266,10 @@ def test_thief_gives_back_at_a_rotate_key_leaf_and_the_owner_verifies_the_part_i
     m = int(offer["m"])
     assert m < at
     assert said and said[0].startswith("gave back") and f"rotate-key leaf at {at}" in said[0]
-    # the owner fetched the upper part again and verified it, the rotation included
-    assert sim.served.count(m) == 2
+    # the owner took the thief's chunks below the rotation, then fetched the rest again and
+    # verified it, the rotation included
+    joined = m + CHUNK * ((at - m) // CHUNK)
+    assert sim.served.count(m) == 1 and sim.served.count(joined) == 2
     done = split.final(staged)
     assert done.error is None and done.added == SIZE
     assert split.split_files() == []
@@ -346,18 +348,19 @@ def test_stale_or_foreign_split_file_is_never_applied(
             other["m"] = int(offer["m"]) + PAGE
         fetcher = NodeFetcher(client, job.url, max_bytes=job.max_bytes, timeout=5.0)
         await harvest_upper(job, fetcher, other)
-        base = os.path.join(split.split_dir, f"{job.node_id}-")
-        theirs, ours = base + other["token"], base + str(offer["token"])
-        data = Path(theirs + ".split").read_bytes()
-        meta = Path(theirs + ".done").read_bytes()
-        if forgery != "token-bytes":  # its first bytes made to look like ours
-            data = str(offer["token"]).encode() + data[32:]
-        if forgery != "meta-token":  # its description made to look like ours
-            meta = meta.replace(other["token"].encode(), str(offer["token"]).encode())
-        for name in (theirs + ".split", theirs + ".done"):
-            os.unlink(name)
-        Path(ours + ".split").write_bytes(data)
-        Path(ours + ".done").write_bytes(meta)
+        theirs = f"{job.node_id}-{other['token']}"
+        ours = f"{job.node_id}-{offer['token']}"
+        names = sorted(n for n in os.listdir(split.split_dir) if n.startswith(theirs + "."))
+        assert names and theirs + ".split" in names
+        # the file first, then the parts that say where their chunks are in it
+        for name in sorted(names, key=lambda n: not n.endswith(".split")):
+            data = Path(split.split_dir, name).read_bytes()
+            if name.endswith(".split") and forgery != "token-bytes":  # its bytes like ours
+                data = str(offer["token"]).encode() + data[32:]
+            if not name.endswith(".split") and forgery != "meta-token":  # its parts too
+                data = data.replace(other["token"].encode(), str(offer["token"]).encode())
+            os.unlink(os.path.join(split.split_dir, name))
+            Path(split.split_dir, ours + name[len(theirs) :]).write_bytes(data)
 
     split = places("split")
     split.cat.enrol(sim, sim.url)
