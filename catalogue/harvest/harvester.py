@@ -46,9 +46,9 @@ from catalogue.harvest.stream import (
     Writer,
     give_back,
     harvest_node,
-    harvest_upper,
-    request_split,
+    refuse_split,
     split_answer,
+    steal_upper,
     trim_heap,
 )
 from catalogue.models import harvest_staging, nodes
@@ -111,6 +111,7 @@ class JobResult:
     trusted_checkpoint: str | None = None
     new_checkpoint: str | None = None
     final: FinalStep | None = None  # verified and staged whole: its final commit is still due
+    note: str | None = None  # what an upper-part job did (`steal_upper`)
 
 
 def init_worker(parent: int, log_format: str = "text") -> None:
@@ -404,38 +405,35 @@ class Harvester:
         splits: str,
         stepping: set[int],
     ) -> None:
-        """Ask the running step of `job` for its upper part and, when offered, fetch, verify
-        and key it (`harvest_upper`); a failure of that job gives the part back."""
-        asked = time.monotonic()
-        request_split(splits, job.node_id)
-        offer: dict[str, Any] | bool | None = None
-        while offer is None and job.node_id in stepping:
-            offer = split_answer(splits, job.node_id)
-            if offer is None:
-                await asyncio.sleep(0.005)
-        if not isinstance(offer, dict):  # refused, or the step ended first
-            why = "refused (too little left)" if offer is False else "ended first"
-            log.info("harvest of %s not split: %s", job.origin, why)
-            return
-        token = str(offer["token"])
-        answered = time.monotonic() - asked
-        done = await self._guarded(
-            job,
-            JobResult(),
-            pool,
-            (run_upper_in_worker, job, offer, self.settings.node_deadline),
-            lambda: guarded_upper(job, client, offer, self.settings.node_deadline),
+        """Have this lane ask the running step of `job` for its upper part and, when
+        offered, fetch, verify and key it (`steal_upper`: the request is made once the
+        lane's job is set up, so the owner's split point is not chosen for a thief that
+        is still starting); a failure of that job gives the part back. A step that ends
+        unanswered is answered here (refused), so the job ends too."""
+        started = time.monotonic()
+        deadline = self.settings.node_deadline
+        task = asyncio.ensure_future(
+            self._guarded(
+                job,
+                JobResult(),
+                pool,
+                (run_upper_in_worker, job, deadline),
+                lambda: guarded_upper(job, client, deadline),
+            )
         )
-        if done.error is not None:  # the job failed: the owner must not wait for it
-            give_back(splits, job.node_id, token, done.error)
+        while not task.done():
+            if job.node_id not in stepping and split_answer(splits, job.node_id) is None:
+                refuse_split(splits, job.node_id)  # (the step ended first)
+            await asyncio.wait({task}, timeout=0.01)
+        done = task.result()
+        offer = split_answer(splits, job.node_id)
+        if done.error is not None and isinstance(offer, dict):  # the owner must not wait
+            give_back(splits, job.node_id, str(offer["token"]), done.error)
         log.info(
-            "harvest of %s split at %s of %s (offered in %.3f s, upper part in %.2f s): %s",
+            "harvest of %s, split: %s (%.2f s)",
             job.origin,
-            offer["m"],
-            offer["end"],
-            answered,
-            time.monotonic() - asked - answered,
-            done.error or "ok",
+            done.error or done.note,
+            time.monotonic() - started,
         )
 
     async def _final(
@@ -552,13 +550,14 @@ def run_job_in_worker(
         _release(target)
 
 
-def run_upper_in_worker(job: NodeJob, offer: dict[str, Any], deadline: float) -> JobResult:
-    """Worker-process entry point: the upper part of a split step (`harvest_upper`)."""
+def run_upper_in_worker(job: NodeJob, deadline: float) -> JobResult:
+    """Worker-process entry point: ask for the upper part of a running step, and take it
+    when offered (`steal_upper`)."""
 
     async def go() -> JobResult:
         verify = client_tls(job.ca_bundle, setting=CA_SETTING)
         async with httpx.AsyncClient(timeout=job.request_timeout, verify=verify) as client:
-            return await guarded_upper(job, client, offer, deadline)
+            return await guarded_upper(job, client, deadline)
 
     _calm_gc()
     try:
@@ -568,15 +567,12 @@ def run_upper_in_worker(job: NodeJob, offer: dict[str, Any], deadline: float) ->
         trim_heap()
 
 
-async def guarded_upper(
-    job: NodeJob, client: httpx.AsyncClient, offer: dict[str, Any], deadline: float
-) -> JobResult:
-    """The upper part of a split step; it gives the part back on any failure of its own, so
-    only a failure of the job itself (a timeout) is an error here."""
+async def guarded_upper(job: NodeJob, client: httpx.AsyncClient, deadline: float) -> JobResult:
+    """`steal_upper`; it gives the part back on any failure of its own, so only a failure
+    of the job itself (a timeout) is an error here."""
     fetcher = NodeFetcher(client, job.url, max_bytes=job.max_bytes, timeout=job.request_timeout)
     try:
-        await asyncio.wait_for(harvest_upper(job, fetcher, offer), deadline)
-        return JobResult()
+        return JobResult(note=await asyncio.wait_for(steal_upper(job, fetcher), deadline))
     except TimeoutError:
         return JobResult(error=f"the upper part of {job.origin} took over {deadline:g} s")
 

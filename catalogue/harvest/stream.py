@@ -67,7 +67,10 @@ __all__ = [
     "Writer",
     "harvest_node",
     "harvest_upper",
+    "refuse_split",
     "request_split",
+    "split_answer",
+    "steal_upper",
     "store_tail",
     "trim_heap",
 ]
@@ -456,6 +459,30 @@ def _write_atomic(path: str, data: bytes) -> None:
 def request_split(directory: str, node_id: int) -> None:
     """Ask the step of node `node_id` for its upper part (the owner looks once a page)."""
     _write_atomic(os.path.join(directory, f"{node_id}.request"), b"")
+
+
+def refuse_split(directory: str, node_id: int) -> None:
+    """Answer a request no step will answer (the step ended first)."""
+    _write_atomic(os.path.join(directory, f"{node_id}.refused"), b"")
+
+
+async def steal_upper(job: NodeJob, fetcher: NodeFetcher) -> str:
+    """An idle lane's job: ask the running step of `job` for its upper part, wait for the
+    answer (the owner looks once a page) and take the part when offered (`harvest_upper`).
+    Returns what it did."""
+    assert job.split_dir is not None
+    asked = time.monotonic()
+    request_split(job.split_dir, job.node_id)
+    while True:
+        answer = split_answer(job.split_dir, job.node_id)
+        if answer is False:
+            return "not split (too little left, or the step ended first)"
+        if isinstance(answer, dict):
+            break
+        await asyncio.sleep(0.002)
+    waited = time.monotonic() - asked
+    did = await harvest_upper(job, fetcher, answer)
+    return f"at {answer['m']} of {answer['end']}, offered in {waited:.3f} s: {did}"
 
 
 def split_answer(directory: str, node_id: int) -> dict[str, Any] | bool | None:

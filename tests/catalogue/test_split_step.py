@@ -22,7 +22,7 @@ from sqlalchemy import select
 from catalogue.context import build_context
 from catalogue.harvest import Harvester
 from catalogue.harvest.fetcher import NodeFetcher
-from catalogue.harvest.harvester import JobResult, guarded_final, guarded_job, guarded_upper
+from catalogue.harvest.harvester import JobResult, guarded_final, guarded_job
 from catalogue.harvest.keys import load_history
 from catalogue.harvest.stream import (
     NodeJob,
@@ -65,6 +65,7 @@ class Place:
         self.cat = Catalogue(build_context(settings))
         self.tails = TailDir(str(where / "catalogue.db")) if kind == "sqlite" else None
         self.split_dir = self.tails.path if self.tails else str(where / "split")
+        self.said = ""  # what the thief of `stage_split` did
         os.makedirs(self.split_dir, exist_ok=True)
 
     def close(self) -> None:
@@ -117,7 +118,8 @@ class Place:
                     await asyncio.sleep(0.002)
                 assert isinstance(offer, dict), offer
                 if thief is None:
-                    await guarded_upper(job, client, offer, 20.0)
+                    fetcher = NodeFetcher(client, job.url, max_bytes=job.max_bytes, timeout=5.0)
+                    self.said = await harvest_upper(job, fetcher, offer)
                 else:
                     await thief(job, client, offer)
                 return await owner, offer
@@ -169,6 +171,7 @@ def test_split_step_is_accepted_identical_to_an_unsplit_one_and_leaves_no_split_
     staged, offer = split.stage_split(sim.origin)
     m = int(offer["m"])
     assert PAGE < m < SIZE - 2 * CHUNK and offer["end"] == SIZE
+    assert split.said == f"verified {SIZE - m} leaves from {m}"
     # the upper part was fetched once, by the thief; the owner stopped at m
     above = [s for s in sim.served if s >= m]
     assert sorted(above) == list(range(m, SIZE, PAGE))
@@ -207,6 +210,7 @@ def test_tampered_content_above_the_split_is_refused_as_without_a_split_and_noth
     split.cat.enrol(sim, sim.url)
     staged, offer = split.stage_split(sim.origin)
     assert int(offer["m"]) < 902
+    assert split.said.startswith("gave back (DigestMismatch") and "leaf 902" in split.said
     assert staged.error is not None and staged.final is None
     assert "leaf 902" in staged.error and "digest" in staged.error
     seen = facts(split.cat, sim.origin)
@@ -436,8 +440,9 @@ def test_idle_lane_splits_the_last_running_step_and_the_harvest_is_identical(
             finally:
                 ctx.engine.dispose()
             if lanes:
-                splits = [r.getMessage() for r in caplog.records if "split at" in r.getMessage()]
-                assert splits and splits[0].endswith(": ok"), splits
+                splits = [r.getMessage() for r in caplog.records if "split:" in r.getMessage()]
+                assert len(splits) == 1 and "split: at " in splits[0], splits
+                assert ": verified " in splits[0], splits
                 assert len(big.served) == len(set(big.served))  # every page fetched once
                 tails = where / TailDir.PARENT
                 assert not tails.exists() or not [
