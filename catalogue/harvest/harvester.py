@@ -18,6 +18,8 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections import deque
@@ -42,7 +44,11 @@ from catalogue.harvest.stream import (
     NodeJob,
     TailDir,
     Writer,
+    give_back,
     harvest_node,
+    refuse_split,
+    split_answer,
+    steal_upper,
     trim_heap,
 )
 from catalogue.models import harvest_staging, nodes
@@ -63,6 +69,7 @@ __all__ = [
     "guarded_job",
     "run_final_in_worker",
     "run_job_in_worker",
+    "run_upper_in_worker",
     "worker_pool",
 ]
 
@@ -104,6 +111,7 @@ class JobResult:
     trusted_checkpoint: str | None = None
     new_checkpoint: str | None = None
     final: FinalStep | None = None  # verified and staged whole: its final commit is still due
+    note: str | None = None  # what an upper-part job did (`steal_upper`)
 
 
 def init_worker(parent: int, log_format: str = "text") -> None:
@@ -222,7 +230,13 @@ class Harvester:
                 if self.engine.dialect.name == "sqlite" and database and database != ":memory:"
                 else None
             )
-            lane_jobs = [replace(j, tail_dir=tails.path) if tails else j for j in jobs]
+            # where an idle lane asks a running step for its upper part (`harvest_upper`)
+            splits = tails.path if tails else tempfile.mkdtemp(prefix="biobank-split-")
+            lane_jobs = [
+                replace(j, tail_dir=tails.path if tails else None, split_dir=splits) for j in jobs
+            ]
+            running: dict[int, NodeJob] = {}  # steps fetched and verified now, not split yet
+            stepping: set[int] = set()  # all steps fetched and verified now
             # largest expected step first (as last seen), so no lane is left alone at the end
             queue = deque(sorted(lane_jobs, key=lambda j: -expected[j.node_id]))
             # steps verified and staged whole whose final commit (index, accept) is still
@@ -256,7 +270,12 @@ class Harvester:
                     pool = pools[at]
                     ready = next((i for i, (_, s) in enumerate(finals) if takes(pool, s)), None)
                     if ready is None and not queue:
-                        return
+                        if not running or lanes < 2:
+                            return
+                        # nothing left to take: ask the latest step for its upper part
+                        owner = running.pop(next(reversed(running)))
+                        await self._steal(client, pool, owner, splits, stepping)
+                        continue
                     if ready is not None and (not finalising[0] or not queue):
                         job, staged = finals[ready]
                         del finals[ready]
@@ -276,7 +295,13 @@ class Harvester:
                             used[at] = False
                     else:
                         job = queue.popleft()
-                        result = await self._run(client, pool, job, defer_final=True)
+                        running[job.node_id] = job
+                        stepping.add(job.node_id)
+                        try:
+                            result = await self._run(client, pool, job, defer_final=True)
+                        finally:
+                            running.pop(job.node_id, None)
+                            stepping.discard(job.node_id)
                         used[at] = True
                     if result.final is not None:
                         finals.append((job, result))
@@ -310,6 +335,8 @@ class Harvester:
                 gc.set_threshold(*thresholds)
                 if tails is not None:
                     tails.close()
+                else:
+                    shutil.rmtree(splits, ignore_errors=True)
                 if self._lane_writer is not None:
                     self._lane_writer.engine.dispose()
                     self._lane_writer = None
@@ -368,6 +395,45 @@ class Harvester:
             pool,
             (run_job_in_worker, job, self._target(), deadline, defer_final),
             lambda: guarded_job(job, client, self._writer(), deadline, defer_final=defer_final),
+        )
+
+    async def _steal(
+        self,
+        client: httpx.AsyncClient,
+        pool: ProcessPoolExecutor | None,
+        job: NodeJob,
+        splits: str,
+        stepping: set[int],
+    ) -> None:
+        """Have this lane ask the running step of `job` for its upper part and, when
+        offered, fetch, verify and key it (`steal_upper`: the request is made once the
+        lane's job is set up, so the owner's split point is not chosen for a thief that
+        is still starting); a failure of that job gives the part back. A step that ends
+        unanswered is answered here (refused), so the job ends too."""
+        started = time.monotonic()
+        deadline = self.settings.node_deadline
+        task = asyncio.ensure_future(
+            self._guarded(
+                job,
+                JobResult(),
+                pool,
+                (run_upper_in_worker, job, deadline),
+                lambda: guarded_upper(job, client, deadline),
+            )
+        )
+        while not task.done():
+            if job.node_id not in stepping and split_answer(splits, job.node_id) is None:
+                refuse_split(splits, job.node_id)  # (the step ended first)
+            await asyncio.wait({task}, timeout=0.01)
+        done = task.result()
+        offer = split_answer(splits, job.node_id)
+        if done.error is not None and isinstance(offer, dict):  # the owner must not wait
+            give_back(splits, job.node_id, str(offer["token"]), done.error)
+        log.info(
+            "harvest of %s, split: %s (%.2f s)",
+            job.origin,
+            done.error or done.note,
+            time.monotonic() - started,
         )
 
     async def _final(
@@ -482,6 +548,33 @@ def run_job_in_worker(
         return asyncio.run(go())
     finally:  # the next node's harvest starts from what this worker holds, not what it held
         _release(target)
+
+
+def run_upper_in_worker(job: NodeJob, deadline: float) -> JobResult:
+    """Worker-process entry point: ask for the upper part of a running step, and take it
+    when offered (`steal_upper`)."""
+
+    async def go() -> JobResult:
+        verify = client_tls(job.ca_bundle, setting=CA_SETTING)
+        async with httpx.AsyncClient(timeout=job.request_timeout, verify=verify) as client:
+            return await guarded_upper(job, client, deadline)
+
+    _calm_gc()
+    try:
+        return asyncio.run(go())
+    finally:
+        gc.collect()
+        trim_heap()
+
+
+async def guarded_upper(job: NodeJob, client: httpx.AsyncClient, deadline: float) -> JobResult:
+    """`steal_upper`; it gives the part back on any failure of its own, so only a failure
+    of the job itself (a timeout) is an error here."""
+    fetcher = NodeFetcher(client, job.url, max_bytes=job.max_bytes, timeout=job.request_timeout)
+    try:
+        return JobResult(note=await asyncio.wait_for(steal_upper(job, fetcher), deadline))
+    except TimeoutError:
+        return JobResult(error=f"the upper part of {job.origin} took over {deadline:g} s")
 
 
 def run_final_in_worker(final: FinalStep, target: WriteTarget, deadline: float) -> JobResult:

@@ -58,17 +58,32 @@ from protocol.schema import SchemaSet
 from protocol.verify import StepVerifier, TrustedState
 
 __all__ = [
+    "SPLIT_AT",
+    "SPLIT_MIN_CHUNKS",
     "FinalStep",
     "NodeJob",
     "StepOutcome",
+    "SplitOwner",
     "TailDir",
+    "UpperPart",
     "Writer",
     "harvest_node",
+    "harvest_upper",
+    "refuse_split",
+    "request_split",
+    "split_answer",
+    "steal_upper",
     "store_tail",
     "trim_heap",
 ]
 
 PAGES_AHEAD = 3  # entry pages in flight while one is verified
+# a step is split for an idle lane only when at least this many chunks are left above the
+# split point (`SplitOwner`); the lower part is the owner's, which also stores the upper
+# part's chunks: SPLIT_AT of what is left (a third: verifying is about three quarters of a
+# lane's work on a leaf, storing the rest)
+SPLIT_MIN_CHUNKS = 1
+SPLIT_AT = 0.4
 COLLECT_EVERY = 16  # pages between collections of the young generation (see harvest_node)
 
 
@@ -97,6 +112,9 @@ class NodeJob:
     # last chunk) goes when the write lock is held at its end, for the final commit to store
     # (`TailDir`, `store_tail`); None: the lane waits for the lock and stores it itself
     tail_dir: str | None = None
+    # lanes: a directory where another lane may ask this step to split (`SplitOwner`); None:
+    # the step is never split
+    split_dir: str | None = None
 
     @property
     def committed(self) -> int:
@@ -256,58 +274,112 @@ async def harvest_node(
     tap = verifier.compact = TappedRange.of(verifier.compact)
     chunk = Chunk(job.node_id, tap=tap)
     storing: asyncio.Future[Position] | None = None  # one chunk is stored while the next fills
-    served = _Served(_pages(fetcher, job.origin, verifier.old_size, size, job.page_size))
+    bound = _Bound(size)  # lowered to where the step is split, if it is
+    served = _Served(_pages(fetcher, job.origin, verifier.old_size, bound, job.page_size))
     pages = 0
     spill = _Spill(
         os.path.dirname(os.path.abspath(writer.sqlite)) if writer.sqlite else None,
         named=job.tail_dir if writer.sqlite and defer_final else None,
         node_id=job.node_id,
     )
+    split = SplitOwner(job.split_dir, job.node_id) if job.split_dir and defer_final else None
+
+    async def stage(full: Chunk, data: bytes | None) -> Position:
+        """Store a chunk ending at the verifier's position now, in order, as a full chunk
+        of the page loop is (`data`: the chunk as `_Spill` writes it, if at hand)."""
+        nonlocal storing
+        mark = _Mark(verifier.next_index, tap.to_json(), verifier.note)
+        at = pos
+        if writer.sqlite is not None:
+            free = writer.lock_free()
+            if free:
+                at = spill.drain(writer, at, wait=False)
+            if free and not spill:
+                at = writer.store_now(at, full, **asdict(mark))
+            else:
+                if data is None:
+                    spill.put(full, mark)
+                else:
+                    spill.put_raw(data, mark)
+                tap.take(0, mark.size)
+            trim_heap()
+            return at
+        if storing is not None:
+            at = await storing
+            trim_heap()
+        storing = asyncio.ensure_future(writer.chunk(at, full, **asdict(mark)))
+        return at
+
     try:
-        async for page in served:
-            add, feed = chunk.add, verifier.feed  # (the chunk changes between pages only)
-            for leaf, content in page:
-                add(feed(leaf, content))
-            # each httpx response is a reference cycle (response <-> stream, 17 objects; the
-            # page's bytes are not in it: `NodeFetcher` reads them itself) and a harvest worker
-            # raises the GC thresholds (harvest._calm_gc): collect the young generation every
-            # COLLECT_EVERY pages. Each collection walks the pages parsed ahead (about 1 ms a
-            # page here), so collecting once a page cost 1-1.5 µs an entry for 17 objects
-            pages += 1
-            if pages % COLLECT_EVERY == 0:
-                gc.collect(0)
-            if len(chunk) >= job.chunk_size and verifier.remaining:
-                room = len(chunk) < job.chunk_growth * job.chunk_size
-                if writer.sqlite is not None:  # stored here, once the write lock is free
-                    free = writer.lock_free()
-                    if not free and room:
-                        continue  # another lane's final commit holds it: keep verifying
-                    mark = _Mark(verifier.next_index, verifier.compact.to_json(), verifier.note)
-                    if free:
-                        pos = spill.drain(writer, pos, wait=False)
-                    if free and not spill:
-                        pos = writer.store_now(pos, chunk, **asdict(mark))
-                    else:  # still held, and the chunk is full: on disk until it is free
-                        spill.put(chunk, mark)
-                        tap.take(0, mark.size)  # stored without them (computed): let go
-                    trim_heap()
-                    chunk = Chunk(job.node_id, tap=tap)
-                    continue
-                if storing is not None and not storing.done() and room:
-                    continue  # the previous chunk is still being stored: keep verifying
-                if storing is not None:
-                    pos = await storing
-                    trim_heap()
-                storing = asyncio.ensure_future(
-                    writer.chunk(
-                        pos,
-                        chunk,
-                        size=verifier.next_index,
-                        compact=verifier.compact.to_json(),
-                        checkpoint=verifier.note,
+        while True:  # once more only when a split's upper part is given back
+            async for page in served:
+                add, feed = chunk.add, verifier.feed  # (the chunk changes between pages only)
+                for leaf, content in page:
+                    add(feed(leaf, content))
+                if split is not None and split.asked():  # another lane is idle: offer it the top
+                    split.answer(bound, verifier, min_left=SPLIT_MIN_CHUNKS * job.chunk_size)
+                # each httpx response is a reference cycle (response <-> stream, 17 objects; the
+                # page's bytes are not in it: `NodeFetcher` reads them itself) and a harvest worker
+                # raises the GC thresholds (harvest._calm_gc): collect the young generation every
+                # COLLECT_EVERY pages. Each collection walks the pages parsed ahead (about 1 ms a
+                # page here), so collecting once a page cost 1-1.5 µs an entry for 17 objects
+                pages += 1
+                if pages % COLLECT_EVERY == 0:
+                    gc.collect(0)
+                if len(chunk) >= job.chunk_size and verifier.remaining:
+                    room = len(chunk) < job.chunk_growth * job.chunk_size
+                    if writer.sqlite is not None:  # stored here, once the write lock is free
+                        free = writer.lock_free()
+                        if not free and room:
+                            continue  # another lane's final commit holds it: keep verifying
+                        mark = _Mark(verifier.next_index, verifier.compact.to_json(), verifier.note)
+                        if free:
+                            pos = spill.drain(writer, pos, wait=False)
+                        if free and not spill:
+                            pos = writer.store_now(pos, chunk, **asdict(mark))
+                        else:  # still held, and the chunk is full: on disk until it is free
+                            spill.put(chunk, mark)
+                            tap.take(0, mark.size)  # stored without them (computed): let go
+                        trim_heap()
+                        chunk = Chunk(job.node_id, tap=tap)
+                        continue
+                    if storing is not None and not storing.done() and room:
+                        continue  # the previous chunk is still being stored: keep verifying
+                    if storing is not None:
+                        pos = await storing
+                        trim_heap()
+                    storing = asyncio.ensure_future(
+                        writer.chunk(
+                            pos,
+                            chunk,
+                            size=verifier.next_index,
+                            compact=verifier.compact.to_json(),
+                            checkpoint=verifier.note,
+                        )
                     )
-                )
-                chunk = Chunk(job.node_id, tap=tap)
+                    chunk = Chunk(job.node_id, tap=tap)
+            if split is not None and split.offered:
+                lower = verifier.next_index == split.m  # the lower part is verified
+                if lower:
+                    # ends at the split: staged before the upper part's chunks
+                    pos = await stage(chunk, None) if len(chunk) else pos
+                    chunk = Chunk(job.node_id, tap=tap)
+                    async for part in split.parts():  # the thief's chunks, as they come
+                        data, leaves = part.read()
+                        append = tap.append
+                        for i in range(0, len(leaves), 32):
+                            append(leaves[i : i + 32])
+                        verifier.next_index = part.hi
+                        pos = await stage(_read_chunk_bytes(data, pos, tap), data)
+                if verifier.remaining:  # the rest is verified here: the thief stops
+                    split.withdraw()
+                split.offered = False
+                if lower and verifier.remaining:  # given back: from where the thief's end
+                    bound.end = size
+                    at = verifier.next_index
+                    served = _Served(_pages(fetcher, job.origin, at, bound, job.page_size))
+                    continue
+            break
         if verifier.remaining:  # the node signs more leaves than it serves
             raise await _withheld(fetcher, job, verifier, accepted, "")
         state = verifier.finish()
@@ -351,10 +423,315 @@ async def harvest_node(
             found.recorded = f"{type(exc).__name__}: {exc}"
         raise found from exc
     finally:
+        if split is not None:
+            split.close()
         spill.close()  # chunks still on disk are in flight: lost, like a chunk in memory
         if storing is not None:  # a failure while a chunk is stored: let it end cleanly
             await asyncio.gather(storing, return_exceptions=True)
     return StepOutcome(size, size - job.committed)
+
+
+# Splitting a step over two lanes. When a lane has nothing left to take while another lane
+# still fetches and verifies a node's step, it asks for the upper part of that step: files in
+# a directory of this harvest's (`NodeJob.split_dir`; SQLite: its `TailDir`):
+#   N.request                 the idle lane asks (`request_split`)
+#   N.offer / N.refused       the owner answers (`SplitOwner.answer`): {token, m, end, note}
+#   N-TOKEN.split             the thief's verified chunks and their leaf hashes
+#                             (`harvest_upper`), chunk by chunk
+#   N-TOKEN.K                 where its chunk K is in it, written once the chunk is
+#   N-TOKEN.giveback          it gave the rest back
+# The owner takes its offer back (removes N.offer) when it no longer waits for the thief;
+# the thief, seeing it gone, stops and removes what it wrote.
+# Only the owner chooses m. The thief never writes to the database: the owner, past m, takes
+# its chunks as they come, joins their leaf hashes to the compact range (the root check over
+# the whole step is the owner's, as always) and stores them after its own, in order, each
+# with the mark it would have had. Whatever the thief meets beyond the common leaf (a
+# rotate-key leaf, a refusal, a page error) it gives back, and the owner verifies the rest
+# itself from where the thief's chunks end, so every refusal is made, and worded, as
+# without a split.
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    part = path + ".part"
+    with open(part, "wb") as file:
+        file.write(data)
+    os.rename(part, path)
+
+
+def request_split(directory: str, node_id: int) -> None:
+    """Ask the step of node `node_id` for its upper part (the owner looks once a page)."""
+    _write_atomic(os.path.join(directory, f"{node_id}.request"), b"")
+
+
+def refuse_split(directory: str, node_id: int) -> None:
+    """Answer a request no step will answer (the step ended first)."""
+    _write_atomic(os.path.join(directory, f"{node_id}.refused"), b"")
+
+
+async def steal_upper(job: NodeJob, fetcher: NodeFetcher) -> str:
+    """An idle lane's job: ask the running step of `job` for its upper part, wait for the
+    answer (the owner looks once a page) and take the part when offered (`harvest_upper`).
+    Returns what it did."""
+    assert job.split_dir is not None
+    asked = time.monotonic()
+    request_split(job.split_dir, job.node_id)
+    while True:
+        answer = split_answer(job.split_dir, job.node_id)
+        if answer is False:
+            return "not split (too little left, or the step ended first)"
+        if isinstance(answer, dict):
+            break
+        await asyncio.sleep(0.002)
+    waited = time.monotonic() - asked
+    did = await harvest_upper(job, fetcher, answer)
+    return f"at {answer['m']} of {answer['end']}, offered in {waited:.3f} s: {did}"
+
+
+def split_answer(directory: str, node_id: int) -> dict[str, Any] | bool | None:
+    """The owner's answer: its offer, False (refused) or None (not yet)."""
+    try:
+        with open(os.path.join(directory, f"{node_id}.offer"), "rb") as file:
+            offer: dict[str, Any] = orjson.loads(file.read())
+            return offer
+    except FileNotFoundError:
+        pass
+    if os.path.exists(os.path.join(directory, f"{node_id}.refused")):
+        return False
+    return None
+
+
+def give_back(directory: str, node_id: int, token: str, why: str) -> None:
+    """The thief (or its lane, when its job failed) hands the upper part back to the owner."""
+    base = os.path.join(directory, f"{node_id}-{token}")
+    if os.path.exists(os.path.join(directory, f"{node_id}.offer")):  # (else: nobody waits)
+        _write_atomic(base + ".giveback", why.encode())
+
+
+class UpperPart:
+    """One chunk of a split step's upper part as the thief verified it (`harvest_upper`):
+    where its rows and its leaf hashes are in the thief's file, which starts with the token."""
+
+    def __init__(self, path: str, token: str, meta: dict[str, Any]) -> None:
+        self.path, self.token, self.meta = path, token, meta
+
+    def check(self, k: int, lo: int, end: int) -> str | None:
+        """What is wrong with it (None: it is this split's part `k`, from `lo`, whole in
+        the file), before any of it is used."""
+        meta = self.meta
+        try:
+            if meta.get("token") != self.token:
+                return "not this step's"
+            if (int(meta["k"]), int(meta["lo"]), int(meta["end"])) != (k, lo, end):
+                return "of another split"
+            hi = int(meta["hi"])
+            spans = [tuple(int(x) for x in meta["data"]), tuple(int(x) for x in meta["hashes"])]
+            if not lo < hi <= end or spans[1][1] != 32 * (hi - lo):
+                return "out of order"
+            with open(self.path, "rb") as file:
+                if not hmac.compare_digest(file.read(len(self.token)), self.token.encode()):
+                    return "not this step's"
+                size = os.fstat(file.fileno()).st_size
+        except FileNotFoundError:
+            return "gone"
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            return f"unreadable ({exc})"
+        if any(o < len(self.token) or n < 0 or o + n > size for o, n in spans):
+            return "short"
+        return None
+
+    @property
+    def hi(self) -> int:
+        return int(self.meta["hi"])
+
+    def read(self) -> tuple[bytes, bytes]:
+        """The chunk (as `_Spill` writes one) and its leaf hashes (`check` first)."""
+        with open(self.path, "rb") as file:
+            out = []
+            for key in ("data", "hashes"):
+                offset, length = (int(x) for x in self.meta[key])
+                file.seek(offset)
+                out.append(file.read(length))
+            return out[0], out[1]
+
+
+class SplitOwner:
+    """A step's side of a split (see above): looks for a request once a page, answers it
+    once, and at the split point waits for the upper part or takes it back."""
+
+    def __init__(self, directory: str, node_id: int) -> None:
+        self.directory = directory
+        self.node_id = node_id
+        self.request = os.path.join(directory, f"{node_id}.request")
+        self.answered = False
+        self.offered = False
+        self.token = ""
+        self.m = self.end = 0
+        self.offered_at = 0.0
+
+    def _base(self) -> str:
+        return os.path.join(self.directory, f"{self.node_id}-{self.token}")
+
+    def asked(self) -> bool:
+        return not self.answered and os.path.exists(self.request)
+
+    def answer(self, bound: _Bound, verifier: StepVerifier, *, min_left: int) -> None:
+        self.answered = True
+        end, n = bound.end, verifier.next_index
+        m = max(bound.asked, n + int((end - n) * SPLIT_AT))
+        if end - m < max(min_left, 1):
+            _write_atomic(os.path.join(self.directory, f"{self.node_id}.refused"), b"")
+            return
+        self.token = secrets.token_hex(16)
+        offer = {"token": self.token, "m": m, "end": end, "note": verifier.note}
+        bound.end, self.m, self.end, self.offered = m, m, end, True
+        self.offered_at = time.monotonic()
+        _write_atomic(os.path.join(self.directory, f"{self.node_id}.offer"), orjson.dumps(offer))
+
+    async def parts(self, limit: float = 60.0) -> AsyncIterator[UpperPart]:
+        """The thief's chunks, in order, as it publishes them; ends at the step's end, or
+        early when it gives the rest back, a part is not this split's, or none comes within
+        `limit` seconds (the owner then verifies the rest itself)."""
+        base = self._base()
+        lo, k = self.m, 0
+        while lo < self.end:
+            until = time.monotonic() + limit
+            while True:
+                try:
+                    with open(f"{base}.{k}", "rb") as file:
+                        meta = orjson.loads(file.read())
+                    break
+                except FileNotFoundError:
+                    if os.path.exists(base + ".giveback") or time.monotonic() > until:
+                        return
+                    await asyncio.sleep(0.002)
+            part = UpperPart(base + ".split", self.token, meta if isinstance(meta, dict) else {})
+            if part.check(k, lo, self.end) is not None:
+                return
+            _unlink(f"{base}.{k}")
+            yield part
+            lo, k = part.hi, k + 1
+
+    def withdraw(self) -> None:
+        """Verify the rest here after all: the offer is taken back, and the thief, seeing it
+        gone, stops and removes what it wrote."""
+        _unlink(os.path.join(self.directory, f"{self.node_id}.offer"))
+        self.offered = False
+
+    def close(self) -> None:
+        if self.offered:
+            self.withdraw()
+        for name in (f"{self.node_id}.request", f"{self.node_id}.offer", f"{self.node_id}.refused"):
+            _unlink(os.path.join(self.directory, name))
+        if self.token:
+            base = self._base()
+            for suffix in (".split", ".giveback"):
+                _unlink(base + suffix)
+            prefix = os.path.basename(base) + "."
+            for name in os.listdir(self.directory):  # parts not taken
+                if name.startswith(prefix) and name[len(prefix) :].isdigit():
+                    _unlink(os.path.join(self.directory, name))
+
+
+class _Collected(CompactRange):
+    """A thief's stand-in for the compact range: it keeps the leaf hashes, in order (the
+    owner joins them to the real range)."""
+
+    __slots__ = ("leaves",)
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.leaves: list[bytes] = []
+
+    def append(self, leaf_hash: bytes) -> None:
+        self.leaves.append(leaf_hash)
+        self.size += 1
+
+
+class _GiveBack(Exception):
+    pass
+
+
+class _Withdrawn(Exception):
+    pass
+
+
+async def harvest_upper(job: NodeJob, fetcher: NodeFetcher, offer: dict[str, Any]) -> str:
+    """The thief's side of a split: fetch, verify and key the leaves [m, end) of the offered
+    step exactly as its owner would, into the split file (nothing reaches the database), or
+    give the part back at anything but the common leaf. Returns what it did."""
+    assert job.split_dir is not None
+    token, m, end = str(offer["token"]), int(offer["m"]), int(offer["end"])
+    base = os.path.join(job.split_dir, f"{job.node_id}-{token}")
+    offered = os.path.join(job.split_dir, f"{job.node_id}.offer")  # gone: withdrawn
+    published: list[int] = []  # where each published part ends
+    try:
+        with open(base + ".split", "xb") as out:
+            out.write(token.encode())
+            keys = KeyHistory.from_json(job.origin, job.keys)
+            note = str(offer["note"])
+            fake = TrustedState(job.origin, m, bytes(32), CompactRange(), note, keys)
+            verifier = StepVerifier(fake, note, [], _schemas(), origin=job.origin, keys=keys)
+            hashes = verifier.compact = _Collected(m)
+            chunk = Chunk(job.node_id)
+            pages = 0
+
+            def publish(chunk: Chunk) -> None:
+                """Part k: the chunk, then its leaf hashes, then where they are (the owner
+                takes it from there, while this lane verifies the next)."""
+                data = marshal.dumps((chunk.rows, chunk.rejected, chunk.keyed))
+                lo, hi = chunk.rows[0][1], chunk.rows[-1][1] + 1
+                leaves = b"".join(hashes.leaves)
+                hashes.leaves.clear()
+                at = out.tell()
+                out.write(data)
+                out.write(leaves)
+                out.flush()
+                meta = {
+                    "token": token,
+                    "k": len(published),
+                    "lo": lo,
+                    "hi": hi,
+                    "end": end,
+                    "data": (at, len(data)),
+                    "hashes": (at + len(data), len(leaves)),
+                }
+                _write_atomic(f"{base}.{len(published)}", orjson.dumps(meta))
+                published.append(hi)
+
+            async for page in _pages(fetcher, job.origin, m, end, job.page_size):
+                add, feed = chunk.add, verifier.feed
+                for leaf, content in page:
+                    v = feed(leaf, content)
+                    if v.entry["op"] == "rotate-key":
+                        raise _GiveBack(f"a rotate-key leaf at {v.index}")
+                    add(v)
+                pages += 1
+                if pages % COLLECT_EVERY == 0:
+                    gc.collect(0)
+                if not os.path.exists(offered):
+                    raise _Withdrawn
+                if len(chunk) >= job.chunk_size:
+                    publish(chunk)
+                    chunk = Chunk(job.node_id)
+            if verifier.next_index != end:
+                raise _GiveBack(f"served up to {verifier.next_index - 1}")
+            if len(chunk):
+                publish(chunk)
+            if not os.path.exists(offered):
+                raise _Withdrawn
+        return f"verified {end - m} leaves from {m}"
+    except _Withdrawn:  # the owner verifies the rest itself: nothing of this is read
+        for path in [base + ".split"] + [f"{base}.{k}" for k in range(len(published))]:
+            _unlink(path)
+        return "withdrawn by the owner"
+    except Exception as exc:  # anything at all: the owner verifies the part itself
+        why = f"{type(exc).__name__}: {exc}"
+        give_back(job.split_dir, job.node_id, token, why)
+        return f"gave back ({why})"
+    except BaseException:  # cancelled: the owner must not wait for it
+        give_back(job.split_dir, job.node_id, token, "cancelled")
+        raise
 
 
 @dataclass(frozen=True)
@@ -415,6 +792,14 @@ class _Spill:
             length += _PIECE_HEAD.size + len(piece)
         self.chunks.append((self.end, length, mark))
         self.end += length
+
+    def put_raw(self, data: bytes, mark: _Mark) -> None:
+        """A chunk as `put` writes it (another lane's, `UpperPart`)."""
+        if self.file is None:
+            self.file = self._open()
+        offset = self.file.seek(0, os.SEEK_END)
+        self.file.write(data)
+        self.chunks.append((offset, len(data), mark))
 
     def drain(self, writer: Writer, pos: Position, *, wait: bool) -> Position:
         """Store the spilled chunks in order, while the lock is free (`wait`: all of them)."""
@@ -504,6 +889,16 @@ def _read_chunk(file: IO[bytes], pos: Position, offset: int, length: int) -> Chu
             f"{pos.origin}: the verified chunk at {offset} of {file.name} is unreadable ({exc})"
         ) from exc
     return Chunk(pos.node_id, rows, rejected, packed=pieces[1] or None)
+
+
+def _read_chunk_bytes(data: bytes, pos: Position, tap: TappedRange) -> Chunk:
+    """A chunk of a split's upper part (`UpperPart.read`), with the owner's compact range,
+    which kept the subtree hashes its leaves complete."""
+    try:
+        rows, rejected, keyed = marshal.loads(data)  # noqa: S302 - this harvest's own file
+    except (EOFError, ValueError, TypeError) as exc:
+        raise FetchError(f"{pos.origin}: the split's verified chunk is unreadable ({exc})") from exc
+    return Chunk(pos.node_id, rows, rejected, keyed, tap=tap)
 
 
 def _unlink(path: str) -> None:
@@ -708,31 +1103,47 @@ async def _explained(
     return hint or exc
 
 
+class _Bound:
+    """Where a step's pages end (`_pages` reads it as it goes: a split lowers it) and how far
+    they have been asked for."""
+
+    __slots__ = ("end", "asked")
+
+    def __init__(self, end: int) -> None:
+        self.end = end
+        self.asked = 0
+
+
 async def _pages(
-    fetcher: NodeFetcher, origin: str, start: int, end: int, page_size: int
+    fetcher: NodeFetcher, origin: str, start: int, bound: _Bound | int, page_size: int
 ) -> AsyncIterator[list[tuple[bytes, Any]]]:
     """Entries [start, end) as pages of (leaf bytes, content); entries past `end` are ignored.
 
     Up to PAGES_AHEAD pages are requested while the current one is verified (pages are
     stable, so they are asked for by position; a short page is followed up where it ends).
+    `bound` (a `_Bound`) may be lowered meanwhile, never below what it says was asked for.
     """
+    if isinstance(bound, int):
+        bound = _Bound(bound)
     pos = start  # next entry to yield
-    asked = start  # next entry to ask for
+    bound.asked = start  # next entry to ask for
     pending: deque[tuple[int, asyncio.Future[Any]]] = deque()
     try:
-        while pos < end:
-            while len(pending) < PAGES_AHEAD and asked < end:
-                limit = min(page_size, end - asked)
+        while pos < bound.end:
+            while len(pending) < PAGES_AHEAD and bound.asked < bound.end:
+                asked = bound.asked
+                limit = min(page_size, bound.end - asked)
                 pending.append((asked, asyncio.ensure_future(fetcher.entries(asked, limit))))
-                asked += limit
+                bound.asked = asked + limit
             at, future = pending.popleft()
             entries, _nxt = await future
             if at != pos:  # an earlier page was short: ask again from where it ended
                 for _at, f in pending:
                     f.cancel()
                 pending.clear()
-                asked = pos
+                bound.asked = pos
                 continue
+            end = bound.end
             entries = entries[: end - pos]
             if not entries:
                 return  # fewer leaves than the checkpoint claims: finish() names what is missing
@@ -742,7 +1153,7 @@ async def _pages(
                 for _at, f in pending:
                     f.cancel()
                 pending.clear()
-                asked = pos
+                bound.asked = pos
             yield page
     finally:
         for _at, f in pending:
