@@ -189,18 +189,18 @@ def test_keyed_group_is_what_the_read_back_path_computes() -> None:
     with a chunk's shared parts (`memo`) and through the staged bytes."""
     memo: dict[Any, Any] = {}
     records = [_varied(n) for n in range(80)] + [_varied(n) for n in range(10)]  # repeats
-    keyed = [key_group(i, r, memo) for i, r in enumerate(records)]
+    keyed = [key_group(i, r, memo, r["id"]) for i, r in enumerate(records)]
     back = unpack_keyed(pack_keyed([k for k in keyed if k is not None]))
     assert back is not None and len(back) == len(records)
     for i, (rec, item) in enumerate(zip(records, back, strict=True)):
         key = combo_key(rec)
-        idx, chash, staged_key, s_iv, d_iv, s_exact, d_exact = item
-        assert (idx, chash, staged_key) == (i, combo_hash(key), key)
+        idx, chash, staged_key, s_iv, d_iv, s_exact, d_exact, rid = item
+        assert (idx, chash, staged_key, rid) == (i, combo_hash(key), key, rec["id"])
         assert (s_iv, d_iv) == (count_interval(rec["samples"]), count_interval(rec["donors"]))
         assert group_problems({"samples": s_exact, "donors": d_exact}, 10) == group_problems(
             rec, 10
         )
-    assert key_group(0, {"samples": 1, "donors": 1}, {}) is None  # no key: read back instead
+    assert key_group(0, {"samples": 1, "donors": 1}, {}, "g") is None  # no key: read back instead
     assert unpack_keyed(b"k0" + pack_keyed([])[2:]) is None  # another format: read back
 
 
@@ -211,7 +211,7 @@ def _keyed_as_the_reference(records: list[dict[str, Any]], chunk: int) -> int:
     for at in range(0, len(records), chunk):
         memo: dict[Any, Any] = {}
         part = records[at : at + chunk]
-        keyed = [key_group(at + i, r, memo) for i, r in enumerate(part)]
+        keyed = [key_group(at + i, r, memo, f"g{at + i}") for i, r in enumerate(part)]
         assert all(k is not None for k in keyed)
         back = unpack_keyed(pack_keyed([k for k in keyed if k is not None]))
         assert back is not None and len(back) == len(part)
@@ -221,7 +221,7 @@ def _keyed_as_the_reference(records: list[dict[str, Any]], chunk: int) -> int:
             s, d = rec["samples"], rec["donors"]
             assert item[3:5] == (count_interval(s), count_interval(d))
             exact = (s if isinstance(s, int) else None, d if isinstance(d, int) else None)
-            assert item[5:] == exact
+            assert item[5:] == (*exact, f"g{at + i}")
             assert type(item[2][9]) is tuple and [type(x) for x in item[2]] == [
                 type(x) for x in key
             ]
@@ -255,7 +255,7 @@ def test_keyed_group_lists_looked_up_as_published_keep_combo_key_and_hash_in_any
         for d in counts[::-1]
     ]
     assert _keyed_as_the_reference(records + odd + records, 150) == 2 * len(records) + len(odd)
-    keys = [key_group(i, r, {}) for i, r in enumerate(odd[:6])]
+    keys = [key_group(i, r, {}, "g") for i, r in enumerate(odd[:6])]
     assert len({k[1] for k in keys if k is not None}) == 6  # six different hashes
 
 
