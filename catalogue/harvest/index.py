@@ -507,13 +507,15 @@ def _prepare_batch(
     missing: dict[tuple[str, str], int],
     staged: StagedKeys | None = None,
 ) -> Batch:
-    rejected = set(
-        conn.execute(
-            select(rejections.c.idx).where(
+    # the batch's rejected leaves (index -> kind, record id: as their leaves state them)
+    rejected: dict[int, tuple[str, str]] = {
+        int(idx): (kind, rid)
+        for idx, kind, rid in conn.execute(
+            select(rejections.c.idx, rejections.c.kind, rejections.c.record_id).where(
                 rejections.c.node_id == node_id, rejections.c.idx >= lo, rejections.c.idx < hi
             )
-        ).scalars()
-    )
+        )
+    }
     # the leaf of an erased or withdrawn entry (to tell which), else the content; through the
     # driver's cursor (SQLAlchemy's row processing cost as much as the parsing)
     # (a group keyed as it was verified is not read back: its content only when it was not)
@@ -526,6 +528,14 @@ def _prepare_batch(
         # are read back (other kinds, erased, withdrawn, and any group not keyed)
         cursor.execute(_UNKEYED.format(mark=mark), (node_id, lo, hi))
         rows = cursor.fetchall()
+        if rejected:  # a rejected group with its content: its kind and id are all it needs
+            at = {row[0] for row in rows}
+            rows += [
+                (i, kind, rid, None, None)
+                for i, (kind, rid) in rejected.items()
+                if i not in at and keyed[i] is None
+            ]
+            rows.sort(key=_first)
         staged_n = len(keyed) - countOf(keyed.values(), None)
         read = sum(1 for row in rows if keyed[row[0]] is None)
         if read + staged_n == hi - lo:  # each leaf read back or keyed (else read as before)
