@@ -121,7 +121,7 @@ class Chunk:
         )
         if not v.problems:
             if kind == GROUP and v.content is not None:
-                keyed = key_group(v.index, v.content, self.memo)
+                keyed = key_group(v.index, v.content, self.memo, rid)
                 if keyed is not None:
                     self.keyed.append(keyed)
         else:

@@ -6,10 +6,10 @@ import hashlib
 import marshal
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import itemgetter
+from operator import countOf, itemgetter
 from typing import Any
 
 import orjson
@@ -169,22 +169,25 @@ def group_problems(group: dict[str, Any], k: int) -> list[str]:
 
 
 # a group change made ready outside the write lock: (leaf index, combo hash, combo key,
-# samples interval, donors interval, and two values `apply_groups` ignores: a `Keyed` as it
-# was staged, or None, None), or None to remove the group from the index
-Ready = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int], Any, Any]
+# samples interval, donors interval, and three values `apply_groups` ignores: a `Keyed` as it
+# was staged, or None, None, None), or None to remove the group from the index
+Ready = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int], Any, Any, Any]
 
 
 # a sample group keyed where it was verified (`key_group`): (leaf index, combo hash, combo
-# key, samples interval, donors interval, exact samples or None, exact donors or None); the
-# first five are its Ready change, the last two what the node's k policy is asked of
-Keyed = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int], Any, Any]
-_KEYED_FORMAT = b"k1"  # the staged rows' format (another is ignored: keyed from the leaves)
+# key, samples interval, donors interval, exact samples or None, exact donors or None, its
+# record id); the first five are its Ready change, the next two what the node's k policy is
+# asked of, the record id what its leaf would be read back for (`_prepare_batch`)
+Keyed = tuple[int, bytes, tuple[Any, ...], tuple[int, int], tuple[int, int], Any, Any, Any]
+_KEYED_FORMAT = b"k2"  # the staged rows' format (another is ignored: keyed from the leaves)
+# the format before, without the record id (its groups' leaves are read back, as then)
+KEYED_FORMAT_BEFORE = b"k1"
 # the same, written by the version that stored a chunk's `leaf_records` rows with it on
 # PostgreSQL (now a view over the leaves: `db._records_view`); read back as the one above
 RECORDED_FORMAT = b"r1"
 
 
-def key_group(idx: int, record: dict[str, Any], memo: dict[Any, Any]) -> Keyed | None:
+def key_group(idx: int, record: dict[str, Any], memo: dict[Any, Any], rid: str) -> Keyed | None:
     """Key a schema-valid group's content as `_prepare_batch` would (None: it cannot be, and
     the final commit keys it from its stored leaf, which names the problem as before).
 
@@ -260,6 +263,7 @@ def key_group(idx: int, record: dict[str, Any], memo: dict[Any, Any]) -> Keyed |
             d_iv,
             samples if isinstance(samples, int) else None,
             donors if isinstance(donors, int) else None,
+            rid,
         )
     except (KeyError, TypeError, ValueError, AttributeError, orjson.JSONEncodeError):
         return None
@@ -286,33 +290,46 @@ def _strings(items: tuple[Any, ...]) -> bool:
     return all(type(x) is str for x in items)
 
 
-def pack_keyed(keyed: list[Keyed], *, recorded: bool = False) -> bytes:
+def pack_keyed(keyed: list[Keyed], *, recorded: bool = False, before: bool = False) -> bytes:
     """A chunk's keyed groups as stored in `harvest_keyed.data` (marshal: our own rows,
     read back by this process or another lane of the same code: `unpack_keyed`).
-    `recorded`: as the version before wrote it on PostgreSQL (`RECORDED_FORMAT`)."""
-    return (RECORDED_FORMAT if recorded else _KEYED_FORMAT) + marshal.dumps(keyed)
+    `recorded`, `before`: as the versions before wrote them (`RECORDED_FORMAT`,
+    `KEYED_FORMAT_BEFORE`: without the record ids)."""
+    if recorded or before:
+        head = RECORDED_FORMAT if recorded else KEYED_FORMAT_BEFORE
+        return head + marshal.dumps([kd[:7] for kd in keyed])
+    return _KEYED_FORMAT + marshal.dumps(keyed)
 
 
 def unpack_keyed(data: bytes) -> list[Keyed] | None:
-    """What `pack_keyed` stored; None for another format (the leaves are keyed instead)."""
+    """What `pack_keyed` stored; None for another format (the leaves are keyed instead).
+    Rows of a format before carry no record ids: theirs are None."""
     data = bytes(data)
-    if not data.startswith((_KEYED_FORMAT, RECORDED_FORMAT)):
+    if not data.startswith((_KEYED_FORMAT, KEYED_FORMAT_BEFORE, RECORDED_FORMAT)):
         return None
     try:
         items = marshal.loads(data[2:])  # noqa: S302 - our own rows
     except (ValueError, EOFError, TypeError):
         return None
-    return items if isinstance(items, list) else None
+    if not isinstance(items, list):
+        return None
+    if not data.startswith(_KEYED_FORMAT):
+        return [(*kd, None) for kd in items]
+    return items
 
 
 class StagedKeys:
     """The keyed groups of a node's staged chunks, read chunk by chunk as the step's
-    batches ask for them (in index order), each let go once its batch has it."""
+    batches ask for them (in index order), each let go once its batch has it.
+
+    `complete`: every staged row read carries its groups' record ids (`_KEYED_FORMAT`); a
+    batch whose leaves are all staged so then reads back only its other leaves."""
 
     def __init__(self, node_id: int, start: int) -> None:
         self.node_id = node_id
         self.read_to = start  # the staged rows ending at or before this are read
         self.items: dict[int, Keyed] = {}
+        self.complete = True
 
     def take(self, conn: Connection, lo: int, hi: int) -> dict[int, Keyed | None]:
         """The keyed groups of leaves [lo, hi), by index, None for a leaf with none (an empty
@@ -329,6 +346,8 @@ class StagedKeys:
             ).all()
             for end, data in rows:
                 got = unpack_keyed(data) or ()
+                if bytes(data[:2]) != _KEYED_FORMAT:
+                    self.complete = False
                 self.items.update(zip(map(_first, got), got, strict=True))  # (a later chunk's wins)
                 self.read_to = max(self.read_to, int(end))
         items = self.items
@@ -488,32 +507,57 @@ def _prepare_batch(
     missing: dict[tuple[str, str], int],
     staged: StagedKeys | None = None,
 ) -> Batch:
-    rejected = set(
-        conn.execute(
-            select(rejections.c.idx).where(
+    # the batch's rejected leaves (index -> kind, record id: as their leaves state them)
+    rejected: dict[int, tuple[str, str]] = {
+        int(idx): (kind, rid)
+        for idx, kind, rid in conn.execute(
+            select(rejections.c.idx, rejections.c.kind, rejections.c.record_id).where(
                 rejections.c.node_id == node_id, rejections.c.idx >= lo, rejections.c.idx < hi
             )
-        ).scalars()
-    )
+        )
+    }
     # the leaf of an erased or withdrawn entry (to tell which), else the content; through the
     # driver's cursor (SQLAlchemy's row processing cost as much as the parsing)
     # (a group keyed as it was verified is not read back: its content only when it was not)
     keyed = staged.take(conn, lo, hi) if staged is not None else {}
     cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
-    content_col = f"CASE WHEN kind = '{GROUP}' THEN NULL ELSE content END" if keyed else "content"
-    cursor.execute(
-        f"SELECT idx, kind, record_id, CASE WHEN content IS NULL THEN leaf END, {content_col} "
-        f"FROM leaves WHERE node_id = {mark} AND idx >= {mark} AND idx < {mark} ORDER BY idx",
-        (node_id, lo, hi),
-    )
+    leaves_of: Iterable[tuple[Any, ...]] | None = None
+    if keyed and staged is not None and staged.complete:
+        # every group keyed as it was verified carries its record id: only the other leaves
+        # are read back (other kinds, erased, withdrawn, and any group not keyed)
+        cursor.execute(_UNKEYED.format(mark=mark), (node_id, lo, hi))
+        rows = cursor.fetchall()
+        if rejected:  # a rejected group with its content: its kind and id are all it needs
+            at = {row[0] for row in rows}
+            rows += [
+                (i, kind, rid, None, None)
+                for i, (kind, rid) in rejected.items()
+                if i not in at and keyed[i] is None
+            ]
+            rows.sort(key=_first)
+        staged_n = len(keyed) - countOf(keyed.values(), None)
+        read = sum(1 for row in rows if keyed[row[0]] is None)
+        if read + staged_n == hi - lo:  # each leaf read back or keyed (else read as before)
+            leaves_of = _merged(rows, keyed)
+    if leaves_of is None:
+        content_col = (
+            f"CASE WHEN kind = '{GROUP}' THEN NULL ELSE content END" if keyed else "content"
+        )
+        cursor.execute(
+            f"SELECT idx, kind, record_id, CASE WHEN content IS NULL THEN leaf END, "
+            f"{content_col} FROM leaves WHERE node_id = {mark} AND idx >= {mark} "
+            f"AND idx < {mark} ORDER BY idx",
+            (node_id, lo, hi),
+        )
+        leaves_of = cursor
     changes: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
     erase: dict[tuple[str, str], int] = {}
     refused: list[tuple[Any, ...]] = []
     groups = changes[GROUP]
     loads, dumps, sha256 = orjson.loads, orjson.dumps, hashlib.sha256
     take = keyed.get
-    for idx, kind, rid, gone, content in cursor:
+    for idx, kind, rid, gone, content in leaves_of:
         # the common leaf first: a group keyed as it was verified (`key_group`), not
         # rejected, within k (`group_problems` is asked only of exact donors below k or above
         # exact samples); the same as the branches below give it
@@ -567,11 +611,36 @@ def _prepare_batch(
                     (1, int(donors["lt"]) - 1) if type(donors) is dict else (n := int(donors), n),
                     None,  # (a Keyed's exact counts: asked of the policy above already)
                     None,
+                    None,
                 )
         else:
             changes[kind][rid] = (idx, loads(content))
     cursor.close()
     return Batch(changes, erase, refused)
+
+
+# the leaves of a batch not keyed where they were verified, as `_prepare_batch` reads them
+_UNKEYED = (
+    "SELECT idx, kind, record_id, CASE WHEN content IS NULL THEN leaf END, content FROM leaves"
+    " WHERE node_id = {mark} AND idx >= {mark} AND idx < {mark}"
+    f" AND (kind <> '{GROUP}' OR content IS NULL) ORDER BY idx"
+)
+
+
+def _merged(
+    rows: list[tuple[Any, ...]], keyed: dict[int, Keyed | None]
+) -> Iterator[tuple[Any, ...]]:
+    """A batch's leaves in index order as `_prepare_batch` reads them: those read back
+    (`rows`), and each group keyed where it was verified as (index, kind, record id, None,
+    None), its content not read (as the full read gives a keyed group's)."""
+    at = {row[0]: row for row in rows}
+    get = at.get
+    for idx, kd in keyed.items():
+        row = get(idx) if at else None
+        if row is not None:
+            yield row
+        elif kd is not None:
+            yield (idx, GROUP, kd[7], None, None)
 
 
 def _content(conn: Connection, node_id: int, idx: int) -> Any:
@@ -892,7 +961,7 @@ def apply_groups(
     new = combo_ids.new
     for gid, ch in changes.items():
         if ch is not None:
-            idx, chash, _key, (s_min, s_max), (d_min, d_max), _, _ = ch
+            idx, chash, _key, (s_min, s_max), (d_min, d_max), _, _, _ = ch
             if idx in later:
                 cid = ids[chash]
                 if cid not in new:

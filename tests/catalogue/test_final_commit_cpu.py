@@ -82,7 +82,7 @@ def test_sqlite_many_rows_insert_keeps_within_the_bound_value_limit(tmp_path: Pa
 
 def _keyed(idx: int) -> tuple[Any, ...]:
     key = combo_key({"biobank": "b", "collection": "c", "sex": ("male", "female")[idx % 2]})
-    return (idx, combo_hash(key), key, (idx, idx), (1, 9), idx, None)
+    return (idx, combo_hash(key), key, (idx, idx), (1, 9), idx, None, f"g{idx}")
 
 
 def test_staged_keys_give_each_leaf_of_a_batch_its_staged_group_or_none(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, inspect, select, text, update
 
 import catalogue.harvest.index
 from catalogue.context import build_context
@@ -31,10 +31,11 @@ from catalogue.harvest.index import (
     group_problems,
     key_group,
     pack_keyed,
+    prepare_step,
     unpack_keyed,
 )
 from catalogue.harvest.stream import Writer
-from catalogue.models import combos, harvest_keyed, sample_groups
+from catalogue.models import combos, harvest_keyed, leaves, nodes, rejections, sample_groups
 from node.importing.importer import run_import
 from node.importing.mapping import Mapping
 from tests.catalogue.conftest import Catalogue, database, make_settings
@@ -92,7 +93,7 @@ def _node() -> NodeSimulator:
 
 
 def _staged_then_final(
-    sim: NodeSimulator, home: Path, url: str, *, drop_keyed: bool
+    sim: NodeSimulator, home: Path, url: str, *, drop_keyed: bool, before: bool = False
 ) -> tuple[dict[str, Any], int]:
     settings = make_settings(
         url, home / "home", page_size=25, harvest_chunk=CHUNK, harvest_chunk_growth=1
@@ -107,6 +108,8 @@ def _staged_then_final(
             rows = conn.execute(select(func.count()).select_from(harvest_keyed)).scalar_one()
             if drop_keyed:  # as a step staged by the previous version would be
                 conn.execute(harvest_keyed.delete())
+            if before:  # as the version before staged them: without their record ids
+                _restage_before(conn)
         done = asyncio.run(guarded_final(staged.final, Writer(ctx.engine, ctx.key), 20.0))
         assert done.error is None
         with ctx.engine.connect() as conn:  # consumed with the staging
@@ -136,6 +139,88 @@ def test_final_commit_from_groups_keyed_where_verified_indexes_what_reading_back
     assert "below the node's k" in reasons and "fewer than its donors" in reasons
     assert "does not match" in reasons
     assert len(keyed["groups"]) > 40 and len(keyed["combos"]) > 10
+
+
+def _restage_before(conn: Any) -> None:
+    """Rewrite the staged keyed rows in the format before (`KEYED_FORMAT_BEFORE`: no ids)."""
+    for lo, data in conn.execute(select(harvest_keyed.c.lo, harvest_keyed.c.data)).all():
+        keyed = unpack_keyed(data)
+        assert keyed is not None and all(kd[7] for kd in keyed)  # each with its record id
+        conn.execute(
+            update(harvest_keyed)
+            .where(harvest_keyed.c.lo == lo)
+            .values(data=pack_keyed(keyed, before=True))
+        )
+        back = unpack_keyed(pack_keyed(keyed, before=True))
+        assert back is not None and [kd[:7] for kd in back] == [kd[:7] for kd in keyed]
+        assert {kd[7] for kd in back} == {None}
+
+
+def test_final_commit_of_groups_staged_without_record_ids_indexes_the_same(
+    db_url: str, tmp_path: Path, serve: Any, request: pytest.FixtureRequest
+) -> None:
+    """Keyed rows staged by the version before (format `KEYED_FORMAT_BEFORE`, no record ids)
+    are still used, their groups' leaves read back for their ids: the final commit indexes
+    what it indexes from rows with the ids (and from none)."""
+    sim = _node()
+    serve(sim)
+    kind = "postgres" if "postgresql" in db_url else "sqlite"
+    results = []
+    for name, drop, before in (("now", False, False), ("before", False, True)):
+        home = tmp_path / name
+        home.mkdir()
+        with database(kind, home, request) as url:
+            results.append(_staged_then_final(sim, home, url, drop_keyed=drop, before=before))
+    (now, rows), (before_, rows_before) = results
+    assert rows == rows_before > 0
+    assert now == before_
+    assert len(now["groups"]) > 40 and len(now["rejections"]) > 5
+
+
+def _prepared_changes(conn: Any, node_id: int, size: int) -> list[Any]:
+    prepared = prepare_step(conn, node_id, 0, size, budget=size)
+    return [(b.changes, b.erase, b.refused) for b in prepared.batches]
+
+
+def test_prepared_step_reads_back_only_the_leaves_not_keyed(
+    db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every group of a batch keyed and staged with its record id, the step is made
+    ready from the staged rows and the other leaves alone (other kinds, withdrawals,
+    rejected groups): the same with the keyed groups' leaves gone from `leaves`. Rows of the
+    format before have the leaves read back: without them, their groups are missing."""
+    monkeypatch.setattr(catalogue.harvest.index, "BATCH", 30)  # batches across chunks
+    sim = _node()
+    serve(sim)
+    ctx = build_context(make_settings(db_url, tmp_path / "home", page_size=25, harvest_chunk=CHUNK))
+    try:
+        cat = Catalogue(ctx)
+        cat.enrol(sim, sim.url)
+        staged = cat.stage_whole(sim.origin)
+        assert staged.error is None and staged.final is not None
+        size = len(sim.leaves)
+        with ctx.engine.begin() as conn:
+            node_id = conn.execute(select(nodes.c.id)).scalar_one()
+            rejected = conn.execute(select(func.count()).select_from(rejections)).scalar_one()
+            assert rejected > 0  # rejected groups among the keyed ones
+            expected = _prepared_changes(conn, node_id, size)
+            keyed = [
+                kd[0]
+                for data in conn.execute(select(harvest_keyed.c.data)).scalars()
+                for kd in unpack_keyed(data) or ()
+            ]
+            assert len(keyed) > size // 2
+            conn.execute(
+                leaves.delete().where(leaves.c.node_id == node_id, leaves.c.idx.in_(keyed))
+            )
+            assert _prepared_changes(conn, node_id, size) == expected
+            _restage_before(conn)  # the format before: the leaves are read back (gone here)
+            without = _prepared_changes(conn, node_id, size)
+            assert sum(len(c[GROUP]) for c, _, _ in without) < sum(
+                len(c[GROUP]) for c, _, _ in expected
+            )
+    finally:
+        ctx.engine.dispose()
 
 
 def test_replaced_group_versions_leave_the_counts_a_recount_finds(
@@ -189,18 +274,18 @@ def test_keyed_group_is_what_the_read_back_path_computes() -> None:
     with a chunk's shared parts (`memo`) and through the staged bytes."""
     memo: dict[Any, Any] = {}
     records = [_varied(n) for n in range(80)] + [_varied(n) for n in range(10)]  # repeats
-    keyed = [key_group(i, r, memo) for i, r in enumerate(records)]
+    keyed = [key_group(i, r, memo, r["id"]) for i, r in enumerate(records)]
     back = unpack_keyed(pack_keyed([k for k in keyed if k is not None]))
     assert back is not None and len(back) == len(records)
     for i, (rec, item) in enumerate(zip(records, back, strict=True)):
         key = combo_key(rec)
-        idx, chash, staged_key, s_iv, d_iv, s_exact, d_exact = item
-        assert (idx, chash, staged_key) == (i, combo_hash(key), key)
+        idx, chash, staged_key, s_iv, d_iv, s_exact, d_exact, rid = item
+        assert (idx, chash, staged_key, rid) == (i, combo_hash(key), key, rec["id"])
         assert (s_iv, d_iv) == (count_interval(rec["samples"]), count_interval(rec["donors"]))
         assert group_problems({"samples": s_exact, "donors": d_exact}, 10) == group_problems(
             rec, 10
         )
-    assert key_group(0, {"samples": 1, "donors": 1}, {}) is None  # no key: read back instead
+    assert key_group(0, {"samples": 1, "donors": 1}, {}, "g") is None  # no key: read back instead
     assert unpack_keyed(b"k0" + pack_keyed([])[2:]) is None  # another format: read back
 
 
@@ -211,7 +296,7 @@ def _keyed_as_the_reference(records: list[dict[str, Any]], chunk: int) -> int:
     for at in range(0, len(records), chunk):
         memo: dict[Any, Any] = {}
         part = records[at : at + chunk]
-        keyed = [key_group(at + i, r, memo) for i, r in enumerate(part)]
+        keyed = [key_group(at + i, r, memo, f"g{at + i}") for i, r in enumerate(part)]
         assert all(k is not None for k in keyed)
         back = unpack_keyed(pack_keyed([k for k in keyed if k is not None]))
         assert back is not None and len(back) == len(part)
@@ -221,7 +306,7 @@ def _keyed_as_the_reference(records: list[dict[str, Any]], chunk: int) -> int:
             s, d = rec["samples"], rec["donors"]
             assert item[3:5] == (count_interval(s), count_interval(d))
             exact = (s if isinstance(s, int) else None, d if isinstance(d, int) else None)
-            assert item[5:] == exact
+            assert item[5:] == (*exact, f"g{at + i}")
             assert type(item[2][9]) is tuple and [type(x) for x in item[2]] == [
                 type(x) for x in key
             ]
@@ -255,7 +340,7 @@ def test_keyed_group_lists_looked_up_as_published_keep_combo_key_and_hash_in_any
         for d in counts[::-1]
     ]
     assert _keyed_as_the_reference(records + odd + records, 150) == 2 * len(records) + len(odd)
-    keys = [key_group(i, r, {}) for i, r in enumerate(odd[:6])]
+    keys = [key_group(i, r, {}, "g") for i, r in enumerate(odd[:6])]
     assert len({k[1] for k in keys if k is not None}) == 6  # six different hashes
 
 
