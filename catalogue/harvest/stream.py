@@ -284,9 +284,9 @@ async def harvest_node(
     )
     split = SplitOwner(job.split_dir, job.node_id) if job.split_dir and defer_final else None
 
-    async def stage(full: Chunk, data: bytes | None) -> Position:
+    async def stage(full: Chunk) -> Position:
         """Store a chunk ending at the verifier's position now, in order, as a full chunk
-        of the page loop is (`data`: the chunk as `_Spill` writes it, if at hand)."""
+        of the page loop is (spilled in the spill's own format while the lock is held)."""
         nonlocal storing
         mark = _Mark(verifier.next_index, tap.to_json(), verifier.note)
         at = pos
@@ -297,10 +297,7 @@ async def harvest_node(
             if free and not spill:
                 at = writer.store_now(at, full, **asdict(mark))
             else:
-                if data is None:
-                    spill.put(full, mark)
-                else:
-                    spill.put_raw(data, mark)
+                spill.put(full, mark)
                 tap.take(0, mark.size)
             trim_heap()
             return at
@@ -362,7 +359,7 @@ async def harvest_node(
                 lower = verifier.next_index == split.m  # the lower part is verified
                 if lower:
                     # ends at the split: staged before the upper part's chunks
-                    pos = await stage(chunk, None) if len(chunk) else pos
+                    pos = await stage(chunk) if len(chunk) else pos
                     chunk = Chunk(job.node_id, tap=tap)
                     async for part in split.parts():  # the thief's chunks, as they come
                         data, leaves = part.read()
@@ -370,7 +367,7 @@ async def harvest_node(
                         for i in range(0, len(leaves), 32):
                             append(leaves[i : i + 32])
                         verifier.next_index = part.hi
-                        pos = await stage(_read_chunk_bytes(data, pos, tap), data)
+                        pos = await stage(_read_chunk_bytes(data, pos, tap))
                 if verifier.remaining:  # the rest is verified here: the thief stops
                     split.withdraw()
                 split.offered = False
@@ -792,14 +789,6 @@ class _Spill:
             length += _PIECE_HEAD.size + len(piece)
         self.chunks.append((self.end, length, mark))
         self.end += length
-
-    def put_raw(self, data: bytes, mark: _Mark) -> None:
-        """A chunk as `put` writes it (another lane's, `UpperPart`)."""
-        if self.file is None:
-            self.file = self._open()
-        offset = self.file.seek(0, os.SEEK_END)
-        self.file.write(data)
-        self.chunks.append((offset, len(data), mark))
 
     def drain(self, writer: Writer, pos: Position, *, wait: bool) -> Position:
         """Store the spilled chunks in order, while the lock is free (`wait`: all of them)."""
