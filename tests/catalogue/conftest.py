@@ -76,15 +76,14 @@ class Catalogue:
         outcomes = Harvester(engine=self.engine, settings=self.ctx.settings, key=self.ctx.key).run()
         return {o.origin: o for o in outcomes}
 
-    def stage_whole(self, origin: str, tail_dir: str | None = None) -> Any:
-        """One lane's part of a harvest: fetch, verify and stage the node's whole step (nothing
-        accepted or staged before), its final commit deferred; the job's result (`tail_dir`:
-        a `TailDir` for what the write lock keeps from being stored at the step's end)."""
+    def first_job(self, origin: str, **extra: Any) -> NodeJob:
+        """The job of a node's first step (nothing accepted or staged before), as a lane
+        gets it; `extra`: more `NodeJob` fields (a tail or split directory)."""
         s = self.ctx.settings
         with self.engine.connect() as conn:
             row = conn.execute(select(nodes).where(nodes.c.origin == origin)).one()
             keys = load_history(conn, row)
-        job = NodeJob(
+        return NodeJob(
             node_id=row.id,
             origin=row.origin,
             url=row.url,
@@ -97,8 +96,14 @@ class Catalogue:
             page_size=s.page_size,
             max_step=s.max_step,
             chunk_size=s.harvest_chunk,
-            tail_dir=tail_dir,
+            **extra,
         )
+
+    def stage_whole(self, origin: str, tail_dir: str | None = None) -> Any:
+        """One lane's part of a harvest: fetch, verify and stage the node's whole step (nothing
+        accepted or staged before), its final commit deferred; the job's result (`tail_dir`:
+        a `TailDir` for what the write lock keeps from being stored at the step's end)."""
+        job = self.first_job(origin, tail_dir=tail_dir)
 
         async def go() -> Any:
             async with httpx.AsyncClient() as client:

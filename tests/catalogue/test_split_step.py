@@ -17,13 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from catalogue.context import build_context
 from catalogue.harvest import Harvester
 from catalogue.harvest.fetcher import NodeFetcher
 from catalogue.harvest.harvester import JobResult, guarded_final, guarded_job
-from catalogue.harvest.keys import load_history
 from catalogue.harvest.stream import (
     NodeJob,
     TailDir,
@@ -32,7 +30,6 @@ from catalogue.harvest.stream import (
     request_split,
     split_answer,
 )
-from catalogue.models import nodes
 from protocol.canonical import canonical
 from protocol.entries import make_entry
 from protocol.note import Checkpoint, Signer, generate_key, sign_checkpoint
@@ -79,25 +76,8 @@ class Place:
         return sorted(n for n in os.listdir(self.split_dir) if n != "lock")
 
     def job(self, origin: str) -> NodeJob:
-        s = self.cat.ctx.settings
-        with self.cat.engine.connect() as conn:
-            row = conn.execute(select(nodes).where(nodes.c.origin == origin)).one()
-            keys = load_history(conn, row)
-        return NodeJob(
-            node_id=row.id,
-            origin=row.origin,
-            url=row.url,
-            country=row.country,
-            state=None,
-            staged=None,
-            keys=keys.to_json(),
-            request_timeout=s.request_timeout,
-            max_bytes=s.max_response_bytes,
-            page_size=s.page_size,
-            max_step=s.max_step,
-            chunk_size=s.harvest_chunk,
-            tail_dir=self.tails.path if self.tails else None,
-            split_dir=self.split_dir,
+        return self.cat.first_job(
+            origin, tail_dir=self.tails.path if self.tails else None, split_dir=self.split_dir
         )
 
     def stage_split(self, origin: str, thief: Any = None) -> tuple[JobResult, dict[str, Any]]:
