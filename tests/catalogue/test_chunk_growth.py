@@ -197,16 +197,7 @@ def test_chunks_verified_while_the_write_lock_stays_held_are_spilled_then_stored
         for level in range(STRIDE, size.bit_length() + 1, STRIDE)
         for i in range(size >> level)
     }
-    (tmp_path / "clean").mkdir()
-    clean = _catalogue(
-        f"sqlite:///{tmp_path / 'clean' / 'catalogue.db'}", tmp_path / "clean-home", growth=1
-    )
-    try:
-        clean.enrol(sim, sim.url)
-        assert clean.harvest()[sim.origin].ok
-        assert dump(clean.engine) == spilled
-    finally:
-        clean.engine.dispose()
+    assert _plain_dump(tmp_path, sim) == spilled
 
 
 def test_spill_file_written_over_after_a_drain_stores_the_second_spill_as_a_plain_harvest(
@@ -255,6 +246,11 @@ def test_spill_file_written_over_after_a_drain_stores_the_second_spill_as_a_plai
     # on (more than a chunk) under the second hold, so that chunk went to the spill file
     assert min(top for top, size in stores if size > 650) >= SIZE - 50
     assert [size for _top, size in stores] == sorted(size for _top, size in stores)
+    assert _plain_dump(tmp_path, sim) == spilled
+
+
+def _plain_dump(tmp_path: Path, sim: NodeSimulator) -> Any:
+    """What a plain harvest of the node (no lock held, chunks of their size) stores."""
     (tmp_path / "clean").mkdir()
     clean = _catalogue(
         f"sqlite:///{tmp_path / 'clean' / 'catalogue.db'}", tmp_path / "clean-home", growth=1
@@ -262,6 +258,6 @@ def test_spill_file_written_over_after_a_drain_stores_the_second_spill_as_a_plai
     try:
         clean.enrol(sim, sim.url)
         assert clean.harvest()[sim.origin].ok
-        assert dump(clean.engine) == spilled
+        return dump(clean.engine)
     finally:
         clean.engine.dispose()

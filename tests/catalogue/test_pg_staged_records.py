@@ -91,6 +91,15 @@ def _harvested(sim: NodeSimulator, home: Path, url: str) -> tuple[dict[str, Any]
         ctx.engine.dispose()
 
 
+def _sqlite_reference(sim: NodeSimulator, tmp_path: Path) -> dict[str, Any]:
+    """What SQLite stores for a plain harvest of the node (`tests/catalogue/dbdump.py`)."""
+    (tmp_path / "sqlite").mkdir()
+    reference, _records_ = _harvested(
+        sim, tmp_path / "sqlite", f"sqlite:///{tmp_path / 'sqlite' / 'catalogue.db'}"
+    )
+    return reference
+
+
 @pytest.mark.postgres
 def test_postgresql_leaf_records_is_a_view_read_through_an_index_of_the_leaves(
     tmp_path: Path, serve: Any, request: pytest.FixtureRequest
@@ -285,10 +294,7 @@ def test_postgresql_read_ahead_thread_keys_the_batches_prepare_step_keys(
     monkeypatch.setattr(catalogue.harvest.index, "BATCH", 7)
     sim = _node()
     serve(sim)
-    (tmp_path / "sqlite").mkdir()
-    reference, _records_ = _harvested(
-        sim, tmp_path / "sqlite", f"sqlite:///{tmp_path / 'sqlite' / 'catalogue.db'}"
-    )
+    reference = _sqlite_reference(sim, tmp_path)
     with database("postgres", tmp_path, request) as url:
         ctx, final = _staged_step(sim, tmp_path / "home", url)
         try:
@@ -360,10 +366,7 @@ def test_postgresql_keyed_staging_is_unlogged_and_a_crash_emptying_it_still_inde
     persistence = "SELECT relpersistence FROM pg_class WHERE oid = 'harvest_keyed'::regclass"
     sim = _node()
     serve(sim)
-    (tmp_path / "sqlite").mkdir()
-    reference, _records_ = _harvested(
-        sim, tmp_path / "sqlite", f"sqlite:///{tmp_path / 'sqlite' / 'catalogue.db'}"
-    )
+    reference = _sqlite_reference(sim, tmp_path)
     with database("postgres", tmp_path, request) as url:
         ctx, final = _staged_step(sim, tmp_path / "home", url)
         try:
