@@ -26,7 +26,7 @@ from catalogue.api import (
 )
 from catalogue.cluster import ChangeListener, HarvestLeader, is_postgres
 from catalogue.context import Context, build_context
-from catalogue.harvest import Harvester
+from catalogue.harvest import Harvester, KeptWorkers
 from catalogue.notify import PushHarvests
 from catalogue.settings import Settings
 from catalogue.web import mount_web
@@ -43,6 +43,8 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
     (on PostgreSQL only while this server is the harvest leader: catalogue.cluster)."""
     settings = settings or Settings()
     ctx = build_context(settings)
+    if settings.harvest_keep_workers and settings.harvest_workers > 0:
+        ctx.workers = KeptWorkers(settings.harvest_workers, settings.log_format)
     # push, then pull: nodes' notifications harvest them at once (catalogue.notify)
     push = PushHarvests(ctx) if settings.notify else None
 
@@ -72,6 +74,8 @@ def create_app(settings: Settings | None = None, *, schedule_harvest: bool = Fal
                         await running
             if push is not None:
                 push.leader.release()
+            if ctx.workers is not None:
+                await asyncio.to_thread(ctx.workers.close)
             ctx.engine.dispose()
 
     app = FastAPI(
@@ -121,7 +125,7 @@ def create_admin_app(ctx: Context) -> FastAPI:
 
 
 async def _scheduler(ctx: Context, push: PushHarvests | None) -> None:
-    harvester = Harvester(engine=ctx.engine, settings=ctx.settings, key=ctx.key)
+    harvester = Harvester(engine=ctx.engine, settings=ctx.settings, key=ctx.key, kept=ctx.workers)
     # one leader and one harvest at a time with the push harvests (catalogue.notify)
     leader = push.leader if push is not None else HarvestLeader(ctx.settings.database_url)
     lock = push.lock if push is not None else asyncio.Lock()

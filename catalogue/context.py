@@ -7,6 +7,7 @@ does not import the API (a third of the harvest process's memory).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
@@ -18,6 +19,9 @@ from catalogue.search.cache import CubeCache
 from catalogue.search.codes import Vocabulary
 from catalogue.settings import Settings
 from protocol.errors import ConfigError
+
+if TYPE_CHECKING:
+    from catalogue.harvest.harvester import KeptWorkers
 
 __all__ = ["Context", "build_context", "database_problem"]
 
@@ -31,6 +35,8 @@ class Context:
     key: CatalogueKey
     vocab: Vocabulary
     cube: CubeCache = field(default_factory=CubeCache)
+    # the harvest's worker processes the server keeps (create_app; None elsewhere)
+    workers: KeptWorkers | None = None
 
 
 def build_context(settings: Settings) -> Context:

@@ -150,7 +150,12 @@ class PushHarvests:
                     asyncio.run, harvester.harvest_all(origins=sorted(queued))
                 )
             else:
-                harvester = Harvester(engine=self.ctx.engine, settings=settings, key=self.ctx.key)
+                harvester = Harvester(
+                    engine=self.ctx.engine,
+                    settings=settings,
+                    key=self.ctx.key,
+                    kept=self.ctx.workers,
+                )
                 outcomes = await harvester.harvest_all(origins=sorted(queued))
             self.harvests += 1
             for outcome in outcomes:

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # Worker processes that fetch and verify nodes in parallel (0: in this process). Keeps
     # CPU-heavy verification off the API's event loop and uses every core.
     harvest_workers: int = 2
+    # The server keeps its harvest workers between harvests (spawned at its first harvest),
+    # so a pushed or scheduled harvest verifies from its first moment; each idle worker holds
+    # its imports and compiled schemas (docs/operations.md). False: spawned per harvest.
+    harvest_keep_workers: bool = True
     # Request limits (docs/operations.md): bodies of admin calls and of other POST routes
     # (Beacon queries, Negotiator hand-off) are capped, larger ones get 413; proof and
     # log-page requests run at most `proof_concurrency` at a time (others wait, then 503).

@@ -96,5 +96,6 @@ async def revoke(origin: str, body: RevokeRequest, ctx: Ctx) -> dict[str, Any]:
 
 @router.post("/harvest")
 async def harvest(ctx: Ctx) -> dict[str, Any]:
-    outcomes = await Harvester(engine=ctx.engine, settings=ctx.settings, key=ctx.key).harvest_all()
+    harvester = Harvester(engine=ctx.engine, settings=ctx.settings, key=ctx.key, kept=ctx.workers)
+    outcomes = await harvester.harvest_all()
     return {"nodes": [vars(o) for o in outcomes]}

@@ -46,6 +46,7 @@ from catalogue.harvest.stream import (
     Writer,
     give_back,
     harvest_node,
+    harvest_schemas,
     refuse_split,
     split_answer,
     steal_upper,
@@ -64,12 +65,14 @@ if TYPE_CHECKING:  # a worker process never reads settings: pydantic stays out o
 __all__ = [
     "FRESH_WORKER_STEP",
     "Harvester",
+    "KeptWorkers",
     "Outcome",
     "guarded_final",
     "guarded_job",
     "run_final_in_worker",
     "run_job_in_worker",
     "run_upper_in_worker",
+    "warm_worker",
     "worker_pool",
 ]
 
@@ -147,14 +150,15 @@ def _big(staged: JobResult) -> bool:
 
 
 async def _fresh_worker(
-    pool: ProcessPoolExecutor, log_format: str, when: str
+    pool: ProcessPoolExecutor, make: Callable[[], ProcessPoolExecutor], when: str
 ) -> ProcessPoolExecutor:
     """Retire a lane's worker process (its memory goes back whole when it exits) and give the
-    lane a new pool, whose process is spawned when the lane's next job is submitted. The old
-    process has ended before this returns, so the two never hold memory at the same time."""
+    lane a new pool (`make`), whose process is spawned when the lane's next job is submitted,
+    or at once when the server keeps its workers (`KeptWorkers.fresh`). The old process has
+    ended before this returns, so the two never hold memory at the same time."""
     await asyncio.to_thread(pool.shutdown, wait=True)
     log.info("harvest worker retired %s a big final commit; the next job gets a fresh one", when)
-    return worker_pool(1, log_format)
+    return make()
 
 
 def worker_pool(processes: int, log_format: str = "text") -> ProcessPoolExecutor:
@@ -174,12 +178,107 @@ def worker_pool(processes: int, log_format: str = "text") -> ProcessPoolExecutor
     )
 
 
+def warm_worker() -> None:
+    """A kept worker's first task (`KeptWorkers`), so that its first job starts verifying at
+    once: the harvest's imports are made by unpickling this call, and here the schemas'
+    validators are compiled (as the floor compiles them before its clock starts)."""
+    schemas = harvest_schemas()
+    for sid in schemas.ids:
+        schemas.verdict(sid)
+        schemas.kind_of(sid)
+        schemas.number_fields(sid)
+
+
+class KeptWorkers:
+    """The harvest's worker processes kept by the catalogue server between its harvests
+    (CATALOGUE_HARVEST_KEEP_WORKERS): spawned and warmed (`warm_worker`) at its first harvest,
+    or ahead of it by `start`, so every later scheduled or pushed harvest verifies from its
+    first moment instead of after a process start, its imports and the schemas (0.3-0.5 s of
+    each lane). One harvest holds them at a time (`take`); another harvest running meanwhile
+    starts workers of its own, as a harvest without kept workers does."""
+
+    def __init__(self, count: int, log_format: str = "text") -> None:
+        self.count = count
+        self.log_format = log_format
+        self._idle: list[ProcessPoolExecutor] | None = None
+        self._taken = False
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def fresh(self) -> ProcessPoolExecutor:
+        """One lane's pool, its process spawned and warmed now (in the background)."""
+        pool = worker_pool(1, self.log_format)
+        pool.submit(warm_worker)
+        return pool
+
+    def start(self) -> KeptWorkers:
+        """Spawn and warm the workers now, unless they are already."""
+        with self._lock:
+            if self._idle is None and not self._taken and not self._closed:
+                self._idle = [self.fresh() for _ in range(self.count)]
+        return self
+
+    def ready(self) -> None:
+        """Wait until every idle worker is warm (the benchmark times what follows)."""
+        with self._lock:
+            idle = list(self._idle or [])
+        for pool in idle:
+            pool.submit(int).result()  # after the warm-up: one process, tasks in order
+
+    def take(self) -> list[ProcessPoolExecutor] | None:
+        """The workers for one harvest, or None while another harvest holds them."""
+        with self._lock:
+            if self._taken or self._closed:
+                return None
+            self._taken = True
+            idle, self._idle = self._idle, None
+        if idle is None:
+            return [self.fresh() for _ in range(self.count)]
+        # a worker that died while idle (killed, out of memory) is replaced, not handed out
+        return [self._replace(p) if _broken(p) else p for p in idle]
+
+    def give_back(self, pools: list[ProcessPoolExecutor] | None) -> None:
+        """Keep the workers a harvest took (a broken one replaced); None: it could not hand
+        them back whole (it failed), and fresh ones are started."""
+        kept = None
+        if pools is not None:
+            kept = [self._replace(p) if _broken(p) else p for p in pools]
+        with self._lock:
+            self._taken = False
+            closed = self._closed
+            if not closed:
+                self._idle = kept
+        if closed:
+            for pool in kept or []:
+                pool.shutdown(wait=True, cancel_futures=True)
+        elif kept is None:
+            self.start()
+
+    def _replace(self, pool: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        pool.shutdown(wait=False, cancel_futures=True)
+        return self.fresh()
+
+    def close(self) -> None:
+        """End the idle workers (the server stops); a harvest holding them ends them itself."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, None
+        for pool in idle or []:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _broken(pool: ProcessPoolExecutor) -> bool:
+    """Whether the pool's process died (the executor has no public word for it)."""
+    return bool(getattr(pool, "_broken", False))
+
+
 class Harvester:
     """Harvests all active nodes; network via an injectable httpx transport.
 
     `inline`: this process is one of the CATALOGUE_HARVEST_WORKERS lanes, so one worker
     process fewer is started (a one-shot harvest, whose process has nothing else to do;
     never the API server, whose event loop must stay free for requests).
+    `kept`: the server's kept worker processes (`KeptWorkers`), used when free.
     """
 
     def __init__(
@@ -190,8 +289,10 @@ class Harvester:
         key: CatalogueKey,
         transport: httpx.AsyncBaseTransport | None = None,
         inline: bool = False,
+        kept: KeptWorkers | None = None,
     ) -> None:
         self.engine = engine
+        self.kept = kept
         self.settings = settings
         self.key = key
         self.transport = transport
@@ -282,7 +383,7 @@ class Harvester:
                         fresh = pool is not None and _big(staged)
                         if pool is not None and fresh and used[at]:
                             # not on the heap of a node this process verified
-                            pool = await _fresh_worker(pool, self.settings.log_format, "before")
+                            pool = await _fresh_worker(pool, self._new_pool, "before")
                             pools[at] = pool
                         finalising[0] += 1
                         try:
@@ -291,7 +392,7 @@ class Harvester:
                             finalising[0] -= 1
                         used[at] = True
                         if fresh and pool is not None:  # nor under the next node's
-                            pools[at] = await _fresh_worker(pool, self.settings.log_format, "after")
+                            pools[at] = await _fresh_worker(pool, self._new_pool, "after")
                             used[at] = False
                     else:
                         job = queue.popleft()
@@ -318,9 +419,15 @@ class Harvester:
 
             processes = lanes - 1 if self.inline else lanes
             # a pool of one process per lane: a lane can retire its worker (`_fresh_worker`)
-            pools: list[ProcessPoolExecutor | None] = [
-                worker_pool(1, self.settings.log_format) for _ in range(processes)
-            ]
+            kept = self.kept.take() if self.kept is not None else None
+            if kept is not None and len(kept) < processes:  # kept for fewer lanes: not these
+                self.kept.give_back(kept)  # type: ignore[union-attr]
+                kept = None
+            pools: list[ProcessPoolExecutor | None] = (
+                list(kept[:processes])
+                if kept is not None
+                else [worker_pool(1, self.settings.log_format) for _ in range(processes)]
+            )
             if self.inline:
                 pools.append(None)
             used.extend(False for _ in pools)
@@ -329,8 +436,10 @@ class Harvester:
             if self.inline:
                 _calm_gc()  # as a worker's: this process now verifies millions of entries
                 self._lane_writer = Writer(_lane_engine(self._target()), self.key)
+            finished = False
             try:
                 await asyncio.gather(*(lane(pools, at) for at in range(len(pools))))
+                finished = True
             finally:
                 gc.set_threshold(*thresholds)
                 if tails is not None:
@@ -340,10 +449,24 @@ class Harvester:
                 if self._lane_writer is not None:
                     self._lane_writer.engine.dispose()
                     self._lane_writer = None
-                for pool in pools:
-                    if pool is not None:
+                used_pools = [p for p in pools if p is not None]
+                if self.kept is not None and kept is not None:
+                    if finished:  # the lanes' workers (some maybe fresh ones), and the rest
+                        self.kept.give_back(used_pools + kept[processes:])
+                    else:
+                        for pool in used_pools + kept[processes:]:
+                            pool.shutdown(wait=True, cancel_futures=True)
+                        self.kept.give_back(None)
+                else:
+                    for pool in used_pools:
                         pool.shutdown(wait=True, cancel_futures=True)
             return [done[j.node_id] for j in jobs]
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        """A lane's new worker: warmed at once when the workers are kept, else at its job."""
+        if self.kept is not None:
+            return self.kept.fresh()
+        return worker_pool(1, self.settings.log_format)
 
     def _job(self, row: Any, staged: dict[str, Any] | None, conn: Any) -> NodeJob:
         keys = load_history(conn, row, upto=int(staged["size"]) if staged else None)

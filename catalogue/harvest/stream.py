@@ -68,6 +68,7 @@ __all__ = [
     "UpperPart",
     "Writer",
     "harvest_node",
+    "harvest_schemas",
     "harvest_upper",
     "refuse_split",
     "request_split",
@@ -228,7 +229,8 @@ class Writer:
 
 
 @cache
-def _schemas() -> SchemaSet:
+def harvest_schemas() -> SchemaSet:
+    """The schemas a harvesting process checks records with (compiled once per process)."""
     return SchemaSet.default()
 
 
@@ -253,7 +255,7 @@ async def harvest_node(
     # signature by the key(s) in force, revocations, origin, rollback and same-size
     # equivocation before any entry; a rotate-key entry is checked when it is fed
     try:
-        verifier = StepVerifier(start, note, [], _schemas(), origin=job.origin, keys=keys)
+        verifier = StepVerifier(start, note, [], harvest_schemas(), origin=job.origin, keys=keys)
         if job.staged:  # rotations in staged leaves need this checkpoint's co-signature too
             keys.verify(note, previous_size=job.committed)
     except (MissingSignatureError, RevokedKeyError):
@@ -668,7 +670,7 @@ async def harvest_upper(job: NodeJob, fetcher: NodeFetcher, offer: dict[str, Any
             keys = KeyHistory.from_json(job.origin, job.keys)
             note = str(offer["note"])
             fake = TrustedState(job.origin, m, bytes(32), CompactRange(), note, keys)
-            verifier = StepVerifier(fake, note, [], _schemas(), origin=job.origin, keys=keys)
+            verifier = StepVerifier(fake, note, [], harvest_schemas(), origin=job.origin, keys=keys)
             hashes = verifier.compact = _Collected(m)
             chunk = Chunk(job.node_id)
             pages = 0
