@@ -7,8 +7,10 @@ checkpoint no larger than the one already verified, and rate-limits each node
 (CATALOGUE_NOTIFY_MIN_INTERVAL). An accepted hint queues the node for an immediate harvest
 through the normal verified path (``Harvester.harvest_all`` for that node alone), which
 fetches the node's checkpoint itself: nothing of the notification is stored or believed.
-Harvests of small steps (at most CATALOGUE_NOTIFY_INLINE_MAX entries) run in a thread of
-this process, sparing a worker process's start; larger ones use the worker processes.
+A harvest goes to the server's kept worker processes when they are up and idle
+(``KeptWorkers``, CATALOGUE_HARVEST_KEEP_WORKERS), so verification stays off the API's
+event loop; otherwise a small step (at most CATALOGUE_NOTIFY_INLINE_MAX entries) runs in a
+thread of this process, sparing a worker process's start, and a larger one starts workers.
 The scheduled harvest stays the backstop; both take :attr:`PushHarvests.lock`, so a node
 is never harvested twice at once by this server.
 """
@@ -140,7 +142,9 @@ class PushHarvests:
                 return  # another server harvests: its schedule finds the change
             settings = self.ctx.settings
             step = await asyncio.to_thread(self._largest_step, queued)
-            if step <= settings.notify_inline_max:  # in a thread: no worker process to start
+            warm = self.ctx.workers is not None and self.ctx.workers.idle
+            # a small step in a thread, when no kept worker waits: no worker process to start
+            if step <= settings.notify_inline_max and not warm:
                 harvester = Harvester(
                     engine=self.ctx.engine,
                     settings=settings.model_copy(update={"harvest_workers": 0}),

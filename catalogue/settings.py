@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     # public one; unset: /v1/admin is served beside the public API (docs/operations.md).
     admin_listen: str | None = None
     # Push, then pull (docs/freshness.md): act on a node's checkpoint notification at most
-    # once per this many seconds per node; steps up to NOTIFY_INLINE_MAX entries are
-    # harvested in a thread of the server, larger ones in the worker processes.
+    # once per this many seconds per node; in the kept workers when idle, otherwise steps
+    # up to NOTIFY_INLINE_MAX entries in a thread of the server, larger ones in workers.
     notify: bool = True
     notify_min_interval: Annotated[float, Field(ge=0)] = 1.0
     notify_inline_max: Annotated[int, Field(ge=0)] = 20_000

@@ -218,6 +218,12 @@ class KeptWorkers:
                 self._idle = [self.fresh() for _ in range(self.count)]
         return self
 
+    @property
+    def idle(self) -> bool:
+        """Whether workers are up and no harvest holds them (a harvest now gets them)."""
+        with self._lock:
+            return self._idle is not None and not self._taken
+
     def ready(self) -> None:
         """Wait until every idle worker is warm (the benchmark times what follows)."""
         with self._lock:

@@ -221,3 +221,34 @@ def test_a_catalogue_without_notifications_refuses_them_and_does_not_offer_them(
         assert "notify" not in httpx.get(f"{cat.url}/.well-known/biobank-catalogue").json()
         refused = _post(cat.url, "x\n1\nAAAA\n\n— x AAAA\n")
         assert refused.status_code == 404 and refused.headers["content-type"] == PROBLEM
+
+
+def test_a_push_harvest_runs_in_the_kept_workers_when_they_are_idle(
+    site: Callable[..., Site], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the server's first harvest has started its workers (kept), a pushed step, even a
+    small one, is verified there: off the API's event loop, with nothing to spawn."""
+    import catalogue.notify
+    from catalogue.harvest import Harvester
+
+    made: list[tuple[int, object]] = []
+
+    class Spy(Harvester):
+        def __init__(self, **kwargs: object) -> None:
+            made.append((kwargs["settings"].harvest_workers, kwargs.get("kept")))  # type: ignore[attr-defined]
+            super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(catalogue.notify, "Harvester", Spy)
+    s = site(harvest_workers=2)
+    app, cat = s.catalogue(schedule=True)  # its first harvest starts the kept workers
+    wait_for(lambda: total(cat.url) == 30, 60)
+    workers = app.state.ctx.workers
+    wait_for(lambda: workers.idle, 10)
+    pids = sorted(pid for pool in workers._idle for pid in pool._processes)
+    s.add_target(cat.url)
+    s.imported(10)  # a step far below CATALOGUE_NOTIFY_INLINE_MAX
+    took = wait_for(lambda: total(cat.url) == 40, 20)
+    assert took < 5, f"searchable after {took:.1f} s"
+    wait_for(lambda: app.state.push.harvests >= 1 and workers.idle, 10)
+    assert made == [(2, workers)]  # the push harvest's lanes were the kept workers
+    assert sorted(pid for pool in workers._idle for pid in pool._processes) == pids
