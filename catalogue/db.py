@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from catalogue.models import (
 
 __all__ = [
     "SQLITE_PAGE_SIZE",
+    "WalCheckpointer",
     "add_leaf_records",
     "bulk_insert",
     "copy_types",
@@ -54,13 +56,21 @@ __all__ = [
 
 
 def make_engine(
-    url: str, *, create: bool = True, busy_timeout: float = 300, cache_mib: int = 16
+    url: str,
+    *,
+    create: bool = True,
+    busy_timeout: float = 300,
+    cache_mib: int = 16,
+    autocheckpoint: bool = True,
 ) -> Engine:
     """Build an engine for `url` and create the tables if asked.
 
     `busy_timeout` (SQLite): how long a writer waits for another's transaction; harvest
     workers commit a whole step's index in one transaction, which can take a while.
     `cache_mib` (SQLite): the page cache of each connection.
+    `autocheckpoint` (SQLite): False for a harvest lane's connections, whose commits then
+    never copy the write-ahead log into the database themselves: a `WalCheckpointer` of
+    the harvest does, in a thread of its own.
     """
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -68,7 +78,9 @@ def make_engine(
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(
-            engine, "connect", lambda dbapi_conn, _record: _sqlite_pragmas(dbapi_conn, cache_mib)
+            engine,
+            "connect",
+            lambda dbapi_conn, _record: _sqlite_pragmas(dbapi_conn, cache_mib, autocheckpoint),
         )
         event.listen(engine, "begin", _sqlite_begin)
     if create:
@@ -282,7 +294,7 @@ def add_leaf_records(conn: Connection, *where: ColumnElement[bool]) -> None:
 SQLITE_PAGE_SIZE = 16384
 
 
-def _sqlite_pragmas(dbapi_conn: Any, cache_mib: int) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, cache_mib: int, autocheckpoint: bool = True) -> None:
     # Let SQLAlchemy, not pysqlite, decide where transactions begin (BEGIN IMMEDIATE below).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
@@ -292,7 +304,52 @@ def _sqlite_pragmas(dbapi_conn: Any, cache_mib: int) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     # a larger page cache than the default 2 MiB: search reads the combos and side tables
     cur.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
+    if not autocheckpoint:
+        cur.execute("PRAGMA wal_autocheckpoint=0")
     cur.close()
+
+
+class WalCheckpointer:
+    """Copies a SQLite database's write-ahead log back into it from a thread of its own while
+    a harvest's lanes write (their connections: `make_engine(autocheckpoint=False)`).
+
+    SQLite's own checkpoint runs in the connection that commits, after its commit, whenever
+    the log passed 1000 pages: that lane then writes the pages and waits for the disk
+    (synchronous=NORMAL syncs the log and the database file), verifying nothing meanwhile.
+    Here a PASSIVE checkpoint (it never blocks a writer or a reader) runs every `interval`
+    seconds, and once more when the harvest ends (`stop`); a checkpoint with nothing new to
+    copy costs nothing. The log restarts from its head after a complete checkpoint, as with
+    SQLite's own."""
+
+    def __init__(self, path: str, *, interval: float = 0.25) -> None:
+        self.path = path
+        self.interval = interval
+        self.checkpoints = 0  # that copied something
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="wal-checkpoint")
+
+    def start(self) -> WalCheckpointer:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            while not self._stop.wait(self.interval):
+                self._checkpoint(conn)
+            self._checkpoint(conn)
+        finally:
+            conn.close()
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        _busy, log, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if done > 0 and log > 0:
+            self.checkpoints += 1
+
+    def stop(self) -> None:
+        """The last checkpoint, then the thread ends."""
+        self._stop.set()
+        self._thread.join()
 
 
 def _sqlite_begin(conn: Any) -> None:

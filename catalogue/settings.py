@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     harvest_workers: int = 2
     # The server keeps its harvest workers between harvests (spawned at its first harvest),
     # so a pushed or scheduled harvest verifies from its first moment; each idle worker holds
-    # its imports and compiled schemas (docs/operations.md). False: spawned per harvest.
+    # its imports and compiled schemas (deploy/README.md). False: spawned per harvest.
     harvest_keep_workers: bool = True
     # Request limits (docs/operations.md): bodies of admin calls and of other POST routes
     # (Beacon queries, Negotiator hand-off) are capped, larger ones get 413; proof and

@@ -34,7 +34,7 @@ import httpx
 import orjson
 from sqlalchemy import Engine, select
 
-from catalogue.db import make_engine
+from catalogue.db import WalCheckpointer, make_engine
 from catalogue.errors import FetchError, WithholdingError
 from catalogue.harvest.apply import Withholding, record_failure, record_halt, record_unchanged
 from catalogue.harvest.fetcher import NodeFetcher
@@ -442,12 +442,16 @@ class Harvester:
             if self.inline:
                 _calm_gc()  # as a worker's: this process now verifies millions of entries
                 self._lane_writer = Writer(_lane_engine(self._target()), self.key)
+            # the lanes' commits leave the log's checkpoints to this thread (`_lane_engine`)
+            checkpointer = WalCheckpointer(database).start() if tails and database else None
             finished = False
             try:
                 await asyncio.gather(*(lane(pools, at) for at in range(len(pools))))
                 finished = True
             finally:
                 gc.set_threshold(*thresholds)
+                if checkpointer is not None:
+                    await asyncio.to_thread(checkpointer.stop)
                 if tails is not None:
                     tails.close()
                 else:
@@ -650,7 +654,10 @@ class Harvester:
 def _lane_engine(target: WriteTarget) -> Engine:
     # a smaller page cache: a lane writes mostly in key order (leaves, combos, leaf_records)
     # and its random inserts (samples) miss a cache of any affordable size anyway
-    return make_engine(target.database_url, create=False, busy_timeout=600, cache_mib=8)
+    # and leave the log's checkpoints to the harvest's `WalCheckpointer` (SQLite)
+    return make_engine(
+        target.database_url, create=False, busy_timeout=600, cache_mib=8, autocheckpoint=False
+    )
 
 
 @cache

@@ -195,6 +195,7 @@ def test_a_lane_that_retires_its_worker_gets_a_warm_one_that_is_kept(
         assert all(made == 1 for made, _ in seen), seen  # warmed, not left cold
     finally:
         kept.close()
+        ctx.engine.dispose()
 
 
 def test_the_server_keeps_its_workers_between_harvests_and_ends_them_when_it_stops(

@@ -62,6 +62,10 @@ def test_bench_runs_at_a_tiny_size_and_writes_consistent_json(tmp_path: Path) ->
         assert results[key]["peak_rss_mb"] > 0
     # the harvest's memory with its worker processes is at least its own
     assert results["harvest"]["tree_peak_rss_mb"] >= results["harvest"]["peak_rss_mb"]
+    # the server's path (kept workers, warm) and the one-shot command's, same entries
+    assert results["harvest_one_shot"]["records"] == published
+    assert results["harvest_one_shot"]["records_per_s"] > 0
+    assert "one-shot" in done.stdout
     assert results["machine"]["commit"], "the measured commit is recorded"
     assert results["machine"]["cpu_probe_start"] > 0 and results["machine"]["cpu_probe_end"] > 0
     # one harvest / floor ratio per rep, each from a harvest and the floor run right after it
