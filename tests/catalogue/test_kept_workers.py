@@ -233,3 +233,31 @@ def test_keeping_workers_can_be_switched_off(tmp_path: Path) -> None:
     assert create_app(off).state.ctx.workers is None
     none = make_settings(f"sqlite:///{tmp_path / 'd.db'}", tmp_path / "i", harvest_workers=0)
     assert create_app(none).state.ctx.workers is None
+
+
+def test_a_worker_holding_more_than_recycle_mb_after_a_harvest_is_replaced(
+    tmp_path: Path, serve: Any
+) -> None:
+    """After a big step a worker keeps what its heap cannot give back; handed back over
+    `recycle_mb`, it is ended and a fresh warm worker takes its place (at 0 MB: every one)."""
+    sims = _nodes(serve, "recy", n=2)
+    settings = make_settings(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "h", harvest_workers=2)
+    ctx = build_context(settings)
+    kept = KeptWorkers(2, recycle_mb=0).start()
+    try:
+        kept.ready()
+        before = _pids(_idle(kept))
+        cat = Catalogue(ctx)
+        for sim in sims:
+            cat.enrol(sim, sim.url)
+        outcomes = Harvester(engine=ctx.engine, settings=settings, key=ctx.key, kept=kept).run()
+        assert [(o.ok, o.added) for o in outcomes] == [(True, 22), (True, 32)]
+        kept.ready()
+        after = _pids(_idle(kept))
+        assert len(after) == 2 and not set(after) & set(before)
+        assert not any(_alive(pid) for pid in before)  # ended before their successors
+        seen = [pool.submit(schemas_compiled).result() for pool in _idle(kept)]
+        assert all(made == 1 for made, _ in seen), seen
+    finally:
+        kept.close()
+        ctx.engine.dispose()

@@ -5,6 +5,7 @@ and the harvest's `WalCheckpointer` thread checkpoints instead (issue 19 item 4)
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -40,48 +41,69 @@ def test_a_lanes_connections_leave_checkpoints_to_the_harvest(tmp_path: Path) ->
         lane.dispose()
 
 
-def _write_and_watch(path: Path, checkpointer: WalCheckpointer | None) -> int:
-    """Write 30 MB in 150 transactions through a connection without automatic checkpoints;
-    the largest the log file grew meanwhile."""
+def _write_and_watch(path: Path, checkpoint: Any = None) -> int:
+    """Write 30 MB in 150 transactions through a connection without automatic checkpoints,
+    calling `checkpoint()` after every tenth; the largest the log file grew meanwhile."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA wal_autocheckpoint=0")
     conn.execute("CREATE TABLE t (b BLOB)")
-    if checkpointer is not None:
-        checkpointer.start()
     largest = 0
     blob = os.urandom(200_000)
     try:
-        for _ in range(150):
+        for i in range(150):
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("INSERT INTO t VALUES (?)", (blob,))
             conn.execute("COMMIT")
             largest = max(largest, os.path.getsize(f"{path}-wal"))
-            time.sleep(0.004)
+            if checkpoint is not None and i % 10 == 9:
+                checkpoint()
     finally:
-        if checkpointer is not None:
-            checkpointer.stop()
         conn.close()
     return largest
 
 
-def test_the_checkpointer_keeps_the_log_short_and_checkpoints_it_at_the_end(
+def test_a_passive_checkpoint_lets_the_log_restart_from_its_head(tmp_path: Path) -> None:
+    unchecked = _write_and_watch(tmp_path / "a.db")
+    assert unchecked > 30_000_000  # nothing copies it back: the log holds every write
+    checkpointer = WalCheckpointer(str(tmp_path / "b.db"))
+    other = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
+    try:
+        checked = _write_and_watch(tmp_path / "b.db", lambda: checkpointer._checkpoint(other))
+    finally:
+        other.close()
+    assert checkpointer.checkpoints == 15
+    assert checked < 4_000_000, checked  # about ten transactions' worth, then from the head
+
+
+def test_the_checkpointer_thread_checkpoints_as_writes_come_and_once_more_at_the_end(
     tmp_path: Path,
 ) -> None:
-    unchecked = _write_and_watch(tmp_path / "a.db", None)
-    assert unchecked > 30_000_000  # nothing copies it back: the log holds every write
-    checkpointer = WalCheckpointer(str(tmp_path / "b.db"), interval=0.02)
-    checked = _write_and_watch(tmp_path / "b.db", checkpointer)
-    assert checkpointer.checkpoints >= 3
-    assert checked < unchecked / 2, (checked, unchecked)  # restarted from its head
-    # the last checkpoint ran after the last write: every frame is in the database
-    conn = sqlite3.connect(tmp_path / "b.db")
+    path = tmp_path / "c.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE t (b BLOB)")
+    checkpointer = WalCheckpointer(str(path), interval=0.01).start()
     try:
-        assert conn.execute("SELECT count(*) FROM t").fetchone() == (150,)
-        busy, log, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        assert busy == 0 and log == done
+        for _ in range(20):
+            conn.execute("INSERT INTO t VALUES (zeroblob(100000))")
+        deadline = time.monotonic() + 30
+        while checkpointer.checkpoints == 0:  # one ran meanwhile, from its own thread
+            assert time.monotonic() < deadline, "no checkpoint within 30 s"
+            time.sleep(0.01)
+        conn.execute("INSERT INTO t VALUES (zeroblob(100000))")
     finally:
-        conn.close()
+        checkpointer.stop()
+    # the last checkpoint ran after the last write: the database file alone (a copy without
+    # its log) holds every row
+    shutil.copy(path, tmp_path / "alone.db")
+    conn.close()
+    alone = sqlite3.connect(tmp_path / "alone.db")
+    try:
+        assert alone.execute("SELECT count(*) FROM t").fetchone() == (21,)
+    finally:
+        alone.close()
 
 
 def test_the_checkpointer_never_blocks_a_writer(tmp_path: Path) -> None:
