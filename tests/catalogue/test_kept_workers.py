@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,29 @@ def _wait(check: Any, what: str, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+@contextmanager
+def _kept_catalogue(
+    db_url: str, home: Path, sims: list[NodeSimulator], **options: Any
+) -> Iterator[tuple[Any, Any, KeptWorkers]]:
+    """A catalogue with `sims` enrolled, two lanes, and two kept workers up and warm."""
+    settings = make_settings(db_url, home, harvest_workers=2)
+    ctx = build_context(settings)
+    kept = KeptWorkers(2, **options).start()
+    try:
+        kept.ready()
+        cat = Catalogue(ctx)
+        for sim in sims:
+            cat.enrol(sim, sim.url)
+        yield ctx, settings, kept
+    finally:
+        kept.close()
+        ctx.engine.dispose()
+
+
+def _harvest(ctx: Any, settings: Any, kept: KeptWorkers) -> list[Any]:
+    return Harvester(engine=ctx.engine, settings=settings, key=ctx.key, kept=kept).run()
+
+
 def test_kept_workers_are_warm_before_their_first_job() -> None:
     kept = KeptWorkers(2).start()
     try:
@@ -83,17 +108,9 @@ def test_harvests_reuse_the_kept_processes_and_store_what_a_cold_harvest_stores(
     db_url: str, tmp_path: Path, serve: Any
 ) -> None:
     sims = _nodes(serve, "keep")
-    settings = make_settings(db_url, tmp_path / "kept", harvest_workers=2)
-    ctx = build_context(settings)
-    kept = KeptWorkers(2).start()
-    try:
-        kept.ready()
+    with _kept_catalogue(db_url, tmp_path / "kept", sims) as (ctx, settings, kept):
         before = _pids(_idle(kept))
-        cat = Catalogue(ctx)
-        for sim in sims:
-            cat.enrol(sim, sim.url)
-        harvester = Harvester(engine=ctx.engine, settings=settings, key=ctx.key, kept=kept)
-        first = harvester.run()
+        first = _harvest(ctx, settings, kept)
         assert [(o.ok, o.added, o.error) for o in first] == [
             (True, 22, None),
             (True, 32, None),
@@ -101,13 +118,10 @@ def test_harvests_reuse_the_kept_processes_and_store_what_a_cold_harvest_stores(
         ]
         assert _pids(_idle(kept)) == before  # handed back, the same processes
         sims[1].populate(7, biobank="bbmri-eric:ID:DK_Kkeep1", collection="c1", start=30)
-        second = {o.origin: o for o in harvester.run()}
+        second = {o.origin: o for o in _harvest(ctx, settings, kept)}
         assert second[sims[1].origin].added == 7 and all(o.ok for o in second.values())
         assert _pids(_idle(kept)) == before
         kept_dump = dump(ctx.engine)
-    finally:
-        kept.close()
-        ctx.engine.dispose()
     assert not any(_alive(pid) for pid in before)  # close ends them
     # the same nodes harvested in this process alone (SQLite) store the same groups
     cold = build_context(make_settings(f"sqlite:///{tmp_path / 'cold.db'}", tmp_path / "cold"))
@@ -126,49 +140,28 @@ def test_a_worker_that_died_while_idle_is_replaced_before_the_next_harvest(
     db_url: str, tmp_path: Path, serve: Any
 ) -> None:
     sims = _nodes(serve, "died", n=2)
-    settings = make_settings(db_url, tmp_path / "h", harvest_workers=2)
-    ctx = build_context(settings)
-    kept = KeptWorkers(2).start()
-    try:
-        kept.ready()
+    with _kept_catalogue(db_url, tmp_path / "h", sims) as (ctx, settings, kept):
         victim, other = _pids(_idle(kept))
         os.kill(victim, signal.SIGKILL)  # out of memory, an operator's kill
         _wait(lambda: catalogue.harvest.harvester._broken(_idle(kept)[0]), "the pool to notice")
-        cat = Catalogue(ctx)
-        for sim in sims:
-            cat.enrol(sim, sim.url)
-        outcomes = Harvester(engine=ctx.engine, settings=settings, key=ctx.key, kept=kept).run()
+        outcomes = _harvest(ctx, settings, kept)
         assert [(o.ok, o.added, o.error) for o in outcomes] == [(True, 22, None), (True, 32, None)]
         now = _pids(_idle(kept))
         assert other in now and victim not in now and len(now) == 2
-    finally:
-        kept.close()
-        ctx.engine.dispose()
 
 
 def test_a_harvest_while_the_kept_workers_are_taken_starts_its_own(
     db_url: str, tmp_path: Path, serve: Any
 ) -> None:
     sims = _nodes(serve, "busy", n=2)
-    settings = make_settings(db_url, tmp_path / "h", harvest_workers=2)
-    ctx = build_context(settings)
-    kept = KeptWorkers(2).start()
-    try:
-        kept.ready()
+    with _kept_catalogue(db_url, tmp_path / "h", sims) as (ctx, settings, kept):
         held = kept.take()  # another harvest holds them
         assert held is not None and kept.take() is None
-        cat = Catalogue(ctx)
-        for sim in sims:
-            cat.enrol(sim, sim.url)
-        outcomes = Harvester(engine=ctx.engine, settings=settings, key=ctx.key, kept=kept).run()
-        assert all(o.ok for o in outcomes), outcomes
+        assert all(o.ok for o in _harvest(ctx, settings, kept))
         assert kept._idle is None and kept._taken  # not handed to this harvest, nor back
         assert all(_alive(pid) for pid in _pids(held))
         kept.give_back(held)
         assert _pids(_idle(kept)) == _pids(held)
-    finally:
-        kept.close()
-        ctx.engine.dispose()
 
 
 def test_a_lane_that_retires_its_worker_gets_a_warm_one_that_is_kept(
@@ -176,26 +169,10 @@ def test_a_lane_that_retires_its_worker_gets_a_warm_one_that_is_kept(
 ) -> None:
     monkeypatch.setattr(catalogue.harvest.harvester, "FRESH_WORKER_STEP", 1)  # every step big
     sims = _nodes(serve, "retire")
-    settings = make_settings(db_url, tmp_path / "h", harvest_workers=2)
-    ctx = build_context(settings)
-    kept = KeptWorkers(2).start()
-    try:
-        kept.ready()
+    with _kept_catalogue(db_url, tmp_path / "h", sims) as (ctx, settings, kept):
         before = _pids(_idle(kept))
-        cat = Catalogue(ctx)
-        for sim in sims:
-            cat.enrol(sim, sim.url)
-        outcomes = Harvester(engine=ctx.engine, settings=settings, key=ctx.key, kept=kept).run()
-        assert all(o.ok for o in outcomes), outcomes
-        kept.ready()
-        after = _pids(_idle(kept))
-        assert len(after) == 2 and not set(after) & set(before)  # each retired after a commit
-        assert not any(_alive(pid) for pid in before)
-        seen = [pool.submit(schemas_compiled).result() for pool in _idle(kept)]
-        assert all(made == 1 for made, _ in seen), seen  # warmed, not left cold
-    finally:
-        kept.close()
-        ctx.engine.dispose()
+        assert all(o.ok for o in _harvest(ctx, settings, kept))
+        _replaced_by_warm_workers(kept, before)
 
 
 def test_the_server_keeps_its_workers_between_harvests_and_ends_them_when_it_stops(
@@ -241,23 +218,19 @@ def test_a_worker_holding_more_than_recycle_mb_after_a_harvest_is_replaced(
     """After a big step a worker keeps what its heap cannot give back; handed back over
     `recycle_mb`, it is ended and a fresh warm worker takes its place (at 0 MB: every one)."""
     sims = _nodes(serve, "recy", n=2)
-    settings = make_settings(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "h", harvest_workers=2)
-    ctx = build_context(settings)
-    kept = KeptWorkers(2, recycle_mb=0).start()
-    try:
-        kept.ready()
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    with _kept_catalogue(url, tmp_path / "h", sims, recycle_mb=0) as (ctx, settings, kept):
         before = _pids(_idle(kept))
-        cat = Catalogue(ctx)
-        for sim in sims:
-            cat.enrol(sim, sim.url)
-        outcomes = Harvester(engine=ctx.engine, settings=settings, key=ctx.key, kept=kept).run()
+        outcomes = _harvest(ctx, settings, kept)
         assert [(o.ok, o.added) for o in outcomes] == [(True, 22), (True, 32)]
-        kept.ready()
-        after = _pids(_idle(kept))
-        assert len(after) == 2 and not set(after) & set(before)
-        assert not any(_alive(pid) for pid in before)  # ended before their successors
-        seen = [pool.submit(schemas_compiled).result() for pool in _idle(kept)]
-        assert all(made == 1 for made, _ in seen), seen
-    finally:
-        kept.close()
-        ctx.engine.dispose()
+        _replaced_by_warm_workers(kept, before)
+
+
+def _replaced_by_warm_workers(kept: KeptWorkers, before: list[int]) -> None:
+    """Every worker of `before` ended; as many new ones kept, and warm."""
+    kept.ready()
+    after = _pids(_idle(kept))
+    assert len(after) == 2 and not set(after) & set(before)
+    assert not any(_alive(pid) for pid in before)
+    seen = [pool.submit(schemas_compiled).result() for pool in _idle(kept)]
+    assert all(made == 1 for made, _ in seen), seen  # warmed, not left cold

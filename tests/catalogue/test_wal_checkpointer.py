@@ -41,13 +41,20 @@ def test_a_lanes_connections_leave_checkpoints_to_the_harvest(tmp_path: Path) ->
         lane.dispose()
 
 
-def _write_and_watch(path: Path, checkpoint: Any = None) -> int:
-    """Write 30 MB in 150 transactions through a connection without automatic checkpoints,
-    calling `checkpoint()` after every tenth; the largest the log file grew meanwhile."""
+def _unchecked(path: Path) -> sqlite3.Connection:
+    """A new database in WAL mode whose connection makes no checkpoint of its own (as a
+    harvest lane's), with a table `t` of blobs."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA wal_autocheckpoint=0")
     conn.execute("CREATE TABLE t (b BLOB)")
+    return conn
+
+
+def _write_and_watch(path: Path, checkpoint: Any = None) -> int:
+    """Write 30 MB in 150 transactions through a connection without automatic checkpoints,
+    calling `checkpoint()` after every tenth; the largest the log file grew meanwhile."""
+    conn = _unchecked(path)
     largest = 0
     blob = os.urandom(200_000)
     try:
@@ -80,10 +87,7 @@ def test_the_checkpointer_thread_checkpoints_as_writes_come_and_once_more_at_the
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "c.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA wal_autocheckpoint=0")
-    conn.execute("CREATE TABLE t (b BLOB)")
+    conn = _unchecked(path)
     checkpointer = WalCheckpointer(str(path), interval=0.01).start()
     try:
         for _ in range(20):
