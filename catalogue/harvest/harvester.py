@@ -69,6 +69,7 @@ __all__ = [
     "Outcome",
     "guarded_final",
     "guarded_job",
+    "lane_engine",
     "run_final_in_worker",
     "run_job_in_worker",
     "run_upper_in_worker",
@@ -443,7 +444,7 @@ class Harvester:
                         if self._lane_writer is not None:  # and a fresh engine (`_release`)
                             self._lane_writer.engine.dispose()  # the page caches
                             self._lane_writer = Writer(
-                                _lane_engine(self._target()), self._lane_writer.key
+                                lane_engine(self._target()), self._lane_writer.key
                             )
                         gc.collect()
                         trim_heap()
@@ -466,8 +467,8 @@ class Harvester:
             thresholds = gc.get_threshold()
             if self.inline:
                 _calm_gc()  # as a worker's: this process now verifies millions of entries
-                self._lane_writer = Writer(_lane_engine(self._target()), self.key)
-            # the lanes' commits leave the log's checkpoints to this thread (`_lane_engine`)
+                self._lane_writer = Writer(lane_engine(self._target()), self.key)
+            # the lanes' commits leave the log's checkpoints to this thread (`lane_engine`)
             checkpointer = WalCheckpointer(database).start() if tails and database else None
             finished = False
             try:
@@ -677,7 +678,7 @@ class Harvester:
             return Outcome(job.origin, ok=True, size=size)
 
 
-def _lane_engine(target: WriteTarget) -> Engine:
+def lane_engine(target: WriteTarget) -> Engine:
     # a smaller page cache: a lane writes mostly in key order (leaves, combos, leaf_records)
     # and its random inserts (samples) miss a cache of any affordable size anyway
     # and leave the log's checkpoints to the harvest's `WalCheckpointer` (SQLite)
@@ -690,7 +691,7 @@ def _lane_engine(target: WriteTarget) -> Engine:
 def _worker_writer(target: WriteTarget) -> Writer:
     """One engine and catalogue key per worker process (the key is read from its file)."""
     return Writer(
-        _lane_engine(target), CatalogueKey.load_or_create(Path(target.home), target.origin)
+        lane_engine(target), CatalogueKey.load_or_create(Path(target.home), target.origin)
     )
 
 

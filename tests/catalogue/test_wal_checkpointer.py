@@ -19,7 +19,7 @@ import catalogue.harvest.harvester as harvester_module
 from catalogue.context import build_context
 from catalogue.db import WalCheckpointer, make_engine
 from catalogue.harvest import Harvester
-from catalogue.harvest.harvester import WriteTarget, _lane_engine
+from catalogue.harvest.harvester import WriteTarget, lane_engine
 from tests.catalogue.conftest import Catalogue, make_settings
 from tests.catalogue.simulator import NodeSimulator
 
@@ -32,7 +32,7 @@ def _autocheckpoint(engine: Any) -> int:
 def test_a_lanes_connections_leave_checkpoints_to_the_harvest(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     default = make_engine(url)
-    lane = _lane_engine(WriteTarget(url, str(tmp_path), "catalogue.test/c"))
+    lane = lane_engine(WriteTarget(url, str(tmp_path), "catalogue.test/c"))
     try:
         assert _autocheckpoint(default) == 1000  # SQLite's own, everywhere else
         assert _autocheckpoint(lane) == 0
