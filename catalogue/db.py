@@ -30,6 +30,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import OperationalError
 
 from catalogue.models import (
     RECORDS_VIEW,
@@ -44,6 +45,7 @@ from catalogue.models import (
 __all__ = [
     "SQLITE_PAGE_SIZE",
     "WalCheckpointer",
+    "WriteLockBusy",
     "add_leaf_records",
     "bulk_insert",
     "copy_types",
@@ -361,12 +363,34 @@ def _sqlite_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+class WriteLockBusy(Exception):
+    """Another connection holds SQLite's write lock (`write_tx(wait=False)`)."""
+
+
 @contextmanager
-def write_tx(engine: Engine) -> Iterator[Connection]:
-    """One write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
+def write_tx(engine: Engine, *, wait: bool = True) -> Iterator[Connection]:
+    """One write transaction (BEGIN IMMEDIATE on SQLite), committed on success.
+
+    `wait=False` (SQLite): raise `WriteLockBusy` at once, before anything is done, instead of
+    waiting while another connection holds the write lock."""
     with engine.connect() as conn:
         conn.execution_options(immediate=True)
-        with conn.begin():
+        if wait or engine.dialect.name != "sqlite":
+            with conn.begin():
+                yield conn
+            return
+        raw: Any = conn.connection.driver_connection
+        (timeout,) = raw.execute("PRAGMA busy_timeout").fetchone()
+        raw.execute("PRAGMA busy_timeout=0")
+        try:
+            tx = conn.begin()
+        except OperationalError as exc:
+            if "locked" in str(exc.orig) or "busy" in str(exc.orig):
+                raise WriteLockBusy(str(exc.orig)) from exc
+            raise
+        finally:  # the lock is ours (or not taken): nothing else in it waits for another
+            raw.execute(f"PRAGMA busy_timeout={int(timeout)}")
+        with tx:
             yield conn
 
 

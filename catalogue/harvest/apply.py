@@ -189,8 +189,10 @@ def commit_chunk(
     size: int,
     compact: dict[str, Any],
     checkpoint: str,
+    wait: bool = True,
 ) -> Position:
     """Store a verified chunk ending at `size` as staged (invisible); the new position.
+    `wait=False` (SQLite): `db.WriteLockBusy` at once if another writer holds the lock.
 
     On PostgreSQL the chunk's transaction commits without waiting for its WAL to reach the
     disk (`synchronous_commit = off`, for this transaction only): a crash may lose the last
@@ -199,7 +201,7 @@ def commit_chunk(
     the staged size that survived. The step's final commit waits for the disk as every other
     write does, and with its WAL everything written before it, so accepted state stays
     durable."""
-    with write_tx(engine) as conn:
+    with write_tx(engine, wait=wait) as conn:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
         _check_position(conn, pos)

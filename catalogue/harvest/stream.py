@@ -38,6 +38,7 @@ from typing import IO, Any
 import orjson
 from sqlalchemy import Engine
 
+from catalogue.db import WriteLockBusy
 from catalogue.errors import FetchError, WithholdingError
 from catalogue.harvest.apply import Chunk, Position, commit_chunk, commit_final
 from catalogue.harvest.fetcher import NodeFetcher, decode_page
@@ -195,6 +196,32 @@ class Writer:
             self.engine, pos, chunk, size=size, compact=compact, checkpoint=checkpoint
         )
 
+    def try_store(
+        self,
+        pos: Position,
+        chunk: Chunk,
+        *,
+        size: int,
+        compact: dict[str, Any],
+        checkpoint: str,
+    ) -> Position | None:
+        """`store_now`, unless another writer holds the lock at this moment: then None at
+        once, and nothing stored (the caller spills the chunk). `lock_free` answered for a
+        moment before; another lane's final commit may have begun since, and a lane that
+        stored then would wait for that whole commit instead of verifying on."""
+        try:
+            return commit_chunk(
+                self.engine,
+                pos,
+                chunk,
+                size=size,
+                compact=compact,
+                checkpoint=checkpoint,
+                wait=False,
+            )
+        except WriteLockBusy:
+            return None
+
     async def chunk(
         self,
         pos: Position,
@@ -296,8 +323,9 @@ async def harvest_node(
             free = writer.lock_free()
             if free:
                 at = spill.drain(writer, at, wait=False)
-            if free and not spill:
-                at = writer.store_now(at, full, **asdict(mark))
+            stored = writer.try_store(at, full, **asdict(mark)) if free and not spill else None
+            if stored is not None:
+                at = stored
             else:
                 spill.put(full, mark)
                 tap.take(0, mark.size)
@@ -334,8 +362,13 @@ async def harvest_node(
                         mark = _Mark(verifier.next_index, verifier.compact.to_json(), verifier.note)
                         if free:
                             pos = spill.drain(writer, pos, wait=False)
-                        if free and not spill:
-                            pos = writer.store_now(pos, chunk, **asdict(mark))
+                        stored = (
+                            writer.try_store(pos, chunk, **asdict(mark))
+                            if free and not spill
+                            else None
+                        )
+                        if stored is not None:
+                            pos = stored
                         else:  # still held, and the chunk is full: on disk until it is free
                             spill.put(chunk, mark)
                             tap.take(0, mark.size)  # stored without them (computed): let go
@@ -390,8 +423,13 @@ async def harvest_node(
             # instead of waiting for another lane's final commit to end
             mark = _Mark(state.size, state.compact.to_json(), state.checkpoint)
             pos = spill.drain(writer, pos, wait=False)
-            if len(chunk) and not spill and writer.lock_free():
-                pos = writer.store_now(pos, chunk, **asdict(mark))
+            stored = (
+                writer.try_store(pos, chunk, **asdict(mark))
+                if len(chunk) and not spill and writer.lock_free()
+                else None
+            )
+            if stored is not None:
+                pos = stored
             elif len(chunk):
                 spill.put(chunk, mark)
             chunk = Chunk(job.node_id)
@@ -796,8 +834,16 @@ class _Spill:
         """Store the spilled chunks in order, while the lock is free (`wait`: all of them)."""
         while self.chunks and (wait or writer.lock_free()):
             assert self.file is not None
-            offset, length, mark = self.chunks.popleft()
-            pos = writer.store_now(pos, _read_chunk(self.file, pos, offset, length), **asdict(mark))
+            offset, length, mark = self.chunks[0]
+            chunk = _read_chunk(self.file, pos, offset, length)
+            if wait:
+                pos = writer.store_now(pos, chunk, **asdict(mark))
+            else:  # taken meanwhile: the rest waits on disk, in order
+                stored = writer.try_store(pos, chunk, **asdict(mark))
+                if stored is None:
+                    break
+                pos = stored
+            self.chunks.popleft()
         if not self.chunks:
             # written over from its start, not truncated: pages the file has are written
             # again, where new ones cost the kernel more than the write (a 20,000-entry
