@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import OperationalError
 
+from catalogue.errors import WriteLockBusy
 from catalogue.models import (
     RECORDS_VIEW,
     ROTATION,
@@ -45,7 +46,6 @@ from catalogue.models import (
 __all__ = [
     "SQLITE_PAGE_SIZE",
     "WalCheckpointer",
-    "WriteLockBusy",
     "add_leaf_records",
     "bulk_insert",
     "copy_types",
@@ -361,10 +361,6 @@ def _sqlite_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         conn.exec_driver_sql("BEGIN")
-
-
-class WriteLockBusy(Exception):
-    """Another connection holds SQLite's write lock (`write_tx(wait=False)`)."""
 
 
 @contextmanager

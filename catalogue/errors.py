@@ -74,6 +74,11 @@ class FilterError(InputError):
         super().__init__(f"invalid search parameters: {text}")
 
 
+class WriteLockBusy(BiobankError):
+    """Another connection holds SQLite's write lock, and the write was not to wait for it
+    (`catalogue.db.write_tx(wait=False)`: a lane's chunk store, which spills instead)."""
+
+
 __all__ = [
     "EnrolmentError",
     "FetchError",
@@ -84,4 +89,5 @@ __all__ = [
     "RevocationError",
     "UnknownNode",
     "WithholdingError",
+    "WriteLockBusy",
 ]

@@ -38,8 +38,7 @@ from typing import IO, Any
 import orjson
 from sqlalchemy import Engine
 
-from catalogue.db import WriteLockBusy
-from catalogue.errors import FetchError, WithholdingError
+from catalogue.errors import FetchError, WithholdingError, WriteLockBusy
 from catalogue.harvest.apply import Chunk, Position, commit_chunk, commit_final
 from catalogue.harvest.fetcher import NodeFetcher, decode_page
 from catalogue.harvest.index import pack_keyed

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import text
 
 from catalogue.context import build_context
-from catalogue.db import WriteLockBusy, write_tx
+from catalogue.db import write_tx
+from catalogue.errors import WriteLockBusy
 from tests.catalogue.conftest import Catalogue, WriteLockHeld, make_settings
 
 
