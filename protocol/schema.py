@@ -16,18 +16,19 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
-import jsonschema
 import jsonschema_rs
-import referencing
-from jsonschema.exceptions import ValidationError, best_match
-from referencing.jsonschema import DRAFT202012
 
 from protocol.canonical import bytes_digest
 from protocol.errors import ConfigError, Problem, ValidationFailed, short_repr
 from protocol.schema_memo import FieldMemo
+
+if TYPE_CHECKING:  # imported when a record is invalid (`SchemaSet._details`), not before:
+    # a harvest worker that meets only valid records never loads them (about 3 MB a process)
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
 
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})  # values, not schemas
 _ID = re.compile(r"/v(?P<version>\d+)/(?P<kind>[A-Za-z0-9_-]+)\.schema\.json$")
@@ -67,10 +68,7 @@ class SchemaSet:
             if kind not in latest or latest[kind][0] < version:
                 latest[kind] = (version, sid)
         self._latest = {kind: sid for kind, (_, sid) in latest.items()}
-        self._registry: referencing.Registry[Any] = referencing.Registry().with_resources(
-            (sid, referencing.Resource.from_contents(s, default_specification=DRAFT202012))
-            for sid, s in self._by_id.items()
-        )
+        self._registry: Any = None  # the reference validator's (`_details`), made when needed
         self._fast: dict[str, Callable[[Any], Any]] = {}
         self._enum_formats: dict[str, Callable[[Any], bool]] = {}
         self._detailed: dict[str, jsonschema.Draft202012Validator] = {}
@@ -285,6 +283,16 @@ class SchemaSet:
             raise ValidationFailed(f"{location}: {len(found)} schema problem(s)", found)
 
     def _details(self, sid: str, record: Any, location: str) -> list[Problem]:
+        import jsonschema  # (not at import: see above)
+        import referencing
+        from jsonschema.exceptions import best_match
+        from referencing.jsonschema import DRAFT202012
+
+        if self._registry is None:
+            self._registry = referencing.Registry().with_resources(
+                (sid, referencing.Resource.from_contents(s, default_specification=DRAFT202012))
+                for sid, s in self._by_id.items()
+            )
         validator = self._detailed.get(sid)
         if validator is None:
             validator = jsonschema.Draft202012Validator(

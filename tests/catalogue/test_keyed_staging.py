@@ -223,6 +223,40 @@ def test_prepared_step_reads_back_only_the_leaves_not_keyed(
         ctx.engine.dispose()
 
 
+def test_prepared_step_reads_the_other_leaves_by_index_as_the_scan_reads_them(
+    db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's leaves without a keyed group (other kinds, withdrawals, rejected groups) are
+    looked up by index when few (`POINT_READS`), a few a statement, else found by a scan of
+    the batch: the step is made ready the same either way."""
+    index_module = catalogue.harvest.index
+    monkeypatch.setattr(index_module, "BATCH", 30)  # batches across chunks
+    monkeypatch.setattr(index_module, "_IN_LIST", 2)  # several statements a batch
+    sim = _node()
+    serve(sim)
+    ctx = build_context(make_settings(db_url, tmp_path / "home", page_size=25, harvest_chunk=CHUNK))
+    try:
+        cat = Catalogue(ctx)
+        cat.enrol(sim, sim.url)
+        staged = cat.stage_whole(sim.origin)
+        assert staged.error is None and staged.final is not None
+        size = len(sim.leaves)
+        made = []
+        for point_reads, unused in ((10**6, "_UNKEYED_AT"), (0, "_UNKEYED")):
+            with monkeypatch.context() as m:  # the other statement is never run
+                m.setattr(index_module, "POINT_READS", point_reads)
+                m.setattr(index_module, unused, "not SQL {mark}")
+                with ctx.engine.connect() as conn:
+                    node_id = conn.execute(select(nodes.c.id)).scalar_one()
+                    made.append(_prepared_changes(conn, node_id, size))
+        by_scan, by_index = made
+        assert by_index == by_scan
+        assert sum(len(erase) for _, erase, _ in by_index) >= 3  # the withdrawals were read
+        assert sum(len(c["biobank"]) + len(c["collection"]) for c, _, _ in by_index) == 2
+    finally:
+        ctx.engine.dispose()
+
+
 def test_replaced_group_versions_leave_the_counts_a_recount_finds(
     db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -273,3 +273,26 @@ def test_shipped_schema_verdicts_agree_with_jsonschema(kind: str) -> None:
     assert not all(verdicts)
     for record, valid in zip(corpus, verdicts, strict=True):
         assert (schemas.problems(kind, record, "r") == []) == valid
+
+
+def test_the_reference_validator_is_loaded_only_for_an_invalid_record() -> None:
+    """A harvest worker compiles every schema's verdict (`warm_worker`) without loading
+    jsonschema and referencing (about 3 MB of each worker); the first invalid record loads
+    them, and its problems are named as before."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from catalogue.harvest.harvester import warm_worker\n"
+        "from protocol.schema import SchemaSet\n"
+        "warm_worker()\n"
+        "before = sorted(m for m in ('jsonschema', 'referencing') if m in sys.modules)\n"
+        "found = SchemaSet.default().problems('sample-group', {'id': 1}, 'x')\n"
+        "after = sorted(m for m in ('jsonschema', 'referencing') if m in sys.modules)\n"
+        "print(before, after, len(found) > 1, all(p.location.startswith('x') for p in found))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split("\n")[0] == "[] ['jsonschema', 'referencing'] True True"
