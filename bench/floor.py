@@ -19,10 +19,17 @@ with no web framework, ORM, HTTP or process hand-over in between. Per entry:
   kind against the entry's kind, and the content's id against the entry's;
 - one bulk SQLite insert (`executemany`) of (log, index, leaf, hash, content) per page, in one
   transaction per 5,000 entries (the harvest's chunk).
+
+The loop runs with Python's cyclic garbage collector off (what exists before it frozen, then
+`gc.disable()`): it makes no reference cycles, so reference counting frees every page as it
+goes. With the collector's default thresholds the same loop ran about 13% slower on the saved
+1M pages (a collection every 700 net allocations rescanned the live pages and the compiled
+validators); the harvest's workers calm the collector the same way (`_calm_gc`).
 """
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import time
 from pathlib import Path
@@ -82,6 +89,25 @@ def floor(pages_path: str, db_path: str) -> dict[str, float]:
         "CREATE TABLE IF NOT EXISTS leaves (log TEXT, idx INTEGER, leaf BLOB, "
         "hash BLOB, content BLOB, PRIMARY KEY (log, idx))"
     )
+    collecting = gc.isenabled()
+    gc.collect()
+    gc.freeze()  # the schemas and validators compiled above are never scanned
+    gc.disable()  # no cycles are made below: reference counting frees each page
+    try:
+        return _loop(conn, pages_path, validators, kinds, numbers_of)
+    finally:
+        gc.unfreeze()
+        if collecting:
+            gc.enable()
+
+
+def _loop(
+    conn: sqlite3.Connection,
+    pages_path: str,
+    validators: dict[str, Any],
+    kinds: dict[str, str],
+    numbers_of: dict[str, tuple[str, ...] | None],
+) -> dict[str, float]:
     insert = "INSERT INTO leaves VALUES (?, ?, ?, ?, ?)"
     # the leaves by pybase64 (SIMD), as the harvest decodes a page (`fetcher.decode_page`)
     b64decode = fast_b64decode
