@@ -18,7 +18,8 @@ with no web framework, ORM, HTTP or process hand-over in between. Per entry:
 - schema validation by jsonschema-rs (the shipped schema of the entry's `$id`), the schema's
   kind against the entry's kind, and the content's id against the entry's;
 - one bulk SQLite insert (`executemany`) of (log, index, leaf, hash, content) per page, in one
-  transaction per 5,000 entries (the harvest's chunk).
+  transaction per 5,000 entries (the harvest's chunk), into a database of the harvest's page
+  size (16 KiB; about 10% faster here than SQLite's default 4 KiB).
 
 The loop runs with Python's cyclic garbage collector off (what exists before it frozen, then
 `gc.disable()`): it makes no reference cycles, so reference counting frees every page as it
@@ -39,6 +40,7 @@ import httpx
 import orjson
 from pybase64 import b64decode as fast_b64decode
 
+from catalogue.db import SQLITE_PAGE_SIZE
 from protocol.canonical import CANONICAL_OPTIONS, bytes_digest, canonical_parsed, no_float_in
 from protocol.entries import LeafShapes, parse_leaf
 from protocol.merkle import CompactRange, leaf_hash
@@ -83,6 +85,9 @@ def floor(pages_path: str, db_path: str) -> dict[str, float]:
         kinds[sid] = schemas.kind_of(sid)
         numbers_of[sid] = schemas.number_fields(sid)
     conn = sqlite3.connect(db_path, isolation_level=None)
+    # the harvest's page size (`catalogue.db.SQLITE_PAGE_SIZE`, 16 KiB): with SQLite's 4 KiB
+    # the loop ran about 10% slower on the saved 1M pages (6 alternated runs); set before WAL
+    conn.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from bench import report
 from bench.floor import FloorError, floor, save_pages
+from catalogue.db import SQLITE_PAGE_SIZE
 from federation.build import DemoNode, node_app, prepare_node
 from federation.servers import live_server
 from protocol.canonical import canonical
@@ -53,7 +54,9 @@ def test_floor_processes_every_saved_entry_and_stores_it(
         stored, with_content = conn.execute(
             "SELECT count(*), count(content) FROM leaves"
         ).fetchone()
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
     assert stored == count and with_content > 0
+    assert page_size == SQLITE_PAGE_SIZE  # the harvest's: the faster of the two here
 
 
 def test_floor_loops_with_the_cyclic_collector_off_and_leaves_it_as_found(
