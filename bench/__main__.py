@@ -169,6 +169,7 @@ def _harvests(
                 "tree_peak_rss": tree,
                 "tree_peak_pss": pss,
                 "probe": probe,
+                "timeline": result["timeline"],  # where its time went (`bench.timeline`)
             }
         )
     return runs, settings
@@ -395,6 +396,7 @@ def _pg(
                     "tree_peak_rss": tree,
                     "tree_peak_pss": pss,
                     "probe": probe,
+                    "timeline": result["timeline"],
                 }
             ],
             "records",

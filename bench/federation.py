@@ -54,11 +54,20 @@ def harvest(
     the catalogue server makes after its first one: its kept workers are up and warm
     (`KeptWorkers`: imports and schemas loaded, as the floor's are before its clock starts)
     and this process only leads the lanes. ``one_shot``: `biobank-catalogue harvest`'s,
-    where this process is one lane and the other lane's worker is spawned within the time."""
+    where this process is one lane and the other lane's worker is spawned within the time.
+    Its ``timeline`` says where the time went (`bench.timeline`)."""
+    import os
+    import resource
+
+    from bench.isolate import descendants
+    from bench.timeline import MachineIdle, cpu_seconds, summarise
     from catalogue.context import build_context
     from catalogue.enrol import enrol, fetch_descriptor
-    from catalogue.harvest import Harvester, KeptWorkers
+    from catalogue.harvest import Harvester, KeptWorkers, LaneEvent
     from catalogue.settings import Settings
+
+    def workers_cpu() -> dict[int, float]:
+        return {p: c for p in descendants(os.getpid()) if (c := cpu_seconds(p)) is not None}
 
     cfg = Settings(**settings)
     ctx = build_context(cfg)
@@ -68,12 +77,30 @@ def harvest(
     try:
         if kept is not None:
             kept.ready()
+        events: list[LaneEvent] = []
         harvester = Harvester(
-            engine=ctx.engine, settings=cfg, key=ctx.key, inline=one_shot, kept=kept
+            engine=ctx.engine,
+            settings=cfg,
+            key=ctx.key,
+            inline=one_shot,
+            kept=kept,
+            timeline=events,
         )
+        idle = MachineIdle()
+        idle.start()
+        workers_before = workers_cpu()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        leader = resource.getrusage(resource.RUSAGE_SELF)
+        began = time.monotonic()
         start = time.perf_counter()
         outcomes = harvester.run()
         elapsed = time.perf_counter() - start
+        ended = time.monotonic()
+        leader_after = resource.getrusage(resource.RUSAGE_SELF)
+        idle.stop()
+        workers_after = workers_cpu()
+        # workers ended within the harvest (a lane's fresh worker replaced one) are reaped
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:
         if kept is not None:
             kept.close()
@@ -81,7 +108,20 @@ def harvest(
     errors = [f"{o.origin}: {o.error}" for o in outcomes if not o.ok]
     if errors:
         raise RuntimeError("harvest failed: " + "; ".join(errors))
-    return {"seconds": elapsed, "added": sum(o.added for o in outcomes)}
+    timeline = summarise(events, began, ended, idle)
+    timeline["leader_cpu_s"] = round(
+        leader_after.ru_utime + leader_after.ru_stime - leader.ru_utime - leader.ru_stime, 2
+    )
+    timeline["workers_cpu_s"] = round(
+        sum(workers_after.values())
+        - sum(workers_before.values())
+        + reaped.ru_utime
+        + reaped.ru_stime
+        - children.ru_utime
+        - children.ru_stime,
+        2,
+    )
+    return {"seconds": elapsed, "added": sum(o.added for o in outcomes), "timeline": timeline}
 
 
 def search_latencies(url: str, rounds: int) -> dict[str, Any]:

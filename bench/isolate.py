@@ -90,21 +90,37 @@ def tree_rss(root: int) -> int:
 
 def tree_memory(root: int) -> tuple[int, int]:
     """(sum of RSS, sum of PSS) in bytes of process `root` and all its descendants, now."""
+    procs = _processes()
+    total = proportional = 0
+    for pid in _tree(root, procs):
+        total += procs[pid][1]
+        proportional += pss_of(pid)
+    return total, proportional
+
+
+def descendants(root: int) -> list[int]:
+    """The pids of the processes below process `root`, now."""
+    return [pid for pid in _tree(root, _processes()) if pid != root]
+
+
+def _processes() -> dict[int, tuple[int, int]]:
     procs = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             found = _stat(entry)
             if found is not None:
                 procs[int(entry)] = found
-    total = proportional = 0
-    todo = [root]
+    return procs
+
+
+def _tree(root: int, procs: dict[int, tuple[int, int]]) -> list[int]:
+    out, todo = [], [root]
     while todo:
         pid = todo.pop()
         if pid in procs:
-            total += procs[pid][1]
-            proportional += pss_of(pid)
+            out.append(pid)
             todo.extend(p for p, (parent, _) in procs.items() if parent == pid)
-    return total, proportional
+    return out
 
 
 def pss_of(pid: int) -> int:

@@ -18,12 +18,13 @@ level: it reads what a harvest stored, and nothing in a harvest calls it.
 from __future__ import annotations
 
 from catalogue.harvest.fetcher import NodeFetcher
-from catalogue.harvest.harvester import Harvester, KeptWorkers, Outcome
+from catalogue.harvest.harvester import Harvester, KeptWorkers, LaneEvent, Outcome
 from catalogue.harvest.keys import load_history, node_keys, revoke
 
 __all__ = [
     "Harvester",
     "KeptWorkers",
+    "LaneEvent",
     "NodeFetcher",
     "Outcome",
     "load_history",

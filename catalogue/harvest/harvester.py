@@ -304,6 +304,21 @@ def _broken(pool: ProcessPoolExecutor) -> bool:
     return bool(getattr(pool, "_broken", False))
 
 
+@dataclass(frozen=True)
+class LaneEvent:
+    """One job of one harvest lane, as `Harvester(timeline=...)` records it: where a harvest's
+    time went (which lane verified or indexed which node when, and where lanes idled).
+    `kind`: "step" (fetch, verify and stage a node's new leaves), "final" (index and accept a
+    staged step) or "upper" (verify the upper part of another lane's step)."""
+
+    lane: int
+    kind: str
+    origin: str
+    start: float  # time.monotonic()
+    end: float
+    error: str | None = None
+
+
 class Harvester:
     """Harvests all active nodes; network via an injectable httpx transport.
 
@@ -311,6 +326,7 @@ class Harvester:
     process fewer is started (a one-shot harvest, whose process has nothing else to do;
     never the API server, whose event loop must stay free for requests).
     `kept`: the server's kept worker processes (`KeptWorkers`), used when free.
+    `timeline`: a list each lane's jobs are appended to as they end (`LaneEvent`).
     """
 
     def __init__(
@@ -322,9 +338,11 @@ class Harvester:
         transport: httpx.AsyncBaseTransport | None = None,
         inline: bool = False,
         kept: KeptWorkers | None = None,
+        timeline: list[LaneEvent] | None = None,
     ) -> None:
         self.engine = engine
         self.kept = kept
+        self.timeline = timeline
         self.settings = settings
         self.key = key
         self.transport = transport
@@ -407,7 +425,9 @@ class Harvester:
                             return
                         # nothing left to take: ask the latest step for its upper part
                         owner = running.pop(next(reversed(running)))
+                        began = time.monotonic()
                         await self._steal(client, pool, owner, splits, stepping)
+                        self._lane_event(at, "upper", owner, began, None)
                         continue
                     if ready is not None and (not finalising[0] or not queue):
                         job, staged = finals[ready]
@@ -418,10 +438,12 @@ class Harvester:
                             pool = await _fresh_worker(pool, self._new_pool, "before")
                             pools[at] = pool
                         finalising[0] += 1
+                        began = time.monotonic()
                         try:
                             result = await self._final(pool, job, staged)
                         finally:
                             finalising[0] -= 1
+                        self._lane_event(at, "final", job, began, result.error)
                         used[at] = True
                         if fresh and pool is not None:  # nor under the next node's
                             pools[at] = await _fresh_worker(pool, self._new_pool, "after")
@@ -430,11 +452,13 @@ class Harvester:
                         job = queue.popleft()
                         running[job.node_id] = job
                         stepping.add(job.node_id)
+                        began = time.monotonic()
                         try:
                             result = await self._run(client, pool, job, defer_final=True)
                         finally:
                             running.pop(job.node_id, None)
                             stepping.discard(job.node_id)
+                        self._lane_event(at, "step", job, began, result.error)
                         used[at] = True
                     if result.final is not None:
                         finals.append((job, result))
@@ -536,6 +560,12 @@ class Harvester:
         like a worker's (`_lane_writer`: a small page cache; at 10M samples a 16 MiB cache per
         pooled connection adds to the peak); otherwise through the catalogue's engine."""
         return self._lane_writer or Writer(self.engine, self.key)
+
+    def _lane_event(
+        self, lane: int, kind: str, job: NodeJob, began: float, error: str | None
+    ) -> None:
+        if self.timeline is not None:
+            self.timeline.append(LaneEvent(lane, kind, job.origin, began, time.monotonic(), error))
 
     def _target(self) -> WriteTarget:
         return WriteTarget(self.settings.database_url, str(self.settings.home), self.key.origin)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -90,7 +91,62 @@ def test_bench_runs_at_a_tiny_size_and_writes_consistent_json(tmp_path: Path) ->
     if pg_url:
         assert results["search_pg"]["requests"] == results["search_sqlite"]["requests"]
         assert results["harvest_pg"]["records"] == published
+        _check_timeline(results["harvest_pg"]["runs"][0]["timeline"], nodes=5)
+    # where each timed harvest's time went: its lanes' jobs and the machine's idle cores
+    for row in ("harvest", "harvest_one_shot"):
+        _check_timeline(results[row]["runs"][0]["timeline"], nodes=5)
+    _timeline_of_the_saved_homes(tmp_path, published)
     _rerun_reusing_the_node_homes(cmd, tmp_path, results)
+
+
+def _check_timeline(timeline: dict[str, Any], nodes: int) -> None:
+    """One harvest's lane timeline (`bench.timeline`) is consistent with itself."""
+    jobs, wall = timeline["jobs"], timeline["wall_s"]
+    steps = {j["origin"]: j for j in jobs if j["kind"] == "step"}
+    finals = {j["origin"]: j for j in jobs if j["kind"] == "final"}
+    assert len(steps) == len(finals) == nodes == sum(1 for j in jobs if j["kind"] == "step")
+    assert all(finals[o]["start_s"] >= steps[o]["end_s"] for o in steps)  # accepted once staged
+    assert all(0 <= j["start_s"] <= j["end_s"] <= wall + 0.01 and not j["error"] for j in jobs)
+    lanes = sorted({j["lane"] for j in jobs})
+    assert 1 <= timeline["lanes"] == len(lanes) == len(timeline["lane_idle_s"]) <= 2
+    for lane, idle_s in zip(lanes, timeline["lane_idle_s"], strict=True):
+        mine = [j for j in jobs if j["lane"] == lane]  # one job at a time
+        assert all(a["end_s"] <= b["start_s"] + 0.001 for a, b in itertools.pairwise(mine))
+        busy = sum(j["end_s"] - j["start_s"] for j in mine)
+        assert idle_s == pytest.approx(wall - busy, abs=0.01)
+    assert {k: v["count"] for k, v in timeline["by_kind"].items()} == {
+        k: sum(1 for j in jobs if j["kind"] == k) for k in ("step", "upper", "final")
+    }
+    last_verified = max(j["end_s"] for j in jobs if j["kind"] != "final")
+    assert timeline["tail_s"] == pytest.approx(wall - last_verified, abs=0.01)
+    idle, busy = timeline["machine_idle_core_s"], timeline["machine_busy_core_s"]
+    cores = timeline["machine_cores"]
+    assert idle >= 0 and busy > 0 and idle + busy <= cores * (wall + 2 * 0.1) + 0.05
+    assert timeline["leader_cpu_s"] >= 0 and timeline["workers_cpu_s"] >= 0
+    assert timeline["leader_cpu_s"] + timeline["workers_cpu_s"] > 0
+
+
+def _timeline_of_the_saved_homes(tmp_path: Path, published: int) -> None:
+    """`python -m bench.timeline` harvests the benchmark's saved homes into a fresh catalogue
+    and prints and writes where the time went."""
+    out = tmp_path / "timeline.json"
+    cmd = [sys.executable, "-m", "bench.timeline", str(tmp_path / "work" / "nodes")]
+    cmd += ["--workdir", str(tmp_path / "timeline"), "--json", str(out)]
+    done = subprocess.run(
+        cmd,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (timeline,) = json.loads(out.read_text())
+    _check_timeline(timeline, nodes=5)
+    assert timeline["entries"] >= published  # (the freshness trial added to the homes)
+    assert timeline["node_server_cpu_s"] > 0
+    assert "final commits" in done.stdout and "machine idle" in done.stdout
+    assert done.stdout.count(" step ") == 5  # the table: one step row a node
 
 
 def _rerun_reusing_the_node_homes(cmd: list[str], tmp_path: Path, first: dict[str, Any]) -> None:
