@@ -19,7 +19,8 @@ with no web framework, ORM, HTTP or process hand-over in between. Per entry:
   kind against the entry's kind, and the content's id against the entry's;
 - one bulk SQLite insert (`executemany`) of (log, index, leaf, hash, content) per page, in one
   transaction per 5,000 entries (the harvest's chunk), into a database of the harvest's page
-  size (16 KiB; about 10% faster here than SQLite's default 4 KiB).
+  size (16 KiB; about 10% faster here than SQLite's default 4 KiB), its blobs bound as
+  bytearrays (sqlite3 binds a bytes value through its adapter look-up: about 7% slower).
 
 The loop runs with Python's cyclic garbage collector off (what exists before it frozen, then
 `gc.disable()`): it makes no reference cycles, so reference counting frees every page as it
@@ -68,6 +69,12 @@ def save_pages(node_urls: list[str], path: Path) -> int:
                 count += len(page["entries"])
                 start = page.get("next")
     return count
+
+
+# bytes are bound by sqlite3 through its adapter look-up (about 0.3 µs a value), a bytearray
+# directly: the leaf, its hash and the content go in as bytearrays, as the harvest's chunks
+# bind the leaf and its hash (`catalogue.harvest.apply.Chunk`): about 7% faster here
+_bytes = bytearray
 
 
 class FloorError(ValueError):
@@ -169,7 +176,9 @@ def _loop(
                         ):
                             hashed = leaf_hash(leaf)
                             compact.append(hashed)
-                            rows.append((origin, expected, leaf, hashed, data))
+                            rows.append(
+                                (origin, expected, _bytes(leaf), _bytes(hashed), _bytes(data))
+                            )
                             expected += 1
                             continue
                 entry = parse_leaf(leaf, expected_log=origin, expected_index=expected)
@@ -190,7 +199,15 @@ def _loop(
                         or content.get("id") != entry["id"]
                     ):
                         raise FloorError(f"leaf {expected}: content fails its schema")
-                rows.append((origin, expected, leaf, hashed, body))
+                rows.append(
+                    (
+                        origin,
+                        expected,
+                        _bytes(leaf),
+                        _bytes(hashed),
+                        None if body is None else _bytes(body),
+                    )
+                )
                 expected += 1
             conn.executemany(insert, rows)
             total += len(rows)
