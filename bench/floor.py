@@ -17,7 +17,9 @@ with no web framework, ORM, HTTP or process hand-over in between. Per entry:
   sorted-key bytes when ASCII and float-free, else the full walk), compared with the entry's;
 - schema validation by jsonschema-rs (the shipped schema of the entry's `$id`), the schema's
   kind against the entry's kind, and the content's id against the entry's;
-- one bulk SQLite insert (`executemany`) of (log, index, leaf, hash, content) per page, in one
+- one bulk SQLite insert (`executemany`) of (log, index, leaf, hash, content) per page (the log
+  by its number, as the harvest's rows carry their node's id: its origin's text in every row
+  and key made the loop about 6% slower), in one
   transaction per 5,000 entries (the harvest's chunk), into a database of the harvest's page
   size (16 KiB; about 10% faster here than SQLite's default 4 KiB), its blobs bound as
   bytearrays (sqlite3 binds a bytes value through its adapter look-up: about 7% slower).
@@ -98,7 +100,7 @@ def floor(pages_path: str, db_path: str) -> dict[str, float]:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(
-        "CREATE TABLE IF NOT EXISTS leaves (log TEXT, idx INTEGER, leaf BLOB, "
+        "CREATE TABLE IF NOT EXISTS leaves (log INTEGER, idx INTEGER, leaf BLOB, "
         "hash BLOB, content BLOB, PRIMARY KEY (log, idx))"
     )
     collecting = gc.isenabled()
@@ -128,6 +130,7 @@ def _loop(
     start = time.perf_counter()
     total = 0
     in_tx = 0
+    logid = 0
     compact = CompactRange()
     signed: Checkpoint | None = None
     origin = ""
@@ -145,9 +148,10 @@ def _loop(
                 close_log()
                 signed = Checkpoint.from_text(page["checkpoint"].split("\n\n", 1)[0] + "\n")
                 origin, expected, compact = signed.origin, 0, CompactRange()
+                logid += 1  # the log's number, as the harvest's rows carry their node's id
                 shapes = LeafShapes()
                 continue
-            rows: list[tuple[str, int, bytes, bytes, bytes | None]] = []
+            rows: list[tuple[int, int, bytearray, bytearray, bytearray | None]] = []
             for item in page["entries"]:
                 leaf = b64decode(item["leaf"], validate=True)
                 content = item.get("content")
@@ -177,7 +181,7 @@ def _loop(
                             hashed = leaf_hash(leaf)
                             compact.append(hashed)
                             rows.append(
-                                (origin, expected, _bytes(leaf), _bytes(hashed), _bytes(data))
+                                (logid, expected, _bytes(leaf), _bytes(hashed), _bytes(data))
                             )
                             expected += 1
                             continue
@@ -201,7 +205,7 @@ def _loop(
                         raise FloorError(f"leaf {expected}: content fails its schema")
                 rows.append(
                     (
-                        origin,
+                        logid,
                         expected,
                         _bytes(leaf),
                         _bytes(hashed),

@@ -55,7 +55,9 @@ def test_floor_processes_every_saved_entry_and_stores_it(
             "SELECT count(*), count(content) FROM leaves"
         ).fetchone()
         (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        logs = conn.execute("SELECT DISTINCT log, typeof(log), typeof(leaf) FROM leaves").fetchall()
     assert stored == count and with_content > 0
+    assert logs == [(1, "integer", "blob")]  # one node's log, by its number, as the harvest's
     assert page_size == SQLITE_PAGE_SIZE  # the harvest's: the faster of the two here
 
 
