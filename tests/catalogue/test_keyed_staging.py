@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -182,14 +184,10 @@ def _prepared_changes(conn: Any, node_id: int, size: int) -> list[Any]:
     return [(b.changes, b.erase, b.refused) for b in prepared.batches]
 
 
-def test_prepared_step_reads_back_only_the_leaves_not_keyed(
-    db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With every group of a batch keyed and staged with its record id, the step is made
-    ready from the staged rows and the other leaves alone (other kinds, withdrawals,
-    rejected groups): the same with the keyed groups' leaves gone from `leaves`. Rows of the
-    format before have the leaves read back: without them, their groups are missing."""
-    monkeypatch.setattr(catalogue.harvest.index, "BATCH", 30)  # batches across chunks
+@contextmanager
+def _staged_whole(db_url: str, tmp_path: Path, serve: Any) -> Iterator[tuple[Any, int]]:
+    """`_node()`'s whole log staged (verified, its chunks stored and keyed) and not accepted:
+    the catalogue's context and the step's size."""
     sim = _node()
     serve(sim)
     ctx = build_context(make_settings(db_url, tmp_path / "home", page_size=25, harvest_chunk=CHUNK))
@@ -198,29 +196,37 @@ def test_prepared_step_reads_back_only_the_leaves_not_keyed(
         cat.enrol(sim, sim.url)
         staged = cat.stage_whole(sim.origin)
         assert staged.error is None and staged.final is not None
-        size = len(sim.leaves)
-        with ctx.engine.begin() as conn:
-            node_id = conn.execute(select(nodes.c.id)).scalar_one()
-            rejected = conn.execute(select(func.count()).select_from(rejections)).scalar_one()
-            assert rejected > 0  # rejected groups among the keyed ones
-            expected = _prepared_changes(conn, node_id, size)
-            keyed = [
-                kd[0]
-                for data in conn.execute(select(harvest_keyed.c.data)).scalars()
-                for kd in unpack_keyed(data) or ()
-            ]
-            assert len(keyed) > size // 2
-            conn.execute(
-                leaves.delete().where(leaves.c.node_id == node_id, leaves.c.idx.in_(keyed))
-            )
-            assert _prepared_changes(conn, node_id, size) == expected
-            _restage_before(conn)  # the format before: the leaves are read back (gone here)
-            without = _prepared_changes(conn, node_id, size)
-            assert sum(len(c[GROUP]) for c, _, _ in without) < sum(
-                len(c[GROUP]) for c, _, _ in expected
-            )
+        yield ctx, len(sim.leaves)
     finally:
         ctx.engine.dispose()
+
+
+def test_prepared_step_reads_back_only_the_leaves_not_keyed(
+    db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every group of a batch keyed and staged with its record id, the step is made
+    ready from the staged rows and the other leaves alone (other kinds, withdrawals,
+    rejected groups): the same with the keyed groups' leaves gone from `leaves`. Rows of the
+    format before have the leaves read back: without them, their groups are missing."""
+    monkeypatch.setattr(catalogue.harvest.index, "BATCH", 30)  # batches across chunks
+    with _staged_whole(db_url, tmp_path, serve) as (ctx, size), ctx.engine.begin() as conn:
+        node_id = conn.execute(select(nodes.c.id)).scalar_one()
+        rejected = conn.execute(select(func.count()).select_from(rejections)).scalar_one()
+        assert rejected > 0  # rejected groups among the keyed ones
+        expected = _prepared_changes(conn, node_id, size)
+        keyed = [
+            kd[0]
+            for data in conn.execute(select(harvest_keyed.c.data)).scalars()
+            for kd in unpack_keyed(data) or ()
+        ]
+        assert len(keyed) > size // 2
+        conn.execute(leaves.delete().where(leaves.c.node_id == node_id, leaves.c.idx.in_(keyed)))
+        assert _prepared_changes(conn, node_id, size) == expected
+        _restage_before(conn)  # the format before: the leaves are read back (gone here)
+        without = _prepared_changes(conn, node_id, size)
+        assert sum(len(c[GROUP]) for c, _, _ in without) < sum(
+            len(c[GROUP]) for c, _, _ in expected
+        )
 
 
 def test_prepared_step_reads_the_other_leaves_by_index_as_the_scan_reads_them(
@@ -232,15 +238,7 @@ def test_prepared_step_reads_the_other_leaves_by_index_as_the_scan_reads_them(
     index_module = catalogue.harvest.index
     monkeypatch.setattr(index_module, "BATCH", 30)  # batches across chunks
     monkeypatch.setattr(index_module, "_IN_LIST", 2)  # several statements a batch
-    sim = _node()
-    serve(sim)
-    ctx = build_context(make_settings(db_url, tmp_path / "home", page_size=25, harvest_chunk=CHUNK))
-    try:
-        cat = Catalogue(ctx)
-        cat.enrol(sim, sim.url)
-        staged = cat.stage_whole(sim.origin)
-        assert staged.error is None and staged.final is not None
-        size = len(sim.leaves)
+    with _staged_whole(db_url, tmp_path, serve) as (ctx, size):
         made = []
         for point_reads, unused in ((10**6, "_UNKEYED_AT"), (0, "_UNKEYED")):
             with monkeypatch.context() as m:  # the other statement is never run
@@ -253,8 +251,6 @@ def test_prepared_step_reads_the_other_leaves_by_index_as_the_scan_reads_them(
         assert by_index == by_scan
         assert sum(len(erase) for _, erase, _ in by_index) >= 3  # the withdrawals were read
         assert sum(len(c["biobank"]) + len(c["collection"]) for c, _, _ in by_index) == 2
-    finally:
-        ctx.engine.dispose()
 
 
 def test_replaced_group_versions_leave_the_counts_a_recount_finds(

@@ -42,15 +42,7 @@ def test_bench_runs_at_a_tiny_size_and_writes_consistent_json(tmp_path: Path) ->
         str(tmp_path / "work"),
     ]
     cmd += ["--pg-url", pg_url] if pg_url else ["--no-pg"]
-    done = subprocess.run(
-        cmd,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "COLUMNS": "120"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _ran(cmd, columns=120)
     assert "harvest / floor" in done.stdout
     results = json.loads(out.read_text())
     assert results["size"] == 2000
@@ -99,6 +91,14 @@ def test_bench_runs_at_a_tiny_size_and_writes_consistent_json(tmp_path: Path) ->
     _rerun_reusing_the_node_homes(cmd, tmp_path, results)
 
 
+def _ran(cmd: list[str], columns: int = 80) -> subprocess.CompletedProcess[str]:
+    """`cmd` run to its end in the repository (a rich table `columns` wide); it succeeded."""
+    env = {**os.environ, "COLUMNS": str(columns)}
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def _check_timeline(timeline: dict[str, Any], nodes: int) -> None:
     """One harvest's lane timeline (`bench.timeline`) is consistent with itself."""
     jobs, wall = timeline["jobs"], timeline["wall_s"]
@@ -132,15 +132,7 @@ def _timeline_of_the_saved_homes(tmp_path: Path, published: int) -> None:
     out = tmp_path / "timeline.json"
     cmd = [sys.executable, "-m", "bench.timeline", str(tmp_path / "work" / "nodes")]
     cmd += ["--workdir", str(tmp_path / "timeline"), "--json", str(out)]
-    done = subprocess.run(
-        cmd,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "160"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _ran(cmd, columns=160)
     (timeline,) = json.loads(out.read_text())
     _check_timeline(timeline, nodes=5)
     assert timeline["entries"] >= published  # (the freshness trial added to the homes)
@@ -155,8 +147,7 @@ def _rerun_reusing_the_node_homes(cmd: list[str], tmp_path: Path, first: dict[st
     out = tmp_path / "again.json"
     again = [*cmd[: cmd.index("--json")], "--json", str(out), "--workdir", str(tmp_path / "work")]
     again += ["--reuse-nodes", "--no-pg", "--no-floor", "--page-rounds", "0", "--fresh-trials", "0"]
-    done = subprocess.run(again, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _ran(again)
     assert "reusing the node homes" in done.stderr
     results = json.loads(out.read_text())
     assert "import" not in results and results["import_skipped"] == "--reuse-nodes"
