@@ -84,6 +84,8 @@ def test_a_step_beyond_the_memory_budgets_indexes_what_one_within_them_does(
                         m.setattr(catalogue.harvest.index, "BATCH", 30)
                         m.setattr(catalogue.harvest.index, "PREPARE_BUDGET", 60)
                         m.setattr(catalogue.harvest.index, "NEW_COMBO_BUDGET", 10)
+                        # SQLite: new combos and their gains written three rows at a time
+                        m.setattr(catalogue.harvest.index, "INSERT_SLICE", 3)
                     assert cat.harvest()[sim.origin].ok
                 dumps[name].append(dump(cat.engine))
 
