@@ -32,7 +32,8 @@ from protocol.canonical import (
 from protocol.entries import parse_leaf
 from protocol.errors import BiobankError
 from protocol.merkle import leaf_hash, range_subtrees
-from protocol.schema import SchemaSet
+from protocol.schema import GROUP_SCHEMA, SchemaSet
+from protocol.schema import NUMBER_FIELDS as SCHEMA_NUMBER_FIELDS
 from protocol.tls import client_tls
 
 _dumps = orjson.dumps
@@ -178,7 +179,9 @@ def prepare_worker() -> None:
     """Build this process's schema check and chapter table (once)."""
     if not _WORKER:
         schemas = default_schema_check()
-        schemas(GROUP, {}, "warm-up")  # compiles the validator
+        # compiles the group schema's verdict (its reference validator, which names an
+        # invalid record's problems, is loaded only for one: `protocol.schema`)
+        schemas.valid(GROUP_SCHEMA, {})
         _WORKER["schemas"], _WORKER["chapters"] = schemas, Chapters()
 
 
@@ -426,8 +429,7 @@ def _learn_tail(
 # the sample-group schema whose numbers the inline path knows, and the fields where a record
 # valid against it can hold a number: the field itself or the values of its object
 # (tests/audit/test_examine_memo.py derives them from the schema)
-GROUP_SCHEMA = "https://w3id.org/biobank-federation/schemas/v2/sample-group.schema.json"
-NUMBER_FIELDS = ("age", "period", "samples", "donors")
+NUMBER_FIELDS = SCHEMA_NUMBER_FIELDS[GROUP_SCHEMA]
 # the members of a v2 group that `group_key` ignores, cut out of its signature: in the
 # canonical (sorted) order `age` comes first, then the key's members up to `donors`, then
 # `id`, `nonce` and `period`, then the key's members from `sample_type` on

@@ -147,8 +147,10 @@ def stream_chunks(
     chunk's error is raised after its leaves. The leaf count.
 
     A chunk with no checkpoint claim inside it joins the tree by its perfect subtrees (the
-    worker hashed them) and, when it holds only new valid group publishes, the live state in
-    one update; otherwise leaf by leaf, claims checked after their leaf as in a serial run."""
+    worker hashed them) and the live state by runs: the valid group publishes between two
+    other leaves in one update when their ids are new (`_publish_run`), each other leaf
+    applied in its place. A chunk with a claim inside it goes leaf by leaf, claims checked
+    after their leaf as in a serial run."""
     _open_checks(report)
     claims = audit.claims
     compact = CompactRange()
@@ -182,26 +184,23 @@ def stream_chunks(
         if not inside:
             for height, root in subtrees:
                 append_subtree(compact, height, root)
-        if not inside and not others and len(set(ids)) == n and groups.keys().isdisjoint(ids):
-            stop = index + n
-            groups.update(
-                zip(
-                    ids,
-                    zip(
-                        [numbers[k] for k in kinds],
-                        range(index, stop),
-                        [(i,) for i in range(index, stop)],
-                        strict=True,
-                    ),
-                    strict=True,
-                )
-            )
-            index = stop
+            # the valid group publishes between two other leaves applied as one run each
+            # (`_publish_run`), the others one by one, in log order; no claim falls inside
+            at = taken = 0
+            for stop in (*sorted(others), n) if others else (n,):
+                if stop > at:
+                    _publish_run(
+                        groups, ids[taken : taken + stop - at], kinds[at:stop], numbers, index + at
+                    )
+                    taken += stop - at
+                if stop < n:
+                    _apply(audit, index + stop, others[stop], report, live)
+                at = stop + 1
+            index += n
         else:
             it = iter(ids)
             for offset, kind in enumerate(kinds):
-                if inside:
-                    append(hashes[32 * offset : 32 * offset + 32])
+                append(hashes[32 * offset : 32 * offset + 32])
                 if kind >= 0:  # NodeLive.publish_group of a valid group with content
                     rid = next(it)
                     old = groups.get(rid)
@@ -210,7 +209,7 @@ def stream_chunks(
                     _apply(audit, index, others[offset], report, live)
                 index += 1
                 # after the entry: a rotate-key at index i governs a checkpoint of size i+1
-                if inside and index in claims:
+                if index in claims:
                     _check_claims(audit, index, compact.root(), report)
         if not inside and index in claims:
             _check_claims(audit, index, compact.root(), report)
@@ -219,6 +218,36 @@ def stream_chunks(
         if chunk.error is not None:
             raise chunk.error
     return _end(audit, compact, report)
+
+
+def _publish_run(
+    groups: dict[str, tuple[int, int, tuple[int, ...]]],
+    ids: list[str],
+    kinds: array[int],
+    numbers: list[int],
+    index: int,
+) -> None:
+    """`NodeLive.publish_group` of consecutive valid group publishes (ids and key numbers
+    from leaf `index` on): in one update when each id is new, else one by one."""
+    stop = index + len(ids)
+    if len(set(ids)) == len(ids) and groups.keys().isdisjoint(ids):
+        groups.update(
+            zip(
+                ids,
+                zip(
+                    [numbers[k] for k in kinds],
+                    range(index, stop),
+                    [(i,) for i in range(index, stop)],
+                    strict=True,
+                ),
+                strict=True,
+            )
+        )
+        return
+    for rid, kind in zip(ids, kinds, strict=True):
+        old = groups.get(rid)
+        groups[rid] = (numbers[kind], index, (*old[2], index) if old else (index,))
+        index += 1
 
 
 def _apply(audit: NodeAudit, index: int, ex: Examined, report: Report, live: NodeLive) -> None:

@@ -60,7 +60,13 @@ def harvest(
     import resource
 
     from bench.isolate import descendants
-    from bench.timeline import MachineIdle, cpu_seconds, summarise
+    from bench.timeline import (
+        MachineIdle,
+        cpu_seconds,
+        database_server,
+        summarise,
+        tree_cpu_seconds,
+    )
     from catalogue.context import build_context
     from catalogue.enrol import enrol, fetch_descriptor
     from catalogue.harvest import Harvester, KeptWorkers, LaneEvent
@@ -86,6 +92,8 @@ def harvest(
             kept=kept,
             timeline=events,
         )
+        database = database_server(ctx.engine)
+        database_before = None if database is None else tree_cpu_seconds(database)
         idle = MachineIdle()
         idle.start()
         workers_before = workers_cpu()
@@ -101,6 +109,7 @@ def harvest(
         workers_after = workers_cpu()
         # workers ended within the harvest (a lane's fresh worker replaced one) are reaped
         reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        database_after = None if database is None else tree_cpu_seconds(database)
     finally:
         if kept is not None:
             kept.close()
@@ -120,6 +129,12 @@ def harvest(
         - children.ru_utime
         - children.ru_stime,
         2,
+    )
+    # a PostgreSQL server on this machine: its backends' (and helpers') CPU, on the same cores
+    timeline["database_cpu_s"] = (
+        round(database_after - database_before, 2)
+        if database_after is not None and database_before is not None
+        else None
     )
     return {"seconds": elapsed, "added": sum(o.added for o in outcomes), "timeline": timeline}
 

@@ -55,6 +55,43 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of process `pid` and every process below it: the running ones', and the
+    ended ones' that it has reaped (None if `pid` is gone). The difference of two readings
+    is the tree's CPU between them, a child that ended in between included."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    from bench.isolate import descendants
+
+    ticks = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    running = [cpu_seconds(child) for child in descendants(pid)]
+    return ticks / os.sysconf("SC_CLK_TCK") + sum(c for c in running if c is not None)
+
+
+LOOPBACK = ("", "localhost", "127.0.0.1", "::1")
+
+
+def database_server(engine: Any) -> int | None:
+    """The pid of the PostgreSQL server behind `engine` when it runs on this machine (the
+    parent of the connection's backend), else None (SQLite: its work is the harvesting
+    processes' own)."""
+    if engine.dialect.name != "postgresql" or (engine.url.host or "") not in LOOPBACK:
+        return None
+    with engine.connect() as conn:
+        backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    try:
+        with open(f"/proc/{backend}/stat", encoding="ascii") as fh:
+            parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{parent}/comm", encoding="ascii") as fh:
+            name = fh.read().strip()
+    except (OSError, IndexError, ValueError):
+        return None
+    return parent if name.startswith("postgres") else None
+
+
 class MachineIdle(threading.Thread):
     """Samples the machine's idle and total jiffies until `stop`."""
 
@@ -238,6 +275,11 @@ def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
             console.print(
                 f"CPU s: leading process {timeline['leader_cpu_s']}, worker processes "
                 f"{timeline['workers_cpu_s']}, node server {timeline['node_server_cpu_s']}"
+                + (
+                    f", PostgreSQL server {timeline['database_cpu_s']}"
+                    if timeline.get("database_cpu_s") is not None
+                    else ""
+                )
             )
     if args.json:
         args.json.write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))

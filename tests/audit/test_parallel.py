@@ -258,3 +258,34 @@ def test_parallel_http_page_error_fails_the_node_like_serial(
         assert [f["location"] for f in tree["findings"]] == [f"node {world.de.origin} mirror"]
         assert "not an entries page" in tree["findings"][0]["reason"]
         assert "start=" in tree["findings"][0]["reason"]
+
+
+def test_a_record_published_again_within_a_run_keeps_each_served_leaf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The valid group publishes between two other leaves are applied as one run; a record
+    published again within the run, or in a later run, keeps every leaf it was served with,
+    so content still served for each after its withdrawal is found, as in a serial run."""
+    monkeypatch.setattr(audit.checks, "CHUNK", 1000)  # the whole log one chunk
+    cat = Catalogue()
+    node = NodeLog.create("again.example/biobank-node", "DE")
+    cat.enrol(node)
+    node.seed(12)
+    rid = node.contents[3]["id"]
+    node.republish(rid, samples=40, donors=31)  # again within the run
+    node.withdraw(GROUP, node.contents[1]["id"])  # another leaf: the run ends
+    node.republish(rid, samples=41, donors=31)  # again in the next run
+    node.seed(3, start=12)
+    served = list(node.contents)
+    node.withdraw(GROUP, rid)
+    cat.harvest(node)
+    again = [i for i, leaf in enumerate(node.leaves) if f'"id":"{rid}"'.encode() in leaf][:3]
+    contents = list(node.contents)
+    for i in again:  # each publish's content still served
+        contents[i] = served[i]
+    _write_bundle(cat, tmp_path, {node.origin: (node.leaves, contents)})
+    serial = _report(tmp_path, 1)
+    assert _report(tmp_path, 2) == serial
+    (withdrawn,) = [c for c in serial["checks"] if c["name"] == "withdrawn-content"]
+    found = [f["location"] for f in withdrawn["findings"]]
+    assert found == [f"node {node.origin} leaf {i}" for i in again], withdrawn
