@@ -32,20 +32,21 @@ def thresholds() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def _catalogue(tmp_path: Path, sim: NodeSimulator) -> Catalogue:
+def _served(tmp_path: Path, serve: Any, groups: int) -> tuple[NodeSimulator, Catalogue]:
+    """A node of `groups` groups served on loopback, enrolled in a fresh catalogue."""
+    sim = NodeSimulator()
+    sim.populate(groups)
+    serve(sim)
     url = f"sqlite:///{tmp_path / 'catalogue.db'}"
     cat = Catalogue(build_context(make_settings(url, tmp_path / "home", page_size=50)))
     cat.enrol(sim, sim.url)
-    return cat
+    return sim, cat
 
 
 def test_an_in_process_harvest_calms_the_collector_and_restores_it(
     tmp_path: Path, serve: Any, thresholds: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sim = NodeSimulator()
-    sim.populate(120)
-    serve(sim)
-    cat = _catalogue(tmp_path, sim)
+    sim, cat = _served(tmp_path, serve, 120)
     seen: list[tuple[int, int, int]] = []  # the thresholds as each page is decoded
     decode = catalogue.harvest.stream.decode_page
 
@@ -66,10 +67,7 @@ def test_an_in_process_harvest_calms_the_collector_and_restores_it(
 def test_a_failing_in_process_harvest_restores_the_collector(
     tmp_path: Path, serve: Any, thresholds: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sim = NodeSimulator()
-    sim.populate(20)
-    serve(sim)
-    cat = _catalogue(tmp_path, sim)
+    sim, cat = _served(tmp_path, serve, 20)
 
     def broken(origin: str, start: int, entries: list[Any]) -> Any:
         assert gc.get_threshold() == CALM_THRESHOLDS
