@@ -176,8 +176,8 @@ sample_groups = Table(  # live sample groups: the combo each counts in and its p
     Column("d_max", BigInteger, nullable=False),
     sqlite_with_rowid=False,  # one B-tree (the key) instead of a rowid table plus its index
 )
-# the groups of a combo, for its recount: PostgreSQL only. SQLite finds them in the node's
-# live groups the harvest holds (`harvest.index.write_counts`): the index cost every group
+# the groups of a combo, for its recount: PostgreSQL only. SQLite finds them in one pass
+# over the node's groups (`harvest.index.write_counts`): the index cost every group
 # written there about 0.7 µs of CPU; a database made before loses it (`db._upgrade`)
 Index("ix_sample_groups_combo", sample_groups.c.combo_id).ddl_if(dialect="postgresql")
 

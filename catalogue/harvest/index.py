@@ -382,7 +382,8 @@ class PreparedStep:
     k: int
     batches: list[Batch]
     combo_ids: ComboIds
-    live: dict[str, int]  # group id -> combo id of the node's indexed groups
+    # group id -> combo id of the node's groups indexed before the step (`apply_groups`)
+    live: dict[str, int]
     origin: str = ""
     # records whose latest leaf in the step is a publish served without content (and no
     # withdraw erased it): rejected (MISSING_CONTENT) when the step is applied
@@ -753,9 +754,9 @@ def index_step(
     gained = sorted(cid for cid in deltas if cid not in new and cid not in recount)
     if conn.dialect.name == "postgresql":  # (in one statement from BULK_UPDATE rows on)
         added = _added(deltas, gained, changed)
-        write_counts(conn, sorted(recount), added, changed, node_id=node_id, live=live)
+        write_counts(conn, sorted(recount), added, changed, node_id=node_id)
         return
-    write_counts(conn, sorted(recount), [], changed, node_id=node_id, live=live)
+    write_counts(conn, sorted(recount), [], changed, node_id=node_id)
     for first in range(0, len(gained), INSERT_SLICE):  # (a slice's rows at a time in memory)
         executemany(conn, _ADD, _added(deltas, gained[first : first + INSERT_SLICE], changed))
 
@@ -845,13 +846,13 @@ def write_counts(
     changed: int,
     *,
     node_id: int | None = None,
-    live: Mapping[str, int] | None = None,
 ) -> None:
     """Recount the combos `recount` from their groups (`_RECOUNT`) and add to others what
     they gained (`added`: `_ADD`'s parameters); both stamped `changed`. On PostgreSQL, from
-    `BULK_UPDATE` combos on, by one statement each (`_RECOUNT_PG`, `_ADD_PG`). On SQLite
-    the groups of the combos to recount are found in `live` (group id -> combo id of every
-    indexed group of node `node_id`, as the step leaves them; required there)."""
+    `BULK_UPDATE` combos on, by one statement each (`_RECOUNT_PG`, `_ADD_PG`). On SQLite,
+    which keeps no index of the groups by combo, the combos to recount are node `node_id`'s
+    (required there) and their groups are found in one pass over the node's groups
+    (`_recount_sqlite`)."""
     if conn.dialect.name == "postgresql" and len(recount) + len(added) >= BULK_UPDATE:
         ids = [(cid,) for cid in recount]
         update_from_rows(
@@ -867,9 +868,9 @@ def write_counts(
         )
         return
     if conn.dialect.name == "sqlite" and recount:
-        if node_id is None or live is None:
-            raise ValueError("write_counts on SQLite recounts from the node's live groups")
-        executemany(conn, _SET_COUNTS, _recount_sqlite(conn, node_id, recount, live, changed))
+        if node_id is None:
+            raise ValueError("write_counts on SQLite recounts a node's combos: name the node")
+        executemany(conn, _SET_COUNTS, _recount_sqlite(conn, node_id, recount, changed))
     else:
         executemany(conn, _RECOUNT, [(changed, cid) for cid in recount])
     executemany(conn, _ADD, added)
@@ -878,30 +879,30 @@ def write_counts(
 _SET_COUNTS = (
     "UPDATE combos SET n_min = ?, n_max = ?, d_min = ?, d_max = ?, changed = ? WHERE id = ?"
 )
-_IN_LIST = 500  # group ids looked up a statement
+_IN_LIST = 500  # ids looked up a statement
 
 
 def _recount_sqlite(
-    conn: Connection, node_id: int, recount: Sequence[int], live: Mapping[str, int], changed: int
+    conn: Connection, node_id: int, recount: Sequence[int], changed: int
 ) -> list[tuple[int, ...]]:
     """`_SET_COUNTS`' parameters: the counts of each combo of `recount` from the bounds of
-    its groups, which `live` names and are read by their key (node, group id), as `_RECOUNT`
-    counts them. SQLite keeps no index of the groups by combo: it cost every group written
-    about 0.7 µs of CPU (its entry, and its pages at the commit) for the few recounts."""
+    its groups, as `_RECOUNT` counts them, read in one pass over node `node_id`'s groups (its
+    key's first column: a range of the table's B-tree). SQLite keeps no index of the groups
+    by combo: it cost every group written about 0.7 µs of CPU (its entry, and its pages at
+    the commit) for the few recounts. (Found before in the group ids the harvest held for
+    the node, which at 10M samples held about 30 MB in a node's first step for no recount;
+    a step on a node already indexed reads all its groups at its start anyway.)"""
     want = set(recount)
-    members = [gid for gid, cid in live.items() if cid in want]
     sums: dict[int, list[int]] = {cid: [0, 0, 0, 0] for cid in recount}
     cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        for i in range(0, len(members), _IN_LIST):
-            part = members[i : i + _IN_LIST]
-            cursor.execute(
-                "SELECT combo_id, s_min, s_max, d_min, d_max FROM sample_groups"
-                f" WHERE node_id = ? AND group_id IN ({', '.join('?' * len(part))})",
-                (node_id, *part),
-            )
-            for cid, s_min, s_max, d_min, d_max in cursor:
-                got = sums[cid]  # KeyError: `live` is not what is indexed (a bug)
+        cursor.execute(
+            "SELECT combo_id, s_min, s_max, d_min, d_max FROM sample_groups WHERE node_id = ?",
+            (node_id,),
+        )
+        for cid, s_min, s_max, d_min, d_max in cursor:
+            if cid in want:
+                got = sums[cid]
                 got[0] += s_min
                 got[1] += s_max
                 got[2] = d_min if d_min > got[2] else got[2]
@@ -967,8 +968,13 @@ def apply_groups(
     """Replace live groups by their latest version (or remove them).
 
     `changes` maps group id -> a Ready change, or None to remove; `live` (group id -> combo
-    id of the node's indexed groups) is kept up to date. A combo that loses a group goes into
-    `recount`; what a combo gains is added to `deltas[combo]` ([n_min, n_max, d_min, d_max]).
+    id of the node's groups indexed before this step) loses each group replaced or removed.
+    The groups this step writes are not added to it: a group's version written here is its
+    step's latest (`later` holds the others), so no later batch of the step replaces it, and
+    at 10M samples a node's first step held about 30 MB of them only to find them again in
+    a recount (which reads the node's groups instead: `write_counts`). A combo that loses a
+    group goes into `recount`; what a combo gains is added to `deltas[combo]` ([n_min,
+    n_max, d_min, d_max]).
     `later`: leaves (`superseded`) that a later batch of the step replaces. Such a version
     is not written (it used to be written, then deleted and its combo recounted); its combo
     gets its id as before, and is recounted if it was written before (a new combo's counts
@@ -1002,7 +1008,7 @@ def apply_groups(
                 if cid not in new:
                     recount.add(cid)
                 continue
-            cid = live[gid] = ids[chash]
+            cid = ids[chash]
             gained = gains(cid)
             if gained is None:
                 deltas[cid] = [s_min, s_max, d_min, d_max]

@@ -299,6 +299,80 @@ def test_replaced_group_versions_leave_the_counts_a_recount_finds(
     assert [tuple(r[1:]) for r in rows if r.id not in sums] == [("male", 0, 0, 0, 0)]
 
 
+def _combo_counts_and_group_sums(engine: Any) -> tuple[dict[Any, tuple[int, ...]], dict[Any, Any]]:
+    """Each combo's counts (by its sex and lower age) and the interval sums of the groups
+    counting in it."""
+    with engine.connect() as conn:
+        sums = {
+            cid: (int(a), int(b), int(c), int(d))
+            for cid, a, b, c, d in conn.execute(
+                select(
+                    sample_groups.c.combo_id,
+                    func.sum(sample_groups.c.s_min),
+                    func.sum(sample_groups.c.s_max),
+                    func.max(sample_groups.c.d_min),
+                    func.sum(sample_groups.c.d_max),
+                ).group_by(sample_groups.c.combo_id)
+            )
+        }
+        rows = conn.execute(
+            select(combos.c.id, combos.c.sex, combos.c.age_min, combos.c.n_min, combos.c.n_max)
+            .add_columns(combos.c.d_min, combos.c.d_max)
+            .order_by(combos.c.id)
+        ).all()
+    counts = {(sex, age): tuple(counts) for _cid, sex, age, *counts in rows}
+    assert len(counts) == len(rows)  # one combo a sex and age here
+    return counts, {(sex, age): sums.get(cid, (0, 0, 0, 0)) for cid, sex, age, *_c in rows}
+
+
+def test_a_recounted_combo_counts_the_groups_its_own_step_wrote_in_it(
+    db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The groups a step writes are not held as the node's live groups (at 10M samples, about
+    30 MB in a node's first step): a combo recounted in a step must still count the groups
+    that step wrote in it, found among the node's groups.
+
+    First step, in batches of two leaves and every new combo written ahead at once: group 2
+    opens combo "male" (written ahead), then in a later batch a version of group 1 in it that
+    a still later batch replaces, so "male" is recounted and must count group 2. Second step:
+    group 3 is replaced in combo "other" (recounted), where group 4 is new: both count."""
+    monkeypatch.setattr(catalogue.harvest.index, "BATCH", 2)
+    monkeypatch.setattr(catalogue.harvest.index, "NEW_COMBO_BUDGET", 0)
+    sim = NodeSimulator(k=1)
+    sim.populate(0)  # leaves 0-1: the biobank and the collection
+    g1, g2, g3, g4, g5, g6 = (
+        group(n, biobank=BB, collection=COLL, samples=5, donors=2) for n in range(1, 7)
+    )
+    sim.publish("sample-group", g2 | {"sex": "male", "samples": 7})  # leaves 2-3
+    sim.publish("sample-group", g5 | {"sex": "unknown"})
+    sim.publish("sample-group", g1 | {"sex": "male"})  # leaves 4-5; replaced at 6
+    sim.publish("sample-group", g6 | {"sex": "unknown", "age": {"min": 50, "max": 59}})
+    sim.publish("sample-group", g1 | {"sex": "female", "samples": 9})
+    serve(sim)
+    ctx = build_context(make_settings(db_url, tmp_path / "home", page_size=2, harvest_chunk=2))
+    male, other = ("male", 40), ("other", 40)
+    try:
+        cat = Catalogue(ctx)
+        cat.enrol(sim, sim.url)
+        assert cat.harvest()[sim.origin].ok
+        counts, sums = _combo_counts_and_group_sums(ctx.engine)
+        assert counts == sums
+        assert counts[male] == (7, 7, 2, 2)  # group 2, written in the step that recounted it
+        assert counts[("female", 40)] == (9, 9, 2, 2)
+        assert len(counts) == 4
+        sim.publish("sample-group", g3 | {"sex": "other", "samples": 4, "donors": 1})
+        assert cat.harvest()[sim.origin].ok
+        sim.publish("sample-group", g4 | {"sex": "other", "samples": 6, "donors": 1})  # new
+        sim.publish("sample-group", g3 | {"sex": "other", "samples": 8, "donors": 1})
+        assert cat.harvest()[sim.origin].ok
+        counts, sums = _combo_counts_and_group_sums(ctx.engine)
+    finally:
+        ctx.engine.dispose()
+    assert counts == sums
+    assert counts[other] == (14, 14, 1, 2)  # groups 3 (its new version) and 4
+    assert counts[male] == (7, 7, 2, 2)
+
+
 def test_keyed_group_is_what_the_read_back_path_computes() -> None:
     """`key_group` (where the content is verified) against the read-back path's functions,
     with a chunk's shared parts (`memo`) and through the staged bytes."""
