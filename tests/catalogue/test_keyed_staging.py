@@ -253,6 +253,22 @@ def test_prepared_step_reads_the_other_leaves_by_index_as_the_scan_reads_them(
         assert sum(len(c["biobank"]) + len(c["collection"]) for c, _, _ in by_index) == 2
 
 
+def _group_sums(conn: Any) -> dict[int, tuple[int, int, int, int]]:
+    """The interval sums of the live groups counting in each combo, by SQL."""
+    return {
+        cid: (int(a), int(b), int(c), int(d))
+        for cid, a, b, c, d in conn.execute(
+            select(
+                sample_groups.c.combo_id,
+                func.sum(sample_groups.c.s_min),
+                func.sum(sample_groups.c.s_max),
+                func.max(sample_groups.c.d_min),
+                func.sum(sample_groups.c.d_max),
+            ).group_by(sample_groups.c.combo_id)
+        )
+    }
+
+
 def test_replaced_group_versions_leave_the_counts_a_recount_finds(
     db_url: str, tmp_path: Path, serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -273,18 +289,7 @@ def test_replaced_group_versions_leave_the_counts_a_recount_finds(
         cat.enrol(sim, sim.url)
         assert cat.harvest()[sim.origin].ok
         with ctx.engine.connect() as conn:
-            sums = {
-                cid: (int(a), int(b), int(c), int(d))
-                for cid, a, b, c, d in conn.execute(
-                    select(
-                        sample_groups.c.combo_id,
-                        func.sum(sample_groups.c.s_min),
-                        func.sum(sample_groups.c.s_max),
-                        func.max(sample_groups.c.d_min),
-                        func.sum(sample_groups.c.d_max),
-                    ).group_by(sample_groups.c.combo_id)
-                )
-            }
+            sums = _group_sums(conn)
             rows = conn.execute(
                 select(combos.c.id, combos.c.sex, combos.c.n_min, combos.c.n_max, combos.c.d_min)
                 .add_columns(combos.c.d_max)
@@ -303,18 +308,7 @@ def _combo_counts_and_group_sums(engine: Any) -> tuple[dict[Any, tuple[int, ...]
     """Each combo's counts (by its sex and lower age) and the interval sums of the groups
     counting in it."""
     with engine.connect() as conn:
-        sums = {
-            cid: (int(a), int(b), int(c), int(d))
-            for cid, a, b, c, d in conn.execute(
-                select(
-                    sample_groups.c.combo_id,
-                    func.sum(sample_groups.c.s_min),
-                    func.sum(sample_groups.c.s_max),
-                    func.max(sample_groups.c.d_min),
-                    func.sum(sample_groups.c.d_max),
-                ).group_by(sample_groups.c.combo_id)
-            )
-        }
+        sums = _group_sums(conn)
         rows = conn.execute(
             select(combos.c.id, combos.c.sex, combos.c.age_min, combos.c.n_min, combos.c.n_max)
             .add_columns(combos.c.d_min, combos.c.d_max)
