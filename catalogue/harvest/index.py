@@ -649,6 +649,7 @@ _UNKEYED_AT = (
     f" AND (kind <> '{GROUP}' OR content IS NULL)"
 )
 POINT_READS = 4
+_IN_LIST = 500  # the leaves looked up a statement (`_UNKEYED_AT`)
 
 
 def _merged(
@@ -879,7 +880,6 @@ def write_counts(
 _SET_COUNTS = (
     "UPDATE combos SET n_min = ?, n_max = ?, d_min = ?, d_max = ?, changed = ? WHERE id = ?"
 )
-_IN_LIST = 500  # ids looked up a statement
 
 
 def _recount_sqlite(
@@ -892,7 +892,6 @@ def _recount_sqlite(
     the commit) for the few recounts. (Found before in the group ids the harvest held for
     the node, which at 10M samples held about 30 MB in a node's first step for no recount;
     a step on a node already indexed reads all its groups at its start anyway.)"""
-    want = set(recount)
     sums: dict[int, list[int]] = {cid: [0, 0, 0, 0] for cid in recount}
     cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -901,8 +900,8 @@ def _recount_sqlite(
             (node_id,),
         )
         for cid, s_min, s_max, d_min, d_max in cursor:
-            if cid in want:
-                got = sums[cid]
+            got = sums.get(cid)
+            if got is not None:
                 got[0] += s_min
                 got[1] += s_max
                 got[2] = d_min if d_min > got[2] else got[2]
