@@ -18,8 +18,6 @@ import gc
 import logging
 import multiprocessing
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections import deque
@@ -379,14 +377,14 @@ class Harvester:
             # SQLite: a lane whose step ends while another lane's final commit holds the write
             # lock hands what it could not store yet to the step's final commit (in a file of
             # this harvest's `TailDir`) and goes on, instead of waiting for the lock
-            database = self.engine.url.database
-            tails = (
-                TailDir(database)
-                if self.engine.dialect.name == "sqlite" and database and database != ":memory:"
-                else None
-            )
-            # where an idle lane asks a running step for its upper part (`harvest_upper`)
-            splits = tails.path if tails else tempfile.mkdtemp(prefix="biobank-split-")
+            database = self.engine.url.database or ""
+            on_file = self.engine.dialect.name == "sqlite" and database not in ("", ":memory:")
+            # this harvest's directory, swept by the next harvest if this one is killed: in
+            # it an idle lane asks a running step for its upper part (`harvest_upper`), and
+            # (SQLite) the step tails are handed over
+            run = TailDir.beside(database) if on_file else TailDir(str(self.settings.home))
+            tails = run if on_file else None
+            splits = run.path
             lane_jobs = [
                 replace(j, tail_dir=tails.path if tails else None, split_dir=splits) for j in jobs
             ]
@@ -506,10 +504,7 @@ class Harvester:
                 gc.set_threshold(*thresholds)
                 if checkpointer is not None:
                     await asyncio.to_thread(checkpointer.stop)
-                if tails is not None:
-                    tails.close()
-                else:
-                    shutil.rmtree(splits, ignore_errors=True)
+                run.close()
                 if self._lane_writer is not None:
                     self._lane_writer.engine.dispose()
                     self._lane_writer = None

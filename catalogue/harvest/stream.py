@@ -974,15 +974,22 @@ def _age(path: str) -> float:
 
 
 class TailDir:
-    """A directory of one harvest's step tails (`_Spill.handoff`), next to the database,
-    removed when the harvest ends. A harvest killed before that leaves it behind: the next
-    harvest removes every such directory whose owner is gone (its lock file is not locked),
-    so a tail is only ever read by the harvest that wrote it (and by its token)."""
+    """A directory of one harvest's step tails (`_Spill.handoff`) and split requests
+    (`request_split`), in `.harvest-tails` of `directory` (the SQLite database's, else the
+    catalogue's home), removed when the harvest ends. A harvest killed before that leaves it
+    behind: the next harvest removes every such directory whose owner is gone (its lock file
+    is not locked), so a tail is only ever read by the harvest that wrote it (and by its
+    token)."""
 
     PARENT = ".harvest-tails"
 
-    def __init__(self, database: str) -> None:
-        parent = os.path.join(os.path.dirname(os.path.abspath(database)), self.PARENT)
+    @classmethod
+    def beside(cls, database: str) -> TailDir:
+        """The run directory of a harvest of the SQLite database file `database`."""
+        return cls(os.path.dirname(os.path.abspath(database)))
+
+    def __init__(self, directory: str) -> None:
+        parent = os.path.join(os.path.abspath(directory), self.PARENT)
         os.makedirs(parent, mode=0o700, exist_ok=True)
         self.sweep(parent)
         # made under another name and locked before it is a "run-" one, so that another

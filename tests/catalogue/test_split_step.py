@@ -60,7 +60,7 @@ class Place:
             url, where / "home", page_size=PAGE, harvest_chunk=CHUNK, harvest_chunk_growth=1
         )
         self.cat = Catalogue(build_context(settings))
-        self.tails = TailDir(str(where / "catalogue.db")) if kind == "sqlite" else None
+        self.tails = TailDir.beside(str(where / "catalogue.db")) if kind == "sqlite" else None
         self.split_dir = self.tails.path if self.tails else str(where / "split")
         self.said = ""  # what the thief of `stage_split` did
         os.makedirs(self.split_dir, exist_ok=True)
@@ -424,9 +424,10 @@ def test_idle_lane_splits_the_last_running_step_and_the_harvest_is_identical(
                 assert len(splits) == 1 and "split: at " in splits[0], splits
                 assert ": verified " in splits[0], splits
                 assert len(big.served) == len(set(big.served))  # every page fetched once
-                tails = where / TailDir.PARENT
-                assert not tails.exists() or not [
-                    n for n in os.listdir(tails) if n.startswith("run-")
-                ]
+                # the harvest's directory: beside the SQLite database, else in the home
+                # (not the system's temporary directory, where a killed harvest's stayed)
+                tails = (where if kind == "sqlite" else where / "home") / TailDir.PARENT
+                assert made and all(Path(d).parent == tails for d in made), made
+                assert not [n for n in os.listdir(tails) if n.startswith("run-")]
     assert dumps[0] == dumps[1]
     assert made and not any(os.path.exists(d) for d in made)  # split directories removed

@@ -69,7 +69,7 @@ def test_deferred_step_whose_tail_was_handed_to_the_final_is_accepted_whole_and_
     tmp_path: Path, sim: NodeSimulator
 ) -> None:
     cat = _catalogue(tmp_path / "handed")
-    tails = TailDir(str(tmp_path / "handed" / "catalogue.db"))
+    tails = TailDir.beside(str(tmp_path / "handed" / "catalogue.db"))
     try:
         final = _handed_over(cat, sim, tails)
         tail = final.tail
@@ -103,7 +103,7 @@ def test_failed_final_with_a_handed_tail_leaves_the_node_at_its_accepted_state_a
     tmp_path: Path, sim: NodeSimulator
 ) -> None:
     cat = _catalogue(tmp_path / "cat")
-    tails = TailDir(str(tmp_path / "cat" / "catalogue.db"))
+    tails = TailDir.beside(str(tmp_path / "cat" / "catalogue.db"))
     try:
         final = _handed_over(cat, sim, tails)
         assert final.tail is not None
@@ -145,7 +145,7 @@ def test_stale_tail_file_is_never_applied(tmp_path: Path, serve: Any) -> None:
         serve(node)
         sims.append(node)
     cat = _catalogue(tmp_path / "cat")
-    tails = TailDir(str(tmp_path / "cat" / "catalogue.db"))
+    tails = TailDir.beside(str(tmp_path / "cat" / "catalogue.db"))
     try:
         a, b = (_handed_over(cat, node, tails) for node in sims)
         assert a.tail is not None and b.tail is not None
@@ -176,7 +176,7 @@ def test_tail_directories_of_ended_harvests_are_removed_and_a_running_harvests_k
     tmp_path: Path,
 ) -> None:
     database = str(tmp_path / "catalogue.db")
-    running = TailDir(database)
+    running = TailDir.beside(database)
     parent = os.path.dirname(running.path)
     killed = os.path.join(parent, "run-killed")  # a harvest killed before removing its own
     os.mkdir(killed)
@@ -192,7 +192,7 @@ def test_tail_directories_of_ended_harvests_are_removed_and_a_running_harvests_k
     os.mkdir(held)
     with open(os.path.join(held, "lock"), "wb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        fresh = TailDir(database)  # a new harvest starts
+        fresh = TailDir.beside(database)  # a new harvest starts
         assert sorted(os.listdir(parent)) == sorted(
             os.path.basename(p) for p in (running.path, held, fresh.path, starting)
         )
