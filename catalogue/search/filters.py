@@ -7,6 +7,7 @@ or an unknown parameter is a FilterError naming each problem.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +150,35 @@ FILTERS: tuple[FilterDef, ...] = (
 )
 BY_NAME = {d.name: d for d in FILTERS}
 
+# the parameters a record's own field names (schemas/sample-group.json), and a few common
+# words for them, mean: what an unknown parameter's reason suggests
+_MEANT = {
+    "diagnoses": ("icd10", "orpha"),
+    "diagnosis": ("icd10", "orpha"),
+    "disease": ("icd10", "orpha"),
+    "use_conditions": ("duo",),
+    "data_use": ("duo",),
+    "dataset_types": ("dataset_type",),
+    "age": ("age_min", "age_max"),
+    "period": ("period_from", "period_to"),
+    "year": ("period_from", "period_to"),
+    "gender": ("sex",),
+    "material": ("sample_type",),
+    "material_type": ("sample_type",),
+    "temperature": ("storage_temperature",),
+}
+
+
+def unknown_reason(name: str) -> str:
+    """Why `name` is refused, with the parameters it most likely meant (a record's field name,
+    or a close spelling), else the list of known ones."""
+    meant = _MEANT.get(name.lower()) or tuple(
+        difflib.get_close_matches(name.lower(), list(BY_NAME), n=2, cutoff=0.75)
+    )
+    if meant:
+        return "unknown search parameter; did you mean " + " or ".join(meant) + "?"
+    return "unknown search parameter; known: " + ", ".join(BY_NAME)
+
 
 @dataclass(frozen=True)
 class Icd10:
@@ -214,7 +244,7 @@ def parse_filters(params: Mapping[str, Sequence[str]], vocab: Vocabulary) -> Fil
     f = Filters()
     for name in params:
         if name not in BY_NAME:
-            bad.append({"name": name, "reason": "unknown search parameter"})
+            bad.append({"name": name, "reason": unknown_reason(name)})
     for d in FILTERS:
         name = d.name
         values = _values(params, name, bad)

@@ -51,10 +51,31 @@ def test_unknown_and_repeated_parameters_are_named(client: httpx.Client) -> None
     )
     assert resp.status_code == 400
     assert resp.headers["content-type"] == "application/problem+json"
+    known = ", ".join(d.name for d in FILTERS)
     assert resp.json()["invalid_params"] == [
-        {"name": "bogus", "reason": "unknown search parameter"},
+        {"name": "bogus", "reason": f"unknown search parameter; known: {known}"},
         {"name": "sample_type", "reason": "unknown code 'Nope' in code list sample-type"},
         {"name": "page", "reason": "given more than once"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("diagnoses", "icd10 or orpha"),  # the record's field name
+        ("use_conditions", "duo"),
+        ("age", "age_min or age_max"),
+        ("sampletype", "sample_type"),  # a close spelling
+        ("Countries", "country"),
+    ],
+)
+def test_an_unknown_parameter_names_the_one_it_likely_meant(
+    client: httpx.Client, given: str, meant: str
+) -> None:
+    resp = client.get("/v1/search", params={given: "x"})
+    assert resp.status_code == 400
+    assert resp.json()["invalid_params"] == [
+        {"name": given, "reason": f"unknown search parameter; did you mean {meant}?"}
     ]
 
 
