@@ -14,7 +14,7 @@ from audit.checks import AuditOptions, run_audit
 from audit.fetcher import BundleSource, HttpSource, RecordingSource, Source
 from audit.parallel import auto_workers
 from audit.state import AuditState
-from protocol.cli import config_exit, package_version
+from protocol.cli import add_version_option, config_exit
 from protocol.errors import BiobankError, ConfigError, PolicyError
 from protocol.note import Verifier
 
@@ -49,22 +49,7 @@ CaBundleOpt = Annotated[
 ]
 
 
-def _version(value: bool) -> None:
-    if value:
-        print(f"biobank-audit {package_version()}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _options(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_version, is_eager=True, help="print the version and exit"
-        ),
-    ] = False,
-) -> None:
-    pass
+add_version_option(app, "biobank-audit")
 
 
 def _check_options(catalogue: str | None, key: str | None) -> None:

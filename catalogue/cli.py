@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from catalogue.settings import Settings
-from protocol.cli import config_exit, package_version, settings_message
+from protocol.cli import add_version_option, config_exit, settings_message
 from protocol.errors import BiobankError, ConfigError, PolicyError
 
 __all__ = ["app", "main"]
@@ -33,22 +33,7 @@ LOOPBACK = "127.0.0.1,::1"
 PROXY_HELP = "addresses whose X-Forwarded-For/-Proto headers are believed (the reverse proxy)"
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"biobank-catalogue {package_version()}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _options(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_version, is_eager=True, help="print the version and exit"
-        ),
-    ] = False,
-) -> None:
-    pass
+add_version_option(app, "biobank-catalogue")
 
 
 def _settings() -> Settings:

@@ -28,7 +28,7 @@ from node.monitor import monitor_command
 from node.notify_cli import notify_app
 from node.policy import Policy
 from node.preview import preview_command
-from protocol.cli import config_exit, package_version, settings_message
+from protocol.cli import add_version_option, config_exit, settings_message
 from protocol.errors import BiobankError, ConfigError, PolicyError
 
 app = typer.Typer(
@@ -43,22 +43,7 @@ err = Console(stderr=True, emoji=False)
 HomeOpt = Annotated[Path, typer.Option("--home", envvar="NODE_HOME", help="node home directory")]
 
 
-def _version(value: bool) -> None:
-    if value:
-        print(f"biobank-node {package_version()}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _options(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_version, is_eager=True, help="print the version and exit"
-        ),
-    ] = False,
-) -> None:
-    pass
+add_version_option(app, "biobank-node")
 
 
 def _fail(exc: BiobankError) -> None:

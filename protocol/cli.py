@@ -1,14 +1,25 @@
-"""What the three command-line programs share: the package's version, and a configuration
-mistake reported as one line on stderr with exit status 2 (never a traceback)."""
+"""What the three command-line programs share: the package's version (and their `--version`
+option), and a configuration mistake reported as one line on stderr with exit status 2
+(never a traceback)."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-__all__ = ["CONFIG_EXIT", "PACKAGE", "config_exit", "package_version", "settings_message"]
+if TYPE_CHECKING:  # (typer is the programs' own import: this module is imported by them)
+    import typer
+
+__all__ = [
+    "CONFIG_EXIT",
+    "PACKAGE",
+    "add_version_option",
+    "config_exit",
+    "package_version",
+    "settings_message",
+]
 
 PACKAGE = "biobank-federation"
 CONFIG_EXIT = 2  # the exit status of every configuration mistake
@@ -20,6 +31,27 @@ def package_version() -> str:
         return version(PACKAGE)
     except PackageNotFoundError:
         return "unknown (the package is not installed)"
+
+
+def add_version_option(app: typer.Typer, program: str) -> None:
+    """`program --version`: print the program's name and the package's version, and exit
+    (the option of `app`'s callback)."""
+    import typer
+
+    def show(value: bool) -> None:
+        if value:
+            typer.echo(f"{program} {package_version()}")
+            raise typer.Exit()
+
+    def _options(version: bool = False) -> None:
+        pass
+
+    # (an object, not this module's string annotation: typer reads it where typer is unknown)
+    _options.__annotations__["version"] = Annotated[
+        bool,
+        typer.Option("--version", callback=show, is_eager=True, help="print the version and exit"),
+    ]
+    app.callback()(_options)
 
 
 def settings_message(errors: Iterable[Mapping[str, Any]], prefix: str) -> str:
