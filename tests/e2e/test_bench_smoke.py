@@ -61,11 +61,17 @@ def test_bench_runs_at_a_tiny_size_and_writes_consistent_json(tmp_path: Path) ->
     assert "one-shot" in done.stdout
     assert results["machine"]["commit"], "the measured commit is recorded"
     assert results["machine"]["cpu_probe_start"] > 0 and results["machine"]["cpu_probe_end"] > 0
-    # one harvest / floor ratio per rep, each from a harvest and the floor run right after it
-    (pair,) = results["harvest_vs_floor"]["runs"]
-    harvest, floor = results["harvest"]["runs"][0], results["floor"]["runs"][0]
-    expected = (harvest["records"] / harvest["seconds"]) / (floor["records"] / floor["seconds"])
-    assert pair == pytest.approx(expected) == results["harvest_vs_floor"]["median"]
+    # one harvest / floor ratio per rep and floor (the issue's, and the one doing the same
+    # work: it indexes too), each from a harvest and the floor run right after it
+    assert results["floor_indexed"]["records"] == published
+    assert "floor doing the same work" in done.stdout
+    for name in ("floor", "floor_indexed"):
+        (pair,) = results[f"harvest_vs_{name}"]["runs"]
+        harvest, floor = results["harvest"]["runs"][0], results[name]["runs"][0]
+        expected = (harvest["records"] / harvest["seconds"]) / (floor["records"] / floor["seconds"])
+        assert pair == pytest.approx(expected) == results[f"harvest_vs_{name}"]["median"]
+    same_work = [t for t in results["vs_floor"]["targets"] if "same work" in t["target"]]
+    assert [t["figure"] for t in same_work] == ["harvest"] and same_work[0]["measured"] > 0
     assert len(results["search_sqlite"]["queries"]) >= 10
     assert results["search_sqlite"]["p95_ms"] >= results["search_sqlite"]["p50_ms"]
     assert results["audit"]["records"] > published
