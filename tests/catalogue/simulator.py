@@ -73,6 +73,40 @@ def group(
     return {k: v for k, v in rec.items() if v is not None}
 
 
+def varied_group(
+    n: int, *, biobank: str, collection: str, schema_invalid: bool = True
+) -> dict[str, Any]:
+    """Group `n` with attributes and counts that vary: absent attributes, lists of several
+    codes in any order, groups sharing a combo, bounded counts, and some breaking the node's
+    k (10) by their exact counts; `schema_invalid`: every 17th with a diagnosis code no
+    schema accepts."""
+    bad = schema_invalid and n % 17 == 0
+    fields: dict[str, Any] = {
+        "sex": ("female", "male", None)[n % 3],
+        "age": {"min": 10 * (n % 4), "max": 10 * (n % 4) + 9} if n % 5 else None,
+        "diagnoses": [
+            {"system": "ORPHA", "code": "bad" if bad else f"ORPHA:{100 + n % 3}"},
+            {"system": "ICD-10", "code": ("C50.9", "E11", "C18.0")[n % 3]},
+        ][: n % 3]
+        or None,
+        "use_conditions": ["DUO:0000042", "DUO:0000006"][: 1 + n % 2],
+        "dataset_types": None if n % 4 == 0 else ["Genomic"],
+    }
+    samples: Any
+    donors: Any
+    if n % 7 == 0:
+        samples, donors = {"lt": 20}, {"lt": 10}
+    elif n % 11 == 0:
+        samples, donors = 12, 3  # exact donors below k: refused
+    elif n % 13 == 0:
+        samples, donors = 11, 12  # fewer samples than donors: refused
+    else:
+        samples, donors = 10 + n % 6, 10 + n % 3
+    return group(
+        n, biobank=biobank, collection=collection, samples=samples, donors=donors, **fields
+    )
+
+
 def exact_group(
     n: int, *, biobank: str, collection: str, samples: int, donors: int, **fields: Any
 ) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from node.importing.importer import run_import
 from node.importing.mapping import Mapping
 from tests.catalogue.conftest import Catalogue, database, make_settings
 from tests.catalogue.dbdump import dump
-from tests.catalogue.simulator import NodeSimulator, group
+from tests.catalogue.simulator import NodeSimulator, group, varied_group
 from tests.node.node_support import BIOBANK, COLLECTION, make_home
 from tests.support import external_data
 
@@ -51,29 +51,7 @@ BB, COLL = "bbmri-eric:ID:DE_SIM", "bbmri-eric:ID:DE_SIM:collection:main"
 
 
 def _varied(n: int) -> dict[str, Any]:
-    """Group `n` with attributes and counts that vary: absent attributes, lists of several
-    codes in any order, bounded counts, and some breaking the node's k (10)."""
-    fields: dict[str, Any] = {
-        "sex": ("female", "male", None)[n % 3],
-        "age": {"min": 10 * (n % 4), "max": 10 * (n % 4) + 9} if n % 5 else None,
-        "diagnoses": [
-            {"system": "ORPHA", "code": f"ORPHA:{100 + n % 3}" if n % 17 else "bad"},
-            {"system": "ICD-10", "code": ("C50.9", "E11", "C18.0")[n % 3]},
-        ][: n % 3]
-        or None,
-        "use_conditions": ["DUO:0000042", "DUO:0000006"][: 1 + n % 2],
-        "dataset_types": None if n % 4 == 0 else ["Genomic"],
-    }
-    if n % 7 == 0:
-        samples: Any = {"lt": 20}
-        donors: Any = {"lt": 10}
-    elif n % 11 == 0:
-        samples, donors = 12, 3  # exact donors below k: refused
-    elif n % 13 == 0:
-        samples, donors = 11, 12  # fewer samples than donors: refused
-    else:
-        samples, donors = 10 + n % 6, 10 + n % 3
-    return group(n, biobank=BB, collection=COLL, samples=samples, donors=donors, **fields)
+    return varied_group(n, biobank=BB, collection=COLL)
 
 
 def _node() -> NodeSimulator:
