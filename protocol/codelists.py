@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,35 @@ class CodeList:
 
     def children(self, code: str) -> list[str]:
         return [c.code for c in self.entries if c.parent == code]
+
+    def nearest(self, value: str, n: int = 3) -> list[str]:
+        """The known codes a mistyped `value` most likely meant, best first: the one code or
+        label (English or Chinese) equal to it but for case and spacing ("blood" -> Blood,
+        "血浆" -> Plasma) alone; else those containing it ("ffpe" -> TissueFFPE), then close
+        spellings (difflib: "Blod" -> Blood). Empty when nothing is near."""
+        want = " ".join(value.split()).casefold()
+        if not want:
+            return []
+        names: dict[str, str] = {}
+        for entry in self.entries:
+            for name in (entry.code, entry.en, entry.zh):
+                names.setdefault(" ".join(name.split()).casefold(), entry.code)
+        found = names.get(want)
+        if found is not None:  # the same but for case or spacing: what it meant
+            return [found]
+        out: list[str] = []
+        if len(want) >= 3 or not want.isascii():  # (two letters are in too many names)
+            # those where it comes earliest first, then the shortest: "tissue" -> TissueFFPE
+            holding = sorted(
+                (name.find(want), len(name), code) for name, code in names.items() if want in name
+            )
+            for *_, code in holding:
+                if code not in out:
+                    out.append(code)
+        for near in difflib.get_close_matches(want, list(names), n=n * 3):
+            if names[near] not in out:
+                out.append(names[near])
+        return out[:n]
 
     def _get(self, code: str) -> Code:
         try:

@@ -8,7 +8,9 @@ from importlib import resources
 
 from protocol.codelists import CodeLists
 
-__all__ = ["Vocabulary"]
+__all__ = ["SHOWN_CODES", "Vocabulary"]
+
+SHOWN_CODES = 8  # a code list this short is listed whole in an unknown code's reason
 
 
 class Vocabulary:
@@ -30,6 +32,17 @@ class Vocabulary:
         if name not in self._codes:
             self._codes[name] = frozenset(self._lists.get(name).codes())
         return self._codes[name]
+
+    def unknown(self, name: str, value: str) -> str:
+        """Why `value` is not a code of list `name`, in words a researcher can act on: the
+        list's codes when they are few, and the codes it most likely meant (a label in
+        English or Chinese, another case, a part or a close spelling: `CodeList.nearest`)."""
+        codes = self._lists.get(name)
+        reason = f"unknown code {value!r} in code list {name}"
+        if len(codes.entries) <= SHOWN_CODES:
+            reason += f" (one of {', '.join(c.code for c in codes.entries)})"
+        near = codes.nearest(value)
+        return f"{reason}; did you mean {' or '.join(near)}?" if near else reason
 
     def with_children(self, name: str, codes: list[str]) -> list[str]:
         """`codes` plus all their descendants (Blood -> Plasma, Serum, ...)."""

@@ -276,7 +276,7 @@ def _check(d: FilterDef, v: str, vocab: Vocabulary, f: Filters) -> str | None:
     is then added to `f`)."""
     if d.code_list is not None:  # kind "code"
         if v not in vocab.codes(d.code_list):
-            return f"unknown code {v!r} in code list {d.code_list}"
+            return vocab.unknown(d.code_list, v)
     elif d.kind == "id":
         if not v or len(v) > 255:
             return "an identifier of 1 to 255 characters"

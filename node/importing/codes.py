@@ -16,7 +16,6 @@ Codes are matched as people write them (see "Codes" in ``schemas/README.md``):
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from functools import lru_cache
@@ -194,16 +193,8 @@ class Codes:
         return None
 
     def suggest(self, codelist: str, value: str, n: int = 3) -> list[str]:
-        """The known codes nearest to ``value`` (difflib over the codes and EN labels)."""
-        names: dict[str, str] = {}
-        for entry in self._lists.get(codelist).entries:
-            names.setdefault(entry.code.casefold(), entry.code)
-            names.setdefault(entry.en.casefold(), entry.code)
-        out: list[str] = []
-        for near in difflib.get_close_matches(value.strip().casefold(), list(names), n=n * 3):
-            if names[near] not in out:
-                out.append(names[near])
-        return out[:n]
+        """The known codes nearest to ``value`` (`protocol.codelists.CodeList.nearest`)."""
+        return self._lists.get(codelist).nearest(value, n)
 
     def unknown(self, codelist: str, fld: str, value: str) -> str:
         """The problem text for an unknown code in plain words: the code list it is not in

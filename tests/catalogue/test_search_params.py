@@ -97,3 +97,28 @@ def test_declared_parameters_reach_the_search(client: httpx.Client) -> None:
         "page_size": 5,
         "collections_page": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("param", "typed", "meant", "reason"),
+    [
+        ("sample_type", "blood", "Blood", "did you mean Blood?"),  # another case
+        ("sample_type", "血浆", "Plasma", "did you mean Plasma?"),  # the Chinese label
+        ("sample_type", "ffpe", "TissueFFPE", "did you mean TissueFFPE?"),  # a part of it
+        ("sample_type", "Whole blod", "WholeBlood", "did you mean WholeBlood or "),  # misspelt
+        ("sex", "Female", "female", "(one of female, male, other, unknown); did you mean female?"),
+        ("country", "Germany", "DE", "did you mean DE?"),  # the English label
+    ],
+)
+def test_an_unknown_code_says_which_code_it_likely_meant(
+    client: httpx.Client, param: str, typed: str, meant: str, reason: str
+) -> None:
+    """A researcher typing a label, another case or a close spelling is told the code, and
+    the code told is one the search takes."""
+    resp = client.get("/v1/search", params={param: typed})
+    assert resp.status_code == 400
+    (problem,) = resp.json()["invalid_params"]
+    assert problem["name"] == param
+    assert problem["reason"].startswith(f"unknown code {typed!r} in code list ")
+    assert reason in problem["reason"]
+    assert client.get("/v1/search", params={param: meant}).status_code == 200
