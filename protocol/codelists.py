@@ -18,6 +18,7 @@ class Code:
     en: str
     zh: str
     parent: str | None = None
+    shorthand: str | None = None  # DUO's abbreviations (GRU, HMB, NPU...), else none
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class CodeList:
     def from_json(cls, data: Mapping[str, Any], where: str = "code list") -> CodeList:
         try:
             entries = tuple(
-                Code(c["code"], c["en"], c["zh"], c.get("parent")) for c in data["codes"]
+                Code(c["code"], c["en"], c["zh"], c.get("parent"), c.get("shorthand"))
+                for c in data["codes"]
             )
             made = cls(
                 str(data["name"]),
@@ -68,17 +70,19 @@ class CodeList:
         return [c.code for c in self.entries if c.parent == code]
 
     def nearest(self, value: str, n: int = 3) -> list[str]:
-        """The known codes a mistyped `value` most likely meant, best first: the one code or
-        label (English or Chinese) equal to it but for case and spacing ("blood" -> Blood,
-        "血浆" -> Plasma) alone; else those containing it ("ffpe" -> TissueFFPE), then close
-        spellings (difflib: "Blod" -> Blood). Empty when nothing is near."""
+        """The known codes a mistyped `value` most likely meant, best first: the one code,
+        shorthand or label (English or Chinese) equal to it but for case and spacing ("blood"
+        -> Blood, "血浆" -> Plasma, DUO's "GRU" -> DUO:0000042) alone; else those containing
+        it ("ffpe" -> TissueFFPE), then close spellings (difflib: "Blod" -> Blood). Empty
+        when nothing is near."""
         want = " ".join(value.split()).casefold()
         if not want:
             return []
         names: dict[str, str] = {}
         for entry in self.entries:
-            for name in (entry.code, entry.en, entry.zh):
-                names.setdefault(" ".join(name.split()).casefold(), entry.code)
+            for name in (entry.code, entry.shorthand, entry.en, entry.zh):
+                if name:
+                    names.setdefault(" ".join(name.split()).casefold(), entry.code)
         found = names.get(want)
         if found is not None:  # the same but for case or spacing: what it meant
             return [found]

@@ -108,6 +108,7 @@ def test_declared_parameters_reach_the_search(client: httpx.Client) -> None:
         ("sample_type", "Whole blod", "WholeBlood", "did you mean WholeBlood or "),  # misspelt
         ("sex", "Female", "female", "(one of female, male, other, unknown); did you mean female?"),
         ("country", "Germany", "DE", "did you mean DE?"),  # the English label
+        ("duo", "GRU", "DUO:0000042", "did you mean DUO:0000042?"),  # DUO's shorthand
     ],
 )
 def test_an_unknown_code_says_which_code_it_likely_meant(

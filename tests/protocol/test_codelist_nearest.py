@@ -49,3 +49,5 @@ def test_the_shipped_lists_answer_what_researchers_and_exports_type() -> None:
     assert lists.get("sample-type").nearest("Serun")[0] == "Serum"
     assert lists.get("country").nearest("德国") == ["DE"]
     assert lists.get("sex").nearest("FEMALE") == ["female"]
+    duo = lists.get("duo")  # researchers know the consent codes by their shorthand
+    assert duo.nearest("GRU") == ["DUO:0000042"] and duo.nearest("hmb") == ["DUO:0000006"]
