@@ -142,6 +142,9 @@ class IndexedFloor:
         self.conn = conn
         self.key_group, self.encode_multi = key_group, encode_multi
         self.vocab = Vocabulary.default()
+        # `key_group`'s memo, one for the run: one object per distinct string and list of
+        # codes (a few hundred). The harvest's is a chunk's, for the bytes it stages; a page's
+        # here was 3.5% slower and a chunk's 1.5% (alternated on the saved 1M pages)
         self.memo: dict[Any, Any] = {}
         self.encoded: dict[tuple[Any, ...], tuple[str | None, str | None, str | None]] = {}
         self.next_combo = 1
@@ -431,8 +434,6 @@ def _loop(
             if expected > KEY_SPAN:
                 raise FloorError(f"{origin}: an index past 2**40 does not fit the floor's key")
             conn.executemany(insert, rows)
-            if indexer is not None:
-                indexer.memo = {}  # `key_group`'s shared strings, a page's (the harvest: a chunk's)
             total += len(rows)
             in_tx += len(rows)
             if in_tx >= CHUNK:
