@@ -275,7 +275,6 @@ class IndexedFloor:
                 ],
             )
         conn.execute("COMMIT")
-        self.open({})
 
 
 _COMBO_ROW = (

@@ -11,6 +11,10 @@ from typing import Any
 
 from protocol.errors import ConfigError
 
+# an unknown code's reason spells out a code list this short (the node's import problems and
+# the catalogue's search errors alike)
+SHOWN_CODES = 8
+
 
 @dataclass(frozen=True)
 class Code:

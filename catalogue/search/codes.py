@@ -6,11 +6,9 @@ import json
 from functools import cache
 from importlib import resources
 
-from protocol.codelists import CodeLists
+from protocol.codelists import SHOWN_CODES, CodeLists
 
-__all__ = ["SHOWN_CODES", "Vocabulary"]
-
-SHOWN_CODES = 8  # a code list this short is listed whole in an unknown code's reason
+__all__ = ["Vocabulary"]
 
 
 class Vocabulary:

@@ -22,7 +22,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Final
 
-from protocol.codelists import CodeLists
+from protocol.codelists import SHOWN_CODES, CodeLists
 
 __all__ = [
     "CODE_LIST_WORDS",
@@ -114,8 +114,6 @@ CODE_LIST_WORDS = {
     "orpha": "known ORPHA code (e.g. ORPHA:558)",
     "icd10-chapter": "ICD-10 chapter (I to XXII)",
 }
-#: lists this short are spelled out in full in the problem
-SHOWN_CODES = 8
 
 
 class Codes:
