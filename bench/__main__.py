@@ -87,7 +87,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--no-floor",
         action="store_true",
-        help="skip the floor (saving every page to disk first: long at 10M)",
+        help="skip the two floors (and saving every page to disk for them)",
     )
     return p.parse_args(argv)
 
